@@ -1,0 +1,187 @@
+//! `DeviceBuffer<T, D>`: typed memory on one device, with a runtime shape.
+//!
+//! The element type `T` and the device type `D` are type parameters, so using a
+//! host buffer where a CUDA one is wanted, or f32 where bf16 is wanted, does not
+//! compile. Moving ([`DeviceBuffer::to`]) and converting ([`DeviceBuffer::cast`])
+//! are explicit calls.
+
+use crate::device::Device;
+use crate::element::Element;
+use crate::error::{Error, Result};
+use crate::ops::Kernels;
+
+/// Typed memory on device `D` holding elements of type `T`, with a shape.
+pub struct DeviceBuffer<T: Element, D: Device> {
+    storage: D::Storage<T>,
+    shape: Vec<usize>,
+    device: D,
+}
+
+/// Number of elements of a shape, or `None` on overflow.
+pub(crate) fn checked_numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+}
+
+impl<T: Element, D: Device> DeviceBuffer<T, D> {
+    /// Copy host data to `device` as a tensor of `shape`.
+    ///
+    /// ```
+    /// use tessera::{Cpu, DeviceBuffer};
+    /// let x = DeviceBuffer::from_slice(&Cpu, &[1.0f32, 2.0, 3.0, 4.0], &[2, 2])?;
+    /// assert_eq!(x.shape(), &[2, 2]);
+    /// # Ok::<(), tessera::Error>(())
+    /// ```
+    pub fn from_slice(device: &D, data: &[T], shape: &[usize]) -> Result<Self> {
+        let expected = numel_or_err("from_slice", shape)?;
+        if data.len() != expected {
+            return Err(Error::Length {
+                what: "DeviceBuffer::from_slice".into(),
+                len: data.len(),
+                shape: shape.to_vec(),
+                expected,
+            });
+        }
+        Ok(Self {
+            storage: device.storage_from_slice(data)?,
+            shape: shape.to_vec(),
+            device: device.clone(),
+        })
+    }
+
+    /// A tensor of `shape` with every element `value` (tests poison outputs with NaN).
+    pub fn full(device: &D, shape: &[usize], value: T) -> Result<Self> {
+        let n = numel_or_err("full", shape)?;
+        Self::from_slice(device, &vec![value; n], shape)
+    }
+
+    /// A tensor of zeros.
+    pub fn zeros(device: &D, shape: &[usize]) -> Result<Self> {
+        Self::full(device, shape, T::default())
+    }
+
+    /// Allocate a tensor whose contents are unspecified; an op will overwrite all of it.
+    pub(crate) fn uninit(device: &D, shape: &[usize]) -> Result<Self> {
+        let n = numel_or_err("alloc", shape)?;
+        Ok(Self {
+            storage: device.storage_alloc::<T>(n)?,
+            shape: shape.to_vec(),
+            device: device.clone(),
+        })
+    }
+
+    /// Wrap storage made by a backend. The caller guarantees it holds `numel(shape)` elements.
+    pub(crate) fn from_parts(storage: D::Storage<T>, shape: Vec<usize>, device: D) -> Self {
+        Self {
+            storage,
+            shape,
+            device,
+        }
+    }
+
+    /// The runtime shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        // The shape was checked for overflow when the buffer was made.
+        self.shape.iter().product()
+    }
+
+    /// Whether the tensor has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The device this buffer lives on.
+    pub fn device(&self) -> &D {
+        &self.device
+    }
+
+    /// Backend storage (for backend code).
+    #[doc(hidden)]
+    pub fn storage(&self) -> &D::Storage<T> {
+        &self.storage
+    }
+
+    /// Mutable backend storage (for backend code).
+    #[doc(hidden)]
+    pub fn storage_mut(&mut self) -> &mut D::Storage<T> {
+        &mut self.storage
+    }
+
+    /// Copy the contents to a host `Vec`, waiting for pending device work.
+    pub fn to_vec(&self) -> Result<Vec<T>> {
+        self.device.storage_to_vec(&self.storage, self.len())
+    }
+
+    /// Move (copy) this buffer to another device, possibly of another backend.
+    /// The element type stays the same; use [`cast`](Self::cast) to convert it.
+    ///
+    /// ```
+    /// use tessera::{Cpu, DeviceBuffer};
+    /// let host = DeviceBuffer::from_slice(&Cpu, &[1.0f32, 2.0], &[2])?;
+    /// let copy: DeviceBuffer<f32, Cpu> = host.to(&Cpu)?;
+    /// assert_eq!(copy.to_vec()?, vec![1.0, 2.0]);
+    /// # Ok::<(), tessera::Error>(())
+    /// ```
+    pub fn to<D2: Device>(&self, device: &D2) -> Result<DeviceBuffer<T, D2>> {
+        let host = self.to_vec()?;
+        DeviceBuffer::from_slice(device, &host, &self.shape)
+    }
+
+    /// The same data with a new shape of the same element count.
+    pub fn reshape(self, shape: &[usize]) -> Result<Self> {
+        let n = numel_or_err("reshape", shape)?;
+        if n != self.len() {
+            return Err(Error::Length {
+                what: "reshape".into(),
+                len: self.len(),
+                shape: shape.to_vec(),
+                expected: n,
+            });
+        }
+        Ok(Self {
+            shape: shape.to_vec(),
+            ..self
+        })
+    }
+
+    /// Convert the element type on this buffer's own device (f32 → bf16 rounds to
+    /// nearest-even).
+    ///
+    /// ```
+    /// use half::bf16;
+    /// use tessera::{Cpu, DeviceBuffer};
+    /// let x = DeviceBuffer::from_slice(&Cpu, &[1.0f32, 0.1], &[2])?;
+    /// let y: DeviceBuffer<bf16, Cpu> = x.cast::<bf16>()?;
+    /// assert_eq!(y.to_vec()?[1], bf16::from_f32(0.1));
+    /// # Ok::<(), tessera::Error>(())
+    /// ```
+    pub fn cast<U: Element>(&self) -> Result<DeviceBuffer<U, D>>
+    where
+        D: Kernels<T> + Kernels<U>,
+    {
+        crate::ops::cast(self)
+    }
+}
+
+impl<T: Element, D: Device> std::fmt::Debug for DeviceBuffer<T, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "DeviceBuffer<{}, {}>{:?}",
+            T::DTYPE,
+            self.device.describe(),
+            self.shape
+        )
+    }
+}
+
+fn numel_or_err(what: &str, shape: &[usize]) -> Result<usize> {
+    checked_numel(shape).ok_or_else(|| Error::Input {
+        tensor: what.to_string(),
+        msg: format!("shape {shape:?} has more elements than fit in memory"),
+    })
+}

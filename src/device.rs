@@ -1,0 +1,67 @@
+//! The device trait. `Cpu`, `Cuda` and `Wgpu` implement it; it is sealed, so a
+//! buffer's device type always names one of tessera's backends.
+
+use crate::element::Element;
+use crate::error::Result;
+
+pub(crate) mod sealed {
+    pub trait Sealed {}
+}
+
+/// Which backend a device is, at run time (for messages and the CLI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeviceKind {
+    Cpu,
+    Cuda,
+    Wgpu,
+}
+
+impl std::fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Cuda => "cuda",
+            DeviceKind::Wgpu => "wgpu",
+        })
+    }
+}
+
+/// A compute device. The handle is cheap to clone and every clone is the same
+/// device; two handles made separately (two CUDA contexts, two wgpu devices) are
+/// different devices, and buffers of one cannot be used with the other.
+///
+/// The storage methods are the backend's half of [`crate::DeviceBuffer`]; users
+/// call the buffer's methods instead.
+pub trait Device: sealed::Sealed + Clone + Send + Sync + std::fmt::Debug + 'static {
+    /// Memory holding `len` elements of `T` on this device.
+    type Storage<T: Element>: Send + Sync;
+
+    /// The backend this device belongs to.
+    const KIND: DeviceKind;
+
+    /// Human-readable name, e.g. `cuda:0 (NVIDIA H200)` or `wgpu (llvmpipe, Vulkan, Cpu)`.
+    fn describe(&self) -> String;
+
+    /// Whether `other` is this very device (same context / same wgpu device).
+    fn same_device(&self, other: &Self) -> bool;
+
+    /// Copy host data into new device memory.
+    #[doc(hidden)]
+    fn storage_from_slice<T: Element>(&self, data: &[T]) -> Result<Self::Storage<T>>;
+
+    /// Allocate device memory for `len` elements. Contents are unspecified (zero
+    /// on backends where that is free); every op writes its whole output.
+    #[doc(hidden)]
+    fn storage_alloc<T: Element>(&self, len: usize) -> Result<Self::Storage<T>>;
+
+    /// Copy `len` elements of device memory back to the host. Waits for pending work.
+    #[doc(hidden)]
+    fn storage_to_vec<T: Element>(&self, storage: &Self::Storage<T>, len: usize) -> Result<Vec<T>>;
+
+    /// Block until all work queued on this device has finished.
+    fn synchronize(&self) -> Result<()>;
+}
+
+/// Storage of a backend that is compiled out: no value of it can exist.
+#[derive(Debug, Clone, Copy)]
+pub enum Never {}

@@ -1,0 +1,47 @@
+//! # tessera
+//!
+//! A typed compute backend for SigLIP vision-model inference, with hand-written
+//! CUDA PTX kernels, WGSL compute shaders and a multithreaded CPU backend.
+//!
+//! Every buffer is a [`DeviceBuffer<T, D>`]: `T` is the element type (`f32` or
+//! `half::bf16`), `D` the device ([`Cpu`], [`Cuda`], [`Wgpu`]). Mixing devices or
+//! element types does not compile; moving ([`DeviceBuffer::to`]) and converting
+//! ([`DeviceBuffer::cast`]) are explicit.
+//!
+//! ```compile_fail
+//! use tessera::{Cpu, Cuda, DeviceBuffer, ops};
+//! fn mix(w: &DeviceBuffer<f32, Cpu>, x: &DeviceBuffer<f32, Cuda>) {
+//!     // A CPU weight with a CUDA input: a type error, not a runtime crash.
+//!     let _ = ops::linear(x, w, None, ops::Activation::None, None);
+//! }
+//! ```
+//!
+//! ```compile_fail
+//! use half::bf16;
+//! use tessera::{Cpu, DeviceBuffer, ops};
+//! fn mix(w: &DeviceBuffer<bf16, Cpu>, x: &DeviceBuffer<f32, Cpu>) {
+//!     // f32 activations with bf16 weights: a type error; call `x.cast::<bf16>()`.
+//!     let _ = ops::linear(x, w, None, ops::Activation::None, None);
+//! }
+//! ```
+
+pub mod buffer;
+pub mod cpu;
+pub mod cuda;
+pub mod device;
+pub mod element;
+pub mod error;
+pub mod model;
+pub mod ops;
+pub mod preprocess;
+pub mod wgpu;
+
+pub use buffer::DeviceBuffer;
+pub use cpu::Cpu;
+pub use cuda::Cuda;
+pub use device::{Device, DeviceKind};
+pub use element::{DType, Element};
+pub use error::{Error, Result};
+pub use half::bf16;
+pub use ops::Kernels;
+pub use wgpu::{Wgpu, WgpuAdapterInfo};

@@ -1,0 +1,1 @@
+//! SigLIP image preprocessing: RGB, bicubic resize, scale and normalise.

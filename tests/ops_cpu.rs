@@ -1,0 +1,4 @@
+//! The generic op suite on the CPU backend.
+mod common;
+
+op_suite!(Some(tessera::Cpu));
