@@ -60,6 +60,20 @@ pub trait Device: sealed::Sealed + Clone + Send + Sync + std::fmt::Debug + 'stat
 
     /// Block until all work queued on this device has finished.
     fn synchronize(&self) -> Result<()>;
+
+    /// Mean milliseconds per call of `f` over `iters` calls, measured after the
+    /// device's queue is drained. The default drains the queue before and after
+    /// and reads the host clock; backends with device timers (CUDA events)
+    /// override it. Callers warm up first.
+    fn time_ms<F: FnMut() -> Result<()>>(&self, iters: usize, mut f: F) -> Result<f64> {
+        self.synchronize()?;
+        let start = std::time::Instant::now();
+        for _ in 0..iters {
+            f()?;
+        }
+        self.synchronize()?;
+        Ok(start.elapsed().as_secs_f64() * 1e3 / iters.max(1) as f64)
+    }
 }
 
 /// Storage of a backend that is compiled out: no value of it can exist.

@@ -25,6 +25,7 @@
 //! }
 //! ```
 
+pub mod bench;
 pub mod buffer;
 pub mod cpu;
 pub mod cuda;

@@ -1,0 +1,1 @@
+//! Benchmarks shared by `tessera bench` and the criterion benches.
