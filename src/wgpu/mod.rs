@@ -1,4 +1,8 @@
-//! The wgpu backend (see `stub.rs` when the feature is off).
+//! The wgpu backend: every op a hand-written WGSL compute shader (`shaders/`).
+//! With the `wgpu` feature off, `stub.rs` provides the same types, unconstructible.
+
+#[doc(hidden)]
+pub mod shaders;
 
 mod stub;
 pub use stub::{Wgpu, WgpuAdapterInfo};
