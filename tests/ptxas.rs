@@ -1,0 +1,134 @@
+//! Assemble every hand-written kernel (kernels/*.ptx) with ptxas for sm_80 and
+//! sm_90; fail on any error or register spill, and print registers per kernel.
+//!
+//! ptxas is found via `TESSERA_PTXAS`, else `<repo>/.cache/nvcc/nvidia/cuda_nvcc/bin/ptxas`
+//! (`pip install --no-deps --target .cache/nvcc nvidia-cuda-nvcc-cu12`), else `PATH`.
+//! Without ptxas the test prints SKIPPED and passes, unless TESSERA_REQUIRE_PTXAS=1.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn find_ptxas() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("TESSERA_PTXAS") {
+        if !p.is_empty() {
+            return Some(PathBuf::from(p));
+        }
+    }
+    let local =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/nvcc/nvidia/cuda_nvcc/bin/ptxas");
+    if local.exists() {
+        return Some(local);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("ptxas"))
+        .find(|p| p.exists())
+}
+
+fn kernels() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("readable kernels dir").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "ptx"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Per entry: (name, registers, spill store bytes, spill load bytes, stack bytes).
+fn parse(info: &str) -> Vec<(String, u32, u64, u64, u64)> {
+    let mut out = Vec::new();
+    let mut name = String::new();
+    let (mut stack, mut st, mut ld) = (0, 0, 0);
+    for line in info.lines() {
+        if let Some(i) = line.find("Compiling entry function '") {
+            let rest = &line[i + "Compiling entry function '".len()..];
+            name = rest.split('\'').next().unwrap_or("").to_string();
+        } else if line.contains("bytes spill stores") {
+            let nums: Vec<u64> = line
+                .split(|c: char| !c.is_ascii_digit())
+                .filter(|s| !s.is_empty())
+                .filter_map(|s| s.parse().ok())
+                .collect();
+            // "N bytes stack frame, N bytes spill stores, N bytes spill loads"
+            if nums.len() >= 3 {
+                stack = nums[0];
+                st = nums[1];
+                ld = nums[2];
+            }
+        } else if let Some(i) = line.find("Used ") {
+            let regs = line[i + 5..]
+                .split_whitespace()
+                .next()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            out.push((name.clone(), regs, st, ld, stack));
+        }
+    }
+    out
+}
+
+#[test]
+fn kernels_assemble_without_spills() {
+    let Some(ptxas) = find_ptxas() else {
+        if std::env::var("TESSERA_REQUIRE_PTXAS").is_ok_and(|v| v == "1") {
+            panic!("TESSERA_REQUIRE_PTXAS=1 but no ptxas found (TESSERA_PTXAS, .cache/nvcc, PATH)");
+        }
+        eprintln!(
+            "SKIPPED: ptxas not found; pip install --no-deps --target .cache/nvcc \
+             nvidia-cuda-nvcc-cu12, or set TESSERA_PTXAS"
+        );
+        return;
+    };
+    let files = kernels();
+    assert!(!files.is_empty(), "no kernels/*.ptx");
+    let tmp = std::env::temp_dir().join(format!("tessera-ptxas-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut failures = Vec::new();
+    let mut entries = 0;
+    for arch in ["sm_80", "sm_90"] {
+        for f in &files {
+            let cubin = tmp.join(format!(
+                "{}-{arch}.cubin",
+                f.file_stem().unwrap().to_string_lossy()
+            ));
+            let out = Command::new(&ptxas)
+                .arg(format!("-arch={arch}"))
+                .arg("-v")
+                .arg(f)
+                .arg("-o")
+                .arg(&cubin)
+                .output()
+                .unwrap_or_else(|e| panic!("running {}: {e}", ptxas.display()));
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let name = f.file_name().unwrap().to_string_lossy();
+            if !out.status.success() || text.contains("error") {
+                failures.push(format!("{name} [{arch}]: ptxas failed:\n{text}"));
+                continue;
+            }
+            for (entry, regs, st, ld, stack) in parse(&text) {
+                entries += 1;
+                println!(
+                    "{arch} {name:>16} {entry:<24} {regs:>3} registers, \
+                     {st} B spill stores, {ld} B spill loads, {stack} B stack"
+                );
+                if st > 0 || ld > 0 {
+                    failures.push(format!(
+                        "{name} [{arch}] {entry}: spills ({st} B stores, {ld} B loads)"
+                    ));
+                }
+            }
+            if text.contains("warning") {
+                println!("{name} [{arch}] warnings:\n{text}");
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    assert!(entries > 0, "ptxas reported no entry functions");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
