@@ -1,0 +1,561 @@
+//! The `Wgpu` device: adapter choice, buffers, error capture, pipeline cache and
+//! the launch helper the kernels (`kernels.rs`) go through.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+
+use wgpu::util::DeviceExt;
+
+use super::shaders::{BindingKind, Shader};
+use crate::device::{sealed, Device, DeviceKind};
+use crate::element::{DType, Element};
+use crate::error::{Error, Result};
+
+/// A GPU driven through WGSL compute shaders. Cheap to clone; clones are the same
+/// device. Two `Wgpu::new()` calls make two devices, whose buffers cannot mix.
+#[derive(Clone)]
+pub struct Wgpu {
+    inner: Arc<Inner>,
+}
+
+/// What a wgpu adapter is (name, graphics backend, device type).
+#[derive(Debug, Clone)]
+pub struct WgpuAdapterInfo {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    /// True for software rasterisers such as Mesa's llvmpipe.
+    pub is_software: bool,
+}
+
+struct Inner {
+    info: WgpuAdapterInfo,
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    limits: wgpu::Limits,
+    pipelines: Mutex<HashMap<String, Arc<Pipeline>>>,
+    /// Errors no error scope caught (other threads' work, async failures).
+    uncaptured: Arc<Mutex<Option<String>>>,
+    /// Set once the device is lost; every later call fails with it.
+    lost: Arc<Mutex<Option<String>>>,
+    // Kept alive for the device's lifetime.
+    _adapter: wgpu::Adapter,
+    _instance: wgpu::Instance,
+}
+
+/// A compiled compute pipeline with its bind group layout.
+pub(crate) struct Pipeline {
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+    bindings: Vec<BindingKind>,
+}
+
+/// Memory of a `DeviceBuffer<T, Wgpu>`: a storage buffer sized in bytes rounded
+/// up to 4 (at least 4: wgpu cannot bind an empty buffer). bf16 is packed two per
+/// 32-bit word, element 2w in the low half.
+pub struct WgpuStorage<T> {
+    pub(crate) buffer: wgpu::Buffer,
+    _elem: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for WgpuStorage<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WgpuStorage({} bytes)", self.buffer.size())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind; keep going.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn padded_bytes(bytes: u64) -> u64 {
+    bytes.div_ceil(4).max(1) * 4
+}
+
+/// Rank of an adapter type: lower is preferred.
+fn preference(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+fn is_software(info: &wgpu::AdapterInfo) -> bool {
+    let name = info.name.to_ascii_lowercase();
+    info.device_type == wgpu::DeviceType::Cpu
+        || ["llvmpipe", "lavapipe", "swiftshader", "software", "warp"]
+            .iter()
+            .any(|s| name.contains(s))
+}
+
+impl Wgpu {
+    /// Open the best adapter: a discrete GPU, else integrated, virtual, and a
+    /// software adapter (Mesa's llvmpipe) only when nothing else exists. The device
+    /// gets the adapter's own limits. No adapter is an `Err`, never a panic.
+    pub fn new() -> Result<Self> {
+        let desc = wgpu::InstanceDescriptor {
+            backends: wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12,
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        }
+        .with_env();
+        let instance = wgpu::Instance::new(desc);
+        let mut adapters: Vec<wgpu::Adapter> =
+            pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+                .into_iter()
+                .filter(|a| {
+                    a.get_downlevel_capabilities()
+                        .flags
+                        .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
+                })
+                .collect();
+        if adapters.is_empty() {
+            return Err(Error::Wgpu(
+                "no GPU adapter with compute shaders found (is a Vulkan, Metal or DX12 \
+                 driver installed? on Linux without a GPU, Mesa's lavapipe: \
+                 mesa-vulkan-drivers)"
+                    .into(),
+            ));
+        }
+        adapters.sort_by_key(|a| {
+            let i = a.get_info();
+            (is_software(&i) as u8, preference(i.device_type))
+        });
+        let mut last_err = String::new();
+        for adapter in adapters {
+            match Self::open(&instance, adapter) {
+                Ok(dev) => return Ok(dev),
+                Err(e) => last_err = e.to_string(),
+            }
+        }
+        Err(Error::Wgpu(format!(
+            "no adapter could open a device: {last_err}"
+        )))
+    }
+
+    fn open(instance: &wgpu::Instance, adapter: wgpu::Adapter) -> Result<Self> {
+        let ai = adapter.get_info();
+        let info = WgpuAdapterInfo {
+            name: ai.name.clone(),
+            backend: format!("{:?}", ai.backend),
+            device_type: format!("{:?}", ai.device_type),
+            is_software: is_software(&ai),
+        };
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("tessera"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| Error::Wgpu(format!("request_device on {}: {e}", info.name)))?;
+
+        let uncaptured = Arc::new(Mutex::new(None::<String>));
+        let sink = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut slot = lock(&sink);
+            if slot.is_none() {
+                *slot = Some(e.to_string());
+            }
+        }));
+        let lost = Arc::new(Mutex::new(None::<String>));
+        let lost_sink = lost.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            *lock(&lost_sink) = Some(format!("device lost ({reason:?}): {msg}"));
+        });
+        let limits = device.limits();
+        Ok(Wgpu {
+            inner: Arc::new(Inner {
+                info,
+                device,
+                queue,
+                limits,
+                pipelines: Mutex::new(HashMap::new()),
+                uncaptured,
+                lost,
+                _adapter: adapter,
+                _instance: instance.clone(),
+            }),
+        })
+    }
+
+    /// The adapter this device runs on.
+    pub fn adapter_info(&self) -> &WgpuAdapterInfo {
+        &self.inner.info
+    }
+
+    /// Fail if the device was lost or an error escaped every scope.
+    fn check_health(&self, what: &str) -> Result<()> {
+        if let Some(msg) = lock(&self.inner.lost).clone() {
+            return Err(Error::Wgpu(format!("{what}: {msg}")));
+        }
+        if let Some(msg) = lock(&self.inner.uncaptured).take() {
+            return Err(Error::Wgpu(format!(
+                "{what}: earlier uncaptured error: {msg}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Run `f` inside validation, out-of-memory and internal error scopes and turn
+    /// anything they caught into an `Err` naming `what`. `bytes` is the allocation
+    /// size, for out-of-memory messages.
+    pub(crate) fn guarded<R>(&self, what: &str, bytes: u64, f: impl FnOnce() -> R) -> Result<R> {
+        self.check_health(what)?;
+        let dev = &self.inner.device;
+        let oom = dev.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = dev.push_error_scope(wgpu::ErrorFilter::Validation);
+        let internal = dev.push_error_scope(wgpu::ErrorFilter::Internal);
+        let r = f();
+        let e_internal = pollster::block_on(internal.pop());
+        let e_validation = pollster::block_on(validation.pop());
+        let e_oom = pollster::block_on(oom.pop());
+        if let Some(e) = e_oom {
+            return Err(Error::OutOfMemory {
+                device: self.describe(),
+                bytes,
+                tensor: format!("{what} ({e})"),
+            });
+        }
+        if let Some(e) = e_validation.or(e_internal) {
+            return Err(Error::Wgpu(format!("{what}: {e}")));
+        }
+        self.check_health(what)?;
+        Ok(r)
+    }
+
+    fn new_buffer(&self, what: &str, bytes: u64) -> Result<wgpu::Buffer> {
+        let size = padded_bytes(bytes);
+        if size > self.inner.limits.max_buffer_size {
+            return Err(Error::OutOfMemory {
+                device: self.describe(),
+                bytes: size,
+                tensor: format!(
+                    "{what} (above this adapter's max buffer size of {} bytes)",
+                    self.inner.limits.max_buffer_size
+                ),
+            });
+        }
+        self.guarded(what, size, || {
+            self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(what),
+                size,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        })
+    }
+
+    /// The pipeline of `shader`'s `entry` for the given dtypes, compiled on first
+    /// use and cached per device under `{op}_{dtype}[_{entry}]`.
+    pub(crate) fn pipeline(
+        &self,
+        shader: Shader,
+        input: DType,
+        output: DType,
+        entry: &'static str,
+    ) -> Result<Arc<Pipeline>> {
+        let mut key = shader.key(input, output);
+        if entry != "main" {
+            key.push('_');
+            key.push_str(entry);
+        }
+        // Held across compilation so two threads never build the same pipeline twice.
+        let mut cache = lock(&self.inner.pipelines);
+        if let Some(p) = cache.get(&key) {
+            return Ok(p.clone());
+        }
+        let bindings = shader.bindings();
+        let dev = &self.inner.device;
+        let p = self.guarded(&format!("compiling shader {key}"), 0, || {
+            let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(&key),
+                source: wgpu::ShaderSource::Wgsl(shader.source(input, output).into()),
+            });
+            let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
+                .iter()
+                .enumerate()
+                .map(|(i, kind)| wgpu::BindGroupLayoutEntry {
+                    binding: i as u32,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: match kind {
+                            BindingKind::Uniform => wgpu::BufferBindingType::Uniform,
+                            BindingKind::StorageRead => {
+                                wgpu::BufferBindingType::Storage { read_only: true }
+                            }
+                            BindingKind::StorageReadWrite => {
+                                wgpu::BufferBindingType::Storage { read_only: false }
+                            }
+                        },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                })
+                .collect();
+            let layout = dev.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(&key),
+                entries: &entries,
+            });
+            let pl = dev.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(&key),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+            let pipeline = dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&key),
+                layout: Some(&pl),
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+            Pipeline {
+                pipeline,
+                layout,
+                bindings: bindings.clone(),
+            }
+        })?;
+        let p = Arc::new(p);
+        cache.insert(key, p.clone());
+        Ok(p)
+    }
+
+    /// Workgroup grid for `groups` workgroups: (x, y) with x within the
+    /// per-dimension limit; shaders number groups as y·x_count + x and skip the
+    /// overshoot.
+    fn grid(&self, op: &'static str, groups: u64) -> Result<(u32, u32)> {
+        let max = u64::from(
+            self.inner
+                .limits
+                .max_compute_workgroups_per_dimension
+                .max(1),
+        );
+        if groups <= max {
+            return Ok((groups as u32, 1));
+        }
+        let y = groups.div_ceil(max);
+        if y > max {
+            return Err(Error::Unsupported {
+                op,
+                msg: format!("{groups} workgroups exceed this adapter's {max}×{max} grid"),
+            });
+        }
+        Ok((max as u32, y as u32))
+    }
+
+    /// Encode and submit one compute pass: `dispatches` run in order (each sees
+    /// the previous one's writes) over the same bindings: the `params` uniform at
+    /// binding 0, then `buffers` (name, buffer) at 1, 2, …. Does not wait.
+    pub(crate) fn launch(
+        &self,
+        op: &'static str,
+        params: &[u32],
+        buffers: &[(&str, &wgpu::Buffer)],
+        dispatches: &[(&Pipeline, u64)],
+    ) -> Result<()> {
+        let max_binding = self.inner.limits.max_storage_buffer_binding_size;
+        for (name, buf) in buffers {
+            if buf.size() > max_binding {
+                return Err(Error::Unsupported {
+                    op,
+                    msg: format!(
+                        "tensor `{name}` is {} bytes, above this adapter's largest storage \
+                         binding ({max_binding} bytes)",
+                        buf.size()
+                    ),
+                });
+            }
+        }
+        let mut grids = Vec::with_capacity(dispatches.len());
+        for &(_, groups) in dispatches {
+            grids.push(self.grid(op, groups)?);
+        }
+        let dev = &self.inner.device;
+        self.guarded(op, 0, || {
+            // Uniform structs are padded to 16 bytes.
+            let mut words = params.to_vec();
+            words.resize(words.len().div_ceil(4).max(1) * 4, 0);
+            let uniform = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(op),
+                contents: bytemuck::cast_slice(&words),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+            let mut encoder =
+                dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(op),
+                    timestamp_writes: None,
+                });
+                for (&(pipeline, groups), &(x, y)) in dispatches.iter().zip(&grids) {
+                    if groups == 0 {
+                        continue;
+                    }
+                    debug_assert_eq!(pipeline.bindings.len(), buffers.len() + 1);
+                    let mut entries = vec![wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: uniform.as_entire_binding(),
+                    }];
+                    for (i, (_, buf)) in buffers.iter().enumerate() {
+                        entries.push(wgpu::BindGroupEntry {
+                            binding: i as u32 + 1,
+                            resource: buf.as_entire_binding(),
+                        });
+                    }
+                    let group = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: Some(op),
+                        layout: &pipeline.layout,
+                        entries: &entries,
+                    });
+                    pass.set_pipeline(&pipeline.pipeline);
+                    pass.set_bind_group(0, &group, &[]);
+                    pass.dispatch_workgroups(x, y, 1);
+                }
+            }
+            self.inner.queue.submit([encoder.finish()]);
+        })
+    }
+
+    fn wait_idle(&self, what: &str) -> Result<()> {
+        self.inner
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Wgpu(format!("{what}: waiting for the GPU: {e}")))?;
+        self.check_health(what)
+    }
+}
+
+impl std::fmt::Debug for Wgpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl sealed::Sealed for Wgpu {}
+
+impl Device for Wgpu {
+    type Storage<T: Element> = WgpuStorage<T>;
+    const KIND: DeviceKind = DeviceKind::Wgpu;
+
+    fn describe(&self) -> String {
+        let i = &self.inner.info;
+        format!("wgpu ({}, {}, {})", i.name, i.backend, i.device_type)
+    }
+
+    fn same_device(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    fn storage_from_slice<T: Element>(&self, data: &[T]) -> Result<WgpuStorage<T>> {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let size = padded_bytes(bytes.len() as u64);
+        if size > self.inner.limits.max_buffer_size {
+            return Err(Error::OutOfMemory {
+                device: self.describe(),
+                bytes: size,
+                tensor: format!(
+                    "upload (above this adapter's max buffer size of {} bytes)",
+                    self.inner.limits.max_buffer_size
+                ),
+            });
+        }
+        let mut padded = Vec::new();
+        let contents = if bytes.len() as u64 == size {
+            bytes
+        } else {
+            padded.reserve_exact(size as usize);
+            padded.extend_from_slice(bytes);
+            padded.resize(size as usize, 0);
+            &padded[..]
+        };
+        let buffer = self.guarded("upload", size, || {
+            self.inner
+                .device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("tessera tensor"),
+                    contents,
+                    usage: wgpu::BufferUsages::STORAGE
+                        | wgpu::BufferUsages::COPY_SRC
+                        | wgpu::BufferUsages::COPY_DST,
+                })
+        })?;
+        Ok(WgpuStorage {
+            buffer,
+            _elem: PhantomData,
+        })
+    }
+
+    fn storage_alloc<T: Element>(&self, len: usize) -> Result<WgpuStorage<T>> {
+        let bytes = (len as u64).saturating_mul(std::mem::size_of::<T>() as u64);
+        Ok(WgpuStorage {
+            buffer: self.new_buffer("tensor", bytes)?,
+            _elem: PhantomData,
+        })
+    }
+
+    fn storage_to_vec<T: Element>(&self, storage: &WgpuStorage<T>, len: usize) -> Result<Vec<T>> {
+        const WHAT: &str = "download";
+        let bytes = len * std::mem::size_of::<T>();
+        if len == 0 {
+            self.synchronize()?;
+            return Ok(Vec::new());
+        }
+        let size = padded_bytes(bytes as u64);
+        if size > storage.buffer.size() {
+            return Err(Error::Wgpu(format!(
+                "{WHAT}: {len} elements asked of a {}-byte buffer",
+                storage.buffer.size()
+            )));
+        }
+        let dev = &self.inner.device;
+        let staging = self.guarded(WHAT, size, || {
+            let staging = dev.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("tessera staging"),
+                size,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let mut encoder =
+                dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(WHAT) });
+            encoder.copy_buffer_to_buffer(&storage.buffer, 0, &staging, 0, size);
+            self.inner.queue.submit([encoder.finish()]);
+            staging
+        })?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            // The receiver outlives the poll below; a failed send cannot happen.
+            let _ = tx.send(r);
+        });
+        self.wait_idle(WHAT)?;
+        match rx.try_recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Error::Wgpu(format!("{WHAT}: mapping failed: {e}"))),
+            Err(_) => {
+                return Err(Error::Wgpu(format!(
+                    "{WHAT}: the GPU finished but the buffer was never mapped"
+                )))
+            }
+        }
+        let mut out = vec![T::default(); len];
+        {
+            let view = staging
+                .get_mapped_range(..)
+                .map_err(|e| Error::Wgpu(format!("{WHAT}: {e}")))?;
+            bytemuck::cast_slice_mut::<T, u8>(&mut out).copy_from_slice(&view[..bytes]);
+        }
+        staging.unmap();
+        Ok(out)
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        self.wait_idle("synchronize")
+    }
+}
