@@ -1,0 +1,280 @@
+//! `VisionConfig`: the SigLIP vision tower's hyper-parameters, read from a
+//! Hugging Face `config.json` (see MODEL.md, "Files").
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// The hyper-parameters of a SigLIP vision tower, with the memory-gated attention
+/// extension. Read with [`VisionConfig::from_file`]; every value has been checked
+/// (heads divide the width, the patch divides the image, memory layers exist).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VisionConfig {
+    /// D, the model width.
+    pub hidden_size: usize,
+    /// F, the MLP's inner width.
+    pub intermediate_size: usize,
+    /// L, the number of encoder layers.
+    pub num_hidden_layers: usize,
+    /// H, the number of attention heads (also used by the pooling head).
+    pub num_attention_heads: usize,
+    /// C, input channels (default 3).
+    pub num_channels: usize,
+    /// I, the side of the square input image.
+    pub image_size: usize,
+    /// P, the side of a square patch.
+    pub patch_size: usize,
+    /// LayerNorm epsilon (default 1e-6).
+    pub layer_norm_eps: f32,
+    /// Whether the model has the attention-pooling head (default true).
+    pub vision_use_head: bool,
+    /// E, memory experts per memory layer (0 = no memory).
+    pub memory_experts: usize,
+    /// M, memory slots per expert (0 when there is no memory).
+    pub memory_slots: usize,
+    /// Indices of the layers with memory-gated attention, ascending; empty when E = 0.
+    pub memory_layers: Vec<usize>,
+}
+
+impl VisionConfig {
+    /// Read and check `config.json`: a SiglipVisionConfig, or a full SiglipConfig whose
+    /// `vision_config` holds one. Errors name the file and the key.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_json_str(&text, path)
+    }
+
+    /// Parse and check a config from JSON text; `file` is only used in error messages.
+    pub fn from_json_str(text: &str, file: impl AsRef<Path>) -> Result<Self> {
+        let file = file.as_ref().to_path_buf();
+        let root: Value = serde_json::from_str(text).map_err(|e| Error::Config {
+            file: file.clone(),
+            msg: format!("not valid JSON: {e}"),
+        })?;
+        let Value::Object(root) = root else {
+            return Err(cfg_err(
+                &file,
+                "expected a JSON object at the top level".into(),
+            ));
+        };
+        let (obj, prefix) = match root.get("vision_config") {
+            Some(Value::Object(v)) => (v, "vision_config."),
+            Some(other) => {
+                return Err(cfg_err(
+                    &file,
+                    format!("key `vision_config` must be an object, found {other}"),
+                ))
+            }
+            None => (&root, ""),
+        };
+        let r = Reader {
+            obj,
+            file: &file,
+            prefix,
+        };
+
+        let hidden_size = r.usize_req("hidden_size")?;
+        let intermediate_size = r.usize_req("intermediate_size")?;
+        let num_hidden_layers = r.usize_req("num_hidden_layers")?;
+        let num_attention_heads = r.usize_req("num_attention_heads")?;
+        let num_channels = r.usize_opt("num_channels")?.unwrap_or(3);
+        let image_size = r.usize_req("image_size")?;
+        let patch_size = r.usize_req("patch_size")?;
+        let layer_norm_eps = r.f64_opt("layer_norm_eps")?.unwrap_or(1e-6);
+        let vision_use_head = r.bool_opt("vision_use_head")?.unwrap_or(true);
+        let memory_experts = r.usize_opt("memory_experts")?.unwrap_or(0);
+
+        for (key, v) in [
+            ("hidden_size", hidden_size),
+            ("intermediate_size", intermediate_size),
+            ("num_attention_heads", num_attention_heads),
+            ("num_channels", num_channels),
+            ("image_size", image_size),
+            ("patch_size", patch_size),
+        ] {
+            if v == 0 {
+                return Err(r.err(key, "must be at least 1, found 0".into()));
+            }
+        }
+        if hidden_size % num_attention_heads != 0 {
+            return Err(r.err(
+                "num_attention_heads",
+                format!("{num_attention_heads} heads do not divide hidden_size {hidden_size}"),
+            ));
+        }
+        if image_size % patch_size != 0 {
+            return Err(r.err(
+                "patch_size",
+                format!("patch_size {patch_size} does not divide image_size {image_size}"),
+            ));
+        }
+        if !(layer_norm_eps.is_finite() && layer_norm_eps >= 0.0) {
+            return Err(r.err(
+                "layer_norm_eps",
+                format!("must be finite and ≥ 0, found {layer_norm_eps}"),
+            ));
+        }
+        match obj.get("hidden_act") {
+            None => {}
+            Some(Value::String(s)) if s == "gelu_pytorch_tanh" => {}
+            Some(other) => {
+                return Err(r.err(
+                    "hidden_act",
+                    format!("only \"gelu_pytorch_tanh\" is supported, found {other}"),
+                ))
+            }
+        }
+
+        let (memory_slots, memory_layers) = if memory_experts > 0 {
+            let slots = r.usize_opt("memory_slots")?.ok_or_else(|| {
+                r.err(
+                    "memory_slots",
+                    format!("missing (required when memory_experts is {memory_experts})"),
+                )
+            })?;
+            let layers = match obj.get("memory_layers") {
+                None | Some(Value::Null) => (0..num_hidden_layers).collect(),
+                Some(Value::Array(items)) => {
+                    let mut layers = Vec::with_capacity(items.len());
+                    for item in items {
+                        let Some(l) = item.as_u64().and_then(|v| usize::try_from(v).ok()) else {
+                            return Err(r.err(
+                                "memory_layers",
+                                format!("entries must be layer indices, found {item}"),
+                            ));
+                        };
+                        if l >= num_hidden_layers {
+                            return Err(r.err(
+                                "memory_layers",
+                                format!(
+                                    "layer index {l} is out of range (the model has {num_hidden_layers} layers)"
+                                ),
+                            ));
+                        }
+                        if layers.contains(&l) {
+                            return Err(
+                                r.err("memory_layers", format!("layer index {l} is listed twice"))
+                            );
+                        }
+                        layers.push(l);
+                    }
+                    layers.sort_unstable();
+                    layers
+                }
+                Some(other) => {
+                    return Err(r.err(
+                        "memory_layers",
+                        format!("must be a list of layer indices, found {other}"),
+                    ))
+                }
+            };
+            (slots, layers)
+        } else {
+            if let Some(Value::Array(items)) = obj.get("memory_layers") {
+                if !items.is_empty() {
+                    return Err(r.err(
+                        "memory_layers",
+                        "lists layers but memory_experts is 0 (or missing)".into(),
+                    ));
+                }
+            }
+            (0, Vec::new())
+        };
+
+        Ok(Self {
+            hidden_size,
+            intermediate_size,
+            num_hidden_layers,
+            num_attention_heads,
+            num_channels,
+            image_size,
+            patch_size,
+            layer_norm_eps: layer_norm_eps as f32,
+            vision_use_head,
+            memory_experts,
+            memory_slots,
+            memory_layers,
+        })
+    }
+
+    /// hd = D / H.
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// N = (I / P)², tokens per image.
+    pub fn num_patches(&self) -> usize {
+        let g = self.image_size / self.patch_size;
+        g * g
+    }
+
+    /// Whether the model carries a memory bank between segments.
+    pub fn has_memory(&self) -> bool {
+        self.memory_experts > 0 && !self.memory_layers.is_empty()
+    }
+
+    /// Whether layer `i` uses memory-gated attention.
+    pub fn is_memory_layer(&self, i: usize) -> bool {
+        self.memory_experts > 0 && self.memory_layers.contains(&i)
+    }
+
+    /// The shape of one image batch, `[batch, C, I, I]`.
+    pub fn pixel_shape(&self, batch: usize) -> [usize; 4] {
+        [batch, self.num_channels, self.image_size, self.image_size]
+    }
+}
+
+fn cfg_err(file: &Path, msg: String) -> Error {
+    Error::Config {
+        file: file.to_path_buf(),
+        msg,
+    }
+}
+
+struct Reader<'a> {
+    obj: &'a Map<String, Value>,
+    file: &'a PathBuf,
+    prefix: &'static str,
+}
+
+impl Reader<'_> {
+    fn err(&self, key: &str, msg: String) -> Error {
+        cfg_err(self.file, format!("key `{}{key}`: {msg}", self.prefix))
+    }
+
+    fn usize_opt(&self, key: &str) -> Result<Option<usize>> {
+        match self.obj.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => match v.as_u64().and_then(|n| usize::try_from(n).ok()) {
+                Some(n) => Ok(Some(n)),
+                None => Err(self.err(key, format!("must be a non-negative integer, found {v}"))),
+            },
+        }
+    }
+
+    fn usize_req(&self, key: &str) -> Result<usize> {
+        self.usize_opt(key)?
+            .ok_or_else(|| self.err(key, "missing (required)".into()))
+    }
+
+    fn f64_opt(&self, key: &str) -> Result<Option<f64>> {
+        match self.obj.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| self.err(key, format!("must be a number, found {v}"))),
+        }
+    }
+
+    fn bool_opt(&self, key: &str) -> Result<Option<bool>> {
+        match self.obj.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(v) => Err(self.err(key, format!("must be true or false, found {v}"))),
+        }
+    }
+}
