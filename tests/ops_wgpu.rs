@@ -92,4 +92,18 @@ mod wgpu_specific {
             other => panic!("expected Unsupported, got {other:?}"),
         }
     }
+
+    /// An output larger than the adapter can hold is an out-of-memory error. (k = 0
+    /// keeps the inputs empty, so nothing large is made on the host.)
+    #[test]
+    fn oversized_output_is_out_of_memory() {
+        let Some(dev) = device() else { return };
+        let n = 1 << 20;
+        let x = DeviceBuffer::<f32, _>::zeros(&dev, &[n, 0]).unwrap();
+        let w = DeviceBuffer::<f32, _>::zeros(&dev, &[n, 0]).unwrap();
+        match ops::linear(&x, &w, None, ops::Activation::None, None) {
+            Err(Error::OutOfMemory { bytes, .. }) => assert!(bytes >= 1 << 42),
+            other => panic!("expected OutOfMemory, got {other:?}"),
+        }
+    }
 }

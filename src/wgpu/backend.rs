@@ -314,7 +314,11 @@ impl Wgpu {
                 layout: Some(&pl),
                 module: &module,
                 entry_point: Some(entry),
-                compilation_options: Default::default(),
+                // Every shader writes its workgroup memory before reading it.
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    zero_initialize_workgroup_memory: false,
+                    ..Default::default()
+                },
                 cache: None,
             });
             Pipeline {
@@ -557,5 +561,35 @@ impl Device for Wgpu {
 
     fn synchronize(&self) -> Result<()> {
         self.wait_idle("synchronize")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A wgpu validation error inside `guarded` is an `Err` naming the step, not a
+    /// panic, and the device keeps working afterwards.
+    #[test]
+    fn validation_errors_are_values() {
+        let Ok(dev) = Wgpu::new() else {
+            eprintln!("SKIPPED: no wgpu adapter");
+            return;
+        };
+        let r = dev.guarded("bad buffer", 16, || {
+            // MAP_READ may only be combined with COPY_DST: a validation error.
+            dev.inner.device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size: 16,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        });
+        match r {
+            Err(Error::Wgpu(msg)) => assert!(msg.starts_with("bad buffer"), "{msg}"),
+            other => panic!("expected a wgpu error, got {other:?}"),
+        }
+        let s = dev.storage_from_slice(&[1.0f32, 2.0, 3.0]).unwrap();
+        assert_eq!(dev.storage_to_vec(&s, 3).unwrap(), vec![1.0, 2.0, 3.0]);
     }
 }
