@@ -1,1 +1,572 @@
-fn main() {}
+//! `tessera`: run a SigLIP vision model (optionally with memory-gated attention)
+//! on pixel_values or image files, on the CPU, a CUDA GPU or a wgpu adapter.
+//!
+//! ```text
+//! tessera run --model DIR (--pixels FILE.safetensors | --image FILE...)
+//!             [--device auto|cpu|wgpu|cuda] [--dtype f32|bf16] [--output FILE.safetensors]
+//! tessera demo [--device ...] [--dtype ...] [--output ...]
+//! ```
+//!
+//! Every error is one line `error: ...` on stderr and exit code 1 (usage errors
+//! are clap's, with clap's exit code). Adding a subcommand is one variant of
+//! [`Command`] and one arm in [`dispatch`].
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+use safetensors::{Dtype, SafeTensors};
+use tessera::model::{VisionConfig, VisionModel};
+use tessera::{bf16, Cpu, Cuda, DType, DeviceBuffer, Element, Kernels, Wgpu};
+
+#[derive(Parser)]
+#[command(
+    name = "tessera",
+    version,
+    about = "SigLIP vision inference on CPU, CUDA and wgpu"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a model on pixel_values (safetensors) or image files.
+    Run(RunArgs),
+    /// Run the bundled tiny memory model (assets/mga_tiny) on the bundled image
+    /// (assets/waves_64x48.png).
+    Demo(ExecArgs),
+}
+
+/// Route a parsed command to its implementation.
+fn dispatch(command: Command) -> CliResult<()> {
+    match command {
+        Command::Run(args) => run_command(&args),
+        Command::Demo(exec) => demo_command(&exec),
+    }
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Model folder holding config.json and model.safetensors.
+    #[arg(long, value_name = "DIR")]
+    model: PathBuf,
+    #[command(flatten)]
+    input: InputArgs,
+    #[command(flatten)]
+    exec: ExecArgs,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct InputArgs {
+    /// safetensors file with `pixel_values` [B, C, H, W], or [S, B, C, H, W] for S
+    /// segments run in order with the memory carried.
+    #[arg(long, value_name = "FILE")]
+    pixels: Option<PathBuf>,
+    /// Image files (PNG, JPEG), preprocessed as SigLIP does. For a memory model they
+    /// are consecutive segments of one stream (batch 1); otherwise one batch.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    image: Vec<PathBuf>,
+}
+
+/// Where and how to run, and where to write the outputs.
+#[derive(Args)]
+struct ExecArgs {
+    /// auto (CUDA, else a hardware wgpu adapter, else the CPU), cpu, wgpu or cuda.
+    #[arg(long, default_value = "auto", value_name = "auto|cpu|wgpu|cuda")]
+    device: String,
+    /// Element type of weights, activations and memory.
+    #[arg(long, default_value = "f32", value_name = "f32|bf16")]
+    dtype: String,
+    /// Write pixel_values, last_hidden_state, pooler_output and memory.layers.{l}
+    /// (all F32) to this safetensors file.
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+// ---------------------------------------------------------------------------
+// Errors: one line, exit code 1.
+
+struct CliError(String);
+
+type CliResult<T> = Result<T, CliError>;
+
+impl From<tessera::Error> for CliError {
+    fn from(e: tessera::Error) -> Self {
+        CliError(e.to_string())
+    }
+}
+
+fn fail<T>(msg: impl Into<String>) -> CliResult<T> {
+    Err(CliError(msg.into()))
+}
+
+fn one_line(s: &str) -> String {
+    s.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn main() -> ExitCode {
+    // A panic would be a bug in tessera; still report it in one line.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!(
+            "error: internal error (a bug in tessera): {}",
+            one_line(&info.to_string())
+        );
+    }));
+    let cli = Cli::parse();
+    match std::panic::catch_unwind(|| dispatch(cli.command)) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(CliError(msg))) => {
+            eprintln!("error: {}", one_line(&msg));
+            ExitCode::from(1)
+        }
+        Err(_) => ExitCode::from(1),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Devices.
+
+/// The device a run uses, chosen at run time.
+enum Selected {
+    Cpu,
+    Cuda(Cuda),
+    Wgpu(Wgpu),
+}
+
+/// Pick the device for `--device`; the string says which and why.
+fn select_device(choice: &str) -> CliResult<(Selected, String)> {
+    match choice.to_ascii_lowercase().as_str() {
+        "cpu" => Ok((Selected::Cpu, "requested".into())),
+        "cuda" => match Cuda::new(0) {
+            Ok(d) => Ok((Selected::Cuda(d), "requested".into())),
+            Err(e) => fail(format!("--device cuda: {e}")),
+        },
+        "wgpu" => match Wgpu::new() {
+            Ok(d) => {
+                let why = if d.adapter_info().is_software {
+                    "requested (a software adapter: slow)"
+                } else {
+                    "requested"
+                };
+                Ok((Selected::Wgpu(d), why.into()))
+            }
+            Err(e) => fail(format!("--device wgpu: {e}")),
+        },
+        "auto" => {
+            let cuda_why = match Cuda::new(0) {
+                Ok(d) => return Ok((Selected::Cuda(d), "auto: CUDA device 0 is available".into())),
+                Err(e) => format!("no CUDA ({e})"),
+            };
+            let wgpu_why = match Wgpu::new() {
+                Ok(d) if !d.adapter_info().is_software => {
+                    return Ok((
+                        Selected::Wgpu(d),
+                        format!("auto: {cuda_why}; wgpu has a hardware adapter"),
+                    ))
+                }
+                Ok(d) => format!(
+                    "the only wgpu adapter ({}) is a software renderer",
+                    d.adapter_info().name
+                ),
+                Err(e) => format!("no wgpu adapter ({e})"),
+            };
+            Ok((Selected::Cpu, format!("auto: {cuda_why}; {wgpu_why}")))
+        }
+        other => fail(format!(
+            "unknown device `{other}` (expected auto, cpu, wgpu or cuda)"
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Inputs.
+
+/// pixel_values on the host, f32, as `segments` batches of `seg_shape`.
+struct Input {
+    data: Vec<f32>,
+    segments: usize,
+    seg_shape: [usize; 4],
+    /// Whether outputs carry a leading S axis.
+    segment_axis: bool,
+    /// Where the input came from, for the summary.
+    source: String,
+}
+
+fn read_f32_le(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
+    Some(match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        _ => return None,
+    })
+}
+
+fn read_pixels(file: &Path, config: &VisionConfig) -> CliResult<Input> {
+    let bytes = std::fs::read(file).map_err(|e| CliError(format!("{}: {e}", file.display())))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+        CliError(format!(
+            "{}: not a valid safetensors file: {e}",
+            file.display()
+        ))
+    })?;
+    let view = st.tensor("pixel_values").map_err(|_| {
+        CliError(format!(
+            "{}: no tensor `pixel_values` (found: {})",
+            file.display(),
+            st.names().join(", ")
+        ))
+    })?;
+    let data = read_f32_le(view.data(), view.dtype()).ok_or_else(|| {
+        CliError(format!(
+            "{}: tensor `pixel_values` has dtype {:?}; supported are F32, BF16 and F16",
+            file.display(),
+            view.dtype()
+        ))
+    })?;
+    let shape = view.shape().to_vec();
+    let (c, i) = (config.num_channels, config.image_size);
+    let bad_shape = || {
+        CliError(format!(
+            "{}: tensor `pixel_values` has shape {shape:?}, expected [B, {c}, {i}, {i}] or [S, B, {c}, {i}, {i}] for this model",
+            file.display()
+        ))
+    };
+    let (segments, seg_shape, segment_axis) = match shape[..] {
+        [b, cc, h, w] if [cc, h, w] == [c, i, i] => (1, [b, c, i, i], config.has_memory()),
+        [s, b, cc, h, w] if [cc, h, w] == [c, i, i] => (s, [b, c, i, i], true),
+        _ => return Err(bad_shape()),
+    };
+    if segments == 0 || seg_shape[0] == 0 {
+        return Err(bad_shape());
+    }
+    if let Some(pos) = data.iter().position(|v| !v.is_finite()) {
+        return fail(format!(
+            "{}: tensor `pixel_values` holds a non-finite value ({}) at flat index {pos}",
+            file.display(),
+            data[pos]
+        ));
+    }
+    Ok(Input {
+        data,
+        segments,
+        seg_shape,
+        segment_axis,
+        source: format!("{} (`pixel_values` {shape:?})", file.display()),
+    })
+}
+
+fn read_images(files: &[PathBuf], config: &VisionConfig) -> CliResult<Input> {
+    if config.num_channels != 3 {
+        return fail(format!(
+            "--image makes RGB pixel_values, but the model expects {} channels",
+            config.num_channels
+        ));
+    }
+    let data = tessera::preprocess::load_images(files, config.image_size)?;
+    let (n, i) = (files.len(), config.image_size);
+    let (segments, seg_shape, segment_axis, how) = if config.has_memory() {
+        (n, [1, 3, i, i], true, "consecutive segments of one stream")
+    } else {
+        (1, [n, 3, i, i], false, "one batch")
+    };
+    Ok(Input {
+        data,
+        segments,
+        seg_shape,
+        segment_axis,
+        source: format!("{n} image(s) as {how}, preprocessed to {i}×{i}"),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Commands.
+
+fn run_command(args: &RunArgs) -> CliResult<()> {
+    // Check the cheap arguments before reading anything.
+    let dtype: DType = args.exec.dtype.parse().map_err(CliError)?;
+    if !["auto", "cpu", "wgpu", "cuda"].contains(&args.exec.device.to_ascii_lowercase().as_str()) {
+        return fail(format!(
+            "unknown device `{}` (expected auto, cpu, wgpu or cuda)",
+            args.exec.device
+        ));
+    }
+    let dir = &args.model;
+    if !dir.is_dir() {
+        return fail(format!(
+            "{}: model directory not found (expected config.json and model.safetensors in it)",
+            dir.display()
+        ));
+    }
+    let config = VisionConfig::from_file(dir.join("config.json"))?;
+    let input = match (&args.input.pixels, &args.input.image[..]) {
+        (Some(file), []) => read_pixels(file, &config)?,
+        (None, files) if !files.is_empty() => read_images(files, &config)?,
+        _ => return fail("give either --pixels FILE or --image FILE..."),
+    };
+    execute(dir, &config, &input, dtype, &args.exec)
+}
+
+fn demo_command(exec: &ExecArgs) -> CliResult<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+    let model = root.join("mga_tiny");
+    let image = root.join("waves_64x48.png");
+    for p in [&model, &image] {
+        if !p.exists() {
+            return fail(format!(
+                "{}: bundled demo asset not found (the demo runs from a tessera source checkout)",
+                p.display()
+            ));
+        }
+    }
+    println!(
+        "demo: tessera run --model {} --image {}",
+        model.display(),
+        image.display()
+    );
+    let args = RunArgs {
+        model,
+        input: InputArgs {
+            pixels: None,
+            image: vec![image],
+        },
+        exec: ExecArgs {
+            device: exec.device.clone(),
+            dtype: exec.dtype.clone(),
+            output: exec.output.clone(),
+        },
+    };
+    run_command(&args)
+}
+
+/// Everything a run needs besides the device and element type.
+struct RunContext<'a> {
+    model_dir: &'a Path,
+    config: &'a VisionConfig,
+    input: &'a Input,
+    output: Option<&'a Path>,
+    device_note: String,
+}
+
+fn execute(
+    model_dir: &Path,
+    config: &VisionConfig,
+    input: &Input,
+    dtype: DType,
+    exec: &ExecArgs,
+) -> CliResult<()> {
+    let (selected, device_note) = select_device(&exec.device)?;
+    let ctx = RunContext {
+        model_dir,
+        config,
+        input,
+        output: exec.output.as_deref(),
+        device_note,
+    };
+    match (selected, dtype) {
+        (Selected::Cpu, DType::F32) => run::<f32, Cpu>(Cpu, &ctx),
+        (Selected::Cpu, DType::BF16) => run::<bf16, Cpu>(Cpu, &ctx),
+        (Selected::Cuda(d), DType::F32) => run::<f32, Cuda>(d, &ctx),
+        (Selected::Cuda(d), DType::BF16) => run::<bf16, Cuda>(d, &ctx),
+        (Selected::Wgpu(d), DType::F32) => run::<f32, Wgpu>(d, &ctx),
+        (Selected::Wgpu(d), DType::BF16) => run::<bf16, Wgpu>(d, &ctx),
+    }
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+fn to_f32<T: Element>(v: &[T]) -> Vec<f32> {
+    v.iter().map(|x| x.to_f32()).collect()
+}
+
+/// The run itself, written once for every device and element type.
+fn run<T: Element, D: Kernels<T>>(device: D, ctx: &RunContext<'_>) -> CliResult<()> {
+    let (config, input) = (ctx.config, ctx.input);
+    println!("device: {} [{}]", device.describe(), ctx.device_note);
+    println!("dtype: {}", T::DTYPE);
+    let memory_note = if config.has_memory() {
+        format!(
+            ", memory E={} M={} on layers {:?}",
+            config.memory_experts, config.memory_slots, config.memory_layers
+        )
+    } else {
+        String::new()
+    };
+    println!(
+        "model: {} ({} layers, hidden {}, {} heads, image {}, patch {}{}{})",
+        ctx.model_dir.display(),
+        config.num_hidden_layers,
+        config.hidden_size,
+        config.num_attention_heads,
+        config.image_size,
+        config.patch_size,
+        if config.vision_use_head {
+            ", pooling head"
+        } else {
+            ""
+        },
+        memory_note
+    );
+    println!("input: {}", input.source);
+
+    let t = Instant::now();
+    let model = VisionModel::<T, D>::load(ctx.model_dir, &device)?;
+    device.synchronize()?;
+    println!("load: {:.3} ms", ms(t));
+
+    let batch = input.seg_shape[0];
+    let seg_len: usize = input.seg_shape.iter().product();
+    let (n, d) = (config.num_patches(), config.hidden_size);
+    let mut memory = model.new_memory(batch)?;
+    let mut last = Vec::with_capacity(input.segments * batch * n * d);
+    let mut pooled = Vec::new();
+
+    let many = input.segments > 8;
+    let bar = if many && std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(input.segments as u64);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} segments, {elapsed} (eta {eta})",
+        ) {
+            bar.set_style(style);
+        }
+        Some(bar)
+    } else {
+        None
+    };
+    let (mut upload_total, mut forward_total) = (0.0f64, 0.0f64);
+    let (mut forward_min, mut forward_max) = (f64::INFINITY, 0.0f64);
+    for s in 0..input.segments {
+        let t = Instant::now();
+        let host: Vec<T> = input.data[s * seg_len..(s + 1) * seg_len]
+            .iter()
+            .map(|&v| T::from_f32(v))
+            .collect();
+        let pixels = DeviceBuffer::<T, D>::from_slice(&device, &host, &input.seg_shape)?;
+        device.synchronize()?;
+        let upload = ms(t);
+
+        let t = Instant::now();
+        let out = model.forward(&pixels, Some(&mut memory))?;
+        device.synchronize()?;
+        let forward = ms(t);
+
+        last.extend(to_f32(&out.last_hidden_state.to_vec()?));
+        if let Some(p) = &out.pooler_output {
+            pooled.extend(to_f32(&p.to_vec()?));
+        }
+        upload_total += upload;
+        forward_total += forward;
+        forward_min = forward_min.min(forward);
+        forward_max = forward_max.max(forward);
+        if !many {
+            println!(
+                "segment {}/{}: upload {upload:.3} ms, forward {forward:.3} ms",
+                s + 1,
+                input.segments
+            );
+        }
+        if let Some(bar) = &bar {
+            bar.inc(1);
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if many {
+        println!(
+            "{} segments: upload {upload_total:.3} ms total; forward {forward_total:.3} ms total, {:.3} ms mean, {forward_min:.3}..{forward_max:.3} ms",
+            input.segments,
+            forward_total / input.segments as f64
+        );
+    }
+
+    // Outputs, all f32, with a leading S axis for segment input.
+    let lead: Vec<usize> = if input.segment_axis {
+        vec![input.segments, batch]
+    } else {
+        vec![batch]
+    };
+    let with_lead = |rest: &[usize]| [&lead[..], rest].concat();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = vec![
+        (
+            "pixel_values".into(),
+            with_lead(&input.seg_shape[1..]),
+            input.data.clone(),
+        ),
+        ("last_hidden_state".into(), with_lead(&[n, d]), last),
+    ];
+    if config.vision_use_head {
+        tensors.push(("pooler_output".into(), with_lead(&[d]), pooled));
+    }
+    for (l, state) in memory.layers() {
+        tensors.push((
+            format!("memory.layers.{l}"),
+            state.shape().to_vec(),
+            to_f32(&state.to_vec()?),
+        ));
+    }
+    let shapes: Vec<String> = tensors[1..]
+        .iter()
+        .map(|(name, shape, _)| format!("{name} {shape:?}"))
+        .collect();
+    println!("outputs: {}", shapes.join(", "));
+    let (name, values) = match tensors.iter().find(|t| t.0 == "pooler_output") {
+        Some((_, _, v)) => ("pooler_output", v),
+        None => ("last_hidden_state", &tensors[1].2),
+    };
+    let show = values.len().min(8);
+    let first: Vec<String> = values[..show].iter().map(|v| format!("{v:.5}")).collect();
+    let zeros = lead.len() + usize::from(name == "last_hidden_state");
+    let index = vec!["0"; zeros].join(", ");
+    println!("{name}[{index}, :{show}] = [{}]", first.join(", "));
+
+    if let Some(path) = ctx.output {
+        write_output(path, &tensors, &device.describe())?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn write_output(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    device: &str,
+) -> CliResult<()> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let mut views = Vec::with_capacity(tensors.len());
+    for ((name, shape, _), data) in tensors.iter().zip(&bytes) {
+        let view = safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), data)
+            .map_err(|e| CliError(format!("{}: tensor `{name}`: {e}", path.display())))?;
+        views.push((name.clone(), view));
+    }
+    let metadata = HashMap::from([
+        ("producer".to_string(), "tessera".to_string()),
+        ("device".to_string(), device.to_string()),
+    ]);
+    let file = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+    std::fs::write(path, file).map_err(|e| CliError(format!("{}: {e}", path.display())))
+}
