@@ -1,0 +1,343 @@
+//! The `tessera` binary end to end: golden cases through `--pixels` and `--output`,
+//! the bundled demo through `--image`, and error cases (non-zero exit, one line,
+//! no panic).
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::rel_l2;
+use safetensors::{Dtype, SafeTensors};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tessera");
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn tessera(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run tessera")
+}
+
+/// (shape, values) of every tensor in a safetensors file (F32 only).
+fn read_all(path: &Path) -> HashMap<String, (Vec<usize>, Vec<f64>)> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, v)| {
+            assert_eq!(v.dtype(), Dtype::F32, "{name} in {}", path.display());
+            let data = v
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+                .collect();
+            (name, (v.shape().to_vec(), data))
+        })
+        .collect()
+}
+
+fn assert_ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Run a golden case through the binary and compare the written file.
+fn golden(case: &str, dtype: &str) {
+    let dir = root().join("tests/data").join(case);
+    let io = dir.join("io.safetensors");
+    let out_path = tmp(&format!("{case}_{dtype}.safetensors"));
+    let _ = std::fs::remove_file(&out_path);
+    let out = tessera(&[
+        "run",
+        "--model",
+        dir.to_str().unwrap(),
+        "--pixels",
+        io.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--dtype",
+        dtype,
+        "--output",
+        out_path.to_str().unwrap(),
+    ]);
+    assert_ok(&out, case);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("load:") && stdout.contains("forward"),
+        "{stdout}"
+    );
+    let got = read_all(&out_path);
+    let want = read_all(&io);
+    let mut names: Vec<_> = want.keys().cloned().collect();
+    names.sort();
+    let mut got_names: Vec<_> = got.keys().cloned().collect();
+    got_names.sort();
+    assert_eq!(got_names, names, "{case}: output tensors");
+    let bar = if dtype == "f32" { 1e-5 } else { 2e-2 };
+    for name in names {
+        let (gs, gv) = &got[&name];
+        let (ws, wv) = &want[&name];
+        assert_eq!(gs, ws, "{case} {name}: shape");
+        let err = rel_l2(gv, wv);
+        eprintln!("cli {case} [{dtype}] {name}: rel L2 {err:.3e}");
+        if name == "pixel_values" {
+            assert_eq!(gv, wv, "{case}: pixel_values must be written as given");
+        } else {
+            assert!(
+                err <= bar,
+                "{case} [{dtype}] {name}: rel L2 {err:e} > {bar:e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn golden_siglip_tiny() {
+    golden("siglip_tiny", "f32");
+    golden("siglip_tiny", "bf16");
+}
+
+#[test]
+fn golden_siglip_tiny_bf16_checkpoint() {
+    golden("siglip_tiny_bf16", "f32");
+    golden("siglip_tiny_bf16", "bf16");
+}
+
+#[test]
+fn golden_siglip_tiny_nohead() {
+    golden("siglip_tiny_nohead", "f32");
+    golden("siglip_tiny_nohead", "bf16");
+}
+
+#[test]
+fn golden_mga_tiny_segments() {
+    golden("mga_tiny", "f32");
+    golden("mga_tiny", "bf16");
+}
+
+/// The bundled demo through `--image`: shapes of a memory model's single segment,
+/// and pixel_values as SigLIP's processor makes them.
+#[test]
+fn image_on_bundled_demo_model() {
+    let out_path = tmp("demo_image.safetensors");
+    let out = tessera(&[
+        "run",
+        "--model",
+        "assets/mga_tiny",
+        "--image",
+        "assets/waves_64x48.png",
+        "--device",
+        "cpu",
+        "--output",
+        out_path.to_str().unwrap(),
+    ]);
+    assert_ok(&out, "run --image");
+    let got = read_all(&out_path);
+    assert_eq!(got["pixel_values"].0, vec![1, 1, 3, 32, 32]);
+    assert_eq!(got["last_hidden_state"].0, vec![1, 1, 16, 64]);
+    assert_eq!(got["pooler_output"].0, vec![1, 1, 64]);
+    assert_eq!(got["memory.layers.0"].0, vec![1, 4, 8, 64]);
+    assert_eq!(got["memory.layers.1"].0, vec![1, 4, 8, 64]);
+    assert!(got.values().all(|(_, v)| v.iter().all(|x| x.is_finite())));
+    let reference = read_all(&root().join("tests/data/images/pixel_values_32.safetensors"));
+    let (_, want) = &reference["waves_64x48.png"];
+    let mean = got["pixel_values"]
+        .1
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .sum::<f64>()
+        / want.len() as f64;
+    assert!(mean <= 0.02, "mean |Δ| {mean}");
+
+    // Several images on a memory model are consecutive segments of batch 1.
+    let out = tessera(&[
+        "run",
+        "--model",
+        "assets/mga_tiny",
+        "--image",
+        "assets/waves_64x48.png",
+        "tests/data/images/grid_32x32.png",
+        "tests/data/images/waves_64x48.jpg",
+        "--device",
+        "cpu",
+        "--dtype",
+        "bf16",
+        "--output",
+        out_path.to_str().unwrap(),
+    ]);
+    assert_ok(&out, "run --image x3");
+    let got = read_all(&out_path);
+    assert_eq!(got["last_hidden_state"].0, vec![3, 1, 16, 64]);
+
+    // On a model without memory they are one batch, no S axis.
+    let out = tessera(&[
+        "run",
+        "--model",
+        "tests/data/siglip_tiny",
+        "--image",
+        "assets/waves_64x48.png",
+        "tests/data/images/grid_32x32.png",
+        "--device",
+        "cpu",
+        "--output",
+        out_path.to_str().unwrap(),
+    ]);
+    assert_ok(&out, "run --image batch");
+    let got = read_all(&out_path);
+    assert_eq!(got["pixel_values"].0, vec![2, 3, 32, 32]);
+    assert_eq!(got["pooler_output"].0, vec![2, 64]);
+}
+
+#[test]
+fn demo_subcommand_runs() {
+    let out = tessera(&["demo", "--device", "cpu"]);
+    assert_ok(&out, "demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("pooler_output"), "{stdout}");
+}
+
+/// Non-zero exit, exactly one line on stderr starting `error:`, no panic.
+fn assert_one_line_error(args: &[&str], needle: &str) {
+    let out = tessera(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{args:?}: {stderr}");
+    assert!(lines[0].starts_with("error: "), "{args:?}: {stderr}");
+    assert!(
+        lines[0].contains(needle),
+        "{args:?}: `{needle}` not in {stderr}"
+    );
+}
+
+#[test]
+fn errors_are_one_line() {
+    let io = "tests/data/siglip_tiny/io.safetensors";
+    assert_one_line_error(
+        &["run", "--model", "no/such/dir", "--pixels", io],
+        "no/such/dir",
+    );
+    assert_one_line_error(
+        &[
+            "run",
+            "--model",
+            "tests/data/siglip_tiny",
+            "--pixels",
+            io,
+            "--dtype",
+            "f64",
+        ],
+        "f64",
+    );
+    assert_one_line_error(
+        &[
+            "run",
+            "--model",
+            "tests/data/siglip_tiny",
+            "--pixels",
+            io,
+            "--device",
+            "tpu",
+        ],
+        "tpu",
+    );
+    assert_one_line_error(
+        &[
+            "run",
+            "--model",
+            "tests/data/siglip_tiny",
+            "--pixels",
+            "no_such.safetensors",
+        ],
+        "no_such.safetensors",
+    );
+    assert_one_line_error(
+        &[
+            "run",
+            "--model",
+            "tests/data/siglip_tiny",
+            "--image",
+            "no_such.png",
+        ],
+        "no_such.png",
+    );
+
+    // pixel_values of the wrong shape: [1, 3, 16, 16] for a 32×32 model.
+    let bad = tmp("bad_pixels.safetensors");
+    let data = vec![0u8; 3 * 16 * 16 * 4];
+    let view = safetensors::tensor::TensorView::new(Dtype::F32, vec![1, 3, 16, 16], &data).unwrap();
+    std::fs::write(
+        &bad,
+        safetensors::serialize([("pixel_values", view)], None).unwrap(),
+    )
+    .unwrap();
+    assert_one_line_error(
+        &[
+            "run",
+            "--model",
+            "tests/data/siglip_tiny",
+            "--pixels",
+            bad.to_str().unwrap(),
+        ],
+        "[1, 3, 16, 16]",
+    );
+
+    // A file without pixel_values.
+    let view = safetensors::tensor::TensorView::new(Dtype::F32, vec![1], &data[..4]).unwrap();
+    let other = tmp("no_pixels.safetensors");
+    std::fs::write(&other, safetensors::serialize([("x", view)], None).unwrap()).unwrap();
+    assert_one_line_error(
+        &[
+            "run",
+            "--model",
+            "tests/data/siglip_tiny",
+            "--pixels",
+            other.to_str().unwrap(),
+        ],
+        "pixel_values",
+    );
+}
+
+/// Usage errors are clap's: non-zero exit, no panic.
+#[test]
+fn usage_errors_use_clap() {
+    for args in [
+        &["run", "--model", "assets/mga_tiny"][..],
+        &[
+            "run",
+            "--model",
+            "assets/mga_tiny",
+            "--pixels",
+            "a",
+            "--image",
+            "b",
+        ],
+        &["frobnicate"],
+    ] {
+        let out = tessera(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(stderr.starts_with("error:"), "{stderr}");
+    }
+}
