@@ -2,10 +2,22 @@
 //! through `matrixmultiply` (f32 SGEMM), rows are spread over rayon's pool, and
 //! bf16 is read as bf16, computed in f32 and rounded once on store.
 
+use std::borrow::Cow;
+
+use rayon::prelude::*;
+
 use crate::device::{sealed, Device, DeviceKind};
-use crate::element::Element;
+use crate::element::{DType, Element};
 use crate::error::{Error, Result};
 use crate::ops::*;
+
+mod attention;
+mod elementwise;
+mod gemm;
+mod layer_norm;
+mod linear;
+mod memory;
+mod patch_embed;
 
 /// The host. Buffers on `Cpu` are ordinary `Vec`s; every `Cpu` value is the same device.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -38,7 +50,7 @@ impl Device for Cpu {
         Ok(v)
     }
     fn storage_to_vec<T: Element>(&self, storage: &Vec<T>, len: usize) -> Result<Vec<T>> {
-        Ok(storage[..len].to_vec())
+        Ok(take(storage, len, "to_vec", "buffer")?.to_vec())
     }
     fn synchronize(&self) -> Result<()> {
         Ok(())
@@ -53,36 +65,120 @@ fn oom(bytes: usize) -> Error {
     }
 }
 
-fn todo_op(op: &'static str) -> Error {
+/// An invariant of the backend broke (a storage shorter than its checked shape).
+pub(crate) fn internal(msg: &str) -> Error {
+    Error::Unsupported {
+        op: "cpu",
+        msg: format!("internal error: {msg}"),
+    }
+}
+
+/// The first `len` elements of a storage, or an error naming the tensor.
+fn take<'a, T>(s: &'a [T], len: usize, op: &'static str, name: &str) -> Result<&'a [T]> {
+    s.get(..len).ok_or_else(|| short(op, name, s.len(), len))
+}
+
+fn take_mut<'a, T>(
+    s: &'a mut [T],
+    len: usize,
+    op: &'static str,
+    name: &str,
+) -> Result<&'a mut [T]> {
+    let have = s.len();
+    s.get_mut(..len).ok_or_else(|| short(op, name, have, len))
+}
+
+fn short(op: &'static str, name: &str, have: usize, want: usize) -> Error {
     Error::Unsupported {
         op,
-        msg: "CPU kernel not written yet".into(),
+        msg: format!("internal error: storage of `{name}` holds {have} elements, needs {want}"),
+    }
+}
+
+/// Product of sizes, or an error on overflow.
+fn numel(op: &'static str, dims: &[usize]) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| Error::Unsupported {
+            op,
+            msg: format!("sizes {dims:?} overflow"),
+        })
+}
+
+/// The slice as f32, when `T` is f32 (no copy).
+fn as_f32<T: Element>(x: &[T]) -> Option<&[f32]> {
+    if T::DTYPE == DType::F32 {
+        bytemuck::try_cast_slice(x).ok()
+    } else {
+        None
+    }
+}
+
+fn as_f32_mut<T: Element>(x: &mut [T]) -> Option<&mut [f32]> {
+    if T::DTYPE == DType::F32 {
+        bytemuck::try_cast_slice_mut(x).ok()
+    } else {
+        None
+    }
+}
+
+/// Elements per rayon task for streaming (memory-bound) loops.
+const STREAM_CHUNK: usize = 1 << 15;
+
+/// `x` as f32: borrowed for f32, widened (in parallel) otherwise.
+fn widen<T: Element>(x: &[T]) -> Cow<'_, [f32]> {
+    if let Some(f) = as_f32(x) {
+        return Cow::Borrowed(f);
+    }
+    let mut out = vec![0.0f32; x.len()];
+    out.par_chunks_mut(STREAM_CHUNK)
+        .zip(x.par_chunks(STREAM_CHUNK))
+        .for_each(|(o, x)| widen_into(x, o));
+    Cow::Owned(out)
+}
+
+#[inline]
+fn widen_into<T: Element>(src: &[T], dst: &mut [f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = s.to_f32();
+    }
+}
+
+/// Round f32 results into `dst` (the one rounding of every kernel).
+#[inline]
+fn store<T: Element>(src: &[f32], dst: &mut [T]) {
+    if let Some(d) = as_f32_mut(dst) {
+        d.copy_from_slice(&src[..d.len()]);
+    } else {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = T::from_f32(*s);
+        }
     }
 }
 
 impl<T: Element> Kernels<T> for Cpu {
-    fn patch_embed(&self, _a: PatchEmbedArgs<'_, T, Self>) -> Result<()> {
-        Err(todo_op("patch_embed"))
+    fn patch_embed(&self, a: PatchEmbedArgs<'_, T, Self>) -> Result<()> {
+        patch_embed::patch_embed(a)
     }
-    fn linear(&self, _a: LinearArgs<'_, T, Self>) -> Result<()> {
-        Err(todo_op("linear"))
+    fn linear(&self, a: LinearArgs<'_, T, Self>) -> Result<()> {
+        linear::linear(a)
     }
-    fn layer_norm(&self, _a: LayerNormArgs<'_, T, Self>) -> Result<()> {
-        Err(todo_op("layer_norm"))
+    fn layer_norm(&self, a: LayerNormArgs<'_, T, Self>) -> Result<()> {
+        layer_norm::layer_norm(a)
     }
-    fn attention(&self, _a: AttentionArgs<'_, T, Self>) -> Result<()> {
-        Err(todo_op("attention"))
+    fn attention(&self, a: AttentionArgs<'_, T, Self>) -> Result<()> {
+        attention::attention(a)
     }
-    fn memory_read(&self, _a: MemoryReadArgs<'_, T, Self>) -> Result<()> {
-        Err(todo_op("memory_read"))
+    fn memory_read(&self, a: MemoryReadArgs<'_, T, Self>) -> Result<()> {
+        memory::memory_read(a)
     }
-    fn memory_write(&self, _a: MemoryWriteArgs<'_, T, Self>) -> Result<()> {
-        Err(todo_op("memory_write"))
+    fn memory_write(&self, a: MemoryWriteArgs<'_, T, Self>) -> Result<()> {
+        memory::memory_write(a)
     }
-    fn add(&self, _a: AddArgs<'_, T, Self>) -> Result<()> {
-        Err(todo_op("add"))
+    fn add(&self, a: AddArgs<'_, T, Self>) -> Result<()> {
+        elementwise::add(a)
     }
-    fn cast<U: Element>(&self, _a: CastArgs<'_, T, U, Self>) -> Result<()> {
-        Err(todo_op("cast"))
+    fn cast<U: Element>(&self, a: CastArgs<'_, T, U, Self>) -> Result<()> {
+        elementwise::cast(a)
     }
 }

@@ -1,0 +1,322 @@
+//! The one place that calls `matrixmultiply::sgemm`, behind a bounds-checked
+//! safe wrapper, and the tiled, rayon-parallel `x Wᵀ` driver with a fused
+//! epilogue that linear and patch_embed share.
+
+use rayon::prelude::*;
+
+use super::{as_f32_mut, internal, store};
+use crate::element::Element;
+use crate::error::Result;
+use crate::ops::Activation;
+
+/// A read-only strided f32 matrix: element (i, j) is `data[i·rs + j·cs]`.
+#[derive(Clone, Copy)]
+pub(super) struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A row-major `[rows, cols]` block with row stride `ld`.
+    pub fn rows(data: &'a [f32], rows: usize, cols: usize, ld: usize) -> Self {
+        MatRef {
+            data,
+            rows,
+            cols,
+            rs: ld,
+            cs: 1,
+        }
+    }
+
+    /// The transpose, as a view of the same memory.
+    pub fn t(self) -> Self {
+        MatRef {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+
+    /// Whether every element lies inside `data` (so sgemm never reads past it).
+    fn in_bounds(&self) -> bool {
+        if self.rows == 0 || self.cols == 0 {
+            return true;
+        }
+        let last = (self.rows - 1)
+            .checked_mul(self.rs)
+            .zip((self.cols - 1).checked_mul(self.cs))
+            .and_then(|(a, b)| a.checked_add(b));
+        matches!(last, Some(l) if l < self.data.len())
+            && isize::try_from(self.rs).is_ok()
+            && isize::try_from(self.cs).is_ok()
+    }
+}
+
+/// `c[i·ldc + j] = Σ_p a(i,p)·b(p,j)` for i < a.rows, j < b.cols. `c` need not be
+/// initialised (NaN there is overwritten, never read).
+pub(super) fn sgemm(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], ldc: usize) -> Result<()> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if b.rows != k {
+        return Err(internal("sgemm: inner dimensions differ"));
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let c_end = (m - 1).checked_mul(ldc).and_then(|v| v.checked_add(n));
+    if ldc < n || !matches!(c_end, Some(e) if e <= c.len()) || isize::try_from(ldc).is_err() {
+        return Err(internal("sgemm: output block out of bounds"));
+    }
+    if k == 0 {
+        // Empty sum; matrixmultiply would scale C by beta, which keeps NaN poison.
+        for row in c.chunks_mut(ldc).take(m) {
+            row[..n].fill(0.0);
+        }
+        return Ok(());
+    }
+    if !a.in_bounds() || !b.in_bounds() {
+        return Err(internal("sgemm: input block out of bounds"));
+    }
+    // SAFETY: every element sgemm reads, a[i·rsa + p·csa] (i < m, p < k) and
+    // b[p·rsb + j·csb] (p < k, j < n), was checked above to lie inside its slice;
+    // every element it writes, c[i·ldc + j] (i < m, j < n), lies inside `c`
+    // (c_end ≤ c.len()) and is distinct (ldc ≥ n, column stride 1). All strides fit
+    // isize. beta = 0, so C is written without being read. The shared borrows of
+    // `a`/`b` and the unique borrow of `c` cannot alias.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.data.as_ptr(),
+            a.rs as isize,
+            a.cs as isize,
+            b.data.as_ptr(),
+            b.rs as isize,
+            b.cs as isize,
+            0.0,
+            c.as_mut_ptr(),
+            ldc as isize,
+            1,
+        );
+    }
+    Ok(())
+}
+
+/// Where the rows of the left operand come from.
+pub(super) enum ASource<'a> {
+    /// Row-major `[m, k]` f32, used in place.
+    F32(&'a [f32]),
+    /// `fill(r0, dst)` writes rows `r0 .. r0 + dst.len()/k` as row-major f32.
+    Fill(&'a (dyn Fn(usize, &mut [f32]) + Sync)),
+}
+
+/// `out = residual + act(acc + bias)`, applied to f32 accumulators before the one rounding.
+pub(super) struct Epilogue<'a, T> {
+    pub bias: Option<&'a [T]>,
+    pub act: Activation,
+    /// Residual `[rr, n]`; output row r adds residual row r % rr (rr = m for a plain
+    /// residual, N tokens for the position embedding).
+    pub residual: Option<(&'a [T], usize)>,
+}
+
+#[inline(always)]
+pub(super) fn gelu_tanh(x: f32) -> f32 {
+    const C: f32 = 0.797_884_6; // √(2/π)
+    0.5 * x * (1.0 + (C * (x + 0.044715 * x * x * x)).tanh())
+}
+
+impl<T: Element> Epilogue<'_, T> {
+    /// Apply to a tile of `rows × cols` accumulators (row stride `ld`) holding output
+    /// rows `r0..` and columns `c0..` of an `[m, n]` result.
+    fn apply(&self, tile: &mut [f32], ld: usize, r0: usize, c0: usize, cols: usize, n: usize) {
+        for (i, row) in tile.chunks_mut(ld).enumerate() {
+            let row = &mut row[..cols];
+            if let Some(b) = self.bias {
+                for (v, b) in row.iter_mut().zip(&b[c0..c0 + cols]) {
+                    *v += b.to_f32();
+                }
+            }
+            if self.act == Activation::GeluTanh {
+                for v in row.iter_mut() {
+                    *v = gelu_tanh(*v);
+                }
+            }
+            if let Some((res, rr)) = self.residual {
+                let r = (r0 + i) % rr;
+                for (v, s) in row.iter_mut().zip(&res[r * n + c0..][..cols]) {
+                    *v += s.to_f32();
+                }
+            }
+        }
+    }
+}
+
+/// Rows per row block and columns per column block for an `[m, n]` output, so
+/// there are a few tasks per thread and each is big enough that matrixmultiply's
+/// packing stays small next to the arithmetic.
+fn blocking(m: usize, n: usize) -> (usize, usize) {
+    const MIN_ROWS: usize = 128;
+    const MIN_COLS: usize = 256;
+    let tasks = 3 * rayon::current_num_threads().max(1);
+    let row_blocks = m.div_ceil(MIN_ROWS).clamp(1, tasks);
+    let rb = m.div_ceil(row_blocks);
+    let col_blocks = tasks.div_ceil(row_blocks).clamp(1, (n / MIN_COLS).max(1));
+    // Multiples of 16 keep matrixmultiply's column panels whole.
+    let cb = n.div_ceil(col_blocks).div_ceil(16) * 16;
+    (rb, cb.min(n))
+}
+
+/// `out[r, j] = epilogue(Σ_p a[r, p]·w[j, p])`: a `[m, k]`, w row-major `[n, k]`
+/// (read through strides, never transposed), out `[m, n]`.
+pub(super) fn matmul_wt<T: Element>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: ASource<'_>,
+    w: &[f32],
+    epi: &Epilogue<'_, T>,
+    out: &mut [T],
+) -> Result<()> {
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let len_ok = |len: usize, r: usize, c: usize| matches!(r.checked_mul(c), Some(x) if x <= len);
+    let a_ok = match a {
+        ASource::F32(a) => len_ok(a.len(), m, k),
+        ASource::Fill(_) => true,
+    };
+    let res_ok = match epi.residual {
+        Some((r, rr)) => rr > 0 && len_ok(r.len(), rr, n),
+        None => true,
+    };
+    if !a_ok
+        || !res_ok
+        || !len_ok(w.len(), n, k)
+        || !len_ok(out.len(), m, n)
+        || epi.bias.is_some_and(|b| b.len() < n)
+    {
+        return Err(internal("matmul: operand shorter than its dims"));
+    }
+    let (rb, cb) = blocking(m, n);
+    let wt = MatRef::rows(w, n, k, k).t();
+
+    out[..m * n]
+        .par_chunks_mut(rb * n)
+        .enumerate()
+        .try_for_each(|(bi, out_rows)| -> Result<()> {
+            let r0 = bi * rb;
+            let rows = out_rows.len() / n;
+            // The row block of A, widened / gathered once for all its column blocks.
+            let filled;
+            let a_blk = match a {
+                ASource::F32(a) => MatRef::rows(&a[r0 * k..], rows, k, k),
+                ASource::Fill(fill) => {
+                    let mut buf = vec![0.0f32; rows * k];
+                    fill(r0, &mut buf);
+                    filled = buf;
+                    MatRef::rows(&filled, rows, k, k)
+                }
+            };
+            if cb >= n {
+                // One column block: accumulate straight into the output when it is f32.
+                if let Some(o) = as_f32_mut(out_rows) {
+                    sgemm(a_blk, wt, o, n)?;
+                    epi.apply(o, n, r0, 0, n, n);
+                } else {
+                    let mut acc = vec![0.0f32; rows * n];
+                    sgemm(a_blk, wt, &mut acc, n)?;
+                    epi.apply(&mut acc, n, r0, 0, n, n);
+                    store(&acc, out_rows);
+                }
+                return Ok(());
+            }
+            let tiles = (0..n.div_ceil(cb))
+                .into_par_iter()
+                .map(|ci| -> Result<(usize, usize, Vec<f32>)> {
+                    let c0 = ci * cb;
+                    let cols = cb.min(n - c0);
+                    let b_blk = MatRef::rows(&w[c0 * k..], cols, k, k).t();
+                    let mut acc = vec![0.0f32; rows * cols];
+                    sgemm(a_blk, b_blk, &mut acc, cols)?;
+                    epi.apply(&mut acc, cols, r0, c0, cols, n);
+                    Ok((c0, cols, acc))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            for (c0, cols, acc) in tiles {
+                for (dst, src) in out_rows.chunks_mut(n).zip(acc.chunks(cols)) {
+                    store(src, &mut dst[c0..c0 + cols]);
+                }
+            }
+            Ok(())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k)
+                    .map(|p| a[i * k + p] as f64 * w[j * k + p] as f64)
+                    .sum();
+            }
+        }
+        c
+    }
+
+    fn lcg(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn large_matmul_matches_naive_loop() {
+        // Several row and column blocks, edges no tile divides.
+        for &(m, k, n) in &[(517, 97, 1031), (3, 200, 2050), (1, 5, 1), (300, 1, 17)] {
+            let a = lcg(m * k, 1);
+            let w = lcg(n * k, 2);
+            let mut out = vec![f32::NAN; m * n];
+            let epi = Epilogue::<f32> {
+                bias: None,
+                act: Activation::None,
+                residual: None,
+            };
+            matmul_wt(m, k, n, ASource::F32(&a), &w, &epi, &mut out).unwrap();
+            let want = naive(&a, &w, m, k, n);
+            let err = out
+                .iter()
+                .zip(&want)
+                .map(|(&o, &r)| (o as f64 - r).abs())
+                .fold(0.0, f64::max);
+            assert!(err < 1e-4, "m={m} k={k} n={n}: max error {err}");
+        }
+    }
+
+    #[test]
+    fn sgemm_rejects_short_operands() {
+        let a = [1.0f32; 4];
+        let mut c = [0.0f32; 4];
+        let bad = MatRef::rows(&a, 3, 2, 2);
+        assert!(sgemm(bad, MatRef::rows(&a, 2, 2, 2), &mut c, 2).is_err());
+        let ok = MatRef::rows(&a, 2, 2, 2);
+        assert!(sgemm(ok, ok, &mut c[..3], 2).is_err());
+        sgemm(ok, ok, &mut c, 2).unwrap();
+        assert_eq!(c, [2.0; 4]);
+    }
+}

@@ -1,0 +1,37 @@
+//! `out = residual + act(x Wᵀ + bias)` through the tiled SGEMM driver.
+
+use super::gemm::{matmul_wt, ASource, Epilogue};
+use super::{as_f32, numel, take, take_mut, widen, widen_into, Cpu};
+use crate::element::Element;
+use crate::error::Result;
+use crate::ops::LinearArgs;
+
+const OP: &str = "linear";
+
+pub(super) fn linear<T: Element>(a: LinearArgs<'_, T, Cpu>) -> Result<()> {
+    let d = a.dims;
+    let (m, k, n) = (d.rows, d.in_features, d.out_features);
+    let x = take(a.x, numel(OP, &[m, k])?, OP, "x")?;
+    let w = take(a.weight, numel(OP, &[n, k])?, OP, "weight")?;
+    let bias = a.bias.map(|b| take(b, n, OP, "bias")).transpose()?;
+    let mn = numel(OP, &[m, n])?;
+    let residual = a
+        .residual
+        .map(|r| take(r, mn, OP, "residual"))
+        .transpose()?;
+    let out = take_mut(a.out, mn, OP, "out")?;
+
+    // bf16 weights are widened once per call; f32 ones are read in place.
+    let w32 = widen(w);
+    let fill = |r0: usize, dst: &mut [f32]| widen_into(&x[r0 * k..], dst);
+    let src = match as_f32(x) {
+        Some(x) => ASource::F32(x),
+        None => ASource::Fill(&fill),
+    };
+    let epi = Epilogue {
+        bias: bias.filter(|_| d.has_bias),
+        act: d.activation,
+        residual: residual.filter(|_| d.has_residual).map(|r| (r, m)),
+    };
+    matmul_wt(m, k, n, src, &w32, &epi, out)
+}
