@@ -1,0 +1,277 @@
+//! Loader and config errors: each is an `Err` whose message names the file and the
+//! tensor or key. Broken fixtures are written from siglip_tiny at test time.
+
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use tessera::model::{VisionConfig, VisionModel};
+use tessera::{bf16, Cpu, DeviceBuffer};
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/siglip_tiny")
+}
+
+/// (name, dtype, shape, bytes) of every tensor in siglip_tiny's checkpoint.
+type Entry = (String, Dtype, Vec<usize>, Vec<u8>);
+
+fn tensors() -> Vec<Entry> {
+    let bytes = std::fs::read(golden_dir().join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<Entry> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn config_text() -> String {
+    std::fs::read_to_string(golden_dir().join("config.json")).unwrap()
+}
+
+/// Write a model folder `name` with `config` and `entries`; returns its path.
+fn fixture(name: &str, config: &str, entries: &[Entry]) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("loader_errors")
+        .join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), config).unwrap();
+    let views: Vec<(String, TensorView<'_>)> = entries
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    std::fs::write(
+        dir.join("model.safetensors"),
+        safetensors::serialize(views, None).unwrap(),
+    )
+    .unwrap();
+    dir
+}
+
+fn load_err(dir: &Path) -> String {
+    match VisionModel::<f32, Cpu>::load(dir, &Cpu) {
+        Ok(_) => panic!("{} loaded", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn assert_mentions(msg: &str, needles: &[&str]) {
+    for n in needles {
+        assert!(msg.contains(n), "`{n}` not in: {msg}");
+    }
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let mut t = tensors();
+    t.retain(|e| e.0 != "vision_model.encoder.layers.1.mlp.fc2.bias");
+    let dir = fixture("missing", &config_text(), &t);
+    let msg = load_err(&dir);
+    assert_mentions(
+        &msg,
+        &[
+            "model.safetensors",
+            "encoder.layers.1.mlp.fc2.bias",
+            "missing",
+        ],
+    );
+}
+
+#[test]
+fn wrong_shape_names_both_shapes() {
+    let mut t = tensors();
+    let e = t
+        .iter_mut()
+        .find(|e| e.0 == "vision_model.encoder.layers.0.self_attn.q_proj.weight")
+        .unwrap();
+    e.2 = vec![32, 128];
+    let dir = fixture("shape", &config_text(), &t);
+    let msg = load_err(&dir);
+    assert_mentions(
+        &msg,
+        &[
+            "model.safetensors",
+            "self_attn.q_proj.weight",
+            "[32, 128]",
+            "[64, 64]",
+        ],
+    );
+}
+
+#[test]
+fn unsupported_dtype_is_named() {
+    let mut t = tensors();
+    let e = t
+        .iter_mut()
+        .find(|e| e.0 == "vision_model.post_layernorm.weight")
+        .unwrap();
+    e.1 = Dtype::I32;
+    let dir = fixture("dtype", &config_text(), &t);
+    let msg = load_err(&dir);
+    assert_mentions(&msg, &["model.safetensors", "post_layernorm.weight", "I32"]);
+}
+
+#[test]
+fn head_tensors_required_only_with_head() {
+    let mut t = tensors();
+    t.retain(|e| !e.0.contains(".head."));
+    let dir = fixture("nohead_missing", &config_text(), &t);
+    let msg = load_err(&dir);
+    assert_mentions(&msg, &["model.safetensors", "head."]);
+    let cfg = config_text().replacen('{', "{\"vision_use_head\": false,", 1);
+    let dir = fixture("nohead_ok", &cfg, &t);
+    let model = VisionModel::<f32, Cpu>::load(&dir, &Cpu).unwrap();
+    assert!(!model.config().vision_use_head);
+}
+
+/// Names without the `vision_model.` prefix (transformers 5.x), F16 and BF16
+/// storage, and a full SiglipConfig with `vision_config` all load.
+#[test]
+fn accepted_variants_load() {
+    let mut t = tensors();
+    for e in &mut t {
+        e.0 = e.0.trim_start_matches("vision_model.").to_string();
+        if e.0.contains("layers.0") {
+            // F16 storage (the values here are small; precision is f16's).
+            let v: Vec<u8> = e
+                .3
+                .chunks_exact(4)
+                .flat_map(|c| {
+                    half::f16::from_f32(f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes()
+                })
+                .collect();
+            e.1 = Dtype::F16;
+            e.3 = v;
+        } else if e.0.contains("layers.1") {
+            let v: Vec<u8> =
+                e.3.chunks_exact(4)
+                    .flat_map(|c| {
+                        bf16::from_f32(f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes()
+                    })
+                    .collect();
+            e.1 = Dtype::BF16;
+            e.3 = v;
+        }
+    }
+    let full = format!(
+        "{{\"model_type\": \"siglip\", \"text_config\": {{\"hidden_size\": 32}}, \"vision_config\": {}}}",
+        config_text()
+    );
+    let dir = fixture("variants", &full, &t);
+    let model = VisionModel::<f32, Cpu>::load(&dir, &Cpu).unwrap();
+    assert_eq!(model.config().hidden_size, 64);
+    let model = VisionModel::<bf16, Cpu>::load(&dir, &Cpu).unwrap();
+    assert_eq!(model.config().num_patches(), 16);
+}
+
+/// Unprefixed names give exactly the same model as prefixed ones.
+#[test]
+fn unprefixed_names_give_the_same_outputs() {
+    let mut t = tensors();
+    for e in &mut t {
+        e.0 = e.0.trim_start_matches("vision_model.").to_string();
+    }
+    let dir = fixture("unprefixed", &config_text(), &t);
+    let a = VisionModel::<f32, Cpu>::load(&dir, &Cpu).unwrap();
+    let b = VisionModel::<f32, Cpu>::load(golden_dir(), &Cpu).unwrap();
+    let px: Vec<f32> = (0..2 * 3 * 32 * 32)
+        .map(|i| ((i % 97) as f32 / 48.0) - 1.0)
+        .collect();
+    let pixels = DeviceBuffer::from_slice(&Cpu, &px, &[2, 3, 32, 32]).unwrap();
+    let oa = a.forward(&pixels, None).unwrap();
+    let ob = b.forward(&pixels, None).unwrap();
+    assert_eq!(
+        oa.last_hidden_state.to_vec().unwrap(),
+        ob.last_hidden_state.to_vec().unwrap()
+    );
+}
+
+#[test]
+fn corrupt_or_missing_files_are_named() {
+    let dir = fixture("corrupt", &config_text(), &tensors());
+    std::fs::write(dir.join("model.safetensors"), b"definitely not safetensors").unwrap();
+    assert_mentions(&load_err(&dir), &["model.safetensors"]);
+    std::fs::remove_file(dir.join("model.safetensors")).unwrap();
+    assert_mentions(&load_err(&dir), &["model.safetensors"]);
+    std::fs::remove_file(dir.join("config.json")).unwrap();
+    assert_mentions(&load_err(&dir), &["config.json"]);
+    assert_mentions(&load_err(Path::new("no/such/model")), &["no/such/model"]);
+}
+
+/// Replace `"key": value` in the golden config (or add it when absent).
+fn with_key(key: &str, value: &str) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(&config_text()).unwrap();
+    v[key] = serde_json::from_str(value).unwrap();
+    v.to_string()
+}
+
+fn without_key(key: &str) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(&config_text()).unwrap();
+    v.as_object_mut().unwrap().remove(key);
+    v.to_string()
+}
+
+fn config_err(name: &str, text: &str) -> String {
+    let file = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("loader_errors")
+        .join(format!("{name}.json"));
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, text).unwrap();
+    match VisionConfig::from_file(&file) {
+        Ok(c) => panic!("{name}: accepted {c:?}"),
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("{name}.json")), "{msg}");
+            msg
+        }
+    }
+}
+
+#[test]
+fn bad_config_values_name_file_and_key() {
+    let msg = config_err("no_hidden", &without_key("hidden_size"));
+    assert_mentions(&msg, &["hidden_size", "missing"]);
+    let msg = config_err("heads", &with_key("num_attention_heads", "5"));
+    assert_mentions(&msg, &["num_attention_heads", "64"]);
+    let msg = config_err("patch", &with_key("patch_size", "7"));
+    assert_mentions(&msg, &["patch_size", "32"]);
+    let msg = config_err("act", &with_key("hidden_act", "\"gelu\""));
+    assert_mentions(&msg, &["hidden_act", "gelu_pytorch_tanh"]);
+    let msg = config_err("slots", &with_key("memory_experts", "4"));
+    assert_mentions(&msg, &["memory_slots"]);
+    let text = {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&with_key("memory_experts", "4")).unwrap();
+        v["memory_slots"] = 8.into();
+        v["memory_layers"] = serde_json::json!([0, 2]);
+        v.to_string()
+    };
+    let msg = config_err("mem_layers", &text);
+    assert_mentions(&msg, &["memory_layers", "2"]);
+    let msg = config_err("type", &with_key("image_size", "\"big\""));
+    assert_mentions(&msg, &["image_size"]);
+    let msg = config_err("json", "{ not json");
+    assert_mentions(&msg, &["JSON"]);
+    let msg = config_err("zero", &with_key("hidden_size", "0"));
+    assert_mentions(&msg, &["hidden_size"]);
+    let nested = format!("{{\"vision_config\": {}}}", without_key("patch_size"));
+    let msg = config_err("nested", &nested);
+    assert_mentions(&msg, &["vision_config.patch_size"]);
+}
+
+#[test]
+fn config_defaults() {
+    let mut v: serde_json::Value = serde_json::from_str(&config_text()).unwrap();
+    for k in ["num_channels", "layer_norm_eps", "hidden_act"] {
+        v.as_object_mut().unwrap().remove(k);
+    }
+    v["memory_experts"] = 2.into();
+    v["memory_slots"] = 3.into();
+    let c = VisionConfig::from_json_str(&v.to_string(), "config.json").unwrap();
+    assert_eq!(c.num_channels, 3);
+    assert_eq!(c.layer_norm_eps, 1e-6);
+    assert!(c.vision_use_head);
+    assert_eq!(c.memory_layers, vec![0, 1], "every layer by default");
+}
