@@ -190,7 +190,7 @@ def t_attention():
             a = [mem.upload(t) for t in (q, k, v)]
             po = poison(mem, b * nq * wd, dt)
             scale = hd ** -0.5
-            run_kernel(module("attention")[f"attention_{dt}"], mem, ((nq + 3) // 4, h, b), (128, 1, 1),
+            run_kernel(module("attention")[f"attention_{dt}"], mem, ((nq + 7) // 8, h, b), (256, 1, 1),
                        a + [po, nq, nk, h, hd, 0 if bc else nq * wd, float(np.float32(scale) * np.float32(math.log2(math.e)))])
             Q = as64(q, dt).reshape(bq, nq, h, hd)
             K = as64(k, dt).reshape(b, nk, h, hd)

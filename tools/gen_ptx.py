@@ -1181,14 +1181,16 @@ add.u32 %ec, %ec, %x0;
 # ---------------------------------------------------------------------------
 # attention: one fused pass per (query row, head, batch), online softmax.
 #
-# Grid (ceil(Nq/4), H, B); block 128 threads = 4 warps; warp w owns query row
-#   i = 4·ctaid.x + w (rows ≥ Nq still help load tiles, then write nothing).
-# Shared (static, 35456 B):
-#   Qs[4][128] f32   the warp's q row, pre-multiplied by hd^-0.5·log2(e)
+# Grid (ceil(Nq/NW), H, B) with NW = ATT_NW = 8; block 32·NW = 256 threads; warp w
+#   owns query row i = NW·ctaid.x + w (rows ≥ Nq still help load tiles, then write
+#   nothing). All NW rows share each K/V tile, so K/V are read ceil(Nq/NW) times.
+# Shared (static, 38016 B for NW = 8):
+#   Qs[NW][128] f32  the warp's q row, pre-multiplied by hd^-0.5·log2(e)
 #   Ks[32][129] f32  a tile of 32 keys; row stride ks = hd | 1 (odd, so lane j
 #                    reading Ks[j·ks + d] hits 32 distinct banks)
 #   Vs[32][128] f32  the matching values, row stride hd
-#   Ps[4][32] f32    the warp's probabilities of the tile
+#   Ps[NW][32] f32   the warp's probabilities of the tile
+# Tile loads: warp w fills K/V rows w, w + NW, ...; lane owns columns lane + 32r.
 # Per tile of 32 keys (the last one partial: missing keys get score −∞ and V 0):
 #   lane j: s_j = Σ_d Qs[w][d]·Ks[j][d] (log2 domain); warp max → m_new;
 #   α = 2^(m − m_new), p_j = 2^(s_j − m_new); l = α·l + Σ_j p_j (warp sum);
@@ -1196,11 +1198,16 @@ add.u32 %ec, %ec, %x0;
 # End: out = acc / l. Head dims up to 128 (checked on the Rust side), any hd.
 # q's batch stride is a parameter (0 when one q is shared by the whole batch).
 
+ATT_NW = 8  # warps (= query rows) per attention block; must divide 32
+
+
 def gen_attention():
+    NW = ATT_NW
+    LOG_NW = NW.bit_length() - 1
     s = HEADER
     s += """
 // attention_{f32,bf16}(q, k, v, out, nq, nk, H, hd, q_batch_stride, scale·log2(e))
-// Layout: see the comment of gen_attention in tools/gen_ptx.py (4 warps = 4 query
+// Layout: see the comment of gen_attention in tools/gen_ptx.py (8 warps = 8 query
 // rows per block; 32-key K/V tiles in shared memory; online softmax in registers).
 """
     for dt in DTYPES:
@@ -1223,7 +1230,7 @@ mov.u32 %tix, %tid.x;
 and.b32 %lane, %tix, 31;
 shr.u32 %warp, %tix, 5;
 mov.u32 %u, %ctaid.x;
-shl.b32 %u, %u, 2;
+shl.b32 %u, %u, {LOG_NW};
 add.u32 %qi, %u, %warp;              // query row
 mov.u32 %hh, %ctaid.y;
 mov.u32 %bb, %ctaid.z;
@@ -1262,13 +1269,13 @@ mul.lo.u32 %u, %warp, %ks;
 add.u32 %u, %u, %lane;
 shl.b32 %u, %u, 2;
 add.u32 %skw, %skw, %u;
-shl.b32 %kstep, %ks, 4;              // 4 rows of Ks in bytes
+shl.b32 %kstep, %ks, {2 + LOG_NW};              // NW rows of Ks in bytes
 mov.u32 %svw, Vs;
 mul.lo.u32 %u, %warp, %hd;
 add.u32 %u, %u, %lane;
 shl.b32 %u, %u, 2;
 add.u32 %svw, %svw, %u;
-shl.b32 %vstep, %hd, 4;              // 4 rows of Vs in bytes
+shl.b32 %vstep, %hd, {2 + LOG_NW};              // NW rows of Vs in bytes
 // lane's score row Ks[lane], the warp's Ps row
 mov.u32 %skl, Ks;
 mul.lo.u32 %u, %lane, %ks;
@@ -1282,7 +1289,7 @@ add.u32 %spl, %sp, %u;
 mov.u32 %svl, Vs;
 shl.b32 %u, %lane, 2;
 add.u32 %svl, %svl, %u;              // Vs[0][lane]
-mul.wide.u32 %gstep, %wd, {4 * z};   // 4 key rows in global, bytes
+mul.wide.u32 %gstep, %wd, {NW * z};   // NW key rows in global, bytes
 // kv base of (b, h): (b·nk)·W + h·hd
 mul.lo.u32 %kvb, %bb, %nk;
 mul.lo.u32 %kvb, %kvb, %wd;
@@ -1307,9 +1314,9 @@ add.s64 %gv, %rv, %ad;
 mov.u32 %u, %skw;
 mov.u32 %w, %svw;
 """
-        for rr in range(8):
+        for rr in range(32 // NW):
             body += f"""add.u32 %j, %t0, %warp;
-add.u32 %j, %j, {4 * rr};
+add.u32 %j, %j, {NW * rr};
 setp.lt.u32 %pj, %j, %nk;
 """
             for r in range(4):
@@ -1323,7 +1330,7 @@ $KV{rr}_{r}:
 @%pd{r} st.shared.f32 [%u+{128 * r}], %f0;
 @%pd{r} st.shared.f32 [%w+{128 * r}], %f1;
 """
-            if rr < 7:
+            if rr < 32 // NW - 1:
                 body += """add.s64 %gk, %gk, %gstep;
 add.s64 %gv, %gv, %gstep;
 add.u32 %u, %u, %kstep;
@@ -1416,10 +1423,10 @@ div.rn.f32 %f0, %acc{r}, %l;
 	.reg .b32 %sq, %skw, %svw, %kstep, %vstep, %skl, %sp, %spl, %svl, %kvb, %t0, %j, %jn, %d;
 	.reg .f32 %scl, %f0, %f1, %m, %l, %mt, %mn, %alpha, %p, %ps, %s, %acc<4>;
 	.reg .b64 %rq, %rk, %rv, %ro, %ad, %gk, %gv, %gstep;
-{TMP_DECL}	.shared .align 16 .f32 Qs[512];
+{TMP_DECL}	.shared .align 16 .f32 Qs[{128 * NW}];
 	.shared .align 16 .f32 Ks[4128];
 	.shared .align 16 .f32 Vs[4096];
-	.shared .align 16 .f32 Ps[128];
+	.shared .align 16 .f32 Ps[{32 * NW}];
 """ + indent(body) + "}\n"
     return s
 

@@ -460,12 +460,12 @@ impl<T: Element> Kernels<T> for Cuda {
         let k = u32_of(OP, "C·P·P", d.patch_len())?;
         u32_of(OP, "pixels", d.batch * d.channels * d.image * d.image)?;
         u32_of(OP, "out", d.batch * d.tokens() * d.hidden)?;
-        let (grid, block) = gemm_launch::<T>(m, n);
+        let launch = gemm_launch::<T>(OP, m, n)?;
         self.launch(
             OP,
             "patch_embed",
             &entry::<T>(OP),
-            cfg(grid, block, 0),
+            launch,
             &mut [
                 Arg::In(&a.pixels.buf),
                 Arg::In(&a.weight.buf),
@@ -495,14 +495,14 @@ impl<T: Element> Kernels<T> for Cuda {
         let flags = u32::from(a.bias.is_some())
             | (u32::from(d.activation == Activation::GeluTanh) << 1)
             | (u32::from(a.residual.is_some()) << 2);
-        let (grid, block) = gemm_launch::<T>(m, n);
+        let launch = gemm_launch::<T>(OP, m, n)?;
         let bias = a.bias.map_or(Arg::Null, |b| Arg::In(&b.buf));
         let residual = a.residual.map_or(Arg::Null, |r| Arg::In(&r.buf));
         self.launch(
             OP,
             "linear",
             &entry::<T>(OP),
-            cfg(grid, block, 0),
+            launch,
             &mut [
                 Arg::In(&a.x.buf),
                 Arg::In(&a.weight.buf),
@@ -574,8 +574,9 @@ impl<T: Element> Kernels<T> for Cuda {
             "attention",
             &entry::<T>(OP),
             cfg(
-                (nq.div_ceil(4), d.heads as u32, d.batch as u32),
-                (128, 1, 1),
+                // 8 warps = 8 query rows per block (ATT_NW in tools/gen_ptx.py).
+                (nq.div_ceil(8), d.heads as u32, d.batch as u32),
+                (256, 1, 1),
                 0,
             ),
             &mut [
@@ -741,10 +742,16 @@ fn cfg(grid: (u32, u32, u32), block: (u32, u32, u32), shared_mem_bytes: u32) -> 
 
 /// Grid and block of the GEMM-shaped kernels (linear, patch_embed): 64×64 output
 /// tiles; 256 threads for the f32 SIMT kernel, 128 (4 warps) for the bf16 mma one.
-fn gemm_launch<T: Element>(m: u32, n: u32) -> ((u32, u32, u32), (u32, u32, u32)) {
+fn gemm_launch<T: Element>(op: &'static str, m: u32, n: u32) -> Result<LaunchConfig> {
     let threads = match T::DTYPE {
         DType::F32 => 256,
         DType::BF16 => 128,
     };
-    ((n.div_ceil(64), m.div_ceil(64), 1), (threads, 1, 1))
+    if m.div_ceil(64) > 65_535 {
+        return Err(Error::Unsupported {
+            op,
+            msg: format!("{m} rows exceed the kernel grid (at most 4194240)"),
+        });
+    }
+    Ok(cfg((n.div_ceil(64), m.div_ceil(64), 1), (threads, 1, 1), 0))
 }
