@@ -40,6 +40,8 @@ enum Command {
     /// Run the bundled tiny memory model (assets/mga_tiny) on the bundled image
     /// (assets/waves_64x48.png).
     Demo(ExecArgs),
+    // A new subcommand is one variant here (e.g. `Bench(bench::BenchArgs)`, its
+    // arguments and code in their own module) and one arm in `dispatch` below.
 }
 
 /// Route a parsed command to its implementation.

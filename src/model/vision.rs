@@ -164,7 +164,7 @@ static NEXT_MODEL_ID: AtomicU64 = AtomicU64::new(1);
 /// A SigLIP vision tower (optionally with memory-gated attention) whose weights
 /// live on device `D` as element type `T`.
 ///
-/// ```no_run
+/// ```
 /// use tessera::{Cpu, DeviceBuffer};
 /// use tessera::model::VisionModel;
 /// let model = VisionModel::<f32, Cpu>::load("assets/mga_tiny", &Cpu)?;
@@ -185,6 +185,16 @@ pub struct VisionModel<T: Element, D: Kernels<T>> {
     layers: Vec<EncoderLayer<T, D>>,
     post_norm: Norm<T, D>,
     head: Option<Head<T, D>>,
+}
+
+impl<T: Element, D: Kernels<T>> std::fmt::Debug for VisionModel<T, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VisionModel")
+            .field("dtype", &T::DTYPE)
+            .field("device", &self.device.describe())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<T: Element, D: Kernels<T>> VisionModel<T, D> {
