@@ -3,17 +3,19 @@
 // (running max and sum, flash-attention style) so any kv length works in one pass
 // and the score matrix is never stored.
 //
-// Layout: one workgroup of 64 invocations per (b, h, block of 64 queries); each
-// invocation owns one query row: its scaled q and its output accumulator (up to
-// 128 dims) live in invocation-private arrays. Keys and values stream through
-// workgroup memory 16 rows at a time (the whole workgroup loads a tile
-// cooperatively, consecutive invocations reading consecutive dims; every
-// invocation then reads the same tile element, a broadcast). Per tile the scores
-// are computed first, then the accumulator is rescaled once by
-// exp(old_max - new_max) and the tile's weighted values are added.
+// Layout: one workgroup of 128 invocations per (b, h, block of 16 queries): 16
+// query rows x 8 lanes. Lane l of a row owns head dims l, l+8, ..., l+120 (16
+// slots, constant-bound loops so q and the output accumulator stay in
+// registers). Keys and values stream through workgroup memory 8 rows at a time,
+// loaded cooperatively (consecutive invocations read consecutive dims). Per tile:
+// each lane forms partial dot products over its dims for the 8 keys, lane j of a
+// row then sums the 8 partials of key j (workgroup memory), every lane reads the
+// row's 8 scores, rescales its accumulator once by exp(old_max - new_max) and adds
+// the tile's weighted values.
 // q broadcast (the pooling head's single probe): q's batch stride is 0.
-// Stores: a head's slice is hd elements wide; when hd is odd, an edge word is
-// shared with the neighbouring head (another workgroup) and gets a half-word store.
+// Stores: the row's hd outputs are staged in workgroup memory and written as
+// 32-bit words by the row's lanes; when hd is odd an edge word is shared with the
+// neighbouring head (another workgroup) and gets a half-word store.
 
 struct Params {
     batch: u32,
@@ -23,7 +25,7 @@ struct Params {
     nk: u32,
     width: u32,     // heads * hd
     q_bstride: u32, // nq * width, or 0 when q is shared by the batch
-    q_blocks: u32,  // ceil(nq / 64)
+    q_blocks: u32,  // ceil(nq / ROWS)
     scale: f32,
     _pad0: u32,
     _pad1: u32,
@@ -36,14 +38,22 @@ struct Params {
 @group(0) @binding(3) var<storage, read> v: array<ELEM_R>;
 @group(0) @binding(4) var<storage, read_write> dst: array<ELEM_W>;
 
-const BQ: u32 = 64u;     // queries (= invocations) per workgroup
-const BKV: u32 = 16u;    // key/value rows per staged tile
+const ROWS: u32 = 16u;     // queries per workgroup
+const LANES: u32 = 8u;     // invocations per query
+const SLOTS: u32 = 16u;    // head dims per lane: LANES * SLOTS = MAX_HD
 const MAX_HD: u32 = 128u;
+const BKV: u32 = 8u;       // keys per staged tile (= LANES: lane j sums key j)
+const THREADS: u32 = 128u; // ROWS * LANES
 
-var<workgroup> k_tile: array<f32, 2048>; // BKV * MAX_HD, row j at j * hd
-var<workgroup> v_tile: array<f32, 2048>;
+// K tile at [0, BKV * MAX_HD), V tile after it; row j of a tile at j * hd.
+// After the key loop the same memory stages the output, row r at r * MAX_HD.
+var<workgroup> kv_tile: array<f32, 2048>;
+var<workgroup> partial: array<f32, 1024>; // [row][key][lane]
+var<workgroup> scores: array<f32, 128>;   // [row][key]
 
-@compute @workgroup_size(64)
+const V_OFF: u32 = 1024u; // BKV * MAX_HD
+
+@compute @workgroup_size(128)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
@@ -58,77 +68,111 @@ fn main(
     let h = bh % P.heads;
     let b = bh / P.heads;
     let hd = P.hd;
-    let qi = qblock * BQ + lid;
+    let row = lid / LANES;
+    let lane = lid % LANES;
+    let qi = qblock * ROWS + row;
     let live = qi < P.nq;
-    // Inactive invocations still help stage tiles; they compute on row 0 and store nothing.
+    // Rows past the last query still help stage tiles; they compute on query 0
+    // and store nothing.
     let qrow = select(0u, qi, live);
 
-    var qv: array<f32, MAX_HD>;
-    var acc: array<f32, MAX_HD>;
+    var qv: array<f32, SLOTS>;
+    var acc: array<f32, SLOTS>;
     let q_base = b * P.q_bstride + qrow * P.width + h * hd;
-    for (var d = 0u; d < hd; d++) {
-        qv[d] = ld_q(q_base + d) * P.scale;
-        acc[d] = 0.0;
+    for (var c = 0u; c < SLOTS; c++) {
+        let d = lane + c * LANES;
+        var x = 0.0;
+        if (d < hd) {
+            x = ld_q(q_base + d) * P.scale;
+        }
+        qv[c] = x;
+        acc[c] = 0.0;
     }
 
     var m = -3.0e38; // running max (finite, so exp(m - new) is 0, not NaN)
     var l = 0.0;     // running sum of exp(score - m)
-    var s: array<f32, BKV>;
     let kv_base = b * P.nk * P.width + h * hd;
+    let srow = row * BKV;
     for (var j0 = 0u; j0 < P.nk; j0 += BKV) {
         let cnt = min(BKV, P.nk - j0);
-        for (var e = lid; e < cnt * hd; e += BQ) {
+        for (var e = lid; e < cnt * hd; e += THREADS) {
             let j = e / hd;
             let src = kv_base + (j0 + j) * P.width + (e - j * hd);
-            k_tile[e] = ld_k(src);
-            v_tile[e] = ld_v(src);
+            kv_tile[e] = ld_k(src);
+            kv_tile[V_OFF + e] = ld_v(src);
+        }
+        workgroupBarrier();
+
+        for (var j = 0u; j < cnt; j++) {
+            var dot = 0.0;
+            for (var c = 0u; c < SLOTS; c++) {
+                let d = lane + c * LANES;
+                if (d < hd) {
+                    dot += qv[c] * kv_tile[j * hd + d];
+                }
+            }
+            partial[(srow + j) * LANES + lane] = dot;
+        }
+        workgroupBarrier();
+        if (lane < cnt) {
+            var s = 0.0;
+            for (var t = 0u; t < LANES; t++) {
+                s += partial[(srow + lane) * LANES + t];
+            }
+            scores[srow + lane] = s;
         }
         workgroupBarrier();
 
         var tile_max = m;
         for (var j = 0u; j < cnt; j++) {
-            var dot = 0.0;
-            let kr = j * hd;
-            for (var d = 0u; d < hd; d++) {
-                dot += qv[d] * k_tile[kr + d];
-            }
-            s[j] = dot;
-            tile_max = max(tile_max, dot);
+            tile_max = max(tile_max, scores[srow + j]);
         }
         let corr = exp(m - tile_max);
         l *= corr;
-        for (var d = 0u; d < hd; d++) {
-            acc[d] *= corr;
+        for (var c = 0u; c < SLOTS; c++) {
+            acc[c] *= corr;
         }
         for (var j = 0u; j < cnt; j++) {
-            let p = exp(s[j] - tile_max);
+            let p = exp(scores[srow + j] - tile_max);
             l += p;
-            let vr = j * hd;
-            for (var d = 0u; d < hd; d++) {
-                acc[d] += p * v_tile[vr + d];
+            for (var c = 0u; c < SLOTS; c++) {
+                let d = lane + c * LANES;
+                if (d < hd) {
+                    acc[c] += p * kv_tile[V_OFF + j * hd + d];
+                }
             }
         }
         m = tile_max;
+        // The next tile overwrites kv_tile, partial and scores.
         workgroupBarrier();
     }
 
+    let inv = 1.0 / l;
+    for (var c = 0u; c < SLOTS; c++) {
+        let d = lane + c * LANES;
+        if (d < hd) {
+            kv_tile[row * MAX_HD + d] = acc[c] * inv;
+        }
+    }
+    workgroupBarrier();
     if (!live) {
         return;
     }
-    let inv = 1.0 / l;
     let o = (b * P.nq + qi) * P.width + h * hd;
-    var j = 0u;
-    loop {
-        if (j >= hd) {
-            break;
-        }
-        let i = o + j;
-        if ((i & 1u) == 0u && j + 1u < hd) {
-            st2_dst(i, acc[j] * inv, acc[j + 1u] * inv);
-            j += 2u;
+    let end = o + hd;
+    let first_word = o >> 1u;
+    let last_word = (end - 1u) >> 1u;
+    let stage = row * MAX_HD;
+    for (var wd = first_word + lane; wd <= last_word; wd += LANES) {
+        let i = 2u * wd;
+        let lo = i >= o;
+        let hi = i + 1u < end;
+        if (lo && hi) {
+            st2_dst(i, kv_tile[stage + i - o], kv_tile[stage + i + 1u - o]);
+        } else if (lo) {
+            st_dst(i, kv_tile[stage + i - o]);
         } else {
-            st_dst(i, acc[j] * inv);
-            j += 1u;
+            st_dst(i + 1u, kv_tile[stage + i + 1u - o]);
         }
     }
 }

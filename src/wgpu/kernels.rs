@@ -13,7 +13,7 @@ const WG: u64 = 256;
 /// Output tile of the GEMM shaders (gemm.wgsl).
 const TILE: usize = 64;
 /// Queries per attention workgroup and the largest head dim (attention.wgsl).
-const ATTN_BQ: usize = 64;
+const ATTN_BQ: usize = 16;
 const ATTN_MAX_HD: usize = 128;
 
 /// A size as the u32 the shaders index with.
