@@ -156,3 +156,79 @@ fn kernels_match_generator() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+fn find_nvdisasm() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("TESSERA_NVDISASM") {
+        if !p.is_empty() {
+            return Some(PathBuf::from(p));
+        }
+    }
+    // pip install --no-deps --target .cache/nvdisasm nvidia-cuda-nvdisasm
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/nvdisasm/nvidia");
+    if let Ok(entries) = std::fs::read_dir(&base) {
+        for e in entries.flatten() {
+            for sub in ["bin/nvdisasm", "cuda_nvdisasm/bin/nvdisasm"] {
+                let p = e.path().join(sub);
+                if p.exists() {
+                    return Some(p);
+                }
+            }
+        }
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("nvdisasm"))
+        .find(|p| p.exists())
+}
+
+/// SASS check: the bf16 GEMMs really use tensor cores (HMMA.16816.F32.BF16 fed by
+/// LDSM) and no kernel touches local memory (LDL/STL). Needs ptxas and nvdisasm;
+/// skipped (with a notice) without either.
+#[test]
+fn sass_uses_tensor_cores_and_no_local_memory() {
+    let (Some(ptxas), Some(nvdisasm)) = (find_ptxas(), find_nvdisasm()) else {
+        eprintln!("SKIPPED: ptxas or nvdisasm not found (TESSERA_NVDISASM, .cache/nvdisasm, PATH)");
+        return;
+    };
+    let tmp = std::env::temp_dir().join(format!("tessera-sass-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut failures = Vec::new();
+    for arch in ["sm_80", "sm_90"] {
+        for f in kernels() {
+            let stem = f.file_stem().unwrap().to_string_lossy().to_string();
+            let cubin = tmp.join(format!("{stem}-{arch}.cubin"));
+            let ok = Command::new(&ptxas)
+                .arg(format!("-arch={arch}"))
+                .arg(&f)
+                .arg("-o")
+                .arg(&cubin)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            assert!(ok, "ptxas failed on {}", f.display());
+            let out = Command::new(&nvdisasm)
+                .arg("-c")
+                .arg(&cubin)
+                .output()
+                .unwrap_or_else(|e| panic!("running {}: {e}", nvdisasm.display()));
+            let sass = String::from_utf8_lossy(&out.stdout);
+            let count = |op: &str| sass.matches(op).count();
+            println!(
+                "{arch} {stem:>12}: {} HMMA.16816.F32.BF16, {} LDSM, {} LDL/STL",
+                count("HMMA.16816.F32.BF16"),
+                count("LDSM"),
+                count("LDL") + count("STL")
+            );
+            if count("LDL") + count("STL") > 0 {
+                failures.push(format!("{stem} [{arch}]: local memory (LDL/STL) in SASS"));
+            }
+            if (stem == "linear" || stem == "patch_embed")
+                && (count("HMMA.16816.F32.BF16") == 0 || count("LDSM") == 0)
+            {
+                failures.push(format!("{stem} [{arch}]: no HMMA/LDSM in SASS"));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

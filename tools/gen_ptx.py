@@ -1137,7 +1137,9 @@ setp.eq.u32 %pw, %kpy, %gP;
         body += patch_load()
     body += "@!%pv bra $BSCALAR;\n" + vec_load("%rdW", "%rb", "%pb", "%sb")
     body += "bra.uni $BDONE;\n$BSCALAR:\n" + scalar_load("%rdW", "%rb", "%pb", "%sb")
-    body += "$BDONE:\nbar.sync 0;\n"
+    # bar.warp.sync: the loads above branch per thread (tid & 1 decides k); make the
+    # warp provably converged before the .aligned ldmatrix / mma instructions.
+    body += "$BDONE:\nbar.sync 0;\nbar.warp.sync -1;\n"
     for ks in range(2):
         o = 32 * ks
         body += f"""ldmatrix.sync.aligned.m8n8.x4.shared.b16 {{%fa0, %fa1, %fa2, %fa3}}, [%ab+{o}];

@@ -429,6 +429,8 @@ def run_block(func, mem, ctaid, grid, nt, pvals, smem_size, dyn_base, max_steps)
                 dl = [x.strip() for x in dsts.strip("{}").split(",")]
                 addrs = addr_of(mem_op)
                 act = np.nonzero(g)[0]
+                if len(act) and np.any(addrs[act] % (width * vec)):
+                    raise EmuError(f"{func.name}: misaligned vector access: {ins.text}")
                 if len(act):
                     for j in range(vec):
                         aj = addrs[act] + j * width

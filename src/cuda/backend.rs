@@ -437,6 +437,27 @@ impl Device for Cuda {
         Ok(out)
     }
 
+    /// Device time between two CUDA events recorded on this handle's stream around
+    /// `iters` calls of `f`, per call (every op of a handle runs on that stream).
+    fn time_ms<F: FnMut() -> Result<()>>(&self, iters: usize, mut f: F) -> Result<f64> {
+        const OP: &str = "time_ms";
+        let stream = &self.inner.stream;
+        let record = || {
+            guarded(OP, || {
+                stream
+                    .record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
+                    .map_err(|e| cuda_err(OP, e))
+            })
+        };
+        let start = record()?;
+        for _ in 0..iters {
+            f()?;
+        }
+        let end = record()?;
+        let ms = guarded(OP, || start.elapsed_ms(&end).map_err(|e| cuda_err(OP, e)))?;
+        Ok(f64::from(ms) / iters.max(1) as f64)
+    }
+
     fn synchronize(&self) -> Result<()> {
         guarded("synchronize", || {
             self.inner
