@@ -405,7 +405,12 @@ fn to_f32<T: Element>(v: &[T]) -> Vec<f32> {
 fn run<T: Element, D: Kernels<T>>(device: D, ctx: &RunContext<'_>) -> CliResult<()> {
     let (config, input) = (ctx.config, ctx.input);
     println!("device: {} [{}]", device.describe(), ctx.device_note);
-    println!("dtype: {}", T::DTYPE);
+    match T::DTYPE {
+        DType::F32 => println!("dtype: f32"),
+        DType::BF16 => {
+            println!("dtype: bf16 (weights stored as F32 or F16 are rounded to bf16 on load)")
+        }
+    }
     let memory_note = if config.has_memory() {
         format!(
             ", memory E={} M={} on layers {:?}",
@@ -440,7 +445,7 @@ fn run<T: Element, D: Kernels<T>>(device: D, ctx: &RunContext<'_>) -> CliResult<
     let seg_len: usize = input.seg_shape.iter().product();
     let (n, d) = (config.num_patches(), config.hidden_size);
     let mut memory = model.new_memory(batch)?;
-    let mut last = Vec::with_capacity(input.segments * batch * n * d);
+    let mut last = Vec::new();
     let mut pooled = Vec::new();
 
     let many = input.segments > 8;

@@ -172,8 +172,39 @@ fn clip8(acc: i32) -> u8 {
     (acc >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
+impl Rgb8 {
+    /// Check that `data` holds `width × height` RGB pixels and that there is one.
+    fn check(&self) -> Result<()> {
+        let expected = self
+            .width
+            .checked_mul(self.height)
+            .and_then(|n| n.checked_mul(3));
+        if self.width == 0 || self.height == 0 || expected != Some(self.data.len()) {
+            return Err(Error::Input {
+                tensor: "image".into(),
+                msg: format!(
+                    "an RGB image of {}×{} pixels needs {} bytes, found {}",
+                    self.width,
+                    self.height,
+                    expected.map_or("too many".to_string(), |n| n.to_string()),
+                    self.data.len()
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Resize an RGB image with PIL's `Image.resize(size, Image.BICUBIC)` arithmetic.
-pub fn resize_bicubic(img: &Rgb8, width: usize, height: usize) -> Rgb8 {
+/// Errors when `img.data` does not hold `width × height` pixels or a size is 0.
+pub fn resize_bicubic(img: &Rgb8, width: usize, height: usize) -> Result<Rgb8> {
+    img.check()?;
+    if width == 0 || height == 0 {
+        return Err(Error::Input {
+            tensor: "image".into(),
+            msg: format!("cannot resize to {width}×{height}"),
+        });
+    }
     let mut cur = img.clone();
     if cur.width != width {
         let coeffs = coefficients(cur.width, width);
@@ -215,16 +246,17 @@ pub fn resize_bicubic(img: &Rgb8, width: usize, height: usize) -> Rgb8 {
             data: out,
         };
     }
-    cur
+    Ok(cur)
 }
 
 /// Steps 2 and 3 for an RGB image already decoded: `[3, I, I]` channel-first f32.
-pub fn pixel_values_from_rgb8(img: &Rgb8, image_size: usize) -> Vec<f32> {
+pub fn pixel_values_from_rgb8(img: &Rgb8, image_size: usize) -> Result<Vec<f32>> {
+    img.check()?;
     let resized;
     let img = if img.width == image_size && img.height == image_size {
         img
     } else {
-        resized = resize_bicubic(img, image_size, image_size);
+        resized = resize_bicubic(img, image_size, image_size)?;
         &resized
     };
     let plane = image_size * image_size;
@@ -236,7 +268,7 @@ pub fn pixel_values_from_rgb8(img: &Rgb8, image_size: usize) -> Vec<f32> {
             out[c * plane + i] = (scaled - IMAGE_MEAN[c]) / IMAGE_STD[c];
         }
     }
-    out
+    Ok(out)
 }
 
 /// One image file → its pixel_values `[3, I, I]` (flattened, channel-first).
@@ -245,7 +277,8 @@ pub fn load_image(path: impl AsRef<Path>, image_size: usize) -> Result<Vec<f32>>
     if image_size == 0 {
         return Err(image_err(path, "the target image size is 0"));
     }
-    Ok(pixel_values_from_rgb8(&read_rgb8(path)?, image_size))
+    pixel_values_from_rgb8(&read_rgb8(path)?, image_size)
+        .map_err(|e| image_err(path, e.to_string()))
 }
 
 /// Several image files → pixel_values `[B, 3, I, I]` (flattened), in the given order.

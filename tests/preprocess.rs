@@ -144,3 +144,23 @@ fn values_and_sizes() {
         assert!(px.iter().all(|v| (-1.0..=1.0).contains(v)));
     }
 }
+
+/// A hand-made `Rgb8` whose data does not match its size is an error, not a panic.
+#[test]
+fn malformed_rgb8_is_an_error() {
+    let bad = preprocess::Rgb8 {
+        width: 4,
+        height: 4,
+        data: vec![0; 5],
+    };
+    assert!(preprocess::pixel_values_from_rgb8(&bad, 32).is_err());
+    assert!(preprocess::resize_bicubic(&bad, 8, 8).is_err());
+    let ok = preprocess::Rgb8 {
+        width: 2,
+        height: 1,
+        data: vec![0, 128, 255, 255, 128, 0],
+    };
+    assert!(preprocess::resize_bicubic(&ok, 0, 3).is_err());
+    let px = preprocess::pixel_values_from_rgb8(&ok, 3).unwrap();
+    assert_eq!(px.len(), 27);
+}

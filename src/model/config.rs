@@ -99,6 +99,21 @@ impl VisionConfig {
                 return Err(r.err(key, "must be at least 1, found 0".into()));
             }
         }
+        const MAX: usize = 1 << 24;
+        for (key, v) in [
+            ("hidden_size", hidden_size),
+            ("intermediate_size", intermediate_size),
+            ("num_hidden_layers", num_hidden_layers),
+            ("num_attention_heads", num_attention_heads),
+            ("num_channels", num_channels),
+            ("image_size", image_size),
+            ("patch_size", patch_size),
+            ("memory_experts", memory_experts),
+        ] {
+            if v > MAX {
+                return Err(r.err(key, format!("{v} is implausibly large (at most {MAX})")));
+            }
+        }
         if hidden_size % num_attention_heads != 0 {
             return Err(r.err(
                 "num_attention_heads",
@@ -135,6 +150,12 @@ impl VisionConfig {
                     format!("missing (required when memory_experts is {memory_experts})"),
                 )
             })?;
+            if slots > MAX {
+                return Err(r.err(
+                    "memory_slots",
+                    format!("{slots} is implausibly large (at most {MAX})"),
+                ));
+            }
             let layers = match obj.get("memory_layers") {
                 None | Some(Value::Null) => (0..num_hidden_layers).collect(),
                 Some(Value::Array(items)) => {
