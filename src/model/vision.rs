@@ -131,6 +131,31 @@ pub struct VisionOutput<T: Element, D: Kernels<T>> {
 /// Only [`VisionModel::new_memory`] makes one, so a bank always has its model's
 /// element type and device type, lives on that model's device and belongs to that
 /// model (passing it to another model is an error).
+///
+/// There is no other way to make one:
+///
+/// ```compile_fail
+/// use tessera::{Cpu, model::MemoryBank};
+/// let bank: MemoryBank<f32, Cpu> = MemoryBank { model_id: 0, batch: 1, layers: vec![] };
+/// ```
+///
+/// and a bank of one device or element type cannot be given to a model of another:
+///
+/// ```compile_fail
+/// use tessera::{bf16, Cpu, Wgpu, DeviceBuffer, model::VisionModel};
+/// fn mix(cpu: &VisionModel<f32, Cpu>, gpu: &VisionModel<f32, Wgpu>, px: &DeviceBuffer<f32, Wgpu>) {
+///     let mut bank = cpu.new_memory(1).unwrap();
+///     let _ = gpu.forward(px, Some(&mut bank)); // a CPU bank on the GPU: type error
+/// }
+/// ```
+///
+/// ```compile_fail
+/// use tessera::{bf16, Cpu, DeviceBuffer, model::VisionModel};
+/// fn mix(a: &VisionModel<f32, Cpu>, b: &VisionModel<bf16, Cpu>, px: &DeviceBuffer<bf16, Cpu>) {
+///     let mut bank = a.new_memory(1).unwrap();
+///     let _ = b.forward(px, Some(&mut bank)); // an f32 bank in a bf16 model: type error
+/// }
+/// ```
 pub struct MemoryBank<T: Element, D: Kernels<T>> {
     model_id: u64,
     batch: usize,
