@@ -69,15 +69,6 @@ impl<T: Element, D: Device> DeviceBuffer<T, D> {
         })
     }
 
-    /// Wrap storage made by a backend. The caller guarantees it holds `numel(shape)` elements.
-    pub(crate) fn from_parts(storage: D::Storage<T>, shape: Vec<usize>, device: D) -> Self {
-        Self {
-            storage,
-            shape,
-            device,
-        }
-    }
-
     /// The runtime shape.
     pub fn shape(&self) -> &[usize] {
         &self.shape

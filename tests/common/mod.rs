@@ -128,6 +128,7 @@ pub fn gelu_tanh(x: f64) -> f64 {
 }
 
 /// `residual + act(x Wᵀ + b)`, x [rows, k], w [n, k].
+#[allow(clippy::too_many_arguments)]
 pub fn ref_linear(
     x: &[f64],
     w: &[f64],
