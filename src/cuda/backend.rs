@@ -49,7 +49,8 @@ struct Inner {
 #[derive(Default)]
 struct Modules {
     modules: HashMap<&'static str, RawModule>,
-    functions: HashMap<String, RawFunction>,
+    /// Entry name -> (function, number of parameters its `.entry` declares).
+    functions: HashMap<String, (RawFunction, usize)>,
 }
 
 /// A `CUmodule` owned by one [`Inner`]; unloaded when it drops.
@@ -233,22 +234,27 @@ impl Cuda {
         })
     }
 
-    /// The function `entry` of module `family`, loading the module on first use.
-    fn function(&self, family: &'static str, entry: &str) -> Result<RawFunction> {
+    /// The function `entry` of module `family` and its parameter count, loading the
+    /// module on first use.
+    fn function(&self, family: &'static str, entry: &str) -> Result<(RawFunction, usize)> {
         let mut mods = self.inner.modules.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(f) = mods.functions.get(entry) {
             return Ok(*f);
         }
         let op = format!("loading kernel {entry} ({family}.ptx)");
+        let src = ptx_source(family).ok_or_else(|| Error::Cuda {
+            op: op.clone(),
+            msg: "no such PTX module".into(),
+        })?;
+        let params = entry_param_count(src, entry).ok_or_else(|| Error::Cuda {
+            op: op.clone(),
+            msg: format!("no entry `{entry}` in {family}.ptx"),
+        })?;
         self.inner
             .ctx
             .bind_to_thread()
             .map_err(|e| cuda_err(op.clone(), e))?;
         if !mods.modules.contains_key(family) {
-            let src = ptx_source(family).ok_or_else(|| Error::Cuda {
-                op: op.clone(),
-                msg: "no such PTX module".into(),
-            })?;
             let c = CString::new(src).map_err(|_| Error::Cuda {
                 op: op.clone(),
                 msg: "PTX contains a NUL byte".into(),
@@ -266,8 +272,9 @@ impl Cuda {
         })?;
         // SAFETY: `module` is a live module of this context (unloaded only in Drop).
         let f = unsafe { cu::module::get_function(module, name) }.map_err(|e| cuda_err(op, e))?;
-        mods.functions.insert(entry.to_string(), RawFunction(f));
-        Ok(RawFunction(f))
+        mods.functions
+            .insert(entry.to_string(), (RawFunction(f), params));
+        Ok((RawFunction(f), params))
     }
 
     /// Launch `entry` of `family` on this handle's stream.
@@ -280,7 +287,18 @@ impl Cuda {
         args: &mut [Arg<'_>],
     ) -> Result<()> {
         guarded(op, || {
-            let func = self.function(family, entry)?;
+            let (func, n_params) = self.function(family, entry)?;
+            if n_params != args.len() {
+                // The driver reads one pointer per declared parameter from `params`:
+                // never launch with a mismatched list.
+                return Err(Error::Cuda {
+                    op: format!("{op} ({entry})"),
+                    msg: format!(
+                        "kernel declares {n_params} parameters, launch passes {}",
+                        args.len()
+                    ),
+                });
+            }
             let stream = &self.inner.stream;
             let mut guards: Vec<SyncOnDrop<'_>> = Vec::with_capacity(args.len());
             // Every parameter sits in its own 8-byte slot; the driver copies as many
@@ -314,8 +332,9 @@ impl Cuda {
                 .bind_to_thread()
                 .map_err(|e| cuda_err(what.clone(), e))?;
             // SAFETY: `func` belongs to this context; `params` has exactly one slot per
-            // kernel parameter, in the order of the kernel's signature (the callers
-            // below mirror the `.entry` declarations in kernels/*.ptx), each slot at
+            // kernel parameter (the count was checked against the `.entry` declaration
+            // above), in the order of the kernel's signature (the callers below mirror
+            // the `.entry` declarations in kernels/*.ptx), each slot at
             // least as large as its parameter; the device pointers come from live
             // allocations that the kernels index only within the sizes the front
             // functions checked; `guards` keeps the buffers' event bookkeeping alive
@@ -358,6 +377,14 @@ fn ptx_source(family: &str) -> Option<&'static str> {
         "memory" => include_str!("../../kernels/memory.ptx"),
         _ => return None,
     })
+}
+
+/// Number of `.param`s of `.entry name(...)` in a PTX module's text.
+fn entry_param_count(ptx: &str, name: &str) -> Option<usize> {
+    let head = format!(".entry {name}(");
+    let start = ptx.find(&head)? + head.len();
+    let end = start + ptx[start..].find(')')?;
+    Some(ptx[start..end].matches(".param").count())
 }
 
 /// Kernels index with 32-bit integers; refuse anything larger.
@@ -775,4 +802,38 @@ fn gemm_launch<T: Element>(op: &'static str, m: u32, n: u32) -> Result<LaunchCon
         });
     }
     Ok(cfg((n.div_ceil(64), m.div_ceil(64), 1), (threads, 1, 1), 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_entry_is_found_with_its_parameters() {
+        let expect: &[(&str, &str, usize)] = &[
+            ("add", "add_f32", 4),
+            ("add", "add_bf16", 4),
+            ("cast", "cast_f32_bf16", 3),
+            ("cast", "cast_bf16_f32", 3),
+            ("layer_norm", "layer_norm_f32", 7),
+            ("layer_norm", "layer_norm_bf16", 7),
+            ("linear", "linear_f32", 9),
+            ("linear", "linear_bf16", 9),
+            ("patch_embed", "patch_embed_f32", 12),
+            ("patch_embed", "patch_embed_bf16", 12),
+            ("attention", "attention_f32", 10),
+            ("attention", "attention_bf16", 10),
+            ("memory", "memory_read_gate_f32", 7),
+            ("memory", "memory_read_gate_bf16", 7),
+            ("memory", "memory_read_mix_f32", 9),
+            ("memory", "memory_read_mix_bf16", 9),
+            ("memory", "memory_write_f32", 10),
+            ("memory", "memory_write_bf16", 10),
+        ];
+        for &(family, entry, n) in expect {
+            let src = ptx_source(family).expect(family);
+            assert_eq!(entry_param_count(src, entry), Some(n), "{entry}");
+        }
+        assert_eq!(entry_param_count(ptx_source("add").unwrap(), "nope"), None);
+    }
 }
