@@ -382,7 +382,7 @@ pub fn run_on<T: Element, D: BenchDevice + BenchKernels<T>>(
                 (Bound::Compute, None) => PeerCell::External(match spec.kind {
                     CaseKind::Attention { .. } => "PyTorch SDPA (scripts/sdpa_bench.py)",
                     CaseKind::Forward { .. } => "PyTorch eager (scripts/sdpa_bench.py)",
-                    _ => "none",
+                    _ => "none in this run",
                 }),
             },
         };

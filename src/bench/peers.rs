@@ -109,7 +109,14 @@ mod cpu_gemm {
     use crate::bench::Timing;
 
     /// `out[m, n] = x[m, k] · w[n, k]ᵀ` through the `gemm` crate on rayon's pool.
-    fn gemm_f32(out: &mut [f32], x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> PeerResult {
+    fn gemm_f32(
+        out: &mut [f32],
+        x: &[f32],
+        w: &[f32],
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> Result<(), String> {
         if out.len() != m * n || x.len() != m * k || w.len() != n * k {
             return Err("gemm peer: buffer lengths do not match the shape".into());
         }

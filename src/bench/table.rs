@@ -261,6 +261,11 @@ impl std::fmt::Display for BenchTable {
             f,
             "note: median of the repetitions; vs peer = peer ms / tessera ms at the same shape \
              (above 1x tessera is faster); memory-bound peers copy the same number of bytes"
+        )?;
+        writeln!(
+            f,
+            "note: % ceil of a memory-bound op is against the large copy above; a working set \
+             that fits in cache can exceed 100%"
         )
     }
 }
