@@ -5,7 +5,8 @@
 use rayon::prelude::*;
 
 use super::gemm::{sgemm, MatRef};
-use super::{as_f32, numel, take, take_mut, widen_into, Cpu};
+use super::layer_norm::sum8;
+use super::{as_f32, exp_f32, numel, take, take_mut, widen_into, Cpu};
 use crate::element::Element;
 use crate::error::Result;
 use crate::ops::AttentionArgs;
@@ -74,12 +75,10 @@ pub(super) fn attention<T: Element>(a: AttentionArgs<'_, T, Cpu>) -> Result<()> 
                     let mut inv_sum = vec![0.0f32; rows];
                     for (row, z) in s.chunks_mut(nk).zip(inv_sum.iter_mut()) {
                         let mx = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                        let mut sum = 0.0f32;
                         for x in row.iter_mut() {
-                            *x = ((*x - mx) * scale).exp();
-                            sum += *x;
+                            *x = exp_f32((*x - mx) * scale);
                         }
-                        *z = 1.0 / sum;
+                        *z = 1.0 / sum8(row, |x| x);
                     }
                     let mut o = vec![0.0f32; rows * hd];
                     sgemm(MatRef::rows(&s, rows, nk, nk), vv, &mut o, hd)?;

@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use super::{as_f32_mut, internal, store};
+use super::{as_f32_mut, exp_f32, internal, store};
 use crate::element::Element;
 use crate::error::Result;
 use crate::ops::Activation;
@@ -125,10 +125,12 @@ pub(super) struct Epilogue<'a, T> {
     pub residual: Option<(&'a [T], usize)>,
 }
 
+/// gelu_tanh(x) = 0.5·x·(1 + tanh(u)) = x·sigmoid(2u), u = √(2/π)·(x + 0.044715·x³);
+/// the sigmoid form needs one vectorisable exp and no libm tanh.
 #[inline(always)]
 pub(super) fn gelu_tanh(x: f32) -> f32 {
-    const C: f32 = 0.797_884_6; // √(2/π)
-    0.5 * x * (1.0 + (C * (x + 0.044715 * x * x * x)).tanh())
+    const C2: f32 = 2.0 * 0.797_884_6; // 2·√(2/π)
+    x / (1.0 + exp_f32(-C2 * (x + 0.044715 * x * x * x)))
 }
 
 impl<T: Element> Epilogue<'_, T> {
