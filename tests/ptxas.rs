@@ -232,3 +232,33 @@ fn sass_uses_tensor_cores_and_no_local_memory() {
     let _ = std::fs::remove_dir_all(&tmp);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Run the kernels in the PTX-subset emulator (tools/ptx_emu.py) on the op suite's
+/// shapes and compare with f64 references. Slow (minutes), so ignored by default:
+/// `PYTHONPATH=.cache/pylib cargo test --test ptxas -- --ignored emulator`.
+/// Needs python3 with numpy; EMU_QUICK=1 trims the largest shapes.
+#[test]
+#[ignore]
+fn emulator_matches_reference() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let numpy = Command::new("python3")
+        .args(["-c", "import numpy"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !numpy {
+        eprintln!("SKIPPED: python3 with numpy not available");
+        return;
+    }
+    let out = Command::new("python3")
+        .arg(root.join("tools/emu_check.py"))
+        .output()
+        .expect("python3 runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(out.status.success(), "emulator check failed:\n{text}");
+}

@@ -128,7 +128,8 @@ def gemm_launch(dt, m, n):
 
 
 def t_linear():
-    shapes = [(1, 1, 1), (3, 17, 5), (17, 64, 65), (65, 129, 33), (129, 72, 130), (2, 300, 7)]
+    shapes = [(1, 1, 1), (3, 17, 5), (17, 64, 65), (65, 129, 33), (129, 72, 130), (2, 300, 7),
+              (70, 256, 72)]  # the last: many k-tiles through the pipelined K % 8 == 0 path
     if os.environ.get("EMU_QUICK"):
         shapes = shapes[:4]
     for dt in ("f32", "bf16"):

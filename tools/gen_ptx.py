@@ -985,7 +985,7 @@ def gemm_bf16(mode):
 {{
 	.reg .pred %pa, %pb, %pq, %pv, %pw;
 	.reg .b32 %tix, %lane, %warp, %wm, %wn, %m0, %n0, %kt, %gk, %u, %w, %ra, %rb, %sa, %sb;
-	.reg .b32 %ab, %bb, %er, %ec, %x<4>, %fa<8>, %fb<8>;
+	.reg .b32 %ab, %bb, %er, %ec, %x<4>, %fa<8>, %fb<8>, %xa<8>, %xb<8>;
 	.reg .b32 %kofs, %kpx, %kpy, %gIP, %gIIPI;
 	.reg .b16 %hv;
 	.reg .f32 %d<32>;
@@ -1054,14 +1054,78 @@ add.u32 %bb, %bb, %x0;
 """
     for r in range(32):
         body += f"mov.f32 %d{r}, {ZERO};\n"
-    body += """mov.u32 %kt, 0;
-$KLOOP:
+    body += "mov.u32 %kt, 0;\n"
+    if mode == "linear":
+        body += "@%pv bra $VPIPE;\n"
+    body += """$KLOOP:
 setp.ge.u32 %pq, %kt, %pK;
 @%pq bra $KDONE;
 and.b32 %x0, %tix, 1;
 shl.b32 %x0, %x0, 4;
 add.u32 %gk, %kt, %x0;               // first k of this thread's 16
 """
+
+    def mma_tile():
+        body = ""
+        for ks in range(2):
+            o = 32 * ks
+            body += f"""ldmatrix.sync.aligned.m8n8.x4.shared.b16 {{%fa0, %fa1, %fa2, %fa3}}, [%ab+{o}];
+    ldmatrix.sync.aligned.m8n8.x4.shared.b16 {{%fa4, %fa5, %fa6, %fa7}}, [%ab+{o + 1280}];
+    ldmatrix.sync.aligned.m8n8.x4.shared.b16 {{%fb0, %fb1, %fb2, %fb3}}, [%bb+{o}];
+    ldmatrix.sync.aligned.m8n8.x4.shared.b16 {{%fb4, %fb5, %fb6, %fb7}}, [%bb+{o + 1280}];
+    """
+            for mt in range(2):
+                a = ", ".join(f"%fa{4 * mt + i}" for i in range(4))
+                for nt in range(4):
+                    b = f"%fb{2 * nt}, %fb{2 * nt + 1}"
+                    d = ", ".join(f"%d{(4 * mt + nt) * 4 + q}" for q in range(4))
+                    body += (f"mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                             f"{{{d}}}, {{{a}}}, {{{b}}}, {{{d}}};\n")
+        return body
+
+    def reg_load(base_rd, rowbase, rowpred, regs):
+        """Two 16-byte chunks at k = gk, gk + 8 of one row into 8 registers (0 if out of range)."""
+        t = ""
+        for j in range(2):
+            r = ", ".join(f"{regs}{4 * j + i}" for i in range(4))
+            t += "".join(f"mov.b32 {regs}{4 * j + i}, 0;\n" for i in range(4))
+            t += f"""add.u32 %w, %gk, {8 * j};
+setp.lt.and.u32 %pw, %w, %pK, {rowpred};
+add.u32 %w, %w, {rowbase};
+mul.wide.u32 %ad, %w, 2;
+add.s64 %ad, {base_rd}, %ad;
+@%pw ld.global.v4.u32 {{{r}}}, [%ad];
+"""
+        return t
+
+    def pipelined():
+        """K % 8 == 0 (the model's shapes): register double buffering. The global
+        loads of tile k+1 are issued before the mma work of tile k and only waited
+        for when they are stored to shared memory at the top of the next iteration."""
+        t = """// ---- K % 8 == 0: pipelined loop (next tile's loads overlap this tile's mma)
+$VPIPE:
+and.b32 %x0, %tix, 1;
+shl.b32 %x0, %x0, 4;
+add.u32 %gk, %kt, %x0;
+""" + reg_load("%rdX", "%ra", "%pa", "%xa") + reg_load("%rdW", "%rb", "%pb", "%xb") + """$VLOOP:
+setp.ge.u32 %pq, %kt, %pK;
+@%pq bra $KDONE;
+st.shared.v4.u32 [%sa], {%xa0, %xa1, %xa2, %xa3};
+st.shared.v4.u32 [%sa+16], {%xa4, %xa5, %xa6, %xa7};
+st.shared.v4.u32 [%sb], {%xb0, %xb1, %xb2, %xb3};
+st.shared.v4.u32 [%sb+16], {%xb4, %xb5, %xb6, %xb7};
+bar.sync 0;
+bar.warp.sync -1;
+add.u32 %kt, %kt, 32;
+and.b32 %x0, %tix, 1;
+shl.b32 %x0, %x0, 4;
+add.u32 %gk, %kt, %x0;
+""" + reg_load("%rdX", "%ra", "%pa", "%xa") + reg_load("%rdW", "%rb", "%pb", "%xb")
+        t += mma_tile()
+        t += """bar.sync 0;
+bra.uni $VLOOP;
+"""
+        return t
 
     def vec_load(base_rd, rowbase, rowpred, sdst):
         t = ""
@@ -1140,24 +1204,14 @@ setp.eq.u32 %pw, %kpy, %gP;
     # bar.warp.sync: the loads above branch per thread (tid & 1 decides k); make the
     # warp provably converged before the .aligned ldmatrix / mma instructions.
     body += "$BDONE:\nbar.sync 0;\nbar.warp.sync -1;\n"
-    for ks in range(2):
-        o = 32 * ks
-        body += f"""ldmatrix.sync.aligned.m8n8.x4.shared.b16 {{%fa0, %fa1, %fa2, %fa3}}, [%ab+{o}];
-ldmatrix.sync.aligned.m8n8.x4.shared.b16 {{%fa4, %fa5, %fa6, %fa7}}, [%ab+{o + 1280}];
-ldmatrix.sync.aligned.m8n8.x4.shared.b16 {{%fb0, %fb1, %fb2, %fb3}}, [%bb+{o}];
-ldmatrix.sync.aligned.m8n8.x4.shared.b16 {{%fb4, %fb5, %fb6, %fb7}}, [%bb+{o + 1280}];
-"""
-        for mt in range(2):
-            a = ", ".join(f"%fa{4 * mt + i}" for i in range(4))
-            for nt in range(4):
-                b = f"%fb{2 * nt}, %fb{2 * nt + 1}"
-                d = ", ".join(f"%d{(4 * mt + nt) * 4 + q}" for q in range(4))
-                body += (f"mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-                         f"{{{d}}}, {{{a}}}, {{{b}}}, {{{d}}};\n")
+    body += mma_tile()
     body += """bar.sync 0;
 add.u32 %kt, %kt, 32;
 bra.uni $KLOOP;
-$KDONE:
+"""
+    if mode == "linear":
+        body += pipelined()
+    body += """$KDONE:
 // epilogue: element (mt, nt, q) is row m0 + 32wm + 16mt + lane/4 + 8(q>>1),
 // col n0 + 32wn + 8nt + 2(lane%4) + (q&1)
 shl.b32 %er, %wm, 5;
