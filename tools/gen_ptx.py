@@ -970,6 +970,11 @@ $KDONE:
 #   - otherwise 16 predicated ld.global.u16; patch_embed's A (pixels) always goes
 #     element by element, walking (c, py, px) incrementally without divisions.
 #   Out-of-range rows / k are stored as 0, so any M, N, K work.
+# Pipelining: linear with K % 8 == 0 (every model shape) takes the $VPIPE loop: the
+#   next tile's two 16-byte loads per operand go to %xa0..7 / %xb0..7 before this
+#   tile's ldmatrix/mma, and are stored to shared at the top of the next iteration
+#   (register double buffering; one shared buffer, two bar.syncs per tile).
+#   Other shapes and patch_embed use the plain load-store-compute loop.
 # Fragments: ldmatrix.x4 of A gives a0..a3 of one m16k16 tile (lanes 0-15 address
 #   rows 0-15 at k0, lanes 16-31 rows 0-15 at k0+8); ldmatrix.x4 of Bs (rows = n)
 #   gives b0,b1 of two n8 tiles (lanes 0-7 n0-7@k0, 8-15 n0-7@k8, 16-23 n8-15@k0,
@@ -1489,7 +1494,43 @@ div.rn.f32 %f0, %acc{r}, %l;
 
 # ---------------------------------------------------------------------------
 
+def layout_comment(fn_name):
+    """The `#` comment block written right above `def fn_name` in this file (the
+    kernel's thread / register / shared-memory layout), as PTX `//` comments, so
+    every .ptx file carries its own layout description."""
+    with open(os.path.abspath(__file__)) as f:
+        lines = f.read().split("\n")
+    idx = next(i for i, l in enumerate(lines) if l.startswith(f"def {fn_name}("))
+    j = idx - 1
+    while j >= 0 and (lines[j].startswith("#") or lines[j].startswith("ATT_NW") or not lines[j].strip()):
+        j -= 1
+    block = [l for l in lines[j + 1:idx] if l.startswith("#") and not l.startswith("# ----")]
+    return "\n".join("//" + l[1:] for l in block) + "\n"
+
+
+def with_layout(text, *fns):
+    """Insert the layout comments of `fns` right after the header of `text`."""
+    head, rest = text[:len(HEADER)], text[len(HEADER):]
+    assert head == HEADER
+    return head + "\n" + "//\n".join(layout_comment(f) for f in fns) + rest
+
+
 def gen_all():
+    return {k: with_layout(v, *LAYOUTS[k]) for k, v in gen_raw().items()}
+
+
+LAYOUTS = {
+    "add.ptx": ("gen_add",),
+    "cast.ptx": ("gen_cast",),
+    "layer_norm.ptx": ("gen_layer_norm",),
+    "memory.ptx": ("gen_memory",),
+    "linear.ptx": ("gemm_f32", "gemm_bf16"),
+    "patch_embed.ptx": ("gemm_f32", "gemm_bf16"),
+    "attention.ptx": ("gen_attention",),
+}
+
+
+def gen_raw():
     return {
         "add.ptx": gen_add(),
         "cast.ptx": gen_cast(),
