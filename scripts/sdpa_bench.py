@@ -40,7 +40,8 @@ except ImportError:  # pragma: no cover - reported, not raised
 MODELS = {
     # name: (D, F, H, P, I, C, L)
     "base": (768, 3072, 12, 16, 224, 3, 12),
-    "so400m": (1152, 4304, 16, 14, 384, 3, 27),
+    # 378 = 27 * 14: the 384 px checkpoint's conv drops the last 6 px (N = 729 either way).
+    "so400m": (1152, 4304, 16, 14, 378, 3, 27),
 }
 E_EXPERTS, M_SLOTS = 4, 32
 

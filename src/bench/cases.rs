@@ -52,13 +52,16 @@ pub const SIGLIP_BASE: ModelShape = ModelShape {
 };
 
 /// SigLIP-so400m-patch14-384: D 1152, F 4304, N 729, H 16, hd 72, 27 layers.
+/// The checkpoint's 384 px is not a multiple of 14: its stride-14 convolution
+/// drops the last 6 pixels, so the 27 × 27 = 729 patches cover 378 px, which is
+/// the image size tessera's patch embedding (exact multiples only) is given.
 pub const SIGLIP_SO400M: ModelShape = ModelShape {
     name: "so400m",
     hidden: 1152,
     intermediate: 4304,
     heads: 16,
     patch: 14,
-    image: 384,
+    image: 378,
     channels: 3,
     layers: 27,
 };

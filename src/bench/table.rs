@@ -27,8 +27,8 @@ impl Ceiling {
     }
     pub(crate) fn skipped() -> Self {
         Self {
-            what: "not measured (no case needs it)".into(),
-            value: Err("not needed".into()),
+            what: "-".into(),
+            value: Err("no case in this run needs it".into()),
             unit: "",
         }
     }
@@ -152,6 +152,7 @@ impl BenchTable {
 fn fmt_ceiling(c: &Ceiling) -> String {
     match &c.value {
         Ok(v) => format!("{v:.3} {} ({})", c.unit, c.what),
+        Err(e) if c.unit.is_empty() => format!("not measured ({e})"),
         Err(e) => format!("n/a ({}: {e})", c.what),
     }
 }
