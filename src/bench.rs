@@ -9,7 +9,8 @@
 //! - throughput: TFLOP/s for GEMM-like ops (a multiply-add counts 2), GB/s for
 //!   memory-bound ops (the bytes the op must read plus write, each once);
 //! - % of ceiling: against the peer GEMM at a large square shape (compute) or a
-//!   large device copy (memory), both measured in the same run;
+//!   large device copy (memory), both measured in the same run, before and
+//!   after the cases (the better of the two kept);
 //! - vs peer: `peer ms / tessera ms` at the same shape (above 1× tessera is
 //!   faster): the vendor GEMM for linear and patch embedding, a copy of the same
 //!   bytes for memory-bound ops.
@@ -317,52 +318,46 @@ pub fn run_on<T: Element, D: BenchDevice + BenchKernels<T>>(
         }
     };
 
-    // Ceilings, measured once.
+    // Ceilings: measured before and after the cases, the better of the two kept,
+    // so that a transient slowdown (a shared machine, clocks ramping up) at one
+    // end does not lower the bar.
     let need_compute = cases.iter().any(|c| c.bound() == Bound::Compute);
     let need_memory = cases.iter().any(|c| c.bound() == Bound::Memory);
-    let compute = if need_compute {
-        let size = if D::KIND == DeviceKind::Cpu {
-            1024
-        } else {
-            4096
-        };
-        log(format!("ceiling: {} {size}³", peers.gemm_name(dtype)));
-        let flops = 2.0 * (size as f64).powi(3);
-        Ceiling::new(
-            format!("{} {size}³", peers.gemm_name(dtype)),
-            peers
-                .gemm_ms(dtype, size, size, size, &t)
-                .map(|ms| flops / ms / 1e9),
-            "TFLOP/s",
-        )
+    let gemm_size = if slow { 1024 } else { 4096 };
+    let copy_bytes = if slow {
+        CPU_COPY_CEILING_BYTES
     } else {
-        Ceiling::skipped()
+        COPY_CEILING_BYTES
     };
-    let memory = if need_memory {
-        let bytes = if slow {
-            CPU_COPY_CEILING_BYTES
+    let measure_ceilings = |peers: &mut Box<dyn PeerSet>| {
+        let compute = if need_compute {
+            let n = gemm_size;
+            log(format!("ceiling: {} {n}³", peers.gemm_name(dtype)));
+            let flops = 2.0 * (n as f64).powi(3);
+            Ceiling::new(
+                format!("{} {n}³", peers.gemm_name(dtype)),
+                peers.gemm_ms(dtype, n, n, n, &t).map(|ms| flops / ms / 1e9),
+                "TFLOP/s",
+            )
         } else {
-            COPY_CEILING_BYTES
+            Ceiling::skipped()
         };
-        log(format!(
-            "ceiling: {} {} MiB",
-            peers.copy_name(),
-            bytes >> 20
-        ));
-        Ceiling::new(
-            format!(
-                "{} of {} MiB (read + write)",
-                peers.copy_name(),
-                bytes >> 20
-            ),
-            peers
-                .copy_ms(bytes, &t)
-                .map(|ms| 2.0 * bytes as f64 / ms / 1e6),
-            "GB/s",
-        )
-    } else {
-        Ceiling::skipped()
+        let memory = if need_memory {
+            let mib = copy_bytes >> 20;
+            log(format!("ceiling: {} {mib} MiB", peers.copy_name()));
+            Ceiling::new(
+                format!("{} of {mib} MiB (read + write)", peers.copy_name()),
+                peers
+                    .copy_ms(copy_bytes, &t)
+                    .map(|ms| 2.0 * copy_bytes as f64 / ms / 1e6),
+                "GB/s",
+            )
+        } else {
+            Ceiling::skipped()
+        };
+        (compute, memory)
     };
+    let (compute, memory) = measure_ceilings(&mut peers);
 
     let mut rows = Vec::with_capacity(cases.len());
     for spec in &cases {
@@ -388,6 +383,9 @@ pub fn run_on<T: Element, D: BenchDevice + BenchKernels<T>>(
         };
         rows.push(BenchRow::new(spec, dtype, D::KIND, measured, peer));
     }
+    let (compute_end, memory_end) = measure_ceilings(&mut peers);
+    let compute = compute.best(compute_end);
+    let memory = memory.best(memory_end);
     if dtype == DType::BF16 && D::KIND == DeviceKind::Cpu {
         notes.push("the gemm crate has no bf16 GEMM: bf16 rows compare with its f32 GEMM".into());
     }

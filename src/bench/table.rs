@@ -25,6 +25,14 @@ impl Ceiling {
     ) -> Self {
         Self { what, value, unit }
     }
+    /// The higher of two measurements of the same ceiling.
+    pub(crate) fn best(self, other: Self) -> Self {
+        match (&self.value, &other.value) {
+            (Ok(a), Ok(b)) if b > a => other,
+            (Err(_), Ok(_)) => other,
+            _ => self,
+        }
+    }
     pub(crate) fn skipped() -> Self {
         Self {
             what: "-".into(),
