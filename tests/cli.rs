@@ -341,3 +341,43 @@ fn usage_errors_use_clap() {
         assert!(stderr.starts_with("error:"), "{stderr}");
     }
 }
+
+/// Output shapes follow the input: 5-D pixels keep the S axis even on a model
+/// without memory; 4-D pixels on a memory model are one segment (S = 1).
+#[test]
+fn segment_axis_follows_the_input() {
+    let out_path = tmp("segments.safetensors");
+    let out = tessera(&[
+        "run",
+        "--model",
+        "tests/data/siglip_tiny",
+        "--pixels",
+        "tests/data/mga_tiny/io.safetensors",
+        "--device",
+        "cpu",
+        "--output",
+        out_path.to_str().unwrap(),
+    ]);
+    assert_ok(&out, "5-D on siglip_tiny");
+    let got = read_all(&out_path);
+    assert_eq!(got["last_hidden_state"].0, vec![3, 2, 16, 64]);
+    assert_eq!(got["pooler_output"].0, vec![3, 2, 64]);
+    assert!(!got.contains_key("memory.layers.0"));
+
+    let out = tessera(&[
+        "run",
+        "--model",
+        "tests/data/mga_tiny",
+        "--pixels",
+        "tests/data/siglip_tiny/io.safetensors",
+        "--device",
+        "cpu",
+        "--output",
+        out_path.to_str().unwrap(),
+    ]);
+    assert_ok(&out, "4-D on mga_tiny");
+    let got = read_all(&out_path);
+    assert_eq!(got["pixel_values"].0, vec![1, 2, 3, 32, 32]);
+    assert_eq!(got["last_hidden_state"].0, vec![1, 2, 16, 64]);
+    assert_eq!(got["memory.layers.1"].0, vec![2, 4, 8, 64]);
+}
