@@ -44,5 +44,6 @@ pub use device::{Device, DeviceKind};
 pub use element::{DType, Element};
 pub use error::{Error, Result};
 pub use half::bf16;
+pub use model::{MemoryBank, VisionConfig, VisionModel, VisionOutput};
 pub use ops::Kernels;
 pub use wgpu::{Wgpu, WgpuAdapterInfo};
