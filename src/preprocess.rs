@@ -282,10 +282,47 @@ pub fn load_image(path: impl AsRef<Path>, image_size: usize) -> Result<Vec<f32>>
 }
 
 /// Several image files → pixel_values `[B, 3, I, I]` (flattened), in the given order.
+/// An empty list is an error (tessera has no empty batches: B = 0 is refused
+/// here, by the CLI and by [`VisionModel::forward`](crate::VisionModel::forward)).
 pub fn load_images<P: AsRef<Path>>(paths: &[P], image_size: usize) -> Result<Vec<f32>> {
+    if paths.is_empty() {
+        return Err(Error::Input {
+            tensor: "pixel_values".into(),
+            msg: "no image files given (a batch needs at least one image)".into(),
+        });
+    }
     let mut out = Vec::new();
     for p in paths {
         out.extend(load_image(p, image_size)?);
     }
     Ok(out)
+}
+
+/// `Err` naming `tensor` and the first non-finite value's index (flat, and per
+/// axis of `shape` when its element count matches) if `values` holds NaN or ±Inf.
+///
+/// Preprocessed images are always finite; pixel_values read from a file are not,
+/// and the CLI refuses them with this check. The library's forward pass does not
+/// check (it would cost a device round trip): non-finite inputs propagate to
+/// non-finite outputs for the images that hold them.
+pub fn check_finite(tensor: &str, values: &[f32], shape: &[usize]) -> Result<()> {
+    let Some(pos) = values.iter().position(|v| !v.is_finite()) else {
+        return Ok(());
+    };
+    let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    let at = if numel == Some(values.len()) && !shape.is_empty() {
+        let mut idx = vec![0usize; shape.len()];
+        let mut rest = pos;
+        for (i, &d) in shape.iter().enumerate().rev() {
+            idx[i] = rest % d.max(1);
+            rest /= d.max(1);
+        }
+        format!("index {idx:?} (flat {pos})")
+    } else {
+        format!("flat index {pos}")
+    };
+    Err(Error::Input {
+        tensor: tensor.to_string(),
+        msg: format!("holds a non-finite value ({}) at {at}", values[pos]),
+    })
 }

@@ -43,6 +43,16 @@ impl VisionConfig {
     /// `vision_config` holds one. Errors name the file and the key.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if meta.len() > LIMIT_FILE_BYTES {
+            return Err(cfg_err(
+                path,
+                format!(
+                    "{} bytes is too large for a config (at most {LIMIT_FILE_BYTES})",
+                    meta.len()
+                ),
+            ));
+        }
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         Self::from_json_str(&text, path)
     }
@@ -99,19 +109,20 @@ impl VisionConfig {
                 return Err(r.err(key, "must be at least 1, found 0".into()));
             }
         }
-        const MAX: usize = 1 << 24;
-        for (key, v) in [
-            ("hidden_size", hidden_size),
-            ("intermediate_size", intermediate_size),
-            ("num_hidden_layers", num_hidden_layers),
-            ("num_attention_heads", num_attention_heads),
-            ("num_channels", num_channels),
-            ("image_size", image_size),
-            ("patch_size", patch_size),
-            ("memory_experts", memory_experts),
+        // Sane limits, far above any released SigLIP (so400m: D 1152, F 4304, 27
+        // layers, 384 px), checked before anything is sized from these values.
+        for (key, v, max) in [
+            ("hidden_size", hidden_size, LIMIT_WIDTH),
+            ("intermediate_size", intermediate_size, LIMIT_WIDTH),
+            ("num_hidden_layers", num_hidden_layers, LIMIT_LAYERS),
+            ("num_attention_heads", num_attention_heads, LIMIT_WIDTH),
+            ("num_channels", num_channels, LIMIT_CHANNELS),
+            ("image_size", image_size, LIMIT_IMAGE),
+            ("patch_size", patch_size, LIMIT_IMAGE),
+            ("memory_experts", memory_experts, LIMIT_MEMORY),
         ] {
-            if v > MAX {
-                return Err(r.err(key, format!("{v} is implausibly large (at most {MAX})")));
+            if v > max {
+                return Err(r.err(key, format!("{v} is implausibly large (at most {max})")));
             }
         }
         if hidden_size % num_attention_heads != 0 {
@@ -126,10 +137,13 @@ impl VisionConfig {
                 format!("patch_size {patch_size} does not divide image_size {image_size}"),
             ));
         }
-        if !(layer_norm_eps.is_finite() && layer_norm_eps >= 0.0) {
+        // As f32 (what the kernels use): positive, finite, and not so small that it
+        // rounds to 0 (then a constant row would divide 0 by 0).
+        let eps32 = layer_norm_eps as f32;
+        if !(layer_norm_eps.is_finite() && eps32.is_finite() && eps32 > 0.0) {
             return Err(r.err(
                 "layer_norm_eps",
-                format!("must be finite and ≥ 0, found {layer_norm_eps}"),
+                format!("must be a finite number > 0 (as f32), found {layer_norm_eps}"),
             ));
         }
         match obj.get("hidden_act") {
@@ -150,10 +164,10 @@ impl VisionConfig {
                     format!("missing (required when memory_experts is {memory_experts})"),
                 )
             })?;
-            if slots > MAX {
+            if slots == 0 || slots > LIMIT_MEMORY {
                 return Err(r.err(
                     "memory_slots",
-                    format!("{slots} is implausibly large (at most {MAX})"),
+                    format!("must be between 1 and {LIMIT_MEMORY} when memory_experts is {memory_experts}, found {slots}"),
                 ));
             }
             let layers = match obj.get("memory_layers") {
@@ -175,14 +189,15 @@ impl VisionConfig {
                                 ),
                             ));
                         }
-                        if layers.contains(&l) {
-                            return Err(
-                                r.err("memory_layers", format!("layer index {l} is listed twice"))
-                            );
-                        }
                         layers.push(l);
                     }
                     layers.sort_unstable();
+                    if let Some(w) = layers.windows(2).find(|w| w[0] == w[1]) {
+                        return Err(r.err(
+                            "memory_layers",
+                            format!("layer index {} is listed twice", w[0]),
+                        ));
+                    }
                     layers
                 }
                 Some(other) => {
@@ -247,6 +262,19 @@ impl VisionConfig {
         [batch, self.num_channels, self.image_size, self.image_size]
     }
 }
+
+/// Upper bound for widths and head counts (D, F, H).
+const LIMIT_WIDTH: usize = 1 << 16;
+/// Upper bound for the number of encoder layers.
+const LIMIT_LAYERS: usize = 1024;
+/// Upper bound for input channels.
+const LIMIT_CHANNELS: usize = 64;
+/// Upper bound for the image and patch side, in pixels.
+const LIMIT_IMAGE: usize = 1 << 14;
+/// Upper bound for memory experts and slots.
+const LIMIT_MEMORY: usize = 1 << 16;
+/// Largest config.json tessera reads.
+const LIMIT_FILE_BYTES: u64 = 16 << 20;
 
 fn cfg_err(file: &Path, msg: String) -> Error {
     Error::Config {

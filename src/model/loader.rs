@@ -16,6 +16,19 @@ use crate::ops::Kernels;
 /// The prefix Google's checkpoints and transformers 4.x put before every name.
 const PREFIX: &str = "vision_model.";
 
+/// Top-level parts of the vision tower, for checkpoints whose names carry no prefix.
+const VISION_PARTS: [&str; 4] = ["embeddings.", "encoder.", "post_layernorm.", "head."];
+
+/// `Err(message)` unless `dtype` is one tessera converts from.
+fn check_dtype(dtype: Dtype) -> std::result::Result<(), String> {
+    match dtype {
+        Dtype::F32 | Dtype::BF16 | Dtype::F16 => Ok(()),
+        other => Err(format!(
+            "has dtype {other:?}; supported are F32, BF16 and F16"
+        )),
+    }
+}
+
 /// Map `path` read-only into memory.
 fn map_file(path: &Path) -> Result<Mmap> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
@@ -43,6 +56,10 @@ impl Checkpoint {
     }
 
     pub(crate) fn tensors(&self) -> Result<Tensors<'_>> {
+        // The safetensors crate checks the header, but not everything (an offset
+        // sum can overflow before its final length check, and its errors do not
+        // always name the tensor): check the header here first, naming the tensor.
+        validate_header(&self.file, &self.map)?;
         let st = SafeTensors::deserialize(&self.map).map_err(|e| Error::Checkpoint {
             file: self.file.clone(),
             tensor: "(header)".into(),
@@ -53,6 +70,158 @@ impl Checkpoint {
             file: &self.file,
         })
     }
+}
+
+/// The largest header tessera parses (the safetensors crate's own limit).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// Check a safetensors file's layout without trusting any of it: the header length
+/// fits the file, the header is a JSON object of `{dtype, shape, data_offsets}`
+/// entries, every element count and byte size is computed without overflow, every
+/// tensor's bytes lie inside the data section and match its dtype and shape, and
+/// the tensors neither overlap nor leave gaps. Nothing large is allocated.
+fn validate_header(file: &Path, buf: &[u8]) -> Result<()> {
+    let err = |tensor: &str, msg: String| Error::Checkpoint {
+        file: file.to_path_buf(),
+        tensor: tensor.to_string(),
+        msg,
+    };
+    let len = buf.len() as u64;
+    let Some(&[b0, b1, b2, b3, b4, b5, b6, b7]) = buf.get(..8) else {
+        return Err(err(
+            "(header)",
+            format!("not a safetensors file: {len} bytes, shorter than the 8-byte header length"),
+        ));
+    };
+    let n = u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]);
+    if n > MAX_HEADER_BYTES {
+        return Err(err(
+            "(header)",
+            format!("header length {n} is larger than the {MAX_HEADER_BYTES}-byte limit (corrupt or not a safetensors file)"),
+        ));
+    }
+    if n > len - 8 {
+        return Err(err(
+            "(header)",
+            format!("header length {n} does not fit in the {len}-byte file (truncated?)"),
+        ));
+    }
+    // n ≤ len - 8 ≤ usize::MAX, so these conversions are exact.
+    let header = buf.get(8..8 + n as usize).unwrap_or_default();
+    let text = std::str::from_utf8(header)
+        .map_err(|e| err("(header)", format!("header is not UTF-8: {e}")))?;
+    let root: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| err("(header)", format!("header is not valid JSON: {e}")))?;
+    let serde_json::Value::Object(entries) = root else {
+        return Err(err("(header)", "header is not a JSON object".into()));
+    };
+    let data_len = len - 8 - n;
+    let mut spans: Vec<(u64, u64, &str)> = Vec::with_capacity(entries.len());
+    for (name, info) in &entries {
+        if name == "__metadata__" {
+            continue;
+        }
+        let Some(obj) = info.as_object() else {
+            return Err(err(name, format!("header entry is not an object: {info}")));
+        };
+        let dtype: Dtype = match obj.get("dtype") {
+            Some(v) => serde_json::from_value(v.clone())
+                .map_err(|_| err(name, format!("unknown dtype {v}")))?,
+            None => return Err(err(name, "header entry has no `dtype`".into())),
+        };
+        let shape: Vec<u64> = match obj.get("shape") {
+            Some(serde_json::Value::Array(dims)) => {
+                let mut shape = Vec::with_capacity(dims.len().min(64));
+                for d in dims {
+                    let Some(d) = d.as_u64().filter(|&d| usize::try_from(d).is_ok()) else {
+                        return Err(err(name, format!("shape entry {d} is not a size")));
+                    };
+                    shape.push(d);
+                }
+                shape
+            }
+            _ => return Err(err(name, "header entry has no `shape` list".into())),
+        };
+        let offsets = match obj.get("data_offsets") {
+            Some(serde_json::Value::Array(o)) if o.len() == 2 => {
+                match (o[0].as_u64(), o[1].as_u64()) {
+                    (Some(s), Some(e)) => (s, e),
+                    _ => {
+                        return Err(err(
+                            name,
+                            format!("data_offsets {o:?} are not two byte offsets"),
+                        ))
+                    }
+                }
+            }
+            _ => return Err(err(name, "header entry has no `data_offsets` pair".into())),
+        };
+        let (start, end) = offsets;
+        if end < start {
+            return Err(err(
+                name,
+                format!("data_offsets [{start}, {end}] end before they start"),
+            ));
+        }
+        if end > data_len {
+            return Err(err(
+                name,
+                format!(
+                    "data_offsets [{start}, {end}] run past the end of the data section ({data_len} bytes; file truncated?)"
+                ),
+            ));
+        }
+        let bytes = shape
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d))
+            .and_then(|numel| numel.checked_mul(dtype.bitsize() as u64))
+            .filter(|bits| bits % 8 == 0)
+            .map(|bits| bits / 8);
+        let Some(bytes) = bytes else {
+            return Err(err(
+                name,
+                format!("shape {shape:?} of dtype {dtype:?} has an element count that overflows or is not a whole number of bytes"),
+            ));
+        };
+        if end - start != bytes {
+            return Err(err(
+                name,
+                format!(
+                    "shape {shape:?} of dtype {dtype:?} needs {bytes} bytes, but data_offsets [{start}, {end}] hold {}",
+                    end - start
+                ),
+            ));
+        }
+        spans.push((start, end, name));
+    }
+    spans.sort_unstable();
+    let mut pos = 0u64;
+    let mut prev = "(start of data)";
+    for &(start, end, name) in &spans {
+        if start < pos {
+            return Err(err(
+                name,
+                format!(
+                    "data_offsets [{start}, {end}] overlap tensor `{prev}` (which ends at {pos})"
+                ),
+            ));
+        }
+        if start > pos {
+            return Err(err(
+                name,
+                format!("data_offsets [{start}, {end}] leave a gap after `{prev}` (which ends at {pos})"),
+            ));
+        }
+        pos = end;
+        prev = name;
+    }
+    if pos != data_len {
+        return Err(err(
+            "(header)",
+            format!("the tensors cover {pos} bytes of data, but the file holds {data_len} after the header"),
+        ));
+    }
+    Ok(())
 }
 
 /// The tensors of one checkpoint, looked up by their unprefixed names.
@@ -70,50 +239,105 @@ impl<'a> Tensors<'a> {
         }
     }
 
+    /// Find `name` with or without the prefix: (full name, view).
+    fn find(&self, name: &str) -> Result<(String, safetensors::tensor::TensorView<'a>)> {
+        let prefixed = format!("{PREFIX}{name}");
+        match self.st.tensor(&prefixed) {
+            Ok(v) => Ok((prefixed, v)),
+            Err(_) => match self.st.tensor(name) {
+                Ok(v) => Ok((name.to_string(), v)),
+                Err(_) => Err(self.err(
+                    name,
+                    format!("missing (looked for `{prefixed}` and `{name}`)"),
+                )),
+            },
+        }
+    }
+
+    /// Check, before anything is converted or uploaded, that every tensor of
+    /// `expected` (unprefixed name, shape) is present with a supported dtype and
+    /// its shape, and that the vision tower holds no tensor outside `expected`:
+    /// a name under `vision_model.` (or, unprefixed, under `embeddings.`,
+    /// `encoder.`, `post_layernorm.` or `head.`) the config does not use means the
+    /// config and the checkpoint disagree (e.g. more layers than
+    /// `num_hidden_layers`). Other towers' tensors (`text_model.*`, `logit_*`) and
+    /// the `embeddings.position_ids` buffer older exports save are ignored.
+    pub(crate) fn check_all(&self, expected: &[(String, Vec<usize>)], why: &str) -> Result<()> {
+        for (name, shape) in expected {
+            let (full, view) = self.find(name)?;
+            check_dtype(view.dtype()).map_err(|m| self.err(&full, m))?;
+            if view.shape() != shape.as_slice() {
+                return Err(self.err(
+                    &full,
+                    format!("has shape {:?}, expected {shape:?}", view.shape()),
+                ));
+            }
+        }
+        let wanted: std::collections::HashSet<&str> =
+            expected.iter().map(|(n, _)| n.as_str()).collect();
+        let mut names = self.st.names();
+        names.sort_unstable();
+        for full in names {
+            let rest = match full.strip_prefix(PREFIX) {
+                Some(rest) => rest,
+                None if VISION_PARTS.iter().any(|p| full.starts_with(p)) => full,
+                None => continue,
+            };
+            if rest == "embeddings.position_ids" || wanted.contains(rest) {
+                continue;
+            }
+            return Err(self.err(
+                full,
+                format!("unexpected tensor: the config ({why}) does not use it; the config does not match this checkpoint"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Read `name` (with or without the prefix) as `T` on the host, checking its
     /// dtype and that its shape is `shape`.
     pub(crate) fn host<T: Element>(&self, name: &str, shape: &[usize]) -> Result<Vec<T>> {
-        let prefixed = format!("{PREFIX}{name}");
-        let (full, view) = match self.st.tensor(&prefixed) {
-            Ok(v) => (prefixed, v),
-            Err(_) => match self.st.tensor(name) {
-                Ok(v) => (name.to_string(), v),
-                Err(_) => {
-                    return Err(self.err(
-                        name,
-                        format!("missing (looked for `{prefixed}` and `{name}`)"),
-                    ))
-                }
-            },
-        };
+        let (full, view) = self.find(name)?;
         if view.shape() != shape {
             return Err(self.err(
                 &full,
                 format!("has shape {:?}, expected {shape:?}", view.shape()),
             ));
         }
+        check_dtype(view.dtype()).map_err(|m| self.err(&full, m))?;
         let bytes = view.data();
-        let out: Vec<T> = match view.dtype() {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|c| T::from_f32(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|c| T::from_f32(bf16::from_le_bytes([c[0], c[1]]).to_f32()))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|c| T::from_f32(f16::from_le_bytes([c[0], c[1]]).to_f32()))
-                .collect(),
+        let expected = crate::buffer::checked_numel(shape)
+            .ok_or_else(|| self.err(&full, format!("shape {shape:?} overflows")))?;
+        let mut out: Vec<T> = Vec::new();
+        out.try_reserve_exact(expected)
+            .map_err(|_| Error::OutOfMemory {
+                device: "host".into(),
+                bytes: (expected as u64).saturating_mul(T::DTYPE.size() as u64),
+                tensor: full.clone(),
+            })?;
+        match view.dtype() {
+            Dtype::F32 => out.extend(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| T::from_f32(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+            ),
+            Dtype::BF16 => out.extend(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| T::from_f32(bf16::from_le_bytes([c[0], c[1]]).to_f32())),
+            ),
+            Dtype::F16 => out.extend(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| T::from_f32(f16::from_le_bytes([c[0], c[1]]).to_f32())),
+            ),
             other => {
                 return Err(self.err(
                     &full,
                     format!("has dtype {other:?}; supported are F32, BF16 and F16"),
                 ))
             }
-        };
-        let expected: usize = shape.iter().product();
+        }
         if out.len() != expected {
             return Err(self.err(
                 &full,

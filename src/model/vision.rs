@@ -116,6 +116,76 @@ struct Head<T: Element, D: Kernels<T>> {
     mlp: Mlp<T, D>,
 }
 
+/// Every tensor (unprefixed name, shape) a model with config `c` loads.
+fn expected_tensors(c: &VisionConfig) -> Vec<(String, Vec<usize>)> {
+    let (d, f, p, ch) = (
+        c.hidden_size,
+        c.intermediate_size,
+        c.patch_size,
+        c.num_channels,
+    );
+    let mut out: Vec<(String, Vec<usize>)> = Vec::new();
+    fn linear(out: &mut Vec<(String, Vec<usize>)>, name: &str, o: usize, i: usize) {
+        out.push((format!("{name}.weight"), vec![o, i]));
+        out.push((format!("{name}.bias"), vec![o]));
+    }
+    fn norm(out: &mut Vec<(String, Vec<usize>)>, name: &str, d: usize) {
+        out.push((format!("{name}.weight"), vec![d]));
+        out.push((format!("{name}.bias"), vec![d]));
+    }
+    out.push((
+        "embeddings.patch_embedding.weight".into(),
+        vec![d, ch, p, p],
+    ));
+    out.push(("embeddings.patch_embedding.bias".into(), vec![d]));
+    out.push((
+        "embeddings.position_embedding.weight".into(),
+        vec![c.num_patches(), d],
+    ));
+    for i in 0..c.num_hidden_layers {
+        let pre = format!("encoder.layers.{i}");
+        let attn = format!("{pre}.self_attn");
+        if c.is_memory_layer(i) {
+            out.push((
+                format!("{attn}.memory.init"),
+                vec![c.memory_experts, c.memory_slots, d],
+            ));
+            linear(
+                &mut out,
+                &format!("{attn}.memory.router"),
+                c.memory_experts,
+                d,
+            );
+        }
+        norm(&mut out, &format!("{pre}.layer_norm1"), d);
+        for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+            linear(&mut out, &format!("{attn}.{proj}"), d, d);
+        }
+        norm(&mut out, &format!("{pre}.layer_norm2"), d);
+        linear(&mut out, &format!("{pre}.mlp.fc1"), f, d);
+        linear(&mut out, &format!("{pre}.mlp.fc2"), d, f);
+    }
+    norm(&mut out, "post_layernorm", d);
+    if c.vision_use_head {
+        out.push(("head.probe".into(), vec![1, 1, d]));
+        out.push(("head.attention.in_proj_weight".into(), vec![3 * d, d]));
+        out.push(("head.attention.in_proj_bias".into(), vec![3 * d]));
+        linear(&mut out, "head.attention.out_proj", d, d);
+        norm(&mut out, "head.layernorm", d);
+        linear(&mut out, "head.mlp.fc1", f, d);
+        linear(&mut out, "head.mlp.fc2", d, f);
+    }
+    out
+}
+
+/// The config values that decide which tensors exist, for error messages.
+fn describe(c: &VisionConfig) -> String {
+    format!(
+        "num_hidden_layers = {}, vision_use_head = {}, memory_experts = {}, memory_layers = {:?}",
+        c.num_hidden_layers, c.vision_use_head, c.memory_experts, c.memory_layers
+    )
+}
+
 /// What [`VisionModel::forward`] returns.
 pub struct VisionOutput<T: Element, D: Kernels<T>> {
     /// `post_layernorm(x)`, `[B, N, D]`.
@@ -249,6 +319,9 @@ impl<T: Element, D: Kernels<T>> VisionModel<T, D> {
         let config = VisionConfig::from_file(dir.join("config.json"))?;
         let checkpoint = Checkpoint::open(&dir.join("model.safetensors"))?;
         let tensors = checkpoint.tensors()?;
+        // Every name, dtype and shape is checked before anything is converted or
+        // uploaded, so a wrong checkpoint fails fast and allocates nothing large.
+        tensors.check_all(&expected_tensors(&config), &describe(&config))?;
         Self::from_tensors(config, &tensors, device)
     }
 
@@ -267,7 +340,9 @@ impl<T: Element, D: Kernels<T>> VisionModel<T, D> {
             "embeddings.position_embedding.weight",
             &[c.num_patches(), d],
         )?;
-        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        // Not `with_capacity(num_hidden_layers)`: the count is the config's, and the
+        // checkpoint has been checked to hold that many layers, but stay frugal.
+        let mut layers = Vec::new();
         for i in 0..c.num_hidden_layers {
             let pre = format!("encoder.layers.{i}");
             let attn = format!("{pre}.self_attn");
@@ -376,6 +451,13 @@ impl<T: Element, D: Kernels<T>> VisionModel<T, D> {
     /// A model with memory needs `memory` (made by [`new_memory`](Self::new_memory)
     /// for the same batch size); it reads the bank and leaves in it the state for the
     /// next segment. If the call fails part-way the bank may be partly updated.
+    ///
+    /// **Bad inputs.** A shape other than `[B, C, I, I]` with the config's C and I,
+    /// or an empty batch (B = 0), is an `Err` naming `pixel_values`. Values are not
+    /// checked (that would cost a device round trip): NaN or ±Inf pixels propagate
+    /// to NaN/Inf outputs for the images that hold them (other images in the batch
+    /// are unaffected). Check host data first with
+    /// [`preprocess::check_finite`](crate::preprocess::check_finite), as the CLI does.
     pub fn forward(
         &self,
         pixels: &DeviceBuffer<T, D>,

@@ -397,7 +397,10 @@ fn linear_out_shape<T: Element, D: Device>(
         });
     }
     let mut shape = x.shape().to_vec();
-    *shape.last_mut().expect("rank checked above") = n;
+    match shape.last_mut() {
+        Some(last) => *last = n,
+        None => return Err(shape_err(OP, "x", x.shape(), "rank ≥ 1".into())),
+    }
     Ok(shape)
 }
 

@@ -1,0 +1,470 @@
+//! Bad inputs are clear errors (issue #7): wrong pixel shapes, empty batches,
+//! non-finite pixels, files that are not images, odd image modes, missing paths,
+//! and a corpus of broken files through the CLI (one line, exit 1, no panic, no hang).
+//!
+//! Decisions tested here:
+//! - B = 0 is an `Err` everywhere (forward, `load_images(&[])`, the CLI);
+//! - the library forward does not check values: NaN/Inf pixels propagate to the
+//!   outputs of the images holding them; `preprocess::check_finite` and the CLI
+//!   refuse them with an error naming the tensor and the first bad index.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+use tessera::model::VisionModel;
+use tessera::preprocess;
+use tessera::{Cpu, DeviceBuffer, Error};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tessera");
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("inputs");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn siglip() -> VisionModel<f32, Cpu> {
+    VisionModel::load(root().join("tests/data/siglip_tiny"), &Cpu).unwrap()
+}
+
+fn input_err(r: tessera::Result<impl Sized>) -> String {
+    match r {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => {
+            assert!(matches!(e, Error::Input { .. }), "{e:?}");
+            e.to_string()
+        }
+    }
+}
+
+#[test]
+fn wrong_pixel_shapes_are_errors() {
+    let model = siglip();
+    for shape in [
+        &[1, 1, 32, 32][..],
+        &[1, 4, 32, 32],
+        &[1, 3, 16, 16],
+        &[1, 3, 32, 31],
+        &[3, 32, 32],
+        &[1, 1, 3, 32, 32],
+        &[1],
+    ] {
+        let px = DeviceBuffer::<f32, Cpu>::zeros(&Cpu, shape).unwrap();
+        let msg = input_err(model.forward(&px, None));
+        assert!(msg.contains("pixel_values"), "{msg}");
+        assert!(msg.contains(&format!("{shape:?}")), "{msg}");
+    }
+}
+
+#[test]
+fn empty_batch_is_an_error() {
+    let model = siglip();
+    let px = DeviceBuffer::<f32, Cpu>::zeros(&Cpu, &[0, 3, 32, 32]).unwrap();
+    let msg = input_err(model.forward(&px, None));
+    assert!(msg.contains("B ≥ 1"), "{msg}");
+    let mga = VisionModel::<f32, Cpu>::load(root().join("tests/data/mga_tiny"), &Cpu).unwrap();
+    let mut bank = mga.new_memory(0).unwrap();
+    input_err(mga.forward(&px, Some(&mut bank)));
+    let none: [&str; 0] = [];
+    let msg = input_err(preprocess::load_images(&none, 32));
+    assert!(msg.contains("pixel_values"), "{msg}");
+}
+
+/// Non-finite values propagate through the library forward, only to the image
+/// that holds them.
+#[test]
+fn non_finite_pixels_propagate_in_the_library() {
+    let model = siglip();
+    let n = 3 * 32 * 32;
+    let mut px: Vec<f32> = (0..2 * n).map(|i| ((i % 89) as f32 / 44.0) - 1.0).collect();
+    let clean = px.clone();
+    px[5] = f32::NAN;
+    px[n - 1] = f32::INFINITY;
+    let out = model
+        .forward(
+            &DeviceBuffer::from_slice(&Cpu, &px, &[2, 3, 32, 32]).unwrap(),
+            None,
+        )
+        .unwrap();
+    let ref_out = model
+        .forward(
+            &DeviceBuffer::from_slice(&Cpu, &clean, &[2, 3, 32, 32]).unwrap(),
+            None,
+        )
+        .unwrap();
+    let got = out.last_hidden_state.to_vec().unwrap();
+    let want = ref_out.last_hidden_state.to_vec().unwrap();
+    let half = got.len() / 2;
+    assert!(got[..half].iter().any(|v| !v.is_finite()));
+    assert_eq!(got[half..], want[half..], "image 1 is unaffected");
+    let pooled = out.pooler_output.unwrap().to_vec().unwrap();
+    assert!(pooled[..64].iter().all(|v| !v.is_finite()));
+    assert!(pooled[64..].iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn check_finite_names_tensor_and_index() {
+    let mut v = vec![0.0f32; 2 * 3 * 4 * 4];
+    preprocess::check_finite("pixel_values", &v, &[2, 3, 4, 4]).unwrap();
+    v[93] = f32::NEG_INFINITY; // [1, 2, 3, 1], after the NaN below
+    v[60] = f32::NAN;
+    let msg = input_err(preprocess::check_finite("pixel_values", &v, &[2, 3, 4, 4]));
+    assert!(msg.contains("pixel_values"), "{msg}");
+    assert!(
+        msg.contains("[1, 0, 3, 0]") && msg.contains("flat 60"),
+        "{msg}"
+    );
+    let msg = input_err(preprocess::check_finite("x", &v, &[7]));
+    assert!(msg.contains("flat index 60"), "{msg}");
+}
+
+fn image_err(path: &Path) -> String {
+    match preprocess::load_image(path, 32) {
+        Ok(_) => panic!("{} loaded as an image", path.display()),
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(msg.contains(&path.display().to_string()), "{msg}");
+            msg
+        }
+    }
+}
+
+/// A minimal PNG writer (stored deflate blocks) for modes the image crate does not
+/// write: palette images.
+fn png(
+    width: u32,
+    height: u32,
+    color_type: u8,
+    bit_depth: u8,
+    chunks: &[(&[u8; 4], Vec<u8>)],
+    raw: &[u8],
+) -> Vec<u8> {
+    fn crc32(data: &[u8]) -> u32 {
+        let mut c = 0xFFFF_FFFFu32;
+        for &b in data {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&crc32(&body).to_be_bytes());
+    }
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = width.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[bit_depth, color_type, 0, 0, 0]);
+    chunk(&mut out, b"IHDR", &ihdr);
+    for (kind, data) in chunks {
+        chunk(&mut out, kind, data);
+    }
+    // zlib: header, one stored block, adler32.
+    let mut z = vec![0x78, 0x01, 0x01];
+    z.extend_from_slice(&(raw.len() as u16).to_le_bytes());
+    z.extend_from_slice(&(!(raw.len() as u16)).to_le_bytes());
+    z.extend_from_slice(raw);
+    let (mut a, mut b) = (1u32, 0u32);
+    for &x in raw {
+        a = (a + u32::from(x)) % 65521;
+        b = (b + a) % 65521;
+    }
+    z.extend_from_slice(&((b << 16) | a).to_be_bytes());
+    if !raw.is_empty() {
+        chunk(&mut out, b"IDAT", &z);
+    }
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+#[test]
+fn palette_and_grey_alpha_images_convert_like_pil() {
+    // 3×1 palette image, 8-bit indices 2, 0, 1; index 1 is transparent (tRNS).
+    let palette = vec![10, 20, 30, 40, 50, 60, 70, 80, 90];
+    let raw = [0u8, 2, 0, 1]; // filter byte 0, then the indices
+    let p = tmp("palette.png");
+    std::fs::write(
+        &p,
+        png(
+            3,
+            1,
+            3,
+            8,
+            &[(b"PLTE", palette), (b"tRNS", vec![255, 0])],
+            &raw,
+        ),
+    )
+    .unwrap();
+    let img = preprocess::read_rgb8(&p).unwrap();
+    // PIL: P (with transparency) → RGB looks each index up; alpha is dropped.
+    assert_eq!(img.data, vec![70, 80, 90, 10, 20, 30, 40, 50, 60]);
+
+    // Grey + alpha, 8-bit: grey replicated, alpha dropped.
+    let la = image::ImageBuffer::<image::LumaA<u8>, _>::from_fn(2, 1, |x, _| {
+        image::LumaA([[7u8, 200][x as usize], [0u8, 128][x as usize]])
+    });
+    let p = tmp("la8.png");
+    la.save(&p).unwrap();
+    assert_eq!(
+        preprocess::read_rgb8(&p).unwrap().data,
+        vec![7, 7, 7, 200, 200, 200]
+    );
+
+    // RGBA 8-bit: alpha dropped, not composited.
+    let rgba = image::RgbaImage::from_raw(1, 1, vec![1, 2, 3, 0]).unwrap();
+    let p = tmp("rgba8.png");
+    rgba.save(&p).unwrap();
+    assert_eq!(preprocess::read_rgb8(&p).unwrap().data, vec![1, 2, 3]);
+}
+
+#[test]
+fn files_that_are_not_images_are_errors() {
+    let text = tmp("notes.png");
+    std::fs::write(&text, "this is a text file, not a picture\n").unwrap();
+    image_err(&text);
+    let text = tmp("notes.dat");
+    std::fs::write(&text, "this is a text file, not a picture\n").unwrap();
+    assert!(image_err(&text).contains("not a recognised image format"));
+    let empty = tmp("empty.png");
+    std::fs::write(&empty, b"").unwrap();
+    image_err(&empty);
+    // A real PNG cut in half.
+    let full = std::fs::read(root().join("tests/data/images/waves_64x48.png")).unwrap();
+    let cut = tmp("cut.png");
+    std::fs::write(&cut, &full[..full.len() / 2]).unwrap();
+    image_err(&cut);
+    // A PNG header claiming 60000×60000 pixels and no data: an error, not an
+    // attempt to allocate 10 GiB.
+    let huge = tmp("huge.png");
+    std::fs::write(&huge, png(60_000, 60_000, 2, 8, &[], &[])).unwrap();
+    image_err(&huge);
+    // A zero-width PNG.
+    let zero = tmp("zero.png");
+    std::fs::write(&zero, png(0, 1, 2, 8, &[], &[0])).unwrap();
+    image_err(&zero);
+    // A JPEG cut to its first bytes.
+    let jpg = std::fs::read(root().join("tests/data/images/waves_64x48.jpg")).unwrap();
+    let cutj = tmp("cut.jpg");
+    std::fs::write(&cutj, &jpg[..64]).unwrap();
+    image_err(&cutj);
+    // A missing file and a directory.
+    let msg = image_err(&tmp("no_such_image.png"));
+    assert!(msg.contains("no_such_image.png"), "{msg}");
+    image_err(&std::env::temp_dir());
+}
+
+#[test]
+fn missing_model_paths_are_named() {
+    for p in ["no/such/model", "tests/data/siglip_tiny/config.json"] {
+        let e = VisionModel::<f32, Cpu>::load(root().join(p), &Cpu).unwrap_err();
+        assert!(e.to_string().contains(p), "{e}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The CLI on a corpus of broken files.
+
+/// Run the binary with a 120 s limit (a hang is a failure).
+fn tessera(args: &[&str]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tessera");
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("tessera {args:?} hung (killed after 120 s)");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Exit 1, exactly one `error: ` line naming `needle`, no panic.
+fn assert_one_line_error(args: &[&str], needle: &str) {
+    let out = tessera(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    assert!(!stderr.contains("internal error"), "{args:?}: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{args:?}: {stderr}");
+    assert!(lines[0].starts_with("error: "), "{args:?}: {stderr}");
+    assert!(
+        lines[0].contains(needle),
+        "{args:?}: `{needle}` not in {stderr}"
+    );
+}
+
+/// A model folder with siglip_tiny's files, `edit` applied.
+fn broken_model(name: &str, edit: impl FnOnce(&Path)) -> String {
+    let dir = tmp(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(root().join("tests/data/siglip_tiny").join(f), dir.join(f)).unwrap();
+    }
+    edit(&dir);
+    dir.to_str().unwrap().to_string()
+}
+
+fn pixels_file(name: &str, shape: &[usize], values: &[f32]) -> String {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view = TensorView::new(Dtype::F32, shape.to_vec(), &bytes).unwrap();
+    let p = tmp(name);
+    std::fs::write(
+        &p,
+        safetensors::serialize([("pixel_values", view)], None).unwrap(),
+    )
+    .unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+#[test]
+fn cli_broken_file_corpus() {
+    let io = "tests/data/siglip_tiny/io.safetensors";
+    let run = |model: &str, extra: &[&str], needle: &str| {
+        let mut args = vec!["run", "--model", model, "--device", "cpu"];
+        args.extend_from_slice(extra);
+        assert_one_line_error(&args, needle);
+    };
+
+    // Checkpoints: truncated, empty, text, header length past the end.
+    let m = broken_model("truncated", |d| {
+        let b = std::fs::read(d.join("model.safetensors")).unwrap();
+        std::fs::write(d.join("model.safetensors"), &b[..b.len() - 100]).unwrap();
+    });
+    run(&m, &["--pixels", io], "model.safetensors");
+    let m = broken_model("empty_ckpt", |d| {
+        std::fs::write(d.join("model.safetensors"), b"").unwrap();
+    });
+    run(&m, &["--pixels", io], "model.safetensors");
+    let m = broken_model("text_ckpt", |d| {
+        std::fs::write(d.join("model.safetensors"), "hello, I am not a checkpoint").unwrap();
+    });
+    run(&m, &["--pixels", io], "model.safetensors");
+    let m = broken_model("header_len", |d| {
+        let mut b = std::fs::read(d.join("model.safetensors")).unwrap();
+        b[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        std::fs::write(d.join("model.safetensors"), &b).unwrap();
+    });
+    run(&m, &["--pixels", io], "model.safetensors");
+
+    // Configs: a string where a number should be, empty, not JSON, eps 0.
+    let edit_config = |name: &str, f: &dyn Fn(&str) -> String| {
+        broken_model(name, |d| {
+            let c = std::fs::read_to_string(d.join("config.json")).unwrap();
+            std::fs::write(d.join("config.json"), f(&c)).unwrap();
+        })
+    };
+    let m = edit_config("string_num", &|c| {
+        let mut v: serde_json::Value = serde_json::from_str(c).unwrap();
+        v["hidden_size"] = "sixty-four".into();
+        v.to_string()
+    });
+    run(&m, &["--pixels", io], "hidden_size");
+    let m = edit_config("empty_cfg", &|_| String::new());
+    run(&m, &["--pixels", io], "config.json");
+    let m = edit_config("eps0", &|c| {
+        let mut v: serde_json::Value = serde_json::from_str(c).unwrap();
+        v["layer_norm_eps"] = 0.into();
+        v.to_string()
+    });
+    run(&m, &["--pixels", io], "layer_norm_eps");
+    let m = edit_config("layers3", &|c| {
+        let mut v: serde_json::Value = serde_json::from_str(c).unwrap();
+        v["num_hidden_layers"] = 1.into();
+        v.to_string()
+    });
+    run(&m, &["--pixels", io], "encoder.layers.1");
+
+    // Images: a text file, an empty file, a truncated PNG, a missing file.
+    let model = "tests/data/siglip_tiny";
+    let text = tmp("cli_text.png");
+    std::fs::write(&text, "not an image").unwrap();
+    run(model, &["--image", text.to_str().unwrap()], "cli_text.png");
+    let empty = tmp("cli_empty.jpg");
+    std::fs::write(&empty, b"").unwrap();
+    run(
+        model,
+        &["--image", empty.to_str().unwrap()],
+        "cli_empty.jpg",
+    );
+    let full = std::fs::read(root().join("tests/data/images/grid_32x32.png")).unwrap();
+    let cut = tmp("cli_cut.png");
+    std::fs::write(&cut, &full[..full.len() / 3]).unwrap();
+    run(model, &["--image", cut.to_str().unwrap()], "cli_cut.png");
+    run(
+        model,
+        &["--image", "no/such/image.png"],
+        "no/such/image.png",
+    );
+
+    // Pixels: empty file, text, NaN, empty batch, wrong dtype, wrong shape.
+    let empty = tmp("cli_empty.safetensors");
+    std::fs::write(&empty, b"").unwrap();
+    run(
+        model,
+        &["--pixels", empty.to_str().unwrap()],
+        "cli_empty.safetensors",
+    );
+    let text = tmp("cli_text.safetensors");
+    std::fs::write(&text, "{\"pixel_values\": 1}").unwrap();
+    run(
+        model,
+        &["--pixels", text.to_str().unwrap()],
+        "cli_text.safetensors",
+    );
+    let mut v = vec![0.25f32; 3 * 32 * 32];
+    v[1000] = f32::NAN;
+    let nan = pixels_file("cli_nan.safetensors", &[1, 3, 32, 32], &v);
+    run(model, &["--pixels", &nan], "1000");
+    run(model, &["--pixels", &nan], "pixel_values");
+    let empty_batch = pixels_file("cli_b0.safetensors", &[0, 3, 32, 32], &[]);
+    run(model, &["--pixels", &empty_batch], "[0, 3, 32, 32]");
+    let gray = pixels_file("cli_c1.safetensors", &[1, 1, 32, 32], &vec![0.0; 1024]);
+    run(model, &["--pixels", &gray], "[1, 1, 32, 32]");
+    let i32_px = {
+        let bytes = vec![0u8; 3 * 32 * 32 * 4];
+        let view = TensorView::new(Dtype::I32, vec![1, 3, 32, 32], &bytes).unwrap();
+        let p = tmp("cli_i32.safetensors");
+        std::fs::write(
+            &p,
+            safetensors::serialize([("pixel_values", view)], None).unwrap(),
+        )
+        .unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    run(model, &["--pixels", &i32_px], "I32");
+
+    // Unknown device and dtype names.
+    assert_one_line_error(
+        &["run", "--model", model, "--pixels", io, "--device", "tpu"],
+        "tpu",
+    );
+    assert_one_line_error(
+        &["run", "--model", model, "--pixels", io, "--dtype", "fp8"],
+        "fp8",
+    );
+}
