@@ -468,3 +468,32 @@ fn cli_broken_file_corpus() {
         "fp8",
     );
 }
+
+/// `model::check_safetensors` refuses a pixel file whose offsets sum past
+/// u64::MAX (the safetensors crate's own length check overflows on it: a panic in
+/// debug builds), naming the file and the tensor.
+#[test]
+fn check_safetensors_refuses_overflowing_offsets() {
+    let size = (1u64 << 61) - 1;
+    let mut header = serde_json::Map::new();
+    for i in 0..8u64 {
+        header.insert(
+            format!("t{i}"),
+            serde_json::json!({"dtype": "U8", "shape": [size], "data_offsets": [i * size, (i + 1) * size]}),
+        );
+    }
+    let text = serde_json::to_string(&header).unwrap();
+    let mut bytes = (text.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(text.as_bytes());
+    let file = Path::new("pixels.safetensors");
+    let msg = tessera::model::check_safetensors(file, &bytes)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("pixels.safetensors") && msg.contains("past the end"),
+        "{msg}"
+    );
+    // A valid file passes.
+    let good = std::fs::read(root().join("tests/data/siglip_tiny/io.safetensors")).unwrap();
+    tessera::model::check_safetensors(file, &good).unwrap();
+}

@@ -80,7 +80,7 @@ const MAX_HEADER_BYTES: u64 = 100_000_000;
 /// entries, every element count and byte size is computed without overflow, every
 /// tensor's bytes lie inside the data section and match its dtype and shape, and
 /// the tensors neither overlap nor leave gaps. Nothing large is allocated.
-fn validate_header(file: &Path, buf: &[u8]) -> Result<()> {
+pub fn validate_header(file: &Path, buf: &[u8]) -> Result<()> {
     let err = |tensor: &str, msg: String| Error::Checkpoint {
         file: file.to_path_buf(),
         tensor: tensor.to_string(),

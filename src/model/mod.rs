@@ -11,4 +11,9 @@ mod loader;
 mod vision;
 
 pub use config::VisionConfig;
+/// Check a safetensors file's bytes (header length, JSON, dtypes, shapes, offsets:
+/// in range, no overlap, no gap, no overflow) before handing them to the
+/// `safetensors` crate; the error names `file` and the tensor. The loader runs it
+/// on every checkpoint; use it for any other safetensors input (e.g. pixel_values).
+pub use loader::validate_header as check_safetensors;
 pub use vision::{MemoryBank, VisionModel, VisionOutput};
