@@ -182,9 +182,7 @@ mod cpu_gemm {
 
 impl BenchDevice for Wgpu {
     fn peers(&self) -> Box<dyn PeerSet> {
-        Box::new(NoPeers(
-            "no vendor GEMM or copy peer for wgpu in this build".into(),
-        ))
+        Box::new(NoPeers("none for wgpu in this build".into()))
     }
 }
 
@@ -193,13 +191,13 @@ struct NoPeers(String);
 
 impl PeerSet for NoPeers {
     fn gemm_name(&self, _dtype: DType) -> String {
-        "-".into()
+        "GEMM peer".into()
     }
     fn gemm_ms(&mut self, _: DType, _: usize, _: usize, _: usize, _: &Timing) -> PeerResult {
         Err(self.0.clone())
     }
     fn copy_name(&self) -> String {
-        "-".into()
+        "copy peer".into()
     }
     fn copy_ms(&mut self, _: usize, _: &Timing) -> PeerResult {
         Err(self.0.clone())
