@@ -40,8 +40,10 @@ enum Command {
     /// Run the bundled tiny memory model (assets/mga_tiny) on the bundled image
     /// (assets/waves_64x48.png).
     Demo(ExecArgs),
-    // A new subcommand is one variant here (e.g. `Bench(bench::BenchArgs)`, its
-    // arguments and code in their own module) and one arm in `dispatch` below.
+    /// Benchmark every op at SigLIP shapes beside vendor peers (see BENCHMARKS.md).
+    Bench(tessera::bench::BenchArgs),
+    // A new subcommand is one variant here (its arguments and code in their own
+    // module) and one arm in `dispatch` below.
 }
 
 /// Route a parsed command to its implementation.
@@ -49,7 +51,15 @@ fn dispatch(command: Command) -> CliResult<()> {
     match command {
         Command::Run(args) => run_command(&args),
         Command::Demo(exec) => demo_command(&exec),
+        Command::Bench(args) => bench_command(&args),
     }
+}
+
+/// `tessera bench`: one aligned table on stdout, progress on stderr.
+fn bench_command(args: &tessera::bench::BenchArgs) -> CliResult<()> {
+    let table = tessera::bench::run(&args.options()?)?;
+    println!("{table}");
+    Ok(())
 }
 
 #[derive(Args)]
