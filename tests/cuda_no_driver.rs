@@ -43,7 +43,13 @@ fn new_without_driver_is_an_error_not_a_panic() {
     let count =
         std::panic::catch_unwind(tessera::Cuda::device_count).expect("device_count panicked");
     if libcuda_on_this_machine() {
-        eprintln!("SKIPPED: libcuda is present on this machine; Cuda::new gave {result:?}");
+        {
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: libcuda is present on this machine; Cuda::new gave {result:?}"
+            );
+        }
         return;
     }
     let err = result.expect_err("Cuda::new succeeded without a driver");

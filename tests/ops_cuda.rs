@@ -33,7 +33,7 @@ fn handles_identity() {
 #[test]
 fn bad_ordinal_is_an_error() {
     if tessera::Cuda::device_count().is_err() {
-        eprintln!("SKIPPED: no CUDA driver");
+        common::skip_notice("no CUDA driver");
         return;
     }
     let err = tessera::Cuda::new(10_000).unwrap_err();

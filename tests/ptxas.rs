@@ -5,6 +5,14 @@
 //! (`pip install --no-deps --target .cache/nvcc nvidia-cuda-nvcc-cu12`), else `PATH`.
 //! Without ptxas the test prints SKIPPED and passes, unless TESSERA_REQUIRE_PTXAS=1.
 
+/// `SKIPPED:` notice on the real stderr (libtest would capture `eprintln!`).
+macro_rules! skip {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "SKIPPED: {}", format!($($t)*));
+    }};
+}
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -75,8 +83,8 @@ fn kernels_assemble_without_spills() {
         if std::env::var("TESSERA_REQUIRE_PTXAS").is_ok_and(|v| v == "1") {
             panic!("TESSERA_REQUIRE_PTXAS=1 but no ptxas found (TESSERA_PTXAS, .cache/nvcc, PATH)");
         }
-        eprintln!(
-            "SKIPPED: ptxas not found; pip install --no-deps --target .cache/nvcc \
+        skip!(
+            "ptxas not found; pip install --no-deps --target .cache/nvcc \
              nvidia-cuda-nvcc-cu12, or set TESSERA_PTXAS"
         );
         return;
@@ -145,7 +153,7 @@ fn kernels_match_generator() {
     {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("SKIPPED: python3 not available ({e})");
+            skip!("python3 not available ({e})");
             return;
         }
     };
@@ -187,7 +195,7 @@ fn find_nvdisasm() -> Option<PathBuf> {
 #[test]
 fn sass_uses_tensor_cores_and_no_local_memory() {
     let (Some(ptxas), Some(nvdisasm)) = (find_ptxas(), find_nvdisasm()) else {
-        eprintln!("SKIPPED: ptxas or nvdisasm not found (TESSERA_NVDISASM, .cache/nvdisasm, PATH)");
+        skip!("ptxas or nvdisasm not found (TESSERA_NVDISASM, .cache/nvdisasm, PATH)");
         return;
     };
     let tmp = std::env::temp_dir().join(format!("tessera-sass-{}", std::process::id()));
@@ -247,7 +255,7 @@ fn emulator_matches_reference() {
         .map(|s| s.success())
         .unwrap_or(false);
     if !numpy {
-        eprintln!("SKIPPED: python3 with numpy not available");
+        skip!("python3 with numpy not available");
         return;
     }
     let out = Command::new("python3")

@@ -27,12 +27,19 @@ pub fn device_or_skip<D>(
             {
                 panic!("{require_var}=1 but no {what} device: {e}");
             }
-            eprintln!(
-                "SKIPPED: no {what} device ({e}); set {require_var}=1 to make this a failure"
-            );
+            skip_notice(&format!(
+                "no {what} device ({e}); set {require_var}=1 to make this a failure"
+            ));
             None
         }
     }
+}
+
+/// Print `SKIPPED: why` to the real stderr. libtest captures `eprintln!` of a
+/// passing test, which would hide the skip from CI logs; a direct write is not captured.
+pub fn skip_notice(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
 }
 
 // ---------------------------------------------------------------------------
