@@ -234,6 +234,9 @@ fn read_f32_le(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
 
 fn read_pixels(file: &Path, config: &VisionConfig) -> CliResult<Input> {
     let bytes = std::fs::read(file).map_err(|e| CliError(format!("{}: {e}", file.display())))?;
+    // The safetensors crate's own checks can overflow on hostile offsets (a panic in
+    // debug builds); tessera's header check names the file and tensor instead.
+    tessera::model::check_safetensors(file, &bytes)?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| {
         CliError(format!(
             "{}: not a valid safetensors file: {e}",

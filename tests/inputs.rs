@@ -485,6 +485,23 @@ fn check_safetensors_refuses_overflowing_offsets() {
     let text = serde_json::to_string(&header).unwrap();
     let mut bytes = (text.len() as u64).to_le_bytes().to_vec();
     bytes.extend_from_slice(text.as_bytes());
+    // Through the CLI too: one line naming the file, no panic.
+    let on_disk = tmp("overflow_pixels.safetensors");
+    std::fs::write(&on_disk, &bytes).unwrap();
+    let on_disk = on_disk.to_str().unwrap();
+    assert_one_line_error(
+        &[
+            "run",
+            "--model",
+            "tests/data/siglip_tiny",
+            "--device",
+            "cpu",
+            "--pixels",
+            on_disk,
+        ],
+        "overflow_pixels.safetensors",
+    );
+
     let file = Path::new("pixels.safetensors");
     let msg = tessera::model::check_safetensors(file, &bytes)
         .unwrap_err()
