@@ -99,3 +99,11 @@ impl Error {
         }
     }
 }
+
+/// The text of a caught panic's payload (`panic!` gives a `String` or a `&str`).
+pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> Option<String> {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+}

@@ -12,6 +12,8 @@
 //! `target/tmp/fuzz_loader/crash-*` and fails with its path and the case seed;
 //! `TESSERA_FUZZ_SEED=<seed>` replays that case.
 
+mod common;
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -540,17 +542,7 @@ fn header_layout_errors_name_the_tensor() {
 /// check refuses the file first.
 #[test]
 fn offsets_near_u64_max_are_an_error() {
-    let size = (1u64 << 61) - 1;
-    let mut header = serde_json::Map::new();
-    for i in 0..8u64 {
-        header.insert(
-            format!("t{i}"),
-            serde_json::json!({"dtype": "U8", "shape": [size], "data_offsets": [i * size, (i + 1) * size]}),
-        );
-    }
-    let text = serde_json::to_string(&header).unwrap();
-    let mut ck = (text.len() as u64).to_le_bytes().to_vec();
-    ck.extend_from_slice(text.as_bytes());
+    let ck = common::overflowing_safetensors();
     let b = &bases()[0];
     load_err(
         &folder("u64max", &b.config, &ck),

@@ -8,6 +8,8 @@
 //!   outputs of the images holding them; `preprocess::check_finite` and the CLI
 //!   refuse them with an error naming the tensor and the first bad index.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -474,17 +476,7 @@ fn cli_broken_file_corpus() {
 /// debug builds), naming the file and the tensor.
 #[test]
 fn check_safetensors_refuses_overflowing_offsets() {
-    let size = (1u64 << 61) - 1;
-    let mut header = serde_json::Map::new();
-    for i in 0..8u64 {
-        header.insert(
-            format!("t{i}"),
-            serde_json::json!({"dtype": "U8", "shape": [size], "data_offsets": [i * size, (i + 1) * size]}),
-        );
-    }
-    let text = serde_json::to_string(&header).unwrap();
-    let mut bytes = (text.len() as u64).to_le_bytes().to_vec();
-    bytes.extend_from_slice(text.as_bytes());
+    let bytes = common::overflowing_safetensors();
     // Through the CLI too: one line naming the file, no panic.
     let on_disk = tmp("overflow_pixels.safetensors");
     std::fs::write(&on_disk, &bytes).unwrap();

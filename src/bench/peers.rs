@@ -251,10 +251,7 @@ mod cuda_peer {
         match catch_unwind(AssertUnwindSafe(f)) {
             Ok(r) => r,
             Err(p) => {
-                let msg = p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                let msg = crate::error::panic_text(p.as_ref())
                     .unwrap_or_else(|| "panic in cudarc".into());
                 Err(format!("{what}: {msg}"))
             }

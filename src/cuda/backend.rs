@@ -137,10 +137,7 @@ fn guarded<R>(op: &str, f: impl FnOnce() -> Result<R>) -> Result<R> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(p) => {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            let msg = crate::error::panic_text(p.as_ref())
                 .unwrap_or_else(|| "panic inside the CUDA driver bindings".into());
             Err(Error::Cuda {
                 op: op.to_string(),
