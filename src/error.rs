@@ -101,6 +101,7 @@ impl Error {
 }
 
 /// The text of a caught panic's payload (`panic!` gives a `String` or a `&str`).
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))] // only the CUDA guards catch panics
 pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> Option<String> {
     payload
         .downcast_ref::<String>()
