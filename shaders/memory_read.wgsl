@@ -31,22 +31,7 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> gate: array<f32>;
 
 const WG: u32 = 256u;
-var<workgroup> red: array<f32, 256>;
-
-// Sum of `v` over the workgroup. Must be reached by every invocation.
-fn workgroup_sum(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            red[lid] = red[lid] + red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let total = red[0];
-    workgroupBarrier();
-    return total;
-}
+// workgroup_sum: reduce.wgsl (appended), for WG = 256 invocations.
 
 @compute @workgroup_size(256)
 fn gate_main(

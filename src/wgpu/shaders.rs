@@ -5,7 +5,8 @@
 //! one, accessed only through helpers `ld_NAME(i) -> f32`, `st_NAME(i, v)` and
 //! `st2_NAME(i, v0, v1)` (i even: both halves of one 32-bit word). This module
 //! substitutes the placeholders for a dtype and appends the helpers (plus
-//! `common.wgsl`, and the GEMM core for linear / patch_embed) after the shader's
+//! `common.wgsl`, the GEMM core for linear / patch_embed, the workgroup
+//! reduction for layer_norm / memory_read) after the shader's
 //! own text, so error line numbers still match the file.
 //!
 //! Storage is always `u32` words: f32 elements are bitcast; bf16 elements are
@@ -22,6 +23,7 @@ use crate::element::DType;
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const GEMM: &str = include_str!("../../shaders/gemm.wgsl");
+const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
 
 /// One shader file of the backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -89,6 +91,11 @@ impl Shader {
         matches!(self, Shader::Linear | Shader::PatchEmbed)
     }
 
+    /// Shaders with 256-invocation workgroups that call `workgroup_sum`.
+    fn uses_reduce(self) -> bool {
+        matches!(self, Shader::LayerNorm | Shader::MemoryRead)
+    }
+
     /// Cache key of a variant, `{op}_{dtype}` (`cast_{from}_{to}` for casts).
     pub fn key(self, input: DType, output: DType) -> String {
         if self == Shader::Cast {
@@ -127,6 +134,10 @@ impl Shader {
         if self.uses_gemm() {
             body.push_str("\n// ---- gemm.wgsl ----\n");
             body.push_str(GEMM);
+        }
+        if self.uses_reduce() {
+            body.push_str("\n// ---- reduce.wgsl ----\n");
+            body.push_str(REDUCE);
         }
         body
     }
