@@ -22,14 +22,10 @@ use tessera::{Cpu, DeviceBuffer, Error};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tessera");
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+use common::root;
 
 fn tmp(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("inputs");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    common::tmp_in("inputs", name)
 }
 
 fn siglip() -> VisionModel<f32, Cpu> {

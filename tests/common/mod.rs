@@ -35,6 +35,18 @@ pub fn device_or_skip<D>(
     }
 }
 
+/// The repository root (tests read `tests/data` and `assets` from here).
+pub fn root() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A scratch path `name` under the test target's temp dir, in folder `group`.
+pub fn tmp_in(group: &str, name: &str) -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(group);
+    std::fs::create_dir_all(&dir).expect("create test temp dir");
+    dir.join(name)
+}
+
 /// Print `SKIPPED: why` to the real stderr. libtest captures `eprintln!` of a
 /// passing test, which would hide the skip from CI logs; a direct write is not captured.
 pub fn skip_notice(why: &str) {
