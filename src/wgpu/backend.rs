@@ -70,6 +70,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// How long a download waits for its mapping callback once the GPU has finished
+/// the copy. The callback runs in the next poll of any thread; waiting longer
+/// means the driver or wgpu lost it.
+const MAP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long one wait on the mapping channel lasts before this thread polls again.
+const MAP_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1);
+
 fn padded_bytes(bytes: u64) -> u64 {
     bytes.div_ceil(4).max(1) * 4
 }
@@ -428,6 +435,55 @@ impl Wgpu {
         })
     }
 
+    /// Wait until the `map_async` callback of a buffer used by `submission` has
+    /// reported into `rx`, and return its result.
+    ///
+    /// The callback runs inside *some* `device.poll` — possibly another thread's,
+    /// and possibly after this thread's own poll has returned — so one poll
+    /// followed by one `try_recv` is not enough when threads share the device.
+    /// This polls for the submission (as long as the GPU needs: queued work may be
+    /// long), then keeps polling and waiting on the channel until the callback has
+    /// run, for at most [`MAP_TIMEOUT`] after the GPU finished.
+    fn wait_for_mapping(
+        &self,
+        what: &str,
+        submission: &wgpu::SubmissionIndex,
+        rx: &std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
+    ) -> Result<()> {
+        use std::sync::mpsc::RecvTimeoutError;
+        let dev = &self.inner.device;
+        dev.poll(wgpu::PollType::Wait {
+            submission_index: Some(submission.clone()),
+            timeout: None,
+        })
+        .map_err(|e| Error::Wgpu(format!("{what}: waiting for the GPU: {e}")))?;
+        self.check_health(what)?;
+        let deadline = std::time::Instant::now() + MAP_TIMEOUT;
+        loop {
+            match rx.recv_timeout(MAP_POLL_INTERVAL) {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => return Err(Error::Wgpu(format!("{what}: mapping failed: {e}"))),
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(Error::Wgpu(format!(
+                        "{what}: the mapping callback was dropped without running"
+                    )))
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::Wgpu(format!(
+                    "{what}: the GPU finished the copy but the buffer was not mapped within {} s",
+                    MAP_TIMEOUT.as_secs()
+                )));
+            }
+            // Run any callback that is ready (ours, if no other thread's poll has
+            // taken it), without blocking.
+            dev.poll(wgpu::PollType::Poll)
+                .map_err(|e| Error::Wgpu(format!("{what}: polling the GPU: {e}")))?;
+            self.check_health(what)?;
+        }
+    }
+
     fn wait_idle(&self, what: &str) -> Result<()> {
         self.inner
             .device
@@ -520,7 +576,7 @@ impl Device for Wgpu {
             )));
         }
         let dev = &self.inner.device;
-        let staging = self.guarded(WHAT, size, || {
+        let (staging, submission) = self.guarded(WHAT, size, || {
             let staging = dev.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("tessera staging"),
                 size,
@@ -530,24 +586,16 @@ impl Device for Wgpu {
             let mut encoder =
                 dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(WHAT) });
             encoder.copy_buffer_to_buffer(&storage.buffer, 0, &staging, 0, size);
-            self.inner.queue.submit([encoder.finish()]);
-            staging
+            let submission = self.inner.queue.submit([encoder.finish()]);
+            (staging, submission)
         })?;
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            // The receiver outlives the poll below; a failed send cannot happen.
+            // The receiver lives until the mapping is resolved or we give up; a
+            // send after that is dropped harmlessly.
             let _ = tx.send(r);
         });
-        self.wait_idle(WHAT)?;
-        match rx.try_recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Error::Wgpu(format!("{WHAT}: mapping failed: {e}"))),
-            Err(_) => {
-                return Err(Error::Wgpu(format!(
-                    "{WHAT}: the GPU finished but the buffer was never mapped"
-                )))
-            }
-        }
+        self.wait_for_mapping(WHAT, &submission, &rx)?;
         let mut out = vec![T::default(); len];
         {
             let view = staging
