@@ -82,6 +82,9 @@ pub enum Error {
     /// Input values tessera refuses (NaN/Inf pixels, empty batch, ...).
     #[error("invalid input `{tensor}`: {msg}")]
     Input { tensor: String, msg: String },
+    /// A broken invariant inside tessera (a bug): please report it.
+    #[error("internal error (a bug in tessera): {0}")]
+    Internal(String),
     /// I/O on a named file.
     #[error("{}: {source}", file.display())]
     Io {

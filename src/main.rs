@@ -18,8 +18,18 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
+
+/// `println!` that ignores a closed stdout (`tessera run ... | head`): the report
+/// on stdout is for reading; a reader that stops early is not an error.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
 use safetensors::{Dtype, SafeTensors};
-use tessera::model::{VisionConfig, VisionModel};
+use tessera::model::{ModelFiles, VisionConfig, VisionModel};
+use tessera::preprocess::ImageProcessor;
 use tessera::{bf16, Cpu, Cuda, DType, DeviceBuffer, Element, Kernels, Wgpu};
 
 #[derive(Parser)]
@@ -58,14 +68,16 @@ fn dispatch(command: Command) -> CliResult<()> {
 /// `tessera bench`: one aligned table on stdout, progress on stderr.
 fn bench_command(args: &tessera::bench::BenchArgs) -> CliResult<()> {
     let table = tessera::bench::run(&args.options()?)?;
-    println!("{table}");
+    say!("{table}");
     Ok(())
 }
 
 #[derive(Args)]
 struct RunArgs {
-    /// Model folder holding config.json and model.safetensors.
-    #[arg(long, value_name = "DIR")]
+    /// Model folder (config.json and model.safetensors, or a sharded
+    /// model.safetensors.index.json), or a hub id `org/name` in the local Hugging
+    /// Face cache ($HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub).
+    #[arg(long, value_name = "DIR|ORG/NAME")]
     model: PathBuf,
     #[command(flatten)]
     input: InputArgs,
@@ -80,8 +92,9 @@ struct InputArgs {
     /// segments run in order with the memory carried.
     #[arg(long, value_name = "FILE")]
     pixels: Option<PathBuf>,
-    /// Image files (PNG, JPEG), preprocessed as SigLIP does. For a memory model they
-    /// are consecutive segments of one stream (batch 1); otherwise one batch.
+    /// Image files (PNG, JPEG), preprocessed as the model's preprocessor_config.json
+    /// says (SigLIP's defaults without one). For a memory model they are
+    /// consecutive segments of one stream (batch 1); otherwise one batch.
     #[arg(long, value_name = "FILE", num_args = 1..)]
     image: Vec<PathBuf>,
 }
@@ -289,14 +302,15 @@ fn read_pixels(file: &Path, config: &VisionConfig) -> CliResult<Input> {
     })
 }
 
-fn read_images(files: &[PathBuf], config: &VisionConfig) -> CliResult<Input> {
+fn read_images(files: &[PathBuf], config: &VisionConfig, model: &ModelFiles) -> CliResult<Input> {
     if config.num_channels != 3 {
         return fail(format!(
             "--image makes RGB pixel_values, but the model expects {} channels",
             config.num_channels
         ));
     }
-    let data = tessera::preprocess::load_images(files, config.image_size)?;
+    let processor = ImageProcessor::for_model(model.preprocessor.as_deref(), config.image_size)?;
+    let data = processor.load_images(files)?;
     let (n, i) = (files.len(), config.image_size);
     let (segments, seg_shape, segment_axis, how) = if config.has_memory() {
         (n, [1, 3, i, i], true, "consecutive segments of one stream")
@@ -324,20 +338,14 @@ fn run_command(args: &RunArgs) -> CliResult<()> {
             args.exec.device
         ));
     }
-    let dir = &args.model;
-    if !dir.is_dir() {
-        return fail(format!(
-            "{}: model directory not found (expected config.json and model.safetensors in it)",
-            dir.display()
-        ));
-    }
-    let config = VisionConfig::from_file(dir.join("config.json"))?;
+    let files = ModelFiles::locate(&args.model)?;
+    let config = VisionConfig::from_file(&files.config)?;
     let input = match (&args.input.pixels, &args.input.image[..]) {
         (Some(file), []) => read_pixels(file, &config)?,
-        (None, files) if !files.is_empty() => read_images(files, &config)?,
+        (None, images) if !images.is_empty() => read_images(images, &config, &files)?,
         _ => return fail("give either --pixels FILE or --image FILE..."),
     };
-    execute(dir, &config, &input, dtype, &args.exec)
+    execute(&files, &config, &input, dtype, &args.exec)
 }
 
 fn demo_command(exec: &ExecArgs) -> CliResult<()> {
@@ -352,7 +360,7 @@ fn demo_command(exec: &ExecArgs) -> CliResult<()> {
             ));
         }
     }
-    println!(
+    say!(
         "demo: tessera run --model {} --image {}",
         model.display(),
         image.display()
@@ -374,7 +382,7 @@ fn demo_command(exec: &ExecArgs) -> CliResult<()> {
 
 /// Everything a run needs besides the device and element type.
 struct RunContext<'a> {
-    model_dir: &'a Path,
+    model: &'a ModelFiles,
     config: &'a VisionConfig,
     input: &'a Input,
     output: Option<&'a Path>,
@@ -382,7 +390,7 @@ struct RunContext<'a> {
 }
 
 fn execute(
-    model_dir: &Path,
+    model: &ModelFiles,
     config: &VisionConfig,
     input: &Input,
     dtype: DType,
@@ -390,7 +398,7 @@ fn execute(
 ) -> CliResult<()> {
     let (selected, device_note) = select_device(&exec.device)?;
     let ctx = RunContext {
-        model_dir,
+        model,
         config,
         input,
         output: exec.output.as_deref(),
@@ -417,11 +425,11 @@ fn to_f32<T: Element>(v: &[T]) -> Vec<f32> {
 /// The run itself, written once for every device and element type.
 fn run<T: Element, D: Kernels<T>>(device: D, ctx: &RunContext<'_>) -> CliResult<()> {
     let (config, input) = (ctx.config, ctx.input);
-    println!("device: {} [{}]", device.describe(), ctx.device_note);
+    say!("device: {} [{}]", device.describe(), ctx.device_note);
     match T::DTYPE {
-        DType::F32 => println!("dtype: f32"),
+        DType::F32 => say!("dtype: f32"),
         DType::BF16 => {
-            println!("dtype: bf16 (weights stored as F32 or F16 are rounded to bf16 on load)")
+            say!("dtype: bf16 (weights stored as F32 or F16 are rounded to bf16 on load)")
         }
     }
     let memory_note = if config.has_memory() {
@@ -432,9 +440,12 @@ fn run<T: Element, D: Kernels<T>>(device: D, ctx: &RunContext<'_>) -> CliResult<
     } else {
         String::new()
     };
-    println!(
+    say!(
         "model: {} ({} layers, hidden {}, {} heads, image {}, patch {}{}{})",
-        ctx.model_dir.display(),
+        ctx.model
+            .hub_id
+            .clone()
+            .unwrap_or_else(|| ctx.model.dir.display().to_string()),
         config.num_hidden_layers,
         config.hidden_size,
         config.num_attention_heads,
@@ -447,12 +458,15 @@ fn run<T: Element, D: Kernels<T>>(device: D, ctx: &RunContext<'_>) -> CliResult<
         },
         memory_note
     );
-    println!("input: {}", input.source);
+    if let Some(taken) = config.defaults_taken() {
+        say!("config: absent keys take transformers' defaults: {taken}");
+    }
+    say!("input: {}", input.source);
 
     let t = Instant::now();
-    let model = VisionModel::<T, D>::load(ctx.model_dir, &device)?;
+    let model = VisionModel::<T, D>::load_files(ctx.model, &device)?;
     device.synchronize()?;
-    println!("load: {:.3} ms", ms(t));
+    say!("load: {:.3} ms", ms(t));
 
     let batch = input.seg_shape[0];
     let seg_len: usize = input.seg_shape.iter().product();
@@ -499,7 +513,7 @@ fn run<T: Element, D: Kernels<T>>(device: D, ctx: &RunContext<'_>) -> CliResult<
         forward_min = forward_min.min(forward);
         forward_max = forward_max.max(forward);
         if !many {
-            println!(
+            say!(
                 "segment {}/{}: upload {upload:.3} ms, forward {forward:.3} ms",
                 s + 1,
                 input.segments
@@ -513,7 +527,7 @@ fn run<T: Element, D: Kernels<T>>(device: D, ctx: &RunContext<'_>) -> CliResult<
         bar.finish_and_clear();
     }
     if many {
-        println!(
+        say!(
             "{} segments: upload {upload_total:.3} ms total; forward {forward_total:.3} ms total, {:.3} ms mean, {forward_min:.3}..{forward_max:.3} ms",
             input.segments,
             forward_total / input.segments as f64
@@ -549,7 +563,7 @@ fn run<T: Element, D: Kernels<T>>(device: D, ctx: &RunContext<'_>) -> CliResult<
         .iter()
         .map(|(name, shape, _)| format!("{name} {shape:?}"))
         .collect();
-    println!("outputs: {}", shapes.join(", "));
+    say!("outputs: {}", shapes.join(", "));
     let (name, values) = match tensors.iter().find(|t| t.0 == "pooler_output") {
         Some((_, _, v)) => ("pooler_output", v),
         None => ("last_hidden_state", &tensors[1].2),
@@ -558,11 +572,11 @@ fn run<T: Element, D: Kernels<T>>(device: D, ctx: &RunContext<'_>) -> CliResult<
     let first: Vec<String> = values[..show].iter().map(|v| format!("{v:.5}")).collect();
     let zeros = lead.len() + usize::from(name == "last_hidden_state");
     let index = vec!["0"; zeros].join(", ");
-    println!("{name}[{index}, :{show}] = [{}]", first.join(", "));
+    say!("{name}[{index}, :{show}] = [{}]", first.join(", "));
 
     if let Some(path) = ctx.output {
         write_output(path, &tensors, &device.describe())?;
-        println!("wrote {}", path.display());
+        say!("wrote {}", path.display());
     }
     Ok(())
 }

@@ -1,18 +1,21 @@
-//! SigLIP image preprocessing: RGB, bicubic resize, scale and normalise.
+//! SigLIP image preprocessing: RGB, resize, rescale and normalise, as
+//! transformers' SiglipImageProcessor (on PIL) does; its settings come from a
+//! model's `preprocessor_config.json` ([`ImageProcessor`]).
 //!
-//! Reproduces what SigLIP's image processor (transformers, on PIL) makes of an
-//! image file:
+//! What an image file becomes:
 //! 1. decode (PNG or JPEG) and convert to 8-bit RGB the way PIL's
 //!    `convert("RGB")` does: grey is replicated, alpha is dropped (not composited),
 //!    16-bit RGB(A) and grey+alpha keep the high byte (PIL reads them so), and
 //!    16-bit grey is clipped to 255 (PIL's `I;16` → `RGB`);
-//! 2. resize to `image_size × image_size` with PIL's `BICUBIC` resampling
-//!    (a = −0.5, the support widened by the scale when shrinking, horizontal pass
-//!    first, 22-bit fixed-point coefficients and rounding to u8 after each pass,
-//!    as Pillow's `Resample.c` does); skipped when the image already has that size;
-//! 3. `x / 255`, then `(x − 0.5) / 0.5` per channel, so values lie in [−1, 1].
+//! 2. resize to the processor's size with PIL's arithmetic for its filter
+//!    (SigLIP: `BICUBIC`, a = −0.5; the support widened by the scale when
+//!    shrinking, horizontal pass first, 22-bit fixed-point coefficients and
+//!    rounding to u8 after each pass, as Pillow's `Resample.c` does); skipped when
+//!    the image already has that size;
+//! 3. `x · rescale_factor` (1/255), then `(x − mean) / std` per channel (0.5 and
+//!    0.5: values in [−1, 1]).
 //!
-//! The result is channel-first f32, `[3, I, I]` per image.
+//! The result is channel-first f32, `[3, H, W]` per image.
 
 use std::path::Path;
 
@@ -118,11 +121,85 @@ fn to_rgb8_like_pil(img: DynamicImage) -> Rgb8 {
 }
 
 // ---------------------------------------------------------------------------
-// PIL's BICUBIC resampling (Pillow, libImaging/Resample.c), for 8-bit images.
+// PIL's resampling (Pillow, libImaging/Resample.c), for 8-bit images.
+
+/// A PIL resampling filter, by the code `preprocessor_config.json` stores in
+/// `resample` (`PIL.Image.Resampling`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Resample {
+    /// 0: the pixel whose centre is nearest.
+    Nearest,
+    /// 1: Lanczos-3 (`sinc(x)·sinc(x/3)`).
+    Lanczos,
+    /// 2: triangle filter.
+    Bilinear,
+    /// 3: cubic convolution with a = −0.5 (SigLIP's default).
+    Bicubic,
+    /// 4: box filter.
+    Box,
+    /// 5: Hamming-windowed sinc.
+    Hamming,
+}
+
+impl Resample {
+    /// The filter of PIL code `code` (0–5).
+    pub fn from_pil_code(code: u64) -> Option<Self> {
+        Some(match code {
+            0 => Resample::Nearest,
+            1 => Resample::Lanczos,
+            2 => Resample::Bilinear,
+            3 => Resample::Bicubic,
+            4 => Resample::Box,
+            5 => Resample::Hamming,
+            _ => return None,
+        })
+    }
+
+    /// Pillow's filter support (in input pixels at scale 1) and kernel.
+    fn filter(self) -> (f64, fn(f64) -> f64) {
+        match self {
+            // Nearest never convolves; Box is its convolution stand-in here.
+            Resample::Nearest | Resample::Box => (0.5, box_filter),
+            Resample::Bilinear => (1.0, bilinear_filter),
+            Resample::Hamming => (1.0, hamming_filter),
+            Resample::Bicubic => (2.0, bicubic_filter),
+            Resample::Lanczos => (3.0, lanczos_filter),
+        }
+    }
+}
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
-fn bicubic(x: f64) -> f64 {
+fn box_filter(x: f64) -> f64 {
+    if x > -0.5 && x <= 0.5 {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+fn bilinear_filter(x: f64) -> f64 {
+    let x = x.abs();
+    if x < 1.0 {
+        1.0 - x
+    } else {
+        0.0
+    }
+}
+
+fn hamming_filter(x: f64) -> f64 {
+    let x = x.abs();
+    if x == 0.0 {
+        1.0
+    } else if x >= 1.0 {
+        0.0
+    } else {
+        let x = x * std::f64::consts::PI;
+        x.sin() / x * (0.54 + 0.46 * x.cos())
+    }
+}
+
+fn bicubic_filter(x: f64) -> f64 {
     const A: f64 = -0.5;
     let x = x.abs();
     if x < 1.0 {
@@ -134,11 +211,30 @@ fn bicubic(x: f64) -> f64 {
     }
 }
 
-/// Per output index: first input index and fixed-point weights.
-fn coefficients(in_size: usize, out_size: usize) -> Vec<(usize, Vec<i32>)> {
+fn sinc(x: f64) -> f64 {
+    if x == 0.0 {
+        1.0
+    } else {
+        let x = x * std::f64::consts::PI;
+        x.sin() / x
+    }
+}
+
+fn lanczos_filter(x: f64) -> f64 {
+    if -3.0 < x && x < 3.0 {
+        sinc(x) * sinc(x / 3.0)
+    } else {
+        0.0
+    }
+}
+
+/// Per output index: first input index and fixed-point weights (Pillow's
+/// `precompute_coeffs` and `normalize_coeffs_8bpc`).
+fn coefficients(in_size: usize, out_size: usize, filter: Resample) -> Vec<(usize, Vec<i32>)> {
+    let (support, kernel) = filter.filter();
     let scale = in_size as f64 / out_size as f64;
     let filterscale = scale.max(1.0);
-    let support = 2.0 * filterscale;
+    let support = support * filterscale;
     let ss = 1.0 / filterscale;
     (0..out_size)
         .map(|xx| {
@@ -148,7 +244,7 @@ fn coefficients(in_size: usize, out_size: usize) -> Vec<(usize, Vec<i32>)> {
             let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
             let xmax = xmax.max(xmin);
             let w: Vec<f64> = (xmin..xmax)
-                .map(|x| bicubic((x as f64 - center + 0.5) * ss))
+                .map(|x| kernel((x as f64 - center + 0.5) * ss))
                 .collect();
             let total: f64 = w.iter().sum();
             let fixed = w
@@ -198,6 +294,13 @@ impl Rgb8 {
 /// Resize an RGB image with PIL's `Image.resize(size, Image.BICUBIC)` arithmetic.
 /// Errors when `img.data` does not hold `width × height` pixels or a size is 0.
 pub fn resize_bicubic(img: &Rgb8, width: usize, height: usize) -> Result<Rgb8> {
+    resize(img, width, height, Resample::Bicubic)
+}
+
+/// Resize an RGB image as PIL's `Image.resize((width, height), filter)` does
+/// (`reducing_gap=None`, as transformers calls it). Errors when `img.data` does
+/// not hold `width × height` pixels or a size is 0.
+pub fn resize(img: &Rgb8, width: usize, height: usize, filter: Resample) -> Result<Rgb8> {
     img.check()?;
     if width == 0 || height == 0 {
         return Err(Error::Input {
@@ -205,9 +308,12 @@ pub fn resize_bicubic(img: &Rgb8, width: usize, height: usize) -> Result<Rgb8> {
             msg: format!("cannot resize to {width}×{height}"),
         });
     }
+    if filter == Resample::Nearest {
+        return Ok(resize_nearest(img, width, height));
+    }
     let mut cur = img.clone();
     if cur.width != width {
-        let coeffs = coefficients(cur.width, width);
+        let coeffs = coefficients(cur.width, width, filter);
         let mut out = vec![0u8; width * cur.height * 3];
         for y in 0..cur.height {
             let row = &cur.data[y * cur.width * 3..(y + 1) * cur.width * 3];
@@ -228,7 +334,7 @@ pub fn resize_bicubic(img: &Rgb8, width: usize, height: usize) -> Result<Rgb8> {
         };
     }
     if cur.height != height {
-        let coeffs = coefficients(cur.height, height);
+        let coeffs = coefficients(cur.height, height, filter);
         let w3 = cur.width * 3;
         let mut out = vec![0u8; height * w3];
         for (y, (ymin, k)) in coeffs.iter().enumerate() {
@@ -249,53 +355,321 @@ pub fn resize_bicubic(img: &Rgb8, width: usize, height: usize) -> Result<Rgb8> {
     Ok(cur)
 }
 
-/// Steps 2 and 3 for an RGB image already decoded: `[3, I, I]` channel-first f32.
-pub fn pixel_values_from_rgb8(img: &Rgb8, image_size: usize) -> Result<Vec<f32>> {
-    img.check()?;
-    let resized;
-    let img = if img.width == image_size && img.height == image_size {
-        img
-    } else {
-        resized = resize_bicubic(img, image_size, image_size)?;
-        &resized
+/// PIL's NEAREST resize (`ImagingScaleAffine`): output pixel x takes input
+/// pixel ⌊xₒ⌋ with xₒ = s/2 + s + … + s (s = in/out), the sum accumulated in f64
+/// step by step exactly as Pillow does (its rounding decides ties like 7.5·0.8).
+fn resize_nearest(img: &Rgb8, width: usize, height: usize) -> Rgb8 {
+    let pick = |out: usize, inp: usize| -> Vec<usize> {
+        let step = inp as f64 / out as f64;
+        let mut at = step * 0.5;
+        (0..out)
+            .map(|_| {
+                let i = (at as usize).min(inp - 1);
+                at += step;
+                i
+            })
+            .collect()
     };
-    let plane = image_size * image_size;
-    let mut out = vec![0f32; 3 * plane];
-    for (i, px) in img.data.chunks_exact(3).enumerate() {
-        for c in 0..3 {
-            // transformers rescales in f64 and rounds to f32, then normalises in f32.
-            let scaled = (f64::from(px[c]) * (1.0 / 255.0)) as f32;
-            out[c * plane + i] = (scaled - IMAGE_MEAN[c]) / IMAGE_STD[c];
+    let (xs, ys) = (pick(width, img.width), pick(height, img.height));
+    let mut data = Vec::with_capacity(width * height * 3);
+    for &y in &ys {
+        for &x in &xs {
+            let at = (y * img.width + x) * 3;
+            data.extend_from_slice(&img.data[at..at + 3]);
         }
     }
-    Ok(out)
+    Rgb8 {
+        width,
+        height,
+        data,
+    }
 }
 
-/// One image file → its pixel_values `[3, I, I]` (flattened, channel-first).
+/// How an image becomes pixel_values: the settings of transformers'
+/// `SiglipImageProcessor`, read from a model's `preprocessor_config.json`
+/// ([`ImageProcessor::from_file`]) or SigLIP's defaults at the model's size
+/// ([`ImageProcessor::siglip`]).
+///
+/// Images are always converted to RGB (PIL's `convert("RGB")`); a processor with
+/// `do_convert_rgb` false would hand other modes to the model unconverted, which a
+/// 3-channel SigLIP cannot take, so the outputs agree wherever transformers runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageProcessor {
+    /// Resize to `height × width` (else the image must already have that size).
+    pub do_resize: bool,
+    /// Output height in pixels.
+    pub height: usize,
+    /// Output width in pixels.
+    pub width: usize,
+    /// The resize filter.
+    pub resample: Resample,
+    /// Multiply by `rescale_factor` (computed in f64, rounded to f32).
+    pub do_rescale: bool,
+    pub rescale_factor: f64,
+    /// `(x − mean) / std` per channel, in f32.
+    pub do_normalize: bool,
+    pub image_mean: [f32; 3],
+    pub image_std: [f32; 3],
+}
+
+impl ImageProcessor {
+    /// SigLIP's preprocessing at `image_size` (what the model's config says):
+    /// bicubic resize, rescale 1/255, normalise mean 0.5 and std 0.5.
+    pub fn siglip(image_size: usize) -> Self {
+        Self {
+            do_resize: true,
+            height: image_size,
+            width: image_size,
+            resample: Resample::Bicubic,
+            do_rescale: true,
+            rescale_factor: 1.0 / 255.0,
+            do_normalize: true,
+            image_mean: IMAGE_MEAN,
+            image_std: IMAGE_STD,
+        }
+    }
+
+    /// Read `preprocessor_config.json`. Absent keys take SiglipImageProcessor's
+    /// defaults (224 × 224, bicubic, 1/255, mean and std 0.5). Errors name the
+    /// file and the key.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if meta.len() > 1 << 20 {
+            return Err(Error::Config {
+                file: path.to_path_buf(),
+                msg: format!(
+                    "{} bytes is too large for a preprocessor config",
+                    meta.len()
+                ),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_json_str(&text, path)
+    }
+
+    /// Parse a `preprocessor_config.json` text; `file` is used in messages.
+    pub fn from_json_str(text: &str, file: impl AsRef<Path>) -> Result<Self> {
+        use serde_json::Value;
+        let file = file.as_ref();
+        let err = |key: &str, msg: String| Error::Config {
+            file: file.to_path_buf(),
+            msg: if key.is_empty() {
+                msg
+            } else {
+                format!("key `{key}`: {msg}")
+            },
+        };
+        let root: Value =
+            serde_json::from_str(text).map_err(|e| err("", format!("not valid JSON: {e}")))?;
+        let Value::Object(obj) = root else {
+            return Err(err("", "expected a JSON object at the top level".into()));
+        };
+        let get = |key: &str| obj.get(key).filter(|v| !v.is_null());
+        let flag = |key: &str, default: bool| match get(key) {
+            None => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(v) => Err(err(key, format!("must be true or false, found {v}"))),
+        };
+        let size_of = |v: &Value, key: &str| {
+            v.as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|&n| (1..=1 << 14).contains(&n))
+                .ok_or_else(|| {
+                    err(
+                        key,
+                        format!("must be a size between 1 and 16384, found {v}"),
+                    )
+                })
+        };
+        let (height, width) = match get("size") {
+            None => (224, 224),
+            Some(Value::Object(m)) => match (m.get("height"), m.get("width")) {
+                (Some(h), Some(w)) => (size_of(h, "size.height")?, size_of(w, "size.width")?),
+                _ => {
+                    return Err(err(
+                        "size",
+                        format!(
+                            "expected {{\"height\": H, \"width\": W}} as SiglipImageProcessor \
+                             uses, found {}",
+                            Value::Object(m.clone())
+                        ),
+                    ))
+                }
+            },
+            Some(v @ Value::Number(_)) => {
+                let n = size_of(v, "size")?;
+                (n, n)
+            }
+            Some(v) => return Err(err("size", format!("must be an object, found {v}"))),
+        };
+        let resample = match get("resample") {
+            None => Resample::Bicubic,
+            Some(v) => v
+                .as_u64()
+                .and_then(Resample::from_pil_code)
+                .ok_or_else(|| {
+                    err(
+                        "resample",
+                        format!("must be a PIL filter code 0–5, found {v}"),
+                    )
+                })?,
+        };
+        let rescale_factor = match get("rescale_factor") {
+            None => 1.0 / 255.0,
+            Some(v) => v
+                .as_f64()
+                .filter(|f| f.is_finite())
+                .ok_or_else(|| err("rescale_factor", format!("must be a number, found {v}")))?,
+        };
+        let triple = |key: &str| -> Result<[f32; 3]> {
+            match get(key) {
+                None => Ok([0.5; 3]),
+                Some(Value::Number(n)) => {
+                    let x = n.as_f64().unwrap_or(f64::NAN) as f32;
+                    Ok([x; 3])
+                }
+                Some(Value::Array(a)) if a.len() == 3 => {
+                    let mut out = [0f32; 3];
+                    for (o, v) in out.iter_mut().zip(a) {
+                        *o = v.as_f64().ok_or_else(|| {
+                            err(key, format!("entries must be numbers, found {v}"))
+                        })? as f32;
+                    }
+                    Ok(out)
+                }
+                Some(v) => Err(err(
+                    key,
+                    format!("must be 3 numbers (one per RGB channel), found {v}"),
+                )),
+            }
+        };
+        let image_mean = triple("image_mean")?;
+        let image_std = triple("image_std")?;
+        if image_std.iter().chain(&image_mean).any(|v| !v.is_finite()) || image_std.contains(&0.0) {
+            return Err(err(
+                "image_std",
+                format!("mean {image_mean:?} and std {image_std:?} must be finite, std non-zero"),
+            ));
+        }
+        Ok(Self {
+            do_resize: flag("do_resize", true)?,
+            height,
+            width,
+            resample,
+            do_rescale: flag("do_rescale", true)?,
+            rescale_factor,
+            do_normalize: flag("do_normalize", true)?,
+            image_mean,
+            image_std,
+        })
+    }
+
+    /// The processor for a model: its `preprocessor_config.json` when it has one
+    /// (which must then produce the model's `image_size` square), else SigLIP's
+    /// defaults at `image_size`.
+    pub fn for_model(preprocessor: Option<&Path>, image_size: usize) -> Result<Self> {
+        let Some(path) = preprocessor else {
+            return Ok(Self::siglip(image_size));
+        };
+        let p = Self::from_file(path)?;
+        if (p.height, p.width) != (image_size, image_size) {
+            return Err(Error::Config {
+                file: path.to_path_buf(),
+                msg: format!(
+                    "key `size`: {}×{} pixels, but the model takes {image_size}×{image_size} \
+                     images (config.json's image_size)",
+                    p.height, p.width
+                ),
+            });
+        }
+        Ok(p)
+    }
+
+    /// One decoded image → pixel_values `[3, height, width]` (channel-first, flat).
+    pub fn pixel_values(&self, img: &Rgb8) -> Result<Vec<f32>> {
+        img.check()?;
+        let resized;
+        let img = if img.width == self.width && img.height == self.height {
+            img
+        } else if self.do_resize {
+            resized = resize(img, self.width, self.height, self.resample)?;
+            &resized
+        } else {
+            return Err(Error::Input {
+                tensor: "image".into(),
+                msg: format!(
+                    "is {}×{} pixels; the preprocessor does not resize (do_resize false) and \
+                     the model takes {}×{}",
+                    img.width, img.height, self.width, self.height
+                ),
+            });
+        };
+        let plane = self.width * self.height;
+        let mut out = vec![0f32; 3 * plane];
+        for (i, px) in img.data.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                // transformers rescales in f64 and rounds to f32, then normalises in f32.
+                let mut v = if self.do_rescale {
+                    (f64::from(px[c]) * self.rescale_factor) as f32
+                } else {
+                    f32::from(px[c])
+                };
+                if self.do_normalize {
+                    v = (v - self.image_mean[c]) / self.image_std[c];
+                }
+                out[c * plane + i] = v;
+            }
+        }
+        Ok(out)
+    }
+
+    /// One image file → its pixel_values `[3, height, width]`. Errors name the file.
+    pub fn load_image(&self, path: impl AsRef<Path>) -> Result<Vec<f32>> {
+        let path = path.as_ref();
+        self.pixel_values(&read_rgb8(path)?)
+            .map_err(|e| image_err(path, e.to_string()))
+    }
+
+    /// Several image files → pixel_values `[B, 3, height, width]` (flat), in
+    /// order. An empty list is an error (tessera has no empty batches).
+    pub fn load_images<P: AsRef<Path>>(&self, paths: &[P]) -> Result<Vec<f32>> {
+        if paths.is_empty() {
+            return Err(Error::Input {
+                tensor: "pixel_values".into(),
+                msg: "no image files given (a batch needs at least one image)".into(),
+            });
+        }
+        let mut out = Vec::new();
+        for p in paths {
+            out.extend(self.load_image(p)?);
+        }
+        Ok(out)
+    }
+}
+
+/// SigLIP's default steps 2 and 3 for an RGB image already decoded:
+/// `[3, I, I]` channel-first f32 ([`ImageProcessor::siglip`]).
+pub fn pixel_values_from_rgb8(img: &Rgb8, image_size: usize) -> Result<Vec<f32>> {
+    ImageProcessor::siglip(image_size).pixel_values(img)
+}
+
+/// One image file → its pixel_values `[3, I, I]` (flattened, channel-first) with
+/// SigLIP's default preprocessing.
 pub fn load_image(path: impl AsRef<Path>, image_size: usize) -> Result<Vec<f32>> {
     let path = path.as_ref();
     if image_size == 0 {
         return Err(image_err(path, "the target image size is 0"));
     }
-    pixel_values_from_rgb8(&read_rgb8(path)?, image_size)
-        .map_err(|e| image_err(path, e.to_string()))
+    ImageProcessor::siglip(image_size).load_image(path)
 }
 
-/// Several image files → pixel_values `[B, 3, I, I]` (flattened), in the given order.
-/// An empty list is an error (tessera has no empty batches: B = 0 is refused
-/// here, by the CLI and by [`VisionModel::forward`](crate::VisionModel::forward)).
+/// Several image files → pixel_values `[B, 3, I, I]` (flattened), in the given
+/// order, with SigLIP's default preprocessing. An empty list is an error
+/// (tessera has no empty batches: B = 0 is refused here, by the CLI and by
+/// [`VisionModel::forward`](crate::VisionModel::forward)).
 pub fn load_images<P: AsRef<Path>>(paths: &[P], image_size: usize) -> Result<Vec<f32>> {
-    if paths.is_empty() {
-        return Err(Error::Input {
-            tensor: "pixel_values".into(),
-            msg: "no image files given (a batch needs at least one image)".into(),
-        });
-    }
-    let mut out = Vec::new();
-    for p in paths {
-        out.extend(load_image(p, image_size)?);
-    }
-    Ok(out)
+    ImageProcessor::siglip(image_size).load_images(paths)
 }
 
 /// `Err` naming `tensor` and the first non-finite value's index (flat, and per

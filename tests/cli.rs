@@ -20,11 +20,20 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn tessera(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
+    tessera_env(args, &[])
+}
+
+/// `tessera args` with `env` set and the Hugging Face cache variables cleared.
+fn tessera_env(args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
         .current_dir(root())
-        .output()
-        .expect("run tessera")
+        .env_remove("HF_HUB_CACHE")
+        .env_remove("HF_HOME");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run tessera")
 }
 
 /// (shape, values) of every tensor in a safetensors file (F32 only).
@@ -59,7 +68,7 @@ fn assert_ok(out: &Output, what: &str) {
 fn golden(case: &str, dtype: &str) {
     let dir = root().join("tests/data").join(case);
     let io = dir.join("io.safetensors");
-    let out_path = tmp(&format!("{case}_{dtype}.safetensors"));
+    let out_path = tmp(&format!("{}_{dtype}.safetensors", case.replace('/', "_")));
     let _ = std::fs::remove_file(&out_path);
     let out = tessera(&[
         "run",
@@ -121,6 +130,146 @@ fn golden_siglip_tiny_bf16_checkpoint() {
 fn golden_siglip_tiny_nohead() {
     golden("siglip_tiny_nohead", "f32");
     golden("siglip_tiny_nohead", "bf16");
+}
+
+/// Checkpoints as users hold them: config.json with transformers' defaults left
+/// out, an image side the patch does not divide, a whole SiglipModel file.
+#[test]
+fn golden_real_checkpoints() {
+    golden("real/real_remainder", "f32");
+    golden("real/real_remainder", "bf16");
+    golden("real/real_fullmodel", "f32");
+    golden("real/real_fullmodel", "bf16");
+}
+
+/// A hub id is found in the local Hugging Face cache, laid out as huggingface_hub
+/// lays it out (refs/main → snapshots/REV/, files symlinked into blobs/), under
+/// $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub; not cached, the
+/// error says where tessera looked.
+#[test]
+#[cfg(unix)]
+fn hub_ids_are_found_in_the_local_cache() {
+    let base = tmp("hf");
+    let _ = std::fs::remove_dir_all(&base);
+    let hub = base.join("home/.cache/huggingface/hub");
+    let repo = hub.join("models--test-org--siglip-tiny");
+    let rev = "0123456789abcdef0123456789abcdef01234567";
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::create_dir_all(repo.join(format!("snapshots/{rev}"))).unwrap();
+    std::fs::write(repo.join("refs/main"), rev).unwrap();
+    let case = root().join("tests/data/siglip_tiny");
+    for (i, file) in ["config.json", "model.safetensors"].iter().enumerate() {
+        let blob = format!("blob{i}");
+        std::fs::copy(case.join(file), repo.join("blobs").join(&blob)).unwrap();
+        std::os::unix::fs::symlink(
+            format!("../../blobs/{blob}"),
+            repo.join(format!("snapshots/{rev}/{file}")),
+        )
+        .unwrap();
+    }
+    let io = case.join("io.safetensors");
+    let run = |env: &[(&str, &Path)]| {
+        tessera_env(
+            &[
+                "run",
+                "--model",
+                "test-org/siglip-tiny",
+                "--pixels",
+                io.to_str().unwrap(),
+                "--device",
+                "cpu",
+            ],
+            env,
+        )
+    };
+    let home = base.join("home");
+    let hf_home = base.join("home/.cache/huggingface");
+    for env in [
+        vec![("HF_HUB_CACHE", hub.as_path())],
+        vec![("HF_HOME", hf_home.as_path())],
+        vec![("HOME", home.as_path())],
+    ] {
+        let out = run(&env);
+        assert_ok(&out, &format!("hub id with {:?}", env[0].0));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("test-org/siglip-tiny"), "{stdout}");
+    }
+    let out = tessera_env(
+        &[
+            "run",
+            "--model",
+            "test-org/not-cached",
+            "--pixels",
+            io.to_str().unwrap(),
+        ],
+        &[("HF_HUB_CACHE", hub.as_path())],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("test-org/not-cached") && stderr.contains("models--test-org--not-cached"),
+        "{stderr}"
+    );
+}
+
+/// preprocessor_config.json beside the model drives `--image`: here another mean
+/// and std, checked against the reference pixels of the image already at size.
+#[test]
+fn preprocessor_config_drives_images() {
+    let dir = tmp("with_preprocessor");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let case = root().join("tests/data/siglip_tiny");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(case.join(f), dir.join(f)).unwrap();
+    }
+    let (mean, std) = ([0.25f64, 0.5, 0.75], [0.2f64, 0.4, 0.1]);
+    std::fs::write(
+        dir.join("preprocessor_config.json"),
+        format!(
+            r#"{{"image_processor_type": "SiglipImageProcessor", "size": {{"height": 32, "width": 32}},
+                "image_mean": {mean:?}, "image_std": {std:?}, "resample": 3}}"#
+        ),
+    )
+    .unwrap();
+    let out_path = tmp("with_preprocessor.safetensors");
+    let out = tessera(&[
+        "run",
+        "--model",
+        dir.to_str().unwrap(),
+        "--image",
+        "tests/data/images/grid_32x32.png",
+        "--device",
+        "cpu",
+        "--output",
+        out_path.to_str().unwrap(),
+    ]);
+    assert_ok(&out, "run with preprocessor_config.json");
+    let got = &read_all(&out_path)["pixel_values"].1;
+    let reference = read_all(&root().join("tests/data/images/pixel_values_32.safetensors"));
+    let (_, siglip) = &reference["grid_32x32.png"];
+    for (i, (g, r)) in got.iter().zip(siglip).enumerate() {
+        let c = i / (32 * 32);
+        let want = (r * 0.5 + 0.5 - mean[c]) / std[c];
+        assert!((g - want).abs() < 1e-5, "pixel {i}: {g} vs {want}");
+    }
+    // A size that is not the model's is refused, naming the file and both sizes.
+    std::fs::write(
+        dir.join("preprocessor_config.json"),
+        r#"{"size": {"height": 224, "width": 224}}"#,
+    )
+    .unwrap();
+    assert_one_line_error(
+        &[
+            "run",
+            "--model",
+            dir.to_str().unwrap(),
+            "--image",
+            "tests/data/images/grid_32x32.png",
+        ],
+        "preprocessor_config.json",
+    );
 }
 
 #[test]

@@ -179,6 +179,30 @@ macro_rules! golden_suite {
                 let Some(dev) = $make else { return };
                 check_case::<bf16, _>(&dev, "mga_tiny");
             }
+            /// Image 30, patch 8: 3×3 patches, the last 6 px of each side dropped;
+            /// config.json as transformers 4.x saved it (defaults left out).
+            #[test]
+            fn real_remainder_f32() {
+                let Some(dev) = $make else { return };
+                check_case::<f32, _>(&dev, "real/real_remainder");
+            }
+            #[test]
+            fn real_remainder_bf16() {
+                let Some(dev) = $make else { return };
+                check_case::<bf16, _>(&dev, "real/real_remainder");
+            }
+            /// A whole SiglipModel checkpoint (text tower, logit_scale/bias) with a
+            /// SiglipConfig whose vision_config leaves defaults out.
+            #[test]
+            fn real_fullmodel_f32() {
+                let Some(dev) = $make else { return };
+                check_case::<f32, _>(&dev, "real/real_fullmodel");
+            }
+            #[test]
+            fn real_fullmodel_bf16() {
+                let Some(dev) = $make else { return };
+                check_case::<bf16, _>(&dev, "real/real_fullmodel");
+            }
         }
     };
 }

@@ -231,11 +231,9 @@ fn config_err(name: &str, text: &str) -> String {
 
 #[test]
 fn bad_config_values_name_file_and_key() {
-    let msg = config_err("no_hidden", &without_key("hidden_size"));
-    assert_mentions(&msg, &["hidden_size", "missing"]);
     let msg = config_err("heads", &with_key("num_attention_heads", "5"));
     assert_mentions(&msg, &["num_attention_heads", "64"]);
-    let msg = config_err("patch", &with_key("patch_size", "7"));
+    let msg = config_err("patch", &with_key("patch_size", "33"));
     assert_mentions(&msg, &["patch_size", "32"]);
     let msg = config_err("act", &with_key("hidden_act", "\"gelu\""));
     assert_mentions(&msg, &["hidden_act", "gelu_pytorch_tanh"]);
@@ -256,9 +254,90 @@ fn bad_config_values_name_file_and_key() {
     assert_mentions(&msg, &["JSON"]);
     let msg = config_err("zero", &with_key("hidden_size", "0"));
     assert_mentions(&msg, &["hidden_size"]);
-    let nested = format!("{{\"vision_config\": {}}}", without_key("patch_size"));
+    let nested = format!("{{\"vision_config\": {}}}", with_key("patch_size", "0"));
     let msg = config_err("nested", &nested);
     assert_mentions(&msg, &["vision_config.patch_size"]);
+    let msg = config_err("clip", r#"{"model_type": "clip_vision_model"}"#);
+    assert_mentions(&msg, &["model_type", "clip_vision_model"]);
+}
+
+/// Absent keys take transformers' SiglipVisionConfig defaults, and say so.
+#[test]
+fn absent_keys_take_transformers_defaults() {
+    let c =
+        VisionConfig::from_json_str(r#"{"model_type": "siglip_vision_model"}"#, "c.json").unwrap();
+    let d = VisionConfig::DEFAULTS;
+    assert_eq!(
+        (
+            c.hidden_size,
+            c.intermediate_size,
+            c.num_hidden_layers,
+            c.num_attention_heads
+        ),
+        (768, 3072, 12, 12)
+    );
+    assert_eq!((c.num_channels, c.image_size, c.patch_size), (3, 224, 16));
+    assert_eq!((c.layer_norm_eps, c.vision_use_head), (1e-6, true));
+    assert_eq!(d.hidden_size, c.hidden_size);
+    assert_eq!(c.defaulted().len(), 9, "{:?}", c.defaulted());
+    // A SiglipConfig with no vision_config at all is SigLIP-base/16.
+    let c = VisionConfig::from_json_str(r#"{"model_type": "siglip"}"#, "c.json").unwrap();
+    assert_eq!((c.hidden_size, c.image_size, c.patch_size), (768, 224, 16));
+    // so400m/14 at 384: 27 × 27 patches over 378 px.
+    let c = VisionConfig::from_json_str(
+        r#"{"vision_config": {"hidden_size": 1152, "image_size": 384, "intermediate_size": 4304,
+            "model_type": "siglip_vision_model", "num_attention_heads": 16,
+            "num_hidden_layers": 27, "patch_size": 14}}"#,
+        "c.json",
+    )
+    .unwrap();
+    assert_eq!(c.num_patches(), 729);
+    assert_eq!(
+        c.defaulted(),
+        ["num_channels", "layer_norm_eps", "vision_use_head"]
+    );
+}
+
+/// A default that disagrees with the checkpoint is an error naming the key (as
+/// config.json spells it), the default it took and the tensor's shape.
+#[test]
+fn wrong_default_names_key_default_and_shape() {
+    let dir = fixture("default_hidden", &without_key("hidden_size"), &tensors());
+    let msg = load_err(&dir);
+    assert_mentions(
+        &msg,
+        &[
+            "embeddings.patch_embedding.weight",
+            "[64, 3, 8, 8]",
+            "`hidden_size`",
+            "default 768",
+        ],
+    );
+    let nested = format!(
+        "{{\"model_type\": \"siglip\", \"vision_config\": {}}}",
+        without_key("patch_size")
+    );
+    let dir = fixture("default_patch", &nested, &tensors());
+    let msg = load_err(&dir);
+    assert_mentions(
+        &msg,
+        &["[64, 3, 8, 8]", "`vision_config.patch_size`", "default 16"],
+    );
+    let dir = fixture(
+        "default_layers",
+        &without_key("num_hidden_layers"),
+        &tensors(),
+    );
+    let msg = load_err(&dir);
+    assert_mentions(
+        &msg,
+        &[
+            "encoder.layers.2",
+            "missing",
+            "`num_hidden_layers`",
+            "default 12",
+        ],
+    );
 }
 
 #[test]
@@ -274,4 +353,129 @@ fn config_defaults() {
     assert_eq!(c.layer_norm_eps, 1e-6);
     assert!(c.vision_use_head);
     assert_eq!(c.memory_layers, vec![0, 1], "every layer by default");
+}
+
+/// Write each group of `shards` as one safetensors file, plus
+/// model.safetensors.index.json mapping every name to its file, into a fresh folder.
+fn sharded_fixture(name: &str, shards: &[Vec<Entry>]) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("loader_errors")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), config_text()).unwrap();
+    let mut weight_map = serde_json::Map::new();
+    for (i, shard) in shards.iter().enumerate() {
+        let file = format!("model-{:05}-of-{:05}.safetensors", i + 1, shards.len());
+        let views: Vec<(String, TensorView<'_>)> = shard
+            .iter()
+            .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+            .collect();
+        std::fs::write(
+            dir.join(&file),
+            safetensors::serialize(views, None).unwrap(),
+        )
+        .unwrap();
+        for (n, ..) in shard {
+            weight_map.insert(n.clone(), file.clone().into());
+        }
+    }
+    let index = serde_json::json!({"metadata": {"total_size": 0}, "weight_map": weight_map});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    dir
+}
+
+/// siglip_tiny's tensors in two shards (first half, second half).
+fn halves() -> Vec<Vec<Entry>> {
+    let t = tensors();
+    let half = t.len().div_ceil(2);
+    vec![t[..half].to_vec(), t[half..].to_vec()]
+}
+
+fn forward_last(dir: &Path) -> Vec<f32> {
+    let model = VisionModel::<f32, Cpu>::load(dir, &Cpu).unwrap();
+    let px: Vec<f32> = (0..3 * 32 * 32)
+        .map(|i| ((i % 89) as f32 / 44.0) - 1.0)
+        .collect();
+    let pixels = DeviceBuffer::from_slice(&Cpu, &px, &[1, 3, 32, 32]).unwrap();
+    model
+        .forward(&pixels, None)
+        .unwrap()
+        .last_hidden_state
+        .to_vec()
+        .unwrap()
+}
+
+/// A sharded checkpoint loads like the single file it was cut from; a shard that
+/// holds only another tower's tensors is never opened.
+#[test]
+fn sharded_checkpoint_loads_like_one_file() {
+    let text: Vec<Entry> = vec![
+        ("logit_scale".into(), Dtype::F32, vec![1], vec![0; 4]),
+        (
+            "text_model.embeddings.token_embedding.weight".into(),
+            Dtype::F32,
+            vec![2, 2],
+            vec![0; 16],
+        ),
+    ];
+    let mut shards = vec![text];
+    shards.extend(halves());
+    let dir = sharded_fixture("sharded", &shards);
+    let want = forward_last(&golden_dir());
+    assert_eq!(forward_last(&dir), want);
+    std::fs::remove_file(dir.join("model-00001-of-00003.safetensors")).unwrap();
+    assert_eq!(forward_last(&dir), want);
+}
+
+#[test]
+fn sharded_checkpoint_errors_name_shard_and_tensor() {
+    // A missing shard: the error names the index, a tensor mapped to it and the file.
+    let dir = sharded_fixture("shard_missing", &halves());
+    std::fs::remove_file(dir.join("model-00002-of-00002.safetensors")).unwrap();
+    assert_mentions(
+        &load_err(&dir),
+        &[
+            "model.safetensors.index.json",
+            "vision_model.",
+            "model-00002-of-00002.safetensors",
+            "does not exist",
+        ],
+    );
+    // A tensor mapped to a shard that does not hold it.
+    let dir = sharded_fixture("shard_wrong", &halves());
+    let path = dir.join("model.safetensors.index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    index["weight_map"]["vision_model.post_layernorm.bias"] =
+        "model-00001-of-00002.safetensors".into();
+    assert!(halves()[1]
+        .iter()
+        .any(|e| e.0 == "vision_model.post_layernorm.bias"));
+    std::fs::write(&path, index.to_string()).unwrap();
+    assert_mentions(
+        &load_err(&dir),
+        &[
+            "vision_model.post_layernorm.bias",
+            "model-00001-of-00002.safetensors",
+            "does not hold it",
+        ],
+    );
+    // A shard outside the folder is refused.
+    index["weight_map"]["vision_model.post_layernorm.bias"] =
+        "../siglip_tiny/model.safetensors".into();
+    std::fs::write(&path, index.to_string()).unwrap();
+    assert_mentions(&load_err(&dir), &["post_layernorm.bias", "not a file name"]);
+    // No weight_map.
+    std::fs::write(&path, "{\"metadata\": {}}").unwrap();
+    assert_mentions(
+        &load_err(&dir),
+        &["model.safetensors.index.json", "weight_map"],
+    );
+    // Neither weights file: both names in the message.
+    std::fs::remove_file(&path).unwrap();
+    assert_mentions(
+        &load_err(&dir),
+        &["model.safetensors", "model.safetensors.index.json"],
+    );
 }

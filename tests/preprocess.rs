@@ -164,3 +164,136 @@ fn malformed_rgb8_is_an_error() {
     let px = preprocess::pixel_values_from_rgb8(&ok, 3).unwrap();
     assert_eq!(px.len(), 27);
 }
+
+/// Every PIL filter against what Pillow itself made (scripts/make_resample_fixture.py):
+/// shrinking, stretching and mixed sizes, byte for byte.
+#[test]
+fn resize_matches_pillow_for_every_filter() {
+    use preprocess::Resample;
+    let bytes = std::fs::read(images().join("pil_resize.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let src = preprocess::read_rgb8(images().join("waves_64x48.png")).unwrap();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for (name, view) in st.tensors() {
+        let (filter, size) = name.split_once('.').unwrap();
+        let resample = match filter {
+            "nearest" => Resample::Nearest,
+            "lanczos" => Resample::Lanczos,
+            "bilinear" => Resample::Bilinear,
+            "bicubic" => Resample::Bicubic,
+            "box" => Resample::Box,
+            "hamming" => Resample::Hamming,
+            other => panic!("unknown filter {other}"),
+        };
+        let (w, h) = size.split_once('x').unwrap();
+        let (w, h): (usize, usize) = (w.parse().unwrap(), h.parse().unwrap());
+        assert_eq!(view.shape(), &[h, w, 3], "{name}");
+        let ours = preprocess::resize(&src, w, h, resample).unwrap();
+        let diff = ours
+            .data
+            .iter()
+            .zip(view.data())
+            .filter(|(a, b)| a != b)
+            .count();
+        if diff > 0 {
+            failures.push(format!(
+                "{name}: {diff} of {} bytes differ from Pillow",
+                view.data().len()
+            ));
+        }
+        checked += 1;
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert_eq!(checked, 24);
+}
+
+fn processor(json: &str) -> tessera::Result<preprocess::ImageProcessor> {
+    preprocess::ImageProcessor::from_json_str(json, "preprocessor_config.json")
+}
+
+/// Google's SigLIP preprocessor_config.json gives SigLIP's defaults; absent keys
+/// take SiglipImageProcessor's.
+#[test]
+fn preprocessor_config_is_read() {
+    let google = r#"{"do_normalize": true, "do_rescale": true, "do_resize": true,
+        "image_mean": [0.5, 0.5, 0.5], "image_processor_type": "SiglipImageProcessor",
+        "image_std": [0.5, 0.5, 0.5], "processor_class": "SiglipProcessor", "resample": 3,
+        "rescale_factor": 0.00392156862745098, "size": {"height": 384, "width": 384}}"#;
+    let p = processor(google).unwrap();
+    assert_eq!(p, preprocess::ImageProcessor::siglip(384));
+    assert_eq!(
+        processor("{}").unwrap(),
+        preprocess::ImageProcessor::siglip(224)
+    );
+    let p = processor(
+        r#"{"resample": 2, "image_mean": [0.48145466, 0.4578275, 0.40821073], "size": 32}"#,
+    )
+    .unwrap();
+    assert_eq!(p.resample, preprocess::Resample::Bilinear);
+    assert_eq!((p.height, p.width), (32, 32));
+    assert_eq!(p.image_mean[2], 0.408_210_73);
+}
+
+#[test]
+fn preprocessor_config_errors_name_the_key() {
+    for (json, key) in [
+        (r#"{"resample": 9}"#, "resample"),
+        (r#"{"size": {"shortest_edge": 224}}"#, "size"),
+        (r#"{"size": {"height": 0, "width": 4}}"#, "size.height"),
+        (r#"{"image_std": [0.5, 0.0, 0.5]}"#, "image_std"),
+        (r#"{"image_mean": [0.5, 0.5]}"#, "image_mean"),
+        (r#"{"do_resize": "yes"}"#, "do_resize"),
+        (r#"{"rescale_factor": "1/255"}"#, "rescale_factor"),
+        ("[1, 2]", "JSON object"),
+    ] {
+        let msg = processor(json).unwrap_err().to_string();
+        assert!(
+            msg.contains(key) && msg.contains("preprocessor_config.json"),
+            "{json}: {msg}"
+        );
+    }
+}
+
+/// Other mean, std and filter: for the image already at size the result is the
+/// reference's pixels renormalised; for a resized one, Pillow's own bilinear
+/// resize (the fixture) normalised.
+#[test]
+fn preprocessor_settings_are_applied() {
+    let custom = r#"{"size": {"height": 32, "width": 32}, "resample": 2,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711]}"#;
+    let p = processor(custom).unwrap();
+    let ours = p.load_image(images().join("grid_32x32.png")).unwrap();
+    let plane = 32 * 32;
+    for (i, (&o, &r)) in ours.iter().zip(&reference("grid_32x32.png")).enumerate() {
+        let c = i / plane;
+        let raw = r as f64 * 0.5 + 0.5; // the reference normalises with 0.5, 0.5
+        let want = (raw - p.image_mean[c] as f64) / p.image_std[c] as f64;
+        assert!(
+            (o as f64 - want).abs() <= 1e-5,
+            "grid at {i}: {o} vs {want}"
+        );
+    }
+    let bytes = std::fs::read(images().join("pil_resize.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let pil = st.tensor("bilinear.32x32").unwrap();
+    let ours = p.load_image(images().join("waves_64x48.png")).unwrap();
+    for (i, &px) in pil.data().iter().enumerate() {
+        let (pos, c) = (i / 3, i % 3);
+        let want = (px as f64 / 255.0 - p.image_mean[c] as f64) / p.image_std[c] as f64;
+        let got = ours[c * plane + pos] as f64;
+        assert!((got - want).abs() <= 1e-5, "waves at {i}: {got} vs {want}");
+    }
+    // No resize allowed: an image of another size is an error naming the sizes.
+    let p = processor(r#"{"do_resize": false, "size": {"height": 32, "width": 32}}"#).unwrap();
+    let msg = p
+        .load_image(images().join("waves_64x48.png"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("64×48") && msg.contains("waves_64x48.png"),
+        "{msg}"
+    );
+    assert!(p.load_image(images().join("grid_32x32.png")).is_ok());
+}

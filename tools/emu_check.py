@@ -157,7 +157,9 @@ def t_linear():
 
 def t_patch_embed():
     for dt in ("f32", "bf16"):
-        for b, c, img, p, d in ((1, 3, 8, 4, 5), (2, 3, 32, 8, 64), (1, 1, 6, 3, 17), (2, 3, 12, 2, 1), (3, 2, 15, 5, 33)):
+        # The last three sides are not multiples of the patch: the last I mod P pixels are dropped.
+        for b, c, img, p, d in ((1, 3, 8, 4, 5), (2, 3, 32, 8, 64), (1, 1, 6, 3, 17), (2, 3, 12, 2, 1), (3, 2, 15, 5, 33),
+                                (2, 3, 30, 8, 17), (1, 3, 13, 4, 9), (1, 2, 45, 14, 24)):
             mem = Memory()
             k = c * p * p
             g = img // p
@@ -170,7 +172,8 @@ def t_patch_embed():
             grid, block = gemm_launch(dt, b * n, d)
             run_kernel(module("patch_embed")[f"patch_embed_{dt}"], mem, grid, block,
                        a + [po, b * n, d, k, c, img, p, g])
-            P = as64(px, dt).reshape(b, c, g, p, g, p).transpose(0, 2, 4, 1, 3, 5).reshape(b * n, k)
+            used = as64(px, dt).reshape(b, c, img, img)[:, :, :g * p, :g * p]
+            P = used.reshape(b, c, g, p, g, p).transpose(0, 2, 4, 1, 3, 5).reshape(b * n, k)
             ref = P @ as64(w, dt).reshape(d, k).T + as64(bias, dt)
             ref = ref.reshape(b, n, d) + as64(pos, dt).reshape(n, d)
             check(f"patch_embed b={b} c={c} i={img} p={p} d={d}", read(mem, po, b * n * d, dt), ref.ravel(), dt)

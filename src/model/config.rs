@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 
 /// The hyper-parameters of a SigLIP vision tower, with the memory-gated attention
 /// extension. Read with [`VisionConfig::from_file`]; every value has been checked
-/// (heads divide the width, the patch divides the image, memory layers exist).
+/// (heads divide the width, a patch fits the image, memory layers exist).
 #[derive(Debug, Clone, PartialEq)]
 pub struct VisionConfig {
     /// D, the model width.
@@ -36,6 +36,24 @@ pub struct VisionConfig {
     pub memory_slots: usize,
     /// Indices of the layers with memory-gated attention, ascending; empty when E = 0.
     pub memory_layers: Vec<usize>,
+    /// Keys absent from config.json (their values are transformers' defaults).
+    defaulted: Vec<&'static str>,
+    /// `"vision_config."` when the vision config sits inside a SiglipConfig.
+    key_prefix: &'static str,
+}
+
+/// The values [`VisionConfig`] takes for absent keys (transformers' defaults).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Defaults {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_channels: usize,
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub layer_norm_eps: f32,
+    pub vision_use_head: bool,
 }
 
 impl VisionConfig {
@@ -58,6 +76,11 @@ impl VisionConfig {
     }
 
     /// Parse and check a config from JSON text; `file` is only used in error messages.
+    ///
+    /// Every key that is absent takes the default of transformers'
+    /// `SiglipVisionConfig` (see [`VisionConfig::DEFAULTS`]); the keys that did are
+    /// listed by [`defaulted`](Self::defaulted), so a load that finds tensors of
+    /// other sizes can say which default was wrong.
     pub fn from_json_str(text: &str, file: impl AsRef<Path>) -> Result<Self> {
         let file = file.as_ref().to_path_buf();
         let root: Value = serde_json::from_str(text).map_err(|e| Error::Config {
@@ -70,31 +93,77 @@ impl VisionConfig {
                 "expected a JSON object at the top level".into(),
             ));
         };
-        let (obj, prefix) = match root.get("vision_config") {
-            Some(Value::Object(v)) => (v, "vision_config."),
+        let model_type = match root.get("model_type") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.as_str()),
             Some(other) => {
+                return Err(cfg_err(
+                    &file,
+                    format!("key `model_type` must be a string, found {other}"),
+                ))
+            }
+        };
+        let empty = Map::new();
+        let (obj, prefix) = match (model_type, root.get("vision_config")) {
+            (_, Some(Value::Object(v))) => (v, "vision_config."),
+            (_, Some(Value::Null)) | (Some("siglip"), None) => (&empty, "vision_config."),
+            (_, Some(other)) => {
                 return Err(cfg_err(
                     &file,
                     format!("key `vision_config` must be an object, found {other}"),
                 ))
             }
-            None => (&root, ""),
+            (None | Some("siglip_vision_model"), None) => (&root, ""),
+            (Some(other), None) => {
+                return Err(cfg_err(
+                    &file,
+                    format!(
+                        "key `model_type`: \"{other}\" is not a SigLIP vision model \
+                         (expected \"siglip_vision_model\" or \"siglip\")"
+                    ),
+                ))
+            }
         };
-        let r = Reader {
+        if let Some(Value::String(t)) = obj.get("model_type") {
+            if t != "siglip_vision_model" {
+                return Err(cfg_err(
+                    &file,
+                    format!(
+                        "key `{prefix}model_type`: \"{t}\" is not a SigLIP vision tower \
+                         (expected \"siglip_vision_model\")"
+                    ),
+                ));
+            }
+        }
+        let mut r = Reader {
             obj,
             file: &file,
             prefix,
+            defaulted: Vec::new(),
         };
 
-        let hidden_size = r.usize_req("hidden_size")?;
-        let intermediate_size = r.usize_req("intermediate_size")?;
-        let num_hidden_layers = r.usize_req("num_hidden_layers")?;
-        let num_attention_heads = r.usize_req("num_attention_heads")?;
-        let num_channels = r.usize_opt("num_channels")?.unwrap_or(3);
-        let image_size = r.usize_req("image_size")?;
-        let patch_size = r.usize_req("patch_size")?;
-        let layer_norm_eps = r.f64_opt("layer_norm_eps")?.unwrap_or(1e-6);
-        let vision_use_head = r.bool_opt("vision_use_head")?.unwrap_or(true);
+        let d = Self::DEFAULTS;
+        let hidden_size = r.usize_or("hidden_size", d.hidden_size)?;
+        let intermediate_size = r.usize_or("intermediate_size", d.intermediate_size)?;
+        let num_hidden_layers = r.usize_or("num_hidden_layers", d.num_hidden_layers)?;
+        let num_attention_heads = r.usize_or("num_attention_heads", d.num_attention_heads)?;
+        let num_channels = r.usize_or("num_channels", d.num_channels)?;
+        let image_size = r.usize_or("image_size", d.image_size)?;
+        let patch_size = r.usize_or("patch_size", d.patch_size)?;
+        let layer_norm_eps = match r.f64_opt("layer_norm_eps")? {
+            Some(v) => v,
+            None => {
+                r.defaulted.push("layer_norm_eps");
+                f64::from(d.layer_norm_eps)
+            }
+        };
+        let vision_use_head = match r.bool_opt("vision_use_head")? {
+            Some(v) => v,
+            None => {
+                r.defaulted.push("vision_use_head");
+                d.vision_use_head
+            }
+        };
         let memory_experts = r.usize_opt("memory_experts")?.unwrap_or(0);
 
         for (key, v) in [
@@ -131,10 +200,12 @@ impl VisionConfig {
                 format!("{num_attention_heads} heads do not divide hidden_size {hidden_size}"),
             ));
         }
-        if image_size % patch_size != 0 {
+        // The stride-P convolution covers the first ⌊I/P⌋·P pixels of each side
+        // (so400m/14 at 384 px: 27 × 27 patches over 378 px); it needs one patch.
+        if patch_size > image_size {
             return Err(r.err(
                 "patch_size",
-                format!("patch_size {patch_size} does not divide image_size {image_size}"),
+                format!("patch_size {patch_size} is larger than image_size {image_size}"),
             ));
         }
         // As f32 (what the kernels use): positive, finite, and not so small that it
@@ -220,6 +291,7 @@ impl VisionConfig {
             (0, Vec::new())
         };
 
+        let defaulted = r.defaulted;
         Ok(Self {
             hidden_size,
             intermediate_size,
@@ -233,7 +305,79 @@ impl VisionConfig {
             memory_experts,
             memory_slots,
             memory_layers,
+            defaulted,
+            key_prefix: prefix,
         })
+    }
+
+    /// transformers' `SiglipVisionConfig` defaults, which every absent key takes
+    /// (SigLIP-base/16 at 224 px). The memory extension has no transformers
+    /// default: absent `memory_experts` means no memory.
+    pub const DEFAULTS: Defaults = Defaults {
+        hidden_size: 768,
+        intermediate_size: 3072,
+        num_hidden_layers: 12,
+        num_attention_heads: 12,
+        num_channels: 3,
+        image_size: 224,
+        patch_size: 16,
+        layer_norm_eps: 1e-6,
+        vision_use_head: true,
+    };
+
+    /// The keys config.json left out, whose values are transformers' defaults.
+    pub fn defaulted(&self) -> &[&'static str] {
+        &self.defaulted
+    }
+
+    /// "`hidden_size` = 768, `num_channels` = 3": the keys that took
+    /// transformers' defaults and the values they took, or `None`.
+    pub fn defaults_taken(&self) -> Option<String> {
+        let parts: Vec<String> = self
+            .defaulted
+            .iter()
+            .map(|k| format!("`{}` = {}", self.key_name(k), self.value_text(k)))
+            .collect();
+        (!parts.is_empty()).then(|| parts.join(", "))
+    }
+
+    /// `key` as config.json spells it (`vision_config.hidden_size` inside a
+    /// SiglipConfig), for messages.
+    pub fn key_name(&self, key: &str) -> String {
+        format!("{}{key}", self.key_prefix)
+    }
+
+    /// "`vision_config.hidden_size` is absent from config.json and took
+    /// transformers' default 768" for each of `keys` that took its default, or
+    /// `None` when every one of them was given.
+    pub(crate) fn default_note(&self, keys: &[&str]) -> Option<String> {
+        let notes: Vec<String> = keys
+            .iter()
+            .filter(|k| self.defaulted.contains(k))
+            .map(|k| {
+                format!(
+                    "`{}` is absent from config.json and took transformers' default {}",
+                    self.key_name(k),
+                    self.value_text(k)
+                )
+            })
+            .collect();
+        (!notes.is_empty()).then(|| notes.join("; "))
+    }
+
+    fn value_text(&self, key: &str) -> String {
+        match key {
+            "hidden_size" => self.hidden_size.to_string(),
+            "intermediate_size" => self.intermediate_size.to_string(),
+            "num_hidden_layers" => self.num_hidden_layers.to_string(),
+            "num_attention_heads" => self.num_attention_heads.to_string(),
+            "num_channels" => self.num_channels.to_string(),
+            "image_size" => self.image_size.to_string(),
+            "patch_size" => self.patch_size.to_string(),
+            "layer_norm_eps" => self.layer_norm_eps.to_string(),
+            "vision_use_head" => self.vision_use_head.to_string(),
+            other => format!("(of `{other}`)"),
+        }
     }
 
     /// hd = D / H.
@@ -241,7 +385,7 @@ impl VisionConfig {
         self.hidden_size / self.num_attention_heads
     }
 
-    /// N = (I / P)², tokens per image.
+    /// N = ⌊I / P⌋², tokens per image (pixels past ⌊I/P⌋·P are not used).
     pub fn num_patches(&self) -> usize {
         let g = self.image_size / self.patch_size;
         g * g
@@ -287,6 +431,8 @@ struct Reader<'a> {
     obj: &'a Map<String, Value>,
     file: &'a PathBuf,
     prefix: &'static str,
+    /// Keys read with `*_or` that were absent.
+    defaulted: Vec<&'static str>,
 }
 
 impl Reader<'_> {
@@ -304,9 +450,15 @@ impl Reader<'_> {
         }
     }
 
-    fn usize_req(&self, key: &str) -> Result<usize> {
-        self.usize_opt(key)?
-            .ok_or_else(|| self.err(key, "missing (required)".into()))
+    /// The value of `key`, or `default` (recorded as taken) when it is absent.
+    fn usize_or(&mut self, key: &'static str, default: usize) -> Result<usize> {
+        match self.usize_opt(key)? {
+            Some(v) => Ok(v),
+            None => {
+                self.defaulted.push(key);
+                Ok(default)
+            }
+        }
     }
 
     fn f64_opt(&self, key: &str) -> Result<Option<f64>> {

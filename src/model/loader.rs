@@ -1,17 +1,21 @@
-//! Reading `model.safetensors`: memory-mapped, every tensor's dtype and shape
-//! checked against what the config implies, converted on the host to the element
-//! type the caller asked for, then uploaded.
+//! Reading the checkpoint: `model.safetensors`, or the shards of
+//! `model.safetensors.index.json`, memory-mapped; headers checked before the
+//! safetensors crate sees them; tensors found with or without the
+//! `vision_model.` prefix and converted on the host to the element type the
+//! caller asked for. Which tensors a model needs is `weights.rs`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
 use memmap2::Mmap;
+use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
-use crate::buffer::DeviceBuffer;
+use super::files::WeightFiles;
+
 use crate::element::Element;
 use crate::error::{Error, Result};
-use crate::ops::Kernels;
 
 /// The prefix Google's checkpoints and transformers 4.x put before every name.
 const PREFIX: &str = "vision_model.";
@@ -41,32 +45,150 @@ fn map_file(path: &Path) -> Result<Mmap> {
     unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))
 }
 
-/// A memory-mapped safetensors file.
+/// A checkpoint's safetensors files, memory-mapped: one file, or the shards a
+/// `model.safetensors.index.json` names (each mapped once, and only those that
+/// hold a tensor of the vision tower).
 pub(crate) struct Checkpoint {
+    /// The file missing tensors are reported against (the file or the index).
     file: PathBuf,
-    map: Mmap,
+    shards: Vec<(PathBuf, Mmap)>,
+    /// For a sharded checkpoint: the vision tower's tensor names and their shard.
+    index: Option<HashMap<String, usize>>,
+}
+
+/// The largest index file tessera parses.
+const MAX_INDEX_BYTES: u64 = 64 << 20;
+
+/// Whether a checkpoint name belongs to the vision tower (prefixed or not).
+fn is_vision_name(name: &str) -> bool {
+    name.starts_with(PREFIX) || VISION_PARTS.iter().any(|p| name.starts_with(p))
 }
 
 impl Checkpoint {
-    pub(crate) fn open(file: &Path) -> Result<Self> {
+    pub(crate) fn open(weights: &WeightFiles) -> Result<Self> {
+        match weights {
+            WeightFiles::Single(file) => Ok(Self {
+                file: file.clone(),
+                shards: vec![(file.clone(), map_file(file)?)],
+                index: None,
+            }),
+            WeightFiles::Sharded(index) => Self::open_sharded(index),
+        }
+    }
+
+    fn open_sharded(index_file: &Path) -> Result<Self> {
+        let err = |tensor: &str, msg: String| Error::Checkpoint {
+            file: index_file.to_path_buf(),
+            tensor: tensor.to_string(),
+            msg,
+        };
+        let meta = std::fs::metadata(index_file).map_err(|e| Error::io(index_file, e))?;
+        if meta.len() > MAX_INDEX_BYTES {
+            return Err(err(
+                "(index)",
+                format!(
+                    "{} bytes is too large for an index (at most {MAX_INDEX_BYTES})",
+                    meta.len()
+                ),
+            ));
+        }
+        let text = std::fs::read_to_string(index_file).map_err(|e| Error::io(index_file, e))?;
+        let root: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| err("(index)", format!("not valid JSON: {e}")))?;
+        let Some(map) = root.get("weight_map").and_then(|m| m.as_object()) else {
+            return Err(err("(index)", "has no `weight_map` object".into()));
+        };
+        let dir = index_file.parent().unwrap_or(Path::new("."));
+        let mut shard_of: HashMap<String, usize> = HashMap::new();
+        let mut files: Vec<String> = Vec::new();
+        let mut shards: Vec<(PathBuf, Mmap)> = Vec::new();
+        let mut names: Vec<&String> = map.keys().filter(|n| is_vision_name(n)).collect();
+        names.sort_unstable();
+        for name in names {
+            let Some(shard) = map[name].as_str() else {
+                return Err(err(
+                    name,
+                    format!("weight_map entry {} is not a file name", map[name]),
+                ));
+            };
+            let i = match files.iter().position(|f| f == shard) {
+                Some(i) => i,
+                None => {
+                    // A shard is a file beside the index, never a path elsewhere.
+                    let plain = Path::new(shard)
+                        .components()
+                        .all(|c| matches!(c, std::path::Component::Normal(_)));
+                    if !plain || shard.contains('/') || shard.contains('\\') {
+                        return Err(err(
+                            name,
+                            format!(
+                                "is mapped to `{shard}`, which is not a file name beside the index"
+                            ),
+                        ));
+                    }
+                    let path = dir.join(shard);
+                    if !path.is_file() {
+                        return Err(err(
+                            name,
+                            format!(
+                                "is mapped to shard `{}`, which does not exist",
+                                path.display()
+                            ),
+                        ));
+                    }
+                    files.push(shard.to_string());
+                    shards.push((path.clone(), map_file(&path)?));
+                    files.len() - 1
+                }
+            };
+            shard_of.insert(name.clone(), i);
+        }
         Ok(Self {
-            file: file.to_path_buf(),
-            map: map_file(file)?,
+            file: index_file.to_path_buf(),
+            shards,
+            index: Some(shard_of),
         })
     }
 
     pub(crate) fn tensors(&self) -> Result<Tensors<'_>> {
-        // The safetensors crate checks the header, but not everything (an offset
-        // sum can overflow before its final length check, and its errors do not
-        // always name the tensor): check the header here first, naming the tensor.
-        validate_header(&self.file, &self.map)?;
-        let st = SafeTensors::deserialize(&self.map).map_err(|e| Error::Checkpoint {
-            file: self.file.clone(),
-            tensor: "(header)".into(),
-            msg: format!("not a valid safetensors file: {e}"),
-        })?;
+        let mut shards = Vec::with_capacity(self.shards.len());
+        for (file, map) in &self.shards {
+            // The safetensors crate checks the header, but not everything (an
+            // offset sum can overflow before its final length check, and its
+            // errors do not always name the tensor): check it here first.
+            validate_header(file, map)?;
+            let st = SafeTensors::deserialize(map).map_err(|e| Error::Checkpoint {
+                file: file.clone(),
+                tensor: "(header)".into(),
+                msg: format!("not a valid safetensors file: {e}"),
+            })?;
+            shards.push((file.as_path(), st));
+        }
+        let names = match &self.index {
+            Some(index) => {
+                for (name, &i) in index {
+                    let (file, st) = &shards[i];
+                    if st.tensor(name).is_err() {
+                        return Err(Error::Checkpoint {
+                            file: self.file.clone(),
+                            tensor: name.clone(),
+                            msg: format!(
+                                "is mapped to shard {}, which does not hold it",
+                                file.display()
+                            ),
+                        });
+                    }
+                }
+                index.clone()
+            }
+            None => shards
+                .first()
+                .map(|(_, st)| st.names().into_iter().map(|n| (n.to_string(), 0)).collect())
+                .unwrap_or_default(),
+        };
         Ok(Tensors {
-            st,
+            shards,
+            names,
             file: &self.file,
         })
     }
@@ -226,78 +348,73 @@ pub fn validate_header(file: &Path, buf: &[u8]) -> Result<()> {
 
 /// The tensors of one checkpoint, looked up by their unprefixed names.
 pub(crate) struct Tensors<'a> {
-    st: SafeTensors<'a>,
+    shards: Vec<(&'a Path, SafeTensors<'a>)>,
+    /// Every tensor name (of the vision tower, for a sharded checkpoint) → shard.
+    names: HashMap<String, usize>,
+    /// The file or index missing tensors are reported against.
     file: &'a Path,
 }
 
 impl<'a> Tensors<'a> {
-    fn err(&self, tensor: &str, msg: String) -> Error {
+    /// An error about `tensor`, naming the file that holds it (or should).
+    pub(crate) fn err(&self, tensor: &str, msg: String) -> Error {
+        let file = self
+            .names
+            .get(tensor)
+            .and_then(|&i| self.shards.get(i))
+            .map_or(self.file, |(f, _)| *f);
         Error::Checkpoint {
-            file: self.file.to_path_buf(),
+            file: file.to_path_buf(),
             tensor: tensor.to_string(),
             msg,
         }
     }
 
     /// Find `name` with or without the prefix: (full name, view).
-    fn find(&self, name: &str) -> Result<(String, safetensors::tensor::TensorView<'a>)> {
+    pub(crate) fn find(&self, name: &str) -> Option<(String, TensorView<'a>)> {
         let prefixed = format!("{PREFIX}{name}");
-        match self.st.tensor(&prefixed) {
-            Ok(v) => Ok((prefixed, v)),
-            Err(_) => match self.st.tensor(name) {
-                Ok(v) => Ok((name.to_string(), v)),
-                Err(_) => Err(self.err(
-                    name,
-                    format!("missing (looked for `{prefixed}` and `{name}`)"),
-                )),
-            },
+        for full in [prefixed.as_str(), name] {
+            if let Some(&i) = self.names.get(full) {
+                if let Some(Ok(v)) = self.shards.get(i).map(|(_, st)| st.tensor(full)) {
+                    return Some((full.to_string(), v));
+                }
+            }
         }
+        None
     }
 
-    /// Check, before anything is converted or uploaded, that every tensor of
-    /// `expected` (unprefixed name, shape) is present with a supported dtype and
-    /// its shape, and that the vision tower holds no tensor outside `expected`:
-    /// a name under `vision_model.` (or, unprefixed, under `embeddings.`,
-    /// `encoder.`, `post_layernorm.` or `head.`) the config does not use means the
-    /// config and the checkpoint disagree (e.g. more layers than
-    /// `num_hidden_layers`). Other towers' tensors (`text_model.*`, `logit_*`) and
-    /// the `embeddings.position_ids` buffer older exports save are ignored.
-    pub(crate) fn check_all(&self, expected: &[(String, Vec<usize>)], why: &str) -> Result<()> {
-        for (name, shape) in expected {
-            let (full, view) = self.find(name)?;
-            check_dtype(view.dtype()).map_err(|m| self.err(&full, m))?;
-            if view.shape() != shape.as_slice() {
-                return Err(self.err(
-                    &full,
-                    format!("has shape {:?}, expected {shape:?}", view.shape()),
-                ));
-            }
-        }
-        let wanted: std::collections::HashSet<&str> =
-            expected.iter().map(|(n, _)| n.as_str()).collect();
-        let mut names = self.st.names();
-        names.sort_unstable();
-        for full in names {
-            let rest = match full.strip_prefix(PREFIX) {
-                Some(rest) => rest,
-                None if VISION_PARTS.iter().any(|p| full.starts_with(p)) => full,
-                None => continue,
-            };
-            if rest == "embeddings.position_ids" || wanted.contains(rest) {
-                continue;
-            }
-            return Err(self.err(
-                full,
-                format!("unexpected tensor: the config ({why}) does not use it; the config does not match this checkpoint"),
-            ));
-        }
-        Ok(())
+    /// The names of the vision tower's tensors, unprefixed, sorted, each with its
+    /// full name (other towers' tensors are left out).
+    pub(crate) fn vision_names(&self) -> Vec<(&str, &str)> {
+        let mut out: Vec<(&str, &str)> = self
+            .names
+            .keys()
+            .filter_map(|full| match full.strip_prefix(PREFIX) {
+                Some(rest) => Some((rest, full.as_str())),
+                None if VISION_PARTS.iter().any(|p| full.starts_with(p)) => {
+                    Some((full.as_str(), full.as_str()))
+                }
+                None => None,
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Check the dtype of a found tensor.
+    pub(crate) fn check_dtype(&self, full: &str, view: &TensorView<'_>) -> Result<()> {
+        check_dtype(view.dtype()).map_err(|m| self.err(full, m))
     }
 
     /// Read `name` (with or without the prefix) as `T` on the host, checking its
     /// dtype and that its shape is `shape`.
     pub(crate) fn host<T: Element>(&self, name: &str, shape: &[usize]) -> Result<Vec<T>> {
-        let (full, view) = self.find(name)?;
+        let (full, view) = self.find(name).ok_or_else(|| {
+            self.err(
+                name,
+                format!("missing (looked for `{PREFIX}{name}` and `{name}`)"),
+            )
+        })?;
         if view.shape() != shape {
             return Err(self.err(
                 &full,
@@ -345,16 +462,5 @@ impl<'a> Tensors<'a> {
             ));
         }
         Ok(out)
-    }
-
-    /// [`Tensors::host`], then upload to `device`.
-    pub(crate) fn upload<T: Element, D: Kernels<T>>(
-        &self,
-        device: &D,
-        name: &str,
-        shape: &[usize],
-    ) -> Result<DeviceBuffer<T, D>> {
-        let host = self.host::<T>(name, shape)?;
-        DeviceBuffer::from_slice(device, &host, shape)
     }
 }

@@ -7,10 +7,13 @@
 //! attention.
 
 mod config;
+mod files;
 mod loader;
 mod vision;
+mod weights;
 
-pub use config::VisionConfig;
+pub use config::{Defaults, VisionConfig};
+pub use files::{hub_cache_dir, ModelFiles, WeightFiles};
 /// Check a safetensors file's bytes (header length, JSON, dtypes, shapes, offsets:
 /// in range, no overlap, no gap, no overflow) before handing them to the
 /// `safetensors` crate; the error names `file` and the tensor. The loader runs it

@@ -10,29 +10,13 @@ use crate::error::{Error, Result};
 use crate::ops::{self, Activation, Kernels};
 
 use super::config::VisionConfig;
-use super::loader::{Checkpoint, Tensors};
+use super::files::ModelFiles;
+use super::loader::Checkpoint;
+use super::weights::{self, Checker, LinearW, MlpW, NormW, Upload, Weights};
 
-/// A linear layer: weight `[out, in]`, bias `[out]`.
-struct Linear<T: Element, D: Kernels<T>> {
-    weight: DeviceBuffer<T, D>,
-    bias: DeviceBuffer<T, D>,
-}
+type DevLinear<T, D> = LinearW<DeviceBuffer<T, D>>;
 
-impl<T: Element, D: Kernels<T>> Linear<T, D> {
-    fn load(t: &Tensors<'_>, dev: &D, name: &str, out: usize, inp: usize) -> Result<Self> {
-        Ok(Self {
-            weight: t.upload(dev, &format!("{name}.weight"), &[out, inp])?,
-            bias: t.upload(dev, &format!("{name}.bias"), &[out])?,
-        })
-    }
-
-    fn from_host(dev: &D, w: &[T], b: &[T], out: usize, inp: usize) -> Result<Self> {
-        Ok(Self {
-            weight: DeviceBuffer::from_slice(dev, w, &[out, inp])?,
-            bias: DeviceBuffer::from_slice(dev, b, &[out])?,
-        })
-    }
-
+impl<T: Element, D: Kernels<T>> DevLinear<T, D> {
     fn forward(
         &self,
         x: &DeviceBuffer<T, D>,
@@ -43,39 +27,13 @@ impl<T: Element, D: Kernels<T>> Linear<T, D> {
     }
 }
 
-/// A layer norm's weight and bias, `[D]` each.
-struct Norm<T: Element, D: Kernels<T>> {
-    weight: DeviceBuffer<T, D>,
-    bias: DeviceBuffer<T, D>,
-}
-
-impl<T: Element, D: Kernels<T>> Norm<T, D> {
-    fn load(t: &Tensors<'_>, dev: &D, name: &str, d: usize) -> Result<Self> {
-        Ok(Self {
-            weight: t.upload(dev, &format!("{name}.weight"), &[d])?,
-            bias: t.upload(dev, &format!("{name}.bias"), &[d])?,
-        })
-    }
-
+impl<T: Element, D: Kernels<T>> NormW<DeviceBuffer<T, D>> {
     fn forward(&self, x: &DeviceBuffer<T, D>, eps: f32) -> Result<DeviceBuffer<T, D>> {
         ops::layer_norm(x, &self.weight, &self.bias, eps)
     }
 }
 
-/// fc1 (with GELU) and fc2.
-struct Mlp<T: Element, D: Kernels<T>> {
-    fc1: Linear<T, D>,
-    fc2: Linear<T, D>,
-}
-
-impl<T: Element, D: Kernels<T>> Mlp<T, D> {
-    fn load(t: &Tensors<'_>, dev: &D, name: &str, d: usize, f: usize) -> Result<Self> {
-        Ok(Self {
-            fc1: Linear::load(t, dev, &format!("{name}.fc1"), f, d)?,
-            fc2: Linear::load(t, dev, &format!("{name}.fc2"), d, f)?,
-        })
-    }
-
+impl<T: Element, D: Kernels<T>> MlpW<DeviceBuffer<T, D>> {
     /// `residual + fc2(gelu_tanh(fc1(x)))`, the GELU and the residual fused.
     fn forward(
         &self,
@@ -85,105 +43,6 @@ impl<T: Element, D: Kernels<T>> Mlp<T, D> {
         let h = self.fc1.forward(x, Activation::GeluTanh, None)?;
         self.fc2.forward(&h, Activation::None, Some(residual))
     }
-}
-
-/// The memory-gated attention's extra weights in one layer.
-struct MemoryWeights<T: Element, D: Kernels<T>> {
-    /// `[E, M, D]`: S[b] before the first segment.
-    init: Vec<T>,
-    router: Linear<T, D>,
-}
-
-struct EncoderLayer<T: Element, D: Kernels<T>> {
-    norm1: Norm<T, D>,
-    q: Linear<T, D>,
-    k: Linear<T, D>,
-    v: Linear<T, D>,
-    out: Linear<T, D>,
-    norm2: Norm<T, D>,
-    mlp: Mlp<T, D>,
-    memory: Option<MemoryWeights<T, D>>,
-}
-
-struct Head<T: Element, D: Kernels<T>> {
-    /// `[1, 1, D]`.
-    probe: DeviceBuffer<T, D>,
-    q: Linear<T, D>,
-    k: Linear<T, D>,
-    v: Linear<T, D>,
-    out: Linear<T, D>,
-    norm: Norm<T, D>,
-    mlp: Mlp<T, D>,
-}
-
-/// Every tensor (unprefixed name, shape) a model with config `c` loads.
-fn expected_tensors(c: &VisionConfig) -> Vec<(String, Vec<usize>)> {
-    let (d, f, p, ch) = (
-        c.hidden_size,
-        c.intermediate_size,
-        c.patch_size,
-        c.num_channels,
-    );
-    let mut out: Vec<(String, Vec<usize>)> = Vec::new();
-    fn linear(out: &mut Vec<(String, Vec<usize>)>, name: &str, o: usize, i: usize) {
-        out.push((format!("{name}.weight"), vec![o, i]));
-        out.push((format!("{name}.bias"), vec![o]));
-    }
-    fn norm(out: &mut Vec<(String, Vec<usize>)>, name: &str, d: usize) {
-        out.push((format!("{name}.weight"), vec![d]));
-        out.push((format!("{name}.bias"), vec![d]));
-    }
-    out.push((
-        "embeddings.patch_embedding.weight".into(),
-        vec![d, ch, p, p],
-    ));
-    out.push(("embeddings.patch_embedding.bias".into(), vec![d]));
-    out.push((
-        "embeddings.position_embedding.weight".into(),
-        vec![c.num_patches(), d],
-    ));
-    for i in 0..c.num_hidden_layers {
-        let pre = format!("encoder.layers.{i}");
-        let attn = format!("{pre}.self_attn");
-        if c.is_memory_layer(i) {
-            out.push((
-                format!("{attn}.memory.init"),
-                vec![c.memory_experts, c.memory_slots, d],
-            ));
-            linear(
-                &mut out,
-                &format!("{attn}.memory.router"),
-                c.memory_experts,
-                d,
-            );
-        }
-        norm(&mut out, &format!("{pre}.layer_norm1"), d);
-        for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
-            linear(&mut out, &format!("{attn}.{proj}"), d, d);
-        }
-        norm(&mut out, &format!("{pre}.layer_norm2"), d);
-        linear(&mut out, &format!("{pre}.mlp.fc1"), f, d);
-        linear(&mut out, &format!("{pre}.mlp.fc2"), d, f);
-    }
-    norm(&mut out, "post_layernorm", d);
-    if c.vision_use_head {
-        out.push(("head.probe".into(), vec![1, 1, d]));
-        out.push(("head.attention.in_proj_weight".into(), vec![3 * d, d]));
-        out.push(("head.attention.in_proj_bias".into(), vec![3 * d]));
-        linear(&mut out, "head.attention.out_proj", d, d);
-        norm(&mut out, "head.layernorm", d);
-        linear(&mut out, "head.mlp.fc1", f, d);
-        linear(&mut out, "head.mlp.fc2", d, f);
-    }
-    out
-}
-
-/// The config values that decide which tensors exist, for error messages.
-fn describe(c: &VisionConfig) -> String {
-    format!(
-        "num_hidden_layers = {}, vision_use_head = {}, memory_experts = {}, memory_layers = {:?}",
-        c.num_hidden_layers, c.vision_use_head, c.memory_experts, c.memory_layers
-    )
 }
 
 /// What [`VisionModel::forward`] returns.
@@ -274,12 +133,7 @@ pub struct VisionModel<T: Element, D: Kernels<T>> {
     id: u64,
     config: VisionConfig,
     device: D,
-    patch_weight: DeviceBuffer<T, D>,
-    patch_bias: DeviceBuffer<T, D>,
-    position: DeviceBuffer<T, D>,
-    layers: Vec<EncoderLayer<T, D>>,
-    post_norm: Norm<T, D>,
-    head: Option<Head<T, D>>,
+    w: Weights<DeviceBuffer<T, D>, Vec<T>>,
 }
 
 impl<T: Element, D: Kernels<T>> std::fmt::Debug for VisionModel<T, D> {
@@ -293,115 +147,44 @@ impl<T: Element, D: Kernels<T>> std::fmt::Debug for VisionModel<T, D> {
 }
 
 impl<T: Element, D: Kernels<T>> VisionModel<T, D> {
-    /// Load `dir/config.json` and `dir/model.safetensors` onto `device` as `T`.
+    /// Load a model onto `device` as `T`. `model` is a folder holding
+    /// `config.json` and `model.safetensors` (or `model.safetensors.index.json`
+    /// and its shards), or a hub id `org/name` found in the local Hugging Face
+    /// cache (see [`ModelFiles::locate`]).
     ///
-    /// The checkpoint is memory-mapped; tensor names may carry the `vision_model.`
-    /// prefix or not. Every tensor the model uses must be stored as F32, BF16 or F16
-    /// and have the shape the config implies; otherwise the error names the tensor,
-    /// the file, and the expected and found shape or dtype.
+    /// Every tensor the config implies is checked — present, stored as F32, BF16
+    /// or F16, of the expected shape — before anything is converted or uploaded;
+    /// otherwise the error names the tensor and the file, the expected and found
+    /// shape or dtype, and any config key whose transformers default disagrees
+    /// with the checkpoint. Tensor names may carry the `vision_model.` prefix or
+    /// not; another tower's tensors (a whole SiglipModel's `text_model.*`,
+    /// `logit_scale`, `logit_bias`) are ignored.
     ///
     /// **Conversion.** Each tensor is converted on the host to `T`, explicitly,
     /// before the upload: to f32 exactly from any of the three dtypes; to bf16
     /// exactly from BF16, and with round-to-nearest-even from F32 or F16, which
     /// **loses precision** (bf16 keeps 8 significant bits): loading an f32
     /// checkpoint as a bf16 model is a deliberate quantisation.
-    pub fn load(dir: impl AsRef<Path>, device: &D) -> Result<Self> {
-        let dir = dir.as_ref();
-        if !dir.is_dir() {
-            return Err(Error::io(
-                dir,
-                std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "model directory not found (expected config.json and model.safetensors in it)",
-                ),
-            ));
-        }
-        let config = VisionConfig::from_file(dir.join("config.json"))?;
-        let checkpoint = Checkpoint::open(&dir.join("model.safetensors"))?;
-        let tensors = checkpoint.tensors()?;
-        // Every name, dtype and shape is checked before anything is converted or
-        // uploaded, so a wrong checkpoint fails fast and allocates nothing large.
-        tensors.check_all(&expected_tensors(&config), &describe(&config))?;
-        Self::from_tensors(config, &tensors, device)
+    pub fn load(model: impl AsRef<Path>, device: &D) -> Result<Self> {
+        Self::load_files(&ModelFiles::locate(model)?, device)
     }
 
-    fn from_tensors(config: VisionConfig, t: &Tensors<'_>, dev: &D) -> Result<Self> {
-        let c = &config;
-        let (d, f, p, ch) = (
-            c.hidden_size,
-            c.intermediate_size,
-            c.patch_size,
-            c.num_channels,
-        );
-        let patch_weight = t.upload(dev, "embeddings.patch_embedding.weight", &[d, ch, p, p])?;
-        let patch_bias = t.upload(dev, "embeddings.patch_embedding.bias", &[d])?;
-        let position = t.upload(
-            dev,
-            "embeddings.position_embedding.weight",
-            &[c.num_patches(), d],
-        )?;
-        // Not `with_capacity(num_hidden_layers)`: the count is the config's, and the
-        // checkpoint has been checked to hold that many layers, but stay frugal.
-        let mut layers = Vec::new();
-        for i in 0..c.num_hidden_layers {
-            let pre = format!("encoder.layers.{i}");
-            let attn = format!("{pre}.self_attn");
-            let memory = if c.is_memory_layer(i) {
-                let (e, m) = (c.memory_experts, c.memory_slots);
-                Some(MemoryWeights {
-                    init: t.host::<T>(&format!("{attn}.memory.init"), &[e, m, d])?,
-                    router: Linear::load(t, dev, &format!("{attn}.memory.router"), e, d)?,
-                })
-            } else {
-                None
-            };
-            layers.push(EncoderLayer {
-                norm1: Norm::load(t, dev, &format!("{pre}.layer_norm1"), d)?,
-                q: Linear::load(t, dev, &format!("{attn}.q_proj"), d, d)?,
-                k: Linear::load(t, dev, &format!("{attn}.k_proj"), d, d)?,
-                v: Linear::load(t, dev, &format!("{attn}.v_proj"), d, d)?,
-                out: Linear::load(t, dev, &format!("{attn}.out_proj"), d, d)?,
-                norm2: Norm::load(t, dev, &format!("{pre}.layer_norm2"), d)?,
-                mlp: Mlp::load(t, dev, &format!("{pre}.mlp"), d, f)?,
-                memory,
-            });
-        }
-        let post_norm = Norm::load(t, dev, "post_layernorm", d)?;
-        let head = if c.vision_use_head {
-            // The stacked in_proj is split into q, k and v at load time.
-            let w = t.host::<T>("head.attention.in_proj_weight", &[3 * d, d])?;
-            let b = t.host::<T>("head.attention.in_proj_bias", &[3 * d])?;
-            let part = |i: usize| {
-                Linear::from_host(
-                    dev,
-                    &w[i * d * d..(i + 1) * d * d],
-                    &b[i * d..(i + 1) * d],
-                    d,
-                    d,
-                )
-            };
-            Some(Head {
-                probe: t.upload(dev, "head.probe", &[1, 1, d])?,
-                q: part(0)?,
-                k: part(1)?,
-                v: part(2)?,
-                out: Linear::load(t, dev, "head.attention.out_proj", d, d)?,
-                norm: Norm::load(t, dev, "head.layernorm", d)?,
-                mlp: Mlp::load(t, dev, "head.mlp", d, f)?,
-            })
-        } else {
-            None
-        };
+    /// [`load`](Self::load) from files already located.
+    pub fn load_files(files: &ModelFiles, device: &D) -> Result<Self> {
+        let config = VisionConfig::from_file(&files.config)?;
+        let checkpoint = Checkpoint::open(&files.weights)?;
+        let tensors = checkpoint.tensors()?;
+        // The whole checkpoint is checked first, so a wrong one fails fast and
+        // allocates nothing large; the same walk then loads it.
+        let mut checker = Checker::new(&tensors, &config);
+        weights::build(&config, &mut checker)?;
+        checker.finish()?;
+        let w = weights::build(&config, &mut Upload::new(&tensors, device))?;
         Ok(Self {
             id: NEXT_MODEL_ID.fetch_add(1, Ordering::Relaxed),
             config,
-            device: dev.clone(),
-            patch_weight,
-            patch_bias,
-            position,
-            layers,
-            post_norm,
-            head,
+            device: device.clone(),
+            w,
         })
     }
 
@@ -420,7 +203,7 @@ impl<T: Element, D: Kernels<T>> VisionModel<T, D> {
     /// passing it to [`forward`](Self::forward) is allowed and does nothing).
     pub fn new_memory(&self, batch: usize) -> Result<MemoryBank<T, D>> {
         let mut layers = Vec::new();
-        for (i, layer) in self.layers.iter().enumerate() {
+        for (i, layer) in self.w.layers.iter().enumerate() {
             if let Some(mem) = &layer.memory {
                 let mut host = Vec::new();
                 host.try_reserve_exact(batch.saturating_mul(mem.init.len()))
@@ -513,13 +296,13 @@ impl<T: Element, D: Kernels<T>> VisionModel<T, D> {
         let eps = c.layer_norm_eps;
         let mut x = ops::patch_embed(
             pixels,
-            &self.patch_weight,
-            &self.patch_bias,
-            &self.position,
+            &self.w.patch_weight,
+            &self.w.patch_bias,
+            &self.w.position,
             c.patch_size,
         )?;
         let mut bank_slot = 0;
-        for (i, layer) in self.layers.iter().enumerate() {
+        for (i, layer) in self.w.layers.iter().enumerate() {
             let h = layer.norm1.forward(&x, eps)?;
             x = match &layer.memory {
                 None => {
@@ -557,10 +340,10 @@ impl<T: Element, D: Kernels<T>> VisionModel<T, D> {
             let h2 = layer.norm2.forward(&x, eps)?;
             x = layer.mlp.forward(&h2, &x)?;
         }
-        let last_hidden_state = self.post_norm.forward(&x, eps)?;
+        let last_hidden_state = self.w.post_norm.forward(&x, eps)?;
         drop(x);
 
-        let pooler_output = match &self.head {
+        let pooler_output = match &self.w.head {
             None => None,
             Some(head) => {
                 // One probe query, shared by the batch (attention's q batch 1).

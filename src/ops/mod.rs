@@ -24,7 +24,8 @@ pub enum Activation {
     GeluTanh,
 }
 
-/// Sizes of a patch embedding: pixels `[B, C, I, I]` → tokens `[B, N, D]`, N = (I/P)².
+/// Sizes of a patch embedding: pixels `[B, C, I, I]` → tokens `[B, N, D]`,
+/// N = ⌊I/P⌋² (pixels past ⌊I/P⌋·P on either side are not read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PatchEmbedDims {
     pub batch: usize,
@@ -35,11 +36,11 @@ pub struct PatchEmbedDims {
 }
 
 impl PatchEmbedDims {
-    /// Patches per image side, I/P.
+    /// Patches per image side, ⌊I/P⌋.
     pub fn grid(&self) -> usize {
         self.image / self.patch
     }
-    /// Tokens per image, N = (I/P)².
+    /// Tokens per image, N = ⌊I/P⌋².
     pub fn tokens(&self) -> usize {
         self.grid() * self.grid()
     }
@@ -272,7 +273,8 @@ fn prepare_out<T: Element, D: Device>(
 
 /// Patch embedding fused with bias and position embedding: pixels `[B, C, I, I]`,
 /// weight `[D, C, P, P]` (or flattened `[D, C·P·P]`), bias `[D]`, position `[N, D]`
-/// → `[B, N, D]`.
+/// → `[B, N, D]`, N = ⌊I/P⌋². As PyTorch's stride-P Conv2d, the last I mod P
+/// rows and columns of each image are not used.
 pub fn patch_embed<T: Element, D: Kernels<T>>(
     pixels: &DeviceBuffer<T, D>,
     weight: &DeviceBuffer<T, D>,
@@ -300,12 +302,14 @@ fn patch_embed_dims<T: Element, D: Device>(
             "[B, C, I, I]".into(),
         ));
     };
-    if height != width || patch == 0 || height % patch != 0 || height == 0 {
+    // The stride-P convolution covers the first ⌊I/P⌋·P pixels of each side;
+    // it needs at least one patch.
+    if height != width || patch == 0 || height < patch {
         return Err(shape_err(
             OP,
             "pixels",
             pixels.shape(),
-            format!("square images whose side is a multiple of the patch size {patch}"),
+            format!("square images at least as large as the patch size {patch}"),
         ));
     }
     let hidden = weight.shape().first().copied().unwrap_or(0);

@@ -497,6 +497,11 @@ pub fn check_patch_embed<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
         (1, 1, 6, 3, 17),
         (2, 3, 12, 2, 1),
         (3, 2, 15, 5, 33),
+        // Sides the patch does not divide: the last I mod P pixels are dropped.
+        (2, 3, 30, 8, 17),
+        (1, 3, 13, 4, 9),
+        (1, 2, 45, 14, 24),
+        (2, 1, 7, 7, 3),
     ] {
         let k = c * p * p;
         let n = (img / p) * (img / p);

@@ -1,0 +1,182 @@
+//! Where a model's files are: a folder, or a hub id (`org/name`) found in the
+//! local Hugging Face cache; and which files in it (config, single or sharded
+//! weights, preprocessor config). See MODEL.md, "Files".
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// The checkpoint's weight files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WeightFiles {
+    /// One `model.safetensors`.
+    Single(PathBuf),
+    /// `model.safetensors.index.json`, whose `weight_map` names a shard per tensor.
+    Sharded(PathBuf),
+}
+
+impl WeightFiles {
+    /// The file named in messages: the safetensors file or the index.
+    pub fn path(&self) -> &Path {
+        match self {
+            WeightFiles::Single(p) | WeightFiles::Sharded(p) => p,
+        }
+    }
+}
+
+/// The files of one model, found by [`ModelFiles::locate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelFiles {
+    /// The folder holding them (a snapshot folder for a hub id).
+    pub dir: PathBuf,
+    /// `config.json`.
+    pub config: PathBuf,
+    /// The weights.
+    pub weights: WeightFiles,
+    /// `preprocessor_config.json`, when the model has one.
+    pub preprocessor: Option<PathBuf>,
+    /// The hub id the folder was found for, when `locate` was given one.
+    pub hub_id: Option<String>,
+}
+
+const CONFIG: &str = "config.json";
+const SINGLE: &str = "model.safetensors";
+const INDEX: &str = "model.safetensors.index.json";
+const PREPROCESSOR: &str = "preprocessor_config.json";
+
+impl ModelFiles {
+    /// Find a model: `spec` is a folder holding `config.json` and
+    /// `model.safetensors` (or `model.safetensors.index.json` and its shards), or
+    /// a hub id `org/name` that is no folder here, looked up in the local Hugging
+    /// Face cache (see [`hub_cache_dir`]). Nothing is downloaded. Errors say
+    /// where tessera looked.
+    ///
+    /// ```
+    /// let files = tessera::model::ModelFiles::locate("assets/mga_tiny")?;
+    /// assert!(files.config.ends_with("config.json"));
+    /// # Ok::<(), tessera::Error>(())
+    /// ```
+    pub fn locate(spec: impl AsRef<Path>) -> Result<Self> {
+        let spec = spec.as_ref();
+        if spec.is_dir() {
+            return Self::in_dir(spec, None);
+        }
+        let Some(id) = hub_id(spec) else {
+            return Err(not_found(
+                spec,
+                "model directory not found (expected config.json and model.safetensors in it)",
+            ));
+        };
+        let cache = hub_cache_dir().ok_or_else(|| {
+            not_found(
+                spec,
+                "no such model folder, and no Hugging Face cache to look in (set HF_HUB_CACHE or HF_HOME)",
+            )
+        })?;
+        let repo = hf_hub::Cache::new(cache.clone()).model(id.clone());
+        let folder = cache.join(format!("models--{}", id.replace('/', "--")));
+        let Some(config) = repo.get(CONFIG) else {
+            let why = if folder.is_dir() {
+                format!(
+                    "no such model folder; the Hugging Face cache has {} but no {CONFIG} under \
+                     its refs/main snapshot (download it with `huggingface-cli download {id}`)",
+                    folder.display()
+                )
+            } else {
+                format!(
+                    "no such model folder, and not in the Hugging Face cache (looked for {}; \
+                     download it with `huggingface-cli download {id}`)",
+                    folder.display()
+                )
+            };
+            return Err(not_found(spec, &why));
+        };
+        let dir = config
+            .parent()
+            .map(Path::to_path_buf)
+            .ok_or_else(|| not_found(spec, "the cached config.json has no folder"))?;
+        Self::in_dir(&dir, Some(id))
+    }
+
+    fn in_dir(dir: &Path, hub_id: Option<String>) -> Result<Self> {
+        let config = dir.join(CONFIG);
+        if !config.is_file() {
+            return Err(not_found(
+                &config,
+                "missing (a model folder needs config.json)",
+            ));
+        }
+        let single = dir.join(SINGLE);
+        let index = dir.join(INDEX);
+        let weights = if single.is_file() {
+            WeightFiles::Single(single)
+        } else if index.is_file() {
+            WeightFiles::Sharded(index)
+        } else {
+            return Err(not_found(
+                &single,
+                &format!("missing (and no {INDEX} for a sharded checkpoint)"),
+            ));
+        };
+        let preprocessor = Some(dir.join(PREPROCESSOR)).filter(|p| p.is_file());
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            config,
+            weights,
+            preprocessor,
+            hub_id,
+        })
+    }
+}
+
+/// `org/name` when `spec` has that form (two non-empty parts of letters, digits,
+/// `-`, `_` and `.`, not starting with a dot).
+fn hub_id(spec: &Path) -> Option<String> {
+    let s = spec.to_str()?;
+    let (org, name) = s.split_once('/')?;
+    let part_ok = |p: &str| {
+        !p.is_empty()
+            && !p.starts_with('.')
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    (part_ok(org) && part_ok(name)).then(|| s.to_string())
+}
+
+/// The Hugging Face hub cache folder, as huggingface_hub chooses it:
+/// `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.
+pub fn hub_cache_dir() -> Option<PathBuf> {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(p) = var("HF_HUB_CACHE") {
+        return Some(PathBuf::from(p));
+    }
+    if let Some(p) = var("HF_HOME") {
+        return Some(PathBuf::from(p).join("hub"));
+    }
+    var("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
+}
+
+fn not_found(path: &Path, why: &str) -> Error {
+    Error::io(
+        path,
+        std::io::Error::new(std::io::ErrorKind::NotFound, why.to_string()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_ids_are_recognised() {
+        assert_eq!(
+            hub_id(Path::new("google/siglip-so400m-patch14-384")).as_deref(),
+            Some("google/siglip-so400m-patch14-384")
+        );
+        for not in [
+            "model", "a/b/c", "./x", "../x/y", "/abs/x", "a/", "/a", "a b/c",
+        ] {
+            assert_eq!(hub_id(Path::new(not)), None, "{not}");
+        }
+    }
+}

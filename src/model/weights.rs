@@ -1,0 +1,404 @@
+//! The one list of a SigLIP checkpoint's tensors. [`build`] walks the config and
+//! asks a [`Source`] for every tensor by name and expected shape; the loader runs
+//! it twice over the same walk — once with [`Checker`] (names, dtypes and shapes
+//! of the whole checkpoint, nothing converted or uploaded) and once with
+//! [`Upload`] — so what is checked is exactly what is loaded.
+
+use std::collections::HashSet;
+
+use super::config::VisionConfig;
+use super::loader::Tensors;
+use crate::buffer::DeviceBuffer;
+use crate::element::Element;
+use crate::error::{Error, Result};
+use crate::ops::Kernels;
+
+/// One axis of an expected tensor shape and the config key that sets it (for
+/// the message when a default disagrees with the checkpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Dim {
+    pub value: usize,
+    pub keys: &'static [&'static str],
+}
+
+fn values(shape: &[Dim]) -> Vec<usize> {
+    shape.iter().map(|d| d.value).collect()
+}
+
+/// A linear layer: weight `[out, in]`, bias `[out]`.
+pub(crate) struct LinearW<B> {
+    pub weight: B,
+    pub bias: B,
+}
+
+/// A layer norm's weight and bias, `[D]` each.
+pub(crate) struct NormW<B> {
+    pub weight: B,
+    pub bias: B,
+}
+
+/// fc1 (followed by GELU) and fc2.
+pub(crate) struct MlpW<B> {
+    pub fc1: LinearW<B>,
+    pub fc2: LinearW<B>,
+}
+
+/// The memory-gated attention's extra weights in one layer.
+pub(crate) struct MemoryW<B, H> {
+    /// `[E, M, D]`: each image's bank before the first segment (kept on the host).
+    pub init: H,
+    pub router: LinearW<B>,
+}
+
+pub(crate) struct LayerW<B, H> {
+    pub norm1: NormW<B>,
+    pub q: LinearW<B>,
+    pub k: LinearW<B>,
+    pub v: LinearW<B>,
+    pub out: LinearW<B>,
+    pub norm2: NormW<B>,
+    pub mlp: MlpW<B>,
+    pub memory: Option<MemoryW<B, H>>,
+}
+
+pub(crate) struct HeadW<B> {
+    /// `[1, 1, D]`.
+    pub probe: B,
+    /// q, k and v: the rows of the stacked `in_proj`.
+    pub q: LinearW<B>,
+    pub k: LinearW<B>,
+    pub v: LinearW<B>,
+    pub out: LinearW<B>,
+    pub norm: NormW<B>,
+    pub mlp: MlpW<B>,
+}
+
+/// Every weight of a vision tower: device tensors `B`, host tensors `H`.
+pub(crate) struct Weights<B, H> {
+    /// `[D, C, P, P]`.
+    pub patch_weight: B,
+    pub patch_bias: B,
+    /// `[N, D]`.
+    pub position: B,
+    pub layers: Vec<LayerW<B, H>>,
+    pub post_norm: NormW<B>,
+    pub head: Option<HeadW<B>>,
+}
+
+/// Where [`build`] gets each tensor from.
+pub(crate) trait Source {
+    /// A tensor for the device.
+    type Buf;
+    /// A tensor kept on the host.
+    type Host;
+    /// The tensor `name` (unprefixed), of shape `shape`.
+    fn tensor(&mut self, name: &str, shape: &[Dim]) -> Result<Self::Buf>;
+    /// The tensor `name`, kept on the host.
+    fn host(&mut self, name: &str, shape: &[Dim]) -> Result<Self::Host>;
+    /// The tensor `name` cut into `parts` equal blocks along its first axis.
+    fn split_rows(&mut self, name: &str, shape: &[Dim], parts: usize) -> Result<Vec<Self::Buf>>;
+}
+
+/// Walk the tensors a model with config `c` has, in checkpoint order, taking
+/// each from `s`. The names are the checkpoint's without the `vision_model.` prefix.
+pub(crate) fn build<S: Source>(c: &VisionConfig, s: &mut S) -> Result<Weights<S::Buf, S::Host>> {
+    let d = Dim {
+        value: c.hidden_size,
+        keys: &["hidden_size"],
+    };
+    let f = Dim {
+        value: c.intermediate_size,
+        keys: &["intermediate_size"],
+    };
+    let p = Dim {
+        value: c.patch_size,
+        keys: &["patch_size"],
+    };
+    let ch = Dim {
+        value: c.num_channels,
+        keys: &["num_channels"],
+    };
+    let n = Dim {
+        value: c.num_patches(),
+        keys: &["image_size", "patch_size"],
+    };
+    let patch_weight = s.tensor("embeddings.patch_embedding.weight", &[d, ch, p, p])?;
+    let patch_bias = s.tensor("embeddings.patch_embedding.bias", &[d])?;
+    let position = s.tensor("embeddings.position_embedding.weight", &[n, d])?;
+    let mut layers = Vec::new();
+    for i in 0..c.num_hidden_layers {
+        let pre = format!("encoder.layers.{i}");
+        let attn = format!("{pre}.self_attn");
+        let memory = if c.is_memory_layer(i) {
+            let e = Dim {
+                value: c.memory_experts,
+                keys: &["memory_experts"],
+            };
+            let m = Dim {
+                value: c.memory_slots,
+                keys: &["memory_slots"],
+            };
+            Some(MemoryW {
+                init: s.host(&format!("{attn}.memory.init"), &[e, m, d])?,
+                router: linear(s, &format!("{attn}.memory.router"), e, d)?,
+            })
+        } else {
+            None
+        };
+        layers.push(LayerW {
+            memory,
+            norm1: norm(s, &format!("{pre}.layer_norm1"), d)?,
+            q: linear(s, &format!("{attn}.q_proj"), d, d)?,
+            k: linear(s, &format!("{attn}.k_proj"), d, d)?,
+            v: linear(s, &format!("{attn}.v_proj"), d, d)?,
+            out: linear(s, &format!("{attn}.out_proj"), d, d)?,
+            norm2: norm(s, &format!("{pre}.layer_norm2"), d)?,
+            mlp: mlp(s, &format!("{pre}.mlp"), d, f)?,
+        });
+    }
+    let post_norm = norm(s, "post_layernorm", d)?;
+    let head = if c.vision_use_head {
+        let d3 = Dim {
+            value: 3 * c.hidden_size,
+            keys: &["hidden_size"],
+        };
+        let w = s.split_rows("head.attention.in_proj_weight", &[d3, d], 3)?;
+        let b = s.split_rows("head.attention.in_proj_bias", &[d3], 3)?;
+        let [qw, kw, vw]: [S::Buf; 3] = w.try_into().map_err(|_| split_err())?;
+        let [qb, kb, vb]: [S::Buf; 3] = b.try_into().map_err(|_| split_err())?;
+        Some(HeadW {
+            probe: s.tensor("head.probe", &[one(), one(), d])?,
+            q: LinearW {
+                weight: qw,
+                bias: qb,
+            },
+            k: LinearW {
+                weight: kw,
+                bias: kb,
+            },
+            v: LinearW {
+                weight: vw,
+                bias: vb,
+            },
+            out: linear(s, "head.attention.out_proj", d, d)?,
+            norm: norm(s, "head.layernorm", d)?,
+            mlp: mlp(s, "head.mlp", d, f)?,
+        })
+    } else {
+        None
+    };
+    Ok(Weights {
+        patch_weight,
+        patch_bias,
+        position,
+        layers,
+        post_norm,
+        head,
+    })
+}
+
+fn one() -> Dim {
+    Dim {
+        value: 1,
+        keys: &[],
+    }
+}
+
+fn split_err() -> Error {
+    Error::Internal("head.attention.in_proj split into other than 3 parts".into())
+}
+
+fn linear<S: Source>(s: &mut S, name: &str, out: Dim, inp: Dim) -> Result<LinearW<S::Buf>> {
+    Ok(LinearW {
+        weight: s.tensor(&format!("{name}.weight"), &[out, inp])?,
+        bias: s.tensor(&format!("{name}.bias"), &[out])?,
+    })
+}
+
+fn norm<S: Source>(s: &mut S, name: &str, d: Dim) -> Result<NormW<S::Buf>> {
+    Ok(NormW {
+        weight: s.tensor(&format!("{name}.weight"), &[d])?,
+        bias: s.tensor(&format!("{name}.bias"), &[d])?,
+    })
+}
+
+fn mlp<S: Source>(s: &mut S, name: &str, d: Dim, f: Dim) -> Result<MlpW<S::Buf>> {
+    Ok(MlpW {
+        fc1: linear(s, &format!("{name}.fc1"), f, d)?,
+        fc2: linear(s, &format!("{name}.fc2"), d, f)?,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Checking: every tensor present, supported dtype, expected shape; nothing else
+// in the vision tower.
+
+/// A [`Source`] that checks each tensor against the checkpoint and converts
+/// nothing; [`Checker::finish`] then refuses vision-tower tensors the walk did
+/// not ask for (the config and the checkpoint disagree).
+pub(crate) struct Checker<'a> {
+    tensors: &'a Tensors<'a>,
+    config: &'a VisionConfig,
+    used: HashSet<String>,
+}
+
+impl<'a> Checker<'a> {
+    pub(crate) fn new(tensors: &'a Tensors<'a>, config: &'a VisionConfig) -> Self {
+        Self {
+            tensors,
+            config,
+            used: HashSet::new(),
+        }
+    }
+
+    /// The config keys whose value decides whether tensor `name` exists.
+    fn structural_keys(name: &str) -> &'static [&'static str] {
+        if name.starts_with("encoder.layers.") {
+            &["num_hidden_layers"]
+        } else if name.starts_with("head.") {
+            &["vision_use_head"]
+        } else {
+            &[]
+        }
+    }
+
+    fn with_note(&self, msg: String, keys: &[&str]) -> String {
+        match self.config.default_note(keys) {
+            Some(note) => format!("{msg}; {note}"),
+            None => msg,
+        }
+    }
+
+    /// Refuse tensors of the vision tower that the walk did not use.
+    pub(crate) fn finish(self) -> Result<()> {
+        let c = self.config;
+        for (rest, full) in self.tensors.vision_names() {
+            // Older exports save the position ids buffer; it is not a weight.
+            if rest == "embeddings.position_ids" || self.used.contains(rest) {
+                continue;
+            }
+            let msg = self.with_note(
+                format!(
+                    "unexpected tensor: the config (num_hidden_layers = {}, vision_use_head = {}, \
+                     memory_experts = {}, memory_layers = {:?}) does not use it; the config does \
+                     not match this checkpoint",
+                    c.num_hidden_layers, c.vision_use_head, c.memory_experts, c.memory_layers
+                ),
+                Self::structural_keys(rest),
+            );
+            return Err(self.tensors.err(full, msg));
+        }
+        Ok(())
+    }
+}
+
+impl Source for Checker<'_> {
+    type Buf = ();
+    type Host = ();
+
+    fn tensor(&mut self, name: &str, shape: &[Dim]) -> Result<()> {
+        let t = self.tensors;
+        let Some((full, view)) = t.find(name) else {
+            let msg = self.with_note(
+                format!("missing (looked for `vision_model.{name}` and `{name}`)"),
+                Self::structural_keys(name),
+            );
+            return Err(t.err(name, msg));
+        };
+        t.check_dtype(&full, &view)?;
+        let want = values(shape);
+        if view.shape() != want.as_slice() {
+            // The keys behind the axes that differ (all of them if the rank does).
+            let keys: Vec<&str> = if view.shape().len() == shape.len() {
+                shape
+                    .iter()
+                    .zip(view.shape())
+                    .filter(|(d, &got)| d.value != got)
+                    .flat_map(|(d, _)| d.keys.iter().copied())
+                    .collect()
+            } else {
+                shape.iter().flat_map(|d| d.keys.iter().copied()).collect()
+            };
+            let mut keys_unique: Vec<&str> = Vec::new();
+            for k in keys {
+                if !keys_unique.contains(&k) {
+                    keys_unique.push(k);
+                }
+            }
+            let msg = self.with_note(
+                format!("has shape {:?}, expected {want:?}", view.shape()),
+                &keys_unique,
+            );
+            return Err(t.err(&full, msg));
+        }
+        self.used.insert(name.to_string());
+        Ok(())
+    }
+
+    fn host(&mut self, name: &str, shape: &[Dim]) -> Result<()> {
+        self.tensor(name, shape)
+    }
+
+    fn split_rows(&mut self, name: &str, shape: &[Dim], parts: usize) -> Result<Vec<()>> {
+        self.tensor(name, shape)?;
+        Ok(vec![(); parts])
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Loading: convert on the host to `T`, upload to `D`.
+
+/// A [`Source`] that reads each tensor as `T` and uploads it to the device.
+pub(crate) struct Upload<'a, T, D> {
+    tensors: &'a Tensors<'a>,
+    device: &'a D,
+    _t: std::marker::PhantomData<T>,
+}
+
+impl<'a, T: Element, D: Kernels<T>> Upload<'a, T, D> {
+    pub(crate) fn new(tensors: &'a Tensors<'a>, device: &'a D) -> Self {
+        Self {
+            tensors,
+            device,
+            _t: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T: Element, D: Kernels<T>> Source for Upload<'_, T, D> {
+    type Buf = DeviceBuffer<T, D>;
+    type Host = Vec<T>;
+
+    fn tensor(&mut self, name: &str, shape: &[Dim]) -> Result<DeviceBuffer<T, D>> {
+        let shape = values(shape);
+        let host = self.tensors.host::<T>(name, &shape)?;
+        DeviceBuffer::from_slice(self.device, &host, &shape)
+    }
+
+    fn host(&mut self, name: &str, shape: &[Dim]) -> Result<Vec<T>> {
+        self.tensors.host::<T>(name, &values(shape))
+    }
+
+    fn split_rows(
+        &mut self,
+        name: &str,
+        shape: &[Dim],
+        parts: usize,
+    ) -> Result<Vec<DeviceBuffer<T, D>>> {
+        let shape = values(shape);
+        let host = self.tensors.host::<T>(name, &shape)?;
+        let rows = shape.first().copied().unwrap_or(0);
+        if parts == 0 || rows % parts != 0 {
+            return Err(Error::Internal(format!(
+                "{name}: {rows} rows do not split into {parts} parts"
+            )));
+        }
+        let mut part_shape = shape.clone();
+        part_shape[0] = rows / parts;
+        let part_len = host.len() / parts;
+        host.chunks_exact(part_len.max(1))
+            .take(parts)
+            .map(|chunk| DeviceBuffer::from_slice(self.device, chunk, &part_shape))
+            .collect()
+    }
+}
