@@ -100,14 +100,12 @@ impl<T: Element, D: Device> DeviceBuffer<T, D> {
     }
 
     /// Backend storage (for backend code).
-    #[doc(hidden)]
-    pub fn storage(&self) -> &D::Storage<T> {
+    pub(crate) fn storage(&self) -> &D::Storage<T> {
         &self.storage
     }
 
     /// Mutable backend storage (for backend code).
-    #[doc(hidden)]
-    pub fn storage_mut(&mut self) -> &mut D::Storage<T> {
+    pub(crate) fn storage_mut(&mut self) -> &mut D::Storage<T> {
         &mut self.storage
     }
 

@@ -16,6 +16,22 @@ pub enum DeviceKind {
     Wgpu,
 }
 
+impl std::str::FromStr for DeviceKind {
+    type Err = crate::error::Error;
+    /// `cpu`, `cuda` or `wgpu`, in any case.
+    fn from_str(s: &str) -> crate::error::Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "cpu" => Ok(DeviceKind::Cpu),
+            "cuda" => Ok(DeviceKind::Cuda),
+            "wgpu" => Ok(DeviceKind::Wgpu),
+            other => Err(crate::error::Error::Input {
+                tensor: "device".into(),
+                msg: format!("unknown device `{other}` (expected cpu, cuda or wgpu)"),
+            }),
+        }
+    }
+}
+
 impl std::fmt::Display for DeviceKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

@@ -53,9 +53,10 @@ pub enum Error {
     /// A CUDA driver call failed.
     #[error("CUDA error in {op}: {msg}")]
     Cuda { op: String, msg: String },
-    /// No wgpu adapter, or a wgpu error (validation, device lost, out of memory).
-    #[error("wgpu: {0}")]
-    Wgpu(String),
+    /// No wgpu adapter, or a wgpu error (validation, device lost, a failed
+    /// download) in step `op`.
+    #[error("wgpu error in {op}: {msg}")]
+    Wgpu { op: String, msg: String },
     /// An argument outside what tessera supports (e.g. head dim above 128).
     #[error("{op}: {msg}")]
     Unsupported { op: &'static str, msg: String },

@@ -30,7 +30,6 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
-pub mod bench;
 pub mod buffer;
 pub mod cpu;
 pub mod cuda;
@@ -40,6 +39,9 @@ pub mod error;
 pub mod model;
 pub mod ops;
 pub mod preprocess;
+pub mod proofs;
+#[cfg(not(all(feature = "cuda", feature = "wgpu")))]
+mod stub;
 pub mod wgpu;
 
 pub use buffer::DeviceBuffer;

@@ -55,7 +55,7 @@ def indent(s):
         line = line.strip()
         if not line:
             out.append("")
-        elif line.endswith(":") or line.startswith("//") and False:
+        elif line.endswith(":"):
             out.append(line)
         else:
             out.append("\t" + line)

@@ -29,9 +29,9 @@ pub(super) fn linear<T: Element>(a: LinearArgs<'_, T, Cpu>) -> Result<()> {
         None => ASource::Fill(&fill),
     };
     let epi = Epilogue {
-        bias: bias.filter(|_| d.has_bias),
+        bias,
         act: d.activation,
-        residual: residual.filter(|_| d.has_residual).map(|r| (r, m)),
+        residual: residual.map(|r| (r, m)),
     };
     matmul_wt(m, k, n, src, &w32, &epi, out)
 }

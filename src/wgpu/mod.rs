@@ -1,18 +1,88 @@
 //! The wgpu backend: every op a hand-written WGSL compute shader (`shaders/`),
-//! run through wgpu on Vulkan, Metal or DX12. With the `wgpu` feature off,
-//! `stub.rs` provides the same public types, unconstructible.
+//! run through wgpu on Vulkan, Metal or DX12. One file per op beside the device
+//! (`device.rs`) and the launch machinery (`launch.rs`); each op file declares its
+//! shader's uniform as a `#[repr(C)]` struct, checked against the shader by naga.
+//! With the `wgpu` feature off, `stub.rs` provides the same public types,
+//! unconstructible.
 
-#[doc(hidden)]
-pub mod shaders;
+#[cfg(feature = "wgpu")]
+mod attention;
+#[cfg(feature = "wgpu")]
+mod device;
+#[cfg(feature = "wgpu")]
+mod elementwise;
+#[cfg(feature = "wgpu")]
+mod launch;
+#[cfg(feature = "wgpu")]
+mod layer_norm;
+#[cfg(feature = "wgpu")]
+mod linear;
+#[cfg(feature = "wgpu")]
+mod memory;
+#[cfg(feature = "wgpu")]
+mod patch_embed;
+#[cfg(feature = "wgpu")]
+mod shaders;
 
 #[cfg(feature = "wgpu")]
-mod backend;
-#[cfg(feature = "wgpu")]
-mod kernels;
-#[cfg(feature = "wgpu")]
-pub use backend::{Wgpu, WgpuAdapterInfo};
+pub use device::{Wgpu, WgpuAdapterInfo};
 
 #[cfg(not(feature = "wgpu"))]
 mod stub;
 #[cfg(not(feature = "wgpu"))]
 pub use stub::{Wgpu, WgpuAdapterInfo};
+
+#[cfg(feature = "wgpu")]
+mod kernels {
+    use super::*;
+    use crate::element::Element;
+    use crate::error::Result;
+    use crate::ops::*;
+
+    impl<T: Element> Kernels<T> for Wgpu {
+        fn patch_embed(&self, a: PatchEmbedArgs<'_, T, Self>) -> Result<()> {
+            patch_embed::patch_embed(self, a)
+        }
+        fn linear(&self, a: LinearArgs<'_, T, Self>) -> Result<()> {
+            linear::linear(self, a)
+        }
+        fn layer_norm(&self, a: LayerNormArgs<'_, T, Self>) -> Result<()> {
+            layer_norm::layer_norm(self, a)
+        }
+        fn attention(&self, a: AttentionArgs<'_, T, Self>) -> Result<()> {
+            attention::attention(self, a)
+        }
+        fn memory_read(&self, a: MemoryReadArgs<'_, T, Self>) -> Result<()> {
+            memory::memory_read(self, a)
+        }
+        fn memory_write(&self, a: MemoryWriteArgs<'_, T, Self>) -> Result<()> {
+            memory::memory_write(self, a)
+        }
+        fn add(&self, a: AddArgs<'_, T, Self>) -> Result<()> {
+            elementwise::add(self, a)
+        }
+        fn cast<U: Element>(&self, a: CastArgs<'_, T, U, Self>) -> Result<()> {
+            elementwise::cast(self, a)
+        }
+    }
+}
+
+/// Check the uniform struct an op declares against a shader variant's `Params`.
+#[cfg(all(test, feature = "wgpu"))]
+fn check_op_uniform(
+    shader: shaders::Shader,
+    key: &str,
+    r: &shaders::Reflection,
+) -> crate::error::Result<()> {
+    use launch::check_uniform;
+    use shaders::Shader;
+    match shader {
+        Shader::Add | Shader::Cast => check_uniform::<elementwise::LenParams>(key, r),
+        Shader::LayerNorm => check_uniform::<layer_norm::LayerNormParams>(key, r),
+        Shader::Linear => check_uniform::<linear::LinearParams>(key, r),
+        Shader::PatchEmbed => check_uniform::<patch_embed::PatchEmbedParams>(key, r),
+        Shader::Attention => check_uniform::<attention::AttentionParams>(key, r),
+        Shader::MemoryRead => check_uniform::<memory::MemoryReadParams>(key, r),
+        Shader::MemoryWrite => check_uniform::<memory::MemoryWriteParams>(key, r),
+    }
+}

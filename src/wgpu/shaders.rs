@@ -16,10 +16,14 @@
 //! `atomicAnd` + `atomicOr` on its own half only, so two invocations never race
 //! on one word. That is why written bf16 tensors are `array<atomic<u32>>`.
 //!
-//! Compiled regardless of the `wgpu` feature, so the naga test can validate every
-//! variant without a GPU.
+//! [`reflect`] reads a generated source with naga (the parser wgpu itself uses):
+//! its bindings by name, its `Params` uniform's layout, its entry points'
+//! workgroup sizes and its `const`s — so the host binds by name, checks its
+//! `#[repr(C)]` uniform structs against the shader, and sizes its dispatches
+//! from the shader's own numbers instead of copies of them.
 
 use crate::element::DType;
+use crate::error::{Error, Result};
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const GEMM: &str = include_str!("../../shaders/gemm.wgsl");
@@ -27,7 +31,7 @@ const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
 
 /// One shader file of the backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Shader {
+pub(crate) enum Shader {
     Add,
     Cast,
     LayerNorm,
@@ -40,6 +44,7 @@ pub enum Shader {
 
 impl Shader {
     /// Every shader.
+    #[cfg(test)]
     pub const ALL: [Shader; 8] = [
         Shader::Add,
         Shader::Cast,
@@ -80,6 +85,7 @@ impl Shader {
     }
 
     /// Compute entry points.
+    #[cfg(test)]
     pub fn entry_points(self) -> &'static [&'static str] {
         match self {
             Shader::MemoryRead => &["gate_main", "read_main"],
@@ -141,50 +147,20 @@ impl Shader {
         }
         body
     }
-
-    /// The bindings of group 0 in binding order, read from the source.
-    pub fn bindings(self) -> Vec<BindingKind> {
-        let mut out: Vec<(u32, BindingKind)> = Vec::new();
-        for line in self.text().lines() {
-            let Some(at) = line.find("@binding(") else {
-                continue;
-            };
-            let rest = &line[at + "@binding(".len()..];
-            let Some(num) = rest.split(')').next().and_then(|n| n.trim().parse().ok()) else {
-                continue;
-            };
-            let kind = if line.contains("var<uniform>") {
-                BindingKind::Uniform
-            } else if line.contains("var<storage, read_write>") {
-                BindingKind::StorageReadWrite
-            } else {
-                BindingKind::StorageRead
-            };
-            out.push((num, kind));
-        }
-        out.sort_by_key(|&(n, _)| n);
-        out.into_iter().map(|(_, k)| k).collect()
-    }
-}
-
-/// What a binding of a shader is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BindingKind {
-    Uniform,
-    StorageRead,
-    StorageReadWrite,
 }
 
 /// A generated variant: cache key and full source.
+#[cfg(test)]
 #[derive(Debug, Clone)]
-pub struct ShaderVariant {
+pub(crate) struct ShaderVariant {
     pub key: String,
     pub shader: Shader,
     pub source: String,
 }
 
 /// Every variant the backend can build: each op in f32 and bf16, casts all four ways.
-pub fn all_variants() -> Vec<ShaderVariant> {
+#[cfg(test)]
+pub(crate) fn all_variants() -> Vec<ShaderVariant> {
     let mut v = Vec::new();
     for shader in Shader::ALL {
         for input in [DType::F32, DType::BF16] {
@@ -245,5 +221,229 @@ fn write_helpers(name: &str, dtype: DType) -> String {
              fn st2_{name}(i: u32, v0: f32, v1: f32) {{\n    \
              atomicStore(&{name}[i >> 1u], bf16_bits(v0) | (bf16_bits(v1) << 16u));\n}}\n"
         ),
+    }
+}
+
+/// What a binding of a shader is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BindingKind {
+    Uniform,
+    StorageRead,
+    StorageReadWrite,
+}
+
+/// One `@group(0) @binding(i) var<...> name` of a shader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Binding {
+    pub name: String,
+    pub index: u32,
+    pub kind: BindingKind,
+}
+
+/// One member of the uniform struct: name, byte offset, scalar type (`u32`, `f32`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Member {
+    pub name: String,
+    pub offset: u32,
+    pub scalar: &'static str,
+}
+
+/// What the host needs to know of a generated shader, read by naga.
+#[derive(Debug, Clone)]
+pub(crate) struct Reflection {
+    /// Group 0's bindings, by binding index.
+    pub bindings: Vec<Binding>,
+    /// The uniform struct's members and its size in bytes.
+    pub uniform: Vec<Member>,
+    pub uniform_size: u32,
+    /// Each compute entry point's workgroup size.
+    pub workgroups: Vec<(String, [u32; 3])>,
+    /// The module's scalar `u32` constants.
+    pub constants: Vec<(String, u32)>,
+}
+
+impl Reflection {
+    /// The shader's `const NAME: u32`.
+    pub fn constant(&self, name: &str) -> Result<u32> {
+        self.constants
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|&(_, v)| v)
+            .ok_or_else(|| Error::Internal(format!("the shader has no `const {name}: u32`")))
+    }
+
+    /// The workgroup size of entry point `entry`.
+    pub fn workgroup(&self, entry: &str) -> Result<[u32; 3]> {
+        self.workgroups
+            .iter()
+            .find(|(n, _)| n == entry)
+            .map(|&(_, w)| w)
+            .ok_or_else(|| Error::Internal(format!("the shader has no entry point `{entry}`")))
+    }
+}
+
+/// Parse and validate a generated source with naga and read its interface.
+/// `key` names the variant in errors (a parse error here is a bug in tessera).
+pub(crate) fn reflect(key: &str, source: &str) -> Result<Reflection> {
+    use naga::{AddressSpace, Literal, ScalarKind, TypeInner};
+    let module = naga::front::wgsl::parse_str(source).map_err(|e| {
+        Error::Internal(format!(
+            "WGSL of {key} does not parse:\n{}",
+            e.emit_to_string_with_path(source, key)
+        ))
+    })?;
+    let scalar_name = |ty: naga::Handle<naga::Type>| match module.types[ty].inner {
+        TypeInner::Scalar(s) if s.width == 4 && s.kind == ScalarKind::Uint => "u32",
+        TypeInner::Scalar(s) if s.width == 4 && s.kind == ScalarKind::Sint => "i32",
+        TypeInner::Scalar(s) if s.width == 4 && s.kind == ScalarKind::Float => "f32",
+        _ => "other",
+    };
+    let mut bindings = Vec::new();
+    let (mut uniform, mut uniform_size) = (Vec::new(), 0);
+    for (_, g) in module.global_variables.iter() {
+        let Some(rb) = &g.binding else { continue };
+        let name = g.name.clone().unwrap_or_default();
+        let kind = match g.space {
+            AddressSpace::Uniform => {
+                if let TypeInner::Struct { members, span } = &module.types[g.ty].inner {
+                    uniform_size = *span;
+                    uniform = members
+                        .iter()
+                        .map(|m| Member {
+                            name: m.name.clone().unwrap_or_default(),
+                            offset: m.offset,
+                            scalar: scalar_name(m.ty),
+                        })
+                        .collect();
+                }
+                BindingKind::Uniform
+            }
+            AddressSpace::Storage { access } => {
+                if access.contains(naga::StorageAccess::STORE) {
+                    BindingKind::StorageReadWrite
+                } else {
+                    BindingKind::StorageRead
+                }
+            }
+            _ => continue,
+        };
+        if rb.group != 0 {
+            return Err(Error::Internal(format!(
+                "{key}: binding `{name}` is in group {}, tessera binds group 0 only",
+                rb.group
+            )));
+        }
+        bindings.push(Binding {
+            name,
+            index: rb.binding,
+            kind,
+        });
+    }
+    bindings.sort_by_key(|b| b.index);
+    let workgroups = module
+        .entry_points
+        .iter()
+        .map(|e| (e.name.clone(), e.workgroup_size))
+        .collect();
+    let constants = module
+        .constants
+        .iter()
+        .filter_map(|(_, c)| match module.global_expressions[c.init] {
+            naga::Expression::Literal(Literal::U32(v)) => Some((c.name.clone()?, v)),
+            _ => None,
+        })
+        .collect();
+    Ok(Reflection {
+        bindings,
+        uniform,
+        uniform_size,
+        workgroups,
+        constants,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validate(key: &str, source: &str) -> std::result::Result<naga::Module, String> {
+        let module = naga::front::wgsl::parse_str(source).map_err(|e| {
+            let line = e.location(source).map_or(0, |l| l.line_number);
+            format!(
+                "{key}: WGSL parse error at line {line}:\n{}",
+                e.emit_to_string_with_path(source, key)
+            )
+        })?;
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::default(),
+        )
+        .validate(&module)
+        .map_err(|e| {
+            let line = e.location(source).map_or(0, |l| l.line_number);
+            format!(
+                "{key}: WGSL validation error at line {line}:\n{}",
+                e.emit_to_string_with_path(source, key)
+            )
+        })?;
+        Ok(module)
+    }
+
+    /// Every variant (each op in f32 and bf16, casts all four ways) parses and
+    /// validates with naga, without a GPU; a failure names the variant and the
+    /// line (the shader file's own lines come first, so they are the file's).
+    #[test]
+    fn every_shader_variant_validates() {
+        let variants = all_variants();
+        // 7 ops × 2 dtypes + 4 casts.
+        assert_eq!(variants.len(), 18);
+        let mut failures = Vec::new();
+        for v in &variants {
+            match validate(&v.key, &v.source) {
+                Ok(module) => {
+                    for entry in v.shader.entry_points() {
+                        if !module.entry_points.iter().any(|e| e.name == *entry) {
+                            failures.push(format!("{}: no entry point `{entry}`", v.key));
+                        }
+                    }
+                }
+                Err(e) => failures.push(e),
+            }
+            for token in ["ELEM_R", "ELEM_W"] {
+                if v.source.contains(token) {
+                    failures.push(format!("{}: `{token}` left in the source", v.key));
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    }
+
+    /// Reflection reads what the files say: the uniform first, a written tensor,
+    /// the 16-byte-padded uniform, the workgroup sizes and constants.
+    #[test]
+    fn reflection_reads_bindings_uniform_and_constants() {
+        for v in all_variants() {
+            let r = reflect(&v.key, &v.source).unwrap();
+            assert_eq!(r.bindings[0].kind, BindingKind::Uniform, "{}", v.key);
+            assert_eq!(r.bindings[0].index, 0, "{}", v.key);
+            assert!(
+                r.bindings
+                    .iter()
+                    .any(|b| b.kind == BindingKind::StorageReadWrite),
+                "{} writes nothing",
+                v.key
+            );
+            assert!(r.uniform_size > 0 && r.uniform_size % 16 == 0, "{}", v.key);
+            for e in v.shader.entry_points() {
+                assert!(r.workgroup(e).unwrap()[0] > 0, "{}", v.key);
+            }
+        }
+        let linear = Shader::Linear.source(DType::F32, DType::F32);
+        let r = reflect("linear_f32", &linear).unwrap();
+        assert_eq!(r.constant("TILE_M").unwrap(), 64);
+        let names: Vec<&str> = r.bindings.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["P", "x", "w", "bias", "res", "dst"]);
+        assert_eq!(r.uniform[0].name, "m");
+        assert_eq!(r.uniform[0].scalar, "u32");
     }
 }

@@ -1,0 +1,392 @@
+//! Benchmarks shared by `tessera bench` and the criterion benches (`benches/ops.rs`).
+//!
+//! [`run`] times every op family at SigLIP-base and SigLIP-so400m shapes on one
+//! device and dtype, next to peers measured in the same run (see [`peers`]), and
+//! returns a [`BenchTable`] whose `Display` is one aligned table:
+//!
+//! - time: the median over several repetitions of [`Device::time_ms`] (device
+//!   timers where the backend has them), after warm-up;
+//! - throughput: TFLOP/s for GEMM-like ops (a multiply-add counts 2), GB/s for
+//!   memory-bound ops (the bytes the op must read plus write, each once);
+//! - % of ceiling: against the peer GEMM at a large square shape (compute) or a
+//!   large device copy (memory), both measured in the same run, before and
+//!   after the cases (the better of the two kept);
+//! - vs peer: `peer ms / tessera ms` at the same shape (above 1× tessera is
+//!   faster): the vendor GEMM for linear and patch embedding, a copy of the same
+//!   bytes for memory-bound ops.
+//!
+//! ```no_run
+//! use tessera_cli::bench::{run, BenchOptions};
+//! let table = run(&BenchOptions { quick: true, ..BenchOptions::default() })?;
+//! println!("{table}");
+//! # Ok::<(), tessera::Error>(())
+//! ```
+
+pub mod cases;
+pub mod peers;
+mod table;
+
+pub use cases::{
+    family_cases, prepare, square_linear, BenchKernels, Bound, CaseKind, CaseSpec, ModelShape,
+    OpKind, Prepared, SIGLIP_BASE, SIGLIP_SO400M,
+};
+pub use peers::{BenchDevice, PeerSet};
+pub use table::{BenchRow, BenchTable, Ceiling, PeerCell};
+
+use half::bf16;
+use tessera::{Cpu, Cuda, Wgpu};
+use tessera::{DType, Element};
+use tessera::{Device, DeviceKind};
+use tessera::{Error, Result};
+
+/// What to benchmark.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchOptions {
+    pub device: DeviceKind,
+    /// CUDA ordinal (ignored elsewhere).
+    pub ordinal: usize,
+    pub dtype: DType,
+    /// Op families to run; empty means all.
+    pub ops: Vec<OpKind>,
+    /// Batch 1, SigLIP-base only, fewer repetitions, one forward layer.
+    pub quick: bool,
+    /// Encoder layers of the `forward` row (default: 2 on the CPU, the
+    /// checkpoint's depth on GPUs; 1 in quick mode).
+    pub layers: Option<usize>,
+    /// Also run SigLIP-so400m at batch 32 on the CPU (minutes per op on 2 cores).
+    pub all_shapes: bool,
+    /// Repetitions per case (default 7, quick 3); the median is reported.
+    pub reps: Option<usize>,
+    /// Print one line per case to stderr while running.
+    pub progress: bool,
+    /// Size the run for a slow device (set for the CPU and for software wgpu
+    /// adapters such as lavapipe): CPU layer count, no so400m batch 32 unless
+    /// `all_shapes`, 1024³ instead of 4096³ for the square GEMM.
+    pub software: bool,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self {
+            device: DeviceKind::Cpu,
+            ordinal: 0,
+            dtype: DType::F32,
+            ops: Vec::new(),
+            quick: false,
+            layers: None,
+            all_shapes: false,
+            reps: None,
+            progress: false,
+            software: false,
+        }
+    }
+}
+
+/// `tessera bench` command-line arguments (flatten into the CLI's subcommand).
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Backend: cpu, wgpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// CUDA device ordinal.
+    #[arg(long, default_value_t = 0)]
+    pub ordinal: usize,
+    /// Element type: f32 or bf16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Op families (comma-separated): patch, linear, layer_norm, elementwise,
+    /// attention, memory_gated_attention, forward. Default: all.
+    #[arg(long, value_delimiter = ',')]
+    pub op: Vec<String>,
+    /// Batch 1, SigLIP-base only, fewer repetitions.
+    #[arg(long)]
+    pub quick: bool,
+    /// Encoder layers in the forward row.
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Include SigLIP-so400m batch 32 on the CPU (slow).
+    #[arg(long)]
+    pub all_shapes: bool,
+    /// Repetitions per case (median reported).
+    #[arg(long)]
+    pub reps: Option<usize>,
+}
+
+impl BenchArgs {
+    /// Parse into [`BenchOptions`] (progress lines on).
+    pub fn options(&self) -> Result<BenchOptions> {
+        let bad = |tensor: &str, msg: String| Error::Input {
+            tensor: tensor.into(),
+            msg,
+        };
+        let device: DeviceKind = self.device.parse()?;
+        let dtype = self.dtype.parse().map_err(|m| bad("--dtype", m))?;
+        let ops = self
+            .op
+            .iter()
+            .map(|s| s.parse::<OpKind>())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|m| bad("--op", m))?;
+        if self.reps == Some(0) || self.layers == Some(0) {
+            return Err(bad("--reps/--layers", "must be at least 1".into()));
+        }
+        Ok(BenchOptions {
+            device,
+            ordinal: self.ordinal,
+            dtype,
+            ops,
+            quick: self.quick,
+            layers: self.layers,
+            all_shapes: self.all_shapes,
+            reps: self.reps,
+            progress: true,
+            software: false,
+        })
+    }
+}
+
+/// Warm-up and repetition policy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
+    /// Untimed calls before the first sample (the last one also estimates the cost).
+    pub warmup: usize,
+    /// Samples; the median is reported.
+    pub reps: usize,
+    /// Each sample runs enough calls to last about this long.
+    pub target_ms: f64,
+    /// Upper bound on the wall time of all samples of one case (reps shrink to 3).
+    pub budget_ms: f64,
+}
+
+impl Timing {
+    /// The policy for a device kind.
+    pub fn for_run(quick: bool, reps: Option<usize>) -> Self {
+        let (warmup, default_reps, target_ms, budget_ms) = if quick {
+            (1, 3, 20.0, 5_000.0)
+        } else {
+            (2, 7, 100.0, 30_000.0)
+        };
+        Self {
+            warmup,
+            reps: reps.unwrap_or(default_reps).max(1),
+            target_ms,
+            budget_ms,
+        }
+    }
+    /// Calls per sample given one call's estimated ms.
+    pub fn iters_for(&self, est_ms: f64) -> usize {
+        if est_ms.is_finite() && est_ms > 0.0 {
+            (self.target_ms / est_ms).ceil().clamp(1.0, 10_000.0) as usize
+        } else {
+            1
+        }
+    }
+    /// Samples given one sample's estimated ms.
+    pub fn reps_for(&self, sample_ms: f64) -> usize {
+        if sample_ms * self.reps as f64 > self.budget_ms {
+            self.reps.min(3)
+        } else {
+            self.reps
+        }
+    }
+}
+
+/// Median of a non-empty slice (NaN-free); 0 for an empty one.
+pub fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+/// Median ms per call of `prepared` on `dev`, timed with [`Device::time_ms`].
+pub fn time_case<D: Device>(dev: &D, prepared: &mut Prepared, t: &Timing) -> Result<f64> {
+    let mut est = f64::INFINITY;
+    for _ in 0..t.warmup.max(1) {
+        est = dev.time_ms(1, || prepared.run())?;
+    }
+    let iters = t.iters_for(est);
+    let mut v = Vec::with_capacity(t.reps);
+    for _ in 0..t.reps_for(est * iters as f64) {
+        v.push(dev.time_ms(iters, || prepared.run())?);
+    }
+    Ok(median(&mut v))
+}
+
+/// The cases `opts` selects for a device kind, plus notes on what was left out.
+pub fn select_cases(opts: &BenchOptions) -> (Vec<CaseSpec>, Vec<String>) {
+    let mut notes = Vec::new();
+    let on_cpu = opts.device == DeviceKind::Cpu || opts.software;
+    let models: &[ModelShape] = if opts.quick {
+        &[SIGLIP_BASE]
+    } else {
+        &[SIGLIP_BASE, SIGLIP_SO400M]
+    };
+    let batches: &[usize] = if opts.quick { &[1] } else { &[1, 32] };
+    let families: Vec<OpKind> = if opts.ops.is_empty() {
+        OpKind::ALL.to_vec()
+    } else {
+        OpKind::ALL
+            .into_iter()
+            .filter(|k| opts.ops.contains(k))
+            .collect()
+    };
+    let mut out = Vec::new();
+    for &family in &families {
+        for model in models {
+            for &batch in batches {
+                if on_cpu && !opts.all_shapes && model.name == "so400m" && batch == 32 {
+                    continue;
+                }
+                let layers = opts.layers.unwrap_or(match (opts.quick, on_cpu) {
+                    (true, _) => 1,
+                    (false, true) => 2,
+                    (false, false) => model.layers,
+                });
+                out.extend(family_cases(family, *model, batch, layers));
+            }
+        }
+        if family == OpKind::Linear && !opts.quick {
+            out.push(square_linear(if on_cpu { 1024 } else { 4096 }));
+        }
+    }
+    if on_cpu && !opts.all_shapes && !opts.quick {
+        notes.push("so400m batch 32 skipped on the CPU (pass --all-shapes to include it)".into());
+    }
+    (out, notes)
+}
+
+/// Run the benchmarks `opts` asks for.
+pub fn run(opts: &BenchOptions) -> Result<BenchTable> {
+    match opts.device {
+        DeviceKind::Cpu => run_dtype(&Cpu, opts),
+        DeviceKind::Cuda => run_dtype(&Cuda::new(opts.ordinal)?, opts),
+        DeviceKind::Wgpu => {
+            let dev = Wgpu::new()?;
+            let opts = BenchOptions {
+                software: opts.software || dev.adapter_info().is_software,
+                ..opts.clone()
+            };
+            run_dtype(&dev, &opts)
+        }
+    }
+}
+
+fn run_dtype<D>(dev: &D, opts: &BenchOptions) -> Result<BenchTable>
+where
+    D: BenchDevice + BenchKernels<f32> + BenchKernels<bf16>,
+{
+    match opts.dtype {
+        DType::F32 => run_on::<f32, D>(dev, opts),
+        DType::BF16 => run_on::<bf16, D>(dev, opts),
+    }
+}
+
+/// Sizes of the ceiling measurements.
+const COPY_CEILING_BYTES: usize = 256 << 20;
+const CPU_COPY_CEILING_BYTES: usize = 64 << 20;
+
+/// Run every selected case on `dev` in dtype `T`.
+pub fn run_on<T: Element, D: BenchDevice + BenchKernels<T>>(
+    dev: &D,
+    opts: &BenchOptions,
+) -> Result<BenchTable> {
+    let dtype = T::DTYPE;
+    let t = Timing::for_run(opts.quick, opts.reps);
+    let (cases, mut notes) = select_cases(opts);
+    let mut peers = dev.peers();
+    let slow = D::KIND == DeviceKind::Cpu || opts.software;
+    let log = |msg: String| {
+        if opts.progress {
+            eprintln!("[bench] {msg}");
+        }
+    };
+
+    // Ceilings: measured before and after the cases, the better of the two kept,
+    // so that a transient slowdown (a shared machine, clocks ramping up) at one
+    // end does not lower the bar.
+    let need_compute = cases.iter().any(|c| c.bound() == Bound::Compute);
+    let need_memory = cases.iter().any(|c| c.bound() == Bound::Memory);
+    let gemm_size = if slow { 1024 } else { 4096 };
+    let copy_bytes = if slow {
+        CPU_COPY_CEILING_BYTES
+    } else {
+        COPY_CEILING_BYTES
+    };
+    let measure_ceilings = |peers: &mut Box<dyn PeerSet>| {
+        let compute = if need_compute {
+            let n = gemm_size;
+            log(format!("ceiling: {} {n}³", peers.gemm_name(dtype)));
+            let flops = 2.0 * (n as f64).powi(3);
+            Ceiling::new(
+                format!("{} {n}³", peers.gemm_name(dtype)),
+                peers.gemm_ms(dtype, n, n, n, &t).map(|ms| flops / ms / 1e9),
+                "TFLOP/s",
+            )
+        } else {
+            Ceiling::skipped()
+        };
+        let memory = if need_memory {
+            let mib = copy_bytes >> 20;
+            log(format!("ceiling: {} {mib} MiB", peers.copy_name()));
+            Ceiling::new(
+                format!("{} of {mib} MiB (read + write)", peers.copy_name()),
+                peers
+                    .copy_ms(copy_bytes, &t)
+                    .map(|ms| 2.0 * copy_bytes as f64 / ms / 1e6),
+                "GB/s",
+            )
+        } else {
+            Ceiling::skipped()
+        };
+        (compute, memory)
+    };
+    let (compute, memory) = measure_ceilings(&mut peers);
+
+    let mut rows = Vec::with_capacity(cases.len());
+    for spec in &cases {
+        let label = format!("{} {}", spec.op_label(), spec.shape_label(dtype));
+        log(label.clone());
+        let measured = prepare::<T, D>(dev, spec).and_then(|mut p| time_case(dev, &mut p, &t));
+        let peer = match measured {
+            Err(_) => PeerCell::None,
+            Ok(_) => match (spec.bound(), spec.peer_gemm()) {
+                (Bound::Memory, _) => {
+                    let bytes = (spec.bytes(dtype) / 2.0).round() as usize;
+                    PeerCell::from_result(peers.copy_name(), peers.copy_ms(bytes, &t))
+                }
+                (Bound::Compute, Some((m, n, k))) => {
+                    PeerCell::from_result(peers.gemm_name(dtype), peers.gemm_ms(dtype, m, n, k, &t))
+                }
+                (Bound::Compute, None) => PeerCell::External(match spec.kind {
+                    CaseKind::Attention { .. } => "PyTorch SDPA (scripts/sdpa_bench.py)",
+                    CaseKind::Forward { .. } => "PyTorch eager (scripts/sdpa_bench.py)",
+                    _ => "none in this run",
+                }),
+            },
+        };
+        rows.push(BenchRow::new(spec, dtype, D::KIND, measured, peer));
+    }
+    let (compute_end, memory_end) = measure_ceilings(&mut peers);
+    let compute = compute.best(compute_end);
+    let memory = memory.best(memory_end);
+    if dtype == DType::BF16 && D::KIND == DeviceKind::Cpu {
+        notes.push("the gemm crate has no bf16 GEMM: bf16 rows compare with its f32 GEMM".into());
+    }
+    let mut table = BenchTable {
+        device: dev.describe(),
+        dtype,
+        compute,
+        memory,
+        rows,
+        notes,
+    };
+    table.fill_ceilings();
+    Ok(table)
+}

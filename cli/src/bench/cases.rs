@@ -1,0 +1,710 @@
+//! What is benchmarked: SigLIP-shaped cases ([`CaseSpec`]), their FLOP and byte
+//! counts, and ready-to-run closures over device buffers ([`Prepared`]).
+
+use half::bf16;
+use tessera::ops::{self, Activation, Kernels};
+use tessera::DeviceBuffer;
+use tessera::Result;
+use tessera::{DType, Element};
+
+/// The shape of a SigLIP vision tower, as far as the benchmarks need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelShape {
+    pub name: &'static str,
+    /// D.
+    pub hidden: usize,
+    /// F.
+    pub intermediate: usize,
+    /// H.
+    pub heads: usize,
+    /// P.
+    pub patch: usize,
+    /// I.
+    pub image: usize,
+    /// C.
+    pub channels: usize,
+    /// L of the released checkpoint.
+    pub layers: usize,
+}
+
+impl ModelShape {
+    /// N = (I/P)².
+    pub fn tokens(&self) -> usize {
+        let g = self.image / self.patch;
+        g * g
+    }
+    /// hd = D/H.
+    pub fn head_dim(&self) -> usize {
+        self.hidden / self.heads
+    }
+}
+
+/// SigLIP-base-patch16-224: D 768, F 3072, N 196, H 12, hd 64, 12 layers.
+pub const SIGLIP_BASE: ModelShape = ModelShape {
+    name: "base",
+    hidden: 768,
+    intermediate: 3072,
+    heads: 12,
+    patch: 16,
+    image: 224,
+    channels: 3,
+    layers: 12,
+};
+
+/// SigLIP-so400m-patch14-384: D 1152, F 4304, N 729, H 16, hd 72, 27 layers.
+/// The checkpoint's 384 px is not a multiple of 14: its stride-14 convolution
+/// drops the last 6 pixels, so the 27 × 27 = 729 patches cover 378 px, which is
+/// the image size tessera's patch embedding (exact multiples only) is given.
+pub const SIGLIP_SO400M: ModelShape = ModelShape {
+    name: "so400m",
+    hidden: 1152,
+    intermediate: 4304,
+    heads: 16,
+    patch: 14,
+    image: 378,
+    channels: 3,
+    layers: 27,
+};
+
+/// Memory experts E of the memory-gated attention benchmarks.
+pub const MEMORY_EXPERTS: usize = 4;
+/// Memory slots M per expert.
+pub const MEMORY_SLOTS: usize = 32;
+
+/// Op families, as the `--op` filter names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OpKind {
+    Patch,
+    Linear,
+    LayerNorm,
+    /// Residual add and dtype cast (memory-bound elementwise ops).
+    Elementwise,
+    Attention,
+    MemoryGatedAttention,
+    Forward,
+}
+
+impl OpKind {
+    /// Every family, in table order.
+    pub const ALL: [OpKind; 7] = [
+        OpKind::Patch,
+        OpKind::Linear,
+        OpKind::LayerNorm,
+        OpKind::Elementwise,
+        OpKind::Attention,
+        OpKind::MemoryGatedAttention,
+        OpKind::Forward,
+    ];
+
+    /// The filter name.
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::Patch => "patch",
+            OpKind::Linear => "linear",
+            OpKind::LayerNorm => "layer_norm",
+            OpKind::Elementwise => "elementwise",
+            OpKind::Attention => "attention",
+            OpKind::MemoryGatedAttention => "memory_gated_attention",
+            OpKind::Forward => "forward",
+        }
+    }
+}
+
+impl std::fmt::Display for OpKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for OpKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let s = s.trim().to_ascii_lowercase().replace('-', "_");
+        let alias = match s.as_str() {
+            "patch_embed" => "patch",
+            "ln" | "layernorm" => "layer_norm",
+            "add" | "cast" => "elementwise",
+            "memory" | "mga" | "memory_read" | "memory_write" => "memory_gated_attention",
+            other => other,
+        };
+        OpKind::ALL
+            .into_iter()
+            .find(|k| k.name() == alias)
+            .ok_or_else(|| {
+                let names: Vec<_> = OpKind::ALL.iter().map(|k| k.name()).collect();
+                format!("unknown op `{s}` (expected one of {})", names.join(", "))
+            })
+    }
+}
+
+/// Whether a case is judged by arithmetic (TFLOP/s) or by traffic (GB/s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    Compute,
+    Memory,
+}
+
+/// One benchmark case: an op at one shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaseSpec {
+    pub family: OpKind,
+    pub model: ModelShape,
+    pub batch: usize,
+    pub kind: CaseKind,
+}
+
+/// The op and the sizes it runs at.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CaseKind {
+    /// Patch embedding of `batch` images of `model`.
+    Patch,
+    /// `x[rows, k] · W[n, k]ᵀ + b`, with the given epilogue.
+    Linear {
+        label: &'static str,
+        rows: usize,
+        k: usize,
+        n: usize,
+        activation: Activation,
+        residual: bool,
+    },
+    /// Layer norm of `[rows, cols]`.
+    LayerNorm { rows: usize, cols: usize },
+    /// `a + b` over `len` elements (the residual add).
+    Add { len: usize },
+    /// Cast of `len` elements to the other dtype (f32 ↔ bf16).
+    Cast { len: usize },
+    /// Self-attention over `seq` rows: q, k, v `[batch, seq, H·hd]`.
+    Attention { seq: usize },
+    /// Memory gate + read + concat (`ops::memory_read`).
+    MemoryRead,
+    /// Bank write + split + residual (`ops::memory_write`).
+    MemoryWrite,
+    /// A whole memory-gated attention block: read, q/k/v over M + N rows,
+    /// attention, out_proj, write.
+    MemoryBlock,
+    /// Synthetic forward: patch embedding, `layers` encoder layers, post layer norm.
+    Forward { layers: usize },
+}
+
+impl CaseSpec {
+    /// Row label of the op column.
+    pub fn op_label(&self) -> String {
+        match self.kind {
+            CaseKind::Patch => "patch_embed".into(),
+            CaseKind::Linear { label, .. } => format!("linear {label}"),
+            CaseKind::LayerNorm { .. } => "layer_norm".into(),
+            CaseKind::Add { .. } => "add (residual)".into(),
+            CaseKind::Cast { .. } => "cast".into(),
+            CaseKind::Attention { .. } => "attention".into(),
+            CaseKind::MemoryRead => "memory_read".into(),
+            CaseKind::MemoryWrite => "memory_write".into(),
+            CaseKind::MemoryBlock => "memory_gated_attention".into(),
+            CaseKind::Forward { layers } => format!("forward ({layers} layers)"),
+        }
+    }
+
+    /// Compact shape description.
+    pub fn shape_label(&self, dtype: DType) -> String {
+        let m = &self.model;
+        let b = self.batch;
+        let (d, n) = (m.hidden, m.tokens());
+        match self.kind {
+            CaseKind::Patch => format!(
+                "{} B{b} {}px P{} -> [{}, {d}]",
+                m.name,
+                m.image,
+                m.patch,
+                b * n
+            ),
+            CaseKind::Linear { rows, k, n, .. } => format!("{} B{b} M{rows} K{k} N{n}", m.name),
+            CaseKind::LayerNorm { rows, cols } => format!("{} B{b} [{rows}, {cols}]", m.name),
+            CaseKind::Add { len } => format!("{} B{b} {len} elems", m.name),
+            CaseKind::Cast { len } => {
+                format!("{} B{b} {len} {dtype}->{}", m.name, other_dtype(dtype))
+            }
+            CaseKind::Attention { seq } => {
+                format!("{} B{b} H{} S{seq} hd{}", m.name, m.heads, m.head_dim())
+            }
+            CaseKind::MemoryRead | CaseKind::MemoryWrite | CaseKind::MemoryBlock => format!(
+                "{} B{b} N{n} E{MEMORY_EXPERTS} M{MEMORY_SLOTS} D{d}",
+                m.name
+            ),
+            CaseKind::Forward { .. } => format!("{} B{b} N{n} D{d} F{}", m.name, m.intermediate),
+        }
+    }
+
+    /// Compute- or memory-bound.
+    pub fn bound(&self) -> Bound {
+        match self.kind {
+            CaseKind::LayerNorm { .. }
+            | CaseKind::Add { .. }
+            | CaseKind::Cast { .. }
+            | CaseKind::MemoryRead
+            | CaseKind::MemoryWrite => Bound::Memory,
+            _ => Bound::Compute,
+        }
+    }
+
+    /// Floating-point operations of one call (a multiply-add counts 2).
+    pub fn flops(&self) -> f64 {
+        let m = &self.model;
+        let (b, d, f, n) = (
+            self.batch as f64,
+            m.hidden as f64,
+            m.intermediate as f64,
+            m.tokens() as f64,
+        );
+        let k_patch = (m.channels * m.patch * m.patch) as f64;
+        let attn = |seq: f64| 4.0 * b * seq * seq * d;
+        let layer = |seq: f64| {
+            let rows = b * seq;
+            2.0 * rows * d * d * 4.0 + 2.0 * rows * d * f * 2.0 + attn(seq)
+        };
+        match self.kind {
+            CaseKind::Patch => 2.0 * b * n * k_patch * d,
+            CaseKind::Linear { rows, k, n, .. } => 2.0 * rows as f64 * k as f64 * n as f64,
+            CaseKind::Attention { seq } => attn(seq as f64),
+            CaseKind::MemoryBlock => {
+                let seq = n + MEMORY_SLOTS as f64;
+                2.0 * b * seq * d * d * 4.0 + attn(seq)
+            }
+            CaseKind::Forward { layers } => 2.0 * b * n * k_patch * d + layers as f64 * layer(n),
+            _ => 0.0,
+        }
+    }
+
+    /// Bytes the op must read and write at least once (weights included), for
+    /// elements of `dtype`.
+    pub fn bytes(&self, dtype: DType) -> f64 {
+        let s = dtype.size() as f64;
+        let m = &self.model;
+        let (b, d, n) = (self.batch as f64, m.hidden as f64, m.tokens() as f64);
+        let (e, slots) = (MEMORY_EXPERTS as f64, MEMORY_SLOTS as f64);
+        let bank = b * e * slots * d;
+        match self.kind {
+            CaseKind::LayerNorm { rows, cols } => {
+                s * (2.0 * (rows * cols) as f64 + 2.0 * cols as f64)
+            }
+            CaseKind::Add { len } => s * 3.0 * len as f64,
+            CaseKind::Cast { len } => (s + other_dtype(dtype).size() as f64) * len as f64,
+            // h once, bank once, joint written, router weights; gate in f32.
+            CaseKind::MemoryRead => {
+                s * (b * n * d + bank + b * (slots + n) * d + e * d + e) + 4.0 * b * e
+            }
+            // bank read + written, o read, residual read, out written; gate in f32.
+            CaseKind::MemoryWrite => {
+                s * (2.0 * bank + b * (slots + n) * d + 2.0 * b * n * d) + 4.0 * b * e
+            }
+            CaseKind::Linear {
+                rows,
+                k,
+                n,
+                residual,
+                ..
+            } => {
+                let (r, k, n) = (rows as f64, k as f64, n as f64);
+                s * (r * k + n * k + n + r * n * if residual { 2.0 } else { 1.0 })
+            }
+            CaseKind::Patch => {
+                let k = (m.channels * m.patch * m.patch) as f64;
+                s * (b * m.channels as f64 * (m.image * m.image) as f64
+                    + d * k
+                    + d
+                    + n * d
+                    + b * n * d)
+            }
+            CaseKind::Attention { seq } => s * 4.0 * b * seq as f64 * d,
+            CaseKind::MemoryBlock | CaseKind::Forward { .. } => 0.0,
+        }
+    }
+
+    /// The GEMM `(m, n, k)` a vendor library would run for this case, if any.
+    pub fn peer_gemm(&self) -> Option<(usize, usize, usize)> {
+        match self.kind {
+            CaseKind::Linear { rows, k, n, .. } => Some((rows, n, k)),
+            CaseKind::Patch => {
+                let m = &self.model;
+                Some((
+                    self.batch * m.tokens(),
+                    m.hidden,
+                    m.channels * m.patch * m.patch,
+                ))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The dtype a cast case converts to.
+pub fn other_dtype(d: DType) -> DType {
+    match d {
+        DType::F32 => DType::BF16,
+        DType::BF16 => DType::F32,
+    }
+}
+
+/// The cases of one family for one model and batch.
+pub fn family_cases(
+    family: OpKind,
+    model: ModelShape,
+    batch: usize,
+    forward_layers: usize,
+) -> Vec<CaseSpec> {
+    let d = model.hidden;
+    let rows = batch * model.tokens();
+    let mk = |kind| CaseSpec {
+        family,
+        model,
+        batch,
+        kind,
+    };
+    let linear = |label, k, n, activation, residual| {
+        mk(CaseKind::Linear {
+            label,
+            rows,
+            k,
+            n,
+            activation,
+            residual,
+        })
+    };
+    match family {
+        OpKind::Patch => vec![mk(CaseKind::Patch)],
+        OpKind::Linear => vec![
+            linear("q_proj", d, d, Activation::None, false),
+            linear(
+                "fc1+gelu",
+                d,
+                model.intermediate,
+                Activation::GeluTanh,
+                false,
+            ),
+            linear("fc2+res", model.intermediate, d, Activation::None, true),
+        ],
+        OpKind::LayerNorm => vec![mk(CaseKind::LayerNorm { rows, cols: d })],
+        OpKind::Elementwise => vec![
+            mk(CaseKind::Add { len: rows * d }),
+            mk(CaseKind::Cast { len: rows * d }),
+        ],
+        OpKind::Attention => vec![mk(CaseKind::Attention {
+            seq: model.tokens(),
+        })],
+        OpKind::MemoryGatedAttention => vec![
+            mk(CaseKind::MemoryRead),
+            mk(CaseKind::MemoryWrite),
+            mk(CaseKind::MemoryBlock),
+        ],
+        OpKind::Forward => vec![mk(CaseKind::Forward {
+            layers: forward_layers,
+        })],
+    }
+}
+
+/// A square `size³` linear (no bias), for the GEMM ceiling rows.
+pub fn square_linear(size: usize) -> CaseSpec {
+    CaseSpec {
+        family: OpKind::Linear,
+        model: SIGLIP_BASE,
+        batch: 1,
+        kind: CaseKind::Linear {
+            label: "square",
+            rows: size,
+            k: size,
+            n: size,
+            activation: Activation::None,
+            residual: false,
+        },
+    }
+}
+
+impl CaseSpec {
+    /// `true` for the square ceiling rows made by [`square_linear`].
+    pub fn is_square(&self) -> bool {
+        matches!(
+            self.kind,
+            CaseKind::Linear {
+                label: "square",
+                ..
+            }
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Data.
+
+/// Deterministic pseudo-random values in `[-scale, scale)` (xorshift64*).
+pub fn random_vec<T: Element>(len: usize, seed: u64, scale: f32) -> Vec<T> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s >> 12;
+            s ^= s << 25;
+            s ^= s >> 27;
+            let r = s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40; // 24 bits
+            T::from_f32((r as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale)
+        })
+        .collect()
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn buf<T: Element, D: Kernels<T>>(
+        &mut self,
+        dev: &D,
+        shape: &[usize],
+        scale: f32,
+    ) -> Result<DeviceBuffer<T, D>> {
+        self.0 += 1;
+        let n = shape.iter().product();
+        DeviceBuffer::from_slice(dev, &random_vec::<T>(n, self.0, scale), shape)
+    }
+    fn ones<T: Element, D: Kernels<T>>(
+        &mut self,
+        dev: &D,
+        shape: &[usize],
+    ) -> Result<DeviceBuffer<T, D>> {
+        DeviceBuffer::full(dev, shape, T::from_f32(1.0))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Prepared cases.
+
+/// A case with its buffers on the device: call [`Prepared::run`] to launch it once.
+pub struct Prepared {
+    run: Box<dyn FnMut() -> Result<()>>,
+}
+
+impl Prepared {
+    /// Launch the op once (asynchronously on GPU backends).
+    pub fn run(&mut self) -> Result<()> {
+        (self.run)()
+    }
+}
+
+/// The bounds every benchmarked backend meets: kernels for `T` and for both
+/// element types (the cast rows and the memory gate).
+pub trait BenchKernels<T: Element>: Kernels<T> + Kernels<f32> + Kernels<bf16> {}
+impl<T: Element, D: Kernels<T> + Kernels<f32> + Kernels<bf16>> BenchKernels<T> for D {}
+
+/// Weights of one encoder layer.
+struct Layer<T: Element, D: Kernels<T>> {
+    ln1: (DeviceBuffer<T, D>, DeviceBuffer<T, D>),
+    ln2: (DeviceBuffer<T, D>, DeviceBuffer<T, D>),
+    q: (DeviceBuffer<T, D>, DeviceBuffer<T, D>),
+    k: (DeviceBuffer<T, D>, DeviceBuffer<T, D>),
+    v: (DeviceBuffer<T, D>, DeviceBuffer<T, D>),
+    o: (DeviceBuffer<T, D>, DeviceBuffer<T, D>),
+    fc1: (DeviceBuffer<T, D>, DeviceBuffer<T, D>),
+    fc2: (DeviceBuffer<T, D>, DeviceBuffer<T, D>),
+}
+
+impl<T: Element, D: Kernels<T>> Layer<T, D> {
+    fn new(dev: &D, rng: &mut Rng, d: usize, f: usize) -> Result<Self> {
+        let wd = 1.0 / (d as f32).sqrt();
+        let wf = 1.0 / (f as f32).sqrt();
+        Ok(Self {
+            ln1: (rng.ones(dev, &[d])?, rng.buf(dev, &[d], 0.02)?),
+            ln2: (rng.ones(dev, &[d])?, rng.buf(dev, &[d], 0.02)?),
+            q: (rng.buf(dev, &[d, d], wd)?, rng.buf(dev, &[d], 0.02)?),
+            k: (rng.buf(dev, &[d, d], wd)?, rng.buf(dev, &[d], 0.02)?),
+            v: (rng.buf(dev, &[d, d], wd)?, rng.buf(dev, &[d], 0.02)?),
+            o: (rng.buf(dev, &[d, d], wd)?, rng.buf(dev, &[d], 0.02)?),
+            fc1: (rng.buf(dev, &[f, d], wd)?, rng.buf(dev, &[f], 0.02)?),
+            fc2: (rng.buf(dev, &[d, f], wf)?, rng.buf(dev, &[d], 0.02)?),
+        })
+    }
+}
+
+/// Scratch activations of the forward pass, allocated once.
+struct Scratch<T: Element, D: Kernels<T>> {
+    x: DeviceBuffer<T, D>,
+    x2: DeviceBuffer<T, D>,
+    h: DeviceBuffer<T, D>,
+    q: DeviceBuffer<T, D>,
+    k: DeviceBuffer<T, D>,
+    v: DeviceBuffer<T, D>,
+    a: DeviceBuffer<T, D>,
+    f: DeviceBuffer<T, D>,
+}
+
+impl<T: Element, D: Kernels<T>> Scratch<T, D> {
+    fn new(dev: &D, b: usize, n: usize, d: usize, f: usize) -> Result<Self> {
+        let act = [b, n, d];
+        Ok(Self {
+            x: DeviceBuffer::zeros(dev, &act)?,
+            x2: DeviceBuffer::zeros(dev, &act)?,
+            h: DeviceBuffer::zeros(dev, &act)?,
+            q: DeviceBuffer::zeros(dev, &act)?,
+            k: DeviceBuffer::zeros(dev, &act)?,
+            v: DeviceBuffer::zeros(dev, &act)?,
+            a: DeviceBuffer::zeros(dev, &act)?,
+            f: DeviceBuffer::zeros(dev, &[b, n, f])?,
+        })
+    }
+}
+
+const LN_EPS: f32 = 1e-6;
+
+/// One pre-norm encoder layer on `s.x`, leaving the result in `s.x`.
+fn encoder_layer<T: Element, D: Kernels<T>>(
+    l: &Layer<T, D>,
+    s: &mut Scratch<T, D>,
+    heads: usize,
+) -> Result<()> {
+    let none = Activation::None;
+    ops::layer_norm_into(&s.x, &l.ln1.0, &l.ln1.1, LN_EPS, &mut s.h)?;
+    ops::linear_into(&s.h, &l.q.0, Some(&l.q.1), none, None, &mut s.q)?;
+    ops::linear_into(&s.h, &l.k.0, Some(&l.k.1), none, None, &mut s.k)?;
+    ops::linear_into(&s.h, &l.v.0, Some(&l.v.1), none, None, &mut s.v)?;
+    ops::attention_into(&s.q, &s.k, &s.v, heads, &mut s.a)?;
+    ops::linear_into(&s.a, &l.o.0, Some(&l.o.1), none, Some(&s.x), &mut s.x2)?;
+    ops::layer_norm_into(&s.x2, &l.ln2.0, &l.ln2.1, LN_EPS, &mut s.h)?;
+    let gelu = Activation::GeluTanh;
+    ops::linear_into(&s.h, &l.fc1.0, Some(&l.fc1.1), gelu, None, &mut s.f)?;
+    ops::linear_into(&s.f, &l.fc2.0, Some(&l.fc2.1), none, Some(&s.x2), &mut s.x)
+}
+
+/// Allocate and fill the buffers of `spec` on `dev` in dtype `T`.
+pub fn prepare<T: Element, D: BenchKernels<T>>(dev: &D, spec: &CaseSpec) -> Result<Prepared> {
+    let m = spec.model;
+    let b = spec.batch;
+    let (d, f, n, heads) = (m.hidden, m.intermediate, m.tokens(), m.heads);
+    let mut rng = Rng(0x7e55_e4a0 ^ (b as u64) << 20 ^ d as u64);
+    let run: Box<dyn FnMut() -> Result<()>> = match spec.kind {
+        CaseKind::Patch => {
+            let px = rng.buf::<T, D>(dev, &[b, m.channels, m.image, m.image], 1.0)?;
+            let k = m.channels * m.patch * m.patch;
+            let w = rng.buf(dev, &[d, k], 1.0 / (k as f32).sqrt())?;
+            let bias = rng.buf(dev, &[d], 0.02)?;
+            let pos = rng.buf(dev, &[n, d], 0.02)?;
+            let mut out = DeviceBuffer::zeros(dev, &[b, n, d])?;
+            let patch = m.patch;
+            Box::new(move || ops::patch_embed_into(&px, &w, &bias, &pos, patch, &mut out))
+        }
+        CaseKind::Linear {
+            rows,
+            k,
+            n: nout,
+            activation,
+            residual,
+            ..
+        } => {
+            let x = rng.buf::<T, D>(dev, &[rows, k], 1.0)?;
+            let w = rng.buf(dev, &[nout, k], 1.0 / (k as f32).sqrt())?;
+            let square = spec.is_square();
+            let bias = if square {
+                None
+            } else {
+                Some(rng.buf(dev, &[nout], 0.02)?)
+            };
+            let res = if residual {
+                Some(rng.buf(dev, &[rows, nout], 1.0)?)
+            } else {
+                None
+            };
+            let mut out = DeviceBuffer::zeros(dev, &[rows, nout])?;
+            Box::new(move || {
+                ops::linear_into(&x, &w, bias.as_ref(), activation, res.as_ref(), &mut out)
+            })
+        }
+        CaseKind::LayerNorm { rows, cols } => {
+            let x = rng.buf::<T, D>(dev, &[rows, cols], 1.0)?;
+            let w = rng.ones(dev, &[cols])?;
+            let bias = rng.buf(dev, &[cols], 0.02)?;
+            let mut out = DeviceBuffer::zeros(dev, &[rows, cols])?;
+            Box::new(move || ops::layer_norm_into(&x, &w, &bias, LN_EPS, &mut out))
+        }
+        CaseKind::Add { len } => {
+            let a = rng.buf::<T, D>(dev, &[len], 1.0)?;
+            let c = rng.buf(dev, &[len], 1.0)?;
+            let mut out = DeviceBuffer::zeros(dev, &[len])?;
+            Box::new(move || ops::add_into(&a, &c, &mut out))
+        }
+        CaseKind::Cast { len } => {
+            let x = rng.buf::<T, D>(dev, &[len], 1.0)?;
+            match T::DTYPE {
+                DType::F32 => {
+                    let mut out = DeviceBuffer::<bf16, D>::zeros(dev, &[len])?;
+                    Box::new(move || ops::cast_into(&x, &mut out))
+                }
+                DType::BF16 => {
+                    let mut out = DeviceBuffer::<f32, D>::zeros(dev, &[len])?;
+                    Box::new(move || ops::cast_into(&x, &mut out))
+                }
+            }
+        }
+        CaseKind::Attention { seq } => {
+            let q = rng.buf::<T, D>(dev, &[b, seq, d], 1.0)?;
+            let k = rng.buf(dev, &[b, seq, d], 1.0)?;
+            let v = rng.buf(dev, &[b, seq, d], 1.0)?;
+            let mut out = DeviceBuffer::zeros(dev, &[b, seq, d])?;
+            Box::new(move || ops::attention_into(&q, &k, &v, heads, &mut out))
+        }
+        CaseKind::MemoryRead => {
+            let h = rng.buf::<T, D>(dev, &[b, n, d], 1.0)?;
+            let bank = rng.buf(dev, &[b, MEMORY_EXPERTS, MEMORY_SLOTS, d], 1.0)?;
+            let rw = rng.buf(dev, &[MEMORY_EXPERTS, d], 0.05)?;
+            let rb = rng.buf(dev, &[MEMORY_EXPERTS], 0.02)?;
+            let mut joint = DeviceBuffer::zeros(dev, &[b, MEMORY_SLOTS + n, d])?;
+            let mut gate = DeviceBuffer::<f32, D>::zeros(dev, &[b, MEMORY_EXPERTS])?;
+            Box::new(move || ops::memory_read_into(&h, &bank, &rw, &rb, &mut joint, &mut gate))
+        }
+        CaseKind::MemoryWrite => {
+            let mut bank = rng.buf::<T, D>(dev, &[b, MEMORY_EXPERTS, MEMORY_SLOTS, d], 1.0)?;
+            let gate_host: Vec<f32> = vec![1.0 / MEMORY_EXPERTS as f32; b * MEMORY_EXPERTS];
+            let gate = DeviceBuffer::<f32, D>::from_slice(dev, &gate_host, &[b, MEMORY_EXPERTS])?;
+            let o = rng.buf(dev, &[b, MEMORY_SLOTS + n, d], 1.0)?;
+            let res = rng.buf(dev, &[b, n, d], 1.0)?;
+            let mut out = DeviceBuffer::zeros(dev, &[b, n, d])?;
+            Box::new(move || ops::memory_write_into(&mut bank, &gate, &o, &res, &mut out))
+        }
+        CaseKind::MemoryBlock => {
+            let seq = MEMORY_SLOTS + n;
+            let h = rng.buf::<T, D>(dev, &[b, n, d], 1.0)?;
+            let x = rng.buf(dev, &[b, n, d], 1.0)?;
+            let mut bank = rng.buf(dev, &[b, MEMORY_EXPERTS, MEMORY_SLOTS, d], 1.0)?;
+            let rw = rng.buf(dev, &[MEMORY_EXPERTS, d], 0.05)?;
+            let rb = rng.buf(dev, &[MEMORY_EXPERTS], 0.02)?;
+            let layer = Layer::<T, D>::new(dev, &mut rng, d, 1)?;
+            let mut s = Scratch::<T, D>::new(dev, b, seq, d, 1)?;
+            let mut gate = DeviceBuffer::<f32, D>::zeros(dev, &[b, MEMORY_EXPERTS])?;
+            let mut out = DeviceBuffer::zeros(dev, &[b, n, d])?;
+            let none = Activation::None;
+            Box::new(move || {
+                ops::memory_read_into(&h, &bank, &rw, &rb, &mut s.x, &mut gate)?;
+                let l = &layer;
+                ops::linear_into(&s.x, &l.q.0, Some(&l.q.1), none, None, &mut s.q)?;
+                ops::linear_into(&s.x, &l.k.0, Some(&l.k.1), none, None, &mut s.k)?;
+                ops::linear_into(&s.x, &l.v.0, Some(&l.v.1), none, None, &mut s.v)?;
+                ops::attention_into(&s.q, &s.k, &s.v, heads, &mut s.a)?;
+                ops::linear_into(&s.a, &l.o.0, Some(&l.o.1), none, None, &mut s.x2)?;
+                ops::memory_write_into(&mut bank, &gate, &s.x2, &x, &mut out)
+            })
+        }
+        CaseKind::Forward { layers } => {
+            let k = m.channels * m.patch * m.patch;
+            let px = rng.buf::<T, D>(dev, &[b, m.channels, m.image, m.image], 1.0)?;
+            let pw = rng.buf(dev, &[d, k], 1.0 / (k as f32).sqrt())?;
+            let pb = rng.buf(dev, &[d], 0.02)?;
+            let pos = rng.buf(dev, &[n, d], 0.02)?;
+            let post = (rng.ones(dev, &[d])?, rng.buf(dev, &[d], 0.02)?);
+            let weights = (0..layers)
+                .map(|_| Layer::<T, D>::new(dev, &mut rng, d, f))
+                .collect::<Result<Vec<_>>>()?;
+            let mut s = Scratch::<T, D>::new(dev, b, n, d, f)?;
+            let mut out = DeviceBuffer::zeros(dev, &[b, n, d])?;
+            let patch = m.patch;
+            Box::new(move || {
+                ops::patch_embed_into(&px, &pw, &pb, &pos, patch, &mut s.x)?;
+                for l in &weights {
+                    encoder_layer(l, &mut s, heads)?;
+                }
+                ops::layer_norm_into(&s.x, &post.0, &post.1, LN_EPS, &mut out)
+            })
+        }
+    };
+    Ok(Prepared { run })
+}

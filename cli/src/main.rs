@@ -1,0 +1,578 @@
+//! `tessera`: run a SigLIP vision model (optionally with memory-gated attention)
+//! on pixel_values or image files, on the CPU, a CUDA GPU or a wgpu adapter.
+//!
+//! ```text
+//! tessera run --model DIR (--pixels FILE.safetensors | --image FILE...)
+//!             [--device auto|cpu|wgpu|cuda] [--dtype f32|bf16] [--output FILE.safetensors]
+//! tessera demo [--device ...] [--dtype ...] [--output ...]
+//! ```
+//!
+//! Every error is one line `error: ...` on stderr and exit code 1 (usage errors
+//! are clap's, with clap's exit code). Adding a subcommand is one variant of
+//! [`Command`] and one arm in [`dispatch`].
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+
+/// `println!` that ignores a closed stdout (`tessera run ... | head`): the report
+/// on stdout is for reading; a reader that stops early is not an error.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+use safetensors::{Dtype, SafeTensors};
+use tessera::model::{ModelFiles, VisionConfig, VisionModel};
+use tessera::preprocess::ImageProcessor;
+use tessera::{bf16, Cpu, Cuda, DType, DeviceBuffer, Element, Kernels, Wgpu};
+use tessera_cli::devices::{DeviceChoice, Opened};
+
+#[derive(Parser)]
+#[command(
+    name = "tessera",
+    version,
+    about = "SigLIP vision inference on CPU, CUDA and wgpu"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a model on pixel_values (safetensors) or image files.
+    Run(RunArgs),
+    /// Run the bundled tiny memory model (assets/mga_tiny) on the bundled image
+    /// (assets/waves_64x48.png).
+    Demo(ExecArgs),
+    /// Benchmark every op at SigLIP shapes beside vendor peers (see BENCHMARKS.md).
+    Bench(tessera_cli::bench::BenchArgs),
+    // A new subcommand is one variant here (its arguments and code in their own
+    // module) and one arm in `dispatch` below.
+}
+
+/// Route a parsed command to its implementation.
+fn dispatch(command: Command) -> CliResult<()> {
+    match command {
+        Command::Run(args) => run_command(&args),
+        Command::Demo(exec) => demo_command(&exec),
+        Command::Bench(args) => bench_command(&args),
+    }
+}
+
+/// `tessera bench`: one aligned table on stdout, progress on stderr.
+fn bench_command(args: &tessera_cli::bench::BenchArgs) -> CliResult<()> {
+    let table = tessera_cli::bench::run(&args.options()?)?;
+    say!("{table}");
+    Ok(())
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Model folder (config.json and model.safetensors, or a sharded
+    /// model.safetensors.index.json), or a hub id `org/name` in the local Hugging
+    /// Face cache ($HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub).
+    #[arg(long, value_name = "DIR|ORG/NAME")]
+    model: PathBuf,
+    #[command(flatten)]
+    input: InputArgs,
+    #[command(flatten)]
+    exec: ExecArgs,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct InputArgs {
+    /// safetensors file with `pixel_values` [B, C, H, W], or [S, B, C, H, W] for S
+    /// segments run in order with the memory carried.
+    #[arg(long, value_name = "FILE")]
+    pixels: Option<PathBuf>,
+    /// Image files (PNG, JPEG), preprocessed as the model's preprocessor_config.json
+    /// says (SigLIP's defaults without one). For a memory model they are
+    /// consecutive segments of one stream (batch 1); otherwise one batch.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    image: Vec<PathBuf>,
+}
+
+/// Where and how to run, and where to write the outputs.
+#[derive(Args)]
+struct ExecArgs {
+    /// auto (CUDA, else a hardware wgpu adapter, else the CPU), cpu, wgpu, cuda
+    /// or cuda:N.
+    #[arg(long, default_value = "auto", value_name = "auto|cpu|wgpu|cuda[:N]")]
+    device: DeviceChoice,
+    /// Element type of weights, activations and memory.
+    #[arg(long, default_value = "f32", value_name = "f32|bf16")]
+    dtype: DType,
+    /// Write pixel_values, last_hidden_state, pooler_output and memory.layers.{l}
+    /// (all F32) to this safetensors file.
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+// ---------------------------------------------------------------------------
+// Errors: one line, exit code 1.
+
+struct CliError(String);
+
+type CliResult<T> = Result<T, CliError>;
+
+impl From<tessera::Error> for CliError {
+    fn from(e: tessera::Error) -> Self {
+        CliError(e.to_string())
+    }
+}
+
+fn fail<T>(msg: impl Into<String>) -> CliResult<T> {
+    Err(CliError(msg.into()))
+}
+
+fn one_line(s: &str) -> String {
+    s.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Mesa's Vulkan drivers load libwayland, which prints "error: XDG_RUNTIME_DIR is
+/// invalid or not set" for every device probe when that variable is missing
+/// (containers, ssh sessions, CI) — even when the run then uses the CPU. Give the
+/// process a private runtime dir in that case, before any thread starts; the
+/// caller removes it at exit.
+fn quiet_vulkan_loader() -> Option<PathBuf> {
+    let valid = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .is_some_and(|p| p.is_dir());
+    if valid {
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!("tessera-runtime-{}", std::process::id()));
+    if std::fs::create_dir_all(&dir).is_ok() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+        }
+        // Single-threaded here: nothing else reads the environment yet.
+        std::env::set_var("XDG_RUNTIME_DIR", &dir);
+        return Some(dir);
+    }
+    None
+}
+
+fn main() -> ExitCode {
+    // A panic would be a bug in tessera; still report it in one line.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!(
+            "error: internal error (a bug in tessera): {}",
+            one_line(&info.to_string())
+        );
+    }));
+    let cli = Cli::parse();
+    let runtime_dir = quiet_vulkan_loader();
+    let result = std::panic::catch_unwind(|| dispatch(cli.command));
+    if let Some(dir) = runtime_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    match result {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(CliError(msg))) => {
+            eprintln!("error: {}", one_line(&msg));
+            ExitCode::from(1)
+        }
+        Err(_) => ExitCode::from(1),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Inputs.
+
+/// pixel_values on the host, f32, as `segments` batches of `seg_shape`.
+struct Input {
+    data: Vec<f32>,
+    segments: usize,
+    seg_shape: [usize; 4],
+    /// Whether outputs carry a leading S axis.
+    segment_axis: bool,
+    /// Where the input came from, for the summary.
+    source: String,
+}
+
+fn read_f32_le(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
+    Some(match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        _ => return None,
+    })
+}
+
+fn read_pixels(file: &Path, config: &VisionConfig) -> CliResult<Input> {
+    let bytes = std::fs::read(file).map_err(|e| CliError(format!("{}: {e}", file.display())))?;
+    // The safetensors crate's own checks can overflow on hostile offsets (a panic in
+    // debug builds); tessera's header check names the file and tensor instead.
+    tessera::model::check_safetensors(file, &bytes)?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+        CliError(format!(
+            "{}: not a valid safetensors file: {e}",
+            file.display()
+        ))
+    })?;
+    let view = st.tensor("pixel_values").map_err(|_| {
+        CliError(format!(
+            "{}: no tensor `pixel_values` (found: {})",
+            file.display(),
+            st.names().join(", ")
+        ))
+    })?;
+    let data = read_f32_le(view.data(), view.dtype()).ok_or_else(|| {
+        CliError(format!(
+            "{}: tensor `pixel_values` has dtype {:?}; supported are F32, BF16 and F16",
+            file.display(),
+            view.dtype()
+        ))
+    })?;
+    let shape = view.shape().to_vec();
+    let (c, i) = (config.num_channels, config.image_size);
+    let bad_shape = || {
+        CliError(format!(
+            "{}: tensor `pixel_values` has shape {shape:?}, expected [B, {c}, {i}, {i}] or [S, B, {c}, {i}, {i}] for this model",
+            file.display()
+        ))
+    };
+    let (segments, seg_shape, segment_axis) = match shape[..] {
+        [b, cc, h, w] if [cc, h, w] == [c, i, i] => (1, [b, c, i, i], config.has_memory()),
+        [s, b, cc, h, w] if [cc, h, w] == [c, i, i] => (s, [b, c, i, i], true),
+        _ => return Err(bad_shape()),
+    };
+    if segments == 0 || seg_shape[0] == 0 {
+        return Err(bad_shape());
+    }
+    if let Some(pos) = data.iter().position(|v| !v.is_finite()) {
+        return fail(format!(
+            "{}: tensor `pixel_values` holds a non-finite value ({}) at flat index {pos}",
+            file.display(),
+            data[pos]
+        ));
+    }
+    Ok(Input {
+        data,
+        segments,
+        seg_shape,
+        segment_axis,
+        source: format!("{} (`pixel_values` {shape:?})", file.display()),
+    })
+}
+
+fn read_images(files: &[PathBuf], config: &VisionConfig, model: &ModelFiles) -> CliResult<Input> {
+    if config.num_channels != 3 {
+        return fail(format!(
+            "--image makes RGB pixel_values, but the model expects {} channels",
+            config.num_channels
+        ));
+    }
+    let processor = ImageProcessor::for_model(model.preprocessor.as_deref(), config.image_size)?;
+    let data = processor.load_images(files)?;
+    let (n, i) = (files.len(), config.image_size);
+    let (segments, seg_shape, segment_axis, how) = if config.has_memory() {
+        (n, [1, 3, i, i], true, "consecutive segments of one stream")
+    } else {
+        (1, [n, 3, i, i], false, "one batch")
+    };
+    Ok(Input {
+        data,
+        segments,
+        seg_shape,
+        segment_axis,
+        source: format!("{n} image(s) as {how}, preprocessed to {i}×{i}"),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Commands.
+
+fn run_command(args: &RunArgs) -> CliResult<()> {
+    // Check the cheap arguments before reading anything.
+    let dtype = args.exec.dtype;
+    let files = ModelFiles::locate(&args.model)?;
+    let config = VisionConfig::from_file(&files.config)?;
+    let input = match (&args.input.pixels, &args.input.image[..]) {
+        (Some(file), []) => read_pixels(file, &config)?,
+        (None, images) if !images.is_empty() => read_images(images, &config, &files)?,
+        _ => return fail("give either --pixels FILE or --image FILE..."),
+    };
+    execute(&files, &config, &input, dtype, &args.exec)
+}
+
+fn demo_command(exec: &ExecArgs) -> CliResult<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets");
+    let model = root.join("mga_tiny");
+    let image = root.join("waves_64x48.png");
+    for p in [&model, &image] {
+        if !p.exists() {
+            return fail(format!(
+                "{}: bundled demo asset not found (the demo runs from a tessera source checkout)",
+                p.display()
+            ));
+        }
+    }
+    say!(
+        "demo: tessera run --model {} --image {}",
+        model.display(),
+        image.display()
+    );
+    let args = RunArgs {
+        model,
+        input: InputArgs {
+            pixels: None,
+            image: vec![image],
+        },
+        exec: ExecArgs {
+            device: exec.device,
+            dtype: exec.dtype,
+            output: exec.output.clone(),
+        },
+    };
+    run_command(&args)
+}
+
+/// Everything a run needs besides the device and element type.
+struct RunContext<'a> {
+    model: &'a ModelFiles,
+    config: &'a VisionConfig,
+    input: &'a Input,
+    output: Option<&'a Path>,
+    device_note: String,
+}
+
+fn execute(
+    model: &ModelFiles,
+    config: &VisionConfig,
+    input: &Input,
+    dtype: DType,
+    exec: &ExecArgs,
+) -> CliResult<()> {
+    let (selected, device_note) = exec.device.open().map_err(CliError)?;
+    let ctx = RunContext {
+        model,
+        config,
+        input,
+        output: exec.output.as_deref(),
+        device_note,
+    };
+    match (selected, dtype) {
+        (Opened::Cpu, DType::F32) => run::<f32, Cpu>(Cpu, &ctx),
+        (Opened::Cpu, DType::BF16) => run::<bf16, Cpu>(Cpu, &ctx),
+        (Opened::Cuda(d), DType::F32) => run::<f32, Cuda>(d, &ctx),
+        (Opened::Cuda(d), DType::BF16) => run::<bf16, Cuda>(d, &ctx),
+        (Opened::Wgpu(d), DType::F32) => run::<f32, Wgpu>(d, &ctx),
+        (Opened::Wgpu(d), DType::BF16) => run::<bf16, Wgpu>(d, &ctx),
+    }
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+fn to_f32<T: Element>(v: &[T]) -> Vec<f32> {
+    v.iter().map(|x| x.to_f32()).collect()
+}
+
+/// The run itself, written once for every device and element type.
+fn run<T: Element, D: Kernels<T>>(device: D, ctx: &RunContext<'_>) -> CliResult<()> {
+    let (config, input) = (ctx.config, ctx.input);
+    say!("device: {} [{}]", device.describe(), ctx.device_note);
+    match T::DTYPE {
+        DType::F32 => say!("dtype: f32"),
+        DType::BF16 => {
+            say!("dtype: bf16 (weights stored as F32 or F16 are rounded to bf16 on load)")
+        }
+    }
+    let memory_note = if config.has_memory() {
+        format!(
+            ", memory E={} M={} on layers {:?}",
+            config.memory_experts, config.memory_slots, config.memory_layers
+        )
+    } else {
+        String::new()
+    };
+    say!(
+        "model: {} ({} layers, hidden {}, {} heads, image {}, patch {}{}{})",
+        ctx.model
+            .hub_id
+            .clone()
+            .unwrap_or_else(|| ctx.model.dir.display().to_string()),
+        config.num_hidden_layers,
+        config.hidden_size,
+        config.num_attention_heads,
+        config.image_size,
+        config.patch_size,
+        if config.vision_use_head {
+            ", pooling head"
+        } else {
+            ""
+        },
+        memory_note
+    );
+    if let Some(taken) = config.defaults_taken() {
+        say!("config: absent keys take transformers' defaults: {taken}");
+    }
+    say!("input: {}", input.source);
+
+    let t = Instant::now();
+    let model = VisionModel::<T, D>::load_files(ctx.model, &device)?;
+    device.synchronize()?;
+    say!("load: {:.3} ms", ms(t));
+
+    let batch = input.seg_shape[0];
+    let seg_len: usize = input.seg_shape.iter().product();
+    let (n, d) = (config.num_patches(), config.hidden_size);
+    let mut memory = model.new_memory(batch)?;
+    let mut last = Vec::new();
+    let mut pooled = Vec::new();
+
+    let many = input.segments > 8;
+    let bar = if many && std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(input.segments as u64);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} segments, {elapsed} (eta {eta})",
+        ) {
+            bar.set_style(style);
+        }
+        Some(bar)
+    } else {
+        None
+    };
+    let (mut upload_total, mut forward_total) = (0.0f64, 0.0f64);
+    let (mut forward_min, mut forward_max) = (f64::INFINITY, 0.0f64);
+    for s in 0..input.segments {
+        let t = Instant::now();
+        let host: Vec<T> = input.data[s * seg_len..(s + 1) * seg_len]
+            .iter()
+            .map(|&v| T::from_f32(v))
+            .collect();
+        let pixels = DeviceBuffer::<T, D>::from_slice(&device, &host, &input.seg_shape)?;
+        device.synchronize()?;
+        let upload = ms(t);
+
+        let t = Instant::now();
+        let out = model.forward(&pixels, Some(&mut memory))?;
+        device.synchronize()?;
+        let forward = ms(t);
+
+        last.extend(to_f32(&out.last_hidden_state.to_vec()?));
+        if let Some(p) = &out.pooler_output {
+            pooled.extend(to_f32(&p.to_vec()?));
+        }
+        upload_total += upload;
+        forward_total += forward;
+        forward_min = forward_min.min(forward);
+        forward_max = forward_max.max(forward);
+        if !many {
+            say!(
+                "segment {}/{}: upload {upload:.3} ms, forward {forward:.3} ms",
+                s + 1,
+                input.segments
+            );
+        }
+        if let Some(bar) = &bar {
+            bar.inc(1);
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if many {
+        say!(
+            "{} segments: upload {upload_total:.3} ms total; forward {forward_total:.3} ms total, {:.3} ms mean, {forward_min:.3}..{forward_max:.3} ms",
+            input.segments,
+            forward_total / input.segments as f64
+        );
+    }
+
+    // Outputs, all f32, with a leading S axis for segment input.
+    let lead: Vec<usize> = if input.segment_axis {
+        vec![input.segments, batch]
+    } else {
+        vec![batch]
+    };
+    let with_lead = |rest: &[usize]| [&lead[..], rest].concat();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = vec![
+        (
+            "pixel_values".into(),
+            with_lead(&input.seg_shape[1..]),
+            input.data.clone(),
+        ),
+        ("last_hidden_state".into(), with_lead(&[n, d]), last),
+    ];
+    if config.vision_use_head {
+        tensors.push(("pooler_output".into(), with_lead(&[d]), pooled));
+    }
+    for (l, state) in memory.layers() {
+        tensors.push((
+            format!("memory.layers.{l}"),
+            state.shape().to_vec(),
+            to_f32(&state.to_vec()?),
+        ));
+    }
+    let shapes: Vec<String> = tensors[1..]
+        .iter()
+        .map(|(name, shape, _)| format!("{name} {shape:?}"))
+        .collect();
+    say!("outputs: {}", shapes.join(", "));
+    let (name, values) = match tensors.iter().find(|t| t.0 == "pooler_output") {
+        Some((_, _, v)) => ("pooler_output", v),
+        None => ("last_hidden_state", &tensors[1].2),
+    };
+    let show = values.len().min(8);
+    let first: Vec<String> = values[..show].iter().map(|v| format!("{v:.5}")).collect();
+    let zeros = lead.len() + usize::from(name == "last_hidden_state");
+    let index = vec!["0"; zeros].join(", ");
+    say!("{name}[{index}, :{show}] = [{}]", first.join(", "));
+
+    if let Some(path) = ctx.output {
+        write_output(path, &tensors, &device.describe())?;
+        say!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn write_output(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    device: &str,
+) -> CliResult<()> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let mut views = Vec::with_capacity(tensors.len());
+    for ((name, shape, _), data) in tensors.iter().zip(&bytes) {
+        let view = safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), data)
+            .map_err(|e| CliError(format!("{}: tensor `{name}`: {e}", path.display())))?;
+        views.push((name.clone(), view));
+    }
+    let metadata = HashMap::from([
+        ("producer".to_string(), "tessera".to_string()),
+        ("device".to_string(), device.to_string()),
+    ]);
+    let file = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+    std::fs::write(path, file).map_err(|e| CliError(format!("{}: {e}", path.display())))
+}

@@ -1,0 +1,749 @@
+//! The `tessera` binary end to end: golden cases through `--pixels` and `--output`,
+//! the bundled demo through `--image`, and error cases (non-zero exit, one line,
+//! no panic).
+
+// The library's comparison and fixture helpers, shared rather than copied.
+#[path = "../../tests/it/common/compare.rs"]
+mod compare;
+#[path = "../../tests/it/common/fixtures.rs"]
+mod fixtures;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use compare::rel_l2;
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tessera");
+
+/// The repository root: the tests run the binary from there, on tests/data and assets.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A scratch path under the test target's temp dir.
+fn tmp(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli");
+    std::fs::create_dir_all(&dir).expect("create test temp dir");
+    dir.join(name)
+}
+
+fn tessera(args: &[&str]) -> Output {
+    tessera_env(args, &[])
+}
+
+/// `tessera args` from the repository root with `env` set and the Hugging Face
+/// cache variables cleared, killed after 120 s (a hang is a failure).
+fn tessera_env(args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .current_dir(root())
+        .env_remove("HF_HUB_CACHE")
+        .env_remove("HF_HOME")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("run tessera");
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("wait for tessera").is_some() {
+            return child.wait_with_output().expect("tessera output");
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("tessera {args:?} hung (killed after 120 s)");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// (shape, values) of every tensor in a safetensors file (F32 only).
+fn read_all(path: &Path) -> HashMap<String, (Vec<usize>, Vec<f64>)> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, v)| {
+            assert_eq!(v.dtype(), Dtype::F32, "{name} in {}", path.display());
+            let data = v
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+                .collect();
+            (name, (v.shape().to_vec(), data))
+        })
+        .collect()
+}
+
+fn assert_ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Run a golden case through the binary and compare the written file.
+fn golden(case: &str, dtype: &str) {
+    let dir = root().join("tests/data").join(case);
+    let io = dir.join("io.safetensors");
+    let out_path = tmp(&format!("{}_{dtype}.safetensors", case.replace('/', "_")));
+    let _ = std::fs::remove_file(&out_path);
+    let out = tessera(&[
+        "run",
+        "--model",
+        dir.to_str().unwrap(),
+        "--pixels",
+        io.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--dtype",
+        dtype,
+        "--output",
+        out_path.to_str().unwrap(),
+    ]);
+    assert_ok(&out, case);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("load:") && stdout.contains("forward"),
+        "{stdout}"
+    );
+    let got = read_all(&out_path);
+    let want = read_all(&io);
+    let mut names: Vec<_> = want.keys().cloned().collect();
+    names.sort();
+    let mut got_names: Vec<_> = got.keys().cloned().collect();
+    got_names.sort();
+    assert_eq!(got_names, names, "{case}: output tensors");
+    let bar = if dtype == "f32" { 1e-5 } else { 2e-2 };
+    for name in names {
+        let (gs, gv) = &got[&name];
+        let (ws, wv) = &want[&name];
+        assert_eq!(gs, ws, "{case} {name}: shape");
+        let err = rel_l2(gv, wv);
+        eprintln!("cli {case} [{dtype}] {name}: rel L2 {err:.3e}");
+        if name == "pixel_values" {
+            assert_eq!(gv, wv, "{case}: pixel_values must be written as given");
+        } else {
+            assert!(
+                err <= bar,
+                "{case} [{dtype}] {name}: rel L2 {err:e} > {bar:e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn golden_siglip_tiny() {
+    golden("siglip_tiny", "f32");
+    golden("siglip_tiny", "bf16");
+}
+
+#[test]
+fn golden_siglip_tiny_bf16_checkpoint() {
+    golden("siglip_tiny_bf16", "f32");
+    golden("siglip_tiny_bf16", "bf16");
+}
+
+#[test]
+fn golden_siglip_tiny_nohead() {
+    golden("siglip_tiny_nohead", "f32");
+    golden("siglip_tiny_nohead", "bf16");
+}
+
+/// Checkpoints as users hold them: config.json with transformers' defaults left
+/// out, an image side the patch does not divide, a whole SiglipModel file.
+#[test]
+fn golden_real_checkpoints() {
+    golden("real/real_remainder", "f32");
+    golden("real/real_remainder", "bf16");
+    golden("real/real_fullmodel", "f32");
+    golden("real/real_fullmodel", "bf16");
+}
+
+/// A hub id is found in the local Hugging Face cache, laid out as huggingface_hub
+/// lays it out (refs/main → snapshots/REV/, files symlinked into blobs/), under
+/// $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub; not cached, the
+/// error says where tessera looked.
+#[test]
+#[cfg(unix)]
+fn hub_ids_are_found_in_the_local_cache() {
+    let base = tmp("hf");
+    let _ = std::fs::remove_dir_all(&base);
+    let hub = base.join("home/.cache/huggingface/hub");
+    let repo = hub.join("models--test-org--siglip-tiny");
+    let rev = "0123456789abcdef0123456789abcdef01234567";
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::create_dir_all(repo.join(format!("snapshots/{rev}"))).unwrap();
+    std::fs::write(repo.join("refs/main"), rev).unwrap();
+    let case = root().join("tests/data/siglip_tiny");
+    for (i, file) in ["config.json", "model.safetensors"].iter().enumerate() {
+        let blob = format!("blob{i}");
+        std::fs::copy(case.join(file), repo.join("blobs").join(&blob)).unwrap();
+        std::os::unix::fs::symlink(
+            format!("../../blobs/{blob}"),
+            repo.join(format!("snapshots/{rev}/{file}")),
+        )
+        .unwrap();
+    }
+    let io = case.join("io.safetensors");
+    let run = |env: &[(&str, &Path)]| {
+        tessera_env(
+            &[
+                "run",
+                "--model",
+                "test-org/siglip-tiny",
+                "--pixels",
+                io.to_str().unwrap(),
+                "--device",
+                "cpu",
+            ],
+            env,
+        )
+    };
+    let home = base.join("home");
+    let hf_home = base.join("home/.cache/huggingface");
+    for env in [
+        vec![("HF_HUB_CACHE", hub.as_path())],
+        vec![("HF_HOME", hf_home.as_path())],
+        vec![("HOME", home.as_path())],
+    ] {
+        let out = run(&env);
+        assert_ok(&out, &format!("hub id with {:?}", env[0].0));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("test-org/siglip-tiny"), "{stdout}");
+    }
+    let out = tessera_env(
+        &[
+            "run",
+            "--model",
+            "test-org/not-cached",
+            "--pixels",
+            io.to_str().unwrap(),
+        ],
+        &[("HF_HUB_CACHE", hub.as_path())],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("test-org/not-cached") && stderr.contains("models--test-org--not-cached"),
+        "{stderr}"
+    );
+}
+
+/// preprocessor_config.json beside the model drives `--image`: here another mean
+/// and std, checked against the reference pixels of the image already at size.
+#[test]
+fn preprocessor_config_drives_images() {
+    let dir = tmp("with_preprocessor");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let case = root().join("tests/data/siglip_tiny");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(case.join(f), dir.join(f)).unwrap();
+    }
+    let (mean, std) = ([0.25f64, 0.5, 0.75], [0.2f64, 0.4, 0.1]);
+    std::fs::write(
+        dir.join("preprocessor_config.json"),
+        format!(
+            r#"{{"image_processor_type": "SiglipImageProcessor", "size": {{"height": 32, "width": 32}},
+                "image_mean": {mean:?}, "image_std": {std:?}, "resample": 3}}"#
+        ),
+    )
+    .unwrap();
+    let out_path = tmp("with_preprocessor.safetensors");
+    let out = tessera(&[
+        "run",
+        "--model",
+        dir.to_str().unwrap(),
+        "--image",
+        "tests/data/images/grid_32x32.png",
+        "--device",
+        "cpu",
+        "--output",
+        out_path.to_str().unwrap(),
+    ]);
+    assert_ok(&out, "run with preprocessor_config.json");
+    let got = &read_all(&out_path)["pixel_values"].1;
+    let reference = read_all(&root().join("tests/data/images/pixel_values_32.safetensors"));
+    let (_, siglip) = &reference["grid_32x32.png"];
+    for (i, (g, r)) in got.iter().zip(siglip).enumerate() {
+        let c = i / (32 * 32);
+        let want = (r * 0.5 + 0.5 - mean[c]) / std[c];
+        assert!((g - want).abs() < 1e-5, "pixel {i}: {g} vs {want}");
+    }
+    // A size that is not the model's is refused, naming the file and both sizes.
+    std::fs::write(
+        dir.join("preprocessor_config.json"),
+        r#"{"size": {"height": 224, "width": 224}}"#,
+    )
+    .unwrap();
+    assert_one_line_error(
+        &[
+            "run",
+            "--model",
+            dir.to_str().unwrap(),
+            "--image",
+            "tests/data/images/grid_32x32.png",
+        ],
+        "preprocessor_config.json",
+    );
+}
+
+#[test]
+fn golden_mga_tiny_segments() {
+    golden("mga_tiny", "f32");
+    golden("mga_tiny", "bf16");
+}
+
+/// The bundled demo through `--image`: shapes of a memory model's single segment,
+/// and pixel_values as SigLIP's processor makes them.
+#[test]
+fn image_on_bundled_demo_model() {
+    let out_path = tmp("demo_image.safetensors");
+    let out = tessera(&[
+        "run",
+        "--model",
+        "assets/mga_tiny",
+        "--image",
+        "assets/waves_64x48.png",
+        "--device",
+        "cpu",
+        "--output",
+        out_path.to_str().unwrap(),
+    ]);
+    assert_ok(&out, "run --image");
+    let got = read_all(&out_path);
+    assert_eq!(got["pixel_values"].0, vec![1, 1, 3, 32, 32]);
+    assert_eq!(got["last_hidden_state"].0, vec![1, 1, 16, 64]);
+    assert_eq!(got["pooler_output"].0, vec![1, 1, 64]);
+    assert_eq!(got["memory.layers.0"].0, vec![1, 4, 8, 64]);
+    assert_eq!(got["memory.layers.1"].0, vec![1, 4, 8, 64]);
+    assert!(got.values().all(|(_, v)| v.iter().all(|x| x.is_finite())));
+    let reference = read_all(&root().join("tests/data/images/pixel_values_32.safetensors"));
+    let (_, want) = &reference["waves_64x48.png"];
+    let mean = got["pixel_values"]
+        .1
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .sum::<f64>()
+        / want.len() as f64;
+    assert!(mean <= 0.02, "mean |Δ| {mean}");
+
+    // Several images on a memory model are consecutive segments of batch 1.
+    let out = tessera(&[
+        "run",
+        "--model",
+        "assets/mga_tiny",
+        "--image",
+        "assets/waves_64x48.png",
+        "tests/data/images/grid_32x32.png",
+        "tests/data/images/waves_64x48.jpg",
+        "--device",
+        "cpu",
+        "--dtype",
+        "bf16",
+        "--output",
+        out_path.to_str().unwrap(),
+    ]);
+    assert_ok(&out, "run --image x3");
+    let got = read_all(&out_path);
+    assert_eq!(got["last_hidden_state"].0, vec![3, 1, 16, 64]);
+
+    // On a model without memory they are one batch, no S axis.
+    let out = tessera(&[
+        "run",
+        "--model",
+        "tests/data/siglip_tiny",
+        "--image",
+        "assets/waves_64x48.png",
+        "tests/data/images/grid_32x32.png",
+        "--device",
+        "cpu",
+        "--output",
+        out_path.to_str().unwrap(),
+    ]);
+    assert_ok(&out, "run --image batch");
+    let got = read_all(&out_path);
+    assert_eq!(got["pixel_values"].0, vec![2, 3, 32, 32]);
+    assert_eq!(got["pooler_output"].0, vec![2, 64]);
+}
+
+#[test]
+fn demo_subcommand_runs() {
+    let out = tessera(&["demo", "--device", "cpu"]);
+    assert_ok(&out, "demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("pooler_output"), "{stdout}");
+}
+
+/// Non-zero exit, exactly one line on stderr starting `error:`, no panic.
+fn assert_one_line_error(args: &[&str], needle: &str) {
+    let out = tessera(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    assert!(!stderr.contains("internal error"), "{args:?}: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{args:?}: {stderr}");
+    assert!(lines[0].starts_with("error: "), "{args:?}: {stderr}");
+    assert!(
+        lines[0].contains(needle),
+        "{args:?}: `{needle}` not in {stderr}"
+    );
+}
+
+#[test]
+fn errors_are_one_line() {
+    let io = "tests/data/siglip_tiny/io.safetensors";
+    assert_one_line_error(
+        &["run", "--model", "no/such/dir", "--pixels", io],
+        "no/such/dir",
+    );
+    assert_one_line_error(
+        &[
+            "run",
+            "--model",
+            "tests/data/siglip_tiny",
+            "--pixels",
+            "no_such.safetensors",
+        ],
+        "no_such.safetensors",
+    );
+    assert_one_line_error(
+        &[
+            "run",
+            "--model",
+            "tests/data/siglip_tiny",
+            "--image",
+            "no_such.png",
+        ],
+        "no_such.png",
+    );
+
+    // pixel_values of the wrong shape: [1, 3, 16, 16] for a 32×32 model.
+    let bad = tmp("bad_pixels.safetensors");
+    let data = vec![0u8; 3 * 16 * 16 * 4];
+    let view = safetensors::tensor::TensorView::new(Dtype::F32, vec![1, 3, 16, 16], &data).unwrap();
+    std::fs::write(
+        &bad,
+        safetensors::serialize([("pixel_values", view)], None).unwrap(),
+    )
+    .unwrap();
+    assert_one_line_error(
+        &[
+            "run",
+            "--model",
+            "tests/data/siglip_tiny",
+            "--pixels",
+            bad.to_str().unwrap(),
+        ],
+        "[1, 3, 16, 16]",
+    );
+
+    // A file without pixel_values.
+    let view = safetensors::tensor::TensorView::new(Dtype::F32, vec![1], &data[..4]).unwrap();
+    let other = tmp("no_pixels.safetensors");
+    std::fs::write(&other, safetensors::serialize([("x", view)], None).unwrap()).unwrap();
+    assert_one_line_error(
+        &[
+            "run",
+            "--model",
+            "tests/data/siglip_tiny",
+            "--pixels",
+            other.to_str().unwrap(),
+        ],
+        "pixel_values",
+    );
+}
+
+/// Usage errors are clap's: non-zero exit, no panic.
+#[test]
+fn usage_errors_use_clap() {
+    for args in [
+        &["run", "--model", "assets/mga_tiny"][..],
+        &[
+            "run",
+            "--model",
+            "assets/mga_tiny",
+            "--pixels",
+            "a",
+            "--image",
+            "b",
+        ],
+        &["frobnicate"],
+    ] {
+        let out = tessera(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(stderr.starts_with("error:"), "{stderr}");
+    }
+}
+
+/// Unknown device and dtype names are usage errors (clap's exit code 2) naming
+/// the value and the accepted ones.
+#[test]
+fn unknown_device_and_dtype_are_usage_errors() {
+    let io = "tests/data/siglip_tiny/io.safetensors";
+    for (flag, value, accepted) in [
+        ("--device", "tpu", "cuda:N"),
+        ("--device", "cuda:x", "ordinal"),
+        ("--dtype", "fp8", "bf16"),
+        ("--dtype", "f64", "bf16"),
+    ] {
+        let out = tessera(&[
+            "run",
+            "--model",
+            "tests/data/siglip_tiny",
+            "--pixels",
+            io,
+            flag,
+            value,
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(
+            stderr.starts_with("error:") && !stderr.contains("panicked"),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(value) && stderr.contains(accepted),
+            "{flag} {value}: {stderr}"
+        );
+    }
+}
+
+/// Output shapes follow the input: 5-D pixels keep the S axis even on a model
+/// without memory; 4-D pixels on a memory model are one segment (S = 1).
+#[test]
+fn segment_axis_follows_the_input() {
+    let out_path = tmp("segments.safetensors");
+    let out = tessera(&[
+        "run",
+        "--model",
+        "tests/data/siglip_tiny",
+        "--pixels",
+        "tests/data/mga_tiny/io.safetensors",
+        "--device",
+        "cpu",
+        "--output",
+        out_path.to_str().unwrap(),
+    ]);
+    assert_ok(&out, "5-D on siglip_tiny");
+    let got = read_all(&out_path);
+    assert_eq!(got["last_hidden_state"].0, vec![3, 2, 16, 64]);
+    assert_eq!(got["pooler_output"].0, vec![3, 2, 64]);
+    assert!(!got.contains_key("memory.layers.0"));
+
+    let out = tessera(&[
+        "run",
+        "--model",
+        "tests/data/mga_tiny",
+        "--pixels",
+        "tests/data/siglip_tiny/io.safetensors",
+        "--device",
+        "cpu",
+        "--output",
+        out_path.to_str().unwrap(),
+    ]);
+    assert_ok(&out, "4-D on mga_tiny");
+    let got = read_all(&out_path);
+    assert_eq!(got["pixel_values"].0, vec![1, 2, 3, 32, 32]);
+    assert_eq!(got["last_hidden_state"].0, vec![1, 2, 16, 64]);
+    assert_eq!(got["memory.layers.1"].0, vec![2, 4, 8, 64]);
+}
+
+// ---------------------------------------------------------------------------
+// A corpus of broken files: one line, exit 1, no panic, no hang.
+
+/// A model folder with siglip_tiny's files, `edit` applied.
+fn broken_model(name: &str, edit: impl FnOnce(&Path)) -> String {
+    let dir = tmp(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(root().join("tests/data/siglip_tiny").join(f), dir.join(f)).unwrap();
+    }
+    edit(&dir);
+    dir.to_str().unwrap().to_string()
+}
+
+fn pixels_file(name: &str, shape: &[usize], values: &[f32]) -> String {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view = TensorView::new(Dtype::F32, shape.to_vec(), &bytes).unwrap();
+    let p = tmp(name);
+    std::fs::write(
+        &p,
+        safetensors::serialize([("pixel_values", view)], None).unwrap(),
+    )
+    .unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+#[test]
+fn cli_broken_file_corpus() {
+    let io = "tests/data/siglip_tiny/io.safetensors";
+    let run = |model: &str, extra: &[&str], needle: &str| {
+        let mut args = vec!["run", "--model", model, "--device", "cpu"];
+        args.extend_from_slice(extra);
+        assert_one_line_error(&args, needle);
+    };
+
+    // Checkpoints: truncated, empty, text, header length past the end.
+    let m = broken_model("truncated", |d| {
+        let b = std::fs::read(d.join("model.safetensors")).unwrap();
+        std::fs::write(d.join("model.safetensors"), &b[..b.len() - 100]).unwrap();
+    });
+    run(&m, &["--pixels", io], "model.safetensors");
+    let m = broken_model("empty_ckpt", |d| {
+        std::fs::write(d.join("model.safetensors"), b"").unwrap();
+    });
+    run(&m, &["--pixels", io], "model.safetensors");
+    let m = broken_model("text_ckpt", |d| {
+        std::fs::write(d.join("model.safetensors"), "hello, I am not a checkpoint").unwrap();
+    });
+    run(&m, &["--pixels", io], "model.safetensors");
+    let m = broken_model("header_len", |d| {
+        let mut b = std::fs::read(d.join("model.safetensors")).unwrap();
+        b[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        std::fs::write(d.join("model.safetensors"), &b).unwrap();
+    });
+    run(&m, &["--pixels", io], "model.safetensors");
+
+    // Configs: a string where a number should be, empty, not JSON, eps 0.
+    let edit_config = |name: &str, f: &dyn Fn(&str) -> String| {
+        broken_model(name, |d| {
+            let c = std::fs::read_to_string(d.join("config.json")).unwrap();
+            std::fs::write(d.join("config.json"), f(&c)).unwrap();
+        })
+    };
+    let m = edit_config("string_num", &|c| {
+        let mut v: serde_json::Value = serde_json::from_str(c).unwrap();
+        v["hidden_size"] = "sixty-four".into();
+        v.to_string()
+    });
+    run(&m, &["--pixels", io], "hidden_size");
+    let m = edit_config("empty_cfg", &|_| String::new());
+    run(&m, &["--pixels", io], "config.json");
+    let m = edit_config("eps0", &|c| {
+        let mut v: serde_json::Value = serde_json::from_str(c).unwrap();
+        v["layer_norm_eps"] = 0.into();
+        v.to_string()
+    });
+    run(&m, &["--pixels", io], "layer_norm_eps");
+    let m = edit_config("layers3", &|c| {
+        let mut v: serde_json::Value = serde_json::from_str(c).unwrap();
+        v["num_hidden_layers"] = 1.into();
+        v.to_string()
+    });
+    run(&m, &["--pixels", io], "encoder.layers.1");
+
+    // Images: a text file, an empty file, a truncated PNG, a missing file.
+    let model = "tests/data/siglip_tiny";
+    let text = tmp("cli_text.png");
+    std::fs::write(&text, "not an image").unwrap();
+    run(model, &["--image", text.to_str().unwrap()], "cli_text.png");
+    let empty = tmp("cli_empty.jpg");
+    std::fs::write(&empty, b"").unwrap();
+    run(
+        model,
+        &["--image", empty.to_str().unwrap()],
+        "cli_empty.jpg",
+    );
+    let full = std::fs::read(root().join("tests/data/images/grid_32x32.png")).unwrap();
+    let cut = tmp("cli_cut.png");
+    std::fs::write(&cut, &full[..full.len() / 3]).unwrap();
+    run(model, &["--image", cut.to_str().unwrap()], "cli_cut.png");
+    run(
+        model,
+        &["--image", "no/such/image.png"],
+        "no/such/image.png",
+    );
+
+    // Pixels: empty file, text, NaN, empty batch, wrong dtype, wrong shape.
+    let empty = tmp("cli_empty.safetensors");
+    std::fs::write(&empty, b"").unwrap();
+    run(
+        model,
+        &["--pixels", empty.to_str().unwrap()],
+        "cli_empty.safetensors",
+    );
+    let text = tmp("cli_text.safetensors");
+    std::fs::write(&text, "{\"pixel_values\": 1}").unwrap();
+    run(
+        model,
+        &["--pixels", text.to_str().unwrap()],
+        "cli_text.safetensors",
+    );
+    let mut v = vec![0.25f32; 3 * 32 * 32];
+    v[1000] = f32::NAN;
+    let nan = pixels_file("cli_nan.safetensors", &[1, 3, 32, 32], &v);
+    run(model, &["--pixels", &nan], "1000");
+    run(model, &["--pixels", &nan], "pixel_values");
+    let empty_batch = pixels_file("cli_b0.safetensors", &[0, 3, 32, 32], &[]);
+    run(model, &["--pixels", &empty_batch], "[0, 3, 32, 32]");
+    let gray = pixels_file("cli_c1.safetensors", &[1, 1, 32, 32], &vec![0.0; 1024]);
+    run(model, &["--pixels", &gray], "[1, 1, 32, 32]");
+    let i32_px = {
+        let bytes = vec![0u8; 3 * 32 * 32 * 4];
+        let view = TensorView::new(Dtype::I32, vec![1, 3, 32, 32], &bytes).unwrap();
+        let p = tmp("cli_i32.safetensors");
+        std::fs::write(
+            &p,
+            safetensors::serialize([("pixel_values", view)], None).unwrap(),
+        )
+        .unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    run(model, &["--pixels", &i32_px], "I32");
+}
+
+/// A pixel file whose offsets sum past u64::MAX (the safetensors crate's own
+/// length check overflows on it): one line naming the file, no panic.
+#[test]
+fn overflowing_pixel_file_is_one_line() {
+    let on_disk = tmp("overflow_pixels.safetensors");
+    std::fs::write(&on_disk, fixtures::overflowing_safetensors()).unwrap();
+    assert_one_line_error(
+        &[
+            "run",
+            "--model",
+            "tests/data/siglip_tiny",
+            "--device",
+            "cpu",
+            "--pixels",
+            on_disk.to_str().unwrap(),
+        ],
+        "overflow_pixels.safetensors",
+    );
+}
+
+/// Without XDG_RUNTIME_DIR (containers, ssh, CI), probing for a wgpu adapter must
+/// not print the Vulkan loader's complaints before a run that then uses the CPU.
+#[test]
+fn no_vulkan_loader_noise_without_xdg_runtime_dir() {
+    let out = Command::new(BIN)
+        .args([
+            "run",
+            "--model",
+            "tests/data/siglip_tiny",
+            "--pixels",
+            "tests/data/siglip_tiny/io.safetensors",
+        ])
+        .current_dir(root())
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .expect("run tessera");
+    assert_ok(&out, "run --device auto without XDG_RUNTIME_DIR");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("XDG_RUNTIME_DIR"), "{stderr}");
+}

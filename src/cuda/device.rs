@@ -1,0 +1,297 @@
+//! The `Cuda` device (feature `cuda`): context, stream, memory, device timers.
+//! Modules, functions and launches are `launch.rs`; each op is its own file.
+//!
+//! - One [`Cuda`] handle = one `CudaContext` (the device's primary context,
+//!   retained) + one non-blocking stream. Every op is queued on that stream, so
+//!   ops on one handle run in order; `to_vec` and `synchronize` wait for them.
+//! - Storage is a `CudaSlice<u8>` plus the element count: bytes, so `Element`
+//!   needs no cudarc bound.
+//! - Kernels are hand-written PTX in `kernels/*.ptx` (one module per op family),
+//!   embedded with `include_str!`, JIT-loaded on first use and cached per handle.
+//!   Entry points are named `{op}_{dtype}` (`linear_bf16`, `cast_f32_bf16`).
+//! - Before any cudarc call we check that libcuda can be loaded (cudarc panics
+//!   otherwise with dynamic loading), and every driver call that could panic inside
+//!   cudarc (a missing symbol in an old driver) is wrapped in `catch_unwind`.
+
+use std::marker::PhantomData;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+
+use cudarc::driver::{result as cu, sys, CudaContext, CudaSlice, CudaStream, DriverError};
+
+use super::launch::Modules;
+use crate::device::{sealed, Device, DeviceKind};
+use crate::element::Element;
+use crate::error::{Error, Result};
+
+/// An NVIDIA GPU driven through hand-written PTX kernels.
+///
+/// Cloning the handle is cheap and gives the same device; two handles made by two
+/// calls to [`Cuda::new`] are different devices (buffers cannot be mixed).
+#[derive(Clone)]
+pub struct Cuda {
+    pub(super) inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    pub(super) ordinal: usize,
+    pub(super) name: String,
+    pub(super) ctx: Arc<CudaContext>,
+    pub(super) stream: Arc<CudaStream>,
+    /// Loaded modules by family name (`"linear"`), and functions by entry name.
+    pub(super) modules: Mutex<Modules>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let mods = match self.modules.get_mut() {
+            Ok(m) => std::mem::take(m),
+            Err(p) => std::mem::take(p.into_inner()),
+        };
+        if mods.modules.is_empty() {
+            return;
+        }
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            // Queued kernels may still use the modules: drain the stream first.
+            let _ = self.stream.synchronize();
+            if self.ctx.bind_to_thread().is_ok() {
+                for (_, m) in mods.modules {
+                    // SAFETY: each module was loaded once by this context and is
+                    // unloaded exactly once here; no function of it is used afterwards
+                    // because `Inner` is being dropped.
+                    let _ = unsafe { cu::module::unload(m.0) };
+                }
+            }
+        }));
+    }
+}
+
+impl std::fmt::Debug for Cuda {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cuda")
+            .field("ordinal", &self.inner.ordinal)
+            .field("name", &self.inner.name)
+            .finish()
+    }
+}
+
+/// Device memory of `len` elements of `T`, held as bytes.
+pub struct CudaStorage<T: Element> {
+    pub(super) buf: CudaSlice<u8>,
+    len: usize,
+    _t: PhantomData<T>,
+}
+
+impl<T: Element> std::fmt::Debug for CudaStorage<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CudaStorage<{}>[{}]", T::DTYPE, self.len)
+    }
+}
+
+const NO_DRIVER: &str = "libcuda.so could not be loaded; install the NVIDIA driver \
+     (or put libcuda on LD_LIBRARY_PATH), or use the cpu or wgpu backend";
+
+fn driver_present() -> bool {
+    // SAFETY: `is_culib_present` only tries `dlopen` on the candidate names and
+    // closes the library again; it calls no CUDA function.
+    catch_unwind(|| unsafe { sys::is_culib_present() }).unwrap_or(false)
+}
+
+pub(super) fn cuda_err(op: impl Into<String>, e: DriverError) -> Error {
+    Error::Cuda {
+        op: op.into(),
+        msg: e.to_string(),
+    }
+}
+
+/// Run a closure that calls cudarc, turning a panic inside cudarc into an error.
+pub(super) fn guarded<R>(op: &str, f: impl FnOnce() -> Result<R>) -> Result<R> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = crate::error::panic_text(p.as_ref())
+                .unwrap_or_else(|| "panic inside the CUDA driver bindings".into());
+            Err(Error::Cuda {
+                op: op.to_string(),
+                msg,
+            })
+        }
+    }
+}
+
+impl Cuda {
+    /// Open GPU `ordinal`: retains its primary context and makes a stream.
+    ///
+    /// Returns `Err(Error::CudaDriverNotFound)` when libcuda is absent, and an error
+    /// (never a panic) when the ordinal does not exist or the driver fails.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        if !driver_present() {
+            return Err(Error::CudaDriverNotFound(NO_DRIVER.into()));
+        }
+        guarded("Cuda::new", || {
+            let count = CudaContext::device_count().map_err(|e| cuda_err("Cuda::new", e))?;
+            if ordinal >= count.max(0) as usize {
+                return Err(Error::Cuda {
+                    op: "Cuda::new".into(),
+                    msg: format!("no CUDA device {ordinal} (this machine has {count})"),
+                });
+            }
+            let ctx = CudaContext::new(ordinal).map_err(|e| cuda_err("Cuda::new", e))?;
+            let (major, minor) = ctx
+                .compute_capability()
+                .map_err(|e| cuda_err("Cuda::new", e))?;
+            if major < 8 {
+                return Err(Error::Unsupported {
+                    op: "Cuda::new",
+                    msg: format!(
+                        "device {ordinal} has compute capability {major}.{minor}; \
+                         tessera's PTX needs sm_80 or newer"
+                    ),
+                });
+            }
+            let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+            let stream = ctx.new_stream().map_err(|e| cuda_err("Cuda::new", e))?;
+            Ok(Cuda {
+                inner: Arc::new(Inner {
+                    ordinal,
+                    name,
+                    ctx,
+                    stream,
+                    modules: Mutex::new(Modules::default()),
+                }),
+            })
+        })
+    }
+
+    /// Number of CUDA devices; `Err(CudaDriverNotFound)` when libcuda is absent.
+    pub fn device_count() -> Result<usize> {
+        if !driver_present() {
+            return Err(Error::CudaDriverNotFound(NO_DRIVER.into()));
+        }
+        guarded("Cuda::device_count", || {
+            CudaContext::device_count()
+                .map(|n| n.max(0) as usize)
+                .map_err(|e| cuda_err("Cuda::device_count", e))
+        })
+    }
+
+    /// The device ordinal this handle was opened on.
+    pub fn ordinal(&self) -> usize {
+        self.inner.ordinal
+    }
+
+    fn oom(&self, bytes: usize, tensor: &str) -> Error {
+        Error::OutOfMemory {
+            device: self.describe(),
+            bytes: bytes as u64,
+            tensor: tensor.to_string(),
+        }
+    }
+
+    fn alloc_bytes(&self, bytes: usize, tensor: &str) -> Result<CudaSlice<u8>> {
+        guarded("alloc", || {
+            // A zero-byte allocation is refused by the driver; keep one byte.
+            // SAFETY: the memory is uninitialised; every op writes its whole output
+            // before it is read, and `storage_from_slice` fills it right away.
+            unsafe { self.inner.stream.alloc::<u8>(bytes.max(1)) }.map_err(|e| {
+                if e.0 == sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY {
+                    self.oom(bytes, tensor)
+                } else {
+                    cuda_err(format!("alloc of {bytes} bytes for `{tensor}`"), e)
+                }
+            })
+        })
+    }
+}
+
+impl sealed::Sealed for Cuda {}
+
+impl Device for Cuda {
+    type Storage<T: Element> = CudaStorage<T>;
+    const KIND: DeviceKind = DeviceKind::Cuda;
+
+    fn describe(&self) -> String {
+        format!("cuda:{} ({})", self.inner.ordinal, self.inner.name)
+    }
+
+    fn same_device(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner.ctx, &other.inner.ctx)
+    }
+
+    fn storage_from_slice<T: Element>(&self, data: &[T]) -> Result<CudaStorage<T>> {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let mut buf = self.alloc_bytes(bytes.len(), "buffer")?;
+        if !bytes.is_empty() {
+            guarded("upload", || {
+                self.inner
+                    .stream
+                    .memcpy_htod(bytes, &mut buf)
+                    .map_err(|e| cuda_err("upload", e))
+            })?;
+        }
+        Ok(CudaStorage {
+            buf,
+            len: data.len(),
+            _t: PhantomData,
+        })
+    }
+
+    fn storage_alloc<T: Element>(&self, len: usize) -> Result<CudaStorage<T>> {
+        let bytes = len
+            .checked_mul(T::DTYPE.size())
+            .ok_or_else(|| self.oom(usize::MAX, "buffer"))?;
+        Ok(CudaStorage {
+            buf: self.alloc_bytes(bytes, "buffer")?,
+            len,
+            _t: PhantomData,
+        })
+    }
+
+    fn storage_to_vec<T: Element>(&self, storage: &CudaStorage<T>, len: usize) -> Result<Vec<T>> {
+        let len = len.min(storage.len);
+        let mut out = vec![T::default(); len];
+        if len == 0 {
+            return Ok(out);
+        }
+        guarded("download", || {
+            let stream = &self.inner.stream;
+            let dst: &mut [u8] = bytemuck::cast_slice_mut(&mut out);
+            let n = dst.len();
+            stream
+                .memcpy_dtoh(&storage.buf.slice(..n), dst)
+                .and_then(|_| stream.synchronize())
+                .map_err(|e| cuda_err("download", e))
+        })?;
+        Ok(out)
+    }
+
+    /// Device time between two CUDA events recorded on this handle's stream around
+    /// `iters` calls of `f`, per call (every op of a handle runs on that stream).
+    fn time_ms<F: FnMut() -> Result<()>>(&self, iters: usize, mut f: F) -> Result<f64> {
+        const OP: &str = "time_ms";
+        let stream = &self.inner.stream;
+        let record = || {
+            guarded(OP, || {
+                stream
+                    .record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
+                    .map_err(|e| cuda_err(OP, e))
+            })
+        };
+        let start = record()?;
+        for _ in 0..iters {
+            f()?;
+        }
+        let end = record()?;
+        let ms = guarded(OP, || start.elapsed_ms(&end).map_err(|e| cuda_err(OP, e)))?;
+        Ok(f64::from(ms) / iters.max(1) as f64)
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        guarded("synchronize", || {
+            self.inner
+                .stream
+                .synchronize()
+                .map_err(|e| cuda_err("synchronize", e))
+        })
+    }
+}

@@ -1,0 +1,42 @@
+//! Layer norm on wgpu: shaders/layer_norm.wgsl, one workgroup per row.
+
+use super::launch::{u32_of, uniform};
+use super::shaders::Shader;
+use super::Wgpu;
+use crate::element::Element;
+use crate::error::Result;
+use crate::ops::LayerNormArgs;
+
+uniform! {
+    /// `Params` of shaders/layer_norm.wgsl.
+    pub(super) struct LayerNormParams {
+        rows: u32,
+        cols: u32,
+        eps: f32,
+    }
+    pad 1
+}
+
+pub(super) fn layer_norm<T: Element>(dev: &Wgpu, a: LayerNormArgs<'_, T, Wgpu>) -> Result<()> {
+    const OP: &str = "layer_norm";
+    let d = a.dims;
+    u32_of(OP, "x", d.rows * d.cols)?;
+    let params = LayerNormParams {
+        rows: u32_of(OP, "rows", d.rows)?,
+        cols: u32_of(OP, "cols", d.cols)?,
+        eps: d.eps,
+        _pad: Default::default(),
+    };
+    let p = dev.pipeline::<LayerNormParams>(Shader::LayerNorm, T::DTYPE, T::DTYPE, "main")?;
+    dev.launch(
+        OP,
+        &params,
+        &[
+            ("x", &a.x.buffer),
+            ("w", &a.weight.buffer),
+            ("b", &a.bias.buffer),
+            ("dst", &a.out.buffer),
+        ],
+        &[(&p, d.rows as u64)],
+    )
+}

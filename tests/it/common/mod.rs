@@ -1,0 +1,66 @@
+//! Shared test harness: f64 references written the obvious way
+//! ([`reference`]), a seeded random generator ([`rng`]), the relative-L2 check
+//! ([`compare`]), and one generic op suite ([`suite`]) that every backend
+//! instantiates with `op_suite!`. Inputs are drawn in f32, rounded to the element
+//! type, and the reference is computed in f64 from the rounded values, so the bar
+//! measures the kernel, not the input quantisation.
+#![allow(dead_code)]
+
+pub mod compare;
+pub mod fixtures;
+pub mod reference;
+pub mod rng;
+#[macro_use]
+pub mod suite;
+
+pub use compare::*;
+pub use fixtures::*;
+pub use reference::*;
+pub use rng::*;
+pub use suite::*;
+
+// ---------------------------------------------------------------------------
+// Skipping GPU tests honestly.
+
+/// `Some(device)` if it could be made; otherwise prints why and returns `None`, or
+/// panics when `require_var` (e.g. `TESSERA_REQUIRE_WGPU`) is set to 1.
+pub fn device_or_skip<D>(
+    what: &str,
+    require_var: &str,
+    make: impl FnOnce() -> tessera::Result<D>,
+) -> Option<D> {
+    match make() {
+        Ok(d) => Some(d),
+        Err(e) => {
+            if std::env::var(require_var)
+                .map(|v| v == "1")
+                .unwrap_or(false)
+            {
+                panic!("{require_var}=1 but no {what} device: {e}");
+            }
+            skip_notice(&format!(
+                "no {what} device ({e}); set {require_var}=1 to make this a failure"
+            ));
+            None
+        }
+    }
+}
+
+/// The repository root (tests read `tests/data` and `assets` from here).
+pub fn root() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A scratch path `name` under the test target's temp dir, in folder `group`.
+pub fn tmp_in(group: &str, name: &str) -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(group);
+    std::fs::create_dir_all(&dir).expect("create test temp dir");
+    dir.join(name)
+}
+
+/// Print `SKIPPED: why` to the real stderr. libtest captures `eprintln!` of a
+/// passing test, which would hide the skip from CI logs; a direct write is not captured.
+pub fn skip_notice(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
+}

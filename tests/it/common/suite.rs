@@ -1,0 +1,380 @@
+//! The generic op suite: each check runs several shapes no tile divides, with
+//! fresh random inputs and the output poisoned with NaN before the launch, and
+//! compares with the f64 reference. `op_suite!` stamps it for one device.
+
+use tessera::ops::{self, Activation};
+use tessera::{DeviceBuffer, Element, Kernels};
+
+use super::compare::{assert_close, rel_l2, to_f64};
+use super::reference::*;
+use super::rng::Rng;
+
+pub fn poisoned<T: Element, D: Kernels<T>>(dev: &D, shape: &[usize]) -> DeviceBuffer<T, D> {
+    DeviceBuffer::full(dev, shape, T::from_f32(f32::NAN)).unwrap()
+}
+
+pub fn up<T: Element, D: Kernels<T>>(dev: &D, data: &[T], shape: &[usize]) -> DeviceBuffer<T, D> {
+    DeviceBuffer::from_slice(dev, data, shape).unwrap()
+}
+
+pub fn check_linear<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
+    let shapes = [
+        (1, 1, 1),
+        (3, 17, 5),
+        (17, 64, 65),
+        (65, 129, 33),
+        (129, 72, 130),
+        (2, 300, 7),
+    ];
+    for &(rows, k, n) in &shapes {
+        for (act, with_bias, with_res) in [
+            (Activation::None, true, false),
+            (Activation::GeluTanh, true, false),
+            (Activation::None, true, true),
+            (Activation::None, false, false),
+        ] {
+            let x: Vec<T> = rng.vec(rows * k, 1.0);
+            let w: Vec<T> = rng.vec(n * k, 1.0 / (k as f32).sqrt());
+            let b: Vec<T> = rng.vec(n, 0.5);
+            let r: Vec<T> = rng.vec(rows * n, 1.0);
+            let (xb, wb, bb, rb) = (
+                up(dev, &x, &[rows, k]),
+                up(dev, &w, &[n, k]),
+                up(dev, &b, &[n]),
+                up(dev, &r, &[rows, n]),
+            );
+            let mut out = poisoned::<T, D>(dev, &[rows, n]);
+            ops::linear_into(
+                &xb,
+                &wb,
+                with_bias.then_some(&bb),
+                act,
+                with_res.then_some(&rb),
+                &mut out,
+            )
+            .unwrap();
+            let (bf, rf) = (to_f64(&b), to_f64(&r));
+            let reference = ref_linear(
+                &to_f64(&x),
+                &to_f64(&w),
+                with_bias.then_some(&bf[..]),
+                act,
+                with_res.then_some(&rf[..]),
+                rows,
+                k,
+                n,
+            );
+            assert_close(
+                &format!(
+                    "linear rows={rows} k={k} n={n} {act:?} bias={with_bias} residual={with_res}"
+                ),
+                &out.to_vec().unwrap(),
+                &reference,
+            );
+        }
+    }
+    // Leading batch axes are flattened into rows.
+    let x: Vec<T> = rng.vec(2 * 3 * 9, 1.0);
+    let w: Vec<T> = rng.vec(4 * 9, 0.3);
+    let out = ops::linear(
+        &up(dev, &x, &[2, 3, 9]),
+        &up(dev, &w, &[4, 9]),
+        None,
+        Activation::None,
+        None,
+    )
+    .unwrap();
+    assert_eq!(out.shape(), &[2, 3, 4]);
+    let reference = ref_linear(
+        &to_f64(&x),
+        &to_f64(&w),
+        None,
+        Activation::None,
+        None,
+        6,
+        9,
+        4,
+    );
+    assert_close("linear rank-3", &out.to_vec().unwrap(), &reference);
+}
+
+pub fn check_layer_norm<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
+    for &(rows, cols) in &[(1, 1), (3, 17), (65, 64), (7, 1152), (2, 4304), (129, 3)] {
+        let x: Vec<T> = (0..rows * cols)
+            .map(|_| T::from_f32(rng.uniform(2.0) + 3.0))
+            .collect();
+        let w: Vec<T> = rng.vec(cols, 1.5);
+        let b: Vec<T> = rng.vec(cols, 0.5);
+        let mut out = poisoned::<T, D>(dev, &[rows, cols]);
+        ops::layer_norm_into(
+            &up(dev, &x, &[rows, cols]),
+            &up(dev, &w, &[cols]),
+            &up(dev, &b, &[cols]),
+            1e-6,
+            &mut out,
+        )
+        .unwrap();
+        let reference = ref_layer_norm(&to_f64(&x), &to_f64(&w), &to_f64(&b), rows, cols, 1e-6);
+        assert_close(
+            &format!("layer_norm rows={rows} cols={cols}"),
+            &out.to_vec().unwrap(),
+            &reference,
+        );
+    }
+}
+
+pub fn check_patch_embed<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
+    for &(b, c, img, p, d) in &[
+        (1, 3, 8, 4, 5),
+        (2, 3, 32, 8, 64),
+        (1, 1, 6, 3, 17),
+        (2, 3, 12, 2, 1),
+        (3, 2, 15, 5, 33),
+        // Sides the patch does not divide: the last I mod P pixels are dropped.
+        (2, 3, 30, 8, 17),
+        (1, 3, 13, 4, 9),
+        (1, 2, 45, 14, 24),
+        (2, 1, 7, 7, 3),
+    ] {
+        let k = c * p * p;
+        let n = (img / p) * (img / p);
+        let px: Vec<T> = rng.vec(b * c * img * img, 1.0);
+        let w: Vec<T> = rng.vec(d * k, 1.0 / (k as f32).sqrt());
+        let bias: Vec<T> = rng.vec(d, 0.5);
+        let pos: Vec<T> = rng.vec(n * d, 0.5);
+        let mut out = poisoned::<T, D>(dev, &[b, n, d]);
+        ops::patch_embed_into(
+            &up(dev, &px, &[b, c, img, img]),
+            &up(dev, &w, &[d, c, p, p]),
+            &up(dev, &bias, &[d]),
+            &up(dev, &pos, &[n, d]),
+            p,
+            &mut out,
+        )
+        .unwrap();
+        let reference = ref_patch_embed(
+            &to_f64(&px),
+            &to_f64(&w),
+            &to_f64(&bias),
+            &to_f64(&pos),
+            b,
+            c,
+            img,
+            p,
+            d,
+        );
+        assert_close(
+            &format!("patch_embed b={b} c={c} i={img} p={p} d={d}"),
+            &out.to_vec().unwrap(),
+            &reference,
+        );
+    }
+}
+
+pub fn check_attention<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
+    // (batch, heads, head_dim, q_len, kv_len, q_broadcast)
+    let cases = [
+        (1, 1, 1, 1, 1, false),
+        (2, 3, 17, 5, 33, false),
+        (1, 2, 64, 65, 65, false),
+        (2, 4, 72, 3, 129, false),
+        (1, 1, 128, 17, 40, false),
+        (3, 2, 16, 1, 17, true),
+        (2, 12, 64, 7, 203, false),
+    ];
+    for &(b, h, hd, nq, nk, bc) in &cases {
+        let w = h * hd;
+        let bq = if bc { 1 } else { b };
+        let q: Vec<T> = rng.vec(bq * nq * w, 1.0);
+        let k: Vec<T> = rng.vec(b * nk * w, 1.0);
+        let v: Vec<T> = rng.vec(b * nk * w, 1.0);
+        let mut out = poisoned::<T, D>(dev, &[b, nq, w]);
+        ops::attention_into(
+            &up(dev, &q, &[bq, nq, w]),
+            &up(dev, &k, &[b, nk, w]),
+            &up(dev, &v, &[b, nk, w]),
+            h,
+            &mut out,
+        )
+        .unwrap();
+        let reference = ref_attention(&to_f64(&q), &to_f64(&k), &to_f64(&v), b, h, hd, nq, nk, bc);
+        assert_close(
+            &format!("attention b={b} h={h} hd={hd} nq={nq} nk={nk} broadcast={bc}"),
+            &out.to_vec().unwrap(),
+            &reference,
+        );
+    }
+}
+
+pub fn check_memory<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
+    // (batch, tokens, experts, slots, hidden)
+    for &(b, n, e, m, d) in &[
+        (1, 1, 1, 1, 1),
+        (2, 5, 4, 8, 17),
+        (1, 17, 3, 1, 64),
+        (2, 3, 1, 0, 8),
+        (3, 16, 4, 32, 72),
+    ] {
+        let h: Vec<T> = rng.vec(b * n * d, 1.0);
+        let bank: Vec<T> = rng.vec(b * e * m * d, 1.0);
+        let rw: Vec<T> = rng.vec(e * d, 1.0);
+        let rb: Vec<T> = rng.vec(e, 0.5);
+        let hb = up(dev, &h, &[b, n, d]);
+        let bankb = up(dev, &bank, &[b, e, m, d]);
+        let mut joint = poisoned::<T, D>(dev, &[b, m + n, d]);
+        let mut gate = DeviceBuffer::<f32, D>::full(dev, &[b, e], f32::NAN).unwrap();
+        ops::memory_read_into(
+            &hb,
+            &bankb,
+            &up(dev, &rw, &[e, d]),
+            &up(dev, &rb, &[e]),
+            &mut joint,
+            &mut gate,
+        )
+        .unwrap();
+        let (rj, rg) = ref_memory_read(
+            &to_f64(&h),
+            &to_f64(&bank),
+            &to_f64(&rw),
+            &to_f64(&rb),
+            b,
+            n,
+            e,
+            m,
+            d,
+        );
+        let what = format!("memory b={b} n={n} e={e} m={m} d={d}");
+        let gate_host = gate.to_vec().unwrap();
+        let gate_err = rel_l2(&to_f64(&gate_host), &rg);
+        // The gate is f32 on every backend; bf16 inputs only change its inputs, which the
+        // reference already used, so the f32 bar applies up to accumulation order.
+        assert!(
+            gate_err <= 1e-5,
+            "{what} gate: relative L2 error {gate_err:e}"
+        );
+        assert_close(&format!("{what} joint"), &joint.to_vec().unwrap(), &rj);
+
+        // Write step, from fresh o and residual, with the gate just computed.
+        let o: Vec<T> = rng.vec(b * (m + n) * d, 1.0);
+        let res: Vec<T> = rng.vec(b * n * d, 1.0);
+        let mut bank_w = up(dev, &bank, &[b, e, m, d]);
+        let mut out = poisoned::<T, D>(dev, &[b, n, d]);
+        ops::memory_write_into(
+            &mut bank_w,
+            &gate,
+            &up(dev, &o, &[b, m + n, d]),
+            &up(dev, &res, &[b, n, d]),
+            &mut out,
+        )
+        .unwrap();
+        let gate_f64: Vec<f64> = gate_host.iter().map(|&g| g as f64).collect();
+        let (rbank, rout) = ref_memory_write(
+            &to_f64(&bank),
+            &gate_f64,
+            &to_f64(&o),
+            &to_f64(&res),
+            b,
+            n,
+            e,
+            m,
+            d,
+        );
+        assert_close(&format!("{what} out"), &out.to_vec().unwrap(), &rout);
+        if m > 0 {
+            assert_close(&format!("{what} bank"), &bank_w.to_vec().unwrap(), &rbank);
+        }
+    }
+}
+
+pub fn check_add<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
+    for &n in &[1usize, 17, 1023, 4097] {
+        let a: Vec<T> = rng.vec(n, 3.0);
+        let b: Vec<T> = rng.vec(n, 3.0);
+        let mut out = poisoned::<T, D>(dev, &[n]);
+        ops::add_into(&up(dev, &a, &[n]), &up(dev, &b, &[n]), &mut out).unwrap();
+        let reference: Vec<f64> = to_f64(&a)
+            .iter()
+            .zip(to_f64(&b))
+            .map(|(x, y)| x + y)
+            .collect();
+        assert_close(&format!("add n={n}"), &out.to_vec().unwrap(), &reference);
+    }
+}
+
+/// f32 → bf16 must round to nearest-even exactly, bf16 → f32 must be exact.
+pub fn check_cast<D: Kernels<f32> + Kernels<tessera::bf16>>(dev: &D, rng: &mut Rng) {
+    use tessera::bf16;
+    for &n in &[1usize, 2, 17, 1023, 4097] {
+        let mut x: Vec<f32> = rng.vec(n, 100.0);
+        // Exact ties and specials: ties must go to even.
+        let specials = [
+            1.0 + 1.0 / 256.0,
+            1.0 + 3.0 / 256.0,
+            -0.0,
+            f32::INFINITY,
+            65504.0,
+            1e-40,
+        ];
+        for (i, s) in specials.iter().enumerate() {
+            if i < n {
+                x[i] = *s;
+            }
+        }
+        let xb = up(dev, &x, &[n]);
+        let mut y = poisoned::<bf16, D>(dev, &[n]);
+        ops::cast_into(&xb, &mut y).unwrap();
+        let got = y.to_vec().unwrap();
+        for i in 0..n {
+            assert_eq!(
+                got[i].to_bits(),
+                bf16::from_f32(x[i]).to_bits(),
+                "cast f32→bf16 n={n} at {i}: {}",
+                x[i]
+            );
+        }
+        let mut back = poisoned::<f32, D>(dev, &[n]);
+        ops::cast_into(&y, &mut back).unwrap();
+        let back = back.to_vec().unwrap();
+        for i in 0..n {
+            assert_eq!(
+                back[i].to_bits(),
+                got[i].to_f32().to_bits(),
+                "cast bf16→f32 n={n} at {i}"
+            );
+        }
+    }
+}
+
+/// Instantiate the whole suite for one device. `$make` returns `Option<Device>`
+/// (None = skipped with a printed notice).
+macro_rules! op_suite {
+    ($make:expr) => {
+        use half::bf16;
+        use $crate::common::*;
+
+        macro_rules! each_dtype {
+            ($name:ident, $check:ident) => {
+                #[test]
+                fn $name() {
+                    let Some(dev) = $make else { return };
+                    let mut rng = Rng::new(stringify!($name));
+                    $check::<f32, _>(&dev, &mut rng);
+                    $check::<bf16, _>(&dev, &mut rng);
+                }
+            };
+        }
+        each_dtype!(linear_matches_reference, check_linear);
+        each_dtype!(layer_norm_matches_reference, check_layer_norm);
+        each_dtype!(patch_embed_matches_reference, check_patch_embed);
+        each_dtype!(attention_matches_reference, check_attention);
+        each_dtype!(memory_read_write_match_reference, check_memory);
+        each_dtype!(add_matches_reference, check_add);
+
+        #[test]
+        fn cast_rounds_to_nearest_even() {
+            let Some(dev) = $make else { return };
+            let mut rng = Rng::new("cast");
+            check_cast(&dev, &mut rng);
+        }
+    };
+}

@@ -1,0 +1,258 @@
+//! The model against the golden cases of tests/data (transformers, float64), through
+//! the library API, in f32 and bf16, on every device present.
+//!
+//! Bars (relative L2 per output tensor): f32 ≤ 1e-5, bf16 ≤ 2e-2.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::common::rel_l2;
+use safetensors::{Dtype, SafeTensors};
+use tessera::model::VisionModel;
+use tessera::{bf16, DeviceBuffer, Element, Kernels};
+
+fn data_dir(case: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(case)
+}
+
+/// An F32 tensor from a safetensors file: (shape, values as f64).
+struct Tensor {
+    shape: Vec<usize>,
+    data: Vec<f64>,
+}
+
+fn read_io(case: &str) -> HashMap<String, Tensor> {
+    let path = data_dir(case).join("io.safetensors");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            assert_eq!(view.dtype(), Dtype::F32, "{name}");
+            let data = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+                .collect();
+            (
+                name,
+                Tensor {
+                    shape: view.shape().to_vec(),
+                    data,
+                },
+            )
+        })
+        .collect()
+}
+
+fn bar<T: Element>() -> f64 {
+    crate::common::bar::<T>()
+}
+
+/// Run one case through `VisionModel<T, D>` and compare every output tensor;
+/// returns (name, rel-L2) for the record.
+fn check_case<T: Element, D: Kernels<T>>(dev: &D, case: &str) -> Vec<(String, f64)> {
+    let io = read_io(case);
+    let model = VisionModel::<T, D>::load(data_dir(case), dev)
+        .unwrap_or_else(|e| panic!("{case}: load failed: {e}"));
+    let cfg = model.config().clone();
+    let px = &io["pixel_values"];
+    // [S, B, C, I, I] for segment cases, [B, C, I, I] otherwise.
+    let (segments, seg_shape) = match px.shape.len() {
+        5 => (px.shape[0], px.shape[1..].to_vec()),
+        4 => (1, px.shape.clone()),
+        r => panic!("{case}: pixel_values of rank {r}"),
+    };
+    let batch = seg_shape[0];
+    let seg_len: usize = seg_shape.iter().product();
+    let mut memory = model.new_memory(batch).unwrap();
+    let mut last = Vec::new();
+    let mut pooled = Vec::new();
+    for s in 0..segments {
+        let host: Vec<T> = px.data[s * seg_len..(s + 1) * seg_len]
+            .iter()
+            .map(|&v| T::from_f32(v as f32))
+            .collect();
+        let pixels = DeviceBuffer::from_slice(dev, &host, &seg_shape).unwrap();
+        let out = model
+            .forward(&pixels, Some(&mut memory))
+            .unwrap_or_else(|e| panic!("{case}: forward failed: {e}"));
+        assert_eq!(
+            out.last_hidden_state.shape(),
+            &[batch, cfg.num_patches(), cfg.hidden_size]
+        );
+        last.extend(crate::common::to_f64(
+            &out.last_hidden_state.to_vec().unwrap(),
+        ));
+        match (&out.pooler_output, cfg.vision_use_head) {
+            (Some(p), true) => {
+                assert_eq!(p.shape(), &[batch, cfg.hidden_size]);
+                pooled.extend(crate::common::to_f64(&p.to_vec().unwrap()));
+            }
+            (None, false) => {}
+            (p, head) => panic!("{case}: pooler_output {p:?} with vision_use_head {head}"),
+        }
+    }
+    let mut got: Vec<(String, Vec<f64>)> = vec![("last_hidden_state".into(), last)];
+    if cfg.vision_use_head {
+        got.push(("pooler_output".into(), pooled));
+    } else {
+        assert!(!io.contains_key("pooler_output"));
+    }
+    for (l, state) in memory.layers() {
+        got.push((
+            format!("memory.layers.{l}"),
+            crate::common::to_f64(&state.to_vec().unwrap()),
+        ));
+    }
+    let expected_names = io.keys().filter(|k| *k != "pixel_values").count();
+    assert_eq!(got.len(), expected_names, "{case}: outputs {:?}", io.keys());
+
+    let mut errors = Vec::new();
+    for (name, values) in got {
+        let reference = io
+            .get(&name)
+            .unwrap_or_else(|| panic!("{case}: golden has no {name}"));
+        let err = rel_l2(&values, &reference.data);
+        eprintln!(
+            "{case} [{} on {}] {name}: rel L2 {err:.3e}",
+            T::DTYPE,
+            dev.describe()
+        );
+        assert!(
+            err <= bar::<T>(),
+            "{case} [{}] {name}: relative L2 error {err:e} exceeds {:e}",
+            T::DTYPE,
+            bar::<T>()
+        );
+        errors.push((name, err));
+    }
+    errors
+}
+
+macro_rules! golden_suite {
+    ($module:ident, $make:expr) => {
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn siglip_tiny_f32() {
+                let Some(dev) = $make else { return };
+                check_case::<f32, _>(&dev, "siglip_tiny");
+            }
+            #[test]
+            fn siglip_tiny_bf16() {
+                let Some(dev) = $make else { return };
+                check_case::<bf16, _>(&dev, "siglip_tiny");
+            }
+            /// The BF16 checkpoint loaded as f32 (exact upcast) must meet the f32 bar.
+            #[test]
+            fn siglip_tiny_bf16_checkpoint_as_f32() {
+                let Some(dev) = $make else { return };
+                check_case::<f32, _>(&dev, "siglip_tiny_bf16");
+            }
+            #[test]
+            fn siglip_tiny_bf16_checkpoint_as_bf16() {
+                let Some(dev) = $make else { return };
+                check_case::<bf16, _>(&dev, "siglip_tiny_bf16");
+            }
+            #[test]
+            fn siglip_tiny_nohead_f32() {
+                let Some(dev) = $make else { return };
+                check_case::<f32, _>(&dev, "siglip_tiny_nohead");
+            }
+            #[test]
+            fn siglip_tiny_nohead_bf16() {
+                let Some(dev) = $make else { return };
+                check_case::<bf16, _>(&dev, "siglip_tiny_nohead");
+            }
+            /// Three segments with the memory carried; final memory states compared.
+            #[test]
+            fn mga_tiny_f32() {
+                let Some(dev) = $make else { return };
+                check_case::<f32, _>(&dev, "mga_tiny");
+            }
+            #[test]
+            fn mga_tiny_bf16() {
+                let Some(dev) = $make else { return };
+                check_case::<bf16, _>(&dev, "mga_tiny");
+            }
+            /// Image 30, patch 8: 3×3 patches, the last 6 px of each side dropped;
+            /// config.json as transformers 4.x saved it (defaults left out).
+            #[test]
+            fn real_remainder_f32() {
+                let Some(dev) = $make else { return };
+                check_case::<f32, _>(&dev, "real/real_remainder");
+            }
+            #[test]
+            fn real_remainder_bf16() {
+                let Some(dev) = $make else { return };
+                check_case::<bf16, _>(&dev, "real/real_remainder");
+            }
+            /// A whole SiglipModel checkpoint (text tower, logit_scale/bias) with a
+            /// SiglipConfig whose vision_config leaves defaults out.
+            #[test]
+            fn real_fullmodel_f32() {
+                let Some(dev) = $make else { return };
+                check_case::<f32, _>(&dev, "real/real_fullmodel");
+            }
+            #[test]
+            fn real_fullmodel_bf16() {
+                let Some(dev) = $make else { return };
+                check_case::<bf16, _>(&dev, "real/real_fullmodel");
+            }
+        }
+    };
+}
+
+golden_suite!(cpu, Some(tessera::Cpu));
+golden_suite!(
+    wgpu,
+    crate::common::device_or_skip("wgpu", "TESSERA_REQUIRE_WGPU", tessera::Wgpu::new)
+);
+golden_suite!(
+    cuda,
+    crate::common::device_or_skip("cuda", "TESSERA_REQUIRE_CUDA", || tessera::Cuda::new(0))
+);
+
+/// A model with memory refuses to run without a bank, and with a bank of another
+/// batch size; a bank from another model is refused too.
+#[test]
+fn memory_bank_is_checked() {
+    let dev = tessera::Cpu;
+    let model = VisionModel::<f32, _>::load(data_dir("mga_tiny"), &dev).unwrap();
+    let pixels = DeviceBuffer::zeros(&dev, &model.config().pixel_shape(2)).unwrap();
+    let err = model.forward(&pixels, None).err().expect("no bank");
+    assert!(err.to_string().contains("memory"), "{err}");
+    let mut wrong_batch = model.new_memory(3).unwrap();
+    let err = model
+        .forward(&pixels, Some(&mut wrong_batch))
+        .err()
+        .expect("wrong batch");
+    assert!(err.to_string().contains("batch"), "{err}");
+    let other = VisionModel::<f32, _>::load(data_dir("mga_tiny"), &dev).unwrap();
+    let mut foreign = other.new_memory(2).unwrap();
+    assert!(model.forward(&pixels, Some(&mut foreign)).is_err());
+    let shapes: Vec<_> = model
+        .new_memory(2)
+        .unwrap()
+        .layers()
+        .map(|(l, s)| (l, s.shape().to_vec()))
+        .collect();
+    assert_eq!(shapes, vec![(0, vec![2, 4, 8, 64]), (1, vec![2, 4, 8, 64])]);
+}
+
+/// Wrong pixel shapes are errors naming `pixel_values` and both shapes.
+#[test]
+fn pixel_shape_is_checked() {
+    let dev = tessera::Cpu;
+    let model = VisionModel::<f32, _>::load(data_dir("siglip_tiny"), &dev).unwrap();
+    let pixels = DeviceBuffer::zeros(&dev, &[1, 3, 16, 16]).unwrap();
+    let msg = model.forward(&pixels, None).err().unwrap().to_string();
+    assert!(
+        msg.contains("pixel_values") && msg.contains("[1, 3, 16, 16]") && msg.contains("32"),
+        "{msg}"
+    );
+}

@@ -1,0 +1,292 @@
+//! Assemble every hand-written kernel (kernels/*.ptx) with ptxas for sm_80 and
+//! sm_90; fail on any error or register spill, and print registers per kernel.
+//!
+//! ptxas is found via `TESSERA_PTXAS`, else `<repo>/.cache/nvcc/nvidia/cuda_nvcc/bin/ptxas`
+//! (`pip install --no-deps --target .cache/nvcc nvidia-cuda-nvcc-cu12`), else `PATH`.
+//! Without ptxas the test prints SKIPPED and passes, unless TESSERA_REQUIRE_PTXAS=1.
+
+/// `SKIPPED:` notice on the real stderr (libtest would capture `eprintln!`).
+macro_rules! skip {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "SKIPPED: {}", format!($($t)*));
+    }};
+}
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn find_ptxas() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("TESSERA_PTXAS") {
+        if !p.is_empty() {
+            return Some(PathBuf::from(p));
+        }
+    }
+    let local =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/nvcc/nvidia/cuda_nvcc/bin/ptxas");
+    if local.exists() {
+        return Some(local);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("ptxas"))
+        .find(|p| p.exists())
+}
+
+fn kernels() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("readable kernels dir").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "ptx"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Per entry: (name, registers, spill store bytes, spill load bytes, stack bytes).
+fn parse(info: &str) -> Vec<(String, u32, u64, u64, u64)> {
+    let mut out = Vec::new();
+    let mut name = String::new();
+    let (mut stack, mut st, mut ld) = (0, 0, 0);
+    for line in info.lines() {
+        if let Some(i) = line.find("Compiling entry function '") {
+            let rest = &line[i + "Compiling entry function '".len()..];
+            name = rest.split('\'').next().unwrap_or("").to_string();
+        } else if line.contains("bytes spill stores") {
+            let nums: Vec<u64> = line
+                .split(|c: char| !c.is_ascii_digit())
+                .filter(|s| !s.is_empty())
+                .filter_map(|s| s.parse().ok())
+                .collect();
+            // "N bytes stack frame, N bytes spill stores, N bytes spill loads"
+            if nums.len() >= 3 {
+                stack = nums[0];
+                st = nums[1];
+                ld = nums[2];
+            }
+        } else if let Some(i) = line.find("Used ") {
+            let regs = line[i + 5..]
+                .split_whitespace()
+                .next()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            out.push((name.clone(), regs, st, ld, stack));
+        }
+    }
+    out
+}
+
+#[test]
+fn kernels_assemble_without_spills() {
+    let Some(ptxas) = find_ptxas() else {
+        if std::env::var("TESSERA_REQUIRE_PTXAS").is_ok_and(|v| v == "1") {
+            panic!("TESSERA_REQUIRE_PTXAS=1 but no ptxas found (TESSERA_PTXAS, .cache/nvcc, PATH)");
+        }
+        skip!(
+            "ptxas not found; pip install --no-deps --target .cache/nvcc \
+             nvidia-cuda-nvcc-cu12, or set TESSERA_PTXAS"
+        );
+        return;
+    };
+    let files = kernels();
+    assert!(!files.is_empty(), "no kernels/*.ptx");
+    let tmp = std::env::temp_dir().join(format!("tessera-ptxas-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut failures = Vec::new();
+    let mut entries = 0;
+    for arch in ["sm_80", "sm_90"] {
+        for f in &files {
+            let cubin = tmp.join(format!(
+                "{}-{arch}.cubin",
+                f.file_stem().unwrap().to_string_lossy()
+            ));
+            let out = Command::new(&ptxas)
+                .arg(format!("-arch={arch}"))
+                .arg("-v")
+                .arg(f)
+                .arg("-o")
+                .arg(&cubin)
+                .output()
+                .unwrap_or_else(|e| panic!("running {}: {e}", ptxas.display()));
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let name = f.file_name().unwrap().to_string_lossy();
+            if !out.status.success() || text.contains("error") {
+                failures.push(format!("{name} [{arch}]: ptxas failed:\n{text}"));
+                continue;
+            }
+            for (entry, regs, st, ld, stack) in parse(&text) {
+                entries += 1;
+                println!(
+                    "{arch} {name:>16} {entry:<24} {regs:>3} registers, \
+                     {st} B spill stores, {ld} B spill loads, {stack} B stack"
+                );
+                if st > 0 || ld > 0 {
+                    failures.push(format!(
+                        "{name} [{arch}] {entry}: spills ({st} B stores, {ld} B loads)"
+                    ));
+                }
+            }
+            if text.contains("warning") {
+                println!("{name} [{arch}] warnings:\n{text}");
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    assert!(entries > 0, "ptxas reported no entry functions");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// kernels/*.ptx are generated by tools/gen_ptx.py and committed: they must match
+/// what the generator emits now (skipped when python3 is missing).
+#[test]
+fn kernels_match_generator() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = match Command::new("python3")
+        .arg(root.join("tools/gen_ptx.py"))
+        .arg("--check")
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => {
+            skip!("python3 not available ({e})");
+            return;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "kernels/*.ptx are stale; run python3 tools/gen_ptx.py\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn find_nvdisasm() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("TESSERA_NVDISASM") {
+        if !p.is_empty() {
+            return Some(PathBuf::from(p));
+        }
+    }
+    // pip install --no-deps --target .cache/nvdisasm nvidia-cuda-nvdisasm
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/nvdisasm/nvidia");
+    if let Ok(entries) = std::fs::read_dir(&base) {
+        for e in entries.flatten() {
+            for sub in ["bin/nvdisasm", "cuda_nvdisasm/bin/nvdisasm"] {
+                let p = e.path().join(sub);
+                if p.exists() {
+                    return Some(p);
+                }
+            }
+        }
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("nvdisasm"))
+        .find(|p| p.exists())
+}
+
+/// SASS check: the bf16 GEMMs really use tensor cores (HMMA.16816.F32.BF16 fed by
+/// LDSM) and no kernel touches local memory (LDL/STL). Needs ptxas and nvdisasm;
+/// skipped (with a notice) without either.
+#[test]
+fn sass_uses_tensor_cores_and_no_local_memory() {
+    let (Some(ptxas), Some(nvdisasm)) = (find_ptxas(), find_nvdisasm()) else {
+        if std::env::var("TESSERA_REQUIRE_PTXAS").is_ok_and(|v| v == "1") {
+            panic!(
+                "TESSERA_REQUIRE_PTXAS=1 but ptxas or nvdisasm is missing (pip install --no-deps \
+                 --target .cache/nvdisasm nvidia-cuda-nvdisasm, or set TESSERA_NVDISASM)"
+            );
+        }
+        skip!("ptxas or nvdisasm not found (TESSERA_NVDISASM, .cache/nvdisasm, PATH)");
+        return;
+    };
+    let tmp = std::env::temp_dir().join(format!("tessera-sass-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut failures = Vec::new();
+    for arch in ["sm_80", "sm_90"] {
+        for f in kernels() {
+            let stem = f.file_stem().unwrap().to_string_lossy().to_string();
+            let cubin = tmp.join(format!("{stem}-{arch}.cubin"));
+            let ok = Command::new(&ptxas)
+                .arg(format!("-arch={arch}"))
+                .arg(&f)
+                .arg("-o")
+                .arg(&cubin)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            assert!(ok, "ptxas failed on {}", f.display());
+            let out = Command::new(&nvdisasm)
+                .arg("-c")
+                .arg(&cubin)
+                .output()
+                .unwrap_or_else(|e| panic!("running {}: {e}", nvdisasm.display()));
+            let sass = String::from_utf8_lossy(&out.stdout);
+            let count = |op: &str| sass.matches(op).count();
+            println!(
+                "{arch} {stem:>12}: {} HMMA.16816.F32.BF16, {} LDSM, {} LDL/STL",
+                count("HMMA.16816.F32.BF16"),
+                count("LDSM"),
+                count("LDL") + count("STL")
+            );
+            if count("LDL") + count("STL") > 0 {
+                failures.push(format!("{stem} [{arch}]: local memory (LDL/STL) in SASS"));
+            }
+            if (stem == "linear" || stem == "patch_embed")
+                && (count("HMMA.16816.F32.BF16") == 0 || count("LDSM") == 0)
+            {
+                failures.push(format!("{stem} [{arch}]: no HMMA/LDSM in SASS"));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Run the kernels in the PTX-subset emulator (tools/ptx_emu.py) on the op suite's
+/// shapes and compare with f64 references: the only functional check of the
+/// CUDA kernels on a machine with no GPU (about a minute). Needs python3 with
+/// numpy (`pip install --target .cache/pylib numpy`, found there or on
+/// PYTHONPATH); skipped without it unless TESSERA_REQUIRE_EMU=1 (CI sets it).
+#[test]
+fn emulator_matches_reference() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let pylib = root.join(".cache/pylib");
+    let mut pythonpath = std::env::var_os("PYTHONPATH").unwrap_or_default();
+    if pylib.is_dir() {
+        let mut p = pylib.into_os_string();
+        if !pythonpath.is_empty() {
+            p.push(":");
+            p.push(&pythonpath);
+        }
+        pythonpath = p;
+    }
+    let numpy = Command::new("python3")
+        .args(["-c", "import numpy"])
+        .env("PYTHONPATH", &pythonpath)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !numpy {
+        if std::env::var("TESSERA_REQUIRE_EMU").is_ok_and(|v| v == "1") {
+            panic!("TESSERA_REQUIRE_EMU=1 but python3 with numpy is not available");
+        }
+        skip!("python3 with numpy not available (pip install --target .cache/pylib numpy)");
+        return;
+    }
+    let out = Command::new("python3")
+        .arg(root.join("tools/emu_check.py"))
+        .env("PYTHONPATH", &pythonpath)
+        .output()
+        .expect("python3 runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "emulator check failed:\n{text}");
+}
