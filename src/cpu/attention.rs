@@ -40,7 +40,7 @@ fn head_view<'a, T: Element>(
     MatRef::rows(filled, rows, hd, hd)
 }
 
-pub(super) fn attention<T: Element>(a: AttentionArgs<'_, T, Cpu>) -> Result<()> {
+pub(super) fn attention<T: Element>(_: &Cpu, a: AttentionArgs<'_, T, Cpu>) -> Result<()> {
     let d = a.dims;
     let (b, h, hd, nq, nk) = (d.batch, d.heads, d.head_dim, d.q_len, d.kv_len);
     let w = d.width();

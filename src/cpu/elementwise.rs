@@ -7,7 +7,7 @@ use crate::element::Element;
 use crate::error::Result;
 use crate::ops::{AddArgs, CastArgs};
 
-pub(super) fn add<T: Element>(a: AddArgs<'_, T, Cpu>) -> Result<()> {
+pub(super) fn add<T: Element>(_: &Cpu, a: AddArgs<'_, T, Cpu>) -> Result<()> {
     const OP: &str = "add";
     let x = take(a.a, a.len, OP, "a")?;
     let y = take(a.b, a.len, OP, "b")?;
@@ -24,7 +24,7 @@ pub(super) fn add<T: Element>(a: AddArgs<'_, T, Cpu>) -> Result<()> {
 
 /// Any element type to any other through f32: bf16 → f32 is exact, f32 → bf16 rounds
 /// to nearest-even, same type to same type copies.
-pub(super) fn cast<T: Element, U: Element>(a: CastArgs<'_, T, U, Cpu>) -> Result<()> {
+pub(super) fn cast<T: Element, U: Element>(_: &Cpu, a: CastArgs<'_, T, U, Cpu>) -> Result<()> {
     const OP: &str = "cast";
     let x = take(a.x, a.len, OP, "x")?;
     let out = take_mut(a.out, a.len, OP, "out")?;

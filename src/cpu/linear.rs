@@ -8,7 +8,7 @@ use crate::ops::LinearArgs;
 
 const OP: &str = "linear";
 
-pub(super) fn linear<T: Element>(a: LinearArgs<'_, T, Cpu>) -> Result<()> {
+pub(super) fn linear<T: Element>(_: &Cpu, a: LinearArgs<'_, T, Cpu>) -> Result<()> {
     let d = a.dims;
     let (m, k, n) = (d.rows, d.in_features, d.out_features);
     let x = take(a.x, numel(OP, &[m, k])?, OP, "x")?;

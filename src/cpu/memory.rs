@@ -8,7 +8,7 @@ use crate::element::Element;
 use crate::error::Result;
 use crate::ops::{MemoryReadArgs, MemoryWriteArgs};
 
-pub(super) fn memory_read<T: Element>(a: MemoryReadArgs<'_, T, Cpu>) -> Result<()> {
+pub(super) fn memory_read<T: Element>(_: &Cpu, a: MemoryReadArgs<'_, T, Cpu>) -> Result<()> {
     const OP: &str = "memory_read";
     let d = a.dims;
     let (bsz, n, e, m, dd) = (d.batch, d.tokens, d.experts, d.slots, d.hidden);
@@ -80,7 +80,7 @@ pub(super) fn memory_read<T: Element>(a: MemoryReadArgs<'_, T, Cpu>) -> Result<(
     Ok(())
 }
 
-pub(super) fn memory_write<T: Element>(a: MemoryWriteArgs<'_, T, Cpu>) -> Result<()> {
+pub(super) fn memory_write<T: Element>(_: &Cpu, a: MemoryWriteArgs<'_, T, Cpu>) -> Result<()> {
     const OP: &str = "memory_write";
     let d = a.dims;
     let (bsz, n, e, m, dd) = (d.batch, d.tokens, d.experts, d.slots, d.hidden);

@@ -9,7 +9,6 @@ use rayon::prelude::*;
 use crate::device::{sealed, Device, DeviceKind};
 use crate::element::{DType, Element};
 use crate::error::{Error, Result};
-use crate::ops::*;
 
 mod attention;
 mod elementwise;
@@ -177,32 +176,7 @@ fn exp_f32(x: f32) -> f32 {
     p * f32::from_bits((((n as i32) + 127) as u32) << 23)
 }
 
-impl<T: Element> Kernels<T> for Cpu {
-    fn patch_embed(&self, a: PatchEmbedArgs<'_, T, Self>) -> Result<()> {
-        patch_embed::patch_embed(a)
-    }
-    fn linear(&self, a: LinearArgs<'_, T, Self>) -> Result<()> {
-        linear::linear(a)
-    }
-    fn layer_norm(&self, a: LayerNormArgs<'_, T, Self>) -> Result<()> {
-        layer_norm::layer_norm(a)
-    }
-    fn attention(&self, a: AttentionArgs<'_, T, Self>) -> Result<()> {
-        attention::attention(a)
-    }
-    fn memory_read(&self, a: MemoryReadArgs<'_, T, Self>) -> Result<()> {
-        memory::memory_read(a)
-    }
-    fn memory_write(&self, a: MemoryWriteArgs<'_, T, Self>) -> Result<()> {
-        memory::memory_write(a)
-    }
-    fn add(&self, a: AddArgs<'_, T, Self>) -> Result<()> {
-        elementwise::add(a)
-    }
-    fn cast<U: Element>(&self, a: CastArgs<'_, T, U, Self>) -> Result<()> {
-        elementwise::cast(a)
-    }
-}
+crate::ops::kernels_from_op_files!(Cpu);
 
 #[cfg(test)]
 mod tests {

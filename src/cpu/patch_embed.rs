@@ -9,7 +9,7 @@ use crate::ops::{Activation, PatchEmbedArgs};
 
 const OP: &str = "patch_embed";
 
-pub(super) fn patch_embed<T: Element>(a: PatchEmbedArgs<'_, T, Cpu>) -> Result<()> {
+pub(super) fn patch_embed<T: Element>(_: &Cpu, a: PatchEmbedArgs<'_, T, Cpu>) -> Result<()> {
     let d = a.dims;
     let (c, img, p, hidden) = (d.channels, d.image, d.patch, d.hidden);
     if p == 0 {

@@ -42,19 +42,42 @@ pub struct VisionConfig {
     key_prefix: &'static str,
 }
 
-/// The values [`VisionConfig`] takes for absent keys (transformers' defaults).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Defaults {
-    pub hidden_size: usize,
-    pub intermediate_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
-    pub num_channels: usize,
-    pub image_size: usize,
-    pub patch_size: usize,
-    pub layer_norm_eps: f32,
-    pub vision_use_head: bool,
+impl Default for VisionConfig {
+    /// transformers' `SiglipVisionConfig` defaults, which every absent key takes
+    /// (SigLIP-base/16 at 224 px), every key marked as defaulted. The memory
+    /// extension has no transformers default: none.
+    fn default() -> Self {
+        Self {
+            hidden_size: 768,
+            intermediate_size: 3072,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            num_channels: 3,
+            image_size: 224,
+            patch_size: 16,
+            layer_norm_eps: 1e-6,
+            vision_use_head: true,
+            memory_experts: 0,
+            memory_slots: 0,
+            memory_layers: Vec::new(),
+            defaulted: DEFAULTED_KEYS.to_vec(),
+            key_prefix: "",
+        }
+    }
 }
+
+/// The keys with a transformers default, in config.json's usual order.
+const DEFAULTED_KEYS: [&str; 9] = [
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_channels",
+    "image_size",
+    "patch_size",
+    "layer_norm_eps",
+    "vision_use_head",
+];
 
 impl VisionConfig {
     /// Read and check `config.json`: a SiglipVisionConfig, or a full SiglipConfig whose
@@ -78,7 +101,7 @@ impl VisionConfig {
     /// Parse and check a config from JSON text; `file` is only used in error messages.
     ///
     /// Every key that is absent takes the default of transformers'
-    /// `SiglipVisionConfig` (see [`VisionConfig::DEFAULTS`]); the keys that did are
+    /// `SiglipVisionConfig` (see [`VisionConfig::default`]); the keys that did are
     /// listed by [`defaulted`](Self::defaulted), so a load that finds tensors of
     /// other sizes can say which default was wrong.
     pub fn from_json_str(text: &str, file: impl AsRef<Path>) -> Result<Self> {
@@ -142,7 +165,7 @@ impl VisionConfig {
             defaulted: Vec::new(),
         };
 
-        let d = Self::DEFAULTS;
+        let d = Self::default();
         let hidden_size = r.usize_or("hidden_size", d.hidden_size)?;
         let intermediate_size = r.usize_or("intermediate_size", d.intermediate_size)?;
         let num_hidden_layers = r.usize_or("num_hidden_layers", d.num_hidden_layers)?;
@@ -309,21 +332,6 @@ impl VisionConfig {
             key_prefix: prefix,
         })
     }
-
-    /// transformers' `SiglipVisionConfig` defaults, which every absent key takes
-    /// (SigLIP-base/16 at 224 px). The memory extension has no transformers
-    /// default: absent `memory_experts` means no memory.
-    pub const DEFAULTS: Defaults = Defaults {
-        hidden_size: 768,
-        intermediate_size: 3072,
-        num_hidden_layers: 12,
-        num_attention_heads: 12,
-        num_channels: 3,
-        image_size: 224,
-        patch_size: 16,
-        layer_norm_eps: 1e-6,
-        vision_use_head: true,
-    };
 
     /// The keys config.json left out, whose values are transformers' defaults.
     pub fn defaulted(&self) -> &[&'static str] {

@@ -12,7 +12,7 @@ mod loader;
 mod vision;
 mod weights;
 
-pub use config::{Defaults, VisionConfig};
+pub use config::VisionConfig;
 pub use files::{hub_cache_dir, ModelFiles, WeightFiles};
 /// Check a safetensors file's bytes (header length, JSON, dtypes, shapes, offsets:
 /// in range, no overlap, no gap, no overflow) before handing them to the

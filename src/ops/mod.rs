@@ -51,6 +51,60 @@ pub trait Kernels<T: Element>: Device {
         Self: Kernels<U>;
 }
 
+/// `impl<T: Element> Kernels<T> for $dev`, each method calling the function of the
+/// same name in the backend's file of the same op (`linear::linear(self, a)` in
+/// `src/<backend>/linear.rs`). Every backend lays out its ops so; a new op is one
+/// line here and one file per backend.
+macro_rules! kernels_from_op_files {
+    ($dev:ty) => {
+        impl<T: $crate::element::Element> $crate::ops::Kernels<T> for $dev {
+            fn patch_embed(
+                &self,
+                a: $crate::ops::PatchEmbedArgs<'_, T, Self>,
+            ) -> $crate::error::Result<()> {
+                patch_embed::patch_embed(self, a)
+            }
+            fn linear(&self, a: $crate::ops::LinearArgs<'_, T, Self>) -> $crate::error::Result<()> {
+                linear::linear(self, a)
+            }
+            fn layer_norm(
+                &self,
+                a: $crate::ops::LayerNormArgs<'_, T, Self>,
+            ) -> $crate::error::Result<()> {
+                layer_norm::layer_norm(self, a)
+            }
+            fn attention(
+                &self,
+                a: $crate::ops::AttentionArgs<'_, T, Self>,
+            ) -> $crate::error::Result<()> {
+                attention::attention(self, a)
+            }
+            fn memory_read(
+                &self,
+                a: $crate::ops::MemoryReadArgs<'_, T, Self>,
+            ) -> $crate::error::Result<()> {
+                memory::memory_read(self, a)
+            }
+            fn memory_write(
+                &self,
+                a: $crate::ops::MemoryWriteArgs<'_, T, Self>,
+            ) -> $crate::error::Result<()> {
+                memory::memory_write(self, a)
+            }
+            fn add(&self, a: $crate::ops::AddArgs<'_, T, Self>) -> $crate::error::Result<()> {
+                elementwise::add(self, a)
+            }
+            fn cast<U: $crate::element::Element>(
+                &self,
+                a: $crate::ops::CastArgs<'_, T, U, Self>,
+            ) -> $crate::error::Result<()> {
+                elementwise::cast(self, a)
+            }
+        }
+    };
+}
+pub(crate) use kernels_from_op_files;
+
 // ---------------------------------------------------------------------------
 // Checks shared by every front function.
 

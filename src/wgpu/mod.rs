@@ -33,39 +33,7 @@ mod stub;
 pub use stub::{Wgpu, WgpuAdapterInfo};
 
 #[cfg(feature = "wgpu")]
-mod kernels {
-    use super::*;
-    use crate::element::Element;
-    use crate::error::Result;
-    use crate::ops::*;
-
-    impl<T: Element> Kernels<T> for Wgpu {
-        fn patch_embed(&self, a: PatchEmbedArgs<'_, T, Self>) -> Result<()> {
-            patch_embed::patch_embed(self, a)
-        }
-        fn linear(&self, a: LinearArgs<'_, T, Self>) -> Result<()> {
-            linear::linear(self, a)
-        }
-        fn layer_norm(&self, a: LayerNormArgs<'_, T, Self>) -> Result<()> {
-            layer_norm::layer_norm(self, a)
-        }
-        fn attention(&self, a: AttentionArgs<'_, T, Self>) -> Result<()> {
-            attention::attention(self, a)
-        }
-        fn memory_read(&self, a: MemoryReadArgs<'_, T, Self>) -> Result<()> {
-            memory::memory_read(self, a)
-        }
-        fn memory_write(&self, a: MemoryWriteArgs<'_, T, Self>) -> Result<()> {
-            memory::memory_write(self, a)
-        }
-        fn add(&self, a: AddArgs<'_, T, Self>) -> Result<()> {
-            elementwise::add(self, a)
-        }
-        fn cast<U: Element>(&self, a: CastArgs<'_, T, U, Self>) -> Result<()> {
-            elementwise::cast(self, a)
-        }
-    }
-}
+crate::ops::kernels_from_op_files!(Wgpu);
 
 /// Check the uniform struct an op declares against a shader variant's `Params`.
 #[cfg(all(test, feature = "wgpu"))]

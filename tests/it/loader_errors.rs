@@ -266,7 +266,7 @@ fn bad_config_values_name_file_and_key() {
 fn absent_keys_take_transformers_defaults() {
     let c =
         VisionConfig::from_json_str(r#"{"model_type": "siglip_vision_model"}"#, "c.json").unwrap();
-    let d = VisionConfig::DEFAULTS;
+    let d = VisionConfig::default();
     assert_eq!(
         (
             c.hidden_size,
