@@ -2,22 +2,99 @@
 """A small SIMT emulator for the PTX subset tessera's kernels use.
 
 Not a GPU and not a model of one: it exists so the hand-written kernels can be
-checked for index arithmetic, tile edges, barriers, out-of-bounds and misaligned
-accesses, and numerical results on a machine with no GPU. What it cannot check:
-that our reading of the PTX ISA (ldmatrix / mma fragment layouts, instruction
-semantics) matches the hardware, timing, races beyond barrier discipline.
+checked for index arithmetic, tile edges, barriers, shared-memory races,
+out-of-bounds and misaligned accesses, asynchronous-copy discipline and
+numerical results on a machine with no GPU. What it cannot check: timing, bank
+conflicts, register pressure, races on global memory, and any place where our
+reading of the PTX ISA differs from the hardware.
 
 Execution model: one block at a time; every thread has its own pc; the threads
 at the smallest pc execute together (vectorised with numpy), which reconverges
 structured control flow. bar.sync requires every live thread of the block at the
-barrier; warp-collective instructions (shfl, ldmatrix, mma, bar.warp.sync)
-require the whole warp. Shared memory starts filled with 0xFF bytes (NaN), global
-accesses must fall inside an allocation and be naturally aligned.
+barrier; warp-collective instructions (shfl.sync, vote.sync, bar.warp.sync,
+ldmatrix, mma) require every lane they name (the whole warp for the .aligned
+ones) at the same instruction. Shared memory starts filled with 0xFF bytes
+(NaN), registers with zeros; global accesses must fall inside an allocation and
+be naturally aligned (the whole vector for .v2/.v4).
+
+Semantics (PTX ISA 9.x; fragment layouts also checked against CUTLASS cute
+copy_traits_sm75 / mma_traits_sm80):
+  * f32 add/sub/mul/div.rn/rcp.rn/sqrt.rn/fma.rn are correctly rounded (fma with
+    a single rounding). `.approx` / `.full` ops (div, rcp, sqrt, rsqrt, ex2, lg2,
+    sin, cos, tanh) are computed in float64 and rounded once to f32: the
+    emulator does NOT model the hardware's approximation error (up to 2 ulp for
+    ex2, 2^-11 relative for tanh, ...), only the special values of the ISA
+    tables and div.approx's zero result for 2^126 < |b| < 2^128. `.ftz` flushes
+    subnormal inputs and results to sign-preserving zero; NaN results are the
+    canonical 0x7fffffff. min/max return the non-NaN input (`.NaN`: NaN), with
+    -0 < +0.
+  * mma.m16n8k16 (bf16/f16 inputs, f32 accumulators) forms A·B + C exactly in
+    float64 and rounds once to f32; the hardware's internal accumulation order
+    and precision are not modelled.
+  * cp.async: a copy reads global memory when issued but lands in shared memory
+    only when a cp.async.wait_group / wait_all of the issuing thread retires its
+    group. Until then any read of the destination bytes, any store to them and
+    any second cp.async onto them is an error, as is exiting with copies pending.
+    With strict_async=True (the default) retired bytes are visible only to the
+    issuing thread (the ISA's rule) until a bar.sync (any thread of the block) or
+    a full-mask bar.warp.sync executed by the issuing lane (threads of its warp);
+    reading them earlier from another thread is an error.
+  * Shared-memory races (check_races=True, the default): between two bar.sync,
+    a byte written by one thread and read or written by another, or read by one
+    and written by another, is an error unless both threads are in one warp and
+    a full-mask bar.warp.sync of that warp lies between the accesses. A cp.async
+    counts as a write when issued (so refilling a buffer other threads read
+    since the last bar.sync is caught); ldmatrix reads for every lane of its
+    warp. One store instruction writing different values to one address from
+    several threads is an error (global memory too).
+  * ld.global.nc: the bytes read that way must not be written by the same
+    launch (checked at the end of run_kernel; the CUDA Programming Guide's rule
+    for the read-only data cache: "read-only for the entire lifetime of the
+    kernel").
+  * Launch limits: block <= 1024 threads, .reqntid (exact) / .maxntid (total),
+    static shared memory <= 48 KiB, static + dynamic <= 48 KiB unless
+    allow_large_smem (cudaFuncAttributeMaxDynamicSharedMemorySize), <= 227 KiB.
+  * Operand types follow the ISA's compatibility rules (bit-size types match any
+    type of the same size, same-size integers match each other; ld/st/cvt may use
+    wider registers, chopping sources and sign/zero-extending destinations).
+    Integer division by zero (unspecified in the ISA) is an error.
+  * %warpid is %tid / 32 (linear thread index), %laneid its remainder.
+
+Instructions (anything else is rejected when the kernel is first launched):
+  control     bra{.uni}, ret, exit, trap, bar.sync / barrier.sync (barrier 0,
+              whole block), bar.warp.sync, membar / fence / nanosleep (no-ops)
+  data        mov (incl. {lo, hi} pack / unpack, symbol addresses), cvta,
+              ld / st .param / .global / .shared (.v2 / .v4, .nc, cache
+              hints), cvt (int <-> int, int <-> f32, f32 <-> f64, f32 <->
+              bf16 / f16, .bf16x2 / .f16x2 pairs, .rni / .rzi / .rmi / .rpi,
+              .sat, .ftz, .relu, .satfinite), selp, prmt (default mode), lop3
+  integer     add, sub, mul.{lo,hi,wide}, mad.{lo,hi,wide}, div, rem, min, max,
+              neg, abs, and, or, xor, not, cnot, shl, shr, popc, clz
+              (.u16/.s16/.b16 .. .u64/.s64/.b64), and / or / xor / not .pred,
+              setp (all comparisons, .and / .or / .xor with {!}c, p|q)
+  float       add, sub, mul, fma, mad.rn, div.{rn,approx,full}, rcp.{rn,approx},
+              sqrt.{rn,approx}, rsqrt / ex2 / lg2 / sin / cos / tanh .approx,
+              min, max (.NaN), neg, abs with .ftz / .sat; .f64 add, sub, mul,
+              div, neg, abs, min, max; setp .f32 / .f64 incl. unordered
+  warp        shfl.sync.{up,down,bfly,idx}.b32 (d|p form too), vote.sync
+              .{all,any,uni}.pred / .ballot.b32, activemask, ldmatrix.sync
+              .aligned.m8n8.{x1,x2,x4}{.trans}.shared.b16, mma.sync.aligned
+              .m16n8k16.row.col.f32.{bf16,f16}.{bf16,f16}.f32
+  async       cp.async.{ca,cg}.shared.global (cp-size 4 / 8 / 16, src-size or
+              ignore-src, cache hints), cp.async.commit_group / wait_group /
+              wait_all
+  directives  .reg, .shared (incl. .extern dynamic), .reqntid, .maxntid,
+              .maxnreg, .minnctapersm, .pragma
 """
 import re
+
 import numpy as np
 
 MASK32 = np.uint64(0xFFFFFFFF)
+
+SMEM_STATIC_LIMIT = 48 * 1024       # static shared memory per block
+SMEM_DEFAULT_LIMIT = 48 * 1024      # static + dynamic without the opt-in attribute
+SMEM_MAX_PER_BLOCK = 227 * 1024     # sm_90 (H100 / H200) per-block maximum, with opt-in
 
 
 class EmuError(Exception):
@@ -25,7 +102,7 @@ class EmuError(Exception):
 
 
 def f32_to_bf16_bits(f):
-    """Round-to-nearest-even f32 -> bf16 bits (NaN stays NaN), like cvt.rn.bf16.f32."""
+    """Round-to-nearest-even f32 -> bf16 bits (NaN -> 0x7fff), like cvt.rn.bf16.f32."""
     b = np.asarray(f, dtype=np.float32).view(np.uint32).astype(np.uint64)
     nan = np.isnan(np.asarray(f, dtype=np.float32))
     rounded = (b + np.uint64(0x7FFF) + ((b >> np.uint64(16)) & np.uint64(1))) >> np.uint64(16)
@@ -37,6 +114,99 @@ def f32_to_bf16_bits(f):
 def bf16_bits_to_f32(h):
     return (np.asarray(h, dtype=np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
 
+
+# ----------------------------------------------------------------------------- types
+
+_BITS = {"pred": 1, "b8": 8, "u8": 8, "s8": 8, "b16": 16, "u16": 16, "s16": 16, "f16": 16,
+         "bf16": 16, "b32": 32, "u32": 32, "s32": 32, "f32": 32, "f16x2": 32, "bf16x2": 32,
+         "b64": 64, "u64": 64, "s64": 64, "f64": 64}
+_NP = {"pred": np.bool_, "b8": np.uint8, "u8": np.uint8, "s8": np.int8, "b16": np.uint16,
+       "u16": np.uint16, "s16": np.int16, "f16": np.float16, "bf16": np.uint16, "b32": np.uint32,
+       "u32": np.uint32, "s32": np.int32, "f32": np.float32, "f16x2": np.uint32,
+       "bf16x2": np.uint32, "b64": np.uint64, "u64": np.uint64, "s64": np.int64,
+       "f64": np.float64}
+_UNS = {8: np.uint8, 16: np.uint16, 32: np.uint32, 64: np.uint64}
+_SGN = {8: np.int8, 16: np.int16, 32: np.int32, 64: np.int64}
+_FLT = {16: np.float16, 32: np.float32, 64: np.float64}
+_KIND = {1: "pred", 8: "b16", 16: "b16", 32: "b32", 64: "b64"}
+_STORE = {"pred": np.bool_, "b16": np.uint16, "b32": np.uint32, "b64": np.uint64}
+
+_CANON32 = np.array([0x7FFFFFFF], np.uint32).view(np.float32)[0]
+_FLT_MIN = np.float32(2.0 ** -126)
+
+
+def _cls(t):
+    if t == "pred":
+        return "pred"
+    if t in ("f16", "f32", "f64"):
+        return "f"
+    if t[0] in "us":
+        return t[0]
+    return "b"  # b8..b64, bf16, f16x2, bf16x2 are bit containers here
+
+
+def _compat(ity, rty, relaxed=False):
+    """Operand-type compatibility (PTX ISA 6.1 and 9.4.1): may a register declared
+    `rty` be an operand of an instruction of type `ity`?"""
+    if ity == "pred" or rty == "pred":
+        return ity == rty
+    ib, rb = _BITS[ity], _BITS[rty]
+    ic, rc = _cls(ity), _cls(rty)
+    if relaxed:  # ld, st, cvt: wider registers allowed (chop / extend)
+        if rb < ib:
+            return False
+        if ic == "f" and rc != "b" and rty != ity:
+            return False
+        if rc == "f" and ic != "b" and rty != ity:
+            return False
+        return True
+    if rb != ib:
+        return False
+    if ic == "b" or rc == "b":
+        return True
+    if ic in "us" and rc in "us":
+        return True
+    return ic == rc
+
+
+def _ftz(x):
+    """Flush subnormals to sign-preserving zero (f32 arrays)."""
+    if not np.count_nonzero((x != 0) & (np.abs(x) < _FLT_MIN)):
+        return x
+    return np.where(np.abs(x) < _FLT_MIN, np.copysign(np.float32(0), x), x).astype(np.float32, copy=False)
+
+
+def _canon(x):
+    """NaN results become the canonical 0x7fffffff."""
+    x = np.asarray(x, dtype=np.float32)
+    m = x != x
+    if np.count_nonzero(m):
+        x = x.copy()
+        x[m] = _CANON32
+    return x
+
+
+def _fma_f32(a, b, c):
+    """fma.rn.f32 with a single rounding. a*b is exact in f64; the f64 sum s can
+    only round wrongly to f32 when s sits exactly on an f32 rounding midpoint (or
+    in the f32 subnormal range): only then is s replaced by its round-to-odd
+    value (exact error via TwoSum), which then rounds correctly (53 >= 24 + 2)."""
+    p = np.multiply(a, b, dtype=np.float64)   # exact: 48 significant bits
+    s = np.add(p, c, dtype=np.float64)
+    risky = (s.view(np.int64) & 0x1FFFFFFF) == 0x10000000
+    risky |= (np.abs(s) < 2.0 ** -125) & (s != 0)
+    if not np.count_nonzero(risky):
+        return s.astype(np.float32)
+    c = c.astype(np.float64)
+    bb = s - p
+    e = (p - (s - bb)) + (c - bb)   # s + e == p + c exactly (finite case)
+    fix = (e != 0) & np.isfinite(s) & ((s.view(np.int64) & 1) == 0)
+    if np.count_nonzero(fix):
+        s = np.where(fix, np.nextafter(s, np.where(e > 0, np.inf, -np.inf)), s)
+    return s.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- parsing
 
 class Instr:
     __slots__ = ("pred", "neg", "op", "mods", "args", "text", "line")
@@ -59,96 +229,237 @@ def split_args(s):
     return out
 
 
+def _strip_comments(text):
+    text = re.sub(r"/\*.*?\*/", lambda m: "\n" * m.group(0).count("\n"), text, flags=re.S)
+    return re.sub(r"//[^\n]*", "", text)
+
+
+def _int_lit(s):
+    s = s.strip()
+    neg = s.startswith("-")
+    if neg:
+        s = s[1:].strip()
+    s = s.rstrip("Uu")
+    if re.fullmatch(r"0[0-7]+", s):
+        v = int(s, 8)
+    else:
+        v = int(s, 0)
+    return -v if neg else v
+
+
+_SHARED_ELEM = {"b8": 1, "u8": 1, "s8": 1, "b16": 2, "u16": 2, "s16": 2, "f16": 2, "bf16": 2,
+                "b32": 4, "u32": 4, "s32": 4, "f32": 4, "b64": 8, "u64": 8, "s64": 8, "f64": 8}
+
+
+def _parse_decl_names(rest):
+    """`a[16], b, c[2][3]` -> [(name, count or None for [], is_array)]"""
+    out = []
+    for part in split_args(rest):
+        m = re.fullmatch(r"([$%\w]+)\s*((?:\[\s*\w*\s*\])*)", part.strip())
+        if not m:
+            raise EmuError(f"cannot parse declaration `{part}`")
+        dims = re.findall(r"\[\s*(\w*)\s*\]", m.group(2))
+        if any(d == "" for d in dims):
+            out.append((m.group(1), None))
+        else:
+            n = 1
+            for d in dims:
+                n *= _int_lit(d)
+            out.append((m.group(1), n))
+    return out
+
+
 class Function:
-    def __init__(self, name, params, body_lines, module_shared):
+    """One .entry: parameters, registers, shared variables, program, directives."""
+
+    def __init__(self, name, params, body, module_shared, header_directives="", module_dyn_align=16,
+                 body_line=1):
         self.name = name
         self.params = params  # [(type, name)]
-        self.regs = {}  # name -> kind: 'pred', 'b16', 'b32', 'b64'
-        self.shared = {}  # name -> (offset, size)
+        self.regs = {}        # name -> storage kind: 'pred', 'b16', 'b32', 'b64'
+        self.reg_types = {}   # name -> declared PTX type
+        self.shared = {}      # name -> (offset, size)
         self.prog = []
         self.labels = {}
+        self.module_shared = module_shared  # dynamic (extern) shared symbols
+        self.dyn_align = module_dyn_align
+        self.reqntid = None
+        self.maxntid = None
+        self.maxnreg = None
+        self._cache = {}
+        self._parse_directives(header_directives)
         off = 0
-        for line in body_lines:
-            line = line.split("//")[0].strip()
-            if not line:
+        # statements: split on ';', peel labels and scope braces off their fronts
+        pos = 0
+        line = body_line
+        for chunk in body.split(";"):
+            start_line = line
+            line += chunk.count("\n")
+            s = chunk
+            while True:
+                stripped = s.lstrip()
+                start_line += s[:len(s) - len(stripped)].count("\n")
+                s = stripped
+                if s.startswith("{") or s.startswith("}"):
+                    s = s[1:]
+                    continue
+                m = re.match(r"([$%\w.]+)\s*:(?!:)", s)
+                if m and not s.startswith("@"):
+                    self.labels[m.group(1)] = len(self.prog)
+                    s = s[m.end():]
+                    continue
+                break
+            s = s.strip()
+            if not s:
                 continue
-            if line.endswith(":"):
-                self.labels[line[:-1]] = len(self.prog)
-                continue
-            if line.startswith(".reg"):
-                m = re.match(r"\.reg\s+\.(\w+)\s+(.*);", line)
-                kind = {"pred": "pred", "b16": "b16", "u16": "b16"}.get(m.group(1))
-                if kind is None:
-                    kind = "b64" if m.group(1) in ("b64", "u64", "s64") else "b32"
-                for nm in m.group(2).split(","):
-                    nm = nm.strip()
-                    mm = re.match(r"(%\w+)<(\d+)>", nm)
-                    if mm:
-                        for i in range(int(mm.group(2))):
-                            self.regs[f"{mm.group(1)}{i}"] = kind
+            pos += 1
+            if s.startswith(".reg"):
+                m = re.match(r"\.reg\s+\.(\w+)\s+(.*)$", s, re.S)
+                if not m or m.group(1) not in _BITS or m.group(1) in ("f16x2", "bf16x2"):
+                    if m and m.group(1) in ("f16x2", "bf16x2"):
+                        ty = "b32"
                     else:
-                        self.regs[nm] = kind
+                        raise EmuError(f"{name}: unsupported register declaration `{s}` (line {start_line})")
+                else:
+                    ty = m.group(1)
+                for nm in split_args(m.group(2)):
+                    nm = nm.strip()
+                    mm = re.fullmatch(r"(%[\w$]+)<(\d+)>", nm)
+                    names = [f"{mm.group(1)}{i}" for i in range(int(mm.group(2)))] if mm else [nm]
+                    for n in names:
+                        if n in self.reg_types and self.reg_types[n] != ty:
+                            raise EmuError(f"{name}: register {n} redeclared as .{ty} (was .{self.reg_types[n]})")
+                        self.reg_types[n] = ty
+                        self.regs[n] = _KIND[_BITS[ty]]
                 continue
-            if line.startswith(".shared"):
-                m = re.match(r"\.shared\s+\.align\s+(\d+)\s+\.(\w+)\s+(\w+)\[(\d+)\];", line)
-                align, ty, nm, n = int(m.group(1)), m.group(2), m.group(3), int(m.group(4))
-                size = n * {"f32": 4, "b8": 1, "b32": 4, "u32": 4}[ty]
-                off = (off + align - 1) // align * align
-                self.shared[nm] = (off, size)
-                off += size
+            if s.startswith(".shared"):
+                m = re.match(r"\.shared\s+(?:\.align\s+(\d+)\s+)?\.(\w+)\s+(.*)$", s, re.S)
+                if not m or m.group(2) not in _SHARED_ELEM:
+                    raise EmuError(f"{name}: unsupported shared declaration `{s}` (line {start_line})")
+                esz = _SHARED_ELEM[m.group(2)]
+                align = int(m.group(1)) if m.group(1) else esz
+                for nm, n in _parse_decl_names(m.group(3)):
+                    if n is None:
+                        raise EmuError(f"{name}: unsized shared array {nm} must be .extern")
+                    off = (off + align - 1) // align * align
+                    self.shared[nm] = (off, n * esz)
+                    off += n * esz
                 continue
-            if line.startswith("{") or line.startswith("}"):
+            if s.startswith(".local") or s.startswith(".param") or s.startswith(".global") \
+                    or s.startswith(".const"):
+                raise EmuError(f"{name}: unsupported declaration `{s}` (line {start_line})")
+            if s.startswith(".pragma") or s.startswith(".loc") or s.startswith(".file"):
                 continue
+            if s.startswith("."):
+                raise EmuError(f"{name}: unsupported directive `{s}` (line {start_line})")
             ins = Instr()
-            ins.text = line
+            ins.text = " ".join(s.split())
+            ins.line = start_line
             ins.pred, ins.neg = None, False
-            m = re.match(r"@(!?)(%\w+)\s+(.*)", line)
+            m = re.match(r"@\s*(!?)\s*(%[\w$]+)\s+(.*)$", s, re.S)
             if m:
                 ins.neg = m.group(1) == "!"
                 ins.pred = m.group(2)
-                line = m.group(3)
-            line = line.rstrip(";").strip()
-            parts = line.split(None, 1)
+                s = m.group(3)
+            parts = s.split(None, 1)
             opfull = parts[0]
-            ins.op = opfull.split(".")[0]
-            ins.mods = opfull.split(".")[1:]
-            ins.args = split_args(parts[1]) if len(parts) > 1 else []
+            toks = opfull.split(".")
+            ins.op = toks[0]
+            ins.mods = toks[1:]
+            ins.args = split_args(" ".join(parts[1].split())) if len(parts) > 1 else []
             self.prog.append(ins)
+        self.static_smem_bytes = off
         self.static_smem = (off + 15) // 16 * 16
-        self.module_shared = module_shared
+
+    def _parse_directives(self, text):
+        text = " ".join(text.split())
+        for m in re.finditer(r"\.(\w+)((?:\s*\d+\s*,?)*)", text):
+            d = m.group(1)
+            nums = [int(x) for x in re.findall(r"\d+", m.group(2))]
+            if d in ("reqntid", "maxntid"):
+                if not 1 <= len(nums) <= 3:
+                    raise EmuError(f"{self.name}: bad .{d}")
+                setattr(self, d, tuple(nums + [1] * (3 - len(nums))))
+            elif d == "maxnreg":
+                self.maxnreg = nums[0]
+            elif d in ("minnctapersm", "maxnctapersm", "noreturn", "pragma"):
+                pass
+            else:
+                raise EmuError(f"{self.name}: unsupported entry directive .{d}")
+        if self.reqntid and self.maxntid:
+            raise EmuError(f"{self.name}: .reqntid cannot be used with .maxntid")
+
+
+def _match_close(text, i, open_ch, close_ch):
+    depth = 0
+    for j in range(i, len(text)):
+        if text[j] == open_ch:
+            depth += 1
+        elif text[j] == close_ch:
+            depth -= 1
+            if depth == 0:
+                return j
+    raise EmuError(f"unbalanced {open_ch}{close_ch}")
 
 
 def parse_module(text):
+    text = _strip_comments(text)
     funcs = {}
     module_shared = []
-    lines = text.split("\n")
+    dyn_align = 16
     i = 0
-    while i < len(lines):
-        line = lines[i].split("//")[0].strip()
-        if line.startswith(".extern .shared"):
-            m = re.search(r"(\w+)\[\]", line)
-            module_shared.append(m.group(1))
-        if line.startswith(".visible .entry"):
-            name = re.search(r"\.entry\s+(\w+)\(", line).group(1)
-            header = line
-            while "{" not in lines[i]:
-                i += 1
-                header += " " + lines[i].split("//")[0].strip()
-            params = re.findall(r"\.param\s+\.(\w+)\s+(\w+)", header)
-            body = []
-            i += 1
-            depth = 1
-            while True:
-                l2 = lines[i]
-                depth += l2.count("{") - l2.count("}")
-                if depth <= 0:
-                    break
-                body.append(l2)
-                i += 1
-            funcs[name] = Function(name, params, body, module_shared)
-        i += 1
+    n = len(text)
+    while i < n:
+        m = re.compile(r"(?:\.visible\s+|\.weak\s+|\.extern\s+)*\.(entry|func)\b").search(text, i)
+        # module-level declarations before this entry (or to the end)
+        seg = text[i:m.start() if m else n]
+        ext = re.compile(r"\.extern\s+\.shared\s+(?:\.align\s+(\d+)\s+)?\.\w+\s+(\w+)\s*\[\s*\]\s*;")
+        for mm in ext.finditer(seg):
+            module_shared.append(mm.group(2))
+            if mm.group(1):
+                dyn_align = max(dyn_align, int(mm.group(1)))
+        rest = ext.sub("", seg)
+        if re.search(r"\.shared\b", rest):
+            raise EmuError("module-scope static shared variables are not supported")
+        if not m:
+            break
+        kind = m.group(1)
+        j = m.end()
+        mn = re.compile(r"\s*(?:\([^)]*\)\s*)?([\w$]+)\s*").match(text, j)
+        name = mn.group(1)
+        j = mn.end()
+        params = []
+        if j < n and text[j] == "(":
+            k = _match_close(text, j, "(", ")")
+            for p in split_args(text[j + 1:k]):
+                toks = p.replace(",", " ").split()
+                if not toks:
+                    continue
+                if toks[0] != ".param" or "[" in p:
+                    raise EmuError(f"{name}: unsupported parameter `{p}`")
+                ty = next((t[1:] for t in toks[1:] if t[1:] in _BITS), None)
+                if ty is None:
+                    raise EmuError(f"{name}: parameter without a type `{p}`")
+                params.append((ty, toks[-1]))
+            j = k + 1
+        mb = re.compile(r"[{;]").search(text, j)
+        if mb is None:
+            raise EmuError(f"{name}: no body")
+        if mb.group(0) == ";":   # a prototype (.extern .func ...;)
+            i = mb.end()
+            continue
+        bo = mb.start()
+        directives = text[j:bo]
+        bc = _match_close(text, bo, "{", "}")
+        body = text[bo + 1:bc]
+        if kind == "entry":
+            funcs[name] = Function(name, params, body, module_shared, directives, dyn_align,
+                                   body_line=text[:bo].count("\n") + 1)
+        i = bc + 1
     return funcs
 
+
+# ----------------------------------------------------------------------------- memory
 
 class Memory:
     """Global memory: one byte array, allocations separated by guard gaps."""
@@ -157,6 +468,8 @@ class Memory:
         self.mem = np.zeros(size, dtype=np.uint8)
         self.allocs = []  # (start, end)
         self.top = 4096
+        self._starts = np.zeros(0, np.int64)
+        self._ends = np.zeros(0, np.int64)
 
     def alloc(self, nbytes):
         start = self.top
@@ -164,6 +477,8 @@ class Memory:
         if self.top > len(self.mem):
             raise EmuError("emulator out of memory")
         self.allocs.append((start, start + nbytes))
+        self._starts = np.array([s for s, _ in self.allocs], dtype=np.int64)
+        self._ends = np.array([e for _, e in self.allocs], dtype=np.int64)
         return start
 
     def upload(self, arr):
@@ -177,338 +492,1828 @@ class Memory:
         return self.mem[addr:addr + nb].copy().view(dtype)
 
     def check(self, addrs, width, what):
+        """Every access [a, a + width) must be width-aligned and inside one allocation."""
         if len(addrs) == 0:
             return
-        a = addrs.astype(np.int64)
-        if np.any(a % width):
-            raise EmuError(f"{what}: misaligned {width}-byte access at {a[a % width != 0][:4]}")
-        starts = np.array([s for s, _ in self.allocs], dtype=np.int64)
-        ends = np.array([e for _, e in self.allocs], dtype=np.int64)
-        idx = np.searchsorted(starts, a, side="right") - 1
-        ok = (idx >= 0) & (a + width <= ends[np.maximum(idx, 0)])
+        a = np.asarray(addrs).astype(np.int64)
+        bad = (a & (width - 1)) != 0 if width & (width - 1) == 0 else a % width != 0
+        if np.count_nonzero(bad):
+            raise EmuError(f"{what}: misaligned {width}-byte access at {a[bad][:4]}")
+        self.check_range(a, width, what)
+
+    def check_range(self, a, nbytes, what):
+        """[a, a + nbytes) inside one allocation (nbytes scalar or per-address)."""
+        if len(a) == 0:
+            return
+        if len(self._starts) != len(self.allocs):  # allocs edited by hand
+            self._starts = np.array([s for s, _ in self.allocs], dtype=np.int64)
+            self._ends = np.array([e for _, e in self.allocs], dtype=np.int64)
+        if not len(self._starts):
+            raise EmuError(f"{what}: global access with no allocation at {a[:4]}")
+        idx = np.searchsorted(self._starts, a, side="right") - 1
+        ok = (idx >= 0) & (a + nbytes <= self._ends[np.maximum(idx, 0)])
         if not np.all(ok):
             raise EmuError(f"{what}: out-of-bounds global access at {a[~ok][:4]}")
 
 
-def run_kernel(func, mem, grid, block, params, dyn_smem=0, max_steps=50_000_000):
-    nt = block[0] * block[1] * block[2]
-    assert block[1] == 1 and block[2] == 1
-    pvals = {}
-    for (ty, nm), v in zip(func.params, params):
-        pvals[nm] = (ty, v)
+# ----------------------------------------------------------------------------- launch
+
+def run_kernel(func, mem, grid, block, params, dyn_smem=0, max_steps=50_000_000, allow_large_smem=False,
+               strict_async=True, check_nc=True, check_races=True):
+    """Run `func` over the whole grid, one block after another.
+
+    params: Python ints / floats in declaration order (pointers are addresses in
+      `mem`). dyn_smem: dynamic shared memory bytes. max_steps: per block.
+    allow_large_smem: the host raised cudaFuncAttributeMaxDynamicSharedMemorySize,
+      so static + dynamic shared memory may exceed 48 KiB (up to 227 KiB).
+    strict_async: cp.async data is visible only to the issuing thread until a
+      barrier (see the module doc); False makes it visible to all at the wait.
+    check_nc: bytes read with ld.global.nc must not be written by the launch.
+    check_races: barrier-interval race detection on shared memory (module doc).
+    Raises EmuError on any violation."""
+    grid = tuple(int(x) for x in grid) + (1,) * (3 - len(grid))
+    block = tuple(int(x) for x in block) + (1,) * (3 - len(block))
     if len(params) != len(func.params):
         raise EmuError(f"{func.name}: {len(params)} params given, {len(func.params)} declared")
-    smem_size = func.static_smem + dyn_smem
-    dyn_base = func.static_smem
-    for gz in range(grid[2]):
-        for gy in range(grid[1]):
-            for gx in range(grid[0]):
-                run_block(func, mem, (gx, gy, gz), grid, nt, pvals, smem_size, dyn_base, max_steps)
+    if min(block) < 1 or block[0] > 1024 or block[1] > 1024 or block[2] > 64 or \
+            block[0] * block[1] * block[2] > 1024:
+        raise EmuError(f"{func.name}: invalid block size {block}")
+    if min(grid) < 1 or grid[0] > 2 ** 31 - 1 or grid[1] > 65535 or grid[2] > 65535:
+        raise EmuError(f"{func.name}: invalid grid size {grid}")
+    if func.reqntid is not None and tuple(block) != func.reqntid:
+        raise EmuError(f"{func.name}: launched with block {block} but .reqntid {func.reqntid}")
+    if func.maxntid is not None and block[0] * block[1] * block[2] > \
+            func.maxntid[0] * func.maxntid[1] * func.maxntid[2]:
+        raise EmuError(f"{func.name}: launched with block {block} exceeding .maxntid {func.maxntid}")
+    if dyn_smem < 0:
+        raise EmuError(f"{func.name}: negative dynamic shared memory")
+    st = func.static_smem_bytes
+    if st > SMEM_STATIC_LIMIT:
+        raise EmuError(f"{func.name}: {st} B of static shared memory exceeds the 48 KiB limit")
+    total = st + dyn_smem
+    if total > SMEM_MAX_PER_BLOCK:
+        raise EmuError(f"{func.name}: {st} B static + {dyn_smem} B dynamic shared memory exceeds "
+                       f"the 227 KiB per-block limit")
+    if total > SMEM_DEFAULT_LIMIT and not allow_large_smem:
+        raise EmuError(f"{func.name}: {st} B static + {dyn_smem} B dynamic shared memory exceeds "
+                       f"48 KiB without allow_large_smem (cudaFuncAttributeMaxDynamicSharedMemorySize)")
+    key = (block, int(dyn_smem), bool(strict_async))
+    ex = func._cache.get(key)
+    if ex is None:
+        ex = _Exec(func, block, int(dyn_smem), bool(strict_async))
+        func._cache[key] = ex
+    ex.races = bool(check_races)
+    ex.launch(mem, grid, params, max_steps, check_nc)
 
 
-def run_block(func, mem, ctaid, grid, nt, pvals, smem_size, dyn_base, max_steps):
-    regs = {}
-    for nm, kind in func.regs.items():
-        dt = {"pred": np.bool_, "b16": np.uint16, "b32": np.uint32, "b64": np.uint64}[kind]
-        regs[nm] = np.zeros(nt, dtype=dt)
-    smem = np.full(max(smem_size, 16), 0xFF, dtype=np.uint8)
-    tid = np.arange(nt, dtype=np.uint32)
-    lane = tid % 32
-    pc = np.zeros(nt, dtype=np.int64)
-    alive = np.ones(nt, dtype=bool)
-    prog = func.prog
-    special = {
-        "%tid.x": tid,
-        "%ntid.x": np.full(nt, nt, np.uint32),
-        "%ctaid.x": np.full(nt, ctaid[0], np.uint32),
-        "%ctaid.y": np.full(nt, ctaid[1], np.uint32),
-        "%ctaid.z": np.full(nt, ctaid[2], np.uint32),
-        "%nctaid.x": np.full(nt, grid[0], np.uint32),
-    }
-    symbols = {nm: off for nm, (off, _) in func.shared.items()}
-    for nm in func.module_shared:
-        symbols[nm] = dyn_base
+_K_OP, _K_BRA, _K_RET, _K_BAR = 0, 1, 2, 3
 
-    def val(a, kind="b32"):
-        if a in regs:
-            return regs[a]
-        if a in special:
-            return special[a]
-        if a in symbols:
-            return np.full(nt, symbols[a], np.uint32)
-        if a.startswith("0f"):
-            return np.full(nt, int(a[2:], 16), np.uint32)
-        v = int(a, 0)
-        if kind == "b64":
-            return np.full(nt, v & 0xFFFFFFFFFFFFFFFF, np.uint64)
-        if kind == "b16":
-            return np.full(nt, v & 0xFFFF, np.uint16)
-        return np.full(nt, v & 0xFFFFFFFF, np.uint32)
 
-    def fv(a):
-        return val(a).view(np.float32)
+# fragment index tables (lane t, group g = t // 4, c = t % 4)
+_T = np.arange(32)
+_G, _C = _T // 4, _T % 4
+# ldmatrix: lane t receives row t/4, columns 2(t%4), 2(t%4)+1 (low half first)
+# mma.m16n8k16 A: register r, half h -> element a_i, i = 2r + h
+_MA_R = np.zeros((4, 2, 32), np.int64)
+_MA_C = np.zeros((4, 2, 32), np.int64)
+for _r in range(4):
+    for _h in range(2):
+        _i = 2 * _r + _h
+        _MA_R[_r, _h] = _G + 8 * ((_i >> 1) & 1)
+        _MA_C[_r, _h] = 2 * _C + (_i & 1) + 8 * (_i >= 4)
+_MB_R = np.zeros((2, 2, 32), np.int64)  # k
+_MB_C = np.zeros((2, 2, 32), np.int64)  # n
+for _r in range(2):
+    for _h in range(2):
+        _i = 2 * _r + _h
+        _MB_R[_r, _h] = 2 * _C + (_i & 1) + 8 * (_i >= 2)
+        _MB_C[_r, _h] = _G
+_MC_R = np.stack([_G + 8 * (i >= 2) for i in range(4)])
+_MC_C = np.stack([2 * _C + (i & 1) for i in range(4)])
+# the same as gathers: element (row, col) of A / B / C from the flattened
+# (register, half, lane) fragment values, and D's (register, lane) from D (row, col)
+_PERM_A = np.zeros(256, np.int64)
+_PERM_A[(_MA_R * 16 + _MA_C).ravel()] = np.arange(256)
+_PERM_B = np.zeros(128, np.int64)
+_PERM_B[(_MB_R * 8 + _MB_C).ravel()] = np.arange(128)
+_PERM_C = np.zeros(128, np.int64)
+_PERM_C[(_MC_R * 8 + _MC_C).ravel()] = np.arange(128)
+_GATHER_D = (_MC_R * 8 + _MC_C).ravel()
 
-    def addr_of(a):
-        inner = a.strip("[]")
-        m = re.match(r"(%?\w+)(?:\+(-?\d+))?$", inner)
-        base, off = m.group(1), int(m.group(2) or 0)
-        if base in regs:
-            b = regs[base].astype(np.int64)
-        else:
-            b = np.full(nt, symbols[base], np.int64)
-        return b + off
 
-    def setr(name, value, mask):
-        r = regs[name]
-        r[mask] = value[mask].astype(r.dtype) if value.dtype != r.dtype else value[mask]
+_ARANGE = np.arange(64)
 
-    def setf(name, value, mask):
-        regs[name][mask] = value.astype(np.float32).view(np.uint32)[mask]
 
-    def shared_check(addrs, width, what):
-        if np.any(addrs % width):
-            raise EmuError(f"{func.name}: {what}: misaligned shared access")
-        if np.any(addrs < 0) or np.any(addrs + width > smem_size):
-            raise EmuError(f"{func.name}: {what}: shared access out of bounds {addrs.max()} of {smem_size}")
+class _Exec:
+    """Executor for one (function, block shape, dynamic smem) combination: the
+    program compiled to closures over persistent per-thread arrays."""
 
-    steps = 0
-    while True:
-        if not alive.any():
-            return
-        steps += 1
-        if steps > max_steps:
-            raise EmuError(f"{func.name}: step limit")
-        p = pc[alive].min()
-        group = alive & (pc == p)
-        ins = prog[p]
-        g = group
-        if ins.pred is not None:
-            pr = regs[ins.pred]
-            g = group & (~pr if ins.neg else pr)
-        op, mods, args = ins.op, ins.mods, ins.args
-        nxt = p + 1
-        collective = op in ("shfl", "ldmatrix", "mma") or (op == "bar" and mods[0] == "warp")
-        if op == "bar" and mods[0] == "sync":
-            if not np.array_equal(group, alive):
-                raise EmuError(f"{func.name}: bar.sync reached by a subset of the block: {ins.text}")
-        if collective:
-            for w in range(nt // 32):
-                sl = slice(32 * w, 32 * w + 32)
-                if alive[sl].any() and not group[sl].all():
-                    raise EmuError(f"{func.name}: divergent warp at {ins.text}")
-            if ins.pred is not None:
-                raise EmuError("predicated collective not supported")
+    def __init__(self, func, block, dyn_smem, strict_async):
+        self.f = func
+        self.block = block
+        bx, by, bz = block
+        nt = bx * by * bz
+        ntp = (nt + 31) // 32 * 32
+        self.nt, self.ntp, self.nw = nt, ntp, ntp // 32
+        self.strict = strict_async
+        t = np.arange(ntp, dtype=np.uint32)
+        self.real = t < nt
+        self.tids = t.astype(np.int64)
+        self.lane = t % np.uint32(32)
+        self.warp_of = (t // np.uint32(32)).astype(np.int64)
+        self.all_warps = np.arange(self.nw)
+        self.regs = {nm: np.zeros(ntp, _STORE[kind]) for nm, kind in func.regs.items()}
+        sp = {}
+        sp["%tid.x"] = (t % np.uint32(bx)).astype(np.uint32)
+        sp["%tid.y"] = ((t // np.uint32(bx)) % np.uint32(by)).astype(np.uint32)
+        sp["%tid.z"] = (t // np.uint32(bx * by)).astype(np.uint32)
+        for d, v in zip("xyz", block):
+            sp[f"%ntid.{d}"] = np.full(ntp, v, np.uint32)
+        sp["%laneid"] = self.lane.copy()
+        sp["%warpid"] = (t // np.uint32(32)).astype(np.uint32)
+        for d in "xyz":
+            sp[f"%ctaid.{d}"] = np.zeros(ntp, np.uint32)
+            sp[f"%nctaid.{d}"] = np.zeros(ntp, np.uint32)
+        ln = self.lane.astype(np.uint64)
+        one = np.uint64(1)
+        sp["%lanemask_eq"] = (one << ln).astype(np.uint32)
+        sp["%lanemask_lt"] = ((one << ln) - one).astype(np.uint32)
+        sp["%lanemask_le"] = ((one << (ln + one)) - one).astype(np.uint32)
+        sp["%lanemask_ge"] = (~((one << ln) - one) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+        sp["%lanemask_gt"] = (~((one << (ln + one)) - one) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+        for v in sp.values():
+            v.setflags(write=False)
+        self.special = sp
+        self.ctaid_arrays = [sp["%ctaid.x"], sp["%ctaid.y"], sp["%ctaid.z"]]
+        self.nctaid_arrays = [sp["%nctaid.x"], sp["%nctaid.y"], sp["%nctaid.z"]]
+        # shared memory
+        self.dyn_base = (func.static_smem_bytes + func.dyn_align - 1) // func.dyn_align * func.dyn_align
+        self.smem_size = (self.dyn_base + dyn_smem) if dyn_smem else func.static_smem_bytes
+        nsm = max((self.smem_size + 15) // 16 * 16, 16)
+        self.smem = np.full(nsm, 0xFF, np.uint8)
+        self.pend = np.full(nsm, -1, np.int32)   # owner tid of a pending cp.async
+        # race detection (per granule): last writer (tid, block epoch, warp epoch);
+        # readers of the interval (epoch, smallest and largest tid, latest warp epoch)
+        self.rw_w = np.full(nsm, -1, np.int32)
+        self.rw_wep = np.zeros(nsm, np.int32)
+        self.rw_wwep = np.zeros(nsm, np.int32)
+        self.rw_rep = np.zeros(nsm, np.int32)
+        self.rw_rmin = np.zeros(nsm, np.int32)
+        self.rw_rmax = np.zeros(nsm, np.int32)
+        self.rw_rwep = np.zeros(nsm, np.int32)
+        self.wepoch = np.zeros(self.nw, np.int32)
+        self.epoch = 1
+        self.races = True
+        self.vis = np.full(nsm, -1, np.int32)    # -1 all, t >= 0 thread t only, -2-w warp w
+        self.scratch = np.zeros(nsm, np.int64)
+        self.symbols = {nm: off for nm, (off, _) in func.shared.items()}
+        for nm in func.module_shared:
+            self.symbols[nm] = self.dyn_base
+        # params
+        self.param_off = {}
+        off = 0
+        for ty, nm in func.params:
+            sz = _BITS[ty] // 8
+            off = (off + sz - 1) // sz * sz
+            self.param_off[nm] = (off, ty)
+            off += sz
+        self.pbuf = np.zeros(max(off, 8), np.uint8)
+        self.pc = np.zeros(ntp, np.int64)
+        self.alive = np.zeros(ntp, bool)
+        self.cp_seq = np.zeros(ntp, np.int64)
+        self.uses_nc = False
+        self.nc_read = self.g_written = None
+        self.vis_dirty = False
+        self.npend = 0
+        self.cp_recs = []
+        self.mem = None
+        self.widths = set()   # shared access sizes: race tracking granule = the smallest
+        self.code = []
+        for ins in func.prog:
+            try:
+                self.code.append(self._compile(ins))
+            except EmuError as e:
+                raise EmuError(f"{func.name}: line {ins.line}: `{ins.text}`: {e}") from None
+        self.granule = min(self.widths) if self.widths else 16
+        for p, (kind, fn, gv, gneg, tgt, ins) in enumerate(self.code):
+            if kind == _K_BRA and tgt is None:
+                raise EmuError(f"{func.name}: unknown label in `{ins.text}`")
+
+    # ------------------------------------------------------------------ operands
+    def _view(self, arr, ty):
+        """Typed view of storage `arr` as PTX type `ty` (low bits when narrower)."""
+        if ty == "pred":
+            return arr
+        dt = np.dtype(_NP[ty])
+        if dt.itemsize == arr.itemsize:
+            return arr.view(dt)
+        if dt.itemsize < arr.itemsize:
+            return arr.view(dt)[::arr.itemsize // dt.itemsize]
+        raise EmuError(f"{ty} operand wider than its register")
+
+    def _const(self, value, dtype):
+        a = np.full(self.ntp, value, dtype)
+        a.setflags(write=False)
+        return a
+
+    def imm(self, a, ty):
+        """Immediate operand as a constant typed array, or None if `a` is not one."""
+        s = a.strip()
+        c = _cls(ty)
+        bits = _BITS[ty] if ty != "pred" else 1
+        if re.fullmatch(r"[-]?0[fF][0-9a-fA-F]{8}", s):
+            neg = s.startswith("-")
+            v = int(s.lstrip("-")[2:], 16) ^ (0x80000000 if neg else 0)
+            if c == "f" and bits == 64:
+                return self._const(np.float64(np.array([v], np.uint32).view(np.float32)[0]), np.float64)
+            if bits != 32:
+                raise EmuError(f"f32 literal {a} for a .{ty} operand")
+            return self._const(np.array([v], np.uint32).view(_NP[ty])[0], _NP[ty])
+        if re.fullmatch(r"[-]?0[dD][0-9a-fA-F]{16}", s):
+            v = int(s.lstrip("-")[2:], 16) ^ ((1 << 63) if s.startswith("-") else 0)
+            if bits != 64:
+                raise EmuError(f"f64 literal {a} for a .{ty} operand")
+            return self._const(np.array([v], np.uint64).view(_NP[ty])[0], _NP[ty])
+        if re.fullmatch(r"[-+]?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?", s) and \
+                ("." in s or "e" in s.lower()) and not s.lower().startswith("0x"):
+            if c != "f":
+                raise EmuError(f"floating literal {a} for a .{ty} operand")
+            return self._const(_NP[ty](float(s)), _NP[ty])
         try:
-            if op == "bra":
-                target = func.labels[args[0]]
-                pc[g] = target
-                pc[group & ~g] = nxt
-                continue
-            if op == "ret":
-                alive[g] = False
-                pc[group & ~g] = nxt
-                continue
-            if op == "bar":
-                pass
-            elif op == "ld" and mods[0] == "param":
-                ty, v = pvals[args[1].strip("[]")]
-                if ty == "f32":
-                    bits = np.float32(v).view(np.uint32)
-                    setr(args[0], np.full(nt, bits, np.uint32), g)
-                elif ty == "u64":
-                    setr(args[0], np.full(nt, v, np.uint64), g)
+            v = _int_lit(s)
+        except ValueError:
+            return None
+        if ty == "pred":
+            return self._const(bool(v), np.bool_)
+        if c == "f":
+            return self._const(_NP[ty](v), _NP[ty])
+        v &= (1 << bits) - 1
+        return self._const(np.array([v], _UNS[bits]).view(_NP[ty])[0], _NP[ty])
+
+    def symbol(self, a):
+        m = re.fullmatch(r"([A-Za-z_$][\w$]*)\s*(?:([+-])\s*(\w+))?", a.strip())
+        if not m or m.group(1) not in self.symbols:
+            return None
+        off = _int_lit(m.group(3)) if m.group(3) else 0
+        return self.symbols[m.group(1)] + (-off if m.group(2) == "-" else off)
+
+    def src(self, a, ty, relaxed=False):
+        """Operand `a` as a read-only numpy array of PTX type `ty` (all threads)."""
+        a = a.strip()
+        if a in self.regs:
+            rt = self.f.reg_types[a]
+            if not _compat(ty, rt, relaxed):
+                raise EmuError(f"register {a} (.{rt}) is not a .{ty} operand")
+            return self._view(self.regs[a], ty)
+        if a in self.special:
+            if not _compat(ty, "u32", relaxed):
+                raise EmuError(f"special register {a} (.u32) is not a .{ty} operand")
+            return self._view(self.special[a], ty)
+        if a.startswith("%"):
+            raise EmuError(f"undeclared register {a}")
+        sym = self.symbol(a)
+        if sym is not None:
+            if _cls(ty) == "f" or _BITS[ty] < 32:
+                raise EmuError(f"address of {a} as a .{ty} operand")
+            return self._const(sym, _NP[ty])
+        v = self.imm(a, ty)
+        if v is None:
+            raise EmuError(f"cannot read operand `{a}`")
+        return v
+
+    def pred_src(self, a):
+        """Predicate source with optional `!`: (array, negated)."""
+        a = a.strip()
+        neg = a.startswith("!")
+        a = a[1:].strip() if neg else a
+        arr = self.src(a, "pred")
+        return arr, neg
+
+    def dst(self, a, ty, relaxed=False, canon=False):
+        """Writer w(values, mask) for destination `a` of PTX type `ty`."""
+        a = a.strip()
+        if a == "_":
+            return lambda v, g: None
+        if a not in self.regs:
+            if a in self.special:
+                raise EmuError(f"special register {a} is read-only")
+            raise EmuError(f"undeclared register {a}")
+        rt = self.f.reg_types[a]
+        if not _compat(ty, rt, relaxed):
+            raise EmuError(f"register {a} (.{rt}) is not a .{ty} destination")
+        r = self.regs[a]
+        if ty == "pred":
+            return lambda v, g: np.copyto(r, v, where=g)
+        dt = np.dtype(_NP[ty])
+        if dt.itemsize == r.itemsize:
+            D = r.view(dt)
+            if canon and dt == np.float32:
+                return lambda v, g: np.copyto(D, _canon(v), where=g)
+            return lambda v, g: np.copyto(D, v, where=g, casting="unsafe")
+        bits = _BITS[ty]
+        if _cls(ty) == "f":
+            U = _UNS[bits]
+            return lambda v, g: np.copyto(r, np.asarray(v, dt).view(U), where=g, casting="unsafe")
+        # integer / bit types: sign-extend for signed types, zero-extend otherwise
+        return lambda v, g: np.copyto(r, np.asarray(v).astype(dt, copy=False), where=g, casting="unsafe")
+
+    def addr(self, a):
+        """Address operand `[base+off]` -> function returning int64 addresses, plus
+        whether the base is a parameter name (for ld.param)."""
+        m = re.fullmatch(r"\[\s*([^\]+\-\s]+)\s*(?:([+-])\s*([-\w]+))?\s*\]", a.strip())
+        if not m:
+            raise EmuError(f"cannot parse address `{a}`")
+        base = m.group(1)
+        off = _int_lit(m.group(3)) if m.group(3) else 0
+        if m.group(2) == "-":
+            off = -off
+        if base in self.regs:
+            rt = self.f.reg_types[base]
+            if _BITS[rt] not in (32, 64) or _cls(rt) == "f":
+                raise EmuError(f"address register {base} must be a 32- or 64-bit integer")
+            R = self.regs[base]
+            if off:
+                return (lambda: R.astype(np.int64) + off), None
+            return (lambda: R.astype(np.int64)), None
+        if base in self.param_off:
+            return None, (base, off)
+        if base in self.symbols:
+            c = np.full(self.ntp, self.symbols[base] + off, np.int64)
+            return (lambda: c), None
+        try:
+            c = np.full(self.ntp, _int_lit(base) + off, np.int64)
+        except ValueError:
+            raise EmuError(f"unknown address base `{base}`") from None
+        return (lambda: c), None
+
+    # ------------------------------------------------------------------ compile
+    def _compile(self, ins):
+        op, mods = ins.op, ins.mods
+        gv, gneg = None, False
+        if ins.pred is not None:
+            if ins.pred not in self.regs or self.f.regs[ins.pred] != "pred":
+                raise EmuError(f"guard {ins.pred} is not a declared predicate")
+            gv, gneg = self.regs[ins.pred], ins.neg
+        if op == "bra":
+            tgt = self.f.labels.get(ins.args[0])
+            if tgt is None:
+                raise EmuError(f"unknown label {ins.args[0]}")
+            return (_K_BRA, "uni" in mods, gv, gneg, tgt, ins)
+        if op in ("ret", "exit"):
+            return (_K_RET, None, gv, gneg, None, ins)
+        if op == "trap":
+            def trap(g):
+                if np.count_nonzero(g):
+                    raise EmuError("trap executed")
+            return (_K_OP, trap, gv, gneg, None, ins)
+        if (op == "bar" and mods and mods[0] in ("sync", "red", "arrive")) or \
+                (op == "barrier" and mods and mods[0] in ("sync", "cta")):
+            m2 = [m for m in mods if m not in ("aligned", "cta")]
+            if m2 != ["sync"]:
+                raise EmuError("only bar.sync / barrier.sync (whole block) is supported")
+            if ins.args and ins.args[0].strip() not in ("0",):
+                raise EmuError("only barrier 0 is supported")
+            if len(ins.args) > 1:
+                cnt = _int_lit(ins.args[1])
+                if cnt != self.nt:
+                    raise EmuError(f"bar.sync with thread count {cnt} != block size {self.nt} unsupported")
+            return (_K_BAR, None, gv, gneg, None, ins)
+        if op in ("membar", "fence", "nanosleep", "prefetch", "prefetchu"):
+            return (_K_OP, lambda g: None, gv, gneg, None, ins)
+        name = "_c_" + op
+        fn = getattr(self, name, None)
+        if fn is None:
+            raise EmuError("unsupported instruction")
+        return (_K_OP, fn(ins), gv, gneg, None, ins)
+
+    # -------------------------------------------------------------- data movement
+    def _c_mov(self, ins):
+        ty = ins.mods[-1]
+        d, a = ins.args
+        if d.startswith("{"):  # unpack: mov.b32 {lo, hi}, a
+            parts = [x.strip() for x in d.strip("{}").split(",")]
+            if _cls(ty) != "b":
+                raise EmuError("vector mov needs a bit-size type")
+            eb = _BITS[ty] // len(parts)
+            if eb not in (8, 16, 32) or eb * len(parts) != _BITS[ty]:
+                raise EmuError("bad unpack shape")
+            A = self.src(a, ty)
+            ws = [self.dst(p, f"b{eb}") if p != "_" else None for p in parts]
+            U = _UNS[_BITS[ty]]
+            mask = (1 << eb) - 1
+
+            def unpack(g):
+                v = A.astype(U, copy=False)
+                outs = [(v >> U(eb * i)) & U(mask) for i in range(len(parts))]
+                for w, o in zip(ws, outs):
+                    if w is not None:
+                        w(o, g)
+            return unpack
+        if a.startswith("{"):  # pack: mov.b32 d, {lo, hi}
+            parts = [x.strip() for x in a.strip("{}").split(",")]
+            if _cls(ty) != "b":
+                raise EmuError("vector mov needs a bit-size type")
+            eb = _BITS[ty] // len(parts)
+            if eb not in (8, 16, 32) or eb * len(parts) != _BITS[ty]:
+                raise EmuError("bad pack shape")
+            srcs = [self.src(p, f"b{eb}") for p in parts]
+            w = self.dst(d, ty)
+            U = _UNS[_BITS[ty]]
+
+            def pack(g):
+                v = np.zeros(self.ntp, U)
+                for i, s in enumerate(srcs):
+                    v |= s.astype(U) << U(eb * i)
+                w(v, g)
+            return pack
+        A = self.src(a, ty)
+        w = self.dst(d, ty)
+        return lambda g: w(A, g)
+
+    def _c_cvta(self, ins):
+        ty = ins.mods[-1]
+        if ty not in ("u32", "u64"):
+            raise EmuError("cvta type must be .u32 or .u64")
+        A = self.src(ins.args[1], ty)
+        w = self.dst(ins.args[0], ty)
+        return lambda g: w(A, g)
+
+    def _c_selp(self, ins):
+        ty = ins.mods[-1]
+        d, a, b, c = ins.args
+        A, B = self.src(a, ty), self.src(b, ty)
+        C, cn = self.pred_src(c)
+        if cn:
+            raise EmuError("selp predicate cannot be negated")
+        w = self.dst(d, ty)
+        return lambda g: w(np.where(C, A, B), g)
+
+    def _space(self, mods):
+        sp = [m.split("::")[0] for m in mods if m.split("::")[0] in
+              ("global", "shared", "param", "local", "const", "generic")]
+        return sp[0] if sp else "generic"
+
+    def _c_ld(self, ins):
+        return self._ldst(ins, True)
+
+    def _c_ldu(self, ins):
+        return self._ldst(ins, True)
+
+    def _c_st(self, ins):
+        return self._ldst(ins, False)
+
+    def _ldst(self, ins, is_ld):
+        mods = ins.mods
+        space = self._space(mods)
+        vec = 1
+        for m in mods:
+            if m in ("v2", "v4", "v8"):
+                vec = int(m[1])
+        ty = mods[-1]
+        if ty not in _BITS or ty == "pred":
+            raise EmuError("unsupported ld/st type")
+        nc = "nc" in mods
+        if space in ("local", "const", "generic"):
+            raise EmuError(f"{space} state space not supported")
+        width = _BITS[ty] // 8
+        nbytes = width * vec
+        if is_ld:
+            dsts, mem_op = ins.args[0], ins.args[1]
+        else:
+            mem_op, dsts = ins.args[0], ins.args[1]
+        names = [x.strip() for x in dsts.strip("{}").split(",")] if dsts.strip().startswith("{") else [dsts.strip()]
+        if len(names) != vec:
+            raise EmuError(f"{vec}-vector needs {vec} registers")
+        afn, pinfo = self.addr(mem_op)
+        ins_text = f"{self.f.name}: {ins.text}"
+        if space == "param":
+            if not is_ld or pinfo is None:
+                raise EmuError("only ld.param of a kernel parameter is supported")
+            pname, poff = pinfo
+            off = self.param_off[pname][0] + poff
+            ws = [self._ld_dst(n, ty) for n in names]
+            dt = np.dtype(_UNS[_BITS[ty]]) if _cls(ty) != "s" else np.dtype(_NP[ty])
+
+            def ldparam(g):
+                act = g.nonzero()[0]
+                for j, w in enumerate(ws):
+                    o = off + j * width
+                    if o + width > len(self.pbuf):
+                        raise EmuError(f"{ins_text}: read past the parameters")
+                    v = self.pbuf[o:o + width].view(dt)[0]
+                    if w is not None:
+                        w(act, np.full(act.size, v, dt))
+            return ldparam
+        if pinfo is not None:
+            raise EmuError("parameter name used as a global/shared address")
+        rdt = np.dtype(_UNS[_BITS[ty]]) if _cls(ty) != "s" else np.dtype(_NP[ty])
+        ar = np.arange(vec)
+        if space == "shared":
+            self.widths.add(width)
+        if is_ld:
+            ws = [self._ld_dst(n, ty) for n in names]
+            if nc:
+                if space != "global":
+                    raise EmuError(".nc needs the global state space")
+                self.uses_nc = True
+
+            def load(g):
+                act = g.nonzero()[0]
+                if not act.size:
+                    return
+                ad = afn()[act]
+                if space == "global":
+                    self.mem.check(ad, nbytes, ins_text)
+                    store = self.mem.mem
+                    if nc:
+                        self._nc_mark(ad, nbytes)
                 else:
-                    setr(args[0], np.full(nt, v, np.uint32), g)
-            elif op == "cvta":
-                setr(args[0], val(args[1]), g)
-            elif op == "mov":
-                kind = func.regs.get(args[0], "b32")
-                if args[1].startswith("{"):
-                    raise EmuError("vector mov unsupported")
-                setr(args[0], val(args[1], kind), g)
-            elif op in ("add", "sub", "mul", "mad", "div", "rem", "min", "max", "and", "or",
-                        "shl", "shr", "fma", "sqrt", "rcp", "ex2") and (mods[-1] == "f32"):
-                a = [fv(x) for x in args[1:]]
-                with np.errstate(all="ignore"):
-                    if op == "add":
-                        r = a[0] + a[1]
-                    elif op == "sub":
-                        r = a[0] - a[1]
-                    elif op == "mul":
-                        r = a[0] * a[1]
-                    elif op == "fma":
-                        r = (a[0].astype(np.float64) * a[1].astype(np.float64) + a[2].astype(np.float64)).astype(np.float32)
-                    elif op == "div":
-                        r = a[0] / a[1]
-                    elif op == "max":
-                        r = np.fmax(a[0], a[1])
-                    elif op == "sqrt":
-                        r = np.sqrt(a[0])
-                    elif op == "rcp":
-                        r = np.float32(1.0) / a[0]
-                    elif op == "ex2":
-                        r = np.exp2(a[0])
-                    else:
-                        raise EmuError(f"unsupported {ins.text}")
-                setf(args[0], r.astype(np.float32), g)
-            elif op in ("add", "sub", "mul", "mad", "div", "rem", "min", "max", "and", "or", "shl", "shr"):
-                ty = mods[-1]
-                if ty in ("s64", "u64", "b64"):
-                    a = [val(x, "b64").astype(np.uint64) for x in args[1:]]
-                    if op == "add":
-                        r = a[0] + a[1]
-                    else:
-                        raise EmuError(f"unsupported {ins.text}")
-                    setr(args[0], r, g)
-                elif ty == "pred":
-                    a = [regs[x] for x in args[1:]]
-                    r = (a[0] & a[1]) if op == "and" else (a[0] | a[1])
-                    setr(args[0], r, g)
-                else:
-                    a = [val(x).astype(np.uint64) for x in args[1:]]
-                    if op == "mul" and mods[0] == "wide":
-                        setr(args[0], (a[0] * a[1]).astype(np.uint64), g)
-                        pc[group] = nxt
-                        continue
-                    with np.errstate(all="ignore"):
-                        if op == "add":
-                            r = a[0] + a[1]
-                        elif op == "sub":
-                            r = a[0] - a[1]
-                        elif op == "mul":
-                            r = a[0] * a[1]
-                        elif op == "mad":
-                            r = a[0] * a[1] + a[2]
-                        elif op in ("div", "rem"):
-                            gg = g.copy()
-                            if np.any(a[1][gg] == 0):
-                                raise EmuError(f"division by zero: {ins.text}")
-                            d = np.where(a[1] == 0, 1, a[1])
-                            r = a[0] // d if op == "div" else a[0] % d
-                        elif op == "min":
-                            r = np.minimum(a[0], a[1])
-                        elif op == "max":
-                            r = np.maximum(a[0], a[1])
-                        elif op == "and":
-                            r = a[0] & a[1]
-                        elif op == "or":
-                            r = a[0] | a[1]
-                        elif op == "shl":
-                            r = a[0] << a[1]
-                        elif op == "shr":
-                            r = a[0] >> a[1]
-                    setr(args[0], (r & MASK32).astype(np.uint32), g)
-            elif op == "setp":
-                cmp = mods[0]
-                ty = mods[-1]
-                if ty == "f32":
-                    a, b = fv(args[1]), fv(args[2])
-                else:
-                    a, b = val(args[1]).astype(np.int64), val(args[2]).astype(np.int64)
-                r = {"lt": a < b, "ge": a >= b, "eq": a == b, "ne": a != b, "gt": a > b, "le": a <= b}[cmp]
-                if len(mods) == 3:
-                    c = regs[args[3]]
-                    r = (r & c) if mods[1] == "and" else (r | c)
-                setr(args[0], r, g)
-            elif op == "cvt":
-                if mods[:2] == ["rn", "bf16"]:
-                    setr(args[0], f32_to_bf16_bits(fv(args[1])), g)
-                elif mods == ["rn", "f32", "u32"]:
-                    setf(args[0], val(args[1]).astype(np.float32), g)
-                else:
-                    raise EmuError(f"unsupported {ins.text}")
-            elif op in ("ld", "st"):
-                space = mods[0]
-                vec = 4 if "v4" in mods else 1
-                ty = mods[-1]
-                width = {"f32": 4, "u32": 4, "b32": 4, "u16": 2, "b16": 2}[ty]
-                if op == "ld":
-                    dsts, mem_op = args[0], args[1]
-                else:
-                    mem_op, dsts = args[0], args[1]
-                dl = [x.strip() for x in dsts.strip("{}").split(",")]
-                addrs = addr_of(mem_op)
-                act = np.nonzero(g)[0]
-                if len(act) and np.any(addrs[act] % (width * vec)):
-                    raise EmuError(f"{func.name}: misaligned vector access: {ins.text}")
-                if len(act):
-                    for j in range(vec):
-                        aj = addrs[act] + j * width
-                        if space == "global":
-                            mem.check(aj, width, f"{func.name}: {ins.text}")
-                            store = mem.mem
-                        else:
-                            shared_check(aj, width, ins.text)
-                            store = smem
-                        if op == "ld":
-                            if width == 4:
-                                v = store.view(np.uint32)[aj // 4]
-                            else:
-                                v = store.view(np.uint16)[aj // 2]
-                            r = regs[dl[j]]
-                            r[act] = v.astype(r.dtype)
-                        else:
-                            src = val(dl[j])
-                            if width == 4:
-                                store.view(np.uint32)[aj // 4] = src[act].astype(np.uint32)
-                            else:
-                                store.view(np.uint16)[aj // 2] = src[act].astype(np.uint16)
-            elif op == "shfl":
-                src = val(args[1])
-                off = int(args[2], 0)
-                out = src.copy()
-                for w in range(nt // 32):
-                    base = 32 * w
-                    idx = base + (np.arange(32) ^ off)
-                    out[base:base + 32] = src[idx]
-                setr(args[0], out, group)
-            elif op == "ldmatrix":
-                dl = [x.strip() for x in args[0].strip("{}").split(",")]
-                addrs = addr_of(args[1])
-                shared_check(addrs, 16, ins.text)
-                u16 = smem.view(np.uint16)
-                for w in range(nt // 32):
-                    base = 32 * w
-                    for i in range(4):
-                        rows = addrs[base + 8 * i: base + 8 * i + 8]
-                        out = np.zeros(32, np.uint32)
-                        for t in range(32):
-                            r, c = t // 4, (t % 4) * 2
-                            lo = u16[(rows[r] + 2 * c) // 2]
-                            hi = u16[(rows[r] + 2 * c + 2) // 2]
-                            out[t] = np.uint32(lo) | (np.uint32(hi) << np.uint32(16))
-                        regs[dl[i]][base:base + 32] = out
-            elif op == "mma":
-                dl = [x.strip() for x in args[0].strip("{}").split(",")]
-                al = [x.strip() for x in args[1].strip("{}").split(",")]
-                bl = [x.strip() for x in args[2].strip("{}").split(",")]
-                cl = [x.strip() for x in args[3].strip("{}").split(",")]
-                for w in range(nt // 32):
-                    base = 32 * w
-                    A = np.zeros((16, 16))
-                    B = np.zeros((16, 8))
-                    C = np.zeros((16, 8))
-                    for t in range(32):
-                        gq, cq = t // 4, t % 4
-                        def pair(reg):
-                            v = int(regs[reg][base + t])
-                            return (bf16_bits_to_f32(np.uint16(v & 0xFFFF)).item(),
-                                    bf16_bits_to_f32(np.uint16(v >> 16)).item())
-                        for (ri, (rr, cc)) in zip(range(4), [(gq, 2 * cq), (gq + 8, 2 * cq), (gq, 2 * cq + 8), (gq + 8, 2 * cq + 8)]):
-                            A[rr, cc], A[rr, cc + 1] = pair(al[ri])
-                        B[2 * cq, gq], B[2 * cq + 1, gq] = pair(bl[0])
-                        B[2 * cq + 8, gq], B[2 * cq + 9, gq] = pair(bl[1])
-                        for (ri, (rr, cc)) in zip(range(4), [(gq, 2 * cq), (gq, 2 * cq + 1), (gq + 8, 2 * cq), (gq + 8, 2 * cq + 1)]):
-                            C[rr, cc] = regs[cl[ri]][base + t:base + t + 1].view(np.float32)[0]
-                    D = (A @ B + C).astype(np.float32)
-                    for t in range(32):
-                        gq, cq = t // 4, t % 4
-                        for (ri, (rr, cc)) in zip(range(4), [(gq, 2 * cq), (gq, 2 * cq + 1), (gq + 8, 2 * cq), (gq + 8, 2 * cq + 1)]):
-                            regs[dl[ri]][base + t] = D[rr, cc:cc + 1].view(np.uint32)[0]
+                    self.shared_access(ad, nbytes, ins_text, act, write=False)
+                    store = self.smem
+                if vec == 1:
+                    ws[0](act, store.view(rdt)[ad // width])
+                    return
+                vals = store.view(rdt)[(ad // width)[:, None] + ar]
+                for j, w in enumerate(ws):
+                    if w is not None:
+                        w(act, vals[:, j])
+            return load
+        if "_" in names:
+            raise EmuError("sink operand in a store")
+        srcs = [self.src(n, ty, relaxed=True) for n in names]
+        srcs = [s.view(rdt) if s.dtype.itemsize == rdt.itemsize else s.astype(rdt) for s in srcs]
+
+        def store_(g):
+            act = g.nonzero()[0]
+            if not act.size:
+                return
+            ad = afn()[act]
+            if space == "global":
+                self.mem.check(ad, nbytes, ins_text)
+                store = self.mem.mem
+                if self.uses_nc:
+                    self._w_mark(ad, nbytes)
             else:
-                raise EmuError(f"unsupported instruction {ins.text}")
-        except EmuError:
-            raise
+                self.shared_access(ad, nbytes, ins_text, act, write=True)
+                store = self.smem
+            if vec == 1:
+                ix, vals = ad // width, srcs[0][act]
+            else:
+                ix, vals = (ad // width)[:, None] + ar, np.stack([s[act] for s in srcs], 1)
+            view = store.view(rdt)
+            view[ix] = vals
+            if self.races and act.size > 1 and np.count_nonzero(view[ix] != vals):
+                k = np.argwhere(view[ix] != vals)[0][0]
+                raise EmuError(f"{ins_text}: threads store different values to the same address {ad[k]} in one "
+                               f"instruction (which one lands is undefined)")
+        return store_
+
+    def _ld_dst(self, name, ty):
+        """Destination of a load: a register of at least the type's size (zero- or
+        sign-extended), checked with the relaxed ld/st rules."""
+        if name == "_":
+            return None
+        if name not in self.regs:
+            raise EmuError(f"undeclared register {name}")
+        rt = self.f.reg_types[name]
+        if not _compat(ty, rt, relaxed=True):
+            raise EmuError(f"register {name} (.{rt}) is not a .{ty} destination")
+        r = self.regs[name]
+
+        def w(act, v):
+            # same size: bit copy; wider register: numpy's C cast sign-extends
+            # signed values and zero-extends unsigned ones
+            r[act] = v.view(r.dtype) if v.dtype.itemsize == r.itemsize else v
+        return w
+
+    def _nc_mark(self, ad, n):
+        if self.nc_read is None:
+            self.nc_read = np.zeros(self.mem.top, bool)
+        self.nc_read[ad[:, None] + np.arange(n)] = True
+
+    def _w_mark(self, ad, n):
+        if self.g_written is None:
+            self.g_written = np.zeros(self.mem.top, bool)
+        self.g_written[ad[:, None] + np.arange(n)] = True
+
+    def shared_access(self, ad, nbytes, what, tids, write, collective=False):
+        """Alignment, bounds, pending cp.async, (strict) visibility and races of the
+        bytes [ad, ad + nbytes) touched by threads `tids` (for a warp-collective
+        read, `tids` are lanes of the reading warps)."""
+        if np.count_nonzero(ad & (nbytes - 1)):
+            bad = ad[ad % nbytes != 0]
+            raise EmuError(f"{what}: misaligned {nbytes}-byte shared access at {bad[:4]}")
+        if np.count_nonzero((ad < 0) | (ad > self.smem_size - nbytes)):
+            raise EmuError(f"{what}: shared access out of bounds: {ad[(ad < 0) | (ad + nbytes > self.smem_size)][:4]}"
+                           f" (shared memory is {self.smem_size} B)")
+        if self.npend or self.vis_dirty:
+            idx = ad[:, None] + np.arange(nbytes)
+            if self.npend:
+                pv = self.pend[idx]
+                if np.count_nonzero((pv >= 0)):
+                    k = np.argwhere(pv >= 0)[0]
+                    verb = "write to" if write else "read of"
+                    raise EmuError(f"{what}: {verb} shared memory with a pending cp.async: byte {idx[k[0], k[1]]}"
+                                   f" (thread {tids[k[0]]}; cp.async issued by thread {pv[k[0], k[1]]}"
+                                   f" not yet retired by cp.async.wait_group/wait_all)")
+            if self.vis_dirty:
+                if write:
+                    self.vis[idx] = -1
+                else:
+                    vv = self.vis[idx]
+                    t = np.asarray(tids, np.int64)[:, None]
+                    ok = (vv == -1) | (vv == t) | (vv == -2 - t // 32)
+                    if not ok.all():
+                        k = np.argwhere(~ok)[0]
+                        raise EmuError(f"{what}: thread {t[k[0], 0]} reads shared byte {idx[k[0], k[1]]} written by"
+                                       f" a cp.async of thread {vv[k[0], k[1]]} with no barrier since its"
+                                       f" cp.async.wait (bar.sync, or bar.warp.sync within the warp)")
+        if self.races:
+            gr = self.granule
+            k = nbytes // gr
+            gi = (ad // gr)[:, None] if k == 1 else (ad // gr)[:, None] + _ARANGE[:k]
+            self._race(gi, tids, write, what, collective)
+
+    def _race(self, idx, tids, write, what, collective):
+        """Barrier-interval race detection on shared memory, per granule (the
+        function's smallest shared access size): the last writer, and the
+        smallest / largest reader thread of the current interval. Conflicting
+        accesses by different threads in one interval (between two bar.sync) are
+        an error unless both threads are in one warp and a full-mask bar.warp.sync
+        of that warp lies between them. A warp-collective read (ldmatrix) reads
+        for every lane of its warp."""
+        E = self.epoch
+        tids = tids.astype(np.int32)
+        T = tids[:, None]
+        W = T // 32
+        WE = self.wepoch[W]
+        cur = self.rw_wep[idx] == E
+        if np.count_nonzero(cur):
+            wt, ww = self.rw_w[idx], self.rw_wwep[idx]
+            same_warp_synced = (wt // 32 == W) & (ww < WE)
+            if collective:
+                bad = cur & ~same_warp_synced
+            else:
+                bad = cur & (wt != T) & ~same_warp_synced
+            if np.count_nonzero(bad):
+                k = np.argwhere(bad)[0]
+                kind = "writes" if write else "reads"
+                raise EmuError(f"{what}: shared-memory race: thread {tids[k[0]]} {kind} byte "
+                               f"{idx[k[0], k[1]] * self.granule} written by thread {wt[k[0], k[1]]} in the same "
+                               f"barrier interval (no bar.sync between them)")
+        shape = idx.shape
+        if write:
+            rcur = self.rw_rep[idx] == E
+            if np.count_nonzero(rcur):
+                rmin, rmax, rwe = self.rw_rmin[idx], self.rw_rmax[idx], self.rw_rwep[idx]
+                only_me = (rmin == T) & (rmax == T)
+                synced = (rmin // 32 == W) & (rmax // 32 == W) & (rwe < WE)
+                war = rcur & ~only_me & ~synced
+                if np.count_nonzero(war):
+                    k = np.argwhere(war)[0]
+                    a, b = int(rmin[k[0], k[1]]), int(rmax[k[0], k[1]])
+                    who = f"thread {a}" if a == b else f"threads {a}..{b}"
+                    raise EmuError(f"{what}: shared-memory race: thread {tids[k[0]]} writes byte "
+                                   f"{idx[k[0], k[1]] * self.granule} read by {who} in the same barrier interval "
+                                   f"(no bar.sync between them)")
+            self.rw_w[idx] = np.broadcast_to(T, shape)
+            self.rw_wep[idx] = E
+            self.rw_wwep[idx] = np.broadcast_to(WE, shape)
+            return
+        fi = idx.ravel()
+        stale = self.rw_rep[fi] != E
+        if np.count_nonzero(stale):
+            si = fi[stale]
+            self.rw_rmin[si] = 1 << 30
+            self.rw_rmax[si] = -1
+            self.rw_rwep[si] = 0
+            self.rw_rep[si] = E
+        n = shape[1]
+        if collective:
+            lo = W[:, 0] * np.int32(32)
+            hi = lo + np.int32(31)
+        else:
+            lo = hi = tids
+        we1 = WE[:, 0]
+        if n > 1:
+            lo, hi, we1 = np.repeat(lo, n), (np.repeat(hi, n) if collective else None), np.repeat(we1, n)
+            if not collective:
+                hi = lo
+        np.minimum.at(self.rw_rmin, fi, lo)
+        np.maximum.at(self.rw_rmax, fi, hi)
+        np.maximum.at(self.rw_rwep, fi, we1)
+
+    # ------------------------------------------------------------------ cp.async
+    def _c_cp(self, ins):
+        mods = [m.split("::")[0] if m.startswith("shared") else m for m in ins.mods]
+        if not mods or mods[0] != "async":
+            raise EmuError("only cp.async is supported")
+        rest = mods[1:]
+        if rest in (["commit_group"],):
+            def commit(g):
+                self.cp_seq[g] += 1
+            return commit
+        if rest and rest[0] == "wait_group":
+            n = _int_lit(ins.args[0])
+
+            def wait_group(g):
+                if np.count_nonzero(g):
+                    self._cp_retire(g, self.cp_seq - n)
+            return wait_group
+        if rest == ["wait_all"]:
+            def wait_all(g):
+                self.cp_seq[g] += 1
+                if np.count_nonzero(g):
+                    self._cp_retire(g, self.cp_seq)
+            return wait_all
+        if not rest or rest[0] not in ("ca", "cg") or "shared" not in rest or "global" not in rest:
+            raise EmuError("unsupported cp.async form")
+        args = list(ins.args)
+        if any(m.startswith("L2::cache_hint") for m in rest):
+            args = args[:-1]   # cache-policy operand: a hint only
+        if len(args) not in (3, 4):
+            raise EmuError("cp.async takes [dst], [src], cp-size{, src-size | ignore-src}")
+        cp = _int_lit(args[2])
+        if cp not in (4, 8, 16):
+            raise EmuError(f"cp-size {cp} not in 4, 8, 16")
+        if rest[0] == "cg" and cp != 16:
+            raise EmuError("cp.async.cg needs cp-size 16")
+        self.widths.add(cp)
+        dfn, dp = self.addr(args[0])
+        sfn, sp = self.addr(args[1])
+        if dp is not None or sp is not None:
+            raise EmuError("parameter used as a cp.async address")
+        srcsize = None
+        ignore = None
+        if len(args) == 4:
+            a4 = args[3].strip()
+            nm = a4.lstrip("!").strip()
+            if nm in self.regs and self.f.regs[nm] == "pred":
+                ignore = self.pred_src(a4)
+            else:
+                srcsize = self.src(a4, "u32")
+        what = f"{self.f.name}: {ins.text}"
+        ar = np.arange(cp)
+
+        def cp_async(g):
+            act = g.nonzero()[0]
+            if not act.size:
+                return
+            dst = dfn()[act]
+            src = sfn()[act]
+            if srcsize is not None:
+                n = srcsize[act].astype(np.int64)
+                if np.count_nonzero((n > cp)):
+                    raise EmuError(f"{what}: src-size {n[n > cp][:4]} larger than cp-size {cp} (undefined)")
+            elif ignore is not None:
+                pr, pneg = ignore
+                ig = pr[act] if not pneg else ~pr[act]
+                n = np.where(ig, 0, cp).astype(np.int64)
+            else:
+                n = np.full(act.size, cp, np.int64)
+            # destination: aligned, in bounds, not pending
+            self.shared_access(dst, cp, what, act, write=True)
+            idx = dst[:, None] + ar
+            if self.npend:
+                pv = self.pend[idx]
+                if np.count_nonzero((pv >= 0)):
+                    raise EmuError(f"{what}: cp.async onto shared bytes of another pending cp.async")
+            # two copies of this instruction onto the same bytes (aligned blocks of
+            # cp bytes overlap only if equal)
+            sc = self.scratch
+            sc[dst // cp] = act
+            if np.count_nonzero(sc[dst // cp] != act):
+                raise EmuError(f"{what}: cp.async destinations of different threads overlap")
+            data = np.zeros((act.size, cp), np.uint8)
+            rd = n > 0
+            if np.count_nonzero(rd):
+                s = src[rd]
+                bad = s % cp != 0
+                if np.count_nonzero(bad):
+                    raise EmuError(f"{what}: misaligned {cp}-byte cp.async source at {s[bad][:4]}")
+                self.mem.check_range(s, n[rd], what)
+                sidx = s[:, None] + ar
+                valid = ar[None, :] < n[rd][:, None]
+                block_ = np.zeros((s.size, cp), np.uint8)
+                block_[valid] = self.mem.mem[sidx[valid]]
+                data[rd] = block_
+            self.pend[idx] = act[:, None]
+            self.npend += act.size * cp
+            self.cp_recs.append((act, self.cp_seq[act].copy(), dst, data))
+        return cp_async
+
+    def _cp_retire(self, g, limit):
+        """Retire copies of threads in g whose group id < limit[thread]."""
+        keep = []
+        for tids, gids, dst, data in self.cp_recs:
+            sel = g[tids] & (gids < limit[tids])
+            if not np.count_nonzero(sel):
+                keep.append((tids, gids, dst, data))
+                continue
+            cp = data.shape[1]
+            idx = dst[sel][:, None] + np.arange(cp)
+            self.smem[idx] = data[sel]
+            self.pend[idx] = -1
+            self.npend -= int(sel.sum()) * cp
+            if self.strict:
+                self.vis[idx] = tids[sel][:, None]
+                self.vis_dirty = True
+            else:
+                self.vis[idx] = -1
+            if not sel.all():
+                k = ~sel
+                keep.append((tids[k], gids[k], dst[k], data[k]))
+        self.cp_recs = keep
+
+    # ------------------------------------------------------------------ warp ops
+    def _warp_words(self, g):
+        """Per-warp bit mask of the lanes in g."""
+        return (g.reshape(self.nw, 32).astype(np.uint64) << np.arange(32, dtype=np.uint64)).sum(1).astype(np.uint64)
+
+    def _aligned_warps(self, g, what):
+        """Warps executing an .aligned warp-collective: each must be complete."""
+        if np.count_nonzero(g) == self.ntp:
+            return self.all_warps
+        gw = g.reshape(self.nw, 32)
+        anyw = gw.any(1)
+        if not np.count_nonzero(anyw):
+            return np.zeros(0, np.int64)
+        partial = anyw & ~gw.all(1)
+        if np.count_nonzero(partial):
+            w = int(np.flatnonzero(partial)[0])
+            missing = np.flatnonzero(~gw[w])
+            raise EmuError(f"{what}: divergent warp {w} (lanes {missing[:8]} not at this instruction or exited)")
+        return np.flatnonzero(anyw)
+
+    def _member_check(self, g, M, what):
+        """shfl/vote/bar.warp.sync: every lane of membermask at the instruction,
+        every executing lane in its membermask; returns per-warp active words."""
+        words = self._warp_words(g)
+        act = g.nonzero()[0]
+        m = M[act].astype(np.uint64)
+        lane = self.lane[act].astype(np.uint64)
+        if ((m >> lane) & np.uint64(1) == 0).any():
+            t = act[((m >> lane) & np.uint64(1)) == 0][0]
+            raise EmuError(f"{what}: thread {t} is not in its membermask (undefined)")
+        w = self.warp_of[act]
+        missing = m & ~words[w]
+        if np.count_nonzero(missing):
+            k = np.flatnonzero(missing)[0]
+            raise EmuError(f"{what}: membermask {int(m[k]):#010x} of thread {act[k]} names lanes that are not "
+                           f"executing this instruction (divergent or exited): {int(missing[k]):#010x}")
+        return words
+
+    def _c_shfl(self, ins):
+        mods = ins.mods
+        if "sync" not in mods:
+            raise EmuError("shfl without .sync is not supported (sm_70+)")
+        mode = next((m for m in mods if m in ("up", "down", "bfly", "idx")), None)
+        if mode is None or mods[-1] != "b32" or len(ins.args) != 5:
+            raise EmuError("shfl.sync.{up,down,bfly,idx}.b32 d[|p], a, b, c, membermask")
+        d = ins.args[0]
+        pd = None
+        if "|" in d:
+            d, pd = [x.strip() for x in d.split("|")]
+        A = self.src(ins.args[1], "b32")
+        B = self.src(ins.args[2], "b32")
+        C = self.src(ins.args[3], "b32")
+        M = self.src(ins.args[4], "b32")
+        wd = self.dst(d, "b32")
+        wp = self.dst(pd, "pred") if pd else None
+        what = f"{self.f.name}: {ins.text}"
+        lane = self.lane.astype(np.int64)
+        base = self.warp_of * 32
+
+        def shfl(g):
+            if not np.count_nonzero(g):
+                return
+            words = self._member_check(g, M, what)
+            bval = (B & np.uint32(31)).astype(np.int64)
+            cval = (C & np.uint32(31)).astype(np.int64)
+            seg = ((C >> np.uint32(8)) & np.uint32(31)).astype(np.int64)
+            maxl = (lane & seg) | (cval & ~seg)
+            minl = lane & seg
+            if mode == "up":
+                j = lane - bval
+                pv = j >= maxl
+            elif mode == "down":
+                j = lane + bval
+                pv = j <= maxl
+            elif mode == "bfly":
+                j = lane ^ bval
+                pv = j <= maxl
+            else:
+                j = minl | (bval & ~seg)
+                pv = j <= maxl
+            j = np.where(pv, j, lane)
+            act = g.nonzero()[0]
+            ja = j[act]
+            srcok = (words[self.warp_of[act]] >> ja.astype(np.uint64)) & np.uint64(1)
+            if np.count_nonzero((srcok == 0)):
+                k = np.flatnonzero(srcok == 0)[0]
+                raise EmuError(f"{what}: thread {act[k]} reads lane {ja[k]}, which is not executing the shfl")
+            out = A[base + j]
+            wd(out, g)
+            if wp is not None:
+                wp(pv, g)
+        return shfl
+
+    def _c_vote(self, ins):
+        mods = ins.mods
+        if "sync" not in mods:
+            raise EmuError("vote without .sync is not supported")
+        mode = next((m for m in mods if m in ("all", "any", "uni", "ballot")), None)
+        P, pneg = self.pred_src(ins.args[1])
+        M = self.src(ins.args[2], "b32")
+        what = f"{self.f.name}: {ins.text}"
+        w = self.dst(ins.args[0], "b32" if mode == "ballot" else "pred")
+
+        def vote(g):
+            if not np.count_nonzero(g):
+                return
+            self._member_check(g, M, what)
+            p = (~P if pneg else P) & g
+            pw = self._warp_words(p)[self.warp_of]
+            m = M.astype(np.uint64)
+            if mode == "ballot":
+                w((pw & m).astype(np.uint32), g)
+            elif mode == "all":
+                w((pw & m) == m, g)
+            elif mode == "any":
+                w((pw & m) != 0, g)
+            else:
+                w(((pw & m) == m) | ((pw & m) == 0), g)
+        return vote
+
+    def _c_activemask(self, ins):
+        w = self.dst(ins.args[0], "b32")
+        return lambda g: w(self._warp_words(g)[self.warp_of].astype(np.uint32), g)
+
+    def _c_bar(self, ins):
+        if ins.mods and ins.mods[0] == "warp" and "sync" in ins.mods:
+            M = self.src(ins.args[0], "b32")
+            what = f"{self.f.name}: {ins.text}"
+
+            def warp_sync(g):
+                if not np.count_nonzero(g):
+                    return
+                words = self._member_check(g, M, what)
+                # a full-mask warp barrier orders the accesses of all its lanes
+                fullw = (words == np.uint64(0xFFFFFFFF)) & \
+                    (M.reshape(self.nw, 32)[:, 0].astype(np.uint64) == np.uint64(0xFFFFFFFF))
+                self.wepoch[fullw] += 1
+                if self.vis_dirty:
+                    # cp.async data retired by these lanes becomes visible to their warp
+                    vs = self.vis
+                    sel = vs >= 0
+                    if np.count_nonzero(sel):
+                        owners = vs[sel]
+                        ok = g[owners]
+                        # and the reader lanes are named by the owner's membermask: require
+                        # the whole warp named (a partial mask keeps the data private)
+                        full = M[owners].astype(np.uint64) == np.uint64(0xFFFFFFFF)
+                        upd = ok & full
+                        if np.count_nonzero(upd):
+                            idx = np.flatnonzero(sel)[upd]
+                            vs[idx] = -2 - owners[upd] // 32
+            return warp_sync
+        raise EmuError("unsupported bar form")
+
+    def _c_barrier(self, ins):
+        raise EmuError("unsupported barrier form")
+
+    def _c_ldmatrix(self, ins):
+        mods = ins.mods
+        if "m8n8" not in mods or mods[-1] != "b16" or "sync" not in mods or "aligned" not in mods:
+            raise EmuError("only ldmatrix.sync.aligned.m8n8.{x1,x2,x4}{.trans}.shared.b16")
+        if self._space(mods) not in ("shared",):
+            raise EmuError("ldmatrix needs .shared")
+        num = next((int(m[1]) for m in mods if m in ("x1", "x2", "x4")), None)
+        if num is None:
+            raise EmuError("ldmatrix needs .x1/.x2/.x4")
+        trans = "trans" in mods
+        self.widths.add(16)
+        dl = [x.strip() for x in ins.args[0].strip("{}").split(",")]
+        if len(dl) != num:
+            raise EmuError(f".x{num} needs {num} destination registers")
+        ws = [self.dst(x, "b32") for x in dl]
+        Ds = [self.regs[x].view(np.uint32) for x in dl]
+        afn, pinfo = self.addr(ins.args[1])
+        if pinfo is not None:
+            raise EmuError("parameter as ldmatrix address")
+        what = f"{self.f.name}: {ins.text}"
+        lr, lc = _G, 2 * _C
+        ar8 = np.arange(8)
+
+        def ldmatrix(g):
+            warps = self._aligned_warps(g, what)
+            if not warps.size:
+                return
+            k = warps.size
+            ad = afn().reshape(self.nw, 32)[warps][:, :8 * num]          # (k, 8*num)
+            flat = ad.ravel()
+            lanes = (warps[:, None] * 32 + np.arange(8 * num)[None, :]).ravel()
+            # reads on behalf of the whole warp: visibility is checked for every lane
+            self.shared_access(flat, 16, what, lanes, write=False, collective=True)
+            if self.vis_dirty:
+                idx = flat[:, None] + np.arange(16)
+                vv = self.vis[idx]
+                wv = (lanes // 32)[:, None]
+                if not ((vv == -1) | (vv == -2 - wv)).all():
+                    kk = np.argwhere(~((vv == -1) | (vv == -2 - wv)))[0]
+                    raise EmuError(f"{what}: ldmatrix reads shared byte {idx[kk[0], kk[1]]} written by a cp.async of"
+                                   f" thread {vv[kk[0], kk[1]]} with no bar.sync / bar.warp.sync since its wait"
+                                   f" (the rows go to other lanes)")
+            u16 = self.smem.view(np.uint16)
+            M = u16[(ad.reshape(k, num, 8) // 2)[..., None] + ar8]          # (k, num, row, col)
+            if trans:
+                lo, hi = M[:, :, lc, lr], M[:, :, lc + 1, lr]
+            else:
+                lo, hi = M[:, :, lr, lc], M[:, :, lr, lc + 1]
+            val = lo.astype(np.uint32) | (hi.astype(np.uint32) << np.uint32(16))  # (k, num, 32)
+            for i in range(num):
+                Ds[i].reshape(self.nw, 32)[warps] = val[:, i, :]
+        del ws
+        return ldmatrix
+
+    def _c_mma(self, ins):
+        mods = ins.mods
+        if "m16n8k16" not in mods or "row" not in mods or "col" not in mods or "sync" not in mods:
+            raise EmuError("only mma.sync.aligned.m16n8k16.row.col is supported")
+        types = [m for m in mods if m in ("f32", "bf16", "f16")]
+        if len(types) != 4 or types[0] != "f32" or types[3] != "f32" or types[1] != types[2] or \
+                types[1] not in ("bf16", "f16"):
+            raise EmuError("only .f32.bf16.bf16.f32 / .f32.f16.f16.f32 are supported")
+        ab = types[1]
+        lists = [[x.strip() for x in a.strip("{}").split(",")] for a in ins.args]
+        if [len(x) for x in lists] != [4, 4, 2, 4]:
+            raise EmuError("m16n8k16 takes {4 d}, {4 a}, {2 b}, {4 c}")
+        for x in lists[0]:
+            self.dst(x, "f32")
+        Dv = [self.regs[x].view(np.float32) for x in lists[0]]
+        As = [self.src(x, "b32") for x in lists[1]]
+        Bs = [self.src(x, "b32") for x in lists[2]]
+        Cs = [self.src(x, "f32") for x in lists[3]]
+        what = f"{self.f.name}: {ins.text}"
+        nw = self.nw
+
+        regs_ab = As + Bs
+
+        def mma(g):
+            warps = self._aligned_warps(g, what)
+            if not warps.size:
+                return
+            k = warps.size
+            sel = slice(None) if k == nw else warps
+            v = np.stack([r.reshape(nw, 32)[sel] for r in regs_ab], 1)          # (k, 6, 32) u32
+            if ab == "bf16":   # bf16 bits are the top half of an f32
+                vals = np.stack([(v << np.uint32(16)).view(np.float32),
+                                 (v & np.uint32(0xFFFF0000)).view(np.float32)], 2)
+            else:
+                vals = np.stack([(v & np.uint32(0xFFFF)).astype(np.uint16).view(np.float16),
+                                 (v >> np.uint32(16)).astype(np.uint16).view(np.float16)], 2)
+            vals = vals.astype(np.float64).reshape(k, 384)                      # (reg, half, lane)
+            A = vals[:, _PERM_A].reshape(k, 16, 16)
+            B = vals[:, 256 + _PERM_B].reshape(k, 16, 8)
+            C = np.stack([c.reshape(nw, 32)[sel] for c in Cs], 1).reshape(k, 128)
+            D = np.matmul(A, B).reshape(k, 128) + C[:, _PERM_C]
+            D = _canon(D[:, _GATHER_D]).reshape(k, 4, 32)                        # (reg, lane) f32
+            for i in range(4):
+                if k == nw:
+                    Dv[i][:] = D[:, i, :].ravel()
+                else:
+                    Dv[i].reshape(nw, 32)[warps] = D[:, i, :]
+        return mma
+
+    # ------------------------------------------------------------------ integer / float ALU
+    def _c_add(self, ins):
+        return self._alu(ins)
+
+    _c_sub = _c_mul = _c_mad = _c_fma = _c_div = _c_rem = _c_min = _c_max = _c_add
+    _c_and = _c_or = _c_xor = _c_not = _c_shl = _c_shr = _c_neg = _c_abs = _c_add
+    _c_rcp = _c_sqrt = _c_rsqrt = _c_ex2 = _c_lg2 = _c_sin = _c_cos = _c_tanh = _c_add
+    _c_popc = _c_clz = _c_cnot = _c_add
+
+    def _alu(self, ins):
+        op, mods, args = ins.op, ins.mods, ins.args
+        ty = mods[-1] if mods else None
+        if ty not in _BITS:
+            raise EmuError("missing or unknown type")
+        c = _cls(ty)
+        if c == "f":
+            return self._falu(ins)
+        if c == "pred":
+            if op not in ("and", "or", "xor", "not"):
+                raise EmuError("unsupported predicate op")
+            srcs = [self.src(a, "pred") for a in args[1:]]
+            w = self.dst(args[0], "pred")
+            f = {"and": lambda a, b: a & b, "or": lambda a, b: a | b, "xor": lambda a, b: a ^ b}.get(op)
+            if op == "not":
+                return lambda g: w(~srcs[0], g)
+            return lambda g: w(f(srcs[0], srcs[1]), g)
+        bits = _BITS[ty]
+        if bits not in (16, 32, 64):
+            raise EmuError("unsupported integer width")
+        signed = c == "s"
+        U, S = _UNS[bits], _SGN[bits]
+        T = S if signed else U
+        what = f"{self.f.name}: {ins.text}"
+        mode = next((m for m in mods if m in ("lo", "hi", "wide")), None)
+        sat = "sat" in mods
+        if op in ("mul", "mad") and mode is None:
+            raise EmuError(f"{op} on integers needs .lo, .hi or .wide")
+        if mode == "wide" and bits == 64:
+            raise EmuError(".wide needs a 16- or 32-bit type")
+        dty = (("s" if signed else "u") + str(2 * bits)) if mode == "wide" else ty
+        w = self.dst(args[0], dty)
+        if op in ("shl", "shr"):
+            if c == "s" and op == "shl":
+                raise EmuError("shl takes .b16/.b32/.b64")
+            A = self.src(args[1], ty)
+            Bsh = self.src(args[2], "u32")
+            if op == "shl":
+                def shl(g):
+                    b = np.minimum(Bsh, np.uint32(bits)).astype(np.uint64)
+                    v = A.astype(np.uint64)
+                    r = np.where(b >= 64, np.uint64(0), v << np.minimum(b, np.uint64(63)))
+                    w(r.astype(U), g)
+                return shl
+            if signed:
+                def sar(g):
+                    b = np.minimum(Bsh, np.uint32(bits - 1)).astype(np.int64)
+                    w((A.astype(np.int64) >> b).astype(S), g)
+                return sar
+
+            def shr(g):
+                b = np.minimum(Bsh, np.uint32(bits)).astype(np.uint64)
+                v = A.astype(U).astype(np.uint64)
+                r = np.where(b >= 64, np.uint64(0), v >> np.minimum(b, np.uint64(63)))
+                w(r.astype(U), g)
+            return shr
+        if op in ("not", "cnot", "neg", "abs", "popc", "clz"):
+            A = self.src(args[1], ty)
+            if op == "not":
+                if c != "b":
+                    raise EmuError("not takes a bit-size type")
+                return lambda g: w(~A, g)
+            if op == "cnot":
+                return lambda g: w((A == 0).astype(T), g)
+            if op in ("neg", "abs"):
+                if not signed:
+                    raise EmuError(f"{op} takes a signed type")
+                return (lambda g: w(-A, g)) if op == "neg" else (lambda g: w(np.where(A < 0, -A, A), g))
+            if op == "popc":
+                w = self.dst(args[0], "u32")
+                return lambda g: w(np.bitwise_count(A).astype(np.uint32), g)
+            w = self.dst(args[0], "u32")
+
+            def clz(g):
+                v = A.astype(U).astype(np.uint64)
+                n = np.zeros(self.ntp, np.uint32)
+                cur = v.copy()
+                for _ in range(bits):
+                    z = cur == 0
+                    if z.all():
+                        break
+                    n += (~z).astype(np.uint32)
+                    cur >>= np.uint64(1)
+                w(np.uint32(bits) - n, g)
+            return clz
+        if op in ("and", "or", "xor"):
+            if c != "b":
+                raise EmuError(f"{op} takes a bit-size type")
+            A, B = self.src(args[1], ty), self.src(args[2], ty)
+            f = {"and": np.bitwise_and, "or": np.bitwise_or, "xor": np.bitwise_xor}[op]
+            return lambda g: w(f(A, B), g)
+        if c == "b" and op not in ("add", "sub"):
+            raise EmuError(f"{op} needs a .u or .s type")
+        if mode == "wide":
+            A, B = self.src(args[1], ty), self.src(args[2], ty)
+            W = _SGN[2 * bits] if signed else _UNS[2 * bits]
+            if op == "mul":
+                return lambda g: w(A.astype(W) * B.astype(W), g)
+            Cw = self.src(args[3], dty)
+            return lambda g: w(A.astype(W) * B.astype(W) + Cw, g)
+        if op in ("add", "sub"):
+            A, B = self.src(args[1], ty), self.src(args[2], ty)
+            if sat:
+                if ty != "s32":
+                    raise EmuError(".sat needs .s32")
+                f = np.add if op == "add" else np.subtract
+                return lambda g: w(np.clip(f(A.astype(np.int64), B.astype(np.int64)), -2 ** 31, 2 ** 31 - 1), g)
+            return (lambda g: w(A + B, g)) if op == "add" else (lambda g: w(A - B, g))
+        if op in ("mul", "mad"):
+            A, B = self.src(args[1], ty), self.src(args[2], ty)
+            Cm = self.src(args[3], ty) if op == "mad" else None
+            if mode == "lo":
+                if op == "mul":
+                    return lambda g: w(A * B, g)
+                return lambda g: w(A * B + Cm, g)
+            # .hi
+            if bits < 64:
+                W = np.int64 if signed else np.uint64
+
+                def hi(A=A, B=B):
+                    return ((A.astype(W) * B.astype(W)) >> W(bits)).astype(T)
+            else:
+                def hi(A=A, B=B):
+                    out = np.array([(int(x) * int(y)) >> 64 for x, y in zip(A, B)], dtype=object)
+                    return np.array([int(v) & (2 ** 64 - 1) for v in out], np.uint64).view(T)
+            if op == "mul":
+                return lambda g: w(hi(), g)
+            if sat:
+                raise EmuError("mad.hi.sat unsupported")
+            return lambda g: w(hi() + Cm, g)
+        if op in ("div", "rem"):
+            A, B = self.src(args[1], ty), self.src(args[2], ty)
+
+            def divrem(g):
+                act = g
+                if np.count_nonzero((B[act] == 0)):
+                    raise EmuError(f"{what}: integer division by zero (unspecified result)")
+                b = np.where(B == 0, T(1), B)
+                if signed:
+                    a64, b64 = A.astype(np.int64), b.astype(np.int64)
+                    if bits == 64:
+                        a64, b64 = A.astype(object), b.astype(object)
+                        q = np.array([abs(x) // abs(y) * (1 if (x < 0) == (y < 0) else -1) for x, y in zip(a64, b64)],
+                                     dtype=object)
+                        r = a64 - q * b64
+                        res = q if op == "div" else r
+                        w(np.array([int(v) & (2 ** 64 - 1) for v in res], np.uint64).view(S), g)
+                        return
+                    q = np.abs(a64) // np.abs(b64)
+                    q = np.where((a64 < 0) != (b64 < 0), -q, q)
+                    res = q if op == "div" else a64 - q * b64
+                    w(res.astype(S), g)
+                else:
+                    w((A // b) if op == "div" else (A % b), g)
+            return divrem
+        if op in ("min", "max"):
+            A, B = self.src(args[1], ty), self.src(args[2], ty)
+            f = np.minimum if op == "min" else np.maximum
+            if "relu" in mods:
+                return lambda g: w(np.maximum(f(A, B), T(0)), g)
+            return lambda g: w(f(A, B), g)
+        raise EmuError("unsupported integer op")
+
+    def _falu(self, ins):
+        op, mods, args = ins.op, ins.mods, ins.args
+        ty = mods[-1]
+        if ty not in ("f32", "f64"):
+            raise EmuError("only .f32 / .f64 floating point")
+        if ty == "f64" and op not in ("add", "sub", "mul", "div", "neg", "abs", "min", "max"):
+            raise EmuError(f"{op}.f64 not supported")
+        F = _NP[ty]
+        ftz = "ftz" in mods
+        sat = "sat" in mods
+        approx = "approx" in mods or "full" in mods
+        rnd = [m for m in mods if m in ("rn", "rz", "rm", "rp")]
+        if rnd and rnd[0] != "rn":
+            raise EmuError(f"rounding mode .{rnd[0]} not supported")
+        nsrc = {"add": 2, "sub": 2, "mul": 2, "fma": 3, "mad": 3, "div": 2, "min": None, "max": None}.get(op, 1)
+        srcs = [self.src(a, ty) for a in args[1:]]
+        if nsrc is not None and len(srcs) != nsrc:
+            raise EmuError(f"{op} takes {nsrc} sources")
+        if op in ("div", "rcp", "sqrt") and not (rnd or approx):
+            raise EmuError(f"{op}.{ty} needs .rn or .approx")
+        if op in ("rsqrt", "ex2", "lg2", "sin", "cos", "tanh") and "approx" not in mods:
+            raise EmuError(f"{op} needs .approx")
+        if op == "tanh" and ftz:
+            raise EmuError("tanh.approx has no .ftz")
+        if op == "mad" and not rnd:
+            raise EmuError("mad.f32 needs a rounding modifier (it is fma)")
+        w = self.dst(args[0], ty, canon=True)
+        if ty == "f64":
+            w64 = self.dst(args[0], ty)
+
+        def inputs():
+            if ftz:
+                return [_ftz(s) for s in srcs]
+            return srcs
+
+        def out(r, g):
+            r = np.asarray(r)
+            if ty == "f32":
+                r = r.astype(np.float32)
+                if ftz:
+                    r = _ftz(r)
+                if sat:
+                    r = np.where(r != r, np.float32(0), np.clip(r, np.float32(0), np.float32(1)))
+                w(r, g)
+            else:
+                w64(r.astype(np.float64), g)
+
+        if sat and op not in ("add", "sub", "mul", "fma", "mad"):
+            raise EmuError(f".sat not supported on {op}")
+        if op == "add":
+            return lambda g: out(np.add(*inputs()), g)
+        if op == "sub":
+            return lambda g: out(np.subtract(*inputs()), g)
+        if op == "mul":
+            return lambda g: out(np.multiply(*inputs()), g)
+        if op in ("fma", "mad"):
+            return lambda g: out(_fma_f32(*inputs()), g)
+        if op == "div":
+            if approx:
+                full = "full" in mods
+
+                def div_approx(g):
+                    a, b = inputs()
+                    r = a.astype(np.float64) / b.astype(np.float64)
+                    if not full:
+                        # computed as a * (1/b): 1/b flushes to zero for |b| > 2^126
+                        big = np.isfinite(b) & (np.abs(b) > np.float32(2.0 ** 126))
+                        if np.count_nonzero(big):
+                            z = np.where(np.isinf(a), np.nan, np.copysign(0.0, r))
+                            r = np.where(big, z, r)
+                    out(r, g)
+                return div_approx
+            return lambda g: out(np.divide(*inputs()), g)
+        if op in ("min", "max"):
+            nan_mode = "NaN" in mods
+            if "abs" in mods or "xorsign" in mods:
+                raise EmuError(".abs/.xorsign not supported")
+
+            def minmax(g):
+                vals = inputs()
+                r = vals[0]
+                for b in vals[1:]:
+                    a = r
+                    if op == "min":
+                        m = np.where(a < b, a, b)
+                    else:
+                        m = np.where(a > b, a, b)
+                    z = (a == 0) & (b == 0)
+                    if np.count_nonzero(z):
+                        sa = np.signbit(a)
+                        if op == "min":
+                            m = np.where(z, np.where(sa, a, b), m)
+                        else:
+                            m = np.where(z, np.where(sa, b, a), m)
+                    na, nb = a != a, b != b
+                    if nan_mode:
+                        m = np.where(na | nb, F(np.nan), m)
+                    else:
+                        m = np.where(na, b, np.where(nb, a, m))
+                    r = m
+                out(r, g)
+            return minmax
+        if op in ("neg", "abs"):
+            self.dst(args[0], ty)
+        if op == "neg":
+            if ty == "f32":
+                A = srcs[0]
+                Ab = A.view(np.uint32)
+
+                def neg(g):
+                    v = (Ab ^ np.uint32(0x80000000)).view(np.float32)
+                    if ftz:
+                        v = _ftz(v)
+                    np.copyto(self._fdst(args[0]), v, where=g)
+                return neg
+            return lambda g: out(-srcs[0], g)
+        if op == "abs":
+            if ty == "f32":
+                Ab = srcs[0].view(np.uint32)
+
+                def fabs(g):
+                    v = (Ab & np.uint32(0x7FFFFFFF)).view(np.float32)
+                    if ftz:
+                        v = _ftz(v)
+                    np.copyto(self._fdst(args[0]), v, where=g)
+                return fabs
+            return lambda g: out(np.abs(srcs[0]), g)
+        if op == "rcp":
+            if approx:
+                return lambda g: out(1.0 / inputs()[0].astype(np.float64), g)
+            return lambda g: out(np.float32(1) / inputs()[0], g)
+        if op == "sqrt":
+            if approx:
+                return lambda g: out(np.sqrt(inputs()[0].astype(np.float64)), g)
+            return lambda g: out(np.sqrt(inputs()[0]), g)
+        f64 = {"rsqrt": lambda x: 1.0 / np.sqrt(x), "ex2": np.exp2, "lg2": np.log2, "sin": np.sin,
+               "cos": np.cos, "tanh": np.tanh}[op]
+        return lambda g: out(f64(inputs()[0].astype(np.float64)), g)
+
+    def _fdst(self, name):
+        if name not in self.regs:
+            raise EmuError(f"undeclared register {name}")
+        return self.regs[name].view(np.float32)
+
+    # ------------------------------------------------------------------ setp / cvt
+    def _c_setp(self, ins):
+        mods = ins.mods
+        ty = mods[-1]
+        cmp = mods[0]
+        boolop = next((m for m in mods[1:-1] if m in ("and", "or", "xor")), None)
+        ftz = "ftz" in mods
+        c = _cls(ty)
+        d = ins.args[0]
+        pd = None
+        if "|" in d:
+            d, pd = [x.strip() for x in d.split("|")]
+        wp = self.dst(d, "pred")
+        wq = self.dst(pd, "pred") if pd else None
+        A, B = self.src(ins.args[1], ty), self.src(ins.args[2], ty)
+        Cp = None
+        if boolop:
+            if len(ins.args) != 4:
+                raise EmuError("setp with a boolean op takes a predicate c")
+            Cp = self.pred_src(ins.args[3])
+        elif len(ins.args) != 3:
+            raise EmuError("setp takes p[|q], a, b")
+        ordered = {"eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal,
+                   "gt": np.greater, "ge": np.greater_equal}
+        unsigned_alias = {"lo": "lt", "ls": "le", "hi": "gt", "hs": "ge"}
+        if c == "f":
+            if cmp not in ordered and cmp not in ("equ", "neu", "ltu", "leu", "gtu", "geu", "num", "nan"):
+                raise EmuError(f"bad float comparison {cmp}")
+
+            def cmpf():
+                a, b = (_ftz(A), _ftz(B)) if ftz else (A, B)
+                un = (a != a) | (b != b)
+                if cmp == "num":
+                    return ~un
+                if cmp == "nan":
+                    return un
+                if cmp in ordered:
+                    return ordered[cmp](a, b) & ~un
+                return ordered[cmp[:-1]](a, b) | un
+            t_fn = cmpf
+        else:
+            if ftz:
+                raise EmuError(".ftz applies only to .f32 comparisons")
+            if cmp in unsigned_alias:
+                if c == "s":
+                    raise EmuError(f"{cmp} is an unsigned comparison")
+                cmp = unsigned_alias[cmp]
+            if cmp not in ordered:
+                raise EmuError(f"bad integer comparison {cmp}")
+            if c == "b" and cmp not in ("eq", "ne"):
+                raise EmuError("bit-size types compare only eq/ne")
+            f = ordered[cmp]
+            t_fn = lambda: f(A, B)  # noqa: E731
+
+        def setp(g):
+            t = t_fn()
+            if Cp is not None:
+                cv = ~Cp[0] if Cp[1] else Cp[0]
+                f2 = {"and": np.logical_and, "or": np.logical_or, "xor": np.logical_xor}[boolop]
+                p, q = f2(t, cv), f2(~t, cv)
+            else:
+                p, q = t, ~t
+            wp(p, g)
+            if wq is not None:
+                wq(q, g)
+        return setp
+
+    def _c_cvt(self, ins):
+        mods = ins.mods
+        types = [m for m in mods if m in _BITS]
+        if len(types) != 2:
+            raise EmuError("cvt needs .dtype.atype")
+        dty, aty = types
+        rnd = next((m for m in mods if m in ("rn", "rz", "rm", "rp", "rna", "rs")), None)
+        irnd = next((m for m in mods if m in ("rni", "rzi", "rmi", "rpi")), None)
+        ftz = "ftz" in mods
+        sat = "sat" in mods
+        relu = "relu" in mods
+        satfinite = "satfinite" in mods
+        dc, ac = _cls(dty), _cls(aty)
+        if dty in ("bf16", "f16") or dty in ("bf16x2", "f16x2"):
+            dc = "f"
+        if aty == "bf16":
+            ac = "f"
+        d = ins.args[0]
+        # packed pair: cvt.rn.bf16x2.f32 d, a, b -> d[31:16] = cvt(a), d[15:0] = cvt(b)
+        if dty in ("bf16x2", "f16x2"):
+            if aty != "f32" or len(ins.args) != 3:
+                raise EmuError(f"cvt.{dty}.f32 takes d, a, b")
+            if rnd not in ("rn", "rz"):
+                raise EmuError(f"cvt.{dty} needs .rn or .rz")
+            A, B = self.src(ins.args[1], "f32"), self.src(ins.args[2], "f32")
+            w = self.dst(d, "b32")
+            half = dty[:-2]
+
+            def cvt2(g):
+                hi = self._to_half(A, half, rnd, relu, satfinite).astype(np.uint32)
+                lo = self._to_half(B, half, rnd, relu, satfinite).astype(np.uint32)
+                w((hi << np.uint32(16)) | lo, g)
+            return cvt2
+        if len(ins.args) != 2:
+            raise EmuError("cvt takes d, a")
+        A = self.src(ins.args[1], aty, relaxed=True)
+        w = self.dst(d, dty if dty not in ("bf16", "f16") else "b16", relaxed=True)
+        what = f"{self.f.name}: {ins.text}"
+        if dty in ("bf16", "f16"):
+            if ac != "f":
+                if rnd != "rn":
+                    raise EmuError("int -> half conversions need .rn")
+
+                def i2h(g):
+                    v = A.astype(np.float64).astype(np.float32)  # exact for |v| < 2^24 (16-bit ints)
+                    w(self._to_half(v, dty, "rn", relu, satfinite), g)
+                return i2h
+            if aty == "f32":
+                if rnd not in ("rn", "rz"):
+                    raise EmuError(f"cvt.{dty}.f32 needs .rn or .rz")
+                return lambda g: w(self._to_half(A, dty, rnd, relu, satfinite), g)
+            if aty == dty:
+                return lambda g: w(A, g)
+            raise EmuError("unsupported half conversion")
+        if aty in ("bf16", "f16") and dty in ("f32", "f64"):
+            if aty == "bf16":
+                return lambda g: w((A.astype(np.uint32) << np.uint32(16)).view(np.float32).astype(_NP[dty]), g)
+            return lambda g: w(A.astype(_NP[dty]), g)
+        if dc == "f" and ac == "f":   # f32 <-> f64, f32 -> f32 (integer rounding)
+            if dty == aty:
+                if irnd:
+                    f = {"rni": np.rint, "rzi": np.trunc, "rmi": np.floor, "rpi": np.ceil}[irnd]
+
+                    def fround(g):
+                        v = _ftz(A) if ftz else A
+                        r = f(v)
+                        if ftz:
+                            r = _ftz(r)
+                        w(_canon(r) if dty == "f32" else r, g)
+                    return fround
+                if sat:
+                    return lambda g: w(np.where(A != A, 0, np.clip(_ftz(A) if ftz else A, 0, 1)).astype(A.dtype), g)
+                return lambda g: w(_ftz(A) if ftz else A, g)
+            if dty == "f32":
+                if rnd != "rn":
+                    raise EmuError("cvt.f32.f64 needs .rn")
+                return lambda g: w(_canon(A.astype(np.float32)), g)
+            return lambda g: w((_ftz(A) if ftz else A).astype(np.float64), g)
+        if dc == "f":                 # int -> float
+            if rnd != "rn":
+                raise EmuError("int -> float conversions need .rn (others not supported)")
+            if _BITS[aty] == 64 and dty == "f32":
+                def i64f(g):
+                    w(np.array([_round_int_to_f32(int(x)) for x in A], np.float32), g)
+                return i64f
+            return lambda g: w(A.astype(np.float64).astype(_NP[dty]), g)
+        if ac == "f":                 # float -> int
+            if not irnd:
+                raise EmuError("float -> int conversions need .rni/.rzi/.rmi/.rpi")
+            f = {"rni": np.rint, "rzi": np.trunc, "rmi": np.floor, "rpi": np.ceil}[irnd]
+            bits = _BITS[dty]
+            lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if dc == "s" else (0, 2 ** bits - 1)
+            nanv = 0 if not (bits == 64 and aty == "f64") else 1 << (bits - 1)
+
+            def f2i(g):
+                v = (_ftz(A) if ftz else A).astype(np.float64)
+                r = f(v)
+                nan = r != r
+                r = np.clip(np.where(nan, 0, r), lo, hi)
+                if bits == 64:
+                    out = np.array([int(x) for x in r], dtype=object)
+                    out = np.array([int(x) & (2 ** 64 - 1) for x in out], np.uint64)
+                    out = np.where(nan, np.uint64(nanv), out)
+                    w(out.view(_NP[dty]), g)
+                else:
+                    out = np.where(nan, nanv, r).astype(np.int64)
+                    w(out.astype(_NP[dty]) if dc == "s" else (out & (2 ** bits - 1)).astype(_NP[dty]), g)
+            return f2i
+        # int -> int: chop the source to its type, extend per its signedness,
+        # chop to the destination type (.sat clamps), extend into the register
+        ab, db = _BITS[aty], _BITS[dty]
+        if sat:
+            lo, hi = (-(2 ** (db - 1)), 2 ** (db - 1) - 1) if dc == "s" else (0, 2 ** db - 1)
+
+            def i2i_sat(g):
+                v = A.astype(np.int64) if not (ac == "u" and ab == 64) else A.astype(object)
+                r = np.clip(v, lo, hi)
+                w(np.array(r).astype(np.int64).astype(_NP[dty]) if db < 64 else
+                  np.array([int(x) & (2 ** 64 - 1) for x in r], np.uint64).view(_NP[dty]), g)
+            return i2i_sat
+        del what
+        return lambda g: w(A.astype(_NP[dty]), g)
+
+    def _to_half(self, x, ty, rnd, relu, satfinite):
+        """f32 -> bf16 / f16 bits."""
+        x = np.asarray(x, np.float32)
+        if relu:
+            x = np.where(x != x, x, np.maximum(x, np.float32(0)))
+        if ty == "bf16":
+            if rnd == "rn":
+                h = f32_to_bf16_bits(x)
+            else:  # rz: truncate
+                h = np.where(x != x, np.uint16(0x7FFF), (x.view(np.uint32) >> np.uint32(16)).astype(np.uint16))
+            if satfinite:
+                inf = (h & np.uint16(0x7FFF)) == np.uint16(0x7F80)
+                h = np.where(inf, (h & np.uint16(0x8000)) | np.uint16(0x7F7F), h)
+            return h.astype(np.uint16)
+        if rnd != "rn":
+            raise EmuError("cvt.rz.f16 not supported")
+        h = x.astype(np.float16)
+        if satfinite:
+            h = np.where(np.isinf(h), np.copysign(np.float16(65504), h), h)
+        bits = h.view(np.uint16)
+        return np.where(x != x, np.uint16(0x7FFF), bits).astype(np.uint16)
+
+    def _c_prmt(self, ins):
+        if ins.mods != ["b32"]:
+            raise EmuError("only prmt.b32 (default mode)")
+        A, B, C = (self.src(a, "b32") for a in ins.args[1:4])
+        w = self.dst(ins.args[0], "b32")
+
+        def prmt(g):
+            src = (B.astype(np.uint64) << np.uint64(32)) | A.astype(np.uint64)
+            r = np.zeros(self.ntp, np.uint64)
+            for i in range(4):
+                sel = (C.astype(np.uint64) >> np.uint64(4 * i)) & np.uint64(0xF)
+                byte = (src >> ((sel & np.uint64(7)) * np.uint64(8))) & np.uint64(0xFF)
+                byte = np.where(sel & np.uint64(8), np.where(byte & np.uint64(0x80), np.uint64(0xFF), np.uint64(0)),
+                                byte)
+                r |= byte << np.uint64(8 * i)
+            w(r.astype(np.uint32), g)
+        return prmt
+
+    def _c_lop3(self, ins):
+        if ins.mods != ["b32"]:
+            raise EmuError("only lop3.b32")
+        A, B, C = (self.src(a, "b32") for a in ins.args[1:4])
+        lut = _int_lit(ins.args[4]) & 0xFF
+        w = self.dst(ins.args[0], "b32")
+
+        def lop3(g):
+            r = np.zeros(self.ntp, np.uint32)
+            for i in range(8):
+                if lut >> i & 1:
+                    r |= (A if i & 4 else ~A) & (B if i & 2 else ~B) & (C if i & 1 else ~C)
+            w(r, g)
+        return lop3
+
+    # ------------------------------------------------------------------ run
+    def launch(self, mem, grid, params, max_steps, check_nc=True):
+        self.mem = mem
+        self.nc_read = None
+        self.g_written = None
+        for (ty, nm), v in zip(self.f.params, params):
+            off, _ = self.param_off[nm]
+            sz = _BITS[ty] // 8
+            if _cls(ty) == "f":
+                b = np.array([v], _NP[ty]).view(np.uint8)
+            else:
+                b = np.array([int(v) & ((1 << (8 * sz)) - 1)], _UNS[8 * sz]).view(np.uint8)
+            self.pbuf[off:off + sz] = b
+        for arr, n in zip(self.nctaid_arrays, grid):
+            arr.setflags(write=True)
+            arr.fill(n)
+            arr.setflags(write=False)
+        with np.errstate(all="ignore"):
+            for gz in range(grid[2]):
+                for gy in range(grid[1]):
+                    for gx in range(grid[0]):
+                        self.run_block((gx, gy, gz), max_steps)
+        if check_nc and self.nc_read is not None and self.g_written is not None:
+            both = self.nc_read & self.g_written
+            if both.any():
+                raise EmuError(f"{self.f.name}: global bytes read with ld.global.nc are written by the same "
+                               f"kernel (ld.global.nc needs read-only data): {np.flatnonzero(both)[:4]}")
+
+    def run_block(self, ctaid, max_steps):
+        for arr, v in zip(self.ctaid_arrays, ctaid):
+            arr.setflags(write=True)
+            arr.fill(v)
+            arr.setflags(write=False)
+        for r in self.regs.values():
+            r.fill(0)
+        self.smem.fill(0xFF)
+        self.pend.fill(-1)
+        self.vis.fill(-1)
+        self.vis_dirty = False
+        self.npend = 0
+        self.cp_recs = []
+        self.cp_seq.fill(0)
+        self.epoch = 1
+        self.rw_w.fill(-1)
+        self.rw_wep.fill(0)
+        self.rw_rep.fill(0)
+        self.wepoch.fill(0)
+        alive = self.alive
+        np.copyto(alive, self.real)
+        pc = self.pc
+        code = self.code
+        ncode = len(code)
+        n_alive = self.nt
+        conv, cur = True, 0
+        steps = 0
+        p = 0
+        f = self.f
+        try:
+            while n_alive:
+                steps += 1
+                if steps > max_steps:
+                    raise EmuError(f"{f.name}: step limit ({max_steps}) exceeded")
+                if conv:
+                    p = cur
+                    group = alive
+                else:
+                    p = int(pc[alive].min())
+                    group = alive & (pc == p)
+                    if np.count_nonzero(group) == n_alive:
+                        conv, cur, group = True, p, alive
+                if p >= ncode:
+                    raise EmuError(f"{f.name}: threads ran past the end of the program without ret")
+                kind, fn, gv, gneg, tgt, ins = code[p]
+                if gv is None:
+                    g = group
+                elif gneg:
+                    g = group & ~gv
+                else:
+                    g = group & gv
+                if kind == _K_OP:
+                    fn(g)
+                    if conv:
+                        cur = p + 1
+                    else:
+                        pc[group] = p + 1
+                elif kind == _K_BRA:
+                    if gv is not None and fn:  # bra.uni: the predicate must be warp-uniform
+                        gw, grw = g.reshape(self.nw, 32), group.reshape(self.nw, 32)
+                        if (gw.any(1) & (gw != grw).any(1)).any():
+                            raise EmuError(f"{f.name}: line {ins.line}: `{ins.text}`: bra.uni with a predicate "
+                                           f"that differs within a warp")
+                    if conv:
+                        if gv is None:
+                            cur = tgt
+                        else:
+                            ng = np.count_nonzero(g)
+                            if ng == 0:
+                                cur = p + 1
+                            elif ng == n_alive:
+                                cur = tgt
+                            else:
+                                pc[:] = p + 1
+                                pc[g] = tgt
+                                conv = False
+                    else:
+                        pc[group] = p + 1
+                        pc[g] = tgt
+                elif kind == _K_RET:
+                    ng = np.count_nonzero(g)
+                    if ng:
+                        if self.cp_recs:
+                            for tids, _, _, _ in self.cp_recs:
+                                if np.count_nonzero(g[tids]):
+                                    t = tids[g[tids]][0]
+                                    raise EmuError(f"{f.name}: line {ins.line}: thread {t} exits with cp.async "
+                                                   f"copies still pending (no cp.async.wait_group/wait_all)")
+                        stay = group & ~g
+                        alive[g] = False
+                        n_alive -= ng
+                        if conv:
+                            cur = p + 1
+                        else:
+                            pc[stay] = p + 1
+                    else:
+                        if conv:
+                            cur = p + 1
+                        else:
+                            pc[group] = p + 1
+                else:  # _K_BAR
+                    if not conv:
+                        raise EmuError(f"{f.name}: bar.sync reached by a subset of the block: line {ins.line} "
+                                       f"`{ins.text}` ({np.count_nonzero(group)} of {n_alive} live threads)")
+                    ng = np.count_nonzero(g)
+                    if ng and ng != n_alive:
+                        raise EmuError(f"{f.name}: predicated bar.sync taken by only some threads: `{ins.text}`")
+                    if ng:
+                        self.epoch += 1
+                        if self.vis_dirty:
+                            self.vis.fill(-1)
+                            self.vis_dirty = False
+                    cur = p + 1
+        except EmuError as e:
+            msg = str(e)
+            ins = code[p][5]
+            plain = f"{f.name}: {ins.text}: "
+            where = f"{f.name}: line {ins.line}: `{ins.text}`: "
+            if msg.startswith(plain):
+                msg = where + msg[len(plain):]
+            elif not msg.startswith(f.name):
+                msg = where + msg
+            raise EmuError(f"{msg} [block {ctaid}]") from None
         except Exception as e:  # noqa: BLE001
-            raise EmuError(f"{func.name}: while executing `{ins.text}`: {e!r}") from e
-        pc[group] = nxt
+            ins = code[p][5]
+            raise EmuError(f"{f.name}: while executing line {ins.line} `{ins.text}` [block {ctaid}]: {e!r}") from e
+
+
+def _round_int_to_f32(v):
+    """Exact round-to-nearest-even of a Python int to f32."""
+    if v == 0:
+        return np.float32(0.0)
+    s = -1 if v < 0 else 1
+    m = abs(v)
+    n = m.bit_length()
+    if n <= 24:
+        return np.float32(s * m)
+    sh = n - 24
+    q, r = m >> sh, m & ((1 << sh) - 1)
+    half = 1 << (sh - 1)
+    if r > half or (r == half and q & 1):
+        q += 1
+    return np.float32(s * float(q << sh))

@@ -1,0 +1,1043 @@
+#!/usr/bin/env python3
+"""Self-tests of tools/ptx_emu.py: small hand-written PTX kernels checked against
+numpy and against the layouts the PTX ISA documents (ldmatrix: lane t receives
+row t/4, columns 2(t%4), 2(t%4)+1 of each 8x8 matrix, the transpose with
+.trans; mma.m16n8k16: "Matrix Fragments for mma.m16n8k16 with floating point
+type"; cvt packing; cp.async group semantics).
+
+    PYTHONPATH=.cache/pylib python3 tools/test_ptx_emu.py
+
+Prints one line per check; exits non-zero if any fails.
+"""
+import math
+import os
+import struct
+import sys
+from fractions import Fraction
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ptx_emu import EmuError, Memory, bf16_bits_to_f32, f32_to_bf16_bits, parse_module, run_kernel  # noqa: E402
+
+FAILS = []
+RNG = np.random.default_rng(7)
+HDR = ".version 7.8\n.target sm_80\n.address_size 64\n"
+
+
+def check(name, ok, detail=""):
+    print(f"{'ok  ' if ok else 'FAIL'} {name}" + (f"  [{detail}]" if detail and not ok else ""), flush=True)
+    if not ok:
+        FAILS.append(name)
+
+
+def expect_error(name, fn, substr):
+    try:
+        fn()
+    except EmuError as e:
+        check(name, substr in str(e), f"wrong error: {e}")
+        return
+    except Exception as e:  # noqa: BLE001
+        check(name, False, f"non-EmuError {e!r}")
+        return
+    check(name, False, "no error raised")
+
+
+def build(name, params, body, directives="", pre=""):
+    """One-entry module; `params`: 'p_a' names (all .u64 unless 'name:type')."""
+    ps = []
+    for p in params:
+        nm, _, ty = p.partition(":")
+        ps.append(f".param .{ty or 'u64'} {nm}")
+    src = f"{HDR}{pre}\n.visible .entry {name}({', '.join(ps)}) {directives}\n{{\n{body}\n}}\n"
+    return parse_module(src)[name]
+
+
+def f32bits(x):
+    return np.array(x, np.float32).view(np.uint32)
+
+
+def bits2f(x):
+    return np.array(x, np.uint32).view(np.float32)
+
+
+# ---------------------------------------------------------------------------- cp.async
+
+CP_BODY = """
+    .reg .pred %p;
+    .reg .b32 %t, %sa, %sb, %n, %x<4>;
+    .reg .b64 %src, %out, %sz, %a, %o;
+    .shared .align 16 .b8 buf[1024];
+    ld.param.u64 %src, [p_src];
+    ld.param.u64 %out, [p_out];
+    ld.param.u64 %sz, [p_sz];
+    cvta.to.global.u64 %src, %src;
+    cvta.to.global.u64 %out, %out;
+    cvta.to.global.u64 %sz, %sz;
+    mov.u32 %t, %tid.x;
+    mul.wide.u32 %a, %t, 4;
+    add.s64 %a, %sz, %a;
+    ld.global.u32 %n, [%a];
+    mul.wide.u32 %a, %t, 16;
+    add.s64 %a, %src, %a;
+    setp.eq.u32 %p, %n, 0;
+    @%p add.s64 %a, %a, 1099511627776;      // src-size 0: a wild source address
+    shl.b32 %sa, %t, 4;
+    mov.u32 %x0, buf;
+    add.u32 %sa, %sa, %x0;
+    xor.b32 %sb, %t, 1;                      // the neighbour's chunk
+    shl.b32 %sb, %sb, 4;
+    add.u32 %sb, %sb, %x0;
+    cp.async.cg.shared.global [%sa], [%a], 16, %n;
+    cp.async.commit_group;
+    {WAIT}
+    ld.shared.v4.u32 {%x0, %x1, %x2, %x3}, [{READ}];
+    mul.wide.u32 %o, %t, 16;
+    add.s64 %o, %out, %o;
+    st.global.v4.u32 [%o], {%x0, %x1, %x2, %x3};
+    ret;
+"""
+
+
+def cp_kernel(wait, read="%sa"):
+    return build("cp", ["p_src", "p_out", "p_sz"], CP_BODY.replace("{WAIT}", wait).replace("{READ}", read),
+                 ".reqntid 32")
+
+
+def cp_run(k, strict=True, sizes=None, races=True):
+    mem = Memory()
+    src = RNG.integers(1, 255, 32 * 16, dtype=np.uint8)
+    sizes = np.array([16, 12, 8, 5, 4, 1, 0, 16] * 4, np.uint32) if sizes is None else sizes
+    ps, po, pz = mem.upload(src), mem.upload(np.full(32 * 16, 0xEE, np.uint8)), mem.upload(sizes)
+    run_kernel(k, mem, (1, 1, 1), (32, 1, 1), [ps, po, pz], strict_async=strict, check_races=races)
+    want = np.zeros((32, 16), np.uint8)
+    for t in range(32):
+        n = int(sizes[t])
+        want[t, :n] = src[16 * t:16 * t + n]
+    return mem.download(po, 32 * 16, np.uint8).reshape(32, 16), want
+
+
+def t_cp_async():
+    got, want = cp_run(cp_kernel("cp.async.wait_group 0;"))
+    check("cp.async.cg 16 with src-size 16/12/8/5/4/1/0: copied bytes then zero fill", np.array_equal(got, want))
+    got, want = cp_run(cp_kernel("cp.async.wait_all;"))
+    check("cp.async.wait_all retires the group", np.array_equal(got, want))
+    expect_error("cp.async: ld.shared before cp.async.wait_group raises",
+                 lambda: cp_run(cp_kernel("")), "pending cp.async")
+    expect_error("cp.async: commit without wait, wait_group 1 leaves the only group pending",
+                 lambda: cp_run(cp_kernel("cp.async.wait_group 1;")), "pending cp.async")
+    # another thread's chunk: needs a barrier after the wait (the ISA makes the
+    # data visible to the issuing thread only)
+    expect_error("cp.async: reading another thread's copy without bar.sync raises",
+                 lambda: cp_run(cp_kernel("cp.async.wait_group 0;", "%sb")), "no barrier")
+    got, want = cp_run(cp_kernel("cp.async.wait_group 0;\n bar.sync 0;", "%sb"))
+    check("cp.async: wait_group + bar.sync makes other threads' copies visible",
+          np.array_equal(got, want.reshape(16, 2, 16)[:, ::-1].reshape(32, 16)))
+    got, want = cp_run(cp_kernel("cp.async.wait_group 0;", "%sb"), strict=False, races=False)
+    check("cp.async: strict_async=False, check_races=False allow it", np.array_equal(got, want.reshape(16, 2, 16)[:, ::-1].reshape(32, 16)))
+    expect_error("cp.async: src-size > cp-size raises",
+                 lambda: cp_run(cp_kernel("cp.async.wait_group 0;"), sizes=np.full(32, 17, np.uint32)), "src-size")
+
+    # two groups: wait_group 1 retires the older one only
+    body = """
+    .reg .b32 %t, %sa, %x<4>, %b;
+    .reg .b64 %src, %out, %a, %o;
+    .shared .align 16 .b8 buf[1024];
+    ld.param.u64 %src, [p_src];
+    ld.param.u64 %out, [p_out];
+    mov.u32 %t, %tid.x;
+    mul.wide.u32 %a, %t, 16;
+    add.s64 %a, %src, %a;
+    mov.u32 %b, buf;
+    shl.b32 %sa, %t, 4;
+    add.u32 %sa, %sa, %b;
+    cp.async.ca.shared.global [%sa], [%a], 16;
+    cp.async.commit_group;
+    add.s64 %a, %a, 512;
+    cp.async.ca.shared.global [%sa+512], [%a], 8;
+    cp.async.ca.shared.global [%sa+520], [%a+8], 4, 3;
+    cp.async.ca.shared.global [%sa+524], [%a+12], 4;
+    cp.async.commit_group;
+    cp.async.wait_group 1;
+    ld.shared.v4.u32 {%x0, %x1, %x2, %x3}, [%sa+{OFF}];
+    {MORE}
+    mul.wide.u32 %o, %t, 16;
+    add.s64 %o, %out, %o;
+    st.global.v4.u32 [%o], {%x0, %x1, %x2, %x3};
+    ret;
+"""
+
+    def run2(off, more):
+        k = build("cp2", ["p_src", "p_out"], body.replace("{OFF}", str(off)).replace("{MORE}", more))
+        mem = Memory()
+        src = RNG.integers(1, 255, 1024, dtype=np.uint8)
+        ps, po = mem.upload(src), mem.upload(np.zeros(512, np.uint8))
+        run_kernel(k, mem, (1, 1, 1), (32, 1, 1), [ps, po])
+        return mem.download(po, 512, np.uint8).reshape(32, 16), src
+
+    got, src = run2(0, "cp.async.wait_group 0;")
+    check("cp.async: wait_group 1 retires the older group (ca, cp-size 16)", np.array_equal(got, src[:512].reshape(32, 16)))
+    expect_error("cp.async: wait_group 1 leaves the newer group pending",
+                 lambda: run2(512, "cp.async.wait_group 0;"), "pending cp.async")
+    got, src = run2(0, "cp.async.wait_group 0;\n ld.shared.v4.u32 {%x0, %x1, %x2, %x3}, [%sa+512];")
+    w = src[512:].reshape(32, 16).copy()
+    w[:, 11] = 0      # the 4-byte copy with src-size 3 zero-fills its last byte
+    check("cp.async.ca cp-size 8 and 4 (src-size 3) after wait_group 0", np.array_equal(got, w))
+    expect_error("cp.async: exiting with copies pending raises",
+                 lambda: run2(0, ""), "pending")
+
+    # store onto a pending destination; second cp.async onto pending bytes
+    bodyw = """
+    .reg .b32 %t, %sa, %b;
+    .reg .b64 %src, %a;
+    .shared .align 16 .b8 buf[512];
+    ld.param.u64 %src, [p_src];
+    mov.u32 %t, %tid.x;
+    mul.wide.u32 %a, %t, 16;
+    add.s64 %a, %src, %a;
+    mov.u32 %b, buf;
+    shl.b32 %sa, %t, 4;
+    add.u32 %sa, %sa, %b;
+    cp.async.cg.shared.global [%sa], [%a], 16;
+    {X}
+    cp.async.wait_all;
+    ret;
+"""
+
+    def runw(x):
+        k = build("cpw", ["p_src"], bodyw.replace("{X}", x))
+        mem = Memory()
+        run_kernel(k, mem, (1, 1, 1), (32, 1, 1), [mem.upload(np.zeros(512, np.uint8))])
+
+    expect_error("cp.async: st.shared onto a pending destination raises", lambda: runw("st.shared.u32 [%sa+4], %t;"),
+                 "pending cp.async")
+    expect_error("cp.async: second cp.async onto pending bytes raises",
+                 lambda: runw("cp.async.ca.shared.global [%sa+8], [%a], 4;"), "pending cp.async")
+    expect_error("cp.async: out-of-bounds source (src-size 16) raises",
+                 lambda: runw("add.s64 %a, %a, 4096;\n cp.async.cg.shared.global [%sa+512], [%a], 16;"),
+                 "shared access out of bounds")
+    kk = build("cpo", ["p_src"], bodyw.replace("{X}", "").replace("[%a], 16;", "[%a+64], 16;"))
+    mem = Memory()
+    expect_error("cp.async: out-of-bounds global source raises",
+                 lambda: run_kernel(kk, mem, (1, 1, 1), (32, 1, 1), [mem.upload(np.zeros(512, np.uint8))]),
+                 "out-of-bounds global")
+    kk = build("cpm", ["p_src"], bodyw.replace("{X}", "").replace("[%a], 16;", "[%a+8], 16;"))
+    expect_error("cp.async: misaligned 16-byte source raises",
+                 lambda: run_kernel(kk, mem, (1, 1, 1), (32, 1, 1), [mem.upload(np.zeros(1024, np.uint8))]),
+                 "misaligned")
+
+
+# ---------------------------------------------------------------------------- ldmatrix / mma
+
+LOAD_IMAGE = """
+    // copy the shared image (p_img, {NB} bytes) into img[] with 16-byte chunks
+    mov.u32 %i, %tid.x;
+$cp:
+    setp.ge.u32 %p, %i, {NCH};
+    @%p bra $cpd;
+    mul.wide.u32 %a, %i, 16;
+    add.s64 %a, %img, %a;
+    ld.global.v4.b32 {%x0, %x1, %x2, %x3}, [%a];
+    shl.b32 %s, %i, 4;
+    mov.u32 %b, img;
+    add.u32 %s, %s, %b;
+    st.shared.v4.b32 [%s], {%x0, %x1, %x2, %x3};
+    mov.u32 %s, %ntid.x;
+    add.u32 %i, %i, %s;
+    bra $cp;
+$cpd:
+    bar.sync 0;
+"""
+
+
+def ldm_expected(img_u16, addrs, num, trans):
+    """The documented fragment: lane t, register i <- matrix i (rows at addrs[8i..8i+7])."""
+    out = np.zeros((32, num), np.uint32)
+    for i in range(num):
+        M = np.stack([img_u16[addrs[8 * i + r] // 2: addrs[8 * i + r] // 2 + 8] for r in range(8)])
+        for t in range(32):
+            if trans:
+                lo, hi = M[2 * (t % 4), t // 4], M[2 * (t % 4) + 1, t // 4]
+            else:
+                lo, hi = M[t // 4, 2 * (t % 4)], M[t // 4, 2 * (t % 4) + 1]
+            out[t, i] = int(lo) | (int(hi) << 16)
+    return out
+
+
+def t_ldmatrix():
+    nb = 4096
+    for num in (1, 2, 4):
+        for trans in (False, True):
+            regs = ", ".join(f"%d{i}" for i in range(num))
+            body = f"""
+    .reg .pred %p;
+    .reg .b32 %i, %s, %b, %x<4>, %d<4>, %ad;
+    .reg .b64 %img, %tab, %out, %a;
+    .shared .align 16 .b8 img[{nb}];
+    ld.param.u64 %img, [p_img];
+    ld.param.u64 %tab, [p_tab];
+    ld.param.u64 %out, [p_out];
+{LOAD_IMAGE.replace("{NB}", str(nb)).replace("{NCH}", str(nb // 16))}
+    mov.u32 %i, %laneid;
+    mul.wide.u32 %a, %i, 4;
+    add.s64 %a, %tab, %a;
+    ld.global.u32 %ad, [%a];
+    mov.u32 %b, img;
+    add.u32 %ad, %ad, %b;
+    ldmatrix.sync.aligned.m8n8.x{num}{'.trans' if trans else ''}.shared.b16 {{{regs}}}, [%ad];
+    mul.wide.u32 %a, %i, 16;
+    add.s64 %a, %out, %a;
+    {'; '.join(f'st.global.b32 [%a+{4 * j}], %d{j}' for j in range(num))};
+    ret;
+"""
+            k = build("ldm", ["p_img", "p_tab", "p_out"], body)
+            mem = Memory()
+            img = RNG.integers(0, 65536, nb // 2, dtype=np.uint16)
+            # rows of matrix i at base_i + perm[r] * 48 (16-byte aligned, not contiguous)
+            addrs = np.zeros(32, np.int64)
+            for i in range(4):
+                perm = RNG.permutation(8)
+                for r in range(8):
+                    addrs[8 * i + r] = 512 + 1024 * i + 48 * perm[r] + 16 * (i % 2)
+            tab = addrs.astype(np.uint32).copy()
+            tab[8 * num:] = 0xFFFFF0  # lanes beyond the .num matrices: ignored (sm_80+)
+            pi, pt, po = mem.upload(img), mem.upload(tab), mem.upload(np.zeros(32 * 4, np.uint32))
+            run_kernel(k, mem, (1, 1, 1), (32, 1, 1), [pi, pt, po])
+            got = mem.download(po, 32 * 4, np.uint32).reshape(32, 4)[:, :num]
+            want = ldm_expected(img, addrs, num, trans)
+            check(f"ldmatrix .x{num}{'.trans' if trans else ''} matches the documented fragment layout",
+                  np.array_equal(got, want))
+    # misaligned row address
+    k = build("ldm_bad", [], """
+    .reg .b32 %ad, %d0;
+    .shared .align 16 .b8 img[512];
+    mov.u32 %ad, img;
+    add.u32 %ad, %ad, 8;
+    ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%d0}, [%ad];
+    ret;""")
+    mem = Memory()
+    expect_error("ldmatrix: 8-byte-aligned row address raises", lambda: run_kernel(k, mem, (1, 1, 1), (32, 1, 1), []),
+                 "misaligned")
+    k = build("ldm_div", [], """
+    .reg .pred %p;
+    .reg .b32 %ad, %d0, %t;
+    .shared .align 16 .b8 img[512];
+    mov.u32 %ad, img;
+    mov.u32 %t, %tid.x;
+    setp.eq.u32 %p, %t, 3;
+    @%p bra $skip;
+    ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%d0}, [%ad];
+$skip:
+    ret;""")
+    expect_error("ldmatrix: a divergent warp raises", lambda: run_kernel(k, mem, (1, 1, 1), (32, 1, 1), []),
+                 "divergent warp")
+
+
+def bf16_rand(shape):
+    return f32_to_bf16_bits(RNG.standard_normal(shape).astype(np.float32))
+
+
+def t_mma():
+    """A (16x16 row-major) by ldmatrix.x4; B either from a row-major V[k][n] tile
+    by ldmatrix.x4.trans (two n-tiles) or from a row-major W[n][k] tile by
+    ldmatrix.x2 (non-trans); D = A·B + C must come out exactly."""
+    # shared image: A at 0 (row stride 48 B), V at 1024 (16 x 16, stride 48 B),
+    # W at 2048 (8 x 16, stride 32 B)
+    nb = 4096
+    body = f"""
+    .reg .pred %p;
+    .reg .b32 %i, %s, %b, %x<4>, %ad, %l, %r, %c, %a<4>, %v<4>, %w<2>;
+    .reg .f32 %c<4>, %d<4>, %e<4>, %h<4>;
+    .reg .b64 %img, %cin, %out, %a;
+    .shared .align 16 .b8 img[{nb}];
+    ld.param.u64 %img, [p_img];
+    ld.param.u64 %cin, [p_c];
+    ld.param.u64 %out, [p_out];
+{LOAD_IMAGE.replace("{NB}", str(nb)).replace("{NCH}", str(nb // 16))}
+    mov.u32 %l, %laneid;
+    // lane -> row l % 16, column 8 * (l / 16): the x4 address pattern for A and V
+    and.b32 %r, %l, 15;
+    shr.u32 %c, %l, 4;
+    shl.b32 %c, %c, 4;                  // 8 bf16 = 16 bytes
+    mad.lo.u32 %ad, %r, 48, %c;
+    mov.u32 %b, img;
+    add.u32 %ad, %ad, %b;
+    ldmatrix.sync.aligned.m8n8.x4.shared.b16 {{%a0, %a1, %a2, %a3}}, [%ad];
+    ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {{%v0, %v1, %v2, %v3}}, [%ad+1024];
+    // W[n][k]: lanes 0-7 rows n at k 0, lanes 8-15 rows n at k 8
+    and.b32 %r, %l, 7;
+    shr.u32 %c, %l, 3;
+    and.b32 %c, %c, 1;
+    shl.b32 %c, %c, 4;
+    mad.lo.u32 %ad, %r, 32, %c;
+    add.u32 %ad, %ad, %b;
+    ldmatrix.sync.aligned.m8n8.x2.shared.b16 {{%w0, %w1}}, [%ad+2048];
+    mov.u32 %i, %tid.x;
+    mul.wide.u32 %a, %i, 16;
+    add.s64 %a, %cin, %a;
+    ld.global.v4.f32 {{%c0, %c1, %c2, %c3}}, [%a];
+    mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {{%d0, %d1, %d2, %d3}}, {{%a0, %a1, %a2, %a3}}, {{%v0, %v1}}, {{%c0, %c1, %c2, %c3}};
+    mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {{%e0, %e1, %e2, %e3}}, {{%a0, %a1, %a2, %a3}}, {{%v2, %v3}}, {{%c0, %c1, %c2, %c3}};
+    mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {{%h0, %h1, %h2, %h3}}, {{%a0, %a1, %a2, %a3}}, {{%w0, %w1}}, {{%c0, %c1, %c2, %c3}};
+    mul.wide.u32 %a, %i, 48;
+    add.s64 %a, %out, %a;
+    st.global.v4.f32 [%a], {{%d0, %d1, %d2, %d3}};
+    st.global.v4.f32 [%a+16], {{%e0, %e1, %e2, %e3}};
+    st.global.v4.f32 [%a+32], {{%h0, %h1, %h2, %h3}};
+    ret;
+"""
+    k = build("mma", ["p_img", "p_c", "p_out"], body)
+    for warps in (1, 4):
+        mem = Memory()
+        A, V, W = bf16_rand((16, 16)), bf16_rand((16, 16)), bf16_rand((8, 16))
+        img = np.zeros(nb // 2, np.uint16)
+        for r in range(16):
+            img[r * 24:r * 24 + 16] = A[r]
+            img[512 + r * 24:512 + r * 24 + 16] = V[r]
+        for r in range(8):
+            img[1024 + r * 16:1024 + r * 16 + 16] = W[r]
+        Cm = RNG.standard_normal((16, 8)).astype(np.float32)
+        # C fragment per lane: c_i at row g + 8 (i >= 2), column 2 (t % 4) + (i & 1)
+        cfr = np.zeros((32, 4), np.float32)
+        for t in range(32):
+            for i in range(4):
+                cfr[t, i] = Cm[t // 4 + 8 * (i >= 2), 2 * (t % 4) + (i & 1)]
+        pi, pc = mem.upload(img), mem.upload(np.tile(cfr, (warps, 1)))
+        po = mem.upload(np.full(warps * 32 * 12, np.nan, np.float32))
+        # every warp reads the same shared image and C fragments
+        run_kernel(k, mem, (1, 1, 1), (32 * warps, 1, 1), [pi, pc, po])
+        got = mem.download(po, warps * 32 * 12, np.float32).reshape(warps, 32, 3, 4)
+        Af, Vf, Wf = (bf16_bits_to_f32(x).astype(np.float64) for x in (A, V, W))
+        refs = [Af @ Vf[:, :8] + Cm, Af @ Vf[:, 8:] + Cm, Af @ Wf.T + Cm]
+        ok = True
+        for wi in range(warps):
+            for j, ref in enumerate(refs):
+                D = np.zeros((16, 8), np.float32)
+                for t in range(32):
+                    for i in range(4):
+                        D[t // 4 + 8 * (i >= 2), 2 * (t % 4) + (i & 1)] = got[wi, t, j, i]
+                ok &= np.allclose(D, ref.astype(np.float32), rtol=1e-6, atol=1e-6)
+        check(f"mma m16n8k16 bf16 ({warps} warp{'s' if warps > 1 else ''}): ldmatrix A, .trans V tiles, W rows -> A@B + C",
+              bool(ok))
+
+
+# ---------------------------------------------------------------------------- scalar ALU
+
+def alu_kernel(lines, nres, ftype=False):
+    """Kernel over 32 threads: inputs a[t], b[t] (u32 bits); `lines` compute
+    results %r0..%r{nres-1} (b32), stored to out[t * nres + j]."""
+    body = f"""
+    .reg .pred %p, %q, %pp<4>;
+    .reg .b32 %t, %a, %b, %r<{nres}>, %u, %v;
+    .reg .s32 %sa, %sb;
+    .reg .f32 %fa, %fb, %fc, %fr;
+    .reg .b16 %h, %h2;
+    .reg .b64 %pa, %pb, %po, %ad, %w, %w2;
+    ld.param.u64 %pa, [p_a];
+    ld.param.u64 %pb, [p_b];
+    ld.param.u64 %po, [p_out];
+    mov.u32 %t, %tid.x;
+    mul.wide.u32 %ad, %t, 4;
+    add.s64 %w, %pa, %ad;
+    ld.global.b32 %a, [%w];
+    add.s64 %w, %pb, %ad;
+    ld.global.b32 %b, [%w];
+    mov.b32 %sa, %a;
+    mov.b32 %sb, %b;
+    mov.b32 %fa, %a;
+    mov.b32 %fb, %b;
+{chr(10).join('    ' + x for x in lines)}
+    mul.lo.u32 %u, %t, {nres * 4};
+    cvt.u64.u32 %ad, %u;
+    add.s64 %w, %po, %ad;
+{chr(10).join(f'    st.global.b32 [%w+{4 * j}], %r{j};' for j in range(nres))}
+    ret;
+"""
+    return build("alu", ["p_a", "p_b", "p_out"], body)
+
+
+def alu_run(lines, a, b, nres):
+    k = alu_kernel(lines, nres)
+    mem = Memory()
+    pa, pb = mem.upload(np.asarray(a, np.uint32)), mem.upload(np.asarray(b, np.uint32))
+    po = mem.upload(np.zeros(32 * nres, np.uint32))
+    run_kernel(k, mem, (1, 1, 1), (32, 1, 1), [pa, pb, po])
+    return mem.download(po, 32 * nres, np.uint32).reshape(32, nres)
+
+
+def t_integer():
+    vals = [0, 1, 2, 3, 7, 31, 32, 33, 100, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF, 0xFFFFFFFE, 0xFFFFFF9C, 12345,
+            0x80000001]
+    a = np.array([vals[i % 16] for i in range(32)], np.uint32)
+    b = np.array([vals[(i * 7 + 3) % 16] for i in range(32)], np.uint32)
+    b = np.where(b == 0, np.uint32(5), b)
+    sa, sb = a.view(np.int32).astype(np.int64), b.view(np.int32).astype(np.int64)
+    ua, ub = a.astype(np.int64), b.astype(np.int64)
+    cases = [
+        ("setp.lt.s32 (signed)", ["setp.lt.s32 %p, %sa, %sb;", "selp.u32 %r{j}, 1, 0, %p;"], (sa < sb)),
+        ("setp.lt.u32 (unsigned)", ["setp.lt.u32 %p, %a, %b;", "selp.u32 %r{j}, 1, 0, %p;"], (ua < ub)),
+        ("setp.ge.s32", ["setp.ge.s32 %p, %a, %b;", "selp.u32 %r{j}, 1, 0, %p;"], (sa >= sb)),
+        ("setp.hi.u32", ["setp.hi.u32 %p, %a, %b;", "selp.u32 %r{j}, 1, 0, %p;"], (ua > ub)),
+        ("setp.le.s32 with immediate -1", ["setp.le.s32 %p, %a, -1;", "selp.u32 %r{j}, 1, 0, %p;"], (sa <= -1)),
+        ("setp.lt.or.s32 p|q with !c", ["setp.ne.u32 %q, %t, 5;", "setp.lt.or.s32 %p|%pp0, %a, 0, !%q;",
+                                        "selp.u32 %r{j}, 1, 0, %pp0;"],
+         ((sa >= 0) | (np.arange(32) == 5))),
+        ("shr.s32 (arithmetic)", ["and.b32 %u, %b, 31;", "shr.s32 %r{j}, %sa, %u;"], sa >> (ub & 31)),
+        ("shr.u32 (logical)", ["and.b32 %u, %b, 31;", "shr.u32 %r{j}, %a, %u;"], ua >> (ub & 31)),
+        ("shl.b32 clamps shifts >= 32 to 0", ["shl.b32 %r{j}, %a, 33;"], np.zeros(32, np.int64)),
+        ("shr.s32 clamps shifts >= 32 to sign fill", ["shr.s32 %r{j}, %a, 40;"], np.where(sa < 0, -1, 0)),
+        ("div.s32 truncates toward zero", ["div.s32 %r{j}, %sa, %sb;"],
+         np.array([int(x / y) if abs(x) < 2 ** 52 else 0 for x, y in zip(sa, sb)]) * 0 +
+         np.array([abs(x) // abs(y) * (1 if (x < 0) == (y < 0) else -1) for x, y in zip(sa, sb)])),
+        ("rem.s32 has the dividend's sign", ["rem.s32 %r{j}, %sa, %sb;"],
+         np.array([x - abs(x) // abs(y) * (1 if (x < 0) == (y < 0) else -1) * y for x, y in zip(sa, sb)])),
+        ("div.u32 / rem.u32", ["div.u32 %u, %a, %b;", "rem.u32 %v, %a, %b;", "mad.lo.u32 %r{j}, %u, 1000, %v;"],
+         (ua // ub) * 1000 + ua % ub),
+        ("min.s32", ["min.s32 %r{j}, %sa, %sb;"], np.minimum(sa, sb)),
+        ("max.u32", ["max.u32 %r{j}, %a, %b;"], np.maximum(ua, ub)),
+        ("mul.hi.s32", ["mul.hi.s32 %r{j}, %sa, %sb;"], (sa * sb) >> 32),
+        ("mul.hi.u32", ["mul.hi.u32 %r{j}, %a, %b;"], (ua * ub) >> 32),
+        ("mul.lo.s32", ["mul.lo.s32 %r{j}, %sa, %sb;"], sa * sb),
+        ("mul.wide.s32 (high word)", ["mul.wide.s32 %w, %sa, %sb;", "mov.b64 {%u, %r{j}}, %w;"], (sa * sb) >> 32),
+        ("mul.wide.u32 (low word)", ["mul.wide.u32 %w, %a, %b;", "mov.b64 {%r{j}, _}, %w;"], ua * ub),
+        ("mad.wide.u32 (high word)", ["cvt.u64.u32 %w2, %b;", "mad.wide.u32 %w, %a, %b, %w2;",
+                                      "shr.u64 %w, %w, 32;", "cvt.u32.u64 %r{j}, %w;"], (ua * ub + ub) >> 32),
+        ("mad.lo.u32 with immediate", ["mad.lo.u32 %r{j}, %a, 3, 7;"], ua * 3 + 7),
+        ("neg.s32 / abs.s32", ["neg.s32 %u, %sa;", "abs.s32 %v, %sb;", "add.u32 %r{j}, %u, %v;"], -sa + np.abs(sb)),
+        ("and/or/xor/not.b32", ["and.b32 %u, %a, %b;", "or.b32 %v, %a, 0x0F0F;", "xor.b32 %u, %u, %v;",
+                                "not.b32 %r{j}, %u;"], ~((ua & ub) ^ (ua | 0x0F0F))),
+        ("add.s64 / sub.s64 / shl.b64 / and.b64", ["cvt.u64.u32 %w, %a;", "cvt.s64.s32 %w2, %sb;",
+                                                   "sub.s64 %w, %w, %w2;", "shl.b64 %w, %w, 3;",
+                                                   "and.b64 %w, %w, 0xFFFFFFFFF;", "add.s64 %w, %w, 1;",
+                                                   "shr.u64 %w, %w, 4;", "cvt.u32.u64 %r{j}, %w;"],
+         ((((ua - sb) << 3) & 0xFFFFFFFFF) + 1) >> 4),
+        ("selp.s32 / selp.f32", ["setp.gt.s32 %p, %sa, %sb;", "selp.s32 %u, %sa, -7, %p;",
+                                 "selp.f32 %fr, 0f3F800000, 0f40000000, %p;", "cvt.rzi.s32.f32 %v, %fr;",
+                                 "add.u32 %r{j}, %u, %v;"], np.where(sa > sb, sa + 1, -7 + 2)),
+        ("and/or/xor/not.pred", ["setp.lt.u32 %p, %a, %b;", "setp.eq.u32 %q, %t, 4;", "xor.pred %pp0, %p, %q;",
+                                 "not.pred %pp1, %pp0;", "or.pred %pp2, %pp1, %q;", "and.pred %pp3, %pp2, %p;",
+                                 "selp.u32 %r{j}, 1, 0, %pp3;"],
+         (~((ua < ub) ^ (np.arange(32) == 4)) | (np.arange(32) == 4)) & (ua < ub)),
+        ("cvt.u32.u16 / cvt.s32.s16 / mov.b32 unpack", ["mov.b32 {%h, %h2}, %a;", "cvt.u32.u16 %u, %h2;",
+                                                        "cvt.s32.s16 %v, %h;", "add.u32 %r{j}, %u, %v;"],
+         (ua >> 16) + (a & 0xFFFF).astype(np.uint16).view(np.int16).astype(np.int64)),
+        ("mov.b32 pack {lo, hi}", ["mov.b32 {%h, %h2}, %a;", "mov.b32 %r{j}, {%h2, %h};"],
+         ((ua & 0xFFFF) << 16) | (ua >> 16)),
+        ("mov.b64 pack / unpack", ["mov.b64 %w, {%a, %b};", "shr.u64 %w, %w, 16;", "mov.b64 {%u, %v}, %w;",
+                                   "xor.b32 %r{j}, %u, %v;"], ((ua >> 16) | ((ub & 0xFFFF) << 16)) ^ (ub >> 16)),
+        ("cvt.rn.f32.s32 / cvt.rn.f32.u32", ["cvt.rn.f32.s32 %fa, %sa;", "cvt.rn.f32.u32 %fb, %b;",
+                                             "add.f32 %fr, %fa, %fb;", "mov.b32 %r{j}, %fr;"],
+         f32bits(sa.astype(np.float32) + ub.astype(np.float32)).astype(np.int64)),
+        ("special registers %laneid/%warpid", ["mov.u32 %u, %laneid;", "mov.u32 %v, %warpid;",
+                                               "mad.lo.u32 %r{j}, %v, 100, %u;"], np.arange(32)),
+        ("popc / clz", ["popc.b32 %u, %a;", "clz.b32 %v, %a;", "mad.lo.u32 %r{j}, %u, 100, %v;"],
+         np.array([bin(int(x)).count("1") * 100 + (32 - int(x).bit_length()) for x in a])),
+    ]
+    lines = []
+    for j, (_, ls, _) in enumerate(cases):
+        lines += [x.replace("{j}", str(j)) for x in ls]
+    got = alu_run(lines, a, b, len(cases))
+    for j, (name, _, want) in enumerate(cases):
+        want = (np.asarray(want).astype(np.int64) & 0xFFFFFFFF).astype(np.uint32)
+        ok = np.array_equal(got[:, j], want)
+        check(name, ok, f"got {got[:6, j]} want {want[:6]}")
+    # division by zero is unspecified: an error
+    expect_error("div.u32 by zero raises", lambda: alu_run(["div.u32 %r0, %a, 0;"], a, b, 1), "division by zero")
+    # operand-type checking
+    expect_error("add.u32 on a 64-bit register is rejected",
+                 lambda: alu_run(["add.u32 %r0, %w, 1;"], a, b, 1), "is not a .u32 operand")
+    expect_error("add.f32 on a .s32 register is rejected",
+                 lambda: alu_run(["add.f32 %fr, %sa, %fa;", "mov.b32 %r0, %fr;"], a, b, 1), "is not a .f32 operand")
+
+
+def fbits(x):
+    return int(np.array([x], np.float32).view(np.uint32)[0])
+
+
+def t_float():
+    inf, nan = float("inf"), float("nan")
+    sub = bits2f(0x00000F00).item()       # subnormal
+    fa = np.array([-inf, inf, nan, 0.0, -0.0, 1.0, -1.0, 2.0, 0.5, sub, -sub, 3.0, 1e30, -2.5, 7.0, nan] * 2, np.float32)
+    fb = np.array([1.0, nan, 2.0, -0.0, 0.0, nan, 4.0, -3.0, 0.25, 1.0, 2.0, 2.0 ** 127, 1e-30, 0.0, inf, nan] * 2,
+                  np.float32)
+    a, b = fa.view(np.uint32), fb.view(np.uint32)
+    cases = [
+        ("ex2.approx: -inf -> +0, +inf -> +inf, NaN -> NaN, else 2^a", "ex2.approx.f32 %fr, %fa;",
+         lambda x, y: np.exp2(x.astype(np.float64))),
+        ("ex2.approx.ftz flushes a subnormal input (2^0 = 1)", "ex2.approx.ftz.f32 %fr, %fa;",
+         lambda x, y: np.exp2(np.where(np.abs(x) < 2.0 ** -126, 0.0, x).astype(np.float64))),
+        ("lg2.approx: -x -> NaN, +-0 -> -inf", "lg2.approx.f32 %fr, %fa;", lambda x, y: np.log2(x.astype(np.float64))),
+        ("rsqrt.approx: -0 -> -inf, +inf -> 0", "rsqrt.approx.f32 %fr, %fa;",
+         lambda x, y: 1.0 / np.sqrt(x.astype(np.float64))),
+        ("rcp.approx / rcp.rn", "rcp.approx.f32 %fr, %fa;", lambda x, y: 1.0 / x.astype(np.float64)),
+        ("sqrt.rn / sqrt.approx", "sqrt.rn.f32 %fr, %fa;", lambda x, y: np.sqrt(x)),
+        ("tanh.approx keeps +-0 and subnormals", "tanh.approx.f32 %fr, %fa;", lambda x, y: np.tanh(x.astype(np.float64))),
+        ("min.f32: NaN -> the other input, -0 < +0", "min.f32 %fr, %fa, %fb;", None),
+        ("max.f32: NaN -> the other input, +0 > -0", "max.f32 %fr, %fa, %fb;", None),
+        ("max.NaN.f32: NaN if either input is NaN", "max.NaN.f32 %fr, %fa, %fb;", None),
+        ("add.ftz flushes subnormal inputs and results", "add.ftz.f32 %fr, %fa, %fb;",
+         lambda x, y: np.where(np.abs(x) < 2.0 ** -126, np.copysign(0, x), x).astype(np.float32) + y),
+        ("add.rn / sub / mul", "sub.f32 %fr, %fa, %fb;", lambda x, y: x - y),
+        ("mul.f32", "mul.rn.f32 %fr, %fa, %fb;", lambda x, y: x * y),
+        ("div.rn.f32", "div.rn.f32 %fr, %fa, %fb;", lambda x, y: x / y),
+        ("div.approx.f32: zero for 2^126 < |b| < 2^128", "div.approx.f32 %fr, %fa, %fb;",
+         lambda x, y: np.where(np.abs(y) > 2.0 ** 126, np.where(np.isinf(x), np.nan, np.copysign(0.0, x * y)),
+                               x.astype(np.float64) / y)),
+        ("add.sat.f32 clamps to [0, 1], NaN -> +0", "add.sat.f32 %fr, %fa, %fb;",
+         lambda x, y: np.where(np.isnan(x + y), 0, np.clip(x + y, 0, 1))),
+        ("neg.f32 / abs.f32", "neg.f32 %fc, %fa;\n    abs.f32 %fr, %fc;", lambda x, y: np.abs(x)),
+        ("fma.rn.f32", "fma.rn.f32 %fr, %fa, %fb, %fa;", None),
+        ("cvt.rzi.s32.f32 saturates, NaN -> 0", "cvt.rzi.s32.f32 %u, %fa;\n    mov.b32 %fr, %u;", None),
+        ("cvt.rni.s32.f32 rounds half to even", "mul.f32 %fc, %fa, 0f3F000000;\n    cvt.rni.s32.f32 %u, %fc;\n"
+                                                "    mov.b32 %fr, %u;", None),
+    ]
+    lines = []
+    for j, (_, ins, _) in enumerate(cases):
+        lines += [ins, f"mov.b32 %r{j}, %fr;"]
+    got = alu_run(lines, a, b, len(cases)).view(np.float32)
+
+    def same(x, y):
+        x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
+        return np.array_equal(x.view(np.uint32), y.view(np.uint32)) or \
+            bool(np.all((np.isnan(x) & np.isnan(y)) | (x.view(np.uint32) == y.view(np.uint32))))
+
+    def ref_minmax(x, y, mx, nanmode):
+        out = []
+        for p, q in zip(x, y):
+            if math.isnan(p) or math.isnan(q):
+                out.append(nan if nanmode or (math.isnan(p) and math.isnan(q)) else (q if math.isnan(p) else p))
+            elif p == q == 0:
+                out.append(p if (math.copysign(1, p) < 0) != mx else q)
+            else:
+                out.append(max(p, q) if mx else min(p, q))
+        return np.array(out, np.float32)
+
+    for j, (name, _, fn) in enumerate(cases):
+        g = got[:, j]
+        if name.startswith("min.f32"):
+            want = ref_minmax(fa, fb, False, False)
+        elif name.startswith("max.f32"):
+            want = ref_minmax(fa, fb, True, False)
+        elif name.startswith("max.NaN"):
+            want = ref_minmax(fa, fb, True, True)
+        elif name.startswith("fma"):
+            want = np.array([float(_exact_fma(p, q, p)) for p, q in zip(fa, fb)], np.float32)
+        elif name.startswith("cvt.rzi"):
+            want = np.array([0 if math.isnan(p) else max(-2 ** 31, min(2 ** 31 - 1, int(p) if math.isfinite(p)
+                                                                         else (2 ** 31 if p > 0 else -2 ** 32)))
+                             for p in fa], np.int64).astype(np.int32).view(np.float32)
+        elif name.startswith("cvt.rni"):
+            want = np.array([0 if math.isnan(p) else max(-2 ** 31, min(2 ** 31 - 1, round(p * 0.5) if math.isfinite(p)
+                                                                         else (2 ** 31 if p > 0 else -2 ** 32)))
+                             for p in fa], np.int64).astype(np.int32).view(np.float32)
+        else:
+            with np.errstate(all="ignore"):
+                want = np.asarray(fn(fa, fb)).astype(np.float32)
+        check(name, same(g, want), f"got {g[:16]} want {want[:16]}")
+    # signs of special results
+    ex = got[:, 0]
+    check("ex2.approx(-inf) is +0.0 (bit pattern 0)", int(ex.view(np.uint32)[0]) == 0)
+    nanbits = got[:, cases.index(next(c for c in cases if c[0].startswith("add.rn")))].view(np.uint32)
+    check("NaN results are the canonical 0x7fffffff", set(nanbits[np.isnan(got[:, 11])].tolist()) <= {0x7FFFFFFF}
+          and int(nanbits[1]) == 0x7FFFFFFF)
+
+    # fma: a case where rounding the f64 sum to f32 double-rounds
+    a1, b1 = bits2f(0x3F800001), bits2f(0x3F7FFFFF)
+    c1 = np.float32(2.0 ** -47 * (1 + 2.0 ** -13))
+    g = alu_run(["fma.rn.f32 %fr, %fa, %fb, 0f" + format(fbits(c1), "08X") + ";", "mov.b32 %r0, %fr;"],
+                np.full(32, f32bits(a1)), np.full(32, f32bits(b1)), 1)[0, 0]
+    exact = _exact_fma(a1, b1, c1)
+    naive = np.float32(np.float64(a1) * np.float64(b1) + np.float64(c1))
+    check("fma.rn.f32 rounds once (where f64-then-f32 would double-round)",
+          g == fbits(exact) and fbits(naive) != fbits(exact), f"got {g:#x} exact {fbits(exact):#x}")
+
+    # setp on floats: ordered / unordered / num / nan
+    cmps = ["eq", "ne", "lt", "le", "gt", "ge", "equ", "neu", "ltu", "leu", "gtu", "geu", "num", "nan"]
+    lines = []
+    for j, c in enumerate(cmps):
+        lines += [f"setp.{c}.f32 %p, %fa, %fb;", f"selp.u32 %r{j}, 1, 0, %p;"]
+    got = alu_run(lines, a, b, len(cmps))
+    ok = True
+    with np.errstate(all="ignore"):
+        un = np.isnan(fa) | np.isnan(fb)
+        base = {"eq": fa == fb, "ne": fa != fb, "lt": fa < fb, "le": fa <= fb, "gt": fa > fb, "ge": fa >= fb}
+    for j, c in enumerate(cmps):
+        if c == "num":
+            want = ~un
+        elif c == "nan":
+            want = un
+        elif c in base:
+            want = base[c] & ~un
+        else:
+            want = base[c[:-1]] | un
+        ok &= np.array_equal(got[:, j], want.astype(np.uint32))
+    check("setp.f32 ordered (NaN -> false), unordered (NaN -> true), num, nan", bool(ok))
+    got = alu_run(["setp.eq.ftz.f32 %p, %fa, 0f00000000;", "selp.u32 %r0, 1, 0, %p;"], a, b, 1)
+    check("setp.ftz.f32 compares a subnormal as zero", bool(got[9, 0] == 1 and got[10, 0] == 1 and got[5, 0] == 0))
+
+    # cvt to bf16: packing order and rounding
+    x = np.array([1.0, 1 + 2 ** -8, 1 + 3 * 2 ** -8, -2.5, 1e-40, 3.0e38, nan, inf] * 4, np.float32)
+    y = np.array([2.0, -1.0, 0.5, 1 + 2 ** -9, -0.0, -inf, 7.0, 1 + 2 ** -7] * 4, np.float32)
+    got = alu_run(["cvt.rn.bf16x2.f32 %r0, %fa, %fb;", "cvt.rn.bf16.f32 %h, %fa;", "cvt.f32.bf16 %fr, %h;",
+                   "mov.b32 %r1, %fr;", "cvt.rn.bf16.f32 %h, %fb;", "cvt.u32.u16 %r2, %h;"],
+                  x.view(np.uint32), y.view(np.uint32), 3)
+    want_pair = (f32_to_bf16_bits(x).astype(np.uint32) << 16) | f32_to_bf16_bits(y).astype(np.uint32)
+    check("cvt.rn.bf16x2.f32 d, a, b puts cvt(a) in the upper half", np.array_equal(got[:, 0], want_pair))
+    check("cvt.rn.bf16x2.f32 d, 1.0, 2.0 -> 0x3f804000", int(got[0, 0]) == 0x3F804000)
+    check("cvt.rn.bf16.f32 then cvt.f32.bf16 round-trips the rounded value",
+          np.array_equal(got[:, 1], bf16_bits_to_f32(f32_to_bf16_bits(x)).view(np.uint32)))
+    check("cvt.rn.bf16.f32 ties to even, NaN -> 0x7fff", np.array_equal(got[:, 2], f32_to_bf16_bits(y).astype(np.uint32))
+          and int(f32_to_bf16_bits(np.float32(1 + 2 ** -8))) == 0x3F80)
+
+
+def _exact_fma(a, b, c):
+    """Correctly rounded f32 fma via fractions (finite inputs), numpy otherwise."""
+    a, b, c = float(a), float(b), float(c)
+    if not all(math.isfinite(v) for v in (a, b, c)):
+        return np.float32(np.float64(a) * np.float64(b) + np.float64(c))
+    x = Fraction(a) * Fraction(b) + Fraction(c)
+    if x == 0:
+        return np.float32(np.float64(a) * np.float64(b) + np.float64(c))
+    # round x to f32: candidates around the f64 approximation
+    if abs(x) >= Fraction(2 ** 128) - Fraction(2 ** 103):
+        return np.float32(math.copysign(math.inf, x))
+    f = np.float32(float(x))
+    best = None
+    for cand in (np.nextafter(f, np.float32(-np.inf)), f, np.nextafter(f, np.float32(np.inf))):
+        d = abs(Fraction(float(cand)) - x)
+        key = (d, int(np.array([cand], np.float32).view(np.uint32)[0]) & 1)
+        if best is None or key < best[0]:
+            best = (key, cand)
+    return np.float32(best[1])
+
+
+# ---------------------------------------------------------------------------- shfl
+
+def t_shfl():
+    body = """
+    .reg .pred %p;
+    .reg .b32 %t, %v, %j, %r<6>;
+    .reg .b64 %po, %w;
+    ld.param.u64 %po, [p_out];
+    mov.u32 %t, %tid.x;
+    mad.lo.u32 %v, %t, 1000, 7;
+    mul.lo.u32 %j, %t, 7;
+    and.b32 %j, %j, 31;
+    shfl.sync.idx.b32 %r0, %v, %j, 31, 0xffffffff;
+    shfl.sync.bfly.b32 %r1, %v, 5, 31, -1;
+    shfl.sync.down.b32 %r2|%p, %v, 3, 31, -1;
+    selp.u32 %r5, 1, 0, %p;
+    shfl.sync.up.b32 %r3, %v, 2, 0, -1;
+    shfl.sync.idx.b32 %r4, %v, 3, 0x1807, -1;       // 8-lane segments: lane (t & ~7) + 3
+    add.u32 %r4, %r4, %r5;
+    mul.wide.u32 %w, %t, 32;
+    add.s64 %w, %po, %w;
+    st.global.v4.b32 [%w], {%r0, %r1, %r2, %r3};
+    st.global.b32 [%w+16], %r4;
+    ret;
+"""
+    k = build("shfl", ["p_out"], body)
+    for nt in (32, 64):
+        mem = Memory()
+        po = mem.upload(np.zeros(nt * 8, np.uint32))
+        run_kernel(k, mem, (1, 1, 1), (nt, 1, 1), [po])
+        got = mem.download(po, nt * 8, np.uint32).reshape(nt, 8).astype(np.int64)
+        t = np.arange(nt)
+        base = t - t % 32
+        ln = t % 32
+        v = lambda lane: (base + lane) * 1000 + 7  # noqa: E731
+        check(f"shfl.sync.idx (register lane) [{nt} threads]", np.array_equal(got[:, 0], v((ln * 7) % 32)))
+        check(f"shfl.sync.bfly 5 [{nt} threads]", np.array_equal(got[:, 1], v(ln ^ 5)))
+        check(f"shfl.sync.down 3, clamp 31: lanes 29-31 keep their own [{nt} threads]",
+              np.array_equal(got[:, 2], v(np.where(ln + 3 <= 31, ln + 3, ln))))
+        check(f"shfl.sync.up 2, c 0: lanes 0-1 keep their own [{nt} threads]",
+              np.array_equal(got[:, 3], v(np.where(ln >= 2, ln - 2, ln))))
+        check(f"shfl.sync.idx in 8-lane segments (c = 0x1807) + down's predicate [{nt} threads]",
+              np.array_equal(got[:, 4], v((ln & ~7) + 3) + (ln + 3 <= 31)))
+    kd = build("shfl_div", ["p_out"], """
+    .reg .pred %p;
+    .reg .b32 %t, %r;
+    mov.u32 %t, %tid.x;
+    setp.lt.u32 %p, %t, 16;
+    @%p bra $x;
+    shfl.sync.bfly.b32 %r, %t, 1, 31, -1;
+$x:
+    ret;""")
+    mem = Memory()
+    expect_error("shfl.sync with lanes of the membermask not executing raises",
+                 lambda: run_kernel(kd, mem, (1, 1, 1), (32, 1, 1), [0]), "membermask")
+    kh = build("shfl_half", ["p_out"], """
+    .reg .pred %p;
+    .reg .b32 %t, %r;
+    mov.u32 %t, %tid.x;
+    setp.lt.u32 %p, %t, 16;
+    @%p bra $x;
+    shfl.sync.bfly.b32 %r, %t, 1, 31, 0xffff0000;
+$x:
+    ret;""")
+    try:
+        run_kernel(kh, mem, (1, 1, 1), (32, 1, 1), [0])
+        check("shfl.sync with a partial membermask naming only executing lanes", True)
+    except EmuError as e:
+        check("shfl.sync with a partial membermask naming only executing lanes", False, str(e))
+
+
+# ---------------------------------------------------------------------------- vectors, memory
+
+def t_vectors():
+    body = """
+    .reg .b32 %t, %s, %b, %x<4>;
+    .reg .f32 %f<4>;
+    .reg .b16 %h, %h2;
+    .reg .b64 %pi, %po, %a, %o;
+    .shared .align 16 .b8 sm[2048];
+    ld.param.u64 %pi, [p_in];
+    ld.param.u64 %po, [p_out];
+    mov.u32 %t, %tid.x;
+    mul.wide.u32 %a, %t, 16;
+    add.s64 %a, %pi, %a;
+    add.s64 %o, %po, %a;
+    sub.s64 %o, %o, %pi;
+    mov.u32 %b, sm;
+    shl.b32 %s, %t, 4;
+    add.u32 %s, %s, %b;
+    ld.global.nc.v4.b32 {%x0, %x1, %x2, %x3}, [%a];
+    st.shared.v4.b32 [%s], {%x3, %x2, %x1, %x0};
+    ld.global.v2.f32 {%f0, %f1}, [%a+8];
+    st.shared.v2.f32 [%s+512], {%f1, %f0};
+    ld.global.nc.b32 %x0, [%a+4];
+    st.shared.u32 [%s+520], %x0;
+    ld.global.nc.u16 %h, [%a+2];
+    st.shared.b16 [%s+524], %h;
+    ld.global.u16 %x1, [%a+6];
+    st.shared.b16 [%s+526], %x1;
+    bar.sync 0;
+    ld.shared.v4.u32 {%x0, %x1, %x2, %x3}, [%s];
+    st.global.v4.u32 [%o], {%x0, %x1, %x2, %x3};
+    ld.shared.v2.b32 {%x0, %x1}, [%s+512];
+    ld.shared.u32 %x2, [%s+520];
+    ld.shared.u16 %h, [%s+524];
+    ld.shared.b16 %h2, [%s+526];
+    mov.b32 %x3, {%h, %h2};
+    st.global.v2.b32 [%o+512], {%x0, %x1};
+    st.global.v2.u32 [%o+520], {%x2, %x3};
+    ret;
+"""
+    k = build("vec", ["p_in", "p_out"], body)
+    mem = Memory()
+    src = RNG.integers(0, 2 ** 32, 32 * 4, dtype=np.uint32)
+    pi, po = mem.upload(src), mem.upload(np.zeros(2 * 32 * 4, np.uint32))
+    run_kernel(k, mem, (1, 1, 1), (32, 1, 1), [pi, po])
+    got = mem.download(po, 2 * 32 * 4, np.uint32).reshape(2, 32, 4)
+    s = src.reshape(32, 4)
+    u16 = src.view(np.uint16).reshape(32, 8)
+    want2 = np.stack([s[:, 3], s[:, 2], s[:, 1], (u16[:, 1].astype(np.uint32) | (u16[:, 3].astype(np.uint32) << 16))], 1)
+    check("ld.global(.nc).v4/v2/b32/u16, st.shared.v4/v2/b16, ld.shared.v4/v2/u16/b16",
+          np.array_equal(got[0], s[:, ::-1]) and np.array_equal(got[1], want2))
+    kb = build("vec_bad", ["p_in", "p_out"], body.replace("ld.global.v2.f32 {%f0, %f1}, [%a+8];",
+                                                         "ld.global.v2.f32 {%f0, %f1}, [%a+4];"))
+    expect_error("ld.global.v2.f32 at a 4-byte-aligned address raises", lambda: run_kernel(kb, mem, (1, 1, 1), (32, 1, 1),
+                                                                                           [pi, po]), "misaligned")
+    kb = build("vec_bad2", ["p_in", "p_out"], body.replace("st.shared.v2.f32 [%s+512], {%f1, %f0};",
+                                                          "st.shared.v2.f32 [%s+516], {%f1, %f0};"))
+    expect_error("st.shared.v2.f32 at a 4-byte-aligned address raises", lambda: run_kernel(kb, mem, (1, 1, 1), (32, 1, 1),
+                                                                                           [pi, po]), "misaligned")
+    # ld.global.nc on data the kernel writes
+    knc = build("nc", ["p_in", "p_out"], """
+    .reg .b32 %t, %x;
+    .reg .b64 %pi, %a;
+    ld.param.u64 %pi, [p_in];
+    mov.u32 %t, %tid.x;
+    mul.wide.u32 %a, %t, 4;
+    add.s64 %a, %pi, %a;
+    ld.global.nc.b32 %x, [%a];
+    add.u32 %x, %x, 1;
+    st.global.b32 [%a], %x;
+    ret;""")
+    expect_error("ld.global.nc of bytes the same kernel writes raises",
+                 lambda: run_kernel(knc, mem, (1, 1, 1), (32, 1, 1), [pi, po]), "ld.global.nc")
+
+
+# ---------------------------------------------------------------------------- launch checks
+
+def t_launch():
+    body = """
+    .reg .b32 %t, %y, %r;
+    .reg .b64 %po, %a;
+    ld.param.u64 %po, [p_out];
+    mov.u32 %t, %tid.x;
+    mov.u32 %y, %tid.y;
+    mov.u32 %r, %ntid.x;
+    mad.lo.u32 %t, %y, %r, %t;
+    mov.u32 %r, %ctaid.y;
+    mad.lo.u32 %r, %r, 1000, %t;
+    mov.u32 %y, %nctaid.z;
+    mad.lo.u32 %r, %y, 100000, %r;
+    mov.u32 %y, %ntid.y;
+    mad.lo.u32 %r, %y, 10000000, %r;
+    mov.u32 %y, %ctaid.y;
+    mul.lo.u32 %y, %y, 64;
+    add.u32 %t, %t, %y;
+    mul.wide.u32 %a, %t, 4;
+    add.s64 %a, %po, %a;
+    st.global.u32 [%a], %r;
+    ret;
+"""
+    k = build("rq", ["p_out"], body, ".reqntid 32, 2")
+    mem = Memory()
+    po = mem.upload(np.zeros(128, np.uint32))
+    run_kernel(k, mem, (1, 2, 1), (32, 2, 1), [po])
+    got = mem.download(po, 128, np.uint32)
+    t = np.arange(64)
+    want = np.concatenate([t + 100000 + 20000000, 1000 + t + 100000 + 20000000])
+    check("%tid.y / %ntid.y / %ctaid.y / %nctaid.z with a (32, 2) block and .reqntid 32, 2", np.array_equal(got, want))
+    expect_error(".reqntid: launch with a different block raises",
+                 lambda: run_kernel(k, mem, (1, 1, 1), (64, 1, 1), [po]), ".reqntid")
+    k2 = build("mx", ["p_out"], "ret;", ".maxntid 128 .maxnreg 64")
+    run_kernel(k2, mem, (1, 1, 1), (96, 1, 1), [po])
+    check(".maxntid 128 / .maxnreg accepted with 96 threads", True)
+    expect_error(".maxntid: launch with more threads raises", lambda: run_kernel(k2, mem, (1, 1, 1), (256, 1, 1), [po]),
+                 ".maxntid")
+    # shared memory limits
+    big = build("big", [], ".shared .align 16 .b8 s[49160];\n ret;")
+    expect_error("static shared memory > 48 KiB raises", lambda: run_kernel(big, mem, (1, 1, 1), (32, 1, 1), []),
+                 "48 KiB")
+    dyn = parse_module(HDR + """
+.extern .shared .align 16 .b8 dyn_smem[];
+.visible .entry dyn(.param .u32 p_n)
+{
+    .reg .pred %p;
+    .reg .b32 %n, %a, %x, %t;
+    .shared .align 16 .b8 st[40960];
+    ld.param.u32 %n, [p_n];
+    mov.u32 %a, dyn_smem;
+    add.u32 %a, %a, %n;
+    mov.u32 %t, %tid.x;
+    shl.b32 %t, %t, 2;
+    sub.u32 %a, %a, %t;
+    sub.u32 %a, %a, 4;
+    st.shared.u32 [%a], %n;
+    ld.shared.u32 %x, [%a];
+    ret;
+}
+""")["dyn"]
+    expect_error("static 40 KiB + dynamic 10 KiB without allow_large_smem raises",
+                 lambda: run_kernel(dyn, mem, (1, 1, 1), (32, 1, 1), [10240], dyn_smem=10240), "allow_large_smem")
+    try:
+        run_kernel(dyn, mem, (1, 1, 1), (32, 1, 1), [180 * 1024], dyn_smem=180 * 1024, allow_large_smem=True)
+        check("static 40 KiB + dynamic 180 KiB with allow_large_smem runs (last dynamic byte writable)", True)
+    except EmuError as e:
+        check("static 40 KiB + dynamic 180 KiB with allow_large_smem runs (last dynamic byte writable)", False, str(e))
+    expect_error("static + dynamic > 227 KiB raises even with allow_large_smem",
+                 lambda: run_kernel(dyn, mem, (1, 1, 1), (32, 1, 1), [190 * 1024], dyn_smem=190 * 1024,
+                                    allow_large_smem=True), "227 KiB")
+    expect_error("access past the dynamic shared memory raises",
+                 lambda: run_kernel(dyn, mem, (1, 1, 1), (32, 1, 1), [1028], dyn_smem=1024), "out of bounds")
+    # barrier discipline
+    kb = build("bars", [], """
+    .reg .pred %p;
+    .reg .b32 %t;
+    mov.u32 %t, %tid.x;
+    setp.lt.u32 %p, %t, 32;
+    @%p bra $x;
+    bar.sync 0;
+$x:
+    ret;""")
+    expect_error("bar.sync reached by a subset of the block raises",
+                 lambda: run_kernel(kb, mem, (1, 1, 1), (64, 1, 1), []), "subset")
+    kbu = build("braun", [], """
+    .reg .pred %p;
+    .reg .b32 %t;
+    mov.u32 %t, %tid.x;
+    setp.lt.u32 %p, %t, 7;
+    @%p bra.uni $x;
+$x:
+    ret;""")
+    expect_error("bra.uni with a warp-divergent predicate raises",
+                 lambda: run_kernel(kbu, mem, (1, 1, 1), (32, 1, 1), []), "bra.uni")
+
+
+def t_races():
+    """Barrier-interval race detection on shared memory."""
+    body = """
+    .reg .pred %p;
+    .reg .b32 %t, %l, %w, %s, %o, %b, %x, %y;
+    .reg .b64 %src, %a;
+    .shared .align 16 .b8 buf[4096];
+    ld.param.u64 %src, [p_src];
+    mov.u32 %t, %tid.x;
+    mov.u32 %l, %laneid;
+    shr.u32 %w, %t, 5;
+    mov.u32 %b, buf;
+    shl.b32 %s, %t, 2;
+    add.u32 %s, %s, %b;
+    st.shared.u32 [%s], %t;
+    {SYNC1}
+    {READ}
+    {SYNC2}
+    {WRITE}
+    ret;
+"""
+
+    def run(sync1="", read="", sync2="", write="", nt=64):
+        k = build("race", ["p_src"], body.replace("{SYNC1}", sync1).replace("{READ}", read)
+                  .replace("{SYNC2}", sync2).replace("{WRITE}", write))
+        mem = Memory()
+        run_kernel(k, mem, (1, 1, 1), (nt, 1, 1), [mem.upload(np.zeros(4096, np.uint8))])
+
+    other_warp = "xor.b32 %o, %t, 32;\n shl.b32 %o, %o, 2;\n add.u32 %o, %o, %b;\n ld.shared.u32 %x, [%o];"
+    other_lane = "xor.b32 %o, %t, 1;\n shl.b32 %o, %o, 2;\n add.u32 %o, %o, %b;\n ld.shared.u32 %x, [%o];"
+    expect_error("race: reading another warp's st.shared without bar.sync raises",
+                 lambda: run(read=other_warp), "shared-memory race")
+    try:
+        run("bar.sync 0;", other_warp)
+        check("race: ... with bar.sync in between passes", True)
+    except EmuError as e:
+        check("race: ... with bar.sync in between passes", False, str(e))
+    expect_error("race: reading another lane's st.shared without any barrier raises",
+                 lambda: run(read=other_lane), "shared-memory race")
+    try:
+        run("bar.warp.sync -1;", other_lane)
+        check("race: ... same warp with bar.warp.sync in between passes", True)
+    except EmuError as e:
+        check("race: ... same warp with bar.warp.sync in between passes", False, str(e))
+    expect_error("race: bar.warp.sync does not order accesses of different warps",
+                 lambda: run("bar.warp.sync -1;", other_warp), "shared-memory race")
+    # write after another warp's read (WAR): the refill of a pipeline stage
+    refill = "mul.wide.u32 %a, %t, 16;\n add.s64 %a, %src, %a;\n shl.b32 %y, %t, 4;\n add.u32 %y, %y, %b;\n" \
+             " cp.async.cg.shared.global [%y], [%a], 16;\n cp.async.wait_all;"
+    expect_error("race: cp.async into bytes another warp read in the same interval raises (missing bar.sync)",
+                 lambda: run("bar.sync 0;", other_warp, "", refill), "shared-memory race")
+    try:
+        run("bar.sync 0;", other_warp, "bar.sync 0;", refill)
+        check("race: ... with bar.sync before the refill passes", True)
+    except EmuError as e:
+        check("race: ... with bar.sync before the refill passes", False, str(e))
+    expect_error("race: st.shared over another warp's data in the same interval raises",
+                 lambda: run(write="st.shared.u32 [%s+128], %t;"), "shared-memory race")
+    # different values stored to one address by one instruction
+    kk = build("race2", [], """
+    .reg .b32 %t, %b;
+    .shared .align 16 .b8 buf[64];
+    mov.u32 %t, %tid.x;
+    mov.u32 %b, buf;
+    st.shared.u32 [%b], %t;
+    ret;""")
+    expect_error("race: one st.shared of different values to one address by many threads raises",
+                 lambda: run_kernel(kk, Memory(), (1, 1, 1), (32, 1, 1), []), "same address")
+
+
+TESTS = [t_cp_async, t_ldmatrix, t_mma, t_integer, t_float, t_shfl, t_vectors, t_launch, t_races]
+
+if __name__ == "__main__":
+    for t in TESTS:
+        try:
+            t()
+        except Exception as e:  # noqa: BLE001
+            import traceback
+            traceback.print_exc()
+            check(f"{t.__name__} ran", False, repr(e))
+    if FAILS:
+        print(f"{len(FAILS)} FAILED")
+        sys.exit(1)
+    print("all passed")
