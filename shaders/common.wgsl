@@ -2,12 +2,13 @@
 // module-scope declarations in any order, so a shader's line numbers stay its own).
 
 // f32 -> bf16 bit pattern (low 16 bits), round to nearest, ties to even, done on
-// the integer bits: WGSL has no bf16 type. NaN stays a (quiet) NaN; values that
-// round past the largest finite bf16 become infinity, as in `half::bf16::from_f32`.
+// the integer bits: WGSL has no bf16 type. Every NaN becomes 0x7fff (tessera's
+// bf16 NaN on all backends); values that round past the largest finite bf16
+// become infinity.
 fn bf16_bits(v: f32) -> u32 {
     let b = bitcast<u32>(v);
     if ((b & 0x7fffffffu) > 0x7f800000u) {
-        return (b >> 16u) | 0x0040u;
+        return 0x7fffu;
     }
     return (b + 0x7fffu + ((b >> 16u) & 1u)) >> 16u;
 }

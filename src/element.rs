@@ -50,6 +50,10 @@ impl std::str::FromStr for DType {
     }
 }
 
+/// tessera's bf16 NaN, on every backend: 0x7FFF (what the tensor-core path's
+/// `cvt.rn.bf16.f32` writes for any NaN; the sign of a NaN is not kept).
+pub const BF16_NAN: bf16 = bf16::from_bits(0x7FFF);
+
 /// A scalar tessera computes with. Every kernel reads `Self`, computes in f32 and
 /// rounds its output once with [`Element::from_f32`] (round-to-nearest-even).
 pub trait Element:
@@ -91,7 +95,12 @@ impl Element for bf16 {
     }
     #[inline(always)]
     fn from_f32(v: f32) -> Self {
-        // half's conversion rounds to nearest-even and keeps NaN a NaN.
-        bf16::from_f32(v)
+        // Round to nearest, ties to even (half's conversion); every NaN becomes
+        // 0x7FFF, the bits the GPUs' cvt.rn.bf16.f32 gives, on every backend.
+        if v.is_nan() {
+            BF16_NAN
+        } else {
+            bf16::from_f32(v)
+        }
     }
 }

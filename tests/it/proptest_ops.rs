@@ -322,7 +322,7 @@ fn cast<D: Kernels<f32> + Kernels<bf16>>(dev: &D, gpu: bool) {
         for i in 0..n {
             prop_assert_eq!(
                 got[i].to_bits(),
-                bf16::from_f32(x[i]).to_bits(),
+                crate::common::bf16_bits_reference(x[i]),
                 "f32→bf16 at {}: {}",
                 i,
                 x[i]

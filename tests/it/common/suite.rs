@@ -206,6 +206,58 @@ pub fn check_attention<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
     }
 }
 
+/// Rows whose first keys all score −∞ (a whole first tile, in every kernel's
+/// tiling) and later keys finite: the softmax must ignore them, as the f64
+/// reference does, never produce NaN. Keys 0..70 carry −∞ in dimension 0 of
+/// every head, and every query has +0.75 there.
+pub fn check_attention_neg_inf<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
+    for &(b, h, hd, nq, nk) in &[(1, 2, 64, 20, 150), (2, 1, 72, 33, 97), (1, 3, 17, 5, 80)] {
+        let w = h * hd;
+        let mut q: Vec<T> = rng.vec(b * nq * w, 1.0);
+        let mut k: Vec<T> = rng.vec(b * nk * w, 1.0);
+        let v: Vec<T> = rng.vec(b * nk * w, 1.0);
+        for row in q.chunks_mut(w) {
+            for head in row.chunks_mut(hd) {
+                head[0] = T::from_f32(0.75);
+            }
+        }
+        for bi in 0..b {
+            for j in 0..70 {
+                let row = &mut k[(bi * nk + j) * w..][..w];
+                for head in row.chunks_mut(hd) {
+                    head[0] = T::from_f32(f32::NEG_INFINITY);
+                }
+            }
+        }
+        let mut out = poisoned::<T, D>(dev, &[b, nq, w]);
+        ops::attention_into(
+            &up(dev, &q, &[b, nq, w]),
+            &up(dev, &k, &[b, nk, w]),
+            &up(dev, &v, &[b, nk, w]),
+            h,
+            &mut out,
+        )
+        .unwrap();
+        let reference = ref_attention(
+            &to_f64(&q),
+            &to_f64(&k),
+            &to_f64(&v),
+            b,
+            h,
+            hd,
+            nq,
+            nk,
+            false,
+        );
+        assert!(reference.iter().all(|x| x.is_finite()));
+        assert_close(
+            &format!("attention with −∞ scores b={b} h={h} hd={hd} nq={nq} nk={nk}"),
+            &out.to_vec().unwrap(),
+            &reference,
+        );
+    }
+}
+
 pub fn check_memory<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
     // (batch, tokens, experts, slots, hidden)
     for &(b, n, e, m, d) in &[
@@ -301,23 +353,46 @@ pub fn check_add<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
     }
 }
 
-/// f32 → bf16 must round to nearest-even exactly, bf16 → f32 must be exact.
+/// The bf16 rule of every backend, written out on the bits (independently of the
+/// `half` crate): round to nearest, ties to even; every NaN becomes 0x7FFF.
+pub fn bf16_bits_reference(x: f32) -> u16 {
+    let b = x.to_bits();
+    if b & 0x7FFF_FFFF > 0x7F80_0000 {
+        return 0x7FFF;
+    }
+    ((b as u64 + 0x7FFF + ((b as u64 >> 16) & 1)) >> 16) as u16
+}
+
+/// f32 bit patterns the bf16 rounding must get right: ties both ways, signed
+/// zero, infinities, NaNs (quiet, negative, signalling payload), subnormals, and
+/// the largest values just below and at the point that rounds to infinity.
+pub const CAST_SPECIALS: [u32; 16] = [
+    0x3F80_8000, // 1 + 2^-8: a tie, to even (down)
+    0x3F81_8000, // 1 + 3·2^-8: a tie, to even (up)
+    0x8000_0000, // -0
+    0x7F80_0000, // +inf
+    0xFF80_0000, // -inf
+    0x7FC0_0000, // NaN
+    0xFFC0_0000, // -NaN
+    0x7F80_0001, // signalling NaN with a payload
+    0x0000_0001, // smallest subnormal
+    0x8001_1234, // a negative subnormal
+    0x0040_8000, // a subnormal tie
+    0x7F7F_7FFF, // just below the midpoint to infinity: the largest bf16
+    0x7F7F_8000, // the midpoint: a tie to even, which is +inf
+    0xFF7F_8001, // past it, negative: -inf
+    0x477F_E000, // 65504 (f16's max) → 65536 on the tie
+    0x3EAA_AAAB, // 1/3
+];
+
+/// f32 → bf16 must follow [`bf16_bits_reference`] bit for bit; bf16 → f32 is exact.
 pub fn check_cast<D: Kernels<f32> + Kernels<tessera::bf16>>(dev: &D, rng: &mut Rng) {
     use tessera::bf16;
     for &n in &[1usize, 2, 17, 1023, 4097] {
         let mut x: Vec<f32> = rng.vec(n, 100.0);
-        // Exact ties and specials: ties must go to even.
-        let specials = [
-            1.0 + 1.0 / 256.0,
-            1.0 + 3.0 / 256.0,
-            -0.0,
-            f32::INFINITY,
-            65504.0,
-            1e-40,
-        ];
-        for (i, s) in specials.iter().enumerate() {
+        for (i, s) in CAST_SPECIALS.iter().enumerate() {
             if i < n {
-                x[i] = *s;
+                x[i] = f32::from_bits(*s);
             }
         }
         let xb = up(dev, &x, &[n]);
@@ -327,9 +402,9 @@ pub fn check_cast<D: Kernels<f32> + Kernels<tessera::bf16>>(dev: &D, rng: &mut R
         for i in 0..n {
             assert_eq!(
                 got[i].to_bits(),
-                bf16::from_f32(x[i]).to_bits(),
-                "cast f32→bf16 n={n} at {i}: {}",
-                x[i]
+                bf16_bits_reference(x[i]),
+                "cast f32→bf16 n={n} at {i}: {:#010x}",
+                x[i].to_bits()
             );
         }
         let mut back = poisoned::<f32, D>(dev, &[n]);
@@ -338,7 +413,7 @@ pub fn check_cast<D: Kernels<f32> + Kernels<tessera::bf16>>(dev: &D, rng: &mut R
         for i in 0..n {
             assert_eq!(
                 back[i].to_bits(),
-                got[i].to_f32().to_bits(),
+                (got[i].to_bits() as u32) << 16,
                 "cast bf16→f32 n={n} at {i}"
             );
         }
@@ -367,6 +442,7 @@ macro_rules! op_suite {
         each_dtype!(layer_norm_matches_reference, check_layer_norm);
         each_dtype!(patch_embed_matches_reference, check_patch_embed);
         each_dtype!(attention_matches_reference, check_attention);
+        each_dtype!(attention_ignores_neg_inf_scores, check_attention_neg_inf);
         each_dtype!(memory_read_write_match_reference, check_memory);
         each_dtype!(add_matches_reference, check_add);
 
@@ -377,4 +453,18 @@ macro_rules! op_suite {
             check_cast(&dev, &mut rng);
         }
     };
+}
+
+/// The host's conversion (Element::from_f32, used by the loader, `DeviceBuffer`
+/// casts on the CPU and the CLI) follows the same rule as the kernels.
+pub fn check_host_bf16_rule() {
+    use tessera::{bf16, Element};
+    for bits in CAST_SPECIALS {
+        let x = f32::from_bits(bits);
+        assert_eq!(
+            <bf16 as Element>::from_f32(x).to_bits(),
+            bf16_bits_reference(x),
+            "host f32→bf16 of {bits:#010x}"
+        );
+    }
 }
