@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
-"""Run tessera's PTX kernels in tools/ptx_emu.py on the op suite's shapes and
-compare with float64 references (same bars as tests/common: rel. L2 1e-5 f32,
-2e-2 bf16; cast bit-exact). Launch geometry and parameters mirror
-src/cuda/backend.rs. Needs numpy (e.g. pip install --target .cache/pylib numpy,
-then PYTHONPATH=.cache/pylib).
+"""Run tessera's PTX kernels (kernels/*.ptx) in the emulator (tools/ptx_emu.py) at
+shapes no tile divides, outputs poisoned first, and compare with float64
+references (the bars of tests/it: rel. L2 1e-5 f32, 2e-2 bf16; casts bit-exact).
 
-    python3 tools/emu_check.py [op ...]      # ops: add cast layer_norm linear
-                                             #      patch_embed attention memory
+The launch contract comes from the generator's own kernel objects — block size,
+parameter order, tile sizes, dynamic shared memory — exactly as the Rust host
+takes it from src/cuda/manifest.rs, so this checks the kernels as the host
+launches them. Needs numpy (pip install --target .cache/pylib numpy; then
+PYTHONPATH=.cache/pylib).
+
+    python3 tools/emu_check.py [group ...]   # groups: see GROUPS at the bottom
 """
 import math
 import os
@@ -14,38 +17,57 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import gen_ptx  # noqa: E402
 from ptx_emu import Memory, bf16_bits_to_f32, f32_to_bf16_bits, parse_module, run_kernel  # noqa: E402
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "kernels")
+KERNELS_DIR = os.path.join(HERE, "..", "kernels")
+SPECS = {k.name: k for _, _, ks in gen_ptx.modules() for k in ks}
 MODS = {}
 RNG = np.random.default_rng(int(os.environ.get("TESSERA_TEST_SEED", "1234")))
 FAILS = []
+QUICK = bool(os.environ.get("EMU_QUICK"))
 
 
 def module(name):
     if name not in MODS:
-        with open(os.path.join(ROOT, name + ".ptx")) as f:
+        with open(os.path.join(KERNELS_DIR, name + ".ptx")) as f:
             MODS[name] = parse_module(f.read())
     return MODS[name]
 
 
+def launch(mem, entry, grid, dyn_smem=0, **args):
+    """Launch `entry` as the host does: its block size and parameter order from the
+    generator, arguments by parameter name (pointers are addresses, None is null)."""
+    spec = SPECS[entry]
+    missing = [p.name for p in spec.params if p.name not in args]
+    extra = [a for a in args if a not in {p.name for p in spec.params}]
+    if missing or extra:
+        raise SystemExit(f"{entry}: missing {missing}, unknown {extra}")
+    params = [0 if args[p.name] is None else args[p.name] for p in spec.params]
+    if dyn_smem > max(spec.dyn_smem, spec.max_dyn_smem):
+        raise SystemExit(f"{entry}: {dyn_smem} bytes of dynamic shared memory above its limit")
+    run_kernel(module(spec.module)[entry], mem, grid, (spec.threads, 1, 1), params,
+               dyn_smem=dyn_smem, allow_large_smem=dyn_smem > 48 * 1024)
+
+
+def grid_stride(entry, n):
+    return (min(max((n + SPECS[entry].threads - 1) // SPECS[entry].threads, 1), 65535), 1, 1)
+
+
 def rnd(n, scale, dt):
     x = (RNG.random(n, dtype=np.float32) * 2 - 1) * np.float32(scale)
-    if dt == "bf16":
-        return f32_to_bf16_bits(x)
-    return x.astype(np.float32)
+    return f32_to_bf16_bits(x) if dt == "bf16" else x.astype(np.float32)
 
 
 def as64(arr, dt):
-    if dt == "bf16":
-        return bf16_bits_to_f32(arr).astype(np.float64)
-    return arr.astype(np.float64)
+    return (bf16_bits_to_f32(arr) if dt == "bf16" else arr).astype(np.float64)
 
 
 def poison(mem, n, dt):
     if dt == "bf16":
-        return mem.upload(np.full(max(n, 1), 0x7FC0, np.uint16)[:n] if n else np.zeros(0, np.uint16))
+        return mem.upload(np.full(n, 0x7FC0, np.uint16))
     return mem.upload(np.full(n, np.nan, np.float32))
 
 
@@ -73,34 +95,45 @@ def gelu(x):
     return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
 
 
+# ---------------------------------------------------------------------------
+
 def t_add():
     for dt in ("f32", "bf16"):
         for n in (1, 17, 1023, 4097):
             mem = Memory()
             a, b = rnd(n, 3, dt), rnd(n, 3, dt)
-            pa, pb, po = mem.upload(a), mem.upload(b), poison(mem, n, dt)
-            blocks = min(max((n + 255) // 256, 1), 65535)
-            run_kernel(module("add")[f"add_{dt}"], mem, (blocks, 1, 1), (256, 1, 1), [pa, pb, po, n])
-            check(f"add n={n}", read(mem, po, n, dt), as64(a, dt) + as64(b, dt), dt)
+            out = poison(mem, n, dt)
+            e = f"add_{dt}"
+            launch(mem, e, grid_stride(e, n), a=mem.upload(a), b=mem.upload(b), out=out, n=n)
+            check(f"add n={n}", read(mem, out, n, dt), as64(a, dt) + as64(b, dt), dt)
+
+
+# The rule of every backend: nearest even, NaN -> 0x7FFF (tests/it/common/suite.rs).
+CAST_SPECIALS = [0x3F808000, 0x3F818000, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000,
+                 0xFFC00000, 0x7F800001, 0x00000001, 0x80011234, 0x00408000, 0x7F7F7FFF,
+                 0x7F7F8000, 0xFF7F8001, 0x477FE000, 0x3EAAAAAB]
+
+
+def bf16_rule(x):
+    b = x.view(np.uint32).astype(np.uint64)
+    r = ((b + 0x7FFF + ((b >> 16) & 1)) >> 16).astype(np.uint16)
+    return np.where((b & 0x7FFFFFFF) > 0x7F800000, np.uint16(0x7FFF), r)
 
 
 def t_cast():
     for n in (1, 2, 17, 1023, 4097):
         mem = Memory()
         x = rnd(n, 100, "f32")
-        specials = [1 + 1 / 256, 1 + 3 / 256, -0.0, np.inf, 65504.0, 1e-40]
-        for i, s in enumerate(specials[:n]):
-            x[i] = s
+        sp = np.array(CAST_SPECIALS, np.uint32).view(np.float32)
+        x[:min(n, len(sp))] = sp[:n]
         px, py = mem.upload(x), poison(mem, n, "bf16")
-        blocks = min(max((n + 255) // 256, 1), 65535)
-        run_kernel(module("cast")["cast_f32_bf16"], mem, (blocks, 1, 1), (256, 1, 1), [px, py, n])
+        launch(mem, "cast_f32_bf16", grid_stride("cast_f32_bf16", n), x=px, out=py, n=n)
         got = mem.download(py, n, np.uint16)
-        want = f32_to_bf16_bits(x)
-        ok = np.array_equal(got, want)
+        ok = np.array_equal(got, bf16_rule(x))
         pb = poison(mem, n, "f32")
-        run_kernel(module("cast")["cast_bf16_f32"], mem, (blocks, 1, 1), (256, 1, 1), [py, pb, n])
+        launch(mem, "cast_bf16_f32", grid_stride("cast_bf16_f32", n), x=py, out=pb, n=n)
         back = mem.download(pb, n, np.uint32)
-        ok2 = np.array_equal(back, bf16_bits_to_f32(got).view(np.uint32))
+        ok2 = np.array_equal(back, got.astype(np.uint32) << np.uint32(16))
         print(f"{'ok  ' if ok and ok2 else 'FAIL'} cast n={n} f32->bf16 exact={ok} bf16->f32 exact={ok2}")
         if not (ok and ok2):
             FAILS.append(f"cast n={n}")
@@ -113,53 +146,73 @@ def t_layer_norm():
             x = rnd(rows * cols, 2, "f32") + 3
             x = f32_to_bf16_bits(x) if dt == "bf16" else x
             w, b = rnd(cols, 1.5, dt), rnd(cols, 0.5, dt)
-            px, pw, pb, po = mem.upload(x), mem.upload(w), mem.upload(b), poison(mem, rows * cols, dt)
-            run_kernel(module("layer_norm")[f"layer_norm_{dt}"], mem, (min(rows, 65535), (rows + 65534) // 65535, 1),
-                       (256, 1, 1), [px, pw, pb, po, rows, cols, 1e-6])
+            out = poison(mem, rows * cols, dt)
+            e = f"layer_norm_{dt}"
+            gx = SPECS[e].consts["GRID_X"]
+            launch(mem, e, (min(rows, gx), (rows + gx - 1) // gx, 1), x=mem.upload(x), w=mem.upload(w),
+                   b=mem.upload(b), out=out, rows=rows, cols=cols, eps=1e-6)
             X = as64(x, dt).reshape(rows, cols)
             mu = X.mean(1, keepdims=True)
             var = ((X - mu) ** 2).mean(1, keepdims=True)
             ref = (X - mu) / np.sqrt(var + 1e-6) * as64(w, dt) + as64(b, dt)
-            check(f"layer_norm rows={rows} cols={cols}", read(mem, po, rows * cols, dt), ref.ravel(), dt)
+            check(f"layer_norm rows={rows} cols={cols}", read(mem, out, rows * cols, dt), ref.ravel(), dt)
 
 
-def gemm_launch(dt, m, n):
-    return ((n + 63) // 64, (m + 63) // 64, 1), ((256 if dt == "f32" else 128), 1, 1)
+def linear_case(entry, dt, rows, k, n, act, with_bias, with_res):
+    mem = Memory()
+    x, w = rnd(rows * k, 1, dt), rnd(n * k, 1 / math.sqrt(k), dt)
+    b, r = rnd(n, 0.5, dt), rnd(rows * n, 1, dt)
+    out = poison(mem, rows * n, dt)
+    spec = SPECS[entry]
+    tm, tn = spec.consts["TILE_M"], spec.consts["TILE_N"]
+    if entry == "linear_bf16":  # rasterised 1-D grid
+        grid = (((rows + tm - 1) // tm) * ((n + tn - 1) // tn), 1, 1)
+    else:
+        grid = ((n + tn - 1) // tn, (rows + tm - 1) // tm, 1)
+    flags = int(with_bias) | (act << 1) | (int(with_res) << 2)
+    launch(mem, entry, grid, spec.consts.get("DYN_SMEM", 0), x=mem.upload(x), w=mem.upload(w),
+           bias=mem.upload(b) if with_bias else None, res=mem.upload(r) if with_res else None,
+           out=out, m=rows, n=n, k=k, flags=flags)
+    ref = as64(x, dt).reshape(rows, k) @ as64(w, dt).reshape(n, k).T
+    if with_bias:
+        ref = ref + as64(b, dt)
+    if act:
+        ref = gelu(ref)
+    if with_res:
+        ref = ref + as64(r, dt).reshape(rows, n)
+    check(f"{entry} rows={rows} k={k} n={n} gelu={act} bias={with_bias} res={with_res}",
+          read(mem, out, rows * n, dt), ref.ravel(), dt)
+
+
+EPILOGUES = ((0, True, False), (1, True, False), (0, True, True), (0, False, False))
 
 
 def t_linear():
-    shapes = [(1, 1, 1), (3, 17, 5), (17, 64, 65), (65, 129, 33), (129, 72, 130), (2, 300, 7),
-              (70, 256, 72)]  # the last: many k-tiles through the pipelined K % 8 == 0 path
-    if os.environ.get("EMU_QUICK"):
+    shapes = [(1, 1, 1), (3, 17, 5), (17, 64, 65), (65, 129, 33), (129, 72, 130), (2, 300, 7)]
+    if QUICK:
         shapes = shapes[:4]
-    for dt in ("f32", "bf16"):
-        for rows, k, n in shapes:
-            for act, with_bias, with_res in ((0, True, False), (1, True, False), (0, True, True), (0, False, False)):
-                mem = Memory()
-                x, w = rnd(rows * k, 1, dt), rnd(n * k, 1 / math.sqrt(k), dt)
-                b, r = rnd(n, 0.5, dt), rnd(rows * n, 1, dt)
-                px, pw, pb, pr = mem.upload(x), mem.upload(w), mem.upload(b), mem.upload(r)
-                po = poison(mem, rows * n, dt)
-                flags = int(with_bias) | (act << 1) | (int(with_res) << 2)
-                grid, block = gemm_launch(dt, rows, n)
-                run_kernel(module("linear")[f"linear_{dt}"], mem, grid, block,
-                           [px, pw, pb if with_bias else 0, pr if with_res else 0, po, rows, n, k, flags])
-                ref = as64(x, dt).reshape(rows, k) @ as64(w, dt).reshape(n, k).T
-                if with_bias:
-                    ref = ref + as64(b, dt)
-                if act:
-                    ref = gelu(ref)
-                if with_res:
-                    ref = ref + as64(r, dt).reshape(rows, n)
-                check(f"linear rows={rows} k={k} n={n} gelu={act} bias={with_bias} res={with_res}",
-                      read(mem, po, rows * n, dt), ref.ravel(), dt)
+    for rows, k, n in shapes:
+        for epi in EPILOGUES:
+            linear_case("linear_f32", "f32", rows, k, n, *epi)
+            linear_case("linear_bf16_any", "bf16", rows, k, n, *epi)
+
+
+def t_linear_sm80():
+    # K and N multiples of 8 (the host's condition), M, N, K not tile multiples; the
+    # 200 / 264 case has several k-tiles through the 4-stage pipeline.
+    shapes = [(1, 8, 8), (130, 72, 136), (257, 200, 264)]
+    if QUICK:
+        shapes = shapes[:2]
+    for rows, k, n in shapes:
+        for epi in EPILOGUES:
+            linear_case("linear_bf16", "bf16", rows, k, n, *epi)
 
 
 def t_patch_embed():
     for dt in ("f32", "bf16"):
         # The last three sides are not multiples of the patch: the last I mod P pixels are dropped.
-        for b, c, img, p, d in ((1, 3, 8, 4, 5), (2, 3, 32, 8, 64), (1, 1, 6, 3, 17), (2, 3, 12, 2, 1), (3, 2, 15, 5, 33),
-                                (2, 3, 30, 8, 17), (1, 3, 13, 4, 9), (1, 2, 45, 14, 24)):
+        for b, c, img, p, d in ((1, 3, 8, 4, 5), (2, 3, 32, 8, 64), (1, 1, 6, 3, 17), (2, 3, 12, 2, 1),
+                                (3, 2, 15, 5, 33), (2, 3, 30, 8, 17), (1, 3, 13, 4, 9), (1, 2, 45, 14, 24)):
             mem = Memory()
             k = c * p * p
             g = img // p
@@ -167,45 +220,114 @@ def t_patch_embed():
             px = rnd(b * c * img * img, 1, dt)
             w = rnd(d * k, 1 / math.sqrt(k), dt)
             bias, pos = rnd(d, 0.5, dt), rnd(n * d, 0.5, dt)
-            a = [mem.upload(v) for v in (px, w, bias, pos)]
-            po = poison(mem, b * n * d, dt)
-            grid, block = gemm_launch(dt, b * n, d)
-            run_kernel(module("patch_embed")[f"patch_embed_{dt}"], mem, grid, block,
-                       a + [po, b * n, d, k, c, img, p, g])
+            out = poison(mem, b * n * d, dt)
+            e = f"patch_embed_{dt}"
+            tm, tn = SPECS[e].consts["TILE_M"], SPECS[e].consts["TILE_N"]
+            launch(mem, e, ((d + tn - 1) // tn, (b * n + tm - 1) // tm, 1), x=mem.upload(px),
+                   w=mem.upload(w), bias=mem.upload(bias), res=mem.upload(pos), out=out,
+                   m=b * n, n=d, k=k, c=c, i=img, p=p, g=g)
             used = as64(px, dt).reshape(b, c, img, img)[:, :, :g * p, :g * p]
             P = used.reshape(b, c, g, p, g, p).transpose(0, 2, 4, 1, 3, 5).reshape(b * n, k)
             ref = P @ as64(w, dt).reshape(d, k).T + as64(bias, dt)
             ref = ref.reshape(b, n, d) + as64(pos, dt).reshape(n, d)
-            check(f"patch_embed b={b} c={c} i={img} p={p} d={d}", read(mem, po, b * n * d, dt), ref.ravel(), dt)
+            check(f"{e} b={b} c={c} i={img} p={p} d={d}", read(mem, out, b * n * d, dt), ref.ravel(), dt)
+
+
+def attention_ref(Q, K, V, scale):
+    """Q [b, nq, h, hd], K/V [b, nk, h, hd] → [b, nq, h, hd], float64."""
+    S = np.einsum("bqhd,bkhd->bhqk", Q, K) * scale
+    S = np.exp(S - S.max(-1, keepdims=True))
+    S /= S.sum(-1, keepdims=True)
+    return np.einsum("bhqk,bkhd->bqhd", S, V)
+
+
+def attention_case(entry, dt, b, h, hd, nq, nk, bc=False, neg_inf=False):
+    mem = Memory()
+    wd = h * hd
+    bq = 1 if bc else b
+    q, k, v = rnd(bq * nq * wd, 1, dt), rnd(b * nk * wd, 1, dt), rnd(b * nk * wd, 1, dt)
+    if neg_inf:
+        # Keys 0..69 score −∞ in every head (a whole first tile of any kernel).
+        qv = q.reshape(bq * nq, h, hd)
+        kv = k.reshape(b, nk, h, hd)
+        if dt == "bf16":
+            qv[:, :, 0] = f32_to_bf16_bits(np.float32(0.75))
+            kv[:, :70, :, 0] = f32_to_bf16_bits(np.float32(-np.inf))
+        else:
+            qv[:, :, 0] = 0.75
+            kv[:, :70, :, 0] = -np.inf
+    out = poison(mem, b * nq * wd, dt)
+    scale = hd ** -0.5
+    spec = SPECS[entry]
+    rows = spec.consts["ROWS"]
+    launch(mem, entry, ((nq + rows - 1) // rows, h, b), spec.consts.get("DYN_SMEM", 0),
+           q=mem.upload(q), k=mem.upload(k), v=mem.upload(v), out=out, cu=None, nq=nq, nk=nk,
+           heads=h, hd=hd, ldq=wd, ldkv=wd, ldo=wd, q_bstride=0 if bc else nq,
+           scale=float(np.float32(scale) * np.float32(math.log2(math.e))))
+    Q = as64(q, dt).reshape(bq, nq, h, hd)
+    if bc:
+        Q = np.broadcast_to(Q, (b, nq, h, hd))
+    ref = attention_ref(Q, as64(k, dt).reshape(b, nk, h, hd), as64(v, dt).reshape(b, nk, h, hd), scale)
+    tag = " -inf rows" if neg_inf else ""
+    check(f"{entry} b={b} h={h} hd={hd} nq={nq} nk={nk} bc={bc}{tag}", read(mem, out, b * nq * wd, dt),
+          ref.ravel(), dt)
 
 
 def t_attention():
     cases = [(1, 1, 1, 1, 1, False), (2, 3, 17, 5, 33, False), (1, 2, 64, 65, 65, False),
              (2, 4, 72, 3, 129, False), (1, 1, 128, 17, 40, False), (3, 2, 16, 1, 17, True),
              (2, 12, 64, 7, 203, False)]
-    if os.environ.get("EMU_QUICK"):
+    if QUICK:
         cases = cases[:3] + cases[4:6]
     for dt in ("f32", "bf16"):
-        for b, h, hd, nq, nk, bc in cases:
-            mem = Memory()
-            wd = h * hd
-            bq = 1 if bc else b
-            q, k, v = rnd(bq * nq * wd, 1, dt), rnd(b * nk * wd, 1, dt), rnd(b * nk * wd, 1, dt)
-            a = [mem.upload(t) for t in (q, k, v)]
-            po = poison(mem, b * nq * wd, dt)
-            scale = hd ** -0.5
-            run_kernel(module("attention")[f"attention_{dt}"], mem, ((nq + 7) // 8, h, b), (256, 1, 1),
-                       a + [po, nq, nk, h, hd, 0 if bc else nq * wd, float(np.float32(scale) * np.float32(math.log2(math.e)))])
-            Q = as64(q, dt).reshape(bq, nq, h, hd)
-            K = as64(k, dt).reshape(b, nk, h, hd)
-            V = as64(v, dt).reshape(b, nk, h, hd)
-            if bc:
-                Q = np.broadcast_to(Q, (b, nq, h, hd))
-            S = np.einsum("bqhd,bkhd->bhqk", Q, K) * scale
-            S = np.exp(S - S.max(-1, keepdims=True))
-            S /= S.sum(-1, keepdims=True)
-            ref = np.einsum("bhqk,bkhd->bqhd", S, V)
-            check(f"attention b={b} h={h} hd={hd} nq={nq} nk={nk} bc={bc}", read(mem, po, b * nq * wd, dt), ref.ravel(), dt)
+        for case in cases:
+            attention_case(f"attention_{dt}", dt, *case)
+        attention_case(f"attention_{dt}", dt, 1, 2, 40, 9, 100, neg_inf=True)
+
+
+def fa2_entry(hd):
+    return f"attention_bf16_hd{(hd + 15) // 16 * 16}"
+
+
+def t_attention_fa2():
+    # Head dims 64, 72 (so400m), 80, 128 and small ones; q/k lengths no 64-tile divides.
+    cases = [(1, 2, 64, 65, 130), (1, 1, 72, 17, 1), (2, 1, 80, 100, 64), (1, 1, 128, 20, 70),
+             (1, 2, 24, 16, 33), (1, 1, 8, 70, 200)]
+    if QUICK:
+        cases = cases[:3]
+    for b, h, hd, nq, nk in cases:
+        attention_case(fa2_entry(hd), "bf16", b, h, hd, nq, nk)
+    attention_case(fa2_entry(64), "bf16", 1, 2, 64, 20, 150, neg_inf=True)
+    t_attention_varlen()
+
+
+def t_attention_varlen():
+    """Packed sequences of lengths 5, 70, 33 in one fused qkv [T, 3·h·hd] tensor:
+    q, k, v are column blocks (ld = 3·w), out [T, w]; attention stays inside each
+    sequence."""
+    h, hd = 2, 64
+    wd = h * hd
+    lens = [5, 70, 33]
+    cu = np.concatenate([[0], np.cumsum(lens)]).astype(np.uint32)
+    total = int(cu[-1])
+    mem = Memory()
+    qkv = rnd(total * 3 * wd, 1, "bf16")
+    base = mem.upload(qkv)
+    out = poison(mem, total * wd, "bf16")
+    entry = fa2_entry(hd)
+    spec = SPECS[entry]
+    rows = spec.consts["ROWS"]
+    scale = hd ** -0.5
+    launch(mem, entry, ((max(lens) + rows - 1) // rows, h, len(lens)), spec.consts["DYN_SMEM"],
+           q=base, k=base + 2 * wd, v=base + 4 * wd, out=out, cu=mem.upload(cu), nq=max(lens),
+           nk=max(lens), heads=h, hd=hd, ldq=3 * wd, ldkv=3 * wd, ldo=wd, q_bstride=0,
+           scale=float(np.float32(scale) * np.float32(math.log2(math.e))))
+    X = as64(qkv, "bf16").reshape(total, 3, h, hd)
+    ref = np.zeros((total, h, hd))
+    for s in range(len(lens)):
+        a, e = cu[s], cu[s + 1]
+        ref[a:e] = attention_ref(X[None, a:e, 0], X[None, a:e, 1], X[None, a:e, 2], scale)[0]
+    check(f"{entry} varlen lens={lens} fused qkv", read(mem, out, total * wd, "bf16"), ref.ravel(), "bf16")
 
 
 def t_memory():
@@ -214,15 +336,14 @@ def t_memory():
             mem = Memory()
             h, bank = rnd(b * n * d, 1, dt), rnd(b * e * m * d, 1, dt)
             rw, rb = rnd(e * d, 1, dt), rnd(e, 0.5, dt)
-            ph, pbank, prw, prb = (mem.upload(t) for t in (h, bank, rw, rb))
+            ph, pbank = mem.upload(h), mem.upload(bank)
             pj = poison(mem, b * (m + n) * d, dt)
             pg = poison(mem, b * e, "f32")
-            fam = module("memory")
-            run_kernel(fam[f"memory_read_gate_{dt}"], mem, (b, 1, 1), (256, 1, 1), [ph, prw, prb, pg, n, e, d],
-                       dyn_smem=(d + e) * 4)
+            launch(mem, f"memory_read_gate_{dt}", (b, 1, 1), (d + e) * 4, h=ph, rw=mem.upload(rw),
+                   rb=mem.upload(rb), gate=pg, n=n, e=e, d=d)
             jl = b * (m + n) * d
-            run_kernel(fam[f"memory_read_mix_{dt}"], mem, (min(max((jl + 255) // 256, 1), 65535), 1, 1), (256, 1, 1),
-                       [ph, pbank, pg, pj, b, n, e, m, d])
+            launch(mem, f"memory_read_mix_{dt}", grid_stride(f"memory_read_mix_{dt}", jl), h=ph,
+                   bank=pbank, gate=pg, joint=pj, b=b, n=n, e=e, m=m, d=d)
             H = as64(h, dt).reshape(b, n, d)
             logits = H.mean(1) @ as64(rw, dt).reshape(e, d).T + as64(rb, dt)
             G = np.exp(logits - logits.max(1, keepdims=True))
@@ -234,26 +355,27 @@ def t_memory():
             check(f"memory joint b={b} n={n} e={e} m={m} d={d}", read(mem, pj, jl, dt), J.ravel(), dt)
             o, res = rnd(b * (m + n) * d, 1, dt), rnd(b * n * d, 1, dt)
             pbank2 = mem.upload(bank)
-            po_, pres = mem.upload(o), mem.upload(res)
             pout = poison(mem, b * n * d, dt)
             total = b * e * m * d + b * n * d
-            run_kernel(fam[f"memory_write_{dt}"], mem, (min(max((total + 255) // 256, 1), 65535), 1, 1), (256, 1, 1),
-                       [pbank2, pg, po_, pres, pout, b, n, e, m, d])
+            launch(mem, f"memory_write_{dt}", grid_stride(f"memory_write_{dt}", total), bank=pbank2,
+                   gate=pg, o=mem.upload(o), res=mem.upload(res), out=pout, b=b, n=n, e=e, m=m, d=d)
             g64 = gate.reshape(b, e, 1, 1)
             O = as64(o, dt).reshape(b, m + n, d)
             NB = (1 - g64) * B + g64 * O[:, None, :m, :]
             OUT = as64(res, dt).reshape(b, n, d) + O[:, m:, :]
             check(f"memory out b={b} n={n} e={e} m={m} d={d}", read(mem, pout, b * n * d, dt), OUT.ravel(), dt)
             if m > 0:
-                check(f"memory bank b={b} n={n} e={e} m={m} d={d}", read(mem, pbank2, b * e * m * d, dt), NB.ravel(), dt)
+                check(f"memory bank b={b} n={n} e={e} m={m} d={d}", read(mem, pbank2, b * e * m * d, dt),
+                      NB.ravel(), dt)
 
 
-TESTS = {"add": t_add, "cast": t_cast, "layer_norm": t_layer_norm, "linear": t_linear,
-         "patch_embed": t_patch_embed, "attention": t_attention, "memory": t_memory}
+GROUPS = {"add": t_add, "cast": t_cast, "layer_norm": t_layer_norm, "linear": t_linear,
+          "linear_sm80": t_linear_sm80, "patch_embed": t_patch_embed, "attention": t_attention,
+          "attention_fa2": t_attention_fa2, "memory": t_memory}
 
 if __name__ == "__main__":
-    for name in sys.argv[1:] or TESTS:
-        TESTS[name]()
+    for name in sys.argv[1:] or GROUPS:
+        GROUPS[name]()
     if FAILS:
         print(f"{len(FAILS)} FAILED")
         sys.exit(1)

@@ -1,59 +1,129 @@
-//! Attention on CUDA: kernels/attention.ptx, fused with an online softmax.
+//! Attention on CUDA (kernels/attention.ptx), fused, online softmax:
+//! - bf16 with head dims a multiple of 8 (up to 128) and at least 16 query rows:
+//!   `attention_bf16_hd{16..128}`, FlashAttention-2 style on tensor cores;
+//! - f32 (exact, the 1e-5 bar), and bf16 otherwise (odd head dims, the pooling
+//!   probe's single query): `attention_{f32,bf16}` on CUDA cores.
 
-use super::launch::{cfg, entry, Arg};
+use super::manifest as m;
 use super::Cuda;
-use crate::element::Element;
+use crate::element::{DType, Element};
 use crate::error::{Error, Result};
-use crate::ops::index32 as u32_of;
-use crate::ops::AttentionArgs;
+use crate::ops::{index32, AttentionArgs};
+
+/// The tensor-core kernel of each padded head dim.
+fn fa2_spec(hd: usize) -> Option<(&'static super::launch::KernelSpec<m::Attention>, u32)> {
+    Some(match hd.div_ceil(16) * 16 {
+        16 => (
+            &m::attention_bf16_hd16::SPEC,
+            m::attention_bf16_hd16::DYN_SMEM,
+        ),
+        32 => (
+            &m::attention_bf16_hd32::SPEC,
+            m::attention_bf16_hd32::DYN_SMEM,
+        ),
+        48 => (
+            &m::attention_bf16_hd48::SPEC,
+            m::attention_bf16_hd48::DYN_SMEM,
+        ),
+        64 => (
+            &m::attention_bf16_hd64::SPEC,
+            m::attention_bf16_hd64::DYN_SMEM,
+        ),
+        80 => (
+            &m::attention_bf16_hd80::SPEC,
+            m::attention_bf16_hd80::DYN_SMEM,
+        ),
+        96 => (
+            &m::attention_bf16_hd96::SPEC,
+            m::attention_bf16_hd96::DYN_SMEM,
+        ),
+        112 => (
+            &m::attention_bf16_hd112::SPEC,
+            m::attention_bf16_hd112::DYN_SMEM,
+        ),
+        128 => (
+            &m::attention_bf16_hd128::SPEC,
+            m::attention_bf16_hd128::DYN_SMEM,
+        ),
+        _ => return None,
+    })
+}
+
+/// Query rows below which the tensor-core kernel's 64-row blocks are mostly idle.
+const FA2_MIN_QUERIES: usize = 16;
 
 pub(super) fn attention<T: Element>(dev: &Cuda, a: AttentionArgs<'_, T, Cuda>) -> Result<()> {
     const OP: &str = "attention";
     let d = a.dims;
-    if d.head_dim > 128 {
+    if d.head_dim > m::attention_f32::MAX_HD as usize {
         return Err(Error::Unsupported {
             op: OP,
-            msg: format!("head dim {} > 128", d.head_dim),
+            msg: format!("head dim {} > {}", d.head_dim, m::attention_f32::MAX_HD),
         });
     }
-    let nq = u32_of(OP, "q_len", d.q_len)?;
-    let nk = u32_of(OP, "kv_len", d.kv_len)?;
-    u32_of(OP, "k", d.batch * d.kv_len * d.width())?;
-    u32_of(OP, "out", d.batch * d.q_len * d.width())?;
     if d.batch > 65_535 || d.heads > 65_535 {
         return Err(Error::Unsupported {
             op: OP,
             msg: format!("batch {} or heads {} > 65535", d.batch, d.heads),
         });
     }
-    let q_batch_stride = if d.q_broadcast {
-        0
-    } else {
-        u32_of(OP, "q", d.q_len * d.width())?
+    let nq = index32(OP, "q_len", d.q_len)?;
+    let nk = index32(OP, "kv_len", d.kv_len)?;
+    let width = index32(OP, "width", d.width())?;
+    index32(OP, "k", d.batch * d.kv_len * d.width())?;
+    index32(OP, "out", d.batch * d.q_len * d.width())?;
+    let q_bstride = if d.q_broadcast { 0 } else { nq };
+    // Scores are kept in the log2 domain: scaled by hd^-0.5 · log2(e).
+    let scale = d.scale() * std::f32::consts::LOG2_E;
+    let tensor_cores = T::DTYPE == DType::BF16
+        && d.head_dim % 8 == 0
+        && d.q_len >= FA2_MIN_QUERIES
+        && width % 8 == 0
+        && [&a.q.buf, &a.k.buf, &a.v.buf]
+            .iter()
+            .all(|b| dev.aligned16(b))
+        && dev.aligned16(&a.out.buf);
+    let args = m::AttentionArgs {
+        q: &a.q.buf,
+        k: &a.k.buf,
+        v: &a.v.buf,
+        out: &mut a.out.buf,
+        cu: None,
+        nq,
+        nk,
+        heads: d.heads as u32,
+        hd: d.head_dim as u32,
+        ldq: width,
+        ldkv: width,
+        ldo: width,
+        q_bstride,
+        scale,
     };
-    // Scores are kept in the log2 domain: q is pre-scaled by hd^-0.5 · log2(e).
-    let scale_log2 = d.scale() * std::f32::consts::LOG2_E;
-    dev.launch(
-        OP,
-        "attention",
-        &entry::<T>(OP),
-        cfg(
-            // 8 warps = 8 query rows per block (ATT_NW in tools/gen_ptx.py).
-            (nq.div_ceil(8), d.heads as u32, d.batch as u32),
-            (256, 1, 1),
-            0,
-        ),
-        &mut [
-            Arg::In(&a.q.buf),
-            Arg::In(&a.k.buf),
-            Arg::In(&a.v.buf),
-            Arg::Out(&mut a.out.buf),
-            Arg::U32(nq),
-            Arg::U32(nk),
-            Arg::U32(d.heads as u32),
-            Arg::U32(d.head_dim as u32),
-            Arg::U32(q_batch_stride),
-            Arg::F32(scale_log2),
-        ],
-    )
+    let heads_batch = (d.heads as u32, d.batch as u32);
+    match fa2_spec(d.head_dim).filter(|_| tensor_cores) {
+        Some((spec, smem)) => {
+            let rows = m::attention_bf16_hd64::ROWS;
+            dev.launch(
+                OP,
+                spec,
+                (nq.div_ceil(rows), heads_batch.0, heads_batch.1),
+                smem,
+                args,
+            )
+        }
+        None => {
+            let spec = match T::DTYPE {
+                DType::F32 => &m::attention_f32::SPEC,
+                DType::BF16 => &m::attention_bf16::SPEC,
+            };
+            let rows = m::attention_f32::ROWS;
+            dev.launch(
+                OP,
+                spec,
+                (nq.div_ceil(rows), heads_batch.0, heads_batch.1),
+                0,
+                args,
+            )
+        }
+    }
 }

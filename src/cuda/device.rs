@@ -36,6 +36,10 @@ pub struct Cuda {
 pub(super) struct Inner {
     pub(super) ordinal: usize,
     pub(super) name: String,
+    /// Compute capability (major, minor).
+    pub(super) capability: (i32, i32),
+    /// Shared memory per block with opt-in, in bytes.
+    pub(super) max_smem: u32,
     pub(super) ctx: Arc<CudaContext>,
     pub(super) stream: Arc<CudaStream>,
     /// Loaded modules by family name (`"linear"`), and functions by entry name.
@@ -150,11 +154,24 @@ impl Cuda {
                 });
             }
             let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+            let max_smem = ctx
+                .attribute(
+                    sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+                )
+                .map_err(|e| cuda_err("Cuda::new", e))?;
+            // SAFETY: every buffer of this handle is allocated, used and freed on its
+            // one stream (`Inner::stream`; buffers of other handles cannot be passed
+            // to it: `same_device` compares this context's Arc), so stream order alone
+            // synchronises them and cudarc's per-argument event records are not needed.
+            // Called before this context makes any buffer.
+            unsafe { ctx.disable_event_tracking() };
             let stream = ctx.new_stream().map_err(|e| cuda_err("Cuda::new", e))?;
             Ok(Cuda {
                 inner: Arc::new(Inner {
                     ordinal,
                     name,
+                    capability: (major, minor),
+                    max_smem: u32::try_from(max_smem).unwrap_or(0),
                     ctx,
                     stream,
                     modules: Mutex::new(Modules::default()),
@@ -178,6 +195,30 @@ impl Cuda {
     /// The device ordinal this handle was opened on.
     pub fn ordinal(&self) -> usize {
         self.inner.ordinal
+    }
+
+    /// The device's compute capability (major, minor).
+    pub fn compute_capability(&self) -> (i32, i32) {
+        self.inner.capability
+    }
+
+    /// Whether cudarc records an event per kernel argument on this handle's buffers
+    /// (it does not: every buffer lives on the handle's one stream).
+    pub fn event_tracking(&self) -> bool {
+        self.inner.ctx.is_event_tracking()
+    }
+
+    /// Whether a buffer's device address is a multiple of 16 (the vector and
+    /// cp.async paths need it; whole allocations always are).
+    pub(super) fn aligned16(&self, buf: &CudaSlice<u8>) -> bool {
+        let (ptr, guard) = cudarc::driver::DevicePtr::device_ptr(buf, &self.inner.stream);
+        drop(guard);
+        ptr % 16 == 0
+    }
+
+    /// The most shared memory a block may use on this device (opt-in limit).
+    pub(super) fn max_smem(&self) -> u32 {
+        self.inner.max_smem
     }
 
     fn oom(&self, bytes: usize, tensor: &str) -> Error {

@@ -1,28 +1,94 @@
-//! Kernel modules and launches: each PTX module (`kernels/*.ptx`, embedded) is
-//! JIT-loaded on first use and cached per handle; a launch passes one argument
-//! slot per `.param` of the entry, checked against the entry's declaration.
+//! Kernel modules and launches. Every kernel's contract — module, entry, block size,
+//! shared memory, parameters and tile sizes — is generated with its PTX by
+//! tools/gen_ptx.py into `manifest.rs`; the host launches through a typed
+//! [`KernelSpec`], whose argument struct (one field per `.param`, by name) is turned
+//! into launch arguments in `.entry` order. The PTX carries `.reqntid`, so a wrong
+//! block size would fail loudly rather than compute garbage. Each module is
+//! JIT-loaded on first use, with the JIT's error log kept for the error.
 
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
+use std::marker::PhantomData;
 
-use cudarc::driver::{
-    result as cu, sys, CudaSlice, DevicePtr, DevicePtrMut, LaunchConfig, SyncOnDrop,
-};
+use cudarc::driver::{result as cu, sys, CudaSlice, DevicePtr, DevicePtrMut, SyncOnDrop};
 
 use super::device::{cuda_err, guarded, Cuda};
-use crate::element::Element;
 use crate::error::{Error, Result};
+
+/// A PTX module: its name (`kernels/NAME.ptx`) and text.
+pub(super) struct Module {
+    pub name: &'static str,
+    pub ptx: &'static str,
+}
+
+/// What a kernel parameter is (as the manifest declares it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ParamKind {
+    /// A pointer the kernel reads.
+    In,
+    /// A pointer the kernel reads when a flag says so; may be null.
+    Opt,
+    /// A pointer the kernel writes.
+    Out,
+    U32,
+    F32,
+}
+
+/// A parameter list: its argument struct and the order the kernel takes them in.
+pub(super) trait Signature {
+    type Args<'a>;
+    fn into_args<'a>(args: Self::Args<'a>) -> Vec<Arg<'a>>;
+}
+
+/// One kernel's contract, generated with its PTX (see `manifest.rs`).
+pub(super) struct KernelSpec<S: Signature> {
+    pub module: &'static Module,
+    pub entry: &'static str,
+    /// Threads per block (the PTX's `.reqntid`).
+    pub threads: u32,
+    /// Static shared memory the entry declares, in bytes.
+    pub static_smem: u32,
+    /// The most dynamic shared memory a launch may ask for.
+    pub max_dyn_smem: u32,
+    pub params: &'static [(&'static str, ParamKind)],
+    pub signature: PhantomData<S>,
+}
+
+/// One kernel argument.
+pub(super) enum Arg<'a> {
+    In(&'a CudaSlice<u8>),
+    Out(&'a mut CudaSlice<u8>),
+    /// A null pointer (an absent optional input).
+    Null,
+    U32(u32),
+    F32(f32),
+}
+
+impl Arg<'_> {
+    fn fits(&self, kind: ParamKind) -> bool {
+        matches!(
+            (self, kind),
+            (Arg::In(_), ParamKind::In | ParamKind::Opt)
+                | (Arg::Null, ParamKind::Opt)
+                | (Arg::Out(_), ParamKind::Out)
+                | (Arg::U32(_), ParamKind::U32)
+                | (Arg::F32(_), ParamKind::F32)
+        )
+    }
+}
+
+/// Shared memory a block may use without opting in (static, or dynamic below it).
+const DEFAULT_SMEM: u32 = 48 * 1024;
 
 #[derive(Default)]
 pub(super) struct Modules {
     pub(super) modules: HashMap<&'static str, RawModule>,
-    /// Entry name -> (function, number of parameters its `.entry` declares).
-    functions: HashMap<String, (RawFunction, usize)>,
+    functions: HashMap<&'static str, RawFunction>,
 }
 
-/// A `CUmodule` owned by one [`Inner`]; unloaded when it drops.
+/// A `CUmodule` owned by one [`Cuda`] handle; unloaded when it drops.
 pub(super) struct RawModule(pub(super) sys::CUmodule);
-/// A `CUfunction` of one of the [`RawModule`]s of the same [`Inner`].
+/// A `CUfunction` of one of the [`RawModule`]s of the same handle.
 #[derive(Clone, Copy)]
 struct RawFunction(sys::CUfunction);
 
@@ -37,72 +103,145 @@ unsafe impl Send for RawFunction {}
 // SAFETY: as for `RawModule`.
 unsafe impl Sync for RawFunction {}
 
+/// Bytes of the JIT's error log kept when a module does not load.
+const JIT_LOG_BYTES: usize = 16 * 1024;
+
+/// Load a PTX image with the JIT's error log captured into the error.
+fn load_module(op: &str, ptx: &str) -> Result<sys::CUmodule> {
+    let image =
+        CString::new(ptx).map_err(|_| Error::Internal(format!("{op}: PTX holds a NUL byte")))?;
+    let mut log = vec![0u8; JIT_LOG_BYTES];
+    let mut options = [
+        sys::CUjit_option::CU_JIT_ERROR_LOG_BUFFER,
+        sys::CUjit_option::CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES,
+    ];
+    // The driver reads option values as pointer-sized slots: the buffer, then its size.
+    let mut values: [*mut c_void; 2] = [
+        log.as_mut_ptr() as *mut c_void,
+        JIT_LOG_BYTES as *mut c_void,
+    ];
+    let mut module = std::ptr::null_mut();
+    // SAFETY: `image` is a NUL-terminated PTX string and `log` a writable buffer of
+    // JIT_LOG_BYTES, both alive for the call; `options` and `values` have the two
+    // entries the count says, each value the kind its option takes; the caller made
+    // the context current.
+    let status = unsafe {
+        sys::cuModuleLoadDataEx(
+            &mut module,
+            image.as_ptr() as *const c_void,
+            options.len() as u32,
+            options.as_mut_ptr(),
+            values.as_mut_ptr(),
+        )
+    };
+    if status == sys::cudaError_enum::CUDA_SUCCESS {
+        return Ok(module);
+    }
+    let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+    let text = String::from_utf8_lossy(&log[..end])
+        .trim()
+        .replace('\n', "; ");
+    Err(Error::Cuda {
+        op: op.to_string(),
+        msg: format!(
+            "{:?}; JIT log: {}",
+            status,
+            if text.is_empty() { "(empty)" } else { &text }
+        ),
+    })
+}
+
 impl Cuda {
-    /// The function `entry` of module `family` and its parameter count, loading the
-    /// module on first use.
-    fn function(&self, family: &'static str, entry: &str) -> Result<(RawFunction, usize)> {
+    /// The function of `spec`, loading its module on first use. Raises the
+    /// function's dynamic shared-memory limit when the spec needs more than the
+    /// default 48 KiB.
+    fn function<S: Signature>(&self, spec: &KernelSpec<S>) -> Result<RawFunction> {
         let mut mods = self.inner.modules.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = mods.functions.get(entry) {
+        if let Some(f) = mods.functions.get(spec.entry) {
             return Ok(*f);
         }
-        let op = format!("loading kernel {entry} ({family}.ptx)");
-        let src = ptx_source(family).ok_or_else(|| Error::Cuda {
-            op: op.clone(),
-            msg: "no such PTX module".into(),
-        })?;
-        let params = entry_param_count(src, entry).ok_or_else(|| Error::Cuda {
-            op: op.clone(),
-            msg: format!("no entry `{entry}` in {family}.ptx"),
-        })?;
+        let op = format!("loading kernel {} ({}.ptx)", spec.entry, spec.module.name);
         self.inner
             .ctx
             .bind_to_thread()
             .map_err(|e| cuda_err(op.clone(), e))?;
-        if !mods.modules.contains_key(family) {
-            let c = CString::new(src).map_err(|_| Error::Cuda {
-                op: op.clone(),
-                msg: "PTX contains a NUL byte".into(),
-            })?;
-            // SAFETY: `c` is a NUL-terminated PTX image that outlives the call; the
-            // context was made current just above.
-            let m = unsafe { cu::module::load_data(c.as_ptr() as *const c_void) }
-                .map_err(|e| cuda_err(op.clone(), e))?;
-            mods.modules.insert(family, RawModule(m));
+        if !mods.modules.contains_key(spec.module.name) {
+            let m = load_module(&op, spec.module.ptx)?;
+            mods.modules.insert(spec.module.name, RawModule(m));
         }
-        let module = mods.modules[family].0;
-        let name = CString::new(entry).map_err(|_| Error::Cuda {
-            op: op.clone(),
-            msg: "bad entry name".into(),
-        })?;
+        let module = mods.modules[spec.module.name].0;
+        let name = CString::new(spec.entry)
+            .map_err(|_| Error::Internal(format!("{op}: entry name holds a NUL byte")))?;
         // SAFETY: `module` is a live module of this context (unloaded only in Drop).
-        let f = unsafe { cu::module::get_function(module, name) }.map_err(|e| cuda_err(op, e))?;
-        mods.functions
-            .insert(entry.to_string(), (RawFunction(f), params));
-        Ok((RawFunction(f), params))
+        let f = unsafe { cu::module::get_function(module, name) }
+            .map_err(|e| cuda_err(op.clone(), e))?;
+        if spec.max_dyn_smem > DEFAULT_SMEM {
+            // SAFETY: `f` was just obtained from a live module of the current context.
+            unsafe {
+                cu::function::set_function_attribute(
+                    f,
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    spec.max_dyn_smem as i32,
+                )
+            }
+            .map_err(|e| {
+                cuda_err(
+                    format!(
+                        "{op}: allowing {} bytes of dynamic shared memory",
+                        spec.max_dyn_smem
+                    ),
+                    e,
+                )
+            })?;
+        }
+        mods.functions.insert(spec.entry, RawFunction(f));
+        Ok(RawFunction(f))
     }
 
-    /// Launch `entry` of `family` on this handle's stream.
-    pub(super) fn launch(
+    /// Launch `spec` on this handle's stream with `grid` blocks of `spec.threads`
+    /// threads and `dyn_smem` bytes of dynamic shared memory.
+    pub(super) fn launch<S: Signature>(
         &self,
         op: &'static str,
-        family: &'static str,
-        entry: &str,
-        cfg: LaunchConfig,
-        args: &mut [Arg<'_>],
+        spec: &KernelSpec<S>,
+        grid: (u32, u32, u32),
+        dyn_smem: u32,
+        args: S::Args<'_>,
     ) -> Result<()> {
+        let what = format!("{op} ({})", spec.entry);
+        if dyn_smem > spec.max_dyn_smem || spec.static_smem + dyn_smem > self.max_smem() {
+            return Err(Error::Unsupported {
+                op,
+                msg: format!(
+                    "{} needs {} bytes of shared memory ({} static + {dyn_smem} dynamic), \
+                     above its limit of {} dynamic or this GPU's {} per block",
+                    spec.entry,
+                    spec.static_smem + dyn_smem,
+                    spec.static_smem,
+                    spec.max_dyn_smem,
+                    self.max_smem()
+                ),
+            });
+        }
+        let mut args = S::into_args(args);
+        // The manifest and the argument structs are generated together; a mismatch
+        // here is a bug. Checked anyway: the driver reads one slot per parameter.
+        if args.len() != spec.params.len()
+            || args
+                .iter()
+                .zip(spec.params)
+                .any(|(a, (_, kind))| !a.fits(*kind))
+        {
+            return Err(Error::Internal(format!(
+                "{what}: arguments do not match the kernel's parameters {:?}",
+                spec.params
+            )));
+        }
+        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
+            return Ok(());
+        }
         guarded(op, || {
-            let (func, n_params) = self.function(family, entry)?;
-            if n_params != args.len() {
-                // The driver reads one pointer per declared parameter from `params`:
-                // never launch with a mismatched list.
-                return Err(Error::Cuda {
-                    op: format!("{op} ({entry})"),
-                    msg: format!(
-                        "kernel declares {n_params} parameters, launch passes {}",
-                        args.len()
-                    ),
-                });
-            }
+            let func = self.function(spec)?;
             let stream = &self.inner.stream;
             let mut guards: Vec<SyncOnDrop<'_>> = Vec::with_capacity(args.len());
             // Every parameter sits in its own 8-byte slot; the driver copies as many
@@ -130,25 +269,23 @@ impl Cuda {
                 .iter_mut()
                 .map(|s| s as *mut u64 as *mut c_void)
                 .collect();
-            let what = format!("{op} ({entry})");
             self.inner
                 .ctx
                 .bind_to_thread()
                 .map_err(|e| cuda_err(what.clone(), e))?;
             // SAFETY: `func` belongs to this context; `params` has exactly one slot per
-            // kernel parameter (the count was checked against the `.entry` declaration
-            // above), in the order of the kernel's signature (the callers below mirror
-            // the `.entry` declarations in kernels/*.ptx), each slot at
-            // least as large as its parameter; the device pointers come from live
-            // allocations that the kernels index only within the sizes the front
-            // functions checked; `guards` keeps the buffers' event bookkeeping alive
-            // until the launch is queued.
+            // kernel parameter, of the kind the parameter is (both checked above against
+            // the generated manifest, which is generated with the `.entry` itself), each
+            // slot at least as large as its parameter; the device pointers come from
+            // live allocations that the kernels index only within the sizes the front
+            // functions checked; `guards` keeps the buffers' bookkeeping alive until the
+            // launch is queued; the block size is the entry's `.reqntid`.
             unsafe {
                 cu::launch_kernel(
                     func.0,
-                    cfg.grid_dim,
-                    cfg.block_dim,
-                    cfg.shared_mem_bytes,
+                    grid,
+                    (spec.threads, 1, 1),
+                    dyn_smem,
                     stream.cu_stream(),
                     &mut params,
                 )
@@ -160,87 +297,34 @@ impl Cuda {
     }
 }
 
-/// One kernel parameter.
-pub(super) enum Arg<'a> {
-    In(&'a CudaSlice<u8>),
-    Out(&'a mut CudaSlice<u8>),
-    /// A null pointer (an absent optional input).
-    Null,
-    U32(u32),
-    F32(f32),
-}
-
-fn ptx_source(family: &str) -> Option<&'static str> {
-    Some(match family {
-        "add" => include_str!("../../kernels/add.ptx"),
-        "cast" => include_str!("../../kernels/cast.ptx"),
-        "layer_norm" => include_str!("../../kernels/layer_norm.ptx"),
-        "linear" => include_str!("../../kernels/linear.ptx"),
-        "patch_embed" => include_str!("../../kernels/patch_embed.ptx"),
-        "attention" => include_str!("../../kernels/attention.ptx"),
-        "memory" => include_str!("../../kernels/memory.ptx"),
-        _ => return None,
-    })
-}
-
-/// Number of `.param`s of `.entry name(...)` in a PTX module's text.
-fn entry_param_count(ptx: &str, name: &str) -> Option<usize> {
-    let head = format!(".entry {name}(");
-    let start = ptx.find(&head)? + head.len();
-    let end = start + ptx[start..].find(')')?;
-    Some(ptx[start..end].matches(".param").count())
-}
-
-pub(super) fn grid_stride_blocks(n: usize) -> u32 {
-    n.div_ceil(256).clamp(1, 65_535) as u32
-}
-
-pub(super) fn entry<T: Element>(op: &str) -> String {
-    format!("{op}_{}", T::DTYPE.name())
-}
-
-pub(super) fn cfg(
-    grid: (u32, u32, u32),
-    block: (u32, u32, u32),
-    shared_mem_bytes: u32,
-) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: grid,
-        block_dim: block,
-        shared_mem_bytes,
-    }
+/// Blocks of `threads` threads for a grid-stride loop over `n` elements (at most
+/// 65 535 blocks: the loop covers the rest).
+pub(super) fn grid_stride_blocks(n: usize, threads: u32) -> u32 {
+    n.div_ceil(threads as usize).clamp(1, 65_535) as u32
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::super::manifest;
 
+    /// Every generated spec names an entry its module declares, with as many
+    /// `.param`s as the spec lists and the spec's block size as `.reqntid`.
     #[test]
-    fn every_entry_is_found_with_its_parameters() {
-        let expect: &[(&str, &str, usize)] = &[
-            ("add", "add_f32", 4),
-            ("add", "add_bf16", 4),
-            ("cast", "cast_f32_bf16", 3),
-            ("cast", "cast_bf16_f32", 3),
-            ("layer_norm", "layer_norm_f32", 7),
-            ("layer_norm", "layer_norm_bf16", 7),
-            ("linear", "linear_f32", 9),
-            ("linear", "linear_bf16", 9),
-            ("patch_embed", "patch_embed_f32", 12),
-            ("patch_embed", "patch_embed_bf16", 12),
-            ("attention", "attention_f32", 10),
-            ("attention", "attention_bf16", 10),
-            ("memory", "memory_read_gate_f32", 7),
-            ("memory", "memory_read_gate_bf16", 7),
-            ("memory", "memory_read_mix_f32", 9),
-            ("memory", "memory_read_mix_bf16", 9),
-            ("memory", "memory_write_f32", 10),
-            ("memory", "memory_write_bf16", 10),
-        ];
-        for &(family, entry, n) in expect {
-            let src = ptx_source(family).expect(family);
-            assert_eq!(entry_param_count(src, entry), Some(n), "{entry}");
+    fn manifest_matches_the_ptx() {
+        for (module, entry, threads, nparams) in manifest::ALL {
+            let head = format!(".entry {entry}(");
+            let start = module
+                .ptx
+                .find(&head)
+                .unwrap_or_else(|| panic!("{entry} not in {}.ptx", module.name));
+            let rest = &module.ptx[start + head.len()..];
+            let close = rest.find(')').unwrap();
+            assert_eq!(rest[..close].matches(".param").count(), *nparams, "{entry}");
+            let after = &rest[close..close + 40];
+            assert!(
+                after.contains(&format!(".reqntid {threads}, 1, 1")),
+                "{entry}: {after}"
+            );
         }
-        assert_eq!(entry_param_count(ptx_source("add").unwrap(), "nope"), None);
     }
 }

@@ -2,69 +2,73 @@
 //! CUDA: kernels/memory.ptx.
 
 use super::launch::grid_stride_blocks;
-use super::launch::{cfg, entry, Arg};
+use super::manifest as m;
 use super::Cuda;
-use crate::element::Element;
+use crate::element::{DType, Element};
 use crate::error::{Error, Result};
-use crate::ops::index32 as u32_of;
-use crate::ops::{MemoryReadArgs, MemoryWriteArgs};
+use crate::ops::{index32, MemoryReadArgs, MemoryWriteArgs};
 
 pub(super) fn memory_read<T: Element>(dev: &Cuda, a: MemoryReadArgs<'_, T, Cuda>) -> Result<()> {
     const OP: &str = "memory_read";
     let d = a.dims;
-    let b = u32_of(OP, "batch", d.batch)?;
-    let n = u32_of(OP, "tokens", d.tokens)?;
-    let e = u32_of(OP, "experts", d.experts)?;
-    let m = u32_of(OP, "slots", d.slots)?;
-    let h = u32_of(OP, "hidden", d.hidden)?;
-    u32_of(OP, "bank", d.batch * d.experts * d.slots * d.hidden)?;
+    let b = index32(OP, "batch", d.batch)?;
+    let n = index32(OP, "tokens", d.tokens)?;
+    let e = index32(OP, "experts", d.experts)?;
+    let mm = index32(OP, "slots", d.slots)?;
+    let h = index32(OP, "hidden", d.hidden)?;
+    index32(OP, "bank", d.batch * d.experts * d.slots * d.hidden)?;
     let joint_len = d.batch * (d.slots + d.tokens) * d.hidden;
-    u32_of(OP, "joint", joint_len)?;
-    let smem = (d.hidden + d.experts) * 4;
-    if smem > 48 * 1024 || d.batch > 65_535 {
+    index32(OP, "joint", joint_len)?;
+    if d.batch > 65_535 {
         return Err(Error::Unsupported {
             op: OP,
-            msg: format!(
-                "hidden {} + experts {} too large for the gate kernel's shared memory, \
-                 or batch {} > 65535",
-                d.hidden, d.experts, d.batch
-            ),
+            msg: format!("batch {} > 65535", d.batch),
         });
     }
+    let (gate, mix) = match T::DTYPE {
+        DType::F32 => (
+            &m::memory_read_gate_f32::SPEC,
+            &m::memory_read_mix_f32::SPEC,
+        ),
+        DType::BF16 => (
+            &m::memory_read_gate_bf16::SPEC,
+            &m::memory_read_mix_bf16::SPEC,
+        ),
+    };
+    // mean[D] and logits[E] in dynamic shared memory; `launch` checks it, with the
+    // kernel's static bytes, against the limits.
+    let smem = index32(OP, "gate shared memory", (d.hidden + d.experts) * 4)?;
     dev.launch(
         OP,
-        "memory",
-        &entry::<T>("memory_read_gate"),
-        cfg((b, 1, 1), (256, 1, 1), smem as u32),
-        &mut [
-            Arg::In(&a.h.buf),
-            Arg::In(&a.router_weight.buf),
-            Arg::In(&a.router_bias.buf),
-            Arg::Out(&mut a.gate.buf),
-            Arg::U32(n),
-            Arg::U32(e),
-            Arg::U32(h),
-        ],
+        gate,
+        (b, 1, 1),
+        smem,
+        m::MemoryGateArgs {
+            h: &a.h.buf,
+            rw: &a.router_weight.buf,
+            rb: &a.router_bias.buf,
+            gate: &mut a.gate.buf,
+            n,
+            e,
+            d: h,
+        },
     )?;
-    if joint_len == 0 {
-        return Ok(());
-    }
     dev.launch(
         OP,
-        "memory",
-        &entry::<T>("memory_read_mix"),
-        cfg((grid_stride_blocks(joint_len), 1, 1), (256, 1, 1), 0),
-        &mut [
-            Arg::In(&a.h.buf),
-            Arg::In(&a.bank.buf),
-            Arg::In(&a.gate.buf),
-            Arg::Out(&mut a.joint.buf),
-            Arg::U32(b),
-            Arg::U32(n),
-            Arg::U32(e),
-            Arg::U32(m),
-            Arg::U32(h),
-        ],
+        mix,
+        (grid_stride_blocks(joint_len, mix.threads), 1, 1),
+        0,
+        m::MemoryMixArgs {
+            h: &a.h.buf,
+            bank: &a.bank.buf,
+            gate: &a.gate.buf,
+            joint: &mut a.joint.buf,
+            b,
+            n,
+            e,
+            m: mm,
+            d: h,
+        },
     )
 }
 
@@ -73,26 +77,30 @@ pub(super) fn memory_write<T: Element>(dev: &Cuda, a: MemoryWriteArgs<'_, T, Cud
     let d = a.dims;
     let bank_len = d.batch * d.experts * d.slots * d.hidden;
     let out_len = d.batch * d.tokens * d.hidden;
-    let total = u32_of(OP, "bank + out", bank_len + out_len)?;
+    let total = index32(OP, "bank + out", bank_len + out_len)?;
     if total == 0 {
         return Ok(());
     }
+    let spec = match T::DTYPE {
+        DType::F32 => &m::memory_write_f32::SPEC,
+        DType::BF16 => &m::memory_write_bf16::SPEC,
+    };
     dev.launch(
         OP,
-        "memory",
-        &entry::<T>(OP),
-        cfg((grid_stride_blocks(total as usize), 1, 1), (256, 1, 1), 0),
-        &mut [
-            Arg::Out(&mut a.bank.buf),
-            Arg::In(&a.gate.buf),
-            Arg::In(&a.o.buf),
-            Arg::In(&a.residual.buf),
-            Arg::Out(&mut a.out.buf),
-            Arg::U32(d.batch as u32),
-            Arg::U32(d.tokens as u32),
-            Arg::U32(d.experts as u32),
-            Arg::U32(d.slots as u32),
-            Arg::U32(d.hidden as u32),
-        ],
+        spec,
+        (grid_stride_blocks(total as usize, spec.threads), 1, 1),
+        0,
+        m::MemoryWriteArgs {
+            bank: &mut a.bank.buf,
+            gate: &a.gate.buf,
+            o: &a.o.buf,
+            res: &a.residual.buf,
+            out: &mut a.out.buf,
+            b: index32(OP, "batch", d.batch)?,
+            n: index32(OP, "tokens", d.tokens)?,
+            e: index32(OP, "experts", d.experts)?,
+            m: index32(OP, "slots", d.slots)?,
+            d: index32(OP, "hidden", d.hidden)?,
+        },
     )
 }

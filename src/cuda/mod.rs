@@ -17,6 +17,9 @@ mod layer_norm;
 #[cfg(feature = "cuda")]
 mod linear;
 #[cfg(feature = "cuda")]
+#[rustfmt::skip]
+mod manifest;
+#[cfg(feature = "cuda")]
 mod memory;
 #[cfg(feature = "cuda")]
 mod patch_embed;

@@ -23,6 +23,14 @@ impl Cuda {
     pub fn ordinal(&self) -> usize {
         match self.never {}
     }
+    /// The device's compute capability (major, minor).
+    pub fn compute_capability(&self) -> (i32, i32) {
+        match self.never {}
+    }
+    /// Whether cudarc tracks buffer uses with events.
+    pub fn event_tracking(&self) -> bool {
+        match self.never {}
+    }
 }
 
 crate::stub::uninhabited_backend!(Cuda, Cuda);

@@ -189,9 +189,46 @@ fn find_nvdisasm() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-/// SASS check: the bf16 GEMMs really use tensor cores (HMMA.16816.F32.BF16 fed by
-/// LDSM) and no kernel touches local memory (LDL/STL). Needs ptxas and nvdisasm;
-/// skipped (with a notice) without either.
+/// The SASS instructions each tensor-core kernel must contain: HMMA (mma.sync on
+/// tensor cores), LDSM (ldmatrix feeding them), LDGSTS (cp.async: the pipelined
+/// kernels' loads bypass registers).
+fn required_sass(entry: &str) -> &'static [&'static str] {
+    if entry == "linear_bf16" || entry.starts_with("attention_bf16_hd") {
+        &["HMMA.16816.F32.BF16", "LDSM", "LDGSTS"]
+    } else if entry == "linear_bf16_any" || entry == "patch_embed_bf16" {
+        &["HMMA.16816.F32.BF16", "LDSM"]
+    } else {
+        &[]
+    }
+}
+
+/// Per-entry SASS text of a cubin's disassembly (`.text.<entry>` sections).
+fn sass_by_entry(sass: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in sass.lines() {
+        if let Some(i) = line.find(".text.") {
+            let name = line[i + 6..]
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .next()
+                .unwrap_or("")
+                .to_string();
+            if !name.is_empty() && out.last().is_none_or(|(n, _)| *n != name) {
+                out.push((name, String::new()));
+                continue;
+            }
+        }
+        if let Some((_, body)) = out.last_mut() {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    out
+}
+
+/// SASS check, per entry: the tensor-core kernels really use tensor cores
+/// (HMMA.16816.F32.BF16 fed by LDSM) and the pipelined ones cp.async (LDGSTS); no
+/// kernel touches local memory (LDL/STL). Needs ptxas and nvdisasm; skipped (with
+/// a notice) without either unless TESSERA_REQUIRE_PTXAS=1.
 #[test]
 fn sass_uses_tensor_cores_and_no_local_memory() {
     let (Some(ptxas), Some(nvdisasm)) = (find_ptxas(), find_nvdisasm()) else {
@@ -207,6 +244,7 @@ fn sass_uses_tensor_cores_and_no_local_memory() {
     let tmp = std::env::temp_dir().join(format!("tessera-sass-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     let mut failures = Vec::new();
+    let mut checked = 0;
     for arch in ["sm_80", "sm_90"] {
         for f in kernels() {
             let stem = f.file_stem().unwrap().to_string_lossy().to_string();
@@ -226,34 +264,59 @@ fn sass_uses_tensor_cores_and_no_local_memory() {
                 .output()
                 .unwrap_or_else(|e| panic!("running {}: {e}", nvdisasm.display()));
             let sass = String::from_utf8_lossy(&out.stdout);
-            let count = |op: &str| sass.matches(op).count();
-            println!(
-                "{arch} {stem:>12}: {} HMMA.16816.F32.BF16, {} LDSM, {} LDL/STL",
-                count("HMMA.16816.F32.BF16"),
-                count("LDSM"),
-                count("LDL") + count("STL")
+            let entries = sass_by_entry(&sass);
+            assert!(
+                !entries.is_empty(),
+                "{stem} [{arch}]: no .text sections in the disassembly"
             );
-            if count("LDL") + count("STL") > 0 {
-                failures.push(format!("{stem} [{arch}]: local memory (LDL/STL) in SASS"));
-            }
-            if (stem == "linear" || stem == "patch_embed")
-                && (count("HMMA.16816.F32.BF16") == 0 || count("LDSM") == 0)
-            {
-                failures.push(format!("{stem} [{arch}]: no HMMA/LDSM in SASS"));
+            for (entry, body) in entries {
+                let count = |op: &str| body.matches(op).count();
+                let local = count("LDL") + count("STL");
+                println!(
+                    "{arch} {entry:>22}: {} HMMA, {} LDSM, {} LDGSTS, {local} LDL/STL",
+                    count("HMMA.16816.F32.BF16"),
+                    count("LDSM"),
+                    count("LDGSTS")
+                );
+                if local > 0 {
+                    failures.push(format!("{entry} [{arch}]: local memory (LDL/STL) in SASS"));
+                }
+                for op in required_sass(&entry) {
+                    if count(op) == 0 {
+                        failures.push(format!("{entry} [{arch}]: no {op} in SASS"));
+                    }
+                }
+                checked += usize::from(!required_sass(&entry).is_empty());
             }
         }
     }
     let _ = std::fs::remove_dir_all(&tmp);
+    // linear_bf16, linear_bf16_any, patch_embed_bf16 and 8 attention head dims, twice.
+    assert_eq!(checked, 2 * 11, "tensor-core entries found in the SASS");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The emulator's own self-test (tools/test_ptx_emu.py): every instruction the
+/// kernels use against numpy, including the cp.async visibility rules and the
+/// shared-memory race detector. Same requirements as the emulator check below.
+#[test]
+fn emulator_self_test() {
+    run_python_check("tools/test_ptx_emu.py");
 }
 
 /// Run the kernels in the PTX-subset emulator (tools/ptx_emu.py) on the op suite's
 /// shapes and compare with f64 references: the only functional check of the
-/// CUDA kernels on a machine with no GPU (about a minute). Needs python3 with
+/// CUDA kernels on a machine with no GPU (about 20 s). Needs python3 with
 /// numpy (`pip install --target .cache/pylib numpy`, found there or on
 /// PYTHONPATH); skipped without it unless TESSERA_REQUIRE_EMU=1 (CI sets it).
 #[test]
 fn emulator_matches_reference() {
+    run_python_check("tools/emu_check.py");
+}
+
+/// Run a python script of tools/ with numpy on the path (.cache/pylib or
+/// PYTHONPATH); skipped without numpy unless TESSERA_REQUIRE_EMU=1.
+fn run_python_check(script: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let pylib = root.join(".cache/pylib");
     let mut pythonpath = std::env::var_os("PYTHONPATH").unwrap_or_default();
@@ -279,7 +342,7 @@ fn emulator_matches_reference() {
         return;
     }
     let out = Command::new("python3")
-        .arg(root.join("tools/emu_check.py"))
+        .arg(root.join(script))
         .env("PYTHONPATH", &pythonpath)
         .output()
         .expect("python3 runs");
@@ -288,5 +351,5 @@ fn emulator_matches_reference() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "emulator check failed:\n{text}");
+    assert!(out.status.success(), "{script} failed:\n{text}");
 }

@@ -1,0 +1,93 @@
+"""Tensor-core fragments, written once: `mma.sync.aligned.m16n8k16.row.col` with
+bf16 inputs and f32 accumulators, the `ldmatrix` forms that feed it, `cp.async`
+with zero-fill, and the shared-memory layouts (XOR swizzle, padded rows) that
+keep `ldmatrix` free of bank conflicts.
+
+Fragment layouts of m16n8k16 (PTX ISA, "Matrix Fragments for mma.m16n8k16"),
+lane l, g = l / 4, c = l % 4; a register holds two bf16, the lower column in the
+low half:
+  A (16×16, row-major), 4 registers: a0 = A[g][2c, 2c+1], a1 = A[g+8][2c, 2c+1],
+      a2 = A[g][2c+8, 2c+9], a3 = A[g+8][2c+8, 2c+9];
+  B (16×8, "col": B[k][n] with k contiguous per n), 2 registers:
+      b0 = B[2c, 2c+1][g], b1 = B[2c+8, 2c+9][g];
+  C, D (16×8 f32), 4 registers: c0 = C[g][2c], c1 = C[g][2c+1],
+      c2 = C[g+8][2c], c3 = C[g+8][2c+1].
+`ldmatrix.m8n8.x4` loads four 8×8 b16 matrices; lanes 8i..8i+7 give the row
+addresses of matrix i, and register i of lane l receives row l/4, columns
+2(l%4), 2(l%4)+1 of matrix i (with `.trans`, the transposed matrix: column l/4,
+rows 2(l%4), 2(l%4)+1).
+"""
+
+
+def c_coords(q):
+    """(row offset, column offset) of accumulator register q within an m16n8 tile,
+    relative to (g, 2c): q0 (0, 0), q1 (0, 1), q2 (8, 0), q3 (8, 1)."""
+    return (8 * (q >> 1), q & 1)
+
+
+def mma(k, d, a, b, c=None):
+    """d ← a·b + c (c defaults to d): one m16n8k16 bf16 mma, f32 accumulate."""
+    c = d if c is None else c
+    k(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+        f"{{{', '.join(map(str, d))}}}, {{{', '.join(map(str, a))}}}, "
+        f"{{{', '.join(map(str, b))}}}, {{{', '.join(map(str, c))}}};"
+    )
+
+
+def ldmatrix_x4(k, regs, address, trans=False):
+    """Four 8×8 b16 matrices from shared memory into `regs` (4 b32 registers);
+    `address` is this lane's row address (see the module doc)."""
+    t = ".trans" if trans else ""
+    k(f"ldmatrix.sync.aligned.m8n8.x4{t}.shared.b16 {{{', '.join(map(str, regs))}}}, [{address}];")
+
+
+def cp_async_16(k, smem_addr, gmem_addr, pred):
+    """Copy 16 bytes global → shared asynchronously (L2 only, `.cg`); where `pred`
+    is false nothing is read and the 16 bytes are zero-filled."""
+    n = k.reg("u32", "cpn")
+    k(f"selp.u32 {n}, 16, 0, {pred};")
+    k(f"cp.async.cg.shared.global [{smem_addr}], [{gmem_addr}], 16, {n};")
+
+
+def cp_commit(k):
+    k("cp.async.commit_group;")
+
+
+def cp_wait(k, pending):
+    """Wait until at most `pending` committed groups are still in flight."""
+    k(f"cp.async.wait_group {pending};")
+
+
+def swizzle_64b(k, row, chunk):
+    """Byte offset of 16-byte chunk `chunk` (0..3) of row `row` in a tile of
+    64-byte rows (32 bf16), XOR-swizzled: chunk ^ ((row >> 1) & 3). The 8 rows an
+    ldmatrix phase reads then fall in 8 distinct 16-byte bank groups (even rows
+    use bytes 0-63 of a 128-byte line, odd rows 64-127, and the four XOR values
+    differ)."""
+    t, off = k.reg("u32", "sw"), k.reg("u32", "swo")
+    k(f"shr.u32 {t}, {row}, 1;")
+    k(f"and.b32 {t}, {t}, 3;")
+    k(f"xor.b32 {t}, {t}, {chunk};")
+    k(f"shl.b32 {t}, {t}, 4;")
+    k(f"shl.b32 {off}, {row}, 6;")
+    k(f"add.u32 {off}, {off}, {t};")
+    return off
+
+
+def padded_stride(row_bytes):
+    """Row stride of a tile whose rows are `row_bytes` (a multiple of 16) long,
+    padded by one 16-byte chunk so that the 8 rows an ldmatrix phase reads start
+    in 8 distinct 16-byte bank groups (checked for the stride at generation
+    time). Used where rows are not a power-of-two number of chunks (hd 80)."""
+    stride = row_bytes + 16
+    assert_conflict_free(stride)
+    return stride
+
+
+def assert_conflict_free(stride):
+    """8 rows at this byte stride, 16 bytes each, must hit 8 distinct 16-byte bank
+    groups of a 128-byte line (one ldmatrix phase without conflicts)."""
+    groups = {(r * stride) % 128 // 16 for r in range(8)}
+    if len(groups) != 8:
+        raise ValueError(f"row stride {stride} B: ldmatrix rows share banks")

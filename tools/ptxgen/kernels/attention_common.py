@@ -1,0 +1,48 @@
+"""What both attention kernels share: the parameter list and the per-sequence
+bounds.
+
+attention_*(q, k, v, out, cu, nq, nk, heads, hd, ldq, ldkv, ldo, q_bstride, scale):
+per batch b (ctaid.z) and head h (ctaid.y), out = softmax(q kᵀ · scale) v over
+that sequence, no mask.
+- q, k, v, out are base pointers; row r of sequence b, head h starts at
+  base + (row0(b) + r)·ld + h·hd elements, ld = ldq / ldkv / ldo, so q, k and v may
+  be column blocks of one fused [.., 3·H·hd] projection.
+- Fixed-length batches (cu null): q rows start at b·q_bstride (q_bstride = nq, or
+  0 when one set of queries serves the whole batch: the pooling probe), k/v rows at
+  b·nk, out rows at b·nq; lengths nq and nk.
+- Packed variable-length batches (cu non-null, u32 [B+1]): sequence b is rows
+  cu[b] .. cu[b+1] of q, k, v and out alike (nq and nk then bound the grid only).
+- scale = hd^-0.5 · log2(e): scores live in the log2 domain (ex2)."""
+
+from ..asm import F32, In, Opt, Out, U32
+
+ATTENTION_PARAMS = [In("q"), In("k"), In("v"), Out("out"), Opt("cu"), U32("nq"), U32("nk"),
+                    U32("heads"), U32("hd"), U32("ldq"), U32("ldkv"), U32("ldo"),
+                    U32("q_bstride"), F32("scale")]
+
+
+def sequence_bounds(k, b):
+    """Registers (q_row0, kv_row0, o_row0, q_len, kv_len) of sequence b."""
+    cu, nq, nk, qbs = k.param("cu"), k.param("nq"), k.param("nk"), k.param("q_bstride")
+    q0, kv0, o0, ql, kl = (k.reg("u32", s) for s in ("q_row0", "kv_row0", "o_row0", "q_len", "kv_len"))
+    fixed, done = k.label("fixed_len"), k.label("bounds")
+    nullp, t64 = k.reg("pred", "cu_null"), k.reg("b64", "cua")
+    k(f"setp.eq.u64 {nullp}, {cu}, 0;")
+    k(f"@{nullp} bra {fixed};")
+    k(f"mul.wide.u32 {t64}, {b}, 4;")
+    k(f"add.s64 {t64}, {cu}, {t64};")
+    k(f"ld.global.u32 {q0}, [{t64}];")
+    k(f"ld.global.u32 {ql}, [{t64}+4];")
+    k(f"sub.u32 {ql}, {ql}, {q0};")
+    k(f"mov.u32 {kv0}, {q0};")
+    k(f"mov.u32 {o0}, {q0};")
+    k(f"mov.u32 {kl}, {ql};")
+    k(f"bra.uni {done};")
+    k.place(fixed)
+    k(f"mul.lo.u32 {q0}, {b}, {qbs};")
+    k(f"mul.lo.u32 {kv0}, {b}, {nk};")
+    k(f"mul.lo.u32 {o0}, {b}, {nq};")
+    k(f"mov.u32 {ql}, {nq};")
+    k(f"mov.u32 {kl}, {nk};")
+    k.place(done)
+    return q0, kv0, o0, ql, kl

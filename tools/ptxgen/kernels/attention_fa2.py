@@ -1,0 +1,306 @@
+"""attention_bf16_hd{HD}: bf16 attention on tensor cores, FlashAttention-2 style,
+for head dims hd ≤ HD (HD = 16, 32, …, 128: hd rounded up to a multiple of 16;
+hd itself a multiple of 8, so every row is whole 16-byte chunks).
+
+Block: 4 warps (128 threads) own BR = 64 query rows, 16 per warp; grid
+  (⌈max q_len / 64⌉, H, B). Keys and values stream through in tiles of BC = 64.
+Shared (dynamic): Q [64][HD], K [2][64][HD], V [2][64][HD] bf16, each row padded
+  by 16 bytes (stride 2·HD + 16: the 8 rows an ldmatrix phase reads start in 8
+  distinct bank groups). Filled by cp.async, 16 bytes a copy; rows past the
+  sequence and columns past hd are zero-filled (nothing is read there).
+Pipeline: Q and K/V tile 0 are requested first; while tile j is computed, tile
+  j + 1 is already in flight into the other stage (cp.async groups, wait_group 1).
+Per tile, warp w:
+  S = Q·Kᵀ (16 × 64, f32): HD/16 k-steps × 8 key n-tiles of mma.m16n8k16 — Q's A
+    fragments stay in registers for the whole kernel, K's B fragments come from
+    ldmatrix.x4 (K rows are the "col" B operand as stored);
+  scores scaled by hd^-0.5·log2(e); keys past kv_len −∞ (last tile only);
+  online softmax per row (a lane holds rows g and g + 8): m_new = max(m, rowmax)
+    over the quad; m_ref = m_new, or 0 when m_new = −∞ (the −∞ guard: no NaN from
+    −∞ − −∞ when a whole tile scores −∞); α = 2^(m − m_ref), P = 2^(S − m_ref),
+    l = α·l + Σ P; O ·= α;
+  P stays in registers: the C fragments of two adjacent key n-tiles, rounded to
+    bf16 pairs, are exactly the A fragment of one 16-key k-step;
+  O += P·V (16 × HD): 4 k-steps × HD/8 dim n-tiles, V's B fragments from
+    ldmatrix.x4.trans (V rows are keys: transposed, they are the "col" operand).
+End: l summed over the quad, O / l rounded to bf16 once, stored as bf16 pairs for
+  rows < q_len and columns < hd."""
+
+from ..asm import Kernel
+from ..frag import c_coords, cp_async_16, cp_commit, cp_wait, ldmatrix_x4, mma, padded_stride
+from ..lib import NEG_INF, ZERO, addr, lane_warp, pack_bf16x2, quad_reduce
+from .attention_common import ATTENTION_PARAMS, sequence_bounds
+
+BR, BC, WARPS = 64, 64, 4
+HEAD_DIMS = (16, 32, 48, 64, 80, 96, 112, 128)
+
+
+def attention_fa2(HD):
+    SB = padded_stride(2 * HD)
+    CPR = HD // 8  # 16-byte chunks per row
+    KC = HD // 16  # k-steps of Q·Kᵀ
+    NCH = BR * CPR // (32 * WARPS)  # chunks per thread per 64-row tile
+    smem = (BR + 4 * BC) * SB
+    k = Kernel("attention", f"attention_bf16_hd{HD}", 32 * WARPS, ATTENTION_PARAMS, "attention",
+               doc=f"attention_bf16_hd{HD}: FlashAttention-2-style bf16 attention on tensor cores,\n"
+                   f"hd ≤ {HD}, 64 query rows per block, 64-key K/V tiles double-buffered.",
+               dyn_smem=smem)
+    k.const("ROWS", BR)
+    k.const("HD", HD)
+    k.const("DYN_SMEM", smem)
+    q, kk, v, out = (k.param(p) for p in ("q", "k", "v", "out"))
+    hd, ldq, ldkv, ldo, scale = (k.param(p) for p in ("hd", "ldq", "ldkv", "ldo", "scale"))
+    tid, lane, warp = lane_warp(k)
+    b, h, qb = k.reg("u32", "b"), k.reg("u32", "h"), k.reg("u32", "qb")
+    k(f"mov.u32 {b}, %ctaid.z;")
+    k(f"mov.u32 {h}, %ctaid.y;")
+    k(f"mov.u32 {qb}, %ctaid.x;")
+    k(f"shl.b32 {qb}, {qb}, 6;")  # first query row of the block
+    q0, kv0, o0, ql, kl = sequence_bounds(k, b)
+    exit_ = k.label("exit")
+    p = k.reg("pred", "p")
+    k(f"setp.ge.u32 {p}, {qb}, {ql};")
+    k(f"@{p} bra {exit_};")
+    hoff, t, u = k.reg("u32", "hoff"), k.reg("u32", "t"), k.reg("u32", "u")
+    k(f"mul.lo.u32 {hoff}, {h}, {hd};")
+    sQ = k.reg("u32", "sQ")
+    k(f"mov.u32 {sQ}, dyn_smem;")
+
+    # This thread's chunks of a 64-row tile: row, 16-byte column chunk, shared offset,
+    # whether the column is inside hd, and the element offset of the column.
+    rows, soffs, cvalid, cols = [], [], [], []
+    for i in range(NCH):
+        c, r, ch = k.reg("u32", f"ch{i}"), k.reg("u32", f"row{i}"), k.reg("u32", f"col{i}")
+        k(f"add.u32 {c}, {tid}, {32 * WARPS * i};")
+        k(f"div.u32 {r}, {c}, {CPR};")
+        k(f"rem.u32 {ch}, {c}, {CPR};")
+        so, cv = k.reg("u32", f"so{i}"), k.reg("pred", f"cv{i}")
+        k(f"mul.lo.u32 {so}, {r}, {SB};")
+        k(f"shl.b32 {t}, {ch}, 4;")
+        k(f"add.u32 {so}, {so}, {t};")
+        k(f"shl.b32 {ch}, {ch}, 3;")  # column element
+        k(f"setp.lt.u32 {cv}, {ch}, {hd};")
+        rows.append(r), soffs.append(so), cvalid.append(cv), cols.append(ch)
+
+    def load_tile(base, ld, row0, nrows, sdst):
+        """cp.async rows row0 .. row0 + 63 (valid below nrows) of a [.., ld] bf16
+        tensor's head columns into the tile at shared address sdst."""
+        for i in range(NCH):
+            inside, e, sa = k.reg("pred", "in"), k.reg("u32", "e"), k.reg("u32", "sa")
+            k(f"setp.lt.u32 {inside}, {rows[i]}, {nrows};")
+            k(f"and.pred {inside}, {inside}, {cvalid[i]};")
+            k(f"add.u32 {e}, {row0}, {rows[i]};")
+            k(f"mad.lo.u32 {e}, {e}, {ld}, {hoff};")
+            k(f"add.u32 {e}, {e}, {cols[i]};")
+            g = addr(k, base, e, 2, "g")
+            k(f"@!{inside} mov.b64 {g}, {base};")  # nothing is read; keep it a valid address
+            k(f"add.u32 {sa}, {sdst}, {soffs[i]};")
+            cp_async_16(k, sa, g, inside)
+
+    # Q tile, then K/V tile 0.
+    qrow0, qleft = k.reg("u32", "qrow0"), k.reg("u32", "qleft")
+    k(f"add.u32 {qrow0}, {q0}, {qb};")
+    k(f"sub.u32 {qleft}, {ql}, {qb};")
+    load_tile(q, ldq, qrow0, qleft, sQ)
+    cp_commit(k)
+    sK, sV = k.reg("u32", "sK"), k.reg("u32", "sV")
+    k(f"add.u32 {sK}, {sQ}, {BR * SB};")
+    k(f"add.u32 {sV}, {sK}, {2 * BC * SB};")
+    load_tile(kk, ldkv, kv0, kl, sK)
+    load_tile(v, ldkv, kv0, kl, sV)
+    cp_commit(k)
+    cp_wait(k, 1)
+    k("bar.sync 0;")
+
+    # Q fragments: warp rows 16w + (lane & 15), k offset 16·(lane >> 4) bytes.
+    qa = k.reg("u32", "qa")
+    k(f"shl.b32 {t}, {warp}, 4;")
+    k(f"and.b32 {u}, {lane}, 15;")
+    k(f"add.u32 {t}, {t}, {u};")
+    k(f"mul.lo.u32 {qa}, {t}, {SB};")
+    k(f"shr.u32 {u}, {lane}, 4;")
+    k(f"shl.b32 {u}, {u}, 4;")
+    k(f"add.u32 {qa}, {qa}, {u};")
+    k(f"add.u32 {qa}, {qa}, {sQ};")
+    qf = [k.regs_n("b32", f"q{c}_", 4) for c in range(KC)]
+    for c in range(KC):
+        ldmatrix_x4(k, qf[c], f"{qa}+{32 * c}")
+
+    # ldmatrix lane offsets: K (B operand, two key n-tiles per x4) and V (.trans).
+    klo, vlo = k.reg("u32", "klo"), k.reg("u32", "vlo")
+    k(f"and.b32 {t}, {lane}, 7;")
+    k(f"shr.u32 {u}, {lane}, 4;")
+    k(f"shl.b32 {u}, {u}, 3;")
+    k(f"add.u32 {t}, {t}, {u};")
+    k(f"mul.lo.u32 {klo}, {t}, {SB};")
+    k(f"shr.u32 {u}, {lane}, 3;")
+    k(f"and.b32 {u}, {u}, 1;")
+    k(f"shl.b32 {u}, {u}, 4;")
+    k(f"add.u32 {klo}, {klo}, {u};")
+    k(f"and.b32 {t}, {lane}, 7;")
+    k(f"shr.u32 {u}, {lane}, 3;")
+    k(f"and.b32 {u}, {u}, 1;")
+    k(f"shl.b32 {u}, {u}, 3;")
+    k(f"add.u32 {t}, {t}, {u};")
+    k(f"mul.lo.u32 {vlo}, {t}, {SB};")
+    k(f"shr.u32 {u}, {lane}, 4;")
+    k(f"shl.b32 {u}, {u}, 4;")
+    k(f"add.u32 {vlo}, {vlo}, {u};")
+    c2 = k.reg("u32", "c2")  # 2·(lane % 4): this lane's first column in a C fragment
+    k(f"and.b32 {c2}, {lane}, 3;")
+    k(f"shl.b32 {c2}, {c2}, 1;")
+
+    O = [k.regs_n("f32", f"o{n}_", 4) for n in range(HD // 8)]
+    for frag in O:
+        for r in frag:
+            k(f"mov.f32 {r}, {ZERO};")
+    m = [k.reg("f32", "m0"), k.reg("f32", "m1")]
+    lsum = [k.reg("f32", "l0"), k.reg("f32", "l1")]
+    for r in m:
+        k(f"mov.f32 {r}, {NEG_INF};")
+    for r in lsum:
+        k(f"mov.f32 {r}, {ZERO};")
+    S = [k.regs_n("f32", f"s{n}_", 4) for n in range(BC // 8)]
+    kb = k.regs_n("b32", "kb", 4)
+    P = [k.regs_n("b32", f"p{c}_", 4) for c in range(BC // 16)]
+
+    ntiles, j, stage = k.reg("u32", "ntiles"), k.reg("u32", "j"), k.reg("u32", "stage")
+    k(f"add.u32 {ntiles}, {kl}, {BC - 1};")
+    k(f"shr.u32 {ntiles}, {ntiles}, 6;")
+    k(f"mov.u32 {j}, 0;")
+    k(f"mov.u32 {stage}, 0;")
+    top, done = k.label("tile"), k.label("tiles_done")
+    k.place(top)
+    k(f"setp.ge.u32 {p}, {j}, {ntiles};")
+    k(f"@{p} bra {done};")
+    # Request tile j + 1 into the other stage (an empty group on the last tile keeps
+    # the wait below uniform).
+    nxt, skip_load = k.reg("u32", "nxt"), k.label("no_next")
+    k(f"add.u32 {nxt}, {j}, 1;")
+    k(f"setp.ge.u32 {p}, {nxt}, {ntiles};")
+    k(f"@{p} bra {skip_load};")
+    krow, kleft, so = k.reg("u32", "krow"), k.reg("u32", "kleft"), k.reg("u32", "so")
+    k(f"shl.b32 {krow}, {nxt}, 6;")
+    k(f"sub.u32 {kleft}, {kl}, {krow};")
+    k(f"add.u32 {krow}, {krow}, {kv0};")
+    k(f"xor.b32 {so}, {stage}, 1;")
+    k(f"mul.lo.u32 {so}, {so}, {BC * SB};")
+    sKn, sVn = k.reg("u32", "sKn"), k.reg("u32", "sVn")
+    k(f"add.u32 {sKn}, {sK}, {so};")
+    k(f"add.u32 {sVn}, {sV}, {so};")
+    load_tile(kk, ldkv, krow, kleft, sKn)
+    load_tile(v, ldkv, krow, kleft, sVn)
+    k.place(skip_load)
+    cp_commit(k)
+    cp_wait(k, 1)
+    k("bar.sync 0;")
+    kbase, vbase = k.reg("u32", "kbase"), k.reg("u32", "vbase")
+    k(f"mul.lo.u32 {so}, {stage}, {BC * SB};")
+    k(f"add.u32 {kbase}, {sK}, {so};")
+    k(f"add.u32 {kbase}, {kbase}, {klo};")
+    k(f"add.u32 {vbase}, {sV}, {so};")
+    k(f"add.u32 {vbase}, {vbase}, {vlo};")
+
+    # S = Q·Kᵀ.
+    for frag in S:
+        for r in frag:
+            k(f"mov.f32 {r}, {ZERO};")
+    for c in range(KC):
+        for np_ in range(BC // 16):
+            ldmatrix_x4(k, kb, f"{kbase}+{np_ * 16 * SB + 32 * c}")
+            mma(k, S[2 * np_], qf[c], kb[:2])
+            mma(k, S[2 * np_ + 1], qf[c], kb[2:])
+    for frag in S:
+        for r in frag:
+            k(f"mul.f32 {r}, {r}, {scale};")
+    # Keys past kv_len score −∞ (only the last tile can hold any).
+    left, full = k.reg("u32", "left"), k.label("full_tile")
+    k(f"shl.b32 {left}, {j}, 6;")
+    k(f"sub.u32 {left}, {kl}, {left};")
+    k(f"setp.ge.u32 {p}, {left}, {BC};")
+    k(f"@{p} bra {full};")
+    col = k.reg("u32", "kcol")
+    for n in range(BC // 8):
+        for qq in range(4):
+            _, dc = c_coords(qq)
+            k(f"add.u32 {col}, {c2}, {8 * n + dc};")
+            k(f"setp.ge.u32 {p}, {col}, {left};")
+            k(f"@{p} mov.f32 {S[n][qq]}, {NEG_INF};")
+    k.place(full)
+
+    # Online softmax, rows g (registers 0, 1) and g + 8 (registers 2, 3).
+    for half in range(2):
+        mx, mn, mref, alpha, e = (k.reg("f32", s) for s in ("mx", "mn", "mref", "alpha", "e"))
+        k(f"mov.f32 {mx}, {S[0][2 * half]};")
+        for n in range(BC // 8):
+            for qq in (2 * half, 2 * half + 1):
+                if (n, qq) != (0, 2 * half):
+                    k(f"max.f32 {mx}, {mx}, {S[n][qq]};")
+        quad_reduce(k, mx, "max")
+        k(f"max.f32 {mn}, {m[half]}, {mx};")
+        k(f"setp.eq.f32 {p}, {mn}, {NEG_INF};")
+        k(f"selp.f32 {mref}, {ZERO}, {mn}, {p};")
+        k(f"sub.f32 {e}, {m[half]}, {mref};")
+        k(f"ex2.approx.ftz.f32 {alpha}, {e};")
+        k(f"mov.f32 {m[half]}, {mn};")
+        k(f"mul.f32 {lsum[half]}, {lsum[half]}, {alpha};")
+        for n in range(BC // 8):
+            for qq in (2 * half, 2 * half + 1):
+                k(f"sub.f32 {S[n][qq]}, {S[n][qq]}, {mref};")
+                k(f"ex2.approx.ftz.f32 {S[n][qq]}, {S[n][qq]};")
+                k(f"add.f32 {lsum[half]}, {lsum[half]}, {S[n][qq]};")
+        for n in range(HD // 8):
+            for qq in (2 * half, 2 * half + 1):
+                k(f"mul.f32 {O[n][qq]}, {O[n][qq]}, {alpha};")
+    # P in registers as A fragments: key chunk c = n-tiles 2c (a0, a1) and 2c + 1 (a2, a3).
+    for c in range(BC // 16):
+        lo, hi = S[2 * c], S[2 * c + 1]
+        for dst, (x, y) in zip(P[c], ((lo[0], lo[1]), (lo[2], lo[3]), (hi[0], hi[1]), (hi[2], hi[3]))):
+            k(f"cvt.rn.bf16x2.f32 {dst}, {y}, {x};")
+    # O += P·V.
+    for c in range(BC // 16):
+        for dp in range(HD // 16):
+            ldmatrix_x4(k, kb, f"{vbase}+{c * 16 * SB + 32 * dp}", trans=True)
+            mma(k, O[2 * dp], P[c], kb[:2])
+            mma(k, O[2 * dp + 1], P[c], kb[2:])
+    k("bar.sync 0;")  # this stage is read before tile j + 2 is loaded into it
+    k(f"xor.b32 {stage}, {stage}, 1;")
+    k(f"add.u32 {j}, {j}, 1;")
+    k(f"bra.uni {top};")
+    k.place(done)
+    cp_wait(k, 0)
+
+    # out = O / l, rows < q_len, columns < hd, as bf16 pairs.
+    grow = k.reg("u32", "grow")
+    k(f"shr.u32 {t}, {lane}, 2;")
+    k(f"shl.b32 {grow}, {warp}, 4;")
+    k(f"add.u32 {grow}, {grow}, {t};")
+    k(f"add.u32 {grow}, {grow}, {qb};")  # query row (in the sequence) of registers 0, 1
+    for half in range(2):
+        inv, e = k.reg("f32", "inv"), k.reg("u32", "oe")
+        quad_reduce(k, lsum[half], "add")
+        k(f"rcp.rn.f32 {inv}, {lsum[half]};")
+        row = k.reg("u32", "orow")
+        k(f"add.u32 {row}, {grow}, {8 * half};")
+        skip = k.label("row_out")
+        k(f"setp.ge.u32 {p}, {row}, {ql};")
+        k(f"@{p} bra {skip};")
+        k(f"add.u32 {e}, {o0}, {row};")
+        k(f"mad.lo.u32 {e}, {e}, {ldo}, {hoff};")
+        k(f"add.u32 {e}, {e}, {c2};")
+        base = addr(k, out, e, 2, "ob")
+        for n in range(HD // 8):
+            x, y = O[n][2 * half], O[n][2 * half + 1]
+            k(f"mul.f32 {x}, {x}, {inv};")
+            k(f"mul.f32 {y}, {y}, {inv};")
+            pk = pack_bf16x2(k, x, y)
+            k(f"add.u32 {t}, {c2}, {8 * n};")
+            k(f"setp.lt.u32 {p}, {t}, {hd};")
+            k(f"@{p} st.global.b32 [{base}+{16 * n}], {pk};")
+        k.place(skip)
+    k.place(exit_)
+    return k
+
+
+def kernels():
+    return [attention_fa2(hd) for hd in HEAD_DIMS]

@@ -1,0 +1,314 @@
+"""linear_bf16: the sm_80 bf16 GEMM for the model's shapes (K and N multiples of 8,
+16-byte aligned operands; the host sends anything else to linear_bf16_any).
+
+Block: 4 warps (128 threads), output tile 128×128, BK = 32, STAGES = 4.
+  warp w: wm = w & 1 owns rows 64wm..64wm+63, wn = w >> 1 cols 64wn..64wn+63:
+  4 (m16) × 8 (n8) mma tiles, 128 f32 accumulators per thread.
+Grid: one block per tile, rasterised in groups of GROUP_M = 8 tile rows (blocks
+  that run together share W tiles and x tiles in L2).
+Shared (dynamic, 64 KiB, STAGES × (A 128×32 + B 128×32) bf16): rows of 64 bytes,
+  16-byte chunk c of row r stored at chunk c ^ ((r >> 1) & 3) (XOR swizzle: the 8
+  rows of an ldmatrix phase hit 8 distinct bank groups; see frag.swizzle_64b).
+Pipeline: cp.async (16 bytes, `.cg`, zero-fill past M, N or K) keeps STAGES − 1
+  k-tiles in flight; per k-tile: wait for its group, bar.sync, request the tile
+  STAGES − 1 ahead into the stage just freed, then two k-steps of ldmatrix.x4 (A:
+  4, B: 4 per k-step) and 32 mma.
+Epilogue: + bias, GELU (tanh.approx: 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³)))),
+  + residual, all in f32 on the accumulators (one rounding), packed to bf16 pairs
+  in a shared staging tile (row stride 272 bytes: conflict-free), then written
+  with 16-byte stores of whole rows."""
+
+from ..asm import Kernel
+from ..frag import c_coords, cp_async_16, cp_commit, cp_wait, ldmatrix_x4, mma, swizzle_64b
+from ..lib import ONE, ZERO, addr, lane_warp
+from .gemm_common import FLAG_BIAS, FLAG_GELU, FLAG_RES, LINEAR_PARAMS
+
+BM, BN, BK, STAGES, GROUP_M = 128, 128, 32, 4, 8
+WARPS = 4
+A_BYTES = BM * BK * 2
+STAGE_BYTES = 2 * A_BYTES
+OUT_STRIDE = BN * 2 + 16
+
+
+def gelu_tanh(k, v):
+    """v ← 0.5·v·(1 + tanh(√(2/π)·(v + 0.044715·v³))) with tanh.approx (max relative
+    error 2⁻¹⁰·⁹⁹, below bf16's rounding)."""
+    t = k.reg("f32", "gt")
+    k(f"mul.f32 {t}, {v}, {v};")
+    k(f"fma.rn.f32 {t}, {t}, 0f3D372713, {ONE};")  # 1 + 0.044715 v²
+    k(f"mul.f32 {t}, {t}, {v};")
+    k(f"mul.f32 {t}, {t}, 0f3F4C422A;")  # · √(2/π)
+    k(f"tanh.approx.f32 {t}, {t};")
+    k(f"add.f32 {t}, {t}, {ONE};")
+    k(f"mul.f32 {t}, {t}, {v};")
+    k(f"mul.f32 {v}, {t}, 0f3F000000;")
+
+
+def linear_bf16_sm80():
+    smem = STAGES * STAGE_BYTES
+    k = Kernel("linear", "linear_bf16", 32 * WARPS, LINEAR_PARAMS, "linear",
+               doc="linear_bf16: sm_80 tensor-core GEMM, 128×128×32 tiles, 4-stage cp.async\n"
+                   "pipeline, swizzled shared memory, fused bias / GELU / residual epilogue.",
+               dyn_smem=smem)
+    k.const("TILE_M", BM)
+    k.const("TILE_N", BN)
+    k.const("DYN_SMEM", smem)
+    x, w, bias, res, out = (k.param(p) for p in ("x", "w", "bias", "res", "out"))
+    M, N, K, flags = (k.param(p) for p in ("m", "n", "k", "flags"))
+    tid, lane, warp = lane_warp(k)
+    t, u, p = k.reg("u32", "t"), k.reg("u32", "u"), k.reg("pred", "p")
+
+    # Rasterised tile index.
+    tiles_m, tiles_n, pid = k.reg("u32", "tiles_m"), k.reg("u32", "tiles_n"), k.reg("u32", "pid")
+    k(f"add.u32 {tiles_m}, {M}, {BM - 1};")
+    k(f"shr.u32 {tiles_m}, {tiles_m}, 7;")
+    k(f"add.u32 {tiles_n}, {N}, {BN - 1};")
+    k(f"shr.u32 {tiles_n}, {tiles_n}, 7;")
+    k(f"mov.u32 {pid}, %ctaid.x;")
+    in_group, group, first_m, gsize, tm, tn = (
+        k.reg("u32", s) for s in ("in_group", "group", "first_m", "gsize", "tm", "tn"))
+    k(f"mul.lo.u32 {in_group}, {tiles_n}, {GROUP_M};")
+    k(f"div.u32 {group}, {pid}, {in_group};")
+    k(f"mul.lo.u32 {first_m}, {group}, {GROUP_M};")
+    k(f"sub.u32 {gsize}, {tiles_m}, {first_m};")
+    k(f"min.u32 {gsize}, {gsize}, {GROUP_M};")
+    k(f"rem.u32 {t}, {pid}, {in_group};")
+    k(f"rem.u32 {tm}, {t}, {gsize};")
+    k(f"add.u32 {tm}, {tm}, {first_m};")
+    k(f"div.u32 {tn}, {t}, {gsize};")
+    m0, n0 = k.reg("u32", "m0"), k.reg("u32", "n0")
+    k(f"shl.b32 {m0}, {tm}, 7;")
+    k(f"shl.b32 {n0}, {tn}, 7;")
+
+    sbase = k.reg("u32", "sbase")
+    k(f"mov.u32 {sbase}, dyn_smem;")
+    # Loader: chunk c = tid + 128i (i < 4) of a 128×4-chunk tile: row c >> 2, chunk c & 3.
+    nld = BM * (BK // 8) // (32 * WARPS)
+    ch = k.reg("u32", "ch")
+    k(f"and.b32 {ch}, {tid}, 3;")
+    soff, ga, gb, pa, pb = [], [], [], [], []
+    for i in range(nld):
+        row = k.reg("u32", f"lrow{i}")
+        k(f"shr.u32 {row}, {tid}, 2;")
+        k(f"add.u32 {row}, {row}, {32 * i};")
+        soff.append(swizzle_64b(k, row, ch))
+        for base, lim, r0, gl, pl, stem in ((x, M, m0, ga, pa, "ga"), (w, N, n0, gb, pb, "gb")):
+            g, pr = k.reg("u32", "grow"), k.reg("pred", f"p{stem}")
+            k(f"add.u32 {g}, {r0}, {row};")
+            k(f"setp.lt.u32 {pr}, {g}, {lim};")
+            k(f"mul.lo.u32 {g}, {g}, {K};")
+            k(f"shl.b32 {t}, {ch}, 3;")
+            k(f"add.u32 {g}, {g}, {t};")
+            a = addr(k, base, g, 2, stem)
+            k(f"@!{pr} mov.b64 {a}, {base};")
+            gl.append(a), pl.append(pr)
+    kcol = k.reg("u32", "kcol")  # this thread's first k within a tile
+    k(f"shl.b32 {kcol}, {ch}, 3;")
+    ktiles = k.reg("u32", "ktiles")
+    k(f"add.u32 {ktiles}, {K}, {BK - 1};")
+    k(f"shr.u32 {ktiles}, {ktiles}, 5;")
+
+    def load(kt_reg, stage_reg):
+        """cp.async k-tile kt_reg into stage stage_reg."""
+        k0, so, kin = k.reg("u32", "k0"), k.reg("u32", "so"), k.reg("pred", "kin")
+        k(f"shl.b32 {k0}, {kt_reg}, 5;")
+        k(f"add.u32 {t}, {k0}, {kcol};")
+        k(f"setp.lt.u32 {kin}, {t}, {K};")
+        off64 = k.reg("b64", "koff")
+        k(f"mul.wide.u32 {off64}, {k0}, 2;")
+        k(f"mad.lo.u32 {so}, {stage_reg}, {STAGE_BYTES}, {sbase};")
+        for i in range(nld):
+            for gl, pl, extra in ((ga, pa, 0), (gb, pb, A_BYTES)):
+                g, inside, sa = k.reg("b64", "g"), k.reg("pred", "in"), k.reg("u32", "sa")
+                k(f"and.pred {inside}, {pl[i]}, {kin};")
+                k(f"add.s64 {g}, {gl[i]}, {off64};")
+                k(f"@!{inside} mov.b64 {g}, {gl[i]};")
+                k(f"add.u32 {sa}, {so}, {soff[i]};")
+                if extra:
+                    k(f"add.u32 {sa}, {sa}, {extra};")
+                cp_async_16(k, sa, g, inside)
+
+    # Prologue: tiles 0 .. STAGES − 2, one commit group each (empty past ktiles).
+    for s in range(STAGES - 1):
+        st, skip = k.reg("u32", "st"), k.label("pro")
+        k(f"mov.u32 {st}, {s};")
+        k(f"setp.ge.u32 {p}, {st}, {ktiles};")
+        k(f"@{p} bra {skip};")
+        load(st, st)
+        k.place(skip)
+        cp_commit(k)
+
+    # ldmatrix lane offsets (before the swizzle): A row 64wm + (lane & 15), k chunk
+    # lane >> 4; B row 64wn + (lane & 7) + 8(lane >> 4), k chunk (lane >> 3) & 1.
+    wm, wn = k.reg("u32", "wm"), k.reg("u32", "wn")
+    k(f"and.b32 {wm}, {warp}, 1;")
+    k(f"shr.u32 {wn}, {warp}, 1;")
+    arow, brow, achk, bchk = (k.reg("u32", s) for s in ("arow", "brow", "achk", "bchk"))
+    k(f"and.b32 {arow}, {lane}, 15;")
+    k(f"shl.b32 {t}, {wm}, 6;")
+    k(f"add.u32 {arow}, {arow}, {t};")
+    k(f"shr.u32 {achk}, {lane}, 4;")
+    k(f"and.b32 {brow}, {lane}, 7;")
+    k(f"shr.u32 {t}, {lane}, 4;")
+    k(f"shl.b32 {t}, {t}, 3;")
+    k(f"add.u32 {brow}, {brow}, {t};")
+    k(f"shl.b32 {t}, {wn}, 6;")
+    k(f"add.u32 {brow}, {brow}, {t};")
+    k(f"shr.u32 {bchk}, {lane}, 3;")
+    k(f"and.b32 {bchk}, {bchk}, 1;")
+    # Swizzled offsets per k-step s (logical chunk base + 2s). The m-tiles (n-tile
+    # pairs) are 16 rows apart, which keeps (row >> 1) & 3 and so the swizzle: they
+    # are the same offset plus 16 rows · 64 bytes.
+    aoff, boff = [], []
+    for s in range(2):
+        c = k.reg("u32", "c")
+        k(f"add.u32 {c}, {achk}, {2 * s};")
+        aoff.append(swizzle_64b(k, arow, c))
+        c = k.reg("u32", "c")
+        k(f"add.u32 {c}, {bchk}, {2 * s};")
+        off = swizzle_64b(k, brow, c)
+        k(f"add.u32 {off}, {off}, {A_BYTES};")
+        boff.append(off)
+
+    acc = [[k.regs_n("f32", f"c{mt}_{nt}_", 4) for nt in range(8)] for mt in range(4)]
+    for row_ in acc:
+        for frag in row_:
+            for r in frag:
+                k(f"mov.f32 {r}, {ZERO};")
+    fa = [k.regs_n("b32", f"fa{mt}_", 4) for mt in range(4)]
+    fb = [k.regs_n("b32", f"fb{nq}_", 4) for nq in range(4)]
+
+    kt, stage, nxt, nstage = (k.reg("u32", s) for s in ("kt", "stage", "nxt", "nstage"))
+    k(f"mov.u32 {kt}, 0;")
+    k(f"mov.u32 {stage}, 0;")
+    k(f"mov.u32 {nstage}, {STAGES - 1};")
+    top, done = k.label("ktile"), k.label("kdone")
+    k.place(top)
+    k(f"setp.ge.u32 {p}, {kt}, {ktiles};")
+    k(f"@{p} bra {done};")
+    cp_wait(k, STAGES - 2)
+    k("bar.sync 0;")
+    # Request tile kt + STAGES − 1 into the stage the previous iteration freed.
+    skip = k.label("no_load")
+    k(f"add.u32 {nxt}, {kt}, {STAGES - 1};")
+    k(f"setp.ge.u32 {p}, {nxt}, {ktiles};")
+    k(f"@{p} bra {skip};")
+    load(nxt, nstage)
+    k.place(skip)
+    cp_commit(k)
+    sb = k.reg("u32", "sb")
+    k(f"mad.lo.u32 {sb}, {stage}, {STAGE_BYTES}, {sbase};")
+    for s in range(2):
+        a, b_ = k.reg("u32", "la"), k.reg("u32", "lb")
+        k(f"add.u32 {a}, {sb}, {aoff[s]};")
+        k(f"add.u32 {b_}, {sb}, {boff[s]};")
+        for mt in range(4):
+            ldmatrix_x4(k, fa[mt], f"{a}+{16 * 64 * mt}")
+        for nq in range(4):
+            ldmatrix_x4(k, fb[nq], f"{b_}+{16 * 64 * nq}")
+        for mt in range(4):
+            for nt in range(8):
+                mma(k, acc[mt][nt], fa[mt], fb[nt // 2][2 * (nt % 2):2 * (nt % 2) + 2])
+    k(f"add.u32 {kt}, {kt}, 1;")
+    for r in (stage, nstage):
+        k(f"add.u32 {r}, {r}, 1;")
+        k(f"setp.eq.u32 {p}, {r}, {STAGES};")
+        k(f"@{p} mov.u32 {r}, 0;")
+    k(f"bra.uni {top};")
+    k.place(done)
+    cp_wait(k, 0)
+    k("bar.sync 0;")  # every warp is done with the pipeline's shared memory
+
+    # Epilogue in f32: bias, GELU, residual; then bf16 pairs into the staging tile.
+    has_bias, has_gelu, has_res = (k.reg("pred", s) for s in ("has_bias", "has_gelu", "has_res"))
+    for pred, bit in ((has_bias, FLAG_BIAS), (has_gelu, FLAG_GELU), (has_res, FLAG_RES)):
+        k(f"and.b32 {t}, {flags}, {bit};")
+        k(f"setp.ne.u32 {pred}, {t}, 0;")
+    g4, c2 = k.reg("u32", "g4"), k.reg("u32", "c2")
+    k(f"shr.u32 {g4}, {lane}, 2;")
+    k(f"and.b32 {c2}, {lane}, 3;")
+    k(f"shl.b32 {c2}, {c2}, 1;")
+    lrow0, lcol0 = k.reg("u32", "lrow0"), k.reg("u32", "lcol0")  # in the tile
+    k(f"shl.b32 {lrow0}, {wm}, 6;")
+    k(f"add.u32 {lrow0}, {lrow0}, {g4};")
+    k(f"shl.b32 {lcol0}, {wn}, 6;")
+    k(f"add.u32 {lcol0}, {lcol0}, {c2};")
+    bv = []
+    for nt in range(8):
+        # Bias pair of columns n0 + lcol0 + 8nt, +1 (0 past N or without bias).
+        col, pb_, raw = k.reg("u32", "bcol"), k.reg("pred", "pbias"), k.reg("b32", "braw")
+        b0, b1 = k.reg("f32", "bias0"), k.reg("f32", "bias1")
+        k(f"add.u32 {col}, {n0}, {lcol0};")
+        k(f"add.u32 {col}, {col}, {8 * nt};")
+        k(f"setp.lt.and.u32 {pb_}, {col}, {N}, {has_bias};")
+        k(f"mov.b32 {raw}, 0;")
+        k(f"@{pb_} ld.global.nc.b32 {raw}, [{addr(k, bias, col, 2)}];")
+        k(f"shl.b32 {t}, {raw}, 16;")
+        k(f"mov.b32 {b0}, {t};")
+        k(f"and.b32 {t}, {raw}, 0xFFFF0000;")
+        k(f"mov.b32 {b1}, {t};")
+        bv.append((b0, b1))
+    stile = k.reg("u32", "stile")
+    k(f"mad.lo.u32 {stile}, {lrow0}, {OUT_STRIDE}, {sbase};")
+    k(f"shl.b32 {t}, {lcol0}, 1;")
+    k(f"add.u32 {stile}, {stile}, {t};")
+    for mt in range(4):
+        for half in range(2):
+            grow_, rin = k.reg("u32", "orow"), k.reg("pred", "rin")
+            k(f"add.u32 {grow_}, {m0}, {lrow0};")
+            k(f"add.u32 {grow_}, {grow_}, {16 * mt + 8 * half};")
+            k(f"setp.lt.and.u32 {rin}, {grow_}, {M}, {has_res};")
+            k(f"mul.lo.u32 {grow_}, {grow_}, {N};")
+            k(f"add.u32 {grow_}, {grow_}, {n0};")
+            k(f"add.u32 {grow_}, {grow_}, {lcol0};")
+            rbase = addr(k, res, grow_, 2, "rb")
+            for nt in range(8):
+                x0, x1 = acc[mt][nt][2 * half], acc[mt][nt][2 * half + 1]
+                k(f"add.f32 {x0}, {x0}, {bv[nt][0]};")
+                k(f"add.f32 {x1}, {x1}, {bv[nt][1]};")
+                ng = k.label("no_gelu")
+                k(f"@!{has_gelu} bra {ng};")
+                gelu_tanh(k, x0)
+                gelu_tanh(k, x1)
+                k.place(ng)
+                col, pr, raw = k.reg("u32", "rcol"), k.reg("pred", "pres"), k.reg("b32", "rraw")
+                k(f"add.u32 {col}, {n0}, {lcol0};")
+                k(f"add.u32 {col}, {col}, {8 * nt};")
+                k(f"setp.lt.and.u32 {pr}, {col}, {N}, {rin};")
+                k(f"mov.b32 {raw}, 0;")
+                k(f"@{pr} ld.global.b32 {raw}, [{rbase}+{16 * nt}];")
+                r0, r1 = k.reg("f32", "res0"), k.reg("f32", "res1")
+                k(f"shl.b32 {t}, {raw}, 16;")
+                k(f"mov.b32 {r0}, {t};")
+                k(f"and.b32 {t}, {raw}, 0xFFFF0000;")
+                k(f"mov.b32 {r1}, {t};")
+                k(f"add.f32 {x0}, {x0}, {r0};")
+                k(f"add.f32 {x1}, {x1}, {r1};")
+                pk = k.reg("b32", "pk")
+                k(f"cvt.rn.bf16x2.f32 {pk}, {x1}, {x0};")
+                k(f"st.shared.b32 [{stile}+{(16 * mt + 8 * half) * OUT_STRIDE + 16 * nt}], {pk};")
+    k("bar.sync 0;")
+    # Staging tile → global, 16 bytes a store: chunk c = tid + 128i, row c >> 4, chunk c & 15.
+    for i in range(BM * (BN // 8) // (32 * WARPS)):
+        c, row, chunk = k.reg("u32", "oc"), k.reg("u32", "orw"), k.reg("u32", "ock")
+        k(f"add.u32 {c}, {tid}, {32 * WARPS * i};")
+        k(f"shr.u32 {row}, {c}, 4;")
+        k(f"and.b32 {chunk}, {c}, 15;")
+        sa, gr, gc, ok = k.reg("u32", "osa"), k.reg("u32", "ogr"), k.reg("u32", "ogc"), k.reg("pred", "ook")
+        k(f"mad.lo.u32 {sa}, {row}, {OUT_STRIDE}, {sbase};")
+        k(f"shl.b32 {t}, {chunk}, 4;")
+        k(f"add.u32 {sa}, {sa}, {t};")
+        k(f"add.u32 {gr}, {m0}, {row};")
+        k(f"shl.b32 {gc}, {chunk}, 3;")
+        k(f"add.u32 {gc}, {gc}, {n0};")
+        k(f"setp.lt.u32 {ok}, {gr}, {M};")
+        k(f"setp.lt.and.u32 {ok}, {gc}, {N}, {ok};")
+        v4 = k.regs_n("b32", "ov", 4)
+        k(f"@{ok} ld.shared.v4.b32 {{{', '.join(map(str, v4))}}}, [{sa}];")
+        k(f"mad.lo.u32 {gr}, {gr}, {N}, {gc};")
+        k(f"@{ok} st.global.v4.b32 [{addr(k, out, gr, 2)}], {{{', '.join(map(str, v4))}}};")
+    return k
+
+
+def kernels():
+    return [linear_bf16_sm80()]
