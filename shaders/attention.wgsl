@@ -12,7 +12,9 @@
 // row then sums the 8 partials of key j (workgroup memory), every lane reads the
 // row's 8 scores, rescales its accumulator once by exp(old_max - new_max) and adds
 // the tile's weighted values.
-// q broadcast (the pooling head's single probe): q's batch stride is 0.
+// q broadcast (the pooling head's single probe): q's batch stride is 0. q, k and
+// v are addressed through row strides and column offsets, so they may be column
+// blocks of one fused qkv (or kv) projection.
 // Stores: the row's hd outputs are staged in workgroup memory and written as
 // 32-bit words by the row's lanes; when hd is odd an edge word is shared with the
 // neighbouring head (another workgroup) and gets a half-word store.
@@ -23,13 +25,17 @@ struct Params {
     hd: u32,
     nq: u32,
     nk: u32,
-    width: u32,     // heads * hd
-    q_bstride: u32, // nq * width, or 0 when q is shared by the batch
+    ldq: u32,       // row strides (elements) of q, of k and v, of dst
+    ldkv: u32,
+    ldo: u32,
+    q_col: u32,     // column of head 0 in q's, k's and v's rows (q, k and v may be
+    k_col: u32,     // column blocks of one fused projection)
+    v_col: u32,
+    q_bstride: u32, // nq * ldq, or 0 when q is shared by the batch
     q_blocks: u32,  // ceil(nq / ROWS)
     scale: f32,
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -78,7 +84,7 @@ fn main(
 
     var qv: array<f32, SLOTS>;
     var acc: array<f32, SLOTS>;
-    let q_base = b * P.q_bstride + qrow * P.width + h * hd;
+    let q_base = b * P.q_bstride + qrow * P.ldq + P.q_col + h * hd;
     for (var c = 0u; c < SLOTS; c++) {
         let d = lane + c * LANES;
         var x = 0.0;
@@ -91,15 +97,15 @@ fn main(
 
     var m = -3.0e38; // running max (finite, so exp(m - new) is 0, not NaN)
     var l = 0.0;     // running sum of exp(score - m)
-    let kv_base = b * P.nk * P.width + h * hd;
+    let kv_base = b * P.nk * P.ldkv + h * hd;
     let srow = row * BKV;
     for (var j0 = 0u; j0 < P.nk; j0 += BKV) {
         let cnt = min(BKV, P.nk - j0);
         for (var e = lid; e < cnt * hd; e += THREADS) {
             let j = e / hd;
-            let src = kv_base + (j0 + j) * P.width + (e - j * hd);
-            kv_tile[e] = ld_k(src);
-            kv_tile[V_OFF + e] = ld_v(src);
+            let src = kv_base + (j0 + j) * P.ldkv + (e - j * hd);
+            kv_tile[e] = ld_k(src + P.k_col);
+            kv_tile[V_OFF + e] = ld_v(src + P.v_col);
         }
         workgroupBarrier();
 
@@ -158,7 +164,7 @@ fn main(
     if (!live) {
         return;
     }
-    let o = (b * P.nq + qi) * P.width + h * hd;
+    let o = (b * P.nq + qi) * P.ldo + h * hd;
     let end = o + hd;
     let first_word = o >> 1u;
     let last_word = (end - 1u) >> 1u;

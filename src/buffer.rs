@@ -17,6 +17,21 @@ pub struct DeviceBuffer<T: Element, D: Device> {
     device: D,
 }
 
+thread_local! {
+    static ALLOCATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Device buffers this thread has made so far (every `DeviceBuffer` constructor
+/// counts one). Lets tests check that a forward pass reuses its workspace.
+#[doc(hidden)]
+pub fn thread_allocations() -> u64 {
+    ALLOCATIONS.with(|c| c.get())
+}
+
+fn count_allocation() {
+    ALLOCATIONS.with(|c| c.set(c.get() + 1));
+}
+
 /// Number of elements of a shape, or `None` on overflow.
 pub(crate) fn checked_numel(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
@@ -41,6 +56,7 @@ impl<T: Element, D: Device> DeviceBuffer<T, D> {
                 expected,
             });
         }
+        count_allocation();
         Ok(Self {
             storage: device.storage_from_slice(data)?,
             shape: shape.to_vec(),
@@ -71,6 +87,7 @@ impl<T: Element, D: Device> DeviceBuffer<T, D> {
     /// Allocate a tensor whose contents are unspecified; an op will overwrite all of it.
     pub(crate) fn uninit(device: &D, shape: &[usize]) -> Result<Self> {
         let n = numel_or_err("alloc", shape)?;
+        count_allocation();
         Ok(Self {
             storage: device.storage_alloc::<T>(n)?,
             shape: shape.to_vec(),
@@ -144,6 +161,20 @@ impl<T: Element, D: Device> DeviceBuffer<T, D> {
             shape: shape.to_vec(),
             ..self
         })
+    }
+
+    /// Give this buffer another shape of the same element count, in place (the
+    /// forward engine's workspace buffers change views between ops).
+    pub(crate) fn reshape_mut(&mut self, shape: &[usize]) -> Result<()> {
+        let n = numel_or_err("reshape", shape)?;
+        if n != self.len() {
+            return Err(Error::Internal(format!(
+                "reshape of {:?} to {shape:?}: element counts differ",
+                self.shape
+            )));
+        }
+        self.shape = shape.to_vec();
+        Ok(())
     }
 
     /// Convert the element type on this buffer's own device (f32 → bf16 rounds to

@@ -262,7 +262,8 @@ def attention_case(entry, dt, b, h, hd, nq, nk, bc=False, neg_inf=False):
     rows = spec.consts["ROWS"]
     launch(mem, entry, ((nq + rows - 1) // rows, h, b), spec.consts.get("DYN_SMEM", 0),
            q=mem.upload(q), k=mem.upload(k), v=mem.upload(v), out=out, cu=None, nq=nq, nk=nk,
-           heads=h, hd=hd, ldq=wd, ldkv=wd, ldo=wd, q_bstride=0 if bc else nq,
+           heads=h, hd=hd, ldq=wd, ldkv=wd, ldo=wd, q_col=0, k_col=0, v_col=0,
+           q_bstride=0 if bc else nq,
            scale=float(np.float32(scale) * np.float32(math.log2(math.e))))
     Q = as64(q, dt).reshape(bq, nq, h, hd)
     if bc:
@@ -283,6 +284,7 @@ def t_attention():
         for case in cases:
             attention_case(f"attention_{dt}", dt, *case)
         attention_case(f"attention_{dt}", dt, 1, 2, 40, 9, 100, neg_inf=True)
+    t_attention_fused()
 
 
 def fa2_entry(hd):
@@ -301,11 +303,10 @@ def t_attention_fa2():
     t_attention_varlen()
 
 
-def t_attention_varlen():
+def t_attention_varlen(entry=None, h=2, hd=64):
     """Packed sequences of lengths 5, 70, 33 in one fused qkv [T, 3·h·hd] tensor:
     q, k, v are column blocks (ld = 3·w), out [T, w]; attention stays inside each
     sequence."""
-    h, hd = 2, 64
     wd = h * hd
     lens = [5, 70, 33]
     cu = np.concatenate([[0], np.cumsum(lens)]).astype(np.uint32)
@@ -314,13 +315,14 @@ def t_attention_varlen():
     qkv = rnd(total * 3 * wd, 1, "bf16")
     base = mem.upload(qkv)
     out = poison(mem, total * wd, "bf16")
-    entry = fa2_entry(hd)
+    entry = entry or fa2_entry(hd)
     spec = SPECS[entry]
     rows = spec.consts["ROWS"]
     scale = hd ** -0.5
-    launch(mem, entry, ((max(lens) + rows - 1) // rows, h, len(lens)), spec.consts["DYN_SMEM"],
-           q=base, k=base + 2 * wd, v=base + 4 * wd, out=out, cu=mem.upload(cu), nq=max(lens),
-           nk=max(lens), heads=h, hd=hd, ldq=3 * wd, ldkv=3 * wd, ldo=wd, q_bstride=0,
+    launch(mem, entry, ((max(lens) + rows - 1) // rows, h, len(lens)), spec.consts.get("DYN_SMEM", 0),
+           q=base, k=base, v=base, out=out, cu=mem.upload(cu), nq=max(lens), nk=max(lens),
+           heads=h, hd=hd, ldq=3 * wd, ldkv=3 * wd, ldo=wd, q_col=0, k_col=wd, v_col=2 * wd,
+           q_bstride=0,
            scale=float(np.float32(scale) * np.float32(math.log2(math.e))))
     X = as64(qkv, "bf16").reshape(total, 3, h, hd)
     ref = np.zeros((total, h, hd))
@@ -328,6 +330,11 @@ def t_attention_varlen():
         a, e = cu[s], cu[s + 1]
         ref[a:e] = attention_ref(X[None, a:e, 0], X[None, a:e, 1], X[None, a:e, 2], scale)[0]
     check(f"{entry} varlen lens={lens} fused qkv", read(mem, out, total * wd, "bf16"), ref.ravel(), "bf16")
+
+
+def t_attention_fused():
+    """The exact SIMT kernels on the same fused, packed layout."""
+    t_attention_varlen("attention_bf16", 2, 17)
 
 
 def t_memory():

@@ -43,11 +43,12 @@ fn head_view<'a, T: Element>(
 pub(super) fn attention<T: Element>(_: &Cpu, a: AttentionArgs<'_, T, Cpu>) -> Result<()> {
     let d = a.dims;
     let (b, h, hd, nq, nk) = (d.batch, d.heads, d.head_dim, d.q_len, d.kv_len);
-    let w = d.width();
+    let lay = d.layout;
     let bq = if d.q_broadcast { 1 } else { b };
-    let q = take(a.q, numel(OP, &[bq, nq, w])?, OP, "q")?;
-    let k = take(a.k, numel(OP, &[b, nk, w])?, OP, "k")?;
-    let v = take(a.v, numel(OP, &[b, nk, w])?, OP, "v")?;
+    let q = take(a.q, numel(OP, &[bq, nq, lay.ldq])?, OP, "q")?;
+    let k = take(a.k, numel(OP, &[b, nk, lay.ldkv])?, OP, "k")?;
+    let v = take(a.v, numel(OP, &[b, nk, lay.ldkv])?, OP, "v")?;
+    let w = lay.ldo;
     let out = take_mut(a.out, numel(OP, &[b, nq, w])?, OP, "out")?;
     if out.is_empty() || nk == 0 || hd == 0 {
         return Ok(());
@@ -65,9 +66,10 @@ pub(super) fn attention<T: Element>(_: &Cpu, a: AttentionArgs<'_, T, Cpu>) -> Re
                     let (hi, i0) = (task / q_blocks, (task % q_blocks) * Q_BLOCK);
                     let rows = Q_BLOCK.min(nq - i0);
                     let (mut sq, mut sk, mut sv) = (Vec::new(), Vec::new(), Vec::new());
-                    let qv = head_view(q, qb * nq + i0, rows, w, hi * hd, hd, &mut sq);
-                    let kv = head_view(k, bi * nk, nk, w, hi * hd, hd, &mut sk);
-                    let vv = head_view(v, bi * nk, nk, w, hi * hd, hd, &mut sv);
+                    let qcol = lay.q_col + hi * hd;
+                    let qv = head_view(q, qb * nq + i0, rows, lay.ldq, qcol, hd, &mut sq);
+                    let kv = head_view(k, bi * nk, nk, lay.ldkv, lay.k_col + hi * hd, hd, &mut sk);
+                    let vv = head_view(v, bi * nk, nk, lay.ldkv, lay.v_col + hi * hd, hd, &mut sv);
 
                     let mut s = vec![0.0f32; rows * nk];
                     sgemm(qv, kv.t(), &mut s, nk)?;

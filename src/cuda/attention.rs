@@ -69,16 +69,20 @@ pub(super) fn attention<T: Element>(dev: &Cuda, a: AttentionArgs<'_, T, Cuda>) -
     }
     let nq = index32(OP, "q_len", d.q_len)?;
     let nk = index32(OP, "kv_len", d.kv_len)?;
-    let width = index32(OP, "width", d.width())?;
-    index32(OP, "k", d.batch * d.kv_len * d.width())?;
-    index32(OP, "out", d.batch * d.q_len * d.width())?;
+    let lay = d.layout;
+    index32(OP, "q", d.batch * d.q_len * lay.ldq)?;
+    index32(OP, "k", d.batch * d.kv_len * lay.ldkv)?;
+    index32(OP, "out", d.batch * d.q_len * lay.ldo)?;
     let q_bstride = if d.q_broadcast { 0 } else { nq };
     // Scores are kept in the log2 domain: scaled by hd^-0.5 · log2(e).
     let scale = d.scale() * std::f32::consts::LOG2_E;
+    // Every row of every head starts on a 16-byte boundary (cp.async copies 16).
+    let offsets = [
+        lay.ldq, lay.ldkv, lay.ldo, lay.q_col, lay.k_col, lay.v_col, d.head_dim,
+    ];
     let tensor_cores = T::DTYPE == DType::BF16
-        && d.head_dim % 8 == 0
         && d.q_len >= FA2_MIN_QUERIES
-        && width % 8 == 0
+        && offsets.iter().all(|x| x % 8 == 0)
         && [&a.q.buf, &a.k.buf, &a.v.buf]
             .iter()
             .all(|b| dev.aligned16(b))
@@ -93,9 +97,12 @@ pub(super) fn attention<T: Element>(dev: &Cuda, a: AttentionArgs<'_, T, Cuda>) -
         nk,
         heads: d.heads as u32,
         hd: d.head_dim as u32,
-        ldq: width,
-        ldkv: width,
-        ldo: width,
+        ldq: index32(OP, "ldq", lay.ldq)?,
+        ldkv: index32(OP, "ldkv", lay.ldkv)?,
+        ldo: index32(OP, "ldo", lay.ldo)?,
+        q_col: index32(OP, "q_col", lay.q_col)?,
+        k_col: index32(OP, "k_col", lay.k_col)?,
+        v_col: index32(OP, "v_col", lay.v_col)?,
         q_bstride,
         scale,
     };

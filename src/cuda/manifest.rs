@@ -305,6 +305,9 @@ pub(super) struct AttentionArgs<'a> {
     pub ldq: u32,
     pub ldkv: u32,
     pub ldo: u32,
+    pub q_col: u32,
+    pub k_col: u32,
+    pub v_col: u32,
     pub q_bstride: u32,
     pub scale: f32,
 }
@@ -328,6 +331,9 @@ impl Signature for Attention {
             Arg::U32(a.ldq),
             Arg::U32(a.ldkv),
             Arg::U32(a.ldo),
+            Arg::U32(a.q_col),
+            Arg::U32(a.k_col),
+            Arg::U32(a.v_col),
             Arg::U32(a.q_bstride),
             Arg::F32(a.scale),
         ]
@@ -594,7 +600,7 @@ pub(super) mod attention_bf16_hd16 {
         threads: 128,
         static_smem: 0,
         max_dyn_smem: 15360,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_bstride", ParamKind::U32), ("scale", ParamKind::F32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const DYN_SMEM: u32 = 15360;
@@ -611,7 +617,7 @@ pub(super) mod attention_bf16_hd32 {
         threads: 128,
         static_smem: 0,
         max_dyn_smem: 25600,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_bstride", ParamKind::U32), ("scale", ParamKind::F32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const DYN_SMEM: u32 = 25600;
@@ -628,7 +634,7 @@ pub(super) mod attention_bf16_hd48 {
         threads: 128,
         static_smem: 0,
         max_dyn_smem: 35840,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_bstride", ParamKind::U32), ("scale", ParamKind::F32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const DYN_SMEM: u32 = 35840;
@@ -645,7 +651,7 @@ pub(super) mod attention_bf16_hd64 {
         threads: 128,
         static_smem: 0,
         max_dyn_smem: 46080,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_bstride", ParamKind::U32), ("scale", ParamKind::F32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const DYN_SMEM: u32 = 46080;
@@ -662,7 +668,7 @@ pub(super) mod attention_bf16_hd80 {
         threads: 128,
         static_smem: 0,
         max_dyn_smem: 56320,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_bstride", ParamKind::U32), ("scale", ParamKind::F32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const DYN_SMEM: u32 = 56320;
@@ -679,7 +685,7 @@ pub(super) mod attention_bf16_hd96 {
         threads: 128,
         static_smem: 0,
         max_dyn_smem: 66560,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_bstride", ParamKind::U32), ("scale", ParamKind::F32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const DYN_SMEM: u32 = 66560;
@@ -696,7 +702,7 @@ pub(super) mod attention_bf16_hd112 {
         threads: 128,
         static_smem: 0,
         max_dyn_smem: 76800,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_bstride", ParamKind::U32), ("scale", ParamKind::F32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const DYN_SMEM: u32 = 76800;
@@ -713,7 +719,7 @@ pub(super) mod attention_bf16_hd128 {
         threads: 128,
         static_smem: 0,
         max_dyn_smem: 87040,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_bstride", ParamKind::U32), ("scale", ParamKind::F32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const DYN_SMEM: u32 = 87040;
@@ -730,7 +736,7 @@ pub(super) mod attention_f32 {
         threads: 256,
         static_smem: 38016,
         max_dyn_smem: 0,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_bstride", ParamKind::U32), ("scale", ParamKind::F32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const MAX_HD: u32 = 128;
@@ -746,7 +752,7 @@ pub(super) mod attention_bf16 {
         threads: 256,
         static_smem: 38016,
         max_dyn_smem: 0,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_bstride", ParamKind::U32), ("scale", ParamKind::F32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const MAX_HD: u32 = 128;
@@ -773,14 +779,14 @@ pub(super) const ALL: &[(&Module, &str, u32, usize)] = &[
     (&LINEAR, "linear_bf16_any", 128, 9),
     (&PATCH_EMBED, "patch_embed_f32", 256, 12),
     (&PATCH_EMBED, "patch_embed_bf16", 128, 12),
-    (&ATTENTION, "attention_bf16_hd16", 128, 14),
-    (&ATTENTION, "attention_bf16_hd32", 128, 14),
-    (&ATTENTION, "attention_bf16_hd48", 128, 14),
-    (&ATTENTION, "attention_bf16_hd64", 128, 14),
-    (&ATTENTION, "attention_bf16_hd80", 128, 14),
-    (&ATTENTION, "attention_bf16_hd96", 128, 14),
-    (&ATTENTION, "attention_bf16_hd112", 128, 14),
-    (&ATTENTION, "attention_bf16_hd128", 128, 14),
-    (&ATTENTION, "attention_f32", 256, 14),
-    (&ATTENTION, "attention_bf16", 256, 14),
+    (&ATTENTION, "attention_bf16_hd16", 128, 17),
+    (&ATTENTION, "attention_bf16_hd32", 128, 17),
+    (&ATTENTION, "attention_bf16_hd48", 128, 17),
+    (&ATTENTION, "attention_bf16_hd64", 128, 17),
+    (&ATTENTION, "attention_bf16_hd80", 128, 17),
+    (&ATTENTION, "attention_bf16_hd96", 128, 17),
+    (&ATTENTION, "attention_bf16_hd112", 128, 17),
+    (&ATTENTION, "attention_bf16_hd128", 128, 17),
+    (&ATTENTION, "attention_f32", 256, 17),
+    (&ATTENTION, "attention_bf16", 256, 17),
 ];

@@ -7,6 +7,7 @@
 //! attention.
 
 mod config;
+mod engine;
 mod files;
 mod loader;
 mod vision;

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use crate::buffer::DeviceBuffer;
 use crate::element::Element;
@@ -10,42 +11,13 @@ use crate::error::{Error, Result};
 use crate::ops::{self, Activation, Kernels};
 
 use super::config::VisionConfig;
+use super::engine::{self, Workspace};
 use super::files::ModelFiles;
 use super::loader::Checkpoint;
-use super::weights::{self, Checker, LinearW, MlpW, NormW, Upload, Weights};
+use super::weights::{self, Checker, Upload, Weights};
 
-type DevLinear<T, D> = LinearW<DeviceBuffer<T, D>>;
-
-impl<T: Element, D: Kernels<T>> DevLinear<T, D> {
-    fn forward(
-        &self,
-        x: &DeviceBuffer<T, D>,
-        act: Activation,
-        residual: Option<&DeviceBuffer<T, D>>,
-    ) -> Result<DeviceBuffer<T, D>> {
-        ops::linear(x, &self.weight, Some(&self.bias), act, residual)
-    }
-}
-
-impl<T: Element, D: Kernels<T>> NormW<DeviceBuffer<T, D>> {
-    fn forward(&self, x: &DeviceBuffer<T, D>, eps: f32) -> Result<DeviceBuffer<T, D>> {
-        ops::layer_norm(x, &self.weight, &self.bias, eps)
-    }
-}
-
-impl<T: Element, D: Kernels<T>> MlpW<DeviceBuffer<T, D>> {
-    /// `residual + fc2(gelu_tanh(fc1(x)))`, the GELU and the residual fused.
-    fn forward(
-        &self,
-        x: &DeviceBuffer<T, D>,
-        residual: &DeviceBuffer<T, D>,
-    ) -> Result<DeviceBuffer<T, D>> {
-        let h = self.fc1.forward(x, Activation::GeluTanh, None)?;
-        self.fc2.forward(&h, Activation::None, Some(residual))
-    }
-}
-
-/// What [`VisionModel::forward`] returns.
+/// What [`VisionModel::forward`] returns. [`VisionModel::forward_into`] writes
+/// into one made by [`VisionModel::new_output`] (or a previous call's).
 pub struct VisionOutput<T: Element, D: Kernels<T>> {
     /// `post_layernorm(x)`, `[B, N, D]`.
     pub last_hidden_state: DeviceBuffer<T, D>,
@@ -88,7 +60,7 @@ pub struct VisionOutput<T: Element, D: Kernels<T>> {
 pub struct MemoryBank<T: Element, D: Kernels<T>> {
     model_id: u64,
     batch: usize,
-    layers: Vec<(usize, DeviceBuffer<T, D>)>,
+    pub(super) layers: Vec<(usize, DeviceBuffer<T, D>)>,
 }
 
 impl<T: Element, D: Kernels<T>> MemoryBank<T, D> {
@@ -131,10 +103,19 @@ static NEXT_MODEL_ID: AtomicU64 = AtomicU64::new(1);
 /// ```
 pub struct VisionModel<T: Element, D: Kernels<T>> {
     id: u64,
-    config: VisionConfig,
+    pub(super) config: VisionConfig,
     device: D,
-    w: Weights<DeviceBuffer<T, D>, Vec<T>>,
+    pub(super) w: Weights<DeviceBuffer<T, D>, Vec<T>>,
+    /// The pooling head's query, `q_proj(probe)` `[1, 1, D]`: it depends on the
+    /// weights only, so it is computed once at load.
+    pub(super) probe_q: Option<DeviceBuffer<T, D>>,
+    /// Activation buffers of finished forward passes, reused by the next ones at
+    /// the same batch size (one per concurrent caller).
+    workspaces: Mutex<Vec<Workspace<T, D>>>,
 }
+
+/// Workspaces a model keeps between calls.
+const KEPT_WORKSPACES: usize = 4;
 
 impl<T: Element, D: Kernels<T>> std::fmt::Debug for VisionModel<T, D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -180,11 +161,40 @@ impl<T: Element, D: Kernels<T>> VisionModel<T, D> {
         weights::build(&config, &mut checker)?;
         checker.finish()?;
         let w = weights::build(&config, &mut Upload::new(&tensors, device))?;
+        Self::from_weights(config, w, device)
+    }
+
+    /// A model of `config` whose weights are drawn at random (seeded), through the
+    /// same walk of the tensors as a checkpoint's: for benchmarks and tests at real
+    /// sizes without a download. Layer norms are near identity, linear weights
+    /// scaled by 1/√fan-in, so activations stay in range through the depth.
+    pub fn random(config: VisionConfig, device: &D, seed: u64) -> Result<Self> {
+        let w = weights::build(&config, &mut weights::Random::new(device, seed))?;
+        Self::from_weights(config, w, device)
+    }
+
+    fn from_weights(
+        config: VisionConfig,
+        w: Weights<DeviceBuffer<T, D>, Vec<T>>,
+        device: &D,
+    ) -> Result<Self> {
+        let probe_q = match &w.head {
+            Some(head) => Some(ops::linear(
+                &head.probe,
+                &head.q.weight,
+                Some(&head.q.bias),
+                Activation::None,
+                None,
+            )?),
+            None => None,
+        };
         Ok(Self {
             id: NEXT_MODEL_ID.fetch_add(1, Ordering::Relaxed),
             config,
             device: device.clone(),
             w,
+            probe_q,
+            workspaces: Mutex::new(Vec::new()),
         })
     }
 
@@ -229,11 +239,32 @@ impl<T: Element, D: Kernels<T>> VisionModel<T, D> {
         })
     }
 
+    /// Output buffers for batches of `batch`, for [`forward_into`](Self::forward_into).
+    pub fn new_output(&self, batch: usize) -> Result<VisionOutput<T, D>> {
+        let c = &self.config;
+        Ok(VisionOutput {
+            last_hidden_state: DeviceBuffer::uninit(
+                &self.device,
+                &[batch, c.num_patches(), c.hidden_size],
+            )?,
+            pooler_output: match &self.w.head {
+                Some(_) => Some(DeviceBuffer::uninit(&self.device, &[batch, c.hidden_size])?),
+                None => None,
+            },
+        })
+    }
+
     /// Run the vision tower on `pixels` `[B, C, I, I]`.
     ///
     /// A model with memory needs `memory` (made by [`new_memory`](Self::new_memory)
-    /// for the same batch size); it reads the bank and leaves in it the state for the
-    /// next segment. If the call fails part-way the bank may be partly updated.
+    /// for the same batch size); it reads the bank and leaves in it, in place, the
+    /// state for the next segment. If the call fails part-way the bank may be partly
+    /// updated.
+    ///
+    /// Intermediate activations live in a workspace the model keeps between calls:
+    /// after the first call at a batch size, a forward allocates only its outputs
+    /// (and [`forward_into`](Self::forward_into) nothing at all). Calls from several
+    /// threads each get a workspace of their own.
     ///
     /// **Bad inputs.** A shape other than `[B, C, I, I]` with the config's C and I,
     /// or an empty batch (B = 0), is an `Err` naming `pixel_values`. Values are not
@@ -246,6 +277,31 @@ impl<T: Element, D: Kernels<T>> VisionModel<T, D> {
         pixels: &DeviceBuffer<T, D>,
         memory: Option<&mut MemoryBank<T, D>>,
     ) -> Result<VisionOutput<T, D>> {
+        let batch = self.check_pixels(pixels)?;
+        let mut out = self.new_output(batch)?;
+        self.forward_into(pixels, memory, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`forward`](Self::forward) writing into `out` (from
+    /// [`new_output`](Self::new_output) for the same batch size, or a previous
+    /// call's): no allocation once the model has a workspace for this batch size.
+    pub fn forward_into(
+        &self,
+        pixels: &DeviceBuffer<T, D>,
+        memory: Option<&mut MemoryBank<T, D>>,
+        out: &mut VisionOutput<T, D>,
+    ) -> Result<()> {
+        let batch = self.check_pixels(pixels)?;
+        let memory = self.check_memory(memory, batch)?;
+        let mut ws = self.take_workspace(batch)?;
+        let result = engine::run(self, &mut ws, pixels, memory, out);
+        self.give_back(ws);
+        result
+    }
+
+    /// B of `pixels`, or an error when they are not `[B ≥ 1, C, I, I]`.
+    fn check_pixels(&self, pixels: &DeviceBuffer<T, D>) -> Result<usize> {
         let c = &self.config;
         let batch = pixels.shape().first().copied().unwrap_or(0);
         let want = c.pixel_shape(batch);
@@ -261,7 +317,16 @@ impl<T: Element, D: Kernels<T>> VisionModel<T, D> {
                 ),
             });
         }
-        let mut memory = match memory {
+        Ok(batch)
+    }
+
+    fn check_memory<'m>(
+        &self,
+        memory: Option<&'m mut MemoryBank<T, D>>,
+        batch: usize,
+    ) -> Result<Option<&'m mut MemoryBank<T, D>>> {
+        let c = &self.config;
+        match memory {
             Some(bank) => {
                 if bank.model_id != self.id {
                     return Err(Error::Input {
@@ -278,88 +343,36 @@ impl<T: Element, D: Kernels<T>> VisionModel<T, D> {
                         ),
                     });
                 }
-                Some(bank)
+                Ok(Some(bank))
             }
-            None if c.has_memory() => {
-                return Err(Error::Input {
-                    tensor: "memory".into(),
-                    msg: format!(
-                        "this model has memory-gated attention on layers {:?}; pass a bank from new_memory({batch})",
-                        c.memory_layers
-                    ),
-                })
-            }
-            None => None,
-        };
-
-        let heads = c.num_attention_heads;
-        let eps = c.layer_norm_eps;
-        let mut x = ops::patch_embed(
-            pixels,
-            &self.w.patch_weight,
-            &self.w.patch_bias,
-            &self.w.position,
-            c.patch_size,
-        )?;
-        let mut bank_slot = 0;
-        for (i, layer) in self.w.layers.iter().enumerate() {
-            let h = layer.norm1.forward(&x, eps)?;
-            x = match &layer.memory {
-                None => {
-                    let q = layer.q.forward(&h, Activation::None, None)?;
-                    let k = layer.k.forward(&h, Activation::None, None)?;
-                    let v = layer.v.forward(&h, Activation::None, None)?;
-                    let a = ops::attention(&q, &k, &v, heads)?;
-                    layer.out.forward(&a, Activation::None, Some(&x))?
-                }
-                Some(mem) => {
-                    let bank = memory.as_deref_mut().ok_or_else(|| Error::Input {
-                        tensor: "memory".into(),
-                        msg: format!("layer {i} needs a memory bank"),
-                    })?;
-                    let state = match bank.layers.get_mut(bank_slot) {
-                        Some((l, s)) if *l == i => s,
-                        _ => {
-                            return Err(Error::Input {
-                                tensor: "memory".into(),
-                                msg: format!("the bank has no state for memory layer {i}"),
-                            })
-                        }
-                    };
-                    bank_slot += 1;
-                    let (joint, gate) =
-                        ops::memory_read(&h, state, &mem.router.weight, &mem.router.bias)?;
-                    let q = layer.q.forward(&joint, Activation::None, None)?;
-                    let k = layer.k.forward(&joint, Activation::None, None)?;
-                    let v = layer.v.forward(&joint, Activation::None, None)?;
-                    let a = ops::attention(&q, &k, &v, heads)?;
-                    let o = layer.out.forward(&a, Activation::None, None)?;
-                    ops::memory_write(state, &gate, &o, &x)?
-                }
-            };
-            let h2 = layer.norm2.forward(&x, eps)?;
-            x = layer.mlp.forward(&h2, &x)?;
+            None if c.has_memory() => Err(Error::Input {
+                tensor: "memory".into(),
+                msg: format!(
+                    "this model has memory-gated attention on layers {:?}; pass a bank from new_memory({batch})",
+                    c.memory_layers
+                ),
+            }),
+            None => Ok(None),
         }
-        let last_hidden_state = self.w.post_norm.forward(&x, eps)?;
-        drop(x);
+    }
 
-        let pooler_output = match &self.w.head {
-            None => None,
-            Some(head) => {
-                // One probe query, shared by the batch (attention's q batch 1).
-                let q = head.q.forward(&head.probe, Activation::None, None)?;
-                let k = head.k.forward(&last_hidden_state, Activation::None, None)?;
-                let v = head.v.forward(&last_hidden_state, Activation::None, None)?;
-                let a = ops::attention(&q, &k, &v, heads)?;
-                let r = head.out.forward(&a, Activation::None, None)?;
-                let n = head.norm.forward(&r, eps)?;
-                let pooled = head.mlp.forward(&n, &r)?;
-                Some(pooled.reshape(&[batch, c.hidden_size])?)
+    /// A workspace for `batch` from the pool, or a new one.
+    fn take_workspace(&self, batch: usize) -> Result<Workspace<T, D>> {
+        let mut pool = self.workspaces.lock().unwrap_or_else(|p| p.into_inner());
+        match pool.iter().position(|w| w.batch() == batch) {
+            Some(i) => Ok(pool.swap_remove(i)),
+            None => {
+                drop(pool);
+                Workspace::new(self, batch)
             }
-        };
-        Ok(VisionOutput {
-            last_hidden_state,
-            pooler_output,
-        })
+        }
+    }
+
+    fn give_back(&self, ws: Workspace<T, D>) {
+        let mut pool = self.workspaces.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() >= KEPT_WORKSPACES {
+            pool.remove(0);
+        }
+        pool.push(ws);
     }
 }

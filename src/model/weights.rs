@@ -52,9 +52,8 @@ pub(crate) struct MemoryW<B, H> {
 
 pub(crate) struct LayerW<B, H> {
     pub norm1: NormW<B>,
-    pub q: LinearW<B>,
-    pub k: LinearW<B>,
-    pub v: LinearW<B>,
+    /// q_proj, k_proj and v_proj stacked: weight `[3·D, D]`, bias `[3·D]` — one GEMM.
+    pub qkv: LinearW<B>,
     pub out: LinearW<B>,
     pub norm2: NormW<B>,
     pub mlp: MlpW<B>,
@@ -64,10 +63,10 @@ pub(crate) struct LayerW<B, H> {
 pub(crate) struct HeadW<B> {
     /// `[1, 1, D]`.
     pub probe: B,
-    /// q, k and v: the rows of the stacked `in_proj`.
+    /// The first D rows of the stacked `in_proj` (q).
     pub q: LinearW<B>,
-    pub k: LinearW<B>,
-    pub v: LinearW<B>,
+    /// Its other 2·D rows (k and v): one GEMM over the tokens.
+    pub kv: LinearW<B>,
     pub out: LinearW<B>,
     pub norm: NormW<B>,
     pub mlp: MlpW<B>,
@@ -95,8 +94,15 @@ pub(crate) trait Source {
     fn tensor(&mut self, name: &str, shape: &[Dim]) -> Result<Self::Buf>;
     /// The tensor `name`, kept on the host.
     fn host(&mut self, name: &str, shape: &[Dim]) -> Result<Self::Host>;
-    /// The tensor `name` cut into `parts` equal blocks along its first axis.
-    fn split_rows(&mut self, name: &str, shape: &[Dim], parts: usize) -> Result<Vec<Self::Buf>>;
+    /// Rows `rows` (of the first axis) of the tensor `name`.
+    fn row_range(
+        &mut self,
+        name: &str,
+        shape: &[Dim],
+        rows: std::ops::Range<usize>,
+    ) -> Result<Self::Buf>;
+    /// The tensors `parts` (name, shape) stacked along their first axis.
+    fn stacked(&mut self, parts: &[(String, Vec<Dim>)]) -> Result<Self::Buf>;
 }
 
 /// Walk the tensors a model with config `c` has, in checkpoint order, taking
@@ -145,12 +151,17 @@ pub(crate) fn build<S: Source>(c: &VisionConfig, s: &mut S) -> Result<Weights<S:
         } else {
             None
         };
+        let proj = |p: &str, tail: &str, shape: &[Dim]| {
+            (format!("{attn}.{p}_proj.{tail}"), shape.to_vec())
+        };
+        let qkv = LinearW {
+            weight: s.stacked(&["q", "k", "v"].map(|p| proj(p, "weight", &[d, d])))?,
+            bias: s.stacked(&["q", "k", "v"].map(|p| proj(p, "bias", &[d])))?,
+        };
         layers.push(LayerW {
             memory,
             norm1: norm(s, &format!("{pre}.layer_norm1"), d)?,
-            q: linear(s, &format!("{attn}.q_proj"), d, d)?,
-            k: linear(s, &format!("{attn}.k_proj"), d, d)?,
-            v: linear(s, &format!("{attn}.v_proj"), d, d)?,
+            qkv,
             out: linear(s, &format!("{attn}.out_proj"), d, d)?,
             norm2: norm(s, &format!("{pre}.layer_norm2"), d)?,
             mlp: mlp(s, &format!("{pre}.mlp"), d, f)?,
@@ -162,23 +173,20 @@ pub(crate) fn build<S: Source>(c: &VisionConfig, s: &mut S) -> Result<Weights<S:
             value: 3 * c.hidden_size,
             keys: &["hidden_size"],
         };
-        let w = s.split_rows("head.attention.in_proj_weight", &[d3, d], 3)?;
-        let b = s.split_rows("head.attention.in_proj_bias", &[d3], 3)?;
-        let [qw, kw, vw]: [S::Buf; 3] = w.try_into().map_err(|_| split_err())?;
-        let [qb, kb, vb]: [S::Buf; 3] = b.try_into().map_err(|_| split_err())?;
+        let (w, b) = (
+            "head.attention.in_proj_weight",
+            "head.attention.in_proj_bias",
+        );
+        let dd = c.hidden_size;
         Some(HeadW {
             probe: s.tensor("head.probe", &[one(), one(), d])?,
             q: LinearW {
-                weight: qw,
-                bias: qb,
+                weight: s.row_range(w, &[d3, d], 0..dd)?,
+                bias: s.row_range(b, &[d3], 0..dd)?,
             },
-            k: LinearW {
-                weight: kw,
-                bias: kb,
-            },
-            v: LinearW {
-                weight: vw,
-                bias: vb,
+            kv: LinearW {
+                weight: s.row_range(w, &[d3, d], dd..3 * dd)?,
+                bias: s.row_range(b, &[d3], dd..3 * dd)?,
             },
             out: linear(s, "head.attention.out_proj", d, d)?,
             norm: norm(s, "head.layernorm", d)?,
@@ -202,10 +210,6 @@ fn one() -> Dim {
         value: 1,
         keys: &[],
     }
-}
-
-fn split_err() -> Error {
-    Error::Internal("head.attention.in_proj split into other than 3 parts".into())
 }
 
 fn linear<S: Source>(s: &mut S, name: &str, out: Dim, inp: Dim) -> Result<LinearW<S::Buf>> {
@@ -339,10 +343,45 @@ impl Source for Checker<'_> {
         self.tensor(name, shape)
     }
 
-    fn split_rows(&mut self, name: &str, shape: &[Dim], parts: usize) -> Result<Vec<()>> {
-        self.tensor(name, shape)?;
-        Ok(vec![(); parts])
+    fn row_range(
+        &mut self,
+        name: &str,
+        shape: &[Dim],
+        _rows: std::ops::Range<usize>,
+    ) -> Result<()> {
+        self.tensor(name, shape)
     }
+
+    fn stacked(&mut self, parts: &[(String, Vec<Dim>)]) -> Result<()> {
+        for (name, shape) in parts {
+            self.tensor(name, shape)?;
+        }
+        Ok(())
+    }
+}
+
+/// The tensors `parts` read by `read(name, shape)`, stacked along their first
+/// axis: (shape, data).
+fn stack<T>(
+    parts: &[(String, Vec<Dim>)],
+    mut read: impl FnMut(&str, &[usize]) -> Result<Vec<T>>,
+) -> Result<(Vec<usize>, Vec<T>)> {
+    let mut data = Vec::new();
+    let mut shape: Vec<usize> = Vec::new();
+    for (name, dims) in parts {
+        let part = values(dims);
+        data.extend(read(name, &part)?);
+        if shape.is_empty() {
+            shape = part;
+        } else if shape[1..] == part[1..] {
+            shape[0] += part[0];
+        } else {
+            return Err(Error::Internal(format!(
+                "{name}: stacked parts differ in shape"
+            )));
+        }
+    }
+    Ok((shape, data))
 }
 
 // ---------------------------------------------------------------------------
@@ -379,26 +418,114 @@ impl<T: Element, D: Kernels<T>> Source for Upload<'_, T, D> {
         self.tensors.host::<T>(name, &values(shape))
     }
 
-    fn split_rows(
+    fn row_range(
         &mut self,
         name: &str,
         shape: &[Dim],
-        parts: usize,
-    ) -> Result<Vec<DeviceBuffer<T, D>>> {
+        rows: std::ops::Range<usize>,
+    ) -> Result<DeviceBuffer<T, D>> {
         let shape = values(shape);
         let host = self.tensors.host::<T>(name, &shape)?;
-        let rows = shape.first().copied().unwrap_or(0);
-        if parts == 0 || rows % parts != 0 {
-            return Err(Error::Internal(format!(
-                "{name}: {rows} rows do not split into {parts} parts"
-            )));
-        }
+        let row_len: usize = shape.iter().skip(1).product();
+        let part = host
+            .get(rows.start * row_len..rows.end * row_len)
+            .ok_or_else(|| Error::Internal(format!("{name}: rows {rows:?} of {shape:?}")))?;
         let mut part_shape = shape.clone();
-        part_shape[0] = rows / parts;
-        let part_len = host.len() / parts;
-        host.chunks_exact(part_len.max(1))
-            .take(parts)
-            .map(|chunk| DeviceBuffer::from_slice(self.device, chunk, &part_shape))
-            .collect()
+        part_shape[0] = rows.len();
+        DeviceBuffer::from_slice(self.device, part, &part_shape)
+    }
+
+    fn stacked(&mut self, parts: &[(String, Vec<Dim>)]) -> Result<DeviceBuffer<T, D>> {
+        let (shape, data) = stack(parts, |name, shape| self.tensors.host::<T>(name, shape))?;
+        DeviceBuffer::from_slice(self.device, &data, &shape)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Random weights (benchmarks, tests at real sizes): the same walk, seeded values.
+
+/// A [`Source`] that draws every tensor at random: layer-norm weights near 1 and
+/// biases near 0, matrices uniform in ±1/√fan-in (the last axis), everything else
+/// small; deterministic for a seed.
+pub(crate) struct Random<'a, T, D> {
+    device: &'a D,
+    state: u64,
+    _t: std::marker::PhantomData<T>,
+}
+
+impl<'a, T: Element, D: Kernels<T>> Random<'a, T, D> {
+    pub(crate) fn new(device: &'a D, seed: u64) -> Self {
+        Self {
+            device,
+            state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            _t: std::marker::PhantomData,
+        }
+    }
+
+    /// Uniform in [-1, 1) (xorshift64*).
+    fn next(&mut self) -> f32 {
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        let r = self.state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
+        r as f32 / (1u64 << 23) as f32 - 1.0
+    }
+
+    fn values(&mut self, name: &str, shape: &[usize]) -> Result<Vec<T>> {
+        let n = crate::buffer::checked_numel(shape)
+            .ok_or_else(|| Error::Internal(format!("{name}: shape {shape:?} overflows")))?;
+        let fan_in = shape.last().copied().unwrap_or(1).max(1) as f32;
+        let (center, scale) = if name.ends_with("layer_norm1.weight")
+            || name.ends_with("layer_norm2.weight")
+            || name.ends_with("layernorm.weight")
+        {
+            (1.0, 0.05)
+        } else if shape.len() >= 2 {
+            (0.0, fan_in.powf(-0.5))
+        } else {
+            (0.0, 0.02)
+        };
+        let mut out = Vec::new();
+        out.try_reserve_exact(n).map_err(|_| Error::OutOfMemory {
+            device: "host".into(),
+            bytes: (n as u64).saturating_mul(T::DTYPE.size() as u64),
+            tensor: name.to_string(),
+        })?;
+        for _ in 0..n {
+            out.push(T::from_f32(center + scale * self.next()));
+        }
+        Ok(out)
+    }
+}
+
+impl<T: Element, D: Kernels<T>> Source for Random<'_, T, D> {
+    type Buf = DeviceBuffer<T, D>;
+    type Host = Vec<T>;
+
+    fn tensor(&mut self, name: &str, shape: &[Dim]) -> Result<DeviceBuffer<T, D>> {
+        let shape = values(shape);
+        let host = self.values(name, &shape)?;
+        DeviceBuffer::from_slice(self.device, &host, &shape)
+    }
+
+    fn host(&mut self, name: &str, shape: &[Dim]) -> Result<Vec<T>> {
+        self.values(name, &values(shape))
+    }
+
+    fn row_range(
+        &mut self,
+        name: &str,
+        shape: &[Dim],
+        rows: std::ops::Range<usize>,
+    ) -> Result<DeviceBuffer<T, D>> {
+        let mut shape = values(shape);
+        shape[0] = rows.len();
+        let host = self.values(name, &shape)?;
+        DeviceBuffer::from_slice(self.device, &host, &shape)
+    }
+
+    fn stacked(&mut self, parts: &[(String, Vec<Dim>)]) -> Result<DeviceBuffer<T, D>> {
+        let (shape, data) = stack(parts, |name, shape| self.values(name, shape))?;
+        DeviceBuffer::from_slice(self.device, &data, &shape)
     }
 }

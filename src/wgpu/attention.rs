@@ -16,12 +16,17 @@ uniform! {
         hd: u32,
         nq: u32,
         nk: u32,
-        width: u32,
+        ldq: u32,
+        ldkv: u32,
+        ldo: u32,
+        q_col: u32,
+        k_col: u32,
+        v_col: u32,
         q_bstride: u32,
         q_blocks: u32,
         scale: f32,
     }
-    pad 3
+    pad 2
 }
 
 pub(super) fn attention<T: Element>(dev: &Wgpu, a: AttentionArgs<'_, T, Wgpu>) -> Result<()> {
@@ -38,10 +43,11 @@ pub(super) fn attention<T: Element>(dev: &Wgpu, a: AttentionArgs<'_, T, Wgpu>) -
             ),
         });
     }
-    let width = d.width();
+    let lay = d.layout;
     let q_blocks = d.q_len.div_ceil(rows);
-    u32_of(OP, "k", d.batch * d.kv_len * width)?;
-    u32_of(OP, "out", d.batch * d.q_len * width)?;
+    u32_of(OP, "k", d.batch * d.kv_len * lay.ldkv)?;
+    u32_of(OP, "q", d.batch * d.q_len * lay.ldq)?;
+    u32_of(OP, "out", d.batch * d.q_len * lay.ldo)?;
     let groups = d.batch * d.heads * q_blocks;
     u32_of(OP, "workgroups", groups)?;
     let params = AttentionParams {
@@ -50,11 +56,16 @@ pub(super) fn attention<T: Element>(dev: &Wgpu, a: AttentionArgs<'_, T, Wgpu>) -
         hd: u32_of(OP, "head_dim", d.head_dim)?,
         nq: u32_of(OP, "q_len", d.q_len)?,
         nk: u32_of(OP, "kv_len", d.kv_len)?,
-        width: u32_of(OP, "width", width)?,
+        ldq: u32_of(OP, "ldq", lay.ldq)?,
+        ldkv: u32_of(OP, "ldkv", lay.ldkv)?,
+        ldo: u32_of(OP, "ldo", lay.ldo)?,
+        q_col: u32_of(OP, "q_col", lay.q_col)?,
+        k_col: u32_of(OP, "k_col", lay.k_col)?,
+        v_col: u32_of(OP, "v_col", lay.v_col)?,
         q_bstride: if d.q_broadcast {
             0
         } else {
-            u32_of(OP, "q batch stride", d.q_len * width)?
+            u32_of(OP, "q batch stride", d.q_len * lay.ldq)?
         },
         q_blocks: u32_of(OP, "query blocks", q_blocks)?,
         scale: d.scale(),

@@ -256,3 +256,87 @@ fn pixel_shape_is_checked() {
         "{msg}"
     );
 }
+
+/// After the first call at a batch size, `forward_into` allocates nothing (the
+/// workspace and the outputs are reused) and gives the same result every time;
+/// `forward` allocates only its two outputs. On every device present.
+fn workspace_is_reused<D: Kernels<f32>>(dev: &D) {
+    for case in ["siglip_tiny", "mga_tiny"] {
+        let model = VisionModel::<f32, D>::load(data_dir(case), dev).unwrap();
+        let pixels = DeviceBuffer::full(dev, &model.config().pixel_shape(2), 0.25f32).unwrap();
+        let mut out = model.new_output(2).unwrap();
+        let mut bank = model.new_memory(2).unwrap();
+        model
+            .forward_into(&pixels, Some(&mut bank), &mut out)
+            .unwrap();
+        let first = out.last_hidden_state.to_vec().unwrap();
+        let mut bank = model.new_memory(2).unwrap();
+        let before = tessera::buffer::thread_allocations();
+        model
+            .forward_into(&pixels, Some(&mut bank), &mut out)
+            .unwrap();
+        assert_eq!(
+            tessera::buffer::thread_allocations() - before,
+            0,
+            "{case}: forward_into allocated"
+        );
+        assert_eq!(
+            out.last_hidden_state.to_vec().unwrap(),
+            first,
+            "{case}: not deterministic"
+        );
+        let mut bank = model.new_memory(2).unwrap();
+        let before = tessera::buffer::thread_allocations();
+        let again = model.forward(&pixels, Some(&mut bank)).unwrap();
+        assert_eq!(
+            tessera::buffer::thread_allocations() - before,
+            2,
+            "{case}: forward allocated"
+        );
+        assert_eq!(again.last_hidden_state.to_vec().unwrap(), first);
+    }
+}
+
+#[test]
+fn workspace_is_reused_on_cpu() {
+    workspace_is_reused(&tessera::Cpu);
+}
+
+#[test]
+fn workspace_is_reused_on_wgpu() {
+    if let Some(dev) =
+        crate::common::device_or_skip("wgpu", "TESSERA_REQUIRE_WGPU", tessera::Wgpu::new)
+    {
+        workspace_is_reused(&dev);
+    }
+}
+
+#[test]
+fn workspace_is_reused_on_cuda() {
+    if let Some(dev) =
+        crate::common::device_or_skip("cuda", "TESSERA_REQUIRE_CUDA", || tessera::Cuda::new(0))
+    {
+        workspace_is_reused(&dev);
+    }
+}
+
+/// `VisionModel::random` walks the same tensors as a checkpoint: a 12-layer model
+/// at a remainder image size runs, and its activations stay finite and non-trivial
+/// through the depth (the scaling of the random weights).
+#[test]
+fn random_weights_run_through_the_depth() {
+    let config = tessera::VisionConfig::from_json_str(
+        r#"{"hidden_size": 96, "intermediate_size": 192, "num_hidden_layers": 12,
+            "num_attention_heads": 4, "image_size": 60, "patch_size": 14}"#,
+        "random.json",
+    )
+    .unwrap();
+    let model = VisionModel::<f32, tessera::Cpu>::random(config, &tessera::Cpu, 7).unwrap();
+    let pixels = DeviceBuffer::full(&tessera::Cpu, &model.config().pixel_shape(2), 0.5f32).unwrap();
+    let out = model.forward(&pixels, None).unwrap();
+    assert_eq!(out.last_hidden_state.shape(), &[2, 16, 96]);
+    let v = out.pooler_output.unwrap().to_vec().unwrap();
+    assert!(v.iter().all(|x| x.is_finite()));
+    let rms = (v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32).sqrt();
+    assert!(rms > 0.05 && rms < 50.0, "pooler rms {rms}");
+}

@@ -206,6 +206,65 @@ pub fn check_attention<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
     }
 }
 
+/// Columns `col .. col + w` of each `ld`-wide row.
+fn columns<T: Copy>(x: &[T], ld: usize, col: usize, w: usize) -> Vec<T> {
+    x.chunks(ld)
+        .flat_map(|row| row[col..col + w].to_vec())
+        .collect()
+}
+
+/// q, k and v as column blocks of one fused projection: `attention_qkv` over
+/// `[B, N, 3·W]` and `attention_q_kv` (a shared probe over `[B, Nk, 2·W]`), against
+/// the reference on the split tensors.
+pub fn check_attention_fused<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
+    // (batch, heads, head_dim, tokens): head dims a multiple of 8 (the tensor-core
+    // path on CUDA) and not.
+    for &(b, h, hd, n) in &[(2, 2, 64, 70), (1, 3, 24, 17), (2, 2, 17, 9)] {
+        let w = h * hd;
+        let qkv: Vec<T> = rng.vec(b * n * 3 * w, 1.0);
+        let mut out = poisoned::<T, D>(dev, &[b, n, w]);
+        ops::attention_qkv_into(&up(dev, &qkv, &[b, n, 3 * w]), h, &mut out).unwrap();
+        let x = to_f64(&qkv);
+        let (q, k, v) = (
+            columns(&x, 3 * w, 0, w),
+            columns(&x, 3 * w, w, w),
+            columns(&x, 3 * w, 2 * w, w),
+        );
+        let reference = ref_attention(&q, &k, &v, b, h, hd, n, n, false);
+        assert_close(
+            &format!("attention_qkv b={b} h={h} hd={hd} n={n}"),
+            &out.to_vec().unwrap(),
+            &reference,
+        );
+        let probe: Vec<T> = rng.vec(w, 1.0);
+        let kv: Vec<T> = rng.vec(b * n * 2 * w, 1.0);
+        let got = ops::attention_q_kv(
+            &up(dev, &probe, &[1, 1, w]),
+            &up(dev, &kv, &[b, n, 2 * w]),
+            h,
+        )
+        .unwrap();
+        assert_eq!(got.shape(), &[b, 1, w]);
+        let y = to_f64(&kv);
+        let reference = ref_attention(
+            &to_f64(&probe),
+            &columns(&y, 2 * w, 0, w),
+            &columns(&y, 2 * w, w, w),
+            b,
+            h,
+            hd,
+            1,
+            n,
+            true,
+        );
+        assert_close(
+            &format!("attention_q_kv b={b} h={h} hd={hd} nk={n}"),
+            &got.to_vec().unwrap(),
+            &reference,
+        );
+    }
+}
+
 /// Rows whose first keys all score −∞ (a whole first tile, in every kernel's
 /// tiling) and later keys finite: the softmax must ignore them, as the f64
 /// reference does, never produce NaN. Keys 0..70 carry −∞ in dimension 0 of
@@ -443,6 +502,7 @@ macro_rules! op_suite {
         each_dtype!(patch_embed_matches_reference, check_patch_embed);
         each_dtype!(attention_matches_reference, check_attention);
         each_dtype!(attention_ignores_neg_inf_scores, check_attention_neg_inf);
+        each_dtype!(attention_on_fused_projections, check_attention_fused);
         each_dtype!(memory_read_write_match_reference, check_memory);
         each_dtype!(add_matches_reference, check_add);
 

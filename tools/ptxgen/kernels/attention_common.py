@@ -1,12 +1,14 @@
 """What both attention kernels share: the parameter list and the per-sequence
 bounds.
 
-attention_*(q, k, v, out, cu, nq, nk, heads, hd, ldq, ldkv, ldo, q_bstride, scale):
+attention_*(q, k, v, out, cu, nq, nk, heads, hd, ldq, ldkv, ldo, q_col, k_col, v_col,
+q_bstride, scale):
 per batch b (ctaid.z) and head h (ctaid.y), out = softmax(q kᵀ · scale) v over
 that sequence, no mask.
 - q, k, v, out are base pointers; row r of sequence b, head h starts at
-  base + (row0(b) + r)·ld + h·hd elements, ld = ldq / ldkv / ldo, so q, k and v may
-  be column blocks of one fused [.., 3·H·hd] projection.
+  base + (row0(b) + r)·ld + col + h·hd elements, ld = ldq / ldkv / ldo and col =
+  q_col / k_col / v_col (0 for out), so q, k and v may be column blocks of one fused
+  [.., 3·H·hd] projection (or k and v of one [.., 2·H·hd]).
 - Fixed-length batches (cu null): q rows start at b·q_bstride (q_bstride = nq, or
   0 when one set of queries serves the whole batch: the pooling probe), k/v rows at
   b·nk, out rows at b·nq; lengths nq and nk.
@@ -18,7 +20,19 @@ from ..asm import F32, In, Opt, Out, U32
 
 ATTENTION_PARAMS = [In("q"), In("k"), In("v"), Out("out"), Opt("cu"), U32("nq"), U32("nk"),
                     U32("heads"), U32("hd"), U32("ldq"), U32("ldkv"), U32("ldo"),
-                    U32("q_bstride"), F32("scale")]
+                    U32("q_col"), U32("k_col"), U32("v_col"), U32("q_bstride"), F32("scale")]
+
+
+def column_bases(k, size):
+    """q, k, v moved to their first column (registers): base + col·size bytes."""
+    out = []
+    for name in ("q", "k", "v"):
+        base, col = k.param(name), k.param(f"{name}_col")
+        r, off = k.reg("b64", f"{name}0"), k.reg("b64", f"{name}off")
+        k(f"mul.wide.u32 {off}, {col}, {size};")
+        k(f"add.s64 {r}, {base}, {off};")
+        out.append(r)
+    return out
 
 
 def sequence_bounds(k, b):

@@ -29,7 +29,7 @@ End: l summed over the quad, O / l rounded to bf16 once, stored as bf16 pairs fo
 from ..asm import Kernel
 from ..frag import c_coords, cp_async_16, cp_commit, cp_wait, ldmatrix_x4, mma, padded_stride
 from ..lib import NEG_INF, ZERO, addr, lane_warp, pack_bf16x2, quad_reduce
-from .attention_common import ATTENTION_PARAMS, sequence_bounds
+from .attention_common import ATTENTION_PARAMS, column_bases, sequence_bounds
 
 BR, BC, WARPS = 64, 64, 4
 HEAD_DIMS = (16, 32, 48, 64, 80, 96, 112, 128)
@@ -48,7 +48,8 @@ def attention_fa2(HD):
     k.const("ROWS", BR)
     k.const("HD", HD)
     k.const("DYN_SMEM", smem)
-    q, kk, v, out = (k.param(p) for p in ("q", "k", "v", "out"))
+    q, kk, v = column_bases(k, 2)
+    out = k.param("out")
     hd, ldq, ldkv, ldo, scale = (k.param(p) for p in ("hd", "ldq", "ldkv", "ldo", "scale"))
     tid, lane, warp = lane_warp(k)
     b, h, qb = k.reg("u32", "b"), k.reg("u32", "h"), k.reg("u32", "qb")

@@ -17,7 +17,7 @@ End: out = acc / l. Head dims up to 128 (checked on the host), any hd."""
 
 from ..asm import Kernel
 from ..lib import DTYPES, NEG_INF, SIZE, ZERO, addr, lane_warp, ld_elem, st_elem, warp_reduce
-from .attention_common import ATTENTION_PARAMS, sequence_bounds
+from .attention_common import ATTENTION_PARAMS, column_bases, sequence_bounds
 
 NW = 8
 MAX_HD = 128
@@ -30,7 +30,8 @@ def attention_simt(dt):
                doc=f"attention_{dt}: exact SIMT attention, one warp per query row, 32-key tiles.")
     k.const("ROWS", NW)
     k.const("MAX_HD", MAX_HD)
-    q, kk, v, out = (k.param(p) for p in ("q", "k", "v", "out"))
+    q, kk, v = column_bases(k, z)
+    out = k.param("out")
     hd, ldq, ldkv, ldo, scale = (k.param(p) for p in ("hd", "ldq", "ldkv", "ldo", "scale"))
     Qs = k.shared("Qs", 4 * MAX_HD * NW)
     Ks = k.shared("Ks", 4 * KT * (MAX_HD + 1))
