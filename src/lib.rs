@@ -40,6 +40,7 @@ pub mod model;
 pub mod ops;
 pub mod preprocess;
 pub mod proofs;
+pub mod random;
 #[cfg(not(all(feature = "cuda", feature = "wgpu")))]
 mod stub;
 pub mod wgpu;

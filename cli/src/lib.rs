@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod devices;
+pub mod embed;
 
 /// The text of a caught panic's payload (the cuBLAS peer's guard) (`panic!` gives a `String` or a `&str`).
 #[cfg(feature = "cuda")]

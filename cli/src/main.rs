@@ -51,6 +51,8 @@ enum Command {
     /// Run the bundled tiny memory model (assets/mga_tiny) on the bundled image
     /// (assets/waves_64x48.png).
     Demo(ExecArgs),
+    /// Embed image files, folders and @lists into one file of embeddings.
+    Embed(tessera_cli::embed::EmbedArgs),
     /// Benchmark every op at SigLIP shapes beside vendor peers (see BENCHMARKS.md).
     Bench(tessera_cli::bench::BenchArgs),
     // A new subcommand is one variant here (its arguments and code in their own
@@ -62,8 +64,31 @@ fn dispatch(command: Command) -> CliResult<()> {
     match command {
         Command::Run(args) => run_command(&args),
         Command::Demo(exec) => demo_command(&exec),
+        Command::Embed(args) => embed_command(&args),
         Command::Bench(args) => bench_command(&args),
     }
+}
+
+/// `tessera embed`: progress and skipped files on stderr, a summary on stdout.
+fn embed_command(args: &tessera_cli::embed::EmbedArgs) -> CliResult<()> {
+    let s = tessera_cli::embed::run(args).map_err(CliError)?;
+    for d in &s.devices {
+        say!("device: {d}");
+    }
+    say!(
+        "embedded {} image(s) of {} values in {:.2} s ({:.1} images/s){}",
+        s.embedded,
+        s.dim,
+        s.seconds,
+        s.embedded as f64 / s.seconds.max(1e-9),
+        if s.skipped.is_empty() {
+            String::new()
+        } else {
+            format!(", {} skipped", s.skipped.len())
+        }
+    );
+    say!("wrote {}", args.output.display());
+    Ok(())
 }
 
 /// `tessera bench`: one aligned table on stdout, progress on stderr.

@@ -747,3 +747,289 @@ fn no_vulkan_loader_noise_without_xdg_runtime_dir() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("XDG_RUNTIME_DIR"), "{stderr}");
 }
+
+// ---------------------------------------------------------------------------
+// tessera embed
+
+/// (shape, values, paths) of an embed output (safetensors).
+fn read_embeddings(path: &Path) -> (Vec<usize>, Vec<f64>, Vec<String>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+    let paths: Vec<String> =
+        serde_json::from_str(&meta.metadata().as_ref().unwrap()["paths"]).unwrap();
+    let (shape, values) = read_all(path).remove("embeddings").unwrap();
+    (shape, values, paths)
+}
+
+/// `pooler_output` rows of `tessera run --image FILES` (an independent path: one
+/// batch through `run`), for comparison with embed's rows.
+fn run_pooler(model: &str, images: &[&Path], name: &str) -> Vec<Vec<f64>> {
+    let out = tmp(name);
+    let mut args = vec![
+        "run",
+        "--model",
+        model,
+        "--device",
+        "cpu",
+        "--output",
+        out.to_str().unwrap(),
+        "--image",
+    ];
+    args.extend(images.iter().map(|p| p.to_str().unwrap()));
+    assert_ok(&tessera(&args), "run --image");
+    let (shape, v) = read_all(&out).remove("pooler_output").unwrap();
+    let d = *shape.last().unwrap();
+    v.chunks(d).map(<[f64]>::to_vec).collect()
+}
+
+fn embed_folder(name: &str) -> PathBuf {
+    let dir = tmp(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    let images = root().join("tests/data/images");
+    for f in [
+        "waves_64x48.png",
+        "grid_32x32.png",
+        "waves_64x48.jpg",
+        "gray_64x48.png",
+    ] {
+        std::fs::copy(images.join(f), dir.join(f)).unwrap();
+    }
+    std::fs::copy(images.join("grid_32x32.png"), dir.join("sub/b.PNG")).unwrap();
+    std::fs::write(
+        dir.join("notes.txt"),
+        "not an image, not picked up by the folder walk",
+    )
+    .unwrap();
+    std::fs::write(dir.join("broken.jpg"), b"\xff\xd8 broken").unwrap();
+    dir
+}
+
+/// A folder (recursive, sorted) embeds in path order on two workers with batches
+/// of 2; the broken file is reported and skipped; every row equals what `run`
+/// makes of that image; --strict stops at the broken file and writes nothing.
+#[test]
+fn embed_folder_in_path_order_skipping_broken_files() {
+    let dir = embed_folder("embed_in");
+    let out = tmp("embed.safetensors");
+    let _ = std::fs::remove_file(&out);
+    let res = tessera(&[
+        "embed",
+        "--model",
+        "tests/data/siglip_tiny",
+        dir.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu,cpu",
+        "--batch",
+        "2",
+    ]);
+    assert_ok(&res, "embed");
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(stderr.contains("broken.jpg"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    assert!(
+        stdout.contains("embedded 5 image(s)") && stdout.contains("1 skipped"),
+        "{stdout}"
+    );
+    let (shape, values, paths) = read_embeddings(&out);
+    let names: Vec<&str> = paths
+        .iter()
+        .map(|p| p.rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "gray_64x48.png",
+            "grid_32x32.png",
+            "b.PNG",
+            "waves_64x48.jpg",
+            "waves_64x48.png"
+        ]
+    );
+    assert_eq!(shape, vec![5, 64]);
+    let want = run_pooler(
+        "tests/data/siglip_tiny",
+        &paths.iter().map(Path::new).collect::<Vec<_>>(),
+        "embed_ref.safetensors",
+    );
+    for (i, row) in values.chunks(64).enumerate() {
+        let err = rel_l2(row, &want[i]);
+        assert!(err <= 1e-5, "row {i} ({}): rel L2 {err:e}", paths[i]);
+    }
+    // --strict: the broken file stops the job and no output appears.
+    let strict_out = tmp("embed_strict.safetensors");
+    let _ = std::fs::remove_file(&strict_out);
+    assert_one_line_error(
+        &[
+            "embed",
+            "--model",
+            "tests/data/siglip_tiny",
+            dir.to_str().unwrap(),
+            "-o",
+            strict_out.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--strict",
+        ],
+        "broken.jpg",
+    );
+    assert!(!strict_out.exists());
+}
+
+/// @list files (comments, blank lines, paths relative to the list), the .npy
+/// format with its paths file, --normalize, and mean pooling of a model without a
+/// head.
+#[test]
+fn embed_list_npy_normalize_and_mean_pooling() {
+    let dir = embed_folder("embed_list");
+    let list = dir.join("list.txt");
+    std::fs::write(&list, "# two images\nwaves_64x48.png\n\nsub/b.PNG\n").unwrap();
+    let out = tmp("embed.npy");
+    let at = format!("@{}", list.display());
+    assert_ok(
+        &tessera(&[
+            "embed",
+            "--model",
+            "tests/data/siglip_tiny_nohead",
+            &at,
+            "-o",
+            out.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--normalize",
+        ]),
+        "embed @list",
+    );
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+    let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = std::str::from_utf8(&bytes[10..10 + hlen]).unwrap();
+    assert!(
+        header.contains("'shape': (2, 64)") && header.contains("'<f4'"),
+        "{header}"
+    );
+    assert_eq!((10 + hlen) % 64, 0, "npy header alignment");
+    let v: Vec<f32> = bytes[10 + hlen..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    assert_eq!(v.len(), 128);
+    for row in v.chunks(64) {
+        let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "norm {norm}");
+    }
+    let paths = std::fs::read_to_string(tmp("embed.paths.txt")).unwrap();
+    assert!(
+        paths.lines().count() == 2 && paths.contains("sub/b.PNG"),
+        "{paths}"
+    );
+    // Mean pooling: the mean of last_hidden_state, normalised, as `run` computes it.
+    let run_out = tmp("embed_mean_ref.safetensors");
+    assert_ok(
+        &tessera(&[
+            "run",
+            "--model",
+            "tests/data/siglip_tiny_nohead",
+            "--device",
+            "cpu",
+            "--output",
+            run_out.to_str().unwrap(),
+            "--image",
+            dir.join("waves_64x48.png").to_str().unwrap(),
+        ]),
+        "run nohead",
+    );
+    let (_, last) = read_all(&run_out).remove("last_hidden_state").unwrap();
+    let mut mean = vec![0f64; 64];
+    for t in last.chunks(64) {
+        mean.iter_mut().zip(t).for_each(|(m, x)| *m += x / 16.0);
+    }
+    let norm = mean.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let want: Vec<f64> = mean.iter().map(|x| x / norm).collect();
+    let got: Vec<f64> = v[..64].iter().map(|&x| x as f64).collect();
+    assert!(rel_l2(&got, &want) <= 1e-5);
+}
+
+/// A memory model embeds its images as one stream of segments (the bank carried),
+/// as `run --image a b` does; several devices are refused for it.
+#[test]
+fn embed_memory_model_is_one_stream() {
+    let images = root().join("tests/data/images");
+    let (a, b) = (
+        images.join("grid_32x32.png"),
+        images.join("waves_64x48.png"),
+    );
+    let out = tmp("embed_mga.safetensors");
+    assert_ok(
+        &tessera(&[
+            "embed",
+            "--model",
+            "assets/mga_tiny",
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--batch",
+            "8",
+        ]),
+        "embed memory model",
+    );
+    let (shape, values, _) = read_embeddings(&out);
+    assert_eq!(shape, vec![2, 64]);
+    let want = run_pooler("assets/mga_tiny", &[&a, &b], "embed_mga_ref.safetensors");
+    for (i, row) in values.chunks(64).enumerate() {
+        assert!(rel_l2(row, &want[i]) <= 1e-5, "segment {i}");
+    }
+    assert_one_line_error(
+        &[
+            "embed",
+            "--model",
+            "assets/mga_tiny",
+            a.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--device",
+            "cpu,cpu",
+        ],
+        "one stream",
+    );
+}
+
+/// Batches spread over a CPU and a wgpu worker (lavapipe where there is no GPU)
+/// still land in path order and agree with the CPU alone.
+#[test]
+fn embed_over_cpu_and_wgpu() {
+    let wgpu = std::env::var("TESSERA_REQUIRE_WGPU").is_ok_and(|v| v == "1")
+        || tessera::Wgpu::new().is_ok();
+    if !wgpu {
+        eprintln!("SKIPPED: no wgpu adapter");
+        return;
+    }
+    let dir = embed_folder("embed_mixed");
+    std::fs::remove_file(dir.join("broken.jpg")).unwrap();
+    let (mixed, cpu) = (tmp("embed_mixed.safetensors"), tmp("embed_cpu.safetensors"));
+    for (out, dev) in [(&mixed, "cpu,wgpu"), (&cpu, "cpu")] {
+        assert_ok(
+            &tessera(&[
+                "embed",
+                "--model",
+                "tests/data/siglip_tiny",
+                dir.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+                "--device",
+                dev,
+                "--batch",
+                "1",
+            ]),
+            dev,
+        );
+    }
+    let (a, b) = (read_embeddings(&mixed), read_embeddings(&cpu));
+    assert_eq!(a.2, b.2, "path order");
+    assert!(rel_l2(&a.1, &b.1) <= 1e-5);
+}

@@ -449,7 +449,7 @@ impl<T: Element, D: Kernels<T>> Source for Upload<'_, T, D> {
 /// small; deterministic for a seed.
 pub(crate) struct Random<'a, T, D> {
     device: &'a D,
-    state: u64,
+    rng: crate::random::Rng,
     _t: std::marker::PhantomData<T>,
 }
 
@@ -457,18 +457,9 @@ impl<'a, T: Element, D: Kernels<T>> Random<'a, T, D> {
     pub(crate) fn new(device: &'a D, seed: u64) -> Self {
         Self {
             device,
-            state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            rng: crate::random::Rng::new(seed),
             _t: std::marker::PhantomData,
         }
-    }
-
-    /// Uniform in [-1, 1) (xorshift64*).
-    fn next(&mut self) -> f32 {
-        self.state ^= self.state >> 12;
-        self.state ^= self.state << 25;
-        self.state ^= self.state >> 27;
-        let r = self.state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
-        r as f32 / (1u64 << 23) as f32 - 1.0
     }
 
     fn values(&mut self, name: &str, shape: &[usize]) -> Result<Vec<T>> {
@@ -492,7 +483,7 @@ impl<'a, T: Element, D: Kernels<T>> Random<'a, T, D> {
             tensor: name.to_string(),
         })?;
         for _ in 0..n {
-            out.push(T::from_f32(center + scale * self.next()));
+            out.push(T::from_f32(center + self.rng.uniform(scale)));
         }
         Ok(out)
     }

@@ -2,10 +2,9 @@
 //! counts, and ready-to-run closures over device buffers ([`Prepared`]).
 
 use half::bf16;
+use tessera::model::{VisionConfig, VisionModel};
 use tessera::ops::{self, Activation, Kernels};
-use tessera::DeviceBuffer;
-use tessera::Result;
-use tessera::{DType, Element};
+use tessera::{DType, DeviceBuffer, Element, Result};
 
 /// The shape of a SigLIP vision tower, as far as the benchmarks need it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,16 +51,15 @@ pub const SIGLIP_BASE: ModelShape = ModelShape {
 };
 
 /// SigLIP-so400m-patch14-384: D 1152, F 4304, N 729, H 16, hd 72, 27 layers.
-/// The checkpoint's 384 px is not a multiple of 14: its stride-14 convolution
-/// drops the last 6 pixels, so the 27 × 27 = 729 patches cover 378 px, which is
-/// the image size tessera's patch embedding (exact multiples only) is given.
+/// 384 px is not a multiple of 14: the stride-14 convolution drops the last 6
+/// pixels, so the 27 × 27 = 729 patches cover 378 px.
 pub const SIGLIP_SO400M: ModelShape = ModelShape {
     name: "so400m",
     hidden: 1152,
     intermediate: 4304,
     heads: 16,
     patch: 14,
-    image: 378,
+    image: 384,
     channels: 3,
     layers: 27,
 };
@@ -179,10 +177,11 @@ pub enum CaseKind {
     MemoryRead,
     /// Bank write + split + residual (`ops::memory_write`).
     MemoryWrite,
-    /// A whole memory-gated attention block: read, q/k/v over M + N rows,
-    /// attention, out_proj, write.
-    MemoryBlock,
-    /// Synthetic forward: patch embedding, `layers` encoder layers, post layer norm.
+    /// `VisionModel::forward` of a model whose `layers` layers all have
+    /// memory-gated attention (E = MEMORY_EXPERTS, M = MEMORY_SLOTS), random weights.
+    MemoryForward { layers: usize },
+    /// `VisionModel::forward` (the shipped path: patch embedding, `layers` encoder
+    /// layers, post layer norm, pooling head) with random weights.
     Forward { layers: usize },
 }
 
@@ -198,7 +197,7 @@ impl CaseSpec {
             CaseKind::Attention { .. } => "attention".into(),
             CaseKind::MemoryRead => "memory_read".into(),
             CaseKind::MemoryWrite => "memory_write".into(),
-            CaseKind::MemoryBlock => "memory_gated_attention".into(),
+            CaseKind::MemoryForward { layers } => format!("forward, memory ({layers} layers)"),
             CaseKind::Forward { layers } => format!("forward ({layers} layers)"),
         }
     }
@@ -225,10 +224,12 @@ impl CaseSpec {
             CaseKind::Attention { seq } => {
                 format!("{} B{b} H{} S{seq} hd{}", m.name, m.heads, m.head_dim())
             }
-            CaseKind::MemoryRead | CaseKind::MemoryWrite | CaseKind::MemoryBlock => format!(
-                "{} B{b} N{n} E{MEMORY_EXPERTS} M{MEMORY_SLOTS} D{d}",
-                m.name
-            ),
+            CaseKind::MemoryRead | CaseKind::MemoryWrite | CaseKind::MemoryForward { .. } => {
+                format!(
+                    "{} B{b} N{n} E{MEMORY_EXPERTS} M{MEMORY_SLOTS} D{d}",
+                    m.name
+                )
+            }
             CaseKind::Forward { .. } => format!("{} B{b} N{n} D{d} F{}", m.name, m.intermediate),
         }
     }
@@ -256,19 +257,19 @@ impl CaseSpec {
         );
         let k_patch = (m.channels * m.patch * m.patch) as f64;
         let attn = |seq: f64| 4.0 * b * seq * seq * d;
-        let layer = |seq: f64| {
-            let rows = b * seq;
-            2.0 * rows * d * d * 4.0 + 2.0 * rows * d * f * 2.0 + attn(seq)
-        };
+        // qkv (3 d²) and out_proj (d²) over the attention's rows, the MLP over the tokens.
+        let layer = |seq: f64| 2.0 * b * seq * d * d * 4.0 + 2.0 * b * n * d * f * 2.0 + attn(seq);
+        // The pooling head: kv over the tokens, the probe's attention, out_proj and MLP on B rows.
+        let head = 2.0 * b * n * d * 2.0 * d + 4.0 * b * n * d + 2.0 * b * (d * d + 2.0 * d * f);
+        let patch = 2.0 * b * n * k_patch * d;
         match self.kind {
-            CaseKind::Patch => 2.0 * b * n * k_patch * d,
+            CaseKind::Patch => patch,
             CaseKind::Linear { rows, k, n, .. } => 2.0 * rows as f64 * k as f64 * n as f64,
             CaseKind::Attention { seq } => attn(seq as f64),
-            CaseKind::MemoryBlock => {
-                let seq = n + MEMORY_SLOTS as f64;
-                2.0 * b * seq * d * d * 4.0 + attn(seq)
+            CaseKind::MemoryForward { layers } => {
+                patch + layers as f64 * layer(n + MEMORY_SLOTS as f64) + head
             }
-            CaseKind::Forward { layers } => 2.0 * b * n * k_patch * d + layers as f64 * layer(n),
+            CaseKind::Forward { layers } => patch + layers as f64 * layer(n) + head,
             _ => 0.0,
         }
     }
@@ -314,7 +315,7 @@ impl CaseSpec {
                     + b * n * d)
             }
             CaseKind::Attention { seq } => s * 4.0 * b * seq as f64 * d,
-            CaseKind::MemoryBlock | CaseKind::Forward { .. } => 0.0,
+            CaseKind::MemoryForward { .. } | CaseKind::Forward { .. } => 0.0,
         }
     }
 
@@ -371,7 +372,8 @@ pub fn family_cases(
     match family {
         OpKind::Patch => vec![mk(CaseKind::Patch)],
         OpKind::Linear => vec![
-            linear("q_proj", d, d, Activation::None, false),
+            linear("qkv", d, 3 * d, Activation::None, false),
+            linear("out_proj+res", d, d, Activation::None, true),
             linear(
                 "fc1+gelu",
                 d,
@@ -392,7 +394,7 @@ pub fn family_cases(
         OpKind::MemoryGatedAttention => vec![
             mk(CaseKind::MemoryRead),
             mk(CaseKind::MemoryWrite),
-            mk(CaseKind::MemoryBlock),
+            mk(CaseKind::MemoryForward { layers: 1 }),
         ],
         OpKind::Forward => vec![mk(CaseKind::Forward {
             layers: forward_layers,
@@ -433,18 +435,9 @@ impl CaseSpec {
 // ---------------------------------------------------------------------------
 // Data.
 
-/// Deterministic pseudo-random values in `[-scale, scale)` (xorshift64*).
+/// Deterministic pseudo-random values in `[-scale, scale)` (the library's generator).
 pub fn random_vec<T: Element>(len: usize, seed: u64, scale: f32) -> Vec<T> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s >> 12;
-            s ^= s << 25;
-            s ^= s >> 27;
-            let r = s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40; // 24 bits
-            T::from_f32((r as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale)
-        })
-        .collect()
+    tessera::random::Rng::new(seed).vec(len, scale)
 }
 
 struct Rng(u64);
@@ -489,89 +482,50 @@ impl Prepared {
 pub trait BenchKernels<T: Element>: Kernels<T> + Kernels<f32> + Kernels<bf16> {}
 impl<T: Element, D: Kernels<T> + Kernels<f32> + Kernels<bf16>> BenchKernels<T> for D {}
 
-/// Weights of one encoder layer.
-struct Layer<T: Element, D: Kernels<T>> {
-    ln1: (DeviceBuffer<T, D>, DeviceBuffer<T, D>),
-    ln2: (DeviceBuffer<T, D>, DeviceBuffer<T, D>),
-    q: (DeviceBuffer<T, D>, DeviceBuffer<T, D>),
-    k: (DeviceBuffer<T, D>, DeviceBuffer<T, D>),
-    v: (DeviceBuffer<T, D>, DeviceBuffer<T, D>),
-    o: (DeviceBuffer<T, D>, DeviceBuffer<T, D>),
-    fc1: (DeviceBuffer<T, D>, DeviceBuffer<T, D>),
-    fc2: (DeviceBuffer<T, D>, DeviceBuffer<T, D>),
-}
-
-impl<T: Element, D: Kernels<T>> Layer<T, D> {
-    fn new(dev: &D, rng: &mut Rng, d: usize, f: usize) -> Result<Self> {
-        let wd = 1.0 / (d as f32).sqrt();
-        let wf = 1.0 / (f as f32).sqrt();
-        Ok(Self {
-            ln1: (rng.ones(dev, &[d])?, rng.buf(dev, &[d], 0.02)?),
-            ln2: (rng.ones(dev, &[d])?, rng.buf(dev, &[d], 0.02)?),
-            q: (rng.buf(dev, &[d, d], wd)?, rng.buf(dev, &[d], 0.02)?),
-            k: (rng.buf(dev, &[d, d], wd)?, rng.buf(dev, &[d], 0.02)?),
-            v: (rng.buf(dev, &[d, d], wd)?, rng.buf(dev, &[d], 0.02)?),
-            o: (rng.buf(dev, &[d, d], wd)?, rng.buf(dev, &[d], 0.02)?),
-            fc1: (rng.buf(dev, &[f, d], wd)?, rng.buf(dev, &[f], 0.02)?),
-            fc2: (rng.buf(dev, &[d, f], wf)?, rng.buf(dev, &[d], 0.02)?),
-        })
-    }
-}
-
-/// Scratch activations of the forward pass, allocated once.
-struct Scratch<T: Element, D: Kernels<T>> {
-    x: DeviceBuffer<T, D>,
-    x2: DeviceBuffer<T, D>,
-    h: DeviceBuffer<T, D>,
-    q: DeviceBuffer<T, D>,
-    k: DeviceBuffer<T, D>,
-    v: DeviceBuffer<T, D>,
-    a: DeviceBuffer<T, D>,
-    f: DeviceBuffer<T, D>,
-}
-
-impl<T: Element, D: Kernels<T>> Scratch<T, D> {
-    fn new(dev: &D, b: usize, n: usize, d: usize, f: usize) -> Result<Self> {
-        let act = [b, n, d];
-        Ok(Self {
-            x: DeviceBuffer::zeros(dev, &act)?,
-            x2: DeviceBuffer::zeros(dev, &act)?,
-            h: DeviceBuffer::zeros(dev, &act)?,
-            q: DeviceBuffer::zeros(dev, &act)?,
-            k: DeviceBuffer::zeros(dev, &act)?,
-            v: DeviceBuffer::zeros(dev, &act)?,
-            a: DeviceBuffer::zeros(dev, &act)?,
-            f: DeviceBuffer::zeros(dev, &[b, n, f])?,
-        })
-    }
-}
-
 const LN_EPS: f32 = 1e-6;
 
-/// One pre-norm encoder layer on `s.x`, leaving the result in `s.x`.
-fn encoder_layer<T: Element, D: Kernels<T>>(
-    l: &Layer<T, D>,
-    s: &mut Scratch<T, D>,
-    heads: usize,
-) -> Result<()> {
-    let none = Activation::None;
-    ops::layer_norm_into(&s.x, &l.ln1.0, &l.ln1.1, LN_EPS, &mut s.h)?;
-    ops::linear_into(&s.h, &l.q.0, Some(&l.q.1), none, None, &mut s.q)?;
-    ops::linear_into(&s.h, &l.k.0, Some(&l.k.1), none, None, &mut s.k)?;
-    ops::linear_into(&s.h, &l.v.0, Some(&l.v.1), none, None, &mut s.v)?;
-    ops::attention_into(&s.q, &s.k, &s.v, heads, &mut s.a)?;
-    ops::linear_into(&s.a, &l.o.0, Some(&l.o.1), none, Some(&s.x), &mut s.x2)?;
-    ops::layer_norm_into(&s.x2, &l.ln2.0, &l.ln2.1, LN_EPS, &mut s.h)?;
-    let gelu = Activation::GeluTanh;
-    ops::linear_into(&s.h, &l.fc1.0, Some(&l.fc1.1), gelu, None, &mut s.f)?;
-    ops::linear_into(&s.f, &l.fc2.0, Some(&l.fc2.1), none, Some(&s.x2), &mut s.x)
+/// The config of `m` with `layers` layers (memory-gated attention on every layer
+/// when `memory`), for `VisionModel::random`.
+fn model_config(m: &ModelShape, layers: usize, memory: bool) -> Result<VisionConfig> {
+    let mut json = serde_json::json!({
+        "hidden_size": m.hidden,
+        "intermediate_size": m.intermediate,
+        "num_hidden_layers": layers,
+        "num_attention_heads": m.heads,
+        "num_channels": m.channels,
+        "image_size": m.image,
+        "patch_size": m.patch,
+    });
+    if memory {
+        json["memory_experts"] = MEMORY_EXPERTS.into();
+        json["memory_slots"] = MEMORY_SLOTS.into();
+    }
+    VisionConfig::from_json_str(&json.to_string(), format!("bench {}", m.name))
+}
+
+/// The shipped forward pass (`VisionModel::forward_into`) of a random-weight model.
+fn forward_case<T: Element, D: BenchKernels<T>>(
+    dev: &D,
+    m: &ModelShape,
+    batch: usize,
+    layers: usize,
+    memory: bool,
+    rng: &mut Rng,
+) -> Result<Box<dyn FnMut() -> Result<()>>> {
+    let model = VisionModel::<T, D>::random(model_config(m, layers, memory)?, dev, rng.0)?;
+    let pixels = rng.buf::<T, D>(dev, &model.config().pixel_shape(batch), 1.0)?;
+    let mut out = model.new_output(batch)?;
+    let mut bank = model.new_memory(batch)?;
+    Ok(Box::new(move || {
+        model.forward_into(&pixels, Some(&mut bank), &mut out)
+    }))
 }
 
 /// Allocate and fill the buffers of `spec` on `dev` in dtype `T`.
 pub fn prepare<T: Element, D: BenchKernels<T>>(dev: &D, spec: &CaseSpec) -> Result<Prepared> {
     let m = spec.model;
     let b = spec.batch;
-    let (d, f, n, heads) = (m.hidden, m.intermediate, m.tokens(), m.heads);
+    let (d, n, heads) = (m.hidden, m.tokens(), m.heads);
     let mut rng = Rng(0x7e55_e4a0 ^ (b as u64) << 20 ^ d as u64);
     let run: Box<dyn FnMut() -> Result<()>> = match spec.kind {
         CaseKind::Patch => {
@@ -637,11 +591,10 @@ pub fn prepare<T: Element, D: BenchKernels<T>>(dev: &D, spec: &CaseSpec) -> Resu
             }
         }
         CaseKind::Attention { seq } => {
-            let q = rng.buf::<T, D>(dev, &[b, seq, d], 1.0)?;
-            let k = rng.buf(dev, &[b, seq, d], 1.0)?;
-            let v = rng.buf(dev, &[b, seq, d], 1.0)?;
+            // As the model runs it: q, k and v column blocks of the fused projection.
+            let qkv = rng.buf::<T, D>(dev, &[b, seq, 3 * d], 1.0)?;
             let mut out = DeviceBuffer::zeros(dev, &[b, seq, d])?;
-            Box::new(move || ops::attention_into(&q, &k, &v, heads, &mut out))
+            Box::new(move || ops::attention_qkv_into(&qkv, heads, &mut out))
         }
         CaseKind::MemoryRead => {
             let h = rng.buf::<T, D>(dev, &[b, n, d], 1.0)?;
@@ -661,50 +614,10 @@ pub fn prepare<T: Element, D: BenchKernels<T>>(dev: &D, spec: &CaseSpec) -> Resu
             let mut out = DeviceBuffer::zeros(dev, &[b, n, d])?;
             Box::new(move || ops::memory_write_into(&mut bank, &gate, &o, &res, &mut out))
         }
-        CaseKind::MemoryBlock => {
-            let seq = MEMORY_SLOTS + n;
-            let h = rng.buf::<T, D>(dev, &[b, n, d], 1.0)?;
-            let x = rng.buf(dev, &[b, n, d], 1.0)?;
-            let mut bank = rng.buf(dev, &[b, MEMORY_EXPERTS, MEMORY_SLOTS, d], 1.0)?;
-            let rw = rng.buf(dev, &[MEMORY_EXPERTS, d], 0.05)?;
-            let rb = rng.buf(dev, &[MEMORY_EXPERTS], 0.02)?;
-            let layer = Layer::<T, D>::new(dev, &mut rng, d, 1)?;
-            let mut s = Scratch::<T, D>::new(dev, b, seq, d, 1)?;
-            let mut gate = DeviceBuffer::<f32, D>::zeros(dev, &[b, MEMORY_EXPERTS])?;
-            let mut out = DeviceBuffer::zeros(dev, &[b, n, d])?;
-            let none = Activation::None;
-            Box::new(move || {
-                ops::memory_read_into(&h, &bank, &rw, &rb, &mut s.x, &mut gate)?;
-                let l = &layer;
-                ops::linear_into(&s.x, &l.q.0, Some(&l.q.1), none, None, &mut s.q)?;
-                ops::linear_into(&s.x, &l.k.0, Some(&l.k.1), none, None, &mut s.k)?;
-                ops::linear_into(&s.x, &l.v.0, Some(&l.v.1), none, None, &mut s.v)?;
-                ops::attention_into(&s.q, &s.k, &s.v, heads, &mut s.a)?;
-                ops::linear_into(&s.a, &l.o.0, Some(&l.o.1), none, None, &mut s.x2)?;
-                ops::memory_write_into(&mut bank, &gate, &s.x2, &x, &mut out)
-            })
+        CaseKind::MemoryForward { layers } => {
+            forward_case::<T, D>(dev, &m, b, layers, true, &mut rng)?
         }
-        CaseKind::Forward { layers } => {
-            let k = m.channels * m.patch * m.patch;
-            let px = rng.buf::<T, D>(dev, &[b, m.channels, m.image, m.image], 1.0)?;
-            let pw = rng.buf(dev, &[d, k], 1.0 / (k as f32).sqrt())?;
-            let pb = rng.buf(dev, &[d], 0.02)?;
-            let pos = rng.buf(dev, &[n, d], 0.02)?;
-            let post = (rng.ones(dev, &[d])?, rng.buf(dev, &[d], 0.02)?);
-            let weights = (0..layers)
-                .map(|_| Layer::<T, D>::new(dev, &mut rng, d, f))
-                .collect::<Result<Vec<_>>>()?;
-            let mut s = Scratch::<T, D>::new(dev, b, n, d, f)?;
-            let mut out = DeviceBuffer::zeros(dev, &[b, n, d])?;
-            let patch = m.patch;
-            Box::new(move || {
-                ops::patch_embed_into(&px, &pw, &pb, &pos, patch, &mut s.x)?;
-                for l in &weights {
-                    encoder_layer(l, &mut s, heads)?;
-                }
-                ops::layer_norm_into(&s.x, &post.0, &post.1, LN_EPS, &mut out)
-            })
-        }
+        CaseKind::Forward { layers } => forward_case::<T, D>(dev, &m, b, layers, false, &mut rng)?,
     };
     Ok(Prepared { run })
 }

@@ -1,0 +1,541 @@
+//! `tessera embed`: image files → one file of embeddings, the job people run a
+//! vision tower for.
+//!
+//! - Inputs: files, folders (recursive, sorted; PNG and JPEG by extension) and
+//!   `@list.txt` files (one path a line; blank lines and `#` comments skipped), in
+//!   the order given.
+//! - Decoding and preprocessing run in parallel (rayon) on a producer thread, a
+//!   batch or two ahead of the devices; each device has a worker thread with its
+//!   own copy of the model; batches go to whichever device is free, rows land in
+//!   path order.
+//! - A file that cannot be read or decoded is reported by path and skipped
+//!   (`--strict`: the job stops at it).
+//! - The output (safetensors `embeddings` [N, D] with the paths in order in its
+//!   metadata, or `.npy` plus a `.paths.txt`) is written to a temporary file and
+//!   renamed: an interrupted job never leaves a half file.
+//! - A model with memory-gated attention embeds its images as one stream of
+//!   segments, in order, on one device (the bank carries from image to image).
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rayon::prelude::*;
+use tessera::model::{ModelFiles, VisionConfig, VisionModel};
+use tessera::preprocess::ImageProcessor;
+use tessera::{bf16, Cpu, Cuda, DType, DeviceBuffer, Element, Kernels, Wgpu};
+
+use crate::devices::{DeviceChoice, Opened};
+
+/// How an image's embedding is taken from the model's outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pooling {
+    /// The pooling head's output where the model has one, else the mean.
+    Auto,
+    /// The pooling head's output (`pooler_output`).
+    Head,
+    /// The mean of `last_hidden_state` over the tokens.
+    Mean,
+}
+
+/// `tessera embed` arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EmbedArgs {
+    /// Model folder or hub id (as for `tessera run`).
+    #[arg(long, value_name = "DIR|ORG/NAME")]
+    pub model: PathBuf,
+    /// Image files, folders (searched recursively, sorted) or @list.txt files.
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<String>,
+    /// Output file: NAME.safetensors (tensor `embeddings` [N, D], the paths in the
+    /// metadata) or NAME.npy (with NAME.paths.txt beside it).
+    #[arg(long, short, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Images per batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Devices, comma-separated (e.g. cuda:0,cuda:1 or cuda,cpu): batches are
+    /// spread over them.
+    #[arg(
+        long,
+        default_value = "auto",
+        value_delimiter = ',',
+        value_name = "DEVICE[,DEVICE...]"
+    )]
+    pub device: Vec<DeviceChoice>,
+    /// Element type of weights and activations.
+    #[arg(long, default_value = "f32", value_name = "f32|bf16")]
+    pub dtype: DType,
+    /// Which output is the embedding.
+    #[arg(long, value_enum, default_value_t = Pooling::Auto)]
+    pub pooling: Pooling,
+    /// Scale each embedding to unit L2 norm.
+    #[arg(long)]
+    pub normalize: bool,
+    /// Stop at the first file that cannot be read or decoded (default: skip it).
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// What a finished job did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub embedded: usize,
+    pub skipped: Vec<(PathBuf, String)>,
+    pub dim: usize,
+    pub seconds: f64,
+    pub devices: Vec<String>,
+}
+
+/// Image extensions a folder walk picks up.
+const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+
+/// The paths of `inputs`, in order: files as given, folders walked recursively
+/// (sorted, image extensions only), `@list` files read line by line.
+pub fn collect_paths(inputs: &[String]) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    for input in inputs {
+        if let Some(list) = input.strip_prefix('@') {
+            let text = std::fs::read_to_string(list).map_err(|e| format!("{list}: {e}"))?;
+            let base = Path::new(list).parent().unwrap_or(Path::new(""));
+            for line in text.lines().map(str::trim) {
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let p = Path::new(line);
+                out.push(if p.is_absolute() {
+                    p.to_path_buf()
+                } else {
+                    base.join(p)
+                });
+            }
+        } else {
+            let p = PathBuf::from(input);
+            if p.is_dir() {
+                walk(&p, &mut out).map_err(|e| format!("{}: {e}", p.display()))?;
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            walk(&p, out)?;
+        } else if p
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// A batch of decoded images: (index of the path, pixel_values [C, I, I]).
+struct Batch {
+    index: usize,
+    images: Vec<(usize, Vec<f32>)>,
+}
+
+/// A worker's answer: the batch index and one embedding per image (path index,
+/// values), or an error.
+type Answer = Result<(usize, Vec<(usize, Vec<f32>)>), String>;
+
+/// The batches waiting for a device, shared by the workers. When the last holder
+/// drops it, the producer's sends fail and it stops.
+type Queue = Arc<Mutex<mpsc::Receiver<Batch>>>;
+
+/// The shared pieces every device worker needs.
+struct Job {
+    files: ModelFiles,
+    config: VisionConfig,
+    pooling: Pooling,
+    normalize: bool,
+}
+
+impl Job {
+    /// Embeddings of a forward's outputs: pooler rows [B, D], or the token mean of
+    /// last_hidden_state [B, N, D].
+    fn embeddings(&self, pooled: Option<Vec<f32>>, last: &[f32], batch: usize) -> Vec<Vec<f32>> {
+        let d = self.config.hidden_size;
+        let n = self.config.num_patches();
+        let mut rows: Vec<Vec<f32>> = match (self.pooling, pooled) {
+            (Pooling::Auto | Pooling::Head, Some(p)) => p.chunks(d).map(<[f32]>::to_vec).collect(),
+            _ => (0..batch)
+                .map(|b| {
+                    let mut m = vec![0f32; d];
+                    for t in last[b * n * d..(b + 1) * n * d].chunks(d) {
+                        for (a, x) in m.iter_mut().zip(t) {
+                            *a += x;
+                        }
+                    }
+                    m.iter_mut().for_each(|a| *a /= n as f32);
+                    m
+                })
+                .collect(),
+        };
+        if self.normalize {
+            for r in &mut rows {
+                let norm = r.iter().map(|x| x * x).sum::<f32>().sqrt();
+                if norm > 0.0 {
+                    r.iter_mut().for_each(|x| *x /= norm);
+                }
+            }
+        }
+        rows
+    }
+}
+
+/// One device's loop: take batches until the queue closes, send embeddings back.
+fn worker<T: Element, D: Kernels<T>>(
+    device: D,
+    job: &Job,
+    batches: &Queue,
+    answers: &mpsc::Sender<Answer>,
+) {
+    let model = match VisionModel::<T, D>::load_files(&job.files, &device) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = answers.send(Err(format!("{}: {e}", device.describe())));
+            return;
+        }
+    };
+    let c = job.config.clone();
+    let mut bank = None;
+    loop {
+        let next = batches.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        let Ok(batch) = next else { return };
+        let result = (|| -> tessera::Result<Vec<(usize, Vec<f32>)>> {
+            let b = batch.images.len();
+            let host: Vec<T> = batch
+                .images
+                .iter()
+                .flat_map(|(_, px)| px.iter().map(|&v| T::from_f32(v)))
+                .collect();
+            let pixels = DeviceBuffer::<T, D>::from_slice(&device, &host, &c.pixel_shape(b))?;
+            // A memory model's images are one stream (batch 1, in order): one bank.
+            if c.has_memory() && bank.is_none() {
+                bank = Some(model.new_memory(1)?);
+            }
+            let out = model.forward(&pixels, bank.as_mut())?;
+            let pooled = match &out.pooler_output {
+                Some(p) if job.pooling != Pooling::Mean => Some(to_f32(&p.to_vec()?)),
+                _ => None,
+            };
+            let last = if pooled.is_some() {
+                Vec::new()
+            } else {
+                to_f32(&out.last_hidden_state.to_vec()?)
+            };
+            let rows = job.embeddings(pooled, &last, b);
+            Ok(batch.images.iter().map(|(i, _)| *i).zip(rows).collect())
+        })();
+        let answer = result
+            .map(|rows| (batch.index, rows))
+            .map_err(|e| format!("{}: {e}", device.describe()));
+        let failed = answer.is_err();
+        if answers.send(answer).is_err() || failed {
+            return;
+        }
+    }
+}
+
+fn to_f32<T: Element>(v: &[T]) -> Vec<f32> {
+    v.iter().map(|x| x.to_f32()).collect()
+}
+
+/// Start a worker thread for an opened device in the job's dtype.
+fn spawn<'s>(
+    scope: &'s std::thread::Scope<'s, '_>,
+    device: Opened,
+    dtype: DType,
+    job: &'s Job,
+    batches: Queue,
+    answers: mpsc::Sender<Answer>,
+) {
+    scope.spawn(move || match (device, dtype) {
+        (Opened::Cpu, DType::F32) => worker::<f32, Cpu>(Cpu, job, &batches, &answers),
+        (Opened::Cpu, DType::BF16) => worker::<bf16, Cpu>(Cpu, job, &batches, &answers),
+        (Opened::Cuda(d), DType::F32) => worker::<f32, Cuda>(d, job, &batches, &answers),
+        (Opened::Cuda(d), DType::BF16) => worker::<bf16, Cuda>(d, job, &batches, &answers),
+        (Opened::Wgpu(d), DType::F32) => worker::<f32, Wgpu>(d, job, &batches, &answers),
+        (Opened::Wgpu(d), DType::BF16) => worker::<bf16, Wgpu>(d, job, &batches, &answers),
+    });
+}
+
+/// Run the job. Progress goes to stderr (a bar on a terminal); skipped files are
+/// reported there as they happen.
+pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
+    let start = Instant::now();
+    if args.batch == 0 {
+        return Err("--batch must be at least 1".into());
+    }
+    let format = OutputFormat::of(&args.output)?;
+    let files = ModelFiles::locate(&args.model).map_err(|e| e.to_string())?;
+    let config = VisionConfig::from_file(&files.config).map_err(|e| e.to_string())?;
+    if config.num_channels != 3 {
+        return Err(format!(
+            "the model takes {} channels; embed reads RGB images",
+            config.num_channels
+        ));
+    }
+    if args.pooling == Pooling::Head && !config.vision_use_head {
+        return Err(
+            "--pooling head: this model has no pooling head (vision_use_head false)".into(),
+        );
+    }
+    let processor = ImageProcessor::for_model(files.preprocessor.as_deref(), config.image_size)
+        .map_err(|e| e.to_string())?;
+    let paths = collect_paths(&args.inputs)?;
+    if paths.is_empty() {
+        return Err("no images found in the inputs".into());
+    }
+    let memory = config.has_memory();
+    if memory && args.device.len() > 1 {
+        return Err(format!(
+            "this model has memory-gated attention: its images are one stream of segments, \
+             embedded in order on one device (got {} devices)",
+            args.device.len()
+        ));
+    }
+    let batch_size = if memory { 1 } else { args.batch };
+    let mut opened = Vec::new();
+    let mut described = Vec::new();
+    for choice in &args.device {
+        let (dev, why) = choice.open()?;
+        described.push(format!("{} [{why}]", describe(&dev)));
+        opened.push(dev);
+    }
+    let job = Job {
+        files,
+        config: config.clone(),
+        pooling: args.pooling,
+        normalize: args.normalize,
+    };
+    let bar = progress_bar(paths.len());
+    let (batch_tx, batch_rx) = mpsc::sync_channel::<Batch>(2 * opened.len());
+    let batch_rx: Queue = Arc::new(Mutex::new(batch_rx));
+    let (answer_tx, answer_rx) = mpsc::channel::<Answer>();
+    let mut skipped: Vec<(PathBuf, String)> = Vec::new();
+    let mut rows: HashMap<usize, Vec<f32>> = HashMap::new();
+    let mut failure: Option<String> = None;
+
+    std::thread::scope(|s| {
+        for dev in opened {
+            spawn(
+                s,
+                dev,
+                args.dtype,
+                &job,
+                batch_rx.clone(),
+                answer_tx.clone(),
+            );
+        }
+        drop(answer_tx);
+        // The workers hold the queue now: when they are all gone, the producer's
+        // sends fail and it stops.
+        drop(batch_rx);
+        let (paths, processor) = (&paths, &processor);
+        // Producer: decode a batch in parallel, queue it (two per device ahead).
+        let producer = s.spawn(move || -> Result<Vec<(PathBuf, String)>, String> {
+            let mut skipped = Vec::new();
+            for (index, chunk) in paths.chunks(batch_size).enumerate() {
+                let base = index * batch_size;
+                let decoded: Vec<(usize, Result<Vec<f32>, String>)> = chunk
+                    .par_iter()
+                    .enumerate()
+                    .map(|(i, p)| (base + i, processor.load_image(p).map_err(|e| e.to_string())))
+                    .collect();
+                let mut images = Vec::with_capacity(decoded.len());
+                for (i, r) in decoded {
+                    match r {
+                        Ok(px) => images.push((i, px)),
+                        Err(e) if args.strict => return Err(format!("{e} (--strict)")),
+                        Err(e) => {
+                            let _ = writeln!(std::io::stderr(), "skipped: {e}");
+                            skipped.push((paths[i].clone(), e));
+                        }
+                    }
+                }
+                if !images.is_empty() && batch_tx.send(Batch { index, images }).is_err() {
+                    break; // every worker stopped: their answers say why
+                }
+            }
+            drop(batch_tx);
+            Ok(skipped)
+        });
+        for answer in answer_rx {
+            match answer {
+                Ok((_, batch_rows)) => {
+                    if let Some(bar) = &bar {
+                        bar.inc(batch_rows.len() as u64);
+                    }
+                    rows.extend(batch_rows);
+                }
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        match producer.join() {
+            Ok(Ok(s)) => skipped = s,
+            Ok(Err(e)) => {
+                failure.get_or_insert(e);
+            }
+            Err(_) => {
+                failure.get_or_insert("the decoding thread panicked".into());
+            }
+        }
+    });
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let dim = config.hidden_size;
+    let mut kept_paths = Vec::new();
+    let mut data = Vec::with_capacity(rows.len() * dim);
+    for (i, p) in paths.iter().enumerate() {
+        if let Some(r) = rows.remove(&i) {
+            kept_paths.push(p.clone());
+            data.extend(r);
+        }
+    }
+    if kept_paths.is_empty() {
+        return Err(format!(
+            "no image could be read ({} skipped)",
+            skipped.len()
+        ));
+    }
+    format.write(
+        &args.output,
+        &kept_paths,
+        &data,
+        dim,
+        &args.model.display().to_string(),
+    )?;
+    Ok(Summary {
+        embedded: kept_paths.len(),
+        skipped,
+        dim,
+        seconds: start.elapsed().as_secs_f64(),
+        devices: described,
+    })
+}
+
+fn describe(d: &Opened) -> String {
+    use tessera::Device;
+    match d {
+        Opened::Cpu => Cpu.describe(),
+        Opened::Cuda(c) => c.describe(),
+        Opened::Wgpu(w) => w.describe(),
+    }
+}
+
+fn progress_bar(len: usize) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(len as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} images, {per_sec}, {elapsed} (eta {eta})",
+    ) {
+        bar.set_style(style);
+    }
+    Some(bar)
+}
+
+/// The output file's format, from its extension.
+enum OutputFormat {
+    Safetensors,
+    Npy,
+}
+
+impl OutputFormat {
+    fn of(path: &Path) -> Result<Self, String> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("safetensors") => Ok(OutputFormat::Safetensors),
+            Some("npy") => Ok(OutputFormat::Npy),
+            _ => Err(format!(
+                "{}: the output must end in .safetensors or .npy",
+                path.display()
+            )),
+        }
+    }
+
+    /// Write `data` [N, dim] (and the paths) through temporary files renamed into
+    /// place, so an interrupted job leaves no half file.
+    fn write(
+        &self,
+        path: &Path,
+        paths: &[PathBuf],
+        data: &[f32],
+        dim: usize,
+        model: &str,
+    ) -> Result<(), String> {
+        let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        let n = names.len();
+        let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+        match self {
+            OutputFormat::Safetensors => {
+                let view = safetensors::tensor::TensorView::new(
+                    safetensors::Dtype::F32,
+                    vec![n, dim],
+                    &bytes,
+                )
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+                let metadata = HashMap::from([
+                    (
+                        "paths".to_string(),
+                        serde_json::to_string(&names).map_err(|e| e.to_string())?,
+                    ),
+                    ("model".to_string(), model.to_string()),
+                    ("producer".to_string(), "tessera embed".to_string()),
+                ]);
+                let file = safetensors::serialize([("embeddings", view)], Some(metadata))
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                atomic_write(path, &file)
+            }
+            OutputFormat::Npy => {
+                let mut header =
+                    format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, {dim}), }}");
+                // Magic (6) + version (2) + length (2) + header + '\n', padded to 64.
+                let total = (10 + header.len() + 1).div_ceil(64) * 64;
+                header.push_str(&" ".repeat(total - 10 - header.len() - 1));
+                header.push('\n');
+                let mut file = b"\x93NUMPY\x01\x00".to_vec();
+                file.extend((header.len() as u16).to_le_bytes());
+                file.extend(header.as_bytes());
+                file.extend(&bytes);
+                let list = path.with_extension("paths.txt");
+                atomic_write(&list, (names.join("\n") + "\n").as_bytes())?;
+                atomic_write(path, &file)
+            }
+        }
+    }
+}
+
+/// Write `bytes` to `path.tmp-PID`, then rename over `path`.
+fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("{}: {e}", path.display())
+    })
+}
