@@ -40,6 +40,40 @@ fn head_view<'a, T: Element>(
     MatRef::rows(filled, rows, hd, hd)
 }
 
+/// Each `nk`-long row of `s` becomes `exp((x − max)·scale)`; `inv_sum[i]` is one
+/// over row i's sum.
+fn softmax_rows(s: &mut [f32], nk: usize, scale: f32, inv_sum: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::isa().avx512 {
+        // SAFETY: the CPU has the features `softmax_rows_avx512` is compiled for
+        // (`isa()` detected them); it is `softmax_rows_any` compiled with them.
+        unsafe { softmax_rows_avx512(s, nk, scale, inv_sum) };
+        return;
+    }
+    softmax_rows_any(s, nk, scale, inv_sum);
+}
+
+/// [`softmax_rows_any`] compiled for AVX-512 (exp vectorised 16 wide).
+///
+/// # Safety
+/// The CPU must have AVX-512 F, BW, VL, AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn softmax_rows_avx512(s: &mut [f32], nk: usize, scale: f32, inv_sum: &mut [f32]) {
+    softmax_rows_any(s, nk, scale, inv_sum);
+}
+
+#[inline(always)]
+fn softmax_rows_any(s: &mut [f32], nk: usize, scale: f32, inv_sum: &mut [f32]) {
+    for (row, z) in s.chunks_mut(nk).zip(inv_sum.iter_mut()) {
+        let mx = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        for x in row.iter_mut() {
+            *x = exp_f32((*x - mx) * scale);
+        }
+        *z = 1.0 / sum8(row, |x| x);
+    }
+}
+
 pub(super) fn attention<T: Element>(_: &Cpu, a: AttentionArgs<'_, T, Cpu>) -> Result<()> {
     let d = a.dims;
     let (b, h, hd, nq, nk) = (d.batch, d.heads, d.head_dim, d.q_len, d.kv_len);
@@ -75,13 +109,7 @@ pub(super) fn attention<T: Element>(_: &Cpu, a: AttentionArgs<'_, T, Cpu>) -> Re
                     sgemm(qv, kv.t(), &mut s, nk)?;
                     // Unnormalised softmax in place; the row sums divide the output.
                     let mut inv_sum = vec![0.0f32; rows];
-                    for (row, z) in s.chunks_mut(nk).zip(inv_sum.iter_mut()) {
-                        let mx = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                        for x in row.iter_mut() {
-                            *x = exp_f32((*x - mx) * scale);
-                        }
-                        *z = 1.0 / sum8(row, |x| x);
-                    }
+                    softmax_rows(&mut s, nk, scale, &mut inv_sum);
                     let mut o = vec![0.0f32; rows * hd];
                     sgemm(MatRef::rows(&s, rows, nk, nk), vv, &mut o, hd)?;
                     for (row, z) in o.chunks_mut(hd).zip(&inv_sum) {

@@ -10,6 +10,7 @@ use crate::ops::LayerNormArgs;
 const OP: &str = "layer_norm";
 
 /// Sum with 8 independent accumulators (vectorises, and is more accurate than one chain).
+#[inline(always)]
 pub(super) fn sum8(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut acc = [0.0f32; 8];
     let mut chunks = xs.chunks_exact(8);

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 mod attention;
 mod elementwise;
 mod gemm;
+mod gemm_bf16;
 mod layer_norm;
 mod linear;
 mod memory;
@@ -113,12 +114,61 @@ fn as_f32<T: Element>(x: &[T]) -> Option<&[f32]> {
     }
 }
 
+/// The slice as bf16, when `T` is bf16 (no copy).
+fn as_bf16<T: Element>(x: &[T]) -> Option<&[half::bf16]> {
+    if T::DTYPE == DType::BF16 {
+        bytemuck::try_cast_slice(x).ok()
+    } else {
+        None
+    }
+}
+
 fn as_f32_mut<T: Element>(x: &mut [T]) -> Option<&mut [f32]> {
     if T::DTYPE == DType::F32 {
         bytemuck::try_cast_slice_mut(x).ok()
     } else {
         None
     }
+}
+
+/// The instruction sets the CPU backend uses beyond the baseline, detected once.
+/// `TESSERA_CPU_ISA=portable` turns them all off (to compare, or to rule them out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Isa {
+    /// AVX-512 F, BW, VL with AVX2 and FMA: hot loops compiled for them.
+    avx512: bool,
+    /// And AVX-512 BF16: the bf16 GEMM (`gemm_bf16`).
+    avx512_bf16: bool,
+}
+
+fn isa() -> Isa {
+    static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+    *ISA.get_or_init(|| {
+        if std::env::var("TESSERA_CPU_ISA").is_ok_and(|v| v == "portable") {
+            return Isa {
+                avx512: false,
+                avx512_bf16: false,
+            };
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            let avx512 = has!("avx512f")
+                && has!("avx512bw")
+                && has!("avx512vl")
+                && has!("avx2")
+                && has!("fma");
+            Isa {
+                avx512,
+                avx512_bf16: avx512 && has!("avx512bf16"),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Isa {
+            avx512: false,
+            avx512_bf16: false,
+        }
+    })
 }
 
 /// Elements per rayon task for streaming (memory-bound) loops.
@@ -163,17 +213,22 @@ fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
-    // Adding and subtracting 1.5·2^23 rounds to the nearest integer (ties to even).
+    // Adding 1.5·2^23 rounds to the nearest integer (ties to even) and leaves n in
+    // the low mantissa bits: bits(ROUND + n) = ROUND_BITS + n for |n| < 2^22.
     const ROUND: f32 = 12_582_912.0;
+    const ROUND_BITS: u32 = 0x4B40_0000;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    // n ∈ [-126, 127] after the clamp, so the biased exponent is 1..=254.
-    p * f32::from_bits((((n as i32) + 127) as u32) << 23)
+    // n ∈ [-126, 127] after the clamp, so the biased exponent n + 127 is 1..=254;
+    // integer arithmetic on the bits (no float → int conversion) keeps it vectorisable.
+    let scale = f32::from_bits(t.to_bits().wrapping_sub(ROUND_BITS - 127) << 23);
+    p * scale
 }
 
 crate::ops::kernels_from_op_files!(Cpu);

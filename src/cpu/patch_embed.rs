@@ -2,7 +2,8 @@
 //! the weight `[D, C·P·P]` with bias and position embedding fused into the store.
 
 use super::gemm::{matmul_wt, ASource, Epilogue};
-use super::{numel, take, take_mut, widen, Cpu};
+use super::gemm_bf16::{self, BfSource};
+use super::{as_bf16, numel, take, take_mut, widen, Cpu};
 use crate::element::Element;
 use crate::error::Result;
 use crate::ops::{Activation, PatchEmbedArgs};
@@ -28,7 +29,13 @@ pub(super) fn patch_embed<T: Element>(_: &Cpu, a: PatchEmbedArgs<'_, T, Cpu>) ->
 
     // Row r is patch (gy, gx) of image b; its k-th entry is pixel (c, py, px) with
     // k = c·P·P + py·P + px, so each (c, py) is one contiguous run of P pixels.
-    let im2col = |r0: usize, dst: &mut [f32]| {
+    fn im2col<S: Element, O>(
+        pixels: &[S],
+        (c, img, p, g, tokens, k): (usize, usize, usize, usize, usize, usize),
+        r0: usize,
+        dst: &mut [O],
+        convert: impl Fn(S) -> O,
+    ) {
         for (i, row) in dst.chunks_mut(k).enumerate() {
             let r = r0 + i;
             let (b, t) = (r / tokens, r % tokens);
@@ -37,18 +44,27 @@ pub(super) fn patch_embed<T: Element>(_: &Cpu, a: PatchEmbedArgs<'_, T, Cpu>) ->
                 let plane = &pixels[(b * c + ci) * img * img..][..img * img];
                 for (py, run) in chan.chunks_mut(p).enumerate() {
                     let src = &plane[(gy * p + py) * img + gx * p..][..p];
-                    for (o, s) in run.iter_mut().zip(src) {
-                        *o = s.to_f32();
+                    for (o, &s) in run.iter_mut().zip(src) {
+                        *o = convert(s);
                     }
                 }
             }
         }
-    };
-    let w32 = widen(w);
+    }
+    let geometry = (c, img, p, g, tokens, k);
     let epi = Epilogue {
         bias: Some(bias),
         act: Activation::None,
         residual: Some((pos, tokens)),
     };
-    matmul_wt(rows, k, hidden, ASource::Fill(&im2col), &w32, &epi, out)
+    // bf16 on AVX-512 BF16: patches gathered and multiplied as bf16.
+    if let (Some(px16), Some(w16)) = (as_bf16(pixels), as_bf16(w)) {
+        if gemm_bf16::available() {
+            let fill = |r0: usize, dst: &mut [half::bf16]| im2col(px16, geometry, r0, dst, |s| s);
+            return gemm_bf16::matmul_wt(rows, k, hidden, BfSource::Fill(&fill), w16, &epi, out);
+        }
+    }
+    let fill = |r0: usize, dst: &mut [f32]| im2col(pixels, geometry, r0, dst, |s| s.to_f32());
+    let w32 = widen(w);
+    matmul_wt(rows, k, hidden, ASource::Fill(&fill), &w32, &epi, out)
 }

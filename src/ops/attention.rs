@@ -112,7 +112,7 @@ fn attention_dims<T: Element, D: Device>(
     if v.geometry("[B, Nk, H·hd]")? != (batch, kv_len, ldkv) || v.width != width {
         return Err(mismatch(k, v));
     }
-    if heads == 0 || width % heads != 0 || width == 0 {
+    if heads == 0 || !width.is_multiple_of(heads) || width == 0 {
         return Err(shape_err(
             OP,
             q.name,
