@@ -16,13 +16,14 @@ to last --target-ms, after warm-up; CUDA events around the calls):
 - linear:  F.linear (cuBLAS) at the q_proj / fc1 / fc2 shapes and 4096^3, with
            and without the bias/GELU/residual epilogue tessera fuses.
 - memory-bound: layer_norm, residual add, cast, and a D2D copy of the same bytes.
-- forward: an eager (no torch.compile) SigLIP-shaped encoder with random weights:
-           patch embedding (Conv2d stride P) + position, L pre-norm layers
-           (LayerNorm, q/k/v Linear, SDPA, out_proj + residual, LayerNorm,
-           fc1 + GELU(tanh), fc2 + residual), post LayerNorm -- the same graph as
-           tessera's synthetic `forward` row (no pooling head).
+- forward: transformers' SiglipVisionModel (SDPA attention) at the checkpoint's
+           shape with random weights -- the graph of tessera's `forward` row, which
+           runs VisionModel::forward_into of a random model: patch embedding, L
+           encoder layers, post LayerNorm, pooling head. Eager always; with
+           --compile also torch.compile(model) (compile time excluded, reported).
+           Without transformers, a hand-written tower of the same graph.
 
-FLOP and byte counts follow src/bench/cases.rs so the rates compare directly.
+FLOP and byte counts follow cli/src/bench/cases.rs so the rates compare directly.
 Needs: torch >= 2.3 with CUDA. Prints one aligned table.
 """
 
@@ -40,8 +41,8 @@ except ImportError:  # pragma: no cover - reported, not raised
 MODELS = {
     # name: (D, F, H, P, I, C, L)
     "base": (768, 3072, 12, 16, 224, 3, 12),
-    # 378 = 27 * 14: the 384 px checkpoint's conv drops the last 6 px (N = 729 either way).
-    "so400m": (1152, 4304, 16, 14, 378, 3, 27),
+    # 384 px, patch 14: the stride-14 conv uses 27 x 27 patches and drops the last 6 px.
+    "so400m": (1152, 4304, 16, 14, 384, 3, 27),
 }
 E_EXPERTS, M_SLOTS = 4, 32
 
@@ -228,17 +229,54 @@ class Tower(torch.nn.Module):
         return self.post(x)
 
 
+def siglip_model(name, layers):
+    """transformers' SiglipVisionModel at the shape of `name`, random weights; None
+    without transformers."""
+    try:
+        from transformers import SiglipVisionConfig, SiglipVisionModel
+    except ImportError:
+        return None
+    d, f, h, p, i, c, _ = MODELS[name]
+    config = SiglipVisionConfig(
+        hidden_size=d, intermediate_size=f, num_attention_heads=h, num_hidden_layers=layers,
+        patch_size=p, image_size=i, num_channels=c,
+    )
+    config._attn_implementation = "sdpa"
+    return SiglipVisionModel(config)
+
+
 def bench_forward(rows, name, b, dtype, args):
     d, f, h, p, i, c, full = MODELS[name]
     layers = args.layers or full
     n = (i // p) ** 2
-    model = Tower(name, layers).to("cuda", dtype).eval()
+    model = siglip_model(name, layers)
+    label = "SiglipVisionModel"
+    if model is None:
+        model, label = Tower(name, layers), "hand-written tower, no pooling head"
+    model = model.to("cuda", dtype).eval()
     px = rand(b, c, i, i, dtype=dtype)
     k = c * p * p
-    flops = 2.0 * b * n * k * d + layers * (2.0 * b * n * d * d * 4 + 2.0 * b * n * d * f * 2 + 4.0 * b * n * n * d)
+    # As cli/src/bench/cases.rs: patch GEMM, layers (qkv + out_proj, MLP, attention), head.
+    head = 2.0 * b * n * d * 2.0 * d + 4.0 * b * n * d + 2.0 * b * (d * d + 2.0 * d * f)
+    flops = 2.0 * b * n * k * d + layers * (2.0 * b * n * d * d * 4 + 2.0 * b * n * d * f * 2 + 4.0 * b * n * n * d) + head
+    shape = f"{name} B{b} N{n} D{d} F{f}"
     with torch.inference_mode():
-        ms = cuda_time_ms(lambda: model(px), args.reps, args.target_ms)
-    rows.append(Row(f"forward eager ({layers} layers)", f"{name} B{b} N{n} D{d} F{f}", args.dtype, ms, flops))
+        ms = cuda_time_ms(lambda: model(pixel_values=px) if label == "SiglipVisionModel" else model(px), args.reps, args.target_ms)
+    rows.append(Row(f"forward eager ({layers} layers)", shape, args.dtype, ms, flops, note=label))
+    if args.compile:
+        import time
+
+        compiled = torch.compile(model)
+        call = (lambda: compiled(pixel_values=px)) if label == "SiglipVisionModel" else (lambda: compiled(px))
+        with torch.inference_mode():
+            t0 = time.time()
+            call()
+            torch.cuda.synchronize()
+            compile_s = time.time() - t0
+            ms = cuda_time_ms(call, args.reps, args.target_ms)
+        rows.append(Row(f"forward torch.compile ({layers} layers)", shape, args.dtype, ms, flops,
+                        note=f"{label}; first call {compile_s:.0f} s"))
+        del compiled
     del model
 
 
@@ -251,6 +289,7 @@ def main():
     ap.add_argument("--layers", type=int, default=0, help="forward depth (default: the checkpoint's, 12 / 27)")
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--target-ms", type=float, default=50.0)
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile of the forward")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 tensor cores for f32 GEMMs (off by default: true SGEMM)")
     args = ap.parse_args()
     if not torch.cuda.is_available():

@@ -1,5 +1,6 @@
 //! Criterion benchmarks of every op × backend × dtype at SigLIP-base and
-//! SigLIP-so400m shapes (batch 1 and 32), plus a synthetic forward pass.
+//! SigLIP-so400m shapes (batch 1 and 32), plus the shipped forward pass
+//! (`VisionModel::forward_into` of a random model of the real shape).
 //!
 //! ```text
 //! cargo bench --bench ops                      # everything that can run here

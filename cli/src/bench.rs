@@ -28,7 +28,7 @@ mod table;
 
 pub use cases::{
     family_cases, prepare, square_linear, BenchKernels, Bound, CaseKind, CaseSpec, ModelShape,
-    OpKind, Prepared, SIGLIP_BASE, SIGLIP_SO400M,
+    OpKind, Prepared, MODELS, SIGLIP_BASE,
 };
 pub use peers::{BenchDevice, PeerSet};
 pub use table::{BenchRow, BenchTable, Ceiling, PeerCell};
@@ -63,6 +63,11 @@ pub struct BenchOptions {
     /// adapters such as lavapipe): CPU layer count, no so400m batch 32 unless
     /// `all_shapes`, 1024³ instead of 4096³ for the square GEMM.
     pub software: bool,
+    /// Batch sizes instead of the default (1 and 32; 1 in quick mode).
+    pub batches: Vec<usize>,
+    /// Model shapes by name (`base`, `so400m`) instead of the default (both;
+    /// base in quick mode).
+    pub models: Vec<String>,
 }
 
 impl Default for BenchOptions {
@@ -78,6 +83,8 @@ impl Default for BenchOptions {
             reps: None,
             progress: false,
             software: false,
+            batches: Vec::new(),
+            models: Vec::new(),
         }
     }
 }
@@ -110,6 +117,12 @@ pub struct BenchArgs {
     /// Repetitions per case (median reported).
     #[arg(long)]
     pub reps: Option<usize>,
+    /// Batch sizes (comma-separated) instead of 1 and 32.
+    #[arg(long, value_delimiter = ',')]
+    pub batch: Vec<usize>,
+    /// Model shapes (comma-separated): base, so400m. Default: both.
+    #[arg(long, value_delimiter = ',')]
+    pub model: Vec<String>,
 }
 
 impl BenchArgs {
@@ -127,8 +140,19 @@ impl BenchArgs {
             .map(|s| s.parse::<OpKind>())
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|m| bad("--op", m))?;
-        if self.reps == Some(0) || self.layers == Some(0) {
-            return Err(bad("--reps/--layers", "must be at least 1".into()));
+        if self.reps == Some(0) || self.layers == Some(0) || self.batch.contains(&0) {
+            return Err(bad("--reps/--layers/--batch", "must be at least 1".into()));
+        }
+        if let Some(m) = self
+            .model
+            .iter()
+            .find(|m| !MODELS.iter().any(|s| s.name == *m))
+        {
+            let known: Vec<&str> = MODELS.iter().map(|s| s.name).collect();
+            return Err(bad(
+                "--model",
+                format!("unknown shape `{m}` (known: {known:?})"),
+            ));
         }
         Ok(BenchOptions {
             device,
@@ -141,6 +165,8 @@ impl BenchArgs {
             reps: self.reps,
             progress: true,
             software: false,
+            batches: self.batch.clone(),
+            models: self.model.clone(),
         })
     }
 }
@@ -223,12 +249,23 @@ pub fn time_case<D: Device>(dev: &D, prepared: &mut Prepared, t: &Timing) -> Res
 pub fn select_cases(opts: &BenchOptions) -> (Vec<CaseSpec>, Vec<String>) {
     let mut notes = Vec::new();
     let on_cpu = opts.device == DeviceKind::Cpu || opts.software;
-    let models: &[ModelShape] = if opts.quick {
-        &[SIGLIP_BASE]
+    let models: Vec<ModelShape> = if !opts.models.is_empty() {
+        MODELS
+            .into_iter()
+            .filter(|m| opts.models.iter().any(|n| n == m.name))
+            .collect()
+    } else if opts.quick {
+        vec![SIGLIP_BASE]
     } else {
-        &[SIGLIP_BASE, SIGLIP_SO400M]
+        MODELS.to_vec()
     };
-    let batches: &[usize] = if opts.quick { &[1] } else { &[1, 32] };
+    let batches: &[usize] = if !opts.batches.is_empty() {
+        &opts.batches
+    } else if opts.quick {
+        &[1]
+    } else {
+        &[1, 32]
+    };
     let families: Vec<OpKind> = if opts.ops.is_empty() {
         OpKind::ALL.to_vec()
     } else {
@@ -237,11 +274,15 @@ pub fn select_cases(opts: &BenchOptions) -> (Vec<CaseSpec>, Vec<String>) {
             .filter(|k| opts.ops.contains(k))
             .collect()
     };
+    // so400m batch 32 takes minutes per op on a CPU: left out of the default
+    // selection there (not when shapes are named, or with --all-shapes).
+    let explicit = !opts.batches.is_empty() || !opts.models.is_empty();
+    let skip_big = on_cpu && !opts.all_shapes && !explicit;
     let mut out = Vec::new();
     for &family in &families {
-        for model in models {
+        for model in &models {
             for &batch in batches {
-                if on_cpu && !opts.all_shapes && model.name == "so400m" && batch == 32 {
+                if skip_big && model.name == "so400m" && batch == 32 {
                     continue;
                 }
                 let layers = opts.layers.unwrap_or(match (opts.quick, on_cpu) {
@@ -256,7 +297,7 @@ pub fn select_cases(opts: &BenchOptions) -> (Vec<CaseSpec>, Vec<String>) {
             out.push(square_linear(if on_cpu { 1024 } else { 4096 }));
         }
     }
-    if on_cpu && !opts.all_shapes && !opts.quick {
+    if skip_big && !opts.quick {
         notes.push("so400m batch 32 skipped on the CPU (pass --all-shapes to include it)".into());
     }
     (out, notes)

@@ -65,6 +65,9 @@ pub const SIGLIP_SO400M: ModelShape = ModelShape {
 };
 
 /// Memory experts E of the memory-gated attention benchmarks.
+/// Every model shape, by `--model` name.
+pub const MODELS: [ModelShape; 2] = [SIGLIP_BASE, SIGLIP_SO400M];
+
 pub const MEMORY_EXPERTS: usize = 4;
 /// Memory slots M per expert.
 pub const MEMORY_SLOTS: usize = 32;
