@@ -1,7 +1,8 @@
-//! `out = residual + act(x Wᵀ + bias)` through the tiled SGEMM driver.
+//! `out = residual + act(x Wᵀ + bias)`: the AVX-512 panel GEMM where the CPU has
+//! it, else the tiled SGEMM driver.
 
 use super::gemm::{matmul_wt, ASource, Epilogue};
-use super::gemm_bf16::{self, BfSource};
+use super::panel::{self, PanelElem, PanelSource};
 use super::{as_bf16, as_f32, numel, take, take_mut, widen, widen_into, Cpu};
 use crate::element::Element;
 use crate::error::Result;
@@ -27,13 +28,18 @@ pub(super) fn linear<T: Element>(_: &Cpu, a: LinearArgs<'_, T, Cpu>) -> Result<(
         act: d.activation,
         residual: residual.map(|r| (r, m)),
     };
-    // bf16 on AVX-512 BF16: multiplied as bf16.
-    if let (Some(x16), Some(w16)) = (as_bf16(x), as_bf16(w)) {
-        if gemm_bf16::available() {
-            return gemm_bf16::matmul_wt(m, k, n, BfSource::Rows(x16), w16, &epi, out);
+    // The AVX-512 panel GEMM where the CPU has it: bf16 multiplied as bf16.
+    if let (Some(x), Some(w)) = (as_bf16(x), as_bf16(w)) {
+        if half::bf16::available() {
+            return panel::matmul_wt(m, k, n, PanelSource::Rows(x), w, &epi, out);
         }
     }
-    // Otherwise f32 SGEMM: bf16 weights are widened once per call, f32 ones read in place.
+    if let (Some(x), Some(w)) = (as_f32(x), as_f32(w)) {
+        if f32::available() {
+            return panel::matmul_wt(m, k, n, PanelSource::Rows(x), w, &epi, out);
+        }
+    }
+    // Otherwise matrixmultiply's SGEMM: bf16 weights are widened once per call, f32 ones read in place.
     let w32 = widen(w);
     let fill = |r0: usize, dst: &mut [f32]| widen_into(&x[r0 * k..], dst);
     let src = match as_f32(x) {

@@ -13,10 +13,10 @@ use crate::error::{Error, Result};
 mod attention;
 mod elementwise;
 mod gemm;
-mod gemm_bf16;
 mod layer_norm;
 mod linear;
 mod memory;
+mod panel;
 mod patch_embed;
 
 /// The host. Buffers on `Cpu` are ordinary `Vec`s; every `Cpu` value is the same device.
@@ -137,7 +137,7 @@ fn as_f32_mut<T: Element>(x: &mut [T]) -> Option<&mut [f32]> {
 struct Isa {
     /// AVX-512 F, BW, VL with AVX2 and FMA: hot loops compiled for them.
     avx512: bool,
-    /// And AVX-512 BF16: the bf16 GEMM (`gemm_bf16`).
+    /// And AVX-512 BF16: the bf16 panel GEMM (`panel`).
     avx512_bf16: bool,
 }
 

@@ -2,8 +2,8 @@
 //! the weight `[D, C·P·P]` with bias and position embedding fused into the store.
 
 use super::gemm::{matmul_wt, ASource, Epilogue};
-use super::gemm_bf16::{self, BfSource};
-use super::{as_bf16, numel, take, take_mut, widen, Cpu};
+use super::panel::{self, PanelElem, PanelSource};
+use super::{as_bf16, as_f32, numel, take, take_mut, widen, Cpu};
 use crate::element::Element;
 use crate::error::Result;
 use crate::ops::{Activation, PatchEmbedArgs};
@@ -57,11 +57,17 @@ pub(super) fn patch_embed<T: Element>(_: &Cpu, a: PatchEmbedArgs<'_, T, Cpu>) ->
         act: Activation::None,
         residual: Some((pos, tokens)),
     };
-    // bf16 on AVX-512 BF16: patches gathered and multiplied as bf16.
-    if let (Some(px16), Some(w16)) = (as_bf16(pixels), as_bf16(w)) {
-        if gemm_bf16::available() {
-            let fill = |r0: usize, dst: &mut [half::bf16]| im2col(px16, geometry, r0, dst, |s| s);
-            return gemm_bf16::matmul_wt(rows, k, hidden, BfSource::Fill(&fill), w16, &epi, out);
+    // The AVX-512 panel GEMM where the CPU has it: patches gathered as they are.
+    if let (Some(px), Some(w)) = (as_bf16(pixels), as_bf16(w)) {
+        if half::bf16::available() {
+            let fill = |r0: usize, dst: &mut [half::bf16]| im2col(px, geometry, r0, dst, |s| s);
+            return panel::matmul_wt(rows, k, hidden, PanelSource::Fill(&fill), w, &epi, out);
+        }
+    }
+    if let (Some(px), Some(w)) = (as_f32(pixels), as_f32(w)) {
+        if f32::available() {
+            let fill = |r0: usize, dst: &mut [f32]| im2col(px, geometry, r0, dst, |s| s);
+            return panel::matmul_wt(rows, k, hidden, PanelSource::Fill(&fill), w, &epi, out);
         }
     }
     let fill = |r0: usize, dst: &mut [f32]| im2col(pixels, geometry, r0, dst, |s| s.to_f32());

@@ -433,7 +433,11 @@ mod tests {
                 "{} writes nothing",
                 v.key
             );
-            assert!(r.uniform_size > 0 && r.uniform_size.is_multiple_of(16), "{}", v.key);
+            assert!(
+                r.uniform_size > 0 && r.uniform_size.is_multiple_of(16),
+                "{}",
+                v.key
+            );
             for e in v.shader.entry_points() {
                 assert!(r.workgroup(e).unwrap()[0] > 0, "{}", v.key);
             }

@@ -1,0 +1,582 @@
+//! The AVX-512 GEMM of the CPU backend: `out = epilogue(A Wᵀ)` with A `[m, k]`
+//! and W `[n, k]` both bf16 (multiplied by `vdpbf16ps`, which adds the products of
+//! one pair of bf16 from each operand into an f32 lane, without widening either
+//! operand) or both f32 (`vfmadd`).
+//!
+//! Used for linear and patch embedding where the CPU has the instructions
+//! (detected at run time, [`super::isa`]; AVX-512 BF16 for bf16) and
+//! `TESSERA_CPU_ISA` is not `portable`; elsewhere [`super::gemm`]'s
+//! matrixmultiply SGEMM (bf16 widened first). The products of two bf16 values are
+//! exact in f32, so the bf16 paths differ only in the order of the f32 sums — and
+//! in `vdpbf16ps` treating subnormal bf16 inputs (|x| < 2⁻¹²⁶) as zero.
+//!
+//! Shape of the computation (an outer-product kernel, no horizontal sums), in
+//! *units* of 4 bytes — a pair of bf16, or one f32:
+//! - the output is cut into tiles of ≤ [`TILE_ROWS`] rows × ≤ [`TILE_COLS`]
+//!   columns (narrower when that gives too few tasks), computed in parallel;
+//! - a tile's rows of A are packed once into panels of 32 rows: for each unit of
+//!   the inner dimension, the 32 rows' units side by side (128 bytes, two zmm
+//!   registers), rows past the tile and a bf16 odd tail zero;
+//! - the micro-kernel takes one panel and [`NR`] rows of W: per unit it loads the
+//!   panel's two registers and, for each of the NR columns, broadcasts W's unit to
+//!   all lanes — 24 `vdpbf16ps` / `vfmadd231ps` into 24 zmm accumulators, each the
+//!   16 sums of one column for 16 rows; W's NR rows stay in L1 across panels;
+//! - sums go to a column-major scratch tile, are summed over chunks of [`KCP`]
+//!   units, transposed once, and stay f32 until the epilogue and the one rounding
+//!   on store.
+
+use half::bf16;
+use rayon::prelude::*;
+
+use super::gemm::Epilogue;
+use super::{internal, store};
+use crate::element::Element;
+use crate::error::Result;
+
+/// Rows per packed panel: two zmm registers of 16 f32 lanes.
+const PANEL: usize = 32;
+/// Rows of W (output columns) per micro-kernel call.
+const NR: usize = 12;
+/// Units of the inner dimension per chunk: NR rows of W (6 KiB) and the panel
+/// being read (16 KiB) fit in L1 together, so W's rows stay there across panels
+/// (at 256 the panel alone filled a 32 KiB L1 and evicted them: measured 10–25 %
+/// slower on Zen 4).
+const KCP: usize = 128;
+/// Most output rows per tile: the tile's panels of one chunk (≤ 8 × 16 KiB) stay
+/// in L2 while W's rows pass once per tile.
+const TILE_ROWS: usize = 8 * PANEL;
+/// Most output columns per tile (a multiple of NR).
+const TILE_COLS: usize = 16 * NR;
+
+/// An element type the panel GEMM multiplies: bf16 (two per unit) or f32 (one).
+pub(super) trait PanelElem: Copy + Default + Send + Sync + 'static {
+    /// Elements per 4-byte unit.
+    const UNIT: usize;
+    /// Whether this machine runs the kernel (and `TESSERA_CPU_ISA` allows it).
+    fn available() -> bool;
+    /// The unit of `chunk` (1 ..= UNIT elements; missing ones zero), as bits.
+    fn unit(chunk: &[Self]) -> u32;
+    /// `dst[j·ld + lane] += Σ_{u < nu} a[u][lane] · w[j][u]` (units), see
+    /// [`panel_add`].
+    ///
+    /// # Safety
+    /// As `x86::panel_bf16` / `x86::panel_f32`: the CPU has the kernel's
+    /// features ([`Self::available`]); `a` is valid for `nu·32` u32; each `w[j]`
+    /// holds `nu·UNIT` elements (one fewer with `odd_tail`); `dst + j·ld + lane`
+    /// is valid for reads and writes for j < NR, lane < 32.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn kernel(
+        a: *const u32,
+        w: [&[Self]; NR],
+        nu: usize,
+        odd_tail: bool,
+        half: bool,
+        dst: *mut f32,
+        ld: usize,
+    );
+}
+
+impl PanelElem for bf16 {
+    const UNIT: usize = 2;
+    fn available() -> bool {
+        super::isa().avx512_bf16
+    }
+    fn unit(chunk: &[Self]) -> u32 {
+        let hi = chunk.get(1).map_or(0, |x| u32::from(x.to_bits()));
+        u32::from(chunk[0].to_bits()) | (hi << 16)
+    }
+    unsafe fn kernel(
+        a: *const u32,
+        w: [&[Self]; NR],
+        nu: usize,
+        odd_tail: bool,
+        half: bool,
+        dst: *mut f32,
+        ld: usize,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: forwarded; the caller upholds `kernel`'s contract, which is
+        // `panel_bf16`'s.
+        unsafe {
+            x86::panel_bf16(a, w, nu, odd_tail, half, dst, ld)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (a, w, nu, odd_tail, half, dst, ld);
+    }
+}
+
+impl PanelElem for f32 {
+    const UNIT: usize = 1;
+    fn available() -> bool {
+        super::isa().avx512
+    }
+    fn unit(chunk: &[Self]) -> u32 {
+        chunk[0].to_bits()
+    }
+    unsafe fn kernel(
+        a: *const u32,
+        w: [&[Self]; NR],
+        nu: usize,
+        _odd_tail: bool,
+        half: bool,
+        dst: *mut f32,
+        ld: usize,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: forwarded; the caller upholds `kernel`'s contract, which is
+        // `panel_f32`'s.
+        unsafe {
+            x86::panel_f32(a, w, nu, half, dst, ld)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (a, w, nu, half, dst, ld);
+    }
+}
+
+/// Where the rows of A come from.
+pub(super) enum PanelSource<'a, S> {
+    /// Row-major `[m, k]`, used in place.
+    Rows(&'a [S]),
+    /// `fill(r0, dst)` writes rows `r0 .. r0 + dst.len()/k`, row-major.
+    Fill(&'a (dyn Fn(usize, &mut [S]) + Sync)),
+}
+
+/// `out[r, j] = epilogue(Σ_p a[r, p]·w[j, p])` for a `[m, k]`, w `[n, k]`, out
+/// `[m, n]`. Errors (never runs) where `S::available()` is false.
+pub(super) fn matmul_wt<S: PanelElem, T: Element>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: PanelSource<'_, S>,
+    w: &[S],
+    epi: &Epilogue<'_, T>,
+    out: &mut [T],
+) -> Result<()> {
+    if !S::available() {
+        return Err(internal(
+            "panel GEMM called on a CPU without its instructions",
+        ));
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let len_ok = |len: usize, r: usize, c: usize| matches!(r.checked_mul(c), Some(x) if x <= len);
+    let a_ok = match a {
+        PanelSource::Rows(a) => len_ok(a.len(), m, k),
+        PanelSource::Fill(_) => true,
+    };
+    if !a_ok
+        || !epi.fits(m, n)
+        || !len_ok(w.len(), n, k)
+        || !len_ok(out.len(), m, n)
+        || m.checked_mul(k).is_none()
+    {
+        return Err(internal("panel matmul: operand shorter than its dims"));
+    }
+    // Few row blocks (each streams all of W once), of near-equal size in half
+    // panels; column tiles narrowed until there are four tasks per thread.
+    let row_blocks = m.div_ceil(TILE_ROWS);
+    let block_rows = m.div_ceil(row_blocks).div_ceil(PANEL / 2) * (PANEL / 2);
+    let row_blocks = m.div_ceil(block_rows);
+    let tasks = 4 * rayon::current_num_threads().max(1);
+    let mut tile_cols = TILE_COLS.min(n.div_ceil(NR) * NR);
+    while row_blocks * n.div_ceil(tile_cols) < tasks && tile_cols > 4 * NR {
+        tile_cols = (tile_cols / 2).div_ceil(NR) * NR;
+    }
+    let col_tiles = n.div_ceil(tile_cols);
+
+    out[..m * n]
+        .par_chunks_mut(block_rows * n)
+        .enumerate()
+        .try_for_each(|(bi, out_rows)| -> Result<()> {
+            let r0 = bi * block_rows;
+            let rows = out_rows.len() / n;
+            let filled;
+            let a_blk: &[S] = match a {
+                PanelSource::Rows(a) => &a[r0 * k..][..rows * k],
+                PanelSource::Fill(fill) => {
+                    let mut buf = vec![S::default(); rows * k];
+                    fill(r0, &mut buf);
+                    filled = buf;
+                    &filled
+                }
+            };
+            let panels = pack_panels(a_blk, rows, k);
+            // Column tiles of this row block, each contiguous `[rows, tile_cols]`.
+            let mut acc = vec![0.0f32; rows * tile_cols * col_tiles];
+            acc.par_chunks_mut(rows * tile_cols)
+                .enumerate()
+                .try_for_each(|(ci, tile)| -> Result<()> {
+                    let c0 = ci * tile_cols;
+                    let cols = tile_cols.min(n - c0);
+                    let tile = &mut tile[..rows * cols];
+                    let w_tile = &w[c0 * k..(c0 + cols) * k];
+                    tile_product(&panels, rows, w_tile, cols, k, tile)?;
+                    epi.apply(tile, cols, r0, c0, cols, n);
+                    Ok(())
+                })?;
+            for (ci, tile) in acc.chunks(rows * tile_cols).enumerate() {
+                let c0 = ci * tile_cols;
+                let cols = tile_cols.min(n - c0);
+                for (dst, src) in out_rows.chunks_mut(n).zip(tile.chunks(cols)) {
+                    store(src, &mut dst[c0..c0 + cols]);
+                }
+            }
+            Ok(())
+        })
+}
+
+/// A's `rows` rows (row-major, `k` per row) as panels: u32 `[panel][unit][lane]`
+/// is the unit `a[(panel·32 + lane)·k + unit·UNIT ..]`, zero past the rows and
+/// past `k`.
+fn pack_panels<S: PanelElem>(a: &[S], rows: usize, k: usize) -> Vec<u32> {
+    let units = k.div_ceil(S::UNIT);
+    let n_panels = rows.div_ceil(PANEL);
+    let mut out = vec![0u32; n_panels * units * PANEL];
+    if k == 0 {
+        return out;
+    }
+    for (r, row) in a.chunks(k).take(rows).enumerate() {
+        let (panel, lane) = (r / PANEL, r % PANEL);
+        let dst = &mut out[panel * units * PANEL + lane..];
+        for (u, chunk) in row.chunks(S::UNIT).enumerate() {
+            dst[u * PANEL] = S::unit(chunk);
+        }
+    }
+    out
+}
+
+/// `tile[i·cols + j] = Σ_p a[i·k + p]·w[j·k + p]` for i < rows, j < cols, from
+/// A's panels ([`pack_panels`]) and W's rows.
+fn tile_product<S: PanelElem>(
+    panels: &[u32],
+    rows: usize,
+    w: &[S],
+    cols: usize,
+    k: usize,
+    tile: &mut [f32],
+) -> Result<()> {
+    if k == 0 {
+        tile.fill(0.0);
+        return Ok(());
+    }
+    let units = k.div_ceil(S::UNIT);
+    let n_panels = rows.div_ceil(PANEL);
+    let rows_pad = n_panels * PANEL;
+    // Column-major sums: column j of the tile is tcol[j·rows_pad ..][..rows_pad].
+    let cols_pad = cols.div_ceil(NR) * NR;
+    let mut tcol = vec![0.0f32; cols_pad * rows_pad];
+    for u0 in (0..units).step_by(KCP) {
+        let nu = KCP.min(units - u0);
+        let elems = (S::UNIT * nu).min(k - S::UNIT * u0);
+        // A bf16 chunk holding the odd tail reads one element, not two, of its
+        // last unit of W.
+        let odd_tail = elems < S::UNIT * nu;
+        for j0 in (0..cols).step_by(NR) {
+            // Past the last column the kernel reads the last one again; those sums
+            // land in the padding columns of `tcol` and are never read.
+            let w_rows: [&[S]; NR] =
+                std::array::from_fn(|j| &w[(j0 + j).min(cols - 1) * k + S::UNIT * u0..][..elems]);
+            for panel in 0..n_panels {
+                let half = rows - panel * PANEL <= PANEL / 2;
+                let a_panel = &panels[(panel * units + u0) * PANEL..][..nu * PANEL];
+                let dst = &mut tcol[j0 * rows_pad + panel * PANEL..];
+                panel_add(a_panel, w_rows, nu, odd_tail, half, dst, rows_pad)?;
+            }
+        }
+    }
+    for (i, row) in tile.chunks_mut(cols).enumerate() {
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = tcol[j * rows_pad + i];
+        }
+    }
+    Ok(())
+}
+
+/// `dst[j·ld + lane] += Σ_{u < nu} a[u][lane] · w[j][u]` (products of units) for
+/// j < NR and lane < 32 (< 16 when `half`); with `odd_tail` the last unit of W is
+/// one bf16, not two (the other taken as zero).
+fn panel_add<S: PanelElem>(
+    a: &[u32],
+    w: [&[S]; NR],
+    nu: usize,
+    odd_tail: bool,
+    half: bool,
+    dst: &mut [f32],
+    ld: usize,
+) -> Result<()> {
+    let w_len = S::UNIT * nu - usize::from(odd_tail);
+    let fits = (NR - 1) * ld + PANEL <= dst.len();
+    if nu == 0
+        || a.len() < nu * PANEL
+        || w.iter().any(|r| r.len() < w_len)
+        || !fits
+        || (odd_tail && S::UNIT != 2)
+        || !S::available()
+    {
+        return Err(internal("panel: operands shorter than the panel"));
+    }
+    // SAFETY: `S::available()` checked that the CPU has the kernel's features. It
+    // reads a[0 .. nu·32] (a.len() ≥ nu·32), w[j][0 .. nu·UNIT] (one fewer with
+    // `odd_tail`, bf16 only; each row holds at least that), and reads and writes
+    // dst[j·ld + lane] for j < NR, lane < 32, inside `dst` by the check
+    // (NR − 1)·ld + 32 ≤ dst.len().
+    unsafe { S::kernel(a.as_ptr(), w, nu, odd_tail, half, dst.as_mut_ptr(), ld) };
+    Ok(())
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use half::bf16;
+
+    use super::{NR, PANEL};
+
+    /// The body of a panel kernel: `$load(u)` gives the units of W's rows at unit
+    /// `u` as a broadcast register for each column, `$madd(acc, a, b)` accumulates.
+    /// No closures and no iterator adapters: a closure does not inherit
+    /// `target_feature`, and one that is not inlined costs a call per step.
+    macro_rules! panel_body {
+        ($a:ident, $nu:expr, $half:ident, $dst:ident, $ld:ident,
+         |$u:ident, $j:ident| $b:expr, $madd:ident, $tail:expr) => {{
+            let full = $nu;
+            if $half {
+                let mut acc = [_mm512_setzero_ps(); NR];
+                for $u in 0..full {
+                    // SAFETY: u < nu: the 64 bytes at a + u·32 are inside `a`; the
+                    // unit of W read by `$b` is inside each row (the caller's bound).
+                    unsafe {
+                        let a0 = _mm512_loadu_si512($a.add($u * PANEL).cast());
+                        for $j in 0..NR {
+                            acc[$j] = $madd(acc[$j], a0, $b);
+                        }
+                    }
+                }
+                $tail(&mut acc, None);
+                for (j, v) in acc.iter().enumerate() {
+                    // SAFETY: dst + j·ld + 0..16 is inside the caller's guarantee.
+                    unsafe {
+                        let d = $dst.add(j * $ld);
+                        _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), *v));
+                    }
+                }
+                return;
+            }
+            let mut lo = [_mm512_setzero_ps(); NR];
+            let mut hi = [_mm512_setzero_ps(); NR];
+            for $u in 0..full {
+                // SAFETY: u < nu: the 128 bytes at a + u·32 are inside `a`; the unit
+                // of W read by `$b` is inside each row (the caller's bound).
+                unsafe {
+                    let a0 = _mm512_loadu_si512($a.add($u * PANEL).cast());
+                    let a1 = _mm512_loadu_si512($a.add($u * PANEL + 16).cast());
+                    for $j in 0..NR {
+                        let b = $b;
+                        lo[$j] = $madd(lo[$j], a0, b);
+                        hi[$j] = $madd(hi[$j], a1, b);
+                    }
+                }
+            }
+            $tail(&mut lo, Some(&mut hi));
+            for j in 0..NR {
+                // SAFETY: dst + j·ld + 0..32 is inside the caller's guarantee.
+                unsafe {
+                    let d = $dst.add(j * $ld);
+                    _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), lo[j]));
+                    let d = d.add(16);
+                    _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), hi[j]));
+                }
+            }
+        }};
+    }
+
+    /// `acc += a · b` over bf16 pairs.
+    #[inline(always)]
+    fn dp(acc: __m512, a: __m512i, b: __m512i) -> __m512 {
+        // SAFETY: only reached inside functions compiled with AVX-512 BF16 (the
+        // callers below); both casts are bit casts of 64 bytes of plain data.
+        unsafe {
+            _mm512_dpbf16_ps(
+                acc,
+                std::mem::transmute::<__m512i, __m512bh>(a),
+                std::mem::transmute::<__m512i, __m512bh>(b),
+            )
+        }
+    }
+
+    /// `acc += a · b` over f32.
+    #[inline(always)]
+    fn fma(acc: __m512, a: __m512i, b: __m512i) -> __m512 {
+        // SAFETY: only reached inside functions compiled with AVX-512 F and FMA.
+        unsafe { _mm512_fmadd_ps(_mm512_castsi512_ps(a), _mm512_castsi512_ps(b), acc) }
+    }
+
+    /// The bf16 panel kernel ([`super::PanelElem::kernel`]).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F, BW, VL and BF16; `a` must be valid for reading
+    /// `nu·32` u32; each `w[j]` must hold `2·nu` elements (`2·nu − 1` with
+    /// `odd_tail`); `dst + j·ld + lane` must be valid for reads and writes for
+    /// j < NR, lane < 32.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    pub(super) unsafe fn panel_bf16(
+        a: *const u32,
+        w: [&[bf16]; NR],
+        nu: usize,
+        odd_tail: bool,
+        half: bool,
+        dst: *mut f32,
+        ld: usize,
+    ) {
+        // The odd tail's last unit: W's one element, zero-extended (A's other half
+        // is zero, but W's neighbour could be inf or NaN, and 0·inf is NaN).
+        let tail = |lo: &mut [__m512; NR], hi: Option<&mut [__m512; NR]>| {
+            if !odd_tail {
+                return;
+            }
+            let u = nu - 1;
+            // SAFETY: u < nu, so a + u·32 .. + 32 is inside `a`; w[j][2u] is the
+            // last element each row holds. (Reached only inside this function,
+            // compiled with the features it needs.)
+            unsafe {
+                let a0 = _mm512_loadu_si512(a.add(u * PANEL).cast());
+                let a1 = _mm512_loadu_si512(a.add(u * PANEL + 16).cast());
+                let mut hi = hi;
+                for j in 0..NR {
+                    let one = i32::from(w[j].as_ptr().add(2 * u).cast::<u16>().read());
+                    let b = _mm512_set1_epi32(one);
+                    lo[j] = dp(lo[j], a0, b);
+                    if let Some(h) = hi.as_deref_mut() {
+                        h[j] = dp(h[j], a1, b);
+                    }
+                }
+            }
+        };
+        panel_body!(
+            a,
+            nu - usize::from(odd_tail),
+            half,
+            dst,
+            ld,
+            |u, j| _mm512_set1_epi32(w[j].as_ptr().add(2 * u).cast::<i32>().read_unaligned()),
+            dp,
+            tail
+        )
+    }
+
+    /// The f32 panel kernel ([`super::PanelElem::kernel`]).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F and FMA; `a` must be valid for reading `nu·32`
+    /// u32; each `w[j]` must hold `nu` elements; `dst + j·ld + lane` must be valid
+    /// for reads and writes for j < NR, lane < 32.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+    pub(super) unsafe fn panel_f32(
+        a: *const u32,
+        w: [&[f32]; NR],
+        nu: usize,
+        half: bool,
+        dst: *mut f32,
+        ld: usize,
+    ) {
+        let tail = |_: &mut [__m512; NR], _: Option<&mut [__m512; NR]>| {};
+        panel_body!(
+            a,
+            nu,
+            half,
+            dst,
+            ld,
+            |u, j| _mm512_castps_si512(_mm512_set1_ps(w[j].as_ptr().add(u).read())),
+            fma,
+            tail
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::Activation;
+
+    fn values<S: Element>(n: usize, seed: u64) -> Vec<S> {
+        crate::random::Rng::new(seed).vec(n, 1.0)
+    }
+
+    #[test]
+    fn bf16_matches_f64_dot_products_at_edges() {
+        check_edges::<bf16>(4e-3);
+    }
+
+    #[test]
+    fn f32_matches_f64_dot_products_at_edges() {
+        check_edges::<f32>(1e-6);
+    }
+
+    fn check_edges<S: PanelElem + Element>(bar: f64) {
+        if !S::available() {
+            eprintln!("SKIPPED: no AVX-512 kernel for {:?} on this CPU", S::DTYPE);
+            return;
+        }
+        // Rows, columns and k that neither the micro-kernel, the tile nor the
+        // k-chunk divides, and the degenerate ones.
+        for &(m, k, n) in &[
+            (67, 1031, 197),
+            (1, 31, 1),
+            (5, 33, 7),
+            (130, 2050, 13),
+            (3, 0, 2),
+        ] {
+            let a: Vec<S> = values(m * k, 1 + m as u64);
+            let w: Vec<S> = values(n * k, 2 + n as u64);
+            let mut out = vec![S::from_f32(f32::NAN); m * n];
+            let epi = Epilogue::<S> {
+                bias: None,
+                act: Activation::None,
+                residual: None,
+            };
+            matmul_wt(m, k, n, PanelSource::Rows(&a), &w, &epi, &mut out).unwrap();
+            let (mut num, mut den) = (0.0f64, 0.0f64);
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f64 = (0..k)
+                        .map(|p| {
+                            f64::from(a[i * k + p].to_f32()) * f64::from(w[j * k + p].to_f32())
+                        })
+                        .sum();
+                    let got = f64::from(out[i * n + j].to_f32());
+                    assert!(!got.is_nan(), "m={m} k={k} n={n}: NaN at ({i}, {j})");
+                    num += (got - want).powi(2);
+                    den += want * want;
+                }
+            }
+            let rel = if den == 0.0 {
+                num.sqrt()
+            } else {
+                (num / den).sqrt()
+            };
+            assert!(
+                rel < bar,
+                "{:?} m={m} k={k} n={n}: relative L2 {rel:e}",
+                S::DTYPE
+            );
+        }
+    }
+
+    #[test]
+    fn short_operands_are_errors() {
+        if !<bf16 as PanelElem>::available() {
+            return;
+        }
+        let a: Vec<bf16> = values(12, 3);
+        let epi = Epilogue::<bf16> {
+            bias: None,
+            act: Activation::None,
+            residual: None,
+        };
+        let mut out = vec![bf16::ZERO; 4];
+        assert!(matmul_wt(2, 6, 2, PanelSource::Rows(&a[..11]), &a, &epi, &mut out).is_err());
+        assert!(matmul_wt(2, 6, 2, PanelSource::Rows(&a), &a, &epi, &mut out[..3]).is_err());
+        matmul_wt(2, 6, 2, PanelSource::Rows(&a), &a, &epi, &mut out).unwrap();
+    }
+}
