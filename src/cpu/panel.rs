@@ -277,6 +277,20 @@ fn tile_product<S: PanelElem>(
             // land in the padding columns of `tcol` and are never read.
             let w_rows: [&[S]; NR] =
                 std::array::from_fn(|j| &w[(j0 + j).min(cols - 1) * k + S::UNIT * u0..][..elems]);
+            // W streams from memory once per tile: ask for the next group's rows of
+            // this chunk now, so they arrive while this group runs over the panels.
+            // (After the last group: the first group's rows of the next chunk.)
+            if j0 + NR < cols {
+                for j in j0 + NR..(j0 + 2 * NR).min(cols) {
+                    prefetch(&w[j * k + S::UNIT * u0..][..elems]);
+                }
+            } else if u0 + KCP < units {
+                let next = S::UNIT * (u0 + KCP);
+                let len = (S::UNIT * KCP).min(k - next);
+                for j in 0..NR.min(cols) {
+                    prefetch(&w[j * k + next..][..len]);
+                }
+            }
             for panel in 0..n_panels {
                 let half = rows - panel * PANEL <= PANEL / 2;
                 let a_panel = &panels[(panel * units + u0) * PANEL..][..nu * PANEL];
@@ -291,6 +305,25 @@ fn tile_product<S: PanelElem>(
         }
     }
     Ok(())
+}
+
+/// Hint the CPU to bring `data` into the cache (one hint per 64-byte line).
+#[inline]
+fn prefetch<S>(data: &[S]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let bytes = std::mem::size_of_val(data);
+        let base = data.as_ptr().cast::<i8>();
+        for off in (0..bytes).step_by(64) {
+            // SAFETY: prefetch only hints the cache and never faults; the address
+            // is inside `data` (off < its size in bytes).
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(base.add(off))
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
 }
 
 /// `dst[j·ld + lane] += Σ_{u < nu} a[u][lane] · w[j][u]` (products of units) for
