@@ -15,6 +15,12 @@
 // q broadcast (the pooling head's single probe): q's batch stride is 0. q, k and
 // v are addressed through row strides and column offsets, so they may be column
 // blocks of one fused qkv (or kv) projection.
+// Packed batches (varlen = 1): sequence b's keys are rows cu[b] .. cu[b+1] of k and
+// v; with q_varlen = 1 its queries and outputs are the same rows of q and dst
+// (self-attention), else nq rows at b * nq as for fixed lengths (the head's probe).
+// nq and nk then bound the grid only. The lengths come from a storage buffer, so
+// they are made workgroup-uniform with workgroupUniformLoad before the loops that
+// hold barriers.
 // Stores: the row's hd outputs are staged in workgroup memory and written as
 // 32-bit words by the row's lanes; when hd is odd an edge word is shared with the
 // neighbouring head (another workgroup) and gets a half-word store.
@@ -34,8 +40,8 @@ struct Params {
     q_bstride: u32, // nq * ldq, or 0 when q is shared by the batch
     q_blocks: u32,  // ceil(nq / ROWS)
     scale: f32,
-    _pad0: u32,
-    _pad1: u32,
+    varlen: u32,    // 1: k and v rows from cu (packed batch)
+    q_varlen: u32,  // 1: q and dst rows from cu too
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -43,6 +49,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> k: array<ELEM_R>;
 @group(0) @binding(3) var<storage, read> v: array<ELEM_R>;
 @group(0) @binding(4) var<storage, read_write> dst: array<ELEM_W>;
+@group(0) @binding(5) var<storage, read> cu: array<u32>;
 
 const ROWS: u32 = 16u;     // queries per workgroup
 const LANES: u32 = 8u;     // invocations per query
@@ -56,6 +63,7 @@ const THREADS: u32 = 128u; // ROWS * LANES
 var<workgroup> kv_tile: array<f32, 2048>;
 var<workgroup> partial: array<f32, 1024>; // [row][key][lane]
 var<workgroup> scores: array<f32, 128>;   // [row][key]
+var<workgroup> seq: array<u32, 4>;        // q row0, q len, kv row0, kv len
 
 const V_OFF: u32 = 1024u; // BKV * MAX_HD
 
@@ -76,15 +84,44 @@ fn main(
     let hd = P.hd;
     let row = lid / LANES;
     let lane = lid % LANES;
+    // This sequence's rows: from cu for a packed batch (uniform once loaded).
+    if (lid == 0u) {
+        var s = vec4<u32>(b * P.nq, P.nq, b * P.nk, P.nk);
+        if (P.varlen != 0u) {
+            let s0 = cu[b];
+            let n = cu[b + 1u] - s0;
+            s.z = s0;
+            s.w = n;
+            if (P.q_varlen != 0u) {
+                s.x = s0;
+                s.y = n;
+            }
+        }
+        seq[0] = s.x;
+        seq[1] = s.y;
+        seq[2] = s.z;
+        seq[3] = s.w;
+    }
+    let q_row0 = workgroupUniformLoad(&seq[0]);
+    let q_len = workgroupUniformLoad(&seq[1]);
+    let kv_row0 = workgroupUniformLoad(&seq[2]);
+    let kv_len = workgroupUniformLoad(&seq[3]);
+    if (qblock * ROWS >= q_len) {
+        return;
+    }
     let qi = qblock * ROWS + row;
-    let live = qi < P.nq;
+    let live = qi < q_len;
     // Rows past the last query still help stage tiles; they compute on query 0
     // and store nothing.
     let qrow = select(0u, qi, live);
 
     var qv: array<f32, SLOTS>;
     var acc: array<f32, SLOTS>;
-    let q_base = b * P.q_bstride + qrow * P.ldq + P.q_col + h * hd;
+    // A broadcast q (q_bstride 0) reads its one batch whatever the sequence.
+    var q_base = b * P.q_bstride + qrow * P.ldq + P.q_col + h * hd;
+    if (P.q_varlen != 0u) {
+        q_base = (q_row0 + qrow) * P.ldq + P.q_col + h * hd;
+    }
     for (var c = 0u; c < SLOTS; c++) {
         let d = lane + c * LANES;
         var x = 0.0;
@@ -97,10 +134,10 @@ fn main(
 
     var m = -3.0e38; // running max (finite, so exp(m - new) is 0, not NaN)
     var l = 0.0;     // running sum of exp(score - m)
-    let kv_base = b * P.nk * P.ldkv + h * hd;
+    let kv_base = kv_row0 * P.ldkv + h * hd;
     let srow = row * BKV;
-    for (var j0 = 0u; j0 < P.nk; j0 += BKV) {
-        let cnt = min(BKV, P.nk - j0);
+    for (var j0 = 0u; j0 < kv_len; j0 += BKV) {
+        let cnt = min(BKV, kv_len - j0);
         for (var e = lid; e < cnt * hd; e += THREADS) {
             let j = e / hd;
             let src = kv_base + (j0 + j) * P.ldkv + (e - j * hd);
@@ -164,7 +201,7 @@ fn main(
     if (!live) {
         return;
     }
-    let o = (b * P.nq + qi) * P.ldo + h * hd;
+    let o = (q_row0 + qi) * P.ldo + h * hd;
     let end = o + hd;
     let first_word = o >> 1u;
     let last_word = (end - 1u) >> 1u;

@@ -263,7 +263,7 @@ def attention_case(entry, dt, b, h, hd, nq, nk, bc=False, neg_inf=False):
     launch(mem, entry, ((nq + rows - 1) // rows, h, b), spec.consts.get("DYN_SMEM", 0),
            q=mem.upload(q), k=mem.upload(k), v=mem.upload(v), out=out, cu=None, nq=nq, nk=nk,
            heads=h, hd=hd, ldq=wd, ldkv=wd, ldo=wd, q_col=0, k_col=0, v_col=0,
-           q_bstride=0 if bc else nq,
+           q_bstride=0 if bc else nq, q_varlen=0,
            scale=float(np.float32(scale) * np.float32(math.log2(math.e))))
     Q = as64(q, dt).reshape(bq, nq, h, hd)
     if bc:
@@ -322,7 +322,7 @@ def t_attention_varlen(entry=None, h=2, hd=64):
     launch(mem, entry, ((max(lens) + rows - 1) // rows, h, len(lens)), spec.consts.get("DYN_SMEM", 0),
            q=base, k=base, v=base, out=out, cu=mem.upload(cu), nq=max(lens), nk=max(lens),
            heads=h, hd=hd, ldq=3 * wd, ldkv=3 * wd, ldo=wd, q_col=0, k_col=wd, v_col=2 * wd,
-           q_bstride=0,
+           q_bstride=0, q_varlen=1,
            scale=float(np.float32(scale) * np.float32(math.log2(math.e))))
     X = as64(qkv, "bf16").reshape(total, 3, h, hd)
     ref = np.zeros((total, h, hd))
@@ -332,9 +332,42 @@ def t_attention_varlen(entry=None, h=2, hd=64):
     check(f"{entry} varlen lens={lens} fused qkv", read(mem, out, total * wd, "bf16"), ref.ravel(), "bf16")
 
 
+def t_attention_packed_keys(entry, dt, h=2, hd=17, nq=1):
+    """The pooling head over a packed batch: one shared probe q [1, nq, w] (q_varlen
+    0, q_bstride 0) attends to each sequence's rows of a fused kv [T, 2·w]; out
+    [B, nq, w]."""
+    wd = h * hd
+    lens = [5, 70, 33]
+    cu = np.concatenate([[0], np.cumsum(lens)]).astype(np.uint32)
+    total, b = int(cu[-1]), len(lens)
+    mem = Memory()
+    q, kv = rnd(nq * wd, 1, dt), rnd(total * 2 * wd, 1, dt)
+    out = poison(mem, b * nq * wd, dt)
+    spec = SPECS[entry]
+    rows = spec.consts["ROWS"]
+    scale = hd ** -0.5
+    kvb = mem.upload(kv)
+    launch(mem, entry, ((nq + rows - 1) // rows, h, b), spec.consts.get("DYN_SMEM", 0),
+           q=mem.upload(q), k=kvb, v=kvb, out=out, cu=mem.upload(cu), nq=nq, nk=max(lens),
+           heads=h, hd=hd, ldq=wd, ldkv=2 * wd, ldo=wd, q_col=0, k_col=0, v_col=wd,
+           q_bstride=0, q_varlen=0,
+           scale=float(np.float32(scale) * np.float32(math.log2(math.e))))
+    Q = as64(q, dt).reshape(1, nq, h, hd)
+    KV = as64(kv, dt).reshape(total, 2, h, hd)
+    ref = np.zeros((b, nq, h, hd))
+    for s in range(b):
+        a, e = cu[s], cu[s + 1]
+        ref[s] = attention_ref(Q, KV[None, a:e, 0], KV[None, a:e, 1], scale)[0]
+    check(f"{entry} packed keys lens={lens} shared probe nq={nq}", read(mem, out, b * nq * wd, dt),
+          ref.ravel(), dt)
+
+
 def t_attention_fused():
-    """The exact SIMT kernels on the same fused, packed layout."""
+    """The exact SIMT kernels on the same fused, packed layout, and the pooling
+    head's probe over a packed batch."""
     t_attention_varlen("attention_bf16", 2, 17)
+    for dt in ("f32", "bf16"):
+        t_attention_packed_keys(f"attention_{dt}", dt)
 
 
 def t_memory():

@@ -1,5 +1,6 @@
-//! Multi-head attention `softmax(q kᵀ · hd^-0.5) v`. Tasks are (head, block of
-//! query rows) within each batch; both products go through SGEMM on strided head
+//! Multi-head attention `softmax(q kᵀ · hd^-0.5) v`, over fixed-length or packed
+//! sequences ([`Packing`]). Tasks are (head, block of query rows) within each
+//! sequence; both products go through SGEMM on strided head
 //! slices, the scores of one block live in a scratch `[rows, Nk]` buffer.
 
 use rayon::prelude::*;
@@ -9,7 +10,7 @@ use super::layer_norm::sum8;
 use super::{as_f32, exp_f32, numel, take, take_mut, widen_into, Cpu};
 use crate::element::Element;
 use crate::error::Result;
-use crate::ops::AttentionArgs;
+use crate::ops::{AttentionArgs, Packing};
 
 const OP: &str = "attention";
 
@@ -76,24 +77,64 @@ fn softmax_rows_any(s: &mut [f32], nk: usize, scale: f32, inv_sum: &mut [f32]) {
 
 pub(super) fn attention<T: Element>(_: &Cpu, a: AttentionArgs<'_, T, Cpu>) -> Result<()> {
     let d = a.dims;
-    let (b, h, hd, nq, nk) = (d.batch, d.heads, d.head_dim, d.q_len, d.kv_len);
+    let (b, h, hd) = (d.batch, d.heads, d.head_dim);
     let lay = d.layout;
-    let bq = if d.q_broadcast { 1 } else { b };
-    let q = take(a.q, numel(OP, &[bq, nq, lay.ldq])?, OP, "q")?;
-    let k = take(a.k, numel(OP, &[b, nk, lay.ldkv])?, OP, "k")?;
-    let v = take(a.v, numel(OP, &[b, nk, lay.ldkv])?, OP, "v")?;
+    let q = take(a.q, numel(OP, &[d.q_rows(), lay.ldq])?, OP, "q")?;
+    let k = take(a.k, numel(OP, &[d.kv_rows(), lay.ldkv])?, OP, "k")?;
+    let v = take(a.v, numel(OP, &[d.kv_rows(), lay.ldkv])?, OP, "v")?;
     let w = lay.ldo;
-    let out = take_mut(a.out, numel(OP, &[b, nq, w])?, OP, "out")?;
-    if out.is_empty() || nk == 0 || hd == 0 {
+    let out = take_mut(a.out, numel(OP, &[d.out_rows(), w])?, OP, "out")?;
+    if out.is_empty() || d.kv_len == 0 || hd == 0 {
         return Ok(());
     }
+    // Each sequence's (first q row, q rows, first kv row, kv rows); out rows are
+    // the q rows (a broadcast q reads its one batch).
+    let seqs: Vec<(usize, usize, usize, usize)> = match (d.packing, a.offsets) {
+        (Packing::Fixed, _) => (0..b)
+            .map(|i| (i * d.q_len, d.q_len, i * d.kv_len, d.kv_len))
+            .collect(),
+        (packing, Some(off)) if off.len() == b + 1 => {
+            let mut v = Vec::with_capacity(b);
+            for (i, pair) in off.windows(2).enumerate() {
+                let (s0, s1) = (pair[0] as usize, pair[1] as usize);
+                if s1 <= s0 || s1 > d.kv_rows() {
+                    return Err(super::internal("attention: packed offsets out of order"));
+                }
+                v.push(match packing {
+                    Packing::Packed => (s0, s1 - s0, s0, s1 - s0),
+                    _ => (i * d.q_len, d.q_len, s0, s1 - s0),
+                });
+            }
+            v
+        }
+        _ => {
+            return Err(super::internal(
+                "attention: packed batch without its offsets",
+            ))
+        }
+    };
+    // Out rows per sequence, in order, so `out` splits into one slice each.
+    let mut outs = Vec::with_capacity(b);
+    let mut rest = &mut out[..];
+    let mut at = 0;
+    for &(q0, nq, _, _) in &seqs {
+        if q0 != at || nq * w > rest.len() {
+            return Err(super::internal(
+                "attention: sequences do not tile the output",
+            ));
+        }
+        let (mine, tail) = rest.split_at_mut(nq * w);
+        outs.push(mine);
+        rest = tail;
+        at += nq;
+    }
     let scale = d.scale();
-    let q_blocks = nq.div_ceil(Q_BLOCK);
 
-    out.par_chunks_mut(nq * w)
-        .enumerate()
-        .try_for_each(|(bi, out_b)| -> Result<()> {
-            let qb = if d.q_broadcast { 0 } else { bi };
+    outs.into_par_iter().zip(seqs.par_iter()).try_for_each(
+        |(out_b, &(q0, nq, kv0, nk))| -> Result<()> {
+            // A broadcast q reads its one batch (rows 0 .. nq) for every sequence.
+            let q0 = if d.q_broadcast { 0 } else { q0 };
+            let q_blocks = nq.div_ceil(Q_BLOCK);
             let tiles = (0..h * q_blocks)
                 .into_par_iter()
                 .map(|task| -> Result<(usize, usize, Vec<f32>)> {
@@ -101,9 +142,9 @@ pub(super) fn attention<T: Element>(_: &Cpu, a: AttentionArgs<'_, T, Cpu>) -> Re
                     let rows = Q_BLOCK.min(nq - i0);
                     let (mut sq, mut sk, mut sv) = (Vec::new(), Vec::new(), Vec::new());
                     let qcol = lay.q_col + hi * hd;
-                    let qv = head_view(q, qb * nq + i0, rows, lay.ldq, qcol, hd, &mut sq);
-                    let kv = head_view(k, bi * nk, nk, lay.ldkv, lay.k_col + hi * hd, hd, &mut sk);
-                    let vv = head_view(v, bi * nk, nk, lay.ldkv, lay.v_col + hi * hd, hd, &mut sv);
+                    let qv = head_view(q, q0 + i0, rows, lay.ldq, qcol, hd, &mut sq);
+                    let kv = head_view(k, kv0, nk, lay.ldkv, lay.k_col + hi * hd, hd, &mut sk);
+                    let vv = head_view(v, kv0, nk, lay.ldkv, lay.v_col + hi * hd, hd, &mut sv);
 
                     let mut s = vec![0.0f32; rows * nk];
                     sgemm(qv, kv.t(), &mut s, nk)?;
@@ -124,5 +165,6 @@ pub(super) fn attention<T: Element>(_: &Cpu, a: AttentionArgs<'_, T, Cpu>) -> Re
                 }
             }
             Ok(())
-        })
+        },
+    )
 }

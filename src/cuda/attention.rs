@@ -8,7 +8,7 @@ use super::manifest as m;
 use super::Cuda;
 use crate::element::{DType, Element};
 use crate::error::{Error, Result};
-use crate::ops::{index32, AttentionArgs};
+use crate::ops::{index32, AttentionArgs, Packing};
 
 /// The tensor-core kernel of each padded head dim.
 fn fa2_spec(hd: usize) -> Option<(&'static super::launch::KernelSpec<m::Attention>, u32)> {
@@ -70,9 +70,19 @@ pub(super) fn attention<T: Element>(dev: &Cuda, a: AttentionArgs<'_, T, Cuda>) -
     let nq = index32(OP, "q_len", d.q_len)?;
     let nk = index32(OP, "kv_len", d.kv_len)?;
     let lay = d.layout;
-    index32(OP, "q", d.batch * d.q_len * lay.ldq)?;
-    index32(OP, "k", d.batch * d.kv_len * lay.ldkv)?;
-    index32(OP, "out", d.batch * d.q_len * lay.ldo)?;
+    index32(OP, "q", d.q_rows() * lay.ldq)?;
+    index32(OP, "k", d.kv_rows() * lay.ldkv)?;
+    index32(OP, "out", d.out_rows() * lay.ldo)?;
+    // A packed batch's offsets, on the device for the kernel's `cu`.
+    let cu = match (d.packing, a.offsets) {
+        (Packing::Fixed, _) => None,
+        (_, Some(off)) if off.len() == d.batch + 1 => Some(dev.upload_words(OP, off)?),
+        _ => {
+            return Err(Error::Internal(
+                "attention: packed batch without its offsets".into(),
+            ))
+        }
+    };
     let q_bstride = if d.q_broadcast { 0 } else { nq };
     // Scores are kept in the log2 domain: scaled by hd^-0.5 · log2(e).
     let scale = d.scale() * std::f32::consts::LOG2_E;
@@ -92,7 +102,7 @@ pub(super) fn attention<T: Element>(dev: &Cuda, a: AttentionArgs<'_, T, Cuda>) -
         k: &a.k.buf,
         v: &a.v.buf,
         out: &mut a.out.buf,
-        cu: None,
+        cu: cu.as_ref(),
         nq,
         nk,
         heads: d.heads as u32,
@@ -104,6 +114,7 @@ pub(super) fn attention<T: Element>(dev: &Cuda, a: AttentionArgs<'_, T, Cuda>) -
         k_col: index32(OP, "k_col", lay.k_col)?,
         v_col: index32(OP, "v_col", lay.v_col)?,
         q_bstride,
+        q_varlen: u32::from(d.packing == Packing::Packed),
         scale,
     };
     let heads_batch = (d.heads as u32, d.batch as u32);

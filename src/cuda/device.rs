@@ -229,6 +229,19 @@ impl Cuda {
         }
     }
 
+    /// `words` on the device (small per-call data: a packed batch's offsets).
+    pub(super) fn upload_words(&self, op: &str, words: &[u32]) -> Result<CudaSlice<u8>> {
+        let bytes: &[u8] = bytemuck::cast_slice(words);
+        let mut buf = self.alloc_bytes(bytes.len(), op)?;
+        guarded(op, || {
+            self.inner
+                .stream
+                .memcpy_htod(bytes, &mut buf)
+                .map_err(|e| cuda_err(op, e))
+        })?;
+        Ok(buf)
+    }
+
     fn alloc_bytes(&self, bytes: usize, tensor: &str) -> Result<CudaSlice<u8>> {
         guarded("alloc", || {
             // A zero-byte allocation is refused by the driver; keep one byte.

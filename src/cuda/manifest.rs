@@ -309,6 +309,7 @@ pub(super) struct AttentionArgs<'a> {
     pub k_col: u32,
     pub v_col: u32,
     pub q_bstride: u32,
+    pub q_varlen: u32,
     pub scale: f32,
 }
 
@@ -335,6 +336,7 @@ impl Signature for Attention {
             Arg::U32(a.k_col),
             Arg::U32(a.v_col),
             Arg::U32(a.q_bstride),
+            Arg::U32(a.q_varlen),
             Arg::F32(a.scale),
         ]
     }
@@ -600,7 +602,7 @@ pub(super) mod attention_bf16_hd16 {
         threads: 128,
         static_smem: 0,
         max_dyn_smem: 15360,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("scale", ParamKind::F32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const DYN_SMEM: u32 = 15360;
@@ -617,7 +619,7 @@ pub(super) mod attention_bf16_hd32 {
         threads: 128,
         static_smem: 0,
         max_dyn_smem: 25600,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("scale", ParamKind::F32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const DYN_SMEM: u32 = 25600;
@@ -634,7 +636,7 @@ pub(super) mod attention_bf16_hd48 {
         threads: 128,
         static_smem: 0,
         max_dyn_smem: 35840,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("scale", ParamKind::F32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const DYN_SMEM: u32 = 35840;
@@ -651,7 +653,7 @@ pub(super) mod attention_bf16_hd64 {
         threads: 128,
         static_smem: 0,
         max_dyn_smem: 46080,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("scale", ParamKind::F32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const DYN_SMEM: u32 = 46080;
@@ -668,7 +670,7 @@ pub(super) mod attention_bf16_hd80 {
         threads: 128,
         static_smem: 0,
         max_dyn_smem: 56320,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("scale", ParamKind::F32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const DYN_SMEM: u32 = 56320;
@@ -685,7 +687,7 @@ pub(super) mod attention_bf16_hd96 {
         threads: 128,
         static_smem: 0,
         max_dyn_smem: 66560,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("scale", ParamKind::F32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const DYN_SMEM: u32 = 66560;
@@ -702,7 +704,7 @@ pub(super) mod attention_bf16_hd112 {
         threads: 128,
         static_smem: 0,
         max_dyn_smem: 76800,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("scale", ParamKind::F32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const DYN_SMEM: u32 = 76800;
@@ -719,7 +721,7 @@ pub(super) mod attention_bf16_hd128 {
         threads: 128,
         static_smem: 0,
         max_dyn_smem: 87040,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("scale", ParamKind::F32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const DYN_SMEM: u32 = 87040;
@@ -736,7 +738,7 @@ pub(super) mod attention_f32 {
         threads: 256,
         static_smem: 38016,
         max_dyn_smem: 0,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("scale", ParamKind::F32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const MAX_HD: u32 = 128;
@@ -752,7 +754,7 @@ pub(super) mod attention_bf16 {
         threads: 256,
         static_smem: 38016,
         max_dyn_smem: 0,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("scale", ParamKind::F32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const MAX_HD: u32 = 128;
@@ -779,14 +781,14 @@ pub(super) const ALL: &[(&Module, &str, u32, usize)] = &[
     (&LINEAR, "linear_bf16_any", 128, 9),
     (&PATCH_EMBED, "patch_embed_f32", 256, 12),
     (&PATCH_EMBED, "patch_embed_bf16", 128, 12),
-    (&ATTENTION, "attention_bf16_hd16", 128, 17),
-    (&ATTENTION, "attention_bf16_hd32", 128, 17),
-    (&ATTENTION, "attention_bf16_hd48", 128, 17),
-    (&ATTENTION, "attention_bf16_hd64", 128, 17),
-    (&ATTENTION, "attention_bf16_hd80", 128, 17),
-    (&ATTENTION, "attention_bf16_hd96", 128, 17),
-    (&ATTENTION, "attention_bf16_hd112", 128, 17),
-    (&ATTENTION, "attention_bf16_hd128", 128, 17),
-    (&ATTENTION, "attention_f32", 256, 17),
-    (&ATTENTION, "attention_bf16", 256, 17),
+    (&ATTENTION, "attention_bf16_hd16", 128, 18),
+    (&ATTENTION, "attention_bf16_hd32", 128, 18),
+    (&ATTENTION, "attention_bf16_hd48", 128, 18),
+    (&ATTENTION, "attention_bf16_hd64", 128, 18),
+    (&ATTENTION, "attention_bf16_hd80", 128, 18),
+    (&ATTENTION, "attention_bf16_hd96", 128, 18),
+    (&ATTENTION, "attention_bf16_hd112", 128, 18),
+    (&ATTENTION, "attention_bf16_hd128", 128, 18),
+    (&ATTENTION, "attention_f32", 256, 18),
+    (&ATTENTION, "attention_bf16", 256, 18),
 ];

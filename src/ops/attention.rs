@@ -2,6 +2,11 @@
 //! may be column blocks of one tensor: the fused `[.., 3·H·hd]` projection of a
 //! self-attention ([`attention_qkv`]), or a `[.., 2·H·hd]` key-value projection
 //! ([`attention_q_kv`], the pooling head).
+//!
+//! A packed batch (sequences of different lengths concatenated along the rows, as
+//! variable-resolution images are) is attended with [`attention_qkv_packed_into`]
+//! and [`attention_q_kv_packed_into`]: each sequence only sees its own keys, and no
+//! work is done on padding because there is none.
 
 use super::Kernels;
 use super::{check_device, prepare_out, shape_err};
@@ -24,6 +29,27 @@ pub struct AttentionDims {
     /// q's batch stride is zero: every batch reads q batch 0.
     pub q_broadcast: bool,
     pub layout: AttentionLayout,
+    /// How the sequences sit in the rows (fixed length, or packed).
+    pub packing: Packing,
+    /// Packed: the total rows of the packed tensors (0 for [`Packing::Fixed`]).
+    pub packed_rows: usize,
+}
+
+/// How a batch's sequences sit in the rows of q, k, v and out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Packing {
+    /// Every sequence has `q_len` query rows and `kv_len` key rows: sequence b is
+    /// rows `b·q_len ..` of q (or q's only batch when broadcast) and out, and rows
+    /// `b·kv_len ..` of k and v.
+    Fixed,
+    /// Self-attention over a packed batch: sequence b is rows
+    /// `offsets[b] .. offsets[b+1]` of q, k, v and out alike; `q_len` and
+    /// `kv_len` are the longest sequence.
+    Packed,
+    /// Only k and v are packed (rows `offsets[b] .. offsets[b+1]`); q and out
+    /// have `q_len` rows per sequence as in `Fixed` (the pooling head's probe over
+    /// a packed batch); `kv_len` is the longest sequence.
+    PackedKeys,
 }
 
 /// Where q, k and v are in their tensors' rows: head h of q is columns
@@ -48,6 +74,108 @@ impl AttentionDims {
     pub fn width(&self) -> usize {
         self.heads * self.head_dim
     }
+
+    /// Rows of q the kernel may read.
+    pub fn q_rows(&self) -> usize {
+        match self.packing {
+            Packing::Packed => self.packed_rows,
+            _ => (if self.q_broadcast { 1 } else { self.batch }) * self.q_len,
+        }
+    }
+
+    /// Rows of k (and of v) the kernel may read.
+    pub fn kv_rows(&self) -> usize {
+        match self.packing {
+            Packing::Fixed => self.batch * self.kv_len,
+            _ => self.packed_rows,
+        }
+    }
+
+    /// Rows of out the kernel writes.
+    pub fn out_rows(&self) -> usize {
+        match self.packing {
+            Packing::Packed => self.packed_rows,
+            _ => self.batch * self.q_len,
+        }
+    }
+}
+
+/// Where the sequences of a packed batch are: sequence b is rows
+/// `offsets[b] .. offsets[b+1]`, every sequence at least one row long. Built from
+/// the lengths; the offsets are what the kernels read.
+///
+/// ```
+/// use tessera::ops::Segments;
+/// let s = Segments::from_lengths(&[3, 1, 4])?;
+/// assert_eq!(s.offsets(), &[0, 3, 4, 8]);
+/// assert_eq!((s.count(), s.total(), s.max_len()), (3, 8, 4));
+/// # Ok::<(), tessera::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segments {
+    offsets: Vec<u32>,
+    max_len: usize,
+}
+
+impl Segments {
+    /// Sequences of the given lengths, packed in order. Errors on an empty list, a
+    /// sequence of length 0, or a total past u32.
+    pub fn from_lengths(lengths: &[usize]) -> Result<Self> {
+        let bad = |msg: String| Error::Input {
+            tensor: "segments".into(),
+            msg,
+        };
+        if lengths.is_empty() {
+            return Err(bad("a packed batch needs at least one sequence".into()));
+        }
+        let mut offsets = Vec::with_capacity(lengths.len() + 1);
+        offsets.push(0u32);
+        let mut total = 0usize;
+        for (b, &n) in lengths.iter().enumerate() {
+            if n == 0 {
+                return Err(bad(format!("sequence {b} has no rows")));
+            }
+            total = total
+                .checked_add(n)
+                .filter(|&t| u32::try_from(t).is_ok())
+                .ok_or_else(|| bad(format!("{total} + {n} rows overflow 32-bit offsets")))?;
+            offsets.push(total as u32);
+        }
+        Ok(Self {
+            offsets,
+            max_len: lengths.iter().copied().max().unwrap_or(0),
+        })
+    }
+
+    /// `[0, end of sequence 0, …, total]`.
+    pub fn offsets(&self) -> &[u32] {
+        &self.offsets
+    }
+
+    /// Number of sequences.
+    pub fn count(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    /// Rows of all sequences together.
+    pub fn total(&self) -> usize {
+        self.offsets[self.offsets.len() - 1] as usize
+    }
+
+    /// The longest sequence.
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// The rows of sequence `b`.
+    pub fn range(&self, b: usize) -> std::ops::Range<usize> {
+        self.offsets[b] as usize..self.offsets[b + 1] as usize
+    }
+
+    /// The length of each sequence.
+    pub fn lengths(&self) -> impl Iterator<Item = usize> + '_ {
+        self.offsets.windows(2).map(|w| (w[1] - w[0]) as usize)
+    }
 }
 
 /// Arguments of [`Kernels::attention`]: per batch and head,
@@ -58,6 +186,9 @@ pub struct AttentionArgs<'a, T: Element, D: Device> {
     pub(crate) v: &'a D::Storage<T>,
     pub(crate) out: &'a mut D::Storage<T>,
     pub(crate) dims: AttentionDims,
+    /// The packed batch's offsets (`dims.batch + 1` of them) unless
+    /// `dims.packing` is `Fixed`.
+    pub(crate) offsets: Option<&'a [u32]>,
 }
 
 /// Columns `col .. col + width` of a `[B, N, ld]` tensor.
@@ -143,6 +274,8 @@ fn attention_dims<T: Element, D: Device>(
             ldkv,
             ldo: width,
         },
+        packing: Packing::Fixed,
+        packed_rows: 0,
     })
 }
 
@@ -167,6 +300,7 @@ fn run<T: Element, D: Kernels<T>>(
         v: v.buf.storage(),
         out: out.storage_mut(),
         dims,
+        offsets: None,
     })
 }
 
@@ -289,4 +423,185 @@ pub fn attention_q_kv_into<T: Element, D: Kernels<T>>(
 ) -> Result<()> {
     let [k, v] = kv_blocks(kv)?;
     run(Columns::all("q", q), k, v, heads, out)
+}
+
+// ---------------------------------------------------------------------------
+// Packed batches.
+
+/// (rows, row stride) of a packed `[.., ld]` tensor: every axis but the last is
+/// rows (`[T, ld]` or `[1, T, ld]`).
+fn packed_geometry<T: Element, D: Device>(
+    c: &Columns<'_, T, D>,
+    expected: &str,
+) -> Result<(usize, usize)> {
+    match c.buf.shape() {
+        [rows @ .., ld] if !rows.is_empty() => Ok((rows.iter().product(), *ld)),
+        s => Err(shape_err(OP, c.name, s, expected.into())),
+    }
+}
+
+fn check_heads<T: Element, D: Device>(c: &Columns<'_, T, D>, heads: usize) -> Result<()> {
+    if heads == 0 || c.width == 0 || !c.width.is_multiple_of(heads) {
+        return Err(shape_err(
+            OP,
+            c.name,
+            c.buf.shape(),
+            format!("a width divisible by the {heads} heads"),
+        ));
+    }
+    Ok(())
+}
+
+fn rows_err(name: &str, shape: &[usize], seg: &Segments) -> Error {
+    Error::Input {
+        tensor: name.into(),
+        msg: format!(
+            "shape {shape:?} has {} rows, but the packed batch's {} sequences have {} together",
+            shape[..shape.len().saturating_sub(1)]
+                .iter()
+                .product::<usize>(),
+            seg.count(),
+            seg.total()
+        ),
+    }
+}
+
+/// Self-attention over a packed batch: `qkv` `[T, 3·H·hd]` (or `[1, T, ..]`) holds
+/// the fused projection of every sequence's rows, `seg` says where each sequence
+/// is; each row attends to the rows of its own sequence only → `out` `[T, H·hd]`
+/// (same leading shape as `qkv`).
+pub fn attention_qkv_packed_into<T: Element, D: Kernels<T>>(
+    qkv: &DeviceBuffer<T, D>,
+    seg: &Segments,
+    heads: usize,
+    out: &mut DeviceBuffer<T, D>,
+) -> Result<()> {
+    let cols = qkv.shape().last().copied().unwrap_or(0);
+    if qkv.shape().len() < 2 || !cols.is_multiple_of(3) {
+        return Err(shape_err(OP, "qkv", qkv.shape(), "[T, 3·H·hd]".into()));
+    }
+    let w = cols / 3;
+    let block = |i: usize| Columns {
+        name: "qkv",
+        buf: qkv,
+        col: i * w,
+        width: w,
+    };
+    let (q, k, v) = (block(0), block(1), block(2));
+    let (rows, ld) = packed_geometry(&q, "[T, 3·H·hd]")?;
+    check_heads(&q, heads)?;
+    if rows != seg.total() {
+        return Err(rows_err("qkv", qkv.shape(), seg));
+    }
+    let dev = qkv.device().clone();
+    let mut out_shape = qkv.shape().to_vec();
+    if let Some(last) = out_shape.last_mut() {
+        *last = w;
+    }
+    prepare_out(OP, &dev, out, &out_shape)?;
+    let dims = AttentionDims {
+        batch: seg.count(),
+        heads,
+        head_dim: w / heads,
+        q_len: seg.max_len(),
+        kv_len: seg.max_len(),
+        q_broadcast: false,
+        layout: AttentionLayout {
+            q_col: q.col,
+            k_col: k.col,
+            v_col: v.col,
+            ldq: ld,
+            ldkv: ld,
+            ldo: w,
+        },
+        packing: Packing::Packed,
+        packed_rows: rows,
+    };
+    dev.attention(AttentionArgs {
+        q: q.buf.storage(),
+        k: k.buf.storage(),
+        v: v.buf.storage(),
+        out: out.storage_mut(),
+        dims,
+        offsets: Some(seg.offsets()),
+    })
+}
+
+/// Attention of `q` `[Bq, Nq, H·hd]` (Bq = the number of sequences, or 1 to share
+/// the queries: the pooling head's probe) over the packed key-value projection
+/// `kv` `[T, 2·H·hd]` (k then v; or `[1, T, ..]`): sequence b's queries see only
+/// rows `seg.range(b)` of `kv` → `out` `[B, Nq, H·hd]`.
+pub fn attention_q_kv_packed_into<T: Element, D: Kernels<T>>(
+    q: &DeviceBuffer<T, D>,
+    kv: &DeviceBuffer<T, D>,
+    seg: &Segments,
+    heads: usize,
+    out: &mut DeviceBuffer<T, D>,
+) -> Result<()> {
+    let cols = kv.shape().last().copied().unwrap_or(0);
+    if kv.shape().len() < 2 || !cols.is_multiple_of(2) {
+        return Err(shape_err(OP, "kv", kv.shape(), "[T, 2·H·hd]".into()));
+    }
+    let w = cols / 2;
+    let k = Columns {
+        name: "kv",
+        buf: kv,
+        col: 0,
+        width: w,
+    };
+    let v = Columns {
+        name: "kv",
+        buf: kv,
+        col: w,
+        width: w,
+    };
+    let qc = Columns::all("q", q);
+    let (kv_rows, ldkv) = packed_geometry(&k, "[T, 2·H·hd]")?;
+    let (bq, q_len, ldq) = qc.geometry("[B, Nq, H·hd]")?;
+    let batch = seg.count();
+    if qc.width != w || (bq != batch && bq != 1) {
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            a: "q".into(),
+            a_shape: q.shape().to_vec(),
+            b: "kv".into(),
+            b_shape: kv.shape().to_vec(),
+        });
+    }
+    check_heads(&qc, heads)?;
+    if kv_rows != seg.total() {
+        return Err(rows_err("kv", kv.shape(), seg));
+    }
+    let dev = q.device().clone();
+    check_device(OP, &dev, "kv", kv)?;
+    prepare_out(OP, &dev, out, &[batch, q_len, w])?;
+    if out.is_empty() {
+        return Ok(());
+    }
+    let dims = AttentionDims {
+        batch,
+        heads,
+        head_dim: w / heads,
+        q_len,
+        kv_len: seg.max_len(),
+        q_broadcast: bq != batch,
+        layout: AttentionLayout {
+            q_col: 0,
+            k_col: k.col,
+            v_col: v.col,
+            ldq,
+            ldkv,
+            ldo: w,
+        },
+        packing: Packing::PackedKeys,
+        packed_rows: kv_rows,
+    };
+    dev.attention(AttentionArgs {
+        q: qc.buf.storage(),
+        k: k.buf.storage(),
+        v: v.buf.storage(),
+        out: out.storage_mut(),
+        dims,
+        offsets: Some(seg.offsets()),
+    })
 }

@@ -1,12 +1,13 @@
 //! Attention on wgpu: shaders/attention.wgsl, fused with an online softmax;
-//! `ROWS` queries per workgroup, head dims up to `MAX_HD` (the shader's consts).
+//! `ROWS` queries per workgroup, head dims up to `MAX_HD` (the shader's consts);
+//! packed batches read their offsets from a small storage buffer (`cu`).
 
 use super::launch::{u32_of, uniform};
 use super::shaders::Shader;
 use super::Wgpu;
 use crate::element::Element;
 use crate::error::{Error, Result};
-use crate::ops::AttentionArgs;
+use crate::ops::{AttentionArgs, Packing};
 
 uniform! {
     /// `Params` of shaders/attention.wgsl.
@@ -25,8 +26,10 @@ uniform! {
         q_bstride: u32,
         q_blocks: u32,
         scale: f32,
+        varlen: u32,
+        q_varlen: u32,
     }
-    pad 2
+    pad 0
 }
 
 pub(super) fn attention<T: Element>(dev: &Wgpu, a: AttentionArgs<'_, T, Wgpu>) -> Result<()> {
@@ -45,9 +48,21 @@ pub(super) fn attention<T: Element>(dev: &Wgpu, a: AttentionArgs<'_, T, Wgpu>) -
     }
     let lay = d.layout;
     let q_blocks = d.q_len.div_ceil(rows);
-    u32_of(OP, "k", d.batch * d.kv_len * lay.ldkv)?;
-    u32_of(OP, "q", d.batch * d.q_len * lay.ldq)?;
-    u32_of(OP, "out", d.batch * d.q_len * lay.ldo)?;
+    u32_of(OP, "k", d.kv_rows() * lay.ldkv)?;
+    u32_of(OP, "q", d.q_rows() * lay.ldq)?;
+    u32_of(OP, "out", d.out_rows() * lay.ldo)?;
+    // The packed batch's offsets (a placeholder word otherwise: a binding cannot
+    // be empty).
+    let offsets: &[u32] = match (d.packing, a.offsets) {
+        (Packing::Fixed, _) => &[0],
+        (_, Some(off)) if off.len() == d.batch + 1 => off,
+        _ => {
+            return Err(Error::Internal(
+                "attention: packed batch without its offsets".into(),
+            ))
+        }
+    };
+    let cu = dev.upload_words(OP, offsets);
     let groups = d.batch * d.heads * q_blocks;
     u32_of(OP, "workgroups", groups)?;
     let params = AttentionParams {
@@ -69,6 +84,8 @@ pub(super) fn attention<T: Element>(dev: &Wgpu, a: AttentionArgs<'_, T, Wgpu>) -
         },
         q_blocks: u32_of(OP, "query blocks", q_blocks)?,
         scale: d.scale(),
+        varlen: u32::from(d.packing != Packing::Fixed),
+        q_varlen: u32::from(d.packing == Packing::Packed),
         _pad: Default::default(),
     };
     dev.launch(
@@ -79,6 +96,7 @@ pub(super) fn attention<T: Element>(dev: &Wgpu, a: AttentionArgs<'_, T, Wgpu>) -
             ("k", &a.k.buffer),
             ("v", &a.v.buffer),
             ("dst", &a.out.buffer),
+            ("cu", &cu),
         ],
         &[(&p, groups as u64)],
     )

@@ -204,6 +204,18 @@ impl Wgpu {
     /// in order, each seeing the previous one's writes, over the same bindings:
     /// `params` as the shader's uniform and `tensors` bound by the names the
     /// shader's variables have. Does not wait.
+    /// A read-only storage buffer holding `words` (small per-call data, such as a
+    /// packed batch's offsets).
+    pub(crate) fn upload_words(&self, op: &'static str, words: &[u32]) -> wgpu::Buffer {
+        self.inner()
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(op),
+                contents: bytemuck::cast_slice(words),
+                usage: wgpu::BufferUsages::STORAGE,
+            })
+    }
+
     pub(crate) fn launch<P: Uniform>(
         &self,
         op: &'static str,

@@ -265,6 +265,92 @@ pub fn check_attention_fused<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) 
     }
 }
 
+/// A packed batch of sequences of different lengths (1, lengths no tile divides,
+/// one longer than a 64-row tile): self-attention over a fused `[T, 3·W]`
+/// projection and the pooling head's probe (shared, and one per sequence) over a
+/// packed `[T, 2·W]`, each against the reference run on every sequence alone. The
+/// output is poisoned first, so an unwritten row fails; rows of one sequence
+/// attending to another's keys fail too.
+pub fn check_attention_packed<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
+    for &(h, hd, ref lens) in &[
+        (2usize, 64usize, vec![5usize, 70, 1, 33]),
+        (3, 24, vec![17, 2]),
+        (2, 17, vec![9, 40, 3]),
+    ] {
+        let w = h * hd;
+        let seg = ops::Segments::from_lengths(lens).unwrap();
+        let total = seg.total();
+        let qkv: Vec<T> = rng.vec(total * 3 * w, 1.0);
+        let mut out = poisoned::<T, D>(dev, &[total, w]);
+        ops::attention_qkv_packed_into(&up(dev, &qkv, &[total, 3 * w]), &seg, h, &mut out).unwrap();
+        let got = out.to_vec().unwrap();
+        let x = to_f64(&qkv);
+        let mut reference = Vec::with_capacity(total * w);
+        for b in 0..seg.count() {
+            let r = seg.range(b);
+            let rows = &x[r.start * 3 * w..r.end * 3 * w];
+            let (q, k, v) = (
+                columns(rows, 3 * w, 0, w),
+                columns(rows, 3 * w, w, w),
+                columns(rows, 3 * w, 2 * w, w),
+            );
+            let n = r.len();
+            reference.extend(ref_attention(&q, &k, &v, 1, h, hd, n, n, false));
+        }
+        assert_close(
+            &format!("attention_qkv_packed h={h} hd={hd} lengths={lens:?}"),
+            &got,
+            &reference,
+        );
+
+        let kv: Vec<T> = rng.vec(total * 2 * w, 1.0);
+        let y = to_f64(&kv);
+        for (bq, nq) in [(1usize, 1usize), (seg.count(), 2)] {
+            let q: Vec<T> = rng.vec(bq * nq * w, 1.0);
+            let mut out = poisoned::<T, D>(dev, &[seg.count(), nq, w]);
+            ops::attention_q_kv_packed_into(
+                &up(dev, &q, &[bq, nq, w]),
+                &up(dev, &kv, &[total, 2 * w]),
+                &seg,
+                h,
+                &mut out,
+            )
+            .unwrap();
+            let qf = to_f64(&q);
+            let mut reference = Vec::new();
+            for b in 0..seg.count() {
+                let r = seg.range(b);
+                let rows = &y[r.start * 2 * w..r.end * 2 * w];
+                let qb = if bq == 1 { 0 } else { b };
+                reference.extend(ref_attention(
+                    &qf[qb * nq * w..(qb + 1) * nq * w],
+                    &columns(rows, 2 * w, 0, w),
+                    &columns(rows, 2 * w, w, w),
+                    1,
+                    h,
+                    hd,
+                    nq,
+                    r.len(),
+                    false,
+                ));
+            }
+            assert_close(
+                &format!("attention_q_kv_packed h={h} hd={hd} lengths={lens:?} q=[{bq}, {nq}]"),
+                &out.to_vec().unwrap(),
+                &reference,
+            );
+        }
+    }
+    // Wrong row counts are errors naming the tensor, not reads past the end.
+    let seg = ops::Segments::from_lengths(&[3, 4]).unwrap();
+    let qkv = up::<T, D>(dev, &rng.vec(6 * 12, 1.0), &[6, 12]);
+    let mut out = poisoned::<T, D>(dev, &[6, 4]);
+    let err = ops::attention_qkv_packed_into(&qkv, &seg, 2, &mut out).unwrap_err();
+    assert!(err.to_string().contains("qkv"), "{err}");
+    assert!(ops::Segments::from_lengths(&[2, 0]).is_err());
+    assert!(ops::Segments::from_lengths(&[]).is_err());
+}
+
 /// Rows whose first keys all score −∞ (a whole first tile, in every kernel's
 /// tiling) and later keys finite: the softmax must ignore them, as the f64
 /// reference does, never produce NaN. Keys 0..70 carry −∞ in dimension 0 of
@@ -503,6 +589,7 @@ macro_rules! op_suite {
         each_dtype!(attention_matches_reference, check_attention);
         each_dtype!(attention_ignores_neg_inf_scores, check_attention_neg_inf);
         each_dtype!(attention_on_fused_projections, check_attention_fused);
+        each_dtype!(attention_on_packed_batches, check_attention_packed);
         each_dtype!(memory_read_write_match_reference, check_memory);
         each_dtype!(add_matches_reference, check_add);
 

@@ -2,7 +2,7 @@
 bounds.
 
 attention_*(q, k, v, out, cu, nq, nk, heads, hd, ldq, ldkv, ldo, q_col, k_col, v_col,
-q_bstride, scale):
+q_bstride, q_varlen, scale):
 per batch b (ctaid.z) and head h (ctaid.y), out = softmax(q kᵀ · scale) v over
 that sequence, no mask.
 - q, k, v, out are base pointers; row r of sequence b, head h starts at
@@ -12,15 +12,19 @@ that sequence, no mask.
 - Fixed-length batches (cu null): q rows start at b·q_bstride (q_bstride = nq, or
   0 when one set of queries serves the whole batch: the pooling probe), k/v rows at
   b·nk, out rows at b·nq; lengths nq and nk.
-- Packed variable-length batches (cu non-null, u32 [B+1]): sequence b is rows
-  cu[b] .. cu[b+1] of q, k, v and out alike (nq and nk then bound the grid only).
+- Packed variable-length batches (cu non-null, u32 [B+1]): sequence b's keys are
+  rows cu[b] .. cu[b+1] of k and v; with q_varlen = 1 its queries and outputs are
+  the same rows of q and out (self-attention), with q_varlen = 0 they are nq rows at
+  b·q_bstride / b·nq as for fixed lengths (the pooling head's probe over a packed
+  batch). nq and nk then bound the grid only.
 - scale = hd^-0.5 · log2(e): scores live in the log2 domain (ex2)."""
 
 from ..asm import F32, In, Opt, Out, U32
 
 ATTENTION_PARAMS = [In("q"), In("k"), In("v"), Out("out"), Opt("cu"), U32("nq"), U32("nk"),
                     U32("heads"), U32("hd"), U32("ldq"), U32("ldkv"), U32("ldo"),
-                    U32("q_col"), U32("k_col"), U32("v_col"), U32("q_bstride"), F32("scale")]
+                    U32("q_col"), U32("k_col"), U32("v_col"), U32("q_bstride"), U32("q_varlen"),
+                    F32("scale")]
 
 
 def column_bases(k, size):
@@ -45,12 +49,18 @@ def sequence_bounds(k, b):
     k(f"@{nullp} bra {fixed};")
     k(f"mul.wide.u32 {t64}, {b}, 4;")
     k(f"add.s64 {t64}, {cu}, {t64};")
-    k(f"ld.global.u32 {q0}, [{t64}];")
-    k(f"ld.global.u32 {ql}, [{t64}+4];")
-    k(f"sub.u32 {ql}, {ql}, {q0};")
-    k(f"mov.u32 {kv0}, {q0};")
-    k(f"mov.u32 {o0}, {q0};")
-    k(f"mov.u32 {kl}, {ql};")
+    k(f"ld.global.u32 {kv0}, [{t64}];")
+    k(f"ld.global.u32 {kl}, [{t64}+4];")
+    k(f"sub.u32 {kl}, {kl}, {kv0};")
+    qv = k.reg("pred", "q_fixed")
+    k(f"setp.eq.u32 {qv}, {k.param('q_varlen')}, 0;")
+    k(f"mov.u32 {q0}, {kv0};")
+    k(f"mov.u32 {o0}, {kv0};")
+    k(f"mov.u32 {ql}, {kl};")
+    k(f"@!{qv} bra.uni {done};")
+    k(f"mul.lo.u32 {q0}, {b}, {qbs};")
+    k(f"mul.lo.u32 {o0}, {b}, {nq};")
+    k(f"mov.u32 {ql}, {nq};")
     k(f"bra.uni {done};")
     k.place(fixed)
     k(f"mul.lo.u32 {q0}, {b}, {qbs};")
