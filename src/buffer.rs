@@ -14,6 +14,9 @@ use crate::ops::Kernels;
 pub struct DeviceBuffer<T: Element, D: Device> {
     storage: D::Storage<T>,
     shape: Vec<usize>,
+    /// Elements the storage holds (≥ the shape's count; more only for workspace
+    /// buffers viewed at a smaller shape, see `view_within`).
+    capacity: usize,
     device: D,
 }
 
@@ -60,6 +63,7 @@ impl<T: Element, D: Device> DeviceBuffer<T, D> {
         Ok(Self {
             storage: device.storage_from_slice(data)?,
             shape: shape.to_vec(),
+            capacity: expected,
             device: device.clone(),
         })
     }
@@ -91,6 +95,7 @@ impl<T: Element, D: Device> DeviceBuffer<T, D> {
         Ok(Self {
             storage: device.storage_alloc::<T>(n)?,
             shape: shape.to_vec(),
+            capacity: n,
             device: device.clone(),
         })
     }
@@ -163,14 +168,15 @@ impl<T: Element, D: Device> DeviceBuffer<T, D> {
         })
     }
 
-    /// Give this buffer another shape of the same element count, in place (the
-    /// forward engine's workspace buffers change views between ops).
-    pub(crate) fn reshape_mut(&mut self, shape: &[usize]) -> Result<()> {
-        let n = numel_or_err("reshape", shape)?;
-        if n != self.len() {
+    /// View this buffer at `shape`, whose element count may be smaller than the
+    /// storage (the packed forward's workspace, sized for the largest batch seen,
+    /// serves smaller ones). Ops see only the first `numel(shape)` elements.
+    pub(crate) fn view_within(&mut self, shape: &[usize]) -> Result<()> {
+        let n = numel_or_err("view", shape)?;
+        if n > self.capacity {
             return Err(Error::Internal(format!(
-                "reshape of {:?} to {shape:?}: element counts differ",
-                self.shape
+                "view of a buffer of {} elements as {shape:?} ({n} elements)",
+                self.capacity
             )));
         }
         self.shape = shape.to_vec();

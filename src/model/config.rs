@@ -12,6 +12,9 @@ use crate::error::{Error, Result};
 /// (heads divide the width, a patch fits the image, memory layers exist).
 #[derive(Debug, Clone, PartialEq)]
 pub struct VisionConfig {
+    /// Which tower: SigLIP (square images) or SigLIP 2 NaFlex (images at their own
+    /// aspect ratio, packed batches).
+    pub architecture: Architecture,
     /// D, the model width.
     pub hidden_size: usize,
     /// F, the MLP's inner width.
@@ -22,7 +25,8 @@ pub struct VisionConfig {
     pub num_attention_heads: usize,
     /// C, input channels (default 3).
     pub num_channels: usize,
-    /// I, the side of the square input image.
+    /// I, the side of the square input image. SigLIP 2 has no fixed image size:
+    /// there it is G·P, the side its position grid stands for.
     pub image_size: usize,
     /// P, the side of a square patch.
     pub patch_size: usize,
@@ -42,12 +46,38 @@ pub struct VisionConfig {
     key_prefix: &'static str,
 }
 
+/// The two vision towers tessera runs (MODEL.md, "Forward pass" and "Variable
+/// resolution").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    /// SigLIP (`siglip_vision_model`): images `[B, C, I, I]`, a stride-P
+    /// convolution, a position table of ⌊I/P⌋² rows. Run with
+    /// [`VisionModel::forward`](super::VisionModel::forward).
+    Siglip,
+    /// SigLIP 2 NaFlex (`siglip2_vision_model`): each image its own grid of
+    /// h × w patches, a Linear patch embedding, the G × G position grid resized
+    /// per image (antialiased bilinear). Run on packed batches with
+    /// [`VisionModel::forward_packed`](super::VisionModel::forward_packed).
+    Siglip2,
+}
+
+impl Architecture {
+    /// The `model_type` of the vision tower.
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Self::Siglip => "siglip_vision_model",
+            Self::Siglip2 => "siglip2_vision_model",
+        }
+    }
+}
+
 impl Default for VisionConfig {
     /// transformers' `SiglipVisionConfig` defaults, which every absent key takes
     /// (SigLIP-base/16 at 224 px), every key marked as defaulted. The memory
     /// extension has no transformers default: none.
     fn default() -> Self {
         Self {
+            architecture: Architecture::Siglip,
             hidden_size: 768,
             intermediate_size: 3072,
             num_hidden_layers: 12,
@@ -127,37 +157,49 @@ impl VisionConfig {
             }
         };
         let empty = Map::new();
-        let (obj, prefix) = match (model_type, root.get("vision_config")) {
-            (_, Some(Value::Object(v))) => (v, "vision_config."),
-            (_, Some(Value::Null)) | (Some("siglip"), None) => (&empty, "vision_config."),
-            (_, Some(other)) => {
+        // The tower named at the top level (before looking at a nested vision_config).
+        let root_arch = match model_type {
+            None | Some("siglip_vision_model") | Some("siglip") => Architecture::Siglip,
+            Some("siglip2_vision_model") | Some("siglip2") => Architecture::Siglip2,
+            Some(other) => {
+                return Err(cfg_err(
+                    &file,
+                    format!(
+                        "key `model_type`: \"{other}\" is not a SigLIP vision model (expected \
+                         \"siglip_vision_model\", \"siglip\", \"siglip2_vision_model\" or \"siglip2\")"
+                    ),
+                ))
+            }
+        };
+        let whole_model = matches!(model_type, Some("siglip") | Some("siglip2"));
+        let (obj, prefix) = match root.get("vision_config") {
+            Some(Value::Object(v)) => (v, "vision_config."),
+            Some(Value::Null) => (&empty, "vision_config."),
+            None if whole_model => (&empty, "vision_config."),
+            None => (&root, ""),
+            Some(other) => {
                 return Err(cfg_err(
                     &file,
                     format!("key `vision_config` must be an object, found {other}"),
                 ))
             }
-            (None | Some("siglip_vision_model"), None) => (&root, ""),
-            (Some(other), None) => {
-                return Err(cfg_err(
-                    &file,
-                    format!(
-                        "key `model_type`: \"{other}\" is not a SigLIP vision model \
-                         (expected \"siglip_vision_model\" or \"siglip\")"
-                    ),
-                ))
-            }
         };
-        if let Some(Value::String(t)) = obj.get("model_type") {
-            if t != "siglip_vision_model" {
+        let architecture = match obj.get("model_type") {
+            // The root itself, checked above.
+            _ if prefix.is_empty() => root_arch,
+            Some(Value::String(t)) if t == "siglip_vision_model" => Architecture::Siglip,
+            Some(Value::String(t)) if t == "siglip2_vision_model" => Architecture::Siglip2,
+            None | Some(Value::Null) => root_arch,
+            Some(t) => {
                 return Err(cfg_err(
                     &file,
                     format!(
-                        "key `{prefix}model_type`: \"{t}\" is not a SigLIP vision tower \
-                         (expected \"siglip_vision_model\")"
+                        "key `{prefix}model_type`: {t} is not a SigLIP vision tower \
+                         (expected \"siglip_vision_model\" or \"siglip2_vision_model\")"
                     ),
                 ));
             }
-        }
+        };
         let mut r = Reader {
             obj,
             file: &file,
@@ -171,8 +213,26 @@ impl VisionConfig {
         let num_hidden_layers = r.usize_or("num_hidden_layers", d.num_hidden_layers)?;
         let num_attention_heads = r.usize_or("num_attention_heads", d.num_attention_heads)?;
         let num_channels = r.usize_or("num_channels", d.num_channels)?;
-        let image_size = r.usize_or("image_size", d.image_size)?;
         let patch_size = r.usize_or("patch_size", d.patch_size)?;
+        // SigLIP: the image side. SigLIP 2: no image side, a position grid of
+        // num_patches = G² entries (Siglip2VisionConfig's default 256).
+        let image_size = match architecture {
+            Architecture::Siglip => r.usize_or("image_size", d.image_size)?,
+            Architecture::Siglip2 => {
+                let n = r.usize_or("num_patches", DEFAULT_SIGLIP2_NUM_PATCHES)?;
+                let g = n.isqrt();
+                if n == 0 || g * g != n {
+                    return Err(r.err(
+                        "num_patches",
+                        format!("{n} is not the square of a grid side (the position table is a G × G grid)"),
+                    ));
+                }
+                if g > LIMIT_IMAGE {
+                    return Err(r.err("num_patches", format!("{n} is implausibly large")));
+                }
+                g.saturating_mul(patch_size)
+            }
+        };
         let layer_norm_eps = match r.f64_opt("layer_norm_eps")? {
             Some(v) => v,
             None => {
@@ -188,6 +248,14 @@ impl VisionConfig {
             }
         };
         let memory_experts = r.usize_opt("memory_experts")?.unwrap_or(0);
+        if architecture == Architecture::Siglip2 && memory_experts > 0 {
+            return Err(r.err(
+                "memory_experts",
+                "memory-gated attention is defined for SigLIP towers of fixed image size, \
+                 not for SigLIP 2's variable resolution"
+                    .into(),
+            ));
+        }
 
         for (key, v) in [
             ("hidden_size", hidden_size),
@@ -316,6 +384,7 @@ impl VisionConfig {
 
         let defaulted = r.defaulted;
         Ok(Self {
+            architecture,
             hidden_size,
             intermediate_size,
             num_hidden_layers,
@@ -381,6 +450,7 @@ impl VisionConfig {
             "num_attention_heads" => self.num_attention_heads.to_string(),
             "num_channels" => self.num_channels.to_string(),
             "image_size" => self.image_size.to_string(),
+            "num_patches" => self.num_patches().to_string(),
             "patch_size" => self.patch_size.to_string(),
             "layer_norm_eps" => self.layer_norm_eps.to_string(),
             "vision_use_head" => self.vision_use_head.to_string(),
@@ -393,10 +463,21 @@ impl VisionConfig {
         self.hidden_size / self.num_attention_heads
     }
 
-    /// N = ⌊I / P⌋², tokens per image (pixels past ⌊I/P⌋·P are not used).
+    /// N = ⌊I / P⌋², tokens per image (pixels past ⌊I/P⌋·P are not used); for
+    /// SigLIP 2, G², the rows of the position table (config.json's `num_patches`).
     pub fn num_patches(&self) -> usize {
-        let g = self.image_size / self.patch_size;
+        let g = self.position_grid();
         g * g
+    }
+
+    /// G, the side of the position grid: ⌊I / P⌋ (SigLIP), √num_patches (SigLIP 2).
+    pub fn position_grid(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+
+    /// C·P·P, the values of one flattened patch.
+    pub fn patch_values(&self) -> usize {
+        self.num_channels * self.patch_size * self.patch_size
     }
 
     /// Whether the model carries a memory bank between segments.
@@ -414,6 +495,9 @@ impl VisionConfig {
         [batch, self.num_channels, self.image_size, self.image_size]
     }
 }
+
+/// Siglip2VisionConfig's `num_patches` (a 16 × 16 position grid).
+const DEFAULT_SIGLIP2_NUM_PATCHES: usize = 256;
 
 /// Upper bound for widths and head counts (D, F, H).
 const LIMIT_WIDTH: usize = 1 << 16;

@@ -13,8 +13,9 @@ use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::ops::{self, Activation, Kernels};
 
+use super::naflex::{PackedBatch, PackedOutput};
 use super::vision::{MemoryBank, VisionModel, VisionOutput};
-use super::weights::{LinearW, MlpW, NormW};
+use super::weights::{Embedding, HeadW, LayerW, LinearW, MlpW, NormW};
 
 type Buf<T, D> = DeviceBuffer<T, D>;
 
@@ -40,18 +41,78 @@ struct HeadBuffers<T: Element, D: Kernels<T>> {
     f: Buf<T, D>,
 }
 
-/// Every activation buffer of a forward pass at one batch size.
-pub(crate) struct Workspace<T: Element, D: Kernels<T>> {
-    batch: usize,
-    /// `[B, N, D]`: the residual stream, its intermediate, a layer norm's output.
+/// The buffers of the encoder's tokens, `[rows, ..]` (rows = B·N, or the
+/// packed batch's Σ hᵢ·wᵢ).
+struct Stream<T: Element, D: Kernels<T>> {
+    /// `[rows, D]`: the residual stream, its intermediate, a layer norm's output.
     x: Buf<T, D>,
     x2: Buf<T, D>,
     h: Buf<T, D>,
-    /// `[B, N, 3·D]` and `[B, N, D]`.
+    /// `[rows, 3·D]` and `[rows, D]`.
     qkv: Buf<T, D>,
     attn: Buf<T, D>,
-    /// `[B, N, F]`.
+    /// `[rows, F]`.
     f: Buf<T, D>,
+}
+
+impl<T: Element, D: Kernels<T>> Stream<T, D> {
+    /// Buffers for `lead` (e.g. `[B, N]` or `[T]`) rows.
+    fn new(dev: &D, lead: &[usize], d: usize, f: usize) -> Result<Self> {
+        let buf = |w: usize| Buf::<T, D>::uninit(dev, &[lead, &[w]].concat());
+        Ok(Self {
+            x: buf(d)?,
+            x2: buf(d)?,
+            h: buf(d)?,
+            qkv: buf(3 * d)?,
+            attn: buf(d)?,
+            f: buf(f)?,
+        })
+    }
+
+    /// View every buffer at `rows` rows (within its capacity).
+    fn view_rows(&mut self, rows: usize, d: usize, f: usize) -> Result<()> {
+        for (b, w) in [
+            (&mut self.x, d),
+            (&mut self.x2, d),
+            (&mut self.h, d),
+            (&mut self.qkv, 3 * d),
+            (&mut self.attn, d),
+            (&mut self.f, f),
+        ] {
+            b.view_within(&[rows, w])?;
+        }
+        Ok(())
+    }
+}
+
+impl<T: Element, D: Kernels<T>> HeadBuffers<T, D> {
+    /// Buffers for `batch` images whose tokens are `lead` rows.
+    fn new(dev: &D, lead: &[usize], batch: usize, d: usize, f: usize) -> Result<Self> {
+        let buf = |shape: &[usize]| Buf::<T, D>::uninit(dev, shape);
+        Ok(Self {
+            kv: buf(&[lead, &[2 * d]].concat())?,
+            a: buf(&[batch, 1, d])?,
+            r: buf(&[batch, d])?,
+            n: buf(&[batch, d])?,
+            f: buf(&[batch, f])?,
+        })
+    }
+
+    /// `out_proj(a)`, its layer norm, then the MLP with the residual into `pooled`.
+    fn finish(&mut self, head: &HeadW<Buf<T, D>>, eps: f32, pooled: &mut Buf<T, D>) -> Result<()> {
+        let b = self.r.shape()[0];
+        let d = self.r.shape()[1];
+        self.a.view_within(&[b, d])?;
+        linear_into(&head.out, &self.a, Activation::None, None, &mut self.r)?;
+        norm_into(&head.norm, &self.r, eps, &mut self.n)?;
+        mlp_into(&head.mlp, &self.n, &mut self.f, &self.r, pooled)
+    }
+}
+
+/// Every activation buffer of a forward pass at one batch size.
+pub(crate) struct Workspace<T: Element, D: Kernels<T>> {
+    batch: usize,
+    s: Stream<T, D>,
     memory: Option<MemoryBuffers<T, D>>,
     head: Option<HeadBuffers<T, D>>,
 }
@@ -75,24 +136,13 @@ impl<T: Element, D: Kernels<T>> Workspace<T, D> {
             None
         };
         let head = if model.w.head.is_some() {
-            Some(HeadBuffers {
-                kv: buf(&[batch, n, 2 * d])?,
-                a: buf(&[batch, 1, d])?,
-                r: buf(&[batch, d])?,
-                n: buf(&[batch, d])?,
-                f: buf(&[batch, f])?,
-            })
+            Some(HeadBuffers::new(dev, &[batch, n], batch, d, f)?)
         } else {
             None
         };
         Ok(Self {
             batch,
-            x: buf(&[batch, n, d])?,
-            x2: buf(&[batch, n, d])?,
-            h: buf(&[batch, n, d])?,
-            qkv: buf(&[batch, n, 3 * d])?,
-            attn: buf(&[batch, n, d])?,
-            f: buf(&[batch, n, f])?,
+            s: Stream::new(dev, &[batch, n], d, f)?,
             memory,
             head,
         })
@@ -134,6 +184,31 @@ fn mlp_into<T: Element, D: Kernels<T>>(
     linear_into(&l.fc2, f, Activation::None, Some(residual), out)
 }
 
+/// One encoder layer without memory on the stream `s`; `attend(qkv, out)` is
+/// the attention over the fused projection (fixed-length or packed).
+fn plain_layer<T: Element, D: Kernels<T>>(
+    layer: &LayerW<Buf<T, D>, Vec<T>>,
+    s: &mut Stream<T, D>,
+    eps: f32,
+    attend: impl FnOnce(&Buf<T, D>, &mut Buf<T, D>) -> Result<()>,
+) -> Result<()> {
+    norm_into(&layer.norm1, &s.x, eps, &mut s.h)?;
+    linear_into(&layer.qkv, &s.h, Activation::None, None, &mut s.qkv)?;
+    attend(&s.qkv, &mut s.attn)?;
+    linear_into(&layer.out, &s.attn, Activation::None, Some(&s.x), &mut s.x2)?;
+    mlp_half(layer, s, eps)
+}
+
+/// The layer's second half: `x = x2 + mlp(LN2(x2))`.
+fn mlp_half<T: Element, D: Kernels<T>>(
+    layer: &LayerW<Buf<T, D>, Vec<T>>,
+    s: &mut Stream<T, D>,
+    eps: f32,
+) -> Result<()> {
+    norm_into(&layer.norm2, &s.x2, eps, &mut s.h)?;
+    mlp_into(&layer.mlp, &s.h, &mut s.f, &s.x2, &mut s.x)
+}
+
 /// The forward pass of `model` on `pixels` (checked by the caller), leaving the
 /// outputs in `out` and the next segment's state in `bank`.
 pub(crate) fn run<T: Element, D: Kernels<T>>(
@@ -146,32 +221,27 @@ pub(crate) fn run<T: Element, D: Kernels<T>>(
     let c = &model.config;
     let (heads, eps) = (c.num_attention_heads, c.layer_norm_eps);
     let w = &model.w;
-    ops::patch_embed_into(
-        pixels,
-        &w.patch_weight,
-        &w.patch_bias,
-        &w.position,
-        c.patch_size,
-        &mut ws.x,
-    )?;
+    let Embedding::Conv {
+        weight,
+        bias,
+        position,
+    } = &w.embedding
+    else {
+        return Err(Error::Internal(
+            "the fixed-size forward on a SigLIP 2 model".into(),
+        ));
+    };
+    let s = &mut ws.s;
+    ops::patch_embed_into(pixels, weight, bias, position, c.patch_size, &mut s.x)?;
     let mut slot = 0;
     for (i, layer) in w.layers.iter().enumerate() {
-        norm_into(&layer.norm1, &ws.x, eps, &mut ws.h)?;
         match (&layer.memory, ws.memory.as_mut()) {
-            (None, _) => {
-                linear_into(&layer.qkv, &ws.h, Activation::None, None, &mut ws.qkv)?;
-                ops::attention_qkv_into(&ws.qkv, heads, &mut ws.attn)?;
-                linear_into(
-                    &layer.out,
-                    &ws.attn,
-                    Activation::None,
-                    Some(&ws.x),
-                    &mut ws.x2,
-                )?;
-            }
+            (None, _) => plain_layer(layer, s, eps, |qkv, attn| {
+                ops::attention_qkv_into(qkv, heads, attn)
+            })?,
             (Some(mem), Some(m)) => {
                 let state = match bank.as_deref_mut().and_then(|b| b.layers.get_mut(slot)) {
-                    Some((l, s)) if *l == i => s,
+                    Some((l, st)) if *l == i => st,
                     _ => {
                         return Err(Error::Input {
                             tensor: "memory".into(),
@@ -180,8 +250,9 @@ pub(crate) fn run<T: Element, D: Kernels<T>>(
                     }
                 };
                 slot += 1;
+                norm_into(&layer.norm1, &s.x, eps, &mut s.h)?;
                 ops::memory_read_into(
-                    &ws.h,
+                    &s.h,
                     state,
                     &mem.router.weight,
                     &mem.router.bias,
@@ -191,7 +262,8 @@ pub(crate) fn run<T: Element, D: Kernels<T>>(
                 linear_into(&layer.qkv, &m.joint, Activation::None, None, &mut m.qkv)?;
                 ops::attention_qkv_into(&m.qkv, heads, &mut m.attn)?;
                 linear_into(&layer.out, &m.attn, Activation::None, None, &mut m.o)?;
-                ops::memory_write_into(state, &m.gate, &m.o, &ws.x, &mut ws.x2)?;
+                ops::memory_write_into(state, &m.gate, &m.o, &s.x, &mut s.x2)?;
+                mlp_half(layer, s, eps)?;
             }
             (Some(_), None) => {
                 return Err(Error::Internal(format!(
@@ -199,10 +271,8 @@ pub(crate) fn run<T: Element, D: Kernels<T>>(
                 )))
             }
         }
-        norm_into(&layer.norm2, &ws.x2, eps, &mut ws.h)?;
-        mlp_into(&layer.mlp, &ws.h, &mut ws.f, &ws.x2, &mut ws.x)?;
     }
-    norm_into(&w.post_norm, &ws.x, eps, &mut out.last_hidden_state)?;
+    norm_into(&w.post_norm, &s.x, eps, &mut out.last_hidden_state)?;
 
     match (
         &w.head,
@@ -216,16 +286,113 @@ pub(crate) fn run<T: Element, D: Kernels<T>>(
             let lhs = &out.last_hidden_state;
             linear_into(&head.kv, lhs, Activation::None, None, &mut hb.kv)?;
             // One probe query, shared by the batch: q [1, 1, D] over kv [B, N, 2·D].
-            hb.a.reshape_mut(&[b, 1, c.hidden_size])?;
+            hb.a.view_within(&[b, 1, c.hidden_size])?;
             ops::attention_q_kv_into(q, &hb.kv, heads, &mut hb.a)?;
-            hb.a.reshape_mut(&[b, c.hidden_size])?;
-            linear_into(&head.out, &hb.a, Activation::None, None, &mut hb.r)?;
-            norm_into(&head.norm, &hb.r, eps, &mut hb.n)?;
-            mlp_into(&head.mlp, &hb.n, &mut hb.f, &hb.r, pooled)
+            hb.finish(head, eps, pooled)
         }
         _ => Err(Error::Input {
             tensor: "pooler_output".into(),
             msg: "the output buffers do not match this model (use new_output)".into(),
         }),
+    }
+}
+
+/// The activation buffers of packed forwards, sized for the largest batch seen
+/// (`tokens` rows, `images` images) and viewed at each call's size.
+pub(crate) struct PackedWorkspace<T: Element, D: Kernels<T>> {
+    tokens: usize,
+    images: usize,
+    s: Stream<T, D>,
+    head: Option<HeadBuffers<T, D>>,
+}
+
+impl<T: Element, D: Kernels<T>> PackedWorkspace<T, D> {
+    pub(crate) fn new(model: &VisionModel<T, D>, tokens: usize, images: usize) -> Result<Self> {
+        let c = &model.config;
+        let dev = model.device();
+        let (d, f) = (c.hidden_size, c.intermediate_size);
+        Ok(Self {
+            tokens,
+            images,
+            s: Stream::new(dev, &[tokens], d, f)?,
+            head: match model.w.head {
+                Some(_) => Some(HeadBuffers::new(dev, &[tokens], images, d, f)?),
+                None => None,
+            },
+        })
+    }
+
+    /// Whether a batch of `tokens` rows and `images` images fits.
+    pub(crate) fn fits(&self, tokens: usize, images: usize) -> bool {
+        tokens <= self.tokens && images <= self.images
+    }
+
+    /// Rows it was made for (the pool keeps the largest).
+    pub(crate) fn tokens(&self) -> usize {
+        self.tokens
+    }
+
+    /// (rows, images) it was made for.
+    pub(crate) fn capacity(&self) -> (usize, usize) {
+        (self.tokens, self.images)
+    }
+}
+
+/// The forward pass of `model` on a packed batch: the joined patch + position
+/// GEMM, the encoder with varlen attention (each image attends to its own
+/// patches only), the pooling head per image. No row of padding exists.
+pub(crate) fn run_packed<T: Element, D: Kernels<T>>(
+    model: &VisionModel<T, D>,
+    ws: &mut PackedWorkspace<T, D>,
+    batch: &PackedBatch<T, D>,
+    out: &mut PackedOutput<T, D>,
+) -> Result<()> {
+    let c = &model.config;
+    let (heads, eps) = (c.num_attention_heads, c.layer_norm_eps);
+    let (d, f) = (c.hidden_size, c.intermediate_size);
+    let w = &model.w;
+    let Embedding::Joined(embed) = &w.embedding else {
+        return Err(Error::Internal(
+            "the packed forward on a SigLIP model".into(),
+        ));
+    };
+    let seg = &batch.segments;
+    let (t, b) = (seg.total(), seg.count());
+    let s = &mut ws.s;
+    s.view_rows(t, d, f)?;
+    linear_into(embed, &batch.rows, Activation::None, None, &mut s.x)?;
+    for layer in &w.layers {
+        plain_layer(layer, s, eps, |qkv, attn| {
+            ops::attention_qkv_packed_into(qkv, seg, heads, attn)
+        })?;
+    }
+    norm_into(&w.post_norm, &s.x, eps, &mut out.last_hidden_state)?;
+    match (
+        &w.head,
+        &model.probe_q,
+        ws.head.as_mut(),
+        out.pooler_output.as_mut(),
+    ) {
+        (None, _, _, None) => Ok(()),
+        (Some(head), Some(q), Some(hb), Some(pooled)) => {
+            hb.kv.view_within(&[t, 2 * d])?;
+            linear_into(
+                &head.kv,
+                &out.last_hidden_state,
+                Activation::None,
+                None,
+                &mut hb.kv,
+            )?;
+            // The probe [1, 1, D] attends over each image's own patches.
+            hb.a.view_within(&[b, 1, d])?;
+            hb.r.view_within(&[b, d])?;
+            hb.n.view_within(&[b, d])?;
+            hb.f.view_within(&[b, f])?;
+            ops::attention_q_kv_packed_into(q, &hb.kv, seg, heads, &mut hb.a)?;
+            hb.finish(head, eps, pooled)
+        }
+        _ => Err(Error::Internal(
+            "packed output buffers do not match the model".into(),
+        )),
     }
 }

@@ -10,14 +10,16 @@ mod config;
 mod engine;
 mod files;
 mod loader;
+pub mod naflex;
 mod vision;
 mod weights;
 
-pub use config::VisionConfig;
+pub use config::{Architecture, VisionConfig};
 pub use files::{hub_cache_dir, ModelFiles, WeightFiles};
 /// Check a safetensors file's bytes (header length, JSON, dtypes, shapes, offsets:
 /// in range, no overlap, no gap, no overflow) before handing them to the
 /// `safetensors` crate; the error names `file` and the tensor. The loader runs it
 /// on every checkpoint; use it for any other safetensors input (e.g. pixel_values).
 pub use loader::validate_header as check_safetensors;
+pub use naflex::{ImagePatches, PackedBatch, PackedOutput};
 pub use vision::{MemoryBank, VisionModel, VisionOutput};

@@ -10,10 +10,12 @@ use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::ops::{self, Activation, Kernels};
 
+use super::config::Architecture;
 use super::config::VisionConfig;
-use super::engine::{self, Workspace};
+use super::engine::{self, PackedWorkspace, Workspace};
 use super::files::ModelFiles;
 use super::loader::Checkpoint;
+use super::naflex::{self, ImagePatches, PackedBatch, PackedOutput};
 use super::weights::{self, Checker, Upload, Weights};
 
 /// What [`VisionModel::forward`] returns. [`VisionModel::forward_into`] writes
@@ -112,6 +114,8 @@ pub struct VisionModel<T: Element, D: Kernels<T>> {
     /// Activation buffers of finished forward passes, reused by the next ones at
     /// the same batch size (one per concurrent caller).
     workspaces: Mutex<Vec<Workspace<T, D>>>,
+    /// The same for packed forwards, reused by any batch that fits.
+    packed_workspaces: Mutex<Vec<PackedWorkspace<T, D>>>,
 }
 
 /// Workspaces a model keeps between calls.
@@ -195,6 +199,7 @@ impl<T: Element, D: Kernels<T>> VisionModel<T, D> {
             w,
             probe_q,
             workspaces: Mutex::new(Vec::new()),
+            packed_workspaces: Mutex::new(Vec::new()),
         })
     }
 
@@ -300,9 +305,142 @@ impl<T: Element, D: Kernels<T>> VisionModel<T, D> {
         result
     }
 
+    /// Pack SigLIP 2 images (each its own grid of patches, see [`ImagePatches`])
+    /// into one sequence on this model's device, for
+    /// [`forward_packed`](Self::forward_packed).
+    ///
+    /// Each token's row holds its patch values and the coefficients of its
+    /// position in the resized position grid (computed here, on the host, from
+    /// the image's grid: see [`naflex`](super::naflex)). Errors: a SigLIP model
+    /// (fixed size), no images, an empty grid, or a patch count that does not
+    /// match `values` — naming the image.
+    pub fn pack(&self, images: &[ImagePatches]) -> Result<PackedBatch<T, D>> {
+        let c = &self.config;
+        if c.architecture != Architecture::Siglip2 {
+            return Err(Error::Input {
+                tensor: "pixel_values".into(),
+                msg: format!(
+                    "this is a SigLIP model of fixed image size {0}×{0}: it takes [B, C, I, I] \
+                     pixels (forward), not packed images",
+                    c.image_size
+                ),
+            });
+        }
+        let cpp = c.patch_values();
+        let mut lengths = Vec::with_capacity(images.len());
+        for (i, img) in images.iter().enumerate() {
+            let n = img.height.checked_mul(img.width).filter(|&n| n > 0);
+            let expected = n.and_then(|n| n.checked_mul(cpp));
+            if expected != Some(img.values.len()) {
+                return Err(Error::Input {
+                    tensor: "pixel_values".into(),
+                    msg: format!(
+                        "image {i}: a grid of {} × {} patches of {cpp} values (C·P·P) needs \
+                         {} values, found {}",
+                        img.height,
+                        img.width,
+                        expected.map_or("a non-empty grid and".to_string(), |e| e.to_string()),
+                        img.values.len()
+                    ),
+                });
+            }
+            lengths.push(n.unwrap_or(0));
+        }
+        let segments = crate::ops::Segments::from_lengths(&lengths).map_err(|e| match e {
+            Error::Input { msg, .. } => Error::Input {
+                tensor: "pixel_values".into(),
+                msg,
+            },
+            other => other,
+        })?;
+        let grid = c.position_grid();
+        let host = naflex::packed_rows::<T>(images, cpp, grid)?;
+        let rows =
+            DeviceBuffer::from_slice(&self.device, &host, &[segments.total(), cpp + grid * grid])?;
+        Ok(PackedBatch {
+            rows,
+            segments,
+            shapes: images.iter().map(|i| (i.height, i.width)).collect(),
+        })
+    }
+
+    /// Run a SigLIP 2 tower on a packed batch (from [`pack`](Self::pack)): patch
+    /// and position embedding, the encoder with each image attending to its own
+    /// patches only, the post layer norm, and the pooling head per image. No work
+    /// is spent on padding: there is none.
+    ///
+    /// Activations live in a workspace the model keeps, sized for the largest
+    /// batch seen; a later batch that fits allocates only its outputs.
+    pub fn forward_packed(&self, batch: &PackedBatch<T, D>) -> Result<PackedOutput<T, D>> {
+        let c = &self.config;
+        let width = c.patch_values() + c.num_patches();
+        if c.architecture != Architecture::Siglip2 || batch.rows.shape()[1..] != [width] {
+            return Err(Error::Input {
+                tensor: "packed batch".into(),
+                msg: format!(
+                    "rows of {:?} values do not fit this model (a {} model takes {width}: \
+                     C·P·P patch values and G² position coefficients); pack with this model",
+                    &batch.rows.shape()[1..],
+                    c.architecture.model_type()
+                ),
+            });
+        }
+        let (t, b, d) = (batch.tokens(), batch.images(), c.hidden_size);
+        let mut out = PackedOutput {
+            last_hidden_state: DeviceBuffer::uninit(&self.device, &[t, d])?,
+            pooler_output: match &self.w.head {
+                Some(_) => Some(DeviceBuffer::uninit(&self.device, &[b, d])?),
+                None => None,
+            },
+            segments: batch.segments.clone(),
+        };
+        let mut ws = self.take_packed_workspace(t, b)?;
+        let result = engine::run_packed(self, &mut ws, batch, &mut out);
+        let mut pool = self
+            .packed_workspaces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        pool.push(ws);
+        if pool.len() > KEPT_WORKSPACES {
+            // Keep the largest.
+            pool.sort_by_key(|w| std::cmp::Reverse(w.tokens()));
+            pool.truncate(KEPT_WORKSPACES);
+        }
+        drop(pool);
+        result.map(|()| out)
+    }
+
+    /// A packed workspace that fits `tokens` rows and `images` images: one from
+    /// the pool, or a new one at least as large as the largest pooled.
+    fn take_packed_workspace(&self, tokens: usize, images: usize) -> Result<PackedWorkspace<T, D>> {
+        let mut pool = self
+            .packed_workspaces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = pool.iter().position(|w| w.fits(tokens, images)) {
+            return Ok(pool.swap_remove(i));
+        }
+        // Grow: replace the largest pooled workspace by one that fits this batch.
+        let largest = (0..pool.len()).max_by_key(|&i| pool[i].tokens());
+        let old = largest.map(|i| pool.swap_remove(i));
+        drop(pool);
+        let (t0, b0) = old.as_ref().map_or((0, 0), |w| w.capacity());
+        drop(old);
+        PackedWorkspace::new(self, tokens.max(t0), images.max(b0))
+    }
+
     /// B of `pixels`, or an error when they are not `[B ≥ 1, C, I, I]`.
     fn check_pixels(&self, pixels: &DeviceBuffer<T, D>) -> Result<usize> {
         let c = &self.config;
+        if c.architecture == Architecture::Siglip2 {
+            return Err(Error::Input {
+                tensor: "pixel_values".into(),
+                msg: "this is a SigLIP 2 (NaFlex) model: it takes images at their own \
+                      resolution as a packed batch (VisionModel::pack, then forward_packed), \
+                      not [B, C, I, I]"
+                    .into(),
+            });
+        }
         let batch = pixels.shape().first().copied().unwrap_or(0);
         let want = c.pixel_shape(batch);
         if pixels.shape() != want || batch == 0 {

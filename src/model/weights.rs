@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 
-use super::config::VisionConfig;
+use super::config::{Architecture, VisionConfig};
 use super::loader::Tensors;
 use crate::buffer::DeviceBuffer;
 use crate::element::Element;
@@ -72,13 +72,22 @@ pub(crate) struct HeadW<B> {
     pub mlp: MlpW<B>,
 }
 
+/// The patch and position embedding.
+pub(crate) enum Embedding<B> {
+    /// SigLIP: the stride-P convolution's weight `[D, C, P, P]` and bias `[D]`,
+    /// the position table `[N, D]`.
+    Conv { weight: B, bias: B, position: B },
+    /// SigLIP 2: one linear layer over a packed row `[patch (C·P·P) | position
+    /// coefficients (G²)]` — weight `[D, C·P·P + G²]` = `[W_patch | tableᵀ]`,
+    /// bias `[D]` — so one GEMM computes `W_patch·patch + b + Σ cᵢ·table[i]`:
+    /// the patch embedding plus the position grid resized to the image (the
+    /// coefficients are the resize's, see `naflex`).
+    Joined(LinearW<B>),
+}
+
 /// Every weight of a vision tower: device tensors `B`, host tensors `H`.
 pub(crate) struct Weights<B, H> {
-    /// `[D, C, P, P]`.
-    pub patch_weight: B,
-    pub patch_bias: B,
-    /// `[N, D]`.
-    pub position: B,
+    pub embedding: Embedding<B>,
     pub layers: Vec<LayerW<B, H>>,
     pub post_norm: NormW<B>,
     pub head: Option<HeadW<B>>,
@@ -103,6 +112,23 @@ pub(crate) trait Source {
     ) -> Result<Self::Buf>;
     /// The tensors `parts` (name, shape) stacked along their first axis.
     fn stacked(&mut self, parts: &[(String, Vec<Dim>)]) -> Result<Self::Buf>;
+    /// `[left | rightᵀ]`: the matrix `left` `[R, K]` with the transpose of
+    /// `right` `[J, R]` joined as J more columns, `[R, K + J]`.
+    fn joined_transposed(
+        &mut self,
+        left: (&str, &[Dim]),
+        right: (&str, &[Dim]),
+    ) -> Result<Self::Buf>;
+}
+
+/// `[left | rightᵀ]` of `left` `[R, K]` and `right` `[J, R]` (row-major).
+fn join_transposed<T: Copy>(left: &[T], right: &[T], r: usize, k: usize, j: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(r * (k + j));
+    for row in 0..r {
+        out.extend_from_slice(&left[row * k..(row + 1) * k]);
+        out.extend((0..j).map(|col| right[col * r + row]));
+    }
+    out
 }
 
 /// Walk the tensors a model with config `c` has, in checkpoint order, taking
@@ -124,13 +150,37 @@ pub(crate) fn build<S: Source>(c: &VisionConfig, s: &mut S) -> Result<Weights<S:
         value: c.num_channels,
         keys: &["num_channels"],
     };
-    let n = Dim {
-        value: c.num_patches(),
-        keys: &["image_size", "patch_size"],
+    let (patch, position) = (
+        "embeddings.patch_embedding.weight",
+        "embeddings.position_embedding.weight",
+    );
+    let embedding = match c.architecture {
+        Architecture::Siglip => {
+            let n = Dim {
+                value: c.num_patches(),
+                keys: &["image_size", "patch_size"],
+            };
+            Embedding::Conv {
+                weight: s.tensor(patch, &[d, ch, p, p])?,
+                bias: s.tensor("embeddings.patch_embedding.bias", &[d])?,
+                position: s.tensor(position, &[n, d])?,
+            }
+        }
+        Architecture::Siglip2 => {
+            let n = Dim {
+                value: c.num_patches(),
+                keys: &["num_patches"],
+            };
+            let cpp = Dim {
+                value: c.patch_values(),
+                keys: &["num_channels", "patch_size"],
+            };
+            Embedding::Joined(LinearW {
+                weight: s.joined_transposed((patch, &[d, cpp]), (position, &[n, d]))?,
+                bias: s.tensor("embeddings.patch_embedding.bias", &[d])?,
+            })
+        }
     };
-    let patch_weight = s.tensor("embeddings.patch_embedding.weight", &[d, ch, p, p])?;
-    let patch_bias = s.tensor("embeddings.patch_embedding.bias", &[d])?;
-    let position = s.tensor("embeddings.position_embedding.weight", &[n, d])?;
     let mut layers = Vec::new();
     for i in 0..c.num_hidden_layers {
         let pre = format!("encoder.layers.{i}");
@@ -196,9 +246,7 @@ pub(crate) fn build<S: Source>(c: &VisionConfig, s: &mut S) -> Result<Weights<S:
         None
     };
     Ok(Weights {
-        patch_weight,
-        patch_bias,
-        position,
+        embedding,
         layers,
         post_norm,
         head,
@@ -358,6 +406,11 @@ impl Source for Checker<'_> {
         }
         Ok(())
     }
+
+    fn joined_transposed(&mut self, left: (&str, &[Dim]), right: (&str, &[Dim])) -> Result<()> {
+        self.tensor(left.0, left.1)?;
+        self.tensor(right.0, right.1)
+    }
 }
 
 /// The tensors `parts` read by `read(name, shape)`, stacked along their first
@@ -439,6 +492,35 @@ impl<T: Element, D: Kernels<T>> Source for Upload<'_, T, D> {
         let (shape, data) = stack(parts, |name, shape| self.tensors.host::<T>(name, shape))?;
         DeviceBuffer::from_slice(self.device, &data, &shape)
     }
+
+    fn joined_transposed(
+        &mut self,
+        left: (&str, &[Dim]),
+        right: (&str, &[Dim]),
+    ) -> Result<DeviceBuffer<T, D>> {
+        let (ls, rs) = (values(left.1), values(right.1));
+        let l = self.tensors.host::<T>(left.0, &ls)?;
+        let r = self.tensors.host::<T>(right.0, &rs)?;
+        joined(self.device, &l, &r, &ls, &rs)
+    }
+}
+
+/// Upload `[left | rightᵀ]` (shapes `[R, K]` and `[J, R]`).
+fn joined<T: Element, D: Kernels<T>>(
+    device: &D,
+    left: &[T],
+    right: &[T],
+    ls: &[usize],
+    rs: &[usize],
+) -> Result<DeviceBuffer<T, D>> {
+    let (&[r, k], &[j, r2]) = (ls, rs) else {
+        return Err(Error::Internal(format!("join of {ls:?} and {rs:?}")));
+    };
+    if r != r2 || left.len() != r * k || right.len() != j * r {
+        return Err(Error::Internal(format!("join of {ls:?} and {rs:?}")));
+    }
+    let data = join_transposed(left, right, r, k, j);
+    DeviceBuffer::from_slice(device, &data, &[r, k + j])
 }
 
 // ---------------------------------------------------------------------------
@@ -518,5 +600,16 @@ impl<T: Element, D: Kernels<T>> Source for Random<'_, T, D> {
     fn stacked(&mut self, parts: &[(String, Vec<Dim>)]) -> Result<DeviceBuffer<T, D>> {
         let (shape, data) = stack(parts, |name, shape| self.values(name, shape))?;
         DeviceBuffer::from_slice(self.device, &data, &shape)
+    }
+
+    fn joined_transposed(
+        &mut self,
+        left: (&str, &[Dim]),
+        right: (&str, &[Dim]),
+    ) -> Result<DeviceBuffer<T, D>> {
+        let (ls, rs) = (values(left.1), values(right.1));
+        let l = self.values(left.0, &ls)?;
+        let r = self.values(right.0, &rs)?;
+        joined(self.device, &l, &r, &ls, &rs)
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::common::rel_l2;
 use safetensors::{Dtype, SafeTensors};
-use tessera::model::VisionModel;
+use tessera::model::{ImagePatches, VisionModel};
 use tessera::{bf16, DeviceBuffer, Element, Kernels};
 
 fn data_dir(case: &str) -> PathBuf {
@@ -30,12 +30,25 @@ fn read_io(case: &str) -> HashMap<String, Tensor> {
     st.tensors()
         .into_iter()
         .map(|(name, view)| {
-            assert_eq!(view.dtype(), Dtype::F32, "{name}");
-            let data = view
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
-                .collect();
+            // F32 values; SigLIP 2's mask (I32) and spatial shapes (I64) as f64 too.
+            let data = match view.dtype() {
+                Dtype::F32 => view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+                    .collect(),
+                Dtype::I32 => view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+                    .collect(),
+                Dtype::I64 => view
+                    .data()
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+                    .collect(),
+                other => panic!("{name}: dtype {other:?}"),
+            };
             (
                 name,
                 Tensor {
@@ -132,6 +145,51 @@ fn check_case<T: Element, D: Kernels<T>>(dev: &D, case: &str) -> Vec<(String, f6
     errors
 }
 
+/// A SigLIP 2 case (padded `pixel_values`, `pixel_attention_mask`,
+/// `spatial_shapes`) through `pack` + `forward_packed`, outputs compared in
+/// transformers' padded layout (padding rows 0 on both sides).
+fn check_siglip2_case<T: Element, D: Kernels<T>>(dev: &D, case: &str) {
+    let io = read_io(case);
+    let model = VisionModel::<T, D>::load(data_dir(case), dev)
+        .unwrap_or_else(|e| panic!("{case}: load failed: {e}"));
+    let px = &io["pixel_values"];
+    let [b, pmax, cpp] = px.shape[..] else {
+        panic!("{case}: pixel_values {:?}", px.shape)
+    };
+    let as_i64 = |t: &Tensor| t.data.iter().map(|&v| v as i64).collect::<Vec<_>>();
+    let images = ImagePatches::from_padded(
+        &px.data.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+        [b, pmax, cpp],
+        &as_i64(&io["pixel_attention_mask"]),
+        &as_i64(&io["spatial_shapes"]),
+    )
+    .unwrap();
+    let packed = model.pack(&images).unwrap();
+    let real: usize = images.iter().map(|i| i.len()).sum();
+    assert_eq!(packed.tokens(), real);
+    let out = model
+        .forward_packed(&packed)
+        .unwrap_or_else(|e| panic!("{case}: forward_packed failed: {e}"));
+    let d = model.config().hidden_size;
+    assert_eq!(out.last_hidden_state.shape(), &[real, d]);
+    let last = crate::common::to_f64(&out.last_hidden_state_padded(pmax).unwrap());
+    let pooled = crate::common::to_f64(&out.pooler_output.as_ref().unwrap().to_vec().unwrap());
+    for (name, values) in [("last_hidden_state", last), ("pooler_output", pooled)] {
+        let err = rel_l2(&values, &io[name].data);
+        eprintln!(
+            "{case} [{} on {}] {name}: rel L2 {err:.3e}",
+            T::DTYPE,
+            dev.describe()
+        );
+        assert!(
+            err <= bar::<T>(),
+            "{case} [{}] {name}: relative L2 error {err:e} exceeds {:e}",
+            T::DTYPE,
+            bar::<T>()
+        );
+    }
+}
+
 macro_rules! golden_suite {
     ($module:ident, $make:expr) => {
         mod $module {
@@ -202,6 +260,28 @@ macro_rules! golden_suite {
             fn real_fullmodel_bf16() {
                 let Some(dev) = $make else { return };
                 check_case::<bf16, _>(&dev, "real/real_fullmodel");
+            }
+            /// SigLIP 2: 4×4, 2×6 and 5×3 grids packed (the position grid kept,
+            /// shrunk with antialiasing, stretched).
+            #[test]
+            fn siglip2_tiny_f32() {
+                let Some(dev) = $make else { return };
+                check_siglip2_case::<f32, _>(&dev, "siglip2/siglip2_tiny");
+            }
+            #[test]
+            fn siglip2_tiny_bf16() {
+                let Some(dev) = $make else { return };
+                check_siglip2_case::<bf16, _>(&dev, "siglip2/siglip2_tiny");
+            }
+            #[test]
+            fn siglip2_tiny_bf16_checkpoint_as_f32() {
+                let Some(dev) = $make else { return };
+                check_siglip2_case::<f32, _>(&dev, "siglip2/siglip2_tiny_bf16");
+            }
+            #[test]
+            fn siglip2_tiny_bf16_checkpoint_as_bf16() {
+                let Some(dev) = $make else { return };
+                check_siglip2_case::<bf16, _>(&dev, "siglip2/siglip2_tiny_bf16");
             }
         }
     };
