@@ -434,17 +434,7 @@ impl ImageProcessor {
     /// file and the key.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-        if meta.len() > 1 << 20 {
-            return Err(Error::Config {
-                file: path.to_path_buf(),
-                msg: format!(
-                    "{} bytes is too large for a preprocessor config",
-                    meta.len()
-                ),
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = read_small_config(path)?;
         Self::from_json_str(&text, path)
     }
 
@@ -648,6 +638,195 @@ impl ImageProcessor {
     }
 }
 
+/// Siglip2ImageProcessor (SigLIP 2 NaFlex, MODEL.md "Variable resolution"):
+/// each image resized, keeping its aspect ratio, to the largest grid of
+/// `hᵢ × wᵢ` patches with `hᵢ·wᵢ ≤ max_num_patches`, then rescaled, normalised
+/// and cut into patches flattened channel-last (py, px, c).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Siglip2Processor {
+    /// Resize filter, rescale and normalisation (its `height`/`width` are not
+    /// used: each image gets its own size). Siglip2ImageProcessor's defaults:
+    /// bilinear, 1/255, mean and std 0.5.
+    pub image: ImageProcessor,
+    /// P, the side of a patch in pixels.
+    pub patch_size: usize,
+    /// The most patches an image may have.
+    pub max_num_patches: usize,
+}
+
+impl Siglip2Processor {
+    /// Siglip2ImageProcessor's defaults at `patch_size` and `max_num_patches`.
+    pub fn new(patch_size: usize, max_num_patches: usize) -> Self {
+        Self {
+            image: ImageProcessor {
+                resample: Resample::Bilinear,
+                ..ImageProcessor::siglip(patch_size)
+            },
+            patch_size,
+            max_num_patches,
+        }
+    }
+
+    /// Parse a Siglip2ImageProcessor `preprocessor_config.json` text (`file` is
+    /// used in messages): `resample` (default bilinear), `do_rescale`,
+    /// `rescale_factor`, `do_normalize`, `image_mean`, `image_std`, `do_resize`,
+    /// `patch_size` (default 16) and `max_num_patches` (default 256).
+    pub fn from_json_str(text: &str, file: impl AsRef<Path>) -> Result<Self> {
+        let file = file.as_ref();
+        let image = ImageProcessor::from_json_str(text, file)?;
+        // Parsed once more for the keys ImageProcessor does not know (the text
+        // is valid JSON: from_json_str accepted it).
+        let root: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::Config {
+            file: file.to_path_buf(),
+            msg: format!("not valid JSON: {e}"),
+        })?;
+        let get = |key: &str| root.get(key).filter(|v| !v.is_null());
+        let count = |key: &str, default: usize| match get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|&n| (1..=1 << 20).contains(&n))
+                .ok_or_else(|| Error::Config {
+                    file: file.to_path_buf(),
+                    msg: format!("key `{key}`: must be an integer between 1 and 2^20, found {v}"),
+                }),
+        };
+        let resample = if get("resample").is_some() {
+            image.resample
+        } else {
+            Resample::Bilinear
+        };
+        Ok(Self {
+            image: ImageProcessor { resample, ..image },
+            patch_size: count("patch_size", 16)?,
+            max_num_patches: count("max_num_patches", 256)?,
+        })
+    }
+
+    /// Read a model's `preprocessor_config.json`.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = read_small_config(path)?;
+        Self::from_json_str(&text, path)
+    }
+
+    /// The processor for a SigLIP 2 model of patch `patch_size`: its
+    /// `preprocessor_config.json` when it has one (whose `patch_size` must then
+    /// be the model's), else the defaults; `max_patches` overrides
+    /// `max_num_patches`.
+    pub fn for_model(
+        preprocessor: Option<&Path>,
+        patch_size: usize,
+        max_patches: Option<usize>,
+    ) -> Result<Self> {
+        let mut p = match preprocessor {
+            None => Self::new(patch_size, 256),
+            Some(path) => {
+                let p = Self::from_file(path)?;
+                if p.patch_size != patch_size {
+                    return Err(Error::Config {
+                        file: path.to_path_buf(),
+                        msg: format!(
+                            "key `patch_size`: {}, but the model's patches are {patch_size} px \
+                             (config.json's patch_size)",
+                            p.patch_size
+                        ),
+                    });
+                }
+                p
+            }
+        };
+        if let Some(n) = max_patches {
+            if n == 0 {
+                return Err(Error::Input {
+                    tensor: "max_patches".into(),
+                    msg: "an image needs at least 1 patch".into(),
+                });
+            }
+            p.max_num_patches = n;
+        }
+        Ok(p)
+    }
+
+    /// The size (height, width) in pixels an image of `height × width` is resized
+    /// to: Siglip2ImageProcessor's binary search over the scale (in f64, as
+    /// Python does) for the largest multiple-of-P size keeping the aspect ratio
+    /// with at most `max_num_patches` patches.
+    pub fn target_size(&self, height: usize, width: usize) -> (usize, usize) {
+        let p = self.patch_size as f64;
+        let scaled = |scale: f64, size: usize| -> usize {
+            let s = ((size as f64 * scale) / p).ceil() * p;
+            s.max(p) as usize
+        };
+        let eps = 1e-5;
+        let (mut lo, mut hi) = (eps / 10.0, 100.0);
+        while hi - lo >= eps {
+            let scale = (lo + hi) / 2.0;
+            let (th, tw) = (scaled(scale, height), scaled(scale, width));
+            let patches = (th as f64 / p) * (tw as f64 / p);
+            if patches <= self.max_num_patches as f64 {
+                lo = scale;
+            } else {
+                hi = scale;
+            }
+        }
+        (scaled(lo, height), scaled(lo, width))
+    }
+
+    /// One decoded image → its patches.
+    pub fn patches(&self, img: &Rgb8) -> Result<crate::model::ImagePatches> {
+        img.check()?;
+        let p = self.patch_size;
+        let (h, w) = if self.image.do_resize {
+            self.target_size(img.height, img.width)
+        } else {
+            (img.height, img.width)
+        };
+        let (gh, gw) = (h / p, w / p);
+        if h % p != 0 || w % p != 0 || gh * gw > self.max_num_patches || gh * gw == 0 {
+            return Err(Error::Input {
+                tensor: "image".into(),
+                msg: format!(
+                    "is {}×{} pixels; without resizing (do_resize false) it must be a grid of \
+                     at most {} patches of {p} px",
+                    img.width, img.height, self.max_num_patches
+                ),
+            });
+        }
+        let processor = ImageProcessor {
+            height: h,
+            width: w,
+            ..self.image.clone()
+        };
+        let chw = processor.pixel_values(img)?;
+        let plane = h * w;
+        let mut values = Vec::with_capacity(3 * plane);
+        for gy in 0..gh {
+            for gx in 0..gw {
+                for py in 0..p {
+                    for px in 0..p {
+                        let at = (gy * p + py) * w + gx * p + px;
+                        values.extend((0..3).map(|c| chw[c * plane + at]));
+                    }
+                }
+            }
+        }
+        Ok(crate::model::ImagePatches {
+            height: gh,
+            width: gw,
+            values,
+        })
+    }
+
+    /// One image file → its patches. Errors name the file.
+    pub fn load_image(&self, path: impl AsRef<Path>) -> Result<crate::model::ImagePatches> {
+        let path = path.as_ref();
+        self.patches(&read_rgb8(path)?)
+            .map_err(|e| image_err(path, e.to_string()))
+    }
+}
+
 /// SigLIP's default steps 2 and 3 for an RGB image already decoded:
 /// `[3, I, I]` channel-first f32 ([`ImageProcessor::siglip`]).
 pub fn pixel_values_from_rgb8(img: &Rgb8, image_size: usize) -> Result<Vec<f32>> {
@@ -670,6 +849,21 @@ pub fn load_image(path: impl AsRef<Path>, image_size: usize) -> Result<Vec<f32>>
 /// [`VisionModel::forward`](crate::VisionModel::forward)).
 pub fn load_images<P: AsRef<Path>>(paths: &[P], image_size: usize) -> Result<Vec<f32>> {
     ImageProcessor::siglip(image_size).load_images(paths)
+}
+
+/// The text of a preprocessor config of at most 1 MiB.
+fn read_small_config(path: &Path) -> Result<String> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.len() > 1 << 20 {
+        return Err(Error::Config {
+            file: path.to_path_buf(),
+            msg: format!(
+                "{} bytes is too large for a preprocessor config",
+                meta.len()
+            ),
+        });
+    }
+    std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
 }
 
 /// `Err` naming `tensor` and the first non-finite value's index (flat, and per

@@ -24,8 +24,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rayon::prelude::*;
+use tessera::model::{Architecture, ImagePatches};
 use tessera::model::{ModelFiles, VisionConfig, VisionModel};
-use tessera::preprocess::ImageProcessor;
+use tessera::preprocess::{ImageProcessor, Siglip2Processor};
 use tessera::{bf16, Cpu, Cuda, DType, DeviceBuffer, Element, Kernels, Wgpu};
 
 use crate::devices::{DeviceChoice, Opened};
@@ -78,6 +79,11 @@ pub struct EmbedArgs {
     /// Stop at the first file that cannot be read or decoded (default: skip it).
     #[arg(long)]
     pub strict: bool,
+    /// SigLIP 2: the most patches per image (default: the model's
+    /// preprocessor_config.json `max_num_patches`, else 256). Each batch is
+    /// packed: its cost follows the images' real patches.
+    #[arg(long, value_name = "N")]
+    pub max_patches: Option<usize>,
 }
 
 /// What a finished job did.
@@ -143,10 +149,32 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A batch of decoded images: (index of the path, pixel_values [C, I, I]).
+/// One preprocessed image: SigLIP's pixel_values `[C, I, I]`, or SigLIP 2's
+/// patches at the image's own aspect ratio.
+enum Pixels {
+    Fixed(Vec<f32>),
+    Patches(ImagePatches),
+}
+
+/// The model's preprocessing.
+enum Processor {
+    Fixed(ImageProcessor),
+    Naflex(Siglip2Processor),
+}
+
+impl Processor {
+    fn load(&self, path: &Path) -> tessera::Result<Pixels> {
+        Ok(match self {
+            Processor::Fixed(p) => Pixels::Fixed(p.load_image(path)?),
+            Processor::Naflex(p) => Pixels::Patches(p.load_image(path)?),
+        })
+    }
+}
+
+/// A batch of decoded images: (index of the path, its pixels).
 struct Batch {
     index: usize,
-    images: Vec<(usize, Vec<f32>)>,
+    images: Vec<(usize, Pixels)>,
 }
 
 /// A worker's answer: the batch index and one embedding per image (path index,
@@ -166,22 +194,27 @@ struct Job {
 }
 
 impl Job {
-    /// Embeddings of a forward's outputs: pooler rows [B, D], or the token mean of
-    /// last_hidden_state [B, N, D].
-    fn embeddings(&self, pooled: Option<Vec<f32>>, last: &[f32], batch: usize) -> Vec<Vec<f32>> {
+    /// Embeddings of a forward's outputs: pooler rows [B, D], or the mean of each
+    /// image's rows `tokens[b]` of last_hidden_state [rows, D].
+    fn embeddings(
+        &self,
+        pooled: Option<Vec<f32>>,
+        last: &[f32],
+        tokens: &[std::ops::Range<usize>],
+    ) -> Vec<Vec<f32>> {
         let d = self.config.hidden_size;
-        let n = self.config.num_patches();
         let mut rows: Vec<Vec<f32>> = match (self.pooling, pooled) {
             (Pooling::Auto | Pooling::Head, Some(p)) => p.chunks(d).map(<[f32]>::to_vec).collect(),
-            _ => (0..batch)
-                .map(|b| {
+            _ => tokens
+                .iter()
+                .map(|r| {
                     let mut m = vec![0f32; d];
-                    for t in last[b * n * d..(b + 1) * n * d].chunks(d) {
+                    for t in last[r.start * d..r.end * d].chunks(d) {
                         for (a, x) in m.iter_mut().zip(t) {
                             *a += x;
                         }
                     }
-                    m.iter_mut().for_each(|a| *a /= n as f32);
+                    m.iter_mut().for_each(|a| *a /= r.len().max(1) as f32);
                     m
                 })
                 .collect(),
@@ -217,30 +250,51 @@ fn worker<T: Element, D: Kernels<T>>(
     loop {
         let next = batches.lock().unwrap_or_else(|p| p.into_inner()).recv();
         let Ok(batch) = next else { return };
+        let indices: Vec<usize> = batch.images.iter().map(|(i, _)| *i).collect();
         let result = (|| -> tessera::Result<Vec<(usize, Vec<f32>)>> {
             let b = batch.images.len();
-            let host: Vec<T> = batch
-                .images
-                .iter()
-                .flat_map(|(_, px)| px.iter().map(|&v| T::from_f32(v)))
-                .collect();
-            let pixels = DeviceBuffer::<T, D>::from_slice(&device, &host, &c.pixel_shape(b))?;
-            // A memory model's images are one stream (batch 1, in order): one bank.
-            if c.has_memory() && bank.is_none() {
-                bank = Some(model.new_memory(1)?);
+            let mut fixed = Vec::new();
+            let mut packed = Vec::new();
+            for (_, px) in batch.images {
+                match px {
+                    Pixels::Fixed(v) => fixed.extend(v.into_iter().map(T::from_f32)),
+                    Pixels::Patches(p) => packed.push(p),
+                }
             }
-            let out = model.forward(&pixels, bank.as_mut())?;
-            let pooled = match &out.pooler_output {
-                Some(p) if job.pooling != Pooling::Mean => Some(to_f32(&p.to_vec()?)),
-                _ => None,
-            };
-            let last = if pooled.is_some() {
-                Vec::new()
+            let want_pooled =
+                |p: &Option<DeviceBuffer<T, D>>| -> tessera::Result<Option<Vec<f32>>> {
+                    Ok(match p {
+                        Some(p) if job.pooling != Pooling::Mean => Some(to_f32(&p.to_vec()?)),
+                        _ => None,
+                    })
+                };
+            let rows = if packed.is_empty() {
+                let pixels = DeviceBuffer::<T, D>::from_slice(&device, &fixed, &c.pixel_shape(b))?;
+                // A memory model's images are one stream (batch 1, in order): one bank.
+                if c.has_memory() && bank.is_none() {
+                    bank = Some(model.new_memory(1)?);
+                }
+                let out = model.forward(&pixels, bank.as_mut())?;
+                let pooled = want_pooled(&out.pooler_output)?;
+                let last = match pooled {
+                    Some(_) => Vec::new(),
+                    None => to_f32(&out.last_hidden_state.to_vec()?),
+                };
+                let n = c.num_patches();
+                let tokens: Vec<_> = (0..b).map(|i| i * n..(i + 1) * n).collect();
+                job.embeddings(pooled, &last, &tokens)
             } else {
-                to_f32(&out.last_hidden_state.to_vec()?)
+                // SigLIP 2: the batch packed, no padding computed.
+                let out = model.forward_packed(&model.pack(&packed)?)?;
+                let pooled = want_pooled(&out.pooler_output)?;
+                let last = match pooled {
+                    Some(_) => Vec::new(),
+                    None => to_f32(&out.last_hidden_state.to_vec()?),
+                };
+                let tokens: Vec<_> = (0..b).map(|i| out.segments.range(i)).collect();
+                job.embeddings(pooled, &last, &tokens)
             };
-            let rows = job.embeddings(pooled, &last, b);
-            Ok(batch.images.iter().map(|(i, _)| *i).zip(rows).collect())
+            Ok(indices.into_iter().zip(rows).collect())
         })();
         let answer = result
             .map(|rows| (batch.index, rows))
@@ -296,8 +350,29 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
             "--pooling head: this model has no pooling head (vision_use_head false)".into(),
         );
     }
-    let processor = ImageProcessor::for_model(files.preprocessor.as_deref(), config.image_size)
-        .map_err(|e| e.to_string())?;
+    let processor = match config.architecture {
+        Architecture::Siglip => {
+            if args.max_patches.is_some() {
+                return Err(
+                    "--max-patches applies to SigLIP 2 models (this one takes square \
+                            images of its image_size)"
+                        .into(),
+                );
+            }
+            Processor::Fixed(
+                ImageProcessor::for_model(files.preprocessor.as_deref(), config.image_size)
+                    .map_err(|e| e.to_string())?,
+            )
+        }
+        Architecture::Siglip2 => Processor::Naflex(
+            Siglip2Processor::for_model(
+                files.preprocessor.as_deref(),
+                config.patch_size,
+                args.max_patches,
+            )
+            .map_err(|e| e.to_string())?,
+        ),
+    };
     let paths = collect_paths(&args.inputs)?;
     if paths.is_empty() {
         return Err("no images found in the inputs".into());
@@ -353,10 +428,10 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
             let mut skipped = Vec::new();
             for (index, chunk) in paths.chunks(batch_size).enumerate() {
                 let base = index * batch_size;
-                let decoded: Vec<(usize, Result<Vec<f32>, String>)> = chunk
+                let decoded: Vec<(usize, Result<Pixels, String>)> = chunk
                     .par_iter()
                     .enumerate()
-                    .map(|(i, p)| (base + i, processor.load_image(p).map_err(|e| e.to_string())))
+                    .map(|(i, p)| (base + i, processor.load(p).map_err(|e| e.to_string())))
                     .collect();
                 let mut images = Vec::with_capacity(decoded.len());
                 for (i, r) in decoded {

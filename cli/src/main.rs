@@ -28,8 +28,8 @@ macro_rules! say {
     }};
 }
 use safetensors::{Dtype, SafeTensors};
-use tessera::model::{ModelFiles, VisionConfig, VisionModel};
-use tessera::preprocess::ImageProcessor;
+use tessera::model::{Architecture, ImagePatches, ModelFiles, VisionConfig, VisionModel};
+use tessera::preprocess::{ImageProcessor, Siglip2Processor};
 use tessera::{bf16, Cpu, Cuda, DType, DeviceBuffer, Element, Kernels, Wgpu};
 use tessera_cli::devices::{DeviceChoice, Opened};
 
@@ -107,6 +107,10 @@ struct RunArgs {
     model: PathBuf,
     #[command(flatten)]
     input: InputArgs,
+    /// SigLIP 2 with --image: the most patches per image (default: the model's
+    /// preprocessor_config.json `max_num_patches`, else 256).
+    #[arg(long, value_name = "N")]
+    max_patches: Option<usize>,
     #[command(flatten)]
     exec: ExecArgs,
 }
@@ -115,12 +119,16 @@ struct RunArgs {
 #[group(required = true, multiple = false)]
 struct InputArgs {
     /// safetensors file with `pixel_values` [B, C, H, W], or [S, B, C, H, W] for S
-    /// segments run in order with the memory carried.
+    /// segments run in order with the memory carried. SigLIP 2: `pixel_values`
+    /// [B, Pmax, C·P·P], `spatial_shapes` [B, 2] and `pixel_attention_mask`
+    /// [B, Pmax] (I32 or I64, as transformers writes them; the mask may be left
+    /// out).
     #[arg(long, value_name = "FILE")]
     pixels: Option<PathBuf>,
     /// Image files (PNG, JPEG), preprocessed as the model's preprocessor_config.json
     /// says (SigLIP's defaults without one). For a memory model they are
-    /// consecutive segments of one stream (batch 1); otherwise one batch.
+    /// consecutive segments of one stream (batch 1); otherwise one batch (SigLIP 2:
+    /// each at its own aspect ratio, packed).
     #[arg(long, value_name = "FILE", num_args = 1..)]
     image: Vec<PathBuf>,
 }
@@ -136,7 +144,8 @@ struct ExecArgs {
     #[arg(long, default_value = "f32", value_name = "f32|bf16")]
     dtype: DType,
     /// Write pixel_values, last_hidden_state, pooler_output and memory.layers.{l}
-    /// (all F32) to this safetensors file.
+    /// (F32; SigLIP 2 also pixel_attention_mask I32 and spatial_shapes I64, the
+    /// padded layout with padding rows 0) to this safetensors file.
     #[arg(long, value_name = "FILE")]
     output: Option<PathBuf>,
 }
@@ -228,6 +237,176 @@ struct Input {
     segment_axis: bool,
     /// Where the input came from, for the summary.
     source: String,
+}
+
+/// SigLIP 2 images on the host and the padded length of the output layout.
+struct PackedInput {
+    images: Vec<ImagePatches>,
+    /// Pmax: patches per image in the padded outputs.
+    max_patches: usize,
+    source: String,
+}
+
+/// What a run gets: fixed-size pixel batches (SigLIP) or packed images (SigLIP 2).
+enum Job {
+    Fixed(Input),
+    Packed(PackedInput),
+}
+
+impl Job {
+    fn source(&self) -> &str {
+        match self {
+            Job::Fixed(i) => &i.source,
+            Job::Packed(i) => &i.source,
+        }
+    }
+}
+
+/// Integer values of an I32, I64, U8 or BOOL tensor (transformers writes the
+/// mask as I32 and spatial_shapes as I64; other exporters differ).
+fn read_ints(bytes: &[u8], dtype: Dtype) -> Option<Vec<i64>> {
+    Some(match dtype {
+        Dtype::I64 => bytes
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect(),
+        Dtype::I32 => bytes
+            .chunks_exact(4)
+            .map(|c| i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            .collect(),
+        Dtype::U8 | Dtype::BOOL => bytes.iter().map(|&b| i64::from(b)).collect(),
+        _ => return None,
+    })
+}
+
+/// A SigLIP 2 `--pixels` file: `pixel_values` [B, Pmax, C·P·P], `spatial_shapes`
+/// [B, 2] and (optionally) `pixel_attention_mask` [B, Pmax].
+fn read_packed_pixels(file: &Path, config: &VisionConfig) -> CliResult<PackedInput> {
+    let bytes = std::fs::read(file).map_err(|e| CliError(format!("{}: {e}", file.display())))?;
+    tessera::model::check_safetensors(file, &bytes)?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+        CliError(format!(
+            "{}: not a valid safetensors file: {e}",
+            file.display()
+        ))
+    })?;
+    let get = |name: &str| {
+        st.tensor(name).map_err(|_| {
+            CliError(format!(
+                "{}: no tensor `{name}` (a SigLIP 2 model takes pixel_values, spatial_shapes and \
+                 pixel_attention_mask; found: {})",
+                file.display(),
+                st.names().join(", ")
+            ))
+        })
+    };
+    let px = get("pixel_values")?;
+    let cpp = config.patch_values();
+    let (b, pmax) = match px.shape() {
+        &[b, pmax, c] if c == cpp && b > 0 && pmax > 0 => (b, pmax),
+        other => {
+            return fail(format!(
+                "{}: tensor `pixel_values` has shape {other:?}, expected [B, Pmax, {cpp}] \
+                 (C·P·P) for this SigLIP 2 model",
+                file.display()
+            ))
+        }
+    };
+    let data = read_f32_le(px.data(), px.dtype()).ok_or_else(|| {
+        CliError(format!(
+            "{}: tensor `pixel_values` has dtype {:?}; supported are F32, BF16 and F16",
+            file.display(),
+            px.dtype()
+        ))
+    })?;
+    let ints = |name: &str, shape: [usize; 2]| -> CliResult<Vec<i64>> {
+        let v = get(name)?;
+        if v.shape() != shape {
+            return fail(format!(
+                "{}: tensor `{name}` has shape {:?}, expected {shape:?}",
+                file.display(),
+                v.shape()
+            ));
+        }
+        read_ints(v.data(), v.dtype()).ok_or_else(|| {
+            CliError(format!(
+                "{}: tensor `{name}` has dtype {:?}; supported are I64, I32, U8 and BOOL",
+                file.display(),
+                v.dtype()
+            ))
+        })
+    };
+    let shapes = ints("spatial_shapes", [b, 2])?;
+    let mask = if st.names().contains(&"pixel_attention_mask") {
+        ints("pixel_attention_mask", [b, pmax])?
+    } else {
+        // The mask transformers would write for these shapes.
+        let mut m = vec![0i64; b * pmax];
+        for i in 0..b {
+            let n = shapes[2 * i]
+                .saturating_mul(shapes[2 * i + 1])
+                .clamp(0, pmax as i64);
+            m[i * pmax..i * pmax + n as usize].fill(1);
+        }
+        m
+    };
+    let images = ImagePatches::from_padded(&data, [b, pmax, cpp], &mask, &shapes)
+        .map_err(|e| CliError(format!("{}: {e}", file.display())))?;
+    for (i, img) in images.iter().enumerate() {
+        tessera::preprocess::check_finite(
+            &format!("pixel_values (image {i})"),
+            &img.values,
+            &[img.len(), cpp],
+        )
+        .map_err(|e| CliError(format!("{}: {e}", file.display())))?;
+    }
+    let real: usize = images.iter().map(ImagePatches::len).sum();
+    Ok(PackedInput {
+        source: format!(
+            "{} (`pixel_values` [{b}, {pmax}, {cpp}], {real} real patches)",
+            file.display()
+        ),
+        images,
+        max_patches: pmax,
+    })
+}
+
+/// `--image` files for a SigLIP 2 model, preprocessed as Siglip2ImageProcessor.
+fn read_packed_images(
+    files: &[PathBuf],
+    config: &VisionConfig,
+    model: &ModelFiles,
+    max_patches: Option<usize>,
+) -> CliResult<PackedInput> {
+    if config.num_channels != 3 {
+        return fail(format!(
+            "--image makes RGB pixel_values, but the model expects {} channels",
+            config.num_channels
+        ));
+    }
+    let processor = Siglip2Processor::for_model(
+        model.preprocessor.as_deref(),
+        config.patch_size,
+        max_patches,
+    )?;
+    let images = files
+        .iter()
+        .map(|f| processor.load_image(f))
+        .collect::<tessera::Result<Vec<_>>>()?;
+    let grids: Vec<String> = images
+        .iter()
+        .map(|i| format!("{}×{}", i.height, i.width))
+        .collect();
+    Ok(PackedInput {
+        source: format!(
+            "{} image(s) at their own aspect ratio, at most {} patches each: grids {}",
+            images.len(),
+            processor.max_num_patches,
+            grids.join(", ")
+        ),
+        max_patches: processor.max_num_patches,
+        images,
+    })
 }
 
 fn read_f32_le(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
@@ -337,9 +516,25 @@ fn run_command(args: &RunArgs) -> CliResult<()> {
     let dtype = args.exec.dtype;
     let files = ModelFiles::locate(&args.model)?;
     let config = VisionConfig::from_file(&files.config)?;
-    let input = match (&args.input.pixels, &args.input.image[..]) {
-        (Some(file), []) => read_pixels(file, &config)?,
-        (None, images) if !images.is_empty() => read_images(images, &config, &files)?,
+    let packed = config.architecture == Architecture::Siglip2;
+    if args.max_patches.is_some() && (!packed || args.input.image.is_empty()) {
+        return fail(
+            "--max-patches applies to --image on a SigLIP 2 model (a SigLIP model takes \
+             square images of its image_size)",
+        );
+    }
+    let input = match (&args.input.pixels, &args.input.image[..], packed) {
+        (Some(file), [], false) => Job::Fixed(read_pixels(file, &config)?),
+        (None, images, false) if !images.is_empty() => {
+            Job::Fixed(read_images(images, &config, &files)?)
+        }
+        (Some(file), [], true) => Job::Packed(read_packed_pixels(file, &config)?),
+        (None, images, true) if !images.is_empty() => Job::Packed(read_packed_images(
+            images,
+            &config,
+            &files,
+            args.max_patches,
+        )?),
         _ => return fail("give either --pixels FILE or --image FILE..."),
     };
     execute(&files, &config, &input, dtype, &args.exec)
@@ -368,6 +563,7 @@ fn demo_command(exec: &ExecArgs) -> CliResult<()> {
             pixels: None,
             image: vec![image],
         },
+        max_patches: None,
         exec: ExecArgs {
             device: exec.device,
             dtype: exec.dtype,
@@ -381,7 +577,7 @@ fn demo_command(exec: &ExecArgs) -> CliResult<()> {
 struct RunContext<'a> {
     model: &'a ModelFiles,
     config: &'a VisionConfig,
-    input: &'a Input,
+    input: &'a Job,
     output: Option<&'a Path>,
     device_note: String,
 }
@@ -389,7 +585,7 @@ struct RunContext<'a> {
 fn execute(
     model: &ModelFiles,
     config: &VisionConfig,
-    input: &Input,
+    input: &Job,
     dtype: DType,
     exec: &ExecArgs,
 ) -> CliResult<()> {
@@ -437,8 +633,15 @@ fn run<T: Element, D: Kernels<T>>(device: D, ctx: &RunContext<'_>) -> CliResult<
     } else {
         String::new()
     };
+    let geometry = match config.architecture {
+        Architecture::Siglip => format!("image {}", config.image_size),
+        Architecture::Siglip2 => {
+            let g = config.position_grid();
+            format!("SigLIP 2, variable resolution, position grid {g}×{g}")
+        }
+    };
     say!(
-        "model: {} ({} layers, hidden {}, {} heads, image {}, patch {}{}{})",
+        "model: {} ({} layers, hidden {}, {} heads, {geometry}, patch {}{}{})",
         ctx.model
             .hub_id
             .clone()
@@ -446,7 +649,6 @@ fn run<T: Element, D: Kernels<T>>(device: D, ctx: &RunContext<'_>) -> CliResult<
         config.num_hidden_layers,
         config.hidden_size,
         config.num_attention_heads,
-        config.image_size,
         config.patch_size,
         if config.vision_use_head {
             ", pooling head"
@@ -458,13 +660,42 @@ fn run<T: Element, D: Kernels<T>>(device: D, ctx: &RunContext<'_>) -> CliResult<
     if let Some(taken) = config.defaults_taken() {
         say!("config: absent keys take transformers' defaults: {taken}");
     }
-    say!("input: {}", input.source);
+    say!("input: {}", input.source());
 
     let t = Instant::now();
     let model = VisionModel::<T, D>::load_files(ctx.model, &device)?;
     device.synchronize()?;
     say!("load: {:.3} ms", ms(t));
+    let (tensors, lead) = match input {
+        Job::Fixed(input) => run_fixed(&model, input)?,
+        Job::Packed(input) => run_packed(&model, input)?,
+    };
+    report_outputs(&tensors, lead)?;
+    if let Some(path) = ctx.output {
+        write_output(path, &tensors, &device.describe())?;
+        say!("wrote {}", path.display());
+    }
+    Ok(())
+}
 
+/// Output tensors for the file: name, shape, values.
+type Outputs = Vec<(String, Vec<usize>, Values)>;
+
+/// The values of an output tensor, in the dtype written.
+enum Values {
+    F32(Vec<f32>),
+    I32(Vec<i32>),
+    I64(Vec<i64>),
+}
+
+/// `[B, C, I, I]` segments through `forward`, the memory carried: the output
+/// tensors and the number of leading batch axes.
+fn run_fixed<T: Element, D: Kernels<T>>(
+    model: &VisionModel<T, D>,
+    input: &Input,
+) -> CliResult<(Outputs, usize)> {
+    let config = model.config();
+    let device = model.device();
     let batch = input.seg_shape[0];
     let seg_len: usize = input.seg_shape.iter().product();
     let (n, d) = (config.num_patches(), config.hidden_size);
@@ -492,7 +723,7 @@ fn run<T: Element, D: Kernels<T>>(device: D, ctx: &RunContext<'_>) -> CliResult<
             .iter()
             .map(|&v| T::from_f32(v))
             .collect();
-        let pixels = DeviceBuffer::<T, D>::from_slice(&device, &host, &input.seg_shape)?;
+        let pixels = DeviceBuffer::<T, D>::from_slice(device, &host, &input.seg_shape)?;
         device.synchronize()?;
         let upload = ms(t);
 
@@ -538,58 +769,128 @@ fn run<T: Element, D: Kernels<T>>(device: D, ctx: &RunContext<'_>) -> CliResult<
         vec![batch]
     };
     let with_lead = |rest: &[usize]| [&lead[..], rest].concat();
-    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = vec![
+    let mut tensors: Outputs = vec![
         (
             "pixel_values".into(),
             with_lead(&input.seg_shape[1..]),
-            input.data.clone(),
+            Values::F32(input.data.clone()),
         ),
-        ("last_hidden_state".into(), with_lead(&[n, d]), last),
+        (
+            "last_hidden_state".into(),
+            with_lead(&[n, d]),
+            Values::F32(last),
+        ),
     ];
     if config.vision_use_head {
-        tensors.push(("pooler_output".into(), with_lead(&[d]), pooled));
+        tensors.push(("pooler_output".into(), with_lead(&[d]), Values::F32(pooled)));
     }
     for (l, state) in memory.layers() {
         tensors.push((
             format!("memory.layers.{l}"),
             state.shape().to_vec(),
-            to_f32(&state.to_vec()?),
+            Values::F32(to_f32(&state.to_vec()?)),
         ));
     }
-    let shapes: Vec<String> = tensors[1..]
+    Ok((tensors, lead.len()))
+}
+
+/// SigLIP 2 images packed into one sequence through `forward_packed`: the
+/// outputs in transformers' padded layout.
+fn run_packed<T: Element, D: Kernels<T>>(
+    model: &VisionModel<T, D>,
+    input: &PackedInput,
+) -> CliResult<(Outputs, usize)> {
+    let config = model.config();
+    let device = model.device();
+    let (b, pmax, d) = (input.images.len(), input.max_patches, config.hidden_size);
+    let cpp = config.patch_values();
+
+    let t = Instant::now();
+    let batch = model.pack(&input.images)?;
+    device.synchronize()?;
+    let upload = ms(t);
+    let t = Instant::now();
+    let out = model.forward_packed(&batch)?;
+    device.synchronize()?;
+    let forward = ms(t);
+    let real = batch.tokens();
+    say!(
+        "packed {b} image(s), {real} patches (padded layout: {}): upload {upload:.3} ms, forward {forward:.3} ms",
+        b * pmax
+    );
+
+    let mut pixels = vec![0f32; b * pmax * cpp];
+    let mut mask = vec![0i32; b * pmax];
+    let mut shapes = Vec::with_capacity(2 * b);
+    for (i, img) in input.images.iter().enumerate() {
+        pixels[i * pmax * cpp..i * pmax * cpp + img.values.len()].copy_from_slice(&img.values);
+        mask[i * pmax..i * pmax + img.len()].fill(1);
+        shapes.extend([img.height as i64, img.width as i64]);
+    }
+    let mut tensors: Outputs = vec![
+        (
+            "pixel_values".into(),
+            vec![b, pmax, cpp],
+            Values::F32(pixels),
+        ),
+        (
+            "pixel_attention_mask".into(),
+            vec![b, pmax],
+            Values::I32(mask),
+        ),
+        ("spatial_shapes".into(), vec![b, 2], Values::I64(shapes)),
+        (
+            "last_hidden_state".into(),
+            vec![b, pmax, d],
+            Values::F32(to_f32(&out.last_hidden_state_padded(pmax)?)),
+        ),
+    ];
+    if let Some(p) = &out.pooler_output {
+        tensors.push((
+            "pooler_output".into(),
+            vec![b, d],
+            Values::F32(to_f32(&p.to_vec()?)),
+        ));
+    }
+    Ok((tensors, 1))
+}
+
+/// The outputs' shapes and the first values of the pooled (or last hidden) state.
+fn report_outputs(tensors: &Outputs, lead: usize) -> CliResult<()> {
+    let shapes: Vec<String> = tensors
         .iter()
+        .filter(|(name, _, _)| {
+            name == "last_hidden_state" || name == "pooler_output" || name.starts_with("memory.")
+        })
         .map(|(name, shape, _)| format!("{name} {shape:?}"))
         .collect();
     say!("outputs: {}", shapes.join(", "));
-    let (name, values) = match tensors.iter().find(|t| t.0 == "pooler_output") {
-        Some((_, _, v)) => ("pooler_output", v),
-        None => ("last_hidden_state", &tensors[1].2),
+    let find = |n: &str| tensors.iter().find(|t| t.0 == n);
+    let Some((name, _, Values::F32(values))) =
+        find("pooler_output").or_else(|| find("last_hidden_state"))
+    else {
+        return fail("internal error: no output tensor");
     };
     let show = values.len().min(8);
     let first: Vec<String> = values[..show].iter().map(|v| format!("{v:.5}")).collect();
-    let zeros = lead.len() + usize::from(name == "last_hidden_state");
+    let zeros = lead + usize::from(name == "last_hidden_state");
     let index = vec!["0"; zeros].join(", ");
     say!("{name}[{index}, :{show}] = [{}]", first.join(", "));
-
-    if let Some(path) = ctx.output {
-        write_output(path, &tensors, &device.describe())?;
-        say!("wrote {}", path.display());
-    }
     Ok(())
 }
 
-fn write_output(
-    path: &Path,
-    tensors: &[(String, Vec<usize>, Vec<f32>)],
-    device: &str,
-) -> CliResult<()> {
-    let bytes: Vec<Vec<u8>> = tensors
+fn write_output(path: &Path, tensors: &Outputs, device: &str) -> CliResult<()> {
+    let bytes: Vec<(Dtype, Vec<u8>)> = tensors
         .iter()
-        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .map(|(_, _, v)| match v {
+            Values::F32(v) => (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            Values::I32(v) => (Dtype::I32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            Values::I64(v) => (Dtype::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        })
         .collect();
     let mut views = Vec::with_capacity(tensors.len());
-    for ((name, shape, _), data) in tensors.iter().zip(&bytes) {
-        let view = safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), data)
+    for ((name, shape, _), (dtype, data)) in tensors.iter().zip(&bytes) {
+        let view = safetensors::tensor::TensorView::new(*dtype, shape.clone(), data)
             .map_err(|e| CliError(format!("{}: tensor `{name}`: {e}", path.display())))?;
         views.push((name.clone(), view));
     }

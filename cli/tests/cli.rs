@@ -62,19 +62,36 @@ fn tessera_env(args: &[&str], env: &[(&str, &Path)]) -> Output {
     }
 }
 
-/// (shape, values) of every tensor in a safetensors file (F32 only).
+/// (shape, values) of every tensor in a safetensors file (F32; SigLIP 2's I32
+/// mask and I64 spatial shapes as f64 too).
 fn read_all(path: &Path) -> HashMap<String, (Vec<usize>, Vec<f64>)> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let st = SafeTensors::deserialize(&bytes).unwrap();
     st.tensors()
         .into_iter()
         .map(|(name, v)| {
-            assert_eq!(v.dtype(), Dtype::F32, "{name} in {}", path.display());
-            let data = v
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
-                .collect();
+            let data = match v.dtype() {
+                Dtype::F32 => v
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+                    .collect(),
+                Dtype::I32
+                    if name == "pixel_attention_mask"
+                        || name.ends_with(".pixel_attention_mask") =>
+                {
+                    v.data()
+                        .chunks_exact(4)
+                        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+                        .collect()
+                }
+                Dtype::I64 if name == "spatial_shapes" || name.ends_with(".spatial_shapes") => v
+                    .data()
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+                    .collect(),
+                other => panic!("{name} in {}: dtype {other:?}", path.display()),
+            };
             (name, (v.shape().to_vec(), data))
         })
         .collect()
@@ -129,8 +146,8 @@ fn golden(case: &str, dtype: &str) {
         assert_eq!(gs, ws, "{case} {name}: shape");
         let err = rel_l2(gv, wv);
         eprintln!("cli {case} [{dtype}] {name}: rel L2 {err:.3e}");
-        if name == "pixel_values" {
-            assert_eq!(gv, wv, "{case}: pixel_values must be written as given");
+        if ["pixel_values", "pixel_attention_mask", "spatial_shapes"].contains(&name.as_str()) {
+            assert_eq!(gv, wv, "{case}: {name} must be written as given");
         } else {
             assert!(
                 err <= bar,
@@ -138,6 +155,136 @@ fn golden(case: &str, dtype: &str) {
             );
         }
     }
+}
+
+/// SigLIP 2: padded pixel_values, mask and spatial shapes in, the padded layout
+/// out (padding rows 0), through the packed forward.
+#[test]
+fn golden_siglip2() {
+    golden("siglip2/siglip2_tiny", "f32");
+    golden("siglip2/siglip2_tiny", "bf16");
+    golden("siglip2/siglip2_tiny_bf16", "f32");
+    golden("siglip2/siglip2_tiny_bf16", "bf16");
+}
+
+/// SigLIP 2 `--image`: preprocessing as Siglip2ImageProcessor, max_num_patches
+/// from preprocessor_config.json, overridden by --max-patches.
+#[test]
+fn siglip2_images() {
+    let dir = tmp("siglip2_with_preprocessor");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let case = root().join("tests/data/siglip2/siglip2_tiny");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(case.join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.join("preprocessor_config.json"),
+        r#"{"image_processor_type": "Siglip2ImageProcessor", "patch_size": 4, "max_num_patches": 24,
+            "resample": 2, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}"#,
+    )
+    .unwrap();
+    let out_path = tmp("siglip2_images.safetensors");
+    let names = ["waves_64x48.png", "grid_32x32.png", "gray_64x48.png"];
+    let files: Vec<String> = names
+        .iter()
+        .map(|n| format!("tests/data/images/{n}"))
+        .collect();
+    let mut args = vec!["run", "--model", dir.to_str().unwrap(), "--image"];
+    args.extend(files.iter().map(String::as_str));
+    args.extend(["--device", "cpu", "--output", out_path.to_str().unwrap()]);
+    let out = tessera(&args);
+    assert_ok(&out, "siglip2 --image");
+    let got = read_all(&out_path);
+    let reference = read_all(&root().join("tests/data/siglip2/images/siglip2_pixels.safetensors"));
+    let (px_shape, px) = &got["pixel_values"];
+    assert_eq!(px_shape, &[3, 24, 48]);
+    for (i, name) in names.iter().enumerate() {
+        // PNGs decode identically: the patches equal Siglip2ImageProcessor's.
+        let (_, want) = &reference[&format!("{name}.pixel_values")];
+        assert_eq!(
+            &px[i * 24 * 48..(i + 1) * 24 * 48],
+            &want[..],
+            "{name}: pixel_values"
+        );
+        let (_, mask) = &reference[&format!("{name}.pixel_attention_mask")];
+        assert_eq!(
+            &got["pixel_attention_mask"].1[i * 24..(i + 1) * 24],
+            &mask[..],
+            "{name}: mask"
+        );
+        let (_, hw) = &reference[&format!("{name}.spatial_shapes")];
+        assert_eq!(
+            &got["spatial_shapes"].1[2 * i..2 * i + 2],
+            &hw[..],
+            "{name}: spatial_shapes"
+        );
+    }
+    assert_eq!(got["last_hidden_state"].0, vec![3, 24, 64]);
+    // Padding rows are 0 (waves is 4×6 = 24: none; grid is 4×4: rows 16.. of image 1).
+    let lhs = &got["last_hidden_state"].1;
+    assert!(lhs[(24 + 16) * 64..2 * 24 * 64].iter().all(|&v| v == 0.0));
+    assert!(lhs[24 * 64..(24 + 16) * 64].iter().any(|&v| v != 0.0));
+
+    // --max-patches overrides the config: 64×48 at most 6 patches → 2×3.
+    let out = tessera(&[
+        "run",
+        "--model",
+        dir.to_str().unwrap(),
+        "--image",
+        "tests/data/images/waves_64x48.png",
+        "--max-patches",
+        "6",
+        "--device",
+        "cpu",
+        "--output",
+        out_path.to_str().unwrap(),
+    ]);
+    assert_ok(&out, "siglip2 --max-patches");
+    let got = read_all(&out_path);
+    assert_eq!(got["spatial_shapes"].1, vec![2.0, 3.0]);
+    assert_eq!(got["last_hidden_state"].0, vec![1, 6, 64]);
+
+    // A preprocessor whose patch is not the model's is refused, naming the key.
+    std::fs::write(
+        dir.join("preprocessor_config.json"),
+        r#"{"patch_size": 16}"#,
+    )
+    .unwrap();
+    assert_one_line_error(
+        &[
+            "run",
+            "--model",
+            dir.to_str().unwrap(),
+            "--image",
+            "tests/data/images/waves_64x48.png",
+        ],
+        "patch_size",
+    );
+    // --max-patches on a SigLIP model is refused.
+    assert_one_line_error(
+        &[
+            "run",
+            "--model",
+            "tests/data/siglip_tiny",
+            "--image",
+            "tests/data/images/waves_64x48.png",
+            "--max-patches",
+            "4",
+        ],
+        "--max-patches",
+    );
+    // SigLIP pixel_values [B, C, I, I] given to a SigLIP 2 model name the tensor.
+    assert_one_line_error(
+        &[
+            "run",
+            "--model",
+            "tests/data/siglip2/siglip2_tiny",
+            "--pixels",
+            "tests/data/siglip_tiny/io.safetensors",
+        ],
+        "pixel_values",
+    );
 }
 
 #[test]
@@ -1032,4 +1179,78 @@ fn embed_over_cpu_and_wgpu() {
     let (a, b) = (read_embeddings(&mixed), read_embeddings(&cpu));
     assert_eq!(a.2, b.2, "path order");
     assert!(rel_l2(&a.1, &b.1) <= 1e-5);
+}
+
+/// SigLIP 2 embeddings: batches packed (images of different grids together),
+/// equal to `run --image` on each image's pooler_output, and to the mean of its
+/// real rows of last_hidden_state with --pooling mean.
+#[test]
+fn embed_siglip2_packs_batches() {
+    let dir = embed_folder("embed_siglip2");
+    let model = "tests/data/siglip2/siglip2_tiny";
+    let out = tmp("embed_siglip2.safetensors");
+    let mean_out = tmp("embed_siglip2_mean.safetensors");
+    for (pooling, path) in [("auto", &out), ("mean", &mean_out)] {
+        let _ = std::fs::remove_file(path);
+        let res = tessera(&[
+            "embed",
+            "--model",
+            model,
+            dir.to_str().unwrap(),
+            "-o",
+            path.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--batch",
+            "3",
+            "--max-patches",
+            "40",
+            "--pooling",
+            pooling,
+        ]);
+        assert_ok(&res, "embed siglip2");
+    }
+    let (shape, values, paths) = read_embeddings(&out);
+    let (_, means, mean_paths) = read_embeddings(&mean_out);
+    assert_eq!(paths, mean_paths);
+    assert_eq!(shape, vec![paths.len(), 64]);
+    assert!(paths.len() >= 4, "{paths:?}");
+    for (i, p) in paths.iter().enumerate() {
+        // Each image alone through `run`, padded outputs.
+        let single = tmp("embed_siglip2_ref.safetensors");
+        assert_ok(
+            &tessera(&[
+                "run",
+                "--model",
+                model,
+                "--device",
+                "cpu",
+                "--max-patches",
+                "40",
+                "--output",
+                single.to_str().unwrap(),
+                "--image",
+                p,
+            ]),
+            "run --image",
+        );
+        let all = read_all(&single);
+        let pooled = &all["pooler_output"].1;
+        let err = rel_l2(&values[i * 64..(i + 1) * 64], pooled);
+        assert!(err < 1e-5, "{p}: pooled embedding vs run: rel L2 {err:e}");
+        let n = all["pixel_attention_mask"]
+            .1
+            .iter()
+            .filter(|&&m| m == 1.0)
+            .count();
+        let lhs = &all["last_hidden_state"].1;
+        let mut mean = vec![0f64; 64];
+        for row in lhs[..n * 64].chunks(64) {
+            for (m, x) in mean.iter_mut().zip(row) {
+                *m += x / n as f64;
+            }
+        }
+        let err = rel_l2(&means[i * 64..(i + 1) * 64], &mean);
+        assert!(err < 1e-5, "{p}: mean embedding vs run: rel L2 {err:e}");
+    }
 }

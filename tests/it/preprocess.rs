@@ -297,3 +297,95 @@ fn preprocessor_settings_are_applied() {
     );
     assert!(p.load_image(images().join("grid_32x32.png")).is_ok());
 }
+
+/// What Siglip2ImageProcessor (patch 4, max_num_patches 24) made of `name`:
+/// (spatial shape, the real patches' values).
+fn siglip2_reference(name: &str) -> ((usize, usize), Vec<f32>) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/siglip2/images/siglip2_pixels.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let shape = st.tensor(&format!("{name}.spatial_shapes")).unwrap();
+    let hw: Vec<i64> = shape
+        .data()
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let (h, w) = (hw[0] as usize, hw[1] as usize);
+    let mask = st.tensor(&format!("{name}.pixel_attention_mask")).unwrap();
+    let ones = mask
+        .data()
+        .chunks_exact(4)
+        .filter(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) == 1)
+        .count();
+    assert_eq!(ones, h * w, "{name}: mask and spatial shape agree");
+    let px = st.tensor(&format!("{name}.pixel_values")).unwrap();
+    assert_eq!(px.shape(), &[1, 24, 48]);
+    let values = px
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .take(h * w * 48)
+        .collect();
+    ((h, w), values)
+}
+
+/// SigLIP 2 preprocessing of every test image: the same grid of patches as
+/// Siglip2ImageProcessor (its aspect-ratio search), and values within mean
+/// |Δ| 0.02 (exact for the image whose grid needs no resize).
+#[test]
+fn siglip2_processor_matches_transformers() {
+    let p = preprocess::Siglip2Processor::new(4, 24);
+    for name in [
+        "grid_32x32.png",
+        "gray_64x48.png",
+        "waves_64x48.png",
+        "waves_64x48.jpg",
+    ] {
+        let ours = p.load_image(images().join(name)).unwrap();
+        let ((h, w), theirs) = siglip2_reference(name);
+        assert_eq!((ours.height, ours.width), (h, w), "{name}: grid");
+        assert_eq!(ours.values.len(), theirs.len(), "{name}");
+        let diffs: Vec<f32> = ours
+            .values
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (a - b).abs())
+            .collect();
+        let max = diffs.iter().cloned().fold(0.0, f32::max);
+        let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
+        eprintln!("siglip2 {name}: {h}×{w} patches, max |Δ| {max:.3e}, mean |Δ| {mean:.3e}");
+        assert!(mean <= 0.02, "{name}: mean |Δ| {mean}");
+    }
+}
+
+/// The aspect-ratio search against values transformers'
+/// `get_image_size_for_max_num_patches` returns (computed with transformers 5.23).
+#[test]
+fn siglip2_target_sizes() {
+    // (height, width, patch, max_num_patches) → (height, width) from
+    // transformers.models.siglip2.image_processing_siglip2.get_image_size_for_max_num_patches.
+    type Case = ((usize, usize, usize, usize), (usize, usize));
+    let cases: &[Case] = &[
+        ((48, 64, 4, 24), (16, 24)),
+        ((32, 32, 4, 24), (16, 16)),
+        ((480, 640, 16, 256), (224, 288)),
+        ((640, 480, 16, 256), (288, 224)),
+        ((1080, 1920, 16, 256), (192, 336)),
+        ((100, 3000, 16, 256), (48, 1360)),
+        ((224, 224, 16, 256), (256, 256)),
+        ((512, 512, 16, 1024), (512, 512)),
+        ((37, 91, 14, 729), (238, 588)),
+        ((10, 10, 16, 64), (128, 128)),
+        ((3000, 20, 16, 256), (2400, 16)),
+        ((768, 1024, 16, 576), (336, 432)),
+    ];
+    for &((h, w, patch, max), want) in cases {
+        let p = preprocess::Siglip2Processor::new(patch, max);
+        assert_eq!(
+            p.target_size(h, w),
+            want,
+            "{h}×{w}, patch {patch}, max {max}"
+        );
+    }
+}
