@@ -280,6 +280,18 @@ pub fn select_cases(opts: &BenchOptions) -> (Vec<CaseSpec>, Vec<String>) {
     let skip_big = on_cpu && !opts.all_shapes && !explicit;
     let mut out = Vec::new();
     for &family in &families {
+        // SigLIP 2 packed: batches of images of 64..1024 patches (64 images, 16
+        // in quick mode, unless batches are named).
+        let packed_batches: &[usize] = match (opts.batches.is_empty(), opts.quick) {
+            (false, _) => &opts.batches,
+            (true, true) => &[16],
+            (true, false) => &[64],
+        };
+        let batches = if family == OpKind::Packed {
+            packed_batches
+        } else {
+            batches
+        };
         for model in &models {
             for &batch in batches {
                 if skip_big && model.name == "so400m" && batch == 32 {
@@ -397,6 +409,13 @@ pub fn run_on<T: Element, D: BenchDevice + BenchKernels<T>>(
         let measured = prepare::<T, D>(dev, spec).and_then(|mut p| time_case(dev, &mut p, &t));
         let peer = match measured {
             Err(_) => PeerCell::None,
+            // SigLIP 2 packed: the peer is the same images padded to the largest.
+            Ok(_) if matches!(spec.kind, CaseKind::PackedForward { .. }) => PeerCell::from_result(
+                "the same images padded to the largest".into(),
+                cases::packed_case::<T, D>(dev, spec, true)
+                    .and_then(|mut p| time_case(dev, &mut p, &t))
+                    .map_err(|e| e.to_string()),
+            ),
             Ok(_) => match (spec.bound(), spec.peer_gemm()) {
                 (Bound::Memory, _) => {
                     let bytes = (spec.bytes(dtype) / 2.0).round() as usize;

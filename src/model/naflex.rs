@@ -249,7 +249,7 @@ pub(crate) fn packed_rows<T: Element>(
 /// ```compile_fail,E0451
 /// use tessera::{Cpu, DeviceBuffer, model::PackedBatch};
 /// fn forge(rows: DeviceBuffer<f32, Cpu>) -> PackedBatch<f32, Cpu> {
-///     PackedBatch { rows, segments: todo!(), shapes: vec![] }
+///     PackedBatch { rows, segments: todo!(), shapes: vec![], geometry: (3, 16, 16) }
 /// }
 /// ```
 pub struct PackedBatch<T: Element, D: Kernels<T>> {
@@ -257,6 +257,10 @@ pub struct PackedBatch<T: Element, D: Kernels<T>> {
     pub(super) rows: DeviceBuffer<T, D>,
     pub(super) segments: Segments,
     pub(super) shapes: Vec<(usize, usize)>,
+    /// The geometry it was packed for: (C, P, G). Two models whose rows have the
+    /// same width but another split (patch values vs position coefficients)
+    /// must not read each other's batches.
+    pub(super) geometry: (usize, usize, usize),
 }
 
 impl<T: Element, D: Kernels<T>> PackedBatch<T, D> {

@@ -361,6 +361,7 @@ impl<T: Element, D: Kernels<T>> VisionModel<T, D> {
             rows,
             segments,
             shapes: images.iter().map(|i| (i.height, i.width)).collect(),
+            geometry: (c.num_channels, c.patch_size, grid),
         })
     }
 
@@ -374,14 +375,24 @@ impl<T: Element, D: Kernels<T>> VisionModel<T, D> {
     pub fn forward_packed(&self, batch: &PackedBatch<T, D>) -> Result<PackedOutput<T, D>> {
         let c = &self.config;
         let width = c.patch_values() + c.num_patches();
-        if c.architecture != Architecture::Siglip2 || batch.rows.shape()[1..] != [width] {
+        let geometry = (c.num_channels, c.patch_size, c.position_grid());
+        if c.architecture != Architecture::Siglip2
+            || batch.rows.shape()[1..] != [width]
+            || batch.geometry != geometry
+        {
+            let (bc, bp, bg) = batch.geometry;
             return Err(Error::Input {
                 tensor: "packed batch".into(),
                 msg: format!(
-                    "rows of {:?} values do not fit this model (a {} model takes {width}: \
-                     C·P·P patch values and G² position coefficients); pack with this model",
+                    "rows of {:?} values (C {bc}, P {bp}, position grid {bg}) do not fit this \
+                     model (a {} model takes {width}: C·P·P = {}·{}·{} patch values and {}² \
+                     position coefficients); pack with this model",
                     &batch.rows.shape()[1..],
-                    c.architecture.model_type()
+                    c.architecture.model_type(),
+                    c.num_channels,
+                    c.patch_size,
+                    c.patch_size,
+                    c.position_grid()
                 ),
             });
         }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
-use tessera::model::{VisionConfig, VisionModel};
+use tessera::model::{Architecture, VisionConfig, VisionModel};
 use tessera::{bf16, Cpu, DeviceBuffer};
 
 fn golden_dir() -> PathBuf {
@@ -477,5 +477,268 @@ fn sharded_checkpoint_errors_name_shard_and_tensor() {
     assert_mentions(
         &load_err(&dir),
         &["model.safetensors", "model.safetensors.index.json"],
+    );
+}
+
+// ---------------------------------------------------------------------------
+// SigLIP 2 (NaFlex) configs and checkpoints.
+
+fn siglip2_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/siglip2/siglip2_tiny")
+}
+
+fn siglip2_config() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(siglip2_dir().join("config.json")).unwrap())
+        .unwrap()
+}
+
+/// A model folder `name` holding siglip2_tiny's checkpoint, copied unchanged,
+/// and `config` as config.json.
+fn siglip2_fixture(name: &str, config: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("loader_errors")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        siglip2_dir().join("model.safetensors"),
+        dir.join("model.safetensors"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("config.json"), config).unwrap();
+    dir
+}
+
+/// A bare `siglip2_vision_model` takes transformers' Siglip2VisionConfig
+/// defaults: base/16 with a 16 × 16 position grid (num_patches 256).
+#[test]
+fn siglip2_absent_keys_take_siglip2_defaults() {
+    let c =
+        VisionConfig::from_json_str(r#"{"model_type": "siglip2_vision_model"}"#, "c.json").unwrap();
+    assert_eq!(c.architecture, Architecture::Siglip2);
+    assert_eq!(
+        (
+            c.hidden_size,
+            c.intermediate_size,
+            c.num_hidden_layers,
+            c.num_attention_heads
+        ),
+        (768, 3072, 12, 12)
+    );
+    assert_eq!((c.num_channels, c.patch_size), (3, 16));
+    assert_eq!((c.num_patches(), c.position_grid()), (256, 16));
+    assert_eq!(c.image_size, 16 * 16, "G·P");
+    assert_eq!(c.patch_values(), 3 * 16 * 16);
+    assert_eq!((c.layer_norm_eps, c.vision_use_head), (1e-6, true));
+    assert_eq!(c.memory_experts, 0);
+    let mut defaulted = c.defaulted().to_vec();
+    defaulted.sort_unstable();
+    let mut want = vec![
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_channels",
+        "patch_size",
+        "num_patches",
+        "layer_norm_eps",
+        "vision_use_head",
+    ];
+    want.sort_unstable();
+    assert_eq!(defaulted, want, "SigLIP 2 has num_patches, not image_size");
+    let taken = c.defaults_taken().unwrap();
+    assert!(taken.contains("`num_patches` = 256"), "{taken}");
+
+    // A SigLIP config of the same text is still SigLIP (image_size, not num_patches).
+    let c =
+        VisionConfig::from_json_str(r#"{"model_type": "siglip_vision_model"}"#, "c.json").unwrap();
+    assert_eq!(c.architecture, Architecture::Siglip);
+    assert!(!c.defaulted().contains(&"num_patches"));
+}
+
+/// The tiny golden config reads as SigLIP 2 with its own grid; `image_size`
+/// in a SigLIP 2 config does not change the grid.
+#[test]
+fn siglip2_tower_config_reads_num_patches() {
+    let c = VisionConfig::from_file(siglip2_dir().join("config.json")).unwrap();
+    assert_eq!(c.architecture, Architecture::Siglip2);
+    assert_eq!((c.num_patches(), c.position_grid()), (16, 4));
+    assert_eq!((c.patch_size, c.patch_values(), c.image_size), (4, 48, 16));
+    assert!(c.defaulted().is_empty(), "{:?}", c.defaulted());
+    let mut v = siglip2_config();
+    v["num_patches"] = 49.into();
+    v["image_size"] = 224.into();
+    let c = VisionConfig::from_json_str(&v.to_string(), "c.json").unwrap();
+    assert_eq!(
+        (c.num_patches(), c.position_grid(), c.image_size),
+        (49, 7, 28)
+    );
+}
+
+/// A whole Siglip2Config: the tower is `vision_config`, whether or not it names
+/// its own model_type; keys it leaves out are named with the prefix.
+#[test]
+fn siglip2_whole_model_config() {
+    let tower = siglip2_config();
+    let mut bare = tower.clone();
+    bare.as_object_mut().unwrap().remove("model_type");
+    for (what, vision) in [("with model_type", &tower), ("without", &bare)] {
+        let text = serde_json::json!({
+            "model_type": "siglip2",
+            "text_config": {"hidden_size": 32, "model_type": "siglip2_text_model"},
+            "vision_config": vision,
+        })
+        .to_string();
+        let c = VisionConfig::from_json_str(&text, "c.json").unwrap();
+        assert_eq!(c.architecture, Architecture::Siglip2, "{what}");
+        assert_eq!(
+            (
+                c.hidden_size,
+                c.num_patches(),
+                c.position_grid(),
+                c.patch_size
+            ),
+            (64, 16, 4, 4),
+            "{what}"
+        );
+        assert!(c.defaulted().is_empty(), "{what}: {:?}", c.defaulted());
+    }
+    // Without num_patches: the SigLIP 2 default, named as config.json spells it.
+    let mut partial = bare.clone();
+    partial.as_object_mut().unwrap().remove("num_patches");
+    let text = serde_json::json!({"model_type": "siglip2", "vision_config": partial}).to_string();
+    let c = VisionConfig::from_json_str(&text, "c.json").unwrap();
+    assert_eq!(
+        (c.architecture, c.num_patches()),
+        (Architecture::Siglip2, 256)
+    );
+    assert_eq!(c.defaulted(), ["num_patches"]);
+    assert_eq!(c.key_name("num_patches"), "vision_config.num_patches");
+    // A Siglip2Config with no vision_config at all is the default tower.
+    let c = VisionConfig::from_json_str(r#"{"model_type": "siglip2"}"#, "c.json").unwrap();
+    assert_eq!(c.architecture, Architecture::Siglip2);
+    assert_eq!(
+        (c.hidden_size, c.num_patches(), c.patch_size),
+        (768, 256, 16)
+    );
+    // A whole SiglipConfig around the same tower (no nested model_type) is SigLIP.
+    let mut siglip = bare.clone();
+    siglip.as_object_mut().unwrap().remove("num_patches");
+    siglip["image_size"] = 16.into();
+    let text = serde_json::json!({"model_type": "siglip", "vision_config": siglip}).to_string();
+    let c = VisionConfig::from_json_str(&text, "c.json").unwrap();
+    assert_eq!(c.architecture, Architecture::Siglip);
+}
+
+fn siglip2_with(key: &str, value: serde_json::Value) -> String {
+    let mut v = siglip2_config();
+    v[key] = value;
+    v.to_string()
+}
+
+#[test]
+fn siglip2_bad_config_values_name_the_key() {
+    for (name, n) in [("np15", 15), ("np0", 0), ("np2", 2)] {
+        let msg = config_err(name, &siglip2_with("num_patches", n.into()));
+        assert_mentions(&msg, &["num_patches", &n.to_string()]);
+    }
+    let msg = config_err("np_str", &siglip2_with("num_patches", "16".into()));
+    assert_mentions(&msg, &["num_patches"]);
+    // Nested: the key is named with its prefix.
+    let mut tower = siglip2_config();
+    tower["num_patches"] = 15.into();
+    let text = serde_json::json!({"model_type": "siglip2", "vision_config": tower}).to_string();
+    let msg = config_err("np_nested", &text);
+    assert_mentions(&msg, &["vision_config.num_patches", "15"]);
+    // Memory-gated attention is for SigLIP only, with or without its other keys.
+    let msg = config_err("s2_mem", &siglip2_with("memory_experts", 4.into()));
+    assert_mentions(&msg, &["memory_experts"]);
+    let mut v = siglip2_config();
+    v["memory_experts"] = 2.into();
+    v["memory_slots"] = 4.into();
+    v["memory_layers"] = serde_json::json!([0]);
+    let msg = config_err("s2_mem_full", &v.to_string());
+    assert_mentions(&msg, &["memory_experts"]);
+    // memory_experts 0 is no memory: accepted.
+    let c =
+        VisionConfig::from_json_str(&siglip2_with("memory_experts", 0.into()), "c.json").unwrap();
+    assert_eq!(c.memory_experts, 0);
+    // Unknown model types, at the root and nested.
+    let msg = config_err("s3", r#"{"model_type": "siglip3_vision_model"}"#);
+    assert_mentions(&msg, &["model_type", "siglip3_vision_model"]);
+    let mut tower = siglip2_config();
+    tower["model_type"] = "clip_vision_model".into();
+    let text = serde_json::json!({"model_type": "siglip2", "vision_config": tower}).to_string();
+    let msg = config_err("s2_nested_type", &text);
+    assert_mentions(&msg, &["vision_config.model_type", "clip_vision_model"]);
+}
+
+/// The SigLIP 2 golden checkpoint loads; with num_patches left out, the
+/// default 256 disagrees with its 16-row position table, and the error names
+/// the tensor, both shapes, the key and the default it took.
+#[test]
+fn siglip2_wrong_grid_names_tensor_key_and_default() {
+    let ok = siglip2_fixture("s2_ok", &siglip2_config().to_string());
+    let model = VisionModel::<f32, Cpu>::load(&ok, &Cpu).unwrap();
+    assert_eq!(model.config().architecture, Architecture::Siglip2);
+
+    let mut v = siglip2_config();
+    v.as_object_mut().unwrap().remove("num_patches");
+    let dir = siglip2_fixture("s2_default_grid", &v.to_string());
+    let msg = load_err(&dir);
+    assert_mentions(
+        &msg,
+        &[
+            "model.safetensors",
+            "embeddings.position_embedding.weight",
+            "[16, 64]",
+            "[256, 64]",
+            "`num_patches`",
+            "default 256",
+        ],
+    );
+    // Inside a Siglip2Config the key carries its prefix.
+    let text = serde_json::json!({"model_type": "siglip2", "vision_config": v}).to_string();
+    let dir = siglip2_fixture("s2_default_grid_nested", &text);
+    assert_mentions(
+        &load_err(&dir),
+        &[
+            "embeddings.position_embedding.weight",
+            "`vision_config.num_patches`",
+            "default 256",
+        ],
+    );
+    // A num_patches given (wrongly) is no default: the shapes, no default note.
+    let dir = siglip2_fixture("s2_given_grid", &siglip2_with("num_patches", 25.into()));
+    let msg = load_err(&dir);
+    assert_mentions(
+        &msg,
+        &[
+            "embeddings.position_embedding.weight",
+            "[16, 64]",
+            "[25, 64]",
+        ],
+    );
+    assert!(!msg.contains("default"), "{msg}");
+    // A SigLIP 2 checkpoint read as SigLIP: the Linear patch embedding is not a
+    // convolution.
+    let mut v = siglip2_config();
+    v["model_type"] = "siglip_vision_model".into();
+    v.as_object_mut().unwrap().remove("num_patches");
+    v["image_size"] = 16.into();
+    let dir = siglip2_fixture("s2_as_siglip", &v.to_string());
+    assert_mentions(
+        &load_err(&dir),
+        &[
+            "embeddings.patch_embedding.weight",
+            "[64, 48]",
+            "[64, 3, 4, 4]",
+        ],
+    );
+    // A patch size the Linear's width does not match: named with the keys behind it.
+    let dir = siglip2_fixture("s2_patch", &siglip2_with("patch_size", 2.into()));
+    assert_mentions(
+        &load_err(&dir),
+        &["embeddings.patch_embedding.weight", "[64, 48]", "[64, 12]"],
     );
 }

@@ -22,6 +22,7 @@ mod loader_errors;
 mod ops_cpu;
 mod ops_cuda;
 mod ops_wgpu;
+mod packed;
 mod preprocess;
 mod proptest_ops;
 mod ptxas;

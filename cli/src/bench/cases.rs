@@ -2,7 +2,7 @@
 //! counts, and ready-to-run closures over device buffers ([`Prepared`]).
 
 use half::bf16;
-use tessera::model::{VisionConfig, VisionModel};
+use tessera::model::{ImagePatches, VisionConfig, VisionModel};
 use tessera::ops::{self, Activation, Kernels};
 use tessera::{DType, DeviceBuffer, Element, Result};
 
@@ -83,11 +83,14 @@ pub enum OpKind {
     Attention,
     MemoryGatedAttention,
     Forward,
+    /// SigLIP 2: a batch of mixed-size images packed, against the same images
+    /// padded to the largest.
+    Packed,
 }
 
 impl OpKind {
     /// Every family, in table order.
-    pub const ALL: [OpKind; 7] = [
+    pub const ALL: [OpKind; 8] = [
         OpKind::Patch,
         OpKind::Linear,
         OpKind::LayerNorm,
@@ -95,6 +98,7 @@ impl OpKind {
         OpKind::Attention,
         OpKind::MemoryGatedAttention,
         OpKind::Forward,
+        OpKind::Packed,
     ];
 
     /// The filter name.
@@ -107,6 +111,7 @@ impl OpKind {
             OpKind::Attention => "attention",
             OpKind::MemoryGatedAttention => "memory_gated_attention",
             OpKind::Forward => "forward",
+            OpKind::Packed => "packed",
         }
     }
 }
@@ -126,6 +131,7 @@ impl std::str::FromStr for OpKind {
             "ln" | "layernorm" => "layer_norm",
             "add" | "cast" => "elementwise",
             "memory" | "mga" | "memory_read" | "memory_write" => "memory_gated_attention",
+            "siglip2" | "naflex" | "varlen" => "packed",
             other => other,
         };
         OpKind::ALL
@@ -186,6 +192,32 @@ pub enum CaseKind {
     /// `VisionModel::forward` (the shipped path: patch embedding, `layers` encoder
     /// layers, post layer norm, pooling head) with random weights.
     Forward { layers: usize },
+    /// SigLIP 2 (position grid 16 × 16): `VisionModel::pack` + `forward_packed`
+    /// of `batch` images of mixed sizes ([`mixed_grids`]), random weights. Its
+    /// peer is the same forward with every image padded to the largest grid.
+    PackedForward { layers: usize },
+}
+
+/// `count` image grids (h, w) of 64 to 1024 patches, spread evenly, at aspect
+/// ratios cycling through 1:1, 4:3, 3:4, 16:9, 9:16, 2:1, 1:2 (deterministic).
+pub fn mixed_grids(count: usize) -> Vec<(usize, usize)> {
+    const RATIOS: [(f64, f64); 7] = [
+        (1.0, 1.0),
+        (4.0, 3.0),
+        (3.0, 4.0),
+        (16.0, 9.0),
+        (9.0, 16.0),
+        (2.0, 1.0),
+        (1.0, 2.0),
+    ];
+    (0..count)
+        .map(|i| {
+            let target = 64 + 960 * i / count.saturating_sub(1).max(1);
+            let (aw, ah) = RATIOS[i % RATIOS.len()];
+            let h = ((target as f64 * ah / aw).sqrt().floor() as usize).max(1);
+            (h, (target / h).max(1))
+        })
+        .collect()
 }
 
 impl CaseSpec {
@@ -202,6 +234,9 @@ impl CaseSpec {
             CaseKind::MemoryWrite => "memory_write".into(),
             CaseKind::MemoryForward { layers } => format!("forward, memory ({layers} layers)"),
             CaseKind::Forward { layers } => format!("forward ({layers} layers)"),
+            CaseKind::PackedForward { layers } => {
+                format!("forward, SigLIP 2 packed ({layers} layers)")
+            }
         }
     }
 
@@ -234,6 +269,16 @@ impl CaseSpec {
                 )
             }
             CaseKind::Forward { .. } => format!("{} B{b} N{n} D{d} F{}", m.name, m.intermediate),
+            CaseKind::PackedForward { .. } => {
+                let grids = mixed_grids(b);
+                let real: usize = grids.iter().map(|(h, w)| h * w).sum();
+                let max = grids.iter().map(|(h, w)| h * w).max().unwrap_or(0);
+                format!(
+                    "{} B{b} 64..1024 patches: {real} real, {} padded",
+                    m.name,
+                    b * max
+                )
+            }
         }
     }
 
@@ -273,6 +318,21 @@ impl CaseSpec {
                 patch + layers as f64 * layer(n + MEMORY_SLOTS as f64) + head
             }
             CaseKind::Forward { layers } => patch + layers as f64 * layer(n) + head,
+            CaseKind::PackedForward { layers } => {
+                // Per image at its own n: the joined patch + position GEMM (K =
+                // C·P·P + 256), the layers, the head.
+                let k = k_patch + 256.0;
+                mixed_grids(self.batch)
+                    .iter()
+                    .map(|&(h, w)| {
+                        let n = (h * w) as f64;
+                        let layer = 2.0 * n * d * d * 4.0 + 2.0 * n * d * f * 2.0 + 4.0 * n * n * d;
+                        let head =
+                            2.0 * n * d * 2.0 * d + 4.0 * n * d + 2.0 * (d * d + 2.0 * d * f);
+                        2.0 * n * k * d + layers as f64 * layer + head
+                    })
+                    .sum()
+            }
             _ => 0.0,
         }
     }
@@ -318,7 +378,9 @@ impl CaseSpec {
                     + b * n * d)
             }
             CaseKind::Attention { seq } => s * 4.0 * b * seq as f64 * d,
-            CaseKind::MemoryForward { .. } | CaseKind::Forward { .. } => 0.0,
+            CaseKind::MemoryForward { .. }
+            | CaseKind::Forward { .. }
+            | CaseKind::PackedForward { .. } => 0.0,
         }
     }
 
@@ -400,6 +462,9 @@ pub fn family_cases(
             mk(CaseKind::MemoryForward { layers: 1 }),
         ],
         OpKind::Forward => vec![mk(CaseKind::Forward {
+            layers: forward_layers,
+        })],
+        OpKind::Packed => vec![mk(CaseKind::PackedForward {
             layers: forward_layers,
         })],
     }
@@ -524,6 +589,58 @@ fn forward_case<T: Element, D: BenchKernels<T>>(
     }))
 }
 
+/// The shipped SigLIP 2 path (`VisionModel::pack` + `forward_packed`) of a
+/// random-weight model on `batch` images of [`mixed_grids`], or (`padded`)
+/// every image at the largest grid — what padding to the largest computes.
+pub fn packed_case<T: Element, D: BenchKernels<T>>(
+    dev: &D,
+    spec: &CaseSpec,
+    padded: bool,
+) -> Result<Prepared> {
+    let m = spec.model;
+    let CaseKind::PackedForward { layers } = spec.kind else {
+        return Err(tessera::Error::Internal(
+            "packed_case of another case".into(),
+        ));
+    };
+    let json = serde_json::json!({
+        "model_type": "siglip2_vision_model",
+        "hidden_size": m.hidden,
+        "intermediate_size": m.intermediate,
+        "num_hidden_layers": layers,
+        "num_attention_heads": m.heads,
+        "num_channels": m.channels,
+        "patch_size": m.patch,
+        "num_patches": 256,
+    });
+    let config =
+        VisionConfig::from_json_str(&json.to_string(), format!("bench {} (SigLIP 2)", m.name))?;
+    let cpp = config.patch_values();
+    let rng = Rng(0x5191_2a2f ^ spec.batch as u64);
+    let model = VisionModel::<T, D>::random(config, dev, rng.0)?;
+    let mut grids = mixed_grids(spec.batch);
+    if padded {
+        let largest = grids
+            .iter()
+            .copied()
+            .max_by_key(|(h, w)| h * w)
+            .unwrap_or((1, 1));
+        grids.iter_mut().for_each(|g| *g = largest);
+    }
+    let images: Vec<ImagePatches> = grids
+        .iter()
+        .enumerate()
+        .map(|(i, &(height, width))| ImagePatches {
+            height,
+            width,
+            values: random_vec(height * width * cpp, rng.0 + i as u64, 1.0),
+        })
+        .collect();
+    Ok(Prepared {
+        run: Box::new(move || model.forward_packed(&model.pack(&images)?).map(drop)),
+    })
+}
+
 /// Allocate and fill the buffers of `spec` on `dev` in dtype `T`.
 pub fn prepare<T: Element, D: BenchKernels<T>>(dev: &D, spec: &CaseSpec) -> Result<Prepared> {
     let m = spec.model;
@@ -621,6 +738,7 @@ pub fn prepare<T: Element, D: BenchKernels<T>>(dev: &D, spec: &CaseSpec) -> Resu
             forward_case::<T, D>(dev, &m, b, layers, true, &mut rng)?
         }
         CaseKind::Forward { layers } => forward_case::<T, D>(dev, &m, b, layers, false, &mut rng)?,
+        CaseKind::PackedForward { .. } => return packed_case::<T, D>(dev, spec, false),
     };
     Ok(Prepared { run })
 }
