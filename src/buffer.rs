@@ -68,6 +68,26 @@ impl<T: Element, D: Device> DeviceBuffer<T, D> {
         })
     }
 
+    /// Move a host vector to `device` as a tensor of `shape` (no copy on the CPU).
+    pub(crate) fn from_vec(device: &D, data: Vec<T>, shape: &[usize]) -> Result<Self> {
+        let expected = numel_or_err("from_vec", shape)?;
+        if data.len() != expected {
+            return Err(Error::Length {
+                what: "DeviceBuffer::from_vec".into(),
+                len: data.len(),
+                shape: shape.to_vec(),
+                expected,
+            });
+        }
+        count_allocation();
+        Ok(Self {
+            storage: device.storage_from_vec(data)?,
+            shape: shape.to_vec(),
+            capacity: expected,
+            device: device.clone(),
+        })
+    }
+
     /// A tensor of `shape` with every element `value` (tests poison outputs with NaN).
     pub fn full(device: &D, shape: &[usize], value: T) -> Result<Self> {
         let n = numel_or_err("full", shape)?;

@@ -65,6 +65,13 @@ pub trait Device: sealed::Sealed + Clone + Send + Sync + std::fmt::Debug + 'stat
     #[doc(hidden)]
     fn storage_from_slice<T: Element>(&self, data: &[T]) -> Result<Self::Storage<T>>;
 
+    /// Move host data into device memory (the CPU keeps the vector itself; other
+    /// backends copy it).
+    #[doc(hidden)]
+    fn storage_from_vec<T: Element>(&self, data: Vec<T>) -> Result<Self::Storage<T>> {
+        self.storage_from_slice(&data)
+    }
+
     /// Allocate device memory for `len` elements. Contents are unspecified (zero
     /// on backends where that is free); every op writes its whole output.
     #[doc(hidden)]

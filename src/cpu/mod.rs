@@ -42,6 +42,9 @@ impl Device for Cpu {
         v.extend_from_slice(data);
         Ok(v)
     }
+    fn storage_from_vec<T: Element>(&self, data: Vec<T>) -> Result<Vec<T>> {
+        Ok(data)
+    }
     fn storage_alloc<T: Element>(&self, len: usize) -> Result<Vec<T>> {
         let mut v = Vec::new();
         v.try_reserve_exact(len)

@@ -17,6 +17,24 @@
 //! embedding and its position in the same GEMM, on every backend, with no
 //! resize kernel. Host cost: h·w·G² products per image.
 //!
+//! ```no_run
+//! use tessera::model::VisionModel;
+//! use tessera::preprocess::Siglip2Processor;
+//! use tessera::{bf16, Cuda};
+//!
+//! let gpu = Cuda::new(0)?;
+//! let model = VisionModel::<bf16, Cuda>::load("google/siglip2-base-patch16-naflex", &gpu)?;
+//! let processor = Siglip2Processor::new(16, 256);
+//! let images = ["wide.jpg", "tall.png"]
+//!     .iter()
+//!     .map(|f| processor.load_image(f))
+//!     .collect::<tessera::Result<Vec<_>>>()?;
+//! let batch = model.pack(&images)?; // one sequence, per-image offsets, on the GPU
+//! let out = model.forward_packed(&batch)?; // last_hidden_state [Σ hᵢ·wᵢ, D]
+//! println!("{:?}", out.pooler_output); // [2, D]
+//! # Ok::<(), tessera::Error>(())
+//! ```
+//!
 //! [`VisionModel::pack`]: super::VisionModel::pack
 //! [`VisionModel::forward_packed`]: super::VisionModel::forward_packed
 
@@ -179,47 +197,76 @@ pub fn resize_weights(input: usize, output: usize) -> Vec<f64> {
     out
 }
 
-/// The packed rows of `images` for a model of position grid `grid` and patch
-/// size `cpp` values: per token `[patch values | Wy[i] ⊗ Wx[j]]`, converted to
-/// `T`, `[Σ hᵢ·wᵢ, cpp + grid²]` flat.
-pub(crate) fn packed_rows<T: Element>(
+/// Fill `rows` with the packed rows of `images` for a model of position grid
+/// `grid` and patch size `cpp` values: per token `[patch values | Wy[i] ⊗
+/// Wx[j]]`, converted to `T`, `[Σ hᵢ·wᵢ, cpp + grid²]` flat. Every element is
+/// written (a reused vector needs no clearing); images are filled in parallel.
+pub(crate) fn fill_packed_rows<T: Element>(
+    rows: &mut Vec<T>,
     images: &[ImagePatches],
     cpp: usize,
     grid: usize,
-) -> Result<Vec<T>> {
+) -> Result<()> {
+    use rayon::prelude::*;
     let g2 = grid * grid;
     let width = cpp + g2;
     let tokens: usize = images.iter().map(ImagePatches::len).sum();
-    let mut rows: Vec<T> = Vec::new();
     let n = tokens.checked_mul(width).ok_or_else(|| Error::Input {
         tensor: "pixel_values".into(),
         msg: format!("{tokens} patches of {width} values overflow"),
     })?;
-    rows.try_reserve_exact(n).map_err(|_| Error::OutOfMemory {
-        device: "host".into(),
-        bytes: (n as u64).saturating_mul(T::DTYPE.size() as u64),
-        tensor: "packed pixel_values".into(),
-    })?;
-    let mut coef = vec![0f32; g2];
+    if rows.len() > n {
+        rows.truncate(n);
+    } else {
+        rows.try_reserve_exact(n - rows.len())
+            .map_err(|_| Error::OutOfMemory {
+                device: "host".into(),
+                bytes: (n as u64).saturating_mul(T::DTYPE.size() as u64),
+                tensor: "packed pixel_values".into(),
+            })?;
+        rows.resize(n, T::default());
+    }
+    // Each image's rows, split off in order.
+    let mut parts = Vec::with_capacity(images.len());
+    let mut rest = rows.as_mut_slice();
     for img in images {
-        let wy = resize_weights(grid, img.height);
-        let wx = resize_weights(grid, img.width);
-        for i in 0..img.height {
-            let wyi = &wy[i * grid..(i + 1) * grid];
-            for j in 0..img.width {
-                let wxj = &wx[j * grid..(j + 1) * grid];
-                for (gy, &a) in wyi.iter().enumerate() {
-                    for (gx, &b) in wxj.iter().enumerate() {
-                        coef[gy * grid + gx] = (a * b) as f32;
-                    }
+        let (part, tail) = rest.split_at_mut(img.len() * width);
+        parts.push((img, part));
+        rest = tail;
+    }
+    parts.into_par_iter().for_each(|(img, part)| {
+        // Each axis' weights with the range of grid cells they touch (a few when
+        // growing, about G/h when shrinking): only those products are written,
+        // the rest of the row stays 0.
+        let axis = |out: usize| {
+            let w = resize_weights(grid, out);
+            (0..out)
+                .map(|i| {
+                    let row = &w[i * grid..(i + 1) * grid];
+                    let lo = row.iter().position(|&v| v != 0.0).unwrap_or(0);
+                    let hi = row.iter().rposition(|&v| v != 0.0).map_or(lo, |p| p + 1);
+                    (lo, row[lo..hi].to_vec())
+                })
+                .collect::<Vec<_>>()
+        };
+        let (wy, wx) = (axis(img.height), axis(img.width));
+        for (t, row) in part.chunks_exact_mut(width).enumerate() {
+            let (i, j) = (t / img.width, t % img.width);
+            let (patch, coef) = row.split_at_mut(cpp);
+            for (o, &v) in patch.iter_mut().zip(&img.values[t * cpp..(t + 1) * cpp]) {
+                *o = T::from_f32(v);
+            }
+            coef.fill(T::default());
+            let ((ylo, ys), (xlo, xs)) = (&wy[i], &wx[j]);
+            for (gy, &a) in (*ylo..).zip(ys) {
+                let at = gy * grid + xlo;
+                for (o, &b) in coef[at..at + xs.len()].iter_mut().zip(xs) {
+                    *o = T::from_f32((a * b) as f32);
                 }
-                let p = (i * img.width + j) * cpp;
-                rows.extend(img.values[p..p + cpp].iter().map(|&v| T::from_f32(v)));
-                rows.extend(coef.iter().map(|&c| T::from_f32(c)));
             }
         }
-    }
-    Ok(rows)
+    });
+    Ok(())
 }
 
 /// A batch of SigLIP 2 images packed into one sequence on device `D`: every

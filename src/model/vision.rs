@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::buffer::DeviceBuffer;
+use crate::device::DeviceKind;
 use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::ops::{self, Activation, Kernels};
@@ -116,6 +117,8 @@ pub struct VisionModel<T: Element, D: Kernels<T>> {
     workspaces: Mutex<Vec<Workspace<T, D>>>,
     /// The same for packed forwards, reused by any batch that fits.
     packed_workspaces: Mutex<Vec<PackedWorkspace<T, D>>>,
+    /// Host rows of the last packed batch (GPU backends), reused by the next.
+    staging: Mutex<Vec<T>>,
 }
 
 /// Workspaces a model keeps between calls.
@@ -200,6 +203,7 @@ impl<T: Element, D: Kernels<T>> VisionModel<T, D> {
             probe_q,
             workspaces: Mutex::new(Vec::new()),
             packed_workspaces: Mutex::new(Vec::new()),
+            staging: Mutex::new(Vec::new()),
         })
     }
 
@@ -354,9 +358,18 @@ impl<T: Element, D: Kernels<T>> VisionModel<T, D> {
             other => other,
         })?;
         let grid = c.position_grid();
-        let host = naflex::packed_rows::<T>(images, cpp, grid)?;
-        let rows =
-            DeviceBuffer::from_slice(&self.device, &host, &[segments.total(), cpp + grid * grid])?;
+        let shape = [segments.total(), cpp + grid * grid];
+        let rows = if D::KIND == DeviceKind::Cpu {
+            // The host rows are the CPU tensor: built once, moved, not copied.
+            let mut host = Vec::new();
+            naflex::fill_packed_rows(&mut host, images, cpp, grid)?;
+            DeviceBuffer::from_vec(&self.device, host, &shape)?
+        } else {
+            // A staging vector kept between calls: its pages are already mapped.
+            let mut staging = self.staging.lock().unwrap_or_else(|p| p.into_inner());
+            naflex::fill_packed_rows(&mut staging, images, cpp, grid)?;
+            DeviceBuffer::from_slice(&self.device, &staging, &shape)?
+        };
         Ok(PackedBatch {
             rows,
             segments,

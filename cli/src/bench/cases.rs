@@ -196,6 +196,9 @@ pub enum CaseKind {
     /// of `batch` images of mixed sizes ([`mixed_grids`]), random weights. Its
     /// peer is the same forward with every image padded to the largest grid.
     PackedForward { layers: usize },
+    /// `VisionModel::pack` of the same images alone: the host's position
+    /// coefficients and conversion, and the upload.
+    Pack,
 }
 
 /// `count` image grids (h, w) of 64 to 1024 patches, spread evenly, at aspect
@@ -237,6 +240,7 @@ impl CaseSpec {
             CaseKind::PackedForward { layers } => {
                 format!("forward, SigLIP 2 packed ({layers} layers)")
             }
+            CaseKind::Pack => "SigLIP 2 pack (host coefficients + upload)".into(),
         }
     }
 
@@ -269,7 +273,7 @@ impl CaseSpec {
                 )
             }
             CaseKind::Forward { .. } => format!("{} B{b} N{n} D{d} F{}", m.name, m.intermediate),
-            CaseKind::PackedForward { .. } => {
+            CaseKind::PackedForward { .. } | CaseKind::Pack => {
                 let grids = mixed_grids(b);
                 let real: usize = grids.iter().map(|(h, w)| h * w).sum();
                 let max = grids.iter().map(|(h, w)| h * w).max().unwrap_or(0);
@@ -289,7 +293,8 @@ impl CaseSpec {
             | CaseKind::Add { .. }
             | CaseKind::Cast { .. }
             | CaseKind::MemoryRead
-            | CaseKind::MemoryWrite => Bound::Memory,
+            | CaseKind::MemoryWrite
+            | CaseKind::Pack => Bound::Memory,
             _ => Bound::Compute,
         }
     }
@@ -378,6 +383,12 @@ impl CaseSpec {
                     + b * n * d)
             }
             CaseKind::Attention { seq } => s * 4.0 * b * seq as f64 * d,
+            // f32 patch values read, packed rows (patch values + 256 coefficients) written.
+            CaseKind::Pack => {
+                let k = (m.channels * m.patch * m.patch) as f64;
+                let real: usize = mixed_grids(self.batch).iter().map(|(h, w)| h * w).sum();
+                real as f64 * (4.0 * k + s * (k + 256.0))
+            }
             CaseKind::MemoryForward { .. }
             | CaseKind::Forward { .. }
             | CaseKind::PackedForward { .. } => 0.0,
@@ -464,9 +475,12 @@ pub fn family_cases(
         OpKind::Forward => vec![mk(CaseKind::Forward {
             layers: forward_layers,
         })],
-        OpKind::Packed => vec![mk(CaseKind::PackedForward {
-            layers: forward_layers,
-        })],
+        OpKind::Packed => vec![
+            mk(CaseKind::Pack),
+            mk(CaseKind::PackedForward {
+                layers: forward_layers,
+            }),
+        ],
     }
 }
 
@@ -598,10 +612,14 @@ pub fn packed_case<T: Element, D: BenchKernels<T>>(
     padded: bool,
 ) -> Result<Prepared> {
     let m = spec.model;
-    let CaseKind::PackedForward { layers } = spec.kind else {
-        return Err(tessera::Error::Internal(
-            "packed_case of another case".into(),
-        ));
+    let (layers, pack_only) = match spec.kind {
+        CaseKind::PackedForward { layers } => (layers, false),
+        CaseKind::Pack => (1, true),
+        _ => {
+            return Err(tessera::Error::Internal(
+                "packed_case of another case".into(),
+            ))
+        }
     };
     let json = serde_json::json!({
         "model_type": "siglip2_vision_model",
@@ -637,7 +655,11 @@ pub fn packed_case<T: Element, D: BenchKernels<T>>(
         })
         .collect();
     Ok(Prepared {
-        run: Box::new(move || model.forward_packed(&model.pack(&images)?).map(drop)),
+        run: if pack_only {
+            Box::new(move || model.pack(&images).map(drop))
+        } else {
+            Box::new(move || model.forward_packed(&model.pack(&images)?).map(drop))
+        },
     })
 }
 
@@ -738,7 +760,9 @@ pub fn prepare<T: Element, D: BenchKernels<T>>(dev: &D, spec: &CaseSpec) -> Resu
             forward_case::<T, D>(dev, &m, b, layers, true, &mut rng)?
         }
         CaseKind::Forward { layers } => forward_case::<T, D>(dev, &m, b, layers, false, &mut rng)?,
-        CaseKind::PackedForward { .. } => return packed_case::<T, D>(dev, spec, false),
+        CaseKind::PackedForward { .. } | CaseKind::Pack => {
+            return packed_case::<T, D>(dev, spec, false)
+        }
     };
     Ok(Prepared { run })
 }
