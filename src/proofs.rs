@@ -1,6 +1,7 @@
-//! The three bugs that motivated tessera, as compile errors.
+//! The three bugs that motivated tessera, and the packed-batch mix-up that
+//! variable-resolution towers invite, as compile errors.
 //!
-//! Each was a real PyTorch bug found at run time; in tessera each is a type error
+//! Each of the three was a real PyTorch bug found at run time; in tessera each is a type error
 //! (`E0308`, mismatched types), checked here as a `compile_fail` doctest beside its
 //! correct twin, which must compile. They need no GPU: the `Cuda` type exists
 //! whenever the `cuda` feature is on (and is uninhabited when it is off).
@@ -97,6 +98,49 @@
 //!     let model = VisionModel::<bf16, Cuda>::load("tests/data/siglip_tiny_bf16", cuda)?;
 //!     let pixels = DeviceBuffer::<f32, Cuda>::zeros(cuda, &[1, 3, 32, 32])?;
 //!     let _out = model.forward(&pixels.cast::<bf16>()?, None)?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! ## 4. A padded batch where packed offsets are expected (and the reverse)
+//!
+//! A NaViT / SigLIP 2 tower runs images of different sizes packed into one
+//! sequence with per-image offsets. A padded tensor handed to the packed forward
+//! would attend across images (or over padding) without any error; in tessera a
+//! packed batch is its own type, [`PackedBatch`](crate::model::PackedBatch):
+//!
+//! ```compile_fail,E0308
+//! use tessera::model::VisionModel;
+//! use tessera::{Cpu, DeviceBuffer};
+//! fn run() -> tessera::Result<()> {
+//!     let model = VisionModel::<f32, Cpu>::load("tests/data/siglip2/siglip2_tiny", &Cpu)?;
+//!     let padded = DeviceBuffer::<f32, Cpu>::zeros(&Cpu, &[2, 24, 48])?;
+//!     let _out = model.forward_packed(&padded)?; // padded rows, no offsets
+//!     Ok(())
+//! }
+//! ```
+//!
+//! ```compile_fail,E0308
+//! use tessera::model::{ImagePatches, VisionModel};
+//! use tessera::Cpu;
+//! fn run(images: &[ImagePatches]) -> tessera::Result<()> {
+//!     let model = VisionModel::<f32, Cpu>::load("tests/data/siglip2/siglip2_tiny", &Cpu)?;
+//!     let packed = model.pack(images)?;
+//!     let _out = model.forward(&packed, None)?; // packed rows where [B, C, I, I] is expected
+//!     Ok(())
+//! }
+//! ```
+//!
+//! The twin packs the images (from a padded batch, with its mask and shapes
+//! checked) and runs the packed forward:
+//!
+//! ```no_run
+//! use tessera::model::{ImagePatches, VisionModel};
+//! use tessera::Cpu;
+//! fn run(pixels: &[f32], mask: &[i64], shapes: &[i64]) -> tessera::Result<()> {
+//!     let model = VisionModel::<f32, Cpu>::load("tests/data/siglip2/siglip2_tiny", &Cpu)?;
+//!     let images = ImagePatches::from_padded(pixels, [2, 24, 48], mask, shapes)?;
+//!     let _out = model.forward_packed(&model.pack(&images)?)?;
 //!     Ok(())
 //! }
 //! ```

@@ -275,22 +275,7 @@ pub(crate) fn fill_packed_rows<T: Element>(
 /// [`VisionModel::forward_packed`](super::VisionModel::forward_packed).
 ///
 /// It is not a `DeviceBuffer`, so a padded tensor cannot stand in for it, nor it
-/// for one:
-///
-/// ```compile_fail,E0308
-/// use tessera::{Cpu, DeviceBuffer, model::VisionModel};
-/// fn wrong(m: &VisionModel<f32, Cpu>, padded: &DeviceBuffer<f32, Cpu>) {
-///     let _ = m.forward_packed(padded); // a padded tensor where offsets are expected
-/// }
-/// ```
-///
-/// ```compile_fail,E0308
-/// use tessera::{Cpu, model::{PackedBatch, VisionModel}};
-/// fn wrong(m: &VisionModel<f32, Cpu>, packed: &PackedBatch<f32, Cpu>) {
-///     let _ = m.forward(packed, None); // packed rows where [B, C, I, I] is expected
-/// }
-/// ```
-///
+/// for one (the compile-fail proofs are in [`proofs`](crate::proofs), section 4),
 /// and only `pack` makes one (its fields are private):
 ///
 /// ```compile_fail,E0451
