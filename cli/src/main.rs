@@ -283,13 +283,7 @@ fn read_ints(bytes: &[u8], dtype: Dtype) -> Option<Vec<i64>> {
 /// [B, 2] and (optionally) `pixel_attention_mask` [B, Pmax].
 fn read_packed_pixels(file: &Path, config: &VisionConfig) -> CliResult<PackedInput> {
     let bytes = std::fs::read(file).map_err(|e| CliError(format!("{}: {e}", file.display())))?;
-    tessera::model::check_safetensors(file, &bytes)?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
-        CliError(format!(
-            "{}: not a valid safetensors file: {e}",
-            file.display()
-        ))
-    })?;
+    let st = open_safetensors(file, &bytes)?;
     let get = |name: &str| {
         st.tensor(name).map_err(|_| {
             CliError(format!(
@@ -409,6 +403,19 @@ fn read_packed_images(
     })
 }
 
+/// The safetensors view of `bytes` read from `file`, checked first: the
+/// safetensors crate's own checks can overflow on hostile offsets (a panic in
+/// debug builds); tessera's header check names the file and tensor instead.
+fn open_safetensors<'b>(file: &Path, bytes: &'b [u8]) -> CliResult<SafeTensors<'b>> {
+    tessera::model::check_safetensors(file, bytes)?;
+    SafeTensors::deserialize(bytes).map_err(|e| {
+        CliError(format!(
+            "{}: not a valid safetensors file: {e}",
+            file.display()
+        ))
+    })
+}
+
 fn read_f32_le(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
     Some(match dtype {
         Dtype::F32 => bytes
@@ -429,15 +436,7 @@ fn read_f32_le(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
 
 fn read_pixels(file: &Path, config: &VisionConfig) -> CliResult<Input> {
     let bytes = std::fs::read(file).map_err(|e| CliError(format!("{}: {e}", file.display())))?;
-    // The safetensors crate's own checks can overflow on hostile offsets (a panic in
-    // debug builds); tessera's header check names the file and tensor instead.
-    tessera::model::check_safetensors(file, &bytes)?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
-        CliError(format!(
-            "{}: not a valid safetensors file: {e}",
-            file.display()
-        ))
-    })?;
+    let st = open_safetensors(file, &bytes)?;
     let view = st.tensor("pixel_values").map_err(|_| {
         CliError(format!(
             "{}: no tensor `pixel_values` (found: {})",

@@ -100,8 +100,7 @@ impl<T: Element, D: Kernels<T>> HeadBuffers<T, D> {
 
     /// `out_proj(a)`, its layer norm, then the MLP with the residual into `pooled`.
     fn finish(&mut self, head: &HeadW<Buf<T, D>>, eps: f32, pooled: &mut Buf<T, D>) -> Result<()> {
-        let b = self.r.shape()[0];
-        let d = self.r.shape()[1];
+        let (b, d) = (self.r.shape()[0], self.r.shape()[1]);
         self.a.view_within(&[b, d])?;
         linear_into(&head.out, &self.a, Activation::None, None, &mut self.r)?;
         norm_into(&head.norm, &self.r, eps, &mut self.n)?;
@@ -273,22 +272,46 @@ pub(crate) fn run<T: Element, D: Kernels<T>>(
         }
     }
     norm_into(&w.post_norm, &s.x, eps, &mut out.last_hidden_state)?;
-
-    match (
-        &w.head,
-        &model.probe_q,
+    let (b, d) = (ws.batch, c.hidden_size);
+    pool(
+        model,
         ws.head.as_mut(),
+        &out.last_hidden_state,
         out.pooler_output.as_mut(),
-    ) {
+        (b, d, c.intermediate_size),
+        // One probe query, shared by the batch: q [1, 1, D] over kv [B, N, 2·D].
+        |q, kv, a| ops::attention_q_kv_into(q, kv, heads, a),
+    )
+}
+
+/// The pooling head over `lhs` (the post-LN tokens) into `pooled` `[b, D]`:
+/// `kv = lhs·Wkvᵀ`, the probe's query attends (`attend(q, kv, a)`), then
+/// out_proj, layer norm and the MLP with the residual. `(b, d, f)`: images,
+/// width, MLP width. Without a head, nothing (and `pooled` must be `None`).
+fn pool<T: Element, D: Kernels<T>>(
+    model: &VisionModel<T, D>,
+    hb: Option<&mut HeadBuffers<T, D>>,
+    lhs: &Buf<T, D>,
+    pooled: Option<&mut Buf<T, D>>,
+    (b, d, f): (usize, usize, usize),
+    attend: impl FnOnce(&Buf<T, D>, &Buf<T, D>, &mut Buf<T, D>) -> Result<()>,
+) -> Result<()> {
+    match (&model.w.head, &model.probe_q, hb, pooled) {
         (None, _, _, None) => Ok(()),
         (Some(head), Some(q), Some(hb), Some(pooled)) => {
-            let b = ws.batch;
-            let lhs = &out.last_hidden_state;
+            // kv has lhs's rows ([B, N] or the packed [T]) and 2·D columns.
+            let mut kv_shape = lhs.shape().to_vec();
+            if let Some(last) = kv_shape.last_mut() {
+                *last = 2 * d;
+            }
+            hb.kv.view_within(&kv_shape)?;
             linear_into(&head.kv, lhs, Activation::None, None, &mut hb.kv)?;
-            // One probe query, shared by the batch: q [1, 1, D] over kv [B, N, 2·D].
-            hb.a.view_within(&[b, 1, c.hidden_size])?;
-            ops::attention_q_kv_into(q, &hb.kv, heads, &mut hb.a)?;
-            hb.finish(head, eps, pooled)
+            hb.a.view_within(&[b, 1, d])?;
+            hb.r.view_within(&[b, d])?;
+            hb.n.view_within(&[b, d])?;
+            hb.f.view_within(&[b, f])?;
+            attend(q, &hb.kv, &mut hb.a)?;
+            hb.finish(head, model.config.layer_norm_eps, pooled)
         }
         _ => Err(Error::Input {
             tensor: "pooler_output".into(),
@@ -367,32 +390,13 @@ pub(crate) fn run_packed<T: Element, D: Kernels<T>>(
         })?;
     }
     norm_into(&w.post_norm, &s.x, eps, &mut out.last_hidden_state)?;
-    match (
-        &w.head,
-        &model.probe_q,
+    pool(
+        model,
         ws.head.as_mut(),
+        &out.last_hidden_state,
         out.pooler_output.as_mut(),
-    ) {
-        (None, _, _, None) => Ok(()),
-        (Some(head), Some(q), Some(hb), Some(pooled)) => {
-            hb.kv.view_within(&[t, 2 * d])?;
-            linear_into(
-                &head.kv,
-                &out.last_hidden_state,
-                Activation::None,
-                None,
-                &mut hb.kv,
-            )?;
-            // The probe [1, 1, D] attends over each image's own patches.
-            hb.a.view_within(&[b, 1, d])?;
-            hb.r.view_within(&[b, d])?;
-            hb.n.view_within(&[b, d])?;
-            hb.f.view_within(&[b, f])?;
-            ops::attention_q_kv_packed_into(q, &hb.kv, seg, heads, &mut hb.a)?;
-            hb.finish(head, eps, pooled)
-        }
-        _ => Err(Error::Internal(
-            "packed output buffers do not match the model".into(),
-        )),
-    }
+        (b, d, f),
+        // The probe [1, 1, D] attends over each image's own patches.
+        |q, kv, a| ops::attention_q_kv_packed_into(q, kv, seg, heads, a),
+    )
 }
