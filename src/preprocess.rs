@@ -638,6 +638,10 @@ impl ImageProcessor {
     }
 }
 
+/// The most patches per image (and the largest patch side) Siglip2Processor
+/// accepts: 2^20, far above any SigLIP 2 checkpoint.
+const MAX_PATCHES_LIMIT: usize = 1 << 20;
+
 /// Siglip2ImageProcessor (SigLIP 2 NaFlex, MODEL.md "Variable resolution"):
 /// each image resized, keeping its aspect ratio, to the largest grid of
 /// `hᵢ × wᵢ` patches with `hᵢ·wᵢ ≤ max_num_patches`, then rescaled, normalised
@@ -686,7 +690,7 @@ impl Siglip2Processor {
             Some(v) => v
                 .as_u64()
                 .and_then(|n| usize::try_from(n).ok())
-                .filter(|&n| (1..=1 << 20).contains(&n))
+                .filter(|&n| (1..=MAX_PATCHES_LIMIT).contains(&n))
                 .ok_or_else(|| Error::Config {
                     file: file.to_path_buf(),
                     msg: format!("key `{key}`: must be an integer between 1 and 2^20, found {v}"),
@@ -711,6 +715,14 @@ impl Siglip2Processor {
         Self::from_json_str(&text, path)
     }
 
+    /// Whether the JSON object in `path` has `key` (for messages; false on any error).
+    fn has_key(path: &Path, key: &str) -> bool {
+        read_small_config(path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .is_some_and(|v| v.get(key).is_some_and(|v| !v.is_null()))
+    }
+
     /// The processor for a SigLIP 2 model of patch `patch_size`: its
     /// `preprocessor_config.json` when it has one (whose `patch_size` must then
     /// be the model's), else the defaults; `max_patches` overrides
@@ -725,12 +737,16 @@ impl Siglip2Processor {
             Some(path) => {
                 let p = Self::from_file(path)?;
                 if p.patch_size != patch_size {
+                    let given = if Self::has_key(path, "patch_size") {
+                        p.patch_size.to_string()
+                    } else {
+                        format!("absent (Siglip2ImageProcessor's default {})", p.patch_size)
+                    };
                     return Err(Error::Config {
                         file: path.to_path_buf(),
                         msg: format!(
-                            "key `patch_size`: {}, but the model's patches are {patch_size} px \
-                             (config.json's patch_size)",
-                            p.patch_size
+                            "key `patch_size`: {given}, but the model's patches are \
+                             {patch_size} px (config.json's patch_size)"
                         ),
                     });
                 }
@@ -738,10 +754,13 @@ impl Siglip2Processor {
             }
         };
         if let Some(n) = max_patches {
-            if n == 0 {
+            if !(1..=MAX_PATCHES_LIMIT).contains(&n) {
                 return Err(Error::Input {
                     tensor: "max_patches".into(),
-                    msg: "an image needs at least 1 patch".into(),
+                    msg: format!(
+                        "{n}: an image has between 1 and {MAX_PATCHES_LIMIT} patches \
+                         (2^20; SigLIP 2 checkpoints use 256 to 1024)"
+                    ),
                 });
             }
             p.max_num_patches = n;
@@ -778,6 +797,14 @@ impl Siglip2Processor {
     pub fn patches(&self, img: &Rgb8) -> Result<crate::model::ImagePatches> {
         img.check()?;
         let p = self.patch_size;
+        for (what, v) in [("patch_size", p), ("max_num_patches", self.max_num_patches)] {
+            if !(1..=MAX_PATCHES_LIMIT).contains(&v) {
+                return Err(Error::Input {
+                    tensor: "image processor".into(),
+                    msg: format!("{what} is {v}; it must be between 1 and {MAX_PATCHES_LIMIT}"),
+                });
+            }
+        }
         let (h, w) = if self.image.do_resize {
             self.target_size(img.height, img.width)
         } else {

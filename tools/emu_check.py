@@ -303,18 +303,18 @@ def t_attention_fa2():
     t_attention_varlen()
 
 
-def t_attention_varlen(entry=None, h=2, hd=64):
-    """Packed sequences of lengths 5, 70, 33 in one fused qkv [T, 3·h·hd] tensor:
+def t_attention_varlen(entry=None, h=2, hd=64, dt="bf16", lens=(5, 70, 33)):
+    """Packed sequences of lengths `lens` in one fused qkv [T, 3·h·hd] tensor:
     q, k, v are column blocks (ld = 3·w), out [T, w]; attention stays inside each
     sequence."""
     wd = h * hd
-    lens = [5, 70, 33]
+    lens = list(lens)
     cu = np.concatenate([[0], np.cumsum(lens)]).astype(np.uint32)
     total = int(cu[-1])
     mem = Memory()
-    qkv = rnd(total * 3 * wd, 1, "bf16")
+    qkv = rnd(total * 3 * wd, 1, dt)
     base = mem.upload(qkv)
-    out = poison(mem, total * wd, "bf16")
+    out = poison(mem, total * wd, dt)
     entry = entry or fa2_entry(hd)
     spec = SPECS[entry]
     rows = spec.consts["ROWS"]
@@ -324,12 +324,12 @@ def t_attention_varlen(entry=None, h=2, hd=64):
            heads=h, hd=hd, ldq=3 * wd, ldkv=3 * wd, ldo=wd, q_col=0, k_col=wd, v_col=2 * wd,
            q_bstride=0, q_varlen=1,
            scale=float(np.float32(scale) * np.float32(math.log2(math.e))))
-    X = as64(qkv, "bf16").reshape(total, 3, h, hd)
+    X = as64(qkv, dt).reshape(total, 3, h, hd)
     ref = np.zeros((total, h, hd))
     for s in range(len(lens)):
         a, e = cu[s], cu[s + 1]
         ref[a:e] = attention_ref(X[None, a:e, 0], X[None, a:e, 1], X[None, a:e, 2], scale)[0]
-    check(f"{entry} varlen lens={lens} fused qkv", read(mem, out, total * wd, "bf16"), ref.ravel(), "bf16")
+    check(f"{entry} varlen lens={lens} fused qkv", read(mem, out, total * wd, dt), ref.ravel(), dt)
 
 
 def t_attention_packed_keys(entry, dt, h=2, hd=17, nq=1):
@@ -366,6 +366,9 @@ def t_attention_fused():
     """The exact SIMT kernels on the same fused, packed layout, and the pooling
     head's probe over a packed batch."""
     t_attention_varlen("attention_bf16", 2, 17)
+    # The shipped f32 CUDA self-attention over a packed batch (SigLIP 2), a
+    # sequence of one row included.
+    t_attention_varlen("attention_f32", 2, 17, dt="f32", lens=(5, 70, 1, 33))
     for dt in ("f32", "bf16"):
         t_attention_packed_keys(f"attention_{dt}", dt)
 

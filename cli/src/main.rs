@@ -818,7 +818,19 @@ fn run_packed<T: Element, D: Kernels<T>>(
         b * pmax
     );
 
-    let mut pixels = vec![0f32; b * pmax * cpp];
+    // The padded layout of the inputs (as transformers writes them).
+    let len = b
+        .checked_mul(pmax)
+        .and_then(|n| n.checked_mul(cpp))
+        .ok_or_else(|| CliError(format!("padded pixel_values [{b}, {pmax}, {cpp}] overflow")))?;
+    let mut pixels = Vec::new();
+    pixels.try_reserve_exact(len).map_err(|_| {
+        CliError(format!(
+            "padded pixel_values [{b}, {pmax}, {cpp}] do not fit in host memory; \
+             lower --max-patches"
+        ))
+    })?;
+    pixels.resize(len, 0f32);
     let mut mask = vec![0i32; b * pmax];
     let mut shapes = Vec::with_capacity(2 * b);
     for (i, img) in input.images.iter().enumerate() {

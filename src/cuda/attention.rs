@@ -102,7 +102,7 @@ pub(super) fn attention<T: Element>(dev: &Cuda, a: AttentionArgs<'_, T, Cuda>) -
         k: &a.k.buf,
         v: &a.v.buf,
         out: &mut a.out.buf,
-        cu: cu.as_ref(),
+        cu: cu.as_deref(),
         nq,
         nk,
         heads: d.heads as u32,

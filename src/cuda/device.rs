@@ -33,6 +33,9 @@ pub struct Cuda {
     pub(super) inner: Arc<Inner>,
 }
 
+/// A small device buffer and the words it holds.
+pub(super) type WordBuffer = (Vec<u32>, Arc<CudaSlice<u8>>);
+
 pub(super) struct Inner {
     pub(super) ordinal: usize,
     pub(super) name: String,
@@ -44,6 +47,10 @@ pub(super) struct Inner {
     pub(super) stream: Arc<CudaStream>,
     /// Loaded modules by family name (`"linear"`), and functions by entry name.
     pub(super) modules: Mutex<Modules>,
+    /// The last small word buffer uploaded (a packed batch's offsets) and its
+    /// words: the attention calls of one forward share it. Never written after
+    /// the upload, so queued kernels that read it never see it change.
+    pub(super) words: Mutex<Option<WordBuffer>>,
 }
 
 impl Drop for Inner {
@@ -175,6 +182,7 @@ impl Cuda {
                     ctx,
                     stream,
                     modules: Mutex::new(Modules::default()),
+                    words: Mutex::new(None),
                 }),
             })
         })
@@ -230,7 +238,15 @@ impl Cuda {
     }
 
     /// `words` on the device (small per-call data: a packed batch's offsets).
-    pub(super) fn upload_words(&self, op: &str, words: &[u32]) -> Result<CudaSlice<u8>> {
+    /// The last upload is kept: the same words again (every attention call of a
+    /// forward) reuse it.
+    pub(super) fn upload_words(&self, op: &str, words: &[u32]) -> Result<Arc<CudaSlice<u8>>> {
+        let mut last = self.inner.words.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((w, buf)) = last.as_ref() {
+            if w.as_slice() == words {
+                return Ok(Arc::clone(buf));
+            }
+        }
         let bytes: &[u8] = bytemuck::cast_slice(words);
         let mut buf = self.alloc_bytes(bytes.len(), op)?;
         guarded(op, || {
@@ -239,6 +255,8 @@ impl Cuda {
                 .memcpy_htod(bytes, &mut buf)
                 .map_err(|e| cuda_err(op, e))
         })?;
+        let buf = Arc::new(buf);
+        *last = Some((words.to_vec(), Arc::clone(&buf)));
         Ok(buf)
     }
 

@@ -12,10 +12,17 @@
 //! antialias=True)`. That resize is linear and separable, so position row
 //! `(i, j)` is `Σ Wy[i, gy]·Wx[j, gx]·table[gy·G + gx]`. tessera computes the
 //! coefficients `Wy[i]⊗Wx[j]` on the host (once per image, from the two small
-//! weight matrices of [`resize_weights`]) and appends them to the token's patch
+//! weight matrices `resize_weights` makes) and appends them to the token's patch
 //! values: the model's joined weight `[W_patch | tableᵀ]` then computes the patch
 //! embedding and its position in the same GEMM, on every backend, with no
-//! resize kernel. Host cost: h·w·G² products per image.
+//! resize kernel. Host cost: the nonzero products only (a few per token when a
+//! side grows, about G²/(h·w) when it shrinks); BENCHMARKS.md has the figures.
+//!
+//! **Grids one patch wide.** PyTorch's CPU kernel gives every row of an
+//! `(h, 1)` output row 0's values (its CUDA kernel and the formula do not), so
+//! transformers on the CPU computes wrong positions for hᵢ × 1 grids (a tall
+//! 3000 × 20 px image at patch 16 is 150 × 1). tessera follows the formula,
+//! i.e. transformers on a GPU; the golden case `siglip2/width1` pins it.
 //!
 //! ```no_run
 //! use tessera::model::VisionModel;
@@ -168,7 +175,7 @@ impl ImagePatches {
 /// (PyTorch's CPU kernel gives a wrong result for an output side of 1 along the
 /// last axis — every row then copies row 0's weights; its CUDA kernel and this
 /// function follow the formula.)
-pub fn resize_weights(input: usize, output: usize) -> Vec<f64> {
+pub(crate) fn resize_weights(input: usize, output: usize) -> Vec<f64> {
     let mut out = vec![0.0; input * output];
     if input == 0 || output == 0 {
         return out;
@@ -340,7 +347,8 @@ pub struct PackedOutput<T: Element, D: Kernels<T>> {
 impl<T: Element, D: Kernels<T>> PackedOutput<T, D> {
     /// `last_hidden_state` in transformers' padded layout `[B, max_patches, D]` on
     /// the host, the rows past each image's patches 0 (MODEL.md). Errors when an
-    /// image has more than `max_patches` patches.
+    /// image has more than `max_patches` patches, or the layout does not fit in
+    /// host memory.
     pub fn last_hidden_state_padded(&self, max_patches: usize) -> Result<Vec<T>> {
         let seg = &self.segments;
         if seg.max_len() > max_patches {
@@ -353,8 +361,22 @@ impl<T: Element, D: Kernels<T>> PackedOutput<T, D> {
             });
         }
         let d = self.last_hidden_state.shape().last().copied().unwrap_or(0);
+        let n = seg
+            .count()
+            .checked_mul(max_patches)
+            .and_then(|n| n.checked_mul(d))
+            .ok_or_else(|| Error::Input {
+                tensor: "last_hidden_state".into(),
+                msg: format!("[{}, {max_patches}, {d}] overflows", seg.count()),
+            })?;
+        let mut out = Vec::new();
+        out.try_reserve_exact(n).map_err(|_| Error::OutOfMemory {
+            device: "host".into(),
+            bytes: (n as u64).saturating_mul(T::DTYPE.size() as u64),
+            tensor: "last_hidden_state (padded)".into(),
+        })?;
+        out.resize(n, T::default());
         let packed = self.last_hidden_state.to_vec()?;
-        let mut out = vec![T::default(); seg.count() * max_patches * d];
         for b in 0..seg.count() {
             let r = seg.range(b);
             let dst = b * max_patches * d;

@@ -35,6 +35,10 @@ pub(super) struct Inner {
     pub(super) queue: wgpu::Queue,
     pub(super) limits: wgpu::Limits,
     pub(super) pipelines: Mutex<HashMap<String, Arc<Pipeline>>>,
+    /// The last small word buffer uploaded (a packed batch's offsets) and its
+    /// words: the attention calls of one forward share it. Never written after
+    /// creation, so a buffer still in use by queued work is never changed.
+    pub(super) words: Mutex<Option<(Vec<u32>, wgpu::Buffer)>>,
     /// Errors no error scope caught (other threads' work, async failures).
     uncaptured: Arc<Mutex<Option<String>>>,
     /// Set once the device is lost; every later call fails with it.
@@ -184,6 +188,7 @@ impl Wgpu {
                 queue,
                 limits,
                 pipelines: Mutex::new(HashMap::new()),
+                words: Mutex::new(None),
                 uncaptured,
                 lost,
                 _adapter: adapter,

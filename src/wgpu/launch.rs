@@ -205,15 +205,25 @@ impl Wgpu {
     /// `params` as the shader's uniform and `tensors` bound by the names the
     /// shader's variables have. Does not wait.
     /// A read-only storage buffer holding `words` (small per-call data, such as a
-    /// packed batch's offsets).
+    /// packed batch's offsets). The last one is kept: the same words again (every
+    /// attention call of a forward) reuse it instead of a new buffer.
     pub(crate) fn upload_words(&self, op: &'static str, words: &[u32]) -> wgpu::Buffer {
-        self.inner()
+        let inner = self.inner();
+        let mut last = inner.words.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((w, buf)) = last.as_ref() {
+            if w.as_slice() == words {
+                return buf.clone();
+            }
+        }
+        let buf = inner
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(op),
                 contents: bytemuck::cast_slice(words),
                 usage: wgpu::BufferUsages::STORAGE,
-            })
+            });
+        *last = Some((words.to_vec(), buf.clone()));
+        buf
     }
 
     pub(crate) fn launch<P: Uniform>(

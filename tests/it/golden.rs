@@ -149,9 +149,15 @@ fn check_case<T: Element, D: Kernels<T>>(dev: &D, case: &str) -> Vec<(String, f6
 /// `spatial_shapes`) through `pack` + `forward_packed`, outputs compared in
 /// transformers' padded layout (padding rows 0 on both sides).
 fn check_siglip2_case<T: Element, D: Kernels<T>>(dev: &D, case: &str) {
+    check_siglip2_io::<T, D>(dev, case, case)
+}
+
+/// [`check_siglip2_case`] with the model of `model_case` and the inputs and
+/// outputs of `case`.
+fn check_siglip2_io<T: Element, D: Kernels<T>>(dev: &D, model_case: &str, case: &str) {
     let io = read_io(case);
-    let model = VisionModel::<T, D>::load(data_dir(case), dev)
-        .unwrap_or_else(|e| panic!("{case}: load failed: {e}"));
+    let model = VisionModel::<T, D>::load(data_dir(model_case), dev)
+        .unwrap_or_else(|e| panic!("{model_case}: load failed: {e}"));
     let px = &io["pixel_values"];
     let [b, pmax, cpp] = px.shape[..] else {
         panic!("{case}: pixel_values {:?}", px.shape)
@@ -277,6 +283,19 @@ macro_rules! golden_suite {
             fn siglip2_tiny_bf16_checkpoint_as_f32() {
                 let Some(dev) = $make else { return };
                 check_siglip2_case::<f32, _>(&dev, "siglip2/siglip2_tiny_bf16");
+            }
+            /// Grids one patch wide (5×1, 3×1) and tall (1×5): the position
+            /// resize as the formula and PyTorch's CUDA kernel compute it (its CPU
+            /// kernel copies row 0 there; scripts/make_siglip2_width1.py).
+            #[test]
+            fn siglip2_width1_f32() {
+                let Some(dev) = $make else { return };
+                check_siglip2_io::<f32, _>(&dev, "siglip2/siglip2_tiny", "siglip2/width1");
+            }
+            #[test]
+            fn siglip2_width1_bf16() {
+                let Some(dev) = $make else { return };
+                check_siglip2_io::<bf16, _>(&dev, "siglip2/siglip2_tiny", "siglip2/width1");
             }
             #[test]
             fn siglip2_tiny_bf16_checkpoint_as_bf16() {
