@@ -1,5 +1,6 @@
 // Layer norm over the last axis: y = (x - mean) / sqrt(var + eps) * w + b, biased
-// variance, statistics in f32.
+// variance, statistics in f32; with P.rms = 1, RMS norm: y = x / sqrt(mean(x²) + eps) * w
+// (no mean, no bias; b is bound but not read).
 //
 // Layout: one workgroup of 256 invocations per row. Each invocation strides over
 // the row's columns; the sums go through a tree reduction in workgroup memory.
@@ -13,7 +14,7 @@ struct Params {
     rows: u32,
     cols: u32,
     eps: f32,
-    _pad0: u32,
+    rms: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -27,7 +28,11 @@ const WG: u32 = 256u;
 
 fn normed(i: u32, base: u32, mean: f32, inv: f32) -> f32 {
     let c = i - base;
-    return (ld_x(i) - mean) * inv * ld_w(c) + ld_b(c);
+    var bias = 0.0;
+    if (P.rms == 0u) {
+        bias = ld_b(c);
+    }
+    return (ld_x(i) - mean) * inv * ld_w(c) + bias;
 }
 
 @compute @workgroup_size(256)
@@ -43,11 +48,15 @@ fn main(
     let cols = P.cols;
     let base = row * cols;
 
-    var s = 0.0;
-    for (var c = lid; c < cols; c += WG) {
-        s += ld_x(base + c);
+    // The mean (0 for RMS norm; P.rms is uniform, so the barriers stay uniform).
+    var mean = 0.0;
+    if (P.rms == 0u) {
+        var s = 0.0;
+        for (var c = lid; c < cols; c += WG) {
+            s += ld_x(base + c);
+        }
+        mean = workgroup_sum(lid, s) / f32(cols);
     }
-    let mean = workgroup_sum(lid, s) / f32(cols);
 
     var q = 0.0;
     for (var c = lid; c < cols; c += WG) {

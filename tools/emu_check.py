@@ -141,21 +141,28 @@ def t_cast():
 
 def t_layer_norm():
     for dt in ("f32", "bf16"):
-        for rows, cols in ((1, 1), (3, 17), (65, 64), (7, 1152), (2, 4304), (129, 3)):
-            mem = Memory()
-            x = rnd(rows * cols, 2, "f32") + 3
-            x = f32_to_bf16_bits(x) if dt == "bf16" else x
-            w, b = rnd(cols, 1.5, dt), rnd(cols, 0.5, dt)
-            out = poison(mem, rows * cols, dt)
-            e = f"layer_norm_{dt}"
-            gx = SPECS[e].consts["GRID_X"]
-            launch(mem, e, (min(rows, gx), (rows + gx - 1) // gx, 1), x=mem.upload(x), w=mem.upload(w),
-                   b=mem.upload(b), out=out, rows=rows, cols=cols, eps=1e-6)
-            X = as64(x, dt).reshape(rows, cols)
-            mu = X.mean(1, keepdims=True)
-            var = ((X - mu) ** 2).mean(1, keepdims=True)
-            ref = (X - mu) / np.sqrt(var + 1e-6) * as64(w, dt) + as64(b, dt)
-            check(f"layer_norm rows={rows} cols={cols}", read(mem, out, rows * cols, dt), ref.ravel(), dt)
+        for rms in (0, 1):
+            for rows, cols in ((1, 1), (3, 17), (65, 64), (7, 1152), (2, 4304), (129, 3)):
+                mem = Memory()
+                x = rnd(rows * cols, 2, "f32") + 3
+                x = f32_to_bf16_bits(x) if dt == "bf16" else x
+                w, b = rnd(cols, 1.5, dt), rnd(cols, 0.5, dt)
+                out = poison(mem, rows * cols, dt)
+                e = f"layer_norm_{dt}"
+                gx = SPECS[e].consts["GRID_X"]
+                launch(mem, e, (min(rows, gx), (rows + gx - 1) // gx, 1), x=mem.upload(x),
+                       w=mem.upload(w), b=mem.upload(b), out=out, rows=rows, cols=cols, eps=1e-6,
+                       rms=rms)
+                X = as64(x, dt).reshape(rows, cols)
+                if rms:
+                    # RMS norm: no mean, no bias (b is passed but must not be read into y).
+                    ref = X / np.sqrt((X ** 2).mean(1, keepdims=True) + 1e-6) * as64(w, dt)
+                else:
+                    mu = X.mean(1, keepdims=True)
+                    var = ((X - mu) ** 2).mean(1, keepdims=True)
+                    ref = (X - mu) / np.sqrt(var + 1e-6) * as64(w, dt) + as64(b, dt)
+                name = "rms_norm" if rms else "layer_norm"
+                check(f"{name} rows={rows} cols={cols}", read(mem, out, rows * cols, dt), ref.ravel(), dt)
 
 
 def linear_case(entry, dt, rows, k, n, act, with_bias, with_res):

@@ -102,6 +102,7 @@ pub(super) struct LayerNormArgs<'a> {
     pub rows: u32,
     pub cols: u32,
     pub eps: f32,
+    pub rms: u32,
 }
 
 /// Marker of the `layer_norm` parameter list.
@@ -118,6 +119,7 @@ impl Signature for LayerNorm {
             Arg::U32(a.rows),
             Arg::U32(a.cols),
             Arg::F32(a.eps),
+            Arg::U32(a.rms),
         ]
     }
 }
@@ -398,7 +400,7 @@ pub(super) mod cast_bf16_f32 {
     };
 }
 
-/// `layer_norm_f32`: Layer norm over rows of `cols` (f32), one block per row.
+/// `layer_norm_f32`: Layer norm (rms = 0) or RMS norm (rms = 1) over rows of `cols` (f32), one block per row.
 pub(super) mod layer_norm_f32 {
     use super::*;
     pub(in crate::cuda) const SPEC: KernelSpec<LayerNorm> = KernelSpec {
@@ -407,13 +409,13 @@ pub(super) mod layer_norm_f32 {
         threads: 256,
         static_smem: 64,
         max_dyn_smem: 0,
-        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("b", ParamKind::In), ("out", ParamKind::Out), ("rows", ParamKind::U32), ("cols", ParamKind::U32), ("eps", ParamKind::F32)],
+        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("b", ParamKind::In), ("out", ParamKind::Out), ("rows", ParamKind::U32), ("cols", ParamKind::U32), ("eps", ParamKind::F32), ("rms", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const GRID_X: u32 = 65535;
 }
 
-/// `layer_norm_bf16`: Layer norm over rows of `cols` (bf16), one block per row.
+/// `layer_norm_bf16`: Layer norm (rms = 0) or RMS norm (rms = 1) over rows of `cols` (bf16), one block per row.
 pub(super) mod layer_norm_bf16 {
     use super::*;
     pub(in crate::cuda) const SPEC: KernelSpec<LayerNorm> = KernelSpec {
@@ -422,7 +424,7 @@ pub(super) mod layer_norm_bf16 {
         threads: 256,
         static_smem: 64,
         max_dyn_smem: 0,
-        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("b", ParamKind::In), ("out", ParamKind::Out), ("rows", ParamKind::U32), ("cols", ParamKind::U32), ("eps", ParamKind::F32)],
+        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("b", ParamKind::In), ("out", ParamKind::Out), ("rows", ParamKind::U32), ("cols", ParamKind::U32), ("eps", ParamKind::F32), ("rms", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const GRID_X: u32 = 65535;
@@ -768,8 +770,8 @@ pub(super) const ALL: &[(&Module, &str, u32, usize)] = &[
     (&ADD, "add_bf16", 256, 4),
     (&CAST, "cast_f32_bf16", 256, 3),
     (&CAST, "cast_bf16_f32", 256, 3),
-    (&LAYER_NORM, "layer_norm_f32", 256, 7),
-    (&LAYER_NORM, "layer_norm_bf16", 256, 7),
+    (&LAYER_NORM, "layer_norm_f32", 256, 8),
+    (&LAYER_NORM, "layer_norm_bf16", 256, 8),
     (&MEMORY, "memory_read_gate_f32", 256, 7),
     (&MEMORY, "memory_read_mix_f32", 256, 9),
     (&MEMORY, "memory_write_f32", 256, 10),

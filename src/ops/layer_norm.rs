@@ -1,4 +1,5 @@
-//! Layer norm over the last axis.
+//! Normalisation over the last axis: layer norm ([`layer_norm`]) and its RMS
+//! variant ([`rms_norm`]), one op with a [`NormKind`] for every backend.
 
 use super::Kernels;
 use super::{check_device, expect_shape, prepare_out, rows_cols};
@@ -7,20 +8,30 @@ use crate::device::Device;
 use crate::element::Element;
 use crate::error::{Error, Result};
 
-/// Sizes of a layer norm over the last axis.
+/// Which normalisation a row gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NormKind {
+    /// `(x − μ)/√(σ² + eps)·w + b` (biased variance).
+    LayerNorm,
+    /// `x/√(mean(x²) + eps)·w`: no mean subtracted, no bias.
+    RmsNorm,
+}
+
+/// Sizes of a normalisation over the last axis.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LayerNormDims {
     pub rows: usize,
     pub cols: usize,
     pub eps: f32,
+    pub kind: NormKind,
 }
 
-/// Arguments of [`Kernels::layer_norm`]: per row, `(x − μ)/√(σ² + eps)·w + b`,
-/// biased variance, statistics in f32.
+/// Arguments of [`Kernels::layer_norm`]: per row, the [`NormKind`]'s formula,
+/// statistics in f32. `bias` is `Some` exactly for [`NormKind::LayerNorm`].
 pub struct LayerNormArgs<'a, T: Element, D: Device> {
     pub(crate) x: &'a D::Storage<T>,
     pub(crate) weight: &'a D::Storage<T>,
-    pub(crate) bias: &'a D::Storage<T>,
+    pub(crate) bias: Option<&'a D::Storage<T>>,
     pub(crate) out: &'a mut D::Storage<T>,
     pub(crate) dims: LayerNormDims,
 }
@@ -45,28 +56,71 @@ pub fn layer_norm_into<T: Element, D: Kernels<T>>(
     eps: f32,
     out: &mut DeviceBuffer<T, D>,
 ) -> Result<()> {
-    const OP: &str = "layer_norm";
+    norm_into(NormKind::LayerNorm, x, weight, Some(bias), eps, out)
+}
+
+/// RMS norm over the last axis: `x/√(mean(x²) + eps)·w`, x `[.., C]`, weight `[C]`.
+pub fn rms_norm<T: Element, D: Kernels<T>>(
+    x: &DeviceBuffer<T, D>,
+    weight: &DeviceBuffer<T, D>,
+    eps: f32,
+) -> Result<DeviceBuffer<T, D>> {
+    let mut out = DeviceBuffer::uninit(x.device(), x.shape())?;
+    rms_norm_into(x, weight, eps, &mut out)?;
+    Ok(out)
+}
+
+/// [`rms_norm`] writing into an existing `out`.
+pub fn rms_norm_into<T: Element, D: Kernels<T>>(
+    x: &DeviceBuffer<T, D>,
+    weight: &DeviceBuffer<T, D>,
+    eps: f32,
+    out: &mut DeviceBuffer<T, D>,
+) -> Result<()> {
+    norm_into(NormKind::RmsNorm, x, weight, None, eps, out)
+}
+
+/// The checks and the launch shared by both kinds.
+fn norm_into<T: Element, D: Kernels<T>>(
+    kind: NormKind,
+    x: &DeviceBuffer<T, D>,
+    weight: &DeviceBuffer<T, D>,
+    bias: Option<&DeviceBuffer<T, D>>,
+    eps: f32,
+    out: &mut DeviceBuffer<T, D>,
+) -> Result<()> {
+    let op = match kind {
+        NormKind::LayerNorm => "layer_norm",
+        NormKind::RmsNorm => "rms_norm",
+    };
     let dev = x.device().clone();
-    let (rows, cols) = rows_cols(OP, "x", x.shape())?;
-    for (name, b) in [("weight", weight), ("bias", bias)] {
-        check_device(OP, &dev, name, b)?;
-        expect_shape(OP, name, b, &[cols])?;
+    let (rows, cols) = rows_cols(op, "x", x.shape())?;
+    for (name, b) in [("weight", Some(weight)), ("bias", bias)] {
+        if let Some(b) = b {
+            check_device(op, &dev, name, b)?;
+            expect_shape(op, name, b, &[cols])?;
+        }
     }
     if !(eps.is_finite() && eps >= 0.0) {
         return Err(Error::Input {
             tensor: "eps".into(),
-            msg: format!("layer norm eps must be finite and ≥ 0, got {eps}"),
+            msg: format!("{op} eps must be finite and ≥ 0, got {eps}"),
         });
     }
-    prepare_out(OP, &dev, out, x.shape())?;
+    prepare_out(op, &dev, out, x.shape())?;
     if out.is_empty() {
         return Ok(());
     }
     dev.layer_norm(LayerNormArgs {
         x: x.storage(),
         weight: weight.storage(),
-        bias: bias.storage(),
+        bias: bias.map(|b| b.storage()),
         out: out.storage_mut(),
-        dims: LayerNormDims { rows, cols, eps },
+        dims: LayerNormDims {
+            rows,
+            cols,
+            eps,
+            kind,
+        },
     })
 }

@@ -34,6 +34,20 @@ pub fn ref_linear(
     out
 }
 
+/// RMS norm per row: `x/√(mean(x²) + eps)·w`.
+pub fn ref_rms_norm(x: &[f64], w: &[f64], rows: usize, cols: usize, eps: f64) -> Vec<f64> {
+    let mut out = vec![0.0; rows * cols];
+    for r in 0..rows {
+        let row = &x[r * cols..(r + 1) * cols];
+        let ms = row.iter().map(|v| v * v).sum::<f64>() / cols as f64;
+        let inv = 1.0 / (ms + eps).sqrt();
+        for c in 0..cols {
+            out[r * cols + c] = row[c] * inv * w[c];
+        }
+    }
+    out
+}
+
 pub fn ref_layer_norm(
     x: &[f64],
     w: &[f64],

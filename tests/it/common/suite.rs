@@ -123,6 +123,31 @@ pub fn check_layer_norm<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
     }
 }
 
+/// RMS norm (the `NormKind` variant of the same op): rows of mean far from 0
+/// and of mixed sign, no tile size dividing the columns.
+pub fn check_rms_norm<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
+    for &(rows, cols) in &[(1, 1), (3, 17), (65, 64), (7, 1152), (2, 4304), (129, 3)] {
+        let x: Vec<T> = (0..rows * cols)
+            .map(|i| T::from_f32(rng.uniform(2.0) + if i % 2 == 0 { 3.0 } else { -1.0 }))
+            .collect();
+        let w: Vec<T> = rng.vec(cols, 1.5);
+        let mut out = poisoned::<T, D>(dev, &[rows, cols]);
+        ops::rms_norm_into(
+            &up(dev, &x, &[rows, cols]),
+            &up(dev, &w, &[cols]),
+            1e-6,
+            &mut out,
+        )
+        .unwrap();
+        let reference = ref_rms_norm(&to_f64(&x), &to_f64(&w), rows, cols, 1e-6);
+        assert_close(
+            &format!("rms_norm rows={rows} cols={cols}"),
+            &out.to_vec().unwrap(),
+            &reference,
+        );
+    }
+}
+
 pub fn check_patch_embed<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
     for &(b, c, img, p, d) in &[
         (1, 3, 8, 4, 5),
@@ -585,6 +610,7 @@ macro_rules! op_suite {
         }
         each_dtype!(linear_matches_reference, check_linear);
         each_dtype!(layer_norm_matches_reference, check_layer_norm);
+        each_dtype!(rms_norm_matches_reference, check_rms_norm);
         each_dtype!(patch_embed_matches_reference, check_patch_embed);
         each_dtype!(attention_matches_reference, check_attention);
         each_dtype!(attention_ignores_neg_inf_scores, check_attention_neg_inf);
