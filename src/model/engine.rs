@@ -272,13 +272,12 @@ pub(crate) fn run<T: Element, D: Kernels<T>>(
         }
     }
     norm_into(&w.post_norm, &s.x, eps, &mut out.last_hidden_state)?;
-    let (b, d) = (ws.batch, c.hidden_size);
     pool(
         model,
         ws.head.as_mut(),
         &out.last_hidden_state,
         out.pooler_output.as_mut(),
-        (b, d, c.intermediate_size),
+        ws.batch,
         // One probe query, shared by the batch: q [1, 1, D] over kv [B, N, 2·D].
         |q, kv, a| ops::attention_q_kv_into(q, kv, heads, a),
     )
@@ -286,16 +285,17 @@ pub(crate) fn run<T: Element, D: Kernels<T>>(
 
 /// The pooling head over `lhs` (the post-LN tokens) into `pooled` `[b, D]`:
 /// `kv = lhs·Wkvᵀ`, the probe's query attends (`attend(q, kv, a)`), then
-/// out_proj, layer norm and the MLP with the residual. `(b, d, f)`: images,
-/// width, MLP width. Without a head, nothing (and `pooled` must be `None`).
+/// out_proj, layer norm and the MLP with the residual, for `b` images. Without
+/// a head, nothing (and `pooled` must be `None`).
 fn pool<T: Element, D: Kernels<T>>(
     model: &VisionModel<T, D>,
     hb: Option<&mut HeadBuffers<T, D>>,
     lhs: &Buf<T, D>,
     pooled: Option<&mut Buf<T, D>>,
-    (b, d, f): (usize, usize, usize),
+    b: usize,
     attend: impl FnOnce(&Buf<T, D>, &Buf<T, D>, &mut Buf<T, D>) -> Result<()>,
 ) -> Result<()> {
+    let (d, f) = (model.config.hidden_size, model.config.intermediate_size);
     match (&model.w.head, &model.probe_q, hb, pooled) {
         (None, _, _, None) => Ok(()),
         (Some(head), Some(q), Some(hb), Some(pooled)) => {
@@ -350,12 +350,7 @@ impl<T: Element, D: Kernels<T>> PackedWorkspace<T, D> {
         tokens <= self.tokens && images <= self.images
     }
 
-    /// Rows it was made for (the pool keeps the largest).
-    pub(crate) fn tokens(&self) -> usize {
-        self.tokens
-    }
-
-    /// (rows, images) it was made for.
+    /// (rows, images) it was made for (the pool keeps the largest).
     pub(crate) fn capacity(&self) -> (usize, usize) {
         (self.tokens, self.images)
     }
@@ -395,7 +390,7 @@ pub(crate) fn run_packed<T: Element, D: Kernels<T>>(
         ws.head.as_mut(),
         &out.last_hidden_state,
         out.pooler_output.as_mut(),
-        (b, d, f),
+        b,
         // The probe [1, 1, D] attends over each image's own patches.
         |q, kv, a| ops::attention_q_kv_packed_into(q, kv, seg, heads, a),
     )

@@ -387,12 +387,10 @@ impl<T: Element, D: Kernels<T>> VisionModel<T, D> {
     /// batch seen; a later batch that fits allocates only its outputs.
     pub fn forward_packed(&self, batch: &PackedBatch<T, D>) -> Result<PackedOutput<T, D>> {
         let c = &self.config;
-        let width = c.patch_values() + c.num_patches();
+        // The geometry decides the row width (C·P·P + G²) and how it splits.
         let geometry = (c.num_channels, c.patch_size, c.position_grid());
-        if c.architecture != Architecture::Siglip2
-            || batch.rows.shape()[1..] != [width]
-            || batch.geometry != geometry
-        {
+        if c.architecture != Architecture::Siglip2 || batch.geometry != geometry {
+            let width = c.patch_values() + c.num_patches();
             let (bc, bp, bg) = batch.geometry;
             return Err(Error::Input {
                 tensor: "packed batch".into(),
@@ -427,7 +425,7 @@ impl<T: Element, D: Kernels<T>> VisionModel<T, D> {
         pool.push(ws);
         if pool.len() > KEPT_WORKSPACES {
             // Keep the largest.
-            pool.sort_by_key(|w| std::cmp::Reverse(w.tokens()));
+            pool.sort_by_key(|w| std::cmp::Reverse(w.capacity()));
             pool.truncate(KEPT_WORKSPACES);
         }
         drop(pool);
@@ -445,7 +443,7 @@ impl<T: Element, D: Kernels<T>> VisionModel<T, D> {
             return Ok(pool.swap_remove(i));
         }
         // Grow: replace the largest pooled workspace by one that fits this batch.
-        let largest = (0..pool.len()).max_by_key(|&i| pool[i].tokens());
+        let largest = (0..pool.len()).max_by_key(|&i| pool[i].capacity());
         let old = largest.map(|i| pool.swap_remove(i));
         drop(pool);
         let (t0, b0) = old.as_ref().map_or((0, 0), |w| w.capacity());
