@@ -1,6 +1,7 @@
 //! Criterion benchmarks of every op × backend × dtype at SigLIP-base and
 //! SigLIP-so400m shapes (batch 1 and 32), plus the shipped forward pass
-//! (`VisionModel::forward_into` of a random model of the real shape).
+//! (`VisionModel::forward_into` of a random model of the real shape) and the
+//! SigLIP 2 packed forward of 64 mixed-size images (`pack` + `forward_packed`).
 //!
 //! ```text
 //! cargo bench --bench ops                      # everything that can run here
