@@ -84,6 +84,14 @@ pub trait Device: sealed::Sealed + Clone + Send + Sync + std::fmt::Debug + 'stat
     /// Block until all work queued on this device has finished.
     fn synchronize(&self) -> Result<()>;
 
+    /// Kernels (CUDA) or compute dispatches (wgpu) launched on this device so
+    /// far, by every thread; `None` where there is no such thing (the CPU).
+    /// `tessera bench` reports the launches of one forward pass with it.
+    #[doc(hidden)]
+    fn launch_count(&self) -> Option<u64> {
+        None
+    }
+
     /// Mean milliseconds per call of `f` over `iters` calls, measured after the
     /// device's queue is drained. The default drains the queue before and after
     /// and reads the host clock; backends with device timers (CUDA events)

@@ -406,7 +406,27 @@ pub fn run_on<T: Element, D: BenchDevice + BenchKernels<T>>(
     for spec in &cases {
         let label = format!("{} {}", spec.op_label(), spec.shape_label(dtype));
         log(label.clone());
-        let measured = prepare::<T, D>(dev, spec).and_then(|mut p| time_case(dev, &mut p, &t));
+        // Whole forward passes: also the kernel launches of one call (a GPU's
+        // launch overhead is what CUDA graphs would remove).
+        let forward = matches!(
+            spec.kind,
+            CaseKind::Forward { .. }
+                | CaseKind::MemoryForward { .. }
+                | CaseKind::PackedForward { .. }
+        );
+        let mut launches = None;
+        let measured = prepare::<T, D>(dev, spec).and_then(|mut p| {
+            let ms = time_case(dev, &mut p, &t)?;
+            if let (true, Some(before)) = (forward, dev.launch_count()) {
+                p.run()?;
+                dev.synchronize()?;
+                launches = dev.launch_count().map(|after| after - before);
+            }
+            Ok(ms)
+        });
+        if let Some(n) = launches {
+            notes.push(format!("{label}: {n} kernel launches per call"));
+        }
         let peer = match measured {
             Err(_) => PeerCell::None,
             // SigLIP 2 packed: the peer is the same images padded to the largest.

@@ -51,6 +51,8 @@ pub(super) struct Inner {
     /// words: the attention calls of one forward share it. Never written after
     /// the upload, so queued kernels that read it never see it change.
     pub(super) words: Mutex<Option<WordBuffer>>,
+    /// Kernels launched so far ([`Device::launch_count`]).
+    pub(super) launches: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for Inner {
@@ -183,6 +185,7 @@ impl Cuda {
                     stream,
                     modules: Mutex::new(Modules::default()),
                     words: Mutex::new(None),
+                    launches: std::sync::atomic::AtomicU64::new(0),
                 }),
             })
         })
@@ -365,5 +368,12 @@ impl Device for Cuda {
                 .synchronize()
                 .map_err(|e| cuda_err("synchronize", e))
         })
+    }
+    fn launch_count(&self) -> Option<u64> {
+        Some(
+            self.inner
+                .launches
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 }

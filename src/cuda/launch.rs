@@ -209,6 +209,9 @@ impl Cuda {
         args: S::Args<'_>,
     ) -> Result<()> {
         let what = format!("{op} ({})", spec.entry);
+        self.inner
+            .launches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if dyn_smem > spec.max_dyn_smem || spec.static_smem + dyn_smem > self.max_smem() {
             return Err(Error::Unsupported {
                 op,

@@ -39,6 +39,8 @@ pub(super) struct Inner {
     /// words: the attention calls of one forward share it. Never written after
     /// creation, so a buffer still in use by queued work is never changed.
     pub(super) words: Mutex<Option<(Vec<u32>, wgpu::Buffer)>>,
+    /// Compute dispatches encoded so far ([`Device::launch_count`]).
+    pub(super) launches: std::sync::atomic::AtomicU64,
     /// Errors no error scope caught (other threads' work, async failures).
     uncaptured: Arc<Mutex<Option<String>>>,
     /// Set once the device is lost; every later call fails with it.
@@ -189,6 +191,7 @@ impl Wgpu {
                 limits,
                 pipelines: Mutex::new(HashMap::new()),
                 words: Mutex::new(None),
+                launches: std::sync::atomic::AtomicU64::new(0),
                 uncaptured,
                 lost,
                 _adapter: adapter,
@@ -449,6 +452,13 @@ impl Device for Wgpu {
 
     fn synchronize(&self) -> Result<()> {
         self.wait_idle("synchronize")
+    }
+    fn launch_count(&self) -> Option<u64> {
+        Some(
+            self.inner
+                .launches
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 }
 

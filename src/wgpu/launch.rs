@@ -251,6 +251,10 @@ impl Wgpu {
         for &(_, groups) in dispatches {
             grids.push(self.grid(op, groups)?);
         }
+        inner.launches.fetch_add(
+            dispatches.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let dev = &inner.device;
         let uniform = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(op),

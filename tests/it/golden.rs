@@ -439,3 +439,25 @@ fn random_weights_run_through_the_depth() {
     let rms = (v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32).sqrt();
     assert!(rms > 0.05 && rms < 50.0, "pooler rms {rms}");
 }
+
+/// The launch counter `tessera bench` reports: one wgpu dispatch per op of the
+/// forward — patch embedding, 7 per layer (2 norms, qkv, attention, out_proj,
+/// fc1, fc2), the post norm, 6 in the head (kv, attention, out_proj, norm, fc1,
+/// fc2) — counted on the device, so a fused or split op changes it knowingly.
+/// The CPU has no launches.
+#[test]
+fn launch_count_of_a_forward() {
+    use tessera::Device;
+    assert_eq!(tessera::Cpu.launch_count(), None);
+    let Some(dev) =
+        crate::common::device_or_skip("wgpu", "TESSERA_REQUIRE_WGPU", tessera::Wgpu::new)
+    else {
+        return;
+    };
+    let model = VisionModel::<f32, _>::load(data_dir("siglip_tiny"), &dev).unwrap();
+    let pixels = DeviceBuffer::zeros(&dev, &model.config().pixel_shape(2)).unwrap();
+    let before = dev.launch_count().unwrap();
+    model.forward(&pixels, None).unwrap();
+    let layers = model.config().num_hidden_layers as u64;
+    assert_eq!(dev.launch_count().unwrap() - before, 1 + 7 * layers + 1 + 6);
+}
