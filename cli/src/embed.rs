@@ -247,63 +247,114 @@ fn worker<T: Element, D: Kernels<T>>(
     };
     let c = job.config.clone();
     let mut bank = None;
+    // One batch in flight: the next batch's host work (conversion, SigLIP 2
+    // packing) and its launches are done before the previous batch's outputs are
+    // downloaded, so a GPU has work queued while the host prepares (on the CPU
+    // backend the forward itself runs in `submit`, and nothing changes).
+    let mut in_flight: Option<InFlight<T, D>> = None;
     loop {
         let next = batches.lock().unwrap_or_else(|p| p.into_inner()).recv();
-        let Ok(batch) = next else { return };
-        let indices: Vec<usize> = batch.images.iter().map(|(i, _)| *i).collect();
-        let result = (|| -> tessera::Result<Vec<(usize, Vec<f32>)>> {
-            let b = batch.images.len();
-            let mut fixed = Vec::new();
-            let mut packed = Vec::new();
-            for (_, px) in batch.images {
-                match px {
-                    Pixels::Fixed(v) => fixed.extend(v.into_iter().map(T::from_f32)),
-                    Pixels::Patches(p) => packed.push(p),
+        let Ok(batch) = next else {
+            // The queue closed: the last batch's embeddings, then stop.
+            if let Some(prev) = in_flight.take() {
+                let _ = answers.send(finish(job, prev, &device));
+            }
+            return;
+        };
+        match submit(&model, &c, batch, &mut bank) {
+            Ok(f) => {
+                if let Some(prev) = in_flight.replace(f) {
+                    let answer = finish(job, prev, &device);
+                    let failed = answer.is_err();
+                    if answers.send(answer).is_err() || failed {
+                        return;
+                    }
                 }
             }
-            let want_pooled =
-                |p: &Option<DeviceBuffer<T, D>>| -> tessera::Result<Option<Vec<f32>>> {
-                    Ok(match p {
-                        Some(p) if job.pooling != Pooling::Mean => Some(to_f32(&p.to_vec()?)),
-                        _ => None,
-                    })
-                };
-            let rows = if packed.is_empty() {
-                let pixels = DeviceBuffer::<T, D>::from_slice(&device, &fixed, &c.pixel_shape(b))?;
-                // A memory model's images are one stream (batch 1, in order): one bank.
-                if c.has_memory() && bank.is_none() {
-                    bank = Some(model.new_memory(1)?);
+            Err(e) => {
+                // The batch before it is reported, then the failure.
+                if let Some(prev) = in_flight.take() {
+                    let _ = answers.send(finish(job, prev, &device));
                 }
-                let out = model.forward(&pixels, bank.as_mut())?;
-                let pooled = want_pooled(&out.pooler_output)?;
-                let last = match pooled {
-                    Some(_) => Vec::new(),
-                    None => to_f32(&out.last_hidden_state.to_vec()?),
-                };
-                let n = c.num_patches();
-                let tokens: Vec<_> = (0..b).map(|i| i * n..(i + 1) * n).collect();
-                job.embeddings(pooled, &last, &tokens)
-            } else {
-                // SigLIP 2: the batch packed, no padding computed.
-                let out = model.forward_packed(&model.pack(&packed)?)?;
-                let pooled = want_pooled(&out.pooler_output)?;
-                let last = match pooled {
-                    Some(_) => Vec::new(),
-                    None => to_f32(&out.last_hidden_state.to_vec()?),
-                };
-                let tokens: Vec<_> = (0..b).map(|i| out.segments.range(i)).collect();
-                job.embeddings(pooled, &last, &tokens)
-            };
-            Ok(indices.into_iter().zip(rows).collect())
-        })();
-        let answer = result
-            .map(|rows| (batch.index, rows))
-            .map_err(|e| format!("{}: {e}", device.describe()));
-        let failed = answer.is_err();
-        if answers.send(answer).is_err() || failed {
-            return;
+                let _ = answers.send(Err(format!("{}: {e}", device.describe())));
+                return;
+            }
         }
     }
+}
+
+/// A batch whose forward has been launched; its outputs are read by [`finish`].
+struct InFlight<T: Element, D: Kernels<T>> {
+    /// The batch's index and its images' path indices.
+    index: usize,
+    images: Vec<usize>,
+    /// Each image's rows of `last` (`[B·N, D]` or the packed `[T, D]`).
+    tokens: Vec<std::ops::Range<usize>>,
+    last: DeviceBuffer<T, D>,
+    pooled: Option<DeviceBuffer<T, D>>,
+}
+
+/// Convert (and for SigLIP 2 pack) a batch on the host, upload it and launch its
+/// forward pass; the outputs stay on the device.
+fn submit<T: Element, D: Kernels<T>>(
+    model: &VisionModel<T, D>,
+    c: &VisionConfig,
+    batch: Batch,
+    bank: &mut Option<tessera::model::MemoryBank<T, D>>,
+) -> tessera::Result<InFlight<T, D>> {
+    let b = batch.images.len();
+    let mut images = Vec::with_capacity(b);
+    let mut fixed = Vec::new();
+    let mut packed = Vec::new();
+    for (i, px) in batch.images {
+        images.push(i);
+        match px {
+            Pixels::Fixed(v) => fixed.extend(v.into_iter().map(T::from_f32)),
+            Pixels::Patches(p) => packed.push(p),
+        }
+    }
+    let (last, pooled, tokens) = if packed.is_empty() {
+        let pixels = DeviceBuffer::<T, D>::from_slice(model.device(), &fixed, &c.pixel_shape(b))?;
+        // A memory model's images are one stream (batch 1, in order): one bank.
+        if c.has_memory() && bank.is_none() {
+            *bank = Some(model.new_memory(1)?);
+        }
+        let out = model.forward(&pixels, bank.as_mut())?;
+        let n = c.num_patches();
+        let tokens = (0..b).map(|i| i * n..(i + 1) * n).collect();
+        (out.last_hidden_state, out.pooler_output, tokens)
+    } else {
+        // SigLIP 2: the batch packed, no padding computed.
+        let out = model.forward_packed(&model.pack(&packed)?)?;
+        let tokens = (0..b).map(|i| out.segments.range(i)).collect();
+        (out.last_hidden_state, out.pooler_output, tokens)
+    };
+    Ok(InFlight {
+        index: batch.index,
+        images,
+        tokens,
+        last,
+        pooled,
+    })
+}
+
+/// Download a launched batch's outputs (waiting for its forward) and make its
+/// embeddings.
+fn finish<T: Element, D: Kernels<T>>(job: &Job, f: InFlight<T, D>, device: &D) -> Answer {
+    let result = (|| -> tessera::Result<Vec<Vec<f32>>> {
+        let pooled = match &f.pooled {
+            Some(p) if job.pooling != Pooling::Mean => Some(to_f32(&p.to_vec()?)),
+            _ => None,
+        };
+        let last = match pooled {
+            Some(_) => Vec::new(),
+            None => to_f32(&f.last.to_vec()?),
+        };
+        Ok(job.embeddings(pooled, &last, &f.tokens))
+    })();
+    result
+        .map(|rows| (f.index, f.images.into_iter().zip(rows).collect()))
+        .map_err(|e| format!("{}: {e}", device.describe()))
 }
 
 fn to_f32<T: Element>(v: &[T]) -> Vec<f32> {
