@@ -83,34 +83,30 @@ pub(super) fn attention<T: Element>(_: &Cpu, a: AttentionArgs<'_, T, Cpu>) -> Re
     let k = take(a.k, numel(OP, &[d.kv_rows(), lay.ldkv])?, OP, "k")?;
     let v = take(a.v, numel(OP, &[d.kv_rows(), lay.ldkv])?, OP, "v")?;
     let w = lay.ldo;
+    let offsets = a.packed_offsets()?;
     let out = take_mut(a.out, numel(OP, &[d.out_rows(), w])?, OP, "out")?;
     if out.is_empty() || d.kv_len == 0 || hd == 0 {
         return Ok(());
     }
     // Each sequence's (first q row, q rows, first kv row, kv rows); out rows are
     // the q rows (a broadcast q reads its one batch).
-    let seqs: Vec<(usize, usize, usize, usize)> = match (d.packing, a.offsets) {
-        (Packing::Fixed, _) => (0..b)
+    let seqs: Vec<(usize, usize, usize, usize)> = match offsets {
+        None => (0..b)
             .map(|i| (i * d.q_len, d.q_len, i * d.kv_len, d.kv_len))
             .collect(),
-        (packing, Some(off)) if off.len() == b + 1 => {
+        Some(off) => {
             let mut v = Vec::with_capacity(b);
             for (i, pair) in off.windows(2).enumerate() {
                 let (s0, s1) = (pair[0] as usize, pair[1] as usize);
                 if s1 <= s0 || s1 > d.kv_rows() {
                     return Err(super::internal("attention: packed offsets out of order"));
                 }
-                v.push(match packing {
+                v.push(match d.packing {
                     Packing::Packed => (s0, s1 - s0, s0, s1 - s0),
                     _ => (i * d.q_len, d.q_len, s0, s1 - s0),
                 });
             }
             v
-        }
-        _ => {
-            return Err(super::internal(
-                "attention: packed batch without its offsets",
-            ))
         }
     };
     // Out rows per sequence, in order, so `out` splits into one slice each.

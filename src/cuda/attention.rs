@@ -74,14 +74,9 @@ pub(super) fn attention<T: Element>(dev: &Cuda, a: AttentionArgs<'_, T, Cuda>) -
     index32(OP, "k", d.kv_rows() * lay.ldkv)?;
     index32(OP, "out", d.out_rows() * lay.ldo)?;
     // A packed batch's offsets, on the device for the kernel's `cu`.
-    let cu = match (d.packing, a.offsets) {
-        (Packing::Fixed, _) => None,
-        (_, Some(off)) if off.len() == d.batch + 1 => Some(dev.upload_words(OP, off)?),
-        _ => {
-            return Err(Error::Internal(
-                "attention: packed batch without its offsets".into(),
-            ))
-        }
+    let cu = match a.packed_offsets()? {
+        Some(off) => Some(dev.upload_words(OP, off)?),
+        None => None,
     };
     let q_bstride = if d.q_broadcast { 0 } else { nq };
     // Scores are kept in the log2 domain: scaled by hd^-0.5 · log2(e).

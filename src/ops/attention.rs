@@ -191,6 +191,20 @@ pub struct AttentionArgs<'a, T: Element, D: Device> {
     pub(crate) offsets: Option<&'a [u32]>,
 }
 
+impl<'a, T: Element, D: Device> AttentionArgs<'a, T, D> {
+    /// The packed batch's offsets (`None` for fixed-length sequences), checked to
+    /// be `dims.batch + 1` of them; the backends read them through this.
+    pub(crate) fn packed_offsets(&self) -> Result<Option<&'a [u32]>> {
+        match (self.dims.packing, self.offsets) {
+            (Packing::Fixed, _) => Ok(None),
+            (_, Some(off)) if off.len() == self.dims.batch + 1 => Ok(Some(off)),
+            _ => Err(Error::Internal(
+                "attention: packed batch without its offsets".into(),
+            )),
+        }
+    }
+}
+
 /// Columns `col .. col + width` of a `[B, N, ld]` tensor.
 struct Columns<'a, T: Element, D: Device> {
     name: &'static str,
@@ -346,20 +360,32 @@ pub fn attention_into<T: Element, D: Kernels<T>>(
     )
 }
 
-/// The three column blocks of a fused `[B, N, 3·W]` projection.
-fn qkv_blocks<T: Element, D: Device>(qkv: &DeviceBuffer<T, D>) -> Result<[Columns<'_, T, D>; 3]> {
-    let cols = qkv.shape().last().copied().unwrap_or(0);
-    if qkv.shape().len() != 3 || cols % 3 != 0 {
-        return Err(shape_err(OP, "qkv", qkv.shape(), "[B, N, 3·H·hd]".into()));
+/// The `N` equal column blocks of a fused projection `buf` (`[B, N, N·W]`, or
+/// a packed `[T, N·W]` when `packed`).
+fn column_blocks<'a, T: Element, D: Device, const N: usize>(
+    name: &'static str,
+    buf: &'a DeviceBuffer<T, D>,
+    packed: bool,
+    expected: &str,
+) -> Result<[Columns<'a, T, D>; N]> {
+    let cols = buf.shape().last().copied().unwrap_or(0);
+    let rank = buf.shape().len();
+    let rank_ok = if packed { rank >= 2 } else { rank == 3 };
+    if !rank_ok || cols % N != 0 {
+        return Err(shape_err(OP, name, buf.shape(), expected.into()));
     }
-    let w = cols / 3;
-    let block = |i: usize| Columns {
-        name: "qkv",
-        buf: qkv,
+    let w = cols / N;
+    Ok(std::array::from_fn(|i| Columns {
+        name,
+        buf,
         col: i * w,
         width: w,
-    };
-    Ok([block(0), block(1), block(2)])
+    }))
+}
+
+/// The three column blocks of a fused `[B, N, 3·W]` projection.
+fn qkv_blocks<T: Element, D: Device>(qkv: &DeviceBuffer<T, D>) -> Result<[Columns<'_, T, D>; 3]> {
+    column_blocks("qkv", qkv, false, "[B, N, 3·H·hd]")
 }
 
 /// Self-attention over a fused projection: `qkv` `[B, N, 3·H·hd]` holds q, k and
@@ -386,18 +412,7 @@ pub fn attention_qkv_into<T: Element, D: Kernels<T>>(
 
 /// k and v as the column blocks of a fused `[B, Nk, 2·W]` projection.
 fn kv_blocks<T: Element, D: Device>(kv: &DeviceBuffer<T, D>) -> Result<[Columns<'_, T, D>; 2]> {
-    let cols = kv.shape().last().copied().unwrap_or(0);
-    if kv.shape().len() != 3 || cols % 2 != 0 {
-        return Err(shape_err(OP, "kv", kv.shape(), "[B, Nk, 2·H·hd]".into()));
-    }
-    let w = cols / 2;
-    let block = |i: usize| Columns {
-        name: "kv",
-        buf: kv,
-        col: i * w,
-        width: w,
-    };
-    Ok([block(0), block(1)])
+    column_blocks("kv", kv, false, "[B, Nk, 2·H·hd]")
 }
 
 /// Attention of `q` `[Bq, Nq, H·hd]` over a fused key-value projection `kv`
@@ -476,18 +491,8 @@ pub fn attention_qkv_packed_into<T: Element, D: Kernels<T>>(
     heads: usize,
     out: &mut DeviceBuffer<T, D>,
 ) -> Result<()> {
-    let cols = qkv.shape().last().copied().unwrap_or(0);
-    if qkv.shape().len() < 2 || !cols.is_multiple_of(3) {
-        return Err(shape_err(OP, "qkv", qkv.shape(), "[T, 3·H·hd]".into()));
-    }
-    let w = cols / 3;
-    let block = |i: usize| Columns {
-        name: "qkv",
-        buf: qkv,
-        col: i * w,
-        width: w,
-    };
-    let (q, k, v) = (block(0), block(1), block(2));
+    let [q, k, v] = column_blocks("qkv", qkv, true, "[T, 3·H·hd]")?;
+    let w = q.width;
     let (rows, ld) = packed_geometry(&q, "[T, 3·H·hd]")?;
     check_heads(&q, heads)?;
     if rows != seg.total() {
@@ -538,23 +543,8 @@ pub fn attention_q_kv_packed_into<T: Element, D: Kernels<T>>(
     heads: usize,
     out: &mut DeviceBuffer<T, D>,
 ) -> Result<()> {
-    let cols = kv.shape().last().copied().unwrap_or(0);
-    if kv.shape().len() < 2 || !cols.is_multiple_of(2) {
-        return Err(shape_err(OP, "kv", kv.shape(), "[T, 2·H·hd]".into()));
-    }
-    let w = cols / 2;
-    let k = Columns {
-        name: "kv",
-        buf: kv,
-        col: 0,
-        width: w,
-    };
-    let v = Columns {
-        name: "kv",
-        buf: kv,
-        col: w,
-        width: w,
-    };
+    let [k, v] = column_blocks("kv", kv, true, "[T, 2·H·hd]")?;
+    let w = k.width;
     let qc = Columns::all("q", q);
     let (kv_rows, ldkv) = packed_geometry(&k, "[T, 2·H·hd]")?;
     let (bq, q_len, ldq) = qc.geometry("[B, Nq, H·hd]")?;

@@ -53,15 +53,7 @@ pub(super) fn attention<T: Element>(dev: &Wgpu, a: AttentionArgs<'_, T, Wgpu>) -
     u32_of(OP, "out", d.out_rows() * lay.ldo)?;
     // The packed batch's offsets (a placeholder word otherwise: a binding cannot
     // be empty).
-    let offsets: &[u32] = match (d.packing, a.offsets) {
-        (Packing::Fixed, _) => &[0],
-        (_, Some(off)) if off.len() == d.batch + 1 => off,
-        _ => {
-            return Err(Error::Internal(
-                "attention: packed batch without its offsets".into(),
-            ))
-        }
-    };
+    let offsets = a.packed_offsets()?.unwrap_or(&[0]);
     let cu = dev.upload_words(OP, offsets);
     let groups = d.batch * d.heads * q_blocks;
     u32_of(OP, "workgroups", groups)?;
