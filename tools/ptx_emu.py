@@ -10,12 +10,21 @@ reading of the PTX ISA differs from the hardware.
 
 Execution model: one block at a time; every thread has its own pc; the threads
 at the smallest pc execute together (vectorised with numpy), which reconverges
-structured control flow. bar.sync requires every live thread of the block at the
-barrier; warp-collective instructions (shfl.sync, vote.sync, bar.warp.sync,
+structured control flow. Threads that wait (on an mbarrier phase, or at a
+bar.sync the rest of the block has not reached) are left out of that choice
+until released, so independent roles (a producer warp looping in one place,
+consumer warpgroups in another) run interleaved. bar.sync requires every live
+thread of the block at the same bar.sync: threads reaching it wait for the
+others; an error if one of those exits or waits at a different bar.sync.
+Warp-collective instructions (shfl.sync, vote.sync, bar.warp.sync, elect.sync,
 ldmatrix, mma) require every lane they name (the whole warp for the .aligned
-ones) at the same instruction. Shared memory starts filled with 0xFF bytes
-(NaN), registers with zeros; global accesses must fall inside an allocation and
-be naturally aligned (the whole vector for .v2/.v4).
+ones) at the same instruction; warpgroup-collective ones (wgmma.*, setmaxnreg)
+all 128 threads of each executing warpgroup (warps 4i..4i+3). If every live
+thread waits on mbarriers (or at a bar.sync that others will never reach), the
+launch fails with a deadlock error naming the barriers and their states. Shared
+memory starts filled with 0xFF bytes (NaN), registers with zeros; global
+accesses must fall inside an allocation and be naturally aligned (the whole
+vector for .v2/.v4).
 
 Semantics (PTX ISA 9.x; fragment layouts also checked against CUTLASS cute
 copy_traits_sm75 / mma_traits_sm80):
@@ -59,18 +68,106 @@ copy_traits_sm75 / mma_traits_sm80):
     wider registers, chopping sources and sign/zero-extending destinations).
     Integer division by zero (unspecified in the ISA) is an error.
   * %warpid is %tid / 32 (linear thread index), %laneid its remainder.
+  * Kernel parameters: `.param .align 64 .b8 p[128]` is an opaque tensor map:
+    run_kernel takes a TensorMap (the emulator's stand-in for a CUtensorMap,
+    see its doc) or its 128 encoded bytes there. `mov.u64 %rd, p` gives the
+    parameter's .param address (PARAM_SPACE_BASE + its offset), `cvta.param.u64`
+    the generic one (PARAM_GENERIC_BASE + offset); a global access through either
+    is an error. Parameters are laid out at their natural alignment (64 for maps).
+  * mbarrier (shared::cta objects, 8 bytes, state in a side table): init sets
+    the expected count (1..2^20-1); a phase completes when its pending arrivals
+    and its tx-count are both zero: the parity flips and pending becomes the
+    expected count again. arrive{.expect_tx} = tx-count += txCount, then pending
+    -= count (an arrival beyond the phase's pending count is an error: a phase
+    waiting only on tx-count has none left); expect_tx / complete_tx add to /
+    subtract from the signed tx-count (|tx-count| < 2^20; complete_tx may come
+    before its expect_tx, but not exceed it once the arrivals are done).
+    try_wait / test_wait.parity q is true iff the phase of parity q has completed,
+    i.e. the current phase's parity != q (a fresh barrier: q = 1 is true at once);
+    the parity operand must be 0 or 1. A false result lets the thread go on (pc
+    advanced) only once the barrier completes a phase: it waits, out of the
+    scheduler, until then (`L: try_wait p; @!p bra L` then retries and passes).
+    For test_wait that wait also ends when every live thread waits (its false
+    result stands); for try_wait that is a deadlock. strict_waits=True (default):
+    the first try of a thread at a wait instruction returns false even when the
+    phase has completed, and the thread goes on at once (it might have come
+    before the completion; its retry sees the real state), so a kernel that
+    ignores the result is caught whatever the schedule. A successful wait
+    records that the thread has observed every phase completed so far. Generic loads / stores of an initialised mbarrier's bytes
+    are errors, as is another thread using it in the barrier interval of its init
+    (bar.sync after mbarrier.init + fence.mbarrier_init), arriving on an
+    uninitialised one, and the block exiting while TMA bytes are owed to an
+    incomplete phase. mbarrier.arrive's state result is the phase number.
+  * cp.async.bulk.tensor.2d (TMA, tile mode, completing on an mbarrier): issued
+    by each active thread; copies box[0] x box[1] elements at (c0, c1) (inner,
+    outer; may be negative or past the end: those elements read as zero), row r
+    of the box at dst + r * box[0] * elem; with the 128-byte swizzle (dst 1024-
+    byte aligned, else 128) byte a of the destination lands at a ^ (((a >> 7) & 7)
+    << 4). The copy lands at issue; complete_tx(box bytes, OOB included) follows.
+    The in-bounds source bytes must lie in allocations.
+  * Memory model of the asynchronous paths (per 16-byte shared chunk): bytes a
+    TMA wrote may be read (ld.shared, ldmatrix, wgmma) or written generically
+    only by threads that have observed the completion of that TMA's phase (for
+    wgmma: every thread of the warpgroup; ldmatrix: every lane); a generic
+    16-byte store makes its chunk ordinary data again. Reads of those
+    bytes (and every wgmma operand read) are recorded per reader - a thread
+    (ld.shared), a warp (ldmatrix), a warpgroup (wgmma) - and must be released
+    before a TMA may overwrite them: the read must have retired (wgmma: a
+    wgmma.wait_group retired its group) and then some thread of the reader
+    arrived on an mbarrier (for a warp / warpgroup: any of its threads: the
+    wait_group is warpgroup-collective), and the TMA's issuing thread must have
+    observed the phase that arrival completes; a bar.sync releases every retired
+    read. (The issuer's own retired loads need no release.) A TMA onto bytes of
+    an unretired wgmma operand, of a pending cp.async, of an mbarrier, or of an
+    earlier TMA whose phase has not completed, is an error. TMA writes and wgmma
+    reads do not enter the bar.sync-interval race detector as generic accesses
+    do: a TMA write resets the detector's state of its bytes (errors if another
+    thread stored them, or read bytes no TMA had written, in the same barrier
+    interval); a wgmma read is checked against generic stores of threads outside
+    its warpgroup in the interval and recorded as a read by the warpgroup.
+    fence.proxy.async is a no-op: the generic -> async proxy ordering it provides
+    is not checked. mbarriers do not order generic accesses for that detector:
+    generic stores another thread reads (or a wgmma of another warpgroup) after
+    an mbarrier hand-off, with no bar.sync between, are reported as races.
+  * wgmma (warpgroup-collective, .sync.aligned): mma_async m64nNk16 (N a
+    multiple of 8 in 8..256), .f32 accumulators, .bf16 / .f16 inputs, both
+    operands K-major in shared memory through matrix descriptors: start
+    ((d & 0x3FFF) << 4), LBO (bits 16-29, << 4), SBO (bits 32-45, << 4), base
+    offset (bits 49-51, must be 0), swizzle (bits 62-63: 1 = 128B: element (i, k)
+    at lin = start + (i / 8) SBO + (i % 8) 128 + 2k, stored at lin ^ (((lin >> 7)
+    & 7) << 4), start within the first 128 bytes of a 1024-byte atom, LBO unused;
+    0 = none: start + (i / 8) SBO + (k / 8) LBO + (i % 8) 16 + 2 (k % 8); 64B /
+    32B are rejected; other bits must be 0). i is the row of A (0..63) or the row
+    n of B (0..N-1): D = A·Bᵀ (+ D when scale-d), formed in float64 and rounded
+    once to f32 like mma. Descriptors and scale-d must be equal across the
+    warpgroup; imm-scale-a/b must be 1, imm-trans-a/b 0. Accumulator fragment:
+    register j of lane l of warp w of the warpgroup holds (16w + l/4 + 8((j >> 1)
+    & 1), 8(j >> 2) + 2(l % 4) + (j & 1)). The accumulators are written when the
+    instruction issues; until a wgmma.wait_group retires its group, any other
+    instruction touching them is an error, as is a write to its operand bytes
+    (st.shared, cp.async, TMA) and a thread exiting. commit_group closes the
+    warpgroup's uncommitted operations into a group; wait_group N retires all
+    but the N newest groups. mma_async needs a wgmma.fence since the start and
+    since any other instruction touched its accumulator registers.
+  * .version / .target: the sm_90 instructions need .version >= 8.0 and .target
+    sm_90 or later (wgmma, setmaxnreg: sm_90a), when the module declares them.
 
 Instructions (anything else is rejected when the kernel is first launched):
   control     bra{.uni}, ret, exit, trap, bar.sync / barrier.sync (barrier 0,
-              whole block), bar.warp.sync, membar / fence / nanosleep (no-ops)
-  data        mov (incl. {lo, hi} pack / unpack, symbol addresses), cvta,
+              whole block), bar.warp.sync, membar / fence (incl. fence.proxy
+              .async, fence.mbarrier_init) / nanosleep / prefetch (incl.
+              prefetch.tensormap) (no-ops)
+  data        mov (incl. {lo, hi} pack / unpack, symbol and parameter
+              addresses), cvta,
               ld / st .param / .global / .shared (.v2 / .v4, .nc, cache
               hints), cvt (int <-> int, int <-> f32, f32 <-> f64, f32 <->
               bf16 / f16, .bf16x2 / .f16x2 pairs, .rni / .rzi / .rmi / .rpi,
-              .sat, .ftz, .relu, .satfinite), selp, prmt (default mode), lop3
+              .sat, .ftz, .relu, .satfinite), selp, prmt (default mode), lop3,
+              cvta.param / cvta.to.param (parameter windows)
   integer     add, sub, mul.{lo,hi,wide}, mad.{lo,hi,wide}, div, rem, min, max,
               neg, abs, and, or, xor, not, cnot, shl, shr, popc, clz
-              (.u16/.s16/.b16 .. .u64/.s64/.b64), and / or / xor / not .pred,
+              (.u16/.s16/.b16 .. .u64/.s64/.b64), bfe.{u,s}{32,64},
+              bfi.b{32,64}, and / or / xor / not .pred,
               setp (all comparisons, .and / .or / .xor with {!}c, p|q)
   float       add, sub, mul, fma, mad.rn, div.{rn,approx,full}, rcp.{rn,approx},
               sqrt.{rn,approx}, rsqrt / ex2 / lg2 / sin / cos / tanh .approx,
@@ -79,14 +176,27 @@ Instructions (anything else is rejected when the kernel is first launched):
   warp        shfl.sync.{up,down,bfly,idx}.b32 (d|p form too), vote.sync
               .{all,any,uni}.pred / .ballot.b32, activemask, ldmatrix.sync
               .aligned.m8n8.{x1,x2,x4}{.trans}.shared.b16, mma.sync.aligned
-              .m16n8k16.row.col.f32.{bf16,f16}.{bf16,f16}.f32
+              .m16n8k16.row.col.f32.{bf16,f16}.{bf16,f16}.f32, elect.sync d|p
+  warpgroup   wgmma.fence / commit_group / wait_group N .sync.aligned,
+              wgmma.mma_async.sync.aligned.m64nNk16.f32.{bf16.bf16,f16.f16}
+              {d..}, a-desc, b-desc, scale-d (predicate or 0/1), 1, 1, 0, 0;
+              setmaxnreg.{inc,dec}.sync.aligned.u32 (no-op)
   async       cp.async.{ca,cg}.shared.global (cp-size 4 / 8 / 16, src-size or
               ignore-src, cache hints), cp.async.commit_group / wait_group /
-              wait_all
+              wait_all; cp.async.bulk.tensor.2d.shared::{cluster,cta}.global
+              {.tile}.mbarrier::complete_tx::bytes{.L2::cache_hint} [dst],
+              [tmap, {c0, c1}], [mbar]
+  mbarrier    (.shared::cta or .shared; .b64; .release/.acquire/.relaxed, .cta/
+              .cluster accepted) init [a], count; inval [a]; arrive{.expect_tx}
+              state|_, [a]{, count | txCount} (.shared::cluster with `_`);
+              expect_tx / complete_tx [a], txCount; try_wait.parity /
+              test_wait.parity p, [a], parity{, suspendTimeHint}
   directives  .reg, .shared (incl. .extern dynamic), .reqntid, .maxntid,
-              .maxnreg, .minnctapersm, .pragma
+              .maxnreg, .minnctapersm, .pragma; parameters .param .{type} and
+              .param .align 64 .b8 name[128] (tensor maps)
 """
 import re
+import struct
 
 import numpy as np
 
@@ -113,6 +223,92 @@ def f32_to_bf16_bits(f):
 
 def bf16_bits_to_f32(h):
     return (np.asarray(h, dtype=np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
+# ----------------------------------------------------------------------------- tensor maps
+
+# Address windows of kernel parameters (far above any Memory): `mov.u64 %rd,
+# p_name` gives PARAM_SPACE_BASE + the parameter's offset (a .param-space
+# address), `cvta.param.u64` maps it to PARAM_GENERIC_BASE + the offset (a
+# generic address, what cp.async.bulk.tensor takes). Neither is a global address.
+PARAM_SPACE_BASE = 0x1000_0000_0000
+PARAM_GENERIC_BASE = 0x2000_0000_0000
+PARAM_WINDOW = 0x1000_0000_0000     # both windows are this long
+
+
+class TensorMap:
+    """The emulator's stand-in for a CUtensorMap (cuTensorMapEncodeTiled): a 2-D
+    tiled tensor map, no interleave, no L2 promotion, OOB fill with zeros.
+
+    TensorMap(addr, elem_bytes, dims, stride, box, swizzle=0)
+      addr        global address of element (0, 0) (an address in a Memory)
+      elem_bytes  element size in bytes (2 for bf16)
+      dims        (inner, outer) extents in elements (inner is contiguous)
+      stride      bytes between consecutive outer indices
+      box         (inner, outer) box extents in elements
+      swizzle     0 (none) or 128 (CU_TENSOR_MAP_SWIZZLE_128B)
+    Validated like the driver: addr 16-byte aligned, stride a multiple of 16 and
+    >= inner * elem_bytes, box extents 1..256, box inner bytes a multiple of 16,
+    and with swizzle 128 the box inner bytes <= 128.
+
+    encode() gives the 128 bytes a kernel's `.param .align 64 .b8 p[128]` holds
+    (this emulator's own layout, not the driver's); decode() reads them back."""
+
+    MAGIC = b"EmTM"
+    _FMT = "<4sI8Q"
+
+    def __init__(self, addr, elem_bytes, dims, stride, box, swizzle=0):
+        self.addr = int(addr)
+        self.elem = self.elem_bytes = int(elem_bytes)
+        self.dims = tuple(int(x) for x in dims)
+        self.stride = int(stride)
+        self.box = tuple(int(x) for x in box)
+        self.swizzle = int(swizzle)
+        if len(self.dims) != 2 or len(self.box) != 2:
+            raise EmuError("TensorMap: dims and box are (inner, outer) pairs")
+        if self.elem not in (1, 2, 4, 8):
+            raise EmuError(f"TensorMap: element size {self.elem} not in 1, 2, 4, 8")
+        if self.addr < 0 or self.addr % 16:
+            raise EmuError(f"TensorMap: global address {self.addr:#x} is not 16-byte aligned")
+        if not all(1 <= d <= 1 << 32 for d in self.dims):
+            raise EmuError(f"TensorMap: dims {self.dims} out of range 1..2^32")
+        if self.stride % 16 or self.stride < self.dims[0] * self.elem or self.stride >= 1 << 40:
+            raise EmuError(f"TensorMap: outer stride {self.stride} must be a multiple of 16, >= inner extent "
+                           f"* element size ({self.dims[0] * self.elem}) and < 2^40")
+        if not all(1 <= b <= 256 for b in self.box):
+            raise EmuError(f"TensorMap: box {self.box} extents must be in 1..256")
+        ib = self.box[0] * self.elem
+        if ib % 16:
+            raise EmuError(f"TensorMap: box inner extent {ib} bytes is not a multiple of 16")
+        if self.swizzle not in (0, 128):
+            raise EmuError(f"TensorMap: swizzle {self.swizzle} not supported (0 or 128)")
+        if self.swizzle == 128 and ib > 128:
+            raise EmuError(f"TensorMap: box inner extent {ib} bytes exceeds the 128-byte swizzle span")
+
+    def encode(self):
+        b = struct.pack(self._FMT, self.MAGIC, 1, self.addr, self.elem, self.dims[0], self.dims[1],
+                        self.stride, self.box[0], self.box[1], self.swizzle)
+        return b + bytes(128 - len(b))
+
+    @classmethod
+    def decode(cls, data):
+        data = bytes(data)
+        if len(data) != 128:
+            raise EmuError(f"TensorMap.decode: {len(data)} bytes, need 128")
+        f = struct.unpack_from(cls._FMT, data)
+        if f[0] != cls.MAGIC or f[1] != 1:
+            raise EmuError("not an encoded TensorMap (bad magic: the parameter does not hold a tensor map)")
+        return cls(f[2], f[3], (f[4], f[5]), f[6], (f[7], f[8]), f[9])
+
+    def __eq__(self, other):
+        return isinstance(other, TensorMap) and self.encode() == other.encode()
+
+    def __hash__(self):
+        return hash(self.encode())
+
+    def __repr__(self):
+        return (f"TensorMap(addr={self.addr:#x}, elem_bytes={self.elem}, dims={self.dims}, "
+                f"stride={self.stride}, box={self.box}, swizzle={self.swizzle})")
 
 
 # ----------------------------------------------------------------------------- types
@@ -283,6 +479,8 @@ class Function:
         self.labels = {}
         self.module_shared = module_shared  # dynamic (extern) shared symbols
         self.dyn_align = module_dyn_align
+        self.version = None   # (major, minor) of the module's .version
+        self.target = None    # the module's .target list, e.g. ['sm_90a']
         self.reqntid = None
         self.maxntid = None
         self.maxnreg = None
@@ -404,6 +602,10 @@ def _match_close(text, i, open_ch, close_ch):
 
 def parse_module(text):
     text = _strip_comments(text)
+    mv = re.search(r"\.version\s+(\d+)\.(\d+)", text)
+    version = (int(mv.group(1)), int(mv.group(2))) if mv else None
+    mt = re.search(r"\.target\s+([\w, ]+?)\s*(?:\n|$|\.)", text)
+    target = [t.strip() for t in mt.group(1).split(",")] if mt else None
     funcs = {}
     module_shared = []
     dyn_align = 16
@@ -435,6 +637,13 @@ def parse_module(text):
                 toks = p.replace(",", " ").split()
                 if not toks:
                     continue
+                mt = re.fullmatch(r"\.param\s+\.align\s+(\d+)\s+\.b8\s+([\w$]+)\s*\[\s*(\d+)\s*\]", p.strip())
+                if mt:   # an opaque by-value byte array: a CUtensorMap
+                    if int(mt.group(3)) != 128 or int(mt.group(1)) not in (64, 128):
+                        raise EmuError(f"{name}: unsupported parameter `{p}` (byte-array parameters must be "
+                                       f"`.param .align 64 .b8 name[128]`, a tensor map)")
+                    params.append(("tmap", mt.group(2)))
+                    continue
                 if toks[0] != ".param" or "[" in p:
                     raise EmuError(f"{name}: unsupported parameter `{p}`")
                 ty = next((t[1:] for t in toks[1:] if t[1:] in _BITS), None)
@@ -455,6 +664,7 @@ def parse_module(text):
         if kind == "entry":
             funcs[name] = Function(name, params, body, module_shared, directives, dyn_align,
                                    body_line=text[:bo].count("\n") + 1)
+            funcs[name].version, funcs[name].target = version, target
         i = bc + 1
     return funcs
 
@@ -505,6 +715,9 @@ class Memory:
         """[a, a + nbytes) inside one allocation (nbytes scalar or per-address)."""
         if len(a) == 0:
             return
+        if np.count_nonzero(a >= PARAM_SPACE_BASE):
+            raise EmuError(f"{what}: address {int(a[a >= PARAM_SPACE_BASE][0]):#x} is a kernel-parameter address "
+                           f"(mov / cvta.param of a parameter, e.g. a tensor map), not a global one")
         if len(self._starts) != len(self.allocs):  # allocs edited by hand
             self._starts = np.array([s for s, _ in self.allocs], dtype=np.int64)
             self._ends = np.array([e for _, e in self.allocs], dtype=np.int64)
@@ -519,17 +732,21 @@ class Memory:
 # ----------------------------------------------------------------------------- launch
 
 def run_kernel(func, mem, grid, block, params, dyn_smem=0, max_steps=50_000_000, allow_large_smem=False,
-               strict_async=True, check_nc=True, check_races=True):
+               strict_async=True, check_nc=True, check_races=True, strict_waits=True):
     """Run `func` over the whole grid, one block after another.
 
     params: Python ints / floats in declaration order (pointers are addresses in
-      `mem`). dyn_smem: dynamic shared memory bytes. max_steps: per block.
+      `mem`); for a tensor-map parameter (`.param .align 64 .b8 p[128]`) a
+      TensorMap or its 128 encoded bytes. dyn_smem: dynamic shared memory
+      bytes. max_steps: per block.
     allow_large_smem: the host raised cudaFuncAttributeMaxDynamicSharedMemorySize,
       so static + dynamic shared memory may exceed 48 KiB (up to 227 KiB).
     strict_async: cp.async data is visible only to the issuing thread until a
       barrier (see the module doc); False makes it visible to all at the wait.
     check_nc: bytes read with ld.global.nc must not be written by the launch.
     check_races: barrier-interval race detection on shared memory (module doc).
+    strict_waits: an mbarrier try_wait / test_wait returns false at a thread's
+      first try even on a completed phase (module doc); False: true iff completed.
     Raises EmuError on any violation."""
     grid = tuple(int(x) for x in grid) + (1,) * (3 - len(grid))
     block = tuple(int(x) for x in block) + (1,) * (3 - len(block))
@@ -563,10 +780,22 @@ def run_kernel(func, mem, grid, block, params, dyn_smem=0, max_steps=50_000_000,
         ex = _Exec(func, block, int(dyn_smem), bool(strict_async))
         func._cache[key] = ex
     ex.races = bool(check_races)
+    ex.strict_waits = bool(strict_waits)
     ex.launch(mem, grid, params, max_steps, check_nc)
 
 
-_K_OP, _K_BRA, _K_RET, _K_BAR = 0, 1, 2, 3
+_K_OP, _K_BRA, _K_RET, _K_BAR, _K_WAIT = 0, 1, 2, 3, 4
+_TX_MAX = (1 << 20) - 1     # mbarrier counts and tx-counts
+
+
+class _Mbar:
+    """State of one mbarrier object (its completed-phase count lives in
+    _Exec.mb_comp; the current phase parity is that count's low bit)."""
+    __slots__ = ("addr", "expected", "pending", "tx", "init_tid", "init_epoch", "nwait", "tx_bytes")
+
+    def __init__(self, addr, count, tid, epoch):
+        self.addr, self.expected, self.pending, self.tx = addr, count, count, 0
+        self.init_tid, self.init_epoch, self.nwait, self.tx_bytes = tid, epoch, 0, 0
 
 
 # fragment index tables (lane t, group g = t // 4, c = t % 4)
@@ -602,6 +831,21 @@ _GATHER_D = (_MC_R * 8 + _MC_C).ravel()
 
 
 _ARANGE = np.arange(64)
+
+
+def _short(text):
+    """An instruction's text with long {register lists} elided (error messages)."""
+    def sub(m):
+        items = [x.strip() for x in m.group(1).split(",")]
+        return m.group(0) if len(items) <= 8 else f"{{{items[0]}, {items[1]}, ..., {items[-1]}}}"
+    return re.sub(r"\{([^{}]*)\}", sub, text)
+
+
+def _lowmask(n):
+    """(1 << n) - 1 as uint64 for n in 0..64 (int array)."""
+    n = np.asarray(n, np.int64)
+    return np.where(n >= 64, np.uint64(0xFFFFFFFFFFFFFFFF),
+                    (np.uint64(1) << np.minimum(n, 63).astype(np.uint64)) - np.uint64(1))
 
 
 class _Exec:
@@ -673,11 +917,14 @@ class _Exec:
         self.param_off = {}
         off = 0
         for ty, nm in func.params:
-            sz = _BITS[ty] // 8
-            off = (off + sz - 1) // sz * sz
+            sz, al = (128, 64) if ty == "tmap" else (_BITS[ty] // 8, _BITS[ty] // 8)
+            off = (off + al - 1) // al * al
             self.param_off[nm] = (off, ty)
             off += sz
         self.pbuf = np.zeros(max(off, 8), np.uint8)
+        self.tmap_offs = {o for o, ty in self.param_off.values() if ty == "tmap"}
+        self.tmap_cache = {}
+        self._async_init()
         self.pc = np.zeros(ntp, np.int64)
         self.alive = np.zeros(ntp, bool)
         self.cp_seq = np.zeros(ntp, np.int64)
@@ -695,6 +942,13 @@ class _Exec:
             except EmuError as e:
                 raise EmuError(f"{func.name}: line {ins.line}: `{ins.text}`: {e}") from None
         self.granule = min(self.widths) if self.widths else 16
+        if self.acc_regs:   # instructions touching wgmma accumulators (see _acc_guard)
+            for p, (kind, fn, gv, gneg, tgt, ins) in enumerate(self.code):
+                if kind != _K_OP or ins.op == "wgmma":
+                    continue
+                names = frozenset(re.findall(r"%[\w$]+", " ".join(ins.args))) & self.acc_regs
+                if names:
+                    self.code[p] = (kind, self._acc_guard(fn, names, ins), gv, gneg, tgt, ins)
         for p, (kind, fn, gv, gneg, tgt, ins) in enumerate(self.code):
             if kind == _K_BRA and tgt is None:
                 raise EmuError(f"{func.name}: unknown label in `{ins.text}`")
@@ -880,6 +1134,8 @@ class _Exec:
             return (_K_BAR, None, gv, gneg, None, ins)
         if op in ("membar", "fence", "nanosleep", "prefetch", "prefetchu"):
             return (_K_OP, lambda g: None, gv, gneg, None, ins)
+        if op == "mbarrier" and mods and mods[0] in ("try_wait", "test_wait"):
+            return (_K_WAIT, self._c_mbarrier(ins), gv, gneg, None, ins)
         name = "_c_" + op
         fn = getattr(self, name, None)
         if fn is None:
@@ -926,14 +1182,42 @@ class _Exec:
                     v |= s.astype(U) << U(eb * i)
                 w(v, g)
             return pack
-        A = self.src(a, ty)
+        if a.strip() in self.param_off:   # the parameter's address in the .param window
+            A = self._param_addr(a.strip(), ty, PARAM_SPACE_BASE)
+        else:
+            A = self.src(a, ty)
         w = self.dst(d, ty)
         return lambda g: w(A, g)
+
+    def _param_addr(self, name, ty, base):
+        if ty not in ("u64", "b64", "s64"):
+            raise EmuError(f"the address of parameter {name} needs a 64-bit type")
+        return self._const(base + self.param_off[name][0], _NP[ty])
 
     def _c_cvta(self, ins):
         ty = ins.mods[-1]
         if ty not in ("u32", "u64"):
             raise EmuError("cvta type must be .u32 or .u64")
+        space = [m for m in ins.mods[:-1] if m != "to"]
+        if space == ["param"]:
+            # .param <-> generic: the two parameter windows (module doc)
+            to = "to" in ins.mods
+            frm, dst_base = (PARAM_GENERIC_BASE, PARAM_SPACE_BASE) if to else (PARAM_SPACE_BASE, PARAM_GENERIC_BASE)
+            a = ins.args[1].strip()
+            A = self._param_addr(a, ty, frm) if a in self.param_off else self.src(a, ty)
+            w = self.dst(ins.args[0], ty)
+            what = f"{self.f.name}: {ins.text}"
+            if ty != "u64":
+                raise EmuError("cvta.param needs .u64")
+
+            def cvta_param(g):
+                v = A.astype(np.int64)
+                bad = g & ((v < frm) | (v >= frm + PARAM_WINDOW))
+                if np.count_nonzero(bad):
+                    raise EmuError(f"{what}: {int(v[bad][0]):#x} is not a {'generic' if to else '.param'}-window "
+                                   f"parameter address (from mov.u64 %rd, param{' and cvta.param' if to else ''})")
+                w((v - frm + dst_base).astype(np.uint64), g)
+            return cvta_param
         A = self.src(ins.args[1], ty)
         w = self.dst(ins.args[0], ty)
         return lambda g: w(A, g)
@@ -1106,6 +1390,8 @@ class _Exec:
         if np.count_nonzero((ad < 0) | (ad > self.smem_size - nbytes)):
             raise EmuError(f"{what}: shared access out of bounds: {ad[(ad < 0) | (ad + nbytes > self.smem_size)][:4]}"
                            f" (shared memory is {self.smem_size} B)")
+        if self.async_on:
+            self._async_generic(ad, nbytes, what, tids, write, collective)
         if self.npend or self.vis_dirty:
             idx = ad[:, None] + np.arange(nbytes)
             if self.npend:
@@ -1205,6 +1491,8 @@ class _Exec:
 
     # ------------------------------------------------------------------ cp.async
     def _c_cp(self, ins):
+        if ins.mods[:2] == ["async", "bulk"]:
+            return self._c_bulk(ins)
         mods = [m.split("::")[0] if m.startswith("shared") else m for m in ins.mods]
         if not mods or mods[0] != "async":
             raise EmuError("only cp.async is supported")
@@ -1584,6 +1872,1077 @@ class _Exec:
                 else:
                     Dv[i].reshape(nw, 32)[warps] = D[:, i, :]
         return mma
+
+    # ------------------------------------------------------------------ Hopper: mbarrier, TMA, wgmma
+    def _async_init(self):
+        """Per-executor arrays of the asynchronous (sm_90) machinery; reset per block."""
+        nsm = len(self.smem)
+        self.nch = nsm // 16                               # 16-byte chunks
+        self.mb_at = np.full(nsm // 8, -1, np.int32)       # mbarrier index of each 8-byte word
+        self.tma_bar = np.full(self.nch, -1, np.int32)     # TMA data: completing mbarrier
+        self.tma_n = np.zeros(self.nch, np.int64)          # ... and its completion number
+        self.rel_bar = np.full(self.nch, -1, np.int32)     # latest release of reads: mbarrier
+        self.rel_n = np.zeros(self.nch, np.int64)          # ... and completion number
+        self.unrel = np.zeros(self.nch, np.int32)          # read records not yet released
+        self.inuse = np.zeros(self.nch, np.int32)          # unretired wgmma reads
+        self.parked = np.zeros(self.ntp, bool)
+        self.park_kind = np.zeros(self.ntp, np.int8)       # 1 try_wait, 2 test_wait, 3 bar.sync
+        self.park_on = np.full(self.ntp, -1, np.int32)
+        self.park_par = np.zeros(self.ntp, np.int8)
+        self.park_line = np.zeros(self.ntp, np.int64)
+        self.wait_retry = np.zeros(self.ntp, np.int64)     # strict_waits: id of the wait that returned false
+        self.n_waits = 0
+        self.strict_waits = True
+        self.nwg = (self.nw + 3) // 4
+        self.acc_regs = set()
+        self._wg_tabs = {}
+        self._async_reset()
+
+    def _async_reset(self):
+        self.async_on = False
+        self.mbs = []
+        self.mb_comp = np.zeros(8, np.int64)               # completed phases of each mbarrier
+        self.mb_obs = np.zeros((8, self.ntp), np.int64)    # phases each thread has observed
+        self.mb_at.fill(-1)
+        self.tma_bar.fill(-1)
+        self.rel_bar.fill(-1)
+        self.unrel.fill(0)
+        self.inuse.fill(0)
+        self.parked.fill(False)
+        self.park_kind.fill(0)
+        self.park_on.fill(-1)
+        self.n_parked = 0
+        self.wait_retry.fill(0)
+        self.rd_recs = []            # [kind (0 thread, 1 warp, 2 warpgroup), reader ids, chunks, retired]
+        self.wg_recs = [[] for _ in range(self.nwg)]      # [group seq or None, read record, chunks, regs]
+        self.wg_commit = [0] * self.nwg
+        self.wg_need_fence = np.ones(self.nwg, bool)
+        self.wg_live = [frozenset()] * self.nwg
+        self.n_inflight = 0
+
+    def _need_sm90(self, ins, arch_a=False):
+        f = self.f
+        if f.version is not None and f.version < (8, 0):
+            raise EmuError(f"needs .version 8.0 or later (the module has .version {f.version[0]}.{f.version[1]})")
+        if f.target:
+            t = f.target[0]
+            if arch_a:
+                if t != "sm_90a":
+                    raise EmuError(f"{ins.op} needs .target sm_90a (the module has .target {t})")
+            else:
+                m = re.fullmatch(r"sm_(\d+)a?", t)
+                if not m or int(m.group(1)) < 90:
+                    raise EmuError(f"needs .target sm_90 or later (the module has .target {t})")
+
+    def _sym_name(self, off):
+        best = None
+        for nm, o in self.symbols.items():
+            if o <= off and (best is None or o > best[1]):
+                best = (nm, o)
+        if best is None:
+            return f"shared offset {off}"
+        return f"`{best[0]}+{off - best[1]}` (shared offset {off})"
+
+    def _mb_name(self, b):
+        return "mbarrier " + self._sym_name(self.mbs[b].addr)
+
+    def _mb_state(self, b):
+        mb = self.mbs[b]
+        c = int(self.mb_comp[b])
+        return (f"{c} phases completed, current parity {c & 1}, {mb.pending} of {mb.expected} arrivals pending, "
+                f"tx-count {mb.tx}")
+
+    def _mb_lookup(self, ad, tids, what):
+        """mbarrier indices of addresses `ad` used by threads `tids`."""
+        if np.count_nonzero(ad & 7):
+            raise EmuError(f"{what}: mbarrier address {int(ad[(ad & 7) != 0][0])} is not 8-byte aligned")
+        oob = (ad < 0) | (ad + 8 > self.smem_size)
+        if np.count_nonzero(oob):
+            raise EmuError(f"{what}: mbarrier address {int(ad[oob][0])} outside shared memory "
+                           f"({self.smem_size} B)")
+        b = self.mb_at[ad >> 3]
+        if np.count_nonzero(b < 0):
+            raise EmuError(f"{what}: no initialised mbarrier at {self._sym_name(int(ad[b < 0][0]))} "
+                           f"(mbarrier.init first)")
+        for bi in np.unique(b):
+            mb = self.mbs[bi]
+            if mb.init_epoch == self.epoch:
+                other = (b == bi) & (tids != mb.init_tid)
+                if np.count_nonzero(other):
+                    raise EmuError(f"{what}: thread {int(tids[other][0])} uses {self._mb_name(bi)} in the barrier "
+                                   f"interval of its mbarrier.init by thread {mb.init_tid} (bar.sync after the "
+                                   f"init, and fence.mbarrier_init, before other threads use it)")
+        return b.astype(np.int64)
+
+    def _mb_new(self, addr, count, tid):
+        b = len(self.mbs)
+        if b >= len(self.mb_comp):
+            self.mb_comp = np.concatenate([self.mb_comp, np.zeros(len(self.mb_comp), np.int64)])
+            self.mb_obs = np.concatenate([self.mb_obs, np.zeros_like(self.mb_obs)])
+        self.mb_comp[b] = 0
+        self.mb_obs[b] = 0
+        self.mbs.append(_Mbar(addr, count, tid, self.epoch))
+        self.mb_at[addr >> 3] = b
+        self.async_on = True
+        return b
+
+    def _mb_after(self, b):
+        """Complete the current phase of mbarrier b if nothing is pending."""
+        mb = self.mbs[b]
+        if abs(mb.tx) > _TX_MAX:
+            raise EmuError(f"tx-count {mb.tx} of {self._mb_name(b)} out of range (|tx| < 2^20)")
+        if mb.pending == 0 and mb.tx == 0:
+            self.mb_comp[b] += 1
+            mb.pending = mb.expected
+            mb.tx_bytes = 0
+            if mb.nwait:
+                sel = self.parked & (self.park_on == b)
+                k = int(np.count_nonzero(sel))
+                self.parked[sel] = False
+                self.park_on[sel] = -1
+                self.park_kind[sel] = 0
+                self.n_parked -= k
+                mb.nwait = 0
+
+    def _mb_arrive(self, b, tids, cnt, tx, what):
+        """Arrivals (in thread order) of `tids` on mbarrier b, with counts `cnt` and
+        (expect-tx before each arrival) tx; returns the completion number each
+        arrival belongs to."""
+        mb = self.mbs[b]
+        tot = int(cnt.sum())
+        if tot <= mb.pending and (mb.pending > 0):
+            n = int(self.mb_comp[b]) + 1
+            if tx is not None:
+                mb.tx += int(tx.sum())
+            mb.pending -= tot
+            self._mb_after(b)
+            return np.full(tids.size, n, np.int64)
+        ns = np.zeros(tids.size, np.int64)
+        for i in range(tids.size):
+            if tx is not None:
+                mb.tx += int(tx[i])
+            c = int(cnt[i])
+            if c > mb.pending:
+                raise EmuError(f"{what}: thread {int(tids[i])} arrives (count {c}) on {self._mb_name(b)} whose "
+                               f"current phase expects only {mb.pending} more arrival(s) ({self._mb_state(b)}): more "
+                               f"arrivals than the phase's expected count")
+            ns[i] = int(self.mb_comp[b]) + 1
+            mb.pending -= c
+            self._mb_after(b)
+        return ns
+
+    def _mb_complete_tx(self, b, nbytes, what):
+        mb = self.mbs[b]
+        if mb.pending == 0 and mb.tx < nbytes:
+            raise EmuError(f"{what}: complete-tx of {nbytes} bytes on {self._mb_name(b)} exceeds its expected "
+                           f"transaction count ({self._mb_state(b)}): more bytes than expect_tx announced")
+        mb.tx -= nbytes
+        mb.tx_bytes += nbytes
+        self._mb_after(b)
+
+    def _release(self, tids, ns, bs):
+        """Arrivals by threads `tids` (completion numbers ns on mbarriers bs)
+        release the retired reads of those threads, of their warps (ldmatrix) and
+        of their warpgroups (wgmma)."""
+        if not self.rd_recs:
+            return
+        idx = np.arange(tids.size)
+        rep = [np.full(self.ntp, -1, np.int64), np.full(self.nw, -1, np.int64), np.full(self.nwg, -1, np.int64)]
+        rep[0][tids] = idx
+        rep[1][(tids // 32)[::-1]] = idx[::-1]
+        rep[2][(tids // 128)[::-1]] = idx[::-1]
+        keep = []
+        for rec in self.rd_recs:
+            if not rec[3]:
+                keep.append(rec)
+                continue
+            r = rep[rec[0]][rec[1]]
+            m = r >= 0
+            if not np.count_nonzero(m):
+                keep.append(rec)
+                continue
+            ch = rec[2][m]
+            self._set_release(ch, bs[r[m]], ns[r[m]])
+            np.subtract.at(self.unrel, ch, 1)
+            if not m.all():
+                keep.append([rec[0], rec[1][~m], rec[2][~m], True])
+        self.rd_recs = keep
+
+    def _set_release(self, ch, b, n):
+        same = self.rel_bar[ch] == b
+        self.rel_n[ch] = np.where(same, np.maximum(self.rel_n[ch], n), n)
+        self.rel_bar[ch] = b
+
+    def _bar_release(self):
+        """bar.sync orders every retired read before everything after it."""
+        keep = []
+        for rec in self.rd_recs:
+            if rec[3]:
+                np.subtract.at(self.unrel, rec[2], 1)
+            else:
+                keep.append(rec)
+        self.rd_recs = keep
+        self.rel_bar.fill(-1)
+
+    def _reader_name(self, rec):
+        kind, ids = rec[0], rec[1]
+        i = int(ids[0])
+        return [f"thread {i}'s ld.shared", f"warp {i}'s ldmatrix", f"warpgroup {i}'s wgmma"][kind]
+
+    def _mb_words_hit(self, ad, nbytes):
+        w8 = ad >> 3
+        hit = self.mb_at[w8] >= 0
+        for k in range(1, nbytes // 8):
+            hit |= self.mb_at[w8 + k] >= 0
+        return hit
+
+    def _async_generic(self, ad, nbytes, what, tids, write, collective):
+        """Generic shared accesses (ld / st / cp.async / ldmatrix) against
+        mbarrier objects, in-flight wgmma operands and TMA-written bytes."""
+        tids = np.asarray(tids, np.int64)
+        if self.mbs:
+            hit = self._mb_words_hit(ad, max(nbytes, 8))
+            if np.count_nonzero(hit):
+                a = int(ad[hit][0])
+                raise EmuError(f"{what}: {'writes' if write else 'reads'} shared byte {a}, part of "
+                               f"{self._mb_name(int(self.mb_at[a >> 3]))} (only mbarrier instructions may "
+                               f"access an initialised mbarrier object)")
+        ch = ad >> 4
+        if write and self.n_inflight:
+            iu = self.inuse[ch] > 0
+            if np.count_nonzero(iu):
+                c = int(ch[iu][0])
+                raise EmuError(f"{what}: thread {int(tids[iu][0])} writes shared byte {16 * c}, an operand of "
+                               f"{self._inflight_name(c)} not yet retired by wgmma.wait_group")
+        tb = self.tma_bar[ch]
+        m = tb >= 0
+        if not np.count_nonzero(m):
+            return
+        T, chm, tbm = tids[m], ch[m], tb[m].astype(np.int64)
+        need = self.tma_n[chm]
+        if collective:
+            lanes = (T // 32 * 32)[:, None] + np.arange(32)
+            obs = self.mb_obs[tbm[:, None], lanes]
+            who = lanes[np.arange(lanes.shape[0]), obs.argmin(1)]
+            obs = obs.min(1)
+        else:
+            obs = self.mb_obs[tbm, T]
+            who = T
+        bad = obs < need
+        if np.count_nonzero(bad):
+            k = int(np.flatnonzero(bad)[0])
+            b, n = int(tbm[k]), int(need[k])
+            state = "which has not completed" if self.mb_comp[b] < n else \
+                f"which thread {int(who[k])} has not observed (mbarrier.try_wait / test_wait on it)"
+            raise EmuError(f"{what}: thread {int(who[k])} {'writes' if write else 'reads'} shared byte "
+                           f"{16 * int(chm[k])} written by a TMA (cp.async.bulk.tensor) completing phase {n} of "
+                           f"{self._mb_name(b)}, {state}")
+        if not write:
+            kind = 1 if collective else 0
+            self.rd_recs.append([kind, T // 32 if collective else T, chm, True])
+            np.add.at(self.unrel, chm, 1)
+        elif nbytes == 16:   # the whole chunk is generic data now
+            self.tma_bar[chm] = -1
+
+    def _inflight_name(self, c):
+        for wg, recs in enumerate(self.wg_recs):
+            for rec in recs:
+                if np.count_nonzero(rec[2] == c):
+                    st = "uncommitted" if rec[0] is None else f"wgmma-group {rec[0]}"
+                    return f"a wgmma.mma_async of warpgroup {wg} ({st})"
+        return "an in-flight wgmma"
+
+    # -- mbarrier
+    def _c_mbarrier(self, ins):
+        mods = ins.mods
+        sub = mods[0] if mods else ""
+        rest = mods[1:]
+        allowed = {"release", "acquire", "relaxed", "cta", "cluster", "shared", "shared::cta", "shared::cluster",
+                   "b64", "parity", "expect_tx"}
+        bad = [m for m in rest if m not in allowed]
+        if sub not in ("init", "inval", "arrive", "expect_tx", "complete_tx", "try_wait", "test_wait") or bad:
+            raise EmuError(f"unsupported mbarrier form (.{'.'.join(bad) if bad else sub})")
+        if rest[-1:] != ["b64"]:
+            raise EmuError("mbarrier instructions take .b64")
+        if not any(m.startswith("shared") for m in rest):
+            raise EmuError("generic-address mbarrier operations are not supported: use .shared::cta")
+        if "shared::cluster" in rest and sub != "arrive":
+            raise EmuError(".shared::cluster is supported on mbarrier.arrive only")
+        if "expect_tx" in rest and sub != "arrive":
+            raise EmuError(".expect_tx qualifies mbarrier.arrive only")
+        if sub in ("expect_tx", "complete_tx", "try_wait") or "expect_tx" in rest:
+            self._need_sm90(ins)
+        what = f"{self.f.name}: {ins.text}"
+        args = ins.args
+
+        def address(a):
+            afn, pinfo = self.addr(a)
+            if pinfo is not None:
+                raise EmuError("parameter used as an mbarrier address")
+            return afn
+
+        if sub == "init":
+            if len(args) != 2:
+                raise EmuError("mbarrier.init takes [addr], count")
+            afn, C = address(args[0]), self.src(args[1], "u32")
+
+            def init(g):
+                act = g.nonzero()[0]
+                if not act.size:
+                    return
+                ad = afn()[act]
+                if np.count_nonzero(ad & 7) or np.count_nonzero((ad < 0) | (ad + 8 > self.smem_size)):
+                    raise EmuError(f"{what}: mbarrier address {ad[:4]} not 8-byte aligned or outside shared memory")
+                if np.unique(ad).size != ad.size:
+                    raise EmuError(f"{what}: several threads initialise one mbarrier in one instruction")
+                cnt = C[act].astype(np.int64)
+                if np.count_nonzero((cnt < 1) | (cnt > _TX_MAX)):
+                    raise EmuError(f"{what}: mbarrier count {int(cnt[(cnt < 1) | (cnt > _TX_MAX)][0])} not in "
+                                   f"1..2^20-1")
+                for a, c, t in zip(ad.tolist(), cnt.tolist(), act.tolist()):
+                    if self.mb_at[a >> 3] >= 0:
+                        raise EmuError(f"{what}: mbarrier.init of the live {self._mb_name(int(self.mb_at[a >> 3]))}"
+                                       f" (mbarrier.inval it first)")
+                    if self.npend and np.count_nonzero(self.pend[a:a + 8] >= 0):
+                        raise EmuError(f"{what}: mbarrier.init onto bytes of a pending cp.async")
+                    if self.inuse[a >> 4]:
+                        raise EmuError(f"{what}: mbarrier.init onto an operand of an in-flight wgmma")
+                    self._mb_new(a, c, t)
+            return init
+
+        if sub == "inval":
+            afn = address(args[0])
+
+            def inval(g):
+                act = g.nonzero()[0]
+                if not act.size:
+                    return
+                b = self._mb_lookup(afn()[act], act, what)
+                for bi in np.unique(b):
+                    if self.mbs[bi].nwait:
+                        raise EmuError(f"{what}: mbarrier.inval of {self._mb_name(bi)} while threads wait on it")
+                    self.mb_at[self.mbs[bi].addr >> 3] = -1
+            return inval
+
+        if sub in ("expect_tx", "complete_tx"):
+            if len(args) != 2:
+                raise EmuError(f"mbarrier.{sub} takes [addr], txCount")
+            afn, X = address(args[0]), self.src(args[1], "u32")
+
+            def tx_op(g):
+                act = g.nonzero()[0]
+                if not act.size:
+                    return
+                b = self._mb_lookup(afn()[act], act, what)
+                x = X[act].astype(np.int64)
+                if np.count_nonzero(x > _TX_MAX):
+                    raise EmuError(f"{what}: txCount {int(x.max())} not in 0..2^20-1")
+                for bi, xi in zip(b.tolist(), x.tolist()):
+                    if sub == "expect_tx":
+                        self.mbs[bi].tx += xi
+                        self._mb_after(bi)
+                    else:
+                        self._mb_complete_tx(bi, xi, what)
+            return tx_op
+
+        if sub == "arrive":
+            has_tx = "expect_tx" in rest
+            if len(args) not in (2, 3) or (has_tx and len(args) != 3):
+                raise EmuError("mbarrier.arrive takes state, [addr]{, count}; .expect_tx: state, [addr], txCount")
+            sa = args[0].strip()
+            if "shared::cluster" in rest and sa != "_":
+                raise EmuError("mbarrier.arrive.shared::cluster needs the sink `_` as its state operand")
+            ws = self.dst(sa, "b64")
+            afn = address(args[1])
+            X = self.src(args[2], "u32") if len(args) == 3 else None
+
+            def arrive(g):
+                act = g.nonzero()[0]
+                if not act.size:
+                    return
+                b = self._mb_lookup(afn()[act], act, what)
+                x = X[act].astype(np.int64) if X is not None else np.ones(act.size, np.int64)
+                if has_tx:
+                    if np.count_nonzero(x > _TX_MAX):
+                        raise EmuError(f"{what}: txCount {int(x.max())} not in 0..2^20-1")
+                    cnt, tx = np.ones(act.size, np.int64), x
+                else:
+                    if np.count_nonzero((x < 1) | (x > _TX_MAX)):
+                        raise EmuError(f"{what}: arrival count {int(x[(x < 1) | (x > _TX_MAX)][0])} not in 1..2^20-1")
+                    cnt, tx = x, None
+                ns = np.zeros(act.size, np.int64)
+                for bi in np.unique(b):
+                    sel = np.flatnonzero(b == bi)
+                    ns[sel] = self._mb_arrive(int(bi), act[sel], cnt[sel], None if tx is None else tx[sel], what)
+                if self.rd_recs:
+                    self._release(act, ns, b)
+                state = np.zeros(self.ntp, np.uint64)
+                state[act] = (ns - 1).astype(np.uint64)   # the phase arrived on (any value would do)
+                ws(state, g)
+            return arrive
+
+        # try_wait / test_wait
+        if "parity" not in rest:
+            raise EmuError(f"only mbarrier.{sub}.parity is supported (not the state-token form)")
+        if len(args) not in (3, 4):
+            raise EmuError(f"mbarrier.{sub}.parity takes p, [addr], phaseParity{{, suspendTimeHint}}")
+        wp = self.dst(args[0], "pred")
+        afn = address(args[1])
+        Q = self.src(args[2], "u32")
+        soft = sub == "test_wait"
+        self.n_waits += 1
+        wid = self.n_waits     # this instruction, for strict_waits' retry test
+        line = ins.line
+
+        def wait(g):
+            act = g.nonzero()[0]
+            if not act.size:
+                return False
+            b = self._mb_lookup(afn()[act], act, what)
+            q = Q[act].astype(np.int64)
+            if np.count_nonzero(q > 1):
+                raise EmuError(f"{what}: phase parity operand {int(q[q > 1][0])} is not 0 or 1")
+            comp = self.mb_comp[b]
+            ok = (comp & 1) != q
+            if self.strict_waits:
+                # a first try returns false even on a completed phase (the thread may
+                # have come before the completion); the retry sees the real state
+                first = self.wait_retry[act] != wid
+                self.wait_retry[act] = np.where(ok & ~first, 0, wid)
+                done = ok & ~first
+            else:
+                done = ok
+            if np.count_nonzero(done):
+                self.mb_obs[b[done], act[done]] = comp[done]
+            res = np.zeros(self.ntp, bool)
+            res[act[done]] = True
+            wp(res, g)
+            wait_ = ~ok
+            if not np.count_nonzero(wait_):
+                return False
+            # false on an incomplete phase: the thread goes on (its pc advances)
+            # once the phase completes
+            fail = act[wait_]
+            for bi in np.unique(b[wait_]):
+                sel = b[wait_] == bi
+                tt = fail[sel]
+                self.parked[tt] = True
+                self.park_kind[tt] = 2 if soft else 1
+                self.park_on[tt] = bi
+                self.park_par[tt] = q[wait_][sel]
+                self.park_line[tt] = line
+                self.mbs[bi].nwait += tt.size
+                self.n_parked += tt.size
+            return True
+        return wait
+
+    # -- TMA
+    def _c_bulk(self, ins):
+        mods = ins.mods
+        rest = mods[2:]
+        if rest[:1] != ["tensor"]:
+            raise EmuError("only cp.async.bulk.tensor is supported")
+        self._need_sm90(ins)
+        known = {"tensor", "2d", "shared::cluster", "shared::cta", "global", "tile", "mbarrier::complete_tx::bytes",
+                 "L2::cache_hint"}
+        bad = [m for m in rest if m not in known]
+        if bad:
+            raise EmuError(f"unsupported cp.async.bulk.tensor qualifier .{bad[0]} (supported: .2d, "
+                           f"shared::cluster / shared::cta <- global, .tile, .mbarrier::complete_tx::bytes)")
+        if "2d" not in rest or "global" not in rest or "mbarrier::complete_tx::bytes" not in rest or \
+                not ("shared::cluster" in rest or "shared::cta" in rest):
+            raise EmuError("cp.async.bulk.tensor needs .2d.shared::cluster.global{.tile}.mbarrier::complete_tx::bytes")
+        args = list(ins.args)
+        if "L2::cache_hint" in rest:
+            args = args[:-1]
+        if len(args) != 3:
+            raise EmuError("cp.async.bulk.tensor takes [dstMem], [tensorMap, {c0, c1}], [mbar]")
+        dfn, dp = self.addr(args[0])
+        bfn, bp = self.addr(args[2])
+        if dp is not None or bp is not None:
+            raise EmuError("parameter used as a shared address")
+        m = re.fullmatch(r"\[\s*([^,\s]+)\s*,\s*\{(.*)\}\s*\]", args[1].strip())
+        if not m:
+            raise EmuError(f"cannot parse the tensor operand `{args[1]}`")
+        tm = m.group(1)
+        T = self._param_addr(tm, "u64", PARAM_GENERIC_BASE) if tm in self.param_off else self.src(tm, "u64")
+        cs = [c.strip() for c in m.group(2).split(",")]
+        if len(cs) != 2:
+            raise EmuError(".2d needs two coordinates {c0, c1}")
+        C0, C1 = (self.src(c, "s32") for c in cs)
+        what = f"{self.f.name}: {ins.text}"
+
+        def tma(g):
+            act = g.nonzero()[0]
+            if not act.size:
+                return
+            dst, mb, ta = dfn()[act], bfn()[act], T[act]
+            bars = self._mb_lookup(mb, act, what)
+            for i, t in enumerate(act.tolist()):
+                self._tma_load(self._tmap(int(ta[i]), what), int(C0[t]), int(C1[t]), int(dst[i]), int(bars[i]), t,
+                               what)
+        return tma
+
+    def _tmap(self, ga, what):
+        off = ga - PARAM_GENERIC_BASE
+        if off not in self.tmap_offs:
+            raise EmuError(f"{what}: tensor-map operand {ga:#x} is not the generic address of a tensor-map kernel "
+                           f"parameter (mov.u64 %rd, p_map; cvta.param.u64 %rd, %rd)")
+        raw = self.pbuf[off:off + 128].tobytes()
+        tm = self.tmap_cache.get(raw)
+        if tm is None:
+            try:
+                tm = TensorMap.decode(raw)
+            except EmuError as e:
+                raise EmuError(f"{what}: {e}") from None
+            self.tmap_cache[raw] = tm
+        return tm
+
+    def _tma_load(self, tm, c0, c1, d, b, t, what):
+        e = tm.elem
+        bx, by = tm.box
+        rowb = bx * e
+        nb = rowb * by
+        al = 1024 if tm.swizzle else 128
+        if d % al:
+            raise EmuError(f"{what}: TMA destination {d} is not {al}-byte aligned"
+                           f"{' (128-byte swizzle)' if tm.swizzle else ''}")
+        co = np.arange(nb // 16, dtype=np.int64) * 16
+        if tm.swizzle:
+            co ^= ((co >> 7) & 7) << 4
+        if d < 0 or d + int(co.max()) + 16 > self.smem_size:
+            raise EmuError(f"{what}: TMA destination [{d}, {d + nb}) outside shared memory ({self.smem_size} B)")
+        # the box from global memory, zero outside the tensor
+        data = np.zeros((by, rowb), np.uint8)
+        xs = c0 + np.arange(bx, dtype=np.int64)
+        ys = c1 + np.arange(by, dtype=np.int64)
+        okx = np.flatnonzero((xs >= 0) & (xs < tm.dims[0]))
+        rows = np.flatnonzero((ys >= 0) & (ys < tm.dims[1]))
+        if okx.size and rows.size:
+            x0, x1 = int(okx[0]), int(okx[-1]) + 1
+            starts = tm.addr + ys[rows] * tm.stride + int(xs[x0]) * e
+            ln = (x1 - x0) * e
+            self.mem.check_range(starts, ln, what + " (TMA source)")
+            data[rows, x0 * e:x1 * e] = self.mem.mem[starts[:, None] + np.arange(ln)]
+        ch = (d + co) >> 4
+        idx = (d + co)[:, None] + _ARANGE[:16]
+        self._tma_write_checks(ch, idx, t, what)
+        self.smem[idx] = data.reshape(-1, 16)
+        n = int(self.mb_comp[b]) + 1
+        self.tma_bar[ch] = b
+        self.tma_n[ch] = n
+        self.rel_bar[ch] = -1
+        gr = self.granule
+        gi = ((ch * 16 // gr)[:, None] + _ARANGE[:16 // gr]).ravel()
+        self.rw_wep[gi] = 0
+        self.rw_rep[gi] = 0
+        if self.vis_dirty:
+            self.vis[idx] = -1
+        self.async_on = True
+        self._mb_complete_tx(b, nb, what)
+
+    def _tma_write_checks(self, ch, idx, t, what):
+        """May thread t's TMA write the chunks `ch` (bytes idx) now?"""
+        if self.mbs:
+            hit = (self.mb_at[ch * 2] >= 0) | (self.mb_at[ch * 2 + 1] >= 0)
+            if np.count_nonzero(hit):
+                c = int(ch[hit][0])
+                bi = int(self.mb_at[2 * c]) if self.mb_at[2 * c] >= 0 else int(self.mb_at[2 * c + 1])
+                raise EmuError(f"{what}: TMA destination overlaps {self._mb_name(bi)}")
+        if self.npend and np.count_nonzero(self.pend[idx] >= 0):
+            raise EmuError(f"{what}: TMA onto shared bytes of a pending cp.async")
+        if self.n_inflight:
+            iu = self.inuse[ch] > 0
+            if np.count_nonzero(iu):
+                c = int(ch[iu][0])
+                raise EmuError(f"{what}: TMA overwrites shared byte {16 * c}, an operand of {self._inflight_name(c)}"
+                               f" not yet retired by wgmma.wait_group (and released by an mbarrier arrive)")
+        un = self.unrel[ch] > 0
+        if np.count_nonzero(un):
+            # the issuing thread's own retired loads are ordered by program order
+            cs = ch[un]
+            keep = []
+            for rec in self.rd_recs:
+                if rec[3] and rec[0] == 0:
+                    m = (rec[1] == t) & np.isin(rec[2], cs)
+                    if np.count_nonzero(m):
+                        np.subtract.at(self.unrel, rec[2][m], 1)
+                        if not m.all():
+                            keep.append([0, rec[1][~m], rec[2][~m], True])
+                        continue
+                keep.append(rec)
+            self.rd_recs = keep
+            un = self.unrel[ch] > 0
+            if np.count_nonzero(un):
+                c = int(ch[un][0])
+                who = next((self._reader_name(r) for r in self.rd_recs if np.count_nonzero(r[2] == c)), "a read")
+                raise EmuError(f"{what}: TMA overwrites shared byte {16 * c} whose read by {who} was not released: "
+                               f"the reader must mbarrier.arrive after the read retired (after wgmma.wait_group for "
+                               f"wgmma), and the TMA's issuer must wait for that phase")
+        rb = self.rel_bar[ch]
+        m = rb >= 0
+        if np.count_nonzero(m):
+            rbm = rb[m].astype(np.int64)
+            need = self.rel_n[ch[m]]
+            bad = self.mb_obs[rbm, t] < need
+            if np.count_nonzero(bad):
+                k = int(np.flatnonzero(bad)[0])
+                b, n = int(rbm[k]), int(need[k])
+                raise EmuError(f"{what}: TMA by thread {t} overwrites shared byte {16 * int(ch[m][k])}, whose readers "
+                               f"released it on phase {n} of {self._mb_name(b)}, which thread {t} has not observed "
+                               f"(its latest observed phase: {int(self.mb_obs[b, t])}; {self._mb_state(b)})")
+        tb = self.tma_bar[ch]
+        m = tb >= 0
+        if np.count_nonzero(m):
+            tbm = tb[m].astype(np.int64)
+            bad = self.mb_comp[tbm] < self.tma_n[ch[m]]
+            if np.count_nonzero(bad):
+                k = int(np.flatnonzero(bad)[0])
+                raise EmuError(f"{what}: TMA onto shared byte {16 * int(ch[m][k])} written by an earlier TMA whose "
+                               f"{self._mb_name(int(tbm[k]))} phase has not completed")
+        if self.races:
+            gr = self.granule
+            gi = (ch * 16 // gr)[:, None] + _ARANGE[:16 // gr]
+            E = self.epoch
+            ww = (self.rw_wep[gi] == E) & (self.rw_w[gi] != t)
+            if np.count_nonzero(ww):
+                k = np.argwhere(ww)[0]
+                raise EmuError(f"{what}: TMA by thread {t} overwrites shared byte {int(gi[k[0], k[1]]) * gr} stored by "
+                               f"thread {int(self.rw_w[gi[k[0], k[1]]])} in the same barrier interval (no bar.sync)")
+            fresh = (self.tma_bar[ch] < 0)[:, None]
+            rr = fresh & (self.rw_rep[gi] == E) & ~((self.rw_rmin[gi] == t) & (self.rw_rmax[gi] == t))
+            if np.count_nonzero(rr):
+                k = np.argwhere(rr)[0]
+                g_ = gi[k[0], k[1]]
+                raise EmuError(f"{what}: TMA by thread {t} overwrites shared byte {int(g_) * gr} read by threads "
+                               f"{int(self.rw_rmin[g_])}..{int(self.rw_rmax[g_])} in the same barrier interval "
+                               f"(no bar.sync)")
+
+    # -- wgmma
+    def _aligned_wgs(self, g, what):
+        """Warpgroups executing a warpgroup-collective .sync.aligned instruction:
+        each must be complete (all 128 threads at the instruction)."""
+        gw = g.reshape(self.nw, 32)
+        anyw = gw.any(1)
+        if not np.count_nonzero(anyw):
+            return np.zeros(0, np.int64)
+        allw = gw.all(1)
+        pad = self.nwg * 4 - self.nw
+        if pad:
+            anyw = np.concatenate([anyw, np.zeros(pad, bool)])
+            allw = np.concatenate([allw, np.zeros(pad, bool)])
+        wa = anyw.reshape(self.nwg, 4).any(1)
+        wl = allw.reshape(self.nwg, 4).all(1)
+        partial = wa & ~wl
+        if np.count_nonzero(partial):
+            wg = int(np.flatnonzero(partial)[0])
+            t0 = 128 * wg
+            missing = [t for t in range(t0, t0 + 128) if t >= self.ntp or not g[t]]
+            extra = " or not in the block" if t0 + 128 > self.nt else ""
+            raise EmuError(f"{what}: warpgroup {wg} (threads {t0}..{t0 + 127}) only partly executes this warpgroup-"
+                           f"collective instruction: threads {missing[:8]}{'...' if len(missing) > 8 else ''} are not "
+                           f"at it (divergent, waiting or exited{extra})")
+        return np.flatnonzero(wa)
+
+    def _wg_tab(self, n):
+        """Accumulator fragment of m64nNk16: (row, col) of register j, thread t of
+        the warpgroup, as two (N/2, 128) arrays."""
+        tab = self._wg_tabs.get(n)
+        if tab is None:
+            j = np.arange(n // 2)[:, None]
+            t = np.arange(128)[None, :]
+            w, ln = t // 32, t % 32
+            rows = 16 * w + ln // 4 + 8 * ((j >> 1) & 1)
+            cols = 8 * (j >> 2) + 2 * (ln % 4) + (j & 1)
+            tab = (np.broadcast_to(rows, (n // 2, 128)).copy(), np.broadcast_to(cols, (n // 2, 128)).copy())
+            self._wg_tabs[n] = tab
+        return tab
+
+    def _gmma_operand(self, desc, rows, what, which):
+        """Element (i, k), i < rows, k < 16, of a K-major operand through matrix
+        descriptor `desc`: (u16 values (rows, 16), the 16-byte chunks read)."""
+        rsv = desc & ~(0x3FFF | (0x3FFF << 16) | (0x3FFF << 32) | (7 << 49) | (3 << 62))
+        if rsv:
+            raise EmuError(f"{what}: {which} descriptor {desc:#018x} has reserved bits set ({rsv:#x})")
+        start = (desc & 0x3FFF) << 4
+        lbo = ((desc >> 16) & 0x3FFF) << 4
+        sbo = ((desc >> 32) & 0x3FFF) << 4
+        base = (desc >> 49) & 7
+        mode = desc >> 62
+        if base:
+            raise EmuError(f"{what}: {which} descriptor base offset {base} (only 0 is supported)")
+        i = np.arange(rows, dtype=np.int64)[:, None]
+        k = np.arange(16, dtype=np.int64)[None, :]
+        if mode == 1:
+            if (start >> 7) & 7:
+                raise EmuError(f"{what}: {which} descriptor start address {start} is not within the first 128 bytes "
+                               f"of a 1024-byte swizzle atom (128-byte swizzle, base offset 0)")
+            lin = start + (i // 8) * sbo + (i % 8) * 128 + 2 * k
+            phys = lin ^ (((lin >> 7) & 7) << 4)
+        elif mode == 0:
+            phys = start + (i // 8) * sbo + (k // 8) * lbo + (i % 8) * 16 + 2 * (k % 8)
+        else:
+            raise EmuError(f"{what}: {which} descriptor swizzle mode {mode} ({ {2: '64B', 3: '32B'}[mode] }) is not "
+                           f"supported (0 = none, 1 = 128B)")
+        if int(phys.max()) + 2 > self.smem_size:
+            raise EmuError(f"{what}: {which} operand reaches shared byte {int(phys.max())}, outside shared memory "
+                           f"({self.smem_size} B)")
+        return self.smem.view(np.uint16)[phys >> 1], np.unique(phys >> 4)
+
+    def _wgmma_read_checks(self, ch, wg, what):
+        t0 = 128 * wg
+        if self.mbs:
+            hit = (self.mb_at[ch * 2] >= 0) | (self.mb_at[ch * 2 + 1] >= 0)
+            if np.count_nonzero(hit):
+                raise EmuError(f"{what}: wgmma operand overlaps an mbarrier (shared byte {16 * int(ch[hit][0])})")
+        if self.npend or self.vis_dirty:
+            idx = (ch * 16)[:, None] + _ARANGE[:16]
+            if self.npend and np.count_nonzero(self.pend[idx] >= 0):
+                raise EmuError(f"{what}: wgmma reads shared bytes of a pending cp.async")
+            if self.vis_dirty and np.count_nonzero(self.vis[idx] != -1):
+                raise EmuError(f"{what}: wgmma reads shared bytes written by a cp.async with no bar.sync since its "
+                               f"cp.async.wait")
+        tb = self.tma_bar[ch]
+        m = tb >= 0
+        if np.count_nonzero(m):
+            tbm = tb[m].astype(np.int64)
+            obs = self.mb_obs[tbm, t0:t0 + 128]
+            need = self.tma_n[ch[m]]
+            bad = obs.min(1) < need
+            if np.count_nonzero(bad):
+                k = int(np.flatnonzero(bad)[0])
+                b, n = int(tbm[k]), int(need[k])
+                who = t0 + int(obs[k].argmin())
+                state = "which has not completed" if self.mb_comp[b] < n else \
+                    f"which thread {who} has not observed (every thread of the warpgroup must wait on it)"
+                raise EmuError(f"{what}: warpgroup {wg}'s wgmma reads shared byte {16 * int(ch[m][k])} written by a "
+                               f"TMA completing phase {n} of {self._mb_name(b)}, {state}")
+        if self.races:
+            gr = self.granule
+            gi = ((ch * 16 // gr)[:, None] + _ARANGE[:16 // gr]).ravel()
+            E = self.epoch
+            bad = (self.rw_wep[gi] == E) & (self.rw_w[gi] // 128 != wg)
+            if np.count_nonzero(bad):
+                k = int(np.flatnonzero(bad)[0])
+                raise EmuError(f"{what}: shared-memory race: warpgroup {wg}'s wgmma reads byte {int(gi[k]) * gr} "
+                               f"written by thread {int(self.rw_w[gi[k]])} in the same barrier interval (no bar.sync)")
+            stale = self.rw_rep[gi] != E
+            if np.count_nonzero(stale):
+                si = gi[stale]
+                self.rw_rmin[si] = 1 << 30
+                self.rw_rmax[si] = -1
+                self.rw_rwep[si] = 0
+                self.rw_rep[si] = E
+            np.minimum.at(self.rw_rmin, gi, t0)
+            np.maximum.at(self.rw_rmax, gi, t0 + 127)
+
+    def _c_wgmma(self, ins):
+        mods = ins.mods
+        sub = mods[0] if mods else ""
+        if "sync" not in mods or "aligned" not in mods:
+            raise EmuError("wgmma instructions are .sync.aligned")
+        self._need_sm90(ins, arch_a=True)
+        what = f"{self.f.name}: {ins.text}"
+        if sub == "fence":
+            def fence(g):
+                self.wg_need_fence[self._aligned_wgs(g, what)] = False
+            return fence
+        if sub == "commit_group":
+            def commit(g):
+                for wg in self._aligned_wgs(g, what):
+                    for rec in self.wg_recs[wg]:
+                        if rec[0] is None:
+                            rec[0] = self.wg_commit[wg]
+                    self.wg_commit[wg] += 1
+            return commit
+        if sub == "wait_group":
+            try:
+                nkeep = _int_lit(ins.args[0]) if len(ins.args) == 1 else -1
+            except ValueError:
+                nkeep = -1
+            if not 0 <= nkeep <= 7:
+                raise EmuError("wgmma.wait_group takes an immediate N in 0..7")
+
+            def wait_group(g):
+                for wg in self._aligned_wgs(g, what):
+                    lim = self.wg_commit[wg] - nkeep
+                    keep = []
+                    for rec in self.wg_recs[wg]:
+                        if rec[0] is not None and rec[0] < lim:
+                            self.inuse[rec[2]] -= 1
+                            rec[1][3] = True
+                            self.n_inflight -= 1
+                        else:
+                            keep.append(rec)
+                    self.wg_recs[wg] = keep
+                    self.wg_live[wg] = frozenset().union(*[r[3] for r in keep])
+            return wait_group
+        if sub != "mma_async":
+            raise EmuError(f"unsupported wgmma form .{sub}")
+        shp = next((re.fullmatch(r"m64n(\d+)k16", m) for m in mods if re.fullmatch(r"m64n(\d+)k16", m)), None)
+        if shp is None:
+            raise EmuError("only wgmma.mma_async.sync.aligned.m64nNk16 is supported")
+        n = int(shp.group(1))
+        if n % 8 or not 8 <= n <= 256:
+            raise EmuError(f"N = {n} is not a multiple of 8 in 8..256")
+        types = mods[mods.index(shp.group(0)) + 1:]
+        if types not in (["f32", "bf16", "bf16"], ["f32", "f16", "f16"]):
+            raise EmuError("only .f32.bf16.bf16 / .f32.f16.f16 are supported")
+        ab = types[1]
+        args = ins.args
+        if len(args) != 8:
+            raise EmuError("wgmma.mma_async takes {d}, a-desc, b-desc, scale-d, imm-scale-a, imm-scale-b, "
+                           "imm-trans-a, imm-trans-b")
+        if not args[0].startswith("{"):
+            raise EmuError("the accumulator operand is a {...} register list")
+        dl = [x.strip() for x in args[0].strip("{}").split(",")]
+        if len(dl) != n // 2:
+            raise EmuError(f"m64n{n}k16 with .f32 accumulators takes {n // 2} registers, not {len(dl)}")
+        if len(set(dl)) != len(dl):
+            raise EmuError("an accumulator register is listed twice")
+        for x in dl:
+            self.dst(x, "f32")
+        Dv = [self.regs[x].view(np.float32) for x in dl]
+        if args[1].strip().startswith("{"):
+            raise EmuError("A from registers is not supported (use a shared-memory descriptor)")
+        DA, DB = self.src(args[1], "b64"), self.src(args[2], "b64")
+        def imm(a, nm):
+            try:
+                return _int_lit(a)
+            except ValueError:
+                raise EmuError(f"{nm} `{a.strip()}` must be an immediate") from None
+
+        sd = args[3].strip()
+        if sd in self.regs:
+            if self.f.regs[sd] != "pred":
+                raise EmuError(f"scale-d {sd} must be a predicate or 0 / 1")
+            S = self.regs[sd]
+        else:
+            v = imm(sd, "scale-d")
+            if v not in (0, 1):
+                raise EmuError(f"scale-d {sd} must be a predicate or 0 / 1")
+            S = self._const(bool(v), np.bool_)
+        for a, nm in ((args[4], "imm-scale-a"), (args[5], "imm-scale-b")):
+            if imm(a, nm) != 1:
+                raise EmuError(f"{nm} {a.strip()} is not supported (only 1)")
+        for a, nm in ((args[6], "imm-trans-a"), (args[7], "imm-trans-b")):
+            if imm(a, nm) != 0:
+                raise EmuError(f"{nm} {a.strip()} is not supported (only 0: K-major operands)")
+        regs = frozenset(dl)
+        self.acc_regs |= regs
+        nh = n // 2
+
+        def operand_values(u):
+            if ab == "bf16":
+                return (u.astype(np.uint32) << np.uint32(16)).view(np.float32).astype(np.float64)
+            return u.view(np.float16).astype(np.float64)
+
+        def mma_async(g):
+            for wg in self._aligned_wgs(g, what):
+                t0 = 128 * wg
+                sl = slice(t0, t0 + 128)
+                if self.wg_need_fence[wg]:
+                    raise EmuError(f"{what}: warpgroup {wg} issues wgmma.mma_async with no wgmma.fence since the start "
+                                   f"or since its accumulator registers were accessed by other instructions")
+                ds = []
+                for Dsc, nm in ((DA, "a-desc"), (DB, "b-desc"), (S, "scale-d")):
+                    v = Dsc[sl]
+                    if np.count_nonzero(v != v[0]):
+                        k = int(np.flatnonzero(v != v[0])[0])
+                        raise EmuError(f"{what}: {nm} differs across warpgroup {wg}: thread {t0} has {v[0]!r}, "
+                                       f"thread {t0 + k} has {v[k]!r}")
+                    ds.append(v[0])
+                A, cha = self._gmma_operand(int(ds[0]), 64, what, "A")
+                B, chb = self._gmma_operand(int(ds[1]), n, what, "B")
+                ch = np.union1d(cha, chb)
+                self._wgmma_read_checks(ch, wg, what)
+                rows, cols = self._wg_tab(n)
+                R = operand_values(A) @ operand_values(B).T
+                if ds[2]:
+                    cur = np.empty((64, n), np.float64)
+                    cur[rows, cols] = np.stack([Dv[j][sl] for j in range(nh)])
+                    R += cur
+                out = _canon(R)[rows, cols]
+                for j in range(nh):
+                    Dv[j][sl] = out[j]
+                rd = [2, np.full(ch.size, wg, np.int64), ch, False]
+                self.rd_recs.append(rd)
+                self.unrel[ch] += 1
+                self.inuse[ch] += 1
+                self.wg_recs[wg].append([None, rd, ch, regs])
+                self.wg_live[wg] = self.wg_live[wg] | regs
+                self.n_inflight += 1
+                self.async_on = True
+        return mma_async
+
+    def _acc_guard(self, fn, names, ins):
+        """Wrap an instruction that reads or writes wgmma accumulator registers:
+        an error while a wgmma of the thread's warpgroup writing them is in
+        flight; afterwards the warpgroup needs a wgmma.fence before its next
+        wgmma.mma_async."""
+        what = f"{self.f.name}: {ins.text}"
+
+        def guarded(g):
+            act = np.flatnonzero(g)
+            if not act.size:
+                return fn(g)
+            wgs = np.unique(act // 128)
+            if self.n_inflight:
+                for wg in wgs:
+                    live = self.wg_live[wg] & names
+                    if live:
+                        raise EmuError(f"{what}: accesses {sorted(live)[0]}, an accumulator of an in-flight "
+                                       f"wgmma.mma_async of warpgroup {wg} (wgmma.wait_group first)")
+            fn(g)
+            self.wg_need_fence[wgs] = True
+        return guarded
+
+    def _unpark(self, sel):
+        for b in np.unique(self.park_on[sel]):
+            if b >= 0:
+                self.mbs[b].nwait -= int(np.count_nonzero(sel & (self.park_on == b)))
+        self.parked[sel] = False
+        self.park_kind[sel] = 0
+        self.park_on[sel] = -1
+        self.n_parked -= int(np.count_nonzero(sel))
+
+    def _all_waiting(self, pc, alive):
+        """Every live thread waits: release test_wait pollers (their false result
+        stands), or a bar.sync every live thread reached; else a deadlock."""
+        fn = self.f.name
+        soft = alive & (self.park_kind == 2)
+        if np.count_nonzero(soft):
+            self._unpark(soft)
+            return
+        bar = alive & (self.park_kind == 3)
+        if np.count_nonzero(bar) == np.count_nonzero(alive):
+            pcs = np.unique(pc[alive])
+            if pcs.size == 1:
+                self._unpark(alive.copy())
+                return
+            lines = ", ".join(str(self.code[q][5].line) for q in pcs)
+            raise EmuError(f"{fn}: bar.sync reached by a subset of the block: live threads wait at different "
+                           f"bar.sync instructions (lines {lines})")
+        parts = []
+        wait = alive & (self.park_kind == 1)
+        for b in np.unique(self.park_on[wait]):
+            tt = np.flatnonzero(wait & (self.park_on == b))
+            q = int(self.park_par[tt[0]])
+            who = f"thread {tt[0]}" if tt.size == 1 else f"{tt.size} threads ({tt[0]}..{tt[-1]})"
+            parts.append(f"{who} wait (line {int(self.park_line[tt[0]])}) for the phase of parity {q} of "
+                         f"{self._mb_name(int(b))} ({self._mb_state(int(b))})")
+        if np.count_nonzero(bar):
+            tt = np.flatnonzero(bar)
+            parts.append(f"{tt.size} threads ({tt[0]}..{tt[-1]}) wait at bar.sync (line "
+                         f"{self.code[int(pc[tt[0]])][5].line})")
+        raise EmuError(f"{fn}: deadlock: every live thread waits and nothing can complete their barriers: "
+                       + "; ".join(parts))
+
+    def _exit_checks(self, g, ins):
+        fn = self.f.name
+        act = np.flatnonzero(g)
+        if self.n_inflight:
+            for wg in np.unique(act // 128):
+                if self.wg_recs[wg]:
+                    t = int(act[act // 128 == wg][0])
+                    raise EmuError(f"{fn}: line {ins.line}: thread {t} exits while warpgroup {wg} has "
+                                   f"wgmma.mma_async operations not waited for (wgmma.commit_group and "
+                                   f"wgmma.wait_group before exiting)")
+        bar = self.parked & (self.park_kind == 3)
+        if np.count_nonzero(bar):
+            tt = np.flatnonzero(bar)
+            raise EmuError(f"{fn}: bar.sync reached by a subset of the block: thread {int(act[0])} exits (line "
+                           f"{ins.line}) while threads {tt[0]}..{tt[-1]} wait at bar.sync (line "
+                           f"{self.code[int(self.pc[tt[0]])][5].line})")
+
+    def _block_end_checks(self):
+        for b, mb in enumerate(self.mbs):
+            if mb.tx_bytes and self.mb_at[mb.addr >> 3] == b:
+                raise EmuError(f"{self.f.name}: the block exits while the phase of {self._mb_name(b)} that TMA copies "
+                               f"({mb.tx_bytes} bytes) complete on has not completed ({self._mb_state(b)})")
+
+    def _c_setmaxnreg(self, ins):
+        if ins.mods[:1] not in (["inc"], ["dec"]) or "sync" not in ins.mods or "aligned" not in ins.mods:
+            raise EmuError("setmaxnreg.{inc,dec}.sync.aligned.u32 imm")
+        self._need_sm90(ins, arch_a=True)
+        n = _int_lit(ins.args[0])
+        if n % 8 or not 24 <= n <= 256:
+            raise EmuError(f"setmaxnreg count {n} must be a multiple of 8 in 24..256")
+        what = f"{self.f.name}: {ins.text}"
+
+        def setmaxnreg(g):
+            self._aligned_wgs(g, what)
+        return setmaxnreg
+
+    def _c_elect(self, ins):
+        if ins.mods != ["sync"] or len(ins.args) != 2:
+            raise EmuError("elect.sync d|p, membermask")
+        self._need_sm90(ins)
+        d = ins.args[0]
+        dd, pd = (x.strip() for x in d.split("|")) if "|" in d else (d.strip(), None)
+        wd = self.dst(dd, "b32")
+        wp = self.dst(pd, "pred") if pd else None
+        M = self.src(ins.args[1], "b32")
+        what = f"{self.f.name}: {ins.text}"
+
+        def elect(g):
+            if not np.count_nonzero(g):
+                return
+            words = self._member_check(g, M, what)
+            m = (words[self.warp_of] & M.astype(np.uint64)).astype(np.uint64)
+            low = m & (~m + np.uint64(1))              # lowest set bit
+            leader = np.zeros(self.ntp, np.uint32)
+            nz = low != 0
+            leader[nz] = np.log2(low[nz].astype(np.float64)).astype(np.uint32)
+            wd(leader, g)
+            if wp is not None:
+                wp(nz & (leader == self.lane), g)
+        return elect
+
+    def _c_bfe(self, ins):
+        ty = ins.mods[-1] if ins.mods else None
+        if ty not in ("u32", "s32", "u64", "s64") or len(ins.mods) != 1:
+            raise EmuError("bfe.{u32,s32,u64,s64} d, a, pos, len")
+        bits = _BITS[ty]
+        A = self.src(ins.args[1], ty)
+        P, L = self.src(ins.args[2], "u32"), self.src(ins.args[3], "u32")
+        w = self.dst(ins.args[0], ty)
+        U = _UNS[bits]
+
+        def bfe(g):
+            v = A.view(U).astype(np.uint64)
+            pos = (P & np.uint32(0xFF)).astype(np.int64)
+            ln = (L & np.uint32(0xFF)).astype(np.int64)
+            eff = np.clip(np.minimum(ln, bits - pos), 0, bits)           # bits taken from a
+            sh = np.where(pos < bits, v >> np.minimum(pos, bits - 1).astype(np.uint64), np.uint64(0))
+            r = sh & _lowmask(eff)
+            if ty[0] == "s":   # the sign bit a[min(pos + len - 1, msb)] fills the rest (len > 0)
+                sb = (v >> np.minimum(pos + ln - 1, bits - 1).clip(0).astype(np.uint64)) & np.uint64(1)
+                fill = (ln > 0) & (sb == 1)
+                r = np.where(fill, r | (~_lowmask(eff) & _lowmask(np.full_like(eff, bits))), r)
+            w(r.astype(U).view(_NP[ty]), g)
+        return bfe
+
+    def _c_bfi(self, ins):
+        ty = ins.mods[-1] if ins.mods else None
+        if ty not in ("b32", "b64") or len(ins.mods) != 1:
+            raise EmuError("bfi.{b32,b64} d, f, b, pos, len")
+        bits = _BITS[ty]
+        F, B = self.src(ins.args[1], ty), self.src(ins.args[2], ty)
+        P, L = self.src(ins.args[3], "u32"), self.src(ins.args[4], "u32")
+        w = self.dst(ins.args[0], ty)
+        U = _UNS[bits]
+
+        def bfi(g):
+            pos = (P & np.uint32(0xFF)).astype(np.int64)
+            ln = (L & np.uint32(0xFF)).astype(np.int64)
+            eff = np.clip(np.minimum(ln, bits - pos), 0, bits)
+            p = np.minimum(pos, bits - 1).astype(np.uint64)
+            mask = np.where(eff > 0, _lowmask(eff) << p, np.uint64(0))
+            f = F.astype(np.uint64) << p
+            r = (B.astype(np.uint64) & ~mask) | (f & mask)
+            w(r.astype(U), g)
+        return bfi
 
     # ------------------------------------------------------------------ integer / float ALU
     def _c_add(self, ins):
@@ -2153,6 +3512,18 @@ class _Exec:
         self.g_written = None
         for (ty, nm), v in zip(self.f.params, params):
             off, _ = self.param_off[nm]
+            if ty == "tmap":
+                if isinstance(v, TensorMap):
+                    b = v.encode()
+                elif isinstance(v, (bytes, bytearray, np.ndarray)) and len(bytes(v)) == 128:
+                    b = bytes(v)
+                else:
+                    raise EmuError(f"{self.f.name}: parameter {nm} is a tensor map: pass a TensorMap or 128 bytes, "
+                                   f"not {type(v).__name__}")
+                self.pbuf[off:off + 128] = np.frombuffer(b, np.uint8)
+                continue
+            if isinstance(v, (TensorMap, bytes, bytearray)):
+                raise EmuError(f"{self.f.name}: parameter {nm} is a .{ty}, not a tensor map")
             sz = _BITS[ty] // 8
             if _cls(ty) == "f":
                 b = np.array([v], _NP[ty]).view(np.uint8)
@@ -2193,9 +3564,11 @@ class _Exec:
         self.rw_wep.fill(0)
         self.rw_rep.fill(0)
         self.wepoch.fill(0)
+        self._async_reset()
         alive = self.alive
         np.copyto(alive, self.real)
         pc = self.pc
+        parked = self.parked
         code = self.code
         ncode = len(code)
         n_alive = self.nt
@@ -2208,12 +3581,19 @@ class _Exec:
                 steps += 1
                 if steps > max_steps:
                     raise EmuError(f"{f.name}: step limit ({max_steps}) exceeded")
-                if conv:
+                if conv:   # every live thread at `cur`, none waiting
                     p = cur
                     group = alive
                 else:
-                    p = int(pc[alive].min())
-                    group = alive & (pc == p)
+                    if self.n_parked:
+                        run = alive & ~parked
+                        if not np.count_nonzero(run):
+                            self._all_waiting(pc, alive)
+                            continue
+                    else:
+                        run = alive
+                    p = int(pc[run].min())
+                    group = run & (pc == p)
                     if np.count_nonzero(group) == n_alive:
                         conv, cur, group = True, p, alive
                 if p >= ncode:
@@ -2228,6 +3608,14 @@ class _Exec:
                 if kind == _K_OP:
                     fn(g)
                     if conv:
+                        cur = p + 1
+                    else:
+                        pc[group] = p + 1
+                elif kind == _K_WAIT:   # an mbarrier wait: may leave threads waiting
+                    if fn(g) and conv:
+                        pc[alive] = p + 1
+                        conv = False
+                    elif conv:
                         cur = p + 1
                     else:
                         pc[group] = p + 1
@@ -2262,6 +3650,8 @@ class _Exec:
                                     t = tids[g[tids]][0]
                                     raise EmuError(f"{f.name}: line {ins.line}: thread {t} exits with cp.async "
                                                    f"copies still pending (no cp.async.wait_group/wait_all)")
+                        if self.n_inflight or self.n_parked:
+                            self._exit_checks(g, ins)
                         stay = group & ~g
                         alive[g] = False
                         n_alive -= ng
@@ -2276,8 +3666,18 @@ class _Exec:
                             pc[group] = p + 1
                 else:  # _K_BAR
                     if not conv:
-                        raise EmuError(f"{f.name}: bar.sync reached by a subset of the block: line {ins.line} "
-                                       f"`{ins.text}` ({np.count_nonzero(group)} of {n_alive} live threads)")
+                        ng = np.count_nonzero(g)
+                        if not ng:
+                            pc[group] = p + 1
+                            continue
+                        if ng != np.count_nonzero(group):
+                            raise EmuError(f"{f.name}: predicated bar.sync taken by only some threads: `{ins.text}`")
+                        # these threads wait here for the others (an error if one of those
+                        # exits or waits at another bar.sync: _exit_checks, _all_waiting)
+                        self.parked[group] = True
+                        self.park_kind[group] = 3
+                        self.n_parked += int(np.count_nonzero(group))
+                        continue
                     ng = np.count_nonzero(g)
                     if ng and ng != n_alive:
                         raise EmuError(f"{f.name}: predicated bar.sync taken by only some threads: `{ins.text}`")
@@ -2286,12 +3686,16 @@ class _Exec:
                         if self.vis_dirty:
                             self.vis.fill(-1)
                             self.vis_dirty = False
+                        if self.async_on:
+                            self._bar_release()
                     cur = p + 1
+            if self.async_on:
+                self._block_end_checks()
         except EmuError as e:
             msg = str(e)
             ins = code[p][5]
             plain = f"{f.name}: {ins.text}: "
-            where = f"{f.name}: line {ins.line}: `{ins.text}`: "
+            where = f"{f.name}: line {ins.line}: `{_short(ins.text)}`: "
             if msg.startswith(plain):
                 msg = where + msg[len(plain):]
             elif not msg.startswith(f.name):

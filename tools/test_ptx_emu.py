@@ -3,7 +3,11 @@
 numpy and against the layouts the PTX ISA documents (ldmatrix: lane t receives
 row t/4, columns 2(t%4), 2(t%4)+1 of each 8x8 matrix, the transpose with
 .trans; mma.m16n8k16: "Matrix Fragments for mma.m16n8k16 with floating point
-type"; cvt packing; cp.async group semantics).
+type"; cvt packing; cp.async group semantics), and the sm_90a machinery: TMA
+boxes (zero fill, 128-byte swizzle), mbarrier phases / parity / tx-count,
+wgmma m64nNk16 through matrix descriptors ("Register Fragments and Shared
+Memory Matrix Layouts" for wgmma), a producer / consumer pipeline, and the
+errors for unsynchronised or unreleased asynchronous accesses.
 
     PYTHONPATH=.cache/pylib python3 tools/test_ptx_emu.py
 
@@ -18,11 +22,14 @@ from fractions import Fraction
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ptx_emu import EmuError, Memory, bf16_bits_to_f32, f32_to_bf16_bits, parse_module, run_kernel  # noqa: E402
+from ptx_emu import (EmuError, Memory, TensorMap, bf16_bits_to_f32, f32_to_bf16_bits, parse_module,  # noqa: E402
+                     run_kernel)
 
 FAILS = []
 RNG = np.random.default_rng(7)
 HDR = ".version 7.8\n.target sm_80\n.address_size 64\n"
+HDR90 = ".version 8.0\n.target sm_90a\n.address_size 64\n"
+HDR80 = ".version 8.0\n.target sm_80\n.address_size 64\n"
 
 
 def check(name, ok, detail=""):
@@ -43,13 +50,14 @@ def expect_error(name, fn, substr):
     check(name, False, "no error raised")
 
 
-def build(name, params, body, directives="", pre=""):
-    """One-entry module; `params`: 'p_a' names (all .u64 unless 'name:type')."""
+def build(name, params, body, directives="", pre="", hdr=HDR):
+    """One-entry module; `params`: 'p_a' names (all .u64 unless 'name:type';
+    'name:tmap' is a tensor map, `.param .align 64 .b8 name[128]`)."""
     ps = []
     for p in params:
         nm, _, ty = p.partition(":")
-        ps.append(f".param .{ty or 'u64'} {nm}")
-    src = f"{HDR}{pre}\n.visible .entry {name}({', '.join(ps)}) {directives}\n{{\n{body}\n}}\n"
+        ps.append(f".param .align 64 .b8 {nm}[128]" if ty == "tmap" else f".param .{ty or 'u64'} {nm}")
+    src = f"{hdr}{pre}\n.visible .entry {name}({', '.join(ps)}) {directives}\n{{\n{body}\n}}\n"
     return parse_module(src)[name]
 
 
@@ -423,7 +431,7 @@ def t_mma():
 
 # ---------------------------------------------------------------------------- scalar ALU
 
-def alu_kernel(lines, nres, ftype=False):
+def alu_kernel(lines, nres, ftype=False, hdr=HDR):
     """Kernel over 32 threads: inputs a[t], b[t] (u32 bits); `lines` compute
     results %r0..%r{nres-1} (b32), stored to out[t * nres + j]."""
     body = f"""
@@ -453,11 +461,11 @@ def alu_kernel(lines, nres, ftype=False):
 {chr(10).join(f'    st.global.b32 [%w+{4 * j}], %r{j};' for j in range(nres))}
     ret;
 """
-    return build("alu", ["p_a", "p_b", "p_out"], body)
+    return build("alu", ["p_a", "p_b", "p_out"], body, hdr=hdr)
 
 
-def alu_run(lines, a, b, nres):
-    k = alu_kernel(lines, nres)
+def alu_run(lines, a, b, nres, hdr=HDR):
+    k = alu_kernel(lines, nres, hdr=hdr)
     mem = Memory()
     pa, pb = mem.upload(np.asarray(a, np.uint32)), mem.upload(np.asarray(b, np.uint32))
     po = mem.upload(np.zeros(32 * nres, np.uint32))
@@ -1027,7 +1035,724 @@ def t_races():
                  lambda: run_kernel(kk, Memory(), (1, 1, 1), (32, 1, 1), []), "same address")
 
 
-TESTS = [t_cp_async, t_ldmatrix, t_mma, t_integer, t_float, t_shfl, t_vectors, t_launch, t_races]
+def _bfe_ref(a, pos, ln, signed, bits=32):
+    """PTX ISA bfe pseudocode, bit by bit."""
+    msb = bits - 1
+    abit = [(a >> i) & 1 for i in range(bits)]
+    sbit = 0 if (not signed or ln == 0) else abit[min(pos + ln - 1, msb)]
+    return sum(((abit[pos + i] if (i < ln and pos + i <= msb) else sbit) << i) for i in range(bits))
+
+
+def _bfi_ref(f, b, pos, ln, bits=32):
+    d = [(b >> i) & 1 for i in range(bits)]
+    i = 0
+    while i < ln and pos + i <= bits - 1:
+        d[pos + i] = (f >> i) & 1
+        i += 1
+    return sum(x << i for i, x in enumerate(d))
+
+
+def t_bits():
+    a = RNG.integers(0, 2 ** 32, 32, dtype=np.uint64).astype(np.uint32)
+    a[:4] = [0x80000000, 0xFFFFFFFF, 0x7FFFFFFF, 0x12345678]
+    pos = np.array([0, 4, 31, 32, 40, 255, 16, 30] * 4, np.uint32)
+    ln = np.array([8, 0, 1, 3, 8, 4, 32, 40, 16, 255, 2, 31] * 3, np.uint32)[:32]
+    b = pos | (ln << 8)
+    got = alu_run(["and.b32 %u, %b, 255;", "shr.u32 %v, %b, 8;",
+                   "bfe.u32 %r0, %a, %u, %v;", "bfe.s32 %r1, %a, %u, %v;", "bfi.b32 %r2, %b, %a, %u, %v;",
+                   "mov.b64 %w, {%a, %b};", "bfe.s64 %w2, %w, %u, %v;", "mov.b64 {%r3, %r4}, %w2;"], a, b, 5)
+    want = np.array([[_bfe_ref(int(a[t]), int(pos[t]), int(ln[t]), False),
+                      _bfe_ref(int(a[t]), int(pos[t]), int(ln[t]), True),
+                      _bfi_ref(int(b[t]), int(a[t]), int(pos[t]), int(ln[t]))]
+                     + [(_bfe_ref(int(a[t]) | (int(b[t]) << 32), int(pos[t]), int(ln[t]), True, 64) >> (32 * h))
+                        & 0xFFFFFFFF for h in (0, 1)] for t in range(32)], np.uint64).astype(np.uint32)
+    for j, name in enumerate(["bfe.u32", "bfe.s32", "bfi.b32", "bfe.s64 (low word)", "bfe.s64 (high word)"]):
+        check(f"{name} matches the ISA pseudocode (pos / len 0..255, past the msb)",
+              np.array_equal(got[:, j], want[:, j]), f"{got[:, j]} vs {want[:, j]}")
+    # elect.sync: lanes 5..31 elect among themselves
+    got = alu_run(["mov.u32 %r0, 99;", "mov.u32 %r1, 99;", "setp.lt.u32 %q, %t, 5;", "@%q bra $e;",
+                   "elect.sync %r0|%p, 0xFFFFFFE0;", "selp.u32 %r1, 1, 0, %p;", "$e:"], a, b, 2, hdr=HDR90)
+    check("elect.sync: the lowest lane of the membermask is elected, every member learns its lane id",
+          np.array_equal(got[:, 0], [99] * 5 + [5] * 27) and np.array_equal(got[:, 1], [99] * 5 + [1] + [0] * 26))
+    k = build("smr", [], """
+    .reg .pred %p;
+    .reg .b32 %t;
+    mov.u32 %t, %tid.x;
+    setp.lt.u32 %p, %t, 128;
+    @!%p bra $x;
+    setmaxnreg.inc.sync.aligned.u32 240;
+$x:
+    ret;""", hdr=HDR90)
+    try:
+        run_kernel(k, Memory(), (1, 1, 1), (160, 1, 1), [])
+        check("setmaxnreg by a whole warpgroup passes", True)
+    except EmuError as e:
+        check("setmaxnreg by a whole warpgroup passes", False, str(e))
+    expect_error("setmaxnreg by part of a warpgroup raises",
+                 lambda: run_kernel(k, Memory(), (1, 1, 1), (96, 1, 1), []), "only partly")
+
+
+# ---------------------------------------------------------------------------- Hopper: TMA, mbarrier, wgmma
+
+TMA = "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+
+
+def tma_box_ref(G, dims, c0, c1, box, swizzle):
+    """The shared-memory image of a TMA box, element by element: G[outer][inner]
+    (u16, rows possibly padded), the box's row r = outer index c1 + r at byte
+    r * box_inner * 2, elements outside dims zero; the 128-byte swizzle stores
+    16-byte chunk j of row r at chunk j ^ (r % 8)."""
+    bx, by = box
+    img = np.zeros((by, bx), np.uint16)
+    for r in range(by):
+        for j in range(bx):
+            x, y = c0 + j, c1 + r
+            if 0 <= x < dims[0] and 0 <= y < dims[1]:
+                img[r, j] = G[y, x]
+    raw = img.view(np.uint8).reshape(by, 2 * bx)
+    if not swizzle:
+        return raw.ravel()
+    assert 2 * bx == 128
+    out = np.zeros_like(raw)
+    for r in range(by):
+        for j in range(8):
+            k = j ^ (r % 8)
+            out[r, 16 * k:16 * k + 16] = raw[r, 16 * j:16 * j + 16]
+    return out.ravel()
+
+
+TMA_BODY = """
+    .reg .pred %p, %ok, %q;
+    .reg .b32 %t, %b, %c0, %c1, %i, %o, %sa, %x<4>;
+    .reg .b64 %tm, %out, %a, %st;
+    .shared .align 1024 .b8 buf[{NB}];
+    .shared .align 8 .b64 bar;
+    ld.param.u64 %out, [p_out];
+    ld.param.u32 %c0, [p_c0];
+    ld.param.u32 %c1, [p_c1];
+    mov.u64 %tm, p_tm;
+    cvta.param.u64 %tm, %tm;
+    mov.u32 %t, %tid.x;
+    mov.u32 %b, bar;
+    setp.ne.u32 %p, %t, 0;
+    @%p bra $init_done;
+    mbarrier.init.shared::cta.b64 [bar], 1;
+    fence.mbarrier_init.release.cluster;
+$init_done:
+    bar.sync 0;
+    @%p bra $issued;
+    prefetch.tensormap [%tm];
+    mbarrier.arrive.expect_tx.shared::cta.b64 %st, [%b], {TX};
+    {TMA} [{DST}], [%tm, {%c0, %c1}], [%b];
+$issued:
+    {WAIT}
+    mov.u32 %i, %t;
+$cp:
+    setp.ge.u32 %q, %i, {NCH};
+    @%q bra $done;
+    shl.b32 %o, %i, 4;
+    mov.u32 %sa, buf;
+    add.u32 %sa, %sa, %o;
+    ld.shared.v4.u32 {%x0, %x1, %x2, %x3}, [%sa];
+    cvt.u64.u32 %a, %o;
+    add.s64 %a, %out, %a;
+    st.global.v4.u32 [%a], {%x0, %x1, %x2, %x3};
+    add.u32 %i, %i, 32;
+    bra $cp;
+$done:
+    {AFTER}
+    ret;
+"""
+WAIT_LOOP = """$wait:
+    mbarrier.try_wait.parity.shared::cta.b64 %ok, [%b], 0;
+    @!%ok bra $wait;"""
+
+
+def tma_kernel(nb, wait=WAIT_LOOP, tx=None, after="", dst="buf", hdr=HDR90, edit=None):
+    body = TMA_BODY
+    for key, val in (("{WAIT}", wait), ("{AFTER}", after), ("{NB}", str(nb)), ("{NCH}", str(nb // 16)),
+                     ("{TX}", str(nb if tx is None else tx)), ("{TMA}", TMA), ("{DST}", dst)):
+        body = body.replace(key, val)
+    if edit:
+        body = body.replace(*edit)
+    return build("tma", ["p_tm:tmap", "p_out", "p_c0:u32", "p_c1:u32"], body, hdr=hdr)
+
+
+def tma_run(k, G, nb, c0, c1, tmap, **kw):
+    """Run the TMA kernel over G (uploaded), tmap(address) -> its tensor map;
+    returns the nb bytes of shared memory the threads copied out."""
+    mem = Memory()
+    pg = mem.upload(G)
+    po = mem.upload(np.zeros(nb, np.uint8))
+    run_kernel(k, mem, (1, 1, 1), (32, 1, 1), [tmap(pg), po, c0, c1], **kw)
+    return mem.download(po, nb, np.uint8)
+
+
+def t_tma():
+    outer, inner, pad = 70, 100, 112          # rows padded to a 224-byte stride
+    G = RNG.integers(1, 65535, (outer, pad), dtype=np.uint16)   # no zeros: the fill shows
+
+    def sw_map(a):
+        return TensorMap(a, 2, (inner, outer), 2 * pad, (64, 32), 128)
+
+    k = tma_kernel(4096)
+    for c0, c1 in ((0, 0), (-16, -3), (60, 50), (200, 0), (40, -40), (36, 38)):
+        got = tma_run(k, G, 4096, c0, c1, sw_map)
+        check(f"TMA 64x32 box at ({c0}, {c1}), 128-byte swizzle: image and zero fill match numpy",
+              np.array_equal(got, tma_box_ref(G, (inner, outer), c0, c1, (64, 32), True)))
+    k2 = tma_kernel(1280)
+    for c0, c1 in ((8, 4), (-8, 60)):
+        got = tma_run(k2, G, 1280, c0, c1, lambda a: TensorMap(a, 2, (inner, outer), 2 * pad, (40, 16)).encode())
+        check(f"TMA 40x16 box at ({c0}, {c1}), no swizzle, map passed as 128 bytes: matches numpy",
+              np.array_equal(got, tma_box_ref(G, (inner, outer), c0, c1, (40, 16), False)))
+    got = tma_run(tma_kernel(4096, edit=("mov.u64 %tm, p_tm;\n    cvta.param.u64 %tm, %tm;",
+                                         "cvta.param.u64 %tm, p_tm;")), G, 4096, 3 * 8, 5, sw_map)
+    check("TMA: tensor-map operand from `cvta.param.u64 %rd, p_tm` directly",
+          np.array_equal(got, tma_box_ref(G, (inner, outer), 24, 5, (64, 32), True)))
+    # the tensor map itself
+    tm = sw_map(4096)
+    check("TensorMap: encode() is 128 bytes and decode() round-trips",
+          len(tm.encode()) == 128 and TensorMap.decode(tm.encode()) == tm)
+    for name, args, sub in (("address not 16-byte aligned", (4098, 2, (64, 8), 128, (64, 8), 128), "aligned"),
+                            ("stride not a multiple of 16", (4096, 2, (64, 8), 136, (64, 8), 0), "stride"),
+                            ("stride below the row", (4096, 2, (64, 8), 64, (32, 8), 0), "stride"),
+                            ("box inner bytes not a multiple of 16", (4096, 2, (64, 8), 128, (12, 8), 0),
+                             "multiple of 16"),
+                            ("box extent 257", (4096, 2, (64, 300), 128, (8, 257), 0), "1..256"),
+                            ("swizzle 128 with 256-byte box rows", (4096, 2, (256, 8), 512, (128, 8), 128), "swizzle")):
+        expect_error(f"TensorMap: {name} raises", lambda a=args: TensorMap(*a), sub)
+    expect_error("TensorMap.decode of zero bytes raises", lambda: TensorMap.decode(bytes(128)), "magic")
+    # discipline
+    expect_error("TMA: source rows outside the allocation raise",
+                 lambda: tma_run(k, G, 4096, 0, 60, lambda a: TensorMap(a, 2, (inner, 90), 2 * pad, (64, 32), 128)),
+                 "out-of-bounds")
+    expect_error("TMA: swizzled destination not 1024-byte aligned raises",
+                 lambda: tma_run(tma_kernel(4096, dst="buf+128"), G, 4096, 0, 0, sw_map), "1024-byte aligned")
+    expect_error("TMA: reading before the phase completes raises (expect_tx above the box bytes, no wait)",
+                 lambda: tma_run(tma_kernel(4096, wait="", tx=4112), G, 4096, 0, 0, sw_map), "has not completed")
+    expect_error("TMA: waiting on a phase that never completes is a deadlock",
+                 lambda: tma_run(tma_kernel(4096, tx=4112), G, 4096, 0, 0, sw_map), "deadlock")
+    expect_error("TMA: consumers reading without waiting raise (phase complete, not observed)",
+                 lambda: tma_run(tma_kernel(4096, wait=""), G, 4096, 0, 0, sw_map), "has not observed")
+    expect_error("TMA: only the issuing thread waits, the others read: raises",
+                 lambda: tma_run(tma_kernel(4096, wait="@%p bra $nw;\n" + WAIT_LOOP + "\n$nw:"), G, 4096, 0, 0,
+                                 sw_map), "thread 1 has not observed")
+    single = "mbarrier.try_wait.parity.shared::cta.b64 %ok, [%b], 0;"
+    expect_error("TMA: one try_wait with its result ignored raises (strict_waits: a first try may fail)",
+                 lambda: tma_run(tma_kernel(4096, wait=single), G, 4096, 0, 0, sw_map), "has not observed")
+    got = tma_run(tma_kernel(4096, wait=single), G, 4096, 0, 0, sw_map, strict_waits=False)
+    check("TMA: ... passes with strict_waits=False (the phase had completed)",
+          np.array_equal(got, tma_box_ref(G, (inner, outer), 0, 0, (64, 32), True)))
+    expect_error("TMA: the block exiting before the phase completes raises",
+                 lambda: tma_run(tma_kernel(4096, wait="bra $done;", tx=4112), G, 4096, 0, 0, sw_map),
+                 "block exits")
+    expect_error("TMA: ld.shared of an initialised mbarrier raises",
+                 lambda: tma_run(tma_kernel(4096, after="ld.shared.u32 %x0, [bar];"), G, 4096, 0, 0, sw_map),
+                 "mbarrier")
+    expect_error("TMA: ld.global through the tensor map's generic address raises",
+                 lambda: tma_run(tma_kernel(4096, after="ld.global.u32 %x0, [%tm];"), G, 4096, 0, 0, sw_map),
+                 "kernel-parameter address")
+    expect_error("TMA: a tensor-map operand that is another parameter's address raises",
+                 lambda: tma_run(tma_kernel(4096, edit=("mov.u64 %tm, p_tm;", "mov.u64 %tm, p_out;")),
+                                 G, 4096, 0, 0, sw_map), "not the generic address of a tensor-map")
+    expect_error("TMA: an integer for a tensor-map parameter raises",
+                 lambda: tma_run(k, G, 4096, 0, 0, lambda a: a), "tensor map")
+    expect_error("TMA: cp.async.bulk.tensor under .target sm_80 raises",
+                 lambda: tma_run(tma_kernel(4096, hdr=HDR80), G, 4096, 0, 0, sw_map), "sm_90 or later")
+    # write after read: the TMA issuer refills the buffer the other threads read
+    refill = f"""@%p bra $x2;
+    mbarrier.arrive.expect_tx.shared::cta.b64 %st, [%b], 4096;
+    {TMA} [buf], [%tm, {{%c0, %c1}}], [%b];
+$x2:"""
+    expect_error("TMA: refilling bytes other threads read, with no release, raises",
+                 lambda: tma_run(tma_kernel(4096, after=refill), G, 4096, 0, 0, sw_map), "was not released")
+    try:
+        tma_run(tma_kernel(4096, after="bar.sync 0;\n" + refill), G, 4096, 0, 0, sw_map)
+        check("TMA: ... with bar.sync between the reads and the refill passes", True)
+    except EmuError as e:
+        check("TMA: ... with bar.sync between the reads and the refill passes", False, str(e))
+
+
+MB_BODY = """
+    .reg .pred %r<11>;
+    .reg .b32 %b, %v;
+    .reg .b64 %st, %out;
+    .shared .align 8 .b64 bar;
+    ld.param.u64 %out, [p_out];
+    mov.u32 %b, bar;
+    mbarrier.init.shared.b64 [%b], 2;
+    mbarrier.test_wait.parity.shared::cta.b64 %r0, [%b], 1;     // fresh barrier: parity 1 has "completed"
+    mbarrier.test_wait.parity.shared::cta.b64 %r1, [%b], 0;
+    mbarrier.arrive.shared::cta.b64 %st, [%b];
+    mbarrier.test_wait.parity.shared::cta.b64 %r2, [%b], 0;     // one of two arrivals
+    mbarrier.arrive.release.cta.shared::cta.b64 %st, [%b];
+    mbarrier.test_wait.parity.shared::cta.b64 %r3, [%b], 0;     // phase 0 complete
+    mbarrier.test_wait.parity.shared::cta.b64 %r4, [%b], 1;
+    mbarrier.arrive.expect_tx.shared::cta.b64 %st, [%b], 64;
+    mbarrier.arrive.shared::cta.b64 _, [%b];                     // arrivals done, 64 tx bytes owed
+    mbarrier.test_wait.parity.shared::cta.b64 %r5, [%b], 1;
+    mbarrier.complete_tx.shared::cta.b64 [%b], 48;
+    mbarrier.test_wait.parity.shared::cta.b64 %r6, [%b], 1;
+    mbarrier.complete_tx.shared::cta.b64 [%b], 16;
+    mbarrier.test_wait.parity.shared::cta.b64 %r7, [%b], 1;     // phase 1 complete
+    mbarrier.complete_tx.shared::cta.b64 [%b], 32;              // before its expect_tx: tx-count -32
+    mbarrier.arrive.shared::cta.b64 %st, [%b], 2;
+    mbarrier.test_wait.parity.shared::cta.b64 %r8, [%b], 0;
+    mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%b], 32;    // tx-count 0: phase 2 completes
+    mbarrier.test_wait.parity.shared::cta.b64 %r9, [%b], 0;
+    mbarrier.try_wait.parity.acquire.cta.shared::cta.b64 %r10, [%b], 0;
+{STORES}
+    ret;
+"""
+
+
+def t_mbarrier():
+    stores = "\n".join(f"    selp.u32 %v, 1, 0, %r{i};\n    st.global.u32 [%out+{4 * i}], %v;" for i in range(11))
+    k = build("mb", ["p_out"], MB_BODY.replace("{STORES}", stores), hdr=HDR90)
+    for strict, want in ((False, [1, 0, 0, 1, 0, 0, 0, 1, 0, 1, 1]), (True, [0] * 11)):
+        mem = Memory()
+        po = mem.upload(np.full(11, 7, np.uint32))
+        run_kernel(k, mem, (1, 1, 1), (1, 1, 1), [po], strict_waits=strict)
+        got = list(mem.download(po, 11, np.uint32))
+        check(f"mbarrier phases, parity (fresh barrier: parity 1 done), counts, tx-count incl. negative"
+              f"{' (strict_waits: every first try is false)' if strict else ''}", got == want, f"{got}")
+
+    def mb(lines, nt=1, name="mbe"):
+        body = ".reg .pred %p, %ok;\n .reg .b32 %b, %v, %t;\n .reg .b64 %st;\n .shared .align 8 .b64 bar;\n" \
+               "mov.u32 %b, bar;\n mov.u32 %t, %tid.x;\n" + lines + "\n ret;"
+        kk = build(name, [], body, hdr=HDR90)
+        return lambda: run_kernel(kk, Memory(), (1, 1, 1), (nt, 1, 1), [])
+
+    init1 = "mbarrier.init.shared::cta.b64 [%b], 1;\n"
+    expect_error("mbarrier: an arrival beyond the phase's count raises",
+                 mb(init1 + "mbarrier.arrive.expect_tx.shared::cta.b64 %st, [%b], 16;\n"
+                            "mbarrier.arrive.shared::cta.b64 %st, [%b];"), "more arrivals")
+    expect_error("mbarrier: complete_tx beyond the expected bytes raises",
+                 mb(init1 + "mbarrier.arrive.expect_tx.shared::cta.b64 %st, [%b], 16;\n"
+                            "mbarrier.complete_tx.shared::cta.b64 [%b], 32;"), "exceeds")
+    expect_error("mbarrier: parity operand 2 raises",
+                 mb(init1 + "mbarrier.test_wait.parity.shared::cta.b64 %ok, [%b], 2;"), "not 0 or 1")
+    expect_error("mbarrier: count 0 raises", mb("mbarrier.init.shared::cta.b64 [%b], 0;"), "1..2^20-1")
+    expect_error("mbarrier: arrive on an uninitialised mbarrier raises",
+                 mb("mbarrier.arrive.shared::cta.b64 %st, [%b];"), "no initialised mbarrier")
+    expect_error("mbarrier: arrive after mbarrier.inval raises",
+                 mb(init1 + "mbarrier.inval.shared::cta.b64 [%b];\n mbarrier.arrive.shared::cta.b64 %st, [%b];"),
+                 "no initialised mbarrier")
+    expect_error("mbarrier: st.shared onto an initialised mbarrier raises",
+                 mb(init1 + "st.shared.u32 [%b+4], %t;"), "mbarrier")
+    expect_error("mbarrier: other threads using it before a bar.sync after the init raise",
+                 mb("setp.ne.u32 %p, %t, 0;\n @%p bra $s;\n" + init1 +
+                    "$s:\n mbarrier.arrive.shared::cta.b64 %st, [%b];", nt=64), "barrier interval of its mbarrier.init")
+    expect_error("mbarrier: a wait nobody can complete is a deadlock",
+                 mb(init1 + "$w:\n mbarrier.try_wait.parity.shared::cta.b64 %ok, [%b], 0;\n @!%ok bra $w;"),
+                 "deadlock")
+    # scheduling: warp 1 waits on warp 2, whose code lies after the final bar.sync
+    sched = """
+    setp.ne.u32 %p, %t, 0;
+    @%p bra $i;
+    mbarrier.init.shared::cta.b64 [%b], 1;
+$i:
+    bar.sync 0;
+    shr.u32 %v, %t, 5;
+    setp.eq.u32 %p, %v, 2;
+    @%p bra $late;
+    setp.eq.u32 %p, %v, 1;
+    @!%p bra $join;
+$w:
+    mbarrier.try_wait.parity.shared::cta.b64 %ok, [%b], 0;
+    @!%ok bra $w;
+$join:
+    bar.sync 0;
+    ret;
+$late:
+    setp.eq.u32 %p, %t, 64;
+    {ARRIVE}
+    bra.uni $join;"""
+    try:
+        mb(sched.replace("{ARRIVE}", "@%p mbarrier.arrive.shared::cta.b64 %st, [%b];"), nt=96)()
+        check("mbarrier: warps wait at bar.sync while a warp waits on an mbarrier a later warp completes", True)
+    except EmuError as e:
+        check("mbarrier: warps wait at bar.sync while a warp waits on an mbarrier a later warp completes", False,
+              str(e))
+    expect_error("mbarrier: ... without the arrive: deadlock naming the bar.sync waiters",
+                 mb(sched.replace("{ARRIVE}", ""), nt=96), "wait at bar.sync")
+
+
+# -- wgmma
+
+def wg_coords(t, j):
+    """PTX ISA, wgmma .m64nNk16 accumulator fragment: register j of thread t of the warpgroup."""
+    w, lane = t // 32, t % 32
+    return 16 * w + lane // 4 + 8 * ((j >> 1) & 1), 8 * (j >> 2) + 2 * (lane % 4) + (j & 1)
+
+
+def frag_to_matrix(vals, n):
+    D = np.full((64, n), np.nan, np.float32)
+    for t in range(128):
+        for j in range(n // 2):
+            D[wg_coords(t, j)] = vals[t, j]
+    return D
+
+
+def matrix_to_frag(D, n):
+    return np.array([[D[wg_coords(t, j)] for j in range(n // 2)] for t in range(128)], np.float32)
+
+
+def stepwise(A, B, C, kstep=16, f16=False):
+    """A·Bᵀ + C with one f32 rounding per k16 instruction (exact f64 products);
+    A, B bf16 (or f16) bits."""
+    Af, Bf = ((x.view(np.float16) if f16 else bf16_bits_to_f32(x)).astype(np.float64) for x in (A, B))
+    D = C.astype(np.float32)
+    for k0 in range(0, A.shape[1], kstep):
+        D = (Af[:, k0:k0 + kstep] @ Bf[:, k0:k0 + kstep].T + D.astype(np.float64)).astype(np.float32)
+    return D
+
+
+def desc_lines(reg, base, off, tmp="%sa", mod=""):
+    """A 128B-swizzle K-major descriptor of shared address base + off (a symbol
+    or a register; %hi holds SBO 1024 >> 4 and the swizzle mode)."""
+    addr = f"add.u32 {tmp}, {base}, {off};" if base.startswith("%") else \
+        f"mov.u32 {tmp}, {base};\n    add.u32 {tmp}, {tmp}, {off};"
+    return (f"    {addr}\n    bfe.u32 %lo, {tmp}, 4, 14;\n    or.b32 %lo, %lo, 65536;\n{mod}\n"
+            f"    mov.b64 {reg}, {{%lo, %hi}};\n")
+
+
+WG_BODY = """
+    .reg .pred %p, %q, %ok, %sc;
+    .reg .b32 %t, %b, %lo, %hi, %sa, %s;
+    .reg .b64 %ta, %tb, %cin, %out, %a, %st, %da, %db;
+    .reg .f32 %d<{NH}>;
+    .shared .align 1024 .b8 smA[8192];
+    .shared .align 1024 .b8 smB[{BB}];
+    .shared .align 8 .b64 bar;
+    ld.param.u64 %cin, [p_c];
+    ld.param.u64 %out, [p_out];
+    ld.param.u32 %s, [p_scale];
+    setp.ne.u32 %sc, %s, 0;
+    mov.u64 %ta, p_ta;
+    cvta.param.u64 %ta, %ta;
+    mov.u64 %tb, p_tb;
+    cvta.param.u64 %tb, %tb;
+    mov.u32 %t, %tid.x;
+    mul.wide.u32 %a, %t, {NH4};
+    add.s64 %a, %cin, %a;
+{LOADC}
+    mov.u32 %b, bar;
+    setp.ne.u32 %p, %t, 0;
+    @%p bra $i;
+    mbarrier.init.shared::cta.b64 [%b], 1;
+$i:
+    bar.sync 0;
+    @%p bra $w;
+    mbarrier.arrive.expect_tx.shared::cta.b64 %st, [%b], {TX};
+    {TMA} [smA], [%ta, {0, 0}], [%b];
+    {TMA} [smB], [%tb, {0, 0}], [%b];
+$w:
+    mbarrier.try_wait.parity.shared::cta.b64 %ok, [%b], 0;
+    @!%ok bra $w;
+    mov.u32 %hi, 1073741888;            // SBO 1024 >> 4, swizzle mode 1 (bit 62)
+    setp.eq.u32 %q, %t, 5;
+{PRE}
+    wgmma.fence.sync.aligned;
+{MMAS}
+    wgmma.commit_group.sync.aligned;
+{MID}
+    wgmma.wait_group.sync.aligned 0;
+$after:
+    mul.wide.u32 %a, %t, {NH4};
+    add.s64 %a, %out, %a;
+{STORES}
+    ret;
+"""
+
+
+def wg_kernel(n, pre="", mid="", mod_a="", edit=None, hdr=HDR90, ksteps=4, ab="bf16"):
+    nh = n // 2
+    acc = "{" + ", ".join(f"%d{j}" for j in range(nh)) + "}"
+    mmas = ""
+    for s in range(ksteps):
+        mmas += desc_lines("%da", "smA", 32 * s, mod=mod_a) + desc_lines("%db", "smB", 32 * s)
+        mmas += f"    wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ab}.{ab} {acc}, %da, %db, " \
+                f"{'%sc' if s == 0 else '1'}, 1, 1, 0, 0;\n"
+    body = WG_BODY
+    for key, val in (("{NH}", str(nh)), ("{BB}", str(128 * n)), ("{NH4}", str(4 * nh)), ("{TX}", str(8192 + 128 * n)),
+                     ("{TMA}", TMA), ("{PRE}", pre), ("{MID}", mid), ("{MMAS}", mmas),
+                     ("{LOADC}", "\n".join(f"    ld.global.f32 %d{j}, [%a+{4 * j}];" for j in range(nh))),
+                     ("{STORES}", "\n".join(f"    st.global.f32 [%a+{4 * j}], %d{j};" for j in range(nh)))):
+        body = body.replace(key, val)
+    if edit:
+        body = body.replace(*edit)
+    return build("wg", ["p_ta:tmap", "p_tb:tmap", "p_c", "p_out", "p_scale:u32"], body, hdr=hdr)
+
+
+def wg_run(k, n, A, B, C, scale, nt=128):
+    mem = Memory()
+    pa, pb = mem.upload(A), mem.upload(B)
+    pc = mem.upload(matrix_to_frag(C, n))
+    po = mem.upload(np.full(128 * n // 2, np.nan, np.float32))
+    ta = TensorMap(pa, 2, (64, 64), 128, (64, 64), 128)
+    tb = TensorMap(pb, 2, (64, n), 128, (64, n), 128)
+    run_kernel(k, mem, (1, 1, 1), (nt, 1, 1), [ta, tb, pc, po, scale])
+    return mem.download(po, 128 * n // 2, np.float32).reshape(128, n // 2)
+
+
+def t_wgmma():
+    for n in (8, 256):
+        k = wg_kernel(n)
+        A, B = bf16_rand((64, 64)), bf16_rand((n, 64))
+        C = RNG.standard_normal((64, n)).astype(np.float32)
+        for scale in (0, 1):
+            got = wg_run(k, n, A, B, C, scale)
+            want = stepwise(A, B, C if scale else np.zeros_like(C))
+            D = frag_to_matrix(got, n)
+            ref64 = bf16_bits_to_f32(A).astype(np.float64) @ bf16_bits_to_f32(B).astype(np.float64).T + \
+                (C if scale else 0)
+            check(f"wgmma m64n{n}k16 x4 (K 64) from TMA 128B-swizzled tiles, scale-d {scale}: fragment layout "
+                  f"and values (one f32 rounding per instruction)",
+                  np.array_equal(D, want) and np.allclose(D, ref64, rtol=1e-5, atol=1e-4))
+    n = 24
+    A = RNG.standard_normal((64, 64)).astype(np.float16).view(np.uint16)
+    B = RNG.standard_normal((n, 64)).astype(np.float16).view(np.uint16)
+    C = RNG.standard_normal((64, n)).astype(np.float32)
+    got = frag_to_matrix(wg_run(wg_kernel(n, ab="f16"), n, A, B, C, 1), n)
+    check("wgmma m64n24k16 .f32.f16.f16, scale-d 1", np.array_equal(got, stepwise(A, B, C, f16=True)))
+    # no-swizzle descriptors (mode 0): core matrices of 8 rows x 16 bytes, written
+    # by two TMA boxes of 8 columns each (k 0-7 and k 8-15): LBO = the second box
+    body = """
+    .reg .pred %p, %ok;
+    .reg .b32 %t, %b, %lo, %hi, %x;
+    .reg .b64 %ta, %tb, %out, %a, %st, %da, %db;
+    .reg .f32 %d<8>;
+    .shared .align 1024 .b8 smA[2048];
+    .shared .align 1024 .b8 smB[512];
+    .shared .align 8 .b64 bar;
+    ld.param.u64 %out, [p_out];
+    mov.u64 %ta, p_ta;
+    cvta.param.u64 %ta, %ta;
+    mov.u64 %tb, p_tb;
+    cvta.param.u64 %tb, %tb;
+    mov.u32 %t, %tid.x;
+    mov.u32 %b, bar;
+    setp.ne.u32 %p, %t, 0;
+    @%p bra $i;
+    mbarrier.init.shared::cta.b64 [%b], 1;
+$i:
+    bar.sync 0;
+    @%p bra $w;
+    mbarrier.arrive.expect_tx.shared::cta.b64 %st, [%b], 2560;
+    {TMA} [smA], [%ta, {0, 0}], [%b];
+    {TMA} [smA+1024], [%ta, {8, 0}], [%b];
+    {TMA} [smB], [%tb, {0, 0}], [%b];
+    {TMA} [smB+256], [%tb, {8, 0}], [%b];
+$w:
+    mbarrier.try_wait.parity.shared::cta.b64 %ok, [%b], 0;
+    @!%ok bra $w;
+    mov.u32 %x, smA;
+    shr.u32 %lo, %x, 4;
+    or.b32 %lo, %lo, 4194304;           // LBO 1024 >> 4 = 64, << 16
+    mov.b64 %da, {%lo, 8};              // SBO 128 >> 4, mode 0
+    mov.u32 %x, smB;
+    shr.u32 %lo, %x, 4;
+    or.b32 %lo, %lo, 1048576;           // LBO 256 >> 4 = 16, << 16
+    mov.b64 %db, {%lo, 8};
+    wgmma.fence.sync.aligned;
+    wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16
+        {%d0, %d1, %d2, %d3, %d4, %d5, %d6, %d7}, %da, %db, 0, 1, 1, 0, 0;
+    wgmma.commit_group.sync.aligned;
+    wgmma.wait_group.sync.aligned 0;
+    mul.wide.u32 %a, %t, 32;
+    add.s64 %a, %out, %a;
+    st.global.v4.f32 [%a], {%d0, %d1, %d2, %d3};
+    st.global.v4.f32 [%a+16], {%d4, %d5, %d6, %d7};
+    ret;
+""".replace("{TMA}", TMA)
+    k = build("wg0", ["p_ta:tmap", "p_tb:tmap", "p_out"], body, hdr=HDR90)
+    A, B = bf16_rand((64, 16)), bf16_rand((16, 16))
+    mem = Memory()
+    pa, pb, po = mem.upload(A), mem.upload(B), mem.upload(np.full(128 * 8, np.nan, np.float32))
+    run_kernel(k, mem, (1, 1, 1), (128, 1, 1), [TensorMap(pa, 2, (16, 64), 32, (8, 64)),
+                                                TensorMap(pb, 2, (16, 16), 32, (8, 16)), po])
+    got = frag_to_matrix(mem.download(po, 128 * 8, np.float32).reshape(128, 8), 16)
+    check("wgmma m64n16k16, no-swizzle descriptors (LBO between k halves, SBO between 8-row groups), immediate "
+          "scale-d 0", np.array_equal(got, stepwise(A, B, np.zeros((64, 16), np.float32))))
+    # errors
+    n = 8
+    A, B, C = bf16_rand((64, 64)), bf16_rand((n, 64)), np.zeros((64, n), np.float32)
+    expect_error("wgmma: a descriptor that differs across the warpgroup raises",
+                 lambda: wg_run(wg_kernel(n, mod_a="@%q add.u32 %lo, %lo, 2;"), n, A, B, C, 0), "differs across")
+    expect_error("wgmma: part of a warpgroup executing it raises",
+                 lambda: wg_run(wg_kernel(n, pre="setp.ge.u32 %p, %t, 96;\n @%p bra $after;"), n, A, B, C, 0),
+                 "only partly")
+    expect_error("wgmma: a block of 96 threads (incomplete warpgroup) raises",
+                 lambda: wg_run(wg_kernel(n), n, A, B, C, 0, nt=96), "only partly")
+    expect_error("wgmma: mma_async without a wgmma.fence raises",
+                 lambda: wg_run(wg_kernel(n, edit=("wgmma.fence.sync.aligned;", "")), n, A, B, C, 0), "wgmma.fence")
+    expect_error("wgmma: reading an accumulator before wgmma.wait_group raises",
+                 lambda: wg_run(wg_kernel(n, mid="mov.f32 %d0, 0f00000000;"), n, A, B, C, 0), "in-flight")
+    expect_error("wgmma: exiting with a wgmma group not waited for raises",
+                 lambda: wg_run(wg_kernel(n, mid="ret;"), n, A, B, C, 0), "not waited for")
+    expect_error("wgmma: a descriptor start outside the first 128 bytes of the swizzle atom raises",
+                 lambda: wg_run(wg_kernel(n, mod_a="add.u32 %lo, %lo, 8;"), n, A, B, C, 0), "first 128 bytes")
+    expect_error("wgmma: swizzle mode 2 (64B) raises as unsupported",
+                 lambda: wg_run(wg_kernel(n, edit=("mov.u32 %hi, 1073741888;", "mov.u32 %hi, 2147483712;")), n, A, B,
+                                C, 0), "not supported")
+    expect_error("wgmma: imm-trans-b 1 raises",
+                 lambda: wg_run(wg_kernel(n, edit=(", 1, 1, 0, 0;", ", 1, 1, 0, 1;")), n, A, B, C, 0), "imm-trans-b")
+    expect_error("wgmma: .target sm_90 (not sm_90a) raises",
+                 lambda: wg_run(wg_kernel(n, hdr=HDR90.replace("sm_90a", "sm_90")), n, A, B, C, 0),
+                 "needs .target sm_90a")
+    expect_error("wgmma: .version 7.8 raises",
+                 lambda: wg_run(wg_kernel(n, hdr=HDR.replace("sm_80", "sm_90a")), n, A, B, C, 0), ".version 8.0")
+    expect_error("wgmma: st.shared onto an operand of an in-flight wgmma raises",
+                 lambda: wg_run(wg_kernel(n, mid="mov.u32 %sa, smA;\n st.shared.u32 [%sa], %t;"), n, A, B, C, 0),
+                 "not yet retired")
+
+
+# -- a warp-specialised pipeline: producer warp (TMA) + consumer warpgroup (wgmma)
+
+def pipe_kernel(n, variant="", stages=2):
+    """Block of 160 threads: warpgroup 0 consumes, thread 128 produces; `stages`
+    stages of (A 64x64, B nx64) bf16; full[s] (count 1 + bytes), empty[s] (count 128)."""
+    nh = n // 2
+    stage_b = 8192 + 128 * n
+    acc = "{" + ", ".join(f"%d{j}" for j in range(nh)) + "}"
+    mmas = ""
+    for s in range(4):
+        mmas += desc_lines("%da", "%sa", 32 * s, tmp="%x") + desc_lines("%db", "%sb", 32 * s, tmp="%x")
+        mmas += f"    wgmma.mma_async.sync.aligned.m64n{n}k16.f32.bf16.bf16 {acc}, %da, %db, " \
+                f"{'%first' if s == 0 else '1'}, 1, 1, 0, 0;\n"
+    release = "    mbarrier.arrive.shared::cta.b64 %st, [%empty];"
+    retire = "    wgmma.wait_group.sync.aligned 0;"
+    cons_tail = f"{retire}\n{release}" if variant != "arrive_early" else f"{release}\n{retire}"
+    cwait = "@!%ok bra $cw;" if variant != "no_cwait" else ""
+    pwait = "@!%ok bra $pw;" if variant != "no_pwait" else ""
+    body = f"""
+    .reg .pred %p, %ok, %first, %wrap;
+    .reg .b32 %t, %stage, %phase, %kt, %nk, %full, %empty, %sa, %sb, %x, %lo, %hi, %par, %kc, %zero;
+    .reg .b64 %ta, %tb, %out, %a, %st, %da, %db;
+    .reg .f32 %d<{nh}>;
+    .shared .align 1024 .b8 smem[{stages * stage_b}];
+    .shared .align 8 .b64 bars[{2 * stages}];
+    ld.param.u64 %out, [p_out];
+    ld.param.u32 %nk, [p_nk];
+    mov.u64 %ta, p_ta;
+    cvta.param.u64 %ta, %ta;
+    mov.b64 %tb, p_tb;
+    cvta.param.u64 %tb, %tb;
+    mov.u32 %t, %tid.x;
+    mov.u32 %zero, 0;
+    mov.u32 %hi, 1073741888;
+    setp.ne.u32 %p, %t, 0;
+    @%p bra $i;
+{chr(10).join(f"    mbarrier.init.shared::cta.b64 [bars+{8 * s}], {1 if s < stages else 128};"
+               for s in range(2 * stages))}
+    fence.mbarrier_init.release.cluster;
+    fence.proxy.async.shared::cta;
+$i:
+    bar.sync 0;
+    mov.u32 %stage, 0;
+    mov.u32 %phase, 0;
+    mov.u32 %kt, 0;
+    setp.ge.u32 %p, %t, 128;
+    @%p bra $producer;
+$cloop:
+    setp.ge.u32 %p, %kt, %nk;
+    @%p bra $cdone;
+    mov.u32 %full, bars;
+    mad.lo.u32 %full, %stage, 8, %full;
+$cw:
+    mbarrier.try_wait.parity.shared::cta.b64 %ok, [%full], %phase;
+    {cwait}
+    mov.u32 %sa, smem;
+    mad.lo.u32 %sa, %stage, {stage_b}, %sa;
+    add.u32 %sb, %sa, 8192;
+    setp.ne.u32 %first, %kt, 0;
+    wgmma.fence.sync.aligned;
+{mmas}
+    wgmma.commit_group.sync.aligned;
+    mov.u32 %empty, bars;
+    add.u32 %empty, %empty, {8 * stages};
+    mad.lo.u32 %empty, %stage, 8, %empty;
+{cons_tail}
+    add.u32 %stage, %stage, 1;
+    setp.eq.u32 %wrap, %stage, {stages};
+    @%wrap mov.u32 %stage, 0;
+    @%wrap xor.b32 %phase, %phase, 1;
+    add.u32 %kt, %kt, 1;
+    bra.uni $cloop;
+$cdone:
+    mul.wide.u32 %a, %t, {2 * n};
+    add.s64 %a, %out, %a;
+{chr(10).join(f"    st.global.f32 [%a+{4 * j}], %d{j};" for j in range(nh))}
+    ret;
+$producer:
+    setp.ne.u32 %p, %t, 128;
+    @%p bra $pdone;
+$ploop:
+    setp.ge.u32 %p, %kt, %nk;
+    @%p bra $pdone;
+    mov.u32 %empty, bars;
+    add.u32 %empty, %empty, {8 * stages};
+    mad.lo.u32 %empty, %stage, 8, %empty;
+    xor.b32 %par, %phase, 1;
+$pw:
+    mbarrier.try_wait.parity.shared::cta.b64 %ok, [%empty], %par;
+    {pwait}
+    mov.u32 %full, bars;
+    mad.lo.u32 %full, %stage, 8, %full;
+    mbarrier.arrive.expect_tx.shared::cta.b64 %st, [%full], {stage_b};
+    mov.u32 %sa, smem;
+    mad.lo.u32 %sa, %stage, {stage_b}, %sa;
+    add.u32 %sb, %sa, 8192;
+    shl.b32 %kc, %kt, 6;
+    {TMA} [%sa], [%ta, {{%kc, %zero}}], [%full];
+    {TMA} [%sb], [%tb, {{%kc, 0}}], [%full];
+    add.u32 %stage, %stage, 1;
+    setp.eq.u32 %wrap, %stage, {stages};
+    @%wrap mov.u32 %stage, 0;
+    @%wrap xor.b32 %phase, %phase, 1;
+    add.u32 %kt, %kt, 1;
+    bra.uni $ploop;
+$pdone:
+    ret;
+"""
+    return build("pipe", ["p_ta:tmap", "p_tb:tmap", "p_out", "p_nk:u32"], body, hdr=HDR90)
+
+
+def pipe_run(k, n, K, nk):
+    A, B = bf16_rand((64, K)), bf16_rand((n, K))
+    mem = Memory()
+    pa, pb, po = mem.upload(A), mem.upload(B), mem.upload(np.full(128 * n // 2, np.nan, np.float32))
+    run_kernel(k, mem, (1, 1, 1), (160, 1, 1),
+               [TensorMap(pa, 2, (K, 64), 2 * K, (64, 64), 128), TensorMap(pb, 2, (K, n), 2 * K, (64, n), 128), po, nk])
+    got = frag_to_matrix(mem.download(po, 128 * n // 2, np.float32).reshape(128, n // 2), n)
+    Kp = 64 * nk
+    Ap, Bp = np.zeros((64, Kp), np.uint16), np.zeros((n, Kp), np.uint16)
+    Ap[:, :K], Bp[:, :K] = A, B
+    return got, stepwise(Ap, Bp, np.zeros((64, n), np.float32))
+
+
+def t_pipeline():
+    n = 64
+    got, want = pipe_run(pipe_kernel(n), n, 200, 4)
+    check("pipeline: producer warp (TMA, 2 stages, K 200 zero-filled to 256) + consumer warpgroup (wgmma m64n64k16)"
+          " matches numpy", np.array_equal(got, want))
+    got, want = pipe_run(pipe_kernel(n, stages=1), n, 192, 3)
+    check("pipeline: ... one stage, K 192", np.array_equal(got, want))
+    expect_error("pipeline: consumers arriving on the empty barrier before wgmma.wait_group: the refill raises "
+                 "(one stage: the read retired but was never released)",
+                 lambda: pipe_run(pipe_kernel(n, "arrive_early", stages=1), n, 256, 4), "was not released")
+    expect_error("pipeline: ... two stages: the later arrival released it on the other stage's barrier, which the "
+                 "producer has not observed", lambda: pipe_run(pipe_kernel(n, "arrive_early"), n, 256, 4),
+                 "which thread 128 has not observed")
+    expect_error("pipeline: consumers ignoring the full barrier's try_wait result raise",
+                 lambda: pipe_run(pipe_kernel(n, "no_cwait"), n, 256, 4), "has not observed")
+    expect_error("pipeline: the producer ignoring the empty barrier's try_wait result raises",
+                 lambda: pipe_run(pipe_kernel(n, "no_pwait"), n, 256, 4), "TMA by thread 128 overwrites")
+
+
+TESTS = [t_cp_async, t_ldmatrix, t_mma, t_integer, t_float, t_shfl, t_vectors, t_launch, t_races, t_bits,
+         t_tma, t_mbarrier, t_wgmma, t_pipeline]
 
 if __name__ == "__main__":
     for t in TESTS:
