@@ -20,7 +20,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import gen_ptx  # noqa: E402
-from ptx_emu import Memory, bf16_bits_to_f32, f32_to_bf16_bits, parse_module, run_kernel  # noqa: E402
+from ptx_emu import Memory, TensorMap, bf16_bits_to_f32, f32_to_bf16_bits, parse_module, run_kernel  # noqa: E402
 
 KERNELS_DIR = os.path.join(HERE, "..", "kernels")
 SPECS = {k.name: k for _, _, ks in gen_ptx.modules() for k in ks}
@@ -165,21 +165,39 @@ def t_layer_norm():
                 check(f"{name} rows={rows} cols={cols}", read(mem, out, rows * cols, dt), ref.ravel(), dt)
 
 
-def linear_case(entry, dt, rows, k, n, act, with_bias, with_res):
+def linear_case(entry, dt, rows, k, n, act, with_bias, with_res, splits=1):
     mem = Memory()
     x, w = rnd(rows * k, 1, dt), rnd(n * k, 1 / math.sqrt(k), dt)
     b, r = rnd(n, 0.5, dt), rnd(rows * n, 1, dt)
     out = poison(mem, rows * n, dt)
     spec = SPECS[entry]
     tm, tn = spec.consts["TILE_M"], spec.consts["TILE_N"]
+    tiles = ((rows + tm - 1) // tm) * ((n + tn - 1) // tn)
+    maps = {}
     if entry == "linear_bf16":  # rasterised 1-D grid
-        grid = (((rows + tm - 1) // tm) * ((n + tn - 1) // tn), 1, 1)
+        grid = (tiles, 1, 1)
+    elif entry == "linear_bf16_sm90":  # persistent: fewer blocks than tiles, as on a busy GPU
+        grid = (min(tiles, SM90_BLOCKS), 1, 1)
     else:
         grid = ((n + tn - 1) // tn, (rows + tm - 1) // tm, 1)
     flags = int(with_bias) | (act << 1) | (int(with_res) << 2)
-    launch(mem, entry, grid, spec.consts.get("DYN_SMEM", 0), x=mem.upload(x), w=mem.upload(w),
-           bias=mem.upload(b) if with_bias else None, res=mem.upload(r) if with_res else None,
-           out=out, m=rows, n=n, k=k, flags=flags)
+    px, pw = mem.upload(x), mem.upload(w)
+    if splits > 1:
+        # Split-K as the host runs it: the partial GEMM over (tiles, splits), then the
+        # reduction with the epilogue. The partials are poisoned too.
+        part = poison(mem, splits * rows * n, "f32")
+        launch(mem, "linear_bf16_splitk", (tiles, splits, 1), spec.consts["DYN_SMEM"], x=px, w=pw,
+               part=part, m=rows, n=n, k=k)
+        launch(mem, "linear_splitk_reduce_bf16", grid_stride("linear_splitk_reduce_bf16", rows * n // 2),
+               part=part, bias=mem.upload(b) if with_bias else None,
+               res=mem.upload(r) if with_res else None, out=out, m=rows, n=n, splits=splits, flags=flags)
+    elif entry == "linear_bf16_sm90":
+        maps = {"tmap_x": tensor_map(spec, "tmap_x", px, rows, k),
+                "tmap_w": tensor_map(spec, "tmap_w", pw, n, k)}
+    if splits == 1:
+        launch(mem, entry, grid, spec.consts.get("DYN_SMEM", 0), x=px, w=pw,
+               bias=mem.upload(b) if with_bias else None, res=mem.upload(r) if with_res else None,
+               out=out, m=rows, n=n, k=k, flags=flags, **maps)
     ref = as64(x, dt).reshape(rows, k) @ as64(w, dt).reshape(n, k).T
     if with_bias:
         ref = ref + as64(b, dt)
@@ -187,7 +205,8 @@ def linear_case(entry, dt, rows, k, n, act, with_bias, with_res):
         ref = gelu(ref)
     if with_res:
         ref = ref + as64(r, dt).reshape(rows, n)
-    check(f"{entry} rows={rows} k={k} n={n} gelu={act} bias={with_bias} res={with_res}",
+    what = f"{entry} split-K x{splits}" if splits > 1 else entry
+    check(f"{what} rows={rows} k={k} n={n} gelu={act} bias={with_bias} res={with_res}",
           read(mem, out, rows * n, dt), ref.ravel(), dt)
 
 
@@ -213,6 +232,37 @@ def t_linear_sm80():
     for rows, k, n in shapes:
         for epi in EPILOGUES:
             linear_case("linear_bf16", "bf16", rows, k, n, *epi)
+    # Split-K: 3 slices of 520 (17 k-tiles: 6, 6, 5), and more slices than k-tiles
+    # (the empty ones add zeros).
+    for rows, k, n, splits in ((130, 520, 136, 3), (5, 40, 8, 3)):
+        for epi in EPILOGUES[:3] if QUICK else EPILOGUES:
+            linear_case("linear_bf16", "bf16", rows, k, n, *epi, splits=splits)
+
+
+# Blocks of the persistent Hopper GEMM in these runs (the host launches one per SM).
+SM90_BLOCKS = 2
+
+
+def tensor_map(spec, name, addr, rows, cols):
+    """The tensor map the host encodes (src/cuda/launch.rs, tensor_map_args) for
+    the bf16 matrix [rows, cols] at addr: the box the generator declares for
+    parameter `name`, 128-byte swizzle, zero fill outside."""
+    p = next(q for q in spec.params if q.name == name)
+    box_rows, box_cols = p.box
+    return TensorMap(addr, elem_bytes=2, dims=(cols, rows), stride=cols * 2,
+                     box=(box_cols, box_rows), swizzle=128)
+
+
+def t_linear_sm90():
+    # As t_linear_sm80: K and N multiples of 8; 300 x 200 x 520 gives 9 tiles of
+    # 128 x 256 over 2 persistent blocks and 4 k-tiles each, so the 4-stage ring
+    # wraps within and across tiles.
+    shapes = [(1, 8, 8), (130, 72, 136), (300, 200, 520)]
+    if QUICK:
+        shapes = shapes[:2]
+    for rows, k, n in shapes:
+        for epi in EPILOGUES:
+            linear_case("linear_bf16_sm90", "bf16", rows, k, n, *epi)
 
 
 def t_patch_embed():
@@ -420,7 +470,7 @@ def t_memory():
 
 
 GROUPS = {"add": t_add, "cast": t_cast, "layer_norm": t_layer_norm, "linear": t_linear,
-          "linear_sm80": t_linear_sm80, "patch_embed": t_patch_embed, "attention": t_attention,
+          "linear_sm80": t_linear_sm80, "linear_sm90": t_linear_sm90, "patch_embed": t_patch_embed, "attention": t_attention,
           "attention_fa2": t_attention_fa2, "memory": t_memory}
 
 if __name__ == "__main__":

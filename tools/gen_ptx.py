@@ -21,10 +21,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ptxgen.asm import module_text  # noqa: E402
 from ptxgen.kernels import (attention_fa2, attention_simt, elementwise, gemm_mma64,  # noqa: E402
-                            gemm_simt, gemm_sm80, layer_norm, memory)
+                            gemm_simt, gemm_sm80, gemm_sm90, layer_norm, memory)
 from ptxgen.manifest import rust_manifest  # noqa: E402
 
 ROOT = os.environ.get("TESSERA_GEN_ROOT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
+
+# Hopper-only modules: wgmma and TMA need the architecture-specific target.
+SM90_MODULES = {"linear_sm90"}
+SM90 = {"version": "8.0", "target": "sm_90a", "dyn_align": 128}
 
 
 def doc_of(mod):
@@ -32,11 +37,14 @@ def doc_of(mod):
 
 
 def modules():
-    """[(module name, title, [Kernel])], in the order of the manifest."""
+    """[(module name, title, [Kernel])], in the order of the manifest. Modules
+    in SM90 are written for sm_90a (PTX 8.0); the others for sm_80."""
     out = elementwise.modules() + layer_norm.modules() + memory.modules()
     out.append(("linear", "linear_*: C = x·Wᵀ with the fused bias / GELU / residual epilogue.\n\n"
                 + doc_of(gemm_sm80) + "\n\n" + doc_of(gemm_simt) + "\n\n" + doc_of(gemm_mma64),
                 gemm_sm80.kernels() + [gemm_simt.gemm_f32("linear"), gemm_mma64.gemm_bf16_any("linear")]))
+    out.append(("linear_sm90", "linear_bf16_sm90: C = x*W^T on Hopper (wgmma, TMA, mbarriers).\n\n"
+                + doc_of(gemm_sm90), gemm_sm90.kernels()))
     out.append(("patch_embed", "patch_embed_*: implicit-GEMM patchify + bias + position; A rows are\n"
                 "gathered from the pixels.\n\n" + doc_of(gemm_simt) + "\n\n" + doc_of(gemm_mma64),
                 [gemm_simt.gemm_f32("patch"), gemm_mma64.gemm_bf16_any("patch")]))
@@ -66,7 +74,8 @@ def outputs():
     files = {}
     for name, title, kernels in mods:
         dyn = any(k.dyn_smem or k.max_dyn_smem for k in kernels)
-        files[os.path.join("kernels", f"{name}.ptx")] = to_ascii(module_text(title, kernels, dyn))
+        opts = SM90 if name in SM90_MODULES else {}
+        files[os.path.join("kernels", f"{name}.ptx")] = to_ascii(module_text(title, kernels, dyn, **opts))
     files[os.path.join("src", "cuda", "manifest.rs")] = rust_manifest([(n, ks) for n, _, ks in mods])
     return files
 

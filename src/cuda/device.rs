@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use cudarc::driver::{result as cu, sys, CudaContext, CudaSlice, CudaStream, DriverError};
 
 use super::launch::Modules;
+use super::GemmPath;
 use crate::device::{sealed, Device, DeviceKind};
 use crate::element::Element;
 use crate::error::{Error, Result};
@@ -43,6 +44,10 @@ pub(super) struct Inner {
     pub(super) capability: (i32, i32),
     /// Shared memory per block with opt-in, in bytes.
     pub(super) max_smem: u32,
+    /// Streaming multiprocessors (the persistent kernels' grid).
+    pub(super) sm_count: u32,
+    /// Which bf16 GEMM the aligned linear layers use.
+    pub(super) gemm: GemmPath,
     pub(super) ctx: Arc<CudaContext>,
     pub(super) stream: Arc<CudaStream>,
     /// Loaded modules by family name (`"linear"`), and functions by entry name.
@@ -53,6 +58,10 @@ pub(super) struct Inner {
     pub(super) words: Mutex<Option<WordBuffer>>,
     /// Kernels launched so far ([`Device::launch_count`]).
     pub(super) launches: std::sync::atomic::AtomicU64,
+    /// The split-K GEMM's f32 partial sums, grown to the largest use. Locked
+    /// from the partial GEMM's launch through its reduction's, so two host
+    /// threads cannot interleave on it; stream order does the rest.
+    pub(super) scratch: Mutex<Option<CudaSlice<u8>>>,
 }
 
 impl Drop for Inner {
@@ -168,6 +177,10 @@ impl Cuda {
                     sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
                 )
                 .map_err(|e| cuda_err("Cuda::new", e))?;
+            let sm_count = ctx
+                .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+                .map_err(|e| cuda_err("Cuda::new", e))?;
+            let gemm = GemmPath::choose(major, std::env::var("TESSERA_CUDA_GEMM").ok().as_deref())?;
             // SAFETY: every buffer of this handle is allocated, used and freed on its
             // one stream (`Inner::stream`; buffers of other handles cannot be passed
             // to it: `same_device` compares this context's Arc), so stream order alone
@@ -181,10 +194,13 @@ impl Cuda {
                     name,
                     capability: (major, minor),
                     max_smem: u32::try_from(max_smem).unwrap_or(0),
+                    sm_count: u32::try_from(sm_count).unwrap_or(1).max(1),
+                    gemm,
                     ctx,
                     stream,
                     modules: Mutex::new(Modules::default()),
                     words: Mutex::new(None),
+                    scratch: Mutex::new(None),
                     launches: std::sync::atomic::AtomicU64::new(0),
                 }),
             })
@@ -227,6 +243,16 @@ impl Cuda {
         ptr % 16 == 0
     }
 
+    /// The bf16 GEMM this handle's aligned linear layers run (see [`GemmPath`]).
+    pub fn gemm_path(&self) -> GemmPath {
+        self.inner.gemm
+    }
+
+    /// Streaming multiprocessors on this device.
+    pub(super) fn sm_count(&self) -> u32 {
+        self.inner.sm_count
+    }
+
     /// The most shared memory a block may use on this device (opt-in limit).
     pub(super) fn max_smem(&self) -> u32 {
         self.inner.max_smem
@@ -263,6 +289,24 @@ impl Cuda {
         Ok(buf)
     }
 
+    /// Run `f` with a scratch buffer of at least `bytes` (reused across calls; a
+    /// larger request replaces it, the old one freed in stream order).
+    pub(super) fn with_scratch<R>(
+        &self,
+        bytes: usize,
+        f: impl FnOnce(&mut CudaSlice<u8>) -> Result<R>,
+    ) -> Result<R> {
+        let mut slot = self.inner.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref().is_none_or(|s| s.len() < bytes) {
+            *slot = None;
+            *slot = Some(self.alloc_bytes(bytes, "split-K partial sums")?);
+        }
+        match slot.as_mut() {
+            Some(s) => f(s),
+            None => Err(Error::Internal("split-K scratch buffer".into())),
+        }
+    }
+
     fn alloc_bytes(&self, bytes: usize, tensor: &str) -> Result<CudaSlice<u8>> {
         guarded("alloc", || {
             // A zero-byte allocation is refused by the driver; keep one byte.
@@ -286,7 +330,15 @@ impl Device for Cuda {
     const KIND: DeviceKind = DeviceKind::Cuda;
 
     fn describe(&self) -> String {
-        format!("cuda:{} ({})", self.inner.ordinal, self.inner.name)
+        let (major, minor) = self.inner.capability;
+        let gemm = match self.inner.gemm {
+            GemmPath::Sm80 => "sm80",
+            GemmPath::Sm90 => "sm90",
+        };
+        format!(
+            "cuda:{} ({}, sm_{major}{minor}, bf16 GEMM {gemm})",
+            self.inner.ordinal, self.inner.name
+        )
     }
 
     fn same_device(&self, other: &Self) -> bool {

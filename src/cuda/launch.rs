@@ -32,6 +32,16 @@ pub(super) enum ParamKind {
     Out,
     U32,
     F32,
+    /// A TMA tensor map, passed by value (128 bytes).
+    TensorMap,
+}
+
+/// The global shape of a row-major bf16 matrix that a tensor-map parameter
+/// describes (`cols` contiguous).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Matrix2d {
+    pub rows: u32,
+    pub cols: u32,
 }
 
 /// A parameter list: its argument struct and the order the kernel takes them in.
@@ -62,6 +72,15 @@ pub(super) enum Arg<'a> {
     Null,
     U32(u32),
     F32(f32),
+    /// The tensor map of the matrix that argument `of` (an input pointer) points
+    /// to, of global shape `shape`, read in boxes of `box_rows` × `box_cols`
+    /// elements with the 128-byte swizzle (see [`tensor_map`]).
+    TensorMap {
+        of: usize,
+        shape: Matrix2d,
+        box_rows: u32,
+        box_cols: u32,
+    },
 }
 
 impl Arg<'_> {
@@ -73,6 +92,7 @@ impl Arg<'_> {
                 | (Arg::Out(_), ParamKind::Out)
                 | (Arg::U32(_), ParamKind::U32)
                 | (Arg::F32(_), ParamKind::F32)
+                | (Arg::TensorMap { .. }, ParamKind::TensorMap)
         )
     }
 }
@@ -243,14 +263,39 @@ impl Cuda {
         if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
             return Ok(());
         }
+        // Tensor maps: (parameter, the input pointer it describes, shape, box).
+        let mut tmaps = Vec::new();
+        for (i, a) in args.iter().enumerate() {
+            if let Arg::TensorMap {
+                of,
+                shape,
+                box_rows,
+                box_cols,
+            } = *a
+            {
+                if !matches!(args.get(of), Some(Arg::In(_))) {
+                    return Err(Error::Internal(format!(
+                        "{what}: tensor map {} does not describe an input pointer",
+                        spec.params[i].0
+                    )));
+                }
+                tmaps.push((i, of, shape, box_rows, box_cols));
+            }
+        }
         guarded(op, || {
             let func = self.function(spec)?;
+            self.inner
+                .ctx
+                .bind_to_thread()
+                .map_err(|e| cuda_err(what.clone(), e))?;
             let stream = &self.inner.stream;
             let mut guards: Vec<SyncOnDrop<'_>> = Vec::with_capacity(args.len());
             // Every parameter sits in its own 8-byte slot; the driver copies as many
             // bytes as the kernel's parameter has (4 for .u32/.f32, 8 for .u64), and
             // the slots are little-endian, so a 4-byte value sits at the slot's start.
             let mut slots: Vec<u64> = Vec::with_capacity(args.len());
+            // Tensor maps are 128 bytes each; the driver copies them from here.
+            let mut maps: Vec<sys::CUtensorMap> = Vec::with_capacity(tmaps.len());
             for a in args.iter_mut() {
                 match a {
                     Arg::In(s) => {
@@ -266,20 +311,38 @@ impl Cuda {
                     Arg::Null => slots.push(0),
                     Arg::U32(v) => slots.push(u64::from(*v)),
                     Arg::F32(v) => slots.push(u64::from(v.to_bits())),
+                    Arg::TensorMap { .. } => slots.push(0),
                 }
             }
-            let mut params: Vec<*mut c_void> = slots
-                .iter_mut()
-                .map(|s| s as *mut u64 as *mut c_void)
-                .collect();
-            self.inner
-                .ctx
-                .bind_to_thread()
-                .map_err(|e| cuda_err(what.clone(), e))?;
+            for &(i, of, shape, box_rows, box_cols) in &tmaps {
+                let map = tensor_map(
+                    &what,
+                    spec.params[i].0,
+                    slots[of],
+                    shape,
+                    box_rows,
+                    box_cols,
+                )?;
+                maps.push(map);
+            }
+            let mut next_map = maps.iter_mut();
+            let mut params: Vec<*mut c_void> = Vec::with_capacity(slots.len());
+            for (i, s) in slots.iter_mut().enumerate() {
+                if tmaps.iter().any(|t| t.0 == i) {
+                    let Some(m) = next_map.next() else {
+                        return Err(Error::Internal(format!("{what}: tensor maps")));
+                    };
+                    params.push(m as *mut sys::CUtensorMap as *mut c_void);
+                } else {
+                    params.push(s as *mut u64 as *mut c_void);
+                }
+            }
             // SAFETY: `func` belongs to this context; `params` has exactly one slot per
             // kernel parameter, of the kind the parameter is (both checked above against
             // the generated manifest, which is generated with the `.entry` itself), each
-            // slot at least as large as its parameter; the device pointers come from
+            // slot at least as large as its parameter (a tensor map's slot is a 64-byte
+            // aligned `CUtensorMap` in `maps`, alive until after the call); the
+            // device pointers come from
             // live allocations that the kernels index only within the sizes the front
             // functions checked; `guards` keeps the buffers' bookkeeping alive until the
             // launch is queued; the block size is the entry's `.reqntid`.
@@ -300,6 +363,109 @@ impl Cuda {
     }
 }
 
+/// The encoding of one tensor map, as `cuTensorMapEncodeTiled` takes it: a 2-D
+/// bf16 matrix `shape` at `ptr` (row stride `cols` elements), read in boxes of
+/// `box_rows` × `box_cols` with the 128-byte swizzle, elements past the edges
+/// zero-filled. Checked here against the driver's rules, so a shape it would
+/// refuse is an error naming the tensor rather than a failed launch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct TensorMapArgs {
+    pub dims: [u64; 2],
+    pub row_stride: u64,
+    pub boxes: [u32; 2],
+}
+
+pub(super) fn tensor_map_args(
+    what: &str,
+    name: &str,
+    ptr: u64,
+    shape: Matrix2d,
+    box_rows: u32,
+    box_cols: u32,
+) -> Result<TensorMapArgs> {
+    const ELEM: u64 = 2;
+    let row_bytes = u64::from(shape.cols) * ELEM;
+    let bad = |why: String| {
+        Err(Error::Unsupported {
+            op: "linear",
+            msg: format!(
+                "{what}: tensor map {name} of a [{}, {}] bf16 matrix: {why}",
+                shape.rows, shape.cols
+            ),
+        })
+    };
+    if !ptr.is_multiple_of(16) {
+        return bad(format!("its address {ptr:#x} is not 16-byte aligned"));
+    }
+    if shape.rows == 0 || shape.cols == 0 {
+        return bad("an empty dimension".into());
+    }
+    if !row_bytes.is_multiple_of(16) {
+        return bad(format!(
+            "its rows are {row_bytes} bytes, not a multiple of 16"
+        ));
+    }
+    if row_bytes >= 1 << 40 {
+        return bad("its row stride exceeds 2^40 bytes".into());
+    }
+    if !(1..=256).contains(&box_rows)
+        || !(1..=256).contains(&box_cols)
+        || u64::from(box_cols) * ELEM != 128
+    {
+        return bad(format!(
+            "box {box_rows} x {box_cols} does not fit the 128-byte swizzle"
+        ));
+    }
+    Ok(TensorMapArgs {
+        dims: [u64::from(shape.cols), u64::from(shape.rows)],
+        row_stride: row_bytes,
+        boxes: [box_cols, box_rows],
+    })
+}
+
+/// Encode the tensor map of [`tensor_map_args`] with the driver.
+fn tensor_map(
+    what: &str,
+    name: &str,
+    ptr: u64,
+    shape: Matrix2d,
+    box_rows: u32,
+    box_cols: u32,
+) -> Result<sys::CUtensorMap> {
+    let a = tensor_map_args(what, name, ptr, shape, box_rows, box_cols)?;
+    let mut map = sys::CUtensorMap { opaque: [0; 16] };
+    let strides = [a.row_stride];
+    let elem_strides = [1u32, 1];
+    // SAFETY: `map` is a writable, 64-byte aligned CUtensorMap; the dimension,
+    // stride, box and element-stride arrays have the rank (2) entries the driver
+    // reads (rank − 1 for the strides), all alive for the call; the values were
+    // checked against the driver's rules above; `ptr` is the device address of a
+    // live buffer of at least rows × cols elements (checked by the op's front).
+    let status = unsafe {
+        sys::cuTensorMapEncodeTiled(
+            &mut map,
+            sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+            2,
+            ptr as *mut c_void,
+            a.dims.as_ptr(),
+            strides.as_ptr(),
+            a.boxes.as_ptr(),
+            elem_strides.as_ptr(),
+            sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+            sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+            sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+            sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+        )
+    };
+    if status != sys::cudaError_enum::CUDA_SUCCESS {
+        return Err(Error::Cuda {
+            op: what.to_string(),
+            msg: format!("encoding tensor map {name}: {status:?}"),
+        });
+    }
+    Ok(map)
+}
+
 /// Blocks of `threads` threads for a grid-stride loop over `n` elements (at most
 /// 65 535 blocks: the loop covers the rest).
 pub(super) fn grid_stride_blocks(n: usize, threads: u32) -> u32 {
@@ -309,6 +475,67 @@ pub(super) fn grid_stride_blocks(n: usize, threads: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::super::manifest;
+    use super::{tensor_map_args, Matrix2d, TensorMapArgs};
+
+    /// The tensor map the Hopper GEMM gets for x [300, 200] and W [520, 200] with
+    /// its boxes, and the shapes the driver would refuse, as errors naming the map.
+    #[test]
+    fn tensor_map_arguments() {
+        let (br, bc) = (
+            manifest::linear_bf16_sm90::TILE_M,
+            manifest::linear_bf16_sm90::TILE_K,
+        );
+        let a = tensor_map_args(
+            "t",
+            "tmap_x",
+            0x1000,
+            Matrix2d {
+                rows: 300,
+                cols: 200,
+            },
+            br,
+            bc,
+        );
+        assert_eq!(
+            a.unwrap(),
+            TensorMapArgs {
+                dims: [200, 300],
+                row_stride: 400,
+                boxes: [64, 128],
+            }
+        );
+        let w = tensor_map_args(
+            "t",
+            "tmap_w",
+            0x2000,
+            Matrix2d {
+                rows: 520,
+                cols: 200,
+            },
+            256,
+            bc,
+        );
+        assert_eq!(w.unwrap().boxes, [64, 256]);
+        for (ptr, rows, cols, box_rows, box_cols, needle) in [
+            (0x1008, 4, 8, 128, 64, "16-byte aligned"),
+            (0x1000, 4, 12, 128, 64, "not a multiple of 16"),
+            (0x1000, 0, 8, 128, 64, "empty"),
+            (0x1000, 4, 8, 512, 64, "box 512 x 64"),
+            (0x1000, 4, 8, 128, 32, "box 128 x 32"),
+        ] {
+            let e = tensor_map_args(
+                "t",
+                "tmap_x",
+                ptr,
+                Matrix2d { rows, cols },
+                box_rows,
+                box_cols,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("tmap_x") && e.contains(needle), "{e}");
+        }
+    }
 
     /// Every generated spec names an entry its module declares, with as many
     /// `.param`s as the spec lists and the spec's block size as `.reqntid`.

@@ -2,11 +2,14 @@
 //! the epilogue:
 //! - f32: `linear_f32`, exact SIMT GEMM;
 //! - bf16 at the model's shapes (K and N multiples of 8, 16-byte aligned operands):
-//!   `linear_bf16`, the pipelined sm_80 tensor-core GEMM;
+//!   `linear_bf16_sm90` (wgmma fed by TMA, persistent) on compute capability 9.x,
+//!   `linear_bf16`, the pipelined sm_80 tensor-core GEMM, elsewhere (and where
+//!   `TESSERA_CUDA_GEMM=sm80`; see [`GemmPath`]);
 //! - bf16 otherwise: `linear_bf16_any`, tensor cores with edge-safe loads.
 
+use super::launch::Matrix2d;
 use super::manifest as m;
-use super::Cuda;
+use super::{Cuda, GemmPath};
 use crate::element::{DType, Element};
 use crate::error::{Error, Result};
 use crate::ops::{index32, Activation, LinearArgs};
@@ -54,10 +57,77 @@ pub(super) fn linear<T: Element>(dev: &Cuda, a: LinearArgs<'_, T, Cuda>) -> Resu
             let grid = grid2d(OP, mm, n, m::linear_f32::TILE_M, m::linear_f32::TILE_N)?;
             dev.launch(OP, s, grid, 0, args)
         }
+        DType::BF16
+            if k % 8 == 0
+                && n % 8 == 0
+                && k > 0
+                && aligned
+                && dev.gemm_path() == GemmPath::Sm90
+                && !prefer_split_k(mm, n, k, dev.sm_count()) =>
+        {
+            let s = &m::linear_bf16_sm90::SPEC;
+            let tiles = u64::from(mm.div_ceil(m::linear_bf16_sm90::TILE_M))
+                * u64::from(n.div_ceil(m::linear_bf16_sm90::TILE_N));
+            // Persistent: at most one block per SM, each looping over its tiles.
+            let grid = tiles.min(u64::from(dev.sm_count())) as u32;
+            let args = m::LinearSm90Args {
+                x: args.x,
+                w: args.w,
+                tmap_x: Matrix2d { rows: mm, cols: k },
+                tmap_w: Matrix2d { rows: n, cols: k },
+                bias: args.bias,
+                res: args.res,
+                out: args.out,
+                m: mm,
+                n,
+                k,
+                flags,
+            };
+            dev.launch(OP, s, (grid, 1, 1), m::linear_bf16_sm90::DYN_SMEM, args)
+        }
         DType::BF16 if k % 8 == 0 && n % 8 == 0 && aligned => {
             let tiles = mm.div_ceil(m::linear_bf16::TILE_M) * n.div_ceil(m::linear_bf16::TILE_N);
-            let s = &m::linear_bf16::SPEC;
-            dev.launch(OP, s, (tiles, 1, 1), m::linear_bf16::DYN_SMEM, args)
+            let ktiles = k.div_ceil(m::linear_bf16::TILE_K);
+            let splits = split_k(tiles, ktiles, dev.sm_count());
+            if splits == 1 {
+                let s = &m::linear_bf16::SPEC;
+                return dev.launch(OP, s, (tiles, 1, 1), m::linear_bf16::DYN_SMEM, args);
+            }
+            // Split-K: f32 partial tiles of `splits` K slices, then one reduction that
+            // adds them in order and applies the epilogue.
+            let bytes = splits as usize * d.rows * d.out_features * 4;
+            dev.with_scratch(bytes, |part| {
+                let partial = m::LinearSplitkArgs {
+                    x: args.x,
+                    w: args.w,
+                    part: &mut *part,
+                    m: mm,
+                    n,
+                    k,
+                };
+                let s = &m::linear_bf16_splitk::SPEC;
+                dev.launch(
+                    OP,
+                    s,
+                    (tiles, splits, 1),
+                    m::linear_bf16_splitk::DYN_SMEM,
+                    partial,
+                )?;
+                let reduce = m::SplitkReduceArgs {
+                    part: &*part,
+                    bias: args.bias,
+                    res: args.res,
+                    out: args.out,
+                    m: mm,
+                    n,
+                    splits,
+                    flags,
+                };
+                let s = &m::linear_splitk_reduce_bf16::SPEC;
+                let pairs = d.rows * d.out_features / 2;
+                let blocks = super::launch::grid_stride_blocks(pairs, s.threads);
+                dev.launch(OP, s, (blocks, 1, 1), 0, reduce)
+            })
         }
         DType::BF16 => {
             let s = &m::linear_bf16_any::SPEC;
@@ -71,6 +141,26 @@ pub(super) fn linear<T: Element>(dev: &Cuda, a: LinearArgs<'_, T, Cuda>) -> Resu
             dev.launch(OP, s, grid, 0, args)
         }
     }
+}
+
+/// K slices for the sm_80 GEMM: 1 unless its `tiles` output tiles would leave
+/// most of the `sms` SMs idle (batch 1: SigLIP-base's out_proj is 12 tiles on 132
+/// SMs) while K is long. Then enough slices to fill about one wave, each of at
+/// least 4 k-tiles, at most 8 (the partial sums cost 4 bytes per output per slice).
+pub(super) fn split_k(tiles: u32, ktiles: u32, sms: u32) -> u32 {
+    if tiles == 0 || tiles * 2 > sms {
+        return 1;
+    }
+    (sms / tiles).min(ktiles / 4).clamp(1, 8)
+}
+
+/// On Hopper: whether the sm_80 GEMM split along K should take a linear rather
+/// than the wgmma kernel, because the latter's 128 × 256 tiles would occupy
+/// under a quarter of the SMs (batch 1) and K is long enough to split.
+fn prefer_split_k(m: u32, n: u32, k: u32, sms: u32) -> bool {
+    let tiles90 = m.div_ceil(m::linear_bf16_sm90::TILE_M) * n.div_ceil(m::linear_bf16_sm90::TILE_N);
+    let tiles80 = m.div_ceil(m::linear_bf16::TILE_M) * n.div_ceil(m::linear_bf16::TILE_N);
+    tiles90 * 4 < sms && split_k(tiles80, k.div_ceil(m::linear_bf16::TILE_K), sms) > 1
 }
 
 /// Grid (column tiles, row tiles) of the 2-D tiled GEMM kernels.
@@ -91,4 +181,33 @@ pub(super) fn grid2d(
         });
     }
     Ok((n.div_ceil(tile_n), m.div_ceil(tile_m), 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{prefer_split_k, split_k};
+
+    #[test]
+    fn hopper_takes_split_k_only_for_tiny_grids() {
+        // SigLIP-base batch 1 (M 196): 2 x 3 wgmma tiles on 132 SMs.
+        assert!(prefer_split_k(196, 768, 768, 132));
+        // so400m batch 32 (M 23 328): the wgmma kernel.
+        assert!(!prefer_split_k(23_328, 1152, 1152, 132));
+        // Short K: nothing to split.
+        assert!(!prefer_split_k(196, 768, 64, 132));
+    }
+
+    #[test]
+    fn split_k_only_when_the_grid_is_small_and_k_long() {
+        // SigLIP-base at batch 1 (M 196): out_proj 2 x 6 tiles, K 768 = 24 k-tiles.
+        assert_eq!(split_k(12, 24, 132), 6);
+        // MLP fc2: 12 tiles, K 3072 = 96 k-tiles: capped at 8.
+        assert_eq!(split_k(12, 96, 132), 8);
+        // A full grid, or short K: no split.
+        assert_eq!(split_k(80, 96, 132), 1);
+        assert_eq!(split_k(12, 7, 132), 1);
+        assert_eq!(split_k(0, 96, 132), 1);
+        // Slices of at least 4 k-tiles.
+        assert_eq!(split_k(1, 9, 132), 2);
+    }
 }

@@ -5,7 +5,7 @@
 
 use cudarc::driver::CudaSlice;
 
-use super::launch::{Arg, KernelSpec, Module, ParamKind, Signature};
+use super::launch::{Arg, KernelSpec, Matrix2d, Module, ParamKind, Signature};
 
 /// kernels/add.ptx.
 pub(super) static ADD: Module = Module {
@@ -35,6 +35,12 @@ pub(super) static MEMORY: Module = Module {
 pub(super) static LINEAR: Module = Module {
     name: "linear",
     ptx: include_str!("../../kernels/linear.ptx"),
+};
+
+/// kernels/linear_sm90.ptx.
+pub(super) static LINEAR_SM90: Module = Module {
+    name: "linear_sm90",
+    ptx: include_str!("../../kernels/linear_sm90.ptx"),
 };
 
 /// kernels/patch_embed.ptx.
@@ -243,6 +249,101 @@ impl Signature for Linear {
         vec![
             Arg::In(a.x),
             Arg::In(a.w),
+            a.bias.map_or(Arg::Null, Arg::In),
+            a.res.map_or(Arg::Null, Arg::In),
+            Arg::Out(a.out),
+            Arg::U32(a.m),
+            Arg::U32(a.n),
+            Arg::U32(a.k),
+            Arg::U32(a.flags),
+        ]
+    }
+}
+
+/// Arguments of the kernels with signature `linear_splitk`, by name.
+pub(super) struct LinearSplitkArgs<'a> {
+    pub x: &'a CudaSlice<u8>,
+    pub w: &'a CudaSlice<u8>,
+    pub part: &'a mut CudaSlice<u8>,
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+}
+
+/// Marker of the `linear_splitk` parameter list.
+pub(super) struct LinearSplitk;
+
+impl Signature for LinearSplitk {
+    type Args<'a> = LinearSplitkArgs<'a>;
+    fn into_args<'a>(a: Self::Args<'a>) -> Vec<Arg<'a>> {
+        vec![
+            Arg::In(a.x),
+            Arg::In(a.w),
+            Arg::Out(a.part),
+            Arg::U32(a.m),
+            Arg::U32(a.n),
+            Arg::U32(a.k),
+        ]
+    }
+}
+
+/// Arguments of the kernels with signature `splitk_reduce`, by name.
+pub(super) struct SplitkReduceArgs<'a> {
+    pub part: &'a CudaSlice<u8>,
+    pub bias: Option<&'a CudaSlice<u8>>,
+    pub res: Option<&'a CudaSlice<u8>>,
+    pub out: &'a mut CudaSlice<u8>,
+    pub m: u32,
+    pub n: u32,
+    pub splits: u32,
+    pub flags: u32,
+}
+
+/// Marker of the `splitk_reduce` parameter list.
+pub(super) struct SplitkReduce;
+
+impl Signature for SplitkReduce {
+    type Args<'a> = SplitkReduceArgs<'a>;
+    fn into_args<'a>(a: Self::Args<'a>) -> Vec<Arg<'a>> {
+        vec![
+            Arg::In(a.part),
+            a.bias.map_or(Arg::Null, Arg::In),
+            a.res.map_or(Arg::Null, Arg::In),
+            Arg::Out(a.out),
+            Arg::U32(a.m),
+            Arg::U32(a.n),
+            Arg::U32(a.splits),
+            Arg::U32(a.flags),
+        ]
+    }
+}
+
+/// Arguments of the kernels with signature `linear_sm90`, by name.
+pub(super) struct LinearSm90Args<'a> {
+    pub x: &'a CudaSlice<u8>,
+    pub w: &'a CudaSlice<u8>,
+    pub tmap_x: Matrix2d,
+    pub tmap_w: Matrix2d,
+    pub bias: Option<&'a CudaSlice<u8>>,
+    pub res: Option<&'a CudaSlice<u8>>,
+    pub out: &'a mut CudaSlice<u8>,
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub flags: u32,
+}
+
+/// Marker of the `linear_sm90` parameter list.
+pub(super) struct LinearSm90;
+
+impl Signature for LinearSm90 {
+    type Args<'a> = LinearSm90Args<'a>;
+    fn into_args<'a>(a: Self::Args<'a>) -> Vec<Arg<'a>> {
+        vec![
+            Arg::In(a.x),
+            Arg::In(a.w),
+            Arg::TensorMap { of: 0, shape: a.tmap_x, box_rows: 128, box_cols: 64 },
+            Arg::TensorMap { of: 1, shape: a.tmap_w, box_rows: 256, box_cols: 64 },
             a.bias.map_or(Arg::Null, Arg::In),
             a.res.map_or(Arg::Null, Arg::In),
             Arg::Out(a.out),
@@ -527,8 +628,41 @@ pub(super) mod linear_bf16 {
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const DYN_SMEM: u32 = 65536;
+    pub(in crate::cuda) const TILE_K: u32 = 32;
     pub(in crate::cuda) const TILE_M: u32 = 128;
     pub(in crate::cuda) const TILE_N: u32 = 128;
+}
+
+/// `linear_bf16_splitk`: linear_bf16_splitk: linear_bf16's main loop over one K slice per grid row
+pub(super) mod linear_bf16_splitk {
+    use super::*;
+    pub(in crate::cuda) const SPEC: KernelSpec<LinearSplitk> = KernelSpec {
+        module: &LINEAR,
+        entry: "linear_bf16_splitk",
+        threads: 128,
+        static_smem: 0,
+        max_dyn_smem: 65536,
+        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("part", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32)],
+        signature: std::marker::PhantomData,
+    };
+    pub(in crate::cuda) const DYN_SMEM: u32 = 65536;
+    pub(in crate::cuda) const TILE_K: u32 = 32;
+    pub(in crate::cuda) const TILE_M: u32 = 128;
+    pub(in crate::cuda) const TILE_N: u32 = 128;
+}
+
+/// `linear_splitk_reduce_bf16`: linear_splitk_reduce_bf16: sums linear_bf16_splitk's f32 slices, then bias,
+pub(super) mod linear_splitk_reduce_bf16 {
+    use super::*;
+    pub(in crate::cuda) const SPEC: KernelSpec<SplitkReduce> = KernelSpec {
+        module: &LINEAR,
+        entry: "linear_splitk_reduce_bf16",
+        threads: 256,
+        static_smem: 0,
+        max_dyn_smem: 0,
+        params: &[("part", ParamKind::In), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("splits", ParamKind::U32), ("flags", ParamKind::U32)],
+        signature: std::marker::PhantomData,
+    };
 }
 
 /// `linear_f32`: linear_f32: exact-f32 SIMT GEMM, 64×64 tiles, 4×4 outputs per thread.
@@ -561,6 +695,24 @@ pub(super) mod linear_bf16_any {
     };
     pub(in crate::cuda) const TILE_M: u32 = 64;
     pub(in crate::cuda) const TILE_N: u32 = 64;
+}
+
+/// `linear_bf16_sm90`: linear_bf16_sm90: Hopper GEMM, wgmma fed by TMA through a 4-stage mbarrier
+pub(super) mod linear_bf16_sm90 {
+    use super::*;
+    pub(in crate::cuda) const SPEC: KernelSpec<LinearSm90> = KernelSpec {
+        module: &LINEAR_SM90,
+        entry: "linear_bf16_sm90",
+        threads: 288,
+        static_smem: 0,
+        max_dyn_smem: 197696,
+        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap), ("tmap_w", ParamKind::TensorMap), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
+        signature: std::marker::PhantomData,
+    };
+    pub(in crate::cuda) const DYN_SMEM: u32 = 197696;
+    pub(in crate::cuda) const TILE_K: u32 = 64;
+    pub(in crate::cuda) const TILE_M: u32 = 128;
+    pub(in crate::cuda) const TILE_N: u32 = 256;
 }
 
 /// `patch_embed_f32`: patch_embed_f32: exact-f32 SIMT GEMM, 64×64 tiles, 4×4 outputs per thread.
@@ -779,8 +931,11 @@ pub(super) const ALL: &[(&Module, &str, u32, usize)] = &[
     (&MEMORY, "memory_read_mix_bf16", 256, 9),
     (&MEMORY, "memory_write_bf16", 256, 10),
     (&LINEAR, "linear_bf16", 128, 9),
+    (&LINEAR, "linear_bf16_splitk", 128, 6),
+    (&LINEAR, "linear_splitk_reduce_bf16", 256, 8),
     (&LINEAR, "linear_f32", 256, 9),
     (&LINEAR, "linear_bf16_any", 128, 9),
+    (&LINEAR_SM90, "linear_bf16_sm90", 288, 11),
     (&PATCH_EMBED, "patch_embed_f32", 256, 12),
     (&PATCH_EMBED, "patch_embed_bf16", 128, 12),
     (&ATTENTION, "attention_bf16_hd16", 128, 18),

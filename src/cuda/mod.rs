@@ -34,3 +34,56 @@ pub use stub::Cuda;
 
 #[cfg(feature = "cuda")]
 crate::ops::kernels_from_op_files!(Cuda);
+
+use crate::error::{Error, Result};
+
+/// The bf16 tensor-core GEMM of a device: `linear_bf16` (mma.sync, cp.async) on
+/// every GPU, `linear_bf16_sm90` (wgmma, TMA) on compute capability 9.x.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GemmPath {
+    Sm80,
+    Sm90,
+}
+
+impl GemmPath {
+    /// The path for compute capability `major`, unless `TESSERA_CUDA_GEMM`
+    /// (`sm80` or `sm90`; `auto` or unset: by capability) says otherwise. Asking
+    /// for `sm90` on a GPU without wgmma is an error, as is an unknown value.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn choose(major: i32, env: Option<&str>) -> Result<Self> {
+        let hopper = major == 9;
+        match env.map(str::trim) {
+            None | Some("") | Some("auto") => Ok(if hopper { Self::Sm90 } else { Self::Sm80 }),
+            Some("sm80") => Ok(Self::Sm80),
+            Some("sm90") if hopper => Ok(Self::Sm90),
+            Some("sm90") => Err(Error::Unsupported {
+                op: "Cuda::new",
+                msg: format!(
+                    "TESSERA_CUDA_GEMM=sm90 needs compute capability 9.x (wgmma); this GPU is {major}.x"
+                ),
+            }),
+            Some(other) => Err(Error::Unsupported {
+                op: "Cuda::new",
+                msg: format!("TESSERA_CUDA_GEMM={other:?}: expected auto, sm80 or sm90"),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GemmPath;
+
+    #[test]
+    fn gemm_path_by_capability_and_override() {
+        assert_eq!(GemmPath::choose(9, None).unwrap(), GemmPath::Sm90);
+        assert_eq!(GemmPath::choose(8, None).unwrap(), GemmPath::Sm80);
+        assert_eq!(GemmPath::choose(10, Some("auto")).unwrap(), GemmPath::Sm80);
+        assert_eq!(GemmPath::choose(9, Some("sm80")).unwrap(), GemmPath::Sm80);
+        assert_eq!(GemmPath::choose(9, Some(" sm90 ")).unwrap(), GemmPath::Sm90);
+        let e = GemmPath::choose(8, Some("sm90")).unwrap_err().to_string();
+        assert!(e.contains("TESSERA_CUDA_GEMM") && e.contains("8.x"), "{e}");
+        let e = GemmPath::choose(9, Some("hopper")).unwrap_err().to_string();
+        assert!(e.contains("\"hopper\""), "{e}");
+    }
+}

@@ -27,6 +27,10 @@ impl Cuda {
     pub fn compute_capability(&self) -> (i32, i32) {
         match self.never {}
     }
+    /// The bf16 GEMM the aligned linear layers run.
+    pub fn gemm_path(&self) -> super::GemmPath {
+        match self.never {}
+    }
     /// Whether cudarc tracks buffer uses with events.
     pub fn event_tracking(&self) -> bool {
         match self.never {}

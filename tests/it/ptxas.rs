@@ -33,6 +33,17 @@ fn find_ptxas() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
+/// The architectures a module is assembled for: its `.target` when that is an
+/// architecture-specific one (sm_90a: wgmma, TMA), else sm_80 and sm_90.
+fn archs(ptx: &Path) -> Vec<&'static str> {
+    let text = std::fs::read_to_string(ptx).unwrap_or_else(|e| panic!("{}: {e}", ptx.display()));
+    if text.contains("\n.target sm_90a\n") {
+        vec!["sm_90a"]
+    } else {
+        vec!["sm_80", "sm_90"]
+    }
+}
+
 fn kernels() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels");
     let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -95,8 +106,8 @@ fn kernels_assemble_without_spills() {
     std::fs::create_dir_all(&tmp).unwrap();
     let mut failures = Vec::new();
     let mut entries = 0;
-    for arch in ["sm_80", "sm_90"] {
-        for f in &files {
+    for f in &files {
+        for arch in archs(f) {
             let cubin = tmp.join(format!(
                 "{}-{arch}.cubin",
                 f.file_stem().unwrap().to_string_lossy()
@@ -191,9 +202,12 @@ fn find_nvdisasm() -> Option<PathBuf> {
 
 /// The SASS instructions each tensor-core kernel must contain: HMMA (mma.sync on
 /// tensor cores), LDSM (ldmatrix feeding them), LDGSTS (cp.async: the pipelined
-/// kernels' loads bypass registers).
+/// kernels' loads bypass registers); on Hopper HGMMA (wgmma) fed by UTMALDG (TMA)
+/// and synchronised by SYNCS (mbarrier) instructions.
 fn required_sass(entry: &str) -> &'static [&'static str] {
-    if entry == "linear_bf16" || entry.starts_with("attention_bf16_hd") {
+    if entry == "linear_bf16_sm90" {
+        &["HGMMA.64x256x16.F32.BF16", "UTMALDG.2D", "SYNCS.PHASECHK"]
+    } else if entry == "linear_bf16" || entry.starts_with("attention_bf16_hd") {
         &["HMMA.16816.F32.BF16", "LDSM", "LDGSTS"]
     } else if entry == "linear_bf16_any" || entry == "patch_embed_bf16" {
         &["HMMA.16816.F32.BF16", "LDSM"]
@@ -245,8 +259,8 @@ fn sass_uses_tensor_cores_and_no_local_memory() {
     std::fs::create_dir_all(&tmp).unwrap();
     let mut failures = Vec::new();
     let mut checked = 0;
-    for arch in ["sm_80", "sm_90"] {
-        for f in kernels() {
+    for f in kernels() {
+        for arch in archs(&f) {
             let stem = f.file_stem().unwrap().to_string_lossy().to_string();
             let cubin = tmp.join(format!("{stem}-{arch}.cubin"));
             let ok = Command::new(&ptxas)
@@ -273,10 +287,13 @@ fn sass_uses_tensor_cores_and_no_local_memory() {
                 let count = |op: &str| body.matches(op).count();
                 let local = count("LDL") + count("STL");
                 println!(
-                    "{arch} {entry:>22}: {} HMMA, {} LDSM, {} LDGSTS, {local} LDL/STL",
+                    "{arch} {entry:>22}: {} HMMA, {} LDSM, {} LDGSTS, {} HGMMA, {} UTMALDG, \
+                     {local} LDL/STL",
                     count("HMMA.16816.F32.BF16"),
                     count("LDSM"),
-                    count("LDGSTS")
+                    count("LDGSTS"),
+                    count("HGMMA"),
+                    count("UTMALDG"),
                 );
                 if local > 0 {
                     failures.push(format!("{entry} [{arch}]: local memory (LDL/STL) in SASS"));
@@ -291,8 +308,9 @@ fn sass_uses_tensor_cores_and_no_local_memory() {
         }
     }
     let _ = std::fs::remove_dir_all(&tmp);
-    // linear_bf16, linear_bf16_any, patch_embed_bf16 and 8 attention head dims, twice.
-    assert_eq!(checked, 2 * 11, "tensor-core entries found in the SASS");
+    // linear_bf16, linear_bf16_any, patch_embed_bf16 and 8 attention head dims, twice;
+    // linear_bf16_sm90 once (sm_90a only).
+    assert_eq!(checked, 2 * 11 + 1, "tensor-core entries found in the SASS");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 

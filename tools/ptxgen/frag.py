@@ -91,3 +91,89 @@ def assert_conflict_free(stride):
     groups = {(r * stride) % 128 // 16 for r in range(8)}
     if len(groups) != 8:
         raise ValueError(f"row stride {stride} B: ldmatrix rows share banks")
+
+
+# -- Hopper (sm_90a): wgmma, TMA, mbarrier -------------------------------------
+#
+# wgmma.mma_async.m64nNk16 (bf16 in, f32 accumulate), both operands in shared
+# memory through 64-bit matrix descriptors (PTX ISA "Matrix Descriptor Format"):
+#   bits 0-13 start address >> 4, 16-29 leading byte offset >> 4, 32-45 stride
+#   byte offset >> 4, 49-51 base offset, 62-63 swizzle (1 = 128-byte).
+# Operands here are K-major tiles written by TMA with the 128-byte swizzle: row i
+# of a tile (64 bf16 of K = 128 bytes) at byte 128·i, its 16-byte chunk j stored
+# at chunk j ^ (i % 8); 8 rows make a 1024-byte atom, so SBO = 1024. The k-th
+# 16-wide slice of the 64-wide K tile starts 32·k bytes into the atom (the
+# hardware applies the XOR to the address bits, as TMA wrote them).
+# Accumulator fragment of m64nNk16 (PTX ISA "Matrix Fragments for wgmma .m64nNk16"),
+# warp w of the warpgroup, lane l, g = l / 4, c = l % 4, register j < N/2:
+#   row 16w + g + 8·((j >> 1) & 1), column 8·(j >> 2) + 2c + (j & 1).
+
+SW128_ATOM = 1024  # bytes: 8 rows of 128 bytes
+
+
+def wgmma_d_coords(j):
+    """(row, column) offset of accumulator register j relative to (16w + g, 2c)."""
+    return (8 * ((j >> 1) & 1), 8 * (j >> 2) + (j & 1))
+
+
+def wgmma_desc_sw128(k, smem_addr):
+    """A b64 descriptor of a K-major, 128-byte-swizzled bf16 tile starting at
+    shared address `smem_addr` (u32; within the first 128 bytes of a 1024-byte
+    atom): SBO = 1024 (the next 8 rows), LBO unused (1)."""
+    lo, d = k.reg("u32", "dlo"), k.reg("b64", "desc")
+    k(f"bfe.u32 {lo}, {smem_addr}, 4, 14;")
+    k(f"or.b32 {lo}, {lo}, {1 << 16};")
+    k(f"mov.b64 {d}, {{{lo}, {(SW128_ATOM >> 4) | (1 << 30)}}};")
+    return d
+
+
+def wgmma_bf16(k, acc, desc_a, desc_b, scale_d):
+    """acc ← A·Bᵀ (+ acc when scale_d): one m64nNk16 wgmma, N = 2·len(acc); A
+    (64×16) and B (N×16) K-major in shared memory; scale_d a predicate or 0/1."""
+    n = 2 * len(acc)
+    k(f"wgmma.mma_async.sync.aligned.m64n{n}k16.f32.bf16.bf16 "
+      f"{{{', '.join(map(str, acc))}}}, {desc_a}, {desc_b}, {scale_d}, 1, 1, 0, 0;")
+
+
+def wgmma_fence(k):
+    k("wgmma.fence.sync.aligned;")
+
+
+def wgmma_commit(k):
+    k("wgmma.commit_group.sync.aligned;")
+
+
+def wgmma_wait(k, pending):
+    """Wait until at most `pending` committed wgmma groups of this warpgroup run."""
+    k(f"wgmma.wait_group.sync.aligned {pending};")
+
+
+def mbar_init(k, bar, count):
+    k(f"mbarrier.init.shared::cta.b64 [{bar}], {count};")
+
+
+def mbar_arrive(k, bar):
+    st = k.reg("b64", "mbst")
+    k(f"mbarrier.arrive.shared::cta.b64 {st}, [{bar}];")
+
+
+def mbar_arrive_tx(k, bar, nbytes):
+    """Arrive and expect `nbytes` more bytes of asynchronous copies this phase."""
+    st = k.reg("b64", "mbst")
+    k(f"mbarrier.arrive.expect_tx.shared::cta.b64 {st}, [{bar}], {nbytes};")
+
+
+def mbar_wait(k, bar, parity):
+    """Spin until the phase of parity `parity` (u32 0/1) of `bar` has completed."""
+    p, top = k.reg("pred", "mbok"), k.label("mbwait")
+    k.place(top)
+    k(f"mbarrier.try_wait.parity.shared::cta.b64 {p}, [{bar}], {parity};")
+    k(f"@!{p} bra {top};")
+
+
+def tma_load_2d(k, dst, tmap, col, row, bar):
+    """TMA: the box of tensor map `tmap` (generic address) at element (row, col)
+    → shared `dst`, completing its bytes on mbarrier `bar`; out-of-range
+    elements are zero-filled."""
+    k(f"cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes "
+      f"[{dst}], [{tmap}, {{{col}, {row}}}], [{bar}];")

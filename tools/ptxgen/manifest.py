@@ -16,7 +16,7 @@ RUST_HEADER = """\
 
 use cudarc::driver::CudaSlice;
 
-use super::launch::{Arg, KernelSpec, Module, ParamKind, Signature};
+use super::launch::{Arg, KernelSpec, Matrix2d, Module, ParamKind, Signature};
 """
 
 # Per parameter kind: the Rust field type, the launch argument built from field
@@ -27,7 +27,19 @@ KIND_RUST = {
     "out": ("&'a mut CudaSlice<u8>", "Arg::Out(a.{n})", "Out"),
     "u32": ("u32", "Arg::U32(a.{n})", "U32"),
     "f32": ("f32", "Arg::F32(a.{n})", "F32"),
+    # A tensor map: the field is the global shape of the matrix of pointer parameter
+    # `of`; the launcher encodes the map from that parameter's address and the box.
+    "tmap": ("Matrix2d", "Arg::TensorMap {{ of: {of}, shape: a.{n}, box_rows: {br}, box_cols: {bc} }}",
+             "TensorMap"),
 }
+
+
+def arg_expr(p, params):
+    rust = KIND_RUST[p.kind][1]
+    if p.kind != "tmap":
+        return rust.format(n=p.name)
+    of = next(i for i, q in enumerate(params) if q.name == p.of)
+    return rust.format(n=p.name, of=of, br=p.box[0], bc=p.box[1])
 
 
 def camel(s):
@@ -50,7 +62,7 @@ def rust_manifest(modules):
                 raise ValueError(f"signature {k.signature}: {k.name} has other parameters")
     for sig, params in sigs.items():
         fields = "\n".join(f"    pub {p.name}: {KIND_RUST[p.kind][0]}," for p in params)
-        args = "\n".join("            " + KIND_RUST[p.kind][1].format(n=p.name) + "," for p in params)
+        args = "\n".join("            " + arg_expr(p, params) + "," for p in params)
         out.append(
             f"\n/// Arguments of the kernels with signature `{sig}`, by name.\n"
             f"pub(super) struct {camel(sig)}Args<'a> {{\n{fields}\n}}\n\n"

@@ -25,6 +25,13 @@ pub fn check_linear<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
         (65, 129, 33),
         (129, 72, 130),
         (2, 300, 7),
+        // K and N multiples of 8: CUDA's pipelined bf16 GEMMs. On a 132-SM Hopper
+        // 300 x 200 x 520 and 257 x 200 x 264 run linear_bf16_sm90 (several tiles and
+        // k-tiles), 130 x 520 x 136 the sm_80 GEMM split along K (4 slices).
+        (130, 72, 136),
+        (257, 200, 264),
+        (300, 200, 520),
+        (130, 520, 136),
     ];
     for &(rows, k, n) in &shapes {
         for (act, with_bias, with_res) in [

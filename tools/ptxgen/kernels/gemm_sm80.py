@@ -16,11 +16,15 @@ Pipeline: cp.async (16 bytes, `.cg`, zero-fill past M, N or K) keeps STAGES − 
 Epilogue: + bias, GELU (tanh.approx: 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³)))),
   + residual, all in f32 on the accumulators (one rounding), packed to bf16 pairs
   in a shared staging tile (row stride 272 bytes: conflict-free), then written
-  with 16-byte stores of whole rows."""
+  with 16-byte stores of whole rows.
+Split-K (few tiles, long K: batch 1): linear_bf16_splitk runs the same main loop
+  over one K slice per grid row (%ctaid.y) and stores its f32 partial tile;
+  linear_splitk_reduce_bf16 adds the slices in order (deterministic), applies the
+  same epilogue and rounds once."""
 
-from ..asm import Kernel
+from ..asm import In, Kernel, Opt, Out, U32
 from ..frag import c_coords, cp_async_16, cp_commit, cp_wait, ldmatrix_x4, mma, swizzle_64b
-from ..lib import ONE, ZERO, addr, lane_warp
+from ..lib import ONE, ZERO, addr, grid_stride, lane_warp
 from .gemm_common import FLAG_BIAS, FLAG_GELU, FLAG_RES, LINEAR_PARAMS
 
 BM, BN, BK, STAGES, GROUP_M = 128, 128, 32, 4, 8
@@ -44,17 +48,32 @@ def gelu_tanh(k, v):
     k(f"mul.f32 {v}, {t}, 0f3F000000;")
 
 
-def linear_bf16_sm80():
+SPLIT_PARAMS = [In("x"), In("w"), Out("part"), U32("m"), U32("n"), U32("k")]
+REDUCE_PARAMS = [In("part"), Opt("bias"), Opt("res"), Out("out"), U32("m"), U32("n"), U32("splits"),
+                 U32("flags")]
+
+
+def linear_bf16_sm80(split=False):
+    """The fused GEMM, or (split) its split-K form: block (tile, s) of a grid
+    (tiles, S) sums k-tiles [s·q, (s + 1)·q), q = ⌈k-tiles / S⌉, and writes the f32
+    partial tile to part[s] ([S, M, N]); linear_splitk_reduce_bf16 adds them."""
     smem = STAGES * STAGE_BYTES
-    k = Kernel("linear", "linear_bf16", 32 * WARPS, LINEAR_PARAMS, "linear",
-               doc="linear_bf16: sm_80 tensor-core GEMM, 128×128×32 tiles, 4-stage cp.async\n"
-                   "pipeline, swizzled shared memory, fused bias / GELU / residual epilogue.",
-               dyn_smem=smem)
+    if split:
+        k = Kernel("linear", "linear_bf16_splitk", 32 * WARPS, SPLIT_PARAMS, "linear_splitk",
+                   doc="linear_bf16_splitk: linear_bf16's main loop over one K slice per grid row\n"
+                       "(%ctaid.y); writes f32 partial tiles for linear_splitk_reduce_bf16.",
+                   dyn_smem=smem)
+    else:
+        k = Kernel("linear", "linear_bf16", 32 * WARPS, LINEAR_PARAMS, "linear",
+                   doc="linear_bf16: sm_80 tensor-core GEMM, 128×128×32 tiles, 4-stage cp.async\n"
+                       "pipeline, swizzled shared memory, fused bias / GELU / residual epilogue.",
+                   dyn_smem=smem)
     k.const("TILE_M", BM)
     k.const("TILE_N", BN)
+    k.const("TILE_K", BK)
     k.const("DYN_SMEM", smem)
-    x, w, bias, res, out = (k.param(p) for p in ("x", "w", "bias", "res", "out"))
-    M, N, K, flags = (k.param(p) for p in ("m", "n", "k", "flags"))
+    x, w = k.param("x"), k.param("w")
+    M, N, K = (k.param(p) for p in ("m", "n", "k"))
     tid, lane, warp = lane_warp(k)
     t, u, p = k.reg("u32", "t"), k.reg("u32", "u"), k.reg("pred", "p")
 
@@ -104,9 +123,22 @@ def linear_bf16_sm80():
             gl.append(a), pl.append(pr)
     kcol = k.reg("u32", "kcol")  # this thread's first k within a tile
     k(f"shl.b32 {kcol}, {ch}, 3;")
-    ktiles = k.reg("u32", "ktiles")
+    # This block's k-tiles [kbeg, ktiles): all of them, or (split) slice %ctaid.y.
+    ktiles, kbeg = k.reg("u32", "ktiles"), k.reg("u32", "kbeg")
     k(f"add.u32 {ktiles}, {K}, {BK - 1};")
     k(f"shr.u32 {ktiles}, {ktiles}, 5;")
+    k(f"mov.u32 {kbeg}, 0;")
+    if split:
+        per, sidx = k.reg("u32", "kper"), k.reg("u32", "split")
+        k(f"mov.u32 {per}, %nctaid.y;")
+        k(f"add.u32 {t}, {ktiles}, {per};")
+        k(f"sub.u32 {t}, {t}, 1;")
+        k(f"div.u32 {per}, {t}, {per};")
+        k(f"mov.u32 {sidx}, %ctaid.y;")
+        k(f"mul.lo.u32 {kbeg}, {sidx}, {per};")
+        k(f"min.u32 {kbeg}, {kbeg}, {ktiles};")
+        k(f"add.u32 {t}, {kbeg}, {per};")
+        k(f"min.u32 {ktiles}, {ktiles}, {t};")
 
     def load(kt_reg, stage_reg):
         """cp.async k-tile kt_reg into stage stage_reg."""
@@ -128,13 +160,14 @@ def linear_bf16_sm80():
                     k(f"add.u32 {sa}, {sa}, {extra};")
                 cp_async_16(k, sa, g, inside)
 
-    # Prologue: tiles 0 .. STAGES − 2, one commit group each (empty past ktiles).
+    # Prologue: tiles kbeg .. kbeg + STAGES − 2, one commit group each (empty past ktiles).
     for s in range(STAGES - 1):
-        st, skip = k.reg("u32", "st"), k.label("pro")
-        k(f"mov.u32 {st}, {s};")
+        st, ss, skip = k.reg("u32", "st"), k.reg("u32", "ss"), k.label("pro")
+        k(f"add.u32 {st}, {kbeg}, {s};")
+        k(f"mov.u32 {ss}, {s};")
         k(f"setp.ge.u32 {p}, {st}, {ktiles};")
         k(f"@{p} bra {skip};")
-        load(st, st)
+        load(st, ss)
         k.place(skip)
         cp_commit(k)
 
@@ -179,7 +212,7 @@ def linear_bf16_sm80():
     fb = [k.regs_n("b32", f"fb{nq}_", 4) for nq in range(4)]
 
     kt, stage, nxt, nstage = (k.reg("u32", s) for s in ("kt", "stage", "nxt", "nstage"))
-    k(f"mov.u32 {kt}, 0;")
+    k(f"mov.u32 {kt}, {kbeg};")
     k(f"mov.u32 {stage}, 0;")
     k(f"mov.u32 {nstage}, {STAGES - 1};")
     top, done = k.label("ktile"), k.label("kdone")
@@ -218,6 +251,10 @@ def linear_bf16_sm80():
     k.place(done)
     cp_wait(k, 0)
     k("bar.sync 0;")  # every warp is done with the pipeline's shared memory
+    if split:
+        partial_store(k, acc, lane, warp, m0, n0, M, N)
+        return k
+    bias, res, out, flags = (k.param(p) for p in ("bias", "res", "out", "flags"))
 
     # Epilogue in f32: bias, GELU, residual; then bf16 pairs into the staging tile.
     has_bias, has_gelu, has_res = (k.reg("pred", s) for s in ("has_bias", "has_gelu", "has_res"))
@@ -310,5 +347,107 @@ def linear_bf16_sm80():
     return k
 
 
+def partial_store(k, acc, lane, warp, m0, n0, M, N):
+    """part[%ctaid.y][row][col] ← the accumulators, f32 pairs (8-byte stores; N is
+    even, so a pair never straddles the edge)."""
+    part = k.param("part")
+    t, g4, c2 = k.reg("u32", "t"), k.reg("u32", "g4"), k.reg("u32", "c2")
+    base, slice_ = k.reg("u32", "prow0"), k.reg("u32", "slice")
+    k(f"shr.u32 {g4}, {lane}, 2;")
+    k(f"and.b32 {c2}, {lane}, 3;")
+    k(f"shl.b32 {c2}, {c2}, 1;")
+    k(f"and.b32 {t}, {warp}, 1;")
+    k(f"shl.b32 {base}, {t}, 6;")
+    k(f"add.u32 {base}, {base}, {g4};")
+    k(f"add.u32 {base}, {base}, {m0};")            # first row of this thread
+    col0 = k.reg("u32", "pcol0")
+    k(f"shr.u32 {t}, {warp}, 1;")
+    k(f"shl.b32 {col0}, {t}, 6;")
+    k(f"add.u32 {col0}, {col0}, {c2};")
+    k(f"add.u32 {col0}, {col0}, {n0};")
+    k(f"mov.u32 {slice_}, %ctaid.y;")
+    k(f"mul.lo.u32 {slice_}, {slice_}, {M};")     # rows before this slice: s·M
+    for mt in range(4):
+        for half in range(2):
+            row, rin = k.reg("u32", "prow"), k.reg("pred", "prin")
+            k(f"add.u32 {row}, {base}, {16 * mt + 8 * half};")
+            k(f"setp.lt.u32 {rin}, {row}, {M};")
+            k(f"add.u32 {row}, {row}, {slice_};")
+            k(f"mad.lo.u32 {row}, {row}, {N}, {col0};")
+            pa = addr(k, part, row, 4, "pa")
+            for nt in range(8):
+                ok = k.reg("pred", "pok")
+                k(f"add.u32 {t}, {col0}, {8 * nt};")
+                k(f"setp.lt.and.u32 {ok}, {t}, {N}, {rin};")
+                x0, x1 = acc[mt][nt][2 * half], acc[mt][nt][2 * half + 1]
+                k(f"@{ok} st.global.v2.f32 [{pa}+{32 * nt}], {{{x0}, {x1}}};")
+
+
+def splitk_reduce():
+    """out = epilogue(Σ_s part[s]) over [M, N], two columns a thread (grid-stride);
+    the slices are added in order, so the result does not depend on timing."""
+    k = Kernel("linear", "linear_splitk_reduce_bf16", 256, REDUCE_PARAMS, "splitk_reduce",
+               doc="linear_splitk_reduce_bf16: sums linear_bf16_splitk's f32 slices, then bias,\n"
+                   "GELU and residual as linear_bf16's epilogue, rounded once to bf16.")
+    part, bias, res, out = (k.param(p) for p in ("part", "bias", "res", "out"))
+    M, N, S, flags = (k.param(p) for p in ("m", "n", "splits", "flags"))
+    t = k.reg("u32", "t")
+    has_bias, has_gelu, has_res = (k.reg("pred", s) for s in ("has_bias", "has_gelu", "has_res"))
+    for pred, bit in ((has_bias, FLAG_BIAS), (has_gelu, FLAG_GELU), (has_res, FLAG_RES)):
+        k(f"and.b32 {t}, {flags}, {bit};")
+        k(f"setp.ne.u32 {pred}, {t}, 0;")
+    pairs, mn = k.reg("u32", "pairs"), k.reg("u32", "mn")
+    k(f"mul.lo.u32 {mn}, {M}, {N};")
+    k(f"shr.u32 {pairs}, {mn}, 1;")
+
+    def body(i):
+        e, col, s_, p = k.reg("u32", "e"), k.reg("u32", "col"), k.reg("u32", "s"), k.reg("pred", "more")
+        x0, x1, y0, y1 = (k.reg("f32", n) for n in ("x0", "x1", "y0", "y1"))
+        k(f"shl.b32 {e}, {i}, 1;")
+        k(f"rem.u32 {col}, {e}, {N};")
+        pa = addr(k, part, e, 4, "pa")
+        off = k.reg("b64", "slice")
+        k(f"mul.wide.u32 {off}, {mn}, 4;")
+        k(f"ld.global.v2.f32 {{{x0}, {x1}}}, [{pa}];")
+        k(f"mov.u32 {s_}, 1;")
+        top, end = k.label("sum"), k.label("sum_end")
+        k.place(top)
+        k(f"setp.ge.u32 {p}, {s_}, {S};")
+        k(f"@{p} bra {end};")
+        k(f"add.s64 {pa}, {pa}, {off};")
+        k(f"ld.global.v2.f32 {{{y0}, {y1}}}, [{pa}];")
+        k(f"add.f32 {x0}, {x0}, {y0};")
+        k(f"add.f32 {x1}, {x1}, {y1};")
+        k(f"add.u32 {s_}, {s_}, 1;")
+        k(f"bra {top};")
+        k.place(end)
+        raw = k.reg("b32", "raw")
+        for pred, src, idx in ((has_bias, bias, col), (has_res, res, e)):
+            k(f"mov.b32 {raw}, 0;")
+            ld = "ld.global.nc.b32" if src is bias else "ld.global.b32"
+            k(f"@{pred} {ld} {raw}, [{addr(k, src, idx, 2)}];")
+            k(f"shl.b32 {t}, {raw}, 16;")
+            k(f"mov.b32 {y0}, {t};")
+            k(f"and.b32 {t}, {raw}, 0xFFFF0000;")
+            k(f"mov.b32 {y1}, {t};")
+            if src is bias:
+                k(f"add.f32 {x0}, {x0}, {y0};")
+                k(f"add.f32 {x1}, {x1}, {y1};")
+                ng = k.label("no_gelu")
+                k(f"@!{has_gelu} bra {ng};")
+                gelu_tanh(k, x0)
+                gelu_tanh(k, x1)
+                k.place(ng)
+            else:
+                k(f"add.f32 {x0}, {x0}, {y0};")
+                k(f"add.f32 {x1}, {x1}, {y1};")
+        pk = k.reg("b32", "pk")
+        k(f"cvt.rn.bf16x2.f32 {pk}, {x1}, {x0};")
+        k(f"st.global.b32 [{addr(k, out, e, 2)}], {pk};")
+
+    grid_stride(k, pairs, body)
+    return k
+
+
 def kernels():
-    return [linear_bf16_sm80()]
+    return [linear_bf16_sm80(), linear_bf16_sm80(split=True), splitk_reduce()]

@@ -1,0 +1,309 @@
+"""linear_bf16_sm90: the Hopper (sm_90a) bf16 GEMM, for the same shapes as
+linear_bf16 (K and N multiples of 8, 16-byte aligned operands); the host picks it
+on compute capability 9.x.
+
+Block: 288 threads. Warps 0-7 are two consumer warpgroups: warpgroup g computes
+  rows 64g..64g+63 of the 128×256 output tile with wgmma m64n256k16 (128 f32
+  accumulators per thread). Warp 8 is the producer: its lane 0 issues the TMA
+  loads; its other lanes exit at once. (One producer warp instead of a warpgroup
+  leaves 224 registers per thread to the consumers without setmaxnreg.)
+Persistent: the grid is at most one block per SM; block b takes tiles b, b + grid,
+  ... in rasterised order (groups of GROUP_M = 8 tile rows share W tiles in L2).
+Pipeline: STAGES = 4 stages of (x tile 128×64, W tile 256×64) bf16 = 48 KiB, loaded
+  by TMA (tensor maps tmap_x, tmap_w: boxes of 64 columns, 128-byte swizzle, zero
+  fill past M, N and K) and completed on mbarrier full[s] (count 1 + the bytes);
+  the consumers wait on full[s], run 4 wgmma (K 16 each) from descriptors over
+  the stage, commit, and once the wgmma group of the previous k-tile has retired
+  (wait_group 1) every consumer thread arrives on that stage's empty barrier
+  (count 256), which the producer waits on before reusing the stage. Stage and
+  phase run on across tiles, so the producer loads the next tile's first k-tiles
+  while the consumers finish the epilogue of this one.
+Shared (dynamic): 1 KiB of alignment slack (the stages start at a 1024-byte
+  boundary, the swizzle atom), the stages, then the 8 mbarriers.
+Epilogue in registers: + bias, GELU (tanh.approx), + residual in f32, rounded once,
+  stored as bf16 pairs straight from the accumulator fragment."""
+
+from ..asm import In, Kernel, Opt, Out, TMap, U32
+from ..frag import (mbar_arrive, mbar_arrive_tx, mbar_init, mbar_wait, tma_load_2d, wgmma_bf16,
+                    wgmma_commit, wgmma_d_coords, wgmma_desc_sw128, wgmma_fence, wgmma_wait)
+from ..lib import addr
+from .gemm_common import FLAG_BIAS, FLAG_GELU, FLAG_RES
+from .gemm_sm80 import gelu_tanh
+
+BM, BN, BK, STAGES, GROUP_M = 128, 256, 64, 4, 8
+CONSUMERS = 2                      # warpgroups
+THREADS = 128 * CONSUMERS + 32     # + the producer warp
+A_BYTES = BM * BK * 2              # 16 KiB
+B_BYTES = BN * BK * 2              # 32 KiB
+STAGE_BYTES = A_BYTES + B_BYTES
+BARS = STAGES * STAGE_BYTES        # offset of the mbarriers from the aligned base
+SMEM = 1024 + BARS + 16 * STAGES   # alignment slack + stages + full[] and empty[]
+
+PARAMS = [In("x"), In("w"), TMap("tmap_x", "x", (BM, BK)), TMap("tmap_w", "w", (BN, BK)),
+          Opt("bias"), Opt("res"), Out("out"), U32("m"), U32("n"), U32("k"), U32("flags")]
+
+
+def linear_bf16_sm90():
+    assert BM == 64 * CONSUMERS and BK * 2 == 128 and BN <= 256
+    k = Kernel("linear_sm90", "linear_bf16_sm90", THREADS, PARAMS, "linear_sm90",
+               doc="linear_bf16_sm90: Hopper GEMM, wgmma fed by TMA through a 4-stage mbarrier\n"
+                   "pipeline, one producer warp and two consumer warpgroups, persistent tiles.",
+               dyn_smem=SMEM)
+    k.const("TILE_M", BM)
+    k.const("TILE_N", BN)
+    k.const("TILE_K", BK)
+    k.const("DYN_SMEM", SMEM)
+    tmap_x, tmap_w = k.param("tmap_x"), k.param("tmap_w")
+    bias, res, out = k.param("bias"), k.param("res"), k.param("out")
+    M, N, K, flags = (k.param(p) for p in ("m", "n", "k", "flags"))
+    t, p = k.reg("u32", "t"), k.reg("pred", "p")
+    tid = k.reg("u32", "tid")
+    k(f"mov.u32 {tid}, %tid.x;")
+
+    # The aligned base (the stages need 1024-byte alignment for the swizzle).
+    base, full0, empty0 = k.reg("u32", "base"), k.reg("u32", "full0"), k.reg("u32", "empty0")
+    k(f"mov.u32 {base}, dyn_smem;")
+    k(f"add.u32 {base}, {base}, 1023;")
+    k(f"and.b32 {base}, {base}, -1024;")
+    k(f"add.u32 {full0}, {base}, {BARS};")
+    k(f"add.u32 {empty0}, {full0}, {8 * STAGES};")
+
+    # Thread 0 initialises the barriers; everyone waits for that, then the roles split.
+    skip = k.label("no_init")
+    k(f"setp.ne.u32 {p}, {tid}, 0;")
+    k(f"@{p} bra {skip};")
+    for s in range(STAGES):
+        mbar_init(k, f"{full0}+{8 * s}", 1)
+        mbar_init(k, f"{empty0}+{8 * s}", 128 * CONSUMERS)
+    k("fence.mbarrier_init.release.cluster;")
+    k("fence.proxy.async.shared::cta;")
+    k.place(skip)
+    k("bar.sync 0;")
+
+    # Tile bookkeeping shared by both roles.
+    tiles_m, tiles_n, ntiles, ktiles = (k.reg("u32", s) for s in ("tiles_m", "tiles_n", "ntiles", "ktiles"))
+    k(f"add.u32 {tiles_m}, {M}, {BM - 1};")
+    k(f"div.u32 {tiles_m}, {tiles_m}, {BM};")
+    k(f"add.u32 {tiles_n}, {N}, {BN - 1};")
+    k(f"div.u32 {tiles_n}, {tiles_n}, {BN};")
+    k(f"mul.lo.u32 {ntiles}, {tiles_m}, {tiles_n};")
+    k(f"add.u32 {ktiles}, {K}, {BK - 1};")
+    k(f"div.u32 {ktiles}, {ktiles}, {BK};")
+    in_group = k.reg("u32", "in_group")
+    k(f"mul.lo.u32 {in_group}, {tiles_n}, {GROUP_M};")
+    tile, step = k.reg("u32", "tile"), k.reg("u32", "step")
+    m0, n0 = k.reg("u32", "m0"), k.reg("u32", "n0")
+
+    def tile_loop(body, stem):
+        """for tile = ctaid; tile < ntiles; tile += nctaid: (m0, n0) of it, body()."""
+        top, end = k.label(f"{stem}_tile"), k.label(f"{stem}_tiles_done")
+        k(f"mov.u32 {tile}, %ctaid.x;")
+        k(f"mov.u32 {step}, %nctaid.x;")
+        k.place(top)
+        k(f"setp.ge.u32 {p}, {tile}, {ntiles};")
+        k(f"@{p} bra {end};")
+        group, first_m, gsize, tm, tn = (k.reg("u32", s) for s in ("group", "first_m", "gsize", "tm", "tn"))
+        k(f"div.u32 {group}, {tile}, {in_group};")
+        k(f"mul.lo.u32 {first_m}, {group}, {GROUP_M};")
+        k(f"sub.u32 {gsize}, {tiles_m}, {first_m};")
+        k(f"min.u32 {gsize}, {gsize}, {GROUP_M};")
+        k(f"rem.u32 {t}, {tile}, {in_group};")
+        k(f"rem.u32 {tm}, {t}, {gsize};")
+        k(f"add.u32 {tm}, {tm}, {first_m};")
+        k(f"div.u32 {tn}, {t}, {gsize};")
+        k(f"mul.lo.u32 {m0}, {tm}, {BM};")
+        k(f"mul.lo.u32 {n0}, {tn}, {BN};")
+        body()
+        k(f"add.u32 {tile}, {tile}, {step};")
+        k(f"bra.uni {top};")
+        k.place(end)
+
+    stage, phase = k.reg("u32", "stage"), k.reg("u32", "phase")
+    k(f"mov.u32 {stage}, 0;")
+    k(f"mov.u32 {phase}, 0;")
+
+    def advance():
+        """stage += 1; at STAGES: stage = 0, phase ^= 1."""
+        wrap = k.reg("pred", "wrap")
+        k(f"add.u32 {stage}, {stage}, 1;")
+        k(f"setp.eq.u32 {wrap}, {stage}, {STAGES};")
+        k(f"@{wrap} mov.u32 {stage}, 0;")
+        k(f"@{wrap} xor.b32 {phase}, {phase}, 1;")
+
+    consumer = k.label("consumer")
+    done = k.label("done")
+    k(f"setp.lt.u32 {p}, {tid}, {128 * CONSUMERS};")
+    k(f"@{p} bra {consumer};")
+    # ---- producer: lane 0 of warp 8 ----------------------------------------------
+    k(f"setp.ne.u32 {p}, {tid}, {128 * CONSUMERS};")
+    k(f"@{p} bra {done};")
+
+    def produce():
+        kt = k.reg("u32", "pkt")
+
+        def one_k(_):
+            sa, full, empty, par, kc = (k.reg("u32", s) for s in ("psa", "pfull", "pempty", "ppar", "pkc"))
+            k(f"mad.lo.u32 {empty}, {stage}, 8, {empty0};")
+            k(f"xor.b32 {par}, {phase}, 1;")
+            mbar_wait(k, empty, par)
+            k(f"mad.lo.u32 {full}, {stage}, 8, {full0};")
+            mbar_arrive_tx(k, full, STAGE_BYTES)
+            k(f"mad.lo.u32 {sa}, {stage}, {STAGE_BYTES}, {base};")
+            k(f"mul.lo.u32 {kc}, {kt}, {BK};")
+            tma_load_2d(k, sa, tmap_x, kc, m0, full)
+            k(f"add.u32 {sa}, {sa}, {A_BYTES};")
+            tma_load_2d(k, sa, tmap_w, kc, n0, full)
+            advance()
+
+        loop_k(kt, one_k, "pk")
+
+    def loop_k(kt, body, stem):
+        top, end = k.label(f"{stem}_loop"), k.label(f"{stem}_end")
+        k(f"mov.u32 {kt}, 0;")
+        k.place(top)
+        k(f"setp.ge.u32 {p}, {kt}, {ktiles};")
+        k(f"@{p} bra {end};")
+        body(kt)
+        k(f"add.u32 {kt}, {kt}, 1;")
+        k(f"bra.uni {top};")
+        k.place(end)
+
+    tile_loop(produce, "prod")
+    k(f"bra.uni {done};")
+
+    # ---- consumers ---------------------------------------------------------------
+    k.place(consumer)
+    wg, warp, lane = k.reg("u32", "wg"), k.reg("u32", "warp"), k.reg("u32", "lane")
+    k(f"shr.u32 {wg}, {tid}, 7;")
+    k(f"shr.u32 {warp}, {tid}, 5;")
+    k(f"and.b32 {warp}, {warp}, 3;")
+    k(f"and.b32 {lane}, {tid}, 31;")
+    acc = k.regs_n("f32", "d", BN // 2)
+    prev = k.reg("u32", "prev")
+    has_bias, has_gelu, has_res = (k.reg("pred", s) for s in ("has_bias", "has_gelu", "has_res"))
+    for pred, bit in ((has_bias, FLAG_BIAS), (has_gelu, FLAG_GELU), (has_res, FLAG_RES)):
+        k(f"and.b32 {t}, {flags}, {bit};")
+        k(f"setp.ne.u32 {pred}, {t}, 0;")
+    # This thread's first output row and column within the tile.
+    lrow, lcol = k.reg("u32", "lrow"), k.reg("u32", "lcol")
+    k(f"shl.b32 {lrow}, {wg}, 6;")
+    k(f"mad.lo.u32 {lrow}, {warp}, 16, {lrow};")
+    k(f"shr.u32 {t}, {lane}, 2;")
+    k(f"add.u32 {lrow}, {lrow}, {t};")
+    k(f"and.b32 {lcol}, {lane}, 3;")
+    k(f"shl.b32 {lcol}, {lcol}, 1;")
+
+    always = k.reg("pred", "always")
+    k(f"setp.eq.u32 {always}, {tid}, {tid};")
+
+    def consume():
+        kt = k.reg("u32", "ckt")
+
+        def one_k(_):
+            full, sa, sb = k.reg("u32", "cfull"), k.reg("u32", "csa"), k.reg("u32", "csb")
+            first = k.reg("pred", "first")
+            k(f"mad.lo.u32 {full}, {stage}, 8, {full0};")
+            mbar_wait(k, full, phase)
+            k(f"mad.lo.u32 {sa}, {stage}, {STAGE_BYTES}, {base};")
+            k(f"add.u32 {sb}, {sa}, {A_BYTES};")
+            k(f"mad.lo.u32 {sa}, {wg}, {64 * BK * 2}, {sa};")
+            k(f"setp.ne.u32 {first}, {kt}, 0;")   # scale-d: accumulate after the first k-tile
+            wgmma_fence(k)
+            for s in range(BK // 16):
+                a_s, b_s = k.reg("u32", "das"), k.reg("u32", "dbs")
+                k(f"add.u32 {a_s}, {sa}, {32 * s};")
+                k(f"add.u32 {b_s}, {sb}, {32 * s};")
+                wgmma_bf16(k, acc, wgmma_desc_sw128(k, a_s), wgmma_desc_sw128(k, b_s),
+                           first if s == 0 else always)
+            wgmma_commit(k)
+            # The previous k-tile's group has retired: its stage may be refilled.
+            wgmma_wait(k, 1)
+            skip = k.label("no_release")
+            k(f"setp.eq.u32 {p}, {kt}, 0;")
+            k(f"@{p} bra {skip};")
+            e = k.reg("u32", "cempty")
+            k(f"mad.lo.u32 {e}, {prev}, 8, {empty0};")
+            mbar_arrive(k, e)
+            k.place(skip)
+            k(f"mov.u32 {prev}, {stage};")
+            advance()
+
+        loop_k(kt, one_k, "ck")
+        wgmma_wait(k, 0)
+        e = k.reg("u32", "cempty")
+        k(f"mad.lo.u32 {e}, {prev}, 8, {empty0};")
+        # K = 0 leaves no k-tile: nothing to release, and the accumulators are zero.
+        no_k = k.label("no_k")
+        k(f"setp.eq.u32 {p}, {ktiles}, 0;")
+        k(f"@{p} bra {no_k};")
+        mbar_arrive(k, e)
+        k.place(no_k)
+        epilogue()
+
+    def epilogue():
+        zero_k = k.label("acc_live")
+        k(f"setp.ne.u32 {p}, {ktiles}, 0;")
+        k(f"@{p} bra {zero_k};")
+        for r in acc:
+            k(f"mov.f32 {r}, 0f00000000;")
+        k.place(zero_k)
+        row0, col0 = k.reg("u32", "row0"), k.reg("u32", "col0")
+        k(f"add.u32 {row0}, {m0}, {lrow};")
+        k(f"add.u32 {col0}, {n0}, {lcol};")
+        rin = [k.reg("pred", f"rin{h}") for h in range(2)]
+        rres = [k.reg("pred", f"rres{h}") for h in range(2)]
+        obase = []
+        for h in range(2):
+            r = k.reg("u32", "orow")
+            k(f"add.u32 {r}, {row0}, {8 * h};")
+            k(f"setp.lt.u32 {rin[h]}, {r}, {M};")
+            k(f"and.pred {rres[h]}, {rin[h]}, {has_res};")
+            k(f"mad.lo.u32 {r}, {r}, {N}, {col0};")
+            obase.append(r)
+        for jt in range(BN // 8):
+            col, cin, pb = k.reg("u32", "ecol"), k.reg("pred", "cin"), k.reg("pred", "pbias")
+            raw, b0, b1 = k.reg("b32", "braw"), k.reg("f32", "bias0"), k.reg("f32", "bias1")
+            k(f"add.u32 {col}, {col0}, {8 * jt};")
+            k(f"setp.lt.u32 {cin}, {col}, {N};")
+            k(f"and.pred {pb}, {cin}, {has_bias};")
+            k(f"mov.b32 {raw}, 0;")
+            k(f"@{pb} ld.global.nc.b32 {raw}, [{addr(k, bias, col, 2)}];")
+            k(f"shl.b32 {t}, {raw}, 16;")
+            k(f"mov.b32 {b0}, {t};")
+            k(f"and.b32 {t}, {raw}, 0xFFFF0000;")
+            k(f"mov.b32 {b1}, {t};")
+            for h in range(2):
+                j = 4 * jt + 2 * h
+                assert wgmma_d_coords(j) == (8 * h, 8 * jt) and wgmma_d_coords(j + 1) == (8 * h, 8 * jt + 1)
+                x0, x1 = acc[j], acc[j + 1]
+                k(f"add.f32 {x0}, {x0}, {b0};")
+                k(f"add.f32 {x1}, {x1}, {b1};")
+                ng = k.label("no_gelu")
+                k(f"@!{has_gelu} bra {ng};")
+                gelu_tanh(k, x0)
+                gelu_tanh(k, x1)
+                k.place(ng)
+                o, ok, pr, rr = k.reg("u32", "oi"), k.reg("pred", "ok"), k.reg("pred", "pres"), k.reg("b32", "rraw")
+                k(f"add.u32 {o}, {obase[h]}, {8 * jt};")
+                k(f"and.pred {ok}, {cin}, {rin[h]};")
+                k(f"and.pred {pr}, {cin}, {rres[h]};")
+                k(f"mov.b32 {rr}, 0;")
+                k(f"@{pr} ld.global.b32 {rr}, [{addr(k, res, o, 2, 'ra')}];")
+                r0, r1 = k.reg("f32", "res0"), k.reg("f32", "res1")
+                k(f"shl.b32 {t}, {rr}, 16;")
+                k(f"mov.b32 {r0}, {t};")
+                k(f"and.b32 {t}, {rr}, 0xFFFF0000;")
+                k(f"mov.b32 {r1}, {t};")
+                k(f"add.f32 {x0}, {x0}, {r0};")
+                k(f"add.f32 {x1}, {x1}, {r1};")
+                pk = k.reg("b32", "pk")
+                k(f"cvt.rn.bf16x2.f32 {pk}, {x1}, {x0};")
+                k(f"@{ok} st.global.b32 [{addr(k, out, o, 2, 'oa')}], {pk};")
+
+    tile_loop(consume, "cons")
+    k.place(done)
+    return k
+
+
+def kernels():
+    return [linear_bf16_sm90()]
