@@ -28,14 +28,7 @@ class Operands:
             k.param(p) for p in ("x", "w", "bias", "res", "out"))
         self.m, self.n, self.kk = k.param("m"), k.param("n"), k.param("k")
         if mode == "linear":
-            flags = k.param("flags")
-            self.has_bias, self.has_gelu, self.has_res = (
-                k.reg("pred", s) for s in ("has_bias", "has_gelu", "has_res"))
-            t = k.reg("u32", "fl")
-            for pred, bit in ((self.has_bias, FLAG_BIAS), (self.has_gelu, FLAG_GELU),
-                              (self.has_res, FLAG_RES)):
-                k(f"and.b32 {t}, {flags}, {bit};")
-                k(f"setp.ne.u32 {pred}, {t}, 0;")
+            self.has_bias, self.has_gelu, self.has_res = epilogue_flags(k, k.param("flags"))
         else:
             c, i, p, g = (k.param(s) for s in ("c", "i", "p", "g"))
             self.c, self.i, self.p, self.g = c, i, p, g
@@ -107,3 +100,45 @@ class Operands:
             k(f"add.f32 {v}, {v}, {t};")
         st_elem(k, dt, addr(k, self.out, o, z), v)
         k.place(skip)
+
+
+def epilogue_flags(k, flags):
+    """(has_bias, has_gelu, has_res) predicates from the `flags` parameter."""
+    preds = tuple(k.reg("pred", s) for s in ("has_bias", "has_gelu", "has_res"))
+    t = k.reg("u32", "fl")
+    for pred, bit in zip(preds, (FLAG_BIAS, FLAG_GELU, FLAG_RES)):
+        k(f"and.b32 {t}, {flags}, {bit};")
+        k(f"setp.ne.u32 {pred}, {t}, 0;")
+    return preds
+
+
+def ld_bf16_pair(k, address, pred, nc=False, stem="pr"):
+    """Two adjacent bf16 at `address` (4-byte aligned) widened to f32 registers
+    (lo, hi); both 0 where `pred` is false."""
+    raw, t = k.reg("b32", f"{stem}raw"), k.reg("b32", f"{stem}t")
+    lo, hi = k.reg("f32", f"{stem}0"), k.reg("f32", f"{stem}1")
+    k(f"mov.b32 {raw}, 0;")
+    k(f"@{pred} ld.global{'.nc' if nc else ''}.b32 {raw}, [{address}];")
+    k(f"shl.b32 {t}, {raw}, 16;")
+    k(f"mov.b32 {lo}, {t};")
+    k(f"and.b32 {t}, {raw}, 0xFFFF0000;")
+    k(f"mov.b32 {hi}, {t};")
+    return lo, hi
+
+
+def raster(k, pid, tiles_m, tiles_n, group_m):
+    """(tile row, tile column) of linear tile index `pid` in groups of `group_m`
+    tile rows: consecutive blocks walk down a group's rows before moving right,
+    so blocks running together share W tiles (and x tiles) in L2."""
+    in_group, group, first_m, gsize, t, tm, tn = (
+        k.reg("u32", s) for s in ("in_group", "group", "first_m", "gsize", "rt", "tm", "tn"))
+    k(f"mul.lo.u32 {in_group}, {tiles_n}, {group_m};")
+    k(f"div.u32 {group}, {pid}, {in_group};")
+    k(f"mul.lo.u32 {first_m}, {group}, {group_m};")
+    k(f"sub.u32 {gsize}, {tiles_m}, {first_m};")
+    k(f"min.u32 {gsize}, {gsize}, {group_m};")
+    k(f"rem.u32 {t}, {pid}, {in_group};")
+    k(f"rem.u32 {tm}, {t}, {gsize};")
+    k(f"add.u32 {tm}, {tm}, {first_m};")
+    k(f"div.u32 {tn}, {t}, {gsize};")
+    return tm, tn

@@ -25,7 +25,7 @@ Split-K (few tiles, long K: batch 1): linear_bf16_splitk runs the same main loop
 from ..asm import In, Kernel, Opt, Out, U32
 from ..frag import c_coords, cp_async_16, cp_commit, cp_wait, ldmatrix_x4, mma, swizzle_64b
 from ..lib import ONE, ZERO, addr, grid_stride, lane_warp
-from .gemm_common import FLAG_BIAS, FLAG_GELU, FLAG_RES, LINEAR_PARAMS
+from .gemm_common import LINEAR_PARAMS, epilogue_flags, ld_bf16_pair, raster
 
 BM, BN, BK, STAGES, GROUP_M = 128, 128, 32, 4, 8
 WARPS = 4
@@ -51,6 +51,18 @@ def gelu_tanh(k, v):
 SPLIT_PARAMS = [In("x"), In("w"), Out("part"), U32("m"), U32("n"), U32("k")]
 REDUCE_PARAMS = [In("part"), Opt("bias"), Opt("res"), Out("out"), U32("m"), U32("n"), U32("splits"),
                  U32("flags")]
+
+
+def bias_gelu_pair(k, x0, x1, b0, b1, has_gelu):
+    """(x0, x1) ← GELU_tanh(x + bias) where `has_gelu`, else x + bias (the bias 0
+    when absent): the first half of the linear epilogue, on one column pair."""
+    k(f"add.f32 {x0}, {x0}, {b0};")
+    k(f"add.f32 {x1}, {x1}, {b1};")
+    ng = k.label("no_gelu")
+    k(f"@!{has_gelu} bra {ng};")
+    gelu_tanh(k, x0)
+    gelu_tanh(k, x1)
+    k.place(ng)
 
 
 def linear_bf16_sm80(split=False):
@@ -84,17 +96,7 @@ def linear_bf16_sm80(split=False):
     k(f"add.u32 {tiles_n}, {N}, {BN - 1};")
     k(f"shr.u32 {tiles_n}, {tiles_n}, 7;")
     k(f"mov.u32 {pid}, %ctaid.x;")
-    in_group, group, first_m, gsize, tm, tn = (
-        k.reg("u32", s) for s in ("in_group", "group", "first_m", "gsize", "tm", "tn"))
-    k(f"mul.lo.u32 {in_group}, {tiles_n}, {GROUP_M};")
-    k(f"div.u32 {group}, {pid}, {in_group};")
-    k(f"mul.lo.u32 {first_m}, {group}, {GROUP_M};")
-    k(f"sub.u32 {gsize}, {tiles_m}, {first_m};")
-    k(f"min.u32 {gsize}, {gsize}, {GROUP_M};")
-    k(f"rem.u32 {t}, {pid}, {in_group};")
-    k(f"rem.u32 {tm}, {t}, {gsize};")
-    k(f"add.u32 {tm}, {tm}, {first_m};")
-    k(f"div.u32 {tn}, {t}, {gsize};")
+    tm, tn = raster(k, pid, tiles_m, tiles_n, GROUP_M)
     m0, n0 = k.reg("u32", "m0"), k.reg("u32", "n0")
     k(f"shl.b32 {m0}, {tm}, 7;")
     k(f"shl.b32 {n0}, {tn}, 7;")
@@ -257,10 +259,7 @@ def linear_bf16_sm80(split=False):
     bias, res, out, flags = (k.param(p) for p in ("bias", "res", "out", "flags"))
 
     # Epilogue in f32: bias, GELU, residual; then bf16 pairs into the staging tile.
-    has_bias, has_gelu, has_res = (k.reg("pred", s) for s in ("has_bias", "has_gelu", "has_res"))
-    for pred, bit in ((has_bias, FLAG_BIAS), (has_gelu, FLAG_GELU), (has_res, FLAG_RES)):
-        k(f"and.b32 {t}, {flags}, {bit};")
-        k(f"setp.ne.u32 {pred}, {t}, 0;")
+    has_bias, has_gelu, has_res = epilogue_flags(k, flags)
     g4, c2 = k.reg("u32", "g4"), k.reg("u32", "c2")
     k(f"shr.u32 {g4}, {lane}, 2;")
     k(f"and.b32 {c2}, {lane}, 3;")
@@ -273,18 +272,11 @@ def linear_bf16_sm80(split=False):
     bv = []
     for nt in range(8):
         # Bias pair of columns n0 + lcol0 + 8nt, +1 (0 past N or without bias).
-        col, pb_, raw = k.reg("u32", "bcol"), k.reg("pred", "pbias"), k.reg("b32", "braw")
-        b0, b1 = k.reg("f32", "bias0"), k.reg("f32", "bias1")
+        col, pb_ = k.reg("u32", "bcol"), k.reg("pred", "pbias")
         k(f"add.u32 {col}, {n0}, {lcol0};")
         k(f"add.u32 {col}, {col}, {8 * nt};")
         k(f"setp.lt.and.u32 {pb_}, {col}, {N}, {has_bias};")
-        k(f"mov.b32 {raw}, 0;")
-        k(f"@{pb_} ld.global.nc.b32 {raw}, [{addr(k, bias, col, 2)}];")
-        k(f"shl.b32 {t}, {raw}, 16;")
-        k(f"mov.b32 {b0}, {t};")
-        k(f"and.b32 {t}, {raw}, 0xFFFF0000;")
-        k(f"mov.b32 {b1}, {t};")
-        bv.append((b0, b1))
+        bv.append(ld_bf16_pair(k, addr(k, bias, col, 2), pb_, nc=True, stem="bias"))
     stile = k.reg("u32", "stile")
     k(f"mad.lo.u32 {stile}, {lrow0}, {OUT_STRIDE}, {sbase};")
     k(f"shl.b32 {t}, {lcol0}, 1;")
@@ -301,24 +293,12 @@ def linear_bf16_sm80(split=False):
             rbase = addr(k, res, grow_, 2, "rb")
             for nt in range(8):
                 x0, x1 = acc[mt][nt][2 * half], acc[mt][nt][2 * half + 1]
-                k(f"add.f32 {x0}, {x0}, {bv[nt][0]};")
-                k(f"add.f32 {x1}, {x1}, {bv[nt][1]};")
-                ng = k.label("no_gelu")
-                k(f"@!{has_gelu} bra {ng};")
-                gelu_tanh(k, x0)
-                gelu_tanh(k, x1)
-                k.place(ng)
-                col, pr, raw = k.reg("u32", "rcol"), k.reg("pred", "pres"), k.reg("b32", "rraw")
+                bias_gelu_pair(k, x0, x1, *bv[nt], has_gelu)
+                col, pr = k.reg("u32", "rcol"), k.reg("pred", "pres")
                 k(f"add.u32 {col}, {n0}, {lcol0};")
                 k(f"add.u32 {col}, {col}, {8 * nt};")
                 k(f"setp.lt.and.u32 {pr}, {col}, {N}, {rin};")
-                k(f"mov.b32 {raw}, 0;")
-                k(f"@{pr} ld.global.b32 {raw}, [{rbase}+{16 * nt}];")
-                r0, r1 = k.reg("f32", "res0"), k.reg("f32", "res1")
-                k(f"shl.b32 {t}, {raw}, 16;")
-                k(f"mov.b32 {r0}, {t};")
-                k(f"and.b32 {t}, {raw}, 0xFFFF0000;")
-                k(f"mov.b32 {r1}, {t};")
+                r0, r1 = ld_bf16_pair(k, f"{rbase}+{16 * nt}", pr, stem="res")
                 k(f"add.f32 {x0}, {x0}, {r0};")
                 k(f"add.f32 {x1}, {x1}, {r1};")
                 pk = k.reg("b32", "pk")
@@ -392,10 +372,7 @@ def splitk_reduce():
     part, bias, res, out = (k.param(p) for p in ("part", "bias", "res", "out"))
     M, N, S, flags = (k.param(p) for p in ("m", "n", "splits", "flags"))
     t = k.reg("u32", "t")
-    has_bias, has_gelu, has_res = (k.reg("pred", s) for s in ("has_bias", "has_gelu", "has_res"))
-    for pred, bit in ((has_bias, FLAG_BIAS), (has_gelu, FLAG_GELU), (has_res, FLAG_RES)):
-        k(f"and.b32 {t}, {flags}, {bit};")
-        k(f"setp.ne.u32 {pred}, {t}, 0;")
+    has_bias, has_gelu, has_res = epilogue_flags(k, flags)
     pairs, mn = k.reg("u32", "pairs"), k.reg("u32", "mn")
     k(f"mul.lo.u32 {mn}, {M}, {N};")
     k(f"shr.u32 {pairs}, {mn}, 1;")
@@ -421,26 +398,11 @@ def splitk_reduce():
         k(f"add.u32 {s_}, {s_}, 1;")
         k(f"bra {top};")
         k.place(end)
-        raw = k.reg("b32", "raw")
-        for pred, src, idx in ((has_bias, bias, col), (has_res, res, e)):
-            k(f"mov.b32 {raw}, 0;")
-            ld = "ld.global.nc.b32" if src is bias else "ld.global.b32"
-            k(f"@{pred} {ld} {raw}, [{addr(k, src, idx, 2)}];")
-            k(f"shl.b32 {t}, {raw}, 16;")
-            k(f"mov.b32 {y0}, {t};")
-            k(f"and.b32 {t}, {raw}, 0xFFFF0000;")
-            k(f"mov.b32 {y1}, {t};")
-            if src is bias:
-                k(f"add.f32 {x0}, {x0}, {y0};")
-                k(f"add.f32 {x1}, {x1}, {y1};")
-                ng = k.label("no_gelu")
-                k(f"@!{has_gelu} bra {ng};")
-                gelu_tanh(k, x0)
-                gelu_tanh(k, x1)
-                k.place(ng)
-            else:
-                k(f"add.f32 {x0}, {x0}, {y0};")
-                k(f"add.f32 {x1}, {x1}, {y1};")
+        b0, b1 = ld_bf16_pair(k, addr(k, bias, col, 2), has_bias, nc=True, stem="bias")
+        bias_gelu_pair(k, x0, x1, b0, b1, has_gelu)
+        r0, r1 = ld_bf16_pair(k, addr(k, res, e, 2), has_res, stem="res")
+        k(f"add.f32 {x0}, {x0}, {r0};")
+        k(f"add.f32 {x1}, {x1}, {r1};")
         pk = k.reg("b32", "pk")
         k(f"cvt.rn.bf16x2.f32 {pk}, {x1}, {x0};")
         k(f"st.global.b32 [{addr(k, out, e, 2)}], {pk};")

@@ -27,8 +27,8 @@ from ..asm import In, Kernel, Opt, Out, TMap, U32
 from ..frag import (mbar_arrive, mbar_arrive_tx, mbar_init, mbar_wait, tma_load_2d, wgmma_bf16,
                     wgmma_commit, wgmma_d_coords, wgmma_desc_sw128, wgmma_fence, wgmma_wait)
 from ..lib import addr
-from .gemm_common import FLAG_BIAS, FLAG_GELU, FLAG_RES
-from .gemm_sm80 import gelu_tanh
+from .gemm_common import epilogue_flags, ld_bf16_pair, raster
+from .gemm_sm80 import bias_gelu_pair
 
 BM, BN, BK, STAGES, GROUP_M = 128, 256, 64, 4, 8
 CONSUMERS = 2                      # warpgroups
@@ -89,8 +89,6 @@ def linear_bf16_sm90():
     k(f"mul.lo.u32 {ntiles}, {tiles_m}, {tiles_n};")
     k(f"add.u32 {ktiles}, {K}, {BK - 1};")
     k(f"div.u32 {ktiles}, {ktiles}, {BK};")
-    in_group = k.reg("u32", "in_group")
-    k(f"mul.lo.u32 {in_group}, {tiles_n}, {GROUP_M};")
     tile, step = k.reg("u32", "tile"), k.reg("u32", "step")
     m0, n0 = k.reg("u32", "m0"), k.reg("u32", "n0")
 
@@ -102,15 +100,7 @@ def linear_bf16_sm90():
         k.place(top)
         k(f"setp.ge.u32 {p}, {tile}, {ntiles};")
         k(f"@{p} bra {end};")
-        group, first_m, gsize, tm, tn = (k.reg("u32", s) for s in ("group", "first_m", "gsize", "tm", "tn"))
-        k(f"div.u32 {group}, {tile}, {in_group};")
-        k(f"mul.lo.u32 {first_m}, {group}, {GROUP_M};")
-        k(f"sub.u32 {gsize}, {tiles_m}, {first_m};")
-        k(f"min.u32 {gsize}, {gsize}, {GROUP_M};")
-        k(f"rem.u32 {t}, {tile}, {in_group};")
-        k(f"rem.u32 {tm}, {t}, {gsize};")
-        k(f"add.u32 {tm}, {tm}, {first_m};")
-        k(f"div.u32 {tn}, {t}, {gsize};")
+        tm, tn = raster(k, tile, tiles_m, tiles_n, GROUP_M)
         k(f"mul.lo.u32 {m0}, {tm}, {BM};")
         k(f"mul.lo.u32 {n0}, {tn}, {BN};")
         body()
@@ -180,10 +170,7 @@ def linear_bf16_sm90():
     k(f"and.b32 {lane}, {tid}, 31;")
     acc = k.regs_n("f32", "d", BN // 2)
     prev = k.reg("u32", "prev")
-    has_bias, has_gelu, has_res = (k.reg("pred", s) for s in ("has_bias", "has_gelu", "has_res"))
-    for pred, bit in ((has_bias, FLAG_BIAS), (has_gelu, FLAG_GELU), (has_res, FLAG_RES)):
-        k(f"and.b32 {t}, {flags}, {bit};")
-        k(f"setp.ne.u32 {pred}, {t}, 0;")
+    has_bias, has_gelu, has_res = epilogue_flags(k, flags)
     # This thread's first output row and column within the tile.
     lrow, lcol = k.reg("u32", "lrow"), k.reg("u32", "lcol")
     k(f"shl.b32 {lrow}, {wg}, 6;")
@@ -262,38 +249,20 @@ def linear_bf16_sm90():
             obase.append(r)
         for jt in range(BN // 8):
             col, cin, pb = k.reg("u32", "ecol"), k.reg("pred", "cin"), k.reg("pred", "pbias")
-            raw, b0, b1 = k.reg("b32", "braw"), k.reg("f32", "bias0"), k.reg("f32", "bias1")
             k(f"add.u32 {col}, {col0}, {8 * jt};")
             k(f"setp.lt.u32 {cin}, {col}, {N};")
             k(f"and.pred {pb}, {cin}, {has_bias};")
-            k(f"mov.b32 {raw}, 0;")
-            k(f"@{pb} ld.global.nc.b32 {raw}, [{addr(k, bias, col, 2)}];")
-            k(f"shl.b32 {t}, {raw}, 16;")
-            k(f"mov.b32 {b0}, {t};")
-            k(f"and.b32 {t}, {raw}, 0xFFFF0000;")
-            k(f"mov.b32 {b1}, {t};")
+            b0, b1 = ld_bf16_pair(k, addr(k, bias, col, 2), pb, nc=True, stem="bias")
             for h in range(2):
                 j = 4 * jt + 2 * h
                 assert wgmma_d_coords(j) == (8 * h, 8 * jt) and wgmma_d_coords(j + 1) == (8 * h, 8 * jt + 1)
                 x0, x1 = acc[j], acc[j + 1]
-                k(f"add.f32 {x0}, {x0}, {b0};")
-                k(f"add.f32 {x1}, {x1}, {b1};")
-                ng = k.label("no_gelu")
-                k(f"@!{has_gelu} bra {ng};")
-                gelu_tanh(k, x0)
-                gelu_tanh(k, x1)
-                k.place(ng)
-                o, ok, pr, rr = k.reg("u32", "oi"), k.reg("pred", "ok"), k.reg("pred", "pres"), k.reg("b32", "rraw")
+                bias_gelu_pair(k, x0, x1, b0, b1, has_gelu)
+                o, ok, pr = k.reg("u32", "oi"), k.reg("pred", "ok"), k.reg("pred", "pres")
                 k(f"add.u32 {o}, {obase[h]}, {8 * jt};")
                 k(f"and.pred {ok}, {cin}, {rin[h]};")
                 k(f"and.pred {pr}, {cin}, {rres[h]};")
-                k(f"mov.b32 {rr}, 0;")
-                k(f"@{pr} ld.global.b32 {rr}, [{addr(k, res, o, 2, 'ra')}];")
-                r0, r1 = k.reg("f32", "res0"), k.reg("f32", "res1")
-                k(f"shl.b32 {t}, {rr}, 16;")
-                k(f"mov.b32 {r0}, {t};")
-                k(f"and.b32 {t}, {rr}, 0xFFFF0000;")
-                k(f"mov.b32 {r1}, {t};")
+                r0, r1 = ld_bf16_pair(k, addr(k, res, o, 2, "ra"), pr, stem="res")
                 k(f"add.f32 {x0}, {x0}, {r0};")
                 k(f"add.f32 {x1}, {x1}, {r1};")
                 pk = k.reg("b32", "pk")
