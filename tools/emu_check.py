@@ -255,9 +255,9 @@ def tensor_map(spec, name, addr, rows, cols):
 
 def t_linear_sm90():
     # As t_linear_sm80: K and N multiples of 8; 300 x 200 x 520 gives 9 tiles of
-    # 128 x 256 over 2 persistent blocks and 4 k-tiles each, so the 4-stage ring
-    # wraps within and across tiles.
-    shapes = [(1, 8, 8), (130, 72, 136), (300, 200, 520)]
+    # 128 x 256 over 2 persistent blocks (4 k-tiles each: the 4-stage ring wraps
+    # across tiles); 129 x 328 x 520 has 6 k-tiles, so it wraps within a tile too.
+    shapes = [(1, 8, 8), (130, 72, 136), (300, 200, 520), (129, 328, 520)]
     if QUICK:
         shapes = shapes[:2]
     for rows, k, n in shapes:

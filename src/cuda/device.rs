@@ -180,7 +180,11 @@ impl Cuda {
             let sm_count = ctx
                 .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
                 .map_err(|e| cuda_err("Cuda::new", e))?;
-            let gemm = GemmPath::choose(major, std::env::var("TESSERA_CUDA_GEMM").ok().as_deref())?;
+            let gemm = GemmPath::choose(
+                major,
+                u32::try_from(max_smem).unwrap_or(0),
+                std::env::var("TESSERA_CUDA_GEMM").ok().as_deref(),
+            )?;
             // SAFETY: every buffer of this handle is allocated, used and freed on its
             // one stream (`Inner::stream`; buffers of other handles cannot be passed
             // to it: `same_device` compares this context's Arc), so stream order alone

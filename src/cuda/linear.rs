@@ -145,13 +145,16 @@ pub(super) fn linear<T: Element>(dev: &Cuda, a: LinearArgs<'_, T, Cuda>) -> Resu
 
 /// K slices for the sm_80 GEMM: 1 unless its `tiles` output tiles would leave
 /// most of the `sms` SMs idle (batch 1: SigLIP-base's out_proj is 12 tiles on 132
-/// SMs) while K is long. Then enough slices to fill about one wave, each of at
-/// least 4 k-tiles, at most 8 (the partial sums cost 4 bytes per output per slice).
+/// SMs) while K is long. Then enough slices to fill about one wave, at most 8
+/// (the partial sums cost 4 bytes per output per slice) and no more than a
+/// quarter of the k-tiles; the kernel gives each slice ⌈k-tiles / S⌉ k-tiles, so
+/// S is then lowered until no slice is left empty.
 pub(super) fn split_k(tiles: u32, ktiles: u32, sms: u32) -> u32 {
     if tiles == 0 || tiles * 2 > sms {
         return 1;
     }
-    (sms / tiles).min(ktiles / 4).clamp(1, 8)
+    let s = (sms / tiles).min(ktiles / 4).clamp(1, 8);
+    ktiles.div_ceil(ktiles.div_ceil(s).max(1)).max(1)
 }
 
 /// On Hopper: whether the sm_80 GEMM split along K should take a linear rather
@@ -207,7 +210,9 @@ mod tests {
         assert_eq!(split_k(80, 96, 132), 1);
         assert_eq!(split_k(12, 7, 132), 1);
         assert_eq!(split_k(0, 96, 132), 1);
-        // Slices of at least 4 k-tiles.
+        // At most a quarter of the k-tiles, and no empty slice: 33 k-tiles in 8
+        // would be 7 slices of 5 and an empty one; 7 slices of 5 (the last 3) instead.
         assert_eq!(split_k(1, 9, 132), 2);
+        assert_eq!(split_k(1, 33, 132), 7);
     }
 }

@@ -37,6 +37,10 @@ crate::ops::kernels_from_op_files!(Cuda);
 
 use crate::error::{Error, Result};
 
+/// Dynamic shared memory of `linear_bf16_sm90` (checked against the generated
+/// manifest by a test).
+const SM90_SMEM: u32 = 197_696;
+
 /// The bf16 tensor-core GEMM of a device: `linear_bf16` (mma.sync, cp.async) on
 /// every GPU, `linear_bf16_sm90` (wgmma, TMA) on compute capability 9.x.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,8 +54,9 @@ impl GemmPath {
     /// (`sm80` or `sm90`; `auto` or unset: by capability) says otherwise. Asking
     /// for `sm90` on a GPU without wgmma is an error, as is an unknown value.
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    pub(crate) fn choose(major: i32, env: Option<&str>) -> Result<Self> {
-        let hopper = major == 9;
+    pub(crate) fn choose(major: i32, max_smem: u32, env: Option<&str>) -> Result<Self> {
+        // The Hopper kernel's shared memory must fit the device's opt-in limit.
+        let hopper = major == 9 && max_smem >= SM90_SMEM;
         match env.map(str::trim) {
             None | Some("") | Some("auto") => Ok(if hopper { Self::Sm90 } else { Self::Sm80 }),
             Some("sm80") => Ok(Self::Sm80),
@@ -59,7 +64,8 @@ impl GemmPath {
             Some("sm90") => Err(Error::Unsupported {
                 op: "Cuda::new",
                 msg: format!(
-                    "TESSERA_CUDA_GEMM=sm90 needs compute capability 9.x (wgmma); this GPU is {major}.x"
+                    "TESSERA_CUDA_GEMM=sm90 needs compute capability 9.x (wgmma) and {SM90_SMEM} bytes \
+                     of shared memory per block; this GPU is {major}.x with {max_smem}"
                 ),
             }),
             Some(other) => Err(Error::Unsupported {
@@ -76,14 +82,40 @@ mod tests {
 
     #[test]
     fn gemm_path_by_capability_and_override() {
-        assert_eq!(GemmPath::choose(9, None).unwrap(), GemmPath::Sm90);
-        assert_eq!(GemmPath::choose(8, None).unwrap(), GemmPath::Sm80);
-        assert_eq!(GemmPath::choose(10, Some("auto")).unwrap(), GemmPath::Sm80);
-        assert_eq!(GemmPath::choose(9, Some("sm80")).unwrap(), GemmPath::Sm80);
-        assert_eq!(GemmPath::choose(9, Some(" sm90 ")).unwrap(), GemmPath::Sm90);
-        let e = GemmPath::choose(8, Some("sm90")).unwrap_err().to_string();
+        const H100: u32 = 232_448;
+        assert_eq!(GemmPath::choose(9, H100, None).unwrap(), GemmPath::Sm90);
+        assert_eq!(GemmPath::choose(8, 166_912, None).unwrap(), GemmPath::Sm80);
+        assert_eq!(
+            GemmPath::choose(10, H100, Some("auto")).unwrap(),
+            GemmPath::Sm80
+        );
+        assert_eq!(
+            GemmPath::choose(9, H100, Some("sm80")).unwrap(),
+            GemmPath::Sm80
+        );
+        assert_eq!(
+            GemmPath::choose(9, H100, Some(" sm90 ")).unwrap(),
+            GemmPath::Sm90
+        );
+        // A 9.x part without the shared memory the kernel needs takes the sm_80 GEMM.
+        assert_eq!(GemmPath::choose(9, 100_000, None).unwrap(), GemmPath::Sm80);
+        let e = GemmPath::choose(8, 166_912, Some("sm90"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("TESSERA_CUDA_GEMM") && e.contains("8.x"), "{e}");
-        let e = GemmPath::choose(9, Some("hopper")).unwrap_err().to_string();
+        let e = GemmPath::choose(9, H100, Some("hopper"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("\"hopper\""), "{e}");
+    }
+
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn sm90_shared_memory_matches_the_manifest() {
+        assert_eq!(
+            super::SM90_SMEM,
+            super::manifest::linear_bf16_sm90::DYN_SMEM
+                + super::manifest::linear_bf16_sm90::SPEC.static_smem
+        );
     }
 }

@@ -39,6 +39,8 @@ STAGE_BYTES = A_BYTES + B_BYTES
 BARS = STAGES * STAGE_BYTES        # offset of the mbarriers from the aligned base
 SMEM = 1024 + BARS + 16 * STAGES   # alignment slack + stages + full[] and empty[]
 
+# x and w are not read by the kernel (TMA reads them through the tensor maps); they
+# are the buffers the maps describe, which the host keeps borrowed for the launch.
 PARAMS = [In("x"), In("w"), TMap("tmap_x", "x", (BM, BK)), TMap("tmap_w", "w", (BN, BK)),
           Opt("bias"), Opt("res"), Out("out"), U32("m"), U32("n"), U32("k"), U32("flags")]
 
