@@ -20,10 +20,17 @@
 //! - the micro-kernel takes one panel and [`NR`] rows of W: per unit it loads the
 //!   panel's two registers and, for each of the NR columns, broadcasts W's unit to
 //!   all lanes — 24 `vdpbf16ps` / `vfmadd231ps` into 24 zmm accumulators, each the
-//!   16 sums of one column for 16 rows; W's NR rows stay in L1 across panels;
-//! - sums go to a column-major scratch tile, are summed over chunks of [`KCP`]
+//!   16 sums of one column for 16 rows. The NR rows' units of one chunk of [`KCP`]
+//!   are first copied side by side (6 KiB, in L1 across panels: W's own rows lie
+//!   k elements apart, and where that is a multiple of 4 KiB all twelve would
+//!   share L1 sets — measured 25 % slower at k = 3072 in f32);
+//! - sums go to a column-major scratch tile, are summed over chunks of KCP
 //!   units, transposed once, and stay f32 until the epilogue and the one rounding
-//!   on store.
+//!   on store. Packing A and the final store run in parallel too.
+//!
+//! [`attention_head`] uses the same kernel for one head of attention, with K and
+//! V as the packed operand so that neither the scores nor the output need a
+//! transpose.
 
 use half::bf16;
 use rayon::prelude::*;
@@ -49,27 +56,30 @@ const TILE_ROWS: usize = 8 * PANEL;
 const TILE_COLS: usize = 16 * NR;
 
 /// An element type the panel GEMM multiplies: bf16 (two per unit) or f32 (one).
-pub(super) trait PanelElem: Copy + Default + Send + Sync + 'static {
+pub(super) trait PanelElem: bytemuck::Pod + Default + Send + Sync + 'static {
     /// Elements per 4-byte unit.
     const UNIT: usize;
     /// Whether this machine runs the kernel (and `TESSERA_CPU_ISA` allows it).
     fn available() -> bool;
     /// The unit of `chunk` (1 ..= UNIT elements; missing ones zero), as bits.
     fn unit(chunk: &[Self]) -> u32;
-    /// `dst[j·ld + lane] += Σ_{u < nu} a[u][lane] · w[j][u]` (units), see
-    /// [`panel_add`].
+    /// `rows` rows of f32 probabilities (row i at `p[i·ld ..]`, `k` used) as
+    /// rows of this type, same layout: f32 as they are, bf16 rounded.
+    fn probs(p: &[f32], ld: usize, rows: usize, k: usize) -> std::borrow::Cow<'_, [Self]>;
+    /// `dst[j·ld + lane] += Σ_{u < nu} a[u·sa + lane] · w[j·KCP + u]` (units),
+    /// see [`panel_add`].
     ///
     /// # Safety
     /// As `x86::panel_bf16` / `x86::panel_f32`: the CPU has the kernel's
-    /// features ([`Self::available`]); `a` is valid for `nu·32` u32; each `w[j]`
-    /// holds `nu·UNIT` elements (one fewer with `odd_tail`); `dst + j·ld + lane`
-    /// is valid for reads and writes for j < NR, lane < 32.
+    /// features ([`Self::available`]); `a` is valid for `(nu − 1)·sa + 32` u32,
+    /// `w` for `(NR − 1)·KCP + nu` u32, nu ≤ KCP; `dst + j·ld + lane` is valid
+    /// for reads and writes for j < NR, lane < 32.
     #[allow(clippy::too_many_arguments)]
     unsafe fn kernel(
         a: *const u32,
-        w: [&[Self]; NR],
+        sa: usize,
+        w: *const u32,
         nu: usize,
-        odd_tail: bool,
         half: bool,
         dst: *mut f32,
         ld: usize,
@@ -85,11 +95,18 @@ impl PanelElem for bf16 {
         let hi = chunk.get(1).map_or(0, |x| u32::from(x.to_bits()));
         u32::from(chunk[0].to_bits()) | (hi << 16)
     }
+    fn probs(p: &[f32], ld: usize, rows: usize, k: usize) -> std::borrow::Cow<'_, [Self]> {
+        let mut out = vec![bf16::ZERO; rows * ld];
+        for (dst, src) in out.chunks_mut(ld).zip(p.chunks(ld)) {
+            round_bf16(&src[..k], &mut dst[..k]);
+        }
+        std::borrow::Cow::Owned(out)
+    }
     unsafe fn kernel(
         a: *const u32,
-        w: [&[Self]; NR],
+        sa: usize,
+        w: *const u32,
         nu: usize,
-        odd_tail: bool,
         half: bool,
         dst: *mut f32,
         ld: usize,
@@ -98,10 +115,10 @@ impl PanelElem for bf16 {
         // SAFETY: forwarded; the caller upholds `kernel`'s contract, which is
         // `panel_bf16`'s.
         unsafe {
-            x86::panel_bf16(a, w, nu, odd_tail, half, dst, ld)
+            x86::panel_bf16(a, sa, w, nu, half, dst, ld)
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = (a, w, nu, odd_tail, half, dst, ld);
+        let _ = (a, sa, w, nu, half, dst, ld);
     }
 }
 
@@ -113,11 +130,14 @@ impl PanelElem for f32 {
     fn unit(chunk: &[Self]) -> u32 {
         chunk[0].to_bits()
     }
+    fn probs(p: &[f32], _: usize, _: usize, _: usize) -> std::borrow::Cow<'_, [Self]> {
+        std::borrow::Cow::Borrowed(p)
+    }
     unsafe fn kernel(
         a: *const u32,
-        w: [&[Self]; NR],
+        sa: usize,
+        w: *const u32,
         nu: usize,
-        _odd_tail: bool,
         half: bool,
         dst: *mut f32,
         ld: usize,
@@ -126,10 +146,10 @@ impl PanelElem for f32 {
         // SAFETY: forwarded; the caller upholds `kernel`'s contract, which is
         // `panel_f32`'s.
         unsafe {
-            x86::panel_f32(a, w, nu, half, dst, ld)
+            x86::panel_f32(a, sa, w, nu, half, dst, ld)
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = (a, w, nu, half, dst, ld);
+        let _ = (a, sa, w, nu, half, dst, ld);
     }
 }
 
@@ -201,7 +221,7 @@ pub(super) fn matmul_wt<S: PanelElem, T: Element>(
                     &filled
                 }
             };
-            let panels = pack_panels(a_blk, rows, k);
+            let panels = pack_panels(a_blk, rows, k, k, true);
             // Column tiles of this row block, each contiguous `[rows, tile_cols]`.
             let mut acc = vec![0.0f32; rows * tile_cols * col_tiles];
             acc.par_chunks_mut(rows * tile_cols)
@@ -211,100 +231,268 @@ pub(super) fn matmul_wt<S: PanelElem, T: Element>(
                     let cols = tile_cols.min(n - c0);
                     let tile = &mut tile[..rows * cols];
                     let w_tile = &w[c0 * k..(c0 + cols) * k];
-                    tile_product(&panels, rows, w_tile, cols, k, tile)?;
+                    tile_product(&panels, rows, w_tile, cols, k, k, tile)?;
                     epi.apply(tile, cols, r0, c0, cols, n);
                     Ok(())
                 })?;
-            for (ci, tile) in acc.chunks(rows * tile_cols).enumerate() {
-                let c0 = ci * tile_cols;
-                let cols = tile_cols.min(n - c0);
-                for (dst, src) in out_rows.chunks_mut(n).zip(tile.chunks(cols)) {
-                    store(src, &mut dst[c0..c0 + cols]);
+            // Each output row gathers its pieces from the column tiles, rows in
+            // parallel (the conversion to T is a pass over the whole output).
+            out_rows.par_chunks_mut(n).enumerate().for_each(|(i, dst)| {
+                for (ci, tile) in acc.chunks(rows * tile_cols).enumerate() {
+                    let c0 = ci * tile_cols;
+                    let cols = tile_cols.min(n - c0);
+                    store(&tile[i * cols..][..cols], &mut dst[c0..c0 + cols]);
                 }
-            }
+            });
             Ok(())
         })
 }
 
-/// A's `rows` rows (row-major, `k` per row) as panels: u32 `[panel][unit][lane]`
-/// is the unit `a[(panel·32 + lane)·k + unit·UNIT ..]`, zero past the rows and
-/// past `k`.
-fn pack_panels<S: PanelElem>(a: &[S], rows: usize, k: usize) -> Vec<u32> {
+/// A's `rows` rows of `k` elements (row `i` at `a[i·lda ..]`) as panels: u32
+/// `[panel][unit][lane]` is the unit `a[(panel·32 + lane)·lda + unit·UNIT ..]`,
+/// zero past the rows and past `k`. Panels in parallel when `par` (packing is a
+/// pass over all of A's block), on this thread otherwise. `a` holds the rows
+/// (checked by the callers: `(rows − 1)·lda + k ≤ a.len()`).
+fn pack_panels<S: PanelElem>(a: &[S], rows: usize, k: usize, lda: usize, par: bool) -> Vec<u32> {
     let units = k.div_ceil(S::UNIT);
-    let n_panels = rows.div_ceil(PANEL);
-    let mut out = vec![0u32; n_panels * units * PANEL];
+    let mut out = vec![0u32; rows.div_ceil(PANEL) * units * PANEL];
     if k == 0 {
         return out;
     }
-    for (r, row) in a.chunks(k).take(rows).enumerate() {
-        let (panel, lane) = (r / PANEL, r % PANEL);
-        let dst = &mut out[panel * units * PANEL + lane..];
-        for (u, chunk) in row.chunks(S::UNIT).enumerate() {
-            dst[u * PANEL] = S::unit(chunk);
+    let pack = |(p, dst): (usize, &mut [u32])| {
+        let r0 = p * PANEL;
+        for lane in 0..PANEL.min(rows - r0) {
+            let row = &a[(r0 + lane) * lda..][..k];
+            for (u, chunk) in row.chunks(S::UNIT).enumerate() {
+                dst[u * PANEL + lane] = S::unit(chunk);
+            }
         }
+    };
+    if par {
+        out.par_chunks_mut(units * PANEL).enumerate().for_each(pack);
+    } else {
+        out.chunks_mut(units * PANEL).enumerate().for_each(pack);
     }
     out
 }
 
-/// `tile[i·cols + j] = Σ_p a[i·k + p]·w[j·k + p]` for i < rows, j < cols, from
-/// A's panels ([`pack_panels`]) and W's rows.
+/// A row-major operand of [`product`]: `rows × cols`, element (i, j) at
+/// `data[i·ld + j]`.
+#[derive(Clone, Copy)]
+pub(super) struct Strided<'a, S> {
+    pub data: &'a [S],
+    pub rows: usize,
+    pub cols: usize,
+    pub ld: usize,
+}
+
+impl<S> Strided<'_, S> {
+    fn holds(&self) -> bool {
+        self.cols <= self.ld
+            && (self.rows == 0
+                || (self.rows - 1)
+                    .checked_mul(self.ld)
+                    .and_then(|x| x.checked_add(self.cols))
+                    .is_some_and(|x| x <= self.data.len()))
+    }
+}
+
+/// Query rows per block of [`attention_head`]: bounds the score scratch.
+const Q_BLOCK: usize = 128;
+
+/// `softmax(q kᵀ · scale) v` for query rows of one head, on the calling thread
+/// (a task of the attention op), into `out` `[rows, hd]` (f32, normalised).
+/// `softmax(s, ld, nk, inv)` turns the scores of each row (`s[i·ld ..][..nk]`)
+/// into unnormalised probabilities in place and writes one over its sum.
+///
+/// No transposes: K and V are A operands (keys, resp. head columns, in lanes;
+/// packed once for all the query blocks), so the kernel leaves the scores
+/// row-major (query i's keys in lanes of column i) and the output row-major
+/// (query i's head columns in lanes); the probabilities are W's rows as they are
+/// (f32) or rounded to bf16, as FlashAttention does for `P·V` on GPUs. Errors
+/// (never runs) where `S::available()` is false or an operand is shorter than
+/// its dims.
+pub(super) fn attention_head<S: PanelElem>(
+    q: Strided<'_, S>,
+    k: Strided<'_, S>,
+    v: Strided<'_, S>,
+    softmax: impl Fn(&mut [f32], usize, usize, &mut [f32]),
+    out: &mut [f32],
+) -> Result<()> {
+    let (rows, hd, nk) = (q.rows, q.cols, k.rows);
+    if !S::available() {
+        return Err(internal(
+            "panel GEMM called on a CPU without its instructions",
+        ));
+    }
+    if k.cols != hd
+        || v.cols != hd
+        || v.rows != nk
+        || !q.holds()
+        || !k.holds()
+        || !v.holds()
+        || rows.checked_mul(hd).is_none_or(|l| l > out.len())
+    {
+        return Err(internal("panel attention: operand shorter than its dims"));
+    }
+    if rows == 0 || hd == 0 {
+        return Ok(());
+    }
+    if nk == 0 {
+        out[..rows * hd].fill(0.0);
+        return Ok(());
+    }
+    let k_panels = pack_panels(k.data, nk, hd, k.ld, false);
+    let k_lay = ALayout {
+        panel: hd.div_ceil(S::UNIT) * PANEL,
+        unit: PANEL,
+    };
+    // V over keys: unit u of panel p, lane l = (V[UNIT·u ..][32p + l]), the
+    // head's columns in lanes, zero past hd and past nk.
+    let units = nk.div_ceil(S::UNIT);
+    let v_pad = hd.div_ceil(PANEL);
+    let mut v_panels = vec![0u32; v_pad * units * PANEL];
+    for (u, keys) in v.data.chunks(S::UNIT * v.ld).take(units).enumerate() {
+        for c in 0..hd {
+            let pair: [S; 2] =
+                std::array::from_fn(|e| keys.get(e * v.ld + c).copied().unwrap_or_default());
+            let cnt = S::UNIT.min(nk - S::UNIT * u);
+            v_panels[((c / PANEL) * units + u) * PANEL + c % PANEL] = S::unit(&pair[..cnt]);
+        }
+    }
+    let v_lay = ALayout {
+        panel: units * PANEL,
+        unit: PANEL,
+    };
+    let ld = nk.div_ceil(PANEL) * PANEL;
+    let hd_pad = v_pad * PANEL;
+    let mut inv = vec![0.0f32; Q_BLOCK];
+    for (bi, out_blk) in out[..rows * hd].chunks_mut(Q_BLOCK * hd).enumerate() {
+        let r0 = bi * Q_BLOCK;
+        let n = out_blk.len() / hd;
+        // Scores: column i (query r0 + i) holds its keys in lanes.
+        let mut s = col_sums(&k_panels, k_lay, nk, &q.data[r0 * q.ld..], n, hd, q.ld)?;
+        softmax(&mut s, ld, nk, &mut inv[..n]);
+        let p = S::probs(&s, ld, n, nk);
+        let o = col_sums(&v_panels, v_lay, hd, &p, n, nk, ld)?;
+        for ((dst, src), z) in out_blk.chunks_mut(hd).zip(o.chunks(hd_pad)).zip(&inv) {
+            for (d, x) in dst.iter_mut().zip(src) {
+                *d = x * z;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `src` rounded to bf16 (to nearest even; NaN stays NaN), a loop that
+/// vectorises (half's conversion branches per element).
+fn round_bf16(src: &[f32], dst: &mut [bf16]) {
+    for (d, &x) in dst.iter_mut().zip(src) {
+        let b = x.to_bits();
+        let r = if x.is_nan() {
+            (b >> 16) | 0x40
+        } else {
+            b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16
+        };
+        *d = bf16::from_bits(r as u16);
+    }
+}
+
+/// Where A's packed units lie: unit `u` of panel `p` is the 32 lanes at
+/// `[p·panel + u·unit ..]` (row panels from [`pack_panels`]: `panel = units·32`,
+/// `unit = 32`; column-major sums used as A: `panel = 32`, `unit = ld`).
+#[derive(Clone, Copy)]
+struct ALayout {
+    panel: usize,
+    unit: usize,
+}
+
+/// `tile[i·cols + j] = Σ_p a[i·k + p]·w[j·ldw + p]` for i < rows, j < cols,
+/// from A's panels ([`pack_panels`]) and W's rows (`ldw` apart).
 fn tile_product<S: PanelElem>(
     panels: &[u32],
     rows: usize,
     w: &[S],
     cols: usize,
     k: usize,
+    ldw: usize,
     tile: &mut [f32],
 ) -> Result<()> {
-    if k == 0 {
-        tile.fill(0.0);
-        return Ok(());
+    let lay = ALayout {
+        panel: k.div_ceil(S::UNIT) * PANEL,
+        unit: PANEL,
+    };
+    let tcol = col_sums(panels, lay, rows, w, cols, k, ldw)?;
+    let rows_pad = rows.div_ceil(PANEL) * PANEL;
+    for (i, row) in tile.chunks_mut(cols).take(rows).enumerate() {
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = tcol[j * rows_pad + i];
+        }
     }
+    Ok(())
+}
+
+/// The column-major sums `[cols_pad][rows_pad]` (`cols_pad` a multiple of NR,
+/// `rows_pad` of 32): element `[j][i] = Σ_p a(i, p)·w[j·ldw + p]` for i < rows,
+/// j < cols, zero in padding rows; padding columns hold copies of the last.
+fn col_sums<S: PanelElem>(
+    a: &[u32],
+    lay: ALayout,
+    rows: usize,
+    w: &[S],
+    cols: usize,
+    k: usize,
+    ldw: usize,
+) -> Result<Vec<f32>> {
     let units = k.div_ceil(S::UNIT);
     let n_panels = rows.div_ceil(PANEL);
     let rows_pad = n_panels * PANEL;
     // Column-major sums: column j of the tile is tcol[j·rows_pad ..][..rows_pad].
     let cols_pad = cols.div_ceil(NR) * NR;
     let mut tcol = vec![0.0f32; cols_pad * rows_pad];
+    if k == 0 || cols == 0 {
+        return Ok(tcol);
+    }
+    // The group's NR rows of W for one chunk, each at a fixed stride of KCP units:
+    // contiguous (W's own rows lie k elements apart, and at k·size a multiple of
+    // 4 KiB all twelve fall in the same L1 sets), and one base register for the
+    // kernel. A bf16 odd tail's missing half is zero here, so it adds 0 · 0.
+    let mut w_chunk = vec![0u32; NR * KCP];
     for u0 in (0..units).step_by(KCP) {
         let nu = KCP.min(units - u0);
         let elems = (S::UNIT * nu).min(k - S::UNIT * u0);
-        // A bf16 chunk holding the odd tail reads one element, not two, of its
-        // last unit of W.
-        let odd_tail = elems < S::UNIT * nu;
         for j0 in (0..cols).step_by(NR) {
             // Past the last column the kernel reads the last one again; those sums
             // land in the padding columns of `tcol` and are never read.
-            let w_rows: [&[S]; NR] =
-                std::array::from_fn(|j| &w[(j0 + j).min(cols - 1) * k + S::UNIT * u0..][..elems]);
+            for (j, dst) in w_chunk.chunks_mut(KCP).enumerate() {
+                let row = &w[(j0 + j).min(cols - 1) * ldw + S::UNIT * u0..][..elems];
+                copy_units(row, &mut dst[..nu]);
+            }
             // W streams from memory once per tile: ask for the next group's rows of
             // this chunk now, so they arrive while this group runs over the panels.
             // (After the last group: the first group's rows of the next chunk.)
             if j0 + NR < cols {
                 for j in j0 + NR..(j0 + 2 * NR).min(cols) {
-                    prefetch(&w[j * k + S::UNIT * u0..][..elems]);
+                    prefetch(&w[j * ldw + S::UNIT * u0..][..elems]);
                 }
             } else if u0 + KCP < units {
                 let next = S::UNIT * (u0 + KCP);
                 let len = (S::UNIT * KCP).min(k - next);
                 for j in 0..NR.min(cols) {
-                    prefetch(&w[j * k + next..][..len]);
+                    prefetch(&w[j * ldw + next..][..len]);
                 }
             }
             for panel in 0..n_panels {
                 let half = rows - panel * PANEL <= PANEL / 2;
-                let a_panel = &panels[(panel * units + u0) * PANEL..][..nu * PANEL];
+                let a_panel = a
+                    .get(panel * lay.panel + u0 * lay.unit..)
+                    .ok_or_else(|| internal("panel: A shorter than its panels"))?;
                 let dst = &mut tcol[j0 * rows_pad + panel * PANEL..];
-                panel_add(a_panel, w_rows, nu, odd_tail, half, dst, rows_pad)?;
+                panel_add::<S>(a_panel, lay.unit, &w_chunk, nu, half, dst, rows_pad)?;
             }
         }
     }
-    for (i, row) in tile.chunks_mut(cols).enumerate() {
-        for (j, v) in row.iter_mut().enumerate() {
-            *v = tcol[j * rows_pad + i];
-        }
-    }
-    Ok(())
+    Ok(tcol)
 }
 
 /// Hint the CPU to bring `data` into the cache (one hint per 64-byte line).
@@ -326,35 +514,45 @@ fn prefetch<S>(data: &[S]) {
     let _ = data;
 }
 
-/// `dst[j·ld + lane] += Σ_{u < nu} a[u][lane] · w[j][u]` (products of units) for
-/// j < NR and lane < 32 (< 16 when `half`); with `odd_tail` the last unit of W is
-/// one bf16, not two (the other taken as zero).
+/// `row`'s elements as units (`dst`'s bytes: a pair of bf16 in little-endian
+/// order is the unit `lo | hi << 16`), zero past them.
+fn copy_units<S: PanelElem>(row: &[S], dst: &mut [u32]) {
+    let bytes: &mut [u8] = bytemuck::cast_slice_mut(dst);
+    let src: &[u8] = bytemuck::cast_slice(row);
+    let n = src.len().min(bytes.len());
+    bytes[..n].copy_from_slice(&src[..n]);
+    bytes[n..].fill(0);
+}
+
+/// `dst[j·ld + lane] += Σ_{u < nu} a[u·sa + lane] · w[j·KCP + u]` (products of
+/// units) for j < NR and lane < 32 (< 16 when `half`).
+#[allow(clippy::too_many_arguments)]
 fn panel_add<S: PanelElem>(
     a: &[u32],
-    w: [&[S]; NR],
+    sa: usize,
+    w: &[u32],
     nu: usize,
-    odd_tail: bool,
     half: bool,
     dst: &mut [f32],
     ld: usize,
 ) -> Result<()> {
-    let w_len = S::UNIT * nu - usize::from(odd_tail);
     let fits = (NR - 1) * ld + PANEL <= dst.len();
     if nu == 0
-        || a.len() < nu * PANEL
-        || w.iter().any(|r| r.len() < w_len)
+        || nu > KCP
+        || sa < PANEL
+        || (nu - 1).checked_mul(sa).is_none_or(|x| x + PANEL > a.len())
+        || w.len() < (NR - 1) * KCP + nu
         || !fits
-        || (odd_tail && S::UNIT != 2)
         || !S::available()
     {
         return Err(internal("panel: operands shorter than the panel"));
     }
     // SAFETY: `S::available()` checked that the CPU has the kernel's features. It
-    // reads a[0 .. nu·32] (a.len() ≥ nu·32), w[j][0 .. nu·UNIT] (one fewer with
-    // `odd_tail`, bf16 only; each row holds at least that), and reads and writes
-    // dst[j·ld + lane] for j < NR, lane < 32, inside `dst` by the check
-    // (NR − 1)·ld + 32 ≤ dst.len().
-    unsafe { S::kernel(a.as_ptr(), w, nu, odd_tail, half, dst.as_mut_ptr(), ld) };
+    // reads a[u·sa + lane] for u < nu, lane < 32 (a.len() ≥ (nu − 1)·sa + 32),
+    // w[j·KCP + u] for j < NR, u < nu ≤ KCP
+    // (w.len() ≥ (NR − 1)·KCP + nu), and reads and writes dst[j·ld + lane] for
+    // j < NR, lane < 32, inside `dst` by the check (NR − 1)·ld + 32 ≤ dst.len().
+    unsafe { S::kernel(a.as_ptr(), sa, w.as_ptr(), nu, half, dst.as_mut_ptr(), ld) };
     Ok(())
 }
 
@@ -362,31 +560,28 @@ fn panel_add<S: PanelElem>(
 mod x86 {
     use std::arch::x86_64::*;
 
-    use half::bf16;
+    use super::{KCP, NR};
 
-    use super::{NR, PANEL};
-
-    /// The body of a panel kernel: `$load(u)` gives the units of W's rows at unit
-    /// `u` as a broadcast register for each column, `$madd(acc, a, b)` accumulates.
+    /// The body of a panel kernel: `$b` gives W's unit `u` of column `j` as a
+    /// broadcast register, `$madd(acc, a, b)` accumulates.
     /// No closures and no iterator adapters: a closure does not inherit
     /// `target_feature`, and one that is not inlined costs a call per step.
     macro_rules! panel_body {
-        ($a:ident, $nu:expr, $half:ident, $dst:ident, $ld:ident,
-         |$u:ident, $j:ident| $b:expr, $madd:ident, $tail:expr) => {{
+        ($a:ident, $sa:ident, $nu:expr, $half:ident, $dst:ident, $ld:ident,
+         |$u:ident, $j:ident| $b:expr, $madd:ident) => {{
             let full = $nu;
             if $half {
                 let mut acc = [_mm512_setzero_ps(); NR];
                 for $u in 0..full {
-                    // SAFETY: u < nu: the 64 bytes at a + u·32 are inside `a`; the
+                    // SAFETY: u < nu: the 64 bytes at a + u·sa are inside `a`; the
                     // unit of W read by `$b` is inside each row (the caller's bound).
                     unsafe {
-                        let a0 = _mm512_loadu_si512($a.add($u * PANEL).cast());
+                        let a0 = _mm512_loadu_si512($a.add($u * $sa).cast());
                         for $j in 0..NR {
                             acc[$j] = $madd(acc[$j], a0, $b);
                         }
                     }
                 }
-                $tail(&mut acc, None);
                 for (j, v) in acc.iter().enumerate() {
                     // SAFETY: dst + j·ld + 0..16 is inside the caller's guarantee.
                     unsafe {
@@ -399,11 +594,11 @@ mod x86 {
             let mut lo = [_mm512_setzero_ps(); NR];
             let mut hi = [_mm512_setzero_ps(); NR];
             for $u in 0..full {
-                // SAFETY: u < nu: the 128 bytes at a + u·32 are inside `a`; the unit
+                // SAFETY: u < nu: the 128 bytes at a + u·sa are inside `a`; the unit
                 // of W read by `$b` is inside each row (the caller's bound).
                 unsafe {
-                    let a0 = _mm512_loadu_si512($a.add($u * PANEL).cast());
-                    let a1 = _mm512_loadu_si512($a.add($u * PANEL + 16).cast());
+                    let a0 = _mm512_loadu_si512($a.add($u * $sa).cast());
+                    let a1 = _mm512_loadu_si512($a.add($u * $sa + 16).cast());
                     for $j in 0..NR {
                         let b = $b;
                         lo[$j] = $madd(lo[$j], a0, b);
@@ -411,7 +606,6 @@ mod x86 {
                     }
                 }
             }
-            $tail(&mut lo, Some(&mut hi));
             for j in 0..NR {
                 // SAFETY: dst + j·ld + 0..32 is inside the caller's guarantee.
                 unsafe {
@@ -449,80 +643,53 @@ mod x86 {
     ///
     /// # Safety
     /// The CPU must have AVX-512 F, BW, VL and BF16; `a` must be valid for reading
-    /// `nu·32` u32; each `w[j]` must hold `2·nu` elements (`2·nu − 1` with
-    /// `odd_tail`); `dst + j·ld + lane` must be valid for reads and writes for
-    /// j < NR, lane < 32.
+    /// `(nu − 1)·sa + 32` u32 and `w` for `(NR − 1)·KCP + nu` u32, nu ≤ KCP; `dst + j·ld +
+    /// lane` must be valid for reads and writes for j < NR, lane < 32.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     pub(super) unsafe fn panel_bf16(
         a: *const u32,
-        w: [&[bf16]; NR],
+        sa: usize,
+        w: *const u32,
         nu: usize,
-        odd_tail: bool,
         half: bool,
         dst: *mut f32,
         ld: usize,
     ) {
-        // The odd tail's last unit: W's one element, zero-extended (A's other half
-        // is zero, but W's neighbour could be inf or NaN, and 0·inf is NaN).
-        let tail = |lo: &mut [__m512; NR], hi: Option<&mut [__m512; NR]>| {
-            if !odd_tail {
-                return;
-            }
-            let u = nu - 1;
-            // SAFETY: u < nu, so a + u·32 .. + 32 is inside `a`; w[j][2u] is the
-            // last element each row holds. (Reached only inside this function,
-            // compiled with the features it needs.)
-            unsafe {
-                let a0 = _mm512_loadu_si512(a.add(u * PANEL).cast());
-                let a1 = _mm512_loadu_si512(a.add(u * PANEL + 16).cast());
-                let mut hi = hi;
-                for j in 0..NR {
-                    let one = i32::from(w[j].as_ptr().add(2 * u).cast::<u16>().read());
-                    let b = _mm512_set1_epi32(one);
-                    lo[j] = dp(lo[j], a0, b);
-                    if let Some(h) = hi.as_deref_mut() {
-                        h[j] = dp(h[j], a1, b);
-                    }
-                }
-            }
-        };
         panel_body!(
             a,
-            nu - usize::from(odd_tail),
+            sa,
+            nu,
             half,
             dst,
             ld,
-            |u, j| _mm512_set1_epi32(w[j].as_ptr().add(2 * u).cast::<i32>().read_unaligned()),
-            dp,
-            tail
+            |u, j| _mm512_set1_epi32(w.add(j * KCP + u).cast::<i32>().read()),
+            dp
         )
     }
 
     /// The f32 panel kernel ([`super::PanelElem::kernel`]).
     ///
     /// # Safety
-    /// The CPU must have AVX-512 F and FMA; `a` must be valid for reading `nu·32`
-    /// u32; each `w[j]` must hold `nu` elements; `dst + j·ld + lane` must be valid
-    /// for reads and writes for j < NR, lane < 32.
+    /// The CPU must have AVX-512 F and FMA; otherwise as [`panel_bf16`].
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
     pub(super) unsafe fn panel_f32(
         a: *const u32,
-        w: [&[f32]; NR],
+        sa: usize,
+        w: *const u32,
         nu: usize,
         half: bool,
         dst: *mut f32,
         ld: usize,
     ) {
-        let tail = |_: &mut [__m512; NR], _: Option<&mut [__m512; NR]>| {};
         panel_body!(
             a,
+            sa,
             nu,
             half,
             dst,
             ld,
-            |u, j| _mm512_castps_si512(_mm512_set1_ps(w[j].as_ptr().add(u).read())),
-            fma,
-            tail
+            |u, j| _mm512_set1_epi32(w.add(j * KCP + u).cast::<i32>().read()),
+            fma
         )
     }
 }
