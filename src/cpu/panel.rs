@@ -25,8 +25,9 @@
 //!   k elements apart, and where that is a multiple of 4 KiB all twelve would
 //!   share L1 sets — measured 25 % slower at k = 3072 in f32);
 //! - sums go to a column-major scratch tile, are summed over chunks of KCP
-//!   units, transposed once, and stay f32 until the epilogue and the one rounding
-//!   on store. Packing A and the final store run in parallel too.
+//!   units, and stay f32 until the epilogue and the one rounding on store,
+//!   which each tile does for its columns of every row straight into the output.
+//!   Packing A runs in parallel too.
 //!
 //! [`attention_head`] uses the same kernel for one head of attention, with K and
 //! V as the packed operand so that neither the scores nor the output need a
@@ -36,7 +37,7 @@ use half::bf16;
 use rayon::prelude::*;
 
 use super::gemm::Epilogue;
-use super::{internal, store};
+use super::internal;
 use crate::element::Element;
 use crate::error::Result;
 
@@ -222,29 +223,36 @@ pub(super) fn matmul_wt<S: PanelElem, T: Element>(
                 }
             };
             let panels = pack_panels(a_blk, rows, k, k, true);
-            // Column tiles of this row block, each contiguous `[rows, tile_cols]`.
-            let mut acc = vec![0.0f32; rows * tile_cols * col_tiles];
-            acc.par_chunks_mut(rows * tile_cols)
-                .enumerate()
-                .try_for_each(|(ci, tile)| -> Result<()> {
-                    let c0 = ci * tile_cols;
-                    let cols = tile_cols.min(n - c0);
-                    let tile = &mut tile[..rows * cols];
-                    let w_tile = &w[c0 * k..(c0 + cols) * k];
-                    tile_product(&panels, rows, w_tile, cols, k, k, tile)?;
-                    epi.apply(tile, cols, r0, c0, cols, n);
-                    Ok(())
-                })?;
-            // Each output row gathers its pieces from the column tiles, rows in
-            // parallel (the conversion to T is a pass over the whole output).
-            out_rows.par_chunks_mut(n).enumerate().for_each(|(i, dst)| {
-                for (ci, tile) in acc.chunks(rows * tile_cols).enumerate() {
-                    let c0 = ci * tile_cols;
-                    let cols = tile_cols.min(n - c0);
-                    store(&tile[i * cols..][..cols], &mut dst[c0..c0 + cols]);
+            // Each column tile writes its columns of the block's rows: the rows
+            // split at the tile boundaries, one list of row pieces per tile.
+            let mut pieces: Vec<Vec<&mut [T]>> =
+                (0..col_tiles).map(|_| Vec::with_capacity(rows)).collect();
+            for row in out_rows.chunks_mut(n) {
+                let mut rest = row;
+                for list in &mut pieces {
+                    let (mine, tail) = rest.split_at_mut(tile_cols.min(rest.len()));
+                    list.push(mine);
+                    rest = tail;
                 }
-            });
-            Ok(())
+            }
+            pieces
+                .into_par_iter()
+                .enumerate()
+                .try_for_each(|(ci, dst_rows)| -> Result<()> {
+                    let c0 = ci * tile_cols;
+                    let cols = tile_cols.min(n - c0);
+                    let w_tile = &w[c0 * k..(c0 + cols) * k];
+                    let lay = ALayout {
+                        panel: k.div_ceil(S::UNIT) * PANEL,
+                        unit: PANEL,
+                    };
+                    // Column-major sums; each row is gathered, finished by the
+                    // epilogue and stored (the one rounding) straight into `out`.
+                    let tcol = col_sums(&panels, lay, rows, w_tile, cols, k, k)?;
+                    let ld = rows.div_ceil(PANEL) * PANEL;
+                    epi.finish_col_major(&tcol, ld, dst_rows, r0, c0, n);
+                    Ok(())
+                })
         })
 }
 
@@ -405,31 +413,6 @@ fn round_bf16(src: &[f32], dst: &mut [bf16]) {
 struct ALayout {
     panel: usize,
     unit: usize,
-}
-
-/// `tile[i·cols + j] = Σ_p a[i·k + p]·w[j·ldw + p]` for i < rows, j < cols,
-/// from A's panels ([`pack_panels`]) and W's rows (`ldw` apart).
-fn tile_product<S: PanelElem>(
-    panels: &[u32],
-    rows: usize,
-    w: &[S],
-    cols: usize,
-    k: usize,
-    ldw: usize,
-    tile: &mut [f32],
-) -> Result<()> {
-    let lay = ALayout {
-        panel: k.div_ceil(S::UNIT) * PANEL,
-        unit: PANEL,
-    };
-    let tcol = col_sums(panels, lay, rows, w, cols, k, ldw)?;
-    let rows_pad = rows.div_ceil(PANEL) * PANEL;
-    for (i, row) in tile.chunks_mut(cols).take(rows).enumerate() {
-        for (j, v) in row.iter_mut().enumerate() {
-            *v = tcol[j * rows_pad + i];
-        }
-    }
-    Ok(())
 }
 
 /// The column-major sums `[cols_pad][rows_pad]` (`cols_pad` a multiple of NR,
