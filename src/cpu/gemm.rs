@@ -185,14 +185,14 @@ impl<T: Element> Epilogue<'_, T> {
         self.apply_any(tile, ld, r0, c0, cols, n);
     }
 
-    /// Rows `r0..` of a column-major tile of sums (`tcol[j·ld + i]`, `cols`
-    /// columns from `c0`) through the epilogue into `dst_rows` (row i's `cols`
-    /// outputs; the one rounding), compiled for AVX-512 where the CPU has it.
-    pub(super) fn finish_col_major<T2: Element>(
+    /// Rows `r0..` of sums, `cols` each (`rows[i·cols ..]`, columns from `c0`),
+    /// through the epilogue into `dst` (row i's `cols` outputs; the one
+    /// rounding), compiled for AVX-512 where the CPU has it.
+    pub(super) fn finish_rows<T2: Element>(
         &self,
-        tcol: &[f32],
-        ld: usize,
-        dst_rows: Vec<&mut [T2]>,
+        rows: &mut [f32],
+        cols: usize,
+        dst: &mut [&mut [T2]],
         r0: usize,
         c0: usize,
         n: usize,
@@ -201,14 +201,14 @@ impl<T: Element> Epilogue<'_, T> {
         if super::isa().avx512 {
             // SAFETY: the CPU has the features `finish_avx512` is compiled for
             // (`isa()` detected them); it is `finish_any` compiled with them.
-            unsafe { self.finish_avx512(tcol, ld, dst_rows, r0, c0, n) };
+            unsafe { self.finish_avx512(rows, cols, dst, r0, c0, n) };
             return;
         }
-        self.finish_any(tcol, ld, dst_rows, r0, c0, n);
+        self.finish_any(rows, cols, dst, r0, c0, n);
     }
 
-    /// [`Self::finish_any`] compiled for AVX-512 (gather, epilogue and rounding
-    /// 16 wide).
+    /// [`Self::finish_any`] compiled for AVX-512 (epilogue and rounding 16
+    /// wide).
     ///
     /// # Safety
     /// The CPU must have AVX-512 F, BW, VL, AVX2 and FMA.
@@ -216,34 +216,29 @@ impl<T: Element> Epilogue<'_, T> {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
     unsafe fn finish_avx512<T2: Element>(
         &self,
-        tcol: &[f32],
-        ld: usize,
-        dst_rows: Vec<&mut [T2]>,
+        rows: &mut [f32],
+        cols: usize,
+        dst: &mut [&mut [T2]],
         r0: usize,
         c0: usize,
         n: usize,
     ) {
-        self.finish_any(tcol, ld, dst_rows, r0, c0, n);
+        self.finish_any(rows, cols, dst, r0, c0, n);
     }
 
     #[inline(always)]
     fn finish_any<T2: Element>(
         &self,
-        tcol: &[f32],
-        ld: usize,
-        dst_rows: Vec<&mut [T2]>,
+        rows: &mut [f32],
+        cols: usize,
+        dst: &mut [&mut [T2]],
         r0: usize,
         c0: usize,
         n: usize,
     ) {
-        let cols = dst_rows.first().map_or(0, |r| r.len());
-        let mut row = vec![0.0f32; cols];
-        for (i, dst) in dst_rows.into_iter().enumerate() {
-            for (v, col) in row.iter_mut().zip(tcol.chunks(ld)) {
-                *v = col[i];
-            }
-            self.apply_any(&mut row, cols, r0 + i, c0, cols, n);
-            super::store(&row, dst);
+        for (i, (row, d)) in rows.chunks_mut(cols).zip(dst.iter_mut()).enumerate() {
+            self.apply_any(row, cols, r0 + i, c0, cols, n);
+            super::store(row, d);
         }
     }
 

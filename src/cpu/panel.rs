@@ -246,14 +246,49 @@ pub(super) fn matmul_wt<S: PanelElem, T: Element>(
                         panel: k.div_ceil(S::UNIT) * PANEL,
                         unit: PANEL,
                     };
-                    // Column-major sums; each row is gathered, finished by the
-                    // epilogue and stored (the one rounding) straight into `out`.
+                    // Column-major sums; 16 rows at a time are gathered (a
+                    // transpose), finished by the epilogue and stored (the one
+                    // rounding) straight into `out`.
                     let tcol = col_sums(&panels, lay, rows, w_tile, cols, k, k)?;
                     let ld = rows.div_ceil(PANEL) * PANEL;
-                    epi.finish_col_major(&tcol, ld, dst_rows, r0, c0, n);
+                    let mut buf = vec![0.0f32; GATHER * cols];
+                    let mut dst_rows = dst_rows;
+                    for (b, dst) in dst_rows.chunks_mut(GATHER).enumerate() {
+                        gather_rows(&tcol, ld, b * GATHER, cols, &mut buf)?;
+                        epi.finish_rows(&mut buf, cols, dst, r0 + b * GATHER, c0, n);
+                    }
                     Ok(())
                 })
         })
+}
+
+/// Rows gathered at a time from column-major sums: one 16 × 16 transpose.
+const GATHER: usize = 16;
+
+/// `buf[r·cols + j] = tcol[j·ld + i0 + r]` for r < 16, j < cols: 16 rows of
+/// column-major sums, row-major (16 × 16 register transposes where the CPU has
+/// AVX-512). Rows `i0 .. i0 + 16` must lie within the padded column (`i0 + 16 ≤
+/// ld`, as any 16-aligned `i0` below a multiple of 32 does).
+fn gather_rows(tcol: &[f32], ld: usize, i0: usize, cols: usize, buf: &mut [f32]) -> Result<()> {
+    let fits = cols == 0 || (i0 + GATHER <= ld && (cols - 1) * ld + i0 + GATHER <= tcol.len());
+    if !fits || buf.len() < GATHER * cols {
+        return Err(internal("gather: rows past the column-major sums"));
+    }
+    #[cfg(target_arch = "x86_64")]
+    if super::isa().avx512 {
+        // SAFETY: the CPU has AVX-512 F (`isa()` detected it). `gather16` reads
+        // tcol[j·ld + i0 + r] for j < cols, r < 16 — inside `tcol` by the check
+        // (cols − 1)·ld + i0 + 16 ≤ tcol.len() — and writes buf[r·cols + j],
+        // inside `buf` (≥ 16·cols long).
+        unsafe { x86::gather16(tcol.as_ptr(), ld, i0, cols, buf.as_mut_ptr()) };
+        return Ok(());
+    }
+    for (r, row) in buf.chunks_mut(cols).take(GATHER).enumerate() {
+        for (v, col) in row.iter_mut().zip(tcol.chunks(ld)) {
+            *v = col[i0 + r];
+        }
+    }
+    Ok(())
 }
 
 /// A's `rows` rows of `k` elements (row `i` at `a[i·lda ..]`) as panels: u32
@@ -601,6 +636,82 @@ mod x86 {
         }};
     }
 
+    /// `buf[r·cols + j] = tcol[j·ld + i0 + r]` for r < 16, j < cols, by 16 × 16
+    /// transposes in registers (the columns past the last multiple of 16 one by
+    /// one).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F; `tcol` must be valid for reading
+    /// `(cols − 1)·ld + i0 + 16` f32 and `buf` for writing `16·cols`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn gather16(
+        tcol: *const f32,
+        ld: usize,
+        i0: usize,
+        cols: usize,
+        buf: *mut f32,
+    ) {
+        let full = cols / 16 * 16;
+        for j0 in (0..full).step_by(16) {
+            // SAFETY: j0 + c < cols: each load reads tcol[(j0 + c)·ld + i0 ..][..16]
+            // and each store writes buf[r·cols + j0 ..][..16], inside the caller's
+            // bounds.
+            unsafe {
+                let mut m: [__m512; 16] =
+                    std::array::from_fn(|c| _mm512_loadu_ps(tcol.add((j0 + c) * ld + i0)));
+                transpose16(&mut m);
+                for (r, v) in m.iter().enumerate() {
+                    _mm512_storeu_ps(buf.add(r * cols + j0), *v);
+                }
+            }
+        }
+        for j in full..cols {
+            for r in 0..16 {
+                // SAFETY: j < cols, r < 16: inside the caller's bounds.
+                unsafe { *buf.add(r * cols + j) = *tcol.add(j * ld + i0 + r) };
+            }
+        }
+    }
+
+    /// Transpose the 16 × 16 matrix whose row c is `m[c]`.
+    #[inline(always)]
+    fn transpose16(m: &mut [__m512; 16]) {
+        // SAFETY: register shuffles only, reached from `gather16` (AVX-512 F).
+        unsafe {
+            let lo = |a, b| _mm512_unpacklo_ps(a, b);
+            let hi = |a, b| _mm512_unpackhi_ps(a, b);
+            let mut t = [_mm512_setzero_ps(); 16];
+            for p in 0..8 {
+                t[2 * p] = lo(m[2 * p], m[2 * p + 1]);
+                t[2 * p + 1] = hi(m[2 * p], m[2 * p + 1]);
+            }
+            let pd_lo = |a: __m512, b: __m512| {
+                _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)))
+            };
+            let pd_hi = |a: __m512, b: __m512| {
+                _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)))
+            };
+            for q in 0..4 {
+                let b = 4 * q;
+                m[b] = pd_lo(t[b], t[b + 2]);
+                m[b + 1] = pd_hi(t[b], t[b + 2]);
+                m[b + 2] = pd_lo(t[b + 1], t[b + 3]);
+                m[b + 3] = pd_hi(t[b + 1], t[b + 3]);
+            }
+            for h in 0..2 {
+                let b = 8 * h;
+                for i in 0..4 {
+                    t[b + i] = _mm512_shuffle_f32x4::<0x88>(m[b + i], m[b + 4 + i]);
+                    t[b + 4 + i] = _mm512_shuffle_f32x4::<0xdd>(m[b + i], m[b + 4 + i]);
+                }
+            }
+            for i in 0..8 {
+                m[i] = _mm512_shuffle_f32x4::<0x88>(t[i], t[8 + i]);
+                m[8 + i] = _mm512_shuffle_f32x4::<0xdd>(t[i], t[8 + i]);
+            }
+        }
+    }
+
     /// `acc += a · b` over bf16 pairs.
     #[inline(always)]
     fn dp(acc: __m512, a: __m512i, b: __m512i) -> __m512 {
@@ -744,6 +855,30 @@ mod tests {
                 S::DTYPE
             );
         }
+    }
+
+    #[test]
+    fn gather_rows_transposes() {
+        // Columns past the last multiple of 16 (37 = 2·16 + 5) and a second row
+        // block (i0 = 16 of ld = 64).
+        let (ld, cols) = (64, 37);
+        let tcol: Vec<f32> = (0..ld * cols).map(|x| x as f32).collect();
+        for i0 in [0, 16, 48] {
+            let mut buf = vec![f32::NAN; GATHER * cols];
+            gather_rows(&tcol, ld, i0, cols, &mut buf).unwrap();
+            for r in 0..GATHER {
+                for j in 0..cols {
+                    assert_eq!(
+                        buf[r * cols + j],
+                        tcol[j * ld + i0 + r],
+                        "i0={i0} r={r} j={j}"
+                    );
+                }
+            }
+        }
+        let mut buf = vec![0.0; GATHER * cols];
+        assert!(gather_rows(&tcol, ld, 56, cols, &mut buf).is_err());
+        assert!(gather_rows(&tcol[..ld * cols - 1], ld, 48, cols, &mut buf).is_err());
     }
 
     #[test]
