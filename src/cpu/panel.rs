@@ -302,9 +302,22 @@ fn pack_panels<S: PanelElem>(a: &[S], rows: usize, k: usize, lda: usize, par: bo
     if k == 0 {
         return out;
     }
+    // Rows of whole units (f32; bf16 of even k and lda, 4-byte aligned) as u32
+    // words, `ldu` apart: 16 rows at a time go through register transposes.
+    let words = (k.is_multiple_of(S::UNIT) && lda.is_multiple_of(S::UNIT))
+        .then(|| bytemuck::try_cast_slice::<S, u32>(&a[..a.len() / S::UNIT * S::UNIT]).ok())
+        .flatten();
+    let ldu = lda / S::UNIT;
     let pack = |(p, dst): (usize, &mut [u32])| {
         let r0 = p * PANEL;
-        for lane in 0..PANEL.min(rows - r0) {
+        let valid = PANEL.min(rows - r0);
+        let mut lane0 = 0;
+        if let Some(words) = words {
+            while lane0 + 16 <= valid && pack16(words, r0 + lane0, ldu, units, dst, lane0) {
+                lane0 += 16;
+            }
+        }
+        for lane in lane0..valid {
             let row = &a[(r0 + lane) * lda..][..k];
             for (u, chunk) in row.chunks(S::UNIT).enumerate() {
                 dst[u * PANEL + lane] = S::unit(chunk);
@@ -317,6 +330,35 @@ fn pack_panels<S: PanelElem>(a: &[S], rows: usize, k: usize, lda: usize, par: bo
         out.chunks_mut(units * PANEL).enumerate().for_each(pack);
     }
     out
+}
+
+/// `dst[u·32 + lane0 + l] = words[(row0 + l)·ldu + u]` for l < 16, u < units,
+/// by 16 × 16 register transposes; false (nothing written) without AVX-512 or
+/// when an operand is shorter than that.
+fn pack16(
+    words: &[u32],
+    row0: usize,
+    ldu: usize,
+    units: usize,
+    dst: &mut [u32],
+    lane0: usize,
+) -> bool {
+    let fits = units > 0
+        && (row0 + 15)
+            .checked_mul(ldu)
+            .is_some_and(|x| x + units <= words.len())
+        && (units - 1) * PANEL + lane0 + 16 <= dst.len();
+    #[cfg(target_arch = "x86_64")]
+    if fits && super::isa().avx512 {
+        // SAFETY: the CPU has AVX-512 F (`isa()` detected it). `pack16` reads
+        // words[(row0 + l)·ldu + u] for l < 16, u < units — inside `words` by the
+        // check (row0 + 15)·ldu + units ≤ words.len() — and writes
+        // dst[u·32 + lane0 + l], inside `dst` by the check.
+        unsafe { x86::pack16(words.as_ptr(), row0, ldu, units, dst.as_mut_ptr(), lane0) };
+        return true;
+    }
+    let _ = (fits, words, row0, ldu, units, dst, lane0);
+    false
 }
 
 /// A row-major operand of [`product`]: `rows × cols`, element (i, j) at
@@ -669,6 +711,48 @@ mod x86 {
             for r in 0..16 {
                 // SAFETY: j < cols, r < 16: inside the caller's bounds.
                 unsafe { *buf.add(r * cols + j) = *tcol.add(j * ld + i0 + r) };
+            }
+        }
+    }
+
+    /// `dst[u·32 + lane0 + l] = words[(row0 + l)·ldu + u]` for l < 16, u < units
+    /// (16 × 16 transposes, the units past the last multiple of 16 one by one).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F; `words` must be valid for reading
+    /// `(row0 + 15)·ldu + units` u32 and `dst` for writing `(units − 1)·32 +
+    /// lane0 + 16`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn pack16(
+        words: *const u32,
+        row0: usize,
+        ldu: usize,
+        units: usize,
+        dst: *mut u32,
+        lane0: usize,
+    ) {
+        let full = units / 16 * 16;
+        for u0 in (0..full).step_by(16) {
+            // SAFETY: u0 + 16 ≤ units: each load reads words[(row0 + l)·ldu + u0
+            // ..][..16] and each store writes dst[(u0 + i)·32 + lane0 ..][..16],
+            // inside the caller's bounds.
+            unsafe {
+                let mut m: [__m512; 16] = std::array::from_fn(|l| {
+                    _mm512_castsi512_ps(_mm512_loadu_si512(words.add((row0 + l) * ldu + u0).cast()))
+                });
+                transpose16(&mut m);
+                for (i, v) in m.iter().enumerate() {
+                    _mm512_storeu_si512(
+                        dst.add((u0 + i) * 32 + lane0).cast(),
+                        _mm512_castps_si512(*v),
+                    );
+                }
+            }
+        }
+        for u in full..units {
+            for l in 0..16 {
+                // SAFETY: u < units, l < 16: inside the caller's bounds.
+                unsafe { *dst.add(u * 32 + lane0 + l) = *words.add((row0 + l) * ldu + u) };
             }
         }
     }
