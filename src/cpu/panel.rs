@@ -529,20 +529,24 @@ fn col_sums<S: PanelElem>(
                 copy_units(row, &mut dst[..nu]);
             }
             // W streams from memory once per tile: ask for the next group's rows of
-            // this chunk now, so they arrive while this group runs over the panels.
-            // (After the last group: the first group's rows of the next chunk.)
-            if j0 + NR < cols {
-                for j in j0 + NR..(j0 + 2 * NR).min(cols) {
-                    prefetch(&w[j * ldw + S::UNIT * u0..][..elems]);
-                }
+            // this chunk (after the last group: the first group's rows of the next
+            // chunk) while this group runs over the panels, a few rows before each
+            // panel, so the requests spread over the group's arithmetic instead of
+            // filling the miss buffers at once.
+            let next: Option<(usize, usize, usize)> = if j0 + NR < cols {
+                Some((j0 + NR, (j0 + 2 * NR).min(cols), S::UNIT * u0))
             } else if u0 + KCP < units {
-                let next = S::UNIT * (u0 + KCP);
-                let len = (S::UNIT * KCP).min(k - next);
-                for j in 0..NR.min(cols) {
-                    prefetch(&w[j * ldw + next..][..len]);
-                }
-            }
+                Some((0, NR.min(cols), S::UNIT * (u0 + KCP)))
+            } else {
+                None
+            };
             for panel in 0..n_panels {
+                if let Some((ja, jb, at)) = next {
+                    let len = (S::UNIT * KCP).min(k - at);
+                    for j in (ja + panel..jb).step_by(n_panels) {
+                        prefetch(&w[j * ldw + at..][..len]);
+                    }
+                }
                 let half = rows - panel * PANEL <= PANEL / 2;
                 let a_panel = a
                     .get(panel * lay.panel + u0 * lay.unit..)
