@@ -88,6 +88,31 @@ impl<T: Element, D: Device> DeviceBuffer<T, D> {
         })
     }
 
+    /// Overwrite the tensor's contents with host data of the same length, in
+    /// place: the memory (and so, on CUDA, a captured graph that reads it) stays
+    /// the same. Ordered after the ops already queued on the device.
+    ///
+    /// ```
+    /// use tessera::{Cpu, DeviceBuffer};
+    /// let mut x = DeviceBuffer::from_slice(&Cpu, &[1.0f32, 2.0], &[2])?;
+    /// x.copy_from_host(&[3.0, 4.0])?;
+    /// assert_eq!(x.to_vec()?, [3.0, 4.0]);
+    /// assert!(x.copy_from_host(&[1.0]).is_err());
+    /// # Ok::<(), tessera::Error>(())
+    /// ```
+    pub fn copy_from_host(&mut self, data: &[T]) -> Result<()> {
+        let expected = self.len();
+        if data.len() != expected {
+            return Err(Error::Length {
+                what: "DeviceBuffer::copy_from_host".into(),
+                len: data.len(),
+                shape: self.shape.clone(),
+                expected,
+            });
+        }
+        self.device.storage_write(&mut self.storage, data)
+    }
+
     /// A tensor of `shape` with every element `value` (tests poison outputs with NaN).
     pub fn full(device: &D, shape: &[usize], value: T) -> Result<Self> {
         let n = numel_or_err("full", shape)?;
@@ -142,6 +167,12 @@ impl<T: Element, D: Device> DeviceBuffer<T, D> {
     }
 
     /// Backend storage (for backend code).
+    /// The address of its memory (a device pointer on CUDA; see
+    /// [`Device::storage_addr`]).
+    pub(crate) fn addr(&self) -> u64 {
+        self.device.storage_addr(&self.storage)
+    }
+
     pub(crate) fn storage(&self) -> &D::Storage<T> {
         &self.storage
     }

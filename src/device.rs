@@ -77,12 +77,43 @@ pub trait Device: sealed::Sealed + Clone + Send + Sync + std::fmt::Debug + 'stat
     #[doc(hidden)]
     fn storage_alloc<T: Element>(&self, len: usize) -> Result<Self::Storage<T>>;
 
+    /// Write `data` over the first `data.len()` elements of a storage (which
+    /// holds at least that many), in place, after the work already queued. The
+    /// default makes new storage instead (correct, but not in place).
+    #[doc(hidden)]
+    fn storage_write<T: Element>(&self, storage: &mut Self::Storage<T>, data: &[T]) -> Result<()> {
+        *storage = self.storage_from_slice(data)?;
+        Ok(())
+    }
+
     /// Copy `len` elements of device memory back to the host. Waits for pending work.
     #[doc(hidden)]
     fn storage_to_vec<T: Element>(&self, storage: &Self::Storage<T>, len: usize) -> Result<Vec<T>>;
 
     /// Block until all work queued on this device has finished.
     fn synchronize(&self) -> Result<()>;
+
+    /// Run `f`, a fixed sequence of ops on this device, as one replayable unit.
+    /// CUDA captures the launches of the second call with a `key` into a graph
+    /// and replays it on later calls with that key **instead of running `f`**
+    /// (the first call runs `f`: a warm-up); elsewhere, and where a capture
+    /// fails, `f` runs every time. The caller guarantees that `key` determines
+    /// every launch `f` would make — kernels, grids, arguments, and the address
+    /// and size of every buffer — and that `f` has no other effect that a later
+    /// call needs (host-side checks run before, outside `f`).
+    #[doc(hidden)]
+    fn run_replayable(&self, key: &[u64], f: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        let _ = key;
+        f()
+    }
+
+    /// The address of a storage's memory (a device pointer on CUDA), for
+    /// [`Self::run_replayable`]'s keys; 0 where keys are not used.
+    #[doc(hidden)]
+    fn storage_addr<T: Element>(&self, storage: &Self::Storage<T>) -> u64 {
+        let _ = storage;
+        0
+    }
 
     /// Kernels (CUDA) or compute dispatches (wgpu) launched on this device so
     /// far, by every thread; `None` where there is no such thing (the CPU).

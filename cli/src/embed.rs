@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 use tessera::model::{Architecture, ImagePatches};
-use tessera::model::{ModelFiles, VisionConfig, VisionModel};
+use tessera::model::{ModelFiles, VisionConfig, VisionModel, VisionOutput};
 use tessera::preprocess::{ImageProcessor, Siglip2Processor};
 use tessera::{bf16, Cpu, Cuda, DType, DeviceBuffer, Element, Kernels, Wgpu};
 
@@ -247,6 +247,7 @@ fn worker<T: Element, D: Kernels<T>>(
     };
     let c = job.config.clone();
     let mut bank = None;
+    let mut slots: Vec<Slot<T, D>> = Vec::new();
     // One batch in flight: the next batch's host work (conversion, SigLIP 2
     // packing) and its launches are done before the previous batch's outputs are
     // downloaded, so a GPU has work queued while the host prepares (on the CPU
@@ -257,14 +258,14 @@ fn worker<T: Element, D: Kernels<T>>(
         let Ok(batch) = next else {
             // The queue closed: the last batch's embeddings, then stop.
             if let Some(prev) = in_flight.take() {
-                let _ = answers.send(finish(job, prev, &device));
+                let _ = answers.send(finish(job, prev, &device, &mut slots));
             }
             return;
         };
-        match submit(&model, &c, batch, &mut bank) {
+        match submit(&model, &c, batch, &mut bank, &mut slots) {
             Ok(f) => {
                 if let Some(prev) = in_flight.replace(f) {
-                    let answer = finish(job, prev, &device);
+                    let answer = finish(job, prev, &device, &mut slots);
                     let failed = answer.is_err();
                     if answers.send(answer).is_err() || failed {
                         return;
@@ -274,7 +275,7 @@ fn worker<T: Element, D: Kernels<T>>(
             Err(e) => {
                 // The batch before it is reported, then the failure.
                 if let Some(prev) = in_flight.take() {
-                    let _ = answers.send(finish(job, prev, &device));
+                    let _ = answers.send(finish(job, prev, &device, &mut slots));
                 }
                 let _ = answers.send(Err(format!("{}: {e}", device.describe())));
                 return;
@@ -283,15 +284,29 @@ fn worker<T: Element, D: Kernels<T>>(
     }
 }
 
+/// The pixel and output buffers of a fixed-size batch, kept from one batch to
+/// the next of the same size: no allocation per batch, and on CUDA the forward
+/// over the same buffers is replayed as a graph after its second call.
+struct Slot<T: Element, D: Kernels<T>> {
+    pixels: DeviceBuffer<T, D>,
+    out: VisionOutput<T, D>,
+}
+
+/// Slots a worker keeps: the batch being submitted and the one in flight, for
+/// the full batch size and the last, smaller one.
+const SLOTS: usize = 4;
+
 /// A batch whose forward has been launched; its outputs are read by [`finish`].
 struct InFlight<T: Element, D: Kernels<T>> {
     /// The batch's index and its images' path indices.
     index: usize,
     images: Vec<usize>,
-    /// Each image's rows of `last` (`[B·N, D]` or the packed `[T, D]`).
+    /// Each image's rows of `out.last_hidden_state` (`[B·N, D]` or the packed
+    /// `[T, D]`).
     tokens: Vec<std::ops::Range<usize>>,
-    last: DeviceBuffer<T, D>,
-    pooled: Option<DeviceBuffer<T, D>>,
+    out: VisionOutput<T, D>,
+    /// The fixed-size batch's pixels: with `out`, a slot to give back.
+    pixels: Option<DeviceBuffer<T, D>>,
 }
 
 /// Convert (and for SigLIP 2 pack) a batch on the host, upload it and launch its
@@ -301,6 +316,7 @@ fn submit<T: Element, D: Kernels<T>>(
     c: &VisionConfig,
     batch: Batch,
     bank: &mut Option<tessera::model::MemoryBank<T, D>>,
+    slots: &mut Vec<Slot<T, D>>,
 ) -> tessera::Result<InFlight<T, D>> {
     let b = batch.images.len();
     let mut images = Vec::with_capacity(b);
@@ -313,45 +329,67 @@ fn submit<T: Element, D: Kernels<T>>(
             Pixels::Patches(p) => packed.push(p),
         }
     }
-    let (last, pooled, tokens) = if packed.is_empty() {
-        let pixels = DeviceBuffer::<T, D>::from_slice(model.device(), &fixed, &c.pixel_shape(b))?;
+    let (out, pixels, tokens) = if packed.is_empty() {
+        let shape = c.pixel_shape(b);
+        let mut slot = match slots.iter().position(|s| s.pixels.shape() == shape) {
+            Some(i) => slots.swap_remove(i),
+            None => Slot {
+                pixels: DeviceBuffer::<T, D>::zeros(model.device(), &shape)?,
+                out: model.new_output(b)?,
+            },
+        };
+        slot.pixels.copy_from_host(&fixed)?;
         // A memory model's images are one stream (batch 1, in order): one bank.
         if c.has_memory() && bank.is_none() {
             *bank = Some(model.new_memory(1)?);
         }
-        let out = model.forward(&pixels, bank.as_mut())?;
+        model.forward_into(&slot.pixels, bank.as_mut(), &mut slot.out)?;
         let n = c.num_patches();
         let tokens = (0..b).map(|i| i * n..(i + 1) * n).collect();
-        (out.last_hidden_state, out.pooler_output, tokens)
+        (slot.out, Some(slot.pixels), tokens)
     } else {
         // SigLIP 2: the batch packed, no padding computed.
         let out = model.forward_packed(&model.pack(&packed)?)?;
         let tokens = (0..b).map(|i| out.segments.range(i)).collect();
-        (out.last_hidden_state, out.pooler_output, tokens)
+        let out = VisionOutput {
+            last_hidden_state: out.last_hidden_state,
+            pooler_output: out.pooler_output,
+        };
+        (out, None, tokens)
     };
     Ok(InFlight {
         index: batch.index,
         images,
         tokens,
-        last,
-        pooled,
+        out,
+        pixels,
     })
 }
 
 /// Download a launched batch's outputs (waiting for its forward) and make its
-/// embeddings.
-fn finish<T: Element, D: Kernels<T>>(job: &Job, f: InFlight<T, D>, device: &D) -> Answer {
+/// embeddings; a fixed-size batch's buffers go back to `slots`.
+fn finish<T: Element, D: Kernels<T>>(
+    job: &Job,
+    f: InFlight<T, D>,
+    device: &D,
+    slots: &mut Vec<Slot<T, D>>,
+) -> Answer {
     let result = (|| -> tessera::Result<Vec<Vec<f32>>> {
-        let pooled = match &f.pooled {
+        let pooled = match &f.out.pooler_output {
             Some(p) if job.pooling != Pooling::Mean => Some(to_f32(&p.to_vec()?)),
             _ => None,
         };
         let last = match pooled {
             Some(_) => Vec::new(),
-            None => to_f32(&f.last.to_vec()?),
+            None => to_f32(&f.out.last_hidden_state.to_vec()?),
         };
         Ok(job.embeddings(pooled, &last, &f.tokens))
     })();
+    if let Some(pixels) = f.pixels {
+        if slots.len() < SLOTS {
+            slots.push(Slot { pixels, out: f.out });
+        }
+    }
     result
         .map(|rows| (f.index, f.images.into_iter().zip(rows).collect()))
         .map_err(|e| format!("{}: {e}", device.describe()))

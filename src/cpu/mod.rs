@@ -52,6 +52,10 @@ impl Device for Cpu {
         v.resize(len, T::default());
         Ok(v)
     }
+    fn storage_write<T: Element>(&self, storage: &mut Vec<T>, data: &[T]) -> Result<()> {
+        take_mut(storage, data.len(), "copy_from_host", "buffer")?.copy_from_slice(data);
+        Ok(())
+    }
     fn storage_to_vec<T: Element>(&self, storage: &Vec<T>, len: usize) -> Result<Vec<T>> {
         Ok(take(storage, len, "to_vec", "buffer")?.to_vec())
     }

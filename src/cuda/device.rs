@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{result as cu, sys, CudaContext, CudaSlice, CudaStream, DriverError};
 
+use super::graph::Graphs;
 use super::launch::Modules;
 use super::GemmPath;
 use crate::device::{sealed, Device, DeviceKind};
@@ -50,6 +51,15 @@ pub(super) struct Inner {
     pub(super) gemm: GemmPath,
     pub(super) ctx: Arc<CudaContext>,
     pub(super) stream: Arc<CudaStream>,
+    /// Where a thread capturing a graph records its launches (`graph.rs`).
+    pub(super) capture_stream: Arc<CudaStream>,
+    /// Captured graphs by key, and whether graphs are used at all
+    /// (`TESSERA_CUDA_GRAPHS`).
+    pub(super) graphs: Mutex<Graphs>,
+    pub(super) graphs_enabled: bool,
+    /// Bumped each time the split-K scratch buffer is replaced: part of every
+    /// graph's key, so no graph outlives the buffer it was captured with.
+    pub(super) scratch_generation: std::sync::atomic::AtomicU64,
     /// Loaded modules by family name (`"linear"`), and functions by entry name.
     pub(super) modules: Mutex<Modules>,
     /// The last small word buffer uploaded (a packed batch's offsets) and its
@@ -66,6 +76,13 @@ pub(super) struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // Graphs reference the modules' functions: destroy them first (a graph
+        // still running is freed by the driver when it completes; the stream is
+        // drained below before any module is unloaded).
+        match self.graphs.get_mut() {
+            Ok(g) => g.clear(),
+            Err(p) => p.into_inner().clear(),
+        }
         let mods = match self.modules.get_mut() {
             Ok(m) => std::mem::take(m),
             Err(p) => std::mem::take(p.into_inner()),
@@ -192,6 +209,11 @@ impl Cuda {
             // Called before this context makes any buffer.
             unsafe { ctx.disable_event_tracking() };
             let stream = ctx.new_stream().map_err(|e| cuda_err("Cuda::new", e))?;
+            let capture_stream = ctx.new_stream().map_err(|e| cuda_err("Cuda::new", e))?;
+            let graphs_enabled = !matches!(
+                std::env::var("TESSERA_CUDA_GRAPHS").as_deref(),
+                Ok("0" | "off" | "false")
+            );
             Ok(Cuda {
                 inner: Arc::new(Inner {
                     ordinal,
@@ -202,6 +224,10 @@ impl Cuda {
                     gemm,
                     ctx,
                     stream,
+                    capture_stream,
+                    graphs: Mutex::new(Graphs::default()),
+                    graphs_enabled,
+                    scratch_generation: std::sync::atomic::AtomicU64::new(0),
                     modules: Mutex::new(Modules::default()),
                     words: Mutex::new(None),
                     scratch: Mutex::new(None),
@@ -247,6 +273,13 @@ impl Cuda {
         ptr % 16 == 0
     }
 
+    /// Whether this handle replays model forwards as CUDA graphs (on unless
+    /// `TESSERA_CUDA_GRAPHS=0` when it was opened): a forward's second call with
+    /// the same model, batch size and buffers is captured, later ones replay it.
+    pub fn graphs_enabled(&self) -> bool {
+        self.inner.graphs_enabled
+    }
+
     /// The bf16 GEMM this handle's aligned linear layers run (see [`GemmPath`]).
     pub fn gemm_path(&self) -> GemmPath {
         self.inner.gemm
@@ -280,6 +313,7 @@ impl Cuda {
                 return Ok(Arc::clone(buf));
             }
         }
+        self.not_capturing("an upload")?;
         let bytes: &[u8] = bytemuck::cast_slice(words);
         let mut buf = self.alloc_bytes(bytes.len(), op)?;
         guarded(op, || {
@@ -302,7 +336,11 @@ impl Cuda {
     ) -> Result<R> {
         let mut slot = self.inner.scratch.lock().unwrap_or_else(|p| p.into_inner());
         if slot.as_ref().is_none_or(|s| s.len() < bytes) {
+            self.not_capturing("growing the split-K scratch buffer")?;
             *slot = None;
+            self.inner
+                .scratch_generation
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
             *slot = Some(self.alloc_bytes(bytes, "split-K partial sums")?);
         }
         match slot.as_mut() {
@@ -312,6 +350,7 @@ impl Cuda {
     }
 
     fn alloc_bytes(&self, bytes: usize, tensor: &str) -> Result<CudaSlice<u8>> {
+        self.not_capturing("an allocation")?;
         guarded("alloc", || {
             // A zero-byte allocation is refused by the driver; keep one byte.
             // SAFETY: the memory is uninitialised; every op writes its whole output
@@ -339,8 +378,13 @@ impl Device for Cuda {
             GemmPath::Sm80 => "sm80",
             GemmPath::Sm90 => "sm90",
         };
+        let graphs = if self.inner.graphs_enabled {
+            "graphs on"
+        } else {
+            "graphs off"
+        };
         format!(
-            "cuda:{} ({}, sm_{major}{minor}, bf16 GEMM {gemm})",
+            "cuda:{} ({}, sm_{major}{minor}, bf16 GEMM {gemm}, {graphs})",
             self.inner.ordinal, self.inner.name
         )
     }
@@ -367,6 +411,28 @@ impl Device for Cuda {
         })
     }
 
+    fn storage_write<T: Element>(&self, storage: &mut CudaStorage<T>, data: &[T]) -> Result<()> {
+        self.not_capturing("an upload")?;
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        if data.len() > storage.len {
+            return Err(Error::Internal(format!(
+                "copy_from_host: {} elements into a storage of {}",
+                data.len(),
+                storage.len
+            )));
+        }
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        guarded("upload", || {
+            let mut dst = storage.buf.slice_mut(..bytes.len());
+            self.inner
+                .stream
+                .memcpy_htod(bytes, &mut dst)
+                .map_err(|e| cuda_err("upload", e))
+        })
+    }
+
     fn storage_alloc<T: Element>(&self, len: usize) -> Result<CudaStorage<T>> {
         let bytes = len
             .checked_mul(T::DTYPE.size())
@@ -379,6 +445,7 @@ impl Device for Cuda {
     }
 
     fn storage_to_vec<T: Element>(&self, storage: &CudaStorage<T>, len: usize) -> Result<Vec<T>> {
+        self.not_capturing("a download")?;
         let len = len.min(storage.len);
         let mut out = vec![T::default(); len];
         if len == 0 {
@@ -418,6 +485,7 @@ impl Device for Cuda {
     }
 
     fn synchronize(&self) -> Result<()> {
+        self.not_capturing("a synchronisation")?;
         guarded("synchronize", || {
             self.inner
                 .stream
@@ -425,6 +493,16 @@ impl Device for Cuda {
                 .map_err(|e| cuda_err("synchronize", e))
         })
     }
+    fn run_replayable(&self, key: &[u64], f: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        self.replay_or_capture(key, f)
+    }
+
+    fn storage_addr<T: Element>(&self, storage: &CudaStorage<T>) -> u64 {
+        let (ptr, guard) = cudarc::driver::DevicePtr::device_ptr(&storage.buf, &self.inner.stream);
+        drop(guard);
+        ptr
+    }
+
     fn launch_count(&self) -> Option<u64> {
         Some(
             self.inner

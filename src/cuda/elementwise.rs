@@ -35,7 +35,7 @@ pub(super) fn cast<T: Element, U: Element>(dev: &Cuda, a: CastArgs<'_, T, U, Cud
             // Same type: a device-to-device copy.
             let bytes = a.len * T::DTYPE.size();
             return guarded(OP, || {
-                let stream = &dev.inner.stream;
+                let stream = dev.stream();
                 let src = a.x.buf.slice(..bytes);
                 let mut dst = a.out.buf.slice_mut(..bytes);
                 stream

@@ -218,7 +218,7 @@ impl Cuda {
         Ok(RawFunction(f))
     }
 
-    /// Launch `spec` on this handle's stream with `grid` blocks of `spec.threads`
+    /// Launch `spec` on this handle's stream (see [`Cuda::stream`]) with `grid` blocks of `spec.threads`
     /// threads and `dyn_smem` bytes of dynamic shared memory.
     pub(super) fn launch<S: Signature>(
         &self,
@@ -229,9 +229,7 @@ impl Cuda {
         args: S::Args<'_>,
     ) -> Result<()> {
         let what = format!("{op} ({})", spec.entry);
-        self.inner
-            .launches
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.count_launch();
         if dyn_smem > spec.max_dyn_smem || spec.static_smem + dyn_smem > self.max_smem() {
             return Err(Error::Unsupported {
                 op,
@@ -288,7 +286,8 @@ impl Cuda {
                 .ctx
                 .bind_to_thread()
                 .map_err(|e| cuda_err(what.clone(), e))?;
-            let stream = &self.inner.stream;
+            // The capture stream while this thread captures a graph (graph.rs).
+            let stream = self.stream();
             let mut guards: Vec<SyncOnDrop<'_>> = Vec::with_capacity(args.len());
             // Every parameter sits in its own 8-byte slot; the driver copies as many
             // bytes as the kernel's parameter has (4 for .u32/.f32, 8 for .u64), and

@@ -31,6 +31,10 @@ impl Cuda {
     pub fn gemm_path(&self) -> super::GemmPath {
         match self.never {}
     }
+    /// Whether model forwards are replayed as CUDA graphs.
+    pub fn graphs_enabled(&self) -> bool {
+        match self.never {}
+    }
     /// Whether cudarc tracks buffer uses with events.
     pub fn event_tracking(&self) -> bool {
         match self.never {}

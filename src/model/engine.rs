@@ -108,8 +108,13 @@ impl<T: Element, D: Kernels<T>> HeadBuffers<T, D> {
     }
 }
 
+/// Workspace identities: never reused, so a graph captured with one workspace's
+/// buffers is never replayed with another's.
+static NEXT_WORKSPACE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// Every activation buffer of a forward pass at one batch size.
 pub(crate) struct Workspace<T: Element, D: Kernels<T>> {
+    id: u64,
     batch: usize,
     s: Stream<T, D>,
     memory: Option<MemoryBuffers<T, D>>,
@@ -140,6 +145,7 @@ impl<T: Element, D: Kernels<T>> Workspace<T, D> {
             None
         };
         Ok(Self {
+            id: NEXT_WORKSPACE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             batch,
             s: Stream::new(dev, &[batch, n], d, f)?,
             memory,
@@ -149,6 +155,10 @@ impl<T: Element, D: Kernels<T>> Workspace<T, D> {
 
     pub(crate) fn batch(&self) -> usize {
         self.batch
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 }
 

@@ -295,6 +295,14 @@ impl<T: Element, D: Kernels<T>> VisionModel<T, D> {
     /// [`forward`](Self::forward) writing into `out` (from
     /// [`new_output`](Self::new_output) for the same batch size, or a previous
     /// call's): no allocation once the model has a workspace for this batch size.
+    ///
+    /// **CUDA graphs.** On CUDA, calls with the same batch size, pixel buffer,
+    /// outputs and memory bank (the same device memory: refill the pixels with
+    /// [`DeviceBuffer::copy_from_host`]) are one replayable unit: the second such
+    /// call is captured into a graph and later ones launch it instead of each
+    /// kernel (see [`Cuda::graphs_enabled`](crate::Cuda::graphs_enabled);
+    /// `TESSERA_CUDA_GRAPHS=0` turns it off). The shape and device checks run on
+    /// every call; a forward that cannot be captured runs kernel by kernel.
     pub fn forward_into(
         &self,
         pixels: &DeviceBuffer<T, D>,
@@ -302,11 +310,57 @@ impl<T: Element, D: Kernels<T>> VisionModel<T, D> {
         out: &mut VisionOutput<T, D>,
     ) -> Result<()> {
         let batch = self.check_pixels(pixels)?;
-        let memory = self.check_memory(memory, batch)?;
+        let mut memory = self.check_memory(memory, batch)?;
         let mut ws = self.take_workspace(batch)?;
-        let result = engine::run(self, &mut ws, pixels, memory, out);
+        let key = self.forward_key(ws.id(), pixels, memory.as_deref(), out);
+        let mut run = || engine::run(self, &mut ws, pixels, memory.as_deref_mut(), out);
+        // On CUDA the launches are captured into a graph once per key and replayed
+        // (Device::run_replayable); without a key (a buffer on another device)
+        // the ops run and report the mismatch.
+        let result = match key {
+            Some(key) => self.device.run_replayable(&key, &mut run),
+            None => run(),
+        };
         self.give_back(ws);
         result
+    }
+
+    /// What the launches of a forward depend on beyond the model itself (its
+    /// `id`): the workspace, and the address and shape of every buffer passed
+    /// in. `None` when a buffer is on another device.
+    fn forward_key(
+        &self,
+        ws_id: u64,
+        pixels: &DeviceBuffer<T, D>,
+        memory: Option<&MemoryBank<T, D>>,
+        out: &VisionOutput<T, D>,
+    ) -> Option<Vec<u64>> {
+        fn push<T: Element, D: Kernels<T>>(
+            key: &mut Vec<u64>,
+            dev: &D,
+            b: &DeviceBuffer<T, D>,
+        ) -> Option<()> {
+            if !b.device().same_device(dev) {
+                return None;
+            }
+            key.push(b.addr());
+            key.push(b.shape().len() as u64);
+            key.extend(b.shape().iter().map(|&d| d as u64));
+            Some(())
+        }
+        let dev = &self.device;
+        let mut key = vec![self.id, ws_id];
+        push(&mut key, dev, pixels)?;
+        push(&mut key, dev, &out.last_hidden_state)?;
+        match &out.pooler_output {
+            Some(p) => push(&mut key, dev, p)?,
+            None => key.push(u64::MAX),
+        }
+        for (layer, state) in memory.map_or(&[][..], |m| &m.layers[..]) {
+            key.push(*layer as u64);
+            push(&mut key, dev, state)?;
+        }
+        Some(key)
     }
 
     /// Pack SigLIP 2 images (each its own grid of patches, see [`ImagePatches`])

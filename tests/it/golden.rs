@@ -461,3 +461,91 @@ fn launch_count_of_a_forward() {
     let layers = model.config().num_hidden_layers as u64;
     assert_eq!(dev.launch_count().unwrap() - before, 1 + 7 * layers + 1 + 6);
 }
+
+/// The same buffers through `forward_into` segment after segment (new pixels
+/// written in place with `copy_from_host`, the memory bank carried): every
+/// segment's outputs and bank equal the CPU's. On CUDA this is the path of CUDA
+/// graphs — the first call runs, the second is captured, the rest replay the
+/// graph — and a replay must launch what a call does (the launch count per
+/// call stays the same).
+fn repeated_forward_matches_cpu<D: Kernels<f32>>(dev: &D) {
+    let mut rng = crate::common::Rng::new("repeated_forward_matches_cpu");
+    for case in ["siglip_tiny", "mga_tiny"] {
+        let model = VisionModel::<f32, D>::load(data_dir(case), dev).unwrap();
+        let cpu = VisionModel::<f32, _>::load(data_dir(case), &tessera::Cpu).unwrap();
+        let shape = model.config().pixel_shape(2);
+        let n: usize = shape.iter().product();
+        let mut pixels = DeviceBuffer::zeros(dev, &shape).unwrap();
+        let mut out = model.new_output(2).unwrap();
+        let mut bank = model.new_memory(2).unwrap();
+        let mut cpu_bank = cpu.new_memory(2).unwrap();
+        let mut per_call = Vec::new();
+        for seg in 0..5 {
+            let host: Vec<f32> = rng.vec(n, 1.0);
+            pixels.copy_from_host(&host).unwrap();
+            let before = dev.launch_count();
+            model
+                .forward_into(&pixels, Some(&mut bank), &mut out)
+                .unwrap();
+            dev.synchronize().unwrap();
+            if let (Some(a), Some(b)) = (before, dev.launch_count()) {
+                per_call.push(b - a);
+            }
+            let want = cpu
+                .forward(
+                    &DeviceBuffer::from_slice(&tessera::Cpu, &host, &shape).unwrap(),
+                    Some(&mut cpu_bank),
+                )
+                .unwrap();
+            let what = format!("{case} segment {seg}");
+            let close = |name: &str, got: Vec<f32>, want: Vec<f32>| {
+                let err = rel_l2(&crate::common::to_f64(&got), &crate::common::to_f64(&want));
+                assert!(err <= 1e-5, "{what}: {name} relative L2 {err:e}");
+            };
+            close(
+                "last_hidden_state",
+                out.last_hidden_state.to_vec().unwrap(),
+                want.last_hidden_state.to_vec().unwrap(),
+            );
+            if let (Some(g), Some(w)) = (&out.pooler_output, &want.pooler_output) {
+                close("pooler_output", g.to_vec().unwrap(), w.to_vec().unwrap());
+            }
+            for ((l, g), (_, w)) in bank.layers().zip(cpu_bank.layers()) {
+                close(
+                    &format!("memory of layer {l}"),
+                    g.to_vec().unwrap(),
+                    w.to_vec().unwrap(),
+                );
+            }
+        }
+        if let Some(first) = per_call.first() {
+            assert!(
+                per_call.iter().all(|c| c == first) && *first > 0,
+                "{case}: kernel launches per call {per_call:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn repeated_forward_matches_cpu_on_cpu() {
+    repeated_forward_matches_cpu(&tessera::Cpu);
+}
+
+#[test]
+fn repeated_forward_matches_cpu_on_wgpu() {
+    if let Some(dev) =
+        crate::common::device_or_skip("wgpu", "TESSERA_REQUIRE_WGPU", tessera::Wgpu::new)
+    {
+        repeated_forward_matches_cpu(&dev);
+    }
+}
+
+#[test]
+fn repeated_forward_matches_cpu_on_cuda() {
+    if let Some(dev) =
+        crate::common::device_or_skip("cuda", "TESSERA_REQUIRE_CUDA", || tessera::Cuda::new(0))
+    {
+        repeated_forward_matches_cpu(&dev);
+    }
+}

@@ -1,0 +1,288 @@
+//! CUDA graphs: a fixed sequence of ops (the model's forward at one shape) is
+//! captured once and replayed as one graph launch instead of one launch per
+//! kernel ([`Device::run_replayable`](crate::device::Device::run_replayable)).
+//!
+//! - Per key: the first call runs eagerly (a warm-up: modules load, the split-K
+//!   scratch buffer grows); the second is captured on the handle's capture stream
+//!   and the graph launched on the main stream; later calls launch the graph. The
+//!   caller's key names everything the launches depend on (the model, its
+//!   workspace, the buffers' device addresses); the key here also holds the
+//!   generation of the scratch buffer, so a grown scratch buffer never leaves a
+//!   graph pointing at freed memory.
+//! - Only the capturing thread's launches go to the capture stream (a
+//!   thread-local marks it), so other threads' ops on the same handle run as
+//!   before, on the main stream. While capturing, anything that would have to run
+//!   now (an allocation, an upload, a download, a synchronisation) is an error:
+//!   the capture is abandoned, the key marked, and the ops run eagerly, that call
+//!   and every later one with the key.
+//! - `TESSERA_CUDA_GRAPHS=0` (or `off`) turns graphs off for handles opened
+//!   afterwards.
+//! - At most [`KEPT`] graphs per handle; the least recently used goes first.
+
+use std::cell::Cell;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use cudarc::driver::{result as cu, sys, CudaGraph, CudaStream};
+
+use super::device::{cuda_err, guarded, Cuda};
+use crate::error::{Error, Result};
+
+/// Graphs kept per handle.
+pub(super) const KEPT: usize = 16;
+
+thread_local! {
+    /// The handle (its `Inner`'s address) whose capture stream this thread is
+    /// recording into, and the kernels it has recorded.
+    static CAPTURING: Cell<Option<(usize, u64)>> = const { Cell::new(None) };
+}
+
+/// A captured graph. `CudaGraph` holds raw driver handles and is not `Send`; the
+/// driver allows a graph to be used from any thread as long as uses do not
+/// overlap, and every use of one is under the handle's `graphs` mutex.
+pub(super) struct Graph {
+    graph: CudaGraph,
+    /// Kernels it launches (added to the handle's launch count per replay).
+    kernels: u64,
+}
+
+// SAFETY: see `Graph`: the driver's graph objects are not tied to a thread; the
+// only accesses (launch, destroy) happen under the `Graphs` mutex of the handle
+// that owns them, so they never overlap.
+unsafe impl Send for Graph {}
+
+enum State {
+    /// Ran eagerly once.
+    Seen,
+    Ready(Graph),
+    /// Could not be captured: always eager.
+    Eager,
+}
+
+/// The graphs of one handle, most recently used last.
+#[derive(Default)]
+pub(super) struct Graphs {
+    entries: Vec<(Vec<u64>, State)>,
+}
+
+impl Graphs {
+    fn find(&mut self, key: &[u64]) -> Option<&mut State> {
+        let i = self.entries.iter().position(|(k, _)| k == key)?;
+        let e = self.entries.remove(i);
+        self.entries.push(e);
+        self.entries.last_mut().map(|(_, s)| s)
+    }
+
+    fn set(&mut self, key: Vec<u64>, state: State) {
+        self.entries.retain(|(k, _)| *k != key);
+        self.entries.push((key, state));
+        if self.entries.len() > KEPT {
+            self.entries.remove(0);
+        }
+    }
+
+    /// Drop every graph (before the handle's modules are unloaded).
+    pub(super) fn clear(&mut self) {
+        self.entries.clear();
+    }
+}
+
+/// A capture in progress: if `f` unwinds (a panic), the thread stops redirecting
+/// its launches and the stream leaves capture mode.
+struct Capturing<'a> {
+    stream: &'a Arc<CudaStream>,
+    ended: bool,
+}
+
+impl Drop for Capturing<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            CAPTURING.with(|c| c.set(None));
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.stream.end_capture(sys::CUgraphInstantiate_flags(0))
+            }));
+        }
+    }
+}
+
+impl Cuda {
+    fn id(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
+    }
+
+    /// The stream this thread's ops on this handle go to: the capture stream
+    /// while this thread captures a graph for it, the main stream otherwise.
+    pub(super) fn stream(&self) -> &Arc<CudaStream> {
+        if self.capturing() {
+            &self.inner.capture_stream
+        } else {
+            &self.inner.stream
+        }
+    }
+
+    fn capturing(&self) -> bool {
+        CAPTURING.with(|c| c.get().is_some_and(|(id, _)| id == self.id()))
+    }
+
+    /// Count one kernel launch: on the handle, or — while this thread captures
+    /// for it — in the graph (whose launches count when it is launched).
+    pub(super) fn count_launch(&self) {
+        let id = self.id();
+        let captured = CAPTURING.with(|c| match c.get() {
+            Some((cid, n)) if cid == id => {
+                c.set(Some((cid, n + 1)));
+                true
+            }
+            _ => false,
+        });
+        if !captured {
+            self.inner.launches.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// An error when this thread is capturing a graph for this handle: `what`
+    /// would have to happen now, which a graph cannot hold.
+    pub(super) fn not_capturing(&self, what: &str) -> Result<()> {
+        if self.capturing() {
+            return Err(Error::Cuda {
+                op: "graph capture".into(),
+                msg: format!("{what} while capturing a graph"),
+            });
+        }
+        Ok(())
+    }
+
+    /// [`Device::run_replayable`](crate::device::Device::run_replayable) on CUDA.
+    pub(super) fn replay_or_capture(
+        &self,
+        key: &[u64],
+        f: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<()> {
+        if !self.inner.graphs_enabled || self.capturing() {
+            return f();
+        }
+        let mut key = key.to_vec();
+        key.push(self.inner.scratch_generation.load(Ordering::Acquire));
+        let mut graphs = self.inner.graphs.lock().unwrap_or_else(|p| p.into_inner());
+        match graphs.find(&key) {
+            None => {
+                graphs.set(key, State::Seen);
+                drop(graphs);
+                return f();
+            }
+            Some(State::Eager) => {
+                drop(graphs);
+                return f();
+            }
+            Some(State::Ready(g)) => {
+                if self.launch_graph(g).is_ok() {
+                    return Ok(());
+                }
+                // The driver refused the graph (nothing of it ran): the ops run
+                // for real, now and from now on.
+                graphs.set(key, State::Eager);
+                drop(graphs);
+                return f();
+            }
+            Some(State::Seen) => {}
+        }
+        // Second call with this key: capture. The mutex stays held, so one thread
+        // at a time captures or replays on this handle.
+        match self.capture(f) {
+            Ok(g) if self.launch_graph(&g).is_ok() => {
+                graphs.set(key, State::Ready(g));
+                Ok(())
+            }
+            _ => {
+                // Nothing of the capture ran; run the ops for real, now and from
+                // now on.
+                graphs.set(key, State::Eager);
+                drop(graphs);
+                f()
+            }
+        }
+    }
+
+    /// Record `f`'s launches on the capture stream into a graph (nothing runs).
+    fn capture(&self, f: &mut dyn FnMut() -> Result<()>) -> Result<Graph> {
+        const OP: &str = "graph capture";
+        let cs = &self.inner.capture_stream;
+        guarded(OP, || {
+            cs.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+                .map_err(|e| cuda_err(OP, e))
+        })?;
+        let mut session = Capturing {
+            stream: cs,
+            ended: false,
+        };
+        CAPTURING.with(|c| c.set(Some((self.id(), 0))));
+        let ran = f();
+        let kernels = CAPTURING.with(|c| c.replace(None)).map_or(0, |(_, n)| n);
+        // Always end the capture, also after an error, so the stream leaves
+        // capture mode.
+        session.ended = true;
+        let ended = guarded(OP, || {
+            cs.end_capture(sys::CUgraphInstantiate_flags(0))
+                .map_err(|e| cuda_err(OP, e))
+        });
+        ran?;
+        match ended? {
+            Some(graph) => Ok(Graph { graph, kernels }),
+            None => Err(Error::Cuda {
+                op: OP.into(),
+                msg: "the capture recorded nothing".into(),
+            }),
+        }
+    }
+
+    /// Launch a captured graph on the main stream.
+    fn launch_graph(&self, g: &Graph) -> Result<()> {
+        const OP: &str = "graph launch";
+        // A split-K GEMM in the graph uses the scratch buffer: queue the graph
+        // while no other thread is between its partial GEMM and its reduction
+        // (which hold this lock across their two launches).
+        let _scratch = self.inner.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        guarded(OP, || {
+            self.inner
+                .ctx
+                .bind_to_thread()
+                .map_err(|e| cuda_err(OP, e))?;
+            // SAFETY: the executable graph is alive (owned by `g`, which the
+            // caller holds under the handle's `graphs` mutex, so no other use
+            // overlaps) and was instantiated in this handle's context; the main
+            // stream belongs to the same context. Every buffer its kernels use is
+            // named by the key it was captured under (or is the scratch buffer of
+            // the generation in the key), so all of them are still allocated.
+            unsafe { cu::graph::launch(g.graph.cu_graph_exec(), self.inner.stream.cu_stream()) }
+                .map_err(|e| cuda_err(OP, e))
+        })?;
+        self.inner.launches.fetch_add(g.kernels, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn graphs_keep_the_most_recently_used() {
+        let mut g = Graphs::default();
+        for k in 0..KEPT as u64 {
+            g.set(vec![k], State::Seen);
+        }
+        // Using key 0 makes key 1 the least recently used: the next key evicts it.
+        assert!(matches!(g.find(&[0]), Some(State::Seen)));
+        g.set(vec![100], State::Eager);
+        assert!(g.find(&[1]).is_none());
+        assert!(g.find(&[0]).is_some());
+        assert!(matches!(g.find(&[100]), Some(State::Eager)));
+        assert_eq!(g.entries.len(), KEPT);
+        // Setting a key again replaces its state.
+        g.set(vec![0], State::Eager);
+        assert!(matches!(g.find(&[0]), Some(State::Eager)));
+        assert_eq!(g.entries.len(), KEPT);
+        g.clear();
+        assert!(g.find(&[0]).is_none());
+    }
+}
