@@ -166,13 +166,13 @@ impl<T: Element, D: Device> DeviceBuffer<T, D> {
         &self.device
     }
 
-    /// Backend storage (for backend code).
     /// The address of its memory (a device pointer on CUDA; see
     /// [`Device::storage_addr`]).
     pub(crate) fn addr(&self) -> u64 {
         self.device.storage_addr(&self.storage)
     }
 
+    /// Backend storage (for backend code).
     pub(crate) fn storage(&self) -> &D::Storage<T> {
         &self.storage
     }

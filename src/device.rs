@@ -78,13 +78,9 @@ pub trait Device: sealed::Sealed + Clone + Send + Sync + std::fmt::Debug + 'stat
     fn storage_alloc<T: Element>(&self, len: usize) -> Result<Self::Storage<T>>;
 
     /// Write `data` over the first `data.len()` elements of a storage (which
-    /// holds at least that many), in place, after the work already queued. The
-    /// default makes new storage instead (correct, but not in place).
+    /// holds at least that many), in place, after the work already queued.
     #[doc(hidden)]
-    fn storage_write<T: Element>(&self, storage: &mut Self::Storage<T>, data: &[T]) -> Result<()> {
-        *storage = self.storage_from_slice(data)?;
-        Ok(())
-    }
+    fn storage_write<T: Element>(&self, storage: &mut Self::Storage<T>, data: &[T]) -> Result<()>;
 
     /// Copy `len` elements of device memory back to the host. Waits for pending work.
     #[doc(hidden)]

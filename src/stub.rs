@@ -31,6 +31,13 @@ macro_rules! uninhabited_backend {
             ) -> $crate::error::Result<$crate::device::Never> {
                 match self.never {}
             }
+            fn storage_write<T: $crate::element::Element>(
+                &self,
+                _: &mut $crate::device::Never,
+                _: &[T],
+            ) -> $crate::error::Result<()> {
+                match self.never {}
+            }
             fn storage_to_vec<T: $crate::element::Element>(
                 &self,
                 s: &$crate::device::Never,

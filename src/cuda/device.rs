@@ -337,10 +337,14 @@ impl Cuda {
         let mut slot = self.inner.scratch.lock().unwrap_or_else(|p| p.into_inner());
         if slot.as_ref().is_none_or(|s| s.len() < bytes) {
             self.not_capturing("growing the split-K scratch buffer")?;
-            *slot = None;
+            // Under the scratch lock, which a graph launch also takes: a graph
+            // captured with the old buffer is never launched after this (it
+            // checks the generation), and one already queued runs before the
+            // old buffer's stream-ordered free.
             self.inner
                 .scratch_generation
                 .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            *slot = None;
             *slot = Some(self.alloc_bytes(bytes, "split-K partial sums")?);
         }
         match slot.as_mut() {

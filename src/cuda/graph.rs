@@ -6,9 +6,11 @@
 //!   scratch buffer grows); the second is captured on the handle's capture stream
 //!   and the graph launched on the main stream; later calls launch the graph. The
 //!   caller's key names everything the launches depend on (the model, its
-//!   workspace, the buffers' device addresses); the key here also holds the
-//!   generation of the scratch buffer, so a grown scratch buffer never leaves a
-//!   graph pointing at freed memory.
+//!   workspace, the buffers' device addresses). The one buffer it cannot name,
+//!   the handle's split-K scratch, has a generation that each graph records: a
+//!   graph is launched only under the scratch lock and while the generation is
+//!   still its own (a grown scratch buffer frees the old one), else it is dropped
+//!   and captured again.
 //! - Only the capturing thread's launches go to the capture stream (a
 //!   thread-local marks it), so other threads' ops on the same handle run as
 //!   before, on the main stream. While capturing, anything that would have to run
@@ -20,6 +22,7 @@
 //! - At most [`KEPT`] graphs per handle; the least recently used goes first.
 
 use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -44,6 +47,16 @@ pub(super) struct Graph {
     graph: CudaGraph,
     /// Kernels it launches (added to the handle's launch count per replay).
     kernels: u64,
+    /// The scratch buffer's generation when the capture began.
+    scratch_generation: u64,
+}
+
+/// Why a graph was not launched.
+enum NotLaunched {
+    /// The scratch buffer was replaced since the capture: capture again.
+    Stale,
+    /// The driver refused it.
+    Refused,
 }
 
 // SAFETY: see `Graph`: the driver's graph objects are not tied to a thread; the
@@ -158,15 +171,14 @@ impl Cuda {
         key: &[u64],
         f: &mut dyn FnMut() -> Result<()>,
     ) -> Result<()> {
+        const OP: &str = "graph";
         if !self.inner.graphs_enabled || self.capturing() {
             return f();
         }
-        let mut key = key.to_vec();
-        key.push(self.inner.scratch_generation.load(Ordering::Acquire));
         let mut graphs = self.inner.graphs.lock().unwrap_or_else(|p| p.into_inner());
-        match graphs.find(&key) {
+        match graphs.find(key) {
             None => {
-                graphs.set(key, State::Seen);
+                graphs.set(key.to_vec(), State::Seen);
                 drop(graphs);
                 return f();
             }
@@ -175,12 +187,19 @@ impl Cuda {
                 return f();
             }
             Some(State::Ready(g)) => {
-                if self.launch_graph(g).is_ok() {
-                    return Ok(());
-                }
-                // The driver refused the graph (nothing of it ran): the ops run
-                // for real, now and from now on.
-                graphs.set(key, State::Eager);
+                // An error stored in the context (by any thread) surfaces here,
+                // as the caller's error, not as a reason to give up on graphs.
+                guarded(OP, || {
+                    self.inner.ctx.bind_to_thread().map_err(|e| cuda_err(OP, e))
+                })?;
+                let state = match self.launch_graph(g) {
+                    Ok(()) => return Ok(()),
+                    // Captured with a scratch buffer that is gone: again, next call.
+                    Err(NotLaunched::Stale) => State::Seen,
+                    // Nothing of it ran: the ops run for real, now and from now on.
+                    Err(NotLaunched::Refused) => State::Eager,
+                };
+                graphs.set(key.to_vec(), state);
                 drop(graphs);
                 return f();
             }
@@ -188,24 +207,31 @@ impl Cuda {
         }
         // Second call with this key: capture. The mutex stays held, so one thread
         // at a time captures or replays on this handle.
-        match self.capture(f) {
-            Ok(g) if self.launch_graph(&g).is_ok() => {
-                graphs.set(key, State::Ready(g));
-                Ok(())
-            }
-            _ => {
-                // Nothing of the capture ran; run the ops for real, now and from
-                // now on.
-                graphs.set(key, State::Eager);
-                drop(graphs);
-                f()
-            }
-        }
+        guarded(OP, || {
+            self.inner.ctx.bind_to_thread().map_err(|e| cuda_err(OP, e))
+        })?;
+        let state = match self.capture(f) {
+            Ok(g) => match self.launch_graph(&g) {
+                Ok(()) => {
+                    graphs.set(key.to_vec(), State::Ready(g));
+                    return Ok(());
+                }
+                Err(NotLaunched::Stale) => State::Seen,
+                Err(NotLaunched::Refused) => State::Eager,
+            },
+            // Something in the forward cannot be captured.
+            Err(_) => State::Eager,
+        };
+        // Nothing of the capture ran: run the ops for real.
+        graphs.set(key.to_vec(), state);
+        drop(graphs);
+        f()
     }
 
     /// Record `f`'s launches on the capture stream into a graph (nothing runs).
     fn capture(&self, f: &mut dyn FnMut() -> Result<()>) -> Result<Graph> {
         const OP: &str = "graph capture";
+        let scratch_generation = self.inner.scratch_generation.load(Ordering::Acquire);
         let cs = &self.inner.capture_stream;
         guarded(OP, || {
             cs.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
@@ -227,7 +253,11 @@ impl Cuda {
         });
         ran?;
         match ended? {
-            Some(graph) => Ok(Graph { graph, kernels }),
+            Some(graph) => Ok(Graph {
+                graph,
+                kernels,
+                scratch_generation,
+            }),
             None => Err(Error::Cuda {
                 op: OP.into(),
                 msg: "the capture recorded nothing".into(),
@@ -235,29 +265,35 @@ impl Cuda {
         }
     }
 
-    /// Launch a captured graph on the main stream.
-    fn launch_graph(&self, g: &Graph) -> Result<()> {
-        const OP: &str = "graph launch";
+    /// Launch a captured graph on the main stream (the context bound to this
+    /// thread by the caller).
+    fn launch_graph(&self, g: &Graph) -> std::result::Result<(), NotLaunched> {
         // A split-K GEMM in the graph uses the scratch buffer: queue the graph
         // while no other thread is between its partial GEMM and its reduction
-        // (which hold this lock across their two launches).
+        // (which hold this lock across their two launches), and only while the
+        // buffer is the one it was captured with (replacing it needs this lock;
+        // the old buffer's free is queued after the graph).
         let _scratch = self.inner.scratch.lock().unwrap_or_else(|p| p.into_inner());
-        guarded(OP, || {
-            self.inner
-                .ctx
-                .bind_to_thread()
-                .map_err(|e| cuda_err(OP, e))?;
-            // SAFETY: the executable graph is alive (owned by `g`, which the
-            // caller holds under the handle's `graphs` mutex, so no other use
-            // overlaps) and was instantiated in this handle's context; the main
-            // stream belongs to the same context. Every buffer its kernels use is
-            // named by the key it was captured under (or is the scratch buffer of
-            // the generation in the key), so all of them are still allocated.
-            unsafe { cu::graph::launch(g.graph.cu_graph_exec(), self.inner.stream.cu_stream()) }
-                .map_err(|e| cuda_err(OP, e))
-        })?;
-        self.inner.launches.fetch_add(g.kernels, Ordering::Relaxed);
-        Ok(())
+        if self.inner.scratch_generation.load(Ordering::Acquire) != g.scratch_generation {
+            return Err(NotLaunched::Stale);
+        }
+        // SAFETY: the executable graph is alive (owned by `g`, which the caller
+        // holds under the handle's `graphs` mutex, so no other use overlaps) and
+        // was instantiated in this handle's context, bound to this thread by the
+        // caller; the main stream belongs to the same context. Every buffer its
+        // kernels use is named by the key it was captured under, or is the
+        // scratch buffer of the generation checked above under the lock that
+        // replacing it takes, so all of them are still allocated when it runs.
+        let launched = catch_unwind(AssertUnwindSafe(|| unsafe {
+            cu::graph::launch(g.graph.cu_graph_exec(), self.inner.stream.cu_stream())
+        }));
+        match launched {
+            Ok(Ok(())) => {
+                self.inner.launches.fetch_add(g.kernels, Ordering::Relaxed);
+                Ok(())
+            }
+            _ => Err(NotLaunched::Refused),
+        }
     }
 }
 

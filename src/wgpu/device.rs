@@ -393,6 +393,35 @@ impl Device for Wgpu {
         })
     }
 
+    /// Every op submits its commands when it is called, so a queue write (done at
+    /// the start of the next submission) lands after the ops already called and
+    /// before the ones called next.
+    fn storage_write<T: Element>(&self, storage: &mut WgpuStorage<T>, data: &[T]) -> Result<()> {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        // Writes are whole 4-byte words; buffers are allocated padded to them.
+        let size = padded_bytes(bytes.len() as u64);
+        if size > storage.buffer.size() {
+            return Err(Error::Internal(format!(
+                "copy_from_host: {size} bytes into a buffer of {}",
+                storage.buffer.size()
+            )));
+        }
+        let mut padded = Vec::new();
+        let contents = if bytes.len() as u64 == size {
+            bytes
+        } else {
+            padded.extend_from_slice(bytes);
+            padded.resize(size as usize, 0);
+            &padded[..]
+        };
+        self.guarded("upload", size, || {
+            self.inner.queue.write_buffer(&storage.buffer, 0, contents)
+        })
+    }
+
     fn storage_alloc<T: Element>(&self, len: usize) -> Result<WgpuStorage<T>> {
         let bytes = (len as u64).saturating_mul(std::mem::size_of::<T>() as u64);
         Ok(WgpuStorage {

@@ -188,3 +188,94 @@ fn many_threads_download_on_one_wgpu_device() {
         }
     });
 }
+
+/// Two threads each run `forward_into` over their own buffers of one shared bf16
+/// model (whose linears take the split-K GEMM on a GPU) while a third runs ever
+/// wider linears that grow the device's split-K scratch buffer. Every forward
+/// matches the CPU's. On CUDA the forwards are captured and replayed as graphs
+/// while the scratch buffer they were captured with is replaced: a graph must
+/// never run against the freed buffer (it is captured again instead).
+fn graphs_while_the_scratch_grows<D: Kernels<bf16> + Send + Sync>(dev: &D) {
+    let config = tessera::VisionConfig::from_json_str(
+        r#"{"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "image_size": 64, "patch_size": 16}"#,
+        "splitk.json",
+    )
+    .unwrap();
+    let model = VisionModel::<bf16, D>::random(config.clone(), dev, 9).unwrap();
+    let cpu = VisionModel::<bf16, Cpu>::random(config, &Cpu, 9).unwrap();
+    let shape = model.config().pixel_shape(1);
+    let n: usize = shape.iter().product();
+    let mut rng = crate::common::Rng::new("graphs_while_the_scratch_grows");
+    let inputs: Vec<Vec<bf16>> = (0..2).map(|_| rng.vec(n, 1.0)).collect();
+    let wants: Vec<Vec<bf16>> = inputs
+        .iter()
+        .map(|x| {
+            let px = DeviceBuffer::from_slice(&Cpu, x, &shape).unwrap();
+            cpu.forward(&px, None)
+                .unwrap()
+                .pooler_output
+                .unwrap()
+                .to_vec()
+                .unwrap()
+        })
+        .collect();
+    let x: Vec<bf16> = rng.vec(16 * 1024, 1.0);
+    std::thread::scope(|s| {
+        let mut handles = Vec::new();
+        for t in 0..2 {
+            let (model, shape, input, want) = (&model, &shape, &inputs[t], &wants[t]);
+            handles.push(s.spawn(move || {
+                let mut pixels = DeviceBuffer::<bf16, D>::zeros(dev, shape).unwrap();
+                let mut out = model.new_output(1).unwrap();
+                for call in 0..8 {
+                    pixels.copy_from_host(input).unwrap();
+                    model.forward_into(&pixels, None, &mut out).unwrap();
+                    let got = out.pooler_output.as_ref().unwrap().to_vec().unwrap();
+                    let e = crate::common::rel_l2(
+                        &crate::common::to_f64(&got),
+                        &crate::common::to_f64(want),
+                    );
+                    assert!(
+                        e <= crate::common::bar::<bf16>(),
+                        "thread {t} call {call}: {e:e}"
+                    );
+                }
+            }));
+        }
+        let x = &x;
+        handles.push(s.spawn(move || {
+            let x = DeviceBuffer::<bf16, D>::from_slice(dev, x, &[16, 1024]).unwrap();
+            for k in 1..=8 {
+                let w = DeviceBuffer::<bf16, D>::full(dev, &[256 * k, 1024], bf16::ONE).unwrap();
+                let y = tessera::ops::linear(&x, &w, None, tessera::ops::Activation::None, None)
+                    .unwrap();
+                assert!(y.to_vec().unwrap().iter().all(|v| v.to_f32().is_finite()));
+            }
+        }));
+        for h in handles {
+            h.join().unwrap();
+        }
+    });
+}
+
+#[test]
+fn graphs_while_the_scratch_grows_on_cpu() {
+    graphs_while_the_scratch_grows(&Cpu);
+}
+
+#[test]
+fn graphs_while_the_scratch_grows_on_wgpu() {
+    if let Some(dev) = crate::common::device_or_skip("wgpu", "TESSERA_REQUIRE_WGPU", Wgpu::new) {
+        graphs_while_the_scratch_grows(&dev);
+    }
+}
+
+#[test]
+fn graphs_while_the_scratch_grows_on_cuda() {
+    if let Some(dev) =
+        crate::common::device_or_skip("CUDA", "TESSERA_REQUIRE_CUDA", || Cuda::new(0))
+    {
+        graphs_while_the_scratch_grows(&dev);
+    }
+}
