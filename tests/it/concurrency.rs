@@ -196,12 +196,7 @@ fn many_threads_download_on_one_wgpu_device() {
 /// while the scratch buffer they were captured with is replaced: a graph must
 /// never run against the freed buffer (it is captured again instead).
 fn graphs_while_the_scratch_grows<D: Kernels<bf16> + Send + Sync>(dev: &D) {
-    let config = tessera::VisionConfig::from_json_str(
-        r#"{"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "image_size": 64, "patch_size": 16}"#,
-        "splitk.json",
-    )
-    .unwrap();
+    let config = crate::common::splitk_config();
     let model = VisionModel::<bf16, D>::random(config.clone(), dev, 9).unwrap();
     let cpu = VisionModel::<bf16, Cpu>::random(config, &Cpu, 9).unwrap();
     let shape = model.config().pixel_shape(1);

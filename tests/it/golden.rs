@@ -475,12 +475,7 @@ fn repeated_forward_matches_cpu<D: Kernels<f32> + Kernels<bf16>>(dev: &D) {
         let cpu = VisionModel::<f32, _>::load(data_dir(case), &tessera::Cpu).unwrap();
         repeated_forward(case, &model, &cpu, 2);
     }
-    let config = tessera::VisionConfig::from_json_str(
-        r#"{"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "image_size": 64, "patch_size": 16}"#,
-        "splitk.json",
-    )
-    .unwrap();
+    let config = crate::common::splitk_config();
     let model = VisionModel::<bf16, D>::random(config.clone(), dev, 5).unwrap();
     let cpu = VisionModel::<bf16, _>::random(config, &tessera::Cpu, 5).unwrap();
     repeated_forward("random bf16", &model, &cpu, 1);

@@ -64,3 +64,14 @@ pub fn skip_notice(why: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
 }
+
+/// A small random-weights config whose linears (16 rows, K 256 and 1024) take
+/// the split-K GEMM on a GPU: graph tests capture its scratch buffer.
+pub fn splitk_config() -> tessera::VisionConfig {
+    tessera::VisionConfig::from_json_str(
+        r#"{"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "image_size": 64, "patch_size": 16}"#,
+        "splitk.json",
+    )
+    .unwrap()
+}
