@@ -1,7 +1,7 @@
 //! Multi-head attention `softmax(q kᵀ · hd^-0.5) v`, over fixed-length or packed
-//! sequences ([`Packing`]). Tasks are (head, block of query rows) within each
+//! sequences ([`Packing`]). Tasks are (head, share of the query rows) within each
 //! sequence; the scores of one block live in a scratch buffer. Both products run
-//! on the AVX-512 panel kernel where the CPU has it ([`panel::attention_block`]:
+//! on the AVX-512 panel kernel where the CPU has it ([`panel::attention_head`]:
 //! bf16 read as bf16, the probabilities rounded to bf16 for `P·V` as
 //! FlashAttention does on GPUs; f32 exact), else on SGEMM over strided head
 //! slices (bf16 widened).

@@ -238,7 +238,7 @@ pub(super) fn matmul_wt<S: PanelElem, T: Element>(
             pieces
                 .into_par_iter()
                 .enumerate()
-                .try_for_each(|(ci, dst_rows)| -> Result<()> {
+                .try_for_each(|(ci, mut dst_rows)| -> Result<()> {
                     let c0 = ci * tile_cols;
                     let cols = tile_cols.min(n - c0);
                     let w_tile = &w[c0 * k..(c0 + cols) * k];
@@ -252,7 +252,6 @@ pub(super) fn matmul_wt<S: PanelElem, T: Element>(
                     let tcol = col_sums(&panels, lay, rows, w_tile, cols, k, k)?;
                     let ld = rows.div_ceil(PANEL) * PANEL;
                     let mut buf = vec![0.0f32; GATHER * cols];
-                    let mut dst_rows = dst_rows;
                     for (b, dst) in dst_rows.chunks_mut(GATHER).enumerate() {
                         gather_rows(&tcol, ld, b * GATHER, cols, &mut buf)?;
                         epi.finish_rows(&mut buf, cols, dst, r0 + b * GATHER, c0, n);
@@ -361,7 +360,7 @@ fn pack16(
     false
 }
 
-/// A row-major operand of [`product`]: `rows × cols`, element (i, j) at
+/// A row-major operand of [`attention_head`]: `rows × cols`, element (i, j) at
 /// `data[i·ld + j]`.
 #[derive(Clone, Copy)]
 pub(super) struct Strided<'a, S> {
