@@ -331,14 +331,19 @@ fn submit<T: Element, D: Kernels<T>>(
     }
     let (out, pixels, tokens) = if packed.is_empty() {
         let shape = c.pixel_shape(b);
+        // A kept slot of this size is refilled in place; a new one is made from
+        // the batch itself (one upload either way).
         let mut slot = match slots.iter().position(|s| s.pixels.shape() == shape) {
-            Some(i) => slots.swap_remove(i),
+            Some(i) => {
+                let mut slot = slots.swap_remove(i);
+                slot.pixels.copy_from_host(&fixed)?;
+                slot
+            }
             None => Slot {
-                pixels: DeviceBuffer::<T, D>::zeros(model.device(), &shape)?,
+                pixels: DeviceBuffer::<T, D>::from_slice(model.device(), &fixed, &shape)?,
                 out: model.new_output(b)?,
             },
         };
-        slot.pixels.copy_from_host(&fixed)?;
         // A memory model's images are one stream (batch 1, in order): one bank.
         if c.has_memory() && bank.is_none() {
             *bank = Some(model.new_memory(1)?);
