@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use super::gemm::{sgemm, MatRef};
 use super::layer_norm::sum8;
 use super::panel::{self, PanelElem, Strided};
-use super::{as_f32, exp_f32, numel, take, take_mut, widen_into, Cpu};
+use super::{as_bf16, as_f32, exp_f32, numel, take, take_mut, widen_into, Cpu};
 use crate::element::{DType, Element};
 use crate::error::Result;
 use crate::ops::{AttentionArgs, Packing};
@@ -112,15 +112,6 @@ fn panel_runs<T: Element>() -> bool {
     }
 }
 
-/// The slice as `S` when `T` is the same type (no copy).
-fn same<T: Element, S: PanelElem + Element>(x: &[T]) -> Option<&[S]> {
-    if T::DTYPE == S::DTYPE {
-        bytemuck::try_cast_slice(x).ok()
-    } else {
-        None
-    }
-}
-
 /// The task's `[rows, hd]` output on the panel kernel, or `None` where it does
 /// not run for `T` on this CPU.
 fn block_panel<T: Element>(q: &[T], k: &[T], v: &[T], b: Block) -> Option<Result<Vec<f32>>> {
@@ -155,9 +146,9 @@ fn block_panel<T: Element>(q: &[T], k: &[T], v: &[T], b: Block) -> Option<Result
     }
     match T::DTYPE {
         DType::BF16 if half::bf16::available() => {
-            Some(run::<half::bf16>(same(q)?, same(k)?, same(v)?, b))
+            Some(run::<half::bf16>(as_bf16(q)?, as_bf16(k)?, as_bf16(v)?, b))
         }
-        DType::F32 if f32::available() => Some(run::<f32>(same(q)?, same(k)?, same(v)?, b)),
+        DType::F32 if f32::available() => Some(run::<f32>(as_f32(q)?, as_f32(k)?, as_f32(v)?, b)),
         _ => None,
     }
 }
