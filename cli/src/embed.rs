@@ -11,12 +11,13 @@
 //! - A file that cannot be read or decoded is reported by path and skipped
 //!   (`--strict`: the job stops at it).
 //! - The output (safetensors `embeddings` [N, D] with the paths in order in its
-//!   metadata, or `.npy` plus a `.paths.txt`) is written to a temporary file and
-//!   renamed: an interrupted job never leaves a half file.
+//!   metadata, or `.npy` plus a `.paths.txt`) is written row by row as batches
+//!   finish, to a temporary file renamed at the end (`embed/output.rs`): memory stays
+//!   bounded by the batches in flight, and an interrupted job never leaves a half
+//!   file.
 //! - A model with memory-gated attention embeds its images as one stream of
 //!   segments, in order, on one device (the bank carries from image to image).
 
-use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -30,6 +31,10 @@ use tessera::preprocess::{ImageProcessor, Siglip2Processor};
 use tessera::{bf16, Cpu, Cuda, DType, DeviceBuffer, Element, Kernels, Wgpu};
 
 use crate::devices::{DeviceChoice, Opened};
+
+mod output;
+
+use output::RowWriter;
 
 /// How an image's embedding is taken from the model's outputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -430,7 +435,7 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
     if args.batch == 0 {
         return Err("--batch must be at least 1".into());
     }
-    let format = OutputFormat::of(&args.output)?;
+    output::Format::of(&args.output)?;
     let files = ModelFiles::locate(&args.model).map_err(|e| e.to_string())?;
     let config = VisionConfig::from_file(&files.config).map_err(|e| e.to_string())?;
     if config.num_channels != 3 {
@@ -480,6 +485,21 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
         ));
     }
     let batch_size = if memory { 1 } else { args.batch };
+    // The output's temporary file first: an unwritable folder fails before any work.
+    let dim = config.hidden_size;
+    let mut writer =
+        RowWriter::create(&args.output, &paths, dim, &args.model.display().to_string())?;
+    if let (output::Format::Safetensors, Some(list)) =
+        (output::Format::of(&args.output)?, writer.paths_file())
+    {
+        let _ = writeln!(
+            std::io::stderr(),
+            "note: {} paths overflow a safetensors header: they go to {} (named by the \
+             metadata's paths_file)",
+            paths.len(),
+            list.display()
+        );
+    }
     let mut opened = Vec::new();
     let mut described = Vec::new();
     for choice in &args.device {
@@ -498,7 +518,6 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
     let batch_rx: Queue = Arc::new(Mutex::new(batch_rx));
     let (answer_tx, answer_rx) = mpsc::channel::<Answer>();
     let mut skipped: Vec<(PathBuf, String)> = Vec::new();
-    let mut rows: HashMap<usize, Vec<f32>> = HashMap::new();
     let mut failure: Option<String> = None;
 
     std::thread::scope(|s| {
@@ -512,12 +531,14 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
                 answer_tx.clone(),
             );
         }
-        drop(answer_tx);
         // The workers hold the queue now: when they are all gone, the producer's
         // sends fail and it stops.
         drop(batch_rx);
         let (paths, processor) = (&paths, &processor);
-        // Producer: decode a batch in parallel, queue it (two per device ahead).
+        // Producer: decode a batch in parallel, queue it (two per device ahead). A
+        // batch whose every image was skipped is answered here, empty, so that the
+        // rows after it can be written.
+        let empty_tx = answer_tx;
         let producer = s.spawn(move || -> Result<Vec<(PathBuf, String)>, String> {
             let mut skipped = Vec::new();
             for (index, chunk) in paths.chunks(batch_size).enumerate() {
@@ -538,23 +559,35 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
                         }
                     }
                 }
-                if !images.is_empty() && batch_tx.send(Batch { index, images }).is_err() {
-                    break; // every worker stopped: their answers say why
+                let sent = if images.is_empty() {
+                    empty_tx.send(Ok((index, Vec::new()))).is_ok()
+                } else {
+                    batch_tx.send(Batch { index, images }).is_ok()
+                };
+                if !sent {
+                    break; // the job stopped: its answers say why
                 }
             }
-            drop(batch_tx);
+            drop((batch_tx, empty_tx));
             Ok(skipped)
         });
+        // Rows are written as batches finish. The first failure stops the job: the
+        // receiver goes, so the workers' next answers fail and they stop, and then
+        // the producer's next batch does.
         for answer in answer_rx {
-            match answer {
-                Ok((_, batch_rows)) => {
+            let written = answer.and_then(|(index, batch_rows)| {
+                let n = batch_rows.len() as u64;
+                writer.accept(index, batch_rows).map(|()| n)
+            });
+            match written {
+                Ok(n) => {
                     if let Some(bar) = &bar {
-                        bar.inc(batch_rows.len() as u64);
+                        bar.inc(n);
                     }
-                    rows.extend(batch_rows);
                 }
                 Err(e) => {
-                    failure.get_or_insert(e);
+                    failure = Some(e);
+                    break;
                 }
             }
         }
@@ -574,30 +607,15 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
     if let Some(e) = failure {
         return Err(e);
     }
-    let dim = config.hidden_size;
-    let mut kept_paths = Vec::new();
-    let mut data = Vec::with_capacity(rows.len() * dim);
-    for (i, p) in paths.iter().enumerate() {
-        if let Some(r) = rows.remove(&i) {
-            kept_paths.push(p.clone());
-            data.extend(r);
-        }
-    }
-    if kept_paths.is_empty() {
+    if writer.rows() == 0 {
         return Err(format!(
             "no image could be read ({} skipped)",
             skipped.len()
         ));
     }
-    format.write(
-        &args.output,
-        &kept_paths,
-        &data,
-        dim,
-        &args.model.display().to_string(),
-    )?;
+    let kept = writer.finish(paths.len().div_ceil(batch_size))?;
     Ok(Summary {
-        embedded: kept_paths.len(),
+        embedded: kept.len(),
         skipped,
         dim,
         seconds: start.elapsed().as_secs_f64(),
@@ -625,86 +643,4 @@ fn progress_bar(len: usize) -> Option<indicatif::ProgressBar> {
         bar.set_style(style);
     }
     Some(bar)
-}
-
-/// The output file's format, from its extension.
-enum OutputFormat {
-    Safetensors,
-    Npy,
-}
-
-impl OutputFormat {
-    fn of(path: &Path) -> Result<Self, String> {
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("safetensors") => Ok(OutputFormat::Safetensors),
-            Some("npy") => Ok(OutputFormat::Npy),
-            _ => Err(format!(
-                "{}: the output must end in .safetensors or .npy",
-                path.display()
-            )),
-        }
-    }
-
-    /// Write `data` [N, dim] (and the paths) through temporary files renamed into
-    /// place, so an interrupted job leaves no half file.
-    fn write(
-        &self,
-        path: &Path,
-        paths: &[PathBuf],
-        data: &[f32],
-        dim: usize,
-        model: &str,
-    ) -> Result<(), String> {
-        let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-        let n = names.len();
-        let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
-        match self {
-            OutputFormat::Safetensors => {
-                let view = safetensors::tensor::TensorView::new(
-                    safetensors::Dtype::F32,
-                    vec![n, dim],
-                    &bytes,
-                )
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-                let metadata = HashMap::from([
-                    (
-                        "paths".to_string(),
-                        serde_json::to_string(&names).map_err(|e| e.to_string())?,
-                    ),
-                    ("model".to_string(), model.to_string()),
-                    ("producer".to_string(), "tessera embed".to_string()),
-                ]);
-                let file = safetensors::serialize([("embeddings", view)], Some(metadata))
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                atomic_write(path, &file)
-            }
-            OutputFormat::Npy => {
-                let mut header =
-                    format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, {dim}), }}");
-                // Magic (6) + version (2) + length (2) + header + '\n', padded to 64.
-                let total = (10 + header.len() + 1).div_ceil(64) * 64;
-                header.push_str(&" ".repeat(total - 10 - header.len() - 1));
-                header.push('\n');
-                let mut file = b"\x93NUMPY\x01\x00".to_vec();
-                file.extend((header.len() as u16).to_le_bytes());
-                file.extend(header.as_bytes());
-                file.extend(&bytes);
-                let list = path.with_extension("paths.txt");
-                atomic_write(&list, (names.join("\n") + "\n").as_bytes())?;
-                atomic_write(path, &file)
-            }
-        }
-    }
-}
-
-/// Write `bytes` to `path.tmp-PID`, then rename over `path`.
-fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("{}: {e}", path.display())
-    })
 }

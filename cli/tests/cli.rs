@@ -1005,6 +1005,37 @@ fn embed_folder_in_path_order_skipping_broken_files() {
         let err = rel_l2(row, &want[i]);
         assert!(err <= 1e-5, "row {i} ({}): rel L2 {err:e}", paths[i]);
     }
+    // Batches of one: the first batch (broken.jpg) has no image left; the rows
+    // after it are written all the same, in the same order, and no temporary
+    // file stays.
+    let out1 = tmp("embed_b1.safetensors");
+    let _ = std::fs::remove_file(&out1);
+    let res = tessera(&[
+        "embed",
+        "--model",
+        "tests/data/siglip_tiny",
+        dir.to_str().unwrap(),
+        "-o",
+        out1.to_str().unwrap(),
+        "--device",
+        "cpu,cpu",
+        "--batch",
+        "1",
+    ]);
+    assert_ok(&res, "embed --batch 1");
+    let (shape1, values1, paths1) = read_embeddings(&out1);
+    assert_eq!((shape1, &paths1), (vec![5, 64], &paths));
+    assert!(rel_l2(&values1, &values) <= 1e-6, "batch 1 vs batch 2");
+    let stray: Vec<_> = std::fs::read_dir(out1.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("embed_b1.safetensors.tmp")
+        })
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
     // --strict: the broken file stops the job and no output appears.
     let strict_out = tmp("embed_strict.safetensors");
     let _ = std::fs::remove_file(&strict_out);
