@@ -18,6 +18,7 @@ mod linear;
 mod memory;
 mod panel;
 mod patch_embed;
+pub(crate) mod resample;
 
 /// The host. Buffers on `Cpu` are ordinary `Vec`s; every `Cpu` value is the same device.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -142,6 +143,8 @@ fn as_f32_mut<T: Element>(x: &mut [T]) -> Option<&mut [f32]> {
 /// `TESSERA_CPU_ISA=portable` turns them all off (to compare, or to rule them out).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Isa {
+    /// AVX2: image resampling (`resample`).
+    avx2: bool,
     /// AVX-512 F, BW, VL with AVX2 and FMA: hot loops compiled for them.
     avx512: bool,
     /// And AVX-512 BF16: the bf16 panel GEMM (`panel`).
@@ -153,6 +156,7 @@ fn isa() -> Isa {
     *ISA.get_or_init(|| {
         if std::env::var("TESSERA_CPU_ISA").is_ok_and(|v| v == "portable") {
             return Isa {
+                avx2: false,
                 avx512: false,
                 avx512_bf16: false,
             };
@@ -166,12 +170,14 @@ fn isa() -> Isa {
                 && has!("avx2")
                 && has!("fma");
             Isa {
+                avx2: has!("avx2"),
                 avx512,
                 avx512_bf16: avx512 && has!("avx512bf16"),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
         Isa {
+            avx2: false,
             avx512: false,
             avx512_bf16: false,
         }
