@@ -307,26 +307,25 @@ pub fn resize(img: &Rgb8, width: usize, height: usize, filter: Resample) -> Resu
         return Ok(resize_nearest(img, width, height));
     }
     // Pillow's order: along x, then along y (the arithmetic: `cpu::resample`).
-    let horizontal;
-    let mut cur = img;
-    if cur.width != width {
-        let taps = coefficients(cur.width, width, filter);
-        horizontal = Rgb8 {
-            width,
-            height: cur.height,
-            data: resample::horizontal(&cur.data, cur.width, &taps),
-        };
-        cur = &horizontal;
+    let horizontal = (img.width != width).then(|| Rgb8 {
+        width,
+        height: img.height,
+        data: resample::horizontal(
+            &img.data,
+            img.width,
+            &coefficients(img.width, width, filter),
+        ),
+    });
+    let cur = horizontal.as_ref().unwrap_or(img);
+    if cur.height == height {
+        return Ok(horizontal.unwrap_or_else(|| img.clone()));
     }
-    if cur.height != height {
-        let taps = coefficients(cur.height, height, filter);
-        return Ok(Rgb8 {
-            width,
-            height,
-            data: resample::vertical(&cur.data, cur.width * 3, &taps),
-        });
-    }
-    Ok(cur.clone())
+    let taps = coefficients(cur.height, height, filter);
+    Ok(Rgb8 {
+        width,
+        height,
+        data: resample::vertical(&cur.data, cur.width * 3, &taps),
+    })
 }
 
 /// The resize as Pillow writes it, one output byte at a time: the reference the

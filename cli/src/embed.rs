@@ -20,6 +20,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -196,6 +197,9 @@ struct Job {
     config: VisionConfig,
     pooling: Pooling,
     normalize: bool,
+    /// Set at the first failure: the producer decodes no more batches and the
+    /// workers start no more forwards.
+    stop: AtomicBool,
 }
 
 impl Job {
@@ -267,6 +271,9 @@ fn worker<T: Element, D: Kernels<T>>(
             }
             return;
         };
+        if job.stop.load(Ordering::Relaxed) {
+            return; // the job failed elsewhere: no more forwards
+        }
         match submit(&model, &c, batch, &mut bank, &mut slots) {
             Ok(f) => {
                 if let Some(prev) = in_flight.replace(f) {
@@ -418,13 +425,21 @@ fn spawn<'s>(
     batches: Queue,
     answers: mpsc::Sender<Answer>,
 ) {
-    scope.spawn(move || match (device, dtype) {
-        (Opened::Cpu, DType::F32) => worker::<f32, Cpu>(Cpu, job, &batches, &answers),
-        (Opened::Cpu, DType::BF16) => worker::<bf16, Cpu>(Cpu, job, &batches, &answers),
-        (Opened::Cuda(d), DType::F32) => worker::<f32, Cuda>(d, job, &batches, &answers),
-        (Opened::Cuda(d), DType::BF16) => worker::<bf16, Cuda>(d, job, &batches, &answers),
-        (Opened::Wgpu(d), DType::F32) => worker::<f32, Wgpu>(d, job, &batches, &answers),
-        (Opened::Wgpu(d), DType::BF16) => worker::<bf16, Wgpu>(d, job, &batches, &answers),
+    scope.spawn(move || {
+        let name = describe(&device);
+        // A worker that panics answers with an error like any failure: its batch
+        // would otherwise never come, and the job would wait for it to the end.
+        let run = std::panic::AssertUnwindSafe(|| match (device, dtype) {
+            (Opened::Cpu, DType::F32) => worker::<f32, Cpu>(Cpu, job, &batches, &answers),
+            (Opened::Cpu, DType::BF16) => worker::<bf16, Cpu>(Cpu, job, &batches, &answers),
+            (Opened::Cuda(d), DType::F32) => worker::<f32, Cuda>(d, job, &batches, &answers),
+            (Opened::Cuda(d), DType::BF16) => worker::<bf16, Cuda>(d, job, &batches, &answers),
+            (Opened::Wgpu(d), DType::F32) => worker::<f32, Wgpu>(d, job, &batches, &answers),
+            (Opened::Wgpu(d), DType::BF16) => worker::<bf16, Wgpu>(d, job, &batches, &answers),
+        });
+        if std::panic::catch_unwind(run).is_err() {
+            let _ = answers.send(Err(format!("{name}: the worker thread panicked")));
+        }
     });
 }
 
@@ -512,6 +527,7 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
         config: config.clone(),
         pooling: args.pooling,
         normalize: args.normalize,
+        stop: AtomicBool::new(false),
     };
     let bar = progress_bar(paths.len());
     let (batch_tx, batch_rx) = mpsc::sync_channel::<Batch>(2 * opened.len());
@@ -534,7 +550,7 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
         // The workers hold the queue now: when they are all gone, the producer's
         // sends fail and it stops.
         drop(batch_rx);
-        let (paths, processor) = (&paths, &processor);
+        let (paths, processor, job) = (&paths, &processor, &job);
         // Producer: decode a batch in parallel, queue it (two per device ahead). A
         // batch whose every image was skipped is answered here, empty, so that the
         // rows after it can be written.
@@ -542,6 +558,9 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
         let producer = s.spawn(move || -> Result<Vec<(PathBuf, String)>, String> {
             let mut skipped = Vec::new();
             for (index, chunk) in paths.chunks(batch_size).enumerate() {
+                if job.stop.load(Ordering::Relaxed) {
+                    break;
+                }
                 let base = index * batch_size;
                 let decoded: Vec<(usize, Result<Pixels, String>)> = chunk
                     .par_iter()
@@ -552,7 +571,10 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
                 for (i, r) in decoded {
                     match r {
                         Ok(px) => images.push((i, px)),
-                        Err(e) if args.strict => return Err(format!("{e} (--strict)")),
+                        Err(e) if args.strict => {
+                            job.stop.store(true, Ordering::Relaxed);
+                            return Err(format!("{e} (--strict)"));
+                        }
                         Err(e) => {
                             let _ = writeln!(std::io::stderr(), "skipped: {e}");
                             skipped.push((paths[i].clone(), e));
@@ -572,8 +594,8 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
             Ok(skipped)
         });
         // Rows are written as batches finish. The first failure stops the job: the
-        // receiver goes, so the workers' next answers fail and they stop, and then
-        // the producer's next batch does.
+        // flag stops the producer before its next batch and the workers before
+        // their next forward, and the receiver goes, so their answers fail too.
         for answer in answer_rx {
             let written = answer.and_then(|(index, batch_rows)| {
                 let n = batch_rows.len() as u64;
@@ -586,6 +608,7 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
                     }
                 }
                 Err(e) => {
+                    job.stop.store(true, Ordering::Relaxed);
                     failure = Some(e);
                     break;
                 }

@@ -30,6 +30,7 @@ pub(crate) type Taps = (usize, Vec<i32>);
 /// per channel (zero-padded to whole [`LANES`]) into lane-wise sums, added per
 /// channel at the end.
 pub(crate) fn horizontal(src: &[u8], width: usize, taps: &[Taps]) -> Vec<u8> {
+    debug_assert!(taps.iter().all(|(first, k)| first + k.len() <= width));
     let w3 = width * 3;
     let out_w3 = taps.len() * 3;
     if w3 == 0 || out_w3 == 0 {
@@ -75,6 +76,9 @@ pub(crate) fn horizontal(src: &[u8], width: usize, taps: &[Taps]) -> Vec<u8> {
 /// `clip8(2^21 + Σⱼ src row (first + j)·kⱼ)` element by element, accumulated a
 /// whole row at a time. Taps must lie inside `src`.
 pub(crate) fn vertical(src: &[u8], row_len: usize, taps: &[Taps]) -> Vec<u8> {
+    debug_assert!(taps
+        .iter()
+        .all(|(first, k)| (first + k.len()) * row_len <= src.len()));
     let mut out = vec![0u8; taps.len() * row_len];
     if row_len == 0 {
         return out;

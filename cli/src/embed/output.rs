@@ -1,16 +1,18 @@
-//! The output file of `tessera embed`, written as the batches finish: memory stays
-//! bounded by the batches in flight, not by the collection (a million SigLIP-so400m
-//! rows are 4.6 GB).
+//! The output file of `tessera embed`, written as the batches finish: memory holds
+//! the batches that finished ahead of an earlier one, not the collection (a million
+//! SigLIP-so400m rows are 4.6 GB).
 //!
 //! - Rows go straight to `OUT.tmp-PID`, after room reserved for the header, in path
 //!   order: a batch that finishes early waits in memory until the ones before it
-//!   are written. Skipped images leave no row.
+//!   are written (with devices of equal speed a few batches; with a slow one beside
+//!   a fast one, about twice the speed ratio). Skipped images leave no row.
 //! - The header is written last, into the reserved room: its largest form (every
 //!   path kept, N the number of paths) is known before the first row, and the real
 //!   one is padded to that size with spaces, as both formats allow (safetensors
 //!   pads its JSON header with spaces to 8 bytes; `.npy` its Python literal to 64).
-//! - Then the file is synced and renamed into place: an interrupted job leaves no
-//!   half output (only its `.tmp-PID` file, removed when the job fails cleanly).
+//! - Then the files are synced and renamed into place, the paths file first: an
+//!   interrupted job leaves no half output. A job that fails removes its
+//!   `.tmp-PID` file; one that is killed leaves it (the rows so far, no header).
 //! - A safetensors header holds at most 100 MB (the safetensors readers refuse
 //!   more). Where the paths would not fit, they go to `OUT.paths.txt` instead and
 //!   the metadata's `paths_file` names it — decided before the first image, not
@@ -52,8 +54,10 @@ pub(super) struct RowWriter {
     format: Format,
     path: PathBuf,
     tmp: PathBuf,
-    /// `None` once finished (or failed): nothing more is written.
+    /// `None` before it is created and once finished: nothing more is written.
     file: Option<BufWriter<File>>,
+    /// Whether this writer created `tmp` (only then does it remove it).
+    created: bool,
     /// Bytes before the first row: 8 + the JSON (safetensors) or the whole `.npy`
     /// header.
     reserved: usize,
@@ -98,6 +102,7 @@ impl RowWriter {
             path: path.to_path_buf(),
             tmp: tmp_name(path),
             file: None,
+            created: false,
             reserved: 0,
             dim,
             names,
@@ -116,6 +121,7 @@ impl RowWriter {
         }
         w.reserved = largest.len();
         let file = File::create(&w.tmp).map_err(|e| format!("{}: {e}", w.tmp.display()))?;
+        w.created = true;
         let mut file = BufWriter::with_capacity(1 << 20, file);
         // Room for the header, filled in by `finish`.
         file.write_all(&vec![0u8; w.reserved])
@@ -204,14 +210,19 @@ impl RowWriter {
             .iter()
             .map(|&i| PathBuf::from(&self.names[i]))
             .collect();
-        if let Some(list) = self.paths_file() {
-            let text: String = self
-                .kept
-                .iter()
-                .map(|&i| self.names[i].clone() + "\n")
-                .collect();
-            atomic_write(&list, text.as_bytes())?;
-        }
+        // Both files complete and synced under their temporary names first, then
+        // renamed, the paths first: a failure before the renames changes nothing.
+        let list = match self.paths_file() {
+            Some(list) => {
+                let text: String = self
+                    .kept
+                    .iter()
+                    .map(|&i| self.names[i].clone() + "\n")
+                    .collect();
+                Some((write_synced(&list, text.as_bytes())?, list))
+            }
+            None => None,
+        };
         let file = self.file.take().ok_or("embed: output already closed")?;
         let done = (|| {
             let mut file = file.into_inner().map_err(|e| e.into_error())?;
@@ -219,12 +230,17 @@ impl RowWriter {
             file.write_all(&header)?;
             file.sync_all()
         })();
-        if let Err(e) = done {
-            return Err(self.io_error(e));
+        let renamed = done.map_err(|e| self.io_error(e)).and_then(|()| {
+            if let Some((tmp, list)) = &list {
+                std::fs::rename(tmp, list).map_err(|e| format!("{}: {e}", list.display()))?;
+            }
+            std::fs::rename(&self.tmp, &self.path)
+                .map_err(|e| format!("{}: {e}", self.path.display()))
+        });
+        if let (Err(_), Some((tmp, _))) = (&renamed, &list) {
+            let _ = std::fs::remove_file(tmp);
         }
-        std::fs::rename(&self.tmp, &self.path)
-            .map_err(|e| format!("{}: {e}", self.path.display()))?;
-        Ok(kept)
+        renamed.map(|()| kept)
     }
 
     /// The header for the rows of path indices `kept`: safetensors' 8-byte
@@ -286,7 +302,9 @@ impl Drop for RowWriter {
     fn drop(&mut self) {
         // After a finish the file was renamed away and this finds nothing.
         drop(self.file.take());
-        let _ = std::fs::remove_file(&self.tmp);
+        if self.created {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }
 
@@ -302,16 +320,20 @@ fn tmp_name(path: &Path) -> PathBuf {
     PathBuf::from(tmp)
 }
 
-/// Write `bytes` to `path.tmp-PID`, then rename over `path`.
-fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), String> {
+/// Write `bytes` to `path.tmp-PID` and sync it; returns that name (renamed over
+/// `path` by the caller).
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<PathBuf, String> {
     let tmp = tmp_name(path);
-    std::fs::write(&tmp, bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
+    let written = File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    written.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        format!("{}: {e}", path.display())
-    })
+        format!("{}: {e}", tmp.display())
+    })?;
+    Ok(tmp)
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
