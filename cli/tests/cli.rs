@@ -952,15 +952,9 @@ fn embed_folder(name: &str) -> PathBuf {
     dir
 }
 
-/// A folder (recursive, sorted) embeds in path order on two workers with batches
-/// of 2; the broken file is reported and skipped; every row equals what `run`
-/// makes of that image; --strict stops at the broken file and writes nothing.
-#[test]
-fn embed_folder_in_path_order_skipping_broken_files() {
-    let dir = embed_folder("embed_in");
-    let out = tmp("embed.safetensors");
-    let _ = std::fs::remove_file(&out);
-    let res = tessera(&[
+/// `tessera embed` of the tiny model over `dir` into `out` on two CPU workers.
+fn embed_tiny_on_two_cpus(dir: &Path, out: &Path, batch: &str) -> Output {
+    tessera(&[
         "embed",
         "--model",
         "tests/data/siglip_tiny",
@@ -970,8 +964,19 @@ fn embed_folder_in_path_order_skipping_broken_files() {
         "--device",
         "cpu,cpu",
         "--batch",
-        "2",
-    ]);
+        batch,
+    ])
+}
+
+/// A folder (recursive, sorted) embeds in path order on two workers with batches
+/// of 2; the broken file is reported and skipped; every row equals what `run`
+/// makes of that image; --strict stops at the broken file and writes nothing.
+#[test]
+fn embed_folder_in_path_order_skipping_broken_files() {
+    let dir = embed_folder("embed_in");
+    let out = tmp("embed.safetensors");
+    let _ = std::fs::remove_file(&out);
+    let res = embed_tiny_on_two_cpus(&dir, &out, "2");
     assert_ok(&res, "embed");
     let stderr = String::from_utf8_lossy(&res.stderr);
     assert!(stderr.contains("broken.jpg"), "{stderr}");
@@ -1010,18 +1015,7 @@ fn embed_folder_in_path_order_skipping_broken_files() {
     // file stays.
     let out1 = tmp("embed_b1.safetensors");
     let _ = std::fs::remove_file(&out1);
-    let res = tessera(&[
-        "embed",
-        "--model",
-        "tests/data/siglip_tiny",
-        dir.to_str().unwrap(),
-        "-o",
-        out1.to_str().unwrap(),
-        "--device",
-        "cpu,cpu",
-        "--batch",
-        "1",
-    ]);
+    let res = embed_tiny_on_two_cpus(&dir, &out1, "1");
     assert_ok(&res, "embed --batch 1");
     let (shape1, values1, paths1) = read_embeddings(&out1);
     assert_eq!((shape1, &paths1), (vec![5, 64], &paths));
