@@ -12,9 +12,9 @@
 //!   (`--strict`: the job stops at it).
 //! - The output (safetensors `embeddings` [N, D] with the paths in order in its
 //!   metadata, or `.npy` plus a `.paths.txt`) is written row by row as batches
-//!   finish, to a temporary file renamed at the end (`embed/output.rs`): memory stays
-//!   bounded by the batches in flight, and an interrupted job never leaves a half
-//!   file.
+//!   finish, to a temporary file renamed at the end (`embed/output.rs`): memory
+//!   holds only batches that finished ahead of an earlier one, not the collection,
+//!   and an interrupted job never leaves a half file.
 //! - A model with memory-gated attention embeds its images as one stream of
 //!   segments, in order, on one device (the bank carries from image to image).
 
@@ -450,7 +450,7 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
     if args.batch == 0 {
         return Err("--batch must be at least 1".into());
     }
-    output::Format::of(&args.output)?;
+    let format = output::Format::of(&args.output)?;
     let files = ModelFiles::locate(&args.model).map_err(|e| e.to_string())?;
     let config = VisionConfig::from_file(&files.config).map_err(|e| e.to_string())?;
     if config.num_channels != 3 {
@@ -504,9 +504,7 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
     let dim = config.hidden_size;
     let mut writer =
         RowWriter::create(&args.output, &paths, dim, &args.model.display().to_string())?;
-    if let (output::Format::Safetensors, Some(list)) =
-        (output::Format::of(&args.output)?, writer.paths_file())
-    {
+    if let (output::Format::Safetensors, Some(list)) = (format, writer.paths_file()) {
         let _ = writeln!(
             std::io::stderr(),
             "note: {} paths overflow a safetensors header: they go to {} (named by the \
