@@ -4,10 +4,11 @@
 //! - Inputs: files, folders (recursive, sorted; PNG and JPEG by extension) and
 //!   `@list.txt` files (one path a line; blank lines and `#` comments skipped), in
 //!   the order given.
-//! - Decoding and preprocessing run in parallel (rayon) on a producer thread, a
-//!   batch or two ahead of the devices; each device has a worker thread with its
-//!   own copy of the model; batches go to whichever device is free, rows land in
-//!   path order.
+//! - Decoding and preprocessing run in parallel (rayon), one task per file with
+//!   no barrier per batch, a window of files ahead of the batch being assembled
+//!   (`embed/decode.rs`); batches are queued two per device ahead. Each device
+//!   has a worker thread with its own copy of the model; batches go to whichever
+//!   device is free, rows land in path order.
 //! - A file that cannot be read or decoded is reported by path and skipped
 //!   (`--strict`: the job stops at it).
 //! - The output (safetensors `embeddings` [N, D] with the paths in order in its
@@ -25,7 +26,6 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use rayon::prelude::*;
 use tessera::model::{Architecture, ImagePatches};
 use tessera::model::{ModelFiles, VisionConfig, VisionModel, VisionOutput};
 use tessera::preprocess::{ImageProcessor, Siglip2Processor};
@@ -33,6 +33,7 @@ use tessera::{bf16, Cpu, Cuda, DType, DeviceBuffer, Element, Kernels, Wgpu};
 
 use crate::devices::{DeviceChoice, Opened};
 
+mod decode;
 mod output;
 
 use output::RowWriter;
@@ -178,9 +179,25 @@ impl Processor {
 }
 
 /// A batch of decoded images: (index of the path, its pixels).
-struct Batch {
-    index: usize,
-    images: Vec<(usize, Pixels)>,
+type Batch = decode::Decoded<Pixels>;
+
+/// Where the producer's batches go: the devices' queue, or (a batch whose every
+/// file was skipped) straight to the writer as an empty answer.
+struct Queues {
+    batches: mpsc::SyncSender<Batch>,
+    empty: mpsc::Sender<Answer>,
+}
+
+impl decode::Sink<Pixels> for Queues {
+    fn batch(&mut self, batch: Batch) -> bool {
+        self.batches.send(batch).is_ok()
+    }
+    fn empty(&mut self, index: usize) -> bool {
+        self.empty.send(Ok((index, Vec::new()))).is_ok()
+    }
+    fn skipped(&mut self, _path: &Path, why: &str) {
+        let _ = writeln!(std::io::stderr(), "skipped: {why}");
+    }
 }
 
 /// A worker's answer: the batch index and one embedding per image (path index,
@@ -549,47 +566,23 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
         // sends fail and it stops.
         drop(batch_rx);
         let (paths, processor, job) = (&paths, &processor, &job);
-        // Producer: decode a batch in parallel, queue it (two per device ahead). A
-        // batch whose every image was skipped is answered here, empty, so that the
-        // rows after it can be written.
-        let empty_tx = answer_tx;
-        let producer = s.spawn(move || -> Result<Vec<(PathBuf, String)>, String> {
-            let mut skipped = Vec::new();
-            for (index, chunk) in paths.chunks(batch_size).enumerate() {
-                if job.stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let base = index * batch_size;
-                let decoded: Vec<(usize, Result<Pixels, String>)> = chunk
-                    .par_iter()
-                    .enumerate()
-                    .map(|(i, p)| (base + i, processor.load(p).map_err(|e| e.to_string())))
-                    .collect();
-                let mut images = Vec::with_capacity(decoded.len());
-                for (i, r) in decoded {
-                    match r {
-                        Ok(px) => images.push((i, px)),
-                        Err(e) if args.strict => {
-                            job.stop.store(true, Ordering::Relaxed);
-                            return Err(format!("{e} (--strict)"));
-                        }
-                        Err(e) => {
-                            let _ = writeln!(std::io::stderr(), "skipped: {e}");
-                            skipped.push((paths[i].clone(), e));
-                        }
-                    }
-                }
-                let sent = if images.is_empty() {
-                    empty_tx.send(Ok((index, Vec::new()))).is_ok()
-                } else {
-                    batch_tx.send(Batch { index, images }).is_ok()
-                };
-                if !sent {
-                    break; // the job stopped: its answers say why
-                }
-            }
-            drop((batch_tx, empty_tx));
-            Ok(skipped)
+        // Producer: decode in parallel, without a barrier per batch (embed/decode.rs),
+        // and queue batches two per device ahead. A batch whose every image was
+        // skipped is answered here, empty, so that the rows after it can be written.
+        let mut queues = Queues {
+            batches: batch_tx,
+            empty: answer_tx,
+        };
+        let producer = s.spawn(move || {
+            decode::produce(
+                paths,
+                batch_size,
+                decode::window(batch_size),
+                args.strict,
+                &job.stop,
+                |p| processor.load(p).map_err(|e| e.to_string()),
+                &mut queues,
+            )
         });
         // Rows are written as batches finish. The first failure stops the job: the
         // flag stops the producer before its next batch and the workers before

@@ -1,0 +1,295 @@
+//! The embedding job's producer: decode and preprocess the files, in parallel and
+//! without a barrier per batch, and hand out batches in path order.
+//!
+//! Each file is one rayon task. Tasks are started up to a window of images past
+//! the batch being assembled, so while a slow file (a 12 MP photo among
+//! thumbnails) finishes, the other threads already decode the next batch: one
+//! slow file delays its own batch, not the decoding behind it. The window also
+//! keeps every thread busy at batch 1 (memory models), where a batch-at-a-time
+//! producer decodes on one thread.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+
+/// A decoded batch: its index and (index of the path, decoded value) for each of
+/// its files that could be read.
+pub struct Decoded<P> {
+    pub index: usize,
+    pub images: Vec<(usize, P)>,
+}
+
+/// Where the producer sends what it makes.
+pub trait Sink<P> {
+    /// A batch with at least one image; false when nobody takes batches any more.
+    fn batch(&mut self, batch: Decoded<P>) -> bool;
+    /// A batch whose every file was skipped; false as for [`Sink::batch`].
+    fn empty(&mut self, index: usize) -> bool;
+    /// A file skipped (unreadable or not an image), reported in path order.
+    fn skipped(&mut self, path: &std::path::Path, why: &str);
+}
+
+/// The images decoded (or being decoded) ahead of the batch being assembled: at
+/// least a batch, and two per thread.
+pub fn window(batch_size: usize) -> usize {
+    batch_size.max(2 * rayon::current_num_threads())
+}
+
+/// Decode `paths` with `load` on the rayon pool, `window` images at most ahead of
+/// the batch being assembled, and send batches of `batch_size` in order to
+/// `sink`. A file that fails to load is skipped (reported to the sink), or with
+/// `strict` ends the job with its error. A panic while loading a file counts as
+/// that file's error. `stop` set (elsewhere, or here on a strict failure) ends
+/// the loop before the next batch; the files already started are not waited for
+/// beyond their own load. Returns the skipped files with their errors.
+pub fn produce<P, L, S>(
+    paths: &[PathBuf],
+    batch_size: usize,
+    window: usize,
+    strict: bool,
+    stop: &AtomicBool,
+    load: L,
+    sink: &mut S,
+) -> Result<Vec<(PathBuf, String)>, String>
+where
+    P: Send,
+    L: Fn(&std::path::Path) -> Result<P, String> + Sync,
+    S: Sink<P>,
+{
+    let batch_size = batch_size.max(1);
+    let window = window.max(1);
+    let (done_tx, done_rx) = mpsc::channel::<(usize, Result<P, String>)>();
+    let load = &load;
+    // In place: this thread assembles batches (and may block on the sink) while
+    // the pool's threads decode; the scope's end waits for the tasks started.
+    rayon::in_place_scope(|scope| {
+        let mut started = 0;
+        let mut ready: HashMap<usize, Result<P, String>> = HashMap::new();
+        let mut skipped = Vec::new();
+        for (index, chunk) in paths.chunks(batch_size).enumerate() {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let base = index * batch_size;
+            let end = base + chunk.len();
+            let horizon = (end + window).min(paths.len());
+            while started < horizon {
+                let (i, tx) = (started, done_tx.clone());
+                scope.spawn(move |_| {
+                    let r = if stop.load(Ordering::Relaxed) {
+                        Err("not decoded: the job stopped".to_string())
+                    } else {
+                        load_caught(load, &paths[i])
+                    };
+                    let _ = tx.send((i, r));
+                });
+                started += 1;
+            }
+            // Every task sends exactly once (panics are caught), and this thread
+            // holds a sender: the receive cannot fail, nor wait forever.
+            while (base..end).any(|i| !ready.contains_key(&i)) {
+                match done_rx.recv() {
+                    Ok((i, r)) => {
+                        ready.insert(i, r);
+                    }
+                    Err(_) => return Err("the decoding tasks stopped answering".to_string()),
+                }
+            }
+            let mut images = Vec::with_capacity(chunk.len());
+            for i in base..end {
+                match ready.remove(&i) {
+                    Some(Ok(px)) => images.push((i, px)),
+                    Some(Err(e)) if strict => {
+                        stop.store(true, Ordering::Relaxed);
+                        return Err(format!("{e} (--strict)"));
+                    }
+                    Some(Err(e)) => {
+                        sink.skipped(&paths[i], &e);
+                        skipped.push((paths[i].clone(), e));
+                    }
+                    None => {}
+                }
+            }
+            let sent = if images.is_empty() {
+                sink.empty(index)
+            } else {
+                sink.batch(Decoded { index, images })
+            };
+            if !sent {
+                // Nobody takes batches: the job stopped, and its answers say why.
+                stop.store(true, Ordering::Relaxed);
+                break;
+            }
+        }
+        Ok(skipped)
+    })
+}
+
+/// `load(path)`, with a panic turned into an error naming the file.
+fn load_caught<P, L>(load: &L, path: &std::path::Path) -> Result<P, String>
+where
+    L: Fn(&std::path::Path) -> Result<P, String>,
+{
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(path))).unwrap_or_else(|_| {
+        Err(format!(
+            "{}: decoding panicked (a bug in the decoder; please report the file)",
+            path.display()
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use std::time::Duration;
+
+    /// Collects what the producer sends; refuses batches after `accept` of them.
+    #[derive(Default)]
+    struct Collect {
+        batches: Vec<(usize, Vec<(usize, String)>)>,
+        skipped: Vec<String>,
+        accept: Option<usize>,
+    }
+
+    impl Sink<String> for Collect {
+        fn batch(&mut self, b: Decoded<String>) -> bool {
+            if self.accept.is_some_and(|n| self.batches.len() >= n) {
+                return false;
+            }
+            self.batches.push((b.index, b.images));
+            true
+        }
+        fn empty(&mut self, index: usize) -> bool {
+            self.batch(Decoded {
+                index,
+                images: Vec::new(),
+            })
+        }
+        fn skipped(&mut self, path: &Path, why: &str) {
+            self.skipped.push(format!("{}|{why}", path.display()));
+        }
+    }
+
+    fn paths(n: usize) -> Vec<PathBuf> {
+        (0..n).map(|i| PathBuf::from(format!("f{i}"))).collect()
+    }
+
+    fn number(p: &Path) -> usize {
+        p.to_str().unwrap()[1..].parse().unwrap()
+    }
+
+    /// Files whose number is a multiple of 7 fail, of 5 panic; the time each
+    /// takes varies (so they finish out of order).
+    fn flaky(p: &Path) -> Result<String, String> {
+        let i = number(p);
+        std::thread::sleep(Duration::from_micros(((i * 7919) % 13) as u64 * 200));
+        if i % 7 == 3 {
+            Err(format!("{}: broken", p.display()))
+        } else if i % 5 == 4 {
+            panic!("decoder bug");
+        } else {
+            Ok(format!("px{i}"))
+        }
+    }
+
+    #[test]
+    fn batches_come_in_path_order_with_failures_skipped() {
+        for (n, batch, window) in [(23, 4, 1), (23, 4, 9), (10, 1, 3), (5, 8, 2), (0, 3, 3)] {
+            let stop = AtomicBool::new(false);
+            let mut sink = Collect::default();
+            let ps = paths(n);
+            let skipped = produce(&ps, batch, window, false, &stop, flaky, &mut sink).unwrap();
+            // Expected, from the rule itself: batch b holds files b·batch.. that load.
+            let want: Vec<(usize, Vec<(usize, String)>)> = (0..n.div_ceil(batch))
+                .map(|b| {
+                    let images = (b * batch..((b + 1) * batch).min(n))
+                        .filter(|i| i % 7 != 3 && i % 5 != 4)
+                        .map(|i| (i, format!("px{i}")))
+                        .collect();
+                    (b, images)
+                })
+                .collect();
+            assert_eq!(sink.batches, want, "n {n} batch {batch} window {window}");
+            let bad: Vec<usize> = (0..n).filter(|i| i % 7 == 3 || i % 5 == 4).collect();
+            let names: Vec<usize> = skipped.iter().map(|(p, _)| number(p)).collect();
+            assert_eq!(names, bad, "skipped in path order");
+            assert_eq!(sink.skipped.len(), bad.len());
+            for (s, i) in sink.skipped.iter().zip(&bad) {
+                let why = if i % 7 == 3 { "broken" } else { "panicked" };
+                assert!(s.starts_with(&format!("f{i}|")) && s.contains(why), "{s}");
+            }
+            assert!(!stop.load(Ordering::Relaxed));
+        }
+    }
+
+    #[test]
+    fn strict_stops_at_the_first_failure_in_path_order() {
+        let stop = AtomicBool::new(false);
+        let mut sink = Collect::default();
+        // f3 fails (broken) first in path order, though f4's panic may come first.
+        let err = produce(&paths(40), 2, 8, true, &stop, flaky, &mut sink).unwrap_err();
+        assert!(
+            err.starts_with("f3: broken") && err.ends_with("(--strict)"),
+            "{err}"
+        );
+        assert_eq!(sink.batches.len(), 1, "only the batch before f3's");
+        assert!(stop.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn a_refused_batch_or_a_stop_ends_the_loop() {
+        let stop = AtomicBool::new(false);
+        let mut sink = Collect {
+            accept: Some(2),
+            ..Collect::default()
+        };
+        let loads = std::sync::atomic::AtomicUsize::new(0);
+        let load = |p: &Path| {
+            loads.fetch_add(1, Ordering::Relaxed);
+            Ok(p.display().to_string())
+        };
+        produce(&paths(1000), 3, 4, false, &stop, load, &mut sink).unwrap();
+        assert_eq!(sink.batches.len(), 2);
+        assert!(stop.load(Ordering::Relaxed), "a refused batch sets stop");
+        // The window bounds the work started: 3 batches + 4 images ahead.
+        assert!(loads.load(Ordering::Relaxed) <= 13, "{loads:?}");
+
+        let stop = AtomicBool::new(true);
+        let mut sink = Collect::default();
+        produce(&paths(10), 3, 4, false, &stop, flaky, &mut sink).unwrap();
+        assert!(sink.batches.is_empty(), "stopped before the first batch");
+    }
+
+    /// The point of the window: a slow file delays its own batch only. File 0
+    /// waits (up to 20 s) until the other 11 files, in this batch and the next
+    /// two, have loaded; a producer that decodes batch by batch never starts the
+    /// next batches while file 0 runs, and fails this.
+    #[test]
+    fn a_slow_file_does_not_hold_up_the_next_batches_decoding() {
+        if rayon::current_num_threads() < 2 {
+            return; // one thread decodes in order whatever the window
+        }
+        let stop = AtomicBool::new(false);
+        let mut sink = Collect::default();
+        let loaded = std::sync::atomic::AtomicUsize::new(0);
+        let load = |p: &Path| {
+            let i = number(p);
+            if i == 0 {
+                let t = std::time::Instant::now();
+                while loaded.load(Ordering::SeqCst) < 11 {
+                    if t.elapsed() > std::time::Duration::from_secs(20) {
+                        return Err("the other files were not decoded meanwhile".into());
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            loaded.fetch_add(1, Ordering::SeqCst);
+            Ok(format!("px{i}"))
+        };
+        let skipped = produce(&paths(12), 4, 8, false, &stop, load, &mut sink).unwrap();
+        assert!(skipped.is_empty(), "{skipped:?}");
+        assert_eq!(sink.batches.len(), 3);
+    }
+}
