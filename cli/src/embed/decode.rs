@@ -97,7 +97,7 @@ where
                 }
             }
             let mut images = Vec::with_capacity(chunk.len());
-            for i in base..end {
+            for (i, path) in (base..end).zip(chunk) {
                 match ready.remove(&i) {
                     Some(Ok(px)) => images.push((i, px)),
                     Some(Err(e)) if strict => {
@@ -105,8 +105,8 @@ where
                         return Err(format!("{e} (--strict)"));
                     }
                     Some(Err(e)) => {
-                        sink.skipped(&paths[i], &e);
-                        skipped.push((paths[i].clone(), e));
+                        sink.skipped(path, &e);
+                        skipped.push((path.clone(), e));
                     }
                     None => {}
                 }
