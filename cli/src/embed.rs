@@ -21,10 +21,10 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use tessera::model::{Architecture, ImagePatches};
 use tessera::model::{ModelFiles, VisionConfig, VisionModel, VisionOutput};
@@ -101,6 +101,37 @@ pub struct Summary {
     pub dim: usize,
     pub seconds: f64,
     pub devices: Vec<String>,
+    /// Where the time went: decoding or the devices.
+    pub balance: Balance,
+}
+
+/// What limited a job: the host decoding images, or the devices embedding them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Balance {
+    /// Thread time per decoded file (seconds), and the threads that decode.
+    pub decode_seconds_per_image: f64,
+    pub decode_threads: usize,
+    /// The share of the decoding thread's time spent waiting for a device to take
+    /// a batch (the devices were behind).
+    pub decoding_waited: f64,
+    /// The share of the device workers' time spent waiting for a decoded batch
+    /// (decoding was behind). On a GPU this wait overlaps the batch in flight,
+    /// so it counts the device idle a little more than it was.
+    pub devices_waited: f64,
+}
+
+impl Balance {
+    /// Which side held the job back: the one the other waited for, when that
+    /// wait is a tenth of the time or more.
+    pub fn limit(&self) -> &'static str {
+        if self.devices_waited >= 0.1 && self.devices_waited > self.decoding_waited {
+            "decoding limited this job"
+        } else if self.decoding_waited >= 0.1 && self.decoding_waited > self.devices_waited {
+            "the devices limited this job"
+        } else {
+            "decoding and the devices kept pace"
+        }
+    }
 }
 
 /// Image extensions a folder walk picks up.
@@ -183,14 +214,24 @@ type Batch = decode::Decoded<Pixels>;
 
 /// Where the producer's batches go: the devices' queue, or (a batch whose every
 /// file was skipped) straight to the writer as an empty answer.
-struct Queues {
+/// It also counts the time the producer waits for a device to take a batch,
+/// from the moment the first device began serving (before that, the wait is the
+/// model's loading, not the devices falling behind).
+struct Queues<'a> {
     batches: mpsc::SyncSender<Batch>,
     empty: mpsc::Sender<Answer>,
+    serving: &'a OnceLock<Instant>,
+    blocked: Duration,
 }
 
-impl decode::Sink<Pixels> for Queues {
+impl decode::Sink<Pixels> for Queues<'_> {
     fn batch(&mut self, batch: Batch) -> bool {
-        self.batches.send(batch).is_ok()
+        let asked = Instant::now();
+        let sent = self.batches.send(batch).is_ok();
+        if let Some(&serving) = self.serving.get() {
+            self.blocked += Instant::now().saturating_duration_since(asked.max(serving));
+        }
+        sent
     }
     fn empty(&mut self, index: usize) -> bool {
         self.empty.send(Ok((index, Vec::new()))).is_ok()
@@ -217,6 +258,28 @@ struct Job {
     /// Set at the first failure: the producer decodes no more batches and the
     /// workers start no more forwards.
     stop: AtomicBool,
+    /// The device workers' time from their model loaded to their end, and of
+    /// it the time spent waiting for a decoded batch (nanoseconds, summed).
+    worker_nanos: AtomicU64,
+    idle_nanos: AtomicU64,
+    /// When the first device worker had its model loaded.
+    serving: OnceLock<Instant>,
+}
+
+/// Adds a worker's serving time and its time waiting for batches to the job's
+/// totals when the worker ends, whichever way it ends.
+struct WorkerClock<'a> {
+    job: &'a Job,
+    serving: Instant,
+    idle: Duration,
+}
+
+impl Drop for WorkerClock<'_> {
+    fn drop(&mut self) {
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        (self.job.worker_nanos).fetch_add(nanos(self.serving.elapsed()), Ordering::Relaxed);
+        (self.job.idle_nanos).fetch_add(nanos(self.idle), Ordering::Relaxed);
+    }
 }
 
 impl Job {
@@ -271,6 +334,11 @@ fn worker<T: Element, D: Kernels<T>>(
             return;
         }
     };
+    let mut clock = WorkerClock {
+        job,
+        serving: *job.serving.get_or_init(Instant::now),
+        idle: Duration::ZERO,
+    };
     let c = job.config.clone();
     let mut bank = None;
     let mut slots: Vec<Slot<T, D>> = Vec::new();
@@ -280,7 +348,9 @@ fn worker<T: Element, D: Kernels<T>>(
     // backend the forward itself runs in `submit`, and nothing changes).
     let mut in_flight: Option<InFlight<T, D>> = None;
     loop {
+        let waiting = Instant::now();
         let next = batches.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        clock.idle += waiting.elapsed();
         let Ok(batch) = next else {
             // The queue closed: the last batch's embeddings, then stop.
             if let Some(prev) = in_flight.take() {
@@ -543,12 +613,16 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
         pooling: args.pooling,
         normalize: args.normalize,
         stop: AtomicBool::new(false),
+        worker_nanos: AtomicU64::new(0),
+        idle_nanos: AtomicU64::new(0),
+        serving: OnceLock::new(),
     };
     let bar = progress_bar(paths.len());
     let (batch_tx, batch_rx) = mpsc::sync_channel::<Batch>(2 * opened.len());
     let batch_rx: Queue = Arc::new(Mutex::new(batch_rx));
     let (answer_tx, answer_rx) = mpsc::channel::<Answer>();
-    let mut skipped: Vec<(PathBuf, String)> = Vec::new();
+    let mut produced = decode::Produced::default();
+    let mut decoding_waited = 0.0;
     let mut failure: Option<String> = None;
 
     std::thread::scope(|s| {
@@ -572,9 +646,11 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
         let mut queues = Queues {
             batches: batch_tx,
             empty: answer_tx,
+            serving: &job.serving,
+            blocked: Duration::ZERO,
         };
         let producer = s.spawn(move || {
-            decode::produce(
+            let produced = decode::produce(
                 paths,
                 batch_size,
                 decode::window(batch_size),
@@ -582,7 +658,13 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
                 &job.stop,
                 |p| processor.load(p).map_err(|e| e.to_string()),
                 &mut queues,
-            )
+            );
+            // The queues close here: the workers finish what is queued and stop.
+            let Queues {
+                serving, blocked, ..
+            } = queues;
+            let since = serving.get().map_or(Duration::ZERO, Instant::elapsed);
+            produced.map(|p| (p, blocked, since))
         });
         // Rows are written as batches finish. The first failure stops the job: the
         // flag stops the producer before its next batch and the workers before
@@ -606,7 +688,10 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
             }
         }
         match producer.join() {
-            Ok(Ok(s)) => skipped = s,
+            Ok(Ok((p, blocked, since))) => {
+                produced = p;
+                decoding_waited = blocked.as_secs_f64() / since.as_secs_f64().max(1e-9);
+            }
             Ok(Err(e)) => {
                 failure.get_or_insert(e);
             }
@@ -624,16 +709,27 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
     if writer.rows() == 0 {
         return Err(format!(
             "no image could be read ({} skipped)",
-            skipped.len()
+            produced.skipped.len()
         ));
     }
     let kept = writer.finish(paths.len().div_ceil(batch_size))?;
+    let share = |part: f64, whole: f64| if whole > 0.0 { part / whole } else { 0.0 };
+    let balance = Balance {
+        decode_seconds_per_image: share(produced.load_seconds, produced.loaded as f64),
+        decode_threads: rayon::current_num_threads(),
+        decoding_waited,
+        devices_waited: share(
+            job.idle_nanos.load(Ordering::Relaxed) as f64,
+            job.worker_nanos.load(Ordering::Relaxed) as f64,
+        ),
+    };
     Ok(Summary {
         embedded: kept.len(),
-        skipped,
+        skipped: produced.skipped,
         dim,
         seconds: start.elapsed().as_secs_f64(),
         devices: described,
+        balance,
     })
 }
 
@@ -657,4 +753,23 @@ fn progress_bar(len: usize) -> Option<indicatif::ProgressBar> {
         bar.set_style(style);
     }
     Some(bar)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Balance;
+
+    #[test]
+    fn the_side_waited_for_is_the_limit() {
+        let b = |decoding_waited, devices_waited| Balance {
+            decode_seconds_per_image: 0.01,
+            decode_threads: 4,
+            decoding_waited,
+            devices_waited,
+        };
+        assert_eq!(b(0.8, 0.0).limit(), "the devices limited this job");
+        assert_eq!(b(0.0, 0.5).limit(), "decoding limited this job");
+        assert_eq!(b(0.05, 0.09).limit(), "decoding and the devices kept pace");
+        assert_eq!(b(0.2, 0.3).limit(), "decoding limited this job");
+    }
 }

@@ -87,6 +87,16 @@ fn embed_command(args: &tessera_cli::embed::EmbedArgs) -> CliResult<()> {
             format!(", {} skipped", s.skipped.len())
         }
     );
+    let b = &s.balance;
+    say!(
+        "decoding: {:.1} ms per image on {} threads; it waited for the devices {:.0} % of \
+         its time, the devices waited for it {:.0} % of theirs: {}",
+        b.decode_seconds_per_image * 1e3,
+        b.decode_threads,
+        b.decoding_waited * 100.0,
+        b.devices_waited * 100.0,
+        b.limit()
+    );
     say!("wrote {}", args.output.display());
     Ok(())
 }

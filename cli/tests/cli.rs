@@ -985,6 +985,12 @@ fn embed_folder_in_path_order_skipping_broken_files() {
         stdout.contains("embedded 5 image(s)") && stdout.contains("1 skipped"),
         "{stdout}"
     );
+    // Where the time went: decoding, or the devices.
+    assert!(
+        stdout.contains("decoding: ")
+            && (stdout.contains("limited this job") || stdout.contains("kept pace")),
+        "{stdout}"
+    );
     let (shape, values, paths) = read_embeddings(&out);
     let names: Vec<&str> = paths
         .iter()

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::time::Instant;
 
 /// A decoded batch: its index and (index of the path, decoded value) for each of
 /// its files that could be read.
@@ -30,6 +31,17 @@ pub trait Sink<P> {
     fn skipped(&mut self, path: &std::path::Path, why: &str);
 }
 
+/// What the producer did: the files it loaded, and where its time went.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Produced {
+    /// Files skipped, with their errors, in path order.
+    pub skipped: Vec<(PathBuf, String)>,
+    /// Files loaded (decoded and preprocessed, or failed while at it).
+    pub loaded: usize,
+    /// The threads' time in those loads, summed (seconds).
+    pub load_seconds: f64,
+}
+
 /// The images decoded (or being decoded) ahead of the batch being assembled: at
 /// least a batch, and two per thread.
 pub fn window(batch_size: usize) -> usize {
@@ -42,7 +54,7 @@ pub fn window(batch_size: usize) -> usize {
 /// `strict` ends the job with its error. A panic while loading a file counts as
 /// that file's error. `stop` set (elsewhere, or here on a strict failure) ends
 /// the loop before the next batch; the files already started are not waited for
-/// beyond their own load. Returns the skipped files with their errors.
+/// beyond their own load.
 pub fn produce<P, L, S>(
     paths: &[PathBuf],
     batch_size: usize,
@@ -51,7 +63,7 @@ pub fn produce<P, L, S>(
     stop: &AtomicBool,
     load: L,
     sink: &mut S,
-) -> Result<Vec<(PathBuf, String)>, String>
+) -> Result<Produced, String>
 where
     P: Send,
     L: Fn(&std::path::Path) -> Result<P, String> + Sync,
@@ -59,14 +71,14 @@ where
 {
     let batch_size = batch_size.max(1);
     let window = window.max(1);
-    let (done_tx, done_rx) = mpsc::channel::<(usize, Result<P, String>)>();
+    let (done_tx, done_rx) = mpsc::channel::<(usize, Result<P, String>, Option<f64>)>();
     let load = &load;
     // In place: this thread assembles batches (and may block on the sink) while
     // the pool's threads decode; the scope's end waits for the tasks started.
     rayon::in_place_scope(|scope| {
         let mut started = 0;
         let mut ready: HashMap<usize, Result<P, String>> = HashMap::new();
-        let mut skipped = Vec::new();
+        let mut out = Produced::default();
         for (index, chunk) in paths.chunks(batch_size).enumerate() {
             if stop.load(Ordering::Relaxed) {
                 break;
@@ -77,12 +89,14 @@ where
             while started < horizon {
                 let (i, tx) = (started, done_tx.clone());
                 scope.spawn(move |_| {
-                    let r = if stop.load(Ordering::Relaxed) {
-                        Err("not decoded: the job stopped".to_string())
+                    let (r, took) = if stop.load(Ordering::Relaxed) {
+                        (Err("not decoded: the job stopped".to_string()), None)
                     } else {
-                        load_caught(load, &paths[i])
+                        let t = Instant::now();
+                        let r = load_caught(load, &paths[i]);
+                        (r, Some(t.elapsed().as_secs_f64()))
                     };
-                    let _ = tx.send((i, r));
+                    let _ = tx.send((i, r, took));
                 });
                 started += 1;
             }
@@ -90,7 +104,11 @@ where
             // holds a sender: the receive cannot fail, nor wait forever.
             while (base..end).any(|i| !ready.contains_key(&i)) {
                 match done_rx.recv() {
-                    Ok((i, r)) => {
+                    Ok((i, r, took)) => {
+                        if let Some(t) = took {
+                            out.loaded += 1;
+                            out.load_seconds += t;
+                        }
                         ready.insert(i, r);
                     }
                     Err(_) => return Err("the decoding tasks stopped answering".to_string()),
@@ -106,7 +124,7 @@ where
                     }
                     Some(Err(e)) => {
                         sink.skipped(path, &e);
-                        skipped.push((path.clone(), e));
+                        out.skipped.push((path.clone(), e));
                     }
                     None => {}
                 }
@@ -122,7 +140,7 @@ where
                 break;
             }
         }
-        Ok(skipped)
+        Ok(out)
     })
 }
 
@@ -200,7 +218,9 @@ mod tests {
             let stop = AtomicBool::new(false);
             let mut sink = Collect::default();
             let ps = paths(n);
-            let skipped = produce(&ps, batch, window, false, &stop, flaky, &mut sink).unwrap();
+            let done = produce(&ps, batch, window, false, &stop, flaky, &mut sink).unwrap();
+            let skipped = done.skipped;
+            assert_eq!(done.loaded, n, "every file loaded once");
             // Expected, from the rule itself: batch b holds files b·batch.. that load.
             let want: Vec<(usize, Vec<(usize, String)>)> = (0..n.div_ceil(batch))
                 .map(|b| {
@@ -288,8 +308,23 @@ mod tests {
             loaded.fetch_add(1, Ordering::SeqCst);
             Ok(format!("px{i}"))
         };
-        let skipped = produce(&paths(12), 4, 8, false, &stop, load, &mut sink).unwrap();
-        assert!(skipped.is_empty(), "{skipped:?}");
+        let done = produce(&paths(12), 4, 8, false, &stop, load, &mut sink).unwrap();
+        assert!(done.skipped.is_empty(), "{:?}", done.skipped);
         assert_eq!(sink.batches.len(), 3);
+    }
+
+    /// The load time reported holds at least what the loads took (sleeps are
+    /// lower bounds, so this cannot pass by luck of the clock).
+    #[test]
+    fn load_time_is_counted() {
+        let stop = AtomicBool::new(false);
+        let load = |p: &Path| {
+            std::thread::sleep(Duration::from_millis(10));
+            Ok(p.display().to_string())
+        };
+        let mut sink = Collect::default();
+        let done = produce(&paths(9), 2, 3, false, &stop, load, &mut sink).unwrap();
+        assert_eq!((sink.batches.len(), done.loaded), (5, 9));
+        assert!(done.load_seconds >= 0.090, "{done:?}");
     }
 }
