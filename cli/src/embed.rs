@@ -13,9 +13,10 @@
 //!   (`--strict`: the job stops at it).
 //! - The output (safetensors `embeddings` [N, D] with the paths in order in its
 //!   metadata, or `.npy` plus a `.paths.txt`) is written row by row as batches
-//!   finish, to a temporary file renamed at the end (`embed/output.rs`): memory
+//!   finish, to `OUT.partial` renamed at the end (`embed/output.rs`): memory
 //!   holds only batches that finished ahead of an earlier one, not the collection,
-//!   and an interrupted job never leaves a half file.
+//!   and an interrupted job never leaves a half file. A journal of the batches
+//!   written lets `--resume` go on from where a stopped job was.
 //! - A model with memory-gated attention embeds its images as one stream of
 //!   segments, in order, on one device (the bank carries from image to image).
 
@@ -91,6 +92,10 @@ pub struct EmbedArgs {
     /// packed: its cost follows the images' real patches.
     #[arg(long, value_name = "N")]
     pub max_patches: Option<usize>,
+    /// Go on from OUT.partial, which an earlier run of this job (same inputs and
+    /// options) left when it stopped: the batches it wrote are not embedded again.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 /// What a finished job did.
@@ -103,6 +108,8 @@ pub struct Summary {
     pub devices: Vec<String>,
     /// Where the time went: decoding or the devices.
     pub balance: Balance,
+    /// Rows that came from an earlier run (`--resume`), included in `embedded`.
+    pub resumed: usize,
 }
 
 /// What limited a job: the host decoding images, or the devices embedding them.
@@ -586,11 +593,43 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
             args.device.len()
         ));
     }
+    if memory && args.resume {
+        return Err(
+            "--resume: this model has memory-gated attention, and its memory bank is not \
+             saved with the rows: the job must run from its first image"
+                .into(),
+        );
+    }
     let batch_size = if memory { 1 } else { args.batch };
-    // The output's temporary file first: an unwritable folder fails before any work.
+    // The output's partial file first: an unwritable folder, another job on the same
+    // output or an earlier run's rows fail before any work.
     let dim = config.hidden_size;
-    let mut writer =
-        RowWriter::create(&args.output, &paths, dim, &args.model.display().to_string())?;
+    let model_name = args.model.display().to_string();
+    // What makes the rows: a resumed job must have the same (devices may differ).
+    let settings = format!(
+        "model {model_name}, dtype {:?}, pooling {:?}, normalize {}, batch {batch_size}, \
+         max_patches {:?}",
+        args.dtype, args.pooling, args.normalize, args.max_patches
+    );
+    let mut writer = RowWriter::create(
+        &args.output,
+        &paths,
+        dim,
+        &model_name,
+        &settings,
+        args.resume,
+    )?;
+    let resumed = writer.resumed();
+    let first_batch = resumed.batches;
+    if args.resume {
+        let _ = writeln!(
+            std::io::stderr(),
+            "resuming: {} rows of {} batches from {}",
+            resumed.rows,
+            resumed.batches,
+            writer.partial().display()
+        );
+    }
     if let (output::Format::Safetensors, Some(list)) = (format, writer.paths_file()) {
         let _ = writeln!(
             std::io::stderr(),
@@ -652,8 +691,11 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
         let producer = s.spawn(move || {
             let produced = decode::produce(
                 paths,
-                batch_size,
-                decode::window(batch_size),
+                decode::Plan {
+                    batch_size,
+                    first_batch,
+                    window: decode::window(batch_size),
+                },
                 args.strict,
                 &job.stop,
                 |p| processor.load(p).map_err(|e| e.to_string()),
@@ -704,12 +746,25 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
         bar.finish_and_clear();
     }
     if let Some(e) = failure {
-        return Err(e);
+        return Err(match writer.rows() {
+            0 => e,
+            n => format!(
+                "{e}\n{n} rows are kept in {}: rerun with --resume to go on from them",
+                writer.partial().display()
+            ),
+        });
     }
+    // The earlier run's skipped files, first: they come before this run's.
+    let mut skipped: Vec<(PathBuf, String)> = writer
+        .resumed_skips(batch_size)
+        .into_iter()
+        .map(|i| (paths[i].clone(), "skipped by the earlier run".to_string()))
+        .collect();
+    skipped.append(&mut produced.skipped);
     if writer.rows() == 0 {
         return Err(format!(
             "no image could be read ({} skipped)",
-            produced.skipped.len()
+            skipped.len()
         ));
     }
     let kept = writer.finish(paths.len().div_ceil(batch_size))?;
@@ -725,11 +780,12 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
     };
     Ok(Summary {
         embedded: kept.len(),
-        skipped: produced.skipped,
+        skipped,
         dim,
         seconds: start.elapsed().as_secs_f64(),
         devices: described,
         balance,
+        resumed: resumed.rows,
     })
 }
 

@@ -80,13 +80,20 @@ fn embed_command(args: &tessera_cli::embed::EmbedArgs) -> CliResult<()> {
         s.embedded,
         s.dim,
         s.seconds,
-        s.embedded as f64 / s.seconds.max(1e-9),
+        // The rate of this run: rows resumed from an earlier one took no time here.
+        s.embedded.saturating_sub(s.resumed) as f64 / s.seconds.max(1e-9),
         if s.skipped.is_empty() {
             String::new()
         } else {
             format!(", {} skipped", s.skipped.len())
         }
     );
+    if s.resumed > 0 {
+        say!(
+            "{} of those rows came from the earlier run (--resume)",
+            s.resumed
+        );
+    }
     let b = &s.balance;
     say!(
         "decoding: {:.1} ms per image on {} threads; it waited for the devices {:.0} % of \

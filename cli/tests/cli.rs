@@ -1056,6 +1056,76 @@ fn embed_folder_in_path_order_skipping_broken_files() {
     assert!(!strict_out.exists());
 }
 
+/// A job stopped by a broken file (--strict) keeps its rows; --resume goes on from
+/// them (here skipping the file) and makes what one uninterrupted run makes.
+#[test]
+fn embed_resumes_a_stopped_job() {
+    let dir = tmp("embed_resume_in");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let images = root().join("tests/data/images");
+    for i in 0..9 {
+        let f = ["waves_64x48.png", "grid_32x32.png", "waves_64x48.jpg"][i % 3];
+        std::fs::copy(images.join(f), dir.join(format!("{i}_{f}"))).unwrap();
+    }
+    // Last in path order: with batches of 1 and one device, the producer is at
+    // most a few batches ahead of the rows written when it reaches this file.
+    std::fs::write(dir.join("9_broken.jpg"), b"\xff\xd8 broken").unwrap();
+    let job = |out: &Path, more: &[&str]| {
+        let mut args = vec![
+            "embed",
+            "--model",
+            "tests/data/siglip_tiny",
+            dir.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--batch",
+            "1",
+        ];
+        args.extend(more);
+        tessera(&args)
+    };
+    let (whole, out) = (tmp("resume_whole.npy"), tmp("resume.npy"));
+    let partial = tmp("resume.npy.partial");
+    let journal = tmp("resume.npy.partial.journal");
+    for f in [&whole, &out, &partial, &journal] {
+        let _ = std::fs::remove_file(f);
+    }
+    assert_ok(&job(&whole, &[]), "embed, one run");
+    let stopped = job(&out, &["--strict"]);
+    let stderr = String::from_utf8_lossy(&stopped.stderr);
+    assert!(
+        !stopped.status.success() && stderr.contains("9_broken.jpg"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--resume"), "{stderr}");
+    assert!(!out.exists() && partial.exists() && journal.exists());
+    // Without --resume the rows are not overwritten.
+    let again = job(&out, &[]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !again.status.success() && stderr.contains("--resume"),
+        "{stderr}"
+    );
+    let resumed = job(&out, &["--resume"]);
+    assert_ok(&resumed, "embed --resume");
+    let stdout = String::from_utf8_lossy(&resumed.stdout);
+    assert!(
+        stdout.contains("embedded 9 image(s)")
+            && stdout.contains("1 skipped")
+            && stdout.contains("came from the earlier run"),
+        "{stdout}"
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&whole).unwrap());
+    assert_eq!(
+        std::fs::read_to_string(tmp("resume.paths.txt")).unwrap(),
+        std::fs::read_to_string(tmp("resume_whole.paths.txt")).unwrap()
+    );
+    assert!(!partial.exists() && !journal.exists());
+}
+
 /// @list files (comments, blank lines, paths relative to the list), the .npy
 /// format with its paths file, --normalize, and mean pooling of a model without a
 /// head.

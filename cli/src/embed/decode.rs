@@ -48,17 +48,27 @@ pub fn window(batch_size: usize) -> usize {
     batch_size.max(2 * rayon::current_num_threads())
 }
 
-/// Decode `paths` with `load` on the rayon pool, `window` images at most ahead of
-/// the batch being assembled, and send batches of `batch_size` in order to
-/// `sink`. A file that fails to load is skipped (reported to the sink), or with
+/// How the paths are cut into batches, and how far decoding runs ahead.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// Images per batch.
+    pub batch_size: usize,
+    /// The first batch to make (a resumed job's; 0 otherwise).
+    pub first_batch: usize,
+    /// Images decoded (or being decoded) at most ahead of the batch being
+    /// assembled: [`window`].
+    pub window: usize,
+}
+
+/// Decode `paths` with `load` on the rayon pool and send the batches of `plan`
+/// in order to `sink`. A file that fails to load is skipped (reported to the sink), or with
 /// `strict` ends the job with its error. A panic while loading a file counts as
 /// that file's error. `stop` set (elsewhere, or here on a strict failure) ends
 /// the loop before the next batch; the files already started are not waited for
 /// beyond their own load.
 pub fn produce<P, L, S>(
     paths: &[PathBuf],
-    batch_size: usize,
-    window: usize,
+    plan: Plan,
     strict: bool,
     stop: &AtomicBool,
     load: L,
@@ -69,17 +79,17 @@ where
     L: Fn(&std::path::Path) -> Result<P, String> + Sync,
     S: Sink<P>,
 {
-    let batch_size = batch_size.max(1);
-    let window = window.max(1);
+    let batch_size = plan.batch_size.max(1);
+    let (first_batch, window) = (plan.first_batch, plan.window.max(1));
     let (done_tx, done_rx) = mpsc::channel::<(usize, Result<P, String>, Option<f64>)>();
     let load = &load;
     // In place: this thread assembles batches (and may block on the sink) while
     // the pool's threads decode; the scope's end waits for the tasks started.
     rayon::in_place_scope(|scope| {
-        let mut started = 0;
+        let mut started = (first_batch * batch_size).min(paths.len());
         let mut ready: HashMap<usize, Result<P, String>> = HashMap::new();
         let mut out = Produced::default();
-        for (index, chunk) in paths.chunks(batch_size).enumerate() {
+        for (index, chunk) in paths.chunks(batch_size).enumerate().skip(first_batch) {
             if stop.load(Ordering::Relaxed) {
                 break;
             }
@@ -190,6 +200,14 @@ mod tests {
         }
     }
 
+    fn plan(batch_size: usize, window: usize) -> Plan {
+        Plan {
+            batch_size,
+            first_batch: 0,
+            window,
+        }
+    }
+
     fn paths(n: usize) -> Vec<PathBuf> {
         (0..n).map(|i| PathBuf::from(format!("f{i}"))).collect()
     }
@@ -218,7 +236,7 @@ mod tests {
             let stop = AtomicBool::new(false);
             let mut sink = Collect::default();
             let ps = paths(n);
-            let done = produce(&ps, batch, window, false, &stop, flaky, &mut sink).unwrap();
+            let done = produce(&ps, plan(batch, window), false, &stop, flaky, &mut sink).unwrap();
             let skipped = done.skipped;
             assert_eq!(done.loaded, n, "every file loaded once");
             // Expected, from the rule itself: batch b holds files b·batch.. that load.
@@ -249,7 +267,7 @@ mod tests {
         let stop = AtomicBool::new(false);
         let mut sink = Collect::default();
         // f3 fails (broken) first in path order, though f4's panic may come first.
-        let err = produce(&paths(40), 2, 8, true, &stop, flaky, &mut sink).unwrap_err();
+        let err = produce(&paths(40), plan(2, 8), true, &stop, flaky, &mut sink).unwrap_err();
         assert!(
             err.starts_with("f3: broken") && err.ends_with("(--strict)"),
             "{err}"
@@ -270,7 +288,7 @@ mod tests {
             loads.fetch_add(1, Ordering::Relaxed);
             Ok(p.display().to_string())
         };
-        produce(&paths(1000), 3, 4, false, &stop, load, &mut sink).unwrap();
+        produce(&paths(1000), plan(3, 4), false, &stop, load, &mut sink).unwrap();
         assert_eq!(sink.batches.len(), 2);
         assert!(stop.load(Ordering::Relaxed), "a refused batch sets stop");
         // The window bounds the work started: 3 batches + 4 images ahead.
@@ -278,7 +296,7 @@ mod tests {
 
         let stop = AtomicBool::new(true);
         let mut sink = Collect::default();
-        produce(&paths(10), 3, 4, false, &stop, flaky, &mut sink).unwrap();
+        produce(&paths(10), plan(3, 4), false, &stop, flaky, &mut sink).unwrap();
         assert!(sink.batches.is_empty(), "stopped before the first batch");
     }
 
@@ -308,7 +326,7 @@ mod tests {
             loaded.fetch_add(1, Ordering::SeqCst);
             Ok(format!("px{i}"))
         };
-        let done = produce(&paths(12), 4, 8, false, &stop, load, &mut sink).unwrap();
+        let done = produce(&paths(12), plan(4, 8), false, &stop, load, &mut sink).unwrap();
         assert!(done.skipped.is_empty(), "{:?}", done.skipped);
         assert_eq!(sink.batches.len(), 3);
     }
@@ -323,8 +341,46 @@ mod tests {
             Ok(p.display().to_string())
         };
         let mut sink = Collect::default();
-        let done = produce(&paths(9), 2, 3, false, &stop, load, &mut sink).unwrap();
+        let done = produce(&paths(9), plan(2, 3), false, &stop, load, &mut sink).unwrap();
         assert_eq!((sink.batches.len(), done.loaded), (5, 9));
         assert!(done.load_seconds >= 0.090, "{done:?}");
+    }
+
+    /// A resumed job starts at its first batch: earlier files are not loaded.
+    #[test]
+    fn a_resumed_job_starts_at_its_first_batch() {
+        let stop = AtomicBool::new(false);
+        let mut sink = Collect::default();
+        let load = |p: &Path| {
+            assert!(number(p) >= 6, "{} loaded again", p.display());
+            Ok(p.display().to_string())
+        };
+        let plan = Plan {
+            batch_size: 3,
+            first_batch: 2,
+            window: 2,
+        };
+        let done = produce(&paths(10), plan, false, &stop, load, &mut sink).unwrap();
+        let got: Vec<(usize, Vec<usize>)> = sink
+            .batches
+            .iter()
+            .map(|(b, imgs)| (*b, imgs.iter().map(|(i, _)| *i).collect()))
+            .collect();
+        assert_eq!(got, [(2, vec![6, 7, 8]), (3, vec![9])]);
+        assert_eq!(done.loaded, 4);
+        // Past the end: nothing to do.
+        let plan = Plan {
+            first_batch: 4,
+            ..plan
+        };
+        let done = produce(
+            &paths(10),
+            plan,
+            false,
+            &stop,
+            load,
+            &mut Collect::default(),
+        );
+        assert_eq!(done.unwrap().loaded, 0);
     }
 }

@@ -2,24 +2,33 @@
 //! the batches that finished ahead of an earlier one, not the collection (a million
 //! SigLIP-so400m rows are 4.6 GB).
 //!
-//! - Rows go straight to `OUT.tmp-PID`, after room reserved for the header, in path
+//! - Rows go straight to `OUT.partial`, after room reserved for the header, in path
 //!   order: a batch that finishes early waits in memory until the ones before it
 //!   are written (with devices of equal speed a few batches; with a slow one beside
 //!   a fast one, about twice the speed ratio). Skipped images leave no row.
+//! - Each batch written is then recorded in `OUT.partial.journal` (its index and
+//!   its images' path indices), after a first line naming the job (its settings,
+//!   the number and a digest of the paths, the header room). A job that stops
+//!   (killed, or failed after some rows) leaves the two files; `--resume` checks
+//!   that the journal names the same job, cuts the partial file to the rows the
+//!   journal holds (a batch written but not journaled is done again) and goes on
+//!   from the next batch. A run without `--resume` refuses to replace a partial
+//!   file that holds rows. The partial file is locked while a job writes it: two
+//!   jobs on one output fail at once instead of mixing their rows.
 //! - The header is written last, into the reserved room: its largest form (every
 //!   path kept, N the number of paths) is known before the first row, and the real
 //!   one is padded to that size with spaces, as both formats allow (safetensors
 //!   pads its JSON header with spaces to 8 bytes; `.npy` its Python literal to 64).
-//! - Then the files are synced and renamed into place, the paths file first: an
-//!   interrupted job leaves no half output. A job that fails removes its
-//!   `.tmp-PID` file; one that is killed leaves it (the rows so far, no header).
+//! - Then the files are synced and renamed into place, the paths file first, and
+//!   the journal removed: an interrupted job leaves no half output. A job that
+//!   fails before its first row removes its partial file and journal.
 //! - A safetensors header holds at most 100 MB (the safetensors readers refuse
 //!   more). Where the paths would not fit, they go to `OUT.paths.txt` instead and
 //!   the metadata's `paths_file` names it — decided before the first image, not
 //!   after hours of work.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -53,11 +62,20 @@ impl Format {
 pub(super) struct RowWriter {
     format: Format,
     path: PathBuf,
+    /// `OUT.partial` (the rows) and `OUT.partial.journal` (the batches written).
     tmp: PathBuf,
+    journal_path: PathBuf,
     /// `None` before it is created and once finished: nothing more is written.
+    /// The file is locked while it is open.
     file: Option<BufWriter<File>>,
-    /// Whether this writer created `tmp` (only then does it remove it).
-    created: bool,
+    journal: Option<File>,
+    /// Whether this writer locked the partial file (only then may it remove
+    /// it), and whether to leave it and the journal when dropped unfinished
+    /// anyway: they hold rows to resume from, or an earlier run's.
+    owned: bool,
+    keep: bool,
+    /// The rows and batches that came from an earlier run (`--resume`).
+    resumed: Resumed,
     /// Bytes before the first row: 8 + the JSON (safetensors) or the whole `.npy`
     /// header.
     reserved: usize,
@@ -76,15 +94,20 @@ pub(super) struct RowWriter {
 }
 
 impl RowWriter {
-    /// Open `path`'s temporary file for rows of `dim` values of the images
-    /// `paths`, made by `model`.
+    /// Open `path`'s partial file for rows of `dim` values of the images
+    /// `paths`, made by `model`; `settings` names the job's options for the
+    /// journal (a resumed job must have the same). With `resume`, go on from the
+    /// partial file an earlier run of the same job left.
     pub(super) fn create(
         path: &Path,
         paths: &[PathBuf],
         dim: usize,
         model: &str,
+        settings: &str,
+        resume: bool,
     ) -> Result<Self, String> {
-        Self::with_limit(path, paths, dim, model, SAFETENSORS_HEADER_LIMIT)
+        let limit = SAFETENSORS_HEADER_LIMIT;
+        Self::with_limit(path, paths, dim, model, settings, resume, limit)
     }
 
     /// [`Self::create`] with a given safetensors header limit (tests).
@@ -93,16 +116,23 @@ impl RowWriter {
         paths: &[PathBuf],
         dim: usize,
         model: &str,
+        settings: &str,
+        resume: bool,
         limit: usize,
     ) -> Result<Self, String> {
         let format = Format::of(path)?;
         let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        let tmp = suffixed(path, ".partial");
         let mut w = RowWriter {
             format,
             path: path.to_path_buf(),
-            tmp: tmp_name(path),
+            journal_path: suffixed(&tmp, ".journal"),
+            tmp,
             file: None,
-            created: false,
+            journal: None,
+            owned: false,
+            keep: false,
+            resumed: Resumed::default(),
             reserved: 0,
             dim,
             names,
@@ -120,14 +150,150 @@ impl RowWriter {
             largest = w.header(&all)?;
         }
         w.reserved = largest.len();
-        let file = File::create(&w.tmp).map_err(|e| format!("{}: {e}", w.tmp.display()))?;
-        w.created = true;
-        let mut file = BufWriter::with_capacity(1 << 20, file);
-        // Room for the header, filled in by `finish`.
-        file.write_all(&vec![0u8; w.reserved])
+        let identity = format!(
+            "{JOURNAL_MAGIC} {}",
+            serde_json::json!({
+                "format": format!("{format:?}"),
+                "dim": dim,
+                "paths": w.names.len(),
+                "paths_digest": format!("{:016x}", digest(&w.names)),
+                "header_room": w.reserved,
+                "settings": settings,
+            })
+        );
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&w.tmp)
             .map_err(|e| w.io_error(e))?;
-        w.file = Some(file);
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(format!(
+                    "{}: another tessera embed is writing this output ({} is locked)",
+                    w.path.display(),
+                    w.tmp.display()
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(w.io_error(e)),
+        }
+        // The partial file is ours now (locked). What an earlier run left:
+        w.owned = true;
+        let earlier = match std::fs::read(&w.journal_path) {
+            Ok(text) => Some(Journal::parse(&text, &w.journal_path, w.names.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => Some(Err(format!("{}: {e}", w.journal_path.display()))),
+        };
+        let len = file.metadata().map_err(|e| w.io_error(e))?.len();
+        let held = match &earlier {
+            Some(Ok(j)) if len > 0 => j.kept.len(),
+            _ => 0,
+        };
+        if resume {
+            let j = match earlier {
+                Some(Ok(j)) if len > 0 => j,
+                Some(Err(e)) => {
+                    w.keep = true;
+                    return Err(format!(
+                        "{e}\n(--resume: delete {} and the journal to start over)",
+                        w.tmp.display()
+                    ));
+                }
+                _ => {
+                    w.keep = len > 0;
+                    return Err(format!(
+                        "--resume: no earlier run of this job to go on from ({} has no \
+                         journal or no rows)",
+                        w.tmp.display()
+                    ));
+                }
+            };
+            w.keep = true;
+            if j.identity != identity {
+                return Err(format!(
+                    "--resume: {} was written by another job (other inputs or options)\n  \
+                     its job:  {}\n  this job: {}\ndelete it and {} to start over",
+                    w.tmp.display(),
+                    j.identity,
+                    identity,
+                    w.journal_path.display()
+                ));
+            }
+            let rows_end = (w.reserved + j.kept.len() * dim * 4) as u64;
+            if len < rows_end {
+                return Err(format!(
+                    "--resume: {} has {len} bytes, fewer than the {} rows its journal \
+                     records ({rows_end} bytes); delete it and {} to start over",
+                    w.tmp.display(),
+                    j.kept.len(),
+                    w.journal_path.display()
+                ));
+            }
+            // Rows past the journal's (a batch not recorded) are made again; a torn
+            // last journal line goes.
+            file.set_len(rows_end).map_err(|e| w.io_error(e))?;
+            file.seek(SeekFrom::End(0)).map_err(|e| w.io_error(e))?;
+            let journal = OpenOptions::new()
+                .write(true)
+                .open(&w.journal_path)
+                .and_then(|mut f| {
+                    f.set_len(j.valid_bytes as u64)?;
+                    f.seek(SeekFrom::End(0))?;
+                    Ok(f)
+                })
+                .map_err(|e| format!("{}: {e}", w.journal_path.display()))?;
+            w.next = j.batches;
+            w.resumed = Resumed {
+                batches: j.batches,
+                rows: j.kept.len(),
+            };
+            w.kept = j.kept;
+            w.journal = Some(journal);
+        } else {
+            if held > 0 {
+                w.keep = true; // not ours to remove
+                return Err(format!(
+                    "{} holds {held} rows of an earlier run of this output that stopped: \
+                     --resume goes on from it (same inputs and options); delete it and {} \
+                     to start over",
+                    w.tmp.display(),
+                    w.journal_path.display()
+                ));
+            }
+            // A new job: room for the header (filled in by `finish`), then rows.
+            let fresh = (|| {
+                file.set_len(0)?;
+                file.write_all(&vec![0u8; w.reserved])
+            })();
+            fresh.map_err(|e| w.io_error(e))?;
+            let journal = File::create(&w.journal_path)
+                .and_then(|mut f| f.write_all(format!("{identity}\n").as_bytes()).map(|()| f))
+                .map_err(|e| format!("{}: {e}", w.journal_path.display()))?;
+            w.journal = Some(journal);
+        }
+        w.file = Some(BufWriter::with_capacity(1 << 20, file));
         Ok(w)
+    }
+
+    /// The batches and rows an earlier run wrote (`--resume`; zero otherwise).
+    pub(super) fn resumed(&self) -> Resumed {
+        self.resumed
+    }
+
+    /// `OUT.partial`, where the rows are until the job finishes.
+    pub(super) fn partial(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// The path indices in the earlier run's batches that have no row (their
+    /// files were skipped then).
+    pub(super) fn resumed_skips(&self, batch_size: usize) -> Vec<usize> {
+        let end = (self.resumed.batches * batch_size).min(self.names.len());
+        let kept: std::collections::HashSet<usize> =
+            self.kept[..self.resumed.rows].iter().copied().collect();
+        (0..end).filter(|i| !kept.contains(i)).collect()
     }
 
     /// Whether the paths go to `OUT.paths.txt` (always for `.npy`; for
@@ -149,6 +315,7 @@ impl RowWriter {
             ));
         }
         while let Some(rows) = self.pending.remove(&self.next) {
+            let mut line = self.next.to_string();
             for (index, row) in rows {
                 if row.len() != self.dim || index >= self.names.len() {
                     return Err(format!(
@@ -163,8 +330,25 @@ impl RowWriter {
                     return Err(self.io_error(e));
                 }
                 self.kept.push(index);
+                line.push_str(&format!(" {index}"));
+            }
+            // The rows reach the file before the journal says they are there.
+            line.push('\n');
+            let file = self.file.as_mut().ok_or("embed: output already closed")?;
+            if let Err(e) = file.flush() {
+                return Err(self.io_error(e));
+            }
+            let journal = self
+                .journal
+                .as_mut()
+                .ok_or("embed: output already closed")?;
+            if let Err(e) = journal.write_all(line.as_bytes()) {
+                return Err(format!("{}: {e}", self.journal_path.display()));
             }
             self.next += 1;
+            if !self.kept.is_empty() {
+                self.keep = true; // rows to resume from, should the job stop
+            }
         }
         Ok(())
     }
@@ -240,6 +424,12 @@ impl RowWriter {
         if let (Err(_), Some((tmp, _))) = (&renamed, &list) {
             let _ = std::fs::remove_file(tmp);
         }
+        if renamed.is_ok() {
+            // Done: the journal has nothing left to resume.
+            drop(self.journal.take());
+            let _ = std::fs::remove_file(&self.journal_path);
+            self.owned = false;
+        }
         renamed.map(|()| kept)
     }
 
@@ -298,14 +488,93 @@ impl RowWriter {
 }
 
 impl Drop for RowWriter {
-    /// A job that stops before [`RowWriter::finish`] leaves no temporary file.
+    /// A job that stops before [`RowWriter::finish`] with no row written leaves
+    /// no partial file or journal; one with rows leaves both, to resume from.
     fn drop(&mut self) {
-        // After a finish the file was renamed away and this finds nothing.
         drop(self.file.take());
-        if self.created {
+        drop(self.journal.take());
+        if self.owned && !self.keep {
             let _ = std::fs::remove_file(&self.tmp);
+            let _ = std::fs::remove_file(&self.journal_path);
         }
     }
+}
+
+/// The batches and rows an earlier run of the job wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Resumed {
+    pub batches: usize,
+    pub rows: usize,
+}
+
+/// The first word of a journal's first line (its format's version with it).
+const JOURNAL_MAGIC: &str = "tessera-embed-journal-1";
+
+/// An earlier run's journal: the job it names, and its batches.
+struct Journal {
+    /// The first line: the magic and the job's identity.
+    identity: String,
+    /// Batches recorded (0..batches, in order) and their rows' path indices.
+    batches: usize,
+    kept: Vec<usize>,
+    /// Bytes of whole lines (a last line cut short by a kill is not counted).
+    valid_bytes: usize,
+}
+
+impl Journal {
+    fn parse(text: &[u8], path: &Path, n_paths: usize) -> Result<Journal, String> {
+        let bad = |line: usize, why: &str| {
+            format!(
+                "{}: line {line}: {why} (not a tessera embed journal?)",
+                path.display()
+            )
+        };
+        // Whole lines only: the last one without its newline was cut short.
+        let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let text = std::str::from_utf8(&text[..whole]).map_err(|_| bad(1, "not UTF-8"))?;
+        let mut lines = text.lines();
+        let identity = lines.next().unwrap_or_default().to_string();
+        if !identity.starts_with(JOURNAL_MAGIC) {
+            return Err(bad(1, "no journal header"));
+        }
+        let mut j = Journal {
+            identity,
+            batches: 0,
+            kept: Vec::new(),
+            valid_bytes: whole,
+        };
+        for (n, line) in lines.enumerate() {
+            let mut words = line.split(' ').map(str::parse::<usize>);
+            if words.next().and_then(Result::ok) != Some(j.batches) {
+                return Err(bad(n + 2, &format!("expected batch {}", j.batches)));
+            }
+            for w in words {
+                match w {
+                    Ok(i) if i < n_paths && j.kept.last().is_none_or(|&l| l < i) => j.kept.push(i),
+                    _ => return Err(bad(n + 2, "not an increasing list of path indices")),
+                }
+            }
+            j.batches += 1;
+        }
+        Ok(j)
+    }
+}
+
+/// FNV-1a (64 bits) of the paths, each ended by a 0 byte: a stable digest that
+/// tells a resumed job's paths from another list.
+fn digest(names: &[String]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in names.iter().flat_map(|n| n.bytes().chain([0])) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// `path` with `suffix` added to its file name (`e.npy` → `e.npy.partial`).
+fn suffixed(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
 /// `OUT.paths.txt` beside `OUT.npy` / `OUT.safetensors`.
@@ -378,7 +647,7 @@ mod tests {
         let dir = folder("st");
         let out = dir.join("e.safetensors");
         let (dim, all) = (5, paths(10));
-        let mut w = RowWriter::create(&out, &all, dim, "m").unwrap();
+        let mut w = RowWriter::create(&out, &all, dim, "m", "s", false).unwrap();
         let kept = feed(&mut w, dim);
         assert!(!out.exists(), "the output appears only when finished");
         let got = w.finish(5).unwrap();
@@ -412,7 +681,7 @@ mod tests {
         let dir = folder("npy");
         let out = dir.join("e.npy");
         let (dim, all) = (3, paths(10));
-        let mut w = RowWriter::create(&out, &all, dim, "m").unwrap();
+        let mut w = RowWriter::create(&out, &all, dim, "m", "s", false).unwrap();
         let kept = feed(&mut w, dim);
         w.finish(5).unwrap();
         let bytes = std::fs::read(&out).unwrap();
@@ -448,7 +717,7 @@ mod tests {
         let dir = folder("big");
         let out = dir.join("e.safetensors");
         let (dim, all) = (4, paths(10));
-        let mut w = RowWriter::with_limit(&out, &all, dim, "m", 200).unwrap();
+        let mut w = RowWriter::with_limit(&out, &all, dim, "m", "s", false, 200).unwrap();
         assert_eq!(w.paths_file(), Some(dir.join("e.paths.txt")));
         let kept = feed(&mut w, dim);
         w.finish(5).unwrap();
@@ -460,7 +729,16 @@ mod tests {
         let list = std::fs::read_to_string(dir.join("e.paths.txt")).unwrap();
         assert_eq!(list.lines().count(), kept.len());
         // Under a limit they fit: in the header.
-        let w = RowWriter::with_limit(&dir.join("f.safetensors"), &all, dim, "m", 10_000).unwrap();
+        let w = RowWriter::with_limit(
+            &dir.join("f.safetensors"),
+            &all,
+            dim,
+            "m",
+            "s",
+            false,
+            10_000,
+        )
+        .unwrap();
         assert_eq!(w.paths_file(), None);
     }
 
@@ -469,31 +747,188 @@ mod tests {
         let dir = folder("fail");
         let out = dir.join("e.safetensors");
         let all = paths(4);
-        // Dropped before finishing (a failed job): the temporary file goes.
-        let mut w = RowWriter::create(&out, &all, 2, "m").unwrap();
-        w.accept(0, vec![(0, vec![1.0, 2.0])]).unwrap();
+        let create = |out: &Path| RowWriter::create(out, &all, 2, "m", "s", false).unwrap();
+        // Dropped before finishing with no row written (a job failing at once).
+        let mut w = create(&out);
+        w.accept(0, vec![]).unwrap();
         drop(w);
-        // A batch answered twice, a row of the wrong width, a batch missing.
-        let mut w = RowWriter::create(&out, &all, 2, "m").unwrap();
+        // A batch answered twice, a row of the wrong width: nothing written.
+        let mut w = create(&out);
         w.accept(1, vec![(2, vec![1.0, 2.0])]).unwrap();
         assert!(w.accept(1, vec![]).unwrap_err().contains("twice"));
         assert!(w
             .accept(0, vec![(0, vec![1.0])])
             .unwrap_err()
             .contains("expected 2"));
-        let mut w = RowWriter::create(&out, &all, 2, "m").unwrap();
-        w.accept(0, vec![(0, vec![1.0, 2.0])]).unwrap();
-        assert!(w.finish(2).unwrap_err().contains("1 of 2 batches"));
+        drop(w);
         // Every image skipped.
-        let mut w = RowWriter::create(&out, &all, 2, "m").unwrap();
+        let mut w = create(&out);
         w.accept(0, vec![]).unwrap();
         assert!(w.finish(1).unwrap_err().contains("no image"));
         let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
         assert!(left.is_empty(), "files left: {left:?}");
+        // A batch missing at the end: an error, and the rows stay to resume from.
+        let mut w = create(&out);
+        w.accept(0, vec![(0, vec![1.0, 2.0])]).unwrap();
+        assert!(w.finish(2).unwrap_err().contains("1 of 2 batches"));
+        let mut left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["e.safetensors.partial", "e.safetensors.partial.journal"]
+        );
         // An output in a folder that does not exist fails at once, naming it.
-        let err = RowWriter::create(&dir.join("no/such/e.npy"), &all, 2, "m")
+        let err = RowWriter::create(&dir.join("no/such/e.npy"), &all, 2, "m", "s", false)
             .err()
             .unwrap();
         assert!(err.contains("no/such"), "{err}");
+    }
+
+    /// The tensor and paths of a finished safetensors output.
+    fn read_out(out: &Path) -> (Vec<u8>, Vec<String>) {
+        let bytes = std::fs::read(out).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let data = st.tensor("embeddings").unwrap().data().to_vec();
+        let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+        let names = serde_json::from_str(&meta.metadata().clone().unwrap()["paths"]).unwrap();
+        (data, names)
+    }
+
+    /// A job stopped after two batches goes on with --resume and makes the file an
+    /// uninterrupted job makes: rows past the journal and a torn journal line
+    /// (a kill between the two writes) are dropped and done again.
+    #[test]
+    fn a_stopped_job_resumes_to_the_same_output() {
+        let dir = folder("resume");
+        let (dim, all) = (3, paths(10));
+        let whole = dir.join("whole.safetensors");
+        let mut w = RowWriter::create(&whole, &all, dim, "m", "s", false).unwrap();
+        feed(&mut w, dim);
+        w.finish(5).unwrap();
+
+        let out = dir.join("e.safetensors");
+        let (partial, journal) = (
+            dir.join("e.safetensors.partial"),
+            dir.join("e.safetensors.partial.journal"),
+        );
+        let mut w = RowWriter::create(&out, &all, dim, "m", "s", false).unwrap();
+        // Batch 1 is wholly skipped, as in `feed`.
+        w.accept(0, vec![(0, row(0, dim)), (1, row(1, dim))])
+            .unwrap();
+        w.accept(1, vec![]).unwrap();
+        drop(w); // the job failed here
+                 // A kill while batch 2 was being recorded: its rows written, its line torn.
+        let mut f = OpenOptions::new().append(true).open(&partial).unwrap();
+        f.write_all(&[7u8; 4 * 3 * 2]).unwrap();
+        let mut f = OpenOptions::new().append(true).open(&journal).unwrap();
+        f.write_all(b"2 4").unwrap();
+        drop(f);
+
+        // Without --resume the rows are not thrown away.
+        let err = RowWriter::create(&out, &all, dim, "m", "s", false)
+            .err()
+            .unwrap();
+        assert!(
+            err.contains("holds 2 rows") && err.contains("--resume"),
+            "{err}"
+        );
+        // Another job's settings or paths do not resume it.
+        let err = RowWriter::create(&out, &all, dim, "m", "other", true)
+            .err()
+            .unwrap();
+        assert!(
+            err.contains("another job") && err.contains("\"other\""),
+            "{err}"
+        );
+        let err = RowWriter::create(&out, &paths(11), dim, "m", "s", true)
+            .err()
+            .unwrap();
+        assert!(err.contains("another job"), "{err}");
+
+        let mut w = RowWriter::create(&out, &all, dim, "m", "s", true).unwrap();
+        assert_eq!(
+            w.resumed(),
+            Resumed {
+                batches: 2,
+                rows: 2
+            }
+        );
+        assert_eq!(w.resumed_skips(2), [2, 3]);
+        // While it runs, a second job on the same output fails at once.
+        let err = RowWriter::create(&out, &all, dim, "m", "s", true)
+            .err()
+            .unwrap();
+        assert!(err.contains("another tessera embed"), "{err}");
+        let batch = |b: usize, skip: &[usize]| -> Vec<(usize, Vec<f32>)> {
+            (2 * b..2 * b + 2)
+                .filter(|i| !skip.contains(i))
+                .map(|i| (i, row(i, dim)))
+                .collect()
+        };
+        for b in [4, 2, 3] {
+            w.accept(b, batch(b, &[6])).unwrap();
+        }
+        w.finish(5).unwrap();
+        assert_eq!(read_out(&out), read_out(&whole));
+        assert!(!partial.exists() && !journal.exists());
+    }
+
+    /// --resume with nothing to resume, and journals that are not ours.
+    #[test]
+    fn resume_errors_name_the_files() {
+        let dir = folder("resume_err");
+        let out = dir.join("e.npy");
+        let all = paths(6);
+        let err = RowWriter::create(&out, &all, 2, "m", "s", true)
+            .err()
+            .unwrap();
+        assert!(err.contains("no earlier run"), "{err}");
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert!(left.is_empty(), "files left: {left:?}");
+        let journal = dir.join("e.npy.partial.journal");
+        for (text, want) in [
+            ("not a journal\n", "line 1: no journal header"),
+            (
+                "tessera-embed-journal-1 {}\n1 0\n",
+                "line 2: expected batch 0",
+            ),
+            (
+                "tessera-embed-journal-1 {}\n0 1 0\n",
+                "line 2: not an increasing",
+            ),
+            (
+                "tessera-embed-journal-1 {}\n0 9\n",
+                "line 2: not an increasing",
+            ),
+        ] {
+            std::fs::write(dir.join("e.npy.partial"), [0u8; 200]).unwrap();
+            std::fs::write(&journal, text).unwrap();
+            let err = RowWriter::create(&out, &all, 2, "m", "s", true)
+                .err()
+                .unwrap();
+            assert!(
+                err.contains("e.npy.partial.journal") && err.contains(want),
+                "{err}"
+            );
+        }
+        // A journal of this job whose partial file lost rows.
+        let mut w = RowWriter::create(&dir.join("f.npy"), &all, 2, "m", "s", false).unwrap();
+        w.accept(0, vec![(0, vec![1.0, 2.0])]).unwrap();
+        drop(w);
+        let partial = dir.join("f.npy.partial");
+        let len = std::fs::metadata(&partial).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(&partial)
+            .unwrap()
+            .set_len(len - 1)
+            .unwrap();
+        let err = RowWriter::create(&dir.join("f.npy"), &all, 2, "m", "s", true)
+            .err()
+            .unwrap();
+        assert!(err.contains("fewer than the 1 rows"), "{err}");
     }
 }
