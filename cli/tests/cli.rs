@@ -952,9 +952,10 @@ fn embed_folder(name: &str) -> PathBuf {
     dir
 }
 
-/// `tessera embed` of the tiny model over `dir` into `out` on two CPU workers.
-fn embed_tiny_on_two_cpus(dir: &Path, out: &Path, batch: &str) -> Output {
-    tessera(&[
+/// `tessera embed` of the tiny model over `dir` into `out` on `device`, with
+/// batches of `batch` and `more` arguments.
+fn embed_tiny(dir: &Path, out: &Path, device: &str, batch: &str, more: &[&str]) -> Output {
+    let mut args = vec![
         "embed",
         "--model",
         "tests/data/siglip_tiny",
@@ -962,10 +963,12 @@ fn embed_tiny_on_two_cpus(dir: &Path, out: &Path, batch: &str) -> Output {
         "-o",
         out.to_str().unwrap(),
         "--device",
-        "cpu,cpu",
+        device,
         "--batch",
         batch,
-    ])
+    ];
+    args.extend(more);
+    tessera(&args)
 }
 
 /// A folder (recursive, sorted) embeds in path order on two workers with batches
@@ -976,7 +979,7 @@ fn embed_folder_in_path_order_skipping_broken_files() {
     let dir = embed_folder("embed_in");
     let out = tmp("embed.safetensors");
     let _ = std::fs::remove_file(&out);
-    let res = embed_tiny_on_two_cpus(&dir, &out, "2");
+    let res = embed_tiny(&dir, &out, "cpu,cpu", "2", &[]);
     assert_ok(&res, "embed");
     let stderr = String::from_utf8_lossy(&res.stderr);
     assert!(stderr.contains("broken.jpg"), "{stderr}");
@@ -1021,7 +1024,7 @@ fn embed_folder_in_path_order_skipping_broken_files() {
     // file stays.
     let out1 = tmp("embed_b1.safetensors");
     let _ = std::fs::remove_file(&out1);
-    let res = embed_tiny_on_two_cpus(&dir, &out1, "1");
+    let res = embed_tiny(&dir, &out1, "cpu,cpu", "1", &[]);
     assert_ok(&res, "embed --batch 1");
     let (shape1, values1, paths1) = read_embeddings(&out1);
     assert_eq!((shape1, &paths1), (vec![5, 64], &paths));
@@ -1071,22 +1074,7 @@ fn embed_resumes_a_stopped_job() {
     // Last in path order: with batches of 1 and one device, the producer is at
     // most a few batches ahead of the rows written when it reaches this file.
     std::fs::write(dir.join("9_broken.jpg"), b"\xff\xd8 broken").unwrap();
-    let job = |out: &Path, more: &[&str]| {
-        let mut args = vec![
-            "embed",
-            "--model",
-            "tests/data/siglip_tiny",
-            dir.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--batch",
-            "1",
-        ];
-        args.extend(more);
-        tessera(&args)
-    };
+    let job = |out: &Path, more: &[&str]| embed_tiny(&dir, out, "cpu", "1", more);
     let (whole, out) = (tmp("resume_whole.npy"), tmp("resume.npy"));
     let partial = tmp("resume.npy.partial");
     let journal = tmp("resume.npy.partial.journal");
