@@ -341,9 +341,11 @@ fn worker<T: Element, D: Kernels<T>>(
             return;
         }
     };
+    // The first worker serving starts the decoder's count of waiting for devices.
+    job.serving.get_or_init(Instant::now);
     let mut clock = WorkerClock {
         job,
-        serving: *job.serving.get_or_init(Instant::now),
+        serving: Instant::now(),
         idle: Duration::ZERO,
     };
     let c = job.config.clone();
@@ -621,6 +623,13 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
     )?;
     let resumed = writer.resumed();
     let first_batch = resumed.batches;
+    let batches = paths.len().div_ceil(batch_size);
+    if first_batch > batches {
+        return Err(format!(
+            "--resume: {} records {first_batch} batches, but this job has {batches}",
+            writer.partial().display()
+        ));
+    }
     if args.resume {
         let _ = writeln!(
             std::io::stderr(),
@@ -746,7 +755,7 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
         bar.finish_and_clear();
     }
     if let Some(e) = failure {
-        return Err(match writer.rows() {
+        return Err(match writer.stop() {
             0 => e,
             n => format!(
                 "{e}\n{n} rows are kept in {}: rerun with --resume to go on from them",

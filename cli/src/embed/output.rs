@@ -7,7 +7,8 @@
 //!   are written (with devices of equal speed a few batches; with a slow one beside
 //!   a fast one, about twice the speed ratio). Skipped images leave no row.
 //! - Each batch written is then recorded in `OUT.partial.journal` (its index and
-//!   its images' path indices), after a first line naming the job (its settings,
+//!   its images' path indices) once its rows are synced to the disk (every 2 s,
+//!   and when the job stops), after a first line naming the job (its settings,
 //!   the number and a digest of the paths, the header room). A job that stops
 //!   (killed, or failed after some rows) leaves the two files; `--resume` checks
 //!   that the journal names the same job, cuts the partial file to the rows the
@@ -31,6 +32,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use safetensors::tensor::{Metadata, TensorInfo};
 
@@ -88,6 +90,11 @@ pub(super) struct RowWriter {
     next: usize,
     /// Finished batches waiting for an earlier one.
     pending: BTreeMap<usize, Vec<(usize, Vec<f32>)>>,
+    /// Journal lines of batches written but not yet synced, the rows the
+    /// journal records, and when it was last brought up to date.
+    unjournaled: String,
+    journaled: usize,
+    checkpoint_at: Instant,
     /// Safetensors: the paths are in the header (else in `OUT.paths.txt`).
     paths_in_header: bool,
     model: String,
@@ -139,6 +146,9 @@ impl RowWriter {
             kept: Vec::new(),
             next: 0,
             pending: BTreeMap::new(),
+            unjournaled: String::new(),
+            journaled: 0,
+            checkpoint_at: Instant::now(),
             paths_in_header: format == Format::Safetensors,
             model: model.to_string(),
         };
@@ -161,7 +171,7 @@ impl RowWriter {
                 "settings": settings,
             })
         );
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
@@ -179,14 +189,22 @@ impl RowWriter {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(w.io_error(e)),
         }
-        // The partial file is ours now (locked). What an earlier run left:
+        // The partial file is ours now (locked), and stays open in `w.file` until
+        // it is removed or renamed: no other job can lock it in between.
         w.owned = true;
+        let tmp_shown = w.tmp.display().to_string();
+        let io = |e: std::io::Error| format!("{tmp_shown}: {e}");
+        let file = w
+            .file
+            .insert(BufWriter::with_capacity(1 << 20, file))
+            .get_mut();
+        // What an earlier run left:
         let earlier = match std::fs::read(&w.journal_path) {
             Ok(text) => Some(Journal::parse(&text, &w.journal_path, w.names.len())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => Some(Err(format!("{}: {e}", w.journal_path.display()))),
         };
-        let len = file.metadata().map_err(|e| w.io_error(e))?.len();
+        let len = file.metadata().map_err(io)?.len();
         let held = match &earlier {
             Some(Ok(j)) if len > 0 => j.kept.len(),
             _ => 0,
@@ -233,8 +251,8 @@ impl RowWriter {
             }
             // Rows past the journal's (a batch not recorded) are made again; a torn
             // last journal line goes.
-            file.set_len(rows_end).map_err(|e| w.io_error(e))?;
-            file.seek(SeekFrom::End(0)).map_err(|e| w.io_error(e))?;
+            file.set_len(rows_end).map_err(io)?;
+            file.seek(SeekFrom::End(0)).map_err(io)?;
             let journal = OpenOptions::new()
                 .write(true)
                 .open(&w.journal_path)
@@ -249,6 +267,7 @@ impl RowWriter {
                 batches: j.batches,
                 rows: j.kept.len(),
             };
+            w.journaled = j.kept.len();
             w.kept = j.kept;
             w.journal = Some(journal);
         } else {
@@ -267,13 +286,12 @@ impl RowWriter {
                 file.set_len(0)?;
                 file.write_all(&vec![0u8; w.reserved])
             })();
-            fresh.map_err(|e| w.io_error(e))?;
+            fresh.map_err(io)?;
             let journal = File::create(&w.journal_path)
                 .and_then(|mut f| f.write_all(format!("{identity}\n").as_bytes()).map(|()| f))
                 .map_err(|e| format!("{}: {e}", w.journal_path.display()))?;
             w.journal = Some(journal);
         }
-        w.file = Some(BufWriter::with_capacity(1 << 20, file));
         Ok(w)
     }
 
@@ -290,7 +308,7 @@ impl RowWriter {
     /// The path indices in the earlier run's batches that have no row (their
     /// files were skipped then).
     pub(super) fn resumed_skips(&self, batch_size: usize) -> Vec<usize> {
-        let end = (self.resumed.batches * batch_size).min(self.names.len());
+        let end = (self.resumed.batches.saturating_mul(batch_size)).min(self.names.len());
         let kept: std::collections::HashSet<usize> =
             self.kept[..self.resumed.rows].iter().copied().collect();
         (0..end).filter(|i| !kept.contains(i)).collect()
@@ -332,23 +350,35 @@ impl RowWriter {
                 self.kept.push(index);
                 line.push_str(&format!(" {index}"));
             }
-            // The rows reach the file before the journal says they are there.
             line.push('\n');
-            let file = self.file.as_mut().ok_or("embed: output already closed")?;
-            if let Err(e) = file.flush() {
-                return Err(self.io_error(e));
-            }
-            let journal = self
-                .journal
-                .as_mut()
-                .ok_or("embed: output already closed")?;
-            if let Err(e) = journal.write_all(line.as_bytes()) {
-                return Err(format!("{}: {e}", self.journal_path.display()));
-            }
+            self.unjournaled.push_str(&line);
             self.next += 1;
-            if !self.kept.is_empty() {
-                self.keep = true; // rows to resume from, should the job stop
-            }
+        }
+        if self.checkpoint_at.elapsed() >= CHECKPOINT {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Sync the rows written to the disk, then record their batches in the
+    /// journal: the journal never names a row that a power cut could lose.
+    pub(super) fn checkpoint(&mut self) -> Result<(), String> {
+        self.checkpoint_at = Instant::now();
+        if self.unjournaled.is_empty() {
+            return Ok(());
+        }
+        let file = self.file.as_mut().ok_or("embed: output already closed")?;
+        if let Err(e) = file.flush().and_then(|()| file.get_ref().sync_data()) {
+            return Err(self.io_error(e));
+        }
+        let journal = (self.journal.as_mut()).ok_or("embed: output already closed")?;
+        if let Err(e) = journal.write_all(self.unjournaled.as_bytes()) {
+            return Err(format!("{}: {e}", self.journal_path.display()));
+        }
+        self.unjournaled.clear();
+        self.journaled = self.kept.len();
+        if self.journaled > 0 {
+            self.keep = true; // rows to resume from, should the job stop
         }
         Ok(())
     }
@@ -356,6 +386,13 @@ impl RowWriter {
     /// Rows written so far.
     pub(super) fn rows(&self) -> usize {
         self.kept.len()
+    }
+
+    /// A job that stops: the rows written are synced and recorded, and stay for
+    /// `--resume`. Returns how many rows there are to resume from.
+    pub(super) fn stop(&mut self) -> usize {
+        let _ = self.checkpoint();
+        self.journaled
     }
 
     /// Write the header (and the paths file), sync and rename into place, after
@@ -412,14 +449,18 @@ impl RowWriter {
             let mut file = file.into_inner().map_err(|e| e.into_error())?;
             file.seek(SeekFrom::Start(0))?;
             file.write_all(&header)?;
-            file.sync_all()
+            file.sync_all()?;
+            Ok(file)
         })();
-        let renamed = done.map_err(|e| self.io_error(e)).and_then(|()| {
+        // Renamed while still open (and locked): no other job takes it in between.
+        let renamed = done.map_err(|e| self.io_error(e)).and_then(|file| {
             if let Some((tmp, list)) = &list {
                 std::fs::rename(tmp, list).map_err(|e| format!("{}: {e}", list.display()))?;
             }
             std::fs::rename(&self.tmp, &self.path)
-                .map_err(|e| format!("{}: {e}", self.path.display()))
+                .map_err(|e| format!("{}: {e}", self.path.display()))?;
+            drop(file);
+            Ok(())
         });
         if let (Err(_), Some((tmp, _))) = (&renamed, &list) {
             let _ = std::fs::remove_file(tmp);
@@ -491,12 +532,16 @@ impl Drop for RowWriter {
     /// A job that stops before [`RowWriter::finish`] with no row written leaves
     /// no partial file or journal; one with rows leaves both, to resume from.
     fn drop(&mut self) {
-        drop(self.file.take());
-        drop(self.journal.take());
+        if self.file.is_some() {
+            let _ = self.checkpoint();
+        }
+        // Removed while still open (and locked): no other job takes it in between.
         if self.owned && !self.keep {
             let _ = std::fs::remove_file(&self.tmp);
             let _ = std::fs::remove_file(&self.journal_path);
         }
+        drop(self.file.take());
+        drop(self.journal.take());
     }
 }
 
@@ -506,6 +551,10 @@ pub(super) struct Resumed {
     pub batches: usize,
     pub rows: usize,
 }
+
+/// How often the rows written are synced and recorded in the journal: after a
+/// power cut, at most the batches of this last stretch are embedded again.
+const CHECKPOINT: Duration = Duration::from_secs(2);
 
 /// The first word of a journal's first line (its format's version with it).
 const JOURNAL_MAGIC: &str = "tessera-embed-journal-1";
