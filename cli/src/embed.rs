@@ -221,6 +221,7 @@ type Batch = decode::Decoded<Pixels>;
 
 /// Where the producer's batches go: the devices' queue, or (a batch whose every
 /// file was skipped) straight to the writer as an empty answer.
+///
 /// It also counts the time the producer waits for a device to take a batch,
 /// from the moment the first device began serving (before that, the wait is the
 /// model's loading, not the devices falling behind).
@@ -776,7 +777,7 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
             skipped.len()
         ));
     }
-    let kept = writer.finish(paths.len().div_ceil(batch_size))?;
+    let kept = writer.finish(batches)?;
     let share = |part: f64, whole: f64| if whole > 0.0 { part / whole } else { 0.0 };
     let balance = Balance {
         decode_seconds_per_image: share(produced.load_seconds, produced.loaded as f64),
