@@ -83,6 +83,9 @@ pub enum Error {
     /// Input values tessera refuses (NaN/Inf pixels, empty batch, ...).
     #[error("invalid input `{tensor}`: {msg}")]
     Input { tensor: String, msg: String },
+    /// A model could not be fetched from the Hugging Face hub (feature `hub`).
+    #[error("{id} (Hugging Face hub): {msg}")]
+    Hub { id: String, msg: String },
     /// A broken invariant inside tessera (a bug): please report it.
     #[error("internal error (a bug in tessera): {0}")]
     Internal(String),

@@ -548,7 +548,7 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
         return Err("--batch must be at least 1".into());
     }
     let format = output::Format::of(&args.output)?;
-    let files = ModelFiles::locate(&args.model).map_err(|e| e.to_string())?;
+    let files = crate::model_files(&args.model).map_err(|e| e.to_string())?;
     let config = VisionConfig::from_file(&files.config).map_err(|e| e.to_string())?;
     if config.num_channels != 3 {
         return Err(format!(

@@ -530,7 +530,7 @@ fn read_images(files: &[PathBuf], config: &VisionConfig, model: &ModelFiles) -> 
 fn run_command(args: &RunArgs) -> CliResult<()> {
     // Check the cheap arguments before reading anything.
     let dtype = args.exec.dtype;
-    let files = ModelFiles::locate(&args.model)?;
+    let files = tessera_cli::model_files(&args.model)?;
     let config = VisionConfig::from_file(&files.config)?;
     let packed = config.architecture == Architecture::Siglip2;
     if args.max_patches.is_some() && (!packed || args.input.image.is_empty()) {

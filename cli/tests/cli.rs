@@ -35,14 +35,18 @@ fn tessera(args: &[&str]) -> Output {
     tessera_env(args, &[])
 }
 
-/// `tessera args` from the repository root with `env` set and the Hugging Face
-/// cache variables cleared, killed after 120 s (a hang is a failure).
+/// `tessera args` from the repository root with `env` set, the Hugging Face cache
+/// variables cleared and the hub offline (`HF_HUB_OFFLINE=1`: no test reaches the
+/// network unless its `env` says otherwise), killed after 120 s (a hang is a failure).
 fn tessera_env(args: &[&str], env: &[(&str, &Path)]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .current_dir(root())
         .env_remove("HF_HUB_CACHE")
         .env_remove("HF_HOME")
+        .env_remove("HF_ENDPOINT")
+        .env_remove("HF_TOKEN")
+        .env("HF_HUB_OFFLINE", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for (k, v) in env {
@@ -384,6 +388,294 @@ fn hub_ids_are_found_in_the_local_cache() {
         stderr.contains("test-org/not-cached") && stderr.contains("models--test-org--not-cached"),
         "{stderr}"
     );
+}
+
+/// A stand-in for the Hugging Face hub on 127.0.0.1, answering what hf-hub's sync
+/// client asks: `GET /api/models/ORG/NAME/revision/main` (the file list and commit)
+/// and `GET /ORG/NAME/resolve/main/FILE` with a byte range (206, `Content-Range`,
+/// `ETag`, `X-Repo-Commit`); 404 for anything else. Every request line is logged.
+struct MockHub {
+    endpoint: String,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// A mock repository's files: (name, bytes), listed in that order.
+type RepoFiles = Vec<(String, Vec<u8>)>;
+
+const MOCK_REV: &str = "4c3e2d1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d";
+
+impl MockHub {
+    /// Serve `repos`: id → (file name → bytes), listed in that order.
+    fn start(repos: Vec<(&'static str, RepoFiles)>) -> Self {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind mock hub");
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (repos, seen) = (std::sync::Arc::new(repos), log.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (repos, seen) = (repos.clone(), seen.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut line = String::new();
+                    let _ = reader.read_line(&mut line);
+                    let (mut range, mut header) = (None, String::new());
+                    while reader
+                        .read_line(&mut header)
+                        .map(|n| n > 2)
+                        .unwrap_or(false)
+                    {
+                        let h = header.trim().to_ascii_lowercase();
+                        if let Some(r) = h.strip_prefix("range: bytes=") {
+                            let (a, b) = r.split_once('-').unwrap_or((r, ""));
+                            range =
+                                Some((a.parse::<usize>().unwrap_or(0), b.parse::<usize>().ok()));
+                        }
+                        header.clear();
+                    }
+                    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                    seen.lock().unwrap().push(path.clone());
+                    let mut out = stream;
+                    let reply = |out: &mut std::net::TcpStream,
+                                 status: &str,
+                                 headers: &str,
+                                 body: &[u8]| {
+                        let head = format!(
+                            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n{headers}\r\n",
+                            body.len()
+                        );
+                        let _ = out.write_all(head.as_bytes());
+                        let _ = out.write_all(body);
+                    };
+                    for (id, files) in repos.iter() {
+                        if path == format!("/api/models/{id}/revision/main") {
+                            let siblings: Vec<String> = files
+                                .iter()
+                                .map(|(f, _)| format!("{{\"rfilename\":\"{f}\"}}"))
+                                .collect();
+                            let body = format!(
+                                "{{\"id\":\"{id}\",\"sha\":\"{MOCK_REV}\",\"siblings\":[{}]}}",
+                                siblings.join(",")
+                            );
+                            return reply(
+                                &mut out,
+                                "200 OK",
+                                "Content-Type: application/json\r\n",
+                                body.as_bytes(),
+                            );
+                        }
+                        let Some(name) = path.strip_prefix(&format!("/{id}/resolve/main/")) else {
+                            continue;
+                        };
+                        let Some((_, bytes)) = files.iter().find(|(f, _)| f == name) else {
+                            break;
+                        };
+                        let (a, b) = range.unwrap_or((0, None));
+                        let b = b
+                            .unwrap_or(bytes.len().saturating_sub(1))
+                            .min(bytes.len().saturating_sub(1));
+                        let etag = format!(
+                            "{:016x}{:08x}",
+                            bytes.len(),
+                            bytes.iter().map(|&x| x as u32).sum::<u32>()
+                        );
+                        let headers = format!(
+                            "Content-Range: bytes {a}-{b}/{}\r\nETag: \"{etag}-{}\"\r\nX-Repo-Commit: {MOCK_REV}\r\n",
+                            bytes.len(),
+                            name.replace('.', "-")
+                        );
+                        return reply(
+                            &mut out,
+                            "206 Partial Content",
+                            &headers,
+                            &bytes[a.min(b + 1)..=b],
+                        );
+                    }
+                    reply(
+                        &mut out,
+                        "404 Not Found",
+                        "",
+                        b"{\"error\":\"Repository not found\"}",
+                    )
+                });
+            }
+        });
+        Self { endpoint, log }
+    }
+
+    fn take_log(&self) -> Vec<String> {
+        std::mem::take(&mut *self.log.lock().unwrap())
+    }
+}
+
+/// A hub id that is not in the local cache is downloaded into it (only the files
+/// tessera reads; of a sharded checkpoint only the shards with vision tensors),
+/// gives the same outputs as the folder, and is then found with the network
+/// off; a missing repository or one without safetensors weights is a one-line
+/// error naming it.
+#[test]
+fn hub_ids_are_downloaded_into_the_cache() {
+    let case = root().join("tests/data/siglip_tiny");
+    let read = |f: &str| std::fs::read(case.join(f)).unwrap();
+    // The same weights as two vision shards and a text-tower shard.
+    let weights = read("model.safetensors");
+    let st = SafeTensors::deserialize(&weights).unwrap();
+    let mut tensors = st.tensors();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let half = tensors.len() / 2;
+    let mut weight_map = Vec::new();
+    let mut shards = Vec::new();
+    for (i, part) in [&tensors[..half], &tensors[half..]].into_iter().enumerate() {
+        let name = format!("model-0000{}-of-00003.safetensors", i + 1);
+        for (t, _) in part {
+            weight_map.push(format!("\"{t}\": \"{name}\""));
+        }
+        let views = part.iter().map(|(t, v)| (t.clone(), v.clone()));
+        shards.push((name, safetensors::serialize(views, None).unwrap()));
+    }
+    let text = [0u8; 8];
+    let text_view = TensorView::new(Dtype::F32, vec![2], &text).unwrap();
+    let text_shard = "model-00003-of-00003.safetensors".to_string();
+    weight_map.push(format!(
+        "\"text_model.embeddings.weight\": \"{text_shard}\""
+    ));
+    shards.push((
+        text_shard.clone(),
+        safetensors::serialize([("text_model.embeddings.weight", text_view)], None).unwrap(),
+    ));
+    let index = format!("{{\"weight_map\": {{{}}}}}", weight_map.join(", "));
+    let mut sharded = vec![
+        ("config.json".to_string(), read("config.json")),
+        (
+            "model.safetensors.index.json".to_string(),
+            index.into_bytes(),
+        ),
+    ];
+    sharded.extend(shards);
+    let hub = MockHub::start(vec![
+        (
+            "test-org/siglip-tiny",
+            vec![
+                ("README.md".to_string(), b"# tiny".to_vec()),
+                ("config.json".to_string(), read("config.json")),
+                ("model.safetensors".to_string(), weights.clone()),
+                ("pytorch_model.bin".to_string(), b"not read".to_vec()),
+            ],
+        ),
+        ("test-org/siglip-sharded", sharded),
+        (
+            "test-org/bin-only",
+            vec![
+                ("config.json".to_string(), read("config.json")),
+                ("pytorch_model.bin".to_string(), b"not read".to_vec()),
+            ],
+        ),
+    ]);
+    let cache = tmp("hub-download");
+    let _ = std::fs::remove_dir_all(&cache);
+    let io = case.join("io.safetensors");
+    let endpoint = PathBuf::from(&hub.endpoint);
+    let run = |model: &str, out: &Path, offline: &str| {
+        tessera_env(
+            &[
+                "run",
+                "--model",
+                model,
+                "--pixels",
+                io.to_str().unwrap(),
+                "--device",
+                "cpu",
+                "--output",
+                out.to_str().unwrap(),
+            ],
+            &[
+                ("HF_ENDPOINT", endpoint.as_path()),
+                ("HF_HUB_CACHE", cache.as_path()),
+                ("HF_HUB_OFFLINE", Path::new(offline)),
+            ],
+        )
+    };
+    let reference = tmp("hub-reference.safetensors");
+    assert_ok(
+        &run(case.to_str().unwrap(), &reference, "1"),
+        "the folder itself",
+    );
+    let expected = read_all(&reference);
+    for (id, fetched, not_fetched) in [
+        (
+            "test-org/siglip-tiny",
+            vec!["config.json", "model.safetensors"],
+            vec!["README.md", "pytorch_model.bin"],
+        ),
+        (
+            "test-org/siglip-sharded",
+            vec![
+                "config.json",
+                "model.safetensors.index.json",
+                "model-00001-of-00003.safetensors",
+                "model-00002-of-00003.safetensors",
+            ],
+            vec!["model-00003-of-00003.safetensors"],
+        ),
+    ] {
+        let out_file = tmp("hub-downloaded.safetensors");
+        let out = run(id, &out_file, "0");
+        assert_ok(&out, &format!("{id} downloaded"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("downloading"), "{stderr}");
+        assert_eq!(
+            read_all(&out_file),
+            expected,
+            "{id}: outputs differ from the folder's"
+        );
+        let log = hub.take_log();
+        assert!(
+            log.contains(&format!("/api/models/{id}/revision/main")),
+            "{log:?}"
+        );
+        for f in fetched {
+            let url = format!("/{id}/resolve/main/{f}");
+            assert!(log.contains(&url), "{id}: {f} not fetched: {log:?}");
+        }
+        for f in not_fetched {
+            assert!(
+                !log.iter().any(|l| l.ends_with(f)),
+                "{id}: {f} fetched: {log:?}"
+            );
+        }
+        // Now in the cache: found with the hub offline, and nothing asked of it.
+        let out = run(id, &out_file, "1");
+        assert_ok(&out, &format!("{id} from the cache"));
+        assert_eq!(read_all(&out_file), expected);
+        assert!(
+            hub.take_log().is_empty(),
+            "{id}: the cached model asked the hub"
+        );
+    }
+    for (id, needle) in [
+        ("test-org/no-such-model", "not found on"),
+        ("test-org/bin-only", "safetensors weights only"),
+    ] {
+        let out = run(id, &tmp("hub-error.safetensors"), "0");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{id}: {stderr}");
+        assert!(
+            stderr.contains(id) && stderr.contains(needle),
+            "{id}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    hub.take_log();
+    // Offline, a model not in the cache says so and where it looked.
+    let out = run("test-org/not-cached", &tmp("hub-error.safetensors"), "1");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("HF_HUB_OFFLINE") && stderr.contains("models--test-org--not-cached"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("downloading"), "{stderr}");
+    assert!(hub.take_log().is_empty());
 }
 
 /// preprocessor_config.json beside the model drives `--image`: here another mean

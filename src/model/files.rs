@@ -39,17 +39,18 @@ pub struct ModelFiles {
     pub hub_id: Option<String>,
 }
 
-const CONFIG: &str = "config.json";
-const SINGLE: &str = "model.safetensors";
-const INDEX: &str = "model.safetensors.index.json";
-const PREPROCESSOR: &str = "preprocessor_config.json";
+pub(crate) const CONFIG: &str = "config.json";
+pub(crate) const SINGLE: &str = "model.safetensors";
+pub(crate) const INDEX: &str = "model.safetensors.index.json";
+pub(crate) const PREPROCESSOR: &str = "preprocessor_config.json";
 
 impl ModelFiles {
     /// Find a model: `spec` is a folder holding `config.json` and
     /// `model.safetensors` (or `model.safetensors.index.json` and its shards), or
     /// a hub id `org/name` that is no folder here, looked up in the local Hugging
-    /// Face cache (see [`hub_cache_dir`]). Nothing is downloaded. Errors say
-    /// where tessera looked.
+    /// Face cache (see [`hub_cache_dir`]). Nothing is downloaded (with the `hub`
+    /// feature, `ModelFiles::locate_or_download` does). Errors say where tessera
+    /// looked.
     ///
     /// ```
     /// let files = tessera::model::ModelFiles::locate("assets/mga_tiny")?;
@@ -98,7 +99,7 @@ impl ModelFiles {
         Self::in_dir(&dir, Some(id))
     }
 
-    fn in_dir(dir: &Path, hub_id: Option<String>) -> Result<Self> {
+    pub(crate) fn in_dir(dir: &Path, hub_id: Option<String>) -> Result<Self> {
         let config = dir.join(CONFIG);
         if !config.is_file() {
             return Err(not_found(
@@ -131,7 +132,7 @@ impl ModelFiles {
 
 /// `org/name` when `spec` has that form (two non-empty parts of letters, digits,
 /// `-`, `_` and `.`, not starting with a dot).
-fn hub_id(spec: &Path) -> Option<String> {
+pub(crate) fn hub_id(spec: &Path) -> Option<String> {
     let s = spec.to_str()?;
     let (org, name) = s.split_once('/')?;
     let part_ok = |p: &str| {
@@ -141,6 +142,12 @@ fn hub_id(spec: &Path) -> Option<String> {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     };
     (part_ok(org) && part_ok(name)).then(|| s.to_string())
+}
+
+/// Whether `spec` has the form of a hub id `org/name` (it may still name a folder
+/// here: [`ModelFiles::locate`] looks for a folder first).
+pub fn is_hub_id(spec: impl AsRef<Path>) -> bool {
+    hub_id(spec.as_ref()).is_some()
 }
 
 /// The Hugging Face hub cache folder, as huggingface_hub chooses it:

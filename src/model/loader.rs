@@ -57,10 +57,10 @@ pub(crate) struct Checkpoint {
 }
 
 /// The largest index file tessera parses.
-const MAX_INDEX_BYTES: u64 = 64 << 20;
+pub(crate) const MAX_INDEX_BYTES: u64 = 64 << 20;
 
 /// Whether a checkpoint name belongs to the vision tower (prefixed or not).
-fn is_vision_name(name: &str) -> bool {
+pub(crate) fn is_vision_name(name: &str) -> bool {
     name.starts_with(PREFIX) || VISION_PARTS.iter().any(|p| name.starts_with(p))
 }
 

@@ -9,13 +9,15 @@
 mod config;
 mod engine;
 mod files;
+#[cfg(feature = "hub")]
+pub mod hub;
 mod loader;
 pub mod naflex;
 mod vision;
 mod weights;
 
 pub use config::{Architecture, VisionConfig};
-pub use files::{hub_cache_dir, ModelFiles, WeightFiles};
+pub use files::{hub_cache_dir, is_hub_id, ModelFiles, WeightFiles};
 /// Check a safetensors file's bytes (header length, JSON, dtypes, shapes, offsets:
 /// in range, no overlap, no gap, no overflow) before handing them to the
 /// `safetensors` crate; the error names `file` and the tensor. The loader runs it
