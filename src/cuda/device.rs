@@ -93,6 +93,9 @@ impl Drop for Inner {
         let _ = catch_unwind(AssertUnwindSafe(|| {
             // Queued kernels may still use the modules: drain the stream first.
             let _ = self.stream.synchronize();
+            // An error left in the context (by a buffer's drop, say) would make the
+            // bind below fail and leak the modules: there is no caller to give it to.
+            let _ = self.ctx.check_err();
             if self.ctx.bind_to_thread().is_ok() {
                 for (_, m) in mods.modules {
                     // SAFETY: each module was loaded once by this context and is
@@ -206,6 +209,8 @@ impl Cuda {
             // one stream (`Inner::stream`; buffers of other handles cannot be passed
             // to it: `same_device` compares this context's Arc), so stream order alone
             // synchronises them and cudarc's per-argument event records are not needed.
+            // The capture stream (graph.rs) only records launches: nothing runs on
+            // it, and the graphs it makes are launched on the main stream.
             // Called before this context makes any buffer.
             unsafe { ctx.disable_event_tracking() };
             let stream = ctx.new_stream().map_err(|e| cuda_err("Cuda::new", e))?;

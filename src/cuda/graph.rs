@@ -51,6 +51,21 @@ pub(super) struct Graph {
     scratch_generation: u64,
 }
 
+/// The `op` of the errors that say a forward cannot be captured: something in it
+/// must run now (an allocation, an upload, a download, a synchronisation).
+const UNCAPTURABLE: &str = "graph capture";
+
+/// Whether a failed capture means the forward cannot be captured (then the key
+/// runs eagerly from now on), rather than an error that may pass: ours from
+/// [`Cuda::not_capturing`] and capture's own (beginning or ending it), and the
+/// driver's refusals of a call while a stream captures.
+fn uncapturable(e: &Error) -> bool {
+    match e {
+        Error::Cuda { op, msg } => op == UNCAPTURABLE || msg.contains("STREAM_CAPTURE"),
+        _ => false,
+    }
+}
+
 /// Why a graph was not launched.
 enum NotLaunched {
     /// The scratch buffer was replaced since the capture: capture again.
@@ -67,6 +82,9 @@ unsafe impl Send for Graph {}
 enum State {
     /// Ran eagerly once.
     Seen,
+    /// A capture failed for a reason that may pass (an error another thread
+    /// left in the context surfaced in it): one more capture, then eager.
+    Retry,
     Ready(Graph),
     /// Could not be captured: always eager.
     Eager,
@@ -158,7 +176,7 @@ impl Cuda {
     pub(super) fn not_capturing(&self, what: &str) -> Result<()> {
         if self.capturing() {
             return Err(Error::Cuda {
-                op: "graph capture".into(),
+                op: UNCAPTURABLE.into(),
                 msg: format!("{what} while capturing a graph"),
             });
         }
@@ -203,8 +221,9 @@ impl Cuda {
                 drop(graphs);
                 return f();
             }
-            Some(State::Seen) => {}
+            Some(State::Seen | State::Retry) => {}
         }
+        let retried = matches!(graphs.find(key), Some(State::Retry));
         // Second call with this key: capture. The mutex stays held, so one thread
         // at a time captures or replays on this handle.
         guarded(OP, || {
@@ -219,8 +238,10 @@ impl Cuda {
                 Err(NotLaunched::Stale) => State::Seen,
                 Err(NotLaunched::Refused) => State::Eager,
             },
-            // Something in the forward cannot be captured.
-            Err(_) => State::Eager,
+            // Something in the forward cannot be captured: eager from now on.
+            Err(e) if uncapturable(&e) || retried => State::Eager,
+            // Anything else may pass: capture again next call.
+            Err(_) => State::Retry,
         };
         // Nothing of the capture ran: run the ops for real.
         graphs.set(key.to_vec(), state);
@@ -229,8 +250,9 @@ impl Cuda {
     }
 
     /// Record `f`'s launches on the capture stream into a graph (nothing runs).
+    /// Errors that say the forward cannot be captured carry [`UNCAPTURABLE`].
     fn capture(&self, f: &mut dyn FnMut() -> Result<()>) -> Result<Graph> {
-        const OP: &str = "graph capture";
+        const OP: &str = UNCAPTURABLE;
         let scratch_generation = self.inner.scratch_generation.load(Ordering::Acquire);
         let cs = &self.inner.capture_stream;
         guarded(OP, || {
@@ -300,6 +322,27 @@ impl Cuda {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_capture_failures_turn_graphs_off() {
+        let cuda = |op: &str, msg: &str| Error::Cuda {
+            op: op.into(),
+            msg: msg.into(),
+        };
+        assert!(uncapturable(&cuda(
+            UNCAPTURABLE,
+            "an upload while capturing a graph"
+        )));
+        assert!(uncapturable(&cuda(
+            "linear (linear_bf16)",
+            "DriverError(CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED, \"operation not permitted when stream is capturing\")"
+        )));
+        assert!(!uncapturable(&cuda(
+            "linear (linear_bf16)",
+            "DriverError(CUDA_ERROR_LAUNCH_FAILED, \"unspecified launch failure\")"
+        )));
+        assert!(!uncapturable(&Error::Internal("x".into())));
+    }
 
     #[test]
     fn graphs_keep_the_most_recently_used() {

@@ -97,8 +97,15 @@ impl Arg<'_> {
     }
 }
 
-/// Shared memory a block may use without opting in (static, or dynamic below it).
+/// Shared memory a block may use without opting in (static and dynamic together).
 const DEFAULT_SMEM: u32 = 48 * 1024;
+
+/// The dynamic shared memory a kernel must be allowed (the function attribute
+/// `MAX_DYNAMIC_SHARED_SIZE_BYTES`) before a launch with up to `max_dyn` bytes can
+/// succeed: its static and dynamic bytes together may pass 48 KiB only then.
+fn smem_opt_in(static_smem: u32, max_dyn: u32) -> Option<u32> {
+    (static_smem.saturating_add(max_dyn) > DEFAULT_SMEM).then_some(max_dyn)
+}
 
 #[derive(Default)]
 pub(super) struct Modules {
@@ -195,21 +202,18 @@ impl Cuda {
         // SAFETY: `module` is a live module of this context (unloaded only in Drop).
         let f = unsafe { cu::module::get_function(module, name) }
             .map_err(|e| cuda_err(op.clone(), e))?;
-        if spec.max_dyn_smem > DEFAULT_SMEM {
+        if let Some(bytes) = smem_opt_in(spec.static_smem, spec.max_dyn_smem) {
             // SAFETY: `f` was just obtained from a live module of the current context.
             unsafe {
                 cu::function::set_function_attribute(
                     f,
                     sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    spec.max_dyn_smem as i32,
+                    bytes as i32,
                 )
             }
             .map_err(|e| {
                 cuda_err(
-                    format!(
-                        "{op}: allowing {} bytes of dynamic shared memory",
-                        spec.max_dyn_smem
-                    ),
+                    format!("{op}: allowing {bytes} bytes of dynamic shared memory"),
                     e,
                 )
             })?;
@@ -534,6 +538,27 @@ mod tests {
             .to_string();
             assert!(e.contains("tmap_x") && e.contains(needle), "{e}");
         }
+    }
+
+    /// Static bytes count: the memory gate (32 static, up to 48 KiB dynamic) must
+    /// opt in, or a width near 12 280 fails to launch.
+    #[test]
+    fn shared_memory_opt_in_counts_static_bytes() {
+        use super::smem_opt_in;
+        let gate = &manifest::memory_read_gate_f32::SPEC;
+        assert_eq!(gate.static_smem, 32);
+        assert_eq!(
+            smem_opt_in(gate.static_smem, gate.max_dyn_smem),
+            Some(gate.max_dyn_smem)
+        );
+        assert_eq!(smem_opt_in(0, 48 * 1024), None);
+        assert_eq!(smem_opt_in(32, 48 * 1024 - 32), None);
+        assert_eq!(smem_opt_in(32, 48 * 1024 - 31), Some(48 * 1024 - 31));
+        let sm90 = &manifest::linear_bf16_sm90::SPEC;
+        assert_eq!(
+            smem_opt_in(sm90.static_smem, sm90.max_dyn_smem),
+            Some(sm90.max_dyn_smem)
+        );
     }
 
     /// Every generated spec names an entry its module declares, with as many

@@ -2,8 +2,9 @@
 
 memory_read_gate_{dt}(h, rw, rb, gate, n, e, d): one block of 256 threads per batch
   b (ctaid.x). Dynamic shared memory: mean[D] f32, then logits[E] f32 — the host
-  passes (D + E)·4 bytes and checks it, with this kernel's static bytes, against
-  the 48 KiB limit.
+  passes (D + E)·4 bytes (at most 48 KiB); with this kernel's static bytes that
+  can pass 48 KiB, so the host opts in (launch.rs, smem_opt_in) and checks the sum
+  against the GPU's per-block limit.
   1. mean[c] = (Σ_t h[b,t,c]) / N, thread t owns columns t, t + 256, ...;
   2. for each expert e: logit = rb[e] + Σ_c rw[e,c]·mean[c] (block reduction);
   3. thread 0: gate[b,e] = softmax over e (max-subtracted, ex2.approx), f32 out.
