@@ -649,9 +649,12 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
             list.display()
         );
     }
+    // A job stopped after its last batch was recorded but before the rename has
+    // nothing left to embed: no device is opened and no model loaded.
+    let left = first_batch < batches;
     let mut opened = Vec::new();
     let mut described = Vec::new();
-    for choice in &args.device {
+    for choice in args.device.iter().filter(|_| left) {
         let (dev, why) = choice.open()?;
         described.push(format!("{} [{why}]", describe(&dev)));
         opened.push(dev);
@@ -675,6 +678,9 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
     let mut failure: Option<String> = None;
 
     std::thread::scope(|s| {
+        if !left {
+            return;
+        }
         for dev in opened {
             spawn(
                 s,
@@ -777,7 +783,18 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
             skipped.len()
         ));
     }
-    let kept = writer.finish(batches)?;
+    let partial = writer.partial().to_path_buf();
+    let kept = writer.finish(batches).map_err(|e| {
+        if partial.exists() {
+            format!(
+                "{e}\nevery row is kept in {}: rerun with --resume to write the output \
+                 (nothing is embedded again)",
+                partial.display()
+            )
+        } else {
+            e
+        }
+    })?;
     let share = |part: f64, whole: f64| if whole > 0.0 { part / whole } else { 0.0 };
     let balance = Balance {
         decode_seconds_per_image: share(produced.load_seconds, produced.loaded as f64),

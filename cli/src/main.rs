@@ -75,13 +75,18 @@ fn embed_command(args: &tessera_cli::embed::EmbedArgs) -> CliResult<()> {
     for d in &s.devices {
         say!("device: {d}");
     }
+    // The rate of this run: rows resumed from an earlier one took no time here.
+    let new_rows = s.embedded.saturating_sub(s.resumed);
     say!(
-        "embedded {} image(s) of {} values in {:.2} s ({:.1} images/s){}",
+        "embedded {} image(s) of {} values in {:.2} s{}{}",
         s.embedded,
         s.dim,
         s.seconds,
-        // The rate of this run: rows resumed from an earlier one took no time here.
-        s.embedded.saturating_sub(s.resumed) as f64 / s.seconds.max(1e-9),
+        if new_rows > 0 {
+            format!(" ({:.1} images/s)", new_rows as f64 / s.seconds.max(1e-9))
+        } else {
+            String::new()
+        },
         if s.skipped.is_empty() {
             String::new()
         } else {
@@ -95,6 +100,10 @@ fn embed_command(args: &tessera_cli::embed::EmbedArgs) -> CliResult<()> {
         );
     }
     let b = &s.balance;
+    if new_rows == 0 {
+        say!("wrote {}", args.output.display());
+        return Ok(());
+    }
     say!(
         "decoding: {:.1} ms per image on {} threads; it waited for the devices {:.0} % of \
          its time, the devices waited for it {:.0} % of theirs: {}",

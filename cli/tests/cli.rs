@@ -1404,6 +1404,29 @@ fn embed_resumes_a_stopped_job() {
         std::fs::read_to_string(tmp("resume_whole.paths.txt")).unwrap()
     );
     assert!(!partial.exists() && !journal.exists());
+
+    // The output cannot be renamed into place (a folder is there): every row is
+    // kept, and --resume writes the output with nothing left to embed — no device
+    // opened (CUDA, which this job names, need not exist) and no model loaded.
+    std::fs::remove_file(&out).unwrap();
+    std::fs::create_dir(&out).unwrap();
+    let blocked = job(&out, &[]);
+    let stderr = String::from_utf8_lossy(&blocked.stderr);
+    assert!(
+        !blocked.status.success() && stderr.contains("rerun with --resume"),
+        "{stderr}"
+    );
+    assert!(partial.exists() && journal.exists());
+    std::fs::remove_dir(&out).unwrap();
+    let finished = embed_tiny(&dir, &out, "cuda", "1", &["--resume"]);
+    assert_ok(&finished, "embed --resume with every batch written");
+    let stdout = String::from_utf8_lossy(&finished.stdout);
+    assert!(
+        stdout.contains("embedded 9 image(s)") && !stdout.contains("device:"),
+        "{stdout}"
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&whole).unwrap());
+    assert!(!partial.exists() && !journal.exists());
 }
 
 /// @list files (comments, blank lines, paths relative to the list), the .npy

@@ -407,6 +407,9 @@ impl RowWriter {
         if self.kept.is_empty() {
             return Err("no image could be read".into());
         }
+        // Every batch recorded first: should the renames below fail, the partial
+        // file is kept and `--resume` finishes the job without embedding anything.
+        self.checkpoint()?;
         let mut header = self.header(&self.kept)?;
         if header.len() > self.reserved {
             return Err("embed: header larger than its reserved room (internal error)".into());
