@@ -24,6 +24,15 @@
 //!     let _ = ops::linear(x, w, None, ops::Activation::None, None);
 //! }
 //! ```
+//!
+//! ## Cargo features
+//!
+//! - `cuda` (default): the CUDA backend (the driver is loaded at run time; without
+//!   this feature [`Cuda`] is an uninhabited stub and the crate still builds);
+//! - `wgpu` (default): the wgpu backend, likewise;
+//! - `hub` (off): `model::ModelFiles::locate_or_download`, which downloads a model
+//!   from the Hugging Face hub into the local cache (the `tessera` command turns
+//!   it on). Without it nothing in tessera touches the network.
 
 #![cfg_attr(
     not(test),

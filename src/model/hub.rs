@@ -82,7 +82,11 @@ pub fn offline() -> bool {
 fn token() -> Option<String> {
     let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
     if let Some(t) = var("HF_TOKEN") {
-        return t.into_string().ok().map(|t| t.trim().to_string());
+        return t
+            .into_string()
+            .ok()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty());
     }
     let file = var("HF_TOKEN_PATH")
         .map(PathBuf::from)
