@@ -11,28 +11,12 @@ use tessera::model::ModelFiles;
 
 /// The model named by `--model`: a folder, or a hub id `org/name` found in the local
 /// Hugging Face cache or, with the `hub` feature (on by default), downloaded into it
-/// first (`HF_HUB_OFFLINE=1` downloads nothing). Says on stderr when it downloads.
+/// first, said on stderr (`HF_HUB_OFFLINE=1` downloads nothing).
 pub fn model_files(spec: &Path) -> tessera::Result<ModelFiles> {
     #[cfg(feature = "hub")]
-    {
-        use std::io::IsTerminal;
-        match ModelFiles::locate(spec) {
-            Ok(files) => Ok(files),
-            Err(e) if !tessera::model::is_hub_id(spec) || spec.exists() => Err(e),
-            Err(_) if tessera::model::hub::offline() => ModelFiles::locate_or_download(spec, false),
-            Err(_) => {
-                eprintln!(
-                    "tessera: {} is not in the local Hugging Face cache: downloading it",
-                    spec.display()
-                );
-                ModelFiles::locate_or_download(spec, std::io::stderr().is_terminal())
-            }
-        }
-    }
+    return ModelFiles::locate_or_download(spec, true);
     #[cfg(not(feature = "hub"))]
-    {
-        ModelFiles::locate(spec)
-    }
+    ModelFiles::locate(spec)
 }
 
 /// The text of a caught panic's payload (the cuBLAS peer's guard) (`panic!` gives a `String` or a `&str`).

@@ -61,7 +61,8 @@ const UNCAPTURABLE: &str = "graph capture";
 /// driver's refusals of a call while a stream captures.
 fn uncapturable(e: &Error) -> bool {
     match e {
-        Error::Cuda { op, msg } => op == UNCAPTURABLE || msg.contains("STREAM_CAPTURE"),
+        // CUDA_ERROR_STREAM_CAPTURE_* and CUDA_ERROR_CAPTURED_EVENT.
+        Error::Cuda { op, msg } => op == UNCAPTURABLE || msg.contains("_CAPTURE"),
         _ => false,
     }
 }
@@ -194,7 +195,7 @@ impl Cuda {
             return f();
         }
         let mut graphs = self.inner.graphs.lock().unwrap_or_else(|p| p.into_inner());
-        match graphs.find(key) {
+        let retried = match graphs.find(key) {
             None => {
                 graphs.set(key.to_vec(), State::Seen);
                 drop(graphs);
@@ -221,9 +222,9 @@ impl Cuda {
                 drop(graphs);
                 return f();
             }
-            Some(State::Seen | State::Retry) => {}
-        }
-        let retried = matches!(graphs.find(key), Some(State::Retry));
+            Some(State::Seen) => false,
+            Some(State::Retry) => true,
+        };
         // Second call with this key: capture. The mutex stays held, so one thread
         // at a time captures or replays on this handle.
         guarded(OP, || {

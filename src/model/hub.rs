@@ -28,7 +28,8 @@ impl ModelFiles {
     /// such folder here, or not whole in the cache), download the model's files
     /// from the hub into the local cache first (see the [module](crate::model::hub) docs for
     /// the environment it reads). With `HF_HUB_OFFLINE=1` this is `locate`.
-    /// `progress` draws a bar per file on stderr when it is a terminal.
+    /// `progress`: say on stderr that the model is being downloaded, with a bar
+    /// per file where stderr is a terminal.
     ///
     /// Errors name the hub id and the endpoint: no such repository, a gated or
     /// private one without a token, a repository with no safetensors weights,
@@ -60,6 +61,13 @@ impl ModelFiles {
             .filter(|e| !e.is_empty())
             .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
         let endpoint = endpoint.trim_end_matches('/').to_string();
+        if progress {
+            eprintln!(
+                "tessera: {id} is not in the local Hugging Face cache: downloading it from \
+                 {endpoint} into {}",
+                cache.display()
+            );
+        }
         download(&id, &cache, &endpoint, progress)
     }
 }
