@@ -223,7 +223,8 @@ fn vision_shards(id: &str, index: &Path) -> Result<Vec<String>> {
     Ok(shards)
 }
 
-/// One file into the cache (kept when the snapshot of `commit` has it already);
+/// One file into the cache (none downloaded when `snapshot`, the folder of the
+/// revision the hub named, has it already);
 /// hf-hub's own panics (a redirect with no location) become errors.
 fn fetch_file(
     id: &str,
