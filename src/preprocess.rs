@@ -3,7 +3,8 @@
 //! model's `preprocessor_config.json` ([`ImageProcessor`]).
 //!
 //! What an image file becomes:
-//! 1. decode (PNG or JPEG) and convert to 8-bit RGB the way PIL's
+//! 1. decode (PNG, JPEG, WebP, GIF's first frame, BMP, TIFF) and convert to 8-bit
+//!    RGB the way PIL's
 //!    `convert("RGB")` does: grey is replicated, alpha is dropped (not composited),
 //!    16-bit RGB(A) and grey+alpha keep the high byte (PIL reads them so), and
 //!    16-bit grey is clipped to 255 (PIL's `I;16` → `RGB`);
@@ -44,7 +45,8 @@ fn image_err(file: &Path, msg: impl Into<String>) -> Error {
     }
 }
 
-/// Decode an image file (PNG or JPEG, detected from its content) and convert it to
+/// Decode an image file (PNG, JPEG, WebP, GIF — its first frame —, BMP or TIFF,
+/// detected from its content) and convert it to
 /// 8-bit RGB as PIL's `convert("RGB")` does. Errors name the file.
 pub fn read_rgb8(path: impl AsRef<Path>) -> Result<Rgb8> {
     let path = path.as_ref();
@@ -55,7 +57,7 @@ pub fn read_rgb8(path: impl AsRef<Path>) -> Result<Rgb8> {
     if reader.format().is_none() {
         return Err(image_err(
             path,
-            "not a recognised image format (PNG and JPEG are supported)",
+            "not a recognised image format (PNG, JPEG, WebP, GIF, BMP and TIFF are supported)",
         ));
     }
     let img = reader
@@ -111,7 +113,7 @@ fn to_rgb8_like_pil(img: DynamicImage) -> Rgb8 {
                 data.extend(p.0[..3].iter().map(|&v| (v >> 8) as u8));
             }
         }
-        // Float and future formats (not produced by the PNG or JPEG decoders).
+        // Float TIFFs and future formats.
         other => data = other.to_rgb8().into_raw(),
     }
     Rgb8 {

@@ -1,9 +1,9 @@
 //! `tessera embed`: image files → one file of embeddings, the job people run a
 //! vision tower for.
 //!
-//! - Inputs: files, folders (recursive, sorted; PNG and JPEG by extension) and
-//!   `@list.txt` files (one path a line; blank lines and `#` comments skipped), in
-//!   the order given.
+//! - Inputs: files, folders (recursive, sorted; images by extension: PNG, JPEG,
+//!   WebP, GIF, BMP, TIFF) and `@list.txt` files (one path a line; blank lines and
+//!   `#` comments skipped), in the order given.
 //! - Decoding and preprocessing run in parallel (rayon), one task per file with
 //!   no barrier per batch, a window of files ahead of the batch being assembled
 //!   (`embed/decode.rs`); batches are queued two per device ahead. Each device
@@ -142,7 +142,7 @@ impl Balance {
 }
 
 /// Image extensions a folder walk picks up.
-const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+const IMAGE_EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"];
 
 /// The paths of `inputs`, in order: files as given, folders walked recursively
 /// (sorted, image extensions only), `@list` files read line by line.

@@ -151,7 +151,7 @@ struct InputArgs {
     /// out).
     #[arg(long, value_name = "FILE")]
     pixels: Option<PathBuf>,
-    /// Image files (PNG, JPEG), preprocessed as the model's preprocessor_config.json
+    /// Image files (PNG, JPEG, WebP, GIF, BMP, TIFF), preprocessed as the model's preprocessor_config.json
     /// says (SigLIP's defaults without one). For a memory model they are
     /// consecutive segments of one stream (batch 1); otherwise one batch (SigLIP 2:
     /// each at its own aspect ratio, packed).

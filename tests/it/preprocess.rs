@@ -57,6 +57,35 @@ fn resized_jpeg_matches() {
     assert!(mean <= 0.02, "mean |Δ| {mean}");
 }
 
+/// WebP, GIF, BMP and TIFF decode to the bytes Pillow's `convert("RGB")` makes of
+/// them (scripts/make_format_fixture.py): lossless ones, palettes, a transparent
+/// index and alpha (dropped, not composited), and lossy WebP too (image-webp's
+/// YUV → RGB rounds as libwebp's does on this image): byte for byte.
+#[test]
+fn other_formats_decode_as_pillow_does() {
+    let dir = images().join("formats");
+    let bytes = std::fs::read(dir.join("pil_rgb.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    names.sort();
+    assert_eq!(names.len(), 8, "{names:?}");
+    for name in names {
+        let view = st.tensor(&name).unwrap();
+        let ours = preprocess::read_rgb8(dir.join(&name)).unwrap();
+        assert_eq!([ours.height, ours.width, 3], view.shape(), "{name}: size");
+        let diffs: Vec<i32> = ours
+            .data
+            .iter()
+            .zip(view.data())
+            .map(|(&a, &b)| (a as i32 - b as i32).abs())
+            .collect();
+        let max = diffs.iter().copied().max().unwrap_or(0);
+        let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
+        eprintln!("{name}: max |Δ| {max}, mean |Δ| {mean:.3}");
+        assert_eq!(max, 0, "{name}: not Pillow's bytes (mean |Δ| {mean})");
+    }
+}
+
 #[test]
 fn grayscale_is_replicated_to_rgb() {
     let (_, mean) = deltas("gray_64x48.png");
