@@ -4,7 +4,9 @@
 (palette; and 16 colours with a transparent index), with what Pillow's
 `Image.open(f).convert("RGB")` makes of each in pil_rgb.safetensors (uint8,
 [H, W, 3]), the decoding that SiglipImageProcessor's users feed it. tessera's
-preprocess::read_rgb8 must give the same bytes.
+preprocess::read_rgb8 must give the same bytes. And a crop stored with each EXIF
+orientation, with what ImageOps.exif_transpose (transformers' load_image) makes of
+it: preprocess::read_rgb8_upright must give those.
 
     pip install --target .cache/pylib pillow numpy safetensors
     PYTHONPATH=.cache/pylib python3 scripts/make_format_fixture.py
@@ -12,7 +14,7 @@ preprocess::read_rgb8 must give the same bytes.
 import os
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from safetensors.numpy import save_file
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -42,4 +44,24 @@ for name, save in saves.items():
     save(path)
     out[name] = np.asarray(Image.open(path).convert("RGB"), dtype=np.uint8).copy()
 save_file(out, os.path.join(OUT, "pil_rgb.safetensors"), metadata={"pillow": Image.__version__})
-print(f"wrote {OUT}: {len(saves)} images, Pillow {Image.__version__}")
+
+# EXIF orientation: a 12 x 8 crop stored with each of the 8 orientations (PNG eXIf
+# chunk; and a JPEG), and what ImageOps.exif_transpose makes of each (transformers'
+# load_image), in pil_upright.safetensors; `stored` is the crop as stored (the
+# JPEG's own: `orient6.jpg@stored`).
+crop = rgb.crop((20, 10, 32, 18))
+upright = {"stored": np.asarray(crop, dtype=np.uint8).copy()}
+for n in range(1, 9):
+    exif = Image.Exif()
+    exif[0x0112] = n
+    for ext in ("png", "jpg"):
+        if ext == "jpg" and n != 6:
+            continue
+        name = f"orient{n}.{ext}"
+        path = os.path.join(OUT, name)
+        crop.save(path, exif=exif.tobytes(), **({"quality": 95} if ext == "jpg" else {}))
+        upright[name] = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"), dtype=np.uint8).copy()
+        if ext == "jpg":  # lossy: its own pixels as stored
+            upright[name + "@stored"] = np.asarray(Image.open(path).convert("RGB"), dtype=np.uint8).copy()
+save_file(upright, os.path.join(OUT, "pil_upright.safetensors"), metadata={"pillow": Image.__version__})
+print(f"wrote {OUT}: {len(saves)} images and {sum('@' not in k for k in upright) - 1} oriented ones, Pillow {Image.__version__}")

@@ -46,10 +46,24 @@ fn image_err(file: &Path, msg: impl Into<String>) -> Error {
 }
 
 /// Decode an image file (PNG, JPEG, WebP, GIF — its first frame —, BMP or TIFF,
-/// detected from its content) and convert it to
+/// detected from its content), as stored (its EXIF orientation is not applied: see
+/// [`read_rgb8_upright`]), and convert it to
 /// 8-bit RGB as PIL's `convert("RGB")` does. Errors name the file.
 pub fn read_rgb8(path: impl AsRef<Path>) -> Result<Rgb8> {
-    let path = path.as_ref();
+    decode(path.as_ref(), false)
+}
+
+/// [`read_rgb8`], then turned upright by the image's EXIF orientation (JPEG, PNG,
+/// WebP, TIFF), as transformers' `load_image` does with `ImageOps.exif_transpose`:
+/// what a camera or phone that stores its photos sideways meant. (An image
+/// processor given `Image.open(f)` sees the stored pixels: that is
+/// [`read_rgb8`], the default.)
+pub fn read_rgb8_upright(path: impl AsRef<Path>) -> Result<Rgb8> {
+    decode(path.as_ref(), true)
+}
+
+fn decode(path: &Path, upright: bool) -> Result<Rgb8> {
+    use image::ImageDecoder;
     let reader = image::ImageReader::open(path)
         .map_err(|e| Error::io(path, e))?
         .with_guessed_format()
@@ -60,9 +74,18 @@ pub fn read_rgb8(path: impl AsRef<Path>) -> Result<Rgb8> {
             "not a recognised image format (PNG, JPEG, WebP, GIF, BMP and TIFF are supported)",
         ));
     }
-    let img = reader
-        .decode()
-        .map_err(|e| image_err(path, format!("could not decode image: {e}")))?;
+    let decode_err = |e: image::ImageError| image_err(path, format!("could not decode image: {e}"));
+    let mut decoder = reader.into_decoder().map_err(decode_err)?;
+    let orientation = if upright {
+        // A broken EXIF block is no reason to refuse the pixels: as stored.
+        decoder
+            .orientation()
+            .unwrap_or(image::metadata::Orientation::NoTransforms)
+    } else {
+        image::metadata::Orientation::NoTransforms
+    };
+    let mut img = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
+    img.apply_orientation(orientation);
     let rgb = to_rgb8_like_pil(img);
     if rgb.width == 0 || rgb.height == 0 {
         return Err(image_err(path, "image has no pixels"));
@@ -434,6 +457,11 @@ pub struct ImageProcessor {
     pub do_normalize: bool,
     pub image_mean: [f32; 3],
     pub image_std: [f32; 3],
+    /// Turn image files upright by their EXIF orientation when loading them
+    /// ([`read_rgb8_upright`], as transformers' `load_image`). False by default,
+    /// and never set by a `preprocessor_config.json`: the image processors
+    /// themselves see the pixels as stored.
+    pub upright: bool,
 }
 
 impl ImageProcessor {
@@ -450,6 +478,7 @@ impl ImageProcessor {
             do_normalize: true,
             image_mean: IMAGE_MEAN,
             image_std: IMAGE_STD,
+            upright: false,
         }
     }
 
@@ -576,6 +605,7 @@ impl ImageProcessor {
             do_normalize: flag("do_normalize", true)?,
             image_mean,
             image_std,
+            upright: false,
         })
     }
 
@@ -638,10 +668,16 @@ impl ImageProcessor {
         Ok(out)
     }
 
+    /// An image file decoded to RGB: upright by its EXIF orientation when
+    /// [`upright`](Self::upright) is set.
+    pub fn read(&self, path: impl AsRef<Path>) -> Result<Rgb8> {
+        decode(path.as_ref(), self.upright)
+    }
+
     /// One image file → its pixel_values `[3, height, width]`. Errors name the file.
     pub fn load_image(&self, path: impl AsRef<Path>) -> Result<Vec<f32>> {
         let path = path.as_ref();
-        self.pixel_values(&read_rgb8(path)?)
+        self.pixel_values(&self.read(path)?)
             .map_err(|e| image_err(path, e.to_string()))
     }
 
@@ -873,7 +909,7 @@ impl Siglip2Processor {
     /// One image file → its patches. Errors name the file.
     pub fn load_image(&self, path: impl AsRef<Path>) -> Result<crate::model::ImagePatches> {
         let path = path.as_ref();
-        self.patches(&read_rgb8(path)?)
+        self.patches(&self.image.read(path)?)
             .map_err(|e| image_err(path, e.to_string()))
     }
 }

@@ -92,6 +92,11 @@ pub struct EmbedArgs {
     /// packed: its cost follows the images' real patches.
     #[arg(long, value_name = "N")]
     pub max_patches: Option<usize>,
+    /// Turn each image upright by its EXIF orientation first, as transformers'
+    /// load_image does (ImageOps.exif_transpose). Default: the pixels as stored,
+    /// as an image processor given Image.open(f) sees them.
+    #[arg(long)]
+    pub upright: bool,
     /// Go on from OUT.partial, which an earlier run of this job (same inputs and
     /// options) left when it stopped: the batches it wrote are not embedded again.
     #[arg(long)]
@@ -570,19 +575,22 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
                         .into(),
                 );
             }
-            Processor::Fixed(
-                ImageProcessor::for_model(files.preprocessor.as_deref(), config.image_size)
-                    .map_err(|e| e.to_string())?,
-            )
+            Processor::Fixed(ImageProcessor {
+                upright: args.upright,
+                ..ImageProcessor::for_model(files.preprocessor.as_deref(), config.image_size)
+                    .map_err(|e| e.to_string())?
+            })
         }
-        Architecture::Siglip2 => Processor::Naflex(
-            Siglip2Processor::for_model(
+        Architecture::Siglip2 => {
+            let mut p = Siglip2Processor::for_model(
                 files.preprocessor.as_deref(),
                 config.patch_size,
                 args.max_patches,
             )
-            .map_err(|e| e.to_string())?,
-        ),
+            .map_err(|e| e.to_string())?;
+            p.image.upright = args.upright;
+            Processor::Naflex(p)
+        }
     };
     let paths = collect_paths(&args.inputs)?;
     if paths.is_empty() {
@@ -609,10 +617,15 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
     let dim = config.hidden_size;
     let model_name = args.model.display().to_string();
     // What makes the rows: a resumed job must have the same (devices may differ).
+    // (`upright` only when set: journals of jobs without it read as before.)
     let settings = format!(
         "model {model_name}, dtype {:?}, pooling {:?}, normalize {}, batch {batch_size}, \
-         max_patches {:?}",
-        args.dtype, args.pooling, args.normalize, args.max_patches
+         max_patches {:?}{}",
+        args.dtype,
+        args.pooling,
+        args.normalize,
+        args.max_patches,
+        if args.upright { ", upright" } else { "" }
     );
     let mut writer = RowWriter::create(
         &args.output,

@@ -128,7 +128,8 @@ fn bench_command(args: &tessera_cli::bench::BenchArgs) -> CliResult<()> {
 struct RunArgs {
     /// Model folder (config.json and model.safetensors, or a sharded
     /// model.safetensors.index.json), or a hub id `org/name` in the local Hugging
-    /// Face cache ($HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub).
+    /// Face cache ($HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub),
+    /// downloaded into it when it is not there (HF_HUB_OFFLINE=1: never).
     #[arg(long, value_name = "DIR|ORG/NAME")]
     model: PathBuf,
     #[command(flatten)]
@@ -137,6 +138,11 @@ struct RunArgs {
     /// preprocessor_config.json `max_num_patches`, else 256).
     #[arg(long, value_name = "N")]
     max_patches: Option<usize>,
+    /// With --image: turn each image upright by its EXIF orientation first, as
+    /// transformers' load_image does (ImageOps.exif_transpose). Default: the
+    /// pixels as stored, as an image processor given Image.open(f) sees them.
+    #[arg(long)]
+    upright: bool,
     #[command(flatten)]
     exec: ExecArgs,
 }
@@ -397,6 +403,7 @@ fn read_packed_images(
     config: &VisionConfig,
     model: &ModelFiles,
     max_patches: Option<usize>,
+    upright: bool,
 ) -> CliResult<PackedInput> {
     if config.num_channels != 3 {
         return fail(format!(
@@ -404,11 +411,12 @@ fn read_packed_images(
             config.num_channels
         ));
     }
-    let processor = Siglip2Processor::for_model(
+    let mut processor = Siglip2Processor::for_model(
         model.preprocessor.as_deref(),
         config.patch_size,
         max_patches,
     )?;
+    processor.image.upright = upright;
     let images = files
         .iter()
         .map(|f| processor.load_image(f))
@@ -509,14 +517,22 @@ fn read_pixels(file: &Path, config: &VisionConfig) -> CliResult<Input> {
     })
 }
 
-fn read_images(files: &[PathBuf], config: &VisionConfig, model: &ModelFiles) -> CliResult<Input> {
+fn read_images(
+    files: &[PathBuf],
+    config: &VisionConfig,
+    model: &ModelFiles,
+    upright: bool,
+) -> CliResult<Input> {
     if config.num_channels != 3 {
         return fail(format!(
             "--image makes RGB pixel_values, but the model expects {} channels",
             config.num_channels
         ));
     }
-    let processor = ImageProcessor::for_model(model.preprocessor.as_deref(), config.image_size)?;
+    let processor = ImageProcessor {
+        upright,
+        ..ImageProcessor::for_model(model.preprocessor.as_deref(), config.image_size)?
+    };
     let data = processor.load_images(files)?;
     let (n, i) = (files.len(), config.image_size);
     let (segments, seg_shape, segment_axis, how) = if config.has_memory() {
@@ -548,10 +564,13 @@ fn run_command(args: &RunArgs) -> CliResult<()> {
              square images of its image_size)",
         );
     }
+    if args.upright && args.input.image.is_empty() {
+        return fail("--upright applies to --image (pixel_values are used as given)");
+    }
     let input = match (&args.input.pixels, &args.input.image[..], packed) {
         (Some(file), [], false) => Job::Fixed(read_pixels(file, &config)?),
         (None, images, false) if !images.is_empty() => {
-            Job::Fixed(read_images(images, &config, &files)?)
+            Job::Fixed(read_images(images, &config, &files, args.upright)?)
         }
         (Some(file), [], true) => Job::Packed(read_packed_pixels(file, &config)?),
         (None, images, true) if !images.is_empty() => Job::Packed(read_packed_images(
@@ -559,6 +578,7 @@ fn run_command(args: &RunArgs) -> CliResult<()> {
             &config,
             &files,
             args.max_patches,
+            args.upright,
         )?),
         _ => return fail("give either --pixels FILE or --image FILE..."),
     };
@@ -589,6 +609,7 @@ fn demo_command(exec: &ExecArgs) -> CliResult<()> {
             image: vec![image],
         },
         max_patches: None,
+        upright: false,
         exec: ExecArgs {
             device: exec.device,
             dtype: exec.dtype,

@@ -1263,6 +1263,92 @@ fn embed_tiny(dir: &Path, out: &Path, device: &str, batch: &str, more: &[&str]) 
     tessera(&args)
 }
 
+/// `--upright` (run and embed) turns images by their EXIF orientation: the rows
+/// equal those of PNGs holding the pixels Pillow's `exif_transpose` makes of them;
+/// without it, the rows of the pixels as stored; `run --pixels --upright` is a
+/// usage error.
+#[test]
+fn upright_applies_the_exif_orientation() {
+    let formats = root().join("tests/data/images/formats");
+    let dir = tmp("upright_in");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bytes = std::fs::read(formats.join("pil_upright.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let png_of = |key: &str, file: &Path| {
+        let v = st.tensor(key).unwrap();
+        let (h, w) = (v.shape()[0] as u32, v.shape()[1] as u32);
+        image::RgbImage::from_raw(w, h, v.data().to_vec())
+            .unwrap()
+            .save(file)
+            .unwrap();
+    };
+    let (turned, stored) = (tmp("upright_refs"), tmp("stored_refs"));
+    for d in [&turned, &stored] {
+        let _ = std::fs::remove_dir_all(d);
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let mut refs_up = Vec::new();
+    for n in [3, 6, 8] {
+        let name = format!("orient{n}.png");
+        std::fs::copy(formats.join(&name), dir.join(&name)).unwrap();
+        let up = turned.join(&name);
+        png_of(&name, &up);
+        refs_up.push(up);
+    }
+    let raw = stored.join("stored.png");
+    png_of("stored", &raw);
+    let model = "tests/data/siglip_tiny";
+    let want_up = run_pooler(
+        model,
+        &refs_up.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
+        "upright_ref.safetensors",
+    );
+    let want_raw = run_pooler(model, &[raw.as_path()], "stored_ref.safetensors");
+    for (upright, want) in [(true, &want_up), (false, &vec![want_raw[0].clone(); 3])] {
+        let out = tmp("upright.safetensors");
+        let _ = std::fs::remove_file(&out);
+        let more: &[&str] = if upright { &["--upright"] } else { &[] };
+        assert_ok(&embed_tiny(&dir, &out, "cpu", "2", more), "embed");
+        let (shape, values, _) = read_embeddings(&out);
+        assert_eq!(shape, vec![3, 64]);
+        for (i, row) in values.chunks(64).enumerate() {
+            let err = rel_l2(row, &want[i]);
+            assert!(err <= 1e-5, "upright {upright}, row {i}: rel L2 {err:e}");
+        }
+    }
+    // run --image --upright: the same rows as embed's.
+    let one = dir.join("orient6.png");
+    let out = tmp("upright_run.safetensors");
+    let res = tessera(&[
+        "run",
+        "--model",
+        model,
+        "--device",
+        "cpu",
+        "--upright",
+        "--output",
+        out.to_str().unwrap(),
+        "--image",
+        one.to_str().unwrap(),
+    ]);
+    assert_ok(&res, "run --upright");
+    let (_, got) = read_all(&out).remove("pooler_output").unwrap();
+    assert!(rel_l2(&got, &want_up[1]) <= 1e-5);
+    let io = root().join("tests/data/siglip_tiny/io.safetensors");
+    assert_one_line_error(
+        &[
+            "run",
+            "--model",
+            model,
+            "--pixels",
+            io.to_str().unwrap(),
+            "--upright",
+        ],
+        "--upright",
+    );
+}
+
 /// A folder (recursive, sorted) embeds in path order on two workers with batches
 /// of 2; the broken file is reported and skipped; every row equals what `run`
 /// makes of that image; --strict stops at the broken file and writes nothing.

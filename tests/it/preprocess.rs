@@ -86,6 +86,67 @@ fn other_formats_decode_as_pillow_does() {
     }
 }
 
+/// EXIF orientation: `read_rgb8` keeps the pixels as stored (what an image
+/// processor given `Image.open(f)` sees), `read_rgb8_upright` turns them as
+/// `ImageOps.exif_transpose` does (transformers' load_image), for all eight
+/// orientations (PNG eXIf, byte for byte) and a JPEG (its decoder within a few
+/// levels of Pillow's); `ImageProcessor::upright` switches between the two.
+#[test]
+fn exif_orientation_is_applied_only_when_asked() {
+    let dir = images().join("formats");
+    let bytes = std::fs::read(dir.join("pil_upright.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let stored = st.tensor("stored").unwrap();
+    assert_eq!(stored.shape(), &[8, 12, 3]);
+    let mut names: Vec<String> = st
+        .names()
+        .into_iter()
+        .filter(|n| *n != "stored" && !n.ends_with("@stored"))
+        .map(String::from)
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 9, "{names:?}");
+    let max_diff = |a: &[u8], b: &[u8]| {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(&x, &y)| (x as i32 - y as i32).abs())
+            .max()
+            .unwrap_or(0)
+    };
+    for name in names {
+        let want = st.tensor(&name).unwrap();
+        let jpeg = name.ends_with(".jpg");
+        let bar = if jpeg { 8 } else { 0 };
+        let up = preprocess::read_rgb8_upright(dir.join(&name)).unwrap();
+        assert_eq!(
+            [up.height, up.width, 3],
+            want.shape(),
+            "{name}: upright size"
+        );
+        let d = max_diff(&up.data, want.data());
+        assert!(d <= bar, "{name}: upright max |Δ| {d}");
+        let raw = preprocess::read_rgb8(dir.join(&name)).unwrap();
+        let stored = st
+            .tensor(&format!("{name}@stored"))
+            .unwrap_or(stored.clone());
+        assert_eq!(
+            [raw.height, raw.width, 3],
+            stored.shape(),
+            "{name}: stored size"
+        );
+        let d = max_diff(&raw.data, stored.data());
+        assert!(d <= bar, "{name}: as stored max |Δ| {d}");
+        // Orientations 5–8 swap the sides: the processor resizes what it is given.
+        let flag = |upright| preprocess::ImageProcessor {
+            upright,
+            ..preprocess::ImageProcessor::siglip(8)
+        };
+        assert_eq!(flag(true).read(dir.join(&name)).unwrap(), up, "{name}");
+        assert_eq!(flag(false).read(dir.join(&name)).unwrap(), raw, "{name}");
+    }
+}
+
 #[test]
 fn grayscale_is_replicated_to_rgb() {
     let (_, mean) = deltas("gray_64x48.png");
