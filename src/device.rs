@@ -11,8 +11,11 @@ pub(crate) mod sealed {
 /// Which backend a device is, at run time (for messages and the CLI).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DeviceKind {
+    /// [`Cpu`](crate::Cpu).
     Cpu,
+    /// [`Cuda`](crate::Cuda).
     Cuda,
+    /// [`Wgpu`](crate::Wgpu).
     Wgpu,
 }
 

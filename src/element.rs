@@ -12,7 +12,9 @@ mod sealed {
 /// Runtime tag of an element type, for messages, file headers and kernel names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DType {
+    /// `f32`.
     F32,
+    /// `half::bf16`.
     BF16,
 }
 

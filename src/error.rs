@@ -13,35 +13,52 @@ pub enum Error {
     /// A tensor does not have the shape an operation needs.
     #[error("{op}: tensor `{tensor}` has shape {got:?}, expected {expected}")]
     Shape {
+        /// The operation.
         op: &'static str,
+        /// The tensor's name in that operation.
         tensor: String,
+        /// Its shape.
         got: Vec<usize>,
+        /// What the operation needs, in words.
         expected: String,
     },
     /// Two tensors that must agree in shape do not.
     #[error("{op}: shapes of `{a}` {a_shape:?} and `{b}` {b_shape:?} do not match")]
     ShapeMismatch {
+        /// The operation.
         op: &'static str,
+        /// The first tensor's name.
         a: String,
+        /// Its shape.
         a_shape: Vec<usize>,
+        /// The second tensor's name.
         b: String,
+        /// Its shape.
         b_shape: Vec<usize>,
     },
     /// A host slice had the wrong number of elements for the requested shape.
     #[error("{what}: {len} elements cannot have shape {shape:?} ({expected} elements)")]
     Length {
+        /// What was being built.
         what: String,
+        /// The slice's length.
         len: usize,
+        /// The shape asked for.
         shape: Vec<usize>,
+        /// The elements that shape holds.
         expected: usize,
     },
     /// Buffers made on two different device handles (two CUDA contexts, two wgpu
     /// devices) were used together.
     #[error("{op}: tensor `{tensor}` lives on {found}, but the operation runs on {expected}")]
     DeviceMismatch {
+        /// The operation.
         op: &'static str,
+        /// The tensor made on another handle.
         tensor: String,
+        /// The handle it was made on.
         found: String,
+        /// The handle the operation runs on.
         expected: String,
     },
     /// A backend was disabled at compile time.
@@ -52,47 +69,90 @@ pub enum Error {
     CudaDriverNotFound(String),
     /// A CUDA driver call failed.
     #[error("CUDA error in {op}: {msg}")]
-    Cuda { op: String, msg: String },
+    Cuda {
+        /// The step (an op, a load, a copy).
+        op: String,
+        /// The driver's error.
+        msg: String,
+    },
     /// No wgpu adapter, or a wgpu error (validation, device lost, a failed
     /// download) in step `op`.
     #[error("wgpu error in {op}: {msg}")]
-    Wgpu { op: String, msg: String },
+    Wgpu {
+        /// The step.
+        op: String,
+        /// wgpu's error.
+        msg: String,
+    },
     /// An argument outside what tessera supports (e.g. head dim above 128).
     #[error("{op}: {msg}")]
-    Unsupported { op: &'static str, msg: String },
+    Unsupported {
+        /// The operation.
+        op: &'static str,
+        /// What is out of range, and the range.
+        msg: String,
+    },
     /// A device allocation failed.
     #[error("out of memory on {device}: could not allocate {bytes} bytes for `{tensor}`")]
     OutOfMemory {
+        /// The device.
         device: String,
+        /// The allocation's size.
         bytes: u64,
+        /// The tensor it was for.
         tensor: String,
     },
     /// A checkpoint could not be loaded.
     #[error("{}: tensor `{tensor}`: {msg}", file.display())]
     Checkpoint {
+        /// The safetensors file (or index).
         file: PathBuf,
+        /// The tensor (`(header)`, `(index)` for the file's own structure).
         tensor: String,
+        /// What is wrong with it.
         msg: String,
     },
     /// A config file is missing a key or holds a value tessera cannot run.
     #[error("{}: {msg}", file.display())]
-    Config { file: PathBuf, msg: String },
+    Config {
+        /// The config file.
+        file: PathBuf,
+        /// The key and what is wrong with it.
+        msg: String,
+    },
     /// An image could not be read or decoded.
     #[error("{}: {msg}", file.display())]
-    Image { file: PathBuf, msg: String },
+    Image {
+        /// The image file.
+        file: PathBuf,
+        /// Why it could not be used.
+        msg: String,
+    },
     /// Input values tessera refuses (NaN/Inf pixels, empty batch, ...).
     #[error("invalid input `{tensor}`: {msg}")]
-    Input { tensor: String, msg: String },
+    Input {
+        /// The input's name.
+        tensor: String,
+        /// What is wrong with its values.
+        msg: String,
+    },
     /// A model could not be fetched from the Hugging Face hub (feature `hub`).
     #[error("{id} (Hugging Face hub): {msg}")]
-    Hub { id: String, msg: String },
+    Hub {
+        /// The hub id, `org/name`.
+        id: String,
+        /// What failed, naming the endpoint or the file.
+        msg: String,
+    },
     /// A broken invariant inside tessera (a bug): please report it.
     #[error("internal error (a bug in tessera): {0}")]
     Internal(String),
     /// I/O on a named file.
     #[error("{}: {source}", file.display())]
     Io {
+        /// The file.
         file: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },

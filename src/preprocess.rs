@@ -33,8 +33,11 @@ pub const IMAGE_STD: [f32; 3] = [0.5, 0.5, 0.5];
 /// An 8-bit RGB image, row-major, 3 bytes per pixel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rgb8 {
+    /// Pixels per row.
     pub width: usize,
+    /// Rows.
     pub height: usize,
+    /// `height · width · 3` bytes, R, G, B per pixel, row after row.
     pub data: Vec<u8>,
 }
 
@@ -452,10 +455,13 @@ pub struct ImageProcessor {
     pub resample: Resample,
     /// Multiply by `rescale_factor` (computed in f64, rounded to f32).
     pub do_rescale: bool,
+    /// The factor (SigLIP: 1/255).
     pub rescale_factor: f64,
     /// `(x − mean) / std` per channel, in f32.
     pub do_normalize: bool,
+    /// The mean per channel (R, G, B).
     pub image_mean: [f32; 3],
+    /// The standard deviation per channel (R, G, B).
     pub image_std: [f32; 3],
     /// Turn image files upright by their EXIF orientation when loading them
     /// ([`read_rgb8_upright`], as transformers' `load_image`). False by default,

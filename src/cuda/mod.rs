@@ -47,7 +47,9 @@ const SM90_SMEM: u32 = 197_696;
 /// every GPU, `linear_bf16_sm90` (wgmma, TMA) on compute capability 9.x.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GemmPath {
+    /// `linear_bf16`: mma.sync fed by a cp.async pipeline (compute capability 8.0+).
     Sm80,
+    /// `linear_bf16_sm90`: wgmma fed by TMA (compute capability 9.x).
     Sm90,
 }
 

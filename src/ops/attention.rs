@@ -21,13 +21,19 @@ use crate::error::{Error, Result};
 /// [`AttentionLayout`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AttentionDims {
+    /// B, the sequences.
     pub batch: usize,
+    /// H, the heads.
     pub heads: usize,
+    /// hd, the width of a head (at most 128).
     pub head_dim: usize,
+    /// Nq, query rows per sequence (packed: the longest).
     pub q_len: usize,
+    /// Nk, key and value rows per sequence (packed: the longest).
     pub kv_len: usize,
     /// q's batch stride is zero: every batch reads q batch 0.
     pub q_broadcast: bool,
+    /// Where q, k and v sit in their rows.
     pub layout: AttentionLayout,
     /// How the sequences sit in the rows (fixed length, or packed).
     pub packing: Packing,
@@ -57,11 +63,17 @@ pub enum Packing {
 /// rows are `ldo` apart. Separate tensors: all columns 0, strides H·hd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AttentionLayout {
+    /// q's first column (head 0).
     pub q_col: usize,
+    /// k's first column.
     pub k_col: usize,
+    /// v's first column.
     pub v_col: usize,
+    /// Elements from one row of q to the next.
     pub ldq: usize,
+    /// Elements from one row of k (and of v) to the next.
     pub ldkv: usize,
+    /// Elements from one row of out to the next.
     pub ldo: usize,
 }
 

@@ -20,9 +20,13 @@ pub enum NormKind {
 /// Sizes of a normalisation over the last axis.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LayerNormDims {
+    /// Rows normalised, each on its own.
     pub rows: usize,
+    /// The width of a row (the normalised axis).
     pub cols: usize,
+    /// Added to the variance (mean square) before the square root.
     pub eps: f32,
+    /// Layer norm or RMS norm.
     pub kind: NormKind,
 }
 

@@ -20,9 +20,13 @@ pub enum Activation {
 /// Sizes of a linear layer: `rows × in_features` times `[out_features, in_features]ᵀ`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinearDims {
+    /// M, the rows of x and out.
     pub rows: usize,
+    /// K, the width of x (and of W's rows).
     pub in_features: usize,
+    /// N, the width of out (W's rows).
     pub out_features: usize,
+    /// Applied after the bias, before the residual.
     pub activation: Activation,
 }
 

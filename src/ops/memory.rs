@@ -12,10 +12,15 @@ use crate::error::Result;
 /// bank `[B, E, M, D]`, gate `[B, E]`, joint sequence `[B, M + N, D]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryDims {
+    /// B.
     pub batch: usize,
+    /// N, tokens per sequence.
     pub tokens: usize,
+    /// E, the bank's experts.
     pub experts: usize,
+    /// M, slots per expert.
     pub slots: usize,
+    /// D, the hidden width.
     pub hidden: usize,
 }
 

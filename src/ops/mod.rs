@@ -39,13 +39,21 @@ use crate::error::{Error, Result};
 /// this trait. Call the front functions of [`crate::ops`] rather than these methods:
 /// the argument structs can only be built there, after every check.
 pub trait Kernels<T: Element>: Device {
+    /// Patchify, GEMM, bias and position embedding ([`patch_embed`]).
     fn patch_embed(&self, args: PatchEmbedArgs<'_, T, Self>) -> Result<()>;
+    /// `residual + act(x Wᵀ + bias)` ([`linear_into`]).
     fn linear(&self, args: LinearArgs<'_, T, Self>) -> Result<()>;
+    /// Layer norm or RMS norm over the last axis ([`layer_norm_into`]).
     fn layer_norm(&self, args: LayerNormArgs<'_, T, Self>) -> Result<()>;
+    /// Fused multi-head attention ([`attention_into`] and its packed forms).
     fn attention(&self, args: AttentionArgs<'_, T, Self>) -> Result<()>;
+    /// The memory bank's gate and read ([`memory_read_into`]).
     fn memory_read(&self, args: MemoryReadArgs<'_, T, Self>) -> Result<()>;
+    /// The gated write-back into the bank and the residual ([`memory_write_into`]).
     fn memory_write(&self, args: MemoryWriteArgs<'_, T, Self>) -> Result<()>;
+    /// Elementwise sum ([`add_into`]).
     fn add(&self, args: AddArgs<'_, T, Self>) -> Result<()>;
+    /// Element type conversion ([`cast_into`]).
     fn cast<U: Element>(&self, args: CastArgs<'_, T, U, Self>) -> Result<()>
     where
         Self: Kernels<U>;

@@ -11,10 +11,15 @@ use crate::error::Result;
 /// N = ⌊I/P⌋² (pixels past ⌊I/P⌋·P on either side are not read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PatchEmbedDims {
+    /// B, the images.
     pub batch: usize,
+    /// C, channels per pixel.
     pub channels: usize,
+    /// I, the side of an image in pixels.
     pub image: usize,
+    /// P, the side of a patch in pixels.
     pub patch: usize,
+    /// D, the width of a token.
     pub hidden: usize,
 }
 

@@ -22,8 +22,11 @@ pub struct Wgpu {
 /// What a wgpu adapter is (name, graphics backend, device type).
 #[derive(Debug, Clone)]
 pub struct WgpuAdapterInfo {
+    /// The adapter's name, as its driver reports it.
     pub name: String,
+    /// The graphics API it runs on (Vulkan, Metal, Dx12, ...).
     pub backend: String,
+    /// Discrete, integrated, virtual GPU or CPU.
     pub device_type: String,
     /// True for software rasterisers such as Mesa's llvmpipe.
     pub is_software: bool,

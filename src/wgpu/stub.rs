@@ -24,8 +24,11 @@ impl Wgpu {
 /// What a wgpu adapter is (name, graphics backend, device type).
 #[derive(Debug, Clone)]
 pub struct WgpuAdapterInfo {
+    /// The adapter's name.
     pub name: String,
+    /// The graphics API it runs on.
     pub backend: String,
+    /// Discrete, integrated, virtual GPU or CPU.
     pub device_type: String,
     /// True for software rasterisers such as Mesa's llvmpipe.
     pub is_software: bool,
