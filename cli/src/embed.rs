@@ -37,6 +37,7 @@ use crate::devices::{DeviceChoice, Opened};
 mod decode;
 mod output;
 
+pub use output::OutDtype;
 use output::RowWriter;
 
 /// How an image's embedding is taken from the model's outputs.
@@ -97,6 +98,10 @@ pub struct EmbedArgs {
     /// as an image processor given Image.open(f) sees them.
     #[arg(long)]
     pub upright: bool,
+    /// How the embeddings are stored: f32, or f16 / bf16 (half the bytes; the
+    /// values rounded once from f32). bf16 only in .safetensors (numpy has none).
+    #[arg(long, value_enum, default_value_t = OutDtype::F32)]
+    pub out_dtype: OutDtype,
     /// Go on from OUT.partial, which an earlier run of this job (same inputs and
     /// options) left when it stopped: the batches it wrote are not embedded again.
     #[arg(long)]
@@ -627,10 +632,14 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
         args.max_patches,
         if args.upright { ", upright" } else { "" }
     );
+    let cols = output::Columns {
+        dim,
+        dtype: args.out_dtype,
+    };
     let mut writer = RowWriter::create(
         &args.output,
         &paths,
-        dim,
+        cols,
         &model_name,
         &settings,
         args.resume,

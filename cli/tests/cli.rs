@@ -1263,6 +1263,65 @@ fn embed_tiny(dir: &Path, out: &Path, device: &str, batch: &str, more: &[&str]) 
     tessera(&args)
 }
 
+/// `--out-dtype f16` (.npy) and `bf16` (.safetensors): the f32 job's rows, each
+/// value rounded once.
+#[test]
+fn embed_stores_half_precision_rows() {
+    let dir = embed_folder("embed_half_in");
+    let full = tmp("embed_half_f32.safetensors");
+    let _ = std::fs::remove_file(&full);
+    assert_ok(&embed_tiny(&dir, &full, "cpu", "2", &[]), "embed f32");
+    let (shape, values, _) = read_embeddings(&full);
+    let rounded = |f: fn(f32) -> f64| -> Vec<f64> { values.iter().map(|&v| f(v as f32)).collect() };
+    let npy = tmp("embed_half.npy");
+    let _ = std::fs::remove_file(&npy);
+    assert_ok(
+        &embed_tiny(&dir, &npy, "cpu", "2", &["--out-dtype", "f16"]),
+        "embed f16",
+    );
+    let bytes = std::fs::read(&npy).unwrap();
+    let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = std::str::from_utf8(&bytes[10..10 + hlen]).unwrap();
+    assert!(
+        header.contains("'<f2'") && header.contains(&format!("({}, {})", shape[0], shape[1])),
+        "{header}"
+    );
+    let got: Vec<f64> = bytes[10 + hlen..]
+        .chunks_exact(2)
+        .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f64())
+        .collect();
+    assert_eq!(got, rounded(|x| half::f16::from_f32(x).to_f64()));
+    let st = tmp("embed_half.safetensors");
+    let _ = std::fs::remove_file(&st);
+    assert_ok(
+        &embed_tiny(&dir, &st, "cpu", "2", &["--out-dtype", "bf16"]),
+        "embed bf16",
+    );
+    let bytes = std::fs::read(&st).unwrap();
+    let t = SafeTensors::deserialize(&bytes).unwrap();
+    let e = t.tensor("embeddings").unwrap();
+    assert_eq!((e.dtype(), e.shape()), (Dtype::BF16, shape.as_slice()));
+    let got: Vec<f64> = e
+        .data()
+        .chunks_exact(2)
+        .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f64())
+        .collect();
+    assert_eq!(got, rounded(|x| half::bf16::from_f32(x).to_f64()));
+    assert_one_line_error(
+        &[
+            "embed",
+            "--model",
+            "tests/data/siglip_tiny",
+            dir.to_str().unwrap(),
+            "-o",
+            tmp("embed_half_bf16.npy").to_str().unwrap(),
+            "--out-dtype",
+            "bf16",
+        ],
+        "bfloat16",
+    );
+}
+
 /// `--upright` (run and embed) turns images by their EXIF orientation: the rows
 /// equal those of PNGs holding the pixels Pillow's `exif_transpose` makes of them;
 /// without it, the rows of the pixels as stored; `run --pixels --upright` is a

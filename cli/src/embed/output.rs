@@ -60,7 +60,83 @@ impl Format {
     }
 }
 
-/// Writes the rows of `[N, dim]` f32 embeddings as batches finish, in batch order.
+/// The element type the rows are stored as (`--out-dtype`); the values are
+/// computed in f32 and rounded to nearest-even once, when written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum OutDtype {
+    /// 4 bytes a value.
+    #[default]
+    F32,
+    /// IEEE half precision: 2 bytes, 11 significant bits (numpy `float16`).
+    F16,
+    /// bfloat16: 2 bytes, 8 significant bits, f32's range (safetensors only).
+    Bf16,
+}
+
+impl OutDtype {
+    fn size(self) -> usize {
+        match self {
+            OutDtype::F32 => 4,
+            OutDtype::F16 | OutDtype::Bf16 => 2,
+        }
+    }
+
+    fn safetensors(self) -> safetensors::Dtype {
+        match self {
+            OutDtype::F32 => safetensors::Dtype::F32,
+            OutDtype::F16 => safetensors::Dtype::F16,
+            OutDtype::Bf16 => safetensors::Dtype::BF16,
+        }
+    }
+
+    /// The `.npy` type string; numpy has no bfloat16.
+    fn npy(self) -> Option<&'static str> {
+        match self {
+            OutDtype::F32 => Some("<f4"),
+            OutDtype::F16 => Some("<f2"),
+            OutDtype::Bf16 => None,
+        }
+    }
+
+    /// A row's little-endian bytes.
+    fn encode(self, row: &[f32]) -> Vec<u8> {
+        match self {
+            OutDtype::F32 => row.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            OutDtype::F16 => row
+                .iter()
+                .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+                .collect(),
+            OutDtype::Bf16 => row
+                .iter()
+                .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
+                .collect(),
+        }
+    }
+}
+
+/// What a row is: `dim` values stored as `dtype`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Columns {
+    pub dim: usize,
+    pub dtype: OutDtype,
+}
+
+impl Columns {
+    /// `dim` f32 values.
+    #[cfg(test)]
+    pub(super) fn f32(dim: usize) -> Self {
+        Columns {
+            dim,
+            dtype: OutDtype::F32,
+        }
+    }
+
+    fn row_bytes(self) -> usize {
+        self.dim * self.dtype.size()
+    }
+}
+
+/// Writes the rows of `[N, dim]` embeddings as batches finish, in batch order.
 pub(super) struct RowWriter {
     format: Format,
     path: PathBuf,
@@ -81,7 +157,7 @@ pub(super) struct RowWriter {
     /// Bytes before the first row: 8 + the JSON (safetensors) or the whole `.npy`
     /// header.
     reserved: usize,
-    dim: usize,
+    cols: Columns,
     /// Every path of the job, in order (row indices point into it).
     names: Vec<String>,
     /// Path indices of the rows written, in order.
@@ -101,33 +177,40 @@ pub(super) struct RowWriter {
 }
 
 impl RowWriter {
-    /// Open `path`'s partial file for rows of `dim` values of the images
-    /// `paths`, made by `model`; `settings` names the job's options for the
-    /// journal (a resumed job must have the same). With `resume`, go on from the
-    /// partial file an earlier run of the same job left.
+    /// Open `path`'s partial file for rows of `cols` of the images `paths`,
+    /// made by `model`; `settings` names the job's options for the journal (a
+    /// resumed job must have the same). With `resume`, go on from the partial
+    /// file an earlier run of the same job left.
     pub(super) fn create(
         path: &Path,
         paths: &[PathBuf],
-        dim: usize,
+        cols: Columns,
         model: &str,
         settings: &str,
         resume: bool,
     ) -> Result<Self, String> {
         let limit = SAFETENSORS_HEADER_LIMIT;
-        Self::with_limit(path, paths, dim, model, settings, resume, limit)
+        Self::with_limit(path, paths, cols, model, settings, resume, limit)
     }
 
     /// [`Self::create`] with a given safetensors header limit (tests).
     pub(super) fn with_limit(
         path: &Path,
         paths: &[PathBuf],
-        dim: usize,
+        cols: Columns,
         model: &str,
         settings: &str,
         resume: bool,
         limit: usize,
     ) -> Result<Self, String> {
         let format = Format::of(path)?;
+        if format == Format::Npy && cols.dtype.npy().is_none() {
+            return Err(format!(
+                "{}: numpy has no bfloat16: write .safetensors, or --out-dtype f16 or f32",
+                path.display()
+            ));
+        }
+        let dim = cols.dim;
         let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         let tmp = suffixed(path, ".partial");
         let mut w = RowWriter {
@@ -141,7 +224,7 @@ impl RowWriter {
             keep: false,
             resumed: Resumed::default(),
             reserved: 0,
-            dim,
+            cols,
             names,
             kept: Vec::new(),
             next: 0,
@@ -160,17 +243,19 @@ impl RowWriter {
             largest = w.header(&all)?;
         }
         w.reserved = largest.len();
-        let identity = format!(
-            "{JOURNAL_MAGIC} {}",
-            serde_json::json!({
-                "format": format!("{format:?}"),
-                "dim": dim,
-                "paths": w.names.len(),
-                "paths_digest": format!("{:016x}", digest(&w.names)),
-                "header_room": w.reserved,
-                "settings": settings,
-            })
-        );
+        let mut job = serde_json::json!({
+            "format": format!("{format:?}"),
+            "dim": dim,
+            "paths": w.names.len(),
+            "paths_digest": format!("{:016x}", digest(&w.names)),
+            "header_room": w.reserved,
+            "settings": settings,
+        });
+        // Named only when not f32: journals of f32 jobs read as before.
+        if cols.dtype != OutDtype::F32 {
+            job["dtype"] = format!("{:?}", cols.dtype).into();
+        }
+        let identity = format!("{JOURNAL_MAGIC} {job}");
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -239,7 +324,7 @@ impl RowWriter {
                     w.journal_path.display()
                 ));
             }
-            let rows_end = (w.reserved + j.kept.len() * dim * 4) as u64;
+            let rows_end = (w.reserved + j.kept.len() * cols.row_bytes()) as u64;
             if len < rows_end {
                 return Err(format!(
                     "--resume: {} has {len} bytes, fewer than the {} rows its journal \
@@ -335,14 +420,14 @@ impl RowWriter {
         while let Some(rows) = self.pending.remove(&self.next) {
             let mut line = self.next.to_string();
             for (index, row) in rows {
-                if row.len() != self.dim || index >= self.names.len() {
+                if row.len() != self.cols.dim || index >= self.names.len() {
                     return Err(format!(
                         "embed: row of {} values for image {index} (expected {}; internal error)",
                         row.len(),
-                        self.dim
+                        self.cols.dim
                     ));
                 }
-                let bytes: Vec<u8> = row.iter().flat_map(|x| x.to_le_bytes()).collect();
+                let bytes = self.cols.dtype.encode(&row);
                 let file = self.file.as_mut().ok_or("embed: output already closed")?;
                 if let Err(e) = file.write_all(&bytes) {
                     return Err(self.io_error(e));
@@ -481,7 +566,7 @@ impl RowWriter {
     /// length and JSON (through the safetensors crate's own metadata type), or
     /// the `.npy` magic, version, length and literal padded to 64 bytes.
     fn header(&self, kept: &[usize]) -> Result<Vec<u8>, String> {
-        let (n, dim) = (kept.len(), self.dim);
+        let (n, dim) = (kept.len(), self.cols.dim);
         match self.format {
             Format::Safetensors => {
                 let mut meta = HashMap::from([
@@ -498,9 +583,9 @@ impl RowWriter {
                     meta.insert("paths_file".to_string(), name.into_owned());
                 }
                 let info = TensorInfo {
-                    dtype: safetensors::Dtype::F32,
+                    dtype: self.cols.dtype.safetensors(),
                     shape: vec![n, dim],
-                    data_offsets: (0, n * dim * 4),
+                    data_offsets: (0, n * self.cols.row_bytes()),
                 };
                 let metadata = Metadata::new(Some(meta), vec![("embeddings".to_string(), info)])
                     .map_err(|e| format!("{}: {e}", self.path.display()))?;
@@ -512,8 +597,14 @@ impl RowWriter {
                 Ok(out)
             }
             Format::Npy => {
-                let lit =
-                    format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, {dim}), }}");
+                let descr = self
+                    .cols
+                    .dtype
+                    .npy()
+                    .ok_or("embed: bf16 in .npy (internal error)")?;
+                let lit = format!(
+                    "{{'descr': '{descr}', 'fortran_order': False, 'shape': ({n}, {dim}), }}"
+                );
                 // Magic (6) + version (2) + length (2) + literal + '\n', padded to 64.
                 let total = (10 + lit.len() + 1).div_ceil(64) * 64;
                 let mut out = b"\x93NUMPY\x01\x00".to_vec();
@@ -699,7 +790,7 @@ mod tests {
         let dir = folder("st");
         let out = dir.join("e.safetensors");
         let (dim, all) = (5, paths(10));
-        let mut w = RowWriter::create(&out, &all, dim, "m", "s", false).unwrap();
+        let mut w = RowWriter::create(&out, &all, Columns::f32(dim), "m", "s", false).unwrap();
         let kept = feed(&mut w, dim);
         assert!(!out.exists(), "the output appears only when finished");
         let got = w.finish(5).unwrap();
@@ -728,12 +819,90 @@ mod tests {
         assert_eq!(left.len(), 1, "temporary files left: {left:?}");
     }
 
+    /// f16 and bf16 rows: the values rounded to nearest-even once (checked on
+    /// values whose halves are exact and on ones that round), in both formats
+    /// where they exist; bf16 in .npy is refused before any file is made; a
+    /// resumed job must keep its element type.
+    #[test]
+    fn half_precision_rows() {
+        let dir = folder("half");
+        let all = paths(10);
+        // 1/3 and friends round; 0.25 + integers below 2^11 are exact in f16.
+        let value = |i: usize, j: usize| (i * 100 + j) as f32 / 3.0;
+        let rows = |w: &mut RowWriter| {
+            for b in 0..5 {
+                let r = (2 * b..2 * b + 2)
+                    .map(|i| (i, (0..4).map(|j| value(i, j)).collect()))
+                    .collect();
+                w.accept(b, r).unwrap();
+            }
+        };
+        let want = |f: fn(f32) -> [u8; 2]| -> Vec<u8> {
+            (0..10)
+                .flat_map(|i| (0..4).map(move |j| value(i, j)))
+                .flat_map(f)
+                .collect()
+        };
+        let f16 = want(|x| half::f16::from_f32(x).to_le_bytes());
+        let bf16 = want(|x| half::bf16::from_f32(x).to_le_bytes());
+        for (dtype, st_dtype, bytes) in [
+            (OutDtype::F16, safetensors::Dtype::F16, &f16),
+            (OutDtype::Bf16, safetensors::Dtype::BF16, &bf16),
+        ] {
+            let out = dir.join(format!("{dtype:?}.safetensors"));
+            let cols = Columns { dim: 4, dtype };
+            let mut w = RowWriter::create(&out, &all, cols, "m", "s", false).unwrap();
+            rows(&mut w);
+            w.finish(5).unwrap();
+            let file = std::fs::read(&out).unwrap();
+            let st = SafeTensors::deserialize(&file).unwrap();
+            let t = st.tensor("embeddings").unwrap();
+            assert_eq!((t.dtype(), t.shape()), (st_dtype, &[10, 4][..]));
+            assert_eq!(t.data(), bytes.as_slice(), "{dtype:?}");
+        }
+        let out = dir.join("h.npy");
+        let cols = Columns {
+            dim: 4,
+            dtype: OutDtype::F16,
+        };
+        let mut w = RowWriter::create(&out, &all, cols, "m", "s", false).unwrap();
+        rows(&mut w);
+        w.finish(5).unwrap();
+        let file = std::fs::read(&out).unwrap();
+        let hlen = u16::from_le_bytes([file[8], file[9]]) as usize;
+        let lit = std::str::from_utf8(&file[10..10 + hlen]).unwrap();
+        assert!(lit.starts_with("{'descr': '<f2'"), "{lit}");
+        assert_eq!(&file[10 + hlen..], f16.as_slice());
+        let bf = Columns {
+            dim: 4,
+            dtype: OutDtype::Bf16,
+        };
+        let err = RowWriter::create(&dir.join("b.npy"), &all, bf, "m", "s", false)
+            .err()
+            .unwrap();
+        assert!(err.contains("bfloat16"), "{err}");
+        assert!(!dir.join("b.npy.partial").exists());
+        // A stopped f16 job resumes only as f16.
+        let out = dir.join("r.safetensors");
+        let mut w = RowWriter::create(&out, &all, cols, "m", "s", false).unwrap();
+        w.accept(0, vec![(0, vec![1.0; 4]), (1, vec![2.0; 4])])
+            .unwrap();
+        assert_eq!(w.stop(), 2);
+        drop(w);
+        let err = RowWriter::create(&out, &all, Columns::f32(4), "m", "s", true)
+            .err()
+            .unwrap();
+        assert!(err.contains("another job"), "{err}");
+        let w = RowWriter::create(&out, &all, cols, "m", "s", true).unwrap();
+        assert_eq!(w.resumed().rows, 2);
+    }
+
     #[test]
     fn npy_header_padded_to_64_and_paths_beside() {
         let dir = folder("npy");
         let out = dir.join("e.npy");
         let (dim, all) = (3, paths(10));
-        let mut w = RowWriter::create(&out, &all, dim, "m", "s", false).unwrap();
+        let mut w = RowWriter::create(&out, &all, Columns::f32(dim), "m", "s", false).unwrap();
         let kept = feed(&mut w, dim);
         w.finish(5).unwrap();
         let bytes = std::fs::read(&out).unwrap();
@@ -769,7 +938,8 @@ mod tests {
         let dir = folder("big");
         let out = dir.join("e.safetensors");
         let (dim, all) = (4, paths(10));
-        let mut w = RowWriter::with_limit(&out, &all, dim, "m", "s", false, 200).unwrap();
+        let mut w =
+            RowWriter::with_limit(&out, &all, Columns::f32(dim), "m", "s", false, 200).unwrap();
         assert_eq!(w.paths_file(), Some(dir.join("e.paths.txt")));
         let kept = feed(&mut w, dim);
         w.finish(5).unwrap();
@@ -784,7 +954,7 @@ mod tests {
         let w = RowWriter::with_limit(
             &dir.join("f.safetensors"),
             &all,
-            dim,
+            Columns::f32(dim),
             "m",
             "s",
             false,
@@ -799,7 +969,8 @@ mod tests {
         let dir = folder("fail");
         let out = dir.join("e.safetensors");
         let all = paths(4);
-        let create = |out: &Path| RowWriter::create(out, &all, 2, "m", "s", false).unwrap();
+        let create =
+            |out: &Path| RowWriter::create(out, &all, Columns::f32(2), "m", "s", false).unwrap();
         // Dropped before finishing with no row written (a job failing at once).
         let mut w = create(&out);
         w.accept(0, vec![]).unwrap();
@@ -833,9 +1004,16 @@ mod tests {
             ["e.safetensors.partial", "e.safetensors.partial.journal"]
         );
         // An output in a folder that does not exist fails at once, naming it.
-        let err = RowWriter::create(&dir.join("no/such/e.npy"), &all, 2, "m", "s", false)
-            .err()
-            .unwrap();
+        let err = RowWriter::create(
+            &dir.join("no/such/e.npy"),
+            &all,
+            Columns::f32(2),
+            "m",
+            "s",
+            false,
+        )
+        .err()
+        .unwrap();
         assert!(err.contains("no/such"), "{err}");
     }
 
@@ -857,7 +1035,7 @@ mod tests {
         let dir = folder("resume");
         let (dim, all) = (3, paths(10));
         let whole = dir.join("whole.safetensors");
-        let mut w = RowWriter::create(&whole, &all, dim, "m", "s", false).unwrap();
+        let mut w = RowWriter::create(&whole, &all, Columns::f32(dim), "m", "s", false).unwrap();
         feed(&mut w, dim);
         w.finish(5).unwrap();
 
@@ -866,7 +1044,7 @@ mod tests {
             dir.join("e.safetensors.partial"),
             dir.join("e.safetensors.partial.journal"),
         );
-        let mut w = RowWriter::create(&out, &all, dim, "m", "s", false).unwrap();
+        let mut w = RowWriter::create(&out, &all, Columns::f32(dim), "m", "s", false).unwrap();
         // Batch 1 is wholly skipped, as in `feed`.
         w.accept(0, vec![(0, row(0, dim)), (1, row(1, dim))])
             .unwrap();
@@ -880,7 +1058,7 @@ mod tests {
         drop(f);
 
         // Without --resume the rows are not thrown away.
-        let err = RowWriter::create(&out, &all, dim, "m", "s", false)
+        let err = RowWriter::create(&out, &all, Columns::f32(dim), "m", "s", false)
             .err()
             .unwrap();
         assert!(
@@ -888,19 +1066,19 @@ mod tests {
             "{err}"
         );
         // Another job's settings or paths do not resume it.
-        let err = RowWriter::create(&out, &all, dim, "m", "other", true)
+        let err = RowWriter::create(&out, &all, Columns::f32(dim), "m", "other", true)
             .err()
             .unwrap();
         assert!(
             err.contains("another job") && err.contains("\"other\""),
             "{err}"
         );
-        let err = RowWriter::create(&out, &paths(11), dim, "m", "s", true)
+        let err = RowWriter::create(&out, &paths(11), Columns::f32(dim), "m", "s", true)
             .err()
             .unwrap();
         assert!(err.contains("another job"), "{err}");
 
-        let mut w = RowWriter::create(&out, &all, dim, "m", "s", true).unwrap();
+        let mut w = RowWriter::create(&out, &all, Columns::f32(dim), "m", "s", true).unwrap();
         assert_eq!(
             w.resumed(),
             Resumed {
@@ -910,7 +1088,7 @@ mod tests {
         );
         assert_eq!(w.resumed_skips(2), [2, 3]);
         // While it runs, a second job on the same output fails at once.
-        let err = RowWriter::create(&out, &all, dim, "m", "s", true)
+        let err = RowWriter::create(&out, &all, Columns::f32(dim), "m", "s", true)
             .err()
             .unwrap();
         assert!(err.contains("another tessera embed"), "{err}");
@@ -934,7 +1112,7 @@ mod tests {
         let dir = folder("resume_err");
         let out = dir.join("e.npy");
         let all = paths(6);
-        let err = RowWriter::create(&out, &all, 2, "m", "s", true)
+        let err = RowWriter::create(&out, &all, Columns::f32(2), "m", "s", true)
             .err()
             .unwrap();
         assert!(err.contains("no earlier run"), "{err}");
@@ -958,7 +1136,7 @@ mod tests {
         ] {
             std::fs::write(dir.join("e.npy.partial"), [0u8; 200]).unwrap();
             std::fs::write(&journal, text).unwrap();
-            let err = RowWriter::create(&out, &all, 2, "m", "s", true)
+            let err = RowWriter::create(&out, &all, Columns::f32(2), "m", "s", true)
                 .err()
                 .unwrap();
             assert!(
@@ -967,7 +1145,8 @@ mod tests {
             );
         }
         // A journal of this job whose partial file lost rows.
-        let mut w = RowWriter::create(&dir.join("f.npy"), &all, 2, "m", "s", false).unwrap();
+        let mut w =
+            RowWriter::create(&dir.join("f.npy"), &all, Columns::f32(2), "m", "s", false).unwrap();
         w.accept(0, vec![(0, vec![1.0, 2.0])]).unwrap();
         drop(w);
         let partial = dir.join("f.npy.partial");
@@ -978,7 +1157,7 @@ mod tests {
             .unwrap()
             .set_len(len - 1)
             .unwrap();
-        let err = RowWriter::create(&dir.join("f.npy"), &all, 2, "m", "s", true)
+        let err = RowWriter::create(&dir.join("f.npy"), &all, Columns::f32(2), "m", "s", true)
             .err()
             .unwrap();
         assert!(err.contains("fewer than the 1 rows"), "{err}");
