@@ -79,6 +79,14 @@ fn decode(path: &Path, upright: bool) -> Result<Rgb8> {
     }
     let decode_err = |e: image::ImageError| image_err(path, format!("could not decode image: {e}"));
     let mut decoder = reader.into_decoder().map_err(decode_err)?;
+    // The decoded image counts against the image crate's default memory limit
+    // (512 MiB), as `ImageReader::decode` counts it: a small file of huge
+    // dimensions is refused, not allocated.
+    let mut limits = image::Limits::default();
+    limits
+        .reserve(decoder.total_bytes())
+        .and_then(|()| decoder.set_limits(limits))
+        .map_err(decode_err)?;
     let orientation = if upright {
         // A broken EXIF block is no reason to refuse the pixels: as stored.
         decoder

@@ -805,18 +805,7 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
             skipped.len()
         ));
     }
-    let partial = writer.partial().to_path_buf();
-    let kept = writer.finish(batches).map_err(|e| {
-        if partial.exists() {
-            format!(
-                "{e}\nevery row is kept in {}: rerun with --resume to write the output \
-                 (nothing is embedded again)",
-                partial.display()
-            )
-        } else {
-            e
-        }
-    })?;
+    let kept = writer.finish(batches)?;
     let share = |part: f64, whole: f64| if whole > 0.0 { part / whole } else { 0.0 };
     let balance = Balance {
         decode_seconds_per_image: share(produced.load_seconds, produced.loaded as f64),

@@ -555,6 +555,9 @@ fn read_images(
 fn run_command(args: &RunArgs) -> CliResult<()> {
     // Check the cheap arguments before reading anything.
     let dtype = args.exec.dtype;
+    if args.upright && args.input.image.is_empty() {
+        return fail("--upright applies to --image (pixel_values are used as given)");
+    }
     let files = tessera_cli::model_files(&args.model)?;
     let config = VisionConfig::from_file(&files.config)?;
     let packed = config.architecture == Architecture::Siglip2;
@@ -563,9 +566,6 @@ fn run_command(args: &RunArgs) -> CliResult<()> {
             "--max-patches applies to --image on a SigLIP 2 model (a SigLIP model takes \
              square images of its image_size)",
         );
-    }
-    if args.upright && args.input.image.is_empty() {
-        return fail("--upright applies to --image (pixel_values are used as given)");
     }
     let input = match (&args.input.pixels, &args.input.image[..], packed) {
         (Some(file), [], false) => Job::Fixed(read_pixels(file, &config)?),

@@ -46,9 +46,14 @@ fn tessera_env(args: &[&str], env: &[(&str, &Path)]) -> Output {
         .env_remove("HF_HOME")
         .env_remove("HF_ENDPOINT")
         .env_remove("HF_TOKEN")
+        .env_remove("TRANSFORMERS_OFFLINE")
         .env("HF_HUB_OFFLINE", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // The mock hub is on loopback: no proxy of the machine's may stand between.
+    for k in ["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"] {
+        cmd.env_remove(k).env_remove(k.to_ascii_lowercase());
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -390,13 +395,16 @@ fn hub_ids_are_found_in_the_local_cache() {
     );
 }
 
-/// A stand-in for the Hugging Face hub on 127.0.0.1, answering what hf-hub's sync
-/// client asks: `GET /api/models/ORG/NAME/revision/main` (the file list and commit)
-/// and `GET /ORG/NAME/resolve/main/FILE` with a byte range (206, `Content-Range`,
-/// `ETag`, `X-Repo-Commit`); 404 for anything else. Every request line is logged.
+/// A stand-in for the Hugging Face hub on 127.0.0.1, answering as the hub does:
+/// `GET /api/models/ORG/NAME/revision/main` (the commit and the file list) and
+/// `GET /ORG/NAME/resolve/COMMIT/FILE`: small files directly (206 or 200, their
+/// git blob SHA-1 as ETag), large ones (over 4 KiB) by a redirect to a CDN path
+/// (`X-Linked-Etag`: SHA-256, `X-Linked-Size`), both with `X-Repo-Commit`, both
+/// honouring `Range`; 404 for anything else. A file's ETag can be overridden (to
+/// test a corrupt or hostile hub). Every request is logged with its range.
 struct MockHub {
     endpoint: String,
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    log: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
 }
 
 /// A mock repository's files: (name, bytes), listed in that order.
@@ -404,22 +412,50 @@ type RepoFiles = Vec<(String, Vec<u8>)>;
 
 const MOCK_REV: &str = "4c3e2d1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d";
 
+fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The ETag the hub gives a file: SHA-256 for large (LFS) files, else the git
+/// blob SHA-1.
+fn hub_etag(bytes: &[u8]) -> String {
+    use sha1::Digest;
+    if bytes.len() > 4096 {
+        hex(&sha2::Sha256::digest(bytes))
+    } else {
+        let mut h = sha1::Sha1::new();
+        h.update(format!("blob {}\0", bytes.len()).as_bytes());
+        h.update(bytes);
+        hex(&h.finalize())
+    }
+}
+
 impl MockHub {
-    /// Serve `repos`: id → (file name → bytes), listed in that order.
-    fn start(repos: Vec<(&'static str, RepoFiles)>) -> Self {
+    /// Serve `repos`: id → files; `etags` overrides the ETag of (id, file).
+    fn start(
+        repos: Vec<(&'static str, RepoFiles)>,
+        etags: Vec<(&'static str, &'static str, String)>,
+    ) -> Self {
         use std::io::{BufRead, BufReader, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind mock hub");
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (repos, seen) = (std::sync::Arc::new(repos), log.clone());
+        let (repos, seen, etags) = (
+            std::sync::Arc::new(repos),
+            log.clone(),
+            std::sync::Arc::new(etags),
+        );
+        let base = endpoint.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (repos, seen) = (repos.clone(), seen.clone());
+                let (repos, seen, etags, base) =
+                    (repos.clone(), seen.clone(), etags.clone(), base.clone());
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(stream.try_clone().unwrap());
                     let mut line = String::new();
                     let _ = reader.read_line(&mut line);
-                    let (mut range, mut header) = (None, String::new());
+                    let (mut range, mut header, mut range_text) =
+                        (None, String::new(), String::new());
                     while reader
                         .read_line(&mut header)
                         .map(|n| n > 2)
@@ -427,6 +463,7 @@ impl MockHub {
                     {
                         let h = header.trim().to_ascii_lowercase();
                         if let Some(r) = h.strip_prefix("range: bytes=") {
+                            range_text = r.to_string();
                             let (a, b) = r.split_once('-').unwrap_or((r, ""));
                             range =
                                 Some((a.parse::<usize>().unwrap_or(0), b.parse::<usize>().ok()));
@@ -434,7 +471,7 @@ impl MockHub {
                         header.clear();
                     }
                     let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-                    seen.lock().unwrap().push(path.clone());
+                    seen.lock().unwrap().push((path.clone(), range_text));
                     let mut out = stream;
                     let reply = |out: &mut std::net::TcpStream,
                                  status: &str,
@@ -446,6 +483,20 @@ impl MockHub {
                         );
                         let _ = out.write_all(head.as_bytes());
                         let _ = out.write_all(body);
+                    };
+                    let ranged = |out: &mut std::net::TcpStream, bytes: &[u8], extra: &str| {
+                        let last = bytes.len().saturating_sub(1);
+                        match range {
+                            Some((a, b)) if a <= last => {
+                                let b = b.unwrap_or(last).min(last);
+                                let h = format!(
+                                    "Content-Range: bytes {a}-{b}/{}\r\n{extra}",
+                                    bytes.len()
+                                );
+                                reply(out, "206 Partial Content", &h, &bytes[a..=b]);
+                            }
+                            _ => reply(out, "200 OK", extra, bytes),
+                        }
                     };
                     for (id, files) in repos.iter() {
                         if path == format!("/api/models/{id}/revision/main") {
@@ -464,32 +515,28 @@ impl MockHub {
                                 body.as_bytes(),
                             );
                         }
-                        let Some(name) = path.strip_prefix(&format!("/{id}/resolve/main/")) else {
-                            continue;
-                        };
-                        let Some((_, bytes)) = files.iter().find(|(f, _)| f == name) else {
-                            break;
-                        };
-                        let (a, b) = range.unwrap_or((0, None));
-                        let b = b
-                            .unwrap_or(bytes.len().saturating_sub(1))
-                            .min(bytes.len().saturating_sub(1));
-                        let etag = format!(
-                            "{:016x}{:08x}",
-                            bytes.len(),
-                            bytes.iter().map(|&x| x as u32).sum::<u32>()
-                        );
-                        let headers = format!(
-                            "Content-Range: bytes {a}-{b}/{}\r\nETag: \"{etag}-{}\"\r\nX-Repo-Commit: {MOCK_REV}\r\n",
-                            bytes.len(),
-                            name.replace('.', "-")
-                        );
-                        return reply(
-                            &mut out,
-                            "206 Partial Content",
-                            &headers,
-                            &bytes[a.min(b + 1)..=b],
-                        );
+                        for (name, bytes) in files.iter() {
+                            let etag = etags
+                                .iter()
+                                .find(|(i, f, _)| i == id && f == name)
+                                .map_or_else(|| hub_etag(bytes), |(_, _, e)| e.clone());
+                            if path == format!("/cdn/{id}/{name}") {
+                                return ranged(&mut out, bytes, "");
+                            }
+                            if path != format!("/{id}/resolve/{MOCK_REV}/{name}") {
+                                continue;
+                            }
+                            if bytes.len() > 4096 {
+                                let h = format!(
+                                    "Location: {base}/cdn/{id}/{name}\r\nX-Linked-Etag: \"{etag}\"\r\n\
+                                     X-Linked-Size: {}\r\nX-Repo-Commit: {MOCK_REV}\r\n",
+                                    bytes.len()
+                                );
+                                return reply(&mut out, "302 Found", &h, b"");
+                            }
+                            let h = format!("ETag: \"{etag}\"\r\nX-Repo-Commit: {MOCK_REV}\r\n");
+                            return ranged(&mut out, bytes, &h);
+                        }
                     }
                     reply(
                         &mut out,
@@ -503,17 +550,28 @@ impl MockHub {
         Self { endpoint, log }
     }
 
+    /// The paths asked for since the last call.
     fn take_log(&self) -> Vec<String> {
+        self.take_ranges().into_iter().map(|(p, _)| p).collect()
+    }
+
+    /// The paths asked for since the last call, with their `Range` (or "").
+    fn take_ranges(&self) -> Vec<(String, String)> {
         std::mem::take(&mut *self.log.lock().unwrap())
     }
 }
 
-/// A hub id that is not in the local cache is downloaded into it (only the files
-/// tessera reads; of a sharded checkpoint only the shards with vision tensors),
-/// gives the same outputs as the folder, and is then found with the network
-/// off; a missing repository or one without safetensors weights is a one-line
-/// error naming it.
+/// A hub id that is not in the local cache is downloaded into it, laid out as
+/// huggingface_hub lays it out (refs/main, snapshot links into blobs/): only the
+/// files tessera reads, of a sharded checkpoint only the shards with vision
+/// tensors; the outputs equal the folder's; the model is then found with the
+/// network off. A shard lost from the cache is fetched again alone, a download
+/// that stopped goes on from its `.incomplete` file, and a missing repository, one
+/// without safetensors weights, a file whose bytes do not match its ETag and an
+/// ETag that is no hash are one-line errors naming the id, with nothing left in
+/// the cache or outside it.
 #[test]
+#[cfg(unix)]
 fn hub_ids_are_downloaded_into_the_cache() {
     let case = root().join("tests/data/siglip_tiny");
     let read = |f: &str| std::fs::read(case.join(f)).unwrap();
@@ -544,6 +602,7 @@ fn hub_ids_are_downloaded_into_the_cache() {
         safetensors::serialize([("text_model.embeddings.weight", text_view)], None).unwrap(),
     ));
     let index = format!("{{\"weight_map\": {{{}}}}}", weight_map.join(", "));
+    let shard2 = shards[1].1.clone();
     let mut sharded = vec![
         ("config.json".to_string(), read("config.json")),
         (
@@ -552,25 +611,35 @@ fn hub_ids_are_downloaded_into_the_cache() {
         ),
     ];
     sharded.extend(shards);
-    let hub = MockHub::start(vec![
-        (
-            "test-org/siglip-tiny",
-            vec![
-                ("README.md".to_string(), b"# tiny".to_vec()),
-                ("config.json".to_string(), read("config.json")),
-                ("model.safetensors".to_string(), weights.clone()),
-                ("pytorch_model.bin".to_string(), b"not read".to_vec()),
-            ],
-        ),
-        ("test-org/siglip-sharded", sharded),
-        (
-            "test-org/bin-only",
-            vec![
-                ("config.json".to_string(), read("config.json")),
-                ("pytorch_model.bin".to_string(), b"not read".to_vec()),
-            ],
-        ),
-    ]);
+    let tiny = vec![
+        ("README.md".to_string(), b"# tiny".to_vec()),
+        ("config.json".to_string(), read("config.json")),
+        ("model.safetensors".to_string(), weights.clone()),
+        ("pytorch_model.bin".to_string(), b"not read".to_vec()),
+    ];
+    let hub = MockHub::start(
+        vec![
+            ("test-org/siglip-tiny", tiny.clone()),
+            ("test-org/siglip-sharded", sharded),
+            (
+                "test-org/bin-only",
+                vec![
+                    ("config.json".to_string(), read("config.json")),
+                    ("pytorch_model.bin".to_string(), b"not read".to_vec()),
+                ],
+            ),
+            ("test-org/corrupt", tiny.clone()),
+            ("test-org/hostile", tiny.clone()),
+        ],
+        vec![
+            ("test-org/corrupt", "model.safetensors", "ab".repeat(32)),
+            (
+                "test-org/hostile",
+                "config.json",
+                "../../../../escaped".to_string(),
+            ),
+        ],
+    );
     let cache = tmp("hub-download");
     let _ = std::fs::remove_dir_all(&cache);
     let io = case.join("io.safetensors");
@@ -601,6 +670,8 @@ fn hub_ids_are_downloaded_into_the_cache() {
         "the folder itself",
     );
     let expected = read_all(&reference);
+    let out_file = tmp("hub-downloaded.safetensors");
+    let resolve = |id: &str, f: &str| format!("/{id}/resolve/{MOCK_REV}/{f}");
     for (id, fetched, not_fetched) in [
         (
             "test-org/siglip-tiny",
@@ -618,7 +689,6 @@ fn hub_ids_are_downloaded_into_the_cache() {
             vec!["model-00003-of-00003.safetensors"],
         ),
     ] {
-        let out_file = tmp("hub-downloaded.safetensors");
         let out = run(id, &out_file, "0");
         assert_ok(&out, &format!("{id} downloaded"));
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -634,8 +704,10 @@ fn hub_ids_are_downloaded_into_the_cache() {
             "{log:?}"
         );
         for f in fetched {
-            let url = format!("/{id}/resolve/main/{f}");
-            assert!(log.contains(&url), "{id}: {f} not fetched: {log:?}");
+            assert!(
+                log.contains(&resolve(id, f)),
+                "{id}: {f} not fetched: {log:?}"
+            );
         }
         for f in not_fetched {
             assert!(
@@ -643,6 +715,19 @@ fn hub_ids_are_downloaded_into_the_cache() {
                 "{id}: {f} fetched: {log:?}"
             );
         }
+        // huggingface_hub's layout: refs/main names the commit, the snapshot's
+        // files are relative links into blobs/ named by their ETags.
+        let repo = cache.join(format!("models--{}", id.replace('/', "--")));
+        assert_eq!(
+            std::fs::read_to_string(repo.join("refs/main")).unwrap(),
+            MOCK_REV
+        );
+        let config = repo.join(format!("snapshots/{MOCK_REV}/config.json"));
+        let target = std::fs::read_link(&config).unwrap();
+        assert_eq!(
+            target,
+            Path::new("../../blobs").join(hub_etag(&read("config.json")))
+        );
         // Now in the cache: found with the hub offline, and nothing asked of it.
         let out = run(id, &out_file, "1");
         assert_ok(&out, &format!("{id} from the cache"));
@@ -652,19 +737,84 @@ fn hub_ids_are_downloaded_into_the_cache() {
             "{id}: the cached model asked the hub"
         );
     }
+    // A shard lost from the cache (a download that stopped between shards):
+    // offline, the run says which; online, that shard alone is fetched again.
+    let id = "test-org/siglip-sharded";
+    let repo = cache.join("models--test-org--siglip-sharded");
+    let lost = repo.join(format!(
+        "snapshots/{MOCK_REV}/model-00002-of-00003.safetensors"
+    ));
+    std::fs::remove_file(&lost).unwrap();
+    std::fs::remove_file(repo.join("blobs").join(hub_etag(&shard2))).unwrap();
+    let out = run(id, &out_file, "1");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("model-00002-of-00003"),
+        "{stderr}"
+    );
+    let out = run(id, &out_file, "0");
+    assert_ok(&out, "a lost shard fetched again");
+    assert_eq!(read_all(&out_file), expected);
+    let log = hub.take_log();
+    let files: Vec<&String> = log.iter().filter(|l| l.contains("/resolve/")).collect();
+    assert!(
+        files
+            .iter()
+            .all(|l| l.ends_with("model-00002-of-00003.safetensors"))
+            && !files.is_empty(),
+        "{log:?}"
+    );
+    // A download that stopped halfway goes on from its .incomplete file.
+    let id = "test-org/siglip-tiny";
+    let repo = cache.join("models--test-org--siglip-tiny");
+    let etag = hub_etag(&weights);
+    std::fs::remove_file(repo.join(format!("snapshots/{MOCK_REV}/model.safetensors"))).unwrap();
+    std::fs::remove_file(repo.join("blobs").join(&etag)).unwrap();
+    let half_way = weights.len() / 2;
+    std::fs::write(
+        repo.join(format!("blobs/{etag}.incomplete")),
+        &weights[..half_way],
+    )
+    .unwrap();
+    assert_ok(&run(id, &out_file, "0"), "a download resumed");
+    assert_eq!(read_all(&out_file), expected);
+    let ranges = hub.take_ranges();
+    let cdn = format!("/cdn/{id}/model.safetensors");
+    assert!(
+        ranges.contains(&(cdn.clone(), format!("{half_way}-"))),
+        "{ranges:?}"
+    );
+    assert!(!repo.join(format!("blobs/{etag}.incomplete")).exists());
+    // Errors: one line naming the id; nothing of a failed file stays.
     for (id, needle) in [
         ("test-org/no-such-model", "not found on"),
         ("test-org/bin-only", "safetensors weights only"),
+        ("test-org/corrupt", "do not hash"),
+        ("test-org/hostile", "no hash"),
     ] {
         let out = run(id, &tmp("hub-error.safetensors"), "0");
         let stderr = String::from_utf8_lossy(&out.stderr);
+        eprintln!("{id}: {}", stderr.trim_end());
         assert_eq!(out.status.code(), Some(1), "{id}: {stderr}");
         assert!(
             stderr.contains(id) && stderr.contains(needle),
             "{id}: {stderr}"
         );
-        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("internal error"),
+            "{stderr}"
+        );
     }
+    let corrupt = cache.join("models--test-org--corrupt/blobs");
+    let left: Vec<_> = std::fs::read_dir(&corrupt)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("abab"))
+        .filter(|n| !n.ends_with(".lock"))
+        .collect();
+    assert!(left.is_empty(), "a corrupt download stayed: {left:?}");
+    assert!(!cache.join("escaped").exists() && !tmp("escaped").exists());
     hub.take_log();
     // Offline, a model not in the cache says so and where it looked.
     let out = run("test-org/not-cached", &tmp("hub-error.safetensors"), "1");

@@ -151,16 +151,25 @@ pub fn is_hub_id(spec: impl AsRef<Path>) -> bool {
 }
 
 /// The Hugging Face hub cache folder, as huggingface_hub chooses it:
-/// `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.
+/// `$HF_HUB_CACHE`, else `hub` in the Hugging Face home ([`hf_home`]).
 pub fn hub_cache_dir() -> Option<PathBuf> {
+    match std::env::var_os("HF_HUB_CACHE").filter(|v| !v.is_empty()) {
+        Some(p) => Some(PathBuf::from(p)),
+        None => hf_home().map(|h| h.join("hub")),
+    }
+}
+
+/// The Hugging Face home, as huggingface_hub chooses it: `$HF_HOME`, else
+/// `$XDG_CACHE_HOME/huggingface`, else `~/.cache/huggingface`.
+pub fn hf_home() -> Option<PathBuf> {
     let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
-    if let Some(p) = var("HF_HUB_CACHE") {
+    if let Some(p) = var("HF_HOME") {
         return Some(PathBuf::from(p));
     }
-    if let Some(p) = var("HF_HOME") {
-        return Some(PathBuf::from(p).join("hub"));
+    if let Some(p) = var("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(p).join("huggingface"));
     }
-    var("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
+    var("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface"))
 }
 
 fn not_found(path: &Path, why: &str) -> Error {

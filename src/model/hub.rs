@@ -4,20 +4,31 @@
 //! not find: the files of the repository's `main` revision that tessera reads —
 //! `config.json`, `preprocessor_config.json` when there is one, and
 //! `model.safetensors`, or the index and only the shards that hold vision-tower
-//! tensors — into the same cache `huggingface_hub` uses, so either tool finds what
+//! tensors — into the same cache `huggingface_hub` uses (`blobs/ETAG`,
+//! `snapshots/COMMIT/FILE` linked to it, `refs/main`), so either tool finds what
 //! the other fetched.
+//!
+//! Every file is checked before it enters the cache: its size, and its hash
+//! against the hub's ETag (SHA-256 for large files, the git blob SHA-1 for small
+//! ones); an interrupted download goes on from its `.incomplete` file; two jobs
+//! downloading one file take turns (a lock beside it). Names the server sends
+//! (commit, ETag) are used as file names only when they are plain hex.
 //!
 //! Environment, as `huggingface_hub` reads it: `HF_ENDPOINT` (default
 //! `https://huggingface.co`), `HF_TOKEN` (else the token file at `HF_TOKEN_PATH`,
-//! `$HF_HOME/token` or `~/.cache/huggingface/token`), `HF_HUB_OFFLINE=1` (download
-//! nothing), and the cache folders of [`hub_cache_dir`].
+//! else `token` in the Hugging Face home, see [`hf_home`]), `HF_HUB_OFFLINE=1` or
+//! `TRANSFORMERS_OFFLINE=1` (download nothing), the cache folders of
+//! [`hub_cache_dir`], and `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` with
+//! `NO_PROXY`.
 
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use hf_hub::api::sync::{ApiBuilder, ApiError, ApiRepo};
-use hf_hub::{Cache, Repo, RepoType};
+use sha1::Digest as _;
 
-use super::files::{hub_cache_dir, hub_id, ModelFiles, CONFIG, INDEX, PREPROCESSOR, SINGLE};
+use super::files::{
+    hf_home, hub_cache_dir, hub_id, ModelFiles, WeightFiles, CONFIG, INDEX, PREPROCESSOR, SINGLE,
+};
 use super::loader::{is_vision_name, MAX_INDEX_BYTES};
 use crate::error::{Error, Result};
 
@@ -26,21 +37,31 @@ const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 impl ModelFiles {
     /// [`ModelFiles::locate`], and where that fails for a hub id `org/name` (no
     /// such folder here, or not whole in the cache), download the model's files
-    /// from the hub into the local cache first (see the [module](crate::model::hub) docs for
-    /// the environment it reads). With `HF_HUB_OFFLINE=1` this is `locate`.
-    /// `progress`: say on stderr that the model is being downloaded, with a bar
-    /// per file where stderr is a terminal.
+    /// from the hub into the local cache first (see the
+    /// [module](crate::model::hub) docs for the environment it reads). With
+    /// `HF_HUB_OFFLINE=1` this is `locate`. `progress`: say on stderr what is
+    /// downloaded, with its progress where stderr is a terminal.
     ///
-    /// Errors name the hub id and the endpoint: no such repository, a gated or
-    /// private one without a token, a repository with no safetensors weights,
-    /// the network.
+    /// Errors name the hub id and the endpoint: no such repository (or a gated
+    /// or private one without a token), a repository with no safetensors
+    /// weights, the network, a file whose bytes do not match the hub's hash.
     pub fn locate_or_download(spec: impl AsRef<Path>, progress: bool) -> Result<Self> {
         let spec = spec.as_ref();
+        let hub = hub_id(spec).filter(|_| !spec.exists());
         let local = match Self::locate(spec) {
-            Ok(files) => return Ok(files),
+            // A sharded checkpoint whose download stopped has its index but not
+            // every shard: that is for the download below to finish.
+            Ok(files) if hub.is_none() || missing_shards(&files).is_empty() => return Ok(files),
+            Ok(files) => hub_error(
+                hub.as_deref().unwrap_or_default(),
+                format!(
+                    "the cached checkpoint lacks its shards {}",
+                    missing_shards(&files).join(", ")
+                ),
+            ),
             Err(e) => e,
         };
-        let Some(id) = hub_id(spec).filter(|_| !spec.exists()) else {
+        let Some(id) = hub else {
             return Err(local);
         };
         if offline() {
@@ -68,25 +89,40 @@ impl ModelFiles {
                 cache.display()
             );
         }
-        download(&id, &cache, &endpoint, progress)
+        let hub = Hub::new(&id, &endpoint, progress);
+        hub.download(&cache)
     }
 }
 
-/// Whether `HF_HUB_OFFLINE` is set to a true value (`1`, `true`, `yes`, `on`), as
-/// huggingface_hub reads it: then nothing is downloaded.
+/// The vision shards a sharded checkpoint's index names that are not beside it
+/// (none for a single file, or when the index cannot be read: the loader says why).
+fn missing_shards(files: &ModelFiles) -> Vec<String> {
+    match &files.weights {
+        WeightFiles::Sharded(index) => vision_shards("", index)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| !files.dir.join(s).is_file())
+            .collect(),
+        WeightFiles::Single(_) => Vec::new(),
+    }
+}
+
+/// Whether `HF_HUB_OFFLINE` (or `TRANSFORMERS_OFFLINE`) is set to a true value
+/// (`1`, `true`, `yes`, `on`), as huggingface_hub reads them: then nothing is
+/// downloaded.
 pub fn offline() -> bool {
-    std::env::var("HF_HUB_OFFLINE")
-        .map(|v| {
+    ["HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"].iter().any(|k| {
+        std::env::var(k).is_ok_and(|v| {
             matches!(
                 v.trim().to_ascii_lowercase().as_str(),
                 "1" | "true" | "yes" | "on"
             )
         })
-        .unwrap_or(false)
+    })
 }
 
-/// The token: `HF_TOKEN`, else the file at `HF_TOKEN_PATH`, `$HF_HOME/token` or
-/// `~/.cache/huggingface/token`.
+/// The token: `HF_TOKEN`, else the file at `HF_TOKEN_PATH`, else `token` in the
+/// Hugging Face home.
 fn token() -> Option<String> {
     let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
     if let Some(t) = var("HF_TOKEN") {
@@ -98,8 +134,7 @@ fn token() -> Option<String> {
     }
     let file = var("HF_TOKEN_PATH")
         .map(PathBuf::from)
-        .or_else(|| var("HF_HOME").map(|h| PathBuf::from(h).join("token")))
-        .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/token")))?;
+        .or_else(|| hf_home().map(|h| h.join("token")))?;
     let text = std::fs::read_to_string(file).ok()?;
     Some(text.trim().to_string()).filter(|t| !t.is_empty())
 }
@@ -111,27 +146,434 @@ fn hub_error(id: &str, msg: String) -> Error {
     }
 }
 
-/// What a failed request means, in words.
-fn request_error(id: &str, endpoint: &str, what: &str, e: ApiError) -> Error {
-    let msg = match &e {
-        ApiError::RequestError(re) => match re.as_ref() {
+/// A name the server gave (a commit, an ETag) that becomes a file name: plain
+/// hex only, so it cannot climb out of the cache.
+fn plain_hex(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The proxy for `endpoint` from the environment (`HTTPS_PROXY`, `HTTP_PROXY`,
+/// `ALL_PROXY`, upper or lower case), unless `NO_PROXY` names its host.
+fn proxy_for(endpoint: &str) -> Option<String> {
+    let var = |k: &str| {
+        std::env::var(k)
+            .or_else(|_| std::env::var(k.to_ascii_lowercase()))
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+    };
+    let host = endpoint
+        .split("://")
+        .nth(1)
+        .unwrap_or(endpoint)
+        .split(['/', ':'])
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if let Some(no) = var("NO_PROXY") {
+        let skip = no.split(',').map(str::trim).any(|n| {
+            let n = n.trim_start_matches('.').to_ascii_lowercase();
+            n == "*" || (!n.is_empty() && (host == n || host.ends_with(&format!(".{n}"))))
+        });
+        if skip {
+            return None;
+        }
+    }
+    let scheme = if endpoint.starts_with("https:") {
+        "HTTPS_PROXY"
+    } else {
+        "HTTP_PROXY"
+    };
+    var(scheme).or_else(|| var("ALL_PROXY"))
+}
+
+/// A hub file's metadata, from the headers of its `resolve` URL.
+struct Meta {
+    /// The blob's name in the cache: the ETag (or X-Linked-Etag), plain hex.
+    etag: String,
+    /// Its size, where the hub says (X-Linked-Size, else Content-Length).
+    size: Option<u64>,
+}
+
+/// One model's download: the client, the id and the endpoint.
+struct Hub {
+    id: String,
+    endpoint: String,
+    token: Option<String>,
+    /// Follows redirects (to the hub's CDN), without the token across hosts.
+    agent: ureq::Agent,
+    /// Stops at the first answer: the hub's own headers (ETag, commit).
+    direct: ureq::Agent,
+    proxy: Option<String>,
+    progress: bool,
+}
+
+impl Hub {
+    fn new(id: &str, endpoint: &str, progress: bool) -> Self {
+        let proxy = proxy_for(endpoint);
+        let builder = || {
+            let b = ureq::AgentBuilder::new()
+                .user_agent(concat!("tessera/", env!("CARGO_PKG_VERSION")))
+                .timeout_connect(std::time::Duration::from_secs(30))
+                .timeout_read(std::time::Duration::from_secs(120));
+            match proxy.as_deref().and_then(|p| ureq::Proxy::new(p).ok()) {
+                Some(p) => b.proxy(p),
+                None => b,
+            }
+        };
+        Self {
+            id: id.to_string(),
+            endpoint: endpoint.to_string(),
+            token: token(),
+            agent: builder().redirects(8).build(),
+            direct: builder().redirects(0).build(),
+            proxy,
+            progress,
+        }
+    }
+
+    fn err(&self, msg: String) -> Error {
+        hub_error(&self.id, msg)
+    }
+
+    fn get(&self, agent: &ureq::Agent, url: &str) -> ureq::Request {
+        let req = agent.get(url).set("Accept-Encoding", "identity");
+        match &self.token {
+            Some(t) => req.set("Authorization", &format!("Bearer {t}")),
+            None => req,
+        }
+    }
+
+    /// What a failed request means, in words.
+    fn request_error(&self, what: &str, e: ureq::Error) -> Error {
+        let endpoint = &self.endpoint;
+        self.err(match e {
             ureq::Error::Status(404, _) => format!(
                 "{what}: not found on {endpoint} (no such model, or no such file in it; \
                  not a folder here either)"
             ),
             ureq::Error::Status(code @ (401 | 403), _) => format!(
-                "{what}: {endpoint} refused access ({code}): a gated or private model needs \
-                 a token (HF_TOKEN, or `huggingface-cli login`) with access to it"
+                "{what}: {endpoint} refused it ({code}): no such model, or a gated or private \
+                 one, which needs a token (HF_TOKEN, or `huggingface-cli login`) with access"
             ),
             ureq::Error::Status(code, _) => format!("{what}: {endpoint} answered {code}"),
             ureq::Error::Transport(t) => format!(
-                "{what}: could not reach {endpoint}: {t} (set HF_HUB_OFFLINE=1 to use only \
-                 the local cache, HF_ENDPOINT for a mirror)"
+                "{what}: could not reach {endpoint}{}: {t} (HF_HUB_OFFLINE=1 uses only the \
+                 local cache; HF_ENDPOINT names a mirror)",
+                match &self.proxy {
+                    Some(p) => format!(" through the proxy {p}"),
+                    None => String::new(),
+                }
             ),
-        },
-        other => format!("{what}: {other}"),
-    };
-    hub_error(id, msg)
+        })
+    }
+
+    /// The repository's commit on `main` and its files.
+    fn info(&self) -> Result<(String, Vec<String>)> {
+        #[derive(serde::Deserialize)]
+        struct Sibling {
+            rfilename: String,
+        }
+        #[derive(serde::Deserialize)]
+        struct Info {
+            sha: String,
+            siblings: Vec<Sibling>,
+        }
+        let what = "the repository's file list";
+        let url = format!("{}/api/models/{}/revision/main", self.endpoint, self.id);
+        let answer = self
+            .get(&self.agent, &url)
+            .call()
+            .map_err(|e| self.request_error(what, e))?;
+        let info: Info = answer
+            .into_string()
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+            .map_err(|e| self.err(format!("{what}: {url} gave no model info: {e}")))?;
+        if !plain_hex(&info.sha) {
+            return Err(self.err(format!(
+                "{what}: {} gave a revision `{}` that is no commit id",
+                self.endpoint, info.sha
+            )));
+        }
+        Ok((
+            info.sha,
+            info.siblings.into_iter().map(|s| s.rfilename).collect(),
+        ))
+    }
+
+    fn url(&self, commit: &str, file: &str) -> String {
+        format!("{}/{}/resolve/{commit}/{file}", self.endpoint, self.id)
+    }
+
+    /// The hub's own headers for `file` at `commit` (the answer before any
+    /// redirect to a CDN, as huggingface_hub reads them).
+    fn meta(&self, commit: &str, file: &str) -> Result<Meta> {
+        let mut url = self.url(commit, file);
+        for _ in 0..8 {
+            let answer = match self
+                .get(&self.direct, &url)
+                .set("Range", "bytes=0-0")
+                .call()
+            {
+                Ok(a) => a,
+                Err(ureq::Error::Status(code, a)) if (300..400).contains(&code) => a,
+                Err(e) => return Err(self.request_error(file, e)),
+            };
+            let header = |k: &str| answer.header(k).map(str::to_string);
+            // A redirect within the hub (a renamed repository) is followed here;
+            // one to another host carries the file, and this answer the metadata.
+            if let Some(to) = header("Location").filter(|l| l.starts_with('/')) {
+                if header("X-Repo-Commit").is_none() {
+                    url = format!("{}{to}", self.endpoint);
+                    continue;
+                }
+            }
+            let got_commit = header("X-Repo-Commit").unwrap_or_default();
+            if got_commit != commit {
+                return Err(self.err(format!(
+                    "{file}: {} answered for commit `{got_commit}`, not {commit}: run again",
+                    self.endpoint
+                )));
+            }
+            let etag = header("X-Linked-Etag")
+                .or_else(|| header("ETag"))
+                .unwrap_or_default();
+            let etag = etag.trim().trim_start_matches("W/").trim_matches('"');
+            if !plain_hex(etag) {
+                return Err(self.err(format!(
+                    "{file}: {} gave an ETag `{etag}` that is no hash",
+                    self.endpoint
+                )));
+            }
+            let size = header("X-Linked-Size")
+                .or_else(|| {
+                    header("Content-Range").and_then(|r| r.rsplit('/').next().map(str::to_string))
+                })
+                .and_then(|v| v.trim().parse().ok());
+            return Ok(Meta {
+                etag: etag.to_ascii_lowercase(),
+                size,
+            });
+        }
+        Err(self.err(format!("{file}: too many redirects at {}", self.endpoint)))
+    }
+
+    /// Download the model into `cache`: each file tessera reads, then the
+    /// shards its index names, then `refs/main`.
+    fn download(&self, cache: &Path) -> Result<ModelFiles> {
+        let (commit, siblings) = self.info()?;
+        let want = wanted(&self.id, &siblings)?;
+        let repo = cache.join(format!("models--{}", self.id.replace('/', "--")));
+        let snapshot = repo.join("snapshots").join(&commit);
+        for file in &want.files {
+            self.fetch(&repo, &commit, file)?;
+        }
+        if want.sharded {
+            for shard in vision_shards(&self.id, &snapshot.join(INDEX))? {
+                if !siblings.contains(&shard) {
+                    return Err(self.err(format!(
+                        "{INDEX} names the shard {shard}, which the repository does not have"
+                    )));
+                }
+                self.fetch(&repo, &commit, &shard)?;
+            }
+        }
+        let refs = repo.join("refs");
+        std::fs::create_dir_all(&refs)
+            .and_then(|()| std::fs::write(refs.join("main"), &commit))
+            .map_err(|e| Error::io(refs.join("main"), e))?;
+        ModelFiles::in_dir(&snapshot, Some(self.id.clone()))
+    }
+
+    /// One file into `repo`'s snapshot of `commit` (nothing fetched when it is
+    /// there): its blob downloaded (or resumed) under a lock, checked, named by
+    /// its ETag, and linked from the snapshot.
+    fn fetch(&self, repo: &Path, commit: &str, file: &str) -> Result<()> {
+        let link = repo.join("snapshots").join(commit).join(file);
+        if link.is_file() {
+            return Ok(());
+        }
+        let meta = self.meta(commit, file)?;
+        let blobs = repo.join("blobs");
+        let blob = blobs.join(&meta.etag);
+        let io = |p: &Path, e: std::io::Error| Error::io(p, e);
+        std::fs::create_dir_all(&blobs).map_err(|e| io(&blobs, e))?;
+        let lock_path = blobs.join(format!("{}.lock", meta.etag));
+        let lock = std::fs::File::create(&lock_path).map_err(|e| io(&lock_path, e))?;
+        if lock.try_lock().is_err() {
+            if self.progress {
+                eprintln!("tessera: {file}: waiting for another download of it to finish");
+            }
+            lock.lock().map_err(|e| io(&lock_path, e))?;
+        }
+        if !blob.is_file() {
+            self.download_blob(commit, file, &meta, &blob)?;
+        }
+        drop(lock);
+        let dir = link.parent().unwrap_or(repo);
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        link_blob(&blob, &link, file.matches('/').count()).map_err(|e| io(&link, e))
+    }
+
+    /// `file`'s bytes into `blob`, through `blob.incomplete` (resumed where an
+    /// earlier download stopped), checked against the size and the hash.
+    fn download_blob(&self, commit: &str, file: &str, meta: &Meta, blob: &Path) -> Result<()> {
+        let part = blob.with_extension("incomplete");
+        let io = |e: std::io::Error| Error::io(&part, e);
+        let mut out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(&part)
+            .map_err(io)?;
+        let mut have = out.metadata().map_err(io)?.len();
+        if meta.size.is_some_and(|s| have > s) {
+            out.set_len(0).map_err(io)?;
+            have = 0;
+        }
+        let mut req = self.get(&self.agent, &self.url(commit, file));
+        if have > 0 {
+            req = req.set("Range", &format!("bytes={have}-"));
+        }
+        let answer = req.call().map_err(|e| self.request_error(file, e))?;
+        if answer.status() != 206 && have > 0 {
+            // The whole file came: start over.
+            out.set_len(0).map_err(io)?;
+            have = 0;
+        }
+        let mut hash = Hash::for_etag(&meta.etag, meta.size);
+        if have > 0 {
+            out.seek(SeekFrom::Start(0)).map_err(io)?;
+            let mut prefix = (&mut out).take(have);
+            hash.read_all(&mut prefix).map_err(io)?;
+        }
+        let mut body = answer.into_reader();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut done = have;
+        let mut shown = 0u64;
+        let tty = self.progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
+        loop {
+            let n = match body.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let _ = out.flush();
+                    return Err(self.err(format!(
+                        "{file}: the download stopped after {done} bytes: {e} (run again to \
+                         go on from there)"
+                    )));
+                }
+            };
+            out.write_all(&buf[..n]).map_err(io)?;
+            hash.update(&buf[..n]);
+            done += n as u64;
+            if tty && done - shown >= 64 << 20 {
+                shown = done;
+                match meta.size {
+                    Some(s) if s > 0 => eprint!("\r  {file}: {} %   ", done * 100 / s),
+                    _ => eprint!("\r  {file}: {} MB   ", done >> 20),
+                }
+            }
+        }
+        out.sync_all().map_err(io)?;
+        drop(out);
+        if tty && shown > 0 {
+            eprintln!();
+        }
+        let bad = |why: String| {
+            let _ = std::fs::remove_file(&part);
+            self.err(format!(
+                "{file}: {why}: the download is discarded; run again"
+            ))
+        };
+        if let Some(size) = meta.size.filter(|&s| s != done) {
+            return Err(bad(format!("{done} bytes arrived, the hub said {size}")));
+        }
+        if !hash.matches(&meta.etag) {
+            return Err(bad(format!(
+                "its bytes do not hash to the hub's ETag {}",
+                meta.etag
+            )));
+        }
+        if self.progress {
+            eprintln!("tessera: {file}: {done} bytes");
+        }
+        std::fs::rename(&part, blob).map_err(|e| Error::io(blob, e))
+    }
+}
+
+/// The hash an ETag names: SHA-256 (64 hex digits: large files, stored in git
+/// LFS), the git blob SHA-1 (40: small files, `blob LEN\0` + the bytes), or
+/// none that tessera can check (a mirror's own ETags).
+enum Hash {
+    Sha256(sha2::Sha256),
+    GitSha1(sha1::Sha1),
+    Unknown,
+}
+
+impl Hash {
+    /// The hash of `etag`; a git blob's needs the `size` up front.
+    fn for_etag(etag: &str, size: Option<u64>) -> Self {
+        match (etag.len(), size) {
+            (64, _) => Hash::Sha256(sha2::Sha256::new()),
+            (40, Some(len)) => {
+                let mut h = sha1::Sha1::new();
+                h.update(format!("blob {len}\0").as_bytes());
+                Hash::GitSha1(h)
+            }
+            _ => Hash::Unknown,
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Hash::Sha256(h) => h.update(bytes),
+            Hash::GitSha1(h) => h.update(bytes),
+            Hash::Unknown => {}
+        }
+    }
+
+    fn read_all(&mut self, r: &mut impl Read) -> std::io::Result<()> {
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match r.read(&mut buf)? {
+                0 => return Ok(()),
+                n => self.update(&buf[..n]),
+            }
+        }
+    }
+
+    fn matches(self, etag: &str) -> bool {
+        let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        match self {
+            Hash::Sha256(h) => hex(&h.finalize()) == etag,
+            Hash::GitSha1(h) => hex(&h.finalize()) == etag,
+            Hash::Unknown => true,
+        }
+    }
+}
+
+/// The snapshot's `link` to `blob`: a relative symbolic link, as huggingface_hub
+/// makes (`../../blobs/ETAG`, one more `..` per folder in the file's name);
+/// elsewhere than Unix, a copy.
+fn link_blob(blob: &Path, link: &Path, depth: usize) -> std::io::Result<()> {
+    let _ = std::fs::remove_file(link);
+    #[cfg(unix)]
+    {
+        let mut target = PathBuf::from("../..");
+        for _ in 0..depth {
+            target.push("..");
+        }
+        target.push("blobs");
+        target.push(blob.file_name().unwrap_or_default());
+        std::os::unix::fs::symlink(target, link)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = depth;
+        std::fs::copy(blob, link).map(|_| ())
+    }
 }
 
 /// Which files of a repository tessera reads, from its file list; the shards of
@@ -221,79 +663,6 @@ fn vision_shards(id: &str, index: &Path) -> Result<Vec<String>> {
     }
     shards.sort_unstable();
     Ok(shards)
-}
-
-/// One file into the cache (none downloaded when `snapshot`, the folder of the
-/// revision the hub named, has it already);
-/// hf-hub's own panics (a redirect with no location) become errors.
-fn fetch_file(
-    id: &str,
-    endpoint: &str,
-    repo: &ApiRepo,
-    snapshot: &Path,
-    file: &str,
-) -> Result<PathBuf> {
-    let here = snapshot.join(file);
-    if here.is_file() {
-        return Ok(here);
-    }
-    let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| repo.download(file)))
-        .map_err(|p| {
-            let why = crate::error::panic_text(p.as_ref()).unwrap_or_default();
-            hub_error(id, format!("{file}: the download failed: {why}"))
-        })?;
-    got.map_err(|e| request_error(id, endpoint, file, e))
-}
-
-fn download(id: &str, cache: &Path, endpoint: &str, progress: bool) -> Result<ModelFiles> {
-    let api = ApiBuilder::from_cache(Cache::new(cache.to_path_buf()))
-        .with_endpoint(endpoint.to_string())
-        .with_token(token())
-        .with_progress(progress)
-        .with_retries(3)
-        .build()
-        .map_err(|e| hub_error(id, format!("cannot start a hub client: {e}")))?;
-    let repo = api.repo(Repo::new(id.to_string(), RepoType::Model));
-    let info = repo
-        .info()
-        .map_err(|e| request_error(id, endpoint, "the repository's file list", e))?;
-    let siblings: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
-    let want = wanted(id, &siblings)?;
-    if info.sha.is_empty() || !info.sha.chars().all(|c| c.is_ascii_alphanumeric()) {
-        return Err(hub_error(
-            id,
-            format!(
-                "{endpoint} gave a revision `{}` that is no commit id",
-                info.sha
-            ),
-        ));
-    }
-    let snapshot = cache
-        .join(format!("models--{}", id.replace('/', "--")))
-        .join("snapshots")
-        .join(&info.sha);
-    let mut got = Vec::new();
-    for file in &want.files {
-        got.push(fetch_file(id, endpoint, &repo, &snapshot, file)?);
-    }
-    if want.sharded {
-        let index = got.last().cloned().unwrap_or_default();
-        for shard in vision_shards(id, &index)? {
-            got.push(fetch_file(id, endpoint, &repo, &snapshot, &shard)?);
-        }
-    }
-    // Every file lands in the snapshot of the commit the hub named for it; a push
-    // between two files would split them over two snapshots.
-    let dir = got[0].parent().map(Path::to_path_buf).unwrap_or_default();
-    if got.iter().any(|p| p.parent() != Some(dir.as_path())) {
-        return Err(hub_error(
-            id,
-            "the repository changed during the download (its files came from two \
-             revisions); run again"
-                .into(),
-        ));
-    }
-    ModelFiles::in_dir(&dir, Some(id.to_string()))
 }
 
 #[cfg(test)]

@@ -559,7 +559,14 @@ impl RowWriter {
             let _ = std::fs::remove_file(&self.journal_path);
             self.owned = false;
         }
-        renamed.map(|()| kept)
+        // Every batch is journaled (above) and the rows stay: --resume finishes.
+        renamed.map(|()| kept).map_err(|e| {
+            format!(
+                "{e}\nevery row is kept in {}: rerun with --resume to write the output \
+                 (nothing is embedded again)",
+                self.tmp.display()
+            )
+        })
     }
 
     /// The header for the rows of path indices `kept`: safetensors' 8-byte
