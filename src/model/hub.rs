@@ -10,8 +10,10 @@
 //!
 //! Every file is checked before it enters the cache: its size, and its hash
 //! against the hub's ETag (SHA-256 for large files, the git blob SHA-1 for small
-//! ones); an interrupted download goes on from its `.incomplete` file; two jobs
-//! downloading one file take turns (a lock beside it). Names the server sends
+//! ones); an interrupted download goes on from its `.incomplete` file (as
+//! huggingface_hub names it, so either tool resumes the other's); two jobs
+//! downloading one file take turns (huggingface_hub's lock file for it, under
+//! `.locks/`). Names the server sends
 //! (commit, ETag) are used as file names only when they are plain hex.
 //!
 //! Environment, as `huggingface_hub` reads it: `HF_ENDPOINT` (default
@@ -398,7 +400,15 @@ impl Hub {
         let blob = blobs.join(&meta.etag);
         let io = |p: &Path, e: std::io::Error| Error::io(p, e);
         std::fs::create_dir_all(&blobs).map_err(|e| io(&blobs, e))?;
-        let lock_path = blobs.join(format!("{}.lock", meta.etag));
+        // Where huggingface_hub keeps its lock for this blob (`.locks/REPO/ETAG.lock`,
+        // flock on Unix as Python's filelock): the two tools take turns too.
+        let locks = repo
+            .parent()
+            .unwrap_or(repo)
+            .join(".locks")
+            .join(repo.file_name().unwrap_or_default());
+        std::fs::create_dir_all(&locks).map_err(|e| io(&locks, e))?;
+        let lock_path = locks.join(format!("{}.lock", meta.etag));
         let lock = std::fs::File::create(&lock_path).map_err(|e| io(&lock_path, e))?;
         if lock.try_lock().is_err() {
             if self.progress {
