@@ -44,6 +44,8 @@ fn tessera_env(args: &[&str], env: &[(&str, &Path)]) -> Output {
         .current_dir(root())
         .env_remove("HF_HUB_CACHE")
         .env_remove("HF_HOME")
+        .env_remove("XDG_CACHE_HOME")
+        .env_remove("HF_TOKEN_PATH")
         .env_remove("HF_ENDPOINT")
         .env_remove("HF_TOKEN")
         .env_remove("TRANSFORMERS_OFFLINE")
@@ -367,10 +369,12 @@ fn hub_ids_are_found_in_the_local_cache() {
     };
     let home = base.join("home");
     let hf_home = base.join("home/.cache/huggingface");
+    let xdg = base.join("home/.cache");
     for env in [
         vec![("HF_HUB_CACHE", hub.as_path())],
         vec![("HF_HOME", hf_home.as_path())],
         vec![("HOME", home.as_path())],
+        vec![("XDG_CACHE_HOME", xdg.as_path())],
     ] {
         let out = run(&env);
         assert_ok(&out, &format!("hub id with {:?}", env[0].0));
