@@ -1421,17 +1421,15 @@ fn embed_tiny(dir: &Path, out: &Path, device: &str, batch: &str, more: &[&str]) 
 #[test]
 fn embed_stores_half_precision_rows() {
     let dir = embed_folder("embed_half_in");
-    let full = tmp("embed_half_f32.safetensors");
-    let _ = std::fs::remove_file(&full);
-    assert_ok(&embed_tiny(&dir, &full, "cpu", "2", &[]), "embed f32");
-    let (shape, values, _) = read_embeddings(&full);
+    let embed = |name: &str, more: &[&str]| {
+        let out = tmp(name);
+        let _ = std::fs::remove_file(&out);
+        assert_ok(&embed_tiny(&dir, &out, "cpu", "2", more), name);
+        out
+    };
+    let (shape, values, _) = read_embeddings(&embed("embed_half_f32.safetensors", &[]));
     let rounded = |f: fn(f32) -> f64| -> Vec<f64> { values.iter().map(|&v| f(v as f32)).collect() };
-    let npy = tmp("embed_half.npy");
-    let _ = std::fs::remove_file(&npy);
-    assert_ok(
-        &embed_tiny(&dir, &npy, "cpu", "2", &["--out-dtype", "f16"]),
-        "embed f16",
-    );
+    let npy = embed("embed_half.npy", &["--out-dtype", "f16"]);
     let bytes = std::fs::read(&npy).unwrap();
     let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
     let header = std::str::from_utf8(&bytes[10..10 + hlen]).unwrap();
@@ -1439,26 +1437,19 @@ fn embed_stores_half_precision_rows() {
         header.contains("'<f2'") && header.contains(&format!("({}, {})", shape[0], shape[1])),
         "{header}"
     );
-    let got: Vec<f64> = bytes[10 + hlen..]
-        .chunks_exact(2)
-        .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f64())
-        .collect();
+    let values_of = |bytes: &[u8], f: fn([u8; 2]) -> f64| -> Vec<f64> {
+        bytes.chunks_exact(2).map(|c| f([c[0], c[1]])).collect()
+    };
+    let got = values_of(&bytes[10 + hlen..], |b| {
+        half::f16::from_le_bytes(b).to_f64()
+    });
     assert_eq!(got, rounded(|x| half::f16::from_f32(x).to_f64()));
-    let st = tmp("embed_half.safetensors");
-    let _ = std::fs::remove_file(&st);
-    assert_ok(
-        &embed_tiny(&dir, &st, "cpu", "2", &["--out-dtype", "bf16"]),
-        "embed bf16",
-    );
+    let st = embed("embed_half.safetensors", &["--out-dtype", "bf16"]);
     let bytes = std::fs::read(&st).unwrap();
     let t = SafeTensors::deserialize(&bytes).unwrap();
     let e = t.tensor("embeddings").unwrap();
     assert_eq!((e.dtype(), e.shape()), (Dtype::BF16, shape.as_slice()));
-    let got: Vec<f64> = e
-        .data()
-        .chunks_exact(2)
-        .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f64())
-        .collect();
+    let got = values_of(e.data(), |b| half::bf16::from_le_bytes(b).to_f64());
     assert_eq!(got, rounded(|x| half::bf16::from_f32(x).to_f64()));
     assert_one_line_error(
         &[

@@ -244,6 +244,15 @@ fn files_that_are_not_images_are_errors() {
     let huge = tmp("huge.png");
     std::fs::write(&huge, png(60_000, 60_000, 2, 8, &[], &[])).unwrap();
     image_err(&huge);
+    // The same with image data (30000×30000, 2.7 GB decoded): refused by the
+    // decoder's memory limit before any allocation, upright or not.
+    std::fs::write(&huge, png(30_000, 30_000, 2, 8, &[], &[0])).unwrap();
+    let msg = image_err(&huge);
+    assert!(msg.contains("limit"), "{msg}");
+    let msg = preprocess::read_rgb8_upright(&huge)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("huge.png") && msg.contains("limit"), "{msg}");
     // A zero-width PNG.
     let zero = tmp("zero.png");
     std::fs::write(&zero, png(0, 1, 2, 8, &[], &[0])).unwrap();
