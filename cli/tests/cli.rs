@@ -405,7 +405,8 @@ fn hub_ids_are_found_in_the_local_cache() {
 /// git blob SHA-1 as ETag), large ones (over 4 KiB) by a redirect to a CDN path
 /// (`X-Linked-Etag`: SHA-256, `X-Linked-Size`), both with `X-Repo-Commit`, both
 /// honouring `Range`; 404 for anything else. A file's ETag can be overridden (to
-/// test a corrupt or hostile hub). Every request is logged with its range.
+/// test a corrupt or hostile hub), and a file's first download cut off halfway
+/// (the connection closed early). Every request is logged with its range.
 struct MockHub {
     endpoint: String,
     log: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
@@ -439,6 +440,7 @@ impl MockHub {
     fn start(
         repos: Vec<(&'static str, RepoFiles)>,
         etags: Vec<(&'static str, &'static str, String)>,
+        cut_once: Vec<(&'static str, &'static str)>,
     ) -> Self {
         use std::io::{BufRead, BufReader, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind mock hub");
@@ -449,11 +451,13 @@ impl MockHub {
             log.clone(),
             std::sync::Arc::new(etags),
         );
+        let cut_once = std::sync::Arc::new(std::sync::Mutex::new(cut_once));
         let base = endpoint.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let (repos, seen, etags, base) =
                     (repos.clone(), seen.clone(), etags.clone(), base.clone());
+                let cut_once = cut_once.clone();
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(stream.try_clone().unwrap());
                     let mut line = String::new();
@@ -525,6 +529,20 @@ impl MockHub {
                                 .find(|(i, f, _)| i == id && f == name)
                                 .map_or_else(|| hub_etag(bytes), |(_, _, e)| e.clone());
                             if path == format!("/cdn/{id}/{name}") {
+                                let mut cut = cut_once.lock().unwrap();
+                                if let Some(i) = cut.iter().position(|c| *c == (*id, name.as_str()))
+                                {
+                                    // The whole length announced, half of it sent.
+                                    cut.remove(i);
+                                    let head = format!(
+                                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                                        bytes.len()
+                                    );
+                                    let _ = out.write_all(head.as_bytes());
+                                    let _ = out.write_all(&bytes[..bytes.len() / 2]);
+                                    return;
+                                }
+                                drop(cut);
                                 return ranged(&mut out, bytes, "");
                             }
                             if path != format!("/{id}/resolve/{MOCK_REV}/{name}") {
@@ -634,6 +652,7 @@ fn hub_ids_are_downloaded_into_the_cache() {
             ),
             ("test-org/corrupt", tiny.clone()),
             ("test-org/hostile", tiny.clone()),
+            ("test-org/flaky", tiny.clone()),
         ],
         vec![
             ("test-org/corrupt", "model.safetensors", "ab".repeat(32)),
@@ -643,6 +662,7 @@ fn hub_ids_are_downloaded_into_the_cache() {
                 "../../../../escaped".to_string(),
             ),
         ],
+        vec![("test-org/flaky", "model.safetensors")],
     );
     let cache = tmp("hub-download");
     let _ = std::fs::remove_dir_all(&cache);
@@ -789,6 +809,23 @@ fn hub_ids_are_downloaded_into_the_cache() {
         "{ranges:?}"
     );
     assert!(!repo.join(format!("blobs/{etag}.incomplete")).exists());
+    // A connection cut halfway through: the run goes on from there by itself.
+    let out = run("test-org/flaky", &out_file, "0");
+    assert_ok(&out, "a download cut short, resumed in the same run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("going on from there"));
+    assert_eq!(read_all(&out_file), expected);
+    let ranges = hub.take_ranges();
+    let cdn = "/cdn/test-org/flaky/model.safetensors".to_string();
+    let tries: Vec<&String> = ranges
+        .iter()
+        .filter(|(p, _)| *p == cdn)
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(
+        tries,
+        [&String::new(), &format!("{}-", weights.len() / 2)],
+        "{ranges:?}"
+    );
     // Errors: one line naming the id; nothing of a failed file stays.
     for (id, needle) in [
         ("test-org/no-such-model", "not found on"),

@@ -10,7 +10,8 @@
 //!
 //! Every file is checked before it enters the cache: its size, and its hash
 //! against the hub's ETag (SHA-256 for large files, the git blob SHA-1 for small
-//! ones); an interrupted download goes on from its `.incomplete` file (as
+//! ones); a download cut short is resumed (three times within a run, and by the
+//! next run) from its `.incomplete` file (as
 //! huggingface_hub names it, so either tool resumes the other's); two jobs
 //! downloading one file take turns (huggingface_hub's lock file for it, under
 //! `.locks/`). Names the server sends
@@ -416,8 +417,27 @@ impl Hub {
             }
             lock.lock().map_err(|e| io(&lock_path, e))?;
         }
-        if !blob.is_file() {
-            self.download_blob(commit, file, &meta, &blob)?;
+        // A download cut short goes on from where it stopped, a few times.
+        let mut tries = 0;
+        while !blob.is_file() {
+            match self.download_blob(commit, file, &meta, &blob)? {
+                Stopped::No => {}
+                Stopped::At(why) if tries < RETRIES => {
+                    tries += 1;
+                    if self.progress {
+                        eprintln!(
+                            "tessera: {file}: {why}; going on from there (retry {tries} of \
+                             {RETRIES})"
+                        );
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(500 << tries));
+                }
+                Stopped::At(why) => {
+                    return Err(self.err(format!(
+                        "{file}: {why}, {RETRIES} times; run again to go on from there"
+                    )))
+                }
+            }
         }
         drop(lock);
         let dir = link.parent().unwrap_or(repo);
@@ -427,7 +447,7 @@ impl Hub {
 
     /// `file`'s bytes into `blob`, through `blob.incomplete` (resumed where an
     /// earlier download stopped), checked against the size and the hash.
-    fn download_blob(&self, commit: &str, file: &str, meta: &Meta, blob: &Path) -> Result<()> {
+    fn download_blob(&self, commit: &str, file: &str, meta: &Meta, blob: &Path) -> Result<Stopped> {
         let part = blob.with_extension("incomplete");
         let io = |e: std::io::Error| Error::io(&part, e);
         let mut out = std::fs::OpenOptions::new()
@@ -445,7 +465,13 @@ impl Hub {
         if have > 0 {
             req = req.set("Range", &format!("bytes={have}-"));
         }
-        let answer = req.call().map_err(|e| self.request_error(file, e))?;
+        let answer = match req.call() {
+            Ok(a) => a,
+            Err(ureq::Error::Transport(t)) => {
+                return Ok(Stopped::At(format!("the connection failed ({t})")))
+            }
+            Err(e) => return Err(self.request_error(file, e)),
+        };
         if answer.status() != 206 && have > 0 {
             // The whole file came: start over.
             out.set_len(0).map_err(io)?;
@@ -468,10 +494,12 @@ impl Hub {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    let _ = out.flush();
-                    return Err(self.err(format!(
-                        "{file}: the download stopped after {done} bytes: {e} (run again to \
-                         go on from there)"
+                    out.sync_all().map_err(io)?;
+                    if tty && shown > 0 {
+                        eprintln!();
+                    }
+                    return Ok(Stopped::At(format!(
+                        "the download stopped after {done} bytes ({e})"
                     )));
                 }
             };
@@ -497,8 +525,16 @@ impl Hub {
                 "{file}: {why}: the download is discarded; run again"
             ))
         };
-        if let Some(size) = meta.size.filter(|&s| s != done) {
-            return Err(bad(format!("{done} bytes arrived, the hub said {size}")));
+        match meta.size {
+            Some(size) if done < size => {
+                return Ok(Stopped::At(format!(
+                    "the download stopped after {done} of {size} bytes"
+                )))
+            }
+            Some(size) if done > size => {
+                return Err(bad(format!("{done} bytes arrived, the hub said {size}")))
+            }
+            _ => {}
         }
         if !hash.matches(&meta.etag) {
             return Err(bad(format!(
@@ -509,8 +545,19 @@ impl Hub {
         if self.progress {
             eprintln!("tessera: {file}: {done} bytes");
         }
-        std::fs::rename(&part, blob).map_err(|e| Error::io(blob, e))
+        std::fs::rename(&part, blob).map_err(|e| Error::io(blob, e))?;
+        Ok(Stopped::No)
     }
+}
+
+/// Times a download cut short is resumed within one run.
+const RETRIES: u32 = 3;
+
+/// Whether a download stopped short of its end (the bytes so far kept in the
+/// `.incomplete` file), and why.
+enum Stopped {
+    No,
+    At(String),
 }
 
 /// The hash an ETag names: SHA-256 (64 hex digits: large files, stored in git
