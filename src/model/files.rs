@@ -144,12 +144,6 @@ pub(crate) fn hub_id(spec: &Path) -> Option<String> {
     (part_ok(org) && part_ok(name)).then(|| s.to_string())
 }
 
-/// Whether `spec` has the form of a hub id `org/name` (it may still name a folder
-/// here: [`ModelFiles::locate`] looks for a folder first).
-pub fn is_hub_id(spec: impl AsRef<Path>) -> bool {
-    hub_id(spec.as_ref()).is_some()
-}
-
 /// The Hugging Face hub cache folder, as huggingface_hub chooses it:
 /// `$HF_HUB_CACHE`, else `hub` in the Hugging Face home ([`hf_home`]).
 pub fn hub_cache_dir() -> Option<PathBuf> {

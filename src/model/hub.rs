@@ -32,7 +32,7 @@ use sha1::Digest as _;
 use super::files::{
     hf_home, hub_cache_dir, hub_id, ModelFiles, WeightFiles, CONFIG, INDEX, PREPROCESSOR, SINGLE,
 };
-use super::loader::{is_vision_name, MAX_INDEX_BYTES};
+use super::loader::vision_weight_map;
 use crate::error::{Error, Result};
 
 const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
@@ -52,16 +52,19 @@ impl ModelFiles {
         let spec = spec.as_ref();
         let hub = hub_id(spec).filter(|_| !spec.exists());
         let local = match Self::locate(spec) {
+            Ok(files) if hub.is_none() => return Ok(files),
             // A sharded checkpoint whose download stopped has its index but not
             // every shard: that is for the download below to finish.
-            Ok(files) if hub.is_none() || missing_shards(&files).is_empty() => return Ok(files),
-            Ok(files) => hub_error(
-                hub.as_deref().unwrap_or_default(),
-                format!(
-                    "the cached checkpoint lacks its shards {}",
-                    missing_shards(&files).join(", ")
+            Ok(files) => match missing_shards(&files) {
+                missing if missing.is_empty() => return Ok(files),
+                missing => hub_error(
+                    hub.as_deref().unwrap_or_default(),
+                    format!(
+                        "the cached checkpoint lacks its shards {}",
+                        missing.join(", ")
+                    ),
                 ),
-            ),
+            },
             Err(e) => e,
         };
         let Some(id) = hub else {
@@ -681,45 +684,25 @@ fn wanted(id: &str, siblings: &[String]) -> Result<Wanted> {
     Ok(Wanted { files, sharded })
 }
 
-/// The shards of an index that hold vision-tower tensors, sorted, each a plain
-/// file name (as the loader requires).
+/// The shards of an index that hold vision-tower tensors, sorted (the loader's
+/// reading of the index), each a `.safetensors` file.
 fn vision_shards(id: &str, index: &Path) -> Result<Vec<String>> {
-    let bad = |msg: String| hub_error(id, format!("{}: {msg}", index.display()));
-    let len = std::fs::metadata(index)
-        .map_err(|e| Error::io(index, e))?
-        .len();
-    if len > MAX_INDEX_BYTES {
-        return Err(bad(format!("{len} bytes is too large for an index")));
-    }
-    let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
-    let root: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-    let map = root
-        .get("weight_map")
-        .and_then(|m| m.as_object())
-        .ok_or_else(|| bad("has no `weight_map` object".into()))?;
-    let mut shards: Vec<String> = Vec::new();
-    for (name, shard) in map.iter().filter(|(n, _)| is_vision_name(n)) {
-        let shard = shard
-            .as_str()
-            .filter(|s| {
-                !s.is_empty()
-                    && !s.contains(['/', '\\'])
-                    && *s != "."
-                    && *s != ".."
-                    && s.ends_with(".safetensors")
-            })
-            .ok_or_else(|| {
-                bad(format!(
-                    "`{name}` is mapped to {shard}, not a shard file name"
-                ))
-            })?;
-        if !shards.iter().any(|s| s == shard) {
-            shards.push(shard.to_string());
-        }
-    }
+    let mut shards: Vec<String> = vision_weight_map(index)?
+        .into_iter()
+        .map(|(_, shard)| shard)
+        .collect();
     shards.sort_unstable();
-    Ok(shards)
+    shards.dedup();
+    match shards.iter().find(|s| !s.ends_with(".safetensors")) {
+        Some(s) => Err(hub_error(
+            id,
+            format!(
+                "{}: the shard `{s}` is no .safetensors file",
+                index.display()
+            ),
+        )),
+        None => Ok(shards),
+    }
 }
 
 #[cfg(test)]
@@ -787,7 +770,7 @@ mod tests {
         )
         .unwrap();
         let e = vision_shards("a/b", &index).unwrap_err().to_string();
-        assert!(e.contains("not a shard file name"), "{e}");
+        assert!(e.contains("not a file name beside the index"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
     }
 }

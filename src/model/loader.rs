@@ -57,11 +57,63 @@ pub(crate) struct Checkpoint {
 }
 
 /// The largest index file tessera parses.
-pub(crate) const MAX_INDEX_BYTES: u64 = 64 << 20;
+const MAX_INDEX_BYTES: u64 = 64 << 20;
 
 /// Whether a checkpoint name belongs to the vision tower (prefixed or not).
-pub(crate) fn is_vision_name(name: &str) -> bool {
+fn is_vision_name(name: &str) -> bool {
     name.starts_with(PREFIX) || VISION_PARTS.iter().any(|p| name.starts_with(p))
+}
+
+/// The vision-tower tensors a sharded checkpoint's index lists, each with its
+/// shard, sorted by tensor name: the index read (at most [`MAX_INDEX_BYTES`]), its
+/// `weight_map` checked, every shard a plain file name (a file beside the index,
+/// never a path elsewhere). Whether the shards exist is the caller's question.
+/// Errors name the index and the tensor.
+pub(crate) fn vision_weight_map(index_file: &Path) -> Result<Vec<(String, String)>> {
+    let err = |tensor: &str, msg: String| Error::Checkpoint {
+        file: index_file.to_path_buf(),
+        tensor: tensor.to_string(),
+        msg,
+    };
+    let meta = std::fs::metadata(index_file).map_err(|e| Error::io(index_file, e))?;
+    if meta.len() > MAX_INDEX_BYTES {
+        return Err(err(
+            "(index)",
+            format!(
+                "{} bytes is too large for an index (at most {MAX_INDEX_BYTES})",
+                meta.len()
+            ),
+        ));
+    }
+    let text = std::fs::read_to_string(index_file).map_err(|e| Error::io(index_file, e))?;
+    let root: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| err("(index)", format!("not valid JSON: {e}")))?;
+    let Some(map) = root.get("weight_map").and_then(|m| m.as_object()) else {
+        return Err(err("(index)", "has no `weight_map` object".into()));
+    };
+    let mut names: Vec<&String> = map.keys().filter(|n| is_vision_name(n)).collect();
+    names.sort_unstable();
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let Some(shard) = map[name].as_str() else {
+            return Err(err(
+                name,
+                format!("weight_map entry {} is not a file name", map[name]),
+            ));
+        };
+        let plain = !shard.is_empty()
+            && Path::new(shard)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !plain || shard.contains('/') || shard.contains('\\') {
+            return Err(err(
+                name,
+                format!("is mapped to `{shard}`, which is not a file name beside the index"),
+            ));
+        }
+        out.push((name.clone(), shard.to_string()));
+    }
+    Ok(out)
 }
 
 impl Checkpoint {
@@ -77,71 +129,31 @@ impl Checkpoint {
     }
 
     fn open_sharded(index_file: &Path) -> Result<Self> {
-        let err = |tensor: &str, msg: String| Error::Checkpoint {
-            file: index_file.to_path_buf(),
-            tensor: tensor.to_string(),
-            msg,
-        };
-        let meta = std::fs::metadata(index_file).map_err(|e| Error::io(index_file, e))?;
-        if meta.len() > MAX_INDEX_BYTES {
-            return Err(err(
-                "(index)",
-                format!(
-                    "{} bytes is too large for an index (at most {MAX_INDEX_BYTES})",
-                    meta.len()
-                ),
-            ));
-        }
-        let text = std::fs::read_to_string(index_file).map_err(|e| Error::io(index_file, e))?;
-        let root: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| err("(index)", format!("not valid JSON: {e}")))?;
-        let Some(map) = root.get("weight_map").and_then(|m| m.as_object()) else {
-            return Err(err("(index)", "has no `weight_map` object".into()));
-        };
         let dir = index_file.parent().unwrap_or(Path::new("."));
         let mut shard_of: HashMap<String, usize> = HashMap::new();
         let mut files: Vec<String> = Vec::new();
         let mut shards: Vec<(PathBuf, Mmap)> = Vec::new();
-        let mut names: Vec<&String> = map.keys().filter(|n| is_vision_name(n)).collect();
-        names.sort_unstable();
-        for name in names {
-            let Some(shard) = map[name].as_str() else {
-                return Err(err(
-                    name,
-                    format!("weight_map entry {} is not a file name", map[name]),
-                ));
-            };
-            let i = match files.iter().position(|f| f == shard) {
+        for (name, shard) in vision_weight_map(index_file)? {
+            let i = match files.iter().position(|f| *f == shard) {
                 Some(i) => i,
                 None => {
-                    // A shard is a file beside the index, never a path elsewhere.
-                    let plain = Path::new(shard)
-                        .components()
-                        .all(|c| matches!(c, std::path::Component::Normal(_)));
-                    if !plain || shard.contains('/') || shard.contains('\\') {
-                        return Err(err(
-                            name,
-                            format!(
-                                "is mapped to `{shard}`, which is not a file name beside the index"
-                            ),
-                        ));
-                    }
-                    let path = dir.join(shard);
+                    let path = dir.join(&shard);
                     if !path.is_file() {
-                        return Err(err(
-                            name,
-                            format!(
+                        return Err(Error::Checkpoint {
+                            file: index_file.to_path_buf(),
+                            tensor: name,
+                            msg: format!(
                                 "is mapped to shard `{}`, which does not exist",
                                 path.display()
                             ),
-                        ));
+                        });
                     }
-                    files.push(shard.to_string());
+                    files.push(shard);
                     shards.push((path.clone(), map_file(&path)?));
                     files.len() - 1
                 }
             };
-            shard_of.insert(name.clone(), i);
+            shard_of.insert(name, i);
         }
         Ok(Self {
             file: index_file.to_path_buf(),
