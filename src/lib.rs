@@ -48,6 +48,7 @@ pub mod element;
 pub mod error;
 pub mod model;
 pub mod ops;
+mod orientation;
 pub mod preprocess;
 pub mod proofs;
 pub mod random;

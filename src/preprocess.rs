@@ -49,34 +49,56 @@ fn image_err(file: &Path, msg: impl Into<String>) -> Error {
 }
 
 /// Decode an image file (PNG, JPEG, WebP, GIF — its first frame —, BMP or TIFF,
-/// detected from its content), as stored (its EXIF orientation is not applied: see
-/// [`read_rgb8_upright`]), and convert it to
-/// 8-bit RGB as PIL's `convert("RGB")` does. Errors name the file.
+/// detected from its content), as Pillow 13's `Image.open(f)` holds it — the pixels
+/// as stored, except that a TIFF is turned upright by its orientation tag, as Pillow
+/// turns it when it opens it (for the others see [`read_rgb8_upright`]) —, and
+/// convert it to 8-bit RGB as PIL's `convert("RGB")` does. Errors name the file.
 pub fn read_rgb8(path: impl AsRef<Path>) -> Result<Rgb8> {
     decode(path.as_ref(), false)
 }
 
-/// [`read_rgb8`], then turned upright by the image's EXIF orientation (JPEG, PNG,
-/// WebP, TIFF), as transformers' `load_image` does with `ImageOps.exif_transpose`:
-/// what a camera or phone that stores its photos sideways meant. (An image
-/// processor given `Image.open(f)` sees the stored pixels: that is
-/// [`read_rgb8`], the default.)
+/// [`read_rgb8`], then turned upright by the image's orientation, as transformers'
+/// `load_image` does with `ImageOps.exif_transpose`: what a camera or phone that
+/// stores its photos sideways meant. The orientation is read where Pillow reads it:
+/// the EXIF tag (JPEG, PNG — also after the pixels, or ImageMagick's raw profile —,
+/// WebP, TIFF), else the XMP packet's `tiff:Orientation`. (An image processor given
+/// `Image.open(f)` sees the stored pixels: that is [`read_rgb8`], the default.)
 pub fn read_rgb8_upright(path: impl AsRef<Path>) -> Result<Rgb8> {
     decode(path.as_ref(), true)
 }
 
 fn decode(path: &Path, upright: bool) -> Result<Rgb8> {
-    use image::ImageDecoder;
     let reader = image::ImageReader::open(path)
         .map_err(|e| Error::io(path, e))?
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
-    if reader.format().is_none() {
+    let Some(format) = reader.format() else {
         return Err(image_err(
             path,
             "not a recognised image format (PNG, JPEG, WebP, GIF, BMP and TIFF are supported)",
         ));
+    };
+    // Pillow turns a TIFF upright as it loads it: `Image.open(f)` of a TIFF is
+    // upright already, so `read_rgb8` turns it too.
+    if !(upright || format == image::ImageFormat::Tiff) {
+        return decode_from(path, reader, None);
     }
+    // The orientation may sit anywhere in the file (a PNG's eXIf after its pixels).
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(&bytes[..]));
+    reader.set_format(format);
+    decode_from(path, reader, Some(&bytes))
+}
+
+/// Decode what `reader` reads (the file at `path`); with the file's `bytes`,
+/// turned upright as Pillow would (`crate::orientation`).
+fn decode_from<R: std::io::BufRead + std::io::Seek>(
+    path: &Path,
+    reader: image::ImageReader<R>,
+    bytes: Option<&[u8]>,
+) -> Result<Rgb8> {
+    use image::ImageDecoder;
+    let format = reader.format();
     let decode_err = |e: image::ImageError| image_err(path, format!("could not decode image: {e}"));
     let mut decoder = reader.into_decoder().map_err(decode_err)?;
     // The decoded image counts against the image crate's default memory limit
@@ -87,13 +109,9 @@ fn decode(path: &Path, upright: bool) -> Result<Rgb8> {
         .reserve(decoder.total_bytes())
         .and_then(|()| decoder.set_limits(limits))
         .map_err(decode_err)?;
-    let orientation = if upright {
-        // A broken EXIF block is no reason to refuse the pixels: as stored.
-        decoder
-            .orientation()
-            .unwrap_or(image::metadata::Orientation::NoTransforms)
-    } else {
-        image::metadata::Orientation::NoTransforms
+    let orientation = match (bytes, format) {
+        (Some(bytes), Some(format)) => crate::orientation::of(bytes, format, &mut decoder),
+        _ => image::metadata::Orientation::NoTransforms,
     };
     let mut img = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
     img.apply_orientation(orientation);
