@@ -2,6 +2,9 @@
 """Run tessera's PTX kernels (kernels/*.ptx) in the emulator (tools/ptx_emu.py) at
 shapes no tile divides, outputs poisoned first, and compare with float64
 references (the bars of tests/it: rel. L2 1e-5 f32, 2e-2 bf16; casts bit-exact).
+Inputs (and the tensor-core attention's lengths) are random, fresh each run:
+seeded from the clock, or from TESSERA_TEST_SEED to replay a run; the seed is
+printed first.
 
 The launch contract comes from the generator's own kernel objects — block size,
 parameter order, tile sizes, dynamic shared memory — exactly as the Rust host
@@ -13,19 +16,40 @@ PYTHONPATH=.cache/pylib).
 """
 import math
 import os
+import re
 import sys
+import time
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import gen_ptx  # noqa: E402
+from ptxgen.kernels import attention_fa2  # noqa: E402
 from ptx_emu import Memory, TensorMap, bf16_bits_to_f32, f32_to_bf16_bits, parse_module, run_kernel  # noqa: E402
 
 KERNELS_DIR = os.path.join(HERE, "..", "kernels")
 SPECS = {k.name: k for _, _, ks in gen_ptx.modules() for k in ks}
 MODS = {}
-RNG = np.random.default_rng(int(os.environ.get("TESSERA_TEST_SEED", "1234")))
+
+
+def _seed():
+    """TESSERA_TEST_SEED when set (a replay), else fresh from the clock, as the Rust
+    tests do (tests/it/common/rng.rs); printed first so a failure can be replayed."""
+    env = os.environ.get("TESSERA_TEST_SEED", "").strip()
+    if not env:
+        return time.time_ns() % 2 ** 64
+    try:
+        seed = int(env)
+    except ValueError:
+        seed = -1
+    if not 0 <= seed < 2 ** 64:
+        raise SystemExit(f"TESSERA_TEST_SEED={env!r} is not an integer in [0, 2^64)")
+    return seed
+
+
+SEED = _seed()
+RNG = np.random.default_rng(SEED)
 FAILS = []
 QUICK = bool(os.environ.get("EMU_QUICK"))
 
@@ -348,17 +372,52 @@ def t_attention():
 
 
 def fa2_entry(hd):
+    """The host's choice (src/cuda/attention.rs, fa2_spec): hd rounded up to 16."""
     return f"attention_bf16_hd{(hd + 15) // 16 * 16}"
 
 
+FA2_NAME = re.compile(r"attention_bf16_hd(\d+)$")
+
+
+def fa2_head_dims():
+    """Every tensor-core attention entry of the committed kernels/attention.ptx, by
+    padded head dim: all are checked, whatever variants the generator emits. The
+    generator's kernels must be the same set (an entry without a launch contract,
+    or a contract whose entry is not committed, fails)."""
+    committed = {int(m.group(1)) for e in module("attention") if (m := FA2_NAME.match(e))}
+    gen = {e: k for e, k in SPECS.items() if k.module == "attention" and FA2_NAME.match(e)}
+    spec = {int(FA2_NAME.match(e).group(1)) for e in gen}
+    bad = [e for e, k in gen.items() if k.consts.get("HD") != int(FA2_NAME.match(e).group(1))]
+    ok = bool(committed) and committed == spec and not bad
+    print(f"{'ok  ' if ok else 'FAIL'} attention_bf16_hd* entries: committed {sorted(committed)}, "
+          f"generator {sorted(spec)}" + (f", HD const wrong: {bad}" if bad else ""))
+    if not ok:
+        FAILS.append("attention_bf16_hd* entry list")
+    return sorted(committed & spec)
+
+
 def t_attention_fa2():
-    # Head dims 64, 72 (so400m), 80, 128 and small ones; q/k lengths no 64-tile divides.
+    # Head dims 64, 72 (so400m), 80, 128 and small ones; nk 1 and 64, nq 16 (the least
+    # the host sends here).
     cases = [(1, 2, 64, 65, 130), (1, 1, 72, 17, 1), (2, 1, 80, 100, 64), (1, 1, 128, 20, 70),
              (1, 2, 24, 16, 33), (1, 1, 8, 70, 200)]
     if QUICK:
         cases = cases[:3]
     for b, h, hd, nq, nk in cases:
         attention_case(fa2_entry(hd), "bf16", b, h, hd, nq, nk)
+    # Every generated entry, at both head dims the host sends it (hd a multiple of 8:
+    # HD − 8, padded, and HD), at fresh lengths no tile divides: q_len ≥ 16 with a
+    # partial query tile, kv_len with a partial last key tile — three key tiles for
+    # the padded case (the double-buffered K/V stages wrap), two for the other.
+    kt = attention_fa2.BC  # keys per K/V tile
+    for HD in fa2_head_dims():
+        entry = f"attention_bf16_hd{HD}"
+        qt = SPECS[entry].consts["ROWS"]  # query rows per block
+        for b, h, hd, nq_lo, nq_hi, tiles in ((1, 2, HD - 8, qt + 1, 2 * qt, 3), (2, 1, HD, 16, qt, 2)):
+            nq = int(RNG.integers(nq_lo, nq_hi))
+            nk = int(RNG.integers((tiles - 1) * kt + 1, tiles * kt))
+            assert fa2_entry(hd) == entry and nq >= 16 and nq % qt and nk % kt
+            attention_case(entry, "bf16", b, h, hd, nq, nk)
     attention_case(fa2_entry(64), "bf16", 1, 2, 64, 20, 150, neg_inf=True)
     t_attention_varlen()
 
@@ -480,9 +539,10 @@ GROUPS = {"add": t_add, "cast": t_cast, "layer_norm": t_layer_norm, "linear": t_
           "attention_fa2": t_attention_fa2, "memory": t_memory}
 
 if __name__ == "__main__":
+    print(f"TESSERA_TEST_SEED={SEED}", flush=True)
     for name in sys.argv[1:] or GROUPS:
         GROUPS[name]()
     if FAILS:
-        print(f"{len(FAILS)} FAILED")
+        print(f"{len(FAILS)} FAILED (replay: TESSERA_TEST_SEED={SEED} python3 tools/emu_check.py)")
         sys.exit(1)
     print("all passed")

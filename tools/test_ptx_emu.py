@@ -683,19 +683,93 @@ def t_float():
     got = alu_run(["setp.eq.ftz.f32 %p, %fa, 0f00000000;", "selp.u32 %r0, 1, 0, %p;"], a, b, 1)
     check("setp.ftz.f32 compares a subnormal as zero", bool(got[9, 0] == 1 and got[10, 0] == 1 and got[5, 0] == 0))
 
-    # cvt to bf16: packing order and rounding
-    x = np.array([1.0, 1 + 2 ** -8, 1 + 3 * 2 ** -8, -2.5, 1e-40, 3.0e38, nan, inf] * 4, np.float32)
-    y = np.array([2.0, -1.0, 0.5, 1 + 2 ** -9, -0.0, -inf, 7.0, 1 + 2 ** -7] * 4, np.float32)
-    got = alu_run(["cvt.rn.bf16x2.f32 %r0, %fa, %fb;", "cvt.rn.bf16.f32 %h, %fa;", "cvt.f32.bf16 %fr, %h;",
-                   "mov.b32 %r1, %fr;", "cvt.rn.bf16.f32 %h, %fb;", "cvt.u32.u16 %r2, %h;"],
-                  x.view(np.uint32), y.view(np.uint32), 3)
-    want_pair = (f32_to_bf16_bits(x).astype(np.uint32) << 16) | f32_to_bf16_bits(y).astype(np.uint32)
-    check("cvt.rn.bf16x2.f32 d, a, b puts cvt(a) in the upper half", np.array_equal(got[:, 0], want_pair))
-    check("cvt.rn.bf16x2.f32 d, 1.0, 2.0 -> 0x3f804000", int(got[0, 0]) == 0x3F804000)
-    check("cvt.rn.bf16.f32 then cvt.f32.bf16 round-trips the rounded value",
-          np.array_equal(got[:, 1], bf16_bits_to_f32(f32_to_bf16_bits(x)).view(np.uint32)))
-    check("cvt.rn.bf16.f32 ties to even, NaN -> 0x7fff", np.array_equal(got[:, 2], f32_to_bf16_bits(y).astype(np.uint32))
-          and int(f32_to_bf16_bits(np.float32(1 + 2 ** -8))) == 0x3F80)
+    t_cvt_bf16()
+
+
+# f32 bits -> the bf16 bits tessera's rule gives (tools/ptxgen/lib.py, emu_check.py's
+# bf16_rule, tests/it/common/suite.rs): nearest, ties to even; every NaN, of either
+# sign, quiet or signalling, becomes 0x7FFF. Worked out by hand, not by any code.
+BF16_TABLE = [
+    (0x3F800000, 0x3F80),  # 1.0, exact
+    (0x3F808000, 0x3F80),  # 1 + 2^-8: a tie, to the even 0x3F80 (down)
+    (0x3F818000, 0x3F82),  # 1 + 3·2^-8: a tie, to the even 0x3F82 (up)
+    (0x3F808001, 0x3F81),  # just above a tie: up
+    (0x3F817FFF, 0x3F81),  # just below a tie: down
+    (0xBF808000, 0xBF80),  # -(1 + 2^-8): the tie goes to even in magnitude
+    (0xBF818000, 0xBF82),
+    (0xC0200000, 0xC020),  # -2.5
+    (0x3EAAAAAB, 0x3EAB),  # 1/3
+    (0x477FE000, 0x4780),  # 65504
+    (0x00000000, 0x0000), (0x80000000, 0x8000),  # ±0 keep their sign
+    (0x7F800000, 0x7F80), (0xFF800000, 0xFF80),  # ±inf
+    (0x7FC00000, 0x7FFF), (0xFFC00000, 0x7FFF),  # quiet NaN, both signs
+    (0x7F800001, 0x7FFF), (0xFF800001, 0x7FFF),  # signalling NaN, both signs (not inf)
+    (0x7F808000, 0x7FFF), (0xFF807FFF, 0x7FFF),  # NaNs that rounding the bits would make ±inf
+    (0x7FFF8000, 0x7FFF), (0xFFFF8000, 0x7FFF),  # NaNs that rounding the bits would carry out of
+    (0x7FFFFFFF, 0x7FFF), (0xFFFFFFFF, 0x7FFF),
+    (0x7F7F7FFF, 0x7F7F), (0xFF7F7FFF, 0xFF7F),  # just below the midpoint to inf: the largest bf16
+    (0x7F7F8000, 0x7F80), (0xFF7F8000, 0xFF80),  # the midpoint (a tie, odd below): ±inf
+    (0x7F7FFFFF, 0x7F80), (0xFF7FFFFF, 0xFF80),  # the largest f32: ±inf
+    (0x00000001, 0x0000), (0x80000001, 0x8000),  # the smallest subnormal: ±0
+    (0x00008000, 0x0000), (0x80008000, 0x8000),  # a tie at 0: stays ±0 (even)
+    (0x00018000, 0x0002),                        # a subnormal tie, odd below: up
+    (0x00008001, 0x0001),                        # above the tie: the smallest bf16 subnormal
+    (0x80010000, 0x8001),                        # a bf16 subnormal, exact
+    (0x007F7FFF, 0x007F),                        # the largest bf16 subnormal
+    (0x007FFFFF, 0x0080), (0x807F8000, 0x8080),  # to the smallest normal (carry into the exponent)
+    (0x00800000, 0x0080),                        # the smallest normal, exact
+]
+
+
+def bf16_rne_ref(bits):
+    """cvt.rn.bf16.f32 worked on the f32 bit pattern, one value at a time, written
+    apart from ptx_emu.f32_to_bf16_bits: NaN (exponent all ones, mantissa not 0) ->
+    0x7FFF; else keep the upper half, plus one if the dropped half is above 0x8000,
+    or is exactly 0x8000 and the kept half is odd (the carry may run into the
+    exponent: up to the smallest normal, or to inf)."""
+    out = []
+    for b in np.asarray(bits, np.uint32).tolist():
+        if (b >> 23) & 0xFF == 0xFF and b & 0x7FFFFF:
+            out.append(0x7FFF)
+            continue
+        hi, lo = b >> 16, b & 0xFFFF
+        if lo > 0x8000 or (lo == 0x8000 and hi & 1):
+            hi += 1
+        out.append(hi)
+    return np.array(out, np.uint32)
+
+
+def t_cvt_bf16():
+    """cvt.rn.bf16.f32, cvt.rn.bf16x2.f32 and cvt.f32.bf16 against the hand table
+    and bf16_rne_ref on random bit patterns (every exponent, NaN and inf among
+    them), ties (dropped half 0x8000) and their neighbours."""
+    tin = np.array([t[0] for t in BF16_TABLE], np.uint32)
+    tout = np.array([t[1] for t in BF16_TABLE], np.uint32)
+    check("bf16 reference: agrees with the hand-worked table", np.array_equal(bf16_rne_ref(tin), tout),
+          f"at {[hex(int(x)) for x in tin[bf16_rne_ref(tin) != tout]]}")
+    n = 32 * 6
+    rnd = RNG.integers(0, 2 ** 32, n, dtype=np.uint64).astype(np.uint32)
+    near = (rnd & np.uint32(0xFFFF0000)) | np.array([0x8000, 0x7FFF, 0x8001], np.uint32)[np.arange(n) % 3]
+    x = np.concatenate([tin, near[: n // 2], rnd])[:n]
+    want = bf16_rne_ref(x)
+    scalar, pair, back = [], [], []
+    for c in range(0, n, 32):
+        a, b = x[c:c + 32], np.roll(x[c:c + 32], 5)
+        g = alu_run(["cvt.rn.bf16.f32 %h, %fa;", "cvt.u32.u16 %r0, %h;", "cvt.rn.bf16x2.f32 %r1, %fa, %fb;",
+                     "cvt.f32.bf16 %fr, %h;", "mov.b32 %r2, %fr;"], a, b, 3)
+        scalar.append(g[:, 0]), pair.append(g[:, 1]), back.append(g[:, 2])
+        if c == 0:
+            g1 = alu_run(["cvt.rn.bf16x2.f32 %r0, %fa, %fb;"], np.full(32, 0x3F800000), np.full(32, 0x40000000), 1)
+            check("cvt.rn.bf16x2.f32 d, 1.0, 2.0 -> 0x3f804000", int(g1[0, 0]) == 0x3F804000)
+    scalar, pair, back = (np.concatenate(v) for v in (scalar, pair, back))
+    y = np.concatenate([np.roll(x[c:c + 32], 5) for c in range(0, n, 32)])
+    bad = np.flatnonzero(scalar != want)
+    check("cvt.rn.bf16.f32: nearest even, ±inf, subnormals, overflow to inf, every NaN -> 0x7fff",
+          bad.size == 0, ", ".join(f"{int(x[i]):#010x} -> {int(scalar[i]):#06x} want {int(want[i]):#06x}"
+                                   for i in bad[:8]))
+    check("cvt.rn.bf16x2.f32 d, a, b puts cvt(a) in the upper half, cvt(b) in the lower",
+          np.array_equal(pair, (want << np.uint32(16)) | bf16_rne_ref(y)))
+    check("cvt.f32.bf16 widens the rounded bits exactly", np.array_equal(back, want << np.uint32(16)))
 
 
 def _exact_fma(a, b, c):

@@ -10,41 +10,25 @@ use crate::element::{DType, Element};
 use crate::error::{Error, Result};
 use crate::ops::{index32, AttentionArgs, Packing};
 
-/// The tensor-core kernel of each padded head dim.
-fn fa2_spec(hd: usize) -> Option<(&'static super::launch::KernelSpec<m::Attention>, u32)> {
+/// The tensor-core kernel of each padded head dim: its spec, dynamic shared memory
+/// and query rows per block (each entry's own manifest values).
+type Fa2 = (&'static super::launch::KernelSpec<m::Attention>, u32, u32);
+
+fn fa2_spec(hd: usize) -> Option<Fa2> {
+    macro_rules! entry {
+        ($m:ident) => {
+            (&m::$m::SPEC, m::$m::DYN_SMEM, m::$m::ROWS)
+        };
+    }
     Some(match hd.div_ceil(16) * 16 {
-        16 => (
-            &m::attention_bf16_hd16::SPEC,
-            m::attention_bf16_hd16::DYN_SMEM,
-        ),
-        32 => (
-            &m::attention_bf16_hd32::SPEC,
-            m::attention_bf16_hd32::DYN_SMEM,
-        ),
-        48 => (
-            &m::attention_bf16_hd48::SPEC,
-            m::attention_bf16_hd48::DYN_SMEM,
-        ),
-        64 => (
-            &m::attention_bf16_hd64::SPEC,
-            m::attention_bf16_hd64::DYN_SMEM,
-        ),
-        80 => (
-            &m::attention_bf16_hd80::SPEC,
-            m::attention_bf16_hd80::DYN_SMEM,
-        ),
-        96 => (
-            &m::attention_bf16_hd96::SPEC,
-            m::attention_bf16_hd96::DYN_SMEM,
-        ),
-        112 => (
-            &m::attention_bf16_hd112::SPEC,
-            m::attention_bf16_hd112::DYN_SMEM,
-        ),
-        128 => (
-            &m::attention_bf16_hd128::SPEC,
-            m::attention_bf16_hd128::DYN_SMEM,
-        ),
+        16 => entry!(attention_bf16_hd16),
+        32 => entry!(attention_bf16_hd32),
+        48 => entry!(attention_bf16_hd48),
+        64 => entry!(attention_bf16_hd64),
+        80 => entry!(attention_bf16_hd80),
+        96 => entry!(attention_bf16_hd96),
+        112 => entry!(attention_bf16_hd112),
+        128 => entry!(attention_bf16_hd128),
         _ => return None,
     })
 }
@@ -114,16 +98,13 @@ pub(super) fn attention<T: Element>(dev: &Cuda, a: AttentionArgs<'_, T, Cuda>) -
     };
     let heads_batch = (d.heads as u32, d.batch as u32);
     match fa2_spec(d.head_dim).filter(|_| tensor_cores) {
-        Some((spec, smem)) => {
-            let rows = m::attention_bf16_hd64::ROWS;
-            dev.launch(
-                OP,
-                spec,
-                (nq.div_ceil(rows), heads_batch.0, heads_batch.1),
-                smem,
-                args,
-            )
-        }
+        Some((spec, smem, rows)) => dev.launch(
+            OP,
+            spec,
+            (nq.div_ceil(rows), heads_batch.0, heads_batch.1),
+            smem,
+            args,
+        ),
         None => {
             let spec = match T::DTYPE {
                 DType::F32 => &m::attention_f32::SPEC,

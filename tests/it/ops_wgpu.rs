@@ -65,18 +65,32 @@ mod wgpu_specific {
     }
 
     /// More workgroups than one grid dimension holds (> 65535): split across x/y.
+    /// Every row differs and the output is poisoned, so a workgroup that read or
+    /// wrote the wrong row (or none) fails.
     #[test]
     fn large_grid_is_split() {
+        use crate::common::{assert_close, poisoned, ref_layer_norm, to_f64};
         let Some(dev) = device() else { return };
-        let rows = 70_000;
-        let x = DeviceBuffer::from_slice(&dev, &vec![2.0f32; rows], &[rows, 1]).unwrap();
-        let w = DeviceBuffer::from_slice(&dev, &[1.0f32], &[1]).unwrap();
-        let b = DeviceBuffer::from_slice(&dev, &[0.5f32], &[1]).unwrap();
+        let (rows, cols) = (70_000, 3);
+        let x: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919) % 1013) as f32 / 97.0 - 5.0)
+            .collect();
+        let (w, b) = ([1.0f32, -2.0, 0.5], [0.5f32, 0.25, -1.0]);
+        let mut y = poisoned::<f32, Wgpu>(&dev, &[rows, cols]);
         // One row per workgroup: 70 000 workgroups.
-        let y = ops::layer_norm(&x, &w, &b, 1e-6).unwrap().to_vec().unwrap();
-        assert!(
-            y.iter().all(|&v| v == 0.5),
-            "layer norm of a constant row is the bias"
+        ops::layer_norm_into(
+            &DeviceBuffer::from_slice(&dev, &x, &[rows, cols]).unwrap(),
+            &DeviceBuffer::from_slice(&dev, &w, &[cols]).unwrap(),
+            &DeviceBuffer::from_slice(&dev, &b, &[cols]).unwrap(),
+            1e-6,
+            &mut y,
+        )
+        .unwrap();
+        let reference = ref_layer_norm(&to_f64(&x), &to_f64(&w), &to_f64(&b), rows, cols, 1e-6);
+        assert_close(
+            "layer norm over 70 000 workgroups",
+            &y.to_vec().unwrap(),
+            &reference,
         );
     }
 

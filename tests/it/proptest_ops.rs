@@ -75,15 +75,16 @@ fn linear<T: Element, D: Kernels<T>>(dev: &D, gpu: bool) {
             Activation::None
         };
         let (bb, rb) = (up(dev, &b, &[n]), up(dev, &r, &[rows, n]));
-        let out = ops::linear(
+        let mut out = crate::common::poisoned::<T, D>(dev, &[rows, n]);
+        ops::linear_into(
             &up(dev, &x, &[rows, k]),
             &up(dev, &w, &[n, k]),
             with_bias.then_some(&bb),
             act,
             with_res.then_some(&rb),
+            &mut out,
         )
         .unwrap();
-        prop_assert_eq!(out.shape(), &[rows, n][..]);
         let (bf, rf) = (to_f64(&b), to_f64(&r));
         let reference = crate::common::ref_linear(
             &to_f64(&x),
@@ -111,11 +112,13 @@ fn layer_norm<T: Element, D: Kernels<T>>(dev: &D, gpu: bool) {
             let x: Vec<T> = values(seed, rows * cols, 2.0);
             let w: Vec<T> = values(seed ^ 1, cols, 1.0);
             let b: Vec<T> = values(seed ^ 2, cols, 1.0);
-            let out = ops::layer_norm(
+            let mut out = crate::common::poisoned::<T, D>(dev, &[rows, cols]);
+            ops::layer_norm_into(
                 &up(dev, &x, &[rows, cols]),
                 &up(dev, &w, &[cols]),
                 &up(dev, &b, &[cols]),
                 1e-6,
+                &mut out,
             )
             .unwrap();
             let reference = crate::common::ref_layer_norm(
@@ -128,6 +131,32 @@ fn layer_norm<T: Element, D: Kernels<T>>(dev: &D, gpu: bool) {
             );
             close(
                 &format!("layer_norm {rows}x{cols}"),
+                &out.to_vec().unwrap(),
+                &reference,
+            )
+        },
+    );
+}
+
+fn rms_norm<T: Element, D: Kernels<T>>(dev: &D, gpu: bool) {
+    run(
+        gpu,
+        (1usize..40, 1usize..300, any::<u64>()),
+        |(rows, cols, seed)| {
+            let x: Vec<T> = values(seed, rows * cols, 2.0);
+            let w: Vec<T> = values(seed ^ 1, cols, 1.0);
+            let mut out = crate::common::poisoned::<T, D>(dev, &[rows, cols]);
+            ops::rms_norm_into(
+                &up(dev, &x, &[rows, cols]),
+                &up(dev, &w, &[cols]),
+                1e-6,
+                &mut out,
+            )
+            .unwrap();
+            let reference =
+                crate::common::ref_rms_norm(&to_f64(&x), &to_f64(&w), rows, cols, 1e-6_f32 as f64);
+            close(
+                &format!("rms_norm {rows}x{cols}"),
                 &out.to_vec().unwrap(),
                 &reference,
             )
@@ -358,6 +387,7 @@ macro_rules! backend {
             }
             op!(linear_props, linear);
             op!(layer_norm_props, layer_norm);
+            op!(rms_norm_props, rms_norm);
             op!(patch_embed_props, patch_embed);
             op!(attention_props, attention);
             op!(memory_props, memory);

@@ -91,7 +91,7 @@ fn parse(info: &str) -> Vec<(String, u32, u64, u64, u64)> {
 #[test]
 fn kernels_assemble_without_spills() {
     let Some(ptxas) = find_ptxas() else {
-        if std::env::var("TESSERA_REQUIRE_PTXAS").is_ok_and(|v| v == "1") {
+        if crate::common::required("TESSERA_REQUIRE_PTXAS") {
             panic!("TESSERA_REQUIRE_PTXAS=1 but no ptxas found (TESSERA_PTXAS, .cache/nvcc, PATH)");
         }
         skip!(
@@ -164,6 +164,11 @@ fn kernels_match_generator() {
     {
         Ok(o) => o,
         Err(e) => {
+            if crate::common::required("TESSERA_REQUIRE_PTXAS")
+                || crate::common::required("TESSERA_REQUIRE_EMU")
+            {
+                panic!("TESSERA_REQUIRE_PTXAS/EMU set but python3 is not available ({e})");
+            }
             skip!("python3 not available ({e})");
             return;
         }
@@ -246,7 +251,7 @@ fn sass_by_entry(sass: &str) -> Vec<(String, String)> {
 #[test]
 fn sass_uses_tensor_cores_and_no_local_memory() {
     let (Some(ptxas), Some(nvdisasm)) = (find_ptxas(), find_nvdisasm()) else {
-        if std::env::var("TESSERA_REQUIRE_PTXAS").is_ok_and(|v| v == "1") {
+        if crate::common::required("TESSERA_REQUIRE_PTXAS") {
             panic!(
                 "TESSERA_REQUIRE_PTXAS=1 but ptxas or nvdisasm is missing (pip install --no-deps \
                  --target .cache/nvdisasm nvidia-cuda-nvdisasm, or set TESSERA_NVDISASM)"
@@ -353,7 +358,7 @@ fn run_python_check(script: &str) {
         .map(|s| s.success())
         .unwrap_or(false);
     if !numpy {
-        if std::env::var("TESSERA_REQUIRE_EMU").is_ok_and(|v| v == "1") {
+        if crate::common::required("TESSERA_REQUIRE_EMU") {
             panic!("TESSERA_REQUIRE_EMU=1 but python3 with numpy is not available");
         }
         skip!("python3 with numpy not available (pip install --target .cache/pylib numpy)");

@@ -155,8 +155,8 @@ def counted_loop(k, start, stop, step, body, stem="j"):
 
 def gelu(k, v):
     """v ← gelu_tanh(v) = v·sigmoid(2u) = v / (1 + 2^(−2u·log2 e)), u = √(2/π)(v +
-    0.044715v³): exact at ±∞ (the exponent saturates), relative error ~2⁻²² from
-    ex2.approx; the CPU computes the same formula."""
+    0.044715v³): +∞ at +∞, NaN at −∞ (−∞/∞, as the tanh form's −∞·0 in PyTorch),
+    relative error ~2⁻²² from ex2.approx; the CPU computes the same formula."""
     t = k.reg("f32", "gl")
     k(f"mul.f32 {t}, {v}, {v};")
     k(f"fma.rn.f32 {t}, {t}, 0f3D372713, {ONE};")  # 1 + 0.044715 v²

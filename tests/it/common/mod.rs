@@ -8,6 +8,7 @@
 
 pub mod compare;
 pub mod fixtures;
+pub mod nonfinite;
 pub mod reference;
 pub mod rng;
 #[macro_use]
@@ -15,6 +16,7 @@ pub mod suite;
 
 pub use compare::*;
 pub use fixtures::*;
+pub use nonfinite::*;
 pub use reference::*;
 pub use rng::*;
 pub use suite::*;
@@ -32,10 +34,7 @@ pub fn device_or_skip<D>(
     match make() {
         Ok(d) => Some(d),
         Err(e) => {
-            if std::env::var(require_var)
-                .map(|v| v == "1")
-                .unwrap_or(false)
-            {
+            if required(require_var) {
                 panic!("{require_var}=1 but no {what} device: {e}");
             }
             skip_notice(&format!(
@@ -60,6 +59,12 @@ pub fn tmp_in(group: &str, name: &str) -> std::path::PathBuf {
 
 /// Print `SKIPPED: why` to the real stderr. libtest captures `eprintln!` of a
 /// passing test, which would hide the skip from CI logs; a direct write is not captured.
+/// Whether `var` (e.g. `TESSERA_REQUIRE_WGPU`) asks for a failure instead of a
+/// skip: set to anything but empty or `0` (`1`, `true`, `yes` all count).
+pub fn required(var: &str) -> bool {
+    std::env::var(var).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
 pub fn skip_notice(why: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");

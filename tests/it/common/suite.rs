@@ -80,18 +80,20 @@ pub fn check_linear<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
             );
         }
     }
-    // Leading batch axes are flattened into rows.
+    // Leading batch axes are flattened into rows (into a poisoned output; the
+    // allocating form gives the same values and shape).
     let x: Vec<T> = rng.vec(2 * 3 * 9, 1.0);
     let w: Vec<T> = rng.vec(4 * 9, 0.3);
-    let out = ops::linear(
-        &up(dev, &x, &[2, 3, 9]),
-        &up(dev, &w, &[4, 9]),
-        None,
-        Activation::None,
-        None,
-    )
-    .unwrap();
-    assert_eq!(out.shape(), &[2, 3, 4]);
+    let (xb, wb) = (up(dev, &x, &[2, 3, 9]), up(dev, &w, &[4, 9]));
+    let mut out = poisoned::<T, D>(dev, &[2, 3, 4]);
+    ops::linear_into(&xb, &wb, None, Activation::None, None, &mut out).unwrap();
+    let allocated = ops::linear(&xb, &wb, None, Activation::None, None).unwrap();
+    assert_eq!(allocated.shape(), &[2, 3, 4]);
+    assert_close(
+        "linear rank-3 (allocating)",
+        &allocated.to_vec().unwrap(),
+        &to_f64(&out.to_vec().unwrap()),
+    );
     let reference = ref_linear(
         &to_f64(&x),
         &to_f64(&w),
@@ -213,6 +215,11 @@ pub fn check_attention<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
         (1, 1, 128, 17, 40, false),
         (3, 2, 16, 1, 17, true),
         (2, 12, 64, 7, 203, false),
+        // Every head-dim class of CUDA's tensor-core kernel (hd padded to a
+        // multiple of 16: 48, 96, 112 here; q_len ≥ 16, kv_len no tile divides).
+        (1, 2, 40, 19, 70, false),
+        (1, 1, 88, 33, 65, false),
+        (2, 1, 104, 16, 100, false),
     ];
     for &(b, h, hd, nq, nk, bc) in &cases {
         let w = h * hd;
@@ -270,13 +277,14 @@ pub fn check_attention_fused<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) 
         );
         let probe: Vec<T> = rng.vec(w, 1.0);
         let kv: Vec<T> = rng.vec(b * n * 2 * w, 1.0);
-        let got = ops::attention_q_kv(
+        let mut got = poisoned::<T, D>(dev, &[b, 1, w]);
+        ops::attention_q_kv_into(
             &up(dev, &probe, &[1, 1, w]),
             &up(dev, &kv, &[b, n, 2 * w]),
             h,
+            &mut got,
         )
         .unwrap();
-        assert_eq!(got.shape(), &[b, 1, w]);
         let y = to_f64(&kv);
         let reference = ref_attention(
             &to_f64(&probe),
@@ -628,6 +636,12 @@ macro_rules! op_suite {
         each_dtype!(attention_on_packed_batches, check_attention_packed);
         each_dtype!(memory_read_write_match_reference, check_memory);
         each_dtype!(add_matches_reference, check_add);
+        each_dtype!(linear_nan_inf_as_ieee, check_nonfinite_linear);
+        each_dtype!(norms_nan_inf_as_ieee, check_nonfinite_norms);
+        each_dtype!(attention_nan_inf_as_ieee, check_nonfinite_attention);
+        each_dtype!(add_nan_inf_as_ieee, check_nonfinite_add);
+        each_dtype!(patch_embed_nan_inf_as_ieee, check_nonfinite_patch_embed);
+        each_dtype!(memory_nan_inf_as_ieee, check_nonfinite_memory);
 
         #[test]
         fn cast_rounds_to_nearest_even() {

@@ -1,0 +1,347 @@
+//! NaN and ±∞ inputs: every op, on every backend, gives what IEEE arithmetic in
+//! the f64 reference gives — NaN where it has NaN, +∞ / −∞ where it has them
+//! (element by element), and the finite elements within the usual bar. Each case
+//! places a few non-finite values so that the output holds all four kinds (a NaN
+//! row, a NaN column, infinite rows of mixed signs, untouched finite elements),
+//! with the output poisoned with NaN first.
+
+use tessera::ops::{self, Activation};
+use tessera::{DeviceBuffer, Element, Kernels};
+
+use super::compare::{bar, rel_l2, to_f64};
+use super::reference::*;
+use super::rng::Rng;
+use super::suite::{poisoned, up};
+
+const NAN: f32 = f32::NAN;
+const INF: f32 = f32::INFINITY;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Nan,
+    PosInf,
+    NegInf,
+    Finite,
+}
+
+fn kind(x: f64) -> Kind {
+    if x.is_nan() {
+        Kind::Nan
+    } else if x == f64::INFINITY {
+        Kind::PosInf
+    } else if x == f64::NEG_INFINITY {
+        Kind::NegInf
+    } else {
+        Kind::Finite
+    }
+}
+
+/// `out` has the reference's NaN / +∞ / −∞ at the same places and its finite
+/// elements within the bar (relative L2 over them). The reference must itself hold
+/// each kind, so the case tests what it claims to.
+pub fn assert_same_nonfinite<T: Element>(what: &str, out: &[T], reference: &[f64], kinds: &[&str]) {
+    assert_eq!(out.len(), reference.len(), "{what}: length");
+    let got = to_f64(out);
+    for want in kinds {
+        let k = match *want {
+            "nan" => Kind::Nan,
+            "+inf" => Kind::PosInf,
+            "-inf" => Kind::NegInf,
+            _ => Kind::Finite,
+        };
+        assert!(
+            reference.iter().any(|&r| kind(r) == k),
+            "{what}: the case should produce {want} somewhere"
+        );
+    }
+    let mut finite = (Vec::new(), Vec::new());
+    for (i, (&g, &r)) in got.iter().zip(reference).enumerate() {
+        assert_eq!(
+            kind(g),
+            kind(r),
+            "{what} [{}]: element {i} is {g}, the reference has {r}",
+            T::DTYPE
+        );
+        if kind(r) == Kind::Finite {
+            finite.0.push(g);
+            finite.1.push(r);
+        }
+    }
+    let err = rel_l2(&finite.0, &finite.1);
+    assert!(
+        err <= bar::<T>(),
+        "{what} [{}]: finite elements off by relative L2 {err:e}",
+        T::DTYPE
+    );
+}
+
+fn set<T: Element>(v: &mut [T], i: usize, x: f32) {
+    v[i] = T::from_f32(x);
+}
+
+pub fn check_nonfinite_linear<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
+    let (rows, k, n) = (9, 37, 21);
+    for act in [Activation::None, Activation::GeluTanh] {
+        let mut x: Vec<T> = rng.vec(rows * k, 1.0);
+        let mut w: Vec<T> = rng.vec(n * k, 0.3);
+        let mut b: Vec<T> = rng.vec(n, 0.5);
+        let mut r: Vec<T> = rng.vec(rows * n, 1.0);
+        set(&mut x, k + 3, NAN); // row 1: NaN
+        set(&mut x, 2 * k, INF); // row 2: ±∞ by the sign of w[j][0]
+        set(&mut x, 4 * k + 5, -INF); // row 4: ∓∞ by the sign of w[j][5]
+        set(&mut w, 7 * k + 2, NAN); // column 7: NaN
+        set(&mut b, 3, INF); // column 3: +∞ (NaN where a row brings −∞)
+        set(&mut r, 5 * n + 6, -INF); // one element −∞
+        let (bb, rb) = (up(dev, &b, &[n]), up(dev, &r, &[rows, n]));
+        let mut out = poisoned::<T, D>(dev, &[rows, n]);
+        ops::linear_into(
+            &up(dev, &x, &[rows, k]),
+            &up(dev, &w, &[n, k]),
+            Some(&bb),
+            act,
+            Some(&rb),
+            &mut out,
+        )
+        .unwrap();
+        let reference = ref_linear(
+            &to_f64(&x),
+            &to_f64(&w),
+            Some(&to_f64(&b)),
+            act,
+            Some(&to_f64(&r)),
+            rows,
+            k,
+            n,
+        );
+        assert_same_nonfinite(
+            &format!("linear {act:?} with NaN/±∞ inputs"),
+            &out.to_vec().unwrap(),
+            &reference,
+            &["nan", "+inf", "-inf", "finite"],
+        );
+    }
+}
+
+pub fn check_nonfinite_norms<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
+    let (rows, cols) = (7, 45);
+    let mut x: Vec<T> = rng.vec(rows * cols, 2.0);
+    let mut w: Vec<T> = rng.vec(cols, 1.0);
+    let mut b: Vec<T> = rng.vec(cols, 1.0);
+    set(&mut x, cols + 4, NAN); // row 1
+    set(&mut x, 3 * cols + 10, INF); // row 3
+    set(&mut x, 5 * cols, -INF); // row 5
+    set(&mut w, 2, INF); // column 2: ±∞ by the sign of the normalised value
+    set(&mut w, 6, -INF);
+    set(&mut b, 4, NAN); // column 4
+    let (xb, wb) = (up(dev, &x, &[rows, cols]), up(dev, &w, &[cols]));
+    let mut out = poisoned::<T, D>(dev, &[rows, cols]);
+    ops::layer_norm_into(&xb, &wb, &up(dev, &b, &[cols]), 1e-6, &mut out).unwrap();
+    let (xf, wf) = (to_f64(&x), to_f64(&w));
+    let reference = ref_layer_norm(&xf, &wf, &to_f64(&b), rows, cols, 1e-6_f32 as f64);
+    assert_same_nonfinite(
+        "layer_norm with NaN/±∞ inputs",
+        &out.to_vec().unwrap(),
+        &reference,
+        &["nan", "+inf", "-inf", "finite"],
+    );
+    let mut out = poisoned::<T, D>(dev, &[rows, cols]);
+    ops::rms_norm_into(&xb, &wb, 1e-6, &mut out).unwrap();
+    let reference = ref_rms_norm(&xf, &wf, rows, cols, 1e-6_f32 as f64);
+    assert_same_nonfinite(
+        "rms_norm with NaN/±∞ inputs",
+        &out.to_vec().unwrap(),
+        &reference,
+        &["nan", "+inf", "-inf", "finite"],
+    );
+}
+
+pub fn check_nonfinite_attention<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
+    // hd 64 with 20 queries: CUDA's tensor-core kernel for bf16; hd 24: the others.
+    for &(h, hd, nq, nk) in &[(2usize, 64usize, 20usize, 70usize), (3, 24, 5, 37)] {
+        let w = h * hd;
+        let mut q: Vec<T> = rng.vec(nq * w, 1.0);
+        let mut k: Vec<T> = rng.vec(nk * w, 1.0);
+        let mut v: Vec<T> = rng.vec(nk * w, 1.0);
+        set(&mut q, 3 * w + 1, NAN); // query 3, head 0: NaN
+                                     // Key 5, head 1: score ±∞ by the sign of each query's dim 0 there: +∞ makes
+                                     // that query NaN (∞ − ∞ in the softmax), −∞ drops the key.
+        set(&mut k, 5 * w + hd, INF);
+        set(&mut v, 7 * w + 2, -INF); // head 0, dim 2: −∞ for every query
+        set(&mut v, 9 * w + 2 * hd + 3, INF); // last head, dim 3: +∞
+        let mut out = poisoned::<T, D>(dev, &[1, nq, w]);
+        ops::attention_into(
+            &up(dev, &q, &[1, nq, w]),
+            &up(dev, &k, &[1, nk, w]),
+            &up(dev, &v, &[1, nk, w]),
+            h,
+            &mut out,
+        )
+        .unwrap();
+        let reference = ref_attention(
+            &to_f64(&q),
+            &to_f64(&k),
+            &to_f64(&v),
+            1,
+            h,
+            hd,
+            nq,
+            nk,
+            false,
+        );
+        assert_same_nonfinite(
+            &format!("attention h={h} hd={hd} nq={nq} nk={nk} with NaN/±∞ inputs"),
+            &out.to_vec().unwrap(),
+            &reference,
+            &["nan", "+inf", "-inf", "finite"],
+        );
+    }
+}
+
+pub fn check_nonfinite_add<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
+    let n = 1029;
+    let mut a: Vec<T> = rng.vec(n, 3.0);
+    let mut b: Vec<T> = rng.vec(n, 3.0);
+    set(&mut a, 1, NAN);
+    set(&mut b, 2, INF);
+    set(&mut a, 3, -INF);
+    set(&mut a, 4, INF);
+    set(&mut b, 4, -INF); // ∞ − ∞
+    set(&mut b, 1027, NAN);
+    let mut out = poisoned::<T, D>(dev, &[n]);
+    ops::add_into(&up(dev, &a, &[n]), &up(dev, &b, &[n]), &mut out).unwrap();
+    let reference: Vec<f64> = to_f64(&a)
+        .iter()
+        .zip(to_f64(&b))
+        .map(|(x, y)| x + y)
+        .collect();
+    assert_same_nonfinite(
+        "add with NaN/±∞ inputs",
+        &out.to_vec().unwrap(),
+        &reference,
+        &["nan", "+inf", "-inf", "finite"],
+    );
+}
+
+pub fn check_nonfinite_patch_embed<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
+    let (b, c, img, p, d) = (2, 3, 10, 4, 13);
+    let g = img / p;
+    let n = g * g;
+    let mut px: Vec<T> = rng.vec(b * c * img * img, 1.0);
+    let mut w: Vec<T> = rng.vec(d * c * p * p, 0.2);
+    let bias: Vec<T> = rng.vec(d, 0.5);
+    let mut pos: Vec<T> = rng.vec(n * d, 0.5);
+    set(&mut px, 1, NAN); // image 0, patch 0
+    set(&mut px, c * img * img + img * p + 1, INF); // image 1, patch (1, 0)
+    set(&mut w, 5 * c * p * p, -INF); // channel 5: ∓∞ where a patch has pixel 0 ≠ 0
+    set(&mut pos, 3 * d + 8, INF); // token 3, channel 8
+    let mut out = poisoned::<T, D>(dev, &[b, n, d]);
+    ops::patch_embed_into(
+        &up(dev, &px, &[b, c, img, img]),
+        &up(dev, &w, &[d, c, p, p]),
+        &up(dev, &bias, &[d]),
+        &up(dev, &pos, &[n, d]),
+        p,
+        &mut out,
+    )
+    .unwrap();
+    let reference = ref_patch_embed(
+        &to_f64(&px),
+        &to_f64(&w),
+        &to_f64(&bias),
+        &to_f64(&pos),
+        b,
+        c,
+        img,
+        p,
+        d,
+    );
+    assert_same_nonfinite(
+        "patch_embed with NaN/±∞ inputs",
+        &out.to_vec().unwrap(),
+        &reference,
+        &["nan", "+inf", "-inf", "finite"],
+    );
+}
+
+pub fn check_nonfinite_memory<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
+    let (b, n, e, m, d) = (3, 5, 4, 8, 17);
+    let mut h: Vec<T> = rng.vec(b * n * d, 1.0);
+    let mut bank: Vec<T> = rng.vec(b * e * m * d, 1.0);
+    let rw: Vec<T> = rng.vec(e * d, 1.0);
+    let rb: Vec<T> = rng.vec(e, 0.5);
+    set(&mut h, n * d + 2, NAN); // sequence 1: its gate, and with it its memory
+    set(&mut bank, 2 * e * m * d + 3 * d + 4, INF); // sequence 2, expert 0, slot 3
+    let mut joint = poisoned::<T, D>(dev, &[b, m + n, d]);
+    let mut gate = DeviceBuffer::<f32, D>::full(dev, &[b, e], f32::NAN).unwrap();
+    ops::memory_read_into(
+        &up(dev, &h, &[b, n, d]),
+        &up(dev, &bank, &[b, e, m, d]),
+        &up(dev, &rw, &[e, d]),
+        &up(dev, &rb, &[e]),
+        &mut joint,
+        &mut gate,
+    )
+    .unwrap();
+    let (rj, rg) = ref_memory_read(
+        &to_f64(&h),
+        &to_f64(&bank),
+        &to_f64(&rw),
+        &to_f64(&rb),
+        b,
+        n,
+        e,
+        m,
+        d,
+    );
+    let gate_host = gate.to_vec().unwrap();
+    assert_same_nonfinite(
+        "memory_read gate with NaN/±∞ inputs",
+        &gate_host,
+        &rg,
+        &["nan", "finite"],
+    );
+    assert_same_nonfinite(
+        "memory_read joint with NaN/±∞ inputs",
+        &joint.to_vec().unwrap(),
+        &rj,
+        &["nan", "+inf", "finite"],
+    );
+    // The write-back from the (finite) gate of sequence 0 and 2, NaN for 1.
+    let mut o: Vec<T> = rng.vec(b * (m + n) * d, 1.0);
+    let res: Vec<T> = rng.vec(b * n * d, 1.0);
+    set(&mut o, 2 * (m + n) * d + m * d + 1, -INF); // sequence 2, token 0 (after the slots)
+    let mut bank_w = up(dev, &bank, &[b, e, m, d]);
+    let mut out = poisoned::<T, D>(dev, &[b, n, d]);
+    ops::memory_write_into(
+        &mut bank_w,
+        &gate,
+        &up(dev, &o, &[b, m + n, d]),
+        &up(dev, &res, &[b, n, d]),
+        &mut out,
+    )
+    .unwrap();
+    let gate_f64: Vec<f64> = gate_host.iter().map(|&g| g as f64).collect();
+    let (rbank, rout) = ref_memory_write(
+        &to_f64(&bank),
+        &gate_f64,
+        &to_f64(&o),
+        &to_f64(&res),
+        b,
+        n,
+        e,
+        m,
+        d,
+    );
+    assert_same_nonfinite(
+        "memory_write out with NaN/±∞ inputs",
+        &out.to_vec().unwrap(),
+        &rout,
+        &["-inf", "finite"],
+    );
+    assert_same_nonfinite(
+        "memory_write bank with NaN/±∞ inputs",
+        &bank_w.to_vec().unwrap(),
+        &rbank,
+        &["nan", "finite"],
+    );
+}
