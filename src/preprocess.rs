@@ -549,11 +549,11 @@ impl ImageProcessor {
         let size_of = |v: &Value, key: &str| {
             v.as_u64()
                 .and_then(|n| usize::try_from(n).ok())
-                .filter(|&n| (1..=1 << 14).contains(&n))
+                .filter(|&n| (1..=MAX_SIDE).contains(&n))
                 .ok_or_else(|| {
                     err(
                         key,
-                        format!("must be a size between 1 and 16384, found {v}"),
+                        format!("must be a size between 1 and {MAX_SIDE}, found {v}"),
                     )
                 })
         };
@@ -627,7 +627,7 @@ impl ImageProcessor {
                 format!("mean {image_mean:?} and std {image_std:?} must be finite, std non-zero"),
             ));
         }
-        Ok(Self {
+        let p = Self {
             do_resize: flag("do_resize", true)?,
             height,
             width,
@@ -638,7 +638,50 @@ impl ImageProcessor {
             image_mean,
             image_std,
             upright: false,
-        })
+        };
+        p.check().map_err(|e| match e {
+            Error::Input { msg, .. } => err("rescale_factor", msg),
+            e => e,
+        })?;
+        Ok(p)
+    }
+
+    /// The output size within 1..=[`MAX_SIDE`]² pixels, and every output value finite: the
+    /// rescale and normalisation are affine in the pixel, so its values at 0 and
+    /// 255 bound them all (a `rescale_factor` of 1e300 or a std of 1e-44 would
+    /// otherwise make inf and NaN embeddings silently).
+    fn check(&self) -> Result<()> {
+        let bad = |msg: String| {
+            Err(Error::Input {
+                tensor: "image processor".into(),
+                msg,
+            })
+        };
+        let (h, w) = (self.height, self.width);
+        if h == 0 || w == 0 || h.checked_mul(w).is_none_or(|px| px > MAX_PIXELS) {
+            return bad(format!(
+                "resizes to {w}×{h} pixels; at least 1 and at most {MAX_PIXELS} ({MAX_SIDE}²)"
+            ));
+        }
+        for c in 0..3 {
+            for x in [0u8, 255] {
+                let mut v = if self.do_rescale {
+                    (f64::from(x) * self.rescale_factor) as f32
+                } else {
+                    f32::from(x)
+                };
+                if self.do_normalize {
+                    v = (v - self.image_mean[c]) / self.image_std[c];
+                }
+                if !v.is_finite() {
+                    return bad(format!(
+                        "rescale_factor {}, image_mean {} and image_std {} make pixel value {x}                          of channel {c} {v}",
+                        self.rescale_factor, self.image_mean[c], self.image_std[c]
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The processor for a model: its `preprocessor_config.json` when it has one
@@ -665,6 +708,7 @@ impl ImageProcessor {
     /// One decoded image → pixel_values `[3, height, width]` (channel-first, flat).
     pub fn pixel_values(&self, img: &Rgb8) -> Result<Vec<f32>> {
         img.check()?;
+        self.check()?;
         let resized;
         let img = if img.width == self.width && img.height == self.height {
             img
@@ -730,9 +774,17 @@ impl ImageProcessor {
     }
 }
 
-/// The most patches per image (and the largest patch side) Siglip2Processor
-/// accepts: 2^20, far above any SigLIP 2 checkpoint.
-const MAX_PATCHES_LIMIT: usize = 1 << 20;
+/// The most patches per image Siglip2Processor accepts: 2^14, 16× the largest
+/// SigLIP 2 checkpoint's 1024.
+const MAX_PATCHES_LIMIT: usize = 1 << 14;
+
+/// The largest side (pixels) an image processor resizes to: 4096, 8× the largest
+/// SigLIP checkpoint's 512. A `[3, 4096, 4096]` f32 image is 201 MB.
+pub const MAX_SIDE: usize = 4096;
+
+/// The most pixels a SigLIP 2 image may be resized to (`max_num_patches · P²`):
+/// as many as a [`MAX_SIDE`] square (64× the released checkpoints' 1024 × 16²).
+const MAX_PIXELS: usize = MAX_SIDE * MAX_SIDE;
 
 /// Siglip2ImageProcessor (SigLIP 2 NaFlex, MODEL.md "Variable resolution"):
 /// each image resized, keeping its aspect ratio, to the largest grid of
@@ -777,15 +829,15 @@ impl Siglip2Processor {
             msg: format!("not valid JSON: {e}"),
         })?;
         let get = |key: &str| root.get(key).filter(|v| !v.is_null());
-        let count = |key: &str, default: usize| match get(key) {
+        let count = |key: &str, default: usize, max: usize| match get(key) {
             None => Ok(default),
             Some(v) => v
                 .as_u64()
                 .and_then(|n| usize::try_from(n).ok())
-                .filter(|&n| (1..=MAX_PATCHES_LIMIT).contains(&n))
+                .filter(|&n| (1..=max).contains(&n))
                 .ok_or_else(|| Error::Config {
                     file: file.to_path_buf(),
-                    msg: format!("key `{key}`: must be an integer between 1 and 2^20, found {v}"),
+                    msg: format!("key `{key}`: must be an integer between 1 and {max}, found {v}"),
                 }),
         };
         let resample = if get("resample").is_some() {
@@ -793,11 +845,16 @@ impl Siglip2Processor {
         } else {
             Resample::Bilinear
         };
-        Ok(Self {
+        let p = Self {
             image: ImageProcessor { resample, ..image },
-            patch_size: count("patch_size", 16)?,
-            max_num_patches: count("max_num_patches", 256)?,
-        })
+            patch_size: count("patch_size", 16, MAX_SIDE)?,
+            max_num_patches: count("max_num_patches", 256, MAX_PATCHES_LIMIT)?,
+        };
+        p.check_budget().map_err(|msg| Error::Config {
+            file: file.to_path_buf(),
+            msg: format!("key `max_num_patches`: {msg}"),
+        })?;
+        Ok(p)
     }
 
     /// Read a model's `preprocessor_config.json`.
@@ -805,6 +862,29 @@ impl Siglip2Processor {
         let path = path.as_ref();
         let text = read_small_config(path)?;
         Self::from_json_str(&text, path)
+    }
+
+    /// The patch side within 1..=[`MAX_SIDE`], the patch count within
+    /// 1..=2^14, and the pixels they make within [`MAX_PIXELS`].
+    fn check_budget(&self) -> std::result::Result<(), String> {
+        let (p, n) = (self.patch_size, self.max_num_patches);
+        if !(1..=MAX_SIDE).contains(&p) {
+            return Err(format!(
+                "patch_size is {p}; it must be between 1 and {MAX_SIDE}"
+            ));
+        }
+        if !(1..=MAX_PATCHES_LIMIT).contains(&n) {
+            return Err(format!(
+                "{n} patches: an image has between 1 and {MAX_PATCHES_LIMIT} (SigLIP 2 \
+                 checkpoints use 256 to 1024)"
+            ));
+        }
+        if n.checked_mul(p * p).is_none_or(|px| px > MAX_PIXELS) {
+            return Err(format!(
+                "{n} patches of {p}×{p} px are more than {MAX_PIXELS} pixels ({MAX_SIDE}²) per image"
+            ));
+        }
+        Ok(())
     }
 
     /// Whether the JSON object in `path` has `key` (for messages; false on any error).
@@ -846,16 +926,11 @@ impl Siglip2Processor {
             }
         };
         if let Some(n) = max_patches {
-            if !(1..=MAX_PATCHES_LIMIT).contains(&n) {
-                return Err(Error::Input {
-                    tensor: "max_patches".into(),
-                    msg: format!(
-                        "{n}: an image has between 1 and {MAX_PATCHES_LIMIT} patches \
-                         (2^20; SigLIP 2 checkpoints use 256 to 1024)"
-                    ),
-                });
-            }
             p.max_num_patches = n;
+            p.check_budget().map_err(|msg| Error::Input {
+                tensor: "max_patches".into(),
+                msg,
+            })?;
         }
         Ok(p)
     }
@@ -889,14 +964,10 @@ impl Siglip2Processor {
     pub fn patches(&self, img: &Rgb8) -> Result<crate::model::ImagePatches> {
         img.check()?;
         let p = self.patch_size;
-        for (what, v) in [("patch_size", p), ("max_num_patches", self.max_num_patches)] {
-            if !(1..=MAX_PATCHES_LIMIT).contains(&v) {
-                return Err(Error::Input {
-                    tensor: "image processor".into(),
-                    msg: format!("{what} is {v}; it must be between 1 and {MAX_PATCHES_LIMIT}"),
-                });
-            }
-        }
+        self.check_budget().map_err(|msg| Error::Input {
+            tensor: "image processor".into(),
+            msg,
+        })?;
         let (h, w) = if self.image.do_resize {
             self.target_size(img.height, img.width)
         } else {

@@ -39,6 +39,10 @@ use tessera::{DType, Element};
 use tessera::{Device, DeviceKind};
 use tessera::{Error, Result};
 
+/// The largest `--batch` a bench accepts (so400m's fc1 output alone is 51 GB in
+/// f32 at 4096 images).
+const MAX_BENCH_BATCH: usize = 4096;
+
 /// What to benchmark.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BenchOptions {
@@ -142,6 +146,14 @@ impl BenchArgs {
             .map_err(|m| bad("--op", m))?;
         if self.reps == Some(0) || self.layers == Some(0) || self.batch.contains(&0) {
             return Err(bad("--reps/--layers/--batch", "must be at least 1".into()));
+        }
+        if let Some(b) = self.batch.iter().find(|&&b| b > MAX_BENCH_BATCH) {
+            return Err(bad(
+                "--batch",
+                format!(
+                    "{b} is more than {MAX_BENCH_BATCH} images (a bench batch is made in memory)"
+                ),
+            ));
         }
         if let Some(m) = self
             .model

@@ -160,7 +160,7 @@ pub fn collect_paths(inputs: &[String]) -> Result<Vec<PathBuf>, String> {
     let mut out = Vec::new();
     for input in inputs {
         if let Some(list) = input.strip_prefix('@') {
-            let text = std::fs::read_to_string(list).map_err(|e| format!("{list}: {e}"))?;
+            let text = read_list(Path::new(list))?;
             let base = Path::new(list).parent().unwrap_or(Path::new(""));
             for line in text.lines().map(str::trim) {
                 if line.is_empty() || line.starts_with('#') {
@@ -183,6 +183,34 @@ pub fn collect_paths(inputs: &[String]) -> Result<Vec<PathBuf>, String> {
         }
     }
     Ok(out)
+}
+
+/// The largest `--batch`: 4096 images of so400m are ~7 GB of f32 pixels alone.
+pub const MAX_BATCH: usize = 4096;
+
+/// The largest `@list` file read (256 MiB: millions of paths).
+const MAX_LIST_BYTES: u64 = 256 << 20;
+
+/// An `@list` file's text: a regular file (not a device or a pipe that never
+/// ends), at most [`MAX_LIST_BYTES`], UTF-8.
+fn read_list(list: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let name = list.display();
+    let file = std::fs::File::open(list).map_err(|e| format!("{name}: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("{name}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{name}: an @list must be a regular file of paths"));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_LIST_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{name}: {e}"))?;
+    if bytes.len() as u64 > MAX_LIST_BYTES {
+        return Err(format!(
+            "{name}: an @list of more than {MAX_LIST_BYTES} bytes"
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| format!("{name}: not UTF-8 text ({e})"))
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -554,8 +582,11 @@ fn spawn<'s>(
 /// reported there as they happen.
 pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
     let start = Instant::now();
-    if args.batch == 0 {
-        return Err("--batch must be at least 1".into());
+    if !(1..=MAX_BATCH).contains(&args.batch) {
+        return Err(format!(
+            "--batch {}: must be between 1 and {MAX_BATCH} (a batch is decoded and held in memory)",
+            args.batch
+        ));
     }
     let format = output::Format::of(&args.output)?;
     let files = crate::model_files(&args.model).map_err(|e| e.to_string())?;

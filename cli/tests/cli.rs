@@ -1034,6 +1034,48 @@ fn assert_one_line_error(args: &[&str], needle: &str) {
 #[test]
 fn errors_are_one_line() {
     let io = "tests/data/siglip_tiny/io.safetensors";
+    // Sizes that would exhaust memory or never end are refused up front.
+    let out = tmp("never.safetensors");
+    let out = out.to_str().unwrap();
+    let model = "tests/data/siglip_tiny";
+    let images = "tests/data/images";
+    assert_one_line_error(
+        &[
+            "embed",
+            "--model",
+            model,
+            "-o",
+            out,
+            "--batch",
+            "18446744073709551615",
+            images,
+        ],
+        "--batch",
+    );
+    assert_one_line_error(
+        &[
+            "embed", "--model", model, "-o", out, "--batch", "4097", images,
+        ],
+        "--batch",
+    );
+    #[cfg(unix)]
+    assert_one_line_error(
+        &["embed", "--model", model, "-o", out, "@/dev/zero"],
+        "/dev/zero",
+    );
+    assert_one_line_error(&["bench", "--batch", "100000000000000000"], "--batch");
+    assert_one_line_error(
+        &[
+            "run",
+            "--model",
+            "tests/data/siglip2/siglip2_tiny",
+            "--max-patches",
+            "1048576",
+            "--image",
+            "tests/data/images/grid_32x32.png",
+        ],
+        "max_patches",
+    );
     assert_one_line_error(
         &["run", "--model", "no/such/dir", "--pixels", io],
         "no/such/dir",

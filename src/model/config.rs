@@ -219,6 +219,13 @@ impl VisionConfig {
         let image_size = match architecture {
             Architecture::Siglip => r.usize_or("image_size", d.image_size)?,
             Architecture::Siglip2 => {
+                // The patch first: the image side below is derived from it.
+                if patch_size == 0 || patch_size > LIMIT_IMAGE {
+                    return Err(r.err(
+                        "patch_size",
+                        format!("{patch_size}: must be between 1 and {LIMIT_IMAGE}"),
+                    ));
+                }
                 let n = r.usize_or("num_patches", DEFAULT_SIGLIP2_NUM_PATCHES)?;
                 let g = n.isqrt();
                 if n == 0 || g * g != n {
@@ -227,10 +234,16 @@ impl VisionConfig {
                         format!("{n} is not the square of a grid side (the position table is a G × G grid)"),
                     ));
                 }
-                if g > LIMIT_IMAGE {
-                    return Err(r.err("num_patches", format!("{n} is implausibly large")));
+                if g.saturating_mul(patch_size) > LIMIT_IMAGE {
+                    return Err(r.err(
+                        "num_patches",
+                        format!(
+                            "{n}: a {g} × {g} grid of {patch_size} px patches is wider than \
+                             {LIMIT_IMAGE} px (implausibly large)"
+                        ),
+                    ));
                 }
-                g.saturating_mul(patch_size)
+                g * patch_size
             }
         };
         let layer_norm_eps = match r.f64_opt("layer_norm_eps")? {
@@ -505,8 +518,9 @@ const LIMIT_WIDTH: usize = 1 << 16;
 const LIMIT_LAYERS: usize = 1024;
 /// Upper bound for input channels.
 const LIMIT_CHANNELS: usize = 64;
-/// Upper bound for the image and patch side, in pixels.
-const LIMIT_IMAGE: usize = 1 << 14;
+/// Upper bound for the image and patch side, in pixels (the image processors'
+/// own bound, `preprocess::MAX_SIDE`).
+const LIMIT_IMAGE: usize = crate::preprocess::MAX_SIDE;
 /// Upper bound for memory experts and slots.
 const LIMIT_MEMORY: usize = 1 << 16;
 /// Largest config.json tessera reads.

@@ -152,7 +152,7 @@ impl ImagePatches {
 
     /// Patches of this image, hᵢ·wᵢ.
     pub fn len(&self) -> usize {
-        self.height * self.width
+        self.height.saturating_mul(self.width)
     }
 
     /// Whether the grid is empty (never, for images that pass `pack`).

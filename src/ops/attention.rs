@@ -180,6 +180,12 @@ impl Segments {
     }
 
     /// The rows of sequence `b`.
+    ///
+    /// # Panics
+    ///
+    /// When `b` is not below [`Self::count`], as slice indexing does (a caller's
+    /// loop bound, not data: every sequence index tessera itself uses comes from
+    /// `0..count()`).
     pub fn range(&self, b: usize) -> std::ops::Range<usize> {
         self.offsets[b] as usize..self.offsets[b + 1] as usize
     }

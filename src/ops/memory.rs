@@ -66,6 +66,20 @@ fn memory_dims<T: Element, D: Device>(
             "at least one expert".into(),
         ));
     }
+    // The joint sequence [B, M + N, D] must be countable.
+    let joint = slots
+        .checked_add(tokens)
+        .and_then(|r| r.checked_mul(hidden)?.checked_mul(batch));
+    if joint.is_none() {
+        return Err(shape_err(
+            op,
+            "bank",
+            bank.shape(),
+            format!(
+                "slots M with N = {tokens} tokens whose joint [B, M + N, D] has a countable size"
+            ),
+        ));
+    }
     Ok(MemoryDims {
         batch,
         tokens,

@@ -92,6 +92,22 @@ fn patch_embed_dims<T: Element, D: Device>(
         ));
     }
     let hidden = weight.shape().first().copied().unwrap_or(0);
+    // C·P·P and B·N·D (N = ⌊I/P⌋²) must be countable before anything is sized
+    // from them (a zero-batch buffer may declare any sides).
+    let grid = height / patch;
+    let countable = channels
+        .checked_mul(patch)
+        .and_then(|x| x.checked_mul(patch))
+        .and(grid.checked_mul(grid))
+        .and_then(|n| n.checked_mul(hidden)?.checked_mul(batch));
+    if countable.is_none() {
+        return Err(shape_err(
+            OP,
+            "pixels",
+            pixels.shape(),
+            format!("patches of {patch} px whose counts C·P·P and B·N·D fit in memory"),
+        ));
+    }
     let dims = PatchEmbedDims {
         batch,
         channels,

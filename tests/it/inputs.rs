@@ -294,3 +294,26 @@ fn check_safetensors_refuses_overflowing_offsets() {
     let good = std::fs::read(root().join("tests/data/siglip_tiny/io.safetensors")).unwrap();
     tessera::model::check_safetensors(file, &good).unwrap();
 }
+
+/// Shapes whose products overflow (a zero-batch buffer may declare any sides):
+/// the ops return shape errors naming the tensor instead of overflowing.
+#[test]
+fn ops_refuse_shapes_whose_sizes_overflow() {
+    use tessera::ops;
+    let big = 1usize << 40;
+    let px = DeviceBuffer::<f32, Cpu>::zeros(&Cpu, &[0, 1, big, big]).unwrap();
+    let w = DeviceBuffer::<f32, Cpu>::zeros(&Cpu, &[4, 1, 2, 2]).unwrap();
+    let b = DeviceBuffer::<f32, Cpu>::zeros(&Cpu, &[4]).unwrap();
+    let err = ops::patch_embed(&px, &w, &b, &b, big)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("pixels"), "{err}");
+    let h = DeviceBuffer::<f32, Cpu>::zeros(&Cpu, &[0, 5, 1]).unwrap();
+    let bank = DeviceBuffer::<f32, Cpu>::zeros(&Cpu, &[0, 1, usize::MAX, 1]).unwrap();
+    let rw = DeviceBuffer::<f32, Cpu>::zeros(&Cpu, &[1, 1]).unwrap();
+    let rb = DeviceBuffer::<f32, Cpu>::zeros(&Cpu, &[1]).unwrap();
+    let err = ops::memory_read(&h, &bank, &rw, &rb)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bank"), "{err}");
+}

@@ -556,6 +556,25 @@ fn siglip2_absent_keys_take_siglip2_defaults() {
     assert!(!c.defaulted().contains(&"num_patches"));
 }
 
+/// Sizes that would make huge images are refused before anything is sized from
+/// them, naming the key the file has (SigLIP 2's image side is derived).
+#[test]
+fn image_sizes_are_bounded_and_named() {
+    let msg = config_err("huge_image", &with_key("image_size", "16384"));
+    assert_mentions(&msg, &["image_size", "4096"]);
+    let mut v = siglip2_config();
+    v["patch_size"] = 0.into();
+    let msg = config_err("siglip2_patch0", &v.to_string());
+    assert_mentions(&msg, &["patch_size"]);
+    assert!(!msg.contains("image_size"), "{msg}");
+    let mut v = siglip2_config();
+    v["num_patches"] = 256.into();
+    v["patch_size"] = 2048.into();
+    let msg = config_err("siglip2_wide", &v.to_string());
+    assert_mentions(&msg, &["num_patches", "2048"]);
+    assert!(!msg.contains("`image_size`"), "{msg}");
+}
+
 /// The tiny golden config reads as SigLIP 2 with its own grid; `image_size`
 /// in a SigLIP 2 config does not change the grid.
 #[test]

@@ -338,6 +338,10 @@ fn preprocessor_config_errors_name_the_key() {
         (r#"{"image_mean": [0.5, 0.5]}"#, "image_mean"),
         (r#"{"do_resize": "yes"}"#, "do_resize"),
         (r#"{"rescale_factor": "1/255"}"#, "rescale_factor"),
+        // Accepted numbers that would make inf / NaN pixel values.
+        (r#"{"rescale_factor": 1e300}"#, "rescale_factor"),
+        (r#"{"image_std": [0.5, 1e-44, 0.5]}"#, "image_std"),
+        (r#"{"size": 5000}"#, "size"),
         ("[1, 2]", "JSON object"),
     ] {
         let msg = processor(json).unwrap_err().to_string();
@@ -488,4 +492,40 @@ fn siglip2_target_sizes() {
             "{h}×{w}, patch {patch}, max {max}"
         );
     }
+}
+
+/// Processors built in code are held to the same bounds: a size past 4096², or
+/// a normalisation that overflows, is an error naming the image processor, not a
+/// huge allocation or NaN pixels; SigLIP 2's patch budget likewise.
+#[test]
+fn processors_refuse_huge_sizes_and_overflowing_normalisation() {
+    let img = preprocess::Rgb8 {
+        width: 2,
+        height: 2,
+        data: vec![7; 12],
+    };
+    let msg = preprocess::ImageProcessor::siglip(1 << 31)
+        .pixel_values(&img)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("image processor"), "{msg}");
+    let p = preprocess::ImageProcessor {
+        image_std: [0.5, 1e-44, 0.5],
+        ..preprocess::ImageProcessor::siglip(2)
+    };
+    let msg = p.pixel_values(&img).unwrap_err().to_string();
+    assert!(
+        msg.contains("image_std") && msg.contains("channel 1"),
+        "{msg}"
+    );
+    for (patch, n) in [(1 << 20, 1), (16, 1 << 15), (1024, 64)] {
+        let msg = preprocess::Siglip2Processor::new(patch, n)
+            .patches(&img)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("image processor"), "{patch} {n}: {msg}");
+    }
+    let err = preprocess::Siglip2Processor::for_model(None, 16, Some(1 << 15)).unwrap_err();
+    assert!(err.to_string().contains("max_patches"), "{err}");
+    assert!(preprocess::Siglip2Processor::for_model(None, 16, Some(4096)).is_ok());
 }

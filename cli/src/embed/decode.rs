@@ -95,7 +95,7 @@ where
             }
             let base = index * batch_size;
             let end = base + chunk.len();
-            let horizon = (end + window).min(paths.len());
+            let horizon = end.saturating_add(window).min(paths.len());
             while started < horizon {
                 let (i, tx) = (started, done_tx.clone());
                 scope.spawn(move |_| {
