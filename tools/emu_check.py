@@ -166,6 +166,18 @@ def t_cast():
             FAILS.append(f"cast n={n}")
 
 
+def layer_norm_launch(mem, dt, x, w, b, rows, cols, rms):
+    """layer_norm_{dt} (rms_norm when rms) as the host launches it, eps 1e-6; returns
+    the (poisoned first) output's address."""
+    out = poison(mem, rows * cols, dt)
+    e = f"layer_norm_{dt}"
+    gx = SPECS[e].consts["GRID_X"]
+    launch(mem, e, (min(rows, gx), (rows + gx - 1) // gx, 1), x=mem.upload(x),
+           w=mem.upload(w), b=mem.upload(b), out=out, rows=rows, cols=cols, eps=1e-6,
+           rms=rms)
+    return out
+
+
 def t_layer_norm():
     for dt in ("f32", "bf16"):
         for rms in (0, 1):
@@ -174,12 +186,7 @@ def t_layer_norm():
                 x = rnd(rows * cols, 2, "f32") + 3
                 x = f32_to_bf16_bits(x) if dt == "bf16" else x
                 w, b = rnd(cols, 1.5, dt), rnd(cols, 0.5, dt)
-                out = poison(mem, rows * cols, dt)
-                e = f"layer_norm_{dt}"
-                gx = SPECS[e].consts["GRID_X"]
-                launch(mem, e, (min(rows, gx), (rows + gx - 1) // gx, 1), x=mem.upload(x),
-                       w=mem.upload(w), b=mem.upload(b), out=out, rows=rows, cols=cols, eps=1e-6,
-                       rms=rms)
+                out = layer_norm_launch(mem, dt, x, w, b, rows, cols, rms)
                 X = as64(x, dt).reshape(rows, cols)
                 if rms:
                     # RMS norm: no mean, no bias (b is passed but must not be read into y).
@@ -192,10 +199,11 @@ def t_layer_norm():
                 check(f"{name} rows={rows} cols={cols}", read(mem, out, rows * cols, dt), ref.ravel(), dt)
 
 
-def linear_case(entry, dt, rows, k, n, act, with_bias, with_res, splits=1):
-    mem = Memory()
-    x, w = rnd(rows * k, 1, dt), rnd(n * k, 1 / math.sqrt(k), dt)
-    b, r = rnd(n, 0.5, dt), rnd(rows * n, 1, dt)
+def linear_launch(mem, entry, rows, k, n, x, w, b, r, act, with_bias, with_res, splits=1):
+    """Run `entry` (split-K through linear_bf16_splitk + the reduction when splits > 1)
+    as the host does on host arrays x [rows, k], w [n, k], b [n], r [rows, n]; returns
+    the (poisoned first) output's address."""
+    dt = "f32" if entry == "linear_f32" else "bf16"
     out = poison(mem, rows * n, dt)
     spec = SPECS[entry]
     tm, tn = spec.consts["TILE_M"], spec.consts["TILE_N"]
@@ -225,6 +233,14 @@ def linear_case(entry, dt, rows, k, n, act, with_bias, with_res, splits=1):
         launch(mem, entry, grid, spec.consts.get("DYN_SMEM", 0), x=px, w=pw,
                bias=mem.upload(b) if with_bias else None, res=mem.upload(r) if with_res else None,
                out=out, m=rows, n=n, k=k, flags=flags, **maps)
+    return out
+
+
+def linear_case(entry, dt, rows, k, n, act, with_bias, with_res, splits=1):
+    mem = Memory()
+    x, w = rnd(rows * k, 1, dt), rnd(n * k, 1 / math.sqrt(k), dt)
+    b, r = rnd(n, 0.5, dt), rnd(rows * n, 1, dt)
+    out = linear_launch(mem, entry, rows, k, n, x, w, b, r, act, with_bias, with_res, splits)
     ref = as64(x, dt).reshape(rows, k) @ as64(w, dt).reshape(n, k).T
     if with_bias:
         ref = ref + as64(b, dt)
@@ -292,6 +308,20 @@ def t_linear_sm90():
             linear_case("linear_bf16_sm90", "bf16", rows, k, n, *epi)
 
 
+def patch_embed_launch(mem, dt, px, w, bias, pos, b, c, img, p, d):
+    """patch_embed_{dt} as the host launches it; returns the (poisoned first) output's
+    address."""
+    g = img // p
+    n = g * g
+    out = poison(mem, b * n * d, dt)
+    e = f"patch_embed_{dt}"
+    tm, tn = SPECS[e].consts["TILE_M"], SPECS[e].consts["TILE_N"]
+    launch(mem, e, ((d + tn - 1) // tn, (b * n + tm - 1) // tm, 1), x=mem.upload(px),
+           w=mem.upload(w), bias=mem.upload(bias), res=mem.upload(pos), out=out,
+           m=b * n, n=d, k=c * p * p, c=c, i=img, p=p, g=g)
+    return out
+
+
 def t_patch_embed():
     for dt in ("f32", "bf16"):
         # The last three sides are not multiples of the patch: the last I mod P pixels are dropped.
@@ -304,12 +334,8 @@ def t_patch_embed():
             px = rnd(b * c * img * img, 1, dt)
             w = rnd(d * k, 1 / math.sqrt(k), dt)
             bias, pos = rnd(d, 0.5, dt), rnd(n * d, 0.5, dt)
-            out = poison(mem, b * n * d, dt)
             e = f"patch_embed_{dt}"
-            tm, tn = SPECS[e].consts["TILE_M"], SPECS[e].consts["TILE_N"]
-            launch(mem, e, ((d + tn - 1) // tn, (b * n + tm - 1) // tm, 1), x=mem.upload(px),
-                   w=mem.upload(w), bias=mem.upload(bias), res=mem.upload(pos), out=out,
-                   m=b * n, n=d, k=k, c=c, i=img, p=p, g=g)
+            out = patch_embed_launch(mem, dt, px, w, bias, pos, b, c, img, p, d)
             used = as64(px, dt).reshape(b, c, img, img)[:, :, :g * p, :g * p]
             P = used.reshape(b, c, g, p, g, p).transpose(0, 2, 4, 1, 3, 5).reshape(b * n, k)
             ref = P @ as64(w, dt).reshape(d, k).T + as64(bias, dt)
@@ -323,6 +349,21 @@ def attention_ref(Q, K, V, scale):
     S = np.exp(S - S.max(-1, keepdims=True))
     S /= S.sum(-1, keepdims=True)
     return np.einsum("bhqk,bkhd->bqhd", S, V)
+
+
+def attention_launch(mem, entry, dt, q, k, v, b, h, hd, nq, nk, bc=False):
+    """Run `entry` as the host does on host arrays q [b (1 when bc), nq, h·hd], k/v
+    [b, nk, h·hd]; returns the (poisoned first) output's address."""
+    wd = h * hd
+    out = poison(mem, b * nq * wd, dt)
+    spec = SPECS[entry]
+    rows = spec.consts["ROWS"]
+    launch(mem, entry, ((nq + rows - 1) // rows, h, b), spec.consts.get("DYN_SMEM", 0),
+           q=mem.upload(q), k=mem.upload(k), v=mem.upload(v), out=out, cu=None, nq=nq, nk=nk,
+           heads=h, hd=hd, ldq=wd, ldkv=wd, ldo=wd, q_col=0, k_col=0, v_col=0,
+           q_bstride=0 if bc else nq, q_varlen=0,
+           scale=float(np.float32(hd ** -0.5) * np.float32(math.log2(math.e))))
+    return out
 
 
 def attention_case(entry, dt, b, h, hd, nq, nk, bc=False, neg_inf=False):
@@ -340,15 +381,8 @@ def attention_case(entry, dt, b, h, hd, nq, nk, bc=False, neg_inf=False):
         else:
             qv[:, :, 0] = 0.75
             kv[:, :70, :, 0] = -np.inf
-    out = poison(mem, b * nq * wd, dt)
+    out = attention_launch(mem, entry, dt, q, k, v, b, h, hd, nq, nk, bc)
     scale = hd ** -0.5
-    spec = SPECS[entry]
-    rows = spec.consts["ROWS"]
-    launch(mem, entry, ((nq + rows - 1) // rows, h, b), spec.consts.get("DYN_SMEM", 0),
-           q=mem.upload(q), k=mem.upload(k), v=mem.upload(v), out=out, cu=None, nq=nq, nk=nk,
-           heads=h, hd=hd, ldq=wd, ldkv=wd, ldo=wd, q_col=0, k_col=0, v_col=0,
-           q_bstride=0 if bc else nq, q_varlen=0,
-           scale=float(np.float32(scale) * np.float32(math.log2(math.e))))
     Q = as64(q, dt).reshape(bq, nq, h, hd)
     if bc:
         Q = np.broadcast_to(Q, (b, nq, h, hd))
@@ -492,6 +526,31 @@ def t_attention_fused():
         t_attention_packed_keys(f"attention_{dt}", dt)
 
 
+def memory_read_launch(mem, dt, h, bank, rw, rb, b, n, e, m, d):
+    """memory_read_gate_{dt} then memory_read_mix_{dt} as the host launches them;
+    returns the (poisoned first) joint's and f32 gate's addresses."""
+    ph, pbank = mem.upload(h), mem.upload(bank)
+    pj = poison(mem, b * (m + n) * d, dt)
+    pg = poison(mem, b * e, "f32")
+    launch(mem, f"memory_read_gate_{dt}", (b, 1, 1), (d + e) * 4, h=ph, rw=mem.upload(rw),
+           rb=mem.upload(rb), gate=pg, n=n, e=e, d=d)
+    jl = b * (m + n) * d
+    launch(mem, f"memory_read_mix_{dt}", grid_stride(f"memory_read_mix_{dt}", jl), h=ph,
+           bank=pbank, gate=pg, joint=pj, b=b, n=n, e=e, m=m, d=d)
+    return pj, pg
+
+
+def memory_write_launch(mem, dt, bank, pg, o, res, b, n, e, m, d):
+    """memory_write_{dt} on a fresh copy of `bank` with the device gate at pg;
+    returns the updated bank's and the (poisoned first) output's addresses."""
+    pbank = mem.upload(bank)
+    pout = poison(mem, b * n * d, dt)
+    total = b * e * m * d + b * n * d
+    launch(mem, f"memory_write_{dt}", grid_stride(f"memory_write_{dt}", total), bank=pbank,
+           gate=pg, o=mem.upload(o), res=mem.upload(res), out=pout, b=b, n=n, e=e, m=m, d=d)
+    return pbank, pout
+
+
 def t_memory():
     for dt in ("f32", "bf16"):
         # The last: (D + E)·4 = 48 KiB dynamic + the gate's static bytes, above the
@@ -501,14 +560,8 @@ def t_memory():
             mem = Memory()
             h, bank = rnd(b * n * d, 1, dt), rnd(b * e * m * d, 1, dt)
             rw, rb = rnd(e * d, 1, dt), rnd(e, 0.5, dt)
-            ph, pbank = mem.upload(h), mem.upload(bank)
-            pj = poison(mem, b * (m + n) * d, dt)
-            pg = poison(mem, b * e, "f32")
-            launch(mem, f"memory_read_gate_{dt}", (b, 1, 1), (d + e) * 4, h=ph, rw=mem.upload(rw),
-                   rb=mem.upload(rb), gate=pg, n=n, e=e, d=d)
+            pj, pg = memory_read_launch(mem, dt, h, bank, rw, rb, b, n, e, m, d)
             jl = b * (m + n) * d
-            launch(mem, f"memory_read_mix_{dt}", grid_stride(f"memory_read_mix_{dt}", jl), h=ph,
-                   bank=pbank, gate=pg, joint=pj, b=b, n=n, e=e, m=m, d=d)
             H = as64(h, dt).reshape(b, n, d)
             logits = H.mean(1) @ as64(rw, dt).reshape(e, d).T + as64(rb, dt)
             G = np.exp(logits - logits.max(1, keepdims=True))
@@ -519,11 +572,7 @@ def t_memory():
             check(f"memory gate b={b} n={n} e={e} m={m} d={d}", gate, G.ravel(), "f32")
             check(f"memory joint b={b} n={n} e={e} m={m} d={d}", read(mem, pj, jl, dt), J.ravel(), dt)
             o, res = rnd(b * (m + n) * d, 1, dt), rnd(b * n * d, 1, dt)
-            pbank2 = mem.upload(bank)
-            pout = poison(mem, b * n * d, dt)
-            total = b * e * m * d + b * n * d
-            launch(mem, f"memory_write_{dt}", grid_stride(f"memory_write_{dt}", total), bank=pbank2,
-                   gate=pg, o=mem.upload(o), res=mem.upload(res), out=pout, b=b, n=n, e=e, m=m, d=d)
+            pbank2, pout = memory_write_launch(mem, dt, bank, pg, o, res, b, n, e, m, d)
             g64 = gate.reshape(b, e, 1, 1)
             O = as64(o, dt).reshape(b, m + n, d)
             NB = (1 - g64) * B + g64 * O[:, None, :m, :]
@@ -533,10 +582,237 @@ def t_memory():
                 check(f"memory bank b={b} n={n} e={e} m={m} d={d}", read(mem, pbank2, b * e * m * d, dt),
                       NB.ravel(), dt)
 
+# --------------------------------------------------------------------------- NaN / ±inf
+# Mirrors tests/it/common/nonfinite.rs: each kernel, given a few NaN / ±inf inputs
+# placed as there, must give NaN exactly where the float64 reference (IEEE arithmetic
+# on the formula written the obvious way) has NaN, +inf where it has +inf, −inf where
+# it has −inf, element by element, and its finite elements within the usual bar.
+
+KINDS = ("nan", "+inf", "-inf", "finite")
+
+
+def kinds_of(a):
+    """0 NaN, 1 +inf, 2 −inf, 3 finite, per element."""
+    a = np.asarray(a, np.float64)
+    return np.where(np.isnan(a), 0, np.where(a == np.inf, 1, np.where(a == -np.inf, 2, 3)))
+
+
+def check_nonfinite(what, out, ref, dt, want=KINDS, bar=None):
+    """assert_same_nonfinite of nonfinite.rs: the reference must hold every kind in
+    `want` (so the case tests what it claims), the output the reference's kind at
+    every element, its finite elements within the bar (rel. L2 over them)."""
+    bar = bar or (1e-5 if dt == "f32" else 2e-2)
+    what = f"{what} with NaN/±inf inputs"
+    out, ref = np.asarray(out, np.float64).ravel(), np.asarray(ref, np.float64).ravel()
+    ko, kr = kinds_of(out), kinds_of(ref)
+    problems = [f"the case should produce {k} somewhere" for k in want
+                if not np.any(kr == KINDS.index(k))]
+    bad = np.flatnonzero(ko != kr)
+    if bad.size:
+        pairs = {}
+        for i in bad:
+            pairs.setdefault((KINDS[kr[i]], KINDS[ko[i]]), []).append(int(i))
+        problems += [f"{len(ix)} elements {g} where the reference has {r} (first {ix[:6]}, got "
+                     f"{[float(out[i]) for i in ix[:3]]})" for (r, g), ix in pairs.items()]
+    fin = kr == 3
+    o, r = out[fin & (ko == 3)], ref[fin & (ko == 3)]
+    den = np.sqrt(np.sum(r * r))
+    err = np.sqrt(np.sum((o - r) ** 2)) / den if den > 0 else np.sqrt(np.sum((o - r) ** 2))
+    if err > bar:
+        problems.append(f"finite elements off by rel L2 {err:.3e}")
+    ok = not problems
+    print(f"{'ok  ' if ok else 'FAIL'} {what} [{dt}] finite rel L2 {err:.3e}"
+          + "".join(f"\n       {p}" for p in problems), flush=True)
+    if not ok:
+        FAILS.append(what)
+
+
+def put(arr, i, val, dt):
+    """arr[i] = val (an f32 value; bf16 arrays hold bits)."""
+    arr[i] = f32_to_bf16_bits(np.float32(val)) if dt == "bf16" else np.float32(val)
+
+
+def nf_linear_ref(X, W, B, R, act):
+    """ref_linear of tests/it/common/reference.rs: residual + act(x Wᵀ + b), products
+    summed elementwise (no BLAS, whose shortcuts need not follow IEEE)."""
+    acc = B[None, :] + (X[:, None, :] * W[None, :, :]).sum(-1)
+    if act:
+        acc = gelu(acc)
+    return acc + R
+
+
+def nf_linear(entry, rows, k, n, splits=1):
+    dt = "f32" if entry == "linear_f32" else "bf16"
+    for act in (0, 1):
+        x, w = rnd(rows * k, 1, dt), rnd(n * k, 0.3, dt)
+        b, r = rnd(n, 0.5, dt), rnd(rows * n, 1, dt)
+        put(x, k + 3, np.nan, dt)         # row 1: NaN
+        put(x, 2 * k, np.inf, dt)         # row 2: ±inf by the sign of w[j][0]
+        put(x, 4 * k + 5, -np.inf, dt)    # row 4: ∓inf by the sign of w[j][5]
+        put(w, 7 * k + 2, np.nan, dt)     # column 7: NaN
+        put(b, 3, np.inf, dt)             # column 3: +inf (NaN where a row brings −inf)
+        put(r, 5 * n + 6, -np.inf, dt)    # one element −inf
+        mem = Memory()
+        out = linear_launch(mem, entry, rows, k, n, x, w, b, r, act, True, True, splits)
+        ref = nf_linear_ref(as64(x, dt).reshape(rows, k), as64(w, dt).reshape(n, k), as64(b, dt),
+                            as64(r, dt).reshape(rows, n), act)
+        what = f"{entry} split-K x{splits}" if splits > 1 else entry
+        check_nonfinite(f"{what} rows={rows} k={k} n={n} gelu={act} bias res",
+                        read(mem, out, rows * n, dt), ref, dt)
+
+
+def nf_norms(dt):
+    rows, cols = 7, 45
+    x, w, b = rnd(rows * cols, 2, dt), rnd(cols, 1, dt), rnd(cols, 1, dt)
+    put(x, cols + 4, np.nan, dt)          # row 1
+    put(x, 3 * cols + 10, np.inf, dt)     # row 3
+    put(x, 5 * cols, -np.inf, dt)         # row 5
+    put(w, 2, np.inf, dt)                 # column 2: ±inf by the sign of the normalised value
+    put(w, 6, -np.inf, dt)
+    put(b, 4, np.nan, dt)                 # column 4
+    X, Wt, Bs = as64(x, dt).reshape(rows, cols), as64(w, dt), as64(b, dt)
+    eps = float(np.float32(1e-6))
+    for rms in (0, 1):
+        mem = Memory()
+        out = layer_norm_launch(mem, dt, x, w, b, rows, cols, rms)
+        if rms:
+            inv = 1 / np.sqrt((X * X).sum(1, keepdims=True) / cols + eps)
+            ref = X * inv * Wt
+        else:
+            mean = X.sum(1, keepdims=True) / cols
+            var = ((X - mean) * (X - mean)).sum(1, keepdims=True) / cols
+            ref = (X - mean) * (1 / np.sqrt(var + eps)) * Wt + Bs
+        name = "rms_norm" if rms else "layer_norm"
+        check_nonfinite(f"layer_norm_{dt} ({name}) rows={rows} cols={cols}",
+                        read(mem, out, rows * cols, dt), ref, dt)
+
+
+def nf_attention_ref(Q, K, V, scale):
+    """ref_attention of reference.rs, Q [nq, h, hd], K/V [nk, h, hd]: the max over a
+    row's scores ignores NaN (f64::max folded from −inf); a row whose max is −inf
+    subtracts 0 instead (the guard; it cannot make a NaN finite)."""
+    S = (Q.transpose(1, 0, 2)[:, :, None, :] * K.transpose(1, 0, 2)[:, None, :, :]).sum(-1) * scale
+    mx = np.fmax.reduce(S, axis=-1, keepdims=True, initial=-np.inf)
+    mx = np.where(mx == -np.inf, 0.0, mx)
+    E = np.exp(S - mx)                                       # [h, nq, nk]
+    Z = E.sum(-1, keepdims=True)
+    acc = (E[:, :, :, None] * V.transpose(1, 0, 2)[:, None, :, :]).sum(2)  # [h, nq, hd]
+    return (acc / Z).transpose(1, 0, 2)
+
+
+def nf_attention(entry, dt, h, hd, nq, nk):
+    wd = h * hd
+    q, k, v = rnd(nq * wd, 1, dt), rnd(nk * wd, 1, dt), rnd(nk * wd, 1, dt)
+    put(q, 3 * wd + 1, np.nan, dt)            # query 3, head 0: NaN
+    # Key 5, head 1: score ±inf by the sign of each query's dim 0 there: +inf makes
+    # that query NaN (inf − inf in the softmax), −inf drops the key.
+    put(k, 5 * wd + hd, np.inf, dt)
+    put(v, 7 * wd + 2, -np.inf, dt)           # head 0, dim 2: −inf for every query
+    put(v, 9 * wd + 2 * hd + 3, np.inf, dt)   # last head (h = 3), dim 3: +inf
+    mem = Memory()
+    out = attention_launch(mem, entry, dt, q, k, v, 1, h, hd, nq, nk)
+    ref = nf_attention_ref(as64(q, dt).reshape(nq, h, hd), as64(k, dt).reshape(nk, h, hd),
+                           as64(v, dt).reshape(nk, h, hd), hd ** -0.5)
+    check_nonfinite(f"{entry} h={h} hd={hd} nq={nq} nk={nk}", read(mem, out, nq * wd, dt), ref, dt)
+
+
+def nf_add(dt):
+    n = 1029
+    a, b = rnd(n, 3, dt), rnd(n, 3, dt)
+    put(a, 1, np.nan, dt)
+    put(b, 2, np.inf, dt)
+    put(a, 3, -np.inf, dt)
+    put(a, 4, np.inf, dt)
+    put(b, 4, -np.inf, dt)   # inf − inf
+    put(b, 1027, np.nan, dt)
+    mem = Memory()
+    out = poison(mem, n, dt)
+    e = f"add_{dt}"
+    launch(mem, e, grid_stride(e, n), a=mem.upload(a), b=mem.upload(b), out=out, n=n)
+    check_nonfinite(f"add_{dt} n={n}", read(mem, out, n, dt), as64(a, dt) + as64(b, dt), dt)
+
+
+def nf_patch_embed(dt):
+    b, c, img, p, d = 2, 3, 10, 4, 13
+    g = img // p
+    n, k = g * g, c * p * p
+    px, w = rnd(b * c * img * img, 1, dt), rnd(d * k, 0.2, dt)
+    bias, pos = rnd(d, 0.5, dt), rnd(n * d, 0.5, dt)
+    put(px, 1, np.nan, dt)                          # image 0, patch 0
+    put(px, c * img * img + img * p + 1, np.inf, dt)  # image 1, patch (1, 0)
+    put(w, 5 * k, -np.inf, dt)                      # channel 5: ∓inf where a patch has pixel 0 ≠ 0
+    put(pos, 3 * d + 8, np.inf, dt)                 # token 3, channel 8
+    mem = Memory()
+    out = patch_embed_launch(mem, dt, px, w, bias, pos, b, c, img, p, d)
+    used = as64(px, dt).reshape(b, c, img, img)[:, :, :g * p, :g * p]
+    P = used.reshape(b, c, g, p, g, p).transpose(0, 2, 4, 1, 3, 5).reshape(b * n, k)
+    ref = (as64(bias, dt) + as64(pos, dt).reshape(1, n, d)).reshape(1, n, d) \
+        + (P[:, None, :] * as64(w, dt).reshape(1, d, k)).sum(-1).reshape(b, n, d)
+    check_nonfinite(f"patch_embed_{dt} b={b} c={c} i={img} p={p} d={d}", read(mem, out, b * n * d, dt),
+                    ref, dt)
+
+
+def nf_memory(dt):
+    b, n, e, m, d = 3, 5, 4, 8, 17
+    h, bank = rnd(b * n * d, 1, dt), rnd(b * e * m * d, 1, dt)
+    rw, rb = rnd(e * d, 1, dt), rnd(e, 0.5, dt)
+    put(h, n * d + 2, np.nan, dt)                     # sequence 1: its gate, and with it its memory
+    put(bank, 2 * e * m * d + 3 * d + 4, np.inf, dt)  # sequence 2, expert 0, slot 3
+    mem = Memory()
+    pj, pg = memory_read_launch(mem, dt, h, bank, rw, rb, b, n, e, m, d)
+    H, B = as64(h, dt).reshape(b, n, d), as64(bank, dt).reshape(b, e, m, d)
+    RW, RB = as64(rw, dt).reshape(e, d), as64(rb, dt)
+    mean = (H / n).sum(1)                                        # [b, d]
+    logits = RB + (RW[None, :, :] * mean[:, None, :]).sum(-1)    # [b, e]
+    mx = np.fmax.reduce(logits, axis=1, keepdims=True, initial=-np.inf)
+    ex = np.exp(logits - mx)
+    G = ex / ex.sum(1, keepdims=True)
+    slots = (G[:, :, None, None] * B).sum(1)                     # [b, m, d]
+    J = np.concatenate([slots, H], axis=1)
+    gate = mem.download(pg, b * e, np.float32).astype(np.float64)
+    check_nonfinite(f"memory_read_gate_{dt} b={b} n={n} e={e} d={d}", gate, G, "f32", ("nan", "finite"))
+    check_nonfinite(f"memory_read_mix_{dt} joint b={b} n={n} e={e} m={m} d={d}",
+                    read(mem, pj, b * (m + n) * d, dt), J, dt, ("nan", "+inf", "finite"))
+    # The write-back from the kernel's gate (finite for sequences 0 and 2, NaN for 1).
+    o, res = rnd(b * (m + n) * d, 1, dt), rnd(b * n * d, 1, dt)
+    put(o, 2 * (m + n) * d + m * d + 1, -np.inf, dt)  # sequence 2, token 0 (after the slots)
+    pbank, pout = memory_write_launch(mem, dt, bank, pg, o, res, b, n, e, m, d)
+    g64 = gate.reshape(b, e, 1, 1)
+    O = as64(o, dt).reshape(b, m + n, d)
+    NB = (1 - g64) * B + g64 * O[:, None, :m, :]
+    OUT = as64(res, dt).reshape(b, n, d) + O[:, m:, :]
+    check_nonfinite(f"memory_write_{dt} out b={b} n={n} e={e} m={m} d={d}",
+                    read(mem, pout, b * n * d, dt), OUT, dt, ("-inf", "finite"))
+    check_nonfinite(f"memory_write_{dt} bank b={b} n={n} e={e} m={m} d={d}",
+                    read(mem, pbank, b * e * m * d, dt), NB, dt, ("nan", "finite"))
+
+
+def t_nonfinite():
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        # linear: every GEMM entry the host picks: SIMT f32, linear_bf16_any (any
+        # shape), the sm_80 mma GEMM and its split-K (K, N multiples of 8; 4 k-tiles
+        # over 3 slices), the sm_90 wgmma GEMM.
+        nf_linear("linear_f32", 9, 37, 21)
+        nf_linear("linear_bf16_any", 9, 37, 21)
+        nf_linear("linear_bf16", 9, 40, 24)
+        nf_linear("linear_bf16", 9, 104, 24, splits=3)
+        nf_linear("linear_bf16_sm90", 9, 40, 24)
+        for dt in ("f32", "bf16"):
+            nf_norms(dt)
+            nf_add(dt)
+            nf_patch_embed(dt)
+            nf_memory(dt)
+        # hd 64 with 20 queries: the tensor-core kernel for bf16; hd 24: the SIMT ones.
+        nf_attention("attention_f32", "f32", 3, 24, 5, 37)
+        nf_attention("attention_bf16", "bf16", 3, 24, 5, 37)
+        nf_attention("attention_f32", "f32", 2, 64, 20, 70)
+        nf_attention(fa2_entry(64), "bf16", 2, 64, 20, 70)
+
 
 GROUPS = {"add": t_add, "cast": t_cast, "layer_norm": t_layer_norm, "linear": t_linear,
           "linear_sm80": t_linear_sm80, "linear_sm90": t_linear_sm90, "patch_embed": t_patch_embed, "attention": t_attention,
-          "attention_fa2": t_attention_fa2, "memory": t_memory}
+          "attention_fa2": t_attention_fa2, "memory": t_memory,
+          "nonfinite": t_nonfinite}
 
 if __name__ == "__main__":
     print(f"TESSERA_TEST_SEED={SEED}", flush=True)

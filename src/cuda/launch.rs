@@ -97,6 +97,26 @@ impl Arg<'_> {
     }
 }
 
+/// The loaded function as the driver reports it (static shared bytes, the most
+/// threads a block may have) against what `spec` says.
+fn check_loaded<S: Signature>(
+    spec: &KernelSpec<S>,
+    static_smem: i32,
+    max_threads: i32,
+) -> Result<()> {
+    if i64::from(static_smem) != i64::from(spec.static_smem)
+        || i64::from(max_threads) < i64::from(spec.threads)
+    {
+        return Err(Error::Internal(format!(
+            "kernel {} ({}.ptx) loaded with {static_smem} bytes of static shared memory and \
+             at most {max_threads} threads per block; the manifest says {} bytes and {} threads \
+             (regenerate with tools/gen_ptx.py)",
+            spec.entry, spec.module.name, spec.static_smem, spec.threads
+        )));
+    }
+    Ok(())
+}
+
 /// Shared memory a block may use without opting in (static and dynamic together).
 const DEFAULT_SMEM: u32 = 48 * 1024;
 
@@ -202,6 +222,21 @@ impl Cuda {
         // SAFETY: `module` is a live module of this context (unloaded only in Drop).
         let f = unsafe { cu::module::get_function(module, name) }
             .map_err(|e| cuda_err(op.clone(), e))?;
+        // The driver's own count of the loaded function against the manifest the
+        // launches are sized from (a stale manifest fails here, not as a launch
+        // error or a wrong shared-memory opt-in).
+        let attribute = |a, what: &str| {
+            // SAFETY: `f` was just obtained from a live module of the current context.
+            unsafe { cu::function::get_function_attribute(f, a) }
+                .map_err(|e| cuda_err(format!("{op}: reading its {what}"), e))
+        };
+        use sys::CUfunction_attribute as A;
+        let static_smem = attribute(A::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, "shared memory size")?;
+        let max_threads = attribute(
+            A::CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK,
+            "block size limit",
+        )?;
+        check_loaded(spec, static_smem, max_threads)?;
         if let Some(bytes) = smem_opt_in(spec.static_smem, spec.max_dyn_smem) {
             // SAFETY: `f` was just obtained from a live module of the current context.
             unsafe {
@@ -561,11 +596,26 @@ mod tests {
         );
     }
 
+    /// The driver's report of a loaded kernel must match its spec.
+    #[test]
+    fn loaded_kernel_matches_its_spec() {
+        use super::check_loaded;
+        let gate = &manifest::memory_read_gate_f32::SPEC;
+        assert!(check_loaded(gate, 32, gate.threads as i32).is_ok());
+        assert!(check_loaded(gate, 32, 1024).is_ok());
+        let e = check_loaded(gate, 0, 1024).unwrap_err().to_string();
+        assert!(
+            e.contains("memory_read_gate_f32") && e.contains("32 bytes"),
+            "{e}"
+        );
+        assert!(check_loaded(gate, 32, gate.threads as i32 - 32).is_err());
+    }
+
     /// Every generated spec names an entry its module declares, with as many
     /// `.param`s as the spec lists and the spec's block size as `.reqntid`.
     #[test]
     fn manifest_matches_the_ptx() {
-        for (module, entry, threads, nparams) in manifest::ALL {
+        for (module, entry, threads, nparams, _) in manifest::ALL {
             let head = format!(".entry {entry}(");
             let start = module
                 .ptx

@@ -55,8 +55,9 @@ fn kernels() -> Vec<PathBuf> {
     v
 }
 
-/// Per entry: (name, registers, spill store bytes, spill load bytes, stack bytes).
-fn parse(info: &str) -> Vec<(String, u32, u64, u64, u64)> {
+/// Per entry: (name, registers, spill store bytes, spill load bytes, stack bytes,
+/// static shared bytes).
+fn parse(info: &str) -> Vec<(String, u32, u64, u64, u64, u64)> {
     let mut out = Vec::new();
     let mut name = String::new();
     let (mut stack, mut st, mut ld) = (0, 0, 0);
@@ -82,10 +83,39 @@ fn parse(info: &str) -> Vec<(String, u32, u64, u64, u64)> {
                 .next()
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0);
-            out.push((name.clone(), regs, st, ld, stack));
+            // "…, used 1 barriers, 38016 bytes smem, 444 bytes cmem[0]" (no smem: 0).
+            let smem = line
+                .split(',')
+                .find_map(|f| f.trim().strip_suffix(" bytes smem")?.parse().ok())
+                .unwrap_or(0);
+            out.push((name.clone(), regs, st, ld, stack, smem));
         }
     }
     out
+}
+
+/// (entry, static shared bytes) of every row of the generated manifest's `ALL`
+/// (src/cuda/manifest.rs: `(&MODULE, "entry", threads, params, static_smem),`).
+fn manifest_static_smem() -> Vec<(String, u64)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cuda/manifest.rs");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let all = text
+        .split("pub(super) const ALL")
+        .nth(1)
+        .expect("manifest.rs has ALL");
+    let rows: Vec<(String, u64)> = all
+        .lines()
+        .filter_map(|l| {
+            let row = l.trim().strip_prefix("(&")?.strip_suffix("),")?;
+            let fields: Vec<&str> = row.split(", ").collect();
+            let [_, entry, _, _, smem] = fields[..] else {
+                return None;
+            };
+            Some((entry.trim_matches('"').to_string(), smem.parse().ok()?))
+        })
+        .collect();
+    assert!(rows.len() >= 20, "manifest rows: {rows:?}");
+    rows
 }
 
 #[test]
@@ -102,6 +132,7 @@ fn kernels_assemble_without_spills() {
     };
     let files = kernels();
     assert!(!files.is_empty(), "no kernels/*.ptx");
+    let manifest = manifest_static_smem();
     let tmp = std::env::temp_dir().join(format!("tessera-ptxas-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     let mut failures = Vec::new();
@@ -130,8 +161,18 @@ fn kernels_assemble_without_spills() {
                 failures.push(format!("{name} [{arch}]: ptxas failed:\n{text}"));
                 continue;
             }
-            for (entry, regs, st, ld, stack) in parse(&text) {
+            for (entry, regs, st, ld, stack, smem) in parse(&text) {
                 entries += 1;
+                // The host sizes launches from the manifest's static bytes (the
+                // 48 KiB opt-in rule): ptxas must count the same.
+                match manifest.iter().find(|(e, _)| *e == entry) {
+                    Some(&(_, want)) if want == smem => {}
+                    Some(&(_, want)) => failures.push(format!(
+                        "{name} [{arch}] {entry}: ptxas counts {smem} bytes of static shared \
+                         memory, the manifest {want}"
+                    )),
+                    None => failures.push(format!("{name} [{arch}] {entry}: not in the manifest")),
+                }
                 println!(
                     "{arch} {name:>16} {entry:<24} {regs:>3} registers, \
                      {st} B spill stores, {ld} B spill loads, {stack} B stack"

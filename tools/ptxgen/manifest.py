@@ -92,10 +92,11 @@ def rust_manifest(modules):
                 f"    }};\n{consts}}}\n"
             )
     rows = "".join(
-        f'    (&{name.upper()}, "{k.name}", {k.threads}, {len(k.params)}),\n'
+        f'    (&{name.upper()}, "{k.name}", {k.threads}, {len(k.params)}, {k.static_smem}),\n'
         for name, kernels in modules for k in kernels)
     out.append(
-        "\n/// Every entry: (module, entry, threads, parameter count), for the test that\n"
-        "/// checks the manifest against the PTX text.\n"
-        f"pub(super) const ALL: &[(&Module, &str, u32, usize)] = &[\n{rows}];\n")
+        "\n/// Every entry: (module, entry, threads, parameter count, static shared bytes),\n"
+        "/// for the tests that check the manifest against the PTX text and against\n"
+        "/// what ptxas reports (tests/it/ptxas.rs reads these rows).\n"
+        f"pub(super) const ALL: &[(&Module, &str, u32, usize, u32)] = &[\n{rows}];\n")
     return "".join(out)
