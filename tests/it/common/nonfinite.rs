@@ -6,12 +6,14 @@
 //! with the output poisoned with NaN first.
 
 use tessera::ops::{self, Activation};
-use tessera::{DeviceBuffer, Element, Kernels};
+use tessera::{Element, Kernels};
 
 use super::compare::{bar, rel_l2, to_f64};
 use super::reference::*;
 use super::rng::Rng;
-use super::suite::{poisoned, up};
+use super::suite::{
+    poisoned, run_attention, run_linear, run_memory, run_patch_embed, up, MemoryCase,
+};
 
 const NAN: f32 = f32::NAN;
 const INF: f32 = f32::INFINITY;
@@ -92,30 +94,10 @@ pub fn check_nonfinite_linear<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng)
         set(&mut w, 7 * k + 2, NAN); // column 7: NaN
         set(&mut b, 3, INF); // column 3: +∞ (NaN where a row brings −∞)
         set(&mut r, 5 * n + 6, -INF); // one element −∞
-        let (bb, rb) = (up(dev, &b, &[n]), up(dev, &r, &[rows, n]));
-        let mut out = poisoned::<T, D>(dev, &[rows, n]);
-        ops::linear_into(
-            &up(dev, &x, &[rows, k]),
-            &up(dev, &w, &[n, k]),
-            Some(&bb),
-            act,
-            Some(&rb),
-            &mut out,
-        )
-        .unwrap();
-        let reference = ref_linear(
-            &to_f64(&x),
-            &to_f64(&w),
-            Some(&to_f64(&b)),
-            act,
-            Some(&to_f64(&r)),
-            rows,
-            k,
-            n,
-        );
+        let (got, reference) = run_linear(dev, &x, &w, Some(&b), act, Some(&r), (rows, k, n));
         assert_same_nonfinite(
             &format!("linear {act:?} with NaN/±∞ inputs"),
-            &out.to_vec().unwrap(),
+            &got,
             &reference,
             &["nan", "+inf", "-inf", "finite"],
         );
@@ -168,29 +150,10 @@ pub fn check_nonfinite_attention<T: Element, D: Kernels<T>>(dev: &D, rng: &mut R
         set(&mut k, 5 * w + hd, INF);
         set(&mut v, 7 * w + 2, -INF); // head 0, dim 2: −∞ for every query
         set(&mut v, 9 * w + 2 * hd + 3, INF); // last head, dim 3: +∞
-        let mut out = poisoned::<T, D>(dev, &[1, nq, w]);
-        ops::attention_into(
-            &up(dev, &q, &[1, nq, w]),
-            &up(dev, &k, &[1, nk, w]),
-            &up(dev, &v, &[1, nk, w]),
-            h,
-            &mut out,
-        )
-        .unwrap();
-        let reference = ref_attention(
-            &to_f64(&q),
-            &to_f64(&k),
-            &to_f64(&v),
-            1,
-            h,
-            hd,
-            nq,
-            nk,
-            false,
-        );
+        let (got, reference) = run_attention(dev, [&q, &k, &v], (1, h, hd, nq, nk, false));
         assert_same_nonfinite(
             &format!("attention h={h} hd={hd} nq={nq} nk={nk} with NaN/±∞ inputs"),
-            &out.to_vec().unwrap(),
+            &got,
             &reference,
             &["nan", "+inf", "-inf", "finite"],
         );
@@ -234,30 +197,10 @@ pub fn check_nonfinite_patch_embed<T: Element, D: Kernels<T>>(dev: &D, rng: &mut
     set(&mut px, c * img * img + img * p + 1, INF); // image 1, patch (1, 0)
     set(&mut w, 5 * c * p * p, -INF); // channel 5: ∓∞ where a patch has pixel 0 ≠ 0
     set(&mut pos, 3 * d + 8, INF); // token 3, channel 8
-    let mut out = poisoned::<T, D>(dev, &[b, n, d]);
-    ops::patch_embed_into(
-        &up(dev, &px, &[b, c, img, img]),
-        &up(dev, &w, &[d, c, p, p]),
-        &up(dev, &bias, &[d]),
-        &up(dev, &pos, &[n, d]),
-        p,
-        &mut out,
-    )
-    .unwrap();
-    let reference = ref_patch_embed(
-        &to_f64(&px),
-        &to_f64(&w),
-        &to_f64(&bias),
-        &to_f64(&pos),
-        b,
-        c,
-        img,
-        p,
-        d,
-    );
+    let (got, reference) = run_patch_embed(dev, [&px, &w, &bias, &pos], (b, c, img, p, d));
     assert_same_nonfinite(
         "patch_embed with NaN/±∞ inputs",
-        &out.to_vec().unwrap(),
+        &got,
         &reference,
         &["nan", "+inf", "-inf", "finite"],
     );
@@ -265,83 +208,35 @@ pub fn check_nonfinite_patch_embed<T: Element, D: Kernels<T>>(dev: &D, rng: &mut
 
 pub fn check_nonfinite_memory<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
     let (b, n, e, m, d) = (3, 5, 4, 8, 17);
-    let mut h: Vec<T> = rng.vec(b * n * d, 1.0);
-    let mut bank: Vec<T> = rng.vec(b * e * m * d, 1.0);
-    let rw: Vec<T> = rng.vec(e * d, 1.0);
-    let rb: Vec<T> = rng.vec(e, 0.5);
-    set(&mut h, n * d + 2, NAN); // sequence 1: its gate, and with it its memory
-    set(&mut bank, 2 * e * m * d + 3 * d + 4, INF); // sequence 2, expert 0, slot 3
-    let mut joint = poisoned::<T, D>(dev, &[b, m + n, d]);
-    let mut gate = DeviceBuffer::<f32, D>::full(dev, &[b, e], f32::NAN).unwrap();
-    ops::memory_read_into(
-        &up(dev, &h, &[b, n, d]),
-        &up(dev, &bank, &[b, e, m, d]),
-        &up(dev, &rw, &[e, d]),
-        &up(dev, &rb, &[e]),
-        &mut joint,
-        &mut gate,
-    )
-    .unwrap();
-    let (rj, rg) = ref_memory_read(
-        &to_f64(&h),
-        &to_f64(&bank),
-        &to_f64(&rw),
-        &to_f64(&rb),
-        b,
-        n,
-        e,
-        m,
-        d,
-    );
-    let gate_host = gate.to_vec().unwrap();
+    let mut c = MemoryCase::<T>::random(rng, (b, n, e, m, d));
+    set(&mut c.h, n * d + 2, NAN); // sequence 1: its gate, and with it its memory
+    set(&mut c.bank, 2 * e * m * d + 3 * d + 4, INF); // sequence 2, expert 0, slot 3
+    set(&mut c.o, 2 * (m + n) * d + m * d + 1, -INF); // sequence 2, token 0 (after the slots)
+    let r = run_memory(dev, &c);
+    let what = "memory with NaN/±∞ inputs";
     assert_same_nonfinite(
-        "memory_read gate with NaN/±∞ inputs",
-        &gate_host,
-        &rg,
+        &format!("{what}: gate"),
+        &r.gate.0,
+        &r.gate.1,
         &["nan", "finite"],
     );
     assert_same_nonfinite(
-        "memory_read joint with NaN/±∞ inputs",
-        &joint.to_vec().unwrap(),
-        &rj,
+        &format!("{what}: joint"),
+        &r.joint.0,
+        &r.joint.1,
         &["nan", "+inf", "finite"],
     );
-    // The write-back from the (finite) gate of sequence 0 and 2, NaN for 1.
-    let mut o: Vec<T> = rng.vec(b * (m + n) * d, 1.0);
-    let res: Vec<T> = rng.vec(b * n * d, 1.0);
-    set(&mut o, 2 * (m + n) * d + m * d + 1, -INF); // sequence 2, token 0 (after the slots)
-    let mut bank_w = up(dev, &bank, &[b, e, m, d]);
-    let mut out = poisoned::<T, D>(dev, &[b, n, d]);
-    ops::memory_write_into(
-        &mut bank_w,
-        &gate,
-        &up(dev, &o, &[b, m + n, d]),
-        &up(dev, &res, &[b, n, d]),
-        &mut out,
-    )
-    .unwrap();
-    let gate_f64: Vec<f64> = gate_host.iter().map(|&g| g as f64).collect();
-    let (rbank, rout) = ref_memory_write(
-        &to_f64(&bank),
-        &gate_f64,
-        &to_f64(&o),
-        &to_f64(&res),
-        b,
-        n,
-        e,
-        m,
-        d,
-    );
+    // The write-back from the device's gate: NaN for sequence 1.
     assert_same_nonfinite(
-        "memory_write out with NaN/±∞ inputs",
-        &out.to_vec().unwrap(),
-        &rout,
+        &format!("{what}: out"),
+        &r.out.0,
+        &r.out.1,
         &["-inf", "finite"],
     );
     assert_same_nonfinite(
-        "memory_write bank with NaN/±∞ inputs",
-        &bank_w.to_vec().unwrap(),
-        &rbank,
+        &format!("{what}: bank"),
+        &r.bank.0,
+        &r.bank.1,
         &["nan", "finite"],
     );
 }

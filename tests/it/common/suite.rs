@@ -17,6 +17,189 @@ pub fn up<T: Element, D: Kernels<T>>(dev: &D, data: &[T], shape: &[usize]) -> De
     DeviceBuffer::from_slice(dev, data, shape).unwrap()
 }
 
+/// One linear case: `act(x·Wᵀ + b) + r` on `dev` into a poisoned output, and the
+/// f64 reference of the same inputs. (Shared by the suite and the NaN/±∞ checks.)
+#[allow(clippy::too_many_arguments)]
+pub fn run_linear<T: Element, D: Kernels<T>>(
+    dev: &D,
+    x: &[T],
+    w: &[T],
+    b: Option<&[T]>,
+    act: Activation,
+    r: Option<&[T]>,
+    (rows, k, n): (usize, usize, usize),
+) -> (Vec<T>, Vec<f64>) {
+    let bb = b.map(|b| up(dev, b, &[n]));
+    let rb = r.map(|r| up(dev, r, &[rows, n]));
+    let mut out = poisoned::<T, D>(dev, &[rows, n]);
+    ops::linear_into(
+        &up(dev, x, &[rows, k]),
+        &up(dev, w, &[n, k]),
+        bb.as_ref(),
+        act,
+        rb.as_ref(),
+        &mut out,
+    )
+    .unwrap();
+    let (bf, rf) = (b.map(to_f64), r.map(to_f64));
+    let reference = ref_linear(
+        &to_f64(x),
+        &to_f64(w),
+        bf.as_deref(),
+        act,
+        rf.as_deref(),
+        rows,
+        k,
+        n,
+    );
+    (out.to_vec().unwrap(), reference)
+}
+
+/// One patch embedding of `px` `[B, C, I, I]` with patch P and width D, and its
+/// reference.
+pub fn run_patch_embed<T: Element, D: Kernels<T>>(
+    dev: &D,
+    [px, w, bias, pos]: [&[T]; 4],
+    (b, c, img, p, d): (usize, usize, usize, usize, usize),
+) -> (Vec<T>, Vec<f64>) {
+    let n = (img / p) * (img / p);
+    let mut out = poisoned::<T, D>(dev, &[b, n, d]);
+    ops::patch_embed_into(
+        &up(dev, px, &[b, c, img, img]),
+        &up(dev, w, &[d, c, p, p]),
+        &up(dev, bias, &[d]),
+        &up(dev, pos, &[n, d]),
+        p,
+        &mut out,
+    )
+    .unwrap();
+    let reference = ref_patch_embed(
+        &to_f64(px),
+        &to_f64(w),
+        &to_f64(bias),
+        &to_f64(pos),
+        b,
+        c,
+        img,
+        p,
+        d,
+    );
+    (out.to_vec().unwrap(), reference)
+}
+
+/// Self-attention of `q` `[Bq, Nq, H·hd]` (Bq = 1 when broadcast) over `k`, `v`
+/// `[B, Nk, H·hd]`, and its reference.
+pub fn run_attention<T: Element, D: Kernels<T>>(
+    dev: &D,
+    [q, k, v]: [&[T]; 3],
+    (b, h, hd, nq, nk, bc): (usize, usize, usize, usize, usize, bool),
+) -> (Vec<T>, Vec<f64>) {
+    let w = h * hd;
+    let bq = if bc { 1 } else { b };
+    let mut out = poisoned::<T, D>(dev, &[b, nq, w]);
+    ops::attention_into(
+        &up(dev, q, &[bq, nq, w]),
+        &up(dev, k, &[b, nk, w]),
+        &up(dev, v, &[b, nk, w]),
+        h,
+        &mut out,
+    )
+    .unwrap();
+    let reference = ref_attention(&to_f64(q), &to_f64(k), &to_f64(v), b, h, hd, nq, nk, bc);
+    (out.to_vec().unwrap(), reference)
+}
+
+/// The inputs of one memory read and write: `h` `[B, N, D]`, `bank` `[B, E, M, D]`,
+/// the router, and the write step's `o` `[B, M + N, D]` and residual `[B, N, D]`.
+pub struct MemoryCase<T> {
+    pub h: Vec<T>,
+    pub bank: Vec<T>,
+    pub router_w: Vec<T>,
+    pub router_b: Vec<T>,
+    pub o: Vec<T>,
+    pub res: Vec<T>,
+    /// (B, N, E, M, D).
+    pub dims: (usize, usize, usize, usize, usize),
+}
+
+impl<T: Element> MemoryCase<T> {
+    pub fn random(rng: &mut Rng, (b, n, e, m, d): (usize, usize, usize, usize, usize)) -> Self {
+        Self {
+            h: rng.vec(b * n * d, 1.0),
+            bank: rng.vec(b * e * m * d, 1.0),
+            router_w: rng.vec(e * d, 1.0),
+            router_b: rng.vec(e, 0.5),
+            o: rng.vec(b * (m + n) * d, 1.0),
+            res: rng.vec(b * n * d, 1.0),
+            dims: (b, n, e, m, d),
+        }
+    }
+}
+
+/// (got, reference) of each memory output: the read's joint and gate, then the
+/// write (from the gate the device computed) to `out` and the bank.
+pub struct MemoryResults<T> {
+    pub joint: (Vec<T>, Vec<f64>),
+    pub gate: (Vec<f32>, Vec<f64>),
+    pub out: (Vec<T>, Vec<f64>),
+    pub bank: (Vec<T>, Vec<f64>),
+}
+
+pub fn run_memory<T: Element, D: Kernels<T>>(dev: &D, c: &MemoryCase<T>) -> MemoryResults<T> {
+    let (b, n, e, m, d) = c.dims;
+    let mut joint = poisoned::<T, D>(dev, &[b, m + n, d]);
+    let mut gate = DeviceBuffer::<f32, D>::full(dev, &[b, e], f32::NAN).unwrap();
+    ops::memory_read_into(
+        &up(dev, &c.h, &[b, n, d]),
+        &up(dev, &c.bank, &[b, e, m, d]),
+        &up(dev, &c.router_w, &[e, d]),
+        &up(dev, &c.router_b, &[e]),
+        &mut joint,
+        &mut gate,
+    )
+    .unwrap();
+    let (rj, rg) = ref_memory_read(
+        &to_f64(&c.h),
+        &to_f64(&c.bank),
+        &to_f64(&c.router_w),
+        &to_f64(&c.router_b),
+        b,
+        n,
+        e,
+        m,
+        d,
+    );
+    let gate_host = gate.to_vec().unwrap();
+    let mut bank_w = up(dev, &c.bank, &[b, e, m, d]);
+    let mut out = poisoned::<T, D>(dev, &[b, n, d]);
+    ops::memory_write_into(
+        &mut bank_w,
+        &gate,
+        &up(dev, &c.o, &[b, m + n, d]),
+        &up(dev, &c.res, &[b, n, d]),
+        &mut out,
+    )
+    .unwrap();
+    let gate_f64: Vec<f64> = gate_host.iter().map(|&g| g as f64).collect();
+    let (rbank, rout) = ref_memory_write(
+        &to_f64(&c.bank),
+        &gate_f64,
+        &to_f64(&c.o),
+        &to_f64(&c.res),
+        b,
+        n,
+        e,
+        m,
+        d,
+    );
+    MemoryResults {
+        joint: (joint.to_vec().unwrap(), rj),
+        gate: (gate_host, rg),
+        out: (out.to_vec().unwrap(), rout),
+        bank: (bank_w.to_vec().unwrap(), rbank),
+    }
+}
+
 pub fn check_linear<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
     let shapes = [
         (1, 1, 1),
@@ -44,38 +227,20 @@ pub fn check_linear<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
             let w: Vec<T> = rng.vec(n * k, 1.0 / (k as f32).sqrt());
             let b: Vec<T> = rng.vec(n, 0.5);
             let r: Vec<T> = rng.vec(rows * n, 1.0);
-            let (xb, wb, bb, rb) = (
-                up(dev, &x, &[rows, k]),
-                up(dev, &w, &[n, k]),
-                up(dev, &b, &[n]),
-                up(dev, &r, &[rows, n]),
-            );
-            let mut out = poisoned::<T, D>(dev, &[rows, n]);
-            ops::linear_into(
-                &xb,
-                &wb,
-                with_bias.then_some(&bb),
+            let (got, reference) = run_linear(
+                dev,
+                &x,
+                &w,
+                with_bias.then_some(&b[..]),
                 act,
-                with_res.then_some(&rb),
-                &mut out,
-            )
-            .unwrap();
-            let (bf, rf) = (to_f64(&b), to_f64(&r));
-            let reference = ref_linear(
-                &to_f64(&x),
-                &to_f64(&w),
-                with_bias.then_some(&bf[..]),
-                act,
-                with_res.then_some(&rf[..]),
-                rows,
-                k,
-                n,
+                with_res.then_some(&r[..]),
+                (rows, k, n),
             );
             assert_close(
                 &format!(
                     "linear rows={rows} k={k} n={n} {act:?} bias={with_bias} residual={with_res}"
                 ),
-                &out.to_vec().unwrap(),
+                &got,
                 &reference,
             );
         }
@@ -176,30 +341,10 @@ pub fn check_patch_embed<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
         let w: Vec<T> = rng.vec(d * k, 1.0 / (k as f32).sqrt());
         let bias: Vec<T> = rng.vec(d, 0.5);
         let pos: Vec<T> = rng.vec(n * d, 0.5);
-        let mut out = poisoned::<T, D>(dev, &[b, n, d]);
-        ops::patch_embed_into(
-            &up(dev, &px, &[b, c, img, img]),
-            &up(dev, &w, &[d, c, p, p]),
-            &up(dev, &bias, &[d]),
-            &up(dev, &pos, &[n, d]),
-            p,
-            &mut out,
-        )
-        .unwrap();
-        let reference = ref_patch_embed(
-            &to_f64(&px),
-            &to_f64(&w),
-            &to_f64(&bias),
-            &to_f64(&pos),
-            b,
-            c,
-            img,
-            p,
-            d,
-        );
+        let (got, reference) = run_patch_embed(dev, [&px, &w, &bias, &pos], (b, c, img, p, d));
         assert_close(
             &format!("patch_embed b={b} c={c} i={img} p={p} d={d}"),
-            &out.to_vec().unwrap(),
+            &got,
             &reference,
         );
     }
@@ -227,19 +372,10 @@ pub fn check_attention<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
         let q: Vec<T> = rng.vec(bq * nq * w, 1.0);
         let k: Vec<T> = rng.vec(b * nk * w, 1.0);
         let v: Vec<T> = rng.vec(b * nk * w, 1.0);
-        let mut out = poisoned::<T, D>(dev, &[b, nq, w]);
-        ops::attention_into(
-            &up(dev, &q, &[bq, nq, w]),
-            &up(dev, &k, &[b, nk, w]),
-            &up(dev, &v, &[b, nk, w]),
-            h,
-            &mut out,
-        )
-        .unwrap();
-        let reference = ref_attention(&to_f64(&q), &to_f64(&k), &to_f64(&v), b, h, hd, nq, nk, bc);
+        let (got, reference) = run_attention(dev, [&q, &k, &v], (b, h, hd, nq, nk, bc));
         assert_close(
             &format!("attention b={b} h={h} hd={hd} nq={nq} nk={nk} broadcast={bc}"),
-            &out.to_vec().unwrap(),
+            &got,
             &reference,
         );
     }
@@ -455,73 +591,20 @@ pub fn check_memory<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
         // its static bytes passes the default limit: the launch must opt in.
         (1, 2, 4, 1, 12_284),
     ] {
-        let h: Vec<T> = rng.vec(b * n * d, 1.0);
-        let bank: Vec<T> = rng.vec(b * e * m * d, 1.0);
-        let rw: Vec<T> = rng.vec(e * d, 1.0);
-        let rb: Vec<T> = rng.vec(e, 0.5);
-        let hb = up(dev, &h, &[b, n, d]);
-        let bankb = up(dev, &bank, &[b, e, m, d]);
-        let mut joint = poisoned::<T, D>(dev, &[b, m + n, d]);
-        let mut gate = DeviceBuffer::<f32, D>::full(dev, &[b, e], f32::NAN).unwrap();
-        ops::memory_read_into(
-            &hb,
-            &bankb,
-            &up(dev, &rw, &[e, d]),
-            &up(dev, &rb, &[e]),
-            &mut joint,
-            &mut gate,
-        )
-        .unwrap();
-        let (rj, rg) = ref_memory_read(
-            &to_f64(&h),
-            &to_f64(&bank),
-            &to_f64(&rw),
-            &to_f64(&rb),
-            b,
-            n,
-            e,
-            m,
-            d,
-        );
+        let r = run_memory(dev, &MemoryCase::<T>::random(rng, (b, n, e, m, d)));
         let what = format!("memory b={b} n={n} e={e} m={m} d={d}");
-        let gate_host = gate.to_vec().unwrap();
-        let gate_err = rel_l2(&to_f64(&gate_host), &rg);
+        let gate_err = rel_l2(&to_f64(&r.gate.0), &r.gate.1);
         // The gate is f32 on every backend; bf16 inputs only change its inputs, which the
         // reference already used, so the f32 bar applies up to accumulation order.
         assert!(
             gate_err <= 1e-5,
             "{what} gate: relative L2 error {gate_err:e}"
         );
-        assert_close(&format!("{what} joint"), &joint.to_vec().unwrap(), &rj);
-
-        // Write step, from fresh o and residual, with the gate just computed.
-        let o: Vec<T> = rng.vec(b * (m + n) * d, 1.0);
-        let res: Vec<T> = rng.vec(b * n * d, 1.0);
-        let mut bank_w = up(dev, &bank, &[b, e, m, d]);
-        let mut out = poisoned::<T, D>(dev, &[b, n, d]);
-        ops::memory_write_into(
-            &mut bank_w,
-            &gate,
-            &up(dev, &o, &[b, m + n, d]),
-            &up(dev, &res, &[b, n, d]),
-            &mut out,
-        )
-        .unwrap();
-        let gate_f64: Vec<f64> = gate_host.iter().map(|&g| g as f64).collect();
-        let (rbank, rout) = ref_memory_write(
-            &to_f64(&bank),
-            &gate_f64,
-            &to_f64(&o),
-            &to_f64(&res),
-            b,
-            n,
-            e,
-            m,
-            d,
-        );
-        assert_close(&format!("{what} out"), &out.to_vec().unwrap(), &rout);
+        assert_close(&format!("{what} joint"), &r.joint.0, &r.joint.1);
+        // The write step (fresh o and residual) from the gate just computed.
+        assert_close(&format!("{what} out"), &r.out.0, &r.out.1);
         if m > 0 {
-            assert_close(&format!("{what} bank"), &bank_w.to_vec().unwrap(), &rbank);
+            assert_close(&format!("{what} bank"), &r.bank.0, &r.bank.1);
         }
     }
 }
