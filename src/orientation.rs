@@ -92,6 +92,7 @@ fn png_metadata(bytes: &[u8]) -> Metadata {
     let mut raw_profile: Option<Vec<u8>> = None;
     let mut xmp_text: Option<Vec<u8>> = None; // info["XML:com.adobe.xmp"]
     let mut xmp_itxt: Option<Vec<u8>> = None; // info["xmp"] (iTXt only)
+    let (mut animated, mut after_pixels) = (false, false);
     let mut pos = 8;
     while let (Some(len), Some(kind)) =
         (bytes.get(pos..).and_then(be32), bytes.get(pos + 4..pos + 8))
@@ -112,6 +113,10 @@ fn png_metadata(bytes: &[u8]) -> Metadata {
         };
         match kind {
             b"IEND" => break,
+            // An animated PNG: Pillow reads its metadata up to the next frame.
+            b"acTL" => animated = be32(data).is_some_and(|frames| frames > 1),
+            b"IDAT" => after_pixels = true,
+            b"fcTL" if animated && after_pixels => break,
             b"eXIf" => exif = Some([b"Exif\0\0", data].concat()),
             b"tEXt" => {
                 let (k, v) = split(data);
@@ -197,42 +202,54 @@ fn raw_profile_exif(text: &[u8]) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// JPEG: the marker segments before the first scan. APP1 `Exif\0\0` segments are
-/// joined (the later ones without their prefix), the last APP1 XMP packet wins.
+/// JPEG: the marker segments before the first scan, walked as Pillow's JPEG
+/// reader walks them (bytes between segments that are not 0xFF are skipped; SOI,
+/// EOI, RSTn, JPG and JPGn carry no length). APP1 `Exif\0\0` segments are joined
+/// (the later ones without their prefix), the last APP1 XMP packet wins.
 fn jpeg_metadata(bytes: &[u8]) -> Metadata {
     const XMP: &[u8] = b"http://ns.adobe.com/xap/1.0/\0";
     let mut m = Metadata::default();
-    if !bytes.starts_with(&[0xFF, 0xD8]) {
+    if !bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
         return m;
     }
     let mut pos = 2;
-    loop {
-        // Fill bytes (0xFF) before a marker.
-        while bytes.get(pos) == Some(&0xFF) && bytes.get(pos + 1) == Some(&0xFF) {
+    while let Some(&b) = bytes.get(pos) {
+        if b != 0xFF {
             pos += 1;
+            continue;
         }
-        let (Some(&0xFF), Some(&marker)) = (bytes.get(pos), bytes.get(pos + 1)) else {
+        let Some(&marker) = bytes.get(pos + 1) else {
             break;
         };
-        pos += 2;
         match marker {
-            0xDA | 0xD9 => break,
-            0x01 | 0xD0..=0xD7 => continue,
-            _ => {}
+            // Fill: the second 0xFF starts the marker.
+            0xFF => {
+                pos += 1;
+                continue;
+            }
+            0x00 | 0xC8 | 0xD0..=0xD9 | 0xF0..=0xFD => {
+                pos += 2;
+                continue;
+            }
+            0xC0..=0xC7 | 0xC9..=0xCF | 0xDA..=0xDF | 0xE0..=0xEF | 0xFE => {}
+            _ => break, // Pillow: "no marker found"
         }
         let Some(len) = bytes
-            .get(pos..pos + 2)
+            .get(pos + 2..pos + 4)
             .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
         else {
             break;
         };
         let Some(seg) = len
             .checked_sub(2)
-            .and_then(|n| bytes.get(pos + 2..pos + 2 + n))
+            .and_then(|n| bytes.get(pos + 4..pos + 4 + n))
         else {
             break;
         };
-        pos += len;
+        if marker == 0xDA {
+            break;
+        }
+        pos += 2 + len;
         if marker != 0xE1 {
             continue;
         }
@@ -249,9 +266,14 @@ fn jpeg_metadata(bytes: &[u8]) -> Metadata {
 }
 
 /// Tag 0x0112 of the first directory of a TIFF structure (an EXIF block, with or
-/// without its `Exif\0\0` prefix, or a TIFF file; classic or BigTIFF): `None` when
-/// the tag is absent or the structure unreadable, `Some(None)` when it is present but
-/// not one integer (Pillow then applies nothing and does not look at XMP).
+/// without its `Exif\0\0` prefix, or a TIFF file; classic or BigTIFF), read as
+/// Pillow's `ImageFileDirectory_v2.load` reads it: entries of unknown type, with no
+/// data, or whose data lies outside the block are skipped (as if absent); the first
+/// entry kept wins. `None`: absent (Pillow then looks at XMP). `Some(v)`: present,
+/// `v` its first value when that is a whole number (SHORT, LONG, the signed types,
+/// LONG8, IFD, and FLOAT, DOUBLE or RATIONAL values that are integers, which
+/// Pillow's dict lookup matches); `Some(None)` when Pillow holds no number there
+/// (BYTE, ASCII, UNDEFINED) or not a whole one: present, nothing applied.
 fn ifd0_orientation(data: &[u8]) -> Option<Option<u32>> {
     let mut d = data;
     for _ in 0..2 {
@@ -263,44 +285,108 @@ fn ifd0_orientation(data: &[u8]) -> Option<Option<u32>> {
         _ => return None,
     };
     let le = d[0] == b'I';
-    let uint = |at: usize, n: usize| -> Option<u64> {
-        let b = d.get(at..at.checked_add(n)?)?;
-        Some(if le {
+    let uint_of = |b: &[u8]| -> u64 {
+        if le {
             b.iter().rev().fold(0, |a, &x| a << 8 | x as u64)
         } else {
             b.iter().fold(0, |a, &x| a << 8 | x as u64)
-        })
+        }
     };
-    let (ifd, count_size, entry_size, value_size) = if big {
+    let uint =
+        |at: usize, n: usize| -> Option<u64> { Some(uint_of(d.get(at..at.checked_add(n)?)?)) };
+    let (ifd, count_size, entry_size, inline) = if big {
         (uint(8, 8)?, 8, 20, 8)
     } else {
         (uint(4, 4)?, 2, 12, 4)
     };
-    let ifd = usize::try_from(ifd).ok()?;
-    let entries = uint(ifd, count_size)?;
-    let mut found = None;
-    for i in 0..entries.min(4096) as usize {
-        let e = ifd + count_size + i * entry_size;
-        let Some(tag) = uint(e, 2) else { break };
-        if tag != 0x0112 {
+    let first = usize::try_from(ifd).ok()?.checked_add(count_size)?;
+    let entries = uint(first - count_size, count_size)?;
+    let limit = d.len() as u64;
+    let mut total = 0u64; // out-of-line bytes so far (Pillow skips past the block's size)
+    let mut kept = std::collections::HashSet::new();
+    for i in 0..entries {
+        // A short read ends the directory, keeping what was read.
+        let entry = usize::try_from(i)
+            .ok()
+            .and_then(|i| first.checked_add(i.checked_mul(entry_size)?))
+            .and_then(|e| d.get(e..e.checked_add(entry_size)?));
+        let Some(entry) = entry else { break };
+        let tag = uint_of(&entry[..2]) as u16;
+        if kept.contains(&tag) {
             continue;
         }
-        let (kind, count) = (uint(e + 2, 2)?, uint(e + 4, value_size)?);
-        let v = e + 4 + value_size;
-        // One integer, held in the entry itself (left-justified).
-        let value = match (kind, count) {
-            (1, 1) => uint(v, 1),
-            (3, 1) => uint(v, 2),
-            (4, 1) => uint(v, 4),
-            (6, 1) => uint(v, 1).map(|x| x as u8 as i8 as i64 as u64),
-            (8, 1) => uint(v, 2).map(|x| x as u16 as i16 as i64 as u64),
-            (9, 1) => uint(v, 4).map(|x| x as u32 as i32 as i64 as u64),
-            (16 | 17, 1) if big => uint(v, 8),
-            _ => None,
+        let kind = uint_of(&entry[2..4]);
+        let count = uint_of(&entry[4..4 + inline]);
+        let field = &entry[4 + inline..];
+        let unit: u64 = match kind {
+            1 | 2 | 6 | 7 => 1,
+            3 | 8 => 2,
+            4 | 9 | 11 | 13 => 4,
+            5 | 10 | 12 | 16 => 8,
+            _ => continue, // a type Pillow does not load
         };
-        found = Some(value.and_then(|x| u32::try_from(x).ok()));
+        let Some(size) = count.checked_mul(unit) else {
+            continue;
+        };
+        let value: &[u8] = if size > inline as u64 {
+            let offset = uint_of(field);
+            if offset >= 1 << 63 {
+                continue;
+            }
+            total = total.saturating_add(size);
+            if total > limit {
+                continue;
+            }
+            let at = usize::try_from(offset).ok().zip(usize::try_from(size).ok());
+            match at.and_then(|(o, n)| d.get(o..o.checked_add(n)?)) {
+                Some(v) => v,
+                None => continue, // a short read: skipped
+            }
+        } else {
+            &field[..size as usize]
+        };
+        if value.is_empty() {
+            continue;
+        }
+        kept.insert(tag);
+        if tag == 0x0112 {
+            return Some(first_whole_number(kind, value, &uint_of));
+        }
     }
-    found
+    None
+}
+
+/// The first value of a directory entry of `kind` as a whole number, if it is one
+/// (see [`ifd0_orientation`]); `v` holds at least one value.
+fn first_whole_number(kind: u64, v: &[u8], uint_of: &dyn Fn(&[u8]) -> u64) -> Option<u32> {
+    let int = |x: i64| u32::try_from(x).ok();
+    let whole =
+        |x: f64| (x.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(&x)).then_some(x as u32);
+    match kind {
+        3 => int(uint_of(&v[..2]) as i64),
+        4 | 13 => int(uint_of(&v[..4]) as i64),
+        16 => u32::try_from(uint_of(&v[..8])).ok(),
+        6 => int(v[0] as i8 as i64),
+        8 => int(uint_of(&v[..2]) as u16 as i16 as i64),
+        9 => int(uint_of(&v[..4]) as u32 as i32 as i64),
+        11 => whole(f32::from_bits(uint_of(&v[..4]) as u32) as f64),
+        12 => whole(f64::from_bits(uint_of(&v[..8]))),
+        5 | 10 => {
+            let (n, den) = (uint_of(&v[..4]), uint_of(&v[4..8]));
+            let (n, den) = if kind == 10 {
+                (n as u32 as i32 as f64, den as u32 as i32 as f64)
+            } else {
+                (n as f64, den as f64)
+            };
+            // Pillow keeps the fraction (NaN when the denominator is 0).
+            if den == 0.0 {
+                None
+            } else {
+                whole(n / den)
+            }
+        }
+        _ => None, // BYTE, ASCII, UNDEFINED: bytes or text, no number
+    }
 }
 
 /// Pillow's `re.search(rb'tiff:Orientation(="|>)([0-9])', xmp)`.
@@ -373,9 +459,28 @@ mod tests {
             );
             let d = ifd(le, &[(0x0112, 4, 1, 8)]);
             assert_eq!(ifd0_orientation(&d), Some(Some(8)));
-            // Present but two values: applies nothing, and XMP is not consulted.
+            // Two SHORTs in the entry: the first counts (Pillow truncates).
             let d = ifd(le, &[(0x0112, 3, 2, 6)]);
-            assert_eq!(ifd0_orientation(&d), Some(None));
+            assert_eq!(ifd0_orientation(&d), Some(Some(6)));
+            // Twice: the first kept entry wins.
+            let d = ifd(le, &[(0x0112, 3, 1, 6), (0x0112, 3, 1, 3)]);
+            assert_eq!(ifd0_orientation(&d), Some(Some(6)));
+            // BYTE: present (bytes in Pillow), no number: nothing, no XMP.
+            let byte6 = if le { 6 } else { 6 << 24 };
+            assert_eq!(
+                ifd0_orientation(&ifd(le, &[(0x0112, 1, 1, byte6)])),
+                Some(None)
+            );
+            // FLOAT 6.0 matches 6 in Pillow's lookup.
+            let d = ifd(le, &[(0x0112, 11, 1, 6.0f32.to_bits())]);
+            assert_eq!(ifd0_orientation(&d), Some(Some(6)));
+            // No data, an unknown type, data past the block: skipped, as absent…
+            assert_eq!(ifd0_orientation(&ifd(le, &[(0x0112, 3, 0, 6)])), None);
+            assert_eq!(ifd0_orientation(&ifd(le, &[(0x0112, 99, 1, 6)])), None);
+            assert_eq!(ifd0_orientation(&ifd(le, &[(0x0112, 3, 9, 9999)])), None);
+            // …and a later entry then counts.
+            let d = ifd(le, &[(0x0112, 99, 1, 3), (0x0112, 3, 1, 8)]);
+            assert_eq!(ifd0_orientation(&d), Some(Some(8)));
             assert_eq!(ifd0_orientation(&ifd(le, &[(0x0110, 3, 1, 6)])), None);
             // Truncated: unreadable, absent.
             let d = ifd(le, &[(0x0112, 3, 1, 6)]);
@@ -421,6 +526,22 @@ mod tests {
             seen += 1;
         }
         assert!(seen >= 20, "{seen} fixtures");
+    }
+
+    /// Bytes that are not 0xFF between two segments are skipped, as Pillow skips
+    /// them: the EXIF block after them still counts.
+    #[test]
+    fn jpeg_junk_between_segments_is_skipped() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/images/formats/orient6.jpg");
+        let bytes = std::fs::read(path).unwrap();
+        let app1 = bytes.windows(2).position(|w| w == [0xFF, 0xE1]).unwrap();
+        assert!(app1 > 2);
+        let junk = [&bytes[..app1], &[0, 0, 0x17][..], &bytes[app1..]].concat();
+        for b in [&bytes, &junk] {
+            let m = jpeg_metadata(b);
+            assert_eq!(ifd0_orientation(m.exif.as_deref().unwrap()), Some(Some(6)));
+        }
     }
 
     #[test]

@@ -83,12 +83,26 @@ fn decode(path: &Path, upright: bool) -> Result<Rgb8> {
     if !(upright || format == image::ImageFormat::Tiff) {
         return decode_from(path, reader, None);
     }
-    // The orientation may sit anywhere in the file (a PNG's eXIf after its pixels).
+    // The orientation may sit anywhere in the file (a PNG's eXIf after its pixels),
+    // so the file is read whole: no larger than the decoder's own memory limit.
+    let size = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len();
+    if size > MAX_FILE_BYTES {
+        return Err(image_err(
+            path,
+            format!("{size} bytes is more than the {MAX_FILE_BYTES} an image file may have"),
+        ));
+    }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let mut reader = image::ImageReader::new(std::io::Cursor::new(&bytes[..]));
     reader.set_format(format);
     decode_from(path, reader, Some(&bytes))
 }
+
+/// The largest image file read whole (to find its orientation): 512 MiB, the
+/// image crate's default limit on a decoded image.
+const MAX_FILE_BYTES: u64 = 512 << 20;
 
 /// Decode what `reader` reads (the file at `path`); with the file's `bytes`,
 /// turned upright as Pillow would (`crate::orientation`).
@@ -489,10 +503,10 @@ pub struct ImageProcessor {
     pub image_mean: [f32; 3],
     /// The standard deviation per channel (R, G, B).
     pub image_std: [f32; 3],
-    /// Turn image files upright by their EXIF orientation when loading them
-    /// ([`read_rgb8_upright`], as transformers' `load_image`). False by default,
-    /// and never set by a `preprocessor_config.json`: the image processors
-    /// themselves see the pixels as stored.
+    /// Turn image files upright by their orientation (EXIF, else XMP) when loading
+    /// them ([`read_rgb8_upright`], as transformers' `load_image`). False by
+    /// default, and never set by a `preprocessor_config.json`: the image
+    /// processors themselves see what `Image.open(f)` holds ([`read_rgb8`]).
     pub upright: bool,
 }
 
@@ -639,8 +653,17 @@ impl ImageProcessor {
             image_std,
             upright: false,
         };
+        // Named after the key that breaks it: the size, else the normalisation.
         p.check().map_err(|e| match e {
-            Error::Input { msg, .. } => err("rescale_factor", msg),
+            Error::Input { msg, .. } if msg.starts_with("resizes") => err("size", msg),
+            Error::Input { msg, .. } => {
+                let key = if !p.image_std.iter().all(|s| (1.0 / s).is_finite()) {
+                    "image_std"
+                } else {
+                    "rescale_factor"
+                };
+                err(key, msg)
+            }
             e => e,
         })?;
         Ok(p)
@@ -675,7 +698,8 @@ impl ImageProcessor {
                 }
                 if !v.is_finite() {
                     return bad(format!(
-                        "rescale_factor {}, image_mean {} and image_std {} make pixel value {x}                          of channel {c} {v}",
+                        "rescale_factor {}, image_mean {} and image_std {} make pixel value {x} \
+                         of channel {c} {v}",
                         self.rescale_factor, self.image_mean[c], self.image_std[c]
                     ));
                 }
@@ -744,8 +768,8 @@ impl ImageProcessor {
         Ok(out)
     }
 
-    /// An image file decoded to RGB: upright by its EXIF orientation when
-    /// [`upright`](Self::upright) is set.
+    /// An image file decoded to RGB ([`read_rgb8`]), or upright by its
+    /// orientation when [`upright`](Self::upright) is set ([`read_rgb8_upright`]).
     pub fn read(&self, path: impl AsRef<Path>) -> Result<Rgb8> {
         decode(path.as_ref(), self.upright)
     }

@@ -93,9 +93,10 @@ pub struct EmbedArgs {
     /// packed: its cost follows the images' real patches.
     #[arg(long, value_name = "N")]
     pub max_patches: Option<usize>,
-    /// Turn each image upright by its EXIF orientation first, as transformers'
-    /// load_image does (ImageOps.exif_transpose). Default: the pixels as stored,
-    /// as an image processor given Image.open(f) sees them.
+    /// Turn each image upright by its orientation (EXIF, else XMP) first, as
+    /// transformers' load_image does (ImageOps.exif_transpose). Default: the pixels
+    /// as an image processor given Image.open(f) sees them (as stored; TIFFs
+    /// upright, as Pillow opens them).
     #[arg(long)]
     pub upright: bool,
     /// How the embeddings are stored: f32, or f16 / bf16 (half the bytes; the
@@ -191,15 +192,15 @@ pub const MAX_BATCH: usize = 4096;
 /// The largest `@list` file read (256 MiB: millions of paths).
 const MAX_LIST_BYTES: u64 = 256 << 20;
 
-/// An `@list` file's text: a regular file (not a device or a pipe that never
-/// ends), at most [`MAX_LIST_BYTES`], UTF-8.
+/// An `@list` file's text (a file, or a pipe such as `@/dev/stdin` or
+/// `@<(find …)`): at most [`MAX_LIST_BYTES`], UTF-8.
 fn read_list(list: &Path) -> Result<String, String> {
     use std::io::Read;
     let name = list.display();
     let file = std::fs::File::open(list).map_err(|e| format!("{name}: {e}"))?;
     let meta = file.metadata().map_err(|e| format!("{name}: {e}"))?;
-    if !meta.is_file() {
-        return Err(format!("{name}: an @list must be a regular file of paths"));
+    if meta.is_dir() {
+        return Err(format!("{name}: an @list is a file of paths, not a folder"));
     }
     let mut bytes = Vec::new();
     file.take(MAX_LIST_BYTES + 1)

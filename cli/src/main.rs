@@ -138,9 +138,10 @@ struct RunArgs {
     /// preprocessor_config.json `max_num_patches`, else 256).
     #[arg(long, value_name = "N")]
     max_patches: Option<usize>,
-    /// With --image: turn each image upright by its EXIF orientation first, as
-    /// transformers' load_image does (ImageOps.exif_transpose). Default: the
-    /// pixels as stored, as an image processor given Image.open(f) sees them.
+    /// With --image: turn each image upright by its orientation (EXIF, else XMP)
+    /// first, as transformers' load_image does (ImageOps.exif_transpose). Default:
+    /// the pixels as an image processor given Image.open(f) sees them (as stored;
+    /// TIFFs upright, as Pillow opens them).
     #[arg(long)]
     upright: bool,
     #[command(flatten)]

@@ -104,7 +104,10 @@ fn check_loaded<S: Signature>(
     static_smem: i32,
     max_threads: i32,
 ) -> Result<()> {
-    if i64::from(static_smem) != i64::from(spec.static_smem)
+    // More static bytes than the manifest breaks the 48 KiB opt-in rule and the
+    // launch-time check; fewer (a JIT that drops an unused array) is harmless.
+    // (tests/it/ptxas.rs holds ptxas to the exact count.)
+    if i64::from(static_smem) > i64::from(spec.static_smem)
         || i64::from(max_threads) < i64::from(spec.threads)
     {
         return Err(Error::Internal(format!(
@@ -603,7 +606,8 @@ mod tests {
         let gate = &manifest::memory_read_gate_f32::SPEC;
         assert!(check_loaded(gate, 32, gate.threads as i32).is_ok());
         assert!(check_loaded(gate, 32, 1024).is_ok());
-        let e = check_loaded(gate, 0, 1024).unwrap_err().to_string();
+        assert!(check_loaded(gate, 0, 1024).is_ok());
+        let e = check_loaded(gate, 64, 1024).unwrap_err().to_string();
         assert!(
             e.contains("memory_read_gate_f32") && e.contains("32 bytes"),
             "{e}"

@@ -33,10 +33,7 @@ fn deltas(name: &str) -> (f32, f32) {
         .zip(&theirs)
         .map(|(a, b)| (a - b).abs())
         .collect();
-    // NaN is the largest difference (f32::max would drop it).
-    let max = diffs
-        .iter()
-        .fold(0.0f32, |m, &d| if d.is_nan() || d > m { d } else { m });
+    let max = crate::common::max_or_nan(diffs.iter().map(|&d| d as f64)) as f32;
     let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
     eprintln!("{name}: max |Δ| {max:.3e}, mean |Δ| {mean:.3e}");
     (max, mean)
@@ -450,10 +447,7 @@ fn siglip2_processor_matches_transformers() {
             .zip(&theirs)
             .map(|(a, b)| (a - b).abs())
             .collect();
-        // NaN is the largest difference (f32::max would drop it).
-        let max = diffs
-            .iter()
-            .fold(0.0f32, |m, &d| if d.is_nan() || d > m { d } else { m });
+        let max = crate::common::max_or_nan(diffs.iter().map(|&d| d as f64)) as f32;
         let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
         eprintln!("siglip2 {name}: {h}×{w} patches, max |Δ| {max:.3e}, mean |Δ| {mean:.3e}");
         assert!(mean <= 0.02, "{name}: mean |Δ| {mean}");

@@ -25,7 +25,7 @@ pub use suite::*;
 // Skipping GPU tests honestly.
 
 /// `Some(device)` if it could be made; otherwise prints why and returns `None`, or
-/// panics when `require_var` (e.g. `TESSERA_REQUIRE_WGPU`) is set to 1.
+/// panics when `require_var` (e.g. `TESSERA_REQUIRE_WGPU`) is set ([`required`]).
 pub fn device_or_skip<D>(
     what: &str,
     require_var: &str,
@@ -35,7 +35,7 @@ pub fn device_or_skip<D>(
         Ok(d) => Some(d),
         Err(e) => {
             if required(require_var) {
-                panic!("{require_var}=1 but no {what} device: {e}");
+                panic!("{require_var} is set but there is no {what} device: {e}");
             }
             skip_notice(&format!(
                 "no {what} device ({e}); set {require_var}=1 to make this a failure"
@@ -57,14 +57,22 @@ pub fn tmp_in(group: &str, name: &str) -> std::path::PathBuf {
     dir.join(name)
 }
 
-/// Print `SKIPPED: why` to the real stderr. libtest captures `eprintln!` of a
-/// passing test, which would hide the skip from CI logs; a direct write is not captured.
 /// Whether `var` (e.g. `TESSERA_REQUIRE_WGPU`) asks for a failure instead of a
 /// skip: set to anything but empty or `0` (`1`, `true`, `yes` all count).
 pub fn required(var: &str) -> bool {
     std::env::var(var).is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
+/// The largest of `values`, NaN if any is NaN (`f64::max` would drop it): for
+/// error measures that a NaN must fail.
+pub fn max_or_nan(values: impl IntoIterator<Item = f64>) -> f64 {
+    values
+        .into_iter()
+        .fold(0.0, |m, d| if d.is_nan() || d > m { d } else { m })
+}
+
+/// Print `SKIPPED: why` to the real stderr. libtest captures `eprintln!` of a
+/// passing test, which would hide the skip from CI logs; a direct write is not captured.
 pub fn skip_notice(why: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");

@@ -144,9 +144,10 @@ pub fn check_nonfinite_attention<T: Element, D: Kernels<T>>(dev: &D, rng: &mut R
         let mut q: Vec<T> = rng.vec(nq * w, 1.0);
         let mut k: Vec<T> = rng.vec(nk * w, 1.0);
         let mut v: Vec<T> = rng.vec(nk * w, 1.0);
-        set(&mut q, 3 * w + 1, NAN); // query 3, head 0: NaN
-                                     // Key 5, head 1: score ±∞ by the sign of each query's dim 0 there: +∞ makes
-                                     // that query NaN (∞ − ∞ in the softmax), −∞ drops the key.
+        // Query 3, head 0: NaN.
+        set(&mut q, 3 * w + 1, NAN);
+        // Key 5, head 1: score ±∞ by the sign of each query's dim 0 there: +∞ makes
+        // that query NaN (∞ − ∞ in the softmax), −∞ drops the key.
         set(&mut k, 5 * w + hd, INF);
         set(&mut v, 7 * w + 2, -INF); // head 0, dim 2: −∞ for every query
         set(&mut v, 9 * w + 2 * hd + 3, INF); // last head, dim 3: +∞
