@@ -26,7 +26,12 @@ from ptx_emu import (EmuError, Memory, TensorMap, bf16_bits_to_f32, f32_to_bf16_
                      run_kernel)
 
 FAILS = []
-RNG = np.random.default_rng(7)
+# Fresh random inputs each run (TESSERA_TEST_SEED replays one), seeded as
+# tools/emu_check.py seeds (one rule, one place).
+from emu_check import _seed  # noqa: E402
+
+SEED = _seed()
+RNG = np.random.default_rng(SEED)
 HDR = ".version 7.8\n.target sm_80\n.address_size 64\n"
 HDR90 = ".version 8.0\n.target sm_90a\n.address_size 64\n"
 HDR80 = ".version 8.0\n.target sm_80\n.address_size 64\n"
@@ -1829,6 +1834,7 @@ TESTS = [t_cp_async, t_ldmatrix, t_mma, t_integer, t_float, t_shfl, t_vectors, t
          t_tma, t_mbarrier, t_wgmma, t_pipeline]
 
 if __name__ == "__main__":
+    print(f"TESSERA_TEST_SEED={SEED}", flush=True)
     for t in TESTS:
         try:
             t()
@@ -1837,6 +1843,6 @@ if __name__ == "__main__":
             traceback.print_exc()
             check(f"{t.__name__} ran", False, repr(e))
     if FAILS:
-        print(f"{len(FAILS)} FAILED")
+        print(f"{len(FAILS)} FAILED (replay: TESSERA_TEST_SEED={SEED} python3 tools/test_ptx_emu.py)")
         sys.exit(1)
     print("all passed")
