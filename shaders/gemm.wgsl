@@ -11,6 +11,12 @@
 // consecutive rows / columns as one vec4. Loads are coalesced: 16 neighbouring
 // invocations read 16 consecutive k of one row. Out-of-range rows, columns and
 // k are staged as zeros, so no tile size has to divide any dimension.
+//
+// Portability: each invocation stores whole vec4s to workgroup memory (four
+// invocations writing the components of one vector at once is a data race on
+// Metal and D3D12: gpuweb#2112), and writes local vectors only at constant
+// indices or through arrays (FXC cannot assign a vector component at a run-time
+// index inside a loop it cannot unroll).
 
 const TILE_M: u32 = 64u;
 const TILE_N: u32 = 64u;
@@ -22,7 +28,7 @@ var<workgroup> b_tile: array<array<vec4<f32>, 16>, 16>; // [k][col / 4]
 // Write `count` (1..4) consecutive values starting at flat index `base`. Words
 // wholly inside the run are stored whole; an edge word whose other half belongs
 // to a neighbouring run gets a half-word store.
-fn store_run(base: u32, count: u32, v: vec4<f32>) {
+fn store_run(base: u32, count: u32, v: array<f32, 4>) {
     var j = 0u;
     loop {
         if (j >= count) {
@@ -37,6 +43,22 @@ fn store_run(base: u32, count: u32, v: vec4<f32>) {
             j += 1u;
         }
     }
+}
+
+// A's element (row, k), zero outside the matrix (the staging's edge).
+fn a_or_zero(row: u32, k: u32, k_ok: bool) -> f32 {
+    if (k_ok && row < P.m) {
+        return load_a(row, k);
+    }
+    return 0.0;
+}
+
+// B's element (col, k), zero outside the matrix.
+fn b_or_zero(col: u32, k: u32, k_ok: bool) -> f32 {
+    if (k_ok && col < P.n) {
+        return load_b(col, k);
+    }
+    return 0.0;
 }
 
 @compute @workgroup_size(256)
@@ -56,22 +78,23 @@ fn main(
 
     var acc: array<vec4<f32>, 4>;
     for (var k0 = 0u; k0 < P.k; k0 += TILE_K) {
-        // Staging: invocation (tx, ty) loads k = k0 + tx of rows ty, ty+16, ty+32, ty+48.
+        // Staging: invocation (tx, ty) loads k = k0 + tx of rows (and columns)
+        // 4·ty .. 4·ty+3 and stores them as one vec4.
         let kk = k0 + tx;
         let k_ok = kk < P.k;
-        for (var r = 0u; r < 4u; r++) {
-            let row = ty + 16u * r;
-            var va = 0.0;
-            if (k_ok && m0 + row < P.m) {
-                va = load_a(m0 + row, kk);
-            }
-            a_tile[tx][row / 4u][row % 4u] = va;
-            var vb = 0.0;
-            if (k_ok && n0 + row < P.n) {
-                vb = load_b(n0 + row, kk);
-            }
-            b_tile[tx][row / 4u][row % 4u] = vb;
-        }
+        let r0 = 4u * ty;
+        a_tile[tx][ty] = vec4<f32>(
+            a_or_zero(m0 + r0, kk, k_ok),
+            a_or_zero(m0 + r0 + 1u, kk, k_ok),
+            a_or_zero(m0 + r0 + 2u, kk, k_ok),
+            a_or_zero(m0 + r0 + 3u, kk, k_ok),
+        );
+        b_tile[tx][ty] = vec4<f32>(
+            b_or_zero(n0 + r0, kk, k_ok),
+            b_or_zero(n0 + r0 + 1u, kk, k_ok),
+            b_or_zero(n0 + r0 + 2u, kk, k_ok),
+            b_or_zero(n0 + r0 + 3u, kk, k_ok),
+        );
         workgroupBarrier();
         for (var k = 0u; k < TILE_K; k++) {
             let av = a_tile[k][ty];
@@ -92,9 +115,10 @@ fn main(
     for (var r = 0u; r < 4u; r++) {
         let row = m0 + ty * 4u + r;
         if (row < P.m) {
-            var v = vec4<f32>(0.0);
+            let a = acc[r];
+            var v = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
             for (var j = 0u; j < count; j++) {
-                v[j] = epilogue(row, c0 + j, acc[r][j]);
+                v[j] = epilogue(row, c0 + j, a[j]);
             }
             store_run(row * P.n + c0, count, v);
         }
