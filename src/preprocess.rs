@@ -653,19 +653,18 @@ impl ImageProcessor {
             image_std,
             upright: false,
         };
-        // Named after the key that breaks it: the size, else the normalisation.
-        p.check().map_err(|e| match e {
-            Error::Input { msg, .. } if msg.starts_with("resizes") => err("size", msg),
-            Error::Input { msg, .. } => {
-                let key = if !p.image_std.iter().all(|s| (1.0 / s).is_finite()) {
+        // (The sides were bounded above.) Named after the key that breaks it.
+        if let Some(msg) = p.value_problem() {
+            let tiny_std = p.image_std.iter().any(|s| !(1.0 / s).is_finite());
+            return Err(err(
+                if tiny_std {
                     "image_std"
                 } else {
                     "rescale_factor"
-                };
-                err(key, msg)
-            }
-            e => e,
-        })?;
+                },
+                msg,
+            ));
+        }
         Ok(p)
     }
 
@@ -674,18 +673,25 @@ impl ImageProcessor {
     /// 255 bound them all (a `rescale_factor` of 1e300 or a std of 1e-44 would
     /// otherwise make inf and NaN embeddings silently).
     fn check(&self) -> Result<()> {
-        let bad = |msg: String| {
-            Err(Error::Input {
+        let (h, w) = (self.height, self.width);
+        let problem = if h == 0 || w == 0 || h.checked_mul(w).is_none_or(|px| px > MAX_PIXELS) {
+            Some(format!(
+                "resizes to {w}×{h} pixels; at least 1 and at most {MAX_PIXELS} ({MAX_SIDE}²)"
+            ))
+        } else {
+            self.value_problem()
+        };
+        match problem {
+            Some(msg) => Err(Error::Input {
                 tensor: "image processor".into(),
                 msg,
-            })
-        };
-        let (h, w) = (self.height, self.width);
-        if h == 0 || w == 0 || h.checked_mul(w).is_none_or(|px| px > MAX_PIXELS) {
-            return bad(format!(
-                "resizes to {w}×{h} pixels; at least 1 and at most {MAX_PIXELS} ({MAX_SIDE}²)"
-            ));
+            }),
+            None => Ok(()),
         }
+    }
+
+    /// What makes a pixel value non-finite, if anything (see [`Self::check`]).
+    fn value_problem(&self) -> Option<String> {
         for c in 0..3 {
             for x in [0u8, 255] {
                 let mut v = if self.do_rescale {
@@ -697,7 +703,7 @@ impl ImageProcessor {
                     v = (v - self.image_mean[c]) / self.image_std[c];
                 }
                 if !v.is_finite() {
-                    return bad(format!(
+                    return Some(format!(
                         "rescale_factor {}, image_mean {} and image_std {} make pixel value {x} \
                          of channel {c} {v}",
                         self.rescale_factor, self.image_mean[c], self.image_std[c]
@@ -705,7 +711,7 @@ impl ImageProcessor {
                 }
             }
         }
-        Ok(())
+        None
     }
 
     /// The processor for a model: its `preprocessor_config.json` when it has one
