@@ -104,7 +104,8 @@ fn linear<T: Element, D: Kernels<T>>(dev: &D, gpu: bool) {
     });
 }
 
-fn layer_norm<T: Element, D: Kernels<T>>(dev: &D, gpu: bool) {
+/// Layer norm (with a bias) or RMS norm (without) at random shapes.
+fn norm<T: Element, D: Kernels<T>>(dev: &D, gpu: bool, with_bias: bool) {
     run(
         gpu,
         (1usize..40, 1usize..300, any::<u64>()),
@@ -112,56 +113,20 @@ fn layer_norm<T: Element, D: Kernels<T>>(dev: &D, gpu: bool) {
             let x: Vec<T> = values(seed, rows * cols, 2.0);
             let w: Vec<T> = values(seed ^ 1, cols, 1.0);
             let b: Vec<T> = values(seed ^ 2, cols, 1.0);
-            let mut out = crate::common::poisoned::<T, D>(dev, &[rows, cols]);
-            ops::layer_norm_into(
-                &up(dev, &x, &[rows, cols]),
-                &up(dev, &w, &[cols]),
-                &up(dev, &b, &[cols]),
-                1e-6,
-                &mut out,
-            )
-            .unwrap();
-            let reference = crate::common::ref_layer_norm(
-                &to_f64(&x),
-                &to_f64(&w),
-                &to_f64(&b),
-                rows,
-                cols,
-                1e-6_f32 as f64,
-            );
-            close(
-                &format!("layer_norm {rows}x{cols}"),
-                &out.to_vec().unwrap(),
-                &reference,
-            )
+            let bias = with_bias.then_some(&b[..]);
+            let (got, reference) = crate::common::run_norm(dev, &x, &w, bias, (rows, cols), 1e-6);
+            let name = if with_bias { "layer_norm" } else { "rms_norm" };
+            close(&format!("{name} {rows}x{cols}"), &got, &reference)
         },
     );
 }
 
+fn layer_norm<T: Element, D: Kernels<T>>(dev: &D, gpu: bool) {
+    norm::<T, D>(dev, gpu, true);
+}
+
 fn rms_norm<T: Element, D: Kernels<T>>(dev: &D, gpu: bool) {
-    run(
-        gpu,
-        (1usize..40, 1usize..300, any::<u64>()),
-        |(rows, cols, seed)| {
-            let x: Vec<T> = values(seed, rows * cols, 2.0);
-            let w: Vec<T> = values(seed ^ 1, cols, 1.0);
-            let mut out = crate::common::poisoned::<T, D>(dev, &[rows, cols]);
-            ops::rms_norm_into(
-                &up(dev, &x, &[rows, cols]),
-                &up(dev, &w, &[cols]),
-                1e-6,
-                &mut out,
-            )
-            .unwrap();
-            let reference =
-                crate::common::ref_rms_norm(&to_f64(&x), &to_f64(&w), rows, cols, 1e-6_f32 as f64);
-            close(
-                &format!("rms_norm {rows}x{cols}"),
-                &out.to_vec().unwrap(),
-                &reference,
-            )
-        },
-    );
+    norm::<T, D>(dev, gpu, false);
 }
 
 fn patch_embed<T: Element, D: Kernels<T>>(dev: &D, gpu: bool) {

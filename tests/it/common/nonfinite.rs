@@ -5,14 +5,13 @@
 //! row, a NaN column, infinite rows of mixed signs, untouched finite elements),
 //! with the output poisoned with NaN first.
 
-use tessera::ops::{self, Activation};
+use tessera::ops::Activation;
 use tessera::{Element, Kernels};
 
 use super::compare::{bar, rel_l2, to_f64};
-use super::reference::*;
 use super::rng::Rng;
 use super::suite::{
-    poisoned, run_attention, run_linear, run_memory, run_patch_embed, up, MemoryCase,
+    run_add, run_attention, run_linear, run_memory, run_norm, run_patch_embed, MemoryCase,
 };
 
 const NAN: f32 = f32::NAN;
@@ -115,26 +114,15 @@ pub fn check_nonfinite_norms<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) 
     set(&mut w, 2, INF); // column 2: ±∞ by the sign of the normalised value
     set(&mut w, 6, -INF);
     set(&mut b, 4, NAN); // column 4
-    let (xb, wb) = (up(dev, &x, &[rows, cols]), up(dev, &w, &[cols]));
-    let mut out = poisoned::<T, D>(dev, &[rows, cols]);
-    ops::layer_norm_into(&xb, &wb, &up(dev, &b, &[cols]), 1e-6, &mut out).unwrap();
-    let (xf, wf) = (to_f64(&x), to_f64(&w));
-    let reference = ref_layer_norm(&xf, &wf, &to_f64(&b), rows, cols, 1e-6_f32 as f64);
-    assert_same_nonfinite(
-        "layer_norm with NaN/±∞ inputs",
-        &out.to_vec().unwrap(),
-        &reference,
-        &["nan", "+inf", "-inf", "finite"],
-    );
-    let mut out = poisoned::<T, D>(dev, &[rows, cols]);
-    ops::rms_norm_into(&xb, &wb, 1e-6, &mut out).unwrap();
-    let reference = ref_rms_norm(&xf, &wf, rows, cols, 1e-6_f32 as f64);
-    assert_same_nonfinite(
-        "rms_norm with NaN/±∞ inputs",
-        &out.to_vec().unwrap(),
-        &reference,
-        &["nan", "+inf", "-inf", "finite"],
-    );
+    for (name, bias) in [("layer_norm", Some(&b[..])), ("rms_norm", None)] {
+        let (got, reference) = run_norm(dev, &x, &w, bias, (rows, cols), 1e-6);
+        assert_same_nonfinite(
+            &format!("{name} with NaN/±∞ inputs"),
+            &got,
+            &reference,
+            &["nan", "+inf", "-inf", "finite"],
+        );
+    }
 }
 
 pub fn check_nonfinite_attention<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
@@ -171,16 +159,10 @@ pub fn check_nonfinite_add<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
     set(&mut a, 4, INF);
     set(&mut b, 4, -INF); // ∞ − ∞
     set(&mut b, 1027, NAN);
-    let mut out = poisoned::<T, D>(dev, &[n]);
-    ops::add_into(&up(dev, &a, &[n]), &up(dev, &b, &[n]), &mut out).unwrap();
-    let reference: Vec<f64> = to_f64(&a)
-        .iter()
-        .zip(to_f64(&b))
-        .map(|(x, y)| x + y)
-        .collect();
+    let (got, reference) = run_add(dev, &a, &b);
     assert_same_nonfinite(
         "add with NaN/±∞ inputs",
-        &out.to_vec().unwrap(),
+        &got,
         &reference,
         &["nan", "+inf", "-inf", "finite"],
     );

@@ -55,6 +55,45 @@ pub fn run_linear<T: Element, D: Kernels<T>>(
     (out.to_vec().unwrap(), reference)
 }
 
+/// Layer norm of `x` `[rows, cols]` with `bias`, or RMS norm without one, at
+/// `eps`, into a poisoned output; and its reference.
+pub fn run_norm<T: Element, D: Kernels<T>>(
+    dev: &D,
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    (rows, cols): (usize, usize),
+    eps: f32,
+) -> (Vec<T>, Vec<f64>) {
+    let (xb, wb) = (up(dev, x, &[rows, cols]), up(dev, w, &[cols]));
+    let mut out = poisoned::<T, D>(dev, &[rows, cols]);
+    let (xf, wf) = (to_f64(x), to_f64(w));
+    let reference = match bias {
+        Some(b) => {
+            ops::layer_norm_into(&xb, &wb, &up(dev, b, &[cols]), eps, &mut out).unwrap();
+            ref_layer_norm(&xf, &wf, &to_f64(b), rows, cols, eps as f64)
+        }
+        None => {
+            ops::rms_norm_into(&xb, &wb, eps, &mut out).unwrap();
+            ref_rms_norm(&xf, &wf, rows, cols, eps as f64)
+        }
+    };
+    (out.to_vec().unwrap(), reference)
+}
+
+/// `a + b` elementwise into a poisoned output, and its reference.
+pub fn run_add<T: Element, D: Kernels<T>>(dev: &D, a: &[T], b: &[T]) -> (Vec<T>, Vec<f64>) {
+    let n = a.len();
+    let mut out = poisoned::<T, D>(dev, &[n]);
+    ops::add_into(&up(dev, a, &[n]), &up(dev, b, &[n]), &mut out).unwrap();
+    let reference = to_f64(a)
+        .iter()
+        .zip(to_f64(b))
+        .map(|(x, y)| x + y)
+        .collect();
+    (out.to_vec().unwrap(), reference)
+}
+
 /// One patch embedding of `px` `[B, C, I, I]` with patch P and width D, and its
 /// reference.
 pub fn run_patch_embed<T: Element, D: Kernels<T>>(
@@ -282,19 +321,10 @@ pub fn check_layer_norm<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
             .collect();
         let w: Vec<T> = rng.vec(cols, 1.5);
         let b: Vec<T> = rng.vec(cols, 0.5);
-        let mut out = poisoned::<T, D>(dev, &[rows, cols]);
-        ops::layer_norm_into(
-            &up(dev, &x, &[rows, cols]),
-            &up(dev, &w, &[cols]),
-            &up(dev, &b, &[cols]),
-            1e-6,
-            &mut out,
-        )
-        .unwrap();
-        let reference = ref_layer_norm(&to_f64(&x), &to_f64(&w), &to_f64(&b), rows, cols, 1e-6);
+        let (got, reference) = run_norm(dev, &x, &w, Some(&b), (rows, cols), 1e-6);
         assert_close(
             &format!("layer_norm rows={rows} cols={cols}"),
-            &out.to_vec().unwrap(),
+            &got,
             &reference,
         );
     }
@@ -308,18 +338,10 @@ pub fn check_rms_norm<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
             .map(|i| T::from_f32(rng.uniform(2.0) + if i % 2 == 0 { 3.0 } else { -1.0 }))
             .collect();
         let w: Vec<T> = rng.vec(cols, 1.5);
-        let mut out = poisoned::<T, D>(dev, &[rows, cols]);
-        ops::rms_norm_into(
-            &up(dev, &x, &[rows, cols]),
-            &up(dev, &w, &[cols]),
-            1e-6,
-            &mut out,
-        )
-        .unwrap();
-        let reference = ref_rms_norm(&to_f64(&x), &to_f64(&w), rows, cols, 1e-6);
+        let (got, reference) = run_norm(dev, &x, &w, None, (rows, cols), 1e-6);
         assert_close(
             &format!("rms_norm rows={rows} cols={cols}"),
-            &out.to_vec().unwrap(),
+            &got,
             &reference,
         );
     }
@@ -616,14 +638,8 @@ pub fn check_add<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
     for &n in &[1usize, 17, 1023, 4097] {
         let a: Vec<T> = rng.vec(n, 3.0);
         let b: Vec<T> = rng.vec(n, 3.0);
-        let mut out = poisoned::<T, D>(dev, &[n]);
-        ops::add_into(&up(dev, &a, &[n]), &up(dev, &b, &[n]), &mut out).unwrap();
-        let reference: Vec<f64> = to_f64(&a)
-            .iter()
-            .zip(to_f64(&b))
-            .map(|(x, y)| x + y)
-            .collect();
-        assert_close(&format!("add n={n}"), &out.to_vec().unwrap(), &reference);
+        let (got, reference) = run_add(dev, &a, &b);
+        assert_close(&format!("add n={n}"), &got, &reference);
     }
 }
 
