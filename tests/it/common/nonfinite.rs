@@ -111,6 +111,11 @@ pub fn check_nonfinite_norms<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) 
     set(&mut x, cols + 4, NAN); // row 1
     set(&mut x, 3 * cols + 10, INF); // row 3
     set(&mut x, 5 * cols, -INF); // row 5
+
+    // Row 0 far above its mean (±2 elsewhere) at columns 2 and 6, so both signs of
+    // ∞ appear whatever the random values: ∞ · (+) and −∞ · (+).
+    set(&mut x, 2, 5.0);
+    set(&mut x, 6, 5.0);
     set(&mut w, 2, INF); // column 2: ±∞ by the sign of the normalised value
     set(&mut w, 6, -INF);
     set(&mut b, 4, NAN); // column 4
@@ -138,7 +143,7 @@ pub fn check_nonfinite_attention<T: Element, D: Kernels<T>>(dev: &D, rng: &mut R
         // that query NaN (∞ − ∞ in the softmax), −∞ drops the key.
         set(&mut k, 5 * w + hd, INF);
         set(&mut v, 7 * w + 2, -INF); // head 0, dim 2: −∞ for every query
-        set(&mut v, 9 * w + 2 * hd + 3, INF); // last head, dim 3: +∞
+        set(&mut v, 9 * w + 3, INF); // head 0, dim 3: +∞ for every query but 3
         let (got, reference) = run_attention(dev, [&q, &k, &v], (1, h, hd, nq, nk, false));
         assert_same_nonfinite(
             &format!("attention h={h} hd={hd} nq={nq} nk={nk} with NaN/±∞ inputs"),
