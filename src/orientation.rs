@@ -105,12 +105,6 @@ fn png_metadata(bytes: &[u8]) -> Metadata {
             break;
         };
         pos = start + len as usize + 4;
-        let split = |d: &'_ [u8]| -> (Vec<u8>, Vec<u8>) {
-            match d.iter().position(|&c| c == 0) {
-                Some(i) => (d[..i].to_vec(), d[i + 1..].to_vec()),
-                None => (d.to_vec(), Vec::new()),
-            }
-        };
         match kind {
             b"IEND" => break,
             // An animated PNG: Pillow reads its metadata up to the next frame.
@@ -119,33 +113,33 @@ fn png_metadata(bytes: &[u8]) -> Metadata {
             b"fcTL" if animated && after_pixels => break,
             b"eXIf" => exif = Some([b"Exif\0\0", data].concat()),
             b"tEXt" => {
-                let (k, v) = split(data);
-                match k.as_slice() {
-                    b"exif" => exif = Some(v),
-                    b"Raw profile type exif" => raw_profile = Some(v),
-                    b"XML:com.adobe.xmp" => xmp_text = Some(v),
+                let (k, v) = split_key(data);
+                match k {
+                    b"exif" => exif = Some(v.to_vec()),
+                    b"Raw profile type exif" => raw_profile = Some(v.to_vec()),
+                    b"XML:com.adobe.xmp" => xmp_text = Some(v.to_vec()),
                     _ => {}
                 }
             }
             b"zTXt" => {
-                let (k, v) = split(data);
+                let (k, v) = split_key(data);
                 // Method 0 (zlib) only; a broken stream reads as empty text.
                 let text = || match v.split_first() {
                     Some((0, z)) => Some(inflate(z).unwrap_or_default()),
                     _ => None,
                 };
-                match k.as_slice() {
+                match k {
                     b"Raw profile type exif" => raw_profile = text().or(raw_profile),
                     b"XML:com.adobe.xmp" => xmp_text = text().or(xmp_text),
                     _ => {}
                 }
             }
             b"iTXt" => {
-                let (k, rest) = split(data);
+                let (k, rest) = split_key(data);
                 if k != b"Raw profile type exif" && k != b"XML:com.adobe.xmp" {
                     continue;
                 }
-                let [flag, method, rest @ ..] = rest.as_slice() else {
+                let [flag, method, rest @ ..] = rest else {
                     continue;
                 };
                 // language \0 translated keyword \0 text
@@ -180,6 +174,15 @@ fn png_metadata(bytes: &[u8]) -> Metadata {
     Metadata {
         exif: exif.or_else(|| raw_profile.as_deref().and_then(raw_profile_exif)),
         xmp: xmp_text.filter(|x| !x.is_empty()).or(xmp_itxt),
+    }
+}
+
+/// A text chunk's keyword and the rest, split at the first NUL (all keyword when
+/// there is none, as Pillow reads a broken tEXt).
+fn split_key(d: &[u8]) -> (&[u8], &[u8]) {
+    match d.iter().position(|&c| c == 0) {
+        Some(i) => (&d[..i], &d[i + 1..]),
+        None => (d, &[]),
     }
 }
 

@@ -84,8 +84,13 @@ fn decode(path: &Path, upright: bool) -> Result<Rgb8> {
         return decode_from(path, reader, None);
     }
     // The orientation may sit anywhere in the file (a PNG's eXIf after its pixels),
-    // so the file is read whole: no larger than the decoder's own memory limit.
-    let size = std::fs::metadata(path)
+    // so the file already open is read whole: no larger than the decoder's own
+    // memory limit.
+    use std::io::{Read, Seek};
+    let mut file = reader.into_inner();
+    let size = file
+        .get_ref()
+        .metadata()
         .map_err(|e| Error::io(path, e))?
         .len();
     if size > MAX_FILE_BYTES {
@@ -94,7 +99,10 @@ fn decode(path: &Path, upright: bool) -> Result<Rgb8> {
             format!("{size} bytes is more than the {MAX_FILE_BYTES} an image file may have"),
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.rewind()
+        .and_then(|()| file.read_to_end(&mut bytes))
+        .map_err(|e| Error::io(path, e))?;
     let mut reader = image::ImageReader::new(std::io::Cursor::new(&bytes[..]));
     reader.set_format(format);
     decode_from(path, reader, Some(&bytes))
