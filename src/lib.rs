@@ -30,9 +30,10 @@
 //! - `cuda` (default): the CUDA backend (the driver is loaded at run time; without
 //!   this feature [`Cuda`] is an uninhabited stub and the crate still builds);
 //! - `wgpu` (default): the wgpu backend, likewise;
-//! - `hub` (off): `model::ModelFiles::locate_or_download`, which downloads a model
-//!   from the Hugging Face hub into the local cache (the `tessera` command turns
-//!   it on). Without it nothing in tessera touches the network.
+//! - `hub` (off): `model::ModelFiles::locate_or_download` (and
+//!   `model::ConfigFiles::locate_or_download` then `weights_or_download`, to check
+//!   a config before the weights come), which downloads a model from the Hugging
+//!   Face hub into the local cache (the `tessera` command turns it on). Without it nothing in tessera touches the network.
 
 #![cfg_attr(
     not(test),

@@ -298,7 +298,9 @@ type Queue = Arc<Mutex<mpsc::Receiver<Batch>>>;
 
 /// The shared pieces every device worker needs.
 struct Job {
-    files: ModelFiles,
+    /// The model's files; `None` when nothing is left to embed (a resumed job
+    /// whose every batch is written): then no weights are looked for or fetched.
+    files: Option<ModelFiles>,
     config: VisionConfig,
     pooling: Pooling,
     normalize: bool,
@@ -374,7 +376,13 @@ fn worker<T: Element, D: Kernels<T>>(
     batches: &Queue,
     answers: &mpsc::Sender<Answer>,
 ) {
-    let model = match VisionModel::<T, D>::load_files(&job.files, &device) {
+    let loaded = match &job.files {
+        Some(files) => VisionModel::<T, D>::load_files(files, &device),
+        None => Err(tessera::Error::Internal(
+            "a device worker started for a job with nothing left".into(),
+        )),
+    };
+    let model = match loaded {
         Ok(m) => m,
         Err(e) => {
             let _ = answers.send(Err(format!("{}: {e}", device.describe())));
@@ -590,8 +598,10 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
         ));
     }
     let format = output::Format::of(&args.output)?;
-    let files = crate::model_files(&args.model).map_err(|e| e.to_string())?;
-    let config = VisionConfig::from_file(&files.config).map_err(|e| e.to_string())?;
+    // The config first: options and inputs are checked before the weights are
+    // looked for (or downloaded, for a hub id not in the cache).
+    let model = crate::config_files(&args.model).map_err(|e| e.to_string())?;
+    let config = VisionConfig::from_file(&model.config).map_err(|e| e.to_string())?;
     if config.num_channels != 3 {
         return Err(format!(
             "the model takes {} channels; embed reads RGB images",
@@ -614,13 +624,13 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
             }
             Processor::Fixed(ImageProcessor {
                 upright: args.upright,
-                ..ImageProcessor::for_model(files.preprocessor.as_deref(), config.image_size)
+                ..ImageProcessor::for_model(model.preprocessor.as_deref(), config.image_size)
                     .map_err(|e| e.to_string())?
             })
         }
         Architecture::Siglip2 => {
             let mut p = Siglip2Processor::for_model(
-                files.preprocessor.as_deref(),
+                model.preprocessor.as_deref(),
                 config.patch_size,
                 args.max_patches,
             )
@@ -704,8 +714,14 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
         );
     }
     // A job stopped after its last batch was recorded but before the rename has
-    // nothing left to embed: no device is opened and no model loaded.
+    // nothing left to embed: no weights are looked for, no device is opened and no
+    // model loaded.
     let left = first_batch < batches;
+    let files = if left {
+        Some(crate::weights(&model).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
     let mut opened = Vec::new();
     let mut described = Vec::new();
     for choice in args.device.iter().filter(|_| left) {

@@ -7,16 +7,32 @@ pub mod embed;
 
 use std::path::Path;
 
-use tessera::model::ModelFiles;
+use tessera::model::{ConfigFiles, ModelFiles};
 
 /// The model named by `--model`: a folder, or a hub id `org/name` found in the local
 /// Hugging Face cache or, with the `hub` feature (on by default), downloaded into it
 /// first, said on stderr (`HF_HUB_OFFLINE=1` downloads nothing).
 pub fn model_files(spec: &Path) -> tessera::Result<ModelFiles> {
+    config_files(spec).and_then(|c| weights(&c))
+}
+
+/// The config files of the model named by `--model`, found or downloaded as by
+/// [`model_files`] but without the weights: commands check their options and inputs
+/// against the config before the weights' download.
+pub fn config_files(spec: &Path) -> tessera::Result<ConfigFiles> {
     #[cfg(feature = "hub")]
-    return ModelFiles::locate_or_download(spec, true);
+    return ConfigFiles::locate_or_download(spec, true);
     #[cfg(not(feature = "hub"))]
-    ModelFiles::locate(spec)
+    ConfigFiles::locate(spec)
+}
+
+/// The model's files for config files from [`config_files`]: the weights beside
+/// them, downloaded (those of the config's own hub commit) where they are missing.
+pub fn weights(config: &ConfigFiles) -> tessera::Result<ModelFiles> {
+    #[cfg(feature = "hub")]
+    return config.weights_or_download(true);
+    #[cfg(not(feature = "hub"))]
+    config.weights()
 }
 
 /// The text of a caught panic's payload (the cuBLAS peer's guard) (`panic!` gives a `String` or a `&str`).

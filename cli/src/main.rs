@@ -28,7 +28,9 @@ macro_rules! say {
     }};
 }
 use safetensors::{Dtype, SafeTensors};
-use tessera::model::{Architecture, ImagePatches, ModelFiles, VisionConfig, VisionModel};
+use tessera::model::{
+    Architecture, ConfigFiles, ImagePatches, ModelFiles, VisionConfig, VisionModel,
+};
 use tessera::preprocess::{ImageProcessor, Siglip2Processor};
 use tessera::{bf16, Cpu, Cuda, DType, DeviceBuffer, Element, Kernels, Wgpu};
 use tessera_cli::devices::{DeviceChoice, Opened};
@@ -402,7 +404,7 @@ fn read_packed_pixels(file: &Path, config: &VisionConfig) -> CliResult<PackedInp
 fn read_packed_images(
     files: &[PathBuf],
     config: &VisionConfig,
-    model: &ModelFiles,
+    model: &ConfigFiles,
     max_patches: Option<usize>,
     upright: bool,
 ) -> CliResult<PackedInput> {
@@ -521,7 +523,7 @@ fn read_pixels(file: &Path, config: &VisionConfig) -> CliResult<Input> {
 fn read_images(
     files: &[PathBuf],
     config: &VisionConfig,
-    model: &ModelFiles,
+    model: &ConfigFiles,
     upright: bool,
 ) -> CliResult<Input> {
     if config.num_channels != 3 {
@@ -559,7 +561,9 @@ fn run_command(args: &RunArgs) -> CliResult<()> {
     if args.upright && args.input.image.is_empty() {
         return fail("--upright applies to --image (pixel_values are used as given)");
     }
-    let files = tessera_cli::model_files(&args.model)?;
+    // The config first: the options and the inputs are checked before the weights
+    // are looked for (or downloaded, for a hub id not in the cache).
+    let files = tessera_cli::config_files(&args.model)?;
     let config = VisionConfig::from_file(&files.config)?;
     let packed = config.architecture == Architecture::Siglip2;
     if args.max_patches.is_some() && (!packed || args.input.image.is_empty()) {
@@ -583,6 +587,7 @@ fn run_command(args: &RunArgs) -> CliResult<()> {
         )?),
         _ => return fail("give either --pixels FILE or --image FILE..."),
     };
+    let files = tessera_cli::weights(&files)?;
     execute(&files, &config, &input, dtype, &args.exec)
 }
 

@@ -507,7 +507,9 @@ impl MockHub {
                         }
                     };
                     for (id, files) in repos.iter() {
-                        if path == format!("/api/models/{id}/revision/main") {
+                        if path == format!("/api/models/{id}/revision/main")
+                            || path == format!("/api/models/{id}/revision/{MOCK_REV}")
+                        {
                             let siblings: Vec<String> = files
                                 .iter()
                                 .map(|(f, _)| format!("{{\"rfilename\":\"{f}\"}}"))
@@ -653,6 +655,7 @@ fn hub_ids_are_downloaded_into_the_cache() {
             ("test-org/corrupt", tiny.clone()),
             ("test-org/hostile", tiny.clone()),
             ("test-org/flaky", tiny.clone()),
+            ("test-org/options-first", tiny.clone()),
         ],
         vec![
             ("test-org/corrupt", "model.safetensors", "ab".repeat(32)),
@@ -826,6 +829,47 @@ fn hub_ids_are_downloaded_into_the_cache() {
         [&String::new(), &format!("{}-", weights.len() / 2)],
         "{ranges:?}"
     );
+    // Options are checked against the config before the weights come: a wrong one
+    // costs the config's download, not the checkpoint's; the next run fetches the
+    // weights of the config's own commit, and nothing it already has.
+    let id = "test-org/options-first";
+    let wrong = tessera_env(
+        &[
+            "run",
+            "--model",
+            id,
+            "--pixels",
+            io.to_str().unwrap(),
+            "--max-patches",
+            "16",
+        ],
+        &[
+            ("HF_ENDPOINT", endpoint.as_path()),
+            ("HF_HUB_CACHE", cache.as_path()),
+            ("HF_HUB_OFFLINE", Path::new("0")),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        wrong.status.code() == Some(1) && stderr.contains("--max-patches applies"),
+        "{stderr}"
+    );
+    let log = hub.take_log();
+    assert!(log.contains(&resolve(id, "config.json")), "{log:?}");
+    assert!(
+        !log.iter().any(|l| l.contains("model.safetensors")),
+        "weights fetched for a run refused by its options: {log:?}"
+    );
+    assert_ok(&run(id, &out_file, "0"), "the weights after the config");
+    assert_eq!(read_all(&out_file), expected);
+    let log = hub.take_log();
+    assert!(
+        log.contains(&format!("/api/models/{id}/revision/{MOCK_REV}"))
+            && log.contains(&resolve(id, "model.safetensors"))
+            && !log.contains(&resolve(id, "config.json")),
+        "{log:?}"
+    );
+
     // Errors: one line naming the id; nothing of a failed file stays.
     for (id, needle) in [
         ("test-org/no-such-model", "not found on"),
@@ -1775,10 +1819,33 @@ fn embed_resumes_a_stopped_job() {
 
     // The output cannot be renamed into place (a folder is there): every row is
     // kept, and --resume writes the output with nothing left to embed — no device
-    // opened (CUDA, which this job names, need not exist) and no model loaded.
+    // opened (CUDA, which this job names, need not exist), no weights looked for
+    // (here deleted, as from an emptied cache) and no model loaded.
+    let model = tmp("embed_resume_model");
+    let _ = std::fs::remove_dir_all(&model);
+    std::fs::create_dir_all(&model).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(root().join("tests/data/siglip_tiny").join(f), model.join(f)).unwrap();
+    }
+    let job_on = |device: &str, more: &[&str]| {
+        let mut args = vec![
+            "embed",
+            "--model",
+            model.to_str().unwrap(),
+            dir.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--device",
+            device,
+            "--batch",
+            "1",
+        ];
+        args.extend(more);
+        tessera(&args)
+    };
     std::fs::remove_file(&out).unwrap();
     std::fs::create_dir(&out).unwrap();
-    let blocked = job(&out, &[]);
+    let blocked = job_on("cpu", &[]);
     let stderr = String::from_utf8_lossy(&blocked.stderr);
     assert!(
         !blocked.status.success() && stderr.contains("rerun with --resume"),
@@ -1786,7 +1853,8 @@ fn embed_resumes_a_stopped_job() {
     );
     assert!(partial.exists() && journal.exists());
     std::fs::remove_dir(&out).unwrap();
-    let finished = embed_tiny(&dir, &out, "cuda", "1", &["--resume"]);
+    std::fs::remove_file(model.join("model.safetensors")).unwrap();
+    let finished = job_on("cuda", &["--resume"]);
     assert_ok(&finished, "embed --resume with every batch written");
     let stdout = String::from_utf8_lossy(&finished.stdout);
     assert!(

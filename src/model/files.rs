@@ -58,6 +58,41 @@ impl ModelFiles {
     /// # Ok::<(), tessera::Error>(())
     /// ```
     pub fn locate(spec: impl AsRef<Path>) -> Result<Self> {
+        ConfigFiles::locate(spec)?.weights()
+    }
+}
+
+/// A model's configuration files without its weights, found by
+/// [`ConfigFiles::locate`] as [`ModelFiles::locate`] finds a model: what a program
+/// checks its options and inputs against before it reads (or, with the `hub`
+/// feature, downloads) gigabytes of weights; [`ConfigFiles::weights`] then finds
+/// the weights beside them.
+///
+/// ```
+/// let config = tessera::model::ConfigFiles::locate("assets/mga_tiny")?;
+/// let model = config.weights()?;
+/// assert_eq!(model.config, config.config);
+/// # Ok::<(), tessera::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigFiles {
+    /// The folder holding them (a snapshot folder for a hub id).
+    pub dir: PathBuf,
+    /// `config.json`.
+    pub config: PathBuf,
+    /// `preprocessor_config.json`, when the model has one.
+    pub preprocessor: Option<PathBuf>,
+    /// The hub id the folder was found for, when `locate` was given one.
+    pub hub_id: Option<String>,
+}
+
+impl ConfigFiles {
+    /// Find a model's `config.json` (and `preprocessor_config.json`): `spec` is a
+    /// folder, or a hub id `org/name` that is no folder here, looked up in the
+    /// local Hugging Face cache (its `refs/main` snapshot). The weights need not be
+    /// there. Nothing is downloaded (with the `hub` feature,
+    /// `ConfigFiles::locate_or_download` does). Errors say where tessera looked.
+    pub fn locate(spec: impl AsRef<Path>) -> Result<Self> {
         let spec = spec.as_ref();
         if spec.is_dir() {
             return Self::in_dir(spec, None);
@@ -107,8 +142,21 @@ impl ModelFiles {
                 "missing (a model folder needs config.json)",
             ));
         }
-        let single = dir.join(SINGLE);
-        let index = dir.join(INDEX);
+        let preprocessor = Some(dir.join(PREPROCESSOR)).filter(|p| p.is_file());
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            config,
+            preprocessor,
+            hub_id,
+        })
+    }
+
+    /// The model's files: these and the weights beside them (`model.safetensors`,
+    /// or `model.safetensors.index.json` for a sharded checkpoint). Nothing is
+    /// downloaded (with the `hub` feature, `ConfigFiles::weights_or_download` does).
+    pub fn weights(&self) -> Result<ModelFiles> {
+        let single = self.dir.join(SINGLE);
+        let index = self.dir.join(INDEX);
         let weights = if single.is_file() {
             WeightFiles::Single(single)
         } else if index.is_file() {
@@ -119,13 +167,12 @@ impl ModelFiles {
                 &format!("missing (and no {INDEX} for a sharded checkpoint)"),
             ));
         };
-        let preprocessor = Some(dir.join(PREPROCESSOR)).filter(|p| p.is_file());
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            config,
+        Ok(ModelFiles {
+            dir: self.dir.clone(),
+            config: self.config.clone(),
             weights,
-            preprocessor,
-            hub_id,
+            preprocessor: self.preprocessor.clone(),
+            hub_id: self.hub_id.clone(),
         })
     }
 }

@@ -30,7 +30,8 @@ use std::path::{Path, PathBuf};
 use sha1::Digest as _;
 
 use super::files::{
-    hf_home, hub_cache_dir, hub_id, ModelFiles, WeightFiles, CONFIG, INDEX, PREPROCESSOR, SINGLE,
+    hf_home, hub_cache_dir, hub_id, ConfigFiles, ModelFiles, WeightFiles, CONFIG, INDEX,
+    PREPROCESSOR, SINGLE,
 };
 use super::loader::vision_weight_map;
 use crate::error::{Error, Result};
@@ -45,20 +46,72 @@ impl ModelFiles {
     /// `HF_HUB_OFFLINE=1` this is `locate`. `progress`: say on stderr what is
     /// downloaded, with its progress where stderr is a terminal.
     ///
+    /// This is [`ConfigFiles::locate_or_download`] then
+    /// [`ConfigFiles::weights_or_download`]; a program that checks its options
+    /// against the config calls the two itself, so that a wrong option costs no
+    /// download of the weights.
+    ///
     /// Errors name the hub id and the endpoint: no such repository (or a gated
     /// or private one without a token), a repository with no safetensors
     /// weights, the network, a file whose bytes do not match the hub's hash.
     pub fn locate_or_download(spec: impl AsRef<Path>, progress: bool) -> Result<Self> {
+        ConfigFiles::locate_or_download(spec, progress)?.weights_or_download(progress)
+    }
+}
+
+impl ConfigFiles {
+    /// [`ConfigFiles::locate`], and where that fails for a hub id `org/name` (no
+    /// such folder here, no `config.json` in the cache), download the config files
+    /// of the repository's `main` revision into the local cache first
+    /// (`config.json`, `preprocessor_config.json` when there is one; a
+    /// repository without safetensors weights is refused here already). With
+    /// `HF_HUB_OFFLINE=1` this is `locate`. Errors as
+    /// [`ModelFiles::locate_or_download`]'s.
+    pub fn locate_or_download(spec: impl AsRef<Path>, progress: bool) -> Result<Self> {
         let spec = spec.as_ref();
         let hub = hub_id(spec).filter(|_| !spec.exists());
         let local = match Self::locate(spec) {
-            Ok(files) if hub.is_none() => return Ok(files),
+            Ok(files) => return Ok(files),
+            Err(e) => e,
+        };
+        let Some(id) = hub else {
+            return Err(local);
+        };
+        let cache = hub_cache_dir().ok_or_else(|| {
+            hub_error(
+                &id,
+                "no Hugging Face cache folder to download into (set HF_HUB_CACHE or HF_HOME)"
+                    .into(),
+            )
+        })?;
+        let hub = Hub::connect(&id, progress, local)?;
+        if progress {
+            eprintln!(
+                "tessera: {id} is not in the local Hugging Face cache: downloading it from \
+                 {} into {}",
+                hub.endpoint,
+                cache.display()
+            );
+        }
+        let repo = cache.join(format!("models--{}", id.replace('/', "--")));
+        let snapshot = hub.download(&repo, "main", false)?;
+        Self::in_dir(&snapshot, Some(id))
+    }
+
+    /// [`ConfigFiles::weights`], and where the weights of a hub snapshot are not
+    /// whole in the cache (none, or shards of a sharded checkpoint missing),
+    /// download them first: those of the snapshot's own commit, so that the
+    /// config already read and the weights agree. With `HF_HUB_OFFLINE=1` this is
+    /// `weights`. Errors as [`ModelFiles::locate_or_download`]'s.
+    pub fn weights_or_download(&self, progress: bool) -> Result<ModelFiles> {
+        let local = match self.weights() {
+            Ok(files) if self.hub_id.is_none() => return Ok(files),
             // A sharded checkpoint whose download stopped has its index but not
             // every shard: that is for the download below to finish.
             Ok(files) => match missing_shards(&files) {
                 missing if missing.is_empty() => return Ok(files),
                 missing => hub_error(
-                    hub.as_deref().unwrap_or_default(),
+                    self.hub_id.as_deref().unwrap_or_default(),
                     format!(
                         "the cached checkpoint lacks its shards {}",
                         missing.join(", ")
@@ -67,36 +120,32 @@ impl ModelFiles {
             },
             Err(e) => e,
         };
-        let Some(id) = hub else {
+        let Some(id) = &self.hub_id else {
             return Err(local);
         };
-        if offline() {
-            return Err(hub_error(
-                &id,
-                format!("HF_HUB_OFFLINE is set, so it was not downloaded ({local})"),
-            ));
-        }
-        let cache = hub_cache_dir().ok_or_else(|| {
-            hub_error(
-                &id,
-                "no Hugging Face cache folder to download into (set HF_HUB_CACHE or HF_HOME)"
-                    .into(),
-            )
-        })?;
-        let endpoint = std::env::var("HF_ENDPOINT")
-            .ok()
-            .filter(|e| !e.is_empty())
-            .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
-        let endpoint = endpoint.trim_end_matches('/').to_string();
+        // A hub snapshot is CACHE/models--ORG--NAME/snapshots/COMMIT.
+        let commit = self
+            .dir
+            .file_name()
+            .and_then(|c| c.to_str())
+            .filter(|c| plain_hex(c));
+        let repo = self
+            .dir
+            .parent()
+            .filter(|p| p.ends_with("snapshots"))
+            .and_then(Path::parent);
+        let (Some(commit), Some(repo)) = (commit, repo) else {
+            return Err(local);
+        };
+        let hub = Hub::connect(id, progress, local)?;
         if progress {
             eprintln!(
-                "tessera: {id} is not in the local Hugging Face cache: downloading it from \
-                 {endpoint} into {}",
-                cache.display()
+                "tessera: downloading the weights of {id} (commit {commit}) from {}",
+                hub.endpoint
             );
         }
-        let hub = Hub::new(&id, &endpoint, progress);
-        hub.download(&cache)
+        let snapshot = hub.download(repo, commit, true)?;
+        ConfigFiles::in_dir(&snapshot, Some(id.clone()))?.weights()
     }
 }
 
@@ -214,6 +263,22 @@ struct Hub {
 }
 
 impl Hub {
+    /// The hub for `id` at `HF_ENDPOINT`, unless `HF_HUB_OFFLINE` is set: then
+    /// the error says so, after `local` (why the cache was not enough).
+    fn connect(id: &str, progress: bool, local: Error) -> Result<Self> {
+        if offline() {
+            return Err(hub_error(
+                id,
+                format!("HF_HUB_OFFLINE is set, so it was not downloaded ({local})"),
+            ));
+        }
+        let endpoint = std::env::var("HF_ENDPOINT")
+            .ok()
+            .filter(|e| !e.is_empty())
+            .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
+        Ok(Self::new(id, endpoint.trim_end_matches('/'), progress))
+    }
+
     fn new(id: &str, endpoint: &str, progress: bool) -> Self {
         let proxy = proxy_for(endpoint);
         let builder = || {
@@ -273,8 +338,8 @@ impl Hub {
         })
     }
 
-    /// The repository's commit on `main` and its files.
-    fn info(&self) -> Result<(String, Vec<String>)> {
+    /// The repository's commit at `revision` (`main`, or a commit) and its files.
+    fn info(&self, revision: &str) -> Result<(String, Vec<String>)> {
         #[derive(serde::Deserialize)]
         struct Sibling {
             rfilename: String,
@@ -285,7 +350,10 @@ impl Hub {
             siblings: Vec<Sibling>,
         }
         let what = "the repository's file list";
-        let url = format!("{}/api/models/{}/revision/main", self.endpoint, self.id);
+        let url = format!(
+            "{}/api/models/{}/revision/{revision}",
+            self.endpoint, self.id
+        );
         let answer = self
             .get(&self.agent, &url)
             .call()
@@ -364,31 +432,36 @@ impl Hub {
         Err(self.err(format!("{file}: too many redirects at {}", self.endpoint)))
     }
 
-    /// Download the model into `cache`: each file tessera reads, then the
-    /// shards its index names, then `refs/main`.
-    fn download(&self, cache: &Path) -> Result<ModelFiles> {
-        let (commit, siblings) = self.info()?;
+    /// Download the model's files at `revision` (`main`, or a commit) into
+    /// `repo` (the model's folder in the cache), and return its snapshot folder:
+    /// the config files; with `weights`, then the weights (the shards of an
+    /// index after the index); `refs/main` when `revision` is `main`.
+    fn download(&self, repo: &Path, revision: &str, weights: bool) -> Result<PathBuf> {
+        let (commit, siblings) = self.info(revision)?;
         let want = wanted(&self.id, &siblings)?;
-        let repo = cache.join(format!("models--{}", self.id.replace('/', "--")));
         let snapshot = repo.join("snapshots").join(&commit);
         for file in &want.files {
-            self.fetch(&repo, &commit, file)?;
+            if weights || matches!(*file, CONFIG | PREPROCESSOR) {
+                self.fetch(repo, &commit, file)?;
+            }
         }
-        if want.sharded {
+        if weights && want.sharded {
             for shard in vision_shards(&self.id, &snapshot.join(INDEX))? {
                 if !siblings.contains(&shard) {
                     return Err(self.err(format!(
                         "{INDEX} names the shard {shard}, which the repository does not have"
                     )));
                 }
-                self.fetch(&repo, &commit, &shard)?;
+                self.fetch(repo, &commit, &shard)?;
             }
         }
-        let refs = repo.join("refs");
-        std::fs::create_dir_all(&refs)
-            .and_then(|()| std::fs::write(refs.join("main"), &commit))
-            .map_err(|e| Error::io(refs.join("main"), e))?;
-        ModelFiles::in_dir(&snapshot, Some(self.id.clone()))
+        if revision == "main" {
+            let refs = repo.join("refs");
+            std::fs::create_dir_all(&refs)
+                .and_then(|()| std::fs::write(refs.join("main"), &commit))
+                .map_err(|e| Error::io(refs.join("main"), e))?;
+        }
+        Ok(snapshot)
     }
 
     /// One file into `repo`'s snapshot of `commit` (nothing fetched when it is

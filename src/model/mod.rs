@@ -17,7 +17,7 @@ mod vision;
 mod weights;
 
 pub use config::{Architecture, VisionConfig};
-pub use files::{hf_home, hub_cache_dir, ModelFiles, WeightFiles};
+pub use files::{hf_home, hub_cache_dir, ConfigFiles, ModelFiles, WeightFiles};
 /// Check a safetensors file's bytes (header length, JSON, dtypes, shapes, offsets:
 /// in range, no overlap, no gap, no overflow) before handing them to the
 /// `safetensors` crate; the error names `file` and the tensor. The loader runs it
