@@ -30,6 +30,15 @@ pub const IMAGE_MEAN: [f32; 3] = [0.5, 0.5, 0.5];
 /// SigLIP's normalisation standard deviation, per channel.
 pub const IMAGE_STD: [f32; 3] = [0.5, 0.5, 0.5];
 
+/// The revision of how image files become pixels here (decoding, orientation,
+/// resizing, normalisation), raised whenever some file's pixels change, so that
+/// rows made under two revisions are not mixed (`tessera embed --resume` refuses a
+/// job journaled under another). 1: up to 2026-11-23; 2: TIFFs turned upright by
+/// [`read_rgb8`] (as Pillow 13 opens them), and [`read_rgb8_upright`] reading the
+/// orientation also from PNG `eXIf` after the pixels, ImageMagick's raw profile,
+/// XMP, and the EXIF directory as Pillow's loader reads it.
+pub const PIXELS_REVISION: u32 = 2;
+
 /// An 8-bit RGB image, row-major, 3 bytes per pixel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rgb8 {

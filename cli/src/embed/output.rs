@@ -35,6 +35,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use safetensors::tensor::{Metadata, TensorInfo};
+use tessera::preprocess::PIXELS_REVISION;
 
 /// The most bytes of a safetensors JSON header its readers accept
 /// (`MAX_HEADER_SIZE` of the safetensors crate, also behind Python's reader).
@@ -250,6 +251,7 @@ impl RowWriter {
             "paths_digest": format!("{:016x}", digest(&w.names)),
             "header_room": w.reserved,
             "settings": settings,
+            "pixels": PIXELS_REVISION,
         });
         // Named only when not f32: journals of f32 jobs read as before.
         if cols.dtype != OutDtype::F32 {
@@ -314,6 +316,16 @@ impl RowWriter {
                 }
             };
             w.keep = true;
+            if let Some(earlier) = j.pixels_revision().filter(|&r| r != PIXELS_REVISION) {
+                return Err(format!(
+                    "--resume: {} was written by a tessera that reads images differently \
+                     (pixel rules revision {earlier}, this one's {PIXELS_REVISION}: see \
+                     tessera::preprocess::PIXELS_REVISION); its rows and this job's would \
+                     not agree: delete it and {} to start over",
+                    w.tmp.display(),
+                    w.journal_path.display()
+                ));
+            }
             if j.identity != identity {
                 return Err(format!(
                     "--resume: {} was written by another job (other inputs or options)\n  \
@@ -672,6 +684,17 @@ struct Journal {
 }
 
 impl Journal {
+    /// The pixel rules revision the job was journaled under (1 for journals from
+    /// before it was recorded); `None` when the first line is no job of ours.
+    fn pixels_revision(&self) -> Option<u32> {
+        let job = self.identity.strip_prefix(JOURNAL_MAGIC)?.trim_start();
+        let job: serde_json::Value = serde_json::from_str(job).ok()?;
+        match job.get("pixels") {
+            None => Some(1),
+            Some(r) => r.as_u64().and_then(|r| u32::try_from(r).ok()),
+        }
+    }
+
     fn parse(text: &[u8], path: &Path, n_paths: usize) -> Result<Journal, String> {
         let bad = |line: usize, why: &str| {
             format!(
@@ -1168,5 +1191,59 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.contains("fewer than the 1 rows"), "{err}");
+    }
+
+    /// A job journaled under other pixel rules (an older tessera's, whose journal
+    /// has no revision, or another) is not resumed: its rows and new ones would
+    /// not agree. Under the same rules it is.
+    #[test]
+    fn a_job_of_other_pixel_rules_is_not_resumed() {
+        let dir = folder("resume_rules");
+        let out = dir.join("g.npy");
+        let all = paths(6);
+        let journal = dir.join("g.npy.partial.journal");
+        let later = PIXELS_REVISION + 1;
+        for (older, refused_as) in [
+            (None, Some(1)),
+            (Some(1), Some(1)),
+            (Some(later), Some(later)),
+            (Some(PIXELS_REVISION), None),
+        ] {
+            let mut w = RowWriter::create(&out, &all, Columns::f32(2), "m", "s", false).unwrap();
+            w.accept(0, vec![(0, vec![1.0, 2.0])]).unwrap();
+            drop(w);
+            let text = std::fs::read_to_string(&journal).unwrap();
+            let (first, rest) = text.split_once('\n').unwrap();
+            let json = first.strip_prefix(JOURNAL_MAGIC).unwrap();
+            let mut job: serde_json::Value = serde_json::from_str(json).unwrap();
+            assert_eq!(job["pixels"], PIXELS_REVISION);
+            match older {
+                None => job.as_object_mut().unwrap().remove("pixels"),
+                Some(r) => job
+                    .as_object_mut()
+                    .unwrap()
+                    .insert("pixels".into(), r.into()),
+            };
+            let edited = format!("{JOURNAL_MAGIC} {job}\n{rest}");
+            std::fs::write(&journal, edited).unwrap();
+            let resumed = RowWriter::create(&out, &all, Columns::f32(2), "m", "s", true);
+            match refused_as {
+                None => {
+                    let w = resumed.unwrap();
+                    assert_eq!(w.resumed().rows, 1);
+                }
+                Some(r) => {
+                    let err = resumed.err().unwrap();
+                    assert!(
+                        err.contains("reads images differently")
+                            && err.contains(&format!("revision {r},")),
+                        "{older:?}: {err}"
+                    );
+                }
+            }
+            for f in ["g.npy.partial", "g.npy.partial.journal"] {
+                let _ = std::fs::remove_file(dir.join(f));
+            }
+        }
     }
 }
