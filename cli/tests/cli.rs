@@ -1523,10 +1523,22 @@ fn embed_folder(name: &str) -> PathBuf {
 /// `tessera embed` of the tiny model over `dir` into `out` on `device`, with
 /// batches of `batch` and `more` arguments.
 fn embed_tiny(dir: &Path, out: &Path, device: &str, batch: &str, more: &[&str]) -> Output {
+    embed_with("tests/data/siglip_tiny", dir, out, device, batch, more)
+}
+
+/// `tessera embed --model MODEL DIR -o OUT --device DEVICE --batch BATCH MORE...`.
+fn embed_with(
+    model: &str,
+    dir: &Path,
+    out: &Path,
+    device: &str,
+    batch: &str,
+    more: &[&str],
+) -> Output {
     let mut args = vec![
         "embed",
         "--model",
-        "tests/data/siglip_tiny",
+        model,
         dir.to_str().unwrap(),
         "-o",
         out.to_str().unwrap(),
@@ -1828,20 +1840,7 @@ fn embed_resumes_a_stopped_job() {
         std::fs::copy(root().join("tests/data/siglip_tiny").join(f), model.join(f)).unwrap();
     }
     let job_on = |device: &str, more: &[&str]| {
-        let mut args = vec![
-            "embed",
-            "--model",
-            model.to_str().unwrap(),
-            dir.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--device",
-            device,
-            "--batch",
-            "1",
-        ];
-        args.extend(more);
-        tessera(&args)
+        embed_with(model.to_str().unwrap(), &dir, &out, device, "1", more)
     };
     std::fs::remove_file(&out).unwrap();
     std::fs::create_dir(&out).unwrap();
