@@ -30,6 +30,9 @@
 //! - `cuda` (default): the CUDA backend (the driver is loaded at run time; without
 //!   this feature [`Cuda`] is an uninhabited stub and the crate still builds);
 //! - `wgpu` (default): the wgpu backend, likewise;
+//! - `libjpeg` (default): JPEG decoded by libjpeg-turbo's C code (mozjpeg's
+//!   build of it; needs a C compiler, not nasm), byte for byte what Pillow gives;
+//!   without it, zune-jpeg (pure Rust, up to 4 levels from Pillow's bytes);
 //! - `hub` (off): `model::ModelFiles::locate_or_download` (and
 //!   `model::ConfigFiles::locate_or_download` then `weights_or_download`, to check
 //!   a config before the weights come), which downloads a model from the Hugging

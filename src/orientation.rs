@@ -54,9 +54,25 @@ pub(crate) fn of(
         ImageFormat::Tiff => (tagged(Some(bytes)), decoder.xmp_metadata().ok().flatten()),
         _ => (None, None),
     };
+    pick(tag, xmp.as_deref())
+}
+
+/// A JPEG file's orientation, as [`of`] finds it.
+#[cfg(feature = "libjpeg")]
+pub(crate) fn of_jpeg(bytes: &[u8]) -> Orientation {
+    let m = jpeg_metadata(bytes);
+    pick(
+        m.exif.as_deref().and_then(ifd0_orientation),
+        m.xmp.as_deref(),
+    )
+}
+
+/// The EXIF tag's orientation (`tag`: the IFD0 entry, when there is one), else
+/// XMP's.
+fn pick(tag: Option<Option<u32>>, xmp: Option<&[u8]>) -> Orientation {
     let value = match tag {
         Some(value) => value,
-        None => xmp.as_deref().and_then(xmp_orientation),
+        None => xmp.and_then(xmp_orientation),
     };
     match value {
         Some(v @ 2..=8) => Orientation::from_exif(v as u8).unwrap_or(Orientation::NoTransforms),

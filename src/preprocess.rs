@@ -36,8 +36,10 @@ pub const IMAGE_STD: [f32; 3] = [0.5, 0.5, 0.5];
 /// job journaled under another). 1: up to 2026-11-23; 2: TIFFs turned upright by
 /// [`read_rgb8`] (as Pillow 13 opens them), and [`read_rgb8_upright`] reading the
 /// orientation also from PNG `eXIf` after the pixels, ImageMagick's raw profile,
-/// XMP, and the EXIF directory as Pillow's loader reads it.
-pub const PIXELS_REVISION: u32 = 2;
+/// XMP, and the EXIF directory as Pillow's loader reads it; 3: with the `libjpeg`
+/// feature (default), JPEG decoded by libjpeg-turbo's code, Pillow's bytes (builds
+/// without the feature stay at 2: zune-jpeg).
+pub const PIXELS_REVISION: u32 = if cfg!(feature = "libjpeg") { 3 } else { 2 };
 
 /// An 8-bit RGB image, row-major, 3 bytes per pixel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,16 +89,38 @@ fn decode(path: &Path, upright: bool) -> Result<Rgb8> {
             "not a recognised image format (PNG, JPEG, WebP, GIF, BMP and TIFF are supported)",
         ));
     };
+    // JPEG as Pillow decodes it (libjpeg-turbo's code), where the feature is on.
+    #[cfg(feature = "libjpeg")]
+    if format == image::ImageFormat::Jpeg {
+        let bytes = read_whole(path, reader.into_inner())?;
+        let decoded = crate::cpu::jpeg::decode_rgb(&bytes, MAX_DECODED_BYTES)
+            .map_err(|e| image_err(path, format!("could not decode image: {e}")))?;
+        let mut img = DynamicImage::ImageRgb8(
+            image::RgbImage::from_raw(decoded.width as u32, decoded.height as u32, decoded.data)
+                .ok_or_else(|| image_err(path, "the JPEG decoder gave a short image"))?,
+        );
+        if upright {
+            img.apply_orientation(crate::orientation::of_jpeg(&bytes));
+        }
+        return Ok(to_rgb8_like_pil(img));
+    }
     // Pillow turns a TIFF upright as it loads it: `Image.open(f)` of a TIFF is
     // upright already, so `read_rgb8` turns it too.
     if !(upright || format == image::ImageFormat::Tiff) {
         return decode_from(path, reader, None);
     }
     // The orientation may sit anywhere in the file (a PNG's eXIf after its pixels),
-    // so the file already open is read whole: no larger than the decoder's own
-    // memory limit.
+    // so the file already open is read whole.
+    let bytes = read_whole(path, reader.into_inner())?;
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(&bytes[..]));
+    reader.set_format(format);
+    decode_from(path, reader, Some(&bytes))
+}
+
+/// The file already open, read whole from its start: no larger than the
+/// decoders' own memory limit.
+fn read_whole(path: &Path, mut file: std::io::BufReader<std::fs::File>) -> Result<Vec<u8>> {
     use std::io::{Read, Seek};
-    let mut file = reader.into_inner();
     let size = file
         .get_ref()
         .metadata()
@@ -112,14 +136,17 @@ fn decode(path: &Path, upright: bool) -> Result<Rgb8> {
     file.rewind()
         .and_then(|()| file.read_to_end(&mut bytes))
         .map_err(|e| Error::io(path, e))?;
-    let mut reader = image::ImageReader::new(std::io::Cursor::new(&bytes[..]));
-    reader.set_format(format);
-    decode_from(path, reader, Some(&bytes))
+    Ok(bytes)
 }
 
-/// The largest image file read whole (to find its orientation): 512 MiB, the
-/// image crate's default limit on a decoded image.
+/// The largest image file read whole (to find its orientation, or a JPEG for
+/// libjpeg): 512 MiB, the image crate's default limit on a decoded image.
 const MAX_FILE_BYTES: u64 = 512 << 20;
+
+/// The most bytes a decoded image may take: the image crate's default limit
+/// (512 MiB), which the other formats' decoders apply.
+#[cfg(feature = "libjpeg")]
+const MAX_DECODED_BYTES: u64 = 512 << 20;
 
 /// Decode what `reader` reads (the file at `path`); with the file's `bytes`,
 /// turned upright as Pillow would (`crate::orientation`).

@@ -13,6 +13,8 @@ use crate::error::{Error, Result};
 mod attention;
 mod elementwise;
 mod gemm;
+#[cfg(feature = "libjpeg")]
+pub(crate) mod jpeg;
 mod layer_norm;
 mod linear;
 mod memory;

@@ -86,6 +86,51 @@ fn other_formats_decode_as_pillow_does() {
     }
 }
 
+/// JPEG decodes to the bytes Pillow 13's `convert("RGB")` makes of it
+/// (scripts/make_jpeg_fixture.py): 4:4:4, 4:2:2 and 4:2:0 chroma, baseline and
+/// progressive, sides no block divides, grey, CMYK. Byte for byte with the
+/// `libjpeg` feature (libjpeg-turbo's code, as Pillow's); within 4 levels without
+/// it (zune-jpeg).
+#[test]
+fn jpeg_decodes_as_pillow_does() {
+    let dir = images().join("formats/jpeg");
+    let bytes = std::fs::read(dir.join("pil_jpeg.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    names.sort();
+    assert_eq!(names.len(), 9, "{names:?}");
+    let bar = if cfg!(feature = "libjpeg") { 0 } else { 4 };
+    for name in names {
+        let view = st.tensor(&name).unwrap();
+        let ours = preprocess::read_rgb8(dir.join(&name)).unwrap();
+        assert_eq!([ours.height, ours.width, 3], view.shape(), "{name}: size");
+        let max = ours
+            .data
+            .iter()
+            .zip(view.data())
+            .map(|(&a, &b)| (a as i32 - b as i32).abs())
+            .max()
+            .unwrap_or(0);
+        // zune-jpeg's CMYK is not Pillow's: only the libjpeg path is held to it.
+        if cfg!(feature = "libjpeg") || name != "cmyk.jpg" {
+            assert!(max <= bar, "{name}: max |Δ| {max} from Pillow's bytes");
+        }
+    }
+    // A file cut short is an error naming it (Pillow: "image file is truncated"),
+    // not an image with grey rows.
+    let whole = std::fs::read(dir.join("s420_prog.jpg")).unwrap();
+    let tmp = std::env::temp_dir().join(format!("tessera-cut-{}.jpg", std::process::id()));
+    for cut in [whole.len() / 2, 20, 2] {
+        std::fs::write(&tmp, &whole[..cut]).unwrap();
+        let err = preprocess::read_rgb8(&tmp).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains("tessera-cut")),
+            "cut at {cut}: {err:?}"
+        );
+    }
+    let _ = std::fs::remove_file(&tmp);
+}
+
 /// EXIF orientation: `read_rgb8` keeps the pixels as stored (what an image
 /// processor given `Image.open(f)` sees), `read_rgb8_upright` turns them as
 /// `ImageOps.exif_transpose` does (transformers' load_image), for all eight
@@ -116,7 +161,7 @@ fn exif_orientation_is_applied_only_when_asked() {
     };
     for name in names {
         let want = st.tensor(&name).unwrap();
-        let jpeg = name.ends_with(".jpg");
+        let jpeg = name.ends_with(".jpg") && !cfg!(feature = "libjpeg");
         let bar = if jpeg { 8 } else { 0 };
         let up = preprocess::read_rgb8_upright(dir.join(&name)).unwrap();
         assert_eq!(
