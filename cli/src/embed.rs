@@ -717,11 +717,6 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
     // nothing left to embed: no weights are looked for, no device is opened and no
     // model loaded.
     let left = first_batch < batches;
-    let files = if left {
-        Some(crate::weights(&model).map_err(|e| e.to_string())?)
-    } else {
-        None
-    };
     let mut opened = Vec::new();
     let mut described = Vec::new();
     for choice in args.device.iter().filter(|_| left) {
@@ -729,6 +724,12 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
         described.push(format!("{} [{why}]", describe(&dev)));
         opened.push(dev);
     }
+    // The weights last: a device that cannot be opened costs no download.
+    let files = if left {
+        Some(crate::weights(&model).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
     let job = Job {
         files,
         config: config.clone(),

@@ -587,7 +587,6 @@ fn run_command(args: &RunArgs) -> CliResult<()> {
         )?),
         _ => return fail("give either --pixels FILE or --image FILE..."),
     };
-    let files = tessera_cli::weights(&files)?;
     execute(&files, &config, &input, dtype, &args.exec)
 }
 
@@ -635,15 +634,17 @@ struct RunContext<'a> {
 }
 
 fn execute(
-    model: &ModelFiles,
+    model: &ConfigFiles,
     config: &VisionConfig,
     input: &Job,
     dtype: DType,
     exec: &ExecArgs,
 ) -> CliResult<()> {
     let (selected, device_note) = exec.device.open().map_err(CliError)?;
+    // The weights last: a device that cannot be opened costs no download.
+    let model = tessera_cli::weights(model)?;
     let ctx = RunContext {
-        model,
+        model: &model,
         config,
         input,
         output: exec.output.as_deref(),

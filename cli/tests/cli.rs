@@ -407,6 +407,10 @@ fn hub_ids_are_found_in_the_local_cache() {
 /// honouring `Range`; 404 for anything else. A file's ETag can be overridden (to
 /// test a corrupt or hostile hub), and a file's first download cut off halfway
 /// (the connection closed early). Every request is logged with its range.
+/// A preprocessor config whose mean is not SigLIP's default: a run that ignores
+/// it gives other outputs.
+const PREPROCESSOR: &[u8] = br#"{"image_processor_type": "SiglipImageProcessor", "size": {"height": 32, "width": 32}, "image_mean": [0.2, 0.3, 0.4], "image_std": [0.5, 0.5, 0.5]}"#;
+
 struct MockHub {
     endpoint: String,
     log: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
@@ -656,6 +660,14 @@ fn hub_ids_are_downloaded_into_the_cache() {
             ("test-org/hostile", tiny.clone()),
             ("test-org/flaky", tiny.clone()),
             ("test-org/options-first", tiny.clone()),
+            ("test-org/with-preprocessor", {
+                let mut files = tiny.clone();
+                files.push((
+                    "preprocessor_config.json".to_string(),
+                    PREPROCESSOR.to_vec(),
+                ));
+                files
+            }),
         ],
         vec![
             ("test-org/corrupt", "model.safetensors", "ab".repeat(32)),
@@ -869,6 +881,56 @@ fn hub_ids_are_downloaded_into_the_cache() {
             && !log.contains(&resolve(id, "config.json")),
         "{log:?}"
     );
+
+    // The config cached alone (`hf download ID config.json`): the preprocessor
+    // config the hub has is fetched with the weights, before the run reads it.
+    let id = "test-org/with-preprocessor";
+    let repo = cache.join("models--test-org--with-preprocessor");
+    let snapshot = repo.join(format!("snapshots/{MOCK_REV}"));
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), MOCK_REV).unwrap();
+    std::fs::write(snapshot.join("config.json"), read("config.json")).unwrap();
+    // What the preprocessor config makes of an image, from a folder.
+    let folder = tmp("hub-with-preprocessor");
+    let _ = std::fs::remove_dir_all(&folder);
+    std::fs::create_dir_all(&folder).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(case.join(f), folder.join(f)).unwrap();
+    }
+    std::fs::write(folder.join("preprocessor_config.json"), PREPROCESSOR).unwrap();
+    let on_image = |model: &str, out: &Path| {
+        tessera_env(
+            &[
+                "run",
+                "--model",
+                model,
+                "--image",
+                "tests/data/images/waves_64x48.png",
+                "--device",
+                "cpu",
+                "--output",
+                out.to_str().unwrap(),
+            ],
+            &[
+                ("HF_ENDPOINT", endpoint.as_path()),
+                ("HF_HUB_CACHE", cache.as_path()),
+                ("HF_HUB_OFFLINE", Path::new("0")),
+            ],
+        )
+    };
+    let with_pre = tmp("hub-with-preprocessor.safetensors");
+    assert_ok(&on_image(folder.to_str().unwrap(), &with_pre), "the folder");
+    assert_ok(&on_image(id, &out_file), "a config cached alone");
+    assert_eq!(read_all(&out_file), read_all(&with_pre));
+    let log = hub.take_log();
+    assert!(
+        log.contains(&resolve(id, "preprocessor_config.json"))
+            && log.contains(&resolve(id, "model.safetensors"))
+            && !log.contains(&resolve(id, "config.json")),
+        "{log:?}"
+    );
+    assert!(snapshot.join("preprocessor_config.json").is_file());
 
     // Errors: one line naming the id; nothing of a failed file stays.
     for (id, needle) in [

@@ -1,7 +1,8 @@
 //! Downloading a model from the Hugging Face hub into the local cache (cargo feature
 //! `hub`; the `tessera` command has it on). [`ModelFiles::locate`] never touches
 //! the network; [`ModelFiles::locate_or_download`] downloads what `locate` could
-//! not find: the files of the repository's `main` revision that tessera reads —
+//! not find: the files of the repository's `main` revision that tessera reads
+//! (the weights of the commit whose config is cached, when only they are missing) —
 //! `config.json`, `preprocessor_config.json` when there is one, and
 //! `model.safetensors`, or the index and only the shards that hold vision-tower
 //! tensors — into the same cache `huggingface_hub` uses (`blobs/ETAG`,
@@ -71,7 +72,20 @@ impl ConfigFiles {
         let spec = spec.as_ref();
         let hub = hub_id(spec).filter(|_| !spec.exists());
         let local = match Self::locate(spec) {
-            Ok(files) => return Ok(files),
+            Ok(files) if hub.is_none() || offline() || files.weights().is_ok() => return Ok(files),
+            // The config cached without its weights (a config-only download, or
+            // `hf download ID config.json`): its preprocessor config may be missing
+            // too, and the weights will be downloaded anyway, so the config files of
+            // that commit are completed first (those here are kept).
+            Ok(files) => {
+                let Some((commit, repo)) = files.snapshot() else {
+                    return Ok(files);
+                };
+                let id = files.hub_id.clone().unwrap_or_default();
+                let hub = Hub::connect(&id, progress, Error::Internal(String::new()))?;
+                let snapshot = hub.download(repo, commit, false)?;
+                return Self::in_dir(&snapshot, files.hub_id.clone());
+            }
             Err(e) => e,
         };
         let Some(id) = hub else {
@@ -96,6 +110,23 @@ impl ConfigFiles {
         let repo = cache.join(format!("models--{}", id.replace('/', "--")));
         let snapshot = hub.download(&repo, "main", false)?;
         Self::in_dir(&snapshot, Some(id))
+    }
+
+    /// The commit and the model's cache folder of a hub snapshot folder
+    /// (CACHE/models--ORG--NAME/snapshots/COMMIT), when this is one.
+    fn snapshot(&self) -> Option<(&str, &Path)> {
+        self.hub_id.as_ref()?;
+        let commit = self
+            .dir
+            .file_name()
+            .and_then(|c| c.to_str())
+            .filter(|c| plain_hex(c))?;
+        let repo = self
+            .dir
+            .parent()
+            .filter(|p| p.ends_with("snapshots"))
+            .and_then(Path::parent)?;
+        Some((commit, repo))
     }
 
     /// [`ConfigFiles::weights`], and where the weights of a hub snapshot are not
@@ -123,18 +154,7 @@ impl ConfigFiles {
         let Some(id) = &self.hub_id else {
             return Err(local);
         };
-        // A hub snapshot is CACHE/models--ORG--NAME/snapshots/COMMIT.
-        let commit = self
-            .dir
-            .file_name()
-            .and_then(|c| c.to_str())
-            .filter(|c| plain_hex(c));
-        let repo = self
-            .dir
-            .parent()
-            .filter(|p| p.ends_with("snapshots"))
-            .and_then(Path::parent);
-        let (Some(commit), Some(repo)) = (commit, repo) else {
+        let Some((commit, repo)) = self.snapshot() else {
             return Err(local);
         };
         let hub = Hub::connect(id, progress, local)?;
@@ -354,10 +374,16 @@ impl Hub {
             "{}/api/models/{}/revision/{revision}",
             self.endpoint, self.id
         );
-        let answer = self
-            .get(&self.agent, &url)
-            .call()
-            .map_err(|e| self.request_error(what, e))?;
+        let answer = self.get(&self.agent, &url).call().map_err(|e| match e {
+            // A commit named by the cache that the hub no longer has.
+            ureq::Error::Status(404, _) if revision != "main" => self.err(format!(
+                "{what}: {} has no commit {revision}, the one this model's cached \
+                 snapshot is of (its history rewritten?): delete the snapshot folder \
+                 snapshots/{revision} and its refs/main to download main afresh",
+                self.endpoint
+            )),
+            e => self.request_error(what, e),
+        })?;
         let info: Info = answer
             .into_string()
             .map_err(|e| e.to_string())

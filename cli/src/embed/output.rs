@@ -9,7 +9,8 @@
 //! - Each batch written is then recorded in `OUT.partial.journal` (its index and
 //!   its images' path indices) once its rows are synced to the disk (every 2 s,
 //!   and when the job stops), after a first line naming the job (its settings,
-//!   the number and a digest of the paths, the header room). A job that stops
+//!   the number and a digest of the paths, the header room, the pixel rules'
+//!   revision, `tessera::preprocess::PIXELS_REVISION`). A job that stops
 //!   (killed, or failed after some rows) leaves the two files; `--resume` checks
 //!   that the journal names the same job, cuts the partial file to the rows the
 //!   journal holds (a batch written but not journaled is done again) and goes on
@@ -316,10 +317,15 @@ impl RowWriter {
                 }
             };
             w.keep = true;
-            if let Some(earlier) = j.pixels_revision().filter(|&r| r != PIXELS_REVISION) {
+            let earlier = match j.pixels_revision() {
+                Some(None) => Some("none recorded: an older tessera".to_string()),
+                Some(Some(r)) if r != PIXELS_REVISION => Some(format!("revision {r}")),
+                _ => None,
+            };
+            if let Some(earlier) = earlier {
                 return Err(format!(
                     "--resume: {} was written by a tessera that reads images differently \
-                     (pixel rules revision {earlier}, this one's {PIXELS_REVISION}: see \
+                     (pixel rules: {earlier}; this one's: revision {PIXELS_REVISION}, see \
                      tessera::preprocess::PIXELS_REVISION); its rows and this job's would \
                      not agree: delete it and {} to start over",
                     w.tmp.display(),
@@ -684,14 +690,15 @@ struct Journal {
 }
 
 impl Journal {
-    /// The pixel rules revision the job was journaled under (1 for journals from
-    /// before it was recorded); `None` when the first line is no job of ours.
-    fn pixels_revision(&self) -> Option<u32> {
+    /// The pixel rules revision the job was journaled under (`Some(None)` for
+    /// journals of a tessera that did not record it); `None` when the first line
+    /// is no job of ours.
+    fn pixels_revision(&self) -> Option<Option<u32>> {
         let job = self.identity.strip_prefix(JOURNAL_MAGIC)?.trim_start();
         let job: serde_json::Value = serde_json::from_str(job).ok()?;
         match job.get("pixels") {
-            None => Some(1),
-            Some(r) => r.as_u64().and_then(|r| u32::try_from(r).ok()),
+            None => Some(None),
+            Some(r) => r.as_u64().and_then(|r| u32::try_from(r).ok()).map(Some),
         }
     }
 
@@ -1204,9 +1211,9 @@ mod tests {
         let journal = dir.join("g.npy.partial.journal");
         let later = PIXELS_REVISION + 1;
         for (older, refused_as) in [
-            (None, Some(1)),
-            (Some(1), Some(1)),
-            (Some(later), Some(later)),
+            (None, Some("none recorded".to_string())),
+            (Some(1), Some("revision 1;".to_string())),
+            (Some(later), Some(format!("revision {later};"))),
             (Some(PIXELS_REVISION), None),
         ] {
             let mut w = RowWriter::create(&out, &all, Columns::f32(2), "m", "s", false).unwrap();
@@ -1235,8 +1242,7 @@ mod tests {
                 Some(r) => {
                     let err = resumed.err().unwrap();
                     assert!(
-                        err.contains("reads images differently")
-                            && err.contains(&format!("revision {r},")),
+                        err.contains("reads images differently") && err.contains(&r),
                         "{older:?}: {err}"
                     );
                 }
