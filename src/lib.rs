@@ -36,7 +36,8 @@
 //! - `hub` (off): `model::ModelFiles::locate_or_download` (and
 //!   `model::ConfigFiles::locate_or_download` then `weights_or_download`, to check
 //!   a config before the weights come), which downloads a model from the Hugging
-//!   Face hub into the local cache (the `tessera` command turns it on). Without it nothing in tessera touches the network.
+//!   Face hub into the local cache (the `tessera` command turns it on). Without it
+//!   nothing in tessera touches the network.
 
 #![cfg_attr(
     not(test),

@@ -683,25 +683,23 @@ fn hub_ids_are_downloaded_into_the_cache() {
     let _ = std::fs::remove_dir_all(&cache);
     let io = case.join("io.safetensors");
     let endpoint = PathBuf::from(&hub.endpoint);
-    let run = |model: &str, out: &Path, offline: &str| {
+    let io_path = io.to_str().unwrap();
+    // `tessera run --model MODEL INPUT… --device cpu --output OUT` against the mock hub.
+    let run_with = |model: &str, input: &[&str], out: &Path, offline: &str| {
+        let mut args = vec!["run", "--model", model];
+        args.extend(input);
+        args.extend(["--device", "cpu", "--output", out.to_str().unwrap()]);
         tessera_env(
-            &[
-                "run",
-                "--model",
-                model,
-                "--pixels",
-                io.to_str().unwrap(),
-                "--device",
-                "cpu",
-                "--output",
-                out.to_str().unwrap(),
-            ],
+            &args,
             &[
                 ("HF_ENDPOINT", endpoint.as_path()),
                 ("HF_HUB_CACHE", cache.as_path()),
                 ("HF_HUB_OFFLINE", Path::new(offline)),
             ],
         )
+    };
+    let run = |model: &str, out: &Path, offline: &str| {
+        run_with(model, &["--pixels", io_path], out, offline)
     };
     let reference = tmp("hub-reference.safetensors");
     assert_ok(
@@ -845,21 +843,11 @@ fn hub_ids_are_downloaded_into_the_cache() {
     // costs the config's download, not the checkpoint's; the next run fetches the
     // weights of the config's own commit, and nothing it already has.
     let id = "test-org/options-first";
-    let wrong = tessera_env(
-        &[
-            "run",
-            "--model",
-            id,
-            "--pixels",
-            io.to_str().unwrap(),
-            "--max-patches",
-            "16",
-        ],
-        &[
-            ("HF_ENDPOINT", endpoint.as_path()),
-            ("HF_HUB_CACHE", cache.as_path()),
-            ("HF_HUB_OFFLINE", Path::new("0")),
-        ],
+    let wrong = run_with(
+        id,
+        &["--pixels", io_path, "--max-patches", "16"],
+        &tmp("hub-error.safetensors"),
+        "0",
     );
     let stderr = String::from_utf8_lossy(&wrong.stderr);
     assert!(
@@ -900,23 +888,11 @@ fn hub_ids_are_downloaded_into_the_cache() {
     }
     std::fs::write(folder.join("preprocessor_config.json"), PREPROCESSOR).unwrap();
     let on_image = |model: &str, out: &Path| {
-        tessera_env(
-            &[
-                "run",
-                "--model",
-                model,
-                "--image",
-                "tests/data/images/waves_64x48.png",
-                "--device",
-                "cpu",
-                "--output",
-                out.to_str().unwrap(),
-            ],
-            &[
-                ("HF_ENDPOINT", endpoint.as_path()),
-                ("HF_HUB_CACHE", cache.as_path()),
-                ("HF_HUB_OFFLINE", Path::new("0")),
-            ],
+        run_with(
+            model,
+            &["--image", "tests/data/images/waves_64x48.png"],
+            out,
+            "0",
         )
     };
     let with_pre = tmp("hub-with-preprocessor.safetensors");

@@ -82,7 +82,8 @@ impl ConfigFiles {
                     return Ok(files);
                 };
                 let id = files.hub_id.clone().unwrap_or_default();
-                let hub = Hub::connect(&id, progress, Error::Internal(String::new()))?;
+                // (Not offline: the arm above took that case.)
+                let hub = Hub::at_endpoint(&id, progress);
                 let snapshot = hub.download(repo, commit, false)?;
                 return Self::in_dir(&snapshot, files.hub_id.clone());
             }
@@ -292,11 +293,16 @@ impl Hub {
                 format!("HF_HUB_OFFLINE is set, so it was not downloaded ({local})"),
             ));
         }
+        Ok(Self::at_endpoint(id, progress))
+    }
+
+    /// The hub for `id` at `HF_ENDPOINT` (else huggingface.co).
+    fn at_endpoint(id: &str, progress: bool) -> Self {
         let endpoint = std::env::var("HF_ENDPOINT")
             .ok()
             .filter(|e| !e.is_empty())
             .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
-        Ok(Self::new(id, endpoint.trim_end_matches('/'), progress))
+        Self::new(id, endpoint.trim_end_matches('/'), progress)
     }
 
     fn new(id: &str, endpoint: &str, progress: bool) -> Self {

@@ -63,27 +63,39 @@ fn resized_jpeg_matches() {
 /// YUV → RGB rounds as libwebp's does on this image): byte for byte.
 #[test]
 fn other_formats_decode_as_pillow_does() {
-    let dir = images().join("formats");
-    let bytes = std::fs::read(dir.join("pil_rgb.safetensors")).unwrap();
+    for (name, max, mean) in against_pillow("formats", "pil_rgb.safetensors", 8) {
+        assert_eq!(max, 0, "{name}: not Pillow's bytes (mean |Δ| {mean})");
+    }
+}
+
+/// Each file of a Pillow fixture (`FIXTURE` in `images()/DIR`: one [H, W, 3] u8
+/// tensor per file name, `count` of them) read by `read_rgb8`: its name, and the
+/// max and mean |Δ| from Pillow's bytes (same size asserted).
+fn against_pillow(dir: &str, fixture: &str, count: usize) -> Vec<(String, i32, f64)> {
+    let dir = images().join(dir);
+    let bytes = std::fs::read(dir.join(fixture)).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
     names.sort();
-    assert_eq!(names.len(), 8, "{names:?}");
-    for name in names {
-        let view = st.tensor(&name).unwrap();
-        let ours = preprocess::read_rgb8(dir.join(&name)).unwrap();
-        assert_eq!([ours.height, ours.width, 3], view.shape(), "{name}: size");
-        let diffs: Vec<i32> = ours
-            .data
-            .iter()
-            .zip(view.data())
-            .map(|(&a, &b)| (a as i32 - b as i32).abs())
-            .collect();
-        let max = diffs.iter().copied().max().unwrap_or(0);
-        let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
-        eprintln!("{name}: max |Δ| {max}, mean |Δ| {mean:.3}");
-        assert_eq!(max, 0, "{name}: not Pillow's bytes (mean |Δ| {mean})");
-    }
+    assert_eq!(names.len(), count, "{names:?}");
+    names
+        .into_iter()
+        .map(|name| {
+            let view = st.tensor(&name).unwrap();
+            let ours = preprocess::read_rgb8(dir.join(&name)).unwrap();
+            assert_eq!([ours.height, ours.width, 3], view.shape(), "{name}: size");
+            let diffs: Vec<i32> = ours
+                .data
+                .iter()
+                .zip(view.data())
+                .map(|(&a, &b)| (a as i32 - b as i32).abs())
+                .collect();
+            let max = diffs.iter().copied().max().unwrap_or(0);
+            let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
+            eprintln!("{name}: max |Δ| {max}, mean |Δ| {mean:.3}");
+            (name, max, mean)
+        })
+        .collect()
 }
 
 /// JPEG decodes to the bytes Pillow 13's `convert("RGB")` makes of it
@@ -93,29 +105,14 @@ fn other_formats_decode_as_pillow_does() {
 /// it (zune-jpeg).
 #[test]
 fn jpeg_decodes_as_pillow_does() {
-    let dir = images().join("formats/jpeg");
-    let bytes = std::fs::read(dir.join("pil_jpeg.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
-    names.sort();
-    assert_eq!(names.len(), 9, "{names:?}");
     let bar = if cfg!(feature = "libjpeg") { 0 } else { 4 };
-    for name in names {
-        let view = st.tensor(&name).unwrap();
-        let ours = preprocess::read_rgb8(dir.join(&name)).unwrap();
-        assert_eq!([ours.height, ours.width, 3], view.shape(), "{name}: size");
-        let max = ours
-            .data
-            .iter()
-            .zip(view.data())
-            .map(|(&a, &b)| (a as i32 - b as i32).abs())
-            .max()
-            .unwrap_or(0);
+    for (name, max, _) in against_pillow("formats/jpeg", "pil_jpeg.safetensors", 9) {
         // zune-jpeg's CMYK is not Pillow's: only the libjpeg path is held to it.
         if cfg!(feature = "libjpeg") || name != "cmyk.jpg" {
             assert!(max <= bar, "{name}: max |Δ| {max} from Pillow's bytes");
         }
     }
+    let dir = images().join("formats/jpeg");
     // A file cut short is an error naming it (Pillow: "image file is truncated"),
     // not an image with grey rows.
     let whole = std::fs::read(dir.join("s420_prog.jpg")).unwrap();
