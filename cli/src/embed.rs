@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tessera::model::{Architecture, ImagePatches};
-use tessera::model::{ModelFiles, VisionConfig, VisionModel, VisionOutput};
+use tessera::model::{ConfigFiles, ModelFiles, VisionConfig, VisionModel, VisionOutput};
 use tessera::preprocess::{ImageProcessor, Siglip2Processor};
 use tessera::{bf16, Cpu, Cuda, DType, DeviceBuffer, Element, Kernels, Wgpu};
 
@@ -184,6 +184,51 @@ pub fn collect_paths(inputs: &[String]) -> Result<Vec<PathBuf>, String> {
         }
     }
     Ok(out)
+}
+
+/// What a resumed job checks the model against (its journal records both): the
+/// configuration files' digests, and the hub commit of a cached hub model, whose
+/// snapshot folder holds that commit's files only; and, for a local folder, the
+/// weight files' names, sizes and modification times (`None` for a hub model,
+/// whose commit names them, or where no weights are found: loading them says why).
+fn model_files(model: &ConfigFiles) -> Result<(String, Option<String>), String> {
+    let digest = |path: &Path| {
+        std::fs::read(path)
+            .map(|bytes| format!("{:016x}", output::fnv1a(bytes)))
+            .map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let mut files = format!("config {}", digest(&model.config)?);
+    if let Some(p) = &model.preprocessor {
+        files += &format!(", preprocessor {}", digest(p)?);
+    }
+    if model.hub_id.is_some() {
+        if let Some(commit) = model.dir.file_name() {
+            files += &format!(", commit {}", commit.to_string_lossy());
+        }
+        return Ok((files, None));
+    }
+    // model.safetensors, or the index and its shards (model-00001-of-00002...).
+    let Ok(listing) = std::fs::read_dir(&model.dir) else {
+        return Ok((files, None));
+    };
+    let mut weights: Vec<String> = listing
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let weight = name.starts_with("model")
+                && (name.ends_with(".safetensors") || name.ends_with(".safetensors.index.json"));
+            // The file linked to, for links (a hub snapshot named as a folder).
+            let meta = std::fs::metadata(entry.path()).ok().filter(|_| weight)?;
+            let time = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            Some(format!("{name} {} {time}", meta.len()))
+        })
+        .collect();
+    weights.sort();
+    Ok((files, Some(weights.join("; ")).filter(|w| !w.is_empty())))
 }
 
 /// The largest `--batch`: 4096 images of so400m are ~7 GB of f32 pixels alone.
@@ -678,14 +723,14 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
         dim,
         dtype: args.out_dtype,
     };
-    let mut writer = RowWriter::create(
-        &args.output,
-        &paths,
-        cols,
-        &model_name,
-        &settings,
-        args.resume,
-    )?;
+    let (files, weights) = model_files(&model)?;
+    let names = output::JobNames {
+        model: &model_name,
+        settings: &settings,
+        files: &files,
+        weights: weights.as_deref(),
+    };
+    let mut writer = RowWriter::create(&args.output, &paths, cols, &names, args.resume)?;
     let resumed = writer.resumed();
     let first_batch = resumed.batches;
     let batches = paths.len().div_ceil(batch_size);
@@ -723,6 +768,18 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
         let (dev, why) = choice.open()?;
         described.push(format!("{} [{why}]", describe(&dev)));
         opened.push(dev);
+    }
+    // Rows left to make need the weights the earlier ones were made with.
+    if let (true, Some(then), Some(now)) = (left, writer.earlier_weights(), names.weights) {
+        if then != now {
+            return Err(format!(
+                "--resume: the weights in {} changed since {} was started (then: {then}; \
+                 now: {now}): its rows and this job's would not agree. Delete it and its \
+                 journal to start over",
+                model.dir.display(),
+                writer.partial().display()
+            ));
+        }
     }
     // The weights last: a device that cannot be opened costs no download.
     let files = if left {

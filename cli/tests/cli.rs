@@ -1902,6 +1902,113 @@ fn embed_resumes_a_stopped_job() {
     assert!(!partial.exists() && !journal.exists());
 }
 
+/// --resume checks the model's files against those the job started with: a config
+/// changed in place and a hub id whose cached `main` moved to another commit are
+/// refused; a local folder's weights rewritten too, while batches are left.
+#[test]
+fn embed_resume_checks_the_model_files() {
+    let dir = tmp("embed_files_in");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let images = root().join("tests/data/images");
+    for i in 0..9 {
+        let f = ["waves_64x48.png", "grid_32x32.png", "waves_64x48.jpg"][i % 3];
+        std::fs::copy(images.join(f), dir.join(format!("{i}_{f}"))).unwrap();
+    }
+    std::fs::write(dir.join("9_broken.jpg"), b"\xff\xd8 broken").unwrap();
+    let out = tmp("files.npy");
+    let job = |model: &Path, more: &[&str], env: &[(&str, &Path)]| {
+        let mut args = vec![
+            "embed",
+            "--model",
+            model.to_str().unwrap(),
+            dir.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--batch",
+            "1",
+        ];
+        args.extend(more);
+        tessera_env(&args, env)
+    };
+    let refused = |res: &Output, words: &[&str]| {
+        let stderr = String::from_utf8_lossy(&res.stderr);
+        assert!(
+            !res.status.success() && words.iter().all(|w| stderr.contains(w)),
+            "{words:?}: {stderr}"
+        );
+    };
+    let start = |model: &Path, env: &[(&str, &Path)]| {
+        for suffix in ["", ".partial", ".partial.journal", ".paths.txt"] {
+            let _ = std::fs::remove_file(tmp(&format!("files.npy{suffix}")));
+        }
+        refused(&job(model, &["--strict"], env), &["9_broken.jpg"]);
+        assert!(tmp("files.npy.partial.journal").exists());
+    };
+    let case = root().join("tests/data/siglip_tiny");
+
+    // A local folder.
+    let model = tmp("embed_files_model");
+    let _ = std::fs::remove_dir_all(&model);
+    std::fs::create_dir_all(&model).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(case.join(f), model.join(f)).unwrap();
+    }
+    start(&model, &[]);
+    let config = std::fs::read(model.join("config.json")).unwrap();
+    std::fs::write(model.join("config.json"), [&config[..], b"\n"].concat()).unwrap();
+    refused(
+        &job(&model, &["--resume"], &[]),
+        &["model's files", "config "],
+    );
+    std::fs::write(model.join("config.json"), &config).unwrap();
+    // The same bytes written again: the weights' time tells them from others.
+    let weights = model.join("model.safetensors");
+    let time = std::fs::metadata(&weights).unwrap().modified().unwrap();
+    let set_time = |t| {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&weights)
+            .unwrap();
+        f.set_modified(t).unwrap();
+    };
+    set_time(time + std::time::Duration::from_secs(5));
+    refused(
+        &job(&model, &["--resume"], &[]),
+        &["weights", "changed", "model.safetensors"],
+    );
+    set_time(time);
+    assert_ok(&job(&model, &["--resume"], &[]), "resumed, same files");
+    assert!(out.exists());
+
+    // A hub id: the cache's refs/main names the snapshot.
+    let hub = tmp("embed_files_hub");
+    let _ = std::fs::remove_dir_all(&hub);
+    let repo = hub.join("models--test-org--files");
+    let (a, b) = ("a".repeat(40), "b".repeat(40));
+    for rev in [&a, &b] {
+        std::fs::create_dir_all(repo.join("snapshots").join(rev)).unwrap();
+        for f in ["config.json", "model.safetensors"] {
+            std::fs::copy(case.join(f), repo.join("snapshots").join(rev).join(f)).unwrap();
+        }
+    }
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), &a).unwrap();
+    let env = [("HF_HUB_CACHE", hub.as_path())];
+    let id = Path::new("test-org/files");
+    start(id, &env);
+    std::fs::write(repo.join("refs/main"), &b).unwrap();
+    refused(
+        &job(id, &["--resume"], &env),
+        &[&format!("commit {a}"), &format!("commit {b}")],
+    );
+    std::fs::write(repo.join("refs/main"), &a).unwrap();
+    assert_ok(&job(id, &["--resume"], &env), "resumed, same commit");
+    assert!(out.exists());
+}
+
 /// @list files (comments, blank lines, paths relative to the list), the .npy
 /// format with its paths file, --normalize, and mean pooling of a model without a
 /// head.

@@ -9,10 +9,12 @@
 //! - Each batch written is then recorded in `OUT.partial.journal` (its index and
 //!   its images' path indices) once its rows are synced to the disk (every 2 s,
 //!   and when the job stops), after a first line naming the job (its settings,
-//!   the number and a digest of the paths, the header room, the pixel rules'
-//!   revision, `tessera::preprocess::PIXELS_REVISION`). A job that stops
-//!   (killed, or failed after some rows) leaves the two files; `--resume` checks
-//!   that the journal names the same job, cuts the partial file to the rows the
+//!   the model's files — digests of its config files, its hub commit or its
+//!   weights' sizes and times —, the number and a digest of the paths, the header
+//!   room, the pixel rules' revision, `tessera::preprocess::PIXELS_REVISION`). A
+//!   job that stops (killed, or failed after some rows) leaves the two files;
+//!   `--resume` checks that the journal names the same job (the weights only
+//!   when batches are left to embed), cuts the partial file to the rows the
 //!   journal holds (a batch written but not journaled is done again) and goes on
 //!   from the next batch. A run without `--resume` refuses to replace a partial
 //!   file that holds rows. The partial file is locked while a job writes it: two
@@ -176,23 +178,40 @@ pub(super) struct RowWriter {
     /// Safetensors: the paths are in the header (else in `OUT.paths.txt`).
     paths_in_header: bool,
     model: String,
+    /// `--resume`: the earlier run's [`JobNames::weights`].
+    earlier_weights: Option<String>,
+}
+
+/// What names a job in its journal's first line.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct JobNames<'a> {
+    /// The model as the user named it (also the output's metadata `model`).
+    pub model: &'a str,
+    /// The options that make the rows; a resumed job must have the same.
+    pub settings: &'a str,
+    /// The model's configuration files (their digests, and the hub commit they are
+    /// of); a resumed job must have the same.
+    pub files: &'a str,
+    /// The weight files, where their names do not fix their contents (a local
+    /// folder: sizes and times). Compared on `--resume` by the caller, only when
+    /// batches are left: rows already made need no weights.
+    pub weights: Option<&'a str>,
 }
 
 impl RowWriter {
-    /// Open `path`'s partial file for rows of `cols` of the images `paths`,
-    /// made by `model`; `settings` names the job's options for the journal (a
-    /// resumed job must have the same). With `resume`, go on from the partial
-    /// file an earlier run of the same job left.
+    /// Open `path`'s partial file for rows of `cols` of the images `paths`, made
+    /// by the job `job` names. With `resume`, go on from the partial file an
+    /// earlier run of the same job left (same paths, settings and model files; the
+    /// weights are for the caller to compare, [`Self::earlier_weights`]).
     pub(super) fn create(
         path: &Path,
         paths: &[PathBuf],
         cols: Columns,
-        model: &str,
-        settings: &str,
+        job: &JobNames,
         resume: bool,
     ) -> Result<Self, String> {
         let limit = SAFETENSORS_HEADER_LIMIT;
-        Self::with_limit(path, paths, cols, model, settings, resume, limit)
+        Self::with_limit(path, paths, cols, job, resume, limit)
     }
 
     /// [`Self::create`] with a given safetensors header limit (tests).
@@ -200,8 +219,7 @@ impl RowWriter {
         path: &Path,
         paths: &[PathBuf],
         cols: Columns,
-        model: &str,
-        settings: &str,
+        id: &JobNames,
         resume: bool,
         limit: usize,
     ) -> Result<Self, String> {
@@ -235,7 +253,8 @@ impl RowWriter {
             journaled: 0,
             checkpoint_at: Instant::now(),
             paths_in_header: format == Format::Safetensors,
-            model: model.to_string(),
+            model: id.model.to_string(),
+            earlier_weights: None,
         };
         // The largest header: every path kept.
         let all: Vec<usize> = (0..w.names.len()).collect();
@@ -251,9 +270,13 @@ impl RowWriter {
             "paths": w.names.len(),
             "paths_digest": format!("{:016x}", digest(&w.names)),
             "header_room": w.reserved,
-            "settings": settings,
+            "settings": id.settings,
+            "files": id.files,
             "pixels": PIXELS_REVISION,
         });
+        if let Some(weights) = id.weights {
+            job["weights"] = weights.into();
+        }
         // Named only when not f32: journals of f32 jobs read as before.
         if cols.dtype != OutDtype::F32 {
             job["dtype"] = format!("{:?}", cols.dtype).into();
@@ -332,7 +355,32 @@ impl RowWriter {
                     w.journal_path.display()
                 ));
             }
-            if j.identity != identity {
+            let then = j.job();
+            let then_files = then
+                .as_ref()
+                .map(|t| t.get("files").and_then(|f| f.as_str()));
+            if let Some(then_files) = then_files.filter(|f| *f != Some(id.files)) {
+                let then_files = then_files.unwrap_or("none recorded: an older tessera");
+                return Err(format!(
+                    "--resume: the model's files are not those {} was started with (then: \
+                     {then_files}; now: {}): its rows and this job's would not agree. \
+                     Delete it and {} to start over",
+                    w.tmp.display(),
+                    id.files,
+                    w.journal_path.display()
+                ));
+            }
+            // The weights are compared by the caller, and only when rows are left.
+            let without_weights = |mut v: serde_json::Value| {
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("weights");
+                }
+                v
+            };
+            w.earlier_weights = then
+                .as_ref()
+                .and_then(|t| t.get("weights")?.as_str().map(str::to_string));
+            if then.map(without_weights) != Some(without_weights(job)) {
                 return Err(format!(
                     "--resume: {} was written by another job (other inputs or options)\n  \
                      its job:  {}\n  this job: {}\ndelete it and {} to start over",
@@ -401,6 +449,11 @@ impl RowWriter {
     /// The batches and rows an earlier run wrote (`--resume`; zero otherwise).
     pub(super) fn resumed(&self) -> Resumed {
         self.resumed
+    }
+
+    /// The weights the resumed job's earlier run named ([`JobNames::weights`]).
+    pub(super) fn earlier_weights(&self) -> Option<&str> {
+        self.earlier_weights.as_deref()
     }
 
     /// `OUT.partial`, where the rows are until the job finishes.
@@ -690,12 +743,17 @@ struct Journal {
 }
 
 impl Journal {
+    /// The job the first line names, when it is one of ours.
+    fn job(&self) -> Option<serde_json::Value> {
+        let job = self.identity.strip_prefix(JOURNAL_MAGIC)?.trim_start();
+        serde_json::from_str(job).ok()
+    }
+
     /// The pixel rules revision the job was journaled under (`Some(None)` for
     /// journals of a tessera that did not record it); `None` when the first line
     /// is no job of ours.
     fn pixels_revision(&self) -> Option<Option<u32>> {
-        let job = self.identity.strip_prefix(JOURNAL_MAGIC)?.trim_start();
-        let job: serde_json::Value = serde_json::from_str(job).ok()?;
+        let job = self.job()?;
         match job.get("pixels") {
             None => Some(None),
             Some(r) => r.as_u64().and_then(|r| u32::try_from(r).ok()).map(Some),
@@ -743,8 +801,14 @@ impl Journal {
 /// FNV-1a (64 bits) of the paths, each ended by a 0 byte: a stable digest that
 /// tells a resumed job's paths from another list.
 fn digest(names: &[String]) -> u64 {
+    fnv1a(names.iter().flat_map(|n| n.bytes().chain([0])))
+}
+
+/// FNV-1a (64 bits) of `bytes`: tells changed contents apart (not a checksum
+/// against tampering).
+pub(super) fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in names.iter().flat_map(|n| n.bytes().chain([0])) {
+    for b in bytes {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
     h
@@ -797,6 +861,13 @@ mod tests {
         dir
     }
 
+    const JOB: JobNames = JobNames {
+        model: "m",
+        settings: "s",
+        files: "config 1, commit a",
+        weights: Some("model.safetensors 10 1"),
+    };
+
     fn paths(n: usize) -> Vec<PathBuf> {
         (0..n)
             .map(|i| PathBuf::from(format!("photos/\"q\"/image_{i:03}.jpg")))
@@ -827,7 +898,7 @@ mod tests {
         let dir = folder("st");
         let out = dir.join("e.safetensors");
         let (dim, all) = (5, paths(10));
-        let mut w = RowWriter::create(&out, &all, Columns::f32(dim), "m", "s", false).unwrap();
+        let mut w = RowWriter::create(&out, &all, Columns::f32(dim), &JOB, false).unwrap();
         let kept = feed(&mut w, dim);
         assert!(!out.exists(), "the output appears only when finished");
         let got = w.finish(5).unwrap();
@@ -888,7 +959,7 @@ mod tests {
         ] {
             let out = dir.join(format!("{dtype:?}.safetensors"));
             let cols = Columns { dim: 4, dtype };
-            let mut w = RowWriter::create(&out, &all, cols, "m", "s", false).unwrap();
+            let mut w = RowWriter::create(&out, &all, cols, &JOB, false).unwrap();
             rows(&mut w);
             w.finish(5).unwrap();
             let file = std::fs::read(&out).unwrap();
@@ -902,7 +973,7 @@ mod tests {
             dim: 4,
             dtype: OutDtype::F16,
         };
-        let mut w = RowWriter::create(&out, &all, cols, "m", "s", false).unwrap();
+        let mut w = RowWriter::create(&out, &all, cols, &JOB, false).unwrap();
         rows(&mut w);
         w.finish(5).unwrap();
         let file = std::fs::read(&out).unwrap();
@@ -914,23 +985,23 @@ mod tests {
             dim: 4,
             dtype: OutDtype::Bf16,
         };
-        let err = RowWriter::create(&dir.join("b.npy"), &all, bf, "m", "s", false)
+        let err = RowWriter::create(&dir.join("b.npy"), &all, bf, &JOB, false)
             .err()
             .unwrap();
         assert!(err.contains("bfloat16"), "{err}");
         assert!(!dir.join("b.npy.partial").exists());
         // A stopped f16 job resumes only as f16.
         let out = dir.join("r.safetensors");
-        let mut w = RowWriter::create(&out, &all, cols, "m", "s", false).unwrap();
+        let mut w = RowWriter::create(&out, &all, cols, &JOB, false).unwrap();
         w.accept(0, vec![(0, vec![1.0; 4]), (1, vec![2.0; 4])])
             .unwrap();
         assert_eq!(w.stop(), 2);
         drop(w);
-        let err = RowWriter::create(&out, &all, Columns::f32(4), "m", "s", true)
+        let err = RowWriter::create(&out, &all, Columns::f32(4), &JOB, true)
             .err()
             .unwrap();
         assert!(err.contains("another job"), "{err}");
-        let w = RowWriter::create(&out, &all, cols, "m", "s", true).unwrap();
+        let w = RowWriter::create(&out, &all, cols, &JOB, true).unwrap();
         assert_eq!(w.resumed().rows, 2);
     }
 
@@ -939,7 +1010,7 @@ mod tests {
         let dir = folder("npy");
         let out = dir.join("e.npy");
         let (dim, all) = (3, paths(10));
-        let mut w = RowWriter::create(&out, &all, Columns::f32(dim), "m", "s", false).unwrap();
+        let mut w = RowWriter::create(&out, &all, Columns::f32(dim), &JOB, false).unwrap();
         let kept = feed(&mut w, dim);
         w.finish(5).unwrap();
         let bytes = std::fs::read(&out).unwrap();
@@ -975,8 +1046,7 @@ mod tests {
         let dir = folder("big");
         let out = dir.join("e.safetensors");
         let (dim, all) = (4, paths(10));
-        let mut w =
-            RowWriter::with_limit(&out, &all, Columns::f32(dim), "m", "s", false, 200).unwrap();
+        let mut w = RowWriter::with_limit(&out, &all, Columns::f32(dim), &JOB, false, 200).unwrap();
         assert_eq!(w.paths_file(), Some(dir.join("e.paths.txt")));
         let kept = feed(&mut w, dim);
         w.finish(5).unwrap();
@@ -992,8 +1062,7 @@ mod tests {
             &dir.join("f.safetensors"),
             &all,
             Columns::f32(dim),
-            "m",
-            "s",
+            &JOB,
             false,
             10_000,
         )
@@ -1007,7 +1076,7 @@ mod tests {
         let out = dir.join("e.safetensors");
         let all = paths(4);
         let create =
-            |out: &Path| RowWriter::create(out, &all, Columns::f32(2), "m", "s", false).unwrap();
+            |out: &Path| RowWriter::create(out, &all, Columns::f32(2), &JOB, false).unwrap();
         // Dropped before finishing with no row written (a job failing at once).
         let mut w = create(&out);
         w.accept(0, vec![]).unwrap();
@@ -1045,8 +1114,7 @@ mod tests {
             &dir.join("no/such/e.npy"),
             &all,
             Columns::f32(2),
-            "m",
-            "s",
+            &JOB,
             false,
         )
         .err()
@@ -1072,7 +1140,7 @@ mod tests {
         let dir = folder("resume");
         let (dim, all) = (3, paths(10));
         let whole = dir.join("whole.safetensors");
-        let mut w = RowWriter::create(&whole, &all, Columns::f32(dim), "m", "s", false).unwrap();
+        let mut w = RowWriter::create(&whole, &all, Columns::f32(dim), &JOB, false).unwrap();
         feed(&mut w, dim);
         w.finish(5).unwrap();
 
@@ -1081,7 +1149,7 @@ mod tests {
             dir.join("e.safetensors.partial"),
             dir.join("e.safetensors.partial.journal"),
         );
-        let mut w = RowWriter::create(&out, &all, Columns::f32(dim), "m", "s", false).unwrap();
+        let mut w = RowWriter::create(&out, &all, Columns::f32(dim), &JOB, false).unwrap();
         // Batch 1 is wholly skipped, as in `feed`.
         w.accept(0, vec![(0, row(0, dim)), (1, row(1, dim))])
             .unwrap();
@@ -1095,7 +1163,7 @@ mod tests {
         drop(f);
 
         // Without --resume the rows are not thrown away.
-        let err = RowWriter::create(&out, &all, Columns::f32(dim), "m", "s", false)
+        let err = RowWriter::create(&out, &all, Columns::f32(dim), &JOB, false)
             .err()
             .unwrap();
         assert!(
@@ -1103,19 +1171,44 @@ mod tests {
             "{err}"
         );
         // Another job's settings or paths do not resume it.
-        let err = RowWriter::create(&out, &all, Columns::f32(dim), "m", "other", true)
+        let other = JobNames {
+            settings: "other",
+            ..JOB
+        };
+        let err = RowWriter::create(&out, &all, Columns::f32(dim), &other, true)
             .err()
             .unwrap();
         assert!(
             err.contains("another job") && err.contains("\"other\""),
             "{err}"
         );
-        let err = RowWriter::create(&out, &paths(11), Columns::f32(dim), "m", "s", true)
+        // Other model files (a config changed in place, a hub commit moved) do not
+        // resume it; the weights are the caller's to compare.
+        let moved = JobNames {
+            files: "config 2, commit b",
+            ..JOB
+        };
+        let err = RowWriter::create(&out, &all, Columns::f32(dim), &moved, true)
+            .err()
+            .unwrap();
+        assert!(
+            err.contains("model's files")
+                && err.contains("then: config 1, commit a; now: config 2, commit b"),
+            "{err}"
+        );
+        let err = RowWriter::create(&out, &paths(11), Columns::f32(dim), &JOB, true)
             .err()
             .unwrap();
         assert!(err.contains("another job"), "{err}");
+        let reweighed = JobNames {
+            weights: Some("model.safetensors 10 2"),
+            ..JOB
+        };
+        let w = RowWriter::create(&out, &all, Columns::f32(dim), &reweighed, true).unwrap();
+        assert_eq!(w.earlier_weights(), JOB.weights);
+        drop(w);
 
-        let mut w = RowWriter::create(&out, &all, Columns::f32(dim), "m", "s", true).unwrap();
+        let mut w = RowWriter::create(&out, &all, Columns::f32(dim), &JOB, true).unwrap();
         assert_eq!(
             w.resumed(),
             Resumed {
@@ -1125,7 +1218,7 @@ mod tests {
         );
         assert_eq!(w.resumed_skips(2), [2, 3]);
         // While it runs, a second job on the same output fails at once.
-        let err = RowWriter::create(&out, &all, Columns::f32(dim), "m", "s", true)
+        let err = RowWriter::create(&out, &all, Columns::f32(dim), &JOB, true)
             .err()
             .unwrap();
         assert!(err.contains("another tessera embed"), "{err}");
@@ -1149,7 +1242,7 @@ mod tests {
         let dir = folder("resume_err");
         let out = dir.join("e.npy");
         let all = paths(6);
-        let err = RowWriter::create(&out, &all, Columns::f32(2), "m", "s", true)
+        let err = RowWriter::create(&out, &all, Columns::f32(2), &JOB, true)
             .err()
             .unwrap();
         assert!(err.contains("no earlier run"), "{err}");
@@ -1173,7 +1266,7 @@ mod tests {
         ] {
             std::fs::write(dir.join("e.npy.partial"), [0u8; 200]).unwrap();
             std::fs::write(&journal, text).unwrap();
-            let err = RowWriter::create(&out, &all, Columns::f32(2), "m", "s", true)
+            let err = RowWriter::create(&out, &all, Columns::f32(2), &JOB, true)
                 .err()
                 .unwrap();
             assert!(
@@ -1183,7 +1276,7 @@ mod tests {
         }
         // A journal of this job whose partial file lost rows.
         let mut w =
-            RowWriter::create(&dir.join("f.npy"), &all, Columns::f32(2), "m", "s", false).unwrap();
+            RowWriter::create(&dir.join("f.npy"), &all, Columns::f32(2), &JOB, false).unwrap();
         w.accept(0, vec![(0, vec![1.0, 2.0])]).unwrap();
         drop(w);
         let partial = dir.join("f.npy.partial");
@@ -1194,7 +1287,7 @@ mod tests {
             .unwrap()
             .set_len(len - 1)
             .unwrap();
-        let err = RowWriter::create(&dir.join("f.npy"), &all, Columns::f32(2), "m", "s", true)
+        let err = RowWriter::create(&dir.join("f.npy"), &all, Columns::f32(2), &JOB, true)
             .err()
             .unwrap();
         assert!(err.contains("fewer than the 1 rows"), "{err}");
@@ -1216,7 +1309,7 @@ mod tests {
             (Some(later), Some(format!("revision {later};"))),
             (Some(PIXELS_REVISION), None),
         ] {
-            let mut w = RowWriter::create(&out, &all, Columns::f32(2), "m", "s", false).unwrap();
+            let mut w = RowWriter::create(&out, &all, Columns::f32(2), &JOB, false).unwrap();
             w.accept(0, vec![(0, vec![1.0, 2.0])]).unwrap();
             drop(w);
             let text = std::fs::read_to_string(&journal).unwrap();
@@ -1233,7 +1326,7 @@ mod tests {
             };
             let edited = format!("{JOURNAL_MAGIC} {job}\n{rest}");
             std::fs::write(&journal, edited).unwrap();
-            let resumed = RowWriter::create(&out, &all, Columns::f32(2), "m", "s", true);
+            let resumed = RowWriter::create(&out, &all, Columns::f32(2), &JOB, true);
             match refused_as {
                 None => {
                     let w = resumed.unwrap();
