@@ -57,6 +57,9 @@ pub struct EmbedArgs {
     /// Model folder or hub id (as for `tessera run`).
     #[arg(long, value_name = "DIR|ORG/NAME")]
     pub model: PathBuf,
+    /// With a hub id: its branch, tag or commit (as for `tessera run`).
+    #[arg(long, value_name = "REV")]
+    pub revision: Option<String>,
     /// Image files, folders (searched recursively, sorted) or @list.txt files.
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<String>,
@@ -645,7 +648,8 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
     let format = output::Format::of(&args.output)?;
     // The config first: options and inputs are checked before the weights are
     // looked for (or downloaded, for a hub id not in the cache).
-    let model = crate::config_files(&args.model).map_err(|e| e.to_string())?;
+    let model =
+        crate::config_files(&args.model, args.revision.as_deref()).map_err(|e| e.to_string())?;
     let config = VisionConfig::from_file(&model.config).map_err(|e| e.to_string())?;
     if config.num_channels != 3 {
         return Err(format!(
@@ -707,7 +711,10 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
     // The output's partial file first: an unwritable folder, another job on the same
     // output or an earlier run's rows fail before any work.
     let dim = config.hidden_size;
-    let model_name = args.model.display().to_string();
+    let model_name = match &args.revision {
+        Some(rev) => format!("{} (revision {rev})", args.model.display()),
+        None => args.model.display().to_string(),
+    };
     // What makes the rows: a resumed job must have the same (devices may differ).
     // (`upright` only when set: journals of jobs without it read as before.)
     let settings = format!(

@@ -13,17 +13,18 @@ use tessera::model::{ConfigFiles, ModelFiles};
 /// Hugging Face cache or, with the `hub` feature (on by default), downloaded into it
 /// first, said on stderr (`HF_HUB_OFFLINE=1` downloads nothing).
 pub fn model_files(spec: &Path) -> tessera::Result<ModelFiles> {
-    config_files(spec).and_then(|c| weights(&c))
+    config_files(spec, None).and_then(|c| weights(&c))
 }
 
 /// The config files of the model named by `--model`, found or downloaded as by
 /// [`model_files`] but without the weights: commands check their options and inputs
 /// against the config before the weights' download.
-pub fn config_files(spec: &Path) -> tessera::Result<ConfigFiles> {
+/// `revision`: a branch, tag or commit of a hub id (`--revision`; `None`: `main`).
+pub fn config_files(spec: &Path, revision: Option<&str>) -> tessera::Result<ConfigFiles> {
     #[cfg(feature = "hub")]
-    return ConfigFiles::locate_or_download(spec, true);
+    return ConfigFiles::locate_or_download_at(spec, revision, true);
     #[cfg(not(feature = "hub"))]
-    ConfigFiles::locate(spec)
+    ConfigFiles::locate_at(spec, revision)
 }
 
 /// The model's files for config files from [`config_files`]: the weights beside

@@ -134,6 +134,10 @@ struct RunArgs {
     /// downloaded into it when it is not there (HF_HUB_OFFLINE=1: never).
     #[arg(long, value_name = "DIR|ORG/NAME")]
     model: PathBuf,
+    /// With a hub id: its branch, tag or commit (as transformers' `revision=`;
+    /// default main), from the cache, else downloaded.
+    #[arg(long, value_name = "REV")]
+    revision: Option<String>,
     #[command(flatten)]
     input: InputArgs,
     /// SigLIP 2 with --image: the most patches per image (default: the model's
@@ -563,7 +567,7 @@ fn run_command(args: &RunArgs) -> CliResult<()> {
     }
     // The config first: the options and the inputs are checked before the weights
     // are looked for (or downloaded, for a hub id not in the cache).
-    let files = tessera_cli::config_files(&args.model)?;
+    let files = tessera_cli::config_files(&args.model, args.revision.as_deref())?;
     let config = VisionConfig::from_file(&files.config)?;
     let packed = config.architecture == Architecture::Siglip2;
     if args.max_patches.is_some() && (!packed || args.input.image.is_empty()) {
@@ -609,6 +613,7 @@ fn demo_command(exec: &ExecArgs) -> CliResult<()> {
     );
     let args = RunArgs {
         model,
+        revision: None,
         input: InputArgs {
             pixels: None,
             image: vec![image],

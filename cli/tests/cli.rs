@@ -400,7 +400,8 @@ fn hub_ids_are_found_in_the_local_cache() {
 }
 
 /// A stand-in for the Hugging Face hub on 127.0.0.1, answering as the hub does:
-/// `GET /api/models/ORG/NAME/revision/main` (the commit and the file list) and
+/// `GET /api/models/ORG/NAME/revision/REV` (the commit and the file list, for
+/// `main`, the tag `v1` and the commit; 404 `RevisionNotFound` for others) and
 /// `GET /ORG/NAME/resolve/COMMIT/FILE`: small files directly (206 or 200, their
 /// git blob SHA-1 as ETag), large ones (over 4 KiB) by a redirect to a CDN path
 /// (`X-Linked-Etag`: SHA-256, `X-Linked-Size`), both with `X-Repo-Commit`, both
@@ -511,9 +512,18 @@ impl MockHub {
                         }
                     };
                     for (id, files) in repos.iter() {
-                        if path == format!("/api/models/{id}/revision/main")
-                            || path == format!("/api/models/{id}/revision/{MOCK_REV}")
-                        {
+                        let revision = path.strip_prefix(&format!("/api/models/{id}/revision/"));
+                        // Another revision of a repository that exists: the hub's
+                        // 404 with its error code.
+                        if revision.is_some_and(|r| !["main", "v1", MOCK_REV].contains(&r)) {
+                            return reply(
+                                &mut out,
+                                "404 Not Found",
+                                "X-Error-Code: RevisionNotFound\r\n",
+                                b"{\"error\":\"Invalid rev id\"}",
+                            );
+                        }
+                        if revision.is_some() {
                             let siblings: Vec<String> = files
                                 .iter()
                                 .map(|(f, _)| format!("{{\"rfilename\":\"{f}\"}}"))
@@ -660,6 +670,7 @@ fn hub_ids_are_downloaded_into_the_cache() {
             ("test-org/hostile", tiny.clone()),
             ("test-org/flaky", tiny.clone()),
             ("test-org/options-first", tiny.clone()),
+            ("test-org/tagged", tiny.clone()),
             ("test-org/with-preprocessor", {
                 let mut files = tiny.clone();
                 files.push((
@@ -907,6 +918,67 @@ fn hub_ids_are_downloaded_into_the_cache() {
         "{log:?}"
     );
     assert!(snapshot.join("preprocessor_config.json").is_file());
+
+    // A revision: a tag is resolved by the hub once and recorded in refs/, as
+    // huggingface_hub records it; then it, and its commit, are found offline;
+    // `main`, never downloaded, is not. Unknown or unsupported revisions, and a
+    // folder given one, are one-line errors.
+    let id = "test-org/tagged";
+    let at = |rev: &str, offline: &str| {
+        run_with(
+            id,
+            &["--pixels", io_path, "--revision", rev],
+            &out_file,
+            offline,
+        )
+    };
+    assert_ok(&at("v1", "0"), "--revision v1");
+    assert_eq!(read_all(&out_file), expected);
+    let log = hub.take_log();
+    assert!(
+        log.contains(&format!("/api/models/{id}/revision/v1"))
+            && log.contains(&resolve(id, "model.safetensors")),
+        "{log:?}"
+    );
+    let repo = cache.join("models--test-org--tagged");
+    assert_eq!(
+        std::fs::read_to_string(repo.join("refs/v1")).unwrap(),
+        MOCK_REV
+    );
+    assert!(!repo.join("refs/main").exists());
+    assert_ok(&at("v1", "1"), "--revision v1 from the cache");
+    assert_ok(&at(MOCK_REV, "1"), "--revision COMMIT from the cache");
+    assert!(hub.take_log().is_empty());
+    let main = run(id, &out_file, "1");
+    let stderr = String::from_utf8_lossy(&main.stderr);
+    assert!(
+        main.status.code() == Some(1) && stderr.contains("revision main"),
+        "{stderr}"
+    );
+    for (rev, needle, asked) in [
+        ("v2", "has no revision `v2`", true),
+        ("refs/pr/1", "not supported", false),
+        ("", "a branch, a tag or a commit", false),
+    ] {
+        let out = at(rev, "0");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.code() == Some(1) && stderr.contains(id) && stderr.contains(needle),
+            "{rev}: {stderr}"
+        );
+        assert_eq!(!hub.take_log().is_empty(), asked, "{rev}");
+    }
+    let folder = run_with(
+        case.to_str().unwrap(),
+        &["--pixels", io_path, "--revision", "v1"],
+        &out_file,
+        "1",
+    );
+    let stderr = String::from_utf8_lossy(&folder.stderr);
+    assert!(
+        folder.status.code() == Some(1) && stderr.contains("is a folder here"),
+        "{stderr}"
+    );
 
     // Errors: one line naming the id; nothing of a failed file stays.
     for (id, needle) in [

@@ -93,8 +93,33 @@ impl ConfigFiles {
     /// there. Nothing is downloaded (with the `hub` feature,
     /// `ConfigFiles::locate_or_download` does). Errors say where tessera looked.
     pub fn locate(spec: impl AsRef<Path>) -> Result<Self> {
+        Self::locate_at(spec, None)
+    }
+
+    /// [`ConfigFiles::locate`] at a revision of a hub id: `revision` is a branch, a
+    /// tag or a commit id (40 hex digits), as transformers' `from_pretrained(...,
+    /// revision=...)` takes it; `None` is `main`. The cache holds a branch's or
+    /// tag's commit in `refs/REVISION` (written when it was downloaded) and each
+    /// commit's files in `snapshots/COMMIT`. A folder takes no revision: naming
+    /// one with a folder is an error.
+    ///
+    /// ```
+    /// use tessera::model::ConfigFiles;
+    /// let err = ConfigFiles::locate_at("assets/mga_tiny", Some("v1.0")).unwrap_err();
+    /// assert!(err.to_string().contains("a folder"));
+    /// ```
+    pub fn locate_at(spec: impl AsRef<Path>, revision: Option<&str>) -> Result<Self> {
         let spec = spec.as_ref();
         if spec.is_dir() {
+            if let Some(rev) = revision {
+                return Err(not_found(
+                    spec,
+                    &format!(
+                        "is a folder here, and a revision ({rev}) names a commit of a hub id \
+                         `org/name`: give the folder without one"
+                    ),
+                ));
+            }
             return Self::in_dir(spec, None);
         }
         let Some(id) = hub_id(spec) else {
@@ -103,35 +128,42 @@ impl ConfigFiles {
                 "model directory not found (expected config.json and model.safetensors in it)",
             ));
         };
+        let rev = revision.unwrap_or("main");
+        check_revision(&id, rev)?;
         let cache = hub_cache_dir().ok_or_else(|| {
             not_found(
                 spec,
                 "no such model folder, and no Hugging Face cache to look in (set HF_HUB_CACHE or HF_HOME)",
             )
         })?;
-        let repo = hf_hub::Cache::new(cache.clone()).model(id.clone());
         let folder = cache.join(format!("models--{}", id.replace('/', "--")));
-        let Some(config) = repo.get(CONFIG) else {
+        let snapshot = cached_snapshot(&folder, rev);
+        let Some(dir) = snapshot.as_ref().filter(|s| s.join(CONFIG).is_file()) else {
+            let download = match revision {
+                Some(rev) => format!("`huggingface-cli download {id} --revision {rev}`"),
+                None => format!("`huggingface-cli download {id}`"),
+            };
             let why = if folder.is_dir() {
+                let place = match (&snapshot, is_commit(rev)) {
+                    (Some(s), _) => format!("in {}", s.display()),
+                    (None, true) => format!("(no snapshots/{rev})"),
+                    (None, false) => format!("(no refs/{rev} naming a commit)"),
+                };
                 format!(
-                    "no such model folder; the Hugging Face cache has {} but no {CONFIG} under \
-                     its refs/main snapshot (download it with `huggingface-cli download {id}`)",
+                    "no such model folder; the Hugging Face cache has {} but no {CONFIG} of \
+                     its revision {rev} {place} (download it with {download})",
                     folder.display()
                 )
             } else {
                 format!(
                     "no such model folder, and not in the Hugging Face cache (looked for {}; \
-                     download it with `huggingface-cli download {id}`)",
+                     download it with {download})",
                     folder.display()
                 )
             };
             return Err(not_found(spec, &why));
         };
-        let dir = config
-            .parent()
-            .map(Path::to_path_buf)
-            .ok_or_else(|| not_found(spec, "the cached config.json has no folder"))?;
-        Self::in_dir(&dir, Some(id))
+        Self::in_dir(dir, Some(id))
     }
 
     pub(crate) fn in_dir(dir: &Path, hub_id: Option<String>) -> Result<Self> {
@@ -191,6 +223,50 @@ pub(crate) fn hub_id(spec: &Path) -> Option<String> {
     (part_ok(org) && part_ok(name)).then(|| s.to_string())
 }
 
+/// A commit id as huggingface_hub tells one from a branch or tag name: 40
+/// lowercase hex digits.
+pub(crate) fn is_commit(revision: &str) -> bool {
+    revision.len() == 40
+        && revision
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// A revision tessera takes: a branch, a tag or a commit id of letters, digits,
+/// `-`, `_` and `.`, not starting with a dot (it names a file under `refs/` and a
+/// URL path segment). `refs/pr/N` and other names with `/` are refused.
+pub(crate) fn check_revision(id: &str, revision: &str) -> Result<()> {
+    let ok = !revision.is_empty()
+        && revision.len() <= 128
+        && !revision.starts_with('.')
+        && revision
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        return Ok(());
+    }
+    Err(Error::Hub {
+        id: id.to_string(),
+        msg: format!(
+            "revision `{revision}`: a branch, a tag or a commit id of letters, digits, `-`, \
+             `_` and `.` (names with `/`, such as refs/pr/N, are not supported)"
+        ),
+    })
+}
+
+/// The snapshot folder of `revision` in a model's cache folder (`models--ORG--NAME`):
+/// `snapshots/REVISION` for a commit id, else `snapshots/COMMIT` for the commit
+/// `refs/REVISION` names; `None` where no ref names a commit.
+pub(crate) fn cached_snapshot(folder: &Path, revision: &str) -> Option<PathBuf> {
+    let commit = if is_commit(revision) {
+        revision.to_string()
+    } else {
+        let named = std::fs::read_to_string(folder.join("refs").join(revision)).ok()?;
+        named.trim().to_string()
+    };
+    is_commit(&commit).then(|| folder.join("snapshots").join(commit))
+}
+
 /// The Hugging Face hub cache folder, as huggingface_hub chooses it:
 /// `$HF_HUB_CACHE`, else `hub` in the Hugging Face home ([`hf_home`]).
 pub fn hub_cache_dir() -> Option<PathBuf> {
@@ -223,6 +299,35 @@ fn not_found(path: &Path, why: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn revisions_and_their_snapshots() {
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        assert!(is_commit(commit));
+        for not in ["main", "v1.0", &commit.to_uppercase(), &commit[1..]] {
+            assert!(!is_commit(not), "{not}");
+        }
+        for ok in ["main", "v1.0", "release_2-b", commit] {
+            assert!(check_revision("o/n", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "refs/pr/1", "../main", ".hidden", "a b", "é"] {
+            let err = check_revision("o/n", bad).unwrap_err().to_string();
+            assert!(
+                err.contains("o/n") && err.contains("revision"),
+                "{bad}: {err}"
+            );
+        }
+        let folder = std::env::temp_dir().join(format!("tessera-refs-{}", std::process::id()));
+        std::fs::create_dir_all(folder.join("refs")).unwrap();
+        std::fs::write(folder.join("refs/v1"), format!("{commit}\n")).unwrap();
+        std::fs::write(folder.join("refs/bad"), "../../escape").unwrap();
+        let snapshot = folder.join("snapshots").join(commit);
+        assert_eq!(cached_snapshot(&folder, "v1"), Some(snapshot.clone()));
+        assert_eq!(cached_snapshot(&folder, commit), Some(snapshot));
+        assert_eq!(cached_snapshot(&folder, "bad"), None);
+        assert_eq!(cached_snapshot(&folder, "main"), None);
+        let _ = std::fs::remove_dir_all(&folder);
+    }
 
     #[test]
     fn hub_ids_are_recognised() {

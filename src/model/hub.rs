@@ -1,12 +1,13 @@
 //! Downloading a model from the Hugging Face hub into the local cache (cargo feature
 //! `hub`; the `tessera` command has it on). [`ModelFiles::locate`] never touches
 //! the network; [`ModelFiles::locate_or_download`] downloads what `locate` could
-//! not find: the files of the repository's `main` revision that tessera reads
+//! not find: the files of the repository's `main` revision (or of a branch, tag
+//! or commit, [`ConfigFiles::locate_or_download_at`]) that tessera reads
 //! (the weights of the commit whose config is cached, when only they are missing) —
 //! `config.json`, `preprocessor_config.json` when there is one, and
 //! `model.safetensors`, or the index and only the shards that hold vision-tower
 //! tensors — into the same cache `huggingface_hub` uses (`blobs/ETAG`,
-//! `snapshots/COMMIT/FILE` linked to it, `refs/main`), so either tool finds what
+//! `snapshots/COMMIT/FILE` linked to it, `refs/main` or `refs/TAG`), so either tool finds what
 //! the other fetched.
 //!
 //! Every file is checked before it enters the cache: its size, and its hash
@@ -31,7 +32,7 @@ use std::path::{Path, PathBuf};
 use sha1::Digest as _;
 
 use super::files::{
-    hf_home, hub_cache_dir, hub_id, ConfigFiles, ModelFiles, WeightFiles, CONFIG, INDEX,
+    hf_home, hub_cache_dir, hub_id, is_commit, ConfigFiles, ModelFiles, WeightFiles, CONFIG, INDEX,
     PREPROCESSOR, SINGLE,
 };
 use super::loader::vision_weight_map;
@@ -69,9 +70,23 @@ impl ConfigFiles {
     /// `HF_HUB_OFFLINE=1` this is `locate`. Errors as
     /// [`ModelFiles::locate_or_download`]'s.
     pub fn locate_or_download(spec: impl AsRef<Path>, progress: bool) -> Result<Self> {
+        Self::locate_or_download_at(spec, None, progress)
+    }
+
+    /// [`ConfigFiles::locate_or_download`] at a revision of a hub id (a branch, a
+    /// tag or a commit id; `None` is `main`), as [`ConfigFiles::locate_at`] finds
+    /// it in the cache. A branch or tag is looked up on the hub only where the cache
+    /// has no `refs/REVISION` for it (a branch moved on the hub is not followed: as
+    /// for `main`, delete the ref to download it afresh); after a download the cache
+    /// has the ref, as huggingface_hub writes it.
+    pub fn locate_or_download_at(
+        spec: impl AsRef<Path>,
+        revision: Option<&str>,
+        progress: bool,
+    ) -> Result<Self> {
         let spec = spec.as_ref();
         let hub = hub_id(spec).filter(|_| !spec.exists());
-        let local = match Self::locate(spec) {
+        let local = match Self::locate_at(spec, revision) {
             Ok(files) if hub.is_none() || offline() || files.weights().is_ok() => return Ok(files),
             // The config cached without its weights (a config-only download, or
             // `hf download ID config.json`): its preprocessor config may be missing
@@ -87,6 +102,8 @@ impl ConfigFiles {
                 let snapshot = hub.download(repo, commit, false)?;
                 return Self::in_dir(&snapshot, files.hub_id.clone());
             }
+            // A revision tessera does not take is no download either.
+            Err(e @ Error::Hub { .. }) => return Err(e),
             Err(e) => e,
         };
         let Some(id) = hub else {
@@ -109,7 +126,7 @@ impl ConfigFiles {
             );
         }
         let repo = cache.join(format!("models--{}", id.replace('/', "--")));
-        let snapshot = hub.download(&repo, "main", false)?;
+        let snapshot = hub.download(&repo, revision.unwrap_or("main"), false)?;
         Self::in_dir(&snapshot, Some(id))
     }
 
@@ -364,8 +381,9 @@ impl Hub {
         })
     }
 
-    /// The repository's commit at `revision` (`main`, or a commit) and its files.
-    fn info(&self, revision: &str) -> Result<(String, Vec<String>)> {
+    /// The repository's commit at `revision` (a branch, a tag or a commit) and its
+    /// files; `cached`: `revision` is the commit of a snapshot in the cache.
+    fn info(&self, revision: &str, cached: bool) -> Result<(String, Vec<String>)> {
         #[derive(serde::Deserialize)]
         struct Sibling {
             rfilename: String,
@@ -381,13 +399,28 @@ impl Hub {
             self.endpoint, self.id
         );
         let answer = self.get(&self.agent, &url).call().map_err(|e| match e {
-            // A commit named by the cache that the hub no longer has.
-            ureq::Error::Status(404, _) if revision != "main" => self.err(format!(
-                "{what}: {} has no commit {revision}, the one this model's cached \
-                 snapshot is of (its history rewritten?): delete the snapshot folder \
-                 snapshots/{revision} and its refs/main to download main afresh",
-                self.endpoint
-            )),
+            // The hub tells a revision it lacks from a repository it lacks (or
+            // hides) by its error code, as huggingface_hub reads it.
+            ureq::Error::Status(404, a)
+                if a.header("X-Error-Code") == Some("RevisionNotFound") || cached =>
+            {
+                self.err(if cached {
+                    // A commit named by the cache that the hub no longer has.
+                    format!(
+                        "{what}: {} has no commit {revision}, the one this model's cached \
+                         snapshot is of (its history rewritten?): delete the snapshot \
+                         folder snapshots/{revision} and the refs naming it to download \
+                         afresh",
+                        self.endpoint
+                    )
+                } else {
+                    format!(
+                        "{what}: {} has no revision `{revision}` of it (a branch, a tag or \
+                         a commit id)",
+                        self.endpoint
+                    )
+                })
+            }
             e => self.request_error(what, e),
         })?;
         let info: Info = answer
@@ -464,12 +497,13 @@ impl Hub {
         Err(self.err(format!("{file}: too many redirects at {}", self.endpoint)))
     }
 
-    /// Download the model's files at `revision` (`main`, or a commit) into
+    /// Download the model's files at `revision` (a branch, a tag or a commit) into
     /// `repo` (the model's folder in the cache), and return its snapshot folder:
     /// the config files; with `weights`, then the weights (the shards of an
-    /// index after the index); `refs/main` when `revision` is `main`.
+    /// index after the index); `refs/REVISION` when `revision` is no commit id.
     fn download(&self, repo: &Path, revision: &str, weights: bool) -> Result<PathBuf> {
-        let (commit, siblings) = self.info(revision)?;
+        let cached = is_commit(revision) && repo.join("snapshots").join(revision).is_dir();
+        let (commit, siblings) = self.info(revision, cached)?;
         let want = wanted(&self.id, &siblings)?;
         let snapshot = repo.join("snapshots").join(&commit);
         for file in &want.files {
@@ -487,11 +521,13 @@ impl Hub {
                 self.fetch(repo, &commit, &shard)?;
             }
         }
-        if revision == "main" {
+        // A branch or tag: its commit in refs/REVISION (checked: no `/`, no dot
+        // first), as huggingface_hub records it.
+        if revision != commit {
             let refs = repo.join("refs");
             std::fs::create_dir_all(&refs)
-                .and_then(|()| std::fs::write(refs.join("main"), &commit))
-                .map_err(|e| Error::io(refs.join("main"), e))?;
+                .and_then(|()| std::fs::write(refs.join(revision), &commit))
+                .map_err(|e| Error::io(refs.join(revision), e))?;
         }
         Ok(snapshot)
     }

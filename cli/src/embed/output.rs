@@ -178,6 +178,8 @@ pub(super) struct RowWriter {
     /// Safetensors: the paths are in the header (else in `OUT.paths.txt`).
     paths_in_header: bool,
     model: String,
+    /// [`JobNames::files`], also in the safetensors metadata (`model_files`).
+    files: String,
     /// `--resume`: the earlier run's [`JobNames::weights`].
     earlier_weights: Option<String>,
 }
@@ -254,6 +256,7 @@ impl RowWriter {
             checkpoint_at: Instant::now(),
             paths_in_header: format == Format::Safetensors,
             model: id.model.to_string(),
+            files: id.files.to_string(),
             earlier_weights: None,
         };
         // The largest header: every path kept.
@@ -649,6 +652,7 @@ impl RowWriter {
             Format::Safetensors => {
                 let mut meta = HashMap::from([
                     ("model".to_string(), self.model.clone()),
+                    ("model_files".to_string(), self.files.clone()),
                     ("producer".to_string(), "tessera embed".to_string()),
                 ]);
                 if self.paths_in_header {
@@ -922,6 +926,7 @@ mod tests {
         let want_names: Vec<String> = got.iter().map(|p| p.display().to_string()).collect();
         assert_eq!(names, want_names);
         assert_eq!(meta["model"], "m");
+        assert_eq!(meta["model_files"], JOB.files);
         assert!(!dir.join("e.paths.txt").exists());
         let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
         assert_eq!(left.len(), 1, "temporary files left: {left:?}");
