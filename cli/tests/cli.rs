@@ -1885,11 +1885,12 @@ fn embed_folder_in_path_order_skipping_broken_files() {
     assert!(!strict_out.exists());
 }
 
-/// A job stopped by a broken file (--strict) keeps its rows; --resume goes on from
-/// them (here skipping the file) and makes what one uninterrupted run makes.
-#[test]
-fn embed_resumes_a_stopped_job() {
-    let dir = tmp("embed_resume_in");
+/// A fresh folder of nine images and, last in path order, `9_broken.jpg`: a job
+/// with `--strict` stops there after some rows (with batches of 1 and one device,
+/// the producer is at most a few batches ahead of the rows written when it
+/// reaches that file).
+fn stopping_folder(name: &str) -> PathBuf {
+    let dir = tmp(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let images = root().join("tests/data/images");
@@ -1897,9 +1898,15 @@ fn embed_resumes_a_stopped_job() {
         let f = ["waves_64x48.png", "grid_32x32.png", "waves_64x48.jpg"][i % 3];
         std::fs::copy(images.join(f), dir.join(format!("{i}_{f}"))).unwrap();
     }
-    // Last in path order: with batches of 1 and one device, the producer is at
-    // most a few batches ahead of the rows written when it reaches this file.
     std::fs::write(dir.join("9_broken.jpg"), b"\xff\xd8 broken").unwrap();
+    dir
+}
+
+/// A job stopped by a broken file (--strict) keeps its rows; --resume goes on from
+/// them (here skipping the file) and makes what one uninterrupted run makes.
+#[test]
+fn embed_resumes_a_stopped_job() {
+    let dir = stopping_folder("embed_resume_in");
     let job = |out: &Path, more: &[&str]| embed_tiny(&dir, out, "cpu", "1", more);
     let (whole, out) = (tmp("resume_whole.npy"), tmp("resume.npy"));
     let partial = tmp("resume.npy.partial");
@@ -1979,15 +1986,7 @@ fn embed_resumes_a_stopped_job() {
 /// refused; a local folder's weights rewritten too, while batches are left.
 #[test]
 fn embed_resume_checks_the_model_files() {
-    let dir = tmp("embed_files_in");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let images = root().join("tests/data/images");
-    for i in 0..9 {
-        let f = ["waves_64x48.png", "grid_32x32.png", "waves_64x48.jpg"][i % 3];
-        std::fs::copy(images.join(f), dir.join(format!("{i}_{f}"))).unwrap();
-    }
-    std::fs::write(dir.join("9_broken.jpg"), b"\xff\xd8 broken").unwrap();
+    let dir = stopping_folder("embed_files_in");
     let out = tmp("files.npy");
     let job = |model: &Path, more: &[&str], env: &[(&str, &Path)]| {
         let mut args = vec![
