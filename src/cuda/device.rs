@@ -133,6 +133,30 @@ impl<T: Element> std::fmt::Debug for CudaStorage<T> {
 const NO_DRIVER: &str = "libcuda.so could not be loaded; install the NVIDIA driver \
      (or put libcuda on LD_LIBRARY_PATH), or use the cpu or wgpu backend";
 
+/// Buffers come from the device's default memory pool (`cuMemAllocAsync`, which
+/// cudarc uses where the device has pools). The pool's release threshold is 0 by
+/// default: at every synchronisation it gives its free memory back to the driver,
+/// and the next forward's allocations map it again. Keep it instead, as PyTorch's
+/// caching allocator does: freed memory stays with this process for its next
+/// allocations. Best effort: a driver that refuses leaves the default, which is
+/// slower, not wrong.
+fn keep_freed_memory(ctx: &CudaContext) {
+    let mut threshold: u64 = u64::MAX;
+    // SAFETY: `cu_device()` is the device this context was made for (from the
+    // driver), as `get_default_mem_pool` requires; its pool is valid while the
+    // context lives; `value` points to a u64, the cuuint64_t that
+    // CU_MEMPOOL_ATTR_RELEASE_THRESHOLD takes, live for the call.
+    let _ = unsafe {
+        cu::device::get_default_mem_pool(ctx.cu_device()).and_then(|pool| {
+            cu::mem_pool::set_attribute(
+                pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                (&mut threshold as *mut u64).cast(),
+            )
+        })
+    };
+}
+
 fn driver_present() -> bool {
     // SAFETY: `is_culib_present` only tries `dlopen` on the candidate names and
     // closes the library again; it calls no CUDA function.
@@ -201,7 +225,7 @@ impl Cuda {
                 .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
                 .map_err(|e| cuda_err("Cuda::new", e))?;
             let gemm = GemmPath::choose(
-                major,
+                (major, minor),
                 u32::try_from(max_smem).unwrap_or(0),
                 std::env::var("TESSERA_CUDA_GEMM").ok().as_deref(),
             )?;
@@ -213,6 +237,9 @@ impl Cuda {
             // it, and the graphs it makes are launched on the main stream.
             // Called before this context makes any buffer.
             unsafe { ctx.disable_event_tracking() };
+            if ctx.has_async_alloc() {
+                keep_freed_memory(&ctx);
+            }
             let stream = ctx.new_stream().map_err(|e| cuda_err("Cuda::new", e))?;
             let capture_stream = ctx.new_stream().map_err(|e| cuda_err("Cuda::new", e))?;
             let graphs_enabled = !matches!(

@@ -271,7 +271,6 @@ impl Cuda {
         args: S::Args<'_>,
     ) -> Result<()> {
         let what = format!("{op} ({})", spec.entry);
-        self.count_launch();
         if dyn_smem > spec.max_dyn_smem || spec.static_smem + dyn_smem > self.max_smem() {
             return Err(Error::Unsupported {
                 op,
@@ -322,6 +321,8 @@ impl Cuda {
                 tmaps.push((i, of, shape, box_rows, box_cols));
             }
         }
+        // Counted here: refused arguments and empty grids launch nothing.
+        self.count_launch();
         guarded(op, || {
             let func = self.function(spec)?;
             self.inner

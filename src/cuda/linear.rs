@@ -2,7 +2,7 @@
 //! the epilogue:
 //! - f32: `linear_f32`, exact SIMT GEMM;
 //! - bf16 at the model's shapes (K and N multiples of 8, 16-byte aligned operands):
-//!   `linear_bf16_sm90` (wgmma fed by TMA, persistent) on compute capability 9.x,
+//!   `linear_bf16_sm90` (wgmma fed by TMA, persistent) on compute capability 9.0,
 //!   `linear_bf16`, the pipelined sm_80 tensor-core GEMM, elsewhere (and where
 //!   `TESSERA_CUDA_GEMM=sm80`; see [`GemmPath`]);
 //! - bf16 otherwise: `linear_bf16_any`, tensor cores with edge-safe loads.

@@ -44,23 +44,28 @@ use crate::error::{Error, Result};
 const SM90_SMEM: u32 = 197_696;
 
 /// The bf16 tensor-core GEMM of a device: `linear_bf16` (mma.sync, cp.async) on
-/// every GPU, `linear_bf16_sm90` (wgmma, TMA) on compute capability 9.x.
+/// every GPU, `linear_bf16_sm90` (wgmma, TMA) on compute capability 9.0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GemmPath {
     /// `linear_bf16`: mma.sync fed by a cp.async pipeline (compute capability 8.0+).
     Sm80,
-    /// `linear_bf16_sm90`: wgmma fed by TMA (compute capability 9.x).
+    /// `linear_bf16_sm90`: wgmma fed by TMA (compute capability 9.0: its PTX
+    /// targets sm_90a, whose architecture-specific instructions no other
+    /// capability runs).
     Sm90,
 }
 
 impl GemmPath {
-    /// The path for compute capability `major`, unless `TESSERA_CUDA_GEMM`
-    /// (`sm80` or `sm90`; `auto` or unset: by capability) says otherwise. Asking
-    /// for `sm90` on a GPU without wgmma is an error, as is an unknown value.
+    /// The path for compute capability `(major, minor)`, unless
+    /// `TESSERA_CUDA_GEMM` (`sm80` or `sm90`; `auto` or unset: by capability) says
+    /// otherwise. Asking for `sm90` on a GPU without wgmma is an error, as is an
+    /// unknown value.
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    pub(crate) fn choose(major: i32, max_smem: u32, env: Option<&str>) -> Result<Self> {
-        // The Hopper kernel's shared memory must fit the device's opt-in limit.
-        let hopper = major == 9 && max_smem >= SM90_SMEM;
+    pub(crate) fn choose(capability: (i32, i32), max_smem: u32, env: Option<&str>) -> Result<Self> {
+        let (major, minor) = capability;
+        // sm_90a code runs on 9.0 only; the kernel's shared memory must fit the
+        // device's opt-in limit.
+        let hopper = capability == (9, 0) && max_smem >= SM90_SMEM;
         match env.map(str::trim) {
             None | Some("") | Some("auto") => Ok(if hopper { Self::Sm90 } else { Self::Sm80 }),
             Some("sm80") => Ok(Self::Sm80),
@@ -68,8 +73,9 @@ impl GemmPath {
             Some("sm90") => Err(Error::Unsupported {
                 op: "Cuda::new",
                 msg: format!(
-                    "TESSERA_CUDA_GEMM=sm90 needs compute capability 9.x (wgmma) and {SM90_SMEM} bytes \
-                     of shared memory per block; this GPU is {major}.x with {max_smem}"
+                    "TESSERA_CUDA_GEMM=sm90 needs compute capability 9.0 (wgmma, sm_90a) and \
+                     {SM90_SMEM} bytes of shared memory per block; this GPU is {major}.{minor} \
+                     with {max_smem}"
                 ),
             }),
             Some(other) => Err(Error::Unsupported {
@@ -87,27 +93,41 @@ mod tests {
     #[test]
     fn gemm_path_by_capability_and_override() {
         const H100: u32 = 232_448;
-        assert_eq!(GemmPath::choose(9, H100, None).unwrap(), GemmPath::Sm90);
-        assert_eq!(GemmPath::choose(8, 166_912, None).unwrap(), GemmPath::Sm80);
         assert_eq!(
-            GemmPath::choose(10, H100, Some("auto")).unwrap(),
-            GemmPath::Sm80
-        );
-        assert_eq!(
-            GemmPath::choose(9, H100, Some("sm80")).unwrap(),
-            GemmPath::Sm80
-        );
-        assert_eq!(
-            GemmPath::choose(9, H100, Some(" sm90 ")).unwrap(),
+            GemmPath::choose((9, 0), H100, None).unwrap(),
             GemmPath::Sm90
         );
-        // A 9.x part without the shared memory the kernel needs takes the sm_80 GEMM.
-        assert_eq!(GemmPath::choose(9, 100_000, None).unwrap(), GemmPath::Sm80);
-        let e = GemmPath::choose(8, 166_912, Some("sm90"))
+        assert_eq!(
+            GemmPath::choose((8, 0), 166_912, None).unwrap(),
+            GemmPath::Sm80
+        );
+        assert_eq!(
+            GemmPath::choose((10, 0), H100, Some("auto")).unwrap(),
+            GemmPath::Sm80
+        );
+        assert_eq!(
+            GemmPath::choose((9, 0), H100, Some("sm80")).unwrap(),
+            GemmPath::Sm80
+        );
+        assert_eq!(
+            GemmPath::choose((9, 0), H100, Some(" sm90 ")).unwrap(),
+            GemmPath::Sm90
+        );
+        // A 9.x part other than 9.0 (sm_90a code does not run there), or one
+        // without the shared memory the kernel needs, takes the sm_80 GEMM.
+        assert_eq!(
+            GemmPath::choose((9, 1), H100, None).unwrap(),
+            GemmPath::Sm80
+        );
+        assert_eq!(
+            GemmPath::choose((9, 0), 100_000, None).unwrap(),
+            GemmPath::Sm80
+        );
+        let e = GemmPath::choose((8, 0), 166_912, Some("sm90"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("TESSERA_CUDA_GEMM") && e.contains("8.x"), "{e}");
-        let e = GemmPath::choose(9, H100, Some("hopper"))
+        assert!(e.contains("TESSERA_CUDA_GEMM") && e.contains("8.0"), "{e}");
+        let e = GemmPath::choose((9, 0), H100, Some("hopper"))
             .unwrap_err()
             .to_string();
         assert!(e.contains("\"hopper\""), "{e}");

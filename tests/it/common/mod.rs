@@ -35,7 +35,7 @@ pub fn device_or_skip<D>(
         Ok(d) => Some(d),
         Err(e) => {
             if required(require_var) {
-                panic!("{require_var} is set but there is no {what} device: {e}");
+                panic!("{require_var} is set but no {what} device could be opened: {e}");
             }
             skip_notice(&format!(
                 "no {what} device ({e}); set {require_var}=1 to make this a failure"
