@@ -159,7 +159,9 @@ impl Balance {
 const IMAGE_EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"];
 
 /// The paths of `inputs`, in order: files as given, folders walked recursively
-/// (sorted, image extensions only), `@list` files read line by line.
+/// (sorted, image extensions only), `@list` files read line by line. An input
+/// that does not exist is an error; a list's lines are taken as they are (a
+/// missing file is skipped when it is read, as an unreadable one).
 pub fn collect_paths(inputs: &[String]) -> Result<Vec<PathBuf>, String> {
     let mut out = Vec::new();
     for input in inputs {
@@ -181,8 +183,12 @@ pub fn collect_paths(inputs: &[String]) -> Result<Vec<PathBuf>, String> {
             let p = PathBuf::from(input);
             if p.is_dir() {
                 walk(&p, &mut out).map_err(|e| format!("{}: {e}", p.display()))?;
-            } else {
+            } else if p.exists() {
                 out.push(p);
+            } else {
+                // A typo on the command line fails at once; a list's missing files
+                // are skipped with the unreadable ones (and listed at the end).
+                return Err(format!("{}: no such file or folder", p.display()));
             }
         }
     }

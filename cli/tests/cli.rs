@@ -2080,6 +2080,42 @@ fn embed_resume_checks_the_model_files() {
     assert!(out.exists());
 }
 
+/// An input that does not exist fails at once, naming it (no partial file is
+/// left); a list's missing file is skipped like an unreadable one.
+#[test]
+fn embed_missing_inputs() {
+    let dir = embed_folder("embed_missing_in");
+    let out = tmp("missing.npy");
+    let _ = std::fs::remove_file(&out);
+    let typo = dir.join("no_such_folder");
+    let res = tessera(&[
+        "embed",
+        "--model",
+        "tests/data/siglip_tiny",
+        dir.join("waves_64x48.png").to_str().unwrap(),
+        typo.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        res.status.code() == Some(1) && stderr.contains("no_such_folder: no such file or folder"),
+        "{stderr}"
+    );
+    assert!(!out.exists() && !tmp("missing.npy.partial").exists());
+    let list = dir.join("list.txt");
+    std::fs::write(&list, "waves_64x48.png\ngone.png\n").unwrap();
+    let at = format!("@{}", list.display());
+    let res = embed_tiny(Path::new(&at), &out, "cpu", "2", &[]);
+    assert_ok(&res, "a list with a missing file");
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    assert!(
+        stdout.contains("embedded 1 image(s)") && stdout.contains("1 skipped"),
+        "{stdout}"
+    );
+    assert!(String::from_utf8_lossy(&res.stderr).contains("gone.png"));
+}
+
 /// @list files (comments, blank lines, paths relative to the list), the .npy
 /// format with its paths file, --normalize, and mean pooling of a model without a
 /// head.
