@@ -160,9 +160,10 @@ const IMAGE_EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "webp", "gif", "bmp",
 
 /// The paths of `inputs`, in order: files as given, folders walked recursively
 /// (sorted, image extensions only), `@list` files read line by line. An input
-/// that does not exist is an error; a list's lines are taken as they are (a
-/// missing file is skipped when it is read, as an unreadable one).
-pub fn collect_paths(inputs: &[String]) -> Result<Vec<PathBuf>, String> {
+/// that does not exist is an error, unless `resume` (the job's paths are those it
+/// started with); a list's lines are taken as they are (a missing file is
+/// skipped when it is read, as an unreadable one).
+pub fn collect_paths(inputs: &[String], resume: bool) -> Result<Vec<PathBuf>, String> {
     let mut out = Vec::new();
     for input in inputs {
         if let Some(list) = input.strip_prefix('@') {
@@ -183,12 +184,17 @@ pub fn collect_paths(inputs: &[String]) -> Result<Vec<PathBuf>, String> {
             let p = PathBuf::from(input);
             if p.is_dir() {
                 walk(&p, &mut out).map_err(|e| format!("{}: {e}", p.display()))?;
-            } else if p.exists() {
-                out.push(p);
             } else {
                 // A typo on the command line fails at once; a list's missing files
-                // are skipped with the unreadable ones (and listed at the end).
-                return Err(format!("{}: no such file or folder", p.display()));
+                // are skipped with the unreadable ones (and listed at the end), and
+                // so are a resumed job's (a file embedded, then deleted: the job's
+                // paths stay those it was started with).
+                match p.try_exists() {
+                    Ok(true) => out.push(p),
+                    Ok(false) if resume => out.push(p),
+                    Ok(false) => return Err(format!("{}: no such file or folder", p.display())),
+                    Err(e) => return Err(format!("{}: {e}", p.display())),
+                }
             }
         }
     }
@@ -652,6 +658,11 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
         ));
     }
     let format = output::Format::of(&args.output)?;
+    // The inputs before the model: a typo costs no download.
+    let paths = collect_paths(&args.inputs, args.resume)?;
+    if paths.is_empty() {
+        return Err("no images found in the inputs".into());
+    }
     // The config first: options and inputs are checked before the weights are
     // looked for (or downloaded, for a hub id not in the cache).
     let model =
@@ -694,10 +705,6 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
             Processor::Naflex(p)
         }
     };
-    let paths = collect_paths(&args.inputs)?;
-    if paths.is_empty() {
-        return Err("no images found in the inputs".into());
-    }
     let memory = config.has_memory();
     if memory && args.device.len() > 1 {
         return Err(format!(
@@ -717,10 +724,8 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
     // The output's partial file first: an unwritable folder, another job on the same
     // output or an earlier run's rows fail before any work.
     let dim = config.hidden_size;
-    let model_name = match &args.revision {
-        Some(rev) => format!("{} (revision {rev})", args.model.display()),
-        None => args.model.display().to_string(),
-    };
+    // (The revision is not part of the job: the files it names are, below.)
+    let model_name = args.model.display().to_string();
     // What makes the rows: a resumed job must have the same (devices may differ).
     // (`upright` only when set: journals of jobs without it read as before.)
     let settings = format!(

@@ -1983,7 +1983,8 @@ fn embed_resumes_a_stopped_job() {
 
 /// --resume checks the model's files against those the job started with: a config
 /// changed in place and a hub id whose cached `main` moved to another commit are
-/// refused; a local folder's weights rewritten too, while batches are left.
+/// refused (the error names the --revision that goes on); a local folder's weights
+/// rewritten too, while batches are left.
 #[test]
 fn embed_resume_checks_the_model_files() {
     let dir = stopping_folder("embed_files_in");
@@ -2073,10 +2074,17 @@ fn embed_resume_checks_the_model_files() {
     std::fs::write(repo.join("refs/main"), &b).unwrap();
     refused(
         &job(id, &["--resume"], &env),
-        &[&format!("commit {a}"), &format!("commit {b}")],
+        &[
+            &format!("commit {a}"),
+            &format!("commit {b}"),
+            &format!("--revision {a}"),
+        ],
     );
-    std::fs::write(repo.join("refs/main"), &a).unwrap();
-    assert_ok(&job(id, &["--resume"], &env), "resumed, same commit");
+    // The earlier commit named: the same job (the revision is not part of it).
+    assert_ok(
+        &job(id, &["--resume", "--revision", &a], &env),
+        "resumed at the earlier commit",
+    );
     assert!(out.exists());
 }
 
@@ -2103,6 +2111,22 @@ fn embed_missing_inputs() {
         "{stderr}"
     );
     assert!(!out.exists() && !tmp("missing.npy.partial").exists());
+    // Resumed, a job's paths are those it started with (a file embedded then
+    // deleted is skipped): here no earlier run is found.
+    let res = tessera(&[
+        "embed",
+        "--model",
+        "tests/data/siglip_tiny",
+        typo.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--resume",
+    ]);
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        res.status.code() == Some(1) && stderr.contains("no earlier run"),
+        "{stderr}"
+    );
     let list = dir.join("list.txt");
     std::fs::write(&list, "waves_64x48.png\ngone.png\n").unwrap();
     let at = format!("@{}", list.display());

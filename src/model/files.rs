@@ -144,10 +144,11 @@ impl ConfigFiles {
                 None => format!("`huggingface-cli download {id}`"),
             };
             let why = if folder.is_dir() {
-                let place = match (&snapshot, is_commit(rev)) {
-                    (Some(s), _) => format!("in {}", s.display()),
-                    (None, true) => format!("(no snapshots/{rev})"),
-                    (None, false) => format!("(no refs/{rev} naming a commit)"),
+                let place = match &snapshot {
+                    Some(s) if s.is_dir() => format!("in {}", s.display()),
+                    Some(s) => format!("(no {})", s.display()),
+                    // (A commit id is 40 lowercase hex digits; others are refs.)
+                    None => format!("(no refs/{rev} naming a commit)"),
                 };
                 format!(
                     "no such model folder; the Hugging Face cache has {} but no {CONFIG} of \

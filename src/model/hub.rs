@@ -7,7 +7,7 @@
 //! `config.json`, `preprocessor_config.json` when there is one, and
 //! `model.safetensors`, or the index and only the shards that hold vision-tower
 //! tensors — into the same cache `huggingface_hub` uses (`blobs/ETAG`,
-//! `snapshots/COMMIT/FILE` linked to it, `refs/main` or `refs/TAG`), so either tool finds what
+//! `snapshots/COMMIT/FILE` linked to it, `refs/main`, `refs/BRANCH` or `refs/TAG`), so either tool finds what
 //! the other fetched.
 //!
 //! Every file is checked before it enters the cache: its size, and its hash
@@ -402,7 +402,8 @@ impl Hub {
             // The hub tells a revision it lacks from a repository it lacks (or
             // hides) by its error code, as huggingface_hub reads it.
             ureq::Error::Status(404, a)
-                if a.header("X-Error-Code") == Some("RevisionNotFound") || cached =>
+                if a.header("X-Error-Code") == Some("RevisionNotFound")
+                    || (cached && a.header("X-Error-Code").is_none()) =>
             {
                 self.err(if cached {
                     // A commit named by the cache that the hub no longer has.

@@ -363,10 +363,16 @@ impl RowWriter {
                 .as_ref()
                 .map(|t| t.get("files").and_then(|f| f.as_str()));
             if let Some(then_files) = then_files.filter(|f| *f != Some(id.files)) {
+                // A hub model whose cached main moved: its earlier commit, if still
+                // in the cache, is one --revision away.
+                let pin = then_files
+                    .and_then(|f| f.split(", ").find_map(|p| p.strip_prefix("commit ")))
+                    .map(|c| format!(" (for a hub model: --revision {c} names the earlier commit)"))
+                    .unwrap_or_default();
                 let then_files = then_files.unwrap_or("none recorded: an older tessera");
                 return Err(format!(
                     "--resume: the model's files are not those {} was started with (then: \
-                     {then_files}; now: {}): its rows and this job's would not agree. \
+                     {then_files}; now: {}): its rows and this job's would not agree{pin}. \
                      Delete it and {} to start over",
                     w.tmp.display(),
                     id.files,
