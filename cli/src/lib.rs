@@ -1,5 +1,5 @@
 //! The parts of the `tessera` command that its benchmarks share: `tessera bench`'s
-//! cases, peers and table ([`bench`]). The inference library is the `tessera` crate.
+//! cases, peers and table ([`bench`](mod@bench)). The inference library is the `tessera` crate.
 
 pub mod bench;
 pub mod devices;
