@@ -1308,18 +1308,42 @@ mod tests {
     /// has no revision, or another) is not resumed: its rows and new ones would
     /// not agree. Under the same rules it is.
     #[test]
-    fn a_job_of_other_pixel_rules_is_not_resumed() {
+    fn a_job_of_other_pixel_rules_or_older_journal_is_not_resumed() {
         let dir = folder("resume_rules");
         let out = dir.join("g.npy");
         let all = paths(6);
         let journal = dir.join("g.npy.partial.journal");
         let later = PIXELS_REVISION + 1;
-        for (older, refused_as) in [
-            (None, Some("none recorded".to_string())),
-            (Some(1), Some("revision 1;".to_string())),
-            (Some(later), Some(format!("revision {later};"))),
-            (Some(PIXELS_REVISION), None),
-        ] {
+        let differently = "reads images differently";
+        // (key of the journal's job, its value there (None: absent), refused as)
+        let cases: [(&str, Option<serde_json::Value>, Option<[String; 2]>); 5] = [
+            (
+                "pixels",
+                None,
+                Some([differently.into(), "none recorded".into()]),
+            ),
+            (
+                "pixels",
+                Some(1.into()),
+                Some([differently.into(), "revision 1;".into()]),
+            ),
+            (
+                "pixels",
+                Some(later.into()),
+                Some([differently.into(), format!("revision {later};")]),
+            ),
+            // A journal of the tessera before model files were recorded.
+            (
+                "files",
+                None,
+                Some([
+                    "model's files".into(),
+                    "none recorded: an older tessera".into(),
+                ]),
+            ),
+            ("pixels", Some(PIXELS_REVISION.into()), None),
+        ];
+        for (key, value, refused_as) in cases {
             let mut w = RowWriter::create(&out, &all, Columns::f32(2), &JOB, false).unwrap();
             w.accept(0, vec![(0, vec![1.0, 2.0])]).unwrap();
             drop(w);
@@ -1328,12 +1352,11 @@ mod tests {
             let json = first.strip_prefix(JOURNAL_MAGIC).unwrap();
             let mut job: serde_json::Value = serde_json::from_str(json).unwrap();
             assert_eq!(job["pixels"], PIXELS_REVISION);
-            match older {
-                None => job.as_object_mut().unwrap().remove("pixels"),
-                Some(r) => job
-                    .as_object_mut()
-                    .unwrap()
-                    .insert("pixels".into(), r.into()),
+            assert_eq!(job["files"], JOB.files);
+            let fields = job.as_object_mut().unwrap();
+            match value {
+                None => fields.remove(key),
+                Some(v) => fields.insert(key.into(), v),
             };
             let edited = format!("{JOURNAL_MAGIC} {job}\n{rest}");
             std::fs::write(&journal, edited).unwrap();
@@ -1343,12 +1366,9 @@ mod tests {
                     let w = resumed.unwrap();
                     assert_eq!(w.resumed().rows, 1);
                 }
-                Some(r) => {
+                Some(words) => {
                     let err = resumed.err().unwrap();
-                    assert!(
-                        err.contains("reads images differently") && err.contains(&r),
-                        "{older:?}: {err}"
-                    );
+                    assert!(words.iter().all(|w| err.contains(w)), "{key}: {err}");
                 }
             }
             for f in ["g.npy.partial", "g.npy.partial.journal"] {
