@@ -1305,8 +1305,9 @@ mod tests {
     }
 
     /// A job journaled under other pixel rules (an older tessera's, whose journal
-    /// has no revision, or another) is not resumed: its rows and new ones would
-    /// not agree. Under the same rules it is.
+    /// has no revision, or another), or by a tessera that did not record the
+    /// model's files, is not resumed: its rows and new ones would not agree. Under
+    /// the same rules it is.
     #[test]
     fn a_job_of_other_pixel_rules_or_older_journal_is_not_resumed() {
         let dir = folder("resume_rules");
@@ -1316,7 +1317,8 @@ mod tests {
         let later = PIXELS_REVISION + 1;
         let differently = "reads images differently";
         // (key of the journal's job, its value there (None: absent), refused as)
-        let cases: [(&str, Option<serde_json::Value>, Option<[String; 2]>); 5] = [
+        type Case = (&'static str, Option<serde_json::Value>, Option<[String; 2]>);
+        let cases: [Case; 5] = [
             (
                 "pixels",
                 None,
