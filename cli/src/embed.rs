@@ -780,13 +780,6 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
     // nothing left to embed: no weights are looked for, no device is opened and no
     // model loaded.
     let left = first_batch < batches;
-    let mut opened = Vec::new();
-    let mut described = Vec::new();
-    for choice in args.device.iter().filter(|_| left) {
-        let (dev, why) = choice.open()?;
-        described.push(format!("{} [{why}]", describe(&dev)));
-        opened.push(dev);
-    }
     // Rows left to make need the weights the earlier ones were made with.
     if let (true, Some(then), Some(now)) = (left, writer.earlier_weights(), names.weights) {
         if then != now {
@@ -798,6 +791,13 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
                 writer.partial().display()
             ));
         }
+    }
+    let mut opened = Vec::new();
+    let mut described = Vec::new();
+    for choice in args.device.iter().filter(|_| left) {
+        let (dev, why) = choice.open()?;
+        described.push(format!("{} [{why}]", describe(&dev)));
+        opened.push(dev);
     }
     // The weights last: a device that cannot be opened costs no download.
     let files = if left {

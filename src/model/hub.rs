@@ -7,8 +7,8 @@
 //! `config.json`, `preprocessor_config.json` when there is one, and
 //! `model.safetensors`, or the index and only the shards that hold vision-tower
 //! tensors — into the same cache `huggingface_hub` uses (`blobs/ETAG`,
-//! `snapshots/COMMIT/FILE` linked to it, `refs/main`, `refs/BRANCH` or `refs/TAG`), so either tool finds what
-//! the other fetched.
+//! `snapshots/COMMIT/FILE` linked to it, `refs/main`, `refs/BRANCH` or
+//! `refs/TAG`), so either tool finds what the other fetched.
 //!
 //! Every file is checked before it enters the cache: its size, and its hash
 //! against the hub's ETag (SHA-256 for large files, the git blob SHA-1 for small
