@@ -202,18 +202,18 @@ pub(super) struct JobNames<'a> {
 
 impl RowWriter {
     /// Open `path`'s partial file for rows of `cols` of the images `paths`, made
-    /// by the job `job` names. With `resume`, go on from the partial file an
+    /// by the job `id` names. With `resume`, go on from the partial file an
     /// earlier run of the same job left (same paths, settings and model files; the
     /// weights are for the caller to compare, [`Self::earlier_weights`]).
     pub(super) fn create(
         path: &Path,
         paths: &[PathBuf],
         cols: Columns,
-        job: &JobNames,
+        id: &JobNames,
         resume: bool,
     ) -> Result<Self, String> {
         let limit = SAFETENSORS_HEADER_LIMIT;
-        Self::with_limit(path, paths, cols, job, resume, limit)
+        Self::with_limit(path, paths, cols, id, resume, limit)
     }
 
     /// [`Self::create`] with a given safetensors header limit (tests).
