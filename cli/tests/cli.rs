@@ -1645,6 +1645,19 @@ fn embed_with(
     batch: &str,
     more: &[&str],
 ) -> Output {
+    embed_with_env(model, dir, out, device, batch, more, &[])
+}
+
+/// [`embed_with`] with `env` set (as [`tessera_env`]).
+fn embed_with_env(
+    model: &str,
+    dir: &Path,
+    out: &Path,
+    device: &str,
+    batch: &str,
+    more: &[&str],
+    env: &[(&str, &Path)],
+) -> Output {
     let mut args = vec![
         "embed",
         "--model",
@@ -1658,7 +1671,7 @@ fn embed_with(
         batch,
     ];
     args.extend(more);
-    tessera(&args)
+    tessera_env(&args, env)
 }
 
 /// `--out-dtype f16` (.npy) and `bf16` (.safetensors): the f32 job's rows, each
@@ -1990,20 +2003,7 @@ fn embed_resume_checks_the_model_files() {
     let dir = stopping_folder("embed_files_in");
     let out = tmp("files.npy");
     let job = |model: &Path, more: &[&str], env: &[(&str, &Path)]| {
-        let mut args = vec![
-            "embed",
-            "--model",
-            model.to_str().unwrap(),
-            dir.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--batch",
-            "1",
-        ];
-        args.extend(more);
-        tessera_env(&args, env)
+        embed_with_env(model.to_str().unwrap(), &dir, &out, "cpu", "1", more, env)
     };
     let refused = |res: &Output, words: &[&str]| {
         let stderr = String::from_utf8_lossy(&res.stderr);
@@ -2096,15 +2096,8 @@ fn embed_missing_inputs() {
     let out = tmp("missing.npy");
     let _ = std::fs::remove_file(&out);
     let typo = dir.join("no_such_folder");
-    let res = tessera(&[
-        "embed",
-        "--model",
-        "tests/data/siglip_tiny",
-        dir.join("waves_64x48.png").to_str().unwrap(),
-        typo.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let waves = dir.join("waves_64x48.png");
+    let res = embed_tiny(&typo, &out, "cpu", "2", &[waves.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&res.stderr);
     assert!(
         res.status.code() == Some(1) && stderr.contains("no_such_folder: no such file or folder"),
@@ -2113,15 +2106,7 @@ fn embed_missing_inputs() {
     assert!(!out.exists() && !tmp("missing.npy.partial").exists());
     // Resumed, a job's paths are those it started with (a file embedded then
     // deleted is skipped): here no earlier run is found.
-    let res = tessera(&[
-        "embed",
-        "--model",
-        "tests/data/siglip_tiny",
-        typo.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--resume",
-    ]);
+    let res = embed_tiny(&typo, &out, "cpu", "2", &["--resume"]);
     let stderr = String::from_utf8_lossy(&res.stderr);
     assert!(
         res.status.code() == Some(1) && stderr.contains("no earlier run"),
