@@ -4,9 +4,10 @@
 Not a GPU and not a model of one: it exists so the hand-written kernels can be
 checked for index arithmetic, tile edges, barriers, shared-memory races,
 out-of-bounds and misaligned accesses, asynchronous-copy discipline and
-numerical results on a machine with no GPU. What it cannot check: timing, bank
-conflicts, register pressure, races on global memory, and any place where our
-reading of the PTX ISA differs from the hardware.
+numerical results on a machine with no GPU. What it cannot check: timing,
+register pressure, races on global memory, and any place where our reading of
+the PTX ISA differs from the hardware. It counts shared-memory bank conflicts
+when asked (run_kernel(..., banks=BankStats()); the model is in BankStats).
 
 Execution model: one block at a time; every thread has its own pc; the threads
 at the smallest pc execute together (vectorised with numpy), which reconverges
@@ -731,8 +732,65 @@ class Memory:
 
 # ----------------------------------------------------------------------------- launch
 
+class BankStats:
+    """Shared-memory bank accounting over launches: run_kernel(..., banks=stats).
+
+    The model (NVIDIA, compute capability 5.x to 9.x): 32 banks of 4 bytes; a
+    warp's access is served in phases of at most 128 bytes: the whole warp for
+    accesses of up to 4 bytes per thread, half-warps (lanes 0-15, 16-31) for 8
+    bytes, quarter-warps for 16 (for ldmatrix, each 8x8 matrix: the eight
+    lanes giving its rows). A phase takes as many wavefronts as the most
+    distinct 4-byte words any one bank holds among its accesses (threads
+    reading one word share it: a broadcast); at best ceil(words / 32). Counted:
+    ld/st.shared, ldmatrix and cp.async's shared writes, per warp-level request
+    of the threads that issue together. Not counted: TMA writes and wgmma's
+    descriptor reads (the async proxy, with its own swizzle hardware), and
+    mbarrier objects. This is the request model of the bank conflicts Nsight
+    Compute reports (l1tex__data_bank_conflicts_pipe_lsu_mem_shared); the
+    hardware's scheduling of the wavefronts is not modelled."""
+
+    def __init__(self):
+        self.by_ins = {}   # (function, line, instruction text) -> [requests, wavefronts, ideal]
+
+    def record(self, key, ad, nbytes, tids):
+        lanes_per_phase = 32 if nbytes <= 4 else 128 // nbytes
+        tids = np.asarray(tids, np.int64)
+        ad = np.asarray(ad, np.int64)
+        phase = (tids // 32) * 32 + (tids % 32) // lanes_per_phase
+        nw = max(nbytes // 4, 1)
+        words = (ad // 4)[:, None] + np.arange(nw)[None, :]
+        key2 = np.unique(np.repeat(phase, nw) << np.int64(40) | words.ravel())
+        ph, word = key2 >> np.int64(40), key2 & np.int64((1 << 40) - 1)
+        _, per_phase = np.unique(ph, return_counts=True)
+        ideal = int(np.sum((per_phase + 31) // 32))
+        pb, per_bank = np.unique(ph * 32 + word % 32, return_counts=True)
+        starts = np.flatnonzero(np.r_[True, (pb[1:] // 32) != (pb[:-1] // 32)])
+        wavefronts = int(np.sum(np.maximum.reduceat(per_bank, starts)))
+        requests = int(np.unique(tids // 32).size)
+        acc = self.by_ins.setdefault(key, [0, 0, 0])
+        acc[0] += requests
+        acc[1] += wavefronts
+        acc[2] += ideal
+
+    def totals(self, func=None):
+        """(requests, wavefronts, ideal) summed over `func`'s instructions (all
+        functions when None)."""
+        t = [0, 0, 0]
+        for (f, _, _), v in self.by_ins.items():
+            if func is None or f == func:
+                t = [a + b for a, b in zip(t, v)]
+        return tuple(t)
+
+    def conflicted(self, func=None):
+        """Instructions whose wavefronts exceed the ideal, worst excess first:
+        [(function, line, text, requests, wavefronts, ideal)]."""
+        rows = [(f, ln, tx, *v) for (f, ln, tx), v in self.by_ins.items()
+                if (func is None or f == func) and v[1] > v[2]]
+        return sorted(rows, key=lambda r: (r[5] - r[4], r[0], r[1]))
+
+
 def run_kernel(func, mem, grid, block, params, dyn_smem=0, max_steps=50_000_000, allow_large_smem=False,
-               strict_async=True, check_nc=True, check_races=True, strict_waits=True):
+               strict_async=True, check_nc=True, check_races=True, strict_waits=True, banks=None):
     """Run `func` over the whole grid, one block after another.
 
     params: Python ints / floats in declaration order (pointers are addresses in
@@ -747,6 +805,7 @@ def run_kernel(func, mem, grid, block, params, dyn_smem=0, max_steps=50_000_000,
     check_races: barrier-interval race detection on shared memory (module doc).
     strict_waits: an mbarrier try_wait / test_wait returns false at a thread's
       first try even on a completed phase (module doc); False: true iff completed.
+    banks: a BankStats that tallies the launch's shared-memory wavefronts.
     Raises EmuError on any violation."""
     grid = tuple(int(x) for x in grid) + (1,) * (3 - len(grid))
     block = tuple(int(x) for x in block) + (1,) * (3 - len(block))
@@ -781,6 +840,7 @@ def run_kernel(func, mem, grid, block, params, dyn_smem=0, max_steps=50_000_000,
         func._cache[key] = ex
     ex.races = bool(check_races)
     ex.strict_waits = bool(strict_waits)
+    ex.banks = banks
     ex.launch(mem, grid, params, max_steps, check_nc)
 
 
@@ -934,6 +994,7 @@ class _Exec:
         self.npend = 0
         self.cp_recs = []
         self.mem = None
+        self.banks = None     # a BankStats while run_kernel is given one
         self.widths = set()   # shared access sizes: race tracking granule = the smallest
         self.code = []
         for ins in func.prog:
@@ -1312,7 +1373,7 @@ class _Exec:
                     if nc:
                         self._nc_mark(ad, nbytes)
                 else:
-                    self.shared_access(ad, nbytes, ins_text, act, write=False)
+                    self.shared_access(ad, nbytes, ins_text, act, write=False, ins=ins)
                     store = self.smem
                 if vec == 1:
                     ws[0](act, store.view(rdt)[ad // width])
@@ -1338,7 +1399,7 @@ class _Exec:
                 if self.uses_nc:
                     self._w_mark(ad, nbytes)
             else:
-                self.shared_access(ad, nbytes, ins_text, act, write=True)
+                self.shared_access(ad, nbytes, ins_text, act, write=True, ins=ins)
                 store = self.smem
             if vec == 1:
                 ix, vals = ad // width, srcs[0][act]
@@ -1380,16 +1441,19 @@ class _Exec:
             self.g_written = np.zeros(self.mem.top, bool)
         self.g_written[ad[:, None] + np.arange(n)] = True
 
-    def shared_access(self, ad, nbytes, what, tids, write, collective=False):
+    def shared_access(self, ad, nbytes, what, tids, write, collective=False, ins=None):
         """Alignment, bounds, pending cp.async, (strict) visibility and races of the
         bytes [ad, ad + nbytes) touched by threads `tids` (for a warp-collective
-        read, `tids` are lanes of the reading warps)."""
+        read, `tids` are lanes of the reading warps); bank accounting of the
+        instruction `ins` when a BankStats is attached."""
         if np.count_nonzero(ad & (nbytes - 1)):
             bad = ad[ad % nbytes != 0]
             raise EmuError(f"{what}: misaligned {nbytes}-byte shared access at {bad[:4]}")
         if np.count_nonzero((ad < 0) | (ad > self.smem_size - nbytes)):
             raise EmuError(f"{what}: shared access out of bounds: {ad[(ad < 0) | (ad + nbytes > self.smem_size)][:4]}"
                            f" (shared memory is {self.smem_size} B)")
+        if self.banks is not None and ins is not None:
+            self.banks.record((self.f.name, ins.line, ins.text), ad, nbytes, tids)
         if self.async_on:
             self._async_generic(ad, nbytes, what, tids, write, collective)
         if self.npend or self.vis_dirty:
@@ -1560,7 +1624,7 @@ class _Exec:
             else:
                 n = np.full(act.size, cp, np.int64)
             # destination: aligned, in bounds, not pending
-            self.shared_access(dst, cp, what, act, write=True)
+            self.shared_access(dst, cp, what, act, write=True, ins=ins)
             idx = dst[:, None] + ar
             if self.npend:
                 pv = self.pend[idx]
@@ -1802,7 +1866,7 @@ class _Exec:
             flat = ad.ravel()
             lanes = (warps[:, None] * 32 + np.arange(8 * num)[None, :]).ravel()
             # reads on behalf of the whole warp: visibility is checked for every lane
-            self.shared_access(flat, 16, what, lanes, write=False, collective=True)
+            self.shared_access(flat, 16, what, lanes, write=False, collective=True, ins=ins)
             if self.vis_dirty:
                 idx = flat[:, None] + np.arange(16)
                 vv = self.vis[idx]

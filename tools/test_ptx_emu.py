@@ -7,7 +7,9 @@ type"; cvt packing; cp.async group semantics), and the sm_90a machinery: TMA
 boxes (zero fill, 128-byte swizzle), mbarrier phases / parity / tx-count,
 wgmma m64nNk16 through matrix descriptors ("Register Fragments and Shared
 Memory Matrix Layouts" for wgmma), a producer / consumer pipeline, and the
-errors for unsynchronised or unreleased asynchronous accesses.
+errors for unsynchronised or unreleased asynchronous accesses, and the
+shared-memory bank accounting (BankStats) against hand-counted patterns and a
+loop-by-loop count.
 
     PYTHONPATH=.cache/pylib python3 tools/test_ptx_emu.py
 
@@ -22,8 +24,8 @@ from fractions import Fraction
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ptx_emu import (EmuError, Memory, TensorMap, bf16_bits_to_f32, f32_to_bf16_bits, parse_module,  # noqa: E402
-                     run_kernel)
+from ptx_emu import (BankStats, EmuError, Memory, TensorMap, bf16_bits_to_f32, f32_to_bf16_bits,  # noqa: E402
+                     parse_module, run_kernel)
 
 FAILS = []
 # Fresh random inputs each run (TESSERA_TEST_SEED replays one), seeded as
@@ -1830,8 +1832,109 @@ def t_pipeline():
                  lambda: pipe_run(pipe_kernel(n, "no_pwait"), n, 256, 4), "TMA by thread 128 overwrites")
 
 
+# ---------------------------------------------------------------------------- bank conflicts
+
+def bank_ref(addrs, nbytes, lanes_given=32):
+    """Wavefronts and ideal of one warp's access, counted loop by loop: phases of
+    128 bytes (the whole warp up to 4 bytes a thread, half-warps for 8, quarter-
+    warps for 16), per phase the most distinct 4-byte words in one bank."""
+    per = 32 if nbytes <= 4 else 128 // nbytes
+    wav = ideal = 0
+    for start in range(0, lanes_given, per):
+        words = set()
+        for a in addrs[start:start + per]:
+            for w in range(max(nbytes // 4, 1)):
+                words.add(int(a) // 4 + w)
+        banks = {}
+        for w in words:
+            banks.setdefault(w % 32, set()).add(w)
+        wav += max(len(v) for v in banks.values())
+        ideal += -(-len(words) // 32)
+    return wav, ideal
+
+
+def bank_run(kind, addrs, warps=1):
+    """Run one shared access of `kind` (ld.b32 / ld.v2 / ld.v4 / st.b16 /
+    ldmatrix / cp.async) with lane i of every warp at byte addrs[i] of a 16 KiB
+    buffer; returns the BankStats totals (requests, wavefronts, ideal)."""
+    access = {
+        "ld.b32": "ld.shared.b32 %x0, [%ad];",
+        "st.b16": "st.shared.b16 [%ad], %h;",
+        "ld.v2": "ld.shared.v2.b32 {%x0, %x1}, [%ad];",
+        "ld.v4": "ld.shared.v4.b32 {%x0, %x1, %x2, %x3}, [%ad];",
+        "ldmatrix": "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%x0, %x1, %x2, %x3}, [%ad];",
+        "cp.async": "cp.async.cg.shared.global [%ad], [%src], 16; cp.async.wait_all;",
+    }[kind]
+    body = f"""
+    .reg .b16 %h;
+    .reg .b32 %i, %b, %x<4>, %ad;
+    .reg .b64 %tab, %src, %a;
+    .shared .align 16 .b8 buf[16384];
+    ld.param.u64 %tab, [p_tab];
+    ld.param.u64 %src, [p_src];
+    mov.u32 %i, %laneid;
+    mov.b16 %h, 7;
+    mul.wide.u32 %a, %i, 4;
+    add.s64 %a, %tab, %a;
+    ld.global.u32 %ad, [%a];
+    mov.u32 %b, buf;
+    add.u32 %ad, %ad, %b;
+    mov.u32 %i, %tid.x;
+    mul.wide.u32 %a, %i, 16;
+    add.s64 %src, %src, %a;
+    {access}
+    ret;
+"""
+    k = build("bank_" + kind.replace(".", "_"), ["p_tab", "p_src"], body)
+    mem = Memory()
+    pt = mem.upload(np.asarray(addrs, np.uint32))
+    ps = mem.upload(np.zeros(warps * 32 * 4, np.uint32))
+    stats = BankStats()
+    # each thread its own word of a store (one instruction storing different values to one address is an error)
+    run_kernel(k, mem, (1, 1, 1), (32 * warps, 1, 1), [pt, ps], banks=stats, check_races=False)
+    return stats.totals()
+
+
+def t_banks():
+    lane = np.arange(32)
+    cases = [
+        ("ld.b32", "32-bit, consecutive words", lane * 4, 1, 1),
+        ("ld.b32", "32-bit, one word for all lanes (broadcast)", np.zeros(32, int), 1, 1),
+        ("ld.b32", "32-bit, stride 2 words: 2-way", lane * 8, 2, 1),
+        ("ld.b32", "32-bit, stride 32 words: 32-way", lane * 128, 32, 1),
+        ("st.b16", "16-bit stores, two lanes per word", lane * 2, 1, 1),
+        ("ld.v2", "64-bit, consecutive", lane * 8, 2, 2),
+        ("ld.v2", "64-bit, stride 256 bytes: 16-way in each half-warp", lane * 256, 32, 2),
+        ("ld.v4", "128-bit, consecutive", lane * 16, 4, 4),
+        ("ld.v4", "128-bit, stride 32 bytes: 2-way in each quarter-warp", lane * 32, 8, 4),
+        ("ldmatrix", "ldmatrix.x4, rows 64 bytes apart: 4-way", lane * 64, 16, 4),
+        ("ldmatrix", "ldmatrix.x4, rows 64 bytes apart, 16-byte chunks XOR-swizzled by row / 2",
+         (lane * 64) ^ (((lane // 2) % 4) * 16), 4, 4),
+        ("cp.async", "cp.async 16 bytes, consecutive", lane * 16, 4, 4),
+        ("cp.async", "cp.async 16 bytes, rows 128 bytes apart: 8-way", lane * 128, 32, 4),
+    ]
+    for kind, name, addrs, want_wav, want_ideal in cases:
+        nbytes = {"ld.b32": 4, "st.b16": 2, "ld.v2": 8}.get(kind, 16)
+        ref = bank_ref(addrs, nbytes)
+        got = bank_run(kind, addrs)
+        check(f"banks: {name}: {want_wav} wavefronts (best {want_ideal})",
+              got == (1, want_wav, want_ideal) and ref == (want_wav, want_ideal), f"got {got}, loop count {ref}")
+    # random 16-byte-aligned addresses, two warps: against the loop-by-loop count
+    for kind, nbytes in (("ld.b32", 4), ("ld.v2", 8), ("ld.v4", 16), ("ldmatrix", 16)):
+        addrs = RNG.integers(0, 1024, 32) * 16
+        w, i = bank_ref(addrs, nbytes)
+        got = bank_run(kind, addrs, warps=2)
+        check(f"banks: {kind} at random addresses, two warps: the loop-by-loop count per warp",
+              got == (2, 2 * w, 2 * i), f"got {got}, loop count {(2, 2 * w, 2 * i)}")
+    stats = BankStats()
+    stats.by_ins = {("f", 3, "a"): [1, 4, 4], ("f", 9, "b"): [2, 12, 4], ("g", 1, "c"): [1, 2, 1]}
+    check("banks: conflicted() lists the worst excess first, per function",
+          [r[1] for r in stats.conflicted()] == [9, 1] and [r[1] for r in stats.conflicted("f")] == [9]
+          and stats.totals("f") == (3, 16, 8))
+
+
 TESTS = [t_cp_async, t_ldmatrix, t_mma, t_integer, t_float, t_shfl, t_vectors, t_launch, t_races, t_bits,
-         t_tma, t_mbarrier, t_wgmma, t_pipeline]
+         t_tma, t_mbarrier, t_wgmma, t_pipeline, t_banks]
 
 if __name__ == "__main__":
     print(f"TESSERA_TEST_SEED={SEED}", flush=True)
