@@ -33,7 +33,7 @@ fn fa2_spec(hd: usize) -> Option<Fa2> {
     })
 }
 
-/// Query rows below which the tensor-core kernel's 64-row blocks are mostly idle.
+/// Query rows below which the tensor-core kernel's 128-row blocks are mostly idle.
 const FA2_MIN_QUERIES: usize = 16;
 
 pub(super) fn attention<T: Element>(dev: &Cuda, a: AttentionArgs<'_, T, Cuda>) -> Result<()> {

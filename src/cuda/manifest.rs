@@ -755,13 +755,13 @@ pub(super) mod attention_bf16_hd16 {
         entry: "attention_bf16_hd16",
         threads: 128,
         static_smem: 0,
-        max_dyn_smem: 15360,
+        max_dyn_smem: 18432,
         params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
-    pub(in crate::cuda) const DYN_SMEM: u32 = 15360;
+    pub(in crate::cuda) const DYN_SMEM: u32 = 18432;
     pub(in crate::cuda) const HD: u32 = 16;
-    pub(in crate::cuda) const ROWS: u32 = 64;
+    pub(in crate::cuda) const ROWS: u32 = 128;
 }
 
 /// `attention_bf16_hd32`: attention_bf16_hd32: FlashAttention-2-style bf16 attention on tensor cores,
@@ -772,13 +772,13 @@ pub(super) mod attention_bf16_hd32 {
         entry: "attention_bf16_hd32",
         threads: 128,
         static_smem: 0,
-        max_dyn_smem: 25600,
+        max_dyn_smem: 30720,
         params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
-    pub(in crate::cuda) const DYN_SMEM: u32 = 25600;
+    pub(in crate::cuda) const DYN_SMEM: u32 = 30720;
     pub(in crate::cuda) const HD: u32 = 32;
-    pub(in crate::cuda) const ROWS: u32 = 64;
+    pub(in crate::cuda) const ROWS: u32 = 128;
 }
 
 /// `attention_bf16_hd48`: attention_bf16_hd48: FlashAttention-2-style bf16 attention on tensor cores,
@@ -789,13 +789,13 @@ pub(super) mod attention_bf16_hd48 {
         entry: "attention_bf16_hd48",
         threads: 128,
         static_smem: 0,
-        max_dyn_smem: 35840,
+        max_dyn_smem: 43008,
         params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
-    pub(in crate::cuda) const DYN_SMEM: u32 = 35840;
+    pub(in crate::cuda) const DYN_SMEM: u32 = 43008;
     pub(in crate::cuda) const HD: u32 = 48;
-    pub(in crate::cuda) const ROWS: u32 = 64;
+    pub(in crate::cuda) const ROWS: u32 = 128;
 }
 
 /// `attention_bf16_hd64`: attention_bf16_hd64: FlashAttention-2-style bf16 attention on tensor cores,
@@ -806,13 +806,13 @@ pub(super) mod attention_bf16_hd64 {
         entry: "attention_bf16_hd64",
         threads: 128,
         static_smem: 0,
-        max_dyn_smem: 46080,
+        max_dyn_smem: 55296,
         params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
-    pub(in crate::cuda) const DYN_SMEM: u32 = 46080;
+    pub(in crate::cuda) const DYN_SMEM: u32 = 55296;
     pub(in crate::cuda) const HD: u32 = 64;
-    pub(in crate::cuda) const ROWS: u32 = 64;
+    pub(in crate::cuda) const ROWS: u32 = 128;
 }
 
 /// `attention_bf16_hd80`: attention_bf16_hd80: FlashAttention-2-style bf16 attention on tensor cores,
@@ -823,13 +823,13 @@ pub(super) mod attention_bf16_hd80 {
         entry: "attention_bf16_hd80",
         threads: 128,
         static_smem: 0,
-        max_dyn_smem: 56320,
+        max_dyn_smem: 67584,
         params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
-    pub(in crate::cuda) const DYN_SMEM: u32 = 56320;
+    pub(in crate::cuda) const DYN_SMEM: u32 = 67584;
     pub(in crate::cuda) const HD: u32 = 80;
-    pub(in crate::cuda) const ROWS: u32 = 64;
+    pub(in crate::cuda) const ROWS: u32 = 128;
 }
 
 /// `attention_bf16_hd96`: attention_bf16_hd96: FlashAttention-2-style bf16 attention on tensor cores,
@@ -840,13 +840,13 @@ pub(super) mod attention_bf16_hd96 {
         entry: "attention_bf16_hd96",
         threads: 128,
         static_smem: 0,
-        max_dyn_smem: 66560,
+        max_dyn_smem: 79872,
         params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
-    pub(in crate::cuda) const DYN_SMEM: u32 = 66560;
+    pub(in crate::cuda) const DYN_SMEM: u32 = 79872;
     pub(in crate::cuda) const HD: u32 = 96;
-    pub(in crate::cuda) const ROWS: u32 = 64;
+    pub(in crate::cuda) const ROWS: u32 = 128;
 }
 
 /// `attention_bf16_hd112`: attention_bf16_hd112: FlashAttention-2-style bf16 attention on tensor cores,
@@ -857,13 +857,13 @@ pub(super) mod attention_bf16_hd112 {
         entry: "attention_bf16_hd112",
         threads: 128,
         static_smem: 0,
-        max_dyn_smem: 76800,
+        max_dyn_smem: 92160,
         params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
-    pub(in crate::cuda) const DYN_SMEM: u32 = 76800;
+    pub(in crate::cuda) const DYN_SMEM: u32 = 92160;
     pub(in crate::cuda) const HD: u32 = 112;
-    pub(in crate::cuda) const ROWS: u32 = 64;
+    pub(in crate::cuda) const ROWS: u32 = 128;
 }
 
 /// `attention_bf16_hd128`: attention_bf16_hd128: FlashAttention-2-style bf16 attention on tensor cores,
@@ -874,13 +874,13 @@ pub(super) mod attention_bf16_hd128 {
         entry: "attention_bf16_hd128",
         threads: 128,
         static_smem: 0,
-        max_dyn_smem: 87040,
+        max_dyn_smem: 104448,
         params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
-    pub(in crate::cuda) const DYN_SMEM: u32 = 87040;
+    pub(in crate::cuda) const DYN_SMEM: u32 = 104448;
     pub(in crate::cuda) const HD: u32 = 128;
-    pub(in crate::cuda) const ROWS: u32 = 64;
+    pub(in crate::cuda) const ROWS: u32 = 128;
 }
 
 /// `attention_f32`: attention_f32: exact SIMT attention, one warp per query row, 32-key tiles.

@@ -42,12 +42,14 @@ def ldmatrix_x4(k, regs, address, trans=False):
     k(f"ldmatrix.sync.aligned.m8n8.x4{t}.shared.b16 {{{', '.join(map(str, regs))}}}, [{address}];")
 
 
-def cp_async_16(k, smem_addr, gmem_addr, pred):
+def cp_async_16(k, smem_addr, gmem_addr, pred, guard=None):
     """Copy 16 bytes global → shared asynchronously (L2 only, `.cg`); where `pred`
-    is false nothing is read and the 16 bytes are zero-filled."""
+    is false nothing is read and the 16 bytes are zero-filled; where `guard` (a
+    predicate) is false, nothing is copied at all."""
     n = k.reg("u32", "cpn")
     k(f"selp.u32 {n}, 16, 0, {pred};")
-    k(f"cp.async.cg.shared.global [{smem_addr}], [{gmem_addr}], 16, {n};")
+    g = f"@{guard} " if guard is not None else ""
+    k(f"{g}cp.async.cg.shared.global [{smem_addr}], [{gmem_addr}], 16, {n};")
 
 
 def cp_commit(k):

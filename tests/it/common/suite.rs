@@ -467,14 +467,14 @@ pub fn check_attention_fused<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) 
 }
 
 /// A packed batch of sequences of different lengths (1, lengths no tile divides,
-/// one longer than a 64-row tile): self-attention over a fused `[T, 3·W]`
+/// one longer than CUDA's 128-row tile): self-attention over a fused `[T, 3·W]`
 /// projection and the pooling head's probe (shared, and one per sequence) over a
 /// packed `[T, 2·W]`, each against the reference run on every sequence alone. The
 /// output is poisoned first, so an unwritten row fails; rows of one sequence
 /// attending to another's keys fail too.
 pub fn check_attention_packed<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
     for &(h, hd, ref lens) in &[
-        (2usize, 64usize, vec![5usize, 70, 1, 33]),
+        (2usize, 64usize, vec![5usize, 70, 1, 33, 150]),
         (3, 24, vec![17, 2]),
         (2, 17, vec![9, 40, 3]),
     ] {

@@ -2,27 +2,37 @@
 for head dims hd ≤ HD (HD = 16, 32, …, 128: hd rounded up to a multiple of 16;
 hd itself a multiple of 8, so every row is whole 16-byte chunks).
 
-Block: 4 warps (128 threads) own BR = 64 query rows, 16 per warp; grid
-  (⌈max q_len / 64⌉, H, B). Keys and values stream through in tiles of BC = 64.
-Shared (dynamic): Q [64][HD], K [2][64][HD], V [2][64][HD] bf16, each row padded
+Block: 4 warps (128 threads) own BR = 128 query rows, 32 per warp (two m16
+  tiles, MT = 2: every K and V fragment read from shared memory feeds two mma,
+  as in FlashAttention-2's 128-row blocks — with 16 rows per warp the ldmatrix
+  traffic alone would take more shared-memory cycles than the mma take tensor
+  cycles); grid (⌈max q_len / 128⌉, H, B). Keys and values stream through in
+  tiles of BC = 64.
+Shared (dynamic): Q [BR][HD], K [2][64][HD], V [2][64][HD] bf16, each row padded
   by 16 bytes (stride 2·HD + 16: the 8 rows an ldmatrix phase reads start in 8
   distinct bank groups). Filled by cp.async, 16 bytes a copy; rows past the
-  sequence and columns past hd are zero-filled (nothing is read there).
+  sequence and columns past hd are zero-filled (nothing is read there). Where a
+  row is not a multiple of 8 chunks (HD not a multiple of 64), the copies walk
+  the padded rows chunk by chunk, pad chunks included (zero-filled, never read):
+  8 neighbouring lanes then write 8 consecutive chunks, free of bank conflicts,
+  where walking only the data chunks would wrap a quarter-warp across the pad.
 Pipeline: Q and K/V tile 0 are requested first; while tile j is computed, tile
   j + 1 is already in flight into the other stage (cp.async groups, wait_group 1).
-Per tile, warp w:
+Per tile, warp w, for each of its m16 tiles (rows 32w + 16t, t < MT):
   S = Q·Kᵀ (16 × 64, f32): HD/16 k-steps × 8 key n-tiles of mma.m16n8k16 — Q's A
-    fragments stay in registers for the whole kernel, K's B fragments come from
-    ldmatrix.x4 (K rows are the "col" B operand as stored);
+    fragments stay in registers for the whole kernel up to HD 80 and are re-read
+    by ldmatrix each k-step above (registers), K's B fragments come from
+    ldmatrix.x4 (K rows are the "col" B operand as stored), shared by the m-tiles;
   scores scaled by hd^-0.5·log2(e); keys past kv_len −∞ (last tile only);
-  online softmax per row (a lane holds rows g and g + 8): m_new = max(m, rowmax)
-    over the quad; m_ref = m_new, or 0 when m_new = −∞ (the −∞ guard: no NaN from
-    −∞ − −∞ when a whole tile scores −∞); α = 2^(m − m_ref), P = 2^(S − m_ref),
-    l = α·l + Σ P; O ·= α;
+  online softmax per row (a lane holds rows g and g + 8 of each m-tile): m_new =
+    max(m, rowmax) over the quad; m_ref = m_new, or 0 when m_new = −∞ (the −∞
+    guard: no NaN from −∞ − −∞ when a whole tile scores −∞); α = 2^(m − m_ref),
+    P = 2^(S − m_ref), l = α·l + Σ P; O ·= α;
   P stays in registers: the C fragments of two adjacent key n-tiles, rounded to
     bf16 pairs, are exactly the A fragment of one 16-key k-step;
   O += P·V (16 × HD): 4 k-steps × HD/8 dim n-tiles, V's B fragments from
-    ldmatrix.x4.trans (V rows are keys: transposed, they are the "col" operand).
+    ldmatrix.x4.trans (V rows are keys: transposed, they are the "col" operand),
+    shared by the m-tiles.
 End: l summed over the quad, O / l rounded to bf16 once, stored as bf16 pairs for
   rows < q_len and columns < hd."""
 
@@ -31,19 +41,63 @@ from ..frag import c_coords, cp_async_16, cp_commit, cp_wait, ldmatrix_x4, mma, 
 from ..lib import NEG_INF, ZERO, addr, lane_warp, pack_bf16x2, quad_reduce
 from .attention_common import ATTENTION_PARAMS, column_bases, sequence_bounds
 
-BR, BC, WARPS = 64, 64, 4
+BC, WARPS, MT = 64, 4, 2
+BR = 16 * MT * WARPS  # query rows per block
 HEAD_DIMS = (16, 32, 48, 64, 80, 96, 112, 128)
+# Largest head dim whose Q fragments stay in registers for the whole kernel
+# (above it they would push the 32-row accumulators past 255 registers).
+Q_IN_REGS_MAX_HD = 64
+
+
+def chunk_passes(k, tid, HD, SB, rows):
+    """How the 128 threads copy a tile of `rows` rows of HD bf16 into shared rows
+    of stride SB, 16 bytes a copy: per pass, (row, column element, column-inside-hd
+    predicate, shared offset: a register, or None for `so0 + 2048·pass`).
+
+    Rows of a multiple of 8 chunks: copy c = tid + 128·pass is chunk c % CPR of row
+    c / CPR (a quarter-warp's 8 copies fill 8 consecutive chunks of one row).
+    Otherwise the copies walk the padded rows, pad chunk included (CPR + 1 slots
+    a row): copy c lands at byte 16·c, so any 8 neighbouring copies hit 8
+    distinct bank groups; the pad slot's column is ≥ HD ≥ hd, so it is zero-filled
+    and nothing is read for it."""
+    CPR = HD // 8
+    padded = CPR % 8 != 0
+    slots = CPR + 1 if padded else CPR
+    total = rows * slots
+    npass = -(-total // (32 * WARPS))
+    so0 = None
+    if padded:
+        assert SB == 16 * slots
+        so0 = k.reg("u32", "so0")
+        k(f"shl.b32 {so0}, {tid}, 4;")
+    passes, t = [], k.reg("u32", "pt")
+    for i in range(npass):
+        c, r, col = k.reg("u32", f"ch{i}"), k.reg("u32", f"row{i}"), k.reg("u32", f"col{i}")
+        k(f"add.u32 {c}, {tid}, {32 * WARPS * i};")
+        k(f"div.u32 {r}, {c}, {slots};")
+        k(f"rem.u32 {col}, {c}, {slots};")
+        so = None
+        if not padded:
+            so = k.reg("u32", f"so{i}")
+            k(f"mul.lo.u32 {so}, {r}, {SB};")
+            k(f"shl.b32 {t}, {col}, 4;")
+            k(f"add.u32 {so}, {so}, {t};")
+        k(f"shl.b32 {col}, {col}, 3;")  # column element
+        cv = k.reg("pred", f"cv{i}")
+        k(f"setp.lt.u32 {cv}, {col}, {k.param('hd')};")
+        passes.append((r, col, cv, so))
+    return passes, so0, total
 
 
 def attention_fa2(HD):
     SB = padded_stride(2 * HD)
-    CPR = HD // 8  # 16-byte chunks per row
     KC = HD // 16  # k-steps of Q·Kᵀ
-    NCH = BR * CPR // (32 * WARPS)  # chunks per thread per 64-row tile
+    q_regs = HD <= Q_IN_REGS_MAX_HD
     smem = (BR + 4 * BC) * SB
     k = Kernel("attention", f"attention_bf16_hd{HD}", 32 * WARPS, ATTENTION_PARAMS, "attention",
                doc=f"attention_bf16_hd{HD}: FlashAttention-2-style bf16 attention on tensor cores,\n"
-                   f"hd ≤ {HD}, 64 query rows per block, 64-key K/V tiles double-buffered.",
+                   f"hd ≤ {HD}, {BR} query rows per block ({16 * MT} per warp), 64-key K/V tiles "
+                   f"double-buffered.",
                dyn_smem=smem)
     k.const("ROWS", BR)
     k.const("HD", HD)
@@ -56,7 +110,7 @@ def attention_fa2(HD):
     k(f"mov.u32 {b}, %ctaid.z;")
     k(f"mov.u32 {h}, %ctaid.y;")
     k(f"mov.u32 {qb}, %ctaid.x;")
-    k(f"shl.b32 {qb}, {qb}, 6;")  # first query row of the block
+    k(f"mul.lo.u32 {qb}, {qb}, {BR};")  # first query row of the block
     q0, kv0, o0, ql, kl = sequence_bounds(k, b)
     exit_ = k.label("exit")
     p = k.reg("pred", "p")
@@ -67,55 +121,56 @@ def attention_fa2(HD):
     sQ = k.reg("u32", "sQ")
     k(f"mov.u32 {sQ}, dyn_smem;")
 
-    # This thread's chunks of a 64-row tile: row, 16-byte column chunk, shared offset,
-    # whether the column is inside hd, and the element offset of the column.
-    rows, soffs, cvalid, cols = [], [], [], []
-    for i in range(NCH):
-        c, r, ch = k.reg("u32", f"ch{i}"), k.reg("u32", f"row{i}"), k.reg("u32", f"col{i}")
-        k(f"add.u32 {c}, {tid}, {32 * WARPS * i};")
-        k(f"div.u32 {r}, {c}, {CPR};")
-        k(f"rem.u32 {ch}, {c}, {CPR};")
-        so, cv = k.reg("u32", f"so{i}"), k.reg("pred", f"cv{i}")
-        k(f"mul.lo.u32 {so}, {r}, {SB};")
-        k(f"shl.b32 {t}, {ch}, 4;")
-        k(f"add.u32 {so}, {so}, {t};")
-        k(f"shl.b32 {ch}, {ch}, 3;")  # column element
-        k(f"setp.lt.u32 {cv}, {ch}, {hd};")
-        rows.append(r), soffs.append(so), cvalid.append(cv), cols.append(ch)
-
-    def load_tile(base, ld, row0, nrows, sdst):
-        """cp.async rows row0 .. row0 + 63 (valid below nrows) of a [.., ld] bf16
-        tensor's head columns into the tile at shared address sdst."""
-        for i in range(NCH):
-            inside, e, sa = k.reg("pred", "in"), k.reg("u32", "e"), k.reg("u32", "sa")
-            k(f"setp.lt.u32 {inside}, {rows[i]}, {nrows};")
-            k(f"and.pred {inside}, {inside}, {cvalid[i]};")
-            k(f"add.u32 {e}, {row0}, {rows[i]};")
+    def load_tile(base, ld, row0, nrows, sdst, tile_rows):
+        """cp.async rows row0 .. row0 + tile_rows − 1 (valid below nrows) of a
+        [.., ld] bf16 tensor's head columns into the tile at shared address sdst.
+        The pass registers are recomputed per call (a few integer instructions)
+        rather than held across the loop, where the accumulators need the room."""
+        passes, so0, total = chunk_passes(k, tid, HD, SB, tile_rows)
+        npass = len(passes)
+        last_guard = None
+        if total % (32 * WARPS):
+            last_guard = k.reg("pred", "lastg")
+            k(f"setp.lt.u32 {last_guard}, {tid}, {total % (32 * WARPS)};")
+        sa0 = None
+        if so0 is not None:
+            sa0 = k.reg("u32", "sa0")
+            k(f"add.u32 {sa0}, {sdst}, {so0};")
+        for i in range(npass):
+            r, col, cv, so = passes[i]
+            inside, e = k.reg("pred", "in"), k.reg("u32", "e")
+            k(f"setp.lt.u32 {inside}, {r}, {nrows};")
+            k(f"and.pred {inside}, {inside}, {cv};")
+            k(f"add.u32 {e}, {row0}, {r};")
             k(f"mad.lo.u32 {e}, {e}, {ld}, {hoff};")
-            k(f"add.u32 {e}, {e}, {cols[i]};")
+            k(f"add.u32 {e}, {e}, {col};")
             g = addr(k, base, e, 2, "g")
             k(f"@!{inside} mov.b64 {g}, {base};")  # nothing is read; keep it a valid address
-            k(f"add.u32 {sa}, {sdst}, {soffs[i]};")
-            cp_async_16(k, sa, g, inside)
+            if so is None:
+                dst = f"{sa0}+{16 * 32 * WARPS * i}" if i else f"{sa0}"
+            else:
+                dst = k.reg("u32", "sa")
+                k(f"add.u32 {dst}, {sdst}, {so};")
+            cp_async_16(k, dst, g, inside, guard=last_guard if i == npass - 1 else None)
 
     # Q tile, then K/V tile 0.
     qrow0, qleft = k.reg("u32", "qrow0"), k.reg("u32", "qleft")
     k(f"add.u32 {qrow0}, {q0}, {qb};")
     k(f"sub.u32 {qleft}, {ql}, {qb};")
-    load_tile(q, ldq, qrow0, qleft, sQ)
+    load_tile(q, ldq, qrow0, qleft, sQ, BR)
     cp_commit(k)
     sK, sV = k.reg("u32", "sK"), k.reg("u32", "sV")
     k(f"add.u32 {sK}, {sQ}, {BR * SB};")
     k(f"add.u32 {sV}, {sK}, {2 * BC * SB};")
-    load_tile(kk, ldkv, kv0, kl, sK)
-    load_tile(v, ldkv, kv0, kl, sV)
+    load_tile(kk, ldkv, kv0, kl, sK, BC)
+    load_tile(v, ldkv, kv0, kl, sV, BC)
     cp_commit(k)
     cp_wait(k, 1)
     k("bar.sync 0;")
 
-    # Q fragments: warp rows 16w + (lane & 15), k offset 16·(lane >> 4) bytes.
+    # Q fragments of m-tile mt: rows 32w + 16mt + (lane & 15), k offset 16·(lane >> 4) bytes.
     qa = k.reg("u32", "qa")
-    k(f"shl.b32 {t}, {warp}, 4;")
+    k(f"mul.lo.u32 {t}, {warp}, {16 * MT};")
     k(f"and.b32 {u}, {lane}, 15;")
     k(f"add.u32 {t}, {t}, {u};")
     k(f"mul.lo.u32 {qa}, {t}, {SB};")
@@ -123,9 +178,13 @@ def attention_fa2(HD):
     k(f"shl.b32 {u}, {u}, 4;")
     k(f"add.u32 {qa}, {qa}, {u};")
     k(f"add.u32 {qa}, {qa}, {sQ};")
-    qf = [k.regs_n("b32", f"q{c}_", 4) for c in range(KC)]
-    for c in range(KC):
-        ldmatrix_x4(k, qf[c], f"{qa}+{32 * c}")
+    if q_regs:
+        qf = [[k.regs_n("b32", f"q{mt}_{c}_", 4) for c in range(KC)] for mt in range(MT)]
+        for mt in range(MT):
+            for c in range(KC):
+                ldmatrix_x4(k, qf[mt][c], f"{qa}+{mt * 16 * SB + 32 * c}")
+    else:
+        qt = [k.regs_n("b32", f"q{mt}_", 4) for mt in range(MT)]
 
     # ldmatrix lane offsets: K (B operand, two key n-tiles per x4) and V (.trans).
     klo, vlo = k.reg("u32", "klo"), k.reg("u32", "vlo")
@@ -151,19 +210,20 @@ def attention_fa2(HD):
     k(f"and.b32 {c2}, {lane}, 3;")
     k(f"shl.b32 {c2}, {c2}, 1;")
 
-    O = [k.regs_n("f32", f"o{n}_", 4) for n in range(HD // 8)]
-    for frag in O:
+    O = [[k.regs_n("f32", f"o{mt}_{n}_", 4) for n in range(HD // 8)] for mt in range(MT)]
+    for frag in (f for om in O for f in om):
         for r in frag:
             k(f"mov.f32 {r}, {ZERO};")
-    m = [k.reg("f32", "m0"), k.reg("f32", "m1")]
-    lsum = [k.reg("f32", "l0"), k.reg("f32", "l1")]
+    # Running max and sum of rows g (index 2mt) and g + 8 (2mt + 1) of each m-tile.
+    m = [k.reg("f32", f"m{i}") for i in range(2 * MT)]
+    lsum = [k.reg("f32", f"l{i}") for i in range(2 * MT)]
     for r in m:
         k(f"mov.f32 {r}, {NEG_INF};")
     for r in lsum:
         k(f"mov.f32 {r}, {ZERO};")
-    S = [k.regs_n("f32", f"s{n}_", 4) for n in range(BC // 8)]
+    S = [[k.regs_n("f32", f"s{mt}_{n}_", 4) for n in range(BC // 8)] for mt in range(MT)]
     kb = k.regs_n("b32", "kb", 4)
-    P = [k.regs_n("b32", f"p{c}_", 4) for c in range(BC // 16)]
+    P = [[k.regs_n("b32", f"p{mt}_{c}_", 4) for c in range(BC // 16)] for mt in range(MT)]
 
     ntiles, j, stage = k.reg("u32", "ntiles"), k.reg("u32", "j"), k.reg("u32", "stage")
     k(f"add.u32 {ntiles}, {kl}, {BC - 1};")
@@ -189,8 +249,8 @@ def attention_fa2(HD):
     sKn, sVn = k.reg("u32", "sKn"), k.reg("u32", "sVn")
     k(f"add.u32 {sKn}, {sK}, {so};")
     k(f"add.u32 {sVn}, {sV}, {so};")
-    load_tile(kk, ldkv, krow, kleft, sKn)
-    load_tile(v, ldkv, krow, kleft, sVn)
+    load_tile(kk, ldkv, krow, kleft, sKn, BC)
+    load_tile(v, ldkv, krow, kleft, sVn, BC)
     k.place(skip_load)
     cp_commit(k)
     cp_wait(k, 1)
@@ -202,16 +262,23 @@ def attention_fa2(HD):
     k(f"add.u32 {vbase}, {sV}, {so};")
     k(f"add.u32 {vbase}, {vbase}, {vlo};")
 
-    # S = Q·Kᵀ.
-    for frag in S:
+    # S = Q·Kᵀ: each K fragment feeds the MT m-tiles.
+    for frag in (f for sm in S for f in sm):
         for r in frag:
             k(f"mov.f32 {r}, {ZERO};")
     for c in range(KC):
+        if q_regs:
+            qc = [qf[mt][c] for mt in range(MT)]
+        else:
+            for mt in range(MT):
+                ldmatrix_x4(k, qt[mt], f"{qa}+{mt * 16 * SB + 32 * c}")
+            qc = qt
         for np_ in range(BC // 16):
             ldmatrix_x4(k, kb, f"{kbase}+{np_ * 16 * SB + 32 * c}")
-            mma(k, S[2 * np_], qf[c], kb[:2])
-            mma(k, S[2 * np_ + 1], qf[c], kb[2:])
-    for frag in S:
+            for mt in range(MT):
+                mma(k, S[mt][2 * np_], qc[mt], kb[:2])
+                mma(k, S[mt][2 * np_ + 1], qc[mt], kb[2:])
+    for frag in (f for sm in S for f in sm):
         for r in frag:
             k(f"mul.f32 {r}, {r}, {scale};")
     # Keys past kv_len score −∞ (only the last tile can hold any).
@@ -226,44 +293,48 @@ def attention_fa2(HD):
             _, dc = c_coords(qq)
             k(f"add.u32 {col}, {c2}, {8 * n + dc};")
             k(f"setp.ge.u32 {p}, {col}, {left};")
-            k(f"@{p} mov.f32 {S[n][qq]}, {NEG_INF};")
+            for mt in range(MT):
+                k(f"@{p} mov.f32 {S[mt][n][qq]}, {NEG_INF};")
     k.place(full)
 
-    # Online softmax, rows g (registers 0, 1) and g + 8 (registers 2, 3).
-    for half in range(2):
-        mx, mn, mref, alpha, e = (k.reg("f32", s) for s in ("mx", "mn", "mref", "alpha", "e"))
-        k(f"mov.f32 {mx}, {S[0][2 * half]};")
-        for n in range(BC // 8):
-            for qq in (2 * half, 2 * half + 1):
-                if (n, qq) != (0, 2 * half):
-                    k(f"max.f32 {mx}, {mx}, {S[n][qq]};")
-        quad_reduce(k, mx, "max")
-        k(f"max.f32 {mn}, {m[half]}, {mx};")
-        k(f"setp.eq.f32 {p}, {mn}, {NEG_INF};")
-        k(f"selp.f32 {mref}, {ZERO}, {mn}, {p};")
-        k(f"sub.f32 {e}, {m[half]}, {mref};")
-        k(f"ex2.approx.ftz.f32 {alpha}, {e};")
-        k(f"mov.f32 {m[half]}, {mn};")
-        k(f"mul.f32 {lsum[half]}, {lsum[half]}, {alpha};")
-        for n in range(BC // 8):
-            for qq in (2 * half, 2 * half + 1):
-                k(f"sub.f32 {S[n][qq]}, {S[n][qq]}, {mref};")
-                k(f"ex2.approx.ftz.f32 {S[n][qq]}, {S[n][qq]};")
-                k(f"add.f32 {lsum[half]}, {lsum[half]}, {S[n][qq]};")
-        for n in range(HD // 8):
-            for qq in (2 * half, 2 * half + 1):
-                k(f"mul.f32 {O[n][qq]}, {O[n][qq]}, {alpha};")
-    # P in registers as A fragments: key chunk c = n-tiles 2c (a0, a1) and 2c + 1 (a2, a3).
-    for c in range(BC // 16):
-        lo, hi = S[2 * c], S[2 * c + 1]
-        for dst, (x, y) in zip(P[c], ((lo[0], lo[1]), (lo[2], lo[3]), (hi[0], hi[1]), (hi[2], hi[3]))):
-            k(f"cvt.rn.bf16x2.f32 {dst}, {y}, {x};")
-    # O += P·V.
+    # Online softmax, per m-tile: rows g (registers 0, 1) and g + 8 (registers 2, 3).
+    for mt in range(MT):
+        for half in range(2):
+            ri = 2 * mt + half
+            mx, mn, mref, alpha, e = (k.reg("f32", s) for s in ("mx", "mn", "mref", "alpha", "e"))
+            k(f"mov.f32 {mx}, {S[mt][0][2 * half]};")
+            for n in range(BC // 8):
+                for qq in (2 * half, 2 * half + 1):
+                    if (n, qq) != (0, 2 * half):
+                        k(f"max.f32 {mx}, {mx}, {S[mt][n][qq]};")
+            quad_reduce(k, mx, "max")
+            k(f"max.f32 {mn}, {m[ri]}, {mx};")
+            k(f"setp.eq.f32 {p}, {mn}, {NEG_INF};")
+            k(f"selp.f32 {mref}, {ZERO}, {mn}, {p};")
+            k(f"sub.f32 {e}, {m[ri]}, {mref};")
+            k(f"ex2.approx.ftz.f32 {alpha}, {e};")
+            k(f"mov.f32 {m[ri]}, {mn};")
+            k(f"mul.f32 {lsum[ri]}, {lsum[ri]}, {alpha};")
+            for n in range(BC // 8):
+                for qq in (2 * half, 2 * half + 1):
+                    k(f"sub.f32 {S[mt][n][qq]}, {S[mt][n][qq]}, {mref};")
+                    k(f"ex2.approx.ftz.f32 {S[mt][n][qq]}, {S[mt][n][qq]};")
+                    k(f"add.f32 {lsum[ri]}, {lsum[ri]}, {S[mt][n][qq]};")
+            for n in range(HD // 8):
+                for qq in (2 * half, 2 * half + 1):
+                    k(f"mul.f32 {O[mt][n][qq]}, {O[mt][n][qq]}, {alpha};")
+        # P in registers as A fragments: key chunk c = n-tiles 2c (a0, a1) and 2c + 1 (a2, a3).
+        for c in range(BC // 16):
+            lo, hi = S[mt][2 * c], S[mt][2 * c + 1]
+            for dst, (x, y) in zip(P[mt][c], ((lo[0], lo[1]), (lo[2], lo[3]), (hi[0], hi[1]), (hi[2], hi[3]))):
+                k(f"cvt.rn.bf16x2.f32 {dst}, {y}, {x};")
+    # O += P·V: each V fragment feeds the MT m-tiles.
     for c in range(BC // 16):
         for dp in range(HD // 16):
             ldmatrix_x4(k, kb, f"{vbase}+{c * 16 * SB + 32 * dp}", trans=True)
-            mma(k, O[2 * dp], P[c], kb[:2])
-            mma(k, O[2 * dp + 1], P[c], kb[2:])
+            for mt in range(MT):
+                mma(k, O[mt][2 * dp], P[mt][c], kb[:2])
+                mma(k, O[mt][2 * dp + 1], P[mt][c], kb[2:])
     k("bar.sync 0;")  # this stage is read before tile j + 2 is loaded into it
     k(f"xor.b32 {stage}, {stage}, 1;")
     k(f"add.u32 {j}, {j}, 1;")
@@ -274,31 +345,33 @@ def attention_fa2(HD):
     # out = O / l, rows < q_len, columns < hd, as bf16 pairs.
     grow = k.reg("u32", "grow")
     k(f"shr.u32 {t}, {lane}, 2;")
-    k(f"shl.b32 {grow}, {warp}, 4;")
+    k(f"mul.lo.u32 {grow}, {warp}, {16 * MT};")
     k(f"add.u32 {grow}, {grow}, {t};")
-    k(f"add.u32 {grow}, {grow}, {qb};")  # query row (in the sequence) of registers 0, 1
-    for half in range(2):
-        inv, e = k.reg("f32", "inv"), k.reg("u32", "oe")
-        quad_reduce(k, lsum[half], "add")
-        k(f"rcp.rn.f32 {inv}, {lsum[half]};")
-        row = k.reg("u32", "orow")
-        k(f"add.u32 {row}, {grow}, {8 * half};")
-        skip = k.label("row_out")
-        k(f"setp.ge.u32 {p}, {row}, {ql};")
-        k(f"@{p} bra {skip};")
-        k(f"add.u32 {e}, {o0}, {row};")
-        k(f"mad.lo.u32 {e}, {e}, {ldo}, {hoff};")
-        k(f"add.u32 {e}, {e}, {c2};")
-        base = addr(k, out, e, 2, "ob")
-        for n in range(HD // 8):
-            x, y = O[n][2 * half], O[n][2 * half + 1]
-            k(f"mul.f32 {x}, {x}, {inv};")
-            k(f"mul.f32 {y}, {y}, {inv};")
-            pk = pack_bf16x2(k, x, y)
-            k(f"add.u32 {t}, {c2}, {8 * n};")
-            k(f"setp.lt.u32 {p}, {t}, {hd};")
-            k(f"@{p} st.global.b32 [{base}+{16 * n}], {pk};")
-        k.place(skip)
+    k(f"add.u32 {grow}, {grow}, {qb};")  # query row (in the sequence) of m-tile 0's registers 0, 1
+    for mt in range(MT):
+        for half in range(2):
+            ri = 2 * mt + half
+            inv, e = k.reg("f32", "inv"), k.reg("u32", "oe")
+            quad_reduce(k, lsum[ri], "add")
+            k(f"rcp.rn.f32 {inv}, {lsum[ri]};")
+            row = k.reg("u32", "orow")
+            k(f"add.u32 {row}, {grow}, {16 * mt + 8 * half};")
+            skip = k.label("row_out")
+            k(f"setp.ge.u32 {p}, {row}, {ql};")
+            k(f"@{p} bra {skip};")
+            k(f"add.u32 {e}, {o0}, {row};")
+            k(f"mad.lo.u32 {e}, {e}, {ldo}, {hoff};")
+            k(f"add.u32 {e}, {e}, {c2};")
+            base = addr(k, out, e, 2, "ob")
+            for n in range(HD // 8):
+                x, y = O[mt][n][2 * half], O[mt][n][2 * half + 1]
+                k(f"mul.f32 {x}, {x}, {inv};")
+                k(f"mul.f32 {y}, {y}, {inv};")
+                pk = pack_bf16x2(k, x, y)
+                k(f"add.u32 {t}, {c2}, {8 * n};")
+                k(f"setp.lt.u32 {p}, {t}, {hd};")
+                k(f"@{p} st.global.b32 [{base}+{16 * n}], {pk};")
+            k.place(skip)
     k.place(exit_)
     return k
 
