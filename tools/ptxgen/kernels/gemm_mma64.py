@@ -7,11 +7,14 @@ Block: 128 threads = 4 warps, output tile 64×64, K step 32.
 Shared: As[64][40], Bs[64][40] bf16 (row = m or n, 32 k + 8 pad). Row stride 80 B:
   16-byte aligned rows for ldmatrix / st.shared.v4, and the 8 rows one ldmatrix
   phase reads fall in distinct 16-byte bank groups.
-Global → shared: thread t fills row t>>1, k = 16(t&1) .. +15 of both tiles:
-  two 16-byte loads when K % 8 == 0 and the operand's base is 16-byte aligned
-  (checked in the kernel, so views cannot fault), else 16 predicated 2-byte
-  loads; patch_embed's A (pixels) always element by element, walking
-  (c, py, px) incrementally. Out-of-range rows or k are stored as 0: any M, N, K.
+Global → shared: thread t fills row t & 63, k = 16(t >> 6) .. +15 of both
+  tiles: two 16-byte loads when K % 8 == 0 and the operand's base is 16-byte
+  aligned (checked in the kernel, so views cannot fault), else 16 predicated
+  2-byte loads packed in registers; patch_embed's A (pixels) always element by
+  element, walking (c, py, px) incrementally. Either way the thread stores two
+  16-byte vectors: a quarter-warp's 8 rows (80 bytes apart, 5 chunks: 5r mod 8
+  distinct) hit 8 distinct bank groups. Out-of-range rows or k are stored as 0:
+  any M, N, K.
 Fragments: ldmatrix.x4 (see frag.py). The sm_80 pipelined kernel (gemm_sm80.py)
   takes the model's shapes; this one takes the rest.
 Grid: (ceil(N / 64), ceil(M / 64))."""
@@ -51,9 +54,9 @@ def gemm_bf16_any(mode):
     k(f"setp.eq.and.u64 {va}, {a64}, 0, {kvec};")
     k(f"and.b64 {a64}, {op.w}, 15;")
     k(f"setp.eq.and.u64 {vb}, {a64}, 0, {kvec};")
-    # Loader: row tid >> 1, k offset 16·(tid & 1).
+    # Loader: row tid & 63, k offset 16·(tid >> 6).
     pa, pb, rb, w_ = k.reg("pred", "pa"), k.reg("pred", "pb"), k.reg("u32", "rb"), k.reg("u32", "w")
-    k(f"shr.u32 {u}, {tid}, 1;")
+    k(f"and.b32 {u}, {tid}, 63;")
     k(f"add.u32 {w_}, {m0}, {u};")
     k(f"setp.lt.u32 {pa}, {w_}, {op.m};")
     if linear:
@@ -69,7 +72,7 @@ def gemm_bf16_any(mode):
     k(f"mul.lo.u32 {rb}, {w_}, {op.kk};")
     sa, sb = k.reg("u32", "sa"), k.reg("u32", "sb")
     k(f"mul.lo.u32 {w_}, {u}, {ROW_B};")
-    k(f"and.b32 {t}, {tid}, 1;")
+    k(f"shr.u32 {t}, {tid}, 6;")
     k(f"shl.b32 {t}, {t}, 5;")
     k(f"add.u32 {w_}, {w_}, {t};")
     k(f"mov.u32 {sa}, {As};")
@@ -108,11 +111,18 @@ def gemm_bf16_any(mode):
     k.place(top)
     k(f"setp.ge.u32 {pq}, {kt}, {op.kk};")
     k(f"@{pq} bra {end};")
-    k(f"and.b32 {t}, {tid}, 1;")
+    k(f"shr.u32 {t}, {tid}, 6;")
     k(f"shl.b32 {t}, {t}, 4;")
     k(f"add.u32 {gk}, {kt}, {t};")
     x4 = k.regs_n("b32", "x", 4)
-    hv = k.reg("b16", "hv")
+    hv = k.regs_n("b16", "hv", 16)
+
+    def store_packed(sdst):
+        """The 16 elements in hv as two 16-byte vectors at sdst."""
+        for j in range(2):
+            for q in range(4):
+                k(f"mov.b32 {x4[q]}, {{{hv[8 * j + 2 * q]}, {hv[8 * j + 2 * q + 1]}}};")
+            k(f"st.shared.v4.u32 [{sdst}+{16 * j}], {{{', '.join(map(str, x4))}}};")
 
     def vec_load(base, rowbase, rowpred, sdst):
         for j in range(2):
@@ -126,12 +136,12 @@ def gemm_bf16_any(mode):
 
     def scalar_load(base, rowbase, rowpred, sdst):
         for e in range(16):
-            k(f"mov.b16 {hv}, 0;")
+            k(f"mov.b16 {hv[e]}, 0;")
             k(f"add.u32 {w_}, {gk}, {e};")
             k(f"setp.lt.and.u32 {pw}, {w_}, {op.kk}, {rowpred};")
             k(f"add.u32 {w_}, {w_}, {rowbase};")
-            k(f"@{pw} ld.global.b16 {hv}, [{addr(k, base, w_, 2)}];")
-            k(f"st.shared.b16 [{sdst}+{2 * e}], {hv};")
+            k(f"@{pw} ld.global.b16 {hv[e]}, [{addr(k, base, w_, 2)}];")
+        store_packed(sdst)
 
     def either(vec, base, rowbase, rowpred, sdst):
         scalar, done = k.label("scalar"), k.label("loaded")
@@ -159,12 +169,11 @@ def gemm_bf16_any(mode):
         k(f"mov.u32 {kpx}, {px};")
         k.place(start)
         for e in range(16):
-            k(f"mov.b16 {hv}, 0;")
+            k(f"mov.b16 {hv[e]}, 0;")
             k(f"add.u32 {w_}, {gk}, {e};")
             k(f"setp.lt.and.u32 {pw}, {w_}, {op.kk}, {pa};")
             k(f"add.u32 {w_}, {ra}, {kofs};")
-            k(f"@{pw} ld.global.b16 {hv}, [{addr(k, op.x, w_, 2)}];")
-            k(f"st.shared.b16 [{sa}+{2 * e}], {hv};")
+            k(f"@{pw} ld.global.b16 {hv[e]}, [{addr(k, op.x, w_, 2)}];")
             if e < 15:
                 k(f"add.u32 {kofs}, {kofs}, 1;")
                 k(f"add.u32 {kpx}, {kpx}, 1;")
@@ -175,6 +184,7 @@ def gemm_bf16_any(mode):
                 k(f"setp.eq.u32 {pw}, {kpy}, {op.p};")
                 k(f"@{pw} mov.u32 {kpy}, 0;")
                 k(f"@{pw} add.u32 {kofs}, {kofs}, {giipi};")
+        store_packed(sa)
     either(vb, op.w, rb, pb, sb)
     # The loads branch per thread: converge the warp before .aligned ldmatrix / mma.
     k("bar.sync 0;")

@@ -3,8 +3,11 @@
 Block: 256 threads, output tile 64×64, K step 16; tx = tid & 15, ty = tid >> 4.
 Shared: As[16][68], Bs[16][68] f32, k-major (the +4 pad spreads the transposing
   stores over banks and keeps rows 16-byte aligned for ld.shared.v4).
-Global → shared: thread loads A rows m0 + ty + 16i (i < 4) at k = k0 + tx, and W
-  rows n0 + ty + 16i; out-of-range rows or k are stored as 0, so any M, N, K work.
+Global → shared: with lx = tid & 7, ly = tid >> 3, thread loads A rows
+  m0 + ly + 32i (i < 2) at k = k0 + lx + 8j (j < 2), and W rows n0 + ly + 32i at
+  the same k; out-of-range rows or k are stored as 0, so any M, N, K work. A warp
+  stores 8 k × 4 rows: words 68·k + row fall in 32 distinct banks (the +4 pad
+  makes 68·k = 4k mod 32), where 16 k × 2 rows would pair k with k + 8.
 Registers: the thread owns the 4×4 outputs rows m0 + 4ty + i, cols n0 + 4tx + j;
   per k it reads a 4-vector of A and of B from shared memory and does 16 FMAs.
 Grid: (ceil(N / 64), ceil(M / 64))."""
@@ -34,12 +37,15 @@ def gemm_f32(mode):
     k(f"shl.b32 {n0}, {n0}, 6;")
     k(f"mov.u32 {m0}, %ctaid.y;")
     k(f"shl.b32 {m0}, {m0}, 6;")
+    lx, ly = k.reg("u32", "lx"), k.reg("u32", "ly")
+    k(f"and.b32 {lx}, {tid}, 7;")
+    k(f"shr.u32 {ly}, {tid}, 3;")
     pa, pb, ra, rb = [], [], [], []
     u = k.reg("u32", "u")
-    for i in range(4):
+    for i in range(2):
         p, q = k.reg("pred", f"pa{i}"), k.reg("pred", f"pb{i}")
-        k(f"add.u32 {u}, {m0}, {ty};")
-        k(f"add.u32 {u}, {u}, {16 * i};")
+        k(f"add.u32 {u}, {m0}, {ly};")
+        k(f"add.u32 {u}, {u}, {32 * i};")
         k(f"setp.lt.u32 {p}, {u}, {op.m};")
         if mode == "linear":
             r = k.reg("u32", f"ra{i}")
@@ -47,13 +53,13 @@ def gemm_f32(mode):
         else:
             r = op.patch_rowbase(u)
         s = k.reg("u32", f"rb{i}")
-        k(f"add.u32 {u}, {n0}, {ty};")
-        k(f"add.u32 {u}, {u}, {16 * i};")
+        k(f"add.u32 {u}, {n0}, {ly};")
+        k(f"add.u32 {u}, {u}, {32 * i};")
         k(f"setp.lt.u32 {q}, {u}, {op.n};")
         k(f"mul.lo.u32 {s}, {u}, {op.kk};")
         pa.append(p), pb.append(q), ra.append(r), rb.append(s)
     sa, sb = k.reg("u32", "sa"), k.reg("u32", "sb")
-    k(f"mad.lo.u32 {u}, {tx}, {PAD}, {ty};")
+    k(f"mad.lo.u32 {u}, {lx}, {PAD}, {ly};")
     k(f"shl.b32 {u}, {u}, 2;")
     k(f"mov.u32 {sa}, {As};")
     k(f"add.u32 {sa}, {sa}, {u};")
@@ -69,29 +75,33 @@ def gemm_f32(mode):
     k.place(top)
     k(f"setp.ge.u32 {pq}, {kt}, {op.kk};")
     k(f"@{pq} bra {end};")
-    k(f"add.u32 {gk}, {kt}, {tx};")
-    k(f"setp.lt.u32 {pk}, {gk}, {op.kk};")
-    if mode == "patch":
-        skip = k.label("kofs")
-        k(f"mov.u32 {kofs}, 0;")
-        k(f"@!{pk} bra {skip};")
-        off, _, _ = op.patch_kofs(gk)
-        k(f"mov.u32 {kofs}, {off};")
-        k.place(skip)
-    else:
-        k(f"mov.u32 {kofs}, {gk};")
     v = k.reg("f32", "v")
-    for i in range(4):
-        k(f"mov.f32 {v}, {ZERO};")
-        k(f"and.pred {pq}, {pk}, {pa[i]};")
-        k(f"add.u32 {u}, {ra[i]}, {kofs};")
-        k(f"@{pq} ld.global.f32 {v}, [{addr(k, op.x, u, 4)}];")
-        k(f"st.shared.f32 [{sa}+{64 * i}], {v};")
-        k(f"mov.f32 {v}, {ZERO};")
-        k(f"and.pred {pq}, {pk}, {pb[i]};")
-        k(f"add.u32 {u}, {rb[i]}, {gk};")
-        k(f"@{pq} ld.global.f32 {v}, [{addr(k, op.w, u, 4)}];")
-        k(f"st.shared.f32 [{sb}+{64 * i}], {v};")
+    for j in range(2):
+        k(f"add.u32 {gk}, {kt}, {lx};")
+        if j:
+            k(f"add.u32 {gk}, {gk}, 8;")
+        k(f"setp.lt.u32 {pk}, {gk}, {op.kk};")
+        if mode == "patch":
+            skip = k.label("kofs")
+            k(f"mov.u32 {kofs}, 0;")
+            k(f"@!{pk} bra {skip};")
+            off, _, _ = op.patch_kofs(gk)
+            k(f"mov.u32 {kofs}, {off};")
+            k.place(skip)
+        else:
+            k(f"mov.u32 {kofs}, {gk};")
+        for i in range(2):
+            so = 4 * (8 * j * PAD + 32 * i)  # k + 8j, row + 32i
+            k(f"mov.f32 {v}, {ZERO};")
+            k(f"and.pred {pq}, {pk}, {pa[i]};")
+            k(f"add.u32 {u}, {ra[i]}, {kofs};")
+            k(f"@{pq} ld.global.f32 {v}, [{addr(k, op.x, u, 4)}];")
+            k(f"st.shared.f32 [{sa}+{so}], {v};")
+            k(f"mov.f32 {v}, {ZERO};")
+            k(f"and.pred {pq}, {pk}, {pb[i]};")
+            k(f"add.u32 {u}, {rb[i]}, {gk};")
+            k(f"@{pq} ld.global.f32 {v}, [{addr(k, op.w, u, 4)}];")
+            k(f"st.shared.f32 [{sb}+{so}], {v};")
     k("bar.sync 0;")
     a_row, b_row = k.reg("u32", "arow"), k.reg("u32", "brow")
     k(f"shl.b32 {u}, {ty}, 4;")
