@@ -9,8 +9,12 @@ printed first.
 The launch contract comes from the generator's own kernel objects — block size,
 parameter order, tile sizes, dynamic shared memory — exactly as the Rust host
 takes it from src/cuda/manifest.rs, so this checks the kernels as the host
-launches them. Needs numpy (pip install --target .cache/pylib numpy; then
-PYTHONPATH=.cache/pylib).
+launches them. Every launch also counts its shared-memory wavefronts
+(ptx_emu.BankStats); at the end each kernel's count is printed, and any
+instruction that takes more wavefronts than a conflict-free access would is a
+failure: every kernel's shared-memory layout is meant to be free of bank
+conflicts, and this keeps it so. Needs numpy (pip install --target .cache/pylib
+numpy; then PYTHONPATH=.cache/pylib).
 
     python3 tools/emu_check.py [group ...]   # groups: see GROUPS at the bottom
 """
@@ -26,7 +30,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import gen_ptx  # noqa: E402
 from ptxgen.kernels import attention_fa2  # noqa: E402
-from ptx_emu import Memory, TensorMap, bf16_bits_to_f32, f32_to_bf16_bits, parse_module, run_kernel  # noqa: E402
+from ptx_emu import (BankStats, Memory, TensorMap, bf16_bits_to_f32, f32_to_bf16_bits, parse_module,  # noqa: E402
+                     run_kernel)
 
 KERNELS_DIR = os.path.join(HERE, "..", "kernels")
 SPECS = {k.name: k for _, _, ks in gen_ptx.modules() for k in ks}
@@ -52,6 +57,7 @@ SEED = _seed()
 RNG = np.random.default_rng(SEED)
 FAILS = []
 QUICK = bool(os.environ.get("EMU_QUICK"))
+BANKS = BankStats()  # every launch's shared-memory wavefronts
 
 
 def module(name):
@@ -76,7 +82,7 @@ def launch(mem, entry, grid, dyn_smem=0, **args):
     # largest dynamic shared memory pass 48 KiB together is allowed its largest.
     opt_in = spec.static_smem + max(spec.dyn_smem, spec.max_dyn_smem) > 48 * 1024
     run_kernel(module(spec.module)[entry], mem, grid, (spec.threads, 1, 1), params,
-               dyn_smem=dyn_smem, allow_large_smem=opt_in)
+               dyn_smem=dyn_smem, allow_large_smem=opt_in, banks=BANKS)
 
 
 def grid_stride(entry, n):
@@ -456,7 +462,7 @@ def t_attention_fa2():
     t_attention_varlen()
 
 
-def t_attention_varlen(entry=None, h=2, hd=64, dt="bf16", lens=(5, 70, 33)):
+def t_attention_varlen(entry=None, h=2, hd=64, dt="bf16", lens=(5, 150, 33)):
     """Packed sequences of lengths `lens` in one fused qkv [T, 3·h·hd] tensor:
     q, k, v are column blocks (ld = 3·w), out [T, w]; attention stays inside each
     sequence."""
@@ -818,10 +824,25 @@ GROUPS = {"add": t_add, "cast": t_cast, "layer_norm": t_layer_norm, "linear": t_
           "attention_fa2": t_attention_fa2, "memory": t_memory,
           "nonfinite": t_nonfinite}
 
+def bank_report():
+    """Each launched kernel's shared-memory wavefronts against the conflict-free
+    count; an instruction with more is a failure (named with its PTX line)."""
+    for f in sorted({f for f, _, _ in BANKS.by_ins}):
+        req, wav, ideal = BANKS.totals(f)
+        bad = BANKS.conflicted(f)
+        print(f"{'ok  ' if not bad else 'FAIL'} shared-memory banks {f}: {wav} wavefronts for {req} "
+              f"warp requests, conflict-free {ideal}", flush=True)
+        for _, line, text, r, w, i in bad[:8]:
+            print(f"       line {line}: `{text}`: {w} wavefronts for {r} requests, conflict-free {i}")
+        if bad:
+            FAILS.append(f"bank conflicts in {f}")
+
+
 if __name__ == "__main__":
     print(f"TESSERA_TEST_SEED={SEED}", flush=True)
     for name in sys.argv[1:] or GROUPS:
         GROUPS[name]()
+    bank_report()
     if FAILS:
         print(f"{len(FAILS)} FAILED (replay: TESSERA_TEST_SEED={SEED} python3 tools/emu_check.py)")
         sys.exit(1)

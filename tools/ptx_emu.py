@@ -755,19 +755,27 @@ class BankStats:
     def record(self, key, ad, nbytes, tids):
         lanes_per_phase = 32 if nbytes <= 4 else 128 // nbytes
         tids = np.asarray(tids, np.int64)
-        ad = np.asarray(ad, np.int64)
         phase = (tids // 32) * 32 + (tids % 32) // lanes_per_phase
         nw = max(nbytes // 4, 1)
-        words = (ad // 4)[:, None] + np.arange(nw)[None, :]
-        key2 = np.unique(np.repeat(phase, nw) << np.int64(40) | words.ravel())
-        ph, word = key2 >> np.int64(40), key2 & np.int64((1 << 40) - 1)
-        _, per_phase = np.unique(ph, return_counts=True)
-        ideal = int(np.sum((per_phase + 31) // 32))
-        pb, per_bank = np.unique(ph * 32 + word % 32, return_counts=True)
-        starts = np.flatnonzero(np.r_[True, (pb[1:] // 32) != (pb[:-1] // 32)])
-        wavefronts = int(np.sum(np.maximum.reduceat(per_bank, starts)))
-        requests = int(np.unique(tids // 32).size)
-        acc = self.by_ins.setdefault(key, [0, 0, 0])
+        words = np.asarray(ad, np.int64) // 4
+        if nw > 1:
+            words = (words[:, None] + np.arange(nw)).ravel()
+            phase = np.repeat(phase, nw)
+        # distinct (phase, word) pairs, sorted by phase
+        pw = np.unique(phase << np.int64(40) | words)
+        ph = pw >> np.int64(40)
+        first = np.r_[True, ph[1:] != ph[:-1]]
+        idx = np.cumsum(first) - 1                     # phase number 0 .. nph-1
+        nph = int(idx[-1]) + 1
+        per_phase = np.bincount(idx, minlength=nph)
+        per_bank = np.bincount(idx * 32 + (pw & np.int64(31)), minlength=nph * 32).reshape(nph, 32)
+        wavefronts = int(per_bank.max(axis=1).sum())
+        ideal = int(((per_phase + 31) // 32).sum())
+        warps = ph[first] // 32
+        requests = int(np.count_nonzero(np.r_[True, warps[1:] != warps[:-1]]))
+        acc = self.by_ins.get(key)
+        if acc is None:
+            acc = self.by_ins[key] = [0, 0, 0]
         acc[0] += requests
         acc[1] += wavefronts
         acc[2] += ideal
