@@ -819,10 +819,42 @@ def t_nonfinite():
         nf_attention(fa2_entry(64), "bf16", 2, 64, 20, 70)
 
 
+# Shared-memory wavefronts per 1000 multiply-adds the tensor-core kernels may take
+# in their steady state. An SM serves one 128-byte wavefront a cycle and its
+# tensor cores about 1000 bf16 multiply-adds a cycle through mma.sync (A100:
+# 1024; an H100's mma.sync rate is an estimate, below its 2048 through wgmma),
+# so well above 1 a kernel waits on shared memory, not on the tensor cores. Attention with 16 query rows a warp
+# took 1.28-1.56 (every K/V fragment fed one mma); with 32 rows, 0.67-0.78.
+SMEM_PER_KMAC = {"attention_bf16_hd": 0.8, "linear_bf16": 0.85}
+
+
+def t_smem_traffic():
+    """Wavefronts per 1000 multiply-adds of the tensor-core kernels at shapes of
+    whole tiles (the steady state), against SMEM_PER_KMAC."""
+    def measure(entry, run, macs):
+        before = BANKS.totals(entry)[1]
+        run()
+        w = BANKS.totals(entry)[1] - before
+        per = 1000 * w / macs
+        budget = next(v for k_, v in SMEM_PER_KMAC.items() if entry.startswith(k_))
+        ok = per <= budget
+        print(f"{'ok  ' if ok else 'FAIL'} shared-memory traffic {entry}: {per:.3f} wavefronts per 1000 "
+              f"multiply-adds (at most {budget})", flush=True)
+        if not ok:
+            FAILS.append(f"shared-memory traffic of {entry}")
+
+    nq = nk = 256
+    for HD in fa2_head_dims():
+        entry = f"attention_bf16_hd{HD}"
+        measure(entry, lambda: attention_case(entry, "bf16", 1, 1, HD, nq, nk), 2 * nq * nk * HD)
+    m, kk, n = 256, 512, 256
+    measure("linear_bf16", lambda: linear_case("linear_bf16", "bf16", m, kk, n, 0, True, False), m * kk * n)
+
+
 GROUPS = {"add": t_add, "cast": t_cast, "layer_norm": t_layer_norm, "linear": t_linear,
           "linear_sm80": t_linear_sm80, "linear_sm90": t_linear_sm90, "patch_embed": t_patch_embed, "attention": t_attention,
           "attention_fa2": t_attention_fa2, "memory": t_memory,
-          "nonfinite": t_nonfinite}
+          "nonfinite": t_nonfinite, "smem_traffic": t_smem_traffic}
 
 def bank_report():
     """Each launched kernel's shared-memory wavefronts against the conflict-free
