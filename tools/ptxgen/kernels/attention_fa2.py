@@ -70,7 +70,7 @@ def chunk_passes(k, tid, HD, SB, rows):
         assert SB == 16 * slots
         so0 = k.reg("u32", "so0")
         k(f"shl.b32 {so0}, {tid}, 4;")
-    passes, t = [], k.reg("u32", "pt")
+    passes, t = [], None if padded else k.reg("u32", "pt")
     for i in range(npass):
         c, r, col = k.reg("u32", f"ch{i}"), k.reg("u32", f"row{i}"), k.reg("u32", f"col{i}")
         k(f"add.u32 {c}, {tid}, {32 * WARPS * i};")
