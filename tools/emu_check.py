@@ -823,8 +823,9 @@ def t_nonfinite():
 # in their steady state. An SM serves one 128-byte wavefront a cycle and its
 # tensor cores about 1000 bf16 multiply-adds a cycle through mma.sync (A100:
 # 1024; an H100's mma.sync rate is an estimate, below its 2048 through wgmma),
-# so well above 1 a kernel waits on shared memory, not on the tensor cores. Attention with 16 query rows a warp
-# took 1.28-1.56 (every K/V fragment fed one mma); with 32 rows, 0.67-0.78.
+# so well above 1 a kernel waits on shared memory, not on the tensor cores.
+# Attention with 16 query rows a warp took 1.28-1.56 (every K/V fragment fed one
+# mma); with 32 rows, 0.67-0.78.
 SMEM_PER_KMAC = {"attention_bf16_hd": 0.8, "linear_bf16": 0.85}
 
 
@@ -855,6 +856,7 @@ GROUPS = {"add": t_add, "cast": t_cast, "layer_norm": t_layer_norm, "linear": t_
           "linear_sm80": t_linear_sm80, "linear_sm90": t_linear_sm90, "patch_embed": t_patch_embed, "attention": t_attention,
           "attention_fa2": t_attention_fa2, "memory": t_memory,
           "nonfinite": t_nonfinite, "smem_traffic": t_smem_traffic}
+
 
 def bank_report():
     """Each launched kernel's shared-memory wavefronts against the conflict-free

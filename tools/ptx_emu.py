@@ -753,6 +753,8 @@ class BankStats:
         self.by_ins = {}   # (function, line, instruction text) -> [requests, wavefronts, ideal]
 
     def record(self, key, ad, nbytes, tids):
+        """Tally one execution of instruction `key`: threads `tids` (for ldmatrix,
+        the lanes giving row addresses) access `nbytes` each at shared `ad`."""
         lanes_per_phase = 32 if nbytes <= 4 else 128 // nbytes
         tids = np.asarray(tids, np.int64)
         phase = (tids // 32) * 32 + (tids % 32) // lanes_per_phase
