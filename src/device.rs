@@ -92,6 +92,15 @@ pub trait Device: sealed::Sealed + Clone + Send + Sync + std::fmt::Debug + 'stat
     /// Block until all work queued on this device has finished.
     fn synchronize(&self) -> Result<()>;
 
+    /// Start the work called so far without waiting for it. wgpu records ops into
+    /// a command buffer that it submits every few dozen ops, on a download, a host
+    /// write and [`synchronize`](Self::synchronize); call this before host work
+    /// that the GPU should overlap (a model's forward ends with it). CUDA launches
+    /// at once and the CPU computes in the call: there it does nothing.
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Run `f`, a fixed sequence of ops on this device, as one replayable unit.
     /// CUDA captures the launches of the second call with a `key` into a graph
     /// and replays it on later calls with that key **instead of running `f`**

@@ -320,7 +320,9 @@ impl<T: Element, D: Kernels<T>> VisionModel<T, D> {
         let result = match key {
             Some(key) => self.device.run_replayable(&key, &mut run),
             None => run(),
-        };
+        }
+        // The forward's last ops start now (wgpu batches them; see Device::flush).
+        .and_then(|()| self.device.flush());
         self.give_back(ws);
         result
     }
@@ -471,7 +473,9 @@ impl<T: Element, D: Kernels<T>> VisionModel<T, D> {
             segments: batch.segments.clone(),
         };
         let mut ws = self.take_packed_workspace(t, b)?;
-        let result = engine::run_packed(self, &mut ws, batch, &mut out);
+        // The forward's last ops start now (wgpu batches them; see Device::flush).
+        let result =
+            engine::run_packed(self, &mut ws, batch, &mut out).and_then(|()| self.device.flush());
         let mut pool = self
             .packed_workspaces
             .lock()

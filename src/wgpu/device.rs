@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use wgpu::util::DeviceExt;
 
+use super::batch::Batch;
 use super::launch::Pipeline;
 use crate::device::{sealed, Device, DeviceKind};
 use crate::element::Element;
@@ -42,6 +43,8 @@ pub(super) struct Inner {
     /// words: the attention calls of one forward share it. Never written after
     /// creation, so a buffer still in use by queued work is never changed.
     pub(super) words: Mutex<Option<(Vec<u32>, wgpu::Buffer)>>,
+    /// Ops recorded and not yet submitted (see `batch.rs`).
+    pub(super) batch: Mutex<Batch>,
     /// Compute dispatches encoded so far ([`Device::launch_count`]).
     pub(super) launches: std::sync::atomic::AtomicU64,
     /// Errors no error scope caught (other threads' work, async failures).
@@ -186,6 +189,7 @@ impl Wgpu {
             *lock(&lost_sink) = Some(format!("device lost ({reason:?}): {msg}"));
         });
         let limits = device.limits();
+        let ops_per_submit = Batch::ops_per_submit_from_env()?;
         Ok(Wgpu {
             inner: Arc::new(Inner {
                 info,
@@ -194,6 +198,7 @@ impl Wgpu {
                 limits,
                 pipelines: Mutex::new(HashMap::new()),
                 words: Mutex::new(None),
+                batch: Mutex::new(Batch::new(ops_per_submit)),
                 launches: std::sync::atomic::AtomicU64::new(0),
                 uncaptured,
                 lost,
@@ -212,7 +217,16 @@ impl Wgpu {
         &self.inner
     }
 
-    /// Fail if the device was lost or an error escaped every scope.
+    /// Mark the device failed: every later call returns `msg` (work it was given
+    /// did not run, so no later result could be trusted).
+    pub(super) fn mark_failed(&self, msg: &str) {
+        let mut lost = lock(&self.inner.lost);
+        if lost.is_none() {
+            *lost = Some(format!("device unusable: {msg}"));
+        }
+    }
+
+    /// Fail if the device was lost or failed, or an error escaped every scope.
     fn check_health(&self, what: &str) -> Result<()> {
         if let Some(msg) = lock(&self.inner.lost).clone() {
             return Err(wgpu_err(what, msg));
@@ -396,9 +410,9 @@ impl Device for Wgpu {
         })
     }
 
-    /// Every op submits its commands when it is called, so a queue write (done at
-    /// the start of the next submission) lands after the ops already called and
-    /// before the ones called next.
+    /// The ops recorded so far are submitted first, with the batch held, so the
+    /// queue write (done at the start of the next submission) lands after the ops
+    /// already called and before the ones called next.
     fn storage_write<T: Element>(&self, storage: &mut WgpuStorage<T>, data: &[T]) -> Result<()> {
         let bytes: &[u8] = bytemuck::cast_slice(data);
         if bytes.is_empty() {
@@ -420,9 +434,11 @@ impl Device for Wgpu {
             padded.resize(size as usize, 0);
             &padded[..]
         };
-        self.guarded("upload", size, || {
-            self.inner.queue.write_buffer(&storage.buffer, 0, contents)
-        })
+        self.after_pending("upload", || {
+            self.guarded("upload", size, || {
+                self.inner.queue.write_buffer(&storage.buffer, 0, contents)
+            })
+        })?
     }
 
     fn storage_alloc<T: Element>(&self, len: usize) -> Result<WgpuStorage<T>> {
@@ -451,18 +467,17 @@ impl Device for Wgpu {
             ));
         }
         let dev = &self.inner.device;
-        let (staging, submission) = self.guarded(WHAT, size, || {
-            let staging = dev.create_buffer(&wgpu::BufferDescriptor {
+        let staging = self.guarded(WHAT, size, || {
+            dev.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("tessera staging"),
                 size,
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
-            });
-            let mut encoder =
-                dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(WHAT) });
-            encoder.copy_buffer_to_buffer(&storage.buffer, 0, &staging, 0, size);
-            let submission = self.inner.queue.submit([encoder.finish()]);
-            (staging, submission)
+            })
+        })?;
+        // The copy goes into the command buffer of the ops recorded so far.
+        let submission = self.submit_with(WHAT, |encoder| {
+            encoder.copy_buffer_to_buffer(&storage.buffer, 0, &staging, 0, size)
         })?;
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
@@ -483,7 +498,11 @@ impl Device for Wgpu {
     }
 
     fn synchronize(&self) -> Result<()> {
+        self.submit_pending("synchronize")?;
         self.wait_idle("synchronize")
+    }
+    fn flush(&self) -> Result<()> {
+        self.submit_pending("flush")
     }
     fn launch_count(&self) -> Option<u64> {
         Some(
@@ -491,6 +510,24 @@ impl Device for Wgpu {
                 .launches
                 .load(std::sync::atomic::Ordering::Relaxed),
         )
+    }
+}
+
+/// A device for the unit tests, or `None` with a notice on stderr when there is
+/// no adapter (a failure under `TESSERA_REQUIRE_WGPU=1`).
+#[cfg(test)]
+pub(super) fn test_device() -> Option<Wgpu> {
+    match Wgpu::new() {
+        Ok(dev) => Some(dev),
+        Err(e) => {
+            if std::env::var("TESSERA_REQUIRE_WGPU").is_ok_and(|v| !v.is_empty() && v != "0") {
+                panic!("TESSERA_REQUIRE_WGPU is set but there is no wgpu adapter: {e}");
+            }
+            // Straight to stderr: libtest captures eprintln! of a passing test.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "SKIPPED: no wgpu adapter ({e})");
+            None
+        }
     }
 }
 
@@ -502,18 +539,7 @@ mod tests {
     /// panic, and the device keeps working afterwards.
     #[test]
     fn validation_errors_are_values() {
-        let dev = match Wgpu::new() {
-            Ok(dev) => dev,
-            Err(e) => {
-                if std::env::var("TESSERA_REQUIRE_WGPU").is_ok_and(|v| !v.is_empty() && v != "0") {
-                    panic!("TESSERA_REQUIRE_WGPU is set but there is no wgpu adapter: {e}");
-                }
-                // Straight to stderr: libtest captures eprintln! of a passing test.
-                use std::io::Write;
-                let _ = writeln!(std::io::stderr(), "SKIPPED: no wgpu adapter ({e})");
-                return;
-            }
-        };
+        let Some(dev) = test_device() else { return };
         let r = dev.guarded("bad buffer", 16, || {
             // MAP_READ may only be combined with COPY_DST: a validation error.
             dev.inner.device.create_buffer(&wgpu::BufferDescriptor {

@@ -200,10 +200,6 @@ impl Wgpu {
         Ok((max as u32, y as u32))
     }
 
-    /// Encode and submit one compute pass: `dispatches` (pipeline, workgroups) run
-    /// in order, each seeing the previous one's writes, over the same bindings:
-    /// `params` as the shader's uniform and `tensors` bound by the names the
-    /// shader's variables have. Does not wait.
     /// A read-only storage buffer holding `words` (small per-call data, such as a
     /// packed batch's offsets). The last one is kept: the same words again (every
     /// attention call of a forward) reuse it instead of a new buffer.
@@ -226,6 +222,10 @@ impl Wgpu {
         buf
     }
 
+    /// Record one compute pass ([`Wgpu::record`]): `dispatches` (pipeline,
+    /// workgroups) run in order, each seeing the previous one's writes, over the
+    /// same bindings: `params` as the shader's uniform and `tensors` bound by the
+    /// names the shader's variables have. Does not wait.
     pub(crate) fn launch<P: Uniform>(
         &self,
         op: &'static str,
@@ -256,33 +256,17 @@ impl Wgpu {
             std::sync::atomic::Ordering::Relaxed,
         );
         let dev = &inner.device;
-        let uniform = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(op),
-            contents: bytemuck::bytes_of(params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
         // Bind groups first, by name: a name the shader lacks, or a binding the
-        // call does not fill, is a bug, reported before anything is encoded.
-        let mut groups = Vec::with_capacity(dispatches.len());
+        // call does not fill, is a bug, reported before anything is recorded.
         for &(pipeline, _) in dispatches {
             let r = &pipeline.reflection;
-            let mut entries = Vec::with_capacity(r.bindings.len());
             for b in &r.bindings {
-                let resource = if b.kind == BindingKind::Uniform {
-                    uniform.as_entire_binding()
-                } else {
-                    let Some((_, buf)) = tensors.iter().find(|(n, _)| *n == b.name) else {
-                        return Err(Error::Internal(format!(
-                            "{op}: shader {} binds `{}`, which the launch does not pass",
-                            pipeline.key, b.name
-                        )));
-                    };
-                    buf.as_entire_binding()
-                };
-                entries.push(wgpu::BindGroupEntry {
-                    binding: b.index,
-                    resource,
-                });
+                if b.kind != BindingKind::Uniform && !tensors.iter().any(|(n, _)| *n == b.name) {
+                    return Err(Error::Internal(format!(
+                        "{op}: shader {} binds `{}`, which the launch does not pass",
+                        pipeline.key, b.name
+                    )));
+                }
             }
             if let Some((name, _)) = tensors
                 .iter()
@@ -293,40 +277,54 @@ impl Wgpu {
                     pipeline.key
                 )));
             }
-            groups.push(entries);
         }
-        self.guarded(op, 0, || {
-            let bind_groups: Vec<wgpu::BindGroup> = dispatches
+        let bind = |uniform: wgpu::BufferBinding<'_>| -> Vec<wgpu::BindGroup> {
+            dispatches
                 .iter()
-                .zip(&groups)
-                .map(|(&(pipeline, _), entries)| {
+                .map(|&(pipeline, _)| {
+                    let entries: Vec<wgpu::BindGroupEntry> = pipeline
+                        .reflection
+                        .bindings
+                        .iter()
+                        .filter_map(|b| {
+                            let resource = if b.kind == BindingKind::Uniform {
+                                wgpu::BindingResource::Buffer(uniform.clone())
+                            } else {
+                                // Checked above: every tensor binding is passed.
+                                let (_, buf) = tensors.iter().find(|(n, _)| *n == b.name)?;
+                                buf.as_entire_binding()
+                            };
+                            Some(wgpu::BindGroupEntry {
+                                binding: b.index,
+                                resource,
+                            })
+                        })
+                        .collect();
                     dev.create_bind_group(&wgpu::BindGroupDescriptor {
                         label: Some(op),
                         layout: &pipeline.layout,
-                        entries,
+                        entries: &entries,
                     })
                 })
-                .collect();
-            let mut encoder =
-                dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
+                .collect()
+        };
+        let encode = |encoder: &mut wgpu::CommandEncoder, bind_groups: Vec<wgpu::BindGroup>| {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(op),
+                timestamp_writes: None,
+            });
+            for ((&(pipeline, n), &(x, y)), group) in
+                dispatches.iter().zip(&grids).zip(&bind_groups)
             {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some(op),
-                    timestamp_writes: None,
-                });
-                for ((&(pipeline, n), &(x, y)), group) in
-                    dispatches.iter().zip(&grids).zip(&bind_groups)
-                {
-                    if n == 0 {
-                        continue;
-                    }
-                    pass.set_pipeline(&pipeline.pipeline);
-                    pass.set_bind_group(0, group, &[]);
-                    pass.dispatch_workgroups(x, y, 1);
+                if n == 0 {
+                    continue;
                 }
+                pass.set_pipeline(&pipeline.pipeline);
+                pass.set_bind_group(0, group, &[]);
+                pass.dispatch_workgroups(x, y, 1);
             }
-            inner.queue.submit([encoder.finish()]);
-        })
+        };
+        self.record(op, bytemuck::bytes_of(params), bind, encode)
     }
 }
 

@@ -8,6 +8,8 @@
 #[cfg(feature = "wgpu")]
 mod attention;
 #[cfg(feature = "wgpu")]
+mod batch;
+#[cfg(feature = "wgpu")]
 mod device;
 #[cfg(feature = "wgpu")]
 mod elementwise;
