@@ -25,6 +25,10 @@ to last --target-ms, after warm-up; CUDA events around the calls):
 
 FLOP and byte counts follow cli/src/bench/cases.rs so the rates compare directly.
 Needs: torch >= 2.3 with CUDA. Prints one aligned table.
+
+--smoke runs every code path (torch.compile included with --compile) on the CPU at
+SigLIP-base batch 1, one layer, a 512^3 square GEMM and one repetition, on the host
+clock: a check of the script before GPU time is spent on it, not a measurement.
 """
 
 import argparse
@@ -45,10 +49,35 @@ MODELS = {
     "so400m": (1152, 4304, 16, 14, 384, 3, 27),
 }
 E_EXPERTS, M_SLOTS = 4, 32
+# "cuda", or "cpu" under --smoke.
+DEV = "cuda"
+# Side of the square GEMM and bytes of the ceiling copy (smaller under --smoke).
+SQUARE, CEILING_BYTES = 4096, 256 << 20
+
+
+def sync():
+    if DEV == "cuda":
+        torch.cuda.synchronize()
+
+
+def host_time_ms(fn, reps, target_ms, warmup=1):
+    """cuda_time_ms on the host clock (--smoke on the CPU)."""
+    import time
+
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(samples)
 
 
 def cuda_time_ms(fn, reps, target_ms, warmup=3):
     """Median over `reps` of the mean ms per call of `fn`, CUDA events."""
+    if DEV != "cuda":
+        return host_time_ms(fn, reps, target_ms)
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
@@ -100,7 +129,7 @@ def print_table(rows, header):
 
 
 def rand(*shape, dtype, scale=1.0):
-    return (torch.rand(*shape, device="cuda", dtype=torch.float32) * 2 - 1).mul_(scale).to(dtype)
+    return (torch.rand(*shape, device=DEV, dtype=torch.float32) * 2 - 1).mul_(scale).to(dtype)
 
 
 def bench_sdpa(rows, name, b, dtype, args):
@@ -162,11 +191,11 @@ def bench_linear(rows, name, b, dtype, args):
 
 
 def bench_square(rows, dtype, args):
-    n = 4096
+    n = SQUARE
     a = rand(n, n, dtype=dtype)
-    w = rand(n, n, dtype=dtype, scale=1 / 64)
+    w = rand(n, n, dtype=dtype, scale=1 / math.sqrt(n))
     ms = cuda_time_ms(lambda: F.linear(a, w), args.reps, args.target_ms)
-    rows.append(Row("linear square", "4096^3", args.dtype, ms, 2.0 * n**3))
+    rows.append(Row("linear square", f"{n}^3", args.dtype, ms, 2.0 * n**3))
 
 
 def bench_memory(rows, name, b, dtype, args):
@@ -176,7 +205,7 @@ def bench_memory(rows, name, b, dtype, args):
     es = torch.finfo(dtype).bits // 8
     x = rand(r, d, dtype=dtype)
     y = rand(r, d, dtype=dtype)
-    lw, lb = torch.ones(d, device="cuda", dtype=dtype), rand(d, dtype=dtype, scale=0.02)
+    lw, lb = torch.ones(d, device=DEV, dtype=dtype), rand(d, dtype=dtype, scale=0.02)
     shape = f"{name} B{b} [{r}, {d}]"
     ms = cuda_time_ms(lambda: F.layer_norm(x, (d,), lw, lb, 1e-6), args.reps, args.target_ms)
     rows.append(Row("layer_norm", shape, args.dtype, ms, nbytes=es * (2.0 * r * d + 2 * d)))
@@ -189,10 +218,10 @@ def bench_memory(rows, name, b, dtype, args):
     dst = torch.empty_like(x)
     ms = cuda_time_ms(lambda: dst.copy_(x), args.reps, args.target_ms)
     rows.append(Row("D2D copy", shape, args.dtype, ms, nbytes=2.0 * es * r * d))
-    big = torch.empty(256 << 20, device="cuda", dtype=torch.uint8)
+    big = torch.empty(CEILING_BYTES, device=DEV, dtype=torch.uint8)
     big2 = torch.empty_like(big)
     ms = cuda_time_ms(lambda: big2.copy_(big), args.reps, args.target_ms)
-    rows.append(Row("D2D copy (ceiling)", "256 MiB", "u8", ms, nbytes=2.0 * (256 << 20)))
+    rows.append(Row("D2D copy (ceiling)", f"{CEILING_BYTES >> 20} MiB", "u8", ms, nbytes=2.0 * CEILING_BYTES))
 
 
 class Layer(torch.nn.Module):
@@ -253,7 +282,7 @@ def bench_forward(rows, name, b, dtype, args):
     label = "SiglipVisionModel"
     if model is None:
         model, label = Tower(name, layers), "hand-written tower, no pooling head"
-    model = model.to("cuda", dtype).eval()
+    model = model.to(DEV, dtype).eval()
     px = rand(b, c, i, i, dtype=dtype)
     k = c * p * p
     # As cli/src/bench/cases.rs: patch GEMM, layers (qkv + out_proj, MLP, attention), head.
@@ -266,17 +295,21 @@ def bench_forward(rows, name, b, dtype, args):
     if args.compile:
         import time
 
-        compiled = torch.compile(model)
-        call = (lambda: compiled(pixel_values=px)) if label == "SiglipVisionModel" else (lambda: compiled(px))
-        with torch.inference_mode():
-            t0 = time.time()
-            call()
-            torch.cuda.synchronize()
-            compile_s = time.time() - t0
-            ms = cuda_time_ms(call, args.reps, args.target_ms)
-        rows.append(Row(f"forward torch.compile ({layers} layers)", shape, args.dtype, ms, flops,
-                        note=f"{label}; first call {compile_s:.0f} s"))
-        del compiled
+        op = f"forward torch.compile ({layers} layers)"
+        try:
+            compiled = torch.compile(model)
+            call = (lambda: compiled(pixel_values=px)) if label == "SiglipVisionModel" else (lambda: compiled(px))
+            with torch.inference_mode():
+                t0 = time.time()
+                call()
+                sync()
+                compile_s = time.time() - t0
+                ms = cuda_time_ms(call, args.reps, args.target_ms)
+            rows.append(Row(op, shape, args.dtype, ms, flops, note=f"{label}; first call {compile_s:.0f} s"))
+            del compiled
+        except Exception as e:  # an inductor failure costs this row, not the table
+            msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            rows.append(Row(op, shape, args.dtype, None, note=f"{type(e).__name__}: {msg}"[:100]))
     del model
 
 
@@ -291,8 +324,13 @@ def main():
     ap.add_argument("--target-ms", type=float, default=50.0)
     ap.add_argument("--compile", action="store_true", help="also time torch.compile of the forward")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 tensor cores for f32 GEMMs (off by default: true SGEMM)")
+    ap.add_argument("--smoke", action="store_true", help="check every code path on the CPU at small sizes (no figures)")
     args = ap.parse_args()
-    if not torch.cuda.is_available():
+    if args.smoke:
+        global DEV, SQUARE, CEILING_BYTES
+        DEV, SQUARE, CEILING_BYTES = "cpu", 512, 16 << 20
+        args.model, args.batch, args.layers, args.reps = "base", "1", 1, 1
+    elif not torch.cuda.is_available():
         sys.exit("error: no CUDA device visible to PyTorch")
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     torch.backends.cudnn.allow_tf32 = args.tf32
@@ -313,15 +351,17 @@ def main():
                     bench_linear(rows, name, b, dtype, args)
                 if "memory" in only:
                     bench_memory(rows, name, b, dtype, args)
-                torch.cuda.empty_cache()
+                if DEV == "cuda":
+                    torch.cuda.empty_cache()
     for name in names:
         for b in batches:
             if "forward" in only:
                 bench_forward(rows, name, b, dtype, args)
-                torch.cuda.empty_cache()
-    props = torch.cuda.get_device_properties(0)
+                if DEV == "cuda":
+                    torch.cuda.empty_cache()
+    device = torch.cuda.get_device_properties(0).name if DEV == "cuda" else "CPU (--smoke: no figures)"
     header = (
-        f"device: {props.name}  torch {torch.__version__}  CUDA {torch.version.cuda}  "
+        f"device: {device}  torch {torch.__version__}  CUDA {torch.version.cuda}  "
         f"dtype {args.dtype}  tf32 {'on' if args.tf32 else 'off'}"
     )
     print_table(rows, header)
