@@ -27,8 +27,8 @@ pub mod peers;
 mod table;
 
 pub use cases::{
-    family_cases, prepare, square_linear, BenchKernels, Bound, CaseKind, CaseSpec, ModelShape,
-    OpKind, Prepared, MODELS, SIGLIP_BASE,
+    family_cases, launch_case, prepare, square_linear, BenchKernels, Bound, CaseKind, CaseSpec,
+    ModelShape, OpKind, Prepared, MODELS, SIGLIP_BASE,
 };
 pub use peers::{BenchDevice, PeerSet};
 pub use table::{BenchRow, BenchTable, Ceiling, PeerCell};
@@ -316,6 +316,9 @@ pub fn select_cases(opts: &BenchOptions) -> (Vec<CaseSpec>, Vec<String>) {
                 });
                 out.extend(family_cases(family, *model, batch, layers));
             }
+        }
+        if family == OpKind::Elementwise {
+            out.push(launch_case());
         }
         if family == OpKind::Linear && !opts.quick {
             out.push(square_linear(if on_cpu { 1024 } else { 4096 }));

@@ -2356,3 +2356,37 @@ fn embed_siglip2_packs_batches() {
         assert!(err < 1e-5, "{p}: mean embedding vs run: rel L2 {err:e}");
     }
 }
+
+/// `tessera bench` runs the shipped ops and prints its table, the per-op cost row
+/// included once, with a readable time below 0.1 ms.
+#[test]
+fn bench_prints_the_per_op_cost_once() {
+    let out = tessera(&[
+        "bench",
+        "--device",
+        "cpu",
+        "--quick",
+        "--op",
+        "elementwise",
+        "--reps",
+        "1",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("add, per-op cost"))
+        .collect();
+    assert_eq!(rows.len(), 1, "{stdout}");
+    // The median ms cell: a positive number, not a rounded-away 0.000.
+    let ms: f64 = rows[0]
+        .split_whitespace()
+        .find_map(|c| c.parse::<f64>().ok().filter(|_| c.contains('.')))
+        .unwrap_or_else(|| panic!("no time in {:?}", rows[0]));
+    assert!(ms > 0.0, "{}", rows[0]);
+    assert!(stdout.contains("add (residual)"), "{stdout}");
+}

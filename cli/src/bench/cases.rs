@@ -180,6 +180,9 @@ pub enum CaseKind {
     Add { len: usize },
     /// Cast of `len` elements to the other dtype (f32 ↔ bf16).
     Cast { len: usize },
+    /// `ops::add_into` of [`LAUNCH_LEN`] elements, called back to back: what one op
+    /// costs beyond its work (host checks, launch or dispatch, submission).
+    Launch,
     /// Self-attention over `seq` rows: q, k, v `[batch, seq, H·hd]`.
     Attention { seq: usize },
     /// Memory gate + read + concat (`ops::memory_read`).
@@ -200,6 +203,10 @@ pub enum CaseKind {
     /// coefficients and conversion, and the upload.
     Pack,
 }
+
+/// Elements of the [`CaseKind::Launch`] add: small enough that the op's work is
+/// negligible beside its per-call cost on every backend.
+pub const LAUNCH_LEN: usize = 256;
 
 /// `count` image grids (h, w) of 64 to 1024 patches, spread evenly, at aspect
 /// ratios cycling through 1:1, 4:3, 3:4, 16:9, 9:16, 2:1, 1:2 (deterministic).
@@ -232,6 +239,7 @@ impl CaseSpec {
             CaseKind::LayerNorm { .. } => "layer_norm".into(),
             CaseKind::Add { .. } => "add (residual)".into(),
             CaseKind::Cast { .. } => "cast".into(),
+            CaseKind::Launch => "add, per-op cost".into(),
             CaseKind::Attention { .. } => "attention".into(),
             CaseKind::MemoryRead => "memory_read".into(),
             CaseKind::MemoryWrite => "memory_write".into(),
@@ -260,6 +268,7 @@ impl CaseSpec {
             CaseKind::Linear { rows, k, n, .. } => format!("{} B{b} M{rows} K{k} N{n}", m.name),
             CaseKind::LayerNorm { rows, cols } => format!("{} B{b} [{rows}, {cols}]", m.name),
             CaseKind::Add { len } => format!("{} B{b} {len} elems", m.name),
+            CaseKind::Launch => format!("{LAUNCH_LEN} elems"),
             CaseKind::Cast { len } => {
                 format!("{} B{b} {len} {dtype}->{}", m.name, other_dtype(dtype))
             }
@@ -292,6 +301,7 @@ impl CaseSpec {
             CaseKind::LayerNorm { .. }
             | CaseKind::Add { .. }
             | CaseKind::Cast { .. }
+            | CaseKind::Launch
             | CaseKind::MemoryRead
             | CaseKind::MemoryWrite
             | CaseKind::Pack => Bound::Memory,
@@ -355,6 +365,7 @@ impl CaseSpec {
                 s * (2.0 * (rows * cols) as f64 + 2.0 * cols as f64)
             }
             CaseKind::Add { len } => s * 3.0 * len as f64,
+            CaseKind::Launch => s * 3.0 * LAUNCH_LEN as f64,
             CaseKind::Cast { len } => (s + other_dtype(dtype).size() as f64) * len as f64,
             // h once, bank once, joint written, router weights; gate in f32.
             CaseKind::MemoryRead => {
@@ -481,6 +492,16 @@ pub fn family_cases(
                 layers: forward_layers,
             }),
         ],
+    }
+}
+
+/// The per-op cost row ([`CaseKind::Launch`]): one per run, whatever the shapes.
+pub fn launch_case() -> CaseSpec {
+    CaseSpec {
+        family: OpKind::Elementwise,
+        model: SIGLIP_BASE,
+        batch: 1,
+        kind: CaseKind::Launch,
     }
 }
 
@@ -713,7 +734,11 @@ pub fn prepare<T: Element, D: BenchKernels<T>>(dev: &D, spec: &CaseSpec) -> Resu
             let mut out = DeviceBuffer::zeros(dev, &[rows, cols])?;
             Box::new(move || ops::layer_norm_into(&x, &w, &bias, LN_EPS, &mut out))
         }
-        CaseKind::Add { len } => {
+        CaseKind::Add { .. } | CaseKind::Launch => {
+            let len = match spec.kind {
+                CaseKind::Add { len } => len,
+                _ => LAUNCH_LEN,
+            };
             let a = rng.buf::<T, D>(dev, &[len], 1.0)?;
             let c = rng.buf(dev, &[len], 1.0)?;
             let mut out = DeviceBuffer::zeros(dev, &[len])?;

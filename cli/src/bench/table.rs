@@ -164,6 +164,16 @@ fn fmt_ceiling(c: &Ceiling) -> String {
     }
 }
 
+/// Milliseconds: three decimals, or three significant digits below 0.1 ms (a
+/// per-op cost of microseconds stays readable).
+fn fmt_ms(ms: f64) -> String {
+    if !(ms > 0.0 && ms < 0.1) {
+        return format!("{ms:.3}");
+    }
+    let decimals = (-ms.log10()).ceil() as usize + 2;
+    format!("{ms:.decimals$}")
+}
+
 fn fmt_rate(v: f64) -> String {
     if v >= 100.0 {
         format!("{v:.0}")
@@ -197,7 +207,7 @@ impl std::fmt::Display for BenchTable {
             .map(|r| {
                 let (ms, rate) = match &r.median_ms {
                     Ok(ms) => (
-                        format!("{ms:.3}"),
+                        fmt_ms(*ms),
                         r.rate.map(fmt_rate).unwrap_or_else(|| "-".into()),
                     ),
                     Err(_) => ("error".into(), "-".into()),
@@ -209,7 +219,7 @@ impl std::fmt::Display for BenchTable {
                 let peer = match (&r.median_ms, &r.peer) {
                     (Err(e), _) => format!("error: {e}"),
                     (Ok(_), PeerCell::Measured { name, ms }) => match r.peer_ratio() {
-                        Some(x) => format!("{x:.2}x {name} ({ms:.3} ms)"),
+                        Some(x) => format!("{x:.2}x {name} ({} ms)", fmt_ms(*ms)),
                         None => format!("n/a ({name})"),
                     },
                     (Ok(_), PeerCell::Unavailable { name, reason }) => {
