@@ -78,16 +78,77 @@ pub fn read_rgb8_upright(path: impl AsRef<Path>) -> Result<Rgb8> {
     decode(path.as_ref(), true)
 }
 
+/// The formats this build decodes (the `image` crate's features, and JPEG).
+const SUPPORTED: [image::ImageFormat; 6] = [
+    image::ImageFormat::Png,
+    image::ImageFormat::Jpeg,
+    image::ImageFormat::WebP,
+    image::ImageFormat::Gif,
+    image::ImageFormat::Bmp,
+    image::ImageFormat::Tiff,
+];
+const SUPPORTED_NAMES: &str = "PNG, JPEG, WebP, GIF, BMP and TIFF";
+
+/// The error for a file recognised as `format` (files named `*.ext`), which this
+/// build does not decode.
+fn unsupported(format: &str, ext: &str) -> String {
+    format!(
+        "{format} images are not decoded by tessera ({SUPPORTED_NAMES} are): convert it \
+         first, e.g. `magick photo.{ext} photo.png`"
+    )
+}
+
+/// The error for a file that failed to decode because it is HEIF (which the
+/// `image` crate does not recognise: its content guess fails, and a `.jpg` name
+/// then makes it a broken JPEG); `None` for any other file.
+fn heif_error(path: &Path) -> Option<Error> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(12);
+    std::fs::File::open(path)
+        .ok()?
+        .take(12)
+        .read_to_end(&mut head)
+        .ok()?;
+    heif_brand(&head).map(|brand| image_err(path, unsupported(brand, "heic")))
+}
+
+/// "HEIC" or "HEIF" when `head` starts an ISO-BMFF file whose major brand is a
+/// HEIF one (an iPhone's photos, for one); AVIF, the other HEIF family member,
+/// the `image` crate recognises itself.
+fn heif_brand(head: &[u8]) -> Option<&'static str> {
+    if head.len() < 12 || &head[4..8] != b"ftyp" {
+        return None;
+    }
+    match &head[8..12] {
+        b"heic" | b"heix" | b"heim" | b"heis" | b"hevc" | b"hevx" => Some("HEIC"),
+        b"mif1" | b"msf1" | b"mif2" => Some("HEIF"),
+        _ => None,
+    }
+}
+
+/// Decode `path`; a failure of a HEIF file says so (see [`heif_error`]).
 fn decode(path: &Path, upright: bool) -> Result<Rgb8> {
+    decode_file(path, upright).map_err(|e| heif_error(path).unwrap_or(e))
+}
+
+fn decode_file(path: &Path, upright: bool) -> Result<Rgb8> {
     let reader = image::ImageReader::open(path)
         .map_err(|e| Error::io(path, e))?
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
-    let Some(format) = reader.format() else {
-        return Err(image_err(
-            path,
-            "not a recognised image format (PNG, JPEG, WebP, GIF, BMP and TIFF are supported)",
-        ));
+    let format = match reader.format() {
+        Some(f) if SUPPORTED.contains(&f) => f,
+        Some(f) => {
+            let name = format!("{f:?}").to_ascii_uppercase();
+            let ext = f.extensions_str().first().copied().unwrap_or("img");
+            return Err(image_err(path, unsupported(&name, ext)));
+        }
+        None => {
+            return Err(image_err(
+                path,
+                format!("not a recognised image format ({SUPPORTED_NAMES} are supported)"),
+            ))
+        }
     };
     // JPEG as Pillow decodes it (libjpeg-turbo's code), where the feature is on.
     #[cfg(feature = "libjpeg")]

@@ -124,6 +124,9 @@ pub struct Summary {
     pub balance: Balance,
     /// Rows that came from an earlier run (`--resume`), included in `embedded`.
     pub resumed: usize,
+    /// Images in formats tessera does not decode that the folder walks left out
+    /// (see [`left_out_note`]).
+    pub left_out: LeftOut,
 }
 
 /// What limited a job: the host decoding images, or the devices embedding them.
@@ -158,13 +161,44 @@ impl Balance {
 /// Image extensions a folder walk picks up.
 const IMAGE_EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"];
 
+/// Extensions of image formats tessera does not decode (phone photos in HEIC,
+/// AVIF, camera raw, ...): a folder walk leaves them out and counts them, and the
+/// job says so once ([`left_out_note`]) instead of passing over them silently.
+const UNDECODED_EXTENSIONS: [&str; 20] = [
+    "heic", "heif", "hif", "avif", "jxl", "qoi", "exr", "hdr", "tga", "dds", "ico", "psd", "dng",
+    "cr2", "cr3", "nef", "arw", "orf", "rw2", "raf",
+];
+
+/// Files a folder walk left out, by lowercase extension.
+pub type LeftOut = std::collections::BTreeMap<String, usize>;
+
+/// One line on the images a folder walk left out, or `None` if it left none.
+pub fn left_out_note(left_out: &LeftOut) -> Option<String> {
+    if left_out.is_empty() {
+        return None;
+    }
+    let counts: Vec<String> = left_out
+        .iter()
+        .map(|(ext, n)| format!("{n} .{ext}"))
+        .collect();
+    let example = left_out.keys().next().map_or("heic", String::as_str);
+    Some(format!(
+        "left out {} file(s) found in folders, in formats tessera does not decode (PNG, \
+         JPEG, WebP, GIF, BMP and TIFF are): convert them first, e.g. `magick mogrify \
+         -format png *.{example}`",
+        counts.join(", ")
+    ))
+}
+
 /// The paths of `inputs`, in order: files as given, folders walked recursively
 /// (sorted, image extensions only), `@list` files read line by line. An input
 /// that does not exist is an error, unless `resume` (the job's paths are those it
 /// started with); a list's lines are taken as they are (a missing file is
-/// skipped when it is read, as an unreadable one).
-pub fn collect_paths(inputs: &[String], resume: bool) -> Result<Vec<PathBuf>, String> {
+/// skipped when it is read, as an unreadable one). Also the images in formats
+/// tessera does not decode that the folder walks left out.
+pub fn collect_paths(inputs: &[String], resume: bool) -> Result<(Vec<PathBuf>, LeftOut), String> {
     let mut out = Vec::new();
+    let mut left_out = LeftOut::new();
     for input in inputs {
         if let Some(list) = input.strip_prefix('@') {
             let text = read_list(Path::new(list))?;
@@ -183,7 +217,7 @@ pub fn collect_paths(inputs: &[String], resume: bool) -> Result<Vec<PathBuf>, St
         } else {
             let p = PathBuf::from(input);
             if p.is_dir() {
-                walk(&p, &mut out).map_err(|e| format!("{}: {e}", p.display()))?;
+                walk(&p, &mut out, &mut left_out).map_err(|e| format!("{}: {e}", p.display()))?;
             } else {
                 // A typo on the command line fails at once; a list's missing files
                 // are skipped with the unreadable ones (and listed at the end), and
@@ -198,7 +232,7 @@ pub fn collect_paths(inputs: &[String], resume: bool) -> Result<Vec<PathBuf>, St
             }
         }
     }
-    Ok(out)
+    Ok((out, left_out))
 }
 
 /// What a resumed job checks the model against (its journal records both): the
@@ -274,20 +308,24 @@ fn read_list(list: &Path) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|e| format!("{name}: not UTF-8 text ({e})"))
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+fn walk(dir: &Path, out: &mut Vec<PathBuf>, left_out: &mut LeftOut) -> std::io::Result<()> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
         .map(|e| e.map(|e| e.path()))
         .collect::<std::io::Result<_>>()?;
     entries.sort();
     for p in entries {
         if p.is_dir() {
-            walk(&p, out)?;
-        } else if p
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-        {
+            walk(&p, out, left_out)?;
+            continue;
+        }
+        let Some(ext) = p.extension().and_then(|e| e.to_str()) else {
+            continue;
+        };
+        let ext = ext.to_ascii_lowercase();
+        if IMAGE_EXTENSIONS.contains(&ext.as_str()) {
             out.push(p);
+        } else if UNDECODED_EXTENSIONS.contains(&ext.as_str()) {
+            *left_out.entry(ext).or_default() += 1;
         }
     }
     Ok(())
@@ -659,10 +697,14 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
     }
     let format = output::Format::of(&args.output)?;
     // The inputs before the model: a typo costs no download.
-    let paths = collect_paths(&args.inputs, args.resume)?;
+    let (paths, left_out) = collect_paths(&args.inputs, args.resume)?;
     if paths.is_empty() {
-        return Err("no images found in the inputs".into());
+        return Err(match left_out_note(&left_out) {
+            Some(note) => format!("no images found in the inputs: {note}"),
+            None => "no images found in the inputs".into(),
+        });
     }
+
     // The config first: options and inputs are checked before the weights are
     // looked for (or downloaded, for a hub id not in the cache).
     let model =
@@ -948,6 +990,7 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
         devices: described,
         balance,
         resumed: resumed.rows,
+        left_out,
     })
 }
 

@@ -95,6 +95,9 @@ fn embed_command(args: &tessera_cli::embed::EmbedArgs) -> CliResult<()> {
             format!(", {} skipped", s.skipped.len())
         }
     );
+    if let Some(note) = tessera_cli::embed::left_out_note(&s.left_out) {
+        say!("note: {note}");
+    }
     if s.resumed > 0 {
         say!(
             "{} of those rows came from the earlier run (--resume)",

@@ -1627,7 +1627,36 @@ fn embed_folder(name: &str) -> PathBuf {
     )
     .unwrap();
     std::fs::write(dir.join("broken.jpg"), b"\xff\xd8 broken").unwrap();
+    // A phone photo in HEIC: left out by the walk, and said so.
+    std::fs::write(dir.join("sub/IMG_0001.HEIC"), HEIC_HEAD).unwrap();
     dir
+}
+
+/// The start of a HEIC file (an ISO-BMFF `ftyp` box, brand `heic`).
+const HEIC_HEAD: &[u8] = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic";
+
+/// A folder holding only images tessera does not decode is a one-line error that
+/// names what was left out.
+#[test]
+fn embed_of_a_folder_of_heic_photos_says_why_nothing_was_found() {
+    let dir = tmp("embed_heic_only");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["IMG_0001.HEIC", "IMG_0002.heic", "x.avif"] {
+        std::fs::write(dir.join(name), HEIC_HEAD).unwrap();
+    }
+    let out = tmp("embed_heic_only.safetensors");
+    assert_one_line_error(
+        &[
+            "embed",
+            "--model",
+            "tests/data/siglip_tiny",
+            "-o",
+            out.to_str().unwrap(),
+            dir.to_str().unwrap(),
+        ],
+        "no images found in the inputs: left out 1 .avif, 2 .heic file(s)",
+    );
 }
 
 /// `tessera embed` of the tiny model over `dir` into `out` on `device`, with
@@ -1823,6 +1852,10 @@ fn embed_folder_in_path_order_skipping_broken_files() {
     let stderr = String::from_utf8_lossy(&res.stderr);
     assert!(stderr.contains("broken.jpg"), "{stderr}");
     let stdout = String::from_utf8_lossy(&res.stdout);
+    assert!(
+        stdout.contains("note: left out 1 .heic file(s)"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("embedded 5 image(s)") && stdout.contains("1 skipped"),
         "{stdout}"

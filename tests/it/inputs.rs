@@ -223,6 +223,41 @@ fn palette_and_grey_alpha_images_convert_like_pil() {
     assert_eq!(preprocess::read_rgb8(&p).unwrap().data, vec![1, 2, 3]);
 }
 
+/// Photos in formats this build does not decode (HEIC from a phone, AVIF, QOI,
+/// ...) are errors that name the file and the format and say what to do, whatever
+/// the file is called.
+#[test]
+fn undecoded_formats_are_named() {
+    let ftyp = |brand: &[u8; 4]| {
+        let mut b = vec![0, 0, 0, 24];
+        b.extend_from_slice(b"ftyp");
+        b.extend_from_slice(brand);
+        b.extend_from_slice(&[0, 0, 0, 0]);
+        b.extend_from_slice(b"mif1heic");
+        b.extend_from_slice(&[0; 64]);
+        b
+    };
+    let mut qoi = b"qoif".to_vec();
+    qoi.extend_from_slice(&[0, 0, 0, 8, 0, 0, 0, 8, 3, 0]);
+    qoi.extend_from_slice(&[0; 32]);
+    for (name, bytes, format) in [
+        ("IMG_0001.HEIC", ftyp(b"heic"), "HEIC"),
+        ("burst.jpg", ftyp(b"heix"), "HEIC"),
+        ("still.heif", ftyp(b"mif1"), "HEIF"),
+        ("photo.avif", ftyp(b"avif"), "AVIF"),
+        ("pixels.qoi", qoi, "QOI"),
+    ] {
+        let p = tmp(name);
+        std::fs::write(&p, &bytes).unwrap();
+        let e = image_err(&p);
+        assert!(
+            e.contains(&format!("{format} images are not decoded")),
+            "{name}: {e}"
+        );
+        assert!(e.contains(name) && e.contains("convert it"), "{name}: {e}");
+    }
+}
+
 #[test]
 fn files_that_are_not_images_are_errors() {
     let text = tmp("notes.png");
