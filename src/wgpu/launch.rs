@@ -256,17 +256,27 @@ impl Wgpu {
             std::sync::atomic::Ordering::Relaxed,
         );
         let dev = &inner.device;
-        // Bind groups first, by name: a name the shader lacks, or a binding the
-        // call does not fill, is a bug, reported before anything is recorded.
+        // Bindings first, by name: a name the shader lacks, or a binding the call
+        // does not fill, is a bug, reported before anything is recorded. Per
+        // dispatch: (binding index, the tensor's buffer, or None for the uniform).
+        let mut plans: Vec<Vec<(u32, Option<&wgpu::Buffer>)>> =
+            Vec::with_capacity(dispatches.len());
         for &(pipeline, _) in dispatches {
             let r = &pipeline.reflection;
+            let mut plan = Vec::with_capacity(r.bindings.len());
             for b in &r.bindings {
-                if b.kind != BindingKind::Uniform && !tensors.iter().any(|(n, _)| *n == b.name) {
-                    return Err(Error::Internal(format!(
-                        "{op}: shader {} binds `{}`, which the launch does not pass",
-                        pipeline.key, b.name
-                    )));
-                }
+                let buffer = if b.kind == BindingKind::Uniform {
+                    None
+                } else {
+                    let Some(&(_, buf)) = tensors.iter().find(|(n, _)| *n == b.name) else {
+                        return Err(Error::Internal(format!(
+                            "{op}: shader {} binds `{}`, which the launch does not pass",
+                            pipeline.key, b.name
+                        )));
+                    };
+                    Some(buf)
+                };
+                plan.push((b.index, buffer));
             }
             if let Some((name, _)) = tensors
                 .iter()
@@ -277,27 +287,21 @@ impl Wgpu {
                     pipeline.key
                 )));
             }
+            plans.push(plan);
         }
         let bind = |uniform: wgpu::BufferBinding<'_>| -> Vec<wgpu::BindGroup> {
             dispatches
                 .iter()
-                .map(|&(pipeline, _)| {
-                    let entries: Vec<wgpu::BindGroupEntry> = pipeline
-                        .reflection
-                        .bindings
+                .zip(&plans)
+                .map(|(&(pipeline, _), plan)| {
+                    let entries: Vec<wgpu::BindGroupEntry> = plan
                         .iter()
-                        .filter_map(|b| {
-                            let resource = if b.kind == BindingKind::Uniform {
-                                wgpu::BindingResource::Buffer(uniform.clone())
-                            } else {
-                                // Checked above: every tensor binding is passed.
-                                let (_, buf) = tensors.iter().find(|(n, _)| *n == b.name)?;
-                                buf.as_entire_binding()
-                            };
-                            Some(wgpu::BindGroupEntry {
-                                binding: b.index,
-                                resource,
-                            })
+                        .map(|&(binding, buffer)| wgpu::BindGroupEntry {
+                            binding,
+                            resource: match buffer {
+                                Some(buf) => buf.as_entire_binding(),
+                                None => wgpu::BindingResource::Buffer(uniform.clone()),
+                            },
                         })
                         .collect();
                     dev.create_bind_group(&wgpu::BindGroupDescriptor {
