@@ -60,7 +60,12 @@ def sync():
         torch.cuda.synchronize()
 
 
-def host_time_ms(fn, reps, target_ms, warmup=1):
+def release():
+    if DEV == "cuda":
+        torch.cuda.empty_cache()
+
+
+def host_time_ms(fn, reps, warmup=1):
     """cuda_time_ms on the host clock (--smoke on the CPU)."""
     import time
 
@@ -77,7 +82,7 @@ def host_time_ms(fn, reps, target_ms, warmup=1):
 def cuda_time_ms(fn, reps, target_ms, warmup=3):
     """Median over `reps` of the mean ms per call of `fn`, CUDA events."""
     if DEV != "cuda":
-        return host_time_ms(fn, reps, target_ms)
+        return host_time_ms(fn, reps)
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
@@ -351,14 +356,12 @@ def main():
                     bench_linear(rows, name, b, dtype, args)
                 if "memory" in only:
                     bench_memory(rows, name, b, dtype, args)
-                if DEV == "cuda":
-                    torch.cuda.empty_cache()
+                release()
     for name in names:
         for b in batches:
             if "forward" in only:
                 bench_forward(rows, name, b, dtype, args)
-                if DEV == "cuda":
-                    torch.cuda.empty_cache()
+                release()
     device = torch.cuda.get_device_properties(0).name if DEV == "cuda" else "CPU (--smoke: no figures)"
     header = (
         f"device: {device}  torch {torch.__version__}  CUDA {torch.version.cuda}  "

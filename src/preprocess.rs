@@ -87,13 +87,14 @@ const SUPPORTED: [image::ImageFormat; 6] = [
     image::ImageFormat::Bmp,
     image::ImageFormat::Tiff,
 ];
-const SUPPORTED_NAMES: &str = "PNG, JPEG, WebP, GIF, BMP and TIFF";
+/// The image formats tessera decodes, as error messages name them.
+pub const SUPPORTED_FORMATS: &str = "PNG, JPEG, WebP, GIF, BMP and TIFF";
 
 /// The error for a file recognised as `format` (files named `*.ext`), which this
 /// build does not decode.
 fn unsupported(format: &str, ext: &str) -> String {
     format!(
-        "{format} images are not decoded by tessera ({SUPPORTED_NAMES} are): convert it \
+        "{format} images are not decoded by tessera ({SUPPORTED_FORMATS} are): convert it \
          first, e.g. `magick photo.{ext} photo.png`"
     )
 }
@@ -146,7 +147,7 @@ fn decode_file(path: &Path, upright: bool) -> Result<Rgb8> {
         None => {
             return Err(image_err(
                 path,
-                format!("not a recognised image format ({SUPPORTED_NAMES} are supported)"),
+                format!("not a recognised image format ({SUPPORTED_FORMATS} are supported)"),
             ))
         }
     };

@@ -183,10 +183,10 @@ pub fn left_out_note(left_out: &LeftOut) -> Option<String> {
         .collect();
     let example = left_out.keys().next().map_or("heic", String::as_str);
     Some(format!(
-        "left out {} file(s) found in folders, in formats tessera does not decode (PNG, \
-         JPEG, WebP, GIF, BMP and TIFF are): convert them first, e.g. `magick mogrify \
-         -format png *.{example}`",
-        counts.join(", ")
+        "left out {} file(s) found in folders, in formats tessera does not decode ({} \
+         are): convert them first, e.g. `magick mogrify -format png *.{example}`",
+        counts.join(", "),
+        tessera::preprocess::SUPPORTED_FORMATS
     ))
 }
 
@@ -704,7 +704,6 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
             None => "no images found in the inputs".into(),
         });
     }
-
     // The config first: options and inputs are checked before the weights are
     // looked for (or downloaded, for a hub id not in the cache).
     let model =
