@@ -116,16 +116,16 @@ impl<T: Element, D: Device> DeviceBuffer<T, D> {
     /// A tensor of `shape` with every element `value` (tests poison outputs with NaN).
     pub fn full(device: &D, shape: &[usize], value: T) -> Result<Self> {
         let n = numel_or_err("full", shape)?;
-        // The host staging vector is reserved fallibly: a huge shape is an
-        // `Err(OutOfMemory)`, never an abort.
-        let mut host = Vec::new();
-        host.try_reserve_exact(n).map_err(|_| Error::OutOfMemory {
-            device: "host".into(),
-            bytes: (n as u64).saturating_mul(std::mem::size_of::<T>() as u64),
-            tensor: format!("DeviceBuffer::full {shape:?}"),
-        })?;
-        host.resize(n, value);
-        Self::from_slice(device, &host, shape)
+        // The device is asked for the memory before any host staging is filled
+        // (`Device::storage_full`): a huge shape is an `Err(OutOfMemory)`, never
+        // an abort or a host out of memory.
+        count_allocation();
+        Ok(Self {
+            storage: device.storage_full(n, value)?,
+            shape: shape.to_vec(),
+            capacity: n,
+            device: device.clone(),
+        })
     }
 
     /// A tensor of zeros.

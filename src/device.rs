@@ -80,6 +80,27 @@ pub trait Device: sealed::Sealed + Clone + Send + Sync + std::fmt::Debug + 'stat
     #[doc(hidden)]
     fn storage_alloc<T: Element>(&self, len: usize) -> Result<Self::Storage<T>>;
 
+    /// A storage of `len` copies of `value`. The default asks the device for the
+    /// memory first, so a size it cannot hold is an error before any host memory
+    /// is touched, and only then fills a host staging vector and writes it over.
+    /// (Filling first let a request of terabytes on a GPU whose wgpu adapter
+    /// allows huge buffers exhaust the host's memory and get the process killed,
+    /// where overcommit let the reservation succeed: seen on an H100, 2026-11-24.)
+    #[doc(hidden)]
+    fn storage_full<T: Element>(&self, len: usize, value: T) -> Result<Self::Storage<T>> {
+        let mut storage = self.storage_alloc::<T>(len)?;
+        let mut host = Vec::new();
+        host.try_reserve_exact(len)
+            .map_err(|_| crate::Error::OutOfMemory {
+                device: "host".into(),
+                bytes: (len as u64).saturating_mul(std::mem::size_of::<T>() as u64),
+                tensor: "staging for a tensor's initial value".into(),
+            })?;
+        host.resize(len, value);
+        self.storage_write(&mut storage, &host)?;
+        Ok(storage)
+    }
+
     /// Write `data` over the first `data.len()` elements of a storage (which
     /// holds at least that many), in place, after the work already queued.
     #[doc(hidden)]
@@ -149,3 +170,67 @@ pub trait Device: sealed::Sealed + Clone + Send + Sync + std::fmt::Debug + 'stat
 /// Storage of a backend that is compiled out: no value of it can exist.
 #[derive(Debug, Clone, Copy)]
 pub enum Never {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DeviceBuffer, Error, Result};
+
+    /// A device that holds at most `limit` elements and must never be handed host
+    /// data for a tensor it refused.
+    #[derive(Clone, Debug)]
+    struct Small {
+        limit: usize,
+    }
+    impl sealed::Sealed for Small {}
+    impl Device for Small {
+        type Storage<T: Element> = Vec<T>;
+        const KIND: DeviceKind = DeviceKind::Cuda;
+        fn describe(&self) -> String {
+            "small".into()
+        }
+        fn same_device(&self, _: &Self) -> bool {
+            true
+        }
+        fn storage_from_slice<T: Element>(&self, data: &[T]) -> Result<Vec<T>> {
+            assert!(data.len() <= self.limit, "host data staged for a refused size");
+            Ok(data.to_vec())
+        }
+        fn storage_alloc<T: Element>(&self, len: usize) -> Result<Vec<T>> {
+            if len > self.limit {
+                return Err(Error::OutOfMemory {
+                    device: self.describe(),
+                    bytes: len as u64,
+                    tensor: "buffer".into(),
+                });
+            }
+            Ok(vec![T::default(); len])
+        }
+        fn storage_write<T: Element>(&self, storage: &mut Vec<T>, data: &[T]) -> Result<()> {
+            assert!(data.len() <= storage.len());
+            storage[..data.len()].copy_from_slice(data);
+            Ok(())
+        }
+        fn storage_to_vec<T: Element>(&self, storage: &Vec<T>, len: usize) -> Result<Vec<T>> {
+            Ok(storage[..len].to_vec())
+        }
+        fn synchronize(&self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    /// `full` asks the device before it fills host memory: a size the device
+    /// refuses is the device's `OutOfMemory`, and a size it takes holds the value.
+    #[test]
+    fn full_asks_the_device_before_staging_on_the_host() {
+        let dev = Small { limit: 1000 };
+        match DeviceBuffer::<f32, Small>::full(&dev, &[1 << 20, 1 << 10], 2.0) {
+            Err(Error::OutOfMemory { device, .. }) => assert_eq!(device, "small"),
+            other => panic!("expected the device's OutOfMemory, got {other:?}"),
+        }
+        let x = DeviceBuffer::<f32, Small>::full(&dev, &[7, 3], -1.5).unwrap();
+        assert_eq!(x.to_vec().unwrap(), vec![-1.5; 21]);
+        let z = DeviceBuffer::<crate::bf16, Small>::zeros(&dev, &[0]).unwrap();
+        assert!(z.to_vec().unwrap().is_empty());
+    }
+}

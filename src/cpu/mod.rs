@@ -55,6 +55,13 @@ impl Device for Cpu {
         v.resize(len, T::default());
         Ok(v)
     }
+    fn storage_full<T: Element>(&self, len: usize, value: T) -> Result<Vec<T>> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(len)
+            .map_err(|_| oom(len.saturating_mul(std::mem::size_of::<T>())))?;
+        v.resize(len, value);
+        Ok(v)
+    }
     fn storage_write<T: Element>(&self, storage: &mut Vec<T>, data: &[T]) -> Result<()> {
         take_mut(storage, data.len(), "copy_from_host", "buffer")?.copy_from_slice(data);
         Ok(())
