@@ -193,7 +193,10 @@ mod tests {
             true
         }
         fn storage_from_slice<T: Element>(&self, data: &[T]) -> Result<Vec<T>> {
-            assert!(data.len() <= self.limit, "host data staged for a refused size");
+            assert!(
+                data.len() <= self.limit,
+                "host data staged for a refused size"
+            );
             Ok(data.to_vec())
         }
         fn storage_alloc<T: Element>(&self, len: usize) -> Result<Vec<T>> {

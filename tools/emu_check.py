@@ -538,9 +538,21 @@ def memory_read_launch(mem, dt, h, bank, rw, rb, b, n, e, m, d):
     ph, pbank = mem.upload(h), mem.upload(bank)
     pj = poison(mem, b * (m + n) * d, dt)
     pg = poison(mem, b * e, "f32")
-    launch(mem, f"memory_read_gate_{dt}", (b, 1, 1), (d + e) * 4, h=ph, rw=mem.upload(rw),
-           rb=mem.upload(rb), gate=pg, n=n, e=e, d=d)
     jl = b * (m + n) * d
+    # The host's choice (src/cuda/memory.rs): split over the tokens, with the
+    # partial logits in joint's first bytes, when there is more than one split and
+    # they fit there; else one block per sequence.
+    rows = SPECS[f"memory_read_gate_part_{dt}"].consts["ROWS"]
+    splits = -(-n // rows)
+    if 1 < splits <= 65535 and b * splits * e * 4 <= jl * (2 if dt == "bf16" else 4):
+        prw = mem.upload(rw)
+        launch(mem, f"memory_read_gate_part_{dt}", (b, splits, 1), (d + e) * 4, h=ph, rw=prw,
+               part=pj, n=n, e=e, d=d)
+        launch(mem, f"memory_read_gate_finish_{dt}", (b, 1, 1), e * 4, part=pj,
+               rb=mem.upload(rb), gate=pg, s=splits, e=e)
+    else:
+        launch(mem, f"memory_read_gate_{dt}", (b, 1, 1), (d + e) * 4, h=ph, rw=mem.upload(rw),
+               rb=mem.upload(rb), gate=pg, n=n, e=e, d=d)
     launch(mem, f"memory_read_mix_{dt}", grid_stride(f"memory_read_mix_{dt}", jl), h=ph,
            bank=pbank, gate=pg, joint=pj, b=b, n=n, e=e, m=m, d=d)
     return pj, pg
@@ -561,8 +573,11 @@ def t_memory():
     for dt in ("f32", "bf16"):
         # The last: (D + E)·4 = 48 KiB dynamic + the gate's static bytes, above the
         # default limit: launched only because the host's rule opts in (launch()).
+        # Then the gate split over the tokens (N > ROWS, none a multiple of it, D
+        # above the block's 256 threads), and a case whose partial logits do not
+        # fit in joint (one block per sequence again).
         for b, n, e, m, d in ((1, 1, 1, 1, 1), (2, 5, 4, 8, 17), (1, 17, 3, 1, 64), (2, 3, 1, 0, 8), (3, 16, 4, 32, 72),
-                              (1, 2, 4, 1, 12284)):
+                              (1, 2, 4, 1, 12284), (2, 75, 4, 3, 40), (1, 300, 3, 2, 260), (1, 70, 64, 0, 1)):
             mem = Memory()
             h, bank = rnd(b * n * d, 1, dt), rnd(b * e * m * d, 1, dt)
             rw, rb = rnd(e * d, 1, dt), rnd(e, 0.5, dt)
@@ -762,11 +777,12 @@ def nf_patch_embed(dt):
                     ref, dt)
 
 
-def nf_memory(dt):
-    b, n, e, m, d = 3, 5, 4, 8, 17
+def nf_memory(dt, n=5):
+    b, e, m, d = 3, 4, 8, 17
     h, bank = rnd(b * n * d, 1, dt), rnd(b * e * m * d, 1, dt)
     rw, rb = rnd(e * d, 1, dt), rnd(e, 0.5, dt)
-    put(h, n * d + 2, np.nan, dt)                     # sequence 1: its gate, and with it its memory
+    tok = 40 if n > 40 else 0                         # past the first split where there are splits
+    put(h, n * d + tok * d + 2, np.nan, dt)           # sequence 1: its gate, and with it its memory
     put(bank, 2 * e * m * d + 3 * d + 4, np.inf, dt)  # sequence 2, expert 0, slot 3
     mem = Memory()
     pj, pg = memory_read_launch(mem, dt, h, bank, rw, rb, b, n, e, m, d)
@@ -812,6 +828,7 @@ def t_nonfinite():
             nf_add(dt)
             nf_patch_embed(dt)
             nf_memory(dt)
+            nf_memory(dt, n=70)
         # hd 64 with 20 queries: the tensor-core kernel for bf16; hd 24: the SIMT ones.
         nf_attention("attention_f32", "f32", 3, 24, 5, 37)
         nf_attention("attention_bf16", "bf16", 3, 24, 5, 37)

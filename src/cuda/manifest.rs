@@ -159,6 +159,58 @@ impl Signature for MemoryGate {
     }
 }
 
+/// Arguments of the kernels with signature `memory_gate_part`, by name.
+pub(super) struct MemoryGatePartArgs<'a> {
+    pub h: &'a CudaSlice<u8>,
+    pub rw: &'a CudaSlice<u8>,
+    pub part: &'a mut CudaSlice<u8>,
+    pub n: u32,
+    pub e: u32,
+    pub d: u32,
+}
+
+/// Marker of the `memory_gate_part` parameter list.
+pub(super) struct MemoryGatePart;
+
+impl Signature for MemoryGatePart {
+    type Args<'a> = MemoryGatePartArgs<'a>;
+    fn into_args<'a>(a: Self::Args<'a>) -> Vec<Arg<'a>> {
+        vec![
+            Arg::In(a.h),
+            Arg::In(a.rw),
+            Arg::Out(a.part),
+            Arg::U32(a.n),
+            Arg::U32(a.e),
+            Arg::U32(a.d),
+        ]
+    }
+}
+
+/// Arguments of the kernels with signature `memory_gate_finish`, by name.
+pub(super) struct MemoryGateFinishArgs<'a> {
+    pub part: &'a CudaSlice<u8>,
+    pub rb: &'a CudaSlice<u8>,
+    pub gate: &'a mut CudaSlice<u8>,
+    pub s: u32,
+    pub e: u32,
+}
+
+/// Marker of the `memory_gate_finish` parameter list.
+pub(super) struct MemoryGateFinish;
+
+impl Signature for MemoryGateFinish {
+    type Args<'a> = MemoryGateFinishArgs<'a>;
+    fn into_args<'a>(a: Self::Args<'a>) -> Vec<Arg<'a>> {
+        vec![
+            Arg::In(a.part),
+            Arg::In(a.rb),
+            Arg::Out(a.gate),
+            Arg::U32(a.s),
+            Arg::U32(a.e),
+        ]
+    }
+}
+
 /// Arguments of the kernels with signature `memory_mix`, by name.
 pub(super) struct MemoryMixArgs<'a> {
     pub h: &'a CudaSlice<u8>,
@@ -531,7 +583,7 @@ pub(super) mod layer_norm_bf16 {
     pub(in crate::cuda) const GRID_X: u32 = 65535;
 }
 
-/// `memory_read_gate_f32`: The memory gate of batch ctaid.x (f32 in, f32 gate out).
+/// `memory_read_gate_f32`: The memory gate of batch ctaid.x in one block (f32 in, f32 gate out).
 pub(super) mod memory_read_gate_f32 {
     use super::*;
     pub(in crate::cuda) const SPEC: KernelSpec<MemoryGate> = KernelSpec {
@@ -541,6 +593,35 @@ pub(super) mod memory_read_gate_f32 {
         static_smem: 32,
         max_dyn_smem: 49152,
         params: &[("h", ParamKind::In), ("rw", ParamKind::In), ("rb", ParamKind::In), ("gate", ParamKind::Out), ("n", ParamKind::U32), ("e", ParamKind::U32), ("d", ParamKind::U32)],
+        signature: std::marker::PhantomData,
+    };
+}
+
+/// `memory_read_gate_part_f32`: Partial gate logits of batch ctaid.x over tokens [ROWS·ctaid.y, +ROWS) (f32 in, f32 out).
+pub(super) mod memory_read_gate_part_f32 {
+    use super::*;
+    pub(in crate::cuda) const SPEC: KernelSpec<MemoryGatePart> = KernelSpec {
+        module: &MEMORY,
+        entry: "memory_read_gate_part_f32",
+        threads: 256,
+        static_smem: 32,
+        max_dyn_smem: 49152,
+        params: &[("h", ParamKind::In), ("rw", ParamKind::In), ("part", ParamKind::Out), ("n", ParamKind::U32), ("e", ParamKind::U32), ("d", ParamKind::U32)],
+        signature: std::marker::PhantomData,
+    };
+    pub(in crate::cuda) const ROWS: u32 = 32;
+}
+
+/// `memory_read_gate_finish_f32`: gate[b] = softmax(rb + Σ_y part[b, y]) for batch ctaid.x (f32 bias, f32 out).
+pub(super) mod memory_read_gate_finish_f32 {
+    use super::*;
+    pub(in crate::cuda) const SPEC: KernelSpec<MemoryGateFinish> = KernelSpec {
+        module: &MEMORY,
+        entry: "memory_read_gate_finish_f32",
+        threads: 128,
+        static_smem: 16,
+        max_dyn_smem: 49152,
+        params: &[("part", ParamKind::In), ("rb", ParamKind::In), ("gate", ParamKind::Out), ("s", ParamKind::U32), ("e", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
 }
@@ -573,7 +654,7 @@ pub(super) mod memory_write_f32 {
     };
 }
 
-/// `memory_read_gate_bf16`: The memory gate of batch ctaid.x (bf16 in, f32 gate out).
+/// `memory_read_gate_bf16`: The memory gate of batch ctaid.x in one block (bf16 in, f32 gate out).
 pub(super) mod memory_read_gate_bf16 {
     use super::*;
     pub(in crate::cuda) const SPEC: KernelSpec<MemoryGate> = KernelSpec {
@@ -583,6 +664,35 @@ pub(super) mod memory_read_gate_bf16 {
         static_smem: 32,
         max_dyn_smem: 49152,
         params: &[("h", ParamKind::In), ("rw", ParamKind::In), ("rb", ParamKind::In), ("gate", ParamKind::Out), ("n", ParamKind::U32), ("e", ParamKind::U32), ("d", ParamKind::U32)],
+        signature: std::marker::PhantomData,
+    };
+}
+
+/// `memory_read_gate_part_bf16`: Partial gate logits of batch ctaid.x over tokens [ROWS·ctaid.y, +ROWS) (bf16 in, f32 out).
+pub(super) mod memory_read_gate_part_bf16 {
+    use super::*;
+    pub(in crate::cuda) const SPEC: KernelSpec<MemoryGatePart> = KernelSpec {
+        module: &MEMORY,
+        entry: "memory_read_gate_part_bf16",
+        threads: 256,
+        static_smem: 32,
+        max_dyn_smem: 49152,
+        params: &[("h", ParamKind::In), ("rw", ParamKind::In), ("part", ParamKind::Out), ("n", ParamKind::U32), ("e", ParamKind::U32), ("d", ParamKind::U32)],
+        signature: std::marker::PhantomData,
+    };
+    pub(in crate::cuda) const ROWS: u32 = 32;
+}
+
+/// `memory_read_gate_finish_bf16`: gate[b] = softmax(rb + Σ_y part[b, y]) for batch ctaid.x (bf16 bias, f32 out).
+pub(super) mod memory_read_gate_finish_bf16 {
+    use super::*;
+    pub(in crate::cuda) const SPEC: KernelSpec<MemoryGateFinish> = KernelSpec {
+        module: &MEMORY,
+        entry: "memory_read_gate_finish_bf16",
+        threads: 128,
+        static_smem: 16,
+        max_dyn_smem: 49152,
+        params: &[("part", ParamKind::In), ("rb", ParamKind::In), ("gate", ParamKind::Out), ("s", ParamKind::U32), ("e", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
 }
@@ -926,9 +1036,13 @@ pub(super) const ALL: &[(&Module, &str, u32, usize, u32)] = &[
     (&LAYER_NORM, "layer_norm_f32", 256, 8, 64),
     (&LAYER_NORM, "layer_norm_bf16", 256, 8, 64),
     (&MEMORY, "memory_read_gate_f32", 256, 7, 32),
+    (&MEMORY, "memory_read_gate_part_f32", 256, 6, 32),
+    (&MEMORY, "memory_read_gate_finish_f32", 128, 5, 16),
     (&MEMORY, "memory_read_mix_f32", 256, 9, 0),
     (&MEMORY, "memory_write_f32", 256, 10, 0),
     (&MEMORY, "memory_read_gate_bf16", 256, 7, 32),
+    (&MEMORY, "memory_read_gate_part_bf16", 256, 6, 32),
+    (&MEMORY, "memory_read_gate_finish_bf16", 128, 5, 16),
     (&MEMORY, "memory_read_mix_bf16", 256, 9, 0),
     (&MEMORY, "memory_write_bf16", 256, 10, 0),
     (&LINEAR, "linear_bf16", 128, 9, 0),

@@ -195,13 +195,21 @@ pub fn check_nonfinite_patch_embed<T: Element, D: Kernels<T>>(dev: &D, rng: &mut
 }
 
 pub fn check_nonfinite_memory<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
-    let (b, n, e, m, d) = (3, 5, 4, 8, 17);
+    // 70 tokens: CUDA's gate in three blocks per sequence, the NaN in the second.
+    for n in [5, 70] {
+        check_nonfinite_memory_at(dev, rng, n);
+    }
+}
+
+fn check_nonfinite_memory_at<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng, n: usize) {
+    let (b, e, m, d) = (3, 4, 8, 17);
     let mut c = MemoryCase::<T>::random(rng, (b, n, e, m, d));
-    set(&mut c.h, n * d + 2, NAN); // sequence 1: its gate, and with it its memory
+    let tok = if n > 40 { 40 } else { 0 };
+    set(&mut c.h, n * d + tok * d + 2, NAN); // sequence 1: its gate, and with it its memory
     set(&mut c.bank, 2 * e * m * d + 3 * d + 4, INF); // sequence 2, expert 0, slot 3
     set(&mut c.o, 2 * (m + n) * d + m * d + 1, -INF); // sequence 2, token 0 (after the slots)
     let r = run_memory(dev, &c);
-    let what = "memory with NaN/±∞ inputs";
+    let what = format!("memory with NaN/±∞ inputs, {n} tokens");
     assert_same_nonfinite(
         &format!("{what}: gate"),
         &r.gate.0,
