@@ -91,7 +91,7 @@ const MAP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 const MAP_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1);
 
 fn padded_bytes(bytes: u64) -> u64 {
-    bytes.div_ceil(4).max(1) * 4
+    bytes.div_ceil(4).max(1).saturating_mul(4)
 }
 
 /// Rank of an adapter type: lower is preferred.
@@ -264,18 +264,31 @@ impl Wgpu {
         Ok(r)
     }
 
-    fn new_buffer(&self, what: &str, bytes: u64) -> Result<wgpu::Buffer> {
-        let size = padded_bytes(bytes);
-        if size > self.inner.limits.max_buffer_size {
+    /// A tensor buffer of `size` bytes (padded) must fit the adapter's largest
+    /// buffer and its largest storage binding: every kernel binds whole tensors,
+    /// so a larger one could never be used, and the driver is never asked for it.
+    /// (NVIDIA's Vulkan driver allows buffers of terabytes; asking it for 4 and
+    /// 256 TiB, on an H100, was followed by the other tests of the process
+    /// stalling.)
+    fn check_size(&self, what: &str, size: u64) -> Result<()> {
+        let l = &self.inner.limits;
+        let cap = l.max_buffer_size.min(l.max_storage_buffer_binding_size);
+        if size > cap {
             return Err(Error::OutOfMemory {
                 device: self.describe(),
                 bytes: size,
                 tensor: format!(
-                    "{what} (above this adapter's max buffer size of {} bytes)",
-                    self.inner.limits.max_buffer_size
+                    "{what} (above the largest buffer this adapter binds to a shader, \
+                     {cap} bytes: tessera's kernels bind whole tensors)"
                 ),
             });
         }
+        Ok(())
+    }
+
+    fn new_buffer(&self, what: &str, bytes: u64) -> Result<wgpu::Buffer> {
+        let size = padded_bytes(bytes);
+        self.check_size(what, size)?;
         self.guarded(what, size, || {
             self.inner.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(what),
@@ -374,16 +387,7 @@ impl Device for Wgpu {
     fn storage_from_slice<T: Element>(&self, data: &[T]) -> Result<WgpuStorage<T>> {
         let bytes: &[u8] = bytemuck::cast_slice(data);
         let size = padded_bytes(bytes.len() as u64);
-        if size > self.inner.limits.max_buffer_size {
-            return Err(Error::OutOfMemory {
-                device: self.describe(),
-                bytes: size,
-                tensor: format!(
-                    "upload (above this adapter's max buffer size of {} bytes)",
-                    self.inner.limits.max_buffer_size
-                ),
-            });
-        }
+        self.check_size("upload", size)?;
         let mut padded = Vec::new();
         let contents = if bytes.len() as u64 == size {
             bytes
@@ -439,6 +443,23 @@ impl Device for Wgpu {
                 self.inner.queue.write_buffer(&storage.buffer, 0, contents)
             })
         })?
+    }
+
+    /// The size is checked first ([`Self::check_size`]), then the value is staged
+    /// on the host and uploaded as the buffer's initial contents (one buffer
+    /// creation, no queued write).
+    fn storage_full<T: Element>(&self, len: usize, value: T) -> Result<WgpuStorage<T>> {
+        let bytes = (len as u64).saturating_mul(std::mem::size_of::<T>() as u64);
+        self.check_size("tensor", padded_bytes(bytes))?;
+        let mut host = Vec::new();
+        host.try_reserve_exact(len)
+            .map_err(|_| Error::OutOfMemory {
+                device: "host".into(),
+                bytes,
+                tensor: "staging for a tensor's initial value".into(),
+            })?;
+        host.resize(len, value);
+        self.storage_from_slice(&host)
     }
 
     fn storage_alloc<T: Element>(&self, len: usize) -> Result<WgpuStorage<T>> {

@@ -36,8 +36,15 @@ fn cpu_huge_allocation_is_out_of_memory() {
 #[test]
 fn wgpu_huge_allocation_is_an_error() {
     let Some(dev) = wgpu() else { return };
-    for shape in [&[1usize << 40][..], &[1 << 20, 1 << 20, 64]] {
+    // 4 TiB, 256 TiB, and 2^64 bytes (the byte count saturates); `full` (the
+    // poison value tests use) and `zeros` alike.
+    for shape in [&[1usize << 40][..], &[1 << 20, 1 << 20, 64], &[1 << 62]] {
         let r = DeviceBuffer::<f32, Wgpu>::zeros(&dev, shape);
+        assert!(
+            matches!(r, Err(Error::OutOfMemory { .. })),
+            "{shape:?}: {r:?}"
+        );
+        let r = DeviceBuffer::<f32, Wgpu>::full(&dev, shape, f32::NAN);
         assert!(
             matches!(r, Err(Error::OutOfMemory { .. })),
             "{shape:?}: {r:?}"
