@@ -77,6 +77,17 @@ def column_means(k, dt, h, d, n, mean_s, tid, t0, t1):
     k("bar.sync 0;")
 
 
+def sum_to_thread0(k, acc, threads, tid, lane, warp, emit):
+    """Σ acc over the block (`threads` threads); thread 0 alone then calls
+    emit(total)."""
+    total = block_sum(k, acc, threads // 32, lane, warp)
+    first, skip = k.reg("pred", "t0"), k.label("not_t0")
+    k(f"setp.ne.u32 {first}, {tid}, 0;")
+    k(f"@{first} bra {skip};")
+    emit(total)
+    k.place(skip)
+
+
 def expert_dots(k, dt, rw, d, e, mean_s, tid, lane, warp, emit):
     """For each expert e: Σ_c rw[e,c]·mean[c] over the block; thread 0 then calls
     emit(e, total)."""
@@ -96,12 +107,7 @@ def expert_dots(k, dt, rw, d, e, mean_s, tid, lane, warp, emit):
             k(f"fma.rn.f32 {acc}, {wv}, {mv}, {acc};")
 
         counted_loop(k, tid, d, THREADS, dot, "c")
-        total = block_sum(k, acc, THREADS // 32, lane, warp)
-        first, skip = k.reg("pred", "t0"), k.label("not_t0")
-        k(f"setp.ne.u32 {first}, {tid}, 0;")
-        k(f"@{first} bra {skip};")
-        emit(ei, total)
-        k.place(skip)
+        sum_to_thread0(k, acc, THREADS, tid, lane, warp, lambda total: emit(ei, total))
 
     counted_loop(k, 0, e, 1, expert, "ex")
 
@@ -253,12 +259,7 @@ def gate_finish(dt):
             k(f"add.f32 {acc}, {acc}, {v};")
 
         counted_loop(k, tid, s, FINISH_THREADS, add, "y")
-        total = block_sum(k, acc, FINISH_THREADS // 32, lane, warp)
-        first, skip = k.reg("pred", "t0"), k.label("not_t0")
-        k(f"setp.ne.u32 {first}, {tid}, 0;")
-        k(f"@{first} bra {skip};")
-        emit(ei, total)
-        k.place(skip)
+        sum_to_thread0(k, acc, FINISH_THREADS, tid, lane, warp, lambda total: emit(ei, total))
 
     counted_loop(k, 0, e, 1, expert, "ex")
     softmax_to_gate(k, gt, b, e, logit_s, tid)
