@@ -83,9 +83,10 @@ pub trait Device: sealed::Sealed + Clone + Send + Sync + std::fmt::Debug + 'stat
     /// A storage of `len` copies of `value`. The default asks the device for the
     /// memory first, so a size it cannot hold is an error before any host memory
     /// is touched, and only then fills a host staging vector and writes it over.
-    /// (Filling first let a request of terabytes on a GPU whose wgpu adapter
-    /// allows huge buffers exhaust the host's memory and get the process killed,
-    /// where overcommit let the reservation succeed: seen on an H100, 2026-11-24.)
+    /// (Filling first let a 4 TiB request exhaust the host's memory and get the
+    /// process killed where overcommit let the reservation succeed: seen with
+    /// wgpu on an H100, 2026-11-24. wgpu overrides this: it checks the size
+    /// against its adapter's limits, then uploads the staged value.)
     #[doc(hidden)]
     fn storage_full<T: Element>(&self, len: usize, value: T) -> Result<Self::Storage<T>> {
         let mut storage = self.storage_alloc::<T>(len)?;

@@ -55,8 +55,13 @@ pub(super) fn memory_read<T: Element>(dev: &Cuda, a: MemoryReadArgs<'_, T, Cuda>
     // base), or one block holds all the tokens, the gate stays one block per
     // sequence.
     let splits = d.tokens.div_ceil(rows);
-    let scratch = d.batch * splits * d.experts * 4;
-    let scratch_fits = scratch <= joint_len * T::DTYPE.size() && dev.aligned16(&a.joint.buf);
+    let scratch = d
+        .batch
+        .checked_mul(splits)
+        .and_then(|x| x.checked_mul(d.experts))
+        .and_then(|x| x.checked_mul(4));
+    let scratch_fits =
+        scratch.is_some_and(|s| s <= joint_len * T::DTYPE.size()) && dev.aligned16(&a.joint.buf);
     if splits > 1 && splits <= 65_535 && scratch_fits {
         dev.launch(
             OP,
