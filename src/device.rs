@@ -45,6 +45,21 @@ impl std::fmt::Display for DeviceKind {
     }
 }
 
+/// `len` copies of `value` in a host vector reserved fallibly (a size the host
+/// cannot hold is `OutOfMemory`, never an abort): the staging of
+/// [`Device::storage_full`] on backends that upload it.
+pub(crate) fn staged_full<T: Element>(len: usize, value: T) -> Result<Vec<T>> {
+    let mut host = Vec::new();
+    host.try_reserve_exact(len)
+        .map_err(|_| crate::Error::OutOfMemory {
+            device: "host".into(),
+            bytes: (len as u64).saturating_mul(std::mem::size_of::<T>() as u64),
+            tensor: "staging for a tensor's initial value".into(),
+        })?;
+    host.resize(len, value);
+    Ok(host)
+}
+
 /// A compute device. The handle is cheap to clone and every clone is the same
 /// device; two handles made separately (two CUDA contexts, two wgpu devices) are
 /// different devices, and buffers of one cannot be used with the other.
@@ -90,15 +105,7 @@ pub trait Device: sealed::Sealed + Clone + Send + Sync + std::fmt::Debug + 'stat
     #[doc(hidden)]
     fn storage_full<T: Element>(&self, len: usize, value: T) -> Result<Self::Storage<T>> {
         let mut storage = self.storage_alloc::<T>(len)?;
-        let mut host = Vec::new();
-        host.try_reserve_exact(len)
-            .map_err(|_| crate::Error::OutOfMemory {
-                device: "host".into(),
-                bytes: (len as u64).saturating_mul(std::mem::size_of::<T>() as u64),
-                tensor: "staging for a tensor's initial value".into(),
-            })?;
-        host.resize(len, value);
-        self.storage_write(&mut storage, &host)?;
+        self.storage_write(&mut storage, &staged_full(len, value)?)?;
         Ok(storage)
     }
 

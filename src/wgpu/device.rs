@@ -451,15 +451,7 @@ impl Device for Wgpu {
     fn storage_full<T: Element>(&self, len: usize, value: T) -> Result<WgpuStorage<T>> {
         let bytes = (len as u64).saturating_mul(std::mem::size_of::<T>() as u64);
         self.check_size("tensor", padded_bytes(bytes))?;
-        let mut host = Vec::new();
-        host.try_reserve_exact(len)
-            .map_err(|_| Error::OutOfMemory {
-                device: "host".into(),
-                bytes,
-                tensor: "staging for a tensor's initial value".into(),
-            })?;
-        host.resize(len, value);
-        self.storage_from_slice(&host)
+        self.storage_from_slice(&crate::device::staged_full(len, value)?)
     }
 
     fn storage_alloc<T: Element>(&self, len: usize) -> Result<WgpuStorage<T>> {
