@@ -813,7 +813,7 @@ pub(super) mod linear_bf16_sm90 {
     pub(in crate::cuda) const SPEC: KernelSpec<LinearSm90> = KernelSpec {
         module: &LINEAR_SM90,
         entry: "linear_bf16_sm90",
-        threads: 288,
+        threads: 384,
         static_smem: 0,
         max_dyn_smem: 197696,
         params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap), ("tmap_w", ParamKind::TensorMap), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
@@ -1050,7 +1050,7 @@ pub(super) const ALL: &[(&Module, &str, u32, usize, u32)] = &[
     (&LINEAR, "linear_splitk_reduce_bf16", 256, 8, 0),
     (&LINEAR, "linear_f32", 256, 9, 8704),
     (&LINEAR, "linear_bf16_any", 128, 9, 10240),
-    (&LINEAR_SM90, "linear_bf16_sm90", 288, 11, 0),
+    (&LINEAR_SM90, "linear_bf16_sm90", 384, 11, 0),
     (&PATCH_EMBED, "patch_embed_f32", 256, 12, 8704),
     (&PATCH_EMBED, "patch_embed_bf16", 128, 12, 10240),
     (&ATTENTION, "attention_bf16_hd16", 128, 18, 0),

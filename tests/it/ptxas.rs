@@ -262,6 +262,71 @@ fn required_sass(entry: &str) -> &'static [&'static str] {
     }
 }
 
+/// The GEMM entries whose fused epilogue (bias, residual / position loads) must
+/// keep its global loads in flight together, and the most serial round trips
+/// [`epilogue_round_trips`] may count in them. Each used to wait one round trip
+/// per element or pair (64 a tile in `linear_bf16_sm90`, 32 in
+/// `patch_embed_bf16`): ptxas may not move a load above an earlier store to a
+/// pointer it cannot tell apart, and sinks loads it may move.
+fn epilogue_round_trip_limit(entry: &str) -> Option<usize> {
+    matches!(
+        entry,
+        "linear_bf16_sm90" | "linear_bf16" | "patch_embed_bf16"
+    )
+    .then_some(8)
+}
+
+/// Serial global round trips in the epilogue (the code after the last tensor-core
+/// instruction), read from the SASS in program order: loads (LDG) issue into an
+/// outstanding set; the first instruction reading an outstanding register waits
+/// for the set (scoreboards: counted as one round trip), which then empties. An
+/// estimate (branches are read in layout order), enough to tell 4 from 64.
+fn epilogue_round_trips(body: &str) -> usize {
+    let ins: Vec<&str> = body
+        .lines()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once("*/")?;
+            let text = rest.split(';').next()?.trim();
+            (!text.is_empty()).then_some(text)
+        })
+        .collect();
+    let start = ins
+        .iter()
+        .rposition(|t| t.contains("MMA"))
+        .map_or(0, |i| i + 1);
+    let regs = |s: &str| -> Vec<String> {
+        s.split(|c: char| !(c.is_ascii_alphanumeric()))
+            .filter(|w| {
+                w.len() > 1 && w.starts_with('R') && w[1..].bytes().all(|b| b.is_ascii_digit())
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    let mut outstanding: Vec<String> = Vec::new();
+    let mut trips = 0;
+    for t in &ins[start..] {
+        let t = match t.strip_prefix('@') {
+            Some(rest) => rest.split_once(' ').map_or("", |(_, r)| r.trim_start()),
+            None => t,
+        };
+        let (op, args) = t.split_once(' ').unwrap_or((t, ""));
+        let r = regs(args);
+        let (dst, srcs) = if op.starts_with("LDG") || !op.starts_with("ST") {
+            (r.first().cloned(), r.get(1..).unwrap_or(&[]).to_vec())
+        } else {
+            (None, r)
+        };
+        if srcs.iter().any(|s| outstanding.contains(s)) {
+            trips += 1;
+            outstanding.clear();
+        }
+        if op.starts_with("LDG") {
+            outstanding.extend(dst);
+        }
+    }
+    trips
+}
+
 /// Per-entry SASS text of a cubin's disassembly (`.text.<entry>` sections).
 fn sass_by_entry(sass: &str) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
@@ -305,6 +370,7 @@ fn sass_uses_tensor_cores_and_no_local_memory() {
     std::fs::create_dir_all(&tmp).unwrap();
     let mut failures = Vec::new();
     let mut checked = 0;
+    let mut checked_epilogues = 0;
     for f in kernels() {
         for arch in archs(&f) {
             let stem = f.file_stem().unwrap().to_string_lossy().to_string();
@@ -344,6 +410,17 @@ fn sass_uses_tensor_cores_and_no_local_memory() {
                 if local > 0 {
                     failures.push(format!("{entry} [{arch}]: local memory (LDL/STL) in SASS"));
                 }
+                if let Some(limit) = epilogue_round_trip_limit(&entry) {
+                    let trips = epilogue_round_trips(&body);
+                    println!("{arch} {entry:>22}: ~{trips} serial round trips in the epilogue");
+                    if trips > limit {
+                        failures.push(format!(
+                            "{entry} [{arch}]: ~{trips} serial global round trips in the \
+                             epilogue (at most {limit}): its loads no longer go out together"
+                        ));
+                    }
+                    checked_epilogues += 1;
+                }
                 for op in required_sass(&entry) {
                     if count(op) == 0 {
                         failures.push(format!("{entry} [{arch}]: no {op} in SASS"));
@@ -357,6 +434,11 @@ fn sass_uses_tensor_cores_and_no_local_memory() {
     // linear_bf16, linear_bf16_any, patch_embed_bf16 and 8 attention head dims, twice;
     // linear_bf16_sm90 once (sm_90a only).
     assert_eq!(checked, 2 * 11 + 1, "tensor-core entries found in the SASS");
+    assert_eq!(
+        checked_epilogues,
+        2 * 2 + 1,
+        "epilogues checked for round trips"
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 

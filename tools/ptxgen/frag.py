@@ -150,6 +150,13 @@ def wgmma_wait(k, pending):
     k(f"wgmma.wait_group.sync.aligned {pending};")
 
 
+def setmaxnreg(k, count, grow):
+    """Move this warpgroup's per-thread register allocation to `count` (a multiple
+    of 8 in 24..256): up (`grow`, waits for registers released by others) or down."""
+    assert 24 <= count <= 256 and count % 8 == 0
+    k(f"setmaxnreg.{'inc' if grow else 'dec'}.sync.aligned.u32 {count};")
+
+
 def mbar_init(k, bar, count):
     k(f"mbarrier.init.shared::cta.b64 [{bar}], {count};")
 

@@ -71,35 +71,73 @@ class Operands:
         k(f"add.u32 {dst}, {dst}, {px};")
         return dst, py, px
 
-    def epilogue(self, dt, acc, row, col):
-        """Finish the accumulator of output (row, col) (bounds-checked) and store it."""
-        k, z = self.k, SIZE[dt]
-        inside, skip = k.reg("pred", "inside"), k.label("skip")
-        k(f"setp.lt.u32 {inside}, {row}, {self.m};")
-        k(f"setp.lt.and.u32 {inside}, {col}, {self.n}, {inside};")
-        k(f"@!{inside} bra {skip};")
-        v, t, o = k.reg("f32", "ev"), k.reg("f32", "et"), k.reg("u32", "eo")
-        k(f"mov.f32 {v}, {acc};")
-        k(f"mad.lo.u32 {o}, {row}, {self.n}, {col};")
-        if self.mode == "linear":
-            ld_elem(k, dt, t, addr(k, self.bias, col, z), pred=self.has_bias)
-            k(f"@{self.has_bias} add.f32 {v}, {v}, {t};")
-            no_gelu = k.label("no_gelu")
-            k(f"@!{self.has_gelu} bra {no_gelu};")
-            gelu(k, v)
-            k.place(no_gelu)
-            ld_elem(k, dt, t, addr(k, self.res, o, z), pred=self.has_res)
-            k(f"@{self.has_res} add.f32 {v}, {v}, {t};")
-        else:
-            pos = k.reg("u32", "pos")
-            ld_elem(k, dt, t, addr(k, self.bias, col, z))
-            k(f"add.f32 {v}, {v}, {t};")
-            k(f"rem.u32 {pos}, {row}, {self.nt};")
-            k(f"mad.lo.u32 {pos}, {pos}, {self.n}, {col};")
-            ld_elem(k, dt, t, addr(k, self.res, pos, z))
-            k(f"add.f32 {v}, {v}, {t};")
-        st_elem(k, dt, addr(k, self.out, o, z), v)
-        k.place(skip)
+    def epilogue_grid(self, dt, rows, cols, acc_at):
+        """Finish and store the accumulators acc_at(i, j) of outputs (rows[i],
+        cols[j]) (registers; bounds-checked). Every bias / residual / position
+        load is issued before the first store: a load after a store to `out`
+        may not be moved above it by ptxas (it cannot tell the pointers apart),
+        so an element-by-element epilogue waits one global round trip per
+        element. The inputs are read through the non-coherent path: the launch
+        never writes them (the emulator checks that)."""
+        k, z, linear = self.k, SIZE[dt], self.mode == "linear"
+        rin, rofs, pofs = [], [], []
+        for r in rows:
+            p, o = k.reg("pred", "rin"), k.reg("u32", "rofs")
+            k(f"setp.lt.u32 {p}, {r}, {self.m};")
+            k(f"mul.lo.u32 {o}, {r}, {self.n};")
+            rin.append(p)
+            rofs.append(o)
+            if not linear:  # position row of the token: row mod G·G
+                q = k.reg("u32", "pofs")
+                k(f"rem.u32 {q}, {r}, {self.nt};")
+                k(f"mul.lo.u32 {q}, {q}, {self.n};")
+                pofs.append(q)
+        cin, bias = [], []
+        for c in cols:
+            p, b = k.reg("pred", "cin"), k.reg("f32", "eb")
+            k(f"setp.lt.u32 {p}, {c}, {self.n};")
+            if linear:
+                pb = k.reg("pred", "pbias")
+                k(f"and.pred {pb}, {p}, {self.has_bias};")
+                p_load = pb
+            else:
+                p_load = p
+            ld_elem(k, dt, b, addr(k, self.bias, c, z), pred=p_load, space="global")
+            cin.append(p)
+            bias.append(b)
+        items = []
+        for i, _ in enumerate(rows):
+            for j, c in enumerate(cols):
+                ok, o, t = k.reg("pred", "ok"), k.reg("u32", "eo"), k.reg("f32", "et")
+                k(f"and.pred {ok}, {rin[i]}, {cin[j]};")
+                k(f"add.u32 {o}, {rofs[i]}, {c};")
+                if linear:
+                    pr = k.reg("pred", "pres")
+                    k(f"and.pred {pr}, {ok}, {self.has_res};")
+                    ld_elem(k, dt, t, addr(k, self.res, o, z), pred=pr, space="global")
+                else:
+                    q = k.reg("u32", "po")
+                    k(f"add.u32 {q}, {pofs[i]}, {c};")
+                    ld_elem(k, dt, t, addr(k, self.res, q, z), pred=ok, space="global")
+                items.append((ok, o, t, acc_at(i, j), bias[j]))
+        # Left to itself, ptxas sinks each load to just before its use (fewer live
+        # registers) and the round trips are serial again; it moves no memory
+        # access across a barrier, and every thread of these blocks is here.
+        k("bar.sync 0;")
+        for ok, o, t, acc, b in items:
+            v = k.reg("f32", "ev")
+            k(f"mov.f32 {v}, {acc};")
+            if linear:
+                k(f"@{self.has_bias} add.f32 {v}, {v}, {b};")
+                no_gelu = k.label("no_gelu")
+                k(f"@!{self.has_gelu} bra {no_gelu};")
+                gelu(k, v)
+                k.place(no_gelu)
+                k(f"@{self.has_res} add.f32 {v}, {v}, {t};")
+            else:
+                k(f"add.f32 {v}, {v}, {b};")
+                k(f"add.f32 {v}, {v}, {t};")
+            st_elem(k, dt, addr(k, self.out, o, z), v, pred=ok)
 
 
 def epilogue_flags(k, flags):

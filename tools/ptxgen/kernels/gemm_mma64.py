@@ -205,7 +205,7 @@ def gemm_bf16_any(mode):
     k(f"bra.uni {top};")
     k.place(end)
     # Accumulator (mt, nt, q): row m0 + 32wm + 16mt + lane/4 (+8), col n0 + 32wn + 8nt + 2(lane%4) (+1).
-    er, ec, row, col = (k.reg("u32", s) for s in ("er", "ec", "row", "col"))
+    er, ec = k.reg("u32", "er"), k.reg("u32", "ec")
     k(f"shl.b32 {er}, {wm}, 5;")
     k(f"add.u32 {er}, {er}, {m0};")
     k(f"shr.u32 {t}, {lane}, 2;")
@@ -215,11 +215,20 @@ def gemm_bf16_any(mode):
     k(f"and.b32 {t}, {lane}, 3;")
     k(f"shl.b32 {t}, {t}, 1;")
     k(f"add.u32 {ec}, {ec}, {t};")
+    # Rows (mt, dr) and columns (nt, dc) of this thread's fragments.
+    rows, cols = k.regs_n("u32", "row", 4), k.regs_n("u32", "col", 8)
     for mt in range(2):
-        for nt in range(4):
-            for q in range(4):
-                dr, dc = c_coords(q)
-                k(f"add.u32 {row}, {er}, {16 * mt + dr};")
-                k(f"add.u32 {col}, {ec}, {8 * nt + dc};")
-                op.epilogue("bf16", acc[(4 * mt + nt) * 4 + q], row, col)
+        for half in range(2):
+            k(f"add.u32 {rows[2 * mt + half]}, {er}, {16 * mt + 8 * half};")
+    for nt in range(4):
+        for dc in range(2):
+            k(f"add.u32 {cols[2 * nt + dc]}, {ec}, {8 * nt + dc};")
+
+    def acc_at(i, j):
+        mt, half, nt, dc = i // 2, i % 2, j // 2, j % 2
+        q = 2 * half + dc
+        assert c_coords(q) == (8 * half, dc)
+        return acc[(4 * mt + nt) * 4 + q]
+
+    op.epilogue_grid("bf16", rows, cols, acc_at)
     return k

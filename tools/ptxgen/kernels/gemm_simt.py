@@ -121,14 +121,14 @@ def gemm_f32(mode):
     k(f"add.u32 {kt}, {kt}, {BK};")
     k(f"bra.uni {top};")
     k.place(end)
-    row, col = k.reg("u32", "row"), k.reg("u32", "col")
+    r0, c0 = k.reg("u32", "r0"), k.reg("u32", "c0")
+    k(f"shl.b32 {r0}, {ty}, 2;")
+    k(f"add.u32 {r0}, {r0}, {m0};")
+    k(f"shl.b32 {c0}, {tx}, 2;")
+    k(f"add.u32 {c0}, {c0}, {n0};")
+    rows, cols = k.regs_n("u32", "row", 4), k.regs_n("u32", "col", 4)
     for i in range(4):
-        k(f"shl.b32 {row}, {ty}, 2;")
-        k(f"add.u32 {row}, {row}, {m0};")
-        k(f"add.u32 {row}, {row}, {i};")
-        for j in range(4):
-            k(f"shl.b32 {col}, {tx}, 2;")
-            k(f"add.u32 {col}, {col}, {n0};")
-            k(f"add.u32 {col}, {col}, {j};")
-            op.epilogue("f32", acc[4 * i + j], row, col)
+        k(f"add.u32 {rows[i]}, {r0}, {i};")
+        k(f"add.u32 {cols[i]}, {c0}, {i};")
+    op.epilogue_grid("f32", rows, cols, lambda i, j: acc[4 * i + j])
     return k

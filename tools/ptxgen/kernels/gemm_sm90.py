@@ -2,11 +2,13 @@
 linear_bf16 (K and N multiples of 8, 16-byte aligned operands); the host picks it
 on compute capability 9.x.
 
-Block: 288 threads. Warps 0-7 are two consumer warpgroups: warpgroup g computes
+Block: 384 threads. Warps 0-7 are two consumer warpgroups: warpgroup g computes
   rows 64g..64g+63 of the 128×256 output tile with wgmma m64n256k16 (128 f32
-  accumulators per thread). Warp 8 is the producer: its lane 0 issues the TMA
-  loads; its other lanes exit at once. (One producer warp instead of a warpgroup
-  leaves 224 registers per thread to the consumers without setmaxnreg.)
+  accumulators per thread). Warpgroup 2 is the producer: thread 256 issues the TMA
+  loads; the others exit once the warpgroup has given back its registers
+  (setmaxnreg: 40 a thread for the producer, 232 for the consumers; without it
+  ptxas allots 168 to every thread, which leaves the epilogue no room to have its
+  loads in flight together).
 Persistent: the grid is at most one block per SM; block b takes tiles b, b + grid,
   ... in rasterised order (groups of GROUP_M = 8 tile rows share W tiles in L2).
 Pipeline: STAGES = 4 stages of (x tile 128×64, W tile 256×64) bf16 = 48 KiB, loaded
@@ -21,18 +23,22 @@ Pipeline: STAGES = 4 stages of (x tile 128×64, W tile 256×64) bf16 = 48 KiB, l
 Shared (dynamic): 1 KiB of alignment slack (the stages start at a 1024-byte
   boundary, the swizzle atom), the stages, then the 8 mbarriers.
 Epilogue in registers: + bias, GELU (tanh.approx), + residual in f32, rounded once,
-  stored as bf16 pairs straight from the accumulator fragment."""
+  stored as bf16 pairs straight from the accumulator fragment; the bias and
+  residual loads go out 8 column groups at a time, one batch ahead of the math."""
 
 from ..asm import In, Kernel, Opt, Out, TMap, U32
-from ..frag import (mbar_arrive, mbar_arrive_tx, mbar_init, mbar_wait, tma_load_2d, wgmma_bf16,
+from ..frag import (mbar_arrive, mbar_arrive_tx, mbar_init, mbar_wait, setmaxnreg, tma_load_2d, wgmma_bf16,
                     wgmma_commit, wgmma_d_coords, wgmma_desc_sw128, wgmma_fence, wgmma_wait)
 from ..lib import addr
 from .gemm_common import epilogue_flags, ld_bf16_pair, raster
 from .gemm_sm80 import bias_gelu_pair
 
 BM, BN, BK, STAGES, GROUP_M = 128, 256, 64, 4, 8
+EPI_BATCH = 8                      # column groups of 8 whose epilogue loads go out together
 CONSUMERS = 2                      # warpgroups
-THREADS = 128 * CONSUMERS + 32     # + the producer warp
+THREADS = 128 * (CONSUMERS + 1)    # + the producer warpgroup
+PRODUCER_REGS, CONSUMER_REGS = 40, 232
+assert 128 * PRODUCER_REGS + 128 * CONSUMERS * CONSUMER_REGS <= 65536
 A_BYTES = BM * BK * 2              # 16 KiB
 B_BYTES = BN * BK * 2              # 32 KiB
 STAGE_BYTES = A_BYTES + B_BYTES
@@ -49,7 +55,7 @@ def linear_bf16_sm90():
     assert BM == 64 * CONSUMERS and BK * 2 == 128 and BN <= 256
     k = Kernel("linear_sm90", "linear_bf16_sm90", THREADS, PARAMS, "linear_sm90",
                doc="linear_bf16_sm90: Hopper GEMM, wgmma fed by TMA through a 4-stage mbarrier\n"
-                   "pipeline, one producer warp and two consumer warpgroups, persistent tiles.",
+                   "pipeline, a producer and two consumer warpgroups, persistent tiles.",
                dyn_smem=SMEM)
     k.const("TILE_M", BM)
     k.const("TILE_N", BN)
@@ -126,7 +132,8 @@ def linear_bf16_sm90():
     done = k.label("done")
     k(f"setp.lt.u32 {p}, {tid}, {128 * CONSUMERS};")
     k(f"@{p} bra {consumer};")
-    # ---- producer: lane 0 of warp 8 ----------------------------------------------
+    # ---- producer: thread 256 -----------------------------------------------------
+    setmaxnreg(k, PRODUCER_REGS, grow=False)
     k(f"setp.ne.u32 {p}, {tid}, {128 * CONSUMERS};")
     k(f"@{p} bra {done};")
 
@@ -165,6 +172,7 @@ def linear_bf16_sm90():
 
     # ---- consumers ---------------------------------------------------------------
     k.place(consumer)
+    setmaxnreg(k, CONSUMER_REGS, grow=True)
     wg, warp, lane = k.reg("u32", "wg"), k.reg("u32", "warp"), k.reg("u32", "lane")
     k(f"shr.u32 {wg}, {tid}, 7;")
     k(f"shr.u32 {warp}, {tid}, 5;")
@@ -249,27 +257,50 @@ def linear_bf16_sm90():
             k(f"and.pred {rres[h]}, {rin[h]}, {has_res};")
             k(f"mad.lo.u32 {r}, {r}, {N}, {col0};")
             obase.append(r)
-        for jt in range(BN // 8):
-            col, cin, pb = k.reg("u32", "ecol"), k.reg("pred", "cin"), k.reg("pred", "pbias")
-            k(f"add.u32 {col}, {col0}, {8 * jt};")
-            k(f"setp.lt.u32 {cin}, {col}, {N};")
-            k(f"and.pred {pb}, {cin}, {has_bias};")
-            b0, b1 = ld_bf16_pair(k, addr(k, bias, col, 2), pb, nc=True, stem="bias")
-            for h in range(2):
-                j = 4 * jt + 2 * h
-                assert wgmma_d_coords(j) == (8 * h, 8 * jt) and wgmma_d_coords(j + 1) == (8 * h, 8 * jt + 1)
-                x0, x1 = acc[j], acc[j + 1]
-                bias_gelu_pair(k, x0, x1, b0, b1, has_gelu)
-                o, ok, pr = k.reg("u32", "oi"), k.reg("pred", "ok"), k.reg("pred", "pres")
-                k(f"add.u32 {o}, {obase[h]}, {8 * jt};")
-                k(f"and.pred {ok}, {cin}, {rin[h]};")
-                k(f"and.pred {pr}, {cin}, {rres[h]};")
-                r0, r1 = ld_bf16_pair(k, addr(k, res, o, 2, "ra"), pr, stem="res")
-                k(f"add.f32 {x0}, {x0}, {r0};")
-                k(f"add.f32 {x1}, {x1}, {r1};")
-                pk = k.reg("b32", "pk")
-                k(f"cvt.rn.bf16x2.f32 {pk}, {x1}, {x0};")
-                k(f"@{ok} st.global.b32 [{addr(k, out, o, 2, 'oa')}], {pk};")
+        # Loads in batches of EPI_BATCH column groups, each batch's bias and
+        # residual pairs issued before the previous batch is finished and stored.
+        # Loaded just before its use, as before, each pair waited one global round
+        # trip (64 a tile: ptxas may not move a plain load above an earlier store
+        # to `out`, which it cannot tell apart from `res`). `res` is read through
+        # the non-coherent path: it never aliases `out` (distinct borrows on the
+        # host; the emulator checks that no .nc byte is written by the launch).
+        def issue(b):
+            loads = []
+            for jt in range(EPI_BATCH * b, EPI_BATCH * (b + 1)):
+                col, cin, pb = k.reg("u32", "ecol"), k.reg("pred", "cin"), k.reg("pred", "pbias")
+                k(f"add.u32 {col}, {col0}, {8 * jt};")
+                k(f"setp.lt.u32 {cin}, {col}, {N};")
+                k(f"and.pred {pb}, {cin}, {has_bias};")
+                bias_pair = ld_bf16_pair(k, addr(k, bias, col, 2), pb, nc=True, stem="bias")
+                res_pairs = []
+                for h in range(2):
+                    o, pr = k.reg("u32", "oi"), k.reg("pred", "pres")
+                    k(f"add.u32 {o}, {obase[h]}, {8 * jt};")
+                    k(f"and.pred {pr}, {cin}, {rres[h]};")
+                    res_pairs.append((o, ld_bf16_pair(k, addr(k, res, o, 2, "ra"), pr, nc=True, stem="res")))
+                loads.append((jt, cin, bias_pair, res_pairs))
+            return loads
+
+        def finish(loads):
+            for jt, cin, (b0, b1), res_pairs in loads:
+                for h, (o, (r0, r1)) in enumerate(res_pairs):
+                    j = 4 * jt + 2 * h
+                    assert wgmma_d_coords(j) == (8 * h, 8 * jt) and wgmma_d_coords(j + 1) == (8 * h, 8 * jt + 1)
+                    x0, x1 = acc[j], acc[j + 1]
+                    bias_gelu_pair(k, x0, x1, b0, b1, has_gelu)
+                    k(f"add.f32 {x0}, {x0}, {r0};")
+                    k(f"add.f32 {x1}, {x1}, {r1};")
+                    ok, pk = k.reg("pred", "ok"), k.reg("b32", "pk")
+                    k(f"and.pred {ok}, {cin}, {rin[h]};")
+                    k(f"cvt.rn.bf16x2.f32 {pk}, {x1}, {x0};")
+                    k(f"@{ok} st.global.b32 [{addr(k, out, o, 2, 'oa')}], {pk};")
+
+        batches = BN // 8 // EPI_BATCH
+        pending = issue(0)
+        for b in range(batches):
+            following = issue(b + 1) if b + 1 < batches else None
+            finish(pending)
+            pending = following
 
     tile_loop(consume, "cons")
     k.place(done)
