@@ -217,7 +217,7 @@ def linear_launch(mem, entry, rows, k, n, x, w, b, r, act, with_bias, with_res, 
     maps = {}
     if entry == "linear_bf16":  # rasterised 1-D grid
         grid = (tiles, 1, 1)
-    elif entry == "linear_bf16_sm90":  # persistent: fewer blocks than tiles, as on a busy GPU
+    elif entry.startswith("linear_bf16_sm90"):  # persistent: fewer blocks than tiles, as on a busy GPU
         grid = (min(tiles, SM90_BLOCKS), 1, 1)
     else:
         grid = ((n + tn - 1) // tn, (rows + tm - 1) // tm, 1)
@@ -232,7 +232,7 @@ def linear_launch(mem, entry, rows, k, n, x, w, b, r, act, with_bias, with_res, 
         launch(mem, "linear_splitk_reduce_bf16", grid_stride("linear_splitk_reduce_bf16", rows * n // 2),
                part=part, bias=mem.upload(b) if with_bias else None,
                res=mem.upload(r) if with_res else None, out=out, m=rows, n=n, splits=splits, flags=flags)
-    elif entry == "linear_bf16_sm90":
+    elif entry.startswith("linear_bf16_sm90"):
         maps = {"tmap_x": tensor_map(spec, "tmap_x", px, rows, k),
                 "tmap_w": tensor_map(spec, "tmap_w", pw, n, k)}
     if splits == 1:
@@ -306,12 +306,17 @@ def t_linear_sm90():
     # As t_linear_sm80: K and N multiples of 8; 300 x 200 x 520 gives 9 tiles of
     # 128 x 256 over 2 persistent blocks (4 k-tiles each: the 4-stage ring wraps
     # across tiles); 129 x 328 x 520 has 6 k-tiles, so it wraps within a tile too.
+    # linear_bf16_sm90_n192 (128 x 192 tiles, 5 stages): 300 x 200 x 520 is 9 tiles
+    # of 128 x 192, the last 136 columns wide; 129 x 392 x 200 wraps its 5-stage ring
+    # within a tile (7 k-tiles).
     shapes = [(1, 8, 8), (130, 72, 136), (300, 200, 520), (129, 328, 520)]
+    shapes192 = [(130, 72, 136), (300, 200, 520), (129, 392, 200)]
     if QUICK:
-        shapes = shapes[:2]
-    for rows, k, n in shapes:
-        for epi in EPILOGUES:
-            linear_case("linear_bf16_sm90", "bf16", rows, k, n, *epi)
+        shapes, shapes192 = shapes[:2], shapes192[:1]
+    for entry, cases in (("linear_bf16_sm90", shapes), ("linear_bf16_sm90_n192", shapes192)):
+        for rows, k, n in cases:
+            for epi in EPILOGUES:
+                linear_case(entry, "bf16", rows, k, n, *epi)
 
 
 def patch_embed_launch(mem, dt, px, w, bias, pos, b, c, img, p, d):
@@ -823,6 +828,7 @@ def t_nonfinite():
         nf_linear("linear_bf16", 9, 40, 24)
         nf_linear("linear_bf16", 9, 104, 24, splits=3)
         nf_linear("linear_bf16_sm90", 9, 40, 24)
+        nf_linear("linear_bf16_sm90_n192", 9, 40, 24)
         for dt in ("f32", "bf16"):
             nf_norms(dt)
             nf_add(dt)

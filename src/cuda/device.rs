@@ -49,6 +49,9 @@ pub(super) struct Inner {
     pub(super) sm_count: u32,
     /// Which bf16 GEMM the aligned linear layers use.
     pub(super) gemm: GemmPath,
+    /// The wgmma GEMM's output tile width when `TESSERA_CUDA_SM90_TILE_N` fixes
+    /// it (else chosen per shape: `linear::sm90_tile_n`).
+    pub(super) sm90_tile_n: Option<u32>,
     pub(super) ctx: Arc<CudaContext>,
     pub(super) stream: Arc<CudaStream>,
     /// Where a thread capturing a graph records its launches (`graph.rs`).
@@ -242,6 +245,9 @@ impl Cuda {
             }
             let stream = ctx.new_stream().map_err(|e| cuda_err("Cuda::new", e))?;
             let capture_stream = ctx.new_stream().map_err(|e| cuda_err("Cuda::new", e))?;
+            let sm90_tile_n = super::linear::sm90_tile_override(
+                std::env::var("TESSERA_CUDA_SM90_TILE_N").ok().as_deref(),
+            )?;
             let graphs_enabled = !matches!(
                 std::env::var("TESSERA_CUDA_GRAPHS").as_deref(),
                 Ok("0" | "off" | "false")
@@ -254,6 +260,7 @@ impl Cuda {
                     max_smem: u32::try_from(max_smem).unwrap_or(0),
                     sm_count: u32::try_from(sm_count).unwrap_or(1).max(1),
                     gemm,
+                    sm90_tile_n,
                     ctx,
                     stream,
                     capture_stream,
@@ -315,6 +322,11 @@ impl Cuda {
     /// The bf16 GEMM this handle's aligned linear layers run (see [`GemmPath`]).
     pub fn gemm_path(&self) -> GemmPath {
         self.inner.gemm
+    }
+
+    /// The wgmma GEMM's tile width if `TESSERA_CUDA_SM90_TILE_N` fixed it.
+    pub(super) fn sm90_tile_n(&self) -> Option<u32> {
+        self.inner.sm90_tile_n
     }
 
     /// Streaming multiprocessors on this device.
@@ -410,9 +422,10 @@ impl Device for Cuda {
 
     fn describe(&self) -> String {
         let (major, minor) = self.inner.capability;
-        let gemm = match self.inner.gemm {
-            GemmPath::Sm80 => "sm80",
-            GemmPath::Sm90 => "sm90",
+        let gemm = match (self.inner.gemm, self.inner.sm90_tile_n) {
+            (GemmPath::Sm80, _) => "sm80".to_string(),
+            (GemmPath::Sm90, None) => "sm90".to_string(),
+            (GemmPath::Sm90, Some(n)) => format!("sm90 {n}-wide tiles"),
         };
         let graphs = if self.inner.graphs_enabled {
             "graphs on"

@@ -32,8 +32,12 @@ pub(super) enum ParamKind {
     Out,
     U32,
     F32,
-    /// A TMA tensor map, passed by value (128 bytes).
-    TensorMap,
+    /// A TMA tensor map, passed by value (128 bytes), that the kernel reads in
+    /// boxes of `box_rows` × `box_cols` elements with the 128-byte swizzle.
+    TensorMap {
+        box_rows: u32,
+        box_cols: u32,
+    },
 }
 
 /// The global shape of a row-major bf16 matrix that a tensor-map parameter
@@ -73,13 +77,11 @@ pub(super) enum Arg<'a> {
     U32(u32),
     F32(f32),
     /// The tensor map of the matrix that argument `of` (an input pointer) points
-    /// to, of global shape `shape`, read in boxes of `box_rows` × `box_cols`
-    /// elements with the 128-byte swizzle (see [`tensor_map`]).
+    /// to, of global shape `shape`, in the boxes the parameter's
+    /// [`ParamKind::TensorMap`] states (see [`tensor_map`]).
     TensorMap {
         of: usize,
         shape: Matrix2d,
-        box_rows: u32,
-        box_cols: u32,
     },
 }
 
@@ -92,7 +94,7 @@ impl Arg<'_> {
                 | (Arg::Out(_), ParamKind::Out)
                 | (Arg::U32(_), ParamKind::U32)
                 | (Arg::F32(_), ParamKind::F32)
-                | (Arg::TensorMap { .. }, ParamKind::TensorMap)
+                | (Arg::TensorMap { .. }, ParamKind::TensorMap { .. })
         )
     }
 }
@@ -304,14 +306,11 @@ impl Cuda {
         }
         // Tensor maps: (parameter, the input pointer it describes, shape, box).
         let mut tmaps = Vec::new();
-        for (i, a) in args.iter().enumerate() {
-            if let Arg::TensorMap {
-                of,
-                shape,
-                box_rows,
-                box_cols,
-            } = *a
+        for (i, (a, (_, kind))) in args.iter().zip(spec.params).enumerate() {
+            if let (Arg::TensorMap { of, shape }, ParamKind::TensorMap { box_rows, box_cols }) =
+                (a, *kind)
             {
+                let (of, shape) = (*of, *shape);
                 if !matches!(args.get(of), Some(Arg::In(_))) {
                     return Err(Error::Internal(format!(
                         "{what}: tensor map {} does not describe an input pointer",

@@ -2,7 +2,9 @@
 //! the epilogue:
 //! - f32: `linear_f32`, exact SIMT GEMM;
 //! - bf16 at the model's shapes (K and N multiples of 8, 16-byte aligned operands):
-//!   `linear_bf16_sm90` (wgmma fed by TMA, persistent) on compute capability 9.0,
+//!   `linear_bf16_sm90` (wgmma fed by TMA, persistent; 128 × 256 tiles, or
+//!   128 × 192 in `linear_bf16_sm90_n192` where [`sm90_tile_n`] finds that
+//!   schedule shorter) on compute capability 9.0,
 //!   `linear_bf16`, the pipelined sm_80 tensor-core GEMM, elsewhere (and where
 //!   `TESSERA_CUDA_GEMM=sm80`; see [`GemmPath`]);
 //! - bf16 otherwise: `linear_bf16_any`, tensor cores with edge-safe loads.
@@ -65,9 +67,19 @@ pub(super) fn linear<T: Element>(dev: &Cuda, a: LinearArgs<'_, T, Cuda>) -> Resu
                 && dev.gemm_path() == GemmPath::Sm90
                 && !prefer_split_k(mm, n, k, dev.sm_count()) =>
         {
-            let s = &m::linear_bf16_sm90::SPEC;
-            let tiles = u64::from(mm.div_ceil(m::linear_bf16_sm90::TILE_M))
-                * u64::from(n.div_ceil(m::linear_bf16_sm90::TILE_N));
+            let tile_n = dev
+                .sm90_tile_n()
+                .unwrap_or_else(|| sm90_tile_n(mm, n, dev.sm_count()));
+            let (s, dyn_smem) = if tile_n == m::linear_bf16_sm90_n192::TILE_N {
+                (
+                    &m::linear_bf16_sm90_n192::SPEC,
+                    m::linear_bf16_sm90_n192::DYN_SMEM,
+                )
+            } else {
+                (&m::linear_bf16_sm90::SPEC, m::linear_bf16_sm90::DYN_SMEM)
+            };
+            let tiles =
+                u64::from(mm.div_ceil(m::linear_bf16_sm90::TILE_M)) * u64::from(n.div_ceil(tile_n));
             // Persistent: at most one block per SM, each looping over its tiles.
             let grid = tiles.min(u64::from(dev.sm_count())) as u32;
             let args = m::LinearSm90Args {
@@ -83,7 +95,7 @@ pub(super) fn linear<T: Element>(dev: &Cuda, a: LinearArgs<'_, T, Cuda>) -> Resu
                 k,
                 flags,
             };
-            dev.launch(OP, s, (grid, 1, 1), m::linear_bf16_sm90::DYN_SMEM, args)
+            dev.launch(OP, s, (grid, 1, 1), dyn_smem, args)
         }
         DType::BF16 if k % 8 == 0 && n % 8 == 0 && aligned => {
             let tiles = mm.div_ceil(m::linear_bf16::TILE_M) * n.div_ceil(m::linear_bf16::TILE_N);
@@ -157,6 +169,48 @@ pub(super) fn split_k(tiles: u32, ktiles: u32, sms: u32) -> u32 {
     ktiles.div_ceil(ktiles.div_ceil(s).max(1)).max(1)
 }
 
+/// The output tile width of the wgmma GEMM for an [m, n] output on `sms` SMs:
+/// 256 (`linear_bf16_sm90`) or 192 (`linear_bf16_sm90_n192`), whichever gives
+/// each SM the fewest output columns to compute, ⌈tiles / sms⌉ × width (the
+/// persistent grid's last, partly idle round counted whole), the narrower tile
+/// charged 1/8 more for its lower operand reuse (12 % more bytes from L2 per
+/// FLOP; an estimate to check on a GPU). 192 divides the widths 256 does not:
+/// SigLIP-so400m's 1152 (5 tiles of 256 are 10 % padding), and it evens out
+/// rounds such as SigLIP-base batch 32's out_proj (147 tiles of 256 on 132 SMs:
+/// two rounds, the second 11 % full).
+pub(super) fn sm90_tile_n(m: u32, n: u32, sms: u32) -> u32 {
+    let cost = |tile_n: u32, weight: u64| {
+        let tiles =
+            u64::from(m.div_ceil(m::linear_bf16_sm90::TILE_M)) * u64::from(n.div_ceil(tile_n));
+        tiles.div_ceil(u64::from(sms.max(1))) * u64::from(tile_n) * weight
+    };
+    if cost(m::linear_bf16_sm90_n192::TILE_N, 9) < cost(m::linear_bf16_sm90::TILE_N, 8) {
+        m::linear_bf16_sm90_n192::TILE_N
+    } else {
+        m::linear_bf16_sm90::TILE_N
+    }
+}
+
+/// `TESSERA_CUDA_SM90_TILE_N`: `192` or `256` fixes the wgmma GEMM's tile width
+/// (to test or time each kernel at any shape); unset, empty or `auto` leaves it to
+/// [`sm90_tile_n`]. Anything else is an error naming the variable.
+pub(super) fn sm90_tile_override(env: Option<&str>) -> Result<Option<u32>> {
+    let widths = [
+        m::linear_bf16_sm90::TILE_N,
+        m::linear_bf16_sm90_n192::TILE_N,
+    ];
+    match env.map(str::trim) {
+        None | Some("" | "auto") => Ok(None),
+        Some(v) => match v.parse::<u32>() {
+            Ok(n) if widths.contains(&n) => Ok(Some(n)),
+            _ => Err(Error::Unsupported {
+                op: "Cuda::new",
+                msg: format!("TESSERA_CUDA_SM90_TILE_N={v:?}: expected auto, 256 or 192"),
+            }),
+        },
+    }
+}
+
 /// On Hopper: whether the sm_80 GEMM split along K should take a linear rather
 /// than the wgmma kernel, because the latter's 128 × 256 tiles would occupy
 /// under a quarter of the SMs (batch 1) and K is long enough to split.
@@ -188,7 +242,46 @@ pub(super) fn grid2d(
 
 #[cfg(test)]
 mod tests {
-    use super::{prefer_split_k, split_k};
+    use super::{prefer_split_k, sm90_tile_n, sm90_tile_override, split_k};
+
+    #[test]
+    fn hopper_tile_width_override() {
+        assert_eq!(sm90_tile_override(None).unwrap(), None);
+        assert_eq!(sm90_tile_override(Some(" auto ")).unwrap(), None);
+        assert_eq!(sm90_tile_override(Some("")).unwrap(), None);
+        assert_eq!(sm90_tile_override(Some("192")).unwrap(), Some(192));
+        assert_eq!(sm90_tile_override(Some("256")).unwrap(), Some(256));
+        for bad in ["128", "wide", "-1"] {
+            let e = sm90_tile_override(Some(bad)).unwrap_err().to_string();
+            assert!(
+                e.contains("TESSERA_CUDA_SM90_TILE_N") && e.contains(bad),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn hopper_tile_width_follows_the_schedule() {
+        // SigLIP-base batch 32 (M 6272), N 768: 147 tiles of 256 take two rounds
+        // on 132 SMs; 196 of 192 take two narrower ones.
+        assert_eq!(sm90_tile_n(6272, 768, 132), 192);
+        // N 2304 and 3072: 256 (4 rounds of 256 against 5 of 192; 5 against 6).
+        assert_eq!(sm90_tile_n(6272, 2304, 132), 256);
+        assert_eq!(sm90_tile_n(6272, 3072, 132), 256);
+        // so400m batch 32 (M 23 328): N 1152 is 5 tiles of 256 (7 rounds × 256)
+        // or 6 of 192 (9 rounds × 192 × 9/8): 256; N 3456 likewise.
+        assert_eq!(sm90_tile_n(23_328, 1152, 132), 256);
+        assert_eq!(sm90_tile_n(23_328, 3456, 132), 256);
+        // so400m batch 1 (M 729): one round either way for N 1152 and 3456: the
+        // narrower tile; N 4304 needs 2 rounds of 192 but 1 of 256.
+        assert_eq!(sm90_tile_n(729, 1152, 132), 192);
+        assert_eq!(sm90_tile_n(729, 3456, 132), 192);
+        assert_eq!(sm90_tile_n(729, 4304, 132), 256);
+        // 4096³ and degenerate inputs.
+        assert_eq!(sm90_tile_n(4096, 4096, 132), 256);
+        assert_eq!(sm90_tile_n(0, 768, 132), 256);
+        assert_eq!(sm90_tile_n(6272, 768, 0), 256);
+    }
 
     #[test]
     fn hopper_takes_split_k_only_for_tiny_grids() {

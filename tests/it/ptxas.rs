@@ -253,6 +253,8 @@ fn find_nvdisasm() -> Option<PathBuf> {
 fn required_sass(entry: &str) -> &'static [&'static str] {
     if entry == "linear_bf16_sm90" {
         &["HGMMA.64x256x16.F32.BF16", "UTMALDG.2D", "SYNCS.PHASECHK"]
+    } else if entry == "linear_bf16_sm90_n192" {
+        &["HGMMA.64x192x16.F32.BF16", "UTMALDG.2D", "SYNCS.PHASECHK"]
     } else if entry == "linear_bf16" || entry.starts_with("attention_bf16_hd") {
         &["HMMA.16816.F32.BF16", "LDSM", "LDGSTS"]
     } else if entry == "linear_bf16_any" || entry == "patch_embed_bf16" {
@@ -271,7 +273,7 @@ fn required_sass(entry: &str) -> &'static [&'static str] {
 fn epilogue_round_trip_limit(entry: &str) -> Option<usize> {
     matches!(
         entry,
-        "linear_bf16_sm90" | "linear_bf16" | "patch_embed_bf16"
+        "linear_bf16_sm90" | "linear_bf16_sm90_n192" | "linear_bf16" | "patch_embed_bf16"
     )
     .then_some(8)
 }
@@ -432,11 +434,11 @@ fn sass_uses_tensor_cores_and_no_local_memory() {
     }
     let _ = std::fs::remove_dir_all(&tmp);
     // linear_bf16, linear_bf16_any, patch_embed_bf16 and 8 attention head dims, twice;
-    // linear_bf16_sm90 once (sm_90a only).
-    assert_eq!(checked, 2 * 11 + 1, "tensor-core entries found in the SASS");
+    // linear_bf16_sm90 and linear_bf16_sm90_n192 once (sm_90a only).
+    assert_eq!(checked, 2 * 11 + 2, "tensor-core entries found in the SASS");
     assert_eq!(
         checked_epilogues,
-        2 * 2 + 1,
+        2 * 2 + 2,
         "epilogues checked for round trips"
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -28,9 +28,10 @@ KIND_RUST = {
     "u32": ("u32", "Arg::U32(a.{n})", "U32"),
     "f32": ("f32", "Arg::F32(a.{n})", "F32"),
     # A tensor map: the field is the global shape of the matrix of pointer parameter
-    # `of`; the launcher encodes the map from that parameter's address and the box.
-    "tmap": ("Matrix2d", "Arg::TensorMap {{ of: {of}, shape: a.{n}, box_rows: {br}, box_cols: {bc} }}",
-             "TensorMap"),
+    # `of`; the launcher encodes the map from that parameter's address and the box,
+    # which is the entry's (its ParamKind), so entries of one signature may differ in it.
+    "tmap": ("Matrix2d", "Arg::TensorMap {{ of: {of}, shape: a.{n} }}",
+             "TensorMap {{ box_rows: {br}, box_cols: {bc} }}"),
 }
 
 
@@ -39,7 +40,17 @@ def arg_expr(p, params):
     if p.kind != "tmap":
         return rust.format(n=p.name)
     of = next(i for i, q in enumerate(params) if q.name == p.of)
-    return rust.format(n=p.name, of=of, br=p.box[0], bc=p.box[1])
+    return rust.format(n=p.name, of=of)
+
+
+def param_kind(p):
+    kind = KIND_RUST[p.kind][2]
+    return kind.format(br=p.box[0], bc=p.box[1]) if p.kind == "tmap" else kind
+
+
+def signature_of(params):
+    """What entries sharing an argument struct must agree on (not the boxes)."""
+    return [(p.name, p.kind, p.of) for p in params]
 
 
 def camel(s):
@@ -58,7 +69,7 @@ def rust_manifest(modules):
     for _, kernels in modules:
         for k in kernels:
             prev = sigs.setdefault(k.signature, k.params)
-            if prev != k.params:
+            if signature_of(prev) != signature_of(k.params):
                 raise ValueError(f"signature {k.signature}: {k.name} has other parameters")
     for sig, params in sigs.items():
         fields = "\n".join(f"    pub {p.name}: {KIND_RUST[p.kind][0]}," for p in params)
@@ -74,7 +85,7 @@ def rust_manifest(modules):
         )
     for name, kernels in modules:
         for k in kernels:
-            params = ", ".join(f'("{p.name}", ParamKind::{KIND_RUST[p.kind][2]})' for p in k.params)
+            params = ", ".join(f'("{p.name}", ParamKind::{param_kind(p)})' for p in k.params)
             consts = "".join(
                 f"    pub(in crate::cuda) const {c}: u32 = {v};\n" for c, v in sorted(k.consts.items())
             )

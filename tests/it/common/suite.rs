@@ -251,8 +251,10 @@ pub fn check_linear<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
         (129, 72, 130),
         (2, 300, 7),
         // K and N multiples of 8: CUDA's pipelined bf16 GEMMs. On a 132-SM Hopper
-        // 300 x 200 x 520 and 257 x 200 x 264 run linear_bf16_sm90 (several tiles and
-        // k-tiles), 130 x 520 x 136 the sm_80 GEMM split along K (4 slices).
+        // 300 x 200 x 520 and 257 x 200 x 264 run the wgmma GEMM (several tiles and
+        // k-tiles; 192-wide tiles as chosen here, 256-wide under
+        // TESSERA_CUDA_SM90_TILE_N=256, which scripts/gpu-check runs too),
+        // 130 x 520 x 136 the sm_80 GEMM split along K (4 slices).
         (130, 72, 136),
         (257, 200, 264),
         (300, 200, 520),

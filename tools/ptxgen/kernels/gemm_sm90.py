@@ -1,9 +1,12 @@
 """linear_bf16_sm90: the Hopper (sm_90a) bf16 GEMM, for the same shapes as
 linear_bf16 (K and N multiples of 8, 16-byte aligned operands); the host picks it
-on compute capability 9.x.
+on compute capability 9.x. Two widths, one generator: 128×256 output tiles
+(linear_bf16_sm90, 4 stages) and 128×192 (linear_bf16_sm90_n192, 5 stages); the
+host takes the one whose persistent schedule is shorter (src/cuda/linear.rs,
+sm90_tile_n). Below, BN is the width.
 
 Block: 384 threads. Warps 0-7 are two consumer warpgroups: warpgroup g computes
-  rows 64g..64g+63 of the 128×256 output tile with wgmma m64n256k16 (128 f32
+  rows 64g..64g+63 of the 128×BN output tile with wgmma m64nBNk16 (BN/2 f32
   accumulators per thread). Warpgroup 2 is the producer: thread 256 issues the TMA
   loads; the others exit once the warpgroup has given back its registers
   (setmaxnreg: 40 a thread for the producer, 232 for the consumers; without it
@@ -11,7 +14,7 @@ Block: 384 threads. Warps 0-7 are two consumer warpgroups: warpgroup g computes
   loads in flight together).
 Persistent: the grid is at most one block per SM; block b takes tiles b, b + grid,
   ... in rasterised order (groups of GROUP_M = 8 tile rows share W tiles in L2).
-Pipeline: STAGES = 4 stages of (x tile 128×64, W tile 256×64) bf16 = 48 KiB, loaded
+Pipeline: STAGES stages of (x tile 128×64, W tile BN×64) bf16 (48 / 40 KiB), loaded
   by TMA (tensor maps tmap_x, tmap_w: boxes of 64 columns, 128-byte swizzle, zero
   fill past M, N and K) and completed on mbarrier full[s] (count 1 + the bytes);
   the consumers wait on full[s], run 4 wgmma (K 16 each) from descriptors over
@@ -33,29 +36,38 @@ from ..lib import addr
 from .gemm_common import epilogue_flags, ld_bf16_pair, raster
 from .gemm_sm80 import bias_gelu_pair
 
-BM, BN, BK, STAGES, GROUP_M = 128, 256, 64, 4, 8
+BM, BK, GROUP_M = 128, 64, 8
+TILE_NS = (256, 192)               # the variants: 128 x 256 and 128 x 192 output tiles
 EPI_BATCH = 8                      # column groups of 8 whose epilogue loads go out together
 CONSUMERS = 2                      # warpgroups
 THREADS = 128 * (CONSUMERS + 1)    # + the producer warpgroup
 PRODUCER_REGS, CONSUMER_REGS = 40, 232
 assert 128 * PRODUCER_REGS + 128 * CONSUMERS * CONSUMER_REGS <= 65536
+SMEM_LIMIT = 227 * 1024            # per block, with the opt-in
 A_BYTES = BM * BK * 2              # 16 KiB
-B_BYTES = BN * BK * 2              # 32 KiB
-STAGE_BYTES = A_BYTES + B_BYTES
-BARS = STAGES * STAGE_BYTES        # offset of the mbarriers from the aligned base
-SMEM = 1024 + BARS + 16 * STAGES   # alignment slack + stages + full[] and empty[]
-
-# x and w are not read by the kernel (TMA reads them through the tensor maps); they
-# are the buffers the maps describe, which the host keeps borrowed for the launch.
-PARAMS = [In("x"), In("w"), TMap("tmap_x", "x", (BM, BK)), TMap("tmap_w", "w", (BN, BK)),
-          Opt("bias"), Opt("res"), Out("out"), U32("m"), U32("n"), U32("k"), U32("flags")]
 
 
-def linear_bf16_sm90():
-    assert BM == 64 * CONSUMERS and BK * 2 == 128 and BN <= 256
-    k = Kernel("linear_sm90", "linear_bf16_sm90", THREADS, PARAMS, "linear_sm90",
-               doc="linear_bf16_sm90: Hopper GEMM, wgmma fed by TMA through a 4-stage mbarrier\n"
-                   "pipeline, a producer and two consumer warpgroups, persistent tiles.",
+def entry_name(bn):
+    return "linear_bf16_sm90" if bn == 256 else f"linear_bf16_sm90_n{bn}"
+
+
+def linear_bf16_sm90(BN=256):  # noqa: N803 (the tile constant's name)
+    """The kernel with BM x BN output tiles and as many stages as fit."""
+    assert BM == 64 * CONSUMERS and BK * 2 == 128 and BN <= 256 and BN % 8 == 0 and (BN // 8) % EPI_BATCH == 0
+    B_BYTES = BN * BK * 2          # noqa: N806
+    STAGE_BYTES = A_BYTES + B_BYTES  # noqa: N806
+    # 1 KiB of alignment slack, the stages, 16 bytes of mbarriers per stage.
+    STAGES = min(4 if BN == 256 else 5, (SMEM_LIMIT - 1024) // (STAGE_BYTES + 16))  # noqa: N806
+    BARS = STAGES * STAGE_BYTES    # noqa: N806 (offset of the mbarriers from the aligned base)
+    SMEM = 1024 + BARS + 16 * STAGES  # noqa: N806
+    # x and w are not read by the kernel (TMA reads them through the tensor maps); they
+    # are the buffers the maps describe, which the host keeps borrowed for the launch.
+    params = [In("x"), In("w"), TMap("tmap_x", "x", (BM, BK)), TMap("tmap_w", "w", (BN, BK)),
+              Opt("bias"), Opt("res"), Out("out"), U32("m"), U32("n"), U32("k"), U32("flags")]
+    name = entry_name(BN)
+    k = Kernel("linear_sm90", name, THREADS, params, "linear_sm90",
+               doc=f"{name}: Hopper GEMM, {BM}×{BN} tiles, wgmma fed by TMA through a {STAGES}-stage\n"
+                   "mbarrier pipeline, a producer and two consumer warpgroups, persistent tiles.",
                dyn_smem=SMEM)
     k.const("TILE_M", BM)
     k.const("TILE_N", BN)
@@ -308,4 +320,4 @@ def linear_bf16_sm90():
 
 
 def kernels():
-    return [linear_bf16_sm90()]
+    return [linear_bf16_sm90(bn) for bn in TILE_NS]
