@@ -172,13 +172,25 @@ def t_cast():
             FAILS.append(f"cast n={n}")
 
 
-def layer_norm_launch(mem, dt, x, w, b, rows, cols, rms):
-    """layer_norm_{dt} (rms_norm when rms) as the host launches it, eps 1e-6; returns
-    the (poisoned first) output's address."""
+def layer_norm_entries(dt, cols):
+    """The layer-norm entries for rows of `cols`: the block-a-row kernel always (the
+    host's fallback), and the warp-a-row one where the host would take it (cols a
+    multiple of its vector and at most its MAX_COLS; the emulator's buffers are
+    16-byte aligned)."""
+    rows_e = f"layer_norm_rows_{dt}"
+    c = SPECS[rows_e].consts
+    fits = cols % c["VEC"] == 0 and cols <= c["MAX_COLS"]
+    return [f"layer_norm_{dt}"] + ([rows_e] if fits else [])
+
+
+def layer_norm_launch(mem, dt, x, w, b, rows, cols, rms, entry=None):
+    """layer_norm_{dt} (rms_norm when rms), or `entry`, as the host launches it, eps
+    1e-6; returns the (poisoned first) output's address."""
     out = poison(mem, rows * cols, dt)
-    e = f"layer_norm_{dt}"
+    e = entry or f"layer_norm_{dt}"
     gx = SPECS[e].consts["GRID_X"]
-    launch(mem, e, (min(rows, gx), (rows + gx - 1) // gx, 1), x=mem.upload(x),
+    blocks = (rows + SPECS[e].consts.get("ROWS_PER_BLOCK", 1) - 1) // SPECS[e].consts.get("ROWS_PER_BLOCK", 1)
+    launch(mem, e, (min(blocks, gx), (blocks + gx - 1) // gx, 1), x=mem.upload(x),
            w=mem.upload(w), b=mem.upload(b), out=out, rows=rows, cols=cols, eps=1e-6,
            rms=rms)
     return out
@@ -187,13 +199,14 @@ def layer_norm_launch(mem, dt, x, w, b, rows, cols, rms):
 def t_layer_norm():
     for dt in ("f32", "bf16"):
         for rms in (0, 1):
-            for rows, cols in ((1, 1), (3, 17), (65, 64), (7, 1152), (2, 4304), (129, 3)):
-                mem = Memory()
-                x = rnd(rows * cols, 2, "f32") + 3
-                x = f32_to_bf16_bits(x) if dt == "bf16" else x
+            # The warp-a-row kernel takes (65, 64), (7, 1152) in bf16, (9, 40): 5 vectors
+            # of 8 or 10 of 4 (lanes without one), (10, 2048) bf16 / (3, 1024) f32:
+            # its largest rows (8 vectors a lane), and partial last blocks.
+            for rows, cols in ((1, 1), (3, 17), (65, 64), (7, 1152), (2, 4304), (129, 3), (9, 40),
+                               (10, 2048), (3, 1024)):
+                X = as64(f32_to_bf16_bits(rnd(rows * cols, 2, "f32") + 3), "bf16").reshape(rows, cols)
+                x = f32_to_bf16_bits(X.ravel()) if dt == "bf16" else X.ravel().astype(np.float32)
                 w, b = rnd(cols, 1.5, dt), rnd(cols, 0.5, dt)
-                out = layer_norm_launch(mem, dt, x, w, b, rows, cols, rms)
-                X = as64(x, dt).reshape(rows, cols)
                 if rms:
                     # RMS norm: no mean, no bias (b is passed but must not be read into y).
                     ref = X / np.sqrt((X ** 2).mean(1, keepdims=True) + 1e-6) * as64(w, dt)
@@ -202,7 +215,11 @@ def t_layer_norm():
                     var = ((X - mu) ** 2).mean(1, keepdims=True)
                     ref = (X - mu) / np.sqrt(var + 1e-6) * as64(w, dt) + as64(b, dt)
                 name = "rms_norm" if rms else "layer_norm"
-                check(f"{name} rows={rows} cols={cols}", read(mem, out, rows * cols, dt), ref.ravel(), dt)
+                for e in layer_norm_entries(dt, cols):
+                    mem = Memory()
+                    out = layer_norm_launch(mem, dt, x, w, b, rows, cols, rms, e)
+                    check(f"{e} ({name}) rows={rows} cols={cols}", read(mem, out, rows * cols, dt),
+                          ref.ravel(), dt)
 
 
 def linear_launch(mem, entry, rows, k, n, x, w, b, r, act, with_bias, with_res, splits=1):
@@ -688,7 +705,8 @@ def nf_linear(entry, rows, k, n, splits=1):
 
 
 def nf_norms(dt):
-    rows, cols = 7, 45
+    # 40 columns: a multiple of both vectors, so the warp-a-row kernel runs as well.
+    rows, cols = 7, 40
     x, w, b = rnd(rows * cols, 2, dt), rnd(cols, 1, dt), rnd(cols, 1, dt)
     put(x, cols + 4, np.nan, dt)          # row 1
     put(x, 3 * cols + 10, np.inf, dt)     # row 3
@@ -703,8 +721,6 @@ def nf_norms(dt):
     X, Wt, Bs = as64(x, dt).reshape(rows, cols), as64(w, dt), as64(b, dt)
     eps = float(np.float32(1e-6))
     for rms in (0, 1):
-        mem = Memory()
-        out = layer_norm_launch(mem, dt, x, w, b, rows, cols, rms)
         if rms:
             inv = 1 / np.sqrt((X * X).sum(1, keepdims=True) / cols + eps)
             ref = X * inv * Wt
@@ -713,8 +729,10 @@ def nf_norms(dt):
             var = ((X - mean) * (X - mean)).sum(1, keepdims=True) / cols
             ref = (X - mean) * (1 / np.sqrt(var + eps)) * Wt + Bs
         name = "rms_norm" if rms else "layer_norm"
-        check_nonfinite(f"layer_norm_{dt} ({name}) rows={rows} cols={cols}",
-                        read(mem, out, rows * cols, dt), ref, dt)
+        for e in layer_norm_entries(dt, cols):
+            mem = Memory()
+            out = layer_norm_launch(mem, dt, x, w, b, rows, cols, rms, e)
+            check_nonfinite(f"{e} ({name}) rows={rows} cols={cols}", read(mem, out, rows * cols, dt), ref, dt)
 
 
 def nf_attention_ref(Q, K, V, scale):

@@ -583,6 +583,42 @@ pub(super) mod layer_norm_bf16 {
     pub(in crate::cuda) const GRID_X: u32 = 65535;
 }
 
+/// `layer_norm_rows_f32`: Layer norm / RMS norm (f32), one warp per row held in registers, 16-byte accesses (cols a multiple of 4, at most 1024).
+pub(super) mod layer_norm_rows_f32 {
+    use super::*;
+    pub(in crate::cuda) const SPEC: KernelSpec<LayerNorm> = KernelSpec {
+        module: &LAYER_NORM,
+        entry: "layer_norm_rows_f32",
+        threads: 256,
+        static_smem: 0,
+        max_dyn_smem: 0,
+        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("b", ParamKind::In), ("out", ParamKind::Out), ("rows", ParamKind::U32), ("cols", ParamKind::U32), ("eps", ParamKind::F32), ("rms", ParamKind::U32)],
+        signature: std::marker::PhantomData,
+    };
+    pub(in crate::cuda) const GRID_X: u32 = 65535;
+    pub(in crate::cuda) const MAX_COLS: u32 = 1024;
+    pub(in crate::cuda) const ROWS_PER_BLOCK: u32 = 8;
+    pub(in crate::cuda) const VEC: u32 = 4;
+}
+
+/// `layer_norm_rows_bf16`: Layer norm / RMS norm (bf16), one warp per row held in registers, 16-byte accesses (cols a multiple of 8, at most 2048).
+pub(super) mod layer_norm_rows_bf16 {
+    use super::*;
+    pub(in crate::cuda) const SPEC: KernelSpec<LayerNorm> = KernelSpec {
+        module: &LAYER_NORM,
+        entry: "layer_norm_rows_bf16",
+        threads: 256,
+        static_smem: 0,
+        max_dyn_smem: 0,
+        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("b", ParamKind::In), ("out", ParamKind::Out), ("rows", ParamKind::U32), ("cols", ParamKind::U32), ("eps", ParamKind::F32), ("rms", ParamKind::U32)],
+        signature: std::marker::PhantomData,
+    };
+    pub(in crate::cuda) const GRID_X: u32 = 65535;
+    pub(in crate::cuda) const MAX_COLS: u32 = 2048;
+    pub(in crate::cuda) const ROWS_PER_BLOCK: u32 = 8;
+    pub(in crate::cuda) const VEC: u32 = 8;
+}
+
 /// `memory_read_gate_f32`: The memory gate of batch ctaid.x in one block (f32 in, f32 gate out).
 pub(super) mod memory_read_gate_f32 {
     use super::*;
@@ -1053,6 +1089,8 @@ pub(super) const ALL: &[(&Module, &str, u32, usize, u32)] = &[
     (&CAST, "cast_bf16_f32", 256, 3, 0),
     (&LAYER_NORM, "layer_norm_f32", 256, 8, 64),
     (&LAYER_NORM, "layer_norm_bf16", 256, 8, 64),
+    (&LAYER_NORM, "layer_norm_rows_f32", 256, 8, 0),
+    (&LAYER_NORM, "layer_norm_rows_bf16", 256, 8, 0),
     (&MEMORY, "memory_read_gate_f32", 256, 7, 32),
     (&MEMORY, "memory_read_gate_part_f32", 256, 6, 32),
     (&MEMORY, "memory_read_gate_finish_f32", 128, 5, 16),
