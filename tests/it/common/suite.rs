@@ -316,21 +316,23 @@ pub fn check_linear<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
     assert_close("linear rank-3", &out.to_vec().unwrap(), &reference);
 }
 
+/// (rows, cols) of the norm checks. On CUDA, (65, 64), (7, 1152) (bf16), (9, 40),
+/// (10, 2048) (bf16) and (3, 1024) run the warp-a-row kernel (16-byte vectors;
+/// 1024 / 2048 its largest rows), the others the block-a-row one.
+const NORM_SHAPES: [(usize, usize); 9] = [
+    (1, 1),
+    (3, 17),
+    (65, 64),
+    (7, 1152),
+    (2, 4304),
+    (129, 3),
+    (9, 40),
+    (10, 2048),
+    (3, 1024),
+];
+
 pub fn check_layer_norm<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
-    // On CUDA, (65, 64), (7, 1152) (bf16), (9, 40), (10, 2048) (bf16) and (3, 1024)
-    // run the warp-a-row kernel (16-byte vectors; 1024 / 2048 its largest rows), the
-    // others the block-a-row one.
-    for &(rows, cols) in &[
-        (1, 1),
-        (3, 17),
-        (65, 64),
-        (7, 1152),
-        (2, 4304),
-        (129, 3),
-        (9, 40),
-        (10, 2048),
-        (3, 1024),
-    ] {
+    for &(rows, cols) in &NORM_SHAPES {
         let x: Vec<T> = (0..rows * cols)
             .map(|_| T::from_f32(rng.uniform(2.0) + 3.0))
             .collect();
@@ -348,16 +350,7 @@ pub fn check_layer_norm<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
 /// RMS norm (the `NormKind` variant of the same op): rows of mean far from 0
 /// and of mixed sign, no tile size dividing the columns.
 pub fn check_rms_norm<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
-    for &(rows, cols) in &[
-        (1, 1),
-        (3, 17),
-        (65, 64),
-        (7, 1152),
-        (2, 4304),
-        (129, 3),
-        (9, 40),
-        (3, 1024),
-    ] {
+    for &(rows, cols) in &NORM_SHAPES {
         let x: Vec<T> = (0..rows * cols)
             .map(|i| T::from_f32(rng.uniform(2.0) + if i % 2 == 0 { 3.0 } else { -1.0 }))
             .collect();
