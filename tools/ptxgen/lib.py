@@ -67,6 +67,16 @@ def pack_bf16x2(k, lo, hi):
     return r
 
 
+def widen_bf16x2(k, raw, lo, hi):
+    """f32 registers lo, hi ← the two bf16 of b32 `raw` (the lower address in the
+    low half), exactly."""
+    t = k.reg("b32", "wt")
+    k(f"shl.b32 {t}, {raw}, 16;")
+    k(f"mov.b32 {lo}, {t};")
+    k(f"and.b32 {t}, {raw}, 0xFFFF0000;")
+    k(f"mov.b32 {hi}, {t};")
+
+
 def warp_reduce(k, v, op):
     """v ← the op ("add" or "max") of v over the warp's 32 lanes (butterfly: every
     lane ends with the same value)."""

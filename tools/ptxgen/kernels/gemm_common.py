@@ -7,7 +7,7 @@ C = A·Bᵀ with A [M, K] (x, or the patches of the pixels) and B = W [N, K]: bo
 K-major, so W is the "col" B operand of mma as stored."""
 
 from ..asm import In, Opt, Out, U32
-from ..lib import SIZE, addr, gelu, ld_elem, st_elem
+from ..lib import SIZE, addr, gelu, ld_elem, st_elem, widen_bf16x2
 
 LINEAR_PARAMS = [In("x"), In("w"), Opt("bias"), Opt("res"), Out("out"), U32("m"), U32("n"),
                  U32("k"), U32("flags")]
@@ -77,8 +77,7 @@ class Operands:
         load is issued before the first store: a load after a store to `out`
         may not be moved above it by ptxas (it cannot tell the pointers apart),
         so an element-by-element epilogue waits one global round trip per
-        element. The inputs are read through the non-coherent path: the launch
-        never writes them (the emulator checks that)."""
+        element. A barrier keeps the loads above the stores (see below)."""
         k, z, linear = self.k, SIZE[dt], self.mode == "linear"
         rin, rofs, pofs = [], [], []
         for r in rows:
@@ -102,7 +101,7 @@ class Operands:
                 p_load = pb
             else:
                 p_load = p
-            ld_elem(k, dt, b, addr(k, self.bias, c, z), pred=p_load, space="global")
+            ld_elem(k, dt, b, addr(k, self.bias, c, z), pred=p_load)
             cin.append(p)
             bias.append(b)
         items = []
@@ -114,11 +113,11 @@ class Operands:
                 if linear:
                     pr = k.reg("pred", "pres")
                     k(f"and.pred {pr}, {ok}, {self.has_res};")
-                    ld_elem(k, dt, t, addr(k, self.res, o, z), pred=pr, space="global")
+                    ld_elem(k, dt, t, addr(k, self.res, o, z), pred=pr)
                 else:
                     q = k.reg("u32", "po")
                     k(f"add.u32 {q}, {pofs[i]}, {c};")
-                    ld_elem(k, dt, t, addr(k, self.res, q, z), pred=ok, space="global")
+                    ld_elem(k, dt, t, addr(k, self.res, q, z), pred=ok)
                 items.append((ok, o, t, acc_at(i, j), bias[j]))
         # Left to itself, ptxas sinks each load to just before its use (fewer live
         # registers) and the round trips are serial again; it moves no memory
@@ -153,14 +152,11 @@ def epilogue_flags(k, flags):
 def ld_bf16_pair(k, address, pred, nc=False, stem="pr"):
     """Two adjacent bf16 at `address` (4-byte aligned) widened to f32 registers
     (lo, hi); both 0 where `pred` is false."""
-    raw, t = k.reg("b32", f"{stem}raw"), k.reg("b32", f"{stem}t")
+    raw = k.reg("b32", f"{stem}raw")
     lo, hi = k.reg("f32", f"{stem}0"), k.reg("f32", f"{stem}1")
     k(f"mov.b32 {raw}, 0;")
     k(f"@{pred} ld.global{'.nc' if nc else ''}.b32 {raw}, [{address}];")
-    k(f"shl.b32 {t}, {raw}, 16;")
-    k(f"mov.b32 {lo}, {t};")
-    k(f"and.b32 {t}, {raw}, 0xFFFF0000;")
-    k(f"mov.b32 {hi}, {t};")
+    widen_bf16x2(k, raw, lo, hi)
     return lo, hi
 
 

@@ -57,7 +57,7 @@ def linear_bf16_sm90(BN=256):  # noqa: N803 (the tile constant's name)
     B_BYTES = BN * BK * 2          # noqa: N806
     STAGE_BYTES = A_BYTES + B_BYTES  # noqa: N806
     # 1 KiB of alignment slack, the stages, 16 bytes of mbarriers per stage.
-    STAGES = min(4 if BN == 256 else 5, (SMEM_LIMIT - 1024) // (STAGE_BYTES + 16))  # noqa: N806
+    STAGES = (SMEM_LIMIT - 1024) // (STAGE_BYTES + 16)  # noqa: N806 (4 at BN 256, 5 at 192)
     BARS = STAGES * STAGE_BYTES    # noqa: N806 (offset of the mbarriers from the aligned base)
     SMEM = 1024 + BARS + 16 * STAGES  # noqa: N806
     # x and w are not read by the kernel (TMA reads them through the tensor maps); they

@@ -15,7 +15,8 @@ layer_norm_rows_{dt}: one warp per row, 8 rows a block, the row held in register
   order of the sums. Row = (ctaid.y·65535 + ctaid.x)·8 + warp."""
 
 from ..asm import F32, In, Kernel, Out, U32
-from ..lib import DTYPES, SIZE, ZERO, addr, block_sum, counted_loop, lane_warp, ld_elem, st_elem, warp_reduce
+from ..lib import (DTYPES, SIZE, ZERO, addr, block_sum, counted_loop, lane_warp, ld_elem, st_elem, warp_reduce,
+                   widen_bf16x2)
 
 THREADS = 256
 GRID_X = 65535
@@ -108,22 +109,19 @@ def vec_elems(dt):
     return 16 // SIZE[dt]
 
 
-def ld_vec(k, dt, regs, address, pred, nc):
-    """regs (f32) ← the 16-byte vector at `address` where `pred`, else zeros."""
+def ld_vec(k, dt, regs, address, pred):
+    """regs (f32) ← the 16-byte vector at `address` where `pred`, else zeros; through
+    the non-coherent path (the inputs of these kernels are never their outputs)."""
     raw = k.regs_n("b32", "lv", 4)
     for r in raw:
         k(f"mov.b32 {r}, 0;")
-    k(f"@{pred} ld.global{'.nc' if nc else ''}.v4.b32 {{{', '.join(map(str, raw))}}}, [{address}];")
+    k(f"@{pred} ld.global.nc.v4.b32 {{{', '.join(map(str, raw))}}}, [{address}];")
     if dt == "f32":
         for d, r in zip(regs, raw):
             k(f"mov.b32 {d}, {r};")
         return
-    t = k.reg("b32", "lt")
     for i, r in enumerate(raw):
-        k(f"shl.b32 {t}, {r}, 16;")
-        k(f"mov.b32 {regs[2 * i]}, {t};")
-        k(f"and.b32 {t}, {r}, 0xFFFF0000;")
-        k(f"mov.b32 {regs[2 * i + 1]}, {t};")
+        widen_bf16x2(k, r, regs[2 * i], regs[2 * i + 1])
 
 
 def st_vec(k, dt, address, vals, pred):
@@ -177,7 +175,7 @@ def layer_norm_rows(dt):
         k(f"setp.lt.u32 {pv}, {j}, {nvec};")
         k(f"mul.lo.u32 {e}, {j}, {ve};")
         regs = k.regs_n("f32", f"x{v}_", ve)
-        ld_vec(k, dt, regs, addr(k, xr, e, SIZE[dt]), pv, nc=True)
+        ld_vec(k, dt, regs, addr(k, xr, e, SIZE[dt]), pv)
         vals.append(regs)
         present.append(pv)
         eofs.append(e)
@@ -206,8 +204,8 @@ def layer_norm_rows(dt):
     # Pass 3: (x − mean)·rstd·w + b, one vector store each.
     for regs, pv, e in zip(vals, present, eofs):
         g, bb = k.regs_n("f32", "g", ve), k.regs_n("f32", "bb", ve)
-        ld_vec(k, dt, g, addr(k, w, e, SIZE[dt]), pv, nc=True)
-        ld_vec(k, dt, bb, addr(k, b, e, SIZE[dt]), pv, nc=True)
+        ld_vec(k, dt, g, addr(k, w, e, SIZE[dt]), pv)
+        ld_vec(k, dt, bb, addr(k, b, e, SIZE[dt]), pv)
         for r, gi, bi in zip(regs, g, bb):
             k(f"selp.f32 {bi}, {ZERO}, {bi}, {is_rms};")
             k(f"sub.f32 {r}, {r}, {mean};")
