@@ -189,7 +189,8 @@ def layer_norm_launch(mem, dt, x, w, b, rows, cols, rms, entry=None):
     out = poison(mem, rows * cols, dt)
     e = entry or f"layer_norm_{dt}"
     gx = SPECS[e].consts["GRID_X"]
-    blocks = (rows + SPECS[e].consts.get("ROWS_PER_BLOCK", 1) - 1) // SPECS[e].consts.get("ROWS_PER_BLOCK", 1)
+    per_block = SPECS[e].consts.get("ROWS_PER_BLOCK", 1)
+    blocks = (rows + per_block - 1) // per_block
     launch(mem, e, (min(blocks, gx), (blocks + gx - 1) // gx, 1), x=mem.upload(x),
            w=mem.upload(w), b=mem.upload(b), out=out, rows=rows, cols=cols, eps=1e-6,
            rms=rms)

@@ -17,13 +17,16 @@ pub(super) fn layer_norm<T: Element>(dev: &Cuda, a: LayerNormArgs<'_, T, Cuda>) 
     index32(OP, "x", d.rows * d.cols)?;
     // RMS norm has no bias: the parameter holds the weight, which the kernel ignores.
     let bias = a.bias.unwrap_or(a.weight);
-    let (rows_spec, vec, max_cols) = match T::DTYPE {
+    // Per dtype: the block-a-row kernel, the warp-a-row one and the rows it takes.
+    let (block_spec, rows_spec, vec, max_cols) = match T::DTYPE {
         DType::F32 => (
+            &m::layer_norm_f32::SPEC,
             &m::layer_norm_rows_f32::SPEC,
             m::layer_norm_rows_f32::VEC,
             m::layer_norm_rows_f32::MAX_COLS,
         ),
         DType::BF16 => (
+            &m::layer_norm_bf16::SPEC,
             &m::layer_norm_rows_bf16::SPEC,
             m::layer_norm_rows_bf16::VEC,
             m::layer_norm_rows_bf16::MAX_COLS,
@@ -38,13 +41,7 @@ pub(super) fn layer_norm<T: Element>(dev: &Cuda, a: LayerNormArgs<'_, T, Cuda>) 
     let (spec, per_block) = if vectorised {
         (rows_spec, m::layer_norm_rows_f32::ROWS_PER_BLOCK)
     } else {
-        (
-            match T::DTYPE {
-                DType::F32 => &m::layer_norm_f32::SPEC,
-                DType::BF16 => &m::layer_norm_bf16::SPEC,
-            },
-            1,
-        )
+        (block_spec, 1)
     };
     // Blocks past the grid's x limit continue in y (the kernel's block = y·GRID_X + x).
     let gx = m::layer_norm_f32::GRID_X;
