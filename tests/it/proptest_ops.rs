@@ -5,7 +5,7 @@
 //! one a failure). Cases per op: `TESSERA_PROPTEST_CASES` (default 32 on the CPU,
 //! 16 on GPUs, so lavapipe stays quick). A failure prints the shrunk input.
 
-use crate::common::{bar, rel_l2, to_f64};
+use crate::common::{bar, rel_l2, rel_l2_to, to_f64};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use tessera::ops::{self, Activation};
@@ -36,6 +36,20 @@ fn close<T: Element>(what: &str, out: &[T], reference: &[f64]) -> Check {
     prop_assert!(
         err <= bar::<T>(),
         "{what} [{}]: relative L2 error {err:e} exceeds {:e}",
+        T::DTYPE,
+        bar::<T>()
+    );
+    Ok(())
+}
+
+/// `close` for sums of terms (linear, patch embedding), measured against the
+/// size of the terms as `crate::common::assert_close_sum` explains: at small K,
+/// `x·w + b + r` may cancel.
+fn close_sum<T: Element>(what: &str, out: &[T], reference: &[f64], magnitude: &[f64]) -> Check {
+    let err = rel_l2_to(&to_f64(out), reference, magnitude);
+    prop_assert!(
+        err <= bar::<T>(),
+        "{what} [{}]: relative L2 error {err:e} (against the size of the summed terms) exceeds {:e}",
         T::DTYPE,
         bar::<T>()
     );
@@ -96,10 +110,20 @@ fn linear<T: Element, D: Kernels<T>>(dev: &D, gpu: bool) {
             k,
             n,
         );
-        close(
+        let magnitude = crate::common::linear_magnitude(
+            &to_f64(&x),
+            &to_f64(&w),
+            with_bias.then_some(&bf[..]),
+            with_res.then_some(&rf[..]),
+            rows,
+            k,
+            n,
+        );
+        close_sum(
             &format!("linear {rows}x{k}x{n} flags {flags}"),
             &out.to_vec().unwrap(),
             &reference,
+            &magnitude,
         )
     });
 }
@@ -164,10 +188,22 @@ fn patch_embed<T: Element, D: Kernels<T>>(dev: &D, gpu: bool) {
             p,
             d,
         );
-        close(
+        let magnitude = crate::common::patch_embed_magnitude(
+            &to_f64(&px),
+            &to_f64(&w),
+            &to_f64(&bias),
+            &to_f64(&pos),
+            b,
+            c,
+            img,
+            p,
+            d,
+        );
+        close_sum(
             &format!("patch_embed b={b} c={c} g={g} p={p} d={d}"),
             &out.to_vec().unwrap(),
             &reference,
+            &magnitude,
         )
     });
 }

@@ -3,7 +3,9 @@
 //! ([`compare`]), and one generic op suite ([`suite`]) that every backend
 //! instantiates with `op_suite!`. Inputs are drawn in f32, rounded to the element
 //! type, and the reference is computed in f64 from the rounded values, so the bar
-//! measures the kernel, not the input quantisation.
+//! measures the kernel, not the input quantisation. Sums of terms (linear, patch
+//! embedding) are measured against the size of their terms
+//! ([`compare::assert_close_sum`]).
 #![allow(dead_code)]
 
 pub mod compare;

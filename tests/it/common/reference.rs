@@ -34,6 +34,32 @@ pub fn ref_linear(
     out
 }
 
+/// The size of the terms [`ref_linear`] sums, per output: `Σ|x||w| + |b| + |r|`
+/// (no activation: |gelu(z)| ≤ |z|), for [`super::assert_close_sum`].
+#[allow(clippy::too_many_arguments)]
+pub fn linear_magnitude(
+    x: &[f64],
+    w: &[f64],
+    b: Option<&[f64]>,
+    residual: Option<&[f64]>,
+    rows: usize,
+    k: usize,
+    n: usize,
+) -> Vec<f64> {
+    use super::abs;
+    let (b, r) = (b.map(abs), residual.map(abs));
+    ref_linear(
+        &abs(x),
+        &abs(w),
+        b.as_deref(),
+        Activation::None,
+        r.as_deref(),
+        rows,
+        k,
+        n,
+    )
+}
+
 /// RMS norm per row: `x/√(mean(x²) + eps)·w`.
 pub fn ref_rms_norm(x: &[f64], w: &[f64], rows: usize, cols: usize, eps: f64) -> Vec<f64> {
     let mut out = vec![0.0; rows * cols];
@@ -107,6 +133,24 @@ pub fn ref_patch_embed(
         }
     }
     out
+}
+
+/// The size of the terms [`ref_patch_embed`] sums, per output:
+/// `Σ|pixel||w| + |bias| + |pos|`, for [`super::assert_close_sum`].
+#[allow(clippy::too_many_arguments)]
+pub fn patch_embed_magnitude(
+    px: &[f64],
+    w: &[f64],
+    bias: &[f64],
+    pos: &[f64],
+    b: usize,
+    c: usize,
+    img: usize,
+    p: usize,
+    d: usize,
+) -> Vec<f64> {
+    use super::abs;
+    ref_patch_embed(&abs(px), &abs(w), &abs(bias), &abs(pos), b, c, img, p, d)
 }
 
 /// q [Bq, Nq, H·hd] (Bq = 1 broadcasts), k/v [B, Nk, H·hd] → [B, Nq, H·hd].

@@ -5,7 +5,7 @@
 use tessera::ops::{self, Activation};
 use tessera::{DeviceBuffer, Element, Kernels};
 
-use super::compare::{assert_close, rel_l2, to_f64};
+use super::compare::{assert_close, assert_close_sum, rel_l2, to_f64};
 use super::reference::*;
 use super::rng::Rng;
 
@@ -280,12 +280,23 @@ pub fn check_linear<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
                 with_res.then_some(&r[..]),
                 (rows, k, n),
             );
-            assert_close(
+            let (bf, rf) = (to_f64(&b), to_f64(&r));
+            let magnitude = linear_magnitude(
+                &to_f64(&x),
+                &to_f64(&w),
+                with_bias.then_some(&bf[..]),
+                with_res.then_some(&rf[..]),
+                rows,
+                k,
+                n,
+            );
+            assert_close_sum(
                 &format!(
                     "linear rows={rows} k={k} n={n} {act:?} bias={with_bias} residual={with_res}"
                 ),
                 &got,
                 &reference,
+                &magnitude,
             );
         }
     }
@@ -384,10 +395,22 @@ pub fn check_patch_embed<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
         let bias: Vec<T> = rng.vec(d, 0.5);
         let pos: Vec<T> = rng.vec(n * d, 0.5);
         let (got, reference) = run_patch_embed(dev, [&px, &w, &bias, &pos], (b, c, img, p, d));
-        assert_close(
+        let magnitude = patch_embed_magnitude(
+            &to_f64(&px),
+            &to_f64(&w),
+            &to_f64(&bias),
+            &to_f64(&pos),
+            b,
+            c,
+            img,
+            p,
+            d,
+        );
+        assert_close_sum(
             &format!("patch_embed b={b} c={c} i={img} p={p} d={d}"),
             &got,
             &reference,
+            &magnitude,
         );
     }
 }
