@@ -12,17 +12,20 @@ when asked (run_kernel(..., banks=BankStats()); the model is in BankStats).
 Execution model: one block at a time; every thread has its own pc; the threads
 at the smallest pc execute together (vectorised with numpy), which reconverges
 structured control flow. Threads that wait (on an mbarrier phase, or at a
-bar.sync the rest of the block has not reached) are left out of that choice
-until released, so independent roles (a producer warp looping in one place,
-consumer warpgroups in another) run interleaved. bar.sync requires every live
+bar.sync not yet complete) are left out of that choice until released, so
+independent roles (a producer warp looping in one place, consumer warpgroups in
+another) run interleaved. bar.sync without a thread count requires every live
 thread of the block at the same bar.sync: threads reaching it wait for the
-others; an error if one of those exits or waits at a different bar.sync.
-Warp-collective instructions (shfl.sync, vote.sync, bar.warp.sync, elect.sync,
-ldmatrix, mma) require every lane they name (the whole warp for the .aligned
-ones) at the same instruction; warpgroup-collective ones (wgmma.*, setmaxnreg)
-all 128 threads of each executing warpgroup (warps 4i..4i+3). If every live
-thread waits on mbarriers (or at a bar.sync that others will never reach), the
-launch fails with a deadlock error naming the barriers and their states. Shared
+others; an error if one of those exits or waits at a different bar.sync. With a
+thread count (`bar.sync a, b`, a named barrier: see Semantics) it completes when
+b threads, in whole warps, have arrived at barrier a. Warp-collective
+instructions (shfl.sync, vote.sync, bar.warp.sync, elect.sync, ldmatrix, mma)
+require every lane they name (the whole warp for the .aligned ones) at the same
+instruction; warpgroup-collective ones (wgmma.*, setmaxnreg) all 128 threads of
+each executing warpgroup (warps 4i..4i+3). If every live thread waits on
+mbarriers or barriers nothing can complete any more, the launch fails with a
+deadlock error naming the barriers and their states (mbarrier phases and
+counts; for named barriers the id and the threads arrived / expected). Shared
 memory starts filled with 0xFF bytes (NaN), registers with zeros; global
 accesses must fall inside an allocation and be naturally aligned (the whole
 vector for .v2/.v4).
@@ -46,17 +49,46 @@ copy_traits_sm75 / mma_traits_sm80):
     group. Until then any read of the destination bytes, any store to them and
     any second cp.async onto them is an error, as is exiting with copies pending.
     With strict_async=True (the default) retired bytes are visible only to the
-    issuing thread (the ISA's rule) until a bar.sync (any thread of the block) or
+    issuing thread (the ISA's rule) until a barrier of the whole block (bar.sync
+    without a count, or a named barrier every warp of the block took part in) or
     a full-mask bar.warp.sync executed by the issuing lane (threads of its warp);
-    reading them earlier from another thread is an error.
-  * Shared-memory races (check_races=True, the default): between two bar.sync,
-    a byte written by one thread and read or written by another, or read by one
-    and written by another, is an error unless both threads are in one warp and
-    a full-mask bar.warp.sync of that warp lies between the accesses. A cp.async
-    counts as a write when issued (so refilling a buffer other threads read
-    since the last bar.sync is caught); ldmatrix reads for every lane of its
-    warp. One store instruction writing different values to one address from
-    several threads is an error (global memory too).
+    reading them earlier from another thread is an error. (A named barrier of
+    fewer warps does not make them visible to its participants: conservative.)
+  * Barriers: bar.sync / barrier.sync{.aligned} a{, b}; a is the barrier id
+    0..15, b the thread count, a positive multiple of 32 up to the block's size
+    (immediates or registers, checked when executed). Without b, or with an
+    immediate b = the block's thread count (rounded up to whole warps), it is
+    the whole-block barrier above (any id; all its threads must name the same
+    id). With b (a named barrier): warps arrive whole - every live lane of an
+    arriving warp executes it with its guard true (.aligned), else an error -
+    and each counts 32 threads (its exited lanes too, as the hardware counts
+    warps); when b threads have arrived at barrier a it completes: the waiting
+    threads go on and it resets for reuse. Arrivals at one id with different
+    counts (or at an id threads wait at as a whole-block barrier), and more than
+    b threads arriving before it completes, are errors. Different bar.sync
+    instructions may complete one named barrier. A thread exiting while a named
+    barrier is pending is not an error by itself: a count never reached ends in
+    the deadlock error. The warps of a completing named barrier are ordered as
+    below (races, mbarrier.init, release of reads for TMA); one whose warps are
+    every warp of the block acts as a whole-block barrier in every respect.
+  * Shared-memory races (check_races=True, the default): a byte written by one
+    thread and read or written by another, or read by one and written by
+    another, is an error unless the accesses are ordered (happens-before): a
+    barrier's completion orders everything its warps did before it before
+    everything they do after it, transitively through chains of barriers
+    (warp-level vector clocks; barriers count whole warps, so this is exact),
+    the whole-block barrier and a block's start ordering the whole block; within
+    a warp a full-mask bar.warp.sync also orders its lanes. So a byte written by
+    warpgroup 1 and read by warpgroup 2 with only warpgroup 1's named barrier
+    between them is a race. Tracked per granule (the smallest shared access
+    size): the last writer (an unordered write is itself an error, so it stands
+    for the earlier ones) and, per warp, the latest read and the lanes that read
+    since that warp's last barrier. A cp.async counts as a write when issued
+    (so refilling a buffer other threads read since the last barrier is
+    caught); ldmatrix reads for every lane of its warp; a TMA store reads its
+    source as its issuing thread when issued. One store instruction writing
+    different values to one address from several threads is an error (global
+    memory too).
   * ld.global.nc: the bytes read that way must not be written by the same
     launch (checked at the end of run_kernel; the CUDA Programming Guide's rule
     for the read-only data cache: "read-only for the entire lifetime of the
@@ -94,11 +126,13 @@ copy_traits_sm75 / mma_traits_sm80):
     phase has completed, and the thread goes on at once (it might have come
     before the completion; its retry sees the real state), so a kernel that
     ignores the result is caught whatever the schedule. A successful wait
-    records that the thread has observed every phase completed so far. Generic loads / stores of an initialised mbarrier's bytes
-    are errors, as is another thread using it in the barrier interval of its init
-    (bar.sync after mbarrier.init + fence.mbarrier_init), arriving on an
-    uninitialised one, and the block exiting while TMA bytes are owed to an
-    incomplete phase. mbarrier.arrive's state result is the phase number.
+    records that the thread has observed every phase completed so far. Generic
+    loads / stores of an initialised mbarrier's bytes are errors, as is another
+    thread using it before a barrier orders it after the init (bar.sync after
+    mbarrier.init + fence.mbarrier_init, or a named barrier both took part in),
+    arriving on an uninitialised one, and the block exiting while TMA bytes are
+    owed to an incomplete phase. mbarrier.arrive's state result is the phase
+    number.
   * cp.async.bulk.tensor.2d (TMA, tile mode, completing on an mbarrier): issued
     by each active thread; copies box[0] x box[1] elements at (c0, c1) (inner,
     outer; may be negative or past the end: those elements read as zero), row r
@@ -106,6 +140,33 @@ copy_traits_sm75 / mma_traits_sm80):
     byte aligned, else 128) byte a of the destination lands at a ^ (((a >> 7) & 7)
     << 4). The copy lands at issue; complete_tx(box bytes, OOB included) follows.
     The in-bounds source bytes must lie in allocations.
+  * cp.async.bulk.tensor.2d.global.shared::cta (TMA store, tile mode, bulk
+    async-groups): issued by each active thread; the box at (c0, c1), laid out
+    in shared memory at src exactly as a TMA load lays it out at dst (alignment
+    and 128-byte swizzle included), is read and its in-bounds elements (0 <= x <
+    dims[0], 0 <= y < dims[1]) written to global memory; out-of-bounds ones are
+    not written (a box entirely outside writes nothing). The in-bounds
+    destination bytes must lie in allocations (checked at issue); they count as
+    written by the launch for ld.global.nc. The copy is deferred: it reads
+    shared memory and writes global memory when the issuing thread's bulk
+    async-group retires. cp.async.bulk.commit_group closes the thread's
+    uncommitted TMA stores into a group (an empty one if none);
+    cp.async.bulk.wait_group N and wait_group.read N retire all but the N newest
+    committed groups of the thread, oldest first (both perform the whole copy:
+    .read only promises the source was read, and global memory is not checked
+    for races). Until its store retires, any write to a source byte (st.shared,
+    cp.async, TMA load, mbarrier.init; any thread) is an error, as is a thread
+    exiting with uncommitted or unretired stores. At issue the store reads its
+    source as an ld.shared of the issuing thread would (race detector, pending
+    cp.async, cp.async visibility, mbarrier objects, TMA-written bytes only once
+    the issuer observed their phase). Proxy fence: a generic store to shared
+    memory (st.shared, and a cp.async when it lands) marks its bytes with the
+    writer; that thread's fence.proxy.async or fence.proxy.async.shared::{cta,
+    cluster} (not .global) fences the marked bytes it wrote; a TMA store whose
+    source holds a byte not fenced, or fenced by a fence not ordered before the
+    store's issue (the issuer's own, or a barrier - or a full-mask bar.warp.sync
+    in the writer's warp - between the fence and the issue), is an error naming
+    the writer. TMA loads clear the marks of the bytes they write.
   * Memory model of the asynchronous paths (per 16-byte shared chunk): bytes a
     TMA wrote may be read (ld.shared, ldmatrix, wgmma) or written generically
     only by threads that have observed the completion of that TMA's phase (for
@@ -117,19 +178,27 @@ copy_traits_sm75 / mma_traits_sm80):
     wgmma.wait_group retired its group) and then some thread of the reader
     arrived on an mbarrier (for a warp / warpgroup: any of its threads: the
     wait_group is warpgroup-collective), and the TMA's issuing thread must have
-    observed the phase that arrival completes; a bar.sync releases every retired
-    read. (The issuer's own retired loads need no release.) A TMA onto bytes of
-    an unretired wgmma operand, of a pending cp.async, of an mbarrier, or of an
-    earlier TMA whose phase has not completed, is an error. TMA writes and wgmma
-    reads do not enter the bar.sync-interval race detector as generic accesses
-    do: a TMA write resets the detector's state of its bytes (errors if another
-    thread stored them, or read bytes no TMA had written, in the same barrier
-    interval); a wgmma read is checked against generic stores of threads outside
-    its warpgroup in the interval and recorded as a read by the warpgroup.
-    fence.proxy.async is a no-op: the generic -> async proxy ordering it provides
-    is not checked. mbarriers do not order generic accesses for that detector:
-    generic stores another thread reads (or a wgmma of another warpgroup) after
-    an mbarrier hand-off, with no bar.sync between, are reported as races.
+    observed the phase that arrival completes; a whole-block barrier releases
+    every retired read, and a read retired before a barrier (a named one too)
+    that orders it before the TMA's issue (happens-before, as for races: the
+    reader thread's warp, the warp, or one of the warpgroup's warps) needs no
+    more. (The issuer's own retired loads need no release. A read already
+    released through an mbarrier still needs the issuer to observe that phase
+    even when a named barrier orders it: conservative.) A TMA onto bytes of an
+    unretired wgmma operand, of a pending cp.async, of an mbarrier, of the
+    source of an unretired TMA store, or of an earlier TMA whose phase has not
+    completed, is an error. TMA writes and wgmma reads do not enter the race
+    detector as generic accesses do: a TMA write resets the detector's state of
+    its bytes (errors if another thread stored them, or read bytes no TMA had
+    written, with no barrier ordering that before the TMA's issue); a wgmma read
+    is checked against generic stores by threads outside its warpgroup that no
+    barrier orders before it (one of its warps taking part is enough) and
+    recorded as a read by every lane of the warpgroup. fence.proxy.async matters
+    for TMA stores only (above): the generic -> async proxy ordering of TMA
+    loads and wgmma operands is not checked. mbarriers do not order generic
+    accesses for the race detector: generic stores another thread reads (or a
+    wgmma of another warpgroup) after an mbarrier hand-off, with no barrier
+    between, are reported as races.
   * wgmma (warpgroup-collective, .sync.aligned): mma_async m64nNk16 (N a
     multiple of 8 in 8..256), .f32 accumulators, .bf16 / .f16 inputs, both
     operands K-major in shared memory through matrix descriptors: start
@@ -154,10 +223,13 @@ copy_traits_sm75 / mma_traits_sm80):
     sm_90 or later (wgmma, setmaxnreg: sm_90a), when the module declares them.
 
 Instructions (anything else is rejected when the kernel is first launched):
-  control     bra{.uni}, ret, exit, trap, bar.sync / barrier.sync (barrier 0,
-              whole block), bar.warp.sync, membar / fence (incl. fence.proxy
-              .async, fence.mbarrier_init) / nanosleep / prefetch (incl.
-              prefetch.tensormap) (no-ops)
+  control     bra{.uni}, ret, exit, trap, bar.sync{.aligned} /
+              barrier{.cta}.sync{.aligned} a{, b} (a: barrier 0..15, b: thread
+              count, whole warps; each an immediate or a .u32 register),
+              bar.warp.sync, fence.proxy.async{.shared::cta, .shared::cluster}
+              (fences generic shared stores for TMA stores), membar / other
+              fences (incl. fence.proxy.async.global, fence.mbarrier_init) /
+              nanosleep / prefetch (incl. prefetch.tensormap) (no-ops)
   data        mov (incl. {lo, hi} pack / unpack, symbol and parameter
               addresses), cvta,
               ld / st .param / .global / .shared (.v2 / .v4, .nc, cache
@@ -186,7 +258,10 @@ Instructions (anything else is rejected when the kernel is first launched):
               ignore-src, cache hints), cp.async.commit_group / wait_group /
               wait_all; cp.async.bulk.tensor.2d.shared::{cluster,cta}.global
               {.tile}.mbarrier::complete_tx::bytes{.L2::cache_hint} [dst],
-              [tmap, {c0, c1}], [mbar]
+              [tmap, {c0, c1}], [mbar]{, policy};
+              cp.async.bulk.tensor.2d.global.shared::cta{.tile}.bulk_group
+              {.L2::cache_hint} [tmap, {c0, c1}], [src]{, policy};
+              cp.async.bulk.commit_group; cp.async.bulk.wait_group{.read} N
   mbarrier    (.shared::cta or .shared; .b64; .release/.acquire/.relaxed, .cta/
               .cluster accepted) init [a], count; inval [a]; arrive{.expect_tx}
               state|_, [a]{, count | txCount} (.shared::cluster with `_`);
@@ -861,11 +936,11 @@ _TX_MAX = (1 << 20) - 1     # mbarrier counts and tx-counts
 class _Mbar:
     """State of one mbarrier object (its completed-phase count lives in
     _Exec.mb_comp; the current phase parity is that count's low bit)."""
-    __slots__ = ("addr", "expected", "pending", "tx", "init_tid", "init_epoch", "nwait", "tx_bytes")
+    __slots__ = ("addr", "expected", "pending", "tx", "init_tid", "init_time", "nwait", "tx_bytes")
 
-    def __init__(self, addr, count, tid, epoch):
+    def __init__(self, addr, count, tid, time):
         self.addr, self.expected, self.pending, self.tx = addr, count, count, 0
-        self.init_tid, self.init_epoch, self.nwait, self.tx_bytes = tid, epoch, 0, 0
+        self.init_tid, self.init_time, self.nwait, self.tx_bytes = tid, time, 0, 0
 
 
 # fragment index tables (lane t, group g = t // 4, c = t % 4)
@@ -966,17 +1041,21 @@ class _Exec:
         nsm = max((self.smem_size + 15) // 16 * 16, 16)
         self.smem = np.full(nsm, 0xFF, np.uint8)
         self.pend = np.full(nsm, -1, np.int32)   # owner tid of a pending cp.async
-        # race detection (per granule): last writer (tid, block epoch, warp epoch);
-        # readers of the interval (epoch, smallest and largest tid, latest warp epoch)
-        self.rw_w = np.full(nsm, -1, np.int32)
-        self.rw_wep = np.zeros(nsm, np.int32)
+        # happens-before through barriers (see _race): the time G counts barrier
+        # completions (never reset: a block's start is one); vc[w, x] is the latest
+        # time such that everything warp x did before it is ordered before warp w's
+        # next access; vmin[w] is the minimum of row w
+        self.G = 0
+        self.vc = np.zeros((self.nw, self.nw), np.int32)
+        self.vmin = np.zeros(self.nw, np.int32)
+        self.vdiag = np.zeros(self.nw, np.int32)       # vc's diagonal: each warp's latest barrier
+        self.vc_floor = 0
+        # race detection (per granule): the last writer (tid, time, warp epoch); the
+        # reads, per (granule, warp), are allocated once the granule is known
+        self.rw_w = np.zeros(nsm, np.int32)
+        self.rw_wt = np.full(nsm, -1, np.int32)
         self.rw_wwep = np.zeros(nsm, np.int32)
-        self.rw_rep = np.zeros(nsm, np.int32)
-        self.rw_rmin = np.zeros(nsm, np.int32)
-        self.rw_rmax = np.zeros(nsm, np.int32)
-        self.rw_rwep = np.zeros(nsm, np.int32)
-        self.wepoch = np.zeros(self.nw, np.int32)
-        self.epoch = 1
+        self.wepoch = np.zeros(self.nw, np.int32)      # full-mask bar.warp.sync count of each warp
         self.races = True
         self.vis = np.full(nsm, -1, np.int32)    # -1 all, t >= 0 thread t only, -2-w warp w
         self.scratch = np.zeros(nsm, np.int64)
@@ -998,6 +1077,7 @@ class _Exec:
         self.pc = np.zeros(ntp, np.int64)
         self.alive = np.zeros(ntp, bool)
         self.cp_seq = np.zeros(ntp, np.int64)
+        self.has_bstore = False                           # a TMA store in the program (compile)
         self.uses_nc = False
         self.nc_read = self.g_written = None
         self.vis_dirty = False
@@ -1013,6 +1093,23 @@ class _Exec:
             except EmuError as e:
                 raise EmuError(f"{func.name}: line {ins.line}: `{ins.text}`: {e}") from None
         self.granule = min(self.widths) if self.widths else 16
+        ngr = nsm // self.granule
+        self.rd_last = np.full(ngr, -1, np.int32)              # latest read time of a granule, any warp
+        self.rd_t = np.full((ngr, self.nw), -1, np.int32)      # latest read time per (granule, warp)
+        self.rd_lo = np.zeros((ngr, self.nw), np.int8)         # lanes that read it since the warp's last
+        self.rd_hi = np.zeros((ngr, self.nw), np.int8)         # barrier: smallest, largest,
+        self.rd_we = np.zeros((ngr, self.nw), np.int32)        # and their latest warp epoch
+        self.rd_tf, self.rd_lof, self.rd_hif, self.rd_wef = (a.reshape(-1) for a in (self.rd_t, self.rd_lo,
+                                                                                    self.rd_hi, self.rd_we))
+        self.lane8 = (np.arange(ntp) % 32).astype(np.int8)
+        # TMA stores: generic shared stores not yet made visible to the async proxy
+        # (per byte: writer, time of its fence.proxy.async or -1, warp epoch then)
+        self.pxy_on = self.has_bstore
+        if self.pxy_on:
+            self.pxy_w = np.full(nsm, -1, np.int32)
+            self.pxy_t = np.zeros(nsm, np.int32)
+            self.pxy_we = np.zeros(nsm, np.int32)
+        self.pxy_dirty = False
         if self.acc_regs:   # instructions touching wgmma accumulators (see _acc_guard)
             for p, (kind, fn, gv, gneg, tgt, ins) in enumerate(self.code):
                 if kind != _K_OP or ins.op == "wgmma":
@@ -1195,14 +1292,12 @@ class _Exec:
                 (op == "barrier" and mods and mods[0] in ("sync", "cta")):
             m2 = [m for m in mods if m not in ("aligned", "cta")]
             if m2 != ["sync"]:
-                raise EmuError("only bar.sync / barrier.sync (whole block) is supported")
-            if ins.args and ins.args[0].strip() not in ("0",):
-                raise EmuError("only barrier 0 is supported")
-            if len(ins.args) > 1:
-                cnt = _int_lit(ins.args[1])
-                if cnt != self.nt:
-                    raise EmuError(f"bar.sync with thread count {cnt} != block size {self.nt} unsupported")
-            return (_K_BAR, None, gv, gneg, None, ins)
+                raise EmuError("only bar.sync / barrier.sync{.aligned} a{, b} is supported (not bar.arrive / "
+                               "bar.red)")
+            return (_K_BAR, self._c_barsync(ins), gv, gneg, None, ins)
+        if op == "fence" and mods[:2] == ["proxy", "async"] and \
+                all(m in ("shared::cta", "shared::cluster") for m in mods[2:]):
+            return (_K_OP, self._c_fence_proxy(ins), gv, gneg, None, ins)
         if op in ("membar", "fence", "nanosleep", "prefetch", "prefetchu"):
             return (_K_OP, lambda g: None, gv, gneg, None, ins)
         if op == "mbarrier" and mods and mods[0] in ("try_wait", "test_wait"):
@@ -1411,6 +1506,11 @@ class _Exec:
             else:
                 self.shared_access(ad, nbytes, ins_text, act, write=True, ins=ins)
                 store = self.smem
+                if self.pxy_on:   # generic-proxy data: a TMA store needs a fence.proxy.async first
+                    pi = ad[:, None] + np.arange(nbytes)
+                    self.pxy_w[pi] = act[:, None]
+                    self.pxy_t[pi] = -1
+                    self.pxy_dirty = True
             if vec == 1:
                 ix, vals = ad // width, srcs[0][act]
             else:
@@ -1466,6 +1566,12 @@ class _Exec:
             self.banks.record((self.f.name, ins.line, ins.text), ad, nbytes, tids)
         if self.async_on:
             self._async_generic(ad, nbytes, what, tids, write, collective)
+        if write and self.n_bstore:
+            if nbytes <= 16:
+                self._bs_hit(ad >> 4, np.asarray(tids), what)
+            else:
+                self._bs_hit(((ad[:, None] + np.arange(0, nbytes, 16)) >> 4).ravel(),
+                             np.repeat(np.asarray(tids), nbytes // 16), what)
         if self.npend or self.vis_dirty:
             idx = ad[:, None] + np.arange(nbytes)
             if self.npend:
@@ -1495,73 +1601,121 @@ class _Exec:
             self._race(gi, tids, write, what, collective)
 
     def _race(self, idx, tids, write, what, collective):
-        """Barrier-interval race detection on shared memory, per granule (the
-        function's smallest shared access size): the last writer, and the
-        smallest / largest reader thread of the current interval. Conflicting
-        accesses by different threads in one interval (between two bar.sync) are
-        an error unless both threads are in one warp and a full-mask bar.warp.sync
-        of that warp lies between them. A warp-collective read (ldmatrix) reads
-        for every lane of its warp."""
-        E = self.epoch
-        tids = tids.astype(np.int32)
-        T = tids[:, None]
-        W = T // 32
+        """Shared-memory race detection, per granule (the function's smallest shared
+        access size). Happens-before comes from barriers: each completion (time G
+        += 1) orders everything its warps did before it before everything they do
+        after it, transitively (warp-level vector clocks vc: warp x's accesses
+        before time vc[w, x] are ordered before warp w's next ones; barriers count
+        whole warps, so warp granularity is exact); within a warp, a full-mask
+        bar.warp.sync orders its lanes (warp epochs). Conflicting accesses (a write
+        and a read or write) by different threads not ordered that way are an
+        error. Per granule: the last writer (tid, time, warp epoch) - a write
+        unordered with it is itself an error, so by transitivity it stands for
+        all earlier writes - and per (granule, warp) the latest read time and the
+        lanes (smallest, largest, latest warp epoch) that read it since that
+        warp's last barrier. A warp-collective read (ldmatrix) reads for every
+        lane of its warp."""
+        G = self.G
+        Wf = tids >> 5
+        W = Wf[:, None]
         WE = self.wepoch[W]
-        cur = self.rw_wep[idx] == E
-        if np.count_nonzero(cur):
-            wt, ww = self.rw_w[idx], self.rw_wwep[idx]
-            same_warp_synced = (wt // 32 == W) & (ww < WE)
-            if collective:
-                bad = cur & ~same_warp_synced
-            else:
-                bad = cur & (wt != T) & ~same_warp_synced
+        vmin = self.vmin[W]
+        gr = self.granule
+        wt = self.rw_wt[idx]
+        cand = wt >= vmin
+        if np.count_nonzero(cand):
+            r, c = np.nonzero(cand)
+            gi = idx[r, c]
+            ww = self.rw_w[gi]
+            xw = ww // 32
+            bad = wt[r, c] >= self.vc[Wf[r], xw]
             if np.count_nonzero(bad):
-                k = np.argwhere(bad)[0]
-                kind = "writes" if write else "reads"
-                raise EmuError(f"{what}: shared-memory race: thread {tids[k[0]]} {kind} byte "
-                               f"{idx[k[0], k[1]] * self.granule} written by thread {wt[k[0], k[1]]} in the same "
-                               f"barrier interval (no bar.sync between them)")
-        shape = idx.shape
+                bad &= ~((xw == Wf[r]) & (self.rw_wwep[gi] < WE[r, 0]))
+                if not collective:
+                    bad &= ww != tids[r]
+                if np.count_nonzero(bad):
+                    k = int(np.flatnonzero(bad)[0])
+                    kind = "writes" if write else "reads"
+                    raise EmuError(f"{what}: shared-memory race: thread {tids[r[k]]} {kind} byte {int(gi[k]) * gr} "
+                                   f"written by thread {int(ww[k])} with no barrier between them (bar.sync, or a "
+                                   f"bar.sync with a thread count both took part in)")
         if write:
-            rcur = self.rw_rep[idx] == E
-            if np.count_nonzero(rcur):
-                rmin, rmax, rwe = self.rw_rmin[idx], self.rw_rmax[idx], self.rw_rwep[idx]
-                only_me = (rmin == T) & (rmax == T)
-                synced = (rmin // 32 == W) & (rmax // 32 == W) & (rwe < WE)
-                war = rcur & ~only_me & ~synced
-                if np.count_nonzero(war):
-                    k = np.argwhere(war)[0]
-                    a, b = int(rmin[k[0], k[1]]), int(rmax[k[0], k[1]])
-                    who = f"thread {a}" if a == b else f"threads {a}..{b}"
-                    raise EmuError(f"{what}: shared-memory race: thread {tids[k[0]]} writes byte "
-                                   f"{idx[k[0], k[1]] * self.granule} read by {who} in the same barrier interval "
-                                   f"(no bar.sync between them)")
-            self.rw_w[idx] = np.broadcast_to(T, shape)
-            self.rw_wep[idx] = E
+            cand = self.rd_last[idx] >= vmin
+            if np.count_nonzero(cand):
+                r, c = np.nonzero(cand)
+                gi = idx[r, c]
+                Wr = Wf[r]
+                ar = np.arange(r.size)
+                live = self.rd_t[gi] >= self.vc[Wr]          # unordered reads, per reader warp
+                own = live[ar, Wr]
+                live[ar, Wr] = False
+                bad = live.any(1)
+                if np.count_nonzero(own):
+                    L = self.lane8[tids[r]]
+                    lo, hi = self.rd_lo[gi, Wr], self.rd_hi[gi, Wr]
+                    bad |= own & ~((lo == L) & (hi == L)) & ~(self.rd_we[gi, Wr] < WE[r, 0])
+                if np.count_nonzero(bad):
+                    k = int(np.flatnonzero(bad)[0])
+                    x = int(np.flatnonzero(live[k])[0]) if live[k].any() else int(Wr[k])
+                    raise EmuError(f"{what}: shared-memory race: thread {tids[r[k]]} writes byte {int(gi[k]) * gr} "
+                                   f"read by {self._readers(int(gi[k]), x)} with no barrier between them (bar.sync, "
+                                   f"or a bar.sync with a thread count both took part in)")
+            shape = idx.shape
+            self.rw_w[idx] = np.broadcast_to(tids[:, None], shape)
+            self.rw_wt[idx] = G
             self.rw_wwep[idx] = np.broadcast_to(WE, shape)
             return
-        fi = idx.ravel()
-        stale = self.rw_rep[fi] != E
+        n = idx.shape[1]
+        fi = (idx * self.nw + W).ravel()
+        rt, lo, hi, we = self.rd_tf, self.rd_lof, self.rd_hif, self.rd_wef
+        d, we1 = self.vdiag[Wf], WE[:, 0]
+        if n > 1:
+            d, we1 = np.repeat(d, n), np.repeat(we1, n)
+        stale = rt[fi] < d              # the earlier reads precede the warp's last barrier
         if np.count_nonzero(stale):
             si = fi[stale]
-            self.rw_rmin[si] = 1 << 30
-            self.rw_rmax[si] = -1
-            self.rw_rwep[si] = 0
-            self.rw_rep[si] = E
-        n = shape[1]
+            lo[si] = 127
+            hi[si] = -1
+            we[si] = -1
         if collective:
-            lo = W[:, 0] * np.int32(32)
-            hi = lo + np.int32(31)
+            lo[fi] = 0
+            hi[fi] = 31
         else:
-            lo = hi = tids
-        we1 = WE[:, 0]
-        if n > 1:
-            lo, hi, we1 = np.repeat(lo, n), (np.repeat(hi, n) if collective else None), np.repeat(we1, n)
-            if not collective:
-                hi = lo
-        np.minimum.at(self.rw_rmin, fi, lo)
-        np.maximum.at(self.rw_rmax, fi, hi)
-        np.maximum.at(self.rw_rwep, fi, we1)
+            ln = self.lane8[tids]
+            if n > 1:
+                ln = np.repeat(ln, n)
+            np.minimum.at(lo, fi, ln)
+            np.maximum.at(hi, fi, ln)
+        np.maximum.at(we, fi, we1)
+        rt[fi] = G
+        self.rd_last[idx] = G
+
+    def _readers(self, gi, x):
+        """Who read granule gi in warp x (for messages)."""
+        if self.rd_t[gi, x] >= self.vc[x, x] and self.rd_hi[gi, x] >= 0:
+            a, b = 32 * x + int(self.rd_lo[gi, x]), 32 * x + int(self.rd_hi[gi, x])
+            return f"thread {a}" if a == b else f"threads {a}..{b}"
+        return f"warp {x}"
+
+    def _hb_all(self):
+        """A barrier of the whole block completes (also a block's start): every
+        warp is ordered after everything before it."""
+        self.G += 1
+        self.vc.fill(self.G)
+        self.vmin.fill(self.G)
+        self.vdiag.fill(self.G)
+        self.vc_floor = self.G
+
+    def _hb_warps(self, P):
+        """A barrier of the warps P completes: each is ordered after everything
+        that any of them is ordered after (join of their clocks)."""
+        self.G += 1
+        j = self.vc[P].max(0)
+        j[P] = self.G
+        self.vc[P] = j
+        self.vmin[P] = j.min()
+        self.vdiag[P] = self.G
+        self.vc_floor = int(self.vmin.min())
 
     # ------------------------------------------------------------------ cp.async
     def _c_cp(self, ins):
@@ -1676,6 +1830,10 @@ class _Exec:
             idx = dst[sel][:, None] + np.arange(cp)
             self.smem[idx] = data[sel]
             self.pend[idx] = -1
+            if self.pxy_on:   # generic-proxy data, as a st.shared of the issuing thread
+                self.pxy_w[idx] = tids[sel][:, None]
+                self.pxy_t[idx] = -1
+                self.pxy_dirty = True
             self.npend -= int(sel.sum()) * cp
             if self.strict:
                 self.vis[idx] = tids[sel][:, None]
@@ -1844,6 +2002,160 @@ class _Exec:
     def _c_barrier(self, ins):
         raise EmuError("unsupported barrier form")
 
+    def _c_barsync(self, ins):
+        """bar.sync / barrier.sync{.aligned} a{, b}: (ids, counts or None for the
+        whole block, the id when an immediate)."""
+        if not 1 <= len(ins.args) <= 2:
+            raise EmuError("bar.sync takes a{, b}: a barrier id 0..15 and an optional thread count")
+        a = ins.args[0].strip()
+        imm = None
+        if a not in self.regs:
+            try:
+                imm = _int_lit(a)
+            except ValueError:
+                raise EmuError(f"barrier id `{a}` is neither an immediate nor a register") from None
+            if not 0 <= imm <= 15:
+                raise EmuError(f"barrier id {imm} not in 0..15")
+        A = self.src(a, "u32")
+        B = None
+        if len(ins.args) == 2:
+            b = ins.args[1].strip()
+            if b in self.regs:
+                B = self.src(b, "u32")
+            else:
+                try:
+                    n = _int_lit(b)
+                except ValueError:
+                    raise EmuError(f"thread count `{b}` is neither an immediate nor a register") from None
+                if n <= 0 or n % 32:
+                    raise EmuError(f"thread count {n} is not a positive multiple of the warp size (32)")
+                if n > self.ntp:
+                    raise EmuError(f"thread count {n} exceeds the block's {self.nt} threads")
+                if n < self.ntp:   # else the block's size (in whole warps): the whole-block barrier
+                    B = self._const(n, np.uint32)
+        return (A, B, imm)
+
+    def _c_fence_proxy(self, ins):
+        """fence.proxy.async{.shared::cta}: this thread's generic shared-memory
+        stores so far become visible to the async proxy (TMA stores issued after
+        the fence in happens-before order: by this thread, or after a barrier)."""
+        def fence_proxy(g):
+            if not self.pxy_dirty:
+                return
+            m = np.flatnonzero(self.pxy_t < 0)
+            if not m.size:
+                self.pxy_dirty = False
+                return
+            sel = m[g[self.pxy_w[m]]]
+            if sel.size:
+                self.pxy_t[sel] = self.G
+                self.pxy_we[sel] = self.wepoch[self.pxy_w[sel] // 32]
+        return fence_proxy
+
+    def _bar_id(self, spec, g, ins):
+        """The barrier id of a whole-block bar.sync executed by threads g (one id)."""
+        if spec[2] is not None:
+            return spec[2]
+        ids = spec[0][g]
+        if np.count_nonzero(ids > 15):
+            raise EmuError(f"{self.f.name}: {ins.text}: barrier id {int(ids[ids > 15][0])} not in 0..15")
+        if np.count_nonzero(ids != ids[0]):
+            raise EmuError(f"{self.f.name}: {ins.text}: threads name different barriers ({sorted(set(ids.tolist()))})"
+                           f" at a bar.sync of the whole block")
+        return int(ids[0])
+
+    def _bar_all(self):
+        """A barrier of the whole block completes: every access before it is ordered
+        before every access after it; retired cp.async data becomes visible to all;
+        retired reads of TMA data are released."""
+        self._hb_all()
+        if self.vis_dirty:
+            self.vis.fill(-1)
+            self.vis_dirty = False
+        if self.async_on:
+            self._bar_release()
+
+    def _nbar(self, g, spec, ins):
+        """Threads g arrive at a bar.sync with a thread count (whole warps: every
+        live lane of an arriving warp arrives with it; a warp counts 32 threads).
+        A barrier completes when its count is reached: its waiting threads are
+        released and it resets. Returns whether some threads of g now wait."""
+        act = np.flatnonzero(g)
+        if not act.size:
+            return False
+        what = f"{self.f.name}: {ins.text}"
+        A, B, imm = spec
+        gw = g.reshape(self.nw, 32)
+        lw = self.alive.reshape(self.nw, 32)
+        anyw = gw.any(1)
+        part = anyw & (gw != lw).any(1)
+        if np.count_nonzero(part):
+            w = int(np.flatnonzero(part)[0])
+            miss = np.flatnonzero(lw[w] & ~gw[w]) + 32 * w
+            raise EmuError(f"{what}: warp {w} arrives at a barrier with a thread count without threads "
+                           f"{miss[:8].tolist()}{'...' if miss.size > 8 else ''} (divergent, waiting or predicated "
+                           f"off): bar.sync counts whole warps, all lanes arriving together (.aligned)")
+        warps = np.flatnonzero(anyw)
+        lead = warps * 32 + np.argmax(gw[warps], 1)
+        ids = A[lead].astype(np.int64)
+        cnts = B[lead].astype(np.int64)
+        if imm is None and np.count_nonzero(A[act] != np.repeat(A[lead], gw[warps].sum(1))):
+            raise EmuError(f"{what}: the barrier id differs within a warp")
+        if np.count_nonzero(B[act] != np.repeat(B[lead], gw[warps].sum(1))):
+            raise EmuError(f"{what}: the thread count differs within a warp")
+        if np.count_nonzero(ids > 15):
+            raise EmuError(f"{what}: barrier id {int(ids[ids > 15][0])} not in 0..15")
+        badc = (cnts <= 0) | (cnts % 32 != 0) | (cnts > self.ntp)
+        if np.count_nonzero(badc):
+            raise EmuError(f"{what}: thread count {int(cnts[badc][0])} is not a positive multiple of the warp size "
+                           f"(32) up to the block's {self.nt} threads")
+        waiting = False
+        for bid in np.unique(ids).tolist():
+            sel = ids == bid
+            ws, c = warps[sel], cnts[sel]
+            if np.count_nonzero(c != c[0]):
+                raise EmuError(f"{what}: warps arrive at barrier {bid} with different thread counts "
+                               f"({sorted(set(c.tolist()))})")
+            c = int(c[0])
+            exp = self.nb_exp[bid]
+            if exp and exp != c:
+                raise EmuError(f"{what}: warp {int(ws[0])} arrives at barrier {bid} with thread count {c} while "
+                               f"{self.nb_arr[bid]} threads wait at it with thread count {exp} (different counts)")
+            if self.n_parked:
+                wb = self.parked & (self.park_kind == 3) & (self.park_bid == bid)
+                if np.count_nonzero(wb):
+                    raise EmuError(f"{what}: warp {int(ws[0])} arrives at barrier {bid} with thread count {c} while "
+                                   f"threads {np.flatnonzero(wb)[:4].tolist()}... wait at it for the whole block "
+                                   f"(different counts)")
+            n = self.nb_arr[bid] + 32 * ws.size
+            if n > c:
+                raise EmuError(f"{what}: {n} threads (warps {ws.tolist()}{' and earlier' if self.nb_arr[bid] else ''})"
+                               f" arrive at barrier {bid} before it completes: more than its thread count {c}")
+            if n == c:
+                P = ws
+                if self.nb_arr[bid]:
+                    wait = self.parked & (self.park_kind == 4) & (self.park_bid == bid)
+                    P = np.union1d(ws, np.flatnonzero(wait.reshape(self.nw, 32).any(1)))
+                    self.parked[wait] = False
+                    self.park_kind[wait] = 0
+                    self.park_bid[wait] = -1
+                    self.n_parked -= int(np.count_nonzero(wait))
+                self.nb_exp[bid] = self.nb_arr[bid] = 0
+                if P.size == self.nw:   # every warp of the block: as a whole-block barrier
+                    self._bar_all()
+                else:
+                    self._hb_warps(P)
+            else:
+                tt = act[sel[np.searchsorted(warps, act // 32)]]
+                self.nb_exp[bid], self.nb_arr[bid] = c, n
+                self.parked[tt] = True
+                self.park_kind[tt] = 4
+                self.park_bid[tt] = bid
+                self.park_line[tt] = ins.line
+                self.n_parked += tt.size
+                waiting = True
+        return waiting
+
     def _c_ldmatrix(self, ins):
         mods = ins.mods
         if "m8n8" not in mods or mods[-1] != "b16" or "sync" not in mods or "aligned" not in mods:
@@ -1957,13 +2269,17 @@ class _Exec:
         self.tma_n = np.zeros(self.nch, np.int64)          # ... and its completion number
         self.rel_bar = np.full(self.nch, -1, np.int32)     # latest release of reads: mbarrier
         self.rel_n = np.zeros(self.nch, np.int64)          # ... and completion number
+        self.rel_who = np.zeros(self.nch, np.int32)        # ... the reader thread if only one (else -2)
         self.unrel = np.zeros(self.nch, np.int32)          # read records not yet released
         self.inuse = np.zeros(self.nch, np.int32)          # unretired wgmma reads
         self.parked = np.zeros(self.ntp, bool)
-        self.park_kind = np.zeros(self.ntp, np.int8)       # 1 try_wait, 2 test_wait, 3 bar.sync
+        self.park_kind = np.zeros(self.ntp, np.int8)       # 1 try_wait, 2 test_wait, 3 bar.sync, 4 named
         self.park_on = np.full(self.ntp, -1, np.int32)
         self.park_par = np.zeros(self.ntp, np.int8)
         self.park_line = np.zeros(self.ntp, np.int64)
+        self.park_bid = np.full(self.ntp, -1, np.int32)    # 3, 4: the barrier id (0..15)
+        self.bs_commit = np.zeros(self.ntp, np.int64)      # bulk async-groups committed per thread
+        self.bs_src = np.zeros(self.nch, np.int32)         # pending TMA stores reading each 16-byte chunk
         self.wait_retry = np.zeros(self.ntp, np.int64)     # strict_waits: id of the wait that returned false
         self.n_waits = 0
         self.strict_waits = True
@@ -1985,9 +2301,17 @@ class _Exec:
         self.parked.fill(False)
         self.park_kind.fill(0)
         self.park_on.fill(-1)
+        self.park_bid.fill(-1)
         self.n_parked = 0
+        self.nb_exp = [0] * 16       # barriers with a thread count: expected threads (0: idle)
+        self.nb_arr = [0] * 16       # ... and threads arrived (whole warps)
+        self.bs_recs = []            # TMA stores: [tid, bulk group or None, map, src, chunk offsets, extent,
+        #                              chunks, line] (_tma_store)
+        self.bs_commit.fill(0)
+        self.bs_src.fill(0)
+        self.n_bstore = 0
         self.wait_retry.fill(0)
-        self.rd_recs = []            # [kind (0 thread, 1 warp, 2 warpgroup), reader ids, chunks, retired]
+        self.rd_recs = []            # [kind (0 thread, 1 warp, 2 warpgroup), reader ids, chunks, retired, time retired]
         self.wg_recs = [[] for _ in range(self.nwg)]      # [group seq or None, read record, chunks, regs]
         self.wg_commit = [0] * self.nwg
         self.wg_need_fence = np.ones(self.nwg, bool)
@@ -2040,8 +2364,9 @@ class _Exec:
                            f"(mbarrier.init first)")
         for bi in np.unique(b):
             mb = self.mbs[bi]
-            if mb.init_epoch == self.epoch:
+            if mb.init_time >= self.vc_floor:   # some warp may not be ordered after the init yet
                 other = (b == bi) & (tids != mb.init_tid)
+                other[other] = self.vc[tids[other] // 32, mb.init_tid // 32] <= mb.init_time
                 if np.count_nonzero(other):
                     raise EmuError(f"{what}: thread {int(tids[other][0])} uses {self._mb_name(bi)} in the barrier "
                                    f"interval of its mbarrier.init by thread {mb.init_tid} (bar.sync after the "
@@ -2055,7 +2380,7 @@ class _Exec:
             self.mb_obs = np.concatenate([self.mb_obs, np.zeros_like(self.mb_obs)])
         self.mb_comp[b] = 0
         self.mb_obs[b] = 0
-        self.mbs.append(_Mbar(addr, count, tid, self.epoch))
+        self.mbs.append(_Mbar(addr, count, tid, self.G))
         self.mb_at[addr >> 3] = b
         self.async_on = True
         return b
@@ -2136,15 +2461,19 @@ class _Exec:
                 keep.append(rec)
                 continue
             ch = rec[2][m]
-            self._set_release(ch, bs[r[m]], ns[r[m]])
+            self._set_release(ch, bs[r[m]], ns[r[m]], rec[1][m] if rec[0] == 0 else np.full(ch.size, -2))
             np.subtract.at(self.unrel, ch, 1)
             if not m.all():
-                keep.append([rec[0], rec[1][~m], rec[2][~m], True])
+                keep.append([rec[0], rec[1][~m], rec[2][~m], True, rec[4]])
         self.rd_recs = keep
 
-    def _set_release(self, ch, b, n):
+    def _set_release(self, ch, b, n, who):
         same = self.rel_bar[ch] == b
         self.rel_n[ch] = np.where(same, np.maximum(self.rel_n[ch], n), n)
+        old = self.rel_who[ch]
+        new = np.where((self.rel_bar[ch] < 0) | (old == who), who, -2)
+        self.rel_who[ch] = new
+        self.rel_who[ch[self.rel_who[ch] != new]] = -2    # one chunk, several readers in this call
         self.rel_bar[ch] = b
 
     def _bar_release(self):
@@ -2213,7 +2542,7 @@ class _Exec:
                            f"{self._mb_name(b)}, {state}")
         if not write:
             kind = 1 if collective else 0
-            self.rd_recs.append([kind, T // 32 if collective else T, chm, True])
+            self.rd_recs.append([kind, T // 32 if collective else T, chm, True, self.G])
             np.add.at(self.unrel, chm, 1)
         elif nbytes == 16:   # the whole chunk is generic data now
             self.tma_bar[chm] = -1
@@ -2281,6 +2610,8 @@ class _Exec:
                         raise EmuError(f"{what}: mbarrier.init onto bytes of a pending cp.async")
                     if self.inuse[a >> 4]:
                         raise EmuError(f"{what}: mbarrier.init onto an operand of an in-flight wgmma")
+                    if self.n_bstore:
+                        self._bs_hit(np.array([a >> 4]), np.array([t]), what)
                     self._mb_new(a, c, t)
             return init
 
@@ -2414,15 +2745,48 @@ class _Exec:
     def _c_bulk(self, ins):
         mods = ins.mods
         rest = mods[2:]
+        what = f"{self.f.name}: {ins.text}"
+        if rest == ["commit_group"]:
+            self._need_sm90(ins)
+            if ins.args:
+                raise EmuError("cp.async.bulk.commit_group takes no operands")
+
+            def bulk_commit(g):
+                if self.bs_recs:
+                    for rec in self.bs_recs:
+                        if rec[1] is None and g[rec[0]]:
+                            rec[1] = int(self.bs_commit[rec[0]])
+                self.bs_commit[g] += 1
+            return bulk_commit
+        if rest[:1] == ["wait_group"]:
+            self._need_sm90(ins)
+            if rest[1:] not in ([], ["read"]):
+                raise EmuError("cp.async.bulk.wait_group{.read} N")
+            try:
+                nkeep = _int_lit(ins.args[0]) if len(ins.args) == 1 else -1
+            except ValueError:
+                nkeep = -1
+            if nkeep < 0:
+                raise EmuError("cp.async.bulk.wait_group{.read} takes an immediate N >= 0")
+
+            def bulk_wait(g):
+                if self.bs_recs:
+                    self._bs_retire(g, self.bs_commit - nkeep)
+            return bulk_wait
         if rest[:1] != ["tensor"]:
-            raise EmuError("only cp.async.bulk.tensor is supported")
+            raise EmuError("only cp.async.bulk.tensor, cp.async.bulk.commit_group and cp.async.bulk.wait_group{.read} "
+                           "are supported")
         self._need_sm90(ins)
+        sp = [m for m in rest if m in ("global", "shared::cluster", "shared::cta")]
+        if sp[:1] == ["global"]:
+            return self._c_tma_store(ins, rest)
         known = {"tensor", "2d", "shared::cluster", "shared::cta", "global", "tile", "mbarrier::complete_tx::bytes",
                  "L2::cache_hint"}
         bad = [m for m in rest if m not in known]
         if bad:
             raise EmuError(f"unsupported cp.async.bulk.tensor qualifier .{bad[0]} (supported: .2d, "
-                           f"shared::cluster / shared::cta <- global, .tile, .mbarrier::complete_tx::bytes)")
+                           f"shared::cluster / shared::cta <- global, .tile, .mbarrier::complete_tx::bytes; "
+                           f"global <- shared::cta, .tile, .bulk_group)")
         if "2d" not in rest or "global" not in rest or "mbarrier::complete_tx::bytes" not in rest or \
                 not ("shared::cluster" in rest or "shared::cta" in rest):
             raise EmuError("cp.async.bulk.tensor needs .2d.shared::cluster.global{.tile}.mbarrier::complete_tx::bytes")
@@ -2435,16 +2799,7 @@ class _Exec:
         bfn, bp = self.addr(args[2])
         if dp is not None or bp is not None:
             raise EmuError("parameter used as a shared address")
-        m = re.fullmatch(r"\[\s*([^,\s]+)\s*,\s*\{(.*)\}\s*\]", args[1].strip())
-        if not m:
-            raise EmuError(f"cannot parse the tensor operand `{args[1]}`")
-        tm = m.group(1)
-        T = self._param_addr(tm, "u64", PARAM_GENERIC_BASE) if tm in self.param_off else self.src(tm, "u64")
-        cs = [c.strip() for c in m.group(2).split(",")]
-        if len(cs) != 2:
-            raise EmuError(".2d needs two coordinates {c0, c1}")
-        C0, C1 = (self.src(c, "s32") for c in cs)
-        what = f"{self.f.name}: {ins.text}"
+        T, C0, C1 = self._tensor_operand(args[1])
 
         def tma(g):
             act = g.nonzero()[0]
@@ -2456,6 +2811,128 @@ class _Exec:
                 self._tma_load(self._tmap(int(ta[i]), what), int(C0[t]), int(C1[t]), int(dst[i]), int(bars[i]), t,
                                what)
         return tma
+
+    def _tensor_operand(self, a):
+        """`[tensorMap, {c0, c1}]` -> (map address, c0, c1) operand arrays."""
+        m = re.fullmatch(r"\[\s*([^,\s]+)\s*,\s*\{(.*)\}\s*\]", a.strip())
+        if not m:
+            raise EmuError(f"cannot parse the tensor operand `{a}`")
+        tm = m.group(1)
+        T = self._param_addr(tm, "u64", PARAM_GENERIC_BASE) if tm in self.param_off else self.src(tm, "u64")
+        cs = [c.strip() for c in m.group(2).split(",")]
+        if len(cs) != 2:
+            raise EmuError(".2d needs two coordinates {c0, c1}")
+        C0, C1 = (self.src(c, "s32") for c in cs)
+        return T, C0, C1
+
+    def _c_tma_store(self, ins, rest):
+        """cp.async.bulk.tensor.2d.global.shared::cta{.tile}.bulk_group{.L2::cache_hint}
+        [tensorMap, {c0, c1}], [srcMem]{, cache-policy}."""
+        known = {"tensor", "2d", "global", "shared::cta", "tile", "bulk_group", "L2::cache_hint"}
+        bad = [m for m in rest if m not in known]
+        if bad:
+            raise EmuError(f"unsupported qualifier .{bad[0]} for a TMA store (supported: "
+                           f"cp.async.bulk.tensor.2d.global.shared::cta{{.tile}}.bulk_group{{.L2::cache_hint}})")
+        if "2d" not in rest or "shared::cta" not in rest or "bulk_group" not in rest:
+            raise EmuError("a TMA store needs cp.async.bulk.tensor.2d.global.shared::cta{.tile}.bulk_group")
+        args = list(ins.args)
+        if "L2::cache_hint" in rest:
+            args = args[:-1]
+        if len(args) != 2:
+            raise EmuError("a TMA store takes [tensorMap, {c0, c1}], [srcMem]{, cache-policy}")
+        T, C0, C1 = self._tensor_operand(args[0])
+        sfn, sp = self.addr(args[1])
+        if sp is not None:
+            raise EmuError("parameter used as a shared address")
+        self.has_bstore = True
+        what = f"{self.f.name}: {ins.text}"
+        line = ins.line
+
+        def tma_store(g):
+            act = g.nonzero()[0]
+            if not act.size:
+                return
+            src, ta = sfn()[act], T[act]
+            for i, t in enumerate(act.tolist()):
+                self._tma_store(self._tmap(int(ta[i]), what), int(C0[t]), int(C1[t]), int(src[i]), t, what, line)
+        return tma_store
+
+    def _tma_store(self, tm, c0, c1, s, t, what, line):
+        """Issue of a TMA store by thread t: the checks of its source read (as an
+        ld.shared of thread t now) and destination; the copy itself waits for
+        the retirement of its bulk async-group (_bs_retire)."""
+        co, _ = self._tma_box(tm, s, what, "source")
+        ext = self._tma_extent(tm, c0, c1)
+        if ext is not None:
+            self.mem.check_range(ext[3], ext[4], f"{what}: TMA store destination")
+        ad = s + co
+        self.shared_access(ad, 16, what, np.full(ad.size, t, np.int64), write=False)
+        if self.pxy_on:
+            idx = ad[:, None] + _ARANGE[:16]
+            pw = self.pxy_w[idx]
+            m = pw >= 0
+            if np.count_nonzero(m):
+                pw, pt, pe = pw[m], self.pxy_t[idx][m], self.pxy_we[idx][m]
+                Wt = t // 32
+                ok = (pt >= 0) & ((pw == t) | (self.vc[Wt, pw // 32] > pt) |
+                                  ((pw // 32 == Wt) & (self.wepoch[Wt] > pe)))
+                if not ok.all():
+                    k = int(np.flatnonzero(~ok)[0])
+                    b = int(idx[m][k])
+                    why = "" if pt[k] < 0 else (f": thread {int(pw[k])}'s fence.proxy.async is not ordered before "
+                                                f"the store (a barrier must come between the fence and the issue)")
+                    raise EmuError(f"{what}: TMA store by thread {t} reads shared byte {b}, stored by thread "
+                                   f"{int(pw[k])} without fence.proxy.async before the TMA store{why} (the generic "
+                                   f"stores must be made visible to the async proxy: fence.proxy.async.shared::cta by "
+                                   f"each writing thread, then a barrier with the issuing thread)")
+        ch = ad >> 4
+        self.bs_recs.append([t, None, tm, s, co, ext, ch, line])
+        self.bs_src[ch] += 1
+        self.n_bstore += 1
+
+    def _bs_retire(self, g, limit):
+        """cp.async.bulk.wait_group{.read}: the TMA stores of threads g in bulk
+        groups < limit[thread] read their source and write global memory, oldest
+        first (both at once: .read only releases the source, but global memory is
+        not checked for races)."""
+        keep = []
+        for rec in self.bs_recs:
+            t, grp = rec[0], rec[1]
+            if not (g[t] and grp is not None and grp < limit[t]):
+                keep.append(rec)
+                continue
+            _, _, tm, s, co, ext, ch, _ = rec
+            if ext is not None:
+                rows, x0, x1, starts, ln = ext
+                e = tm.elem
+                data = self.smem[(s + co)[:, None] + _ARANGE[:16]].reshape(tm.box[1], tm.box[0] * e)
+                self.mem.mem[starts[:, None] + np.arange(ln)] = data[rows, x0 * e:x1 * e]
+                if self.uses_nc:
+                    self._w_mark(starts, ln)
+            self.bs_src[ch] -= 1
+            self.n_bstore -= 1
+        self.bs_recs = keep
+
+    def _bs_hit(self, chunks, tids, what):
+        """Writes to the 16-byte chunks `chunks` by threads `tids`: an error on the
+        source of a TMA store not yet retired."""
+        hit = self.bs_src[chunks] > 0
+        if np.count_nonzero(hit):
+            k = int(np.flatnonzero(hit)[0])
+            c = int(chunks[k])
+            rec = next(r for r in self.bs_recs if np.count_nonzero(r[6] == c))
+            st = "not committed" if rec[1] is None else f"bulk group {rec[1]}"
+            raise EmuError(f"{what}: thread {int(tids[k])} writes shared byte {16 * c}: overwrites the source of a TMA "
+                           f"store not yet read (cp.async.bulk.wait_group.read): the store of thread {rec[0]} (line "
+                           f"{rec[7]}, {st})")
+
+    def _bs_exit_checks(self, g, ins):
+        for rec in self.bs_recs:
+            if g[rec[0]]:
+                st = "not committed (cp.async.bulk.commit_group)" if rec[1] is None else \
+                    f"in bulk group {rec[1]}, not retired (cp.async.bulk.wait_group{{.read}})"
+                raise EmuError(f"{self.f.name}: line {ins.line}: thread {rec[0]} exits with a TMA store (line "
+                               f"{rec[7]}) {st}: its shared-memory source may be gone before the copy reads it")
 
     def _tmap(self, ga, what):
         off = ga - PARAM_GENERIC_BASE
@@ -2472,31 +2949,47 @@ class _Exec:
             self.tmap_cache[raw] = tm
         return tm
 
-    def _tma_load(self, tm, c0, c1, d, b, t, what):
-        e = tm.elem
-        bx, by = tm.box
-        rowb = bx * e
-        nb = rowb * by
+    def _tma_box(self, tm, d, what, role):
+        """Shared-memory layout of a TMA box at d (the TMA's destination or source):
+        the byte offset of each 16-byte chunk of the box in row-major order (after
+        the 128-byte swizzle), and the box's size in bytes."""
+        nb = tm.box[0] * tm.elem * tm.box[1]
         al = 1024 if tm.swizzle else 128
         if d % al:
-            raise EmuError(f"{what}: TMA destination {d} is not {al}-byte aligned"
+            raise EmuError(f"{what}: TMA {role} {d} is not {al}-byte aligned"
                            f"{' (128-byte swizzle)' if tm.swizzle else ''}")
         co = np.arange(nb // 16, dtype=np.int64) * 16
         if tm.swizzle:
             co ^= ((co >> 7) & 7) << 4
         if d < 0 or d + int(co.max()) + 16 > self.smem_size:
-            raise EmuError(f"{what}: TMA destination [{d}, {d + nb}) outside shared memory ({self.smem_size} B)")
-        # the box from global memory, zero outside the tensor
-        data = np.zeros((by, rowb), np.uint8)
+            raise EmuError(f"{what}: TMA {role} [{d}, {d + nb}) outside shared memory ({self.smem_size} B)")
+        return co, nb
+
+    @staticmethod
+    def _tma_extent(tm, c0, c1):
+        """The in-bounds part of the box at (c0, c1): (its rows within the box,
+        first and last + 1 column within the box, global address of each row's
+        first in-bounds element, bytes per row), or None when it is empty."""
+        bx, by = tm.box
         xs = c0 + np.arange(bx, dtype=np.int64)
         ys = c1 + np.arange(by, dtype=np.int64)
         okx = np.flatnonzero((xs >= 0) & (xs < tm.dims[0]))
         rows = np.flatnonzero((ys >= 0) & (ys < tm.dims[1]))
-        if okx.size and rows.size:
-            x0, x1 = int(okx[0]), int(okx[-1]) + 1
-            starts = tm.addr + ys[rows] * tm.stride + int(xs[x0]) * e
-            ln = (x1 - x0) * e
-            self.mem.check_range(starts, ln, what + " (TMA source)")
+        if not (okx.size and rows.size):
+            return None
+        x0, x1 = int(okx[0]), int(okx[-1]) + 1
+        starts = tm.addr + ys[rows] * tm.stride + (c0 + x0) * tm.elem
+        return rows, x0, x1, starts, (x1 - x0) * tm.elem
+
+    def _tma_load(self, tm, c0, c1, d, b, t, what):
+        e = tm.elem
+        co, nb = self._tma_box(tm, d, what, "destination")
+        # the box from global memory, zero outside the tensor
+        data = np.zeros((tm.box[1], tm.box[0] * e), np.uint8)
+        ext = self._tma_extent(tm, c0, c1)
+        if ext is not None:
+            rows, x0, x1, starts, ln = ext
+            self.mem.check_range(starts, ln, f"{what}: TMA source")
             data[rows, x0 * e:x1 * e] = self.mem.mem[starts[:, None] + np.arange(ln)]
         ch = (d + co) >> 4
         idx = (d + co)[:, None] + _ARANGE[:16]
@@ -2508,10 +3001,14 @@ class _Exec:
         self.rel_bar[ch] = -1
         gr = self.granule
         gi = ((ch * 16 // gr)[:, None] + _ARANGE[:16 // gr]).ravel()
-        self.rw_wep[gi] = 0
-        self.rw_rep[gi] = 0
+        self.rw_wt[gi] = -1
+        self.rd_last[gi] = -1
+        self.rd_t[gi] = -1
         if self.vis_dirty:
             self.vis[idx] = -1
+        if self.pxy_on:   # async-proxy data
+            self.pxy_w[idx] = -1
+            self.pxy_t[idx] = 0
         self.async_on = True
         self._mb_complete_tx(b, nb, what)
 
@@ -2542,11 +3039,14 @@ class _Exec:
                     if np.count_nonzero(m):
                         np.subtract.at(self.unrel, rec[2][m], 1)
                         if not m.all():
-                            keep.append([0, rec[1][~m], rec[2][~m], True])
+                            keep.append([0, rec[1][~m], rec[2][~m], True, rec[4]])
                         continue
                 keep.append(rec)
             self.rd_recs = keep
             un = self.unrel[ch] > 0
+            if np.count_nonzero(un):   # reads a barrier (one with a thread count) orders before t
+                self._hb_release(t, ch[un])
+                un = self.unrel[ch] > 0
             if np.count_nonzero(un):
                 c = int(ch[un][0])
                 who = next((self._reader_name(r) for r in self.rd_recs if np.count_nonzero(r[2] == c)), "a read")
@@ -2558,7 +3058,7 @@ class _Exec:
         if np.count_nonzero(m):
             rbm = rb[m].astype(np.int64)
             need = self.rel_n[ch[m]]
-            bad = self.mb_obs[rbm, t] < need
+            bad = (self.mb_obs[rbm, t] < need) & (self.rel_who[ch[m]] != t)   # its own loads: program order
             if np.count_nonzero(bad):
                 k = int(np.flatnonzero(bad)[0])
                 b, n = int(rbm[k]), int(need[k])
@@ -2574,23 +3074,62 @@ class _Exec:
                 k = int(np.flatnonzero(bad)[0])
                 raise EmuError(f"{what}: TMA onto shared byte {16 * int(ch[m][k])} written by an earlier TMA whose "
                                f"{self._mb_name(int(tbm[k]))} phase has not completed")
+        if self.n_bstore:
+            self._bs_hit(ch, np.full(ch.size, t), what)
         if self.races:
             gr = self.granule
             gi = (ch * 16 // gr)[:, None] + _ARANGE[:16 // gr]
-            E = self.epoch
-            ww = (self.rw_wep[gi] == E) & (self.rw_w[gi] != t)
-            if np.count_nonzero(ww):
-                k = np.argwhere(ww)[0]
-                raise EmuError(f"{what}: TMA by thread {t} overwrites shared byte {int(gi[k[0], k[1]]) * gr} stored by "
-                               f"thread {int(self.rw_w[gi[k[0], k[1]]])} in the same barrier interval (no bar.sync)")
+            Wt = t // 32
+            vm = self.vmin[Wt]
+            wt = self.rw_wt[gi]
+            ww = self.rw_w[gi]
+            bad = (wt >= vm) & (ww != t)
+            if np.count_nonzero(bad):
+                bad &= wt >= self.vc[Wt, ww // 32]
+                if np.count_nonzero(bad):
+                    k = np.argwhere(bad)[0]
+                    raise EmuError(f"{what}: TMA by thread {t} overwrites shared byte {int(gi[k[0], k[1]]) * gr} stored"
+                                   f" by thread {int(ww[k[0], k[1]])} with no barrier between them (bar.sync, or a "
+                                   f"bar.sync with a thread count both took part in)")
             fresh = (self.tma_bar[ch] < 0)[:, None]
-            rr = fresh & (self.rw_rep[gi] == E) & ~((self.rw_rmin[gi] == t) & (self.rw_rmax[gi] == t))
-            if np.count_nonzero(rr):
-                k = np.argwhere(rr)[0]
-                g_ = gi[k[0], k[1]]
-                raise EmuError(f"{what}: TMA by thread {t} overwrites shared byte {int(g_) * gr} read by threads "
-                               f"{int(self.rw_rmin[g_])}..{int(self.rw_rmax[g_])} in the same barrier interval "
-                               f"(no bar.sync)")
+            cand = fresh & (self.rd_last[gi] >= vm)
+            if np.count_nonzero(cand):
+                gg = gi[cand]
+                live = self.rd_t[gg] >= self.vc[Wt]
+                own = live[:, Wt].copy()
+                live[:, Wt] = False
+                L = t % 32
+                bad = live.any(1) | (own & ~((self.rd_lo[gg, Wt] == L) & (self.rd_hi[gg, Wt] == L)))
+                if np.count_nonzero(bad):
+                    k = int(np.flatnonzero(bad)[0])
+                    x = int(np.flatnonzero(live[k])[0]) if live[k].any() else Wt
+                    raise EmuError(f"{what}: TMA by thread {t} overwrites shared byte {int(gg[k]) * gr} read by "
+                                   f"{self._readers(int(gg[k]), x)} with no barrier between them (bar.sync, or a "
+                                   f"bar.sync with a thread count both took part in)")
+
+    def _hb_release(self, t, cs):
+        """Retired reads of the chunks cs that a barrier orders before thread t
+        (now) are released for t's TMA: the reading thread's / warp's / one of the
+        warpgroup's warps' clock, as t's warp knows it, passed the retirement."""
+        Wt = t // 32
+        keep = []
+        for rec in self.rd_recs:
+            if rec[3] and rec[4] >= 0:
+                m = np.isin(rec[2], cs)
+                if np.count_nonzero(m):
+                    kind, ids = rec[0], rec[1]
+                    if kind == 2:
+                        seen = self.vc[Wt][ids[:, None] * 4 + np.arange(4)].max(1)
+                    else:
+                        seen = self.vc[Wt, ids // 32 if kind == 0 else ids]
+                    m &= seen > rec[4]
+                    if np.count_nonzero(m):
+                        np.subtract.at(self.unrel, rec[2][m], 1)
+                        if not m.all():
+                            keep.append([kind, ids[~m], rec[2][~m], True, rec[4]])
+                        continue
+            keep.append(rec)
+        self.rd_recs = keep
 
     # -- wgmma
     def _aligned_wgs(self, g, what):
@@ -2694,21 +3233,30 @@ class _Exec:
         if self.races:
             gr = self.granule
             gi = ((ch * 16 // gr)[:, None] + _ARANGE[:16 // gr]).ravel()
-            E = self.epoch
-            bad = (self.rw_wep[gi] == E) & (self.rw_w[gi] // 128 != wg)
-            if np.count_nonzero(bad):
-                k = int(np.flatnonzero(bad)[0])
-                raise EmuError(f"{what}: shared-memory race: warpgroup {wg}'s wgmma reads byte {int(gi[k]) * gr} "
-                               f"written by thread {int(self.rw_w[gi[k]])} in the same barrier interval (no bar.sync)")
-            stale = self.rw_rep[gi] != E
-            if np.count_nonzero(stale):
-                si = gi[stale]
-                self.rw_rmin[si] = 1 << 30
-                self.rw_rmax[si] = -1
-                self.rw_rwep[si] = 0
-                self.rw_rep[si] = E
-            np.minimum.at(self.rw_rmin, gi, t0)
-            np.maximum.at(self.rw_rmax, gi, t0 + 127)
+            ws = 4 * wg + np.arange(4)
+            wt = self.rw_wt[gi]
+            cand = wt >= self.vmin[ws].min()
+            if np.count_nonzero(cand):
+                sub = gi[cand]
+                ww = self.rw_w[sub]
+                # ordered if any warp of the warpgroup is (the wgmma waits for all four)
+                bad = (self.vc[ws][:, ww // 32].max(0) <= wt[cand]) & (ww // 128 != wg)
+                if np.count_nonzero(bad):
+                    k = int(np.flatnonzero(bad)[0])
+                    raise EmuError(f"{what}: shared-memory race: warpgroup {wg}'s wgmma reads byte {int(sub[k]) * gr} "
+                                   f"written by thread {int(ww[k])} with no barrier between them (bar.sync, or a "
+                                   f"bar.sync with a thread count both took part in)")
+            # a read by every lane of the warpgroup's four warps
+            nw = self.nw
+            fi = (gi[:, None] * nw + ws).ravel()        # gi are distinct: no duplicates
+            rt, we = self.rd_tf, self.rd_wef
+            WE = np.tile(self.wepoch[ws], gi.size)
+            stale = rt[fi] < np.tile(self.vdiag[ws], gi.size)
+            we[fi] = np.where(stale, WE, np.maximum(we[fi], WE))
+            self.rd_lof[fi] = 0
+            self.rd_hif[fi] = 31
+            rt[fi] = self.G
+            self.rd_last[gi] = self.G
 
     def _c_wgmma(self, ins):
         mods = ins.mods
@@ -2745,6 +3293,7 @@ class _Exec:
                         if rec[0] is not None and rec[0] < lim:
                             self.inuse[rec[2]] -= 1
                             rec[1][3] = True
+                            rec[1][4] = self.G
                             self.n_inflight -= 1
                         else:
                             keep.append(rec)
@@ -2839,7 +3388,7 @@ class _Exec:
                 out = _canon(R)[rows, cols]
                 for j in range(nh):
                     Dv[j][sl] = out[j]
-                rd = [2, np.full(ch.size, wg, np.int64), ch, False]
+                rd = [2, np.full(ch.size, wg, np.int64), ch, False, -1]
                 self.rd_recs.append(rd)
                 self.unrel[ch] += 1
                 self.inuse[ch] += 1
@@ -2878,6 +3427,7 @@ class _Exec:
         self.parked[sel] = False
         self.park_kind[sel] = 0
         self.park_on[sel] = -1
+        self.park_bid[sel] = -1
         self.n_parked -= int(np.count_nonzero(sel))
 
     def _all_waiting(self, pc, alive):
@@ -2892,6 +3442,10 @@ class _Exec:
         if np.count_nonzero(bar) == np.count_nonzero(alive):
             pcs = np.unique(pc[alive])
             if pcs.size == 1:
+                bids = np.unique(self.park_bid[alive])
+                if bids.size > 1:
+                    raise EmuError(f"{fn}: deadlock: the block's threads wait at one bar.sync (line "
+                                   f"{self.code[int(pcs[0])][5].line}) naming different barriers {bids.tolist()}")
                 self._unpark(alive.copy())
                 return
             lines = ", ".join(str(self.code[q][5].line) for q in pcs)
@@ -2909,6 +3463,12 @@ class _Exec:
             tt = np.flatnonzero(bar)
             parts.append(f"{tt.size} threads ({tt[0]}..{tt[-1]}) wait at bar.sync (line "
                          f"{self.code[int(pc[tt[0]])][5].line})")
+        nb = alive & (self.park_kind == 4)
+        for bid in np.unique(self.park_bid[nb]).tolist():
+            tt = np.flatnonzero(nb & (self.park_bid == bid))
+            parts.append(f"{tt.size} threads ({tt[0]}..{tt[-1]}) wait at barrier {bid} (bar.sync {bid}, "
+                         f"{self.nb_exp[bid]}; line {int(self.park_line[tt[0]])}): {self.nb_arr[bid]} of "
+                         f"{self.nb_exp[bid]} threads arrived")
         raise EmuError(f"{fn}: deadlock: every live thread waits and nothing can complete their barriers: "
                        + "; ".join(parts))
 
@@ -3633,12 +4193,13 @@ class _Exec:
         self.npend = 0
         self.cp_recs = []
         self.cp_seq.fill(0)
-        self.epoch = 1
-        self.rw_w.fill(-1)
-        self.rw_wep.fill(0)
-        self.rw_rep.fill(0)
+        self._hb_all()     # the block's start: the race records of earlier blocks go stale
         self.wepoch.fill(0)
         self._async_reset()
+        if self.pxy_on:
+            self.pxy_w.fill(-1)
+            self.pxy_t.fill(0)
+            self.pxy_dirty = False
         alive = self.alive
         np.copyto(alive, self.real)
         pc = self.pc
@@ -3724,6 +4285,8 @@ class _Exec:
                                     t = tids[g[tids]][0]
                                     raise EmuError(f"{f.name}: line {ins.line}: thread {t} exits with cp.async "
                                                    f"copies still pending (no cp.async.wait_group/wait_all)")
+                        if self.bs_recs:
+                            self._bs_exit_checks(g, ins)
                         if self.n_inflight or self.n_parked:
                             self._exit_checks(g, ins)
                         stay = group & ~g
@@ -3739,6 +4302,18 @@ class _Exec:
                         else:
                             pc[group] = p + 1
                 else:  # _K_BAR
+                    if fn[1] is not None:   # a thread count: the barrier of some warps
+                        if self._nbar(g, fn, ins):   # some of them wait (pc advanced, out of the scheduler)
+                            if conv:
+                                pc[alive] = p + 1
+                                conv = False
+                            else:
+                                pc[group] = p + 1
+                        elif conv:
+                            cur = p + 1
+                        else:
+                            pc[group] = p + 1
+                        continue
                     if not conv:
                         ng = np.count_nonzero(g)
                         if not ng:
@@ -3746,22 +4321,25 @@ class _Exec:
                             continue
                         if ng != np.count_nonzero(group):
                             raise EmuError(f"{f.name}: predicated bar.sync taken by only some threads: `{ins.text}`")
+                        bid = self._bar_id(fn, g, ins)
+                        if self.nb_exp[bid]:
+                            raise EmuError(f"{f.name}: line {ins.line}: `{ins.text}`: threads wait at barrier {bid} "
+                                           f"for the whole block while {self.nb_arr[bid]} threads wait at it with "
+                                           f"thread count {self.nb_exp[bid]} (different thread counts)")
                         # these threads wait here for the others (an error if one of those
                         # exits or waits at another bar.sync: _exit_checks, _all_waiting)
                         self.parked[group] = True
                         self.park_kind[group] = 3
+                        self.park_bid[group] = bid
                         self.n_parked += int(np.count_nonzero(group))
                         continue
                     ng = np.count_nonzero(g)
                     if ng and ng != n_alive:
                         raise EmuError(f"{f.name}: predicated bar.sync taken by only some threads: `{ins.text}`")
                     if ng:
-                        self.epoch += 1
-                        if self.vis_dirty:
-                            self.vis.fill(-1)
-                            self.vis_dirty = False
-                        if self.async_on:
-                            self._bar_release()
+                        if fn[2] is None:
+                            self._bar_id(fn, g, ins)
+                        self._bar_all()
                     cur = p + 1
             if self.async_on:
                 self._block_end_checks()

@@ -7,9 +7,11 @@ type"; cvt packing; cp.async group semantics), and the sm_90a machinery: TMA
 boxes (zero fill, 128-byte swizzle), mbarrier phases / parity / tx-count,
 wgmma m64nNk16 through matrix descriptors ("Register Fragments and Shared
 Memory Matrix Layouts" for wgmma), a producer / consumer pipeline, and the
-errors for unsynchronised or unreleased asynchronous accesses, and the
-shared-memory bank accounting (BankStats) against hand-counted patterns and a
-loop-by-loop count.
+errors for unsynchronised or unreleased asynchronous accesses, named barriers
+(bar.sync a, b: completion, happens-before through them, discipline errors),
+TMA stores (the in-bounds box written, bulk async-groups, the proxy fence, a
+two-warpgroup GEMM epilogue), and the shared-memory bank accounting
+(BankStats) against hand-counted patterns and a loop-by-loop count.
 
     PYTHONPATH=.cache/pylib python3 tools/test_ptx_emu.py
 
@@ -1933,8 +1935,465 @@ def t_banks():
           and stats.totals("f") == (3, 16, 8))
 
 
+# -- named barriers (bar.sync a, b)
+
+NB_BODY = """
+    .reg .pred %p, %q;
+    .reg .b32 %t, %wg, %id, %l, %c, %o, %n, %b, %x, %y, %r;
+    .reg .b64 %out, %a;
+    .shared .align 16 .b8 buf[1024];
+    ld.param.u64 %out, [p_out];
+    mov.u32 %t, %tid.x;
+    shr.u32 %wg, %t, 7;
+    and.b32 %l, %t, 127;
+    setp.eq.u32 %p, %wg, 0;
+    @%p bra $producer;                 // warpgroup 0 never takes part in the named barriers
+    mov.u32 %id, %wg;                  // barrier 1 for warpgroup 1, 2 for warpgroup 2
+    sub.u32 %c, %t, 128;               // consumer thread 0..255
+    mov.u32 %b, buf;
+    shl.b32 %o, %c, 2;
+    add.u32 %o, %o, %b;                // its own word
+    {NEIGH}
+    setp.lt.u32 %q, %l, 32;            // the first warp of each warpgroup comes late:
+    @%q bra $late;                     // the other three wait for it at the barrier
+$back:
+    mov.u32 %r, 0;
+$round:
+    mad.lo.u32 %x, %r, 1000, %t;
+    st.shared.u32 [%o], %x;
+    {SYNC1}
+    ld.shared.u32 %y, [%n];
+    mad.lo.u32 %x, %r, 256, %c;
+    mul.wide.u32 %a, %x, 4;
+    add.s64 %a, %out, %a;
+    st.global.u32 [%a], %y;
+    {SYNC2}
+    add.u32 %r, %r, 1;
+    setp.lt.u32 %q, %r, 2;
+    @%q bra $round;
+    ret;
+$late:
+    mov.u32 %x, 0;
+$spin:
+    add.u32 %x, %x, 1;
+    setp.lt.u32 %q, %x, 5;
+    @%q bra $spin;
+    bra $back;
+$producer:
+    mov.u32 %x, 0;
+$ploop:
+    add.u32 %x, %x, 1;
+    setp.lt.u32 %q, %x, 20;
+    @%q bra $ploop;
+    ret;
+"""
+# the word read: the next warp's in the same warpgroup, or the other warpgroup's
+NB_SAME = """add.u32 %n, %l, 32;
+    and.b32 %n, %n, 127;
+    sub.u32 %x, %c, %l;
+    add.u32 %n, %n, %x;
+    shl.b32 %n, %n, 2;
+    add.u32 %n, %n, %b;"""
+NB_CROSS = """xor.b32 %n, %c, 128;
+    shl.b32 %n, %n, 2;
+    add.u32 %n, %n, %b;"""
+NB_WG = "bar.sync %id, 128;"
+
+
+def nb_run(neigh=NB_SAME, sync1=NB_WG, sync2=NB_WG):
+    """Two consumer warpgroups (threads 128..383) each write a word, synchronise,
+    read a neighbour's, twice; returns the 512 words read."""
+    k = build("nb", ["p_out"], NB_BODY.replace("{NEIGH}", neigh).replace("{SYNC1}", sync1)
+              .replace("{SYNC2}", sync2))
+    mem = Memory()
+    po = mem.upload(np.zeros(512, np.uint32))
+    run_kernel(k, mem, (1, 1, 1), (384, 1, 1), [po])
+    return mem.download(po, 512, np.uint32)
+
+
+def nb_small(lines, nt=128, name="nbs", hdr=HDR):
+    """A small kernel (`lines` after %t = tid, %w = warp, %b = buf) for the
+    barrier-discipline errors; returns a runner."""
+    body = ".reg .pred %p, %q;\n .reg .b32 %t, %w, %b, %n, %x;\n .reg .b64 %out, %a;\n" \
+           " .shared .align 16 .b8 buf[512];\n ld.param.u64 %out, [p_out];\n mov.u32 %t, %tid.x;\n" \
+           " shr.u32 %w, %t, 5;\n mov.u32 %b, buf;\n" + lines + "\n ret;"
+    kk = build(name, ["p_out"], body, hdr=hdr)
+
+    def go():
+        mem = Memory()
+        po = mem.upload(np.zeros(nt, np.uint32))
+        run_kernel(kk, mem, (1, 1, 1), (nt, 1, 1), [po])
+        return mem.download(po, nt, np.uint32)
+    return go
+
+
+def t_named_barriers():
+    """bar.sync a, b (named barriers of whole warps): completion, reuse, the race
+    detector's happens-before through them, and the discipline errors."""
+    c = np.arange(256)
+    ln = c % 128
+    want = np.concatenate([r * 1000 + 128 + (c - ln) + (ln + 32) % 128 for r in range(2)])
+    try:
+        got = nb_run()
+        check("named barriers: two warpgroups, each `bar.sync 1+g, 128` around its own smem words, twice "
+              "(warp 0 late, the others wait): the words read are the neighbours'", np.array_equal(got, want))
+    except EmuError as e:
+        check("named barriers: two warpgroups, each `bar.sync 1+g, 128` around its own smem words, twice "
+              "(warp 0 late, the others wait): the words read are the neighbours'", False, str(e))
+    try:
+        got = nb_run(sync1="barrier.sync.aligned 3, 256;", sync2="bar.sync.aligned 3, 256;")
+        want2 = np.concatenate([r * 1000 + 128 + (c ^ 128) for r in range(2)])
+        got2 = nb_run(NB_CROSS, "barrier.sync 3, 256;", "bar.sync 3, 256;")
+        check("named barriers: barrier 3 over both consumer warpgroups (256 of 384 threads, .aligned forms) "
+              "orders their accesses: reading the other warpgroup's words passes and is right",
+              np.array_equal(got, want) and np.array_equal(got2, want2))
+    except EmuError as e:
+        check("named barriers: barrier 3 over both consumer warpgroups (256 of 384 threads, .aligned forms) "
+              "orders their accesses: reading the other warpgroup's words passes and is right", False, str(e))
+    expect_error("named barriers: reading the other warpgroup's words, ordered only by each warpgroup's own "
+                 "barrier, is a race", lambda: nb_run(NB_CROSS), "shared-memory race")
+    expect_error("named barriers: without the second barrier the next round's store races with the neighbour "
+                 "warp's read (write after read)", lambda: nb_run(sync2=""), "shared-memory race")
+    # happens-before is transitive, and follows the order of the completions
+    chain = """
+    setp.eq.u32 %p, %w, 0;
+    shl.b32 %n, %t, 2;
+    add.u32 %n, %n, %b;
+    @%p st.shared.u32 [%n], %t;          // warp 0 writes
+    {B1}
+    {B2}
+    setp.eq.u32 %p, %w, 2;
+    and.b32 %x, %t, 31;
+    shl.b32 %n, %x, 2;
+    add.u32 %n, %n, %b;
+    @%p ld.shared.u32 %x, [%n];          // warp 2 reads warp 0's words
+    mul.wide.u32 %a, %t, 4;
+    add.s64 %a, %out, %a;
+    @%p st.global.u32 [%a], %x;"""
+    b01 = "setp.ne.u32 %q, %w, 2;\n @%q bar.sync 1, 64;"    # warps 0, 1
+    b12 = "setp.ne.u32 %q, %w, 0;\n @%q bar.sync 2, 64;"    # warps 1, 2
+    try:
+        got = nb_small(chain.replace("{B1}", b01).replace("{B2}", b12), nt=96)()
+        check("named barriers: happens-before is transitive (warps 0+1 on barrier 1, then 1+2 on barrier 2: "
+              "warp 2 may read warp 0's words)", np.array_equal(got[64:], np.arange(32)))
+    except EmuError as e:
+        check("named barriers: happens-before is transitive (warps 0+1 on barrier 1, then 1+2 on barrier 2: "
+              "warp 2 may read warp 0's words)", False, str(e))
+    expect_error("named barriers: ... the same barriers in the other order do not order warp 0 before warp 2: race",
+                 nb_small(chain.replace("{B1}", b12).replace("{B2}", b01), nt=96), "shared-memory race")
+    expect_error("named barriers: ... without barrier 1: race",
+                 nb_small(chain.replace("{B1}", "").replace("{B2}", b12), nt=96), "shared-memory race")
+    # discipline
+    two = "setp.lt.u32 %p, %t, 64;\n setp.lt.u32 %q, %t, 32;\n selp.u32 %n, 64, 96, %q;\n"
+    expect_error("named barriers: warps arriving at one barrier with different thread counts raise",
+                 nb_small(two + "@%p bar.sync 1, %n;"), "different thread counts")
+    expect_error("named barriers: ... also when they arrive at different bar.sync instructions",
+                 nb_small("setp.eq.u32 %p, %w, 0;\n @%p bra $a;\n setp.eq.u32 %q, %w, 1;\n @%q bar.sync 1, 96;\n"
+                          " ret;\n$a:\n bar.sync 1, 64;"), "different counts")
+    expect_error("named barriers: a warp arriving without all its lanes raises (whole warps, .aligned)",
+                 nb_small("setp.ne.u32 %p, %t, 5;\n @%p bar.sync 1, 64;"), "whole warps")
+    expect_error("named barriers: more threads than the count arriving before it completes raise",
+                 nb_small("bar.sync 1, 64;"), "more than its thread count 64")
+    expect_error("named barriers: a count never reached is a deadlock naming the barrier and its arrivals",
+                 nb_small("setp.lt.u32 %p, %t, 64;\n @%p bar.sync 1, 96;"), "barrier 1 (bar.sync 1, 96; line")
+    expect_error("named barriers: ... (arrived / expected)",
+                 nb_small("setp.lt.u32 %p, %t, 64;\n @%p bar.sync 1, 96;"), "64 of 96 threads arrived")
+    expect_error("named barriers: thread count 48 (not whole warps) raises", nb_small("bar.sync 1, 48;"),
+                 "multiple of the warp size")
+    expect_error("named barriers: barrier id 16 raises", nb_small("bar.sync 16, 64;"), "not in 0..15")
+    expect_error("named barriers: a register thread count of 100 raises",
+                 nb_small("mov.u32 %n, 100;\n bar.sync 1, %n;"), "multiple of the warp size")
+    expect_error("named barriers: `bar.sync 0, 128` in a block of 128 is the whole-block barrier (a predicated-"
+                 "off subset raises as for bar.sync 0)", nb_small("setp.lt.u32 %p, %t, 64;\n @%p bar.sync 0, 128;"),
+                 "predicated bar.sync taken by only some threads")
+    # the other orderings named barriers give: a TMA refill after the readers' barrier, mbarrier.init
+    outer, inner, pad = 70, 100, 112
+    G = RNG.integers(1, 65535, (outer, pad), dtype=np.uint16)
+    refill = f"""@%p bra $x2;
+    mbarrier.arrive.expect_tx.shared::cta.b64 %st, [%b], 4096;
+    {TMA} [buf], [%tm, {{%c0, %c1}}], [%b];
+$x2:"""
+    warp2_exits = ("mov.u32 %t, %tid.x;", "mov.u32 %t, %tid.x;\n setp.ge.u32 %q, %t, 64;\n @%q ret;")
+
+    def tma96(k):
+        mem = Memory()
+        pg, po = mem.upload(G), mem.upload(np.zeros(4096, np.uint8))
+        run_kernel(k, mem, (1, 1, 1), (96, 1, 1), [TensorMap(pg, 2, (inner, outer), 2 * pad, (64, 32), 128), po, 0, 0])
+    try:
+        tma96(tma_kernel(4096, after="bar.sync 1, 64;\n" + refill, edit=warp2_exits))
+        check("named barriers: a TMA refilling bytes warps 0 and 1 read (of TMA data) after `bar.sync 1, 64` over "
+              "them (warp 2 exited) passes: the barrier orders the reads before the TMA", True)
+    except EmuError as e:
+        check("named barriers: a TMA refilling bytes warps 0 and 1 read (of TMA data) after `bar.sync 1, 64` over "
+              "them (warp 2 exited) passes: the barrier orders the reads before the TMA", False, str(e))
+    expect_error("named barriers: ... all three warps reading, the barrier over warps 0 and 1 only: not released",
+                 lambda: tma96(tma_kernel(4096, after="setp.lt.u32 %q, %t, 64;\n @%q bar.sync 1, 64;\n" + refill)),
+                 "thread 64's ld.shared was not released")
+    mbi = """setp.ne.u32 %p, %t, 0;
+    @%p bra $s;
+    mbarrier.init.shared::cta.b64 [%b], 64;
+$s:
+    setp.lt.u32 %p, %w, 2;
+    @%p bar.sync 1, 64;
+    {USE} mbarrier.arrive.shared::cta.b64 %st, [%b];"""
+    pre = ".reg .b64 %st;\n"
+    try:
+        nb_small(pre + mbi.replace("{USE}", "@%p"), nt=96, name="nbm", hdr=HDR90)()
+        check("named barriers: warps 0, 1 may use an mbarrier thread 0 initialised before `bar.sync 1, 64`", True)
+    except EmuError as e:
+        check("named barriers: warps 0, 1 may use an mbarrier thread 0 initialised before `bar.sync 1, 64`", False,
+              str(e))
+    expect_error("named barriers: ... warp 2, not in that barrier, may not",
+                 nb_small(pre + mbi.replace("{USE}", ""), nt=96, name="nbm", hdr=HDR90), "thread 64 uses mbarrier")
+    try:
+        got = nb_small("shl.b32 %n, %t, 2;\n add.u32 %n, %n, %b;\n st.shared.u32 [%n], %t;\n mov.u32 %x, 0;\n"
+                       "bar.sync %x, 128;\n xor.b32 %n, %n, 128;\n ld.shared.u32 %x, [%n];\n"
+                       "mul.wide.u32 %a, %t, 4;\n add.s64 %a, %out, %a;\n st.global.u32 [%a], %x;")()
+        check("named barriers: `bar.sync %r, 128` (register id 0, count = block) orders the whole block",
+              np.array_equal(got, np.arange(128) ^ 32))
+    except EmuError as e:
+        check("named barriers: `bar.sync %r, 128` (register id 0, count = block) orders the whole block", False,
+              str(e))
+
+
+# -- TMA stores (cp.async.bulk.tensor global <- shared::cta, bulk async-groups)
+
+def tile_val(tile, r, c):
+    """The bf16 bits the TMA-store kernels write at (row r, column c) of tile `tile`."""
+    return tile * 4096 + r * 64 + c
+
+
+# a 64x64 bf16 tile in the 128-byte swizzled layout: thread l writes 16 words
+FILL = """
+    mov.u32 %k, 0;
+$fill{S}:
+    mad.lo.u32 %wd, %k, 128, %l;        // word 0..2047 of the tile
+    shr.u32 %r, %wd, 5;                 // row
+    and.b32 %cw, %wd, 31;               // word within the row
+    shr.u32 %j, %cw, 2;                 // 16-byte chunk of the row
+    and.b32 %x, %r, 7;
+    xor.b32 %j, %j, %x;                 // 128-byte swizzle
+    shl.b32 %ph, %r, 7;
+    shl.b32 %j, %j, 4;
+    add.u32 %ph, %ph, %j;
+    and.b32 %x, %cw, 3;
+    shl.b32 %x, %x, 2;
+    add.u32 %ph, %ph, %x;
+    add.u32 %ph, %ph, %bufb;
+    shl.b32 %v0, %wd, 1;                // element r * 64 + 2 cw
+    mad.lo.u32 %v0, %tl, 4096, %v0;
+    add.u32 %v1, %v0, 1;
+    shl.b32 %v1, %v1, 16;
+    or.b32 %v0, %v0, %v1;
+    st.shared.b32 [%ph], %v0;
+    add.u32 %k, %k, 1;
+    setp.lt.u32 %q, %k, 16;
+    @%q bra $fill{S};"""
+
+TS_BODY = """
+    .reg .pred %lead, %q;
+    .reg .b32 %t, %l, %k, %wd, %r, %cw, %j, %x, %ph, %v0, %v1, %tl, %bufb, %c0, %c1;
+    .reg .b64 %tm, %g;
+    .shared .align 1024 .b8 buf[8192];
+    mov.u64 %tm, p_tm;
+    cvta.param.u64 %tm, %tm;
+    ld.param.u32 %c0, [p_c0];
+    ld.param.u32 %c1, [p_c1];
+    ld.param.u64 %g, [p_g];
+    mov.u32 %t, %tid.x;
+    mov.u32 %l, %t;
+    setp.eq.u32 %lead, %t, 0;
+    mov.u32 %bufb, buf;
+    mov.u32 %tl, 0;
+    {FILL}
+    {FENCE}
+    {SYNC}
+    {FENCE2}
+    @%lead cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%tm, {%c0, %c1}], [%bufb];
+    {COMMIT}
+    {WAIT}
+    {AFTER}
+    ret;
+"""
+TS_PARTS = {"{FENCE}": "fence.proxy.async.shared::cta;", "{SYNC}": "bar.sync 0;", "{FENCE2}": "",
+            "{COMMIT}": "@%lead cp.async.bulk.commit_group;", "{WAIT}": "@%lead cp.async.bulk.wait_group.read 0;",
+            "{AFTER}": ""}
+SENTINEL = 0xABCD
+
+
+def ts_kernel(hdr=HDR90, edit=None, **parts):
+    body = TS_BODY.replace("{FILL}", FILL.replace("{S}", ""))
+    for key, val in TS_PARTS.items():
+        body = body.replace(key, parts.get(key.strip("{}").lower(), val))
+    if edit:
+        body = body.replace(*edit)
+    return build("ts", ["p_tm:tmap", "p_c0:u32", "p_c1:u32", "p_g"], body, hdr=hdr)
+
+
+def ts_run(k, c0, c1, dims=(100, 70), rows=78, pad=112):
+    """One 64x64 bf16 tile stored at (c0, c1) into a (dims[1], dims[0]) tensor with
+    rows of `pad` elements, in an allocation of `rows` rows filled with SENTINEL."""
+    mem = Memory()
+    pg = mem.upload(np.full((rows, pad), SENTINEL, np.uint16))
+    run_kernel(k, mem, (1, 1, 1), (128, 1, 1), [TensorMap(pg, 2, dims, 2 * pad, (64, 64), 128), c0, c1, pg])
+    return mem.download(pg, rows * pad, np.uint16).reshape(rows, pad)
+
+
+def ts_ref(c0, c1, dims=(100, 70), rows=78, pad=112, tile=0):
+    ref = np.full((rows, pad), SENTINEL, np.uint16)
+    for y in range(max(c1, 0), min(c1 + 64, dims[1])):
+        for x in range(max(c0, 0), min(c0 + 64, dims[0])):
+            ref[y, x] = tile_val(tile, y - c1, x - c0)
+    return ref
+
+
+EPI_BODY = """
+    .reg .pred %p, %lead, %q;
+    .reg .b32 %t, %wg, %id, %l, %k, %wd, %r, %cw, %j, %x, %ph, %v0, %v1, %tl, %sb, %bufb, %c0, %c1, %i;
+    .reg .b64 %tm;
+    .shared .align 1024 .b8 stage[32768];   // two consumer warpgroups x two 8 KiB buffers
+    mov.u64 %tm, p_tm;
+    cvta.param.u64 %tm, %tm;
+    mov.u32 %t, %tid.x;
+    shr.u32 %wg, %t, 7;
+    setp.eq.u32 %p, %wg, 0;
+    @%p bra $exit;                      // the producer warpgroup: no part in the epilogue
+    mov.u32 %id, %wg;                   // named barrier 1 + g of consumer warpgroup g
+    and.b32 %l, %t, 127;
+    setp.eq.u32 %lead, %l, 0;
+    sub.u32 %sb, %wg, 1;
+    shl.b32 %c1, %sb, 6;                // rows 64 g ..
+    mul.lo.u32 %sb, %sb, 16384;
+    mov.u32 %x, stage;
+    add.u32 %sb, %sb, %x;
+    mov.u32 %i, 0;
+$tile:
+    and.b32 %x, %i, 1;
+    mad.lo.u32 %bufb, %x, 8192, %sb;    // buffers alternate
+    shr.u32 %x, %c1, 4;
+    add.u32 %tl, %x, %i;                // tile id 4 g + i
+    setp.lt.u32 %q, %l, 32;             // warp 0 of the warpgroup (the elected thread's) comes late
+    @%q bra $late;
+$back:
+    {WAIT}
+    {SYNC1}
+    {FILL}
+    fence.proxy.async.shared::cta;
+    bar.sync %id, 128;
+    shl.b32 %c0, %i, 6;
+    @%lead cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%tm, {%c0, %c1}], [%bufb];
+    @%lead cp.async.bulk.commit_group;
+    add.u32 %i, %i, 1;
+    setp.lt.u32 %q, %i, 4;
+    @%q bra $tile;
+    @%lead cp.async.bulk.wait_group 0;
+$exit:
+    ret;
+$late:
+    mov.u32 %x, 0;
+$spin:
+    add.u32 %x, %x, 1;
+    setp.lt.u32 %q, %x, 3;
+    @%q bra $spin;
+    bra $back;
+"""
+
+
+def epi_run(wait="@%lead cp.async.bulk.wait_group.read 1;", sync1="bar.sync %id, 128;"):
+    """The GEMM epilogue: two consumer warpgroups each store four 64x64 tiles
+    through two alternating staging buffers; returns the 128x256 output."""
+    body = EPI_BODY.replace("{FILL}", FILL.replace("{S}", "")).replace("{WAIT}", wait).replace("{SYNC1}", sync1)
+    k = build("epi", ["p_tm:tmap"], body, hdr=HDR90)
+    mem = Memory()
+    pg = mem.upload(np.full((128, 256), SENTINEL, np.uint16))
+    run_kernel(k, mem, (1, 1, 1), (384, 1, 1), [TensorMap(pg, 2, (256, 128), 512, (64, 64), 128)])
+    return mem.download(pg, 128 * 256, np.uint16).reshape(128, 256)
+
+
+def t_tma_store():
+    """TMA stores: the box written (in-bounds part only, through the 128-byte
+    swizzle), the deferred bulk async-group model, the proxy fence, and the GEMM
+    epilogue with named barriers."""
+    k = ts_kernel()
+    for c0, c1, what in ((64, 32, "past the end in both dimensions"), (-16, -8, "before the start"),
+                         (24, 4, "inside"), (200, 0, "entirely outside (writes nothing)")):
+        try:
+            got = ts_run(k, c0, c1)
+            check(f"TMA store: 64x64 bf16 box at ({c0}, {c1}), {what}, 128-byte swizzle: exactly the in-bounds "
+                  f"elements are written (padding and the rows past the tensor untouched)",
+                  np.array_equal(got, ts_ref(c0, c1)), f"{np.argwhere(got != ts_ref(c0, c1))[:4]}")
+        except EmuError as e:
+            check(f"TMA store: 64x64 bf16 box at ({c0}, {c1}), {what}", False, str(e))
+    expect_error("TMA store: in-bounds destination rows outside the allocation raise",
+                 lambda: ts_run(k, 0, 32, dims=(100, 90)), "out-of-bounds")
+    expect_error("TMA store: source not 1024-byte aligned (128-byte swizzle) raises",
+                 lambda: ts_run(ts_kernel(edit=("[%bufb];", "[%bufb+128];")), 0, 0), "1024-byte aligned")
+    expect_error("TMA store: under .target sm_80 raises", lambda: ts_run(ts_kernel(hdr=HDR80), 0, 0),
+                 "sm_90 or later")
+    # the deferred model: the source is read when the bulk group retires
+    overwrite = "@%lead st.shared.b32 [%bufb], %t;"
+    expect_error("TMA store: overwriting the staging buffer right after the store (no wait_group.read) raises",
+                 lambda: ts_run(ts_kernel(wait="", after=overwrite), 0, 0),
+                 "overwrites the source of a TMA store not yet read (cp.async.bulk.wait_group.read)")
+    try:
+        got = ts_run(ts_kernel(after=overwrite), 0, 0)
+        check("TMA store: ... after `cp.async.bulk.wait_group.read 0` it passes (the tile stored is the data "
+              "before the overwrite)", np.array_equal(got, ts_ref(0, 0)))
+    except EmuError as e:
+        check("TMA store: ... after `cp.async.bulk.wait_group.read 0` it passes", False, str(e))
+    refill = "@!%lead st.shared.b32 [%ph], %t;"
+    expect_error("TMA store: other threads refilling the buffer after the issuer's wait_group.read, with no "
+                 "barrier, race with the store's read", lambda: ts_run(ts_kernel(after=refill), 0, 0),
+                 "shared-memory race")
+    try:
+        ts_run(ts_kernel(after="bar.sync 0;\n" + refill), 0, 0)
+        check("TMA store: ... with bar.sync between the wait and the refill passes", True)
+    except EmuError as e:
+        check("TMA store: ... with bar.sync between the wait and the refill passes", False, str(e))
+    expect_error("TMA store: a cp.async.bulk.commit_group missing before the wait and the exit raises",
+                 lambda: ts_run(ts_kernel(commit=""), 0, 0), "not committed (cp.async.bulk.commit_group)")
+    expect_error("TMA store: exiting without cp.async.bulk.wait_group raises",
+                 lambda: ts_run(ts_kernel(wait=""), 0, 0), "not retired")
+    try:
+        got = ts_run(ts_kernel(wait="@%lead cp.async.bulk.wait_group 0;"), 60, 10)
+        check("TMA store: cp.async.bulk.wait_group 0 (not .read) retires the store too",
+              np.array_equal(got, ts_ref(60, 10)))
+    except EmuError as e:
+        check("TMA store: cp.async.bulk.wait_group 0 (not .read) retires the store too", False, str(e))
+    # proxy fence and the barrier before the issue
+    expect_error("TMA store: generic stores without fence.proxy.async before the store raise",
+                 lambda: ts_run(ts_kernel(fence=""), 0, 0), "without fence.proxy.async before the TMA store")
+    expect_error("TMA store: a fence.proxy.async after the barrier (not ordered before the issue) raises",
+                 lambda: ts_run(ts_kernel(fence="", fence2="fence.proxy.async.shared::cta;"), 0, 0),
+                 "fence.proxy.async is not ordered before the store")
+    expect_error("TMA store: fence.proxy.async.global does not make shared stores visible to it",
+                 lambda: ts_run(ts_kernel(fence="fence.proxy.async.global;"), 0, 0), "without fence.proxy.async")
+    expect_error("TMA store: issued with no barrier after the other threads' stores: race",
+                 lambda: ts_run(ts_kernel(sync=""), 0, 0), "shared-memory race")
+    nc = "mul.wide.u32 %g, %t, 0;\n ld.param.u64 %g, [p_g];\n ld.global.nc.u32 %x, [%g];"
+    expect_error("TMA store: its global writes count for the ld.global.nc rule",
+                 lambda: ts_run(ts_kernel(after=nc), 0, 0), "ld.global.nc")
+    # the GEMM epilogue: named barriers, two buffers, wait_group.read 1
+    ref = np.zeros((128, 256), np.uint16)
+    for y in range(128):
+        for x in range(256):
+            ref[y, x] = tile_val((y // 64) * 4 + x // 64, y % 64, x % 64)
+    try:
+        got = epi_run()
+        check("TMA store epilogue: two consumer warpgroups (bar.sync 1+g, 128), two staging buffers alternating "
+              "with wait_group.read 1, wait_group 0 at the end: all eight tiles right", np.array_equal(got, ref))
+    except EmuError as e:
+        check("TMA store epilogue: two consumer warpgroups (bar.sync 1+g, 128), two staging buffers alternating "
+              "with wait_group.read 1, wait_group 0 at the end: all eight tiles right", False, str(e))
+    expect_error("TMA store epilogue: ... with wait_group.read 2 a buffer is refilled before its store read it",
+                 lambda: epi_run(wait="@%lead cp.async.bulk.wait_group.read 2;"),
+                 "overwrites the source of a TMA store")
+    expect_error("TMA store epilogue: ... without the barrier after the elected thread's wait, the other warps "
+                 "refill a buffer before the wait", lambda: epi_run(sync1=""), "overwrites the source of a TMA store")
+
+
 TESTS = [t_cp_async, t_ldmatrix, t_mma, t_integer, t_float, t_shfl, t_vectors, t_launch, t_races, t_bits,
-         t_tma, t_mbarrier, t_wgmma, t_pipeline, t_banks]
+         t_tma, t_mbarrier, t_wgmma, t_pipeline, t_banks, t_named_barriers, t_tma_store]
 
 if __name__ == "__main__":
     print(f"TESSERA_TEST_SEED={SEED}", flush=True)
