@@ -258,7 +258,8 @@ def linear_launch(mem, entry, rows, k, n, x, w, b, r, act, with_bias, with_res, 
                res=mem.upload(r) if with_res else None, out=out, m=rows, n=n, splits=splits, flags=flags)
     elif entry.startswith("linear_bf16_sm90"):
         maps = {"tmap_x": tensor_map(spec, "tmap_x", px, rows, k),
-                "tmap_w": tensor_map(spec, "tmap_w", pw, n, k)}
+                "tmap_w": tensor_map(spec, "tmap_w", pw, n, k),
+                "tmap_out": tensor_map(spec, "tmap_out", out, rows, n)}
     if splits == 1:
         launch(mem, entry, grid, spec.consts.get("DYN_SMEM", 0), x=px, w=pw,
                bias=mem.upload(b) if with_bias else None, res=mem.upload(r) if with_res else None,
@@ -332,9 +333,11 @@ def t_linear_sm90():
     # As t_linear_sm80: K and N multiples of 8; 300 x 200 x 520 gives 9 tiles of
     # 128 x 256 over 2 persistent blocks (4 k-tiles each: the 4-stage ring wraps
     # across tiles); 129 x 328 x 520 has 6 k-tiles, so it wraps within a tile too.
-    # linear_bf16_sm90_n192 (128 x 192 tiles, 5 stages): 300 x 200 x 520 is 9 tiles
-    # of 128 x 192, the last 136 columns wide; 129 x 392 x 200 wraps its 5-stage ring
-    # within a tile (7 k-tiles).
+    # linear_bf16_sm90_n192 (128 x 192 tiles, 4 stages): 300 x 200 x 520 is 9 tiles
+    # of 128 x 192, the last 136 columns wide; 129 x 392 x 200 wraps its ring within
+    # a tile (7 k-tiles). The epilogue's TMA stores: row boxes past M (130, 300 rows),
+    # column boxes past N (136), and at 192 wide (3 subtiles a tile) staging buffers
+    # that alternate across tiles.
     shapes = [(1, 8, 8), (130, 72, 136), (300, 200, 520), (129, 328, 520)]
     shapes192 = [(130, 72, 136), (300, 200, 520), (129, 392, 200)]
     if QUICK:
@@ -343,6 +346,15 @@ def t_linear_sm90():
         for rows, k, n in cases:
             for epi in EPILOGUES:
                 linear_case(entry, "bf16", rows, k, n, *epi)
+        # The generic shared accesses (the epilogue's stores into the swizzled
+        # staging buffers) must be free of bank conflicts.
+        bad = BANKS.conflicted(entry)
+        req, wav, _ = BANKS.totals(entry)
+        print(f"{'FAIL' if bad or not req else 'ok  '} {entry}: {req} shared-memory requests, {wav} wavefronts"
+              + "".join(f"\n       line {r[1]} `{r[2]}`: {r[4]} wavefronts for {r[3]} requests" for r in bad[:4]),
+              flush=True)
+        if bad or not req:
+            FAILS.append(f"shared-memory bank conflicts of {entry}")
 
 
 def patch_embed_launch(mem, dt, px, w, bias, pos, b, c, img, p, d):

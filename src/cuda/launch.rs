@@ -32,8 +32,9 @@ pub(super) enum ParamKind {
     Out,
     U32,
     F32,
-    /// A TMA tensor map, passed by value (128 bytes), that the kernel reads in
-    /// boxes of `box_rows` × `box_cols` elements with the 128-byte swizzle.
+    /// A TMA tensor map, passed by value (128 bytes), through which the kernel
+    /// reads (or, over an output, writes) boxes of `box_rows` × `box_cols`
+    /// elements with the 128-byte swizzle.
     TensorMap {
         box_rows: u32,
         box_cols: u32,
@@ -76,8 +77,8 @@ pub(super) enum Arg<'a> {
     Null,
     U32(u32),
     F32(f32),
-    /// The tensor map of the matrix that argument `of` (an input pointer) points
-    /// to, of global shape `shape`, in the boxes the parameter's
+    /// The tensor map of the matrix that argument `of` (an input or output
+    /// pointer) points to, of global shape `shape`, in the boxes the parameter's
     /// [`ParamKind::TensorMap`] states (see [`tensor_map`]).
     TensorMap {
         of: usize,
@@ -311,9 +312,9 @@ impl Cuda {
                 (a, *kind)
             {
                 let (of, shape) = (*of, *shape);
-                if !matches!(args.get(of), Some(Arg::In(_))) {
+                if !matches!(args.get(of), Some(Arg::In(_) | Arg::Out(_))) {
                     return Err(Error::Internal(format!(
-                        "{what}: tensor map {} does not describe an input pointer",
+                        "{what}: tensor map {} does not describe a pointer argument",
                         spec.params[i].0
                     )));
                 }
@@ -405,9 +406,9 @@ impl Cuda {
 }
 
 /// The encoding of one tensor map, as `cuTensorMapEncodeTiled` takes it: a 2-D
-/// bf16 matrix `shape` at `ptr` (row stride `cols` elements), read in boxes of
-/// `box_rows` × `box_cols` with the 128-byte swizzle, elements past the edges
-/// zero-filled. Checked here against the driver's rules, so a shape it would
+/// bf16 matrix `shape` at `ptr` (row stride `cols` elements), read or written in
+/// boxes of `box_rows` × `box_cols` with the 128-byte swizzle, elements past the
+/// edges zero-filled on reads and left alone on writes. Checked here against the driver's rules, so a shape it would
 /// refuse is an error naming the tensor rather than a failed launch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct TensorMapArgs {

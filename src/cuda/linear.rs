@@ -87,6 +87,7 @@ pub(super) fn linear<T: Element>(dev: &Cuda, a: LinearArgs<'_, T, Cuda>) -> Resu
                 w: args.w,
                 tmap_x: Matrix2d { rows: mm, cols: k },
                 tmap_w: Matrix2d { rows: n, cols: k },
+                tmap_out: Matrix2d { rows: mm, cols: n },
                 bias: args.bias,
                 res: args.res,
                 out: args.out,

@@ -376,6 +376,7 @@ pub(super) struct LinearSm90Args<'a> {
     pub w: &'a CudaSlice<u8>,
     pub tmap_x: Matrix2d,
     pub tmap_w: Matrix2d,
+    pub tmap_out: Matrix2d,
     pub bias: Option<&'a CudaSlice<u8>>,
     pub res: Option<&'a CudaSlice<u8>>,
     pub out: &'a mut CudaSlice<u8>,
@@ -396,6 +397,7 @@ impl Signature for LinearSm90 {
             Arg::In(a.w),
             Arg::TensorMap { of: 0, shape: a.tmap_x },
             Arg::TensorMap { of: 1, shape: a.tmap_w },
+            Arg::TensorMap { of: 7, shape: a.tmap_out },
             a.bias.map_or(Arg::Null, Arg::In),
             a.res.map_or(Arg::Null, Arg::In),
             Arg::Out(a.out),
@@ -851,17 +853,17 @@ pub(super) mod linear_bf16_sm90 {
         entry: "linear_bf16_sm90",
         threads: 384,
         static_smem: 0,
-        max_dyn_smem: 197696,
-        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { box_rows: 128, box_cols: 64 }), ("tmap_w", ParamKind::TensorMap { box_rows: 256, box_cols: 64 }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
+        max_dyn_smem: 230464,
+        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { box_rows: 128, box_cols: 64 }), ("tmap_w", ParamKind::TensorMap { box_rows: 256, box_cols: 64 }), ("tmap_out", ParamKind::TensorMap { box_rows: 64, box_cols: 64 }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
-    pub(in crate::cuda) const DYN_SMEM: u32 = 197696;
+    pub(in crate::cuda) const DYN_SMEM: u32 = 230464;
     pub(in crate::cuda) const TILE_K: u32 = 64;
     pub(in crate::cuda) const TILE_M: u32 = 128;
     pub(in crate::cuda) const TILE_N: u32 = 256;
 }
 
-/// `linear_bf16_sm90_n192`: linear_bf16_sm90_n192: Hopper GEMM, 128×192 tiles, wgmma fed by TMA through a 5-stage
+/// `linear_bf16_sm90_n192`: linear_bf16_sm90_n192: Hopper GEMM, 128×192 tiles, wgmma fed by TMA through a 4-stage
 pub(super) mod linear_bf16_sm90_n192 {
     use super::*;
     pub(in crate::cuda) const SPEC: KernelSpec<LinearSm90> = KernelSpec {
@@ -869,11 +871,11 @@ pub(super) mod linear_bf16_sm90_n192 {
         entry: "linear_bf16_sm90_n192",
         threads: 384,
         static_smem: 0,
-        max_dyn_smem: 205904,
-        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { box_rows: 128, box_cols: 64 }), ("tmap_w", ParamKind::TensorMap { box_rows: 192, box_cols: 64 }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
+        max_dyn_smem: 197696,
+        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { box_rows: 128, box_cols: 64 }), ("tmap_w", ParamKind::TensorMap { box_rows: 192, box_cols: 64 }), ("tmap_out", ParamKind::TensorMap { box_rows: 64, box_cols: 64 }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
-    pub(in crate::cuda) const DYN_SMEM: u32 = 205904;
+    pub(in crate::cuda) const DYN_SMEM: u32 = 197696;
     pub(in crate::cuda) const TILE_K: u32 = 64;
     pub(in crate::cuda) const TILE_M: u32 = 128;
     pub(in crate::cuda) const TILE_N: u32 = 192;
@@ -1106,8 +1108,8 @@ pub(super) const ALL: &[(&Module, &str, u32, usize, u32)] = &[
     (&LINEAR, "linear_splitk_reduce_bf16", 256, 8, 0),
     (&LINEAR, "linear_f32", 256, 9, 8704),
     (&LINEAR, "linear_bf16_any", 128, 9, 10240),
-    (&LINEAR_SM90, "linear_bf16_sm90", 384, 11, 0),
-    (&LINEAR_SM90, "linear_bf16_sm90_n192", 384, 11, 0),
+    (&LINEAR_SM90, "linear_bf16_sm90", 384, 12, 0),
+    (&LINEAR_SM90, "linear_bf16_sm90_n192", 384, 12, 0),
     (&PATCH_EMBED, "patch_embed_f32", 256, 12, 8704),
     (&PATCH_EMBED, "patch_embed_bf16", 128, 12, 10240),
     (&ATTENTION, "attention_bf16_hd16", 128, 18, 0),

@@ -249,12 +249,23 @@ fn find_nvdisasm() -> Option<PathBuf> {
 /// The SASS instructions each tensor-core kernel must contain: HMMA (mma.sync on
 /// tensor cores), LDSM (ldmatrix feeding them), LDGSTS (cp.async: the pipelined
 /// kernels' loads bypass registers); on Hopper HGMMA (wgmma) fed by UTMALDG (TMA)
-/// and synchronised by SYNCS (mbarrier) instructions.
+/// and synchronised by SYNCS (mbarrier) instructions, the output written by
+/// UTMASTG (TMA stores).
 fn required_sass(entry: &str) -> &'static [&'static str] {
     if entry == "linear_bf16_sm90" {
-        &["HGMMA.64x256x16.F32.BF16", "UTMALDG.2D", "SYNCS.PHASECHK"]
+        &[
+            "HGMMA.64x256x16.F32.BF16",
+            "UTMALDG.2D",
+            "UTMASTG.2D",
+            "SYNCS.PHASECHK",
+        ]
     } else if entry == "linear_bf16_sm90_n192" {
-        &["HGMMA.64x192x16.F32.BF16", "UTMALDG.2D", "SYNCS.PHASECHK"]
+        &[
+            "HGMMA.64x192x16.F32.BF16",
+            "UTMALDG.2D",
+            "UTMASTG.2D",
+            "SYNCS.PHASECHK",
+        ]
     } else if entry == "linear_bf16" || entry.starts_with("attention_bf16_hd") {
         &["HMMA.16816.F32.BF16", "LDSM", "LDGSTS"]
     } else if entry == "linear_bf16_any" || entry == "patch_embed_bf16" {

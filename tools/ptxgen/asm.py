@@ -147,8 +147,8 @@ class Kernel:
         for p in self.params:
             if p.name in seen:
                 raise ValueError(f"{self.name}: parameter {p.name} twice")
-            if p.kind == "tmap" and next((q.kind for q in self.params if q.name == p.of), None) != "in":
-                raise ValueError(f"{self.name}: tensor map {p.name} of {p.of}, not an input pointer")
+            if p.kind == "tmap" and next((q.kind for q in self.params if q.name == p.of), None) not in ("in", "out"):
+                raise ValueError(f"{self.name}: tensor map {p.name} of {p.of}, not an input or output pointer")
             seen.add(p.name)
         if self.threads % 32:
             raise ValueError(f"{self.name}: {self.threads} threads is not whole warps")

@@ -186,3 +186,58 @@ def tma_load_2d(k, dst, tmap, col, row, bar):
     elements are zero-filled."""
     k(f"cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes "
       f"[{dst}], [{tmap}, {{{col}, {row}}}], [{bar}];")
+
+
+# -- TMA stores from shared memory (bulk async-groups) ---------------------------
+#
+# A TMA store reads its box from shared memory asynchronously: the generic stores
+# that filled the box must be made visible to the async proxy first
+# (fence.proxy.async by each writer, then a barrier with the issuing thread), and
+# the buffer may be refilled only once the store has read it: the issuing thread
+# commits its stores into bulk async-groups and waits with wait_group.read.
+
+
+def sw128_offset(row, chunk):
+    """Byte offset of 16-byte chunk `chunk` (0..7) of row `row` in a tile of
+    128-byte rows laid out as TMA's 128-byte swizzle does (in a 1024-byte aligned
+    buffer): 128·row + 16·(chunk ^ (row % 8)). Python ints (generation time)."""
+    return 128 * row + 16 * (chunk ^ (row % 8))
+
+
+def tma_store_2d(k, tmap, col, row, src, pred=None):
+    """TMA: shared `src` → the box of tensor map `tmap` (generic address) at element
+    (row, col); elements past the tensor's edges are not written."""
+    guard = f"@{pred} " if pred is not None else ""
+    k(f"{guard}cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [{tmap}, {{{col}, {row}}}], [{src}];")
+
+
+def bulk_commit(k, pred=None):
+    """Close this thread's uncommitted TMA stores into a bulk async-group."""
+    guard = f"@{pred} " if pred is not None else ""
+    k(f"{guard}cp.async.bulk.commit_group;")
+
+
+def bulk_wait_read(k, pending, pred=None):
+    """Wait until all but the `pending` newest bulk groups of this thread have read
+    their shared-memory sources (the buffers may be written again)."""
+    guard = f"@{pred} " if pred is not None else ""
+    k(f"{guard}cp.async.bulk.wait_group.read {pending};")
+
+
+def bulk_wait(k, pending, pred=None):
+    """Wait until all but the `pending` newest bulk groups of this thread are complete."""
+    guard = f"@{pred} " if pred is not None else ""
+    k(f"{guard}cp.async.bulk.wait_group {pending};")
+
+
+def fence_proxy_async_shared(k):
+    """Order this thread's generic shared-memory writes before later async-proxy
+    (TMA) reads of them."""
+    k("fence.proxy.async.shared::cta;")
+
+
+def named_barrier(k, bar_id, threads):
+    """bar.sync on barrier `bar_id` (a register, or an int 1..15; 0 is the whole
+    block's) among `threads` threads (whole warps)."""
+    assert threads % 32 == 0 and (not isinstance(bar_id, int) or 1 <= bar_id <= 15)
+    k(f"bar.sync {bar_id}, {threads};")

@@ -24,21 +24,36 @@ Pipeline: STAGES stages of (x tile 128×64, W tile BN×64) bf16 (48 / 40 KiB), l
   phase run on across tiles, so the producer loads the next tile's first k-tiles
   while the consumers finish the epilogue of this one.
 Shared (dynamic): 1 KiB of alignment slack (the stages start at a 1024-byte
-  boundary, the swizzle atom), the stages, then the 8 mbarriers.
-Epilogue in registers: + bias, GELU (tanh.approx), + residual in f32, rounded once,
-  stored as bf16 pairs straight from the accumulator fragment; the bias and
-  residual loads go out 8 column groups at a time, one batch ahead of the math."""
+  boundary, the swizzle atom), the stages, the epilogue's staging buffers (two of
+  64×64 bf16 per consumer warpgroup, 8 KiB each), then the mbarriers.
+Epilogue: + bias, GELU (tanh.approx), + residual in f32, rounded once to bf16,
+  per 64×64 subtile of each warpgroup's 64×BN rows: the bias and residual loads go
+  out one subtile (8 column groups) ahead of the math; the results are written
+  into a staging buffer (the 128-byte swizzle TMA uses: conflict-free for the
+  accumulator fragment), and one thread of the warpgroup stores the subtile with
+  a TMA store (tensor map tmap_out, edges clipped by the map) while the
+  warpgroup goes on to the next subtile and the next tile's mainloop. The two
+  buffers alternate; before the warpgroup's named barrier that ends a subtile,
+  the storing thread waits until every earlier store has read its buffer
+  (wait_group.read 0), so the buffer the next subtile writes is free. Stores
+  once went straight from the registers: 4-byte pieces of 16-byte row segments,
+  the warpgroup waiting for them before its next mainloop."""
 
 from ..asm import In, Kernel, Opt, Out, TMap, U32
-from ..frag import (mbar_arrive, mbar_arrive_tx, mbar_init, mbar_wait, setmaxnreg, tma_load_2d, wgmma_bf16,
-                    wgmma_commit, wgmma_d_coords, wgmma_desc_sw128, wgmma_fence, wgmma_wait)
+from ..frag import (bulk_commit, bulk_wait, bulk_wait_read, fence_proxy_async_shared, mbar_arrive, mbar_arrive_tx,
+                    mbar_init, mbar_wait, named_barrier, setmaxnreg, sw128_offset, tma_load_2d, tma_store_2d,
+                    wgmma_bf16, wgmma_commit, wgmma_d_coords, wgmma_desc_sw128, wgmma_fence, wgmma_wait)
 from ..lib import addr
 from .gemm_common import epilogue_flags, ld_bf16_pair, raster
 from .gemm_sm80 import bias_gelu_pair
 
 BM, BK, GROUP_M = 128, 64, 8
 TILE_NS = (256, 192)               # the variants: 128 x 256 and 128 x 192 output tiles
-EPI_BATCH = 8                      # column groups of 8 whose epilogue loads go out together
+EPI_BATCH = 8                      # column groups of 8 in an epilogue subtile
+LOAD_BATCH = {256: 4, 192: 8}      # column groups whose epilogue loads go out together
+EPI_N = 8 * EPI_BATCH              # an epilogue subtile: 64 rows of a warpgroup x 64 columns
+EPI_BUF_BYTES = 64 * EPI_N * 2     # 8 KiB of bf16, rows of 128 bytes (the 128-byte swizzle)
+EPI_BUFS = 2                       # staging buffers per consumer warpgroup
 CONSUMERS = 2                      # warpgroups
 THREADS = 128 * (CONSUMERS + 1)    # + the producer warpgroup
 PRODUCER_REGS, CONSUMER_REGS = 40, 232
@@ -56,15 +71,24 @@ def linear_bf16_sm90(BN=256):  # noqa: N803 (the tile constant's name)
     assert BM == 64 * CONSUMERS and BK * 2 == 128 and BN <= 256 and BN % 8 == 0 and (BN // 8) % EPI_BATCH == 0
     B_BYTES = BN * BK * 2          # noqa: N806
     STAGE_BYTES = A_BYTES + B_BYTES  # noqa: N806
-    # 1 KiB of alignment slack, the stages, 16 bytes of mbarriers per stage.
-    STAGES = (SMEM_LIMIT - 1024) // (STAGE_BYTES + 16)  # noqa: N806 (4 at BN 256, 5 at 192)
-    BARS = STAGES * STAGE_BYTES    # noqa: N806 (offset of the mbarriers from the aligned base)
+    EPI_BYTES = CONSUMERS * EPI_BUFS * EPI_BUF_BYTES  # noqa: N806 (32 KiB)
+    # 1 KiB of alignment slack, the stages, the staging buffers, 16 bytes of
+    # mbarriers per stage.
+    STAGES = (SMEM_LIMIT - 1024 - EPI_BYTES) // (STAGE_BYTES + 16)  # noqa: N806 (4 at BN 256 and 192)
+    EPI = STAGES * STAGE_BYTES     # noqa: N806 (offset of the staging buffers from the aligned base)
+    BARS = EPI + EPI_BYTES         # noqa: N806 (offset of the mbarriers)
     SMEM = 1024 + BARS + 16 * STAGES  # noqa: N806
     # x and w are not read by the kernel (TMA reads them through the tensor maps); they
     # are the buffers the maps describe, which the host keeps borrowed for the launch.
+    # Nor is `out`: the epilogue writes it through tmap_out (boxes of 64 x 64).
     params = [In("x"), In("w"), TMap("tmap_x", "x", (BM, BK)), TMap("tmap_w", "w", (BN, BK)),
-              Opt("bias"), Opt("res"), Out("out"), U32("m"), U32("n"), U32("k"), U32("flags")]
+              TMap("tmap_out", "out", (64, EPI_N)), Opt("bias"), Opt("res"), Out("out"), U32("m"),
+              U32("n"), U32("k"), U32("flags")]
     name = entry_name(BN)
+    # 256 wide, two batches of 8 column groups in flight (96 registers with the
+    # 128 accumulators) spill; of 4, they do not.
+    load_batch = LOAD_BATCH[BN]
+    assert EPI_BATCH % load_batch == 0
     k = Kernel("linear_sm90", name, THREADS, params, "linear_sm90",
                doc=f"{name}: Hopper GEMM, {BM}×{BN} tiles, wgmma fed by TMA through a {STAGES}-stage\n"
                    "mbarrier pipeline, a producer and two consumer warpgroups, persistent tiles.",
@@ -73,8 +97,8 @@ def linear_bf16_sm90(BN=256):  # noqa: N803 (the tile constant's name)
     k.const("TILE_N", BN)
     k.const("TILE_K", BK)
     k.const("DYN_SMEM", SMEM)
-    tmap_x, tmap_w = k.param("tmap_x"), k.param("tmap_w")
-    bias, res, out = k.param("bias"), k.param("res"), k.param("out")
+    tmap_x, tmap_w, tmap_out = k.param("tmap_x"), k.param("tmap_w"), k.param("tmap_out")
+    bias, res = k.param("bias"), k.param("res")
     M, N, K, flags = (k.param(p) for p in ("m", "n", "k", "flags"))
     t, p = k.reg("u32", "t"), k.reg("pred", "p")
     tid = k.reg("u32", "tid")
@@ -205,6 +229,48 @@ def linear_bf16_sm90(BN=256):  # noqa: N803 (the tile constant's name)
     always = k.reg("pred", "always")
     k(f"setp.eq.u32 {always}, {tid}, {tid};")
 
+    # The epilogue's staging (see `staging`): with an even number of subtiles a
+    # tile, subtile b uses buffer b % 2; with an odd number the buffers alternate
+    # across tiles too, and `eu` (0 or EPI_BUF_BYTES) tracks the one to use next.
+    eu = None
+    if (BN // EPI_N) % 2:
+        eu = k.reg("u32", "eu")
+        k(f"mov.u32 {eu}, 0;")
+    for r in range(64):
+        for c in range(8):
+            assert sw128_offset(r, c) == 128 * r + ((16 * c) ^ (16 * (r % 8)))
+            assert sw128_offset(r + 8, c) == sw128_offset(r, c) + 1024
+
+    def staging(b):
+        """Subtile b's staging buffer (this warpgroup's), and where this thread
+        writes in it: its pair of column group c (0..7), rows r = 16 warp + 8 h +
+        lane / 4 (so r % 8 = lane / 4), lies in the 128-byte swizzle at 128 r +
+        16 (c ^ (lane / 4)) + 4 (lane % 4) = row + ((16 c) ^ x16) + 1024 h.
+        Recomputed from %tid.x per subtile (a dozen instructions): the 256-wide
+        kernel has no registers to keep them in across the mainloop. Also
+        `lead`, thread 0 of the warpgroup, which stores the buffer."""
+        tx, w, buf, row, x16, lead = (k.reg(t_, n_) for t_, n_ in (
+            ("u32", "etx"), ("u32", "ewg"), ("u32", "ebuf"), ("u32", "erow"), ("u32", "x16"), ("pred", "lead")))
+        k(f"mov.u32 {tx}, %tid.x;")
+        k(f"shr.u32 {w}, {tx}, 7;")
+        k(f"mul.lo.u32 {buf}, {w}, {EPI_BUFS * EPI_BUF_BYTES};")
+        if eu is not None:
+            k(f"add.u32 {buf}, {buf}, {eu};")
+        k(f"add.u32 {buf}, {buf}, {base};")
+        k(f"add.u32 {buf}, {buf}, {EPI + (0 if eu is not None else (b % 2) * EPI_BUF_BYTES)};")
+        k(f"and.b32 {x16}, {tx}, 127;")
+        k(f"setp.eq.u32 {lead}, {x16}, 0;")
+        k(f"shr.u32 {row}, {x16}, 5;")                    # the warp of the warpgroup
+        k(f"and.b32 {x16}, {tx}, 31;")
+        k(f"shr.u32 {x16}, {x16}, 2;")                    # lane / 4
+        k(f"mad.lo.u32 {row}, {row}, 16, {x16};")         # 16 warp + lane / 4: the row (h = 0)
+        k(f"shl.b32 {row}, {row}, 7;")
+        k(f"shl.b32 {x16}, {x16}, 4;")
+        k(f"add.u32 {row}, {row}, {buf};")
+        k(f"and.b32 {tx}, {tx}, 3;")
+        k(f"mad.lo.u32 {row}, {tx}, 4, {row};")           # + 4 (lane % 4)
+        return buf, row, x16, lead
+
     def consume():
         kt = k.reg("u32", "ckt")
 
@@ -269,16 +335,16 @@ def linear_bf16_sm90(BN=256):  # noqa: N803 (the tile constant's name)
             k(f"and.pred {rres[h]}, {rin[h]}, {has_res};")
             k(f"mad.lo.u32 {r}, {r}, {N}, {col0};")
             obase.append(r)
-        # Loads in batches of EPI_BATCH column groups, each batch's bias and
-        # residual pairs issued before the previous batch is finished and stored.
-        # Loaded just before its use, as before, each pair waited one global round
-        # trip (64 a tile: ptxas may not move a plain load above an earlier store
-        # to `out`, which it cannot tell apart from `res`). `res` is read through
-        # the non-coherent path: it never aliases `out` (distinct borrows on the
-        # host; the emulator checks that no .nc byte is written by the launch).
+
+        # Loads in batches of `load_batch` column groups, each batch's bias and
+        # residual pairs issued before the previous batch is finished.
+        # Loaded just before its use, each pair would wait one global round trip.
+        # `res` is read through the non-coherent path: it never aliases `out`
+        # (distinct borrows on the host; the emulator checks that no .nc byte is
+        # written by the launch).
         def issue(b):
             loads = []
-            for jt in range(EPI_BATCH * b, EPI_BATCH * (b + 1)):
+            for jt in range(load_batch * b, load_batch * (b + 1)):
                 col, cin, pb = k.reg("u32", "ecol"), k.reg("pred", "cin"), k.reg("pred", "pbias")
                 k(f"add.u32 {col}, {col0}, {8 * jt};")
                 k(f"setp.lt.u32 {cin}, {col}, {N};")
@@ -289,32 +355,66 @@ def linear_bf16_sm90(BN=256):  # noqa: N803 (the tile constant's name)
                     o, pr = k.reg("u32", "oi"), k.reg("pred", "pres")
                     k(f"add.u32 {o}, {obase[h]}, {8 * jt};")
                     k(f"and.pred {pr}, {cin}, {rres[h]};")
-                    res_pairs.append((o, ld_bf16_pair(k, addr(k, res, o, 2, "ra"), pr, nc=True, stem="res")))
-                loads.append((jt, cin, bias_pair, res_pairs))
+                    res_pairs.append(ld_bf16_pair(k, addr(k, res, o, 2, "ra"), pr, nc=True, stem="res"))
+                loads.append((jt, bias_pair, res_pairs))
             return loads
 
-        def finish(loads):
-            for jt, cin, (b0, b1), res_pairs in loads:
-                for h, (o, (r0, r1)) in enumerate(res_pairs):
+        def finish(b, loads, stage_regs):
+            """The math of column groups `loads` of subtile b, its bf16 pairs into
+            the staging buffer."""
+            buf, rowbuf, x16, lead = stage_regs
+            for jt, (b0, b1), res_pairs in loads:
+                c = jt - EPI_BATCH * b    # the 16-byte chunk of the 128-byte buffer row
+                sw = k.reg("u32", "esw")
+                k(f"xor.b32 {sw}, {x16}, {16 * c};")
+                for h, (r0, r1) in enumerate(res_pairs):
                     j = 4 * jt + 2 * h
                     assert wgmma_d_coords(j) == (8 * h, 8 * jt) and wgmma_d_coords(j + 1) == (8 * h, 8 * jt + 1)
                     x0, x1 = acc[j], acc[j + 1]
                     bias_gelu_pair(k, x0, x1, b0, b1, has_gelu)
                     k(f"add.f32 {x0}, {x0}, {r0};")
                     k(f"add.f32 {x1}, {x1}, {r1};")
-                    ok, pk = k.reg("pred", "ok"), k.reg("b32", "pk")
-                    k(f"and.pred {ok}, {cin}, {rin[h]};")
+                    pk, sa = k.reg("b32", "pk"), k.reg("u32", "esa")
                     k(f"cvt.rn.bf16x2.f32 {pk}, {x1}, {x0};")
-                    k(f"@{ok} st.global.b32 [{addr(k, out, o, 2, 'oa')}], {pk};")
+                    k(f"add.u32 {sa}, {rowbuf}, {sw};")
+                    k(f"st.shared.b32 [{sa}+{1024 * h}], {pk};")
 
-        batches = BN // 8 // EPI_BATCH
+        def store(b, stage_regs):
+            """Subtile b is in its buffer: one thread stores it."""
+            buf, _, _, lead = stage_regs
+            fence_proxy_async_shared(k)
+            # Every store issued so far has read its buffer, so the one the next
+            # subtile writes is free once the barrier below is passed.
+            bulk_wait_read(k, 0, pred=lead)
+            barid = k.reg("u32", "barid")
+            k(f"add.u32 {barid}, {wg}, 1;")
+            named_barrier(k, barid, 128)
+            scol, srow = k.reg("u32", "scol"), k.reg("u32", "srow")
+            k(f"add.u32 {scol}, {n0}, {EPI_N * b};")
+            k(f"mad.lo.u32 {srow}, {wg}, 64, {m0};")
+            tma_store_2d(k, tmap_out, scol, srow, buf, pred=lead)
+            bulk_commit(k, pred=lead)
+            if eu is not None:
+                k(f"xor.b32 {eu}, {eu}, {EPI_BUF_BYTES};")
+
+        # Load batches of LOAD_BATCH column groups, each issued one batch ahead.
+        nb = BN // 8 // load_batch
+        per_sub = EPI_BATCH // load_batch
         pending = issue(0)
-        for b in range(batches):
-            following = issue(b + 1) if b + 1 < batches else None
-            finish(pending)
+        stage_regs = None
+        for i in range(nb):
+            sub = i // per_sub
+            if i % per_sub == 0:
+                stage_regs = staging(sub)
+            following = issue(i + 1) if i + 1 < nb else None
+            finish(sub, pending, stage_regs)
+            if i % per_sub == per_sub - 1:
+                store(sub, stage_regs)
             pending = following
 
     tile_loop(consume, "cons")
+    # Shared memory must outlive the last stores' reads of it.
+    bulk_wait(k, 0, pred=staging(0)[3])
     k.place(done)
     return k
 
