@@ -28,7 +28,8 @@ Shared (dynamic): 1 KiB of alignment slack (the stages start at a 1024-byte
   64×64 bf16 per consumer warpgroup, 8 KiB each), then the mbarriers.
 Epilogue: + bias, GELU (tanh.approx), + residual in f32, rounded once to bf16,
   per 64×64 subtile of each warpgroup's 64×BN rows: the bias and residual loads go
-  out one subtile (8 column groups) ahead of the math; the results are written
+  out one batch of column groups ahead of the math (8 groups, a subtile; 4 at 256
+  wide, where two batches of 8 in flight spill); the results are written
   into a staging buffer (the 128-byte swizzle TMA uses: conflict-free for the
   accumulator fragment), and one thread of the warpgroup stores the subtile with
   a TMA store (tensor map tmap_out, edges clipped by the map) while the
@@ -362,7 +363,7 @@ def linear_bf16_sm90(BN=256):  # noqa: N803 (the tile constant's name)
         def finish(b, loads, stage_regs):
             """The math of column groups `loads` of subtile b, its bf16 pairs into
             the staging buffer."""
-            buf, rowbuf, x16, lead = stage_regs
+            _, rowbuf, x16, _ = stage_regs
             for jt, (b0, b1), res_pairs in loads:
                 c = jt - EPI_BATCH * b    # the 16-byte chunk of the 128-byte buffer row
                 sw = k.reg("u32", "esw")
