@@ -32,24 +32,34 @@ fn up<T: Element, D: Kernels<T>>(dev: &D, data: &[T], shape: &[usize]) -> Device
 }
 
 fn close<T: Element>(what: &str, out: &[T], reference: &[f64]) -> Check {
-    let err = rel_l2(&to_f64(out), reference);
-    prop_assert!(
-        err <= bar::<T>(),
-        "{what} [{}]: relative L2 error {err:e} exceeds {:e}",
-        T::DTYPE,
-        bar::<T>()
-    );
-    Ok(())
+    within_bar(what, out, reference, reference, "")
 }
 
 /// `close` for sums of terms (linear, patch embedding), measured against the
 /// size of the terms as `crate::common::assert_close_sum` explains: at small K,
 /// `x·w + b + r` may cancel.
 fn close_sum<T: Element>(what: &str, out: &[T], reference: &[f64], magnitude: &[f64]) -> Check {
-    let err = rel_l2_to(&to_f64(out), reference, magnitude);
+    within_bar(
+        what,
+        out,
+        reference,
+        magnitude,
+        " (against the size of the summed terms)",
+    )
+}
+
+/// `out` within the bar of `reference`, the error measured against `scale`.
+fn within_bar<T: Element>(
+    what: &str,
+    out: &[T],
+    reference: &[f64],
+    scale: &[f64],
+    against: &str,
+) -> Check {
+    let err = rel_l2_to(&to_f64(out), reference, scale);
     prop_assert!(
         err <= bar::<T>(),
-        "{what} [{}]: relative L2 error {err:e} (against the size of the summed terms) exceeds {:e}",
+        "{what} [{}]: relative L2 error {err:e}{against} exceeds {:e}",
         T::DTYPE,
         bar::<T>()
     );

@@ -48,11 +48,23 @@ pub fn bar<T: Element>() -> f64 {
 }
 
 pub fn assert_close<T: Element>(what: &str, out: &[T], reference: &[f64]) {
-    let err = rel_l2(&to_f64(out), reference);
+    assert_within_bar(what, out, reference, reference, "");
+}
+
+/// `out` within the bar of `reference`, the error measured against `scale`
+/// (`against` says which, in the message).
+fn assert_within_bar<T: Element>(
+    what: &str,
+    out: &[T],
+    reference: &[f64],
+    scale: &[f64],
+    against: &str,
+) {
+    let err = rel_l2_to(&to_f64(out), reference, scale);
     let bar = bar::<T>();
     assert!(
         err <= bar,
-        "{what} [{}]: relative L2 error {err:e} exceeds {bar:e}",
+        "{what} [{}]: relative L2 error {err:e}{against} exceeds {bar:e}",
         T::DTYPE
     );
 }
@@ -67,11 +79,11 @@ pub fn assert_close<T: Element>(what: &str, out: &[T], reference: &[f64]) {
 /// size of that term. `magnitude` ≥ |reference| elementwise, so this is the usual
 /// relative error wherever nothing cancels.
 pub fn assert_close_sum<T: Element>(what: &str, out: &[T], reference: &[f64], magnitude: &[f64]) {
-    let err = rel_l2_to(&to_f64(out), reference, magnitude);
-    let bar = bar::<T>();
-    assert!(
-        err <= bar,
-        "{what} [{}]: relative L2 error {err:e} (against the size of the summed terms) exceeds {bar:e}",
-        T::DTYPE
+    assert_within_bar(
+        what,
+        out,
+        reference,
+        magnitude,
+        " (against the size of the summed terms)",
     );
 }
