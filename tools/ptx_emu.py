@@ -200,25 +200,38 @@ copy_traits_sm75 / mma_traits_sm80):
     wgmma of another warpgroup) after an mbarrier hand-off, with no barrier
     between, are reported as races.
   * wgmma (warpgroup-collective, .sync.aligned): mma_async m64nNk16 (N a
-    multiple of 8 in 8..256), .f32 accumulators, .bf16 / .f16 inputs, both
-    operands K-major in shared memory through matrix descriptors: start
-    ((d & 0x3FFF) << 4), LBO (bits 16-29, << 4), SBO (bits 32-45, << 4), base
-    offset (bits 49-51, must be 0), swizzle (bits 62-63: 1 = 128B: element (i, k)
-    at lin = start + (i / 8) SBO + (i % 8) 128 + 2k, stored at lin ^ (((lin >> 7)
-    & 7) << 4), start within the first 128 bytes of a 1024-byte atom, LBO unused;
-    0 = none: start + (i / 8) SBO + (k / 8) LBO + (i % 8) 16 + 2 (k % 8); 64B /
-    32B are rejected; other bits must be 0). i is the row of A (0..63) or the row
-    n of B (0..N-1): D = A·Bᵀ (+ D when scale-d), formed in float64 and rounded
-    once to f32 like mma. Descriptors and scale-d must be equal across the
-    warpgroup; imm-scale-a/b must be 1, imm-trans-a/b 0. Accumulator fragment:
-    register j of lane l of warp w of the warpgroup holds (16w + l/4 + 8((j >> 1)
-    & 1), 8(j >> 2) + 2(l % 4) + (j & 1)). The accumulators are written when the
-    instruction issues; until a wgmma.wait_group retires its group, any other
-    instruction touching them is an error, as is a write to its operand bytes
-    (st.shared, cp.async, TMA) and a thread exiting. commit_group closes the
-    warpgroup's uncommitted operations into a group; wait_group N retires all
-    but the N newest groups. mma_async needs a wgmma.fence since the start and
-    since any other instruction touched its accumulator registers.
+    multiple of 8 in 8..256), .f32 accumulators, .bf16 / .f16 inputs; B, and A
+    unless it comes from registers, in shared memory through matrix
+    descriptors: start ((d & 0x3FFF) << 4), LBO (bits 16-29, << 4), SBO (bits
+    32-45, << 4), base offset (bits 49-51, must be 0), swizzle (bits 62-63: 1 =
+    128B, 0 = none; 64B / 32B are rejected; other bits must be 0). i is the row
+    of A (0..63) or the row n of B (0..N-1), k in 0..15: D = A·Bᵀ (+ D when
+    scale-d), formed in float64 and rounded once to f32 like mma. K-major
+    operands (imm-trans 0): 128B: element (i, k) at lin = start + (i / 8) SBO +
+    (i % 8) 128 + 2k, stored at lin ^ (((lin >> 7) & 7) << 4), start within the
+    first 128 bytes of a 1024-byte atom, LBO unused; none: start + (i / 8) SBO +
+    (k / 8) LBO + (i % 8) 16 + 2 (k % 8). MN-major operands (imm-trans 1, the
+    canonical layouts of CUTLASS make_gmma_desc<Major::MN>): 128B: lin = start +
+    2 (i % 64) + (i / 64) LBO + 128 (k % 8) + (k / 8) SBO (64 MN elements a
+    128-byte row, 8 k rows an atom), swizzled and start-checked as above; none:
+    start + 2 (i % 8) + (i / 8) SBO + 16 (k % 8) + (k / 8) LBO (core matrices of
+    8 MN elements x 8 k). A from registers (7 operands: {d}, {a0, a1, a2, a3},
+    b-desc, scale-d, imm-scale-a, imm-scale-b, imm-trans-b): register r (.b32)
+    of lane l of warp w of the warpgroup holds (16w + l/4 + 8(r & 1), 8(r >> 1)
+    + 2(l % 4)) in its low 16 bits and the next column in its high 16 bits.
+    Descriptors and scale-d must be equal across the warpgroup; imm-scale-a/b
+    must be 1, imm-trans-a/b 0 or 1. Accumulator fragment: register j of lane l
+    of warp w of the warpgroup holds (16w + l/4 + 8((j >> 1) & 1), 8(j >> 2) +
+    2(l % 4) + (j & 1)). The accumulators are written (and A registers read)
+    when the instruction issues; until a wgmma.wait_group retires its group, any
+    other instruction touching its accumulator or A registers is an error (as is
+    another wgmma.mma_async using them in the other role), as is a write to its
+    operand bytes (st.shared, cp.async, TMA) and a thread exiting. Consecutive
+    mma_async may share accumulators, or A registers, while in flight.
+    commit_group closes the warpgroup's uncommitted operations into a group;
+    wait_group N retires all but the N newest groups. mma_async needs a
+    wgmma.fence since the start and since any other instruction touched its
+    accumulator or A registers.
   * .version / .target: the sm_90 instructions need .version >= 8.0 and .target
     sm_90 or later (wgmma, setmaxnreg: sm_90a), when the module declares them.
 
@@ -252,7 +265,9 @@ Instructions (anything else is rejected when the kernel is first launched):
               .m16n8k16.row.col.f32.{bf16,f16}.{bf16,f16}.f32, elect.sync d|p
   warpgroup   wgmma.fence / commit_group / wait_group N .sync.aligned,
               wgmma.mma_async.sync.aligned.m64nNk16.f32.{bf16.bf16,f16.f16}
-              {d..}, a-desc, b-desc, scale-d (predicate or 0/1), 1, 1, 0, 0;
+              {d..}, a-desc, b-desc, scale-d (predicate or 0/1), 1, 1,
+              trans-a, trans-b (0 / 1) | {d..}, {a0, a1, a2, a3}, b-desc,
+              scale-d, 1, 1, trans-b (0 / 1);
               setmaxnreg.{inc,dec}.sync.aligned.u32 (no-op)
   async       cp.async.{ca,cg}.shared.global (cp-size 4 / 8 / 16, src-size or
               ignore-src, cache hints), cp.async.commit_group / wait_group /
@@ -2312,7 +2327,8 @@ class _Exec:
         self.n_bstore = 0
         self.wait_retry.fill(0)
         self.rd_recs = []            # [kind (0 thread, 1 warp, 2 warpgroup), reader ids, chunks, retired, time retired]
-        self.wg_recs = [[] for _ in range(self.nwg)]      # [group seq or None, read record, chunks, regs]
+        self.wg_recs = [[] for _ in range(self.nwg)]      # [group seq or None, read record, chunks, regs
+        #                                                    (accumulators and A registers), A registers]
         self.wg_commit = [0] * self.nwg
         self.wg_need_fence = np.ones(self.nwg, bool)
         self.wg_live = [frozenset()] * self.nwg
@@ -3171,9 +3187,11 @@ class _Exec:
             self._wg_tabs[n] = tab
         return tab
 
-    def _gmma_operand(self, desc, rows, what, which):
-        """Element (i, k), i < rows, k < 16, of a K-major operand through matrix
-        descriptor `desc`: (u16 values (rows, 16), the 16-byte chunks read)."""
+    def _gmma_operand(self, desc, rows, what, which, mn=False):
+        """Element (i, k), i < rows, k < 16, of an operand through matrix
+        descriptor `desc`, K-major (mn False: 16 k of a row i contiguous) or
+        MN-major (mn True, imm-trans 1: rows i contiguous for each k): (u16
+        values (rows, 16), the 16-byte chunks read)."""
         rsv = desc & ~(0x3FFF | (0x3FFF << 16) | (0x3FFF << 32) | (7 << 49) | (3 << 62))
         if rsv:
             raise EmuError(f"{what}: {which} descriptor {desc:#018x} has reserved bits set ({rsv:#x})")
@@ -3190,10 +3208,16 @@ class _Exec:
             if (start >> 7) & 7:
                 raise EmuError(f"{what}: {which} descriptor start address {start} is not within the first 128 bytes "
                                f"of a 1024-byte swizzle atom (128-byte swizzle, base offset 0)")
-            lin = start + (i // 8) * sbo + (i % 8) * 128 + 2 * k
+            if mn:      # 64 MN elements per 128-byte row, 8 k rows per atom; SBO: k / 8, LBO: i / 64
+                lin = start + (i // 64) * lbo + 2 * (i % 64) + (k // 8) * sbo + (k % 8) * 128
+            else:
+                lin = start + (i // 8) * sbo + (i % 8) * 128 + 2 * k
             phys = lin ^ (((lin >> 7) & 7) << 4)
         elif mode == 0:
-            phys = start + (i // 8) * sbo + (k // 8) * lbo + (i % 8) * 16 + 2 * (k % 8)
+            if mn:      # core matrices of 8 MN elements (16 bytes) x 8 k at a 16-byte pitch
+                phys = start + (i // 8) * sbo + 2 * (i % 8) + (k // 8) * lbo + 16 * (k % 8)
+            else:
+                phys = start + (i // 8) * sbo + (k // 8) * lbo + (i % 8) * 16 + 2 * (k % 8)
         else:
             raise EmuError(f"{what}: {which} descriptor swizzle mode {mode} ({ {2: '64B', 3: '32B'}[mode] }) is not "
                            f"supported (0 = none, 1 = 128B)")
@@ -3313,9 +3337,18 @@ class _Exec:
             raise EmuError("only .f32.bf16.bf16 / .f32.f16.f16 are supported")
         ab = types[1]
         args = ins.args
-        if len(args) != 8:
+        a_regs = args[1].strip().startswith("{") if len(args) > 1 else False
+        if len(args) == 8 and a_regs:
+            raise EmuError("wgmma.mma_async with A from registers takes {d}, {a0, a1, a2, a3}, b-desc, scale-d, "
+                           "imm-scale-a, imm-scale-b, imm-trans-b (7 operands: no imm-trans-a)")
+        if len(args) == 7 and not a_regs:
+            raise EmuError("wgmma.mma_async with 7 operands takes A from registers: {d}, {a0, a1, a2, a3}, b-desc, "
+                           f"scale-d, imm-scale-a, imm-scale-b, imm-trans-b (`{args[1].strip()}` is not a "
+                           f"{{...}} register list)")
+        if len(args) not in (7, 8):
             raise EmuError("wgmma.mma_async takes {d}, a-desc, b-desc, scale-d, imm-scale-a, imm-scale-b, "
-                           "imm-trans-a, imm-trans-b")
+                           "imm-trans-a, imm-trans-b (or {d}, {a0, a1, a2, a3}, b-desc, scale-d, imm-scale-a, "
+                           "imm-scale-b, imm-trans-b: A from registers)")
         if not args[0].startswith("{"):
             raise EmuError("the accumulator operand is a {...} register list")
         dl = [x.strip() for x in args[0].strip("{}").split(",")]
@@ -3326,9 +3359,19 @@ class _Exec:
         for x in dl:
             self.dst(x, "f32")
         Dv = [self.regs[x].view(np.float32) for x in dl]
-        if args[1].strip().startswith("{"):
-            raise EmuError("A from registers is not supported (use a shared-memory descriptor)")
-        DA, DB = self.src(args[1], "b64"), self.src(args[2], "b64")
+        if a_regs:
+            al = [x.strip() for x in args[1].strip().strip("{}").split(",")]
+            if len(al) != 4 or not all(al):
+                raise EmuError(f"A from registers (m64n{n}k16 .{ab}) is a list of four .b32 registers "
+                               f"{{a0, a1, a2, a3}}, each holding two .{ab} values, not {args[1].strip()}")
+            if set(al) & set(dl):
+                raise EmuError(f"{sorted(set(al) & set(dl))[0]} is both an A register and an accumulator")
+            Av = [self.src(x, "b32") for x in al]
+            DA = None
+        else:
+            al = []
+            DA = self.src(args[1], "b64")
+        DB = self.src(args[2], "b64")
         def imm(a, nm):
             try:
                 return _int_lit(a)
@@ -3348,12 +3391,23 @@ class _Exec:
         for a, nm in ((args[4], "imm-scale-a"), (args[5], "imm-scale-b")):
             if imm(a, nm) != 1:
                 raise EmuError(f"{nm} {a.strip()} is not supported (only 1)")
-        for a, nm in ((args[6], "imm-trans-a"), (args[7], "imm-trans-b")):
-            if imm(a, nm) != 0:
-                raise EmuError(f"{nm} {a.strip()} is not supported (only 0: K-major operands)")
-        regs = frozenset(dl)
+        trans = {}
+        for a, nm in (((args[6], "imm-trans-a"), (args[7], "imm-trans-b")) if not a_regs else
+                      ((args[6], "imm-trans-b"),)):
+            v = imm(a, nm)
+            if v not in (0, 1):
+                raise EmuError(f"{nm} {a.strip()} must be 0 (K-major) or 1 (MN-major)")
+            trans[nm] = bool(v)
+        mn_a, mn_b = trans.get("imm-trans-a", False), trans["imm-trans-b"]
+        aset = frozenset(al)
+        regs = frozenset(dl) | aset          # guarded while in flight (accumulators and A registers)
         self.acc_regs |= regs
         nh = n // 2
+        if a_regs:   # A fragment: register r of lane l of warp w, (row, column) of its low half
+            t = np.arange(128)[None, :]
+            r = np.arange(4)[:, None]
+            a_rows = np.broadcast_to(16 * (t // 32) + (t % 32) // 4 + 8 * (r & 1), (4, 128))
+            a_cols = np.broadcast_to(8 * (r >> 1) + 2 * (t % 4), (4, 128))
 
         def operand_values(u):
             if ab == "bf16":
@@ -3366,18 +3420,34 @@ class _Exec:
                 sl = slice(t0, t0 + 128)
                 if self.wg_need_fence[wg]:
                     raise EmuError(f"{what}: warpgroup {wg} issues wgmma.mma_async with no wgmma.fence since the start "
-                                   f"or since its accumulator registers were accessed by other instructions")
+                                   f"or since its accumulator / A registers were accessed by other instructions")
+                for rec in self.wg_recs[wg]:      # another in-flight wgmma's A as accumulators, or the reverse
+                    clash = (rec[3] - rec[4]) & aset or rec[4] & (regs - aset)
+                    if clash:
+                        raise EmuError(f"{what}: uses {sorted(clash)[0]}, "
+                                       f"{'an accumulator' if clash & aset else 'an A operand'} of an in-flight "
+                                       f"wgmma.mma_async of warpgroup {wg}, in another role (wgmma.wait_group first)")
                 ds = []
                 for Dsc, nm in ((DA, "a-desc"), (DB, "b-desc"), (S, "scale-d")):
+                    if Dsc is None:
+                        ds.append(None)
+                        continue
                     v = Dsc[sl]
                     if np.count_nonzero(v != v[0]):
                         k = int(np.flatnonzero(v != v[0])[0])
                         raise EmuError(f"{what}: {nm} differs across warpgroup {wg}: thread {t0} has {v[0]!r}, "
                                        f"thread {t0 + k} has {v[k]!r}")
                     ds.append(v[0])
-                A, cha = self._gmma_operand(int(ds[0]), 64, what, "A")
-                B, chb = self._gmma_operand(int(ds[1]), n, what, "B")
-                ch = np.union1d(cha, chb)
+                B, chb = self._gmma_operand(int(ds[1]), n, what, "B", mn_b)
+                if a_regs:
+                    u = np.stack([x[sl] for x in Av]).astype(np.uint32)                 # (4, 128)
+                    A = np.empty((64, 16), np.uint16)
+                    A[a_rows, a_cols] = (u & np.uint32(0xFFFF)).astype(np.uint16)
+                    A[a_rows, a_cols + 1] = (u >> np.uint32(16)).astype(np.uint16)
+                    ch = chb
+                else:
+                    A, cha = self._gmma_operand(int(ds[0]), 64, what, "A", mn_a)
+                    ch = np.union1d(cha, chb)
                 self._wgmma_read_checks(ch, wg, what)
                 rows, cols = self._wg_tab(n)
                 R = operand_values(A) @ operand_values(B).T
@@ -3392,17 +3462,17 @@ class _Exec:
                 self.rd_recs.append(rd)
                 self.unrel[ch] += 1
                 self.inuse[ch] += 1
-                self.wg_recs[wg].append([None, rd, ch, regs])
+                self.wg_recs[wg].append([None, rd, ch, regs, aset])
                 self.wg_live[wg] = self.wg_live[wg] | regs
                 self.n_inflight += 1
                 self.async_on = True
         return mma_async
 
     def _acc_guard(self, fn, names, ins):
-        """Wrap an instruction that reads or writes wgmma accumulator registers:
-        an error while a wgmma of the thread's warpgroup writing them is in
-        flight; afterwards the warpgroup needs a wgmma.fence before its next
-        wgmma.mma_async."""
+        """Wrap an instruction that reads or writes wgmma accumulator registers
+        or A-operand registers: an error while a wgmma of the thread's
+        warpgroup writing (reading) them is in flight; afterwards the warpgroup
+        needs a wgmma.fence before its next wgmma.mma_async."""
         what = f"{self.f.name}: {ins.text}"
 
         def guarded(g):
@@ -3414,7 +3484,9 @@ class _Exec:
                 for wg in wgs:
                     live = self.wg_live[wg] & names
                     if live:
-                        raise EmuError(f"{what}: accesses {sorted(live)[0]}, an accumulator of an in-flight "
+                        x = sorted(live)[0]
+                        role = "an A operand" if any(x in rec[4] for rec in self.wg_recs[wg]) else "an accumulator"
+                        raise EmuError(f"{what}: accesses {x}, {role} of an in-flight "
                                        f"wgmma.mma_async of warpgroup {wg} (wgmma.wait_group first)")
             fn(g)
             self.wg_need_fence[wgs] = True

@@ -6,7 +6,8 @@ row t/4, columns 2(t%4), 2(t%4)+1 of each 8x8 matrix, the transpose with
 type"; cvt packing; cp.async group semantics), and the sm_90a machinery: TMA
 boxes (zero fill, 128-byte swizzle), mbarrier phases / parity / tx-count,
 wgmma m64nNk16 through matrix descriptors ("Register Fragments and Shared
-Memory Matrix Layouts" for wgmma), a producer / consumer pipeline, and the
+Memory Matrix Layouts" for wgmma; K-major and MN-major, A from registers too),
+a producer / consumer pipeline, and the
 errors for unsynchronised or unreleased asynchronous accesses, named barriers
 (bar.sync a, b: completion, happens-before through them, discipline errors),
 TMA stores (the in-bounds box written, bulk async-groups, the proxy fence, a
@@ -1549,14 +1550,16 @@ $after:
 """
 
 
-def wg_kernel(n, pre="", mid="", mod_a="", edit=None, hdr=HDR90, ksteps=4, ab="bf16"):
+def wg_kernel(n, pre="", mid="", mod_a="", edit=None, hdr=HDR90, ksteps=4, ab="bf16", trans_b=False):
+    """trans_b: B MN-major (imm-trans-b 1): the B tile holds 64 k rows of n
+    (<= 64) elements, 128 bytes each, 128B-swizzled; k step s at smB + 2048 s."""
     nh = n // 2
     acc = "{" + ", ".join(f"%d{j}" for j in range(nh)) + "}"
     mmas = ""
     for s in range(ksteps):
-        mmas += desc_lines("%da", "smA", 32 * s, mod=mod_a) + desc_lines("%db", "smB", 32 * s)
+        mmas += desc_lines("%da", "smA", 32 * s, mod=mod_a) + desc_lines("%db", "smB", (2048 if trans_b else 32) * s)
         mmas += f"    wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ab}.{ab} {acc}, %da, %db, " \
-                f"{'%sc' if s == 0 else '1'}, 1, 1, 0, 0;\n"
+                f"{'%sc' if s == 0 else '1'}, 1, 1, 0, {int(trans_b)};\n"
     body = WG_BODY
     for key, val in (("{NH}", str(nh)), ("{BB}", str(128 * n)), ("{NH4}", str(4 * nh)), ("{TX}", str(8192 + 128 * n)),
                      ("{TMA}", TMA), ("{PRE}", pre), ("{MID}", mid), ("{MMAS}", mmas),
@@ -1599,6 +1602,14 @@ def t_wgmma():
     C = RNG.standard_normal((64, n)).astype(np.float32)
     got = frag_to_matrix(wg_run(wg_kernel(n, ab="f16"), n, A, B, C, 1), n)
     check("wgmma m64n24k16 .f32.f16.f16, scale-d 1", np.array_equal(got, stepwise(A, B, C, f16=True)))
+    # imm-trans-b 1: the same kind of 64 x 64 TMA tile read MN-major, as K x N
+    # (row k, the 64 n contiguous): SBO 1024 between 8-k groups, k step 2048 bytes
+    n = 64
+    A, Bkn = bf16_rand((64, 64)), bf16_rand((64, n))
+    C = RNG.standard_normal((64, n)).astype(np.float32)
+    got = frag_to_matrix(wg_run(wg_kernel(n, trans_b=True), n, A, Bkn, C, 1), n)
+    check("wgmma m64n64k16 x4 (K 64), imm-trans-b 1: B MN-major from a 128B-swizzled K x N tile",
+          np.array_equal(got, stepwise(A, np.ascontiguousarray(Bkn.T), C)))
     # no-swizzle descriptors (mode 0): core matrices of 8 rows x 16 bytes, written
     # by two TMA boxes of 8 columns each (k 0-7 and k 8-15): LBO = the second box
     body = """
@@ -1679,8 +1690,8 @@ $w:
     expect_error("wgmma: swizzle mode 2 (64B) raises as unsupported",
                  lambda: wg_run(wg_kernel(n, edit=("mov.u32 %hi, 1073741888;", "mov.u32 %hi, 2147483712;")), n, A, B,
                                 C, 0), "not supported")
-    expect_error("wgmma: imm-trans-b 1 raises",
-                 lambda: wg_run(wg_kernel(n, edit=(", 1, 1, 0, 0;", ", 1, 1, 0, 1;")), n, A, B, C, 0), "imm-trans-b")
+    expect_error("wgmma: imm-trans-b 2 raises",
+                 lambda: wg_run(wg_kernel(n, edit=(", 1, 1, 0, 0;", ", 1, 1, 0, 2;")), n, A, B, C, 0), "imm-trans-b")
     expect_error("wgmma: .target sm_90 (not sm_90a) raises",
                  lambda: wg_run(wg_kernel(n, hdr=HDR90.replace("sm_90a", "sm_90")), n, A, B, C, 0),
                  "needs .target sm_90a")
@@ -1689,6 +1700,241 @@ $w:
     expect_error("wgmma: st.shared onto an operand of an in-flight wgmma raises",
                  lambda: wg_run(wg_kernel(n, mid="mov.u32 %sa, smA;\n st.shared.u32 [%sa], %t;"), n, A, B, C, 0),
                  "not yet retired")
+
+
+# -- wgmma with A from registers, and MN-major (transposed) operands
+
+def op_kmajor(data, n_rows):
+    """A K-major operand (rows x 64, bf16) TMA-loaded as one 128B-swizzled box
+    of 64 columns: k step s at +32 bytes."""
+    return dict(data=data, tmap=((64, n_rows), 128, (64, n_rows), 128), boxes=[(0, 0, 0)], size=128 * n_rows,
+                lbo=16, sbo=1024, mode=1, trans=0, kstep=32, ref=data)
+
+
+def op_mn128(kn, n_cols):
+    """An MN-major operand given K x MN (row k, MN contiguous), TMA-loaded with
+    128B swizzle in boxes of 64 MN columns x K rows at LBO = 64 * 2 * K bytes
+    apart: SBO 1024 (8 k rows of 128 bytes), k step s at +2048."""
+    k = kn.shape[0]
+    lbo = 128 * k
+    return dict(data=kn, tmap=((n_cols, k), 2 * n_cols, (64, k), 128),
+                boxes=[(lbo * j, 64 * j, 0) for j in range(n_cols // 64)], size=lbo * (n_cols // 64),
+                lbo=lbo, sbo=1024, mode=1, trans=1, kstep=2048, ref=np.ascontiguousarray(kn.T))
+
+
+def op_mn_none(kn, n_cols):
+    """An MN-major operand given K x MN, no swizzle: boxes of 8 MN columns x K
+    rows (row k at 16 k bytes: LBO 128 between k halves), one per 8-column group
+    at SBO = 16 K bytes apart; k step s at +256."""
+    k = kn.shape[0]
+    sbo = 16 * k
+    return dict(data=kn, tmap=((n_cols, k), 2 * n_cols, (8, k), 0),
+                boxes=[(sbo * j, 8 * j, 0) for j in range(n_cols // 8)], size=sbo * (n_cols // 8),
+                lbo=128, sbo=sbo, mode=0, trans=1, kstep=256, ref=np.ascontiguousarray(kn.T))
+
+
+def op_regs(data):
+    """A (64 x 16 k steps) from registers, loaded from global memory (row-major)."""
+    return dict(regs=True, data=data, ref=data)
+
+
+XW_BODY = """
+    .reg .pred %p, %ok, %sc;
+    .reg .b32 %t, %b, %lo, %x, %w, %g, %c, %s;
+    .reg .b32 %ra<8>;
+    .reg .b64 %tb, %ta, %pa, %cin, %out, %ad, %st, %da, %db;
+    .reg .f32 %d<{NH}>;
+{SMA}
+    .shared .align 1024 .b8 smB[{SB}];
+    .shared .align 8 .b64 bar;
+    ld.param.u64 %cin, [p_c];
+    ld.param.u64 %out, [p_out];
+    ld.param.u32 %s, [p_scale];
+    setp.ne.u32 %sc, %s, 0;
+    mov.u64 %tb, p_tb;
+    cvta.param.u64 %tb, %tb;
+{AP}
+    mov.u32 %t, %tid.x;
+    mul.wide.u32 %ad, %t, {NH4};
+    add.s64 %ad, %cin, %ad;
+{LOADC}
+{LOADA}
+    mov.u32 %b, bar;
+    setp.ne.u32 %p, %t, 0;
+    @%p bra $i;
+    mbarrier.init.shared::cta.b64 [%b], 1;
+$i:
+    bar.sync 0;
+    @%p bra $w;
+    mbarrier.arrive.expect_tx.shared::cta.b64 %st, [%b], {TX};
+{TMAS}
+$w:
+    mbarrier.try_wait.parity.shared::cta.b64 %ok, [%b], 0;
+    @!%ok bra $w;
+    wgmma.fence.sync.aligned;
+{POST}
+{MMAS}
+    wgmma.commit_group.sync.aligned;
+{MID}
+    wgmma.wait_group.sync.aligned 0;
+    mul.wide.u32 %ad, %t, {NH4};
+    add.s64 %ad, %out, %ad;
+{STORES}
+    ret;
+"""
+
+
+def xw_desc(reg, sym, off, op):
+    return (f"    mov.u32 %x, {sym};\n    add.u32 %x, %x, {off};\n    shr.u32 %lo, %x, 4;\n"
+            f"    or.b32 %lo, %lo, {(op['lbo'] >> 4) << 16};\n"
+            f"    mov.b64 {reg}, {{%lo, {(op['sbo'] >> 4) | (op['mode'] << 30)}}};\n")
+
+
+def xw_kernel(n, a, b, ksteps=1, same_a=False, post="", mid="", edit=None, b_off=0):
+    """One warpgroup: D (64 x n) = A·Bᵀ (+ C) over `ksteps` k16 wgmmas, A from
+    registers (op_regs: register set s for k step s, or set 0 for every step
+    with same_a) or a descriptor, B through a descriptor (op_* specs above;
+    b_off moves B's descriptor start)."""
+    nh = n // 2
+    acc = "{" + ", ".join(f"%d{j}" for j in range(nh)) + "}"
+    tmas, loada, ap, sma = [], "", "", ""
+    tx = 0
+    for sym, tm, op in (("smA", "%ta", a), ("smB", "%tb", b)):
+        if op.get("regs"):
+            continue
+        for off, c0, c1 in op["boxes"]:
+            tmas.append(f"    {TMA} [{sym}+{off}], [{tm}, {{{c0}, {c1}}}], [%b];")
+            tx += 2 * op["tmap"][2][0] * op["tmap"][2][1]
+    if a.get("regs"):
+        rowb = 2 * a["data"].shape[1]
+        # register r of lane l, warp w: row 16w + l/4 + 8(r & 1), columns 8(r >> 1) + 2(l % 4) + {0, 1}
+        loada = (f"    shr.u32 %w, %t, 5;\n    and.b32 %g, %t, 31;\n    shr.u32 %g, %g, 2;\n    and.b32 %c, %t, 3;\n"
+                 f"    shl.b32 %w, %w, 4;\n    add.u32 %x, %w, %g;\n    mul.lo.u32 %x, %x, {rowb};\n"
+                 f"    shl.b32 %c, %c, 2;\n    add.u32 %x, %x, %c;\n    cvt.u64.u32 %pa, %x;\n"
+                 f"    ld.param.u64 %ad, [p_a];\n    add.s64 %pa, %pa, %ad;\n")
+        for s in range(1 if same_a else ksteps):
+            for r in range(4):
+                loada += f"    ld.global.b32 %ra{4 * s + r}, [%pa+{32 * s + 8 * rowb * (r & 1) + 16 * (r >> 1)}];\n"
+    else:
+        ap = "    mov.u64 %ta, p_ta;\n    cvta.param.u64 %ta, %ta;"
+        sma = f"    .shared .align 1024 .b8 smA[{a['size']}];"
+    mmas = ""
+    for s in range(ksteps):
+        if a.get("regs"):
+            s_a = 0 if same_a else s
+            aop = "{" + ", ".join(f"%ra{4 * s_a + r}" for r in range(4)) + "}"
+            trans = f"{b['trans']}"
+        else:
+            mmas += xw_desc("%da", "smA", a["kstep"] * s, a)
+            aop = "%da"
+            trans = f"{a['trans']}, {b['trans']}"
+        mmas += xw_desc("%db", "smB", b["kstep"] * s + b_off, b)
+        mmas += f"    wgmma.mma_async.sync.aligned.m64n{n}k16.f32.bf16.bf16 {acc}, {aop}, %db, " \
+                f"{'%sc' if s == 0 else '1'}, 1, 1, {trans};\n"
+    body = XW_BODY
+    for key, val in (("{NH}", str(nh)), ("{SB}", str(b["size"])), ("{NH4}", str(4 * nh)), ("{TX}", str(tx)),
+                     ("{SMA}", sma), ("{AP}", ap), ("{LOADA}", loada), ("{TMAS}", "\n".join(tmas)),
+                     ("{POST}", post), ("{MID}", mid), ("{MMAS}", mmas),
+                     ("{LOADC}", "\n".join(f"    ld.global.f32 %d{j}, [%ad+{4 * j}];" for j in range(nh))),
+                     ("{STORES}", "\n".join(f"    st.global.f32 [%ad+{4 * j}], %d{j};" for j in range(nh)))):
+        body = body.replace(key, val)
+    if edit:
+        body = body.replace(*edit)
+    params = (["p_a"] if a.get("regs") else ["p_ta:tmap"]) + ["p_tb:tmap", "p_c", "p_out", "p_scale:u32"]
+    return build("xw", params, body, hdr=HDR90)
+
+
+def xw_run(k, n, a, b, C, scale):
+    mem = Memory()
+    args = []
+    for op in (a, b):
+        p = mem.upload(op["data"])
+        if op.get("regs"):
+            args.append(p)
+        else:
+            dims, stride, box, swz = op["tmap"]
+            args.append(TensorMap(p, 2, dims, stride, box, swz))
+    pc = mem.upload(matrix_to_frag(C, n))
+    po = mem.upload(np.full(128 * n // 2, np.nan, np.float32))
+    run_kernel(k, mem, (1, 1, 1), (128, 1, 1), args + [pc, po, scale])
+    return frag_to_matrix(mem.download(po, 128 * n // 2, np.float32).reshape(128, n // 2), n)
+
+
+def xw_check(name, n, a, b, ksteps=1, same_a=False, scale=1):
+    C = RNG.standard_normal((64, n)).astype(np.float32)
+    got = xw_run(xw_kernel(n, a, b, ksteps, same_a), n, a, b, C, scale)
+    K = 16 * ksteps
+    Ar = np.hstack([a["ref"][:, :16]] * ksteps) if same_a else a["ref"][:, :K]
+    want = stepwise(Ar, b["ref"][:, :K], C if scale else np.zeros_like(C))
+    ref64 = bf16_bits_to_f32(Ar).astype(np.float64) @ bf16_bits_to_f32(b["ref"][:, :K]).astype(np.float64).T + \
+        (C if scale else 0)
+    check(name, np.array_equal(got, want) and np.allclose(got, ref64, rtol=1e-5, atol=1e-4),
+          f"max |diff| {np.nanmax(np.abs(got - want))}")
+
+
+def t_wgmma_regs_mn():
+    # a. A from registers ({a0..a3}: mma.m16n8k16's A fragment per warp), B K-major (128B swizzle)
+    for n in (8, 72, 128):
+        for scale in (0, 1):
+            xw_check(f"wgmma m64n{n}k16, A from registers (global -> 4 .b32 per thread), B K-major 128B, "
+                     f"scale-d {scale}", n, op_regs(bf16_rand((64, 16))), op_kmajor(bf16_rand((n, 64)), n),
+                     scale=scale)
+    n = 72
+    xw_check("wgmma m64n72k16 x2 (K 32), A from two register sets, both in flight, scale-d 1 on the second", n,
+             op_regs(bf16_rand((64, 32))), op_kmajor(bf16_rand((n, 64)), n), ksteps=2, scale=0)
+    xw_check("wgmma m64n72k16 x2, the same A registers in two wgmmas in flight", n,
+             op_regs(bf16_rand((64, 16))), op_kmajor(bf16_rand((n, 64)), n), ksteps=2, same_a=True)
+    n = 24
+    xw_check("wgmma m64n24k16 x2 (K 32), A from registers, imm-trans-b 1 (B MN-major, no swizzle)", n,
+             op_regs(bf16_rand((64, 32))), op_mn_none(bf16_rand((32, n)), n), ksteps=2)
+    # b. imm-trans-b 1, 128B swizzle: B K x N row-major, boxes of 64 columns x 16 k rows (SBO 1024, LBO 2048)
+    for n in (64, 128):
+        xw_check(f"wgmma m64n{n}k16, imm-trans-b 1, 128B swizzle: B (16 x {n}, row k) in {n // 64} TMA box(es) of "
+                 f"64 columns, SBO 1024, LBO 2048", n, op_kmajor(bf16_rand((64, 64)), 64),
+                 op_mn128(bf16_rand((16, n)), n))
+    n = 128
+    xw_check("wgmma m64n128k16 x2 (K 32), imm-trans-b 1, 128B swizzle (k step 2048, LBO 4096)", n,
+             op_kmajor(bf16_rand((64, 64)), 64), op_mn128(bf16_rand((32, n)), n), ksteps=2)
+    # c. imm-trans-b 1, no swizzle: boxes of 8 columns x 16 k rows (LBO 128 between k halves, SBO 256)
+    for n in (8, 24):
+        xw_check(f"wgmma m64n{n}k16, imm-trans-b 1, no swizzle: {n // 8} box(es) of 8 columns x 16 rows, LBO 128, "
+                 f"SBO 256", n, op_kmajor(bf16_rand((64, 64)), 64), op_mn_none(bf16_rand((16, n)), n))
+    # imm-trans-a 1 (A through a descriptor, MN-major: given as K x M)
+    n = 16
+    xw_check("wgmma m64n16k16 x2, imm-trans-a 1, 128B swizzle: A (K x 64, row k) in one box, SBO 1024", n,
+             op_mn128(bf16_rand((32, 64)), 64), op_kmajor(bf16_rand((n, 64)), n), ksteps=2)
+    xw_check("wgmma m64n16k16, imm-trans-a 1 and imm-trans-b 1, no swizzle", n,
+             op_mn_none(bf16_rand((16, 64)), 64), op_mn_none(bf16_rand((16, n)), n))
+    # d. errors
+    n = 8
+    a, b = op_regs(bf16_rand((64, 16))), op_kmajor(bf16_rand((n, 64)), n)
+    C = np.zeros((64, n), np.float32)
+    run = lambda **kw: xw_run(xw_kernel(n, a, b, **kw), n, a, b, C, 0)  # noqa: E731
+    expect_error("wgmma A from registers: writing an A register before wgmma.wait_group raises",
+                 lambda: run(mid="mov.b32 %ra1, 0;"), "an A operand of an in-flight")
+    expect_error("wgmma A from registers: reading an A register before wgmma.wait_group raises",
+                 lambda: run(mid="add.u32 %x, %ra3, 1;"), "an A operand of an in-flight")
+    expect_error("wgmma A from registers: writing an accumulator before wgmma.wait_group still says accumulator",
+                 lambda: run(mid="mov.f32 %d0, 0f00000000;"), "an accumulator of an in-flight")
+    expect_error("wgmma A from registers: writing an A register after wgmma.fence, before the mma_async, raises",
+                 lambda: run(post="mov.b32 %ra2, %t;"), "wgmma.fence")
+    expect_error("wgmma A from registers: `a` a list of three registers raises",
+                 lambda: run(edit=("{%ra0, %ra1, %ra2, %ra3}", "{%ra0, %ra1, %ra2}")), "four .b32 registers")
+    expect_error("wgmma A from registers: a 7-operand form with a descriptor as `a` raises",
+                 lambda: run(edit=("{%ra0, %ra1, %ra2, %ra3}", "%da")), "register list")
+    expect_error("wgmma A from registers: an 8-operand form (with imm-trans-a) raises",
+                 lambda: run(edit=("1, 1, 0;", "1, 1, 0, 0;")), "no imm-trans-a")
+    expect_error("wgmma A from registers: an A register that is also an accumulator raises",
+                 lambda: run(edit=("{%ra0, %ra1, %ra2, %ra3}", "{%ra0, %ra1, %ra2, %d3}")), "both an A register")
+    a2 = op_regs(bf16_rand((64, 32)))
+    expect_error("wgmma A from registers: the accumulators of an in-flight wgmma as A of the next raises",
+                 lambda: xw_run(xw_kernel(n, a2, b, ksteps=2, edit=("{%d0, %d1, %d2, %d3}, {%ra4, %ra5, %ra6, %ra7}",
+                                                                    "{%ra0, %ra1, %ra2, %ra3}, {%d0, %d1, %d2, %d3}")),
+                                n, a2, b, C, 0), "an accumulator of an in-flight")
+    ak, bm = op_kmajor(bf16_rand((64, 64)), 64), op_mn128(bf16_rand((16, 64)), 64)
+    expect_error("wgmma: imm-trans-b 1 with a 128B-swizzle start outside the atom's first 128 bytes raises",
+                 lambda: xw_run(xw_kernel(64, ak, bm, b_off=128), 64, ak, bm, np.zeros((64, 64), np.float32), 0),
+                 "first 128 bytes")
 
 
 # -- a warp-specialised pipeline: producer warp (TMA) + consumer warpgroup (wgmma)
@@ -2393,7 +2639,7 @@ def t_tma_store():
 
 
 TESTS = [t_cp_async, t_ldmatrix, t_mma, t_integer, t_float, t_shfl, t_vectors, t_launch, t_races, t_bits,
-         t_tma, t_mbarrier, t_wgmma, t_pipeline, t_banks, t_named_barriers, t_tma_store]
+         t_tma, t_mbarrier, t_wgmma, t_wgmma_regs_mn, t_pipeline, t_banks, t_named_barriers, t_tma_store]
 
 if __name__ == "__main__":
     print(f"TESSERA_TEST_SEED={SEED}", flush=True)
