@@ -29,7 +29,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import gen_ptx  # noqa: E402
-from ptxgen.kernels import attention_fa2  # noqa: E402
+from ptxgen.kernels import attention_fa2, attention_sm90  # noqa: E402
 from ptx_emu import (BankStats, Memory, TensorMap, bf16_bits_to_f32, f32_to_bf16_bits, parse_module,  # noqa: E402
                      run_kernel)
 
@@ -321,12 +321,21 @@ SM90_BLOCKS = 2
 
 def tensor_map(spec, name, addr, rows, cols):
     """The tensor map the host encodes (src/cuda/launch.rs, tensor_map_args) for
-    the bf16 matrix [rows, cols] at addr: the box the generator declares for
-    parameter `name`, 128-byte swizzle, zero fill outside."""
+    the bf16 matrix [rows, cols] at addr: the box and swizzle the generator
+    declares for parameter `name`, zero fill outside."""
     p = next(q for q in spec.params if q.name == name)
     box_rows, box_cols = p.box
     return TensorMap(addr, elem_bytes=2, dims=(cols, rows), stride=cols * 2,
-                     box=(box_cols, box_rows), swizzle=128)
+                     box=(box_cols, box_rows), swizzle=p.swizzle)
+
+
+def attention_maps(entry, **bufs):
+    """The tensor maps of an attention entry that takes them (the Hopper kernels),
+    as src/cuda/attention.rs encodes them: each over the whole buffer of its
+    pointer parameter, bufs[name] = (address, elements, ld), as rows of ld."""
+    spec = SPECS[entry]
+    return {p.name: tensor_map(spec, p.name, bufs[p.of][0], bufs[p.of][1] // bufs[p.of][2], bufs[p.of][2])
+            for p in spec.params if p.kind == "tmap"}
 
 
 def t_linear_sm90():
@@ -409,8 +418,10 @@ def attention_launch(mem, entry, dt, q, k, v, b, h, hd, nq, nk, bc=False):
     out = poison(mem, b * nq * wd, dt)
     spec = SPECS[entry]
     rows = spec.consts["ROWS"]
-    launch(mem, entry, ((nq + rows - 1) // rows, h, b), spec.consts.get("DYN_SMEM", 0),
-           q=mem.upload(q), k=mem.upload(k), v=mem.upload(v), out=out, cu=None, nq=nq, nk=nk,
+    qa, ka, va = mem.upload(q), mem.upload(k), mem.upload(v)
+    maps = attention_maps(entry, q=(qa, q.size, wd), k=(ka, k.size, wd), v=(va, v.size, wd))
+    launch(mem, entry, ((nq + rows - 1) // rows, h, b), spec.consts.get("DYN_SMEM", 0), **maps,
+           q=qa, k=ka, v=va, out=out, cu=None, nq=nq, nk=nk,
            heads=h, hd=hd, ldq=wd, ldkv=wd, ldo=wd, q_col=0, k_col=0, v_col=0,
            q_bstride=0 if bc else nq, q_varlen=0,
            scale=float(np.float32(hd ** -0.5) * np.float32(math.log2(math.e))))
@@ -523,7 +534,8 @@ def t_attention_varlen(entry=None, h=2, hd=64, dt="bf16", lens=(5, 150, 33)):
     spec = SPECS[entry]
     rows = spec.consts["ROWS"]
     scale = hd ** -0.5
-    launch(mem, entry, ((max(lens) + rows - 1) // rows, h, len(lens)), spec.consts.get("DYN_SMEM", 0),
+    maps = attention_maps(entry, **{x: (base, qkv.size, 3 * wd) for x in "qkv"})
+    launch(mem, entry, ((max(lens) + rows - 1) // rows, h, len(lens)), spec.consts.get("DYN_SMEM", 0), **maps,
            q=base, k=base, v=base, out=out, cu=mem.upload(cu), nq=max(lens), nk=max(lens),
            heads=h, hd=hd, ldq=3 * wd, ldkv=3 * wd, ldo=wd, q_col=0, k_col=wd, v_col=2 * wd,
            q_bstride=0, q_varlen=1,
@@ -550,9 +562,10 @@ def t_attention_packed_keys(entry, dt, h=2, hd=17, nq=1):
     spec = SPECS[entry]
     rows = spec.consts["ROWS"]
     scale = hd ** -0.5
-    kvb = mem.upload(kv)
-    launch(mem, entry, ((nq + rows - 1) // rows, h, b), spec.consts.get("DYN_SMEM", 0),
-           q=mem.upload(q), k=kvb, v=kvb, out=out, cu=mem.upload(cu), nq=nq, nk=max(lens),
+    kvb, qa = mem.upload(kv), mem.upload(q)
+    maps = attention_maps(entry, q=(qa, q.size, wd), k=(kvb, kv.size, 2 * wd), v=(kvb, kv.size, 2 * wd))
+    launch(mem, entry, ((nq + rows - 1) // rows, h, b), spec.consts.get("DYN_SMEM", 0), **maps,
+           q=qa, k=kvb, v=kvb, out=out, cu=mem.upload(cu), nq=nq, nk=max(lens),
            heads=h, hd=hd, ldq=wd, ldkv=2 * wd, ldo=wd, q_col=0, k_col=0, v_col=wd,
            q_bstride=0, q_varlen=0,
            scale=float(np.float32(scale) * np.float32(math.log2(math.e))))
@@ -564,6 +577,53 @@ def t_attention_packed_keys(entry, dt, h=2, hd=17, nq=1):
         ref[s] = attention_ref(Q, KV[None, a:e, 0], KV[None, a:e, 1], scale)[0]
     check(f"{entry} packed keys lens={lens} shared probe nq={nq}", read(mem, out, b * nq * wd, dt),
           ref.ravel(), dt)
+
+
+SM90_NAME = re.compile(r"attention_bf16_sm90_hd(\d+)$")
+
+
+def t_attention_sm90():
+    """The Hopper kernels (the host's choice on capability 9.0 for exactly these
+    head dims): lengths no tile divides, enough key tiles for the 3-stage ring to
+    wrap, a fused qkv packed batch (rows of the next sequence inside the last
+    K/V tile), a −∞ first tile."""
+    committed = {int(m.group(1)) for e in module("attention_sm90") if (m := SM90_NAME.match(e))}
+    ok = committed == set(attention_sm90.HEAD_DIMS)
+    print(f"{'ok  ' if ok else 'FAIL'} attention_bf16_sm90_hd* entries: committed {sorted(committed)}, "
+          f"generator {sorted(attention_sm90.HEAD_DIMS)}")
+    if not ok:
+        FAILS.append("attention_bf16_sm90_hd* entry list")
+    kt = attention_sm90.BC
+    for hd in sorted(committed):
+        entry = f"attention_bf16_sm90_hd{hd}"
+        nq = int(RNG.integers(kt + 1, 2 * kt))
+        nk = int(RNG.integers(1, kt)) if QUICK else int(RNG.integers(3 * kt + 1, 4 * kt))
+        assert nq % kt and nk % kt
+        attention_case(entry, "bf16", 1, 2, hd, nq, nk)
+        if not QUICK:
+            attention_case(entry, "bf16", 2, 1, hd, 16, int(RNG.integers(kt + 1, 2 * kt)))
+    for hd in (64, 72):
+        t_attention_varlen(f"attention_bf16_sm90_hd{hd}", h=2, hd=hd, lens=(5, 150, 33))
+    attention_case("attention_bf16_sm90_hd64", "bf16", 1, 2, 64, 20, 150, neg_inf=True)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        nf_attention("attention_bf16_sm90_hd72", "bf16", 2, 72, 20, 70)
+        nf_next_sequence("attention_bf16_sm90_hd72")
+
+
+def nf_next_sequence(entry, h=2, hd=72, nq=20, nk=70):
+    """Two fixed-length sequences: sequence 0's last K/V tile reads sequence 1's
+    rows, whose keys and values hold NaN and ±inf; sequence 0 must not see them."""
+    wd = h * hd
+    q, k, v = rnd(2 * nq * wd, 1, "bf16"), rnd(2 * nk * wd, 1, "bf16"), rnd(2 * nk * wd, 1, "bf16")
+    for row, val in ((nk + 1, np.nan), (nk + 2, np.inf), (nk + 5, -np.inf)):
+        put(k, row * wd + 3, val, "bf16")
+        put(v, row * wd + hd + 1, val, "bf16")
+    mem = Memory()
+    out = attention_launch(mem, entry, "bf16", q, k, v, 2, h, hd, nq, nk)
+    Q, K, V = (as64(x, "bf16").reshape(2, -1, h, hd) for x in (q, k, v))
+    ref = np.stack([nf_attention_ref(Q[i], K[i], V[i], hd ** -0.5) for i in range(2)])
+    check_nonfinite(f"{entry} b=2 h={h} hd={hd} nq={nq} nk={nk}, NaN/±inf in sequence 1's keys and values",
+                    read(mem, out, 2 * nq * wd, "bf16"), ref, "bf16", ("nan", "finite"))
 
 
 def t_attention_fused():
@@ -918,7 +978,7 @@ def t_smem_traffic():
 
 GROUPS = {"add": t_add, "cast": t_cast, "layer_norm": t_layer_norm, "linear": t_linear,
           "linear_sm80": t_linear_sm80, "linear_sm90": t_linear_sm90, "patch_embed": t_patch_embed, "attention": t_attention,
-          "attention_fa2": t_attention_fa2, "memory": t_memory,
+          "attention_fa2": t_attention_fa2, "attention_sm90": t_attention_sm90, "memory": t_memory,
           "nonfinite": t_nonfinite, "smem_traffic": t_smem_traffic}
 
 

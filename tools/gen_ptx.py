@@ -20,15 +20,15 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ptxgen.asm import module_text  # noqa: E402
-from ptxgen.kernels import (attention_fa2, attention_simt, elementwise, gemm_mma64,  # noqa: E402
-                            gemm_simt, gemm_sm80, gemm_sm90, layer_norm, memory)
+from ptxgen.kernels import (attention_fa2, attention_simt, attention_sm90, elementwise,  # noqa: E402
+                            gemm_mma64, gemm_simt, gemm_sm80, gemm_sm90, layer_norm, memory)
 from ptxgen.manifest import rust_manifest  # noqa: E402
 
 ROOT = os.environ.get("TESSERA_GEN_ROOT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 
 # Hopper-only modules: wgmma and TMA need the architecture-specific target.
-SM90_MODULES = {"linear_sm90"}
+SM90_MODULES = {"linear_sm90", "attention_sm90"}
 SM90 = {"version": "8.0", "target": "sm_90a", "dyn_align": 128}
 
 
@@ -50,6 +50,8 @@ def modules():
                 [gemm_simt.gemm_f32("patch"), gemm_mma64.gemm_bf16_any("patch")]))
     out.append(("attention", "attention_*: fused multi-head attention.\n\n" + doc_of(attention_fa2)
                 + "\n\n" + doc_of(attention_simt), attention_fa2.kernels() + attention_simt.kernels()))
+    out.append(("attention_sm90", "attention_bf16_sm90_*: fused multi-head attention on Hopper (wgmma, TMA).\n\n"
+                + doc_of(attention_sm90), attention_sm90.kernels()))
     return out
 
 

@@ -1,14 +1,91 @@
-//! Attention on CUDA (kernels/attention.ptx), fused, online softmax:
+//! Attention on CUDA (kernels/attention.ptx, kernels/attention_sm90.ptx), fused,
+//! online softmax:
 //! - bf16 with head dims a multiple of 8 (up to 128) and at least 16 query rows:
-//!   `attention_bf16_hd{16..128}`, FlashAttention-2 style on tensor cores;
+//!   on compute capability 9.0 at head dims 64, 72, 80 and 128,
+//!   `attention_bf16_sm90_hd*` (wgmma fed by TMA; see [`AttentionPath`]),
+//!   elsewhere `attention_bf16_hd{16..128}`, FlashAttention-2 style on tensor
+//!   cores (mma.sync);
 //! - f32 (exact, the 1e-5 bar), and bf16 otherwise (odd head dims, the pooling
 //!   probe's single query): `attention_{f32,bf16}` on CUDA cores.
 
+use cudarc::driver::CudaSlice;
+
+use super::launch::{KernelSpec, Matrix2d};
 use super::manifest as m;
 use super::Cuda;
 use crate::element::{DType, Element};
 use crate::error::{Error, Result};
 use crate::ops::{index32, AttentionArgs, Packing};
+
+/// The bf16 tensor-core attention of a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AttentionPath {
+    /// `attention_bf16_hd*`: mma.sync fed by cp.async (compute capability 8.0+).
+    Fa2,
+    /// `attention_bf16_sm90_hd*` at head dims 64, 72, 80 and 128 (wgmma fed by
+    /// TMA, sm_90a: compute capability 9.0 only), `attention_bf16_hd*` at others.
+    Sm90,
+}
+
+/// The most dynamic shared memory of the `attention_bf16_sm90_hd*` kernels.
+const SM90_SMEM: u32 = m::attention_bf16_sm90_hd128::DYN_SMEM;
+
+impl AttentionPath {
+    /// The path for compute capability `(major, minor)`, unless
+    /// `TESSERA_CUDA_ATTENTION` (`fa2` or `sm90`; `auto` or unset: by capability)
+    /// says otherwise. `sm90` on a GPU without wgmma is an error, as is an unknown
+    /// value.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn choose(capability: (i32, i32), max_smem: u32, env: Option<&str>) -> Result<Self> {
+        let (major, minor) = capability;
+        let hopper = capability == (9, 0) && max_smem >= SM90_SMEM;
+        match env.map(str::trim) {
+            None | Some("") | Some("auto") => Ok(if hopper { Self::Sm90 } else { Self::Fa2 }),
+            Some("fa2") => Ok(Self::Fa2),
+            Some("sm90") if hopper => Ok(Self::Sm90),
+            Some("sm90") => Err(Error::Unsupported {
+                op: "Cuda::new",
+                msg: format!(
+                    "TESSERA_CUDA_ATTENTION=sm90 needs compute capability 9.0 (wgmma, sm_90a) \
+                     and {SM90_SMEM} bytes of shared memory per block; this GPU is \
+                     {major}.{minor} with {max_smem}"
+                ),
+            }),
+            Some(other) => Err(Error::Unsupported {
+                op: "Cuda::new",
+                msg: format!("TESSERA_CUDA_ATTENTION={other:?}: expected auto, fa2 or sm90"),
+            }),
+        }
+    }
+}
+
+/// The Hopper kernel of an exact head dim: its spec and dynamic shared memory
+/// (query rows per block: [`m::attention_bf16_sm90_hd64::ROWS`], the same for all).
+fn sm90_spec(hd: usize) -> Option<(&'static KernelSpec<m::AttentionSm90>, u32)> {
+    macro_rules! entry {
+        ($m:ident) => {
+            (&m::$m::SPEC, m::$m::DYN_SMEM)
+        };
+    }
+    Some(match hd {
+        64 => entry!(attention_bf16_sm90_hd64),
+        72 => entry!(attention_bf16_sm90_hd72),
+        80 => entry!(attention_bf16_sm90_hd80),
+        128 => entry!(attention_bf16_sm90_hd128),
+        _ => return None,
+    })
+}
+
+/// The tensor map's view of a bf16 buffer of rows `ld` elements long: every whole
+/// row it holds (a map may cover more than the op reads; the kernel bounds its
+/// rows itself).
+fn map_shape(buf: &CudaSlice<u8>, ld: u32) -> Matrix2d {
+    let rows = buf.len() / 2 / (ld.max(1) as usize);
+    Matrix2d {
+        rows: rows.min(i32::MAX as usize) as u32,
+        cols: ld,
+    }
+}
 
 /// The tensor-core kernel of each padded head dim: its spec, dynamic shared memory
 /// and query rows per block (each entry's own manifest values).
@@ -97,6 +174,47 @@ pub(super) fn attention<T: Element>(dev: &Cuda, a: AttentionArgs<'_, T, Cuda>) -
         scale,
     };
     let heads_batch = (d.heads as u32, d.batch as u32);
+    if let Some((spec, smem)) = sm90_spec(d.head_dim)
+        .filter(|_| tensor_cores && dev.attention_path() == AttentionPath::Sm90)
+    {
+        let rows = m::attention_bf16_sm90_hd64::ROWS;
+        let (q, k, v) = (args.q, args.k, args.v);
+        let (qs, kvs) = (map_shape(q, args.ldq), map_shape(k, args.ldkv));
+        let vs = map_shape(v, args.ldkv);
+        let a = m::AttentionSm90Args {
+            q,
+            k,
+            v,
+            tmap_q: qs,
+            tmap_k: kvs,
+            tmap_v: vs,
+            tmap_q_tail: qs,
+            tmap_k_tail: kvs,
+            tmap_v_tail: vs,
+            out: args.out,
+            cu: args.cu,
+            nq,
+            nk,
+            heads: args.heads,
+            hd: args.hd,
+            ldq: args.ldq,
+            ldkv: args.ldkv,
+            ldo: args.ldo,
+            q_col: args.q_col,
+            k_col: args.k_col,
+            v_col: args.v_col,
+            q_bstride,
+            q_varlen: args.q_varlen,
+            scale,
+        };
+        return dev.launch(
+            OP,
+            spec,
+            (nq.div_ceil(rows), heads_batch.0, heads_batch.1),
+            smem,
+            a,
+        );
+    }
     match fa2_spec(d.head_dim).filter(|_| tensor_cores) {
         Some((spec, smem, rows)) => dev.launch(
             OP,
@@ -118,6 +236,55 @@ pub(super) fn attention<T: Element>(dev: &Cuda, a: AttentionArgs<'_, T, Cuda>) -
                 0,
                 args,
             )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{sm90_spec, AttentionPath, SM90_SMEM};
+
+    const H100: u32 = 232_448;
+
+    #[test]
+    fn attention_path_by_capability_and_override() {
+        let choose = |cap, smem, env| AttentionPath::choose(cap, smem, env);
+        assert_eq!(choose((9, 0), H100, None).unwrap(), AttentionPath::Sm90);
+        assert_eq!(choose((8, 0), 166_912, None).unwrap(), AttentionPath::Fa2);
+        assert_eq!(choose((9, 1), H100, None).unwrap(), AttentionPath::Fa2);
+        assert_eq!(choose((9, 0), 100_000, None).unwrap(), AttentionPath::Fa2);
+        assert_eq!(
+            choose((9, 0), H100, Some("fa2")).unwrap(),
+            AttentionPath::Fa2
+        );
+        assert_eq!(
+            choose((9, 0), H100, Some(" sm90 ")).unwrap(),
+            AttentionPath::Sm90
+        );
+        let e = choose((8, 0), 166_912, Some("sm90"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("TESSERA_CUDA_ATTENTION") && e.contains("8.0"),
+            "{e}"
+        );
+        let e = choose((9, 0), H100, Some("flash")).unwrap_err().to_string();
+        assert!(e.contains("\"flash\""), "{e}");
+    }
+
+    /// The Hopper kernels exist for exactly the head dims the generator writes, and
+    /// the capability check covers the largest one's shared memory.
+    #[test]
+    fn sm90_entries_and_shared_memory() {
+        let dims: Vec<usize> = (8..=128)
+            .step_by(8)
+            .filter(|&hd| sm90_spec(hd).is_some())
+            .collect();
+        assert_eq!(dims, [64, 72, 80, 128]);
+        for hd in dims {
+            let (spec, smem) = sm90_spec(hd).unwrap();
+            assert!(spec.entry.ends_with(&format!("_hd{hd}")), "{}", spec.entry);
+            assert!(smem + spec.static_smem <= SM90_SMEM, "{}", spec.entry);
         }
     }
 }

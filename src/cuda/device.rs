@@ -49,6 +49,8 @@ pub(super) struct Inner {
     pub(super) sm_count: u32,
     /// Which bf16 GEMM the aligned linear layers use.
     pub(super) gemm: GemmPath,
+    /// Which bf16 tensor-core attention kernels the head dims that have both use.
+    pub(super) attention: super::attention::AttentionPath,
     /// The wgmma GEMM's output tile width when `TESSERA_CUDA_SM90_TILE_N` fixes
     /// it (else chosen per shape: `linear::sm90_tile_n`).
     pub(super) sm90_tile_n: Option<u32>,
@@ -232,6 +234,11 @@ impl Cuda {
                 u32::try_from(max_smem).unwrap_or(0),
                 std::env::var("TESSERA_CUDA_GEMM").ok().as_deref(),
             )?;
+            let attention = super::attention::AttentionPath::choose(
+                (major, minor),
+                u32::try_from(max_smem).unwrap_or(0),
+                std::env::var("TESSERA_CUDA_ATTENTION").ok().as_deref(),
+            )?;
             // SAFETY: every buffer of this handle is allocated, used and freed on its
             // one stream (`Inner::stream`; buffers of other handles cannot be passed
             // to it: `same_device` compares this context's Arc), so stream order alone
@@ -260,6 +267,7 @@ impl Cuda {
                     max_smem: u32::try_from(max_smem).unwrap_or(0),
                     sm_count: u32::try_from(sm_count).unwrap_or(1).max(1),
                     gemm,
+                    attention,
                     sm90_tile_n,
                     ctx,
                     stream,
@@ -322,6 +330,11 @@ impl Cuda {
     /// The bf16 GEMM this handle's aligned linear layers run (see [`GemmPath`]).
     pub fn gemm_path(&self) -> GemmPath {
         self.inner.gemm
+    }
+
+    /// Which bf16 tensor-core attention this handle uses.
+    pub(super) fn attention_path(&self) -> super::attention::AttentionPath {
+        self.inner.attention
     }
 
     /// The wgmma GEMM's tile width if `TESSERA_CUDA_SM90_TILE_N` fixed it.
@@ -427,13 +440,17 @@ impl Device for Cuda {
             (GemmPath::Sm90, None) => "sm90".to_string(),
             (GemmPath::Sm90, Some(n)) => format!("sm90 {n}-wide tiles"),
         };
+        let attention = match self.inner.attention {
+            super::attention::AttentionPath::Fa2 => "fa2",
+            super::attention::AttentionPath::Sm90 => "sm90",
+        };
         let graphs = if self.inner.graphs_enabled {
             "graphs on"
         } else {
             "graphs off"
         };
         format!(
-            "cuda:{} ({}, sm_{major}{minor}, bf16 GEMM {gemm}, {graphs})",
+            "cuda:{} ({}, sm_{major}{minor}, bf16 GEMM {gemm}, attention {attention}, {graphs})",
             self.inner.ordinal, self.inner.name
         )
     }

@@ -34,10 +34,11 @@ pub(super) enum ParamKind {
     F32,
     /// A TMA tensor map, passed by value (128 bytes), through which the kernel
     /// reads (or, over an output, writes) boxes of `box_rows` × `box_cols`
-    /// elements with the 128-byte swizzle.
+    /// elements, with the 128-byte swizzle (`swizzle128`) or none.
     TensorMap {
         box_rows: u32,
         box_cols: u32,
+        swizzle128: bool,
     },
 }
 
@@ -308,8 +309,14 @@ impl Cuda {
         // Tensor maps: (parameter, the input pointer it describes, shape, box).
         let mut tmaps = Vec::new();
         for (i, (a, (_, kind))) in args.iter().zip(spec.params).enumerate() {
-            if let (Arg::TensorMap { of, shape }, ParamKind::TensorMap { box_rows, box_cols }) =
-                (a, *kind)
+            if let (
+                Arg::TensorMap { of, shape },
+                ParamKind::TensorMap {
+                    box_rows,
+                    box_cols,
+                    swizzle128,
+                },
+            ) = (a, *kind)
             {
                 let (of, shape) = (*of, *shape);
                 if !matches!(args.get(of), Some(Arg::In(_) | Arg::Out(_))) {
@@ -318,7 +325,7 @@ impl Cuda {
                         spec.params[i].0
                     )));
                 }
-                tmaps.push((i, of, shape, box_rows, box_cols));
+                tmaps.push((i, of, shape, (box_rows, box_cols, swizzle128)));
             }
         }
         // Counted here: refused arguments and empty grids launch nothing.
@@ -356,15 +363,8 @@ impl Cuda {
                     Arg::TensorMap { .. } => slots.push(0),
                 }
             }
-            for &(i, of, shape, box_rows, box_cols) in &tmaps {
-                let map = tensor_map(
-                    &what,
-                    spec.params[i].0,
-                    slots[of],
-                    shape,
-                    box_rows,
-                    box_cols,
-                )?;
+            for &(i, of, shape, boxes) in &tmaps {
+                let map = tensor_map(op, &what, spec.params[i].0, slots[of], shape, boxes)?;
                 maps.push(map);
             }
             let mut next_map = maps.iter_mut();
@@ -407,29 +407,34 @@ impl Cuda {
 
 /// The encoding of one tensor map, as `cuTensorMapEncodeTiled` takes it: a 2-D
 /// bf16 matrix `shape` at `ptr` (row stride `cols` elements), read or written in
-/// boxes of `box_rows` × `box_cols` with the 128-byte swizzle, elements past the
-/// edges zero-filled on reads and left alone on writes. Checked here against the driver's rules, so a shape it would
-/// refuse is an error naming the tensor rather than a failed launch.
+/// boxes of `box_rows` × `box_cols` with the 128-byte swizzle or none, elements
+/// past the edges zero-filled on reads and left alone on writes. Checked here
+/// against the driver's rules, so a shape it would refuse is an error naming the
+/// tensor rather than a failed launch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct TensorMapArgs {
     pub dims: [u64; 2],
     pub row_stride: u64,
     pub boxes: [u32; 2],
+    pub swizzle128: bool,
 }
 
+/// A tensor-map parameter's box: (rows, columns, 128-byte swizzle).
+pub(super) type MapBox = (u32, u32, bool);
+
 pub(super) fn tensor_map_args(
+    op: &'static str,
     what: &str,
     name: &str,
     ptr: u64,
     shape: Matrix2d,
-    box_rows: u32,
-    box_cols: u32,
+    (box_rows, box_cols, swizzle128): MapBox,
 ) -> Result<TensorMapArgs> {
     const ELEM: u64 = 2;
     let row_bytes = u64::from(shape.cols) * ELEM;
     let bad = |why: String| {
         Err(Error::Unsupported {
-            op: "linear",
+            op,
             msg: format!(
                 "{what}: tensor map {name} of a [{}, {}] bf16 matrix: {why}",
                 shape.rows, shape.cols
@@ -450,31 +455,43 @@ pub(super) fn tensor_map_args(
     if row_bytes >= 1 << 40 {
         return bad("its row stride exceeds 2^40 bytes".into());
     }
-    if !(1..=256).contains(&box_rows)
-        || !(1..=256).contains(&box_cols)
-        || u64::from(box_cols) * ELEM != 128
-    {
-        return bad(format!(
-            "box {box_rows} x {box_cols} does not fit the 128-byte swizzle"
-        ));
+    let box_bytes = u64::from(box_cols) * ELEM;
+    let box_fits = if swizzle128 {
+        box_bytes == 128
+    } else {
+        box_bytes.is_multiple_of(16)
+    };
+    if !(1..=256).contains(&box_rows) || !(1..=256).contains(&box_cols) || !box_fits {
+        let sw = if swizzle128 {
+            "the 128-byte swizzle"
+        } else {
+            "whole 16-byte rows"
+        };
+        return bad(format!("box {box_rows} x {box_cols} does not fit {sw}"));
     }
     Ok(TensorMapArgs {
         dims: [u64::from(shape.cols), u64::from(shape.rows)],
         row_stride: row_bytes,
         boxes: [box_cols, box_rows],
+        swizzle128,
     })
 }
 
 /// Encode the tensor map of [`tensor_map_args`] with the driver.
 fn tensor_map(
+    op: &'static str,
     what: &str,
     name: &str,
     ptr: u64,
     shape: Matrix2d,
-    box_rows: u32,
-    box_cols: u32,
+    boxes: MapBox,
 ) -> Result<sys::CUtensorMap> {
-    let a = tensor_map_args(what, name, ptr, shape, box_rows, box_cols)?;
+    let a = tensor_map_args(op, what, name, ptr, shape, boxes)?;
+    let swizzle = if a.swizzle128 {
+        sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B
+    } else {
+        sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_NONE
+    };
     let mut map = sys::CUtensorMap { opaque: [0; 16] };
     let strides = [a.row_stride];
     let elem_strides = [1u32, 1];
@@ -494,7 +511,7 @@ fn tensor_map(
             a.boxes.as_ptr(),
             elem_strides.as_ptr(),
             sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
-            sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+            swizzle,
             sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
             sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
         )
@@ -520,23 +537,22 @@ mod tests {
     use super::{tensor_map_args, Matrix2d, TensorMapArgs};
 
     /// The tensor map the Hopper GEMM gets for x [300, 200] and W [520, 200] with
-    /// its boxes, and the shapes the driver would refuse, as errors naming the map.
+    /// its boxes, attention's unswizzled 8-column boxes, and the shapes the driver
+    /// would refuse, as errors naming the op and the map.
     #[test]
     fn tensor_map_arguments() {
         let (br, bc) = (
             manifest::linear_bf16_sm90::TILE_M,
             manifest::linear_bf16_sm90::TILE_K,
         );
+        let shape = |rows, cols| Matrix2d { rows, cols };
         let a = tensor_map_args(
+            "linear",
             "t",
             "tmap_x",
             0x1000,
-            Matrix2d {
-                rows: 300,
-                cols: 200,
-            },
-            br,
-            bc,
+            shape(300, 200),
+            (br, bc, true),
         );
         assert_eq!(
             a.unwrap(),
@@ -544,38 +560,56 @@ mod tests {
                 dims: [200, 300],
                 row_stride: 400,
                 boxes: [64, 128],
+                swizzle128: true,
             }
         );
         let w = tensor_map_args(
+            "linear",
             "t",
             "tmap_w",
             0x2000,
-            Matrix2d {
-                rows: 520,
-                cols: 200,
-            },
-            256,
-            bc,
+            shape(520, 200),
+            (256, bc, true),
         );
         assert_eq!(w.unwrap().boxes, [64, 256]);
-        for (ptr, rows, cols, box_rows, box_cols, needle) in [
-            (0x1008, 4, 8, 128, 64, "16-byte aligned"),
-            (0x1000, 4, 12, 128, 64, "not a multiple of 16"),
-            (0x1000, 0, 8, 128, 64, "empty"),
-            (0x1000, 4, 8, 512, 64, "box 512 x 64"),
-            (0x1000, 4, 8, 128, 32, "box 128 x 32"),
+        let tail = tensor_map_args(
+            "attention",
+            "t",
+            "tmap_k_tail",
+            0x2000,
+            shape(729, 3456),
+            (128, 8, false),
+        );
+        assert_eq!(
+            tail.unwrap(),
+            TensorMapArgs {
+                dims: [3456, 729],
+                row_stride: 6912,
+                boxes: [8, 128],
+                swizzle128: false,
+            }
+        );
+        for (ptr, rows, cols, boxes, needle) in [
+            (0x1008, 4, 8, (128, 64, true), "16-byte aligned"),
+            (0x1000, 4, 12, (128, 64, true), "not a multiple of 16"),
+            (0x1000, 0, 8, (128, 64, true), "empty"),
+            (0x1000, 4, 8, (512, 64, true), "box 512 x 64"),
+            (0x1000, 4, 8, (128, 32, true), "box 128 x 32"),
+            (
+                0x1000,
+                4,
+                8,
+                (128, 4, false),
+                "box 128 x 4 does not fit whole 16-byte rows",
+            ),
         ] {
-            let e = tensor_map_args(
-                "t",
-                "tmap_x",
-                ptr,
-                Matrix2d { rows, cols },
-                box_rows,
-                box_cols,
-            )
-            .unwrap_err()
-            .to_string();
-            assert!(e.contains("tmap_x") && e.contains(needle), "{e}");
+            let e = tensor_map_args("attention", "t", "tmap_x", ptr, shape(rows, cols), boxes)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("tmap_x") && e.contains("attention") && e.contains(needle),
+                "{e}"
+            );
         }
     }
 

@@ -55,6 +55,12 @@ pub(super) static ATTENTION: Module = Module {
     ptx: include_str!("../../kernels/attention.ptx"),
 };
 
+/// kernels/attention_sm90.ptx.
+pub(super) static ATTENTION_SM90: Module = Module {
+    name: "attention_sm90",
+    ptx: include_str!("../../kernels/attention_sm90.ptx"),
+};
+
 /// Arguments of the kernels with signature `elementwise2`, by name.
 pub(super) struct Elementwise2Args<'a> {
     pub a: &'a CudaSlice<u8>,
@@ -499,6 +505,69 @@ impl Signature for Attention {
     }
 }
 
+/// Arguments of the kernels with signature `attention_sm90`, by name.
+pub(super) struct AttentionSm90Args<'a> {
+    pub q: &'a CudaSlice<u8>,
+    pub k: &'a CudaSlice<u8>,
+    pub v: &'a CudaSlice<u8>,
+    pub tmap_q: Matrix2d,
+    pub tmap_k: Matrix2d,
+    pub tmap_v: Matrix2d,
+    pub tmap_q_tail: Matrix2d,
+    pub tmap_k_tail: Matrix2d,
+    pub tmap_v_tail: Matrix2d,
+    pub out: &'a mut CudaSlice<u8>,
+    pub cu: Option<&'a CudaSlice<u8>>,
+    pub nq: u32,
+    pub nk: u32,
+    pub heads: u32,
+    pub hd: u32,
+    pub ldq: u32,
+    pub ldkv: u32,
+    pub ldo: u32,
+    pub q_col: u32,
+    pub k_col: u32,
+    pub v_col: u32,
+    pub q_bstride: u32,
+    pub q_varlen: u32,
+    pub scale: f32,
+}
+
+/// Marker of the `attention_sm90` parameter list.
+pub(super) struct AttentionSm90;
+
+impl Signature for AttentionSm90 {
+    type Args<'a> = AttentionSm90Args<'a>;
+    fn into_args<'a>(a: Self::Args<'a>) -> Vec<Arg<'a>> {
+        vec![
+            Arg::In(a.q),
+            Arg::In(a.k),
+            Arg::In(a.v),
+            Arg::TensorMap { of: 0, shape: a.tmap_q },
+            Arg::TensorMap { of: 1, shape: a.tmap_k },
+            Arg::TensorMap { of: 2, shape: a.tmap_v },
+            Arg::TensorMap { of: 0, shape: a.tmap_q_tail },
+            Arg::TensorMap { of: 1, shape: a.tmap_k_tail },
+            Arg::TensorMap { of: 2, shape: a.tmap_v_tail },
+            Arg::Out(a.out),
+            a.cu.map_or(Arg::Null, Arg::In),
+            Arg::U32(a.nq),
+            Arg::U32(a.nk),
+            Arg::U32(a.heads),
+            Arg::U32(a.hd),
+            Arg::U32(a.ldq),
+            Arg::U32(a.ldkv),
+            Arg::U32(a.ldo),
+            Arg::U32(a.q_col),
+            Arg::U32(a.k_col),
+            Arg::U32(a.v_col),
+            Arg::U32(a.q_bstride),
+            Arg::U32(a.q_varlen),
+            Arg::F32(a.scale),
+        ]
+    }
+}
+
 /// `add_f32`: out[i] = a[i] + b[i] for i < n (f32); grid-stride loop.
 pub(super) mod add_f32 {
     use super::*;
@@ -854,7 +923,7 @@ pub(super) mod linear_bf16_sm90 {
         threads: 384,
         static_smem: 0,
         max_dyn_smem: 230464,
-        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { box_rows: 128, box_cols: 64 }), ("tmap_w", ParamKind::TensorMap { box_rows: 256, box_cols: 64 }), ("tmap_out", ParamKind::TensorMap { box_rows: 64, box_cols: 64 }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
+        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_w", ParamKind::TensorMap { box_rows: 256, box_cols: 64, swizzle128: true }), ("tmap_out", ParamKind::TensorMap { box_rows: 64, box_cols: 64, swizzle128: true }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const DYN_SMEM: u32 = 230464;
@@ -872,7 +941,7 @@ pub(super) mod linear_bf16_sm90_n192 {
         threads: 384,
         static_smem: 0,
         max_dyn_smem: 197696,
-        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { box_rows: 128, box_cols: 64 }), ("tmap_w", ParamKind::TensorMap { box_rows: 192, box_cols: 64 }), ("tmap_out", ParamKind::TensorMap { box_rows: 64, box_cols: 64 }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
+        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_w", ParamKind::TensorMap { box_rows: 192, box_cols: 64, swizzle128: true }), ("tmap_out", ParamKind::TensorMap { box_rows: 64, box_cols: 64, swizzle128: true }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const DYN_SMEM: u32 = 197696;
@@ -1081,6 +1150,74 @@ pub(super) mod attention_bf16 {
     pub(in crate::cuda) const ROWS: u32 = 8;
 }
 
+/// `attention_bf16_sm90_hd64`: attention_bf16_sm90_hd64: Hopper bf16 attention, hd 64, wgmma fed by TMA through 3
+pub(super) mod attention_bf16_sm90_hd64 {
+    use super::*;
+    pub(in crate::cuda) const SPEC: KernelSpec<AttentionSm90> = KernelSpec {
+        module: &ATTENTION_SM90,
+        entry: "attention_bf16_sm90_hd64",
+        threads: 384,
+        static_smem: 0,
+        max_dyn_smem: 115768,
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
+        signature: std::marker::PhantomData,
+    };
+    pub(in crate::cuda) const DYN_SMEM: u32 = 115768;
+    pub(in crate::cuda) const HD: u32 = 64;
+    pub(in crate::cuda) const ROWS: u32 = 128;
+}
+
+/// `attention_bf16_sm90_hd72`: attention_bf16_sm90_hd72: Hopper bf16 attention, hd 72, wgmma fed by TMA through 3
+pub(super) mod attention_bf16_sm90_hd72 {
+    use super::*;
+    pub(in crate::cuda) const SPEC: KernelSpec<AttentionSm90> = KernelSpec {
+        module: &ATTENTION_SM90,
+        entry: "attention_bf16_sm90_hd72",
+        threads: 384,
+        static_smem: 0,
+        max_dyn_smem: 138296,
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
+        signature: std::marker::PhantomData,
+    };
+    pub(in crate::cuda) const DYN_SMEM: u32 = 138296;
+    pub(in crate::cuda) const HD: u32 = 72;
+    pub(in crate::cuda) const ROWS: u32 = 128;
+}
+
+/// `attention_bf16_sm90_hd80`: attention_bf16_sm90_hd80: Hopper bf16 attention, hd 80, wgmma fed by TMA through 3
+pub(super) mod attention_bf16_sm90_hd80 {
+    use super::*;
+    pub(in crate::cuda) const SPEC: KernelSpec<AttentionSm90> = KernelSpec {
+        module: &ATTENTION_SM90,
+        entry: "attention_bf16_sm90_hd80",
+        threads: 384,
+        static_smem: 0,
+        max_dyn_smem: 144440,
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
+        signature: std::marker::PhantomData,
+    };
+    pub(in crate::cuda) const DYN_SMEM: u32 = 144440;
+    pub(in crate::cuda) const HD: u32 = 80;
+    pub(in crate::cuda) const ROWS: u32 = 128;
+}
+
+/// `attention_bf16_sm90_hd128`: attention_bf16_sm90_hd128: Hopper bf16 attention, hd 128, wgmma fed by TMA through 3
+pub(super) mod attention_bf16_sm90_hd128 {
+    use super::*;
+    pub(in crate::cuda) const SPEC: KernelSpec<AttentionSm90> = KernelSpec {
+        module: &ATTENTION_SM90,
+        entry: "attention_bf16_sm90_hd128",
+        threads: 384,
+        static_smem: 0,
+        max_dyn_smem: 230456,
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
+        signature: std::marker::PhantomData,
+    };
+    pub(in crate::cuda) const DYN_SMEM: u32 = 230456;
+    pub(in crate::cuda) const HD: u32 = 128;
+    pub(in crate::cuda) const ROWS: u32 = 128;
+}
+
 /// Every entry: (module, entry, threads, parameter count, static shared bytes),
 /// for the tests that check the manifest against the PTX text and against
 /// what ptxas reports (tests/it/ptxas.rs reads these rows).
@@ -1122,4 +1259,8 @@ pub(super) const ALL: &[(&Module, &str, u32, usize, u32)] = &[
     (&ATTENTION, "attention_bf16_hd128", 128, 18, 0),
     (&ATTENTION, "attention_f32", 256, 18, 38016),
     (&ATTENTION, "attention_bf16", 256, 18, 38016),
+    (&ATTENTION_SM90, "attention_bf16_sm90_hd64", 384, 24, 0),
+    (&ATTENTION_SM90, "attention_bf16_sm90_hd72", 384, 24, 0),
+    (&ATTENTION_SM90, "attention_bf16_sm90_hd80", 384, 24, 0),
+    (&ATTENTION_SM90, "attention_bf16_sm90_hd128", 384, 24, 0),
 ];

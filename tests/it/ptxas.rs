@@ -266,6 +266,9 @@ fn required_sass(entry: &str) -> &'static [&'static str] {
             "UTMASTG.2D",
             "SYNCS.PHASECHK",
         ]
+    } else if entry.starts_with("attention_bf16_sm90_hd") {
+        // S = Q·Kᵀ m64n128k16 (shared operands), P·V with P from registers.
+        &["HGMMA.64x128x16.F32.BF16", "UTMALDG.2D", "SYNCS.PHASECHK"]
     } else if entry == "linear_bf16" || entry.starts_with("attention_bf16_hd") {
         &["HMMA.16816.F32.BF16", "LDSM", "LDGSTS"]
     } else if entry == "linear_bf16_any" || entry == "patch_embed_bf16" {
@@ -445,8 +448,13 @@ fn sass_uses_tensor_cores_and_no_local_memory() {
     }
     let _ = std::fs::remove_dir_all(&tmp);
     // linear_bf16, linear_bf16_any, patch_embed_bf16 and 8 attention head dims, twice;
-    // linear_bf16_sm90 and linear_bf16_sm90_n192 once (sm_90a only).
-    assert_eq!(checked, 2 * 11 + 2, "tensor-core entries found in the SASS");
+    // linear_bf16_sm90, linear_bf16_sm90_n192 and 4 attention_bf16_sm90_hd* once
+    // (sm_90a only).
+    assert_eq!(
+        checked,
+        2 * 11 + 2 + 4,
+        "tensor-core entries found in the SASS"
+    );
     assert_eq!(
         checked_epilogues,
         2 * 2 + 2,

@@ -74,12 +74,14 @@ class Param:
     tmap a TMA tensor map (128 opaque bytes, passed by value) describing the
          2-D bf16 matrix of pointer parameter `of` ([rows, cols], cols
          contiguous), read in boxes of `box` = (rows, cols) elements with the
-         128-byte swizzle; the host encodes it from that parameter's pointer."""
+         128-byte swizzle or none (`swizzle`); the host encodes it from that
+         parameter's pointer."""
 
     name: str
     kind: str
     of: str = ""
     box: tuple = ()
+    swizzle: int = 128
 
     @property
     def ptx_type(self):
@@ -112,8 +114,12 @@ def F32(name):  # noqa: N802
     return Param(name, "f32")
 
 
-def TMap(name, of, box):  # noqa: N802
-    return Param(name, "tmap", of, tuple(box))
+def TMap(name, of, box, swizzle=128):  # noqa: N802
+    """A tensor map over pointer parameter `of`, boxes of `box` = (rows, cols)
+    elements, with the 128-byte swizzle (`swizzle` 128; the box is then 64 bf16
+    wide) or none (0; rows of the box land at a pitch of its width)."""
+    assert swizzle in (0, 128)
+    return Param(name, "tmap", of, tuple(box), swizzle)
 
 
 @dataclass

@@ -118,15 +118,31 @@ def wgmma_d_coords(j):
     return (8 * ((j >> 1) & 1), 8 * (j >> 2) + (j & 1))
 
 
+def wgmma_desc(k, smem_addr, lbo, sbo, sw128):
+    """A b64 matrix descriptor of a bf16 operand at shared address `smem_addr`
+    (u32 register, or `reg+imm`-free: a register): leading / stride byte offsets
+    `lbo`, `sbo` (ints, multiples of 16) and the 128-byte swizzle or none. What
+    LBO and SBO step over depends on the operand's major-ness:
+      K-major, 128B: SBO = the next 8 rows (1024 for 128-byte rows), LBO unused;
+      K-major, none: core matrices of 8 rows × 16 bytes; SBO = the next 8 rows,
+        LBO = the second 8 k;
+      MN-major (trans), 128B: 64 MN elements make a 128-byte row, 8 k-rows a
+        1024-byte atom; SBO = the next 8 k, LBO = the next 64 MN;
+      MN-major, none: core matrices of 8 MN (16 bytes) × 8 k at 16-byte pitch;
+        SBO = the next 8 MN, LBO = the second 8 k."""
+    assert lbo % 16 == 0 and sbo % 16 == 0 and lbo >> 4 < 1 << 14 and sbo >> 4 < 1 << 14
+    lo, d = k.reg("u32", "dlo"), k.reg("b64", "desc")
+    k(f"bfe.u32 {lo}, {smem_addr}, 4, 14;")
+    k(f"or.b32 {lo}, {lo}, {(lbo >> 4) << 16};")
+    k(f"mov.b64 {d}, {{{lo}, {(sbo >> 4) | ((1 << 30) if sw128 else 0)}}};")
+    return d
+
+
 def wgmma_desc_sw128(k, smem_addr):
     """A b64 descriptor of a K-major, 128-byte-swizzled bf16 tile starting at
     shared address `smem_addr` (u32; within the first 128 bytes of a 1024-byte
-    atom): SBO = 1024 (the next 8 rows), LBO unused (1)."""
-    lo, d = k.reg("u32", "dlo"), k.reg("b64", "desc")
-    k(f"bfe.u32 {lo}, {smem_addr}, 4, 14;")
-    k(f"or.b32 {lo}, {lo}, {1 << 16};")
-    k(f"mov.b64 {d}, {{{lo}, {(SW128_ATOM >> 4) | (1 << 30)}}};")
-    return d
+    atom): SBO = 1024 (the next 8 rows), LBO unused (16)."""
+    return wgmma_desc(k, smem_addr, 16, SW128_ATOM, True)
 
 
 def wgmma_bf16(k, acc, desc_a, desc_b, scale_d):
@@ -135,6 +151,20 @@ def wgmma_bf16(k, acc, desc_a, desc_b, scale_d):
     n = 2 * len(acc)
     k(f"wgmma.mma_async.sync.aligned.m64n{n}k16.f32.bf16.bf16 "
       f"{{{', '.join(map(str, acc))}}}, {desc_a}, {desc_b}, {scale_d}, 1, 1, 0, 0;")
+
+
+def wgmma_bf16_rs(k, acc, a_regs, desc_b, scale_d, trans_b):
+    """acc ← A·B (+ acc when scale_d) with A (64×16) from registers: 4 b32 per
+    thread, the layout of an m16n8k16 A fragment for warp w's rows 16w..16w+15
+    (a0 = A[g][2c, 2c+1], a1 = A[g+8][..], a2 = A[g][2c+8, 2c+9], a3 =
+    A[g+8][2c+8, 2c+9]) — the same as the accumulator's for N = 16, so two
+    adjacent 8-column groups of an f32 accumulator, rounded to bf16 pairs, are
+    one k-step of A. B (N×16 as K×N) through a descriptor, MN-major when
+    `trans_b` (rows of the stored tile are k)."""
+    n = 2 * len(acc)
+    k(f"wgmma.mma_async.sync.aligned.m64n{n}k16.f32.bf16.bf16 "
+      f"{{{', '.join(map(str, acc))}}}, {{{', '.join(map(str, a_regs))}}}, {desc_b}, {scale_d}, 1, 1, "
+      f"{1 if trans_b else 0};")
 
 
 def wgmma_fence(k):

@@ -31,7 +31,7 @@ KIND_RUST = {
     # `of`; the launcher encodes the map from that parameter's address and the box,
     # which is the entry's (its ParamKind), so entries of one signature may differ in it.
     "tmap": ("Matrix2d", "Arg::TensorMap {{ of: {of}, shape: a.{n} }}",
-             "TensorMap {{ box_rows: {br}, box_cols: {bc} }}"),
+             "TensorMap {{ box_rows: {br}, box_cols: {bc}, swizzle128: {sw} }}"),
 }
 
 
@@ -45,7 +45,9 @@ def arg_expr(p, params):
 
 def param_kind(p):
     kind = KIND_RUST[p.kind][2]
-    return kind.format(br=p.box[0], bc=p.box[1]) if p.kind == "tmap" else kind
+    if p.kind != "tmap":
+        return kind
+    return kind.format(br=p.box[0], bc=p.box[1], sw="true" if p.swizzle == 128 else "false")
 
 
 def signature_of(params):

@@ -1,0 +1,441 @@
+"""attention_bf16_sm90_hd{HD}: bf16 attention on Hopper (sm_90a), wgmma fed by
+TMA, FlashAttention-3's structure without its pingpong scheduling; for exactly
+head dim HD (64, 72, 80, 128), same parameters and semantics as
+attention_bf16_hd* plus six tensor maps; the host picks it on compute
+capability 9.x.
+
+Block: 384 threads, grid (⌈max q_len / 128⌉, H, B). Warpgroups 0 and 1 are
+  consumers: warpgroup g owns query rows 64g..64g+63 of the block's 128. Thread
+  256 (warpgroup 2) is the producer: it loads Q once and streams K/V tiles of
+  128 keys through STAGES stages; the rest of its warpgroup exits after giving
+  back registers (setmaxnreg: 24 for the producer, 240 for the consumers).
+Shared (dynamic, 1024-aligned): Q [128 rows], then STAGES × (K [128], V [128]),
+  then the mbarriers. A head's columns are split as hd = 64·A + 8·C:
+  - A atoms of 64 columns (128-byte rows, the 128-byte swizzle, 16 KiB each),
+    loaded with boxes of 128 rows × 64 columns (tensor maps tmap_q / tmap_k /
+    tmap_v);
+  - C chunks of 8 columns (16-byte rows, no swizzle, 2 KiB each), boxes of 128
+    rows × 8 columns (tmap_*_tail): the core-matrix layout wgmma reads without a
+    swizzle;
+  - Q and K get one more chunk of zeros when C is odd (written once, never
+    loaded), so Q·Kᵀ's last k-step of 16 columns reads zeros past hd.
+  TMA zero-fills rows past the tensor; rows of the next sequence (fixed lengths
+  past kv_len, or the next packed sequence) are loaded as they are: their keys
+  are masked to −∞, and the consumers zero those V rows (generic stores, then
+  fence.proxy.async and a barrier of the 256 consumer threads) so 0·NaN never
+  reaches O.
+Pipeline: full[s] (count 1 + the K and V bytes) and empty[s] (count 256: every
+  consumer thread arrives once its P·V has retired).
+Per tile, warpgroup g:
+  S = Q·Kᵀ (64 × 128, f32, 64 registers a thread): wgmma m64n128k16, A (Q) and
+    B (K) K-major through descriptors: 4 k-steps per atom (128B swizzle), ⌈C/2⌉
+    over the chunks (no swizzle, LBO = the next chunk);
+  scores scaled by hd^-0.5·log2(e); keys past kv_len −∞ (last tile); online
+  softmax per row as attention_bf16_hd* (the accumulator of a warp is an
+  m16n8 C fragment per 8 columns): m_ref = m_new, or 0 when m_new = −∞;
+  P stays in registers: accumulator columns 16s..16s+15 rounded to bf16 pairs
+    are the A fragment of k-step s (wgmma with A from registers);
+  O += P·V: per 16 keys one wgmma m64n(64A)k16 over the atoms (V MN-major, the
+    128-byte swizzle: SBO = 8 keys, LBO = the next atom) and one m64n(8C)k16 over
+    the chunks (MN-major, no swizzle: SBO = the next chunk, LBO = 8 keys).
+End: l summed over the quad, O / l rounded to bf16 once, stored as bf16 pairs
+  for rows < q_len."""
+
+from ..asm import In, Kernel, Opt, Out, TMap, U32, F32
+from ..frag import (fence_proxy_async_shared, mbar_arrive, mbar_arrive_tx, mbar_init, mbar_wait, named_barrier,
+                    setmaxnreg, tma_load_2d, wgmma_bf16, wgmma_bf16_rs, wgmma_commit, wgmma_desc, wgmma_fence,
+                    wgmma_wait)
+from ..lib import NEG_INF, ZERO, addr, pack_bf16x2, quad_reduce
+from .attention_common import sequence_bounds
+
+HEAD_DIMS = (64, 72, 80, 128)
+BR = BC = ROWS = 128               # query rows per block, keys per tile
+CONSUMERS = 2
+THREADS = 128 * (CONSUMERS + 1)
+PRODUCER_REGS, CONSUMER_REGS = 24, 240
+assert 128 * PRODUCER_REGS + 128 * CONSUMERS * CONSUMER_REGS <= 65536
+ATOM = ROWS * 128                  # 16 KiB: 128 rows of 64 bf16, 128-byte swizzle
+CHUNK = ROWS * 16                  # 2 KiB: 128 rows of 8 bf16
+SMEM_LIMIT = 227 * 1024
+MAX_STAGES = 3
+# Named barrier 1: the 256 consumer threads (zeroing V rows of the last tile).
+BAR_CONSUMERS = 1
+
+PARAMS = ([In("q"), In("k"), In("v")]
+          + [TMap(f"tmap_{t}", t, (ROWS, 64)) for t in "qkv"]
+          + [TMap(f"tmap_{t}_tail", t, (ROWS, 8), swizzle=0) for t in "qkv"]
+          + [Out("out"), Opt("cu"), U32("nq"), U32("nk"), U32("heads"), U32("hd"), U32("ldq"), U32("ldkv"),
+             U32("ldo"), U32("q_col"), U32("k_col"), U32("v_col"), U32("q_bstride"), U32("q_varlen"),
+             F32("scale")])
+
+
+def split(hd):
+    """(atoms, chunks, zero chunk) of head dim hd."""
+    assert hd % 8 == 0 and 0 < hd <= 128
+    a, c = hd // 64, (hd % 64) // 8
+    return a, c, c % 2
+
+
+def attention_sm90(HD):  # noqa: N803 (the head dim's name)
+    A, C, Z = split(HD)
+    QK_BYTES = A * ATOM + (C + Z) * CHUNK      # noqa: N806 (a Q or K region)
+    V_BYTES = A * ATOM + C * CHUNK             # noqa: N806
+    LOAD = A * ATOM + C * CHUNK                # noqa: N806 (bytes TMA writes per Q, K or V tile)
+    STAGE = QK_BYTES + V_BYTES                 # noqa: N806
+    STAGES = min(MAX_STAGES, (SMEM_LIMIT - 1024 - QK_BYTES - 8) // (STAGE + 16))  # noqa: N806
+    assert STAGES >= 2
+    KOFF = QK_BYTES                            # noqa: N806 (stage 0's K)
+    BARS = KOFF + STAGES * STAGE               # noqa: N806
+    SMEM = 1024 + BARS + 8 + 16 * STAGES       # noqa: N806
+    name = f"attention_bf16_sm90_hd{HD}"
+    k = Kernel("attention_sm90", name, THREADS, PARAMS, "attention_sm90",
+               doc=f"{name}: Hopper bf16 attention, hd {HD}, wgmma fed by TMA through {STAGES}\n"
+                   f"stages of 128-key K/V tiles, 128 query rows per block (two consumer warpgroups).",
+               dyn_smem=SMEM)
+    k.const("ROWS", BR)
+    k.const("HD", HD)
+    k.const("DYN_SMEM", SMEM)
+    out = k.param("out")
+    hd, ldo, scale = (k.param(p) for p in ("hd", "ldo", "scale"))
+    tid = k.reg("u32", "tid")
+    k(f"mov.u32 {tid}, %tid.x;")
+    b, h, qb = k.reg("u32", "b"), k.reg("u32", "h"), k.reg("u32", "qb")
+    k(f"mov.u32 {b}, %ctaid.z;")
+    k(f"mov.u32 {h}, %ctaid.y;")
+    k(f"mov.u32 {qb}, %ctaid.x;")
+    k(f"mul.lo.u32 {qb}, {qb}, {BR};")  # first query row of the block
+    q0, kv0, o0, ql, kl = sequence_bounds(k, b)
+    exit_ = k.label("exit")
+    p = k.reg("pred", "p")
+    k(f"setp.ge.u32 {p}, {qb}, {ql};")
+    k(f"@{p} bra {exit_};")
+    hoff, t = k.reg("u32", "hoff"), k.reg("u32", "t")
+    k(f"mul.lo.u32 {hoff}, {h}, {hd};")
+
+    base, fullq, full0, empty0 = (k.reg("u32", s) for s in ("base", "fullq", "full0", "empty0"))
+    k(f"mov.u32 {base}, dyn_smem;")
+    k(f"add.u32 {base}, {base}, 1023;")
+    k(f"and.b32 {base}, {base}, -1024;")
+    k(f"add.u32 {fullq}, {base}, {BARS};")
+    k(f"add.u32 {full0}, {fullq}, 8;")
+    k(f"add.u32 {empty0}, {full0}, {8 * STAGES};")
+
+    # Thread 0 initialises the barriers; with an odd chunk count every thread
+    # zeroes a slice of the zero chunks (Q's and each stage's K), which wgmma
+    # (the async proxy) reads: fence.proxy.async before the barrier.
+    skip = k.label("no_init")
+    k(f"setp.ne.u32 {p}, {tid}, 0;")
+    k(f"@{p} bra {skip};")
+    mbar_init(k, fullq, 1)
+    for s in range(STAGES):
+        mbar_init(k, f"{full0}+{8 * s}", 1)
+        mbar_init(k, f"{empty0}+{8 * s}", 128 * CONSUMERS)
+    k("fence.mbarrier_init.release.cluster;")
+    k.place(skip)
+    if Z:
+        zr = k.reg("b32", "zr")
+        k(f"mov.b32 {zr}, 0;")
+        zbase = [A * ATOM + C * CHUNK] + [KOFF + s * STAGE + A * ATOM + C * CHUNK for s in range(STAGES)]
+        za = k.reg("u32", "za")
+        k(f"shl.b32 {za}, {tid}, 4;")
+        k(f"add.u32 {za}, {za}, {base};")
+        for zb in zbase:
+            for off in range(0, CHUNK, 16 * THREADS):
+                n = min(THREADS, (CHUNK - off) // 16)
+                guard = ""
+                if n < THREADS:
+                    k(f"setp.lt.u32 {p}, {tid}, {n};")
+                    guard = f"@{p} "
+                k(f"{guard}st.shared.v4.b32 [{za}+{zb + off}], {{{zr}, {zr}, {zr}, {zr}}};")
+        k("fence.proxy.async.shared::cta;")
+    k("bar.sync 0;")
+
+    ntiles = k.reg("u32", "ntiles")
+    k(f"add.u32 {ntiles}, {kl}, {BC - 1};")
+    k(f"shr.u32 {ntiles}, {ntiles}, 7;")
+    stage, phase = k.reg("u32", "stage"), k.reg("u32", "phase")
+    k(f"mov.u32 {stage}, 0;")
+    k(f"mov.u32 {phase}, 0;")
+
+    def advance():
+        wrap = k.reg("pred", "wrap")
+        k(f"add.u32 {stage}, {stage}, 1;")
+        k(f"setp.eq.u32 {wrap}, {stage}, {STAGES};")
+        k(f"@{wrap} mov.u32 {stage}, 0;")
+        k(f"@{wrap} xor.b32 {phase}, {phase}, 1;")
+
+    def tile_loop(j, body, stem):
+        top, end = k.label(f"{stem}_tile"), k.label(f"{stem}_tiles_done")
+        k(f"mov.u32 {j}, 0;")
+        k.place(top)
+        k(f"setp.ge.u32 {p}, {j}, {ntiles};")
+        k(f"@{p} bra {end};")
+        body()
+        advance()
+        k(f"add.u32 {j}, {j}, 1;")
+        k(f"bra.uni {top};")
+        k.place(end)
+
+    consumer, done = k.label("consumer"), k.label("done")
+    k(f"setp.lt.u32 {p}, {tid}, {128 * CONSUMERS};")
+    k(f"@{p} bra {consumer};")
+    # ---- producer: thread 256 ---------------------------------------------------
+    setmaxnreg(k, PRODUCER_REGS, grow=False)
+    k(f"setp.ne.u32 {p}, {tid}, {128 * CONSUMERS};")
+    k(f"@{p} bra {done};")
+    maps = {x: (k.param(f"tmap_{x}"), k.param(f"tmap_{x}_tail")) for x in "qkv"}
+
+    def load(x, dst, col0, row, bar):
+        """TMA of one tile of tensor x (rows row.., its head's columns from
+        col0) into the region at dst: the atoms, then the chunks."""
+        main, tail = maps[x]
+        c, d = k.reg("u32", "tc"), k.reg("u32", "td")
+        for i in range(A):
+            k(f"add.u32 {c}, {col0}, {64 * i};")
+            k(f"add.u32 {d}, {dst}, {i * ATOM};")
+            tma_load_2d(k, d, main, c, row, bar)
+        for i in range(C):
+            k(f"add.u32 {c}, {col0}, {64 * A + 8 * i};")
+            k(f"add.u32 {d}, {dst}, {A * ATOM + i * CHUNK};")
+            tma_load_2d(k, d, tail, c, row, bar)
+
+    col, row = k.reg("u32", "pcol"), k.reg("u32", "prow")
+    k(f"add.u32 {col}, {k.param('q_col')}, {hoff};")
+    k(f"add.u32 {row}, {q0}, {qb};")
+    mbar_arrive_tx(k, fullq, LOAD)
+    load("q", base, col, row, fullq)
+    kcol, vcol = k.reg("u32", "kcol"), k.reg("u32", "vcol")
+    k(f"add.u32 {kcol}, {k.param('k_col')}, {hoff};")
+    k(f"add.u32 {vcol}, {k.param('v_col')}, {hoff};")
+    pj = k.reg("u32", "pj")
+
+    def produce():
+        empty, full, par, sk, sv = (k.reg("u32", s) for s in ("pempty", "pfull", "ppar", "psk", "psv"))
+        k(f"mad.lo.u32 {empty}, {stage}, 8, {empty0};")
+        k(f"xor.b32 {par}, {phase}, 1;")
+        mbar_wait(k, empty, par)
+        k(f"mad.lo.u32 {full}, {stage}, 8, {full0};")
+        mbar_arrive_tx(k, full, 2 * LOAD)
+        k(f"mad.lo.u32 {sk}, {stage}, {STAGE}, {base};")
+        k(f"add.u32 {sk}, {sk}, {KOFF};")
+        k(f"add.u32 {sv}, {sk}, {QK_BYTES};")
+        k(f"shl.b32 {row}, {pj}, 7;")
+        k(f"add.u32 {row}, {row}, {kv0};")
+        load("k", sk, kcol, row, full)
+        load("v", sv, vcol, row, full)
+
+    tile_loop(pj, produce, "prod")
+    k(f"bra.uni {done};")
+
+    # ---- consumers ------------------------------------------------------------
+    k.place(consumer)
+    setmaxnreg(k, CONSUMER_REGS, grow=True)
+    wg, warp, lane = k.reg("u32", "wg"), k.reg("u32", "warp"), k.reg("u32", "lane")
+    k(f"shr.u32 {wg}, {tid}, 7;")
+    k(f"shr.u32 {warp}, {tid}, 5;")
+    k(f"and.b32 {warp}, {warp}, 3;")
+    k(f"and.b32 {lane}, {tid}, 31;")
+    c2 = k.reg("u32", "c2")  # 2·(lane % 4): this lane's first column in an 8-column group
+    k(f"and.b32 {c2}, {lane}, 3;")
+    k(f"shl.b32 {c2}, {c2}, 1;")
+
+    # Q descriptors, fixed for the kernel: this warpgroup's 64 rows.
+    qa = k.reg("u32", "qa")
+    qdesc = []
+    for s in range(4 * A):
+        k(f"mad.lo.u32 {qa}, {wg}, {64 * 128}, {base};")
+        k(f"add.u32 {qa}, {qa}, {(s // 4) * ATOM + 32 * (s % 4)};")
+        qdesc.append(wgmma_desc(k, qa, 16, 1024, True))
+    for s in range((C + 1) // 2):
+        k(f"mad.lo.u32 {qa}, {wg}, {64 * 16}, {base};")
+        k(f"add.u32 {qa}, {qa}, {A * ATOM + 2 * s * CHUNK};")
+        qdesc.append(wgmma_desc(k, qa, CHUNK, 128, False))
+
+    S = [k.regs_n("f32", f"s{n}_", 4) for n in range(BC // 8)]
+    O = [k.regs_n("f32", f"o{n}_", 4) for n in range(HD // 8)]
+    P = [k.regs_n("b32", f"p{s}_", 4) for s in range(BC // 16)]
+    for r in (x for f in O for x in f):
+        k(f"mov.f32 {r}, {ZERO};")
+    m = [k.reg("f32", f"m{i}") for i in range(2)]
+    lsum = [k.reg("f32", f"l{i}") for i in range(2)]
+    for r in m:
+        k(f"mov.f32 {r}, {NEG_INF};")
+    for r in lsum:
+        k(f"mov.f32 {r}, {ZERO};")
+    k(f"mov.u32 {t}, 0;")
+    mbar_wait(k, fullq, t)
+
+    j = k.reg("u32", "j")
+    sk, sv, left = k.reg("u32", "sk"), k.reg("u32", "sv"), k.reg("u32", "left")
+    partial = k.reg("pred", "partial")
+    s_flat = [x for f in S for x in f]
+
+    def consume():
+        full = k.reg("u32", "cfull")
+        k(f"mad.lo.u32 {full}, {stage}, 8, {full0};")
+        mbar_wait(k, full, phase)
+        k(f"mad.lo.u32 {sk}, {stage}, {STAGE}, {base};")
+        k(f"add.u32 {sk}, {sk}, {KOFF};")
+        k(f"add.u32 {sv}, {sk}, {QK_BYTES};")
+        # S = Q·Kᵀ
+        wgmma_fence(k)
+        ka = k.reg("u32", "ka")
+        for s in range(4 * A):
+            k(f"add.u32 {ka}, {sk}, {(s // 4) * ATOM + 32 * (s % 4)};")
+            wgmma_bf16(k, s_flat, qdesc[s], wgmma_desc(k, ka, 16, 1024, True), 1 if s else 0)
+        for s in range((C + 1) // 2):
+            k(f"add.u32 {ka}, {sk}, {A * ATOM + 2 * s * CHUNK};")
+            wgmma_bf16(k, s_flat, qdesc[4 * A + s], wgmma_desc(k, ka, CHUNK, 128, False), 1 if 4 * A + s else 0)
+        wgmma_commit(k)
+        # The last tile, when short: zero V's rows past kv_len (the 256 consumer
+        # threads; the atoms row by row, 16 bytes a thread, so 8 neighbouring
+        # threads store 128 contiguous bytes; then the chunks).
+        k(f"shl.b32 {left}, {j}, 7;")
+        k(f"sub.u32 {left}, {kl}, {left};")
+        k(f"setp.lt.u32 {partial}, {left}, {BC};")
+        full_tile = k.label("full_tile")
+        k(f"@!{partial} bra {full_tile};")
+        zv = k.reg("b32", "zv")
+        k(f"mov.b32 {zv}, 0;")
+        idx, tot, r, cc, za, q_ = (k.reg("u32", s) for s in ("zi", "ztot", "zrow", "zch", "zad", "zq"))
+        k(f"sub.u32 {tot}, {BC}, {left};")  # rows to clear
+        if A:
+            k(f"mul.lo.u32 {q_}, {tot}, {8 * A};")
+            top, end = k.label("zatom"), k.label("zatom_end")
+            k(f"mov.u32 {idx}, {tid};")
+            k.place(top)
+            k(f"setp.ge.u32 {p}, {idx}, {q_};")
+            k(f"@{p} bra {end};")
+            k(f"shr.u32 {r}, {idx}, 3;")      # (row, atom) pair, 8 chunks a row
+            k(f"and.b32 {cc}, {idx}, 7;")
+            if A > 1:
+                at = k.reg("u32", "zat")
+                k(f"rem.u32 {at}, {r}, {A};")
+                k(f"div.u32 {r}, {r}, {A};")
+                k(f"mad.lo.u32 {za}, {at}, {ATOM}, {sv};")
+            else:
+                k(f"mov.u32 {za}, {sv};")
+            k(f"add.u32 {r}, {r}, {left};")
+            k(f"mad.lo.u32 {za}, {r}, 128, {za};")
+            k(f"mad.lo.u32 {za}, {cc}, 16, {za};")
+            k(f"st.shared.v4.b32 [{za}], {{{zv}, {zv}, {zv}, {zv}}};")
+            k(f"add.u32 {idx}, {idx}, {128 * CONSUMERS};")
+            k(f"bra.uni {top};")
+            k.place(end)
+        if C:
+            # Every row slot of every chunk, the rows below kv_len skipped: 8
+            # neighbouring threads take 8 consecutive rows of one chunk.
+            top, end = k.label("zchunk"), k.label("zchunk_end")
+            k(f"mov.u32 {idx}, {tid};")
+            k.place(top)
+            k(f"setp.ge.u32 {p}, {idx}, {C * ROWS};")
+            k(f"@{p} bra {end};")
+            k(f"shr.u32 {cc}, {idx}, 7;")  # chunk, then row inside it
+            k(f"and.b32 {r}, {idx}, {ROWS - 1};")
+            k(f"mad.lo.u32 {za}, {cc}, {CHUNK}, {sv};")
+            k(f"add.u32 {za}, {za}, {A * ATOM};")
+            k(f"mad.lo.u32 {za}, {r}, 16, {za};")
+            k(f"setp.ge.u32 {p}, {r}, {left};")
+            k(f"@{p} st.shared.v4.b32 [{za}], {{{zv}, {zv}, {zv}, {zv}}};")
+            k(f"add.u32 {idx}, {idx}, {128 * CONSUMERS};")
+            k(f"bra.uni {top};")
+            k.place(end)
+        fence_proxy_async_shared(k)
+        named_barrier(k, BAR_CONSUMERS, 128 * CONSUMERS)
+        k.place(full_tile)
+        wgmma_wait(k, 0)
+
+        for x in s_flat:
+            k(f"mul.f32 {x}, {x}, {scale};")
+        # Keys past kv_len score −∞.
+        no_mask, kc = k.label("no_mask"), k.reg("u32", "kcol")
+        k(f"@!{partial} bra {no_mask};")
+        for n in range(BC // 8):
+            for q in range(2):
+                k(f"add.u32 {kc}, {c2}, {8 * n + q};")
+                k(f"setp.ge.u32 {p}, {kc}, {left};")
+                k(f"@{p} mov.f32 {S[n][q]}, {NEG_INF};")
+                k(f"@{p} mov.f32 {S[n][q + 2]}, {NEG_INF};")
+        k.place(no_mask)
+        # Online softmax: rows g (registers 0, 1 of each group) and g + 8 (2, 3).
+        for half in range(2):
+            mx, mn, mref, alpha, e = (k.reg("f32", s) for s in ("mx", "mn", "mref", "alpha", "e"))
+            k(f"mov.f32 {mx}, {S[0][2 * half]};")
+            for n in range(BC // 8):
+                for q in (2 * half, 2 * half + 1):
+                    if (n, q) != (0, 2 * half):
+                        k(f"max.f32 {mx}, {mx}, {S[n][q]};")
+            quad_reduce(k, mx, "max")
+            k(f"max.f32 {mn}, {m[half]}, {mx};")
+            k(f"setp.eq.f32 {p}, {mn}, {NEG_INF};")
+            k(f"selp.f32 {mref}, {ZERO}, {mn}, {p};")
+            k(f"sub.f32 {e}, {m[half]}, {mref};")
+            k(f"ex2.approx.ftz.f32 {alpha}, {e};")
+            k(f"mov.f32 {m[half]}, {mn};")
+            k(f"mul.f32 {lsum[half]}, {lsum[half]}, {alpha};")
+            for n in range(BC // 8):
+                for q in (2 * half, 2 * half + 1):
+                    k(f"sub.f32 {S[n][q]}, {S[n][q]}, {mref};")
+                    k(f"ex2.approx.ftz.f32 {S[n][q]}, {S[n][q]};")
+                    k(f"add.f32 {lsum[half]}, {lsum[half]}, {S[n][q]};")
+            for n in range(HD // 8):
+                for q in (2 * half, 2 * half + 1):
+                    k(f"mul.f32 {O[n][q]}, {O[n][q]}, {alpha};")
+        for s in range(BC // 16):
+            lo, hi = S[2 * s], S[2 * s + 1]
+            for dst, (x, y) in zip(P[s], ((lo[0], lo[1]), (lo[2], lo[3]), (hi[0], hi[1]), (hi[2], hi[3]))):
+                k(f"cvt.rn.bf16x2.f32 {dst}, {y}, {x};")
+        # O += P·V
+        wgmma_fence(k)
+        va = k.reg("u32", "va")
+        o_main = [x for f in O[:8 * A] for x in f]
+        o_tail = [x for f in O[8 * A:] for x in f]
+        for s in range(BC // 16):
+            if A:
+                k(f"add.u32 {va}, {sv}, {s * 16 * 128};")
+                wgmma_bf16_rs(k, o_main, P[s], wgmma_desc(k, va, ATOM, 1024, True), 1, trans_b=True)
+            if C:
+                k(f"add.u32 {va}, {sv}, {A * ATOM + s * 16 * 16};")
+                wgmma_bf16_rs(k, o_tail, P[s], wgmma_desc(k, va, 128, CHUNK, False), 1, trans_b=True)
+        wgmma_commit(k)
+        wgmma_wait(k, 0)
+        empty = k.reg("u32", "cempty")
+        k(f"mad.lo.u32 {empty}, {stage}, 8, {empty0};")
+        mbar_arrive(k, empty)
+
+    tile_loop(j, consume, "cons")
+
+    # out = O / l, rows < q_len, as bf16 pairs.
+    grow = k.reg("u32", "grow")
+    k(f"shr.u32 {t}, {lane}, 2;")
+    k(f"shl.b32 {grow}, {wg}, 6;")
+    k(f"mad.lo.u32 {grow}, {warp}, 16, {grow};")
+    k(f"add.u32 {grow}, {grow}, {t};")
+    k(f"add.u32 {grow}, {grow}, {qb};")
+    for half in range(2):
+        inv, e = k.reg("f32", "inv"), k.reg("u32", "oe")
+        quad_reduce(k, lsum[half], "add")
+        k(f"rcp.rn.f32 {inv}, {lsum[half]};")
+        orow = k.reg("u32", "orow")
+        k(f"add.u32 {orow}, {grow}, {8 * half};")
+        skip_row = k.label("row_out")
+        k(f"setp.ge.u32 {p}, {orow}, {ql};")
+        k(f"@{p} bra {skip_row};")
+        k(f"add.u32 {e}, {o0}, {orow};")
+        k(f"mad.lo.u32 {e}, {e}, {ldo}, {hoff};")
+        k(f"add.u32 {e}, {e}, {c2};")
+        ob = addr(k, out, e, 2, "ob")
+        for n in range(HD // 8):
+            x, y = O[n][2 * half], O[n][2 * half + 1]
+            k(f"mul.f32 {x}, {x}, {inv};")
+            k(f"mul.f32 {y}, {y}, {inv};")
+            pk = pack_bf16x2(k, x, y)
+            k(f"st.global.b32 [{ob}+{16 * n}], {pk};")
+        k.place(skip_row)
+    k.place(done)
+    k.place(exit_)
+    return k
+
+
+def kernels():
+    return [attention_sm90(hd) for hd in HEAD_DIMS]
