@@ -278,6 +278,32 @@ fn required_sass(entry: &str) -> &'static [&'static str] {
     }
 }
 
+/// `ex2` (MUFU.EX2) instructions between a wgmma wait that leaves one group in
+/// flight (`WARPGROUP.DEPBAR.LE gsb0, 0x1`) and the next full wait: the softmax
+/// that runs while the previous tile's P·V is on the tensor cores in
+/// `attention_bf16_sm90_hd*`. ptxas hoists a `wgmma.wait_group` to the start of
+/// its basic block; written after the softmax in the same block, the full wait
+/// lands before it and this count is 0.
+fn softmax_under_pv(body: &str) -> usize {
+    let mut count = 0;
+    let mut best = 0;
+    let mut open = false;
+    for line in body.lines() {
+        if line.contains("WARPGROUP.DEPBAR.LE gsb0, 0x1") {
+            open = true;
+            count = 0;
+        } else if line.contains("WARPGROUP.DEPBAR.LE gsb0, 0x0") {
+            if open {
+                best = best.max(count);
+            }
+            open = false;
+        } else if open && line.contains("MUFU.EX2") {
+            count += 1;
+        }
+    }
+    best
+}
+
 /// The GEMM entries whose fused epilogue (bias, residual / position loads) must
 /// keep its global loads in flight together, and the most serial round trips
 /// [`epilogue_round_trips`] may count in them. Each used to wait one round trip
@@ -436,6 +462,17 @@ fn sass_uses_tensor_cores_and_no_local_memory() {
                         ));
                     }
                     checked_epilogues += 1;
+                }
+                if entry.starts_with("attention_bf16_sm90_hd") {
+                    // 128 keys × 2 rows a thread: 64 exponentials, plus alpha.
+                    let overlapped = softmax_under_pv(&body);
+                    println!("{arch} {entry:>22}: {overlapped} MUFU.EX2 under the P·V in flight");
+                    if overlapped < 64 {
+                        failures.push(format!(
+                            "{entry} [{arch}]: {overlapped} MUFU.EX2 between the wgmma waits \
+                             (at least 64): the softmax no longer runs under the previous P·V"
+                        ));
+                    }
                 }
                 for op in required_sass(&entry) {
                     if count(op) == 0 {

@@ -26,6 +26,9 @@ Shared (dynamic, 1024-aligned): Q [128 rows], then STAGES × (K [128], V [128]),
   reaches O.
 Pipeline: full[s] (count 1 + the K and V bytes) and empty[s] (count 256: every
   consumer thread arrives once its P·V has retired).
+Order (FlashAttention-3's intra-warpgroup overlap): S_j = Q·K_jᵀ and
+  P_{j−1}·V_{j−1} are issued together; the softmax of S_j runs while P·V is on
+  the tensor cores; then O is rescaled and P_j packed.
 Per tile, warpgroup g:
   S = Q·Kᵀ (64 × 128, f32, 64 registers a thread): wgmma m64n128k16, A (Q) and
     B (K) K-major through descriptors: 4 k-steps per atom (128B swizzle), ⌈C/2⌉
@@ -270,15 +273,17 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
     partial = k.reg("pred", "partial")
     s_flat = [x for f in S for x in f]
 
-    def consume():
+    def tile_start():
+        """Wait for the current stage's K and V; their addresses in sk, sv."""
         full = k.reg("u32", "cfull")
         k(f"mad.lo.u32 {full}, {stage}, 8, {full0};")
         mbar_wait(k, full, phase)
         k(f"mad.lo.u32 {sk}, {stage}, {STAGE}, {base};")
         k(f"add.u32 {sk}, {sk}, {KOFF};")
         k(f"add.u32 {sv}, {sk}, {QK_BYTES};")
-        # S = Q·Kᵀ
-        wgmma_fence(k)
+
+    def issue_s():
+        """S = Q·Kᵀ for the stage at sk (one wgmma group; the caller fenced)."""
         ka = k.reg("u32", "ka")
         for s in range(4 * A):
             k(f"add.u32 {ka}, {sk}, {(s // 4) * ATOM + 32 * (s % 4)};")
@@ -287,9 +292,27 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
             k(f"add.u32 {ka}, {sk}, {A * ATOM + 2 * s * CHUNK};")
             wgmma_bf16(k, s_flat, qdesc[4 * A + s], wgmma_desc(k, ka, CHUNK, 128, False), 1 if 4 * A + s else 0)
         wgmma_commit(k)
-        # The last tile, when short: zero V's rows past kv_len (the 256 consumer
-        # threads; the atoms row by row, 16 bytes a thread, so 8 neighbouring
-        # threads store 128 contiguous bytes; then the chunks).
+
+    def issue_pv(v):
+        """O += P·V for the V tile at shared address v (one wgmma group)."""
+        va = k.reg("u32", "va")
+        o_main = [x for f in O[:8 * A] for x in f]
+        o_tail = [x for f in O[8 * A:] for x in f]
+        for s in range(BC // 16):
+            if A:
+                k(f"add.u32 {va}, {v}, {s * 16 * 128};")
+                wgmma_bf16_rs(k, o_main, P[s], wgmma_desc(k, va, ATOM, 1024, True), 1, trans_b=True)
+            if C:
+                k(f"add.u32 {va}, {v}, {A * ATOM + s * 16 * 16};")
+                wgmma_bf16_rs(k, o_tail, P[s], wgmma_desc(k, va, 128, CHUNK, False), 1, trans_b=True)
+        wgmma_commit(k)
+
+    def zero_tail_rows():
+        """Tile j, when short: zero V's rows past kv_len (the 256 consumer
+        threads; the atoms row by row, 16 bytes a thread, so 8 neighbouring
+        threads store 128 contiguous bytes; then the chunks), fence them for
+        the async proxy, and meet at the consumers' barrier. Sets `left` (keys
+        of the tile inside the sequence) and `partial`."""
         k(f"shl.b32 {left}, {j}, 7;")
         k(f"sub.u32 {left}, {kl}, {left};")
         k(f"setp.lt.u32 {partial}, {left}, {BC};")
@@ -343,8 +366,12 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
         fence_proxy_async_shared(k)
         named_barrier(k, BAR_CONSUMERS, 128 * CONSUMERS)
         k.place(full_tile)
-        wgmma_wait(k, 0)
 
+    alpha = [k.reg("f32", f"alpha{i}") for i in range(2)]
+
+    def softmax():
+        """S (retired) → scaled, masked, 2^(S − m_ref) in place; m, l and alpha
+        updated. Touches S only."""
         for x in s_flat:
             k(f"mul.f32 {x}, {x}, {scale};")
         # Keys past kv_len score −∞.
@@ -359,7 +386,7 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
         k.place(no_mask)
         # Online softmax: rows g (registers 0, 1 of each group) and g + 8 (2, 3).
         for half in range(2):
-            mx, mn, mref, alpha, e = (k.reg("f32", s) for s in ("mx", "mn", "mref", "alpha", "e"))
+            mx, mn, mref, e = (k.reg("f32", s) for s in ("mx", "mn", "mref", "e"))
             k(f"mov.f32 {mx}, {S[0][2 * half]};")
             for n in range(BC // 8):
                 for q in (2 * half, 2 * half + 1):
@@ -370,40 +397,82 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
             k(f"setp.eq.f32 {p}, {mn}, {NEG_INF};")
             k(f"selp.f32 {mref}, {ZERO}, {mn}, {p};")
             k(f"sub.f32 {e}, {m[half]}, {mref};")
-            k(f"ex2.approx.ftz.f32 {alpha}, {e};")
+            k(f"ex2.approx.ftz.f32 {alpha[half]}, {e};")
             k(f"mov.f32 {m[half]}, {mn};")
-            k(f"mul.f32 {lsum[half]}, {lsum[half]}, {alpha};")
+            k(f"mul.f32 {lsum[half]}, {lsum[half]}, {alpha[half]};")
             for n in range(BC // 8):
                 for q in (2 * half, 2 * half + 1):
                     k(f"sub.f32 {S[n][q]}, {S[n][q]}, {mref};")
                     k(f"ex2.approx.ftz.f32 {S[n][q]}, {S[n][q]};")
                     k(f"add.f32 {lsum[half]}, {lsum[half]}, {S[n][q]};")
+
+    def rescale_and_pack():
+        """O ·= alpha; P ← S as bf16 pairs (O and P are free: their wgmma retired)."""
+        for half in range(2):
             for n in range(HD // 8):
                 for q in (2 * half, 2 * half + 1):
-                    k(f"mul.f32 {O[n][q]}, {O[n][q]}, {alpha};")
+                    k(f"mul.f32 {O[n][q]}, {O[n][q]}, {alpha[half]};")
         for s in range(BC // 16):
             lo, hi = S[2 * s], S[2 * s + 1]
             for dst, (x, y) in zip(P[s], ((lo[0], lo[1]), (lo[2], lo[3]), (hi[0], hi[1]), (hi[2], hi[3]))):
                 k(f"cvt.rn.bf16x2.f32 {dst}, {y}, {x};")
-        # O += P·V
-        wgmma_fence(k)
-        va = k.reg("u32", "va")
-        o_main = [x for f in O[:8 * A] for x in f]
-        o_tail = [x for f in O[8 * A:] for x in f]
-        for s in range(BC // 16):
-            if A:
-                k(f"add.u32 {va}, {sv}, {s * 16 * 128};")
-                wgmma_bf16_rs(k, o_main, P[s], wgmma_desc(k, va, ATOM, 1024, True), 1, trans_b=True)
-            if C:
-                k(f"add.u32 {va}, {sv}, {A * ATOM + s * 16 * 16};")
-                wgmma_bf16_rs(k, o_tail, P[s], wgmma_desc(k, va, 128, CHUNK, False), 1, trans_b=True)
-        wgmma_commit(k)
-        wgmma_wait(k, 0)
-        empty = k.reg("u32", "cempty")
-        k(f"mad.lo.u32 {empty}, {stage}, 8, {empty0};")
-        mbar_arrive(k, empty)
 
-    tile_loop(j, consume, "cons")
+    # Tile 0: S, softmax. Then per tile j ≥ 1, at the loop's top, once the P·V
+    # in flight (tile j − 2) has retired: its stage goes back to the producer, O
+    # is rescaled and P_{j−1} packed; S_j and P_{j−1}·V_{j−1} are issued together,
+    # and the softmax of S_j runs while P·V is on the tensor cores. The retire
+    # sits at the top of the loop, a block of its own, because ptxas hoists a
+    # wgmma.wait_group to the start of its basic block: written after the
+    # softmax, it would wait for P·V before it. Last: P·V of the last tile.
+    prev_v, prev_empty = k.reg("u32", "prev_v"), k.reg("u32", "prev_empty")
+    pending = k.reg("pred", "pending")  # a P·V in flight whose stage is still held
+    no_tiles = k.label("no_tiles")
+    k(f"setp.eq.u32 {p}, {ntiles}, 0;")
+    k(f"@{p} bra {no_tiles};")
+    k(f"mov.u32 {j}, 0;")
+    tile_start()
+    wgmma_fence(k)
+    issue_s()
+    zero_tail_rows()
+    wgmma_wait(k, 0)
+    softmax()
+
+    def keep_stage(dst_v, dst_empty):
+        k(f"mov.u32 {dst_v}, {sv};")
+        k(f"mad.lo.u32 {dst_empty}, {stage}, 8, {empty0};")
+
+    cur_v, cur_empty = k.reg("u32", "cur_v"), k.reg("u32", "cur_empty")
+    keep_stage(cur_v, cur_empty)
+    advance()
+    k(f"mov.u32 {j}, 1;")
+    k(f"setp.ne.u32 {pending}, {j}, {j};")  # false
+    top, end = k.label("cons_tile"), k.label("cons_tiles_done")
+    k.place(top)
+    wgmma_wait(k, 0)
+    k(f"@{pending} mbarrier.arrive.shared::cta.b64 _, [{prev_empty}];")
+    rescale_and_pack()
+    k(f"mov.u32 {prev_v}, {cur_v};")
+    k(f"mov.u32 {prev_empty}, {cur_empty};")
+    k(f"setp.ge.u32 {p}, {j}, {ntiles};")
+    k(f"@{p} bra {end};")
+    tile_start()
+    wgmma_fence(k)
+    issue_s()
+    issue_pv(prev_v)
+    zero_tail_rows()
+    wgmma_wait(k, 1)
+    softmax()
+    keep_stage(cur_v, cur_empty)
+    k(f"setp.eq.u32 {pending}, {j}, {j};")  # true
+    advance()
+    k(f"add.u32 {j}, {j}, 1;")
+    k(f"bra.uni {top};")
+    k.place(end)
+    wgmma_fence(k)
+    issue_pv(prev_v)
+    wgmma_wait(k, 0)
+    mbar_arrive(k, prev_empty)
+    k.place(no_tiles)
 
     # out = O / l, rows < q_len, as bf16 pairs.
     grow = k.reg("u32", "grow")
