@@ -187,6 +187,16 @@ def setmaxnreg(k, count, grow):
     k(f"setmaxnreg.{'inc' if grow else 'dec'}.sync.aligned.u32 {count};")
 
 
+def ring_advance(k, stage, phase, stages):
+    """The next slot of an mbarrier ring of `stages` stages: stage += 1, and at
+    `stages` back to 0 with the parity `phase` flipped (u32 registers)."""
+    wrap = k.reg("pred", "wrap")
+    k(f"add.u32 {stage}, {stage}, 1;")
+    k(f"setp.eq.u32 {wrap}, {stage}, {stages};")
+    k(f"@{wrap} mov.u32 {stage}, 0;")
+    k(f"@{wrap} xor.b32 {phase}, {phase}, 1;")
+
+
 def mbar_init(k, bar, count):
     k(f"mbarrier.init.shared::cta.b64 [{bar}], {count};")
 

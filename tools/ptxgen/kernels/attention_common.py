@@ -20,6 +20,7 @@ that sequence, no mask.
 - scale = hd^-0.5 · log2(e): scores live in the log2 domain (ex2)."""
 
 from ..asm import F32, In, Opt, Out, U32
+from ..lib import NEG_INF, ZERO, quad_reduce
 
 ATTENTION_PARAMS = [In("q"), In("k"), In("v"), Out("out"), Opt("cu"), U32("nq"), U32("nk"),
                     U32("heads"), U32("hd"), U32("ldq"), U32("ldkv"), U32("ldo"),
@@ -70,3 +71,32 @@ def sequence_bounds(k, b):
     k(f"mov.u32 {kl}, {nk};")
     k.place(done)
     return q0, kv0, o0, ql, kl
+
+
+def online_softmax_row(k, S, half, m, lsum, alpha):
+    """The online-softmax update of one accumulator row of a tensor-core tile:
+    `S` lists its m16n8 groups of 4 f32 registers (log2-domain scores), `half`
+    picks the row (0: registers 0, 1 of each group, row g; 1: registers 2, 3,
+    row g + 8), m and lsum are the row's running max and sum. m_new = max(m,
+    rowmax over the quad); m_ref = m_new, or 0 when m_new = −∞ (the −∞ guard: no
+    NaN from −∞ − −∞ when every score so far is −∞); alpha ← 2^(m − m_ref); S ←
+    2^(S − m_ref) in place; l ← alpha·l + Σ S; m ← m_new. The caller rescales O
+    by alpha."""
+    p = k.reg("pred", "mguard")
+    mx, mn, mref, e = (k.reg("f32", s) for s in ("mx", "mn", "mref", "e"))
+    regs = [g[q] for g in S for q in (2 * half, 2 * half + 1)]
+    k(f"mov.f32 {mx}, {regs[0]};")
+    for r in regs[1:]:
+        k(f"max.f32 {mx}, {mx}, {r};")
+    quad_reduce(k, mx, "max")
+    k(f"max.f32 {mn}, {m}, {mx};")
+    k(f"setp.eq.f32 {p}, {mn}, {NEG_INF};")
+    k(f"selp.f32 {mref}, {ZERO}, {mn}, {p};")
+    k(f"sub.f32 {e}, {m}, {mref};")
+    k(f"ex2.approx.ftz.f32 {alpha}, {e};")
+    k(f"mov.f32 {m}, {mn};")
+    k(f"mul.f32 {lsum}, {lsum}, {alpha};")
+    for r in regs:
+        k(f"sub.f32 {r}, {r}, {mref};")
+        k(f"ex2.approx.ftz.f32 {r}, {r};")
+        k(f"add.f32 {lsum}, {lsum}, {r};")

@@ -39,7 +39,7 @@ End: l summed over the quad, O / l rounded to bf16 once, stored as bf16 pairs fo
 from ..asm import Kernel
 from ..frag import c_coords, cp_async_16, cp_commit, cp_wait, ldmatrix_x4, mma, padded_stride
 from ..lib import NEG_INF, ZERO, addr, lane_warp, pack_bf16x2, quad_reduce
-from .attention_common import ATTENTION_PARAMS, column_bases, sequence_bounds
+from .attention_common import ATTENTION_PARAMS, column_bases, online_softmax_row, sequence_bounds
 
 BC, WARPS, MT = 64, 4, 2
 BR = 16 * MT * WARPS  # query rows per block
@@ -301,25 +301,8 @@ def attention_fa2(HD):
     for mt in range(MT):
         for half in range(2):
             ri = 2 * mt + half
-            mx, mn, mref, alpha, e = (k.reg("f32", s) for s in ("mx", "mn", "mref", "alpha", "e"))
-            k(f"mov.f32 {mx}, {S[mt][0][2 * half]};")
-            for n in range(BC // 8):
-                for qq in (2 * half, 2 * half + 1):
-                    if (n, qq) != (0, 2 * half):
-                        k(f"max.f32 {mx}, {mx}, {S[mt][n][qq]};")
-            quad_reduce(k, mx, "max")
-            k(f"max.f32 {mn}, {m[ri]}, {mx};")
-            k(f"setp.eq.f32 {p}, {mn}, {NEG_INF};")
-            k(f"selp.f32 {mref}, {ZERO}, {mn}, {p};")
-            k(f"sub.f32 {e}, {m[ri]}, {mref};")
-            k(f"ex2.approx.ftz.f32 {alpha}, {e};")
-            k(f"mov.f32 {m[ri]}, {mn};")
-            k(f"mul.f32 {lsum[ri]}, {lsum[ri]}, {alpha};")
-            for n in range(BC // 8):
-                for qq in (2 * half, 2 * half + 1):
-                    k(f"sub.f32 {S[mt][n][qq]}, {S[mt][n][qq]}, {mref};")
-                    k(f"ex2.approx.ftz.f32 {S[mt][n][qq]}, {S[mt][n][qq]};")
-                    k(f"add.f32 {lsum[ri]}, {lsum[ri]}, {S[mt][n][qq]};")
+            alpha = k.reg("f32", "alpha")
+            online_softmax_row(k, S[mt], half, m[ri], lsum[ri], alpha)
             for n in range(HD // 8):
                 for qq in (2 * half, 2 * half + 1):
                     k(f"mul.f32 {O[mt][n][qq]}, {O[mt][n][qq]}, {alpha};")

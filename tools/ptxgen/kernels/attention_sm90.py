@@ -44,12 +44,12 @@ Per tile, warpgroup g:
 End: l summed over the quad, O / l rounded to bf16 once, stored as bf16 pairs
   for rows < q_len."""
 
-from ..asm import In, Kernel, Opt, Out, TMap, U32, F32
+from ..asm import F32, In, Kernel, Opt, Out, TMap, U32
 from ..frag import (fence_proxy_async_shared, mbar_arrive, mbar_arrive_tx, mbar_init, mbar_wait, named_barrier,
-                    setmaxnreg, tma_load_2d, wgmma_bf16, wgmma_bf16_rs, wgmma_commit, wgmma_desc, wgmma_fence,
-                    wgmma_wait)
+                    ring_advance, setmaxnreg, tma_load_2d, wgmma_bf16, wgmma_bf16_rs, wgmma_commit, wgmma_desc,
+                    wgmma_fence, wgmma_wait)
 from ..lib import NEG_INF, ZERO, addr, pack_bf16x2, quad_reduce
-from .attention_common import sequence_bounds
+from .attention_common import online_softmax_row, sequence_bounds
 
 HEAD_DIMS = (64, 72, 80, 128)
 BR = BC = ROWS = 128               # query rows per block, keys per tile
@@ -161,11 +161,7 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
     k(f"mov.u32 {phase}, 0;")
 
     def advance():
-        wrap = k.reg("pred", "wrap")
-        k(f"add.u32 {stage}, {stage}, 1;")
-        k(f"setp.eq.u32 {wrap}, {stage}, {STAGES};")
-        k(f"@{wrap} mov.u32 {stage}, 0;")
-        k(f"@{wrap} xor.b32 {phase}, {phase}, 1;")
+        ring_advance(k, stage, phase, STAGES)
 
     def tile_loop(j, body, stem):
         top, end = k.label(f"{stem}_tile"), k.label(f"{stem}_tiles_done")
@@ -386,25 +382,7 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
         k.place(no_mask)
         # Online softmax: rows g (registers 0, 1 of each group) and g + 8 (2, 3).
         for half in range(2):
-            mx, mn, mref, e = (k.reg("f32", s) for s in ("mx", "mn", "mref", "e"))
-            k(f"mov.f32 {mx}, {S[0][2 * half]};")
-            for n in range(BC // 8):
-                for q in (2 * half, 2 * half + 1):
-                    if (n, q) != (0, 2 * half):
-                        k(f"max.f32 {mx}, {mx}, {S[n][q]};")
-            quad_reduce(k, mx, "max")
-            k(f"max.f32 {mn}, {m[half]}, {mx};")
-            k(f"setp.eq.f32 {p}, {mn}, {NEG_INF};")
-            k(f"selp.f32 {mref}, {ZERO}, {mn}, {p};")
-            k(f"sub.f32 {e}, {m[half]}, {mref};")
-            k(f"ex2.approx.ftz.f32 {alpha[half]}, {e};")
-            k(f"mov.f32 {m[half]}, {mn};")
-            k(f"mul.f32 {lsum[half]}, {lsum[half]}, {alpha[half]};")
-            for n in range(BC // 8):
-                for q in (2 * half, 2 * half + 1):
-                    k(f"sub.f32 {S[n][q]}, {S[n][q]}, {mref};")
-                    k(f"ex2.approx.ftz.f32 {S[n][q]}, {S[n][q]};")
-                    k(f"add.f32 {lsum[half]}, {lsum[half]}, {S[n][q]};")
+            online_softmax_row(k, S, half, m[half], lsum[half], alpha[half])
 
     def rescale_and_pack():
         """O ·= alpha; P ← S as bf16 pairs (O and P are free: their wgmma retired)."""

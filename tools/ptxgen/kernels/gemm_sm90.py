@@ -42,8 +42,9 @@ Epilogue: + bias, GELU (tanh.approx), + residual in f32, rounded once to bf16,
 
 from ..asm import In, Kernel, Opt, Out, TMap, U32
 from ..frag import (bulk_commit, bulk_wait, bulk_wait_read, fence_proxy_async_shared, mbar_arrive, mbar_arrive_tx,
-                    mbar_init, mbar_wait, named_barrier, setmaxnreg, sw128_offset, tma_load_2d, tma_store_2d,
-                    wgmma_bf16, wgmma_commit, wgmma_d_coords, wgmma_desc_sw128, wgmma_fence, wgmma_wait)
+                    mbar_init, mbar_wait, named_barrier, ring_advance, setmaxnreg, sw128_offset, tma_load_2d,
+                    tma_store_2d, wgmma_bf16, wgmma_commit, wgmma_d_coords, wgmma_desc_sw128, wgmma_fence,
+                    wgmma_wait)
 from ..lib import addr
 from .gemm_common import epilogue_flags, ld_bf16_pair, raster
 from .gemm_sm80 import bias_gelu_pair
@@ -158,12 +159,7 @@ def linear_bf16_sm90(BN=256):  # noqa: N803 (the tile constant's name)
     k(f"mov.u32 {phase}, 0;")
 
     def advance():
-        """stage += 1; at STAGES: stage = 0, phase ^= 1."""
-        wrap = k.reg("pred", "wrap")
-        k(f"add.u32 {stage}, {stage}, 1;")
-        k(f"setp.eq.u32 {wrap}, {stage}, {STAGES};")
-        k(f"@{wrap} mov.u32 {stage}, 0;")
-        k(f"@{wrap} xor.b32 {phase}, {phase}, 1;")
+        ring_advance(k, stage, phase, STAGES)
 
     consumer = k.label("consumer")
     done = k.label("done")
