@@ -187,6 +187,16 @@ def setmaxnreg(k, count, grow):
     k(f"setmaxnreg.{'inc' if grow else 'dec'}.sync.aligned.u32 {count};")
 
 
+def warpgroup_ids(k, tid):
+    """(warpgroup, warp within it, lane) registers of thread `tid`."""
+    wg, warp, lane = k.reg("u32", "wg"), k.reg("u32", "warp"), k.reg("u32", "lane")
+    k(f"shr.u32 {wg}, {tid}, 7;")
+    k(f"shr.u32 {warp}, {tid}, 5;")
+    k(f"and.b32 {warp}, {warp}, 3;")
+    k(f"and.b32 {lane}, {tid}, 31;")
+    return wg, warp, lane
+
+
 def ring_advance(k, stage, phase, stages):
     """The next slot of an mbarrier ring of `stages` stages: stage += 1, and at
     `stages` back to 0 with the parity `phase` flipped (u32 registers)."""

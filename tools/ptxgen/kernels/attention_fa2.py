@@ -38,8 +38,8 @@ End: l summed over the quad, O / l rounded to bf16 once, stored as bf16 pairs fo
 
 from ..asm import Kernel
 from ..frag import c_coords, cp_async_16, cp_commit, cp_wait, ldmatrix_x4, mma, padded_stride
-from ..lib import NEG_INF, ZERO, addr, lane_warp, pack_bf16x2, quad_reduce
-from .attention_common import ATTENTION_PARAMS, column_bases, online_softmax_row, sequence_bounds
+from ..lib import NEG_INF, ZERO, addr, lane_warp
+from .attention_common import ATTENTION_PARAMS, column_bases, online_softmax_row, sequence_bounds, store_output_row
 
 BC, WARPS, MT = 64, 4, 2
 BR = 16 * MT * WARPS  # query rows per block
@@ -333,28 +333,9 @@ def attention_fa2(HD):
     k(f"add.u32 {grow}, {grow}, {qb};")  # query row (in the sequence) of m-tile 0's registers 0, 1
     for mt in range(MT):
         for half in range(2):
-            ri = 2 * mt + half
-            inv, e = k.reg("f32", "inv"), k.reg("u32", "oe")
-            quad_reduce(k, lsum[ri], "add")
-            k(f"rcp.rn.f32 {inv}, {lsum[ri]};")
             row = k.reg("u32", "orow")
             k(f"add.u32 {row}, {grow}, {16 * mt + 8 * half};")
-            skip = k.label("row_out")
-            k(f"setp.ge.u32 {p}, {row}, {ql};")
-            k(f"@{p} bra {skip};")
-            k(f"add.u32 {e}, {o0}, {row};")
-            k(f"mad.lo.u32 {e}, {e}, {ldo}, {hoff};")
-            k(f"add.u32 {e}, {e}, {c2};")
-            base = addr(k, out, e, 2, "ob")
-            for n in range(HD // 8):
-                x, y = O[mt][n][2 * half], O[mt][n][2 * half + 1]
-                k(f"mul.f32 {x}, {x}, {inv};")
-                k(f"mul.f32 {y}, {y}, {inv};")
-                pk = pack_bf16x2(k, x, y)
-                k(f"add.u32 {t}, {c2}, {8 * n};")
-                k(f"setp.lt.u32 {p}, {t}, {hd};")
-                k(f"@{p} st.global.b32 [{base}+{16 * n}], {pk};")
-            k.place(skip)
+            store_output_row(k, O[mt], half, lsum[2 * mt + half], row, (out, o0, ql, ldo, hoff), c2, hd=hd)
     k.place(exit_)
     return k
 

@@ -46,10 +46,10 @@ End: l summed over the quad, O / l rounded to bf16 once, stored as bf16 pairs
 
 from ..asm import F32, In, Kernel, Opt, Out, TMap, U32
 from ..frag import (fence_proxy_async_shared, mbar_arrive, mbar_arrive_tx, mbar_init, mbar_wait, named_barrier,
-                    ring_advance, setmaxnreg, tma_load_2d, wgmma_bf16, wgmma_bf16_rs, wgmma_commit, wgmma_desc,
-                    wgmma_fence, wgmma_wait)
-from ..lib import NEG_INF, ZERO, addr, pack_bf16x2, quad_reduce
-from .attention_common import online_softmax_row, sequence_bounds
+                    ring_advance, setmaxnreg, tma_load_2d, warpgroup_ids, wgmma_bf16, wgmma_bf16_rs, wgmma_commit,
+                    wgmma_desc, wgmma_fence, wgmma_wait)
+from ..lib import NEG_INF, ZERO
+from .attention_common import online_softmax_row, sequence_bounds, store_output_row
 
 HEAD_DIMS = (64, 72, 80, 128)
 BR = BC = ROWS = 128               # query rows per block, keys per tile
@@ -229,11 +229,7 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
     # ---- consumers ------------------------------------------------------------
     k.place(consumer)
     setmaxnreg(k, CONSUMER_REGS, grow=True)
-    wg, warp, lane = k.reg("u32", "wg"), k.reg("u32", "warp"), k.reg("u32", "lane")
-    k(f"shr.u32 {wg}, {tid}, 7;")
-    k(f"shr.u32 {warp}, {tid}, 5;")
-    k(f"and.b32 {warp}, {warp}, 3;")
-    k(f"and.b32 {lane}, {tid}, 31;")
+    wg, warp, lane = warpgroup_ids(k, tid)
     c2 = k.reg("u32", "c2")  # 2·(lane % 4): this lane's first column in an 8-column group
     k(f"and.b32 {c2}, {lane}, 3;")
     k(f"shl.b32 {c2}, {c2}, 1;")
@@ -460,25 +456,9 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
     k(f"add.u32 {grow}, {grow}, {t};")
     k(f"add.u32 {grow}, {grow}, {qb};")
     for half in range(2):
-        inv, e = k.reg("f32", "inv"), k.reg("u32", "oe")
-        quad_reduce(k, lsum[half], "add")
-        k(f"rcp.rn.f32 {inv}, {lsum[half]};")
         orow = k.reg("u32", "orow")
         k(f"add.u32 {orow}, {grow}, {8 * half};")
-        skip_row = k.label("row_out")
-        k(f"setp.ge.u32 {p}, {orow}, {ql};")
-        k(f"@{p} bra {skip_row};")
-        k(f"add.u32 {e}, {o0}, {orow};")
-        k(f"mad.lo.u32 {e}, {e}, {ldo}, {hoff};")
-        k(f"add.u32 {e}, {e}, {c2};")
-        ob = addr(k, out, e, 2, "ob")
-        for n in range(HD // 8):
-            x, y = O[n][2 * half], O[n][2 * half + 1]
-            k(f"mul.f32 {x}, {x}, {inv};")
-            k(f"mul.f32 {y}, {y}, {inv};")
-            pk = pack_bf16x2(k, x, y)
-            k(f"st.global.b32 [{ob}+{16 * n}], {pk};")
-        k.place(skip_row)
+        store_output_row(k, O, half, lsum[half], orow, (out, o0, ql, ldo, hoff), c2)
     k.place(done)
     k.place(exit_)
     return k

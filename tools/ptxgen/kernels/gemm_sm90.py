@@ -43,8 +43,8 @@ Epilogue: + bias, GELU (tanh.approx), + residual in f32, rounded once to bf16,
 from ..asm import In, Kernel, Opt, Out, TMap, U32
 from ..frag import (bulk_commit, bulk_wait, bulk_wait_read, fence_proxy_async_shared, mbar_arrive, mbar_arrive_tx,
                     mbar_init, mbar_wait, named_barrier, ring_advance, setmaxnreg, sw128_offset, tma_load_2d,
-                    tma_store_2d, wgmma_bf16, wgmma_commit, wgmma_d_coords, wgmma_desc_sw128, wgmma_fence,
-                    wgmma_wait)
+                    tma_store_2d, warpgroup_ids, wgmma_bf16, wgmma_commit, wgmma_d_coords, wgmma_desc_sw128,
+                    wgmma_fence, wgmma_wait)
 from ..lib import addr
 from .gemm_common import epilogue_flags, ld_bf16_pair, raster
 from .gemm_sm80 import bias_gelu_pair
@@ -206,11 +206,7 @@ def linear_bf16_sm90(BN=256):  # noqa: N803 (the tile constant's name)
     # ---- consumers ---------------------------------------------------------------
     k.place(consumer)
     setmaxnreg(k, CONSUMER_REGS, grow=True)
-    wg, warp, lane = k.reg("u32", "wg"), k.reg("u32", "warp"), k.reg("u32", "lane")
-    k(f"shr.u32 {wg}, {tid}, 7;")
-    k(f"shr.u32 {warp}, {tid}, 5;")
-    k(f"and.b32 {warp}, {warp}, 3;")
-    k(f"and.b32 {lane}, {tid}, 31;")
+    wg, warp, lane = warpgroup_ids(k, tid)
     acc = k.regs_n("f32", "d", BN // 2)
     prev = k.reg("u32", "prev")
     has_bias, has_gelu, has_res = epilogue_flags(k, flags)
