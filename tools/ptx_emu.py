@@ -9,7 +9,8 @@ register pressure, races on global memory, and any place where our reading of
 the PTX ISA differs from the hardware. It counts shared-memory bank conflicts
 when asked (run_kernel(..., banks=BankStats()); the model is in BankStats).
 
-Execution model: one block at a time; every thread has its own pc; the threads
+Execution model: one block at a time (a cluster launch: one cluster at a time,
+see Clusters); every thread has its own pc; the threads
 at the smallest pc execute together (vectorised with numpy), which reconverges
 structured control flow. Threads that wait (on an mbarrier phase, or at a
 bar.sync not yet complete) are left out of that choice until released, so
@@ -25,7 +26,8 @@ instruction; warpgroup-collective ones (wgmma.*, setmaxnreg) all 128 threads of
 each executing warpgroup (warps 4i..4i+3). If every live thread waits on
 mbarriers or barriers nothing can complete any more, the launch fails with a
 deadlock error naming the barriers and their states (mbarrier phases and
-counts; for named barriers the id and the threads arrived / expected). Shared
+counts; for named barriers the id and the threads arrived / expected; for the
+cluster barrier the threads arrived). Shared
 memory starts filled with 0xFF bytes (NaN), registers with zeros; global
 accesses must fall inside an allocation and be naturally aligned (the whole
 vector for .v2/.v4).
@@ -95,7 +97,11 @@ copy_traits_sm75 / mma_traits_sm80):
     kernel").
   * Launch limits: block <= 1024 threads, .reqntid (exact) / .maxntid (total),
     static shared memory <= 48 KiB, static + dynamic <= 48 KiB unless
-    allow_large_smem (cudaFuncAttributeMaxDynamicSharedMemorySize), <= 227 KiB.
+    allow_large_smem (cudaFuncAttributeMaxDynamicSharedMemorySize), <= 227 KiB
+    (per CTA). Clusters (run_kernel(..., cluster=(cx, cy, cz))): at most 8 CTAs,
+    the grid a multiple of the cluster in every dimension; .reqnctapercluster
+    must equal the cluster given (launching without one is an error too),
+    .explicitcluster needs one, .maxclusterrank bounds its size.
   * Operand types follow the ISA's compatibility rules (bit-size types match any
     type of the same size, same-size integers match each other; ld/st/cvt may use
     wider registers, chopping sources and sign/zero-extending destinations).
@@ -107,7 +113,9 @@ copy_traits_sm75 / mma_traits_sm80):
     parameter's .param address (PARAM_SPACE_BASE + its offset), `cvta.param.u64`
     the generic one (PARAM_GENERIC_BASE + offset); a global access through either
     is an error. Parameters are laid out at their natural alignment (64 for maps).
-  * mbarrier (shared::cta objects, 8 bytes, state in a side table): init sets
+  * mbarrier (shared::cta objects, 8 bytes, state in a side table; arrive /
+    expect_tx / complete_tx also through .shared::cluster addresses, e.g. onto
+    another CTA's mbarrier, see Clusters): init sets
     the expected count (1..2^20-1); a phase completes when its pending arrivals
     and its tx-count are both zero: the parity flips and pending becomes the
     expected count again. arrive{.expect_tx} = tx-count += txCount, then pending
@@ -115,6 +123,10 @@ copy_traits_sm75 / mma_traits_sm80):
     waiting only on tx-count has none left); expect_tx / complete_tx add to /
     subtract from the signed tx-count (|tx-count| < 2^20; complete_tx may come
     before its expect_tx, but not exceed it once the arrivals are done).
+    A phase waits for both: complete_tx may come before the expect_tx of its
+    phase (a peer's multicast landing before this CTA's producer armed the
+    barrier: tx-count negative meanwhile, the phase still waiting for the
+    arrival).
     try_wait / test_wait.parity q is true iff the phase of parity q has completed,
     i.e. the current phase's parity != q (a fresh barrier: q = 1 is true at once);
     the parity operand must be 0 or 1. A false result lets the thread go on (pc
@@ -139,7 +151,14 @@ copy_traits_sm75 / mma_traits_sm80):
     of the box at dst + r * box[0] * elem; with the 128-byte swizzle (dst 1024-
     byte aligned, else 128) byte a of the destination lands at a ^ (((a >> 7) & 7)
     << 4). The copy lands at issue; complete_tx(box bytes, OOB included) follows.
-    The in-bounds source bytes must lie in allocations.
+    The in-bounds source bytes must lie in allocations. .multicast::cluster
+    (ctaMask: a .b16 / .u16 / .u32 register or an immediate, bit r = CTA rank
+    r): the box lands at the destination's offset in the shared memory of every
+    CTA in the mask, each completing the mbarrier at the mbarrier operand's
+    offset in that CTA (each landing checked as a TMA of the issuing thread into
+    that CTA: alignment, pending copies, released reads, ...). Without it the
+    destination is the issuer's own shared memory or, through a mapa address,
+    another CTA's (its mbarrier in the same CTA).
   * cp.async.bulk.tensor.2d.global.shared::cta (TMA store, tile mode, bulk
     async-groups): issued by each active thread; the box at (c0, c1), laid out
     in shared memory at src exactly as a TMA load lays it out at dst (alignment
@@ -178,13 +197,18 @@ copy_traits_sm75 / mma_traits_sm80):
     wgmma.wait_group retired its group) and then some thread of the reader
     arrived on an mbarrier (for a warp / warpgroup: any of its threads: the
     wait_group is warpgroup-collective), and the TMA's issuing thread must have
-    observed the phase that arrival completes; a whole-block barrier releases
-    every retired read, and a read retired before a barrier (a named one too)
-    that orders it before the TMA's issue (happens-before, as for races: the
-    reader thread's warp, the warp, or one of the warpgroup's warps) needs no
-    more. (The issuer's own retired loads need no release. A read already
-    released through an mbarrier still needs the issuer to observe that phase
-    even when a named barrier orders it: conservative.) A TMA onto bytes of an
+    observed the phase that arrival completes. Every arrival of the reader after
+    the retirement counts (each read keeps, per mbarrier, the first phase an
+    arrival of its reader after the retirement belongs to, until a TMA
+    overwrites its bytes): the issuer must have observed one of them, for every
+    reader of the bytes, so a warpgroup may release a stage on several
+    mbarriers (in a cluster: one in each CTA whose producer refills it). A
+    whole-block barrier releases every retired read, and a read retired before a
+    barrier (a named one, a cluster barrier too) that orders it before the TMA's
+    issue (happens-before, as for races: the reader thread's warp, the warp, or
+    one of the warpgroup's warps) needs no more; nor do the issuer's own
+    retired loads. Of a warpgroup's wgmma reads of a chunk only the latest
+    counts (its releases release the earlier ones). A TMA onto bytes of an
     unretired wgmma operand, of a pending cp.async, of an mbarrier, of the
     source of an unretired TMA store, or of an earlier TMA whose phase has not
     completed, is an error. TMA writes and wgmma reads do not enter the race
@@ -232,6 +256,60 @@ copy_traits_sm75 / mma_traits_sm80):
     wait_group N retires all but the N newest groups. mma_async needs a
     wgmma.fence since the start and since any other instruction touched its
     accumulator or A registers.
+  * Clusters (sm_90). A cluster of C = cx*cy*cz CTAs of T threads runs as one
+    emulated block: CTA rank r (x fastest: %cluster_ctaid.x + cx
+    %cluster_ctaid.y + cx cy %cluster_ctaid.z) owns the threads r*Tp .. r*Tp +
+    T - 1, Tp = T rounded up to a whole warpgroup (128), so warps and
+    warpgroups never straddle CTAs; thread numbers in messages are these
+    cluster-wide ones (with rank and %tid). Per thread: %tid, %ntid, %warpid,
+    %laneid of its CTA; %ctaid = %clusterid * cluster dims + %cluster_ctaid;
+    %cluster_ctarank, %cluster_nctarank, %cluster_ctaid / %cluster_nctaid,
+    %clusterid / %nclusterid (.x .y .z) and %is_explicit_cluster (.pred: the
+    launch gave a cluster, or the kernel declares one). A launch without a
+    cluster is one of 1x1x1 (rank 0 of 1, %clusterid = %ctaid), as on the GPU,
+    at the speed of a plain launch. Shared memory: each CTA has its own, a
+    window of W bytes of one flat array (W = its shared size rounded up to 1
+    KiB); shared::cta addresses (symbols and everything computed from them)
+    are offsets in the thread's own CTA's memory - the same values in every
+    CTA, as on the hardware, so wgmma descriptors and swizzle arithmetic are
+    unchanged - and every .shared / .shared::cta access (ld / st, ldmatrix,
+    cp.async, mbarrier, TMA operands, wgmma descriptors) is checked against and
+    lands in that CTA's memory (a shared::cluster address there is an error
+    naming both CTAs). shared::cluster addresses are CLUSTER_WINDOW (16 MiB) +
+    r * W + offset: mapa.shared::cluster.{u32,u64} d, a, r maps a (a
+    shared::cta or shared::cluster address) to CTA rank r (r outside the
+    cluster: an error); ld / st.shared::cluster, mbarrier.arrive{.expect_tx}
+    / expect_tx / complete_tx .shared::cluster and the .shared::cluster
+    destination of cp.async.bulk.tensor take them (a thread's own shared::cta
+    addresses too). Barriers: bar.sync / barrier.sync, with or without a thread
+    count, are per CTA (barrier id a of rank r is not that of rank s; a
+    whole-block bar.sync waits for its CTA's live threads only, the other CTAs
+    running on). barrier.cluster.arrive{.release|.relaxed}{.aligned} /
+    barrier.cluster.wait{.acquire}{.aligned}: a thread's wait completes once
+    every live thread of the cluster has arrived since its previous wait
+    (exited threads do not count); arriving twice without a wait, or waiting
+    without an arrival, is an error; .aligned: every live thread of the warp
+    executes it. For the race detector and everything ordered by barriers
+    (mbarrier.init's visibility, released TMA reads, proxy fences) the wait
+    orders every access its arriving warps made before their (.release)
+    arrivals before everything after it, in every CTA; a .relaxed arrival
+    orders only what its warp did before its latest fence.{sc,acq_rel,release,
+    mbarrier_init}.{cluster,gpu,sys} (so fence.mbarrier_init.release.cluster +
+    barrier.cluster.arrive.relaxed publishes the mbarrier inits; the fence is
+    taken as a release fence of all that went before it). Accesses to another
+    CTA's shared memory are ordered by cluster barriers only (mbarriers do not
+    order generic accesses, as within a CTA). Exit: a CTA's threads may exit
+    while its peers run on, but once all of them have, its shared memory is
+    gone: any later access to it (a mapa'd ld / st, a remote arrive, a
+    multicast landing there) is an error, and so is the last exit itself if a
+    peer's earlier access to that memory is not ordered before it (a cluster
+    barrier before exiting). Mbarriers, TMA landings, releases and
+    observations work across CTAs as within one (a warpgroup's read of its
+    CTA's stage released by arrivals on both CTAs' empty barriers; the peer's
+    producer observing its own). The scheduler is the block's: waiting threads
+    (try_wait, bar.sync, barrier.cluster.wait) leave the choice, so a CTA
+    waiting on another never starves it. Bank accounting counts each warp's
+    requests once (CTAs are not mixed in a warp).
   * .version / .target: the sm_90 instructions need .version >= 8.0 and .target
     sm_90 or later (wgmma, setmaxnreg: sm_90a), when the module declares them.
 
@@ -241,13 +319,20 @@ Instructions (anything else is rejected when the kernel is first launched):
               count, whole warps; each an immediate or a .u32 register),
               bar.warp.sync, fence.proxy.async{.shared::cta, .shared::cluster}
               (fences generic shared stores for TMA stores), membar / other
-              fences (incl. fence.proxy.async.global, fence.mbarrier_init) /
+              fences (incl. fence.proxy.async.global, fence.mbarrier_init,
+              fence.acq_rel.cluster: no-ops but for .relaxed cluster arrivals) /
               nanosleep / prefetch (incl. prefetch.tensormap) (no-ops)
+  cluster     barrier.cluster.arrive{.release|.relaxed}{.aligned},
+              barrier.cluster.wait{.acquire}{.aligned},
+              mapa.shared::cluster.{u32,u64} d, a, rank; special registers
+              %cluster_ctarank, %cluster_nctarank, %cluster_ctaid.{x,y,z},
+              %cluster_nctaid.{x,y,z}, %clusterid.{x,y,z}, %nclusterid.{x,y,z},
+              %is_explicit_cluster
   data        mov (incl. {lo, hi} pack / unpack, symbol and parameter
               addresses), cvta,
-              ld / st .param / .global / .shared (.v2 / .v4, .nc, cache
-              hints), cvt (int <-> int, int <-> f32, f32 <-> f64, f32 <->
-              bf16 / f16, .bf16x2 / .f16x2 pairs, .rni / .rzi / .rmi / .rpi,
+              ld / st .param / .global / .shared{::cta, ::cluster} (.v2 / .v4,
+              .nc, cache hints), cvt (int <-> int, int <-> f32, f32 <-> f64,
+              f32 <-> bf16 / f16, .bf16x2 / .f16x2 pairs, .rni / .rzi / .rmi / .rpi,
               .sat, .ftz, .relu, .satfinite), selp, prmt (default mode), lop3,
               cvta.param / cvta.to.param (parameter windows)
   integer     add, sub, mul.{lo,hi,wide}, mad.{lo,hi,wide}, div, rem, min, max,
@@ -272,18 +357,21 @@ Instructions (anything else is rejected when the kernel is first launched):
   async       cp.async.{ca,cg}.shared.global (cp-size 4 / 8 / 16, src-size or
               ignore-src, cache hints), cp.async.commit_group / wait_group /
               wait_all; cp.async.bulk.tensor.2d.shared::{cluster,cta}.global
-              {.tile}.mbarrier::complete_tx::bytes{.L2::cache_hint} [dst],
-              [tmap, {c0, c1}], [mbar]{, policy};
+              {.tile}.mbarrier::complete_tx::bytes{.multicast::cluster}
+              {.L2::cache_hint} [dst], [tmap, {c0, c1}], [mbar]{, ctaMask}
+              {, policy};
               cp.async.bulk.tensor.2d.global.shared::cta{.tile}.bulk_group
               {.L2::cache_hint} [tmap, {c0, c1}], [src]{, policy};
               cp.async.bulk.commit_group; cp.async.bulk.wait_group{.read} N
   mbarrier    (.shared::cta or .shared; .b64; .release/.acquire/.relaxed, .cta/
               .cluster accepted) init [a], count; inval [a]; arrive{.expect_tx}
-              state|_, [a]{, count | txCount} (.shared::cluster with `_`);
-              expect_tx / complete_tx [a], txCount; try_wait.parity /
+              state|_, [a]{, count | txCount} (.shared::cluster with `_`: any
+              CTA's mbarrier); expect_tx / complete_tx{.shared::cluster} [a],
+              txCount; try_wait.parity /
               test_wait.parity p, [a], parity{, suspendTimeHint}
   directives  .reg, .shared (incl. .extern dynamic), .reqntid, .maxntid,
-              .maxnreg, .minnctapersm, .pragma; parameters .param .{type} and
+              .maxnreg, .minnctapersm, .reqnctapercluster, .explicitcluster,
+              .maxclusterrank, .pragma; parameters .param .{type} and
               .param .align 64 .b8 name[128] (tensor maps)
 """
 import re
@@ -296,6 +384,11 @@ MASK32 = np.uint64(0xFFFFFFFF)
 SMEM_STATIC_LIMIT = 48 * 1024       # static shared memory per block
 SMEM_DEFAULT_LIMIT = 48 * 1024      # static + dynamic without the opt-in attribute
 SMEM_MAX_PER_BLOCK = 227 * 1024     # sm_90 (H100 / H200) per-block maximum, with opt-in
+MAX_CLUSTER = 8                     # CTAs per cluster (the portable maximum)
+# shared::cluster addresses (mapa's results): CLUSTER_WINDOW + rank * W + offset,
+# W = a CTA's shared memory rounded up to 1 KiB; shared::cta addresses are the
+# CTA-relative offsets 0 .. shared size - 1, the same in every CTA.
+CLUSTER_WINDOW = 0x0100_0000
 
 
 class EmuError(Exception):
@@ -575,6 +668,9 @@ class Function:
         self.reqntid = None
         self.maxntid = None
         self.maxnreg = None
+        self.reqncluster = None     # .reqnctapercluster (x, y, z)
+        self.explicitcluster = False
+        self.maxclusterrank = None
         self._cache = {}
         self._parse_directives(header_directives)
         off = 0
@@ -671,6 +767,16 @@ class Function:
                 setattr(self, d, tuple(nums + [1] * (3 - len(nums))))
             elif d == "maxnreg":
                 self.maxnreg = nums[0]
+            elif d == "reqnctapercluster":
+                if not 1 <= len(nums) <= 3 or min(nums) < 1:
+                    raise EmuError(f"{self.name}: bad .reqnctapercluster")
+                self.reqncluster = tuple(nums + [1] * (3 - len(nums)))
+            elif d == "explicitcluster":
+                self.explicitcluster = True
+            elif d == "maxclusterrank":
+                if len(nums) != 1 or nums[0] < 1:
+                    raise EmuError(f"{self.name}: bad .maxclusterrank")
+                self.maxclusterrank = nums[0]
             elif d in ("minnctapersm", "maxnctapersm", "noreturn", "pragma"):
                 pass
             else:
@@ -890,8 +996,8 @@ class BankStats:
 
 
 def run_kernel(func, mem, grid, block, params, dyn_smem=0, max_steps=50_000_000, allow_large_smem=False,
-               strict_async=True, check_nc=True, check_races=True, strict_waits=True, banks=None):
-    """Run `func` over the whole grid, one block after another.
+               strict_async=True, check_nc=True, check_races=True, strict_waits=True, banks=None, cluster=None):
+    """Run `func` over the whole grid, one block (or one cluster) after another.
 
     params: Python ints / floats in declaration order (pointers are addresses in
       `mem`); for a tensor-map parameter (`.param .align 64 .b8 p[128]`) a
@@ -906,8 +1012,27 @@ def run_kernel(func, mem, grid, block, params, dyn_smem=0, max_steps=50_000_000,
     strict_waits: an mbarrier try_wait / test_wait returns false at a thread's
       first try even on a completed phase (module doc); False: true iff completed.
     banks: a BankStats that tallies the launch's shared-memory wavefronts.
+    cluster: thread-block cluster dimensions (cx, cy, cz), at most 8 CTAs, each
+      dividing the grid's; the CTAs of a cluster run together (module doc,
+      Clusters). None: no cluster attribute at launch (a 1x1x1 cluster; an error
+      for a kernel declaring .reqnctapercluster or .explicitcluster).
     Raises EmuError on any violation."""
     grid = tuple(int(x) for x in grid) + (1,) * (3 - len(grid))
+    explicit = cluster is not None
+    cl = (1, 1, 1) if cluster is None else tuple(int(x) for x in cluster) + (1,) * (3 - len(tuple(cluster)))
+    if len(cl) != 3 or min(cl) < 1:
+        raise EmuError(f"{func.name}: invalid cluster dimensions {cluster}")
+    ncl = cl[0] * cl[1] * cl[2]
+    if ncl > MAX_CLUSTER:
+        raise EmuError(f"{func.name}: a cluster of {cl} = {ncl} CTAs exceeds the portable maximum of {MAX_CLUSTER}")
+    if func.reqncluster is not None and cl != func.reqncluster:
+        raise EmuError(f"{func.name}: declares .reqnctapercluster {', '.join(map(str, func.reqncluster))}: launch it "
+                       f"with cluster={func.reqncluster}, not {cl if explicit else 'no cluster'}")
+    if func.explicitcluster and not explicit:
+        raise EmuError(f"{func.name}: declares .explicitcluster: it must be launched with cluster dimensions "
+                       f"(run_kernel(..., cluster=(cx, cy, cz)))")
+    if func.maxclusterrank is not None and ncl > func.maxclusterrank:
+        raise EmuError(f"{func.name}: a cluster of {ncl} CTAs exceeds .maxclusterrank {func.maxclusterrank}")
     block = tuple(int(x) for x in block) + (1,) * (3 - len(block))
     if len(params) != len(func.params):
         raise EmuError(f"{func.name}: {len(params)} params given, {len(func.params)} declared")
@@ -916,6 +1041,8 @@ def run_kernel(func, mem, grid, block, params, dyn_smem=0, max_steps=50_000_000,
         raise EmuError(f"{func.name}: invalid block size {block}")
     if min(grid) < 1 or grid[0] > 2 ** 31 - 1 or grid[1] > 65535 or grid[2] > 65535:
         raise EmuError(f"{func.name}: invalid grid size {grid}")
+    if any(g % c for g, c in zip(grid, cl)):
+        raise EmuError(f"{func.name}: grid {grid} is not a multiple of the cluster dimensions {cl}")
     if func.reqntid is not None and tuple(block) != func.reqntid:
         raise EmuError(f"{func.name}: launched with block {block} but .reqntid {func.reqntid}")
     if func.maxntid is not None and block[0] * block[1] * block[2] > \
@@ -933,11 +1060,12 @@ def run_kernel(func, mem, grid, block, params, dyn_smem=0, max_steps=50_000_000,
     if total > SMEM_DEFAULT_LIMIT and not allow_large_smem:
         raise EmuError(f"{func.name}: {st} B static + {dyn_smem} B dynamic shared memory exceeds "
                        f"48 KiB without allow_large_smem (cudaFuncAttributeMaxDynamicSharedMemorySize)")
-    key = (block, int(dyn_smem), bool(strict_async))
+    key = (block, int(dyn_smem), bool(strict_async), cl)
     ex = func._cache.get(key)
     if ex is None:
-        ex = _Exec(func, block, int(dyn_smem), bool(strict_async))
+        ex = _Exec(func, block, int(dyn_smem), bool(strict_async), cl)
         func._cache[key] = ex
+    ex.explicit_cluster = explicit or func.reqncluster is not None or func.explicitcluster
     ex.races = bool(check_races)
     ex.strict_waits = bool(strict_waits)
     ex.banks = banks
@@ -1012,32 +1140,56 @@ class _Exec:
     """Executor for one (function, block shape, dynamic smem) combination: the
     program compiled to closures over persistent per-thread arrays."""
 
-    def __init__(self, func, block, dyn_smem, strict_async):
+    def __init__(self, func, block, dyn_smem, strict_async, cluster=(1, 1, 1)):
         self.f = func
         self.block = block
         bx, by, bz = block
         nt = bx * by * bz
-        ntp = (nt + 31) // 32 * 32
+        self.cluster = cluster
+        C = cluster[0] * cluster[1] * cluster[2]
+        self.C = C
+        # thread slots per CTA: whole warps; in a cluster whole warpgroups, so that
+        # warps and warpgroups never straddle two CTAs. Thread i of the emulated
+        # block is thread i % ctp of CTA rank i // ctp.
+        ctp = (nt + 31) // 32 * 32 if C == 1 else (nt + 127) // 128 * 128
+        ntp = C * ctp
         self.nt, self.ntp, self.nw = nt, ntp, ntp // 32
+        self.ctp, self.cwp = ctp, ctp // 32
+        self.cta_nw = (nt + 31) // 32          # real warps of a CTA
+        self.cta_ntp = self.cta_nw * 32        # a CTA's threads in whole warps
         self.strict = strict_async
         t = np.arange(ntp, dtype=np.uint32)
-        self.real = t < nt
+        tl = t % np.uint32(ctp)                # CTA-local thread index
+        self.rank_of = (t // np.uint32(ctp)).astype(np.int64)
+        self.real = tl < nt
         self.tids = t.astype(np.int64)
         self.lane = t % np.uint32(32)
         self.warp_of = (t // np.uint32(32)).astype(np.int64)
         self.all_warps = np.arange(self.nw)
         self.regs = {nm: np.zeros(ntp, _STORE[kind]) for nm, kind in func.regs.items()}
         sp = {}
-        sp["%tid.x"] = (t % np.uint32(bx)).astype(np.uint32)
-        sp["%tid.y"] = ((t // np.uint32(bx)) % np.uint32(by)).astype(np.uint32)
-        sp["%tid.z"] = (t // np.uint32(bx * by)).astype(np.uint32)
+        sp["%tid.x"] = (tl % np.uint32(bx)).astype(np.uint32)
+        sp["%tid.y"] = ((tl // np.uint32(bx)) % np.uint32(by)).astype(np.uint32)
+        sp["%tid.z"] = (tl // np.uint32(bx * by)).astype(np.uint32)
         for d, v in zip("xyz", block):
             sp[f"%ntid.{d}"] = np.full(ntp, v, np.uint32)
         sp["%laneid"] = self.lane.copy()
-        sp["%warpid"] = (t // np.uint32(32)).astype(np.uint32)
+        sp["%warpid"] = (tl // np.uint32(32)).astype(np.uint32)
         for d in "xyz":
             sp[f"%ctaid.{d}"] = np.zeros(ntp, np.uint32)
             sp[f"%nctaid.{d}"] = np.zeros(ntp, np.uint32)
+            sp[f"%clusterid.{d}"] = np.zeros(ntp, np.uint32)
+            sp[f"%nclusterid.{d}"] = np.zeros(ntp, np.uint32)
+        cx, cy, _ = cluster
+        r32 = self.rank_of.astype(np.uint32)
+        self.cl_ctaid = [r32 % np.uint32(cx), (r32 // np.uint32(cx)) % np.uint32(cy), r32 // np.uint32(cx * cy)]
+        for d, v, n in zip("xyz", self.cl_ctaid, cluster):
+            sp[f"%cluster_ctaid.{d}"] = v.copy()
+            sp[f"%cluster_nctaid.{d}"] = np.full(ntp, n, np.uint32)
+        sp["%cluster_ctarank"] = r32.copy()
+        sp["%cluster_nctarank"] = np.full(ntp, C, np.uint32)
+        self.special_pred = {"%is_explicit_cluster": np.zeros(ntp, bool)}
+        self.explicit_cluster = False
         ln = self.lane.astype(np.uint64)
         one = np.uint64(1)
         sp["%lanemask_eq"] = (one << ln).astype(np.uint32)
@@ -1050,10 +1202,22 @@ class _Exec:
         self.special = sp
         self.ctaid_arrays = [sp["%ctaid.x"], sp["%ctaid.y"], sp["%ctaid.z"]]
         self.nctaid_arrays = [sp["%nctaid.x"], sp["%nctaid.y"], sp["%nctaid.z"]]
-        # shared memory
+        self.clusterid_arrays = [sp["%clusterid.x"], sp["%clusterid.y"], sp["%clusterid.z"]]
+        self.nclusterid_arrays = [sp["%nclusterid.x"], sp["%nclusterid.y"], sp["%nclusterid.z"]]
+        # shared memory: one window of W bytes per CTA of the cluster (rank r's at
+        # r * W of the flat array); shared::cta addresses are window offsets
         self.dyn_base = (func.static_smem_bytes + func.dyn_align - 1) // func.dyn_align * func.dyn_align
         self.smem_size = (self.dyn_base + dyn_smem) if dyn_smem else func.static_smem_bytes
         nsm = max((self.smem_size + 15) // 16 * 16, 16)
+        if C > 1:
+            self.W = max((self.smem_size + 1023) // 1024 * 1024, 1024)
+            nsm = C * self.W
+        else:
+            self.W = nsm
+        self.wbase = self.rank_of * self.W if C > 1 else np.zeros(ntp, np.int64)
+        self.gone = np.zeros(C, bool)                   # CTAs all of whose threads have exited
+        # (messages) across the CTAs of a cluster, what orders accesses
+        self._xhint = "; between CTAs: barrier.cluster.arrive{.release} + barrier.cluster.wait" if C > 1 else ""
         self.smem = np.full(nsm, 0xFF, np.uint8)
         self.pend = np.full(nsm, -1, np.int32)   # owner tid of a pending cp.async
         # happens-before through barriers (see _race): the time G counts barrier
@@ -1101,6 +1265,8 @@ class _Exec:
         self.mem = None
         self.banks = None     # a BankStats while run_kernel is given one
         self.widths = set()   # shared access sizes: race tracking granule = the smallest
+        self.cl_used = False  # barrier.cluster in the program (compile)
+        self._cl_reset()
         self.code = []
         for ins in func.prog:
             try:
@@ -1206,6 +1372,10 @@ class _Exec:
             if not _compat(ty, "u32", relaxed):
                 raise EmuError(f"special register {a} (.u32) is not a .{ty} operand")
             return self._view(self.special[a], ty)
+        if a in self.special_pred:
+            if ty != "pred":
+                raise EmuError(f"special register {a} (.pred) is not a .{ty} operand")
+            return self.special_pred[a]
         if a.startswith("%"):
             raise EmuError(f"undeclared register {a}")
         sym = self.symbol(a)
@@ -1232,7 +1402,7 @@ class _Exec:
         if a == "_":
             return lambda v, g: None
         if a not in self.regs:
-            if a in self.special:
+            if a in self.special or a in self.special_pred:
                 raise EmuError(f"special register {a} is read-only")
             raise EmuError(f"undeclared register {a}")
         rt = self.f.reg_types[a]
@@ -1310,6 +1480,12 @@ class _Exec:
                 raise EmuError("only bar.sync / barrier.sync{.aligned} a{, b} is supported (not bar.arrive / "
                                "bar.red)")
             return (_K_BAR, self._c_barsync(ins), gv, gneg, None, ins)
+        if op == "barrier" and mods and mods[0] == "cluster":
+            kind, fn = self._c_cluster_barrier(ins)
+            return (kind, fn, gv, gneg, None, ins)
+        if (op == "fence" and not (mods and mods[0].startswith("proxy")) and
+                any(m in ("cluster", "gpu", "sys") for m in mods)) or (op == "membar" and mods in (["gl"], ["sys"])):
+            return (_K_OP, self._c_release_fence(ins), gv, gneg, None, ins)
         if op == "fence" and mods[:2] == ["proxy", "async"] and \
                 all(m in ("shared::cta", "shared::cluster") for m in mods[2:]):
             return (_K_OP, self._c_fence_proxy(ins), gv, gneg, None, ins)
@@ -1473,8 +1649,14 @@ class _Exec:
             raise EmuError("parameter name used as a global/shared address")
         rdt = np.dtype(_UNS[_BITS[ty]]) if _cls(ty) != "s" else np.dtype(_NP[ty])
         ar = np.arange(vec)
+        xl = None
         if space == "shared":
             self.widths.add(width)
+            if "shared::cluster" in mods:
+                self._need_sm90(ins, version=(7, 8))
+                xl = self._xcluster
+            elif self.C > 1:
+                xl = self._xcta
         if is_ld:
             ws = [self._ld_dst(n, ty) for n in names]
             if nc:
@@ -1493,6 +1675,8 @@ class _Exec:
                     if nc:
                         self._nc_mark(ad, nbytes)
                 else:
+                    if xl is not None:
+                        ad = xl(ad, act, nbytes, ins_text)
                     self.shared_access(ad, nbytes, ins_text, act, write=False, ins=ins)
                     store = self.smem
                 if vec == 1:
@@ -1519,6 +1703,8 @@ class _Exec:
                 if self.uses_nc:
                     self._w_mark(ad, nbytes)
             else:
+                if xl is not None:
+                    ad = xl(ad, act, nbytes, ins_text)
                 self.shared_access(ad, nbytes, ins_text, act, write=True, ins=ins)
                 store = self.smem
                 if self.pxy_on:   # generic-proxy data: a TMA store needs a fence.proxy.async first
@@ -1566,6 +1752,94 @@ class _Exec:
             self.g_written = np.zeros(self.mem.top, bool)
         self.g_written[ad[:, None] + np.arange(n)] = True
 
+    # -------------------------------------------------------- clusters: shared windows
+    def _cluster_addr(self, a):
+        """(rank, offset) of a shared::cluster address (mapa's form), else None."""
+        o = int(a) - CLUSTER_WINDOW
+        if 0 <= o < self.C * self.W:
+            return divmod(o, self.W)
+        return None
+
+    def _xcta(self, ad, tids, nbytes, what, role="shared::cta access"):
+        """shared::cta addresses `ad` (offsets in the CTA's shared memory) of
+        threads `tids` -> flat addresses, in the window of each thread's CTA."""
+        bad = (ad < 0) | (ad > self.smem_size - nbytes)
+        if np.count_nonzero(bad):
+            k = int(np.flatnonzero(bad)[0])
+            a, t = int(ad[k]), int(tids[k])
+            r = t // self.ctp
+            ca = self._cluster_addr(a)
+            if ca is not None:
+                raise EmuError(f"{what}: thread {self._who(t)}: {role} at {a:#x}, a shared::cluster address (from "
+                               f"mapa: offset {ca[1]} of rank {ca[0]}'s shared memory): a .shared::cta access must "
+                               f"stay in the shared memory of the thread's own CTA (rank {r}), at a shared::cta "
+                               f"address; rank {ca[0]}'s memory needs the .shared::cluster form")
+            raise EmuError(f"{what}: {role} out of bounds: {ad[bad][:4]} (thread {self._who(t)}; shared memory is "
+                           f"{self.smem_size} B{' per CTA' if self.C > 1 else ''})")
+        if self.C == 1:
+            return ad
+        return ad + self.wbase[tids]
+
+    def _xcluster(self, ad, tids, nbytes, what, role="shared::cluster access"):
+        """shared::cluster addresses of threads `tids` -> flat addresses: mapa's
+        results (CLUSTER_WINDOW + rank * W + offset: any CTA of the cluster) or a
+        thread's own shared::cta addresses. Into a CTA that has exited: an error."""
+        rem = ad >= CLUSTER_WINDOW
+        if not np.count_nonzero(rem):
+            return self._xcta(ad, tids, nbytes, what, role)
+        out = np.empty_like(ad)
+        own = ~rem
+        if np.count_nonzero(own):
+            out[own] = self._xcta(ad[own], tids[own], nbytes, what, role)
+        off = ad[rem] - CLUSTER_WINDOW
+        r, o = off // self.W, off % self.W
+        bad = (r >= self.C) | (o > self.smem_size - nbytes)
+        if np.count_nonzero(bad):
+            k = int(np.flatnonzero(bad)[0])
+            raise EmuError(f"{what}: {role} of thread {self._who(tids[rem][k])} at {int(ad[rem][k]):#x}: not a shared "
+                           f"memory address of the cluster's {self.C} CTA(s) ({self.smem_size} B each)")
+        gone = self.gone[r]
+        if np.count_nonzero(gone):
+            k = int(np.flatnonzero(gone)[0])
+            raise EmuError(f"{what}: thread {self._who(tids[rem][k])}: {role} at offset {int(o[k])} of rank "
+                           f"{int(r[k])}'s shared memory, but rank {int(r[k])} has exited: its shared memory is gone "
+                           f"(a CTA must not exit while its peers may still use its shared memory: "
+                           f"barrier.cluster.arrive / wait before exiting)")
+        out[rem] = off
+        if self.C > 1:
+            self._racc_note(r, tids[rem], what)
+        return out
+
+    def _racc_note(self, r, tids, what):
+        """Accesses by threads `tids` to the shared memory of ranks r (peers:
+        they must be ordered before r's exit, see _cta_exit)."""
+        peer = r != tids // self.ctp
+        if not np.count_nonzero(peer):
+            return
+        r, x = r[peer], tids[peer] >> 5
+        np.maximum.at(self.racc, (r, x), self.G)
+        for key in set(zip(r.tolist(), x.tolist())):
+            self.racc_what[key] = what[len(self.f.name) + 2:] if what.startswith(self.f.name + ": ") else what
+
+    def _cta_exit(self, r, g):
+        """The last threads of CTA r (g) exit: its shared memory goes. Every access
+        of a peer to it must be ordered before (a cluster barrier before exiting)."""
+        self.gone[r] = True
+        acc = self.racc[r]
+        xs = np.flatnonzero(acc >= 0)
+        if not xs.size:
+            return
+        ws = np.unique(np.flatnonzero(g) >> 5)
+        seen = self.vc[ws][:, xs].max(0)
+        bad = acc[xs] >= seen
+        if np.count_nonzero(bad):
+            x = int(xs[bad][0])
+            raise EmuError(f"{self.f.name}: the last threads of rank {r} exit, but warp {x}'s (rank {x // self.cwp}) "
+                           f"access to rank {r}'s shared memory (`{_short(self.racc_what[(r, x)])}`) is not ordered "
+                           f"before the exit: rank {r}'s shared memory may be gone when it lands (every CTA of the "
+                           f"cluster must barrier.cluster.arrive.release / barrier.cluster.wait.acquire before exiting "
+                           f"while peers may still use its shared memory)")
+
     def shared_access(self, ad, nbytes, what, tids, write, collective=False, ins=None):
         """Alignment, bounds, pending cp.async, (strict) visibility and races of the
         bytes [ad, ad + nbytes) touched by threads `tids` (for a warp-collective
@@ -1573,8 +1847,10 @@ class _Exec:
         instruction `ins` when a BankStats is attached."""
         if np.count_nonzero(ad & (nbytes - 1)):
             bad = ad[ad % nbytes != 0]
+            if self.C > 1:
+                bad = bad % self.W
             raise EmuError(f"{what}: misaligned {nbytes}-byte shared access at {bad[:4]}")
-        if np.count_nonzero((ad < 0) | (ad > self.smem_size - nbytes)):
+        if self.C == 1 and np.count_nonzero((ad < 0) | (ad > self.smem_size - nbytes)):   # (clusters: _xcta)
             raise EmuError(f"{what}: shared access out of bounds: {ad[(ad < 0) | (ad + nbytes > self.smem_size)][:4]}"
                            f" (shared memory is {self.smem_size} B)")
         if self.banks is not None and ins is not None:
@@ -1594,9 +1870,9 @@ class _Exec:
                 if np.count_nonzero((pv >= 0)):
                     k = np.argwhere(pv >= 0)[0]
                     verb = "write to" if write else "read of"
-                    raise EmuError(f"{what}: {verb} shared memory with a pending cp.async: byte {idx[k[0], k[1]]}"
-                                   f" (thread {tids[k[0]]}; cp.async issued by thread {pv[k[0], k[1]]}"
-                                   f" not yet retired by cp.async.wait_group/wait_all)")
+                    raise EmuError(f"{what}: {verb} shared memory with a pending cp.async: byte "
+                                   f"{self._loc(idx[k[0], k[1]])} (thread {tids[k[0]]}; cp.async issued by thread "
+                                   f"{pv[k[0], k[1]]} not yet retired by cp.async.wait_group/wait_all)")
             if self.vis_dirty:
                 if write:
                     self.vis[idx] = -1
@@ -1606,9 +1882,9 @@ class _Exec:
                     ok = (vv == -1) | (vv == t) | (vv == -2 - t // 32)
                     if not ok.all():
                         k = np.argwhere(~ok)[0]
-                        raise EmuError(f"{what}: thread {t[k[0], 0]} reads shared byte {idx[k[0], k[1]]} written by"
-                                       f" a cp.async of thread {vv[k[0], k[1]]} with no barrier since its"
-                                       f" cp.async.wait (bar.sync, or bar.warp.sync within the warp)")
+                        raise EmuError(f"{what}: thread {t[k[0], 0]} reads shared byte {self._loc(idx[k[0], k[1]])} "
+                                       f"written by a cp.async of thread {vv[k[0], k[1]]} with no barrier since its "
+                                       f"cp.async.wait (bar.sync, or bar.warp.sync within the warp)")
         if self.races:
             gr = self.granule
             k = nbytes // gr
@@ -1651,9 +1927,10 @@ class _Exec:
                 if np.count_nonzero(bad):
                     k = int(np.flatnonzero(bad)[0])
                     kind = "writes" if write else "reads"
-                    raise EmuError(f"{what}: shared-memory race: thread {tids[r[k]]} {kind} byte {int(gi[k]) * gr} "
-                                   f"written by thread {int(ww[k])} with no barrier between them (bar.sync, or a "
-                                   f"bar.sync with a thread count both took part in)")
+                    raise EmuError(f"{what}: shared-memory race: thread {self._who(tids[r[k]])} {kind} byte "
+                                   f"{self._loc(int(gi[k]) * gr)} written by thread {self._who(ww[k])} with no barrier "
+                                   f"between them (bar.sync, or a bar.sync with a thread count both took part "
+                                   f"in{self._xhint})")
         if write:
             cand = self.rd_last[idx] >= vmin
             if np.count_nonzero(cand):
@@ -1672,9 +1949,10 @@ class _Exec:
                 if np.count_nonzero(bad):
                     k = int(np.flatnonzero(bad)[0])
                     x = int(np.flatnonzero(live[k])[0]) if live[k].any() else int(Wr[k])
-                    raise EmuError(f"{what}: shared-memory race: thread {tids[r[k]]} writes byte {int(gi[k]) * gr} "
-                                   f"read by {self._readers(int(gi[k]), x)} with no barrier between them (bar.sync, "
-                                   f"or a bar.sync with a thread count both took part in)")
+                    raise EmuError(f"{what}: shared-memory race: thread {self._who(tids[r[k]])} writes byte "
+                                   f"{self._loc(int(gi[k]) * gr)} read by {self._readers(int(gi[k]), x)} with no "
+                                   f"barrier between them (bar.sync, or a bar.sync with a thread count both took part "
+                                   f"in{self._xhint})")
             shape = idx.shape
             self.rw_w[idx] = np.broadcast_to(tids[:, None], shape)
             self.rw_wt[idx] = G
@@ -1803,6 +2081,8 @@ class _Exec:
             else:
                 n = np.full(act.size, cp, np.int64)
             # destination: aligned, in bounds, not pending
+            if self.C > 1:
+                dst = self._xcta(dst, act, cp, what)
             self.shared_access(dst, cp, what, act, write=True, ins=ins)
             idx = dst[:, None] + ar
             if self.npend:
@@ -2044,11 +2324,190 @@ class _Exec:
                     raise EmuError(f"thread count `{b}` is neither an immediate nor a register") from None
                 if n <= 0 or n % 32:
                     raise EmuError(f"thread count {n} is not a positive multiple of the warp size (32)")
-                if n > self.ntp:
+                if n > self.cta_ntp:
                     raise EmuError(f"thread count {n} exceeds the block's {self.nt} threads")
-                if n < self.ntp:   # else the block's size (in whole warps): the whole-block barrier
+                if n < self.cta_ntp:   # else the block's size (in whole warps): the whole-block barrier
                     B = self._const(n, np.uint32)
         return (A, B, imm)
+
+    # ------------------------------------------------------------------ clusters
+    def _c_mapa(self, ins):
+        """mapa.shared::cluster.{u32,u64} d, a, rank: the shared::cluster address of
+        the shared memory location a (a shared::cta address of the executing
+        thread, or a shared::cluster one) in the CTA of that rank."""
+        mods = ins.mods
+        ty = mods[-1] if mods else None
+        if ty not in ("u32", "u64") or mods[:-1] != ["shared::cluster"] or len(ins.args) != 3:
+            raise EmuError("only mapa.shared::cluster.{u32,u64} d, a, rank is supported (not the generic-address form)")
+        self._need_sm90(ins, version=(7, 8))
+        A = self.src(ins.args[1], ty)
+        R = self.src(ins.args[2], "u32")
+        w = self.dst(ins.args[0], ty)
+        what = f"{self.f.name}: {ins.text}"
+        U = _NP[ty]
+
+        def mapa(g):
+            act = g.nonzero()[0]
+            if not act.size:
+                return
+            a = A[act].astype(np.int64)
+            r = R[act].astype(np.int64)
+            bad = r >= self.C
+            if np.count_nonzero(bad):
+                k = int(np.flatnonzero(bad)[0])
+                raise EmuError(f"{what}: thread {self._who(act[k])} maps to CTA rank {int(r[k])}, outside the "
+                               f"cluster's {self.C} CTA(s) (ranks 0..{self.C - 1})")
+            cl = a >= CLUSTER_WINDOW
+            off = np.where(cl, (a - CLUSTER_WINDOW) % self.W, a)
+            bad = (off < 0) | (off >= self.smem_size) | (cl & (a - CLUSTER_WINDOW >= self.C * self.W))
+            if np.count_nonzero(bad):
+                k = int(np.flatnonzero(bad)[0])
+                raise EmuError(f"{what}: thread {self._who(act[k])}: {int(a[k]):#x} is not a shared memory address "
+                               f"(shared memory is {self.smem_size} B{' per CTA' if self.C > 1 else ''})")
+            out = np.zeros(self.ntp, U)
+            out[act] = (CLUSTER_WINDOW + r * self.W + off).astype(U)
+            w(out, g)
+        return mapa
+
+    def _live_warps_whole(self, g, what):
+        """.aligned: every live lane of a warp executing the instruction executes it."""
+        gw = g.reshape(self.nw, 32)
+        lw = self.alive.reshape(self.nw, 32)
+        part = gw.any(1) & (gw != lw).any(1)
+        if np.count_nonzero(part):
+            w = int(np.flatnonzero(part)[0])
+            miss = np.flatnonzero(lw[w] & ~gw[w]) + 32 * w
+            raise EmuError(f"{what}: warp {w} executes this .aligned instruction without its live threads "
+                           f"{miss[:8].tolist()}{'...' if miss.size > 8 else ''} (divergent or predicated off)")
+
+    def _c_cluster_barrier(self, ins):
+        """barrier.cluster.arrive{.release|.relaxed}{.aligned} and
+        barrier.cluster.wait{.acquire}{.aligned} (module doc, Clusters)."""
+        mods = ins.mods[1:]
+        sub, rest = (mods[0] if mods else ""), mods[1:]
+        if sub == "arrive":
+            ok = set(rest) <= {"release", "relaxed", "aligned"} and not {"release", "relaxed"} <= set(rest)
+        elif sub == "wait":
+            ok = set(rest) <= {"acquire", "aligned"}
+        else:
+            ok = False
+        if not ok or ins.args:
+            raise EmuError("barrier.cluster.arrive{.release|.relaxed}{.aligned} / barrier.cluster.wait{.acquire}"
+                           "{.aligned} (no operands)")
+        self._need_sm90(ins, version=(7, 8))
+        self.cl_used = True
+        what = f"{self.f.name}: {ins.text}"
+        aligned = "aligned" in rest
+        relaxed = "relaxed" in rest
+        line = ins.line
+        if sub == "arrive":
+            def cl_arrive(g):
+                act = np.flatnonzero(g)
+                if not act.size:
+                    return
+                if aligned:
+                    self._live_warps_whole(g, what)
+                twice = self.cl_arr[act] >= 0
+                if np.count_nonzero(twice):
+                    t = int(act[twice][0])
+                    raise EmuError(f"{what}: thread {self._who(t)} arrives at the cluster barrier again without a "
+                                   f"barrier.cluster.wait since its arrival (line {int(self.cl_line[t])})")
+                self.cl_arr[act] = self.cl_phase
+                self.cl_line[act] = line
+                # the release: what these warps did so far (.relaxed: up to their latest release fence)
+                self.G += 1
+                for w in np.unique(act >> 5).tolist():
+                    if relaxed:
+                        snap = self.fsnap.get(w)
+                    else:
+                        snap = self.vc[w].copy()
+                        snap[w] = self.G
+                    if snap is not None:
+                        old = self.cl_snap.get(w)
+                        self.cl_snap[w] = snap if old is None else np.maximum(old, snap)
+                self._cl_check()
+            return _K_OP, cl_arrive
+
+        def cl_wait(g):
+            act = np.flatnonzero(g)
+            if not act.size:
+                return False
+            if aligned:
+                self._live_warps_whole(g, what)
+            no = self.cl_arr[act] < 0
+            if np.count_nonzero(no):
+                t = int(act[no][0])
+                raise EmuError(f"{what}: thread {self._who(t)} waits at the cluster barrier without having arrived "
+                               f"(barrier.cluster.arrive first: the wait would never complete)")
+            done = self.cl_arr[act] < self.cl_phase
+            if np.count_nonzero(done):
+                self._cl_acquire(act[done])
+            wt = act[~done]
+            if not wt.size:
+                return False
+            self.parked[wt] = True
+            self.park_kind[wt] = 5
+            self.park_line[wt] = line
+            self.n_parked += wt.size
+            return True
+        return _K_WAIT, cl_wait
+
+    def _cl_reset(self):
+        self.cl_arr = np.full(self.ntp, -1, np.int64)     # the cluster-barrier phase each thread arrived on
+        self.cl_line = np.zeros(self.ntp, np.int64)
+        self.cl_phase = 0
+        self.cl_snap = {}     # warp -> its release (clock row) in the current phase
+        self.cl_join = np.zeros(self.nw, np.int32)
+        self.fsnap = {}       # warp -> clock row at its latest release fence (for .relaxed arrivals)
+
+    def _cl_check(self):
+        """Complete the cluster barrier's phase once every live thread has arrived
+        on it: the waiting threads go on, ordered after every arrival's release."""
+        al = self.alive
+        if not np.count_nonzero(al) or np.count_nonzero(self.cl_arr[al] != self.cl_phase):
+            return
+        J = np.zeros(self.nw, np.int32)
+        for snap in self.cl_snap.values():
+            np.maximum(J, snap, out=J)
+        self.cl_join = J
+        self.cl_snap = {}
+        self.cl_phase += 1
+        if self.vis_dirty:    # retired cp.async data: visible to all, as after bar.sync
+            self.vis.fill(-1)
+            self.vis_dirty = False
+        wt = self.parked & (self.park_kind == 5)
+        if np.count_nonzero(wt):
+            tt = np.flatnonzero(wt)
+            self._unpark(wt)
+            self._cl_acquire(tt)
+
+    def _cl_acquire(self, tids):
+        """Threads tids pass barrier.cluster.wait: their warps are ordered after
+        every release of the completed phase."""
+        self.cl_arr[tids] = -1
+        ws = np.unique(tids >> 5)
+        self.G += 1
+        v = np.maximum(self.vc[ws], self.cl_join[None, :])
+        v[np.arange(ws.size), ws] = self.G
+        self.vc[ws] = v
+        self.vdiag[ws] = self.G
+        self.vmin[ws] = v.min(1)
+        self.vc_floor = int(self.vmin.min())
+
+    def _c_release_fence(self, ins):
+        """fence.{sc,acq_rel,release,mbarrier_init}.{cluster,gpu,sys}, membar.{gl,sys}:
+        no effect but one: a later barrier.cluster.arrive.relaxed of the warp
+        releases what it did before its latest such fence."""
+        def rel_fence(g):
+            ws = np.unique(np.flatnonzero(g) >> 5)
+            if not ws.size:
+                return
+            self.G += 1
+            for w in ws.tolist():
+                snap = self.vc[w].copy()
+                snap[w] = self.G
+                self.fsnap[w] = snap
+        return rel_fence
 
     def _c_fence_proxy(self, ins):
         """fence.proxy.async{.shared::cta}: this thread's generic shared-memory
@@ -2078,6 +2537,63 @@ class _Exec:
             raise EmuError(f"{self.f.name}: {ins.text}: threads name different barriers ({sorted(set(ids.tolist()))})"
                            f" at a bar.sync of the whole block")
         return int(ids[0])
+
+    def _cta_barsync(self, spec, g, group, ins):
+        """A cluster launch: threads `group` (g: those with the guard true) reach a
+        bar.sync of the whole CTA, their pc already past it. The threads of each
+        CTA wait there until every live thread of that CTA does; then its barrier
+        completes (the other CTAs run on)."""
+        what = f"{self.f.name}: {ins.text}"
+        for r in np.unique(self.rank_of[group]).tolist():
+            sl = slice(r * self.ctp, (r + 1) * self.ctp)
+            gg = g[sl]
+            ng = int(np.count_nonzero(gg))
+            if not ng:
+                continue
+            if ng != np.count_nonzero(group[sl]):
+                raise EmuError(f"{what}: predicated bar.sync taken by only some threads of rank {r}")
+            gfull = np.zeros(self.ntp, bool)
+            gfull[sl] = gg
+            bid = self._bar_id(spec, gfull, ins)
+            key = r * 16 + bid
+            if self.nb_exp[key]:
+                raise EmuError(f"{what}: threads of rank {r} wait at barrier {bid} for the whole block while "
+                               f"{self.nb_arr[key]} threads wait at it with thread count {self.nb_exp[key]} (different "
+                               f"thread counts)")
+            self.parked[gfull] = True
+            self.park_kind[gfull] = 3
+            self.park_bid[gfull] = key
+            self.park_line[gfull] = ins.line
+            self.n_parked += ng
+            al = self.alive[sl]
+            if np.count_nonzero(al & ~(self.parked[sl] & (self.park_kind[sl] == 3))):
+                continue    # threads of this CTA still to come
+            tt = np.flatnonzero(al) + r * self.ctp
+            pcs = np.unique(self.pc[tt])
+            if pcs.size > 1:
+                lines = ", ".join(str(self.code[int(q) - 1][5].line) for q in pcs)
+                raise EmuError(f"{self.f.name}: bar.sync reached by a subset of the block: the live threads of rank "
+                               f"{r} wait at different bar.sync instructions (lines {lines})")
+            keys = np.unique(self.park_bid[tt])
+            if keys.size > 1:
+                raise EmuError(f"{self.f.name}: deadlock: the threads of rank {r} wait at one bar.sync (line "
+                               f"{ins.line}) naming different barriers {(keys % 16).tolist()}")
+            sel = np.zeros(self.ntp, bool)
+            sel[tt] = True
+            self._unpark(sel)
+            self._bar_cta(r)
+
+    def _bar_cta(self, r):
+        """A barrier of every warp of CTA r completes (in a cluster: its warps are
+        ordered; retired cp.async data of its shared memory becomes visible; a
+        retired read is released for a TMA through happens-before, see
+        _tma_read_checks, as a peer's multicast may still overwrite it)."""
+        if self.C == 1:
+            self._bar_all()
+            return
+        self._hb_warps(r * self.cwp + np.arange(self.cta_nw))
+        if self.vis_dirty:
+            self.vis[r * self.W:(r + 1) * self.W] = -1
 
     def _bar_all(self):
         """A barrier of the whole block completes: every access before it is ordered
@@ -2120,52 +2636,54 @@ class _Exec:
             raise EmuError(f"{what}: the thread count differs within a warp")
         if np.count_nonzero(ids > 15):
             raise EmuError(f"{what}: barrier id {int(ids[ids > 15][0])} not in 0..15")
-        badc = (cnts <= 0) | (cnts % 32 != 0) | (cnts > self.ntp)
+        badc = (cnts <= 0) | (cnts % 32 != 0) | (cnts > self.cta_ntp)
         if np.count_nonzero(badc):
             raise EmuError(f"{what}: thread count {int(cnts[badc][0])} is not a positive multiple of the warp size "
                            f"(32) up to the block's {self.nt} threads")
         waiting = False
-        for bid in np.unique(ids).tolist():
-            sel = ids == bid
+        keys = (warps // self.cwp) * 16 + ids     # barrier ids are per CTA: (rank, id)
+        for key in np.unique(keys).tolist():
+            bid, rk = key % 16, (f" of rank {key // 16}" if self.C > 1 else "")
+            sel = keys == key
             ws, c = warps[sel], cnts[sel]
             if np.count_nonzero(c != c[0]):
-                raise EmuError(f"{what}: warps arrive at barrier {bid} with different thread counts "
+                raise EmuError(f"{what}: warps arrive at barrier {bid}{rk} with different thread counts "
                                f"({sorted(set(c.tolist()))})")
             c = int(c[0])
-            exp = self.nb_exp[bid]
+            exp = self.nb_exp[key]
             if exp and exp != c:
-                raise EmuError(f"{what}: warp {int(ws[0])} arrives at barrier {bid} with thread count {c} while "
-                               f"{self.nb_arr[bid]} threads wait at it with thread count {exp} (different counts)")
+                raise EmuError(f"{what}: warp {int(ws[0])} arrives at barrier {bid}{rk} with thread count {c} while "
+                               f"{self.nb_arr[key]} threads wait at it with thread count {exp} (different counts)")
             if self.n_parked:
-                wb = self.parked & (self.park_kind == 3) & (self.park_bid == bid)
+                wb = self.parked & (self.park_kind == 3) & (self.park_bid == key)
                 if np.count_nonzero(wb):
-                    raise EmuError(f"{what}: warp {int(ws[0])} arrives at barrier {bid} with thread count {c} while "
-                                   f"threads {np.flatnonzero(wb)[:4].tolist()}... wait at it for the whole block "
+                    raise EmuError(f"{what}: warp {int(ws[0])} arrives at barrier {bid}{rk} with thread count {c} "
+                                   f"while threads {np.flatnonzero(wb)[:4].tolist()}... wait at it for the whole block "
                                    f"(different counts)")
-            n = self.nb_arr[bid] + 32 * ws.size
+            n = self.nb_arr[key] + 32 * ws.size
             if n > c:
-                raise EmuError(f"{what}: {n} threads (warps {ws.tolist()}{' and earlier' if self.nb_arr[bid] else ''})"
-                               f" arrive at barrier {bid} before it completes: more than its thread count {c}")
+                raise EmuError(f"{what}: {n} threads (warps {ws.tolist()}{' and earlier' if self.nb_arr[key] else ''}) "
+                               f"arrive at barrier {bid}{rk} before it completes: more than its thread count {c}")
             if n == c:
                 P = ws
-                if self.nb_arr[bid]:
-                    wait = self.parked & (self.park_kind == 4) & (self.park_bid == bid)
+                if self.nb_arr[key]:
+                    wait = self.parked & (self.park_kind == 4) & (self.park_bid == key)
                     P = np.union1d(ws, np.flatnonzero(wait.reshape(self.nw, 32).any(1)))
                     self.parked[wait] = False
                     self.park_kind[wait] = 0
                     self.park_bid[wait] = -1
                     self.n_parked -= int(np.count_nonzero(wait))
-                self.nb_exp[bid] = self.nb_arr[bid] = 0
-                if P.size == self.nw:   # every warp of the block: as a whole-block barrier
-                    self._bar_all()
+                self.nb_exp[key] = self.nb_arr[key] = 0
+                if P.size == self.cta_nw:   # every warp of the block: as a whole-block barrier
+                    self._bar_cta(key // 16)
                 else:
                     self._hb_warps(P)
             else:
                 tt = act[sel[np.searchsorted(warps, act // 32)]]
-                self.nb_exp[bid], self.nb_arr[bid] = c, n
+                self.nb_exp[key], self.nb_arr[key] = c, n
                 self.parked[tt] = True
                 self.park_kind[tt] = 4
-                self.park_bid[tt] = bid
+                self.park_bid[tt] = key
                 self.park_line[tt] = ins.line
                 self.n_parked += tt.size
                 waiting = True
@@ -2202,6 +2720,9 @@ class _Exec:
             ad = afn().reshape(self.nw, 32)[warps][:, :8 * num]          # (k, 8*num)
             flat = ad.ravel()
             lanes = (warps[:, None] * 32 + np.arange(8 * num)[None, :]).ravel()
+            if self.C > 1:
+                flat = self._xcta(flat, lanes, 16, what)
+                ad = flat.reshape(ad.shape)
             # reads on behalf of the whole warp: visibility is checked for every lane
             self.shared_access(flat, 16, what, lanes, write=False, collective=True, ins=ins)
             if self.vis_dirty:
@@ -2210,9 +2731,9 @@ class _Exec:
                 wv = (lanes // 32)[:, None]
                 if not ((vv == -1) | (vv == -2 - wv)).all():
                     kk = np.argwhere(~((vv == -1) | (vv == -2 - wv)))[0]
-                    raise EmuError(f"{what}: ldmatrix reads shared byte {idx[kk[0], kk[1]]} written by a cp.async of"
-                                   f" thread {vv[kk[0], kk[1]]} with no bar.sync / bar.warp.sync since its wait"
-                                   f" (the rows go to other lanes)")
+                    raise EmuError(f"{what}: ldmatrix reads shared byte {self._loc(idx[kk[0], kk[1]])} written by a "
+                                   f"cp.async of thread {vv[kk[0], kk[1]]} with no bar.sync / bar.warp.sync since its "
+                                   f"wait (the rows go to other lanes)")
             u16 = self.smem.view(np.uint16)
             M = u16[(ad.reshape(k, num, 8) // 2)[..., None] + ar8]          # (k, num, row, col)
             if trans:
@@ -2282,10 +2803,8 @@ class _Exec:
         self.mb_at = np.full(nsm // 8, -1, np.int32)       # mbarrier index of each 8-byte word
         self.tma_bar = np.full(self.nch, -1, np.int32)     # TMA data: completing mbarrier
         self.tma_n = np.zeros(self.nch, np.int64)          # ... and its completion number
-        self.rel_bar = np.full(self.nch, -1, np.int32)     # latest release of reads: mbarrier
-        self.rel_n = np.zeros(self.nch, np.int64)          # ... and completion number
-        self.rel_who = np.zeros(self.nch, np.int32)        # ... the reader thread if only one (else -2)
-        self.unrel = np.zeros(self.nch, np.int32)          # read records not yet released
+        self.nrd = np.zeros(self.nch, np.int32)            # read-record elements on each chunk (rd_recs)
+        self.hitbuf = np.zeros(self.nch, bool)             # scratch: chunks of one TMA
         self.inuse = np.zeros(self.nch, np.int32)          # unretired wgmma reads
         self.parked = np.zeros(self.ntp, bool)
         self.park_kind = np.zeros(self.ntp, np.int8)       # 1 try_wait, 2 test_wait, 3 bar.sync, 4 named
@@ -2310,23 +2829,23 @@ class _Exec:
         self.mb_obs = np.zeros((8, self.ntp), np.int64)    # phases each thread has observed
         self.mb_at.fill(-1)
         self.tma_bar.fill(-1)
-        self.rel_bar.fill(-1)
-        self.unrel.fill(0)
+        self.nrd.fill(0)
         self.inuse.fill(0)
         self.parked.fill(False)
         self.park_kind.fill(0)
         self.park_on.fill(-1)
         self.park_bid.fill(-1)
         self.n_parked = 0
-        self.nb_exp = [0] * 16       # barriers with a thread count: expected threads (0: idle)
-        self.nb_arr = [0] * 16       # ... and threads arrived (whole warps)
+        self.nb_exp = [0] * (16 * self.C)   # barriers with a thread count, per (CTA rank, id): expected threads
+        self.nb_arr = [0] * (16 * self.C)   # (0: idle) and threads arrived (whole warps)
         self.bs_recs = []            # TMA stores: [tid, bulk group or None, map, src, chunk offsets, extent,
         #                              chunks, line] (_tma_store)
         self.bs_commit.fill(0)
         self.bs_src.fill(0)
         self.n_bstore = 0
         self.wait_retry.fill(0)
-        self.rd_recs = []            # [kind (0 thread, 1 warp, 2 warpgroup), reader ids, chunks, retired, time retired]
+        self.rd_recs = []            # [kind (0 thread, 1 warp, 2 warpgroup), reader ids, chunks, retired, time
+        #                              retired, releases {mbarrier: completion number per element, 0 none}]
         self.wg_recs = [[] for _ in range(self.nwg)]      # [group seq or None, read record, chunks, regs
         #                                                    (accumulators and A registers), A registers]
         self.wg_commit = [0] * self.nwg
@@ -2334,10 +2853,11 @@ class _Exec:
         self.wg_live = [frozenset()] * self.nwg
         self.n_inflight = 0
 
-    def _need_sm90(self, ins, arch_a=False):
+    def _need_sm90(self, ins, arch_a=False, version=(8, 0)):
         f = self.f
-        if f.version is not None and f.version < (8, 0):
-            raise EmuError(f"needs .version 8.0 or later (the module has .version {f.version[0]}.{f.version[1]})")
+        if f.version is not None and f.version < version:
+            raise EmuError(f"needs .version {version[0]}.{version[1]} or later (the module has .version "
+                           f"{f.version[0]}.{f.version[1]})")
         if f.target:
             t = f.target[0]
             if arch_a:
@@ -2349,13 +2869,32 @@ class _Exec:
                     raise EmuError(f"needs .target sm_90 or later (the module has .target {t})")
 
     def _sym_name(self, off):
+        rk = ""
+        if self.C > 1:
+            r, off = divmod(int(off), self.W)
+            rk = f" of rank {r}"
         best = None
         for nm, o in self.symbols.items():
             if o <= off and (best is None or o > best[1]):
                 best = (nm, o)
         if best is None:
-            return f"shared offset {off}"
-        return f"`{best[0]}+{off - best[1]}` (shared offset {off})"
+            return f"shared offset {off}{rk}"
+        return f"`{best[0]}+{off - best[1]}` (shared offset {off}{rk})"
+
+    def _loc(self, a):
+        """A flat shared-memory byte address for messages (in a cluster: its CTA
+        and the offset in that CTA's shared memory)."""
+        if self.C == 1:
+            return f"{int(a)}"
+        r, o = divmod(int(a), self.W)
+        return f"{o} of rank {r}"
+
+    def _who(self, t):
+        """Thread t for messages (in a cluster: with its rank and %tid)."""
+        t = int(t)
+        if self.C == 1:
+            return f"{t}"
+        return f"{t} (rank {t // self.ctp}, tid {t % self.ctp})"
 
     def _mb_name(self, b):
         return "mbarrier " + self._sym_name(self.mbs[b].addr)
@@ -2370,7 +2909,7 @@ class _Exec:
         """mbarrier indices of addresses `ad` used by threads `tids`."""
         if np.count_nonzero(ad & 7):
             raise EmuError(f"{what}: mbarrier address {int(ad[(ad & 7) != 0][0])} is not 8-byte aligned")
-        oob = (ad < 0) | (ad + 8 > self.smem_size)
+        oob = (ad < 0) | (ad + 8 > self.smem_size) if self.C == 1 else ad < 0   # (clusters: _xcta)
         if np.count_nonzero(oob):
             raise EmuError(f"{what}: mbarrier address {int(ad[oob][0])} outside shared memory "
                            f"({self.smem_size} B)")
@@ -2385,8 +2924,8 @@ class _Exec:
                 other[other] = self.vc[tids[other] // 32, mb.init_tid // 32] <= mb.init_time
                 if np.count_nonzero(other):
                     raise EmuError(f"{what}: thread {int(tids[other][0])} uses {self._mb_name(bi)} in the barrier "
-                                   f"interval of its mbarrier.init by thread {mb.init_tid} (bar.sync after the "
-                                   f"init, and fence.mbarrier_init, before other threads use it)")
+                                   f"interval of its mbarrier.init by thread {mb.init_tid} (bar.sync after the init, "
+                                   f"and fence.mbarrier_init, before other threads use it{self._xhint})")
         return b.astype(np.int64)
 
     def _mb_new(self, addr, count, tid):
@@ -2458,55 +2997,79 @@ class _Exec:
     def _release(self, tids, ns, bs):
         """Arrivals by threads `tids` (completion numbers ns on mbarriers bs)
         release the retired reads of those threads, of their warps (ldmatrix) and
-        of their warpgroups (wgmma)."""
+        of their warpgroups (wgmma): each read element keeps, per mbarrier, the
+        first completion number an arrival of its reader after the retirement
+        belongs to (any of them, once observed, orders the read before a TMA)."""
         if not self.rd_recs:
             return
-        idx = np.arange(tids.size)
-        rep = [np.full(self.ntp, -1, np.int64), np.full(self.nw, -1, np.int64), np.full(self.nwg, -1, np.int64)]
-        rep[0][tids] = idx
-        rep[1][(tids // 32)[::-1]] = idx[::-1]
-        rep[2][(tids // 128)[::-1]] = idx[::-1]
-        keep = []
-        for rec in self.rd_recs:
-            if not rec[3]:
-                keep.append(rec)
-                continue
-            r = rep[rec[0]][rec[1]]
-            m = r >= 0
-            if not np.count_nonzero(m):
-                keep.append(rec)
-                continue
-            ch = rec[2][m]
-            self._set_release(ch, bs[r[m]], ns[r[m]], rec[1][m] if rec[0] == 0 else np.full(ch.size, -2))
-            np.subtract.at(self.unrel, ch, 1)
-            if not m.all():
-                keep.append([rec[0], rec[1][~m], rec[2][~m], True, rec[4]])
-        self.rd_recs = keep
+        for b in np.unique(bs).tolist():
+            sel = bs == b
+            tt, nn = tids[sel], ns[sel]
+            idx = np.arange(tt.size)
+            rep = [np.full(self.ntp, -1, np.int64), np.full(self.nw, -1, np.int64), np.full(self.nwg, -1, np.int64)]
+            rep[0][tt] = idx
+            rep[1][(tt // 32)[::-1]] = idx[::-1]
+            rep[2][(tt // 128)[::-1]] = idx[::-1]
+            for rec in self.rd_recs:
+                if not rec[3]:
+                    continue
+                r = rep[rec[0]][rec[1]]
+                m = r >= 0
+                if not np.count_nonzero(m):
+                    continue
+                arr = rec[5].get(b)
+                if arr is None:
+                    arr = rec[5][b] = np.zeros(rec[2].size, np.int64)
+                upd = m & (arr == 0)
+                arr[upd] = nn[r[upd]]
 
-    def _set_release(self, ch, b, n, who):
-        same = self.rel_bar[ch] == b
-        self.rel_n[ch] = np.where(same, np.maximum(self.rel_n[ch], n), n)
-        old = self.rel_who[ch]
-        new = np.where((self.rel_bar[ch] < 0) | (old == who), who, -2)
-        self.rel_who[ch] = new
-        self.rel_who[ch[self.rel_who[ch] != new]] = -2    # one chunk, several readers in this call
-        self.rel_bar[ch] = b
+    def _rd_add(self, kind, ids, ch, retired, time):
+        """A new read record (reader ids and 16-byte chunks per element). An older
+        wgmma record of the same warpgroup on a chunk is subsumed by the new one
+        (every release of the newer read releases the older) and dropped there."""
+        if kind == 2 and self.rd_recs:
+            wg = int(ids[0])
+            hit = self.hitbuf
+            hit[ch] = True
+            drop = False
+            for rec in self.rd_recs:
+                if rec[0] == 2 and rec[1].size and rec[1][0] == wg:
+                    m = hit[rec[2]]
+                    if np.count_nonzero(m):
+                        self._rd_drop(rec, m)
+                        drop = True
+            hit[ch] = False
+            if drop:
+                self.rd_recs = [r for r in self.rd_recs if r[2].size]
+        rec = [kind, ids, ch, retired, time, {}]
+        self.rd_recs.append(rec)
+        np.add.at(self.nrd, ch, 1)
+        return rec
+
+    def _rd_drop(self, rec, m):
+        """Remove the elements m of read record rec (in place: wg_recs refer to it)."""
+        np.subtract.at(self.nrd, rec[2][m], 1)
+        k = ~m
+        rec[1] = rec[1][k]
+        rec[2] = rec[2][k]
+        for b in list(rec[5]):
+            rec[5][b] = rec[5][b][k]
 
     def _bar_release(self):
-        """bar.sync orders every retired read before everything after it."""
+        """A whole-block barrier orders every retired read before everything after it."""
         keep = []
         for rec in self.rd_recs:
             if rec[3]:
-                np.subtract.at(self.unrel, rec[2], 1)
+                np.subtract.at(self.nrd, rec[2], 1)
             else:
                 keep.append(rec)
         self.rd_recs = keep
-        self.rel_bar.fill(-1)
 
-    def _reader_name(self, rec):
-        kind, ids = rec[0], rec[1]
-        i = int(ids[0])
-        return [f"thread {i}'s ld.shared", f"warp {i}'s ldmatrix", f"warpgroup {i}'s wgmma"][kind]
+    def _reader_name(self, rec, i=None):
+        kind = rec[0]
+        i = int(rec[1][0]) if i is None else int(i)
+        rk = f" (rank {i * [1, 32, 128][kind] // self.ctp})" if self.C > 1 else ""
+        return [f"thread {i}'s ld.shared", f"warp {i}'s ldmatrix", f"warpgroup {i}'s wgmma"][kind] + rk
 
     def _mb_words_hit(self, ad, nbytes):
         w8 = ad >> 3
@@ -2523,16 +3086,16 @@ class _Exec:
             hit = self._mb_words_hit(ad, max(nbytes, 8))
             if np.count_nonzero(hit):
                 a = int(ad[hit][0])
-                raise EmuError(f"{what}: {'writes' if write else 'reads'} shared byte {a}, part of "
-                               f"{self._mb_name(int(self.mb_at[a >> 3]))} (only mbarrier instructions may "
-                               f"access an initialised mbarrier object)")
+                raise EmuError(f"{what}: {'writes' if write else 'reads'} shared byte {self._loc(a)}, part of "
+                               f"{self._mb_name(int(self.mb_at[a >> 3]))} (only mbarrier instructions may access an "
+                               f"initialised mbarrier object)")
         ch = ad >> 4
         if write and self.n_inflight:
             iu = self.inuse[ch] > 0
             if np.count_nonzero(iu):
                 c = int(ch[iu][0])
-                raise EmuError(f"{what}: thread {int(tids[iu][0])} writes shared byte {16 * c}, an operand of "
-                               f"{self._inflight_name(c)} not yet retired by wgmma.wait_group")
+                raise EmuError(f"{what}: thread {int(tids[iu][0])} writes shared byte {self._loc(16 * c)}, an operand "
+                               f"of {self._inflight_name(c)} not yet retired by wgmma.wait_group")
         tb = self.tma_bar[ch]
         m = tb >= 0
         if not np.count_nonzero(m):
@@ -2553,13 +3116,12 @@ class _Exec:
             b, n = int(tbm[k]), int(need[k])
             state = "which has not completed" if self.mb_comp[b] < n else \
                 f"which thread {int(who[k])} has not observed (mbarrier.try_wait / test_wait on it)"
-            raise EmuError(f"{what}: thread {int(who[k])} {'writes' if write else 'reads'} shared byte "
-                           f"{16 * int(chm[k])} written by a TMA (cp.async.bulk.tensor) completing phase {n} of "
-                           f"{self._mb_name(b)}, {state}")
+            raise EmuError(f"{what}: thread {self._who(who[k])} {'writes' if write else 'reads'} shared byte "
+                           f"{self._loc(16 * int(chm[k]))} written by a TMA (cp.async.bulk.tensor) completing phase "
+                           f"{n} of {self._mb_name(b)}, {state}")
         if not write:
             kind = 1 if collective else 0
-            self.rd_recs.append([kind, T // 32 if collective else T, chm, True, self.G])
-            np.add.at(self.unrel, chm, 1)
+            self._rd_add(kind, T // 32 if collective else T, chm, True, self.G)
         elif nbytes == 16:   # the whole chunk is generic data now
             self.tma_bar[chm] = -1
 
@@ -2585,8 +3147,8 @@ class _Exec:
             raise EmuError("mbarrier instructions take .b64")
         if not any(m.startswith("shared") for m in rest):
             raise EmuError("generic-address mbarrier operations are not supported: use .shared::cta")
-        if "shared::cluster" in rest and sub != "arrive":
-            raise EmuError(".shared::cluster is supported on mbarrier.arrive only")
+        if "shared::cluster" in rest and sub not in ("arrive", "expect_tx", "complete_tx"):
+            raise EmuError(".shared::cluster is supported on mbarrier.arrive / expect_tx / complete_tx only")
         if "expect_tx" in rest and sub != "arrive":
             raise EmuError(".expect_tx qualifies mbarrier.arrive only")
         if sub in ("expect_tx", "complete_tx", "try_wait") or "expect_tx" in rest:
@@ -2594,11 +3156,16 @@ class _Exec:
         what = f"{self.f.name}: {ins.text}"
         args = ins.args
 
+        xl = self._xcluster if "shared::cluster" in rest else (self._xcta if self.C > 1 else None)
+
         def address(a):
             afn, pinfo = self.addr(a)
             if pinfo is not None:
                 raise EmuError("parameter used as an mbarrier address")
-            return afn
+            if xl is None:
+                return afn
+            # the addresses of the executing threads, as flat addresses (their windows)
+            return lambda act: xl(afn()[act], act, 8, what, "mbarrier access")
 
         if sub == "init":
             if len(args) != 2:
@@ -2609,8 +3176,8 @@ class _Exec:
                 act = g.nonzero()[0]
                 if not act.size:
                     return
-                ad = afn()[act]
-                if np.count_nonzero(ad & 7) or np.count_nonzero((ad < 0) | (ad + 8 > self.smem_size)):
+                ad = afn(act) if xl is not None else afn()[act]
+                if np.count_nonzero(ad & 7) or (self.C == 1 and np.count_nonzero((ad < 0) | (ad + 8 > self.smem_size))):
                     raise EmuError(f"{what}: mbarrier address {ad[:4]} not 8-byte aligned or outside shared memory")
                 if np.unique(ad).size != ad.size:
                     raise EmuError(f"{what}: several threads initialise one mbarrier in one instruction")
@@ -2638,7 +3205,7 @@ class _Exec:
                 act = g.nonzero()[0]
                 if not act.size:
                     return
-                b = self._mb_lookup(afn()[act], act, what)
+                b = self._mb_lookup(afn(act) if xl is not None else afn()[act], act, what)
                 for bi in np.unique(b):
                     if self.mbs[bi].nwait:
                         raise EmuError(f"{what}: mbarrier.inval of {self._mb_name(bi)} while threads wait on it")
@@ -2654,7 +3221,7 @@ class _Exec:
                 act = g.nonzero()[0]
                 if not act.size:
                     return
-                b = self._mb_lookup(afn()[act], act, what)
+                b = self._mb_lookup(afn(act) if xl is not None else afn()[act], act, what)
                 x = X[act].astype(np.int64)
                 if np.count_nonzero(x > _TX_MAX):
                     raise EmuError(f"{what}: txCount {int(x.max())} not in 0..2^20-1")
@@ -2681,7 +3248,7 @@ class _Exec:
                 act = g.nonzero()[0]
                 if not act.size:
                     return
-                b = self._mb_lookup(afn()[act], act, what)
+                b = self._mb_lookup(afn(act) if xl is not None else afn()[act], act, what)
                 x = X[act].astype(np.int64) if X is not None else np.ones(act.size, np.int64)
                 if has_tx:
                     if np.count_nonzero(x > _TX_MAX):
@@ -2719,7 +3286,7 @@ class _Exec:
             act = g.nonzero()[0]
             if not act.size:
                 return False
-            b = self._mb_lookup(afn()[act], act, what)
+            b = self._mb_lookup(afn(act) if xl is not None else afn()[act], act, what)
             q = Q[act].astype(np.int64)
             if np.count_nonzero(q > 1):
                 raise EmuError(f"{what}: phase parity operand {int(q[q > 1][0])} is not 0 or 1")
@@ -2797,36 +3364,79 @@ class _Exec:
         if sp[:1] == ["global"]:
             return self._c_tma_store(ins, rest)
         known = {"tensor", "2d", "shared::cluster", "shared::cta", "global", "tile", "mbarrier::complete_tx::bytes",
-                 "L2::cache_hint"}
+                 "L2::cache_hint", "multicast::cluster"}
         bad = [m for m in rest if m not in known]
         if bad:
-            raise EmuError(f"unsupported cp.async.bulk.tensor qualifier .{bad[0]} (supported: .2d, "
-                           f"shared::cluster / shared::cta <- global, .tile, .mbarrier::complete_tx::bytes; "
-                           f"global <- shared::cta, .tile, .bulk_group)")
+            raise EmuError(f"unsupported cp.async.bulk.tensor qualifier .{bad[0]} (supported: .2d, shared::cluster / "
+                           f"shared::cta <- global, .tile, .mbarrier::complete_tx::bytes, .multicast::cluster; global "
+                           f"<- shared::cta, .tile, .bulk_group)")
         if "2d" not in rest or "global" not in rest or "mbarrier::complete_tx::bytes" not in rest or \
                 not ("shared::cluster" in rest or "shared::cta" in rest):
             raise EmuError("cp.async.bulk.tensor needs .2d.shared::cluster.global{.tile}.mbarrier::complete_tx::bytes")
         args = list(ins.args)
         if "L2::cache_hint" in rest:
             args = args[:-1]
-        if len(args) != 3:
-            raise EmuError("cp.async.bulk.tensor takes [dstMem], [tensorMap, {c0, c1}], [mbar]")
+        mcast = "multicast::cluster" in rest
+        if mcast and "shared::cluster" not in rest:
+            raise EmuError(".multicast::cluster needs the .shared::cluster destination")
+        if len(args) != 3 + mcast:
+            raise EmuError("cp.async.bulk.tensor takes [dstMem], [tensorMap, {c0, c1}], [mbar]" +
+                           (", ctaMask" if mcast else ""))
         dfn, dp = self.addr(args[0])
         bfn, bp = self.addr(args[2])
         if dp is not None or bp is not None:
             raise EmuError("parameter used as a shared address")
         T, C0, C1 = self._tensor_operand(args[1])
+        M = self.src(args[3], "b16", relaxed=True) if mcast else None
+        xl = self._xcluster if "shared::cluster" in rest else (self._xcta if self.C > 1 else None)
 
         def tma(g):
             act = g.nonzero()[0]
             if not act.size:
                 return
             dst, mb, ta = dfn()[act], bfn()[act], T[act]
+            if xl is not None:
+                dst = xl(dst, act, 1, what, "TMA destination")
+                mb = xl(mb, act, 8, what, "TMA mbarrier access")
+            if self.C > 1:
+                other = dst // self.W != mb // self.W
+                if np.count_nonzero(other):
+                    k = int(np.flatnonzero(other)[0])
+                    raise EmuError(f"{what}: thread {self._who(act[k])}: the TMA's destination (rank "
+                                   f"{int(dst[k]) // self.W}) and its mbarrier (rank {int(mb[k]) // self.W}) are in "
+                                   f"different CTAs")
+            if mcast:
+                for i, t in enumerate(act.tolist()):
+                    self._tma_multicast(self._tmap(int(ta[i]), what), int(C0[t]), int(C1[t]), int(dst[i]), int(mb[i]),
+                                        int(M[t]), t, what)
+                return
             bars = self._mb_lookup(mb, act, what)
             for i, t in enumerate(act.tolist()):
                 self._tma_load(self._tmap(int(ta[i]), what), int(C0[t]), int(C1[t]), int(dst[i]), int(bars[i]), t,
                                what)
         return tma
+
+    def _tma_multicast(self, tm, c0, c1, d, mb, mask, t, what):
+        """A multicast TMA load by thread t: the box lands at the destination's
+        offset d % W in the shared memory of every CTA in the ctaMask, each
+        signalling complete_tx on its mbarrier at the offset mb % W."""
+        if mask == 0:
+            raise EmuError(f"{what}: thread {self._who(t)}: the multicast's ctaMask is 0 (no destination CTA)")
+        if mask >> self.C:
+            raise EmuError(f"{what}: thread {self._who(t)}: ctaMask {mask:#06x} names CTA rank "
+                           f"{mask.bit_length() - 1}, outside the cluster's {self.C} CTA(s) (ranks 0..{self.C - 1})")
+        od, ob = d % self.W, mb % self.W
+        for r in range(self.C):
+            if not mask >> r & 1:
+                continue
+            if self.gone[r]:
+                raise EmuError(f"{what}: thread {self._who(t)}'s multicast TMA lands in rank {r}'s shared memory, but "
+                               f"rank {r} has exited: its shared memory is gone (a CTA must not exit while its peers "
+                               f"may still use its shared memory: barrier.cluster.arrive / wait before exiting)")
+            b = int(self._mb_lookup(np.array([r * self.W + ob]), np.array([t]), what)[0])
+            self._tma_load(tm, c0, c1, r * self.W + od, b, t, what)
+            if r != t // self.ctp:
+                self._racc_note(np.array([r]), np.array([t]), what)
 
     def _tensor_operand(self, a):
         """`[tensorMap, {c0, c1}]` -> (map address, c0, c1) operand arrays."""
@@ -2869,6 +3479,8 @@ class _Exec:
             if not act.size:
                 return
             src, ta = sfn()[act], T[act]
+            if self.C > 1:
+                src = self._xcta(src, act, 1, what, "TMA store source")
             for i, t in enumerate(act.tolist()):
                 self._tma_store(self._tmap(int(ta[i]), what), int(C0[t]), int(C1[t]), int(src[i]), t, what, line)
         return tma_store
@@ -2897,10 +3509,11 @@ class _Exec:
                     b = int(idx[m][k])
                     why = "" if pt[k] < 0 else (f": thread {int(pw[k])}'s fence.proxy.async is not ordered before "
                                                 f"the store (a barrier must come between the fence and the issue)")
-                    raise EmuError(f"{what}: TMA store by thread {t} reads shared byte {b}, stored by thread "
-                                   f"{int(pw[k])} without fence.proxy.async before the TMA store{why} (the generic "
-                                   f"stores must be made visible to the async proxy: fence.proxy.async.shared::cta by "
-                                   f"each writing thread, then a barrier with the issuing thread)")
+                    raise EmuError(f"{what}: TMA store by thread {t} reads shared byte {self._loc(b)}, stored by "
+                                   f"thread {int(pw[k])} without fence.proxy.async before the TMA store{why} (the "
+                                   f"generic stores must be made visible to the async proxy: "
+                                   f"fence.proxy.async.shared::cta by each writing thread, then a barrier with the "
+                                   f"issuing thread)")
         ch = ad >> 4
         self.bs_recs.append([t, None, tm, s, co, ext, ch, line])
         self.bs_src[ch] += 1
@@ -2938,9 +3551,9 @@ class _Exec:
             c = int(chunks[k])
             rec = next(r for r in self.bs_recs if np.count_nonzero(r[6] == c))
             st = "not committed" if rec[1] is None else f"bulk group {rec[1]}"
-            raise EmuError(f"{what}: thread {int(tids[k])} writes shared byte {16 * c}: overwrites the source of a TMA "
-                           f"store not yet read (cp.async.bulk.wait_group.read): the store of thread {rec[0]} (line "
-                           f"{rec[7]}, {st})")
+            raise EmuError(f"{what}: thread {int(tids[k])} writes shared byte {self._loc(16 * c)}: overwrites the "
+                           f"source of a TMA store not yet read (cp.async.bulk.wait_group.read): the store of thread "
+                           f"{rec[0]} (line {rec[7]}, {st})")
 
     def _bs_exit_checks(self, g, ins):
         for rec in self.bs_recs:
@@ -2971,6 +3584,8 @@ class _Exec:
         the 128-byte swizzle), and the box's size in bytes."""
         nb = tm.box[0] * tm.elem * tm.box[1]
         al = 1024 if tm.swizzle else 128
+        if self.C > 1:   # a flat address: its offset in its CTA's shared memory
+            d = d % self.W
         if d % al:
             raise EmuError(f"{what}: TMA {role} {d} is not {al}-byte aligned"
                            f"{' (128-byte swizzle)' if tm.swizzle else ''}")
@@ -2978,7 +3593,8 @@ class _Exec:
         if tm.swizzle:
             co ^= ((co >> 7) & 7) << 4
         if d < 0 or d + int(co.max()) + 16 > self.smem_size:
-            raise EmuError(f"{what}: TMA {role} [{d}, {d + nb}) outside shared memory ({self.smem_size} B)")
+            raise EmuError(f"{what}: TMA {role} [{d}, {d + nb}) outside shared memory ({self.smem_size} "
+                           f"B{' per CTA' if self.C > 1 else ''})")
         return co, nb
 
     @staticmethod
@@ -3014,7 +3630,8 @@ class _Exec:
         n = int(self.mb_comp[b]) + 1
         self.tma_bar[ch] = b
         self.tma_n[ch] = n
-        self.rel_bar[ch] = -1
+        if self.rd_recs and np.count_nonzero(self.nrd[ch]):
+            self._rd_forget(ch)
         gr = self.granule
         gi = ((ch * 16 // gr)[:, None] + _ARANGE[:16 // gr]).ravel()
         self.rw_wt[gi] = -1
@@ -3042,45 +3659,11 @@ class _Exec:
             iu = self.inuse[ch] > 0
             if np.count_nonzero(iu):
                 c = int(ch[iu][0])
-                raise EmuError(f"{what}: TMA overwrites shared byte {16 * c}, an operand of {self._inflight_name(c)}"
-                               f" not yet retired by wgmma.wait_group (and released by an mbarrier arrive)")
-        un = self.unrel[ch] > 0
-        if np.count_nonzero(un):
-            # the issuing thread's own retired loads are ordered by program order
-            cs = ch[un]
-            keep = []
-            for rec in self.rd_recs:
-                if rec[3] and rec[0] == 0:
-                    m = (rec[1] == t) & np.isin(rec[2], cs)
-                    if np.count_nonzero(m):
-                        np.subtract.at(self.unrel, rec[2][m], 1)
-                        if not m.all():
-                            keep.append([0, rec[1][~m], rec[2][~m], True, rec[4]])
-                        continue
-                keep.append(rec)
-            self.rd_recs = keep
-            un = self.unrel[ch] > 0
-            if np.count_nonzero(un):   # reads a barrier (one with a thread count) orders before t
-                self._hb_release(t, ch[un])
-                un = self.unrel[ch] > 0
-            if np.count_nonzero(un):
-                c = int(ch[un][0])
-                who = next((self._reader_name(r) for r in self.rd_recs if np.count_nonzero(r[2] == c)), "a read")
-                raise EmuError(f"{what}: TMA overwrites shared byte {16 * c} whose read by {who} was not released: "
-                               f"the reader must mbarrier.arrive after the read retired (after wgmma.wait_group for "
-                               f"wgmma), and the TMA's issuer must wait for that phase")
-        rb = self.rel_bar[ch]
-        m = rb >= 0
-        if np.count_nonzero(m):
-            rbm = rb[m].astype(np.int64)
-            need = self.rel_n[ch[m]]
-            bad = (self.mb_obs[rbm, t] < need) & (self.rel_who[ch[m]] != t)   # its own loads: program order
-            if np.count_nonzero(bad):
-                k = int(np.flatnonzero(bad)[0])
-                b, n = int(rbm[k]), int(need[k])
-                raise EmuError(f"{what}: TMA by thread {t} overwrites shared byte {16 * int(ch[m][k])}, whose readers "
-                               f"released it on phase {n} of {self._mb_name(b)}, which thread {t} has not observed "
-                               f"(its latest observed phase: {int(self.mb_obs[b, t])}; {self._mb_state(b)})")
+                raise EmuError(f"{what}: TMA overwrites shared byte {self._loc(16 * c)}, an operand of "
+                               f"{self._inflight_name(c)} not yet retired by wgmma.wait_group (and released by an "
+                               f"mbarrier arrive)")
+        if self.rd_recs and np.count_nonzero(self.nrd[ch]):
+            self._tma_read_checks(ch, t, what)
         tb = self.tma_bar[ch]
         m = tb >= 0
         if np.count_nonzero(m):
@@ -3088,8 +3671,8 @@ class _Exec:
             bad = self.mb_comp[tbm] < self.tma_n[ch[m]]
             if np.count_nonzero(bad):
                 k = int(np.flatnonzero(bad)[0])
-                raise EmuError(f"{what}: TMA onto shared byte {16 * int(ch[m][k])} written by an earlier TMA whose "
-                               f"{self._mb_name(int(tbm[k]))} phase has not completed")
+                raise EmuError(f"{what}: TMA onto shared byte {self._loc(16 * int(ch[m][k]))} written by an earlier "
+                               f"TMA whose {self._mb_name(int(tbm[k]))} phase has not completed")
         if self.n_bstore:
             self._bs_hit(ch, np.full(ch.size, t), what)
         if self.races:
@@ -3104,9 +3687,10 @@ class _Exec:
                 bad &= wt >= self.vc[Wt, ww // 32]
                 if np.count_nonzero(bad):
                     k = np.argwhere(bad)[0]
-                    raise EmuError(f"{what}: TMA by thread {t} overwrites shared byte {int(gi[k[0], k[1]]) * gr} stored"
-                                   f" by thread {int(ww[k[0], k[1]])} with no barrier between them (bar.sync, or a "
-                                   f"bar.sync with a thread count both took part in)")
+                    raise EmuError(f"{what}: TMA by thread {t} overwrites shared byte "
+                                   f"{self._loc(int(gi[k[0], k[1]]) * gr)} stored by thread {int(ww[k[0], k[1]])} with "
+                                   f"no barrier between them (bar.sync, or a bar.sync with a thread count both took "
+                                   f"part in{self._xhint})")
             fresh = (self.tma_bar[ch] < 0)[:, None]
             cand = fresh & (self.rd_last[gi] >= vm)
             if np.count_nonzero(cand):
@@ -3119,33 +3703,88 @@ class _Exec:
                 if np.count_nonzero(bad):
                     k = int(np.flatnonzero(bad)[0])
                     x = int(np.flatnonzero(live[k])[0]) if live[k].any() else Wt
-                    raise EmuError(f"{what}: TMA by thread {t} overwrites shared byte {int(gg[k]) * gr} read by "
-                                   f"{self._readers(int(gg[k]), x)} with no barrier between them (bar.sync, or a "
-                                   f"bar.sync with a thread count both took part in)")
+                    raise EmuError(f"{what}: TMA by thread {t} overwrites shared byte {self._loc(int(gg[k]) * gr)} "
+                                   f"read by {self._readers(int(gg[k]), x)} with no barrier between them (bar.sync, or "
+                                   f"a bar.sync with a thread count both took part in{self._xhint})")
 
-    def _hb_release(self, t, cs):
-        """Retired reads of the chunks cs that a barrier orders before thread t
-        (now) are released for t's TMA: the reading thread's / warp's / one of the
-        warpgroup's warps' clock, as t's warp knows it, passed the retirement."""
-        Wt = t // 32
-        keep = []
+    def _tma_read_checks(self, ch, t, what):
+        """The recorded reads of the chunks ch, which thread t's TMA is about to
+        overwrite: each must have retired and be ordered before the issue: by
+        program order (t's own ld.shared), by a barrier (the reading thread's /
+        warp's / one of the warpgroup's warps' clock, as t's warp knows it, passed
+        the retirement), or by an mbarrier arrival of its reader after the
+        retirement whose phase t has observed."""
+        hit = self.hitbuf
+        hit[ch] = True
+        try:
+            vct = self.vc[t // 32]
+            unrel = unobs = None
+            for rec in self.rd_recs:
+                m = hit[rec[2]]
+                if not np.count_nonzero(m):
+                    continue
+                kind, ids = rec[0], rec[1][m]
+                if not rec[3]:
+                    c = int(rec[2][m][0])
+                    raise EmuError(f"{what}: TMA overwrites shared byte {self._loc(16 * c)}, an operand of "
+                                   f"{self._inflight_name(c)} not yet retired by wgmma.wait_group (and released by an "
+                                   f"mbarrier arrive)")
+                if kind == 2:
+                    seen = vct[ids[:, None] * 4 + np.arange(4)].max(1)
+                else:
+                    seen = vct[ids // 32 if kind == 0 else ids]
+                ok = seen > rec[4]
+                if kind == 0:
+                    ok |= ids == t
+                if ok.all():
+                    continue
+                rel = np.zeros(ok.size, bool)
+                for b, arr in rec[5].items():
+                    nb = arr[m]
+                    has = nb > 0
+                    if np.count_nonzero(has):
+                        rel |= has
+                        ok |= has & (self.mb_obs[b, t] >= nb)
+                if ok.all():
+                    continue
+                bad = ~ok & ~rel
+                if np.count_nonzero(bad):
+                    if unrel is None:
+                        k = int(np.flatnonzero(bad)[0])
+                        unrel = (int(rec[2][m][k]), self._reader_name(rec, ids[k]))
+                elif unobs is None:
+                    k = int(np.flatnonzero(~ok)[0])
+                    b = next(b for b, arr in rec[5].items() if arr[m][k] > 0)
+                    unobs = (int(rec[2][m][k]), b, int(rec[5][b][m][k]), self._reader_name(rec, ids[k]),
+                             sum(1 for arr in rec[5].values() if arr[m][k] > 0))
+            if unrel is not None:
+                c, who = unrel
+                raise EmuError(f"{what}: TMA overwrites shared byte {self._loc(16 * c)} whose read by {who} was not "
+                               f"released: the reader must mbarrier.arrive after the read retired (after "
+                               f"wgmma.wait_group for wgmma), and the TMA's issuer must wait for that phase")
+            if unobs is not None:
+                c, b, n, who, nrel = unobs
+                more = f" (or on {nrel - 1} other mbarrier(s), none observed either)" if nrel > 1 else ""
+                raise EmuError(f"{what}: TMA by thread {self._who(t)} overwrites shared byte {self._loc(16 * c)}, "
+                               f"whose readers ({who}) released it on phase {n} of {self._mb_name(b)}{more}, which "
+                               f"thread {t} has not observed (its latest observed phase: {int(self.mb_obs[b, t])}; "
+                               f"{self._mb_state(b)})")
+        finally:
+            hit[ch] = False
+
+    def _rd_forget(self, ch):
+        """A TMA overwrote the chunks ch: the reads recorded on them are over."""
+        hit = self.hitbuf
+        hit[ch] = True
+        drop = False
         for rec in self.rd_recs:
-            if rec[3] and rec[4] >= 0:
-                m = np.isin(rec[2], cs)
-                if np.count_nonzero(m):
-                    kind, ids = rec[0], rec[1]
-                    if kind == 2:
-                        seen = self.vc[Wt][ids[:, None] * 4 + np.arange(4)].max(1)
-                    else:
-                        seen = self.vc[Wt, ids // 32 if kind == 0 else ids]
-                    m &= seen > rec[4]
-                    if np.count_nonzero(m):
-                        np.subtract.at(self.unrel, rec[2][m], 1)
-                        if not m.all():
-                            keep.append([kind, ids[~m], rec[2][~m], True, rec[4]])
-                        continue
-            keep.append(rec)
-        self.rd_recs = keep
+            m = hit[rec[2]]
+            if np.count_nonzero(m):
+                self._rd_drop(rec, m)
+                drop = True
+        hit[ch] = False
+        if drop:
+            self.rd_recs = [r for r in self.rd_recs if r[2].size]
 
     # -- wgmma
     def _aligned_wgs(self, g, what):
@@ -3167,7 +3806,7 @@ class _Exec:
             wg = int(np.flatnonzero(partial)[0])
             t0 = 128 * wg
             missing = [t for t in range(t0, t0 + 128) if t >= self.ntp or not g[t]]
-            extra = " or not in the block" if t0 + 128 > self.nt else ""
+            extra = " or not in the block" if t0 % self.ctp + 128 > self.nt else ""
             raise EmuError(f"{what}: warpgroup {wg} (threads {t0}..{t0 + 127}) only partly executes this warpgroup-"
                            f"collective instruction: threads {missing[:8]}{'...' if len(missing) > 8 else ''} are not "
                            f"at it (divergent, waiting or exited{extra})")
@@ -3187,7 +3826,7 @@ class _Exec:
             self._wg_tabs[n] = tab
         return tab
 
-    def _gmma_operand(self, desc, rows, what, which, mn=False):
+    def _gmma_operand(self, desc, rows, what, which, mn=False, wbase=0):
         """Element (i, k), i < rows, k < 16, of an operand through matrix
         descriptor `desc`, K-major (mn False: 16 k of a row i contiguous) or
         MN-major (mn True, imm-trans 1: rows i contiguous for each k): (u16
@@ -3223,7 +3862,9 @@ class _Exec:
                            f"supported (0 = none, 1 = 128B)")
         if int(phys.max()) + 2 > self.smem_size:
             raise EmuError(f"{what}: {which} operand reaches shared byte {int(phys.max())}, outside shared memory "
-                           f"({self.smem_size} B)")
+                           f"({self.smem_size} B{' per CTA' if self.C > 1 else ''})")
+        if wbase:   # the warpgroup's CTA's shared memory (a cluster)
+            phys = phys + wbase
         return self.smem.view(np.uint16)[phys >> 1], np.unique(phys >> 4)
 
     def _wgmma_read_checks(self, ch, wg, what):
@@ -3231,7 +3872,8 @@ class _Exec:
         if self.mbs:
             hit = (self.mb_at[ch * 2] >= 0) | (self.mb_at[ch * 2 + 1] >= 0)
             if np.count_nonzero(hit):
-                raise EmuError(f"{what}: wgmma operand overlaps an mbarrier (shared byte {16 * int(ch[hit][0])})")
+                raise EmuError(f"{what}: wgmma operand overlaps an mbarrier (shared byte "
+                               f"{self._loc(16 * int(ch[hit][0]))})")
         if self.npend or self.vis_dirty:
             idx = (ch * 16)[:, None] + _ARANGE[:16]
             if self.npend and np.count_nonzero(self.pend[idx] >= 0):
@@ -3252,8 +3894,8 @@ class _Exec:
                 who = t0 + int(obs[k].argmin())
                 state = "which has not completed" if self.mb_comp[b] < n else \
                     f"which thread {who} has not observed (every thread of the warpgroup must wait on it)"
-                raise EmuError(f"{what}: warpgroup {wg}'s wgmma reads shared byte {16 * int(ch[m][k])} written by a "
-                               f"TMA completing phase {n} of {self._mb_name(b)}, {state}")
+                raise EmuError(f"{what}: warpgroup {wg}'s wgmma reads shared byte {self._loc(16 * int(ch[m][k]))} "
+                               f"written by a TMA completing phase {n} of {self._mb_name(b)}, {state}")
         if self.races:
             gr = self.granule
             gi = ((ch * 16 // gr)[:, None] + _ARANGE[:16 // gr]).ravel()
@@ -3267,9 +3909,10 @@ class _Exec:
                 bad = (self.vc[ws][:, ww // 32].max(0) <= wt[cand]) & (ww // 128 != wg)
                 if np.count_nonzero(bad):
                     k = int(np.flatnonzero(bad)[0])
-                    raise EmuError(f"{what}: shared-memory race: warpgroup {wg}'s wgmma reads byte {int(sub[k]) * gr} "
-                                   f"written by thread {int(ww[k])} with no barrier between them (bar.sync, or a "
-                                   f"bar.sync with a thread count both took part in)")
+                    raise EmuError(f"{what}: shared-memory race: warpgroup {wg}'s wgmma reads byte "
+                                   f"{self._loc(int(sub[k]) * gr)} written by thread {self._who(ww[k])} with no "
+                                   f"barrier between them (bar.sync, or a bar.sync with a thread count both took part "
+                                   f"in{self._xhint})")
             # a read by every lane of the warpgroup's four warps
             nw = self.nw
             fi = (gi[:, None] * nw + ws).ravel()        # gi are distinct: no duplicates
@@ -3438,7 +4081,8 @@ class _Exec:
                         raise EmuError(f"{what}: {nm} differs across warpgroup {wg}: thread {t0} has {v[0]!r}, "
                                        f"thread {t0 + k} has {v[k]!r}")
                     ds.append(v[0])
-                B, chb = self._gmma_operand(int(ds[1]), n, what, "B", mn_b)
+                wb = int(self.wbase[t0])
+                B, chb = self._gmma_operand(int(ds[1]), n, what, "B", mn_b, wb)
                 if a_regs:
                     u = np.stack([x[sl] for x in Av]).astype(np.uint32)                 # (4, 128)
                     A = np.empty((64, 16), np.uint16)
@@ -3446,7 +4090,7 @@ class _Exec:
                     A[a_rows, a_cols + 1] = (u >> np.uint32(16)).astype(np.uint16)
                     ch = chb
                 else:
-                    A, cha = self._gmma_operand(int(ds[0]), 64, what, "A", mn_a)
+                    A, cha = self._gmma_operand(int(ds[0]), 64, what, "A", mn_a, wb)
                     ch = np.union1d(cha, chb)
                 self._wgmma_read_checks(ch, wg, what)
                 rows, cols = self._wg_tab(n)
@@ -3458,9 +4102,7 @@ class _Exec:
                 out = _canon(R)[rows, cols]
                 for j in range(nh):
                     Dv[j][sl] = out[j]
-                rd = [2, np.full(ch.size, wg, np.int64), ch, False, -1]
-                self.rd_recs.append(rd)
-                self.unrel[ch] += 1
+                rd = self._rd_add(2, np.full(ch.size, wg, np.int64), ch, False, -1)
                 self.inuse[ch] += 1
                 self.wg_recs[wg].append([None, rd, ch, regs, aset])
                 self.wg_live[wg] = self.wg_live[wg] | regs
@@ -3511,7 +4153,7 @@ class _Exec:
             self._unpark(soft)
             return
         bar = alive & (self.park_kind == 3)
-        if np.count_nonzero(bar) == np.count_nonzero(alive):
+        if self.C == 1 and np.count_nonzero(bar) == np.count_nonzero(alive):   # (clusters: _cta_barsync)
             pcs = np.unique(pc[alive])
             if pcs.size == 1:
                 bids = np.unique(self.park_bid[alive])
@@ -3528,19 +4170,29 @@ class _Exec:
         for b in np.unique(self.park_on[wait]):
             tt = np.flatnonzero(wait & (self.park_on == b))
             q = int(self.park_par[tt[0]])
-            who = f"thread {tt[0]}" if tt.size == 1 else f"{tt.size} threads ({tt[0]}..{tt[-1]})"
+            who = f"thread {self._who(tt[0])}" if tt.size == 1 else f"{tt.size} threads ({tt[0]}..{tt[-1]})"
             parts.append(f"{who} wait (line {int(self.park_line[tt[0]])}) for the phase of parity {q} of "
                          f"{self._mb_name(int(b))} ({self._mb_state(int(b))})")
         if np.count_nonzero(bar):
-            tt = np.flatnonzero(bar)
-            parts.append(f"{tt.size} threads ({tt[0]}..{tt[-1]}) wait at bar.sync (line "
-                         f"{self.code[int(pc[tt[0]])][5].line})")
+            for key in np.unique(self.park_bid[bar]).tolist():
+                tt = np.flatnonzero(bar & (self.park_bid == key))
+                rk = f" of rank {key // 16}" if self.C > 1 else ""
+                parts.append(f"{tt.size} threads ({tt[0]}..{tt[-1]}) wait at bar.sync{rk} (line "
+                             f"{int(self.park_line[tt[0]])})")
         nb = alive & (self.park_kind == 4)
-        for bid in np.unique(self.park_bid[nb]).tolist():
-            tt = np.flatnonzero(nb & (self.park_bid == bid))
-            parts.append(f"{tt.size} threads ({tt[0]}..{tt[-1]}) wait at barrier {bid} (bar.sync {bid}, "
-                         f"{self.nb_exp[bid]}; line {int(self.park_line[tt[0]])}): {self.nb_arr[bid]} of "
-                         f"{self.nb_exp[bid]} threads arrived")
+        for key in np.unique(self.park_bid[nb]).tolist():
+            tt = np.flatnonzero(nb & (self.park_bid == key))
+            bid, rk = key % 16, (f" of rank {key // 16}" if self.C > 1 else "")
+            parts.append(f"{tt.size} threads ({tt[0]}..{tt[-1]}) wait at barrier {bid}{rk} (bar.sync {bid}, "
+                         f"{self.nb_exp[key]}; line {int(self.park_line[tt[0]])}): {self.nb_arr[key]} of "
+                         f"{self.nb_exp[key]} threads arrived")
+        cw = alive & (self.park_kind == 5)
+        if np.count_nonzero(cw):
+            tt = np.flatnonzero(cw)
+            n_arr = int(np.count_nonzero(alive & (self.cl_arr == self.cl_phase)))
+            parts.append(f"{tt.size} threads ({tt[0]}..{tt[-1]}) wait at barrier.cluster.wait (line "
+                         f"{int(self.park_line[tt[0]])}): {n_arr} of the cluster's {int(np.count_nonzero(alive))} live "
+                         f"threads arrived")
         raise EmuError(f"{fn}: deadlock: every live thread waits and nothing can complete their barriers: "
                        + "; ".join(parts))
 
@@ -3555,11 +4207,13 @@ class _Exec:
                                    f"wgmma.mma_async operations not waited for (wgmma.commit_group and "
                                    f"wgmma.wait_group before exiting)")
         bar = self.parked & (self.park_kind == 3)
+        if self.C > 1 and np.count_nonzero(bar):   # the barrier of the exiting threads' CTAs
+            bar &= np.isin(self.rank_of, np.unique(self.rank_of[act]))
         if np.count_nonzero(bar):
             tt = np.flatnonzero(bar)
-            raise EmuError(f"{fn}: bar.sync reached by a subset of the block: thread {int(act[0])} exits (line "
+            raise EmuError(f"{fn}: bar.sync reached by a subset of the block: thread {self._who(act[0])} exits (line "
                            f"{ins.line}) while threads {tt[0]}..{tt[-1]} wait at bar.sync (line "
-                           f"{self.code[int(self.pc[tt[0]])][5].line})")
+                           f"{int(self.park_line[tt[0]])})")
 
     def _block_end_checks(self):
         for b, mb in enumerate(self.mbs):
@@ -4236,14 +4890,20 @@ class _Exec:
             else:
                 b = np.array([int(v) & ((1 << (8 * sz)) - 1)], _UNS[8 * sz]).view(np.uint8)
             self.pbuf[off:off + sz] = b
-        for arr, n in zip(self.nctaid_arrays, grid):
-            arr.setflags(write=True)
-            arr.fill(n)
-            arr.setflags(write=False)
+        ncl = tuple(g // c for g, c in zip(grid, self.cluster))
+        for arrs, vals in ((self.nctaid_arrays, grid), (self.nclusterid_arrays, ncl)):
+            for arr, n in zip(arrs, vals):
+                arr.setflags(write=True)
+                arr.fill(n)
+                arr.setflags(write=False)
+        ex = self.special_pred["%is_explicit_cluster"]
+        ex.setflags(write=True)
+        ex.fill(self.explicit_cluster)
+        ex.setflags(write=False)
         with np.errstate(all="ignore"):
-            for gz in range(grid[2]):
-                for gy in range(grid[1]):
-                    for gx in range(grid[0]):
+            for gz in range(ncl[2]):
+                for gy in range(ncl[1]):
+                    for gx in range(ncl[0]):
                         self.run_block((gx, gy, gz), max_steps)
         if check_nc and self.nc_read is not None and self.g_written is not None:
             both = self.nc_read & self.g_written
@@ -4251,11 +4911,31 @@ class _Exec:
                 raise EmuError(f"{self.f.name}: global bytes read with ld.global.nc are written by the same "
                                f"kernel (ld.global.nc needs read-only data): {np.flatnonzero(both)[:4]}")
 
-    def run_block(self, ctaid, max_steps):
-        for arr, v in zip(self.ctaid_arrays, ctaid):
+    def run_block(self, clid, max_steps):
+        """Run one block (a cluster launch: the cluster `clid`, all its CTAs)."""
+        for arr, v in zip(self.clusterid_arrays, clid):
             arr.setflags(write=True)
             arr.fill(v)
             arr.setflags(write=False)
+        for arr, v, n, loc in zip(self.ctaid_arrays, clid, self.cluster, self.cl_ctaid):
+            arr.setflags(write=True)
+            if self.C == 1:
+                arr.fill(v)
+            else:
+                np.add(loc, np.uint32(v * n), out=arr)
+            arr.setflags(write=False)
+        if self.C == 1:
+            blk = f"[block {clid}]"
+        else:
+            cx, cy, cz = self.cluster
+            blocks = [(clid[0] * cx + r % cx, clid[1] * cy + r // cx % cy, clid[2] * cz + r // (cx * cy))
+                      for r in range(self.C)]
+            blk = f"[cluster {clid}: blocks {', '.join(f'{b} (rank {r})' for r, b in enumerate(blocks))}]"
+        self.gone.fill(False)
+        self._cl_reset()
+        if self.C > 1:
+            self.racc = np.full((self.C, self.nw), -1, np.int32)   # latest access of each warp to each CTA's memory
+            self.racc_what = {}
         for r in self.regs.values():
             r.fill(0)
         self.smem.fill(0xFF)
@@ -4278,7 +4958,7 @@ class _Exec:
         parked = self.parked
         code = self.code
         ncode = len(code)
-        n_alive = self.nt
+        n_alive = int(np.count_nonzero(alive))
         conv, cur = True, 0
         steps = 0
         p = 0
@@ -4362,8 +5042,16 @@ class _Exec:
                         if self.n_inflight or self.n_parked:
                             self._exit_checks(g, ins)
                         stay = group & ~g
+                        if self.C > 1:
+                            gx = g.copy()    # (g may be `alive` itself)
                         alive[g] = False
                         n_alive -= ng
+                        if self.C > 1:
+                            for r in np.unique(self.rank_of[gx]).tolist():
+                                if not alive[r * self.ctp:(r + 1) * self.ctp].any():
+                                    self._cta_exit(r, gx & (self.rank_of == r))
+                        if self.cl_used and n_alive:
+                            self._cl_check()
                         if conv:
                             cur = p + 1
                         else:
@@ -4386,6 +5074,13 @@ class _Exec:
                         else:
                             pc[group] = p + 1
                         continue
+                    if self.C > 1:   # the barrier of each CTA whose threads reach it
+                        if conv:
+                            group = alive.copy()
+                            conv = False
+                        pc[group] = p + 1
+                        self._cta_barsync(fn, g, group, ins)
+                        continue
                     if not conv:
                         ng = np.count_nonzero(g)
                         if not ng:
@@ -4403,6 +5098,7 @@ class _Exec:
                         self.parked[group] = True
                         self.park_kind[group] = 3
                         self.park_bid[group] = bid
+                        self.park_line[group] = ins.line
                         self.n_parked += int(np.count_nonzero(group))
                         continue
                     ng = np.count_nonzero(g)
@@ -4424,10 +5120,10 @@ class _Exec:
                 msg = where + msg[len(plain):]
             elif not msg.startswith(f.name):
                 msg = where + msg
-            raise EmuError(f"{msg} [block {ctaid}]") from None
+            raise EmuError(f"{msg} {blk}") from None
         except Exception as e:  # noqa: BLE001
             ins = code[p][5]
-            raise EmuError(f"{f.name}: while executing line {ins.line} `{ins.text}` [block {ctaid}]: {e!r}") from e
+            raise EmuError(f"{f.name}: while executing line {ins.line} `{ins.text}` {blk}: {e!r}") from e
 
 
 def _round_int_to_f32(v):

@@ -11,8 +11,13 @@ a producer / consumer pipeline, and the
 errors for unsynchronised or unreleased asynchronous accesses, named barriers
 (bar.sync a, b: completion, happens-before through them, discipline errors),
 TMA stores (the in-bounds box written, bulk async-groups, the proxy fence, a
-two-warpgroup GEMM epilogue), and the shared-memory bank accounting
-(BankStats) against hand-counted patterns and a loop-by-loop count.
+two-warpgroup GEMM epilogue), the shared-memory bank accounting
+(BankStats) against hand-counted patterns and a loop-by-loop count, and
+thread-block clusters (run_kernel(..., cluster=...)): the cluster special
+registers, distributed shared memory through mapa (ld / st.shared::cluster,
+races across CTAs, exits), remote mbarrier arrivals, per-CTA barriers, the
+cluster barrier, multicast TMA (negative tx-counts) and a two-CTA pipeline
+whose consumers release each stage on both CTAs' barriers.
 
     PYTHONPATH=.cache/pylib python3 tools/test_ptx_emu.py
 
@@ -2638,8 +2643,655 @@ def t_tma_store():
                  "refill a buffer before the wait", lambda: epi_run(sync1=""), "overwrites the source of a TMA store")
 
 
+# ---------------------------------------------------------------------------- clusters
+
+def cl_run(k, grid, block, params, mem=None, cluster=(2, 1, 1), **kw):
+    mem = Memory() if mem is None else mem
+    run_kernel(k, mem, grid, block, params, cluster=cluster, **kw)
+    return mem
+
+
+def cl_passes(name, fn):
+    try:
+        fn()
+        check(name, True)
+    except EmuError as e:
+        check(name, False, str(e))
+
+
+SREG_NAMES = ["%cluster_ctarank", "%cluster_nctarank", "%ctaid.x", "%ctaid.y", "%clusterid.x", "%clusterid.y",
+              "%nclusterid.x", "%nclusterid.y", "%cluster_ctaid.x", "%cluster_ctaid.y", "%cluster_nctaid.x",
+              "%cluster_nctaid.y", "%tid.x", "%nctaid.x", "%warpid"]
+
+
+def sreg_kernel():
+    stores = "\n".join(f"    mov.u32 %v, {r};\n    st.global.u32 [%a+{4 * i}], %v;" for i, r in enumerate(SREG_NAMES))
+    n = len(SREG_NAMES) + 1
+    body = f"""
+    .reg .b32 %v, %i, %w;
+    .reg .b64 %out, %a;
+    ld.param.u64 %out, [p_out];
+    mov.u32 %i, %ctaid.y;
+    mov.u32 %w, %nctaid.x;
+    mov.u32 %v, %ctaid.x;
+    mad.lo.u32 %i, %i, %w, %v;
+    mov.u32 %w, %ntid.x;
+    mov.u32 %v, %tid.x;
+    mad.lo.u32 %i, %i, %w, %v;
+    mul.wide.u32 %a, %i, {4 * n};
+    add.s64 %a, %out, %a;
+{stores}
+    selp.u32 %v, 1, 0, %is_explicit_cluster;
+    st.global.u32 [%a+{4 * (n - 1)}], %v;
+    ret;
+"""
+    return build("sregs", ["p_out"], body, hdr=HDR90), n
+
+
+def sreg_want(grid, nt, cluster, explicit):
+    cx, cy = cluster[0], cluster[1]
+    rows = []
+    for by in range(grid[1]):
+        for bx in range(grid[0]):
+            lx, ly = bx % cx, by % cy
+            for t in range(nt):
+                rows.append([lx + ly * cx, cx * cy, bx, by, bx // cx, by // cy, grid[0] // cx, grid[1] // cy,
+                             lx, ly, cx, cy, t, grid[0], t // 32, int(explicit)])
+    return np.array(rows, np.uint32)
+
+
+def t_cluster_sregs():
+    k, n = sreg_kernel()
+    for grid, cluster, nt in (((4, 1, 1), (2, 1, 1), 40), ((4, 4, 1), (2, 2, 1), 32), ((2, 4, 1), (1, 2, 1), 64),
+                              ((4, 2, 1), None, 32)):
+        mem = Memory()
+        nb = grid[0] * grid[1]
+        po = mem.upload(np.full(nb * nt * n, 7, np.uint32))
+        run_kernel(k, mem, grid, (nt, 1, 1), [po], cluster=cluster)
+        got = mem.download(po, nb * nt * n, np.uint32).reshape(-1, n)
+        want = sreg_want(grid, nt, cluster or (1, 1, 1), cluster is not None)
+        bad = np.argwhere(got != want)
+        check(f"cluster special registers (%cluster_ctarank, %clusterid, %cluster_ctaid, ...): grid {grid[:2]}, "
+              f"cluster {cluster}, {nt} threads" + (" (no cluster: a 1x1x1 cluster)" if cluster is None else ""),
+              not bad.size, f"first mismatch: block-thread {bad[0][0] if bad.size else ''} "
+                             f"{SREG_NAMES[bad[0][1]] if bad.size and bad[0][1] < n - 1 else ''}")
+
+
+DSM_BODY = """
+    .reg .pred %p0, %p1, %q;
+    .reg .b32 %t, %r, %o, %a, %ra, %v, %x;
+    .reg .b64 %out, %g;
+    .shared .align 16 .b32 buf[64];
+    ld.param.u64 %out, [p_out];
+    mov.u32 %t, %tid.x;
+    mov.u32 %r, %cluster_ctarank;
+    setp.eq.u32 %p0, %r, 0;
+    setp.eq.u32 %p1, %r, 1;
+    shl.b32 %o, %t, 2;
+    mov.u32 %a, buf;
+    add.u32 %a, %a, %o;
+    mad.lo.u32 %v, %t, 3, 7;
+    {WRITE0}
+    {WRITE1}
+    {SYNC}
+    {EXIT0}
+    @%p1 mapa.shared::cluster.u32 %ra, %a, 0;          // rank 1: rank 0's buf[t]
+    @%p1 ld.shared::cluster.u32 %x, [%ra];
+    @%p0 ld.shared.u32 %x, [%a+128];                   // rank 0: what rank 1 wrote into its buf[32 + t]
+    mov.u32 %v, %ctaid.x;
+    mad.lo.u32 %v, %v, 32, %t;
+    mul.wide.u32 %g, %v, 4;
+    add.s64 %g, %out, %g;
+    st.global.u32 [%g], %x;
+    {SYNC2}
+    ret;
+"""
+CL_SYNC = "barrier.cluster.arrive.release.aligned;\n    barrier.cluster.wait.acquire.aligned;"
+DSM_W0 = "@%p0 st.shared.u32 [%a], %v;      // rank 0: its own buf[t]"
+# rank 1 writes 1000 + t into rank 0's buf[32 + t] through mapa
+DSM_W1 = """mad.lo.u32 %v, %t, 1, 1000;
+    @%p1 mapa.shared::cluster.u32 %ra, %a, 0;
+    @%p1 st.shared::cluster.u32 [%ra+128], %v;"""
+
+
+def dsm_kernel(sync=CL_SYNC, sync2=CL_SYNC, write1=DSM_W1, exit0="", write0=DSM_W0):
+    body = DSM_BODY
+    for key, val in (("{SYNC}", sync), ("{SYNC2}", sync2), ("{WRITE1}", write1), ("{EXIT0}", exit0),
+                     ("{WRITE0}", write0)):
+        body = body.replace(key, val)
+    return build("dsm", ["p_out"], body, hdr=HDR90)
+
+
+def dsm_run(k, grid=(2, 1, 1), **kw):
+    mem = Memory()
+    po = mem.upload(np.zeros(32 * grid[0], np.uint32))
+    cl_run(k, grid, (32, 1, 1), [po], mem, **kw)
+    return mem.download(po, 32 * grid[0], np.uint32).reshape(grid[0], 32)
+
+
+def t_cluster_dsmem():
+    t = np.arange(32)
+    try:
+        got = dsm_run(dsm_kernel(), grid=(4, 1, 1))
+        want = np.stack([1000 + t, 3 * t + 7] * 2)
+        check("DSMEM: rank 1 reads rank 0's shared memory (mapa + ld.shared::cluster) and writes into it "
+              "(st.shared::cluster) after a cluster barrier; two clusters", np.array_equal(got, want), f"{got}")
+    except EmuError as e:
+        check("DSMEM: rank 1 reads rank 0's shared memory (mapa + ld.shared::cluster) and writes into it "
+              "(st.shared::cluster) after a cluster barrier; two clusters", False, str(e))
+    expect_error("DSMEM: without the cluster barrier rank 1's read of rank 0's store is a race",
+                 lambda: dsm_run(dsm_kernel(sync="", write1="")), "shared-memory race")
+    expect_error("DSMEM: ... and rank 1's remote store racing with rank 0's read",
+                 lambda: dsm_run(dsm_kernel(sync="", write0="")),
+                 "race: thread 0 (rank 0, tid 0) reads byte 128 of rank 0 written by thread 128 (rank 1, tid 0)")
+    expect_error("DSMEM: a .relaxed cluster barrier (no release, no fence) does not order the store before the read",
+                 lambda: dsm_run(dsm_kernel(sync="barrier.cluster.arrive.relaxed.aligned;\n"
+                                                 "barrier.cluster.wait.aligned;")), "shared-memory race")
+    expect_error("DSMEM: rank 0 exits (no cluster barrier at the end) before rank 1 reads its shared memory",
+                 lambda: dsm_run(dsm_kernel(write1="", sync2="", exit0="@%p0 ret;")),
+                 "rank 0 has exited: its shared memory is gone")
+    expect_error("DSMEM: rank 1 reads rank 0's shared memory, then both exit with no cluster barrier: the read is "
+                 "not ordered before rank 0's exit", lambda: dsm_run(dsm_kernel(write1="", sync2="")),
+                 "the last threads of rank 0 exit, but warp 4's (rank 1) access to rank 0's shared memory "
+                 "(`@%p1 ld.shared::cluster.u32 %x, [%ra]`) is not ordered before the exit")
+    expect_error("DSMEM: a .shared::cta access to another CTA's shared memory (a mapa'd address) raises, naming "
+                 "both ranks", lambda: dsm_run(dsm_kernel(write1="@%p1 mapa.shared::cluster.u32 %ra, %a, 0;\n"
+                                                                  "@%p1 st.shared.u32 [%ra], %t;")),
+                 "offset 0 of rank 0's shared memory): a .shared::cta access must stay in the shared memory of the "
+                 "thread's own CTA (rank 1)")
+    expect_error("DSMEM: mapa to rank 2 in a cluster of 2 raises",
+                 lambda: dsm_run(dsm_kernel(write1="@%p1 mapa.shared::cluster.u32 %ra, %a, 2;")),
+                 "maps to CTA rank 2, outside the cluster's 2 CTA(s)")
+    expect_error("cluster: barrier.cluster.arrive twice without a wait raises",
+                 lambda: dsm_run(dsm_kernel(sync="barrier.cluster.arrive.aligned;\n barrier.cluster.arrive.aligned;")),
+                 "again without a barrier.cluster.wait")
+    expect_error("cluster: barrier.cluster.wait without an arrive raises",
+                 lambda: dsm_run(dsm_kernel(sync="barrier.cluster.wait.aligned;")), "without having arrived")
+    expect_error("cluster: .aligned cluster barrier executed by part of a warp raises",
+                 lambda: dsm_run(dsm_kernel(sync="setp.lt.u32 %q, %t, 5;\n @%q barrier.cluster.arrive.aligned;\n"
+                                                 "@!%q barrier.cluster.arrive.aligned;\n barrier.cluster.wait;")),
+                 "executes this .aligned instruction without its live threads")
+    # launch rules
+    k = dsm_kernel()
+    expect_error("cluster: a grid that is not a multiple of the cluster raises",
+                 lambda: dsm_run(k, grid=(3, 1, 1)), "not a multiple of the cluster")
+    expect_error("cluster: more than 8 CTAs in a cluster raises",
+                 lambda: dsm_run(k, grid=(16, 1, 1), cluster=(16, 1, 1)), "portable maximum of 8")
+    for d, name in ((".reqnctapercluster 2, 1, 1", "rq2"), (".explicitcluster .reqnctapercluster 2", "rq2e")):
+        kr = build(name, [], "ret;", d, hdr=HDR90)
+        cl_passes(f"cluster: `{d}` launched with cluster (2, 1, 1) passes",
+                  lambda kr=kr: cl_run(kr, (4, 1, 1), (32, 1, 1), []))
+        expect_error(f"cluster: `{d}` launched with cluster (4, 1, 1) raises",
+                     lambda kr=kr: cl_run(kr, (4, 1, 1), (32, 1, 1), [], cluster=(4, 1, 1)), ".reqnctapercluster")
+        expect_error(f"cluster: `{d}` launched without a cluster raises",
+                     lambda kr=kr: run_kernel(kr, Memory(), (4, 1, 1), (32, 1, 1), []), ".reqnctapercluster")
+    ke = build("ex", [], "ret;", ".explicitcluster", hdr=HDR90)
+    expect_error("cluster: `.explicitcluster` launched without a cluster raises",
+                 lambda: run_kernel(ke, Memory(), (4, 1, 1), (32, 1, 1), []), ".explicitcluster")
+    # without a cluster launch: a 1x1x1 cluster (mapa to rank 0, barrier.cluster as a block barrier)
+    try:
+        mem = Memory()
+        po = mem.upload(np.zeros(64, np.uint32))
+        w0 = "@%p0 mapa.shared::cluster.u32 %ra, %a, 0;\n @%p0 st.shared::cluster.u32 [%ra+128], %t;"
+        run_kernel(dsm_kernel(write1="", write0=w0), mem, (2, 1, 1), (32, 1, 1), [po])
+        got = mem.download(po, 64, np.uint32).reshape(2, 32)
+        check("cluster: launched without a cluster, rank 0 of a 1x1x1 cluster (mapa to rank 0, barrier.cluster)",
+              np.array_equal(got, np.stack([np.arange(32)] * 2)), f"{got}")
+    except EmuError as e:
+        check("cluster: launched without a cluster, rank 0 of a 1x1x1 cluster (mapa to rank 0, barrier.cluster)",
+              False, str(e))
+
+
+CLB_BODY = """
+    .reg .pred %p0, %p1, %lead, %ok, %q;
+    .reg .b32 %t, %r, %b, %rb, %v, %w;
+    .reg .b64 %out, %g, %st;
+    .shared .align 8 .b64 bar;
+    .shared .align 16 .b32 buf[64];
+    ld.param.u64 %out, [p_out];
+    mov.u32 %t, %tid.x;
+    mov.u32 %r, %cluster_ctarank;
+    setp.eq.u32 %p0, %r, 0;
+    setp.eq.u32 %p1, %r, 1;
+    setp.eq.u32 %lead, %t, 0;
+    mov.u32 %b, bar;
+    @!%lead bra $i;
+    mbarrier.init.shared::cta.b64 [%b], 1;
+    {FENCE}
+$i:
+    {SYNC}
+    @%p0 bra $rank0;
+    // rank 1: wait for rank 0's remote arrival (its code comes later)
+$w:
+    mbarrier.try_wait.parity.shared::cta.b64 %ok, [%b], 0;
+    @!%ok bra $w;
+    mov.u32 %v, 77;
+    mul.wide.u32 %g, %t, 4;
+    add.s64 %g, %out, %g;
+    st.global.u32 [%g], %v;
+    bra.uni $end;
+$rank0:
+    {BAR0}
+    @%lead mapa.shared::cluster.u32 %rb, %b, 1;
+    {ARRIVE}
+$end:
+    {SYNC2}
+    ret;
+"""
+CLB_ARRIVE = "@%lead mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%rb];"
+
+
+def clb_kernel(**parts):
+    body = CLB_BODY
+    defaults = {"FENCE": "fence.mbarrier_init.release.cluster;", "SYNC": "barrier.cluster.arrive.relaxed.aligned;\n"
+                "barrier.cluster.wait.acquire.aligned;", "BAR0": "", "ARRIVE": CLB_ARRIVE, "SYNC2": CL_SYNC}
+    defaults.update(parts)
+    for key, val in defaults.items():
+        body = body.replace("{" + key + "}", val)
+    return build("clb", ["p_out"], body, hdr=HDR90)
+
+
+def clb_run(k, nt=32):
+    mem = Memory()
+    po = mem.upload(np.zeros(nt, np.uint32))
+    cl_run(k, (2, 1, 1), (nt, 1, 1), [po], mem)
+    return mem.download(po, nt, np.uint32)
+
+
+def t_cluster_mbarrier():
+    try:
+        got = clb_run(clb_kernel())
+        check("remote mbarrier arrive: rank 1 waits on its barrier (count 1), rank 0 arrives on it through mapa "
+              "(mbarrier.arrive.shared::cluster), rank 1 goes on", np.array_equal(got, np.full(32, 77)))
+    except EmuError as e:
+        check("remote mbarrier arrive: rank 1 waits on its barrier (count 1), rank 0 arrives on it through mapa "
+              "(mbarrier.arrive.shared::cluster), rank 1 goes on", False, str(e))
+    expect_error("remote mbarrier arrive: ... without the arrive: a deadlock naming both waits",
+                 lambda: clb_run(clb_kernel(ARRIVE="")), "wait at barrier.cluster.wait")
+    cl_passes("remote mbarrier arrive: rank 0's `bar.sync 0` waits for rank 0's threads only (rank 1 waits on an "
+              "mbarrier rank 0 arrives on after its bar.sync)",
+              lambda: clb_run(clb_kernel(BAR0="bar.sync 0;\n bar.sync 1, 64;"), nt=64))
+    expect_error("remote mbarrier arrive: without fence.mbarrier_init before the relaxed cluster barrier, rank 0 "
+                 "uses rank 1's barrier unordered after its init",
+                 lambda: clb_run(clb_kernel(FENCE="")), "in the barrier interval of its mbarrier.init")
+    cl_passes("remote mbarrier arrive: ... a .release cluster barrier orders the init without the fence",
+              lambda: clb_run(clb_kernel(FENCE="", SYNC=CL_SYNC)))
+    kx = build("clx", [], """
+    .reg .pred %p0, %lead;
+    .reg .b32 %t, %b, %rb;
+    .shared .align 8 .b64 bar;
+    mov.u32 %t, %tid.x;
+    mov.u32 %b, %cluster_ctarank;
+    setp.eq.u32 %p0, %b, 0;
+    setp.eq.u32 %lead, %t, 0;
+    mov.u32 %b, bar;
+    @%lead mbarrier.init.shared::cta.b64 [%b], 1;
+    fence.mbarrier_init.release.cluster;
+    barrier.cluster.arrive.relaxed.aligned;
+    barrier.cluster.wait.acquire.aligned;
+    @%p0 ret;
+    @%lead mapa.shared::cluster.u32 %rb, %b, 0;
+    @%lead mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%rb];
+    ret;""", hdr=HDR90)
+    expect_error("remote mbarrier arrive: rank 0 exits, then rank 1 arrives on rank 0's barrier: raises",
+                 lambda: cl_run(kx, (2, 1, 1), (32, 1, 1), []), "rank 0 has exited: its shared memory is gone")
+
+
+CPC_BODY = """
+    .reg .b32 %t, %r, %sa, %sb, %x<4>;
+    .reg .b64 %src, %out, %a;
+    .shared .align 16 .b8 buf[512];
+    ld.param.u64 %src, [p_src];
+    ld.param.u64 %out, [p_out];
+    mov.u32 %t, %tid.x;
+    mov.u32 %r, %ctaid.x;
+    mad.lo.u32 %r, %r, 32, %t;
+    mul.wide.u32 %a, %r, 16;
+    add.s64 %a, %src, %a;
+    mov.u32 %sa, buf;
+    shl.b32 %sb, %t, 4;
+    add.u32 %sa, %sa, %sb;
+    xor.b32 %sb, %sb, 16;
+    mov.u32 %x0, buf;
+    add.u32 %sb, %sb, %x0;
+    cp.async.cg.shared.global [%sa], [%a], 16;
+    cp.async.commit_group;
+    cp.async.wait_group 0;
+    {SYNC}
+    ld.shared.v4.u32 {%x0, %x1, %x2, %x3}, [%sb];
+    mul.wide.u32 %a, %r, 16;
+    add.s64 %a, %out, %a;
+    st.global.v4.u32 [%a], {%x0, %x1, %x2, %x3};
+    ret;
+"""
+
+
+def t_cluster_cp_async():
+    def run(sync):
+        k = build("cpc", ["p_src", "p_out"], CPC_BODY.replace("{SYNC}", sync), hdr=HDR90)
+        mem = Memory()
+        src = RNG.integers(0, 255, (4, 32, 16), dtype=np.uint8)
+        ps, po = mem.upload(src), mem.upload(np.zeros(4 * 32 * 16, np.uint8))
+        cl_run(k, (4, 1, 1), (32, 1, 1), [ps, po], mem)
+        return mem.download(po, 4 * 32 * 16, np.uint8).reshape(4, 32, 16), src
+
+    try:
+        got, src = run("bar.sync 0;")
+        check("cluster: cp.async into each CTA's own shared memory, bar.sync 0 per CTA, the neighbour's chunk read "
+              "(two clusters of two)", np.array_equal(got, src[:, np.arange(32) ^ 1]))
+    except EmuError as e:
+        check("cluster: cp.async into each CTA's own shared memory, bar.sync 0 per CTA", False, str(e))
+    expect_error("cluster: ... without the bar.sync the neighbour's cp.async data is not visible",
+                 lambda: run(""), "with no barrier since its cp.async.wait")
+
+
+# named barriers: ids per CTA (warp 1 writes, warp 0 reads after `bar.sync 1, 64`)
+NBC_BODY = """
+    .reg .pred %w0, %w1;
+    .reg .b32 %t, %l, %a, %v, %r;
+    .reg .b64 %out, %g;
+    .shared .align 16 .b32 buf[32];
+    ld.param.u64 %out, [p_out];
+    mov.u32 %t, %tid.x;
+    and.b32 %l, %t, 31;
+    mov.u32 %a, buf;
+    shl.b32 %v, %l, 2;
+    add.u32 %a, %a, %v;
+    mov.u32 %r, %ctaid.x;
+    setp.lt.u32 %w0, %t, 32;
+    setp.ge.u32 %w1, %t, 64;
+    @%w1 ret;                     // warp 2: idle
+    {FIRST}
+$second:
+    {SECOND}
+    ret;
+$w1:
+    mad.lo.u32 %v, %r, 100, %l;
+    st.shared.u32 [%a], %v;
+    bar.sync 1, 64;
+    ret;
+$w0:
+    bar.sync 1, 64;
+    ld.shared.u32 %v, [%a];
+    mad.lo.u32 %l, %r, 32, %l;
+    mul.wide.u32 %g, %l, 4;
+    add.s64 %g, %out, %g;
+    st.global.u32 [%g], %v;
+    ret;
+"""
+
+
+def t_cluster_barriers():
+    r = np.arange(4)[:, None]
+    want = (100 * r + np.arange(32)).astype(np.uint32)
+    for first, second, what in (("@%w0 bra $second;\n bra.uni $w1;", "bra.uni $w0;", "writers first"),
+                                ("@!%w0 bra $second;\n bra.uni $w0;", "bra.uni $w1;", "readers first")):
+        k = build("nbc", ["p_out"], NBC_BODY.replace("{FIRST}", first).replace("{SECOND}", second), hdr=HDR90)
+        try:
+            mem = Memory()
+            po = mem.upload(np.zeros(128, np.uint32))
+            cl_run(k, (4, 1, 1), (96, 1, 1), [po], mem)
+            check(f"cluster: named barrier 1 (64 threads) of each CTA is its own ({what}: the two CTAs' warps never "
+                  f"complete one another's barrier)", np.array_equal(mem.download(po, 128, np.uint32).reshape(4, 32),
+                                                                       want))
+        except EmuError as e:
+            check(f"cluster: named barrier 1 (64 threads) of each CTA is its own ({what})", False, str(e))
+
+
+CLT_BODY = """
+    .reg .pred %lead, %r0, %ok, %q;
+    .reg .b32 %t, %r, %b, %c0, %c1, %i, %o, %sa, %x<4>;
+    .reg .b16 %mask;
+    .reg .b64 %tm, %out, %a, %st;
+    .shared .align 1024 .b8 buf[{NB}];
+    .shared .align 8 .b64 bar;
+    ld.param.u64 %out, [p_out];
+    ld.param.u32 %c0, [p_c0];
+    ld.param.u32 %c1, [p_c1];
+    mov.u64 %tm, p_tm;
+    cvta.param.u64 %tm, %tm;
+    mov.u32 %t, %tid.x;
+    mov.u32 %r, %cluster_ctarank;
+    setp.eq.u32 %lead, %t, 0;
+    setp.eq.u32 %r0, %r, 0;
+    and.pred %r0, %r0, %lead;
+    mov.u32 %b, bar;
+    @!%lead bra $init_done;
+    mbarrier.init.shared::cta.b64 [bar], 1;
+    fence.mbarrier_init.release.cluster;
+$init_done:
+    barrier.cluster.arrive.relaxed.aligned;
+    barrier.cluster.wait.acquire.aligned;
+    mov.b16 %mask, 3;
+    {FIRST}
+    {SECOND}
+$wait:
+    mbarrier.try_wait.parity.shared::cta.b64 %ok, [%b], 0;
+    @!%ok bra $wait;
+    mov.u32 %i, %t;
+$cp:
+    setp.ge.u32 %q, %i, {NCH};
+    @%q bra $done;
+    shl.b32 %o, %i, 4;
+    mov.u32 %sa, buf;
+    add.u32 %sa, %sa, %o;
+    ld.shared.v4.u32 {%x0, %x1, %x2, %x3}, [%sa];
+    mad.lo.u32 %o, %r, {NB}, %o;
+    cvt.u64.u32 %a, %o;
+    add.s64 %a, %out, %a;
+    st.global.v4.u32 [%a], {%x0, %x1, %x2, %x3};
+    add.u32 %i, %i, 32;
+    bra $cp;
+$done:
+    barrier.cluster.arrive.release.aligned;
+    barrier.cluster.wait.acquire.aligned;
+    ret;
+"""
+CLT_ARM = "@%lead mbarrier.arrive.expect_tx.shared::cta.b64 %st, [%b], {NB};"
+CLT_TMA = ("@%r0 cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster "
+           "[buf], [%tm, {%c0, %c1}], [%b], {MASK};")
+
+
+def clt_kernel(nb, arm_first=True, mask="%mask", edit=None):
+    arm, tma = CLT_ARM, CLT_TMA.replace("{MASK}", mask)
+    body = CLT_BODY.replace("{FIRST}", arm if arm_first else tma).replace("{SECOND}", tma if arm_first else arm)
+    body = body.replace("{NB}", str(nb)).replace("{NCH}", str(nb // 16))
+    if edit:
+        body = body.replace(*edit)
+    return build("clt", ["p_tm:tmap", "p_out", "p_c0:u32", "p_c1:u32"], body, hdr=HDR90)
+
+
+def clt_run(k, G, nb, c0, c1, tmap):
+    mem = Memory()
+    pg = mem.upload(G)
+    po = mem.upload(np.zeros(2 * nb, np.uint8))
+    cl_run(k, (2, 1, 1), (32, 1, 1), [tmap(pg), po, c0, c1], mem)
+    return mem.download(po, 2 * nb, np.uint8).reshape(2, nb)
+
+
+def t_cluster_multicast():
+    outer, inner, pad = 70, 100, 112
+    G = RNG.integers(1, 65535, (outer, pad), dtype=np.uint16)
+
+    def sw_map(a):
+        return TensorMap(a, 2, (inner, outer), 2 * pad, (64, 32), 128)
+
+    def plain_map(a):
+        return TensorMap(a, 2, (inner, outer), 2 * pad, (40, 16))
+
+    for nb, tmap, box, sw, c0, c1, arm_first, mask in (
+            (4096, sw_map, (64, 32), True, 40, -3, True, "%mask"),
+            (1280, plain_map, (40, 16), False, -8, 60, True, "3"),
+            (4096, sw_map, (64, 32), True, 0, 0, False, "%mask")):
+        what = (f"multicast TMA: rank 0 loads a {box[0]}x{box[1]} box at ({c0}, {c1}) "
+                f"({'128-byte swizzle' if sw else 'no swizzle'}, ctaMask {'a .b16 register' if mask != '3' else '3'})"
+                f" into both CTAs' shared memory, each CTA's barrier completing")
+        if not arm_first:
+            what += " (both barriers armed after the copy landed: tx-count negative until then)"
+        try:
+            got = clt_run(clt_kernel(nb, arm_first, mask), G, nb, c0, c1, tmap)
+            ref = tma_box_ref(G, (inner, outer), c0, c1, box, sw)
+            check(what, np.array_equal(got[0], ref) and np.array_equal(got[1], ref))
+        except EmuError as e:
+            check(what, False, str(e))
+    expect_error("multicast TMA: a ctaMask naming rank 2 of a 2-CTA cluster raises",
+                 lambda: clt_run(clt_kernel(4096, mask="5"), G, 4096, 0, 0, sw_map), "ctaMask 0x0005 names CTA rank 2")
+    expect_error("multicast TMA: rank 1 expecting the bytes, mask 1 (rank 0 only): rank 1 deadlocks",
+                 lambda: clt_run(clt_kernel(4096, mask="1"), G, 4096, 0, 0, sw_map), "deadlock")
+    expect_error("multicast TMA: reading before the barrier's phase completes raises (no wait)",
+                 lambda: clt_run(clt_kernel(4096, edit=("@!%ok bra $wait;", "")), G, 4096, 0, 0, sw_map),
+                 "has not observed")
+    expect_error("multicast TMA: onto rank 1's shared memory after rank 1 exited raises",
+                 lambda: clt_run(clt_kernel(4096, edit=("mov.b16 %mask, 3;", "mov.b16 %mask, 3;\n"
+                                                        "setp.eq.u32 %q, %r, 1;\n @%q ret;")),
+                                 G, 4096, 0, 0, sw_map), "rank 1 has exited: its shared memory is gone")
+
+
+# A two-stage pipeline across a cluster of two, as the clustered GEMM runs it: per
+# CTA, warp 0 consumes (ldmatrix over the stage), lane 0 of warp 1 produces. Stage s
+# of every CTA holds two halves; the producer of rank r loads half r of each k-tile
+# and multicasts it into both CTAs (its full[s] expects the whole stage). empty[s]
+# (count 2) takes an arrival from each consumer warp of the cluster: lane r of the
+# warp releases the stage on rank r's barrier, through mapa.
+CLP_BODY = """
+    .reg .pred %lead, %cons, %ok, %p, %rel, %q0;
+    .reg .b32 %t, %l, %r, %kt, %s, %ph, %par, %f, %e, %re, %d, %c1, %sa, %x<16>, %o, %full0, %empty0;
+    .reg .b64 %tm, %out, %a, %st;
+    .shared .align 1024 .b8 buf[4096];
+    .shared .align 8 .b64 bars[4];
+    ld.param.u64 %out, [p_out];
+    mov.u64 %tm, p_tm;
+    cvta.param.u64 %tm, %tm;
+    mov.u32 %t, %tid.x;
+    and.b32 %l, %t, 31;
+    mov.u32 %r, %cluster_ctarank;
+    mov.u32 %full0, bars;
+    add.u32 %empty0, %full0, 16;
+    setp.eq.u32 %lead, %t, 0;
+    @!%lead bra $i;
+    mbarrier.init.shared::cta.b64 [bars], 1;
+    mbarrier.init.shared::cta.b64 [bars+8], 1;
+    mbarrier.init.shared::cta.b64 [bars+16], {ECOUNT0};
+    mbarrier.init.shared::cta.b64 [bars+24], {ECOUNT0};
+    {INIT1}
+    fence.mbarrier_init.release.cluster;
+$i:
+    barrier.cluster.arrive.relaxed.aligned;
+    barrier.cluster.wait.acquire.aligned;
+    mov.u32 %kt, 0;
+    setp.lt.u32 %cons, %t, 32;
+    @%cons bra $cloop;
+    setp.ne.u32 %p, %t, 32;
+    @%p bra $idle;
+$ploop:
+    setp.ge.u32 %p, %kt, {NK};
+    @%p bra $end;
+    and.b32 %s, %kt, 1;
+    bfe.u32 %ph, %kt, 1, 1;
+    xor.b32 %par, %ph, 1;
+    mad.lo.u32 %e, %s, 8, %empty0;
+$pw:
+    mbarrier.try_wait.parity.shared::cta.b64 %ok, [%e], %par;
+    @!%ok bra $pw;
+    mad.lo.u32 %f, %s, 8, %full0;
+    mbarrier.arrive.expect_tx.shared::cta.b64 %st, [%f], 2048;
+    mov.u32 %d, buf;
+    mad.lo.u32 %d, %s, 2048, %d;
+    mad.lo.u32 %d, %r, 1024, %d;
+    shl.b32 %c1, %kt, 4;
+    mad.lo.u32 %c1, %r, 8, %c1;
+    {TMA_MC} [%d], [%tm, {0, %c1}], [%f], 3;
+    add.u32 %kt, %kt, 1;
+    bra.uni $ploop;
+$cloop:
+    setp.ge.u32 %p, %kt, {NK};
+    @%p bra $end;
+    and.b32 %s, %kt, 1;
+    bfe.u32 %ph, %kt, 1, 1;
+    mad.lo.u32 %f, %s, 8, %full0;
+$cw:
+    mbarrier.try_wait.parity.shared::cta.b64 %ok, [%f], %ph;
+    @!%ok bra $cw;
+    mov.u32 %sa, buf;
+    mad.lo.u32 %sa, %s, 2048, %sa;
+    mad.lo.u32 %sa, %l, 16, %sa;
+    ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%x0, %x1, %x2, %x3}, [%sa];
+    ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%x4, %x5, %x6, %x7}, [%sa+512];
+    ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%x8, %x9, %x10, %x11}, [%sa+1024];
+    ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%x12, %x13, %x14, %x15}, [%sa+1536];
+    mad.lo.u32 %o, %r, {NK}, %kt;
+    shl.b32 %o, %o, 11;
+    mad.lo.u32 %o, %l, 4, %o;
+    cvt.u64.u32 %a, %o;
+    add.s64 %a, %out, %a;
+{STORES}
+    mad.lo.u32 %e, %s, 8, %empty0;
+    {RELEASE}
+    @%rel mapa.shared::cluster.u32 %re, %e, %l;
+    @%rel mbarrier.arrive.shared::cluster.b64 _, [%re];
+    add.u32 %kt, %kt, 1;
+    bra.uni $cloop;
+$end:
+    barrier.cluster.arrive.release;
+    barrier.cluster.wait.acquire;
+$idle:
+    ret;
+"""
+CLP_RELEASE = "setp.lt.u32 %rel, %l, 2;"
+
+
+def clp_kernel(nk, release=CLP_RELEASE, ecount0=2, init1=""):
+    stores = "\n".join(f"    st.global.u32 [%a+{512 * j + 128 * i}], "
+                       f"%x{4 * j + i};" for j in range(4) for i in range(4))
+    body = CLP_BODY.replace("{STORES}", stores).replace("{TMA_MC}", TMA + ".multicast::cluster").replace("{RELEASE}", release).replace("{NK}", str(nk)) \
+        .replace("{ECOUNT0}", str(ecount0)).replace("{INIT1}", init1)
+    return build("clp", ["p_tm:tmap", "p_out"], body, hdr=HDR90)
+
+
+def clp_run(k, nk):
+    G = RNG.integers(0, 65535, (16 * nk, 64), dtype=np.uint16)
+    mem = Memory()
+    pg = mem.upload(G)
+    po = mem.upload(np.zeros(2 * nk * 2048, np.uint8))
+    cl_run(k, (2, 1, 1), (64, 1, 1), [TensorMap(pg, 2, (64, 16 * nk), 128, (64, 8)), po], mem)
+    got = mem.download(po, 2 * nk * 2048, np.uint8).reshape(2, nk * 2048)
+    return got, G.view(np.uint8).ravel()
+
+
+def t_cluster_pipeline():
+    try:
+        got, want = clp_run(clp_kernel(6), 6)
+        check("cluster pipeline: two stages, each CTA's producer multicasting its half of every k-tile into both "
+              "CTAs, consumer warps (ldmatrix) releasing each stage on both CTAs' empty barriers (lane r on rank r's, "
+              "through mapa): both CTAs read every k-tile right", np.array_equal(got[0], want) and
+              np.array_equal(got[1], want))
+    except EmuError as e:
+        check("cluster pipeline: two stages, each CTA's producer multicasting its half of every k-tile into both "
+              "CTAs, consumer warps (ldmatrix) releasing each stage on both CTAs' empty barriers", False, str(e))
+    # rank 0's consumer no longer releases the stages on rank 1's barrier
+    no_remote = "setp.lt.u32 %rel, %l, 2;\n    setp.ne.u32 %p, %r, 0;\n    setp.eq.u32 %q0, %l, 0;\n" \
+                "    or.pred %p, %p, %q0;\n    and.pred %rel, %rel, %p;"
+    k = clp_kernel(6, release=no_remote)
+    expect_error("cluster pipeline: ... without rank 0's remote arrival on rank 1's empty barrier: deadlock",
+                 lambda: clp_run(k, 6), "deadlock")
+    # ... and rank 1's empty barriers expecting one arrival: rank 1's producer refills the stages of rank 0 that
+    # rank 0's consumer released on rank 0's barriers only
+    k = clp_kernel(6, release=no_remote,
+                   init1="setp.ne.u32 %p, %r, 0;\n @%p mbarrier.inval.shared::cta.b64 [bars+16];\n"
+                         " @%p mbarrier.inval.shared::cta.b64 [bars+24];\n"
+                         " @%p mbarrier.init.shared::cta.b64 [bars+16], 1;\n"
+                         " @%p mbarrier.init.shared::cta.b64 [bars+24], 1;")
+    expect_error("cluster pipeline: ... and rank 1's empty barriers counting one arrival: rank 1's multicast "
+                 "overwrites rank 0's stage whose read rank 0 released only on its own barrier",
+                 lambda: clp_run(k, 6), "overwrites shared byte 1024 of rank 0, whose readers (warp 0's ldmatrix "
+                 "(rank 0)) released it on phase 1 of mbarrier `bars+16` (shared offset 4112 of rank 0), which thread "
+                 "160 has not observed")
+
+
 TESTS = [t_cp_async, t_ldmatrix, t_mma, t_integer, t_float, t_shfl, t_vectors, t_launch, t_races, t_bits,
-         t_tma, t_mbarrier, t_wgmma, t_wgmma_regs_mn, t_pipeline, t_banks, t_named_barriers, t_tma_store]
+         t_tma, t_mbarrier, t_wgmma, t_wgmma_regs_mn, t_pipeline, t_banks, t_named_barriers, t_tma_store,
+         t_cluster_sregs, t_cluster_dsmem, t_cluster_mbarrier, t_cluster_barriers, t_cluster_multicast,
+         t_cluster_pipeline, t_cluster_cp_async]
 
 if __name__ == "__main__":
     print(f"TESSERA_TEST_SEED={SEED}", flush=True)
