@@ -81,8 +81,11 @@ def launch(mem, entry, grid, dyn_smem=0, **args):
     # The host's rule (src/cuda/launch.rs, smem_opt_in): a kernel whose static and
     # largest dynamic shared memory pass 48 KiB together is allowed its largest.
     opt_in = spec.static_smem + max(spec.dyn_smem, spec.max_dyn_smem) > 48 * 1024
+    # A clustered entry runs in clusters of its `.reqnctapercluster` (the grid a
+    # multiple of it, as src/cuda/launch.rs checks).
+    cluster = {"cluster": (spec.cluster, 1, 1)} if spec.cluster > 1 else {}
     run_kernel(module(spec.module)[entry], mem, grid, (spec.threads, 1, 1), params,
-               dyn_smem=dyn_smem, allow_large_smem=opt_in, banks=BANKS)
+               dyn_smem=dyn_smem, allow_large_smem=opt_in, banks=BANKS, **cluster)
 
 
 def grid_stride(entry, n):
@@ -242,7 +245,10 @@ def linear_launch(mem, entry, rows, k, n, x, w, b, r, act, with_bias, with_res, 
     if entry == "linear_bf16":  # rasterised 1-D grid
         grid = (tiles, 1, 1)
     elif entry.startswith("linear_bf16_sm90"):  # persistent: fewer blocks than tiles, as on a busy GPU
-        grid = (min(tiles, SM90_BLOCKS), 1, 1)
+        # Clustered: units of CM tile rows, one per cluster of CM CTAs (src/cuda/linear.rs).
+        cm = spec.cluster
+        units = ((rows + tm - 1) // tm + cm - 1) // cm * ((n + tn - 1) // tn)
+        grid = (min(units, SM90_BLOCKS) * cm, 1, 1)
     else:
         grid = ((n + tn - 1) // tn, (rows + tm - 1) // tm, 1)
     flags = int(with_bias) | (act << 1) | (int(with_res) << 2)
@@ -347,11 +353,20 @@ def t_linear_sm90():
     # a tile (7 k-tiles). The epilogue's TMA stores: row boxes past M (130, 300 rows),
     # column boxes past N (136), and at 192 wide (3 subtiles a tile) staging buffers
     # that alternate across tiles.
+    # The clustered kernels (_c2: pairs of CTAs along M, W tiles multicast): 2
+    # clusters of 2; at 300 rows the second unit's lower tile row lies past M (it
+    # loads zeros, stores nothing, and still multicasts its half of W); at 130 x
+    # 72 x 136 one unit; 129 x 328 x 520 wraps the ring within a tile and gives
+    # each cluster several tiles.
     shapes = [(1, 8, 8), (130, 72, 136), (300, 200, 520), (129, 328, 520)]
     shapes192 = [(130, 72, 136), (300, 200, 520), (129, 392, 200)]
+    shapes_c2 = [(1, 8, 8), (300, 200, 520), (129, 328, 520)]
+    shapes192_c2 = [(300, 200, 520), (129, 392, 200)]
     if QUICK:
         shapes, shapes192 = shapes[:2], shapes192[:1]
-    for entry, cases in (("linear_bf16_sm90", shapes), ("linear_bf16_sm90_n192", shapes192)):
+        shapes_c2, shapes192_c2 = shapes_c2[1:2], shapes192_c2[:1]
+    for entry, cases in (("linear_bf16_sm90", shapes), ("linear_bf16_sm90_n192", shapes192),
+                         ("linear_bf16_sm90_c2", shapes_c2), ("linear_bf16_sm90_n192_c2", shapes192_c2)):
         for rows, k, n in cases:
             for epi in EPILOGUES:
                 linear_case(entry, "bf16", rows, k, n, *epi)
@@ -930,6 +945,7 @@ def t_nonfinite():
         nf_linear("linear_bf16", 9, 104, 24, splits=3)
         nf_linear("linear_bf16_sm90", 9, 40, 24)
         nf_linear("linear_bf16_sm90_n192", 9, 40, 24)
+        nf_linear("linear_bf16_sm90_c2", 9, 40, 24)
         for dt in ("f32", "bf16"):
             nf_norms(dt)
             nf_add(dt)

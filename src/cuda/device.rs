@@ -51,9 +51,10 @@ pub(super) struct Inner {
     pub(super) gemm: GemmPath,
     /// Which bf16 tensor-core attention kernels the head dims that have both use.
     pub(super) attention: super::attention::AttentionPath,
-    /// The wgmma GEMM's output tile width when `TESSERA_CUDA_SM90_TILE_N` fixes
-    /// it (else chosen per shape: `linear::sm90_tile_n`).
-    pub(super) sm90_tile_n: Option<u32>,
+    /// The wgmma GEMM's output tile width and cluster size where
+    /// `TESSERA_CUDA_SM90_TILE_N` / `TESSERA_CUDA_SM90_CLUSTER` fix them (else
+    /// chosen per shape: `linear::sm90_variant`).
+    pub(super) sm90: super::linear::Sm90Override,
     pub(super) ctx: Arc<CudaContext>,
     pub(super) stream: Arc<CudaStream>,
     /// Where a thread capturing a graph records its launches (`graph.rs`).
@@ -252,8 +253,9 @@ impl Cuda {
             }
             let stream = ctx.new_stream().map_err(|e| cuda_err("Cuda::new", e))?;
             let capture_stream = ctx.new_stream().map_err(|e| cuda_err("Cuda::new", e))?;
-            let sm90_tile_n = super::linear::sm90_tile_override(
+            let sm90 = super::linear::sm90_override(
                 std::env::var("TESSERA_CUDA_SM90_TILE_N").ok().as_deref(),
+                std::env::var("TESSERA_CUDA_SM90_CLUSTER").ok().as_deref(),
             )?;
             let graphs_enabled = !matches!(
                 std::env::var("TESSERA_CUDA_GRAPHS").as_deref(),
@@ -268,7 +270,7 @@ impl Cuda {
                     sm_count: u32::try_from(sm_count).unwrap_or(1).max(1),
                     gemm,
                     attention,
-                    sm90_tile_n,
+                    sm90,
                     ctx,
                     stream,
                     capture_stream,
@@ -337,9 +339,9 @@ impl Cuda {
         self.inner.attention
     }
 
-    /// The wgmma GEMM's tile width if `TESSERA_CUDA_SM90_TILE_N` fixed it.
-    pub(super) fn sm90_tile_n(&self) -> Option<u32> {
-        self.inner.sm90_tile_n
+    /// What the environment fixed of the wgmma GEMM's kernel choice.
+    pub(super) fn sm90_override(&self) -> super::linear::Sm90Override {
+        self.inner.sm90
     }
 
     /// Streaming multiprocessors on this device.
@@ -435,10 +437,18 @@ impl Device for Cuda {
 
     fn describe(&self) -> String {
         let (major, minor) = self.inner.capability;
-        let gemm = match (self.inner.gemm, self.inner.sm90_tile_n) {
-            (GemmPath::Sm80, _) => "sm80".to_string(),
-            (GemmPath::Sm90, None) => "sm90".to_string(),
-            (GemmPath::Sm90, Some(n)) => format!("sm90 {n}-wide tiles"),
+        let o = self.inner.sm90;
+        let gemm = match self.inner.gemm {
+            GemmPath::Sm80 => "sm80".to_string(),
+            GemmPath::Sm90 => {
+                let tiles = o.tile_n.map(|n| format!(" {n}-wide tiles"));
+                let cluster = o.cluster.map(|c| format!(" clusters of {c}"));
+                format!(
+                    "sm90{}{}",
+                    tiles.unwrap_or_default(),
+                    cluster.unwrap_or_default()
+                )
+            }
         };
         let attention = match self.inner.attention {
             super::attention::AttentionPath::Fa2 => "fa2",

@@ -66,6 +66,9 @@ pub(super) struct KernelSpec<S: Signature> {
     pub static_smem: u32,
     /// The most dynamic shared memory a launch may ask for.
     pub max_dyn_smem: u32,
+    /// CTAs per thread-block cluster along x (the PTX's `.reqnctapercluster`);
+    /// 1: no cluster. A launch's grid must be a multiple of it.
+    pub cluster: u32,
     pub params: &'static [(&'static str, ParamKind)],
     pub signature: PhantomData<S>,
 }
@@ -138,6 +141,8 @@ fn smem_opt_in(static_smem: u32, max_dyn: u32) -> Option<u32> {
 pub(super) struct Modules {
     pub(super) modules: HashMap<&'static str, RawModule>,
     functions: HashMap<&'static str, RawFunction>,
+    /// Clusters of each clustered entry that fit on the device at once (by entry).
+    clusters: HashMap<&'static str, u32>,
 }
 
 /// A `CUmodule` owned by one [`Cuda`] handle; unloaded when it drops.
@@ -264,6 +269,64 @@ impl Cuda {
         Ok(RawFunction(f))
     }
 
+    /// How many clusters of `spec` (a clustered entry: `spec.cluster` CTAs with
+    /// `dyn_smem` bytes each) the device runs at once: a persistent grid of
+    /// clusters is sized to it, since a cluster's CTAs must share a GPC and the
+    /// SMs of a GPC need not pair up. 0 when none fits (the caller takes another
+    /// kernel). Asked of the driver once per entry.
+    pub(super) fn max_active_clusters<S: Signature>(
+        &self,
+        spec: &KernelSpec<S>,
+        dyn_smem: u32,
+    ) -> Result<u32> {
+        if let Some(&n) = self
+            .inner
+            .modules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clusters
+            .get(spec.entry)
+        {
+            return Ok(n);
+        }
+        let op = format!("sizing the clusters of {}", spec.entry);
+        let n = guarded("max_active_clusters", || {
+            let func = self.function(spec)?;
+            self.inner
+                .ctx
+                .bind_to_thread()
+                .map_err(|e| cuda_err(op.clone(), e))?;
+            let config = sys::CUlaunchConfig {
+                gridDimX: spec.cluster.saturating_mul(self.sm_count().max(1)),
+                gridDimY: 1,
+                gridDimZ: 1,
+                blockDimX: spec.threads,
+                blockDimY: 1,
+                blockDimZ: 1,
+                sharedMemBytes: dyn_smem,
+                hStream: std::ptr::null_mut(),
+                attrs: std::ptr::null_mut(),
+                numAttrs: 0,
+            };
+            let mut n: std::ffi::c_int = 0;
+            // SAFETY: `func` belongs to this context, made current above; `config`
+            // is a fully initialised launch configuration with no attributes (the
+            // entry's cluster size is its compile-time `.reqnctapercluster`), and
+            // `n` a writable int; the driver reads and writes nothing else.
+            unsafe { sys::cuOccupancyMaxActiveClusters(&mut n, func.0, &config) }
+                .result()
+                .map_err(|e| cuda_err(op.clone(), e))?;
+            Ok(u32::try_from(n).unwrap_or(0))
+        })?;
+        self.inner
+            .modules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clusters
+            .insert(spec.entry, n);
+        Ok(n)
+    }
+
     /// Launch `spec` on this handle's stream (see [`Cuda::stream`]) with `grid` blocks of `spec.threads`
     /// threads and `dyn_smem` bytes of dynamic shared memory.
     pub(super) fn launch<S: Signature>(
@@ -305,6 +368,12 @@ impl Cuda {
         }
         if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
             return Ok(());
+        }
+        if spec.cluster > 1 && !grid.0.is_multiple_of(spec.cluster) {
+            return Err(Error::Internal(format!(
+                "{what}: a grid of {} blocks is not whole clusters of {}",
+                grid.0, spec.cluster
+            )));
         }
         // Tensor maps: (parameter, the input pointer it describes, shape, box).
         let mut tmaps = Vec::new();

@@ -2,14 +2,15 @@
 //! the epilogue:
 //! - f32: `linear_f32`, exact SIMT GEMM;
 //! - bf16 at the model's shapes (K and N multiples of 8, 16-byte aligned operands):
-//!   `linear_bf16_sm90` (wgmma fed by TMA, persistent; 128 × 256 tiles, or
-//!   128 × 192 in `linear_bf16_sm90_n192` where [`sm90_tile_n`] finds that
-//!   schedule shorter) on compute capability 9.0,
+//!   `linear_bf16_sm90` (wgmma fed by TMA, persistent; 128 × 256 or 128 × 192
+//!   tiles (`_n192`), alone or in clusters of two CTAs that share the weight tile
+//!   by TMA multicast (`_c2`), whichever [`sm90_variant`] finds fastest for the
+//!   shape) on compute capability 9.0,
 //!   `linear_bf16`, the pipelined sm_80 tensor-core GEMM, elsewhere (and where
 //!   `TESSERA_CUDA_GEMM=sm80`; see [`GemmPath`]);
 //! - bf16 otherwise: `linear_bf16_any`, tensor cores with edge-safe loads.
 
-use super::launch::Matrix2d;
+use super::launch::{KernelSpec, Matrix2d};
 use super::manifest as m;
 use super::{Cuda, GemmPath};
 use crate::element::{DType, Element};
@@ -67,21 +68,35 @@ pub(super) fn linear<T: Element>(dev: &Cuda, a: LinearArgs<'_, T, Cuda>) -> Resu
                 && dev.gemm_path() == GemmPath::Sm90
                 && !prefer_split_k(mm, n, k, dev.sm_count()) =>
         {
-            let tile_n = dev
-                .sm90_tile_n()
-                .unwrap_or_else(|| sm90_tile_n(mm, n, dev.sm_count()));
-            let (s, dyn_smem) = if tile_n == m::linear_bf16_sm90_n192::TILE_N {
-                (
-                    &m::linear_bf16_sm90_n192::SPEC,
-                    m::linear_bf16_sm90_n192::DYN_SMEM,
-                )
-            } else {
-                (&m::linear_bf16_sm90::SPEC, m::linear_bf16_sm90::DYN_SMEM)
+            // Clusters that fit at once, per width (0 where none does, or the
+            // driver cannot say: then the unclustered kernels).
+            let slots2 = |tile_n: u32| {
+                let (s, smem) = sm90_kernel(Sm90Variant { tile_n, cluster: 2 });
+                dev.max_active_clusters(s, smem)
             };
-            let tiles =
-                u64::from(mm.div_ceil(m::linear_bf16_sm90::TILE_M)) * u64::from(n.div_ceil(tile_n));
-            // Persistent: at most one block per SM, each looping over its tiles.
-            let grid = tiles.min(u64::from(dev.sm_count())) as u32;
+            let forced = dev.sm90_override();
+            let pairs = if forced.cluster == Some(1) {
+                [0, 0]
+            } else {
+                let got = [slots2(SM90_WIDTHS[0]), slots2(SM90_WIDTHS[1])];
+                match got {
+                    [Ok(a), Ok(b)] => [a, b],
+                    [Err(e), _] | [_, Err(e)] if forced.cluster == Some(2) => return Err(e),
+                    _ => [0, 0],
+                }
+            };
+            let v = sm90_variant(mm, n, dev.sm_count(), pairs, forced);
+            let (s, dyn_smem) = sm90_kernel(v);
+            // Persistent: at most one block per SM (or cluster per slot), each
+            // looping over its tiles (or its clusters' units of tiles).
+            let units = u64::from(mm.div_ceil(m::linear_bf16_sm90::TILE_M).div_ceil(v.cluster))
+                * u64::from(n.div_ceil(v.tile_n));
+            let slots = if v.cluster == 1 {
+                dev.sm_count()
+            } else {
+                pairs[sm90_width_index(v.tile_n)]
+            };
+            let grid = (units.min(u64::from(slots)) as u32) * v.cluster;
             let args = m::LinearSm90Args {
                 x: args.x,
                 w: args.w,
@@ -170,46 +185,126 @@ pub(super) fn split_k(tiles: u32, ktiles: u32, sms: u32) -> u32 {
     ktiles.div_ceil(ktiles.div_ceil(s).max(1)).max(1)
 }
 
-/// The output tile width of the wgmma GEMM for an [m, n] output on `sms` SMs:
-/// 256 (`linear_bf16_sm90`) or 192 (`linear_bf16_sm90_n192`), whichever gives
-/// each SM the fewest output columns to compute, ⌈tiles / sms⌉ × width (the
-/// persistent grid's last, partly idle round counted whole), the narrower tile
-/// charged 1/8 more for its lower operand reuse (12 % more bytes from L2 per
-/// FLOP; an estimate to check on a GPU). 192 divides the widths 256 does not:
-/// SigLIP-so400m's 1152 (5 tiles of 256 are 10 % padding), and it evens out
-/// rounds such as SigLIP-base batch 32's out_proj (147 tiles of 256 on 132 SMs:
-/// two rounds, the second 11 % full).
-pub(super) fn sm90_tile_n(m: u32, n: u32, sms: u32) -> u32 {
-    let cost = |tile_n: u32, weight: u64| {
-        let tiles =
-            u64::from(m.div_ceil(m::linear_bf16_sm90::TILE_M)) * u64::from(n.div_ceil(tile_n));
-        tiles.div_ceil(u64::from(sms.max(1))) * u64::from(tile_n) * weight
+/// The wgmma GEMM's output tile widths, as the kernels' manifest states them.
+const SM90_WIDTHS: [u32; 2] = [
+    m::linear_bf16_sm90::TILE_N,
+    m::linear_bf16_sm90_n192::TILE_N,
+];
+
+fn sm90_width_index(tile_n: u32) -> usize {
+    usize::from(tile_n != SM90_WIDTHS[0])
+}
+
+/// One of the wgmma GEMM kernels: its output tile width and CTAs per cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Sm90Variant {
+    pub tile_n: u32,
+    pub cluster: u32,
+}
+
+/// What `TESSERA_CUDA_SM90_TILE_N` and `TESSERA_CUDA_SM90_CLUSTER` fix of the
+/// choice (`None`: left to [`sm90_variant`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Sm90Override {
+    pub tile_n: Option<u32>,
+    pub cluster: Option<u32>,
+}
+
+/// The kernel of a variant and its dynamic shared memory.
+fn sm90_kernel(v: Sm90Variant) -> (&'static KernelSpec<m::LinearSm90>, u32) {
+    use m::{
+        linear_bf16_sm90 as a, linear_bf16_sm90_c2 as ac, linear_bf16_sm90_n192 as b,
+        linear_bf16_sm90_n192_c2 as bc,
     };
-    if cost(m::linear_bf16_sm90_n192::TILE_N, 9) < cost(m::linear_bf16_sm90::TILE_N, 8) {
-        m::linear_bf16_sm90_n192::TILE_N
-    } else {
-        m::linear_bf16_sm90::TILE_N
+    match (sm90_width_index(v.tile_n), v.cluster) {
+        (0, 1) => (&a::SPEC, a::DYN_SMEM),
+        (0, _) => (&ac::SPEC, ac::DYN_SMEM),
+        (_, 1) => (&b::SPEC, b::DYN_SMEM),
+        _ => (&bc::SPEC, bc::DYN_SMEM),
     }
 }
 
-/// `TESSERA_CUDA_SM90_TILE_N`: `192` or `256` fixes the wgmma GEMM's tile width
-/// (to test or time each kernel at any shape); unset, empty or `auto` leaves it to
-/// [`sm90_tile_n`]. Anything else is an error naming the variable.
-pub(super) fn sm90_tile_override(env: Option<&str>) -> Result<Option<u32>> {
-    let widths = [
-        m::linear_bf16_sm90::TILE_N,
-        m::linear_bf16_sm90_n192::TILE_N,
-    ];
-    match env.map(str::trim) {
-        None | Some("" | "auto") => Ok(None),
-        Some(v) => match v.parse::<u32>() {
-            Ok(n) if widths.contains(&n) => Ok(Some(n)),
-            _ => Err(Error::Unsupported {
-                op: "Cuda::new",
-                msg: format!("TESSERA_CUDA_SM90_TILE_N={v:?}: expected auto, 256 or 192"),
-            }),
-        },
+/// The wgmma GEMM kernel for an [m, n] output on `sms` SMs, where `pairs[i]`
+/// clusters of two CTAs of width `SM90_WIDTHS[i]` fit on the device at once (0:
+/// none, or clusters unavailable): the variant that gives each SM (or cluster)
+/// the fewest output columns to compute, ⌈units / slots⌉ × width × weight — a
+/// unit is a tile, or a cluster's column of two tiles; the persistent grid's
+/// last, partly idle round counts whole. The weight charges each variant's
+/// bytes read from L2 per FLOP: 256 wide alone 8, 192 wide alone 9 (12 % more
+/// bytes), clustered 7 and 8 (the shared weight tile: a third fewer bytes). The
+/// weights are estimates to check on a GPU (`TESSERA_CUDA_SM90_TILE_N`,
+/// `TESSERA_CUDA_SM90_CLUSTER` fix the choice for that). 192 divides widths 256
+/// does not: SigLIP-so400m's 1152 (5 tiles of 256 are 10 % padding), and it
+/// evens out rounds such as SigLIP-base batch 32's out_proj (147 tiles of 256 on
+/// 132 SMs: two rounds, the second 11 % full). Ties go to clusters, then to 256.
+pub(super) fn sm90_variant(
+    m: u32,
+    n: u32,
+    sms: u32,
+    pairs: [u32; 2],
+    forced: Sm90Override,
+) -> Sm90Variant {
+    let tiles_m = m.div_ceil(m::linear_bf16_sm90::TILE_M);
+    let mut best: Option<(u64, Sm90Variant)> = None;
+    for cluster in [2, 1] {
+        for (i, &tile_n) in SM90_WIDTHS.iter().enumerate() {
+            let slots = if cluster == 1 { sms } else { pairs[i] };
+            if slots == 0
+                || forced.cluster.is_some_and(|c| c != cluster)
+                || forced.tile_n.is_some_and(|t| t != tile_n)
+            {
+                continue;
+            }
+            let weight: u64 = match (cluster, i) {
+                (1, 0) => 8,
+                (1, _) => 9,
+                (_, 0) => 7,
+                _ => 8,
+            };
+            let units = u64::from(tiles_m.div_ceil(cluster)) * u64::from(n.div_ceil(tile_n));
+            let cost = units.div_ceil(u64::from(slots)) * u64::from(tile_n) * weight;
+            if best.is_none_or(|(c, _)| cost < c) {
+                best = Some((cost, Sm90Variant { tile_n, cluster }));
+            }
+        }
     }
+    best.map_or(
+        Sm90Variant {
+            tile_n: forced.tile_n.unwrap_or(SM90_WIDTHS[0]),
+            cluster: 1,
+        },
+        |(_, v)| v,
+    )
+}
+
+/// `TESSERA_CUDA_SM90_TILE_N` (`192` or `256`) and `TESSERA_CUDA_SM90_CLUSTER`
+/// (`1` or `2`) fix the wgmma GEMM's tile width and cluster size (to test or
+/// time each kernel at any shape); unset, empty or `auto` leaves them to
+/// [`sm90_variant`]. Anything else is an error naming the variable.
+pub(super) fn sm90_override(tile_n: Option<&str>, cluster: Option<&str>) -> Result<Sm90Override> {
+    fn parse(name: &str, env: Option<&str>, allowed: &[u32]) -> Result<Option<u32>> {
+        match env.map(str::trim) {
+            None | Some("" | "auto") => Ok(None),
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) if allowed.contains(&n) => Ok(Some(n)),
+                _ => Err(Error::Unsupported {
+                    op: "Cuda::new",
+                    msg: format!(
+                        "{name}={v:?}: expected auto or one of {}",
+                        allowed
+                            .iter()
+                            .map(u32::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                }),
+            },
+        }
+    }
+    Ok(Sm90Override {
+        tile_n: parse("TESSERA_CUDA_SM90_TILE_N", tile_n, &SM90_WIDTHS)?,
+        cluster: parse("TESSERA_CUDA_SM90_CLUSTER", cluster, &[1, 2])?,
+    })
 }
 
 /// On Hopper: whether the sm_80 GEMM split along K should take a linear rather
@@ -243,45 +338,103 @@ pub(super) fn grid2d(
 
 #[cfg(test)]
 mod tests {
-    use super::{prefer_split_k, sm90_tile_n, sm90_tile_override, split_k};
+    use super::{prefer_split_k, sm90_override, sm90_variant, split_k, Sm90Override, Sm90Variant};
 
     #[test]
-    fn hopper_tile_width_override() {
-        assert_eq!(sm90_tile_override(None).unwrap(), None);
-        assert_eq!(sm90_tile_override(Some(" auto ")).unwrap(), None);
-        assert_eq!(sm90_tile_override(Some("")).unwrap(), None);
-        assert_eq!(sm90_tile_override(Some("192")).unwrap(), Some(192));
-        assert_eq!(sm90_tile_override(Some("256")).unwrap(), Some(256));
+    fn hopper_variant_overrides() {
+        let none = Sm90Override::default();
+        assert_eq!(sm90_override(None, None).unwrap(), none);
+        assert_eq!(sm90_override(Some(" auto "), Some("")).unwrap(), none);
+        let o = sm90_override(Some("192"), Some("2")).unwrap();
+        assert_eq!((o.tile_n, o.cluster), (Some(192), Some(2)));
+        let o = sm90_override(Some("256"), Some("1")).unwrap();
+        assert_eq!((o.tile_n, o.cluster), (Some(256), Some(1)));
         for bad in ["128", "wide", "-1"] {
-            let e = sm90_tile_override(Some(bad)).unwrap_err().to_string();
+            let e = sm90_override(Some(bad), None).unwrap_err().to_string();
             assert!(
                 e.contains("TESSERA_CUDA_SM90_TILE_N") && e.contains(bad),
                 "{e}"
             );
         }
+        for bad in ["4", "0", "pairs"] {
+            let e = sm90_override(None, Some(bad)).unwrap_err().to_string();
+            assert!(
+                e.contains("TESSERA_CUDA_SM90_CLUSTER") && e.contains(bad),
+                "{e}"
+            );
+        }
+    }
+
+    /// The choice without clusters (none fit), as before them.
+    fn width(m: u32, n: u32, sms: u32) -> u32 {
+        let v = sm90_variant(m, n, sms, [0, 0], Sm90Override::default());
+        assert_eq!(v.cluster, 1);
+        v.tile_n
     }
 
     #[test]
     fn hopper_tile_width_follows_the_schedule() {
         // SigLIP-base batch 32 (M 6272), N 768: 147 tiles of 256 take two rounds
         // on 132 SMs; 196 of 192 take two narrower ones.
-        assert_eq!(sm90_tile_n(6272, 768, 132), 192);
+        assert_eq!(width(6272, 768, 132), 192);
         // N 2304 and 3072: 256 (4 rounds of 256 against 5 of 192; 5 against 6).
-        assert_eq!(sm90_tile_n(6272, 2304, 132), 256);
-        assert_eq!(sm90_tile_n(6272, 3072, 132), 256);
+        assert_eq!(width(6272, 2304, 132), 256);
+        assert_eq!(width(6272, 3072, 132), 256);
         // so400m batch 32 (M 23 328): N 1152 is 5 tiles of 256 (7 rounds × 256)
         // or 6 of 192 (9 rounds × 192 × 9/8): 256; N 3456 likewise.
-        assert_eq!(sm90_tile_n(23_328, 1152, 132), 256);
-        assert_eq!(sm90_tile_n(23_328, 3456, 132), 256);
+        assert_eq!(width(23_328, 1152, 132), 256);
+        assert_eq!(width(23_328, 3456, 132), 256);
         // so400m batch 1 (M 729): one round either way for N 1152 and 3456: the
         // narrower tile; N 4304 needs 2 rounds of 192 but 1 of 256.
-        assert_eq!(sm90_tile_n(729, 1152, 132), 192);
-        assert_eq!(sm90_tile_n(729, 3456, 132), 192);
-        assert_eq!(sm90_tile_n(729, 4304, 132), 256);
+        assert_eq!(width(729, 1152, 132), 192);
+        assert_eq!(width(729, 3456, 132), 192);
+        assert_eq!(width(729, 4304, 132), 256);
         // 4096³ and degenerate inputs.
-        assert_eq!(sm90_tile_n(4096, 4096, 132), 256);
-        assert_eq!(sm90_tile_n(0, 768, 132), 256);
-        assert_eq!(sm90_tile_n(6272, 768, 0), 256);
+        assert_eq!(width(4096, 4096, 132), 256);
+        assert_eq!(width(0, 768, 132), 256);
+        assert_eq!(width(6272, 768, 0), 256);
+    }
+
+    #[test]
+    fn hopper_clusters_where_they_fit_and_do_not_lengthen_the_schedule() {
+        let auto = Sm90Override::default();
+        let v = |tile_n, cluster| Sm90Variant { tile_n, cluster };
+        // 66 pairs on 132 SMs. so400m batch 32: 92 units of two tile rows; N 3456
+        // is 14 columns of 256: 1288 units, 20 rounds, as unclustered (2562 tiles
+        // on 132 SMs): the cluster, whose weight tile is shared.
+        assert_eq!(sm90_variant(23_328, 3456, 132, [66, 66], auto), v(256, 2));
+        assert_eq!(sm90_variant(23_328, 1152, 132, [66, 66], auto), v(256, 2));
+        assert_eq!(sm90_variant(4096, 4096, 132, [66, 66], auto), v(256, 2));
+        // SigLIP-base batch 32's out_proj: 100 units of 192 on 66 slots (two
+        // narrow rounds) beats 75 of 256 (two wide ones).
+        assert_eq!(sm90_variant(6272, 768, 132, [66, 66], auto), v(192, 2));
+        // Fewer slots than SMs / 2 (GPCs with odd SM counts): so400m batch 1, N
+        // 1152 is one round either way (15 units of 256, 18 of 192): the narrower.
+        assert_eq!(sm90_variant(729, 1152, 132, [60, 60], auto), v(192, 2));
+        // No pair fits for one width: the other, or no cluster.
+        assert_eq!(sm90_variant(23_328, 3456, 132, [0, 66], auto).cluster, 2);
+        assert_eq!(sm90_variant(23_328, 3456, 132, [0, 0], auto), v(256, 1));
+        // Where the pairs would take more rounds than single tiles, no cluster: one
+        // tile row (M ≤ 128) leaves the second CTA of every pair idle.
+        assert_eq!(sm90_variant(100, 4096, 132, [4, 4], auto).cluster, 1);
+        // Overrides fix either choice; a forced cluster with none fitting falls
+        // back to single CTAs of the forced width.
+        let forced = |t, c| Sm90Override {
+            tile_n: t,
+            cluster: c,
+        };
+        assert_eq!(
+            sm90_variant(23_328, 3456, 132, [66, 66], forced(None, Some(1))),
+            v(256, 1)
+        );
+        assert_eq!(
+            sm90_variant(23_328, 3456, 132, [66, 66], forced(Some(192), None)),
+            v(192, 2)
+        );
+        assert_eq!(
+            sm90_variant(23_328, 3456, 132, [0, 0], forced(Some(192), Some(2))),
+            v(192, 1)
+        );
     }
 
     #[test]

@@ -577,6 +577,7 @@ pub(super) mod add_f32 {
         threads: 256,
         static_smem: 0,
         max_dyn_smem: 0,
+        cluster: 1,
         params: &[("a", ParamKind::In), ("b", ParamKind::In), ("out", ParamKind::Out), ("n", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
@@ -591,6 +592,7 @@ pub(super) mod add_bf16 {
         threads: 256,
         static_smem: 0,
         max_dyn_smem: 0,
+        cluster: 1,
         params: &[("a", ParamKind::In), ("b", ParamKind::In), ("out", ParamKind::Out), ("n", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
@@ -605,6 +607,7 @@ pub(super) mod cast_f32_bf16 {
         threads: 256,
         static_smem: 0,
         max_dyn_smem: 0,
+        cluster: 1,
         params: &[("x", ParamKind::In), ("out", ParamKind::Out), ("n", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
@@ -619,6 +622,7 @@ pub(super) mod cast_bf16_f32 {
         threads: 256,
         static_smem: 0,
         max_dyn_smem: 0,
+        cluster: 1,
         params: &[("x", ParamKind::In), ("out", ParamKind::Out), ("n", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
@@ -633,6 +637,7 @@ pub(super) mod layer_norm_f32 {
         threads: 256,
         static_smem: 64,
         max_dyn_smem: 0,
+        cluster: 1,
         params: &[("x", ParamKind::In), ("w", ParamKind::In), ("b", ParamKind::In), ("out", ParamKind::Out), ("rows", ParamKind::U32), ("cols", ParamKind::U32), ("eps", ParamKind::F32), ("rms", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
@@ -648,6 +653,7 @@ pub(super) mod layer_norm_bf16 {
         threads: 256,
         static_smem: 64,
         max_dyn_smem: 0,
+        cluster: 1,
         params: &[("x", ParamKind::In), ("w", ParamKind::In), ("b", ParamKind::In), ("out", ParamKind::Out), ("rows", ParamKind::U32), ("cols", ParamKind::U32), ("eps", ParamKind::F32), ("rms", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
@@ -663,6 +669,7 @@ pub(super) mod layer_norm_rows_f32 {
         threads: 256,
         static_smem: 0,
         max_dyn_smem: 0,
+        cluster: 1,
         params: &[("x", ParamKind::In), ("w", ParamKind::In), ("b", ParamKind::In), ("out", ParamKind::Out), ("rows", ParamKind::U32), ("cols", ParamKind::U32), ("eps", ParamKind::F32), ("rms", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
@@ -681,6 +688,7 @@ pub(super) mod layer_norm_rows_bf16 {
         threads: 256,
         static_smem: 0,
         max_dyn_smem: 0,
+        cluster: 1,
         params: &[("x", ParamKind::In), ("w", ParamKind::In), ("b", ParamKind::In), ("out", ParamKind::Out), ("rows", ParamKind::U32), ("cols", ParamKind::U32), ("eps", ParamKind::F32), ("rms", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
@@ -699,6 +707,7 @@ pub(super) mod memory_read_gate_f32 {
         threads: 256,
         static_smem: 32,
         max_dyn_smem: 49152,
+        cluster: 1,
         params: &[("h", ParamKind::In), ("rw", ParamKind::In), ("rb", ParamKind::In), ("gate", ParamKind::Out), ("n", ParamKind::U32), ("e", ParamKind::U32), ("d", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
@@ -713,6 +722,7 @@ pub(super) mod memory_read_gate_part_f32 {
         threads: 256,
         static_smem: 32,
         max_dyn_smem: 49152,
+        cluster: 1,
         params: &[("h", ParamKind::In), ("rw", ParamKind::In), ("part", ParamKind::Out), ("n", ParamKind::U32), ("e", ParamKind::U32), ("d", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
@@ -728,6 +738,7 @@ pub(super) mod memory_read_gate_finish_f32 {
         threads: 128,
         static_smem: 16,
         max_dyn_smem: 49152,
+        cluster: 1,
         params: &[("part", ParamKind::In), ("rb", ParamKind::In), ("gate", ParamKind::Out), ("s", ParamKind::U32), ("e", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
@@ -742,6 +753,7 @@ pub(super) mod memory_read_mix_f32 {
         threads: 256,
         static_smem: 0,
         max_dyn_smem: 0,
+        cluster: 1,
         params: &[("h", ParamKind::In), ("bank", ParamKind::In), ("gate", ParamKind::In), ("joint", ParamKind::Out), ("b", ParamKind::U32), ("n", ParamKind::U32), ("e", ParamKind::U32), ("m", ParamKind::U32), ("d", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
@@ -756,6 +768,7 @@ pub(super) mod memory_write_f32 {
         threads: 256,
         static_smem: 0,
         max_dyn_smem: 0,
+        cluster: 1,
         params: &[("bank", ParamKind::Out), ("gate", ParamKind::In), ("o", ParamKind::In), ("res", ParamKind::In), ("out", ParamKind::Out), ("b", ParamKind::U32), ("n", ParamKind::U32), ("e", ParamKind::U32), ("m", ParamKind::U32), ("d", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
@@ -770,6 +783,7 @@ pub(super) mod memory_read_gate_bf16 {
         threads: 256,
         static_smem: 32,
         max_dyn_smem: 49152,
+        cluster: 1,
         params: &[("h", ParamKind::In), ("rw", ParamKind::In), ("rb", ParamKind::In), ("gate", ParamKind::Out), ("n", ParamKind::U32), ("e", ParamKind::U32), ("d", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
@@ -784,6 +798,7 @@ pub(super) mod memory_read_gate_part_bf16 {
         threads: 256,
         static_smem: 32,
         max_dyn_smem: 49152,
+        cluster: 1,
         params: &[("h", ParamKind::In), ("rw", ParamKind::In), ("part", ParamKind::Out), ("n", ParamKind::U32), ("e", ParamKind::U32), ("d", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
@@ -799,6 +814,7 @@ pub(super) mod memory_read_gate_finish_bf16 {
         threads: 128,
         static_smem: 16,
         max_dyn_smem: 49152,
+        cluster: 1,
         params: &[("part", ParamKind::In), ("rb", ParamKind::In), ("gate", ParamKind::Out), ("s", ParamKind::U32), ("e", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
@@ -813,6 +829,7 @@ pub(super) mod memory_read_mix_bf16 {
         threads: 256,
         static_smem: 0,
         max_dyn_smem: 0,
+        cluster: 1,
         params: &[("h", ParamKind::In), ("bank", ParamKind::In), ("gate", ParamKind::In), ("joint", ParamKind::Out), ("b", ParamKind::U32), ("n", ParamKind::U32), ("e", ParamKind::U32), ("m", ParamKind::U32), ("d", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
@@ -827,6 +844,7 @@ pub(super) mod memory_write_bf16 {
         threads: 256,
         static_smem: 0,
         max_dyn_smem: 0,
+        cluster: 1,
         params: &[("bank", ParamKind::Out), ("gate", ParamKind::In), ("o", ParamKind::In), ("res", ParamKind::In), ("out", ParamKind::Out), ("b", ParamKind::U32), ("n", ParamKind::U32), ("e", ParamKind::U32), ("m", ParamKind::U32), ("d", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
@@ -841,6 +859,7 @@ pub(super) mod linear_bf16 {
         threads: 128,
         static_smem: 0,
         max_dyn_smem: 65536,
+        cluster: 1,
         params: &[("x", ParamKind::In), ("w", ParamKind::In), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
@@ -859,6 +878,7 @@ pub(super) mod linear_bf16_splitk {
         threads: 128,
         static_smem: 0,
         max_dyn_smem: 65536,
+        cluster: 1,
         params: &[("x", ParamKind::In), ("w", ParamKind::In), ("part", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
@@ -877,6 +897,7 @@ pub(super) mod linear_splitk_reduce_bf16 {
         threads: 256,
         static_smem: 0,
         max_dyn_smem: 0,
+        cluster: 1,
         params: &[("part", ParamKind::In), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("splits", ParamKind::U32), ("flags", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
@@ -891,6 +912,7 @@ pub(super) mod linear_f32 {
         threads: 256,
         static_smem: 8704,
         max_dyn_smem: 0,
+        cluster: 1,
         params: &[("x", ParamKind::In), ("w", ParamKind::In), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
@@ -907,6 +929,7 @@ pub(super) mod linear_bf16_any {
         threads: 128,
         static_smem: 10240,
         max_dyn_smem: 0,
+        cluster: 1,
         params: &[("x", ParamKind::In), ("w", ParamKind::In), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
@@ -923,9 +946,11 @@ pub(super) mod linear_bf16_sm90 {
         threads: 384,
         static_smem: 0,
         max_dyn_smem: 230464,
+        cluster: 1,
         params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_w", ParamKind::TensorMap { box_rows: 256, box_cols: 64, swizzle128: true }), ("tmap_out", ParamKind::TensorMap { box_rows: 64, box_cols: 64, swizzle128: true }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
+    pub(in crate::cuda) const CLUSTER: u32 = 1;
     pub(in crate::cuda) const DYN_SMEM: u32 = 230464;
     pub(in crate::cuda) const TILE_K: u32 = 64;
     pub(in crate::cuda) const TILE_M: u32 = 128;
@@ -941,9 +966,51 @@ pub(super) mod linear_bf16_sm90_n192 {
         threads: 384,
         static_smem: 0,
         max_dyn_smem: 197696,
+        cluster: 1,
         params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_w", ParamKind::TensorMap { box_rows: 192, box_cols: 64, swizzle128: true }), ("tmap_out", ParamKind::TensorMap { box_rows: 64, box_cols: 64, swizzle128: true }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
+    pub(in crate::cuda) const CLUSTER: u32 = 1;
+    pub(in crate::cuda) const DYN_SMEM: u32 = 197696;
+    pub(in crate::cuda) const TILE_K: u32 = 64;
+    pub(in crate::cuda) const TILE_M: u32 = 128;
+    pub(in crate::cuda) const TILE_N: u32 = 192;
+}
+
+/// `linear_bf16_sm90_c2`: linear_bf16_sm90_c2: Hopper GEMM, 128×256 tiles, wgmma fed by TMA through a 4-stage
+pub(super) mod linear_bf16_sm90_c2 {
+    use super::*;
+    pub(in crate::cuda) const SPEC: KernelSpec<LinearSm90> = KernelSpec {
+        module: &LINEAR_SM90,
+        entry: "linear_bf16_sm90_c2",
+        threads: 384,
+        static_smem: 0,
+        max_dyn_smem: 230464,
+        cluster: 2,
+        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_w", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_out", ParamKind::TensorMap { box_rows: 64, box_cols: 64, swizzle128: true }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
+        signature: std::marker::PhantomData,
+    };
+    pub(in crate::cuda) const CLUSTER: u32 = 2;
+    pub(in crate::cuda) const DYN_SMEM: u32 = 230464;
+    pub(in crate::cuda) const TILE_K: u32 = 64;
+    pub(in crate::cuda) const TILE_M: u32 = 128;
+    pub(in crate::cuda) const TILE_N: u32 = 256;
+}
+
+/// `linear_bf16_sm90_n192_c2`: linear_bf16_sm90_n192_c2: Hopper GEMM, 128×192 tiles, wgmma fed by TMA through a 4-stage
+pub(super) mod linear_bf16_sm90_n192_c2 {
+    use super::*;
+    pub(in crate::cuda) const SPEC: KernelSpec<LinearSm90> = KernelSpec {
+        module: &LINEAR_SM90,
+        entry: "linear_bf16_sm90_n192_c2",
+        threads: 384,
+        static_smem: 0,
+        max_dyn_smem: 197696,
+        cluster: 2,
+        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_w", ParamKind::TensorMap { box_rows: 96, box_cols: 64, swizzle128: true }), ("tmap_out", ParamKind::TensorMap { box_rows: 64, box_cols: 64, swizzle128: true }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
+        signature: std::marker::PhantomData,
+    };
+    pub(in crate::cuda) const CLUSTER: u32 = 2;
     pub(in crate::cuda) const DYN_SMEM: u32 = 197696;
     pub(in crate::cuda) const TILE_K: u32 = 64;
     pub(in crate::cuda) const TILE_M: u32 = 128;
@@ -959,6 +1026,7 @@ pub(super) mod patch_embed_f32 {
         threads: 256,
         static_smem: 8704,
         max_dyn_smem: 0,
+        cluster: 1,
         params: &[("x", ParamKind::In), ("w", ParamKind::In), ("bias", ParamKind::In), ("res", ParamKind::In), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("c", ParamKind::U32), ("i", ParamKind::U32), ("p", ParamKind::U32), ("g", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
@@ -975,6 +1043,7 @@ pub(super) mod patch_embed_bf16 {
         threads: 128,
         static_smem: 10240,
         max_dyn_smem: 0,
+        cluster: 1,
         params: &[("x", ParamKind::In), ("w", ParamKind::In), ("bias", ParamKind::In), ("res", ParamKind::In), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("c", ParamKind::U32), ("i", ParamKind::U32), ("p", ParamKind::U32), ("g", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
@@ -991,6 +1060,7 @@ pub(super) mod attention_bf16_hd16 {
         threads: 128,
         static_smem: 0,
         max_dyn_smem: 18432,
+        cluster: 1,
         params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
@@ -1008,6 +1078,7 @@ pub(super) mod attention_bf16_hd32 {
         threads: 128,
         static_smem: 0,
         max_dyn_smem: 30720,
+        cluster: 1,
         params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
@@ -1025,6 +1096,7 @@ pub(super) mod attention_bf16_hd48 {
         threads: 128,
         static_smem: 0,
         max_dyn_smem: 43008,
+        cluster: 1,
         params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
@@ -1042,6 +1114,7 @@ pub(super) mod attention_bf16_hd64 {
         threads: 128,
         static_smem: 0,
         max_dyn_smem: 55296,
+        cluster: 1,
         params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
@@ -1059,6 +1132,7 @@ pub(super) mod attention_bf16_hd80 {
         threads: 128,
         static_smem: 0,
         max_dyn_smem: 67584,
+        cluster: 1,
         params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
@@ -1076,6 +1150,7 @@ pub(super) mod attention_bf16_hd96 {
         threads: 128,
         static_smem: 0,
         max_dyn_smem: 79872,
+        cluster: 1,
         params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
@@ -1093,6 +1168,7 @@ pub(super) mod attention_bf16_hd112 {
         threads: 128,
         static_smem: 0,
         max_dyn_smem: 92160,
+        cluster: 1,
         params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
@@ -1110,6 +1186,7 @@ pub(super) mod attention_bf16_hd128 {
         threads: 128,
         static_smem: 0,
         max_dyn_smem: 104448,
+        cluster: 1,
         params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
@@ -1127,6 +1204,7 @@ pub(super) mod attention_f32 {
         threads: 256,
         static_smem: 38016,
         max_dyn_smem: 0,
+        cluster: 1,
         params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
@@ -1143,6 +1221,7 @@ pub(super) mod attention_bf16 {
         threads: 256,
         static_smem: 38016,
         max_dyn_smem: 0,
+        cluster: 1,
         params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
@@ -1159,6 +1238,7 @@ pub(super) mod attention_bf16_sm90_hd64 {
         threads: 384,
         static_smem: 0,
         max_dyn_smem: 115768,
+        cluster: 1,
         params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
@@ -1176,6 +1256,7 @@ pub(super) mod attention_bf16_sm90_hd72 {
         threads: 384,
         static_smem: 0,
         max_dyn_smem: 138296,
+        cluster: 1,
         params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
@@ -1193,6 +1274,7 @@ pub(super) mod attention_bf16_sm90_hd80 {
         threads: 384,
         static_smem: 0,
         max_dyn_smem: 144440,
+        cluster: 1,
         params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
@@ -1210,6 +1292,7 @@ pub(super) mod attention_bf16_sm90_hd128 {
         threads: 384,
         static_smem: 0,
         max_dyn_smem: 230456,
+        cluster: 1,
         params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
@@ -1247,6 +1330,8 @@ pub(super) const ALL: &[(&Module, &str, u32, usize, u32)] = &[
     (&LINEAR, "linear_bf16_any", 128, 9, 10240),
     (&LINEAR_SM90, "linear_bf16_sm90", 384, 12, 0),
     (&LINEAR_SM90, "linear_bf16_sm90_n192", 384, 12, 0),
+    (&LINEAR_SM90, "linear_bf16_sm90_c2", 384, 12, 0),
+    (&LINEAR_SM90, "linear_bf16_sm90_n192_c2", 384, 12, 0),
     (&PATCH_EMBED, "patch_embed_f32", 256, 12, 8704),
     (&PATCH_EMBED, "patch_embed_bf16", 128, 12, 10240),
     (&ATTENTION, "attention_bf16_hd16", 128, 18, 0),

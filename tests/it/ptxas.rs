@@ -250,9 +250,31 @@ fn find_nvdisasm() -> Option<PathBuf> {
 /// tensor cores), LDSM (ldmatrix feeding them), LDGSTS (cp.async: the pipelined
 /// kernels' loads bypass registers); on Hopper HGMMA (wgmma) fed by UTMALDG (TMA)
 /// and synchronised by SYNCS (mbarrier) instructions, the output written by
-/// UTMASTG (TMA stores).
+/// UTMASTG (TMA stores); the clustered ones (`_c2`) with the W tile multicast
+/// (UTMALDG.2D.MULTICAST), stages released on the peer's mbarrier
+/// (SYNCS.ARRIVE.TRANS64.RED) and cluster barriers (UCGABAR).
 fn required_sass(entry: &str) -> &'static [&'static str] {
-    if entry == "linear_bf16_sm90" {
+    if entry == "linear_bf16_sm90_c2" {
+        &[
+            "HGMMA.64x256x16.F32.BF16",
+            "UTMALDG.2D.MULTICAST",
+            "UTMASTG.2D",
+            "SYNCS.PHASECHK",
+            "SYNCS.ARRIVE.TRANS64.RED",
+            "UCGABAR_ARV",
+            "UCGABAR_WAIT",
+        ]
+    } else if entry == "linear_bf16_sm90_n192_c2" {
+        &[
+            "HGMMA.64x192x16.F32.BF16",
+            "UTMALDG.2D.MULTICAST",
+            "UTMASTG.2D",
+            "SYNCS.PHASECHK",
+            "SYNCS.ARRIVE.TRANS64.RED",
+            "UCGABAR_ARV",
+            "UCGABAR_WAIT",
+        ]
+    } else if entry == "linear_bf16_sm90" {
         &[
             "HGMMA.64x256x16.F32.BF16",
             "UTMALDG.2D",
@@ -313,7 +335,12 @@ fn softmax_under_pv(body: &str) -> usize {
 fn epilogue_round_trip_limit(entry: &str) -> Option<usize> {
     matches!(
         entry,
-        "linear_bf16_sm90" | "linear_bf16_sm90_n192" | "linear_bf16" | "patch_embed_bf16"
+        "linear_bf16_sm90"
+            | "linear_bf16_sm90_n192"
+            | "linear_bf16_sm90_c2"
+            | "linear_bf16_sm90_n192_c2"
+            | "linear_bf16"
+            | "patch_embed_bf16"
     )
     .then_some(8)
 }
@@ -474,6 +501,19 @@ fn sass_uses_tensor_cores_and_no_local_memory() {
                         ));
                     }
                 }
+                if entry.starts_with("linear_bf16_sm90") && entry.ends_with("_c2") {
+                    // A release-at-cluster-scope arrive puts MEMBAR.ALL.GPU before
+                    // every stage release of the mainloop; only the closing cluster
+                    // barrier may have one.
+                    let fences = count("MEMBAR.ALL.GPU");
+                    println!("{arch} {entry:>22}: {fences} MEMBAR.ALL.GPU");
+                    if fences > 1 {
+                        failures.push(format!(
+                            "{entry} [{arch}]: {fences} MEMBAR.ALL.GPU (at most 1, the closing \
+                             cluster barrier's): a stage release fences the whole GPU"
+                        ));
+                    }
+                }
                 for op in required_sass(&entry) {
                     if count(op) == 0 {
                         failures.push(format!("{entry} [{arch}]: no {op} in SASS"));
@@ -485,16 +525,15 @@ fn sass_uses_tensor_cores_and_no_local_memory() {
     }
     let _ = std::fs::remove_dir_all(&tmp);
     // linear_bf16, linear_bf16_any, patch_embed_bf16 and 8 attention head dims, twice;
-    // linear_bf16_sm90, linear_bf16_sm90_n192 and 4 attention_bf16_sm90_hd* once
-    // (sm_90a only).
+    // the 4 linear_bf16_sm90* and 4 attention_bf16_sm90_hd* once (sm_90a only).
     assert_eq!(
         checked,
-        2 * 11 + 2 + 4,
+        2 * 11 + 4 + 4,
         "tensor-core entries found in the SASS"
     );
     assert_eq!(
         checked_epilogues,
-        2 * 2 + 2,
+        2 * 2 + 4,
         "epilogues checked for round trips"
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));

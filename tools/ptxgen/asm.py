@@ -140,6 +140,9 @@ class Kernel:
     dyn_smem_doc: str = ""
     max_dyn_smem: int = 0
     consts: dict = field(default_factory=dict)
+    # CTAs per thread-block cluster (along x): above 1 the entry declares
+    # `.reqnctapercluster` and must be launched in clusters of that size.
+    cluster: int = 1
     # Filled while the body is written.
     lines: list = field(default_factory=list)
     regs: list = field(default_factory=list)
@@ -244,6 +247,9 @@ class Kernel:
             out += [f"// {line}" if line else "//" for line in self.doc.strip("\n").split("\n")]
         out.append(f".visible .entry {self.name}(\n\t{params})")
         out.append(f".reqntid {self.threads}, 1, 1")
+        if self.cluster > 1:
+            out.append(".explicitcluster")
+            out.append(f".reqnctapercluster {self.cluster}, 1, 1")
         out.append("{")
         by_ty = {}
         for r in self.regs:

@@ -211,9 +211,10 @@ def mbar_init(k, bar, count):
     k(f"mbarrier.init.shared::cta.b64 [{bar}], {count};")
 
 
-def mbar_arrive(k, bar):
+def mbar_arrive(k, bar, pred=None):
     st = k.reg("b64", "mbst")
-    k(f"mbarrier.arrive.shared::cta.b64 {st}, [{bar}];")
+    g = f"@{pred} " if pred is not None else ""
+    k(f"{g}mbarrier.arrive.shared::cta.b64 {st}, [{bar}];")
 
 
 def mbar_arrive_tx(k, bar, nbytes):
@@ -236,6 +237,46 @@ def tma_load_2d(k, dst, tmap, col, row, bar):
     elements are zero-filled."""
     k(f"cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes "
       f"[{dst}], [{tmap}, {{{col}, {row}}}], [{bar}];")
+
+
+def tma_load_2d_multicast(k, dst, tmap, col, row, bar, mask):
+    """TMA multicast within a cluster: the box lands at the same offset as `dst`
+    in the shared memory of every CTA whose rank is a set bit of `mask` (an
+    immediate), and completes its bytes on the mbarrier at `bar`'s offset in each
+    of them."""
+    m = k.reg("b16", "mcmask")
+    k(f"mov.b16 {m}, {mask};")
+    k(f"cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster "
+      f"[{dst}], [{tmap}, {{{col}, {row}}}], [{bar}], {m};")
+
+
+# -- Thread-block clusters --------------------------------------------------------
+#
+# A cluster's CTAs run at once on one GPC and may reach each other's shared memory
+# (distributed shared memory): `mapa` turns an address of this CTA's shared memory
+# into the same offset in CTA `rank`'s, which `.shared::cluster` instructions take.
+
+
+def cluster_sync(k, aligned=True, relaxed=False):
+    """Every non-exited thread of the cluster arrives, then waits for the others.
+    The arrive releases this thread's memory operations to the waiters (ptxas:
+    MEMBAR.ALL.GPU before it) unless `relaxed` (after mbarrier initialisation,
+    which fence.mbarrier_init.release.cluster publishes). `aligned`: all
+    threads of each warp execute it together."""
+    a = ".aligned" if aligned else ""
+    k(f"barrier.cluster.arrive.{'relaxed' if relaxed else 'release'}{a};")
+    k(f"barrier.cluster.wait.acquire{a};")
+
+
+def mbar_arrive_cluster(k, bar, rank, pred=None):
+    """Arrive on the mbarrier at `bar`'s offset in the shared memory of the
+    cluster's CTA `rank` (a register or immediate; this CTA's own too). The
+    default semantics (.release.cta), as CUTLASS's ClusterBarrier: with
+    .release.cluster ptxas puts MEMBAR.ALL.GPU before every arrive."""
+    g = f"@{pred} " if pred is not None else ""
+    r = k.reg("u32", "remote")
+    k(f"{g}mapa.shared::cluster.u32 {r}, {bar}, {rank};")
+    k(f"{g}mbarrier.arrive.shared::cluster.b64 _, [{r}];")
 
 
 # -- TMA stores from shared memory (bulk async-groups) ---------------------------

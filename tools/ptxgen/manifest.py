@@ -1,7 +1,7 @@
 """The Rust side of each kernel's contract: `src/cuda/manifest.rs`, generated from
 the same `Kernel` objects as the PTX. For every entry it states the module, the
 entry name, the block size (also `.reqntid` in the PTX), the static shared memory,
-the largest dynamic shared memory, the parameter list, and the constants (tile
+the largest dynamic shared memory, the cluster size (`.reqnctapercluster`), the parameter list, and the constants (tile
 sizes) the host sizes grids with; for every parameter list (`signature`) a typed
 argument struct whose fields are the parameters by name, turned into launch
 arguments in `.entry` order. The host cannot pass arguments in another order, or
@@ -100,6 +100,7 @@ def rust_manifest(modules):
                 f"        threads: {k.threads},\n"
                 f"        static_smem: {k.static_smem},\n"
                 f"        max_dyn_smem: {max(k.dyn_smem, k.max_dyn_smem)},\n"
+                f"        cluster: {k.cluster},\n"
                 f"        params: &[{params}],\n"
                 f"        signature: std::marker::PhantomData,\n"
                 f"    }};\n{consts}}}\n"

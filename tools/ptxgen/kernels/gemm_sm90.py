@@ -1,9 +1,10 @@
 """linear_bf16_sm90: the Hopper (sm_90a) bf16 GEMM, for the same shapes as
 linear_bf16 (K and N multiples of 8, 16-byte aligned operands); the host picks it
-on compute capability 9.x. Two widths, one generator: 128×256 output tiles
-(linear_bf16_sm90, 4 stages) and 128×192 (linear_bf16_sm90_n192, 5 stages); the
-host takes the one whose persistent schedule is shorter (src/cuda/linear.rs,
-sm90_tile_n). Below, BN is the width.
+on compute capability 9.x. Four variants, one generator: 128×256 output tiles
+(linear_bf16_sm90) and 128×192 (linear_bf16_sm90_n192), each alone or in
+clusters of two CTAs (_c2, below); the host takes the one whose persistent
+schedule is shortest (src/cuda/linear.rs, sm90_variant). Below, BN is the width
+and CM the CTAs of a cluster.
 
 Block: 384 threads. Warps 0-7 are two consumer warpgroups: warpgroup g computes
   rows 64g..64g+63 of the 128×BN output tile with wgmma m64nBNk16 (BN/2 f32
@@ -19,10 +20,27 @@ Pipeline: STAGES stages of (x tile 128×64, W tile BN×64) bf16 (48 / 40 KiB), l
   fill past M, N and K) and completed on mbarrier full[s] (count 1 + the bytes);
   the consumers wait on full[s], run 4 wgmma (K 16 each) from descriptors over
   the stage, commit, and once the wgmma group of the previous k-tile has retired
-  (wait_group 1) every consumer thread arrives on that stage's empty barrier
-  (count 256), which the producer waits on before reusing the stage. Stage and
-  phase run on across tiles, so the producer loads the next tile's first k-tiles
-  while the consumers finish the epilogue of this one.
+  (wait_group 1) thread 0 of each consumer warpgroup arrives on that stage's
+  empty barrier (count 2: a wgmma group's completion is warpgroup-wide), which
+  the producer waits on before reusing the stage. Stage and phase run on across
+  tiles, so the producer loads the next tile's first k-tiles while the consumers
+  finish the epilogue of this one.
+Clusters (_c2, `.reqnctapercluster 2`): the two CTAs of a cluster compute
+  vertically adjacent tiles (rows CM·u + rank of unit u; the grid hands out units
+  of CM tile rows) and need the same W tile. Each CTA's producer loads its own x
+  tile and BN/CM rows of the W tile, which it multicasts into the same stage of
+  every CTA of the cluster (one L2 read for both: a third fewer bytes from L2
+  per FLOP at 256 wide). So a stage of CTA r is written by every producer of the
+  cluster: its full barrier expects the whole stage's bytes (the peers'
+  complete_tx may land before this CTA's own expect_tx; the phase waits for the
+  one arrival as well), and its empty barrier counts an arrival from every
+  consumer warpgroup of the cluster (count 2·CM): thread r of each warpgroup
+  releases the stage on CTA r's barrier through mapa (mbarrier.arrive
+  .shared::cluster, the default .release.cta: with .release.cluster ptxas
+  fences the whole GPU before each arrive). Both CTAs run the same units, so the
+  multicasts pair up; a unit's tile rows past M load zeros and store nothing.
+  The CTAs meet at a cluster barrier after initialising their mbarriers and
+  again before exiting (a peer may still arrive on this CTA's barriers).
 Shared (dynamic): 1 KiB of alignment slack (the stages start at a 1024-byte
   boundary, the swizzle atom), the stages, the epilogue's staging buffers (two of
   64×64 bf16 per consumer warpgroup, 8 KiB each), then the mbarriers.
@@ -41,16 +59,17 @@ Epilogue: + bias, GELU (tanh.approx), + residual in f32, rounded once to bf16,
   the warpgroup waiting for them before its next mainloop."""
 
 from ..asm import In, Kernel, Opt, Out, TMap, U32
-from ..frag import (bulk_commit, bulk_wait, bulk_wait_read, fence_proxy_async_shared, mbar_arrive, mbar_arrive_tx,
-                    mbar_init, mbar_wait, named_barrier, ring_advance, setmaxnreg, sw128_offset, tma_load_2d,
-                    tma_store_2d, warpgroup_ids, wgmma_bf16, wgmma_commit, wgmma_d_coords, wgmma_desc_sw128,
-                    wgmma_fence, wgmma_wait)
+from ..frag import (bulk_commit, bulk_wait, bulk_wait_read, cluster_sync, fence_proxy_async_shared, mbar_arrive,
+                    mbar_arrive_cluster, mbar_arrive_tx, mbar_init, mbar_wait, named_barrier, ring_advance, setmaxnreg,
+                    sw128_offset, tma_load_2d, tma_load_2d_multicast, tma_store_2d, warpgroup_ids, wgmma_bf16,
+                    wgmma_commit, wgmma_d_coords, wgmma_desc_sw128, wgmma_fence, wgmma_wait)
 from ..lib import addr
 from .gemm_common import epilogue_flags, ld_bf16_pair, raster
 from .gemm_sm80 import bias_gelu_pair
 
 BM, BK, GROUP_M = 128, 64, 8
 TILE_NS = (256, 192)               # the variants: 128 x 256 and 128 x 192 output tiles
+CLUSTERS = (1, 2)                  # CTAs per cluster: alone, or pairs sharing W tiles by multicast
 EPI_BATCH = 8                      # column groups of 8 in an epilogue subtile
 LOAD_BATCH = {256: 4, 192: 8}      # column groups whose epilogue loads go out together
 EPI_N = 8 * EPI_BATCH              # an epilogue subtile: 64 rows of a warpgroup x 64 columns
@@ -64,13 +83,18 @@ SMEM_LIMIT = 227 * 1024            # per block, with the opt-in
 A_BYTES = BM * BK * 2              # 16 KiB
 
 
-def entry_name(bn):
-    return "linear_bf16_sm90" if bn == 256 else f"linear_bf16_sm90_n{bn}"
+def entry_name(bn, cm=1):
+    return "linear_bf16_sm90" + ("" if bn == 256 else f"_n{bn}") + ("" if cm == 1 else f"_c{cm}")
 
 
-def linear_bf16_sm90(BN=256):  # noqa: N803 (the tile constant's name)
-    """The kernel with BM x BN output tiles and as many stages as fit."""
+def linear_bf16_sm90(BN=256, CM=1):  # noqa: N803 (the tile constants' names)
+    """The kernel with BM x BN output tiles and as many stages as fit, in
+    clusters of CM CTAs along M (1: no cluster)."""
     assert BM == 64 * CONSUMERS and BK * 2 == 128 and BN <= 256 and BN % 8 == 0 and (BN // 8) % EPI_BATCH == 0
+    # Each CTA of a cluster loads BN / CM rows of the W tile and multicasts them;
+    # each share starts on a 1024-byte swizzle atom.
+    BH = BN // CM                  # noqa: N806
+    assert BN % CM == 0 and BH % 8 == 0 and GROUP_M % CM == 0
     B_BYTES = BN * BK * 2          # noqa: N806
     STAGE_BYTES = A_BYTES + B_BYTES  # noqa: N806
     EPI_BYTES = CONSUMERS * EPI_BUFS * EPI_BUF_BYTES  # noqa: N806 (32 KiB)
@@ -83,22 +107,24 @@ def linear_bf16_sm90(BN=256):  # noqa: N803 (the tile constant's name)
     # x and w are not read by the kernel (TMA reads them through the tensor maps); they
     # are the buffers the maps describe, which the host keeps borrowed for the launch.
     # Nor is `out`: the epilogue writes it through tmap_out (boxes of 64 x 64).
-    params = [In("x"), In("w"), TMap("tmap_x", "x", (BM, BK)), TMap("tmap_w", "w", (BN, BK)),
+    params = [In("x"), In("w"), TMap("tmap_x", "x", (BM, BK)), TMap("tmap_w", "w", (BH, BK)),
               TMap("tmap_out", "out", (64, EPI_N)), Opt("bias"), Opt("res"), Out("out"), U32("m"),
               U32("n"), U32("k"), U32("flags")]
-    name = entry_name(BN)
+    name = entry_name(BN, CM)
     # 256 wide, two batches of 8 column groups in flight (96 registers with the
     # 128 accumulators) spill; of 4, they do not.
     load_batch = LOAD_BATCH[BN]
     assert EPI_BATCH % load_batch == 0
+    pairs = "" if CM == 1 else f", in clusters of {CM} along M sharing W tiles by TMA multicast"
     k = Kernel("linear_sm90", name, THREADS, params, "linear_sm90",
                doc=f"{name}: Hopper GEMM, {BM}×{BN} tiles, wgmma fed by TMA through a {STAGES}-stage\n"
-                   "mbarrier pipeline, a producer and two consumer warpgroups, persistent tiles.",
-               dyn_smem=SMEM)
+                   f"mbarrier pipeline, a producer and two consumer warpgroups, persistent tiles{pairs}.",
+               dyn_smem=SMEM, cluster=CM)
     k.const("TILE_M", BM)
     k.const("TILE_N", BN)
     k.const("TILE_K", BK)
     k.const("DYN_SMEM", SMEM)
+    k.const("CLUSTER", CM)
     tmap_x, tmap_w, tmap_out = k.param("tmap_x"), k.param("tmap_w"), k.param("tmap_out")
     bias, res = k.param("bias"), k.param("res")
     M, N, K, flags = (k.param(p) for p in ("m", "n", "k", "flags"))
@@ -120,11 +146,22 @@ def linear_bf16_sm90(BN=256):  # noqa: N803 (the tile constant's name)
     k(f"@{p} bra {skip};")
     for s in range(STAGES):
         mbar_init(k, f"{full0}+{8 * s}", 1)
-        mbar_init(k, f"{empty0}+{8 * s}", 128 * CONSUMERS)
+        # One arrival per consumer warpgroup of every CTA of the cluster (the
+        # stage is overwritten in all of them by one multicast).
+        mbar_init(k, f"{empty0}+{8 * s}", CONSUMERS * CM)
     k("fence.mbarrier_init.release.cluster;")
     k("fence.proxy.async.shared::cta;")
     k.place(skip)
-    k("bar.sync 0;")
+    if CM == 1:
+        k("bar.sync 0;")
+    else:
+        # The peers' barriers are initialised before anyone arrives on them or
+        # multicasts into their shared memory.
+        cluster_sync(k, relaxed=True)
+    rank = None
+    if CM > 1:
+        rank = k.reg("u32", "rank")
+        k(f"mov.u32 {rank}, %cluster_ctarank;")
 
     # Tile bookkeeping shared by both roles.
     tiles_m, tiles_n, ntiles, ktiles = (k.reg("u32", s) for s in ("tiles_m", "tiles_n", "ntiles", "ktiles"))
@@ -132,21 +169,33 @@ def linear_bf16_sm90(BN=256):  # noqa: N803 (the tile constant's name)
     k(f"div.u32 {tiles_m}, {tiles_m}, {BM};")
     k(f"add.u32 {tiles_n}, {N}, {BN - 1};")
     k(f"div.u32 {tiles_n}, {tiles_n}, {BN};")
-    k(f"mul.lo.u32 {ntiles}, {tiles_m}, {tiles_n};")
+    # Tiles are handed out in units of CM vertically adjacent tiles, one per CTA of
+    # a cluster (the last unit's lower tiles may lie past M: they load zeros and
+    # store nothing, but take part in the multicasts).
+    units_m = tiles_m
+    if CM > 1:
+        units_m = k.reg("u32", "units_m")
+        k(f"add.u32 {units_m}, {tiles_m}, {CM - 1};")
+        k(f"div.u32 {units_m}, {units_m}, {CM};")
+    k(f"mul.lo.u32 {ntiles}, {units_m}, {tiles_n};")
     k(f"add.u32 {ktiles}, {K}, {BK - 1};")
     k(f"div.u32 {ktiles}, {ktiles}, {BK};")
     tile, step = k.reg("u32", "tile"), k.reg("u32", "step")
     m0, n0 = k.reg("u32", "m0"), k.reg("u32", "n0")
 
     def tile_loop(body, stem):
-        """for tile = ctaid; tile < ntiles; tile += nctaid: (m0, n0) of it, body()."""
+        """for tile = ctaid; tile < ntiles; tile += nctaid: (m0, n0) of it, body().
+        In clusters the unit is the cluster's: every CTA of it runs the same
+        iterations (their multicasts pair up), CTA r taking tile row CM·u + r."""
         top, end = k.label(f"{stem}_tile"), k.label(f"{stem}_tiles_done")
-        k(f"mov.u32 {tile}, %ctaid.x;")
-        k(f"mov.u32 {step}, %nctaid.x;")
+        k(f"mov.u32 {tile}, {'%ctaid.x' if CM == 1 else '%clusterid.x'};")
+        k(f"mov.u32 {step}, {'%nctaid.x' if CM == 1 else '%nclusterid.x'};")
         k.place(top)
         k(f"setp.ge.u32 {p}, {tile}, {ntiles};")
         k(f"@{p} bra {end};")
-        tm, tn = raster(k, tile, tiles_m, tiles_n, GROUP_M)
+        tm, tn = raster(k, tile, units_m, tiles_n, GROUP_M // CM)
+        if CM > 1:
+            k(f"mad.lo.u32 {tm}, {tm}, {CM}, {rank};")
         k(f"mul.lo.u32 {m0}, {tm}, {BM};")
         k(f"mul.lo.u32 {n0}, {tn}, {BN};")
         body()
@@ -162,13 +211,13 @@ def linear_bf16_sm90(BN=256):  # noqa: N803 (the tile constant's name)
         ring_advance(k, stage, phase, STAGES)
 
     consumer = k.label("consumer")
-    done = k.label("done")
+    done, idle = k.label("done"), k.label("idle")
     k(f"setp.lt.u32 {p}, {tid}, {128 * CONSUMERS};")
     k(f"@{p} bra {consumer};")
     # ---- producer: thread 256 -----------------------------------------------------
     setmaxnreg(k, PRODUCER_REGS, grow=False)
     k(f"setp.ne.u32 {p}, {tid}, {128 * CONSUMERS};")
-    k(f"@{p} bra {done};")
+    k(f"@{p} bra {idle};")
 
     def produce():
         kt = k.reg("u32", "pkt")
@@ -184,7 +233,14 @@ def linear_bf16_sm90(BN=256):  # noqa: N803 (the tile constant's name)
             k(f"mul.lo.u32 {kc}, {kt}, {BK};")
             tma_load_2d(k, sa, tmap_x, kc, m0, full)
             k(f"add.u32 {sa}, {sa}, {A_BYTES};")
-            tma_load_2d(k, sa, tmap_w, kc, n0, full)
+            if CM == 1:
+                tma_load_2d(k, sa, tmap_w, kc, n0, full)
+            else:
+                # This CTA's share of the W tile, rows BH·rank.., into every CTA.
+                nr = k.reg("u32", "pnr")
+                k(f"mad.lo.u32 {sa}, {rank}, {BH * BK * 2}, {sa};")
+                k(f"mad.lo.u32 {nr}, {rank}, {BH}, {n0};")
+                tma_load_2d_multicast(k, sa, tmap_w, kc, nr, full, (1 << CM) - 1)
             advance()
 
         loop_k(kt, one_k, "pk")
@@ -207,6 +263,18 @@ def linear_bf16_sm90(BN=256):  # noqa: N803 (the tile constant's name)
     k.place(consumer)
     setmaxnreg(k, CONSUMER_REGS, grow=True)
     wg, warp, lane = warpgroup_ids(k, tid)
+    # Stage releases: one arrival per warpgroup on each CTA's empty barrier, by
+    # threads 0..CM-1 of the warpgroup (thread r on CTA r's). The wgmma group's
+    # completion is warpgroup-wide, so one thread's wait_group covers its warps.
+    wtid, releaser = k.reg("u32", "wtid"), k.reg("pred", "releaser")
+    k(f"and.b32 {wtid}, {tid}, 127;")
+    k(f"setp.lt.u32 {releaser}, {wtid}, {CM};")
+
+    def release(e):
+        if CM == 1:
+            mbar_arrive(k, e, pred=releaser)
+        else:
+            mbar_arrive_cluster(k, e, wtid, pred=releaser)
     acc = k.regs_n("f32", "d", BN // 2)
     prev = k.reg("u32", "prev")
     has_bias, has_gelu, has_res = epilogue_flags(k, flags)
@@ -291,7 +359,7 @@ def linear_bf16_sm90(BN=256):  # noqa: N803 (the tile constant's name)
             k(f"@{p} bra {skip};")
             e = k.reg("u32", "cempty")
             k(f"mad.lo.u32 {e}, {prev}, 8, {empty0};")
-            mbar_arrive(k, e)
+            release(e)
             k.place(skip)
             k(f"mov.u32 {prev}, {stage};")
             advance()
@@ -304,7 +372,7 @@ def linear_bf16_sm90(BN=256):  # noqa: N803 (the tile constant's name)
         no_k = k.label("no_k")
         k(f"setp.eq.u32 {p}, {ktiles}, 0;")
         k(f"@{p} bra {no_k};")
-        mbar_arrive(k, e)
+        release(e)
         k.place(no_k)
         epilogue()
 
@@ -409,8 +477,13 @@ def linear_bf16_sm90(BN=256):  # noqa: N803 (the tile constant's name)
     # Shared memory must outlive the last stores' reads of it.
     bulk_wait(k, 0, pred=staging(0)[3])
     k.place(done)
+    if CM > 1:
+        # Nor may it go while a peer still arrives on its barriers (the last
+        # stage releases): the working threads meet the peers' before exiting.
+        cluster_sync(k, aligned=False)
+    k.place(idle)
     return k
 
 
 def kernels():
-    return [linear_bf16_sm90(bn) for bn in TILE_NS]
+    return [linear_bf16_sm90(bn, cm) for cm in CLUSTERS for bn in TILE_NS]
