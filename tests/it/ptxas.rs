@@ -246,35 +246,26 @@ fn find_nvdisasm() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
+/// What the clustered GEMMs (`linear_bf16_sm90*_c2`) need besides their twins'.
+const CLUSTER_SASS: &[&str] = &[
+    "UTMALDG.2D.MULTICAST",
+    "SYNCS.ARRIVE.TRANS64.RED",
+    "UCGABAR_ARV",
+    "UCGABAR_WAIT",
+];
+
 /// The SASS instructions each tensor-core kernel must contain: HMMA (mma.sync on
 /// tensor cores), LDSM (ldmatrix feeding them), LDGSTS (cp.async: the pipelined
 /// kernels' loads bypass registers); on Hopper HGMMA (wgmma) fed by UTMALDG (TMA)
 /// and synchronised by SYNCS (mbarrier) instructions, the output written by
 /// UTMASTG (TMA stores); the clustered ones (`_c2`) with the W tile multicast
 /// (UTMALDG.2D.MULTICAST), stages released on the peer's mbarrier
-/// (SYNCS.ARRIVE.TRANS64.RED) and cluster barriers (UCGABAR).
+/// (SYNCS.ARRIVE.TRANS64.RED) and cluster barriers (UCGABAR): [`CLUSTER_SASS`].
 fn required_sass(entry: &str) -> &'static [&'static str] {
-    if entry == "linear_bf16_sm90_c2" {
-        &[
-            "HGMMA.64x256x16.F32.BF16",
-            "UTMALDG.2D.MULTICAST",
-            "UTMASTG.2D",
-            "SYNCS.PHASECHK",
-            "SYNCS.ARRIVE.TRANS64.RED",
-            "UCGABAR_ARV",
-            "UCGABAR_WAIT",
-        ]
-    } else if entry == "linear_bf16_sm90_n192_c2" {
-        &[
-            "HGMMA.64x192x16.F32.BF16",
-            "UTMALDG.2D.MULTICAST",
-            "UTMASTG.2D",
-            "SYNCS.PHASECHK",
-            "SYNCS.ARRIVE.TRANS64.RED",
-            "UCGABAR_ARV",
-            "UCGABAR_WAIT",
-        ]
-    } else if entry == "linear_bf16_sm90" {
+    // A clustered variant needs its unclustered twin's instructions (and
+    // CLUSTER_SASS).
+    let entry = entry.strip_suffix("_c2").unwrap_or(entry);
+    if entry == "linear_bf16_sm90" {
         &[
             "HGMMA.64x256x16.F32.BF16",
             "UTMALDG.2D",
@@ -514,7 +505,12 @@ fn sass_uses_tensor_cores_and_no_local_memory() {
                         ));
                     }
                 }
-                for op in required_sass(&entry) {
+                let cluster: &[&str] = if entry.ends_with("_c2") {
+                    CLUSTER_SASS
+                } else {
+                    &[]
+                };
+                for op in required_sass(&entry).iter().chain(cluster) {
                     if count(op) == 0 {
                         failures.push(format!("{entry} [{arch}]: no {op} in SASS"));
                     }
