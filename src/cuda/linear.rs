@@ -88,14 +88,8 @@ pub(super) fn linear<T: Element>(dev: &Cuda, a: LinearArgs<'_, T, Cuda>) -> Resu
             let v = sm90_variant(mm, n, dev.sm_count(), pairs, forced);
             let (s, dyn_smem) = sm90_kernel(v);
             // Persistent: at most one block per SM (or cluster per slot), each
-            // looping over its tiles (or its clusters' units of tiles).
-            let units = u64::from(mm.div_ceil(m::linear_bf16_sm90::TILE_M).div_ceil(v.cluster))
-                * u64::from(n.div_ceil(v.tile_n));
-            let slots = if v.cluster == 1 {
-                dev.sm_count()
-            } else {
-                pairs[sm90_width_index(v.tile_n)]
-            };
+            // looping over its tiles (or its cluster's units of tiles).
+            let (units, slots) = v.schedule(mm, n, dev.sm_count(), pairs);
             let grid = (units.min(u64::from(slots)) as u32) * v.cluster;
             let args = m::LinearSm90Args {
                 x: args.x,
@@ -202,6 +196,24 @@ pub(super) struct Sm90Variant {
     pub cluster: u32,
 }
 
+impl Sm90Variant {
+    /// The units of work of an [m, n] output (tiles, or a cluster's column of
+    /// `cluster` tiles) and the slots that take them at once (SMs, or the
+    /// `pairs[width]` clusters that fit).
+    fn schedule(self, m: u32, n: u32, sms: u32, pairs: [u32; 2]) -> (u64, u32) {
+        let units = u64::from(
+            m.div_ceil(m::linear_bf16_sm90::TILE_M)
+                .div_ceil(self.cluster),
+        ) * u64::from(n.div_ceil(self.tile_n));
+        let slots = if self.cluster == 1 {
+            sms
+        } else {
+            pairs[sm90_width_index(self.tile_n)]
+        };
+        (units, slots)
+    }
+}
+
 /// What `TESSERA_CUDA_SM90_TILE_N` and `TESSERA_CUDA_SM90_CLUSTER` fix of the
 /// choice (`None`: left to [`sm90_variant`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -244,11 +256,11 @@ pub(super) fn sm90_variant(
     pairs: [u32; 2],
     forced: Sm90Override,
 ) -> Sm90Variant {
-    let tiles_m = m.div_ceil(m::linear_bf16_sm90::TILE_M);
     let mut best: Option<(u64, Sm90Variant)> = None;
     for cluster in [2, 1] {
         for (i, &tile_n) in SM90_WIDTHS.iter().enumerate() {
-            let slots = if cluster == 1 { sms } else { pairs[i] };
+            let v = Sm90Variant { tile_n, cluster };
+            let (units, slots) = v.schedule(m, n, sms, pairs);
             if slots == 0
                 || forced.cluster.is_some_and(|c| c != cluster)
                 || forced.tile_n.is_some_and(|t| t != tile_n)
@@ -261,10 +273,9 @@ pub(super) fn sm90_variant(
                 (_, 0) => 7,
                 _ => 8,
             };
-            let units = u64::from(tiles_m.div_ceil(cluster)) * u64::from(n.div_ceil(tile_n));
             let cost = units.div_ceil(u64::from(slots)) * u64::from(tile_n) * weight;
             if best.is_none_or(|(c, _)| cost < c) {
-                best = Some((cost, Sm90Variant { tile_n, cluster }));
+                best = Some((cost, v));
             }
         }
     }
