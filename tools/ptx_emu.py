@@ -43,9 +43,10 @@ copy_traits_sm75 / mma_traits_sm80):
     subnormal inputs and results to sign-preserving zero; NaN results are the
     canonical 0x7fffffff. min/max return the non-NaN input (`.NaN`: NaN), with
     -0 < +0.
-  * mma.m16n8k16 (bf16/f16 inputs, f32 accumulators) forms A·B + C exactly in
-    float64 and rounds once to f32; the hardware's internal accumulation order
-    and precision are not modelled.
+  * mma.m16n8k16 (bf16/f16 inputs, f32 accumulators) and mma.m16n8k8 (.tf32
+    inputs: the top 19 bits of each register, the low 13 ignored) form A·B + C
+    exactly in float64 and round once to f32; the hardware's internal
+    accumulation order and precision are not modelled.
   * cp.async: a copy reads global memory when issued but lands in shared memory
     only when a cp.async.wait_group / wait_all of the issuing thread retires its
     group. Until then any read of the destination bytes, any store to them and
@@ -347,7 +348,8 @@ Instructions (anything else is rejected when the kernel is first launched):
   warp        shfl.sync.{up,down,bfly,idx}.b32 (d|p form too), vote.sync
               .{all,any,uni}.pred / .ballot.b32, activemask, ldmatrix.sync
               .aligned.m8n8.{x1,x2,x4}{.trans}.shared.b16, mma.sync.aligned
-              .m16n8k16.row.col.f32.{bf16,f16}.{bf16,f16}.f32, elect.sync d|p
+              .m16n8k16.row.col.f32.{bf16,f16}.{bf16,f16}.f32 and
+              .m16n8k8.row.col.f32.tf32.tf32.f32, elect.sync d|p
   warpgroup   wgmma.fence / commit_group / wait_group N .sync.aligned,
               wgmma.mma_async.sync.aligned.m64nNk16.f32.{bf16.bf16,f16.f16}
               {d..}, a-desc, b-desc, scale-d (predicate or 0/1), 1, 1,
@@ -1116,6 +1118,12 @@ _PERM_B[(_MB_R * 8 + _MB_C).ravel()] = np.arange(128)
 _PERM_C = np.zeros(128, np.int64)
 _PERM_C[(_MC_R * 8 + _MC_C).ravel()] = np.arange(128)
 _GATHER_D = (_MC_R * 8 + _MC_C).ravel()
+# mma.m16n8k8 with .tf32 inputs: one element a register. A: a0 (g, c), a1 (g+8, c),
+# a2 (g, c+4), a3 (g+8, c+4); B: b0 (k c, n g), b1 (k c+4, n g); C / D as m16n8k16.
+_PERM_A8 = np.zeros(128, np.int64)
+_PERM_A8[np.stack([(_G + 8 * (r & 1)) * 8 + _C + 4 * (r >> 1) for r in range(4)]).ravel()] = np.arange(128)
+_PERM_B8 = np.zeros(64, np.int64)
+_PERM_B8[np.stack([(_C + 4 * r) * 8 + _G for r in range(2)]).ravel()] = np.arange(64)
 
 
 _ARANGE = np.arange(64)
@@ -2748,8 +2756,10 @@ class _Exec:
 
     def _c_mma(self, ins):
         mods = ins.mods
+        if "m16n8k8" in mods and "tf32" in mods:
+            return self._c_mma_tf32(ins)
         if "m16n8k16" not in mods or "row" not in mods or "col" not in mods or "sync" not in mods:
-            raise EmuError("only mma.sync.aligned.m16n8k16.row.col is supported")
+            raise EmuError("only mma.sync.aligned.m16n8k16.row.col and m16n8k8 .tf32 are supported")
         types = [m for m in mods if m in ("f32", "bf16", "f16")]
         if len(types) != 4 or types[0] != "f32" or types[3] != "f32" or types[1] != types[2] or \
                 types[1] not in ("bf16", "f16"):
@@ -2788,6 +2798,49 @@ class _Exec:
             C = np.stack([c.reshape(nw, 32)[sel] for c in Cs], 1).reshape(k, 128)
             D = np.matmul(A, B).reshape(k, 128) + C[:, _PERM_C]
             D = _canon(D[:, _GATHER_D]).reshape(k, 4, 32)                        # (reg, lane) f32
+            for i in range(4):
+                if k == nw:
+                    Dv[i][:] = D[:, i, :].ravel()
+                else:
+                    Dv[i].reshape(nw, 32)[warps] = D[:, i, :]
+        return mma
+
+    def _c_mma_tf32(self, ins):
+        """mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32: the hardware reads the
+        top 19 bits of each operand register (sign, exponent, 10 mantissa bits) and
+        ignores the low 13; the product sum is formed exactly (float64) and
+        rounded once to f32, as for m16n8k16."""
+        mods = ins.mods
+        if "row" not in mods or "col" not in mods or "sync" not in mods:
+            raise EmuError("only mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 is supported")
+        types = [m for m in mods if m in ("f32", "tf32", "bf16", "f16")]
+        if types != ["f32", "tf32", "tf32", "f32"]:
+            raise EmuError("m16n8k8 supports .f32.tf32.tf32.f32 only")
+        lists = [[x.strip() for x in a.strip("{}").split(",")] for a in ins.args]
+        if [len(x) for x in lists] != [4, 4, 2, 4]:
+            raise EmuError("m16n8k8 .tf32 takes {4 d}, {4 a}, {2 b}, {4 c}")
+        for x in lists[0]:
+            self.dst(x, "f32")
+        Dv = [self.regs[x].view(np.float32) for x in lists[0]]
+        regs_ab = [self.src(x, "b32") for x in lists[1] + lists[2]]
+        Cs = [self.src(x, "f32") for x in lists[3]]
+        what = f"{self.f.name}: {ins.text}"
+        nw = self.nw
+
+        def mma(g):
+            warps = self._aligned_warps(g, what)
+            if not warps.size:
+                return
+            k = warps.size
+            sel = slice(None) if k == nw else warps
+            v = np.stack([r.reshape(nw, 32)[sel] for r in regs_ab], 1)          # (k, 6, 32) u32
+            vals = (v & np.uint32(0xFFFFE000)).view(np.float32).astype(np.float64).reshape(k, 192)
+            A = vals[:, _PERM_A8].reshape(k, 16, 8)
+            B = vals[:, 128 + _PERM_B8].reshape(k, 8, 8)
+            C = np.stack([c.reshape(nw, 32)[sel] for c in Cs], 1).reshape(k, 128)
+            with np.errstate(invalid="ignore", over="ignore"):
+                D = np.matmul(A, B).reshape(k, 128) + C[:, _PERM_C]
+            D = _canon(D[:, _GATHER_D]).reshape(k, 4, 32)
             for i in range(4):
                 if k == nw:
                     Dv[i][:] = D[:, i, :].ravel()

@@ -444,6 +444,90 @@ def t_mma():
               bool(ok))
 
 
+def t_mma_tf32():
+    """mma.m16n8k8 .tf32 fed by ldmatrix (non-trans) over f32 rows: A (16×8,
+    row-major, 32-byte rows) by ldmatrix.x4 (lanes 0-7 rows 0-7 at k 0, 8-15 rows
+    8-15 at k 0, 16-23 rows 0-7 at k 4, 24-31 rows 8-15 at k 4) and B from W[n][k]
+    (8×8, 32-byte rows) by ldmatrix.x2 (lanes 0-7 at k 0, 8-15 at k 4) give the
+    PTX ISA's tf32 fragments (a0 (g, c), a1 (g+8, c), a2 (g, c+4), a3 (g+8, c+4);
+    b0 (k c, n g), b1 (k c+4, n g)); D = A·Wᵀ + C over the operands' top 19 bits.
+    The expected D is formed here from the matrices, not from fragments."""
+    body = """
+    .reg .pred %p;
+    .reg .b32 %i, %s, %b, %x<4>, %ad, %l, %r, %c, %a<4>, %w<2>;
+    .reg .f32 %c<4>, %d<4>;
+    .reg .b64 %img, %cin, %out, %a;
+    .shared .align 16 .b8 img[1024];
+    ld.param.u64 %img, [p_img];
+    ld.param.u64 %cin, [p_c];
+    ld.param.u64 %out, [p_out];
+""" + LOAD_IMAGE.replace("{NB}", "1024").replace("{NCH}", "64") + """
+    mov.u32 %l, %laneid;
+    and.b32 %r, %l, 15;
+    shr.u32 %c, %l, 4;
+    shl.b32 %c, %c, 4;
+    mad.lo.u32 %ad, %r, 32, %c;
+    mov.u32 %b, img;
+    add.u32 %ad, %ad, %b;
+    ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%a0, %a1, %a2, %a3}, [%ad];
+    and.b32 %r, %l, 7;
+    shr.u32 %c, %l, 3;
+    and.b32 %c, %c, 1;
+    shl.b32 %c, %c, 4;
+    mad.lo.u32 %ad, %r, 32, %c;
+    add.u32 %ad, %ad, %b;
+    ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%w0, %w1}, [%ad+512];
+    mov.u32 %i, %tid.x;
+    mul.wide.u32 %a, %i, 16;
+    add.s64 %a, %cin, %a;
+    ld.global.v4.f32 {%c0, %c1, %c2, %c3}, [%a];
+    mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%d0, %d1, %d2, %d3}, {%a0, %a1, %a2, %a3}, {%w0, %w1}, {%c0, %c1, %c2, %c3};
+    mul.wide.u32 %a, %i, 16;
+    add.s64 %a, %out, %a;
+    st.global.v4.f32 [%a], {%d0, %d1, %d2, %d3};
+    ret;
+"""
+    k = build("mma_tf32", ["p_img", "p_c", "p_out"], body)
+
+    def tf32(x):
+        return (x.view(np.uint32) & np.uint32(0xFFFFE000)).view(np.float32).astype(np.float64)
+
+    for warps, special in ((1, False), (2, False), (1, True)):
+        mem = Memory()
+        A = RNG.standard_normal((16, 8)).astype(np.float32)
+        W = RNG.standard_normal((8, 8)).astype(np.float32)
+        if special:   # inf times a zero gives NaN; inf times the rest inf; NaN spreads
+            A[3, 5], W[2, 5], A[9, 1], W[6, 0] = np.inf, 0.0, np.nan, -np.inf
+        img = np.zeros(256, np.float32)
+        img[:128] = A.ravel()
+        img[128:192] = W.ravel()
+        Cm = RNG.standard_normal((16, 8)).astype(np.float32)
+        cfr = np.zeros((32, 4), np.float32)
+        for t in range(32):
+            for i in range(4):
+                cfr[t, i] = Cm[t // 4 + 8 * (i >= 2), 2 * (t % 4) + (i & 1)]
+        pi, pc = mem.upload(img), mem.upload(np.tile(cfr, (warps, 1)))
+        po = mem.upload(np.full(warps * 32 * 4, np.nan, np.float32))
+        run_kernel(k, mem, (1, 1, 1), (32 * warps, 1, 1), [pi, pc, po])
+        got = mem.download(po, warps * 32 * 4, np.float32).reshape(warps, 32, 4)
+        with np.errstate(invalid="ignore"):
+            ref = (tf32(A) @ tf32(W).T + Cm).astype(np.float32)
+        ok = not special or (np.isnan(ref[3, 2]) and np.isinf(ref[3, 0]) and np.isnan(ref[9, 4]))
+        for wi in range(warps):
+            D = np.zeros((16, 8), np.float32)
+            for t in range(32):
+                for i in range(4):
+                    D[t // 4 + 8 * (i >= 2), 2 * (t % 4) + (i & 1)] = got[wi, t, i]
+            ok &= np.allclose(D, ref, rtol=1e-6, atol=1e-6, equal_nan=True)
+            ok &= bool(np.array_equal(np.isnan(D), np.isnan(ref)))
+        # the operands really are cut to tf32: a full-precision product differs
+        if not special:
+            ok &= not np.allclose(ref, (A.astype(np.float64) @ W.T.astype(np.float64) + Cm).astype(np.float32),
+                                  rtol=1e-6, atol=1e-6)
+        check(f"mma m16n8k8 tf32 ({warps} warp{'s' if warps > 1 else ''}{', inf/NaN' if special else ''}): "
+              "ldmatrix over f32 rows -> A@W^T + C on the top 19 bits", bool(ok))
+
+
 # ---------------------------------------------------------------------------- scalar ALU
 
 def alu_kernel(lines, nres, ftype=False, hdr=HDR):
@@ -3288,7 +3372,7 @@ def t_cluster_pipeline():
                  "160 has not observed")
 
 
-TESTS = [t_cp_async, t_ldmatrix, t_mma, t_integer, t_float, t_shfl, t_vectors, t_launch, t_races, t_bits,
+TESTS = [t_cp_async, t_ldmatrix, t_mma, t_mma_tf32, t_integer, t_float, t_shfl, t_vectors, t_launch, t_races, t_bits,
          t_tma, t_mbarrier, t_wgmma, t_wgmma_regs_mn, t_pipeline, t_banks, t_named_barriers, t_tma_store,
          t_cluster_sregs, t_cluster_dsmem, t_cluster_mbarrier, t_cluster_barriers, t_cluster_multicast,
          t_cluster_pipeline, t_cluster_cp_async]
