@@ -232,17 +232,26 @@ def t_layer_norm():
                           ref.ravel(), dt)
 
 
+# The sm_80 tensor-core GEMMs: entry -> (its split-K form, the split-K reduction).
+SM80_SPLITK = {"linear_bf16": ("linear_bf16_splitk", "linear_splitk_reduce_bf16"),
+               "linear_f32_3xtf32": ("linear_f32_3xtf32_splitk", "linear_splitk_reduce_f32")}
+
+
+def linear_dtype(entry):
+    return "f32" if entry.startswith("linear_f32") else "bf16"
+
+
 def linear_launch(mem, entry, rows, k, n, x, w, b, r, act, with_bias, with_res, splits=1):
-    """Run `entry` (split-K through linear_bf16_splitk + the reduction when splits > 1)
+    """Run `entry` (split-K through its split-K form + the reduction when splits > 1)
     as the host does on host arrays x [rows, k], w [n, k], b [n], r [rows, n]; returns
     the (poisoned first) output's address."""
-    dt = "f32" if entry == "linear_f32" else "bf16"
+    dt = linear_dtype(entry)
     out = poison(mem, rows * n, dt)
     spec = SPECS[entry]
     tm, tn = spec.consts["TILE_M"], spec.consts["TILE_N"]
     tiles = ((rows + tm - 1) // tm) * ((n + tn - 1) // tn)
     maps = {}
-    if entry == "linear_bf16":  # rasterised 1-D grid
+    if entry in SM80_SPLITK:  # rasterised 1-D grid
         grid = (tiles, 1, 1)
     elif entry.startswith("linear_bf16_sm90"):  # persistent: fewer blocks than tiles, as on a busy GPU
         # Clustered: units of CM tile rows, one per cluster of CM CTAs (src/cuda/linear.rs).
@@ -257,9 +266,10 @@ def linear_launch(mem, entry, rows, k, n, x, w, b, r, act, with_bias, with_res, 
         # Split-K as the host runs it: the partial GEMM over (tiles, splits), then the
         # reduction with the epilogue. The partials are poisoned too.
         part = poison(mem, splits * rows * n, "f32")
-        launch(mem, "linear_bf16_splitk", (tiles, splits, 1), spec.consts["DYN_SMEM"], x=px, w=pw,
+        partial, reduce_ = SM80_SPLITK[entry]
+        launch(mem, partial, (tiles, splits, 1), SPECS[partial].consts["DYN_SMEM"], x=px, w=pw,
                part=part, m=rows, n=n, k=k)
-        launch(mem, "linear_splitk_reduce_bf16", grid_stride("linear_splitk_reduce_bf16", rows * n // 2),
+        launch(mem, reduce_, grid_stride(reduce_, rows * n // 2),
                part=part, bias=mem.upload(b) if with_bias else None,
                res=mem.upload(r) if with_res else None, out=out, m=rows, n=n, splits=splits, flags=flags)
     elif entry.startswith("linear_bf16_sm90"):
@@ -306,19 +316,21 @@ def t_linear():
 
 
 def t_linear_sm80():
-    # K and N multiples of 8 (the host's condition), M, N, K not tile multiples; the
-    # 200 / 264 case has several k-tiles through the 4-stage pipeline.
-    shapes = [(1, 8, 8), (130, 72, 136), (257, 200, 264)]
-    if QUICK:
-        shapes = shapes[:2]
-    for rows, k, n in shapes:
-        for epi in EPILOGUES:
-            linear_case("linear_bf16", "bf16", rows, k, n, *epi)
-    # Split-K: 3 slices of 520 (17 k-tiles: 6, 6, 5), and more slices than k-tiles
-    # (the empty ones add zeros).
-    for rows, k, n, splits in ((130, 520, 136, 3), (5, 40, 8, 3)):
-        for epi in EPILOGUES[:3] if QUICK else EPILOGUES:
-            linear_case("linear_bf16", "bf16", rows, k, n, *epi, splits=splits)
+    # K and N multiples of 8 (bf16) or 4 (f32: the host's conditions), M, N, K not
+    # tile multiples; the 200 / 264 case has several k-tiles through the 4-stage
+    # pipeline (13 of them in f32, whose k-tile is 16).
+    for entry, dt, shapes in (("linear_bf16", "bf16", [(1, 8, 8), (130, 72, 136), (257, 200, 264)]),
+                              ("linear_f32_3xtf32", "f32", [(1, 4, 4), (130, 76, 132), (257, 200, 268)])):
+        for rows, k, n in shapes[:2] if QUICK else shapes:
+            for epi in EPILOGUES:
+                linear_case(entry, dt, rows, k, n, *epi)
+    # Split-K: 3 slices of 520 (17 bf16 k-tiles: 6, 6, 5; 33 f32 ones: 11 each), and
+    # more slices than k-tiles (the empty ones add zeros).
+    for entry, dt, cases in (("linear_bf16", "bf16", ((130, 520, 136, 3), (5, 40, 8, 3))),
+                             ("linear_f32_3xtf32", "f32", ((130, 520, 132, 3), (5, 20, 8, 3)))):
+        for rows, k, n, splits in cases:
+            for epi in EPILOGUES[:3] if QUICK else EPILOGUES:
+                linear_case(entry, dt, rows, k, n, *epi, splits=splits)
 
 
 # Blocks of the persistent Hopper GEMM in these runs (the host launches one per SM).
@@ -783,7 +795,7 @@ def nf_linear_ref(X, W, B, R, act):
 
 
 def nf_linear(entry, rows, k, n, splits=1):
-    dt = "f32" if entry == "linear_f32" else "bf16"
+    dt = linear_dtype(entry)
     for act in (0, 1):
         x, w = rnd(rows * k, 1, dt), rnd(n * k, 0.3, dt)
         b, r = rnd(n, 0.5, dt), rnd(rows * n, 1, dt)
@@ -793,6 +805,8 @@ def nf_linear(entry, rows, k, n, splits=1):
         put(w, 7 * k + 2, np.nan, dt)     # column 7: NaN
         put(b, 3, np.inf, dt)             # column 3: +inf (NaN where a row brings −inf)
         put(r, 5 * n + 6, -np.inf, dt)    # one element −inf
+        if dt == "f32":                   # row 6: a NaN whose payload is in the low 13 bits
+            x.view(np.uint32)[6 * k + 1] = 0x7F800001  # (a tf32 operand would read it as inf)
         mem = Memory()
         out = linear_launch(mem, entry, rows, k, n, x, w, b, r, act, True, True, splits)
         ref = nf_linear_ref(as64(x, dt).reshape(rows, k), as64(w, dt).reshape(n, k), as64(b, dt),
@@ -943,6 +957,8 @@ def t_nonfinite():
         nf_linear("linear_bf16_any", 9, 37, 21)
         nf_linear("linear_bf16", 9, 40, 24)
         nf_linear("linear_bf16", 9, 104, 24, splits=3)
+        nf_linear("linear_f32_3xtf32", 9, 40, 24)
+        nf_linear("linear_f32_3xtf32", 9, 52, 24, splits=3)
         nf_linear("linear_bf16_sm90", 9, 40, 24)
         nf_linear("linear_bf16_sm90_n192", 9, 40, 24)
         nf_linear("linear_bf16_sm90_c2", 9, 40, 24)
@@ -966,7 +982,10 @@ def t_nonfinite():
 # so well above 1 a kernel waits on shared memory, not on the tensor cores.
 # Attention with 16 query rows a warp took 1.28-1.56 (every K/V fragment fed one
 # mma); with 32 rows, 0.67-0.78.
-SMEM_PER_KMAC = {"attention_bf16_hd": 0.8, "linear_bf16": 0.85}
+# The 3xTF32 GEMM reads the same bytes per k-tile for half the k (f32), so twice
+# the wavefronts per multiply-add, against six times fewer multiply-adds a cycle
+# (tf32 mma at half the bf16 rate, three per product).
+SMEM_PER_KMAC = {"attention_bf16_hd": 0.8, "linear_bf16": 0.85, "linear_f32_3xtf32": 1.8}
 
 
 def t_smem_traffic():
@@ -990,6 +1009,8 @@ def t_smem_traffic():
         measure(entry, lambda: attention_case(entry, "bf16", 1, 1, HD, nq, nk), 2 * nq * nk * HD)
     m, kk, n = 256, 512, 256
     measure("linear_bf16", lambda: linear_case("linear_bf16", "bf16", m, kk, n, 0, True, False), m * kk * n)
+    measure("linear_f32_3xtf32", lambda: linear_case("linear_f32_3xtf32", "f32", m, kk, n, 0, True, False),
+            m * kk * n)
 
 
 GROUPS = {"add": t_add, "cast": t_cast, "layer_norm": t_layer_norm, "linear": t_linear,

@@ -49,6 +49,8 @@ pub(super) struct Inner {
     pub(super) sm_count: u32,
     /// Which bf16 GEMM the aligned linear layers use.
     pub(super) gemm: GemmPath,
+    /// How the aligned f32 linear layers multiply (`TESSERA_CUDA_F32_GEMM`).
+    pub(super) f32_gemm: super::F32Gemm,
     /// Which bf16 tensor-core attention kernels the head dims that have both use.
     pub(super) attention: super::attention::AttentionPath,
     /// The wgmma GEMM's output tile width and cluster size where
@@ -235,6 +237,8 @@ impl Cuda {
                 u32::try_from(max_smem).unwrap_or(0),
                 std::env::var("TESSERA_CUDA_GEMM").ok().as_deref(),
             )?;
+            let f32_gemm =
+                super::F32Gemm::choose(std::env::var("TESSERA_CUDA_F32_GEMM").ok().as_deref())?;
             let attention = super::attention::AttentionPath::choose(
                 (major, minor),
                 u32::try_from(max_smem).unwrap_or(0),
@@ -269,6 +273,7 @@ impl Cuda {
                     max_smem: u32::try_from(max_smem).unwrap_or(0),
                     sm_count: u32::try_from(sm_count).unwrap_or(1).max(1),
                     gemm,
+                    f32_gemm,
                     attention,
                     sm90,
                     ctx,
@@ -332,6 +337,12 @@ impl Cuda {
     /// The bf16 GEMM this handle's aligned linear layers run (see [`GemmPath`]).
     pub fn gemm_path(&self) -> GemmPath {
         self.inner.gemm
+    }
+
+    /// How this handle's aligned f32 linear layers multiply: 3xTF32 on the
+    /// tensor cores, or f32 on the CUDA cores (`TESSERA_CUDA_F32_GEMM=simt`).
+    pub fn f32_gemm(&self) -> super::F32Gemm {
+        self.inner.f32_gemm
     }
 
     /// Which bf16 tensor-core attention this handle uses.
@@ -454,13 +465,18 @@ impl Device for Cuda {
             super::attention::AttentionPath::Fa2 => "fa2",
             super::attention::AttentionPath::Sm90 => "sm90",
         };
+        let f32_gemm = match self.inner.f32_gemm {
+            super::F32Gemm::Tf32x3 => "3xtf32",
+            super::F32Gemm::Simt => "simt",
+        };
         let graphs = if self.inner.graphs_enabled {
             "graphs on"
         } else {
             "graphs off"
         };
         format!(
-            "cuda:{} ({}, sm_{major}{minor}, bf16 GEMM {gemm}, attention {attention}, {graphs})",
+            "cuda:{} ({}, sm_{major}{minor}, bf16 GEMM {gemm}, f32 GEMM {f32_gemm}, attention \
+             {attention}, {graphs})",
             self.inner.ordinal, self.inner.name
         )
     }

@@ -1,6 +1,10 @@
 //! Linear layers on CUDA (kernels/linear.ptx), bias, GELU and residual fused in
 //! the epilogue:
-//! - f32: `linear_f32`, exact SIMT GEMM;
+//! - f32 at the model's shapes (K and N multiples of 4, 16-byte aligned operands):
+//!   `linear_f32_3xtf32`, the sm_80 GEMM on tensor cores in 3xTF32 (each
+//!   product from three tf32 ones, f32-accurate; see [`F32Gemm`]);
+//! - f32 otherwise, or where `TESSERA_CUDA_F32_GEMM=simt`: `linear_f32`, the
+//!   SIMT GEMM (f32 multiply-adds);
 //! - bf16 at the model's shapes (K and N multiples of 8, 16-byte aligned operands):
 //!   `linear_bf16_sm90` (wgmma fed by TMA, persistent; 128 × 256 or 128 × 192
 //!   tiles (`_n192`), alone or in clusters of two CTAs that share the weight tile
@@ -12,7 +16,7 @@
 
 use super::launch::{KernelSpec, Matrix2d};
 use super::manifest as m;
-use super::{Cuda, GemmPath};
+use super::{Cuda, F32Gemm, GemmPath};
 use crate::element::{DType, Element};
 use crate::error::{Error, Result};
 use crate::ops::{index32, Activation, LinearArgs};
@@ -55,6 +59,15 @@ pub(super) fn linear<T: Element>(dev: &Cuda, a: LinearArgs<'_, T, Cuda>) -> Resu
         flags,
     };
     match T::DTYPE {
+        DType::F32
+            if k % 4 == 0
+                && n % 4 == 0
+                && k > 0
+                && aligned
+                && dev.f32_gemm() == F32Gemm::Tf32x3 =>
+        {
+            sm80_gemm(dev, &SM80_F32, args, d.rows * d.out_features)
+        }
         DType::F32 => {
             let s = &m::linear_f32::SPEC;
             let grid = grid2d(OP, mm, n, m::linear_f32::TILE_M, m::linear_f32::TILE_N)?;
@@ -108,48 +121,7 @@ pub(super) fn linear<T: Element>(dev: &Cuda, a: LinearArgs<'_, T, Cuda>) -> Resu
             dev.launch(OP, s, (grid, 1, 1), dyn_smem, args)
         }
         DType::BF16 if k % 8 == 0 && n % 8 == 0 && aligned => {
-            let tiles = mm.div_ceil(m::linear_bf16::TILE_M) * n.div_ceil(m::linear_bf16::TILE_N);
-            let ktiles = k.div_ceil(m::linear_bf16::TILE_K);
-            let splits = split_k(tiles, ktiles, dev.sm_count());
-            if splits == 1 {
-                let s = &m::linear_bf16::SPEC;
-                return dev.launch(OP, s, (tiles, 1, 1), m::linear_bf16::DYN_SMEM, args);
-            }
-            // Split-K: f32 partial tiles of `splits` K slices, then one reduction that
-            // adds them in order and applies the epilogue.
-            let bytes = splits as usize * d.rows * d.out_features * 4;
-            dev.with_scratch(bytes, |part| {
-                let partial = m::LinearSplitkArgs {
-                    x: args.x,
-                    w: args.w,
-                    part: &mut *part,
-                    m: mm,
-                    n,
-                    k,
-                };
-                let s = &m::linear_bf16_splitk::SPEC;
-                dev.launch(
-                    OP,
-                    s,
-                    (tiles, splits, 1),
-                    m::linear_bf16_splitk::DYN_SMEM,
-                    partial,
-                )?;
-                let reduce = m::SplitkReduceArgs {
-                    part: &*part,
-                    bias: args.bias,
-                    res: args.res,
-                    out: args.out,
-                    m: mm,
-                    n,
-                    splits,
-                    flags,
-                };
-                let s = &m::linear_splitk_reduce_bf16::SPEC;
-                let pairs = d.rows * d.out_features / 2;
-                let blocks = super::launch::grid_stride_blocks(pairs, s.threads);
-                dev.launch(OP, s, (blocks, 1, 1), 0, reduce)
-            })
+            sm80_gemm(dev, &SM80_BF16, args, d.rows * d.out_features)
         }
         DType::BF16 => {
             let s = &m::linear_bf16_any::SPEC;
@@ -163,6 +135,83 @@ pub(super) fn linear<T: Element>(dev: &Cuda, a: LinearArgs<'_, T, Cuda>) -> Resu
             dev.launch(OP, s, grid, 0, args)
         }
     }
+}
+
+/// The sm_80 tensor-core GEMM of one element type (tools/ptxgen/kernels/gemm_sm80.py
+/// makes both from one generator): the kernel, its split-K form and the split-K
+/// reduction, with their tiles and shared memory as the manifest states them.
+struct Sm80Gemm {
+    main: &'static KernelSpec<m::Linear>,
+    main_smem: u32,
+    split: &'static KernelSpec<m::LinearSplitk>,
+    split_smem: u32,
+    reduce: &'static KernelSpec<m::SplitkReduce>,
+    tile_m: u32,
+    tile_n: u32,
+    tile_k: u32,
+}
+
+/// `linear_bf16`: one m16n8k16 mma per 16 k.
+const SM80_BF16: Sm80Gemm = Sm80Gemm {
+    main: &m::linear_bf16::SPEC,
+    main_smem: m::linear_bf16::DYN_SMEM,
+    split: &m::linear_bf16_splitk::SPEC,
+    split_smem: m::linear_bf16_splitk::DYN_SMEM,
+    reduce: &m::linear_splitk_reduce_bf16::SPEC,
+    tile_m: m::linear_bf16::TILE_M,
+    tile_n: m::linear_bf16::TILE_N,
+    tile_k: m::linear_bf16::TILE_K,
+};
+
+/// `linear_f32_3xtf32`: f32 on the tensor cores, three tf32 mma per product (see
+/// [`F32Gemm`]).
+const SM80_F32: Sm80Gemm = Sm80Gemm {
+    main: &m::linear_f32_3xtf32::SPEC,
+    main_smem: m::linear_f32_3xtf32::DYN_SMEM,
+    split: &m::linear_f32_3xtf32_splitk::SPEC,
+    split_smem: m::linear_f32_3xtf32_splitk::DYN_SMEM,
+    reduce: &m::linear_splitk_reduce_f32::SPEC,
+    tile_m: m::linear_f32_3xtf32::TILE_M,
+    tile_n: m::linear_f32_3xtf32::TILE_N,
+    tile_k: m::linear_f32_3xtf32::TILE_K,
+};
+
+/// Runs `g` on `args` (`outputs` = rows × out_features elements): one block per
+/// output tile, or, where those would leave most SMs idle and K is long
+/// ([`split_k`]), f32 partial tiles of K slices and one reduction that adds them
+/// in order and applies the epilogue.
+fn sm80_gemm(dev: &Cuda, g: &Sm80Gemm, args: m::LinearArgs<'_>, outputs: usize) -> Result<()> {
+    const OP: &str = "linear";
+    let (mm, n, k) = (args.m, args.n, args.k);
+    let tiles = mm.div_ceil(g.tile_m) * n.div_ceil(g.tile_n);
+    let splits = split_k(tiles, k.div_ceil(g.tile_k), dev.sm_count());
+    if splits == 1 {
+        return dev.launch(OP, g.main, (tiles, 1, 1), g.main_smem, args);
+    }
+    let bytes = splits as usize * outputs * 4;
+    dev.with_scratch(bytes, |part| {
+        let partial = m::LinearSplitkArgs {
+            x: args.x,
+            w: args.w,
+            part: &mut *part,
+            m: mm,
+            n,
+            k,
+        };
+        dev.launch(OP, g.split, (tiles, splits, 1), g.split_smem, partial)?;
+        let reduce = m::SplitkReduceArgs {
+            part: &*part,
+            bias: args.bias,
+            res: args.res,
+            out: args.out,
+            m: mm,
+            n,
+            splits,
+            flags: args.flags,
+        };
+        let blocks = super::launch::grid_stride_blocks(outputs / 2, g.reduce.threads);
+        dev.launch(OP, g.reduce, (blocks, 1, 1), 0, reduce)
+    })
 }
 
 /// K slices for the sm_80 GEMM: 1 unless its `tiles` output tiles would leave

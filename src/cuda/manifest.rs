@@ -903,6 +903,59 @@ pub(super) mod linear_splitk_reduce_bf16 {
     };
 }
 
+/// `linear_f32_3xtf32`: linear_f32_3xtf32: sm_80 tensor-core GEMM in 3xTF32 (f32-accurate), 128×128×16 tiles,
+pub(super) mod linear_f32_3xtf32 {
+    use super::*;
+    pub(in crate::cuda) const SPEC: KernelSpec<Linear> = KernelSpec {
+        module: &LINEAR,
+        entry: "linear_f32_3xtf32",
+        threads: 128,
+        static_smem: 0,
+        max_dyn_smem: 69632,
+        cluster: 1,
+        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
+        signature: std::marker::PhantomData,
+    };
+    pub(in crate::cuda) const DYN_SMEM: u32 = 69632;
+    pub(in crate::cuda) const TILE_K: u32 = 16;
+    pub(in crate::cuda) const TILE_M: u32 = 128;
+    pub(in crate::cuda) const TILE_N: u32 = 128;
+}
+
+/// `linear_f32_3xtf32_splitk`: linear_f32_3xtf32_splitk: linear_f32_3xtf32's main loop over one K slice per grid row
+pub(super) mod linear_f32_3xtf32_splitk {
+    use super::*;
+    pub(in crate::cuda) const SPEC: KernelSpec<LinearSplitk> = KernelSpec {
+        module: &LINEAR,
+        entry: "linear_f32_3xtf32_splitk",
+        threads: 128,
+        static_smem: 0,
+        max_dyn_smem: 65536,
+        cluster: 1,
+        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("part", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32)],
+        signature: std::marker::PhantomData,
+    };
+    pub(in crate::cuda) const DYN_SMEM: u32 = 65536;
+    pub(in crate::cuda) const TILE_K: u32 = 16;
+    pub(in crate::cuda) const TILE_M: u32 = 128;
+    pub(in crate::cuda) const TILE_N: u32 = 128;
+}
+
+/// `linear_splitk_reduce_f32`: linear_splitk_reduce_f32: sums linear_f32_3xtf32_splitk's f32 slices, then bias,
+pub(super) mod linear_splitk_reduce_f32 {
+    use super::*;
+    pub(in crate::cuda) const SPEC: KernelSpec<SplitkReduce> = KernelSpec {
+        module: &LINEAR,
+        entry: "linear_splitk_reduce_f32",
+        threads: 256,
+        static_smem: 0,
+        max_dyn_smem: 0,
+        cluster: 1,
+        params: &[("part", ParamKind::In), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("splits", ParamKind::U32), ("flags", ParamKind::U32)],
+        signature: std::marker::PhantomData,
+    };
+}
+
 /// `linear_f32`: linear_f32: exact-f32 SIMT GEMM, 64×64 tiles, 4×4 outputs per thread.
 pub(super) mod linear_f32 {
     use super::*;
@@ -1326,6 +1379,9 @@ pub(super) const ALL: &[(&Module, &str, u32, usize, u32)] = &[
     (&LINEAR, "linear_bf16", 128, 9, 0),
     (&LINEAR, "linear_bf16_splitk", 128, 6, 0),
     (&LINEAR, "linear_splitk_reduce_bf16", 256, 8, 0),
+    (&LINEAR, "linear_f32_3xtf32", 128, 9, 0),
+    (&LINEAR, "linear_f32_3xtf32_splitk", 128, 6, 0),
+    (&LINEAR, "linear_splitk_reduce_f32", 256, 8, 0),
     (&LINEAR, "linear_f32", 256, 9, 8704),
     (&LINEAR, "linear_bf16_any", 128, 9, 10240),
     (&LINEAR_SM90, "linear_bf16_sm90", 384, 12, 0),

@@ -86,9 +86,58 @@ impl GemmPath {
     }
 }
 
+/// How f32 linear layers (and their fused epilogues) multiply on CUDA.
+///
+/// By default, at the model's shapes (K and N multiples of 4, 16-byte aligned
+/// buffers), on the tensor cores in 3xTF32, as PyTorch's memory-efficient
+/// attention and CUTLASS's `OpMultiplyAddFastF32` do for f32: each value is split
+/// into a tf32 `big` (its top 19 bits) and a tf32 `small` (the rest, rounded),
+/// and a product is `big·big + big·small + small·big` summed in f32 by the
+/// tensor core. Each product is then within about 2⁻¹⁹ of exact, where an f32
+/// multiply is within 2⁻²⁴; over a dot product the error stays far below the
+/// 1e-5 relative bar f32 is tested to (the emulator measures 1e-8 to 1e-7), and
+/// ±inf and NaN inputs give what f32 arithmetic gives. `TESSERA_CUDA_F32_GEMM=simt`
+/// takes the SIMT GEMM instead (f32 fused multiply-adds, about half the speed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum F32Gemm {
+    /// `linear_f32_3xtf32`: mma.sync m16n8k8 tf32, three per product.
+    Tf32x3,
+    /// `linear_f32`: f32 fused multiply-adds on the CUDA cores.
+    Simt,
+}
+
+impl F32Gemm {
+    /// `TESSERA_CUDA_F32_GEMM`: `tf32x3` (or `auto`, empty, unset) or `simt`;
+    /// anything else is an error naming the variable.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn choose(env: Option<&str>) -> Result<Self> {
+        match env.map(str::trim) {
+            None | Some("" | "auto" | "tf32x3") => Ok(Self::Tf32x3),
+            Some("simt") => Ok(Self::Simt),
+            Some(other) => Err(Error::Unsupported {
+                op: "Cuda::new",
+                msg: format!("TESSERA_CUDA_F32_GEMM={other:?}: expected auto, tf32x3 or simt"),
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::GemmPath;
+    use super::{F32Gemm, GemmPath};
+
+    #[test]
+    fn f32_gemm_override() {
+        assert_eq!(F32Gemm::choose(None).unwrap(), F32Gemm::Tf32x3);
+        assert_eq!(F32Gemm::choose(Some(" auto ")).unwrap(), F32Gemm::Tf32x3);
+        assert_eq!(F32Gemm::choose(Some("tf32x3")).unwrap(), F32Gemm::Tf32x3);
+        assert_eq!(F32Gemm::choose(Some("simt")).unwrap(), F32Gemm::Simt);
+        let e = F32Gemm::choose(Some("tf32")).unwrap_err().to_string();
+        assert!(
+            e.contains("TESSERA_CUDA_F32_GEMM") && e.contains("\"tf32\""),
+            "{e}"
+        );
+    }
 
     #[test]
     fn gemm_path_by_capability_and_override() {

@@ -31,6 +31,10 @@ impl Cuda {
     pub fn gemm_path(&self) -> super::GemmPath {
         match self.never {}
     }
+    /// How the aligned f32 linear layers multiply.
+    pub fn f32_gemm(&self) -> super::F32Gemm {
+        match self.never {}
+    }
     /// Whether model forwards are replayed as CUDA graphs.
     pub fn graphs_enabled(&self) -> bool {
         match self.never {}

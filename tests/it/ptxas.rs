@@ -255,8 +255,8 @@ const CLUSTER_SASS: &[&str] = &[
 ];
 
 /// The SASS instructions each tensor-core kernel must contain: HMMA (mma.sync on
-/// tensor cores), LDSM (ldmatrix feeding them), LDGSTS (cp.async: the pipelined
-/// kernels' loads bypass registers); on Hopper HGMMA (wgmma) fed by UTMALDG (TMA)
+/// tensor cores; tf32 for the 3xTF32 f32 GEMM), LDSM (ldmatrix feeding them),
+/// LDGSTS (cp.async: the pipelined kernels' loads bypass registers); on Hopper HGMMA (wgmma) fed by UTMALDG (TMA)
 /// and synchronised by SYNCS (mbarrier) instructions, the output written by
 /// UTMASTG (TMA stores); the clustered ones (`_c2`) with the W tile multicast
 /// (UTMALDG.2D.MULTICAST), stages released on the peer's mbarrier
@@ -282,6 +282,10 @@ fn required_sass(entry: &str) -> &'static [&'static str] {
     } else if entry.starts_with("attention_bf16_sm90_hd") {
         // S = Q·Kᵀ m64n128k16 (shared operands), P·V with P from registers.
         &["HGMMA.64x128x16.F32.BF16", "UTMALDG.2D", "SYNCS.PHASECHK"]
+    } else if entry == "linear_f32_3xtf32" {
+        // 3xTF32: three m16n8k8 tf32 mma per product; the warp-wide non-finite
+        // check that picks the exact split.
+        &["HMMA.1688.F32.TF32", "LDSM", "LDGSTS", "VOTE.ANY"]
     } else if entry == "linear_bf16" || entry.starts_with("attention_bf16_hd") {
         &["HMMA.16816.F32.BF16", "LDSM", "LDGSTS"]
     } else if entry == "linear_bf16_any" || entry == "patch_embed_bf16" {
@@ -331,6 +335,7 @@ fn epilogue_round_trip_limit(entry: &str) -> Option<usize> {
             | "linear_bf16_sm90_c2"
             | "linear_bf16_sm90_n192_c2"
             | "linear_bf16"
+            | "linear_f32_3xtf32"
             | "patch_embed_bf16"
     )
     .then_some(8)
@@ -461,7 +466,7 @@ fn sass_uses_tensor_cores_and_no_local_memory() {
                 println!(
                     "{arch} {entry:>22}: {} HMMA, {} LDSM, {} LDGSTS, {} HGMMA, {} UTMALDG, \
                      {local} LDL/STL",
-                    count("HMMA.16816.F32.BF16"),
+                    count("HMMA."),
                     count("LDSM"),
                     count("LDGSTS"),
                     count("HGMMA"),
@@ -520,16 +525,17 @@ fn sass_uses_tensor_cores_and_no_local_memory() {
         }
     }
     let _ = std::fs::remove_dir_all(&tmp);
-    // linear_bf16, linear_bf16_any, patch_embed_bf16 and 8 attention head dims, twice;
-    // the 4 linear_bf16_sm90* and 4 attention_bf16_sm90_hd* once (sm_90a only).
+    // linear_bf16, linear_f32_3xtf32, linear_bf16_any, patch_embed_bf16 and 8
+    // attention head dims, twice; the 4 linear_bf16_sm90* and 4
+    // attention_bf16_sm90_hd* once (sm_90a only).
     assert_eq!(
         checked,
-        2 * 11 + 4 + 4,
+        2 * 12 + 4 + 4,
         "tensor-core entries found in the SASS"
     );
     assert_eq!(
         checked_epilogues,
-        2 * 2 + 4,
+        2 * 3 + 4,
         "epilogues checked for round trips"
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -1,5 +1,6 @@
 """Tensor-core fragments, written once: `mma.sync.aligned.m16n8k16.row.col` with
-bf16 inputs and f32 accumulators, the `ldmatrix` forms that feed it, `cp.async`
+bf16 inputs and f32 accumulators (and m16n8k8 tf32 for f32 as 3xTF32, below),
+the `ldmatrix` forms that feed them, `cp.async`
 with zero-fill, and the shared-memory layouts (XOR swizzle, padded rows) that
 keep `ldmatrix` free of bank conflicts.
 
@@ -33,6 +34,92 @@ def mma(k, d, a, b, c=None):
         f"{{{', '.join(map(str, d))}}}, {{{', '.join(map(str, a))}}}, "
         f"{{{', '.join(map(str, b))}}}, {{{', '.join(map(str, c))}}};"
     )
+
+
+# -- f32 on tensor cores: 3xTF32 ------------------------------------------------
+#
+# mma.m16n8k8 with .tf32 operands (PTX ISA "Matrix Fragments for mma.m16n8k8",
+# .tf32; lane l, g = l / 4, c = l % 4; one element a register):
+#   A (16×8): a0 = A[g][c], a1 = A[g+8][c], a2 = A[g][c+4], a3 = A[g+8][c+4];
+#   B (8×8, B[k][n]): b0 = B[c][g], b1 = B[c+4][g]; C, D as m16n8k16.
+# Over rows of f32 in shared memory (k contiguous), `ldmatrix` (non-trans) gives
+# exactly these: an 8×8 b16 matrix is 8 rows × 4 f32, and lane l receives word
+# l % 4 of row l / 4. So A tiles and W tiles ([n][k]) load as the bf16 ones do,
+# with 16-byte chunks of 4 k in place of 8.
+# The tensor core reads the top 19 bits of each register (sign, exponent, 10
+# mantissa bits). 3xTF32 (CUTLASS's OpMultiplyAddFastF32) splits each f32
+# x = big + small: big = x with its low 13 bits cleared (truncation: a finite x
+# never becomes inf), small = x − big (exact in f32), rounded to nearest on 19
+# bits; then x·y ≈ big_x·big_y + big_x·small_y + small_x·big_y. Dropped:
+# small_x·small_y (< 2⁻²⁰ |x·y|) and small's rounding (≤ 2⁻²¹ |x| each), so each
+# product is within ~2⁻¹⁹ of exact, against 2⁻²⁴ for an f32 multiply; sums are
+# formed in f32 by the tensor core.
+# Non-finite x: inf·0 in a cross term would make NaN where f32 gives ±inf, and a
+# NaN whose payload lies in the low 13 bits would read as ±inf. So a warp first
+# asks whether any value of its fragments is not finite (any_nonfinite) and
+# splits them the quick way (split_tf32) when none is. Otherwise it takes the
+# exact split (split_tf32_specials): the cross terms get `bigc` (big, or 0 where
+# x is not finite), small is 0 there, and big is x + x (±inf stays, any NaN
+# becomes the canonical NaN, whose top bits still read as NaN).
+
+TF32_MASK = "0xFFFFE000"
+EXP_MASK = "0x7F800000"
+
+
+def mma_tf32(k, d, a, b, c=None):
+    """d ← a·b + c (c defaults to d): one m16n8k8 tf32 mma, f32 accumulate."""
+    c = d if c is None else c
+    k(
+        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+        f"{{{', '.join(map(str, d))}}}, {{{', '.join(map(str, a))}}}, "
+        f"{{{', '.join(map(str, b))}}}, {{{', '.join(map(str, c))}}};"
+    )
+
+
+def any_nonfinite(k, regs):
+    """A predicate, the same in every lane of the warp: whether any lane holds a
+    non-finite f32 (all exponent bits set) in any of the b32 registers `regs`."""
+    top, e, p, q = k.reg("u32", "nfmax"), k.reg("u32", "nfe"), k.reg("pred", "nf"), k.reg("pred", "nfany")
+    k(f"mov.u32 {top}, 0;")
+    for r in regs:
+        k(f"and.b32 {e}, {r}, {EXP_MASK};")
+        k(f"max.u32 {top}, {top}, {e};")
+    k(f"setp.eq.u32 {p}, {top}, {EXP_MASK};")
+    k(f"vote.sync.any.pred {q}, {p}, 0xffffffff;")
+    return q
+
+
+def split_tf32(k, x, stem="sp"):
+    """(big, big, small) of a finite f32 in b32 register `x`: four instructions."""
+    big, small = k.reg("b32", f"{stem}b"), k.reg("b32", f"{stem}s")
+    k(f"and.b32 {big}, {x}, {TF32_MASK};")
+    k(f"sub.f32 {small}, {x}, {big};")
+    k(f"add.u32 {small}, {small}, 4096;")  # round the 13 low bits half away from zero
+    k(f"and.b32 {small}, {small}, {TF32_MASK};")
+    return big, big, small
+
+
+def split_tf32_specials(k, x, stem="sx"):
+    """(big, bigc, small) of any f32 in b32 register `x` (see above)."""
+    big, bigc, small = split_tf32(k, x, stem)
+    bigc = k.reg("b32", f"{stem}c")
+    t, fin = k.reg("f32", f"{stem}t"), k.reg("pred", f"{stem}f")
+    k(f"abs.f32 {t}, {x};")
+    k(f"setp.lt.f32 {fin}, {t}, 0f7F800000;")  # false for ±inf and NaN
+    k(f"selp.b32 {small}, {small}, 0, {fin};")
+    k(f"selp.b32 {bigc}, {big}, 0, {fin};")
+    k(f"add.f32 {t}, {x}, {x};")
+    k(f"selp.b32 {big}, {big}, {t}, {fin};")
+    return big, bigc, small
+
+
+def mma_3xtf32(k, acc, a, b):
+    """acc += A·B in 3xTF32: `a` and `b` are lists of split_tf32 triples (4 for an
+    A fragment, 2 for B). The small products go first, while acc is small."""
+    col = lambda regs, i: [r[i] for r in regs]  # noqa: E731
+    mma_tf32(k, acc, col(a, 2), col(b, 1))
+    mma_tf32(k, acc, col(a, 1), col(b, 2))
+    mma_tf32(k, acc, col(a, 0), col(b, 0))
 
 
 def ldmatrix_x4(k, regs, address, trans=False):

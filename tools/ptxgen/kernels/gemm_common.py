@@ -7,7 +7,7 @@ C = A·Bᵀ with A [M, K] (x, or the patches of the pixels) and B = W [N, K]: bo
 K-major, so W is the "col" B operand of mma as stored."""
 
 from ..asm import In, Opt, Out, U32
-from ..lib import SIZE, addr, gelu, ld_elem, st_elem, widen_bf16x2
+from ..lib import SIZE, ZERO, addr, gelu, ld_elem, st_elem, widen_bf16x2
 
 LINEAR_PARAMS = [In("x"), In("w"), Opt("bias"), Opt("res"), Out("out"), U32("m"), U32("n"),
                  U32("k"), U32("flags")]
@@ -147,6 +147,18 @@ def epilogue_flags(k, flags):
         k(f"and.b32 {t}, {flags}, {bit};")
         k(f"setp.ne.u32 {pred}, {t}, 0;")
     return preds
+
+
+def ld_pair(k, dt, address, pred, nc=False, stem="pr"):
+    """Two adjacent elements of type `dt` at `address` (aligned to the pair) as
+    f32 registers (lo, hi); both 0 where `pred` is false."""
+    if dt == "bf16":
+        return ld_bf16_pair(k, address, pred, nc, stem)
+    lo, hi = k.reg("f32", f"{stem}0"), k.reg("f32", f"{stem}1")
+    k(f"mov.f32 {lo}, {ZERO};")
+    k(f"mov.f32 {hi}, {ZERO};")
+    k(f"@{pred} ld.global{'.nc' if nc else ''}.v2.f32 {{{lo}, {hi}}}, [{address}];")
+    return lo, hi
 
 
 def ld_bf16_pair(k, address, pred, nc=False, stem="pr"):

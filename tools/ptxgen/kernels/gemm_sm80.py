@@ -1,37 +1,67 @@
-"""linear_bf16: the sm_80 bf16 GEMM for the model's shapes (K and N multiples of 8,
-16-byte aligned operands; the host sends anything else to linear_bf16_any).
+"""linear_bf16 / linear_f32_3xtf32: the sm_80 tensor-core GEMM for the model's shapes
+(bf16: K and N multiples of 8; f32: of 4; 16-byte aligned operands; the host sends
+anything else to linear_bf16_any / linear_f32). One generator, two element types:
+the shared-memory tile is 64-byte rows either way (32 bf16 or 16 f32 of K), so the
+layout, the swizzle and the ldmatrix addressing are the same; bf16 runs one
+m16n8k16 mma per 16 k, f32 three m16n8k8 tf32 mma per 8 k (3xTF32, frag.py: each
+product within ~2^-19 of exact, sums in f32; ±inf and NaN as in f32).
 
-Block: 4 warps (128 threads), output tile 128×128, BK = 32, STAGES = 4.
+Block: 4 warps (128 threads), output tile 128×128, BK = 64 bytes of K, STAGES = 4.
   warp w: wm = w & 1 owns rows 64wm..64wm+63, wn = w >> 1 cols 64wn..64wn+63:
   4 (m16) × 8 (n8) mma tiles, 128 f32 accumulators per thread.
 Grid: one block per tile, rasterised in groups of GROUP_M = 8 tile rows (blocks
   that run together share W tiles and x tiles in L2).
-Shared (dynamic, 64 KiB, STAGES × (A 128×32 + B 128×32) bf16): rows of 64 bytes,
-  16-byte chunk c of row r stored at chunk c ^ ((r >> 1) & 3) (XOR swizzle: the 8
-  rows of an ldmatrix phase hit 8 distinct bank groups; see frag.swizzle_64b).
+Shared (dynamic, STAGES × (A 128 rows + B 128 rows) × 64 bytes = 64 KiB): 16-byte
+  chunk c of row r stored at chunk c ^ ((r >> 1) & 3) (XOR swizzle: the 8 rows of
+  an ldmatrix phase hit 8 distinct bank groups; see frag.swizzle_64b).
 Pipeline: cp.async (16 bytes, `.cg`, zero-fill past M, N or K) keeps STAGES − 1
   k-tiles in flight; per k-tile: wait for its group, bar.sync, request the tile
   STAGES − 1 ahead into the stage just freed, then two k-steps of ldmatrix.x4 (A:
-  4, B: 4 per k-step) and 32 mma.
+  4, B: 4 per k-step) and 32 mma (bf16) or 96 (f32: the A fragments split once a
+  k-step, each B fragment once, before its 4 m-tiles).
 Epilogue: + bias, GELU (tanh.approx: 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³)))),
-  + residual, all in f32 on the accumulators (one rounding), packed to bf16 pairs
-  in a shared staging tile (row stride 272 bytes: conflict-free), then written
-  with 16-byte stores of whole rows.
-Split-K (few tiles, long K: batch 1): linear_bf16_splitk runs the same main loop
-  over one K slice per grid row (%ctaid.y) and stores its f32 partial tile;
-  linear_splitk_reduce_bf16 adds the slices in order (deterministic), applies the
-  same epilogue and rounds once."""
+  + residual, all in f32 on the accumulators (one rounding), written in the
+  output type to a shared staging tile (rows padded by 8 elements: conflict-free),
+  then out with 16-byte stores of whole rows.
+Split-K (few tiles, long K: batch 1): linear_{bf16,f32_3xtf32}_splitk runs the
+  same main loop over one K slice per grid row (%ctaid.y) and stores its f32
+  partial tile; linear_splitk_reduce_{bf16,f32} adds the slices in order
+  (deterministic), applies the same epilogue and rounds once."""
 
 from ..asm import In, Kernel, Opt, Out, U32
-from ..frag import c_coords, cp_async_16, cp_commit, cp_wait, ldmatrix_x4, mma, swizzle_64b
-from ..lib import ONE, ZERO, addr, grid_stride, lane_warp
-from .gemm_common import LINEAR_PARAMS, epilogue_flags, ld_bf16_pair, raster
+from ..frag import (any_nonfinite, cp_async_16, cp_commit, cp_wait, ldmatrix_x4, mma, mma_3xtf32, split_tf32,
+                    split_tf32_specials, swizzle_64b)
+from ..lib import ONE, SIZE, ZERO, addr, grid_stride, lane_warp
+from .gemm_common import LINEAR_PARAMS, epilogue_flags, ld_pair, raster
 
-BM, BN, BK, STAGES, GROUP_M = 128, 128, 32, 4, 8
+BM, BN, STAGES, GROUP_M = 128, 128, 4, 8
+ROW_BYTES = 64           # of K per tile row, either element type
 WARPS = 4
-A_BYTES = BM * BK * 2
+A_BYTES = BM * ROW_BYTES
 STAGE_BYTES = 2 * A_BYTES
-OUT_STRIDE = BN * 2 + 16
+# Entry names by element type: the GEMM, its split-K form, the split-K reduction.
+NAMES = {"bf16": ("linear_bf16", "linear_bf16_splitk", "linear_splitk_reduce_bf16"),
+         "f32": ("linear_f32_3xtf32", "linear_f32_3xtf32_splitk", "linear_splitk_reduce_f32")}
+
+
+def tile_k(dt):
+    """Elements of K in a k-tile (64 bytes of each row)."""
+    return ROW_BYTES // SIZE[dt]
+
+
+def out_stride(dt):
+    """Row stride of the epilogue's staging tile: a row plus 8 elements. A warp
+    stores rows g (8 of them) × 4 lanes of 2 elements: 8·z bytes a row, so rows
+    8·z bytes apart (mod 128) fill the banks without conflicts (bf16: 4-byte
+    stores, the whole warp; f32: 8-byte stores, each half-warp)."""
+    return (BN + 8) * SIZE[dt]
+
+
+LOG2 = {1: 0, 2: 1, 4: 2, 8: 3, 16: 4, 32: 5}
+
+
+def dyn_smem(dt):
+    return max(STAGES * STAGE_BYTES, BM * out_stride(dt))
 
 
 def gelu_tanh(k, v):
@@ -65,20 +95,25 @@ def bias_gelu_pair(k, x0, x1, b0, b1, has_gelu):
     k.place(ng)
 
 
-def linear_bf16_sm80(split=False):
-    """The fused GEMM, or (split) its split-K form: block (tile, s) of a grid
-    (tiles, S) sums k-tiles [s·q, (s + 1)·q), q = ⌈k-tiles / S⌉, and writes the f32
-    partial tile to part[s] ([S, M, N]); linear_splitk_reduce_bf16 adds them."""
-    smem = STAGES * STAGE_BYTES
+def gemm_sm80(dt, split=False):
+    """The fused GEMM of element type `dt`, or (split) its split-K form: block
+    (tile, s) of a grid (tiles, S) sums k-tiles [s·q, (s + 1)·q), q = ⌈k-tiles /
+    S⌉, and writes the f32 partial tile to part[s] ([S, M, N]); the split-K
+    reduction of `dt` adds them."""
+    z, BK = SIZE[dt], tile_k(dt)
+    main, splitk, reduce_ = NAMES[dt]
+    smem = dyn_smem(dt) if not split else STAGES * STAGE_BYTES
+    what = (f"{main}: sm_80 tensor-core GEMM, 128×128×{BK} tiles, 4-stage cp.async\n"
+            if dt == "bf16" else
+            f"{main}: sm_80 tensor-core GEMM in 3xTF32 (f32-accurate), 128×128×{BK} tiles,\n4-stage cp.async ")
     if split:
-        k = Kernel("linear", "linear_bf16_splitk", 32 * WARPS, SPLIT_PARAMS, "linear_splitk",
-                   doc="linear_bf16_splitk: linear_bf16's main loop over one K slice per grid row\n"
-                       "(%ctaid.y); writes f32 partial tiles for linear_splitk_reduce_bf16.",
+        k = Kernel("linear", splitk, 32 * WARPS, SPLIT_PARAMS, "linear_splitk",
+                   doc=f"{splitk}: {main}'s main loop over one K slice per grid row\n"
+                       f"(%ctaid.y); writes f32 partial tiles for {reduce_}.",
                    dyn_smem=smem)
     else:
-        k = Kernel("linear", "linear_bf16", 32 * WARPS, LINEAR_PARAMS, "linear",
-                   doc="linear_bf16: sm_80 tensor-core GEMM, 128×128×32 tiles, 4-stage cp.async\n"
-                       "pipeline, swizzled shared memory, fused bias / GELU / residual epilogue.",
+        k = Kernel("linear", main, 32 * WARPS, LINEAR_PARAMS, "linear",
+                   doc=what + "pipeline, swizzled shared memory, fused bias / GELU / residual epilogue.",
                    dyn_smem=smem)
     k.const("TILE_M", BM)
     k.const("TILE_N", BN)
@@ -103,32 +138,32 @@ def linear_bf16_sm80(split=False):
 
     sbase = k.reg("u32", "sbase")
     k(f"mov.u32 {sbase}, dyn_smem;")
-    # Loader: chunk c = tid + 128i (i < 4) of a 128×4-chunk tile: row c >> 2, chunk c & 3.
-    nld = BM * (BK // 8) // (32 * WARPS)
-    ch = k.reg("u32", "ch")
+    # Loader: chunk c = tid + 128i (i < 4) of a 128×4-chunk tile: row c >> 2 (row0
+    # + 32i), chunk c & 3. Rows 32 apart share the swizzle ((row >> 1) & 3), so
+    # chunk i lands 32 rows (2048 bytes) after chunk 0; its global element index is
+    # chunk 0's + 32i·K. Only chunk 0's offset and index are kept: registers are
+    # what the f32 kernel's fragments need.
+    nld = BM * (ROW_BYTES // 16) // (32 * WARPS)
+    ch, row0 = k.reg("u32", "ch"), k.reg("u32", "lrow")
     k(f"and.b32 {ch}, {tid}, 3;")
-    soff, ga, gb, pa, pb = [], [], [], [], []
-    for i in range(nld):
-        row = k.reg("u32", f"lrow{i}")
-        k(f"shr.u32 {row}, {tid}, 2;")
-        k(f"add.u32 {row}, {row}, {32 * i};")
-        soff.append(swizzle_64b(k, row, ch))
-        for base, lim, r0, gl, pl, stem in ((x, M, m0, ga, pa, "ga"), (w, N, n0, gb, pb, "gb")):
-            g, pr = k.reg("u32", "grow"), k.reg("pred", f"p{stem}")
-            k(f"add.u32 {g}, {r0}, {row};")
-            k(f"setp.lt.u32 {pr}, {g}, {lim};")
-            k(f"mul.lo.u32 {g}, {g}, {K};")
-            k(f"shl.b32 {t}, {ch}, 3;")
-            k(f"add.u32 {g}, {g}, {t};")
-            a = addr(k, base, g, 2, stem)
-            k(f"@!{pr} mov.b64 {a}, {base};")
-            gl.append(a), pl.append(pr)
+    k(f"shr.u32 {row0}, {tid}, 2;")
+    soff = swizzle_64b(k, row0, ch)
+    k32 = k.reg("u32", "k32")
+    k(f"shl.b32 {k32}, {K}, 5;")
+    operands = []  # (base, first row of this thread, row limit, element index of (row, k 0))
+    for base, lim, r0, stem in ((x, M, m0, "ga"), (w, N, n0, "gb")):
+        grow, g = k.reg("u32", f"{stem}row"), k.reg("u32", stem)
+        k(f"add.u32 {grow}, {r0}, {row0};")
+        k(f"mul.lo.u32 {g}, {grow}, {K};")
+        k(f"shl.b32 {t}, {ch}, {LOG2[16 // z]};")
+        k(f"add.u32 {g}, {g}, {t};")
+        operands.append((base, grow, lim, g))
     kcol = k.reg("u32", "kcol")  # this thread's first k within a tile
-    k(f"shl.b32 {kcol}, {ch}, 3;")
+    k(f"shl.b32 {kcol}, {ch}, {LOG2[16 // z]};")
     # This block's k-tiles [kbeg, ktiles): all of them, or (split) slice %ctaid.y.
     ktiles, kbeg = k.reg("u32", "ktiles"), k.reg("u32", "kbeg")
     k(f"add.u32 {ktiles}, {K}, {BK - 1};")
-    k(f"shr.u32 {ktiles}, {ktiles}, 5;")
+    k(f"shr.u32 {ktiles}, {ktiles}, {LOG2[BK]};")
     k(f"mov.u32 {kbeg}, 0;")
     if split:
         per, sidx = k.reg("u32", "kper"), k.reg("u32", "split")
@@ -145,22 +180,24 @@ def linear_bf16_sm80(split=False):
     def load(kt_reg, stage_reg):
         """cp.async k-tile kt_reg into stage stage_reg."""
         k0, so, kin = k.reg("u32", "k0"), k.reg("u32", "so"), k.reg("pred", "kin")
-        k(f"shl.b32 {k0}, {kt_reg}, 5;")
+        k(f"shl.b32 {k0}, {kt_reg}, {LOG2[BK]};")
         k(f"add.u32 {t}, {k0}, {kcol};")
         k(f"setp.lt.u32 {kin}, {t}, {K};")
-        off64 = k.reg("b64", "koff")
-        k(f"mul.wide.u32 {off64}, {k0}, 2;")
         k(f"mad.lo.u32 {so}, {stage_reg}, {STAGE_BYTES}, {sbase};")
-        for i in range(nld):
-            for gl, pl, extra in ((ga, pa, 0), (gb, pb, A_BYTES)):
-                g, inside, sa = k.reg("b64", "g"), k.reg("pred", "in"), k.reg("u32", "sa")
-                k(f"and.pred {inside}, {pl[i]}, {kin};")
-                k(f"add.s64 {g}, {gl[i]}, {off64};")
-                k(f"@!{inside} mov.b64 {g}, {gl[i]};")
-                k(f"add.u32 {sa}, {so}, {soff[i]};")
-                if extra:
-                    k(f"add.u32 {sa}, {sa}, {extra};")
-                cp_async_16(k, sa, g, inside)
+        k(f"add.u32 {so}, {so}, {soff};")
+        # Addresses from 32-bit element indices (index32 bounds every operand),
+        # the operand's first element where the chunk is zero-filled.
+        for (base, grow, lim, g0), extra in zip(operands, (0, A_BYTES)):
+            e0 = k.reg("u32", "ge0")
+            k(f"add.u32 {e0}, {g0}, {k0};")
+            for i in range(nld):
+                e, r, inside = k.reg("u32", "ge"), k.reg("u32", "gr"), k.reg("pred", "in")
+                k(f"add.u32 {r}, {grow}, {32 * i};")
+                k(f"setp.lt.and.u32 {inside}, {r}, {lim}, {kin};")
+                k(f"mad.lo.u32 {e}, {k32}, {i}, {e0};")
+                k(f"@!{inside} mov.u32 {e}, 0;")
+                g = addr(k, base, e, z, "g")
+                cp_async_16(k, f"{so}+{extra + 2048 * i}", g, inside)
 
     # Prologue: tiles kbeg .. kbeg + STAGES − 2, one commit group each (empty past ktiles).
     for s in range(STAGES - 1):
@@ -239,11 +276,33 @@ def linear_bf16_sm80(split=False):
         k(f"add.u32 {b_}, {sb}, {boff[s]};")
         for mt in range(4):
             ldmatrix_x4(k, fa[mt], f"{a}+{16 * 64 * mt}")
-        for nq in range(4):
-            ldmatrix_x4(k, fb[nq], f"{b_}+{16 * 64 * nq}")
-        for mt in range(4):
+        if dt == "bf16":
+            for nq in range(4):
+                ldmatrix_x4(k, fb[nq], f"{b_}+{16 * 64 * nq}")
+            for mt in range(4):
+                for nt in range(8):
+                    mma(k, acc[mt][nt], fa[mt], fb[nt // 2][2 * (nt % 2):2 * (nt % 2) + 2])
+        else:
+            for nq in range(4):
+                ldmatrix_x4(k, fb[nq], f"{b_}+{16 * 64 * nq}")
+            # The quick split where this warp's fragments are all finite (A split
+            # once: 32 registers; B an n-tile at a time), else the exact one,
+            # each fragment split where it is used (a rare path: registers first).
+            exact, joined = k.label("nonfinite"), k.label("ksplit_done")
+            k(f"@{any_nonfinite(k, [r for f in fa + fb for r in f])} bra {exact};")
+            sa = [[split_tf32(k, r, "sa") for r in fa[mt]] for mt in range(4)]
             for nt in range(8):
-                mma(k, acc[mt][nt], fa[mt], fb[nt // 2][2 * (nt % 2):2 * (nt % 2) + 2])
+                sb_ = [split_tf32(k, r, "sb") for r in fb[nt // 2][2 * (nt % 2):2 * (nt % 2) + 2]]
+                for mt in range(4):
+                    mma_3xtf32(k, acc[mt][nt], sa[mt], sb_)
+            k(f"bra.uni {joined};")
+            k.place(exact)
+            for mt in range(4):
+                sa = [split_tf32_specials(k, r, "xa") for r in fa[mt]]
+                for nt in range(8):
+                    sb_ = [split_tf32_specials(k, r, "xb") for r in fb[nt // 2][2 * (nt % 2):2 * (nt % 2) + 2]]
+                    mma_3xtf32(k, acc[mt][nt], sa, sb_)
+            k.place(joined)
     k(f"add.u32 {kt}, {kt}, 1;")
     for r in (stage, nstage):
         k(f"add.u32 {r}, {r}, 1;")
@@ -258,7 +317,8 @@ def linear_bf16_sm80(split=False):
         return k
     bias, res, out, flags = (k.param(p) for p in ("bias", "res", "out", "flags"))
 
-    # Epilogue in f32: bias, GELU, residual; then bf16 pairs into the staging tile.
+    # Epilogue in f32: bias, GELU, residual (bf16; f32 adds it on the way out, below);
+    # then pairs of the output type into the staging tile.
     has_bias, has_gelu, has_res = epilogue_flags(k, flags)
     g4, c2 = k.reg("u32", "g4"), k.reg("u32", "c2")
     k(f"shr.u32 {g4}, {lane}, 2;")
@@ -276,10 +336,11 @@ def linear_bf16_sm80(split=False):
         k(f"add.u32 {col}, {n0}, {lcol0};")
         k(f"add.u32 {col}, {col}, {8 * nt};")
         k(f"setp.lt.and.u32 {pb_}, {col}, {N}, {has_bias};")
-        bv.append(ld_bf16_pair(k, addr(k, bias, col, 2), pb_, nc=True, stem="bias"))
+        bv.append(ld_pair(k, dt, addr(k, bias, col, z), pb_, nc=True, stem="bias"))
     stile = k.reg("u32", "stile")
+    OUT_STRIDE = out_stride(dt)
     k(f"mad.lo.u32 {stile}, {lrow0}, {OUT_STRIDE}, {sbase};")
-    k(f"shl.b32 {t}, {lcol0}, 1;")
+    k(f"shl.b32 {t}, {lcol0}, {LOG2[z]};")
     k(f"add.u32 {stile}, {stile}, {t};")
     for mt in range(4):
         for half in range(2):
@@ -290,41 +351,76 @@ def linear_bf16_sm80(split=False):
             k(f"mul.lo.u32 {grow_}, {grow_}, {N};")
             k(f"add.u32 {grow_}, {grow_}, {n0};")
             k(f"add.u32 {grow_}, {grow_}, {lcol0};")
-            rbase = addr(k, res, grow_, 2, "rb")
+            rbase = addr(k, res, grow_, z, "rb")
             for nt in range(8):
                 x0, x1 = acc[mt][nt][2 * half], acc[mt][nt][2 * half + 1]
                 bias_gelu_pair(k, x0, x1, *bv[nt], has_gelu)
+                if dt == "f32":
+                    st_pair(k, dt, f"[{stile}+{(16 * mt + 8 * half) * OUT_STRIDE + 8 * z * nt}]", x0, x1,
+                            "shared")
+                    continue
                 col, pr = k.reg("u32", "rcol"), k.reg("pred", "pres")
                 k(f"add.u32 {col}, {n0}, {lcol0};")
                 k(f"add.u32 {col}, {col}, {8 * nt};")
                 k(f"setp.lt.and.u32 {pr}, {col}, {N}, {rin};")
-                r0, r1 = ld_bf16_pair(k, f"{rbase}+{16 * nt}", pr, stem="res")
+                r0, r1 = ld_pair(k, dt, f"{rbase}+{8 * z * nt}", pr, stem="res")
                 k(f"add.f32 {x0}, {x0}, {r0};")
                 k(f"add.f32 {x1}, {x1}, {r1};")
-                pk = k.reg("b32", "pk")
-                k(f"cvt.rn.bf16x2.f32 {pk}, {x1}, {x0};")
-                k(f"st.shared.b32 [{stile}+{(16 * mt + 8 * half) * OUT_STRIDE + 16 * nt}], {pk};")
+                st_pair(k, dt, f"[{stile}+{(16 * mt + 8 * half) * OUT_STRIDE + 8 * z * nt}]", x0, x1, "shared")
     k("bar.sync 0;")
-    # Staging tile → global, 16 bytes a store: chunk c = tid + 128i, row c >> 4, chunk c & 15.
-    for i in range(BM * (BN // 8) // (32 * WARPS)):
-        c, row, chunk = k.reg("u32", "oc"), k.reg("u32", "orw"), k.reg("u32", "ock")
-        k(f"add.u32 {c}, {tid}, {32 * WARPS * i};")
-        k(f"shr.u32 {row}, {c}, 4;")
-        k(f"and.b32 {chunk}, {c}, 15;")
-        sa, gr, gc, ok = k.reg("u32", "osa"), k.reg("u32", "ogr"), k.reg("u32", "ogc"), k.reg("pred", "ook")
-        k(f"mad.lo.u32 {sa}, {row}, {OUT_STRIDE}, {sbase};")
-        k(f"shl.b32 {t}, {chunk}, 4;")
-        k(f"add.u32 {sa}, {sa}, {t};")
-        k(f"add.u32 {gr}, {m0}, {row};")
-        k(f"shl.b32 {gc}, {chunk}, 3;")
-        k(f"add.u32 {gc}, {gc}, {n0};")
-        k(f"setp.lt.u32 {ok}, {gr}, {M};")
-        k(f"setp.lt.and.u32 {ok}, {gc}, {N}, {ok};")
-        v4 = k.regs_n("b32", "ov", 4)
-        k(f"@{ok} ld.shared.v4.b32 {{{', '.join(map(str, v4))}}}, [{sa}];")
-        k(f"mad.lo.u32 {gr}, {gr}, {N}, {gc};")
-        k(f"@{ok} st.global.v4.b32 [{addr(k, out, gr, 2)}], {{{', '.join(map(str, v4))}}};")
+    # Staging tile → global, 16 bytes a store: chunk c = tid + 128i, row c / R,
+    # chunk c % R of R = BN·z / 16 chunks a row. f32 adds the residual here, in
+    # 16-byte loads (the same f32 sum as on the accumulators: the staged value is
+    # exact), a batch of 16 chunks' loads issued before any of their stores: a
+    # load after a store to `out` waits for it (ptxas cannot tell the pointers
+    # apart), and the accumulators are free by now.
+    per_row = BN * z // 16
+    chunks = BM * per_row // (32 * WARPS)
+    batch = 16 if dt == "f32" else chunks
+    for b0 in range(0, chunks, batch):
+        items = []
+        for i in range(b0, b0 + batch):
+            c, row, chunk = k.reg("u32", "oc"), k.reg("u32", "orw"), k.reg("u32", "ock")
+            k(f"add.u32 {c}, {tid}, {32 * WARPS * i};")
+            k(f"shr.u32 {row}, {c}, {LOG2[per_row]};")
+            k(f"and.b32 {chunk}, {c}, {per_row - 1};")
+            sa, gr, gc, ok = k.reg("u32", "osa"), k.reg("u32", "ogr"), k.reg("u32", "ogc"), k.reg("pred", "ook")
+            k(f"mad.lo.u32 {sa}, {row}, {OUT_STRIDE}, {sbase};")
+            k(f"shl.b32 {t}, {chunk}, 4;")
+            k(f"add.u32 {sa}, {sa}, {t};")
+            k(f"add.u32 {gr}, {m0}, {row};")
+            k(f"shl.b32 {gc}, {chunk}, {LOG2[16 // z]};")
+            k(f"add.u32 {gc}, {gc}, {n0};")
+            k(f"setp.lt.u32 {ok}, {gr}, {M};")
+            k(f"setp.lt.and.u32 {ok}, {gc}, {N}, {ok};")
+            v4 = k.regs_n("b32", "ov", 4)
+            k(f"@{ok} ld.shared.v4.b32 {{{', '.join(map(str, v4))}}}, [{sa}];")
+            k(f"mad.lo.u32 {gr}, {gr}, {N}, {gc};")
+            r4 = None
+            if dt == "f32":
+                r4, pr = k.regs_n("f32", "or", 4), k.reg("pred", "opr")
+                for r in r4:
+                    k(f"mov.f32 {r}, {ZERO};")  # past M or N: added, never stored
+                k(f"and.pred {pr}, {ok}, {has_res};")
+                k(f"@{pr} ld.global.v4.f32 {{{', '.join(map(str, r4))}}}, [{addr(k, res, gr, z)}];")
+            items.append((ok, gr, v4, r4))
+        for ok, gr, v4, r4 in items:
+            if r4 is not None:
+                for v, r in zip(v4, r4):
+                    k(f"@{has_res} add.f32 {v}, {v}, {r};")
+            k(f"@{ok} st.global.v4.b32 [{addr(k, out, gr, z)}], {{{', '.join(map(str, v4))}}};")
     return k
+
+
+def st_pair(k, dt, address, x0, x1, space="global"):
+    """Store the f32 pair (x0, x1) at `address` (a bracketed operand) in type `dt`:
+    a bf16x2 word (rounded to nearest even) or two f32."""
+    if dt == "bf16":
+        pk = k.reg("b32", "pk")
+        k(f"cvt.rn.bf16x2.f32 {pk}, {x1}, {x0};")
+        k(f"st.{space}.b32 {address}, {pk};")
+    else:
+        k(f"st.{space}.v2.f32 {address}, {{{x0}, {x1}}};")
 
 
 def partial_store(k, acc, lane, warp, m0, n0, M, N):
@@ -363,15 +459,15 @@ def partial_store(k, acc, lane, warp, m0, n0, M, N):
                 k(f"@{ok} st.global.v2.f32 [{pa}+{32 * nt}], {{{x0}, {x1}}};")
 
 
-def splitk_reduce():
+def splitk_reduce(dt):
     """out = epilogue(Σ_s part[s]) over [M, N], two columns a thread (grid-stride);
     the slices are added in order, so the result does not depend on timing."""
-    k = Kernel("linear", "linear_splitk_reduce_bf16", 256, REDUCE_PARAMS, "splitk_reduce",
-               doc="linear_splitk_reduce_bf16: sums linear_bf16_splitk's f32 slices, then bias,\n"
-                   "GELU and residual as linear_bf16's epilogue, rounded once to bf16.")
+    z, (main, splitk, name) = SIZE[dt], NAMES[dt]
+    k = Kernel("linear", name, 256, REDUCE_PARAMS, "splitk_reduce",
+               doc=f"{name}: sums {splitk}'s f32 slices, then bias,\n"
+                   f"GELU and residual as {main}'s epilogue, rounded once to {dt}.")
     part, bias, res, out = (k.param(p) for p in ("part", "bias", "res", "out"))
     M, N, S, flags = (k.param(p) for p in ("m", "n", "splits", "flags"))
-    t = k.reg("u32", "t")
     has_bias, has_gelu, has_res = epilogue_flags(k, flags)
     pairs, mn = k.reg("u32", "pairs"), k.reg("u32", "mn")
     k(f"mul.lo.u32 {mn}, {M}, {N};")
@@ -398,18 +494,17 @@ def splitk_reduce():
         k(f"add.u32 {s_}, {s_}, 1;")
         k(f"bra {top};")
         k.place(end)
-        b0, b1 = ld_bf16_pair(k, addr(k, bias, col, 2), has_bias, nc=True, stem="bias")
+        b0, b1 = ld_pair(k, dt, addr(k, bias, col, z), has_bias, nc=True, stem="bias")
         bias_gelu_pair(k, x0, x1, b0, b1, has_gelu)
-        r0, r1 = ld_bf16_pair(k, addr(k, res, e, 2), has_res, stem="res")
+        r0, r1 = ld_pair(k, dt, addr(k, res, e, z), has_res, stem="res")
         k(f"add.f32 {x0}, {x0}, {r0};")
         k(f"add.f32 {x1}, {x1}, {r1};")
-        pk = k.reg("b32", "pk")
-        k(f"cvt.rn.bf16x2.f32 {pk}, {x1}, {x0};")
-        k(f"st.global.b32 [{addr(k, out, e, 2)}], {pk};")
+        st_pair(k, dt, f"[{addr(k, out, e, z)}]", x0, x1)
 
     grid_stride(k, pairs, body)
     return k
 
 
 def kernels():
-    return [linear_bf16_sm80(), linear_bf16_sm80(split=True), splitk_reduce()]
+    return [kern for dt in ("bf16", "f32")
+            for kern in (gemm_sm80(dt), gemm_sm80(dt, split=True), splitk_reduce(dt))]
