@@ -2755,70 +2755,24 @@ class _Exec:
         return ldmatrix
 
     def _c_mma(self, ins):
+        """mma.sync.aligned.row.col with f32 accumulators: m16n8k16 with bf16 / f16
+        inputs (two a register, the lower column in the low half) or m16n8k8 with
+        tf32 inputs (one a register: the hardware reads its top 19 bits, sign,
+        exponent and 10 mantissa bits, and ignores the low 13). The product sum
+        is formed exactly (float64) and rounded once to f32."""
         mods = ins.mods
-        if "m16n8k8" in mods and "tf32" in mods:
-            return self._c_mma_tf32(ins)
-        if "m16n8k16" not in mods or "row" not in mods or "col" not in mods or "sync" not in mods:
-            raise EmuError("only mma.sync.aligned.m16n8k16.row.col and m16n8k8 .tf32 are supported")
-        types = [m for m in mods if m in ("f32", "bf16", "f16")]
+        shape = "m16n8k8" if "m16n8k8" in mods else "m16n8k16"
+        if shape not in mods or "row" not in mods or "col" not in mods or "sync" not in mods:
+            raise EmuError("only mma.sync.aligned.m16n8k16.row.col and m16n8k8.row.col are supported")
+        types = [m for m in mods if m in ("f32", "bf16", "f16", "tf32")]
+        ab = types[1] if len(types) == 4 else None
         if len(types) != 4 or types[0] != "f32" or types[3] != "f32" or types[1] != types[2] or \
-                types[1] not in ("bf16", "f16"):
-            raise EmuError("only .f32.bf16.bf16.f32 / .f32.f16.f16.f32 are supported")
-        ab = types[1]
+                (shape, ab) not in (("m16n8k16", "bf16"), ("m16n8k16", "f16"), ("m16n8k8", "tf32")):
+            raise EmuError("only m16n8k16 .f32.bf16.bf16.f32 / .f32.f16.f16.f32 and m16n8k8 "
+                           ".f32.tf32.tf32.f32 are supported")
         lists = [[x.strip() for x in a.strip("{}").split(",")] for a in ins.args]
         if [len(x) for x in lists] != [4, 4, 2, 4]:
-            raise EmuError("m16n8k16 takes {4 d}, {4 a}, {2 b}, {4 c}")
-        for x in lists[0]:
-            self.dst(x, "f32")
-        Dv = [self.regs[x].view(np.float32) for x in lists[0]]
-        As = [self.src(x, "b32") for x in lists[1]]
-        Bs = [self.src(x, "b32") for x in lists[2]]
-        Cs = [self.src(x, "f32") for x in lists[3]]
-        what = f"{self.f.name}: {ins.text}"
-        nw = self.nw
-
-        regs_ab = As + Bs
-
-        def mma(g):
-            warps = self._aligned_warps(g, what)
-            if not warps.size:
-                return
-            k = warps.size
-            sel = slice(None) if k == nw else warps
-            v = np.stack([r.reshape(nw, 32)[sel] for r in regs_ab], 1)          # (k, 6, 32) u32
-            if ab == "bf16":   # bf16 bits are the top half of an f32
-                vals = np.stack([(v << np.uint32(16)).view(np.float32),
-                                 (v & np.uint32(0xFFFF0000)).view(np.float32)], 2)
-            else:
-                vals = np.stack([(v & np.uint32(0xFFFF)).astype(np.uint16).view(np.float16),
-                                 (v >> np.uint32(16)).astype(np.uint16).view(np.float16)], 2)
-            vals = vals.astype(np.float64).reshape(k, 384)                      # (reg, half, lane)
-            A = vals[:, _PERM_A].reshape(k, 16, 16)
-            B = vals[:, 256 + _PERM_B].reshape(k, 16, 8)
-            C = np.stack([c.reshape(nw, 32)[sel] for c in Cs], 1).reshape(k, 128)
-            D = np.matmul(A, B).reshape(k, 128) + C[:, _PERM_C]
-            D = _canon(D[:, _GATHER_D]).reshape(k, 4, 32)                        # (reg, lane) f32
-            for i in range(4):
-                if k == nw:
-                    Dv[i][:] = D[:, i, :].ravel()
-                else:
-                    Dv[i].reshape(nw, 32)[warps] = D[:, i, :]
-        return mma
-
-    def _c_mma_tf32(self, ins):
-        """mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32: the hardware reads the
-        top 19 bits of each operand register (sign, exponent, 10 mantissa bits) and
-        ignores the low 13; the product sum is formed exactly (float64) and
-        rounded once to f32, as for m16n8k16."""
-        mods = ins.mods
-        if "row" not in mods or "col" not in mods or "sync" not in mods:
-            raise EmuError("only mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 is supported")
-        types = [m for m in mods if m in ("f32", "tf32", "bf16", "f16")]
-        if types != ["f32", "tf32", "tf32", "f32"]:
-            raise EmuError("m16n8k8 supports .f32.tf32.tf32.f32 only")
-        lists = [[x.strip() for x in a.strip("{}").split(",")] for a in ins.args]
-        if [len(x) for x in lists] != [4, 4, 2, 4]:
-            raise EmuError("m16n8k8 .tf32 takes {4 d}, {4 a}, {2 b}, {4 c}")
+            raise EmuError(f"{shape} takes {{4 d}}, {{4 a}}, {{2 b}}, {{4 c}}")
         for x in lists[0]:
             self.dst(x, "f32")
         Dv = [self.regs[x].view(np.float32) for x in lists[0]]
@@ -2827,20 +2781,34 @@ class _Exec:
         what = f"{self.f.name}: {ins.text}"
         nw = self.nw
 
+        def values(v):
+            """(k, 6, 32) u32 registers -> (k, values) float64, by (reg, half, lane)."""
+            if ab == "tf32":
+                return (v & np.uint32(0xFFFFE000)).view(np.float32).astype(np.float64).reshape(len(v), 192)
+            if ab == "bf16":   # bf16 bits are the top half of an f32
+                vals = np.stack([(v << np.uint32(16)).view(np.float32),
+                                 (v & np.uint32(0xFFFF0000)).view(np.float32)], 2)
+            else:
+                vals = np.stack([(v & np.uint32(0xFFFF)).astype(np.uint16).view(np.float16),
+                                 (v >> np.uint32(16)).astype(np.uint16).view(np.float16)], 2)
+            return vals.astype(np.float64).reshape(len(v), 384)
+
+        kk = 8 if ab == "tf32" else 16
+        perm_a, perm_b = (_PERM_A8, _PERM_B8) if ab == "tf32" else (_PERM_A, _PERM_B)
+
         def mma(g):
             warps = self._aligned_warps(g, what)
             if not warps.size:
                 return
             k = warps.size
             sel = slice(None) if k == nw else warps
-            v = np.stack([r.reshape(nw, 32)[sel] for r in regs_ab], 1)          # (k, 6, 32) u32
-            vals = (v & np.uint32(0xFFFFE000)).view(np.float32).astype(np.float64).reshape(k, 192)
-            A = vals[:, _PERM_A8].reshape(k, 16, 8)
-            B = vals[:, 128 + _PERM_B8].reshape(k, 8, 8)
+            vals = values(np.stack([r.reshape(nw, 32)[sel] for r in regs_ab], 1))
+            A = vals[:, perm_a].reshape(k, 16, kk)
+            B = vals[:, 16 * kk + perm_b].reshape(k, kk, 8)
             C = np.stack([c.reshape(nw, 32)[sel] for c in Cs], 1).reshape(k, 128)
             with np.errstate(invalid="ignore", over="ignore"):
                 D = np.matmul(A, B).reshape(k, 128) + C[:, _PERM_C]
-            D = _canon(D[:, _GATHER_D]).reshape(k, 4, 32)
+            D = _canon(D[:, _GATHER_D]).reshape(k, 4, 32)                        # (reg, lane) f32
             for i in range(4):
                 if k == nw:
                     Dv[i][:] = D[:, i, :].ravel()

@@ -360,6 +360,40 @@ def bf16_rand(shape):
     return f32_to_bf16_bits(RNG.standard_normal(shape).astype(np.float32))
 
 
+def c_frag_index(t, i):
+    """(row, column) of accumulator register i of lane t in an m16n8 C / D tile:
+    row t / 4 + 8 (i >= 2), column 2 (t % 4) + (i & 1) (PTX ISA, mma.m16n8k*)."""
+    return t // 4 + 8 * (i >= 2), 2 * (t % 4) + (i & 1)
+
+
+def to_c_frag(Cm):
+    """The (32, 4) per-lane C fragments of a 16×8 matrix."""
+    return np.array([[Cm[c_frag_index(t, i)] for i in range(4)] for t in range(32)], np.float32)
+
+
+def from_d_frag(frag):
+    """The 16×8 matrix of (32, 4) per-lane D fragments."""
+    D = np.zeros((16, 8), np.float32)
+    for t in range(32):
+        for i in range(4):
+            D[c_frag_index(t, i)] = frag[t, i]
+    return D
+
+
+def ldm_w_rows(offset):
+    """PTX: {%w0, %w1} <- ldmatrix.x2 of W[n][k] (8 rows of 32 bytes at img + offset;
+    %l the lane, %b img's address): lanes 0-7 give rows n at byte 0, lanes 8-15 at
+    byte 16 (bf16: k 0 and 8; f32: k 0 and 4)."""
+    return f"""    and.b32 %r, %l, 7;
+    shr.u32 %c, %l, 3;
+    and.b32 %c, %c, 1;
+    shl.b32 %c, %c, 4;
+    mad.lo.u32 %ad, %r, 32, %c;
+    add.u32 %ad, %ad, %b;
+    ldmatrix.sync.aligned.m8n8.x2.shared.b16 {{%w0, %w1}}, [%ad+{offset}];
+"""
+
+
 def t_mma():
     """A (16x16 row-major) by ldmatrix.x4; B either from a row-major V[k][n] tile
     by ldmatrix.x4.trans (two n-tiles) or from a row-major W[n][k] tile by
@@ -387,15 +421,7 @@ def t_mma():
     add.u32 %ad, %ad, %b;
     ldmatrix.sync.aligned.m8n8.x4.shared.b16 {{%a0, %a1, %a2, %a3}}, [%ad];
     ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {{%v0, %v1, %v2, %v3}}, [%ad+1024];
-    // W[n][k]: lanes 0-7 rows n at k 0, lanes 8-15 rows n at k 8
-    and.b32 %r, %l, 7;
-    shr.u32 %c, %l, 3;
-    and.b32 %c, %c, 1;
-    shl.b32 %c, %c, 4;
-    mad.lo.u32 %ad, %r, 32, %c;
-    add.u32 %ad, %ad, %b;
-    ldmatrix.sync.aligned.m8n8.x2.shared.b16 {{%w0, %w1}}, [%ad+2048];
-    mov.u32 %i, %tid.x;
+{ldm_w_rows(2048)}    mov.u32 %i, %tid.x;
     mul.wide.u32 %a, %i, 16;
     add.s64 %a, %cin, %a;
     ld.global.v4.f32 {{%c0, %c1, %c2, %c3}}, [%a];
@@ -420,12 +446,7 @@ def t_mma():
         for r in range(8):
             img[1024 + r * 16:1024 + r * 16 + 16] = W[r]
         Cm = RNG.standard_normal((16, 8)).astype(np.float32)
-        # C fragment per lane: c_i at row g + 8 (i >= 2), column 2 (t % 4) + (i & 1)
-        cfr = np.zeros((32, 4), np.float32)
-        for t in range(32):
-            for i in range(4):
-                cfr[t, i] = Cm[t // 4 + 8 * (i >= 2), 2 * (t % 4) + (i & 1)]
-        pi, pc = mem.upload(img), mem.upload(np.tile(cfr, (warps, 1)))
+        pi, pc = mem.upload(img), mem.upload(np.tile(to_c_frag(Cm), (warps, 1)))
         po = mem.upload(np.full(warps * 32 * 12, np.nan, np.float32))
         # every warp reads the same shared image and C fragments
         run_kernel(k, mem, (1, 1, 1), (32 * warps, 1, 1), [pi, pc, po])
@@ -435,10 +456,7 @@ def t_mma():
         ok = True
         for wi in range(warps):
             for j, ref in enumerate(refs):
-                D = np.zeros((16, 8), np.float32)
-                for t in range(32):
-                    for i in range(4):
-                        D[t // 4 + 8 * (i >= 2), 2 * (t % 4) + (i & 1)] = got[wi, t, j, i]
+                D = from_d_frag(got[wi, :, j, :])
                 ok &= np.allclose(D, ref.astype(np.float32), rtol=1e-6, atol=1e-6)
         check(f"mma m16n8k16 bf16 ({warps} warp{'s' if warps > 1 else ''}): ldmatrix A, .trans V tiles, W rows -> A@B + C",
               bool(ok))
@@ -470,14 +488,7 @@ def t_mma_tf32():
     mov.u32 %b, img;
     add.u32 %ad, %ad, %b;
     ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%a0, %a1, %a2, %a3}, [%ad];
-    and.b32 %r, %l, 7;
-    shr.u32 %c, %l, 3;
-    and.b32 %c, %c, 1;
-    shl.b32 %c, %c, 4;
-    mad.lo.u32 %ad, %r, 32, %c;
-    add.u32 %ad, %ad, %b;
-    ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%w0, %w1}, [%ad+512];
-    mov.u32 %i, %tid.x;
+""" + ldm_w_rows(512) + """    mov.u32 %i, %tid.x;
     mul.wide.u32 %a, %i, 16;
     add.s64 %a, %cin, %a;
     ld.global.v4.f32 {%c0, %c1, %c2, %c3}, [%a];
@@ -502,11 +513,7 @@ def t_mma_tf32():
         img[:128] = A.ravel()
         img[128:192] = W.ravel()
         Cm = RNG.standard_normal((16, 8)).astype(np.float32)
-        cfr = np.zeros((32, 4), np.float32)
-        for t in range(32):
-            for i in range(4):
-                cfr[t, i] = Cm[t // 4 + 8 * (i >= 2), 2 * (t % 4) + (i & 1)]
-        pi, pc = mem.upload(img), mem.upload(np.tile(cfr, (warps, 1)))
+        pi, pc = mem.upload(img), mem.upload(np.tile(to_c_frag(Cm), (warps, 1)))
         po = mem.upload(np.full(warps * 32 * 4, np.nan, np.float32))
         run_kernel(k, mem, (1, 1, 1), (32 * warps, 1, 1), [pi, pc, po])
         got = mem.download(po, warps * 32 * 4, np.float32).reshape(warps, 32, 4)
@@ -514,10 +521,7 @@ def t_mma_tf32():
             ref = (tf32(A) @ tf32(W).T + Cm).astype(np.float32)
         ok = not special or (np.isnan(ref[3, 2]) and np.isinf(ref[3, 0]) and np.isnan(ref[9, 4]))
         for wi in range(warps):
-            D = np.zeros((16, 8), np.float32)
-            for t in range(32):
-                for i in range(4):
-                    D[t // 4 + 8 * (i >= 2), 2 * (t % 4) + (i & 1)] = got[wi, t, i]
+            D = from_d_frag(got[wi])
             ok &= np.allclose(D, ref, rtol=1e-6, atol=1e-6, equal_nan=True)
             ok &= bool(np.array_equal(np.isnan(D), np.isnan(ref)))
         # the operands really are cut to tf32: a full-precision product differs
