@@ -18,7 +18,8 @@ Pipeline: cp.async (16 bytes, `.cg`, zero-fill past M, N or K) keeps STAGES − 
   k-tiles in flight; per k-tile: wait for its group, bar.sync, request the tile
   STAGES − 1 ahead into the stage just freed, then two k-steps of ldmatrix.x4 (A:
   4, B: 4 per k-step) and 32 mma (bf16) or 96 (f32: the A fragments split once a
-  k-step, each B fragment once, before its 4 m-tiles).
+  k-step, each B fragment once, before its 4 m-tiles; a warp whose fragments hold
+  ±inf or NaN takes the exact split for that k-step).
 Epilogue: + bias, GELU (tanh.approx: 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³)))),
   + residual, all in f32 on the accumulators (one rounding), written in the
   output type to a shared staging tile (rows padded by 8 elements: conflict-free),
@@ -276,15 +277,13 @@ def gemm_sm80(dt, split=False):
         k(f"add.u32 {b_}, {sb}, {boff[s]};")
         for mt in range(4):
             ldmatrix_x4(k, fa[mt], f"{a}+{16 * 64 * mt}")
+        for nq in range(4):
+            ldmatrix_x4(k, fb[nq], f"{b_}+{16 * 64 * nq}")
         if dt == "bf16":
-            for nq in range(4):
-                ldmatrix_x4(k, fb[nq], f"{b_}+{16 * 64 * nq}")
             for mt in range(4):
                 for nt in range(8):
                     mma(k, acc[mt][nt], fa[mt], fb[nt // 2][2 * (nt % 2):2 * (nt % 2) + 2])
         else:
-            for nq in range(4):
-                ldmatrix_x4(k, fb[nq], f"{b_}+{16 * 64 * nq}")
             # The quick split where this warp's fragments are all finite (A split
             # once: 32 registers; B an n-tile at a time), else the exact one,
             # each fragment split where it is used (a rare path: registers first).
