@@ -96,7 +96,9 @@ impl GemmPath {
 /// tensor core. Each product is then within about 2⁻¹⁹ of exact, where an f32
 /// multiply is within 2⁻²⁴; over a dot product the error stays far below the
 /// 1e-5 relative bar f32 is tested to (the emulator measures 1e-8 to 1e-7), and
-/// ±inf and NaN inputs give what f32 arithmetic gives. `TESSERA_CUDA_F32_GEMM=simt`
+/// ±inf and NaN inputs give what f32 arithmetic gives (one case aside, if the
+/// tensor cores flush tf32 subnormals, which is not documented: ±inf times a
+/// subnormal would then give NaN, not ±inf). `TESSERA_CUDA_F32_GEMM=simt`
 /// takes the SIMT GEMM instead (f32 fused multiply-adds, about half the speed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum F32Gemm {
