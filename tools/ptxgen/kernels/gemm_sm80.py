@@ -32,7 +32,7 @@ Split-K (few tiles, long K: batch 1): linear_{bf16,f32_3xtf32}_splitk runs the
 from ..asm import In, Kernel, Opt, Out, U32
 from ..frag import (any_nonfinite, cp_async_16, cp_commit, cp_wait, ldmatrix_x4, mma, mma_3xtf32, split_tf32,
                     split_tf32_specials, swizzle_64b)
-from ..lib import ONE, SIZE, ZERO, addr, grid_stride, lane_warp
+from ..lib import ONE, SIZE, ZERO, addr, grid_stride, lane_warp, pack_bf16x2
 from .gemm_common import LINEAR_PARAMS, epilogue_flags, ld_pair, raster
 
 BM, BN, STAGES, GROUP_M = 128, 128, 4, 8
@@ -58,7 +58,10 @@ def out_stride(dt):
     return (BN + 8) * SIZE[dt]
 
 
-LOG2 = {1: 0, 2: 1, 4: 2, 8: 3, 16: 4, 32: 5}
+def log2(n):
+    """The shift of power of two `n` (generation time)."""
+    assert n > 0 and n & (n - 1) == 0, n
+    return n.bit_length() - 1
 
 
 def dyn_smem(dt):
@@ -156,15 +159,15 @@ def gemm_sm80(dt, split=False):
         grow, g = k.reg("u32", f"{stem}row"), k.reg("u32", stem)
         k(f"add.u32 {grow}, {r0}, {row0};")
         k(f"mul.lo.u32 {g}, {grow}, {K};")
-        k(f"shl.b32 {t}, {ch}, {LOG2[16 // z]};")
+        k(f"shl.b32 {t}, {ch}, {log2(16 // z)};")
         k(f"add.u32 {g}, {g}, {t};")
         operands.append((base, grow, lim, g))
     kcol = k.reg("u32", "kcol")  # this thread's first k within a tile
-    k(f"shl.b32 {kcol}, {ch}, {LOG2[16 // z]};")
+    k(f"shl.b32 {kcol}, {ch}, {log2(16 // z)};")
     # This block's k-tiles [kbeg, ktiles): all of them, or (split) slice %ctaid.y.
     ktiles, kbeg = k.reg("u32", "ktiles"), k.reg("u32", "kbeg")
     k(f"add.u32 {ktiles}, {K}, {BK - 1};")
-    k(f"shr.u32 {ktiles}, {ktiles}, {LOG2[BK]};")
+    k(f"shr.u32 {ktiles}, {ktiles}, {log2(BK)};")
     k(f"mov.u32 {kbeg}, 0;")
     if split:
         per, sidx = k.reg("u32", "kper"), k.reg("u32", "split")
@@ -181,7 +184,7 @@ def gemm_sm80(dt, split=False):
     def load(kt_reg, stage_reg):
         """cp.async k-tile kt_reg into stage stage_reg."""
         k0, so, kin = k.reg("u32", "k0"), k.reg("u32", "so"), k.reg("pred", "kin")
-        k(f"shl.b32 {k0}, {kt_reg}, {LOG2[BK]};")
+        k(f"shl.b32 {k0}, {kt_reg}, {log2(BK)};")
         k(f"add.u32 {t}, {k0}, {kcol};")
         k(f"setp.lt.u32 {kin}, {t}, {K};")
         k(f"mad.lo.u32 {so}, {stage_reg}, {STAGE_BYTES}, {sbase};")
@@ -339,7 +342,7 @@ def gemm_sm80(dt, split=False):
     stile = k.reg("u32", "stile")
     OUT_STRIDE = out_stride(dt)
     k(f"mad.lo.u32 {stile}, {lrow0}, {OUT_STRIDE}, {sbase};")
-    k(f"shl.b32 {t}, {lcol0}, {LOG2[z]};")
+    k(f"shl.b32 {t}, {lcol0}, {log2(z)};")
     k(f"add.u32 {stile}, {stile}, {t};")
     for mt in range(4):
         for half in range(2):
@@ -381,14 +384,14 @@ def gemm_sm80(dt, split=False):
         for i in range(b0, b0 + batch):
             c, row, chunk = k.reg("u32", "oc"), k.reg("u32", "orw"), k.reg("u32", "ock")
             k(f"add.u32 {c}, {tid}, {32 * WARPS * i};")
-            k(f"shr.u32 {row}, {c}, {LOG2[per_row]};")
+            k(f"shr.u32 {row}, {c}, {log2(per_row)};")
             k(f"and.b32 {chunk}, {c}, {per_row - 1};")
             sa, gr, gc, ok = k.reg("u32", "osa"), k.reg("u32", "ogr"), k.reg("u32", "ogc"), k.reg("pred", "ook")
             k(f"mad.lo.u32 {sa}, {row}, {OUT_STRIDE}, {sbase};")
             k(f"shl.b32 {t}, {chunk}, 4;")
             k(f"add.u32 {sa}, {sa}, {t};")
             k(f"add.u32 {gr}, {m0}, {row};")
-            k(f"shl.b32 {gc}, {chunk}, {LOG2[16 // z]};")
+            k(f"shl.b32 {gc}, {chunk}, {log2(16 // z)};")
             k(f"add.u32 {gc}, {gc}, {n0};")
             k(f"setp.lt.u32 {ok}, {gr}, {M};")
             k(f"setp.lt.and.u32 {ok}, {gc}, {N}, {ok};")
@@ -415,9 +418,7 @@ def st_pair(k, dt, address, x0, x1, space="global"):
     """Store the f32 pair (x0, x1) at `address` (a bracketed operand) in type `dt`:
     a bf16x2 word (rounded to nearest even) or two f32."""
     if dt == "bf16":
-        pk = k.reg("b32", "pk")
-        k(f"cvt.rn.bf16x2.f32 {pk}, {x1}, {x0};")
-        k(f"st.{space}.b32 {address}, {pk};")
+        k(f"st.{space}.b32 {address}, {pack_bf16x2(k, x0, x1)};")
     else:
         k(f"st.{space}.v2.f32 {address}, {{{x0}, {x1}}};")
 
