@@ -1484,9 +1484,11 @@ class _Exec:
         if (op == "bar" and mods and mods[0] in ("sync", "red", "arrive")) or \
                 (op == "barrier" and mods and mods[0] in ("sync", "cta")):
             m2 = [m for m in mods if m not in ("aligned", "cta")]
+            if m2 in (["red", "or", "pred"], ["red", "and", "pred"]):
+                return (_K_BAR, self._c_barred(ins, m2[1]), gv, gneg, None, ins)
             if m2 != ["sync"]:
-                raise EmuError("only bar.sync / barrier.sync{.aligned} a{, b} is supported (not bar.arrive / "
-                               "bar.red)")
+                raise EmuError("only bar.sync / barrier.sync{.aligned} a{, b} and bar.red.{or,and}.pred d, a, {!}c "
+                               "are supported (not bar.arrive, bar.red.popc)")
             return (_K_BAR, self._c_barsync(ins), gv, gneg, None, ins)
         if op == "barrier" and mods and mods[0] == "cluster":
             kind, fn = self._c_cluster_barrier(ins)
@@ -2337,6 +2339,26 @@ class _Exec:
                 if n < self.cta_ntp:   # else the block's size (in whole warps): the whole-block barrier
                     B = self._const(n, np.uint32)
         return (A, B, imm)
+
+    def _c_barred(self, ins, op):
+        """bar.red.{or,and}.pred d, a, {!}c: the whole block's barrier a (no thread
+        count), and d ← the OR / AND of c over every thread of the block. Supported
+        where the whole block reaches it together (converged, none exited)."""
+        if len(ins.args) != 3:
+            raise EmuError("bar.red.{or,and}.pred takes d, a, {!}c (a thread count is not supported)")
+        bar = Instr()
+        for slot in Instr.__slots__:
+            setattr(bar, slot, getattr(ins, slot))
+        bar.args = [ins.args[1]]
+        A, B, imm = self._c_barsync(bar)
+        C, cneg = self.pred_src(ins.args[2])
+        w = self.dst(ins.args[0], "pred")
+
+        def reduce(g):
+            c = (~C if cneg else C)[g]
+            v = bool(c.any()) if op == "or" else bool(c.all())
+            w(np.full(self.nt, v), g)
+        return (A, B, imm, reduce)
 
     # ------------------------------------------------------------------ clusters
     def _c_mapa(self, ins):
@@ -5083,6 +5105,17 @@ class _Exec:
                         else:
                             pc[group] = p + 1
                 else:  # _K_BAR
+                    if len(fn) > 3:   # bar.red: the whole block, converged
+                        if not conv or self.C > 1 or np.count_nonzero(g) != n_alive or \
+                                n_alive != int(np.count_nonzero(self.real)):
+                            raise EmuError(f"{f.name}: line {ins.line}: `{ins.text}`: bar.red is supported only "
+                                           f"where every thread of the block reaches it together")
+                        if fn[2] is None:
+                            self._bar_id(fn, g, ins)
+                        self._bar_all()
+                        fn[3](g)
+                        cur = p + 1
+                        continue
                     if fn[1] is not None:   # a thread count: the barrier of some warps
                         if self._nbar(g, fn, ins):   # some of them wait (pc advanced, out of the scheduler)
                             if conv:

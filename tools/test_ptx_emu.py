@@ -1212,6 +1212,57 @@ def t_races():
                  lambda: run_kernel(kk, Memory(), (1, 1, 1), (32, 1, 1), []), "same address")
 
 
+def t_bar_red():
+    """bar.red.{or,and}.pred: every thread gets the OR / AND of the block's
+    predicates, and the barrier orders shared accesses as bar.sync does."""
+    body = """
+    .reg .pred %p, %q;
+    .reg .b32 %t, %b, %s, %o, %x, %v, %sel;
+    .reg .b64 %out, %a;
+    .shared .align 16 .b8 buf[1024];
+    ld.param.u64 %out, [p_out];
+    ld.param.u32 %sel, [p_sel];
+    mov.u32 %t, %tid.x;
+    mov.u32 %b, buf;
+    shl.b32 %s, %t, 2;
+    add.u32 %s, %s, %b;
+    st.shared.u32 [%s], %t;
+    setp.eq.u32 %p, %t, %sel;              // only thread `sel` holds true
+    {RED}
+    xor.b32 %o, %t, 32;                     // another warp's word
+    shl.b32 %o, %o, 2;
+    add.u32 %o, %o, %b;
+    ld.shared.u32 %x, [%o];
+    selp.u32 %v, 1, 0, %q;
+    shl.b32 %v, %v, 16;
+    add.u32 %v, %v, %x;
+    mul.wide.u32 %a, %t, 4;
+    add.s64 %a, %out, %a;
+    st.global.u32 [%a], %v;
+    ret;
+"""
+
+    def run(red, sel, nt=64):
+        k = build("red", ["p_out", "p_sel:u32"], body.replace("{RED}", red))
+        mem = Memory()
+        out = mem.upload(np.zeros(nt, np.uint32))
+        run_kernel(k, mem, (1, 1, 1), (nt, 1, 1), [out, sel])
+        return mem.download(out, nt, np.uint32)
+
+    t = np.arange(64, dtype=np.uint32)
+    for op, sel, want in (("or", 37, 1), ("or", 99, 0), ("and", 37, 0)):
+        got = run(f"bar.red.{op}.pred %q, 0, %p;", sel)
+        check(f"bar.red.{op}.pred: thread {sel} of 64 true → every thread reads {want}, and another warp's "
+              f"st.shared before it", np.array_equal(got, (want << 16) + (t ^ 32)), f"{got[:4]}")
+    got = run("bar.red.and.pred %q, 0, !%p;", 99)
+    check("bar.red.and.pred with a negated source: all true", np.array_equal(got, (1 << 16) + (t ^ 32)))
+    expect_error("bar.red: the shared read of another warp's word without it raises a race",
+                 lambda: run("setp.eq.u32 %q, %t, 0;", 37), "shared-memory race")
+    expect_error("bar.red under a divergent branch raises",
+                 lambda: run("@%p bra L;\n bar.red.or.pred %q, 0, %p;\n bra E;\n"
+                             " L: bar.red.or.pred %q, 0, %p;\n E:", 37), "bar.red")
+
+
 def _bfe_ref(a, pos, ln, signed, bits=32):
     """PTX ISA bfe pseudocode, bit by bit."""
     msb = bits - 1
@@ -3376,7 +3427,7 @@ def t_cluster_pipeline():
                  "160 has not observed")
 
 
-TESTS = [t_cp_async, t_ldmatrix, t_mma, t_mma_tf32, t_integer, t_float, t_shfl, t_vectors, t_launch, t_races, t_bits,
+TESTS = [t_cp_async, t_ldmatrix, t_mma, t_mma_tf32, t_integer, t_float, t_shfl, t_vectors, t_launch, t_races, t_bar_red, t_bits,
          t_tma, t_mbarrier, t_wgmma, t_wgmma_regs_mn, t_pipeline, t_banks, t_named_barriers, t_tma_store,
          t_cluster_sregs, t_cluster_dsmem, t_cluster_mbarrier, t_cluster_barriers, t_cluster_multicast,
          t_cluster_pipeline, t_cluster_cp_async]
