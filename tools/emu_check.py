@@ -494,28 +494,27 @@ def t_attention():
     t_attention_fused()
 
 
-def fa2_entry(hd):
-    """The host's choice (src/cuda/attention.rs, fa2_spec): hd rounded up to 16."""
-    return f"attention_bf16_hd{(hd + 15) // 16 * 16}"
+def fa2_entry(hd, dt="bf16"):
+    """The host's choice (src/cuda/attention.rs, fa2_spec): the least padded head
+    dim ≥ hd (bf16: hd rounded up to 16)."""
+    return f"attention_{dt}_hd{min(d for d in attention_fa2.HEAD_DIMS[dt] if d >= hd)}"
 
 
-FA2_NAME = re.compile(r"attention_bf16_hd(\d+)$")
-
-
-def fa2_head_dims():
-    """Every tensor-core attention entry of the committed kernels/attention.ptx, by
-    padded head dim: all are checked, whatever variants the generator emits. The
-    generator's kernels must be the same set (an entry without a launch contract,
-    or a contract whose entry is not committed, fails)."""
-    committed = {int(m.group(1)) for e in module("attention") if (m := FA2_NAME.match(e))}
-    gen = {e: k for e, k in SPECS.items() if k.module == "attention" and FA2_NAME.match(e)}
-    spec = {int(FA2_NAME.match(e).group(1)) for e in gen}
-    bad = [e for e, k in gen.items() if k.consts.get("HD") != int(FA2_NAME.match(e).group(1))]
-    ok = bool(committed) and committed == spec and not bad
-    print(f"{'ok  ' if ok else 'FAIL'} attention_bf16_hd* entries: committed {sorted(committed)}, "
+def fa2_head_dims(dt="bf16"):
+    """Every tensor-core attention entry of element type dt in the committed
+    kernels/attention.ptx, by padded head dim: all are checked, whatever variants
+    the generator emits. The generator's kernels must be the same set (an entry
+    without a launch contract, or a contract whose entry is not committed, fails)."""
+    name = re.compile(rf"attention_{dt}_hd(\d+)$")
+    committed = {int(m.group(1)) for e in module("attention") if (m := name.match(e))}
+    gen = {e: k for e, k in SPECS.items() if k.module == "attention" and name.match(e)}
+    spec = {int(name.match(e).group(1)) for e in gen}
+    bad = [e for e, k in gen.items() if k.consts.get("HD") != int(name.match(e).group(1))]
+    ok = bool(committed) and committed == spec == set(attention_fa2.HEAD_DIMS[dt]) and not bad
+    print(f"{'ok  ' if ok else 'FAIL'} attention_{dt}_hd* entries: committed {sorted(committed)}, "
           f"generator {sorted(spec)}" + (f", HD const wrong: {bad}" if bad else ""))
     if not ok:
-        FAILS.append("attention_bf16_hd* entry list")
+        FAILS.append(f"attention_{dt}_hd* entry list")
     return sorted(committed & spec)
 
 
@@ -532,17 +531,25 @@ def t_attention_fa2():
     # HD − 8, padded, and HD), at fresh lengths no tile divides: q_len ≥ 16 with a
     # partial query tile, kv_len with a partial last key tile — three key tiles for
     # the padded case (the double-buffered K/V stages wrap), two for the other.
-    kt = attention_fa2.BC  # keys per K/V tile
-    for HD in fa2_head_dims():
-        entry = f"attention_bf16_hd{HD}"
-        qt = SPECS[entry].consts["ROWS"]  # query rows per block
-        for b, h, hd, nq_lo, nq_hi, tiles in ((1, 2, HD - 8, qt + 1, 2 * qt, 3), (2, 1, HD, 16, qt, 2)):
-            nq = int(RNG.integers(nq_lo, nq_hi))
-            nk = int(RNG.integers((tiles - 1) * kt + 1, tiles * kt))
-            assert fa2_entry(hd) == entry and nq >= 16 and nq % qt and nk % kt
-            attention_case(entry, "bf16", b, h, hd, nq, nk)
-    attention_case(fa2_entry(64), "bf16", 1, 2, 64, 20, 150, neg_inf=True)
+    for dt in ("bf16", "f32"):
+        kt = attention_fa2.BC[dt]  # keys per K/V tile
+        # hd a multiple of 8 (bf16) or 4 (f32): the least the host sends an entry,
+        # padded, and HD itself.
+        step = 8 if dt == "bf16" else 4
+        dims = fa2_head_dims(dt)
+        for HD in dims:
+            entry = f"attention_{dt}_hd{HD}"
+            qt = SPECS[entry].consts["ROWS"]  # query rows per block
+            below = max([d for d in attention_fa2.HEAD_DIMS[dt] if d < HD], default=0)
+            for b, h, hd, nq_lo, nq_hi, tiles in ((1, 2, below + step, qt + 1, 2 * qt, 3),
+                                                  (2, 1, HD, 16, qt, 2)):
+                nq = int(RNG.integers(nq_lo, nq_hi))
+                nk = int(RNG.integers((tiles - 1) * kt + 1, tiles * kt))
+                assert fa2_entry(hd, dt) == entry and nq >= 16 and nq % qt and nk % kt
+                attention_case(entry, dt, b, h, hd, nq, nk)
+        attention_case(fa2_entry(64, dt), dt, 1, 2, 64, 20, 150, neg_inf=True)
     t_attention_varlen()
+    t_attention_varlen(dt="f32", hd=72)
 
 
 def t_attention_varlen(entry=None, h=2, hd=64, dt="bf16", lens=(5, 150, 33)):
@@ -557,7 +564,7 @@ def t_attention_varlen(entry=None, h=2, hd=64, dt="bf16", lens=(5, 150, 33)):
     qkv = rnd(total * 3 * wd, 1, dt)
     base = mem.upload(qkv)
     out = poison(mem, total * wd, dt)
-    entry = entry or fa2_entry(hd)
+    entry = entry or fa2_entry(hd, dt)
     spec = SPECS[entry]
     rows = spec.consts["ROWS"]
     scale = hd ** -0.5
@@ -637,20 +644,20 @@ def t_attention_sm90():
         nf_next_sequence("attention_bf16_sm90_hd72")
 
 
-def nf_next_sequence(entry, h=2, hd=72, nq=20, nk=70):
+def nf_next_sequence(entry, h=2, hd=72, nq=20, nk=70, dt="bf16"):
     """Two fixed-length sequences: sequence 0's last K/V tile reads sequence 1's
     rows, whose keys and values hold NaN and ±inf; sequence 0 must not see them."""
     wd = h * hd
-    q, k, v = rnd(2 * nq * wd, 1, "bf16"), rnd(2 * nk * wd, 1, "bf16"), rnd(2 * nk * wd, 1, "bf16")
+    q, k, v = rnd(2 * nq * wd, 1, dt), rnd(2 * nk * wd, 1, dt), rnd(2 * nk * wd, 1, dt)
     for row, val in ((nk + 1, np.nan), (nk + 2, np.inf), (nk + 5, -np.inf)):
-        put(k, row * wd + 3, val, "bf16")
-        put(v, row * wd + hd + 1, val, "bf16")
+        put(k, row * wd + 3, val, dt)
+        put(v, row * wd + hd + 1, val, dt)
     mem = Memory()
-    out = attention_launch(mem, entry, "bf16", q, k, v, 2, h, hd, nq, nk)
-    Q, K, V = (as64(x, "bf16").reshape(2, -1, h, hd) for x in (q, k, v))
+    out = attention_launch(mem, entry, dt, q, k, v, 2, h, hd, nq, nk)
+    Q, K, V = (as64(x, dt).reshape(2, -1, h, hd) for x in (q, k, v))
     ref = np.stack([nf_attention_ref(Q[i], K[i], V[i], hd ** -0.5) for i in range(2)])
     check_nonfinite(f"{entry} b=2 h={h} hd={hd} nq={nq} nk={nk}, NaN/±inf in sequence 1's keys and values",
-                    read(mem, out, 2 * nq * wd, "bf16"), ref, "bf16", ("nan", "finite"))
+                    read(mem, out, 2 * nq * wd, dt), ref, dt, ("nan", "finite"))
 
 
 def t_attention_fused():
@@ -864,6 +871,7 @@ def nf_attention(entry, dt, h, hd, nq, nk):
     wd = h * hd
     q, k, v = rnd(nq * wd, 1, dt), rnd(nk * wd, 1, dt), rnd(nk * wd, 1, dt)
     put(q, 3 * wd + 1, np.nan, dt)            # query 3, head 0: NaN
+    put(q, (nq - 1) * wd + hd + 5, -np.inf, dt)  # the last query, head 1: −inf (a NaN row)
     # Key 5, head 1: score ±inf by the sign of each query's dim 0 there: +inf makes
     # that query NaN (inf − inf in the softmax), −inf drops the key.
     put(k, 5 * wd + hd, np.inf, dt)
@@ -973,6 +981,11 @@ def t_nonfinite():
         nf_attention("attention_bf16", "bf16", 3, 24, 5, 37)
         nf_attention("attention_f32", "f32", 2, 64, 20, 70)
         nf_attention(fa2_entry(64), "bf16", 2, 64, 20, 70)
+        # The 3xTF32 kernel: a non-finite value in Q (query 3) or in a K/V tile
+        # takes the exact split for that tile; sequence 1's NaN / ±inf rows inside
+        # sequence 0's last K/V tile take it too, and must not leak.
+        nf_attention(fa2_entry(72, "f32"), "f32", 2, 72, 20, 70)
+        nf_next_sequence(fa2_entry(72, "f32"), dt="f32")
 
 
 # Shared-memory wavefronts per 1000 multiply-adds the tensor-core kernels may take
@@ -985,7 +998,11 @@ def t_nonfinite():
 # The 3xTF32 GEMM reads the same bytes per k-tile for half the k (f32), so twice
 # the wavefronts per multiply-add, against six times fewer multiply-adds a cycle
 # (tf32 mma at half the bf16 rate, three per product).
-SMEM_PER_KMAC = {"attention_bf16_hd": 0.8, "linear_bf16": 0.85, "linear_f32_3xtf32": 1.8}
+# The 3xTF32 attention reads f32 K and V rows (twice the bytes of bf16) and V's
+# fragments by scalar loads, and its non-finite scan reads each K/V tile once
+# more, against the same six times fewer multiply-adds a cycle.
+SMEM_PER_KMAC = {"attention_bf16_hd": 0.8, "attention_f32_hd": 2.3, "linear_bf16": 0.85,
+                 "linear_f32_3xtf32": 1.8}
 
 
 def t_smem_traffic():
@@ -1004,9 +1021,10 @@ def t_smem_traffic():
             FAILS.append(f"shared-memory traffic of {entry}")
 
     nq = nk = 256
-    for HD in fa2_head_dims():
-        entry = f"attention_bf16_hd{HD}"
-        measure(entry, lambda: attention_case(entry, "bf16", 1, 1, HD, nq, nk), 2 * nq * nk * HD)
+    for dt in ("bf16", "f32"):
+        for HD in fa2_head_dims(dt):
+            entry = f"attention_{dt}_hd{HD}"
+            measure(entry, lambda: attention_case(entry, dt, 1, 1, HD, nq, nk), 2 * nq * nk * HD)
     m, kk, n = 256, 512, 256
     measure("linear_bf16", lambda: linear_case("linear_bf16", "bf16", m, kk, n, 0, True, False), m * kk * n)
     measure("linear_f32_3xtf32", lambda: linear_case("linear_f32_3xtf32", "f32", m, kk, n, 0, True, False),

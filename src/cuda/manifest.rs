@@ -1248,6 +1248,114 @@ pub(super) mod attention_bf16_hd128 {
     pub(in crate::cuda) const ROWS: u32 = 128;
 }
 
+/// `attention_f32_hd32`: attention_f32_hd32: FlashAttention-2-style 3xTF32 f32 attention on tensor cores,
+pub(super) mod attention_f32_hd32 {
+    use super::*;
+    pub(in crate::cuda) const SPEC: KernelSpec<Attention> = KernelSpec {
+        module: &ATTENTION,
+        entry: "attention_f32_hd32",
+        threads: 128,
+        static_smem: 0,
+        max_dyn_smem: 36864,
+        cluster: 1,
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
+        signature: std::marker::PhantomData,
+    };
+    pub(in crate::cuda) const DYN_SMEM: u32 = 36864;
+    pub(in crate::cuda) const HD: u32 = 32;
+    pub(in crate::cuda) const ROWS: u32 = 128;
+}
+
+/// `attention_f32_hd64`: attention_f32_hd64: FlashAttention-2-style 3xTF32 f32 attention on tensor cores,
+pub(super) mod attention_f32_hd64 {
+    use super::*;
+    pub(in crate::cuda) const SPEC: KernelSpec<Attention> = KernelSpec {
+        module: &ATTENTION,
+        entry: "attention_f32_hd64",
+        threads: 128,
+        static_smem: 0,
+        max_dyn_smem: 69632,
+        cluster: 1,
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
+        signature: std::marker::PhantomData,
+    };
+    pub(in crate::cuda) const DYN_SMEM: u32 = 69632;
+    pub(in crate::cuda) const HD: u32 = 64;
+    pub(in crate::cuda) const ROWS: u32 = 128;
+}
+
+/// `attention_f32_hd72`: attention_f32_hd72: FlashAttention-2-style 3xTF32 f32 attention on tensor cores,
+pub(super) mod attention_f32_hd72 {
+    use super::*;
+    pub(in crate::cuda) const SPEC: KernelSpec<Attention> = KernelSpec {
+        module: &ATTENTION,
+        entry: "attention_f32_hd72",
+        threads: 128,
+        static_smem: 0,
+        max_dyn_smem: 77824,
+        cluster: 1,
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
+        signature: std::marker::PhantomData,
+    };
+    pub(in crate::cuda) const DYN_SMEM: u32 = 77824;
+    pub(in crate::cuda) const HD: u32 = 72;
+    pub(in crate::cuda) const ROWS: u32 = 128;
+}
+
+/// `attention_f32_hd80`: attention_f32_hd80: FlashAttention-2-style 3xTF32 f32 attention on tensor cores,
+pub(super) mod attention_f32_hd80 {
+    use super::*;
+    pub(in crate::cuda) const SPEC: KernelSpec<Attention> = KernelSpec {
+        module: &ATTENTION,
+        entry: "attention_f32_hd80",
+        threads: 128,
+        static_smem: 0,
+        max_dyn_smem: 86016,
+        cluster: 1,
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
+        signature: std::marker::PhantomData,
+    };
+    pub(in crate::cuda) const DYN_SMEM: u32 = 86016;
+    pub(in crate::cuda) const HD: u32 = 80;
+    pub(in crate::cuda) const ROWS: u32 = 128;
+}
+
+/// `attention_f32_hd96`: attention_f32_hd96: FlashAttention-2-style 3xTF32 f32 attention on tensor cores,
+pub(super) mod attention_f32_hd96 {
+    use super::*;
+    pub(in crate::cuda) const SPEC: KernelSpec<Attention> = KernelSpec {
+        module: &ATTENTION,
+        entry: "attention_f32_hd96",
+        threads: 128,
+        static_smem: 0,
+        max_dyn_smem: 102400,
+        cluster: 1,
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
+        signature: std::marker::PhantomData,
+    };
+    pub(in crate::cuda) const DYN_SMEM: u32 = 102400;
+    pub(in crate::cuda) const HD: u32 = 96;
+    pub(in crate::cuda) const ROWS: u32 = 128;
+}
+
+/// `attention_f32_hd128`: attention_f32_hd128: FlashAttention-2-style 3xTF32 f32 attention on tensor cores,
+pub(super) mod attention_f32_hd128 {
+    use super::*;
+    pub(in crate::cuda) const SPEC: KernelSpec<Attention> = KernelSpec {
+        module: &ATTENTION,
+        entry: "attention_f32_hd128",
+        threads: 128,
+        static_smem: 0,
+        max_dyn_smem: 135168,
+        cluster: 1,
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
+        signature: std::marker::PhantomData,
+    };
+    pub(in crate::cuda) const DYN_SMEM: u32 = 135168;
+    pub(in crate::cuda) const HD: u32 = 128;
+    pub(in crate::cuda) const ROWS: u32 = 128;
+}
+
 /// `attention_f32`: attention_f32: exact SIMT attention, one warp per query row, 32-key tiles.
 pub(super) mod attention_f32 {
     use super::*;
@@ -1398,6 +1506,12 @@ pub(super) const ALL: &[(&Module, &str, u32, usize, u32)] = &[
     (&ATTENTION, "attention_bf16_hd96", 128, 18, 0),
     (&ATTENTION, "attention_bf16_hd112", 128, 18, 0),
     (&ATTENTION, "attention_bf16_hd128", 128, 18, 0),
+    (&ATTENTION, "attention_f32_hd32", 128, 18, 0),
+    (&ATTENTION, "attention_f32_hd64", 128, 18, 0),
+    (&ATTENTION, "attention_f32_hd72", 128, 18, 0),
+    (&ATTENTION, "attention_f32_hd80", 128, 18, 0),
+    (&ATTENTION, "attention_f32_hd96", 128, 18, 0),
+    (&ATTENTION, "attention_f32_hd128", 128, 18, 0),
     (&ATTENTION, "attention_f32", 256, 18, 38016),
     (&ATTENTION, "attention_bf16", 256, 18, 38016),
     (&ATTENTION_SM90, "attention_bf16_sm90_hd64", 384, 24, 0),

@@ -255,7 +255,7 @@ const CLUSTER_SASS: &[&str] = &[
 ];
 
 /// The SASS instructions each tensor-core kernel must contain: HMMA (mma.sync on
-/// tensor cores; tf32 for the 3xTF32 f32 GEMM), LDSM (ldmatrix feeding them),
+/// tensor cores; tf32 for the 3xTF32 f32 GEMM and attention), LDSM (ldmatrix feeding them),
 /// LDGSTS (cp.async: the pipelined kernels' loads bypass registers); on Hopper HGMMA (wgmma) fed by UTMALDG (TMA)
 /// and synchronised by SYNCS (mbarrier) instructions, the output written by
 /// UTMASTG (TMA stores); the clustered ones (`_c2`) with the W tile multicast
@@ -286,6 +286,11 @@ fn required_sass(entry: &str) -> &'static [&'static str] {
         // 3xTF32: three m16n8k8 tf32 mma per product; the warp-wide non-finite
         // check that picks the exact split.
         &["HMMA.1688.F32.TF32", "LDSM", "LDGSTS", "VOTE.ANY"]
+    } else if entry.starts_with("attention_f32_hd") {
+        // 3xTF32 on the FlashAttention-2 kernel; the block-wide non-finite check
+        // of each K/V tile (a barrier with an OR reduction) that picks the exact
+        // split.
+        &["HMMA.1688.F32.TF32", "LDSM", "LDGSTS", "BAR.RED.OR"]
     } else if entry == "linear_bf16" || entry.starts_with("attention_bf16_hd") {
         &["HMMA.16816.F32.BF16", "LDSM", "LDGSTS"]
     } else if entry == "linear_bf16_any" || entry == "patch_embed_bf16" {
@@ -525,12 +530,12 @@ fn sass_uses_tensor_cores_and_no_local_memory() {
         }
     }
     let _ = std::fs::remove_dir_all(&tmp);
-    // linear_bf16, linear_f32_3xtf32, linear_bf16_any, patch_embed_bf16 and 8
-    // attention head dims, twice; the 4 linear_bf16_sm90* and 4
+    // linear_bf16, linear_f32_3xtf32, linear_bf16_any, patch_embed_bf16, 8 bf16
+    // and 6 f32 attention head dims, twice; the 4 linear_bf16_sm90* and 4
     // attention_bf16_sm90_hd* once (sm_90a only).
     assert_eq!(
         checked,
-        2 * 12 + 4 + 4,
+        2 * 18 + 4 + 4,
         "tensor-core entries found in the SASS"
     );
     assert_eq!(

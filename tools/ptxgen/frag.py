@@ -89,19 +89,22 @@ def any_nonfinite(k, regs):
     return q
 
 
-def split_tf32(k, x, stem="sp"):
-    """(big, big, small) of a finite f32 in b32 register `x`: four instructions."""
+def split_tf32(k, x, stem="sp", round_small=True):
+    """(big, big, small) of a finite f32 in b32 register `x`: four instructions, or
+    two without `round_small`, when the mma reads small truncated (its low 13 bits
+    ignored: ≤ 2⁻²⁰ |x| more error a product, the bound staying ~2⁻¹⁹)."""
     big, small = k.reg("b32", f"{stem}b"), k.reg("b32", f"{stem}s")
     k(f"and.b32 {big}, {x}, {TF32_MASK};")
     k(f"sub.f32 {small}, {x}, {big};")
-    k(f"add.u32 {small}, {small}, 4096;")  # round the 13 low bits half away from zero
-    k(f"and.b32 {small}, {small}, {TF32_MASK};")
+    if round_small:
+        k(f"add.u32 {small}, {small}, 4096;")  # round the 13 low bits half away from zero
+        k(f"and.b32 {small}, {small}, {TF32_MASK};")
     return big, big, small
 
 
-def split_tf32_specials(k, x, stem="sx"):
+def split_tf32_specials(k, x, stem="sx", round_small=True):
     """(big, bigc, small) of any f32 in b32 register `x` (see above)."""
-    big, bigc, small = split_tf32(k, x, stem)
+    big, bigc, small = split_tf32(k, x, stem, round_small)
     bigc = k.reg("b32", f"{stem}c")
     t, fin = k.reg("f32", f"{stem}t"), k.reg("pred", f"{stem}f")
     k(f"abs.f32 {t}, {x};")

@@ -102,13 +102,13 @@ def online_softmax_row(k, S, half, m, lsum, alpha):
         k(f"add.f32 {lsum}, {lsum}, {r};")
 
 
-def store_output_row(k, O, half, lsum, row, bounds, c2, hd=None):
+def store_output_row(k, O, half, lsum, row, bounds, c2, hd=None, dt="bf16"):
     """Row `row` (u32, in the sequence) of the output tile: `O` lists its m16n8
     groups of 4 f32 registers, `half` picks registers 0, 1 (0) or 2, 3 (1) of
-    each group; lsum is summed over the quad and O / l rounded to bf16 once and
-    stored as pairs at columns c2 + 8n of the head, when row < q_len (and, with
-    `hd` given, only the columns below it: kernels whose tile is wider than the
-    head). `bounds` = (out, o_row0, q_len, ldo, head offset)."""
+    each group; lsum is summed over the quad and O / l (rounded to bf16 once for
+    dt bf16) stored as pairs at columns c2 + 8n of the head, when row < q_len
+    (and, with `hd` given, only the columns below it: kernels whose tile is wider
+    than the head; hd even). `bounds` = (out, o_row0, q_len, ldo, head offset)."""
     out, o0, ql, ldo, hoff = bounds
     p, inv, e = k.reg("pred", "orow_in"), k.reg("f32", "inv"), k.reg("u32", "oe")
     quad_reduce(k, lsum, "add")
@@ -119,17 +119,21 @@ def store_output_row(k, O, half, lsum, row, bounds, c2, hd=None):
     k(f"add.u32 {e}, {o0}, {row};")
     k(f"mad.lo.u32 {e}, {e}, {ldo}, {hoff};")
     k(f"add.u32 {e}, {e}, {c2};")
-    base = addr(k, out, e, 2, "ob")
+    z = 4 if dt == "f32" else 2
+    base = addr(k, out, e, z, "ob")
     for n, group in enumerate(O):
         x, y = group[2 * half], group[2 * half + 1]
         k(f"mul.f32 {x}, {x}, {inv};")
         k(f"mul.f32 {y}, {y}, {inv};")
-        pk = pack_bf16x2(k, x, y)
+        pk = None if dt == "f32" else pack_bf16x2(k, x, y)
         guard = ""
         if hd is not None:
             t = k.reg("u32", "ocol")
             k(f"add.u32 {t}, {c2}, {8 * n};")
             k(f"setp.lt.u32 {p}, {t}, {hd};")
             guard = f"@{p} "
-        k(f"{guard}st.global.b32 [{base}+{16 * n}], {pk};")
+        if pk is None:
+            k(f"{guard}st.global.v2.f32 [{base}+{32 * n}], {{{x}, {y}}};")
+        else:
+            k(f"{guard}st.global.b32 [{base}+{16 * n}], {pk};")
     k.place(skip)
