@@ -5,14 +5,18 @@
 //!   `attention_bf16_sm90_hd*` (wgmma fed by TMA; see [`AttentionPath`]),
 //!   elsewhere `attention_bf16_hd{16..128}`, FlashAttention-2 style on tensor
 //!   cores (mma.sync);
-//! - f32 (exact, the 1e-5 bar), and bf16 otherwise (odd head dims, the pooling
-//!   probe's single query): `attention_{f32,bf16}` on CUDA cores.
+//! - f32 with head dims a multiple of 4 (up to 128) and at least 16 query rows:
+//!   `attention_f32_hd{32..128}`, the same kernel on tensor cores in 3xTF32
+//!   (f32-accurate; see [`F32Gemm`], whose `simt` setting turns it off);
+//! - f32 and bf16 otherwise (odd head dims, the pooling probe's single query, a
+//!   GPU whose shared memory is too small for the tile): `attention_{f32,bf16}`
+//!   on CUDA cores, exact.
 
 use cudarc::driver::CudaSlice;
 
 use super::launch::{KernelSpec, Matrix2d};
 use super::manifest as m;
-use super::Cuda;
+use super::{Cuda, F32Gemm};
 use crate::element::{DType, Element};
 use crate::error::{Error, Result};
 use crate::ops::{index32, AttentionArgs, Packing};
@@ -87,27 +91,43 @@ fn map_shape(buf: &CudaSlice<u8>, ld: u32) -> Matrix2d {
     }
 }
 
-/// The tensor-core kernel of each padded head dim: its spec, dynamic shared memory
-/// and query rows per block (each entry's own manifest values).
+/// A tensor-core kernel: its spec, dynamic shared memory and query rows per block
+/// (each entry's own manifest values).
 type Fa2 = (&'static super::launch::KernelSpec<m::Attention>, u32, u32);
 
-fn fa2_spec(hd: usize) -> Option<Fa2> {
-    macro_rules! entry {
-        ($m:ident) => {
-            (&m::$m::SPEC, m::$m::DYN_SMEM, m::$m::ROWS)
+/// The tensor-core kernel of element type `dtype` for head dim `hd`: the one of
+/// the least padded head dim (`HD` in its manifest) at or above it.
+fn fa2_spec(dtype: DType, hd: usize) -> Option<Fa2> {
+    macro_rules! entries {
+        ($($m:ident),*) => {
+            [$((&m::$m::SPEC, m::$m::DYN_SMEM, m::$m::ROWS, m::$m::HD)),*]
         };
     }
-    Some(match hd.div_ceil(16) * 16 {
-        16 => entry!(attention_bf16_hd16),
-        32 => entry!(attention_bf16_hd32),
-        48 => entry!(attention_bf16_hd48),
-        64 => entry!(attention_bf16_hd64),
-        80 => entry!(attention_bf16_hd80),
-        96 => entry!(attention_bf16_hd96),
-        112 => entry!(attention_bf16_hd112),
-        128 => entry!(attention_bf16_hd128),
-        _ => return None,
-    })
+    let pick = |list: &[(&'static KernelSpec<m::Attention>, u32, u32, u32)]| {
+        list.iter()
+            .find(|e| hd <= e.3 as usize)
+            .map(|&(spec, smem, rows, _)| (spec, smem, rows))
+    };
+    match dtype {
+        DType::BF16 => pick(&entries!(
+            attention_bf16_hd16,
+            attention_bf16_hd32,
+            attention_bf16_hd48,
+            attention_bf16_hd64,
+            attention_bf16_hd80,
+            attention_bf16_hd96,
+            attention_bf16_hd112,
+            attention_bf16_hd128
+        )),
+        DType::F32 => pick(&entries!(
+            attention_f32_hd32,
+            attention_f32_hd64,
+            attention_f32_hd72,
+            attention_f32_hd80,
+            attention_f32_hd96,
+            attention_f32_hd128
+        )),
+    }
 }
 
 /// Query rows below which the tensor-core kernel's 128-row blocks are mostly idle.
@@ -146,9 +166,10 @@ pub(super) fn attention<T: Element>(dev: &Cuda, a: AttentionArgs<'_, T, Cuda>) -
     let offsets = [
         lay.ldq, lay.ldkv, lay.ldo, lay.q_col, lay.k_col, lay.v_col, d.head_dim,
     ];
-    let tensor_cores = T::DTYPE == DType::BF16
+    let per_16_bytes = 16 / T::DTYPE.size();
+    let tensor_cores = (T::DTYPE == DType::BF16 || dev.f32_gemm() == F32Gemm::Tf32x3)
         && d.q_len >= FA2_MIN_QUERIES
-        && offsets.iter().all(|x| x % 8 == 0)
+        && offsets.iter().all(|x| x % per_16_bytes == 0)
         && [&a.q.buf, &a.k.buf, &a.v.buf]
             .iter()
             .all(|b| dev.aligned16(b))
@@ -174,9 +195,9 @@ pub(super) fn attention<T: Element>(dev: &Cuda, a: AttentionArgs<'_, T, Cuda>) -
         scale,
     };
     let heads_batch = (d.heads as u32, d.batch as u32);
-    if let Some((spec, smem)) = sm90_spec(d.head_dim)
-        .filter(|_| tensor_cores && dev.attention_path() == AttentionPath::Sm90)
-    {
+    if let Some((spec, smem)) = sm90_spec(d.head_dim).filter(|_| {
+        T::DTYPE == DType::BF16 && tensor_cores && dev.attention_path() == AttentionPath::Sm90
+    }) {
         let rows = m::attention_bf16_sm90_hd64::ROWS;
         let (q, k, v) = (args.q, args.k, args.v);
         let (qs, kvs) = (map_shape(q, args.ldq), map_shape(k, args.ldkv));
@@ -215,7 +236,9 @@ pub(super) fn attention<T: Element>(dev: &Cuda, a: AttentionArgs<'_, T, Cuda>) -
             a,
         );
     }
-    match fa2_spec(d.head_dim).filter(|_| tensor_cores) {
+    // The kernel's shared memory must fit the device (else the exact SIMT path).
+    let fits = |&(spec, smem, _): &Fa2| spec.static_smem + smem <= dev.max_smem();
+    match fa2_spec(T::DTYPE, d.head_dim).filter(|e| tensor_cores && fits(e)) {
         Some((spec, smem, rows)) => dev.launch(
             OP,
             spec,
@@ -242,7 +265,39 @@ pub(super) fn attention<T: Element>(dev: &Cuda, a: AttentionArgs<'_, T, Cuda>) -
 
 #[cfg(test)]
 mod tests {
-    use super::{sm90_spec, AttentionPath, SM90_SMEM};
+    use super::{fa2_spec, sm90_spec, AttentionPath, SM90_SMEM};
+    use crate::element::DType;
+
+    /// Each head dim goes to the tensor-core entry of the least padded head dim at
+    /// or above it (none past 128); so400m's 72 runs unpadded in f32.
+    #[test]
+    fn fa2_entry_by_head_dim() {
+        let entry = |dt, hd| fa2_spec(dt, hd).map(|(s, _, _)| s.entry);
+        assert_eq!(entry(DType::BF16, 72), Some("attention_bf16_hd80"));
+        assert_eq!(entry(DType::F32, 72), Some("attention_f32_hd72"));
+        assert_eq!(entry(DType::F32, 8), Some("attention_f32_hd32"));
+        assert_eq!(entry(DType::F32, 100), Some("attention_f32_hd128"));
+        assert_eq!(entry(DType::BF16, 136), None);
+        assert_eq!(entry(DType::F32, 132), None);
+        for dt in [DType::BF16, DType::F32] {
+            let mut last = 0;
+            for hd in 1..=128 {
+                let name = entry(dt, hd).unwrap();
+                let padded: usize = name.rsplit("_hd").next().unwrap().parse().unwrap();
+                assert!(padded >= hd && padded >= last, "{name} for hd {hd}");
+                // An entry serves the head dims above the previous entry's, up to its own.
+                if padded != last {
+                    assert_eq!(hd, last + 1, "{name}");
+                }
+                last = padded;
+            }
+        }
+        // The f32 tiles fit an A100's 163 KiB of shared memory a block.
+        for hd in [32, 64, 72, 80, 96, 128] {
+            let (spec, smem, _) = fa2_spec(DType::F32, hd).unwrap();
+            assert!(spec.static_smem + smem <= 166_912, "{}", spec.entry);
+        }
+    }
 
     const H100: u32 = 232_448;
 

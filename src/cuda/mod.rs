@@ -86,9 +86,11 @@ impl GemmPath {
     }
 }
 
-/// How f32 linear layers (and their fused epilogues) multiply on CUDA.
+/// How f32 matrix products multiply on CUDA: linear layers (with their fused
+/// epilogues) and attention (Q·Kᵀ and P·V).
 ///
-/// By default, at the model's shapes (K and N multiples of 4, 16-byte aligned
+/// By default, at the model's shapes (linear: K and N multiples of 4; attention:
+/// head dims and row strides multiples of 4, at least 16 queries; 16-byte aligned
 /// buffers), on the tensor cores in 3xTF32, as PyTorch's memory-efficient
 /// attention and CUTLASS's `OpMultiplyAddFastF32` do for f32: each value is split
 /// into a tf32 `big` (its top 19 bits) and a tf32 `small` (the rest, rounded),
@@ -98,13 +100,17 @@ impl GemmPath {
 /// 1e-5 relative bar f32 is tested to (the emulator measures 1e-8 to 1e-7), and
 /// ±inf and NaN inputs give what f32 arithmetic gives (one case aside, if the
 /// tensor cores flush tf32 subnormals, which is not documented: ±inf times a
-/// subnormal would then give NaN, not ±inf). `TESSERA_CUDA_F32_GEMM=simt`
-/// takes the SIMT GEMM instead (f32 fused multiply-adds, about half the speed).
+/// subnormal would then give NaN, not ±inf). The attention kernel checks each
+/// key/value tile for ±inf and NaN as it arrives and takes the exact split for
+/// that tile only. `TESSERA_CUDA_F32_GEMM=simt` takes the SIMT kernels instead
+/// (f32 fused multiply-adds on the CUDA cores: about half the speed for linear
+/// layers, a quarter or less for attention).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum F32Gemm {
-    /// `linear_f32_3xtf32`: mma.sync m16n8k8 tf32, three per product.
+    /// `linear_f32_3xtf32` and `attention_f32_hd*`: mma.sync m16n8k8 tf32,
+    /// three per product.
     Tf32x3,
-    /// `linear_f32`: f32 fused multiply-adds on the CUDA cores.
+    /// `linear_f32` and `attention_f32`: f32 fused multiply-adds on the CUDA cores.
     Simt,
 }
 

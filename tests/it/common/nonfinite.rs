@@ -138,7 +138,8 @@ fn nonfinite_norms<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng, cols: usiz
 }
 
 pub fn check_nonfinite_attention<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
-    // hd 64 with 20 queries: CUDA's tensor-core kernel for bf16; hd 24: the others.
+    // hd 64 with 20 queries: CUDA's tensor-core kernels (3xTF32 for f32); hd 24:
+    // the others.
     for &(h, hd, nq, nk) in &[(2usize, 64usize, 20usize, 70usize), (3, 24, 5, 37)] {
         let w = h * hd;
         let mut q: Vec<T> = rng.vec(nq * w, 1.0);
@@ -146,6 +147,8 @@ pub fn check_nonfinite_attention<T: Element, D: Kernels<T>>(dev: &D, rng: &mut R
         let mut v: Vec<T> = rng.vec(nk * w, 1.0);
         // Query 3, head 0: NaN.
         set(&mut q, 3 * w + 1, NAN);
+        // The last query, head 1: −∞ (a NaN row: its scores are ±∞ or NaN).
+        set(&mut q, (nq - 1) * w + hd + 5, -INF);
         // Key 5, head 1: score ±∞ by the sign of each query's dim 0 there: +∞ makes
         // that query NaN (∞ − ∞ in the softmax), −∞ drops the key.
         set(&mut k, 5 * w + hd, INF);

@@ -425,11 +425,15 @@ pub fn check_attention<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
         (1, 1, 128, 17, 40, false),
         (3, 2, 16, 1, 17, true),
         (2, 12, 64, 7, 203, false),
-        // Every head-dim class of CUDA's tensor-core kernel (hd padded to a
-        // multiple of 16: 48, 96, 112 here; q_len ≥ 16, kv_len no tile divides).
+        // Every head-dim class of CUDA's tensor-core kernels (bf16: hd padded to a
+        // multiple of 16, 48, 96, 112 here; f32: to 32, 64, 72, 80, 96 or 128, hd a
+        // multiple of 4; q_len ≥ 16, kv_len no tile divides).
         (1, 2, 40, 19, 70, false),
         (1, 1, 88, 33, 65, false),
         (2, 1, 104, 16, 100, false),
+        (1, 2, 72, 40, 70, false),
+        (1, 1, 76, 20, 33, false),
+        (1, 2, 20, 18, 50, false),
     ];
     for &(b, h, hd, nq, nk, bc) in &cases {
         let w = h * hd;
