@@ -149,16 +149,23 @@ def own_chunks(k, tid, HD, SB, z, sdst, tile_rows):
 
 
 def scan_nonfinite(k, acc, chunks):
-    """acc ← acc + Σ 0·x over the f32 words of this thread's copied chunks: acc
-    (0 or NaN) turns NaN exactly when one of them is ±inf or NaN (0·x is ±0 for
-    every finite x). One FFMA a word; the thread's own cp.async copies are
-    visible to it after its wait_group."""
+    """acc ← Σ 0·x over the f32 words of this thread's copied chunks: acc (0 or
+    NaN) is NaN exactly when one of them is ±inf or NaN (0·x is ±0 for every
+    finite x). One FFMA a word, into four chains (one a vector lane) summed at
+    the end, so the scan waits a quarter of a 40-long FFMA chain; the thread's own
+    cp.async copies are visible to it after its wait_group."""
     x = k.regs_n("f32", "nfx", 4)
+    part = [acc] + k.regs_n("f32", "nfa", 3)
+    for r in part:
+        k(f"mov.f32 {r}, {ZERO};")
     for _, _, _, dst, guard in chunks:
         g = f"@{guard} " if guard is not None else ""
         k(f"{g}ld.shared.v4.f32 {{{', '.join(map(str, x))}}}, [{dst()}];")
-        for r in x:
-            k(f"{g}fma.rn.f32 {acc}, {r}, {ZERO}, {acc};")
+        for a, r in zip(part, x):
+            k(f"{g}fma.rn.f32 {a}, {r}, {ZERO}, {a};")
+    k(f"add.f32 {part[0]}, {part[0]}, {part[1]};")
+    k(f"add.f32 {part[2]}, {part[2]}, {part[3]};")
+    k(f"add.f32 {acc}, {part[0]}, {part[2]};")
 
 
 def v_banks_conflict_free(HD):
@@ -351,7 +358,6 @@ def attention_fa2(HD, dt="bf16"):
         # it copied; the barrier ORs it over the block): then its K and V take the
         # exact split, a block-uniform branch.
         acc, nf = k.reg("f32", "tnf"), k.reg("pred", "tile_nf")
-        k(f"mov.f32 {acc}, {ZERO};")
         scan_nonfinite(k, acc, own_chunks(k, tid, HD, SB, z, kbase, bc) + own_chunks(k, tid, HD, SB, z, vbase, bc))
         k(f"setp.nan.f32 {p}, {acc}, {acc};")
         k(f"bar.red.or.pred {nf}, 0, {p};")
