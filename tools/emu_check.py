@@ -30,6 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import gen_ptx  # noqa: E402
 from ptxgen.kernels import attention_fa2, attention_sm90  # noqa: E402
+from ptxgen.kernels.attention_common import attention_module  # noqa: E402
 from ptx_emu import (BankStats, Memory, TensorMap, bf16_bits_to_f32, f32_to_bf16_bits, parse_module,  # noqa: E402
                      run_kernel)
 
@@ -506,8 +507,9 @@ def fa2_head_dims(dt="bf16"):
     the generator emits. The generator's kernels must be the same set (an entry
     without a launch contract, or a contract whose entry is not committed, fails)."""
     name = re.compile(rf"attention_{dt}_hd(\d+)$")
-    committed = {int(m.group(1)) for e in module("attention") if (m := name.match(e))}
-    gen = {e: k for e, k in SPECS.items() if k.module == "attention" and name.match(e)}
+    mod = attention_module(dt)
+    committed = {int(m.group(1)) for e in module(mod) if (m := name.match(e))}
+    gen = {e: k for e, k in SPECS.items() if k.module == mod and name.match(e)}
     spec = {int(name.match(e).group(1)) for e in gen}
     bad = [e for e, k in gen.items() if k.consts.get("HD") != int(name.match(e).group(1))]
     ok = bool(committed) and committed == spec == set(attention_fa2.HEAD_DIMS[dt]) and not bad

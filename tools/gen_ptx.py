@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ptxgen.asm import module_text  # noqa: E402
 from ptxgen.kernels import (attention_fa2, attention_simt, attention_sm90, elementwise,  # noqa: E402
                             gemm_mma64, gemm_simt, gemm_sm80, gemm_sm90, layer_norm, memory)
+from ptxgen.kernels.attention_common import attention_module  # noqa: E402
 from ptxgen.manifest import rust_manifest  # noqa: E402
 
 ROOT = os.environ.get("TESSERA_GEN_ROOT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -48,8 +49,10 @@ def modules():
     out.append(("patch_embed", "patch_embed_*: implicit-GEMM patchify + bias + position; A rows are\n"
                 "gathered from the pixels.\n\n" + doc_of(gemm_simt) + "\n\n" + doc_of(gemm_mma64),
                 [gemm_simt.gemm_f32("patch"), gemm_mma64.gemm_bf16_any("patch")]))
-    out.append(("attention", "attention_*: fused multi-head attention.\n\n" + doc_of(attention_fa2)
-                + "\n\n" + doc_of(attention_simt), attention_fa2.kernels() + attention_simt.kernels()))
+    for dt in ("bf16", "f32"):
+        out.append((attention_module(dt), f"attention_{dt}*: fused multi-head attention, {dt}.\n\n"
+                    + doc_of(attention_fa2) + "\n\n" + doc_of(attention_simt),
+                    attention_fa2.kernels(dt) + attention_simt.kernels(dt)))
     out.append(("attention_sm90", "attention_bf16_sm90_*: fused multi-head attention on Hopper (wgmma, TMA).\n\n"
                 + doc_of(attention_sm90), attention_sm90.kernels()))
     return out

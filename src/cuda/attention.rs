@@ -1,4 +1,5 @@
-//! Attention on CUDA (kernels/attention.ptx, kernels/attention_sm90.ptx), fused,
+//! Attention on CUDA (kernels/attention.ptx for bf16, kernels/attention_f32.ptx,
+//! kernels/attention_sm90.ptx), fused,
 //! online softmax:
 //! - bf16 with head dims a multiple of 8 (up to 128) and at least 16 query rows:
 //!   on compute capability 9.0 at head dims 64, 72, 80 and 128,

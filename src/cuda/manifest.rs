@@ -55,6 +55,12 @@ pub(super) static ATTENTION: Module = Module {
     ptx: include_str!("../../kernels/attention.ptx"),
 };
 
+/// kernels/attention_f32.ptx.
+pub(super) static ATTENTION_F32: Module = Module {
+    name: "attention_f32",
+    ptx: include_str!("../../kernels/attention_f32.ptx"),
+};
+
 /// kernels/attention_sm90.ptx.
 pub(super) static ATTENTION_SM90: Module = Module {
     name: "attention_sm90",
@@ -1248,11 +1254,28 @@ pub(super) mod attention_bf16_hd128 {
     pub(in crate::cuda) const ROWS: u32 = 128;
 }
 
+/// `attention_bf16`: attention_bf16: exact SIMT attention, one warp per query row, 32-key tiles.
+pub(super) mod attention_bf16 {
+    use super::*;
+    pub(in crate::cuda) const SPEC: KernelSpec<Attention> = KernelSpec {
+        module: &ATTENTION,
+        entry: "attention_bf16",
+        threads: 256,
+        static_smem: 38016,
+        max_dyn_smem: 0,
+        cluster: 1,
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
+        signature: std::marker::PhantomData,
+    };
+    pub(in crate::cuda) const MAX_HD: u32 = 128;
+    pub(in crate::cuda) const ROWS: u32 = 8;
+}
+
 /// `attention_f32_hd32`: attention_f32_hd32: FlashAttention-2-style 3xTF32 f32 attention on tensor cores,
 pub(super) mod attention_f32_hd32 {
     use super::*;
     pub(in crate::cuda) const SPEC: KernelSpec<Attention> = KernelSpec {
-        module: &ATTENTION,
+        module: &ATTENTION_F32,
         entry: "attention_f32_hd32",
         threads: 128,
         static_smem: 0,
@@ -1270,7 +1293,7 @@ pub(super) mod attention_f32_hd32 {
 pub(super) mod attention_f32_hd64 {
     use super::*;
     pub(in crate::cuda) const SPEC: KernelSpec<Attention> = KernelSpec {
-        module: &ATTENTION,
+        module: &ATTENTION_F32,
         entry: "attention_f32_hd64",
         threads: 128,
         static_smem: 0,
@@ -1288,7 +1311,7 @@ pub(super) mod attention_f32_hd64 {
 pub(super) mod attention_f32_hd72 {
     use super::*;
     pub(in crate::cuda) const SPEC: KernelSpec<Attention> = KernelSpec {
-        module: &ATTENTION,
+        module: &ATTENTION_F32,
         entry: "attention_f32_hd72",
         threads: 128,
         static_smem: 0,
@@ -1306,7 +1329,7 @@ pub(super) mod attention_f32_hd72 {
 pub(super) mod attention_f32_hd80 {
     use super::*;
     pub(in crate::cuda) const SPEC: KernelSpec<Attention> = KernelSpec {
-        module: &ATTENTION,
+        module: &ATTENTION_F32,
         entry: "attention_f32_hd80",
         threads: 128,
         static_smem: 0,
@@ -1324,7 +1347,7 @@ pub(super) mod attention_f32_hd80 {
 pub(super) mod attention_f32_hd96 {
     use super::*;
     pub(in crate::cuda) const SPEC: KernelSpec<Attention> = KernelSpec {
-        module: &ATTENTION,
+        module: &ATTENTION_F32,
         entry: "attention_f32_hd96",
         threads: 128,
         static_smem: 0,
@@ -1342,7 +1365,7 @@ pub(super) mod attention_f32_hd96 {
 pub(super) mod attention_f32_hd128 {
     use super::*;
     pub(in crate::cuda) const SPEC: KernelSpec<Attention> = KernelSpec {
-        module: &ATTENTION,
+        module: &ATTENTION_F32,
         entry: "attention_f32_hd128",
         threads: 128,
         static_smem: 0,
@@ -1360,25 +1383,8 @@ pub(super) mod attention_f32_hd128 {
 pub(super) mod attention_f32 {
     use super::*;
     pub(in crate::cuda) const SPEC: KernelSpec<Attention> = KernelSpec {
-        module: &ATTENTION,
+        module: &ATTENTION_F32,
         entry: "attention_f32",
-        threads: 256,
-        static_smem: 38016,
-        max_dyn_smem: 0,
-        cluster: 1,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
-        signature: std::marker::PhantomData,
-    };
-    pub(in crate::cuda) const MAX_HD: u32 = 128;
-    pub(in crate::cuda) const ROWS: u32 = 8;
-}
-
-/// `attention_bf16`: attention_bf16: exact SIMT attention, one warp per query row, 32-key tiles.
-pub(super) mod attention_bf16 {
-    use super::*;
-    pub(in crate::cuda) const SPEC: KernelSpec<Attention> = KernelSpec {
-        module: &ATTENTION,
-        entry: "attention_bf16",
         threads: 256,
         static_smem: 38016,
         max_dyn_smem: 0,
@@ -1506,14 +1512,14 @@ pub(super) const ALL: &[(&Module, &str, u32, usize, u32)] = &[
     (&ATTENTION, "attention_bf16_hd96", 128, 18, 0),
     (&ATTENTION, "attention_bf16_hd112", 128, 18, 0),
     (&ATTENTION, "attention_bf16_hd128", 128, 18, 0),
-    (&ATTENTION, "attention_f32_hd32", 128, 18, 0),
-    (&ATTENTION, "attention_f32_hd64", 128, 18, 0),
-    (&ATTENTION, "attention_f32_hd72", 128, 18, 0),
-    (&ATTENTION, "attention_f32_hd80", 128, 18, 0),
-    (&ATTENTION, "attention_f32_hd96", 128, 18, 0),
-    (&ATTENTION, "attention_f32_hd128", 128, 18, 0),
-    (&ATTENTION, "attention_f32", 256, 18, 38016),
     (&ATTENTION, "attention_bf16", 256, 18, 38016),
+    (&ATTENTION_F32, "attention_f32_hd32", 128, 18, 0),
+    (&ATTENTION_F32, "attention_f32_hd64", 128, 18, 0),
+    (&ATTENTION_F32, "attention_f32_hd72", 128, 18, 0),
+    (&ATTENTION_F32, "attention_f32_hd80", 128, 18, 0),
+    (&ATTENTION_F32, "attention_f32_hd96", 128, 18, 0),
+    (&ATTENTION_F32, "attention_f32_hd128", 128, 18, 0),
+    (&ATTENTION_F32, "attention_f32", 256, 18, 38016),
     (&ATTENTION_SM90, "attention_bf16_sm90_hd64", 384, 24, 0),
     (&ATTENTION_SM90, "attention_bf16_sm90_hd72", 384, 24, 0),
     (&ATTENTION_SM90, "attention_bf16_sm90_hd80", 384, 24, 0),

@@ -28,6 +28,13 @@ ATTENTION_PARAMS = [In("q"), In("k"), In("v"), Out("out"), Opt("cu"), U32("nq"),
                     F32("scale")]
 
 
+def attention_module(dt):
+    """The module (kernels/NAME.ptx) of the attention kernels of element type dt:
+    one per type, so that a model loads (and the driver JIT-compiles) only its
+    own type's kernels."""
+    return "attention" if dt == "bf16" else f"attention_{dt}"
+
+
 def column_bases(k, size):
     """q, k, v moved to their first column (registers): base + col·size bytes."""
     out = []

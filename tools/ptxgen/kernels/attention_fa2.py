@@ -66,7 +66,8 @@ from ..asm import Kernel
 from ..frag import (c_coords, cp_async_16, cp_commit, cp_wait, ldmatrix_x4, mma, mma_3xtf32, padded_stride,
                     split_tf32, split_tf32_specials)
 from ..lib import NEG_INF, SIZE, ZERO, addr, lane_warp
-from .attention_common import ATTENTION_PARAMS, column_bases, online_softmax_row, sequence_bounds, store_output_row
+from .attention_common import (ATTENTION_PARAMS, attention_module, column_bases, online_softmax_row,
+                               sequence_bounds, store_output_row)
 
 WARPS, MT = 4, 2
 BR = 16 * MT * WARPS  # query rows per block
@@ -187,7 +188,7 @@ def attention_fa2(HD, dt="bf16"):
     if f32:
         assert HD % 8 == 0 and v_banks_conflict_free(HD), HD
     what = "3xTF32 f32" if f32 else "bf16"
-    k = Kernel("attention", f"attention_{dt}_hd{HD}", 32 * WARPS, ATTENTION_PARAMS, "attention",
+    k = Kernel(attention_module(dt), f"attention_{dt}_hd{HD}", 32 * WARPS, ATTENTION_PARAMS, "attention",
                doc=f"attention_{dt}_hd{HD}: FlashAttention-2-style {what} attention on tensor cores,\n"
                    f"hd ≤ {HD}, {BR} query rows per block ({16 * MT} per warp), {bc}-key K/V tiles "
                    f"double-buffered.",
@@ -488,5 +489,5 @@ def tf32_branches(k, nonfinite, body, stem):
     k.place(join)
 
 
-def kernels():
-    return [attention_fa2(hd, dt) for dt in ("bf16", "f32") for hd in HEAD_DIMS[dt]]
+def kernels(dt):
+    return [attention_fa2(hd, dt) for hd in HEAD_DIMS[dt]]

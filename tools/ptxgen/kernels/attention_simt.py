@@ -17,7 +17,7 @@ End: out = acc / l. Head dims up to 128 (checked on the host), any hd."""
 
 from ..asm import Kernel
 from ..lib import DTYPES, NEG_INF, SIZE, ZERO, addr, lane_warp, ld_elem, st_elem, warp_reduce
-from .attention_common import ATTENTION_PARAMS, column_bases, sequence_bounds
+from .attention_common import ATTENTION_PARAMS, attention_module, column_bases, sequence_bounds
 
 NW = 8
 MAX_HD = 128
@@ -26,7 +26,7 @@ KT = 32
 
 def attention_simt(dt):
     z = SIZE[dt]
-    k = Kernel("attention", f"attention_{dt}", 32 * NW, ATTENTION_PARAMS, "attention",
+    k = Kernel(attention_module(dt), f"attention_{dt}", 32 * NW, ATTENTION_PARAMS, "attention",
                doc=f"attention_{dt}: exact SIMT attention, one warp per query row, 32-key tiles.")
     k.const("ROWS", NW)
     k.const("MAX_HD", MAX_HD)
@@ -214,5 +214,5 @@ def attention_simt(dt):
     return k
 
 
-def kernels():
-    return [attention_simt(dt) for dt in DTYPES]
+def kernels(dt):
+    return [attention_simt(dt)]
