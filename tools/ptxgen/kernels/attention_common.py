@@ -20,7 +20,7 @@ that sequence, no mask.
 - scale = hd^-0.5 · log2(e): scores live in the log2 domain (ex2)."""
 
 from ..asm import F32, In, Opt, Out, U32
-from ..lib import NEG_INF, ZERO, addr, pack_bf16x2, quad_reduce
+from ..lib import NEG_INF, SIZE, ZERO, addr, pack_bf16x2, quad_reduce
 
 ATTENTION_PARAMS = [In("q"), In("k"), In("v"), Out("out"), Opt("cu"), U32("nq"), U32("nk"),
                     U32("heads"), U32("hd"), U32("ldq"), U32("ldkv"), U32("ldo"),
@@ -126,8 +126,7 @@ def store_output_row(k, O, half, lsum, row, bounds, c2, hd=None, dt="bf16"):
     k(f"add.u32 {e}, {o0}, {row};")
     k(f"mad.lo.u32 {e}, {e}, {ldo}, {hoff};")
     k(f"add.u32 {e}, {e}, {c2};")
-    z = 4 if dt == "f32" else 2
-    base = addr(k, out, e, z, "ob")
+    base = addr(k, out, e, SIZE[dt], "ob")
     for n, group in enumerate(O):
         x, y = group[2 * half], group[2 * half + 1]
         k(f"mul.f32 {x}, {x}, {inv};")

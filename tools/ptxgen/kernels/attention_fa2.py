@@ -125,9 +125,10 @@ def chunk_passes(k, tid, HD, SB, rows, z=2):
 
 
 def own_chunks(k, tid, HD, SB, z, sdst, tile_rows):
-    """The shared addresses of the 16-byte chunks this thread copies into a tile at
-    `sdst` (chunk_passes' walk), with the guard of the last pass (None: every
-    thread copies one): [(address, guard)]."""
+    """The 16-byte chunks this thread copies into a tile at `sdst` (chunk_passes'
+    walk): [(row, column element, column-inside-hd predicate, address, guard)],
+    `address()` emitting the chunk's shared address where the caller needs it,
+    `guard` the last pass's predicate (None: every thread copies one)."""
     passes, so0, total = chunk_passes(k, tid, HD, SB, tile_rows, z)
     last_guard = None
     if total % (32 * WARPS):
@@ -345,16 +346,10 @@ def attention_fa2(HD, dt="bf16"):
     cp_commit(k)
     cp_wait(k, 1)
     kbase, vbase = k.reg("u32", "kbase"), k.reg("u32", "vbase")
-    if not f32:
-        k("bar.sync 0;")
     k(f"mul.lo.u32 {so}, {stage}, {bc * SB};")
     k(f"add.u32 {kbase}, {sK}, {so};")
-    if not f32:
-        k(f"add.u32 {kbase}, {kbase}, {klo};")
     k(f"add.u32 {vbase}, {sV}, {so};")
-    if not f32:
-        k(f"add.u32 {vbase}, {vbase}, {vlo};")
-    else:
+    if f32:
         # Whether this K/V tile holds ±inf or NaN anywhere (every thread scans what
         # it copied; the barrier ORs it over the block): then its K and V take the
         # exact split, a block-uniform branch.
@@ -362,8 +357,10 @@ def attention_fa2(HD, dt="bf16"):
         scan_nonfinite(k, acc, own_chunks(k, tid, HD, SB, z, kbase, bc) + own_chunks(k, tid, HD, SB, z, vbase, bc))
         k(f"setp.nan.f32 {p}, {acc}, {acc};")
         k(f"bar.red.or.pred {nf}, 0, {p};")
-        k(f"add.u32 {kbase}, {kbase}, {klo};")
-        k(f"add.u32 {vbase}, {vbase}, {vlo};")
+    else:
+        k("bar.sync 0;")
+    k(f"add.u32 {kbase}, {kbase}, {klo};")
+    k(f"add.u32 {vbase}, {vbase}, {vlo};")
 
     # S = Q·Kᵀ: each K fragment feeds the MT m-tiles.
     for frag in (f for sm in S for f in sm):
@@ -423,13 +420,12 @@ def attention_fa2(HD, dt="bf16"):
             for n in range(HD // 8):
                 for qq in (2 * half, 2 * half + 1):
                     k(f"mul.f32 {O[mt][n][qq]}, {O[mt][n][qq]}, {alpha};")
-        if f32:
-            continue
-        # P in registers as A fragments: key chunk c = n-tiles 2c (a0, a1) and 2c + 1 (a2, a3).
-        for c in range(bc // 16):
-            lo, hi = S[mt][2 * c], S[mt][2 * c + 1]
-            for dst, (x, y) in zip(P[mt][c], ((lo[0], lo[1]), (lo[2], lo[3]), (hi[0], hi[1]), (hi[2], hi[3]))):
-                k(f"cvt.rn.bf16x2.f32 {dst}, {y}, {x};")
+        if not f32:
+            # P in registers as A fragments: key chunk c = n-tiles 2c (a0, a1) and 2c + 1 (a2, a3).
+            for c in range(bc // 16):
+                lo, hi = S[mt][2 * c], S[mt][2 * c + 1]
+                for dst, (x, y) in zip(P[mt][c], ((lo[0], lo[1]), (lo[2], lo[3]), (hi[0], hi[1]), (hi[2], hi[3]))):
+                    k(f"cvt.rn.bf16x2.f32 {dst}, {y}, {x};")
     # O += P·V: each V fragment feeds the MT m-tiles.
     if f32:
         vb = k.regs_n("b32", "vb", 2)
@@ -440,7 +436,8 @@ def attention_fa2(HD, dt="bf16"):
                 # relabelled: A column c ↔ key 2c, c + 4 ↔ 2c + 1.
                 # P is never ±inf (2^(s − max) ≤ 1): the quick split serves both
                 # paths (a NaN stays NaN in small).
-                ps = [[split_tf32(k, S[mt][ks][qq], "ps", round_small=False) for qq in (0, 2, 1, 3)] for mt in range(MT)]
+                ps = [[split_tf32(k, S[mt][ks][qq], "ps", round_small=False) for qq in (0, 2, 1, 3)]
+                      for mt in range(MT)]
                 for n in range(HD // 8):
                     for i in range(2):
                         k(f"ld.shared.b32 {vb[i]}, [{vbase}+{(8 * ks + i) * SB + 32 * n}];")

@@ -16,7 +16,7 @@ Per tile of 32 keys (the last one partial: missing keys score −∞ and V 0):
 End: out = acc / l. Head dims up to 128 (checked on the host), any hd."""
 
 from ..asm import Kernel
-from ..lib import DTYPES, NEG_INF, SIZE, ZERO, addr, lane_warp, ld_elem, st_elem, warp_reduce
+from ..lib import NEG_INF, SIZE, ZERO, addr, lane_warp, ld_elem, st_elem, warp_reduce
 from .attention_common import ATTENTION_PARAMS, attention_module, column_bases, sequence_bounds
 
 NW = 8
