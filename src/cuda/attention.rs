@@ -9,9 +9,9 @@
 //! - f32 with head dims a multiple of 4 (up to 128) and at least 16 query rows:
 //!   `attention_f32_hd{32..128}`, the same kernel on tensor cores in 3xTF32
 //!   (f32-accurate; see [`F32Gemm`], whose `simt` setting turns it off);
-//! - f32 and bf16 otherwise (odd head dims, the pooling probe's single query, a
-//!   GPU whose shared memory is too small for the tile): `attention_{f32,bf16}`
-//!   on CUDA cores, exact.
+//! - f32 and bf16 otherwise (head dims or row strides not a multiple of 4 (f32)
+//!   or 8 (bf16), the pooling probe's single query, a GPU whose shared memory is
+//!   too small for the tile): `attention_{f32,bf16}` on CUDA cores, exact.
 
 use cudarc::driver::CudaSlice;
 
