@@ -80,6 +80,28 @@ def sequence_bounds(k, b):
     return q0, kv0, o0, ql, kl
 
 
+def query_block(k, rows):
+    """This block's place in the grid (ctaid.x: its block of `rows` query rows,
+    ctaid.y: the head, ctaid.z: the sequence) and its sequence's bounds; a block
+    past the sequence's queries branches to the returned exit label (place it at
+    the end). Returns (qb: the block's first query row, (q_row0, kv_row0,
+    o_row0, q_len, kv_len), exit label, hoff: the head's first column h·hd, p: a
+    scratch predicate)."""
+    b, h, qb = k.reg("u32", "b"), k.reg("u32", "h"), k.reg("u32", "qb")
+    k(f"mov.u32 {b}, %ctaid.z;")
+    k(f"mov.u32 {h}, %ctaid.y;")
+    k(f"mov.u32 {qb}, %ctaid.x;")
+    k(f"mul.lo.u32 {qb}, {qb}, {rows};")  # first query row of the block
+    bounds = sequence_bounds(k, b)
+    exit_ = k.label("exit")
+    p = k.reg("pred", "p")
+    k(f"setp.ge.u32 {p}, {qb}, {bounds[3]};")
+    k(f"@{p} bra {exit_};")
+    hoff = k.reg("u32", "hoff")
+    k(f"mul.lo.u32 {hoff}, {h}, {k.param('hd')};")
+    return qb, bounds, exit_, hoff, p
+
+
 def online_softmax_row(k, S, half, m, lsum, alpha):
     """The online-softmax update of one accumulator row of a tensor-core tile:
     `S` lists its m16n8 groups of 4 f32 registers (log2-domain scores), `half`

@@ -67,7 +67,7 @@ from ..frag import (c_coords, cp_async_16, cp_commit, cp_wait, ldmatrix_x4, mma,
                     split_tf32, split_tf32_specials)
 from ..lib import NEG_INF, SIZE, ZERO, addr, lane_warp
 from .attention_common import (ATTENTION_PARAMS, attention_module, column_bases, online_softmax_row,
-                               sequence_bounds, store_output_row)
+                               query_block, store_output_row)
 
 WARPS, MT = 4, 2
 BR = 16 * MT * WARPS  # query rows per block
@@ -201,18 +201,8 @@ def attention_fa2(HD, dt="bf16"):
     out = k.param("out")
     hd, ldq, ldkv, ldo, scale = (k.param(p) for p in ("hd", "ldq", "ldkv", "ldo", "scale"))
     tid, lane, warp = lane_warp(k)
-    b, h, qb = k.reg("u32", "b"), k.reg("u32", "h"), k.reg("u32", "qb")
-    k(f"mov.u32 {b}, %ctaid.z;")
-    k(f"mov.u32 {h}, %ctaid.y;")
-    k(f"mov.u32 {qb}, %ctaid.x;")
-    k(f"mul.lo.u32 {qb}, {qb}, {BR};")  # first query row of the block
-    q0, kv0, o0, ql, kl = sequence_bounds(k, b)
-    exit_ = k.label("exit")
-    p = k.reg("pred", "p")
-    k(f"setp.ge.u32 {p}, {qb}, {ql};")
-    k(f"@{p} bra {exit_};")
-    hoff, t, u = k.reg("u32", "hoff"), k.reg("u32", "t"), k.reg("u32", "u")
-    k(f"mul.lo.u32 {hoff}, {h}, {hd};")
+    qb, (q0, kv0, o0, ql, kl), exit_, hoff, p = query_block(k, BR)
+    t, u = k.reg("u32", "t"), k.reg("u32", "u")
     sQ = k.reg("u32", "sQ")
     k(f"mov.u32 {sQ}, dyn_smem;")
 

@@ -49,7 +49,7 @@ from ..frag import (fence_proxy_async_shared, mbar_arrive, mbar_arrive_tx, mbar_
                     ring_advance, setmaxnreg, tma_load_2d, warpgroup_ids, wgmma_bf16, wgmma_bf16_rs, wgmma_commit,
                     wgmma_desc, wgmma_fence, wgmma_wait)
 from ..lib import NEG_INF, ZERO
-from .attention_common import online_softmax_row, sequence_bounds, store_output_row
+from .attention_common import online_softmax_row, query_block, store_output_row
 
 HEAD_DIMS = (64, 72, 80, 128)
 BR = BC = ROWS = 128               # query rows per block, keys per tile
@@ -99,21 +99,11 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
     k.const("HD", HD)
     k.const("DYN_SMEM", SMEM)
     out = k.param("out")
-    hd, ldo, scale = (k.param(p) for p in ("hd", "ldo", "scale"))
+    ldo, scale = (k.param(p) for p in ("ldo", "scale"))
     tid = k.reg("u32", "tid")
     k(f"mov.u32 {tid}, %tid.x;")
-    b, h, qb = k.reg("u32", "b"), k.reg("u32", "h"), k.reg("u32", "qb")
-    k(f"mov.u32 {b}, %ctaid.z;")
-    k(f"mov.u32 {h}, %ctaid.y;")
-    k(f"mov.u32 {qb}, %ctaid.x;")
-    k(f"mul.lo.u32 {qb}, {qb}, {BR};")  # first query row of the block
-    q0, kv0, o0, ql, kl = sequence_bounds(k, b)
-    exit_ = k.label("exit")
-    p = k.reg("pred", "p")
-    k(f"setp.ge.u32 {p}, {qb}, {ql};")
-    k(f"@{p} bra {exit_};")
-    hoff, t = k.reg("u32", "hoff"), k.reg("u32", "t")
-    k(f"mul.lo.u32 {hoff}, {h}, {hd};")
+    qb, (q0, kv0, o0, ql, kl), exit_, hoff, p = query_block(k, BR)
+    t = k.reg("u32", "t")
 
     base, fullq, full0, empty0 = (k.reg("u32", s) for s in ("base", "fullq", "full0", "empty0"))
     k(f"mov.u32 {base}, dyn_smem;")
