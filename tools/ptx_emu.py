@@ -225,7 +225,8 @@ copy_traits_sm75 / mma_traits_sm80):
     wgmma of another warpgroup) after an mbarrier hand-off, with no barrier
     between, are reported as races.
   * wgmma (warpgroup-collective, .sync.aligned): mma_async m64nNk16 (N a
-    multiple of 8 in 8..256), .f32 accumulators, .bf16 / .f16 inputs; B, and A
+    multiple of 8 in 8..256), .f32 accumulators, .bf16 / .f16 inputs, or
+    m64nNk8 with .tf32 inputs (below); B, and A
     unless it comes from registers, in shared memory through matrix
     descriptors: start ((d & 0x3FFF) << 4), LBO (bits 16-29, << 4), SBO (bits
     32-45, << 4), base offset (bits 49-51, must be 0), swizzle (bits 62-63: 1 =
@@ -244,6 +245,14 @@ copy_traits_sm75 / mma_traits_sm80):
     b-desc, scale-d, imm-scale-a, imm-scale-b, imm-trans-b): register r (.b32)
     of lane l of warp w of the warpgroup holds (16w + l/4 + 8(r & 1), 8(r >> 1)
     + 2(l % 4)) in its low 16 bits and the next column in its high 16 bits.
+    m64nNk8 .f32.tf32.tf32: K-major operands only (no imm-trans: {d}, a-desc,
+    b-desc, scale-d, imm-scale-a, imm-scale-b, or {d}, {a0, a1, a2, a3},
+    b-desc, scale-d, imm-scale-a, imm-scale-b), 4-byte elements, k in 0..7
+    (element (i, k) of a 128B K-major operand at lin = start + (i / 8) SBO +
+    (i % 8) 128 + 4k; none: start + (i / 8) SBO + (k / 4) LBO + (i % 8) 16 +
+    4 (k % 4)); each element read as mma's tf32 (its low 13 bits ignored); A
+    register r of lane l of warp w holds (16w + l/4 + 8(r & 1), l % 4 +
+    4(r >> 1)) (CUTLASS ALayout_64x8).
     Descriptors and scale-d must be equal across the warpgroup; imm-scale-a/b
     must be 1, imm-trans-a/b 0 or 1. Accumulator fragment: register j of lane l
     of warp w of the warpgroup holds (16w + l/4 + 8((j >> 1) & 1), 8(j >> 2) +
@@ -3869,11 +3878,14 @@ class _Exec:
             self._wg_tabs[n] = tab
         return tab
 
-    def _gmma_operand(self, desc, rows, what, which, mn=False, wbase=0):
-        """Element (i, k), i < rows, k < 16, of an operand through matrix
-        descriptor `desc`, K-major (mn False: 16 k of a row i contiguous) or
-        MN-major (mn True, imm-trans 1: rows i contiguous for each k): (u16
-        values (rows, 16), the 16-byte chunks read)."""
+    def _gmma_operand(self, desc, rows, what, which, mn=False, wbase=0, esize=2):
+        """Element (i, k), i < rows, k < 32 / esize, of an operand of `esize`-byte
+        elements through matrix descriptor `desc`, K-major (mn False: the k of a
+        row i contiguous) or MN-major (mn True, imm-trans 1, 2-byte elements only:
+        rows i contiguous for each k): (u16 or u32 values (rows, 32 / esize), the
+        16-byte chunks read)."""
+        assert esize in (2, 4) and not (mn and esize != 2)
+        kn, kc = 32 // esize, 16 // esize     # k per row slice, k per 16-byte core row
         rsv = desc & ~(0x3FFF | (0x3FFF << 16) | (0x3FFF << 32) | (7 << 49) | (3 << 62))
         if rsv:
             raise EmuError(f"{what}: {which} descriptor {desc:#018x} has reserved bits set ({rsv:#x})")
@@ -3885,7 +3897,7 @@ class _Exec:
         if base:
             raise EmuError(f"{what}: {which} descriptor base offset {base} (only 0 is supported)")
         i = np.arange(rows, dtype=np.int64)[:, None]
-        k = np.arange(16, dtype=np.int64)[None, :]
+        k = np.arange(kn, dtype=np.int64)[None, :]
         if mode == 1:
             if (start >> 7) & 7:
                 raise EmuError(f"{what}: {which} descriptor start address {start} is not within the first 128 bytes "
@@ -3893,21 +3905,23 @@ class _Exec:
             if mn:      # 64 MN elements per 128-byte row, 8 k rows per atom; SBO: k / 8, LBO: i / 64
                 lin = start + (i // 64) * lbo + 2 * (i % 64) + (k // 8) * sbo + (k % 8) * 128
             else:
-                lin = start + (i // 8) * sbo + (i % 8) * 128 + 2 * k
+                lin = start + (i // 8) * sbo + (i % 8) * 128 + esize * k
             phys = lin ^ (((lin >> 7) & 7) << 4)
         elif mode == 0:
             if mn:      # core matrices of 8 MN elements (16 bytes) x 8 k at a 16-byte pitch
                 phys = start + (i // 8) * sbo + 2 * (i % 8) + (k // 8) * lbo + 16 * (k % 8)
             else:
-                phys = start + (i // 8) * sbo + (k // 8) * lbo + (i % 8) * 16 + 2 * (k % 8)
+                phys = start + (i // 8) * sbo + (k // kc) * lbo + (i % 8) * 16 + esize * (k % kc)
         else:
             raise EmuError(f"{what}: {which} descriptor swizzle mode {mode} ({ {2: '64B', 3: '32B'}[mode] }) is not "
                            f"supported (0 = none, 1 = 128B)")
-        if int(phys.max()) + 2 > self.smem_size:
+        if int(phys.max()) + esize > self.smem_size:
             raise EmuError(f"{what}: {which} operand reaches shared byte {int(phys.max())}, outside shared memory "
                            f"({self.smem_size} B{' per CTA' if self.C > 1 else ''})")
         if wbase:   # the warpgroup's CTA's shared memory (a cluster)
             phys = phys + wbase
+        if esize == 4:
+            return self.smem.view(np.uint32)[phys >> 2], np.unique(phys >> 4)
         return self.smem.view(np.uint16)[phys >> 1], np.unique(phys >> 4)
 
     def _wgmma_read_checks(self, ch, wg, what):
@@ -4012,18 +4026,28 @@ class _Exec:
             return wait_group
         if sub != "mma_async":
             raise EmuError(f"unsupported wgmma form .{sub}")
-        shp = next((re.fullmatch(r"m64n(\d+)k16", m) for m in mods if re.fullmatch(r"m64n(\d+)k16", m)), None)
+        shp = next((re.fullmatch(r"m64n(\d+)k(16|8)", m) for m in mods if re.fullmatch(r"m64n(\d+)k(16|8)", m)),
+                   None)
         if shp is None:
-            raise EmuError("only wgmma.mma_async.sync.aligned.m64nNk16 is supported")
+            raise EmuError("only wgmma.mma_async.sync.aligned.m64nNk16 / m64nNk8 are supported")
         n = int(shp.group(1))
         if n % 8 or not 8 <= n <= 256:
             raise EmuError(f"N = {n} is not a multiple of 8 in 8..256")
         types = mods[mods.index(shp.group(0)) + 1:]
-        if types not in (["f32", "bf16", "bf16"], ["f32", "f16", "f16"]):
-            raise EmuError("only .f32.bf16.bf16 / .f32.f16.f16 are supported")
+        kshape = int(shp.group(2))
+        if (kshape, types) not in ((16, ["f32", "bf16", "bf16"]), (16, ["f32", "f16", "f16"]),
+                                   (8, ["f32", "tf32", "tf32"])):
+            raise EmuError("only m64nNk16 .f32.bf16.bf16 / .f32.f16.f16 and m64nNk8 .f32.tf32.tf32 are supported")
         ab = types[1]
         args = ins.args
         a_regs = args[1].strip().startswith("{") if len(args) > 1 else False
+        if ab == "tf32":
+            # No transposes: K-major operands only, so no imm-trans operands.
+            if len(args) != 6:
+                raise EmuError("wgmma.mma_async .tf32 takes {d}, a-desc, b-desc, scale-d, imm-scale-a, imm-scale-b "
+                               "or, A from registers, {d}, {a0, a1, a2, a3}, b-desc, scale-d, imm-scale-a, "
+                               "imm-scale-b (K-major operands: no imm-trans)")
+            args = list(args) + (["0"] if a_regs else ["0", "0"])
         if len(args) == 8 and a_regs:
             raise EmuError("wgmma.mma_async with A from registers takes {d}, {a0, a1, a2, a3}, b-desc, scale-d, "
                            "imm-scale-a, imm-scale-b, imm-trans-b (7 operands: no imm-trans-a)")
@@ -4048,8 +4072,9 @@ class _Exec:
         if a_regs:
             al = [x.strip() for x in args[1].strip().strip("{}").split(",")]
             if len(al) != 4 or not all(al):
-                raise EmuError(f"A from registers (m64n{n}k16 .{ab}) is a list of four .b32 registers "
-                               f"{{a0, a1, a2, a3}}, each holding two .{ab} values, not {args[1].strip()}")
+                raise EmuError(f"A from registers (m64n{n}k{kshape} .{ab}) is a list of four .b32 registers "
+                               f"{{a0, a1, a2, a3}}, each holding {'one' if ab == 'tf32' else 'two'} .{ab} "
+                               f"value(s), not {args[1].strip()}")
             if set(al) & set(dl):
                 raise EmuError(f"{sorted(set(al) & set(dl))[0]} is both an A register and an accumulator")
             Av = [self.src(x, "b32") for x in al]
@@ -4089,13 +4114,19 @@ class _Exec:
         regs = frozenset(dl) | aset          # guarded while in flight (accumulators and A registers)
         self.acc_regs |= regs
         nh = n // 2
-        if a_regs:   # A fragment: register r of lane l of warp w, (row, column) of its low half
+        if a_regs:   # A fragment: register r of lane l of warp w, (row, column) of its (low) value
             t = np.arange(128)[None, :]
             r = np.arange(4)[:, None]
             a_rows = np.broadcast_to(16 * (t // 32) + (t % 32) // 4 + 8 * (r & 1), (4, 128))
-            a_cols = np.broadcast_to(8 * (r >> 1) + 2 * (t % 4), (4, 128))
+            if ab == "tf32":
+                a_cols = np.broadcast_to(4 * (r >> 1) + t % 4, (4, 128))
+            else:
+                a_cols = np.broadcast_to(8 * (r >> 1) + 2 * (t % 4), (4, 128))
+        esize = 4 if ab == "tf32" else 2
 
         def operand_values(u):
+            if ab == "tf32":    # as mma: the top 19 bits
+                return (u.astype(np.uint32) & np.uint32(0xFFFFE000)).view(np.float32).astype(np.float64)
             if ab == "bf16":
                 return (u.astype(np.uint32) << np.uint32(16)).view(np.float32).astype(np.float64)
             return u.view(np.float16).astype(np.float64)
@@ -4125,15 +4156,19 @@ class _Exec:
                                        f"thread {t0 + k} has {v[k]!r}")
                     ds.append(v[0])
                 wb = int(self.wbase[t0])
-                B, chb = self._gmma_operand(int(ds[1]), n, what, "B", mn_b, wb)
+                B, chb = self._gmma_operand(int(ds[1]), n, what, "B", mn_b, wb, esize)
                 if a_regs:
                     u = np.stack([x[sl] for x in Av]).astype(np.uint32)                 # (4, 128)
-                    A = np.empty((64, 16), np.uint16)
-                    A[a_rows, a_cols] = (u & np.uint32(0xFFFF)).astype(np.uint16)
-                    A[a_rows, a_cols + 1] = (u >> np.uint32(16)).astype(np.uint16)
+                    if ab == "tf32":
+                        A = np.empty((64, 8), np.uint32)
+                        A[a_rows, a_cols] = u
+                    else:
+                        A = np.empty((64, 16), np.uint16)
+                        A[a_rows, a_cols] = (u & np.uint32(0xFFFF)).astype(np.uint16)
+                        A[a_rows, a_cols + 1] = (u >> np.uint32(16)).astype(np.uint16)
                     ch = chb
                 else:
-                    A, cha = self._gmma_operand(int(ds[0]), 64, what, "A", mn_a, wb)
+                    A, cha = self._gmma_operand(int(ds[0]), 64, what, "A", mn_a, wb, esize)
                     ch = np.union1d(cha, chb)
                 self._wgmma_read_checks(ch, wg, what)
                 rows, cols = self._wg_tab(n)

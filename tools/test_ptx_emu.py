@@ -1882,10 +1882,32 @@ def op_regs(data):
     return dict(regs=True, data=data, ref=data)
 
 
+def op_kmajor_f32(data, n_rows):
+    """A K-major f32 operand (rows x 32) TMA-loaded as one 128B-swizzled box of
+    32 columns (4-byte elements): tf32 k step s (8 wide) at +32 bytes."""
+    return dict(data=data, tmap=((32, n_rows), 128, (32, n_rows), 128), boxes=[(0, 0, 0)], size=128 * n_rows,
+                lbo=16, sbo=1024, mode=1, trans=0, kstep=32, ref=data, elem=4)
+
+
+def tf32_trunc(x):
+    """f32 values as a tf32 mma reads them: the low 13 bits ignored."""
+    return (np.ascontiguousarray(x, np.float32).view(np.uint32) & np.uint32(0xFFFFE000)).view(np.float32)
+
+
+def stepwise_tf32(A, B, C):
+    """A·Bᵀ + C over k8 tf32 instructions: truncated inputs, exact f64 products,
+    one f32 rounding per instruction."""
+    Af, Bf = (tf32_trunc(x).astype(np.float64) for x in (A, B))
+    D = C.astype(np.float32)
+    for k0 in range(0, A.shape[1], 8):
+        D = (Af[:, k0:k0 + 8] @ Bf[:, k0:k0 + 8].T + D.astype(np.float64)).astype(np.float32)
+    return D
+
+
 XW_BODY = """
     .reg .pred %p, %ok, %sc;
     .reg .b32 %t, %b, %lo, %x, %w, %g, %c, %s;
-    .reg .b32 %ra<8>;
+    .reg .b32 %ra<16>;
     .reg .b64 %tb, %ta, %pa, %cin, %out, %ad, %st, %da, %db;
     .reg .f32 %d<{NH}>;
 {SMA}
@@ -1934,11 +1956,13 @@ def xw_desc(reg, sym, off, op):
             f"    mov.b64 {reg}, {{%lo, {(op['sbo'] >> 4) | (op['mode'] << 30)}}};\n")
 
 
-def xw_kernel(n, a, b, ksteps=1, same_a=False, post="", mid="", edit=None, b_off=0):
-    """One warpgroup: D (64 x n) = A·Bᵀ (+ C) over `ksteps` k16 wgmmas, A from
-    registers (op_regs: register set s for k step s, or set 0 for every step
-    with same_a) or a descriptor, B through a descriptor (op_* specs above;
-    b_off moves B's descriptor start)."""
+def xw_kernel(n, a, b, ksteps=1, same_a=False, post="", mid="", edit=None, b_off=0, ab="bf16"):
+    """One warpgroup: D (64 x n) = A·Bᵀ (+ C) over `ksteps` k16 wgmmas (k8 with
+    ab "tf32": f32 operands, K-major), A from registers (op_regs: register set s
+    for k step s, or set 0 for every step with same_a) or a descriptor, B
+    through a descriptor (op_* specs above; b_off moves B's descriptor start).
+    A register's bytes are the same for both: register r of lane l, warp w at
+    byte (16w + l/4 + 8(r & 1)) row + 4(l % 4) + 16(r >> 1) + 32 s."""
     nh = n // 2
     acc = "{" + ", ".join(f"%d{j}" for j in range(nh)) + "}"
     tmas, loada, ap, sma = [], "", "", ""
@@ -1948,9 +1972,9 @@ def xw_kernel(n, a, b, ksteps=1, same_a=False, post="", mid="", edit=None, b_off
             continue
         for off, c0, c1 in op["boxes"]:
             tmas.append(f"    {TMA} [{sym}+{off}], [{tm}, {{{c0}, {c1}}}], [%b];")
-            tx += 2 * op["tmap"][2][0] * op["tmap"][2][1]
+            tx += op.get("elem", 2) * op["tmap"][2][0] * op["tmap"][2][1]
     if a.get("regs"):
-        rowb = 2 * a["data"].shape[1]
+        rowb = a["data"].itemsize * a["data"].shape[1]
         # register r of lane l, warp w: row 16w + l/4 + 8(r & 1), columns 8(r >> 1) + 2(l % 4) + {0, 1}
         loada = (f"    shr.u32 %w, %t, 5;\n    and.b32 %g, %t, 31;\n    shr.u32 %g, %g, 2;\n    and.b32 %c, %t, 3;\n"
                  f"    shl.b32 %w, %w, 4;\n    add.u32 %x, %w, %g;\n    mul.lo.u32 %x, %x, {rowb};\n"
@@ -1973,6 +1997,10 @@ def xw_kernel(n, a, b, ksteps=1, same_a=False, post="", mid="", edit=None, b_off
             aop = "%da"
             trans = f"{a['trans']}, {b['trans']}"
         mmas += xw_desc("%db", "smB", b["kstep"] * s + b_off, b)
+        if ab == "tf32":    # K-major only: no imm-trans operands
+            mmas += f"    wgmma.mma_async.sync.aligned.m64n{n}k8.f32.tf32.tf32 {acc}, {aop}, %db, " \
+                    f"{'%sc' if s == 0 else '1'}, 1, 1;\n"
+            continue
         mmas += f"    wgmma.mma_async.sync.aligned.m64n{n}k16.f32.bf16.bf16 {acc}, {aop}, %db, " \
                 f"{'%sc' if s == 0 else '1'}, 1, 1, {trans};\n"
     body = XW_BODY
@@ -1997,7 +2025,7 @@ def xw_run(k, n, a, b, C, scale):
             args.append(p)
         else:
             dims, stride, box, swz = op["tmap"]
-            args.append(TensorMap(p, 2, dims, stride, box, swz))
+            args.append(TensorMap(p, op.get("elem", 2), dims, stride, box, swz))
     pc = mem.upload(matrix_to_frag(C, n))
     po = mem.upload(np.full(128 * n // 2, np.nan, np.float32))
     run_kernel(k, mem, (1, 1, 1), (128, 1, 1), args + [pc, po, scale])
@@ -2014,6 +2042,42 @@ def xw_check(name, n, a, b, ksteps=1, same_a=False, scale=1):
         (C if scale else 0)
     check(name, np.array_equal(got, want) and np.allclose(got, ref64, rtol=1e-5, atol=1e-4),
           f"max |diff| {np.nanmax(np.abs(got - want))}")
+
+
+def xw_check_tf32(name, n, a, b, ksteps, scale=1):
+    C = RNG.standard_normal((64, n)).astype(np.float32)
+    got = xw_run(xw_kernel(n, a, b, ksteps, ab="tf32"), n, a, b, C, scale)
+    K = 8 * ksteps
+    C0 = C if scale else np.zeros_like(C)
+    want = stepwise_tf32(a["ref"][:, :K], b["ref"][:, :K], C0)
+    ref64 = a["ref"][:, :K].astype(np.float64) @ b["ref"][:, :K].astype(np.float64).T + C0
+    # Truncation to tf32 (< 2^-10 relative per operand) is visible against the f64 product.
+    err = np.linalg.norm(got - ref64) / np.linalg.norm(ref64)
+    check(name, np.array_equal(got, want) and 1e-5 < err < 5e-3,
+          f"max |diff| {np.nanmax(np.abs(got - want))}, relative L2 against f64 {err:.2e}")
+
+
+def t_wgmma_tf32():
+    f32 = lambda *shape: RNG.standard_normal(shape).astype(np.float32)  # noqa: E731
+    # a. both operands through 128B-swizzled descriptors (32 f32 a 128-byte row; k step 8 at +32 bytes)
+    for n in (8, 192):
+        for scale in (0, 1):
+            xw_check_tf32(f"wgmma m64n{n}k8 .tf32 x4 (K 32), A and B K-major 128B from f32 TMA boxes, "
+                          f"scale-d {scale}", n, op_kmajor_f32(f32(64, 32), 64), op_kmajor_f32(f32(n, 32), n), 4,
+                          scale)
+    # b. A from registers: register r of lane l, warp w holds (16w + l/4 + 8(r & 1), l % 4 + 4(r >> 1))
+    for n in (8, 64):
+        xw_check_tf32(f"wgmma m64n{n}k8 .tf32 x4, A from registers (CUTLASS ALayout_64x8), B K-major 128B", n,
+                      op_regs(f32(64, 32)), op_kmajor_f32(f32(n, 32), n), 4)
+    n = 8
+    a, b = op_regs(f32(64, 8)), op_kmajor_f32(f32(n, 32), n)
+    C = np.zeros((64, n), np.float32)
+    run = lambda **kw: xw_run(xw_kernel(n, a, b, ab="tf32", **kw), n, a, b, C, 0)  # noqa: E731
+    expect_error("wgmma .tf32: an imm-trans-b operand raises (K-major only)",
+                 lambda: run(edit=("%sc, 1, 1;", "%sc, 1, 1, 0;")), "no imm-trans")
+    expect_error("wgmma .tf32: m64n8k16 raises", lambda: run(edit=("m64n8k8", "m64n8k16")), "supported")
+    expect_error("wgmma .tf32: writing an A register before wgmma.wait_group raises",
+                 lambda: run(mid="mov.b32 %ra1, 0;"), "an A operand of an in-flight")
 
 
 def t_wgmma_regs_mn():
@@ -3428,7 +3492,7 @@ def t_cluster_pipeline():
 
 
 TESTS = [t_cp_async, t_ldmatrix, t_mma, t_mma_tf32, t_integer, t_float, t_shfl, t_vectors, t_launch, t_races, t_bar_red, t_bits,
-         t_tma, t_mbarrier, t_wgmma, t_wgmma_regs_mn, t_pipeline, t_banks, t_named_barriers, t_tma_store,
+         t_tma, t_mbarrier, t_wgmma, t_wgmma_regs_mn, t_wgmma_tf32, t_pipeline, t_banks, t_named_barriers, t_tma_store,
          t_cluster_sregs, t_cluster_dsmem, t_cluster_mbarrier, t_cluster_barriers, t_cluster_multicast,
          t_cluster_pipeline, t_cluster_cp_async]
 
