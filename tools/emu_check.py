@@ -340,11 +340,11 @@ SM90_BLOCKS = 2
 
 def tensor_map(spec, name, addr, rows, cols):
     """The tensor map the host encodes (src/cuda/launch.rs, tensor_map_args) for
-    the bf16 matrix [rows, cols] at addr: the box and swizzle the generator
-    declares for parameter `name`, zero fill outside."""
+    the matrix [rows, cols] at addr: the element type, box and swizzle the
+    generator declares for parameter `name`, zero fill outside."""
     p = next(q for q in spec.params if q.name == name)
     box_rows, box_cols = p.box
-    return TensorMap(addr, elem_bytes=2, dims=(cols, rows), stride=cols * 2,
+    return TensorMap(addr, elem_bytes=p.elem_bytes, dims=(cols, rows), stride=cols * p.elem_bytes,
                      box=(box_cols, box_rows), swizzle=p.swizzle)
 
 

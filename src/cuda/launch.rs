@@ -13,6 +13,7 @@ use std::marker::PhantomData;
 use cudarc::driver::{result as cu, sys, CudaSlice, DevicePtr, DevicePtrMut, SyncOnDrop};
 
 use super::device::{cuda_err, guarded, Cuda};
+use crate::element::DType;
 use crate::error::{Error, Result};
 
 /// A PTX module: its name (`kernels/NAME.ptx`) and text.
@@ -34,15 +35,16 @@ pub(super) enum ParamKind {
     F32,
     /// A TMA tensor map, passed by value (128 bytes), through which the kernel
     /// reads (or, over an output, writes) boxes of `box_rows` × `box_cols`
-    /// elements, with the 128-byte swizzle (`swizzle128`) or none.
+    /// elements of `dtype`, with the 128-byte swizzle (`swizzle128`) or none.
     TensorMap {
+        dtype: DType,
         box_rows: u32,
         box_cols: u32,
         swizzle128: bool,
     },
 }
 
-/// The global shape of a row-major bf16 matrix that a tensor-map parameter
+/// The global shape of a row-major matrix that a tensor-map parameter
 /// describes (`cols` contiguous).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Matrix2d {
@@ -381,6 +383,7 @@ impl Cuda {
             if let (
                 Arg::TensorMap { of, shape },
                 ParamKind::TensorMap {
+                    dtype,
                     box_rows,
                     box_cols,
                     swizzle128,
@@ -394,7 +397,17 @@ impl Cuda {
                         spec.params[i].0
                     )));
                 }
-                tmaps.push((i, of, shape, (box_rows, box_cols, swizzle128)));
+                tmaps.push((
+                    i,
+                    of,
+                    shape,
+                    MapBox {
+                        dtype,
+                        rows: box_rows,
+                        cols: box_cols,
+                        swizzle128,
+                    },
+                ));
             }
         }
         // Counted here: refused arguments and empty grids launch nothing.
@@ -475,21 +488,29 @@ impl Cuda {
 }
 
 /// The encoding of one tensor map, as `cuTensorMapEncodeTiled` takes it: a 2-D
-/// bf16 matrix `shape` at `ptr` (row stride `cols` elements), read or written in
-/// boxes of `box_rows` × `box_cols` with the 128-byte swizzle or none, elements
+/// bf16 or f32 matrix `shape` at `ptr` (row stride `cols` elements), read or
+/// written in boxes of `rows` × `cols` with the 128-byte swizzle or none, elements
 /// past the edges zero-filled on reads and left alone on writes. Checked here
 /// against the driver's rules, so a shape it would refuse is an error naming the
 /// tensor rather than a failed launch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct TensorMapArgs {
+    pub dtype: DType,
     pub dims: [u64; 2],
     pub row_stride: u64,
     pub boxes: [u32; 2],
     pub swizzle128: bool,
 }
 
-/// A tensor-map parameter's box: (rows, columns, 128-byte swizzle).
-pub(super) type MapBox = (u32, u32, bool);
+/// A tensor-map parameter's element type and box (rows × columns, with the
+/// 128-byte swizzle or none), as its [`ParamKind::TensorMap`] states them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct MapBox {
+    pub dtype: DType,
+    pub rows: u32,
+    pub cols: u32,
+    pub swizzle128: bool,
+}
 
 pub(super) fn tensor_map_args(
     op: &'static str,
@@ -497,15 +518,20 @@ pub(super) fn tensor_map_args(
     name: &str,
     ptr: u64,
     shape: Matrix2d,
-    (box_rows, box_cols, swizzle128): MapBox,
+    MapBox {
+        dtype,
+        rows: box_rows,
+        cols: box_cols,
+        swizzle128,
+    }: MapBox,
 ) -> Result<TensorMapArgs> {
-    const ELEM: u64 = 2;
-    let row_bytes = u64::from(shape.cols) * ELEM;
+    let elem = dtype.size() as u64;
+    let row_bytes = u64::from(shape.cols) * elem;
     let bad = |why: String| {
         Err(Error::Unsupported {
             op,
             msg: format!(
-                "{what}: tensor map {name} of a [{}, {}] bf16 matrix: {why}",
+                "{what}: tensor map {name} of a [{}, {}] {dtype} matrix: {why}",
                 shape.rows, shape.cols
             ),
         })
@@ -524,7 +550,7 @@ pub(super) fn tensor_map_args(
     if row_bytes >= 1 << 40 {
         return bad("its row stride exceeds 2^40 bytes".into());
     }
-    let box_bytes = u64::from(box_cols) * ELEM;
+    let box_bytes = u64::from(box_cols) * elem;
     let box_fits = if swizzle128 {
         box_bytes == 128
     } else {
@@ -539,6 +565,7 @@ pub(super) fn tensor_map_args(
         return bad(format!("box {box_rows} x {box_cols} does not fit {sw}"));
     }
     Ok(TensorMapArgs {
+        dtype,
         dims: [u64::from(shape.cols), u64::from(shape.rows)],
         row_stride: row_bytes,
         boxes: [box_cols, box_rows],
@@ -572,7 +599,10 @@ fn tensor_map(
     let status = unsafe {
         sys::cuTensorMapEncodeTiled(
             &mut map,
-            sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+            match a.dtype {
+                DType::BF16 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+                DType::F32 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT32,
+            },
             2,
             ptr as *mut c_void,
             a.dims.as_ptr(),
@@ -603,7 +633,17 @@ pub(super) fn grid_stride_blocks(n: usize, threads: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::super::manifest;
-    use super::{tensor_map_args, Matrix2d, TensorMapArgs};
+    use super::{tensor_map_args, MapBox, Matrix2d, TensorMapArgs};
+    use crate::element::DType;
+
+    fn bf16_box((rows, cols, swizzle128): (u32, u32, bool)) -> MapBox {
+        MapBox {
+            dtype: DType::BF16,
+            rows,
+            cols,
+            swizzle128,
+        }
+    }
 
     /// The tensor map the Hopper GEMM gets for x [300, 200] and W [520, 200] with
     /// its boxes, attention's unswizzled 8-column boxes, and the shapes the driver
@@ -621,11 +661,12 @@ mod tests {
             "tmap_x",
             0x1000,
             shape(300, 200),
-            (br, bc, true),
+            bf16_box((br, bc, true)),
         );
         assert_eq!(
             a.unwrap(),
             TensorMapArgs {
+                dtype: DType::BF16,
                 dims: [200, 300],
                 row_stride: 400,
                 boxes: [64, 128],
@@ -638,20 +679,47 @@ mod tests {
             "tmap_w",
             0x2000,
             shape(520, 200),
-            (256, bc, true),
+            bf16_box((256, bc, true)),
         );
         assert_eq!(w.unwrap().boxes, [64, 256]);
+        // f32: 128-byte boxes are 32 wide, rows 4 bytes an element.
+        let f32_box = |rows, cols| MapBox {
+            dtype: DType::F32,
+            rows,
+            cols,
+            swizzle128: true,
+        };
+        let x32 = tensor_map_args("linear", "t", "tmap_x", 0x1000, shape(300, 200), f32_box(br, 32));
+        assert_eq!(
+            x32.unwrap(),
+            TensorMapArgs {
+                dtype: DType::F32,
+                dims: [200, 300],
+                row_stride: 800,
+                boxes: [32, 128],
+                swizzle128: true,
+            }
+        );
+        let e = tensor_map_args("linear", "t", "tmap_x", 0x1000, shape(300, 200), f32_box(br, 64))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("f32 matrix") && e.contains("box 128 x 64"), "{e}");
+        let e = tensor_map_args("linear", "t", "tmap_x", 0x1000, shape(300, 6), f32_box(br, 32))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("24 bytes, not a multiple of 16"), "{e}");
         let tail = tensor_map_args(
             "attention",
             "t",
             "tmap_k_tail",
             0x2000,
             shape(729, 3456),
-            (128, 8, false),
+            bf16_box((128, 8, false)),
         );
         assert_eq!(
             tail.unwrap(),
             TensorMapArgs {
+                dtype: DType::BF16,
                 dims: [3456, 729],
                 row_stride: 6912,
                 boxes: [8, 128],
@@ -672,7 +740,14 @@ mod tests {
                 "box 128 x 4 does not fit whole 16-byte rows",
             ),
         ] {
-            let e = tensor_map_args("attention", "t", "tmap_x", ptr, shape(rows, cols), boxes)
+            let e = tensor_map_args(
+                "attention",
+                "t",
+                "tmap_x",
+                ptr,
+                shape(rows, cols),
+                bf16_box(boxes),
+            )
                 .unwrap_err()
                 .to_string();
             assert!(

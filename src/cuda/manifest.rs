@@ -6,6 +6,7 @@
 use cudarc::driver::CudaSlice;
 
 use super::launch::{Arg, KernelSpec, Matrix2d, Module, ParamKind, Signature};
+use crate::element::DType;
 
 /// kernels/add.ptx.
 pub(super) static ADD: Module = Module {
@@ -1006,7 +1007,7 @@ pub(super) mod linear_bf16_sm90 {
         static_smem: 0,
         max_dyn_smem: 230464,
         cluster: 1,
-        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_w", ParamKind::TensorMap { box_rows: 256, box_cols: 64, swizzle128: true }), ("tmap_out", ParamKind::TensorMap { box_rows: 64, box_cols: 64, swizzle128: true }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
+        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_w", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 256, box_cols: 64, swizzle128: true }), ("tmap_out", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 64, box_cols: 64, swizzle128: true }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const CLUSTER: u32 = 1;
@@ -1026,7 +1027,7 @@ pub(super) mod linear_bf16_sm90_n192 {
         static_smem: 0,
         max_dyn_smem: 197696,
         cluster: 1,
-        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_w", ParamKind::TensorMap { box_rows: 192, box_cols: 64, swizzle128: true }), ("tmap_out", ParamKind::TensorMap { box_rows: 64, box_cols: 64, swizzle128: true }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
+        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_w", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 192, box_cols: 64, swizzle128: true }), ("tmap_out", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 64, box_cols: 64, swizzle128: true }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const CLUSTER: u32 = 1;
@@ -1046,7 +1047,7 @@ pub(super) mod linear_bf16_sm90_c2 {
         static_smem: 0,
         max_dyn_smem: 230464,
         cluster: 2,
-        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_w", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_out", ParamKind::TensorMap { box_rows: 64, box_cols: 64, swizzle128: true }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
+        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_w", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_out", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 64, box_cols: 64, swizzle128: true }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const CLUSTER: u32 = 2;
@@ -1066,7 +1067,7 @@ pub(super) mod linear_bf16_sm90_n192_c2 {
         static_smem: 0,
         max_dyn_smem: 197696,
         cluster: 2,
-        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_w", ParamKind::TensorMap { box_rows: 96, box_cols: 64, swizzle128: true }), ("tmap_out", ParamKind::TensorMap { box_rows: 64, box_cols: 64, swizzle128: true }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
+        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_w", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 96, box_cols: 64, swizzle128: true }), ("tmap_out", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 64, box_cols: 64, swizzle128: true }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const CLUSTER: u32 = 2;
@@ -1406,7 +1407,7 @@ pub(super) mod attention_bf16_sm90_hd64 {
         static_smem: 0,
         max_dyn_smem: 115768,
         cluster: 1,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const DYN_SMEM: u32 = 115768;
@@ -1424,7 +1425,7 @@ pub(super) mod attention_bf16_sm90_hd72 {
         static_smem: 0,
         max_dyn_smem: 138296,
         cluster: 1,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const DYN_SMEM: u32 = 138296;
@@ -1442,7 +1443,7 @@ pub(super) mod attention_bf16_sm90_hd80 {
         static_smem: 0,
         max_dyn_smem: 144440,
         cluster: 1,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const DYN_SMEM: u32 = 144440;
@@ -1460,7 +1461,7 @@ pub(super) mod attention_bf16_sm90_hd128 {
         static_smem: 0,
         max_dyn_smem: 230456,
         cluster: 1,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { box_rows: 128, box_cols: 8, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const DYN_SMEM: u32 = 230456;

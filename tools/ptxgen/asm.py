@@ -72,16 +72,21 @@ class Param:
     out  a pointer the kernel writes (and may read);
     u32, f32  a scalar;
     tmap a TMA tensor map (128 opaque bytes, passed by value) describing the
-         2-D bf16 matrix of pointer parameter `of` ([rows, cols], cols
-         contiguous), read in boxes of `box` = (rows, cols) elements with the
-         128-byte swizzle or none (`swizzle`); the host encodes it from that
-         parameter's pointer."""
+         2-D matrix of `dtype` (bf16 or f32) of pointer parameter `of` ([rows,
+         cols], cols contiguous), read in boxes of `box` = (rows, cols) elements
+         with the 128-byte swizzle or none (`swizzle`); the host encodes it from
+         that parameter's pointer."""
 
     name: str
     kind: str
     of: str = ""
     box: tuple = ()
     swizzle: int = 128
+    dtype: str = "bf16"
+
+    @property
+    def elem_bytes(self):
+        return {"bf16": 2, "f32": 4}[self.dtype]
 
     @property
     def ptx_type(self):
@@ -114,12 +119,13 @@ def F32(name):  # noqa: N802
     return Param(name, "f32")
 
 
-def TMap(name, of, box, swizzle=128):  # noqa: N802
-    """A tensor map over pointer parameter `of`, boxes of `box` = (rows, cols)
-    elements, with the 128-byte swizzle (`swizzle` 128; the box is then 64 bf16
-    wide) or none (0; rows of the box land at a pitch of its width)."""
-    assert swizzle in (0, 128)
-    return Param(name, "tmap", of, tuple(box), swizzle)
+def TMap(name, of, box, swizzle=128, dtype="bf16"):  # noqa: N802
+    """A tensor map over pointer parameter `of` (elements of `dtype`), boxes of
+    `box` = (rows, cols) elements, with the 128-byte swizzle (`swizzle` 128;
+    the box is then 128 bytes wide: 64 bf16, 32 f32) or none (0; rows of the box
+    land at a pitch of its width)."""
+    assert swizzle in (0, 128) and dtype in ("bf16", "f32")
+    return Param(name, "tmap", of, tuple(box), swizzle, dtype)
 
 
 @dataclass

@@ -17,6 +17,7 @@ RUST_HEADER = """\
 use cudarc::driver::CudaSlice;
 
 use super::launch::{Arg, KernelSpec, Matrix2d, Module, ParamKind, Signature};
+use crate::element::DType;
 """
 
 # Per parameter kind: the Rust field type, the launch argument built from field
@@ -31,7 +32,7 @@ KIND_RUST = {
     # `of`; the launcher encodes the map from that parameter's address and the box,
     # which is the entry's (its ParamKind), so entries of one signature may differ in it.
     "tmap": ("Matrix2d", "Arg::TensorMap {{ of: {of}, shape: a.{n} }}",
-             "TensorMap {{ box_rows: {br}, box_cols: {bc}, swizzle128: {sw} }}"),
+             "TensorMap {{ dtype: DType::{dt}, box_rows: {br}, box_cols: {bc}, swizzle128: {sw} }}"),
 }
 
 
@@ -47,7 +48,8 @@ def param_kind(p):
     kind = KIND_RUST[p.kind][2]
     if p.kind != "tmap":
         return kind
-    return kind.format(br=p.box[0], bc=p.box[1], sw="true" if p.swizzle == 128 else "false")
+    return kind.format(dt={"bf16": "BF16", "f32": "F32"}[p.dtype], br=p.box[0], bc=p.box[1],
+                       sw="true" if p.swizzle == 128 else "false")
 
 
 def signature_of(params):
