@@ -220,10 +220,15 @@ copy_traits_sm75 / mma_traits_sm80):
     barrier orders before it (one of its warps taking part is enough) and
     recorded as a read by every lane of the warpgroup. fence.proxy.async matters
     for TMA stores only (above): the generic -> async proxy ordering of TMA
-    loads and wgmma operands is not checked. mbarriers do not order generic
-    accesses for the race detector: generic stores another thread reads (or a
-    wgmma of another warpgroup) after an mbarrier hand-off, with no barrier
-    between, are reported as races.
+    loads and wgmma operands is not checked. mbarriers order generic accesses
+    as the PTX memory model says: an mbarrier.arrive (.release unless
+    .relaxed) releases what its warp did before it, and a try_wait / test_wait
+    that observes a phase's completion (.acquire unless .relaxed) orders its
+    warp after every release of that phase and of the phases before it - at
+    warp granularity, as the barriers (one lane's arrival or observation stands
+    for its warp). So generic stores another warp reads (or a warpgroup's wgmma)
+    after such a hand-off are not races; without the hand-off (or a barrier)
+    they are.
   * wgmma (warpgroup-collective, .sync.aligned): mma_async m64nNk16 (N a
     multiple of 8 in 8..256), .f32 accumulators, .bf16 / .f16 inputs, or
     m64nNk8 with .tf32 inputs (below); B, and A
@@ -1090,11 +1095,16 @@ _TX_MAX = (1 << 20) - 1     # mbarrier counts and tx-counts
 class _Mbar:
     """State of one mbarrier object (its completed-phase count lives in
     _Exec.mb_comp; the current phase parity is that count's low bit)."""
-    __slots__ = ("addr", "expected", "pending", "tx", "init_tid", "init_time", "nwait", "tx_bytes")
+    __slots__ = ("addr", "expected", "pending", "tx", "init_tid", "init_time", "nwait", "tx_bytes", "rel", "joins")
 
     def __init__(self, addr, count, tid, time):
         self.addr, self.expected, self.pending, self.tx = addr, count, count, 0
         self.init_tid, self.init_time, self.nwait, self.tx_bytes = tid, time, 0, 0
+        # happens-before (the race detector): the join of the releases (clock
+        # rows) of the current phase's arrivals, and per completion number the
+        # join of every phase's releases up to it (the last few)
+        self.rel = None
+        self.joins = {}
 
 
 # fragment index tables (lane t, group g = t // 4, c = t % 4)
@@ -3001,6 +3011,13 @@ class _Exec:
             self.mb_comp[b] += 1
             mb.pending = mb.expected
             mb.tx_bytes = 0
+            c = int(self.mb_comp[b])
+            prev = mb.joins.get(c - 1)
+            if mb.rel is not None or prev is not None:
+                j = mb.rel if prev is None else prev if mb.rel is None else np.maximum(prev, mb.rel)
+                mb.joins = {n: v for n, v in mb.joins.items() if n > c - 4}
+                mb.joins[c] = j
+            mb.rel = None
             if mb.nwait:
                 sel = self.parked & (self.park_on == b)
                 k = int(np.count_nonzero(sel))
@@ -3036,6 +3053,35 @@ class _Exec:
             mb.pending -= c
             self._mb_after(b)
         return ns
+
+    def _mb_release(self, b, tids):
+        """Arrivals of threads tids on mbarrier b (.release, the default): what
+        their warps did so far is ordered before whoever observes the phase's
+        completion (warp granularity, as the barriers: one lane's arrival
+        releases its warp)."""
+        mb = self.mbs[b]
+        self.G += 1
+        for w in np.unique(tids >> 5).tolist():
+            snap = self.vc[w].copy()
+            snap[w] = self.G
+            mb.rel = snap if mb.rel is None else np.maximum(mb.rel, snap)
+
+    def _mb_acquire(self, bs, tids, comps):
+        """Threads tids observe completion comps of mbarriers bs (try_wait /
+        test_wait returning true, .acquire by default): their warps are ordered
+        after every release of that phase and the phases before it."""
+        for bi, n in set(zip(bs.tolist(), comps.tolist())):
+            j = self.mbs[bi].joins.get(n)
+            if j is None:
+                continue
+            ws = np.unique(tids[(bs == bi) & (comps == n)] >> 5)
+            self.G += 1
+            v = np.maximum(self.vc[ws], j[None, :])
+            v[np.arange(ws.size), ws] = self.G
+            self.vc[ws] = v
+            self.vdiag[ws] = self.G
+            self.vmin[ws] = v.min(1)
+        self.vc_floor = int(self.vmin.min())
 
     def _mb_complete_tx(self, b, nbytes, what):
         mb = self.mbs[b]
@@ -3207,6 +3253,8 @@ class _Exec:
             self._need_sm90(ins)
         what = f"{self.f.name}: {ins.text}"
         args = ins.args
+        # arrive is .release and try_wait / test_wait .acquire unless .relaxed
+        release = acquire = "relaxed" not in rest
 
         xl = self._xcluster if "shared::cluster" in rest else (self._xcta if self.C > 1 else None)
 
@@ -3313,6 +3361,8 @@ class _Exec:
                 ns = np.zeros(act.size, np.int64)
                 for bi in np.unique(b):
                     sel = np.flatnonzero(b == bi)
+                    if release and self.races:
+                        self._mb_release(int(bi), act[sel])
                     ns[sel] = self._mb_arrive(int(bi), act[sel], cnt[sel], None if tx is None else tx[sel], what)
                 if self.rd_recs:
                     self._release(act, ns, b)
@@ -3354,6 +3404,8 @@ class _Exec:
                 done = ok
             if np.count_nonzero(done):
                 self.mb_obs[b[done], act[done]] = comp[done]
+                if acquire and self.races:
+                    self._mb_acquire(b[done], act[done], comp[done])
             res = np.zeros(self.ntp, bool)
             res[act[done]] = True
             wp(res, g)

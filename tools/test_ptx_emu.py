@@ -1212,6 +1212,60 @@ def t_races():
                  lambda: run_kernel(kk, Memory(), (1, 1, 1), (32, 1, 1), []), "same address")
 
 
+def t_mbarrier_order():
+    """mbarrier.arrive (.release) and a try_wait that observes the phase
+    (.acquire) order generic shared-memory accesses for the race detector: warp
+    0 stores, arrives; warp 1 waits, then reads warp 0's words."""
+    body = """
+    .reg .pred %p, %ok;
+    .reg .b32 %t, %w, %s, %o, %b, %x, %bar;
+    .reg .b64 %st;
+    .shared .align 16 .b8 buf[256];
+    .shared .align 8 .b64 mb;
+    mov.u32 %t, %tid.x;
+    shr.u32 %w, %t, 5;
+    mov.u32 %b, buf;
+    mov.u32 %bar, mb;
+    setp.ne.u32 %p, %t, 0;
+    @%p bra $i;
+    mbarrier.init.shared::cta.b64 [%bar], 32;
+$i:
+    bar.sync 0;
+    setp.ne.u32 %p, %w, 0;
+    @%p bra $reader;
+    shl.b32 %s, %t, 2;
+    add.u32 %s, %s, %b;
+    st.shared.u32 [%s], %t;
+    ARRIVE
+    ret;
+$reader:
+    WAIT
+    and.b32 %o, %t, 31;
+    shl.b32 %o, %o, 2;
+    add.u32 %o, %o, %b;
+    ld.shared.u32 %x, [%o];
+    ret;
+"""
+    arrive = "mbarrier.arrive.shared::cta.b64 %st, [%bar];"
+    wait = "$w:\n    mbarrier.try_wait.parity.shared::cta.b64 %ok, [%bar], 0;\n    @!%ok bra $w;"
+
+    def run(a=arrive, w=wait):
+        k = build("mbo", [], body.replace("ARRIVE", a).replace("WAIT", w), hdr=HDR90)
+        run_kernel(k, Memory(), (1, 1, 1), (64, 1, 1), [])
+
+    try:
+        run()
+        check("mbarrier order: stores, arrive; another warp's try_wait observing the phase, loads: no race", True)
+    except EmuError as e:
+        check("mbarrier order: stores, arrive; another warp's try_wait observing the phase, loads: no race",
+              False, str(e))
+    expect_error("mbarrier order: the loads with no wait race the stores", lambda: run(w=""), "shared-memory race")
+    expect_error("mbarrier order: a .relaxed arrive releases nothing",
+                 lambda: run(a=arrive.replace("arrive.shared", "arrive.relaxed.cta.shared")), "shared-memory race")
+    expect_error("mbarrier order: a .relaxed try_wait acquires nothing",
+                 lambda: run(w=wait.replace("parity.shared", "parity.relaxed.cta.shared")), "shared-memory race")
+
+
 def t_bar_red():
     """bar.red.{or,and}.pred: every thread gets the OR / AND of the block's
     predicates, and the barrier orders shared accesses as bar.sync does."""
@@ -3491,7 +3545,8 @@ def t_cluster_pipeline():
                  "160 has not observed")
 
 
-TESTS = [t_cp_async, t_ldmatrix, t_mma, t_mma_tf32, t_integer, t_float, t_shfl, t_vectors, t_launch, t_races, t_bar_red, t_bits,
+TESTS = [t_cp_async, t_ldmatrix, t_mma, t_mma_tf32, t_integer, t_float, t_shfl, t_vectors, t_launch, t_races,
+         t_mbarrier_order, t_bar_red, t_bits,
          t_tma, t_mbarrier, t_wgmma, t_wgmma_regs_mn, t_wgmma_tf32, t_pipeline, t_banks, t_named_barriers, t_tma_store,
          t_cluster_sregs, t_cluster_dsmem, t_cluster_mbarrier, t_cluster_barriers, t_cluster_multicast,
          t_cluster_pipeline, t_cluster_cp_async]
