@@ -29,7 +29,7 @@ ROOT = os.environ.get("TESSERA_GEN_ROOT") or os.path.join(os.path.dirname(os.pat
 
 
 # Hopper-only modules: wgmma and TMA need the architecture-specific target.
-SM90_MODULES = {"linear_sm90", "attention_sm90"}
+SM90_MODULES = {"linear_sm90", "linear_sm90_f32", "attention_sm90"}
 SM90 = {"version": "8.0", "target": "sm_90a", "dyn_align": 128}
 
 
@@ -45,7 +45,9 @@ def modules():
                 + doc_of(gemm_sm80) + "\n\n" + doc_of(gemm_simt) + "\n\n" + doc_of(gemm_mma64),
                 gemm_sm80.kernels() + [gemm_simt.gemm_f32("linear"), gemm_mma64.gemm_bf16_any("linear")]))
     out.append(("linear_sm90", "linear_bf16_sm90: C = x*W^T on Hopper (wgmma, TMA, mbarriers).\n\n"
-                + doc_of(gemm_sm90), gemm_sm90.kernels()))
+                + doc_of(gemm_sm90), gemm_sm90.kernels("bf16")))
+    out.append(("linear_sm90_f32", "linear_f32_sm90: C = x*W^T in f32 on Hopper (3xTF32 wgmma, TMA, mbarriers).\n\n"
+                + doc_of(gemm_sm90), gemm_sm90.kernels("f32")))
     out.append(("patch_embed", "patch_embed_*: implicit-GEMM patchify + bias + position; A rows are\n"
                 "gathered from the pixels.\n\n" + doc_of(gemm_simt) + "\n\n" + doc_of(gemm_mma64),
                 [gemm_simt.gemm_f32("patch"), gemm_mma64.gemm_bf16_any("patch")]))

@@ -1,8 +1,12 @@
-//! Linear layers on CUDA (kernels/linear.ptx), bias, GELU and residual fused in
+//! Linear layers on CUDA (kernels/linear*.ptx), bias, GELU and residual fused in
 //! the epilogue:
-//! - f32 at the model's shapes (K and N multiples of 4, 16-byte aligned operands):
-//!   `linear_f32_3xtf32`, the sm_80 GEMM on tensor cores in 3xTF32 (each
-//!   product from three tf32 ones, f32-accurate; see [`F32Gemm`]);
+//! - f32 at the model's shapes (K and N multiples of 4, 16-byte aligned operands),
+//!   on tensor cores in 3xTF32 (each product from three tf32 ones, f32-accurate;
+//!   see [`F32Gemm`]): `linear_f32_sm90` (tf32 wgmma fed by TMA, persistent 128 ×
+//!   192 tiles; the weight tile split into its tf32 parts in shared memory by
+//!   three converter warps) on compute capability 9.0, `linear_f32_3xtf32` (the
+//!   sm_80 GEMM, mma.sync) elsewhere, where `TESSERA_CUDA_GEMM=sm80`, and at
+//!   batch-1 shapes whose few wgmma tiles would leave most SMs idle (split-K);
 //! - f32 otherwise, or where `TESSERA_CUDA_F32_GEMM=simt`: `linear_f32`, the
 //!   SIMT GEMM (f32 multiply-adds);
 //! - bf16 at the model's shapes (K and N multiples of 8, 16-byte aligned operands):
@@ -64,6 +68,23 @@ pub(super) fn linear<T: Element>(dev: &Cuda, a: LinearArgs<'_, T, Cuda>) -> Resu
                 && n % 4 == 0
                 && k > 0
                 && aligned
+                && dev.f32_gemm() == F32Gemm::Tf32x3
+                && dev.gemm_path() == GemmPath::Sm90
+                && dev.max_smem() >= F32_SM90_SMEM
+                && !prefer_split_k_f32(mm, n, k, dev.sm_count()) =>
+        {
+            // Persistent: at most one block per SM, each looping over its tiles.
+            use m::linear_f32_sm90 as f;
+            let tiles = u64::from(mm.div_ceil(f::TILE_M)) * u64::from(n.div_ceil(f::TILE_N));
+            let grid = tiles.min(u64::from(dev.sm_count().max(1))) as u32;
+            let args = sm90_args(args, mm, n, k);
+            dev.launch(OP, &f::SPEC, (grid, 1, 1), f::DYN_SMEM, args)
+        }
+        DType::F32
+            if k % 4 == 0
+                && n % 4 == 0
+                && k > 0
+                && aligned
                 && dev.f32_gemm() == F32Gemm::Tf32x3 =>
         {
             sm80_gemm(dev, &SM80_F32, args, d.rows * d.out_features)
@@ -104,21 +125,7 @@ pub(super) fn linear<T: Element>(dev: &Cuda, a: LinearArgs<'_, T, Cuda>) -> Resu
             // looping over its tiles (or its cluster's units of tiles).
             let (units, slots) = v.schedule(mm, n, dev.sm_count(), pairs);
             let grid = (units.min(u64::from(slots)) as u32) * v.cluster;
-            let args = m::LinearSm90Args {
-                x: args.x,
-                w: args.w,
-                tmap_x: Matrix2d { rows: mm, cols: k },
-                tmap_w: Matrix2d { rows: n, cols: k },
-                tmap_out: Matrix2d { rows: mm, cols: n },
-                bias: args.bias,
-                res: args.res,
-                out: args.out,
-                m: mm,
-                n,
-                k,
-                flags,
-            };
-            dev.launch(OP, s, (grid, 1, 1), dyn_smem, args)
+            dev.launch(OP, s, (grid, 1, 1), dyn_smem, sm90_args(args, mm, n, k))
         }
         DType::BF16 if k % 8 == 0 && n % 8 == 0 && aligned => {
             sm80_gemm(dev, &SM80_BF16, args, d.rows * d.out_features)
@@ -136,6 +143,30 @@ pub(super) fn linear<T: Element>(dev: &Cuda, a: LinearArgs<'_, T, Cuda>) -> Resu
         }
     }
 }
+
+/// The Hopper GEMMs' arguments: those of the sm_80 kernels plus the tensor maps
+/// of x [m, k], W [n, k] and out [m, n] (the kernels load and store tiles by TMA).
+fn sm90_args<'a>(a: m::LinearArgs<'a>, mm: u32, n: u32, k: u32) -> m::LinearSm90Args<'a> {
+    m::LinearSm90Args {
+        x: a.x,
+        w: a.w,
+        tmap_x: Matrix2d { rows: mm, cols: k },
+        tmap_w: Matrix2d { rows: n, cols: k },
+        tmap_out: Matrix2d { rows: mm, cols: n },
+        bias: a.bias,
+        res: a.res,
+        out: a.out,
+        m: mm,
+        n,
+        k,
+        flags: a.flags,
+    }
+}
+
+/// Shared memory `linear_f32_sm90` needs (its stages hold each W tile twice: the
+/// 3xTF32 parts).
+const F32_SM90_SMEM: u32 =
+    m::linear_f32_sm90::DYN_SMEM + m::linear_f32_sm90::SPEC.static_smem;
 
 /// The sm_80 tensor-core GEMM of one element type (tools/ptxgen/kernels/gemm_sm80.py
 /// makes both from one generator): the kernel, its split-K form and the split-K
@@ -376,6 +407,16 @@ fn prefer_split_k(m: u32, n: u32, k: u32, sms: u32) -> bool {
     tiles90 * 4 < sms && split_k(tiles80, k.div_ceil(m::linear_bf16::TILE_K), sms) > 1
 }
 
+/// [`prefer_split_k`] for f32: whether `linear_f32_3xtf32` split along K should
+/// take a linear rather than `linear_f32_sm90`, whose 128 × 192 tiles would
+/// occupy under a quarter of the SMs while K is long enough to split.
+fn prefer_split_k_f32(m: u32, n: u32, k: u32, sms: u32) -> bool {
+    use m::{linear_f32_3xtf32 as s80, linear_f32_sm90 as s90};
+    let tiles90 = m.div_ceil(s90::TILE_M) * n.div_ceil(s90::TILE_N);
+    let tiles80 = m.div_ceil(s80::TILE_M) * n.div_ceil(s80::TILE_N);
+    tiles90 * 4 < sms && split_k(tiles80, k.div_ceil(s80::TILE_K), sms) > 1
+}
+
 /// Grid (column tiles, row tiles) of the 2-D tiled GEMM kernels.
 pub(super) fn grid2d(
     op: &'static str,
@@ -495,6 +536,19 @@ mod tests {
             sm90_variant(23_328, 3456, 132, [0, 0], forced(Some(192), Some(2))),
             v(192, 1)
         );
+    }
+
+    #[test]
+    fn hopper_f32_takes_split_k_only_for_tiny_grids() {
+        use super::prefer_split_k_f32;
+        // SigLIP-base batch 1 (M 196): 2 x 4 tiles of 128 x 192 on 132 SMs.
+        assert!(prefer_split_k_f32(196, 768, 768, 132));
+        // so400m batch 1 (M 729): qkv 6 x 18 = 108 tiles: the wgmma kernel.
+        assert!(!prefer_split_k_f32(729, 3456, 1152, 132));
+        // so400m batch 32 (M 23 328): the wgmma kernel.
+        assert!(!prefer_split_k_f32(23_328, 1152, 4304, 132));
+        // Short K: nothing to split.
+        assert!(!prefer_split_k_f32(196, 768, 64, 132));
     }
 
     #[test]

@@ -44,6 +44,12 @@ pub(super) static LINEAR_SM90: Module = Module {
     ptx: include_str!("../../kernels/linear_sm90.ptx"),
 };
 
+/// kernels/linear_sm90_f32.ptx.
+pub(super) static LINEAR_SM90_F32: Module = Module {
+    name: "linear_sm90_f32",
+    ptx: include_str!("../../kernels/linear_sm90_f32.ptx"),
+};
+
 /// kernels/patch_embed.ptx.
 pub(super) static PATCH_EMBED: Module = Module {
     name: "patch_embed",
@@ -1077,6 +1083,26 @@ pub(super) mod linear_bf16_sm90_n192_c2 {
     pub(in crate::cuda) const TILE_N: u32 = 192;
 }
 
+/// `linear_f32_sm90`: linear_f32_sm90: Hopper f32 GEMM in 3xTF32, 128×192 tiles, tf32 wgmma fed by TMA through a
+pub(super) mod linear_f32_sm90 {
+    use super::*;
+    pub(in crate::cuda) const SPEC: KernelSpec<LinearSm90> = KernelSpec {
+        module: &LINEAR_SM90_F32,
+        entry: "linear_f32_sm90",
+        threads: 384,
+        static_smem: 0,
+        max_dyn_smem: 230472,
+        cluster: 1,
+        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { dtype: DType::F32, box_rows: 128, box_cols: 32, swizzle128: true }), ("tmap_w", ParamKind::TensorMap { dtype: DType::F32, box_rows: 192, box_cols: 32, swizzle128: true }), ("tmap_out", ParamKind::TensorMap { dtype: DType::F32, box_rows: 64, box_cols: 32, swizzle128: true }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
+        signature: std::marker::PhantomData,
+    };
+    pub(in crate::cuda) const CLUSTER: u32 = 1;
+    pub(in crate::cuda) const DYN_SMEM: u32 = 230472;
+    pub(in crate::cuda) const TILE_K: u32 = 32;
+    pub(in crate::cuda) const TILE_M: u32 = 128;
+    pub(in crate::cuda) const TILE_N: u32 = 192;
+}
+
 /// `patch_embed_f32`: patch_embed_f32: exact-f32 SIMT GEMM, 64×64 tiles, 4×4 outputs per thread.
 pub(super) mod patch_embed_f32 {
     use super::*;
@@ -1503,6 +1529,7 @@ pub(super) const ALL: &[(&Module, &str, u32, usize, u32)] = &[
     (&LINEAR_SM90, "linear_bf16_sm90_n192", 384, 12, 0),
     (&LINEAR_SM90, "linear_bf16_sm90_c2", 384, 12, 0),
     (&LINEAR_SM90, "linear_bf16_sm90_n192_c2", 384, 12, 0),
+    (&LINEAR_SM90_F32, "linear_f32_sm90", 384, 12, 0),
     (&PATCH_EMBED, "patch_embed_f32", 256, 12, 8704),
     (&PATCH_EMBED, "patch_embed_bf16", 128, 12, 10240),
     (&ATTENTION, "attention_bf16_hd16", 128, 18, 0),

@@ -43,13 +43,16 @@ use crate::error::{Error, Result};
 /// against the generated manifest by a test).
 const SM90_SMEM: u32 = 230_464;
 
-/// The bf16 tensor-core GEMM of a device: `linear_bf16` (mma.sync, cp.async) on
-/// every GPU, `linear_bf16_sm90` (wgmma, TMA) on compute capability 9.0.
+/// The tensor-core GEMMs of a device: `linear_bf16` and `linear_f32_3xtf32`
+/// (mma.sync, cp.async) on every GPU, `linear_bf16_sm90` and `linear_f32_sm90`
+/// (wgmma, TMA) on compute capability 9.0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GemmPath {
-    /// `linear_bf16`: mma.sync fed by a cp.async pipeline (compute capability 8.0+).
+    /// `linear_bf16` / `linear_f32_3xtf32`: mma.sync fed by a cp.async pipeline
+    /// (compute capability 8.0+).
     Sm80,
-    /// `linear_bf16_sm90`: wgmma fed by TMA (compute capability 9.0: its PTX
+    /// `linear_bf16_sm90` / `linear_f32_sm90`: wgmma fed by TMA (compute
+    /// capability 9.0: their PTX
     /// targets sm_90a, whose architecture-specific instructions no other
     /// capability runs).
     Sm90,
@@ -102,13 +105,18 @@ impl GemmPath {
 /// tensor cores flush tf32 subnormals, which is not documented: ±inf times a
 /// subnormal would then give NaN, not ±inf). The attention kernel checks each
 /// key/value tile for ±inf and NaN as it arrives and takes the exact split for
-/// that tile only. `TESSERA_CUDA_F32_GEMM=simt` takes the SIMT kernels instead
+/// that tile only. On Hopper ([`GemmPath::Sm90`]) the linear layers run the
+/// split on tf32 wgmma: the weight's parts in shared memory, x's in registers,
+/// where a tf32-exact x value (small part 0) takes small = big·2⁻⁴⁰ so that a
+/// ±inf weight still gives ±inf (2⁻⁴⁰ relative error, against 0·inf = NaN).
+/// `TESSERA_CUDA_F32_GEMM=simt` takes the SIMT kernels instead
 /// (f32 fused multiply-adds on the CUDA cores: about half the speed for linear
 /// layers, a quarter or less for attention).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum F32Gemm {
-    /// `linear_f32_3xtf32` and `attention_f32_hd*`: mma.sync m16n8k8 tf32,
-    /// three per product.
+    /// `linear_f32_3xtf32` / `linear_f32_sm90` and `attention_f32_hd*`: tf32
+    /// mma.sync m16n8k8 (wgmma m64n192k8 for `linear_f32_sm90`), three per
+    /// product.
     Tf32x3,
     /// `linear_f32` and `attention_f32`: f32 fused multiply-adds on the CUDA cores.
     Simt,

@@ -279,6 +279,19 @@ fn required_sass(entry: &str) -> &'static [&'static str] {
             "UTMASTG.2D",
             "SYNCS.PHASECHK",
         ]
+    } else if entry == "linear_f32_sm90" {
+        // 3xTF32 on wgmma: A from registers (LDSM from the TMA-loaded x tile),
+        // W's parts from shared memory; the converters' 16-byte shared loads
+        // and stores.
+        &[
+            "HGMMA.64x192x8.F32.TF32",
+            "LDSM",
+            "UTMALDG.2D",
+            "UTMASTG.2D",
+            "SYNCS.PHASECHK",
+            "LDS.128",
+            "STS.128",
+        ]
     } else if entry.starts_with("attention_bf16_sm90_hd") {
         // S = Q·Kᵀ m64n128k16 (shared operands), P·V with P from registers.
         &["HGMMA.64x128x16.F32.BF16", "UTMALDG.2D", "SYNCS.PHASECHK"]
@@ -339,6 +352,7 @@ fn epilogue_round_trip_limit(entry: &str) -> Option<usize> {
             | "linear_bf16_sm90_n192"
             | "linear_bf16_sm90_c2"
             | "linear_bf16_sm90_n192_c2"
+            | "linear_f32_sm90"
             | "linear_bf16"
             | "linear_f32_3xtf32"
             | "patch_embed_bf16"
@@ -531,16 +545,16 @@ fn sass_uses_tensor_cores_and_no_local_memory() {
     }
     let _ = std::fs::remove_dir_all(&tmp);
     // linear_bf16, linear_f32_3xtf32, linear_bf16_any, patch_embed_bf16, 8 bf16
-    // and 6 f32 attention head dims, twice; the 4 linear_bf16_sm90* and 4
-    // attention_bf16_sm90_hd* once (sm_90a only).
+    // and 6 f32 attention head dims, twice; the 4 linear_bf16_sm90*,
+    // linear_f32_sm90 and 4 attention_bf16_sm90_hd* once (sm_90a only).
     assert_eq!(
         checked,
-        2 * 18 + 4 + 4,
+        2 * 18 + 5 + 4,
         "tensor-core entries found in the SASS"
     );
     assert_eq!(
         checked_epilogues,
-        2 * 3 + 4,
+        2 * 3 + 5,
         "epilogues checked for round trips"
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));

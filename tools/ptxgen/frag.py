@@ -257,6 +257,51 @@ def wgmma_bf16_rs(k, acc, a_regs, desc_b, scale_d, trans_b):
       f"{1 if trans_b else 0};")
 
 
+def wgmma_tf32_rs(k, acc, a_regs, desc_b, scale_d):
+    """acc ← A·Bᵀ (+ acc when scale_d): one m64nNk8 tf32 wgmma (N = 2·len(acc))
+    with A (64×8) from registers — 4 b32 per thread, warp w's rows 16w..16w+15 as
+    an m16n8k8 tf32 A fragment (a0 = A[g][c], a1 = A[g+8][c], a2 = A[g][c+4],
+    a3 = A[g+8][c+4]; CUTLASS ALayout_64x8), which ldmatrix_x4 over four 8×4
+    f32 blocks gives — and B (N×8) K-major in shared memory through `desc_b`
+    (a 128-byte row holds 32 f32: k step s at +32 bytes, as bf16's 16). tf32
+    operands have no transposed form. Each operand is read as tf32: its low 13
+    bits ignored."""
+    n = 2 * len(acc)
+    k(f"wgmma.mma_async.sync.aligned.m64n{n}k8.f32.tf32.tf32 "
+      f"{{{', '.join(map(str, acc))}}}, {{{', '.join(map(str, a_regs))}}}, {desc_b}, {scale_d}, 1, 1;")
+
+
+TINY = "0f2B800000"  # 2⁻⁴⁰
+
+
+def split_tf32_rs(k, x, stem="sr"):
+    """(big, small, bigc) of any f32 in b32 register `x` for a 3xTF32 product with
+    a B operand in shared memory as two tiles, big (±inf and NaN kept) and
+    small (0 where B is not finite): acc += small·B_big + bigc·B_small +
+    big·B_big. A non-finite B reaches the sum through big·B_big and small·B_big,
+    so small must carry x's sign and be non-zero wherever big is: a finite x
+    whose small part is 0 (x a tf32 value) gets small = big·2⁻⁴⁰ (an error of
+    2⁻⁴⁰ |x·b|), or 1·inf would add 0·inf = NaN. A non-finite x: big = small =
+    x + x (±inf, or NaN with a high payload), bigc = 0, so its infinity adds the
+    same sign twice and never meets B's small. Big is the truncated x (the mma
+    reads small truncated too: ≤ 2⁻²⁰ |x| more error a product)."""
+    big, small, bigc = k.reg("b32", f"{stem}b"), k.reg("b32", f"{stem}s"), k.reg("b32", f"{stem}c")
+    t, x2 = k.reg("f32", f"{stem}t"), k.reg("f32", f"{stem}x")
+    fin, zero = k.reg("pred", f"{stem}f"), k.reg("pred", f"{stem}z")
+    k(f"and.b32 {big}, {x}, {TF32_MASK};")
+    k(f"sub.f32 {small}, {x}, {big};")
+    k(f"setp.eq.f32 {zero}, {small}, 0f00000000;")
+    k(f"mul.f32 {t}, {big}, {TINY};")
+    k(f"selp.b32 {small}, {t}, {small}, {zero};")
+    k(f"abs.f32 {t}, {x};")
+    k(f"setp.lt.f32 {fin}, {t}, 0f7F800000;")  # false for ±inf and NaN
+    k(f"selp.b32 {bigc}, {big}, 0, {fin};")
+    k(f"add.f32 {x2}, {x}, {x};")
+    k(f"selp.b32 {big}, {big}, {x2}, {fin};")
+    k(f"selp.b32 {small}, {small}, {x2}, {fin};")
+    return big, small, bigc
+
+
 def wgmma_fence(k):
     k("wgmma.fence.sync.aligned;")
 

@@ -80,8 +80,20 @@ fn set<T: Element>(v: &mut [T], i: usize, x: f32) {
     v[i] = T::from_f32(x);
 }
 
+/// Two shapes: one no GEMM tile divides (the SIMT / edge-safe kernels), and one
+/// with K and N multiples of 8, which the tensor-core GEMMs take (the 3xTF32 f32
+/// ones split each operand, and must keep ±∞ and NaN through the split).
 pub fn check_nonfinite_linear<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
-    let (rows, k, n) = (9, 37, 21);
+    for shape in [(9, 37, 21), (9, 40, 24)] {
+        nonfinite_linear(dev, rng, shape);
+    }
+}
+
+fn nonfinite_linear<T: Element, D: Kernels<T>>(
+    dev: &D,
+    rng: &mut Rng,
+    (rows, k, n): (usize, usize, usize),
+) {
     for act in [Activation::None, Activation::GeluTanh] {
         let mut x: Vec<T> = rng.vec(rows * k, 1.0);
         let mut w: Vec<T> = rng.vec(n * k, 0.3);
@@ -93,9 +105,15 @@ pub fn check_nonfinite_linear<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng)
         set(&mut w, 7 * k + 2, NAN); // column 7: NaN
         set(&mut b, 3, INF); // column 3: +∞ (NaN where a row brings −∞)
         set(&mut r, 5 * n + 6, -INF); // one element −∞
+        // Column 9: +∞ weight at k 4. Row 3 meets it with x exactly 1 (a tf32
+        // value: nothing left for 3xTF32's small part), row 5 with x exactly 0
+        // (0·∞ = NaN).
+        set(&mut w, 9 * k + 4, INF);
+        set(&mut x, 3 * k + 4, 1.0);
+        set(&mut x, 5 * k + 4, 0.0);
         let (got, reference) = run_linear(dev, &x, &w, Some(&b), act, Some(&r), (rows, k, n));
         assert_same_nonfinite(
-            &format!("linear {act:?} with NaN/±∞ inputs"),
+            &format!("linear {act:?} {rows}x{k}x{n} with NaN/±∞ inputs"),
             &got,
             &reference,
             &["nan", "+inf", "-inf", "finite"],

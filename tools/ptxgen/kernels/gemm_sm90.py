@@ -56,69 +56,122 @@ Epilogue: + bias, GELU (tanh.approx), + residual in f32, rounded once to bf16,
   the storing thread waits until every earlier store has read its buffer
   (wait_group.read 0), so the buffer the next subtile writes is free. Stores
   once went straight from the registers: 4-byte pieces of 16-byte row segments,
-  the warpgroup waiting for them before its next mainloop."""
+  the warpgroup waiting for them before its next mainloop.
+
+linear_f32_sm90: the f32 GEMM in 3xTF32 on the same skeleton (K and N multiples
+  of 4), 128×192 tiles, stages of K 32 (a 128-byte row of f32, the same swizzle),
+  each product small·W_big + bigc·W_small + big·W_big (frag.split_tf32_rs: x's
+  parts, with ±inf / NaN kept and a tf32-exact x's small part big·2^-40, so a ±inf
+  weight still gives ±inf). tf32 wgmma reads B only from shared memory, so W's
+  parts live there: a stage is the x tile, the W tile and W's small tile (16 + 24
+  + 24 KiB, 3 stages). Warps 9-11 of the producer warpgroup (the converters)
+  wait for each stage's TMA, split the W tile in place (big) and into the small
+  tile, fence.proxy.async, and arrive on the stage's `ready` barrier (96
+  arrivals). The consumers wait on `full` and `ready`; per k step of 8 each warp
+  loads its A fragment by ldmatrix (tf32 pairs of b16 columns), splits it in
+  registers and issues three m64n192k8 wgmma with A from registers: a wgmma
+  group a step, two register sets alternating (wait_group 1 before a set is
+  rewritten). A stage is released by lane 0 of every consumer warp (8
+  arrivals: each warp's ldmatrix reads are its own) once its last group has
+  retired: at the next k-tile's second step. The stage release is predicated,
+  not branched around: a branch in the pipelined region makes ptxas serialise
+  every wgmma (C7513). The epilogue stages f32 pairs (32 columns a 128-byte
+  subtile row; 2-way bank conflicts, see emu_check.BANK_ALLOWANCE) and loads
+  its bias and residual pairs coherently (ptxas hoists .nc loads across the
+  subtiles' barriers, and the f32 pairs then take the registers). setmaxnreg:
+  56 / 224."""
 
 from ..asm import In, Kernel, Opt, Out, TMap, U32
-from ..frag import (bulk_commit, bulk_wait, bulk_wait_read, cluster_sync, fence_proxy_async_shared, mbar_arrive,
-                    mbar_arrive_cluster, mbar_arrive_tx, mbar_init, mbar_wait, named_barrier, ring_advance, setmaxnreg,
-                    sw128_offset, tma_load_2d, tma_load_2d_multicast, tma_store_2d, warpgroup_ids, wgmma_bf16,
-                    wgmma_commit, wgmma_d_coords, wgmma_desc_sw128, wgmma_fence, wgmma_wait)
+from ..frag import (bulk_commit, bulk_wait, bulk_wait_read, cluster_sync, fence_proxy_async_shared, ldmatrix_x4,
+                    mbar_arrive, mbar_arrive_cluster, mbar_arrive_tx, mbar_init, mbar_wait, named_barrier, ring_advance,
+                    setmaxnreg, split_tf32_rs, split_tf32_specials, sw128_offset, tma_load_2d, tma_load_2d_multicast,
+                    tma_store_2d, warpgroup_ids, wgmma_bf16, wgmma_commit, wgmma_d_coords, wgmma_desc_sw128,
+                    wgmma_fence, wgmma_tf32_rs, wgmma_wait)
 from ..lib import addr
-from .gemm_common import epilogue_flags, ld_bf16_pair, raster
+from .gemm_common import epilogue_flags, ld_pair, raster
 from .gemm_sm80 import bias_gelu_pair
 
-BM, BK, GROUP_M = 128, 64, 8
-TILE_NS = (256, 192)               # the variants: 128 x 256 and 128 x 192 output tiles
-CLUSTERS = (1, 2)                  # CTAs per cluster: alone, or pairs sharing W tiles by multicast
-EPI_BATCH = 8                      # column groups of 8 in an epilogue subtile
-LOAD_BATCH = {256: 4, 192: 8}      # column groups whose epilogue loads go out together
-EPI_N = 8 * EPI_BATCH              # an epilogue subtile: 64 rows of a warpgroup x 64 columns
-EPI_BUF_BYTES = 64 * EPI_N * 2     # 8 KiB of bf16, rows of 128 bytes (the 128-byte swizzle)
+BM, GROUP_M = 128, 8
+ROW = 128                          # bytes of a tile row: the 128-byte swizzle's span
+ESIZE = {"bf16": 2, "f32": 4}
+TILE_NS = {"bf16": (256, 192),     # the variants: 128 x 256 and 128 x 192 output tiles
+           "f32": (192,)}
+CLUSTERS = {"bf16": (1, 2),        # CTAs per cluster: alone, or pairs sharing W tiles by multicast
+            "f32": (1,)}
+# Column groups (of 8) whose epilogue loads go out together.
+LOAD_BATCH = {("bf16", 256): 4, ("bf16", 192): 8, ("f32", 192): 4}
+EPI_BUF_BYTES = 64 * ROW           # an epilogue subtile: 64 rows of a warpgroup x 128 bytes (8 KiB)
 EPI_BUFS = 2                       # staging buffers per consumer warpgroup
 CONSUMERS = 2                      # warpgroups
 THREADS = 128 * (CONSUMERS + 1)    # + the producer warpgroup
-PRODUCER_REGS, CONSUMER_REGS = 40, 232
-assert 128 * PRODUCER_REGS + 128 * CONSUMERS * CONSUMER_REGS <= 65536
+# Registers a thread after setmaxnreg: (producer warpgroup, consumers). The f32
+# producer's warps 9-11 split the W tiles (below).
+REGS = {"bf16": (40, 232), "f32": (56, 224)}
+for _p, _c in REGS.values():
+    assert 128 * _p + 128 * CONSUMERS * _c <= 65536
+CONVERTERS = 96                    # f32: threads of warps 9-11
+CONVERT_BATCH = 2                  # 16-byte chunks a converter thread has in flight
 SMEM_LIMIT = 227 * 1024            # per block, with the opt-in
-A_BYTES = BM * BK * 2              # 16 KiB
+A_BYTES = BM * ROW                 # 16 KiB
 
 
-def entry_name(bn, cm=1):
+def tile_k(dt):
+    """K of a tile: one 128-byte row (64 bf16, 32 f32)."""
+    return ROW // ESIZE[dt]
+
+
+def entry_name(dt, bn, cm=1):
+    if dt == "f32":
+        assert bn == TILE_NS["f32"][0] and cm == 1
+        return "linear_f32_sm90"
     return "linear_bf16_sm90" + ("" if bn == 256 else f"_n{bn}") + ("" if cm == 1 else f"_c{cm}")
 
 
-def linear_bf16_sm90(BN=256, CM=1):  # noqa: N803 (the tile constants' names)
-    """The kernel with BM x BN output tiles and as many stages as fit, in
-    clusters of CM CTAs along M (1: no cluster)."""
-    assert BM == 64 * CONSUMERS and BK * 2 == 128 and BN <= 256 and BN % 8 == 0 and (BN // 8) % EPI_BATCH == 0
+def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' names)
+    """The kernel of element type dt with BM x BN output tiles and as many
+    stages as fit, in clusters of CM CTAs along M (1: no cluster)."""
+    f32 = dt == "f32"
+    es = ESIZE[dt]
+    BK = tile_k(dt)                # noqa: N806
+    EPI_N = ROW // es              # noqa: N806 (columns of an epilogue subtile)
+    EPI_BATCH = EPI_N // 8         # noqa: N806 (its column groups of 8)
+    PRODUCER_REGS, CONSUMER_REGS = REGS[dt]  # noqa: N806
+    assert BM == 64 * CONSUMERS and BK * es == ROW and BN <= 256 and BN % 8 == 0 and (BN // 8) % EPI_BATCH == 0
     # Each CTA of a cluster loads BN / CM rows of the W tile and multicasts them;
     # each share starts on a 1024-byte swizzle atom.
     BH = BN // CM                  # noqa: N806
     assert BN % CM == 0 and BH % 8 == 0 and GROUP_M % CM == 0
-    B_BYTES = BN * BK * 2          # noqa: N806
-    STAGE_BYTES = A_BYTES + B_BYTES  # noqa: N806
+    B_BYTES = BN * ROW             # noqa: N806
+    # f32: the W tile's small parts (the converters' output) after the W tile.
+    SMALL_BYTES = B_BYTES if f32 else 0  # noqa: N806
+    STAGE_BYTES = A_BYTES + B_BYTES + SMALL_BYTES  # noqa: N806
+    NBAR = 3 if f32 else 2         # noqa: N806 (mbarriers a stage: full, empty (, ready))
     EPI_BYTES = CONSUMERS * EPI_BUFS * EPI_BUF_BYTES  # noqa: N806 (32 KiB)
-    # 1 KiB of alignment slack, the stages, the staging buffers, 16 bytes of
-    # mbarriers per stage.
-    STAGES = (SMEM_LIMIT - 1024 - EPI_BYTES) // (STAGE_BYTES + 16)  # noqa: N806 (4 at BN 256 and 192)
+    # 1 KiB of alignment slack, the stages, the staging buffers, 8 bytes an
+    # mbarrier.
+    STAGES = (SMEM_LIMIT - 1024 - EPI_BYTES) // (STAGE_BYTES + 8 * NBAR)  # noqa: N806 (4 bf16, 3 f32)
     EPI = STAGES * STAGE_BYTES     # noqa: N806 (offset of the staging buffers from the aligned base)
     BARS = EPI + EPI_BYTES         # noqa: N806 (offset of the mbarriers)
-    SMEM = 1024 + BARS + 16 * STAGES  # noqa: N806
+    SMEM = 1024 + BARS + 8 * NBAR * STAGES  # noqa: N806
     # x and w are not read by the kernel (TMA reads them through the tensor maps); they
     # are the buffers the maps describe, which the host keeps borrowed for the launch.
     # Nor is `out`: the epilogue writes it through tmap_out (boxes of 64 x 64).
-    params = [In("x"), In("w"), TMap("tmap_x", "x", (BM, BK)), TMap("tmap_w", "w", (BH, BK)),
-              TMap("tmap_out", "out", (64, EPI_N)), Opt("bias"), Opt("res"), Out("out"), U32("m"),
+    params = [In("x"), In("w"), TMap("tmap_x", "x", (BM, BK), dtype=dt), TMap("tmap_w", "w", (BH, BK), dtype=dt),
+              TMap("tmap_out", "out", (64, EPI_N), dtype=dt), Opt("bias"), Opt("res"), Out("out"), U32("m"),
               U32("n"), U32("k"), U32("flags")]
-    name = entry_name(BN, CM)
+    name = entry_name(dt, BN, CM)
     # 256 wide, two batches of 8 column groups in flight (96 registers with the
     # 128 accumulators) spill; of 4, they do not.
-    load_batch = LOAD_BATCH[BN]
+    load_batch = LOAD_BATCH[dt, BN]
     assert EPI_BATCH % load_batch == 0
     pairs = "" if CM == 1 else f", in clusters of {CM} along M sharing W tiles by TMA multicast"
-    k = Kernel("linear_sm90", name, THREADS, params, "linear_sm90",
-               doc=f"{name}: Hopper GEMM, {BM}×{BN} tiles, wgmma fed by TMA through a {STAGES}-stage\n"
-                   f"mbarrier pipeline, a producer and two consumer warpgroups, persistent tiles{pairs}.",
+    if f32:
+        doc = (f"{name}: Hopper f32 GEMM in 3xTF32, {BM}×{BN} tiles, tf32 wgmma fed by TMA through a\n"
+               f"{STAGES}-stage mbarrier pipeline, W tiles split by three converter warps, persistent tiles.")
+    else:
+        doc = (f"{name}: Hopper GEMM, {BM}×{BN} tiles, wgmma fed by TMA through a {STAGES}-stage\n"
+               f"mbarrier pipeline, a producer and two consumer warpgroups, persistent tiles{pairs}.")
+    k = Kernel("linear_sm90_f32" if f32 else "linear_sm90", name, THREADS, params, "linear_sm90", doc=doc,
                dyn_smem=SMEM, cluster=CM)
     k.const("TILE_M", BM)
     k.const("TILE_N", BN)
@@ -139,6 +192,10 @@ def linear_bf16_sm90(BN=256, CM=1):  # noqa: N803 (the tile constants' names)
     k(f"and.b32 {base}, {base}, -1024;")
     k(f"add.u32 {full0}, {base}, {BARS};")
     k(f"add.u32 {empty0}, {full0}, {8 * STAGES};")
+    ready0 = None
+    if f32:
+        ready0 = k.reg("u32", "ready0")
+        k(f"add.u32 {ready0}, {empty0}, {8 * STAGES};")
 
     # Thread 0 initialises the barriers; everyone waits for that, then the roles split.
     skip = k.label("no_init")
@@ -147,8 +204,11 @@ def linear_bf16_sm90(BN=256, CM=1):  # noqa: N803 (the tile constants' names)
     for s in range(STAGES):
         mbar_init(k, f"{full0}+{8 * s}", 1)
         # One arrival per consumer warpgroup of every CTA of the cluster (the
-        # stage is overwritten in all of them by one multicast).
-        mbar_init(k, f"{empty0}+{8 * s}", CONSUMERS * CM)
+        # stage is overwritten in all of them by one multicast); f32: per
+        # consumer warp (each warp's ldmatrix reads the x tile).
+        mbar_init(k, f"{empty0}+{8 * s}", CONSUMERS * (4 if f32 else CM))
+        if f32:     # every converter thread, once its part of the stage's W tile is split
+            mbar_init(k, f"{ready0}+{8 * s}", CONVERTERS)
     k("fence.mbarrier_init.release.cluster;")
     k("fence.proxy.async.shared::cta;")
     k.place(skip)
@@ -217,7 +277,8 @@ def linear_bf16_sm90(BN=256, CM=1):  # noqa: N803 (the tile constants' names)
     # ---- producer: thread 256 -----------------------------------------------------
     setmaxnreg(k, PRODUCER_REGS, grow=False)
     k(f"setp.ne.u32 {p}, {tid}, {128 * CONSUMERS};")
-    k(f"@{p} bra {idle};")
+    conv = k.label("converter") if f32 else idle
+    k(f"@{p} bra {conv};")
 
     def produce():
         kt = k.reg("u32", "pkt")
@@ -228,7 +289,7 @@ def linear_bf16_sm90(BN=256, CM=1):  # noqa: N803 (the tile constants' names)
             k(f"xor.b32 {par}, {phase}, 1;")
             mbar_wait(k, empty, par)
             k(f"mad.lo.u32 {full}, {stage}, 8, {full0};")
-            mbar_arrive_tx(k, full, STAGE_BYTES)
+            mbar_arrive_tx(k, full, A_BYTES + B_BYTES)   # what TMA writes (not the small parts)
             k(f"mad.lo.u32 {sa}, {stage}, {STAGE_BYTES}, {base};")
             k(f"mul.lo.u32 {kc}, {kt}, {BK};")
             tma_load_2d(k, sa, tmap_x, kc, m0, full)
@@ -259,6 +320,57 @@ def linear_bf16_sm90(BN=256, CM=1):  # noqa: N803 (the tile constants' names)
     tile_loop(produce, "prod")
     k(f"bra.uni {done};")
 
+    if f32:
+        # ---- converters (f32): threads 288..383 ----------------------------------
+        # Each stage's W tile, once TMA has filled it, becomes its 3xTF32 parts:
+        # big (x with the low 13 bits cleared; ±inf, and NaN as x + x) in place,
+        # small (x − big; 0 where x is not finite) into the stage's small tile, at
+        # the same offsets (both tiles start on a 1024-byte swizzle atom, so the
+        # swizzled layout is the same). Thread i takes 16-byte chunks i, i + 96,
+        # ...: each warp's loads and stores are 512 contiguous bytes (4 wavefronts,
+        # no conflicts). The consumers wait for the stage's `ready` barrier, which
+        # every converter thread arrives on after its fence.proxy.async (the
+        # wgmma reads the parts through the async proxy).
+        k.place(conv)
+        k(f"setp.lt.u32 {p}, {tid}, {128 * CONSUMERS + 32};")
+        k(f"@{p} bra {idle};")
+        coff = k.reg("u32", "coff")
+        k(f"sub.u32 {coff}, {tid}, {128 * CONSUMERS + 32};")
+        k(f"shl.b32 {coff}, {coff}, 4;")
+        per_thread = B_BYTES // 16 // CONVERTERS
+        assert per_thread * 16 * CONVERTERS == B_BYTES and per_thread % CONVERT_BATCH == 0
+
+        def convert():
+            kt = k.reg("u32", "vkt")
+
+            def one_k(_):
+                full, ready, wb = k.reg("u32", "vfull"), k.reg("u32", "vready"), k.reg("u32", "vwb")
+                k(f"mad.lo.u32 {full}, {stage}, 8, {full0};")
+                mbar_wait(k, full, phase)
+                k(f"mad.lo.u32 {wb}, {stage}, {STAGE_BYTES}, {base};")
+                k(f"add.u32 {wb}, {wb}, {A_BYTES};")
+                k(f"add.u32 {wb}, {wb}, {coff};")
+                for j0 in range(0, per_thread, CONVERT_BATCH):  # chunks in flight at a time
+                    chunks = []
+                    for j in range(j0, j0 + CONVERT_BATCH):
+                        x = k.regs_n("b32", "vx", 4)
+                        k(f"ld.shared.v4.b32 {{{', '.join(map(str, x))}}}, [{wb}+{16 * CONVERTERS * j}];")
+                        chunks.append((j, x))
+                    for j, x in chunks:
+                        parts = [split_tf32_specials(k, r, "vs", round_small=False) for r in x]
+                        off = 16 * CONVERTERS * j
+                        k(f"st.shared.v4.b32 [{wb}+{off}], {{{', '.join(str(q[0]) for q in parts)}}};")
+                        k(f"st.shared.v4.b32 [{wb}+{off + B_BYTES}], {{{', '.join(str(q[2]) for q in parts)}}};")
+                fence_proxy_async_shared(k)
+                k(f"mad.lo.u32 {ready}, {stage}, 8, {ready0};")
+                mbar_arrive(k, ready)
+                advance()
+
+            loop_k(kt, one_k, "vk")
+
+        tile_loop(convert, "conv")
+        k(f"bra.uni {done};")
+
     # ---- consumers ---------------------------------------------------------------
     k.place(consumer)
     setmaxnreg(k, CONSUMER_REGS, grow=True)
@@ -266,8 +378,10 @@ def linear_bf16_sm90(BN=256, CM=1):  # noqa: N803 (the tile constants' names)
     # Stage releases: one arrival per warpgroup on each CTA's empty barrier, by
     # threads 0..CM-1 of the warpgroup (thread r on CTA r's). The wgmma group's
     # completion is warpgroup-wide, so one thread's wait_group covers its warps.
+    # f32: lane 0 of every warp, as each warp's ldmatrix reads of the x tile are
+    # its own (they retired before the warp issued its part of the wgmma).
     wtid, releaser = k.reg("u32", "wtid"), k.reg("pred", "releaser")
-    k(f"and.b32 {wtid}, {tid}, 127;")
+    k(f"and.b32 {wtid}, {tid}, {31 if f32 else 127};")
     k(f"setp.lt.u32 {releaser}, {wtid}, {CM};")
 
     def release(e):
@@ -326,11 +440,116 @@ def linear_bf16_sm90(BN=256, CM=1):  # noqa: N803 (the tile constants' names)
         k(f"shr.u32 {x16}, {x16}, 2;")                    # lane / 4
         k(f"mad.lo.u32 {row}, {row}, 16, {x16};")         # 16 warp + lane / 4: the row (h = 0)
         k(f"shl.b32 {row}, {row}, 7;")
+        if f32:
+            # f32: pair c of column group j (0..3) is bytes 8c of chunk 2j +
+            # c / 2 (c = lane % 4): at 16 ((2j + c / 2) ^ (lane / 4)) + 8 (c % 2)
+            # = ((16 ((c / 2) ^ (lane / 4))) ^ 32 j) + 8 (c % 2).
+            k(f"add.u32 {row}, {row}, {buf};")
+            k(f"and.b32 {tx}, {tx}, 3;")
+            cb = k.reg("u32", "ecb")
+            k(f"shr.u32 {cb}, {tx}, 1;")
+            k(f"xor.b32 {x16}, {x16}, {cb};")
+            k(f"shl.b32 {x16}, {x16}, 4;")
+            k(f"and.b32 {tx}, {tx}, 1;")
+            k(f"mad.lo.u32 {row}, {tx}, 8, {row};")       # + 8 (c % 2)
+            return buf, row, x16, lead
         k(f"shl.b32 {x16}, {x16}, 4;")
         k(f"add.u32 {row}, {row}, {buf};")
         k(f"and.b32 {tx}, {tx}, 3;")
         k(f"mad.lo.u32 {row}, {tx}, 4, {row};")           # + 4 (lane % 4)
         return buf, row, x16, lead
+
+    if f32:
+        # ldmatrix.x4 over the x tile gives a k step's tf32 A fragment: matrix q
+        # (lanes 8q..8q+7 give its rows) is rows 8 (q & 1) + 0..7 of the warp's
+        # 16, 16-byte chunk 2s + (q >> 1) (k 4 (q >> 1)..+3 of step s), so lane l
+        # holds a0 = (l / 4, l % 4), a1 = (8 + l / 4, l % 4), a2 = (l / 4, 4 + l
+        # % 4), a3 = (8 + l / 4, 4 + l % 4). Lane l's row r = 16 warp + l % 8 +
+        # 8 ((l >> 3) & 1) has r % 8 = l % 8, so its chunk 2s + (l >> 4) lies at
+        # 16 ((2s + (l >> 4)) ^ (l % 8)) = (16 ((l >> 4) ^ (l % 8))) ^ 32 s:
+        # `arow` is 128 r + the warpgroup's rows, `achunk` the part before ^ 32 s.
+        arow, achunk, t2 = k.reg("u32", "arow"), k.reg("u32", "achunk"), k.reg("u32", "at")
+        k(f"and.b32 {t2}, {lane}, 7;")
+        k(f"shr.u32 {achunk}, {lane}, 4;")
+        k(f"xor.b32 {achunk}, {achunk}, {t2};")
+        k(f"shl.b32 {achunk}, {achunk}, 4;")
+        k(f"mad.lo.u32 {arow}, {warp}, 16, {t2};")
+        k(f"and.b32 {t2}, {lane}, 8;")
+        k(f"add.u32 {arow}, {arow}, {t2};")
+        k(f"mad.lo.u32 {arow}, {wg}, 64, {arow};")
+        k(f"shl.b32 {arow}, {arow}, 7;")
+        for w_ in range(4):
+            for lane_ in range(32):
+                row_ = 16 * w_ + lane_ % 8 + 8 * ((lane_ >> 3) & 1)
+                for st_ in range(BK // 8):
+                    want = sw128_offset(row_, 2 * st_ + (lane_ >> 4))
+                    got = 128 * row_ + ((16 * ((lane_ >> 4) ^ (lane_ % 8))) ^ (32 * st_))
+                    assert want == got
+
+    def consume_f32():
+        """The f32 mainloop, 3xTF32: per k step of 8, A's fragment from the x
+        tile (ldmatrix) split in registers (split_tf32_rs), and three wgmma with
+        A from registers against the W tile's parts the converters wrote:
+        small·W_big + bigc·W_small + big·W_big (the small products first, while
+        the accumulators are small). Each k step is a wgmma group; its A
+        registers stay untouched until it retires, so the steps alternate two
+        register sets (the step before this one may still run: wait_group 1
+        before a set is written). The stage of the previous k-tile is released
+        once its last group retires, at the second step of this one."""
+        kt = k.reg("u32", "ckt")
+
+        def one_k(_):
+            full, ready, sa, sb = (k.reg("u32", s_) for s_ in ("cfull", "cready", "csa", "csb"))
+            first = k.reg("pred", "first")
+            # The x tile comes from TMA (full), the W parts from the converters (ready).
+            k(f"mad.lo.u32 {full}, {stage}, 8, {full0};")
+            mbar_wait(k, full, phase)
+            k(f"mad.lo.u32 {ready}, {stage}, 8, {ready0};")
+            mbar_wait(k, ready, phase)
+            k(f"mad.lo.u32 {sa}, {stage}, {STAGE_BYTES}, {base};")
+            k(f"add.u32 {sb}, {sa}, {A_BYTES};")
+            k(f"add.u32 {sa}, {sa}, {arow};")
+            k(f"setp.ne.u32 {first}, {kt}, 0;")   # scale-d: accumulate after the first k-tile
+            for s_ in range(BK // 8):
+                wgmma_wait(k, 1)
+                if s_ == 1:
+                    # Predicated, not branched around: a branch here would end
+                    # the wgmma pipeline stage for ptxas, which then serialises
+                    # every wgmma (C7513).
+                    e, rel = k.reg("u32", "cempty"), k.reg("pred", "rel")
+                    k(f"setp.ne.and.u32 {rel}, {kt}, 0, {releaser};")
+                    k(f"mad.lo.u32 {e}, {prev}, 8, {empty0};")
+                    mbar_arrive(k, e, pred=rel)
+                a_ad, ch = k.reg("u32", "aad"), k.reg("u32", "ach")
+                k(f"xor.b32 {ch}, {achunk}, {32 * s_};")
+                k(f"add.u32 {a_ad}, {sa}, {ch};")
+                raw = k.regs_n("b32", "ax", 4)
+                ldmatrix_x4(k, raw, a_ad)
+                parts = [split_tf32_rs(k, r, "ap") for r in raw]
+                big, small, bigc = ([q[i] for q in parts] for i in range(3))
+                b_big, b_small = k.reg("u32", "dbb"), k.reg("u32", "dbs")
+                k(f"add.u32 {b_big}, {sb}, {32 * s_};")
+                k(f"add.u32 {b_small}, {b_big}, {B_BYTES};")
+                d_big, d_small = wgmma_desc_sw128(k, b_big), wgmma_desc_sw128(k, b_small)
+                wgmma_fence(k)
+                wgmma_tf32_rs(k, acc, small, d_big, first if s_ == 0 else always)
+                wgmma_tf32_rs(k, acc, bigc, d_small, always)
+                wgmma_tf32_rs(k, acc, big, d_big, always)
+                wgmma_commit(k)
+            k(f"mov.u32 {prev}, {stage};")
+            advance()
+
+        loop_k(kt, one_k, "ck")
+        wgmma_wait(k, 0)
+        e = k.reg("u32", "cempty")
+        k(f"mad.lo.u32 {e}, {prev}, 8, {empty0};")
+        # K = 0 leaves no k-tile: nothing to release, and the accumulators are zero.
+        no_k = k.label("no_k")
+        k(f"setp.eq.u32 {p}, {ktiles}, 0;")
+        k(f"@{p} bra {no_k};")
+        release(e)
+        k.place(no_k)
+        epilogue()
 
     def consume():
         kt = k.reg("u32", "ckt")
@@ -342,7 +561,7 @@ def linear_bf16_sm90(BN=256, CM=1):  # noqa: N803 (the tile constants' names)
             mbar_wait(k, full, phase)
             k(f"mad.lo.u32 {sa}, {stage}, {STAGE_BYTES}, {base};")
             k(f"add.u32 {sb}, {sa}, {A_BYTES};")
-            k(f"mad.lo.u32 {sa}, {wg}, {64 * BK * 2}, {sa};")
+            k(f"mad.lo.u32 {sa}, {wg}, {64 * ROW}, {sa};")
             k(f"setp.ne.u32 {first}, {kt}, 0;")   # scale-d: accumulate after the first k-tile
             wgmma_fence(k)
             for s in range(BK // 16):
@@ -402,7 +621,16 @@ def linear_bf16_sm90(BN=256, CM=1):  # noqa: N803 (the tile constants' names)
         # Loaded just before its use, each pair would wait one global round trip.
         # `res` is read through the non-coherent path: it never aliases `out`
         # (distinct borrows on the host; the emulator checks that no .nc byte is
-        # written by the launch).
+        # written by the launch). Not in f32: ptxas moves .nc loads across the
+        # subtiles' barriers, and hoisted there, the f32 pairs (two registers
+        # each) of later subtiles take the registers the batching meant to keep.
+        if f32:
+            # One address each for the bias row and the two residual rows, the
+            # column groups at immediate offsets: the f32 epilogue has no
+            # registers for an address per load.
+            bias_at = addr(k, bias, col0, es, "ba")
+            res_at = [addr(k, res, obase[h], es, "ra") for h in range(2)]
+
         def issue(b):
             loads = []
             for jt in range(load_batch * b, load_batch * (b + 1)):
@@ -410,24 +638,31 @@ def linear_bf16_sm90(BN=256, CM=1):  # noqa: N803 (the tile constants' names)
                 k(f"add.u32 {col}, {col0}, {8 * jt};")
                 k(f"setp.lt.u32 {cin}, {col}, {N};")
                 k(f"and.pred {pb}, {cin}, {has_bias};")
-                bias_pair = ld_bf16_pair(k, addr(k, bias, col, 2), pb, nc=True, stem="bias")
+                at = f"{bias_at}+{8 * es * jt}" if f32 else addr(k, bias, col, es)
+                bias_pair = ld_pair(k, dt, at, pb, nc=not f32, stem="bias")
                 res_pairs = []
                 for h in range(2):
-                    o, pr = k.reg("u32", "oi"), k.reg("pred", "pres")
-                    k(f"add.u32 {o}, {obase[h]}, {8 * jt};")
+                    if f32:
+                        pr = k.reg("pred", "pres")
+                        at = f"{res_at[h]}+{8 * es * jt}"
+                    else:
+                        o, pr = k.reg("u32", "oi"), k.reg("pred", "pres")
+                        k(f"add.u32 {o}, {obase[h]}, {8 * jt};")
                     k(f"and.pred {pr}, {cin}, {rres[h]};")
-                    res_pairs.append(ld_bf16_pair(k, addr(k, res, o, 2, "ra"), pr, nc=True, stem="res"))
+                    if not f32:
+                        at = addr(k, res, o, es, "ra")
+                    res_pairs.append(ld_pair(k, dt, at, pr, nc=not f32, stem="res"))
                 loads.append((jt, bias_pair, res_pairs))
             return loads
 
         def finish(b, loads, stage_regs):
-            """The math of column groups `loads` of subtile b, its bf16 pairs into
-            the staging buffer."""
+            """The math of column groups `loads` of subtile b, its bf16 (f32) pairs
+            into the staging buffer."""
             _, rowbuf, x16, _ = stage_regs
             for jt, (b0, b1), res_pairs in loads:
-                c = jt - EPI_BATCH * b    # the 16-byte chunk of the 128-byte buffer row
+                c = jt - EPI_BATCH * b    # bf16: the 16-byte chunk of the 128-byte buffer row
                 sw = k.reg("u32", "esw")
-                k(f"xor.b32 {sw}, {x16}, {16 * c};")
+                k(f"xor.b32 {sw}, {x16}, {(32 if f32 else 16) * c};")
                 for h, (r0, r1) in enumerate(res_pairs):
                     j = 4 * jt + 2 * h
                     assert wgmma_d_coords(j) == (8 * h, 8 * jt) and wgmma_d_coords(j + 1) == (8 * h, 8 * jt + 1)
@@ -435,6 +670,11 @@ def linear_bf16_sm90(BN=256, CM=1):  # noqa: N803 (the tile constants' names)
                     bias_gelu_pair(k, x0, x1, b0, b1, has_gelu)
                     k(f"add.f32 {x0}, {x0}, {r0};")
                     k(f"add.f32 {x1}, {x1}, {r1};")
+                    if f32:
+                        sa = k.reg("u32", "esa")
+                        k(f"add.u32 {sa}, {rowbuf}, {sw};")
+                        k(f"st.shared.v2.f32 [{sa}+{1024 * h}], {{{x0}, {x1}}};")
+                        continue
                     pk, sa = k.reg("b32", "pk"), k.reg("u32", "esa")
                     k(f"cvt.rn.bf16x2.f32 {pk}, {x1}, {x0};")
                     k(f"add.u32 {sa}, {rowbuf}, {sw};")
@@ -473,7 +713,7 @@ def linear_bf16_sm90(BN=256, CM=1):  # noqa: N803 (the tile constants' names)
                 store(sub, stage_regs)
             pending = following
 
-    tile_loop(consume, "cons")
+    tile_loop(consume_f32 if f32 else consume, "cons")
     # Shared memory must outlive the last stores' reads of it.
     bulk_wait(k, 0, pred=staging(0)[3])
     k.place(done)
@@ -485,5 +725,5 @@ def linear_bf16_sm90(BN=256, CM=1):  # noqa: N803 (the tile constants' names)
     return k
 
 
-def kernels():
-    return [linear_bf16_sm90(bn, cm) for cm in CLUSTERS for bn in TILE_NS]
+def kernels(dt="bf16"):
+    return [linear_sm90(dt, bn, cm) for cm in CLUSTERS[dt] for bn in TILE_NS[dt]]
