@@ -689,7 +689,14 @@ mod tests {
             cols,
             swizzle128: true,
         };
-        let x32 = tensor_map_args("linear", "t", "tmap_x", 0x1000, shape(300, 200), f32_box(br, 32));
+        let x32 = tensor_map_args(
+            "linear",
+            "t",
+            "tmap_x",
+            0x1000,
+            shape(300, 200),
+            f32_box(br, 32),
+        );
         assert_eq!(
             x32.unwrap(),
             TensorMapArgs {
@@ -700,13 +707,30 @@ mod tests {
                 swizzle128: true,
             }
         );
-        let e = tensor_map_args("linear", "t", "tmap_x", 0x1000, shape(300, 200), f32_box(br, 64))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("f32 matrix") && e.contains("box 128 x 64"), "{e}");
-        let e = tensor_map_args("linear", "t", "tmap_x", 0x1000, shape(300, 6), f32_box(br, 32))
-            .unwrap_err()
-            .to_string();
+        let e = tensor_map_args(
+            "linear",
+            "t",
+            "tmap_x",
+            0x1000,
+            shape(300, 200),
+            f32_box(br, 64),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("f32 matrix") && e.contains("box 128 x 64"),
+            "{e}"
+        );
+        let e = tensor_map_args(
+            "linear",
+            "t",
+            "tmap_x",
+            0x1000,
+            shape(300, 6),
+            f32_box(br, 32),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("24 bytes, not a multiple of 16"), "{e}");
         let tail = tensor_map_args(
             "attention",
@@ -748,8 +772,8 @@ mod tests {
                 shape(rows, cols),
                 bf16_box(boxes),
             )
-                .unwrap_err()
-                .to_string();
+            .unwrap_err()
+            .to_string();
             assert!(
                 e.contains("tmap_x") && e.contains("attention") && e.contains(needle),
                 "{e}"

@@ -165,8 +165,7 @@ fn sm90_args<'a>(a: m::LinearArgs<'a>, mm: u32, n: u32, k: u32) -> m::LinearSm90
 
 /// Shared memory `linear_f32_sm90` needs (its stages hold each W tile twice: the
 /// 3xTF32 parts).
-const F32_SM90_SMEM: u32 =
-    m::linear_f32_sm90::DYN_SMEM + m::linear_f32_sm90::SPEC.static_smem;
+const F32_SM90_SMEM: u32 = m::linear_f32_sm90::DYN_SMEM + m::linear_f32_sm90::SPEC.static_smem;
 
 /// The sm_80 tensor-core GEMM of one element type (tools/ptxgen/kernels/gemm_sm80.py
 /// makes both from one generator): the kernel, its split-K form and the split-K

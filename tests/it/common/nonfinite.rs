@@ -105,9 +105,9 @@ fn nonfinite_linear<T: Element, D: Kernels<T>>(
         set(&mut w, 7 * k + 2, NAN); // column 7: NaN
         set(&mut b, 3, INF); // column 3: +∞ (NaN where a row brings −∞)
         set(&mut r, 5 * n + 6, -INF); // one element −∞
-        // Column 9: +∞ weight at k 4. Row 3 meets it with x exactly 1 (a tf32
-        // value: nothing left for 3xTF32's small part), row 5 with x exactly 0
-        // (0·∞ = NaN).
+                                      // Column 9: +∞ weight at k 4. Row 3 meets it with x exactly 1 (a tf32
+                                      // value: nothing left for 3xTF32's small part), row 5 with x exactly 0
+                                      // (0·∞ = NaN).
         set(&mut w, 9 * k + 4, INF);
         set(&mut x, 3 * k + 4, 1.0);
         set(&mut x, 5 * k + 4, 0.0);
