@@ -279,26 +279,18 @@ def split_tf32_rs(k, x, stem="sr"):
     a B operand in shared memory as two tiles, big (±inf and NaN kept) and
     small (0 where B is not finite): acc += small·B_big + bigc·B_small +
     big·B_big. A non-finite B reaches the sum through big·B_big and small·B_big,
-    so small must carry x's sign and be non-zero wherever big is: a finite x
-    whose small part is 0 (x a tf32 value) gets small = big·2⁻⁴⁰ (an error of
-    2⁻⁴⁰ |x·b|), or 1·inf would add 0·inf = NaN. A non-finite x: big = small =
-    x + x (±inf, or NaN with a high payload), bigc = 0, so its infinity adds the
-    same sign twice and never meets B's small. Big is the truncated x (the mma
-    reads small truncated too: ≤ 2⁻²⁰ |x| more error a product)."""
-    big, small, bigc = k.reg("b32", f"{stem}b"), k.reg("b32", f"{stem}s"), k.reg("b32", f"{stem}c")
-    t, x2 = k.reg("f32", f"{stem}t"), k.reg("f32", f"{stem}x")
-    fin, zero = k.reg("pred", f"{stem}f"), k.reg("pred", f"{stem}z")
-    k(f"and.b32 {big}, {x}, {TF32_MASK};")
-    k(f"sub.f32 {small}, {x}, {big};")
+    so small must carry x's sign and be non-zero wherever big is: where
+    split_tf32_specials leaves small 0 — x a tf32 value, or not finite — small
+    is big·2⁻⁴⁰ (an error of 2⁻⁴⁰ |x·b|; or 1·inf would add 0·inf = NaN). A
+    non-finite x then has small = big (±inf, or NaN) and bigc = 0: its
+    infinity adds the same sign twice and never meets B's small. Big is the
+    truncated x (the mma reads small truncated too: ≤ 2⁻²⁰ |x| more error a
+    product)."""
+    big, bigc, small = split_tf32_specials(k, x, stem, round_small=False)
+    t, zero = k.reg("f32", f"{stem}t2"), k.reg("pred", f"{stem}z")
     k(f"setp.eq.f32 {zero}, {small}, 0f00000000;")
     k(f"mul.f32 {t}, {big}, {TINY};")
     k(f"selp.b32 {small}, {t}, {small}, {zero};")
-    k(f"abs.f32 {t}, {x};")
-    k(f"setp.lt.f32 {fin}, {t}, 0f7F800000;")  # false for ±inf and NaN
-    k(f"selp.b32 {bigc}, {big}, 0, {fin};")
-    k(f"add.f32 {x2}, {x}, {x};")
-    k(f"selp.b32 {big}, {big}, {x2}, {fin};")
-    k(f"selp.b32 {small}, {small}, {x2}, {fin};")
     return big, small, bigc
 
 

@@ -459,6 +459,22 @@ def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' nam
         k(f"mad.lo.u32 {row}, {tx}, 4, {row};")           # + 4 (lane % 4)
         return buf, row, x16, lead
 
+    def tile_body(one_k):
+        """A tile's consumer work: one_k(kt) for each k-tile, then the last
+        stage's release once its wgmma retired, and the epilogue."""
+        kt = k.reg("u32", "ckt")
+        loop_k(kt, lambda _: one_k(kt), "ck")
+        wgmma_wait(k, 0)
+        e = k.reg("u32", "cempty")
+        k(f"mad.lo.u32 {e}, {prev}, 8, {empty0};")
+        # K = 0 leaves no k-tile: nothing to release, and the accumulators are zero.
+        no_k = k.label("no_k")
+        k(f"setp.eq.u32 {p}, {ktiles}, 0;")
+        k(f"@{p} bra {no_k};")
+        release(e)
+        k.place(no_k)
+        epilogue()
+
     if f32:
         # ldmatrix.x4 over the x tile gives a k step's tf32 A fragment: matrix q
         # (lanes 8q..8q+7 give its rows) is rows 8 (q & 1) + 0..7 of the warp's
@@ -496,9 +512,8 @@ def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' nam
         register sets (the step before this one may still run: wait_group 1
         before a set is written). The stage of the previous k-tile is released
         once its last group retires, at the second step of this one."""
-        kt = k.reg("u32", "ckt")
 
-        def one_k(_):
+        def one_k(kt):
             full, ready, sa, sb = (k.reg("u32", s_) for s_ in ("cfull", "cready", "csa", "csb"))
             first = k.reg("pred", "first")
             # The x tile comes from TMA (full), the W parts from the converters (ready).
@@ -539,22 +554,10 @@ def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' nam
             k(f"mov.u32 {prev}, {stage};")
             advance()
 
-        loop_k(kt, one_k, "ck")
-        wgmma_wait(k, 0)
-        e = k.reg("u32", "cempty")
-        k(f"mad.lo.u32 {e}, {prev}, 8, {empty0};")
-        # K = 0 leaves no k-tile: nothing to release, and the accumulators are zero.
-        no_k = k.label("no_k")
-        k(f"setp.eq.u32 {p}, {ktiles}, 0;")
-        k(f"@{p} bra {no_k};")
-        release(e)
-        k.place(no_k)
-        epilogue()
+        tile_body(one_k)
 
     def consume():
-        kt = k.reg("u32", "ckt")
-
-        def one_k(_):
+        def one_k(kt):
             full, sa, sb = k.reg("u32", "cfull"), k.reg("u32", "csa"), k.reg("u32", "csb")
             first = k.reg("pred", "first")
             k(f"mad.lo.u32 {full}, {stage}, 8, {full0};")
@@ -583,17 +586,7 @@ def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' nam
             k(f"mov.u32 {prev}, {stage};")
             advance()
 
-        loop_k(kt, one_k, "ck")
-        wgmma_wait(k, 0)
-        e = k.reg("u32", "cempty")
-        k(f"mad.lo.u32 {e}, {prev}, 8, {empty0};")
-        # K = 0 leaves no k-tile: nothing to release, and the accumulators are zero.
-        no_k = k.label("no_k")
-        k(f"setp.eq.u32 {p}, {ktiles}, 0;")
-        k(f"@{p} bra {no_k};")
-        release(e)
-        k.place(no_k)
-        epilogue()
+        tile_body(one_k)
 
     def epilogue():
         zero_k = k.label("acc_live")
