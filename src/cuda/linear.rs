@@ -68,26 +68,21 @@ pub(super) fn linear<T: Element>(dev: &Cuda, a: LinearArgs<'_, T, Cuda>) -> Resu
                 && n % 4 == 0
                 && k > 0
                 && aligned
-                && dev.f32_gemm() == F32Gemm::Tf32x3
-                && dev.gemm_path() == GemmPath::Sm90
-                && dev.max_smem() >= F32_SM90_SMEM
-                && !prefer_split_k_f32(mm, n, k, dev.sm_count()) =>
-        {
-            // Persistent: at most one block per SM, each looping over its tiles.
-            use m::linear_f32_sm90 as f;
-            let tiles = u64::from(mm.div_ceil(f::TILE_M)) * u64::from(n.div_ceil(f::TILE_N));
-            let grid = tiles.min(u64::from(dev.sm_count().max(1))) as u32;
-            let args = sm90_args(args, mm, n, k);
-            dev.launch(OP, &f::SPEC, (grid, 1, 1), f::DYN_SMEM, args)
-        }
-        DType::F32
-            if k % 4 == 0
-                && n % 4 == 0
-                && k > 0
-                && aligned
                 && dev.f32_gemm() == F32Gemm::Tf32x3 =>
         {
-            sm80_gemm(dev, &SM80_F32, args, d.rows * d.out_features)
+            if dev.gemm_path() == GemmPath::Sm90
+                && dev.max_smem() >= F32_SM90_SMEM
+                && !prefer_split_k(mm, n, k, dev.sm_count(), SM90_F32_TILE, &SM80_F32)
+            {
+                // Persistent: at most one block per SM, each looping over its tiles.
+                use m::linear_f32_sm90 as f;
+                let tiles = u64::from(mm.div_ceil(f::TILE_M)) * u64::from(n.div_ceil(f::TILE_N));
+                let grid = tiles.min(u64::from(dev.sm_count().max(1))) as u32;
+                let args = sm90_args(args, mm, n, k);
+                dev.launch(OP, &f::SPEC, (grid, 1, 1), f::DYN_SMEM, args)
+            } else {
+                sm80_gemm(dev, &SM80_F32, args, d.rows * d.out_features)
+            }
         }
         DType::F32 => {
             let s = &m::linear_f32::SPEC;
@@ -100,7 +95,7 @@ pub(super) fn linear<T: Element>(dev: &Cuda, a: LinearArgs<'_, T, Cuda>) -> Resu
                 && k > 0
                 && aligned
                 && dev.gemm_path() == GemmPath::Sm90
-                && !prefer_split_k(mm, n, k, dev.sm_count()) =>
+                && !prefer_split_k(mm, n, k, dev.sm_count(), SM90_BF16_TILE, &SM80_BF16) =>
         {
             // Clusters that fit at once, per width (0 where none does, or the
             // driver cannot say: then the unclustered kernels).
@@ -397,24 +392,20 @@ pub(super) fn sm90_override(tile_n: Option<&str>, cluster: Option<&str>) -> Resu
     })
 }
 
-/// On Hopper: whether the sm_80 GEMM split along K should take a linear rather
-/// than the wgmma kernel, because the latter's 128 × 256 tiles would occupy
-/// under a quarter of the SMs (batch 1) and K is long enough to split.
-fn prefer_split_k(m: u32, n: u32, k: u32, sms: u32) -> bool {
-    let tiles90 = m.div_ceil(m::linear_bf16_sm90::TILE_M) * n.div_ceil(m::linear_bf16_sm90::TILE_N);
-    let tiles80 = m.div_ceil(m::linear_bf16::TILE_M) * n.div_ceil(m::linear_bf16::TILE_N);
-    tiles90 * 4 < sms && split_k(tiles80, k.div_ceil(m::linear_bf16::TILE_K), sms) > 1
+/// On Hopper: whether the sm_80 GEMM `g` split along K should take a linear
+/// rather than the wgmma kernel of output tiles `tile90` (rows, columns), because
+/// those would occupy under a quarter of the SMs (batch 1) and K is long enough
+/// to split.
+fn prefer_split_k(m: u32, n: u32, k: u32, sms: u32, tile90: (u32, u32), g: &Sm80Gemm) -> bool {
+    let tiles90 = m.div_ceil(tile90.0) * n.div_ceil(tile90.1);
+    let tiles80 = m.div_ceil(g.tile_m) * n.div_ceil(g.tile_n);
+    tiles90 * 4 < sms && split_k(tiles80, k.div_ceil(g.tile_k), sms) > 1
 }
 
-/// [`prefer_split_k`] for f32: whether `linear_f32_3xtf32` split along K should
-/// take a linear rather than `linear_f32_sm90`, whose 128 × 192 tiles would
-/// occupy under a quarter of the SMs while K is long enough to split.
-fn prefer_split_k_f32(m: u32, n: u32, k: u32, sms: u32) -> bool {
-    use m::{linear_f32_3xtf32 as s80, linear_f32_sm90 as s90};
-    let tiles90 = m.div_ceil(s90::TILE_M) * n.div_ceil(s90::TILE_N);
-    let tiles80 = m.div_ceil(s80::TILE_M) * n.div_ceil(s80::TILE_N);
-    tiles90 * 4 < sms && split_k(tiles80, k.div_ceil(s80::TILE_K), sms) > 1
-}
+/// The wgmma GEMMs' output tiles (rows, columns) that [`prefer_split_k`] weighs:
+/// bf16 at its widest, f32.
+const SM90_BF16_TILE: (u32, u32) = (m::linear_bf16_sm90::TILE_M, m::linear_bf16_sm90::TILE_N);
+const SM90_F32_TILE: (u32, u32) = (m::linear_f32_sm90::TILE_M, m::linear_f32_sm90::TILE_N);
 
 /// Grid (column tiles, row tiles) of the 2-D tiled GEMM kernels.
 pub(super) fn grid2d(
@@ -438,7 +429,10 @@ pub(super) fn grid2d(
 
 #[cfg(test)]
 mod tests {
-    use super::{prefer_split_k, sm90_override, sm90_variant, split_k, Sm90Override, Sm90Variant};
+    use super::{
+        prefer_split_k, sm90_override, sm90_variant, split_k, Sm90Override, Sm90Variant, SM80_BF16,
+        SM80_F32, SM90_BF16_TILE, SM90_F32_TILE,
+    };
 
     #[test]
     fn hopper_variant_overrides() {
@@ -539,25 +533,26 @@ mod tests {
 
     #[test]
     fn hopper_f32_takes_split_k_only_for_tiny_grids() {
-        use super::prefer_split_k_f32;
+        let f32 = |m, n, k| prefer_split_k(m, n, k, 132, SM90_F32_TILE, &SM80_F32);
         // SigLIP-base batch 1 (M 196): 2 x 4 tiles of 128 x 192 on 132 SMs.
-        assert!(prefer_split_k_f32(196, 768, 768, 132));
+        assert!(f32(196, 768, 768));
         // so400m batch 1 (M 729): qkv 6 x 18 = 108 tiles: the wgmma kernel.
-        assert!(!prefer_split_k_f32(729, 3456, 1152, 132));
+        assert!(!f32(729, 3456, 1152));
         // so400m batch 32 (M 23 328): the wgmma kernel.
-        assert!(!prefer_split_k_f32(23_328, 1152, 4304, 132));
+        assert!(!f32(23_328, 1152, 4304));
         // Short K: nothing to split.
-        assert!(!prefer_split_k_f32(196, 768, 64, 132));
+        assert!(!f32(196, 768, 64));
     }
 
     #[test]
     fn hopper_takes_split_k_only_for_tiny_grids() {
+        let bf16 = |m, n, k| prefer_split_k(m, n, k, 132, SM90_BF16_TILE, &SM80_BF16);
         // SigLIP-base batch 1 (M 196): 2 x 3 wgmma tiles on 132 SMs.
-        assert!(prefer_split_k(196, 768, 768, 132));
+        assert!(bf16(196, 768, 768));
         // so400m batch 32 (M 23 328): the wgmma kernel.
-        assert!(!prefer_split_k(23_328, 1152, 1152, 132));
+        assert!(!bf16(23_328, 1152, 1152));
         // Short K: nothing to split.
-        assert!(!prefer_split_k(196, 768, 64, 132));
+        assert!(!bf16(196, 768, 64));
     }
 
     #[test]
