@@ -2039,6 +2039,24 @@ class _Exec:
         self.vdiag[P] = self.G
         self.vc_floor = int(self.vmin.min())
 
+    def _hb_release(self, w):
+        """Warp w's release at time G (the caller advanced it): a clock row
+        ordering everything w did so far before whoever acquires it."""
+        snap = self.vc[w].copy()
+        snap[w] = self.G
+        return snap
+
+    def _hb_acquire(self, ws, join):
+        """Warps ws acquire `join` (a clock row: the releases of a barrier phase,
+        cluster barrier or mbarrier): each is ordered after everything it is."""
+        self.G += 1
+        v = np.maximum(self.vc[ws], join[None, :])
+        v[np.arange(ws.size), ws] = self.G
+        self.vc[ws] = v
+        self.vdiag[ws] = self.G
+        self.vmin[ws] = v.min(1)
+        self.vc_floor = int(self.vmin.min())
+
     # ------------------------------------------------------------------ cp.async
     def _c_cp(self, ins):
         if ins.mods[:2] == ["async", "bulk"]:
@@ -2469,8 +2487,7 @@ class _Exec:
                     if relaxed:
                         snap = self.fsnap.get(w)
                     else:
-                        snap = self.vc[w].copy()
-                        snap[w] = self.G
+                        snap = self._hb_release(w)
                     if snap is not None:
                         old = self.cl_snap.get(w)
                         self.cl_snap[w] = snap if old is None else np.maximum(old, snap)
@@ -2534,14 +2551,7 @@ class _Exec:
         """Threads tids pass barrier.cluster.wait: their warps are ordered after
         every release of the completed phase."""
         self.cl_arr[tids] = -1
-        ws = np.unique(tids >> 5)
-        self.G += 1
-        v = np.maximum(self.vc[ws], self.cl_join[None, :])
-        v[np.arange(ws.size), ws] = self.G
-        self.vc[ws] = v
-        self.vdiag[ws] = self.G
-        self.vmin[ws] = v.min(1)
-        self.vc_floor = int(self.vmin.min())
+        self._hb_acquire(np.unique(tids >> 5), self.cl_join)
 
     def _c_release_fence(self, ins):
         """fence.{sc,acq_rel,release,mbarrier_init}.{cluster,gpu,sys}, membar.{gl,sys}:
@@ -2553,9 +2563,7 @@ class _Exec:
                 return
             self.G += 1
             for w in ws.tolist():
-                snap = self.vc[w].copy()
-                snap[w] = self.G
-                self.fsnap[w] = snap
+                self.fsnap[w] = self._hb_release(w)
         return rel_fence
 
     def _c_fence_proxy(self, ins):
@@ -3062,8 +3070,7 @@ class _Exec:
         mb = self.mbs[b]
         self.G += 1
         for w in np.unique(tids >> 5).tolist():
-            snap = self.vc[w].copy()
-            snap[w] = self.G
+            snap = self._hb_release(w)
             mb.rel = snap if mb.rel is None else np.maximum(mb.rel, snap)
 
     def _mb_acquire(self, bs, tids, comps):
@@ -3074,14 +3081,7 @@ class _Exec:
             j = self.mbs[bi].joins.get(n)
             if j is None:
                 continue
-            ws = np.unique(tids[(bs == bi) & (comps == n)] >> 5)
-            self.G += 1
-            v = np.maximum(self.vc[ws], j[None, :])
-            v[np.arange(ws.size), ws] = self.G
-            self.vc[ws] = v
-            self.vdiag[ws] = self.G
-            self.vmin[ws] = v.min(1)
-        self.vc_floor = int(self.vmin.min())
+            self._hb_acquire(np.unique(tids[(bs == bi) & (comps == n)] >> 5), j)
 
     def _mb_complete_tx(self, b, nbytes, what):
         mb = self.mbs[b]
