@@ -459,6 +459,23 @@ def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' nam
         k(f"mad.lo.u32 {row}, {tx}, 4, {row};")           # + 4 (lane % 4)
         return buf, row, x16, lead
 
+    def stage_in(kt):
+        """Wait until the current stage holds k-tile kt (its TMA; f32: and the
+        converters' W parts): the stage's x and W tile addresses, and scale-d
+        (accumulate after the first k-tile)."""
+        full, sa, sb = k.reg("u32", "cfull"), k.reg("u32", "csa"), k.reg("u32", "csb")
+        first = k.reg("pred", "first")
+        k(f"mad.lo.u32 {full}, {stage}, 8, {full0};")
+        mbar_wait(k, full, phase)
+        if f32:
+            ready = k.reg("u32", "cready")
+            k(f"mad.lo.u32 {ready}, {stage}, 8, {ready0};")
+            mbar_wait(k, ready, phase)
+        k(f"mad.lo.u32 {sa}, {stage}, {STAGE_BYTES}, {base};")
+        k(f"add.u32 {sb}, {sa}, {A_BYTES};")
+        k(f"setp.ne.u32 {first}, {kt}, 0;")
+        return sa, sb, first
+
     def tile_body(one_k):
         """A tile's consumer work: one_k(kt) for each k-tile, then the last
         stage's release once its wgmma retired, and the epilogue."""
@@ -514,17 +531,8 @@ def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' nam
         once its last group retires, at the second step of this one."""
 
         def one_k(kt):
-            full, ready, sa, sb = (k.reg("u32", s_) for s_ in ("cfull", "cready", "csa", "csb"))
-            first = k.reg("pred", "first")
-            # The x tile comes from TMA (full), the W parts from the converters (ready).
-            k(f"mad.lo.u32 {full}, {stage}, 8, {full0};")
-            mbar_wait(k, full, phase)
-            k(f"mad.lo.u32 {ready}, {stage}, 8, {ready0};")
-            mbar_wait(k, ready, phase)
-            k(f"mad.lo.u32 {sa}, {stage}, {STAGE_BYTES}, {base};")
-            k(f"add.u32 {sb}, {sa}, {A_BYTES};")
+            sa, sb, first = stage_in(kt)
             k(f"add.u32 {sa}, {sa}, {arow};")
-            k(f"setp.ne.u32 {first}, {kt}, 0;")   # scale-d: accumulate after the first k-tile
             for s_ in range(BK // 8):
                 wgmma_wait(k, 1)
                 if s_ == 1:
@@ -558,14 +566,8 @@ def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' nam
 
     def consume():
         def one_k(kt):
-            full, sa, sb = k.reg("u32", "cfull"), k.reg("u32", "csa"), k.reg("u32", "csb")
-            first = k.reg("pred", "first")
-            k(f"mad.lo.u32 {full}, {stage}, 8, {full0};")
-            mbar_wait(k, full, phase)
-            k(f"mad.lo.u32 {sa}, {stage}, {STAGE_BYTES}, {base};")
-            k(f"add.u32 {sb}, {sa}, {A_BYTES};")
+            sa, sb, first = stage_in(kt)
             k(f"mad.lo.u32 {sa}, {wg}, {64 * ROW}, {sa};")
-            k(f"setp.ne.u32 {first}, {kt}, 0;")   # scale-d: accumulate after the first k-tile
             wgmma_fence(k)
             for s in range(BK // 16):
                 a_s, b_s = k.reg("u32", "das"), k.reg("u32", "dbs")
