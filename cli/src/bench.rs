@@ -72,6 +72,10 @@ pub struct BenchOptions {
     /// Model shapes by name (`base`, `so400m`) instead of the default (both;
     /// base in quick mode).
     pub models: Vec<String>,
+    /// Keep only the cases whose row label (op and shape, as the table prints
+    /// them, e.g. `linear qkv so400m B32 M23328 K1152 N3456`) contains one of
+    /// these strings; empty keeps all. For profiling one kernel.
+    pub cases: Vec<String>,
 }
 
 impl Default for BenchOptions {
@@ -89,6 +93,7 @@ impl Default for BenchOptions {
             software: false,
             batches: Vec::new(),
             models: Vec::new(),
+            cases: Vec::new(),
         }
     }
 }
@@ -127,6 +132,10 @@ pub struct BenchArgs {
     /// Model shapes (comma-separated): base, so400m. Default: both.
     #[arg(long, value_delimiter = ',')]
     pub model: Vec<String>,
+    /// Only the cases whose row label (op and shape, e.g. `linear qkv so400m B32`)
+    /// contains one of these strings (comma-separated): one kernel to profile.
+    #[arg(long, value_delimiter = ',')]
+    pub case: Vec<String>,
 }
 
 impl BenchArgs {
@@ -166,7 +175,7 @@ impl BenchArgs {
                 format!("unknown shape `{m}` (known: {known:?})"),
             ));
         }
-        Ok(BenchOptions {
+        let opts = BenchOptions {
             device,
             ordinal: self.ordinal,
             dtype,
@@ -179,7 +188,19 @@ impl BenchArgs {
             software: false,
             batches: self.batch.clone(),
             models: self.model.clone(),
-        })
+            cases: self.case.clone(),
+        };
+        if !opts.cases.is_empty() && select_cases(&opts).0.is_empty() {
+            return Err(bad(
+                "--case",
+                format!(
+                    "{:?} matches no case of this selection (a case is named by its row \
+                     label, op and shape: `linear qkv so400m B32 M23328 K1152 N3456`)",
+                    opts.cases
+                ),
+            ));
+        }
+        Ok(opts)
     }
 }
 
@@ -327,6 +348,12 @@ pub fn select_cases(opts: &BenchOptions) -> (Vec<CaseSpec>, Vec<String>) {
     if skip_big && !opts.quick {
         notes.push("so400m batch 32 skipped on the CPU (pass --all-shapes to include it)".into());
     }
+    if !opts.cases.is_empty() {
+        out.retain(|c| {
+            let label = c.row_label(opts.dtype);
+            opts.cases.iter().any(|want| label.contains(want.as_str()))
+        });
+    }
     (out, notes)
 }
 
@@ -419,7 +446,7 @@ pub fn run_on<T: Element, D: BenchDevice + BenchKernels<T>>(
 
     let mut rows = Vec::with_capacity(cases.len());
     for spec in &cases {
-        let label = format!("{} {}", spec.op_label(), spec.shape_label(dtype));
+        let label = spec.row_label(dtype);
         log(label.clone());
         // Whole forward passes: also the kernel launches of one call (a GPU's
         // launch overhead is what CUDA graphs would remove).

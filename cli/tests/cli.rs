@@ -2423,3 +2423,45 @@ fn bench_prints_the_per_op_cost_once() {
     assert!(ms > 0.0, "{}", rows[0]);
     assert!(stdout.contains("add (residual)"), "{stdout}");
 }
+
+/// `tessera bench --case` keeps the rows whose label contains one of its strings
+/// (one kernel to profile), and a string that names no case is an error naming
+/// `--case`, not an empty table.
+#[test]
+fn bench_case_keeps_the_named_rows() {
+    let out = tessera(&[
+        "bench",
+        "--device",
+        "cpu",
+        "--quick",
+        "--op",
+        "linear",
+        "--reps",
+        "1",
+        "--case",
+        "linear qkv,fc2",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("linear "))
+        .map(|l| l.split("  ").next().unwrap_or(""))
+        .collect();
+    assert_eq!(rows, ["linear qkv", "linear fc2+res"], "{stdout}");
+    assert_one_line_error(
+        &[
+            "bench",
+            "--device",
+            "cpu",
+            "--quick",
+            "--case",
+            "no such case",
+        ],
+        "--case",
+    );
+}

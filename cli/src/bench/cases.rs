@@ -252,6 +252,12 @@ impl CaseSpec {
         }
     }
 
+    /// The row's name: op and shape, as the progress lines print it and as
+    /// `--case` matches it.
+    pub fn row_label(&self, dtype: DType) -> String {
+        format!("{} {}", self.op_label(), self.shape_label(dtype))
+    }
+
     /// Compact shape description.
     pub fn shape_label(&self, dtype: DType) -> String {
         let m = &self.model;
