@@ -446,6 +446,17 @@ def attention_ref(Q, K, V, scale):
     return np.einsum("bhqk,bkhd->bqhd", S, V)
 
 
+def attention_grid(entry, qblocks, h, b):
+    """The grid and the extra parameters of an attention launch over `qblocks`
+    query blocks of `h` heads of `b` sequences, as the host sizes it: the Hopper
+    kernels are persistent (SM90_BLOCKS blocks, fewer than the items, as on a busy
+    GPU, so blocks run several items), the others one block an item."""
+    if "_sm90" in entry:
+        items = qblocks * h * b
+        return (min(items, SM90_BLOCKS), 1, 1), {"qblocks": qblocks, "items": items}
+    return (qblocks, h, b), {}
+
+
 def attention_launch(mem, entry, dt, q, k, v, b, h, hd, nq, nk, bc=False):
     """Run `entry` as the host does on host arrays q [b (1 when bc), nq, h·hd], k/v
     [b, nk, h·hd]; returns the (poisoned first) output's address."""
@@ -455,7 +466,8 @@ def attention_launch(mem, entry, dt, q, k, v, b, h, hd, nq, nk, bc=False):
     rows = spec.consts["ROWS"]
     qa, ka, va = mem.upload(q), mem.upload(k), mem.upload(v)
     maps = attention_maps(entry, q=(qa, q.size, wd), k=(ka, k.size, wd), v=(va, v.size, wd))
-    launch(mem, entry, ((nq + rows - 1) // rows, h, b), spec.consts.get("DYN_SMEM", 0), **maps,
+    grid, extra = attention_grid(entry, (nq + rows - 1) // rows, h, b)
+    launch(mem, entry, grid, spec.consts.get("DYN_SMEM", 0), **maps, **extra,
            q=qa, k=ka, v=va, out=out, cu=None, nq=nq, nk=nk,
            heads=h, hd=hd, ldq=wd, ldkv=wd, ldo=wd, q_col=0, k_col=0, v_col=0,
            q_bstride=0 if bc else nq, q_varlen=0,
@@ -578,7 +590,8 @@ def t_attention_varlen(entry=None, h=2, hd=64, dt="bf16", lens=(5, 150, 33)):
     rows = spec.consts["ROWS"]
     scale = hd ** -0.5
     maps = attention_maps(entry, **{x: (base, qkv.size, 3 * wd) for x in "qkv"})
-    launch(mem, entry, ((max(lens) + rows - 1) // rows, h, len(lens)), spec.consts.get("DYN_SMEM", 0), **maps,
+    grid, extra = attention_grid(entry, (max(lens) + rows - 1) // rows, h, len(lens))
+    launch(mem, entry, grid, spec.consts.get("DYN_SMEM", 0), **maps, **extra,
            q=base, k=base, v=base, out=out, cu=mem.upload(cu), nq=max(lens), nk=max(lens),
            heads=h, hd=hd, ldq=3 * wd, ldkv=3 * wd, ldo=wd, q_col=0, k_col=wd, v_col=2 * wd,
            q_bstride=0, q_varlen=1,
@@ -607,7 +620,8 @@ def t_attention_packed_keys(entry, dt, h=2, hd=17, nq=1):
     scale = hd ** -0.5
     kvb, qa = mem.upload(kv), mem.upload(q)
     maps = attention_maps(entry, q=(qa, q.size, wd), k=(kvb, kv.size, 2 * wd), v=(kvb, kv.size, 2 * wd))
-    launch(mem, entry, ((nq + rows - 1) // rows, h, b), spec.consts.get("DYN_SMEM", 0), **maps,
+    grid, extra = attention_grid(entry, (nq + rows - 1) // rows, h, b)
+    launch(mem, entry, grid, spec.consts.get("DYN_SMEM", 0), **maps, **extra,
            q=qa, k=kvb, v=kvb, out=out, cu=mem.upload(cu), nq=nq, nk=max(lens),
            heads=h, hd=hd, ldq=wd, ldkv=2 * wd, ldo=wd, q_col=0, k_col=0, v_col=wd,
            q_bstride=0, q_varlen=0,
@@ -647,6 +661,10 @@ def t_attention_sm90():
             attention_case(entry, "bf16", 2, 1, hd, 16, int(RNG.integers(kt + 1, 2 * kt)))
     for hd in (64, 72):
         t_attention_varlen(f"attention_bf16_sm90_hd{hd}", h=2, hd=hd, lens=(5, 150, 33))
+    # Persistent: 3 items a block (of SM90_BLOCKS), so hd 128's one Q buffer turns
+    # over twice; the varlen cases above run 6 items a block (two Q buffers, each
+    # three times) and skip the query blocks past a short sequence.
+    attention_case("attention_bf16_sm90_hd128", "bf16", 3, 1, 128, 130, 140)
     attention_case("attention_bf16_sm90_hd64", "bf16", 1, 2, 64, 20, 150, neg_inf=True)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         nf_attention("attention_bf16_sm90_hd72", "bf16", 2, 72, 20, 70)

@@ -28,7 +28,9 @@ pub(crate) enum AttentionPath {
     /// `attention_bf16_hd*`: mma.sync fed by cp.async (compute capability 8.0+).
     Fa2,
     /// `attention_bf16_sm90_hd*` at head dims 64, 72, 80 and 128 (wgmma fed by
-    /// TMA, sm_90a: compute capability 9.0 only), `attention_bf16_hd*` at others.
+    /// TMA, sm_90a: compute capability 9.0 only; persistent, one block an SM
+    /// taking (query block, head, sequence) items in turn), `attention_bf16_hd*`
+    /// at others.
     Sm90,
 }
 
@@ -199,7 +201,20 @@ pub(super) fn attention<T: Element>(dev: &Cuda, a: AttentionArgs<'_, T, Cuda>) -
     if let Some((spec, smem)) = sm90_spec(d.head_dim).filter(|_| {
         T::DTYPE == DType::BF16 && tensor_cores && dev.attention_path() == AttentionPath::Sm90
     }) {
+        // Persistent: one block an SM (the kernel's shared memory allows no more),
+        // each taking work items (query block, head, sequence) ctaid.x, + grid, ...
         let rows = m::attention_bf16_sm90_hd64::ROWS;
+        let qblocks = nq.div_ceil(rows);
+        let items = qblocks
+            .checked_mul(heads_batch.0)
+            .and_then(|x| x.checked_mul(heads_batch.1))
+            .ok_or_else(|| Error::Input {
+                tensor: "q".into(),
+                msg: format!(
+                    "{qblocks} query blocks × {} heads × {} sequences overflow the kernel's 32-bit work-item count",
+                    heads_batch.0, heads_batch.1
+                ),
+            })?;
         let (q, k, v) = (args.q, args.k, args.v);
         let (qs, kvs) = (map_shape(q, args.ldq), map_shape(k, args.ldkv));
         let vs = map_shape(v, args.ldkv);
@@ -228,14 +243,11 @@ pub(super) fn attention<T: Element>(dev: &Cuda, a: AttentionArgs<'_, T, Cuda>) -
             q_bstride,
             q_varlen: args.q_varlen,
             scale,
+            qblocks,
+            items,
         };
-        return dev.launch(
-            OP,
-            spec,
-            (nq.div_ceil(rows), heads_batch.0, heads_batch.1),
-            smem,
-            a,
-        );
+        let grid = items.min(dev.sm_count()).max(1);
+        return dev.launch(OP, spec, (grid, 1, 1), smem, a);
     }
     // The kernel's shared memory must fit the device (else the exact SIMT path).
     let fits = |&(spec, smem, _): &Fa2| spec.static_smem + smem <= dev.max_smem();

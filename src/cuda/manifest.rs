@@ -544,6 +544,8 @@ pub(super) struct AttentionSm90Args<'a> {
     pub q_bstride: u32,
     pub q_varlen: u32,
     pub scale: f32,
+    pub qblocks: u32,
+    pub items: u32,
 }
 
 /// Marker of the `attention_sm90` parameter list.
@@ -577,6 +579,8 @@ impl Signature for AttentionSm90 {
             Arg::U32(a.q_bstride),
             Arg::U32(a.q_varlen),
             Arg::F32(a.scale),
+            Arg::U32(a.qblocks),
+            Arg::U32(a.items),
         ]
     }
 }
@@ -1431,13 +1435,14 @@ pub(super) mod attention_bf16_sm90_hd64 {
         entry: "attention_bf16_sm90_hd64",
         threads: 384,
         static_smem: 0,
-        max_dyn_smem: 115768,
+        max_dyn_smem: 132176,
         cluster: 1,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32), ("qblocks", ParamKind::U32), ("items", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
-    pub(in crate::cuda) const DYN_SMEM: u32 = 115768;
+    pub(in crate::cuda) const DYN_SMEM: u32 = 132176;
     pub(in crate::cuda) const HD: u32 = 64;
+    pub(in crate::cuda) const Q_BUFFERS: u32 = 2;
     pub(in crate::cuda) const ROWS: u32 = 128;
 }
 
@@ -1449,13 +1454,14 @@ pub(super) mod attention_bf16_sm90_hd72 {
         entry: "attention_bf16_sm90_hd72",
         threads: 384,
         static_smem: 0,
-        max_dyn_smem: 138296,
+        max_dyn_smem: 158800,
         cluster: 1,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32), ("qblocks", ParamKind::U32), ("items", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
-    pub(in crate::cuda) const DYN_SMEM: u32 = 138296;
+    pub(in crate::cuda) const DYN_SMEM: u32 = 158800;
     pub(in crate::cuda) const HD: u32 = 72;
+    pub(in crate::cuda) const Q_BUFFERS: u32 = 2;
     pub(in crate::cuda) const ROWS: u32 = 128;
 }
 
@@ -1467,13 +1473,14 @@ pub(super) mod attention_bf16_sm90_hd80 {
         entry: "attention_bf16_sm90_hd80",
         threads: 384,
         static_smem: 0,
-        max_dyn_smem: 144440,
+        max_dyn_smem: 164944,
         cluster: 1,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32), ("qblocks", ParamKind::U32), ("items", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
-    pub(in crate::cuda) const DYN_SMEM: u32 = 144440;
+    pub(in crate::cuda) const DYN_SMEM: u32 = 164944;
     pub(in crate::cuda) const HD: u32 = 80;
+    pub(in crate::cuda) const Q_BUFFERS: u32 = 2;
     pub(in crate::cuda) const ROWS: u32 = 128;
 }
 
@@ -1485,13 +1492,14 @@ pub(super) mod attention_bf16_sm90_hd128 {
         entry: "attention_bf16_sm90_hd128",
         threads: 384,
         static_smem: 0,
-        max_dyn_smem: 230456,
+        max_dyn_smem: 230464,
         cluster: 1,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32), ("qblocks", ParamKind::U32), ("items", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
-    pub(in crate::cuda) const DYN_SMEM: u32 = 230456;
+    pub(in crate::cuda) const DYN_SMEM: u32 = 230464;
     pub(in crate::cuda) const HD: u32 = 128;
+    pub(in crate::cuda) const Q_BUFFERS: u32 = 1;
     pub(in crate::cuda) const ROWS: u32 = 128;
 }
 
@@ -1548,8 +1556,8 @@ pub(super) const ALL: &[(&Module, &str, u32, usize, u32)] = &[
     (&ATTENTION_F32, "attention_f32_hd96", 128, 18, 0),
     (&ATTENTION_F32, "attention_f32_hd128", 128, 18, 0),
     (&ATTENTION_F32, "attention_f32", 256, 18, 38016),
-    (&ATTENTION_SM90, "attention_bf16_sm90_hd64", 384, 24, 0),
-    (&ATTENTION_SM90, "attention_bf16_sm90_hd72", 384, 24, 0),
-    (&ATTENTION_SM90, "attention_bf16_sm90_hd80", 384, 24, 0),
-    (&ATTENTION_SM90, "attention_bf16_sm90_hd128", 384, 24, 0),
+    (&ATTENTION_SM90, "attention_bf16_sm90_hd64", 384, 26, 0),
+    (&ATTENTION_SM90, "attention_bf16_sm90_hd72", 384, 26, 0),
+    (&ATTENTION_SM90, "attention_bf16_sm90_hd80", 384, 26, 0),
+    (&ATTENTION_SM90, "attention_bf16_sm90_hd128", 384, 26, 0),
 ];

@@ -102,6 +102,26 @@ def query_block(k, rows):
     return qb, bounds, exit_, hoff, p
 
 
+def item_block(k, item, rows):
+    """A persistent kernel's work item `item` (u32): query block item % qblocks of
+    head (item / qblocks) % heads of sequence item / (qblocks · heads), so the
+    items of one head and sequence, which read the same keys, run side by side.
+    Returns (qb: the item's first query row, (q_row0, kv_row0, o_row0, q_len,
+    kv_len), hoff: the head's first column h·hd); the caller skips an item with
+    qb ≥ q_len (a packed sequence shorter than the longest)."""
+    qblocks, heads = k.param("qblocks"), k.param("heads")
+    b, h, qb = k.reg("u32", "b"), k.reg("u32", "h"), k.reg("u32", "qb")
+    k(f"div.u32 {b}, {item}, {qblocks};")
+    k(f"rem.u32 {qb}, {item}, {qblocks};")
+    k(f"mul.lo.u32 {qb}, {qb}, {rows};")
+    k(f"rem.u32 {h}, {b}, {heads};")
+    k(f"div.u32 {b}, {b}, {heads};")
+    bounds = sequence_bounds(k, b)
+    hoff = k.reg("u32", "hoff")
+    k(f"mul.lo.u32 {hoff}, {h}, {k.param('hd')};")
+    return qb, bounds, hoff
+
+
 def online_softmax_row(k, S, half, m, lsum, alpha):
     """The online-softmax update of one accumulator row of a tensor-core tile:
     `S` lists its m16n8 groups of 4 f32 registers (log2-domain scores), `half`

@@ -4,13 +4,21 @@ head dim HD (64, 72, 80, 128), same parameters and semantics as
 attention_bf16_hd* plus six tensor maps; the host picks it on compute
 capability 9.x.
 
-Block: 384 threads, grid (⌈max q_len / 128⌉, H, B). Warpgroups 0 and 1 are
-  consumers: warpgroup g owns query rows 64g..64g+63 of the block's 128. Thread
-  256 (warpgroup 2) is the producer: it loads Q once and streams K/V tiles of
-  128 keys through STAGES stages; the rest of its warpgroup exits after giving
-  back registers (setmaxnreg: 24 for the producer, 240 for the consumers).
-Shared (dynamic, 1024-aligned): Q [128 rows], then STAGES × (K [128], V [128]),
-  then the mbarriers. A head's columns are split as hd = 64·A + 8·C:
+Block: 384 threads. Persistent: the grid is at most one block per SM (params
+  qblocks = ⌈max q_len / 128⌉ and items = qblocks·H·B); block b runs work items
+  b, b + grid, ... (attention_common.item_block: query block, head, sequence,
+  the query blocks of a head side by side), skipping those past their
+  sequence's queries, so the next item's Q and first K/V tiles load while this
+  one finishes, where a block a query block paid those loads (1-2 us) with the
+  SM idle. Warpgroups 0 and 1 are consumers: warpgroup g owns query rows
+  64g..64g+63 of the item's 128. Thread 256 (warpgroup 2) is the producer: per
+  item it loads Q into the item's Q buffer and streams K/V tiles of 128 keys
+  through STAGES stages (the ring runs on across items); the rest of its
+  warpgroup exits after giving back registers (setmaxnreg: 24 for the producer,
+  240 for the consumers).
+Shared (dynamic, 1024-aligned): QBUFS Q buffers [128 rows] (two where they
+  leave 3 stages, else one: hd 128), then STAGES × (K [128], V [128]), then the
+  mbarriers. A head's columns are split as hd = 64·A + 8·C:
   - A atoms of 64 columns (128-byte rows, the 128-byte swizzle, 16 KiB each),
     loaded with boxes of 128 rows × 64 columns (tensor maps tmap_q / tmap_k /
     tmap_v);
@@ -25,7 +33,10 @@ Shared (dynamic, 1024-aligned): Q [128 rows], then STAGES × (K [128], V [128]),
   fence.proxy.async and a barrier of the 256 consumer threads) so 0·NaN never
   reaches O.
 Pipeline: full[s] (count 1 + the K and V bytes) and empty[s] (count 256: every
-  consumer thread arrives once its P·V has retired).
+  consumer thread arrives once its P·V has retired); per Q buffer fullq (count 1
+  + the Q bytes) and emptyq (count 256: every consumer thread, once the item's
+  last wgmma has retired; the producer waits on it before loading the item
+  QBUFS items later).
 Order (FlashAttention-3's intra-warpgroup overlap): S_j = Q·K_jᵀ and
   P_{j−1}·V_{j−1} are issued together; the softmax of S_j runs while P·V is on
   the tensor cores; then O is rescaled and P_j packed.
@@ -49,7 +60,7 @@ from ..frag import (fence_proxy_async_shared, mbar_arrive, mbar_arrive_tx, mbar_
                     ring_advance, setmaxnreg, tma_load_2d, warpgroup_ids, wgmma_bf16, wgmma_bf16_rs, wgmma_commit,
                     wgmma_desc, wgmma_fence, wgmma_wait)
 from ..lib import NEG_INF, ZERO
-from .attention_common import online_softmax_row, query_block, store_output_row
+from .attention_common import item_block, online_softmax_row, store_output_row
 
 HEAD_DIMS = (64, 72, 80, 128)
 BR = BC = ROWS = 128               # query rows per block, keys per tile
@@ -69,7 +80,7 @@ PARAMS = ([In("q"), In("k"), In("v")]
           + [TMap(f"tmap_{t}_tail", t, (ROWS, 8), swizzle=0) for t in "qkv"]
           + [Out("out"), Opt("cu"), U32("nq"), U32("nk"), U32("heads"), U32("hd"), U32("ldq"), U32("ldkv"),
              U32("ldo"), U32("q_col"), U32("k_col"), U32("v_col"), U32("q_bstride"), U32("q_varlen"),
-             F32("scale")])
+             F32("scale"), U32("qblocks"), U32("items")])
 
 
 def split(hd):
@@ -85,11 +96,17 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
     V_BYTES = A * ATOM + C * CHUNK             # noqa: N806
     LOAD = A * ATOM + C * CHUNK                # noqa: N806 (bytes TMA writes per Q, K or V tile)
     STAGE = QK_BYTES + V_BYTES                 # noqa: N806
-    STAGES = min(MAX_STAGES, (SMEM_LIMIT - 1024 - QK_BYTES - 8) // (STAGE + 16))  # noqa: N806
+
+    def stages(qbufs):
+        return min(MAX_STAGES, (SMEM_LIMIT - 1024 - qbufs * (QK_BYTES + 16)) // (STAGE + 16))
+    # Two Q buffers (the next item's Q loads during this one) where they leave
+    # MAX_STAGES stages; else one (hd 128).
+    QBUFS = 2 if stages(2) == MAX_STAGES else 1  # noqa: N806
+    STAGES = stages(QBUFS)                     # noqa: N806
     assert STAGES >= 2
-    KOFF = QK_BYTES                            # noqa: N806 (stage 0's K)
+    KOFF = QBUFS * QK_BYTES                    # noqa: N806 (stage 0's K)
     BARS = KOFF + STAGES * STAGE               # noqa: N806
-    SMEM = 1024 + BARS + 8 + 16 * STAGES       # noqa: N806
+    SMEM = 1024 + BARS + 16 * QBUFS + 16 * STAGES  # noqa: N806
     name = f"attention_bf16_sm90_hd{HD}"
     k = Kernel("attention_sm90", name, THREADS, PARAMS, "attention_sm90",
                doc=f"{name}: Hopper bf16 attention, hd {HD}, wgmma fed by TMA through {STAGES}\n"
@@ -98,19 +115,26 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
     k.const("ROWS", BR)
     k.const("HD", HD)
     k.const("DYN_SMEM", SMEM)
+    k.const("Q_BUFFERS", QBUFS)
     out = k.param("out")
     ldo, scale = (k.param(p) for p in ("ldo", "scale"))
     tid = k.reg("u32", "tid")
     k(f"mov.u32 {tid}, %tid.x;")
-    qb, (q0, kv0, o0, ql, kl), exit_, hoff, p = query_block(k, BR)
+    p = k.reg("pred", "p")
     t = k.reg("u32", "t")
+    # Parameters load where first used: those both roles read, here, before the
+    # roles branch apart.
+    for name in ("items", "qblocks", "heads", "hd", "cu", "nq", "nk", "q_bstride", "q_varlen"):
+        k.param(name)
 
-    base, fullq, full0, empty0 = (k.reg("u32", s) for s in ("base", "fullq", "full0", "empty0"))
+    base, fullq0, emptyq0, full0, empty0 = (k.reg("u32", s) for s in ("base", "fullq0", "emptyq0", "full0",
+                                                                      "empty0"))
     k(f"mov.u32 {base}, dyn_smem;")
     k(f"add.u32 {base}, {base}, 1023;")
     k(f"and.b32 {base}, {base}, -1024;")
-    k(f"add.u32 {fullq}, {base}, {BARS};")
-    k(f"add.u32 {full0}, {fullq}, 8;")
+    k(f"add.u32 {fullq0}, {base}, {BARS};")
+    k(f"add.u32 {emptyq0}, {fullq0}, {8 * QBUFS};")
+    k(f"add.u32 {full0}, {emptyq0}, {8 * QBUFS};")
     k(f"add.u32 {empty0}, {full0}, {8 * STAGES};")
 
     # Thread 0 initialises the barriers; with an odd chunk count every thread
@@ -119,7 +143,9 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
     skip = k.label("no_init")
     k(f"setp.ne.u32 {p}, {tid}, 0;")
     k(f"@{p} bra {skip};")
-    mbar_init(k, fullq, 1)
+    for i in range(QBUFS):
+        mbar_init(k, f"{fullq0}+{8 * i}", 1)
+        mbar_init(k, f"{emptyq0}+{8 * i}", 128 * CONSUMERS)
     for s in range(STAGES):
         mbar_init(k, f"{full0}+{8 * s}", 1)
         mbar_init(k, f"{empty0}+{8 * s}", 128 * CONSUMERS)
@@ -128,7 +154,8 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
     if Z:
         zr = k.reg("b32", "zr")
         k(f"mov.b32 {zr}, 0;")
-        zbase = [A * ATOM + C * CHUNK] + [KOFF + s * STAGE + A * ATOM + C * CHUNK for s in range(STAGES)]
+        zbase = ([i * QK_BYTES + A * ATOM + C * CHUNK for i in range(QBUFS)]
+                 + [KOFF + s * STAGE + A * ATOM + C * CHUNK for s in range(STAGES)])
         za = k.reg("u32", "za")
         k(f"shl.b32 {za}, {tid}, 4;")
         k(f"add.u32 {za}, {za}, {base};")
@@ -143,17 +170,63 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
         k("fence.proxy.async.shared::cta;")
     k("bar.sync 0;")
 
-    ntiles = k.reg("u32", "ntiles")
-    k(f"add.u32 {ntiles}, {kl}, {BC - 1};")
-    k(f"shr.u32 {ntiles}, {ntiles}, 7;")
     stage, phase = k.reg("u32", "stage"), k.reg("u32", "phase")
     k(f"mov.u32 {stage}, 0;")
     k(f"mov.u32 {phase}, 0;")
 
+    class Item:
+        """The work-item loop of a role (emitted by `begin` and `end` around the
+        role's work): item = ctaid.x, + nctaid.x, ... below `items`; items past
+        their sequence's queries are skipped by every role alike, so the producer
+        and the consumers walk the same K/V tiles through the stage ring. `n`
+        counts the items run (Q buffer n % QBUFS, its phase (n / QBUFS) & 1)."""
+
+        def begin(self, stem):
+            self.item, self.n = k.reg("u32", f"{stem}_item"), k.reg("u32", f"{stem}_n")
+            self.top, self.next, self.end = (k.label(f"{stem}_{x}") for x in ("item", "next", "items_done"))
+            self.step = k.reg("u32", f"{stem}_step")
+            k(f"mov.u32 {self.item}, %ctaid.x;")
+            k(f"mov.u32 {self.step}, %nctaid.x;")
+            k(f"mov.u32 {self.n}, 0;")
+            k.place(self.top)
+            k(f"setp.ge.u32 {p}, {self.item}, {k.param('items')};")
+            k(f"@{p} bra {self.end};")
+            self.qb, bounds, self.hoff = item_block(k, self.item, BR)
+            self.q0, self.kv0, self.o0, self.ql, self.kl = bounds
+            k(f"setp.ge.u32 {p}, {self.qb}, {self.ql};")
+            k(f"@{p} bra {self.next};")
+            self.ntiles = k.reg("u32", "ntiles")
+            k(f"add.u32 {self.ntiles}, {self.kl}, {BC - 1};")
+            k(f"shr.u32 {self.ntiles}, {self.ntiles}, 7;")
+            # This item's Q buffer: its full and empty barriers, address, phase.
+            self.qfull, self.qempty = k.reg("u32", "qfull"), k.reg("u32", "qempty")
+            self.qbuf, self.qphase = k.reg("u32", "qbuf"), k.reg("u32", "qphase")
+            if QBUFS == 1:
+                k(f"and.b32 {self.qphase}, {self.n}, 1;")
+                k(f"mov.u32 {self.qbuf}, {base};")
+                k(f"mov.u32 {self.qfull}, {fullq0};")
+                k(f"mov.u32 {self.qempty}, {emptyq0};")
+            else:
+                slot = k.reg("u32", "qslot")
+                k(f"and.b32 {slot}, {self.n}, 1;")
+                k(f"shr.u32 {self.qphase}, {self.n}, 1;")
+                k(f"and.b32 {self.qphase}, {self.qphase}, 1;")
+                k(f"mad.lo.u32 {self.qbuf}, {slot}, {QK_BYTES}, {base};")
+                k(f"mad.lo.u32 {self.qfull}, {slot}, 8, {fullq0};")
+                k(f"mad.lo.u32 {self.qempty}, {slot}, 8, {emptyq0};")
+            return self
+
+        def finish(self):
+            k(f"add.u32 {self.n}, {self.n}, 1;")
+            k.place(self.next)
+            k(f"add.u32 {self.item}, {self.item}, {self.step};")
+            k(f"bra.uni {self.top};")
+            k.place(self.end)
+
     def advance():
         ring_advance(k, stage, phase, STAGES)
 
-    def tile_loop(j, body, stem):
+    def tile_loop(j, ntiles, body, stem):
         top, end = k.label(f"{stem}_tile"), k.label(f"{stem}_tiles_done")
         k(f"mov.u32 {j}, 0;")
         k.place(top)
@@ -188,14 +261,20 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
             k(f"add.u32 {d}, {dst}, {A * ATOM + i * CHUNK};")
             tma_load_2d(k, d, tail, c, row, bar)
 
+    # Per item: Q into its buffer once the consumers are done with the item that
+    # used it before (QBUFS items ago), then the K/V tiles through the ring.
+    it = Item().begin("prod")
     col, row = k.reg("u32", "pcol"), k.reg("u32", "prow")
-    k(f"add.u32 {col}, {k.param('q_col')}, {hoff};")
-    k(f"add.u32 {row}, {q0}, {qb};")
-    mbar_arrive_tx(k, fullq, LOAD)
-    load("q", base, col, row, fullq)
+    par = k.reg("u32", "pqpar")
+    k(f"xor.b32 {par}, {it.qphase}, 1;")
+    mbar_wait(k, it.qempty, par)
+    k(f"add.u32 {col}, {k.param('q_col')}, {it.hoff};")
+    k(f"add.u32 {row}, {it.q0}, {it.qb};")
+    mbar_arrive_tx(k, it.qfull, LOAD)
+    load("q", it.qbuf, col, row, it.qfull)
     kcol, vcol = k.reg("u32", "kcol"), k.reg("u32", "vcol")
-    k(f"add.u32 {kcol}, {k.param('k_col')}, {hoff};")
-    k(f"add.u32 {vcol}, {k.param('v_col')}, {hoff};")
+    k(f"add.u32 {kcol}, {k.param('k_col')}, {it.hoff};")
+    k(f"add.u32 {vcol}, {k.param('v_col')}, {it.hoff};")
     pj = k.reg("u32", "pj")
 
     def produce():
@@ -209,11 +288,12 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
         k(f"add.u32 {sk}, {sk}, {KOFF};")
         k(f"add.u32 {sv}, {sk}, {QK_BYTES};")
         k(f"shl.b32 {row}, {pj}, 7;")
-        k(f"add.u32 {row}, {row}, {kv0};")
+        k(f"add.u32 {row}, {row}, {it.kv0};")
         load("k", sk, kcol, row, full)
         load("v", sv, vcol, row, full)
 
-    tile_loop(pj, produce, "prod")
+    tile_loop(pj, it.ntiles, produce, "prod")
+    it.finish()
     k(f"bra.uni {done};")
 
     # ---- consumers ------------------------------------------------------------
@@ -224,15 +304,17 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
     k(f"and.b32 {c2}, {lane}, 3;")
     k(f"shl.b32 {c2}, {c2}, 1;")
 
-    # Q descriptors, fixed for the kernel: this warpgroup's 64 rows.
+    it = Item().begin("cons")
+    kl, ntiles = it.kl, it.ntiles
+    # Q descriptors for the item: this warpgroup's 64 rows of its Q buffer.
     qa = k.reg("u32", "qa")
     qdesc = []
     for s in range(4 * A):
-        k(f"mad.lo.u32 {qa}, {wg}, {64 * 128}, {base};")
+        k(f"mad.lo.u32 {qa}, {wg}, {64 * 128}, {it.qbuf};")
         k(f"add.u32 {qa}, {qa}, {(s // 4) * ATOM + 32 * (s % 4)};")
         qdesc.append(wgmma_desc(k, qa, 16, 1024, True))
     for s in range((C + 1) // 2):
-        k(f"mad.lo.u32 {qa}, {wg}, {64 * 16}, {base};")
+        k(f"mad.lo.u32 {qa}, {wg}, {64 * 16}, {it.qbuf};")
         k(f"add.u32 {qa}, {qa}, {A * ATOM + 2 * s * CHUNK};")
         qdesc.append(wgmma_desc(k, qa, CHUNK, 128, False))
 
@@ -247,8 +329,7 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
         k(f"mov.f32 {r}, {NEG_INF};")
     for r in lsum:
         k(f"mov.f32 {r}, {ZERO};")
-    k(f"mov.u32 {t}, 0;")
-    mbar_wait(k, fullq, t)
+    mbar_wait(k, it.qfull, it.qphase)
 
     j = k.reg("u32", "j")
     sk, sv, left = k.reg("u32", "sk"), k.reg("u32", "sv"), k.reg("u32", "left")
@@ -437,6 +518,8 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
     wgmma_wait(k, 0)
     mbar_arrive(k, prev_empty)
     k.place(no_tiles)
+    # Every wgmma of the item has retired: its Q buffer may take the item after next.
+    mbar_arrive(k, it.qempty)
 
     # out = O / l, rows < q_len, as bf16 pairs.
     grow = k.reg("u32", "grow")
@@ -444,13 +527,13 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
     k(f"shl.b32 {grow}, {wg}, 6;")
     k(f"mad.lo.u32 {grow}, {warp}, 16, {grow};")
     k(f"add.u32 {grow}, {grow}, {t};")
-    k(f"add.u32 {grow}, {grow}, {qb};")
+    k(f"add.u32 {grow}, {grow}, {it.qb};")
     for half in range(2):
         orow = k.reg("u32", "orow")
         k(f"add.u32 {orow}, {grow}, {8 * half};")
-        store_output_row(k, O, half, lsum[half], orow, (out, o0, ql, ldo, hoff), c2)
+        store_output_row(k, O, half, lsum[half], orow, (out, it.o0, it.ql, ldo, it.hoff), c2)
+    it.finish()
     k.place(done)
-    k.place(exit_)
     return k
 
 
