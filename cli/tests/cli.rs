@@ -2390,26 +2390,26 @@ fn embed_siglip2_packs_batches() {
     }
 }
 
-/// `tessera bench` runs the shipped ops and prints its table, the per-op cost row
-/// included once, with a readable time below 0.1 ms.
-#[test]
-fn bench_prints_the_per_op_cost_once() {
-    let out = tessera(&[
-        "bench",
-        "--device",
-        "cpu",
-        "--quick",
-        "--op",
-        "elementwise",
-        "--reps",
-        "1",
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+/// The stdout of `tessera bench --device cpu --quick --reps 1` with `args`, which
+/// must succeed.
+fn quick_cpu_bench(args: &[&str]) -> String {
+    let mut all = vec!["bench", "--device", "cpu", "--quick", "--reps", "1"];
+    all.extend_from_slice(args);
+    let out = tessera(&all);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+/// `tessera bench` runs the shipped ops and prints its table, the per-op cost row
+/// included once, with a readable time below 0.1 ms.
+#[test]
+fn bench_prints_the_per_op_cost_once() {
+    let stdout = quick_cpu_bench(&["--op", "elementwise"]);
     let rows: Vec<&str> = stdout
         .lines()
         .filter(|l| l.starts_with("add, per-op cost"))
@@ -2429,24 +2429,7 @@ fn bench_prints_the_per_op_cost_once() {
 /// `--case`, not an empty table.
 #[test]
 fn bench_case_keeps_the_named_rows() {
-    let out = tessera(&[
-        "bench",
-        "--device",
-        "cpu",
-        "--quick",
-        "--op",
-        "linear",
-        "--reps",
-        "1",
-        "--case",
-        "linear qkv,fc2",
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = quick_cpu_bench(&["--op", "linear", "--case", "linear qkv,fc2"]);
     let rows: Vec<&str> = stdout
         .lines()
         .filter(|l| l.starts_with("linear "))
