@@ -101,7 +101,7 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
         return min(MAX_STAGES, (SMEM_LIMIT - 1024 - qbufs * (QK_BYTES + 16)) // (STAGE + 16))
     # Two Q buffers (the next item's Q loads during this one) where they leave
     # MAX_STAGES stages; else one (hd 128).
-    QBUFS = 2 if stages(2) == MAX_STAGES else 1  # noqa: N806
+    QBUFS = 2 if stages(2) == MAX_STAGES else 1  # noqa: N806 (a power of two: the slot is n & (QBUFS - 1))
     STAGES = stages(QBUFS)                     # noqa: N806
     assert STAGES >= 2
     KOFF = QBUFS * QK_BYTES                    # noqa: N806 (stage 0's K)
@@ -175,7 +175,7 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
     k(f"mov.u32 {phase}, 0;")
 
     class Item:
-        """The work-item loop of a role (emitted by `begin` and `end` around the
+        """The work-item loop of a role (emitted by `begin` and `finish` around the
         role's work): item = ctaid.x, + nctaid.x, ... below `items`; items past
         their sequence's queries are skipped by every role alike, so the producer
         and the consumers walk the same K/V tiles through the stage ring. `n`
@@ -201,19 +201,13 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
             # This item's Q buffer: its full and empty barriers, address, phase.
             self.qfull, self.qempty = k.reg("u32", "qfull"), k.reg("u32", "qempty")
             self.qbuf, self.qphase = k.reg("u32", "qbuf"), k.reg("u32", "qphase")
-            if QBUFS == 1:
-                k(f"and.b32 {self.qphase}, {self.n}, 1;")
-                k(f"mov.u32 {self.qbuf}, {base};")
-                k(f"mov.u32 {self.qfull}, {fullq0};")
-                k(f"mov.u32 {self.qempty}, {emptyq0};")
-            else:
-                slot = k.reg("u32", "qslot")
-                k(f"and.b32 {slot}, {self.n}, 1;")
-                k(f"shr.u32 {self.qphase}, {self.n}, 1;")
-                k(f"and.b32 {self.qphase}, {self.qphase}, 1;")
-                k(f"mad.lo.u32 {self.qbuf}, {slot}, {QK_BYTES}, {base};")
-                k(f"mad.lo.u32 {self.qfull}, {slot}, 8, {fullq0};")
-                k(f"mad.lo.u32 {self.qempty}, {slot}, 8, {emptyq0};")
+            slot = k.reg("u32", "qslot")
+            k(f"and.b32 {slot}, {self.n}, {QBUFS - 1};")
+            k(f"shr.u32 {self.qphase}, {self.n}, {QBUFS.bit_length() - 1};")
+            k(f"and.b32 {self.qphase}, {self.qphase}, 1;")
+            k(f"mad.lo.u32 {self.qbuf}, {slot}, {QK_BYTES}, {base};")
+            k(f"mad.lo.u32 {self.qfull}, {slot}, 8, {fullq0};")
+            k(f"mad.lo.u32 {self.qempty}, {slot}, 8, {emptyq0};")
             return self
 
         def finish(self):
@@ -305,7 +299,7 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
     k(f"shl.b32 {c2}, {c2}, 1;")
 
     it = Item().begin("cons")
-    kl, ntiles = it.kl, it.ntiles
+    kl, ntiles = it.kl, it.ntiles  # the item's, for zero_tail_rows and the tile loop below
     # Q descriptors for the item: this warpgroup's 64 rows of its Q buffer.
     qa = k.reg("u32", "qa")
     qdesc = []
