@@ -253,6 +253,13 @@ class Kernel:
             out += [f"// {line}" if line else "//" for line in self.doc.strip("\n").split("\n")]
         out.append(f".visible .entry {self.name}(\n\t{params})")
         out.append(f".reqntid {self.threads}, 1, 1")
+        if any(line.startswith("setmaxnreg") for line in self.lines):
+            # A kernel that moves registers between warpgroups: one block an SM,
+            # so ptxas allots the most a thread may hold (65536 / threads, in 8s)
+            # at entry. Without it ptxas may allot fewer (what the code needs, not
+            # a multiple of 8), then ignores every setmaxnreg (C7508) and
+            # serialises the wgmma for want of registers (C7512).
+            out.append(".minnctapersm 1")
         if self.cluster > 1:
             out.append(".explicitcluster")
             out.append(f".reqnctapercluster {self.cluster}, 1, 1")

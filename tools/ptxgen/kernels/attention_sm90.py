@@ -83,6 +83,79 @@ PARAMS = ([In("q"), In("k"), In("v")]
              F32("scale"), U32("qblocks"), U32("items")])
 
 
+class Item:
+    """The work-item loop of a role of a persistent attention kernel (emitted by
+    `begin` and `finish` around the role's work): item = ctaid.x, + nctaid.x, ...
+    below `items`; items past their sequence's queries are skipped by every role
+    alike, so the producer and the consumers (and converters) walk the same K/V
+    tiles through the stage ring. `n` counts the items run: Q buffer n % qbufs
+    (qbufs a power of two), its phase (n / qbufs) & 1. `rows` query rows an
+    item, `keys` keys a K/V tile (a power of two), `q_bytes` a Q buffer's
+    bytes (the buffers from `base`), `fullq0` / `emptyq0` the first Q buffer's
+    barriers (8 bytes apart)."""
+
+    def __init__(self, k, p, rows, keys, qbufs, q_bytes, base, fullq0, emptyq0):
+        assert keys & (keys - 1) == 0 and qbufs & (qbufs - 1) == 0
+        self.k, self.p, self.rows, self.keys, self.qbufs = k, p, rows, keys, qbufs
+        self.q_bytes, self.base, self.fullq0, self.emptyq0 = q_bytes, base, fullq0, emptyq0
+
+    def begin(self, stem):
+        k, p = self.k, self.p
+        self.item, self.n = k.reg("u32", f"{stem}_item"), k.reg("u32", f"{stem}_n")
+        self.top, self.next, self.end = (k.label(f"{stem}_{x}") for x in ("item", "next", "items_done"))
+        self.step = k.reg("u32", f"{stem}_step")
+        k(f"mov.u32 {self.item}, %ctaid.x;")
+        k(f"mov.u32 {self.step}, %nctaid.x;")
+        k(f"mov.u32 {self.n}, 0;")
+        k.place(self.top)
+        k(f"setp.ge.u32 {p}, {self.item}, {k.param('items')};")
+        k(f"@{p} bra {self.end};")
+        self.qb, bounds, self.hoff = item_block(k, self.item, self.rows)
+        self.q0, self.kv0, self.o0, self.ql, self.kl = bounds
+        k(f"setp.ge.u32 {p}, {self.qb}, {self.ql};")
+        k(f"@{p} bra {self.next};")
+        self.ntiles = k.reg("u32", "ntiles")
+        k(f"add.u32 {self.ntiles}, {self.kl}, {self.keys - 1};")
+        k(f"shr.u32 {self.ntiles}, {self.ntiles}, {self.keys.bit_length() - 1};")
+        # This item's Q buffer: its full and empty barriers, address, phase.
+        self.qfull, self.qempty = k.reg("u32", "qfull"), k.reg("u32", "qempty")
+        self.qbuf, self.qphase = k.reg("u32", "qbuf"), k.reg("u32", "qphase")
+        slot = k.reg("u32", "qslot")
+        k(f"and.b32 {slot}, {self.n}, {self.qbufs - 1};")
+        k(f"shr.u32 {self.qphase}, {self.n}, {self.qbufs.bit_length() - 1};")
+        k(f"and.b32 {self.qphase}, {self.qphase}, 1;")
+        k(f"mad.lo.u32 {self.qbuf}, {slot}, {self.q_bytes}, {self.base};")
+        k(f"mad.lo.u32 {self.qfull}, {slot}, 8, {self.fullq0};")
+        k(f"mad.lo.u32 {self.qempty}, {slot}, 8, {self.emptyq0};")
+        return self
+
+    def finish(self):
+        k = self.k
+        k(f"add.u32 {self.n}, {self.n}, 1;")
+        k.place(self.next)
+        k(f"add.u32 {self.item}, {self.item}, {self.step};")
+        k(f"bra.uni {self.top};")
+        k.place(self.end)
+
+
+def tile_load(k, maps, dst, col0, row, bar, split):
+    """TMA of one tile (rows row.., a head's columns from col0) into the region at
+    shared address dst: its atoms through maps[0] (the 128-byte swizzle), then its
+    chunks through maps[1] (16-byte rows). `split` = (atoms, atom columns, atom
+    bytes, chunks, chunk columns, chunk bytes)."""
+    main, tail = maps
+    atoms, acols, abytes, chunks, ccols, cbytes = split
+    c, d = k.reg("u32", "tc"), k.reg("u32", "td")
+    for i in range(atoms):
+        k(f"add.u32 {c}, {col0}, {acols * i};")
+        k(f"add.u32 {d}, {dst}, {i * abytes};")
+        tma_load_2d(k, d, main, c, row, bar)
+    for i in range(chunks):
+        k(f"add.u32 {c}, {col0}, {acols * atoms + ccols * i};")
+        k(f"add.u32 {d}, {dst}, {atoms * abytes + i * cbytes};")
+        tma_load_2d(k, d, tail, c, row, bar)
+
+
 def split(hd):
     """(atoms, chunks, zero chunk) of head dim hd."""
     assert hd % 8 == 0 and 0 < hd <= 128
@@ -174,49 +247,6 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
     k(f"mov.u32 {stage}, 0;")
     k(f"mov.u32 {phase}, 0;")
 
-    class Item:
-        """The work-item loop of a role (emitted by `begin` and `finish` around the
-        role's work): item = ctaid.x, + nctaid.x, ... below `items`; items past
-        their sequence's queries are skipped by every role alike, so the producer
-        and the consumers walk the same K/V tiles through the stage ring. `n`
-        counts the items run (Q buffer n % QBUFS, its phase (n / QBUFS) & 1)."""
-
-        def begin(self, stem):
-            self.item, self.n = k.reg("u32", f"{stem}_item"), k.reg("u32", f"{stem}_n")
-            self.top, self.next, self.end = (k.label(f"{stem}_{x}") for x in ("item", "next", "items_done"))
-            self.step = k.reg("u32", f"{stem}_step")
-            k(f"mov.u32 {self.item}, %ctaid.x;")
-            k(f"mov.u32 {self.step}, %nctaid.x;")
-            k(f"mov.u32 {self.n}, 0;")
-            k.place(self.top)
-            k(f"setp.ge.u32 {p}, {self.item}, {k.param('items')};")
-            k(f"@{p} bra {self.end};")
-            self.qb, bounds, self.hoff = item_block(k, self.item, BR)
-            self.q0, self.kv0, self.o0, self.ql, self.kl = bounds
-            k(f"setp.ge.u32 {p}, {self.qb}, {self.ql};")
-            k(f"@{p} bra {self.next};")
-            self.ntiles = k.reg("u32", "ntiles")
-            k(f"add.u32 {self.ntiles}, {self.kl}, {BC - 1};")
-            k(f"shr.u32 {self.ntiles}, {self.ntiles}, 7;")
-            # This item's Q buffer: its full and empty barriers, address, phase.
-            self.qfull, self.qempty = k.reg("u32", "qfull"), k.reg("u32", "qempty")
-            self.qbuf, self.qphase = k.reg("u32", "qbuf"), k.reg("u32", "qphase")
-            slot = k.reg("u32", "qslot")
-            k(f"and.b32 {slot}, {self.n}, {QBUFS - 1};")
-            k(f"shr.u32 {self.qphase}, {self.n}, {QBUFS.bit_length() - 1};")
-            k(f"and.b32 {self.qphase}, {self.qphase}, 1;")
-            k(f"mad.lo.u32 {self.qbuf}, {slot}, {QK_BYTES}, {base};")
-            k(f"mad.lo.u32 {self.qfull}, {slot}, 8, {fullq0};")
-            k(f"mad.lo.u32 {self.qempty}, {slot}, 8, {emptyq0};")
-            return self
-
-        def finish(self):
-            k(f"add.u32 {self.n}, {self.n}, 1;")
-            k.place(self.next)
-            k(f"add.u32 {self.item}, {self.item}, {self.step};")
-            k(f"bra.uni {self.top};")
-            k.place(self.end)
-
     def advance():
         ring_advance(k, stage, phase, STAGES)
 
@@ -242,22 +272,11 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
     maps = {x: (k.param(f"tmap_{x}"), k.param(f"tmap_{x}_tail")) for x in "qkv"}
 
     def load(x, dst, col0, row, bar):
-        """TMA of one tile of tensor x (rows row.., its head's columns from
-        col0) into the region at dst: the atoms, then the chunks."""
-        main, tail = maps[x]
-        c, d = k.reg("u32", "tc"), k.reg("u32", "td")
-        for i in range(A):
-            k(f"add.u32 {c}, {col0}, {64 * i};")
-            k(f"add.u32 {d}, {dst}, {i * ATOM};")
-            tma_load_2d(k, d, main, c, row, bar)
-        for i in range(C):
-            k(f"add.u32 {c}, {col0}, {64 * A + 8 * i};")
-            k(f"add.u32 {d}, {dst}, {A * ATOM + i * CHUNK};")
-            tma_load_2d(k, d, tail, c, row, bar)
+        tile_load(k, maps[x], dst, col0, row, bar, (A, 64, ATOM, C, 8, CHUNK))
 
     # Per item: Q into its buffer once the consumers are done with the item that
     # used it before (QBUFS items ago), then the K/V tiles through the ring.
-    it = Item().begin("prod")
+    it = Item(k, p, BR, BC, QBUFS, QK_BYTES, base, fullq0, emptyq0).begin("prod")
     col, row = k.reg("u32", "pcol"), k.reg("u32", "prow")
     par = k.reg("u32", "pqpar")
     k(f"xor.b32 {par}, {it.qphase}, 1;")
@@ -298,7 +317,7 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
     k(f"and.b32 {c2}, {lane}, 3;")
     k(f"shl.b32 {c2}, {c2}, 1;")
 
-    it = Item().begin("cons")
+    it = Item(k, p, BR, BC, QBUFS, QK_BYTES, base, fullq0, emptyq0).begin("cons")
     kl, ntiles = it.kl, it.ntiles  # the item's, for zero_tail_rows and the tile loop below
     # Q descriptors for the item: this warpgroup's 64 rows of its Q buffer.
     qa = k.reg("u32", "qa")
