@@ -29,7 +29,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import gen_ptx  # noqa: E402
-from ptxgen.kernels import attention_fa2, attention_sm90  # noqa: E402
+from ptxgen.kernels import attention_fa2, attention_sm90, attention_sm90_f32  # noqa: E402
 from ptxgen.kernels.attention_common import attention_module  # noqa: E402
 from ptx_emu import (BankStats, Memory, TensorMap, bf16_bits_to_f32, f32_to_bf16_bits, parse_module,  # noqa: E402
                      run_kernel)
@@ -671,6 +671,42 @@ def t_attention_sm90():
         nf_next_sequence("attention_bf16_sm90_hd72")
 
 
+SM90_F32_NAME = re.compile(r"attention_f32_sm90_hd(\d+)$")
+
+
+def t_attention_sm90_f32():
+    """The f32 Hopper kernels (3xTF32 wgmma; the host's choice on capability 9.0
+    at head dims 64 and 72): lengths no tile divides, enough key tiles for the
+    2-stage ring to wrap several times, several items a block (the one Q buffer
+    turning over), a fused qkv packed batch, a −∞ first tile, ±inf and NaN in
+    the inputs (the converters' exact split of K and V, P's small part where a
+    tf32-exact P meets an infinite V) and in the next sequence's rows."""
+    committed = {int(m.group(1)) for e in module("attention_sm90_f32") if (m := SM90_F32_NAME.match(e))}
+    ok = committed == set(attention_sm90_f32.HEAD_DIMS)
+    print(f"{'ok  ' if ok else 'FAIL'} attention_f32_sm90_hd* entries: committed {sorted(committed)}, "
+          f"generator {sorted(attention_sm90_f32.HEAD_DIMS)}")
+    if not ok:
+        FAILS.append("attention_f32_sm90_hd* entry list")
+    kt, qt = attention_sm90_f32.BC, attention_sm90_f32.ROWS
+    for hd in sorted(committed):
+        entry = f"attention_f32_sm90_hd{hd}"
+        nq = int(RNG.integers(qt + 1, 2 * qt))
+        nk = int(RNG.integers(1, kt)) if QUICK else int(RNG.integers(3 * kt + 1, 4 * kt))
+        assert nq % qt and nk % kt
+        attention_case(entry, "f32", 1, 2, hd, nq, nk)
+        if QUICK:
+            continue
+        # 3 items a block (of SM90_BLOCKS): the Q buffer's phase flips and the
+        # K/V ring runs on across items.
+        attention_case(entry, "f32", 3, 1, hd, int(RNG.integers(qt + 1, 2 * qt)), int(RNG.integers(kt + 1, 3 * kt)))
+        attention_case(entry, "f32", 2, 1, hd, 16, int(RNG.integers(kt + 1, 2 * kt)))
+        t_attention_varlen(entry, h=2, hd=hd, dt="f32", lens=(5, 150, 33))
+        attention_case(entry, "f32", 1, 2, hd, 20, 150, neg_inf=True)
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            nf_attention(entry, "f32", 2, hd, 20, 70)
+            nf_next_sequence(entry, hd=hd, dt="f32")
+
+
 def nf_next_sequence(entry, h=2, hd=72, nq=20, nk=70, dt="bf16"):
     """Two fixed-length sequences: sequence 0's last K/V tile reads sequence 1's
     rows, whose keys and values hold NaN and ±inf; sequence 0 must not see them."""
@@ -1064,7 +1100,8 @@ def t_smem_traffic():
 
 GROUPS = {"add": t_add, "cast": t_cast, "layer_norm": t_layer_norm, "linear": t_linear,
           "linear_sm80": t_linear_sm80, "linear_sm90": t_linear_sm90, "patch_embed": t_patch_embed, "attention": t_attention,
-          "attention_fa2": t_attention_fa2, "attention_sm90": t_attention_sm90, "memory": t_memory,
+          "attention_fa2": t_attention_fa2, "attention_sm90": t_attention_sm90,
+          "attention_sm90_f32": t_attention_sm90_f32, "memory": t_memory,
           "nonfinite": t_nonfinite, "smem_traffic": t_smem_traffic}
 
 
@@ -1076,7 +1113,15 @@ GROUPS = {"add": t_add, "cast": t_cast, "layer_norm": t_layer_norm, "linear": t_
 # rows g and g ^ 1 onto the same chunk pair: 2 wavefronts a half-warp, not 1.
 # Conflict-free would need each lane to store another column group than its
 # neighbours (3 selects a value); the stores are ~1 % of a tile at K 1152.
-BANK_ALLOWANCE = {"linear_f32_sm90": ("st.shared.v2.f32", 2)}
+# attention_f32_sm90_hd72's converters read V word by word, 32 neighbouring
+# dims of one key a warp: the 8 dims past the two 32-wide atoms lie in two
+# 16-byte-row chunks 1 KiB apart (TMA's boxes, 128-byte aligned), so where a
+# warp holds both, their words share banks: 2 wavefronts. Any one instruction
+# reads keys of only two residues mod 8, so no assignment avoids it; these
+# loads are ~1/4 of the converters' shared traffic and off the tensor cores'
+# path.
+BANK_ALLOWANCE = {"linear_f32_sm90": ("st.shared.v2.f32", 2),
+                  "attention_f32_sm90_hd72": ("ld.shared.b32", 2)}
 
 
 def bank_conflicts(f):

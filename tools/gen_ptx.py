@@ -20,8 +20,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ptxgen.asm import module_text  # noqa: E402
-from ptxgen.kernels import (attention_fa2, attention_simt, attention_sm90, elementwise,  # noqa: E402
-                            gemm_mma64, gemm_simt, gemm_sm80, gemm_sm90, layer_norm, memory)
+from ptxgen.kernels import (attention_fa2, attention_simt, attention_sm90, attention_sm90_f32,  # noqa: E402
+                            elementwise, gemm_mma64, gemm_simt, gemm_sm80, gemm_sm90, layer_norm, memory)
 from ptxgen.kernels.attention_common import attention_module  # noqa: E402
 from ptxgen.manifest import rust_manifest  # noqa: E402
 
@@ -29,7 +29,7 @@ ROOT = os.environ.get("TESSERA_GEN_ROOT") or os.path.join(os.path.dirname(os.pat
 
 
 # Hopper-only modules: wgmma and TMA need the architecture-specific target.
-SM90_MODULES = {"linear_sm90", "linear_sm90_f32", "attention_sm90"}
+SM90_MODULES = {"linear_sm90", "linear_sm90_f32", "attention_sm90", "attention_sm90_f32"}
 SM90 = {"version": "8.0", "target": "sm_90a", "dyn_align": 128}
 
 
@@ -57,6 +57,8 @@ def modules():
                     attention_fa2.kernels(dt) + attention_simt.kernels(dt)))
     out.append(("attention_sm90", "attention_bf16_sm90_*: fused multi-head attention on Hopper (wgmma, TMA).\n\n"
                 + doc_of(attention_sm90), attention_sm90.kernels()))
+    out.append(("attention_sm90_f32", "attention_f32_sm90_*: fused multi-head attention in f32 on Hopper\n"
+                "(3xTF32 wgmma, TMA).\n\n" + doc_of(attention_sm90_f32), attention_sm90_f32.kernels()))
     return out
 
 

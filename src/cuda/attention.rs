@@ -1,5 +1,5 @@
 //! Attention on CUDA (kernels/attention.ptx for bf16, kernels/attention_f32.ptx,
-//! kernels/attention_sm90.ptx), fused,
+//! kernels/attention_sm90.ptx and kernels/attention_sm90_f32.ptx), fused,
 //! online softmax:
 //! - bf16 with head dims a multiple of 8 (up to 128) and at least 16 query rows:
 //!   on compute capability 9.0 at head dims 64, 72, 80 and 128,
@@ -7,8 +7,11 @@
 //!   elsewhere `attention_bf16_hd{16..128}`, FlashAttention-2 style on tensor
 //!   cores (mma.sync);
 //! - f32 with head dims a multiple of 4 (up to 128) and at least 16 query rows:
-//!   `attention_f32_hd{32..128}`, the same kernel on tensor cores in 3xTF32
-//!   (f32-accurate; see [`F32Gemm`], whose `simt` setting turns it off);
+//!   on tensor cores in 3xTF32 (f32-accurate; see [`F32Gemm`], whose `simt`
+//!   setting turns it off): on compute capability 9.0 at head dims 64 and 72
+//!   (SigLIP's), `attention_f32_sm90_hd*` (tf32 wgmma fed by TMA, converter
+//!   warps splitting K and transposing V), elsewhere `attention_f32_hd{32..128}`,
+//!   the FlashAttention-2 kernel on mma.sync;
 //! - f32 and bf16 otherwise (head dims or row strides not a multiple of 4 (f32)
 //!   or 8 (bf16), the pooling probe's single query, a GPU whose shared memory is
 //!   too small for the tile): `attention_{f32,bf16}` on CUDA cores, exact.
@@ -27,15 +30,25 @@ use crate::ops::{index32, AttentionArgs, Packing};
 pub(crate) enum AttentionPath {
     /// `attention_bf16_hd*`: mma.sync fed by cp.async (compute capability 8.0+).
     Fa2,
-    /// `attention_bf16_sm90_hd*` at head dims 64, 72, 80 and 128 (wgmma fed by
-    /// TMA, sm_90a: compute capability 9.0 only; persistent, one block an SM
-    /// taking (query block, head, sequence) items in turn), `attention_bf16_hd*`
-    /// at others.
+    /// `attention_bf16_sm90_hd*` at head dims 64, 72, 80 and 128 and
+    /// `attention_f32_sm90_hd*` at 64 and 72 (wgmma fed by TMA, sm_90a: compute
+    /// capability 9.0 only; persistent, one block an SM taking (query block,
+    /// head, sequence) items in turn), the [`Fa2`](Self::Fa2) kernels at others.
     Sm90,
 }
 
-/// The most dynamic shared memory of the `attention_bf16_sm90_hd*` kernels.
-const SM90_SMEM: u32 = m::attention_bf16_sm90_hd128::DYN_SMEM;
+/// The most dynamic shared memory of the `attention_*_sm90_hd*` kernels.
+const SM90_SMEM: u32 = {
+    let (bf16, f32) = (
+        m::attention_bf16_sm90_hd128::DYN_SMEM,
+        m::attention_f32_sm90_hd72::DYN_SMEM,
+    );
+    if bf16 > f32 {
+        bf16
+    } else {
+        f32
+    }
+};
 
 impl AttentionPath {
     /// The path for compute capability `(major, minor)`, unless
@@ -66,28 +79,31 @@ impl AttentionPath {
     }
 }
 
-/// The Hopper kernel of an exact head dim: its spec and dynamic shared memory
-/// (query rows per block: [`m::attention_bf16_sm90_hd64::ROWS`], the same for all).
-fn sm90_spec(hd: usize) -> Option<(&'static KernelSpec<m::AttentionSm90>, u32)> {
+/// The Hopper kernel of element type `dtype` for exactly head dim `hd`: its spec
+/// and dynamic shared memory (query rows per item: [`m::attention_bf16_sm90_hd64::ROWS`],
+/// the same for all).
+fn sm90_spec(dtype: DType, hd: usize) -> Option<(&'static KernelSpec<m::AttentionSm90>, u32)> {
     macro_rules! entry {
         ($m:ident) => {
             (&m::$m::SPEC, m::$m::DYN_SMEM)
         };
     }
-    Some(match hd {
-        64 => entry!(attention_bf16_sm90_hd64),
-        72 => entry!(attention_bf16_sm90_hd72),
-        80 => entry!(attention_bf16_sm90_hd80),
-        128 => entry!(attention_bf16_sm90_hd128),
+    Some(match (dtype, hd) {
+        (DType::BF16, 64) => entry!(attention_bf16_sm90_hd64),
+        (DType::BF16, 72) => entry!(attention_bf16_sm90_hd72),
+        (DType::BF16, 80) => entry!(attention_bf16_sm90_hd80),
+        (DType::BF16, 128) => entry!(attention_bf16_sm90_hd128),
+        (DType::F32, 64) => entry!(attention_f32_sm90_hd64),
+        (DType::F32, 72) => entry!(attention_f32_sm90_hd72),
         _ => return None,
     })
 }
 
-/// The tensor map's view of a bf16 buffer of rows `ld` elements long: every whole
-/// row it holds (a map may cover more than the op reads; the kernel bounds its
-/// rows itself).
-fn map_shape(buf: &CudaSlice<u8>, ld: u32) -> Matrix2d {
-    let rows = buf.len() / 2 / (ld.max(1) as usize);
+/// The tensor map's view of a buffer of `elem`-byte elements in rows `ld`
+/// elements long: every whole row it holds (a map may cover more than the op
+/// reads; the kernel bounds its rows itself).
+fn map_shape(buf: &CudaSlice<u8>, ld: u32, elem: usize) -> Matrix2d {
+    let rows = buf.len() / elem / (ld.max(1) as usize);
     Matrix2d {
         rows: rows.min(i32::MAX as usize) as u32,
         cols: ld,
@@ -198,9 +214,9 @@ pub(super) fn attention<T: Element>(dev: &Cuda, a: AttentionArgs<'_, T, Cuda>) -
         scale,
     };
     let heads_batch = (d.heads as u32, d.batch as u32);
-    if let Some((spec, smem)) = sm90_spec(d.head_dim).filter(|_| {
-        T::DTYPE == DType::BF16 && tensor_cores && dev.attention_path() == AttentionPath::Sm90
-    }) {
+    if let Some((spec, smem)) = sm90_spec(T::DTYPE, d.head_dim)
+        .filter(|_| tensor_cores && dev.attention_path() == AttentionPath::Sm90)
+    {
         // Persistent: one block an SM (the kernel's shared memory allows no more),
         // each taking work items (query block, head, sequence) ctaid.x, + grid, ...
         let rows = m::attention_bf16_sm90_hd64::ROWS;
@@ -216,8 +232,9 @@ pub(super) fn attention<T: Element>(dev: &Cuda, a: AttentionArgs<'_, T, Cuda>) -
                 ),
             })?;
         let (q, k, v) = (args.q, args.k, args.v);
-        let (qs, kvs) = (map_shape(q, args.ldq), map_shape(k, args.ldkv));
-        let vs = map_shape(v, args.ldkv);
+        let z = T::DTYPE.size();
+        let (qs, kvs) = (map_shape(q, args.ldq, z), map_shape(k, args.ldkv, z));
+        let vs = map_shape(v, args.ldkv, z);
         let a = m::AttentionSm90Args {
             q,
             k,
@@ -278,7 +295,7 @@ pub(super) fn attention<T: Element>(dev: &Cuda, a: AttentionArgs<'_, T, Cuda>) -
 
 #[cfg(test)]
 mod tests {
-    use super::{fa2_spec, sm90_spec, AttentionPath, SM90_SMEM};
+    use super::{fa2_spec, m, sm90_spec, AttentionPath, SM90_SMEM};
     use crate::element::DType;
 
     /// Each head dim goes to the tensor-core entry of the least padded head dim at
@@ -340,19 +357,35 @@ mod tests {
         assert!(e.contains("\"flash\""), "{e}");
     }
 
-    /// The Hopper kernels exist for exactly the head dims the generator writes, and
-    /// the capability check covers the largest one's shared memory.
+    /// The Hopper kernels exist for exactly the head dims the generator writes
+    /// (bf16: 64, 72, 80, 128; f32: SigLIP's 64 and 72), each of its own type,
+    /// with the same query rows an item; the capability check covers the largest
+    /// one's shared memory.
     #[test]
     fn sm90_entries_and_shared_memory() {
-        let dims: Vec<usize> = (8..=128)
-            .step_by(8)
-            .filter(|&hd| sm90_spec(hd).is_some())
-            .collect();
-        assert_eq!(dims, [64, 72, 80, 128]);
-        for hd in dims {
-            let (spec, smem) = sm90_spec(hd).unwrap();
-            assert!(spec.entry.ends_with(&format!("_hd{hd}")), "{}", spec.entry);
-            assert!(smem + spec.static_smem <= SM90_SMEM, "{}", spec.entry);
+        for (dt, want, name) in [
+            (
+                DType::BF16,
+                &[64, 72, 80, 128][..],
+                "attention_bf16_sm90_hd",
+            ),
+            (DType::F32, &[64, 72][..], "attention_f32_sm90_hd"),
+        ] {
+            let dims: Vec<usize> = (4..=128)
+                .step_by(4)
+                .filter(|&hd| sm90_spec(dt, hd).is_some())
+                .collect();
+            assert_eq!(dims, want, "{dt:?}");
+            for hd in dims {
+                let (spec, smem) = sm90_spec(dt, hd).unwrap();
+                assert_eq!(spec.entry, format!("{name}{hd}"));
+                assert!(smem + spec.static_smem <= SM90_SMEM, "{}", spec.entry);
+            }
         }
+        assert_eq!(
+            m::attention_f32_sm90_hd72::ROWS,
+            m::attention_bf16_sm90_hd64::ROWS
+        );
+        assert_eq!(SM90_SMEM, m::attention_bf16_sm90_hd128::DYN_SMEM);
     }
 }

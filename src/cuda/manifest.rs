@@ -74,6 +74,12 @@ pub(super) static ATTENTION_SM90: Module = Module {
     ptx: include_str!("../../kernels/attention_sm90.ptx"),
 };
 
+/// kernels/attention_sm90_f32.ptx.
+pub(super) static ATTENTION_SM90_F32: Module = Module {
+    name: "attention_sm90_f32",
+    ptx: include_str!("../../kernels/attention_sm90_f32.ptx"),
+};
+
 /// Arguments of the kernels with signature `elementwise2`, by name.
 pub(super) struct Elementwise2Args<'a> {
     pub a: &'a CudaSlice<u8>,
@@ -1503,6 +1509,42 @@ pub(super) mod attention_bf16_sm90_hd128 {
     pub(in crate::cuda) const ROWS: u32 = 128;
 }
 
+/// `attention_f32_sm90_hd64`: attention_f32_sm90_hd64: Hopper f32 attention in 3xTF32, hd 64, wgmma fed by TMA through
+pub(super) mod attention_f32_sm90_hd64 {
+    use super::*;
+    pub(in crate::cuda) const SPEC: KernelSpec<AttentionSm90> = KernelSpec {
+        module: &ATTENTION_SM90_F32,
+        entry: "attention_f32_sm90_hd64",
+        threads: 384,
+        static_smem: 0,
+        max_dyn_smem: 197696,
+        cluster: 1,
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { dtype: DType::F32, box_rows: 128, box_cols: 32, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { dtype: DType::F32, box_rows: 64, box_cols: 32, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { dtype: DType::F32, box_rows: 64, box_cols: 32, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { dtype: DType::F32, box_rows: 128, box_cols: 4, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { dtype: DType::F32, box_rows: 64, box_cols: 4, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { dtype: DType::F32, box_rows: 64, box_cols: 4, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32), ("qblocks", ParamKind::U32), ("items", ParamKind::U32)],
+        signature: std::marker::PhantomData,
+    };
+    pub(in crate::cuda) const DYN_SMEM: u32 = 197696;
+    pub(in crate::cuda) const HD: u32 = 64;
+    pub(in crate::cuda) const ROWS: u32 = 128;
+}
+
+/// `attention_f32_sm90_hd72`: attention_f32_sm90_hd72: Hopper f32 attention in 3xTF32, hd 72, wgmma fed by TMA through
+pub(super) mod attention_f32_sm90_hd72 {
+    use super::*;
+    pub(in crate::cuda) const SPEC: KernelSpec<AttentionSm90> = KernelSpec {
+        module: &ATTENTION_SM90_F32,
+        entry: "attention_f32_sm90_hd72",
+        threads: 384,
+        static_smem: 0,
+        max_dyn_smem: 222272,
+        cluster: 1,
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { dtype: DType::F32, box_rows: 128, box_cols: 32, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { dtype: DType::F32, box_rows: 64, box_cols: 32, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { dtype: DType::F32, box_rows: 64, box_cols: 32, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { dtype: DType::F32, box_rows: 128, box_cols: 4, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { dtype: DType::F32, box_rows: 64, box_cols: 4, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { dtype: DType::F32, box_rows: 64, box_cols: 4, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32), ("qblocks", ParamKind::U32), ("items", ParamKind::U32)],
+        signature: std::marker::PhantomData,
+    };
+    pub(in crate::cuda) const DYN_SMEM: u32 = 222272;
+    pub(in crate::cuda) const HD: u32 = 72;
+    pub(in crate::cuda) const ROWS: u32 = 128;
+}
+
 /// Every entry: (module, entry, threads, parameter count, static shared bytes),
 /// for the tests that check the manifest against the PTX text and against
 /// what ptxas reports (tests/it/ptxas.rs reads these rows).
@@ -1560,4 +1602,6 @@ pub(super) const ALL: &[(&Module, &str, u32, usize, u32)] = &[
     (&ATTENTION_SM90, "attention_bf16_sm90_hd72", 384, 26, 0),
     (&ATTENTION_SM90, "attention_bf16_sm90_hd80", 384, 26, 0),
     (&ATTENTION_SM90, "attention_bf16_sm90_hd128", 384, 26, 0),
+    (&ATTENTION_SM90_F32, "attention_f32_sm90_hd64", 384, 26, 0),
+    (&ATTENTION_SM90_F32, "attention_f32_sm90_hd72", 384, 26, 0),
 ];

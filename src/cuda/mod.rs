@@ -103,20 +103,24 @@ impl GemmPath {
 /// 1e-5 relative bar f32 is tested to (the emulator measures 1e-8 to 1e-7), and
 /// ±inf and NaN inputs give what f32 arithmetic gives (one case aside, if the
 /// tensor cores flush tf32 subnormals, which is not documented: ±inf times a
-/// subnormal would then give NaN, not ±inf). The attention kernel checks each
-/// key/value tile for ±inf and NaN as it arrives and takes the exact split for
-/// that tile only. On Hopper ([`GemmPath::Sm90`]) the linear layers run the
-/// split on tf32 wgmma: the weight's parts in shared memory, x's in registers,
-/// where a tf32-exact x value (small part 0) takes small = big·2⁻⁴⁰ so that a
-/// ±inf weight still gives ±inf (2⁻⁴⁰ relative error, against 0·inf = NaN).
+/// subnormal would then give NaN, not ±inf). The mma.sync attention kernel
+/// checks each key/value tile for ±inf and NaN as it arrives and takes the
+/// exact split for that tile only. On Hopper ([`GemmPath::Sm90`]) the linear
+/// layers run the split on tf32 wgmma: the weight's parts in shared memory, x's
+/// in registers, where a tf32-exact x value (small part 0) takes small =
+/// big·2⁻⁴⁰ so that a ±inf weight still gives ±inf (2⁻⁴⁰ relative error,
+/// against 0·inf = NaN); so does attention at head dims 64 and 72 (K's and
+/// V's parts in shared memory, written by converter warps; Q's and P's in
+/// registers).
 /// `TESSERA_CUDA_F32_GEMM=simt` takes the SIMT kernels instead
 /// (f32 fused multiply-adds on the CUDA cores: about half the speed for linear
 /// layers, a quarter or less for attention).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum F32Gemm {
-    /// `linear_f32_3xtf32` / `linear_f32_sm90` and `attention_f32_hd*`: tf32
-    /// mma.sync m16n8k8 (wgmma m64n192k8 for `linear_f32_sm90`), three per
-    /// product.
+    /// `linear_f32_3xtf32` / `linear_f32_sm90` and `attention_f32_hd*` /
+    /// `attention_f32_sm90_hd*`: tf32 mma.sync m16n8k8 (wgmma m64n192k8 for
+    /// `linear_f32_sm90`, m64n64k8 and m64n{64,72}k8 for the Hopper attention),
+    /// three per product.
     Tf32x3,
     /// `linear_f32` and `attention_f32`: f32 fused multiply-adds on the CUDA cores.
     Simt,

@@ -295,6 +295,18 @@ fn required_sass(entry: &str) -> &'static [&'static str] {
     } else if entry.starts_with("attention_bf16_sm90_hd") {
         // S = Q·Kᵀ m64n128k16 (shared operands), P·V with P from registers.
         &["HGMMA.64x128x16.F32.BF16", "UTMALDG.2D", "SYNCS.PHASECHK"]
+    } else if entry.starts_with("attention_f32_sm90_hd") {
+        // 3xTF32: S = Q·Kᵀ m64n64k8 with Q's parts from registers (LDSM from
+        // the TMA-loaded Q tile), K's from shared memory; the converters'
+        // 16-byte loads and stores of K's and Vᵀ's parts.
+        &[
+            "HGMMA.64x64x8.F32.TF32",
+            "LDSM",
+            "UTMALDG.2D",
+            "SYNCS.PHASECHK",
+            "LDS.128",
+            "STS.128",
+        ]
     } else if entry == "linear_f32_3xtf32" {
         // 3xTF32: three m16n8k8 tf32 mma per product; the warp-wide non-finite
         // check that picks the exact split.
@@ -316,7 +328,7 @@ fn required_sass(entry: &str) -> &'static [&'static str] {
 /// `ex2` (MUFU.EX2) instructions between a wgmma wait that leaves one group in
 /// flight (`WARPGROUP.DEPBAR.LE gsb0, 0x1`) and the next full wait: the softmax
 /// that runs while the previous tile's P·V is on the tensor cores in
-/// `attention_bf16_sm90_hd*`. ptxas hoists a `wgmma.wait_group` to the start of
+/// `attention_*_sm90_hd*`. ptxas hoists a `wgmma.wait_group` to the start of
 /// its basic block; written after the softmax in the same block, the full wait
 /// lands before it and this count is 0.
 fn softmax_under_pv(body: &str) -> usize {
@@ -505,14 +517,22 @@ fn sass_uses_tensor_cores_and_no_local_memory() {
                     }
                     checked_epilogues += 1;
                 }
-                if entry.starts_with("attention_bf16_sm90_hd") {
-                    // 128 keys × 2 rows a thread: 64 exponentials, plus alpha.
+                // Keys a tile × 2 rows / 4 lanes a row: the exponentials a
+                // thread takes (plus alpha) between the wgmma waits.
+                let softmax = if entry.starts_with("attention_bf16_sm90_hd") {
+                    Some(64)
+                } else if entry.starts_with("attention_f32_sm90_hd") {
+                    Some(32)
+                } else {
+                    None
+                };
+                if let Some(least) = softmax {
                     let overlapped = softmax_under_pv(&body);
                     println!("{arch} {entry:>22}: {overlapped} MUFU.EX2 under the P·V in flight");
-                    if overlapped < 64 {
+                    if overlapped < least {
                         failures.push(format!(
                             "{entry} [{arch}]: {overlapped} MUFU.EX2 between the wgmma waits \
-                             (at least 64): the softmax no longer runs under the previous P·V"
+                             (at least {least}): the softmax no longer runs under the previous P·V"
                         ));
                     }
                 }
@@ -546,10 +566,11 @@ fn sass_uses_tensor_cores_and_no_local_memory() {
     let _ = std::fs::remove_dir_all(&tmp);
     // linear_bf16, linear_f32_3xtf32, linear_bf16_any, patch_embed_bf16, 8 bf16
     // and 6 f32 attention head dims, twice; the 4 linear_bf16_sm90*,
-    // linear_f32_sm90 and 4 attention_bf16_sm90_hd* once (sm_90a only).
+    // linear_f32_sm90, 4 attention_bf16_sm90_hd* and 2 attention_f32_sm90_hd*
+    // once (sm_90a only).
     assert_eq!(
         checked,
-        2 * 18 + 5 + 4,
+        2 * 18 + 5 + 4 + 2,
         "tensor-core entries found in the SASS"
     );
     assert_eq!(

@@ -434,6 +434,9 @@ pub fn check_attention<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
         (1, 2, 72, 40, 70, false),
         (1, 1, 76, 20, 33, false),
         (1, 2, 20, 18, 50, false),
+        // Two query blocks of 128 and four key tiles of 64 (the Hopper kernels'
+        // work items and stage rings) at so400m's head dim.
+        (2, 2, 72, 150, 200, false),
     ];
     for &(b, h, hd, nq, nk, bc) in &cases {
         let w = h * hd;
