@@ -55,6 +55,8 @@ Per tile, warpgroup g:
 End: l summed over the quad, O / l rounded to bf16 once, stored as bf16 pairs
   for rows < q_len."""
 
+from types import SimpleNamespace
+
 from ..asm import F32, In, Kernel, Opt, Out, TMap, U32
 from ..frag import (fence_proxy_async_shared, mbar_arrive, mbar_arrive_tx, mbar_init, mbar_wait, named_barrier,
                     ring_advance, setmaxnreg, tma_load_2d, warpgroup_ids, wgmma_bf16, wgmma_bf16_rs, wgmma_commit,
@@ -156,6 +158,202 @@ def tile_load(k, maps, dst, col0, row, bar, split):
         tma_load_2d(k, d, tail, c, row, bar)
 
 
+class Ring:
+    """The K/V stage ring of a Hopper attention kernel, as each role walks it:
+    `stage` and `phase` (u32 registers, the role's own), `stages` stages of
+    `stage_bytes` from base + koff, their full and empty mbarriers 8 bytes apart
+    from full0 and empty0 (shared addresses in registers)."""
+
+    def __init__(self, k, p, stage, phase, stages, base, koff, stage_bytes, full0, empty0):
+        self.k, self.p, self.stage, self.phase, self.stages = k, p, stage, phase, stages
+        self.base, self.koff, self.stage_bytes, self.full0, self.empty0 = base, koff, stage_bytes, full0, empty0
+
+    def advance(self):
+        ring_advance(self.k, self.stage, self.phase, self.stages)
+
+    def tile(self, dst):
+        """dst ← the current stage's first byte (its K tile)."""
+        self.k(f"mad.lo.u32 {dst}, {self.stage}, {self.stage_bytes}, {self.base};")
+        self.k(f"add.u32 {dst}, {dst}, {self.koff};")
+
+    def bar(self, dst, first):
+        """dst ← the current stage's barrier of the array at `first`."""
+        self.k(f"mad.lo.u32 {dst}, {self.stage}, 8, {first};")
+
+    def loop(self, j, ntiles, body, stem):
+        """body() for tiles j = 0 .. ntiles − 1, the ring advancing after each."""
+        k, p = self.k, self.p
+        top, end = k.label(f"{stem}_tile"), k.label(f"{stem}_tiles_done")
+        k(f"mov.u32 {j}, 0;")
+        k.place(top)
+        k(f"setp.ge.u32 {p}, {j}, {ntiles};")
+        k(f"@{p} bra {end};")
+        body()
+        self.advance()
+        k(f"add.u32 {j}, {j}, 1;")
+        k(f"bra.uni {top};")
+        k.place(end)
+
+
+def producer(k, p, item, ring, maps, q_split, kv_split, q_bytes, v_off):
+    """The producer thread's loop: per item, Q into its buffer once the
+    consumers released it (qbufs items earlier), then its K/V tiles through the
+    ring, each stage once its consumers released it: K at the stage's start, V
+    `v_off` bytes further. `maps[x]` = (atoms' map, chunks' map) of tensor x;
+    q_split / kv_split as tile_load's `split`; q_bytes what Q's TMA writes (a K
+    or V tile: the ring's full barrier expects twice kv_split's bytes)."""
+    atoms, _, abytes, chunks, _, cbytes = kv_split
+    kv_bytes = atoms * abytes + chunks * cbytes
+    it = item.begin("prod")
+    col, row = k.reg("u32", "pcol"), k.reg("u32", "prow")
+    par = k.reg("u32", "pqpar")
+    k(f"xor.b32 {par}, {it.qphase}, 1;")
+    mbar_wait(k, it.qempty, par)
+    k(f"add.u32 {col}, {k.param('q_col')}, {it.hoff};")
+    k(f"add.u32 {row}, {it.q0}, {it.qb};")
+    mbar_arrive_tx(k, it.qfull, q_bytes)
+    tile_load(k, maps["q"], it.qbuf, col, row, it.qfull, q_split)
+    kcol, vcol = k.reg("u32", "kcol"), k.reg("u32", "vcol")
+    k(f"add.u32 {kcol}, {k.param('k_col')}, {it.hoff};")
+    k(f"add.u32 {vcol}, {k.param('v_col')}, {it.hoff};")
+    pj = k.reg("u32", "pj")
+
+    def produce():
+        empty, full, ppar, sk, sv = (k.reg("u32", s) for s in ("pempty", "pfull", "ppar", "psk", "psv"))
+        ring.bar(empty, ring.empty0)
+        k(f"xor.b32 {ppar}, {ring.phase}, 1;")
+        mbar_wait(k, empty, ppar)
+        ring.bar(full, ring.full0)
+        mbar_arrive_tx(k, full, 2 * kv_bytes)
+        ring.tile(sk)
+        k(f"add.u32 {sv}, {sk}, {v_off};")
+        k(f"shl.b32 {row}, {pj}, {item.keys.bit_length() - 1};")
+        k(f"add.u32 {row}, {row}, {it.kv0};")
+        tile_load(k, maps["k"], sk, kcol, row, full, kv_split)
+        tile_load(k, maps["v"], sv, vcol, row, full, kv_split)
+
+    ring.loop(pj, it.ntiles, produce, "prod")
+    it.finish()
+
+
+def consumer_tiles(k, p, ring, j, ntiles, ops):
+    """A consumer warpgroup's pass over an item's K/V tiles (FlashAttention-3's
+    intra-warpgroup order). Tile 0: S, softmax. Then per tile j ≥ 1, at the
+    loop's top, once the P·V in flight (tile j − 2) has retired: its stage goes
+    back to the producer, O is rescaled and P_{j−1} made; S_j and
+    P_{j−1}·V_{j−1} are issued, and the softmax of S_j runs while P·V is on the
+    tensor cores. The retire sits at the top of the loop, a block of its own,
+    because ptxas hoists a wgmma.wait_group to the start of its basic block:
+    written after the softmax, it would wait for P·V before it. Last: P·V of
+    the last tile, and its stage's release. `ops` gives the kernel's parts:
+    tile_start() (wait for tile j's stage), fence_s (whether a wgmma.fence goes
+    before issue_s(), or issue_s fences itself), issue_s(), issue_pv(v) (V of
+    the stage kept as v), after_issue() (work between the issue and the wait,
+    or None), softmax(), rescale() (O ·= alpha, P from S), keep_v(dst) (dst ←
+    the current stage's V, for P·V a tile later)."""
+    prev_v, prev_empty = k.reg("u32", "prev_v"), k.reg("u32", "prev_empty")
+    pending = k.reg("pred", "pending")  # a P·V in flight whose stage is still held
+    no_tiles = k.label("no_tiles")
+    k(f"setp.eq.u32 {p}, {ntiles}, 0;")
+    k(f"@{p} bra {no_tiles};")
+    k(f"mov.u32 {j}, 0;")
+
+    def s_and(extra):
+        ops.tile_start()
+        if ops.fence_s:
+            wgmma_fence(k)
+        ops.issue_s()
+        extra()
+        if ops.after_issue:
+            ops.after_issue()
+
+    s_and(lambda: None)
+    wgmma_wait(k, 0)
+    ops.softmax()
+    cur_v, cur_empty = k.reg("u32", "cur_v"), k.reg("u32", "cur_empty")
+
+    def keep_stage():
+        ops.keep_v(cur_v)
+        ring.bar(cur_empty, ring.empty0)
+
+    keep_stage()
+    ring.advance()
+    k(f"mov.u32 {j}, 1;")
+    k(f"setp.ne.u32 {pending}, {j}, {j};")  # false
+    top, end = k.label("cons_tile"), k.label("cons_tiles_done")
+    k.place(top)
+    wgmma_wait(k, 0)
+    k(f"@{pending} mbarrier.arrive.shared::cta.b64 _, [{prev_empty}];")
+    ops.rescale()
+    k(f"mov.u32 {prev_v}, {cur_v};")
+    k(f"mov.u32 {prev_empty}, {cur_empty};")
+    k(f"setp.ge.u32 {p}, {j}, {ntiles};")
+    k(f"@{p} bra {end};")
+    s_and(lambda: ops.issue_pv(prev_v))
+    wgmma_wait(k, 1)
+    ops.softmax()
+    keep_stage()
+    k(f"setp.eq.u32 {pending}, {j}, {j};")  # true
+    ring.advance()
+    k(f"add.u32 {j}, {j}, 1;")
+    k(f"bra.uni {top};")
+    k.place(end)
+    wgmma_fence(k)
+    ops.issue_pv(prev_v)
+    wgmma_wait(k, 0)
+    mbar_arrive(k, prev_empty)
+    k.place(no_tiles)
+
+
+def softmax_tile(k, p, S, scale, partial, left, c2, m, lsum, alpha):
+    """S (retired; m16n8 groups of 4 f32 registers, 8 columns each) → scaled by
+    `scale`, keys at or past `left` −∞ where `partial` (the last tile), then
+    2^(S − m_ref) in place with m, l and alpha updated per row
+    (online_softmax_row). Touches S only."""
+    s_flat = [x for f in S for x in f]
+    for x in s_flat:
+        k(f"mul.f32 {x}, {x}, {scale};")
+    # Keys past kv_len score −∞.
+    no_mask, kc = k.label("no_mask"), k.reg("u32", "kcol")
+    k(f"@!{partial} bra {no_mask};")
+    for n in range(len(S)):
+        for q in range(2):
+            k(f"add.u32 {kc}, {c2}, {8 * n + q};")
+            k(f"setp.ge.u32 {p}, {kc}, {left};")
+            k(f"@{p} mov.f32 {S[n][q]}, {NEG_INF};")
+            k(f"@{p} mov.f32 {S[n][q + 2]}, {NEG_INF};")
+    k.place(no_mask)
+    # Online softmax: rows g (registers 0, 1 of each group) and g + 8 (2, 3).
+    for half in range(2):
+        online_softmax_row(k, S, half, m[half], lsum[half], alpha[half])
+
+
+def rescale_rows(k, O, alpha):
+    """O ·= alpha of its row: alpha[0] for registers 0, 1 of each group (row g),
+    alpha[1] for 2, 3 (row g + 8)."""
+    for half in range(2):
+        for group in O:
+            for q in (2 * half, 2 * half + 1):
+                k(f"mul.f32 {group[q]}, {group[q]}, {alpha[half]};")
+
+
+def store_item(k, O, lsum, ids, it, out, ldo, c2, dt):
+    """out = O / l for this thread's two rows of the item (warpgroup wg's rows
+    64 wg + 16 warp + lane / 4 (+ 8)), rows < q_len, as dt pairs. ids = (wg,
+    warp, lane, t: a scratch u32)."""
+    wg, warp, lane, t = ids
+    grow = k.reg("u32", "grow")
+    k(f"shr.u32 {t}, {lane}, 2;")
+    k(f"shl.b32 {grow}, {wg}, 6;")
+    k(f"mad.lo.u32 {grow}, {warp}, 16, {grow};")
+    k(f"add.u32 {grow}, {grow}, {t};")
+    k(f"add.u32 {grow}, {grow}, {it.qb};")
+    for half in range(2):
+        orow = k.reg("u32", "orow")
+        k(f"add.u32 {orow}, {grow}, {8 * half};")
+        store_output_row(k, O, half, lsum[half], orow, (out, it.o0, it.ql, ldo, it.hoff), c2, dt=dt)
+
+
 def split(hd):
     """(atoms, chunks, zero chunk) of head dim hd."""
     assert hd % 8 == 0 and 0 < hd <= 128
@@ -247,20 +445,10 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
     k(f"mov.u32 {stage}, 0;")
     k(f"mov.u32 {phase}, 0;")
 
-    def advance():
-        ring_advance(k, stage, phase, STAGES)
+    ring = Ring(k, p, stage, phase, STAGES, base, KOFF, STAGE, full0, empty0)
 
-    def tile_loop(j, ntiles, body, stem):
-        top, end = k.label(f"{stem}_tile"), k.label(f"{stem}_tiles_done")
-        k(f"mov.u32 {j}, 0;")
-        k.place(top)
-        k(f"setp.ge.u32 {p}, {j}, {ntiles};")
-        k(f"@{p} bra {end};")
-        body()
-        advance()
-        k(f"add.u32 {j}, {j}, 1;")
-        k(f"bra.uni {top};")
-        k.place(end)
+    def item():
+        return Item(k, p, BR, BC, QBUFS, QK_BYTES, base, fullq0, emptyq0)
 
     consumer, done = k.label("consumer"), k.label("done")
     k(f"setp.lt.u32 {p}, {tid}, {128 * CONSUMERS};")
@@ -270,43 +458,7 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
     k(f"setp.ne.u32 {p}, {tid}, {128 * CONSUMERS};")
     k(f"@{p} bra {done};")
     maps = {x: (k.param(f"tmap_{x}"), k.param(f"tmap_{x}_tail")) for x in "qkv"}
-
-    def load(x, dst, col0, row, bar):
-        tile_load(k, maps[x], dst, col0, row, bar, (A, 64, ATOM, C, 8, CHUNK))
-
-    # Per item: Q into its buffer once the consumers are done with the item that
-    # used it before (QBUFS items ago), then the K/V tiles through the ring.
-    it = Item(k, p, BR, BC, QBUFS, QK_BYTES, base, fullq0, emptyq0).begin("prod")
-    col, row = k.reg("u32", "pcol"), k.reg("u32", "prow")
-    par = k.reg("u32", "pqpar")
-    k(f"xor.b32 {par}, {it.qphase}, 1;")
-    mbar_wait(k, it.qempty, par)
-    k(f"add.u32 {col}, {k.param('q_col')}, {it.hoff};")
-    k(f"add.u32 {row}, {it.q0}, {it.qb};")
-    mbar_arrive_tx(k, it.qfull, LOAD)
-    load("q", it.qbuf, col, row, it.qfull)
-    kcol, vcol = k.reg("u32", "kcol"), k.reg("u32", "vcol")
-    k(f"add.u32 {kcol}, {k.param('k_col')}, {it.hoff};")
-    k(f"add.u32 {vcol}, {k.param('v_col')}, {it.hoff};")
-    pj = k.reg("u32", "pj")
-
-    def produce():
-        empty, full, par, sk, sv = (k.reg("u32", s) for s in ("pempty", "pfull", "ppar", "psk", "psv"))
-        k(f"mad.lo.u32 {empty}, {stage}, 8, {empty0};")
-        k(f"xor.b32 {par}, {phase}, 1;")
-        mbar_wait(k, empty, par)
-        k(f"mad.lo.u32 {full}, {stage}, 8, {full0};")
-        mbar_arrive_tx(k, full, 2 * LOAD)
-        k(f"mad.lo.u32 {sk}, {stage}, {STAGE}, {base};")
-        k(f"add.u32 {sk}, {sk}, {KOFF};")
-        k(f"add.u32 {sv}, {sk}, {QK_BYTES};")
-        k(f"shl.b32 {row}, {pj}, 7;")
-        k(f"add.u32 {row}, {row}, {it.kv0};")
-        load("k", sk, kcol, row, full)
-        load("v", sv, vcol, row, full)
-
-    tile_loop(pj, it.ntiles, produce, "prod")
-    it.finish()
+    producer(k, p, item(), ring, maps, (A, 64, ATOM, C, 8, CHUNK), (A, 64, ATOM, C, 8, CHUNK), LOAD, QK_BYTES)
     k(f"bra.uni {done};")
 
     # ---- consumers ------------------------------------------------------------
@@ -317,7 +469,7 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
     k(f"and.b32 {c2}, {lane}, 3;")
     k(f"shl.b32 {c2}, {c2}, 1;")
 
-    it = Item(k, p, BR, BC, QBUFS, QK_BYTES, base, fullq0, emptyq0).begin("cons")
+    it = item().begin("cons")
     kl, ntiles = it.kl, it.ntiles  # the item's, for zero_tail_rows and the tile loop below
     # Q descriptors for the item: this warpgroup's 64 rows of its Q buffer.
     qa = k.reg("u32", "qa")
@@ -352,10 +504,9 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
     def tile_start():
         """Wait for the current stage's K and V; their addresses in sk, sv."""
         full = k.reg("u32", "cfull")
-        k(f"mad.lo.u32 {full}, {stage}, 8, {full0};")
+        ring.bar(full, full0)
         mbar_wait(k, full, phase)
-        k(f"mad.lo.u32 {sk}, {stage}, {STAGE}, {base};")
-        k(f"add.u32 {sk}, {sk}, {KOFF};")
+        ring.tile(sk)
         k(f"add.u32 {sv}, {sk}, {QK_BYTES};")
 
     def issue_s():
@@ -445,106 +596,22 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
 
     alpha = [k.reg("f32", f"alpha{i}") for i in range(2)]
 
-    def softmax():
-        """S (retired) → scaled, masked, 2^(S − m_ref) in place; m, l and alpha
-        updated. Touches S only."""
-        for x in s_flat:
-            k(f"mul.f32 {x}, {x}, {scale};")
-        # Keys past kv_len score −∞.
-        no_mask, kc = k.label("no_mask"), k.reg("u32", "kcol")
-        k(f"@!{partial} bra {no_mask};")
-        for n in range(BC // 8):
-            for q in range(2):
-                k(f"add.u32 {kc}, {c2}, {8 * n + q};")
-                k(f"setp.ge.u32 {p}, {kc}, {left};")
-                k(f"@{p} mov.f32 {S[n][q]}, {NEG_INF};")
-                k(f"@{p} mov.f32 {S[n][q + 2]}, {NEG_INF};")
-        k.place(no_mask)
-        # Online softmax: rows g (registers 0, 1 of each group) and g + 8 (2, 3).
-        for half in range(2):
-            online_softmax_row(k, S, half, m[half], lsum[half], alpha[half])
-
     def rescale_and_pack():
         """O ·= alpha; P ← S as bf16 pairs (O and P are free: their wgmma retired)."""
-        for half in range(2):
-            for n in range(HD // 8):
-                for q in (2 * half, 2 * half + 1):
-                    k(f"mul.f32 {O[n][q]}, {O[n][q]}, {alpha[half]};")
+        rescale_rows(k, O, alpha)
         for s in range(BC // 16):
             lo, hi = S[2 * s], S[2 * s + 1]
             for dst, (x, y) in zip(P[s], ((lo[0], lo[1]), (lo[2], lo[3]), (hi[0], hi[1]), (hi[2], hi[3]))):
                 k(f"cvt.rn.bf16x2.f32 {dst}, {y}, {x};")
 
-    # Tile 0: S, softmax. Then per tile j ≥ 1, at the loop's top, once the P·V
-    # in flight (tile j − 2) has retired: its stage goes back to the producer, O
-    # is rescaled and P_{j−1} packed; S_j and P_{j−1}·V_{j−1} are issued together,
-    # and the softmax of S_j runs while P·V is on the tensor cores. The retire
-    # sits at the top of the loop, a block of its own, because ptxas hoists a
-    # wgmma.wait_group to the start of its basic block: written after the
-    # softmax, it would wait for P·V before it. Last: P·V of the last tile.
-    prev_v, prev_empty = k.reg("u32", "prev_v"), k.reg("u32", "prev_empty")
-    pending = k.reg("pred", "pending")  # a P·V in flight whose stage is still held
-    no_tiles = k.label("no_tiles")
-    k(f"setp.eq.u32 {p}, {ntiles}, 0;")
-    k(f"@{p} bra {no_tiles};")
-    k(f"mov.u32 {j}, 0;")
-    tile_start()
-    wgmma_fence(k)
-    issue_s()
-    zero_tail_rows()
-    wgmma_wait(k, 0)
-    softmax()
-
-    def keep_stage(dst_v, dst_empty):
-        k(f"mov.u32 {dst_v}, {sv};")
-        k(f"mad.lo.u32 {dst_empty}, {stage}, 8, {empty0};")
-
-    cur_v, cur_empty = k.reg("u32", "cur_v"), k.reg("u32", "cur_empty")
-    keep_stage(cur_v, cur_empty)
-    advance()
-    k(f"mov.u32 {j}, 1;")
-    k(f"setp.ne.u32 {pending}, {j}, {j};")  # false
-    top, end = k.label("cons_tile"), k.label("cons_tiles_done")
-    k.place(top)
-    wgmma_wait(k, 0)
-    k(f"@{pending} mbarrier.arrive.shared::cta.b64 _, [{prev_empty}];")
-    rescale_and_pack()
-    k(f"mov.u32 {prev_v}, {cur_v};")
-    k(f"mov.u32 {prev_empty}, {cur_empty};")
-    k(f"setp.ge.u32 {p}, {j}, {ntiles};")
-    k(f"@{p} bra {end};")
-    tile_start()
-    wgmma_fence(k)
-    issue_s()
-    issue_pv(prev_v)
-    zero_tail_rows()
-    wgmma_wait(k, 1)
-    softmax()
-    keep_stage(cur_v, cur_empty)
-    k(f"setp.eq.u32 {pending}, {j}, {j};")  # true
-    advance()
-    k(f"add.u32 {j}, {j}, 1;")
-    k(f"bra.uni {top};")
-    k.place(end)
-    wgmma_fence(k)
-    issue_pv(prev_v)
-    wgmma_wait(k, 0)
-    mbar_arrive(k, prev_empty)
-    k.place(no_tiles)
+    ops = SimpleNamespace(
+        tile_start=tile_start, fence_s=True, issue_s=issue_s, issue_pv=issue_pv, after_issue=zero_tail_rows,
+        softmax=lambda: softmax_tile(k, p, S, scale, partial, left, c2, m, lsum, alpha),
+        rescale=rescale_and_pack, keep_v=lambda dst: k(f"mov.u32 {dst}, {sv};"))
+    consumer_tiles(k, p, ring, j, ntiles, ops)
     # Every wgmma of the item has retired: its Q buffer may take the item after next.
     mbar_arrive(k, it.qempty)
-
-    # out = O / l, rows < q_len, as bf16 pairs.
-    grow = k.reg("u32", "grow")
-    k(f"shr.u32 {t}, {lane}, 2;")
-    k(f"shl.b32 {grow}, {wg}, 6;")
-    k(f"mad.lo.u32 {grow}, {warp}, 16, {grow};")
-    k(f"add.u32 {grow}, {grow}, {t};")
-    k(f"add.u32 {grow}, {grow}, {it.qb};")
-    for half in range(2):
-        orow = k.reg("u32", "orow")
-        k(f"add.u32 {orow}, {grow}, {8 * half};")
-        store_output_row(k, O, half, lsum[half], orow, (out, it.o0, it.ql, ldo, it.hoff), c2)
+    store_item(k, O, lsum, (wg, warp, lane, t), it, out, ldo, c2, "bf16")
     it.finish()
     k.place(done)
     return k

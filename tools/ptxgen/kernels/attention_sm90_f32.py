@@ -51,14 +51,14 @@ Per tile j, warpgroup g (FlashAttention-3's intra-warpgroup order, as the bf16
   not 1·inf + 0·inf).
 End: l summed over the quad, O / l stored as f32 pairs for rows < q_len."""
 
+from types import SimpleNamespace
+
 from ..asm import F32, In, Kernel, Opt, Out, TMap, U32
-from ..frag import (TF32_MASK, TINY, fence_proxy_async_shared, ldmatrix_x4, mbar_arrive, mbar_arrive_tx,
-                    mbar_init, mbar_wait, ring_advance, setmaxnreg, split_tf32_rs, split_tf32_specials,
-                    warpgroup_ids, wgmma_commit, wgmma_desc, wgmma_desc_sw128, wgmma_fence, wgmma_tf32_rs,
-                    wgmma_wait)
+from ..frag import (TF32_MASK, TINY, fence_proxy_async_shared, ldmatrix_x4, mbar_arrive, mbar_init, mbar_wait,
+                    setmaxnreg, split_tf32_rs, split_tf32_specials, warpgroup_ids, wgmma_commit, wgmma_desc,
+                    wgmma_desc_sw128, wgmma_fence, wgmma_tf32_rs, wgmma_wait)
 from ..lib import NEG_INF, ZERO
-from .attention_sm90 import Item, tile_load
-from .attention_common import online_softmax_row, store_output_row
+from .attention_sm90 import Item, Ring, consumer_tiles, producer, rescale_rows, softmax_tile, store_item
 
 HEAD_DIMS = (64, 72)
 BR = ROWS = 128                    # query rows per item
@@ -156,25 +156,10 @@ def attention_sm90_f32(HD):  # noqa: N803 (the head dim's name)
     k(f"mov.u32 {stage}, 0;")
     k(f"mov.u32 {phase}, 0;")
 
+    ring = Ring(k, p, stage, phase, STAGES, base, KOFF, STAGE, full0, empty0)
+
     def item():
         return Item(k, p, BR, BC, 1, Q_BYTES, base, fullq, emptyq)
-
-    def stage_base(dst):
-        """dst ← the current stage's K tile (its regions at the offsets above)."""
-        k(f"mad.lo.u32 {dst}, {stage}, {STAGE}, {base};")
-        k(f"add.u32 {dst}, {dst}, {KOFF};")
-
-    def tile_loop(j, ntiles, body, stem):
-        top, end = k.label(f"{stem}_tile"), k.label(f"{stem}_tiles_done")
-        k(f"mov.u32 {j}, 0;")
-        k.place(top)
-        k(f"setp.ge.u32 {p}, {j}, {ntiles};")
-        k(f"@{p} bra {end};")
-        body()
-        ring_advance(k, stage, phase, STAGES)
-        k(f"add.u32 {j}, {j}, 1;")
-        k(f"bra.uni {top};")
-        k.place(end)
 
     consumer, done = k.label("consumer"), k.label("done")
     k(f"setp.lt.u32 {p}, {tid}, {128 * CONSUMERS};")
@@ -186,38 +171,8 @@ def attention_sm90_f32(HD):  # noqa: N803 (the head dim's name)
     k(f"@{p} bra {conv};")
     # Thread 256: TMA.
     maps = {x: (k.param(f"tmap_{x}"), k.param(f"tmap_{x}_tail")) for x in "qkv"}
-    q_split = (A, ACOLS, QATOM, C, CCOLS, QCHUNK)
-    kv_split = (A, ACOLS, KATOM, C, CCOLS, KCHUNK)
-    it = item().begin("prod")
-    col, row = k.reg("u32", "pcol"), k.reg("u32", "prow")
-    par = k.reg("u32", "pqpar")
-    k(f"xor.b32 {par}, {it.qphase}, 1;")
-    mbar_wait(k, it.qempty, par)
-    k(f"add.u32 {col}, {k.param('q_col')}, {it.hoff};")
-    k(f"add.u32 {row}, {it.q0}, {it.qb};")
-    mbar_arrive_tx(k, it.qfull, Q_BYTES)
-    tile_load(k, maps["q"], it.qbuf, col, row, it.qfull, q_split)
-    kcol, vcol = k.reg("u32", "kcol"), k.reg("u32", "vcol")
-    k(f"add.u32 {kcol}, {k.param('k_col')}, {it.hoff};")
-    k(f"add.u32 {vcol}, {k.param('v_col')}, {it.hoff};")
-    pj = k.reg("u32", "pj")
-
-    def produce():
-        empty, full, ppar, sk, sv = (k.reg("u32", s) for s in ("pempty", "pfull", "ppar", "psk", "psv"))
-        k(f"mad.lo.u32 {empty}, {stage}, 8, {empty0};")
-        k(f"xor.b32 {ppar}, {phase}, 1;")
-        mbar_wait(k, empty, ppar)
-        k(f"mad.lo.u32 {full}, {stage}, 8, {full0};")
-        mbar_arrive_tx(k, full, 2 * T)
-        stage_base(sk)
-        k(f"add.u32 {sv}, {sk}, {V_RAW};")
-        k(f"shl.b32 {row}, {pj}, {BC.bit_length() - 1};")
-        k(f"add.u32 {row}, {row}, {it.kv0};")
-        tile_load(k, maps["k"], sk, kcol, row, full, kv_split)
-        tile_load(k, maps["v"], sv, vcol, row, full, kv_split)
-
-    tile_loop(pj, it.ntiles, produce, "prod")
-    it.finish()
+    producer(k, p, item(), ring, maps, (A, ACOLS, QATOM, C, CCOLS, QCHUNK), (A, ACOLS, KATOM, C, CCOLS, KCHUNK),
+             Q_BYTES, V_RAW)
     k(f"bra.uni {done};")
 
     # ---- converters: threads 288..383 -------------------------------------------------
@@ -248,9 +203,9 @@ def attention_sm90_f32(HD):  # noqa: N803 (the head dim's name)
 
     def convert():
         full, ready, sk, left = (k.reg("u32", s) for s in ("vfull", "vready", "vsk", "vleft"))
-        k(f"mad.lo.u32 {full}, {stage}, 8, {full0};")
+        ring.bar(full, full0)
         mbar_wait(k, full, phase)
-        stage_base(sk)
+        ring.tile(sk)
         # Keys of this tile inside the sequence (≥ BC but for the last tile).
         k(f"shl.b32 {left}, {cj}, {BC.bit_length() - 1};")
         k(f"sub.u32 {left}, {it.kl}, {left};")
@@ -335,10 +290,10 @@ def attention_sm90_f32(HD):  # noqa: N803 (the head dim's name)
             k(f"{gp}st.shared.v4.b32 [{w}+{VT_BIG}], {{{', '.join(str(q[0]) for q in parts)}}};")
             k(f"{gp}st.shared.v4.b32 [{w}+{VT_SMALL}], {{{', '.join(str(q[2]) for q in parts)}}};")
         fence_proxy_async_shared(k)
-        k(f"mad.lo.u32 {ready}, {stage}, 8, {ready0};")
+        ring.bar(ready, ready0)
         mbar_arrive(k, ready)
 
-    tile_loop(cj, it.ntiles, convert, "conv")
+    ring.loop(cj, it.ntiles, convert, "conv")
     it.finish()
     k(f"bra.uni {done};")
 
@@ -398,11 +353,11 @@ def attention_sm90_f32(HD):  # noqa: N803 (the head dim's name)
         """Wait for the current stage's K and V and their parts (TMA, then the
         converters); its K tile's address in sk; `left` and `partial`."""
         full, ready = k.reg("u32", "cfull"), k.reg("u32", "cready")
-        k(f"mad.lo.u32 {full}, {stage}, 8, {full0};")
+        ring.bar(full, full0)
         mbar_wait(k, full, phase)
-        k(f"mad.lo.u32 {ready}, {stage}, 8, {ready0};")
+        ring.bar(ready, ready0)
         mbar_wait(k, ready, phase)
-        stage_base(sk)
+        ring.tile(sk)
         k(f"shl.b32 {left}, {j}, {BC.bit_length() - 1};")
         k(f"sub.u32 {left}, {kl}, {left};")
         k(f"setp.lt.u32 {partial}, {left}, {BC};")
@@ -458,32 +413,12 @@ def attention_sm90_f32(HD):  # noqa: N803 (the head dim's name)
 
     alpha = [k.reg("f32", f"alpha{i}") for i in range(2)]
 
-    def softmax():
-        """S (retired) → scaled, masked, 2^(S − m_ref) in place; m, l and alpha
-        updated. Touches S only."""
-        for x in s_flat:
-            k(f"mul.f32 {x}, {x}, {scale};")
-        no_mask, kc = k.label("no_mask"), k.reg("u32", "kcol")
-        k(f"@!{partial} bra {no_mask};")
-        for n in range(BC // 8):
-            for q in range(2):
-                k(f"add.u32 {kc}, {c2}, {8 * n + q};")
-                k(f"setp.ge.u32 {p}, {kc}, {left};")
-                k(f"@{p} mov.f32 {S[n][q]}, {NEG_INF};")
-                k(f"@{p} mov.f32 {S[n][q + 2]}, {NEG_INF};")
-        k.place(no_mask)
-        for half in range(2):
-            online_softmax_row(k, S, half, m[half], lsum[half], alpha[half])
-
     def rescale_and_split():
         """O ·= alpha; P ← S's parts (O and P are free: their wgmma retired). The
         accumulator registers of key step s, in the relabelled order, are its A
         fragment: a0..a3 = S[s][0], S[s][2], S[s][1], S[s][3]. P is ≥ 0 or NaN:
         big = P truncated, small = P − big, or big·2^-40 where that is 0."""
-        for half in range(2):
-            for n in range(HD // 8):
-                for q in (2 * half, 2 * half + 1):
-                    k(f"mul.f32 {O[n][q]}, {O[n][q]}, {alpha[half]};")
+        rescale_rows(k, O, alpha)
         for s in range(BC // 8):
             for i, q in enumerate((0, 2, 1, 3)):
                 x, big, small = S[s][q], PB[s][i], PS[s][i]
@@ -494,71 +429,16 @@ def attention_sm90_f32(HD):  # noqa: N803 (the head dim's name)
                 k(f"mul.f32 {zt}, {big}, {TINY};")
                 k(f"selp.b32 {small}, {zt}, {small}, {z};")
 
-    # Tile 0: S, softmax. Then per tile j ≥ 1, at the loop's top, once the P·V in
-    # flight (tile j − 2) has retired: its stage goes back to the producer, O is
-    # rescaled and P_{j−1} split; S_j's groups, then P_{j−1}·V_{j−1}, are issued,
-    # and the softmax of S_j runs while P·V is on the tensor cores. (The retire
-    # is a block of its own at the loop's top: ptxas hoists a wait_group to the
-    # start of its basic block.) Last: P·V of the last tile.
-    prev_v, prev_empty = k.reg("u32", "prev_v"), k.reg("u32", "prev_empty")
-    cur_v, cur_empty = k.reg("u32", "cur_v"), k.reg("u32", "cur_empty")
-    pending = k.reg("pred", "pending")  # a P·V in flight whose stage is still held
-    no_tiles = k.label("no_tiles")
-    k(f"setp.eq.u32 {p}, {ntiles}, 0;")
-    k(f"@{p} bra {no_tiles};")
-    k(f"mov.u32 {j}, 0;")
-    tile_start()
-    issue_s()
-    wgmma_wait(k, 0)
-    softmax()
-
-    def keep_stage():
-        k(f"add.u32 {cur_v}, {sk}, {VT_BIG};")
-        k(f"mad.lo.u32 {cur_empty}, {stage}, 8, {empty0};")
-
-    keep_stage()
-    ring_advance(k, stage, phase, STAGES)
-    k(f"mov.u32 {j}, 1;")
-    k(f"setp.ne.u32 {pending}, {j}, {j};")  # false
-    top, end = k.label("cons_tile"), k.label("cons_tiles_done")
-    k.place(top)
-    wgmma_wait(k, 0)
-    k(f"@{pending} mbarrier.arrive.shared::cta.b64 _, [{prev_empty}];")
-    rescale_and_split()
-    k(f"mov.u32 {prev_v}, {cur_v};")
-    k(f"mov.u32 {prev_empty}, {cur_empty};")
-    k(f"setp.ge.u32 {p}, {j}, {ntiles};")
-    k(f"@{p} bra {end};")
-    tile_start()
-    issue_s()   # its first step's wgmma.fence covers P and O, written above
-    issue_pv(prev_v)
-    wgmma_wait(k, 1)
-    softmax()
-    keep_stage()
-    k(f"setp.eq.u32 {pending}, {j}, {j};")  # true
-    ring_advance(k, stage, phase, STAGES)
-    k(f"add.u32 {j}, {j}, 1;")
-    k(f"bra.uni {top};")
-    k.place(end)
-    wgmma_fence(k)
-    issue_pv(prev_v)
-    wgmma_wait(k, 0)
-    mbar_arrive(k, prev_empty)
-    k.place(no_tiles)
+    # S_j's groups fence their own P and O writes (its first step's wgmma.fence).
+    ops = SimpleNamespace(
+        tile_start=tile_start, fence_s=False, issue_s=issue_s, issue_pv=issue_pv, after_issue=None,
+        softmax=lambda: softmax_tile(k, p, S, scale, partial, left, c2, m, lsum, alpha),
+        rescale=rescale_and_split, keep_v=lambda dst: k(f"add.u32 {dst}, {sk}, {VT_BIG};"))
+    consumer_tiles(k, p, ring, j, ntiles, ops)
     # Every wgmma of the item has retired, and its ldmatrix reads of Q long ago:
     # the Q buffer may take the next item.
     mbar_arrive(k, it.qempty)
-
-    grow = k.reg("u32", "grow")
-    k(f"shr.u32 {t}, {lane}, 2;")
-    k(f"shl.b32 {grow}, {wg}, 6;")
-    k(f"mad.lo.u32 {grow}, {warp}, 16, {grow};")
-    k(f"add.u32 {grow}, {grow}, {t};")
-    k(f"add.u32 {grow}, {grow}, {it.qb};")
-    for half in range(2):
-        orow = k.reg("u32", "orow")
-        k(f"add.u32 {orow}, {grow}, {8 * half};")
-        store_output_row(k, O, half, lsum[half], orow, (out, it.o0, it.ql, ldo, it.hoff), c2, dt="f32")
+    store_item(k, O, lsum, (wg, warp, lane, t), it, out, ldo, c2, "f32")
     it.finish()
     k.place(done)
     return k
