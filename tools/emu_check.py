@@ -639,17 +639,24 @@ def t_attention_packed_keys(entry, dt, h=2, hd=17, nq=1):
 SM90_NAME = re.compile(r"attention_bf16_sm90_hd(\d+)$")
 
 
+def committed_head_dims(mod, name, generator):
+    """The head dims of the entries of kernels/`mod`.ptx whose names match `name`
+    (a regex capturing the head dim); a failure unless they are the generator's."""
+    committed = {int(m.group(1)) for e in module(mod) if (m := name.match(e))}
+    ok = committed == set(generator)
+    label = name.pattern.replace("(\\d+)$", "*")
+    print(f"{'ok  ' if ok else 'FAIL'} {label} entries: committed {sorted(committed)}, generator {sorted(generator)}")
+    if not ok:
+        FAILS.append(f"{label} entry list")
+    return committed
+
+
 def t_attention_sm90():
     """The Hopper kernels (the host's choice on capability 9.0 for exactly these
     head dims): lengths no tile divides, enough key tiles for the 3-stage ring to
     wrap, a fused qkv packed batch (rows of the next sequence inside the last
     K/V tile), a −∞ first tile."""
-    committed = {int(m.group(1)) for e in module("attention_sm90") if (m := SM90_NAME.match(e))}
-    ok = committed == set(attention_sm90.HEAD_DIMS)
-    print(f"{'ok  ' if ok else 'FAIL'} attention_bf16_sm90_hd* entries: committed {sorted(committed)}, "
-          f"generator {sorted(attention_sm90.HEAD_DIMS)}")
-    if not ok:
-        FAILS.append("attention_bf16_sm90_hd* entry list")
+    committed = committed_head_dims("attention_sm90", SM90_NAME, attention_sm90.HEAD_DIMS)
     kt = attention_sm90.BC
     for hd in sorted(committed):
         entry = f"attention_bf16_sm90_hd{hd}"
@@ -681,12 +688,7 @@ def t_attention_sm90_f32():
     turning over), a fused qkv packed batch, a −∞ first tile, ±inf and NaN in
     the inputs (the converters' exact split of K and V, P's small part where a
     tf32-exact P meets an infinite V) and in the next sequence's rows."""
-    committed = {int(m.group(1)) for e in module("attention_sm90_f32") if (m := SM90_F32_NAME.match(e))}
-    ok = committed == set(attention_sm90_f32.HEAD_DIMS)
-    print(f"{'ok  ' if ok else 'FAIL'} attention_f32_sm90_hd* entries: committed {sorted(committed)}, "
-          f"generator {sorted(attention_sm90_f32.HEAD_DIMS)}")
-    if not ok:
-        FAILS.append("attention_f32_sm90_hd* entry list")
+    committed = committed_head_dims("attention_sm90_f32", SM90_F32_NAME, attention_sm90_f32.HEAD_DIMS)
     kt, qt = attention_sm90_f32.BC, attention_sm90_f32.ROWS
     for hd in sorted(committed):
         entry = f"attention_f32_sm90_hd{hd}"
