@@ -236,7 +236,7 @@ def producer(k, p, item, ring, maps, q_split, kv_split, q_bytes, v_off):
     it.finish()
 
 
-def consumer_tiles(k, p, ring, j, ntiles, ops):
+def consumer_tiles(k, p, ring, j, it, ops):
     """A consumer warpgroup's pass over an item's K/V tiles (FlashAttention-3's
     intra-warpgroup order). Tile 0: S, softmax. Then per tile j ≥ 1, at the
     loop's top, once the P·V in flight (tile j − 2) has retired: its stage goes
@@ -245,12 +245,15 @@ def consumer_tiles(k, p, ring, j, ntiles, ops):
     tensor cores. The retire sits at the top of the loop, a block of its own,
     because ptxas hoists a wgmma.wait_group to the start of its basic block:
     written after the softmax, it would wait for P·V before it. Last: P·V of
-    the last tile, and its stage's release. `ops` gives the kernel's parts:
+    the last tile, and its stage's release; then, every wgmma of the item
+    retired (and its reads of Q long before), the release of the item's Q
+    buffer (`it`: the role's Item). `ops` gives the kernel's parts:
     tile_start() (wait for tile j's stage), fence_s (whether a wgmma.fence goes
     before issue_s(), or issue_s fences itself), issue_s(), issue_pv(v) (V of
     the stage kept as v), after_issue() (work between the issue and the wait,
     or None), softmax(), rescale() (O ·= alpha, P from S), keep_v(dst) (dst ←
     the current stage's V, for P·V a tile later)."""
+    ntiles = it.ntiles
     prev_v, prev_empty = k.reg("u32", "prev_v"), k.reg("u32", "prev_empty")
     pending = k.reg("pred", "pending")  # a P·V in flight whose stage is still held
     no_tiles = k.label("no_tiles")
@@ -303,6 +306,7 @@ def consumer_tiles(k, p, ring, j, ntiles, ops):
     wgmma_wait(k, 0)
     mbar_arrive(k, prev_empty)
     k.place(no_tiles)
+    mbar_arrive(k, it.qempty)
 
 
 def softmax_tile(k, p, S, scale, partial, left, c2, m, lsum, alpha):
@@ -470,7 +474,7 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
     k(f"shl.b32 {c2}, {c2}, 1;")
 
     it = item().begin("cons")
-    kl, ntiles = it.kl, it.ntiles  # the item's, for zero_tail_rows and the tile loop below
+    kl = it.kl  # the item's, for zero_tail_rows
     # Q descriptors for the item: this warpgroup's 64 rows of its Q buffer.
     qa = k.reg("u32", "qa")
     qdesc = []
@@ -608,9 +612,7 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
         tile_start=tile_start, fence_s=True, issue_s=issue_s, issue_pv=issue_pv, after_issue=zero_tail_rows,
         softmax=lambda: softmax_tile(k, p, S, scale, partial, left, c2, m, lsum, alpha),
         rescale=rescale_and_pack, keep_v=lambda dst: k(f"mov.u32 {dst}, {sv};"))
-    consumer_tiles(k, p, ring, j, ntiles, ops)
-    # Every wgmma of the item has retired: its Q buffer may take the item after next.
-    mbar_arrive(k, it.qempty)
+    consumer_tiles(k, p, ring, j, it, ops)
     store_item(k, O, lsum, (wg, warp, lane, t), it, out, ldo, c2, "bf16")
     it.finish()
     k.place(done)

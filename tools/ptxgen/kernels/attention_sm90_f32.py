@@ -324,7 +324,7 @@ def attention_sm90_f32(HD):  # noqa: N803 (the head dim's name)
     k(f"shl.b32 {qrow}, {qrow}, 7;")
 
     it = item().begin("cons")
-    kl, ntiles = it.kl, it.ntiles
+    kl = it.kl
     qa, qt_ = k.reg("u32", "qa"), k.reg("u32", "qtl")
     k(f"add.u32 {qa}, {qrow}, {it.qbuf};")
     k(f"add.u32 {qt_}, {qtail}, {it.qbuf};")
@@ -434,10 +434,7 @@ def attention_sm90_f32(HD):  # noqa: N803 (the head dim's name)
         tile_start=tile_start, fence_s=False, issue_s=issue_s, issue_pv=issue_pv, after_issue=None,
         softmax=lambda: softmax_tile(k, p, S, scale, partial, left, c2, m, lsum, alpha),
         rescale=rescale_and_split, keep_v=lambda dst: k(f"add.u32 {dst}, {sk}, {VT_BIG};"))
-    consumer_tiles(k, p, ring, j, ntiles, ops)
-    # Every wgmma of the item has retired, and its ldmatrix reads of Q long ago:
-    # the Q buffer may take the next item.
-    mbar_arrive(k, it.qempty)
+    consumer_tiles(k, p, ring, j, it, ops)
     store_item(k, O, lsum, (wg, warp, lane, t), it, out, ldo, c2, "f32")
     it.finish()
     k.place(done)
