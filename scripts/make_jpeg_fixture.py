@@ -7,6 +7,10 @@ tensor per file name, [H, W, 3] u8), in tests/data/images/formats/jpeg/.
 
 Chroma 4:4:4, 4:2:2 and 4:2:0, baseline and progressive, sides no 8 or 16 divides,
 grey, and CMYK with every K (read as Adobe's inverted CMYK, then cmyk2rgb).
+
+Also pil_jpeg_draft.safetensors: each file opened, `draft("RGB", (w, h))`, then
+`convert("RGB")`, for a (w, h) that makes Pillow pick each of its scales 1/2, 1/4
+and 1/8 (tensor `FILE@WxH`).
 """
 import os
 
@@ -39,6 +43,9 @@ rgb.convert("L").save(os.path.join(out, "grey.jpg"), quality=90)
 files["grey.jpg"] = "grey.jpg"
 Image.fromarray(photo(29, 17, 4), "CMYK").save(os.path.join(out, "cmyk.jpg"), quality=92)
 files["cmyk.jpg"] = "cmyk.jpg"
+# Several MCU rows and columns at every draft scale.
+Image.fromarray(photo(163, 122)).save(os.path.join(out, "photo_420.jpg"), quality=85)
+files["photo_420.jpg"] = "photo_420.jpg"
 
 tensors = {}
 for f in sorted(files):
@@ -46,3 +53,14 @@ for f in sorted(files):
         tensors[f] = np.ascontiguousarray(np.asarray(im.convert("RGB")))
 save_file(tensors, os.path.join(out, "pil_jpeg.safetensors"))
 print(f"wrote {len(tensors)} JPEG fixtures to {out}")
+
+drafts = {}
+for f in sorted(files):
+    for s in (2, 4, 8):
+        with Image.open(os.path.join(out, f)) as im:
+            want = (max(im.width // s, 1), max(im.height // s, 1))
+            im.draft("RGB", want)
+            assert im.decoderconfig[0] == s, (f, s, im.decoderconfig)
+            drafts[f"{f}@{want[0]}x{want[1]}"] = np.ascontiguousarray(np.asarray(im.convert("RGB")))
+save_file(drafts, os.path.join(out, "pil_jpeg_draft.safetensors"))
+print(f"wrote {len(drafts)} draft fixtures to {out}")

@@ -546,7 +546,7 @@ mod tests {
                     // libjpeg's errors unwind out of C and come back as values.
                     #[cfg(feature = "libjpeg")]
                     if path.extension().is_some_and(|e| e == "jpg") {
-                        let _ = crate::cpu::jpeg::decode_rgb(data, 1 << 24);
+                        let _ = crate::cpu::jpeg::decode_rgb(data, 1 << 24, None);
                     }
                 }
             }

@@ -65,7 +65,7 @@ fn image_err(file: &Path, msg: impl Into<String>) -> Error {
 /// turns it when it opens it (for the others see [`read_rgb8_upright`]) —, and
 /// convert it to 8-bit RGB as PIL's `convert("RGB")` does. Errors name the file.
 pub fn read_rgb8(path: impl AsRef<Path>) -> Result<Rgb8> {
-    decode(path.as_ref(), false)
+    decode(path.as_ref(), false, None)
 }
 
 /// [`read_rgb8`], then turned upright by the image's orientation, as transformers'
@@ -75,7 +75,7 @@ pub fn read_rgb8(path: impl AsRef<Path>) -> Result<Rgb8> {
 /// WebP, TIFF), else the XMP packet's `tiff:Orientation`. (An image processor given
 /// `Image.open(f)` sees the stored pixels: that is [`read_rgb8`], the default.)
 pub fn read_rgb8_upright(path: impl AsRef<Path>) -> Result<Rgb8> {
-    decode(path.as_ref(), true)
+    decode(path.as_ref(), true, None)
 }
 
 /// The formats this build decodes (the `image` crate's features, and JPEG).
@@ -127,12 +127,17 @@ fn heif_brand(head: &[u8]) -> Option<&'static str> {
     }
 }
 
-/// Decode `path`; a failure of a HEIF file says so (see [`heif_error`]).
-fn decode(path: &Path, upright: bool) -> Result<Rgb8> {
-    decode_file(path, upright).map_err(|e| heif_error(path).unwrap_or(e))
+/// What a draft decode is asked for: from an image's stored `(width, height)`,
+/// the `(width, height)` it must at least have (Pillow's `draft` size).
+pub(crate) type Draft<'a> = &'a dyn Fn(usize, usize) -> (usize, usize);
+
+/// Decode `path`; a failure of a HEIF file says so (see [`heif_error`]). With
+/// `draft`, a JPEG is decoded at a reduced size (see [`ImageProcessor::jpeg_draft`]).
+fn decode(path: &Path, upright: bool, draft: Option<Draft>) -> Result<Rgb8> {
+    decode_file(path, upright, draft).map_err(|e| heif_error(path).unwrap_or(e))
 }
 
-fn decode_file(path: &Path, upright: bool) -> Result<Rgb8> {
+fn decode_file(path: &Path, upright: bool, draft: Option<Draft>) -> Result<Rgb8> {
     let reader = image::ImageReader::open(path)
         .map_err(|e| Error::io(path, e))?
         .with_guessed_format()
@@ -155,7 +160,7 @@ fn decode_file(path: &Path, upright: bool) -> Result<Rgb8> {
     #[cfg(feature = "libjpeg")]
     if format == image::ImageFormat::Jpeg {
         let bytes = read_whole(path, reader.into_inner())?;
-        let decoded = crate::cpu::jpeg::decode_rgb(&bytes, MAX_DECODED_BYTES)
+        let decoded = crate::cpu::jpeg::decode_rgb(&bytes, MAX_DECODED_BYTES, draft)
             .map_err(|e| image_err(path, format!("could not decode image: {e}")))?;
         let mut img = DynamicImage::ImageRgb8(
             image::RgbImage::from_raw(decoded.width as u32, decoded.height as u32, decoded.data)
@@ -166,8 +171,10 @@ fn decode_file(path: &Path, upright: bool) -> Result<Rgb8> {
         }
         return Ok(to_rgb8_like_pil(img));
     }
-    // Pillow turns a TIFF upright as it loads it: `Image.open(f)` of a TIFF is
-    // upright already, so `read_rgb8` turns it too.
+    #[cfg(not(feature = "libjpeg"))]
+    let _ = draft; // zune-jpeg decodes at full size only
+                   // Pillow turns a TIFF upright as it loads it: `Image.open(f)` of a TIFF is
+                   // upright already, so `read_rgb8` turns it too.
     if !(upright || format == image::ImageFormat::Tiff) {
         return decode_from(path, reader, None);
     }
@@ -614,6 +621,18 @@ pub struct ImageProcessor {
     /// default, and never set by a `preprocessor_config.json`: the image
     /// processors themselves see what `Image.open(f)` holds ([`read_rgb8`]).
     pub upright: bool,
+    /// Decode JPEGs in draft mode, as Pillow's `Image.draft("RGB", size)` with
+    /// `size` the output size (a SigLIP 2 image's own target size): libjpeg's
+    /// scaled inverse DCT gives 1/2, 1/4 or 1/8 of the image, the smallest of
+    /// these at least `size` in both directions, and the resize starts from
+    /// that. For a 12 MP photo and a 224 or 384 px model this takes 2–3× less
+    /// time (the entropy decoding is not reduced; BENCHMARKS.md); the pixels are
+    /// then those of a Pillow pipeline that calls `draft`, within a few levels
+    /// of transformers' (which decodes in full), not equal. Other formats, images
+    /// smaller than twice the size, and processors that do not resize decode as
+    /// without it; so do builds without the `libjpeg` feature. False by
+    /// default, never set by a `preprocessor_config.json`.
+    pub jpeg_draft: bool,
 }
 
 impl ImageProcessor {
@@ -631,6 +650,7 @@ impl ImageProcessor {
             image_mean: IMAGE_MEAN,
             image_std: IMAGE_STD,
             upright: false,
+            jpeg_draft: false,
         }
     }
 
@@ -758,6 +778,7 @@ impl ImageProcessor {
             image_mean,
             image_std,
             upright: false,
+            jpeg_draft: false,
         };
         // (The sides were bounded above.) Named after the key that breaks it.
         if let Some(msg) = p.value_problem() {
@@ -881,9 +902,19 @@ impl ImageProcessor {
     }
 
     /// An image file decoded to RGB ([`read_rgb8`]), or upright by its
-    /// orientation when [`upright`](Self::upright) is set ([`read_rgb8_upright`]).
+    /// orientation when [`upright`](Self::upright) is set ([`read_rgb8_upright`]);
+    /// a JPEG at a reduced size when [`jpeg_draft`](Self::jpeg_draft) is set and
+    /// the processor resizes.
     pub fn read(&self, path: impl AsRef<Path>) -> Result<Rgb8> {
-        decode(path.as_ref(), self.upright)
+        let (w, h) = (self.width, self.height);
+        self.read_drafted(path.as_ref(), &move |_, _| (w, h))
+    }
+
+    /// [`read`](Self::read), the draft size (when drafting) given by `want` from
+    /// the image's stored width and height.
+    fn read_drafted(&self, path: &Path, want: Draft) -> Result<Rgb8> {
+        let draft = (self.jpeg_draft && self.do_resize).then_some(want);
+        decode(path, self.upright, draft)
     }
 
     /// One image file → its pixel_values `[3, height, width]`. Errors name the file.
@@ -1148,7 +1179,15 @@ impl Siglip2Processor {
     /// One image file → its patches. Errors name the file.
     pub fn load_image(&self, path: impl AsRef<Path>) -> Result<crate::model::ImagePatches> {
         let path = path.as_ref();
-        self.patches(&self.image.read(path)?)
+        // Drafted (ImageProcessor::jpeg_draft) for the size the whole image
+        // would be resized to; the grid is then the drafted image's own, as when
+        // Pillow's draft precedes the image processor (the drafted sides' ratio
+        // may differ a little from the file's, and the grid by a row or column).
+        let want = |w: usize, h: usize| {
+            let (th, tw) = self.target_size(h, w);
+            (tw, th)
+        };
+        self.patches(&self.image.read_drafted(path, &want)?)
             .map_err(|e| image_err(path, e.to_string()))
     }
 }

@@ -2,7 +2,8 @@
 //! the device sees it: decoding (JPEG, PNG) and SigLIP preprocessing (PIL-exact
 //! resize, rescale, normalise), at a camera photo's size (12 MP JPEG) and at the
 //! 640 × 480 of the #13 photo set, for SigLIP-base (224 px, bicubic) and
-//! so400m (384 px) and the SigLIP 2 NaFlex processor (bilinear, 256 patches).
+//! so400m (384 px) and the SigLIP 2 NaFlex processor (bilinear, 256 patches),
+//! with JPEGs also decoded in draft mode (`--jpeg-draft`).
 //!
 //! ```text
 //! cargo bench --bench preprocess
@@ -20,6 +21,12 @@ use tessera::preprocess::{read_rgb8, resize, ImageProcessor, Resample, Rgb8, Sig
 /// A photo-like image (smooth colour gradients, edges and noise, so the encoders
 /// neither collapse it nor meet pure noise), deterministic.
 fn photo(width: usize, height: usize) -> Rgb8 {
+    photo_with_noise(width, height, 17)
+}
+
+/// [`photo`] with noise of `levels` levels (17: ±8), or less: a JPEG of a less
+/// noisy photo has less to entropy-decode per pixel.
+fn photo_with_noise(width: usize, height: usize, levels: u32) -> Rgb8 {
     let mut data = Vec::with_capacity(width * height * 3);
     let mut state = 0x2545_f491_u32;
     for y in 0..height {
@@ -27,7 +34,7 @@ fn photo(width: usize, height: usize) -> Rgb8 {
             state ^= state << 13;
             state ^= state >> 17;
             state ^= state << 5;
-            let noise = (state % 17) as f32 - 8.0;
+            let noise = (state % levels) as f32 - (levels / 2) as f32;
             let (fx, fy) = (x as f32 / width as f32, y as f32 / height as f32);
             let edge = if (x / 97 + y / 61) % 3 == 0 {
                 60.0
@@ -74,6 +81,10 @@ fn preprocess(c: &mut Criterion) {
     let small = photo(640, 480);
     let files = [
         ("12MP.jpg", write(&big, "12MP.jpg")),
+        (
+            "12MP-soft.jpg",
+            write(&photo_with_noise(4032, 3024, 5), "12MP-soft.jpg"),
+        ),
         ("640x480.jpg", write(&small, "640x480.jpg")),
         ("640x480.png", write(&small, "640x480.png")),
     ];
@@ -98,6 +109,31 @@ fn preprocess(c: &mut Criterion) {
         g.bench_function(format!("load_image siglip2 256 patches {name}"), |b| {
             b.iter(|| naflex.load_image(path).expect("load"))
         });
+    }
+    // The same with `jpeg_draft` (`--jpeg-draft`), and so400m's 384 px, for the JPEGs.
+    let drafted = |p: ImageProcessor| ImageProcessor {
+        jpeg_draft: true,
+        ..p
+    };
+    let so400m = ImageProcessor::siglip(384);
+    let mut naflex_draft = naflex.clone();
+    naflex_draft.image.jpeg_draft = true;
+    for (name, path) in files.iter().filter(|(n, _)| n.ends_with(".jpg")) {
+        for (side, p) in [(224, &base), (384, &so400m)] {
+            let draft = drafted(p.clone());
+            if side == 384 {
+                g.bench_function(format!("load_image siglip 384 {name}"), |b| {
+                    b.iter(|| p.load_image(path).expect("load"))
+                });
+            }
+            g.bench_function(format!("load_image siglip {side} jpeg_draft {name}"), |b| {
+                b.iter(|| draft.load_image(path).expect("load"))
+            });
+        }
+        g.bench_function(
+            format!("load_image siglip2 256 patches jpeg_draft {name}"),
+            |b| b.iter(|| naflex_draft.load_image(path).expect("load")),
+        );
     }
     g.finish();
     if let Some((_, p)) = files.first() {

@@ -1839,6 +1839,73 @@ fn upright_applies_the_exif_orientation() {
     );
 }
 
+/// `--jpeg-draft` (run and embed) decodes a JPEG as Pillow's `draft` does before
+/// the resize: photo_420.jpg (163 × 122) for the tiny model's 32 px is decoded at
+/// half size, and the rows equal those of a PNG holding the bytes Pillow's draft
+/// decode made (scripts/make_jpeg_fixture.py); without the flag the rows are the
+/// full decode's, which differ; `run --pixels --jpeg-draft` is a usage error.
+#[test]
+fn jpeg_draft_embeds_the_drafted_pixels() {
+    let jpeg = root().join("tests/data/images/formats/jpeg");
+    let dir = tmp("draft_in");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(jpeg.join("photo_420.jpg"), dir.join("photo.jpg")).unwrap();
+    let bytes = std::fs::read(jpeg.join("pil_jpeg_draft.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let v = st.tensor("photo_420.jpg@81x61").unwrap();
+    assert_eq!(v.shape(), [61, 82, 3]);
+    let png = tmp("draft_ref.png");
+    image::RgbImage::from_raw(82, 61, v.data().to_vec())
+        .unwrap()
+        .save(&png)
+        .unwrap();
+    let model = "tests/data/siglip_tiny";
+    let want = run_pooler(model, &[png.as_path()], "draft_ref.safetensors");
+    let full = run_pooler(model, &[&dir.join("photo.jpg")], "draft_full.safetensors");
+    assert!(
+        rel_l2(&full[0], &want[0]) > 1e-3,
+        "the draft changed nothing"
+    );
+    for (flag, want) in [(true, &want), (false, &full)] {
+        let out = tmp("draft.safetensors");
+        let _ = std::fs::remove_file(&out);
+        let more: &[&str] = if flag { &["--jpeg-draft"] } else { &[] };
+        assert_ok(&embed_tiny(&dir, &out, "cpu", "1", more), "embed");
+        let (_, values, _) = read_embeddings(&out);
+        let err = rel_l2(&values, &want[0]);
+        assert!(err <= 1e-5, "--jpeg-draft {flag}: rel L2 {err:e}");
+    }
+    let out = tmp("draft_run.safetensors");
+    let res = tessera(&[
+        "run",
+        "--model",
+        model,
+        "--device",
+        "cpu",
+        "--jpeg-draft",
+        "--output",
+        out.to_str().unwrap(),
+        "--image",
+        dir.join("photo.jpg").to_str().unwrap(),
+    ]);
+    assert_ok(&res, "run --jpeg-draft");
+    let (_, got) = read_all(&out).remove("pooler_output").unwrap();
+    assert!(rel_l2(&got, &want[0]) <= 1e-5);
+    let io = root().join("tests/data/siglip_tiny/io.safetensors");
+    assert_one_line_error(
+        &[
+            "run",
+            "--model",
+            model,
+            "--pixels",
+            io.to_str().unwrap(),
+            "--jpeg-draft",
+        ],
+        "--jpeg-draft",
+    );
+}
+
 /// A folder (recursive, sorted) embeds in path order on two workers with batches
 /// of 2; the broken file is reported and skipped; every row equals what `run`
 /// makes of that image; --strict stops at the broken file and writes nothing.

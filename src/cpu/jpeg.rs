@@ -11,11 +11,17 @@
 //! and the unwind is caught here, so every error is a value. A file that ends
 //! before its pixels do is an error, as in Pillow ("image file is truncated"),
 //! where libjpeg would fill the rest with grey and warn.
+//!
+//! Draft decoding ([`Draft`]) is Pillow's `Image.draft(mode, size)`: libjpeg
+//! decodes at 1/2, 1/4 or 1/8 of the size through its scaled inverse DCTs,
+//! the smallest of those still at least `size` in both directions.
 
 use std::os::raw::c_int;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 use mozjpeg::{ColorSpace, Decompress};
+
+use crate::preprocess::Draft;
 use mozjpeg_sys as ffi;
 
 /// A decoded image: width, height, and `width · height · 3` RGB bytes.
@@ -28,10 +34,27 @@ pub(crate) struct Decoded {
 /// What an unwind out of libjpeg carries: its message.
 struct Failure(String);
 
-/// `bytes` (a JPEG file) as RGB, refusing images whose decoded samples would
-/// exceed `max_bytes`. Errors are messages (the caller names the file).
-pub(crate) fn decode_rgb(bytes: &[u8], max_bytes: u64) -> Result<Decoded, String> {
-    match catch_unwind(AssertUnwindSafe(|| decode(bytes, max_bytes))) {
+/// Pillow's `JpegImageFile.draft` scale for an image of `width × height` asked
+/// for at least `want_w × want_h`: `min(width // want_w, height // want_h)`
+/// rounded down to 8, 4, 2 or 1. (A zero wanted side asks for no scaling.)
+pub(crate) fn draft_scale(width: usize, height: usize, want_w: usize, want_h: usize) -> usize {
+    if want_w == 0 || want_h == 0 {
+        return 1;
+    }
+    let scale = (width / want_w).min(height / want_h);
+    [8, 4, 2].into_iter().find(|&s| scale >= s).unwrap_or(1)
+}
+
+/// `bytes` (a JPEG file) as RGB, refusing images whose samples at full size
+/// would exceed `max_bytes`; with `draft`, decoded at the reduced size
+/// [`draft_scale`] picks for what it asks. Errors are messages (the caller
+/// names the file).
+pub(crate) fn decode_rgb(
+    bytes: &[u8],
+    max_bytes: u64,
+    draft: Option<Draft>,
+) -> Result<Decoded, String> {
+    match catch_unwind(AssertUnwindSafe(|| decode(bytes, max_bytes, draft))) {
         Ok(result) => result,
         Err(payload) => Err(match payload.downcast::<Failure>() {
             Ok(f) => f.0,
@@ -40,9 +63,9 @@ pub(crate) fn decode_rgb(bytes: &[u8], max_bytes: u64) -> Result<Decoded, String
     }
 }
 
-fn decode(bytes: &[u8], max_bytes: u64) -> Result<Decoded, String> {
+fn decode(bytes: &[u8], max_bytes: u64, draft: Option<Draft>) -> Result<Decoded, String> {
     let io = |e: std::io::Error| e.to_string();
-    let d = Decompress::with_err(error_mgr())
+    let mut d = Decompress::with_err(error_mgr())
         .from_mem(bytes)
         .map_err(io)?;
     let (width, height) = d.size();
@@ -58,12 +81,20 @@ fn decode(bytes: &[u8], max_bytes: u64) -> Result<Decoded, String> {
     if width == 0 || height == 0 {
         return Err("image has no pixels".into());
     }
+    if let Some(want) = draft {
+        let (w, h) = want(width, height);
+        // libjpeg scales by scale_num / 8: 8, 4, 2 or 1 eighths.
+        let s = draft_scale(width, height, w, h);
+        d.scale((8 / s) as u8);
+    }
     let space = if cmyk {
         ColorSpace::JCS_CMYK
     } else {
         ColorSpace::JCS_RGB
     };
     let mut started = d.to_colorspace(space).map_err(io)?;
+    // The output size (ceil(side / scale) when drafted, as Pillow's).
+    let (width, height) = (started.width(), started.height());
     let samples: Vec<u8> = started.read_scanlines().map_err(io)?;
     // Not `finish`: it reads on to the end-of-image marker, which Pillow does not
     // ask for once it has every row.
@@ -164,9 +195,28 @@ mod tests {
     }
 
     #[test]
+    fn draft_scale_is_pillows() {
+        // Pillow's JpegImageFile.draft: min(W // w, H // h), then the first of
+        // 8, 4, 2, 1 it reaches. A 12 MP photo for SigLIP at 384: min(10, 7) = 7.
+        for (w, h, ww, wh, s) in [
+            (4032, 3024, 384, 384, 4),
+            (4032, 3024, 224, 224, 8),
+            (3024, 4032, 224, 224, 8),
+            (1000, 1000, 384, 384, 2),
+            (767, 1000, 384, 384, 1),
+            (768, 768, 384, 384, 2),
+            (383, 383, 384, 384, 1),
+            (4000, 100, 10, 60, 1),
+            (4032, 3024, 0, 384, 1),
+        ] {
+            assert_eq!(draft_scale(w, h, ww, wh), s, "{w}×{h} for {ww}×{wh}");
+        }
+    }
+
+    #[test]
     fn broken_files_are_errors() {
-        assert!(decode_rgb(b"not a jpeg at all", 1 << 20).is_err());
-        assert!(decode_rgb(&[0xff, 0xd8, 0xff], 1 << 20).is_err());
-        assert!(decode_rgb(&[], 1 << 20).is_err());
+        assert!(decode_rgb(b"not a jpeg at all", 1 << 20, None).is_err());
+        assert!(decode_rgb(&[0xff, 0xd8, 0xff], 1 << 20, None).is_err());
+        assert!(decode_rgb(&[], 1 << 20, None).is_err());
     }
 }

@@ -106,7 +106,7 @@ fn against_pillow(dir: &str, fixture: &str, count: usize) -> Vec<(String, i32, f
 #[test]
 fn jpeg_decodes_as_pillow_does() {
     let bar = if cfg!(feature = "libjpeg") { 0 } else { 4 };
-    for (name, max, _) in against_pillow("formats/jpeg", "pil_jpeg.safetensors", 9) {
+    for (name, max, _) in against_pillow("formats/jpeg", "pil_jpeg.safetensors", 10) {
         // zune-jpeg's CMYK is not Pillow's: only the libjpeg path is held to it.
         if cfg!(feature = "libjpeg") || name != "cmyk.jpg" {
             assert!(max <= bar, "{name}: max |Δ| {max} from Pillow's bytes");
@@ -126,6 +126,142 @@ fn jpeg_decodes_as_pillow_does() {
         );
     }
     let _ = std::fs::remove_file(&tmp);
+}
+
+/// The largest |Δ| between two byte images of the same length.
+fn max_diff(a: &[u8], b: &[u8]) -> i32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as i32 - y as i32).abs())
+        .max()
+        .unwrap_or(0)
+}
+
+/// The draft fixture: (file, wanted width, wanted height, Pillow's bytes, its
+/// height and width) per `FILE@WxH` tensor of pil_jpeg_draft.safetensors.
+fn pillow_drafts() -> Vec<(String, usize, usize, Vec<u8>, usize, usize)> {
+    let dir = images().join("formats/jpeg");
+    let bytes = std::fs::read(dir.join("pil_jpeg_draft.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<_> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let (file, want) = name.split_once('@').unwrap();
+            let (w, h) = want.split_once('x').unwrap();
+            let shape = view.shape();
+            (
+                file.to_string(),
+                w.parse().unwrap(),
+                h.parse().unwrap(),
+                view.data().to_vec(),
+                shape[0],
+                shape[1],
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    out
+}
+
+/// `ImageProcessor::jpeg_draft` decodes as Pillow's `draft("RGB", size)` then
+/// `convert("RGB")` (scripts/make_jpeg_fixture.py): for each fixture file at the
+/// sizes that make Pillow pick 1/2, 1/4 and 1/8, the drafted size and, with the
+/// `libjpeg` feature (libjpeg-turbo's scaled IDCTs, as Pillow's), the bytes.
+/// Without the flag, or for a processor that does not resize, the file decodes in full.
+#[test]
+fn jpeg_draft_decodes_as_pillow_does() {
+    let dir = images().join("formats/jpeg");
+    let drafts = pillow_drafts();
+    assert_eq!(drafts.len(), 30);
+    for (file, w, h, pil, ph, pw) in &drafts {
+        let path = dir.join(file);
+        let drafted = preprocess::ImageProcessor {
+            jpeg_draft: true,
+            width: *w,
+            height: *h,
+            ..preprocess::ImageProcessor::siglip(8)
+        };
+        let full = preprocess::read_rgb8(&path).unwrap();
+        let got = drafted.read(&path).unwrap();
+        if cfg!(feature = "libjpeg") {
+            assert_eq!((got.height, got.width), (*ph, *pw), "{file}@{w}x{h}: size");
+            let d = max_diff(&got.data, pil);
+            assert_eq!(d, 0, "{file}@{w}x{h}: max |Δ| {d} from Pillow's bytes");
+            assert!(got.width < full.width, "{file}@{w}x{h}: not reduced");
+        } else {
+            assert_eq!(got, full, "{file}: zune-jpeg decodes in full");
+        }
+        let off = preprocess::ImageProcessor {
+            jpeg_draft: false,
+            ..drafted.clone()
+        };
+        assert_eq!(
+            off.read(&path).unwrap(),
+            full,
+            "{file}: drafted without the flag"
+        );
+        let no_resize = preprocess::ImageProcessor {
+            do_resize: false,
+            ..drafted.clone()
+        };
+        assert_eq!(
+            no_resize.read(&path).unwrap(),
+            full,
+            "{file}: drafted without resizing"
+        );
+    }
+    // Other formats have no draft mode; an image smaller than twice the size
+    // decodes in full.
+    let png = images().join("waves_64x48.png");
+    let p = |w, h| preprocess::ImageProcessor {
+        jpeg_draft: true,
+        width: w,
+        height: h,
+        ..preprocess::ImageProcessor::siglip(8)
+    };
+    assert_eq!(
+        p(8, 8).read(&png).unwrap(),
+        preprocess::read_rgb8(&png).unwrap()
+    );
+    let jpg = dir.join("photo_420.jpg");
+    assert_eq!(
+        p(82, 8).read(&jpg).unwrap(),
+        preprocess::read_rgb8(&jpg).unwrap()
+    );
+}
+
+/// SigLIP 2 with `jpeg_draft`: the draft is asked for the size the file's own
+/// sides resize to, then the drafted image is processed as Siglip2ImageProcessor
+/// would process it (its grid from the drafted sides). photo_420.jpg is 163 × 122;
+/// at patch 4 the sizes (computed by transformers' search by hand) are 12 × 8 for
+/// 6 patches (Pillow's scale 1/8), 24 × 16 for 24 (1/4) and 92 × 68 for 400 (none).
+#[test]
+fn siglip2_jpeg_draft_processes_the_drafted_image() {
+    let path = images().join("formats/jpeg/photo_420.jpg");
+    let drafts = pillow_drafts();
+    for (patches, scale) in [(6, 8), (24, 4), (400, 1)] {
+        let mut p = preprocess::Siglip2Processor::new(4, patches);
+        let full = p.load_image(&path).unwrap();
+        p.image.jpeg_draft = true;
+        let got = p.load_image(&path).unwrap();
+        if scale == 1 || !cfg!(feature = "libjpeg") {
+            assert_eq!(got, full, "{patches} patches: drafted");
+            continue;
+        }
+        let (.., pil, ph, pw) = drafts
+            .iter()
+            .find(|d| d.0 == "photo_420.jpg" && d.1 == 163 / scale)
+            .unwrap();
+        let img = preprocess::Rgb8 {
+            width: *pw,
+            height: *ph,
+            data: pil.clone(),
+        };
+        assert_eq!(got, p.patches(&img).unwrap(), "{patches} patches");
+        assert_ne!(got, full, "{patches} patches: not drafted");
+    }
 }
 
 /// EXIF orientation: `read_rgb8` keeps the pixels as stored (what an image
@@ -148,14 +284,6 @@ fn exif_orientation_is_applied_only_when_asked() {
         .collect();
     names.sort();
     assert_eq!(names.len(), 19, "{names:?}");
-    let max_diff = |a: &[u8], b: &[u8]| {
-        assert_eq!(a.len(), b.len());
-        a.iter()
-            .zip(b)
-            .map(|(&x, &y)| (x as i32 - y as i32).abs())
-            .max()
-            .unwrap_or(0)
-    };
     for name in names {
         let want = st.tensor(&name).unwrap();
         let jpeg = name.ends_with(".jpg") && !cfg!(feature = "libjpeg");
