@@ -446,18 +446,19 @@ def attention_ref(Q, K, V, scale):
     return np.einsum("bhqk,bkhd->bqhd", S, V)
 
 
-def attention_grid(entry, qblocks, h, b):
+def attention_grid(entry, qblocks, h, b, turns=1):
     """The grid and the extra parameters of an attention launch over `qblocks`
     query blocks of `h` heads of `b` sequences, as the host sizes it: the Hopper
     kernels are persistent (SM90_BLOCKS blocks, fewer than the items, as on a busy
-    GPU, so blocks run several items), the others one block an item."""
+    GPU, so blocks run several items), the others one block an item. `turns`:
+    the Hopper kernels' switch of the warpgroups' turns (the host's default 1)."""
     if "_sm90" in entry:
         items = qblocks * h * b
-        return (min(items, SM90_BLOCKS), 1, 1), {"qblocks": qblocks, "items": items}
+        return (min(items, SM90_BLOCKS), 1, 1), {"qblocks": qblocks, "items": items, "turns": turns}
     return (qblocks, h, b), {}
 
 
-def attention_launch(mem, entry, dt, q, k, v, b, h, hd, nq, nk, bc=False):
+def attention_launch(mem, entry, dt, q, k, v, b, h, hd, nq, nk, bc=False, turns=1):
     """Run `entry` as the host does on host arrays q [b (1 when bc), nq, h·hd], k/v
     [b, nk, h·hd]; returns the (poisoned first) output's address."""
     wd = h * hd
@@ -466,7 +467,7 @@ def attention_launch(mem, entry, dt, q, k, v, b, h, hd, nq, nk, bc=False):
     rows = spec.consts["ROWS"]
     qa, ka, va = mem.upload(q), mem.upload(k), mem.upload(v)
     maps = attention_maps(entry, q=(qa, q.size, wd), k=(ka, k.size, wd), v=(va, v.size, wd))
-    grid, extra = attention_grid(entry, (nq + rows - 1) // rows, h, b)
+    grid, extra = attention_grid(entry, (nq + rows - 1) // rows, h, b, turns)
     launch(mem, entry, grid, spec.consts.get("DYN_SMEM", 0), **maps, **extra,
            q=qa, k=ka, v=va, out=out, cu=None, nq=nq, nk=nk,
            heads=h, hd=hd, ldq=wd, ldkv=wd, ldo=wd, q_col=0, k_col=0, v_col=0,
@@ -475,7 +476,7 @@ def attention_launch(mem, entry, dt, q, k, v, b, h, hd, nq, nk, bc=False):
     return out
 
 
-def attention_case(entry, dt, b, h, hd, nq, nk, bc=False, neg_inf=False):
+def attention_case(entry, dt, b, h, hd, nq, nk, bc=False, neg_inf=False, turns=1):
     mem = Memory()
     wd = h * hd
     bq = 1 if bc else b
@@ -490,13 +491,13 @@ def attention_case(entry, dt, b, h, hd, nq, nk, bc=False, neg_inf=False):
         else:
             qv[:, :, 0] = 0.75
             kv[:, :70, :, 0] = -np.inf
-    out = attention_launch(mem, entry, dt, q, k, v, b, h, hd, nq, nk, bc)
+    out = attention_launch(mem, entry, dt, q, k, v, b, h, hd, nq, nk, bc, turns)
     scale = hd ** -0.5
     Q = as64(q, dt).reshape(bq, nq, h, hd)
     if bc:
         Q = np.broadcast_to(Q, (b, nq, h, hd))
     ref = attention_ref(Q, as64(k, dt).reshape(b, nk, h, hd), as64(v, dt).reshape(b, nk, h, hd), scale)
-    tag = " -inf rows" if neg_inf else ""
+    tag = (" -inf rows" if neg_inf else "") + ("" if turns else " turns off")
     check(f"{entry} b={b} h={h} hd={hd} nq={nq} nk={nk} bc={bc}{tag}", read(mem, out, b * nq * wd, dt),
           ref.ravel(), dt)
 
@@ -673,6 +674,8 @@ def t_attention_sm90():
     # three times) and skip the query blocks past a short sequence.
     attention_case("attention_bf16_sm90_hd128", "bf16", 3, 1, 128, 130, 140)
     attention_case("attention_bf16_sm90_hd64", "bf16", 1, 2, 64, 20, 150, neg_inf=True)
+    # The warpgroups' turns switched off (the host's TESSERA_CUDA_SM90_TURNS=off).
+    attention_case("attention_bf16_sm90_hd72", "bf16", 3, 1, 72, 130, 300, turns=0)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         nf_attention("attention_bf16_sm90_hd72", "bf16", 2, 72, 20, 70)
         nf_next_sequence("attention_bf16_sm90_hd72")

@@ -74,6 +74,11 @@ copy_traits_sm75 / mma_traits_sm80):
     the deadlock error. The warps of a completing named barrier are ordered as
     below (races, mbarrier.init, release of reads for TMA); one whose warps are
     every warp of the block acts as a whole-block barrier in every respect.
+    bar.arrive a, b (b below the block's size) counts its warps as bar.sync
+    does, and they go on: what they did before it is ordered before what the
+    waiting warps do after the barrier completes, nothing the other way
+    (FlashAttention-3's scheduler barriers: one warpgroup's arrive lets the
+    other's bar.sync through).
   * Shared-memory races (check_races=True, the default): a byte written by one
     thread and read or written by another, or read by one and written by
     another, is an error unless the accesses are ordered (happens-before): a
@@ -1505,9 +1510,14 @@ class _Exec:
             m2 = [m for m in mods if m not in ("aligned", "cta")]
             if m2 in (["red", "or", "pred"], ["red", "and", "pred"]):
                 return (_K_BAR, self._c_barred(ins, m2[1]), gv, gneg, None, ins)
+            if m2 == ["arrive"] and op == "bar":
+                spec = self._c_barsync(ins)
+                if len(ins.args) != 2 or spec[1] is None:
+                    raise EmuError("bar.arrive takes a, b: a barrier id and a thread count below the block's size")
+                return (_K_BAR, spec + ("arrive",), gv, gneg, None, ins)
             if m2 != ["sync"]:
-                raise EmuError("only bar.sync / barrier.sync{.aligned} a{, b} and bar.red.{or,and}.pred d, a, {!}c "
-                               "are supported (not bar.arrive, bar.red.popc)")
+                raise EmuError("only bar.sync / barrier.sync{.aligned} a{, b}, bar.arrive a, b and "
+                               "bar.red.{or,and}.pred d, a, {!}c are supported (not bar.red.popc)")
             return (_K_BAR, self._c_barsync(ins), gv, gneg, None, ins)
         if op == "barrier" and mods and mods[0] == "cluster":
             kind, fn = self._c_cluster_barrier(ins)
@@ -2663,11 +2673,15 @@ class _Exec:
         if self.async_on:
             self._bar_release()
 
-    def _nbar(self, g, spec, ins):
+    def _nbar(self, g, spec, ins, arrive=False):
         """Threads g arrive at a bar.sync with a thread count (whole warps: every
-        live lane of an arriving warp arrives with it; a warp counts 32 threads).
-        A barrier completes when its count is reached: its waiting threads are
-        released and it resets. Returns whether some threads of g now wait."""
+        live lane of an arriving warp arrives with it; a warp counts 32 threads),
+        or with `arrive` at a bar.arrive: counted, but they go on. A barrier
+        completes when its count is reached: its waiting threads are released
+        and it resets. The waiting warps are then ordered after everything each
+        warp that arrived at it (waiting or not) did before arriving; a warp that
+        only arrived is ordered after nothing new. Returns whether some threads
+        of g now wait."""
         act = np.flatnonzero(g)
         if not act.size:
             return False
@@ -2722,19 +2736,37 @@ class _Exec:
                 raise EmuError(f"{what}: {n} threads (warps {ws.tolist()}{' and earlier' if self.nb_arr[key] else ''}) "
                                f"arrive at barrier {bid}{rk} before it completes: more than its thread count {c}")
             if n == c:
-                P = ws
+                P = np.empty(0, np.int64) if arrive else ws
                 if self.nb_arr[key]:
                     wait = self.parked & (self.park_kind == 4) & (self.park_bid == key)
-                    P = np.union1d(ws, np.flatnonzero(wait.reshape(self.nw, 32).any(1)))
+                    P = np.union1d(P, np.flatnonzero(wait.reshape(self.nw, 32).any(1)))
                     self.parked[wait] = False
                     self.park_kind[wait] = 0
                     self.park_bid[wait] = -1
                     self.n_parked -= int(np.count_nonzero(wait))
+                rel = self.nb_rel.pop(key, None)
+                if arrive:
+                    for w in ws.tolist():
+                        self.G += 1
+                        r = self._hb_release(w)
+                        rel = r if rel is None else np.maximum(rel, r)
                 self.nb_exp[key] = self.nb_arr[key] = 0
-                if P.size == self.cta_nw:   # every warp of the block: as a whole-block barrier
+                if rel is None and P.size == self.cta_nw:   # every warp of the block waited: a whole-block barrier
                     self._bar_cta(key // 16)
-                else:
-                    self._hb_warps(P)
+                elif P.size:
+                    if rel is None:
+                        self._hb_warps(P)
+                    else:   # the waiters join each other and the arrivals' releases
+                        join = np.maximum(self.vc[P].max(0), rel)
+                        self._hb_acquire(P, join)
+            elif arrive:
+                self.nb_exp[key], self.nb_arr[key] = c, n
+                rel = self.nb_rel.get(key)
+                for w in ws.tolist():
+                    self.G += 1
+                    r = self._hb_release(w)
+                    rel = r if rel is None else np.maximum(rel, r)
+                self.nb_rel[key] = rel
             else:
                 tt = act[sel[np.searchsorted(warps, act // 32)]]
                 self.nb_exp[key], self.nb_arr[key] = c, n
@@ -2908,6 +2940,7 @@ class _Exec:
         self.n_parked = 0
         self.nb_exp = [0] * (16 * self.C)   # barriers with a thread count, per (CTA rank, id): expected threads
         self.nb_arr = [0] * (16 * self.C)   # (0: idle) and threads arrived (whole warps)
+        self.nb_rel = {}                     # per (rank, id): the releases of the warps that only arrived (bar.arrive)
         self.bs_recs = []            # TMA stores: [tid, bulk group or None, map, src, chunk offsets, extent,
         #                              chunks, line] (_tma_store)
         self.bs_commit.fill(0)
@@ -5192,6 +5225,13 @@ class _Exec:
                         else:
                             pc[group] = p + 1
                 else:  # _K_BAR
+                    if len(fn) > 3 and fn[3] == "arrive":   # bar.arrive: counted, nobody waits
+                        self._nbar(g, fn[:3], ins, arrive=True)
+                        if conv:
+                            cur = p + 1
+                        else:
+                            pc[group] = p + 1
+                        continue
                     if len(fn) > 3:   # bar.red: the whole block, converged
                         if not conv or self.C > 1 or np.count_nonzero(g) != n_alive or \
                                 n_alive != int(np.count_nonzero(self.real)):

@@ -2614,6 +2614,88 @@ def t_named_barriers():
     expect_error("named barriers: `bar.sync 0, 128` in a block of 128 is the whole-block barrier (a predicated-"
                  "off subset raises as for bar.sync 0)", nb_small("setp.lt.u32 %p, %t, 64;\n @%p bar.sync 0, 128;"),
                  "predicated bar.sync taken by only some threads")
+    # bar.arrive: counted toward the barrier, the arriving warp goes on; its
+    # earlier accesses are ordered before the waiters' later ones, not the reverse
+    handoff = """
+    shl.b32 %n, %t, 2;
+    add.u32 %n, %n, %b;
+    setp.eq.u32 %p, %w, 0;
+    @%p st.shared.u32 [%n], %t;           // warp 0 writes its words
+    @%p bar.arrive 1, 64;                 // and goes on
+    setp.eq.u32 %p, %w, 1;
+    @%p bar.sync 1, 64;                   // warp 1 waits for it
+    sub.u32 %n, %n, 128;
+    @%p ld.shared.u32 %x, [%n];           // and reads warp 0's words
+    mul.wide.u32 %a, %t, 4;
+    add.s64 %a, %out, %a;
+    @%p st.global.u32 [%a], %x;"""
+    try:
+        got = nb_small(handoff, nt=96)()
+        check("bar.arrive: warp 0 writes and arrives, warp 1 waits (bar.sync 1, 64) and reads its words",
+              np.array_equal(got[32:64], np.arange(32)))
+    except EmuError as e:
+        check("bar.arrive: warp 0 writes and arrives, warp 1 waits (bar.sync 1, 64) and reads its words", False,
+              str(e))
+    backwards = """
+    shl.b32 %n, %t, 2;
+    add.u32 %n, %n, %b;
+    setp.eq.u32 %p, %w, 1;
+    @%p st.shared.u32 [%n], %t;           // warp 1 writes, then waits
+    @%p bar.sync 1, 64;
+    setp.eq.u32 %p, %w, 0;
+    @%p bar.arrive 1, 64;                 // warp 0 only arrives: not ordered after warp 1
+    add.u32 %n, %n, 128;
+    @%p ld.shared.u32 %x, [%n];"""
+    expect_error("bar.arrive: ... the arriving warp reading the waiter's words after its arrive: race",
+                 nb_small(backwards, nt=96), "shared-memory race")
+    # FlashAttention-3's scheduler barriers: two warps take turns through barriers
+    # 1 and 2, each incrementing a shared counter in its turn; warp 1 opens the
+    # first turn with an arrive, and its last arrive is left pending at exit.
+    turns = """
+    setp.eq.u32 %q, %t, 0;
+    @%q st.shared.u32 [%b], 0;
+    bar.sync 0;
+    setp.ge.u32 %q, %w, 2;
+    @%q bra $skip;                        // warps 2 and 3 take no turns
+    setp.eq.u32 %p, %w, 1;
+    @%p bar.arrive 1, 64;                 // warp 0 goes first
+    mov.u32 %n, 0;
+$turn:
+    @%p bar.sync 2, 64;                   // warp 1 waits for warp 0's turn to end
+    @!%p bar.sync 1, 64;                  // warp 0 for warp 1's
+    and.b32 %x, %t, 31;
+    setp.eq.u32 %q, %x, 0;
+    @%q ld.shared.u32 %x, [%b];
+    @%q add.u32 %x, %x, 1;
+    @%q st.shared.u32 [%b], %x;
+    @%p bar.arrive 1, 64;
+    @!%p bar.arrive 2, 64;
+    add.u32 %n, %n, 1;
+    setp.lt.u32 %q, %n, 3;
+    @%q bra $turn;
+$skip:
+    bar.sync 0;
+    ld.shared.u32 %x, [%b];
+    mul.wide.u32 %a, %t, 4;
+    add.s64 %a, %out, %a;
+    st.global.u32 [%a], %x;"""
+    try:
+        got = nb_small(turns, nt=128)()
+        check("bar.arrive: two warps taking turns (FlashAttention-3's scheduler barriers) increment a shared "
+              "counter 6 times without a race; the last arrive left pending at exit", np.all(got == 6))
+    except EmuError as e:
+        check("bar.arrive: two warps taking turns (FlashAttention-3's scheduler barriers) increment a shared "
+              "counter 6 times without a race; the last arrive left pending at exit", False, str(e))
+    expect_error("bar.arrive: ... without warp 1's opening arrive: deadlock",
+                 nb_small(turns.replace("@%p bar.arrive 1, 64;                 // warp 0 goes first", ""), nt=128),
+                 "deadlock")
+    expect_error("bar.arrive: ... with arrive and sync swapped in one warp (it goes on without its turn): race",
+                 nb_small(turns.replace("@%p bar.sync 2, 64;                   // warp 1 waits for warp 0's turn to "
+                                        "end", "@%p bar.arrive 2, 64;"), nt=128),
+                 "shared-memory race")
+    expect_error("bar.arrive: a thread count is required", nb_small("bar.arrive 1;", nt=96), "bar.arrive takes a, b")
+    expect_error("bar.arrive: ... below the block's size (an arrive of the whole block is not supported)",
+                 nb_small("bar.arrive 1, 96;", nt=96), "bar.arrive takes a, b")
     # the other orderings named barriers give: a TMA refill after the readers' barrier, mbarrier.init
     outer, inner, pad = 70, 100, 112
     G = RNG.integers(1, 65535, (outer, pad), dtype=np.uint16)

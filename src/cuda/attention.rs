@@ -79,6 +79,23 @@ impl AttentionPath {
     }
 }
 
+/// Whether the bf16 Hopper kernels' two consumer warpgroups take turns on the
+/// tensor cores (FlashAttention-3's scheduler barriers; the kernels' `turns`
+/// parameter): yes unless `TESSERA_CUDA_SM90_TURNS` is `0`, `off` or `false`
+/// (to time the kernels without them); `1`, `on`, `true`, `auto` or unset: yes.
+/// Anything else is an error.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) fn sm90_turns(env: Option<&str>) -> Result<bool> {
+    match env.map(str::trim) {
+        None | Some("" | "auto" | "1" | "on" | "true") => Ok(true),
+        Some("0" | "off" | "false") => Ok(false),
+        Some(other) => Err(Error::Unsupported {
+            op: "Cuda::new",
+            msg: format!("TESSERA_CUDA_SM90_TURNS={other:?}: expected on or off"),
+        }),
+    }
+}
+
 /// The Hopper kernel of element type `dtype` for exactly head dim `hd`: its spec
 /// and dynamic shared memory (query rows per item: [`m::attention_bf16_sm90_hd64::ROWS`],
 /// the same for all).
@@ -262,6 +279,7 @@ pub(super) fn attention<T: Element>(dev: &Cuda, a: AttentionArgs<'_, T, Cuda>) -
             scale,
             qblocks,
             items,
+            turns: u32::from(dev.sm90_turns()),
         };
         let grid = items.min(dev.sm_count()).max(1);
         return dev.launch(OP, spec, (grid, 1, 1), smem, a);
@@ -295,7 +313,7 @@ pub(super) fn attention<T: Element>(dev: &Cuda, a: AttentionArgs<'_, T, Cuda>) -
 
 #[cfg(test)]
 mod tests {
-    use super::{fa2_spec, m, sm90_spec, AttentionPath, SM90_SMEM};
+    use super::{fa2_spec, m, sm90_spec, sm90_turns, AttentionPath, SM90_SMEM};
     use crate::element::DType;
 
     /// Each head dim goes to the tensor-core entry of the least padded head dim at
@@ -355,6 +373,28 @@ mod tests {
         );
         let e = choose((9, 0), H100, Some("flash")).unwrap_err().to_string();
         assert!(e.contains("\"flash\""), "{e}");
+    }
+
+    #[test]
+    fn sm90_turns_by_environment() {
+        for on in [
+            None,
+            Some(""),
+            Some("auto"),
+            Some(" on "),
+            Some("1"),
+            Some("true"),
+        ] {
+            assert!(sm90_turns(on).unwrap(), "{on:?}");
+        }
+        for off in ["0", "off", " false"] {
+            assert!(!sm90_turns(Some(off)).unwrap(), "{off:?}");
+        }
+        let e = sm90_turns(Some("pingpong")).unwrap_err().to_string();
+        assert!(
+            e.contains("TESSERA_CUDA_SM90_TURNS") && e.contains("pingpong"),
+            "{e}"
+        );
     }
 
     /// The Hopper kernels exist for exactly the head dims the generator writes

@@ -53,6 +53,9 @@ pub(super) struct Inner {
     pub(super) f32_gemm: super::F32Gemm,
     /// Which bf16 tensor-core attention kernels the head dims that have both use.
     pub(super) attention: super::attention::AttentionPath,
+    /// Whether the bf16 Hopper attention's warpgroups take turns on the tensor
+    /// cores (`TESSERA_CUDA_SM90_TURNS`).
+    pub(super) sm90_turns: bool,
     /// The wgmma GEMM's output tile width and cluster size where
     /// `TESSERA_CUDA_SM90_TILE_N` / `TESSERA_CUDA_SM90_CLUSTER` fix them (else
     /// chosen per shape: `linear::sm90_variant`).
@@ -244,6 +247,9 @@ impl Cuda {
                 u32::try_from(max_smem).unwrap_or(0),
                 std::env::var("TESSERA_CUDA_ATTENTION").ok().as_deref(),
             )?;
+            let sm90_turns = super::attention::sm90_turns(
+                std::env::var("TESSERA_CUDA_SM90_TURNS").ok().as_deref(),
+            )?;
             // SAFETY: every buffer of this handle is allocated, used and freed on its
             // one stream (`Inner::stream`; buffers of other handles cannot be passed
             // to it: `same_device` compares this context's Arc), so stream order alone
@@ -275,6 +281,7 @@ impl Cuda {
                     gemm,
                     f32_gemm,
                     attention,
+                    sm90_turns,
                     sm90,
                     ctx,
                     stream,
@@ -348,6 +355,12 @@ impl Cuda {
     /// Which bf16 tensor-core attention this handle uses.
     pub(super) fn attention_path(&self) -> super::attention::AttentionPath {
         self.inner.attention
+    }
+
+    /// Whether the bf16 Hopper attention's warpgroups take turns on the tensor
+    /// cores.
+    pub(super) fn sm90_turns(&self) -> bool {
+        self.inner.sm90_turns
     }
 
     /// What the environment fixed of the wgmma GEMM's kernel choice.
@@ -463,7 +476,8 @@ impl Device for Cuda {
         };
         let attention = match self.inner.attention {
             super::attention::AttentionPath::Fa2 => "fa2",
-            super::attention::AttentionPath::Sm90 => "sm90",
+            super::attention::AttentionPath::Sm90 if self.inner.sm90_turns => "sm90",
+            super::attention::AttentionPath::Sm90 => "sm90 (turns off)",
         };
         let f32_gemm = match self.inner.f32_gemm {
             super::F32Gemm::Tf32x3 => "3xtf32",

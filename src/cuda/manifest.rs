@@ -552,6 +552,7 @@ pub(super) struct AttentionSm90Args<'a> {
     pub scale: f32,
     pub qblocks: u32,
     pub items: u32,
+    pub turns: u32,
 }
 
 /// Marker of the `attention_sm90` parameter list.
@@ -587,6 +588,7 @@ impl Signature for AttentionSm90 {
             Arg::F32(a.scale),
             Arg::U32(a.qblocks),
             Arg::U32(a.items),
+            Arg::U32(a.turns),
         ]
     }
 }
@@ -1443,7 +1445,7 @@ pub(super) mod attention_bf16_sm90_hd64 {
         static_smem: 0,
         max_dyn_smem: 132176,
         cluster: 1,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32), ("qblocks", ParamKind::U32), ("items", ParamKind::U32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32), ("qblocks", ParamKind::U32), ("items", ParamKind::U32), ("turns", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const DYN_SMEM: u32 = 132176;
@@ -1462,7 +1464,7 @@ pub(super) mod attention_bf16_sm90_hd72 {
         static_smem: 0,
         max_dyn_smem: 158800,
         cluster: 1,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32), ("qblocks", ParamKind::U32), ("items", ParamKind::U32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32), ("qblocks", ParamKind::U32), ("items", ParamKind::U32), ("turns", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const DYN_SMEM: u32 = 158800;
@@ -1481,7 +1483,7 @@ pub(super) mod attention_bf16_sm90_hd80 {
         static_smem: 0,
         max_dyn_smem: 164944,
         cluster: 1,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32), ("qblocks", ParamKind::U32), ("items", ParamKind::U32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32), ("qblocks", ParamKind::U32), ("items", ParamKind::U32), ("turns", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const DYN_SMEM: u32 = 164944;
@@ -1500,7 +1502,7 @@ pub(super) mod attention_bf16_sm90_hd128 {
         static_smem: 0,
         max_dyn_smem: 230464,
         cluster: 1,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32), ("qblocks", ParamKind::U32), ("items", ParamKind::U32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 8, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32), ("qblocks", ParamKind::U32), ("items", ParamKind::U32), ("turns", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const DYN_SMEM: u32 = 230464;
@@ -1519,7 +1521,7 @@ pub(super) mod attention_f32_sm90_hd64 {
         static_smem: 0,
         max_dyn_smem: 197696,
         cluster: 1,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { dtype: DType::F32, box_rows: 128, box_cols: 32, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { dtype: DType::F32, box_rows: 64, box_cols: 32, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { dtype: DType::F32, box_rows: 64, box_cols: 32, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { dtype: DType::F32, box_rows: 128, box_cols: 4, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { dtype: DType::F32, box_rows: 64, box_cols: 4, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { dtype: DType::F32, box_rows: 64, box_cols: 4, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32), ("qblocks", ParamKind::U32), ("items", ParamKind::U32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { dtype: DType::F32, box_rows: 128, box_cols: 32, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { dtype: DType::F32, box_rows: 64, box_cols: 32, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { dtype: DType::F32, box_rows: 64, box_cols: 32, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { dtype: DType::F32, box_rows: 128, box_cols: 4, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { dtype: DType::F32, box_rows: 64, box_cols: 4, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { dtype: DType::F32, box_rows: 64, box_cols: 4, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32), ("qblocks", ParamKind::U32), ("items", ParamKind::U32), ("turns", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const DYN_SMEM: u32 = 197696;
@@ -1537,7 +1539,7 @@ pub(super) mod attention_f32_sm90_hd72 {
         static_smem: 0,
         max_dyn_smem: 222272,
         cluster: 1,
-        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { dtype: DType::F32, box_rows: 128, box_cols: 32, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { dtype: DType::F32, box_rows: 64, box_cols: 32, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { dtype: DType::F32, box_rows: 64, box_cols: 32, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { dtype: DType::F32, box_rows: 128, box_cols: 4, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { dtype: DType::F32, box_rows: 64, box_cols: 4, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { dtype: DType::F32, box_rows: 64, box_cols: 4, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32), ("qblocks", ParamKind::U32), ("items", ParamKind::U32)],
+        params: &[("q", ParamKind::In), ("k", ParamKind::In), ("v", ParamKind::In), ("tmap_q", ParamKind::TensorMap { dtype: DType::F32, box_rows: 128, box_cols: 32, swizzle128: true }), ("tmap_k", ParamKind::TensorMap { dtype: DType::F32, box_rows: 64, box_cols: 32, swizzle128: true }), ("tmap_v", ParamKind::TensorMap { dtype: DType::F32, box_rows: 64, box_cols: 32, swizzle128: true }), ("tmap_q_tail", ParamKind::TensorMap { dtype: DType::F32, box_rows: 128, box_cols: 4, swizzle128: false }), ("tmap_k_tail", ParamKind::TensorMap { dtype: DType::F32, box_rows: 64, box_cols: 4, swizzle128: false }), ("tmap_v_tail", ParamKind::TensorMap { dtype: DType::F32, box_rows: 64, box_cols: 4, swizzle128: false }), ("out", ParamKind::Out), ("cu", ParamKind::Opt), ("nq", ParamKind::U32), ("nk", ParamKind::U32), ("heads", ParamKind::U32), ("hd", ParamKind::U32), ("ldq", ParamKind::U32), ("ldkv", ParamKind::U32), ("ldo", ParamKind::U32), ("q_col", ParamKind::U32), ("k_col", ParamKind::U32), ("v_col", ParamKind::U32), ("q_bstride", ParamKind::U32), ("q_varlen", ParamKind::U32), ("scale", ParamKind::F32), ("qblocks", ParamKind::U32), ("items", ParamKind::U32), ("turns", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const DYN_SMEM: u32 = 222272;
@@ -1598,10 +1600,10 @@ pub(super) const ALL: &[(&Module, &str, u32, usize, u32)] = &[
     (&ATTENTION_F32, "attention_f32_hd96", 128, 18, 0),
     (&ATTENTION_F32, "attention_f32_hd128", 128, 18, 0),
     (&ATTENTION_F32, "attention_f32", 256, 18, 38016),
-    (&ATTENTION_SM90, "attention_bf16_sm90_hd64", 384, 26, 0),
-    (&ATTENTION_SM90, "attention_bf16_sm90_hd72", 384, 26, 0),
-    (&ATTENTION_SM90, "attention_bf16_sm90_hd80", 384, 26, 0),
-    (&ATTENTION_SM90, "attention_bf16_sm90_hd128", 384, 26, 0),
-    (&ATTENTION_SM90_F32, "attention_f32_sm90_hd64", 384, 26, 0),
-    (&ATTENTION_SM90_F32, "attention_f32_sm90_hd72", 384, 26, 0),
+    (&ATTENTION_SM90, "attention_bf16_sm90_hd64", 384, 27, 0),
+    (&ATTENTION_SM90, "attention_bf16_sm90_hd72", 384, 27, 0),
+    (&ATTENTION_SM90, "attention_bf16_sm90_hd80", 384, 27, 0),
+    (&ATTENTION_SM90, "attention_bf16_sm90_hd128", 384, 27, 0),
+    (&ATTENTION_SM90_F32, "attention_f32_sm90_hd64", 384, 27, 0),
+    (&ATTENTION_SM90_F32, "attention_f32_sm90_hd72", 384, 27, 0),
 ];

@@ -293,8 +293,15 @@ fn required_sass(entry: &str) -> &'static [&'static str] {
             "STS.128",
         ]
     } else if entry.starts_with("attention_bf16_sm90_hd") {
-        // S = Q·Kᵀ m64n128k16 (shared operands), P·V with P from registers.
-        &["HGMMA.64x128x16.F32.BF16", "UTMALDG.2D", "SYNCS.PHASECHK"]
+        // S = Q·Kᵀ m64n128k16 (shared operands), P·V with P from registers;
+        // the warpgroups' turns on the tensor cores (FlashAttention-3's
+        // scheduler barriers: bar.sync on its own, bar.arrive on the other's).
+        &[
+            "HGMMA.64x128x16.F32.BF16",
+            "UTMALDG.2D",
+            "SYNCS.PHASECHK",
+            "BAR.ARV",
+        ]
     } else if entry.starts_with("attention_f32_sm90_hd") {
         // 3xTF32: S = Q·Kᵀ m64n64k8 with Q's parts from registers (LDSM from
         // the TMA-loaded Q tile), K's from shared memory; the converters'

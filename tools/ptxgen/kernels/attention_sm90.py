@@ -1,5 +1,5 @@
 """attention_bf16_sm90_hd{HD}: bf16 attention on Hopper (sm_90a), wgmma fed by
-TMA, FlashAttention-3's structure without its pingpong scheduling; for exactly
+TMA, FlashAttention-3's structure with its scheduler barriers; for exactly
 head dim HD (64, 72, 80, 128), same parameters and semantics as
 attention_bf16_hd* plus six tensor maps; the host picks it on compute
 capability 9.x.
@@ -39,7 +39,11 @@ Pipeline: full[s] (count 1 + the K and V bytes) and empty[s] (count 256: every
   QBUFS items later).
 Order (FlashAttention-3's intra-warpgroup overlap): S_j = Q·K_jᵀ and
   P_{j−1}·V_{j−1} are issued together; the softmax of S_j runs while P·V is on
-  the tensor cores; then O is rescaled and P_j packed.
+  the tensor cores; then O is rescaled and P_j packed. Between the warpgroups
+  (FlashAttention-3's pingpong), where the parameter `turns` is not 0: they
+  take turns issuing (named barriers 2 and 3, SchedulerBarriers), so one's
+  softmax runs while the other's products are on the tensor cores, not both
+  softmaxes at once with the tensor cores idle.
 Per tile, warpgroup g:
   S = Q·Kᵀ (64 × 128, f32, 64 registers a thread): wgmma m64n128k16, A (Q) and
     B (K) K-major through descriptors: 4 k-steps per atom (128B swizzle), ⌈C/2⌉
@@ -74,15 +78,17 @@ ATOM = ROWS * 128                  # 16 KiB: 128 rows of 64 bf16, 128-byte swizz
 CHUNK = ROWS * 16                  # 2 KiB: 128 rows of 8 bf16
 SMEM_LIMIT = 227 * 1024
 MAX_STAGES = 3
-# Named barrier 1: the 256 consumer threads (zeroing V rows of the last tile).
+# Named barrier 1: the 256 consumer threads (zeroing V rows of the last tile);
+# 2 and 3: the scheduler barriers of warpgroups 0 and 1 (SchedulerBarriers).
 BAR_CONSUMERS = 1
+BAR_SCHED = 2
 
 PARAMS = ([In("q"), In("k"), In("v")]
           + [TMap(f"tmap_{t}", t, (ROWS, 64)) for t in "qkv"]
           + [TMap(f"tmap_{t}_tail", t, (ROWS, 8), swizzle=0) for t in "qkv"]
           + [Out("out"), Opt("cu"), U32("nq"), U32("nk"), U32("heads"), U32("hd"), U32("ldq"), U32("ldkv"),
              U32("ldo"), U32("q_col"), U32("k_col"), U32("v_col"), U32("q_bstride"), U32("q_varlen"),
-             F32("scale"), U32("qblocks"), U32("items")])
+             F32("scale"), U32("qblocks"), U32("items"), U32("turns")])
 
 
 class Item:
@@ -236,7 +242,48 @@ def producer(k, p, item, ring, maps, q_split, kv_split, q_bytes, v_off):
     it.finish()
 
 
-def consumer_tiles(k, p, ring, j, it, ops):
+class SchedulerBarriers:
+    """FlashAttention-3's warp-scheduler barriers between two consumer
+    warpgroups (named barriers `first` and `first` + 1, one a warpgroup, 256
+    threads each): a warpgroup issues its wgmma between sync() (its own
+    barrier) and arrive() (the other's), so the two take turns on the tensor
+    cores and one's softmax runs while the other's products do. `open` (at the
+    role's start) lets warpgroup 0 take the first turn; `close` (at its end)
+    has warpgroup 0 meet warpgroup 1's last arrive, so no barrier is left
+    half-arrived at exit. Both warpgroups must take the same number of turns.
+    Only where the u32 `on` (a parameter, the same for every thread) is not 0:
+    else every one of these is predicated off (the host's switch, to time the
+    kernel without them)."""
+
+    def __init__(self, k, wg, first, on):
+        assert 1 <= first <= 14
+        self.k = k
+        self.own, self.other = k.reg("u32", "sched_own"), k.reg("u32", "sched_other")
+        k(f"add.u32 {self.own}, {wg}, {first};")
+        k(f"xor.b32 {self.other}, {wg}, 1;")
+        k(f"add.u32 {self.other}, {self.other}, {first};")
+        self.on = k.reg("pred", "sched_on")
+        k(f"setp.ne.u32 {self.on}, {on}, 0;")
+        self.wg = wg
+
+    def sync(self):
+        self.k(f"@{self.on} bar.sync {self.own}, 256;")
+
+    def arrive(self):
+        self.k(f"@{self.on} bar.arrive {self.other}, 256;")
+
+    def open(self, p):
+        self.k(f"setp.ne.u32 {p}, {self.wg}, 0;")
+        self.k(f"and.pred {p}, {p}, {self.on};")
+        self.k(f"@{p} bar.arrive {self.other}, 256;")
+
+    def close(self, p):
+        self.k(f"setp.eq.u32 {p}, {self.wg}, 0;")
+        self.k(f"and.pred {p}, {p}, {self.on};")
+        self.k(f"@{p} bar.sync {self.own}, 256;")
+
+
+def consumer_tiles(k, p, ring, j, it, ops, sched=None):
     """A consumer warpgroup's pass over an item's K/V tiles (FlashAttention-3's
     intra-warpgroup order). Tile 0: S, softmax. Then per tile j ≥ 1, at the
     loop's top, once the P·V in flight (tile j − 2) has retired: its stage goes
@@ -252,7 +299,10 @@ def consumer_tiles(k, p, ring, j, it, ops):
     before issue_s(), or issue_s fences itself), issue_s(), issue_pv(v) (V of
     the stage kept as v), after_issue() (work between the issue and the wait,
     or None), softmax(), rescale() (O ·= alpha, P from S), keep_v(dst) (dst ←
-    the current stage's V, for P·V a tile later)."""
+    the current stage's V, for P·V a tile later). With `sched`
+    (SchedulerBarriers) each tile's issue, once its stage has landed, is a
+    turn: S_0, then S_j with P_{j−1}·V_{j−1} (the last P·V is not, as in
+    FlashAttention-3)."""
     ntiles = it.ntiles
     prev_v, prev_empty = k.reg("u32", "prev_v"), k.reg("u32", "prev_empty")
     pending = k.reg("pred", "pending")  # a P·V in flight whose stage is still held
@@ -263,10 +313,14 @@ def consumer_tiles(k, p, ring, j, it, ops):
 
     def s_and(extra):
         ops.tile_start()
+        if sched:
+            sched.sync()
         if ops.fence_s:
             wgmma_fence(k)
         ops.issue_s()
         extra()
+        if sched:
+            sched.arrive()
         if ops.after_issue:
             ops.after_issue()
 
@@ -473,6 +527,8 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
     k(f"and.b32 {c2}, {lane}, 3;")
     k(f"shl.b32 {c2}, {c2}, 1;")
 
+    sched = SchedulerBarriers(k, wg, BAR_SCHED, k.param("turns"))
+    sched.open(p)
     it = item().begin("cons")
     kl = it.kl  # the item's, for zero_tail_rows
     # Q descriptors for the item: this warpgroup's 64 rows of its Q buffer.
@@ -612,9 +668,10 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
         tile_start=tile_start, fence_s=True, issue_s=issue_s, issue_pv=issue_pv, after_issue=zero_tail_rows,
         softmax=lambda: softmax_tile(k, p, S, scale, partial, left, c2, m, lsum, alpha),
         rescale=rescale_and_pack, keep_v=lambda dst: k(f"mov.u32 {dst}, {sv};"))
-    consumer_tiles(k, p, ring, j, it, ops)
+    consumer_tiles(k, p, ring, j, it, ops, sched)
     store_item(k, O, lsum, (wg, warp, lane, t), it, out, ldo, c2, "bf16")
     it.finish()
+    sched.close(p)
     k.place(done)
     return k
 

@@ -78,7 +78,7 @@ PARAMS = ([In("q"), In("k"), In("v")]
           + [TMap(f"tmap_{t}_tail", t, (BR if t == "q" else BC, CCOLS), swizzle=0, dtype="f32") for t in "qkv"]
           + [Out("out"), Opt("cu"), U32("nq"), U32("nk"), U32("heads"), U32("hd"), U32("ldq"), U32("ldkv"),
              U32("ldo"), U32("q_col"), U32("k_col"), U32("v_col"), U32("q_bstride"), U32("q_varlen"),
-             F32("scale"), U32("qblocks"), U32("items")])
+             F32("scale"), U32("qblocks"), U32("items"), U32("turns")])   # turns: the bf16 kernel's; unused here
 
 
 def split(hd):
