@@ -31,6 +31,14 @@ fn tmp(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// [`tmp`]`(name)` as a new, empty folder (an earlier run's removed).
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = tmp(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 fn tessera(args: &[&str]) -> Output {
     tessera_env(args, &[])
 }
@@ -182,9 +190,7 @@ fn golden_siglip2() {
 /// from preprocessor_config.json, overridden by --max-patches.
 #[test]
 fn siglip2_images() {
-    let dir = tmp("siglip2_with_preprocessor");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("siglip2_with_preprocessor");
     let case = root().join("tests/data/siglip2/siglip2_tiny");
     for f in ["config.json", "model.safetensors"] {
         std::fs::copy(case.join(f), dir.join(f)).unwrap();
@@ -1026,9 +1032,7 @@ fn hub_ids_are_downloaded_into_the_cache() {
 /// and std, checked against the reference pixels of the image already at size.
 #[test]
 fn preprocessor_config_drives_images() {
-    let dir = tmp("with_preprocessor");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("with_preprocessor");
     let case = root().join("tests/data/siglip_tiny");
     for f in ["config.json", "model.safetensors"] {
         std::fs::copy(case.join(f), dir.join(f)).unwrap();
@@ -1639,9 +1643,7 @@ const HEIC_HEAD: &[u8] = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic";
 /// names what was left out.
 #[test]
 fn embed_of_a_folder_of_heic_photos_says_why_nothing_was_found() {
-    let dir = tmp("embed_heic_only");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("embed_heic_only");
     for name in ["IMG_0001.HEIC", "IMG_0002.heic", "x.avif"] {
         std::fs::write(dir.join(name), HEIC_HEAD).unwrap();
     }
@@ -1760,9 +1762,7 @@ fn embed_stores_half_precision_rows() {
 #[test]
 fn upright_applies_the_exif_orientation() {
     let formats = root().join("tests/data/images/formats");
-    let dir = tmp("upright_in");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("upright_in");
     let bytes = std::fs::read(formats.join("pil_upright.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let png_of = |key: &str, file: &Path| {
@@ -1808,23 +1808,28 @@ fn upright_applies_the_exif_orientation() {
         }
     }
     // run --image --upright: the same rows as embed's.
-    let one = dir.join("orient6.png");
-    let out = tmp("upright_run.safetensors");
+    let got = run_image_with(model, &dir.join("orient6.png"), "--upright");
+    assert!(rel_l2(&got, &want_up[1]) <= 1e-5);
+}
+
+/// `tessera run --model MODEL --device cpu FLAG --image IMAGE`: its
+/// pooler_output; and `run --pixels ... FLAG` is a one-line error naming FLAG
+/// (an option of images, not of pixel_values).
+fn run_image_with(model: &str, image: &Path, flag: &str) -> Vec<f64> {
+    let out = tmp(&format!("run_image{flag}.safetensors"));
     let res = tessera(&[
         "run",
         "--model",
         model,
         "--device",
         "cpu",
-        "--upright",
+        flag,
         "--output",
         out.to_str().unwrap(),
         "--image",
-        one.to_str().unwrap(),
+        image.to_str().unwrap(),
     ]);
-    assert_ok(&res, "run --upright");
-    let (_, got) = read_all(&out).remove("pooler_output").unwrap();
-    assert!(rel_l2(&got, &want_up[1]) <= 1e-5);
+    assert_ok(&res, &format!("run {flag}"));
     let io = root().join("tests/data/siglip_tiny/io.safetensors");
     assert_one_line_error(
         &[
@@ -1833,10 +1838,11 @@ fn upright_applies_the_exif_orientation() {
             model,
             "--pixels",
             io.to_str().unwrap(),
-            "--upright",
+            flag,
         ],
-        "--upright",
+        flag,
     );
+    read_all(&out).remove("pooler_output").unwrap().1
 }
 
 /// `--jpeg-draft` (run and embed) decodes a JPEG as Pillow's `draft` does before
@@ -1847,9 +1853,7 @@ fn upright_applies_the_exif_orientation() {
 #[test]
 fn jpeg_draft_embeds_the_drafted_pixels() {
     let jpeg = root().join("tests/data/images/formats/jpeg");
-    let dir = tmp("draft_in");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("draft_in");
     std::fs::copy(jpeg.join("photo_420.jpg"), dir.join("photo.jpg")).unwrap();
     let bytes = std::fs::read(jpeg.join("pil_jpeg_draft.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
@@ -1876,34 +1880,8 @@ fn jpeg_draft_embeds_the_drafted_pixels() {
         let err = rel_l2(&values, &want[0]);
         assert!(err <= 1e-5, "--jpeg-draft {flag}: rel L2 {err:e}");
     }
-    let out = tmp("draft_run.safetensors");
-    let res = tessera(&[
-        "run",
-        "--model",
-        model,
-        "--device",
-        "cpu",
-        "--jpeg-draft",
-        "--output",
-        out.to_str().unwrap(),
-        "--image",
-        dir.join("photo.jpg").to_str().unwrap(),
-    ]);
-    assert_ok(&res, "run --jpeg-draft");
-    let (_, got) = read_all(&out).remove("pooler_output").unwrap();
+    let got = run_image_with(model, &dir.join("photo.jpg"), "--jpeg-draft");
     assert!(rel_l2(&got, &want[0]) <= 1e-5);
-    let io = root().join("tests/data/siglip_tiny/io.safetensors");
-    assert_one_line_error(
-        &[
-            "run",
-            "--model",
-            model,
-            "--pixels",
-            io.to_str().unwrap(),
-            "--jpeg-draft",
-        ],
-        "--jpeg-draft",
-    );
 }
 
 /// A folder (recursive, sorted) embeds in path order on two workers with batches
@@ -2003,9 +1981,7 @@ fn embed_folder_in_path_order_skipping_broken_files() {
 /// the producer is at most a few batches ahead of the rows written when it
 /// reaches that file).
 fn stopping_folder(name: &str) -> PathBuf {
-    let dir = tmp(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir(name);
     let images = root().join("tests/data/images");
     for i in 0..9 {
         let f = ["waves_64x48.png", "grid_32x32.png", "waves_64x48.jpg"][i % 3];
