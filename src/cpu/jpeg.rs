@@ -20,9 +20,9 @@ use std::os::raw::c_int;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 use mozjpeg::{ColorSpace, Decompress};
+use mozjpeg_sys as ffi;
 
 use crate::preprocess::Draft;
-use mozjpeg_sys as ffi;
 
 /// A decoded image: width, height, and `width · height · 3` RGB bytes.
 pub(crate) struct Decoded {
