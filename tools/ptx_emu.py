@@ -2735,6 +2735,13 @@ class _Exec:
             if n > c:
                 raise EmuError(f"{what}: {n} threads (warps {ws.tolist()}{' and earlier' if self.nb_arr[key] else ''}) "
                                f"arrive at barrier {bid}{rk} before it completes: more than its thread count {c}")
+            # the releases of this phase's arrivals (bar.arrive), these warps' too
+            rel = self.nb_rel.pop(key, None) if n == c else self.nb_rel.get(key)
+            if arrive:
+                for w in ws.tolist():
+                    self.G += 1
+                    r = self._hb_release(w)
+                    rel = r if rel is None else np.maximum(rel, r)
             if n == c:
                 P = np.empty(0, np.int64) if arrive else ws
                 if self.nb_arr[key]:
@@ -2744,12 +2751,6 @@ class _Exec:
                     self.park_kind[wait] = 0
                     self.park_bid[wait] = -1
                     self.n_parked -= int(np.count_nonzero(wait))
-                rel = self.nb_rel.pop(key, None)
-                if arrive:
-                    for w in ws.tolist():
-                        self.G += 1
-                        r = self._hb_release(w)
-                        rel = r if rel is None else np.maximum(rel, r)
                 self.nb_exp[key] = self.nb_arr[key] = 0
                 if rel is None and P.size == self.cta_nw:   # every warp of the block waited: a whole-block barrier
                     self._bar_cta(key // 16)
@@ -2761,11 +2762,6 @@ class _Exec:
                         self._hb_acquire(P, join)
             elif arrive:
                 self.nb_exp[key], self.nb_arr[key] = c, n
-                rel = self.nb_rel.get(key)
-                for w in ws.tolist():
-                    self.G += 1
-                    r = self._hb_release(w)
-                    rel = r if rel is None else np.maximum(rel, r)
                 self.nb_rel[key] = rel
             else:
                 tt = act[sel[np.searchsorted(warps, act // 32)]]
