@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""PyTorch peers of tessera on the CPU: the SigLIP forward and the embedding loop.
+"""PyTorch peers of tessera: the SigLIP forward and the embedding loop (on the CPU; the loop also on a GPU).
 
     python3 scripts/torch_cpu_peer.py make-model DIR [--shape base]   # random SigLIP, saved
     python3 scripts/torch_cpu_peer.py make-photos DIR [--count 48]    # 640x480 JPEG/PNG mix
     python3 scripts/torch_cpu_peer.py forward --model DIR --dtype f32 --batch 8
     python3 scripts/torch_cpu_peer.py embed --model DIR --images DIR [--batch 16] [-o OUT.safetensors]
+        [--device cuda --dtype bf16 --workers 16]
 
 - make-model: transformers' SiglipVisionModel at the shape (base: SigLIP-base/16 224;
   so400m: so400m/14 384) with random weights, written as config.json +
@@ -16,10 +17,14 @@
   on batches of --batch, the model, `pooler_output` — timed end to end (decoding
   included), images/s printed; -o writes `embeddings` [N, D] in path order, for a
   row-by-row comparison with `tessera embed` (scripts/golden_compare.py does not
-  apply; compare with numpy).
+  apply; compare with numpy). --device cuda --dtype bf16 runs the model on a GPU
+  (the peer of `tessera embed --device cuda --dtype bf16`, scripts/gpu-check's embed
+  part); --workers N decodes and preprocesses in N DataLoader processes, ahead of
+  the model, as a user who has profiled the loop would.
 Needs torch, transformers, pillow, safetensors, numpy.
 """
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -96,25 +101,41 @@ def forward(args):
           f"batch {args.batch}: median {ms:.1f} ms over {args.reps} (min {min(times) * 1e3:.1f})")
 
 
+def preprocess(processor, chunk):
+    """A batch of files decoded with PIL and preprocessed (a DataLoader worker's task)."""
+    from PIL import Image
+
+    images = [Image.open(p).convert("RGB") for p in chunk]
+    return processor(images=images, return_tensors="pt")["pixel_values"]
+
+
 def embed(args):
     import torch
-    from PIL import Image
     from transformers import SiglipImageProcessor
 
     paths = sorted(os.path.join(r, f) for r, _, fs in os.walk(args.images) for f in fs)
     processor = SiglipImageProcessor.from_pretrained(args.model)
-    model = load(args.model, "f32")
+    model = load(args.model, args.dtype).to(args.device)
+    dtype = next(model.parameters()).dtype
+
+    batch = functools.partial(preprocess, processor)
+    chunks = [paths[i:i + args.batch] for i in range(0, len(paths), args.batch)]
+    if args.workers > 0:
+        loader = torch.utils.data.DataLoader(chunks, batch_size=None, num_workers=args.workers,
+                                             collate_fn=batch, pin_memory=args.device != "cpu")
+    else:
+        loader = map(batch, chunks)
     rows = []
     t0 = time.perf_counter()
     with torch.inference_mode():
-        for i in range(0, len(paths), args.batch):
-            images = [Image.open(p).convert("RGB") for p in paths[i:i + args.batch]]
-            px = processor(images=images, return_tensors="pt")["pixel_values"]
-            rows.append(model(pixel_values=px).pooler_output)
+        for px in loader:
+            px = px.to(args.device, dtype, non_blocking=True)
+            rows.append(model(pixel_values=px).pooler_output.float().cpu())
     dt = time.perf_counter() - t0
     emb = torch.cat(rows).numpy()
-    print(f"torch {torch.__version__} threads {torch.get_num_threads()}: embedded {len(paths)} "
-          f"images in {dt:.2f} s: {len(paths) / dt:.2f} images/s (batch {args.batch})")
+    print(f"torch {torch.__version__} threads {torch.get_num_threads()} workers {args.workers} "
+          f"{args.device} {args.dtype}: embedded {len(paths)} images in {dt:.2f} s: "
+          f"{len(paths) / dt:.2f} images/s (batch {args.batch})")
     if args.output:
         from safetensors.numpy import save_file
 
@@ -143,6 +164,9 @@ def main():
     p.add_argument("--model", required=True)
     p.add_argument("--images", required=True)
     p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
+    p.add_argument("--workers", type=int, default=0)
     p.add_argument("-o", "--output")
     args = ap.parse_args()
     {"make-model": make_model, "make-photos": make_photos, "forward": forward, "embed": embed}[args.cmd](args)

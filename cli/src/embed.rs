@@ -27,7 +27,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use tessera::model::{Architecture, ImagePatches};
+use tessera::model::{Architecture, ImagePatches, PackedBatch};
 use tessera::model::{ConfigFiles, ModelFiles, VisionConfig, VisionModel, VisionOutput};
 use tessera::preprocess::{ImageProcessor, Siglip2Processor};
 use tessera::{bf16, Cpu, Cuda, DType, DeviceBuffer, Element, Kernels, Wgpu};
@@ -504,11 +504,17 @@ fn worker<T: Element, D: Kernels<T>>(
     let c = job.config.clone();
     let mut bank = None;
     let mut slots: Vec<Slot<T, D>> = Vec::new();
-    // One batch in flight: the next batch's host work (conversion, SigLIP 2
-    // packing) and its launches are done before the previous batch's outputs are
-    // downloaded, so a GPU has work queued while the host prepares (on the CPU
-    // backend the forward itself runs in `submit`, and nothing changes).
+    // One batch in flight, and the next one staged before it is read: while the
+    // device runs batch i, the host takes batch i+1, converts (for SigLIP 2 packs)
+    // and uploads it; only then are batch i's outputs downloaded, and batch i+1's
+    // forward launched right after. Downloading first would queue the download
+    // behind batch i+1's forward on the device's one stream, and leave the device
+    // idle through the next batch's host work (on the CPU backend the forward runs
+    // in `launch` itself, and the order changes nothing).
     let mut in_flight: Option<InFlight<T, D>> = None;
+    // The converted pixels of a fixed-size batch, kept from one batch to the next
+    // (its pages stay mapped).
+    let mut host: Vec<T> = Vec::new();
     loop {
         let waiting = Instant::now();
         let next = batches.lock().unwrap_or_else(|p| p.into_inner()).recv();
@@ -523,21 +529,18 @@ fn worker<T: Element, D: Kernels<T>>(
         if job.stop.load(Ordering::Relaxed) {
             return; // the job failed elsewhere: no more forwards
         }
-        match submit(&model, &c, batch, &mut bank, &mut slots) {
-            Ok(f) => {
-                if let Some(prev) = in_flight.replace(f) {
-                    let answer = finish(job, prev, &device, &mut slots);
-                    let failed = answer.is_err();
-                    if answers.send(answer).is_err() || failed {
-                        return;
-                    }
-                }
+        let staged = stage(&model, &c, batch, &mut slots, &mut host);
+        // The batch before it is reported first, whether or not this one staged.
+        if let Some(prev) = in_flight.take() {
+            let answer = finish(job, prev, &device, &mut slots);
+            let failed = answer.is_err();
+            if answers.send(answer).is_err() || failed {
+                return;
             }
+        }
+        match staged.and_then(|s| launch(&model, &c, s, &mut bank)) {
+            Ok(f) => in_flight = Some(f),
             Err(e) => {
-                // The batch before it is reported, then the failure.
-                if let Some(prev) = in_flight.take() {
-                    let _ = answers.send(finish(job, prev, &device, &mut slots));
-                }
                 let _ = answers.send(Err(format!("{}: {e}", device.describe())));
                 return;
             }
@@ -553,9 +556,24 @@ struct Slot<T: Element, D: Kernels<T>> {
     out: VisionOutput<T, D>,
 }
 
-/// Slots a worker keeps: the batch being submitted and the one in flight, for
+/// Slots a worker keeps: the batch being staged and the one in flight, for
 /// the full batch size and the last, smaller one.
 const SLOTS: usize = 4;
+
+/// A batch on the device whose forward is not launched yet (see [`stage`]).
+struct Staged<T: Element, D: Kernels<T>> {
+    /// The batch's index and its images' path indices.
+    index: usize,
+    images: Vec<usize>,
+    input: Input<T, D>,
+}
+
+/// A staged batch's input: SigLIP's pixels in a slot (with its outputs), or a
+/// SigLIP 2 packed batch.
+enum Input<T: Element, D: Kernels<T>> {
+    Fixed(Slot<T, D>),
+    Packed(PackedBatch<T, D>),
+}
 
 /// A batch whose forward has been launched; its outputs are read by [`finish`].
 struct InFlight<T: Element, D: Kernels<T>> {
@@ -570,62 +588,84 @@ struct InFlight<T: Element, D: Kernels<T>> {
     pixels: Option<DeviceBuffer<T, D>>,
 }
 
-/// Convert (and for SigLIP 2 pack) a batch on the host, upload it and launch its
-/// forward pass; the outputs stay on the device.
-fn submit<T: Element, D: Kernels<T>>(
+/// Convert (and for SigLIP 2 pack) a batch on the host and upload it; nothing
+/// is launched. `host` is the conversion's vector, reused between batches.
+fn stage<T: Element, D: Kernels<T>>(
     model: &VisionModel<T, D>,
     c: &VisionConfig,
     batch: Batch,
-    bank: &mut Option<tessera::model::MemoryBank<T, D>>,
     slots: &mut Vec<Slot<T, D>>,
-) -> tessera::Result<InFlight<T, D>> {
+    host: &mut Vec<T>,
+) -> tessera::Result<Staged<T, D>> {
     let b = batch.images.len();
     let mut images = Vec::with_capacity(b);
-    let mut fixed = Vec::new();
     let mut packed = Vec::new();
+    host.clear();
     for (i, px) in batch.images {
         images.push(i);
         match px {
-            Pixels::Fixed(v) => fixed.extend(v.into_iter().map(T::from_f32)),
+            Pixels::Fixed(v) => host.extend(v.into_iter().map(T::from_f32)),
             Pixels::Patches(p) => packed.push(p),
         }
     }
-    let (out, pixels, tokens) = if packed.is_empty() {
+    let input = if packed.is_empty() {
         let shape = c.pixel_shape(b);
         // A kept slot of this size is refilled in place; a new one is made from
         // the batch itself (one upload either way).
-        let mut slot = match slots.iter().position(|s| s.pixels.shape() == shape) {
+        Input::Fixed(match slots.iter().position(|s| s.pixels.shape() == shape) {
             Some(i) => {
                 let mut slot = slots.swap_remove(i);
-                slot.pixels.copy_from_host(&fixed)?;
+                slot.pixels.copy_from_host(host)?;
                 slot
             }
             None => Slot {
-                pixels: DeviceBuffer::<T, D>::from_slice(model.device(), &fixed, &shape)?,
+                pixels: DeviceBuffer::<T, D>::from_slice(model.device(), host, &shape)?,
                 out: model.new_output(b)?,
             },
-        };
-        // A memory model's images are one stream (batch 1, in order): one bank.
-        if c.has_memory() && bank.is_none() {
-            *bank = Some(model.new_memory(1)?);
-        }
-        model.forward_into(&slot.pixels, bank.as_mut(), &mut slot.out)?;
-        let n = c.num_patches();
-        let tokens = (0..b).map(|i| i * n..(i + 1) * n).collect();
-        (slot.out, Some(slot.pixels), tokens)
+        })
     } else {
         // SigLIP 2: the batch packed, no padding computed.
-        let out = model.forward_packed(&model.pack(&packed)?)?;
-        let tokens = (0..b).map(|i| out.segments.range(i)).collect();
-        let out = VisionOutput {
-            last_hidden_state: out.last_hidden_state,
-            pooler_output: out.pooler_output,
-        };
-        (out, None, tokens)
+        Input::Packed(model.pack(&packed)?)
     };
-    Ok(InFlight {
+    Ok(Staged {
         index: batch.index,
         images,
+        input,
+    })
+}
+
+/// Launch a staged batch's forward pass; the outputs stay on the device.
+fn launch<T: Element, D: Kernels<T>>(
+    model: &VisionModel<T, D>,
+    c: &VisionConfig,
+    staged: Staged<T, D>,
+    bank: &mut Option<tessera::model::MemoryBank<T, D>>,
+) -> tessera::Result<InFlight<T, D>> {
+    let b = staged.images.len();
+    let (out, pixels, tokens) = match staged.input {
+        Input::Fixed(mut slot) => {
+            // A memory model's images are one stream (batch 1, in order): one bank.
+            if c.has_memory() && bank.is_none() {
+                *bank = Some(model.new_memory(1)?);
+            }
+            model.forward_into(&slot.pixels, bank.as_mut(), &mut slot.out)?;
+            let n = c.num_patches();
+            let tokens = (0..b).map(|i| i * n..(i + 1) * n).collect();
+            (slot.out, Some(slot.pixels), tokens)
+        }
+        Input::Packed(packed) => {
+            let out = model.forward_packed(&packed)?;
+            let tokens = (0..b).map(|i| out.segments.range(i)).collect();
+            let out = VisionOutput {
+                last_hidden_state: out.last_hidden_state,
+                pooler_output: out.pooler_output,
+            };
+            (out, None, tokens)
+        }
+    };
+    Ok(InFlight {
+        index: staged.index,
+        images: staged.images,
         tokens,
         out,
         pixels,
