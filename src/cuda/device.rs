@@ -6,6 +6,9 @@
 //!   ops on one handle run in order; `to_vec` and `synchronize` wait for them.
 //! - Storage is a `CudaSlice<u8>` plus the element count: bytes, so `Element`
 //!   needs no cudarc bound.
+//! - Uploads go through two page-locked staging buffers (`upload.rs`): they
+//!   return once the data is copied there, not when the work queued before them
+//!   has run, and the copy goes over the bus at page-locked speed.
 //! - Kernels are hand-written PTX in `kernels/*.ptx` (one module per op family),
 //!   embedded with `include_str!`, JIT-loaded on first use and cached per handle.
 //!   Entry points are named `{op}_{dtype}` (`linear_bf16`, `cast_f32_bf16`).
@@ -83,6 +86,8 @@ pub(super) struct Inner {
     /// from the partial GEMM's launch through its reduction's, so two host
     /// threads cannot interleave on it; stream order does the rest.
     pub(super) scratch: Mutex<Option<CudaSlice<u8>>>,
+    /// Page-locked buffers every upload goes through (`upload.rs`).
+    pub(super) staging: Mutex<super::upload::Staging>,
 }
 
 impl Drop for Inner {
@@ -292,6 +297,7 @@ impl Cuda {
                     modules: Mutex::new(Modules::default()),
                     words: Mutex::new(None),
                     scratch: Mutex::new(None),
+                    staging: Mutex::new(super::upload::Staging::default()),
                     launches: std::sync::atomic::AtomicU64::new(0),
                 }),
             })
@@ -502,14 +508,7 @@ impl Device for Cuda {
     fn storage_from_slice<T: Element>(&self, data: &[T]) -> Result<CudaStorage<T>> {
         let bytes: &[u8] = bytemuck::cast_slice(data);
         let mut buf = self.alloc_bytes(bytes.len(), "buffer")?;
-        if !bytes.is_empty() {
-            guarded("upload", || {
-                self.inner
-                    .stream
-                    .memcpy_htod(bytes, &mut buf)
-                    .map_err(|e| cuda_err("upload", e))
-            })?;
-        }
+        self.upload(&mut buf, bytes, "upload")?;
         Ok(CudaStorage {
             buf,
             len: data.len(),
@@ -527,16 +526,7 @@ impl Device for Cuda {
                 storage.len
             )));
         }
-        if bytes.is_empty() {
-            return Ok(());
-        }
-        guarded("upload", || {
-            let mut dst = storage.buf.slice_mut(..bytes.len());
-            self.inner
-                .stream
-                .memcpy_htod(bytes, &mut dst)
-                .map_err(|e| cuda_err("upload", e))
-        })
+        self.upload(&mut storage.buf, bytes, "upload")
     }
 
     fn storage_alloc<T: Element>(&self, len: usize) -> Result<CudaStorage<T>> {

@@ -25,6 +25,8 @@ mod manifest;
 mod memory;
 #[cfg(feature = "cuda")]
 mod patch_embed;
+#[cfg(feature = "cuda")]
+mod upload;
 
 #[cfg(feature = "cuda")]
 pub use device::Cuda;

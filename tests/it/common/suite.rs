@@ -696,6 +696,42 @@ pub fn check_add<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
     }
 }
 
+/// Uploads queue behind the work called before them and keep their bytes.
+/// An add that reads `a` is called, then `a` is overwritten; then buffers are
+/// filled one after another. On CUDA every upload goes through two page-locked
+/// staging buffers in turn, and `a` (36 MiB) takes both, a chunk each: a
+/// staging buffer written again before its last copy had run, or a copy that
+/// ran before the add, would show here. Every value is compared bit for bit
+/// (`x + x` is exact).
+pub fn check_uploads_in_order<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
+    let n = (36 << 20) / T::DTYPE.size();
+    let old: Vec<T> = rng.vec(n, 3.0);
+    let mut a = up(dev, &old, &[n]);
+    let mut sum = poisoned::<T, D>(dev, &[n]);
+    ops::add_into(&a, &a, &mut sum).unwrap();
+    let new: Vec<T> = rng.vec(n, 3.0);
+    a.copy_from_host(&new).unwrap();
+    let small: Vec<Vec<T>> = (0..5).map(|i| rng.vec(1000 + 77 * i, 1.0)).collect();
+    let mut bufs: Vec<_> = small.iter().map(|v| up(dev, v, &[v.len()])).collect();
+    // The first buffer written again, in place, after the others.
+    let again: Vec<T> = rng.vec(small[0].len(), 1.0);
+    bufs[0].copy_from_host(&again).unwrap();
+    let bits = |v: &[T]| v.iter().map(|x| x.to_f32().to_bits()).collect::<Vec<_>>();
+    let doubled: Vec<T> = old.iter().map(|x| T::from_f32(x.to_f32() * 2.0)).collect();
+    assert!(
+        bits(&sum.to_vec().unwrap()) == bits(&doubled),
+        "the add read `a` after its overwrite"
+    );
+    assert!(
+        bits(&a.to_vec().unwrap()) == bits(&new),
+        "`a` after copy_from_host"
+    );
+    for (i, (b, v)) in bufs.iter().zip(&small).enumerate() {
+        let want = if i == 0 { &again } else { v };
+        assert!(bits(&b.to_vec().unwrap()) == bits(want), "buffer {i}");
+    }
+}
+
 /// The bf16 rule of every backend, written out on the bits (independently of the
 /// `half` crate): round to nearest, ties to even; every NaN becomes 0x7FFF.
 pub fn bf16_bits_reference(x: f32) -> u16 {
@@ -791,6 +827,7 @@ macro_rules! op_suite {
         each_dtype!(attention_on_packed_batches, check_attention_packed);
         each_dtype!(memory_read_write_match_reference, check_memory);
         each_dtype!(add_matches_reference, check_add);
+        each_dtype!(uploads_keep_stream_order, check_uploads_in_order);
         each_dtype!(linear_nan_inf_as_ieee, check_nonfinite_linear);
         each_dtype!(norms_nan_inf_as_ieee, check_nonfinite_norms);
         each_dtype!(attention_nan_inf_as_ieee, check_nonfinite_attention);
