@@ -505,9 +505,9 @@ fn worker<T: Element, D: Kernels<T>>(
     let mut bank = None;
     let mut slots: Vec<Slot<T, D>> = Vec::new();
     // One batch in flight, and the next one staged before it is read: while the
-    // device runs batch i, the host takes batch i+1, converts (for SigLIP 2 packs)
-    // and uploads it; only then are batch i's outputs downloaded, and batch i+1's
-    // forward launched right after. Downloading first would queue the download
+    // device runs batch i, the host takes batch i+1, converts it (SigLIP 2: packs
+    // it) and uploads it; only then are batch i's outputs downloaded, and batch
+    // i+1's forward launched right after. Downloading first would queue the download
     // behind batch i+1's forward on the device's one stream, and leave the device
     // idle through the next batch's host work (on the CPU backend the forward runs
     // in `launch` itself, and the order changes nothing).
