@@ -405,12 +405,7 @@ impl Cuda {
         self.not_capturing("an upload")?;
         let bytes: &[u8] = bytemuck::cast_slice(words);
         let mut buf = self.alloc_bytes(bytes.len(), op)?;
-        guarded(op, || {
-            self.inner
-                .stream
-                .memcpy_htod(bytes, &mut buf)
-                .map_err(|e| cuda_err(op, e))
-        })?;
+        self.upload(&mut buf, bytes, op)?;
         let buf = Arc::new(buf);
         *last = Some((words.to_vec(), Arc::clone(&buf)));
         Ok(buf)
