@@ -93,7 +93,8 @@ fn preprocess(c: &mut Criterion) {
             b.iter(|| read_rgb8(path).expect("decode"))
         });
     }
-    for (name, img) in [("12MP", &big), ("640x480", &small)] {
+    let mid = photo(1600, 1200);
+    for (name, img) in [("12MP", &big), ("1600x1200", &mid), ("640x480", &small)] {
         for (side, filter) in [(224, Resample::Bicubic), (384, Resample::Bicubic)] {
             g.bench_function(format!("resize {name} -> {side} {filter:?}"), |b| {
                 b.iter(|| resize(img, side, side, filter).expect("resize"))
