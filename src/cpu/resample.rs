@@ -6,7 +6,7 @@
 //! Every output byte is `clip8(2^21 + Σ pixel·weight)` with fixed-point weights
 //! (22 fractional bits) that `preprocess` computes as Pillow does. The sums are
 //! wrapping `i32` additions: in any order they give the same value, so the passes
-//! may add a whole row at a time instead of one output byte at a time, the
+//! may sum blocks of bytes at a time instead of one output byte at a time, the
 //! horizontal pass may run as the vertical one on the image turned a quarter,
 //! and a weight may be split in two 16-bit halves whose sums are added at the end.
 
@@ -38,15 +38,16 @@ pub(crate) type Taps = (usize, Vec<i32>);
 /// `taps.len()` pixels each. Taps must lie inside the row (first + len ≤ width).
 ///
 /// With AVX2, taps longer than [`PLANE_TAPS`] (bicubic shrinking by more than
-/// about 2.7) take the channel planes (`x86::horizontal_planes_avx2`: 16 taps a
+/// about 3) take the channel planes (`x86::horizontal_planes_avx2`: 16 taps a
 /// pair of `pmaddwd`), the others [`horizontal_turned`]. Without AVX2, short
 /// taps (≤ [`LONG_TAPS`]: bicubic shrinking by less than about 8, and every
 /// enlargement) take [`horizontal_turned`], long ones [`horizontal_lanes`]: the
 /// latter pays a fixed cost per output pixel that many taps amortise, the former
 /// two turns of the image, which cost more the larger it is. Measured on a Zen 4
-/// core (bicubic; turned / lanes / planes): 640×480 → 224 0.73 / – / 0.73 ms,
-/// → 384 0.97 / – / 1.19; 1600×1200 → 224 3.5 / – / 2.2; 4032×3024 → 224
-/// – / 17.2 / 9.8, → 384 – / 22.3 / 11.6 (turned there: ~4× lanes).
+/// core (bicubic; turned / lanes / planes, each forced; the vertical pass of
+/// before the column blocks): 640×480 → 224 (12 taps) 0.73 / – / 0.73 ms, → 384
+/// (7) 0.97 / – / 1.19; 1600×1200 → 224 3.5 / – / 2.2; 4032×3024 → 224 – / 17.2
+/// / 9.8, → 384 – / 22.3 / 11.6 (turned there: ~4× lanes).
 pub(crate) fn horizontal(src: &[u8], width: usize, taps: &[Taps]) -> Vec<u8> {
     debug_assert!(taps.iter().all(|(first, k)| first + k.len() <= width));
     let longest = taps.iter().map(|(_, k)| k.len()).max().unwrap_or(0);
@@ -200,8 +201,10 @@ fn transpose(src: &[u8], width: usize, height: usize) -> Vec<u8> {
 }
 
 /// Rows of `row_len` bytes (`src`) resampled along y: output row `i` is
-/// `clip8(2^21 + Σⱼ src row (first + j)·kⱼ)` element by element, accumulated a
-/// whole row at a time. Taps must lie inside `src`.
+/// `clip8(2^21 + Σⱼ src row (first + j)·kⱼ)` element by element, [`COLUMNS`]
+/// bytes at a time through all the taps (the sums held in registers: 1.2× the
+/// speed of adding whole rows into a row of sums, 640×480 → 224 or 384 on a
+/// Zen 4 core). Taps must lie inside `src`.
 pub(crate) fn vertical(src: &[u8], row_len: usize, taps: &[Taps]) -> Vec<u8> {
     debug_assert!(taps
         .iter()
@@ -210,18 +213,93 @@ pub(crate) fn vertical(src: &[u8], row_len: usize, taps: &[Taps]) -> Vec<u8> {
     if row_len == 0 {
         return out;
     }
-    let mut acc = vec![0i32; row_len];
-    let add = add_row_fn();
+    let block = block_fn();
     for ((first, k), out_row) in taps.iter().zip(out.chunks_exact_mut(row_len)) {
-        acc.fill(1 << (PRECISION_BITS - 1));
-        for (row, &w) in src.chunks_exact(row_len).skip(*first).zip(k) {
-            add(&mut acc, row, w);
+        // Whole blocks of COLUMNS with the sums in registers; the rest as a last
+        // block ending at the row's end (its first columns computed twice, the
+        // same bytes), or byte by byte in a row shorter than a block.
+        let (blocks, rest) = out_row.as_chunks_mut::<COLUMNS>();
+        for (b, dst) in blocks.iter_mut().enumerate() {
+            block(src, row_len, *first, k, b * COLUMNS, dst);
         }
-        for (o, &a) in out_row.iter_mut().zip(&acc) {
-            *o = clip8(a);
+        if rest.is_empty() {
+            continue;
+        }
+        if row_len >= COLUMNS {
+            let col = row_len - COLUMNS;
+            let mut last = [0u8; COLUMNS];
+            block(src, row_len, *first, k, col, &mut last);
+            out_row[col..].copy_from_slice(&last);
+            continue;
+        }
+        for (i, o) in rest.iter_mut().enumerate() {
+            let sum = k
+                .iter()
+                .enumerate()
+                .fold(1i32 << (PRECISION_BITS - 1), |a, (j, &w)| {
+                    a.wrapping_add(i32::from(src[(first + j) * row_len + i]) * w)
+                });
+            *o = clip8(sum);
         }
     }
     out
+}
+
+/// Columns of the vertical pass summed at once: their sums stay in registers
+/// (eight 256-bit vectors) through all of an output row's taps.
+const COLUMNS: usize = 64;
+
+/// Output bytes `col..col + COLUMNS` of a vertical pass's output row with taps
+/// `(first, k)` into `dst`.
+#[inline(always)]
+fn block(src: &[u8], row_len: usize, first: usize, k: &[i32], col: usize, dst: &mut [u8; COLUMNS]) {
+    let mut acc = [1i32 << (PRECISION_BITS - 1); COLUMNS];
+    for (j, &w) in k.iter().enumerate() {
+        let at = (first + j) * row_len + col;
+        let Some(row) = src.get(at..at + COLUMNS) else {
+            return; // unreachable: the taps lie inside `src`
+        };
+        for (a, &p) in acc.iter_mut().zip(row) {
+            *a = a.wrapping_add(i32::from(p) * w);
+        }
+    }
+    for (o, &a) in dst.iter_mut().zip(&acc) {
+        *o = clip8(a);
+    }
+}
+
+#[inline(never)]
+fn block_portable(
+    src: &[u8],
+    row_len: usize,
+    first: usize,
+    k: &[i32],
+    col: usize,
+    dst: &mut [u8; COLUMNS],
+) {
+    block(src, row_len, first, k, col, dst)
+}
+
+/// [`block`] for this CPU.
+fn block_fn() -> impl Fn(&[u8], usize, usize, &[i32], usize, &mut [u8; COLUMNS]) {
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = super::isa().avx2;
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx2 = false;
+    move |src: &[u8],
+          row_len: usize,
+          first: usize,
+          k: &[i32],
+          col: usize,
+          dst: &mut [u8; COLUMNS]| {
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: the CPU has AVX2 (`isa()` detected it); the function is
+            // safe Rust otherwise.
+            return unsafe { x86::block_avx2(src, row_len, first, k, col, dst) };
+        }
+        block_portable(src, row_len, first, k, col, dst)
+    }
 }
 
 /// `acc[l] = Σ_c bytes[c·LANES + l]·k[c·LANES + l]` (wrapping) over whole chunks.
@@ -242,22 +320,9 @@ fn lane_sums(bytes: &[u8], k: &[i32]) -> [i32; LANES] {
     acc
 }
 
-/// `acc[i] += row[i]·w` (wrapping).
-#[inline(always)]
-fn add_row(acc: &mut [i32], row: &[u8], w: i32) {
-    for (a, &p) in acc.iter_mut().zip(row) {
-        *a = a.wrapping_add(i32::from(p) * w);
-    }
-}
-
 #[inline(never)]
 fn lane_sums_portable(bytes: &[u8], k: &[i32]) -> [i32; LANES] {
     lane_sums(bytes, k)
-}
-
-#[inline(never)]
-fn add_row_portable(acc: &mut [i32], row: &[u8], w: i32) {
-    add_row(acc, row, w)
 }
 
 /// [`lane_sums`] for this CPU.
@@ -274,23 +339,6 @@ fn lane_sums_fn() -> impl Fn(&[u8], &[i32]) -> [i32; LANES] {
             return unsafe { x86::lane_sums_avx2(bytes, k) };
         }
         lane_sums_portable(bytes, k)
-    }
-}
-
-/// [`add_row`] for this CPU.
-fn add_row_fn() -> impl Fn(&mut [i32], &[u8], i32) {
-    #[cfg(target_arch = "x86_64")]
-    let avx2 = super::isa().avx2;
-    #[cfg(not(target_arch = "x86_64"))]
-    let avx2 = false;
-    move |acc: &mut [i32], row: &[u8], w: i32| {
-        #[cfg(target_arch = "x86_64")]
-        if avx2 {
-            // SAFETY: the CPU has AVX2 (`isa()` detected it); the function is
-            // safe Rust otherwise.
-            return unsafe { x86::add_row_avx2(acc, row, w) };
-        }
-        add_row_portable(acc, row, w)
     }
 }
 
@@ -435,8 +483,15 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2")]
-    pub(super) fn add_row_avx2(acc: &mut [i32], row: &[u8], w: i32) {
-        super::add_row(acc, row, w)
+    pub(super) fn block_avx2(
+        src: &[u8],
+        row_len: usize,
+        first: usize,
+        k: &[i32],
+        col: usize,
+        dst: &mut [u8; super::COLUMNS],
+    ) {
+        super::block(src, row_len, first, k, col, dst)
     }
 }
 
