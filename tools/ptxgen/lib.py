@@ -180,3 +180,12 @@ def gelu(k, v):
 def zero(k, regs):
     for r in regs:
         k(f"mov.f32 {r}, {ZERO};")
+
+
+def aligned_dyn_smem(k, base, align=1024):
+    """base = the dynamic shared memory's address rounded up to `align` bytes (the
+    128-byte swizzle's atom is 1024: TMA boxes and wgmma operands start on one);
+    the kernel's dynamic size includes the slack."""
+    k(f"mov.u32 {base}, dyn_smem;")
+    k(f"add.u32 {base}, {base}, {align - 1};")
+    k(f"and.b32 {base}, {base}, {-align};")

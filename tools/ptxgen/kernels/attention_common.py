@@ -185,3 +185,15 @@ def store_output_row(k, O, half, lsum, row, bounds, c2, hd=None, dt="bf16"):
         else:
             k(f"{guard}st.global.b32 [{base}+{16 * n}], {pk};")
     k.place(skip)
+
+
+def softmax_state(k, rows):
+    """The online softmax's running max (-inf) and sum (0) of each of a thread's
+    `rows` query rows: the registers m and lsum, initialised."""
+    m = [k.reg("f32", f"m{i}") for i in range(rows)]
+    lsum = [k.reg("f32", f"l{i}") for i in range(rows)]
+    for r in m:
+        k(f"mov.f32 {r}, {NEG_INF};")
+    for r in lsum:
+        k(f"mov.f32 {r}, {ZERO};")
+    return m, lsum

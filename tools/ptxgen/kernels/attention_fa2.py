@@ -67,7 +67,7 @@ from ..frag import (c_coords, cp_async_16, cp_commit, cp_wait, ldmatrix_x4, mma,
                     split_tf32, split_tf32_specials)
 from ..lib import NEG_INF, SIZE, ZERO, addr, lane_warp
 from .attention_common import (ATTENTION_PARAMS, attention_module, column_bases, online_softmax_row,
-                               query_block, store_output_row)
+                               query_block, softmax_state, store_output_row)
 
 WARPS, MT = 4, 2
 BR = 16 * MT * WARPS  # query rows per block
@@ -295,12 +295,7 @@ def attention_fa2(HD, dt="bf16"):
         for r in frag:
             k(f"mov.f32 {r}, {ZERO};")
     # Running max and sum of rows g (index 2mt) and g + 8 (2mt + 1) of each m-tile.
-    m = [k.reg("f32", f"m{i}") for i in range(2 * MT)]
-    lsum = [k.reg("f32", f"l{i}") for i in range(2 * MT)]
-    for r in m:
-        k(f"mov.f32 {r}, {NEG_INF};")
-    for r in lsum:
-        k(f"mov.f32 {r}, {ZERO};")
+    m, lsum = softmax_state(k, 2 * MT)
     S = [[k.regs_n("f32", f"s{mt}_{n}_", 4) for n in range(bc // 8)] for mt in range(MT)]
     kb = k.regs_n("b32", "kb", 4)
     if not f32:

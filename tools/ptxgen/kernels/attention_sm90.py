@@ -65,8 +65,8 @@ from ..asm import F32, In, Kernel, Opt, Out, TMap, U32
 from ..frag import (fence_proxy_async_shared, mbar_arrive, mbar_arrive_tx, mbar_init, mbar_wait, named_barrier,
                     ring_advance, setmaxnreg, tma_load_2d, warpgroup_ids, wgmma_bf16, wgmma_bf16_rs, wgmma_commit,
                     wgmma_desc, wgmma_fence, wgmma_wait)
-from ..lib import NEG_INF, ZERO
-from .attention_common import item_block, online_softmax_row, store_output_row
+from ..lib import NEG_INF, ZERO, aligned_dyn_smem
+from .attention_common import item_block, online_softmax_row, softmax_state, store_output_row
 
 HEAD_DIMS = (64, 72, 80, 128)
 BR = BC = ROWS = 128               # query rows per block, keys per tile
@@ -458,9 +458,7 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
 
     base, fullq0, emptyq0, full0, empty0 = (k.reg("u32", s) for s in ("base", "fullq0", "emptyq0", "full0",
                                                                       "empty0"))
-    k(f"mov.u32 {base}, dyn_smem;")
-    k(f"add.u32 {base}, {base}, 1023;")
-    k(f"and.b32 {base}, {base}, -1024;")
+    aligned_dyn_smem(k, base)
     k(f"add.u32 {fullq0}, {base}, {BARS};")
     k(f"add.u32 {emptyq0}, {fullq0}, {8 * QBUFS};")
     k(f"add.u32 {full0}, {emptyq0}, {8 * QBUFS};")
@@ -548,12 +546,7 @@ def attention_sm90(HD):  # noqa: N803 (the head dim's name)
     P = [k.regs_n("b32", f"p{s}_", 4) for s in range(BC // 16)]
     for r in (x for f in O for x in f):
         k(f"mov.f32 {r}, {ZERO};")
-    m = [k.reg("f32", f"m{i}") for i in range(2)]
-    lsum = [k.reg("f32", f"l{i}") for i in range(2)]
-    for r in m:
-        k(f"mov.f32 {r}, {NEG_INF};")
-    for r in lsum:
-        k(f"mov.f32 {r}, {ZERO};")
+    m, lsum = softmax_state(k, 2)
     mbar_wait(k, it.qfull, it.qphase)
 
     j = k.reg("u32", "j")

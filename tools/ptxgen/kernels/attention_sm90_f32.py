@@ -57,7 +57,8 @@ from ..asm import F32, In, Kernel, Opt, Out, TMap, U32
 from ..frag import (TF32_MASK, TINY, fence_proxy_async_shared, ldmatrix_x4, mbar_arrive, mbar_init, mbar_wait,
                     setmaxnreg, split_tf32_rs, split_tf32_specials, warpgroup_ids, wgmma_commit, wgmma_desc,
                     wgmma_desc_sw128, wgmma_fence, wgmma_tf32_rs, wgmma_wait)
-from ..lib import NEG_INF, ZERO
+from ..lib import ZERO, aligned_dyn_smem
+from .attention_common import softmax_state
 from .attention_sm90 import Item, Ring, consumer_tiles, producer, rescale_rows, softmax_tile, store_item
 
 HEAD_DIMS = (64, 72)
@@ -130,9 +131,7 @@ def attention_sm90_f32(HD):  # noqa: N803 (the head dim's name)
 
     base, fullq, emptyq, full0, ready0, empty0 = (k.reg("u32", s) for s in (
         "base", "fullq0", "emptyq0", "full0", "ready0", "empty0"))
-    k(f"mov.u32 {base}, dyn_smem;")
-    k(f"add.u32 {base}, {base}, 1023;")
-    k(f"and.b32 {base}, {base}, -1024;")
+    aligned_dyn_smem(k, base)
     k(f"add.u32 {fullq}, {base}, {BARS};")
     k(f"add.u32 {emptyq}, {fullq}, 8;")
     k(f"add.u32 {full0}, {emptyq}, 8;")
@@ -336,12 +335,7 @@ def attention_sm90_f32(HD):  # noqa: N803 (the head dim's name)
     PS = [k.regs_n("b32", f"ps{s}_", 4) for s in range(BC // 8)]
     for r in (x for f in O for x in f):
         k(f"mov.f32 {r}, {ZERO};")
-    m = [k.reg("f32", f"m{i}") for i in range(2)]
-    lsum = [k.reg("f32", f"l{i}") for i in range(2)]
-    for r in m:
-        k(f"mov.f32 {r}, {NEG_INF};")
-    for r in lsum:
-        k(f"mov.f32 {r}, {ZERO};")
+    m, lsum = softmax_state(k, 2)
     mbar_wait(k, it.qfull, it.qphase)
 
     j = k.reg("u32", "j")

@@ -87,7 +87,7 @@ from ..frag import (bulk_commit, bulk_wait, bulk_wait_read, cluster_sync, fence_
                     setmaxnreg, split_tf32_rs, split_tf32_specials, sw128_offset, tma_load_2d, tma_load_2d_multicast,
                     tma_store_2d, warpgroup_ids, wgmma_bf16, wgmma_commit, wgmma_d_coords, wgmma_desc_sw128,
                     wgmma_fence, wgmma_tf32_rs, wgmma_wait)
-from ..lib import addr
+from ..lib import addr, aligned_dyn_smem
 from .gemm_common import epilogue_flags, ld_pair, raster
 from .gemm_sm80 import bias_gelu_pair
 
@@ -187,9 +187,7 @@ def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' nam
 
     # The aligned base (the stages need 1024-byte alignment for the swizzle).
     base, full0, empty0 = k.reg("u32", "base"), k.reg("u32", "full0"), k.reg("u32", "empty0")
-    k(f"mov.u32 {base}, dyn_smem;")
-    k(f"add.u32 {base}, {base}, 1023;")
-    k(f"and.b32 {base}, {base}, -1024;")
+    aligned_dyn_smem(k, base)
     k(f"add.u32 {full0}, {base}, {BARS};")
     k(f"add.u32 {empty0}, {full0}, {8 * STAGES};")
     ready0 = None
