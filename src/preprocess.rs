@@ -517,23 +517,10 @@ fn resize_reference(img: &Rgb8, width: usize, height: usize, filter: Resample) -
     let mut cur = img.clone();
     if cur.width != width {
         let coeffs = coefficients(cur.width, width, filter);
-        let mut out = vec![0u8; width * cur.height * 3];
-        for y in 0..cur.height {
-            let row = &cur.data[y * cur.width * 3..(y + 1) * cur.width * 3];
-            for (x, (xmin, k)) in coeffs.iter().enumerate() {
-                for c in 0..3 {
-                    let mut acc: i32 = 1 << (PRECISION_BITS - 1);
-                    for (i, &w) in k.iter().enumerate() {
-                        acc = acc.wrapping_add(i32::from(row[(xmin + i) * 3 + c]) * w);
-                    }
-                    out[(y * width + x) * 3 + c] = clip8(acc);
-                }
-            }
-        }
         cur = Rgb8 {
             width,
             height: cur.height,
-            data: out,
+            data: resample::horizontal_reference(&cur.data, cur.width, &coeffs),
         };
     }
     if cur.height != height {

@@ -496,28 +496,31 @@ mod x86 {
     }
 }
 
+/// [`horizontal`] as Pillow writes it, one output byte at a time: the reference
+/// the vectorised paths are tested against (here, and in `preprocess`'s resize
+/// test).
+#[cfg(test)]
+pub(crate) fn horizontal_reference(src: &[u8], width: usize, taps: &[Taps]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for row in src.chunks_exact(width * 3) {
+        for (first, k) in taps {
+            for c in 0..3 {
+                let acc = k
+                    .iter()
+                    .enumerate()
+                    .fold(1i32 << (PRECISION_BITS - 1), |a, (i, &w)| {
+                        a.wrapping_add(i32::from(row[(first + i) * 3 + c]) * w)
+                    });
+                out.push(clip8(acc));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A byte-at-a-time horizontal pass (Pillow's loop).
-    fn reference(src: &[u8], width: usize, taps: &[Taps]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for row in src.chunks_exact(width * 3) {
-            for (first, k) in taps {
-                for c in 0..3 {
-                    let acc = k
-                        .iter()
-                        .enumerate()
-                        .fold(1i32 << (PRECISION_BITS - 1), |a, (i, &w)| {
-                            a.wrapping_add(i32::from(row[(first + i) * 3 + c]) * w)
-                        });
-                    out.push(clip8(acc));
-                }
-            }
-        }
-        out
-    }
 
     /// xorshift32.
     fn next(s: &mut u32) -> u32 {
@@ -563,7 +566,7 @@ mod tests {
                     (first, k)
                 })
                 .collect();
-            let want = reference(&src, width, &taps);
+            let want = horizontal_reference(&src, width, &taps);
             let what = format!("{width} px × {rows} rows → {outs}");
             assert_eq!(horizontal(&src, width, &taps), want, "dispatch: {what}");
             assert_eq!(horizontal_lanes(&src, width, &taps), want, "lanes: {what}");
