@@ -468,20 +468,33 @@ impl Rgb8 {
 }
 
 /// Resize an RGB image with PIL's `Image.resize(size, Image.BICUBIC)` arithmetic.
-/// Errors when `img.data` does not hold `width × height` pixels or a size is 0.
+/// Errors as [`resize`] does.
 pub fn resize_bicubic(img: &Rgb8, width: usize, height: usize) -> Result<Rgb8> {
     resize(img, width, height, Resample::Bicubic)
 }
 
 /// Resize an RGB image as PIL's `Image.resize((width, height), filter)` does
 /// (`reducing_gap=None`, as transformers calls it). Errors when `img.data` does
-/// not hold `width × height` pixels or a size is 0.
+/// not hold `width × height` pixels, a size is 0, or the output (or the pass along
+/// x, `width × img.height`) would hold more than [`MAX_SIDE`]² pixels and more
+/// than the input.
 pub fn resize(img: &Rgb8, width: usize, height: usize, filter: Resample) -> Result<Rgb8> {
     img.check()?;
-    if width == 0 || height == 0 {
+    // `check` proved the input's pixel count fits.
+    let limit = MAX_PIXELS.max(img.width * img.height);
+    let too_many = |px: Option<usize>| px.is_none_or(|px| px > limit);
+    if width == 0
+        || height == 0
+        || too_many(width.checked_mul(height))
+        || too_many(width.checked_mul(img.height))
+    {
         return Err(Error::Input {
             tensor: "image".into(),
-            msg: format!("cannot resize to {width}×{height}"),
+            msg: format!(
+                "cannot resize {}×{} to {width}×{height} (sides at least 1, at most \
+                 {MAX_PIXELS} pixels ({MAX_SIDE}²) or the input's count, also after the pass along x)",
+                img.width, img.height
+            ),
         });
     }
     if filter == Resample::Nearest {
@@ -1131,11 +1144,19 @@ impl Siglip2Processor {
         if h % p != 0 || w % p != 0 || gh * gw > self.max_num_patches || gh * gw == 0 {
             return Err(Error::Input {
                 tensor: "image".into(),
-                msg: format!(
-                    "is {}×{} pixels; without resizing (do_resize false) it must be a grid of \
-                     at most {} patches of {p} px",
-                    img.width, img.height, self.max_num_patches
-                ),
+                msg: if self.image.do_resize {
+                    format!(
+                        "is {}×{} pixels, resized to {w}×{h}: not a grid of 1 to {} patches of \
+                         {p} px",
+                        img.width, img.height, self.max_num_patches
+                    )
+                } else {
+                    format!(
+                        "is {}×{} pixels; without resizing (do_resize false) it must be a grid \
+                         of at most {} patches of {p} px",
+                        img.width, img.height, self.max_num_patches
+                    )
+                },
             });
         }
         let processor = ImageProcessor {

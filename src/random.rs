@@ -28,7 +28,15 @@ impl Rng {
         (2.0 * u - 1.0) * scale
     }
 
-    /// `n` values uniform in `[-scale, scale)`, rounded to `T`.
+    /// `n` values uniform in `[-scale, scale)`, rounded to `T`: a helper for
+    /// tests and benchmarks, allocating as `vec![x; n]` does.
+    ///
+    /// # Panics
+    ///
+    /// As `Vec` does, when `n` values of `T` exceed `isize::MAX` bytes (a count
+    /// the caller chose, never data: tessera's own random weights go through
+    /// `VisionModel::random`, which reports an allocation it cannot make as an
+    /// error).
     pub fn vec<T: Element>(&mut self, n: usize, scale: f32) -> Vec<T> {
         (0..n).map(|_| T::from_f32(self.uniform(scale))).collect()
     }

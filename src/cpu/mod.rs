@@ -18,9 +18,12 @@ pub(crate) mod jpeg;
 mod layer_norm;
 mod linear;
 mod memory;
+mod mmap;
 mod panel;
 mod patch_embed;
 pub(crate) mod resample;
+
+pub(crate) use mmap::map_file;
 
 /// The host. Buffers on `Cpu` are ordinary `Vec`s; every `Cpu` value is the same device.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -84,10 +87,7 @@ fn oom(bytes: usize) -> Error {
 
 /// An invariant of the backend broke (a storage shorter than its checked shape).
 pub(crate) fn internal(msg: &str) -> Error {
-    Error::Unsupported {
-        op: "cpu",
-        msg: format!("internal error: {msg}"),
-    }
+    Error::Internal(format!("cpu: {msg}"))
 }
 
 /// The first `len` elements of a storage, or an error naming the tensor.
@@ -106,10 +106,9 @@ fn take_mut<'a, T>(
 }
 
 fn short(op: &'static str, name: &str, have: usize, want: usize) -> Error {
-    Error::Unsupported {
-        op,
-        msg: format!("internal error: storage of `{name}` holds {have} elements, needs {want}"),
-    }
+    Error::Internal(format!(
+        "{op}: storage of `{name}` holds {have} elements, needs {want}"
+    ))
 }
 
 /// Product of sizes, or an error on overflow.

@@ -261,59 +261,8 @@ impl VisionConfig {
             }
         };
         let memory_experts = r.usize_opt("memory_experts")?.unwrap_or(0);
-        if architecture == Architecture::Siglip2 && memory_experts > 0 {
-            return Err(r.err(
-                "memory_experts",
-                "memory-gated attention is defined for SigLIP towers of fixed image size, \
-                 not for SigLIP 2's variable resolution"
-                    .into(),
-            ));
-        }
-
-        for (key, v) in [
-            ("hidden_size", hidden_size),
-            ("intermediate_size", intermediate_size),
-            ("num_attention_heads", num_attention_heads),
-            ("num_channels", num_channels),
-            ("image_size", image_size),
-            ("patch_size", patch_size),
-        ] {
-            if v == 0 {
-                return Err(r.err(key, "must be at least 1, found 0".into()));
-            }
-        }
-        // Sane limits, far above any released SigLIP (so400m: D 1152, F 4304, 27
-        // layers, 384 px), checked before anything is sized from these values.
-        for (key, v, max) in [
-            ("hidden_size", hidden_size, LIMIT_WIDTH),
-            ("intermediate_size", intermediate_size, LIMIT_WIDTH),
-            ("num_hidden_layers", num_hidden_layers, LIMIT_LAYERS),
-            ("num_attention_heads", num_attention_heads, LIMIT_WIDTH),
-            ("num_channels", num_channels, LIMIT_CHANNELS),
-            ("image_size", image_size, LIMIT_IMAGE),
-            ("patch_size", patch_size, LIMIT_IMAGE),
-            ("memory_experts", memory_experts, LIMIT_MEMORY),
-        ] {
-            if v > max {
-                return Err(r.err(key, format!("{v} is implausibly large (at most {max})")));
-            }
-        }
-        if hidden_size % num_attention_heads != 0 {
-            return Err(r.err(
-                "num_attention_heads",
-                format!("{num_attention_heads} heads do not divide hidden_size {hidden_size}"),
-            ));
-        }
-        // The stride-P convolution covers the first ⌊I/P⌋·P pixels of each side
-        // (so400m/14 at 384 px: 27 × 27 patches over 378 px); it needs one patch.
-        if patch_size > image_size {
-            return Err(r.err(
-                "patch_size",
-                format!("patch_size {patch_size} is larger than image_size {image_size}"),
-            ));
-        }
         // As f32 (what the kernels use): positive, finite, and not so small that it
-        // rounds to 0 (then a constant row would divide 0 by 0).
+        // rounds to 0; named here with the value the file gives.
         let eps32 = layer_norm_eps as f32;
         if !(layer_norm_eps.is_finite() && eps32.is_finite() && eps32 > 0.0) {
             return Err(r.err(
@@ -332,6 +281,13 @@ impl VisionConfig {
             }
         }
 
+        // Bounded here, before the default memory layers (all of them) are listed.
+        if num_hidden_layers > LIMIT_LAYERS {
+            return Err(r.err(
+                "num_hidden_layers",
+                too_large(num_hidden_layers, LIMIT_LAYERS),
+            ));
+        }
         let (memory_slots, memory_layers) = if memory_experts > 0 {
             let slots = r.usize_opt("memory_slots")?.ok_or_else(|| {
                 r.err(
@@ -339,12 +295,6 @@ impl VisionConfig {
                     format!("missing (required when memory_experts is {memory_experts})"),
                 )
             })?;
-            if slots == 0 || slots > LIMIT_MEMORY {
-                return Err(r.err(
-                    "memory_slots",
-                    format!("must be between 1 and {LIMIT_MEMORY} when memory_experts is {memory_experts}, found {slots}"),
-                ));
-            }
             let layers = match obj.get("memory_layers") {
                 None | Some(Value::Null) => (0..num_hidden_layers).collect(),
                 Some(Value::Array(items)) => {
@@ -356,23 +306,9 @@ impl VisionConfig {
                                 format!("entries must be layer indices, found {item}"),
                             ));
                         };
-                        if l >= num_hidden_layers {
-                            return Err(r.err(
-                                "memory_layers",
-                                format!(
-                                    "layer index {l} is out of range (the model has {num_hidden_layers} layers)"
-                                ),
-                            ));
-                        }
                         layers.push(l);
                     }
                     layers.sort_unstable();
-                    if let Some(w) = layers.windows(2).find(|w| w[0] == w[1]) {
-                        return Err(r.err(
-                            "memory_layers",
-                            format!("layer index {} is listed twice", w[0]),
-                        ));
-                    }
                     layers
                 }
                 Some(other) => {
@@ -395,8 +331,8 @@ impl VisionConfig {
             (0, Vec::new())
         };
 
-        let defaulted = r.defaulted;
-        Ok(Self {
+        let defaulted = std::mem::take(&mut r.defaulted);
+        let config = Self {
             architecture,
             hidden_size,
             intermediate_size,
@@ -412,7 +348,138 @@ impl VisionConfig {
             memory_layers,
             defaulted,
             key_prefix: prefix,
-        })
+        };
+        match config.invalid() {
+            Some((key, msg)) => Err(r.err(key, msg)),
+            None => Ok(config),
+        }
+    }
+
+    /// Check the values of a config built in code (a changed
+    /// [`VisionConfig::default`]) as [`from_json_str`](Self::from_json_str)
+    /// checks a file's: sizes at least 1 and within sane limits, heads that
+    /// divide the width, a patch that fits the image, a positive `layer_norm_eps`,
+    /// memory layers that exist. [`VisionModel::random`](super::VisionModel::random)
+    /// calls it; the error names the field.
+    pub fn validate(&self) -> Result<()> {
+        match self.invalid() {
+            Some((key, msg)) => Err(Error::Input {
+                tensor: format!("VisionConfig.{key}"),
+                msg,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The first field whose value tessera cannot run, and why.
+    fn invalid(&self) -> Option<(&'static str, String)> {
+        let c = self;
+        if c.architecture == Architecture::Siglip2 && c.memory_experts > 0 {
+            return Some((
+                "memory_experts",
+                "memory-gated attention is defined for SigLIP towers of fixed image size, \
+                 not for SigLIP 2's variable resolution"
+                    .into(),
+            ));
+        }
+        for (key, v) in [
+            ("hidden_size", c.hidden_size),
+            ("intermediate_size", c.intermediate_size),
+            ("num_attention_heads", c.num_attention_heads),
+            ("num_channels", c.num_channels),
+            ("image_size", c.image_size),
+            ("patch_size", c.patch_size),
+        ] {
+            if v == 0 {
+                return Some((key, "must be at least 1, found 0".into()));
+            }
+        }
+        // Sane limits, far above any released SigLIP (so400m: D 1152, F 4304, 27
+        // layers, 384 px), checked before anything is sized from these values.
+        for (key, v, max) in [
+            ("hidden_size", c.hidden_size, LIMIT_WIDTH),
+            ("intermediate_size", c.intermediate_size, LIMIT_WIDTH),
+            ("num_hidden_layers", c.num_hidden_layers, LIMIT_LAYERS),
+            ("num_attention_heads", c.num_attention_heads, LIMIT_WIDTH),
+            ("num_channels", c.num_channels, LIMIT_CHANNELS),
+            ("image_size", c.image_size, LIMIT_IMAGE),
+            ("patch_size", c.patch_size, LIMIT_IMAGE),
+            ("memory_experts", c.memory_experts, LIMIT_MEMORY),
+        ] {
+            if v > max {
+                return Some((key, too_large(v, max)));
+            }
+        }
+        if !c.hidden_size.is_multiple_of(c.num_attention_heads) {
+            return Some((
+                "num_attention_heads",
+                format!(
+                    "{} heads do not divide hidden_size {}",
+                    c.num_attention_heads, c.hidden_size
+                ),
+            ));
+        }
+        // The stride-P convolution covers the first ⌊I/P⌋·P pixels of each side
+        // (so400m/14 at 384 px: 27 × 27 patches over 378 px); it needs one patch.
+        if c.patch_size > c.image_size {
+            return Some((
+                "patch_size",
+                format!(
+                    "patch_size {} is larger than image_size {}",
+                    c.patch_size, c.image_size
+                ),
+            ));
+        }
+        // Positive, finite, and not so small that it rounds to 0 as f32 (then a
+        // constant row would divide 0 by 0).
+        if !(c.layer_norm_eps.is_finite() && c.layer_norm_eps > 0.0) {
+            return Some((
+                "layer_norm_eps",
+                format!(
+                    "must be a finite number > 0 (as f32), found {}",
+                    c.layer_norm_eps
+                ),
+            ));
+        }
+        if c.memory_experts > 0 {
+            if c.memory_slots == 0 || c.memory_slots > LIMIT_MEMORY {
+                return Some((
+                    "memory_slots",
+                    format!(
+                        "must be between 1 and {LIMIT_MEMORY} when memory_experts is {}, found {}",
+                        c.memory_experts, c.memory_slots
+                    ),
+                ));
+            }
+            if let Some(&l) = c.memory_layers.iter().find(|&&l| l >= c.num_hidden_layers) {
+                return Some((
+                    "memory_layers",
+                    format!(
+                        "layer index {l} is out of range (the model has {} layers)",
+                        c.num_hidden_layers
+                    ),
+                ));
+            }
+            if let Some(w) = c.memory_layers.windows(2).find(|w| w[0] >= w[1]) {
+                let msg = if w[0] == w[1] {
+                    format!("layer index {} is listed twice", w[0])
+                } else {
+                    format!("must be ascending, found {} before {}", w[0], w[1])
+                };
+                return Some(("memory_layers", msg));
+            }
+        } else if !c.memory_layers.is_empty() {
+            return Some((
+                "memory_layers",
+                "lists layers but memory_experts is 0 (or missing)".into(),
+            ));
+        } else if c.memory_slots != 0 {
+            return Some((
+                "memory_slots",
+                format!("{} slots but memory_experts is 0", c.memory_slots),
+            ));
+        }
+        None
     }
 
     /// The keys config.json left out, whose values are transformers' defaults.
@@ -525,6 +592,10 @@ const LIMIT_IMAGE: usize = crate::preprocess::MAX_SIDE;
 const LIMIT_MEMORY: usize = 1 << 16;
 /// Largest config.json tessera reads.
 const LIMIT_FILE_BYTES: u64 = 16 << 20;
+
+fn too_large(v: usize, max: usize) -> String {
+    format!("{v} is implausibly large (at most {max})")
+}
 
 fn cfg_err(file: &Path, msg: String) -> Error {
     Error::Config {

@@ -14,6 +14,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use super::files::WeightFiles;
 
+use crate::cpu::map_file;
 use crate::element::Element;
 use crate::error::{Error, Result};
 
@@ -31,18 +32,6 @@ fn check_dtype(dtype: Dtype) -> std::result::Result<(), String> {
             "has dtype {other:?}; supported are F32, BF16 and F16"
         )),
     }
-}
-
-/// Map `path` read-only into memory.
-fn map_file(path: &Path) -> Result<Mmap> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    // SAFETY: the mapping is read-only and lives only while the checkpoint is being
-    // loaded (`Checkpoint` is dropped at the end of `VisionModel::load`). Memory
-    // mapping is sound as long as no other process truncates or rewrites the file
-    // during that time; tessera never writes checkpoints, and a checkpoint being
-    // modified while it is loaded is outside what we support (as in every
-    // safetensors loader that maps files).
-    unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))
 }
 
 /// A checkpoint's safetensors files, memory-mapped: one file, or the shards a

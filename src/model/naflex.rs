@@ -360,7 +360,26 @@ impl<T: Element, D: Kernels<T>> PackedOutput<T, D> {
                 ),
             });
         }
-        let d = self.last_hidden_state.shape().last().copied().unwrap_or(0);
+        // The fields are public: a caller may pair a tensor with segments that do
+        // not describe it.
+        let shape = self.last_hidden_state.shape();
+        let &[rows, d] = shape else {
+            return Err(Error::Shape {
+                op: "last_hidden_state_padded",
+                tensor: "last_hidden_state".into(),
+                got: shape.to_vec(),
+                expected: "[Σ patches, D]".into(),
+            });
+        };
+        if rows != seg.total() {
+            return Err(Error::Input {
+                tensor: "last_hidden_state".into(),
+                msg: format!(
+                    "has {rows} rows, but its segments hold {} patches",
+                    seg.total()
+                ),
+            });
+        }
         let n = seg
             .count()
             .checked_mul(max_patches)

@@ -175,7 +175,11 @@ impl<T: Element, D: Kernels<T>> VisionModel<T, D> {
     /// same walk of the tensors as a checkpoint's: for benchmarks and tests at real
     /// sizes without a download. Layer norms are near identity, linear weights
     /// scaled by 1/√fan-in, so activations stay in range through the depth.
+    ///
+    /// The config is checked first ([`VisionConfig::validate`]): a changed
+    /// default is refused with the field named, not run.
     pub fn random(config: VisionConfig, device: &D, seed: u64) -> Result<Self> {
+        config.validate()?;
         let w = weights::build(&config, &mut weights::Random::new(device, seed))?;
         Self::from_weights(config, w, device)
     }
@@ -311,6 +315,9 @@ impl<T: Element, D: Kernels<T>> VisionModel<T, D> {
     ) -> Result<()> {
         let batch = self.check_pixels(pixels)?;
         let mut memory = self.check_memory(memory, batch)?;
+        // Before any work: a wrong `out` found at the end would leave the memory
+        // bank already advanced.
+        self.check_output(out, batch)?;
         let mut ws = self.take_workspace(batch)?;
         let key = self.forward_key(ws.id(), pixels, memory.as_deref(), out);
         let mut run = || engine::run(self, &mut ws, pixels, memory.as_deref_mut(), out);
@@ -536,6 +543,49 @@ impl<T: Element, D: Kernels<T>> VisionModel<T, D> {
             });
         }
         Ok(batch)
+    }
+
+    /// `out` as [`new_output`](Self::new_output) makes it for `batch`, on this
+    /// model's device.
+    fn check_output(&self, out: &VisionOutput<T, D>, batch: usize) -> Result<()> {
+        const OP: &str = "forward_into";
+        let c = &self.config;
+        let lhs = &out.last_hidden_state;
+        crate::ops::check_device(OP, &self.device, "last_hidden_state", lhs)?;
+        let want = [batch, c.num_patches(), c.hidden_size];
+        if lhs.shape() != want {
+            return Err(crate::ops::shape_err(
+                OP,
+                "last_hidden_state",
+                lhs.shape(),
+                format!("{want:?} (new_output({batch}))"),
+            ));
+        }
+        match (&self.w.head, &out.pooler_output) {
+            (None, None) => Ok(()),
+            (Some(_), Some(p)) => {
+                crate::ops::check_device(OP, &self.device, "pooler_output", p)?;
+                let want = [batch, c.hidden_size];
+                if p.shape() == want {
+                    Ok(())
+                } else {
+                    Err(crate::ops::shape_err(
+                        OP,
+                        "pooler_output",
+                        p.shape(),
+                        format!("{want:?} (new_output({batch}))"),
+                    ))
+                }
+            }
+            (head, _) => Err(Error::Input {
+                tensor: "pooler_output".into(),
+                msg: format!(
+                    "is {}, but this model {} a pooling head (use new_output)",
+                    if head.is_some() { "None" } else { "Some" },
+                    if head.is_some() { "has" } else { "has no" },
+                ),
+            }),
+        }
     }
 
     fn check_memory<'m>(

@@ -336,14 +336,21 @@ fn run<T: Element, D: Kernels<T>>(
     })
 }
 
-/// `out` for attention over `q` rows: `[B, Nq, width]` where B is k's batch.
-fn new_out<T: Element, D: Kernels<T>>(
-    q: &Columns<'_, T, D>,
-    k: &Columns<'_, T, D>,
+/// [`run`] into a new `out` `[B, Nq, width]` (B is k's batch), allocated once
+/// every shape and device is checked: a mismatch is named, not sized.
+fn run_new<T: Element, D: Kernels<T>>(
+    q: Columns<'_, T, D>,
+    k: Columns<'_, T, D>,
+    v: Columns<'_, T, D>,
+    heads: usize,
 ) -> Result<DeviceBuffer<T, D>> {
-    let (_, nq, _) = q.geometry("[B, Nq, H·hd]")?;
-    let (b, _, _) = k.geometry("[B, Nk, H·hd]")?;
-    DeviceBuffer::uninit(q.buf.device(), &[b, nq, q.width])
+    let dev = q.buf.device();
+    check_device(OP, dev, k.name, k.buf)?;
+    check_device(OP, dev, v.name, v.buf)?;
+    let dims = attention_dims(&q, &k, &v, heads)?;
+    let mut out = DeviceBuffer::uninit(dev, &[dims.batch, dims.q_len, dims.width()])?;
+    run(q, k, v, heads, &mut out)?;
+    Ok(out)
 }
 
 /// Multi-head attention `softmax(q kᵀ · hd^-0.5) v` per head: q `[Bq, Nq, H·hd]`
@@ -355,10 +362,12 @@ pub fn attention<T: Element, D: Kernels<T>>(
     v: &DeviceBuffer<T, D>,
     heads: usize,
 ) -> Result<DeviceBuffer<T, D>> {
-    let (qc, kc) = (Columns::all("q", q), Columns::all("k", k));
-    let mut out = new_out(&qc, &kc)?;
-    run(qc, kc, Columns::all("v", v), heads, &mut out)?;
-    Ok(out)
+    run_new(
+        Columns::all("q", q),
+        Columns::all("k", k),
+        Columns::all("v", v),
+        heads,
+    )
 }
 
 /// [`attention`] writing into an existing `out` `[B, Nq, H·hd]`.
@@ -413,9 +422,7 @@ pub fn attention_qkv<T: Element, D: Kernels<T>>(
     heads: usize,
 ) -> Result<DeviceBuffer<T, D>> {
     let [q, k, v] = qkv_blocks(qkv)?;
-    let mut out = new_out(&q, &k)?;
-    run(q, k, v, heads, &mut out)?;
-    Ok(out)
+    run_new(q, k, v, heads)
 }
 
 /// [`attention_qkv`] writing into an existing `out` `[B, N, H·hd]`.
@@ -441,10 +448,7 @@ pub fn attention_q_kv<T: Element, D: Kernels<T>>(
     heads: usize,
 ) -> Result<DeviceBuffer<T, D>> {
     let [k, v] = kv_blocks(kv)?;
-    let q = Columns::all("q", q);
-    let mut out = new_out(&q, &k)?;
-    run(q, k, v, heads, &mut out)?;
-    Ok(out)
+    run_new(Columns::all("q", q), k, v, heads)
 }
 
 /// [`attention_q_kv`] writing into an existing `out` `[B, Nq, H·hd]`.

@@ -50,7 +50,8 @@ pub fn linear<T: Element, D: Kernels<T>>(
     activation: Activation,
     residual: Option<&DeviceBuffer<T, D>>,
 ) -> Result<DeviceBuffer<T, D>> {
-    let shape = linear_out_shape(x, weight)?;
+    // Every operand is checked before `out` is sized from them.
+    let shape = linear_checked(x, weight, bias, residual)?;
     let mut out = DeviceBuffer::uninit(x.device(), &shape)?;
     linear_into(x, weight, bias, activation, residual, &mut out)?;
     Ok(out)
@@ -82,6 +83,28 @@ fn linear_out_shape<T: Element, D: Device>(
     Ok(shape)
 }
 
+/// The shape of `out`, once every operand's shape and device is checked.
+fn linear_checked<T: Element, D: Device>(
+    x: &DeviceBuffer<T, D>,
+    weight: &DeviceBuffer<T, D>,
+    bias: Option<&DeviceBuffer<T, D>>,
+    residual: Option<&DeviceBuffer<T, D>>,
+) -> Result<Vec<usize>> {
+    const OP: &str = "linear";
+    let dev = x.device();
+    let shape = linear_out_shape(x, weight)?;
+    check_device(OP, dev, "weight", weight)?;
+    if let Some(b) = bias {
+        check_device(OP, dev, "bias", b)?;
+        expect_shape(OP, "bias", b, &[weight.shape()[0]])?;
+    }
+    if let Some(r) = residual {
+        check_device(OP, dev, "residual", r)?;
+        expect_shape(OP, "residual", r, &shape)?;
+    }
+    Ok(shape)
+}
+
 /// [`linear`] writing into an existing `out`.
 pub fn linear_into<T: Element, D: Kernels<T>>(
     x: &DeviceBuffer<T, D>,
@@ -93,18 +116,9 @@ pub fn linear_into<T: Element, D: Kernels<T>>(
 ) -> Result<()> {
     const OP: &str = "linear";
     let dev = x.device().clone();
-    let shape = linear_out_shape(x, weight)?;
+    let shape = linear_checked(x, weight, bias, residual)?;
     let (rows, in_features) = rows_cols(OP, "x", x.shape())?;
     let out_features = weight.shape()[0];
-    check_device(OP, &dev, "weight", weight)?;
-    if let Some(b) = bias {
-        check_device(OP, &dev, "bias", b)?;
-        expect_shape(OP, "bias", b, &[out_features])?;
-    }
-    if let Some(r) = residual {
-        check_device(OP, &dev, "residual", r)?;
-        expect_shape(OP, "residual", r, &shape)?;
-    }
     prepare_out(OP, &dev, out, &shape)?;
     if out.is_empty() {
         return Ok(());

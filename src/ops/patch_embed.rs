@@ -61,7 +61,8 @@ pub fn patch_embed<T: Element, D: Kernels<T>>(
     position: &DeviceBuffer<T, D>,
     patch: usize,
 ) -> Result<DeviceBuffer<T, D>> {
-    let dims = patch_embed_dims(pixels, weight, patch)?;
+    // Every operand is checked before `out` is sized from them.
+    let dims = patch_embed_checked(pixels, weight, bias, position, patch)?;
     let mut out = DeviceBuffer::uninit(pixels.device(), &[dims.batch, dims.tokens(), dims.hidden])?;
     patch_embed_into(pixels, weight, bias, position, patch, &mut out)?;
     Ok(out)
@@ -128,6 +129,24 @@ fn patch_embed_dims<T: Element, D: Device>(
     Ok(dims)
 }
 
+/// The dims, once every operand's shape and device is checked.
+fn patch_embed_checked<T: Element, D: Device>(
+    pixels: &DeviceBuffer<T, D>,
+    weight: &DeviceBuffer<T, D>,
+    bias: &DeviceBuffer<T, D>,
+    position: &DeviceBuffer<T, D>,
+    patch: usize,
+) -> Result<PatchEmbedDims> {
+    const OP: &str = "patch_embed";
+    let dims = patch_embed_dims(pixels, weight, patch)?;
+    for (name, b) in [("weight", weight), ("bias", bias), ("position", position)] {
+        check_device(OP, pixels.device(), name, b)?;
+    }
+    expect_shape(OP, "bias", bias, &[dims.hidden])?;
+    expect_shape(OP, "position", position, &[dims.tokens(), dims.hidden])?;
+    Ok(dims)
+}
+
 /// [`patch_embed`] writing into an existing `out` `[B, N, D]`.
 pub fn patch_embed_into<T: Element, D: Kernels<T>>(
     pixels: &DeviceBuffer<T, D>,
@@ -139,12 +158,7 @@ pub fn patch_embed_into<T: Element, D: Kernels<T>>(
 ) -> Result<()> {
     const OP: &str = "patch_embed";
     let dev = pixels.device().clone();
-    let dims = patch_embed_dims(pixels, weight, patch)?;
-    for (name, b) in [("weight", weight), ("bias", bias), ("position", position)] {
-        check_device(OP, &dev, name, b)?;
-    }
-    expect_shape(OP, "bias", bias, &[dims.hidden])?;
-    expect_shape(OP, "position", position, &[dims.tokens(), dims.hidden])?;
+    let dims = patch_embed_checked(pixels, weight, bias, position, patch)?;
     prepare_out(OP, &dev, out, &[dims.batch, dims.tokens(), dims.hidden])?;
     if out.is_empty() {
         return Ok(());

@@ -464,7 +464,8 @@ impl Device for Wgpu {
 
     fn storage_to_vec<T: Element>(&self, storage: &WgpuStorage<T>, len: usize) -> Result<Vec<T>> {
         const WHAT: &str = "download";
-        let bytes = len * std::mem::size_of::<T>();
+        // Saturating: a length past the buffer is refused below, not an overflow.
+        let bytes = len.saturating_mul(std::mem::size_of::<T>());
         if len == 0 {
             self.synchronize()?;
             return Ok(Vec::new());

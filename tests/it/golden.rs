@@ -356,6 +356,50 @@ fn pixel_shape_is_checked() {
     );
 }
 
+/// `forward_into` checks its output buffers before any work: a wrong one is an
+/// error naming it, and the memory bank is left as it was (it used to be
+/// advanced by every memory layer before the last layer norm found the mismatch).
+#[test]
+fn forward_into_checks_out_before_the_bank_moves() {
+    let dev = tessera::Cpu;
+    let model = VisionModel::<f32, _>::load(data_dir("mga_tiny"), &dev).unwrap();
+    let pixels = DeviceBuffer::full(&dev, &model.config().pixel_shape(2), 0.25f32).unwrap();
+    let state = |bank: &tessera::model::MemoryBank<f32, tessera::Cpu>| -> Vec<Vec<f32>> {
+        bank.layers().map(|(_, s)| s.to_vec().unwrap()).collect()
+    };
+    type Spoil = fn(&mut tessera::model::VisionOutput<f32, tessera::Cpu>);
+    let spoils: [(&str, Spoil); 4] = [
+        ("last_hidden_state", |o| {
+            o.last_hidden_state = DeviceBuffer::zeros(&tessera::Cpu, &[1, 1, 1]).unwrap()
+        }),
+        ("last_hidden_state", |o| {
+            o.last_hidden_state = DeviceBuffer::zeros(&tessera::Cpu, &[1, 4, 64]).unwrap()
+        }),
+        ("pooler_output", |o| o.pooler_output = None),
+        ("pooler_output", |o| {
+            o.pooler_output = Some(DeviceBuffer::zeros(&tessera::Cpu, &[2, 63]).unwrap())
+        }),
+    ];
+    for (tensor, spoil) in spoils {
+        let mut bank = model.new_memory(2).unwrap();
+        let before = state(&bank);
+        let mut out = model.new_output(2).unwrap();
+        spoil(&mut out);
+        let msg = model
+            .forward_into(&pixels, Some(&mut bank), &mut out)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains(tensor), "{msg}");
+        assert_eq!(state(&bank), before, "{tensor}: the bank moved");
+        // The right buffers run, and move the bank.
+        let mut out = model.new_output(2).unwrap();
+        model
+            .forward_into(&pixels, Some(&mut bank), &mut out)
+            .unwrap();
+        assert_ne!(state(&bank), before);
+    }
+}
+
 /// After the first call at a batch size, `forward_into` allocates nothing (the
 /// workspace and the outputs are reused) and gives the same result every time;
 /// `forward` allocates only its two outputs. On every device present.

@@ -352,3 +352,40 @@ fn ops_refuse_shapes_whose_sizes_overflow() {
         .to_string();
     assert!(err.contains("bank"), "{err}");
 }
+
+/// The allocating ops check every operand before sizing their output from the
+/// others: a wrong tensor is named, where a huge `out` used to be allocated (or
+/// refused as out of memory) first.
+#[test]
+fn ops_name_a_wrong_operand_before_allocating() {
+    use tessera::ops::{self, Activation};
+    let zeros = |shape: &[usize]| DeviceBuffer::<f32, Cpu>::zeros(&Cpu, shape).unwrap();
+    let named = |r: tessera::Result<DeviceBuffer<f32, Cpu>>, tensor: &str| {
+        let e = r.expect_err("a wrong operand is an error");
+        let msg = e.to_string();
+        assert!(
+            !matches!(e, Error::OutOfMemory { .. }) && msg.contains(&format!("`{tensor}`")),
+            "{msg}"
+        );
+    };
+    // out would be [2^20, 2^20, 1]: 4 TiB.
+    let (q, kv) = (zeros(&[1, 1 << 20, 1]), zeros(&[1 << 20, 1, 2]));
+    named(ops::attention(&q, &kv, &kv, 1), "k");
+    // out would be [1, 2^20, 2^16] (256 GiB); `position` is wrong.
+    let (px, w, b) = (
+        zeros(&[1, 1, 1024, 1024]),
+        zeros(&[1 << 16, 1]),
+        zeros(&[1 << 16]),
+    );
+    named(
+        ops::patch_embed(&px, &w, &b, &zeros(&[1, 1]), 1),
+        "position",
+    );
+    // out would be [2^20, 2^20]; `bias` is wrong.
+    let (x, w) = (zeros(&[1 << 20, 1]), zeros(&[1 << 20, 1]));
+    let bias = zeros(&[3]);
+    named(
+        ops::linear(&x, &w, Some(&bias), Activation::None, None),
+        "bias",
+    );
+}

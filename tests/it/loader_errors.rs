@@ -261,6 +261,45 @@ fn bad_config_values_name_file_and_key() {
     assert_mentions(&msg, &["model_type", "clip_vision_model"]);
 }
 
+/// A config built in code is checked as a file's is: `VisionModel::random` of a
+/// changed default refuses it with the field named (it used to divide by zero on
+/// a zero patch).
+#[test]
+fn random_model_checks_its_config() {
+    type Change = fn(&mut VisionConfig);
+    let cases: [(&str, Change); 9] = [
+        ("patch_size", |c| c.patch_size = 0),
+        ("num_attention_heads", |c| c.num_attention_heads = 0),
+        ("num_attention_heads", |c| c.num_attention_heads = 5),
+        ("hidden_size", |c| c.hidden_size = usize::MAX / 2),
+        ("patch_size", |c| c.patch_size = c.image_size + 1),
+        ("layer_norm_eps", |c| c.layer_norm_eps = f32::NAN),
+        ("memory_slots", |c| {
+            c.memory_experts = 2;
+            c.memory_layers = vec![0];
+        }),
+        ("memory_layers", |c| {
+            (c.memory_experts, c.memory_slots) = (2, 4);
+            c.memory_layers = vec![1, 0];
+        }),
+        ("memory_layers", |c| {
+            (c.memory_experts, c.memory_slots) = (2, 4);
+            c.memory_layers = vec![c.num_hidden_layers];
+        }),
+    ];
+    for (field, change) in cases {
+        let mut c = VisionConfig::default();
+        (c.hidden_size, c.intermediate_size, c.num_hidden_layers) = (64, 128, 2);
+        (c.num_attention_heads, c.image_size, c.patch_size) = (4, 32, 16);
+        VisionModel::<f32, Cpu>::random(c.clone(), &Cpu, 1).expect("the unchanged config runs");
+        change(&mut c);
+        match VisionModel::<f32, Cpu>::random(c.clone(), &Cpu, 1) {
+            Ok(_) => panic!("{field}: accepted {c:?}"),
+            Err(e) => assert_mentions(&e.to_string(), &[&format!("VisionConfig.{field}")]),
+        }
+    }
+}
+
 /// Absent keys take transformers' SiglipVisionConfig defaults, and say so.
 #[test]
 fn absent_keys_take_transformers_defaults() {

@@ -461,6 +461,45 @@ fn resize_matches_pillow_for_every_filter() {
     assert_eq!(checked, 24);
 }
 
+/// Sizes past the bound are errors, not capacity-overflow panics or a
+/// tens-of-gigabytes allocation; the bound still lets a 12 MP photo through and
+/// an image grow to 4096² pixels, and a 1-pixel-wide image grow along x.
+#[test]
+fn resize_refuses_absurd_sizes() {
+    use preprocess::{Resample, Rgb8};
+    let img = |width: usize, height: usize| Rgb8 {
+        width,
+        height,
+        data: vec![7; width * height * 3],
+    };
+    let small = img(8, 6);
+    for (w, h) in [
+        (usize::MAX, 1),
+        (usize::MAX / 2, 3),
+        (1, usize::MAX),
+        (100_000, 100_000),
+        (4097 * 4096, 1),
+        (0, 5),
+    ] {
+        for filter in [Resample::Nearest, Resample::Bicubic] {
+            let e = preprocess::resize(&small, w, h, filter).unwrap_err();
+            assert!(e.to_string().contains(&format!("to {w}×{h}")), "{e}");
+        }
+    }
+    // The pass along x alone would be 2^24 × 6000 pixels.
+    let tall = img(1, 6000);
+    let e = preprocess::resize(&tall, 1 << 24, 1, Resample::Bicubic).unwrap_err();
+    assert!(e.to_string().contains("along x"), "{e}");
+    for (w, h) in [(4096, 4096), (4096 * 4096, 1)] {
+        let out = preprocess::resize(&img(1, 1), w, h, Resample::Bilinear).unwrap();
+        assert_eq!((out.width, out.height, out.data.len()), (w, h, w * h * 3));
+        assert!(out.data.iter().all(|&v| v == 7));
+    }
+    let photo = img(4032, 3024);
+    let out = preprocess::resize(&photo, 224, 224, Resample::Bicubic).unwrap();
+    assert_eq!(out.data.len(), 224 * 224 * 3);
+}
+
 fn processor(json: &str) -> tessera::Result<preprocess::ImageProcessor> {
     preprocess::ImageProcessor::from_json_str(json, "preprocessor_config.json")
 }
