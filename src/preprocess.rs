@@ -217,6 +217,11 @@ const MAX_FILE_BYTES: u64 = 512 << 20;
 #[cfg(feature = "libjpeg")]
 const MAX_DECODED_BYTES: u64 = 512 << 20;
 
+/// The most pixels an image may have: Pillow's `DecompressionBombError` bound,
+/// twice `Image.MAX_IMAGE_PIXELS`. The decoders' byte limit alone would let a
+/// half-megabyte grey PNG of 23 000² pixels through, then 1.6 GB of RGB.
+const MAX_IMAGE_PIXELS: u64 = 2 * 89_478_485;
+
 /// Decode what `reader` reads (the file at `path`); with the file's `bytes`,
 /// turned upright as Pillow would (`crate::orientation`).
 fn decode_from<R: std::io::BufRead + std::io::Seek>(
@@ -228,6 +233,17 @@ fn decode_from<R: std::io::BufRead + std::io::Seek>(
     let format = reader.format();
     let decode_err = |e: image::ImageError| image_err(path, format!("could not decode image: {e}"));
     let mut decoder = reader.into_decoder().map_err(decode_err)?;
+    let (w, h) = decoder.dimensions();
+    let pixels = u64::from(w) * u64::from(h);
+    if pixels > MAX_IMAGE_PIXELS {
+        return Err(image_err(
+            path,
+            format!(
+                "{w}×{h} = {pixels} pixels is more than {MAX_IMAGE_PIXELS}, the limit past \
+                 which Pillow refuses an image as a decompression bomb"
+            ),
+        ));
+    }
     // The decoded image counts against the image crate's default memory limit
     // (512 MiB), as `ImageReader::decode` counts it: a small file of huge
     // dimensions is refused, not allocated.
@@ -697,6 +713,29 @@ impl ImageProcessor {
                     )
                 })
         };
+        // Steps of other image processors that SigLIP's do not take: refused,
+        // not silently left out (the pixels would not be the model's).
+        if let Some(Value::String(t)) = get("image_processor_type") {
+            if !t.starts_with("Siglip") {
+                return Err(err(
+                    "image_processor_type",
+                    format!(
+                        "\"{t}\": tessera preprocesses as SiglipImageProcessor and \
+                         Siglip2ImageProcessor do"
+                    ),
+                ));
+            }
+        }
+        for key in ["do_center_crop", "do_pad", "do_crop_margin"] {
+            if flag(key, false)? {
+                return Err(err(
+                    key,
+                    "true, a step SigLIP's image processors do not take (tessera does not \
+                     implement it)"
+                        .into(),
+                ));
+            }
+        }
         let (height, width) = match get("size") {
             None => (224, 224),
             Some(Value::Object(m)) => match (m.get("height"), m.get("width")) {

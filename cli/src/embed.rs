@@ -134,6 +134,9 @@ pub struct Summary {
     /// Images in formats tessera does not decode that the folder walks left out
     /// (see [`left_out_note`]).
     pub left_out: LeftOut,
+    /// What the values written call for a second look at (non-finite rows, f16
+    /// overflow), one line each.
+    pub warnings: Vec<String>,
 }
 
 /// What limited a job: the host decoding images, or the devices embedding them.
@@ -197,49 +200,99 @@ pub fn left_out_note(left_out: &LeftOut) -> Option<String> {
     ))
 }
 
+/// What [`collect_paths`] found.
+#[derive(Debug, Default)]
+pub struct Collected {
+    /// The images, in order.
+    pub paths: Vec<PathBuf>,
+    /// Images in formats tessera does not decode that the folder walks left out.
+    pub left_out: LeftOut,
+    /// What the folder walks and lists could not take: a subfolder that could not
+    /// be read, a special file (a FIFO, a socket, a device); each with the reason.
+    pub passed_over: Vec<(PathBuf, String)>,
+}
+
 /// The paths of `inputs`, in order: files as given, folders walked recursively
-/// (sorted, image extensions only), `@list` files read line by line. An input
-/// that does not exist is an error, unless `resume` (the job's paths are those it
-/// started with); a list's lines are taken as they are (a missing file is
-/// skipped when it is read, as an unreadable one). Also the images in formats
-/// tessera does not decode that the folder walks left out.
-pub fn collect_paths(inputs: &[String], resume: bool) -> Result<(Vec<PathBuf>, LeftOut), String> {
-    let mut out = Vec::new();
-    let mut left_out = LeftOut::new();
+/// (sorted, image extensions only, each folder once: a link back into a walked
+/// folder is not followed again), `@list` files read line by line (a folder
+/// listed is walked). An input that does not exist is an error, unless `resume`
+/// (the job's paths are those it started with); a list's lines are taken as they
+/// are (a missing file is skipped when it is read, as an unreadable one).
+pub fn collect_paths(inputs: &[String], resume: bool) -> Result<Collected, String> {
+    let mut c = Collected::default();
+    let mut walked = std::collections::HashSet::new();
     for input in inputs {
         if let Some(list) = input.strip_prefix('@') {
-            let text = read_list(Path::new(list))?;
-            let base = Path::new(list).parent().unwrap_or(Path::new(""));
-            for line in text.lines().map(str::trim) {
-                if line.is_empty() || line.starts_with('#') {
-                    continue;
-                }
+            let list = Path::new(list);
+            let (text, regular) = read_list(list)?;
+            // A list file's relative paths are relative to its folder; a pipe's
+            // (`@/dev/stdin`, `@<(find …)`) to the current folder, where the
+            // command that wrote them ran.
+            let base = match list.parent() {
+                Some(parent) if regular => parent,
+                _ => Path::new(""),
+            };
+            for line in list_entries(&text) {
                 let p = Path::new(line);
-                out.push(if p.is_absolute() {
+                let p = if p.is_absolute() {
                     p.to_path_buf()
                 } else {
                     base.join(p)
-                });
+                };
+                match std::fs::metadata(&p) {
+                    Ok(meta) if meta.is_dir() => walk(&p, &mut c, &mut walked)
+                        .map_err(|e| format!("{}: {e}", p.display()))?,
+                    // Reading a FIFO would wait for a writer forever.
+                    Ok(meta) if !meta.is_file() => c
+                        .passed_over
+                        .push((p.clone(), format!("{}: not a regular file", p.display()))),
+                    _ => c.paths.push(p),
+                }
             }
         } else {
             let p = PathBuf::from(input);
             if p.is_dir() {
-                walk(&p, &mut out, &mut left_out).map_err(|e| format!("{}: {e}", p.display()))?;
+                walk(&p, &mut c, &mut walked).map_err(|e| format!("{}: {e}", p.display()))?;
             } else {
                 // A typo on the command line fails at once; a list's missing files
                 // are skipped with the unreadable ones (and listed at the end), and
                 // so are a resumed job's (a file embedded, then deleted: the job's
                 // paths stay those it was started with).
                 match p.try_exists() {
-                    Ok(true) => out.push(p),
-                    Ok(false) if resume => out.push(p),
+                    Ok(true) => c.paths.push(p),
+                    Ok(false) if resume => c.paths.push(p),
                     Ok(false) => return Err(format!("{}: no such file or folder", p.display())),
                     Err(e) => return Err(format!("{}: {e}", p.display())),
                 }
             }
         }
     }
-    Ok((out, left_out))
+    // Row i is named by path i in the output (JSON text, or a line of
+    // OUT.paths.txt): a name that is not UTF-8, or holds a line break, could not
+    // be read back as the file's.
+    let (paths, unnamed): (Vec<PathBuf>, Vec<PathBuf>) = std::mem::take(&mut c.paths)
+        .into_iter()
+        .partition(|p| p.to_str().is_some_and(|s| !s.contains(['\n', '\r'])));
+    c.paths = paths;
+    for p in unnamed {
+        let why = format!(
+            "{}: a name that is not UTF-8 or holds a line break cannot be stored with its row \
+             (rename the file)",
+            p.display()
+        );
+        c.passed_over.push((p, why));
+    }
+    Ok(c)
+}
+
+/// The paths an `@list` names: one a line, the line as it is but for its end
+/// (`\n` or `\r\n`) and a byte-order mark at the start of the text; blank lines
+/// and lines starting with `#` (comments) are not paths (list a file named
+/// `#x.png` as `./#x.png`).
+fn list_entries(text: &str) -> impl Iterator<Item = &str> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    text.lines()
+        .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
 }
 
 /// What a resumed job checks the model against (its journal records both): the
@@ -294,8 +347,9 @@ pub const MAX_BATCH: usize = 4096;
 const MAX_LIST_BYTES: u64 = 256 << 20;
 
 /// An `@list` file's text (a file, or a pipe such as `@/dev/stdin` or
-/// `@<(find …)`): at most [`MAX_LIST_BYTES`], UTF-8.
-fn read_list(list: &Path) -> Result<String, String> {
+/// `@<(find …)`): at most [`MAX_LIST_BYTES`], UTF-8; and whether it is a regular
+/// file (not a pipe).
+fn read_list(list: &Path) -> Result<(String, bool), String> {
     use std::io::Read;
     let name = list.display();
     let file = std::fs::File::open(list).map_err(|e| format!("{name}: {e}"))?;
@@ -312,30 +366,75 @@ fn read_list(list: &Path) -> Result<String, String> {
             "{name}: an @list of more than {MAX_LIST_BYTES} bytes"
         ));
     }
-    String::from_utf8(bytes).map_err(|e| format!("{name}: not UTF-8 text ({e})"))
+    let text = String::from_utf8(bytes).map_err(|e| format!("{name}: not UTF-8 text ({e})"))?;
+    Ok((text, meta.is_file()))
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>, left_out: &mut LeftOut) -> std::io::Result<()> {
+/// Walk `dir` (already known to be a folder) into `c`, sorted, each folder once
+/// (`walked`: the folders' canonical paths, so that links back into a walked
+/// folder end). A subfolder that cannot be read is passed over (and named); only
+/// `dir` itself failing is an error.
+fn walk(
+    dir: &Path,
+    c: &mut Collected,
+    walked: &mut std::collections::HashSet<PathBuf>,
+) -> std::io::Result<()> {
+    if !walked.insert(std::fs::canonicalize(dir)?) {
+        return Ok(());
+    }
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
         .map(|e| e.map(|e| e.path()))
         .collect::<std::io::Result<_>>()?;
     entries.sort();
     for p in entries {
-        if p.is_dir() {
-            walk(&p, out, left_out)?;
+        // Links followed: the file or folder linked to.
+        let meta = match std::fs::metadata(&p) {
+            Ok(meta) => meta,
+            // A dangling link, or one whose target cannot be reached: reported
+            // with the file, if it is named like an image.
+            Err(_) => {
+                if image_extension(&p).is_some() {
+                    c.paths.push(p);
+                }
+                continue;
+            }
+        };
+        if meta.is_dir() {
+            // (A link to a folder walked already returns at once.)
+            if let Err(e) = walk(&p, c, walked) {
+                c.passed_over
+                    .push((p.clone(), format!("{}: folder not read: {e}", p.display())));
+            }
             continue;
         }
-        let Some(ext) = p.extension().and_then(|e| e.to_str()) else {
-            continue;
-        };
-        let ext = ext.to_ascii_lowercase();
-        if IMAGE_EXTENSIONS.contains(&ext.as_str()) {
-            out.push(p);
-        } else if UNDECODED_EXTENSIONS.contains(&ext.as_str()) {
-            *left_out.entry(ext).or_default() += 1;
+        match image_extension(&p) {
+            Some(true) if meta.is_file() => c.paths.push(p),
+            // Reading a FIFO named x.png would wait for a writer forever.
+            Some(true) => c
+                .passed_over
+                .push((p.clone(), format!("{}: not a regular file", p.display()))),
+            Some(false) => {
+                if let Some(ext) = p.extension().and_then(|e| e.to_str()) {
+                    *c.left_out.entry(ext.to_ascii_lowercase()).or_default() += 1;
+                }
+            }
+            None => {}
         }
     }
     Ok(())
+}
+
+/// `Some(true)` for a name a folder walk takes as an image, `Some(false)` for an
+/// image format tessera does not decode (counted in [`LeftOut`]), else `None`.
+fn image_extension(p: &Path) -> Option<bool> {
+    let ext = p.extension()?.to_str()?.to_ascii_lowercase();
+    if IMAGE_EXTENSIONS.contains(&ext.as_str()) {
+        Some(true)
+    } else if UNDECODED_EXTENSIONS.contains(&ext.as_str()) {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 /// One preprocessed image: SigLIP's pixel_values `[C, I, I]`, or SigLIP 2's
@@ -744,7 +843,17 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
     }
     let format = output::Format::of(&args.output)?;
     // The inputs before the model: a typo costs no download.
-    let (paths, left_out) = collect_paths(&args.inputs, args.resume)?;
+    let Collected {
+        paths,
+        left_out,
+        passed_over,
+    } = collect_paths(&args.inputs, args.resume)?;
+    if let Some((_, why)) = passed_over.first().filter(|_| args.strict) {
+        return Err(format!("{why} (--strict)"));
+    }
+    for (_, why) in &passed_over {
+        let _ = writeln!(std::io::stderr(), "skipped: {why}");
+    }
     if paths.is_empty() {
         return Err(match left_out_note(&left_out) {
             Some(note) => format!("no images found in the inputs: {note}"),
@@ -804,11 +913,12 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
         ));
     }
     if memory && args.resume {
-        return Err(
+        let partial = format!("{}.partial", args.output.display());
+        return Err(format!(
             "--resume: this model has memory-gated attention, and its memory bank is not \
-             saved with the rows: the job must run from its first image"
-                .into(),
-        );
+             saved with the rows: the job must run from its first image (delete {partial} \
+             and {partial}.journal if an earlier run left them, and run without --resume)"
+        ));
     }
     let batch_size = if memory { 1 } else { args.batch };
     // The output's partial file first: an unwritable folder, another job on the same
@@ -965,7 +1075,17 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
         // Rows are written as batches finish. The first failure stops the job: the
         // flag stops the producer before its next batch and the workers before
         // their next forward, and the receiver goes, so their answers fail too.
-        for answer in answer_rx {
+        loop {
+            // Woken at least every checkpoint period: rows written before a stall
+            // (a slow file) are synced and journaled on time, not at the next batch.
+            let answer = match answer_rx.recv_timeout(output::CHECKPOINT) {
+                Ok(answer) => answer,
+                Err(mpsc::RecvTimeoutError::Timeout) => match writer.checkpoint_if_due() {
+                    Ok(()) => continue,
+                    Err(e) => Err(e),
+                },
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
             let written = answer.and_then(|(index, batch_rows)| {
                 let n = batch_rows.len() as u64;
                 writer.accept(index, batch_rows).map(|()| n)
@@ -1008,12 +1128,15 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
             ),
         });
     }
-    // The earlier run's skipped files, first: they come before this run's.
-    let mut skipped: Vec<(PathBuf, String)> = writer
-        .resumed_skips(batch_size)
-        .into_iter()
-        .map(|i| (paths[i].clone(), "skipped by the earlier run".to_string()))
-        .collect();
+    // What the folder walks passed over, then the earlier run's skipped files:
+    // they come before this run's.
+    let mut skipped = passed_over;
+    skipped.extend(
+        writer
+            .resumed_skips(batch_size)
+            .into_iter()
+            .map(|i| (paths[i].clone(), "skipped by the earlier run".to_string())),
+    );
     skipped.append(&mut produced.skipped);
     if writer.rows() == 0 {
         return Err(format!(
@@ -1021,6 +1144,7 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
             skipped.len()
         ));
     }
+    let warnings = writer.warnings();
     let kept = writer.finish(batches)?;
     let share = |part: f64, whole: f64| if whole > 0.0 { part / whole } else { 0.0 };
     let balance = Balance {
@@ -1041,6 +1165,7 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
         balance,
         resumed: resumed.rows,
         left_out,
+        warnings,
     })
 }
 

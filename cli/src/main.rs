@@ -98,6 +98,10 @@ fn embed_command(args: &tessera_cli::embed::EmbedArgs) -> CliResult<()> {
     if let Some(note) = tessera_cli::embed::left_out_note(&s.left_out) {
         say!("note: {note}");
     }
+    for warning in &s.warnings {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), "warning: {warning}");
+    }
     if s.resumed > 0 {
         say!(
             "{} of those rows came from the earlier run (--resume)",
@@ -671,6 +675,10 @@ fn execute(
     dtype: DType,
     exec: &ExecArgs,
 ) -> CliResult<()> {
+    // Before any work: an output that cannot be written fails now.
+    if let Some(out) = &exec.output {
+        check_output_path(out)?;
+    }
     let (selected, device_note) = exec.device.open().map_err(CliError)?;
     // The weights last: a device that cannot be opened costs no download.
     let model = tessera_cli::weights(model)?;
@@ -975,6 +983,51 @@ fn report_outputs(tensors: &Outputs, lead: usize) -> CliResult<()> {
     Ok(())
 }
 
+/// A serialised safetensors file's header rewritten with its keys sorted, in
+/// place (the same keys and values: the same length), so that the same outputs
+/// make the same bytes; the crate writes the metadata in a HashMap's random order.
+fn sort_header(file: &mut [u8]) -> Result<(), String> {
+    let len = file
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or("a short safetensors file")?;
+    let header = file
+        .get_mut(8..8 + len)
+        .ok_or("a short safetensors header")?;
+    let value: serde_json::Value = serde_json::from_slice(header).map_err(|e| e.to_string())?;
+    let sorted = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
+    if sorted.len() > len {
+        return Err("the sorted header is longer (internal error)".into());
+    }
+    header[..sorted.len()].copy_from_slice(&sorted);
+    header[sorted.len()..].fill(b' ');
+    Ok(())
+}
+
+/// `--output`'s folder exists and the path is not a folder.
+fn check_output_path(path: &Path) -> CliResult<()> {
+    if path.is_dir() {
+        return fail(format!("--output {}: is a folder", path.display()));
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        return fail(format!(
+            "--output {}: no such folder {}",
+            path.display(),
+            parent.display()
+        ));
+    }
+    Ok(())
+}
+
+/// The output file, written whole beside `path` and then renamed onto it: a
+/// write that fails (a full disk) leaves no half file, and an earlier output at
+/// `path` stays as it was.
 fn write_output(path: &Path, tensors: &Outputs, device: &str) -> CliResult<()> {
     let bytes: Vec<(Dtype, Vec<u8>)> = tensors
         .iter()
@@ -994,7 +1047,21 @@ fn write_output(path: &Path, tensors: &Outputs, device: &str) -> CliResult<()> {
         ("producer".to_string(), "tessera".to_string()),
         ("device".to_string(), device.to_string()),
     ]);
-    let file = safetensors::serialize(views, Some(metadata))
+    let mut file = safetensors::serialize(views, Some(metadata))
         .map_err(|e| CliError(format!("{}: {e}", path.display())))?;
-    std::fs::write(path, file).map_err(|e| CliError(format!("{}: {e}", path.display())))
+    sort_header(&mut file).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let written = (|| {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&file)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        CliError(format!("{}: {e}", path.display()))
+    })
 }

@@ -1197,6 +1197,28 @@ fn errors_are_one_line() {
     let out = out.to_str().unwrap();
     let model = "tests/data/siglip_tiny";
     let images = "tests/data/images";
+    // An output that cannot be written fails before the model is loaded.
+    let nowhere = tmp("no/such/folder/out.safetensors");
+    assert_one_line_error(
+        &[
+            "run",
+            "--model",
+            model,
+            "--pixels",
+            io,
+            "--device",
+            "cpu",
+            "--output",
+            nowhere.to_str().unwrap(),
+        ],
+        "no such folder",
+    );
+    assert_one_line_error(
+        &[
+            "run", "--model", model, "--pixels", io, "--device", "cpu", "--output", images,
+        ],
+        "is a folder",
+    );
     assert_one_line_error(
         &[
             "embed",
@@ -2507,4 +2529,142 @@ fn bench_case_keeps_the_named_rows() {
         ],
         "--case",
     );
+}
+
+/// A folder walk ends on link loops (each folder once), passes over FIFOs and
+/// names it cannot store, and says so; a list from a pipe is read relative to the
+/// current folder, a BOM and `#` lines are not paths, a listed folder is walked;
+/// the output's bytes are the same run after run; rows that are not finite are
+/// counted in a warning.
+#[cfg(unix)]
+#[test]
+fn embed_walks_links_special_files_and_lists() {
+    let dir = fresh_dir("embed_walk");
+    let images = root().join("tests/data/images");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::copy(images.join("waves_64x48.png"), dir.join("a.png")).unwrap();
+    std::fs::copy(images.join("grid_32x32.png"), dir.join("sub/b.png")).unwrap();
+    // Links back up: the walk used to loop (two links: without end).
+    std::os::unix::fs::symlink(".", dir.join("l1")).unwrap();
+    std::os::unix::fs::symlink(".", dir.join("l2")).unwrap();
+    std::os::unix::fs::symlink("..", dir.join("sub/up")).unwrap();
+    // A FIFO named like an image: reading it would wait for a writer forever.
+    let fifo = dir.join("pipe.png");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    // Names the output could not give back: not UTF-8, a line break.
+    use std::os::unix::ffi::OsStrExt;
+    let raw = dir.join(std::ffi::OsStr::from_bytes(b"bad\xffname.png"));
+    std::fs::copy(images.join("grid_32x32.png"), raw).unwrap();
+    std::fs::copy(images.join("grid_32x32.png"), dir.join("two\nlines.png")).unwrap();
+
+    let run = |out: &str, inputs: &[&str]| {
+        let out = tmp(out);
+        let _ = std::fs::remove_file(&out);
+        let mut args = vec![
+            "embed",
+            "--model",
+            "tests/data/siglip_tiny",
+            "--device",
+            "cpu",
+        ];
+        args.extend(["-o", out.to_str().unwrap()]);
+        args.extend(inputs);
+        let o = tessera(&args);
+        assert_ok(&o, "embed");
+        (out, String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let d = dir.to_str().unwrap();
+    let (out, stderr) = run("embed_walk.safetensors", &[d]);
+    let (_, _, paths) = read_embeddings(&out);
+    assert_eq!(paths, [format!("{d}/a.png"), format!("{d}/sub/b.png")]);
+    for why in [
+        "pipe.png: not a regular file",
+        "cannot be stored",
+        "lines.png",
+    ] {
+        assert!(stderr.contains(why), "{why}: {stderr}");
+    }
+    // The same job again: the same bytes (the metadata's keys in one order).
+    let first = std::fs::read(&out).unwrap();
+    let (again, _) = run("embed_walk.safetensors", &[d]);
+    assert_eq!(std::fs::read(again).unwrap(), first);
+    // --strict stops at what the walk passed over.
+    let strict = tmp("embed_walk_strict.safetensors");
+    let o = tessera(&[
+        "embed",
+        "--model",
+        "tests/data/siglip_tiny",
+        "--device",
+        "cpu",
+        "--strict",
+        "-o",
+        strict.to_str().unwrap(),
+        d,
+    ]);
+    assert!(!o.status.success() && !strict.exists());
+
+    // A list piped on stdin, run from `dir`: its paths are relative to `dir`.
+    let list_out = tmp("embed_walk_stdin.safetensors");
+    let mut child = Command::new(BIN)
+        .args(["embed", "--model"])
+        .arg(root().join("tests/data/siglip_tiny"))
+        .args(["--device", "cpu", "-o"])
+        .arg(&list_out)
+        .arg("@/dev/stdin")
+        .current_dir(&dir)
+        .env("HF_HUB_OFFLINE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all("\u{feff}sub/b.png\n# a comment\n\nsub\n".as_bytes())
+            .unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_ok(&o, "embed @/dev/stdin");
+    let (_, _, paths) = read_embeddings(&list_out);
+    // (sub/up is `dir`, not walked before in this job: its a.png once; its links
+    // and sub itself end there.)
+    assert_eq!(paths, ["sub/b.png", "sub/b.png", "sub/up/a.png"]);
+
+    // Non-finite weights: every row NaN, said in a warning (the rows are written).
+    let model = fresh_dir("embed_walk_nan_model");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(root().join("tests/data/siglip_tiny").join(f), model.join(f)).unwrap();
+    }
+    let weights = model.join("model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let (n, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+    let info = meta
+        .tensors()
+        .into_iter()
+        .find(|(name, _)| name.ends_with("post_layernorm.weight"))
+        .unwrap()
+        .1;
+    let at = 8 + n + info.data_offsets.0;
+    bytes[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(&weights, bytes).unwrap();
+    let nan_out = tmp("embed_walk_nan.safetensors");
+    let o = tessera(&[
+        "embed",
+        "--model",
+        model.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "-o",
+        nan_out.to_str().unwrap(),
+        &format!("{d}/a.png"),
+    ]);
+    assert_ok(&o, "embed with a NaN weight");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("warning: 1 row(s) hold NaN"), "{stderr}");
 }

@@ -288,6 +288,21 @@ fn files_that_are_not_images_are_errors() {
         .unwrap_err()
         .to_string();
     assert!(msg.contains("huge.png") && msg.contains("limit"), "{msg}");
+    // A grey PNG of 13 380² pixels (179 million, past Pillow's decompression-bomb
+    // bound; 179 MB decoded: under the decoder's byte limit, but 537 MB as RGB):
+    // refused from its header, as Pillow refuses it, upright or not. 13 377²
+    // (178.94 million, under the bound) is not refused for its size (it fails
+    // later, on the missing rows).
+    std::fs::write(&huge, png(13_380, 13_380, 0, 8, &[], &[0])).unwrap();
+    let msg = image_err(&huge);
+    assert!(msg.contains("decompression bomb"), "{msg}");
+    let msg = preprocess::read_rgb8_upright(&huge)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("decompression bomb"), "{msg}");
+    std::fs::write(&huge, png(13_377, 13_377, 0, 8, &[], &[0])).unwrap();
+    let msg = image_err(&huge);
+    assert!(!msg.contains("decompression bomb"), "{msg}");
     // A zero-width PNG.
     let zero = tmp("zero.png");
     std::fs::write(&zero, png(0, 1, 2, 8, &[], &[0])).unwrap();

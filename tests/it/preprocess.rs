@@ -542,12 +542,26 @@ fn preprocessor_config_errors_name_the_key() {
         (r#"{"image_std": [0.5, 1e-44, 0.5]}"#, "image_std"),
         (r#"{"size": 5000}"#, "size"),
         ("[1, 2]", "JSON object"),
+        // Other processors' steps, refused rather than left out.
+        (
+            r#"{"image_processor_type": "CLIPImageProcessor"}"#,
+            "image_processor_type",
+        ),
+        (r#"{"do_center_crop": true}"#, "do_center_crop"),
+        (r#"{"do_pad": true}"#, "do_pad"),
     ] {
         let msg = processor(json).unwrap_err().to_string();
         assert!(
             msg.contains(key) && msg.contains("preprocessor_config.json"),
             "{json}: {msg}"
         );
+    }
+    // The same keys where they ask for nothing are fine.
+    for json in [
+        r#"{"image_processor_type": "SiglipImageProcessorFast", "do_center_crop": false}"#,
+        r#"{"image_processor_type": "Siglip2ImageProcessor", "do_pad": null}"#,
+    ] {
+        processor(json).unwrap();
     }
 }
 

@@ -182,6 +182,11 @@ pub(super) struct RowWriter {
     files: String,
     /// `--resume`: the earlier run's [`JobNames::weights`].
     earlier_weights: Option<String>,
+    /// Rows of this run holding NaN or ±inf, and the first one's path index.
+    nonfinite_rows: usize,
+    first_nonfinite: Option<usize>,
+    /// Finite values the output dtype made ±inf (f16 past 65 504).
+    overflowed: usize,
 }
 
 /// What names a job in its journal's first line.
@@ -258,6 +263,9 @@ impl RowWriter {
             model: id.model.to_string(),
             files: id.files.to_string(),
             earlier_weights: None,
+            nonfinite_rows: 0,
+            first_nonfinite: None,
+            overflowed: 0,
         };
         // The largest header: every path kept.
         let all: Vec<usize> = (0..w.names.len()).collect();
@@ -507,6 +515,16 @@ impl RowWriter {
                         self.cols.dim
                     ));
                 }
+                if row.iter().any(|v| !v.is_finite()) {
+                    self.nonfinite_rows += 1;
+                    self.first_nonfinite.get_or_insert(index);
+                }
+                if self.cols.dtype == OutDtype::F16 {
+                    self.overflowed += row
+                        .iter()
+                        .filter(|&&v| v.is_finite() && !half::f16::from_f32(v).is_finite())
+                        .count();
+                }
                 let bytes = self.cols.dtype.encode(&row);
                 let file = self.file.as_mut().ok_or("embed: output already closed")?;
                 if let Err(e) = file.write_all(&bytes) {
@@ -519,6 +537,11 @@ impl RowWriter {
             self.unjournaled.push_str(&line);
             self.next += 1;
         }
+        self.checkpoint_if_due()
+    }
+
+    /// [`checkpoint`](Self::checkpoint), if the last one was [`CHECKPOINT`] ago.
+    pub(super) fn checkpoint_if_due(&mut self) -> Result<(), String> {
         if self.checkpoint_at.elapsed() >= CHECKPOINT {
             self.checkpoint()?;
         }
@@ -546,6 +569,28 @@ impl RowWriter {
             self.keep = true; // rows to resume from, should the job stop
         }
         Ok(())
+    }
+
+    /// What the values written in this run should make a user look twice at:
+    /// rows holding NaN or ±inf (broken weights, or inputs), values `--out-dtype
+    /// f16` could not hold. Empty when there is nothing to say.
+    pub(super) fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(first) = self.first_nonfinite {
+            out.push(format!(
+                "{} row(s) hold NaN or ±inf values, the first for {} (the model's weights \
+                 or the image's pixels are not finite?)",
+                self.nonfinite_rows, self.names[first]
+            ));
+        }
+        if self.overflowed > 0 {
+            out.push(format!(
+                "{} value(s) are past f16's range (±65 504) and were stored as ±inf: use \
+                 --out-dtype bf16 or f32",
+                self.overflowed
+            ));
+        }
+        out
     }
 
     /// Rows written so far.
@@ -677,7 +722,11 @@ impl RowWriter {
                 };
                 let metadata = Metadata::new(Some(meta), vec![("embeddings".to_string(), info)])
                     .map_err(|e| format!("{}: {e}", self.path.display()))?;
-                let json = serde_json::to_vec(&metadata).map_err(|e| e.to_string())?;
+                // Through serde_json's map (sorted keys): the same rows make the same
+                // bytes (the crate's type serialises a HashMap in its random order).
+                let json = serde_json::to_value(&metadata)
+                    .and_then(|v| serde_json::to_vec(&v))
+                    .map_err(|e| e.to_string())?;
                 let len = json.len().next_multiple_of(8);
                 let mut out = (len as u64).to_le_bytes().to_vec();
                 out.extend(json);
@@ -736,7 +785,7 @@ pub(super) struct Resumed {
 
 /// How often the rows written are synced and recorded in the journal: after a
 /// power cut, at most the batches of this last stretch are embedded again.
-const CHECKPOINT: Duration = Duration::from_secs(2);
+pub(super) const CHECKPOINT: Duration = Duration::from_secs(2);
 
 /// The first word of a journal's first line (its format's version with it).
 const JOURNAL_MAGIC: &str = "tessera-embed-journal-1";
