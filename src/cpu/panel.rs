@@ -894,15 +894,25 @@ mod tests {
         check_edges::<f32>(1e-6);
     }
 
+    /// Whether `S`'s kernel is missing on this CPU: then the test says so and
+    /// skips, or fails where `TESSERA_REQUIRE_AVX512=1`.
+    fn skip<S: PanelElem + Element>() -> bool {
+        if S::available() {
+            return false;
+        }
+        let msg = format!("no AVX-512 kernel for {:?} on this CPU", S::DTYPE);
+        assert!(
+            std::env::var_os("TESSERA_REQUIRE_AVX512").is_none_or(|v| v != "1"),
+            "{msg} (TESSERA_REQUIRE_AVX512=1)"
+        );
+        // Straight to stderr: libtest captures eprintln! of a passing test.
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "SKIPPED: {msg}");
+        true
+    }
+
     fn check_edges<S: PanelElem + Element>(bar: f64) {
-        if !S::available() {
-            // Straight to stderr: libtest captures eprintln! of a passing test.
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: no AVX-512 kernel for {:?} on this CPU",
-                S::DTYPE
-            );
+        if skip::<S>() {
             return;
         }
         // Rows, columns and k that neither the micro-kernel, the tile nor the
@@ -976,7 +986,7 @@ mod tests {
 
     #[test]
     fn short_operands_are_errors() {
-        if !<bf16 as PanelElem>::available() {
+        if skip::<bf16>() {
             return;
         }
         let a: Vec<bf16> = values(12, 3);
