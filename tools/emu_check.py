@@ -31,6 +31,7 @@ sys.path.insert(0, HERE)
 import gen_ptx  # noqa: E402
 from ptxgen.kernels import attention_fa2, attention_sm90, attention_sm90_f32  # noqa: E402
 from ptxgen.kernels.attention_common import attention_module  # noqa: E402
+from ptxgen.kernels.gemm_common import FLAG_BIAS, FLAG_GELU, FLAG_RES  # noqa: E402
 from ptx_emu import (BankStats, Memory, TensorMap, bf16_bits_to_f32, f32_to_bf16_bits, parse_module,  # noqa: E402
                      run_kernel)
 
@@ -261,7 +262,8 @@ def linear_launch(mem, entry, rows, k, n, x, w, b, r, act, with_bias, with_res, 
         grid = (min(units, SM90_BLOCKS) * cm, 1, 1)
     else:
         grid = ((n + tn - 1) // tn, (rows + tm - 1) // tm, 1)
-    flags = int(with_bias) | (act << 1) | (int(with_res) << 2)
+    # The bits the host passes (src/cuda/manifest.rs's LINEAR_FLAG_*, from the same names).
+    flags = (FLAG_BIAS if with_bias else 0) | (FLAG_GELU if act else 0) | (FLAG_RES if with_res else 0)
     px, pw = mem.upload(x), mem.upload(w)
     if splits > 1:
         # Split-K as the host runs it: the partial GEMM over (tiles, splits), then the

@@ -78,6 +78,16 @@ def to_ascii(text):
     return text
 
 
+def shared_constants():
+    """The constants the host and several kernels agree on, stated once (here)."""
+    from ptxgen.kernels.gemm_common import FLAG_BIAS, FLAG_GELU, FLAG_RES
+    return [
+        ("LINEAR_FLAG_BIAS", FLAG_BIAS, "`flags` bit of the linear kernels: add `bias`."),
+        ("LINEAR_FLAG_GELU", FLAG_GELU, "`flags` bit of the linear kernels: GELU (tanh) after the bias."),
+        ("LINEAR_FLAG_RES", FLAG_RES, "`flags` bit of the linear kernels: add `res` last."),
+    ]
+
+
 def outputs():
     mods = modules()
     files = {}
@@ -85,7 +95,8 @@ def outputs():
         dyn = any(k.dyn_smem or k.max_dyn_smem for k in kernels)
         opts = SM90 if name in SM90_MODULES else {}
         files[os.path.join("kernels", f"{name}.ptx")] = to_ascii(module_text(title, kernels, dyn, **opts))
-    files[os.path.join("src", "cuda", "manifest.rs")] = rust_manifest([(n, ks) for n, _, ks in mods])
+    files[os.path.join("src", "cuda", "manifest.rs")] = rust_manifest(
+        [(n, ks) for n, _, ks in mods], shared_constants())
     return files
 
 

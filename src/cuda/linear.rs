@@ -25,10 +25,8 @@ use crate::element::{DType, Element};
 use crate::error::{Error, Result};
 use crate::ops::{index32, Activation, LinearArgs};
 
-/// `flags` of the linear kernels (tools/ptxgen/kernels/gemm_common.py).
-const FLAG_BIAS: u32 = 1;
-const FLAG_GELU: u32 = 2;
-const FLAG_RES: u32 = 4;
+/// `flags` of the linear kernels, from the generator (gemm_common.py).
+use m::{LINEAR_FLAG_BIAS as FLAG_BIAS, LINEAR_FLAG_GELU as FLAG_GELU, LINEAR_FLAG_RES as FLAG_RES};
 
 pub(super) fn linear<T: Element>(dev: &Cuda, a: LinearArgs<'_, T, Cuda>) -> Result<()> {
     const OP: &str = "linear";

@@ -8,6 +8,15 @@ use cudarc::driver::CudaSlice;
 use super::launch::{Arg, KernelSpec, Matrix2d, Module, ParamKind, Signature};
 use crate::element::DType;
 
+/// `flags` bit of the linear kernels: add `bias`.
+pub(super) const LINEAR_FLAG_BIAS: u32 = 1;
+
+/// `flags` bit of the linear kernels: GELU (tanh) after the bias.
+pub(super) const LINEAR_FLAG_GELU: u32 = 2;
+
+/// `flags` bit of the linear kernels: add `res` last.
+pub(super) const LINEAR_FLAG_RES: u32 = 4;
+
 /// kernels/add.ptx.
 pub(super) static ADD: Module = Module {
     name: "add",

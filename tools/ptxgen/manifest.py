@@ -61,9 +61,13 @@ def camel(s):
     return "".join(p[:1].upper() + p[1:] for p in s.split("_"))
 
 
-def rust_manifest(modules):
-    """`modules`: list of (module name, [Kernel]) in output order."""
+def rust_manifest(modules, shared=()):
+    """`modules`: list of (module name, [Kernel]) in output order; `shared`: (name,
+    value, doc) of u32 constants that several kernels and the host agree on (the
+    linear kernels' epilogue flags)."""
     out = [RUST_HEADER]
+    for cname, value, doc in shared:
+        out.append(f"\n/// {doc}\npub(super) const {cname}: u32 = {value};\n")
     for name, _ in modules:
         out.append(
             f"\n/// kernels/{name}.ptx.\npub(super) static {name.upper()}: Module = Module {{\n"
