@@ -26,7 +26,9 @@ use crate::error::{Error, Result};
 use crate::ops::{index32, Activation, LinearArgs};
 
 /// `flags` of the linear kernels, from the generator (gemm_common.py).
-use m::{LINEAR_FLAG_BIAS as FLAG_BIAS, LINEAR_FLAG_GELU as FLAG_GELU, LINEAR_FLAG_RES as FLAG_RES};
+use m::{
+    LINEAR_FLAG_BIAS as FLAG_BIAS, LINEAR_FLAG_GELU as FLAG_GELU, LINEAR_FLAG_RES as FLAG_RES,
+};
 
 pub(super) fn linear<T: Element>(dev: &Cuda, a: LinearArgs<'_, T, Cuda>) -> Result<()> {
     const OP: &str = "linear";

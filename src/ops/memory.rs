@@ -2,7 +2,7 @@
 //! write, split, residual) steps (MODEL.md, "Memory-gated attention").
 
 use super::Kernels;
-use super::{check_device, expect_shape, prepare_out, shape_err};
+use super::{check_device, expect_shape, prepare_named_out, prepare_out, shape_err};
 use crate::buffer::DeviceBuffer;
 use crate::device::Device;
 use crate::element::Element;
@@ -140,8 +140,14 @@ pub fn memory_read_into<T: Element, D: Kernels<T>>(
     ] {
         check_device(OP, &dev, name, b)?;
     }
-    prepare_out(OP, &dev, joint, &[m.batch, m.slots + m.tokens, m.hidden])?;
-    prepare_out(OP, &dev, gate, &[m.batch, m.experts])?;
+    prepare_named_out(
+        OP,
+        &dev,
+        "joint",
+        joint,
+        &[m.batch, m.slots + m.tokens, m.hidden],
+    )?;
+    prepare_named_out(OP, &dev, "gate", gate, &[m.batch, m.experts])?;
     if m.batch == 0 {
         return Ok(());
     }

@@ -192,6 +192,17 @@ pub(crate) fn prepare_out<T: Element, D: Device>(
     out: &DeviceBuffer<T, D>,
     shape: &[usize],
 ) -> Result<()> {
-    check_device(op, device, "out", out)?;
-    expect_shape(op, "out", out, shape)
+    prepare_named_out(op, device, "out", out, shape)
+}
+
+/// [`prepare_out`] for an op with several outputs, each named.
+pub(crate) fn prepare_named_out<T: Element, D: Device>(
+    op: &'static str,
+    device: &D,
+    name: &str,
+    out: &DeviceBuffer<T, D>,
+    shape: &[usize],
+) -> Result<()> {
+    check_device(op, device, name, out)?;
+    expect_shape(op, name, out, shape)
 }

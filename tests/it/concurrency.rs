@@ -192,13 +192,19 @@ fn many_threads_download_on_one_wgpu_device() {
 /// Two threads each run `forward_into` over their own buffers of one shared bf16
 /// model (whose linears take the split-K GEMM on a GPU) while a third runs ever
 /// wider linears that grow the device's split-K scratch buffer. Every forward
-/// matches the CPU's. On CUDA the forwards are captured and replayed as graphs
+/// matches the CPU's, and the CPU's match the f32 forward of the same weights
+/// within the bf16 bar (so on the CPU the test does not only compare the CPU with
+/// itself). On CUDA the forwards are captured and replayed as graphs
 /// while the scratch buffer they were captured with is replaced: a graph must
 /// never run against the freed buffer (it is captured again instead).
 fn graphs_while_the_scratch_grows<D: Kernels<bf16> + Send + Sync>(dev: &D) {
     let config = crate::common::splitk_config();
     let model = VisionModel::<bf16, D>::random(config.clone(), dev, 9).unwrap();
-    let cpu = VisionModel::<bf16, Cpu>::random(config, &Cpu, 9).unwrap();
+    let cpu = VisionModel::<bf16, Cpu>::random(config.clone(), &Cpu, 9).unwrap();
+    // The same weights unrounded (`random` draws them in f32 and rounds them to
+    // the element type), for a check of the wanted outputs that is not the bf16
+    // CPU forward checking itself.
+    let cpu_f32 = VisionModel::<f32, Cpu>::random(config, &Cpu, 9).unwrap();
     let shape = model.config().pixel_shape(1);
     let n: usize = shape.iter().product();
     let mut rng = crate::common::Rng::new("graphs_while_the_scratch_grows");
@@ -207,12 +213,33 @@ fn graphs_while_the_scratch_grows<D: Kernels<bf16> + Send + Sync>(dev: &D) {
         .iter()
         .map(|x| {
             let px = DeviceBuffer::from_slice(&Cpu, x, &shape).unwrap();
-            cpu.forward(&px, None)
+            let want = cpu
+                .forward(&px, None)
                 .unwrap()
                 .pooler_output
                 .unwrap()
                 .to_vec()
+                .unwrap();
+            let x32: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
+            let px32 = DeviceBuffer::from_slice(&Cpu, &x32, &shape).unwrap();
+            let f32_out = cpu_f32
+                .forward(&px32, None)
                 .unwrap()
+                .pooler_output
+                .unwrap()
+                .to_vec()
+                .unwrap();
+            let e = crate::common::rel_l2(
+                &crate::common::to_f64(&want),
+                &crate::common::to_f64(&f32_out),
+            );
+            // The bf16 bar, as the golden suite's bf16 models against float
+            // references (6e-3 to 9e-3 seen).
+            assert!(
+                e <= crate::common::bar::<bf16>(),
+                "the bf16 CPU forward against the f32 one of the same weights: {e:e}"
+            );
+            want
         })
         .collect();
     let x: Vec<bf16> = rng.vec(16 * 1024, 1.0);

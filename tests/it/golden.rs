@@ -513,16 +513,29 @@ fn launch_count_of_a_forward() {
 /// replay must launch what a call does (the launch count per call stays the
 /// same). The bf16 model's linears (K 256 and 1024 at 16 rows) take the split-K
 /// GEMM on a GPU, so its scratch buffer is inside the captured graph.
+///
+/// The golden cases' first calls are their golden segments (one for
+/// siglip_tiny, three with the bank carried for mga_tiny), and after them the
+/// outputs and the bank of both the device and the CPU are compared with
+/// transformers' too, so the test fails where both sides are wrong alike (on the
+/// CPU it compares the CPU with itself otherwise).
 fn repeated_forward_matches_cpu<D: Kernels<f32> + Kernels<bf16>>(dev: &D) {
     for case in ["siglip_tiny", "mga_tiny"] {
         let model = VisionModel::<f32, D>::load(data_dir(case), dev).unwrap();
         let cpu = VisionModel::<f32, _>::load(data_dir(case), &tessera::Cpu).unwrap();
-        repeated_forward(case, &model, &cpu, 2);
+        repeated_forward(case, &model, &cpu, 2, Some(&read_io(case)));
     }
     let config = crate::common::splitk_config();
     let model = VisionModel::<bf16, D>::random(config.clone(), dev, 5).unwrap();
     let cpu = VisionModel::<bf16, _>::random(config, &tessera::Cpu, 5).unwrap();
-    repeated_forward("random bf16", &model, &cpu, 1);
+    repeated_forward("random bf16", &model, &cpu, 1, None);
+}
+
+/// The outputs of the golden segments so far, on the device and on the CPU.
+#[derive(Default)]
+struct Seen {
+    last: [Vec<f64>; 2],
+    pooled: [Vec<f64>; 2],
 }
 
 fn repeated_forward<T: Element, D: Kernels<T>>(
@@ -530,6 +543,7 @@ fn repeated_forward<T: Element, D: Kernels<T>>(
     model: &VisionModel<T, D>,
     cpu: &VisionModel<T, tessera::Cpu>,
     batch: usize,
+    golden: Option<&HashMap<String, Tensor>>,
 ) {
     let dev = model.device();
     let mut rng = crate::common::Rng::new("repeated_forward_matches_cpu");
@@ -540,8 +554,17 @@ fn repeated_forward<T: Element, D: Kernels<T>>(
     let mut bank = model.new_memory(batch).unwrap();
     let mut cpu_bank = cpu.new_memory(batch).unwrap();
     let mut per_call = Vec::new();
+    // The golden segments, each `n` pixels.
+    let segments = golden.map_or(0, |io| io["pixel_values"].data.len() / n);
+    let mut seen = Seen::default();
     for call in 0..5 {
-        let host: Vec<T> = rng.vec(n, 1.0);
+        let host: Vec<T> = match golden {
+            Some(io) if call < segments => io["pixel_values"].data[call * n..(call + 1) * n]
+                .iter()
+                .map(|&v| T::from_f32(v as f32))
+                .collect(),
+            _ => rng.vec(n, 1.0),
+        };
         pixels.copy_from_host(&host).unwrap();
         let before = dev.launch_count();
         model
@@ -571,15 +594,46 @@ fn repeated_forward<T: Element, D: Kernels<T>>(
             out.last_hidden_state.to_vec().unwrap(),
             want.last_hidden_state.to_vec().unwrap(),
         );
-        if let (Some(g), Some(w)) = (&out.pooler_output, &want.pooler_output) {
-            close("pooler_output", g.to_vec().unwrap(), w.to_vec().unwrap());
+        match (&out.pooler_output, &want.pooler_output) {
+            (Some(g), Some(w)) => close("pooler_output", g.to_vec().unwrap(), w.to_vec().unwrap()),
+            (None, None) => assert!(!model.config().vision_use_head, "{what}: no pooler_output"),
+            (g, w) => panic!(
+                "{what}: pooler_output on the device {}, on the CPU {}",
+                if g.is_some() { "present" } else { "missing" },
+                if w.is_some() { "present" } else { "missing" },
+            ),
         }
+        assert_eq!(
+            bank.layers().count(),
+            cpu_bank.layers().count(),
+            "{what}: memory layers"
+        );
         for ((l, g), (_, w)) in bank.layers().zip(cpu_bank.layers()) {
             close(
                 &format!("memory of layer {l}"),
                 g.to_vec().unwrap(),
                 w.to_vec().unwrap(),
             );
+        }
+        if let Some(io) = golden.filter(|_| call < segments) {
+            let f = |v: Vec<T>| crate::common::to_f64(&v);
+            let outputs = [
+                (
+                    out.last_hidden_state.to_vec().unwrap(),
+                    out.pooler_output.as_ref().map(|p| p.to_vec().unwrap()),
+                ),
+                (
+                    want.last_hidden_state.to_vec().unwrap(),
+                    want.pooler_output.as_ref().map(|p| p.to_vec().unwrap()),
+                ),
+            ];
+            for (side, (last, pooled)) in outputs.into_iter().enumerate() {
+                seen.last[side].extend(f(last));
+                seen.pooled[side].extend(pooled.map(f).unwrap_or_default());
+            }
+            if call + 1 == segments {
+                check_golden(&what, io, &seen, (&bank, &cpu_bank));
+            }
         }
     }
     if let Some(first) = per_call.first() {
@@ -588,6 +642,65 @@ fn repeated_forward<T: Element, D: Kernels<T>>(
             "{case}: kernel launches per call {per_call:?}"
         );
     }
+}
+
+/// After the golden segments: the outputs and the bank of the device (side 0)
+/// and of the CPU (side 1) within the bar of transformers'.
+fn check_golden<T: Element, D: Kernels<T>>(
+    what: &str,
+    io: &HashMap<String, Tensor>,
+    seen: &Seen,
+    banks: (
+        &tessera::model::MemoryBank<T, D>,
+        &tessera::model::MemoryBank<T, tessera::Cpu>,
+    ),
+) {
+    let bar = crate::common::bar::<T>();
+    let check = |name: &str, side: usize, got: &[f64]| {
+        let want = &io
+            .get(name)
+            .unwrap_or_else(|| panic!("{what}: golden has no {name}"))
+            .data;
+        let err = rel_l2(got, want);
+        let on = ["the device", "the CPU"][side];
+        assert!(
+            err <= bar,
+            "{what} on {on}: {name} against the golden outputs, relative L2 {err:e} (bar {bar:e})"
+        );
+    };
+    let mut names = 1;
+    for side in 0..2 {
+        check("last_hidden_state", side, &seen.last[side]);
+        if io.contains_key("pooler_output") {
+            check("pooler_output", side, &seen.pooled[side]);
+        }
+    }
+    if io.contains_key("pooler_output") {
+        names += 1;
+    }
+    let (device_bank, cpu_bank) = banks;
+    for (l, state) in device_bank.layers() {
+        check(
+            &format!("memory.layers.{l}"),
+            0,
+            &crate::common::to_f64(&state.to_vec().unwrap()),
+        );
+        names += 1;
+    }
+    for (l, state) in cpu_bank.layers() {
+        check(
+            &format!("memory.layers.{l}"),
+            1,
+            &crate::common::to_f64(&state.to_vec().unwrap()),
+        );
+    }
+    // Every golden output was compared.
+    assert_eq!(
+        names,
+        io.len() - 1,
+        "{what}: golden outputs {:?}",
+        io.keys()
+    );
 }
 
 #[test]

@@ -126,34 +126,116 @@ fn head_tensors_required_only_with_head() {
     assert!(!model.config().vision_use_head);
 }
 
+/// f16 bits → f32, written out on the bits (independently of the `half` crate
+/// the loader decodes with): every f16 is exact in f32.
+fn f16_bits_to_f32(h: u16) -> f32 {
+    let sign = u32::from(h >> 15) << 31;
+    let exp = i32::from((h >> 10) & 0x1F);
+    let man = u32::from(h & 0x3FF);
+    let magnitude = match exp {
+        0 => man as f32 * 2f32.powi(-24), // zero and subnormals: man·2^-24, exact
+        31 if man == 0 => f32::INFINITY,
+        31 => f32::NAN,
+        e => f32::from_bits((((e - 15 + 127) as u32) << 23) | (man << 13)),
+    };
+    f32::from_bits(magnitude.to_bits() | sign)
+}
+
+/// The F32 tensors of `entries` for which `dtype_of` gives F16 or BF16, stored in
+/// that type (rounded to nearest by the `half` crate); returns those entries, and
+/// F32 entries of the values they decode to (decoded on the bits here: f16 by
+/// [`f16_bits_to_f32`], bf16 as the high half of an f32).
+fn stored_as(
+    entries: &[Entry],
+    dtype_of: impl Fn(&str) -> Option<Dtype>,
+) -> (Vec<Entry>, Vec<Entry>) {
+    let mut stored = Vec::new();
+    let mut decoded = Vec::new();
+    for e in entries {
+        assert_eq!(e.1, Dtype::F32, "{}", e.0);
+        let Some(dtype) = dtype_of(&e.0) else {
+            stored.push(e.clone());
+            decoded.push(e.clone());
+            continue;
+        };
+        let values =
+            e.3.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+        let bits: Vec<u16> = match dtype {
+            Dtype::F16 => values.map(|v| half::f16::from_f32(v).to_bits()).collect(),
+            Dtype::BF16 => values.map(|v| bf16::from_f32(v).to_bits()).collect(),
+            other => panic!("{other:?}"),
+        };
+        let back: Vec<u8> = bits
+            .iter()
+            .flat_map(|&b| match dtype {
+                Dtype::F16 => f16_bits_to_f32(b).to_le_bytes(),
+                _ => f32::from_bits(u32::from(b) << 16).to_le_bytes(),
+            })
+            .collect();
+        let bytes = bits.iter().flat_map(|b| b.to_le_bytes()).collect();
+        stored.push((e.0.clone(), dtype, e.2.clone(), bytes));
+        decoded.push((e.0.clone(), Dtype::F32, e.2.clone(), back));
+    }
+    (stored, decoded)
+}
+
+/// siglip_tiny's golden pixels `[2, 3, 32, 32]` and outputs (transformers, F32
+/// weights): (pixels, last_hidden_state, pooler_output).
+fn golden_io() -> (Vec<f32>, Vec<f64>, Vec<f64>) {
+    let bytes = std::fs::read(golden_dir().join("io.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let read = |name: &str| -> Vec<f32> {
+        let view = st.tensor(name).unwrap();
+        assert_eq!(view.dtype(), Dtype::F32);
+        view.data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    let wide = |v: Vec<f32>| v.into_iter().map(f64::from).collect();
+    (
+        read("pixel_values"),
+        wide(read("last_hidden_state")),
+        wide(read("pooler_output")),
+    )
+}
+
+/// (last_hidden_state, pooler_output) of the f32 model in `dir` on `pixels`.
+fn forward_both(dir: &Path, pixels: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let model = VisionModel::<f32, Cpu>::load(dir, &Cpu).unwrap();
+    let px = DeviceBuffer::from_slice(&Cpu, pixels, &[2, 3, 32, 32]).unwrap();
+    let out = model.forward(&px, None).unwrap();
+    (
+        out.last_hidden_state.to_vec().unwrap(),
+        out.pooler_output.unwrap().to_vec().unwrap(),
+    )
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
 /// Names without the `vision_model.` prefix (transformers 5.x), F16 and BF16
-/// storage, and a full SiglipConfig with `vision_config` all load.
+/// storage, and a full SiglipConfig with `vision_config` all load; the F16 and
+/// BF16 tensors hold their stored values: the model's outputs are bit for bit
+/// those of an F32 checkpoint of the values the test decoded from the same bits.
 #[test]
 fn accepted_variants_load() {
-    let mut t = tensors();
+    // Layer 0 in F16 (the values here are small; precision is f16's), layer 1 in BF16.
+    let dtype_of = |name: &str| {
+        if name.contains("layers.0.") {
+            Some(Dtype::F16)
+        } else if name.contains("layers.1.") {
+            Some(Dtype::BF16)
+        } else {
+            None
+        }
+    };
+    let (mut t, decoded) = stored_as(&tensors(), dtype_of);
+    assert!(t.iter().any(|e| e.1 == Dtype::F16) && t.iter().any(|e| e.1 == Dtype::BF16));
     for e in &mut t {
         e.0 = e.0.trim_start_matches("vision_model.").to_string();
-        if e.0.contains("layers.0") {
-            // F16 storage (the values here are small; precision is f16's).
-            let v: Vec<u8> = e
-                .3
-                .chunks_exact(4)
-                .flat_map(|c| {
-                    half::f16::from_f32(f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes()
-                })
-                .collect();
-            e.1 = Dtype::F16;
-            e.3 = v;
-        } else if e.0.contains("layers.1") {
-            let v: Vec<u8> =
-                e.3.chunks_exact(4)
-                    .flat_map(|c| {
-                        bf16::from_f32(f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes()
-                    })
-                    .collect();
-            e.1 = Dtype::BF16;
-            e.3 = v;
-        }
     }
     let full = format!(
         "{{\"model_type\": \"siglip\", \"text_config\": {{\"hidden_size\": 32}}, \"vision_config\": {}}}",
@@ -164,6 +246,70 @@ fn accepted_variants_load() {
     assert_eq!(model.config().hidden_size, 64);
     let model = VisionModel::<bf16, Cpu>::load(&dir, &Cpu).unwrap();
     assert_eq!(model.config().num_patches(), 16);
+    let (pixels, ..) = golden_io();
+    let (last, pooled) = forward_both(&dir, &pixels);
+    let (want_last, want_pooled) = forward_both(
+        &fixture("variants_decoded", &config_text(), &decoded),
+        &pixels,
+    );
+    assert!(
+        bits(&last) == bits(&want_last),
+        "last_hidden_state of the F16/BF16 checkpoint"
+    );
+    assert!(
+        bits(&pooled) == bits(&want_pooled),
+        "pooler_output of the F16/BF16 checkpoint"
+    );
+}
+
+/// A checkpoint stored wholly in F16, and one wholly in BF16 (each made here from
+/// siglip_tiny's F32 tensors, rounded to nearest), load as f32 models that give
+/// (1) bit for bit the outputs of an F32 checkpoint of the values the test decodes
+/// from the same bits (the loader's decoding, exactly), and (2) outputs close to
+/// transformers' for the F32 weights. Rounding moves every weight by at most u
+/// relative (u: f16 2^-11, bf16 2^-8), independently from weight to weight, and
+/// the outputs move by about as much relative (measured 1.1u to 1.3u, the
+/// deterministic values of this checkpoint and these pixels), so the bar is 3u
+/// (f16 1.5e-3, bf16 1.2e-2); and at least 0.01u, so a checkpoint whose rounding
+/// was lost (the F32 one, 1e-6 from the golden outputs) fails too.
+#[test]
+fn f16_and_bf16_checkpoints_hold_their_values() {
+    let (pixels, golden_last, golden_pooled) = golden_io();
+    for (dtype, u) in [(Dtype::F16, 2f64.powi(-11)), (Dtype::BF16, 2f64.powi(-8))] {
+        let (stored, decoded) = stored_as(&tensors(), |_| Some(dtype));
+        assert!(stored.iter().all(|e| e.1 == dtype));
+        let name = format!("{dtype:?}").to_lowercase();
+        let (last, pooled) = forward_both(
+            &fixture(&format!("all_{name}"), &config_text(), &stored),
+            &pixels,
+        );
+        let (want_last, want_pooled) = forward_both(
+            &fixture(&format!("all_{name}_decoded"), &config_text(), &decoded),
+            &pixels,
+        );
+        assert!(
+            bits(&last) == bits(&want_last),
+            "{dtype:?}: last_hidden_state"
+        );
+        assert!(
+            bits(&pooled) == bits(&want_pooled),
+            "{dtype:?}: pooler_output"
+        );
+        for (what, got, golden) in [
+            ("last_hidden_state", &last, &golden_last),
+            ("pooler_output", &pooled, &golden_pooled),
+        ] {
+            let got: Vec<f64> = got.iter().map(|&v| f64::from(v)).collect();
+            let err = crate::common::rel_l2(&got, golden);
+            eprintln!("{dtype:?} checkpoint {what}: rel L2 {err:.3e} (u = {u:.3e})");
+            assert!(
+                err <= 3.0 * u && err >= 0.01 * u,
+                "{dtype:?} checkpoint {what}: relative L2 error {err:e} against the F32 golden outputs, outside [{:e}, {:e}]",
+                0.01 * u,
+                3.0 * u
+            );
+        }
+    }
 }
 
 /// Unprefixed names give exactly the same model as prefixed ones.

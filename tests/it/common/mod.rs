@@ -11,6 +11,7 @@
 pub mod compare;
 pub mod fixtures;
 pub mod nonfinite;
+pub mod operands;
 pub mod reference;
 pub mod rng;
 #[macro_use]
@@ -19,6 +20,7 @@ pub mod suite;
 pub use compare::*;
 pub use fixtures::*;
 pub use nonfinite::*;
+pub use operands::*;
 pub use reference::*;
 pub use rng::*;
 pub use suite::*;

@@ -8,10 +8,14 @@
 use tessera::ops::Activation;
 use tessera::{Element, Kernels};
 
+use tessera::ops;
+
 use super::compare::{bar, rel_l2, to_f64};
+use super::reference::ref_attention;
 use super::rng::Rng;
 use super::suite::{
-    run_add, run_attention, run_linear, run_memory, run_norm, run_patch_embed, MemoryCase,
+    poisoned, run_add, run_attention, run_linear, run_memory, run_norm, run_patch_embed, up,
+    MemoryCase,
 };
 
 const NAN: f32 = f32::NAN;
@@ -163,21 +167,207 @@ pub fn check_nonfinite_attention<T: Element, D: Kernels<T>>(dev: &D, rng: &mut R
         let mut q: Vec<T> = rng.vec(nq * w, 1.0);
         let mut k: Vec<T> = rng.vec(nk * w, 1.0);
         let mut v: Vec<T> = rng.vec(nk * w, 1.0);
-        // Query 3, head 0: NaN.
-        set(&mut q, 3 * w + 1, NAN);
-        // The last query, head 1: −∞ (a NaN row: its scores are ±∞ or NaN).
-        set(&mut q, (nq - 1) * w + hd + 5, -INF);
-        // Key 5, head 1: score ±∞ by the sign of each query's dim 0 there: +∞ makes
-        // that query NaN (∞ − ∞ in the softmax), −∞ drops the key.
-        set(&mut k, 5 * w + hd, INF);
-        set(&mut v, 7 * w + 2, -INF); // head 0, dim 2: −∞ for every query
-        set(&mut v, 9 * w + 3, INF); // head 0, dim 3: +∞ for every query but 3
+        spoil_attention(&mut q, &mut k, &mut v, w, hd);
         let (got, reference) = run_attention(dev, [&q, &k, &v], (1, h, hd, nq, nk, false));
         assert_same_nonfinite(
             &format!("attention h={h} hd={hd} nq={nq} nk={nk} with NaN/±∞ inputs"),
             &got,
             &reference,
             &["nan", "+inf", "-inf", "finite"],
+        );
+    }
+}
+
+/// The NaN/±∞ of the attention checks, in one sequence's q `[Nq, W]` and k, v
+/// `[Nk, W]` (Nq ≥ 4, Nk ≥ 10, at least 2 heads of `hd`).
+fn spoil_attention<T: Element>(q: &mut [T], k: &mut [T], v: &mut [T], w: usize, hd: usize) {
+    let nq = q.len() / w;
+    // Query 3, head 0: NaN.
+    set(q, 3 * w + 1, NAN);
+    // The last query, head 1: −∞ (a NaN row: its scores are ±∞ or NaN).
+    set(q, (nq - 1) * w + hd + 5, -INF);
+    // Key 5, head 1: score ±∞ by the sign of each query's dim 0 there: +∞ makes
+    // that query NaN (∞ − ∞ in the softmax), −∞ drops the key.
+    set(k, 5 * w + hd, INF);
+    set(v, 7 * w + 2, -INF); // head 0, dim 2: −∞ for every query
+    set(v, 9 * w + 3, INF); // head 0, dim 3: +∞ for every query but 3
+}
+
+/// The rows of `parts` (each `[rows, w]`) side by side: `[rows, parts·w]`, the
+/// layout of a fused projection.
+fn side_by_side<T: Copy>(parts: &[&[T]], w: usize) -> Vec<T> {
+    let rows = parts[0].len() / w;
+    let mut out = Vec::with_capacity(rows * w * parts.len());
+    for r in 0..rows {
+        for p in parts {
+            out.extend_from_slice(&p[r * w..(r + 1) * w]);
+        }
+    }
+    out
+}
+
+/// The NaN/±∞ of [`check_nonfinite_attention`] in the fused layouts the model
+/// runs: q, k and v as column blocks of one `[B, N, 3·W]` projection
+/// (`attention_qkv_into`), k and v of a `[B, Nk, 2·W]` one under separate and
+/// shared queries (`attention_q_kv_into`), and both packed, where only the middle
+/// sequence holds the non-finite values and its neighbours (before and after it
+/// in the same rows) must come out finite and right: NaN or ±∞ must not leak
+/// across sequences. Batch 0 holds them in the unpacked cases, batch 1 stays
+/// finite. Against the f64 reference on the split tensors, each sequence alone.
+pub fn check_nonfinite_attention_fused<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
+    // hd 64 (CUDA's tensor-core kernels) and 24 (the others).
+    for &(h, hd, n, ref lens) in &[
+        (2usize, 64usize, 40usize, vec![12usize, 40, 20]),
+        (3, 24, 13, vec![3, 13, 6]),
+    ] {
+        let w = h * hd;
+        let kinds = ["nan", "+inf", "-inf", "finite"];
+        // Two sequences of n rows: batch 0 spoilt.
+        let b = 2;
+        let mut q: Vec<T> = rng.vec(b * n * w, 1.0);
+        let mut k: Vec<T> = rng.vec(b * n * w, 1.0);
+        let mut v: Vec<T> = rng.vec(b * n * w, 1.0);
+        spoil_attention(&mut q[..n * w], &mut k[..n * w], &mut v[..n * w], w, hd);
+        let (qf, kf, vf) = (to_f64(&q), to_f64(&k), to_f64(&v));
+        let reference = ref_attention(&qf, &kf, &vf, b, h, hd, n, n, false);
+        assert!(reference[n * w..].iter().all(|x| x.is_finite()));
+        let qkv = side_by_side(&[&q, &k, &v], w);
+        let mut out = poisoned::<T, D>(dev, &[b, n, w]);
+        ops::attention_qkv_into(&up(dev, &qkv, &[b, n, 3 * w]), h, &mut out).unwrap();
+        assert_same_nonfinite(
+            &format!("attention_qkv h={h} hd={hd} n={n} with NaN/±∞ inputs"),
+            &out.to_vec().unwrap(),
+            &reference,
+            &kinds,
+        );
+
+        // k and v fused; q separate, then shared by the batch (batch 0's).
+        let kv = side_by_side(&[&k, &v], w);
+        for shared in [false, true] {
+            let bq = if shared { 1 } else { b };
+            let mut out = poisoned::<T, D>(dev, &[b, n, w]);
+            ops::attention_q_kv_into(
+                &up(dev, &q[..bq * n * w], &[bq, n, w]),
+                &up(dev, &kv, &[b, n, 2 * w]),
+                h,
+                &mut out,
+            )
+            .unwrap();
+            let reference = ref_attention(&qf[..bq * n * w], &kf, &vf, b, h, hd, n, n, shared);
+            assert_same_nonfinite(
+                &format!("attention_q_kv h={h} hd={hd} n={n} shared q={shared} with NaN/±∞ inputs"),
+                &out.to_vec().unwrap(),
+                &reference,
+                &kinds,
+            );
+        }
+
+        // Packed: the middle sequence spoilt.
+        let seg = ops::Segments::from_lengths(lens).unwrap();
+        let total = seg.total();
+        let mut q: Vec<T> = rng.vec(total * w, 1.0);
+        let mut k: Vec<T> = rng.vec(total * w, 1.0);
+        let mut v: Vec<T> = rng.vec(total * w, 1.0);
+        let mid = seg.range(1);
+        spoil_attention(
+            &mut q[mid.start * w..mid.end * w],
+            &mut k[mid.start * w..mid.end * w],
+            &mut v[mid.start * w..mid.end * w],
+            w,
+            hd,
+        );
+        let (qf, kf, vf) = (to_f64(&q), to_f64(&k), to_f64(&v));
+        let rows = |x: &[f64], s: usize| x[seg.range(s).start * w..seg.range(s).end * w].to_vec();
+        let mut reference = Vec::new();
+        for s in 0..seg.count() {
+            let len = seg.range(s).len();
+            reference.extend(ref_attention(
+                &rows(&qf, s),
+                &rows(&kf, s),
+                &rows(&vf, s),
+                1,
+                h,
+                hd,
+                len,
+                len,
+                false,
+            ));
+        }
+        let neighbours = |x: &[f64]| -> bool {
+            x[..mid.start * w]
+                .iter()
+                .chain(&x[mid.end * w..])
+                .all(|v| v.is_finite())
+        };
+        assert!(
+            neighbours(&reference),
+            "the neighbours' reference is finite"
+        );
+        let qkv = side_by_side(&[&q, &k, &v], w);
+        let mut out = poisoned::<T, D>(dev, &[total, w]);
+        ops::attention_qkv_packed_into(&up(dev, &qkv, &[total, 3 * w]), &seg, h, &mut out).unwrap();
+        let got = out.to_vec().unwrap();
+        let what = format!("attention_qkv_packed h={h} hd={hd} lengths={lens:?}");
+        assert!(
+            neighbours(&to_f64(&got)),
+            "{what} [{}]: NaN/±∞ of sequence 1 leaked into its neighbours",
+            T::DTYPE
+        );
+        assert_same_nonfinite(
+            &format!("{what} with NaN/±∞ inputs"),
+            &got,
+            &reference,
+            &kinds,
+        );
+
+        // The pooling head over the packed k and v: 5 queries per sequence, the
+        // middle sequence's own spoilt (rows 3 and 4 as in `spoil_attention`).
+        let nq = 5;
+        let kv = side_by_side(&[&k, &v], w);
+        let mut pq: Vec<T> = rng.vec(seg.count() * nq * w, 1.0);
+        set(&mut pq, (nq + 3) * w + 1, NAN);
+        set(&mut pq, (2 * nq - 1) * w + hd + 5, -INF);
+        let pqf = to_f64(&pq);
+        let mut reference = Vec::new();
+        for s in 0..seg.count() {
+            reference.extend(ref_attention(
+                &pqf[s * nq * w..(s + 1) * nq * w],
+                &rows(&kf, s),
+                &rows(&vf, s),
+                1,
+                h,
+                hd,
+                nq,
+                seg.range(s).len(),
+                false,
+            ));
+        }
+        let (before, after) = (&reference[..nq * w], &reference[2 * nq * w..]);
+        assert!(before.iter().chain(after).all(|x| x.is_finite()));
+        let mut out = poisoned::<T, D>(dev, &[seg.count(), nq, w]);
+        ops::attention_q_kv_packed_into(
+            &up(dev, &pq, &[seg.count(), nq, w]),
+            &up(dev, &kv, &[total, 2 * w]),
+            &seg,
+            h,
+            &mut out,
+        )
+        .unwrap();
+        let got = out.to_vec().unwrap();
+        let what = format!("attention_q_kv_packed h={h} hd={hd} lengths={lens:?}");
+        assert!(
+            to_f64(&got[..nq * w])
+                .iter()
+                .chain(&to_f64(&got[2 * nq * w..]))
+                .all(|x| x.is_finite()),
+            "{what} [{}]: NaN/±∞ of sequence 1 leaked into its neighbours",
+            T::DTYPE
+        );
+        assert_same_nonfinite(
+            &format!("{what} with NaN/±∞ inputs"),
+            &got,
+            &reference,
+            &kinds,
         );
     }
 }

@@ -375,6 +375,115 @@ pub fn check_rms_norm<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
     }
 }
 
+/// Both norms where eps and the variance's arithmetic matter, against the f64
+/// reference:
+/// - eps 1e-2 on rows of mean square ≈ 3e-3 (eps dominates: dropping it, or
+///   adding it outside the square root, is off by 2× and more);
+/// - constant rows (variance 0): layer norm gives the bias exactly, RMS norm of
+///   a zero row gives 0 exactly, never NaN (0/√0 without eps);
+/// - layer-norm rows of mean 12 288 and spread ≈ 1 (f32; bf16 can only hold a
+///   spread of ≈ 300 there): a one-pass variance E[x²] − mean² in f32 cancels
+///   every digit. The mean of such a row is only exact in f32 where the width
+///   is a power of two and every partial sum is exact (values on a grid the sums
+///   keep): elsewhere an f32 mean is off by up to half an ulp of 12 288, 5e-4 of
+///   the spread, which is the data's conditioning and not the kernel's error; so
+///   these rows use 64 columns (CUDA's warp-a-row kernel), 2048 and 4096 (its
+///   block-a-row one where the warp's row does not fit), with values on a grid the
+///   f32 sums keep (1/4 at 64 columns: a spread of ±2).
+pub fn check_norm_edge_rows<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
+    let bf16 = T::DTYPE == tessera::DType::BF16;
+    let eps_cases = [(3, 17), (9, 40), (4, 45), (5, 64), (2, 1152)];
+    for &(rows, cols) in &eps_cases {
+        let x: Vec<T> = rng.vec(rows * cols, 0.1);
+        let w: Vec<T> = rng.vec(cols, 1.5);
+        let b: Vec<T> = rng.vec(cols, 0.5);
+        for eps in [1e-2f32, 0.25] {
+            for (name, bias) in [("layer_norm", Some(&b[..])), ("rms_norm", None)] {
+                let (got, reference) = run_norm(dev, &x, &w, bias, (rows, cols), eps);
+                assert_close(
+                    &format!("{name} eps={eps} on small rows rows={rows} cols={cols}"),
+                    &got,
+                    &reference,
+                );
+            }
+        }
+    }
+
+    // Constant rows, between random ones: zero rows at every width; rows of −2.5
+    // and of 12 288 where the width makes their mean exact in f32.
+    for &(cols, exact_mean) in &[(45, false), (40, false), (64, true), (2048, true)] {
+        let consts: &[f32] = if exact_mean {
+            &[0.0, -2.5, 12_288.0]
+        } else {
+            &[0.0]
+        };
+        let rows = 2 * consts.len() + 1;
+        let mut x: Vec<T> = rng.vec(rows * cols, 2.0);
+        for (i, &c) in consts.iter().enumerate() {
+            x[(2 * i + 1) * cols..][..cols].fill(T::from_f32(c));
+        }
+        let w: Vec<T> = rng.vec(cols, 1.5);
+        let b: Vec<T> = rng.vec(cols, 0.5);
+        for eps in [1e-6f32, 1e-2] {
+            let what = format!("cols={cols} eps={eps} with constant rows {consts:?}");
+            let (got, reference) = run_norm(dev, &x, &w, Some(&b), (rows, cols), eps);
+            assert_close(&format!("layer_norm {what}"), &got, &reference);
+            for (i, &c) in consts.iter().enumerate() {
+                let row = &got[(2 * i + 1) * cols..][..cols];
+                for (j, (g, want)) in row.iter().zip(&b).enumerate() {
+                    assert!(
+                        g.to_f32() == want.to_f32(),
+                        "layer_norm {what} [{}]: the row of {c} gives {} at {j}, not its bias {}",
+                        T::DTYPE,
+                        g.to_f32(),
+                        want.to_f32()
+                    );
+                }
+            }
+            let (got, reference) = run_norm(dev, &x, &w, None, (rows, cols), eps);
+            assert_close(&format!("rms_norm {what}"), &got, &reference);
+            assert!(
+                got[cols..2 * cols].iter().all(|v| v.to_f32() == 0.0),
+                "rms_norm {what} [{}]: a zero row gives {:?}",
+                T::DTYPE,
+                &got[cols..2 * cols]
+                    .iter()
+                    .map(|v| v.to_f32())
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+
+    // Rows far from 0 against their spread.
+    let mean = 12_288.0f32;
+    for &cols in &[64usize, 2048, 4096] {
+        // The grid: bf16's spacing at 12 288; in f32 the spacing of the row's sum
+        // (below 2^20, 2^25 and 2^26 at 64, 2048 and 4096 columns), at least 1/4.
+        let step = match (bf16, cols) {
+            (true, _) => 64.0,
+            (false, 64) => 0.25,
+            (false, 2048) => 2.0,
+            _ => 4.0,
+        };
+        let rows = 5;
+        let x: Vec<T> = (0..rows * cols)
+            .map(|_| T::from_f32(mean + step * ((rng.next_u64() % 17) as f32 - 8.0)))
+            .collect();
+        let w: Vec<T> = rng.vec(cols, 1.5);
+        let b: Vec<T> = rng.vec(cols, 0.5);
+        for eps in [1e-6f32, 1e-2] {
+            let what = format!(
+                "rows of mean {mean} spread ±{} cols={cols} eps={eps}",
+                8.0 * step
+            );
+            let (got, reference) = run_norm(dev, &x, &w, Some(&b), (rows, cols), eps);
+            assert_close(&format!("layer_norm {what}"), &got, &reference);
+            let (got, reference) = run_norm(dev, &x, &w, None, (rows, cols), eps);
+            assert_close(&format!("rms_norm {what}"), &got, &reference);
+        }
+    }
+}
+
 pub fn check_patch_embed<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
     for &(b, c, img, p, d) in &[
         (1, 3, 8, 4, 5),
@@ -437,6 +546,15 @@ pub fn check_attention<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
         // Two query blocks of 128 and four key tiles of 64 (the Hopper kernels'
         // work items and stage rings) at so400m's head dim.
         (2, 2, 72, 150, 200, false),
+        // hd 80: a Hopper bf16 kernel of its own (sm90_spec matches hd exactly),
+        // across two query blocks and key tiles no tile divides.
+        (1, 2, 80, 130, 97, false),
+        (2, 1, 80, 5, 33, false),
+        // One set of queries shared by the batch, with query rows enough for the
+        // tensor-core kernels (16 and more; 150: two query blocks).
+        (3, 2, 64, 20, 70, true),
+        (2, 1, 80, 17, 45, true),
+        (2, 2, 24, 150, 37, true),
     ];
     for &(b, h, hd, nq, nk, bc) in &cases {
         let w = h * hd;
@@ -465,8 +583,13 @@ fn columns<T: Copy>(x: &[T], ld: usize, col: usize, w: usize) -> Vec<T> {
 /// the reference on the split tensors.
 pub fn check_attention_fused<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
     // (batch, heads, head_dim, tokens): head dims a multiple of 8 (the tensor-core
-    // path on CUDA) and not.
-    for &(b, h, hd, n) in &[(2, 2, 64, 70), (1, 3, 24, 17), (2, 2, 17, 9)] {
+    // path on CUDA; 64 and 80 Hopper kernels of their own in bf16) and not.
+    for &(b, h, hd, n) in &[
+        (2, 2, 64, 70),
+        (1, 3, 24, 17),
+        (2, 2, 17, 9),
+        (2, 1, 80, 37),
+    ] {
         let w = h * hd;
         let qkv: Vec<T> = rng.vec(b * n * 3 * w, 1.0);
         let mut out = poisoned::<T, D>(dev, &[b, n, w]);
@@ -483,33 +606,36 @@ pub fn check_attention_fused<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) 
             &out.to_vec().unwrap(),
             &reference,
         );
-        let probe: Vec<T> = rng.vec(w, 1.0);
-        let kv: Vec<T> = rng.vec(b * n * 2 * w, 1.0);
-        let mut got = poisoned::<T, D>(dev, &[b, 1, w]);
-        ops::attention_q_kv_into(
-            &up(dev, &probe, &[1, 1, w]),
-            &up(dev, &kv, &[b, n, 2 * w]),
-            h,
-            &mut got,
-        )
-        .unwrap();
-        let y = to_f64(&kv);
-        let reference = ref_attention(
-            &to_f64(&probe),
-            &columns(&y, 2 * w, 0, w),
-            &columns(&y, 2 * w, w, w),
-            b,
-            h,
-            hd,
-            1,
-            n,
-            true,
-        );
-        assert_close(
-            &format!("attention_q_kv b={b} h={h} hd={hd} nk={n}"),
-            &got.to_vec().unwrap(),
-            &reference,
-        );
+        // The pooling head's probe (one row), and 18 shared query rows.
+        for nq in [1, 18] {
+            let probe: Vec<T> = rng.vec(nq * w, 1.0);
+            let kv: Vec<T> = rng.vec(b * n * 2 * w, 1.0);
+            let mut got = poisoned::<T, D>(dev, &[b, nq, w]);
+            ops::attention_q_kv_into(
+                &up(dev, &probe, &[1, nq, w]),
+                &up(dev, &kv, &[b, n, 2 * w]),
+                h,
+                &mut got,
+            )
+            .unwrap();
+            let y = to_f64(&kv);
+            let reference = ref_attention(
+                &to_f64(&probe),
+                &columns(&y, 2 * w, 0, w),
+                &columns(&y, 2 * w, w, w),
+                b,
+                h,
+                hd,
+                nq,
+                n,
+                true,
+            );
+            assert_close(
+                &format!("attention_q_kv b={b} h={h} hd={hd} nq={nq} (shared) nk={n}"),
+                &got.to_vec().unwrap(),
+                &reference,
+            );
+        }
     }
 }
 
@@ -524,6 +650,7 @@ pub fn check_attention_packed<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng)
         (2usize, 64usize, vec![5usize, 70, 1, 33, 150]),
         (3, 24, vec![17, 2]),
         (2, 17, vec![9, 40, 3]),
+        (1, 80, vec![20, 3, 130]),
     ] {
         let w = h * hd;
         let seg = ops::Segments::from_lengths(lens).unwrap();
@@ -553,7 +680,7 @@ pub fn check_attention_packed<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng)
 
         let kv: Vec<T> = rng.vec(total * 2 * w, 1.0);
         let y = to_f64(&kv);
-        for (bq, nq) in [(1usize, 1usize), (seg.count(), 2)] {
+        for (bq, nq) in [(1usize, 1usize), (seg.count(), 2), (1, 17)] {
             let q: Vec<T> = rng.vec(bq * nq * w, 1.0);
             let mut out = poisoned::<T, D>(dev, &[seg.count(), nq, w]);
             ops::attention_q_kv_packed_into(
@@ -682,6 +809,61 @@ pub fn check_memory<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
         // The write step (fresh o and residual) from the gate just computed.
         assert_close(&format!("{what} out"), &r.out.0, &r.out.1);
         if m > 0 {
+            assert_close(&format!("{what} bank"), &r.bank.0, &r.bank.1);
+        }
+    }
+}
+
+/// The gate's softmax with router logits of ±100..1000 (finite): exp of any of
+/// them overflows f32 (above 88.7) or underflows to 0 (below −103), so a gate that
+/// does not subtract the largest logit first is ∞/∞ or 0/0 = NaN; the reference
+/// subtracts it in f64. One router bias set puts the top logits near +900 (with
+/// −700 and +152 beside them), the other puts every logit near −800. The inputs
+/// are small integers and multiples of 1/16 (exact in bf16), the token counts
+/// powers of two, so the mean over tokens, the router's dot and the logits are
+/// exact in f32 in any summation order: the gate is then within the f32 bar on
+/// every backend, while rounded logits of size 900 could not be (their ulp,
+/// 6e-5, is a relative error of the gate). The top logits are 4 apart (±1 from
+/// the dot), so the gate is not one-hot.
+pub fn check_memory_large_logits<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
+    let int = |rng: &mut Rng, k: u64| (rng.next_u64() % (2 * k + 1)) as f32 - k as f32;
+    let bias_sets: [(&str, [f32; 5]); 2] = [
+        ("high", [900.0, 896.0, 152.0, -700.0, 904.0]),
+        ("low", [-800.0, -804.0, -796.0, -1000.0, -808.0]),
+    ];
+    // (batch, tokens, experts, slots, hidden): 64 tokens are two of CUDA's gate
+    // blocks.
+    for &(b, n, e, m, d) in &[(2, 8, 4, 3, 17), (1, 64, 5, 2, 40), (3, 4, 3, 1, 9)] {
+        for (set, biases) in &bias_sets {
+            let mut c = MemoryCase::<T>::random(rng, (b, n, e, m, d));
+            c.h = (0..b * n * d).map(|_| T::from_f32(int(rng, 3))).collect();
+            c.router_w = (0..e * d)
+                .map(|_| T::from_f32(int(rng, 4) / 16.0))
+                .collect();
+            c.router_b = biases[..e].iter().map(|&v| T::from_f32(v)).collect();
+            assert!(c.router_b.iter().all(|v| biases.contains(&v.to_f32())));
+            let r = run_memory(dev, &c);
+            let what = format!("memory with {set} router logits b={b} n={n} e={e} m={m} d={d}");
+            // The case is what it claims: a finite gate with two entries of
+            // weight in some sequence.
+            assert!(r.gate.1.iter().all(|g| g.is_finite()), "{what}: reference");
+            assert!(
+                r.gate
+                    .1
+                    .chunks(e)
+                    .any(|g| g.iter().filter(|&&x| x > 1e-3).count() >= 2),
+                "{what}: the reference gate is one-hot: {:?}",
+                r.gate.1
+            );
+            let gate_err = rel_l2(&to_f64(&r.gate.0), &r.gate.1);
+            assert!(
+                gate_err <= 1e-5,
+                "{what} gate: relative L2 error {gate_err:e} (got {:?}, want {:?})",
+                r.gate.0,
+                r.gate.1
+            );
+            assert_close(&format!("{what} joint"), &r.joint.0, &r.joint.1);
+            assert_close(&format!("{what} out"), &r.out.0, &r.out.1);
             assert_close(&format!("{what} bank"), &r.bank.0, &r.bank.1);
         }
     }
@@ -834,6 +1016,14 @@ macro_rules! op_suite {
         each_dtype!(add_nan_inf_as_ieee, check_nonfinite_add);
         each_dtype!(patch_embed_nan_inf_as_ieee, check_nonfinite_patch_embed);
         each_dtype!(memory_nan_inf_as_ieee, check_nonfinite_memory);
+        each_dtype!(
+            attention_nan_inf_fused_and_packed,
+            check_nonfinite_attention_fused
+        );
+        each_dtype!(norms_eps_and_edge_rows, check_norm_edge_rows);
+        each_dtype!(memory_gate_large_logits, check_memory_large_logits);
+        each_dtype!(wrong_operand_shapes_are_named, check_operand_shapes);
+        each_dtype!(reshape_keeps_data, check_reshape);
 
         #[test]
         fn cast_rounds_to_nearest_even() {
