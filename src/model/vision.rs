@@ -551,31 +551,13 @@ impl<T: Element, D: Kernels<T>> VisionModel<T, D> {
         const OP: &str = "forward_into";
         let c = &self.config;
         let lhs = &out.last_hidden_state;
-        crate::ops::check_device(OP, &self.device, "last_hidden_state", lhs)?;
         let want = [batch, c.num_patches(), c.hidden_size];
-        if lhs.shape() != want {
-            return Err(crate::ops::shape_err(
-                OP,
-                "last_hidden_state",
-                lhs.shape(),
-                format!("{want:?} (new_output({batch}))"),
-            ));
-        }
+        crate::ops::prepare_named_out(OP, &self.device, "last_hidden_state", lhs, &want)?;
         match (&self.w.head, &out.pooler_output) {
             (None, None) => Ok(()),
             (Some(_), Some(p)) => {
-                crate::ops::check_device(OP, &self.device, "pooler_output", p)?;
                 let want = [batch, c.hidden_size];
-                if p.shape() == want {
-                    Ok(())
-                } else {
-                    Err(crate::ops::shape_err(
-                        OP,
-                        "pooler_output",
-                        p.shape(),
-                        format!("{want:?} (new_output({batch}))"),
-                    ))
-                }
+                crate::ops::prepare_named_out(OP, &self.device, "pooler_output", p, &want)
             }
             (head, _) => Err(Error::Input {
                 tensor: "pooler_output".into(),
