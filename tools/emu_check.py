@@ -17,6 +17,7 @@ conflicts, and this keeps it so. Needs numpy (pip install --target .cache/pylib
 numpy; then PYTHONPATH=.cache/pylib).
 
     python3 tools/emu_check.py [group ...]   # groups: see GROUPS at the bottom
+    python3 tools/emu_check.py plans PLAN.json   # the host's launch plans (below)
 """
 import math
 import os
@@ -1105,6 +1106,190 @@ def t_smem_traffic():
             m * kk * n)
 
 
+# --------------------------------------------------------------------------- launch plans
+# The Rust launch code's own launches (src/cuda/plan_check.rs writes them down:
+# entry, grid, shared memory, every argument, each tensor map's encoding), run
+# here on random inputs and compared with float64 references computed from the
+# op's sizes alone. The groups above launch as this file says the host does;
+# this one launches as the host's code does.
+
+def plan_arg(entry, p, a, addr):
+    """The launch argument of parameter `p` from the plan's `a`."""
+    kind = p.kind
+    if a is None:
+        if kind != "opt":
+            raise SystemExit(f"{entry}: null for {kind} parameter {p.name}")
+        return None
+    if "buf" in a:
+        if kind not in ("in", "opt", "out"):
+            raise SystemExit(f"{entry}: buffer {a['buf']} for {kind} parameter {p.name}")
+        return addr[a["buf"]]
+    if "u32" in a:
+        if kind != "u32":
+            raise SystemExit(f"{entry}: u32 for {kind} parameter {p.name}")
+        return int(a["u32"])
+    if "f32" in a:
+        if kind != "f32":
+            raise SystemExit(f"{entry}: f32 for {kind} parameter {p.name}")
+        return float(np.array([a["f32"]], np.uint32).view(np.float32)[0])
+    t = a["tmap"]
+    if kind != "tmap":
+        raise SystemExit(f"{entry}: tensor map for {kind} parameter {p.name}")
+    return TensorMap(addr[t["of"]], elem_bytes=t["elem_bytes"], dims=tuple(t["dims"]),
+                     stride=t["stride"], box=tuple(t["box"]), swizzle=t["swizzle"])
+
+
+def plan_launch(mem, l, addr):
+    spec = SPECS[l["entry"]]
+    if len(l["args"]) != len(spec.params):
+        raise SystemExit(f"{l['entry']}: {len(l['args'])} arguments for {len(spec.params)} parameters")
+    args = {p.name: plan_arg(l["entry"], p, a, addr) for p, a in zip(spec.params, l["args"])}
+    launch(mem, l["entry"], tuple(l["grid"]), l["dyn_smem"], **args)
+
+
+def plan_attention_ref(d, x, dt):
+    """Attention from the op's description: per sequence and head, rows of q,
+    k, v at their columns and strides (fixed, packed, or packed keys), out rows
+    [rows, H·hd] at ldo; returns {index in out: value} as (indices, values)."""
+    h, hd = d["heads"], d["head_dim"]
+    q, k, v = (as64(x[d[n]], dt) for n in ("q", "k", "v"))
+    off = d["offsets"]
+    idx, val = [], []
+    for b in range(d["batch"]):
+        if d["packing"] == "Packed":
+            qr = kr = orow = range(off[b], off[b + 1])
+        else:
+            qb = 0 if d["q_broadcast"] else b
+            qr = range(qb * d["q_len"], (qb + 1) * d["q_len"])
+            orow = range(b * d["q_len"], (b + 1) * d["q_len"])
+            kr = (range(off[b], off[b + 1]) if d["packing"] == "PackedKeys"
+                  else range(b * d["kv_len"], (b + 1) * d["kv_len"]))
+        for hh in range(h):
+            cols = np.arange(hh * hd, (hh + 1) * hd)
+            Q = q[np.array(qr)[:, None] * d["ldq"] + d["q_col"] + cols]
+            K = k[np.array(kr)[:, None] * d["ldkv"] + d["k_col"] + cols]
+            V = v[np.array(kr)[:, None] * d["ldkv"] + d["v_col"] + cols]
+            S = Q @ K.T * hd ** -0.5
+            S = np.exp(S - S.max(-1, keepdims=True))
+            S /= S.sum(-1, keepdims=True)
+            idx.append((np.array(orow)[:, None] * d["ldo"] + cols).ravel())
+            val.append((S @ V).ravel())
+    return np.concatenate(idx), np.concatenate(val)
+
+
+def plan_check_out(what, mem, addr, buf, n, idx, ref, dt, magnitude=None):
+    """The elements `idx` of output `buf` against `ref`; every other element must
+    still hold its poison (nothing written out of place)."""
+    out = read(mem, addr[buf], n, dt)
+    check(what, out[idx], ref, dt, magnitude=magnitude)
+    rest = np.ones(n, bool)
+    rest[idx] = False
+    if not np.all(np.isnan(out[rest])):
+        print(f"FAIL {what}: {int(np.sum(~np.isnan(out[rest])))} elements written outside the output")
+        FAILS.append(what + " (written outside)")
+
+
+def plan_reference(c, mem, addr, host):
+    """Check case `c`'s outputs against its op's float64 reference."""
+    d, dt, what = c["dims"], c["dtype"], c["name"]
+    x = host
+    f = {n: as64(a, c["buffers"][n]["dtype"]) for n, a in x.items()}
+    op = c["op"]
+    if op == "attention":
+        idx, ref = plan_attention_ref(d, x, dt)
+        plan_check_out(what, mem, addr, "out", c["buffers"]["out"]["len"], idx, ref, dt)
+    elif op == "linear":
+        rows, k, n = d["rows"], d["k"], d["n"]
+        X, W = f["x"].reshape(rows, k), f["weight"].reshape(n, k)
+        ref, mag = X @ W.T, np.abs(X) @ np.abs(W).T
+        if "bias" in f:
+            ref, mag = ref + f["bias"], mag + np.abs(f["bias"])
+        if d["gelu"]:
+            ref = gelu(ref)
+        if "residual" in f:
+            R = f["residual"].reshape(rows, n)
+            ref, mag = ref + R, mag + np.abs(R)
+        plan_check_out(what, mem, addr, "out", rows * n, np.arange(rows * n), ref.ravel(), dt, mag.ravel())
+    elif op == "layer_norm":
+        rows, cols = d["rows"], d["cols"]
+        X = f["x"].reshape(rows, cols)
+        if d["rms"]:
+            ref = X / np.sqrt((X ** 2).mean(1, keepdims=True) + d["eps"]) * f["weight"]
+        else:
+            mu = X.mean(1, keepdims=True)
+            ref = (X - mu) / np.sqrt(((X - mu) ** 2).mean(1, keepdims=True) + d["eps"]) * f["weight"] + f["bias"]
+        plan_check_out(what, mem, addr, "out", rows * cols, np.arange(rows * cols), ref.ravel(), dt)
+    elif op == "add":
+        n = d["len"]
+        plan_check_out(what, mem, addr, "out", n, np.arange(n), f["a"] + f["b"], dt)
+    elif op == "cast":
+        n, to = d["len"], d["to"]
+        want = f["x"] if to == "f32" else as64(bf16_rule(f["x"].astype(np.float32)), "bf16")
+        got = read(mem, addr["out"], n, to)
+        ok = np.array_equal(got, want)
+        print(f"{'ok  ' if ok else 'FAIL'} {what} (bit-exact)", flush=True)
+        if not ok:
+            FAILS.append(what)
+    elif op == "patch_embed":
+        b, ch, img, p, hid = d["batch"], d["channels"], d["image"], d["patch"], d["hidden"]
+        g = img // p
+        n, k = g * g, ch * p * p
+        used = f["pixels"].reshape(b, ch, img, img)[:, :, :g * p, :g * p]
+        P = used.reshape(b, ch, g, p, g, p).transpose(0, 2, 4, 1, 3, 5).reshape(b * n, k)
+        W, B, PO = f["weight"].reshape(hid, k), f["bias"], f["position"].reshape(n, hid)
+        ref = (P @ W.T + B).reshape(b, n, hid) + PO
+        mag = (np.abs(P) @ np.abs(W).T + np.abs(B)).reshape(b, n, hid) + np.abs(PO)
+        plan_check_out(what, mem, addr, "out", b * n * hid, np.arange(b * n * hid), ref.ravel(), dt, mag.ravel())
+    elif op == "memory_read":
+        b, n, e, m, hid = d["batch"], d["tokens"], d["experts"], d["slots"], d["hidden"]
+        H = f["h"].reshape(b, n, hid)
+        logits = H.mean(1) @ f["router_weight"].reshape(e, hid).T + f["router_bias"]
+        G = np.exp(logits - logits.max(1, keepdims=True))
+        G /= G.sum(1, keepdims=True)
+        J = np.concatenate([np.einsum("be,bemd->bmd", G, f["bank"].reshape(b, e, m, hid)), H], axis=1)
+        plan_check_out(what + " gate", mem, addr, "gate", b * e, np.arange(b * e), G.ravel(), "f32")
+        jl = b * (m + n) * hid
+        plan_check_out(what + " joint", mem, addr, "joint", jl, np.arange(jl), J.ravel(), dt)
+    elif op == "memory_write":
+        b, n, e, m, hid = d["batch"], d["tokens"], d["experts"], d["slots"], d["hidden"]
+        g = f["gate"].reshape(b, e, 1, 1)
+        O = f["o"].reshape(b, m + n, hid)
+        NB = (1 - g) * f["bank"].reshape(b, e, m, hid) + g * O[:, None, :m, :]
+        OUT = f["residual"].reshape(b, n, hid) + O[:, m:, :]
+        plan_check_out(what + " out", mem, addr, "out", b * n * hid, np.arange(b * n * hid), OUT.ravel(), dt)
+        check(what + " bank", read(mem, addr["bank"], b * e * m * hid, dt), NB.ravel(), dt)
+    else:
+        raise SystemExit(f"{what}: no reference for op {op}")
+
+
+def t_plans(path):
+    """Run every case of the launch plan at `path` (JSON from src/cuda/plan_check.rs)."""
+    import json
+    with open(path) as fh:
+        cases = json.load(fh)
+    for c in cases:
+        mem = Memory()
+        addr, host = {}, {}
+        for name, b in c["buffers"].items():
+            dt, n = b["dtype"], b["len"]
+            if b["role"] == "out":
+                addr[name] = poison(mem, n, dt)
+            else:
+                host[name] = rnd(n, 1, dt)
+                addr[name] = mem.upload(host[name])
+        for name, words in c["words"].items():
+            addr[name] = mem.upload(np.array(words, np.uint32))
+        if c["scratch"]:
+            addr["scratch"] = poison(mem, (c["scratch"] + 3) // 4, "f32")
+        if not c["launches"]:
+            print(f"FAIL {c['name']}: nothing launched")
+            FAILS.append(c["name"])
+            continue
+        for l in c["launches"]:
+            plan_launch(mem, l, addr)
+        plan_reference(c, mem, addr, host)
+
+
 GROUPS = {"add": t_add, "cast": t_cast, "layer_norm": t_layer_norm, "linear": t_linear,
           "linear_sm80": t_linear_sm80, "linear_sm90": t_linear_sm90, "patch_embed": t_patch_embed, "attention": t_attention,
           "attention_fa2": t_attention_fa2, "attention_sm90": t_attention_sm90,
@@ -1154,8 +1339,15 @@ def bank_report():
 
 if __name__ == "__main__":
     print(f"TESSERA_TEST_SEED={SEED}", flush=True)
-    for name in sys.argv[1:] or GROUPS:
-        GROUPS[name]()
+    if sys.argv[1:2] == ["plans"]:
+        # python3 tools/emu_check.py plans FILE: the launch plan of
+        # src/cuda/plan_check.rs (cargo test runs it).
+        if len(sys.argv) != 3:
+            raise SystemExit("usage: emu_check.py plans PLAN.json")
+        t_plans(sys.argv[2])
+    else:
+        for name in sys.argv[1:] or GROUPS:
+            GROUPS[name]()
     bank_report()
     if FAILS:
         print(f"{len(FAILS)} FAILED (replay: TESSERA_TEST_SEED={SEED} python3 tools/emu_check.py)")

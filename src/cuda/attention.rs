@@ -16,14 +16,12 @@
 //!   or 8 (bf16), the pooling probe's single query, a GPU whose shared memory is
 //!   too small for the tile): `attention_{f32,bf16}` on CUDA cores, exact.
 
-use cudarc::driver::CudaSlice;
-
-use super::launch::{KernelSpec, Matrix2d};
+use super::launch::{KernelSpec, Launcher, Matrix2d};
 use super::manifest as m;
 use super::{Cuda, F32Gemm};
 use crate::element::{DType, Element};
 use crate::error::{Error, Result};
-use crate::ops::{index32, AttentionArgs, Packing};
+use crate::ops::{index32, AttentionArgs, AttentionDims, Packing};
 
 /// The bf16 tensor-core attention of a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,11 +114,11 @@ fn sm90_spec(dtype: DType, hd: usize) -> Option<(&'static KernelSpec<m::Attentio
     })
 }
 
-/// The tensor map's view of a buffer of `elem`-byte elements in rows `ld`
-/// elements long: every whole row it holds (a map may cover more than the op
-/// reads; the kernel bounds its rows itself).
-fn map_shape(buf: &CudaSlice<u8>, ld: u32, elem: usize) -> Matrix2d {
-    let rows = buf.len() / elem / (ld.max(1) as usize);
+/// The tensor map's view of a buffer of `bytes` bytes of `elem`-byte elements
+/// in rows `ld` elements long: every whole row it holds (a map may cover more
+/// than the op reads; the kernel bounds its rows itself).
+fn map_shape(bytes: usize, ld: u32, elem: usize) -> Matrix2d {
+    let rows = bytes / elem / (ld.max(1) as usize);
     Matrix2d {
         rows: rows.min(i32::MAX as usize) as u32,
         cols: ld,
@@ -170,8 +168,35 @@ fn fa2_spec(dtype: DType, hd: usize) -> Option<Fa2> {
 const FA2_MIN_QUERIES: usize = 16;
 
 pub(super) fn attention<T: Element>(dev: &Cuda, a: AttentionArgs<'_, T, Cuda>) -> Result<()> {
+    let offsets = a.packed_offsets()?;
+    let o = Operands {
+        q: &a.q.buf,
+        k: &a.k.buf,
+        v: &a.v.buf,
+        out: &mut a.out.buf,
+    };
+    launch(dev, T::DTYPE, o, a.dims, offsets)
+}
+
+/// Attention's buffers on a [`Launcher`] (q, k and v may be one buffer).
+pub(super) struct Operands<'a, B> {
+    pub q: &'a B,
+    pub k: &'a B,
+    pub v: &'a B,
+    pub out: &'a mut B,
+}
+
+/// Attention of element type `dtype` over `a`, sized by `d` (checked by the op's
+/// front), the packed batch's `offsets` where `d.packing` is packed: the kernel
+/// chosen, its grid and its arguments, launched on `dev`.
+pub(super) fn launch<L: Launcher>(
+    dev: &L,
+    dtype: DType,
+    a: Operands<'_, L::Buf>,
+    d: AttentionDims,
+    offsets: Option<&[u32]>,
+) -> Result<()> {
     const OP: &str = "attention";
-    let d = a.dims;
     if d.head_dim > m::attention_f32::MAX_HD as usize {
         return Err(Error::Unsupported {
             op: OP,
@@ -191,7 +216,7 @@ pub(super) fn attention<T: Element>(dev: &Cuda, a: AttentionArgs<'_, T, Cuda>) -
     index32(OP, "k", d.kv_rows() * lay.ldkv)?;
     index32(OP, "out", d.out_rows() * lay.ldo)?;
     // A packed batch's offsets, on the device for the kernel's `cu`.
-    let cu = match a.packed_offsets()? {
+    let cu = match offsets {
         Some(off) => Some(dev.upload_words(OP, off)?),
         None => None,
     };
@@ -199,22 +224,20 @@ pub(super) fn attention<T: Element>(dev: &Cuda, a: AttentionArgs<'_, T, Cuda>) -
     // Scores are kept in the log2 domain: scaled by hd^-0.5 · log2(e).
     let scale = d.scale() * std::f32::consts::LOG2_E;
     // Every row of every head starts on a 16-byte boundary (cp.async copies 16).
-    let offsets = [
+    let strides = [
         lay.ldq, lay.ldkv, lay.ldo, lay.q_col, lay.k_col, lay.v_col, d.head_dim,
     ];
-    let per_16_bytes = 16 / T::DTYPE.size();
-    let tensor_cores = (T::DTYPE == DType::BF16 || dev.f32_gemm() == F32Gemm::Tf32x3)
+    let per_16_bytes = 16 / dtype.size();
+    let tensor_cores = (dtype == DType::BF16 || dev.f32_gemm() == F32Gemm::Tf32x3)
         && d.q_len >= FA2_MIN_QUERIES
-        && offsets.iter().all(|x| x % per_16_bytes == 0)
-        && [&a.q.buf, &a.k.buf, &a.v.buf]
-            .iter()
-            .all(|b| dev.aligned16(b))
-        && dev.aligned16(&a.out.buf);
+        && strides.iter().all(|x| x % per_16_bytes == 0)
+        && [a.q, a.k, a.v].iter().all(|b| dev.aligned16(b))
+        && dev.aligned16(a.out);
     let args = m::AttentionArgs {
-        q: &a.q.buf,
-        k: &a.k.buf,
-        v: &a.v.buf,
-        out: &mut a.out.buf,
+        q: a.q,
+        k: a.k,
+        v: a.v,
+        out: a.out,
         cu: cu.as_deref(),
         nq,
         nk,
@@ -231,7 +254,7 @@ pub(super) fn attention<T: Element>(dev: &Cuda, a: AttentionArgs<'_, T, Cuda>) -
         scale,
     };
     let heads_batch = (d.heads as u32, d.batch as u32);
-    if let Some((spec, smem)) = sm90_spec(T::DTYPE, d.head_dim)
+    if let Some((spec, smem)) = sm90_spec(dtype, d.head_dim)
         .filter(|_| tensor_cores && dev.attention_path() == AttentionPath::Sm90)
     {
         // Persistent: one block an SM (the kernel's shared memory allows no more),
@@ -249,9 +272,9 @@ pub(super) fn attention<T: Element>(dev: &Cuda, a: AttentionArgs<'_, T, Cuda>) -
                 ),
             })?;
         let (q, k, v) = (args.q, args.k, args.v);
-        let z = T::DTYPE.size();
-        let (qs, kvs) = (map_shape(q, args.ldq, z), map_shape(k, args.ldkv, z));
-        let vs = map_shape(v, args.ldkv, z);
+        let z = dtype.size();
+        let shape = |b: &L::Buf, ld| map_shape(dev.byte_len(b), ld, z);
+        let (qs, kvs, vs) = (shape(q, args.ldq), shape(k, args.ldkv), shape(v, args.ldkv));
         let a = m::AttentionSm90Args {
             q,
             k,
@@ -286,7 +309,7 @@ pub(super) fn attention<T: Element>(dev: &Cuda, a: AttentionArgs<'_, T, Cuda>) -
     }
     // The kernel's shared memory must fit the device (else the exact SIMT path).
     let fits = |&(spec, smem, _): &Fa2| spec.static_smem + smem <= dev.max_smem();
-    match fa2_spec(T::DTYPE, d.head_dim).filter(|e| tensor_cores && fits(e)) {
+    match fa2_spec(dtype, d.head_dim).filter(|e| tensor_cores && fits(e)) {
         Some((spec, smem, rows)) => dev.launch(
             OP,
             spec,
@@ -295,7 +318,7 @@ pub(super) fn attention<T: Element>(dev: &Cuda, a: AttentionArgs<'_, T, Cuda>) -
             args,
         ),
         None => {
-            let spec = match T::DTYPE {
+            let spec = match dtype {
                 DType::F32 => &m::attention_f32::SPEC,
                 DType::BF16 => &m::attention_bf16::SPEC,
             };

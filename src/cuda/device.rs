@@ -332,14 +332,6 @@ impl Cuda {
         self.inner.ctx.is_event_tracking()
     }
 
-    /// Whether a buffer's device address is a multiple of 16 (the vector and
-    /// cp.async paths need it; whole allocations always are).
-    pub(super) fn aligned16(&self, buf: &CudaSlice<u8>) -> bool {
-        let (ptr, guard) = cudarc::driver::DevicePtr::device_ptr(buf, &self.inner.stream);
-        drop(guard);
-        ptr % 16 == 0
-    }
-
     /// Whether this handle replays model forwards as CUDA graphs (on unless
     /// `TESSERA_CUDA_GRAPHS=0` when it was opened): a forward's second call with
     /// the same model, batch size and buffers is captured, later ones replay it.
@@ -358,32 +350,6 @@ impl Cuda {
         self.inner.f32_gemm
     }
 
-    /// Which bf16 tensor-core attention this handle uses.
-    pub(super) fn attention_path(&self) -> super::attention::AttentionPath {
-        self.inner.attention
-    }
-
-    /// Whether the bf16 Hopper attention's warpgroups take turns on the tensor
-    /// cores.
-    pub(super) fn sm90_turns(&self) -> bool {
-        self.inner.sm90_turns
-    }
-
-    /// What the environment fixed of the wgmma GEMM's kernel choice.
-    pub(super) fn sm90_override(&self) -> super::linear::Sm90Override {
-        self.inner.sm90
-    }
-
-    /// Streaming multiprocessors on this device.
-    pub(super) fn sm_count(&self) -> u32 {
-        self.inner.sm_count
-    }
-
-    /// The most shared memory a block may use on this device (opt-in limit).
-    pub(super) fn max_smem(&self) -> u32 {
-        self.inner.max_smem
-    }
-
     fn oom(&self, bytes: usize, tensor: &str) -> Error {
         Error::OutOfMemory {
             device: self.describe(),
@@ -395,7 +361,7 @@ impl Cuda {
     /// `words` on the device (small per-call data: a packed batch's offsets).
     /// The last upload is kept: the same words again (every attention call of a
     /// forward) reuse it.
-    pub(super) fn upload_words(&self, op: &str, words: &[u32]) -> Result<Arc<CudaSlice<u8>>> {
+    pub(super) fn words_on_device(&self, op: &str, words: &[u32]) -> Result<Arc<CudaSlice<u8>>> {
         let mut last = self.inner.words.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((w, buf)) = last.as_ref() {
             if w.as_slice() == words {
@@ -413,7 +379,7 @@ impl Cuda {
 
     /// Run `f` with a scratch buffer of at least `bytes` (reused across calls; a
     /// larger request replaces it, the old one freed in stream order).
-    pub(super) fn with_scratch<R>(
+    pub(super) fn split_k_scratch<R>(
         &self,
         bytes: usize,
         f: impl FnOnce(&mut CudaSlice<u8>) -> Result<R>,

@@ -9,10 +9,14 @@
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use cudarc::driver::{result as cu, sys, CudaSlice, DevicePtr, DevicePtrMut, SyncOnDrop};
 
+use super::attention::AttentionPath;
 use super::device::{cuda_err, guarded, Cuda};
+use super::linear::Sm90Override;
+use super::{F32Gemm, GemmPath};
 use crate::element::DType;
 use crate::error::{Error, Result};
 
@@ -52,10 +56,11 @@ pub(super) struct Matrix2d {
     pub cols: u32,
 }
 
-/// A parameter list: its argument struct and the order the kernel takes them in.
+/// A parameter list: its argument struct (over buffers of type `B`) and the
+/// order the kernel takes them in.
 pub(super) trait Signature {
-    type Args<'a>;
-    fn into_args<'a>(args: Self::Args<'a>) -> Vec<Arg<'a>>;
+    type Args<'a, B: 'a>;
+    fn into_args<'a, B>(args: Self::Args<'a, B>) -> Vec<Arg<'a, B>>;
 }
 
 /// One kernel's contract, generated with its PTX (see `manifest.rs`).
@@ -75,10 +80,11 @@ pub(super) struct KernelSpec<S: Signature> {
     pub signature: PhantomData<S>,
 }
 
-/// One kernel argument.
-pub(super) enum Arg<'a> {
-    In(&'a CudaSlice<u8>),
-    Out(&'a mut CudaSlice<u8>),
+/// One kernel argument, over buffers of type `B` (`CudaSlice<u8>` where `Cuda`
+/// launches).
+pub(super) enum Arg<'a, B> {
+    In(&'a B),
+    Out(&'a mut B),
     /// A null pointer (an absent optional input).
     Null,
     U32(u32),
@@ -92,7 +98,7 @@ pub(super) enum Arg<'a> {
     },
 }
 
-impl Arg<'_> {
+impl<B> Arg<'_, B> {
     fn fits(&self, kind: ParamKind) -> bool {
         matches!(
             (self, kind),
@@ -212,6 +218,99 @@ fn load_module(op: &str, ptx: &str) -> Result<sys::CUmodule> {
     })
 }
 
+/// A launch's arguments, checked against its kernel (see [`check_launch`]).
+pub(super) struct Checked<'a, B> {
+    /// One per parameter, in `.entry` order.
+    pub args: Vec<Arg<'a, B>>,
+    /// Each tensor-map parameter: its index, the index of the pointer argument
+    /// whose matrix it describes, that matrix's shape and the parameter's box.
+    pub maps: Vec<(usize, usize, Matrix2d, MapBox)>,
+}
+
+/// What every launcher checks before a launch: `dyn_smem` within the kernel's
+/// limit and, with its static bytes, the device's `max_smem`; one argument per
+/// parameter, of its kind; a grid of whole clusters; tensor maps that describe
+/// pointer arguments. `None`: an empty grid, nothing to launch.
+pub(super) fn check_launch<'a, S: Signature, B>(
+    op: &'static str,
+    spec: &KernelSpec<S>,
+    grid: (u32, u32, u32),
+    dyn_smem: u32,
+    max_smem: u32,
+    args: S::Args<'a, B>,
+) -> Result<Option<Checked<'a, B>>> {
+    let what = format!("{op} ({})", spec.entry);
+    if dyn_smem > spec.max_dyn_smem || spec.static_smem + dyn_smem > max_smem {
+        return Err(Error::Unsupported {
+            op,
+            msg: format!(
+                "{} needs {} bytes of shared memory ({} static + {dyn_smem} dynamic), \
+                 above its limit of {} dynamic or this GPU's {max_smem} per block",
+                spec.entry,
+                spec.static_smem + dyn_smem,
+                spec.static_smem,
+                spec.max_dyn_smem,
+            ),
+        });
+    }
+    let args = S::into_args(args);
+    // The manifest and the argument structs are generated together; a mismatch
+    // here is a bug. Checked anyway: the driver reads one slot per parameter.
+    if args.len() != spec.params.len()
+        || args
+            .iter()
+            .zip(spec.params)
+            .any(|(a, (_, kind))| !a.fits(*kind))
+    {
+        return Err(Error::Internal(format!(
+            "{what}: arguments do not match the kernel's parameters {:?}",
+            spec.params
+        )));
+    }
+    if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
+        return Ok(None);
+    }
+    if spec.cluster > 1 && !grid.0.is_multiple_of(spec.cluster) {
+        return Err(Error::Internal(format!(
+            "{what}: a grid of {} blocks is not whole clusters of {}",
+            grid.0, spec.cluster
+        )));
+    }
+    let mut maps = Vec::new();
+    for (i, (a, (_, kind))) in args.iter().zip(spec.params).enumerate() {
+        if let (
+            Arg::TensorMap { of, shape },
+            ParamKind::TensorMap {
+                dtype,
+                box_rows,
+                box_cols,
+                swizzle128,
+            },
+        ) = (a, *kind)
+        {
+            let (of, shape) = (*of, *shape);
+            if !matches!(args.get(of), Some(Arg::In(_) | Arg::Out(_))) {
+                return Err(Error::Internal(format!(
+                    "{what}: tensor map {} does not describe a pointer argument",
+                    spec.params[i].0
+                )));
+            }
+            maps.push((
+                i,
+                of,
+                shape,
+                MapBox {
+                    dtype,
+                    rows: box_rows,
+                    cols: box_cols,
+                    swizzle128,
+                },
+            ));
+        }
+    }
+    Ok(Some(Checked { args, maps }))
+}
+
 impl Cuda {
     /// The function of `spec`, loading its module on first use. Raises the
     /// function's dynamic shared-memory limit when the spec needs more than the
@@ -270,13 +369,123 @@ impl Cuda {
         mods.functions.insert(spec.entry, RawFunction(f));
         Ok(RawFunction(f))
     }
+}
+
+/// What an op's launch code asks of a device: the facts that choose a kernel
+/// and size its grid, its buffers' alignment and length, a buffer of words, a
+/// scratch buffer, how many clusters fit, and the launch itself. [`Cuda`]
+/// launches; the launch-plan test (plan_check.rs) implements it over named
+/// stand-in buffers and writes each launch down, for the emulator to run
+/// exactly as the op's launch code asked (tools/emu_check.py, group `plans`).
+pub(super) trait Launcher {
+    /// A device buffer of bytes.
+    type Buf;
+    /// An uploaded buffer of words, alive while held.
+    type Words: std::ops::Deref<Target = Self::Buf>;
+    /// Streaming multiprocessors.
+    fn sm_count(&self) -> u32;
+    /// The most shared memory a block may use (opt-in limit).
+    fn max_smem(&self) -> u32;
+    /// The bf16 and f32 tensor-core GEMM (see [`GemmPath`]).
+    fn gemm_path(&self) -> GemmPath;
+    /// How aligned f32 linear layers multiply (see [`F32Gemm`]).
+    fn f32_gemm(&self) -> F32Gemm;
+    /// The tensor-core attention (see [`AttentionPath`]).
+    fn attention_path(&self) -> AttentionPath;
+    /// Whether the bf16 Hopper attention's warpgroups take turns on the tensor
+    /// cores.
+    fn sm90_turns(&self) -> bool;
+    /// What the environment fixed of the wgmma GEMM's kernel choice.
+    fn sm90_override(&self) -> Sm90Override;
+    /// Whether a buffer's device address is a multiple of 16 (the vector,
+    /// cp.async and TMA paths need it).
+    fn aligned16(&self, buf: &Self::Buf) -> bool;
+    /// A buffer's length in bytes.
+    fn byte_len(&self, buf: &Self::Buf) -> usize;
+    /// `words` on the device (small per-call data: a packed batch's offsets).
+    fn upload_words(&self, op: &str, words: &[u32]) -> Result<Self::Words>;
+    /// Run `f` with a scratch buffer of at least `bytes`.
+    fn with_scratch<R>(
+        &self,
+        bytes: usize,
+        f: impl FnOnce(&mut Self::Buf) -> Result<R>,
+    ) -> Result<R>;
+    /// How many clusters of `spec` (a clustered entry, `dyn_smem` bytes a CTA)
+    /// the device runs at once; 0 when none fits.
+    fn max_active_clusters<S: Signature>(&self, spec: &KernelSpec<S>, dyn_smem: u32)
+        -> Result<u32>;
+    /// Launch `spec` with `grid` blocks of `spec.threads` threads and `dyn_smem`
+    /// bytes of dynamic shared memory (checked first by [`check_launch`]).
+    fn launch<S: Signature>(
+        &self,
+        op: &'static str,
+        spec: &KernelSpec<S>,
+        grid: (u32, u32, u32),
+        dyn_smem: u32,
+        args: S::Args<'_, Self::Buf>,
+    ) -> Result<()>;
+}
+
+impl Launcher for Cuda {
+    type Buf = CudaSlice<u8>;
+    type Words = Arc<CudaSlice<u8>>;
+
+    fn sm_count(&self) -> u32 {
+        self.inner.sm_count
+    }
+
+    fn max_smem(&self) -> u32 {
+        self.inner.max_smem
+    }
+
+    fn gemm_path(&self) -> GemmPath {
+        self.inner.gemm
+    }
+
+    fn f32_gemm(&self) -> F32Gemm {
+        self.inner.f32_gemm
+    }
+
+    fn attention_path(&self) -> AttentionPath {
+        self.inner.attention
+    }
+
+    fn sm90_turns(&self) -> bool {
+        self.inner.sm90_turns
+    }
+
+    fn sm90_override(&self) -> Sm90Override {
+        self.inner.sm90
+    }
+
+    fn aligned16(&self, buf: &CudaSlice<u8>) -> bool {
+        let (ptr, guard) = DevicePtr::device_ptr(buf, &self.inner.stream);
+        drop(guard);
+        ptr % 16 == 0
+    }
+
+    fn byte_len(&self, buf: &CudaSlice<u8>) -> usize {
+        buf.len()
+    }
+
+    fn upload_words(&self, op: &str, words: &[u32]) -> Result<Arc<CudaSlice<u8>>> {
+        self.words_on_device(op, words)
+    }
+
+    fn with_scratch<R>(
+        &self,
+        bytes: usize,
+        f: impl FnOnce(&mut CudaSlice<u8>) -> Result<R>,
+    ) -> Result<R> {
+        self.split_k_scratch(bytes, f)
+    }
 
     /// How many clusters of `spec` (a clustered entry: `spec.cluster` CTAs with
     /// `dyn_smem` bytes each) the device runs at once: a persistent grid of
     /// clusters is sized to it, since a cluster's CTAs must share a GPC and the
     /// SMs of a GPC need not pair up. 0 when none fits (the caller takes another
     /// kernel). Asked of the driver once per entry.
-    pub(super) fn max_active_clusters<S: Signature>(
+    fn max_active_clusters<S: Signature>(
         &self,
         spec: &KernelSpec<S>,
         dyn_smem: u32,
@@ -331,85 +540,22 @@ impl Cuda {
 
     /// Launch `spec` on this handle's stream (see [`Cuda::stream`]) with `grid` blocks of `spec.threads`
     /// threads and `dyn_smem` bytes of dynamic shared memory.
-    pub(super) fn launch<S: Signature>(
+    fn launch<S: Signature>(
         &self,
         op: &'static str,
         spec: &KernelSpec<S>,
         grid: (u32, u32, u32),
         dyn_smem: u32,
-        args: S::Args<'_>,
+        args: S::Args<'_, CudaSlice<u8>>,
     ) -> Result<()> {
         let what = format!("{op} ({})", spec.entry);
-        if dyn_smem > spec.max_dyn_smem || spec.static_smem + dyn_smem > self.max_smem() {
-            return Err(Error::Unsupported {
-                op,
-                msg: format!(
-                    "{} needs {} bytes of shared memory ({} static + {dyn_smem} dynamic), \
-                     above its limit of {} dynamic or this GPU's {} per block",
-                    spec.entry,
-                    spec.static_smem + dyn_smem,
-                    spec.static_smem,
-                    spec.max_dyn_smem,
-                    self.max_smem()
-                ),
-            });
-        }
-        let mut args = S::into_args(args);
-        // The manifest and the argument structs are generated together; a mismatch
-        // here is a bug. Checked anyway: the driver reads one slot per parameter.
-        if args.len() != spec.params.len()
-            || args
-                .iter()
-                .zip(spec.params)
-                .any(|(a, (_, kind))| !a.fits(*kind))
-        {
-            return Err(Error::Internal(format!(
-                "{what}: arguments do not match the kernel's parameters {:?}",
-                spec.params
-            )));
-        }
-        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
+        let Some(Checked {
+            mut args,
+            maps: tmaps,
+        }) = check_launch(op, spec, grid, dyn_smem, self.max_smem(), args)?
+        else {
             return Ok(());
-        }
-        if spec.cluster > 1 && !grid.0.is_multiple_of(spec.cluster) {
-            return Err(Error::Internal(format!(
-                "{what}: a grid of {} blocks is not whole clusters of {}",
-                grid.0, spec.cluster
-            )));
-        }
-        // Tensor maps: (parameter, the input pointer it describes, shape, box).
-        let mut tmaps = Vec::new();
-        for (i, (a, (_, kind))) in args.iter().zip(spec.params).enumerate() {
-            if let (
-                Arg::TensorMap { of, shape },
-                ParamKind::TensorMap {
-                    dtype,
-                    box_rows,
-                    box_cols,
-                    swizzle128,
-                },
-            ) = (a, *kind)
-            {
-                let (of, shape) = (*of, *shape);
-                if !matches!(args.get(of), Some(Arg::In(_) | Arg::Out(_))) {
-                    return Err(Error::Internal(format!(
-                        "{what}: tensor map {} does not describe a pointer argument",
-                        spec.params[i].0
-                    )));
-                }
-                tmaps.push((
-                    i,
-                    of,
-                    shape,
-                    MapBox {
-                        dtype,
-                        rows: box_rows,
-                        cols: box_cols,
-                        swizzle128,
-                    },
-                ));
-            }
-        }
+        };
         // Counted here: refused arguments and empty grids launch nothing.
         self.count_launch();
         guarded(op, || {

@@ -18,12 +18,12 @@
 //!   `TESSERA_CUDA_GEMM=sm80`; see [`GemmPath`]);
 //! - bf16 otherwise: `linear_bf16_any`, tensor cores with edge-safe loads.
 
-use super::launch::{KernelSpec, Matrix2d};
+use super::launch::{KernelSpec, Launcher, Matrix2d};
 use super::manifest as m;
 use super::{Cuda, F32Gemm, GemmPath};
 use crate::element::{DType, Element};
 use crate::error::{Error, Result};
-use crate::ops::{index32, Activation, LinearArgs};
+use crate::ops::{index32, Activation, LinearArgs, LinearDims};
 
 /// `flags` of the linear kernels, from the generator (gemm_common.py).
 use m::{
@@ -31,8 +31,35 @@ use m::{
 };
 
 pub(super) fn linear<T: Element>(dev: &Cuda, a: LinearArgs<'_, T, Cuda>) -> Result<()> {
+    let o = Operands {
+        x: &a.x.buf,
+        weight: &a.weight.buf,
+        bias: a.bias.map(|b| &b.buf),
+        residual: a.residual.map(|r| &r.buf),
+        out: &mut a.out.buf,
+    };
+    launch(dev, T::DTYPE, o, a.dims)
+}
+
+/// A linear layer's buffers on a [`Launcher`].
+pub(super) struct Operands<'a, B> {
+    pub x: &'a B,
+    pub weight: &'a B,
+    pub bias: Option<&'a B>,
+    pub residual: Option<&'a B>,
+    pub out: &'a mut B,
+}
+
+/// A linear layer of element type `dtype` over `a`, sized by `d` (checked by
+/// the op's front): the kernel chosen, its grid and its arguments, launched on
+/// `dev`.
+pub(super) fn launch<L: Launcher>(
+    dev: &L,
+    dtype: DType,
+    a: Operands<'_, L::Buf>,
+    d: LinearDims,
+) -> Result<()> {
     const OP: &str = "linear";
-    let d = a.dims;
     let mm = index32(OP, "rows", d.rows)?;
     let n = index32(OP, "out_features", d.out_features)?;
     let k = index32(OP, "in_features", d.in_features)?;
@@ -49,20 +76,20 @@ pub(super) fn linear<T: Element>(dev: &Cuda, a: LinearArgs<'_, T, Cuda>) -> Resu
     let aligned = [Some(a.x), Some(a.weight), a.bias, a.residual]
         .into_iter()
         .flatten()
-        .all(|s| dev.aligned16(&s.buf))
-        && dev.aligned16(&a.out.buf);
+        .all(|s| dev.aligned16(s))
+        && dev.aligned16(a.out);
     let args = m::LinearArgs {
-        x: &a.x.buf,
-        w: &a.weight.buf,
-        bias: a.bias.map(|b| &b.buf),
-        res: a.residual.map(|r| &r.buf),
-        out: &mut a.out.buf,
+        x: a.x,
+        w: a.weight,
+        bias: a.bias,
+        res: a.residual,
+        out: a.out,
         m: mm,
         n,
         k,
         flags,
     };
-    match T::DTYPE {
+    match dtype {
         DType::F32
             if k % 4 == 0
                 && n % 4 == 0
@@ -141,7 +168,7 @@ pub(super) fn linear<T: Element>(dev: &Cuda, a: LinearArgs<'_, T, Cuda>) -> Resu
 
 /// The Hopper GEMMs' arguments: those of the sm_80 kernels plus the tensor maps
 /// of x [m, k], W [n, k] and out [m, n] (the kernels load and store tiles by TMA).
-fn sm90_args<'a>(a: m::LinearArgs<'a>, mm: u32, n: u32, k: u32) -> m::LinearSm90Args<'a> {
+fn sm90_args<B>(a: m::LinearArgs<'_, B>, mm: u32, n: u32, k: u32) -> m::LinearSm90Args<'_, B> {
     m::LinearSm90Args {
         x: a.x,
         w: a.w,
@@ -205,7 +232,12 @@ const SM80_F32: Sm80Gemm = Sm80Gemm {
 /// output tile, or, where those would leave most SMs idle and K is long
 /// ([`split_k`]), f32 partial tiles of K slices and one reduction that adds them
 /// in order and applies the epilogue.
-fn sm80_gemm(dev: &Cuda, g: &Sm80Gemm, args: m::LinearArgs<'_>, outputs: usize) -> Result<()> {
+fn sm80_gemm<L: Launcher>(
+    dev: &L,
+    g: &Sm80Gemm,
+    args: m::LinearArgs<'_, L::Buf>,
+    outputs: usize,
+) -> Result<()> {
     const OP: &str = "linear";
     let (mm, n, k) = (args.m, args.n, args.k);
     let tiles = mm.div_ceil(g.tile_m) * n.div_ceil(g.tile_n);

@@ -3,8 +3,6 @@
 // this file and the PTX are what the generator writes now.
 #![allow(dead_code)]
 
-use cudarc::driver::CudaSlice;
-
 use super::launch::{Arg, KernelSpec, Matrix2d, Module, ParamKind, Signature};
 use crate::element::DType;
 
@@ -90,10 +88,10 @@ pub(super) static ATTENTION_SM90_F32: Module = Module {
 };
 
 /// Arguments of the kernels with signature `elementwise2`, by name.
-pub(super) struct Elementwise2Args<'a> {
-    pub a: &'a CudaSlice<u8>,
-    pub b: &'a CudaSlice<u8>,
-    pub out: &'a mut CudaSlice<u8>,
+pub(super) struct Elementwise2Args<'a, B> {
+    pub a: &'a B,
+    pub b: &'a B,
+    pub out: &'a mut B,
     pub n: u32,
 }
 
@@ -101,8 +99,8 @@ pub(super) struct Elementwise2Args<'a> {
 pub(super) struct Elementwise2;
 
 impl Signature for Elementwise2 {
-    type Args<'a> = Elementwise2Args<'a>;
-    fn into_args<'a>(a: Self::Args<'a>) -> Vec<Arg<'a>> {
+    type Args<'a, B: 'a> = Elementwise2Args<'a, B>;
+    fn into_args<'a, B>(a: Self::Args<'a, B>) -> Vec<Arg<'a, B>> {
         vec![
             Arg::In(a.a),
             Arg::In(a.b),
@@ -113,9 +111,9 @@ impl Signature for Elementwise2 {
 }
 
 /// Arguments of the kernels with signature `elementwise1`, by name.
-pub(super) struct Elementwise1Args<'a> {
-    pub x: &'a CudaSlice<u8>,
-    pub out: &'a mut CudaSlice<u8>,
+pub(super) struct Elementwise1Args<'a, B> {
+    pub x: &'a B,
+    pub out: &'a mut B,
     pub n: u32,
 }
 
@@ -123,8 +121,8 @@ pub(super) struct Elementwise1Args<'a> {
 pub(super) struct Elementwise1;
 
 impl Signature for Elementwise1 {
-    type Args<'a> = Elementwise1Args<'a>;
-    fn into_args<'a>(a: Self::Args<'a>) -> Vec<Arg<'a>> {
+    type Args<'a, B: 'a> = Elementwise1Args<'a, B>;
+    fn into_args<'a, B>(a: Self::Args<'a, B>) -> Vec<Arg<'a, B>> {
         vec![
             Arg::In(a.x),
             Arg::Out(a.out),
@@ -134,11 +132,11 @@ impl Signature for Elementwise1 {
 }
 
 /// Arguments of the kernels with signature `layer_norm`, by name.
-pub(super) struct LayerNormArgs<'a> {
-    pub x: &'a CudaSlice<u8>,
-    pub w: &'a CudaSlice<u8>,
-    pub b: &'a CudaSlice<u8>,
-    pub out: &'a mut CudaSlice<u8>,
+pub(super) struct LayerNormArgs<'a, B> {
+    pub x: &'a B,
+    pub w: &'a B,
+    pub b: &'a B,
+    pub out: &'a mut B,
     pub rows: u32,
     pub cols: u32,
     pub eps: f32,
@@ -149,8 +147,8 @@ pub(super) struct LayerNormArgs<'a> {
 pub(super) struct LayerNorm;
 
 impl Signature for LayerNorm {
-    type Args<'a> = LayerNormArgs<'a>;
-    fn into_args<'a>(a: Self::Args<'a>) -> Vec<Arg<'a>> {
+    type Args<'a, B: 'a> = LayerNormArgs<'a, B>;
+    fn into_args<'a, B>(a: Self::Args<'a, B>) -> Vec<Arg<'a, B>> {
         vec![
             Arg::In(a.x),
             Arg::In(a.w),
@@ -165,11 +163,11 @@ impl Signature for LayerNorm {
 }
 
 /// Arguments of the kernels with signature `memory_gate`, by name.
-pub(super) struct MemoryGateArgs<'a> {
-    pub h: &'a CudaSlice<u8>,
-    pub rw: &'a CudaSlice<u8>,
-    pub rb: &'a CudaSlice<u8>,
-    pub gate: &'a mut CudaSlice<u8>,
+pub(super) struct MemoryGateArgs<'a, B> {
+    pub h: &'a B,
+    pub rw: &'a B,
+    pub rb: &'a B,
+    pub gate: &'a mut B,
     pub n: u32,
     pub e: u32,
     pub d: u32,
@@ -179,8 +177,8 @@ pub(super) struct MemoryGateArgs<'a> {
 pub(super) struct MemoryGate;
 
 impl Signature for MemoryGate {
-    type Args<'a> = MemoryGateArgs<'a>;
-    fn into_args<'a>(a: Self::Args<'a>) -> Vec<Arg<'a>> {
+    type Args<'a, B: 'a> = MemoryGateArgs<'a, B>;
+    fn into_args<'a, B>(a: Self::Args<'a, B>) -> Vec<Arg<'a, B>> {
         vec![
             Arg::In(a.h),
             Arg::In(a.rw),
@@ -194,10 +192,10 @@ impl Signature for MemoryGate {
 }
 
 /// Arguments of the kernels with signature `memory_gate_part`, by name.
-pub(super) struct MemoryGatePartArgs<'a> {
-    pub h: &'a CudaSlice<u8>,
-    pub rw: &'a CudaSlice<u8>,
-    pub part: &'a mut CudaSlice<u8>,
+pub(super) struct MemoryGatePartArgs<'a, B> {
+    pub h: &'a B,
+    pub rw: &'a B,
+    pub part: &'a mut B,
     pub n: u32,
     pub e: u32,
     pub d: u32,
@@ -207,8 +205,8 @@ pub(super) struct MemoryGatePartArgs<'a> {
 pub(super) struct MemoryGatePart;
 
 impl Signature for MemoryGatePart {
-    type Args<'a> = MemoryGatePartArgs<'a>;
-    fn into_args<'a>(a: Self::Args<'a>) -> Vec<Arg<'a>> {
+    type Args<'a, B: 'a> = MemoryGatePartArgs<'a, B>;
+    fn into_args<'a, B>(a: Self::Args<'a, B>) -> Vec<Arg<'a, B>> {
         vec![
             Arg::In(a.h),
             Arg::In(a.rw),
@@ -221,10 +219,10 @@ impl Signature for MemoryGatePart {
 }
 
 /// Arguments of the kernels with signature `memory_gate_finish`, by name.
-pub(super) struct MemoryGateFinishArgs<'a> {
-    pub part: &'a CudaSlice<u8>,
-    pub rb: &'a CudaSlice<u8>,
-    pub gate: &'a mut CudaSlice<u8>,
+pub(super) struct MemoryGateFinishArgs<'a, B> {
+    pub part: &'a B,
+    pub rb: &'a B,
+    pub gate: &'a mut B,
     pub s: u32,
     pub e: u32,
 }
@@ -233,8 +231,8 @@ pub(super) struct MemoryGateFinishArgs<'a> {
 pub(super) struct MemoryGateFinish;
 
 impl Signature for MemoryGateFinish {
-    type Args<'a> = MemoryGateFinishArgs<'a>;
-    fn into_args<'a>(a: Self::Args<'a>) -> Vec<Arg<'a>> {
+    type Args<'a, B: 'a> = MemoryGateFinishArgs<'a, B>;
+    fn into_args<'a, B>(a: Self::Args<'a, B>) -> Vec<Arg<'a, B>> {
         vec![
             Arg::In(a.part),
             Arg::In(a.rb),
@@ -246,11 +244,11 @@ impl Signature for MemoryGateFinish {
 }
 
 /// Arguments of the kernels with signature `memory_mix`, by name.
-pub(super) struct MemoryMixArgs<'a> {
-    pub h: &'a CudaSlice<u8>,
-    pub bank: &'a CudaSlice<u8>,
-    pub gate: &'a CudaSlice<u8>,
-    pub joint: &'a mut CudaSlice<u8>,
+pub(super) struct MemoryMixArgs<'a, B> {
+    pub h: &'a B,
+    pub bank: &'a B,
+    pub gate: &'a B,
+    pub joint: &'a mut B,
     pub b: u32,
     pub n: u32,
     pub e: u32,
@@ -262,8 +260,8 @@ pub(super) struct MemoryMixArgs<'a> {
 pub(super) struct MemoryMix;
 
 impl Signature for MemoryMix {
-    type Args<'a> = MemoryMixArgs<'a>;
-    fn into_args<'a>(a: Self::Args<'a>) -> Vec<Arg<'a>> {
+    type Args<'a, B: 'a> = MemoryMixArgs<'a, B>;
+    fn into_args<'a, B>(a: Self::Args<'a, B>) -> Vec<Arg<'a, B>> {
         vec![
             Arg::In(a.h),
             Arg::In(a.bank),
@@ -279,12 +277,12 @@ impl Signature for MemoryMix {
 }
 
 /// Arguments of the kernels with signature `memory_write`, by name.
-pub(super) struct MemoryWriteArgs<'a> {
-    pub bank: &'a mut CudaSlice<u8>,
-    pub gate: &'a CudaSlice<u8>,
-    pub o: &'a CudaSlice<u8>,
-    pub res: &'a CudaSlice<u8>,
-    pub out: &'a mut CudaSlice<u8>,
+pub(super) struct MemoryWriteArgs<'a, B> {
+    pub bank: &'a mut B,
+    pub gate: &'a B,
+    pub o: &'a B,
+    pub res: &'a B,
+    pub out: &'a mut B,
     pub b: u32,
     pub n: u32,
     pub e: u32,
@@ -296,8 +294,8 @@ pub(super) struct MemoryWriteArgs<'a> {
 pub(super) struct MemoryWrite;
 
 impl Signature for MemoryWrite {
-    type Args<'a> = MemoryWriteArgs<'a>;
-    fn into_args<'a>(a: Self::Args<'a>) -> Vec<Arg<'a>> {
+    type Args<'a, B: 'a> = MemoryWriteArgs<'a, B>;
+    fn into_args<'a, B>(a: Self::Args<'a, B>) -> Vec<Arg<'a, B>> {
         vec![
             Arg::Out(a.bank),
             Arg::In(a.gate),
@@ -314,12 +312,12 @@ impl Signature for MemoryWrite {
 }
 
 /// Arguments of the kernels with signature `linear`, by name.
-pub(super) struct LinearArgs<'a> {
-    pub x: &'a CudaSlice<u8>,
-    pub w: &'a CudaSlice<u8>,
-    pub bias: Option<&'a CudaSlice<u8>>,
-    pub res: Option<&'a CudaSlice<u8>>,
-    pub out: &'a mut CudaSlice<u8>,
+pub(super) struct LinearArgs<'a, B> {
+    pub x: &'a B,
+    pub w: &'a B,
+    pub bias: Option<&'a B>,
+    pub res: Option<&'a B>,
+    pub out: &'a mut B,
     pub m: u32,
     pub n: u32,
     pub k: u32,
@@ -330,8 +328,8 @@ pub(super) struct LinearArgs<'a> {
 pub(super) struct Linear;
 
 impl Signature for Linear {
-    type Args<'a> = LinearArgs<'a>;
-    fn into_args<'a>(a: Self::Args<'a>) -> Vec<Arg<'a>> {
+    type Args<'a, B: 'a> = LinearArgs<'a, B>;
+    fn into_args<'a, B>(a: Self::Args<'a, B>) -> Vec<Arg<'a, B>> {
         vec![
             Arg::In(a.x),
             Arg::In(a.w),
@@ -347,10 +345,10 @@ impl Signature for Linear {
 }
 
 /// Arguments of the kernels with signature `linear_splitk`, by name.
-pub(super) struct LinearSplitkArgs<'a> {
-    pub x: &'a CudaSlice<u8>,
-    pub w: &'a CudaSlice<u8>,
-    pub part: &'a mut CudaSlice<u8>,
+pub(super) struct LinearSplitkArgs<'a, B> {
+    pub x: &'a B,
+    pub w: &'a B,
+    pub part: &'a mut B,
     pub m: u32,
     pub n: u32,
     pub k: u32,
@@ -360,8 +358,8 @@ pub(super) struct LinearSplitkArgs<'a> {
 pub(super) struct LinearSplitk;
 
 impl Signature for LinearSplitk {
-    type Args<'a> = LinearSplitkArgs<'a>;
-    fn into_args<'a>(a: Self::Args<'a>) -> Vec<Arg<'a>> {
+    type Args<'a, B: 'a> = LinearSplitkArgs<'a, B>;
+    fn into_args<'a, B>(a: Self::Args<'a, B>) -> Vec<Arg<'a, B>> {
         vec![
             Arg::In(a.x),
             Arg::In(a.w),
@@ -374,11 +372,11 @@ impl Signature for LinearSplitk {
 }
 
 /// Arguments of the kernels with signature `splitk_reduce`, by name.
-pub(super) struct SplitkReduceArgs<'a> {
-    pub part: &'a CudaSlice<u8>,
-    pub bias: Option<&'a CudaSlice<u8>>,
-    pub res: Option<&'a CudaSlice<u8>>,
-    pub out: &'a mut CudaSlice<u8>,
+pub(super) struct SplitkReduceArgs<'a, B> {
+    pub part: &'a B,
+    pub bias: Option<&'a B>,
+    pub res: Option<&'a B>,
+    pub out: &'a mut B,
     pub m: u32,
     pub n: u32,
     pub splits: u32,
@@ -389,8 +387,8 @@ pub(super) struct SplitkReduceArgs<'a> {
 pub(super) struct SplitkReduce;
 
 impl Signature for SplitkReduce {
-    type Args<'a> = SplitkReduceArgs<'a>;
-    fn into_args<'a>(a: Self::Args<'a>) -> Vec<Arg<'a>> {
+    type Args<'a, B: 'a> = SplitkReduceArgs<'a, B>;
+    fn into_args<'a, B>(a: Self::Args<'a, B>) -> Vec<Arg<'a, B>> {
         vec![
             Arg::In(a.part),
             a.bias.map_or(Arg::Null, Arg::In),
@@ -405,15 +403,15 @@ impl Signature for SplitkReduce {
 }
 
 /// Arguments of the kernels with signature `linear_sm90`, by name.
-pub(super) struct LinearSm90Args<'a> {
-    pub x: &'a CudaSlice<u8>,
-    pub w: &'a CudaSlice<u8>,
+pub(super) struct LinearSm90Args<'a, B> {
+    pub x: &'a B,
+    pub w: &'a B,
     pub tmap_x: Matrix2d,
     pub tmap_w: Matrix2d,
     pub tmap_out: Matrix2d,
-    pub bias: Option<&'a CudaSlice<u8>>,
-    pub res: Option<&'a CudaSlice<u8>>,
-    pub out: &'a mut CudaSlice<u8>,
+    pub bias: Option<&'a B>,
+    pub res: Option<&'a B>,
+    pub out: &'a mut B,
     pub m: u32,
     pub n: u32,
     pub k: u32,
@@ -424,8 +422,8 @@ pub(super) struct LinearSm90Args<'a> {
 pub(super) struct LinearSm90;
 
 impl Signature for LinearSm90 {
-    type Args<'a> = LinearSm90Args<'a>;
-    fn into_args<'a>(a: Self::Args<'a>) -> Vec<Arg<'a>> {
+    type Args<'a, B: 'a> = LinearSm90Args<'a, B>;
+    fn into_args<'a, B>(a: Self::Args<'a, B>) -> Vec<Arg<'a, B>> {
         vec![
             Arg::In(a.x),
             Arg::In(a.w),
@@ -444,12 +442,12 @@ impl Signature for LinearSm90 {
 }
 
 /// Arguments of the kernels with signature `patch_embed`, by name.
-pub(super) struct PatchEmbedArgs<'a> {
-    pub x: &'a CudaSlice<u8>,
-    pub w: &'a CudaSlice<u8>,
-    pub bias: &'a CudaSlice<u8>,
-    pub res: &'a CudaSlice<u8>,
-    pub out: &'a mut CudaSlice<u8>,
+pub(super) struct PatchEmbedArgs<'a, B> {
+    pub x: &'a B,
+    pub w: &'a B,
+    pub bias: &'a B,
+    pub res: &'a B,
+    pub out: &'a mut B,
     pub m: u32,
     pub n: u32,
     pub k: u32,
@@ -463,8 +461,8 @@ pub(super) struct PatchEmbedArgs<'a> {
 pub(super) struct PatchEmbed;
 
 impl Signature for PatchEmbed {
-    type Args<'a> = PatchEmbedArgs<'a>;
-    fn into_args<'a>(a: Self::Args<'a>) -> Vec<Arg<'a>> {
+    type Args<'a, B: 'a> = PatchEmbedArgs<'a, B>;
+    fn into_args<'a, B>(a: Self::Args<'a, B>) -> Vec<Arg<'a, B>> {
         vec![
             Arg::In(a.x),
             Arg::In(a.w),
@@ -483,12 +481,12 @@ impl Signature for PatchEmbed {
 }
 
 /// Arguments of the kernels with signature `attention`, by name.
-pub(super) struct AttentionArgs<'a> {
-    pub q: &'a CudaSlice<u8>,
-    pub k: &'a CudaSlice<u8>,
-    pub v: &'a CudaSlice<u8>,
-    pub out: &'a mut CudaSlice<u8>,
-    pub cu: Option<&'a CudaSlice<u8>>,
+pub(super) struct AttentionArgs<'a, B> {
+    pub q: &'a B,
+    pub k: &'a B,
+    pub v: &'a B,
+    pub out: &'a mut B,
+    pub cu: Option<&'a B>,
     pub nq: u32,
     pub nk: u32,
     pub heads: u32,
@@ -508,8 +506,8 @@ pub(super) struct AttentionArgs<'a> {
 pub(super) struct Attention;
 
 impl Signature for Attention {
-    type Args<'a> = AttentionArgs<'a>;
-    fn into_args<'a>(a: Self::Args<'a>) -> Vec<Arg<'a>> {
+    type Args<'a, B: 'a> = AttentionArgs<'a, B>;
+    fn into_args<'a, B>(a: Self::Args<'a, B>) -> Vec<Arg<'a, B>> {
         vec![
             Arg::In(a.q),
             Arg::In(a.k),
@@ -534,18 +532,18 @@ impl Signature for Attention {
 }
 
 /// Arguments of the kernels with signature `attention_sm90`, by name.
-pub(super) struct AttentionSm90Args<'a> {
-    pub q: &'a CudaSlice<u8>,
-    pub k: &'a CudaSlice<u8>,
-    pub v: &'a CudaSlice<u8>,
+pub(super) struct AttentionSm90Args<'a, B> {
+    pub q: &'a B,
+    pub k: &'a B,
+    pub v: &'a B,
     pub tmap_q: Matrix2d,
     pub tmap_k: Matrix2d,
     pub tmap_v: Matrix2d,
     pub tmap_q_tail: Matrix2d,
     pub tmap_k_tail: Matrix2d,
     pub tmap_v_tail: Matrix2d,
-    pub out: &'a mut CudaSlice<u8>,
-    pub cu: Option<&'a CudaSlice<u8>>,
+    pub out: &'a mut B,
+    pub cu: Option<&'a B>,
     pub nq: u32,
     pub nk: u32,
     pub heads: u32,
@@ -568,8 +566,8 @@ pub(super) struct AttentionSm90Args<'a> {
 pub(super) struct AttentionSm90;
 
 impl Signature for AttentionSm90 {
-    type Args<'a> = AttentionSm90Args<'a>;
-    fn into_args<'a>(a: Self::Args<'a>) -> Vec<Arg<'a>> {
+    type Args<'a, B: 'a> = AttentionSm90Args<'a, B>;
+    fn into_args<'a, B>(a: Self::Args<'a, B>) -> Vec<Arg<'a, B>> {
         vec![
             Arg::In(a.q),
             Arg::In(a.k),

@@ -25,6 +25,8 @@ mod manifest;
 mod memory;
 #[cfg(feature = "cuda")]
 mod patch_embed;
+#[cfg(all(test, feature = "cuda"))]
+mod plan_check;
 #[cfg(feature = "cuda")]
 mod upload;
 

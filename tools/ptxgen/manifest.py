@@ -5,7 +5,10 @@ the largest dynamic shared memory, the cluster size (`.reqnctapercluster`), the 
 sizes) the host sizes grids with; for every parameter list (`signature`) a typed
 argument struct whose fields are the parameters by name, turned into launch
 arguments in `.entry` order. The host cannot pass arguments in another order, or
-a pointer where a scalar goes, without a compile error.
+a pointer where a scalar goes, without a compile error. The structs are generic
+over the buffer type `B`: `CudaSlice<u8>` where `Cuda` launches, a named stand-in
+where the launch-plan test writes the launches down for the emulator
+(src/cuda/plan_check.rs).
 """
 
 RUST_HEADER = """\
@@ -14,8 +17,6 @@ RUST_HEADER = """\
 // this file and the PTX are what the generator writes now.
 #![allow(dead_code)]
 
-use cudarc::driver::CudaSlice;
-
 use super::launch::{Arg, KernelSpec, Matrix2d, Module, ParamKind, Signature};
 use crate::element::DType;
 """
@@ -23,9 +24,9 @@ use crate::element::DType;
 # Per parameter kind: the Rust field type, the launch argument built from field
 # `a.{n}`, and the ParamKind variant.
 KIND_RUST = {
-    "in": ("&'a CudaSlice<u8>", "Arg::In(a.{n})", "In"),
-    "opt": ("Option<&'a CudaSlice<u8>>", "a.{n}.map_or(Arg::Null, Arg::In)", "Opt"),
-    "out": ("&'a mut CudaSlice<u8>", "Arg::Out(a.{n})", "Out"),
+    "in": ("&'a B", "Arg::In(a.{n})", "In"),
+    "opt": ("Option<&'a B>", "a.{n}.map_or(Arg::Null, Arg::In)", "Opt"),
+    "out": ("&'a mut B", "Arg::Out(a.{n})", "Out"),
     "u32": ("u32", "Arg::U32(a.{n})", "U32"),
     "f32": ("f32", "Arg::F32(a.{n})", "F32"),
     # A tensor map: the field is the global shape of the matrix of pointer parameter
@@ -84,11 +85,11 @@ def rust_manifest(modules, shared=()):
         args = "\n".join("            " + arg_expr(p, params) + "," for p in params)
         out.append(
             f"\n/// Arguments of the kernels with signature `{sig}`, by name.\n"
-            f"pub(super) struct {camel(sig)}Args<'a> {{\n{fields}\n}}\n\n"
+            f"pub(super) struct {camel(sig)}Args<'a, B> {{\n{fields}\n}}\n\n"
             f"/// Marker of the `{sig}` parameter list.\npub(super) struct {camel(sig)};\n\n"
             f"impl Signature for {camel(sig)} {{\n"
-            f"    type Args<'a> = {camel(sig)}Args<'a>;\n"
-            f"    fn into_args<'a>(a: Self::Args<'a>) -> Vec<Arg<'a>> {{\n"
+            f"    type Args<'a, B: 'a> = {camel(sig)}Args<'a, B>;\n"
+            f"    fn into_args<'a, B>(a: Self::Args<'a, B>) -> Vec<Arg<'a, B>> {{\n"
             f"        vec![\n{args}\n        ]\n    }}\n}}\n"
         )
     for name, kernels in modules:
