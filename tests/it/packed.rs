@@ -503,3 +503,48 @@ packed_suite!(
     cuda,
     crate::common::device_or_skip("cuda", "TESSERA_REQUIRE_CUDA", || tessera::Cuda::new(0))
 );
+
+/// `last_hidden_state_padded` on outputs whose public fields disagree: a
+/// tensor with fewer or more rows than its segments, one not of rank 2, and an
+/// image longer than `max_patches` are errors naming `last_hidden_state`, not
+/// panics or rows read from the wrong image; consistent fields give the padded
+/// layout, each image's rows in place and zeros after them.
+#[test]
+fn padded_layout_checks_its_segments() {
+    use tessera::ops::Segments;
+    use tessera::Cpu;
+    let dev = Cpu;
+    let d = 2;
+    let values: Vec<f32> = (1..=10).map(|v| v as f32).collect();
+    let output = |rows: usize, shape: &[usize], lengths: &[usize]| PackedOutput::<f32, Cpu> {
+        last_hidden_state: DeviceBuffer::from_slice(&dev, &values[..rows * d], shape).unwrap(),
+        pooler_output: None,
+        segments: Segments::from_lengths(lengths).unwrap(),
+    };
+    // 5 rows of 2: images of 3 and 2 patches.
+    let ok = output(5, &[5, 2], &[3, 2]);
+    assert_eq!(
+        ok.last_hidden_state_padded(4).unwrap(),
+        [1., 2., 3., 4., 5., 6., 0., 0., 7., 8., 9., 10., 0., 0., 0., 0.]
+    );
+    for (what, out, max) in [
+        (
+            "fewer rows than the segments",
+            output(4, &[4, 2], &[3, 2]),
+            4,
+        ),
+        (
+            "more rows than the segments",
+            output(5, &[5, 2], &[2, 2]),
+            4,
+        ),
+        ("rank 3", output(5, &[5, 1, 2], &[3, 2]), 4),
+        ("an image past max_patches", output(5, &[5, 2], &[3, 2]), 2),
+    ] {
+        let e = out
+            .last_hidden_state_padded(max)
+            .expect_err(what)
+            .to_string();
+        assert!(e.contains("last_hidden_state"), "{what}: {e}");
+    }
+}
