@@ -214,7 +214,6 @@ const MAX_FILE_BYTES: u64 = 512 << 20;
 
 /// The most bytes a decoded image may take: the image crate's default limit
 /// (512 MiB), which the other formats' decoders apply.
-#[cfg(feature = "libjpeg")]
 const MAX_DECODED_BYTES: u64 = 512 << 20;
 
 /// The most pixels an image may have: Pillow's `DecompressionBombError` bound,
@@ -246,7 +245,19 @@ fn decode_from<R: std::io::BufRead + std::io::Seek>(
     }
     // The decoded image counts against the image crate's default memory limit
     // (512 MiB), as `ImageReader::decode` counts it: a small file of huge
-    // dimensions is refused, not allocated.
+    // dimensions is refused, not allocated. Said here with the sizes (the
+    // decoders' own refusal reads "Memory limit exceeded").
+    let bytes_needed = decoder.total_bytes();
+    if bytes_needed > MAX_DECODED_BYTES {
+        return Err(image_err(
+            path,
+            format!(
+                "{w}×{h} {:?} pixels decode to {bytes_needed} bytes, more than the \
+                 {MAX_DECODED_BYTES} (512 MiB) an image may take",
+                decoder.color_type()
+            ),
+        ));
+    }
     let mut limits = image::Limits::default();
     limits
         .reserve(decoder.total_bytes())

@@ -17,6 +17,12 @@ impl FromStr for DeviceChoice {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
+        if s.is_empty() {
+            return Err(
+                "an empty device name (a stray comma?): expected auto, cpu, wgpu, cuda or cuda:N"
+                    .into(),
+            );
+        }
         if s.eq_ignore_ascii_case("auto") {
             return Ok(DeviceChoice::Auto);
         }
@@ -107,5 +113,9 @@ mod tests {
         assert!("tpu".parse::<DeviceChoice>().unwrap_err().contains("tpu"));
         assert!("cuda:x".parse::<DeviceChoice>().is_err());
         assert!("wgpu:1".parse::<DeviceChoice>().is_err());
+        for empty in ["", " "] {
+            let e = empty.parse::<DeviceChoice>().unwrap_err();
+            assert!(e.contains("empty device name"), "{e}");
+        }
     }
 }

@@ -893,12 +893,11 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
             })
         }
         Architecture::Siglip2 => {
-            let mut p = Siglip2Processor::for_model(
+            let mut p = crate::naflex_processor(
                 model.preprocessor.as_deref(),
                 config.patch_size,
                 args.max_patches,
-            )
-            .map_err(|e| e.to_string())?;
+            )?;
             p.image.upright = args.upright;
             p.image.jpeg_draft = args.jpeg_draft;
             Processor::Naflex(p)

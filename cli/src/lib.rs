@@ -8,6 +8,7 @@ pub mod embed;
 use std::path::Path;
 
 use tessera::model::{ConfigFiles, ModelFiles};
+use tessera::preprocess::Siglip2Processor;
 
 /// The model named by `--model`: a folder, or a hub id `org/name` found in the local
 /// Hugging Face cache or, with the `hub` feature (on by default), downloaded into it
@@ -34,6 +35,22 @@ pub fn weights(config: &ConfigFiles) -> tessera::Result<ModelFiles> {
     return config.weights_or_download(true);
     #[cfg(not(feature = "hub"))]
     config.weights()
+}
+
+/// The SigLIP 2 processor of a model for `--max-patches` (`None`: the
+/// model's own `max_num_patches`), its refusal of the option worded as the
+/// option, not as the library's parameter.
+pub fn naflex_processor(
+    preprocessor: Option<&Path>,
+    patch_size: usize,
+    max_patches: Option<usize>,
+) -> Result<Siglip2Processor, String> {
+    Siglip2Processor::for_model(preprocessor, patch_size, max_patches).map_err(|e| match e {
+        tessera::Error::Input { tensor, msg } if tensor == "max_patches" => {
+            format!("--max-patches: {msg}")
+        }
+        e => e.to_string(),
+    })
 }
 
 /// The text of a caught panic's payload (the cuBLAS peer's guard) (`panic!` gives a `String` or a `&str`).

@@ -31,7 +31,7 @@ use safetensors::{Dtype, SafeTensors};
 use tessera::model::{
     Architecture, ConfigFiles, ImagePatches, ModelFiles, VisionConfig, VisionModel,
 };
-use tessera::preprocess::{ImageProcessor, Siglip2Processor};
+use tessera::preprocess::ImageProcessor;
 use tessera::{bf16, Cpu, Cuda, DType, DeviceBuffer, Element, Kernels, Wgpu};
 use tessera_cli::devices::{DeviceChoice, Opened};
 
@@ -438,11 +438,12 @@ fn read_packed_images(
             config.num_channels
         ));
     }
-    let mut processor = Siglip2Processor::for_model(
+    let mut processor = tessera_cli::naflex_processor(
         model.preprocessor.as_deref(),
         config.patch_size,
         max_patches,
-    )?;
+    )
+    .map_err(CliError)?;
     processor.image.upright = reading.upright;
     processor.image.jpeg_draft = reading.jpeg_draft;
     let images = files

@@ -261,6 +261,23 @@ fn siglip2_images() {
     let got = read_all(&out_path);
     assert_eq!(got["spatial_shapes"].1, vec![2.0, 3.0]);
     assert_eq!(got["last_hidden_state"].0, vec![1, 6, 64]);
+    // An out-of-range --max-patches is refused as the option.
+    let out = tessera(&[
+        "run",
+        "--model",
+        dir.to_str().unwrap(),
+        "--image",
+        "tests/data/images/waves_64x48.png",
+        "--max-patches",
+        "0",
+        "--device",
+        "cpu",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(1) && stderr.contains("--max-patches: 0 patches"),
+        "{stderr}"
+    );
 
     // A preprocessor whose patch is not the model's is refused, naming the key.
     std::fs::write(

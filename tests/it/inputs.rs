@@ -288,6 +288,14 @@ fn files_that_are_not_images_are_errors() {
         .unwrap_err()
         .to_string();
     assert!(msg.contains("huge.png") && msg.contains("limit"), "{msg}");
+    // Under the pixel bound but past the byte limit: a 16-bit RGBA PNG of
+    // 10 000² pixels (800 MB decoded), refused with its sizes.
+    std::fs::write(&huge, png(10_000, 10_000, 6, 16, &[], &[0])).unwrap();
+    let msg = image_err(&huge);
+    assert!(
+        msg.contains("10000×10000") && msg.contains("800000000 bytes") && msg.contains("512 MiB"),
+        "{msg}"
+    );
     // A grey PNG of 13 380² pixels (179 million, past Pillow's decompression-bomb
     // bound; 179 MB decoded: under the decoder's byte limit, but 537 MB as RGB):
     // refused from its header, as Pillow refuses it, upright or not. 13 377²

@@ -343,6 +343,15 @@ impl RowWriter {
                 }
                 _ => {
                     w.keep = len > 0;
+                    if len == 0 && w.path.exists() {
+                        return Err(format!(
+                            "--resume: {} is already written and no run of it is unfinished \
+                             (no {}): nothing to go on from; delete it, or choose another \
+                             --output, to embed again",
+                            w.path.display(),
+                            w.tmp.display()
+                        ));
+                    }
                     return Err(format!(
                         "--resume: no earlier run of this job to go on from ({} has no \
                          journal or no rows)",
@@ -397,11 +406,16 @@ impl RowWriter {
             w.earlier_weights = then
                 .as_ref()
                 .and_then(|t| t.get("weights")?.as_str().map(str::to_string));
-            if then.map(without_weights) != Some(without_weights(job)) {
+            let (then, job) = (then.map(without_weights), without_weights(job));
+            if then.as_ref() != Some(&job) {
                 return Err(format!(
-                    "--resume: {} was written by another job (other inputs or options)\n  \
+                    "--resume: {} was written by another job ({})\n  \
                      its job:  {}\n  this job: {}\ndelete it and {} to start over",
                     w.tmp.display(),
+                    then.as_ref()
+                        .map_or("its journal names no job".into(), |t| job_differences(
+                            t, &job
+                        )),
                     j.identity,
                     identity,
                     w.journal_path.display()
@@ -906,6 +920,57 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<PathBuf, String> {
     })?;
     Ok(tmp)
 }
+/// What differs between two jobs' identities (the journal's first line): the
+/// settings that differ, by name and value, the input paths, the output format.
+fn job_differences(then: &serde_json::Value, now: &serde_json::Value) -> String {
+    let get = |v: &serde_json::Value, k: &str| v.get(k).cloned().unwrap_or_default();
+    let mut out = Vec::new();
+    let (a, b) = (get(then, "settings"), get(now, "settings"));
+    if a != b {
+        let (a, b) = (a.as_str().unwrap_or(""), b.as_str().unwrap_or(""));
+        let (pa, pb): (Vec<&str>, Vec<&str>) = (a.split(", ").collect(), b.split(", ").collect());
+        let gone = pa.iter().filter(|p| !pb.contains(p));
+        let new = pb.iter().filter(|p| !pa.contains(p));
+        let (gone, new): (Vec<&str>, Vec<&str>) = (gone.copied().collect(), new.copied().collect());
+        out.push(format!(
+            "its {} against this job's {}",
+            if gone.is_empty() {
+                "settings".into()
+            } else {
+                gone.join(", ")
+            },
+            if new.is_empty() {
+                "none".into()
+            } else {
+                new.join(", ")
+            }
+        ));
+    }
+    if get(then, "paths") != get(now, "paths")
+        || get(then, "paths_digest") != get(now, "paths_digest")
+    {
+        out.push(format!(
+            "other input paths ({} then, {} now)",
+            get(then, "paths"),
+            get(now, "paths")
+        ));
+    }
+    for (key, what) in [
+        ("format", "output format"),
+        ("dim", "embedding width"),
+        ("dtype", "--out-dtype"),
+    ] {
+        if get(then, key) != get(now, key) {
+            out.push(format!("another {what}"));
+        }
+    }
+    if out.is_empty() {
+        "other inputs or options".into()
+    } else {
+        out.join("; ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -918,6 +983,35 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    /// A resumed job's refusal names the setting that differs, by its values.
+    #[test]
+    fn job_differences_name_the_setting() {
+        let job = |settings: &str, paths: usize, dtype: Option<&str>| {
+            let mut v = serde_json::json!({
+                "format": "Safetensors", "dim": 8, "paths": paths,
+                "paths_digest": format!("{paths:x}"), "settings": settings,
+            });
+            if let Some(d) = dtype {
+                v["dtype"] = d.into();
+            }
+            v
+        };
+        let a = "model m, dtype F32, pooling Head, normalize true, batch 32, max_patches None";
+        let b = "model m, dtype F32, pooling Head, normalize true, batch 16, max_patches None";
+        assert_eq!(
+            super::job_differences(&job(a, 3, None), &job(b, 3, None)),
+            "its batch 32 against this job's batch 16"
+        );
+        assert_eq!(
+            super::job_differences(&job(a, 3, None), &job(&format!("{a}, upright"), 3, None)),
+            "its settings against this job's upright"
+        );
+        assert_eq!(
+            super::job_differences(&job(a, 3, None), &job(a, 4, Some("F16"))),
+            "other input paths (3 then, 4 now); another --out-dtype"
+        );
     }
 
     const JOB: JobNames = JobNames {
@@ -1242,6 +1336,10 @@ mod tests {
             err.contains("another job") && err.contains("\"other\""),
             "{err}"
         );
+        assert!(
+            err.contains(&format!("its {} against this job's other", JOB.settings)),
+            "{err}"
+        );
         // Other model files (a config changed in place, a hub commit moved) do not
         // resume it; the weights are the caller's to compare.
         let moved = JobNames {
@@ -1259,7 +1357,10 @@ mod tests {
         let err = RowWriter::create(&out, &paths(11), Columns::f32(dim), &JOB, true)
             .err()
             .unwrap();
-        assert!(err.contains("another job"), "{err}");
+        assert!(
+            err.contains("another job") && err.contains("other input paths (10 then, 11 now)"),
+            "{err}"
+        );
         let reweighed = JobNames {
             weights: Some("model.safetensors 10 2"),
             ..JOB
@@ -1308,6 +1409,15 @@ mod tests {
         assert!(err.contains("no earlier run"), "{err}");
         let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
         assert!(left.is_empty(), "files left: {left:?}");
+        // A finished job: the output is there, nothing partial.
+        std::fs::write(&out, b"done").unwrap();
+        let err = RowWriter::create(&out, &all, Columns::f32(2), &JOB, true)
+            .err()
+            .unwrap();
+        assert!(err.contains("already written"), "{err}");
+        assert_eq!(std::fs::read(&out).unwrap(), b"done");
+        assert!(!dir.join("e.npy.partial").exists());
+        std::fs::remove_file(&out).unwrap();
         let journal = dir.join("e.npy.partial.journal");
         for (text, want) in [
             ("not a journal\n", "line 1: no journal header"),
