@@ -1147,12 +1147,13 @@ def plan_launch(mem, l, addr):
     launch(mem, l["entry"], tuple(l["grid"]), l["dyn_smem"], **args)
 
 
-def plan_attention_ref(d, x, dt):
-    """Attention from the op's description: per sequence and head, rows of q,
-    k, v at their columns and strides (fixed, packed, or packed keys), out rows
-    [rows, H·hd] at ldo; returns {index in out: value} as (indices, values)."""
+def plan_attention_ref(d, f):
+    """Attention from the op's description over the float64 inputs `f` (by
+    buffer name): per sequence and head, rows of q, k, v at their columns and
+    strides (fixed, packed, or packed keys), out rows [rows, H·hd] at ldo;
+    returns (indices in out, values)."""
     h, hd = d["heads"], d["head_dim"]
-    q, k, v = (as64(x[d[n]], dt) for n in ("q", "k", "v"))
+    q, k, v = (f[d[n]] for n in ("q", "k", "v"))
     off = d["offsets"]
     idx, val = [], []
     for b in range(d["batch"]):
@@ -1192,11 +1193,10 @@ def plan_check_out(what, mem, addr, buf, n, idx, ref, dt, magnitude=None):
 def plan_reference(c, mem, addr, host):
     """Check case `c`'s outputs against its op's float64 reference."""
     d, dt, what = c["dims"], c["dtype"], c["name"]
-    x = host
-    f = {n: as64(a, c["buffers"][n]["dtype"]) for n, a in x.items()}
+    f = {n: as64(a, c["buffers"][n]["dtype"]) for n, a in host.items()}
     op = c["op"]
     if op == "attention":
-        idx, ref = plan_attention_ref(d, x, dt)
+        idx, ref = plan_attention_ref(d, f)
         plan_check_out(what, mem, addr, "out", c["buffers"]["out"]["len"], idx, ref, dt)
     elif op == "linear":
         rows, k, n = d["rows"], d["k"], d["n"]

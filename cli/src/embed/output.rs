@@ -929,22 +929,17 @@ fn job_differences(then: &serde_json::Value, now: &serde_json::Value) -> String 
     if a != b {
         let (a, b) = (a.as_str().unwrap_or(""), b.as_str().unwrap_or(""));
         let (pa, pb): (Vec<&str>, Vec<&str>) = (a.split(", ").collect(), b.split(", ").collect());
-        let gone = pa.iter().filter(|p| !pb.contains(p));
-        let new = pb.iter().filter(|p| !pa.contains(p));
-        let (gone, new): (Vec<&str>, Vec<&str>) = (gone.copied().collect(), new.copied().collect());
-        out.push(format!(
-            "its {} against this job's {}",
-            if gone.is_empty() {
-                "settings".into()
-            } else {
-                gone.join(", ")
-            },
-            if new.is_empty() {
-                "none".into()
-            } else {
+        let gone: Vec<&str> = pa.iter().filter(|p| !pb.contains(p)).copied().collect();
+        let new: Vec<&str> = pb.iter().filter(|p| !pa.contains(p)).copied().collect();
+        out.push(match (gone.is_empty(), new.is_empty()) {
+            (true, _) => format!("this job adds {}", new.join(", ")),
+            (_, true) => format!("this job drops {}", gone.join(", ")),
+            _ => format!(
+                "its {} against this job's {}",
+                gone.join(", "),
                 new.join(", ")
-            }
-        ));
+            ),
+        });
     }
     if get(then, "paths") != get(now, "paths")
         || get(then, "paths_digest") != get(now, "paths_digest")
@@ -1006,7 +1001,7 @@ mod tests {
         );
         assert_eq!(
             super::job_differences(&job(a, 3, None), &job(&format!("{a}, upright"), 3, None)),
-            "its settings against this job's upright"
+            "this job adds upright"
         );
         assert_eq!(
             super::job_differences(&job(a, 3, None), &job(a, 4, Some("F16"))),
