@@ -1271,7 +1271,7 @@ fn errors_are_one_line() {
             "--image",
             "tests/data/images/grid_32x32.png",
         ],
-        "max_patches",
+        "--max-patches: 1048576 patches",
     );
     assert_one_line_error(
         &["run", "--model", "no/such/dir", "--pixels", io],
