@@ -48,7 +48,17 @@ struct Facts {
     attention: AttentionPath,
     /// Clusters of two CTAs that fit at once (the driver's answer).
     clusters: u32,
+    /// `TESSERA_CUDA_SM90_TURNS` (on unless `off`).
+    turns: bool,
+    /// `TESSERA_CUDA_SM90_TILE_N` / `_CLUSTER`.
+    sm90: Sm90Override,
 }
+
+/// No environment setting.
+const AUTO: Sm90Override = Sm90Override {
+    tile_n: None,
+    cluster: None,
+};
 
 /// An H100 SXM.
 const H100: Facts = Facts {
@@ -58,7 +68,26 @@ const H100: Facts = Facts {
     f32_gemm: F32Gemm::Tf32x3,
     attention: AttentionPath::Sm90,
     clusters: 66,
+    turns: true,
+    sm90: AUTO,
 };
+
+/// An H100 with `TESSERA_CUDA_SM90_TURNS=off`.
+const H100_NO_TURNS: Facts = Facts {
+    turns: false,
+    ..H100
+};
+
+/// An H100 with `TESSERA_CUDA_SM90_TILE_N` and `_CLUSTER` set.
+const fn h100_forced(tile_n: u32, cluster: u32) -> Facts {
+    Facts {
+        sm90: Sm90Override {
+            tile_n: Some(tile_n),
+            cluster: Some(cluster),
+        },
+        ..H100
+    }
+}
 
 /// A Hopper of three SMs and no room for clusters: the persistent kernels'
 /// blocks take several tiles or items each.
@@ -76,6 +105,8 @@ const A100: Facts = Facts {
     f32_gemm: F32Gemm::Tf32x3,
     attention: AttentionPath::Fa2,
     clusters: 0,
+    turns: true,
+    sm90: AUTO,
 };
 
 /// An A100 with `TESSERA_CUDA_F32_GEMM=simt`.
@@ -128,11 +159,11 @@ impl Launcher for Recorder {
     }
 
     fn sm90_turns(&self) -> bool {
-        true
+        self.facts.turns
     }
 
     fn sm90_override(&self) -> Sm90Override {
-        Sm90Override::default()
+        self.facts.sm90
     }
 
     fn aligned16(&self, buf: &Named) -> bool {
@@ -664,6 +695,39 @@ fn plan() -> Vec<Value> {
             &["attention_f32_sm90_hd64"],
         ),
         attention_case(
+            "attention f32 sm90 hd 72 packed",
+            H100,
+            F32,
+            Qkv::Fused,
+            (3, 1, 72),
+            (0, 0),
+            Some((Packing::Packed, packed)),
+            false,
+            &["attention_f32_sm90_hd72"],
+        ),
+        attention_case(
+            "attention bf16 sm90 hd 80 without turns",
+            H100_NO_TURNS,
+            BF16,
+            Qkv::QKv,
+            (1, 3, 80),
+            (50, 140),
+            None,
+            false,
+            &["attention_bf16_sm90_hd80"],
+        ),
+        attention_case(
+            "attention bf16 sm90 hd 128 packed keys, 3 SMs",
+            HOPPER3,
+            BF16,
+            Qkv::QKv,
+            (3, 1, 128),
+            (17, 0),
+            Some((Packing::PackedKeys, packed)),
+            false,
+            &["attention_bf16_sm90_hd128"],
+        ),
+        attention_case(
             "attention bf16 fa2 fused hd 40",
             A100,
             BF16,
@@ -730,6 +794,22 @@ fn plan() -> Vec<Value> {
             (300, 200, 520),
             epi(true, true, false),
             &["linear_bf16_sm90_n192_c2"][..],
+        ),
+        (
+            "linear bf16 sm90 forced 256 in pairs",
+            h100_forced(256, 2),
+            BF16,
+            (300, 200, 520),
+            epi(false, false, true),
+            &["linear_bf16_sm90_c2"],
+        ),
+        (
+            "linear bf16 sm90 forced 192 alone",
+            h100_forced(192, 1),
+            BF16,
+            (130, 64, 400),
+            epi(true, true, true),
+            &["linear_bf16_sm90_n192"],
         ),
         (
             "linear bf16 sm90 3 SMs",
