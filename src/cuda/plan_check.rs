@@ -957,42 +957,15 @@ fn plan() -> Vec<Value> {
     cases
 }
 
-/// python3 with numpy, as the emulator check finds it (.cache/pylib or
-/// PYTHONPATH); `None` when there is none.
-fn python_path(root: &Path) -> Option<std::ffi::OsString> {
-    let mut path = std::env::var_os("PYTHONPATH").unwrap_or_default();
-    let pylib = root.join(".cache/pylib");
-    if pylib.is_dir() {
-        let mut p = pylib.into_os_string();
-        if !path.is_empty() {
-            p.push(":");
-            p.push(&path);
-        }
-        path = p;
-    }
-    let ok = Command::new("python3")
-        .args(["-c", "import numpy"])
-        .env("PYTHONPATH", &path)
-        .status()
-        .is_ok_and(|s| s.success());
-    ok.then_some(path)
-}
+#[path = "../../tests/it/common/python.rs"]
+mod python;
 
 /// The launch code's plans, run in the emulator against float64 references.
 #[test]
 fn launch_plans_compute_the_ops() {
     let cases = plan();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let Some(pythonpath) = python_path(root) else {
-        let required =
-            std::env::var("TESSERA_REQUIRE_EMU").is_ok_and(|v| !v.is_empty() && v != "0");
-        assert!(
-            !required,
-            "TESSERA_REQUIRE_EMU=1 but python3 with numpy is not available"
-        );
-        eprintln!(
-            "SKIPPED: python3 with numpy not available (pip install --target .cache/pylib numpy)"
-        );
+    let Some(pythonpath) = python::emulator_python(root) else {
         return;
     };
     let file = std::env::temp_dir().join(format!(

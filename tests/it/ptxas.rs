@@ -610,29 +610,9 @@ fn emulator_matches_reference() {
 /// PYTHONPATH); skipped without numpy unless TESSERA_REQUIRE_EMU=1.
 fn run_python_check(script: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let pylib = root.join(".cache/pylib");
-    let mut pythonpath = std::env::var_os("PYTHONPATH").unwrap_or_default();
-    if pylib.is_dir() {
-        let mut p = pylib.into_os_string();
-        if !pythonpath.is_empty() {
-            p.push(":");
-            p.push(&pythonpath);
-        }
-        pythonpath = p;
-    }
-    let numpy = Command::new("python3")
-        .args(["-c", "import numpy"])
-        .env("PYTHONPATH", &pythonpath)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !numpy {
-        if crate::common::required("TESSERA_REQUIRE_EMU") {
-            panic!("TESSERA_REQUIRE_EMU=1 but python3 with numpy is not available");
-        }
-        skip!("python3 with numpy not available (pip install --target .cache/pylib numpy)");
+    let Some(pythonpath) = crate::common::python::emulator_python(root) else {
         return;
-    }
+    };
     let out = Command::new("python3")
         .arg(root.join(script))
         .env("PYTHONPATH", &pythonpath)

@@ -12,6 +12,7 @@ pub mod compare;
 pub mod fixtures;
 pub mod nonfinite;
 pub mod operands;
+pub mod python;
 pub mod reference;
 pub mod rng;
 #[macro_use]
