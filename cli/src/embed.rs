@@ -37,8 +37,8 @@ use crate::devices::{DeviceChoice, Opened};
 mod decode;
 mod output;
 
-pub use output::OutDtype;
 use output::RowWriter;
+pub use output::{write_replacing, OutDtype};
 
 /// How an image's embedding is taken from the model's outputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

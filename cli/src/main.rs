@@ -1051,18 +1051,5 @@ fn write_output(path: &Path, tensors: &Outputs, device: &str) -> CliResult<()> {
     let mut file = safetensors::serialize(views, Some(metadata))
         .map_err(|e| CliError(format!("{}: {e}", path.display())))?;
     sort_header(&mut file).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    let written = (|| {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&file)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    written.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        CliError(format!("{}: {e}", path.display()))
-    })
+    tessera_cli::embed::write_replacing(path, &file).map_err(CliError)
 }

@@ -920,6 +920,17 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<PathBuf, String> {
     })?;
     Ok(tmp)
 }
+
+/// Write `bytes` over `path` whole or not at all: into `path.tmp-PID`, synced,
+/// then renamed over it (`tessera run --output`).
+pub fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let tmp = write_synced(path, bytes)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("{}: {e}", path.display())
+    })
+}
+
 /// What differs between two jobs' identities (the journal's first line): the
 /// settings that differ, by name and value, the input paths, the output format.
 fn job_differences(then: &serde_json::Value, now: &serde_json::Value) -> String {
