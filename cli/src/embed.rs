@@ -848,6 +848,14 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
         left_out,
         passed_over,
     } = collect_paths(&args.inputs, args.resume)?;
+    // The output before any work: a folder in its place, or an input it would
+    // replace (`-o x.safetensors` where x.safetensors is an image given), fails now.
+    if args.output.is_dir() {
+        return Err(format!("-o {}: is a folder", args.output.display()));
+    }
+    for target in [&args.output, &output::paths_file(&args.output)] {
+        crate::output_is_not_an_input("-o", target, paths.iter().map(PathBuf::as_path))?;
+    }
     if let Some((_, why)) = passed_over.first().filter(|_| args.strict) {
         return Err(format!("{why} (--strict)"));
     }

@@ -53,6 +53,32 @@ pub fn naflex_processor(
     })
 }
 
+/// An error naming both when `output` exists and is one of `inputs` (writing the
+/// output would destroy that input: `--output photo.safetensors` given the
+/// file it reads). Only the inputs with the output's file name are resolved, so
+/// a job of a million paths costs a comparison of names each.
+pub fn output_is_not_an_input<'a>(
+    option: &str,
+    output: &Path,
+    inputs: impl IntoIterator<Item = &'a Path>,
+) -> Result<(), String> {
+    let (Some(name), Ok(target)) = (output.file_name(), std::fs::canonicalize(output)) else {
+        return Ok(()); // nothing there to overwrite
+    };
+    for input in inputs {
+        if input.file_name() == Some(name)
+            && std::fs::canonicalize(input).is_ok_and(|p| p == target)
+        {
+            return Err(format!(
+                "{option} {}: that is the input {}; writing it would replace it",
+                output.display(),
+                input.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The text of a caught panic's payload (the cuBLAS peer's guard) (`panic!` gives a `String` or a `&str`).
 #[cfg(feature = "cuda")]
 pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> Option<String> {

@@ -341,7 +341,7 @@ fn read_ints(bytes: &[u8], dtype: Dtype) -> Option<Vec<i64>> {
 /// A SigLIP 2 `--pixels` file: `pixel_values` [B, Pmax, C·P·P], `spatial_shapes`
 /// [B, 2] and (optionally) `pixel_attention_mask` [B, Pmax].
 fn read_packed_pixels(file: &Path, config: &VisionConfig) -> CliResult<PackedInput> {
-    let bytes = std::fs::read(file).map_err(|e| CliError(format!("{}: {e}", file.display())))?;
+    let bytes = read_safetensors_file(file)?;
     let st = open_safetensors(file, &bytes)?;
     let get = |name: &str| {
         st.tensor(name).map_err(|_| {
@@ -466,6 +466,74 @@ fn read_packed_images(
     })
 }
 
+/// A `--pixels` file read as far as its header says its tensors reach and no
+/// further: `/dev/zero`, or a file whose header describes a few bytes of a huge
+/// file, is refused after the header instead of read whole; a pipe
+/// (`--pixels <(…)`) reads as a file does.
+fn read_safetensors_file(file: &Path) -> CliResult<Vec<u8>> {
+    use std::io::Read;
+    let io = |e: std::io::Error| CliError(format!("{}: {e}", file.display()));
+    let f = std::fs::File::open(file).map_err(io)?;
+    let meta = f.metadata().map_err(io)?;
+    if meta.is_dir() {
+        return fail(format!("{}: is a folder", file.display()));
+    }
+    let mut r = std::io::BufReader::new(f);
+    let mut bytes = Vec::new();
+    let mut read = |bytes: &mut Vec<u8>, n: u64| {
+        bytes
+            .try_reserve(usize::try_from(n).unwrap_or(usize::MAX))
+            .map_err(|_| {
+                CliError(format!(
+                    "{}: {n} bytes do not fit in memory",
+                    file.display()
+                ))
+            })?;
+        (&mut r).take(n).read_to_end(bytes).map_err(io)
+    };
+    // The header length and the header (the checks below say what is wrong with a
+    // short or oversized one).
+    read(&mut bytes, 8)?;
+    let n = match bytes.get(..8) {
+        Some(b) => u64::from_le_bytes(b.try_into().unwrap_or_default()),
+        None => 0,
+    };
+    if bytes.len() == 8 && n <= tessera::model::MAX_SAFETENSORS_HEADER {
+        read(&mut bytes, n)?;
+    }
+    // Where the data section ends, by the header's offsets (their checks follow).
+    let end = serde_json::from_slice::<serde_json::Value>(bytes.get(8..).unwrap_or_default())
+        .ok()
+        .and_then(|v| {
+            v.as_object()?
+                .iter()
+                .filter(|(k, _)| *k != "__metadata__")
+                .map(|(_, t)| t.get("data_offsets")?.get(1)?.as_u64())
+                .try_fold(0u64, |a, e| Some(a.max(e?)))
+        });
+    if let Some(end) = end {
+        let header_end = bytes.len() as u64;
+        if meta.is_file() && meta.len() > header_end.saturating_add(end) {
+            return fail(format!(
+                "{}: its tensors end at byte {}, but the file has {} bytes",
+                file.display(),
+                header_end + end,
+                meta.len()
+            ));
+        }
+        // One byte more than the tensors need: a pipe that goes on is refused.
+        read(&mut bytes, end.saturating_add(1))?;
+        if bytes.len() as u64 > header_end + end {
+            return fail(format!(
+                "{}: more bytes follow its tensors, which end at byte {}",
+                file.display(),
+                header_end + end
+            ));
+        }
+    }
+    Ok(bytes)
+}
+
 /// The safetensors view of `bytes` read from `file`, checked first: the
 /// safetensors crate's own checks can overflow on hostile offsets (a panic in
 /// debug builds); tessera's header check names the file and tensor instead.
@@ -498,7 +566,7 @@ fn read_f32_le(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
 }
 
 fn read_pixels(file: &Path, config: &VisionConfig) -> CliResult<Input> {
-    let bytes = std::fs::read(file).map_err(|e| CliError(format!("{}: {e}", file.display())))?;
+    let bytes = read_safetensors_file(file)?;
     let st = open_safetensors(file, &bytes)?;
     let view = st.tensor("pixel_values").map_err(|_| {
         CliError(format!(
@@ -595,6 +663,14 @@ fn run_command(args: &RunArgs) -> CliResult<()> {
         upright: args.upright,
         jpeg_draft: args.jpeg_draft,
     };
+    // Before any work: an output that cannot be written, or would replace an input,
+    // fails now.
+    if let Some(out) = &args.exec.output {
+        check_output_path(out)?;
+        let inputs = args.input.pixels.iter().chain(&args.input.image);
+        tessera_cli::output_is_not_an_input("--output", out, inputs.map(PathBuf::as_path))
+            .map_err(CliError)?;
+    }
     // The config first: the options and the inputs are checked before the weights
     // are looked for (or downloaded, for a hub id not in the cache).
     let files = tessera_cli::config_files(&args.model, args.revision.as_deref())?;
@@ -676,10 +752,6 @@ fn execute(
     dtype: DType,
     exec: &ExecArgs,
 ) -> CliResult<()> {
-    // Before any work: an output that cannot be written fails now.
-    if let Some(out) = &exec.output {
-        check_output_path(out)?;
-    }
     let (selected, device_note) = exec.device.open().map_err(CliError)?;
     // The weights last: a device that cannot be opened costs no download.
     let model = tessera_cli::weights(model)?;
@@ -1007,10 +1079,17 @@ fn sort_header(file: &mut [u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// `--output`'s folder exists and the path is not a folder.
+/// `--output` names a `.safetensors` file (not a folder) in a folder that exists.
 fn check_output_path(path: &Path) -> CliResult<()> {
     if path.is_dir() {
         return fail(format!("--output {}: is a folder", path.display()));
+    }
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if name.strip_suffix(".safetensors").is_none_or(str::is_empty) {
+        return fail(format!(
+            "--output {}: the outputs are written as NAME.safetensors",
+            path.display()
+        ));
     }
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,

@@ -1238,6 +1238,19 @@ fn errors_are_one_line() {
     );
     assert_one_line_error(
         &[
+            "run", "--model", model, "--pixels", io, "--device", "cpu", "--output", "x.png",
+        ],
+        "--output x.png: the outputs are written as NAME.safetensors",
+    );
+    // An output that is one of the inputs would replace it.
+    assert_one_line_error(
+        &[
+            "run", "--model", model, "--pixels", io, "--device", "cpu", "--output", io,
+        ],
+        "that is the input tests/data/siglip_tiny/io.safetensors; writing it would replace it",
+    );
+    assert_one_line_error(
+        &[
             "embed",
             "--model",
             model,
@@ -1331,6 +1344,49 @@ fn errors_are_one_line() {
             other.to_str().unwrap(),
         ],
         "pixel_values",
+    );
+
+    // Embedding into one of the inputs, or into a folder; a pixels file that goes
+    // on past its tensors.
+    let same = tmp("same_as_input.safetensors");
+    std::fs::copy(root().join("assets/waves_64x48.png"), &same).unwrap();
+    let same = same.to_str().unwrap();
+    assert_one_line_error(
+        &[
+            "embed", "--model", model, "-o", same, same, "--device", "cpu",
+        ],
+        "that is the input",
+    );
+    let folder = tmp("folder.safetensors");
+    std::fs::create_dir_all(&folder).unwrap();
+    assert_one_line_error(
+        &[
+            "embed",
+            "--model",
+            model,
+            "-o",
+            folder.to_str().unwrap(),
+            same,
+            "--device",
+            "cpu",
+        ],
+        "is a folder",
+    );
+    let long = tmp("long_pixels.safetensors");
+    let mut bytes = std::fs::read(root().join(io)).unwrap();
+    bytes.extend([0u8; 3]);
+    std::fs::write(&long, bytes).unwrap();
+    assert_one_line_error(
+        &[
+            "run",
+            "--model",
+            model,
+            "--pixels",
+            long.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ],
+        "its tensors end at byte",
     );
 }
 
@@ -2039,6 +2095,7 @@ fn embed_resumes_a_stopped_job() {
     let (whole, out) = (tmp("resume_whole.npy"), tmp("resume.npy"));
     let partial = tmp("resume.npy.partial");
     let journal = tmp("resume.npy.partial.journal");
+    let _ = std::fs::remove_dir(tmp("resume.paths.txt"));
     for f in [&whole, &out, &partial, &journal] {
         let _ = std::fs::remove_file(f);
     }
@@ -2074,7 +2131,8 @@ fn embed_resumes_a_stopped_job() {
     );
     assert!(!partial.exists() && !journal.exists());
 
-    // The output cannot be renamed into place (a folder is there): every row is
+    // The output cannot be renamed into place (a folder is where its paths go; a
+    // folder at the output itself is refused before any work): every row is
     // kept, and --resume writes the output with nothing left to embed — no device
     // opened (CUDA, which this job names, need not exist), no weights looked for
     // (here deleted, as from an emptied cache) and no model loaded.
@@ -2087,16 +2145,18 @@ fn embed_resumes_a_stopped_job() {
     let job_on = |device: &str, more: &[&str]| {
         embed_with(model.to_str().unwrap(), &dir, &out, device, "1", more)
     };
+    let list = tmp("resume.paths.txt");
     std::fs::remove_file(&out).unwrap();
-    std::fs::create_dir(&out).unwrap();
+    std::fs::remove_file(&list).unwrap();
+    std::fs::create_dir(&list).unwrap();
     let blocked = job_on("cpu", &[]);
     let stderr = String::from_utf8_lossy(&blocked.stderr);
     assert!(
         !blocked.status.success() && stderr.contains("rerun with --resume"),
         "{stderr}"
     );
-    assert!(partial.exists() && journal.exists());
-    std::fs::remove_dir(&out).unwrap();
+    assert!(partial.exists() && journal.exists() && !out.exists());
+    std::fs::remove_dir(&list).unwrap();
     std::fs::remove_file(model.join("model.safetensors")).unwrap();
     let finished = job_on("cuda", &["--resume"]);
     assert_ok(&finished, "embed --resume with every batch written");

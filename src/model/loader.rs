@@ -196,7 +196,7 @@ impl Checkpoint {
 }
 
 /// The largest header tessera parses (the safetensors crate's own limit).
-const MAX_HEADER_BYTES: u64 = 100_000_000;
+pub const MAX_HEADER_BYTES: u64 = 100_000_000;
 
 /// Check a safetensors file's layout without trusting any of it: the header length
 /// fits the file, the header is a JSON object of `{dtype, shape, data_offsets}`

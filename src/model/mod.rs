@@ -23,5 +23,6 @@ pub use files::{hf_home, hub_cache_dir, ConfigFiles, ModelFiles, WeightFiles};
 /// `safetensors` crate; the error names `file` and the tensor. The loader runs it
 /// on every checkpoint; use it for any other safetensors input (e.g. pixel_values).
 pub use loader::validate_header as check_safetensors;
+pub use loader::MAX_HEADER_BYTES as MAX_SAFETENSORS_HEADER;
 pub use naflex::{ImagePatches, PackedBatch, PackedOutput};
 pub use vision::{MemoryBank, VisionModel, VisionOutput};

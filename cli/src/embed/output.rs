@@ -53,14 +53,23 @@ pub(super) enum Format {
 
 impl Format {
     pub(super) fn of(path: &Path) -> Result<Self, String> {
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("safetensors") => Ok(Format::Safetensors),
-            Some("npy") => Ok(Format::Npy),
-            _ => Err(format!(
-                "{}: the output must end in .safetensors or .npy",
-                path.display()
-            )),
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        for (ext, format) in [(".safetensors", Format::Safetensors), (".npy", Format::Npy)] {
+            match name.strip_suffix(ext) {
+                Some("") => {
+                    return Err(format!(
+                        "{}: the output needs a name before {ext}",
+                        path.display()
+                    ))
+                }
+                Some(_) => return Ok(format),
+                None => {}
+            }
         }
+        Err(format!(
+            "{}: the output must end in .safetensors or .npy",
+            path.display()
+        ))
     }
 }
 
@@ -895,7 +904,7 @@ fn suffixed(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// `OUT.paths.txt` beside `OUT.npy` / `OUT.safetensors`.
-fn paths_file(path: &Path) -> PathBuf {
+pub(super) fn paths_file(path: &Path) -> PathBuf {
     path.with_extension("paths.txt")
 }
 
