@@ -104,6 +104,11 @@ fn unsupported(format: &str, ext: &str) -> String {
 /// then makes it a broken JPEG); `None` for any other file.
 fn heif_error(path: &Path) -> Option<Error> {
     use std::io::Read;
+    // Not a pipe again (reopening a FIFO waits for another writer); the head of
+    // one is checked as it is read (`read_stream`).
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return None;
+    }
     let mut head = Vec::with_capacity(12);
     std::fs::File::open(path)
         .ok()?
@@ -138,10 +143,36 @@ fn decode(path: &Path, upright: bool, draft: Option<Draft>) -> Result<Rgb8> {
 }
 
 fn decode_file(path: &Path, upright: bool, draft: Option<Draft>) -> Result<Rgb8> {
-    let reader = image::ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let regular = file.metadata().map_err(|e| Error::io(path, e))?.is_file();
+    if regular {
+        let reader = image::ImageReader::new(std::io::BufReader::new(file));
+        decode_reader(path, reader, |r| read_whole(path, r), upright, draft)
+    } else {
+        // A pipe (`--image <(curl …)`) or a device cannot seek back to guess the
+        // format: read whole first, refusing at once what starts like no image
+        // (`/dev/zero`).
+        let bytes = read_stream(path, file)?;
+        let reader = image::ImageReader::new(std::io::Cursor::new(bytes));
+        decode_reader(path, reader, |c| Ok(c.into_inner()), upright, draft)
+    }
+}
+
+/// Decode what `reader` reads from `path`; `whole` gives the file's bytes from
+/// its start (for the JPEG decoder and the orientation, which may sit anywhere).
+fn decode_reader<R: std::io::BufRead + std::io::Seek>(
+    path: &Path,
+    reader: image::ImageReader<R>,
+    whole: impl FnOnce(R) -> Result<Vec<u8>>,
+    upright: bool,
+    draft: Option<Draft>,
+) -> Result<Rgb8> {
+    let mut reader = reader
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
+    // The decoders' own allocations (a PNG's row buffers) within the byte limit,
+    // so that the pixel bound below is what refuses a huge image.
+    reader.limits(decoder_limits());
     let format = match reader.format() {
         Some(f) if SUPPORTED.contains(&f) => f,
         Some(f) => {
@@ -149,18 +180,13 @@ fn decode_file(path: &Path, upright: bool, draft: Option<Draft>) -> Result<Rgb8>
             let ext = f.extensions_str().first().copied().unwrap_or("img");
             return Err(image_err(path, unsupported(&name, ext)));
         }
-        None => {
-            return Err(image_err(
-                path,
-                format!("not a recognised image format ({SUPPORTED_FORMATS} are supported)"),
-            ))
-        }
+        None => return Err(image_err(path, not_an_image())),
     };
     // JPEG as Pillow decodes it (libjpeg-turbo's code), where the feature is on.
     #[cfg(feature = "libjpeg")]
     if format == image::ImageFormat::Jpeg {
-        let bytes = read_whole(path, reader.into_inner())?;
-        let decoded = crate::cpu::jpeg::decode_rgb(&bytes, MAX_DECODED_BYTES, draft)
+        let bytes = whole(reader.into_inner())?;
+        let decoded = crate::cpu::jpeg::decode_rgb(&bytes, &check_size, draft)
             .map_err(|e| image_err(path, format!("could not decode image: {e}")))?;
         let mut img = DynamicImage::ImageRgb8(
             image::RgbImage::from_raw(decoded.width as u32, decoded.height as u32, decoded.data)
@@ -180,10 +206,44 @@ fn decode_file(path: &Path, upright: bool, draft: Option<Draft>) -> Result<Rgb8>
     }
     // The orientation may sit anywhere in the file (a PNG's eXIf after its pixels),
     // so the file already open is read whole.
-    let bytes = read_whole(path, reader.into_inner())?;
+    let bytes = whole(reader.into_inner())?;
     let mut reader = image::ImageReader::new(std::io::Cursor::new(&bytes[..]));
     reader.set_format(format);
+    reader.limits(decoder_limits());
     decode_from(path, reader, Some(&bytes))
+}
+
+fn not_an_image() -> String {
+    format!("not a recognised image format ({SUPPORTED_FORMATS} are supported)")
+}
+
+/// A file that cannot seek (a pipe, a device), read whole: at most
+/// [`MAX_FILE_BYTES`], and not past its first bytes when those start no image
+/// format (`/dev/zero` is refused at once).
+fn read_stream(path: &Path, file: std::fs::File) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = file.take(MAX_FILE_BYTES + 1);
+    let mut bytes = Vec::new();
+    // The head: enough for every format's signature (and HEIF's brand).
+    (&mut file)
+        .take(64)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    if image::guess_format(&bytes).is_err() {
+        return Err(heif_brand(&bytes).map_or_else(
+            || image_err(path, not_an_image()),
+            |brand| image_err(path, unsupported(brand, "heic")),
+        ));
+    }
+    file.read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(image_err(
+            path,
+            format!("more than the {MAX_FILE_BYTES} bytes an image file may have"),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// The file already open, read whole from its start: no larger than the
@@ -209,17 +269,52 @@ fn read_whole(path: &Path, mut file: std::io::BufReader<std::fs::File>) -> Resul
 }
 
 /// The largest image file read whole (to find its orientation, or a JPEG for
-/// libjpeg): 512 MiB, the image crate's default limit on a decoded image.
+/// libjpeg): 512 MiB.
 const MAX_FILE_BYTES: u64 = 512 << 20;
 
-/// The most bytes a decoded image may take: the image crate's default limit
-/// (512 MiB), which the other formats' decoders apply.
-const MAX_DECODED_BYTES: u64 = 512 << 20;
-
 /// The most pixels an image may have: Pillow's `DecompressionBombError` bound,
-/// twice `Image.MAX_IMAGE_PIXELS`. The decoders' byte limit alone would let a
-/// half-megabyte grey PNG of 23 000² pixels through, then 1.6 GB of RGB.
+/// twice `Image.MAX_IMAGE_PIXELS`. A byte limit alone would let a half-megabyte
+/// grey PNG of 23 000² pixels through, then 1.6 GB of RGB.
 const MAX_IMAGE_PIXELS: u64 = 2 * 89_478_485;
+
+/// The most bytes a decoded image may take: 8 a pixel (16-bit RGBA) at the pixel
+/// bound, 1.33 GiB, so that every 8- and 16-bit image Pillow opens is decoded
+/// (a 144-megapixel RGBA scan is 576 MB); only 32-bit float TIFFs near the pixel
+/// bound go past it.
+const MAX_DECODED_BYTES: u64 = MAX_IMAGE_PIXELS * 8;
+
+/// The decoders' memory limit ([`MAX_DECODED_BYTES`]; the image crate's default
+/// is 512 MiB).
+fn decoder_limits() -> image::Limits {
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_DECODED_BYTES);
+    limits
+}
+
+/// The size checks made from an image's header, before its pixels are
+/// allocated: Pillow's decompression-bomb bound on pixels, then the bytes the
+/// decoded pixels (of the stored type, `stored`) take.
+pub(crate) fn check_size(
+    width: u64,
+    height: u64,
+    bytes: u64,
+    stored: &str,
+) -> std::result::Result<(), String> {
+    let pixels = width * height;
+    if pixels > MAX_IMAGE_PIXELS {
+        return Err(format!(
+            "{width}×{height} = {pixels} pixels is more than {MAX_IMAGE_PIXELS}, the limit past \
+             which Pillow refuses an image as a decompression bomb"
+        ));
+    }
+    if bytes > MAX_DECODED_BYTES {
+        return Err(format!(
+            "{width}×{height} {stored} pixels decode to {bytes} bytes, more than the \
+             {MAX_DECODED_BYTES} an image may take"
+        ));
+    }
+    Ok(())
+}
 
 /// Decode what `reader` reads (the file at `path`); with the file's `bytes`,
 /// turned upright as Pillow would (`crate::orientation`).
@@ -230,35 +325,14 @@ fn decode_from<R: std::io::BufRead + std::io::Seek>(
 ) -> Result<Rgb8> {
     use image::ImageDecoder;
     let format = reader.format();
-    let decode_err = |e: image::ImageError| image_err(path, format!("could not decode image: {e}"));
+    let decode_err = |e: image::ImageError| image_err(path, decode_message(&e));
     let mut decoder = reader.into_decoder().map_err(decode_err)?;
     let (w, h) = decoder.dimensions();
-    let pixels = u64::from(w) * u64::from(h);
-    if pixels > MAX_IMAGE_PIXELS {
-        return Err(image_err(
-            path,
-            format!(
-                "{w}×{h} = {pixels} pixels is more than {MAX_IMAGE_PIXELS}, the limit past \
-                 which Pillow refuses an image as a decompression bomb"
-            ),
-        ));
-    }
-    // The decoded image counts against the image crate's default memory limit
-    // (512 MiB), as `ImageReader::decode` counts it: a small file of huge
-    // dimensions is refused, not allocated. Said here with the sizes (the
-    // decoders' own refusal reads "Memory limit exceeded").
-    let bytes_needed = decoder.total_bytes();
-    if bytes_needed > MAX_DECODED_BYTES {
-        return Err(image_err(
-            path,
-            format!(
-                "{w}×{h} {:?} pixels decode to {bytes_needed} bytes, more than the \
-                 {MAX_DECODED_BYTES} (512 MiB) an image may take",
-                decoder.color_type()
-            ),
-        ));
-    }
-    let mut limits = image::Limits::default();
+    // (The decoders' own refusal would read "Memory limit exceeded".)
+    let stored = format!("{:?}", decoder.color_type());
+    check_size(w.into(), h.into(), decoder.total_bytes(), &stored)
+        .map_err(|e| image_err(path, e))?;
+    let mut limits = decoder_limits();
     limits
         .reserve(decoder.total_bytes())
         .and_then(|()| decoder.set_limits(limits))
@@ -274,6 +348,29 @@ fn decode_from<R: std::io::BufRead + std::io::Seek>(
         return Err(image_err(path, "image has no pixels"));
     }
     Ok(rgb)
+}
+
+/// A decoder's failure as a sentence: a file that ends early says so (the
+/// decoders' own text for it is "failed to fill whole buffer"), and a PNG chunk
+/// with a bad checksum is named by its type.
+fn decode_message(e: &image::ImageError) -> String {
+    if let image::ImageError::IoError(io) = e {
+        if io.kind() == std::io::ErrorKind::UnexpectedEof {
+            return "could not decode image: the file ends too early (truncated?)".into();
+        }
+    }
+    let text = e.to_string();
+    // png's CrcMismatch prints its chunk type as a Rust struct.
+    if let Some(rest) = text.split("ChunkType { type: ").nth(1) {
+        let chunk: String = rest
+            .chars()
+            .take_while(char::is_ascii_alphanumeric)
+            .collect();
+        return format!(
+            "could not decode image: the {chunk} chunk's checksum does not match its bytes (a damaged PNG)"
+        );
+    }
+    format!("could not decode image: {text}")
 }
 
 /// PIL's `convert("RGB")`, per decoded pixel format.
@@ -1321,6 +1418,23 @@ pub fn check_finite(tensor: &str, values: &[f32], shape: &[usize]) -> Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The header checks: Pillow's pixel bound first, then the decoded bytes (8
+    /// a pixel at the bound pass; a 32-bit float RGBA image there does not).
+    #[test]
+    fn size_checks_take_what_pillow_opens() {
+        let side = 13_377u64; // 178.94 million pixels: under the bound
+        assert!(check_size(side, side, side * side * 8, "Rgba16").is_ok());
+        let e = check_size(side, side, side * side * 16, "Rgba32F").unwrap_err();
+        assert!(
+            e.contains("13377×13377 Rgba32F pixels decode to 2863"),
+            "{e}"
+        );
+        let e = check_size(13_380, 13_380, 13_380 * 13_380, "L8").unwrap_err();
+        assert!(e.contains("decompression bomb"), "{e}");
+        let e = check_size(200_000_000, 1, 0, "Rgb8").unwrap_err();
+        assert!(e.contains("200000000×1 = 200000000 pixels"), "{e}");
+    }
 
     /// A random image (xorshift from `seed`).
     fn noise(width: usize, height: usize, seed: u32) -> Rgb8 {

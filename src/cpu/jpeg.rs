@@ -45,16 +45,20 @@ pub(crate) fn draft_scale(width: usize, height: usize, want_w: usize, want_h: us
     [8, 4, 2].into_iter().find(|&s| scale >= s).unwrap_or(1)
 }
 
-/// `bytes` (a JPEG file) as RGB, refusing images whose samples at full size
-/// would exceed `max_bytes`; with `draft`, decoded at the reduced size
+/// The size check of an image's header: width, height, the bytes its samples
+/// take at full size and their type; an error refuses the image.
+pub(crate) type SizeCheck = dyn Fn(u64, u64, u64, &str) -> Result<(), String>;
+
+/// `bytes` (a JPEG file) as RGB, refused by `check` (from its full size) before
+/// anything is allocated; with `draft`, decoded at the reduced size
 /// [`draft_scale`] picks for what it asks. Errors are messages (the caller
 /// names the file).
 pub(crate) fn decode_rgb(
     bytes: &[u8],
-    max_bytes: u64,
+    check: &SizeCheck,
     draft: Option<Draft>,
 ) -> Result<Decoded, String> {
-    match catch_unwind(AssertUnwindSafe(|| decode(bytes, max_bytes, draft))) {
+    match catch_unwind(AssertUnwindSafe(|| decode(bytes, check, draft))) {
         Ok(result) => result,
         Err(payload) => Err(match payload.downcast::<Failure>() {
             Ok(f) => f.0,
@@ -63,7 +67,7 @@ pub(crate) fn decode_rgb(
     }
 }
 
-fn decode(bytes: &[u8], max_bytes: u64, draft: Option<Draft>) -> Result<Decoded, String> {
+fn decode(bytes: &[u8], check: &SizeCheck, draft: Option<Draft>) -> Result<Decoded, String> {
     let io = |e: std::io::Error| e.to_string();
     let mut d = Decompress::with_err(error_mgr())
         .from_mem(bytes)
@@ -72,12 +76,12 @@ fn decode(bytes: &[u8], max_bytes: u64, draft: Option<Draft>) -> Result<Decoded,
     let cmyk = matches!(d.color_space(), ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK);
     let channels: u64 = if cmyk { 4 } else { 3 };
     let samples = (width as u64) * (height as u64) * channels;
-    if samples > max_bytes {
-        return Err(format!(
-            "{width}×{height} pixels would take {samples} bytes, more than the {max_bytes} \
-             an image may"
-        ));
-    }
+    check(
+        width as u64,
+        height as u64,
+        samples,
+        if cmyk { "CMYK" } else { "RGB" },
+    )?;
     if width == 0 || height == 0 {
         return Err("image has no pixels".into());
     }
@@ -215,8 +219,9 @@ mod tests {
 
     #[test]
     fn broken_files_are_errors() {
-        assert!(decode_rgb(b"not a jpeg at all", 1 << 20, None).is_err());
-        assert!(decode_rgb(&[0xff, 0xd8, 0xff], 1 << 20, None).is_err());
-        assert!(decode_rgb(&[], 1 << 20, None).is_err());
+        let any = |_: u64, _: u64, _: u64, _: &str| Ok(());
+        assert!(decode_rgb(b"not a jpeg at all", &any, None).is_err());
+        assert!(decode_rgb(&[0xff, 0xd8, 0xff], &any, None).is_err());
+        assert!(decode_rgb(&[], &any, None).is_err());
     }
 }
