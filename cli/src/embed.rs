@@ -213,17 +213,23 @@ pub struct Collected {
 }
 
 /// The paths of `inputs`, in order: files as given, folders walked recursively
-/// (sorted, image extensions only, each folder once: a link back into a walked
-/// folder is not followed again), `@list` files read line by line (a folder
-/// listed is walked). An input that does not exist is an error, unless `resume`
+/// (sorted, image extensions only; within one walk each folder once: a link back
+/// into a walked folder is not followed again; a folder named twice is walked
+/// twice, as a file named twice makes two rows), `@list` files read line by line
+/// (a folder listed is walked). An input that does not exist is an error, unless `resume`
 /// (the job's paths are those it started with); a list's lines are taken as they
 /// are (a missing file is skipped when it is read, as an unreadable one).
 pub fn collect_paths(inputs: &[String], resume: bool) -> Result<Collected, String> {
     let mut c = Collected::default();
-    let mut walked = std::collections::HashSet::new();
+    // Each folder input is walked as given (a folder named twice gives its images
+    // twice, as a file named twice does); within one walk, each folder once.
+    let walked = std::collections::HashSet::new;
     for input in inputs {
         if let Some(list) = input.strip_prefix('@') {
             let list = Path::new(list);
+            if list.as_os_str().is_empty() {
+                return Err(format!("{input}: an @list needs a file name after the @"));
+            }
             let (text, regular) = read_list(list)?;
             // A list file's relative paths are relative to its folder; a pipe's
             // (`@/dev/stdin`, `@<(find …)`) to the current folder, where the
@@ -233,14 +239,14 @@ pub fn collect_paths(inputs: &[String], resume: bool) -> Result<Collected, Strin
                 _ => Path::new(""),
             };
             for line in list_entries(&text) {
-                let p = Path::new(line);
+                let p = line_path(line);
                 let p = if p.is_absolute() {
                     p.to_path_buf()
                 } else {
                     base.join(p)
                 };
                 match std::fs::metadata(&p) {
-                    Ok(meta) if meta.is_dir() => walk(&p, &mut c, &mut walked)
+                    Ok(meta) if meta.is_dir() => walk(&p, &mut c, &mut walked())
                         .map_err(|e| format!("{}: {e}", p.display()))?,
                     // Reading a FIFO would wait for a writer forever.
                     Ok(meta) if !meta.is_file() => c
@@ -252,16 +258,27 @@ pub fn collect_paths(inputs: &[String], resume: bool) -> Result<Collected, Strin
         } else {
             let p = PathBuf::from(input);
             if p.is_dir() {
-                walk(&p, &mut c, &mut walked).map_err(|e| format!("{}: {e}", p.display()))?;
+                walk(&p, &mut c, &mut walked()).map_err(|e| format!("{}: {e}", p.display()))?;
             } else {
                 // A typo on the command line fails at once; a list's missing files
                 // are skipped with the unreadable ones (and listed at the end), and
                 // so are a resumed job's (a file embedded, then deleted: the job's
                 // paths stay those it was started with).
-                match p.try_exists() {
-                    Ok(true) => c.paths.push(p),
-                    Ok(false) if resume => c.paths.push(p),
-                    Ok(false) => return Err(format!("{}: no such file or folder", p.display())),
+                match std::fs::metadata(&p) {
+                    Ok(meta) if meta.is_file() => c.paths.push(p),
+                    // A FIFO would wait for a writer forever, and a device's bytes
+                    // are no file to name a row by: passed over, as in a list.
+                    Ok(_) => {
+                        let why = format!("{}: not a regular file", p.display());
+                        c.passed_over.push((p, why));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        if resume {
+                            c.paths.push(p);
+                        } else {
+                            return Err(format!("{}: no such file or folder", p.display()));
+                        }
+                    }
                     Err(e) => return Err(format!("{}: {e}", p.display())),
                 }
             }
@@ -288,11 +305,22 @@ pub fn collect_paths(inputs: &[String], resume: bool) -> Result<Collected, Strin
 /// The paths an `@list` names: one a line, the line as it is but for its end
 /// (`\n` or `\r\n`) and a byte-order mark at the start of the text; blank lines
 /// and lines starting with `#` (comments) are not paths (list a file named
-/// `#x.png` as `./#x.png`).
-fn list_entries(text: &str) -> impl Iterator<Item = &str> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    text.lines()
-        .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
+/// `#x.png` as `./#x.png`). Lines are bytes: a name that is not UTF-8 is passed
+/// over later, with the reason, as a folder walk's is.
+fn list_entries(text: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let text = text.strip_prefix("\u{feff}".as_bytes()).unwrap_or(text);
+    text.split(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .filter(|line| !line.trim_ascii().is_empty() && !line.starts_with(b"#"))
+}
+
+/// A list line as a path: its bytes on Unix, where names are bytes; elsewhere
+/// its text (a line that is not UTF-8 then names no file there is).
+fn line_path(line: &[u8]) -> PathBuf {
+    #[cfg(unix)]
+    return PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(line));
+    #[cfg(not(unix))]
+    PathBuf::from(String::from_utf8_lossy(line).into_owned())
 }
 
 /// What a resumed job checks the model against (its journal records both): the
@@ -347,9 +375,9 @@ pub const MAX_BATCH: usize = 4096;
 const MAX_LIST_BYTES: u64 = 256 << 20;
 
 /// An `@list` file's text (a file, or a pipe such as `@/dev/stdin` or
-/// `@<(find …)`): at most [`MAX_LIST_BYTES`], UTF-8; and whether it is a regular
+/// `@<(find …)`): at most [`MAX_LIST_BYTES`] bytes; and whether it is a regular
 /// file (not a pipe).
-fn read_list(list: &Path) -> Result<(String, bool), String> {
+fn read_list(list: &Path) -> Result<(Vec<u8>, bool), String> {
     use std::io::Read;
     let name = list.display();
     let file = std::fs::File::open(list).map_err(|e| format!("{name}: {e}"))?;
@@ -366,8 +394,7 @@ fn read_list(list: &Path) -> Result<(String, bool), String> {
             "{name}: an @list of more than {MAX_LIST_BYTES} bytes"
         ));
     }
-    let text = String::from_utf8(bytes).map_err(|e| format!("{name}: not UTF-8 text ({e})"))?;
-    Ok((text, meta.is_file()))
+    Ok((bytes, meta.is_file()))
 }
 
 /// Walk `dir` (already known to be a folder) into `c`, sorted, each folder once
@@ -562,10 +589,13 @@ impl Job {
                 .collect(),
         };
         if self.normalize {
+            // In f64: the squares of values past 1.8e19 overflow f32 (a row of
+            // huge but finite values would become zeros).
             for r in &mut rows {
-                let norm = r.iter().map(|x| x * x).sum::<f32>().sqrt();
+                let norm = r.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
                 if norm > 0.0 {
-                    r.iter_mut().for_each(|x| *x /= norm);
+                    r.iter_mut()
+                        .for_each(|x| *x = (f64::from(*x) / norm) as f32);
                 }
             }
         }
@@ -1024,6 +1054,9 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
         idle_nanos: AtomicU64::new(0),
         serving: OnceLock::new(),
     };
+    if left {
+        catch_interrupts();
+    }
     let bar = progress_bar(paths.len());
     let (batch_tx, batch_rx) = mpsc::sync_channel::<Batch>(2 * opened.len());
     let batch_rx: Queue = Arc::new(Mutex::new(batch_rx));
@@ -1083,9 +1116,15 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
         // flag stops the producer before its next batch and the workers before
         // their next forward, and the receiver goes, so their answers fail too.
         loop {
-            // Woken at least every checkpoint period: rows written before a stall
-            // (a slow file) are synced and journaled on time, not at the next batch.
-            let answer = match answer_rx.recv_timeout(output::CHECKPOINT) {
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                job.stop.store(true, Ordering::Relaxed);
+                failure = Some("interrupted".into());
+                break;
+            }
+            // Woken often: an interrupt is seen within a tenth of a second, and rows
+            // written before a stall (a slow file) are synced and journaled on
+            // time, not at the next batch.
+            let answer = match answer_rx.recv_timeout(INTERRUPT_POLL) {
                 Ok(answer) => answer,
                 Err(mpsc::RecvTimeoutError::Timeout) => match writer.checkpoint_if_due() {
                     Ok(()) => continue,
@@ -1174,6 +1213,31 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
         left_out,
         warnings,
     })
+}
+
+/// Set by the first Ctrl-C (SIGINT), SIGTERM or SIGHUP while a job embeds: it
+/// stops taking batches, keeps the rows written (synced and journaled) and says
+/// how to go on with `--resume`. A second one ends the process at once (what is
+/// journaled still resumes).
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// How often the writing loop looks at [`INTERRUPTED`] when no batch arrives.
+const INTERRUPT_POLL: Duration = Duration::from_millis(100);
+
+/// Whether a job was stopped by a signal ([`run`] then fails with
+/// "interrupted"; the command exits with 130, as a shell reports SIGINT).
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Catch the signals that stop a job (once per process: a later call keeps the
+/// handler set).
+fn catch_interrupts() {
+    let _ = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    });
 }
 
 fn describe(d: &Opened) -> String {

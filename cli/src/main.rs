@@ -278,7 +278,13 @@ fn main() -> ExitCode {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(CliError(msg))) => {
             eprintln!("error: {}", one_line(&msg));
-            ExitCode::from(1)
+            // An embed job stopped by Ctrl-C (or SIGTERM) exits as a shell
+            // reports SIGINT.
+            ExitCode::from(if tessera_cli::embed::interrupted() {
+                130
+            } else {
+                1
+            })
         }
         Err(_) => ExitCode::from(1),
     }

@@ -2086,6 +2086,88 @@ fn stopping_folder(name: &str) -> PathBuf {
     dir
 }
 
+/// Ctrl-C (SIGINT) stops a job that is writing rows: it exits with 130 and says
+/// how many rows it kept and to resume, and `--resume` then makes what one
+/// uninterrupted run makes.
+#[cfg(unix)]
+#[test]
+fn embed_stops_on_ctrl_c_and_resumes() {
+    let dir = tmp("embed_interrupt_in");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = root().join("tests/data/images/waves_64x48.png");
+    for i in 0..6000 {
+        let to = dir.join(format!("{i:04}.png"));
+        if std::fs::hard_link(&src, &to).is_err() {
+            std::fs::copy(&src, &to).unwrap();
+        }
+    }
+    let (whole, out) = (tmp("interrupt_whole.npy"), tmp("interrupt.npy"));
+    let partial = tmp("interrupt.npy.partial");
+    let journal = tmp("interrupt.npy.partial.journal");
+    for f in [&whole, &out, &partial, &journal] {
+        let _ = std::fs::remove_file(f);
+    }
+    assert_ok(&embed_tiny(&dir, &whole, "cpu", "1", &[]), "embed, one run");
+    let mut child = Command::new(BIN)
+        .args([
+            "embed",
+            "--model",
+            "tests/data/siglip_tiny",
+            "--device",
+            "cpu",
+        ])
+        .args([
+            "--batch",
+            "1",
+            "-o",
+            out.to_str().unwrap(),
+            dir.to_str().unwrap(),
+        ])
+        .current_dir(root())
+        .env("HF_HUB_OFFLINE", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tessera");
+    // Signalled once rows are being written (the partial file grows).
+    let start = Instant::now();
+    let mut seen = None;
+    loop {
+        let len = std::fs::metadata(&partial).map_or(0, |m| m.len());
+        match seen {
+            Some(first) if len > first => break,
+            None if len > 0 => seen = Some(len),
+            _ => {}
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the job ended before it could be interrupted"
+        );
+        assert!(start.elapsed() < Duration::from_secs(60), "no rows written");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    assert!(sent.is_ok_and(|s| s.success()), "kill -INT");
+    let stopped = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&stopped.stderr);
+    assert_eq!(stopped.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("error: interrupted; ") && stderr.contains("rerun with --resume"),
+        "{stderr}"
+    );
+    assert!(!out.exists() && partial.exists() && journal.exists());
+    let resumed = embed_tiny(&dir, &out, "cpu", "1", &["--resume"]);
+    assert_ok(&resumed, "embed --resume after Ctrl-C");
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&whole).unwrap());
+    assert_eq!(
+        std::fs::read_to_string(tmp("interrupt.paths.txt")).unwrap(),
+        std::fs::read_to_string(tmp("interrupt_whole.paths.txt")).unwrap()
+    );
+}
+
 /// A job stopped by a broken file (--strict) keeps its rows; --resume goes on from
 /// them (here skipping the file) and makes what one uninterrupted run makes.
 #[test]

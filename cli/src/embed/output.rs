@@ -600,9 +600,17 @@ impl RowWriter {
     pub(super) fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
         if let Some(first) = self.first_nonfinite {
+            // A resumed job's earlier rows are not read back: the count is this run's.
+            let (whose, earlier) = match self.resumed.rows {
+                0 => ("", String::new()),
+                n => (
+                    " of this run",
+                    format!("; the {n} rows of the earlier run were not checked again"),
+                ),
+            };
             out.push(format!(
-                "{} row(s) hold NaN or ±inf values, the first for {} (the model's weights \
-                 or the image's pixels are not finite?)",
+                "{} row(s){whose} hold NaN or ±inf values, the first for {} (the model's \
+                 weights or the image's pixels are not finite?{earlier})",
                 self.nonfinite_rows, self.names[first]
             ));
         }
