@@ -2086,6 +2086,65 @@ fn stopping_folder(name: &str) -> PathBuf {
     dir
 }
 
+/// Inputs are taken as given: a folder named twice gives its images twice, a
+/// list line that is not UTF-8 is passed over with its reason (not the whole
+/// list refused), and a FIFO named on the command line is passed over (reading
+/// it would wait for a writer).
+#[cfg(unix)]
+#[test]
+fn embed_takes_inputs_as_given() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tmp("embed_given_in");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = root().join("tests/data/images/waves_64x48.png");
+    std::fs::copy(&src, dir.join("a.png")).unwrap();
+    std::fs::copy(&src, dir.join("b.png")).unwrap();
+    let list = tmp("given.txt");
+    let mut text = b"embed_given_in/bad\xff.png\n".to_vec();
+    text.extend(b"embed_given_in/a.png\n");
+    std::fs::write(&list, text).unwrap();
+    let fifo = tmp("given_fifo.png");
+    let _ = std::fs::remove_file(&fifo);
+    let made = Command::new("mkfifo").arg(&fifo).status();
+    let fifo_arg = made
+        .is_ok_and(|s| s.success())
+        .then(|| fifo.to_str().unwrap().to_string());
+    let out = tmp("given.safetensors");
+    let _ = std::fs::remove_file(&out);
+    let at_list = format!("@{}", list.display());
+    let d = dir.to_str().unwrap();
+    let mut args = vec![
+        "embed",
+        "--model",
+        "tests/data/siglip_tiny",
+        "--device",
+        "cpu",
+        "-o",
+        out.to_str().unwrap(),
+        d,
+        d,
+        &at_list,
+    ];
+    args.extend(fifo_arg.as_deref());
+    let res = tessera(&args);
+    assert_ok(&res, "embed");
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    assert!(stdout.contains("embedded 5 image(s)"), "{stdout}");
+    let bad = std::path::Path::new(std::ffi::OsStr::from_bytes(b"bad\xff.png"));
+    assert!(
+        stderr.contains(&format!("{}: a name that is not UTF-8", bad.display())),
+        "{stderr}"
+    );
+    if fifo_arg.is_some() {
+        assert!(
+            stderr.contains("given_fifo.png: not a regular file"),
+            "{stderr}"
+        );
+    }
+}
+
 /// Ctrl-C (SIGINT) stops a job that is writing rows: it exits with 130 and says
 /// how many rows it kept and to resume, and `--resume` then makes what one
 /// uninterrupted run makes.
