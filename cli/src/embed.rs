@@ -619,7 +619,7 @@ fn worker<T: Element, D: Kernels<T>>(
     let model = match loaded {
         Ok(m) => m,
         Err(e) => {
-            let _ = answers.send(Err(format!("{}: {e}", device.describe())));
+            let _ = answers.send(Err(device_error(&device, &e)));
             return;
         }
     };
@@ -670,7 +670,7 @@ fn worker<T: Element, D: Kernels<T>>(
         match staged.and_then(|s| launch(&model, &c, s, &mut bank)) {
             Ok(f) => in_flight = Some(f),
             Err(e) => {
-                let _ = answers.send(Err(format!("{}: {e}", device.describe())));
+                let _ = answers.send(Err(device_error(&device, &e)));
                 return;
             }
         }
@@ -827,7 +827,18 @@ fn finish<T: Element, D: Kernels<T>>(
     }
     result
         .map(|rows| (f.index, f.images.into_iter().zip(rows).collect()))
-        .map_err(|e| format!("{}: {e}", device.describe()))
+        .map_err(|e| device_error(device, &e))
+}
+
+/// A device's failure, named by the device (once: an out-of-memory error names
+/// it already), with what to try where memory ran out.
+fn device_error<D: tessera::Device>(device: &D, e: &tessera::Error) -> String {
+    match e {
+        tessera::Error::OutOfMemory { .. } => {
+            format!("{e} (a smaller --batch, or --dtype bf16, needs less)")
+        }
+        e => format!("{}: {e}", device.describe()),
+    }
 }
 
 fn to_f32<T: Element>(v: &[T]) -> Vec<f32> {

@@ -682,10 +682,15 @@ fn run_command(args: &RunArgs) -> CliResult<()> {
     let files = tessera_cli::config_files(&args.model, args.revision.as_deref())?;
     let config = VisionConfig::from_file(&files.config)?;
     let packed = config.architecture == Architecture::Siglip2;
-    if args.max_patches.is_some() && (!packed || args.input.image.is_empty()) {
+    if args.max_patches.is_some() && !packed {
         return fail(
-            "--max-patches applies to --image on a SigLIP 2 model (a SigLIP model takes \
+            "--max-patches applies to --image on a SigLIP 2 model (this SigLIP model takes \
              square images of its image_size)",
+        );
+    }
+    if args.max_patches.is_some() && args.input.image.is_empty() {
+        return fail(
+            "--max-patches applies to --image (a --pixels file's patches are used as given)",
         );
     }
     let input = match (&args.input.pixels, &args.input.image[..], packed) {
@@ -1059,6 +1064,22 @@ fn report_outputs(tensors: &Outputs, lead: usize) -> CliResult<()> {
     let zeros = lead + usize::from(name == "last_hidden_state");
     let index = vec!["0"; zeros].join(", ");
     say!("{name}[{index}, :{show}] = [{}]", first.join(", "));
+    // Broken weights or pixels show as NaN or ±inf: said, as embed says it.
+    for (name, _, values) in tensors {
+        let Values::F32(values) = values else {
+            continue;
+        };
+        let bad = values.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 && name != "pixel_values" {
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "warning: {name} holds {bad} NaN or ±inf value(s) of {} (the model's \
+                 weights or the pixels are not finite?)",
+                values.len()
+            );
+        }
+    }
     Ok(())
 }
 

@@ -123,10 +123,13 @@ impl ConfigFiles {
             return Self::in_dir(spec, None);
         }
         let Some(id) = hub_id(spec) else {
-            return Err(not_found(
-                spec,
-                "model directory not found (expected config.json and model.safetensors in it)",
-            ));
+            let what = if spec.is_file() {
+                "is a file, not a model folder (one with config.json and model.safetensors \
+                 in it)"
+            } else {
+                "model directory not found (expected config.json and model.safetensors in it)"
+            };
+            return Err(not_found(spec, what));
         };
         let rev = revision.unwrap_or("main");
         check_revision(&id, rev)?;
@@ -194,6 +197,8 @@ impl ConfigFiles {
             WeightFiles::Single(single)
         } else if index.is_file() {
             WeightFiles::Sharded(index)
+        } else if single.exists() {
+            return Err(not_found(&single, "is not a file (a folder, or a device)"));
         } else {
             return Err(not_found(
                 &single,

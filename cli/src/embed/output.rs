@@ -417,16 +417,18 @@ impl RowWriter {
                 .and_then(|t| t.get("weights")?.as_str().map(str::to_string));
             let (then, job) = (then.map(without_weights), without_weights(job));
             if then.as_ref() != Some(&job) {
+                // The two identities in full only where no difference can be named.
+                let (why, full) = match then.as_ref().map(|t| job_differences(t, &job)) {
+                    Some(why) if why != OTHER_JOB => (why, String::new()),
+                    why => (
+                        why.unwrap_or_else(|| "its journal names no job".into()),
+                        format!("\n  its job:  {}\n  this job: {identity}", j.identity),
+                    ),
+                };
                 return Err(format!(
-                    "--resume: {} was written by another job ({})\n  \
-                     its job:  {}\n  this job: {}\ndelete it and {} to start over",
+                    "--resume: {} was written by another job ({why}){full}\ndelete it and {} \
+                     to start over",
                     w.tmp.display(),
-                    then.as_ref()
-                        .map_or("its journal names no job".into(), |t| job_differences(
-                            t, &job
-                        )),
-                    j.identity,
-                    identity,
                     w.journal_path.display()
                 ));
             }
@@ -948,6 +950,18 @@ pub fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), String> {
     })
 }
 
+/// A setting of the journal as an option reads: `max_patches Some(4096)` as
+/// `max_patches 4096`, `max_patches None` as `max_patches unset`.
+fn shown(setting: &str) -> String {
+    if let Some(name) = setting.strip_suffix(" None") {
+        return format!("{name} unset");
+    }
+    match setting.split_once(" Some(") {
+        Some((name, v)) => format!("{name} {}", v.strip_suffix(')').unwrap_or(v)),
+        None => setting.to_string(),
+    }
+}
+
 /// What differs between two jobs' identities (the journal's first line): the
 /// settings that differ, by name and value, the input paths, the output format.
 fn job_differences(then: &serde_json::Value, now: &serde_json::Value) -> String {
@@ -957,8 +971,16 @@ fn job_differences(then: &serde_json::Value, now: &serde_json::Value) -> String 
     if a != b {
         let (a, b) = (a.as_str().unwrap_or(""), b.as_str().unwrap_or(""));
         let (pa, pb): (Vec<&str>, Vec<&str>) = (a.split(", ").collect(), b.split(", ").collect());
-        let gone: Vec<&str> = pa.iter().filter(|p| !pb.contains(p)).copied().collect();
-        let new: Vec<&str> = pb.iter().filter(|p| !pa.contains(p)).copied().collect();
+        let gone: Vec<String> = pa
+            .iter()
+            .filter(|p| !pb.contains(p))
+            .map(|p| shown(p))
+            .collect();
+        let new: Vec<String> = pb
+            .iter()
+            .filter(|p| !pa.contains(p))
+            .map(|p| shown(p))
+            .collect();
         out.push(match (gone.is_empty(), new.is_empty()) {
             (true, _) => format!("this job adds {}", new.join(", ")),
             (_, true) => format!("this job drops {}", gone.join(", ")),
@@ -988,11 +1010,14 @@ fn job_differences(then: &serde_json::Value, now: &serde_json::Value) -> String 
         }
     }
     if out.is_empty() {
-        "other inputs or options".into()
+        OTHER_JOB.into()
     } else {
         out.join("; ")
     }
 }
+
+/// What [`job_differences`] says when it finds nothing it can name.
+const OTHER_JOB: &str = "other inputs or options";
 
 #[cfg(test)]
 mod tests {
@@ -1030,6 +1055,11 @@ mod tests {
         assert_eq!(
             super::job_differences(&job(a, 3, None), &job(&format!("{a}, upright"), 3, None)),
             "this job adds upright"
+        );
+        let c = "model m, dtype F32, pooling Head, normalize true, batch 32, max_patches Some(64)";
+        assert_eq!(
+            super::job_differences(&job(a, 3, None), &job(c, 3, None)),
+            "its max_patches unset against this job's max_patches 64"
         );
         assert_eq!(
             super::job_differences(&job(a, 3, None), &job(a, 4, Some("F16"))),
@@ -1355,8 +1385,9 @@ mod tests {
         let err = RowWriter::create(&out, &all, Columns::f32(dim), &other, true)
             .err()
             .unwrap();
+        // The difference named, without the two identities in full.
         assert!(
-            err.contains("another job") && err.contains("\"other\""),
+            err.contains("another job") && !err.contains("this job: {"),
             "{err}"
         );
         assert!(
