@@ -246,8 +246,8 @@ fn read_stream(path: &Path, file: std::fs::File) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The file already open, read whole from its start: no larger than the
-/// decoders' own memory limit.
+/// The file already open, read whole from its start: at most
+/// [`MAX_FILE_BYTES`].
 fn read_whole(path: &Path, mut file: std::io::BufReader<std::fs::File>) -> Result<Vec<u8>> {
     use std::io::{Read, Seek};
     let size = file

@@ -221,9 +221,9 @@ pub struct Collected {
 /// are (a missing file is skipped when it is read, as an unreadable one).
 pub fn collect_paths(inputs: &[String], resume: bool) -> Result<Collected, String> {
     let mut c = Collected::default();
-    // Each folder input is walked as given (a folder named twice gives its images
-    // twice, as a file named twice does); within one walk, each folder once.
-    let walked = std::collections::HashSet::new;
+    // Each folder input is walked as given, with a set of its own (a folder named
+    // twice gives its images twice, as a file named twice does).
+    use std::collections::HashSet;
     for input in inputs {
         if let Some(list) = input.strip_prefix('@') {
             let list = Path::new(list);
@@ -246,7 +246,7 @@ pub fn collect_paths(inputs: &[String], resume: bool) -> Result<Collected, Strin
                     base.join(p)
                 };
                 match std::fs::metadata(&p) {
-                    Ok(meta) if meta.is_dir() => walk(&p, &mut c, &mut walked())
+                    Ok(meta) if meta.is_dir() => walk(&p, &mut c, &mut HashSet::new())
                         .map_err(|e| format!("{}: {e}", p.display()))?,
                     // Reading a FIFO would wait for a writer forever.
                     Ok(meta) if !meta.is_file() => c
@@ -258,7 +258,8 @@ pub fn collect_paths(inputs: &[String], resume: bool) -> Result<Collected, Strin
         } else {
             let p = PathBuf::from(input);
             if p.is_dir() {
-                walk(&p, &mut c, &mut walked()).map_err(|e| format!("{}: {e}", p.display()))?;
+                walk(&p, &mut c, &mut HashSet::new())
+                    .map_err(|e| format!("{}: {e}", p.display()))?;
             } else {
                 // A typo on the command line fails at once; a list's missing files
                 // are skipped with the unreadable ones (and listed at the end), and

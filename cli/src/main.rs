@@ -519,22 +519,26 @@ fn read_safetensors_file(file: &Path) -> CliResult<Vec<u8>> {
         });
     if let Some(end) = end {
         let header_end = bytes.len() as u64;
-        if meta.is_file() && meta.len() > header_end.saturating_add(end) {
-            return fail(format!(
-                "{}: its tensors end at byte {}, but the file has {} bytes",
-                file.display(),
-                header_end + end,
-                meta.len()
-            ));
-        }
-        // One byte more than the tensors need: a pipe that goes on is refused.
-        read(&mut bytes, end.saturating_add(1))?;
-        if bytes.len() as u64 > header_end + end {
-            return fail(format!(
-                "{}: more bytes follow its tensors, which end at byte {}",
-                file.display(),
-                header_end + end
-            ));
+        let tensors_end = header_end.saturating_add(end);
+        if meta.is_file() {
+            if meta.len() > tensors_end {
+                return fail(format!(
+                    "{}: its tensors end at byte {tensors_end}, but the file has {} bytes",
+                    file.display(),
+                    meta.len()
+                ));
+            }
+            // What the file holds: a shorter one is refused as truncated below.
+            read(&mut bytes, meta.len().saturating_sub(header_end))?;
+        } else {
+            // One byte more than the tensors need: a pipe that goes on is refused.
+            read(&mut bytes, end.saturating_add(1))?;
+            if bytes.len() as u64 > tensors_end {
+                return fail(format!(
+                    "{}: more bytes follow its tensors, which end at byte {tensors_end}",
+                    file.display()
+                ));
+            }
         }
     }
     Ok(bytes)

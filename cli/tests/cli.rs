@@ -1388,6 +1388,29 @@ fn errors_are_one_line() {
         ],
         "its tensors end at byte",
     );
+    // A header claiming ten terabytes of a small file: truncated, not read.
+    let bytes = std::fs::read(root().join(io)).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    header["pixel_values"]["data_offsets"][1] = serde_json::json!(10u64.pow(13));
+    let header = serde_json::to_vec(&header).unwrap();
+    let mut liar = (header.len() as u64).to_le_bytes().to_vec();
+    liar.extend(&header);
+    liar.extend(&bytes[8 + n..]);
+    let lying = tmp("lying_pixels.safetensors");
+    std::fs::write(&lying, liar).unwrap();
+    assert_one_line_error(
+        &[
+            "run",
+            "--model",
+            model,
+            "--pixels",
+            lying.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ],
+        "file truncated?",
+    );
 }
 
 /// Usage errors are clap's: non-zero exit, no panic.
