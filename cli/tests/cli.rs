@@ -2117,9 +2117,7 @@ fn stopping_folder(name: &str) -> PathBuf {
 #[test]
 fn embed_takes_inputs_as_given() {
     use std::os::unix::ffi::OsStrExt;
-    let dir = tmp("embed_given_in");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("embed_given_in");
     let src = root().join("tests/data/images/waves_64x48.png");
     std::fs::copy(&src, dir.join("a.png")).unwrap();
     std::fs::copy(&src, dir.join("b.png")).unwrap();
@@ -2174,9 +2172,7 @@ fn embed_takes_inputs_as_given() {
 #[cfg(unix)]
 #[test]
 fn embed_stops_on_ctrl_c_and_resumes() {
-    let dir = tmp("embed_interrupt_in");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("embed_interrupt_in");
     let src = root().join("tests/data/images/waves_64x48.png");
     for i in 0..6000 {
         let to = dir.join(format!("{i:04}.png"));
