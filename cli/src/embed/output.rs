@@ -419,11 +419,15 @@ impl RowWriter {
             if then.as_ref() != Some(&job) {
                 // The two identities in full only where no difference can be named.
                 let (why, full) = match then.as_ref().map(|t| job_differences(t, &job)) {
-                    Some(why) if why != OTHER_JOB => (why, String::new()),
-                    why => (
-                        why.unwrap_or_else(|| "its journal names no job".into()),
-                        format!("\n  its job:  {}\n  this job: {identity}", j.identity),
-                    ),
+                    Some(Some(why)) => (why, String::new()),
+                    other => {
+                        let why = match other {
+                            Some(_) => "other inputs or options",
+                            None => "its journal names no job",
+                        };
+                        let full = format!("\n  its job:  {}\n  this job: {identity}", j.identity);
+                        (why.to_string(), full)
+                    }
                 };
                 return Err(format!(
                     "--resume: {} was written by another job ({why}){full}\ndelete it and {} \
@@ -963,8 +967,9 @@ fn shown(setting: &str) -> String {
 }
 
 /// What differs between two jobs' identities (the journal's first line): the
-/// settings that differ, by name and value, the input paths, the output format.
-fn job_differences(then: &serde_json::Value, now: &serde_json::Value) -> String {
+/// settings that differ, by name and value, the input paths, the output format;
+/// `None` when none of them differs.
+fn job_differences(then: &serde_json::Value, now: &serde_json::Value) -> Option<String> {
     let get = |v: &serde_json::Value, k: &str| v.get(k).cloned().unwrap_or_default();
     let mut out = Vec::new();
     let (a, b) = (get(then, "settings"), get(now, "settings"));
@@ -1009,15 +1014,8 @@ fn job_differences(then: &serde_json::Value, now: &serde_json::Value) -> String 
             out.push(format!("another {what}"));
         }
     }
-    if out.is_empty() {
-        OTHER_JOB.into()
-    } else {
-        out.join("; ")
-    }
+    (!out.is_empty()).then(|| out.join("; "))
 }
-
-/// What [`job_differences`] says when it finds nothing it can name.
-const OTHER_JOB: &str = "other inputs or options";
 
 #[cfg(test)]
 mod tests {
@@ -1049,21 +1047,22 @@ mod tests {
         let a = "model m, dtype F32, pooling Head, normalize true, batch 32, max_patches None";
         let b = "model m, dtype F32, pooling Head, normalize true, batch 16, max_patches None";
         assert_eq!(
-            super::job_differences(&job(a, 3, None), &job(b, 3, None)),
-            "its batch 32 against this job's batch 16"
+            super::job_differences(&job(a, 3, None), &job(b, 3, None)).as_deref(),
+            Some("its batch 32 against this job's batch 16")
         );
         assert_eq!(
-            super::job_differences(&job(a, 3, None), &job(&format!("{a}, upright"), 3, None)),
-            "this job adds upright"
+            super::job_differences(&job(a, 3, None), &job(&format!("{a}, upright"), 3, None))
+                .as_deref(),
+            Some("this job adds upright")
         );
         let c = "model m, dtype F32, pooling Head, normalize true, batch 32, max_patches Some(64)";
         assert_eq!(
-            super::job_differences(&job(a, 3, None), &job(c, 3, None)),
-            "its max_patches unset against this job's max_patches 64"
+            super::job_differences(&job(a, 3, None), &job(c, 3, None)).as_deref(),
+            Some("its max_patches unset against this job's max_patches 64")
         );
         assert_eq!(
-            super::job_differences(&job(a, 3, None), &job(a, 4, Some("F16"))),
-            "other input paths (3 then, 4 now); another --out-dtype"
+            super::job_differences(&job(a, 3, None), &job(a, 4, Some("F16"))).as_deref(),
+            Some("other input paths (3 then, 4 now); another --out-dtype")
         );
     }
 
