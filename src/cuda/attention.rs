@@ -8,10 +8,12 @@
 //!   cores (mma.sync);
 //! - f32 with head dims a multiple of 4 (up to 128) and at least 16 query rows:
 //!   on tensor cores in 3xTF32 (f32-accurate; see [`F32Gemm`], whose `simt`
-//!   setting turns it off): on compute capability 9.0 at head dims 64 and 72
-//!   (SigLIP's), `attention_f32_sm90_hd*` (tf32 wgmma fed by TMA, converter
-//!   warps splitting K and transposing V), elsewhere `attention_f32_hd{32..128}`,
-//!   the FlashAttention-2 kernel on mma.sync;
+//!   setting turns it off): `attention_f32_hd{32..128}`, the FlashAttention-2
+//!   kernel on mma.sync, also on Hopper, where it measured faster than the
+//!   wgmma kernel (H100, 2026-11-25: so400m batch 32 1.29 against 1.61 ms);
+//!   `attention_f32_sm90_hd*` (tf32 wgmma fed by TMA, converter warps splitting
+//!   K and transposing V; head dims 64 and 72) only where
+//!   `TESSERA_CUDA_ATTENTION=sm90-f32` asks for it;
 //! - f32 and bf16 otherwise (head dims or row strides not a multiple of 4 (f32)
 //!   or 8 (bf16), the pooling probe's single query, a GPU whose shared memory is
 //!   too small for the tile): `attention_{f32,bf16}` on CUDA cores, exact.
@@ -28,11 +30,15 @@ use crate::ops::{index32, AttentionArgs, AttentionDims, Packing};
 pub(crate) enum AttentionPath {
     /// `attention_bf16_hd*`: mma.sync fed by cp.async (compute capability 8.0+).
     Fa2,
-    /// `attention_bf16_sm90_hd*` at head dims 64, 72, 80 and 128 and
-    /// `attention_f32_sm90_hd*` at 64 and 72 (wgmma fed by TMA, sm_90a: compute
-    /// capability 9.0 only; persistent, one block an SM taking (query block,
-    /// head, sequence) items in turn), the [`Fa2`](Self::Fa2) kernels at others.
+    /// `attention_bf16_sm90_hd*` at head dims 64, 72, 80 and 128 (wgmma fed by
+    /// TMA, sm_90a: compute capability 9.0 only; persistent, one block an SM
+    /// taking (query block, head, sequence) items in turn), the
+    /// [`Fa2`](Self::Fa2) kernels at others and for f32.
     Sm90,
+    /// [`Sm90`](Self::Sm90), and f32 at head dims 64 and 72 on
+    /// `attention_f32_sm90_hd*` too (`TESSERA_CUDA_ATTENTION=sm90-f32`: slower
+    /// than the mma.sync kernel on the H100, kept to be timed beside it).
+    Sm90F32,
 }
 
 /// The most dynamic shared memory of the `attention_*_sm90_hd*` kernels.
@@ -50,9 +56,9 @@ const SM90_SMEM: u32 = {
 
 impl AttentionPath {
     /// The path for compute capability `(major, minor)`, unless
-    /// `TESSERA_CUDA_ATTENTION` (`fa2` or `sm90`; `auto` or unset: by capability)
-    /// says otherwise. `sm90` on a GPU without wgmma is an error, as is an unknown
-    /// value.
+    /// `TESSERA_CUDA_ATTENTION` (`fa2`, `sm90` or `sm90-f32`; `auto` or unset: by
+    /// capability, `sm90` on Hopper) says otherwise. `sm90` or `sm90-f32` on a GPU
+    /// without wgmma is an error, as is an unknown value.
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     pub(crate) fn choose(capability: (i32, i32), max_smem: u32, env: Option<&str>) -> Result<Self> {
         let (major, minor) = capability;
@@ -61,17 +67,20 @@ impl AttentionPath {
             None | Some("") | Some("auto") => Ok(if hopper { Self::Sm90 } else { Self::Fa2 }),
             Some("fa2") => Ok(Self::Fa2),
             Some("sm90") if hopper => Ok(Self::Sm90),
-            Some("sm90") => Err(Error::Unsupported {
+            Some("sm90-f32") if hopper => Ok(Self::Sm90F32),
+            Some(v @ ("sm90" | "sm90-f32")) => Err(Error::Unsupported {
                 op: "Cuda::new",
                 msg: format!(
-                    "TESSERA_CUDA_ATTENTION=sm90 needs compute capability 9.0 (wgmma, sm_90a) \
+                    "TESSERA_CUDA_ATTENTION={v} needs compute capability 9.0 (wgmma, sm_90a) \
                      and {SM90_SMEM} bytes of shared memory per block; this GPU is \
                      {major}.{minor} with {max_smem}"
                 ),
             }),
             Some(other) => Err(Error::Unsupported {
                 op: "Cuda::new",
-                msg: format!("TESSERA_CUDA_ATTENTION={other:?}: expected auto, fa2 or sm90"),
+                msg: format!(
+                    "TESSERA_CUDA_ATTENTION={other:?}: expected auto, fa2, sm90 or sm90-f32"
+                ),
             }),
         }
     }
@@ -254,9 +263,12 @@ pub(super) fn launch<L: Launcher>(
         scale,
     };
     let heads_batch = (d.heads as u32, d.batch as u32);
-    if let Some((spec, smem)) = sm90_spec(dtype, d.head_dim)
-        .filter(|_| tensor_cores && dev.attention_path() == AttentionPath::Sm90)
-    {
+    let wgmma = match dev.attention_path() {
+        AttentionPath::Fa2 => false,
+        AttentionPath::Sm90 => dtype == DType::BF16,
+        AttentionPath::Sm90F32 => true,
+    };
+    if let Some((spec, smem)) = sm90_spec(dtype, d.head_dim).filter(|_| tensor_cores && wgmma) {
         // Persistent: one block an SM (the kernel's shared memory allows no more),
         // each taking work items (query block, head, sequence) ctaid.x, + grid, ...
         let rows = m::attention_bf16_sm90_hd64::ROWS;
@@ -387,13 +399,17 @@ mod tests {
             choose((9, 0), H100, Some(" sm90 ")).unwrap(),
             AttentionPath::Sm90
         );
-        let e = choose((8, 0), 166_912, Some("sm90"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("TESSERA_CUDA_ATTENTION") && e.contains("8.0"),
-            "{e}"
+        assert_eq!(
+            choose((9, 0), H100, Some("sm90-f32")).unwrap(),
+            AttentionPath::Sm90F32
         );
+        for v in ["sm90", "sm90-f32"] {
+            let e = choose((8, 0), 166_912, Some(v)).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("TESSERA_CUDA_ATTENTION={v} ")) && e.contains("8.0"),
+                "{e}"
+            );
+        }
         let e = choose((9, 0), H100, Some("flash")).unwrap_err().to_string();
         assert!(e.contains("\"flash\""), "{e}");
     }

@@ -445,6 +445,8 @@ impl Device for Cuda {
             super::attention::AttentionPath::Fa2 => "fa2",
             super::attention::AttentionPath::Sm90 if self.inner.sm90_turns => "sm90",
             super::attention::AttentionPath::Sm90 => "sm90 (turns off)",
+            super::attention::AttentionPath::Sm90F32 if self.inner.sm90_turns => "sm90 with f32",
+            super::attention::AttentionPath::Sm90F32 => "sm90 with f32 (turns off)",
         };
         let f32_gemm = match self.inner.f32_gemm {
             super::F32Gemm::Tf32x3 => "3xtf32",

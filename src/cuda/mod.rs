@@ -113,9 +113,11 @@ impl GemmPath {
 /// layers run the split on tf32 wgmma: the weight's parts in shared memory, x's
 /// in registers, where a tf32-exact x value (small part 0) takes small =
 /// big·2⁻⁴⁰ so that a ±inf weight still gives ±inf (2⁻⁴⁰ relative error,
-/// against 0·inf = NaN); so does attention at head dims 64 and 72 (K's and
+/// against 0·inf = NaN); so can attention at head dims 64 and 72 (K's and
 /// V's parts in shared memory, written by converter warps; Q's and P's in
-/// registers).
+/// registers), where `TESSERA_CUDA_ATTENTION=sm90-f32` asks for it: by default
+/// f32 attention stays on the mma.sync kernel, which measured faster on the
+/// H100.
 /// `TESSERA_CUDA_F32_GEMM=simt` takes the SIMT kernels instead
 /// (f32 fused multiply-adds on the CUDA cores: about half the speed for linear
 /// layers, a quarter or less for attention).

@@ -72,6 +72,12 @@ const H100: Facts = Facts {
     sm90: AUTO,
 };
 
+/// An H100 with `TESSERA_CUDA_ATTENTION=sm90-f32`: f32 attention on wgmma too.
+const H100_F32_WGMMA: Facts = Facts {
+    attention: AttentionPath::Sm90F32,
+    ..H100
+};
+
 /// An H100 with `TESSERA_CUDA_SM90_TURNS=off`.
 const H100_NO_TURNS: Facts = Facts {
     turns: false,
@@ -684,8 +690,11 @@ fn plan() -> Vec<Value> {
             &["attention_bf16_sm90_hd72"],
         ),
         attention_case(
-            "attention f32 sm90 q/kv",
-            HOPPER3,
+            "attention f32 sm90 q/kv, 3 SMs",
+            Facts {
+                attention: AttentionPath::Sm90F32,
+                ..HOPPER3
+            },
             F32,
             Qkv::QKv,
             (2, 1, 64),
@@ -696,7 +705,7 @@ fn plan() -> Vec<Value> {
         ),
         attention_case(
             "attention f32 sm90 hd 72 packed",
-            H100,
+            H100_F32_WGMMA,
             F32,
             Qkv::Fused,
             (3, 1, 72),
@@ -704,6 +713,18 @@ fn plan() -> Vec<Value> {
             Some((Packing::Packed, packed)),
             false,
             &["attention_f32_sm90_hd72"],
+        ),
+        // By default a Hopper runs f32 attention on the mma.sync kernel.
+        attention_case(
+            "attention f32 on an H100 by default",
+            H100,
+            F32,
+            Qkv::Fused,
+            (2, 2, 72),
+            (40, 40),
+            None,
+            false,
+            &["attention_f32_hd72"],
         ),
         attention_case(
             "attention bf16 sm90 hd 80 without turns",
