@@ -141,7 +141,7 @@ pub(super) fn launch<L: Launcher>(
                     _ => [0, 0],
                 }
             };
-            let v = sm90_variant(mm, n, dev.sm_count(), pairs, forced);
+            let v = sm90_variant(mm, n, k, dev.sm_count(), pairs, forced);
             let (s, dyn_smem) = sm90_kernel(v);
             // Persistent: at most one block per SM (or cluster per slot), each
             // looping over its tiles (or its cluster's units of tiles).
@@ -342,29 +342,37 @@ fn sm90_kernel(v: Sm90Variant) -> (&'static KernelSpec<m::LinearSm90>, u32) {
     }
 }
 
-/// The wgmma GEMM kernel for an [m, n] output on `sms` SMs, where `pairs[i]`
-/// clusters of two CTAs of width `SM90_WIDTHS[i]` fit on the device at once (0:
-/// none, or clusters unavailable): the variant that gives each SM (or cluster)
-/// the fewest output columns to compute, ⌈units / slots⌉ × width × weight — a
-/// unit is a tile, or a cluster's column of two tiles; the persistent grid's
-/// last, partly idle round counts whole. The weight charges each variant's
-/// bytes read from L2 per FLOP: 256 wide alone 8, 192 wide alone 9 (12 % more
-/// bytes), clustered 7 and 8 (the shared weight tile: a third fewer bytes). The
-/// weights are estimates to check on a GPU (`TESSERA_CUDA_SM90_TILE_N`,
-/// `TESSERA_CUDA_SM90_CLUSTER` fix the choice for that). 192 divides widths 256
-/// does not: SigLIP-so400m's 1152 (5 tiles of 256 are 10 % padding), and it
-/// evens out rounds such as SigLIP-base batch 32's out_proj (147 tiles of 256 on
-/// 132 SMs: two rounds, the second 11 % full). Ties go to clusters, then to 256.
+/// The wgmma GEMM kernel for an [m, n] output over `k` on `sms` SMs, where
+/// `pairs[i]` clusters of two CTAs of width `SM90_WIDTHS[i]` fit on the device at
+/// once (0: none, or clusters unavailable): the variant that gives each SM (or
+/// cluster) the fewest output columns to compute, ⌈units / slots⌉ × width ×
+/// weight — a unit is a tile, or a cluster's column of two tiles; the persistent
+/// grid's last, partly idle round counts whole. The weights were fitted to every
+/// variant timed at SigLIP's shapes and 4096³ on an H100 (2026-11-25, gpu-check's
+/// gemm part): a column of either width costs the same alone (16); a cluster,
+/// whose CTAs share the weight tile, pays off a little over a long mainloop (15
+/// where K ≥ 2048: so400m's fc2 ran 5 % faster in pairs; at 4096³ and
+/// SigLIP-base's fc2 pairs and single CTAs were within 2 %), and is slower over
+/// a short one (18: up to 12 % slower at K 768 and 1152). With these, the chosen
+/// kernels sum to within 0.3 % of the fastest per shape (2.9 % with the
+/// estimates they replace, 8 / 9 alone and 7 / 8 in pairs for 256 / 192 wide).
+/// `TESSERA_CUDA_SM90_TILE_N` and `TESSERA_CUDA_SM90_CLUSTER` fix the choice. 192
+/// divides widths 256 does not: SigLIP-so400m's 1152 (5 tiles of 256 are 10 %
+/// padding), and it evens out rounds such as SigLIP-base batch 32's out_proj
+/// (147 tiles of 256 on 132 SMs: two rounds, the second 11 % full). Ties go to
+/// clusters, then to 256.
 pub(super) fn sm90_variant(
     m: u32,
     n: u32,
+    k: u32,
     sms: u32,
     pairs: [u32; 2],
     forced: Sm90Override,
 ) -> Sm90Variant {
+    let clustered: u64 = if k >= SM90_LONG_K { 15 } else { 18 };
     let mut best: Option<(u64, Sm90Variant)> = None;
     for cluster in [2, 1] {
-        for (i, &tile_n) in SM90_WIDTHS.iter().enumerate() {
+        for &tile_n in &SM90_WIDTHS {
             let v = Sm90Variant { tile_n, cluster };
             let (units, slots) = v.schedule(m, n, sms, pairs);
             if slots == 0
@@ -373,12 +381,7 @@ pub(super) fn sm90_variant(
             {
                 continue;
             }
-            let weight: u64 = match (cluster, i) {
-                (1, 0) => 8,
-                (1, _) => 9,
-                (_, 0) => 7,
-                _ => 8,
-            };
+            let weight: u64 = if cluster == 1 { 16 } else { clustered };
             let cost = units.div_ceil(u64::from(slots)) * u64::from(tile_n) * weight;
             if best.is_none_or(|(c, _)| cost < c) {
                 best = Some((cost, v));
@@ -393,6 +396,10 @@ pub(super) fn sm90_variant(
         |(_, v)| v,
     )
 }
+
+/// The K from which [`sm90_variant`] counts a cluster's shared weight tile as a
+/// saving.
+const SM90_LONG_K: u32 = 2048;
 
 /// `TESSERA_CUDA_SM90_TILE_N` (`192` or `256`) and `TESSERA_CUDA_SM90_CLUSTER`
 /// (`1` or `2`) fix the wgmma GEMM's tile width and cluster size (to test or
@@ -491,9 +498,9 @@ mod tests {
         }
     }
 
-    /// The choice without clusters (none fit), as before them.
-    fn width(m: u32, n: u32, sms: u32) -> u32 {
-        let v = sm90_variant(m, n, sms, [0, 0], Sm90Override::default());
+    /// The choice without clusters (none fit).
+    fn width(m: u32, n: u32, k: u32, sms: u32) -> u32 {
+        let v = sm90_variant(m, n, k, sms, [0, 0], Sm90Override::default());
         assert_eq!(v.cluster, 1);
         v.tile_n
     }
@@ -501,48 +508,79 @@ mod tests {
     #[test]
     fn hopper_tile_width_follows_the_schedule() {
         // SigLIP-base batch 32 (M 6272), N 768: 147 tiles of 256 take two rounds
-        // on 132 SMs; 196 of 192 take two narrower ones.
-        assert_eq!(width(6272, 768, 132), 192);
-        // N 2304 and 3072: 256 (4 rounds of 256 against 5 of 192; 5 against 6).
-        assert_eq!(width(6272, 2304, 132), 256);
-        assert_eq!(width(6272, 3072, 132), 256);
-        // so400m batch 32 (M 23 328): N 1152 is 5 tiles of 256 (7 rounds × 256)
-        // or 6 of 192 (9 rounds × 192 × 9/8): 256; N 3456 likewise.
-        assert_eq!(width(23_328, 1152, 132), 256);
-        assert_eq!(width(23_328, 3456, 132), 256);
+        // on 132 SMs; 196 of 192 take two narrower ones. N 2304 and 3072: 5
+        // rounds of 192 against 4 of 256, 6 against 5 (960 < 1024, 1152 < 1280).
+        assert_eq!(width(6272, 768, 768, 132), 192);
+        assert_eq!(width(6272, 2304, 768, 132), 192);
+        assert_eq!(width(6272, 3072, 768, 132), 192);
+        // so400m batch 32 (M 23 328): N 1152 is 6 tiles of 192 (9 rounds × 192)
+        // or 5 of 256 (7 rounds × 256: more columns); N 3456 likewise.
+        assert_eq!(width(23_328, 1152, 1152, 132), 192);
+        assert_eq!(width(23_328, 3456, 1152, 132), 192);
         // so400m batch 1 (M 729): one round either way for N 1152 and 3456: the
         // narrower tile; N 4304 needs 2 rounds of 192 but 1 of 256.
-        assert_eq!(width(729, 1152, 132), 192);
-        assert_eq!(width(729, 3456, 132), 192);
-        assert_eq!(width(729, 4304, 132), 256);
-        // 4096³ and degenerate inputs.
-        assert_eq!(width(4096, 4096, 132), 256);
-        assert_eq!(width(0, 768, 132), 256);
-        assert_eq!(width(6272, 768, 0), 256);
+        assert_eq!(width(729, 1152, 1152, 132), 192);
+        assert_eq!(width(729, 3456, 1152, 132), 192);
+        assert_eq!(width(729, 4304, 1152, 132), 256);
+        // 4096³ (4 rounds of 256 against 6 of 192) and degenerate inputs.
+        assert_eq!(width(4096, 4096, 4096, 132), 256);
+        assert_eq!(width(0, 768, 768, 132), 256);
+        assert_eq!(width(6272, 768, 768, 0), 256);
     }
 
     #[test]
-    fn hopper_clusters_where_they_fit_and_do_not_lengthen_the_schedule() {
+    fn hopper_clusters_over_long_mainloops_where_they_fit() {
         let auto = Sm90Override::default();
         let v = |tile_n, cluster| Sm90Variant { tile_n, cluster };
-        // 66 pairs on 132 SMs. so400m batch 32: 92 units of two tile rows; N 3456
-        // is 14 columns of 256: 1288 units, 20 rounds, as unclustered (2562 tiles
-        // on 132 SMs): the cluster, whose weight tile is shared.
-        assert_eq!(sm90_variant(23_328, 3456, 132, [66, 66], auto), v(256, 2));
-        assert_eq!(sm90_variant(23_328, 1152, 132, [66, 66], auto), v(256, 2));
-        assert_eq!(sm90_variant(4096, 4096, 132, [66, 66], auto), v(256, 2));
-        // SigLIP-base batch 32's out_proj: 100 units of 192 on 66 slots (two
-        // narrow rounds) beats 75 of 256 (two wide ones).
-        assert_eq!(sm90_variant(6272, 768, 132, [66, 66], auto), v(192, 2));
-        // Fewer slots than SMs / 2 (GPCs with odd SM counts): so400m batch 1, N
-        // 1152 is one round either way (15 units of 256, 18 of 192): the narrower.
-        assert_eq!(sm90_variant(729, 1152, 132, [60, 60], auto), v(192, 2));
+        // 66 pairs on 132 SMs. Over K 2048 and more the shared weight tile pays:
+        // so400m batch 32's fc2 (K 4304, N 1152: 92 units of two tile rows × 6
+        // columns of 192 on 66 pairs, 9 rounds), 4096³ (256 wide: 4 rounds),
+        // SigLIP-base's fc2 (K 3072).
+        assert_eq!(
+            sm90_variant(23_328, 1152, 4304, 132, [66, 66], auto),
+            v(192, 2)
+        );
+        assert_eq!(
+            sm90_variant(4096, 4096, 4096, 132, [66, 66], auto),
+            v(256, 2)
+        );
+        assert_eq!(
+            sm90_variant(6272, 768, 3072, 132, [66, 66], auto),
+            v(192, 2)
+        );
+        // Over a short one (K 768, 1152) the CTAs alone.
+        assert_eq!(
+            sm90_variant(23_328, 3456, 1152, 132, [66, 66], auto),
+            v(192, 1)
+        );
+        assert_eq!(
+            sm90_variant(23_328, 1152, 1152, 132, [66, 66], auto),
+            v(192, 1)
+        );
+        assert_eq!(sm90_variant(6272, 768, 768, 132, [66, 66], auto), v(192, 1));
+        // Fewer slots than SMs / 2 (GPCs with odd SM counts): still one round.
+        assert_eq!(
+            sm90_variant(729, 1152, 4304, 132, [60, 60], auto),
+            v(192, 2)
+        );
         // No pair fits for one width: the other, or no cluster.
-        assert_eq!(sm90_variant(23_328, 3456, 132, [0, 66], auto).cluster, 2);
-        assert_eq!(sm90_variant(23_328, 3456, 132, [0, 0], auto), v(256, 1));
+        assert_eq!(
+            sm90_variant(23_328, 1152, 4304, 132, [0, 66], auto),
+            v(192, 2)
+        );
+        // 4096³: 6 rounds of 192 in pairs, 4 of 256 alone (measured 0.239 and
+        // 0.201 ms): the discount of pairs does not make up for the narrower tile.
+        assert_eq!(
+            sm90_variant(4096, 4096, 4096, 132, [0, 66], auto),
+            v(256, 1)
+        );
+        assert_eq!(
+            sm90_variant(23_328, 1152, 4304, 132, [0, 0], auto),
+            v(192, 1)
+        );
         // Where the pairs would take more rounds than single tiles, no cluster: one
         // tile row (M ≤ 128) leaves the second CTA of every pair idle.
-        assert_eq!(sm90_variant(100, 4096, 132, [4, 4], auto).cluster, 1);
+        assert_eq!(sm90_variant(100, 4096, 4096, 132, [4, 4], auto).cluster, 1);
         // Overrides fix either choice; a forced cluster with none fitting falls
         // back to single CTAs of the forced width.
         let forced = |t, c| Sm90Override {
@@ -550,17 +588,59 @@ mod tests {
             cluster: c,
         };
         assert_eq!(
-            sm90_variant(23_328, 3456, 132, [66, 66], forced(None, Some(1))),
-            v(256, 1)
+            sm90_variant(23_328, 1152, 4304, 132, [66, 66], forced(None, Some(1))),
+            v(192, 1)
         );
         assert_eq!(
-            sm90_variant(23_328, 3456, 132, [66, 66], forced(Some(192), None)),
+            sm90_variant(23_328, 3456, 1152, 132, [66, 66], forced(None, Some(2))),
             v(192, 2)
         );
         assert_eq!(
-            sm90_variant(23_328, 3456, 132, [0, 0], forced(Some(192), Some(2))),
+            sm90_variant(4096, 4096, 4096, 132, [66, 66], forced(Some(192), None)),
+            v(192, 2)
+        );
+        assert_eq!(
+            sm90_variant(23_328, 3456, 1152, 132, [0, 0], forced(Some(192), Some(2))),
             v(192, 1)
         );
+    }
+
+    /// Each wgmma variant's time at SigLIP's shapes and 4096³ (ms; 256 wide alone,
+    /// in pairs, 192 alone, in pairs), measured on an H100 SXM (132 SMs, 2026-11-25,
+    /// `scripts/gpu-check run gemm`, notes/h100-2026-11-25/gemm.log): the variant
+    /// [`sm90_variant`] picks runs within 4 % of the fastest at every shape that
+    /// takes the wgmma kernel (within 2 % at all but one shape of 9 µs).
+    #[test]
+    fn hopper_choice_is_near_the_fastest_measured() {
+        #[rustfmt::skip]
+        let measured: [(&str, u32, u32, u32, [f64; 4]); 15] = [
+            ("base B1 qkv", 196, 2304, 768, [0.0115, 0.0111, 0.0109, 0.0110]),
+            ("base B1 out_proj", 196, 768, 768, [0.0110, 0.0108, 0.00954, 0.00921]),
+            ("base B1 fc1", 196, 3072, 768, [0.0139, 0.0135, 0.0135, 0.0136]),
+            ("base B1 fc2", 196, 768, 3072, [0.0134, 0.0130, 0.0130, 0.0131]),
+            ("base B32 qkv", 6272, 2304, 768, [0.0492, 0.0499, 0.0470, 0.0474]),
+            ("base B32 out_proj", 6272, 768, 768, [0.0274, 0.0284, 0.0209, 0.0218]),
+            ("base B32 fc1", 6272, 3072, 768, [0.0631, 0.0646, 0.0603, 0.0679]),
+            ("base B32 fc2", 6272, 768, 3072, [0.0754, 0.0765, 0.0608, 0.0619]),
+            ("so400m B1 qkv", 729, 3456, 1152, [0.0171, 0.0177, 0.0137, 0.0148]),
+            ("so400m B1 fc1", 729, 4304, 1152, [0.0173, 0.0180, 0.0244, 0.0249]),
+            ("so400m B32 qkv", 23_328, 3456, 1152, [0.332, 0.339, 0.315, 0.332]),
+            ("so400m B32 out_proj", 23_328, 1152, 1152, [0.142, 0.138, 0.132, 0.132]),
+            ("so400m B32 fc1", 23_328, 4304, 1152, [0.398, 0.403, 0.416, 0.434]),
+            ("so400m B32 fc2", 23_328, 1152, 4304, [0.447, 0.426, 0.446, 0.426]),
+            ("4096³", 4096, 4096, 4096, [0.201, 0.205, 0.236, 0.239]),
+        ];
+        let auto = Sm90Override::default();
+        for (name, m, n, k, t) in measured {
+            let v = sm90_variant(m, n, k, 132, [66, 66], auto);
+            let i = usize::from(v.tile_n == 192) * 2 + usize::from(v.cluster == 2);
+            let best = t.iter().copied().fold(f64::INFINITY, f64::min);
+            assert!(
+                t[i] <= best * 1.04,
+                "{name}: {v:?} measured {} ms, the fastest {best}",
+                t[i]
+            );
+        }
     }
 
     #[test]

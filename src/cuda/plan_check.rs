@@ -809,8 +809,9 @@ fn plan() -> Vec<Value> {
     let epi = |g, b, r| (g, b, r);
     for (name, facts, dtype, shape, (gelu, bias, res), expect) in [
         (
-            "linear bf16 sm90 clustered",
-            H100,
+            // Pairs only over K ≥ 2048 by default (linear::sm90_variant); forced here.
+            "linear bf16 sm90 forced 192 in pairs",
+            h100_forced(192, 2),
             BF16,
             (300, 200, 520),
             epi(true, true, false),
