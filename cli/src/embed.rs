@@ -126,6 +126,9 @@ pub struct Summary {
     pub skipped: Vec<(PathBuf, String)>,
     pub dim: usize,
     pub seconds: f64,
+    /// The seconds from the moment the first device was ready (its model loaded)
+    /// to the end: `seconds` less the start-up (model loading, kernel modules).
+    pub serving_seconds: f64,
     pub devices: Vec<String>,
     /// Where the time went: decoding or the devices.
     pub balance: Balance,
@@ -1219,6 +1222,10 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
         skipped,
         dim,
         seconds: start.elapsed().as_secs_f64(),
+        serving_seconds: job
+            .serving
+            .get()
+            .map_or(0.0, |t| t.elapsed().as_secs_f64()),
         devices: described,
         balance,
         resumed: resumed.rows,
