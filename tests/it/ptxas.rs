@@ -543,6 +543,22 @@ fn sass_uses_tensor_cores_and_no_local_memory() {
                         ));
                     }
                 }
+                if entry.starts_with("linear_bf16_sm90") || entry == "linear_f32_sm90" {
+                    // GELU behind one uniform branch a subtile: a branch a pair was
+                    // if-converted, and a linear without GELU issued its
+                    // instructions predicated off (11 % of the qkv kernel's stall
+                    // samples on the H100, 2026-11-25).
+                    let predicated = body
+                        .lines()
+                        .filter(|l| l.contains("MUFU.TANH") && l.contains("@"))
+                        .count();
+                    if predicated > 0 {
+                        failures.push(format!(
+                            "{entry} [{arch}]: {predicated} predicated MUFU.TANH: GELU is \
+                             issued, predicated off, where the linear has none"
+                        ));
+                    }
+                }
                 if entry.starts_with("linear_bf16_sm90") && entry.ends_with("_c2") {
                     // A release-at-cluster-scope arrive puts MEMBAR.ALL.GPU before
                     // every stage release of the mainloop; only the closing cluster
