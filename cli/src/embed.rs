@@ -1222,10 +1222,7 @@ pub fn run(args: &EmbedArgs) -> Result<Summary, String> {
         skipped,
         dim,
         seconds: start.elapsed().as_secs_f64(),
-        serving_seconds: job
-            .serving
-            .get()
-            .map_or(0.0, |t| t.elapsed().as_secs_f64()),
+        serving_seconds: job.serving.get().map_or(0.0, |t| t.elapsed().as_secs_f64()),
         devices: described,
         balance,
         resumed: resumed.rows,
