@@ -543,8 +543,11 @@ fn sass_uses_tensor_cores_and_no_local_memory() {
                         ));
                     }
                 }
-                if entry.starts_with("linear_bf16_sm90") || entry == "linear_f32_sm90" {
-                    // GELU behind one uniform branch a subtile: a branch a pair was
+                if entry.starts_with("linear_bf16_sm90")
+                    || ["linear_f32_sm90", "linear_bf16", "linear_f32_3xtf32"]
+                        .contains(&entry.as_str())
+                {
+                    // GELU behind one uniform branch an epilogue: a branch a pair was
                     // if-converted, and a linear without GELU issued its
                     // instructions predicated off (11 % of the qkv kernel's stall
                     // samples on the H100, 2026-11-25).

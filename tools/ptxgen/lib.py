@@ -163,6 +163,21 @@ def counted_loop(k, start, stop, step, body, stem="j"):
     k.place(end)
 
 
+def specialise(k, pred, emit, stem):
+    """emit(True) where the uniform predicate `pred` holds, else emit(False): the
+    code written twice behind one branch. A short branch inside emit's code, one
+    an element, is if-converted by ptxas: its instructions are then issued,
+    predicated off, where `pred` is false (the GEMM epilogues' GELU: 11 % of the
+    H100 qkv kernel's stall samples, notes/h100-2026-11-25)."""
+    on, done = k.label(f"{stem}_on"), k.label(f"{stem}_done")
+    k(f"@{pred} bra.uni {on};")
+    emit(False)
+    k(f"bra.uni {done};")
+    k.place(on)
+    emit(True)
+    k.place(done)
+
+
 def gelu(k, v):
     """v ← gelu_tanh(v) = v·sigmoid(2u) = v / (1 + 2^(−2u·log2 e)), u = √(2/π)(v +
     0.044715v³): +∞ at +∞, NaN at −∞ (−∞/∞, as the tanh form's −∞·0 in PyTorch),

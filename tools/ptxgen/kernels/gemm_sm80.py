@@ -32,7 +32,7 @@ Split-K (few tiles, long K: batch 1): linear_{bf16,f32_3xtf32}_splitk runs the
 from ..asm import In, Kernel, Opt, Out, U32
 from ..frag import (any_nonfinite, cp_async_16, cp_commit, cp_wait, ldmatrix_x4, mma, mma_3xtf32, split_tf32,
                     split_tf32_specials, swizzle_64b)
-from ..lib import ONE, SIZE, ZERO, addr, grid_stride, lane_warp, pack_bf16x2
+from ..lib import ONE, SIZE, ZERO, addr, grid_stride, lane_warp, pack_bf16x2, specialise
 from .gemm_common import LINEAR_PARAMS, epilogue_flags, ld_pair, raster
 
 BM, BN, STAGES, GROUP_M = 128, 128, 4, 8
@@ -87,16 +87,22 @@ REDUCE_PARAMS = [In("part"), Opt("bias"), Opt("res"), Out("out"), U32("m"), U32(
                  U32("flags")]
 
 
-def bias_gelu_pair(k, x0, x1, b0, b1, has_gelu):
-    """(x0, x1) ← GELU_tanh(x + bias) where `has_gelu`, else x + bias (the bias 0
-    when absent): the first half of the linear epilogue, on one column pair."""
+def bias_gelu_pair(k, x0, x1, b0, b1, gelu):
+    """(x0, x1) ← GELU_tanh(x + bias) where `gelu`, else x + bias (the bias 0 when
+    absent): the first half of the linear epilogue, on one column pair. `gelu` is
+    a generation-time bool (code written under `specialise`) or a predicate
+    register (a branch around the pair)."""
     k(f"add.f32 {x0}, {x0}, {b0};")
     k(f"add.f32 {x1}, {x1}, {b1};")
-    ng = k.label("no_gelu")
-    k(f"@!{has_gelu} bra {ng};")
+    if gelu is False:
+        return
+    ng = None if gelu is True else k.label("no_gelu")
+    if ng:
+        k(f"@!{gelu} bra {ng};")
     gelu_tanh(k, x0)
     gelu_tanh(k, x1)
-    k.place(ng)
+    if ng:
+        k.place(ng)
 
 
 def gemm_sm80(dt, split=False):
@@ -344,31 +350,35 @@ def gemm_sm80(dt, split=False):
     k(f"mad.lo.u32 {stile}, {lrow0}, {OUT_STRIDE}, {sbase};")
     k(f"shl.b32 {t}, {lcol0}, {log2(z)};")
     k(f"add.u32 {stile}, {stile}, {t};")
-    for mt in range(4):
-        for half in range(2):
-            grow_, rin = k.reg("u32", "orow"), k.reg("pred", "rin")
-            k(f"add.u32 {grow_}, {m0}, {lrow0};")
-            k(f"add.u32 {grow_}, {grow_}, {16 * mt + 8 * half};")
-            k(f"setp.lt.and.u32 {rin}, {grow_}, {M}, {has_res};")
-            k(f"mul.lo.u32 {grow_}, {grow_}, {N};")
-            k(f"add.u32 {grow_}, {grow_}, {n0};")
-            k(f"add.u32 {grow_}, {grow_}, {lcol0};")
-            rbase = addr(k, res, grow_, z, "rb")
-            for nt in range(8):
-                x0, x1 = acc[mt][nt][2 * half], acc[mt][nt][2 * half + 1]
-                bias_gelu_pair(k, x0, x1, *bv[nt], has_gelu)
-                if dt == "f32":
-                    st_pair(k, dt, f"[{stile}+{(16 * mt + 8 * half) * OUT_STRIDE + 8 * z * nt}]", x0, x1,
-                            "shared")
-                    continue
-                col, pr = k.reg("u32", "rcol"), k.reg("pred", "pres")
-                k(f"add.u32 {col}, {n0}, {lcol0};")
-                k(f"add.u32 {col}, {col}, {8 * nt};")
-                k(f"setp.lt.and.u32 {pr}, {col}, {N}, {rin};")
-                r0, r1 = ld_pair(k, dt, f"{rbase}+{8 * z * nt}", pr, stem="res")
-                k(f"add.f32 {x0}, {x0}, {r0};")
-                k(f"add.f32 {x1}, {x1}, {r1};")
-                st_pair(k, dt, f"[{stile}+{(16 * mt + 8 * half) * OUT_STRIDE + 8 * z * nt}]", x0, x1, "shared")
+    def epilogue_math(gelu):
+        """Bias, GELU where `gelu`, residual (bf16), into the staging tile."""
+        for mt in range(4):
+            for half in range(2):
+                grow_, rin = k.reg("u32", "orow"), k.reg("pred", "rin")
+                k(f"add.u32 {grow_}, {m0}, {lrow0};")
+                k(f"add.u32 {grow_}, {grow_}, {16 * mt + 8 * half};")
+                k(f"setp.lt.and.u32 {rin}, {grow_}, {M}, {has_res};")
+                k(f"mul.lo.u32 {grow_}, {grow_}, {N};")
+                k(f"add.u32 {grow_}, {grow_}, {n0};")
+                k(f"add.u32 {grow_}, {grow_}, {lcol0};")
+                rbase = addr(k, res, grow_, z, "rb")
+                for nt in range(8):
+                    x0, x1 = acc[mt][nt][2 * half], acc[mt][nt][2 * half + 1]
+                    bias_gelu_pair(k, x0, x1, *bv[nt], gelu)
+                    if dt == "f32":
+                        st_pair(k, dt, f"[{stile}+{(16 * mt + 8 * half) * OUT_STRIDE + 8 * z * nt}]", x0, x1,
+                                "shared")
+                        continue
+                    col, pr = k.reg("u32", "rcol"), k.reg("pred", "pres")
+                    k(f"add.u32 {col}, {n0}, {lcol0};")
+                    k(f"add.u32 {col}, {col}, {8 * nt};")
+                    k(f"setp.lt.and.u32 {pr}, {col}, {N}, {rin};")
+                    r0, r1 = ld_pair(k, dt, f"{rbase}+{8 * z * nt}", pr, stem="res")
+                    k(f"add.f32 {x0}, {x0}, {r0};")
+                    k(f"add.f32 {x1}, {x1}, {r1};")
+                    st_pair(k, dt, f"[{stile}+{(16 * mt + 8 * half) * OUT_STRIDE + 8 * z * nt}]", x0, x1, "shared")
+
+    specialise(k, has_gelu, epilogue_math, "gelu")
     k("bar.sync 0;")
     # Staging tile → global, 16 bytes a store: chunk c = tid + 128i, row c / R,
     # chunk c % R of R = BN·z / 16 chunks a row. f32 adds the residual here, in

@@ -87,9 +87,9 @@ from ..frag import (bulk_commit, bulk_wait, bulk_wait_read, cluster_sync, fence_
                     setmaxnreg, split_tf32_rs, split_tf32_specials, sw128_offset, tma_load_2d, tma_load_2d_multicast,
                     tma_store_2d, warpgroup_ids, wgmma_bf16, wgmma_commit, wgmma_d_coords, wgmma_desc_sw128,
                     wgmma_fence, wgmma_tf32_rs, wgmma_wait)
-from ..lib import addr, aligned_dyn_smem
+from ..lib import addr, aligned_dyn_smem, specialise
 from .gemm_common import epilogue_flags, ld_pair, raster
-from .gemm_sm80 import gelu_tanh
+from .gemm_sm80 import bias_gelu_pair
 
 BM, GROUP_M = 128, 8
 ROW = 128                          # bytes of a tile row: the 128-byte swizzle's span
@@ -654,13 +654,7 @@ def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' nam
             one uniform branch (a branch per pair was if-converted by ptxas, so a
             linear without GELU issued its instructions predicated off: 11 % of
             the qkv kernel's stall samples on the H100, notes/h100-2026-11-25)."""
-            with_gelu, done = k.label("fin_gelu"), k.label("fin_done")
-            k(f"@{has_gelu} bra.uni {with_gelu};")
-            finish_math(b, loads, stage_regs, False)
-            k(f"bra.uni {done};")
-            k.place(with_gelu)
-            finish_math(b, loads, stage_regs, True)
-            k.place(done)
+            specialise(k, has_gelu, lambda gelu: finish_math(b, loads, stage_regs, gelu), "fin_gelu")
 
         def finish_math(b, loads, stage_regs, with_gelu):
             _, rowbuf, x16, _ = stage_regs
@@ -672,11 +666,7 @@ def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' nam
                     j = 4 * jt + 2 * h
                     assert wgmma_d_coords(j) == (8 * h, 8 * jt) and wgmma_d_coords(j + 1) == (8 * h, 8 * jt + 1)
                     x0, x1 = acc[j], acc[j + 1]
-                    k(f"add.f32 {x0}, {x0}, {b0};")
-                    k(f"add.f32 {x1}, {x1}, {b1};")
-                    if with_gelu:
-                        gelu_tanh(k, x0)
-                        gelu_tanh(k, x1)
+                    bias_gelu_pair(k, x0, x1, b0, b1, with_gelu)
                     k(f"add.f32 {x0}, {x0}, {r0};")
                     k(f"add.f32 {x1}, {x1}, {r1};")
                     if f32:
