@@ -341,7 +341,8 @@ Instructions (anything else is rejected when the kernel is first launched):
               (fences generic shared stores for TMA stores), membar / other
               fences (incl. fence.proxy.async.global, fence.mbarrier_init,
               fence.acq_rel.cluster: no-ops but for .relaxed cluster arrivals) /
-              nanosleep / prefetch (incl. prefetch.tensormap) (no-ops)
+              nanosleep / prefetch (incl. prefetch.tensormap) (no-ops; a
+              prefetch.global address must lie in a buffer of the launch)
   cluster     barrier.cluster.arrive{.release|.relaxed}{.aligned},
               barrier.cluster.wait{.acquire}{.aligned},
               mapa.shared::cluster.{u32,u64} d, a, rank; special registers
@@ -366,7 +367,8 @@ Instructions (anything else is rejected when the kernel is first launched):
               div, neg, abs, min, max; setp .f32 / .f64 incl. unordered
   warp        shfl.sync.{up,down,bfly,idx}.b32 (d|p form too), vote.sync
               .{all,any,uni}.pred / .ballot.b32, activemask, ldmatrix.sync
-              .aligned.m8n8.{x1,x2,x4}{.trans}.shared.b16, mma.sync.aligned
+              .aligned.m8n8.{x1,x2,x4}{.trans}.shared.b16, stmatrix.sync
+              .aligned.m8n8.{x1,x2,x4}{.trans}.shared.b16 (sm_90), mma.sync.aligned
               .m16n8k16.row.col.f32.{bf16,f16}.{bf16,f16}.f32 and
               .m16n8k8.row.col.f32.tf32.tf32.f32, elect.sync d|p
   warpgroup   wgmma.fence / commit_group / wait_group N .sync.aligned,
@@ -1528,6 +1530,8 @@ class _Exec:
         if op == "fence" and mods[:2] == ["proxy", "async"] and \
                 all(m in ("shared::cta", "shared::cluster") for m in mods[2:]):
             return (_K_OP, self._c_fence_proxy(ins), gv, gneg, None, ins)
+        if op == "prefetch" and mods[:1] == ["global"]:
+            return (_K_OP, self._c_prefetch_global(ins), gv, gneg, None, ins)
         if op in ("membar", "fence", "nanosleep", "prefetch", "prefetchu"):
             return (_K_OP, lambda g: None, gv, gneg, None, ins)
         if op == "mbarrier" and mods and mods[0] in ("try_wait", "test_wait"):
@@ -1635,6 +1639,21 @@ class _Exec:
 
     def _c_ld(self, ins):
         return self._ldst(ins, True)
+
+    def _c_prefetch_global(self, ins):
+        """prefetch.global.{L1,L2}{::evict_*} [a]: no data moves, but the byte at
+        a must lie in a buffer of the launch (a kernel that prefetches past its
+        tensors has its bounds wrong, even where the hardware would drop it)."""
+        afn, pinfo = self.addr(ins.args[0])
+        if pinfo is not None:
+            raise EmuError("parameter name used as a prefetch address")
+        what = f"{self.f.name}: {ins.text}"
+
+        def prefetch(g):
+            act = g.nonzero()[0]
+            if act.size:
+                self.mem.check(afn()[act], 1, what)
+        return prefetch
 
     def _c_ldu(self, ins):
         return self._ldst(ins, True)
@@ -2830,6 +2849,68 @@ class _Exec:
                 Ds[i].reshape(self.nw, 32)[warps] = val[:, i, :]
         del ws
         return ldmatrix
+
+    def _c_stmatrix(self, ins):
+        """stmatrix.sync.aligned.m8n8.{x1,x2,x4}{.trans}.shared{::cta}.b16 [p], {r..}
+        (sm_90): ldmatrix's inverse. Register i of lane t holds row t/4, columns
+        2(t%4), 2(t%4)+1 (low half first) of matrix i (the transpose with
+        .trans); lanes 8i..8i+7 give the addresses of its rows 0..7 (16 bytes
+        each). The write is the warp's (a collective, like ldmatrix's read);
+        for the TMA-store proxy rule each row counts as written by the lane that
+        gave its address. Two rows at one address in one instruction raise."""
+        mods = ins.mods
+        if "m8n8" not in mods or mods[-1] != "b16" or "sync" not in mods or "aligned" not in mods:
+            raise EmuError("only stmatrix.sync.aligned.m8n8.{x1,x2,x4}{.trans}.shared.b16")
+        if self._space(mods) not in ("shared",):
+            raise EmuError("stmatrix needs .shared")
+        self._need_sm90(ins, version=(7, 8))
+        num = next((int(m[1]) for m in mods if m in ("x1", "x2", "x4")), None)
+        if num is None:
+            raise EmuError("stmatrix needs .x1/.x2/.x4")
+        trans = "trans" in mods
+        self.widths.add(16)
+        sl = [x.strip() for x in ins.args[1].strip("{}").split(",")]
+        if len(sl) != num:
+            raise EmuError(f".x{num} needs {num} source registers")
+        srcs = [self.src(x, "b32") for x in sl]
+        afn, pinfo = self.addr(ins.args[0])
+        if pinfo is not None:
+            raise EmuError("parameter as stmatrix address")
+        what = f"{self.f.name}: {ins.text}"
+        lr, lc = _G, 2 * _C
+        ar8 = np.arange(8)
+
+        def stmatrix(g):
+            warps = self._aligned_warps(g, what)
+            if not warps.size:
+                return
+            k = warps.size
+            ad = afn().reshape(self.nw, 32)[warps][:, :8 * num]          # (k, 8*num)
+            srt = np.sort(ad, 1)
+            if np.count_nonzero(srt[:, 1:] == srt[:, :-1]):
+                raise EmuError(f"{what}: two rows of one stmatrix at the same address (which lands is undefined)")
+            flat = ad.ravel()
+            lanes = (warps[:, None] * 32 + np.arange(8 * num)[None, :]).ravel()
+            if self.C > 1:
+                flat = self._xcta(flat, lanes, 16, what)
+                ad = flat.reshape(ad.shape)
+            self.shared_access(flat, 16, what, lanes, write=True, collective=True, ins=ins)
+            if self.pxy_on:   # generic-proxy data: a TMA store needs a fence.proxy.async first
+                pi = flat[:, None] + np.arange(16)
+                self.pxy_w[pi] = lanes[:, None]
+                self.pxy_t[pi] = -1
+                self.pxy_dirty = True
+            M = np.zeros((k, num, 8, 8), np.uint16)                        # (k, num, row, col)
+            for i, src in enumerate(srcs):
+                v = np.asarray(src).view(np.uint32).reshape(self.nw, 32)[warps]  # (k, 32)
+                lo, hi = (v & 0xFFFF).astype(np.uint16), (v >> 16).astype(np.uint16)
+                if trans:
+                    M[:, i, lc, lr], M[:, i, lc + 1, lr] = lo, hi
+                else:
+                    M[:, i, lr, lc], M[:, i, lr, lc + 1] = lo, hi
+            u16 = self.smem.view(np.uint16)
+            u16[(ad.reshape(k, num, 8) // 2)[..., None] + ar8] = M
+        return stmatrix
 
     def _c_mma(self, ins):
         """mma.sync.aligned.row.col with f32 accumulators: m16n8k16 with bf16 / f16

@@ -356,6 +356,91 @@ $skip:
                  "divergent warp")
 
 
+def t_stmatrix():
+    """stmatrix: the inverse of ldmatrix's documented fragment (register i of
+    lane t: row t/4, columns 2(t%4), 2(t%4)+1 of matrix i; lanes 8i..8i+7 give
+    its rows' addresses), checked by reading shared memory back word by word."""
+    nb = 4096
+    for num in (1, 2, 4):
+        for trans in (False, True):
+            regs = ", ".join(f"%d{i}" for i in range(num))
+            body = f"""
+    .reg .b32 %i, %b, %w, %d<4>, %ad;
+    .reg .b64 %src, %tab, %out, %a;
+    .shared .align 16 .b8 img[{nb}];
+    ld.param.u64 %src, [p_src];
+    ld.param.u64 %tab, [p_tab];
+    ld.param.u64 %out, [p_out];
+    mov.u32 %i, %laneid;
+    mul.wide.u32 %a, %i, 16;
+    add.s64 %a, %src, %a;
+    {'; '.join(f'ld.global.b32 %d{j}, [%a+{4 * j}]' for j in range(num))};
+    mul.wide.u32 %a, %i, 4;
+    add.s64 %a, %tab, %a;
+    ld.global.u32 %ad, [%a];
+    mov.u32 %b, img;
+    add.u32 %ad, %ad, %b;
+    stmatrix.sync.aligned.m8n8.x{num}{'.trans' if trans else ''}.shared.b16 [%ad], {{{regs}}};
+    bar.sync 0;
+    mov.u32 %w, 0;
+$copy:
+    shl.b32 %ad, %w, 5;
+    add.u32 %ad, %ad, %i;
+    shl.b32 %ad, %ad, 2;
+    add.u32 %ad, %ad, %b;
+    ld.shared.b32 %d0, [%ad];
+    shl.b32 %ad, %w, 5;
+    add.u32 %ad, %ad, %i;
+    mul.wide.u32 %a, %ad, 4;
+    add.s64 %a, %out, %a;
+    st.global.b32 [%a], %d0;
+    add.u32 %w, %w, 1;
+    setp.lt.u32 %p, %w, {nb // 128};
+    @%p bra $copy;
+    ret;
+"""
+            k = build("stm", ["p_src", "p_tab", "p_out"], body.replace(".reg .b32 %i", ".reg .pred %p;\n    .reg .b32 %i"),
+                      hdr=HDR90)
+            mem = Memory()
+            src = RNG.integers(0, 2**32, (32, 4), dtype=np.uint32)
+            addrs = np.zeros(32, np.int64)
+            for i in range(4):
+                perm = RNG.permutation(8)
+                for r in range(8):
+                    addrs[8 * i + r] = 512 + 1024 * i + 48 * perm[r] + 16 * (i % 2)
+            tab = addrs.astype(np.uint32).copy()
+            tab[8 * num:] = 0xFFFFF0  # lanes beyond the .num matrices: ignored
+            ps, pt, po = mem.upload(src), mem.upload(tab), mem.upload(np.zeros(nb // 4, np.uint32))
+            run_kernel(k, mem, (1, 1, 1), (32, 1, 1), [ps, pt, po])
+            got = mem.download(po, nb // 4, np.uint32).view(np.uint16)
+            want = np.full(nb // 2, 0xFFFF, np.uint16)   # the emulator's fill of shared memory
+            for i in range(num):
+                for t in range(32):
+                    lo, hi = int(src[t, i]) & 0xFFFF, int(src[t, i]) >> 16
+                    r, c = t // 4, 2 * (t % 4)
+                    if trans:   # element (r, c) of the fragment is (c, r) of the matrix
+                        want[addrs[8 * i + c] // 2 + r], want[addrs[8 * i + c + 1] // 2 + r] = lo, hi
+                    else:
+                        want[addrs[8 * i + r] // 2 + c], want[addrs[8 * i + r] // 2 + c + 1] = lo, hi
+            check(f"stmatrix .x{num}{'.trans' if trans else ''} writes the documented fragment layout",
+                  np.array_equal(got, want))
+    same = build("stm_same", [], """
+    .reg .b32 %ad, %d0;
+    .shared .align 16 .b8 img[512];
+    mov.u32 %ad, img;
+    stmatrix.sync.aligned.m8n8.x1.shared.b16 [%ad], {%d0};
+    ret;""", hdr=HDR90)
+    expect_error("stmatrix: two rows at one address raise", lambda: run_kernel(same, Memory(), (1, 1, 1), (32, 1, 1), []),
+                 "same address")
+    old = build("stm_80", [], """
+    .reg .b32 %ad, %d0;
+    .shared .align 16 .b8 img[512];
+    mov.u32 %ad, img;
+    stmatrix.sync.aligned.m8n8.x1.shared.b16 [%ad], {%d0};
+    ret;""", hdr=HDR80)
+    expect_error("stmatrix: needs sm_90", lambda: run_kernel(old, Memory(), (1, 1, 1), (32, 1, 1), []), "sm_90")
+
+
 def bf16_rand(shape):
     return f32_to_bf16_bits(RNG.standard_normal(shape).astype(np.float32))
 
@@ -1078,6 +1163,21 @@ def t_launch():
     check("%tid.y / %ntid.y / %ctaid.y / %nctaid.z with a (32, 2) block and .reqntid 32, 2", np.array_equal(got, want))
     expect_error(".reqntid: launch with a different block raises",
                  lambda: run_kernel(k, mem, (1, 1, 1), (64, 1, 1), [po]), ".reqntid")
+    # prefetch.global: no data moves, but the address must lie in a buffer
+    pf = build("pf", ["p_out", "p_off:u32"], """
+    .reg .b64 %po, %a;
+    .reg .b32 %o;
+    ld.param.u64 %po, [p_out];
+    ld.param.u32 %o, [p_off];
+    mul.wide.u32 %a, %o, 1;
+    add.s64 %a, %po, %a;
+    prefetch.global.L2 [%a];
+    prefetch.global.L2::evict_last [%a];
+    ret;""")
+    run_kernel(pf, mem, (1, 1, 1), (32, 1, 1), [po, np.uint32(511)])
+    check("prefetch.global.L2 inside a buffer is a no-op", True)
+    expect_error("prefetch.global.L2 past a buffer raises",
+                 lambda: run_kernel(pf, mem, (1, 1, 1), (32, 1, 1), [po, np.uint32(512)]), "out-of-bounds global access")
     k2 = build("mx", ["p_out"], "ret;", ".maxntid 128 .maxnreg 64")
     run_kernel(k2, mem, (1, 1, 1), (96, 1, 1), [po])
     check(".maxntid 128 / .maxnreg accepted with 96 threads", True)
@@ -3627,7 +3727,7 @@ def t_cluster_pipeline():
                  "160 has not observed")
 
 
-TESTS = [t_cp_async, t_ldmatrix, t_mma, t_mma_tf32, t_integer, t_float, t_shfl, t_vectors, t_launch, t_races,
+TESTS = [t_cp_async, t_ldmatrix, t_stmatrix, t_mma, t_mma_tf32, t_integer, t_float, t_shfl, t_vectors, t_launch, t_races,
          t_mbarrier_order, t_bar_red, t_bits,
          t_tma, t_mbarrier, t_wgmma, t_wgmma_regs_mn, t_wgmma_tf32, t_pipeline, t_banks, t_named_barriers, t_tma_store,
          t_cluster_sregs, t_cluster_dsmem, t_cluster_mbarrier, t_cluster_barriers, t_cluster_multicast,

@@ -132,6 +132,14 @@ def ldmatrix_x4(k, regs, address, trans=False):
     k(f"ldmatrix.sync.aligned.m8n8.x4{t}.shared.b16 {{{', '.join(map(str, regs))}}}, [{address}];")
 
 
+def stmatrix_x4(k, address, regs):
+    """Four 8×8 b16 matrices from `regs` (4 b32 registers, register i of lane t:
+    row t/4, columns 2(t%4), 2(t%4)+1 of matrix i, the layout ldmatrix loads and
+    an mma / wgmma accumulator pair has) into shared memory (sm_90); `address`
+    is the row this lane names: row t % 8 of matrix t / 8."""
+    k(f"stmatrix.sync.aligned.m8n8.x4.shared.b16 [{address}], {{{', '.join(map(str, regs))}}};")
+
+
 def cp_async_16(k, smem_addr, gmem_addr, pred, guard=None):
     """Copy 16 bytes global → shared asynchronously (L2 only, `.cg`); where `pred`
     is false nothing is read and the 16 bytes are zero-filled; where `guard` (a

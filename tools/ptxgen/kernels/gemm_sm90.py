@@ -45,11 +45,16 @@ Shared (dynamic): 1 KiB of alignment slack (the stages start at a 1024-byte
   boundary, the swizzle atom), the stages, the epilogue's staging buffers (two of
   64×64 bf16 per consumer warpgroup, 8 KiB each), then the mbarriers.
 Epilogue: + bias, GELU (tanh.approx), + residual in f32, rounded once to bf16,
-  per 64×64 subtile of each warpgroup's 64×BN rows: the bias and residual loads go
-  out one batch of column groups ahead of the math (8 groups, a subtile; 4 at 256
-  wide, where two batches of 8 in flight spill); the results are written
-  into a staging buffer (the 128-byte swizzle TMA uses: conflict-free for the
-  accumulator fragment), and one thread of the warpgroup stores the subtile with
+  per 64×64 subtile of each warpgroup's 64×BN rows, written for each of the four
+  flag sets of GELU and residual behind uniform branches (lib.specialise), so a
+  linear issues nothing for what it does not have. With a residual, the tile's
+  residual rows are prefetched into L2 before the mainloop. The bias and
+  residual loads go out one batch of column groups ahead of the math (8 groups,
+  a subtile; 4 at 256 wide, where two batches of 8 in flight spill), at
+  immediate offsets from one address a row; the results are written into a
+  staging buffer (the 128-byte swizzle TMA uses) by stmatrix (bf16: two column
+  groups' 4 pairs an instruction, conflict-free; f32: st.shared.v2 pairs), and
+  one thread of the warpgroup stores the subtile with
   a TMA store (tensor map tmap_out, edges clipped by the map) while the
   warpgroup goes on to the next subtile and the next tile's mainloop. The two
   buffers alternate; before the warpgroup's named barrier that ends a subtile,
@@ -84,9 +89,9 @@ linear_f32_sm90: the f32 GEMM in 3xTF32 on the same skeleton (K and N multiples
 from ..asm import In, Kernel, Opt, Out, TMap, U32
 from ..frag import (bulk_commit, bulk_wait, bulk_wait_read, cluster_sync, fence_proxy_async_shared, ldmatrix_x4,
                     mbar_arrive, mbar_arrive_cluster, mbar_arrive_tx, mbar_init, mbar_wait, named_barrier, ring_advance,
-                    setmaxnreg, split_tf32_rs, split_tf32_specials, sw128_offset, tma_load_2d, tma_load_2d_multicast,
-                    tma_store_2d, warpgroup_ids, wgmma_bf16, wgmma_commit, wgmma_d_coords, wgmma_desc_sw128,
-                    wgmma_fence, wgmma_tf32_rs, wgmma_wait)
+                    setmaxnreg, split_tf32_rs, split_tf32_specials, stmatrix_x4, sw128_offset, tma_load_2d,
+                    tma_load_2d_multicast, tma_store_2d, warpgroup_ids, wgmma_bf16, wgmma_commit, wgmma_d_coords,
+                    wgmma_desc_sw128, wgmma_fence, wgmma_tf32_rs, wgmma_wait)
 from ..lib import addr, aligned_dyn_smem, specialise
 from .gemm_common import epilogue_flags, ld_pair, raster
 from .gemm_sm80 import bias_gelu_pair
@@ -413,15 +418,19 @@ def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' nam
         for c in range(8):
             assert sw128_offset(r, c) == 128 * r + ((16 * c) ^ (16 * (r % 8)))
             assert sw128_offset(r + 8, c) == sw128_offset(r, c) + 1024
+    for w_ in range(4):           # the bf16 stmatrix addressing (`staging`)
+        for l_ in range(32):
+            r_ = 16 * w_ + 8 * ((l_ >> 3) & 1) + l_ % 8
+            for c in range(0, 8, 2):
+                assert 128 * r_ + ((16 * ((l_ >> 4) ^ (l_ % 8))) ^ (16 * c)) == sw128_offset(r_, c + (l_ >> 4))
 
     def staging(b):
-        """Subtile b's staging buffer (this warpgroup's), and where this thread
-        writes in it: its pair of column group c (0..7), rows r = 16 warp + 8 h +
-        lane / 4 (so r % 8 = lane / 4), lies in the 128-byte swizzle at 128 r +
-        16 (c ^ (lane / 4)) + 4 (lane % 4) = row + ((16 c) ^ x16) + 1024 h.
-        Recomputed from %tid.x per subtile (a dozen instructions): the 256-wide
-        kernel has no registers to keep them in across the mainloop. Also
-        `lead`, thread 0 of the warpgroup, which stores the buffer."""
+        """Subtile b's staging buffer (this warpgroup's), and the address parts
+        (row, x16) of this thread's writes in it: bf16, the row it names to
+        stmatrix (below); f32, its own pairs (below). Recomputed from %tid.x
+        per subtile (a dozen instructions): the 256-wide kernel has no
+        registers to keep them in across the mainloop. Also `lead`, thread 0
+        of the warpgroup, which stores the buffer."""
         tx, w, buf, row, x16, lead = (k.reg(t_, n_) for t_, n_ in (
             ("u32", "etx"), ("u32", "ewg"), ("u32", "ebuf"), ("u32", "erow"), ("u32", "x16"), ("pred", "lead")))
         k(f"mov.u32 {tx}, %tid.x;")
@@ -434,27 +443,41 @@ def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' nam
         k(f"and.b32 {x16}, {tx}, 127;")
         k(f"setp.eq.u32 {lead}, {x16}, 0;")
         k(f"shr.u32 {row}, {x16}, 5;")                    # the warp of the warpgroup
+        if not f32:
+            # bf16: stmatrix.x4 of column groups c, c + 1 (c even), matrix q =
+            # rows 8 (q & 1) of the warp's 16, chunk c + (q >> 1): lane l names
+            # row r = 16 warp + 8 ((l >> 3) & 1) + l % 8 (so r % 8 = l % 8) of
+            # matrix l / 8, at 128 r + 16 ((c + (l >> 4)) ^ (l % 8)) = 128 r +
+            # ((16 ((l >> 4) ^ (l % 8))) ^ 16 c): `row` is 128 r + the buffer,
+            # `x16` the part before ^ 16 c.
+            ln, q = k.reg("u32", "eln"), k.reg("u32", "eq")
+            k(f"and.b32 {ln}, {tx}, 31;")
+            k(f"and.b32 {x16}, {ln}, 7;")
+            k(f"and.b32 {q}, {ln}, 8;")
+            k(f"add.u32 {q}, {q}, {x16};")
+            k(f"mad.lo.u32 {row}, {row}, 16, {q};")
+            k(f"shl.b32 {row}, {row}, 7;")
+            k(f"add.u32 {row}, {row}, {buf};")
+            k(f"shr.u32 {q}, {ln}, 4;")
+            k(f"xor.b32 {x16}, {x16}, {q};")
+            k(f"shl.b32 {x16}, {x16}, 4;")
+            return buf, row, x16, lead
+        # f32: this thread's pair c (c = lane % 4) of column group j (0..3), rows
+        # r = 16 warp + 8 h + lane / 4 (so r % 8 = lane / 4), is bytes 8 (c % 2)
+        # of chunk 2j + c / 2: at 128 r + 16 ((2j + c / 2) ^ (lane / 4)) + 8 (c %
+        # 2) = row + ((16 ((c / 2) ^ (lane / 4))) ^ 32 j) + 1024 h.
         k(f"and.b32 {x16}, {tx}, 31;")
         k(f"shr.u32 {x16}, {x16}, 2;")                    # lane / 4
         k(f"mad.lo.u32 {row}, {row}, 16, {x16};")         # 16 warp + lane / 4: the row (h = 0)
         k(f"shl.b32 {row}, {row}, 7;")
-        if f32:
-            # f32: pair c of column group j (0..3) is bytes 8c of chunk 2j +
-            # c / 2 (c = lane % 4): at 16 ((2j + c / 2) ^ (lane / 4)) + 8 (c % 2)
-            # = ((16 ((c / 2) ^ (lane / 4))) ^ 32 j) + 8 (c % 2).
-            k(f"add.u32 {row}, {row}, {buf};")
-            k(f"and.b32 {tx}, {tx}, 3;")
-            cb = k.reg("u32", "ecb")
-            k(f"shr.u32 {cb}, {tx}, 1;")
-            k(f"xor.b32 {x16}, {x16}, {cb};")
-            k(f"shl.b32 {x16}, {x16}, 4;")
-            k(f"and.b32 {tx}, {tx}, 1;")
-            k(f"mad.lo.u32 {row}, {tx}, 8, {row};")       # + 8 (c % 2)
-            return buf, row, x16, lead
-        k(f"shl.b32 {x16}, {x16}, 4;")
         k(f"add.u32 {row}, {row}, {buf};")
         k(f"and.b32 {tx}, {tx}, 3;")
-        k(f"mad.lo.u32 {row}, {tx}, 4, {row};")           # + 4 (lane % 4)
+        cb = k.reg("u32", "ecb")
+        k(f"shr.u32 {cb}, {tx}, 1;")
+        k(f"xor.b32 {x16}, {x16}, {cb};")
+        k(f"shl.b32 {x16}, {x16}, 4;")
+        k(f"and.b32 {tx}, {tx}, 1;")
+        k(f"mad.lo.u32 {row}, {tx}, 8, {row};")           # + 8 (c % 2)
         return buf, row, x16, lead
 
     def stage_in(kt):
@@ -474,10 +497,38 @@ def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' nam
         k(f"setp.ne.u32 {first}, {kt}, 0;")
         return sa, sb, first
 
+    def prefetch_residual():
+        """With a residual, ask L2 for the tile's residual rows before the
+        mainloop, so the epilogue's loads of them hit L2 rather than wait for
+        DRAM (the H100 out_proj epilogue spent 45 % of its stall samples on
+        those loads, notes/h100-2026-11-25). Consumer thread t takes half t % 2
+        of row t / 2 of the tile, one prefetch a 128-byte line; rows past M and
+        columns past N are skipped."""
+        half = BN * es // 2
+        skip = k.label("no_res_prefetch")
+        k(f"@!{has_res} bra.uni {skip};")
+        tx, r, c, o = k.reg("u32", "ptx"), k.reg("u32", "prow"), k.reg("u32", "pcol"), k.reg("u32", "pofs")
+        rin = k.reg("pred", "prin")
+        k(f"mov.u32 {tx}, %tid.x;")
+        k(f"shr.u32 {r}, {tx}, 1;")
+        k(f"add.u32 {r}, {r}, {m0};")
+        k(f"setp.lt.u32 {rin}, {r}, {M};")
+        k(f"and.b32 {c}, {tx}, 1;")
+        k(f"mad.lo.u32 {c}, {c}, {half // es}, {n0};")
+        k(f"mad.lo.u32 {o}, {r}, {N}, {c};")
+        at = addr(k, res, o, es, "pra")
+        for j in range(0, half, ROW):
+            cj, pj = k.reg("u32", "pcj"), k.reg("pred", "ppj")
+            k(f"add.u32 {cj}, {c}, {j // es};")
+            k(f"setp.lt.and.u32 {pj}, {cj}, {N}, {rin};")
+            k(f"@{pj} prefetch.global.L2 [{at}+{j}];")
+        k.place(skip)
+
     def tile_body(one_k):
         """A tile's consumer work: one_k(kt) for each k-tile, then the last
         stage's release once its wgmma retired, and the epilogue."""
         kt = k.reg("u32", "ckt")
+        prefetch_residual()
         loop_k(kt, lambda _: one_k(kt), "ck")
         wgmma_wait(k, 0)
         e = k.reg("u32", "cempty")
@@ -598,53 +649,53 @@ def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' nam
         row0, col0 = k.reg("u32", "row0"), k.reg("u32", "col0")
         k(f"add.u32 {row0}, {m0}, {lrow};")
         k(f"add.u32 {col0}, {n0}, {lcol};")
-        rin = [k.reg("pred", f"rin{h}") for h in range(2)]
-        rres = [k.reg("pred", f"rres{h}") for h in range(2)]
+        # Written twice behind one uniform branch, with and without the residual:
+        # a linear without one (qkv, fc1) then issues no residual address, load,
+        # unpack or add (predicated off, they were about a third of its epilogue's
+        # instructions).
+        specialise(k, has_res, lambda with_res: epilogue_body(row0, col0, with_res), "epi_res")
+
+    def epilogue_body(row0, col0, with_res):
         obase = []
-        for h in range(2):
-            r = k.reg("u32", "orow")
-            k(f"add.u32 {r}, {row0}, {8 * h};")
-            k(f"setp.lt.u32 {rin[h]}, {r}, {M};")
-            k(f"and.pred {rres[h]}, {rin[h]}, {has_res};")
-            k(f"mad.lo.u32 {r}, {r}, {N}, {col0};")
-            obase.append(r)
+        if with_res:
+            for h in range(2):
+                r, rin = k.reg("u32", "orow"), k.reg("pred", f"rin{h}")
+                k(f"add.u32 {r}, {row0}, {8 * h};")
+                k(f"setp.lt.u32 {rin}, {r}, {M};")
+                k(f"mad.lo.u32 {r}, {r}, {N}, {col0};")
+                obase.append((r, rin))
 
         # Loads in batches of `load_batch` column groups, each batch's bias and
         # residual pairs issued before the previous batch is finished.
-        # Loaded just before its use, each pair would wait one global round trip.
+        # Loaded just before its use, each pair would wait one global round trip
+        # (the residual tile was prefetched into L2 at the tile's start, see
+        # `prefetch_residual`).
         # `res` is read through the non-coherent path: it never aliases `out`
         # (distinct borrows on the host; the emulator checks that no .nc byte is
         # written by the launch). Not in f32: ptxas moves .nc loads across the
         # subtiles' barriers, and hoisted there, the f32 pairs (two registers
         # each) of later subtiles take the registers the batching meant to keep.
-        if f32:
-            # One address each for the bias row and the two residual rows, the
-            # column groups at immediate offsets: the f32 epilogue has no
-            # registers for an address per load.
-            bias_at = addr(k, bias, col0, es, "ba")
-            res_at = [addr(k, res, obase[h], es, "ra") for h in range(2)]
+        # One address each for the bias row and the two residual rows, the
+        # column groups at immediate offsets. This thread's pair of column group
+        # jt is inside N where 8 jt < N - col0 (signed; N is even, so is col0):
+        # `rem`, and `remb` for the bias (0 without one).
+        bias_at = addr(k, bias, col0, es, "ba")
+        res_at = [addr(k, res, o, es, "ra") for o, _ in obase]
+        rem, remb = k.reg("s32", "erem"), k.reg("s32", "eremb")
+        k(f"sub.s32 {rem}, {N}, {col0};")
+        k(f"selp.s32 {remb}, {rem}, 0, {has_bias};")
 
         def issue(b):
             loads = []
             for jt in range(load_batch * b, load_batch * (b + 1)):
-                col, cin, pb = k.reg("u32", "ecol"), k.reg("pred", "cin"), k.reg("pred", "pbias")
-                k(f"add.u32 {col}, {col0}, {8 * jt};")
-                k(f"setp.lt.u32 {cin}, {col}, {N};")
-                k(f"and.pred {pb}, {cin}, {has_bias};")
-                at = f"{bias_at}+{8 * es * jt}" if f32 else addr(k, bias, col, es)
-                bias_pair = ld_pair(k, dt, at, pb, nc=not f32, stem="bias")
+                pb = k.reg("pred", "pbias")
+                k(f"setp.lt.s32 {pb}, {8 * jt}, {remb};")
+                bias_pair = ld_pair(k, dt, f"{bias_at}+{8 * es * jt}", pb, nc=not f32, stem="bias")
                 res_pairs = []
-                for h in range(2):
-                    if f32:
-                        pr = k.reg("pred", "pres")
-                        at = f"{res_at[h]}+{8 * es * jt}"
-                    else:
-                        o, pr = k.reg("u32", "oi"), k.reg("pred", "pres")
-                        k(f"add.u32 {o}, {obase[h]}, {8 * jt};")
-                    k(f"and.pred {pr}, {cin}, {rres[h]};")
-                    if not f32:
-                        at = addr(k, res, o, es, "ra")
-                    res_pairs.append(ld_pair(k, dt, at, pr, nc=not f32, stem="res"))
+                for h, (_, rin) in enumerate(obase):
+                    pr = k.reg("pred", "pres")
+                    k(f"setp.lt.and.s32 {pr}, {8 * jt}, {rem}, {rin};")
+                    res_pairs.append(ld_pair(k, dt, f"{res_at[h]}+{8 * es * jt}", pr, nc=not f32, stem="res"))
                 loads.append((jt, bias_pair, res_pairs))
             return loads
 
@@ -658,26 +709,38 @@ def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' nam
 
         def finish_math(b, loads, stage_regs, with_gelu):
             _, rowbuf, x16, _ = stage_regs
+            packed = {}               # bf16: (column group, h) -> the pair, for stmatrix
             for jt, (b0, b1), res_pairs in loads:
                 c = jt - EPI_BATCH * b    # bf16: the 16-byte chunk of the 128-byte buffer row
-                sw = k.reg("u32", "esw")
-                k(f"xor.b32 {sw}, {x16}, {(32 if f32 else 16) * c};")
-                for h, (r0, r1) in enumerate(res_pairs):
+                if f32:
+                    sw = k.reg("u32", "esw")
+                    k(f"xor.b32 {sw}, {x16}, {32 * c};")
+                for h in range(2):
                     j = 4 * jt + 2 * h
                     assert wgmma_d_coords(j) == (8 * h, 8 * jt) and wgmma_d_coords(j + 1) == (8 * h, 8 * jt + 1)
                     x0, x1 = acc[j], acc[j + 1]
                     bias_gelu_pair(k, x0, x1, b0, b1, with_gelu)
-                    k(f"add.f32 {x0}, {x0}, {r0};")
-                    k(f"add.f32 {x1}, {x1}, {r1};")
+                    if res_pairs:
+                        r0, r1 = res_pairs[h]
+                        k(f"add.f32 {x0}, {x0}, {r0};")
+                        k(f"add.f32 {x1}, {x1}, {r1};")
                     if f32:
                         sa = k.reg("u32", "esa")
                         k(f"add.u32 {sa}, {rowbuf}, {sw};")
                         k(f"st.shared.v2.f32 [{sa}+{1024 * h}], {{{x0}, {x1}}};")
                         continue
-                    pk, sa = k.reg("b32", "pk"), k.reg("u32", "esa")
+                    pk = k.reg("b32", "pk")
                     k(f"cvt.rn.bf16x2.f32 {pk}, {x1}, {x0};")
-                    k(f"add.u32 {sa}, {rowbuf}, {sw};")
-                    k(f"st.shared.b32 [{sa}+{1024 * h}], {pk};")
+                    packed[jt, h] = pk
+            # bf16: column groups c, c + 1 (rows h = 0, 1 of each) by one stmatrix
+            # (see `staging`); 8 pairs a batch took 8 st.shared and their addresses.
+            for jt in sorted({jt for jt, _ in packed}):
+                if jt % 2:
+                    continue
+                sw, sa = k.reg("u32", "esw"), k.reg("u32", "esa")
+                k(f"xor.b32 {sw}, {x16}, {16 * (jt - EPI_BATCH * b)};")
+                k(f"add.u32 {sa}, {rowbuf}, {sw};")
+                stmatrix_x4(k, sa, [packed[jt, 0], packed[jt, 1], packed[jt + 1, 0], packed[jt + 1, 1]])
 
         def store(b, stage_regs):
             """Subtile b is in its buffer: one thread stores it."""
