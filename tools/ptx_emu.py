@@ -2793,26 +2793,30 @@ class _Exec:
                 waiting = True
         return waiting
 
-    def _c_ldmatrix(self, ins):
+    def _m8n8(self, ins, op, regs, address):
+        """The operands of ldmatrix / stmatrix (`op`): (.num, .trans, the register
+        names, the address function, the message prefix), the qualifiers checked."""
         mods = ins.mods
         if "m8n8" not in mods or mods[-1] != "b16" or "sync" not in mods or "aligned" not in mods:
-            raise EmuError("only ldmatrix.sync.aligned.m8n8.{x1,x2,x4}{.trans}.shared.b16")
+            raise EmuError(f"only {op}.sync.aligned.m8n8.{{x1,x2,x4}}{{.trans}}.shared.b16")
         if self._space(mods) not in ("shared",):
-            raise EmuError("ldmatrix needs .shared")
+            raise EmuError(f"{op} needs .shared")
         num = next((int(m[1]) for m in mods if m in ("x1", "x2", "x4")), None)
         if num is None:
-            raise EmuError("ldmatrix needs .x1/.x2/.x4")
-        trans = "trans" in mods
+            raise EmuError(f"{op} needs .x1/.x2/.x4")
         self.widths.add(16)
-        dl = [x.strip() for x in ins.args[0].strip("{}").split(",")]
-        if len(dl) != num:
-            raise EmuError(f".x{num} needs {num} destination registers")
+        names = [x.strip() for x in regs.strip("{}").split(",")]
+        if len(names) != num:
+            raise EmuError(f".x{num} needs {num} registers")
+        afn, pinfo = self.addr(address)
+        if pinfo is not None:
+            raise EmuError(f"parameter as {op} address")
+        return num, "trans" in mods, names, afn, f"{self.f.name}: {ins.text}"
+
+    def _c_ldmatrix(self, ins):
+        num, trans, dl, afn, what = self._m8n8(ins, "ldmatrix", ins.args[0], ins.args[1])
         ws = [self.dst(x, "b32") for x in dl]
         Ds = [self.regs[x].view(np.uint32) for x in dl]
-        afn, pinfo = self.addr(ins.args[1])
-        if pinfo is not None:
-            raise EmuError("parameter as ldmatrix address")
-        what = f"{self.f.name}: {ins.text}"
         lr, lc = _G, 2 * _C
         ar8 = np.arange(8)
 
@@ -2858,25 +2862,9 @@ class _Exec:
         each). The write is the warp's (a collective, like ldmatrix's read);
         for the TMA-store proxy rule each row counts as written by the lane that
         gave its address. Two rows at one address in one instruction raise."""
-        mods = ins.mods
-        if "m8n8" not in mods or mods[-1] != "b16" or "sync" not in mods or "aligned" not in mods:
-            raise EmuError("only stmatrix.sync.aligned.m8n8.{x1,x2,x4}{.trans}.shared.b16")
-        if self._space(mods) not in ("shared",):
-            raise EmuError("stmatrix needs .shared")
         self._need_sm90(ins, version=(7, 8))
-        num = next((int(m[1]) for m in mods if m in ("x1", "x2", "x4")), None)
-        if num is None:
-            raise EmuError("stmatrix needs .x1/.x2/.x4")
-        trans = "trans" in mods
-        self.widths.add(16)
-        sl = [x.strip() for x in ins.args[1].strip("{}").split(",")]
-        if len(sl) != num:
-            raise EmuError(f".x{num} needs {num} source registers")
+        num, trans, sl, afn, what = self._m8n8(ins, "stmatrix", ins.args[1], ins.args[0])
         srcs = [self.src(x, "b32") for x in sl]
-        afn, pinfo = self.addr(ins.args[0])
-        if pinfo is not None:
-            raise EmuError("parameter as stmatrix address")
-        what = f"{self.f.name}: {ins.text}"
         lr, lc = _G, 2 * _C
         ar8 = np.arange(8)
 

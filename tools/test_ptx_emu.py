@@ -287,6 +287,21 @@ def ldm_expected(img_u16, addrs, num, trans):
     return out
 
 
+def matrix_rows(num):
+    """Row addresses for an ldmatrix / stmatrix of `num` matrices: rows of matrix i
+    at 512 + 1024 i + 48 perm[r] + 16 (i % 2) (16-byte aligned, not contiguous),
+    and the table the kernel reads them from (lanes beyond the .num matrices get
+    a wild address: ignored, sm_80+)."""
+    addrs = np.zeros(32, np.int64)
+    for i in range(4):
+        perm = RNG.permutation(8)
+        for r in range(8):
+            addrs[8 * i + r] = 512 + 1024 * i + 48 * perm[r] + 16 * (i % 2)
+    tab = addrs.astype(np.uint32).copy()
+    tab[8 * num:] = 0xFFFFF0
+    return addrs, tab
+
+
 def t_ldmatrix():
     nb = 4096
     for num in (1, 2, 4):
@@ -316,14 +331,7 @@ def t_ldmatrix():
             k = build("ldm", ["p_img", "p_tab", "p_out"], body)
             mem = Memory()
             img = RNG.integers(0, 65536, nb // 2, dtype=np.uint16)
-            # rows of matrix i at base_i + perm[r] * 48 (16-byte aligned, not contiguous)
-            addrs = np.zeros(32, np.int64)
-            for i in range(4):
-                perm = RNG.permutation(8)
-                for r in range(8):
-                    addrs[8 * i + r] = 512 + 1024 * i + 48 * perm[r] + 16 * (i % 2)
-            tab = addrs.astype(np.uint32).copy()
-            tab[8 * num:] = 0xFFFFF0  # lanes beyond the .num matrices: ignored (sm_80+)
+            addrs, tab = matrix_rows(num)
             pi, pt, po = mem.upload(img), mem.upload(tab), mem.upload(np.zeros(32 * 4, np.uint32))
             run_kernel(k, mem, (1, 1, 1), (32, 1, 1), [pi, pt, po])
             got = mem.download(po, 32 * 4, np.uint32).reshape(32, 4)[:, :num]
@@ -403,13 +411,7 @@ $copy:
                       hdr=HDR90)
             mem = Memory()
             src = RNG.integers(0, 2**32, (32, 4), dtype=np.uint32)
-            addrs = np.zeros(32, np.int64)
-            for i in range(4):
-                perm = RNG.permutation(8)
-                for r in range(8):
-                    addrs[8 * i + r] = 512 + 1024 * i + 48 * perm[r] + 16 * (i % 2)
-            tab = addrs.astype(np.uint32).copy()
-            tab[8 * num:] = 0xFFFFF0  # lanes beyond the .num matrices: ignored
+            addrs, tab = matrix_rows(num)
             ps, pt, po = mem.upload(src), mem.upload(tab), mem.upload(np.zeros(nb // 4, np.uint32))
             run_kernel(k, mem, (1, 1, 1), (32, 1, 1), [ps, pt, po])
             got = mem.download(po, nb // 4, np.uint32).view(np.uint16)
