@@ -711,10 +711,9 @@ def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' nam
             _, rowbuf, x16, _ = stage_regs
             packed = {}               # bf16: (column group, h) -> the pair, for stmatrix
             for jt, (b0, b1), res_pairs in loads:
-                c = jt - EPI_BATCH * b    # bf16: the 16-byte chunk of the 128-byte buffer row
-                if f32:
+                if f32:               # column group jt - 8 b of the subtile: 32 bytes of the row
                     sw = k.reg("u32", "esw")
-                    k(f"xor.b32 {sw}, {x16}, {32 * c};")
+                    k(f"xor.b32 {sw}, {x16}, {32 * (jt - EPI_BATCH * b)};")
                 for h in range(2):
                     j = 4 * jt + 2 * h
                     assert wgmma_d_coords(j) == (8 * h, 8 * jt) and wgmma_d_coords(j + 1) == (8 * h, 8 * jt + 1)
@@ -737,7 +736,7 @@ def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' nam
             for jt in sorted({jt for jt, _ in packed}):
                 if jt % 2:
                     continue
-                sw, sa = k.reg("u32", "esw"), k.reg("u32", "esa")
+                sw, sa = k.reg("u32", "esw"), k.reg("u32", "esa")   # chunk jt - 8 b of the row
                 k(f"xor.b32 {sw}, {x16}, {16 * (jt - EPI_BATCH * b)};")
                 k(f"add.u32 {sa}, {rowbuf}, {sw};")
                 stmatrix_x4(k, sa, [packed[jt, 0], packed[jt, 1], packed[jt + 1, 0], packed[jt + 1, 1]])
