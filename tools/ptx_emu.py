@@ -2813,6 +2813,22 @@ class _Exec:
             raise EmuError(f"parameter as {op} address")
         return num, "trans" in mods, names, afn, f"{self.f.name}: {ins.text}"
 
+    def _m8n8_rows(self, g, afn, num, what):
+        """The row addresses of an ldmatrix / stmatrix of `num` matrices in the
+        warps that execute it (each complete): (warps, addresses (k, 8·num),
+        the same flat (in a cluster: this CTA's window), the lanes giving
+        them), or None where no warp executes it."""
+        warps = self._aligned_warps(g, what)
+        if not warps.size:
+            return None
+        ad = afn().reshape(self.nw, 32)[warps][:, :8 * num]
+        flat = ad.ravel()
+        lanes = (warps[:, None] * 32 + np.arange(8 * num)[None, :]).ravel()
+        if self.C > 1:
+            flat = self._xcta(flat, lanes, 16, what)
+            ad = flat.reshape(ad.shape)
+        return warps, ad, flat, lanes
+
     def _c_ldmatrix(self, ins):
         num, trans, dl, afn, what = self._m8n8(ins, "ldmatrix", ins.args[0], ins.args[1])
         ws = [self.dst(x, "b32") for x in dl]
@@ -2821,16 +2837,11 @@ class _Exec:
         ar8 = np.arange(8)
 
         def ldmatrix(g):
-            warps = self._aligned_warps(g, what)
-            if not warps.size:
+            rows = self._m8n8_rows(g, afn, num, what)
+            if rows is None:
                 return
+            warps, ad, flat, lanes = rows
             k = warps.size
-            ad = afn().reshape(self.nw, 32)[warps][:, :8 * num]          # (k, 8*num)
-            flat = ad.ravel()
-            lanes = (warps[:, None] * 32 + np.arange(8 * num)[None, :]).ravel()
-            if self.C > 1:
-                flat = self._xcta(flat, lanes, 16, what)
-                ad = flat.reshape(ad.shape)
             # reads on behalf of the whole warp: visibility is checked for every lane
             self.shared_access(flat, 16, what, lanes, write=False, collective=True, ins=ins)
             if self.vis_dirty:
@@ -2869,19 +2880,14 @@ class _Exec:
         ar8 = np.arange(8)
 
         def stmatrix(g):
-            warps = self._aligned_warps(g, what)
-            if not warps.size:
+            rows = self._m8n8_rows(g, afn, num, what)
+            if rows is None:
                 return
+            warps, ad, flat, lanes = rows
             k = warps.size
-            ad = afn().reshape(self.nw, 32)[warps][:, :8 * num]          # (k, 8*num)
             srt = np.sort(ad, 1)
             if np.count_nonzero(srt[:, 1:] == srt[:, :-1]):
                 raise EmuError(f"{what}: two rows of one stmatrix at the same address (which lands is undefined)")
-            flat = ad.ravel()
-            lanes = (warps[:, None] * 32 + np.arange(8 * num)[None, :]).ravel()
-            if self.C > 1:
-                flat = self._xcta(flat, lanes, 16, what)
-                ad = flat.reshape(ad.shape)
             self.shared_access(flat, 16, what, lanes, write=True, collective=True, ins=ins)
             if self.pxy_on:   # generic-proxy data: a TMA store needs a fence.proxy.async first
                 pi = flat[:, None] + np.arange(16)

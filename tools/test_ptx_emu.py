@@ -373,6 +373,7 @@ def t_stmatrix():
         for trans in (False, True):
             regs = ", ".join(f"%d{i}" for i in range(num))
             body = f"""
+    .reg .pred %p;
     .reg .b32 %i, %b, %w, %d<4>, %ad;
     .reg .b64 %src, %tab, %out, %a;
     .shared .align 16 .b8 img[{nb}];
@@ -407,8 +408,7 @@ $copy:
     @%p bra $copy;
     ret;
 """
-            k = build("stm", ["p_src", "p_tab", "p_out"], body.replace(".reg .b32 %i", ".reg .pred %p;\n    .reg .b32 %i"),
-                      hdr=HDR90)
+            k = build("stm", ["p_src", "p_tab", "p_out"], body, hdr=HDR90)
             mem = Memory()
             src = RNG.integers(0, 2**32, (32, 4), dtype=np.uint32)
             addrs, tab = matrix_rows(num)
