@@ -385,12 +385,25 @@ def t_linear_sm90():
     # 33 x 12 x 196 it is 4 wide (N a multiple of 4, not 8: half of a column
     # group's threads lie past N).
     shapes_f32 = [(1, 8, 8), (130, 72, 136), (129, 100, 392), (33, 12, 196)]
+    # The ping-pong kernels (linear_bf16_sm90_pp*: 128 x 128 tiles, each consumer
+    # warpgroup on every other tile of its block, 6 stages): 1 x 8 x 8 leaves
+    # warpgroup 1 without a tile; 300 x 200 x 520 is 15 tiles, 3-4 a warpgroup, of
+    # 4 k-tiles (the ring wraps across tiles, each warpgroup skipping the other's
+    # 4); 129 x 840 x 264 has 14 k-tiles a tile, over twice the stages, so a
+    # warpgroup that waited on the ring before its turn would pass a full
+    # barrier two phases early and take the other's stage (seen to fail with the
+    # turn's wait left out, and to deadlock with the ring skip left out), and a
+    # last tile column 8 wide. In pairs: 10 units over 2 clusters.
+    shapes_pp = [(1, 8, 8), (300, 200, 520), (129, 840, 264)]
+    shapes_pp_c2 = [(300, 200, 520), (129, 840, 264)]
     if QUICK:
         shapes, shapes192 = shapes[:2], shapes192[:1]
         shapes_c2, shapes192_c2 = shapes_c2[1:2], shapes192_c2[:1]
         shapes_f32 = shapes_f32[1:2]
+        shapes_pp, shapes_pp_c2 = shapes_pp[1:2], shapes_pp_c2[1:2]
     for entry, cases in (("linear_bf16_sm90", shapes), ("linear_bf16_sm90_n192", shapes192),
                          ("linear_bf16_sm90_c2", shapes_c2), ("linear_bf16_sm90_n192_c2", shapes192_c2),
+                         ("linear_bf16_sm90_pp", shapes_pp), ("linear_bf16_sm90_pp_c2", shapes_pp_c2),
                          ("linear_f32_sm90", shapes_f32)):
         for rows, k, n in cases:
             for epi in EPILOGUES:
@@ -1046,6 +1059,7 @@ def t_nonfinite():
         nf_linear("linear_bf16_sm90", 9, 40, 24)
         nf_linear("linear_bf16_sm90_n192", 9, 40, 24)
         nf_linear("linear_bf16_sm90_c2", 9, 40, 24)
+        nf_linear("linear_bf16_sm90_pp", 9, 40, 24)
         nf_linear("linear_f32_sm90", 9, 40, 24)
         for dt in ("f32", "bf16"):
             nf_norms(dt)

@@ -124,23 +124,27 @@ pub(super) fn launch<L: Launcher>(
                 && dev.gemm_path() == GemmPath::Sm90
                 && !prefer_split_k(mm, n, k, dev.sm_count(), SM90_BF16_TILE, &SM80_BF16) =>
         {
-            // Clusters that fit at once, per width (0 where none does, or the
-            // driver cannot say: then the unclustered kernels).
-            let slots2 = |tile_n: u32| {
-                let (s, smem) = sm90_kernel(Sm90Variant { tile_n, cluster: 2 });
-                dev.max_active_clusters(s, smem)
-            };
+            // Clusters that fit at once, per width (0 where none does, where
+            // the width is not a candidate, or where the driver cannot say:
+            // then the unclustered kernels).
             let forced = dev.sm90_override();
-            let pairs = if forced.cluster == Some(1) {
-                [0, 0]
-            } else {
-                let got = [slots2(SM90_WIDTHS[0]), slots2(SM90_WIDTHS[1])];
-                match got {
-                    [Ok(a), Ok(b)] => [a, b],
-                    [Err(e), _] | [_, Err(e)] if forced.cluster == Some(2) => return Err(e),
-                    _ => [0, 0],
+            let mut pairs = [0; SM90_WIDTHS.len()];
+            if forced.cluster != Some(1) {
+                for (slot, &tile_n) in pairs.iter_mut().zip(&SM90_WIDTHS) {
+                    if !sm90_candidate(tile_n, forced) {
+                        continue;
+                    }
+                    let (s, smem) = sm90_kernel(Sm90Variant { tile_n, cluster: 2 });
+                    match dev.max_active_clusters(s, smem) {
+                        Ok(n) => *slot = n,
+                        Err(e) if forced.cluster == Some(2) => return Err(e),
+                        Err(_) => {
+                            pairs = [0; SM90_WIDTHS.len()];
+                            break;
+                        }
+                    }
                 }
-            };
+            }
             let v = sm90_variant(mm, n, k, dev.sm_count(), pairs, forced);
             let (s, dyn_smem) = sm90_kernel(v);
             // Persistent: at most one block per SM (or cluster per slot), each
@@ -285,14 +289,33 @@ pub(super) fn split_k(tiles: u32, ktiles: u32, sms: u32) -> u32 {
     ktiles.div_ceil(ktiles.div_ceil(s).max(1)).max(1)
 }
 
-/// The wgmma GEMM's output tile widths, as the kernels' manifest states them.
-const SM90_WIDTHS: [u32; 2] = [
+/// The wgmma GEMM's output tile widths, as the kernels' manifest states them:
+/// 256 and 192 (both consumer warpgroups on one tile), then 128, the ping-pong
+/// kernels' (a tile a warpgroup: [`SM90_PINGPONG`]).
+const SM90_WIDTHS: [u32; 3] = [
     m::linear_bf16_sm90::TILE_N,
     m::linear_bf16_sm90_n192::TILE_N,
+    m::linear_bf16_sm90_pp::TILE_N,
 ];
 
+/// The ping-pong kernels' width (`linear_bf16_sm90_pp*`: each consumer
+/// warpgroup on a 128 × 128 tile of its own, the two taking turns on the
+/// tensor cores so one's epilogue runs under the other's mainloop). Not yet
+/// timed on a GPU, so [`sm90_variant`] weighs it only where
+/// `TESSERA_CUDA_SM90_TILE_N=128` asks for it.
+const SM90_PINGPONG: u32 = m::linear_bf16_sm90_pp::TILE_N;
+const _: () = assert!(m::linear_bf16_sm90_pp::PINGPONG == 1 && m::linear_bf16_sm90::PINGPONG == 0);
+
 fn sm90_width_index(tile_n: u32) -> usize {
-    usize::from(tile_n != SM90_WIDTHS[0])
+    SM90_WIDTHS.iter().position(|&w| w == tile_n).unwrap_or(0)
+}
+
+/// Whether [`sm90_variant`] weighs width `tile_n` under `forced`: the forced
+/// width alone, else every width but the untimed ping-pong one.
+fn sm90_candidate(tile_n: u32, forced: Sm90Override) -> bool {
+    forced
+        .tile_n
+        .map_or(tile_n != SM90_PINGPONG, |t| t == tile_n)
 }
 
 /// One of the wgmma GEMM kernels: its output tile width and CTAs per cluster.
@@ -306,7 +329,7 @@ impl Sm90Variant {
     /// The units of work of an [m, n] output (tiles, or a cluster's column of
     /// `cluster` tiles) and the slots that take them at once (SMs, or the
     /// `pairs[width]` clusters that fit).
-    fn schedule(self, m: u32, n: u32, sms: u32, pairs: [u32; 2]) -> (u64, u32) {
+    fn schedule(self, m: u32, n: u32, sms: u32, pairs: [u32; SM90_WIDTHS.len()]) -> (u64, u32) {
         let units = u64::from(
             m.div_ceil(m::linear_bf16_sm90::TILE_M)
                 .div_ceil(self.cluster),
@@ -332,13 +355,15 @@ pub(super) struct Sm90Override {
 fn sm90_kernel(v: Sm90Variant) -> (&'static KernelSpec<m::LinearSm90>, u32) {
     use m::{
         linear_bf16_sm90 as a, linear_bf16_sm90_c2 as ac, linear_bf16_sm90_n192 as b,
-        linear_bf16_sm90_n192_c2 as bc,
+        linear_bf16_sm90_n192_c2 as bc, linear_bf16_sm90_pp as p, linear_bf16_sm90_pp_c2 as pc,
     };
     match (sm90_width_index(v.tile_n), v.cluster) {
         (0, 1) => (&a::SPEC, a::DYN_SMEM),
         (0, _) => (&ac::SPEC, ac::DYN_SMEM),
-        (_, 1) => (&b::SPEC, b::DYN_SMEM),
-        _ => (&bc::SPEC, bc::DYN_SMEM),
+        (1, 1) => (&b::SPEC, b::DYN_SMEM),
+        (1, _) => (&bc::SPEC, bc::DYN_SMEM),
+        (_, 1) => (&p::SPEC, p::DYN_SMEM),
+        _ => (&pc::SPEC, pc::DYN_SMEM),
     }
 }
 
@@ -356,7 +381,9 @@ fn sm90_kernel(v: Sm90Variant) -> (&'static KernelSpec<m::LinearSm90>, u32) {
 /// a short one (18: up to 12 % slower at K 768 and 1152). With these, the chosen
 /// kernels sum to within 0.3 % of the fastest per shape (2.9 % with the
 /// estimates they replace, 8 / 9 alone and 7 / 8 in pairs for 256 / 192 wide).
-/// `TESSERA_CUDA_SM90_TILE_N` and `TESSERA_CUDA_SM90_CLUSTER` fix the choice. 192
+/// `TESSERA_CUDA_SM90_TILE_N` and `TESSERA_CUDA_SM90_CLUSTER` fix the choice
+/// (`TILE_N=128`: the ping-pong kernels, weighed only then; see
+/// [`SM90_PINGPONG`]). 192
 /// divides widths 256 does not: SigLIP-so400m's 1152 (5 tiles of 256 are 10 %
 /// padding), and it evens out rounds such as SigLIP-base batch 32's out_proj
 /// (147 tiles of 256 on 132 SMs: two rounds, the second 11 % full). Ties go to
@@ -366,7 +393,7 @@ pub(super) fn sm90_variant(
     n: u32,
     k: u32,
     sms: u32,
-    pairs: [u32; 2],
+    pairs: [u32; SM90_WIDTHS.len()],
     forced: Sm90Override,
 ) -> Sm90Variant {
     let clustered: u64 = if k >= SM90_LONG_K { 15 } else { 18 };
@@ -377,7 +404,7 @@ pub(super) fn sm90_variant(
             let (units, slots) = v.schedule(m, n, sms, pairs);
             if slots == 0
                 || forced.cluster.is_some_and(|c| c != cluster)
-                || forced.tile_n.is_some_and(|t| t != tile_n)
+                || !sm90_candidate(tile_n, forced)
             {
                 continue;
             }
@@ -401,10 +428,11 @@ pub(super) fn sm90_variant(
 /// saving.
 const SM90_LONG_K: u32 = 2048;
 
-/// `TESSERA_CUDA_SM90_TILE_N` (`192` or `256`) and `TESSERA_CUDA_SM90_CLUSTER`
-/// (`1` or `2`) fix the wgmma GEMM's tile width and cluster size (to test or
-/// time each kernel at any shape); unset, empty or `auto` leaves them to
-/// [`sm90_variant`]. Anything else is an error naming the variable.
+/// `TESSERA_CUDA_SM90_TILE_N` (`256`, `192`, or `128`: the ping-pong kernels)
+/// and `TESSERA_CUDA_SM90_CLUSTER` (`1` or `2`) fix the wgmma GEMM's tile width
+/// and cluster size (to test or time each kernel at any shape); unset, empty or
+/// `auto` leaves them to [`sm90_variant`]. Anything else is an error naming the
+/// variable.
 pub(super) fn sm90_override(tile_n: Option<&str>, cluster: Option<&str>) -> Result<Sm90Override> {
     fn parse(name: &str, env: Option<&str>, allowed: &[u32]) -> Result<Option<u32>> {
         match env.map(str::trim) {
@@ -482,7 +510,9 @@ mod tests {
         assert_eq!((o.tile_n, o.cluster), (Some(192), Some(2)));
         let o = sm90_override(Some("256"), Some("1")).unwrap();
         assert_eq!((o.tile_n, o.cluster), (Some(256), Some(1)));
-        for bad in ["128", "wide", "-1"] {
+        let o = sm90_override(Some("128"), None).unwrap();
+        assert_eq!((o.tile_n, o.cluster), (Some(128), None));
+        for bad in ["64", "wide", "-1"] {
             let e = sm90_override(Some(bad), None).unwrap_err().to_string();
             assert!(
                 e.contains("TESSERA_CUDA_SM90_TILE_N") && e.contains(bad),
@@ -500,7 +530,7 @@ mod tests {
 
     /// The choice without clusters (none fit).
     fn width(m: u32, n: u32, k: u32, sms: u32) -> u32 {
-        let v = sm90_variant(m, n, k, sms, [0, 0], Sm90Override::default());
+        let v = sm90_variant(m, n, k, sms, [0, 0, 0], Sm90Override::default());
         assert_eq!(v.cluster, 1);
         v.tile_n
     }
@@ -537,50 +567,56 @@ mod tests {
         // columns of 192 on 66 pairs, 9 rounds), 4096³ (256 wide: 4 rounds),
         // SigLIP-base's fc2 (K 3072).
         assert_eq!(
-            sm90_variant(23_328, 1152, 4304, 132, [66, 66], auto),
+            sm90_variant(23_328, 1152, 4304, 132, [66, 66, 66], auto),
             v(192, 2)
         );
         assert_eq!(
-            sm90_variant(4096, 4096, 4096, 132, [66, 66], auto),
+            sm90_variant(4096, 4096, 4096, 132, [66, 66, 66], auto),
             v(256, 2)
         );
         assert_eq!(
-            sm90_variant(6272, 768, 3072, 132, [66, 66], auto),
+            sm90_variant(6272, 768, 3072, 132, [66, 66, 66], auto),
             v(192, 2)
         );
         // Over a short one (K 768, 1152) the CTAs alone.
         assert_eq!(
-            sm90_variant(23_328, 3456, 1152, 132, [66, 66], auto),
+            sm90_variant(23_328, 3456, 1152, 132, [66, 66, 66], auto),
             v(192, 1)
         );
         assert_eq!(
-            sm90_variant(23_328, 1152, 1152, 132, [66, 66], auto),
+            sm90_variant(23_328, 1152, 1152, 132, [66, 66, 66], auto),
             v(192, 1)
         );
-        assert_eq!(sm90_variant(6272, 768, 768, 132, [66, 66], auto), v(192, 1));
+        assert_eq!(
+            sm90_variant(6272, 768, 768, 132, [66, 66, 66], auto),
+            v(192, 1)
+        );
         // Fewer slots than SMs / 2 (GPCs with odd SM counts): still one round.
         assert_eq!(
-            sm90_variant(729, 1152, 4304, 132, [60, 60], auto),
+            sm90_variant(729, 1152, 4304, 132, [60, 60, 60], auto),
             v(192, 2)
         );
         // No pair fits for one width: the other, or no cluster.
         assert_eq!(
-            sm90_variant(23_328, 1152, 4304, 132, [0, 66], auto),
+            sm90_variant(23_328, 1152, 4304, 132, [0, 66, 0], auto),
             v(192, 2)
         );
         // 4096³: 6 rounds of 192 in pairs, 4 of 256 alone (measured 0.239 and
         // 0.201 ms): the discount of pairs does not make up for the narrower tile.
         assert_eq!(
-            sm90_variant(4096, 4096, 4096, 132, [0, 66], auto),
+            sm90_variant(4096, 4096, 4096, 132, [0, 66, 0], auto),
             v(256, 1)
         );
         assert_eq!(
-            sm90_variant(23_328, 1152, 4304, 132, [0, 0], auto),
+            sm90_variant(23_328, 1152, 4304, 132, [0, 0, 0], auto),
             v(192, 1)
         );
         // Where the pairs would take more rounds than single tiles, no cluster: one
         // tile row (M ≤ 128) leaves the second CTA of every pair idle.
-        assert_eq!(sm90_variant(100, 4096, 4096, 132, [4, 4], auto).cluster, 1);
+        assert_eq!(
+            sm90_variant(100, 4096, 4096, 132, [4, 4, 4], auto).cluster,
+            1
+        );
         // Overrides fix either choice; a forced cluster with none fitting falls
         // back to single CTAs of the forced width.
         let forced = |t, c| Sm90Override {
@@ -588,20 +624,89 @@ mod tests {
             cluster: c,
         };
         assert_eq!(
-            sm90_variant(23_328, 1152, 4304, 132, [66, 66], forced(None, Some(1))),
+            sm90_variant(23_328, 1152, 4304, 132, [66, 66, 66], forced(None, Some(1))),
             v(192, 1)
         );
         assert_eq!(
-            sm90_variant(23_328, 3456, 1152, 132, [66, 66], forced(None, Some(2))),
+            sm90_variant(23_328, 3456, 1152, 132, [66, 66, 66], forced(None, Some(2))),
             v(192, 2)
         );
         assert_eq!(
-            sm90_variant(4096, 4096, 4096, 132, [66, 66], forced(Some(192), None)),
+            sm90_variant(4096, 4096, 4096, 132, [66, 66, 66], forced(Some(192), None)),
             v(192, 2)
         );
         assert_eq!(
-            sm90_variant(23_328, 3456, 1152, 132, [0, 0], forced(Some(192), Some(2))),
+            sm90_variant(
+                23_328,
+                3456,
+                1152,
+                132,
+                [0, 0, 0],
+                forced(Some(192), Some(2))
+            ),
             v(192, 1)
+        );
+    }
+
+    #[test]
+    fn hopper_pingpong_only_where_asked_for() {
+        let v = |tile_n, cluster| Sm90Variant { tile_n, cluster };
+        let forced = |t, c| Sm90Override {
+            tile_n: t,
+            cluster: c,
+        };
+        // Not timed on a GPU yet: never chosen on its own, even where the cost
+        // model would count its schedule the shortest (so400m batch 32's
+        // out_proj: 183 × 9 tiles of 128 are 13 rounds of 128 columns, 1664,
+        // against 9 of 192, 1728).
+        for (m, n, k) in [(23_328, 1152, 1152), (6272, 768, 768), (4096, 4096, 4096)] {
+            let auto = sm90_variant(m, n, k, 132, [66, 66, 66], Sm90Override::default());
+            assert_ne!(auto.tile_n, 128, "{m}x{n}x{k}");
+        }
+        // Asked for: alone, in pairs where they fit, the cost model's choice of the two.
+        assert_eq!(
+            sm90_variant(
+                23_328,
+                1152,
+                1152,
+                132,
+                [66, 66, 66],
+                forced(Some(128), Some(1))
+            ),
+            v(128, 1)
+        );
+        assert_eq!(
+            sm90_variant(
+                23_328,
+                1152,
+                4304,
+                132,
+                [66, 66, 66],
+                forced(Some(128), Some(2))
+            ),
+            v(128, 2)
+        );
+        assert_eq!(
+            sm90_variant(
+                23_328,
+                1152,
+                4304,
+                132,
+                [66, 66, 0],
+                forced(Some(128), Some(2))
+            ),
+            v(128, 1)
+        );
+        assert_eq!(
+            sm90_variant(
+                23_328,
+                1152,
+                4304,
+                132,
+                [66, 66, 66],
+                forced(Some(128), None)
+            ),
+            v(128, 2)
         );
     }
 
@@ -632,7 +737,7 @@ mod tests {
         ];
         let auto = Sm90Override::default();
         for (name, m, n, k, t) in measured {
-            let v = sm90_variant(m, n, k, 132, [66, 66], auto);
+            let v = sm90_variant(m, n, k, 132, [66, 66, 66], auto);
             let i = usize::from(v.tile_n == 192) * 2 + usize::from(v.cluster == 2);
             let best = t.iter().copied().fold(f64::INFINITY, f64::min);
             assert!(

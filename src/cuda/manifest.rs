@@ -1037,6 +1037,7 @@ pub(super) mod linear_bf16_sm90 {
     };
     pub(in crate::cuda) const CLUSTER: u32 = 1;
     pub(in crate::cuda) const DYN_SMEM: u32 = 230464;
+    pub(in crate::cuda) const PINGPONG: u32 = 0;
     pub(in crate::cuda) const TILE_K: u32 = 64;
     pub(in crate::cuda) const TILE_M: u32 = 128;
     pub(in crate::cuda) const TILE_N: u32 = 256;
@@ -1057,6 +1058,7 @@ pub(super) mod linear_bf16_sm90_n192 {
     };
     pub(in crate::cuda) const CLUSTER: u32 = 1;
     pub(in crate::cuda) const DYN_SMEM: u32 = 197696;
+    pub(in crate::cuda) const PINGPONG: u32 = 0;
     pub(in crate::cuda) const TILE_K: u32 = 64;
     pub(in crate::cuda) const TILE_M: u32 = 128;
     pub(in crate::cuda) const TILE_N: u32 = 192;
@@ -1077,6 +1079,7 @@ pub(super) mod linear_bf16_sm90_c2 {
     };
     pub(in crate::cuda) const CLUSTER: u32 = 2;
     pub(in crate::cuda) const DYN_SMEM: u32 = 230464;
+    pub(in crate::cuda) const PINGPONG: u32 = 0;
     pub(in crate::cuda) const TILE_K: u32 = 64;
     pub(in crate::cuda) const TILE_M: u32 = 128;
     pub(in crate::cuda) const TILE_N: u32 = 256;
@@ -1097,9 +1100,52 @@ pub(super) mod linear_bf16_sm90_n192_c2 {
     };
     pub(in crate::cuda) const CLUSTER: u32 = 2;
     pub(in crate::cuda) const DYN_SMEM: u32 = 197696;
+    pub(in crate::cuda) const PINGPONG: u32 = 0;
     pub(in crate::cuda) const TILE_K: u32 = 64;
     pub(in crate::cuda) const TILE_M: u32 = 128;
     pub(in crate::cuda) const TILE_N: u32 = 192;
+}
+
+/// `linear_bf16_sm90_pp`: linear_bf16_sm90_pp: Hopper GEMM, 128×128 tiles, wgmma fed by TMA through a 6-stage
+pub(super) mod linear_bf16_sm90_pp {
+    use super::*;
+    pub(in crate::cuda) const SPEC: KernelSpec<LinearSm90> = KernelSpec {
+        module: &LINEAR_SM90,
+        entry: "linear_bf16_sm90_pp",
+        threads: 384,
+        static_smem: 0,
+        max_dyn_smem: 230512,
+        cluster: 1,
+        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_w", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_out", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 64, box_cols: 64, swizzle128: true }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
+        signature: std::marker::PhantomData,
+    };
+    pub(in crate::cuda) const CLUSTER: u32 = 1;
+    pub(in crate::cuda) const DYN_SMEM: u32 = 230512;
+    pub(in crate::cuda) const PINGPONG: u32 = 1;
+    pub(in crate::cuda) const TILE_K: u32 = 64;
+    pub(in crate::cuda) const TILE_M: u32 = 128;
+    pub(in crate::cuda) const TILE_N: u32 = 128;
+}
+
+/// `linear_bf16_sm90_pp_c2`: linear_bf16_sm90_pp_c2: Hopper GEMM, 128×128 tiles, wgmma fed by TMA through a 6-stage
+pub(super) mod linear_bf16_sm90_pp_c2 {
+    use super::*;
+    pub(in crate::cuda) const SPEC: KernelSpec<LinearSm90> = KernelSpec {
+        module: &LINEAR_SM90,
+        entry: "linear_bf16_sm90_pp_c2",
+        threads: 384,
+        static_smem: 0,
+        max_dyn_smem: 230512,
+        cluster: 2,
+        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_w", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 64, box_cols: 64, swizzle128: true }), ("tmap_out", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 64, box_cols: 64, swizzle128: true }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
+        signature: std::marker::PhantomData,
+    };
+    pub(in crate::cuda) const CLUSTER: u32 = 2;
+    pub(in crate::cuda) const DYN_SMEM: u32 = 230512;
+    pub(in crate::cuda) const PINGPONG: u32 = 1;
+    pub(in crate::cuda) const TILE_K: u32 = 64;
+    pub(in crate::cuda) const TILE_M: u32 = 128;
+    pub(in crate::cuda) const TILE_N: u32 = 128;
 }
 
 /// `linear_f32_sm90`: linear_f32_sm90: Hopper f32 GEMM in 3xTF32, 128×192 tiles, tf32 wgmma fed by TMA through a
@@ -1117,6 +1163,7 @@ pub(super) mod linear_f32_sm90 {
     };
     pub(in crate::cuda) const CLUSTER: u32 = 1;
     pub(in crate::cuda) const DYN_SMEM: u32 = 230472;
+    pub(in crate::cuda) const PINGPONG: u32 = 0;
     pub(in crate::cuda) const TILE_K: u32 = 32;
     pub(in crate::cuda) const TILE_M: u32 = 128;
     pub(in crate::cuda) const TILE_N: u32 = 192;
@@ -1588,6 +1635,8 @@ pub(super) const ALL: &[(&Module, &str, u32, usize, u32)] = &[
     (&LINEAR_SM90, "linear_bf16_sm90_n192", 384, 12, 0),
     (&LINEAR_SM90, "linear_bf16_sm90_c2", 384, 12, 0),
     (&LINEAR_SM90, "linear_bf16_sm90_n192_c2", 384, 12, 0),
+    (&LINEAR_SM90, "linear_bf16_sm90_pp", 384, 12, 0),
+    (&LINEAR_SM90, "linear_bf16_sm90_pp_c2", 384, 12, 0),
     (&LINEAR_SM90_F32, "linear_f32_sm90", 384, 12, 0),
     (&PATCH_EMBED, "patch_embed_f32", 256, 12, 8704),
     (&PATCH_EMBED, "patch_embed_bf16", 128, 12, 10240),

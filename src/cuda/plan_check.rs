@@ -842,6 +842,30 @@ fn plan() -> Vec<Value> {
             &["linear_bf16_sm90"],
         ),
         (
+            // The ping-pong kernels only where asked for (not yet timed on a GPU):
+            // 15 tiles on 3 SMs, 3 and 2 a warpgroup.
+            "linear bf16 sm90 ping-pong, 3 SMs",
+            Facts {
+                sm90: Sm90Override {
+                    tile_n: Some(128),
+                    cluster: None,
+                },
+                ..HOPPER3
+            },
+            BF16,
+            (300, 200, 520),
+            epi(true, true, true),
+            &["linear_bf16_sm90_pp"],
+        ),
+        (
+            "linear bf16 sm90 ping-pong in pairs",
+            h100_forced(128, 2),
+            BF16,
+            (300, 200, 520),
+            epi(false, false, true),
+            &["linear_bf16_sm90_pp_c2"],
+        ),
+        (
             "linear bf16 split-K on hopper",
             H100,
             BF16,

@@ -41,3 +41,29 @@ fn bad_ordinal_is_an_error() {
     let err = tessera::Cuda::new(10_000).unwrap_err();
     assert!(err.to_string().contains("10000"), "{err}");
 }
+
+/// The persistent GEMMs with several tiles a block and more k-tiles a tile than
+/// stages, at a shape no tile divides: on a 132-SM Hopper 2100 × 1544 is 221
+/// tiles of 128 × 128 (the ping-pong kernel under `TESSERA_CUDA_SM90_TILE_N=128`:
+/// most blocks give each consumer warpgroup a tile, so their turns and the
+/// shared stage ring are exercised), K 1032 17 k-tiles of 64 against 6 stages,
+/// the last one partial. The op suite's shapes fit in one tile a block on a
+/// GPU. (`ops_cuda::linear*`: what gpu-check's sanitizer runs take.)
+#[test]
+fn linear_persistent_many_tiles() {
+    use tessera::ops::Activation;
+    let Some(dev) =
+        crate::common::device_or_skip("cuda", "TESSERA_REQUIRE_CUDA", || tessera::Cuda::new(0))
+    else {
+        return;
+    };
+    let mut rng = crate::common::Rng::new("linear_persistent_many_tiles");
+    let shape = (2100, 1032, 1544);
+    for (act, bias, res) in [
+        (Activation::GeluTanh, true, false),
+        (Activation::None, true, true),
+    ] {
+        crate::common::check_linear_case::<half::bf16, _>(&dev, &mut rng, shape, act, bias, res);
+    }
+    crate::common::check_linear_case::<f32, _>(&dev, &mut rng, shape, Activation::None, true, true);
+}

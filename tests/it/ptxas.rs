@@ -272,6 +272,14 @@ fn required_sass(entry: &str) -> &'static [&'static str] {
             "UTMASTG.2D",
             "SYNCS.PHASECHK",
         ]
+    } else if entry == "linear_bf16_sm90_pp" {
+        // Ping-pong: a warpgroup's 128 × 128 tile as two m64n128k16 row blocks.
+        &[
+            "HGMMA.64x128x16.F32.BF16",
+            "UTMALDG.2D",
+            "UTMASTG.2D",
+            "SYNCS.PHASECHK",
+        ]
     } else if entry == "linear_bf16_sm90_n192" {
         &[
             "HGMMA.64x192x16.F32.BF16",
@@ -609,17 +617,17 @@ fn sass_uses_tensor_cores_and_no_local_memory() {
     }
     let _ = std::fs::remove_dir_all(&tmp);
     // linear_bf16, linear_f32_3xtf32, linear_bf16_any, patch_embed_bf16, 8 bf16
-    // and 6 f32 attention head dims, twice; the 4 linear_bf16_sm90*,
-    // linear_f32_sm90, 4 attention_bf16_sm90_hd* and 2 attention_f32_sm90_hd*
-    // once (sm_90a only).
+    // and 6 f32 attention head dims, twice; the 6 linear_bf16_sm90* (ping-pong
+    // included), linear_f32_sm90, 4 attention_bf16_sm90_hd* and 2
+    // attention_f32_sm90_hd* once (sm_90a only).
     assert_eq!(
         checked,
-        2 * 18 + 5 + 4 + 2,
+        2 * 18 + 7 + 4 + 2,
         "tensor-core entries found in the SASS"
     );
     assert_eq!(
         checked_epilogues,
-        2 * 3 + 5,
+        2 * 3 + 7,
         "epilogues checked for round trips"
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -342,6 +342,20 @@ def ring_advance(k, stage, phase, stages):
     k(f"@{wrap} xor.b32 {phase}, {phase}, 1;")
 
 
+def ring_skip(k, stage, phase, stages, n):
+    """Skip `n` (a u32 register) slots of an mbarrier ring of `stages` stages:
+    stage += n mod stages, the parity `phase` flipped once for each wrap."""
+    q, r, wrap = k.reg("u32", "skq"), k.reg("u32", "skr"), k.reg("pred", "skwrap")
+    k(f"rem.u32 {r}, {n}, {stages};")
+    k(f"div.u32 {q}, {n}, {stages};")
+    k(f"and.b32 {q}, {q}, 1;")
+    k(f"xor.b32 {phase}, {phase}, {q};")
+    k(f"add.u32 {stage}, {stage}, {r};")
+    k(f"setp.ge.u32 {wrap}, {stage}, {stages};")
+    k(f"@{wrap} sub.u32 {stage}, {stage}, {stages};")
+    k(f"@{wrap} xor.b32 {phase}, {phase}, 1;")
+
+
 def mbar_init(k, bar, count):
     k(f"mbarrier.init.shared::cta.b64 [{bar}], {count};")
 

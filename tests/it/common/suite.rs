@@ -242,6 +242,47 @@ pub fn run_memory<T: Element, D: Kernels<T>>(dev: &D, c: &MemoryCase<T>) -> Memo
     }
 }
 
+/// One linear of `(rows, k, n)` on fresh random inputs (into a poisoned
+/// output) against the f64 reference.
+pub fn check_linear_case<T: Element, D: Kernels<T>>(
+    dev: &D,
+    rng: &mut Rng,
+    (rows, k, n): (usize, usize, usize),
+    act: Activation,
+    with_bias: bool,
+    with_res: bool,
+) {
+    let x: Vec<T> = rng.vec(rows * k, 1.0);
+    let w: Vec<T> = rng.vec(n * k, 1.0 / (k as f32).sqrt());
+    let b: Vec<T> = rng.vec(n, 0.5);
+    let r: Vec<T> = rng.vec(rows * n, 1.0);
+    let (got, reference) = run_linear(
+        dev,
+        &x,
+        &w,
+        with_bias.then_some(&b[..]),
+        act,
+        with_res.then_some(&r[..]),
+        (rows, k, n),
+    );
+    let (bf, rf) = (to_f64(&b), to_f64(&r));
+    let magnitude = linear_magnitude(
+        &to_f64(&x),
+        &to_f64(&w),
+        with_bias.then_some(&bf[..]),
+        with_res.then_some(&rf[..]),
+        rows,
+        k,
+        n,
+    );
+    assert_close_sum(
+        &format!("linear rows={rows} k={k} n={n} {act:?} bias={with_bias} residual={with_res}"),
+        &got,
+        &reference,
+        &magnitude,
+    );
+}
+
 pub fn check_linear<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
     let shapes = [
         (1, 1, 1),
@@ -252,8 +293,10 @@ pub fn check_linear<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
         (2, 300, 7),
         // K and N multiples of 8: CUDA's pipelined bf16 GEMMs. On a 132-SM Hopper
         // 300 x 200 x 520 and 257 x 200 x 264 run the wgmma GEMM (several tiles and
-        // k-tiles; 192-wide tiles as chosen here, 256-wide under
-        // TESSERA_CUDA_SM90_TILE_N=256, which scripts/gpu-check runs too),
+        // k-tiles; 192-wide tiles as chosen here, 256-wide or the 128-wide
+        // ping-pong kernel under TESSERA_CUDA_SM90_TILE_N=256 / 128, which
+        // scripts/gpu-check runs too; ops_cuda.rs adds a shape of several tiles
+        // a block),
         // 130 x 520 x 136 the sm_80 GEMM split along K (4 slices).
         (130, 72, 136),
         (257, 200, 264),
@@ -267,37 +310,7 @@ pub fn check_linear<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
             (Activation::None, true, true),
             (Activation::None, false, false),
         ] {
-            let x: Vec<T> = rng.vec(rows * k, 1.0);
-            let w: Vec<T> = rng.vec(n * k, 1.0 / (k as f32).sqrt());
-            let b: Vec<T> = rng.vec(n, 0.5);
-            let r: Vec<T> = rng.vec(rows * n, 1.0);
-            let (got, reference) = run_linear(
-                dev,
-                &x,
-                &w,
-                with_bias.then_some(&b[..]),
-                act,
-                with_res.then_some(&r[..]),
-                (rows, k, n),
-            );
-            let (bf, rf) = (to_f64(&b), to_f64(&r));
-            let magnitude = linear_magnitude(
-                &to_f64(&x),
-                &to_f64(&w),
-                with_bias.then_some(&bf[..]),
-                with_res.then_some(&rf[..]),
-                rows,
-                k,
-                n,
-            );
-            assert_close_sum(
-                &format!(
-                    "linear rows={rows} k={k} n={n} {act:?} bias={with_bias} residual={with_res}"
-                ),
-                &got,
-                &reference,
-                &magnitude,
-            );
+            check_linear_case(dev, rng, (rows, k, n), act, with_bias, with_res);
         }
     }
     // Leading batch axes are flattened into rows (into a poisoned output; the

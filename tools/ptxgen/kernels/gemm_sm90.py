@@ -1,10 +1,12 @@
 """linear_bf16_sm90: the Hopper (sm_90a) bf16 GEMM, for the same shapes as
 linear_bf16 (K and N multiples of 8, 16-byte aligned operands); the host picks it
-on compute capability 9.x. Four variants, one generator: 128×256 output tiles
+on compute capability 9.x. Six variants, one generator: 128×256 output tiles
 (linear_bf16_sm90) and 128×192 (linear_bf16_sm90_n192), each alone or in
 clusters of two CTAs (_c2, below); the host takes the one whose persistent
-schedule is shortest (src/cuda/linear.rs, sm90_variant). Below, BN is the width
-and CM the CTAs of a cluster.
+schedule is shortest (src/cuda/linear.rs, sm90_variant). And 128×128 tiles,
+one a consumer warpgroup (ping-pong, _pp, below), alone or in pairs: not yet
+timed on a GPU, so taken only where TESSERA_CUDA_SM90_TILE_N=128 asks. Below,
+BN is the width and CM the CTAs of a cluster.
 
 Block: 384 threads. Warps 0-7 are two consumer warpgroups: warpgroup g computes
   rows 64g..64g+63 of the 128×BN output tile with wgmma m64nBNk16 (BN/2 f32
@@ -41,9 +43,30 @@ Clusters (_c2, `.reqnctapercluster 2`): the two CTAs of a cluster compute
   multicasts pair up; a unit's tile rows past M load zeros and store nothing.
   The CTAs meet at a cluster barrier after initialising their mbarriers and
   again before exiting (a peer may still arrive on this CTA's barriers).
+Ping-pong (linear_bf16_sm90_pp, _pp_c2: 128×128 tiles, 6 stages): each consumer
+  warpgroup computes whole tiles of its own, both m64 row blocks of one (two
+  m64n128k16 wgmma a k step, 128 accumulators a thread as at 256 wide), so one
+  warpgroup's epilogue runs while the other's mainloop keeps the tensor cores
+  busy (CUTLASS's KernelTmaWarpSpecializedPingpong); in the cooperative
+  kernels both warpgroups finish a tile together and no wgmma is issued during
+  its epilogue (27-39 % of the qkv / fc1 / out_proj samples on the H100,
+  notes/h100-2026-11-25/profile.md). Warpgroup w takes every other tile of the
+  block's, from the w-th; the producer loads the tiles' k-tiles in the block's
+  order, so a stage is released by the one warpgroup (of each CTA of a
+  cluster) whose tile it holds (empty count CM), and each warpgroup skips the
+  other's k-tiles in the ring (frag.ring_skip). Their mainloops take turns
+  (CUTLASS's OrderedSequenceBarrier, here two mbarriers of 128 arrivals):
+  warpgroup w waits for its turn before its first full-barrier wait of a
+  tile, and every thread of it arrives on the other's turn once its last
+  k-tile is issued. The turn is what keeps the full-barrier waits within one
+  phase: with more k-tiles a tile than twice the stages, a warpgroup waiting
+  on the ring early would find its stage's barrier two phases behind, and
+  the parity test would pass on the other tile's data. Warpgroup 0 takes the
+  first turn by arriving on its own barrier.
 Shared (dynamic): 1 KiB of alignment slack (the stages start at a 1024-byte
   boundary, the swizzle atom), the stages, the epilogue's staging buffers (two of
-  64×64 bf16 per consumer warpgroup, 8 KiB each), then the mbarriers.
+  64×64 bf16 per consumer warpgroup, 8 KiB each), then the mbarriers (ping-pong:
+  the two turn barriers last).
 Epilogue: + bias, GELU (tanh.approx), + residual in f32, rounded once to bf16,
   per 64×64 subtile of each warpgroup's 64×BN rows, written for each of the four
   flag sets of GELU and residual behind uniform branches (lib.specialise), so a
@@ -89,7 +112,7 @@ linear_f32_sm90: the f32 GEMM in 3xTF32 on the same skeleton (K and N multiples
 from ..asm import In, Kernel, Opt, Out, TMap, U32
 from ..frag import (bulk_commit, bulk_wait, bulk_wait_read, cluster_sync, fence_proxy_async_shared, ldmatrix_x4,
                     mbar_arrive, mbar_arrive_cluster, mbar_arrive_tx, mbar_init, mbar_wait, named_barrier, ring_advance,
-                    setmaxnreg, split_tf32_rs, split_tf32_specials, stmatrix_x4, sw128_offset, tma_load_2d,
+                    ring_skip, setmaxnreg, split_tf32_rs, split_tf32_specials, stmatrix_x4, sw128_offset, tma_load_2d,
                     tma_load_2d_multicast, tma_store_2d, warpgroup_ids, wgmma_bf16, wgmma_commit, wgmma_d_coords,
                     wgmma_desc_sw128, wgmma_fence, wgmma_tf32_rs, wgmma_wait)
 from ..lib import addr, aligned_dyn_smem, specialise
@@ -103,8 +126,10 @@ TILE_NS = {"bf16": (256, 192),     # the variants: 128 x 256 and 128 x 192 outpu
            "f32": (192,)}
 CLUSTERS = {"bf16": (1, 2),        # CTAs per cluster: alone, or pairs sharing W tiles by multicast
             "f32": (1,)}
+# The ping-pong variant's tile width: a warpgroup's own 128 x 128 tile.
+PINGPONG_N = 128
 # Column groups (of 8) whose epilogue loads go out together.
-LOAD_BATCH = {("bf16", 256): 4, ("bf16", 192): 8, ("f32", 192): 4}
+LOAD_BATCH = {("bf16", 256): 4, ("bf16", 192): 8, ("bf16", 128): 4, ("f32", 192): 4}
 EPI_BUF_BYTES = 64 * ROW           # an epilogue subtile: 64 rows of a warpgroup x 128 bytes (8 KiB)
 EPI_BUFS = 2                       # staging buffers per consumer warpgroup
 CONSUMERS = 2                      # warpgroups
@@ -125,17 +150,27 @@ def tile_k(dt):
     return ROW // ESIZE[dt]
 
 
-def entry_name(dt, bn, cm=1):
+def entry_name(dt, bn, cm=1, pingpong=False):
     if dt == "f32":
-        assert bn == TILE_NS["f32"][0] and cm == 1
+        assert bn == TILE_NS["f32"][0] and cm == 1 and not pingpong
         return "linear_f32_sm90"
+    if pingpong:
+        assert bn == PINGPONG_N
+        return "linear_bf16_sm90_pp" + ("" if cm == 1 else f"_c{cm}")
     return "linear_bf16_sm90" + ("" if bn == 256 else f"_n{bn}") + ("" if cm == 1 else f"_c{cm}")
 
 
-def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' names)
+def linear_sm90(dt="bf16", BN=256, CM=1, pingpong=False):  # noqa: N803 (the tile constants' names)
     """The kernel of element type dt with BM x BN output tiles and as many
-    stages as fit, in clusters of CM CTAs along M (1: no cluster)."""
+    stages as fit, in clusters of CM CTAs along M (1: no cluster); with
+    `pingpong` each consumer warpgroup computes whole tiles of its own, the two
+    taking turns on the tensor cores (module docstring)."""
     f32 = dt == "f32"
+    pp = pingpong
+    assert not (pp and f32) and (not pp or BN == PINGPONG_N)
+    # m64 row blocks of the tile a consumer warpgroup computes: its 64 rows of
+    # the shared tile, or (ping-pong) both halves of its own.
+    HALVES = 2 if pp else 1        # noqa: N806
     es = ESIZE[dt]
     BK = tile_k(dt)                # noqa: N806
     EPI_N = ROW // es              # noqa: N806 (columns of an epilogue subtile)
@@ -154,17 +189,19 @@ def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' nam
     EPI_BYTES = CONSUMERS * EPI_BUFS * EPI_BUF_BYTES  # noqa: N806 (32 KiB)
     # 1 KiB of alignment slack, the stages, the staging buffers, 8 bytes an
     # mbarrier.
-    STAGES = (SMEM_LIMIT - 1024 - EPI_BYTES) // (STAGE_BYTES + 8 * NBAR)  # noqa: N806 (4 bf16, 3 f32)
+    # Ping-pong: two more mbarriers, the warpgroups' turns.
+    TURN_BYTES = 16 if pp else 0   # noqa: N806
+    STAGES = (SMEM_LIMIT - 1024 - EPI_BYTES - TURN_BYTES) // (STAGE_BYTES + 8 * NBAR)  # noqa: N806 (4 bf16, 3 f32, 6 pp)
     EPI = STAGES * STAGE_BYTES     # noqa: N806 (offset of the staging buffers from the aligned base)
     BARS = EPI + EPI_BYTES         # noqa: N806 (offset of the mbarriers)
-    SMEM = 1024 + BARS + 8 * NBAR * STAGES  # noqa: N806
+    SMEM = 1024 + BARS + 8 * NBAR * STAGES + TURN_BYTES  # noqa: N806
     # x and w are not read by the kernel (TMA reads them through the tensor maps); they
     # are the buffers the maps describe, which the host keeps borrowed for the launch.
     # Nor is `out`: the epilogue writes it through tmap_out (boxes of 64 x 64).
     params = [In("x"), In("w"), TMap("tmap_x", "x", (BM, BK), dtype=dt), TMap("tmap_w", "w", (BH, BK), dtype=dt),
               TMap("tmap_out", "out", (64, EPI_N), dtype=dt), Opt("bias"), Opt("res"), Out("out"), U32("m"),
               U32("n"), U32("k"), U32("flags")]
-    name = entry_name(dt, BN, CM)
+    name = entry_name(dt, BN, CM, pp)
     # 256 wide, two batches of 8 column groups in flight (96 registers with the
     # 128 accumulators) spill; of 4, they do not.
     load_batch = LOAD_BATCH[dt, BN]
@@ -173,6 +210,10 @@ def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' nam
     if f32:
         doc = (f"{name}: Hopper f32 GEMM in 3xTF32, {BM}×{BN} tiles, tf32 wgmma fed by TMA through a\n"
                f"{STAGES}-stage mbarrier pipeline, W tiles split by three converter warps, persistent tiles.")
+    elif pp:
+        doc = (f"{name}: Hopper GEMM, {BM}×{BN} tiles, wgmma fed by TMA through a {STAGES}-stage\n"
+               f"mbarrier pipeline, a producer and two consumer warpgroups on tiles of their own, taking\n"
+               f"turns on the tensor cores (ping-pong), persistent tiles{pairs}.")
     else:
         doc = (f"{name}: Hopper GEMM, {BM}×{BN} tiles, wgmma fed by TMA through a {STAGES}-stage\n"
                f"mbarrier pipeline, a producer and two consumer warpgroups, persistent tiles{pairs}.")
@@ -183,6 +224,7 @@ def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' nam
     k.const("TILE_K", BK)
     k.const("DYN_SMEM", SMEM)
     k.const("CLUSTER", CM)
+    k.const("PINGPONG", int(pp))
     tmap_x, tmap_w, tmap_out = k.param("tmap_x"), k.param("tmap_w"), k.param("tmap_out")
     bias, res = k.param("bias"), k.param("res")
     M, N, K, flags = (k.param(p) for p in ("m", "n", "k", "flags"))
@@ -195,10 +237,13 @@ def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' nam
     aligned_dyn_smem(k, base)
     k(f"add.u32 {full0}, {base}, {BARS};")
     k(f"add.u32 {empty0}, {full0}, {8 * STAGES};")
-    ready0 = None
+    ready0 = turn0 = None
     if f32:
         ready0 = k.reg("u32", "ready0")
         k(f"add.u32 {ready0}, {empty0}, {8 * STAGES};")
+    if pp:
+        turn0 = k.reg("u32", "turn0")
+        k(f"add.u32 {turn0}, {empty0}, {8 * STAGES};")
 
     # Thread 0 initialises the barriers; everyone waits for that, then the roles split.
     skip = k.label("no_init")
@@ -207,11 +252,15 @@ def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' nam
     for s in range(STAGES):
         mbar_init(k, f"{full0}+{8 * s}", 1)
         # One arrival per consumer warpgroup of every CTA of the cluster (the
-        # stage is overwritten in all of them by one multicast); f32: per
+        # stage is overwritten in all of them by one multicast); ping-pong: by
+        # the one warpgroup of each CTA whose tile the stage holds; f32: per
         # consumer warp (each warp's ldmatrix reads the x tile).
-        mbar_init(k, f"{empty0}+{8 * s}", CONSUMERS * (4 if f32 else CM))
+        mbar_init(k, f"{empty0}+{8 * s}", CM if pp else CONSUMERS * (4 if f32 else CM))
         if f32:     # every converter thread, once its part of the stage's W tile is split
             mbar_init(k, f"{ready0}+{8 * s}", CONVERTERS)
+    if pp:          # the warpgroups' turns: every thread of the other warpgroup
+        for w_ in range(CONSUMERS):
+            mbar_init(k, f"{turn0}+{8 * w_}", 128)
     k("fence.mbarrier_init.release.cluster;")
     k("fence.proxy.async.shared::cta;")
     k.place(skip)
@@ -246,13 +295,18 @@ def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' nam
     tile, step = k.reg("u32", "tile"), k.reg("u32", "step")
     m0, n0 = k.reg("u32", "m0"), k.reg("u32", "n0")
 
-    def tile_loop(body, stem):
+    def tile_loop(body, stem, share=None):
         """for tile = ctaid; tile < ntiles; tile += nctaid: (m0, n0) of it, body().
         In clusters the unit is the cluster's: every CTA of it runs the same
-        iterations (their multicasts pair up), CTA r taking tile row CM·u + r."""
+        iterations (their multicasts pair up), CTA r taking tile row CM·u + r.
+        With `share` (ping-pong: the consumer warpgroup, 0 or 1) every other
+        tile of those, from the share-th."""
         top, end = k.label(f"{stem}_tile"), k.label(f"{stem}_tiles_done")
         k(f"mov.u32 {tile}, {'%ctaid.x' if CM == 1 else '%clusterid.x'};")
         k(f"mov.u32 {step}, {'%nctaid.x' if CM == 1 else '%nclusterid.x'};")
+        if share is not None:
+            k(f"mad.lo.u32 {tile}, {share}, {step}, {tile};")
+            k(f"shl.b32 {step}, {step}, 1;")
         k.place(top)
         k(f"setp.ge.u32 {p}, {tile}, {ntiles};")
         k(f"@{p} bra {end};")
@@ -392,13 +446,18 @@ def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' nam
             mbar_arrive(k, e, pred=releaser)
         else:
             mbar_arrive_cluster(k, e, wtid, pred=releaser)
-    acc = k.regs_n("f32", "d", BN // 2)
+    # The accumulators of each m64 row block (wgmma m64nBNk16: BN/2 a thread).
+    accs = [k.regs_n("f32", "d" if h == 0 else f"d{h}_", BN // 2) for h in range(HALVES)]
     prev = k.reg("u32", "prev")
     has_bias, has_gelu, has_res = epilogue_flags(k, flags)
-    # This thread's first output row and column within the tile.
+    # This thread's first output row (of its first row block) and column within
+    # the tile.
     lrow, lcol = k.reg("u32", "lrow"), k.reg("u32", "lcol")
-    k(f"shl.b32 {lrow}, {wg}, 6;")
-    k(f"mad.lo.u32 {lrow}, {warp}, 16, {lrow};")
+    if pp:
+        k(f"mul.lo.u32 {lrow}, {warp}, 16;")
+    else:
+        k(f"shl.b32 {lrow}, {wg}, 6;")
+        k(f"mad.lo.u32 {lrow}, {warp}, 16, {lrow};")
     k(f"shr.u32 {t}, {lane}, 2;")
     k(f"add.u32 {lrow}, {lrow}, {t};")
     k(f"and.b32 {lcol}, {lane}, 3;")
@@ -501,20 +560,26 @@ def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' nam
         """With a residual, ask L2 for the tile's residual rows before the
         mainloop, so the epilogue's loads of them hit L2 rather than wait for
         DRAM (the H100 out_proj epilogue spent 45 % of its stall samples on
-        those loads, notes/h100-2026-11-25). Consumer thread t takes half t % 2
-        of row t / 2 of the tile, one prefetch a 128-byte line; rows past M and
-        columns past N are skipped."""
-        half = BN * es // 2
+        those loads, notes/h100-2026-11-25). The tile's consumer threads (both
+        warpgroups' 256; ping-pong: its warpgroup's 128) share its 128 rows:
+        thread t takes part t % parts of row t / parts, one prefetch a 128-byte
+        line; rows past M and columns past N are skipped."""
+        parts = 1 if pp else 128 * CONSUMERS // BM
+        assert parts in (1, 2)
+        half = BN * es // parts
         skip = k.label("no_res_prefetch")
         k(f"@!{has_res} bra.uni {skip};")
         tx, r, c, o = k.reg("u32", "ptx"), k.reg("u32", "prow"), k.reg("u32", "pcol"), k.reg("u32", "pofs")
         rin = k.reg("pred", "prin")
         k(f"mov.u32 {tx}, %tid.x;")
-        k(f"shr.u32 {r}, {tx}, 1;")
+        k(f"{'and.b32' if pp else 'shr.u32'} {r}, {tx}, {127 if pp else 1};")
         k(f"add.u32 {r}, {r}, {m0};")
         k(f"setp.lt.u32 {rin}, {r}, {M};")
-        k(f"and.b32 {c}, {tx}, 1;")
-        k(f"mad.lo.u32 {c}, {c}, {half // es}, {n0};")
+        if pp:
+            k(f"mov.u32 {c}, {n0};")
+        else:
+            k(f"and.b32 {c}, {tx}, 1;")
+            k(f"mad.lo.u32 {c}, {c}, {half // es}, {n0};")
         k(f"mad.lo.u32 {o}, {r}, {N}, {c};")
         at = addr(k, res, o, es, "pra")
         for j in range(0, half, ROW):
@@ -526,10 +591,24 @@ def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' nam
 
     def tile_body(one_k):
         """A tile's consumer work: one_k(kt) for each k-tile, then the last
-        stage's release once its wgmma retired, and the epilogue."""
+        stage's release once its wgmma retired, and the epilogue. Ping-pong:
+        the mainloop waits for this warpgroup's turn and hands the turn to the
+        other once its last k-tile is issued, then skips the other's tile's
+        k-tiles in the ring."""
         kt = k.reg("u32", "ckt")
         prefetch_residual()
+        if pp:
+            mine = k.reg("u32", "myturn")
+            k(f"mad.lo.u32 {mine}, {wg}, 8, {turn0};")
+            mbar_wait(k, mine, tpar)
+            k(f"xor.b32 {tpar}, {tpar}, 1;")
         loop_k(kt, lambda _: one_k(kt), "ck")
+        if pp:
+            theirs = k.reg("u32", "theirturn")
+            k(f"xor.b32 {theirs}, {wg}, 1;")
+            k(f"mad.lo.u32 {theirs}, {theirs}, 8, {turn0};")
+            mbar_arrive(k, theirs)
+            ring_skip(k, stage, phase, STAGES, ktiles)
         wgmma_wait(k, 0)
         e = k.reg("u32", "cempty")
         k(f"mad.lo.u32 {e}, {prev}, 8, {empty0};")
@@ -604,6 +683,7 @@ def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' nam
                 k(f"add.u32 {b_small}, {b_big}, {B_BYTES};")
                 d_big, d_small = wgmma_desc_sw128(k, b_big), wgmma_desc_sw128(k, b_small)
                 wgmma_fence(k)
+                acc = accs[0]
                 wgmma_tf32_rs(k, acc, small, d_big, first if s_ == 0 else always)
                 wgmma_tf32_rs(k, acc, bigc, d_small, always)
                 wgmma_tf32_rs(k, acc, big, d_big, always)
@@ -616,14 +696,22 @@ def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' nam
     def consume():
         def one_k(kt):
             sa, sb, first = stage_in(kt)
-            k(f"mad.lo.u32 {sa}, {wg}, {64 * ROW}, {sa};")
+            if not pp:      # this warpgroup's 64 rows of the x tile
+                k(f"mad.lo.u32 {sa}, {wg}, {64 * ROW}, {sa};")
             wgmma_fence(k)
             for s in range(BK // 16):
-                a_s, b_s = k.reg("u32", "das"), k.reg("u32", "dbs")
-                k(f"add.u32 {a_s}, {sa}, {32 * s};")
-                k(f"add.u32 {b_s}, {sb}, {32 * s};")
-                wgmma_bf16(k, acc, wgmma_desc_sw128(k, a_s), wgmma_desc_sw128(k, b_s),
-                           first if s == 0 else always)
+                # k step s of each row block (ping-pong: two), W's descriptor shared.
+                d_b = None
+                for h, acc in enumerate(accs):
+                    a_s = k.reg("u32", "das")
+                    k(f"add.u32 {a_s}, {sa}, {64 * ROW * h + 32 * s};")
+                    if d_b is None:
+                        b_s = k.reg("u32", "dbs")
+                        k(f"add.u32 {b_s}, {sb}, {32 * s};")
+                        d_a, d_b = wgmma_desc_sw128(k, a_s), wgmma_desc_sw128(k, b_s)
+                    else:
+                        d_a = wgmma_desc_sw128(k, a_s)
+                    wgmma_bf16(k, acc, d_a, d_b, first if s == 0 else always)
             wgmma_commit(k)
             # The previous k-tile's group has retired: its stage may be refilled.
             wgmma_wait(k, 1)
@@ -643,19 +731,32 @@ def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' nam
         zero_k = k.label("acc_live")
         k(f"setp.ne.u32 {p}, {ktiles}, 0;")
         k(f"@{p} bra {zero_k};")
-        for r in acc:
-            k(f"mov.f32 {r}, 0f00000000;")
+        for acc in accs:
+            for r in acc:
+                k(f"mov.f32 {r}, 0f00000000;")
         k.place(zero_k)
-        row0, col0 = k.reg("u32", "row0"), k.reg("u32", "col0")
-        k(f"add.u32 {row0}, {m0}, {lrow};")
+        # Each m64 row block's first row (ping-pong: its warpgroup's tile's
+        # rows 64 h..), and the thread's first column.
+        row0s = [k.reg("u32", "row0") for _ in accs]
+        col0 = k.reg("u32", "col0")
+        for h, row0 in enumerate(row0s):
+            k(f"add.u32 {row0}, {m0}, {lrow};")
+            if h:
+                k(f"add.u32 {row0}, {row0}, {64 * h};")
         k(f"add.u32 {col0}, {n0}, {lcol};")
         # Written twice behind one uniform branch, with and without the residual:
         # a linear without one (qkv, fc1) then issues no residual address, load,
         # unpack or add (predicated off, they were about a third of its epilogue's
         # instructions).
-        specialise(k, has_res, lambda with_res: epilogue_body(row0, col0, with_res), "epi_res")
+        specialise(k, has_res, lambda with_res: epilogue_blocks(row0s, col0, with_res), "epi_res")
 
-    def epilogue_body(row0, col0, with_res):
+    def epilogue_blocks(row0s, col0, with_res):
+        """Each m64 row block's epilogue, its subtiles' TMA stores at tile row
+        64·wg (ping-pong: 64·h of the warpgroup's own tile)."""
+        for h, (row0, acc) in enumerate(zip(row0s, accs)):
+            epilogue_body(row0, col0, with_res, acc, h if pp else wg)
+
+    def epilogue_body(row0, col0, with_res, acc, block):
         obase = []
         if with_res:
             for h in range(2):
@@ -753,7 +854,10 @@ def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' nam
             named_barrier(k, barid, 128)
             scol, srow = k.reg("u32", "scol"), k.reg("u32", "srow")
             k(f"add.u32 {scol}, {n0}, {EPI_N * b};")
-            k(f"mad.lo.u32 {srow}, {wg}, 64, {m0};")
+            if isinstance(block, int):
+                k(f"add.u32 {srow}, {m0}, {64 * block};")
+            else:
+                k(f"mad.lo.u32 {srow}, {block}, 64, {m0};")
             tma_store_2d(k, tmap_out, scol, srow, buf, pred=lead)
             bulk_commit(k, pred=lead)
             if eu is not None:
@@ -774,7 +878,20 @@ def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' nam
                 store(sub, stage_regs)
             pending = following
 
-    tile_loop(consume_f32 if f32 else consume, "cons")
+    tpar = None
+    if pp:
+        # Warpgroup 1 starts at the CTA's second tile: past the first's k-tiles
+        # in the ring. Warpgroup 0 takes the first turn (its own arrivals
+        # complete phase 0 of its turn barrier); `tpar` is the parity of the
+        # turn a warpgroup waits for next.
+        skip0, tpar = k.reg("u32", "skip0"), k.reg("u32", "tpar")
+        k(f"mul.lo.u32 {skip0}, {wg}, {ktiles};")
+        ring_skip(k, stage, phase, STAGES, skip0)
+        k(f"mov.u32 {tpar}, 0;")
+        first_turn = k.reg("pred", "firstturn")
+        k(f"setp.eq.u32 {first_turn}, {wg}, 0;")
+        mbar_arrive(k, turn0, pred=first_turn)
+    tile_loop(consume_f32 if f32 else consume, "cons", share=wg if pp else None)
     # Shared memory must outlive the last stores' reads of it.
     bulk_wait(k, 0, pred=staging(0)[3])
     k.place(done)
@@ -787,4 +904,7 @@ def linear_sm90(dt="bf16", BN=256, CM=1):  # noqa: N803 (the tile constants' nam
 
 
 def kernels(dt="bf16"):
-    return [linear_sm90(dt, bn, cm) for cm in CLUSTERS[dt] for bn in TILE_NS[dt]]
+    out = [linear_sm90(dt, bn, cm) for cm in CLUSTERS[dt] for bn in TILE_NS[dt]]
+    if dt == "bf16":
+        out += [linear_sm90(dt, PINGPONG_N, cm, pingpong=True) for cm in CLUSTERS[dt]]
+    return out
