@@ -122,22 +122,56 @@ def item_block(k, item, rows):
     return qb, bounds, hoff
 
 
-def online_softmax_row(k, S, half, m, lsum, alpha):
+def online_softmax_row(k, S, half, m, lsum, alpha, scale=None, chains=8):
     """The online-softmax update of one accumulator row of a tensor-core tile:
-    `S` lists its m16n8 groups of 4 f32 registers (log2-domain scores), `half`
-    picks the row (0: registers 0, 1 of each group, row g; 1: registers 2, 3,
-    row g + 8), m and lsum are the row's running max and sum. m_new = max(m,
-    rowmax over the quad); m_ref = m_new, or 0 when m_new = −∞ (the −∞ guard: no
-    NaN from −∞ − −∞ when every score so far is −∞); alpha ← 2^(m − m_ref); S ←
-    2^(S − m_ref) in place; l ← alpha·l + Σ S; m ← m_new. The caller rescales O
-    by alpha."""
+    `S` lists its m16n8 groups of 4 f32 registers, `half` picks the row (0:
+    registers 0, 1 of each group, row g; 1: registers 2, 3, row g + 8), m and
+    lsum are the row's running max (log2 domain) and sum. The scores are in the
+    log2 domain already, or, given `scale` (> 0), are raw and scale times them
+    is. m_new = max(m, rowmax over the quad) (with `scale`, scale · the raw
+    rowmax: scale > 0 keeps the order, so this is the max of the scaled scores
+    exactly); m_ref = m_new, or 0 when m_new = −∞ (the −∞ guard: no NaN from −∞
+    − −∞ when every score so far is −∞); alpha ← 2^(m − m_ref); S ← 2^(S −
+    m_ref) in place (with `scale`, 2^(scale·S − m_ref), one fma a score:
+    FlashAttention's scale_apply_exp2, a multiply a score fewer than scaling
+    first); l ← alpha·l + Σ S; m ← m_new. With `scale` the row max also runs
+    `chains` independent chains, then a tree of them (32 scores in 8 chains: 6
+    dependent max, where one chain was 31): the Hopper kernels, whose
+    softmax latency bounds them (notes/h100-2026-11-25/profile.md); the
+    mma.sync kernels keep the chain and the separate multiply (at hd 128 the
+    bf16 one has no registers for more: ptxas spills it on sm_90a). The
+    caller rescales O by alpha."""
     p = k.reg("pred", "mguard")
     mx, mn, mref, e = (k.reg("f32", s) for s in ("mx", "mn", "mref", "e"))
     regs = [g[q] for g in S for q in (2 * half, 2 * half + 1)]
-    k(f"mov.f32 {mx}, {regs[0]};")
-    for r in regs[1:]:
-        k(f"max.f32 {mx}, {mx}, {r};")
+    if scale is None:
+        k(f"mov.f32 {mx}, {regs[0]};")
+        for r in regs[1:]:
+            k(f"max.f32 {mx}, {mx}, {r};")
+    else:
+        level = []
+        for c in range(min(chains, len(regs))):
+            part = regs[c::chains]
+            if len(part) == 1:
+                level.append(part[0])
+                continue
+            t = k.reg("f32", "mt")
+            k(f"max.f32 {t}, {part[0]}, {part[1]};")
+            for r in part[2:]:
+                k(f"max.f32 {t}, {t}, {r};")
+            level.append(t)
+        while len(level) > 1:
+            nxt = [level[i] if i + 1 == len(level) else None for i in range(0, len(level), 2)]
+            for j, i in enumerate(range(0, len(level) - 1, 2)):
+                t = mx if len(level) == 2 else k.reg("f32", "mt")
+                k(f"max.f32 {t}, {level[i]}, {level[i + 1]};")
+                nxt[j] = t
+            level = nxt
+        if level[0] is not mx:
+            k(f"mov.f32 {mx}, {level[0]};")
     quad_reduce(k, mx, "max")
+    if scale is not None:
+        k(f"mul.f32 {mx}, {mx}, {scale};")
     k(f"max.f32 {mn}, {m}, {mx};")
     k(f"setp.eq.f32 {p}, {mn}, {NEG_INF};")
     k(f"selp.f32 {mref}, {ZERO}, {mn}, {p};")
@@ -145,8 +179,13 @@ def online_softmax_row(k, S, half, m, lsum, alpha):
     k(f"ex2.approx.ftz.f32 {alpha}, {e};")
     k(f"mov.f32 {m}, {mn};")
     k(f"mul.f32 {lsum}, {lsum}, {alpha};")
+    if scale is not None:
+        k(f"neg.f32 {mref}, {mref};")
     for r in regs:
-        k(f"sub.f32 {r}, {r}, {mref};")
+        if scale is None:
+            k(f"sub.f32 {r}, {r}, {mref};")
+        else:
+            k(f"fma.rn.f32 {r}, {r}, {scale}, {mref};")
         k(f"ex2.approx.ftz.f32 {r}, {r};")
         k(f"add.f32 {lsum}, {lsum}, {r};")
 

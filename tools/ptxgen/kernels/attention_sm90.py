@@ -48,9 +48,10 @@ Per tile, warpgroup g:
   S = Q·Kᵀ (64 × 128, f32, 64 registers a thread): wgmma m64n128k16, A (Q) and
     B (K) K-major through descriptors: 4 k-steps per atom (128B swizzle), ⌈C/2⌉
     over the chunks (no swizzle, LBO = the next chunk);
-  scores scaled by hd^-0.5·log2(e); keys past kv_len −∞ (last tile); online
-  softmax per row as attention_bf16_hd* (the accumulator of a warp is an
-  m16n8 C fragment per 8 columns): m_ref = m_new, or 0 when m_new = −∞;
+  keys past kv_len −∞ (last tile); online softmax per row as
+  attention_bf16_hd* (the accumulator of a warp is an m16n8 C fragment per 8
+  columns), scores scaled by hd^-0.5·log2(e) in its fma before each exp2:
+  m_ref = m_new, or 0 when m_new = −∞;
   P stays in registers: accumulator columns 16s..16s+15 rounded to bf16 pairs
     are the A fragment of k-step s (wgmma with A from registers);
   O += P·V: per 16 keys one wgmma m64n(64A)k16 over the atoms (V MN-major, the
@@ -364,13 +365,10 @@ def consumer_tiles(k, p, ring, j, it, ops, sched=None):
 
 
 def softmax_tile(k, p, S, scale, partial, left, c2, m, lsum, alpha):
-    """S (retired; m16n8 groups of 4 f32 registers, 8 columns each) → scaled by
-    `scale`, keys at or past `left` −∞ where `partial` (the last tile), then
-    2^(S − m_ref) in place with m, l and alpha updated per row
-    (online_softmax_row). Touches S only."""
-    s_flat = [x for f in S for x in f]
-    for x in s_flat:
-        k(f"mul.f32 {x}, {x}, {scale};")
+    """S (retired; m16n8 groups of 4 f32 registers, 8 columns each): keys at
+    or past `left` −∞ where `partial` (the last tile), then 2^(scale·S − m_ref)
+    in place with m, l and alpha updated per row (online_softmax_row, which
+    applies `scale`). Touches S only."""
     # Keys past kv_len score −∞.
     no_mask, kc = k.label("no_mask"), k.reg("u32", "kcol")
     k(f"@!{partial} bra {no_mask};")
@@ -383,7 +381,7 @@ def softmax_tile(k, p, S, scale, partial, left, c2, m, lsum, alpha):
     k.place(no_mask)
     # Online softmax: rows g (registers 0, 1 of each group) and g + 8 (2, 3).
     for half in range(2):
-        online_softmax_row(k, S, half, m[half], lsum[half], alpha[half])
+        online_softmax_row(k, S, half, m[half], lsum[half], alpha[half], scale)
 
 
 def rescale_rows(k, O, alpha):
