@@ -663,51 +663,17 @@ mod tests {
             let auto = sm90_variant(m, n, k, 132, [66, 66, 66], Sm90Override::default());
             assert_ne!(auto.tile_n, 128, "{m}x{n}x{k}");
         }
-        // Asked for: alone, in pairs where they fit, the cost model's choice of the two.
-        assert_eq!(
-            sm90_variant(
-                23_328,
-                1152,
-                1152,
-                132,
-                [66, 66, 66],
-                forced(Some(128), Some(1))
-            ),
-            v(128, 1)
-        );
-        assert_eq!(
-            sm90_variant(
-                23_328,
-                1152,
-                4304,
-                132,
-                [66, 66, 66],
-                forced(Some(128), Some(2))
-            ),
-            v(128, 2)
-        );
-        assert_eq!(
-            sm90_variant(
-                23_328,
-                1152,
-                4304,
-                132,
-                [66, 66, 0],
-                forced(Some(128), Some(2))
-            ),
-            v(128, 1)
-        );
-        assert_eq!(
-            sm90_variant(
-                23_328,
-                1152,
-                4304,
-                132,
-                [66, 66, 66],
-                forced(Some(128), None)
-            ),
-            v(128, 2)
-        );
+        // Asked for: alone, in pairs where they fit, the cost model's choice of
+        // the two (so400m batch 32's out_proj and fc2).
+        for (k, pairs, cluster, want) in [
+            (1152, [66, 66, 66], Some(1), v(128, 1)),
+            (4304, [66, 66, 66], Some(2), v(128, 2)),
+            (4304, [66, 66, 0], Some(2), v(128, 1)),
+            (4304, [66, 66, 66], None, v(128, 2)),
+        ] {
+            let got = sm90_variant(23_328, 1152, k, 132, pairs, forced(Some(128), cluster));
+            assert_eq!(got, want, "k {k}, pairs {pairs:?}, cluster {cluster:?}");
+        }
     }
 
     /// Each wgmma variant's time at SigLIP's shapes and 4096³ (ms; 256 wide alone,
