@@ -752,7 +752,9 @@ def linear_sm90(dt="bf16", BN=256, CM=1, pingpong=False):  # noqa: N803 (the til
 
     def epilogue_blocks(row0s, col0, with_res):
         """Each m64 row block's epilogue, its subtiles' TMA stores at tile row
-        64·wg (ping-pong: 64·h of the warpgroup's own tile)."""
+        64·wg (ping-pong: 64·h of the warpgroup's own tile; the second block
+        loads the bias pairs again, from L1: kept across the blocks they would
+        take 32 registers)."""
         for h, (row0, acc) in enumerate(zip(row0s, accs)):
             epilogue_body(row0, col0, with_res, acc, h if pp else wg)
 
