@@ -13,7 +13,9 @@
 //!   `linear_bf16_sm90` (wgmma fed by TMA, persistent; 128 × 256 or 128 × 192
 //!   tiles (`_n192`), alone or in clusters of two CTAs that share the weight tile
 //!   by TMA multicast (`_c2`), whichever [`sm90_variant`] finds fastest for the
-//!   shape) on compute capability 9.0,
+//!   shape; or, where `TESSERA_CUDA_SM90_TILE_N=128`, the ping-pong kernels
+//!   `linear_bf16_sm90_pp*`, a 128 × 128 tile a consumer warpgroup: see
+//!   [`SM90_PINGPONG`]) on compute capability 9.0,
 //!   `linear_bf16`, the pipelined sm_80 tensor-core GEMM, elsewhere (and where
 //!   `TESSERA_CUDA_GEMM=sm80`; see [`GemmPath`]);
 //! - bf16 otherwise: `linear_bf16_any`, tensor cores with edge-safe loads.
