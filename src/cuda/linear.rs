@@ -564,55 +564,34 @@ mod tests {
     fn hopper_clusters_over_long_mainloops_where_they_fit() {
         let auto = Sm90Override::default();
         let v = |tile_n, cluster| Sm90Variant { tile_n, cluster };
-        // 66 pairs on 132 SMs. Over K 2048 and more the shared weight tile pays:
-        // so400m batch 32's fc2 (K 4304, N 1152: 92 units of two tile rows × 6
-        // columns of 192 on 66 pairs, 9 rounds), 4096³ (256 wide: 4 rounds),
-        // SigLIP-base's fc2 (K 3072).
-        assert_eq!(
-            sm90_variant(23_328, 1152, 4304, 132, [66, 66, 66], auto),
-            v(192, 2)
-        );
-        assert_eq!(
-            sm90_variant(4096, 4096, 4096, 132, [66, 66, 66], auto),
-            v(256, 2)
-        );
-        assert_eq!(
-            sm90_variant(6272, 768, 3072, 132, [66, 66, 66], auto),
-            v(192, 2)
-        );
-        // Over a short one (K 768, 1152) the CTAs alone.
-        assert_eq!(
-            sm90_variant(23_328, 3456, 1152, 132, [66, 66, 66], auto),
-            v(192, 1)
-        );
-        assert_eq!(
-            sm90_variant(23_328, 1152, 1152, 132, [66, 66, 66], auto),
-            v(192, 1)
-        );
-        assert_eq!(
-            sm90_variant(6272, 768, 768, 132, [66, 66, 66], auto),
-            v(192, 1)
-        );
-        // Fewer slots than SMs / 2 (GPCs with odd SM counts): still one round.
-        assert_eq!(
-            sm90_variant(729, 1152, 4304, 132, [60, 60, 60], auto),
-            v(192, 2)
-        );
-        // No pair fits for one width: the other, or no cluster.
-        assert_eq!(
-            sm90_variant(23_328, 1152, 4304, 132, [0, 66, 0], auto),
-            v(192, 2)
-        );
-        // 4096³: 6 rounds of 192 in pairs, 4 of 256 alone (measured 0.239 and
-        // 0.201 ms): the discount of pairs does not make up for the narrower tile.
-        assert_eq!(
-            sm90_variant(4096, 4096, 4096, 132, [0, 66, 0], auto),
-            v(256, 1)
-        );
-        assert_eq!(
-            sm90_variant(23_328, 1152, 4304, 132, [0, 0, 0], auto),
-            v(192, 1)
-        );
+        let pairs = [66, 66, 66]; // 66 pairs on 132 SMs
+        #[rustfmt::skip]
+        let cases = [
+            // Over K 2048 and more the shared weight tile pays: so400m batch 32's
+            // fc2 (K 4304, N 1152: 92 units of two tile rows × 6 columns of 192 on
+            // 66 pairs, 9 rounds), 4096³ (256 wide: 4 rounds), SigLIP-base's fc2
+            // (K 3072).
+            ((23_328, 1152, 4304), pairs, v(192, 2)),
+            ((4096, 4096, 4096), pairs, v(256, 2)),
+            ((6272, 768, 3072), pairs, v(192, 2)),
+            // Over a short one (K 768, 1152) the CTAs alone.
+            ((23_328, 3456, 1152), pairs, v(192, 1)),
+            ((23_328, 1152, 1152), pairs, v(192, 1)),
+            ((6272, 768, 768), pairs, v(192, 1)),
+            // Fewer slots than SMs / 2 (GPCs with odd SM counts): still one round.
+            ((729, 1152, 4304), [60, 60, 60], v(192, 2)),
+            // No pair fits for one width: the other, or no cluster.
+            ((23_328, 1152, 4304), [0, 66, 0], v(192, 2)),
+            // 4096³: 6 rounds of 192 in pairs, 4 of 256 alone (measured 0.239 and
+            // 0.201 ms): the discount of pairs does not make up for the narrower
+            // tile.
+            ((4096, 4096, 4096), [0, 66, 0], v(256, 1)),
+            ((23_328, 1152, 4304), [0, 0, 0], v(192, 1)),
+        ];
+        for ((m, n, k), slots, want) in cases {
+            let got = sm90_variant(m, n, k, 132, slots, auto);
+            assert_eq!(got, want, "{m}x{n}x{k}, pairs {slots:?}");
+        }
         // Where the pairs would take more rounds than single tiles, no cluster: one
         // tile row (M ≤ 128) leaves the second CTA of every pair idle.
         assert_eq!(
@@ -625,29 +604,17 @@ mod tests {
             tile_n: t,
             cluster: c,
         };
-        assert_eq!(
-            sm90_variant(23_328, 1152, 4304, 132, [66, 66, 66], forced(None, Some(1))),
-            v(192, 1)
-        );
-        assert_eq!(
-            sm90_variant(23_328, 3456, 1152, 132, [66, 66, 66], forced(None, Some(2))),
-            v(192, 2)
-        );
-        assert_eq!(
-            sm90_variant(4096, 4096, 4096, 132, [66, 66, 66], forced(Some(192), None)),
-            v(192, 2)
-        );
-        assert_eq!(
-            sm90_variant(
-                23_328,
-                3456,
-                1152,
-                132,
-                [0, 0, 0],
-                forced(Some(192), Some(2))
-            ),
-            v(192, 1)
-        );
+        #[rustfmt::skip]
+        let cases = [
+            ((23_328, 1152, 4304), pairs, forced(None, Some(1)), v(192, 1)),
+            ((23_328, 3456, 1152), pairs, forced(None, Some(2)), v(192, 2)),
+            ((4096, 4096, 4096), pairs, forced(Some(192), None), v(192, 2)),
+            ((23_328, 3456, 1152), [0, 0, 0], forced(Some(192), Some(2)), v(192, 1)),
+        ];
+        for ((m, n, k), slots, o, want) in cases {
+            let got = sm90_variant(m, n, k, 132, slots, o);
+            assert_eq!(got, want, "{m}x{n}x{k}, pairs {slots:?}, {o:?}");
+        }
     }
 
     #[test]
