@@ -161,12 +161,12 @@ def online_softmax_row(k, S, half, m, lsum, alpha, scale=None, chains=8):
                 k(f"max.f32 {t}, {t}, {r};")
             level.append(t)
         while len(level) > 1:
-            nxt = [level[i] if i + 1 == len(level) else None for i in range(0, len(level), 2)]
-            for j, i in enumerate(range(0, len(level) - 1, 2)):
+            nxt = []
+            for i in range(0, len(level) - 1, 2):
                 t = mx if len(level) == 2 else k.reg("f32", "mt")
                 k(f"max.f32 {t}, {level[i]}, {level[i + 1]};")
-                nxt[j] = t
-            level = nxt
+                nxt.append(t)
+            level = nxt + level[len(nxt) * 2:]     # an odd one out goes up a level
         if level[0] is not mx:
             k(f"mov.f32 {mx}, {level[0]};")
     quad_reduce(k, mx, "max")
