@@ -244,10 +244,11 @@ def linear_dtype(entry):
     return "f32" if entry.startswith("linear_f32") else "bf16"
 
 
-def linear_launch(mem, entry, rows, k, n, x, w, b, r, act, with_bias, with_res, splits=1):
+def linear_launch(mem, entry, rows, k, n, x, w, b, r, act, with_bias, with_res, splits=1, res_rows=None):
     """Run `entry` (split-K through its split-K form + the reduction when splits > 1)
-    as the host does on host arrays x [rows, k], w [n, k], b [n], r [rows, n]; returns
-    the (poisoned first) output's address."""
+    as the host does on host arrays x [rows, k], w [n, k], b [n], r [res_rows, n]
+    (the Hopper kernels add residual row i mod res_rows to output row i; res_rows
+    is rows unless given); returns the (poisoned first) output's address."""
     dt = linear_dtype(entry)
     out = poison(mem, rows * n, dt)
     spec = SPECS[entry]
@@ -279,7 +280,8 @@ def linear_launch(mem, entry, rows, k, n, x, w, b, r, act, with_bias, with_res, 
     elif "_sm90" in entry:
         maps = {"tmap_x": tensor_map(spec, "tmap_x", px, rows, k),
                 "tmap_w": tensor_map(spec, "tmap_w", pw, n, k),
-                "tmap_out": tensor_map(spec, "tmap_out", out, rows, n)}
+                "tmap_out": tensor_map(spec, "tmap_out", out, rows, n),
+                "res_rows": rows if res_rows is None else res_rows}
     if splits == 1:
         launch(mem, entry, grid, spec.consts.get("DYN_SMEM", 0), x=px, w=pw,
                bias=mem.upload(b) if with_bias else None, res=mem.upload(r) if with_res else None,
@@ -287,11 +289,12 @@ def linear_launch(mem, entry, rows, k, n, x, w, b, r, act, with_bias, with_res, 
     return out
 
 
-def linear_case(entry, dt, rows, k, n, act, with_bias, with_res, splits=1):
+def linear_case(entry, dt, rows, k, n, act, with_bias, with_res, splits=1, res_rows=None):
     mem = Memory()
+    rr = rows if res_rows is None else res_rows
     x, w = rnd(rows * k, 1, dt), rnd(n * k, 1 / math.sqrt(k), dt)
-    b, r = rnd(n, 0.5, dt), rnd(rows * n, 1, dt)
-    out = linear_launch(mem, entry, rows, k, n, x, w, b, r, act, with_bias, with_res, splits)
+    b, r = rnd(n, 0.5, dt), rnd(rr * n, 1, dt)
+    out = linear_launch(mem, entry, rows, k, n, x, w, b, r, act, with_bias, with_res, splits, res_rows)
     X, W = as64(x, dt).reshape(rows, k), as64(w, dt).reshape(n, k)
     ref, mag = X @ W.T, np.abs(X) @ np.abs(W).T
     if with_bias:
@@ -299,9 +302,11 @@ def linear_case(entry, dt, rows, k, n, act, with_bias, with_res, splits=1):
     if act:
         ref = gelu(ref)
     if with_res:
-        R = as64(r, dt).reshape(rows, n)
+        R = as64(r, dt).reshape(rr, n)[np.arange(rows) % rr]
         ref, mag = ref + R, mag + np.abs(R)
     what = f"{entry} split-K x{splits}" if splits > 1 else entry
+    if res_rows is not None:
+        what += f" res_rows={res_rows}"
     check(f"{what} rows={rows} k={k} n={n} gelu={act} bias={with_bias} res={with_res}",
           read(mem, out, rows * n, dt), ref.ravel(), dt, magnitude=mag.ravel())
 
@@ -408,6 +413,12 @@ def t_linear_sm90():
         for rows, k, n in cases:
             for epi in EPILOGUES:
                 linear_case(entry, linear_dtype(entry), rows, k, n, *epi)
+        # A residual of fewer rows, repeating (patch embedding's position
+        # embedding, one table for every image): 45 and 7 rows wrap inside the
+        # tiles' 128 rows, at different rows in each tile.
+        rows, k, n = cases[-1]
+        for res_rows in (45, 7) if rows > 45 else (7, 1):
+            linear_case(entry, linear_dtype(entry), rows, k, n, 0, True, True, res_rows=res_rows)
         # The generic shared accesses (the epilogue's stores into the swizzled
         # staging buffers) must be free of bank conflicts.
         bad = bank_conflicts(entry)
@@ -454,6 +465,62 @@ def t_patch_embed():
             mag = (np.abs(P) @ np.abs(W).T + np.abs(B)).reshape(b, n, d) + np.abs(PO)
             check(f"{e} b={b} c={c} i={img} p={p} d={d}", read(mem, out, b * n * d, dt), ref.ravel(), dt,
                   magnitude=mag.ravel())
+
+
+def patches_of(px, b, c, img, p):
+    """The rows [b·g·g, c·p·p] of the patches of images px [b, c, img, img]."""
+    g = img // p
+    used = px.reshape(b, c, img, img)[:, :, :g * p, :g * p]
+    return used.reshape(b, c, g, p, g, p).transpose(0, 2, 4, 1, 3, 5).reshape(b * g * g, c * p * p)
+
+
+def patchify_launch(mem, dt, x, rows, kp, b_c_img_p):
+    """patchify_{dt} as the host launches it over x (an address); returns the
+    (poisoned first) output's address."""
+    c, img, p = b_c_img_p
+    out = poison(mem, rows * kp, dt)
+    e = f"patchify_{dt}"
+    launch(mem, e, grid_stride(e, rows * kp // SPECS[e].consts["VEC"]), x=x, out=out, rows=rows, kp=kp,
+           k=c * p * p, c=c, i=img, p=p, g=img // p)
+    return out
+
+
+def t_patchify():
+    """The patches as rows, padded with zeros to a multiple of the vector: a copy,
+    so bit-exact (NaN and ±inf among the pixels); and a weight [d, c, p, p]
+    padded the same way (images of one patch)."""
+    for dt in ("f32", "bf16"):
+        v = SPECS[f"patchify_{dt}"].consts["VEC"]
+        for b, c, img, p in ((1, 3, 8, 4), (2, 3, 30, 14), (3, 1, 7, 3), (2, 2, 45, 14), (1, 3, 16, 16)):
+            g = img // p
+            rows, kk = b * g * g, c * p * p
+            kp = -(-kk // v) * v
+            mem = Memory()
+            px = rnd(b * c * img * img, 1, dt)
+            for j, special in enumerate((np.nan, np.inf, -np.inf)):
+                put(px, 7 * j + 1, special, dt)
+            out = patchify_launch(mem, dt, mem.upload(px), rows, kp, (c, img, p))
+            want = np.zeros((rows, kp))
+            want[:, :kk] = patches_of(as64(px, dt), b, c, img, p)
+            got = read(mem, out, rows * kp, dt).reshape(rows, kp)
+            ok = np.array_equal(got, want, equal_nan=True)
+            what = f"patchify_{dt} b={b} c={c} i={img} p={p} kp={kp}"
+            print(f"{'ok  ' if ok else 'FAIL'} {what} (bit-exact)", flush=True)
+            if not ok:
+                FAILS.append(what)
+        # A weight [5, 3, 14, 14] as [5, KP].
+        d, c, p = 5, 3, 14
+        kk = c * p * p
+        kp = -(-kk // v) * v
+        mem = Memory()
+        w = rnd(d * kk, 1, dt)
+        out = patchify_launch(mem, dt, mem.upload(w), d, kp, (c, p, p))
+        want = np.zeros((d, kp))
+        want[:, :kk] = as64(w, dt).reshape(d, kk)
+        ok = np.array_equal(read(mem, out, d * kp, dt).reshape(d, kp), want)
+        print(f"{'ok  ' if ok else 'FAIL'} patchify_{dt} weight {d}x{kk} -> {d}x{kp} (bit-exact)", flush=True)
+        if not ok:
+            FAILS.append(f"patchify_{dt} weight")
 
 
 def attention_ref(Q, K, V, scale):
@@ -1295,8 +1362,8 @@ def t_plans(path):
                 addr[name] = mem.upload(host[name])
         for name, words in c["words"].items():
             addr[name] = mem.upload(np.array(words, np.uint32))
-        if c["scratch"]:
-            addr["scratch"] = poison(mem, (c["scratch"] + 3) // 4, "f32")
+        for j, nbytes in enumerate(c["scratch"]):  # the most bytes asked of each scratch buffer
+            addr[f"scratch{j}"] = poison(mem, (nbytes + 3) // 4, "f32")
         if not c["launches"]:
             print(f"FAIL {c['name']}: nothing launched")
             FAILS.append(c["name"])
@@ -1307,7 +1374,8 @@ def t_plans(path):
 
 
 GROUPS = {"add": t_add, "cast": t_cast, "layer_norm": t_layer_norm, "linear": t_linear,
-          "linear_sm80": t_linear_sm80, "linear_sm90": t_linear_sm90, "patch_embed": t_patch_embed, "attention": t_attention,
+          "linear_sm80": t_linear_sm80, "linear_sm90": t_linear_sm90, "patch_embed": t_patch_embed, "patchify": t_patchify,
+          "attention": t_attention,
           "attention_fa2": t_attention_fa2, "attention_sm90": t_attention_sm90,
           "attention_sm90_f32": t_attention_sm90_f32, "memory": t_memory,
           "nonfinite": t_nonfinite, "smem_traffic": t_smem_traffic}

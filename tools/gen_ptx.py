@@ -21,7 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ptxgen.asm import module_text  # noqa: E402
 from ptxgen.kernels import (attention_fa2, attention_simt, attention_sm90, attention_sm90_f32,  # noqa: E402
-                            elementwise, gemm_mma64, gemm_simt, gemm_sm80, gemm_sm90, layer_norm, memory)
+                            elementwise, gemm_mma64, gemm_simt, gemm_sm80, gemm_sm90, layer_norm, memory,
+                            patchify)
 from ptxgen.kernels.attention_common import attention_module  # noqa: E402
 from ptxgen.manifest import rust_manifest  # noqa: E402
 
@@ -49,8 +50,9 @@ def modules():
     out.append(("linear_sm90_f32", "linear_f32_sm90: C = x*W^T in f32 on Hopper (3xTF32 wgmma, TMA, mbarriers).\n\n"
                 + doc_of(gemm_sm90), gemm_sm90.kernels("f32")))
     out.append(("patch_embed", "patch_embed_*: implicit-GEMM patchify + bias + position; A rows are\n"
-                "gathered from the pixels.\n\n" + doc_of(gemm_simt) + "\n\n" + doc_of(gemm_mma64),
-                [gemm_simt.gemm_f32("patch"), gemm_mma64.gemm_bf16_any("patch")]))
+                "gathered from the pixels. patchify_*: the patches as a matrix, for the linear GEMMs.\n\n"
+                + doc_of(gemm_simt) + "\n\n" + doc_of(gemm_mma64) + "\n\n" + doc_of(patchify),
+                [gemm_simt.gemm_f32("patch"), gemm_mma64.gemm_bf16_any("patch")] + patchify.kernels()))
     for dt in ("bf16", "f32"):
         out.append((attention_module(dt), f"attention_{dt}*: fused multi-head attention, {dt}.\n\n"
                     + doc_of(attention_fa2) + "\n\n" + doc_of(attention_simt),

@@ -71,8 +71,8 @@ pub(super) struct Inner {
     /// (`TESSERA_CUDA_GRAPHS`).
     pub(super) graphs: Mutex<Graphs>,
     pub(super) graphs_enabled: bool,
-    /// Bumped each time the split-K scratch buffer is replaced: part of every
-    /// graph's key, so no graph outlives the buffer it was captured with.
+    /// Bumped each time a scratch buffer is replaced: part of every graph's
+    /// key, so no graph outlives the buffers it was captured with.
     pub(super) scratch_generation: std::sync::atomic::AtomicU64,
     /// Loaded modules by family name (`"linear"`), and functions by entry name.
     pub(super) modules: Mutex<Modules>,
@@ -82,10 +82,11 @@ pub(super) struct Inner {
     pub(super) words: Mutex<Option<WordBuffer>>,
     /// Kernels launched so far ([`Device::launch_count`]).
     pub(super) launches: std::sync::atomic::AtomicU64,
-    /// The split-K GEMM's f32 partial sums, grown to the largest use. Locked
-    /// from the partial GEMM's launch through its reduction's, so two host
-    /// threads cannot interleave on it; stream order does the rest.
-    pub(super) scratch: Mutex<Option<CudaSlice<u8>>>,
+    /// Scratch buffers, each grown to its largest use: the split-K GEMM's f32
+    /// partial sums (the first), patch embedding's patches and padded weight
+    /// (the first two). Locked from an op's first launch through its last, so
+    /// two host threads cannot interleave on them; stream order does the rest.
+    pub(super) scratch: Mutex<Vec<CudaSlice<u8>>>,
     /// Page-locked buffers every upload goes through (`upload.rs`).
     pub(super) staging: Mutex<super::upload::Staging>,
 }
@@ -296,7 +297,7 @@ impl Cuda {
                     scratch_generation: std::sync::atomic::AtomicU64::new(0),
                     modules: Mutex::new(Modules::default()),
                     words: Mutex::new(None),
-                    scratch: Mutex::new(None),
+                    scratch: Mutex::new(Vec::new()),
                     staging: Mutex::new(super::upload::Staging::default()),
                     launches: std::sync::atomic::AtomicU64::new(0),
                 }),
@@ -377,16 +378,20 @@ impl Cuda {
         Ok(buf)
     }
 
-    /// Run `f` with a scratch buffer of at least `bytes` (reused across calls; a
-    /// larger request replaces it, the old one freed in stream order).
-    pub(super) fn split_k_scratch<R>(
+    /// Run `f` with the first `N` scratch buffers, buffer i of at least
+    /// `bytes[i]` (reused across calls; a larger request replaces it, the old
+    /// one freed in stream order).
+    pub(super) fn scratch<R, const N: usize>(
         &self,
-        bytes: usize,
-        f: impl FnOnce(&mut CudaSlice<u8>) -> Result<R>,
+        bytes: [usize; N],
+        f: impl FnOnce([&mut CudaSlice<u8>; N]) -> Result<R>,
     ) -> Result<R> {
-        let mut slot = self.inner.scratch.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.as_ref().is_none_or(|s| s.len() < bytes) {
-            self.not_capturing("growing the split-K scratch buffer")?;
+        let mut slots = self.inner.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, &want) in bytes.iter().enumerate() {
+            if slots.get(i).is_some_and(|s| s.len() >= want) {
+                continue;
+            }
+            self.not_capturing("growing a scratch buffer")?;
             // Under the scratch lock, which a graph launch also takes: a graph
             // captured with the old buffer is never launched after this (it
             // checks the generation), and one already queued runs before the
@@ -394,12 +399,16 @@ impl Cuda {
             self.inner
                 .scratch_generation
                 .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-            *slot = None;
-            *slot = Some(self.alloc_bytes(bytes, "split-K partial sums")?);
+            let grown = self.alloc_bytes(want, "scratch")?;
+            match slots.get_mut(i) {
+                Some(s) => *s = grown,
+                None => slots.push(grown),
+            }
         }
-        match slot.as_mut() {
-            Some(s) => f(s),
-            None => Err(Error::Internal("split-K scratch buffer".into())),
+        let bufs: Vec<&mut CudaSlice<u8>> = slots.iter_mut().take(N).collect();
+        match bufs.try_into() {
+            Ok(bufs) => f(bufs),
+            Err(_) => Err(Error::Internal("scratch buffers".into())),
         }
     }
 

@@ -404,11 +404,12 @@ pub(super) trait Launcher {
     fn byte_len(&self, buf: &Self::Buf) -> usize;
     /// `words` on the device (small per-call data: a packed batch's offsets).
     fn upload_words(&self, op: &str, words: &[u32]) -> Result<Self::Words>;
-    /// Run `f` with a scratch buffer of at least `bytes`.
-    fn with_scratch<R>(
+    /// Run `f` with `N` scratch buffers (distinct), buffer i of at least
+    /// `bytes[i]`.
+    fn with_scratch<R, const N: usize>(
         &self,
-        bytes: usize,
-        f: impl FnOnce(&mut Self::Buf) -> Result<R>,
+        bytes: [usize; N],
+        f: impl FnOnce([&mut Self::Buf; N]) -> Result<R>,
     ) -> Result<R>;
     /// How many clusters of `spec` (a clustered entry, `dyn_smem` bytes a CTA)
     /// the device runs at once; 0 when none fits.
@@ -472,12 +473,12 @@ impl Launcher for Cuda {
         self.words_on_device(op, words)
     }
 
-    fn with_scratch<R>(
+    fn with_scratch<R, const N: usize>(
         &self,
-        bytes: usize,
-        f: impl FnOnce(&mut CudaSlice<u8>) -> Result<R>,
+        bytes: [usize; N],
+        f: impl FnOnce([&mut CudaSlice<u8>; N]) -> Result<R>,
     ) -> Result<R> {
-        self.split_k_scratch(bytes, f)
+        self.scratch(bytes, f)
     }
 
     /// How many clusters of `spec` (a clustered entry: `spec.cluster` CTAs with

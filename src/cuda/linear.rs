@@ -103,12 +103,7 @@ pub(super) fn launch<L: Launcher>(
                 && dev.max_smem() >= F32_SM90_SMEM
                 && !prefer_split_k(mm, n, k, dev.sm_count(), SM90_F32_TILE, &SM80_F32)
             {
-                // Persistent: at most one block per SM, each looping over its tiles.
-                use m::linear_f32_sm90 as f;
-                let tiles = u64::from(mm.div_ceil(f::TILE_M)) * u64::from(n.div_ceil(f::TILE_N));
-                let grid = tiles.min(u64::from(dev.sm_count().max(1))) as u32;
-                let args = sm90_args(args, mm, n, k);
-                dev.launch(OP, &f::SPEC, (grid, 1, 1), f::DYN_SMEM, args)
+                sm90_launch(OP, dev, DType::F32, sm90_args(args, mm))
             } else {
                 sm80_gemm(dev, &SM80_F32, args, d.rows * d.out_features)
             }
@@ -126,34 +121,7 @@ pub(super) fn launch<L: Launcher>(
                 && dev.gemm_path() == GemmPath::Sm90
                 && !prefer_split_k(mm, n, k, dev.sm_count(), SM90_BF16_TILE, &SM80_BF16) =>
         {
-            // Clusters that fit at once, per width (0 where none does, where
-            // the width is not a candidate, or where the driver cannot say:
-            // then the unclustered kernels).
-            let forced = dev.sm90_override();
-            let mut pairs = [0; SM90_WIDTHS.len()];
-            if forced.cluster != Some(1) {
-                for (slot, &tile_n) in pairs.iter_mut().zip(&SM90_WIDTHS) {
-                    if !sm90_candidate(tile_n, forced) {
-                        continue;
-                    }
-                    let (s, smem) = sm90_kernel(Sm90Variant { tile_n, cluster: 2 });
-                    match dev.max_active_clusters(s, smem) {
-                        Ok(n) => *slot = n,
-                        Err(e) if forced.cluster == Some(2) => return Err(e),
-                        Err(_) => {
-                            pairs = [0; SM90_WIDTHS.len()];
-                            break;
-                        }
-                    }
-                }
-            }
-            let v = sm90_variant(mm, n, k, dev.sm_count(), pairs, forced);
-            let (s, dyn_smem) = sm90_kernel(v);
-            // Persistent: at most one block per SM (or cluster per slot), each
-            // looping over its tiles (or its cluster's units of tiles).
-            let (units, slots) = v.schedule(mm, n, dev.sm_count(), pairs);
-            let grid = (units.min(u64::from(slots)) as u32) * v.cluster;
-            dev.launch(OP, s, (grid, 1, 1), dyn_smem, sm90_args(args, mm, n, k))
+            sm90_launch(OP, dev, DType::BF16, sm90_args(args, mm))
         }
         DType::BF16 if k % 8 == 0 && n % 8 == 0 && aligned => {
             sm80_gemm(dev, &SM80_BF16, args, d.rows * d.out_features)
@@ -173,8 +141,11 @@ pub(super) fn launch<L: Launcher>(
 }
 
 /// The Hopper GEMMs' arguments: those of the sm_80 kernels plus the tensor maps
-/// of x [m, k], W [n, k] and out [m, n] (the kernels load and store tiles by TMA).
-fn sm90_args<B>(a: m::LinearArgs<'_, B>, mm: u32, n: u32, k: u32) -> m::LinearSm90Args<'_, B> {
+/// of x [m, k], W [n, k] and out [m, n] (the kernels load and store tiles by TMA)
+/// and the residual's rows, `res_rows` (output row r adds residual row r mod
+/// `res_rows`: m for a linear layer).
+pub(super) fn sm90_args<B>(a: m::LinearArgs<'_, B>, res_rows: u32) -> m::LinearSm90Args<'_, B> {
+    let (mm, n, k) = (a.m, a.n, a.k);
     m::LinearSm90Args {
         x: a.x,
         w: a.w,
@@ -188,12 +159,61 @@ fn sm90_args<B>(a: m::LinearArgs<'_, B>, mm: u32, n: u32, k: u32) -> m::LinearSm
         n,
         k,
         flags: a.flags,
+        res_rows,
     }
+}
+
+/// Launches the Hopper GEMM of `dtype` on `args` (whose shapes the caller has
+/// checked: K and N multiples of 8 for bf16, 4 for f32, 16-byte aligned
+/// operands, shared memory for `linear_f32_sm90`): f32 on `linear_f32_sm90`,
+/// bf16 on the variant [`sm90_variant`] finds fastest. Persistent: at most one
+/// block per SM (or cluster per slot), each looping over its tiles (or its
+/// cluster's units of tiles).
+pub(super) fn sm90_launch<L: Launcher>(
+    op: &'static str,
+    dev: &L,
+    dtype: DType,
+    args: m::LinearSm90Args<'_, L::Buf>,
+) -> Result<()> {
+    let (mm, n, k) = (args.m, args.n, args.k);
+    if dtype == DType::F32 {
+        use m::linear_f32_sm90 as f;
+        let tiles = u64::from(mm.div_ceil(f::TILE_M)) * u64::from(n.div_ceil(f::TILE_N));
+        let grid = tiles.min(u64::from(dev.sm_count().max(1))) as u32;
+        return dev.launch(op, &f::SPEC, (grid, 1, 1), f::DYN_SMEM, args);
+    }
+    // Clusters that fit at once, per width (0 where none does, where the width
+    // is not a candidate, or where the driver cannot say: then the unclustered
+    // kernels).
+    let forced = dev.sm90_override();
+    let mut pairs = [0; SM90_WIDTHS.len()];
+    if forced.cluster != Some(1) {
+        for (slot, &tile_n) in pairs.iter_mut().zip(&SM90_WIDTHS) {
+            if !sm90_candidate(tile_n, forced) {
+                continue;
+            }
+            let (s, smem) = sm90_kernel(Sm90Variant { tile_n, cluster: 2 });
+            match dev.max_active_clusters(s, smem) {
+                Ok(n) => *slot = n,
+                Err(e) if forced.cluster == Some(2) => return Err(e),
+                Err(_) => {
+                    pairs = [0; SM90_WIDTHS.len()];
+                    break;
+                }
+            }
+        }
+    }
+    let v = sm90_variant(mm, n, k, dev.sm_count(), pairs, forced);
+    let (s, dyn_smem) = sm90_kernel(v);
+    let (units, slots) = v.schedule(mm, n, dev.sm_count(), pairs);
+    let grid = (units.min(u64::from(slots)) as u32) * v.cluster;
+    dev.launch(op, s, (grid, 1, 1), dyn_smem, args)
 }
 
 /// Shared memory `linear_f32_sm90` needs (its stages hold each W tile twice: the
 /// 3xTF32 parts).
-const F32_SM90_SMEM: u32 = m::linear_f32_sm90::DYN_SMEM + m::linear_f32_sm90::SPEC.static_smem;
+pub(super) const F32_SM90_SMEM: u32 =
+    m::linear_f32_sm90::DYN_SMEM + m::linear_f32_sm90::SPEC.static_smem;
 
 /// The sm_80 tensor-core GEMM of one element type (tools/ptxgen/kernels/gemm_sm80.py
 /// makes both from one generator): the kernel, its split-K form and the split-K
@@ -252,7 +272,7 @@ fn sm80_gemm<L: Launcher>(
         return dev.launch(OP, g.main, (tiles, 1, 1), g.main_smem, args);
     }
     let bytes = splits as usize * outputs * 4;
-    dev.with_scratch(bytes, |part| {
+    dev.with_scratch([bytes], |[part]| {
         let partial = m::LinearSplitkArgs {
             x: args.x,
             w: args.w,

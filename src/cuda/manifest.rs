@@ -416,6 +416,7 @@ pub(super) struct LinearSm90Args<'a, B> {
     pub n: u32,
     pub k: u32,
     pub flags: u32,
+    pub res_rows: u32,
 }
 
 /// Marker of the `linear_sm90` parameter list.
@@ -437,6 +438,7 @@ impl Signature for LinearSm90 {
             Arg::U32(a.n),
             Arg::U32(a.k),
             Arg::U32(a.flags),
+            Arg::U32(a.res_rows),
         ]
     }
 }
@@ -471,6 +473,39 @@ impl Signature for PatchEmbed {
             Arg::Out(a.out),
             Arg::U32(a.m),
             Arg::U32(a.n),
+            Arg::U32(a.k),
+            Arg::U32(a.c),
+            Arg::U32(a.i),
+            Arg::U32(a.p),
+            Arg::U32(a.g),
+        ]
+    }
+}
+
+/// Arguments of the kernels with signature `patchify`, by name.
+pub(super) struct PatchifyArgs<'a, B> {
+    pub x: &'a B,
+    pub out: &'a mut B,
+    pub rows: u32,
+    pub kp: u32,
+    pub k: u32,
+    pub c: u32,
+    pub i: u32,
+    pub p: u32,
+    pub g: u32,
+}
+
+/// Marker of the `patchify` parameter list.
+pub(super) struct Patchify;
+
+impl Signature for Patchify {
+    type Args<'a, B: 'a> = PatchifyArgs<'a, B>;
+    fn into_args<'a, B>(a: Self::Args<'a, B>) -> Vec<Arg<'a, B>> {
+        vec![
+            Arg::In(a.x),
+            Arg::Out(a.out),
+            Arg::U32(a.rows),
+            Arg::U32(a.kp),
             Arg::U32(a.k),
             Arg::U32(a.c),
             Arg::U32(a.i),
@@ -1032,7 +1067,7 @@ pub(super) mod linear_bf16_sm90 {
         static_smem: 0,
         max_dyn_smem: 230464,
         cluster: 1,
-        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_w", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 256, box_cols: 64, swizzle128: true }), ("tmap_out", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 64, box_cols: 64, swizzle128: true }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
+        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_w", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 256, box_cols: 64, swizzle128: true }), ("tmap_out", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 64, box_cols: 64, swizzle128: true }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32), ("res_rows", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const CLUSTER: u32 = 1;
@@ -1053,7 +1088,7 @@ pub(super) mod linear_bf16_sm90_n192 {
         static_smem: 0,
         max_dyn_smem: 197696,
         cluster: 1,
-        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_w", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 192, box_cols: 64, swizzle128: true }), ("tmap_out", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 64, box_cols: 64, swizzle128: true }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
+        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_w", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 192, box_cols: 64, swizzle128: true }), ("tmap_out", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 64, box_cols: 64, swizzle128: true }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32), ("res_rows", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const CLUSTER: u32 = 1;
@@ -1074,7 +1109,7 @@ pub(super) mod linear_bf16_sm90_c2 {
         static_smem: 0,
         max_dyn_smem: 230464,
         cluster: 2,
-        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_w", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_out", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 64, box_cols: 64, swizzle128: true }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
+        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_w", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_out", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 64, box_cols: 64, swizzle128: true }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32), ("res_rows", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const CLUSTER: u32 = 2;
@@ -1095,7 +1130,7 @@ pub(super) mod linear_bf16_sm90_n192_c2 {
         static_smem: 0,
         max_dyn_smem: 197696,
         cluster: 2,
-        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_w", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 96, box_cols: 64, swizzle128: true }), ("tmap_out", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 64, box_cols: 64, swizzle128: true }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
+        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_w", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 96, box_cols: 64, swizzle128: true }), ("tmap_out", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 64, box_cols: 64, swizzle128: true }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32), ("res_rows", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const CLUSTER: u32 = 2;
@@ -1116,7 +1151,7 @@ pub(super) mod linear_bf16_sm90_pp {
         static_smem: 0,
         max_dyn_smem: 230512,
         cluster: 1,
-        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_w", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_out", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 64, box_cols: 64, swizzle128: true }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
+        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_w", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_out", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 64, box_cols: 64, swizzle128: true }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32), ("res_rows", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const CLUSTER: u32 = 1;
@@ -1137,7 +1172,7 @@ pub(super) mod linear_bf16_sm90_pp_c2 {
         static_smem: 0,
         max_dyn_smem: 230512,
         cluster: 2,
-        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_w", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 64, box_cols: 64, swizzle128: true }), ("tmap_out", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 64, box_cols: 64, swizzle128: true }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
+        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 128, box_cols: 64, swizzle128: true }), ("tmap_w", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 64, box_cols: 64, swizzle128: true }), ("tmap_out", ParamKind::TensorMap { dtype: DType::BF16, box_rows: 64, box_cols: 64, swizzle128: true }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32), ("res_rows", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const CLUSTER: u32 = 2;
@@ -1158,7 +1193,7 @@ pub(super) mod linear_f32_sm90 {
         static_smem: 0,
         max_dyn_smem: 230472,
         cluster: 1,
-        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { dtype: DType::F32, box_rows: 128, box_cols: 32, swizzle128: true }), ("tmap_w", ParamKind::TensorMap { dtype: DType::F32, box_rows: 192, box_cols: 32, swizzle128: true }), ("tmap_out", ParamKind::TensorMap { dtype: DType::F32, box_rows: 64, box_cols: 32, swizzle128: true }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
+        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("tmap_x", ParamKind::TensorMap { dtype: DType::F32, box_rows: 128, box_cols: 32, swizzle128: true }), ("tmap_w", ParamKind::TensorMap { dtype: DType::F32, box_rows: 192, box_cols: 32, swizzle128: true }), ("tmap_out", ParamKind::TensorMap { dtype: DType::F32, box_rows: 64, box_cols: 32, swizzle128: true }), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32), ("res_rows", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const CLUSTER: u32 = 1;
@@ -1201,6 +1236,38 @@ pub(super) mod patch_embed_bf16 {
     };
     pub(in crate::cuda) const TILE_M: u32 = 64;
     pub(in crate::cuda) const TILE_N: u32 = 64;
+}
+
+/// `patchify_f32`: patchify_f32: the patches of [B, C, I, I] as rows [B·G·G, KP] (f32; KP a multiple of 4,
+pub(super) mod patchify_f32 {
+    use super::*;
+    pub(in crate::cuda) const SPEC: KernelSpec<Patchify> = KernelSpec {
+        module: &PATCH_EMBED,
+        entry: "patchify_f32",
+        threads: 256,
+        static_smem: 0,
+        max_dyn_smem: 0,
+        cluster: 1,
+        params: &[("x", ParamKind::In), ("out", ParamKind::Out), ("rows", ParamKind::U32), ("kp", ParamKind::U32), ("k", ParamKind::U32), ("c", ParamKind::U32), ("i", ParamKind::U32), ("p", ParamKind::U32), ("g", ParamKind::U32)],
+        signature: std::marker::PhantomData,
+    };
+    pub(in crate::cuda) const VEC: u32 = 4;
+}
+
+/// `patchify_bf16`: patchify_bf16: the patches of [B, C, I, I] as rows [B·G·G, KP] (bf16; KP a multiple of 8,
+pub(super) mod patchify_bf16 {
+    use super::*;
+    pub(in crate::cuda) const SPEC: KernelSpec<Patchify> = KernelSpec {
+        module: &PATCH_EMBED,
+        entry: "patchify_bf16",
+        threads: 256,
+        static_smem: 0,
+        max_dyn_smem: 0,
+        cluster: 1,
+        params: &[("x", ParamKind::In), ("out", ParamKind::Out), ("rows", ParamKind::U32), ("kp", ParamKind::U32), ("k", ParamKind::U32), ("c", ParamKind::U32), ("i", ParamKind::U32), ("p", ParamKind::U32), ("g", ParamKind::U32)],
+        signature: std::marker::PhantomData,
+    };
+    pub(in crate::cuda) const VEC: u32 = 8;
 }
 
 /// `attention_bf16_hd16`: attention_bf16_hd16: FlashAttention-2-style bf16 attention on tensor cores,
@@ -1631,15 +1698,17 @@ pub(super) const ALL: &[(&Module, &str, u32, usize, u32)] = &[
     (&LINEAR, "linear_splitk_reduce_f32", 256, 8, 0),
     (&LINEAR, "linear_f32", 256, 9, 8704),
     (&LINEAR, "linear_bf16_any", 128, 9, 10240),
-    (&LINEAR_SM90, "linear_bf16_sm90", 384, 12, 0),
-    (&LINEAR_SM90, "linear_bf16_sm90_n192", 384, 12, 0),
-    (&LINEAR_SM90, "linear_bf16_sm90_c2", 384, 12, 0),
-    (&LINEAR_SM90, "linear_bf16_sm90_n192_c2", 384, 12, 0),
-    (&LINEAR_SM90, "linear_bf16_sm90_pp", 384, 12, 0),
-    (&LINEAR_SM90, "linear_bf16_sm90_pp_c2", 384, 12, 0),
-    (&LINEAR_SM90_F32, "linear_f32_sm90", 384, 12, 0),
+    (&LINEAR_SM90, "linear_bf16_sm90", 384, 13, 0),
+    (&LINEAR_SM90, "linear_bf16_sm90_n192", 384, 13, 0),
+    (&LINEAR_SM90, "linear_bf16_sm90_c2", 384, 13, 0),
+    (&LINEAR_SM90, "linear_bf16_sm90_n192_c2", 384, 13, 0),
+    (&LINEAR_SM90, "linear_bf16_sm90_pp", 384, 13, 0),
+    (&LINEAR_SM90, "linear_bf16_sm90_pp_c2", 384, 13, 0),
+    (&LINEAR_SM90_F32, "linear_f32_sm90", 384, 13, 0),
     (&PATCH_EMBED, "patch_embed_f32", 256, 12, 8704),
     (&PATCH_EMBED, "patch_embed_bf16", 128, 12, 10240),
+    (&PATCH_EMBED, "patchify_f32", 256, 9, 0),
+    (&PATCH_EMBED, "patchify_bf16", 256, 9, 0),
     (&ATTENTION, "attention_bf16_hd16", 128, 18, 0),
     (&ATTENTION, "attention_bf16_hd32", 128, 18, 0),
     (&ATTENTION, "attention_bf16_hd48", 128, 18, 0),

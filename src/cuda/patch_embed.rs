@@ -1,11 +1,21 @@
-//! Patch embedding on CUDA: kernels/patch_embed.ptx, the tiled GEMMs of
-//! kernels/linear.ptx with the patches gathered from the pixels as the A operand
-//! and bias + position as the epilogue.
+//! Patch embedding on CUDA (kernels/patch_embed.ptx):
+//! - on Hopper (the wgmma GEMM path; f32 where it multiplies in 3xTF32), in
+//!   two steps: `patchify_*` copies the patches into a scratch matrix [B·N,
+//!   KP] (K = C·P·P padded with zeros to KP, a multiple of 16 bytes, as TMA
+//!   needs; the weight padded the same way where K is not, as at patch 14),
+//!   then the linear layers' wgmma GEMM multiplies it, with the bias in its
+//!   epilogue and the position embedding as a residual that repeats every N
+//!   rows (`res_rows`). The copy moves about as many bytes as the pixels; the
+//!   fused kernels below multiply at a fraction of the GEMM's rate (H100,
+//!   BENCHMARKS.md: 0.08× cuBLAS at SigLIP-base batch 32);
+//! - elsewhere, one fused kernel: the tiled GEMMs of kernels/linear.ptx with the
+//!   patches gathered from the pixels as the A operand and bias + position as
+//!   the epilogue.
 
-use super::launch::Launcher;
-use super::linear::grid2d;
+use super::launch::{grid_stride_blocks, Launcher};
+use super::linear::{self, grid2d};
 use super::manifest as m;
-use super::Cuda;
+use super::{Cuda, F32Gemm, GemmPath};
 use crate::element::{DType, Element};
 use crate::error::Result;
 use crate::ops::{index32, PatchEmbedArgs, PatchEmbedDims};
@@ -44,6 +54,9 @@ pub(super) fn launch<L: Launcher>(
     let k = index32(OP, "C·P·P", d.patch_len())?;
     index32(OP, "pixels", d.batch * d.channels * d.image * d.image)?;
     index32(OP, "out", d.batch * d.tokens() * d.hidden)?;
+    if let Some(kp) = gemm_width(dev, dtype, &a, d) {
+        return launch_gemm(dev, dtype, a, d, kp);
+    }
     let args = m::PatchEmbedArgs {
         x: a.pixels,
         w: a.weight,
@@ -71,4 +84,119 @@ pub(super) fn launch<L: Launcher>(
         ),
     };
     dev.launch(OP, spec, grid2d(OP, mm, n, tm, tn)?, 0, args)
+}
+
+/// Elements per thread of `patchify_*` (one 16-byte store), from the manifest.
+fn patchify_vec(dtype: DType) -> usize {
+    match dtype {
+        DType::F32 => m::patchify_f32::VEC as usize,
+        DType::BF16 => m::patchify_bf16::VEC as usize,
+    }
+}
+
+/// The padded patch length KP where patch embedding takes the Hopper GEMM
+/// (see the module's docs), else `None`: the wgmma path (f32 only in
+/// 3xTF32, with room for its shared memory), D a multiple of the vector (the
+/// GEMM's N), the operands the GEMM reads directly 16-byte aligned, and at
+/// least one row and one column of patches.
+fn gemm_width<L: Launcher>(
+    dev: &L,
+    dtype: DType,
+    a: &Operands<'_, L::Buf>,
+    d: PatchEmbedDims,
+) -> Option<usize> {
+    let hopper = dev.gemm_path() == GemmPath::Sm90
+        && match dtype {
+            DType::BF16 => true,
+            DType::F32 => {
+                dev.f32_gemm() == F32Gemm::Tf32x3 && dev.max_smem() >= linear::F32_SM90_SMEM
+            }
+        };
+    let v = patchify_vec(dtype);
+    let fits = d.batch * d.tokens() > 0
+        && d.patch_len() > 0
+        && d.hidden.is_multiple_of(v)
+        && [a.bias, a.position, &*a.out]
+            .into_iter()
+            .all(|b| dev.aligned16(b));
+    (hopper && fits).then(|| d.patch_len().next_multiple_of(v))
+}
+
+/// Patch embedding as patchify + the Hopper GEMM (see the module's docs), the
+/// patches `kp` wide.
+fn launch_gemm<L: Launcher>(
+    dev: &L,
+    dtype: DType,
+    a: Operands<'_, L::Buf>,
+    d: PatchEmbedDims,
+    kp: usize,
+) -> Result<()> {
+    const OP: &str = "patch_embed";
+    let es = dtype.size();
+    let rows = d.batch * d.tokens();
+    let k = d.patch_len();
+    let p32 = |what, x| index32(OP, what, x);
+    let (mm, n, k32, kp32) = (
+        p32("B·N", rows)?,
+        p32("D", d.hidden)?,
+        p32("C·P·P", k)?,
+        p32("KP", kp)?,
+    );
+    p32("patches", rows * kp)?;
+    p32("padded weight", d.hidden * kp)?;
+    p32("pixels", d.batch * d.channels * d.image * d.image)?;
+    let (c, p) = (p32("channels", d.channels)?, p32("patch", d.patch)?);
+    let spec = match dtype {
+        DType::F32 => &m::patchify_f32::SPEC,
+        DType::BF16 => &m::patchify_bf16::SPEC,
+    };
+    let blocks = |rows: usize| grid_stride_blocks(rows * kp / patchify_vec(dtype), spec.threads);
+    // The weight [D, C, P, P] is a batch of D one-patch images.
+    let pad_weight = kp != k || !dev.aligned16(a.weight);
+    let mut gemm = move |patches: &L::Buf, weight: &L::Buf| {
+        let args = m::LinearArgs {
+            x: patches,
+            w: weight,
+            bias: Some(a.bias),
+            res: Some(a.position),
+            out: a.out,
+            m: mm,
+            n,
+            k: kp32,
+            flags: m::LINEAR_FLAG_BIAS | m::LINEAR_FLAG_RES,
+        };
+        linear::sm90_launch(
+            OP,
+            dev,
+            dtype,
+            linear::sm90_args(args, p32("N", d.tokens())?),
+        )
+    };
+    let patchify = |src: &L::Buf, out: &mut L::Buf, rows: usize, image: u32, grid: u32| {
+        let args = m::PatchifyArgs {
+            x: src,
+            out,
+            rows: p32("rows", rows)?,
+            kp: kp32,
+            k: k32,
+            c,
+            i: image,
+            p,
+            g: grid,
+        };
+        dev.launch(OP, spec, (blocks(rows), 1, 1), 0, args)
+    };
+    let (image, grid) = (p32("image", d.image)?, p32("grid", d.grid())?);
+    if pad_weight {
+        dev.with_scratch([rows * kp * es, d.hidden * kp * es], |[patches, weight]| {
+            patchify(a.pixels, patches, rows, image, grid)?;
+            patchify(a.weight, weight, d.hidden, p, 1)?;
+            gemm(patches, weight)
+        })
+    } else {
+        dev.with_scratch([rows * kp * es], |[patches]| {
+            patchify(a.pixels, patches, rows, image, grid)?;
+            gemm(patches, a.weight)
+        })
+    }
 }

@@ -126,7 +126,8 @@ struct Recorder {
     facts: Facts,
     launches: RefCell<Vec<Value>>,
     words: RefCell<Vec<(String, Vec<u32>)>>,
-    scratch: RefCell<Option<usize>>,
+    /// The most bytes asked of each scratch buffer.
+    scratch: RefCell<Vec<usize>>,
 }
 
 impl Recorder {
@@ -191,15 +192,25 @@ impl Launcher for Recorder {
         }))
     }
 
-    fn with_scratch<R>(&self, bytes: usize, f: impl FnOnce(&mut Named) -> Result<R>) -> Result<R> {
+    fn with_scratch<R, const N: usize>(
+        &self,
+        bytes: [usize; N],
+        f: impl FnOnce([&mut Named; N]) -> Result<R>,
+    ) -> Result<R> {
         let mut s = self.scratch.borrow_mut();
-        *s = Some(s.unwrap_or(0).max(bytes));
+        if s.len() < N {
+            s.resize(N, 0);
+        }
+        for (most, &b) in s.iter_mut().zip(&bytes) {
+            *most = (*most).max(b);
+        }
         drop(s);
-        f(&mut Named {
-            name: "scratch".into(),
-            bytes,
+        let mut bufs = std::array::from_fn(|i| Named {
+            name: format!("scratch{i}"),
+            bytes: bytes[i],
             aligned: true,
-        })
+        });
+        f(bufs.each_mut())
     }
 
     fn max_active_clusters<S: Signature>(&self, _: &KernelSpec<S>, _: u32) -> Result<u32> {
@@ -536,8 +547,14 @@ fn layer_norm_case(
     case(name, rec, "layer_norm", dtype, dims, &bufs, expect)
 }
 
-fn patch_embed_case(name: &str, dtype: DType, d: PatchEmbedDims, expect: &[&str]) -> Value {
-    let rec = Recorder::new(A100);
+fn patch_embed_case(
+    name: &str,
+    facts: Facts,
+    dtype: DType,
+    d: PatchEmbedDims,
+    expect: &[&str],
+) -> Value {
+    let rec = Recorder::new(facts);
     let mut bufs = Buffers::default();
     let (b, c, i, p, h) = (d.batch, d.channels, d.image, d.patch, d.hidden);
     let px = bufs.add("pixels", dtype, b * c * i * i, "in");
@@ -969,15 +986,51 @@ fn plan() -> Vec<Value> {
     };
     cases.push(patch_embed_case(
         "patch_embed f32",
+        A100,
         F32,
         pe(2, 3, 30, 8, 17),
         &["patch_embed_f32"],
     ));
     cases.push(patch_embed_case(
         "patch_embed bf16",
+        A100,
         BF16,
         pe(1, 2, 45, 14, 24),
         &["patch_embed_bf16"],
+    ));
+    // Hopper: patchify, then the wgmma GEMM with the position embedding as a
+    // residual repeating every N rows. Patch 14: K = 588 padded to 592, the
+    // weight too (a second patchify).
+    cases.push(patch_embed_case(
+        "patch_embed bf16 hopper patch 14",
+        H100,
+        BF16,
+        pe(2, 3, 45, 14, 24),
+        &["patchify_bf16", "patchify_bf16", "linear_bf16_sm90_n192"],
+    ));
+    // K = 192: the weight as it is; 400 rows of 100 tokens over 3 SMs, so the
+    // position rows wrap inside the tiles and blocks loop.
+    cases.push(patch_embed_case(
+        "patch_embed bf16 hopper3",
+        HOPPER3,
+        BF16,
+        pe(4, 3, 80, 8, 136),
+        &["patchify_bf16", "linear_bf16_sm90_n192"],
+    ));
+    // f32: K = 588 is a multiple of 4, no padding; D = 17 is not: the fused kernel.
+    cases.push(patch_embed_case(
+        "patch_embed f32 hopper",
+        H100,
+        F32,
+        pe(2, 3, 30, 14, 20),
+        &["patchify_f32", "linear_f32_sm90"],
+    ));
+    cases.push(patch_embed_case(
+        "patch_embed f32 hopper odd width",
+        H100,
+        F32,
+        pe(2, 3, 30, 8, 17),
+        &["patch_embed_f32"],
     ));
     let md = |batch, tokens, experts, slots, hidden| MemoryDims {
         batch,

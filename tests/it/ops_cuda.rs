@@ -67,3 +67,20 @@ fn linear_persistent_many_tiles() {
     }
     crate::common::check_linear_case::<f32, _>(&dev, &mut rng, shape, Activation::None, true, true);
 }
+
+/// Patch embedding at SigLIP so400m's geometry (384 px, patch 14, D 1152):
+/// on a Hopper GPU, patchify into [2187, 592] (K = 588 padded, the weight
+/// too), then the wgmma GEMM over 18 tile rows, the position embedding's 729
+/// rows repeating inside them. The op suite's shapes fit in one tile.
+#[test]
+fn patch_embed_so400m_geometry() {
+    let Some(dev) =
+        crate::common::device_or_skip("cuda", "TESSERA_REQUIRE_CUDA", || tessera::Cuda::new(0))
+    else {
+        return;
+    };
+    let mut rng = crate::common::Rng::new("patch_embed_so400m_geometry");
+    let shape = (3, 3, 384, 14, 1152);
+    crate::common::check_patch_embed_case::<half::bf16, _>(&dev, &mut rng, shape);
+    crate::common::check_patch_embed_case::<f32, _>(&dev, &mut rng, shape);
+}

@@ -392,7 +392,14 @@ pub fn check_nonfinite_add<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
 }
 
 pub fn check_nonfinite_patch_embed<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
-    let (b, c, img, p, d) = (2, 3, 10, 4, 13);
+    // D 13 and 16: on a Hopper GPU, the fused kernel and patchify + the GEMM.
+    for d in [13, 16] {
+        check_nonfinite_patch_embed_at(dev, rng, d);
+    }
+}
+
+fn check_nonfinite_patch_embed_at<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng, d: usize) {
+    let (b, c, img, p) = (2, 3, 10, 4);
     let g = img / p;
     let n = g * g;
     let mut px: Vec<T> = rng.vec(b * c * img * img, 1.0);
@@ -405,7 +412,7 @@ pub fn check_nonfinite_patch_embed<T: Element, D: Kernels<T>>(dev: &D, rng: &mut
     set(&mut pos, 3 * d + 8, INF); // token 3, channel 8
     let (got, reference) = run_patch_embed(dev, [&px, &w, &bias, &pos], (b, c, img, p, d));
     assert_same_nonfinite(
-        "patch_embed with NaN/±∞ inputs",
+        &format!("patch_embed d={d} with NaN/±∞ inputs"),
         &got,
         &reference,
         &["nan", "+inf", "-inf", "finite"],

@@ -498,7 +498,7 @@ pub fn check_norm_edge_rows<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
 }
 
 pub fn check_patch_embed<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
-    for &(b, c, img, p, d) in &[
+    for &shape in &[
         (1, 3, 8, 4, 5),
         (2, 3, 32, 8, 64),
         (1, 1, 6, 3, 17),
@@ -509,32 +509,44 @@ pub fn check_patch_embed<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {
         (1, 3, 13, 4, 9),
         (1, 2, 45, 14, 24),
         (2, 1, 7, 7, 3),
+        // SigLIP's so400m patches (C·P·P = 588, not a multiple of 8: CUDA's
+        // Hopper path pads the patches and the weight to 592).
+        (2, 3, 45, 14, 40),
     ] {
-        let k = c * p * p;
-        let n = (img / p) * (img / p);
-        let px: Vec<T> = rng.vec(b * c * img * img, 1.0);
-        let w: Vec<T> = rng.vec(d * k, 1.0 / (k as f32).sqrt());
-        let bias: Vec<T> = rng.vec(d, 0.5);
-        let pos: Vec<T> = rng.vec(n * d, 0.5);
-        let (got, reference) = run_patch_embed(dev, [&px, &w, &bias, &pos], (b, c, img, p, d));
-        let magnitude = patch_embed_magnitude(
-            &to_f64(&px),
-            &to_f64(&w),
-            &to_f64(&bias),
-            &to_f64(&pos),
-            b,
-            c,
-            img,
-            p,
-            d,
-        );
-        assert_close_sum(
-            &format!("patch_embed b={b} c={c} i={img} p={p} d={d}"),
-            &got,
-            &reference,
-            &magnitude,
-        );
+        check_patch_embed_case(dev, rng, shape);
     }
+}
+
+/// One patch embedding `(B, C, I, P, D)` of random inputs against the reference.
+pub fn check_patch_embed_case<T: Element, D: Kernels<T>>(
+    dev: &D,
+    rng: &mut Rng,
+    (b, c, img, p, d): (usize, usize, usize, usize, usize),
+) {
+    let k = c * p * p;
+    let n = (img / p) * (img / p);
+    let px: Vec<T> = rng.vec(b * c * img * img, 1.0);
+    let w: Vec<T> = rng.vec(d * k, 1.0 / (k as f32).sqrt());
+    let bias: Vec<T> = rng.vec(d, 0.5);
+    let pos: Vec<T> = rng.vec(n * d, 0.5);
+    let (got, reference) = run_patch_embed(dev, [&px, &w, &bias, &pos], (b, c, img, p, d));
+    let magnitude = patch_embed_magnitude(
+        &to_f64(&px),
+        &to_f64(&w),
+        &to_f64(&bias),
+        &to_f64(&pos),
+        b,
+        c,
+        img,
+        p,
+        d,
+    );
+    assert_close_sum(
+        &format!("patch_embed b={b} c={c} i={img} p={p} d={d}"),
+        &got,
+        &reference,
+        &magnitude,
+    );
 }
 
 pub fn check_attention<T: Element, D: Kernels<T>>(dev: &D, rng: &mut Rng) {

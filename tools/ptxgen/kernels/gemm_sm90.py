@@ -70,8 +70,11 @@ Shared (dynamic): 1 KiB of alignment slack (the stages start at a 1024-byte
 Epilogue: + bias, GELU (tanh.approx), + residual in f32, rounded once to bf16,
   per 64×64 subtile of each warpgroup's 64×BN rows, written for each of the four
   flag sets of GELU and residual behind uniform branches (lib.specialise), so a
-  linear issues nothing for what it does not have. With a residual, the tile's
-  residual rows are prefetched into L2 before the mainloop. The bias and
+  linear issues nothing for what it does not have. Output row r adds residual
+  row r mod res_rows (a linear passes m; patch embedding passes the tokens of
+  an image, so its position embedding repeats over the batch: one rem a row).
+  With a residual, the tile's residual rows are prefetched into L2 before the
+  mainloop. The bias and
   residual loads go out one batch of column groups ahead of the math (8 groups,
   a subtile; 4 at 256 wide, where two batches of 8 in flight spill), at
   immediate offsets from one address a row; the results are written into a
@@ -200,7 +203,7 @@ def linear_sm90(dt="bf16", BN=256, CM=1, pingpong=False):  # noqa: N803 (the til
     # Nor is `out`: the epilogue writes it through tmap_out (boxes of 64 x 64).
     params = [In("x"), In("w"), TMap("tmap_x", "x", (BM, BK), dtype=dt), TMap("tmap_w", "w", (BH, BK), dtype=dt),
               TMap("tmap_out", "out", (64, EPI_N), dtype=dt), Opt("bias"), Opt("res"), Out("out"), U32("m"),
-              U32("n"), U32("k"), U32("flags")]
+              U32("n"), U32("k"), U32("flags"), U32("res_rows")]
     name = entry_name(dt, BN, CM, pp)
     # 256 wide, two batches of 8 column groups in flight (96 registers with the
     # 128 accumulators) spill; of 4, they do not.
@@ -228,6 +231,7 @@ def linear_sm90(dt="bf16", BN=256, CM=1, pingpong=False):  # noqa: N803 (the til
     tmap_x, tmap_w, tmap_out = k.param("tmap_x"), k.param("tmap_w"), k.param("tmap_out")
     bias, res = k.param("bias"), k.param("res")
     M, N, K, flags = (k.param(p) for p in ("m", "n", "k", "flags"))
+    res_rows = k.param("res_rows")
     t, p = k.reg("u32", "t"), k.reg("pred", "p")
     tid = k.reg("u32", "tid")
     k(f"mov.u32 {tid}, %tid.x;")
@@ -575,6 +579,7 @@ def linear_sm90(dt="bf16", BN=256, CM=1, pingpong=False):  # noqa: N803 (the til
         k(f"{'and.b32' if pp else 'shr.u32'} {r}, {tx}, {127 if pp else 1};")
         k(f"add.u32 {r}, {r}, {m0};")
         k(f"setp.lt.u32 {rin}, {r}, {M};")
+        k(f"rem.u32 {r}, {r}, {res_rows};")
         if pp:
             k(f"mov.u32 {c}, {n0};")
         else:
@@ -765,6 +770,7 @@ def linear_sm90(dt="bf16", BN=256, CM=1, pingpong=False):  # noqa: N803 (the til
                 r, rin = k.reg("u32", "orow"), k.reg("pred", f"rin{h}")
                 k(f"add.u32 {r}, {row0}, {8 * h};")
                 k(f"setp.lt.u32 {rin}, {r}, {M};")
+                k(f"rem.u32 {r}, {r}, {res_rows};")
                 k(f"mad.lo.u32 {r}, {r}, {N}, {col0};")
                 obase.append((r, rin))
 
