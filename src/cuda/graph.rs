@@ -2,15 +2,15 @@
 //! captured once and replayed as one graph launch instead of one launch per
 //! kernel ([`Device::run_replayable`](crate::device::Device::run_replayable)).
 //!
-//! - Per key: the first call runs eagerly (a warm-up: modules load, the split-K
-//!   scratch buffer grows); the second is captured on the handle's capture stream
+//! - Per key: the first call runs eagerly (a warm-up: modules load, the
+//!   scratch buffers grow); the second is captured on the handle's capture stream
 //!   and the graph launched on the main stream; later calls launch the graph. The
 //!   caller's key names everything the launches depend on (the model, its
-//!   workspace, the buffers' device addresses). The one buffer it cannot name,
-//!   the handle's split-K scratch, has a generation that each graph records: a
-//!   graph is launched only under the scratch lock and while the generation is
-//!   still its own (a grown scratch buffer frees the old one), else it is dropped
-//!   and captured again.
+//!   workspace, the buffers' device addresses). The buffers it cannot name,
+//!   the handle's scratch (split-K's partial sums, patch embedding's patches),
+//!   have a generation that each graph records: a graph is launched only under
+//!   the scratch lock and while the generation is still its own (a grown
+//!   scratch buffer frees the old one), else it is dropped and captured again.
 //! - Only the capturing thread's launches go to the capture stream (a
 //!   thread-local marks it), so other threads' ops on the same handle run as
 //!   before, on the main stream. While capturing, anything that would have to run
@@ -47,7 +47,7 @@ pub(super) struct Graph {
     graph: CudaGraph,
     /// Kernels it launches (added to the handle's launch count per replay).
     kernels: u64,
-    /// The scratch buffer's generation when the capture began.
+    /// The scratch buffers' generation when the capture began.
     scratch_generation: u64,
 }
 
@@ -69,7 +69,7 @@ fn uncapturable(e: &Error) -> bool {
 
 /// Why a graph was not launched.
 enum NotLaunched {
-    /// The scratch buffer was replaced since the capture: capture again.
+    /// A scratch buffer was replaced since the capture: capture again.
     Stale,
     /// The driver refused it.
     Refused,
@@ -291,11 +291,12 @@ impl Cuda {
     /// Launch a captured graph on the main stream (the context bound to this
     /// thread by the caller).
     fn launch_graph(&self, g: &Graph) -> std::result::Result<(), NotLaunched> {
-        // A split-K GEMM in the graph uses the scratch buffer: queue the graph
-        // while no other thread is between its partial GEMM and its reduction
-        // (which hold this lock across their two launches), and only while the
-        // buffer is the one it was captured with (replacing it needs this lock;
-        // the old buffer's free is queued after the graph).
+        // A split-K GEMM or a patch embedding in the graph uses the scratch
+        // buffers: queue the graph while no other thread is between such an
+        // op's first launch and its last (which hold this lock across them),
+        // and only while the buffers are the ones it was captured with
+        // (replacing one needs this lock; the old buffer's free is queued
+        // after the graph).
         let _scratch = self.inner.scratch.lock().unwrap_or_else(|p| p.into_inner());
         if self.inner.scratch_generation.load(Ordering::Acquire) != g.scratch_generation {
             return Err(NotLaunched::Stale);
@@ -305,8 +306,8 @@ impl Cuda {
         // was instantiated in this handle's context, bound to this thread by the
         // caller; the main stream belongs to the same context. Every buffer its
         // kernels use is named by the key it was captured under, or is the
-        // scratch buffer of the generation checked above under the lock that
-        // replacing it takes, so all of them are still allocated when it runs.
+        // scratch buffers of the generation checked above under the lock that
+        // replacing one takes, so all of them are still allocated when it runs.
         let launched = catch_unwind(AssertUnwindSafe(|| unsafe {
             cu::graph::launch(g.graph.cu_graph_exec(), self.inner.stream.cu_stream())
         }));

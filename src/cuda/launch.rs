@@ -372,8 +372,8 @@ impl Cuda {
 }
 
 /// What an op's launch code asks of a device: the facts that choose a kernel
-/// and size its grid, its buffers' alignment and length, a buffer of words, a
-/// scratch buffer, how many clusters fit, and the launch itself. [`Cuda`]
+/// and size its grid, its buffers' alignment and length, a buffer of words,
+/// scratch buffers, how many clusters fit, and the launch itself. [`Cuda`]
 /// launches; the launch-plan test (plan_check.rs) implements it over named
 /// stand-in buffers and writes each launch down, for the emulator to run
 /// exactly as the op's launch code asked (tools/emu_check.py, group `plans`).
