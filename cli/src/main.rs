@@ -63,6 +63,9 @@ enum Command {
 
 /// Route a parsed command to its implementation.
 fn dispatch(command: Command) -> CliResult<()> {
+    // Every command decodes and resizes on the CPU: a mistyped
+    // TESSERA_CPU_ISA fails here rather than being ignored.
+    Cpu::check_env()?;
     match command {
         Command::Run(args) => run_command(&args),
         Command::Demo(exec) => demo_command(&exec),

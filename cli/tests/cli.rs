@@ -2905,3 +2905,24 @@ fn embed_walks_links_special_files_and_lists() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("warning: 1 row(s) hold NaN"), "{stderr}");
 }
+
+/// A mistyped `TESSERA_CPU_ISA` is an error naming it, for every command,
+/// before anything runs; `portable` and `auto` are taken.
+#[test]
+fn cpu_isa_typo_is_an_error() {
+    let model = "tests/data/siglip_tiny";
+    let io = "tests/data/siglip_tiny/io.safetensors";
+    let args = ["run", "--model", model, "--pixels", io, "--device", "cpu"];
+    let out = tessera_env(&args, &[("TESSERA_CPU_ISA", Path::new("portble"))]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("TESSERA_CPU_ISA=\"portble\": expected auto or portable"),
+        "{stderr}"
+    );
+    for ok in ["portable", "auto"] {
+        let out = tessera_env(&args, &[("TESSERA_CPU_ISA", Path::new(ok))]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "TESSERA_CPU_ISA={ok}: {stderr}");
+    }
+}

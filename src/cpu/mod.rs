@@ -159,10 +159,42 @@ struct Isa {
     avx512_bf16: bool,
 }
 
+/// The environment variable that turns the CPU backend's instruction-set
+/// paths off.
+const ISA_VAR: &str = "TESSERA_CPU_ISA";
+
+/// Whether `TESSERA_CPU_ISA`'s value `env` asks for the portable code only:
+/// unset, empty or `auto` detect the CPU; `portable` turns the detected
+/// instruction sets off; anything else is an error naming the value.
+fn portable_only(env: Option<&str>) -> Result<bool> {
+    match env.map(str::trim) {
+        None | Some("" | "auto") => Ok(false),
+        Some("portable") => Ok(true),
+        Some(other) => Err(Error::Unsupported {
+            op: "Cpu",
+            msg: format!("{ISA_VAR}={other:?}: expected auto or portable"),
+        }),
+    }
+}
+
+impl Cpu {
+    /// Checks the CPU backend's environment: `TESSERA_CPU_ISA` must be unset,
+    /// `auto` or `portable`. The ops cannot report a bad value (they take the
+    /// detected instruction sets then), so a program that wants a typo to fail
+    /// calls this at start; the `tessera` binary does.
+    pub fn check_env() -> Result<()> {
+        let value = std::env::var_os(ISA_VAR);
+        let value = value.as_ref().map(|v| v.to_string_lossy());
+        portable_only(value.as_deref()).map(|_| ())
+    }
+}
+
 fn isa() -> Isa {
     static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
     *ISA.get_or_init(|| {
-        if std::env::var("TESSERA_CPU_ISA").is_ok_and(|v| v == "portable") {
+        let value = std::env::var_os(ISA_VAR);
+        let value = value.as_ref().map(|v| v.to_string_lossy());
+        if portable_only(value.as_deref()).unwrap_or(false) {
             return Isa {
                 avx2: false,
                 avx512: false,
@@ -274,5 +306,22 @@ mod tests {
         assert!(super::exp_f32(f32::NAN).is_nan());
         assert!(super::exp_f32(f32::NEG_INFINITY) < 1e-37);
         assert_eq!(super::exp_f32(0.0), 1.0);
+    }
+
+    #[test]
+    fn isa_setting_refuses_what_it_does_not_know() {
+        for (value, portable) in [(None, false), (Some(""), false), (Some(" auto"), false)] {
+            assert_eq!(
+                super::portable_only(value).ok(),
+                Some(portable),
+                "{value:?}"
+            );
+        }
+        assert_eq!(super::portable_only(Some("portable")).ok(), Some(true));
+        for typo in ["portble", "Portable", "avx2", "off"] {
+            let e = super::portable_only(Some(typo)).unwrap_err().to_string();
+            assert!(e.contains(&format!("TESSERA_CPU_ISA={typo:?}")), "{e}");
+            assert!(e.contains("expected auto or portable"), "{e}");
+        }
     }
 }
