@@ -247,8 +247,8 @@ def linear_dtype(entry):
 def linear_launch(mem, entry, rows, k, n, x, w, b, r, act, with_bias, with_res, splits=1, res_rows=None):
     """Run `entry` (split-K through its split-K form + the reduction when splits > 1)
     as the host does on host arrays x [rows, k], w [n, k], b [n], r [res_rows, n]
-    (the Hopper kernels add residual row i mod res_rows to output row i; res_rows
-    is rows unless given); returns the (poisoned first) output's address."""
+    (output row i adds residual row i mod res_rows; res_rows is rows unless
+    given); returns the (poisoned first) output's address."""
     dt = linear_dtype(entry)
     out = poison(mem, rows * n, dt)
     spec = SPECS[entry]
@@ -266,6 +266,7 @@ def linear_launch(mem, entry, rows, k, n, x, w, b, r, act, with_bias, with_res, 
         grid = ((n + tn - 1) // tn, (rows + tm - 1) // tm, 1)
     # The bits the host passes (src/cuda/manifest.rs's LINEAR_FLAG_*, from the same names).
     flags = (FLAG_BIAS if with_bias else 0) | (FLAG_GELU if act else 0) | (FLAG_RES if with_res else 0)
+    res_rows = rows if res_rows is None else res_rows
     px, pw = mem.upload(x), mem.upload(w)
     if splits > 1:
         # Split-K as the host runs it: the partial GEMM over (tiles, splits), then the
@@ -276,16 +277,16 @@ def linear_launch(mem, entry, rows, k, n, x, w, b, r, act, with_bias, with_res, 
                part=part, m=rows, n=n, k=k)
         launch(mem, reduce_, grid_stride(reduce_, rows * n // 2),
                part=part, bias=mem.upload(b) if with_bias else None,
-               res=mem.upload(r) if with_res else None, out=out, m=rows, n=n, splits=splits, flags=flags)
+               res=mem.upload(r) if with_res else None, out=out, m=rows, n=n, splits=splits, flags=flags,
+               res_rows=res_rows)
     elif "_sm90" in entry:
         maps = {"tmap_x": tensor_map(spec, "tmap_x", px, rows, k),
                 "tmap_w": tensor_map(spec, "tmap_w", pw, n, k),
-                "tmap_out": tensor_map(spec, "tmap_out", out, rows, n),
-                "res_rows": rows if res_rows is None else res_rows}
+                "tmap_out": tensor_map(spec, "tmap_out", out, rows, n)}
     if splits == 1:
         launch(mem, entry, grid, spec.consts.get("DYN_SMEM", 0), x=px, w=pw,
                bias=mem.upload(b) if with_bias else None, res=mem.upload(r) if with_res else None,
-               out=out, m=rows, n=n, k=k, flags=flags, **maps)
+               out=out, m=rows, n=n, k=k, flags=flags, res_rows=res_rows, **maps)
     return out
 
 
@@ -322,6 +323,9 @@ def t_linear():
         for epi in EPILOGUES:
             linear_case("linear_f32", "f32", rows, k, n, *epi)
             linear_case("linear_bf16_any", "bf16", rows, k, n, *epi)
+    # A residual of fewer rows, repeating (see t_linear_sm90).
+    for entry, dt in (("linear_f32", "f32"), ("linear_bf16_any", "bf16")):
+        linear_case(entry, dt, 129, 72, 130, 0, True, True, res_rows=7)
 
 
 def t_linear_sm80():
@@ -340,6 +344,12 @@ def t_linear_sm80():
         for rows, k, n, splits in cases:
             for epi in EPILOGUES[:3] if QUICK else EPILOGUES:
                 linear_case(entry, dt, rows, k, n, *epi, splits=splits)
+    # A residual of fewer rows, repeating (see t_linear_sm90), in the kernel's
+    # epilogue and in the split-K reduction.
+    for entry, dt, n in (("linear_bf16", "bf16", 136), ("linear_f32_3xtf32", "f32", 132)):
+        for res_rows in (45, 7):
+            linear_case(entry, dt, 257, 200, n, 1, True, True, res_rows=res_rows)
+        linear_case(entry, dt, 130, 520, n, 0, True, True, splits=3, res_rows=7)
 
 
 # Blocks of the persistent Hopper GEMM in these runs (the host launches one per SM).

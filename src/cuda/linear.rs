@@ -90,6 +90,7 @@ pub(super) fn launch<L: Launcher>(
         n,
         k,
         flags,
+        res_rows: mm,
     };
     match dtype {
         DType::F32
@@ -103,9 +104,9 @@ pub(super) fn launch<L: Launcher>(
                 && dev.max_smem() >= F32_SM90_SMEM
                 && !prefer_split_k(mm, n, k, dev.sm_count(), SM90_F32_TILE, &SM80_F32)
             {
-                sm90_launch(OP, dev, DType::F32, sm90_args(args, mm))
+                sm90_launch(OP, dev, DType::F32, sm90_args(args))
             } else {
-                sm80_gemm(dev, &SM80_F32, args, d.rows * d.out_features)
+                sm80_gemm(dev, &SM80_F32, args, true)
             }
         }
         DType::F32 => {
@@ -121,10 +122,10 @@ pub(super) fn launch<L: Launcher>(
                 && dev.gemm_path() == GemmPath::Sm90
                 && !prefer_split_k(mm, n, k, dev.sm_count(), SM90_BF16_TILE, &SM80_BF16) =>
         {
-            sm90_launch(OP, dev, DType::BF16, sm90_args(args, mm))
+            sm90_launch(OP, dev, DType::BF16, sm90_args(args))
         }
         DType::BF16 if k % 8 == 0 && n % 8 == 0 && aligned => {
-            sm80_gemm(dev, &SM80_BF16, args, d.rows * d.out_features)
+            sm80_gemm(dev, &SM80_BF16, args, true)
         }
         DType::BF16 => {
             let s = &m::linear_bf16_any::SPEC;
@@ -141,10 +142,8 @@ pub(super) fn launch<L: Launcher>(
 }
 
 /// The Hopper GEMMs' arguments: those of the sm_80 kernels plus the tensor maps
-/// of x [m, k], W [n, k] and out [m, n] (the kernels load and store tiles by TMA)
-/// and the residual's rows, `res_rows` (output row r adds residual row r mod
-/// `res_rows`: m for a linear layer).
-pub(super) fn sm90_args<B>(a: m::LinearArgs<'_, B>, res_rows: u32) -> m::LinearSm90Args<'_, B> {
+/// of x [m, k], W [n, k] and out [m, n] (the kernels load and store tiles by TMA).
+pub(super) fn sm90_args<B>(a: m::LinearArgs<'_, B>) -> m::LinearSm90Args<'_, B> {
     let (mm, n, k) = (a.m, a.n, a.k);
     m::LinearSm90Args {
         x: a.x,
@@ -159,7 +158,7 @@ pub(super) fn sm90_args<B>(a: m::LinearArgs<'_, B>, res_rows: u32) -> m::LinearS
         n,
         k,
         flags: a.flags,
-        res_rows,
+        res_rows: a.res_rows,
     }
 }
 
@@ -218,7 +217,7 @@ pub(super) const F32_SM90_SMEM: u32 =
 /// The sm_80 tensor-core GEMM of one element type (tools/ptxgen/kernels/gemm_sm80.py
 /// makes both from one generator): the kernel, its split-K form and the split-K
 /// reduction, with their tiles and shared memory as the manifest states them.
-struct Sm80Gemm {
+pub(super) struct Sm80Gemm {
     main: &'static KernelSpec<m::Linear>,
     main_smem: u32,
     split: &'static KernelSpec<m::LinearSplitk>,
@@ -230,7 +229,7 @@ struct Sm80Gemm {
 }
 
 /// `linear_bf16`: one m16n8k16 mma per 16 k.
-const SM80_BF16: Sm80Gemm = Sm80Gemm {
+pub(super) const SM80_BF16: Sm80Gemm = Sm80Gemm {
     main: &m::linear_bf16::SPEC,
     main_smem: m::linear_bf16::DYN_SMEM,
     split: &m::linear_bf16_splitk::SPEC,
@@ -243,7 +242,7 @@ const SM80_BF16: Sm80Gemm = Sm80Gemm {
 
 /// `linear_f32_3xtf32`: f32 on the tensor cores, three tf32 mma per product (see
 /// [`F32Gemm`]).
-const SM80_F32: Sm80Gemm = Sm80Gemm {
+pub(super) const SM80_F32: Sm80Gemm = Sm80Gemm {
     main: &m::linear_f32_3xtf32::SPEC,
     main_smem: m::linear_f32_3xtf32::DYN_SMEM,
     split: &m::linear_f32_3xtf32_splitk::SPEC,
@@ -254,23 +253,27 @@ const SM80_F32: Sm80Gemm = Sm80Gemm {
     tile_k: m::linear_f32_3xtf32::TILE_K,
 };
 
-/// Runs `g` on `args` (`outputs` = rows × out_features elements): one block per
-/// output tile, or, where those would leave most SMs idle and K is long
-/// ([`split_k`]), f32 partial tiles of K slices and one reduction that adds them
-/// in order and applies the epilogue.
-fn sm80_gemm<L: Launcher>(
+/// Runs `g` on `args`: one block per output tile, or, where those would leave
+/// most SMs idle and K is long ([`split_k`]) and `may_split` (the caller holds
+/// no scratch buffer), f32 partial tiles of K slices and one reduction that
+/// adds them in order and applies the epilogue.
+pub(super) fn sm80_gemm<L: Launcher>(
     dev: &L,
     g: &Sm80Gemm,
     args: m::LinearArgs<'_, L::Buf>,
-    outputs: usize,
+    may_split: bool,
 ) -> Result<()> {
     const OP: &str = "linear";
     let (mm, n, k) = (args.m, args.n, args.k);
     let tiles = mm.div_ceil(g.tile_m) * n.div_ceil(g.tile_n);
-    let splits = split_k(tiles, k.div_ceil(g.tile_k), dev.sm_count());
+    let splits = match may_split {
+        true => split_k(tiles, k.div_ceil(g.tile_k), dev.sm_count()),
+        false => 1,
+    };
     if splits == 1 {
         return dev.launch(OP, g.main, (tiles, 1, 1), g.main_smem, args);
     }
+    let outputs = mm as usize * n as usize;
     let bytes = splits as usize * outputs * 4;
     dev.with_scratch([bytes], |[part]| {
         let partial = m::LinearSplitkArgs {
@@ -291,6 +294,7 @@ fn sm80_gemm<L: Launcher>(
             n,
             splits,
             flags: args.flags,
+            res_rows: args.res_rows,
         };
         let blocks = super::launch::grid_stride_blocks(outputs / 2, g.reduce.threads);
         dev.launch(OP, g.reduce, (blocks, 1, 1), 0, reduce)

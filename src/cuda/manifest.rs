@@ -322,6 +322,7 @@ pub(super) struct LinearArgs<'a, B> {
     pub n: u32,
     pub k: u32,
     pub flags: u32,
+    pub res_rows: u32,
 }
 
 /// Marker of the `linear` parameter list.
@@ -340,6 +341,7 @@ impl Signature for Linear {
             Arg::U32(a.n),
             Arg::U32(a.k),
             Arg::U32(a.flags),
+            Arg::U32(a.res_rows),
         ]
     }
 }
@@ -381,6 +383,7 @@ pub(super) struct SplitkReduceArgs<'a, B> {
     pub n: u32,
     pub splits: u32,
     pub flags: u32,
+    pub res_rows: u32,
 }
 
 /// Marker of the `splitk_reduce` parameter list.
@@ -398,6 +401,7 @@ impl Signature for SplitkReduce {
             Arg::U32(a.n),
             Arg::U32(a.splits),
             Arg::U32(a.flags),
+            Arg::U32(a.res_rows),
         ]
     }
 }
@@ -927,7 +931,7 @@ pub(super) mod linear_bf16 {
         static_smem: 0,
         max_dyn_smem: 65536,
         cluster: 1,
-        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
+        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32), ("res_rows", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const DYN_SMEM: u32 = 65536;
@@ -965,7 +969,7 @@ pub(super) mod linear_splitk_reduce_bf16 {
         static_smem: 0,
         max_dyn_smem: 0,
         cluster: 1,
-        params: &[("part", ParamKind::In), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("splits", ParamKind::U32), ("flags", ParamKind::U32)],
+        params: &[("part", ParamKind::In), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("splits", ParamKind::U32), ("flags", ParamKind::U32), ("res_rows", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
 }
@@ -980,7 +984,7 @@ pub(super) mod linear_f32_3xtf32 {
         static_smem: 0,
         max_dyn_smem: 69632,
         cluster: 1,
-        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
+        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32), ("res_rows", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const DYN_SMEM: u32 = 69632;
@@ -1018,7 +1022,7 @@ pub(super) mod linear_splitk_reduce_f32 {
         static_smem: 0,
         max_dyn_smem: 0,
         cluster: 1,
-        params: &[("part", ParamKind::In), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("splits", ParamKind::U32), ("flags", ParamKind::U32)],
+        params: &[("part", ParamKind::In), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("splits", ParamKind::U32), ("flags", ParamKind::U32), ("res_rows", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
 }
@@ -1033,7 +1037,7 @@ pub(super) mod linear_f32 {
         static_smem: 8704,
         max_dyn_smem: 0,
         cluster: 1,
-        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
+        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32), ("res_rows", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const TILE_M: u32 = 64;
@@ -1050,7 +1054,7 @@ pub(super) mod linear_bf16_any {
         static_smem: 10240,
         max_dyn_smem: 0,
         cluster: 1,
-        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32)],
+        params: &[("x", ParamKind::In), ("w", ParamKind::In), ("bias", ParamKind::Opt), ("res", ParamKind::Opt), ("out", ParamKind::Out), ("m", ParamKind::U32), ("n", ParamKind::U32), ("k", ParamKind::U32), ("flags", ParamKind::U32), ("res_rows", ParamKind::U32)],
         signature: std::marker::PhantomData,
     };
     pub(in crate::cuda) const TILE_M: u32 = 64;
@@ -1690,14 +1694,14 @@ pub(super) const ALL: &[(&Module, &str, u32, usize, u32)] = &[
     (&MEMORY, "memory_read_gate_finish_bf16", 128, 5, 16),
     (&MEMORY, "memory_read_mix_bf16", 256, 9, 0),
     (&MEMORY, "memory_write_bf16", 256, 10, 0),
-    (&LINEAR, "linear_bf16", 128, 9, 0),
+    (&LINEAR, "linear_bf16", 128, 10, 0),
     (&LINEAR, "linear_bf16_splitk", 128, 6, 0),
-    (&LINEAR, "linear_splitk_reduce_bf16", 256, 8, 0),
-    (&LINEAR, "linear_f32_3xtf32", 128, 9, 0),
+    (&LINEAR, "linear_splitk_reduce_bf16", 256, 9, 0),
+    (&LINEAR, "linear_f32_3xtf32", 128, 10, 0),
     (&LINEAR, "linear_f32_3xtf32_splitk", 128, 6, 0),
-    (&LINEAR, "linear_splitk_reduce_f32", 256, 8, 0),
-    (&LINEAR, "linear_f32", 256, 9, 8704),
-    (&LINEAR, "linear_bf16_any", 128, 9, 10240),
+    (&LINEAR, "linear_splitk_reduce_f32", 256, 9, 0),
+    (&LINEAR, "linear_f32", 256, 10, 8704),
+    (&LINEAR, "linear_bf16_any", 128, 10, 10240),
     (&LINEAR_SM90, "linear_bf16_sm90", 384, 13, 0),
     (&LINEAR_SM90, "linear_bf16_sm90_n192", 384, 13, 0),
     (&LINEAR_SM90, "linear_bf16_sm90_c2", 384, 13, 0),

@@ -1,16 +1,19 @@
 //! Patch embedding on CUDA (kernels/patch_embed.ptx):
-//! - on Hopper (the wgmma GEMM path; f32 where it multiplies in 3xTF32), in
-//!   two steps: `patchify_*` copies the patches into a scratch matrix [B·N,
-//!   KP] (K = C·P·P padded with zeros to KP, a multiple of 16 bytes, as TMA
-//!   needs; the weight padded the same way where K is not, as at patch 14),
-//!   then the linear layers' wgmma GEMM multiplies it, with the bias in its
-//!   epilogue and the position embedding as a residual that repeats every N
-//!   rows (`res_rows`). The copy moves about as many bytes as the pixels; the
-//!   fused kernels below multiply at a fraction of the GEMM's rate (H100,
-//!   BENCHMARKS.md: 0.08× cuBLAS at SigLIP-base batch 32);
-//! - elsewhere, one fused kernel: the tiled GEMMs of kernels/linear.ptx with the
-//!   patches gathered from the pixels as the A operand and bias + position as
-//!   the epilogue.
+//! - where the linear layers multiply on tensor cores (bf16; f32 in 3xTF32) and
+//!   D is a multiple of 16 bytes, in two steps: `patchify_*` copies the
+//!   patches into a scratch matrix [B·N, KP] (K = C·P·P padded with zeros to
+//!   KP, a multiple of 16 bytes, as TMA and cp.async need; the weight padded
+//!   the same way where K is not, as at patch 14), then the linear layers'
+//!   GEMM multiplies it — the wgmma one on Hopper, the sm_80 one elsewhere —
+//!   with the bias in its epilogue and the position embedding as a residual
+//!   that repeats every N rows (`res_rows`). The copy moves about as many
+//!   bytes as the pixels; the fused kernels below multiply at a fraction of
+//!   the GEMMs' rate (H100, BENCHMARKS.md: 0.08× cuBLAS at SigLIP-base batch
+//!   32);
+//! - otherwise (the CUDA-core f32 setting, misaligned buffers, other widths),
+//!   one fused kernel: the tiled GEMMs of kernels/linear.ptx with the patches
+//!   gathered from the pixels as the A operand and bias + position as the
+//!   epilogue.
 
 use super::launch::{grid_stride_blocks, Launcher};
 use super::linear::{self, grid2d};
@@ -54,8 +57,8 @@ pub(super) fn launch<L: Launcher>(
     let k = index32(OP, "C·P·P", d.patch_len())?;
     index32(OP, "pixels", d.batch * d.channels * d.image * d.image)?;
     index32(OP, "out", d.batch * d.tokens() * d.hidden)?;
-    if let Some(kp) = gemm_width(dev, dtype, &a, d) {
-        return launch_gemm(dev, dtype, a, d, kp);
+    if let Some((gemm, kp)) = gemm_of(dev, dtype, &a, d) {
+        return launch_gemm(dev, dtype, a, d, gemm, kp);
     }
     let args = m::PatchEmbedArgs {
         x: a.pixels,
@@ -94,24 +97,26 @@ fn patchify_vec(dtype: DType) -> usize {
     }
 }
 
-/// The padded patch length KP where patch embedding takes the Hopper GEMM
-/// (see the module's docs), else `None`: the wgmma path (f32 only in
-/// 3xTF32, with room for its shared memory), D a multiple of the vector (the
+/// The tensor-core GEMM that multiplies the patches.
+#[derive(Clone, Copy)]
+enum Gemm {
+    /// The wgmma GEMM (`linear::sm90_launch`).
+    Sm90,
+    /// The sm_80 GEMM of the element type.
+    Sm80(&'static linear::Sm80Gemm),
+}
+
+/// The GEMM and the padded patch length KP where patch embedding runs as
+/// patchify + GEMM (see the module's docs), else `None`: the linear layers'
+/// tensor-core path (f32 only in 3xTF32), D a multiple of the vector (the
 /// GEMM's N), the operands the GEMM reads directly 16-byte aligned, and at
 /// least one row and one column of patches.
-fn gemm_width<L: Launcher>(
+fn gemm_of<L: Launcher>(
     dev: &L,
     dtype: DType,
     a: &Operands<'_, L::Buf>,
     d: PatchEmbedDims,
-) -> Option<usize> {
-    let hopper = dev.gemm_path() == GemmPath::Sm90
-        && match dtype {
-            DType::BF16 => true,
-            DType::F32 => {
-                dev.f32_gemm() == F32Gemm::Tf32x3 && dev.max_smem() >= linear::F32_SM90_SMEM
-            }
-        };
+) -> Option<(Gemm, usize)> {
     let v = patchify_vec(dtype);
     let fits = d.batch * d.tokens() > 0
         && d.patch_len() > 0
@@ -119,16 +124,26 @@ fn gemm_width<L: Launcher>(
         && [a.bias, a.position, &*a.out]
             .into_iter()
             .all(|b| dev.aligned16(b));
-    (hopper && fits).then(|| d.patch_len().next_multiple_of(v))
+    let hopper = dev.gemm_path() == GemmPath::Sm90;
+    let gemm = match dtype {
+        _ if !fits => return None,
+        DType::BF16 if hopper => Gemm::Sm90,
+        DType::BF16 => Gemm::Sm80(&linear::SM80_BF16),
+        DType::F32 if dev.f32_gemm() != F32Gemm::Tf32x3 => return None,
+        DType::F32 if hopper && dev.max_smem() >= linear::F32_SM90_SMEM => Gemm::Sm90,
+        DType::F32 => Gemm::Sm80(&linear::SM80_F32),
+    };
+    Some((gemm, d.patch_len().next_multiple_of(v)))
 }
 
-/// Patch embedding as patchify + the Hopper GEMM (see the module's docs), the
-/// patches `kp` wide.
+/// Patch embedding as patchify + `gemm` (see the module's docs), the patches
+/// `kp` wide.
 fn launch_gemm<L: Launcher>(
     dev: &L,
     dtype: DType,
     a: Operands<'_, L::Buf>,
     d: PatchEmbedDims,
+    gemm: Gemm,
     kp: usize,
 ) -> Result<()> {
     const OP: &str = "patch_embed";
@@ -153,7 +168,8 @@ fn launch_gemm<L: Launcher>(
     let blocks = |rows: usize| grid_stride_blocks(rows * kp / patchify_vec(dtype), spec.threads);
     // The weight [D, C, P, P] is a batch of D one-patch images.
     let pad_weight = kp != k || !dev.aligned16(a.weight);
-    let mut gemm = move |patches: &L::Buf, weight: &L::Buf| {
+    let res_rows = p32("N", d.tokens())?;
+    let mut multiply = move |patches: &L::Buf, weight: &L::Buf| {
         let args = m::LinearArgs {
             x: patches,
             w: weight,
@@ -164,13 +180,13 @@ fn launch_gemm<L: Launcher>(
             n,
             k: kp32,
             flags: m::LINEAR_FLAG_BIAS | m::LINEAR_FLAG_RES,
+            res_rows,
         };
-        linear::sm90_launch(
-            OP,
-            dev,
-            dtype,
-            linear::sm90_args(args, p32("N", d.tokens())?),
-        )
+        match gemm {
+            Gemm::Sm90 => linear::sm90_launch(OP, dev, dtype, linear::sm90_args(args)),
+            // No split-K: the scratch buffers are taken (the patches' K is short).
+            Gemm::Sm80(g) => linear::sm80_gemm(dev, g, args, false),
+        }
     };
     let patchify = |src: &L::Buf, out: &mut L::Buf, rows: usize, image: u32, grid: u32| {
         let args = m::PatchifyArgs {
@@ -191,12 +207,12 @@ fn launch_gemm<L: Launcher>(
         dev.with_scratch([rows * kp * es, d.hidden * kp * es], |[patches, weight]| {
             patchify(a.pixels, patches, rows, image, grid)?;
             patchify(a.weight, weight, d.hidden, p, 1)?;
-            gemm(patches, weight)
+            multiply(patches, weight)
         })
     } else {
         dev.with_scratch([rows * kp * es], |[patches]| {
             patchify(a.pixels, patches, rows, image, grid)?;
-            gemm(patches, a.weight)
+            multiply(patches, a.weight)
         })
     }
 }

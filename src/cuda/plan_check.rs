@@ -992,11 +992,34 @@ fn plan() -> Vec<Value> {
         &["patch_embed_f32"],
     ));
     cases.push(patch_embed_case(
-        "patch_embed bf16",
+        "patch_embed bf16 odd width",
         A100,
         BF16,
-        pe(1, 2, 45, 14, 24),
+        pe(1, 2, 45, 14, 20),
         &["patch_embed_bf16"],
+    ));
+    // The sm_80 GEMMs: patchify, then the tensor-core GEMM with the position
+    // embedding as a residual repeating every N rows (no split-K).
+    cases.push(patch_embed_case(
+        "patch_embed bf16 sm80 patch 14",
+        A100,
+        BF16,
+        pe(3, 3, 45, 14, 24),
+        &["patchify_bf16", "patchify_bf16", "linear_bf16"],
+    ));
+    cases.push(patch_embed_case(
+        "patch_embed f32 sm80",
+        A100,
+        F32,
+        pe(2, 3, 30, 14, 20),
+        &["patchify_f32", "linear_f32_3xtf32"],
+    ));
+    cases.push(patch_embed_case(
+        "patch_embed f32 simt",
+        A100_SIMT,
+        F32,
+        pe(2, 3, 30, 14, 20),
+        &["patch_embed_f32"],
     ));
     // Hopper: patchify, then the wgmma GEMM with the position embedding as a
     // residual repeating every N rows. Patch 14: K = 588 padded to 592, the

@@ -9,8 +9,10 @@ K-major, so W is the "col" B operand of mma as stored."""
 from ..asm import In, Opt, Out, U32
 from ..lib import SIZE, ZERO, addr, gelu, ld_elem, st_elem, widen_bf16x2
 
+# res_rows: output row r adds residual row r mod res_rows (a linear layer: m;
+# patch embedding on the GEMMs: the tokens of an image, its position embedding).
 LINEAR_PARAMS = [In("x"), In("w"), Opt("bias"), Opt("res"), Out("out"), U32("m"), U32("n"),
-                 U32("k"), U32("flags")]
+                 U32("k"), U32("flags"), U32("res_rows")]
 PATCH_PARAMS = [In("x"), In("w"), In("bias"), In("res"), Out("out"), U32("m"), U32("n"),
                 U32("k"), U32("c"), U32("i"), U32("p"), U32("g")]
 
@@ -29,6 +31,7 @@ class Operands:
         self.m, self.n, self.kk = k.param("m"), k.param("n"), k.param("k")
         if mode == "linear":
             self.has_bias, self.has_gelu, self.has_res = epilogue_flags(k, k.param("flags"))
+            self.res_rows = k.param("res_rows")
         else:
             c, i, p, g = (k.param(s) for s in ("c", "i", "p", "g"))
             self.c, self.i, self.p, self.g = c, i, p, g
@@ -86,11 +89,12 @@ class Operands:
             k(f"mul.lo.u32 {o}, {r}, {self.n};")
             rin.append(p)
             rofs.append(o)
-            if not linear:  # position row of the token: row mod G·G
-                q = k.reg("u32", "pofs")
-                k(f"rem.u32 {q}, {r}, {self.nt};")
-                k(f"mul.lo.u32 {q}, {q}, {self.n};")
-                pofs.append(q)
+            # The residual's row: row mod res_rows (linear); the position's:
+            # the token, row mod G·G (patch_embed).
+            q = k.reg("u32", "pofs")
+            k(f"rem.u32 {q}, {r}, {self.res_rows if linear else self.nt};")
+            k(f"mul.lo.u32 {q}, {q}, {self.n};")
+            pofs.append(q)
         cin, bias = [], []
         for c in cols:
             p, b = k.reg("pred", "cin"), k.reg("f32", "eb")
@@ -110,13 +114,13 @@ class Operands:
                 ok, o, t = k.reg("pred", "ok"), k.reg("u32", "eo"), k.reg("f32", "et")
                 k(f"and.pred {ok}, {rin[i]}, {cin[j]};")
                 k(f"add.u32 {o}, {rofs[i]}, {c};")
+                q = k.reg("u32", "po")
+                k(f"add.u32 {q}, {pofs[i]}, {c};")
                 if linear:
                     pr = k.reg("pred", "pres")
                     k(f"and.pred {pr}, {ok}, {self.has_res};")
-                    ld_elem(k, dt, t, addr(k, self.res, o, z), pred=pr)
+                    ld_elem(k, dt, t, addr(k, self.res, q, z), pred=pr)
                 else:
-                    q = k.reg("u32", "po")
-                    k(f"add.u32 {q}, {pofs[i]}, {c};")
                     ld_elem(k, dt, t, addr(k, self.res, q, z), pred=ok)
                 items.append((ok, o, t, acc_at(i, j), bias[j]))
         # Left to itself, ptxas sinks each load to just before its use (fewer live

@@ -84,7 +84,7 @@ def gelu_tanh(k, v):
 
 SPLIT_PARAMS = [In("x"), In("w"), Out("part"), U32("m"), U32("n"), U32("k")]
 REDUCE_PARAMS = [In("part"), Opt("bias"), Opt("res"), Out("out"), U32("m"), U32("n"), U32("splits"),
-                 U32("flags")]
+                 U32("flags"), U32("res_rows")]
 
 
 def bias_gelu_pair(k, x0, x1, b0, b1, gelu):
@@ -324,6 +324,7 @@ def gemm_sm80(dt, split=False):
         partial_store(k, acc, lane, warp, m0, n0, M, N)
         return k
     bias, res, out, flags = (k.param(p) for p in ("bias", "res", "out", "flags"))
+    res_rows = k.param("res_rows")
 
     # Epilogue in f32: bias, GELU, residual (bf16; f32 adds it on the way out, below);
     # then pairs of the output type into the staging tile.
@@ -358,6 +359,7 @@ def gemm_sm80(dt, split=False):
                 k(f"add.u32 {grow_}, {m0}, {lrow0};")
                 k(f"add.u32 {grow_}, {grow_}, {16 * mt + 8 * half};")
                 k(f"setp.lt.and.u32 {rin}, {grow_}, {M}, {has_res};")
+                k(f"rem.u32 {grow_}, {grow_}, {res_rows};")  # the residual's row
                 k(f"mul.lo.u32 {grow_}, {grow_}, {N};")
                 k(f"add.u32 {grow_}, {grow_}, {n0};")
                 k(f"add.u32 {grow_}, {grow_}, {lcol0};")
@@ -388,6 +390,9 @@ def gemm_sm80(dt, split=False):
     # apart), and the accumulators are free by now.
     per_row = BN * z // 16
     chunks = BM * per_row // (32 * WARPS)
+    if dt == "f32":
+        res_n = k.reg("u32", "res_n")
+        k(f"mul.lo.u32 {res_n}, {res_rows}, {N};")
     batch = 16 if dt == "f32" else chunks
     for b0 in range(0, chunks, batch):
         items = []
@@ -410,11 +415,14 @@ def gemm_sm80(dt, split=False):
             k(f"mad.lo.u32 {gr}, {gr}, {N}, {gc};")
             r4 = None
             if dt == "f32":
-                r4, pr = k.regs_n("f32", "or", 4), k.reg("pred", "opr")
+                r4, pr, rr = k.regs_n("f32", "or", 4), k.reg("pred", "opr"), k.reg("u32", "orr")
                 for r in r4:
                     k(f"mov.f32 {r}, {ZERO};")  # past M or N: added, never stored
                 k(f"and.pred {pr}, {ok}, {has_res};")
-                k(f"@{pr} ld.global.v4.f32 {{{', '.join(map(str, r4))}}}, [{addr(k, res, gr, z)}];")
+                # The residual's element: (row mod res_rows)·N + column = the
+                # output's element mod res_rows·N.
+                k(f"rem.u32 {rr}, {gr}, {res_n};")
+                k(f"@{pr} ld.global.v4.f32 {{{', '.join(map(str, r4))}}}, [{addr(k, res, rr, z)}];")
             items.append((ok, gr, v4, r4))
         for ok, gr, v4, r4 in items:
             if r4 is not None:
@@ -479,8 +487,11 @@ def splitk_reduce(dt):
     part, bias, res, out = (k.param(p) for p in ("part", "bias", "res", "out"))
     M, N, S, flags = (k.param(p) for p in ("m", "n", "splits", "flags"))
     has_bias, has_gelu, has_res = epilogue_flags(k, flags)
-    pairs, mn = k.reg("u32", "pairs"), k.reg("u32", "mn")
+    pairs, mn, rn = k.reg("u32", "pairs"), k.reg("u32", "mn"), k.reg("u32", "rn")
     k(f"mul.lo.u32 {mn}, {M}, {N};")
+    # Residual element of output element e (row r, column c): (r mod res_rows)·N
+    # + c = e mod res_rows·N.
+    k(f"mul.lo.u32 {rn}, {k.param('res_rows')}, {N};")
     k(f"shr.u32 {pairs}, {mn}, 1;")
 
     def body(i):
@@ -506,7 +517,9 @@ def splitk_reduce(dt):
         k.place(end)
         b0, b1 = ld_pair(k, dt, addr(k, bias, col, z), has_bias, nc=True, stem="bias")
         bias_gelu_pair(k, x0, x1, b0, b1, has_gelu)
-        r0, r1 = ld_pair(k, dt, addr(k, res, e, z), has_res, stem="res")
+        re = k.reg("u32", "re")
+        k(f"rem.u32 {re}, {e}, {rn};")
+        r0, r1 = ld_pair(k, dt, addr(k, res, re, z), has_res, stem="res")
         k(f"add.f32 {x0}, {x0}, {r0};")
         k(f"add.f32 {x1}, {x1}, {r1};")
         st_pair(k, dt, f"[{addr(k, out, e, z)}]", x0, x1)
