@@ -977,84 +977,88 @@ fn plan() -> Vec<Value> {
             &["layer_norm_f32"],
         ),
     ]);
-    let pe = |batch, channels, image, patch, hidden| PatchEmbedDims {
-        batch,
-        channels,
-        image,
-        patch,
-        hidden,
-    };
-    cases.push(patch_embed_case(
-        "patch_embed f32",
-        A100,
-        F32,
-        pe(2, 3, 30, 8, 17),
-        &["patch_embed_f32"],
-    ));
-    cases.push(patch_embed_case(
-        "patch_embed bf16 odd width",
-        A100,
-        BF16,
-        pe(1, 2, 45, 14, 20),
-        &["patch_embed_bf16"],
-    ));
-    // The sm_80 GEMMs: patchify, then the tensor-core GEMM with the position
-    // embedding as a residual repeating every N rows (no split-K).
-    cases.push(patch_embed_case(
-        "patch_embed bf16 sm80 patch 14",
-        A100,
-        BF16,
-        pe(3, 3, 45, 14, 24),
-        &["patchify_bf16", "patchify_bf16", "linear_bf16"],
-    ));
-    cases.push(patch_embed_case(
-        "patch_embed f32 sm80",
-        A100,
-        F32,
-        pe(2, 3, 30, 14, 20),
-        &["patchify_f32", "linear_f32_3xtf32"],
-    ));
-    cases.push(patch_embed_case(
-        "patch_embed f32 simt",
-        A100_SIMT,
-        F32,
-        pe(2, 3, 30, 14, 20),
-        &["patch_embed_f32"],
-    ));
-    // Hopper: patchify, then the wgmma GEMM with the position embedding as a
-    // residual repeating every N rows. Patch 14: K = 588 padded to 592, the
-    // weight too (a second patchify).
-    cases.push(patch_embed_case(
-        "patch_embed bf16 hopper patch 14",
-        H100,
-        BF16,
-        pe(2, 3, 45, 14, 24),
-        &["patchify_bf16", "patchify_bf16", "linear_bf16_sm90_n192"],
-    ));
-    // K = 192: the weight as it is; 400 rows of 100 tokens over 3 SMs, so the
-    // position rows wrap inside the tiles and blocks loop.
-    cases.push(patch_embed_case(
-        "patch_embed bf16 hopper3",
-        HOPPER3,
-        BF16,
-        pe(4, 3, 80, 8, 136),
-        &["patchify_bf16", "linear_bf16_sm90_n192"],
-    ));
-    // f32: K = 588 is a multiple of 4, no padding; D = 17 is not: the fused kernel.
-    cases.push(patch_embed_case(
-        "patch_embed f32 hopper",
-        H100,
-        F32,
-        pe(2, 3, 30, 14, 20),
-        &["patchify_f32", "linear_f32_sm90"],
-    ));
-    cases.push(patch_embed_case(
-        "patch_embed f32 hopper odd width",
-        H100,
-        F32,
-        pe(2, 3, 30, 8, 17),
-        &["patch_embed_f32"],
-    ));
+    // (name, device, dtype, (B, C, I, P, D), the kernels chosen). Where the
+    // linear layers multiply on tensor cores and D is a multiple of 16 bytes:
+    // patchify, then the GEMM with the position embedding as a residual
+    // repeating every N rows (sm_80: no split-K). Patch 14: K = 588 padded to
+    // 592 in bf16, the weight too (a second patchify); f32 needs no padding.
+    // hopper3: 400 rows of 100 tokens over 3 SMs, so the position rows wrap
+    // inside the tiles and blocks loop. Otherwise the fused kernel.
+    let pe_cases: [(&str, Facts, DType, _, &[&str]); 9] = [
+        ("f32", A100, F32, (2, 3, 30, 8, 17), &["patch_embed_f32"]),
+        (
+            "bf16 odd width",
+            A100,
+            BF16,
+            (1, 2, 45, 14, 20),
+            &["patch_embed_bf16"],
+        ),
+        (
+            "f32 simt",
+            A100_SIMT,
+            F32,
+            (2, 3, 30, 14, 20),
+            &["patch_embed_f32"],
+        ),
+        (
+            "f32 hopper odd width",
+            H100,
+            F32,
+            (2, 3, 30, 8, 17),
+            &["patch_embed_f32"],
+        ),
+        (
+            "bf16 sm80 patch 14",
+            A100,
+            BF16,
+            (3, 3, 45, 14, 24),
+            &["patchify_bf16", "patchify_bf16", "linear_bf16"],
+        ),
+        (
+            "f32 sm80",
+            A100,
+            F32,
+            (2, 3, 30, 14, 20),
+            &["patchify_f32", "linear_f32_3xtf32"],
+        ),
+        (
+            "bf16 hopper patch 14",
+            H100,
+            BF16,
+            (2, 3, 45, 14, 24),
+            &["patchify_bf16", "patchify_bf16", "linear_bf16_sm90_n192"],
+        ),
+        (
+            "bf16 hopper3",
+            HOPPER3,
+            BF16,
+            (4, 3, 80, 8, 136),
+            &["patchify_bf16", "linear_bf16_sm90_n192"],
+        ),
+        (
+            "f32 hopper",
+            H100,
+            F32,
+            (2, 3, 30, 14, 20),
+            &["patchify_f32", "linear_f32_sm90"],
+        ),
+    ];
+    for (name, facts, dtype, (batch, channels, image, patch, hidden), expect) in pe_cases {
+        let d = PatchEmbedDims {
+            batch,
+            channels,
+            image,
+            patch,
+            hidden,
+        };
+        cases.push(patch_embed_case(
+            &format!("patch_embed {name}"),
+            facts,
+            dtype,
+            d,
+            expect,
+        ));
+    }
     let md = |batch, tokens, experts, slots, hidden| MemoryDims {
         batch,
         tokens,
