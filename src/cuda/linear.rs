@@ -106,7 +106,7 @@ pub(super) fn launch<L: Launcher>(
             {
                 sm90_launch(OP, dev, DType::F32, sm90_args(args))
             } else {
-                sm80_gemm(dev, &SM80_F32, args, true)
+                sm80_gemm(OP, dev, &SM80_F32, args, true)
             }
         }
         DType::F32 => {
@@ -125,7 +125,7 @@ pub(super) fn launch<L: Launcher>(
             sm90_launch(OP, dev, DType::BF16, sm90_args(args))
         }
         DType::BF16 if k % 8 == 0 && n % 8 == 0 && aligned => {
-            sm80_gemm(dev, &SM80_BF16, args, true)
+            sm80_gemm(OP, dev, &SM80_BF16, args, true)
         }
         DType::BF16 => {
             let s = &m::linear_bf16_any::SPEC;
@@ -258,20 +258,21 @@ pub(super) const SM80_F32: Sm80Gemm = Sm80Gemm {
 /// no scratch buffer), f32 partial tiles of K slices and one reduction that
 /// adds them in order and applies the epilogue.
 pub(super) fn sm80_gemm<L: Launcher>(
+    op: &'static str,
     dev: &L,
     g: &Sm80Gemm,
     args: m::LinearArgs<'_, L::Buf>,
     may_split: bool,
 ) -> Result<()> {
-    const OP: &str = "linear";
     let (mm, n, k) = (args.m, args.n, args.k);
     let tiles = mm.div_ceil(g.tile_m) * n.div_ceil(g.tile_n);
-    let splits = match may_split {
-        true => split_k(tiles, k.div_ceil(g.tile_k), dev.sm_count()),
-        false => 1,
+    let splits = if may_split {
+        split_k(tiles, k.div_ceil(g.tile_k), dev.sm_count())
+    } else {
+        1
     };
     if splits == 1 {
-        return dev.launch(OP, g.main, (tiles, 1, 1), g.main_smem, args);
+        return dev.launch(op, g.main, (tiles, 1, 1), g.main_smem, args);
     }
     let outputs = mm as usize * n as usize;
     let bytes = splits as usize * outputs * 4;
@@ -284,7 +285,7 @@ pub(super) fn sm80_gemm<L: Launcher>(
             n,
             k,
         };
-        dev.launch(OP, g.split, (tiles, splits, 1), g.split_smem, partial)?;
+        dev.launch(op, g.split, (tiles, splits, 1), g.split_smem, partial)?;
         let reduce = m::SplitkReduceArgs {
             part: &*part,
             bias: args.bias,
@@ -297,7 +298,7 @@ pub(super) fn sm80_gemm<L: Launcher>(
             res_rows: args.res_rows,
         };
         let blocks = super::launch::grid_stride_blocks(outputs / 2, g.reduce.threads);
-        dev.launch(OP, g.reduce, (blocks, 1, 1), 0, reduce)
+        dev.launch(op, g.reduce, (blocks, 1, 1), 0, reduce)
     })
 }
 

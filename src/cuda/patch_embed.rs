@@ -185,7 +185,7 @@ fn launch_gemm<L: Launcher>(
         match gemm {
             Gemm::Sm90 => linear::sm90_launch(OP, dev, dtype, linear::sm90_args(args)),
             // No split-K: the scratch buffers are taken (the patches' K is short).
-            Gemm::Sm80(g) => linear::sm80_gemm(dev, g, args, false),
+            Gemm::Sm80(g) => linear::sm80_gemm(OP, dev, g, args, false),
         }
     };
     let patchify = |src: &L::Buf, out: &mut L::Buf, rows: usize, image: u32, grid: u32| {
