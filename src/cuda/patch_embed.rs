@@ -51,14 +51,19 @@ pub(super) fn launch<L: Launcher>(
     a: Operands<'_, L::Buf>,
     d: PatchEmbedDims,
 ) -> Result<()> {
-    const OP: &str = "patch_embed";
-    let mm = index32(OP, "B·N", d.batch * d.tokens())?;
-    let n = index32(OP, "D", d.hidden)?;
-    let k = index32(OP, "C·P·P", d.patch_len())?;
+    let s = Sizes {
+        m: index32(OP, "B·N", d.batch * d.tokens())?,
+        n: index32(OP, "D", d.hidden)?,
+        k: index32(OP, "C·P·P", d.patch_len())?,
+        c: index32(OP, "channels", d.channels)?,
+        i: index32(OP, "image", d.image)?,
+        p: index32(OP, "patch", d.patch)?,
+        g: index32(OP, "grid", d.grid())?,
+    };
     index32(OP, "pixels", d.batch * d.channels * d.image * d.image)?;
     index32(OP, "out", d.batch * d.tokens() * d.hidden)?;
     if let Some((gemm, kp)) = gemm_of(dev, dtype, &a, d) {
-        return launch_gemm(dev, dtype, a, d, gemm, kp);
+        return launch_gemm(dev, dtype, a, d, s, gemm, kp);
     }
     let args = m::PatchEmbedArgs {
         x: a.pixels,
@@ -66,13 +71,13 @@ pub(super) fn launch<L: Launcher>(
         bias: a.bias,
         res: a.position,
         out: a.out,
-        m: mm,
-        n,
-        k,
-        c: index32(OP, "channels", d.channels)?,
-        i: index32(OP, "image", d.image)?,
-        p: index32(OP, "patch", d.patch)?,
-        g: index32(OP, "grid", d.grid())?,
+        m: s.m,
+        n: s.n,
+        k: s.k,
+        c: s.c,
+        i: s.i,
+        p: s.p,
+        g: s.g,
     };
     let (spec, tm, tn) = match dtype {
         DType::F32 => (
@@ -86,7 +91,22 @@ pub(super) fn launch<L: Launcher>(
             m::patch_embed_bf16::TILE_N,
         ),
     };
-    dev.launch(OP, spec, grid2d(OP, mm, n, tm, tn)?, 0, args)
+    dev.launch(OP, spec, grid2d(OP, s.m, s.n, tm, tn)?, 0, args)
+}
+
+const OP: &str = "patch_embed";
+
+/// A patch embedding's sizes as its kernels take them (checked to fit u32):
+/// rows B·N, width D, patch length C·P·P, and the geometry C, I, P, G.
+#[derive(Clone, Copy)]
+struct Sizes {
+    m: u32,
+    n: u32,
+    k: u32,
+    c: u32,
+    i: u32,
+    p: u32,
+    g: u32,
 }
 
 /// Elements per thread of `patchify_*` (one 16-byte store), from the manifest.
@@ -143,32 +163,24 @@ fn launch_gemm<L: Launcher>(
     dtype: DType,
     a: Operands<'_, L::Buf>,
     d: PatchEmbedDims,
+    s: Sizes,
     gemm: Gemm,
     kp: usize,
 ) -> Result<()> {
-    const OP: &str = "patch_embed";
     let es = dtype.size();
     let rows = d.batch * d.tokens();
-    let k = d.patch_len();
-    let p32 = |what, x| index32(OP, what, x);
-    let (mm, n, k32, kp32) = (
-        p32("B·N", rows)?,
-        p32("D", d.hidden)?,
-        p32("C·P·P", k)?,
-        p32("KP", kp)?,
-    );
-    p32("patches", rows * kp)?;
-    p32("padded weight", d.hidden * kp)?;
-    p32("pixels", d.batch * d.channels * d.image * d.image)?;
-    let (c, p) = (p32("channels", d.channels)?, p32("patch", d.patch)?);
+    let kp32 = index32(OP, "KP", kp)?;
+    index32(OP, "patches", rows * kp)?;
+    index32(OP, "padded weight", d.hidden * kp)?;
     let spec = match dtype {
         DType::F32 => &m::patchify_f32::SPEC,
         DType::BF16 => &m::patchify_bf16::SPEC,
     };
     let blocks = |rows: usize| grid_stride_blocks(rows * kp / patchify_vec(dtype), spec.threads);
     // The weight [D, C, P, P] is a batch of D one-patch images.
-    let pad_weight = kp != k || !dev.aligned16(a.weight);
-    let res_rows = p32("N", d.tokens())?;
+    let pad_weight = kp != d.patch_len() || !dev.aligned16(a.weight);
+    // The position embedding's rows: the tokens of an image, G·G.
+    let res_rows = s.g * s.g;
     let mut multiply = move |patches: &L::Buf, weight: &L::Buf| {
         let args = m::LinearArgs {
             x: patches,
@@ -176,8 +188,8 @@ fn launch_gemm<L: Launcher>(
             bias: Some(a.bias),
             res: Some(a.position),
             out: a.out,
-            m: mm,
-            n,
+            m: s.m,
+            n: s.n,
             k: kp32,
             flags: m::LINEAR_FLAG_BIAS | m::LINEAR_FLAG_RES,
             res_rows,
@@ -192,26 +204,25 @@ fn launch_gemm<L: Launcher>(
         let args = m::PatchifyArgs {
             x: src,
             out,
-            rows: p32("rows", rows)?,
+            rows: index32(OP, "rows", rows)?,
             kp: kp32,
-            k: k32,
-            c,
+            k: s.k,
+            c: s.c,
             i: image,
-            p,
+            p: s.p,
             g: grid,
         };
         dev.launch(OP, spec, (blocks(rows), 1, 1), 0, args)
     };
-    let (image, grid) = (p32("image", d.image)?, p32("grid", d.grid())?);
     if pad_weight {
         dev.with_scratch([rows * kp * es, d.hidden * kp * es], |[patches, weight]| {
-            patchify(a.pixels, patches, rows, image, grid)?;
-            patchify(a.weight, weight, d.hidden, p, 1)?;
+            patchify(a.pixels, patches, rows, s.i, s.g)?;
+            patchify(a.weight, weight, d.hidden, s.p, 1)?;
             multiply(patches, weight)
         })
     } else {
         dev.with_scratch([rows * kp * es], |[patches]| {
-            patchify(a.pixels, patches, rows, image, grid)?;
+            patchify(a.pixels, patches, rows, s.i, s.g)?;
             multiply(patches, a.weight)
         })
     }

@@ -20,30 +20,24 @@ PATCH_PARAMS = [In("x"), In("w"), In("bias"), In("res"), Out("out"), U32("m"), U
 FLAG_BIAS, FLAG_GELU, FLAG_RES = 1, 2, 4
 
 
-class Operands:
-    """The kernel parameters of a GEMM kernel in registers, plus (patch_embed) the
-    patch geometry: I·I, P·P, P·I, tokens per image NT = G·G, C·I·I."""
+class PatchGeometry:
+    """The patches of images [B, C, I, I], P pixels a side, G a side of the
+    image (parameters c, i, p, g in registers), and the products the pixel
+    addressing needs: I·I, P·P, P·I, tokens per image NT = G·G, C·I·I. Patch
+    row = b·NT + gy·G + gx; element k = c·P·P + py·P + px (patch_embed's
+    gathered A operand; patchify's copy)."""
 
-    def __init__(self, k, mode):
-        self.k, self.mode = k, mode
-        self.x, self.w, self.bias, self.res, self.out = (
-            k.param(p) for p in ("x", "w", "bias", "res", "out"))
-        self.m, self.n, self.kk = k.param("m"), k.param("n"), k.param("k")
-        if mode == "linear":
-            self.has_bias, self.has_gelu, self.has_res = epilogue_flags(k, k.param("flags"))
-            self.res_rows = k.param("res_rows")
-        else:
-            c, i, p, g = (k.param(s) for s in ("c", "i", "p", "g"))
-            self.c, self.i, self.p, self.g = c, i, p, g
-            self.ii, self.pp, self.pi, self.nt, self.cii = (
-                k.reg("u32", s) for s in ("ii", "pp", "pi", "nt", "cii"))
-            k(f"mul.lo.u32 {self.ii}, {i}, {i};")
-            k(f"mul.lo.u32 {self.pp}, {p}, {p};")
-            k(f"mul.lo.u32 {self.pi}, {p}, {i};")
-            k(f"mul.lo.u32 {self.nt}, {g}, {g};")
-            k(f"mul.lo.u32 {self.cii}, {c}, {self.ii};")
+    def __init__(self, k, c, i, p, g):
+        self.k, self.c, self.i, self.p, self.g = k, c, i, p, g
+        self.ii, self.pp, self.pi, self.nt, self.cii = (
+            k.reg("u32", s) for s in ("ii", "pp", "pi", "nt", "cii"))
+        k(f"mul.lo.u32 {self.ii}, {i}, {i};")
+        k(f"mul.lo.u32 {self.pp}, {p}, {p};")
+        k(f"mul.lo.u32 {self.pi}, {p}, {i};")
+        k(f"mul.lo.u32 {self.nt}, {g}, {g};")
+        k(f"mul.lo.u32 {self.cii}, {c}, {self.ii};")
 
-    def patch_rowbase(self, row):
+    def rowbase(self, row):
         """Pixel offset of patch row `row` = b·C·I·I + gy·P·I + gx·P, row = b·NT + gy·G + gx."""
         k = self.k
         b, rest, gy, gx, t, dst = (k.reg("u32", s) for s in ("pb", "pn", "gy", "gx", "pt", "prow"))
@@ -58,7 +52,7 @@ class Operands:
         k(f"mad.lo.u32 {dst}, {gx}, {self.p}, {dst};")
         return dst
 
-    def patch_kofs(self, kk):
+    def kofs(self, kk):
         """Pixel offset of patch element kk = c·P·P + py·P + px: c·I·I + py·I + px.
         Returns (offset, py, px)."""
         k = self.k
@@ -73,6 +67,46 @@ class Operands:
         k(f"mad.lo.u32 {dst}, {py}, {self.i}, {dst};")
         k(f"add.u32 {dst}, {dst}, {px};")
         return dst, py, px
+
+    def walk(self):
+        """The offset steps for `step`, in registers: to the next pixel row of
+        a patch, I − P, and to the next channel, I·I − P·I."""
+        k = self.k
+        gip, giipi = k.reg("u32", "gip"), k.reg("u32", "giipi")
+        k(f"sub.u32 {gip}, {self.i}, {self.p};")
+        k(f"sub.u32 {giipi}, {self.ii}, {self.pi};")
+        return gip, giipi
+
+    def step(self, walk, ofs, py, px, pred):
+        """The next element's (ofs, py, px): px + 1, wrapping to the next pixel
+        row, then channel, predicated (no branch); `pred` is scratch."""
+        k = self.k
+        gip, giipi = walk
+        k(f"add.u32 {ofs}, {ofs}, 1;")
+        k(f"add.u32 {px}, {px}, 1;")
+        k(f"setp.eq.u32 {pred}, {px}, {self.p};")
+        k(f"@{pred} mov.u32 {px}, 0;")
+        k(f"@{pred} add.u32 {py}, {py}, 1;")
+        k(f"@{pred} add.u32 {ofs}, {ofs}, {gip};")
+        k(f"setp.eq.u32 {pred}, {py}, {self.p};")
+        k(f"@{pred} mov.u32 {py}, 0;")
+        k(f"@{pred} add.u32 {ofs}, {ofs}, {giipi};")
+
+
+class Operands:
+    """The kernel parameters of a GEMM kernel in registers, plus (patch_embed)
+    the patch geometry (`patch`)."""
+
+    def __init__(self, k, mode):
+        self.k, self.mode = k, mode
+        self.x, self.w, self.bias, self.res, self.out = (
+            k.param(p) for p in ("x", "w", "bias", "res", "out"))
+        self.m, self.n, self.kk = k.param("m"), k.param("n"), k.param("k")
+        if mode == "linear":
+            self.has_bias, self.has_gelu, self.has_res = epilogue_flags(k, k.param("flags"))
+            self.res_rows = k.param("res_rows")
+        else:
+            self.patch = PatchGeometry(k, *(k.param(s) for s in ("c", "i", "p", "g")))
 
     def epilogue_grid(self, dt, rows, cols, acc_at):
         """Finish and store the accumulators acc_at(i, j) of outputs (rows[i],
@@ -92,7 +126,7 @@ class Operands:
             # The residual's row: row mod res_rows (linear); the position's:
             # the token, row mod G·G (patch_embed).
             q = k.reg("u32", "pofs")
-            k(f"rem.u32 {q}, {r}, {self.res_rows if linear else self.nt};")
+            k(f"rem.u32 {q}, {r}, {self.res_rows if linear else self.patch.nt};")
             k(f"mul.lo.u32 {q}, {q}, {self.n};")
             pofs.append(q)
         cin, bias = [], []

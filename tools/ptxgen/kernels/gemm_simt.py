@@ -51,7 +51,7 @@ def gemm_f32(mode):
             r = k.reg("u32", f"ra{i}")
             k(f"mul.lo.u32 {r}, {u}, {op.kk};")
         else:
-            r = op.patch_rowbase(u)
+            r = op.patch.rowbase(u)
         s = k.reg("u32", f"rb{i}")
         k(f"add.u32 {u}, {n0}, {ly};")
         k(f"add.u32 {u}, {u}, {32 * i};")
@@ -85,7 +85,7 @@ def gemm_f32(mode):
             skip = k.label("kofs")
             k(f"mov.u32 {kofs}, 0;")
             k(f"@!{pk} bra {skip};")
-            off, _, _ = op.patch_kofs(gk)
+            off, _, _ = op.patch.kofs(gk)
             k(f"mov.u32 {kofs}, {off};")
             k.place(skip)
         else:

@@ -20,6 +20,7 @@ patch rows of a few image rows, and its stores are contiguous."""
 
 from ..asm import In, Kernel, Out, U32
 from ..lib import SIZE, addr, grid_stride
+from .gemm_common import PatchGeometry
 
 THREADS = 256
 VEC = {"bf16": 8, "f32": 4}
@@ -33,18 +34,12 @@ def patchify(dt):
                doc=f"{name}: the patches of [B, C, I, I] as rows [B·G·G, KP] ({dt}; KP a multiple of {v},\n"
                    "the padding zeros); a copy, grid-stride over 16-byte units.")
     k.const("VEC", v)
-    x, out, rows, kp, kk, c, i, p, g = (k.param(s) for s in ("x", "out", "rows", "kp", "k", "c", "i", "p", "g"))
-    ii, pp, pi, nt, cii, units, groups, gip, giipi = (
-        k.reg("u32", s) for s in ("ii", "pp", "pi", "nt", "cii", "units", "groups", "gip", "giipi"))
-    k(f"mul.lo.u32 {ii}, {i}, {i};")
-    k(f"mul.lo.u32 {pp}, {p}, {p};")
-    k(f"mul.lo.u32 {pi}, {p}, {i};")
-    k(f"mul.lo.u32 {nt}, {g}, {g};")
-    k(f"mul.lo.u32 {cii}, {c}, {ii};")
+    x, out, rows, kp, kk = (k.param(s) for s in ("x", "out", "rows", "kp", "k"))
+    geo = PatchGeometry(k, *(k.param(s) for s in ("c", "i", "p", "g")))
+    walk = geo.walk()
+    units, groups = k.reg("u32", "units"), k.reg("u32", "groups")
     k(f"div.u32 {groups}, {kp}, {v};")
     k(f"mul.lo.u32 {units}, {rows}, {groups};")
-    k(f"sub.u32 {gip}, {i}, {p};")       # the next pixel row of the patch: + I - P
-    k(f"sub.u32 {giipi}, {ii}, {pi};")   # the next channel: + I·I - P·I
 
     def body(u):
         row, kg, k0, t = (k.reg("u32", s) for s in ("row", "kg", "k0", "t"))
@@ -52,32 +47,14 @@ def patchify(dt):
         k(f"mul.lo.u32 {t}, {row}, {groups};")
         k(f"sub.u32 {kg}, {u}, {t};")
         k(f"mul.lo.u32 {k0}, {kg}, {v};")
-        # The patch's pixel base: b·C·I·I + gy·P·I + gx·P.
-        b, rest, gy, gx, base = (k.reg("u32", s) for s in ("pb", "pn", "gy", "gx", "base"))
-        k(f"div.u32 {b}, {row}, {nt};")
-        k(f"mul.lo.u32 {t}, {b}, {nt};")
-        k(f"sub.u32 {rest}, {row}, {t};")
-        k(f"div.u32 {gy}, {rest}, {g};")
-        k(f"mul.lo.u32 {t}, {gy}, {g};")
-        k(f"sub.u32 {gx}, {rest}, {t};")
-        k(f"mul.lo.u32 {base}, {b}, {cii};")
-        k(f"mad.lo.u32 {base}, {gy}, {pi}, {base};")
-        k(f"mad.lo.u32 {base}, {gx}, {p}, {base};")
-        # The first element's (c, py, px) and its pixel: base + c·I·I + py·I + px.
-        ch, py, px, off = (k.reg("u32", s) for s in ("ch", "py", "px", "off"))
-        k(f"div.u32 {ch}, {k0}, {pp};")
-        k(f"mul.lo.u32 {t}, {ch}, {pp};")
-        k(f"sub.u32 {rest}, {k0}, {t};")
-        k(f"div.u32 {py}, {rest}, {p};")
-        k(f"mul.lo.u32 {t}, {py}, {p};")
-        k(f"sub.u32 {px}, {rest}, {t};")
-        k(f"mad.lo.u32 {off}, {ch}, {ii}, {base};")
-        k(f"mad.lo.u32 {off}, {py}, {i}, {off};")
-        k(f"add.u32 {off}, {off}, {px};")
+        # The unit's first pixel: the patch's base + its element's offset; the
+        # offset of a k0 past K is never loaded.
+        off, py, px = geo.kofs(k0)
+        k(f"add.u32 {off}, {off}, {geo.rowbase(row)};")
+        step = k.reg("pred", "wrap")
         vals = []
         for j in range(v):
-            inside, w1, w2 = k.reg("pred", "in"), k.reg("pred", "wpx"), k.reg("pred", "wpy")
-            kj = k.reg("u32", "kj")
+            inside, kj = k.reg("pred", "in"), k.reg("u32", "kj")
             k(f"add.u32 {kj}, {k0}, {j};")
             k(f"setp.lt.u32 {inside}, {kj}, {kk};")
             at = addr(k, x, off, es, "xa")
@@ -90,18 +67,8 @@ def patchify(dt):
                 k(f"mov.b32 {val}, 0;")
                 k(f"@{inside} ld.global.nc.f32 {val}, [{at}];")
             vals.append(val)
-            if j == v - 1:
-                break
-            # Next element: px + 1, wrapping to the next pixel row, then channel.
-            k(f"add.u32 {px}, {px}, 1;")
-            k(f"add.u32 {off}, {off}, 1;")
-            k(f"setp.eq.u32 {w1}, {px}, {p};")
-            k(f"@{w1} mov.u32 {px}, 0;")
-            k(f"@{w1} add.u32 {py}, {py}, 1;")
-            k(f"@{w1} add.u32 {off}, {off}, {gip};")
-            k(f"setp.eq.and.u32 {w2}, {py}, {p}, {w1};")
-            k(f"@{w2} mov.u32 {py}, 0;")
-            k(f"@{w2} add.u32 {off}, {off}, {giipi};")
+            if j < v - 1:
+                geo.step(walk, off, py, px, step)
         o = k.reg("u32", "o")
         k(f"mad.lo.u32 {o}, {row}, {kp}, {k0};")
         at = addr(k, out, o, es, "oa")
